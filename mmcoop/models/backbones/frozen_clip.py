@@ -1,0 +1,238 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Frozen open_clip towers: dense image features and prompt text encoding."""
+from typing import List, Optional, Sequence, Tuple
+
+import open_clip
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer, text_global_pool
+
+from mmcoop.registry import MODELS
+from .clip_loader import (build_open_clip, resize_attnpool_pos_embed,
+                          resize_vit_pos_embed)
+from .frozen import FrozenMixin
+
+
+@MODELS.register_module()
+class FrozenCLIP(FrozenMixin, BaseModule):
+    """Frozen CLIP image tower that returns dense, projected features.
+
+    For a ResNet CLIP (``RN50``, ``RN101``, ...) the output is the value path
+    of the attention pool, ``c_proj(v_proj(x + pos))``, for the mean token
+    followed by every spatial token, exactly as the official DualCoOp /
+    PositiveCoOp ``AttentionConv`` does. The attention itself (whose output
+    nobody uses) is never computed. The attention-pool positional embedding
+    is resized to ``input_resolution // 32`` by bicubic interpolation.
+
+    For a ViT CLIP the dense equivalent is ``ln_post`` followed by ``proj``
+    applied to every token (class token first), with the positional
+    embedding resized bicubically to ``input_resolution // patch_size``.
+
+    Args:
+        model_name (str): open_clip architecture, e.g. ``'RN101-quickgelu'``.
+        pretrained (str, optional): open_clip tag (``'openai'``), a local
+            checkpoint (OpenAI TorchScript archive or state dict), or None for
+            random weights (tests; a warning is logged).
+        input_resolution (int): square input size. Defaults to 448.
+        force_quick_gelu (bool): force QuickGELU activations.
+        save_frozen (bool): keep the frozen weights in ``state_dict()``.
+            Defaults to False (checkpoints hold only trained parameters).
+        cache_dir (str, optional): open_clip download cache.
+
+    Shapes:
+        input ``(B, 3, S, S)`` -> ``((B, D, 1 + HW),)`` with ``HW = (S/32)^2``
+        for ResNets (197 positions at 448 px).
+    """
+
+    def __init__(self,
+                 model_name: str = 'RN101-quickgelu',
+                 pretrained: Optional[str] = None,
+                 input_resolution: int = 448,
+                 force_quick_gelu: bool = False,
+                 save_frozen: bool = False,
+                 cache_dir: Optional[str] = None,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        clip = build_open_clip(model_name, pretrained, force_quick_gelu,
+                               cache_dir)
+        self.model_name = model_name
+        self.input_resolution = int(input_resolution)
+        self.visual = clip.visual
+        del clip
+        if isinstance(self.visual, ModifiedResNet):
+            self.arch = 'resnet'
+            if self.input_resolution % 32:
+                raise ValueError(
+                    f'input_resolution={input_resolution} must be a multiple '
+                    'of 32 for ResNet CLIP models.')
+            pool = self.visual.attnpool
+            pool.positional_embedding = nn.Parameter(
+                resize_attnpool_pos_embed(pool.positional_embedding.data,
+                                          self.input_resolution // 32))
+            self.embed_dim = pool.c_proj.out_features
+        elif isinstance(self.visual, VisionTransformer):
+            self.arch = 'vit'
+            patch = self.visual.patch_size[0]
+            if self.input_resolution % patch:
+                raise ValueError(
+                    f'input_resolution={input_resolution} must be a multiple '
+                    f'of the patch size {patch}.')
+            grid = self.input_resolution // patch
+            self.visual.positional_embedding = nn.Parameter(
+                resize_vit_pos_embed(self.visual.positional_embedding.data,
+                                     grid))
+            self.visual.grid_size = (grid, grid)
+            self.embed_dim = self.visual.proj.shape[1]
+        else:
+            raise NotImplementedError(
+                f'{model_name}: dense features are implemented for open_clip '
+                f'ModifiedResNet and VisionTransformer towers, not '
+                f'{type(self.visual).__name__}.')
+        self.visual.image_size = (self.input_resolution, ) * 2
+        self._freeze(save_frozen)
+
+    @property
+    def num_positions(self) -> int:
+        """Number of dense positions ``1 + HW`` at ``input_resolution``."""
+        if self.arch == 'resnet':
+            return 1 + (self.input_resolution // 32)**2
+        return self.visual.positional_embedding.shape[0]
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
+        """``(B, 3, S, S)`` images -> ``((B, D, 1 + HW),)`` dense features."""
+        if self.arch == 'resnet':
+            return (self._forward_resnet(x), )
+        return (self._forward_vit(x), )
+
+    def _forward_resnet(self, x: torch.Tensor) -> torch.Tensor:
+        visual = self.visual
+        x = visual.stem(x)
+        x = visual.layer1(x)
+        x = visual.layer2(x)
+        x = visual.layer3(x)
+        x = visual.layer4(x)
+        pool = visual.attnpool
+        x = x.flatten(2).permute(0, 2, 1)  # (B, HW, C)
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
+        pos = pool.positional_embedding
+        if pos.shape[0] != x.shape[1]:
+            pos = resize_attnpool_pos_embed(pos, round(
+                (x.shape[1] - 1)**0.5))
+        x = x + pos[None].to(x.dtype)
+        x = pool.c_proj(pool.v_proj(x))  # (B, 1 + HW, D)
+        return x.permute(0, 2, 1).contiguous()
+
+    def _forward_vit(self, x: torch.Tensor) -> torch.Tensor:
+        visual = self.visual
+        x = visual._embeds(x)
+        x = visual.transformer(x)
+        x = visual.ln_post(x)
+        x = x @ visual.proj
+        return x.permute(0, 2, 1).contiguous()
+
+
+@MODELS.register_module()
+class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
+    """Frozen CLIP text tower for learned prompts.
+
+    Takes prompt *embeddings* (token embeddings with learned context vectors
+    spliced in) and returns the projected end-of-text features, as CoOp's
+    ``TextEncoder``. Only input gradients flow; the weights are frozen.
+
+    With ``truncate=True`` (default) the transformer runs only up to the last
+    end-of-text position of the batch: the causal mask makes later positions
+    irrelevant, so the result is identical to the full 77-token pass.
+
+    Args:
+        model_name (str): open_clip architecture.
+        pretrained (str, optional): as :class:`FrozenCLIP`.
+        force_quick_gelu (bool): force QuickGELU activations.
+        truncate (bool): exact EOT truncation. Defaults to True.
+        save_frozen (bool): keep frozen weights in ``state_dict()``.
+        cache_dir (str, optional): open_clip download cache.
+    """
+
+    def __init__(self,
+                 model_name: str = 'RN101-quickgelu',
+                 pretrained: Optional[str] = None,
+                 force_quick_gelu: bool = False,
+                 truncate: bool = True,
+                 save_frozen: bool = False,
+                 cache_dir: Optional[str] = None,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        clip = build_open_clip(model_name, pretrained, force_quick_gelu,
+                               cache_dir)
+        if not hasattr(clip, 'token_embedding'):
+            raise NotImplementedError(
+                f'{model_name} has a custom (e.g. HF) text tower; mmcoop '
+                'supports open_clip models with the built-in text transformer.')
+        self.model_name = model_name
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.transformer = clip.transformer
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection
+        self.register_buffer('attn_mask', clip.attn_mask, persistent=False)
+        self.pool_type = clip.text_pool_type
+        self.eos_id = getattr(clip, 'text_eos_id', None)
+        del clip
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.context_length = self.positional_embedding.shape[0]
+        self.width = self.token_embedding.weight.shape[1]
+        self.embed_dim = (
+            self.text_projection.out_features if isinstance(
+                self.text_projection, nn.Linear) else
+            self.text_projection.shape[1])
+        # Truncation is exact only with a causal mask and EOT-style pooling.
+        self.truncate = bool(truncate) and self.attn_mask is not None \
+            and self.pool_type in ('argmax', 'eos')
+        self._freeze(save_frozen)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """``N`` strings -> ``(N, L)`` token ids (L = context length)."""
+        return self.tokenizer(list(texts))
+
+    @torch.no_grad()
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(N, L)`` token ids -> ``(N, L, W)`` token embeddings."""
+        return self.token_embedding(tokens.to(self.token_embedding.weight.device))
+
+    def end_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Index of the pooled (end-of-text) token of each prompt, ``(N,)``."""
+        if self.pool_type == 'eos':
+            return (tokens == self.eos_id).int().argmax(dim=-1)
+        return tokens.argmax(dim=-1)
+
+    def forward(self, prompts: torch.Tensor,
+                tokens: torch.Tensor) -> torch.Tensor:
+        """Encode prompt embeddings.
+
+        Args:
+            prompts (Tensor): ``(N, L, W)`` prompt embeddings.
+            tokens (Tensor): ``(N, L)`` token ids (for EOT pooling).
+
+        Returns:
+            Tensor: ``(N, D)`` projected text features (not normalised).
+        """
+        length = prompts.shape[1]
+        attn_mask = self.attn_mask
+        if self.truncate:
+            length = int(self.end_positions(tokens).max()) + 1
+            prompts = prompts[:, :length]
+            tokens = tokens[:, :length]
+            attn_mask = attn_mask[:length, :length]
+        x = prompts + self.positional_embedding[:length].to(prompts.dtype)
+        x = self.transformer(x, attn_mask=attn_mask)
+        x = self.ln_final(x)
+        x = text_global_pool(x, tokens, self.pool_type, self.eos_id)
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection
+
+    def encode_texts(self, texts: List[str]) -> torch.Tensor:
+        """Encode plain strings (hand-written prompts) -> ``(N, D)``."""
+        tokens = self.tokenize(texts).to(self.token_embedding.weight.device)
+        return self.forward(self.embed_tokens(tokens), tokens)

@@ -1,0 +1,99 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""What every mmcoop head shares: tri-state targets, the partial-label loss,
+two-way-softmax predictions."""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmpretrain.models.heads import MultiLabelClsHead
+from mmpretrain.structures import DataSample, label_to_onehot
+
+from mmcoop.registry import DATASETS, MODELS
+
+
+def resolve_classnames(classnames: Union[str, Sequence[str]]) -> List[str]:
+    """Class names from a list, or from a registered dataset's ``METAINFO``.
+
+    Args:
+        classnames (str | Sequence[str]): the names, or the type name of a
+            registered dataset (e.g. ``'COCO2014MultiLabel'``) whose
+            ``METAINFO['classes']`` gives them.
+    """
+    if isinstance(classnames, str):
+        dataset_cls = DATASETS.get(classnames)
+        if dataset_cls is None or 'classes' not in getattr(
+                dataset_cls, 'METAINFO', {}):
+            raise ValueError(
+                f'classnames={classnames!r} is neither a list of class names '
+                'nor a registered dataset type with METAINFO["classes"].')
+        classnames = dataset_cls.METAINFO['classes']
+    classnames = [str(c) for c in classnames]
+    if not classnames:
+        raise ValueError('`classnames` is empty: give one name per class.')
+    dups = sorted({c for c in classnames if classnames.count(c) > 1})
+    if dups:
+        raise ValueError(f'`classnames` has duplicates: {dups}. Each class '
+                         'needs a distinct name (it enters the text prompt).')
+    return classnames
+
+
+class PartialLabelHead(MultiLabelClsHead):
+    """Base of the mmcoop heads.
+
+    Subclasses implement :meth:`forward` returning ``(B, 2, C)`` logits
+    ordered [negative, positive]. Targets are read from ``gt_score``
+    (tri-state {1, 0, -1}, -1 = unknown) or built from ``gt_label``.
+    ``predict`` sets ``pred_score`` to ``p(present) = softmax(logits,
+    dim=1)[:, 1]`` so mmpretrain metrics and inferencers work unchanged.
+
+    Args:
+        classnames (str | Sequence[str]): see :func:`resolve_classnames`.
+        loss (dict): loss config. Defaults to ``PartialAsymmetricLoss``.
+        thr (float, optional): score threshold for ``pred_label``.
+        topk (int, optional): top-k labels instead of a threshold.
+    """
+
+    def __init__(self,
+                 classnames: Union[str, Sequence[str]],
+                 loss: dict = dict(type='PartialAsymmetricLoss'),
+                 thr: Optional[float] = None,
+                 topk: Optional[int] = None,
+                 init_cfg: Optional[dict] = None):
+        if isinstance(loss, dict):
+            loss = MODELS.build(loss)
+        super().__init__(loss=loss, thr=thr, topk=topk, init_cfg=init_cfg)
+        self.classnames = resolve_classnames(classnames)
+        self.num_classes = len(self.classnames)
+
+    def pre_logits(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
+        """Last backbone output: ``(B, D, N)`` dense features."""
+        return feats[-1]
+
+    def forward(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
+        """``(B, D, N)`` dense features -> ``(B, 2, C)`` logits."""
+        raise NotImplementedError
+
+    def _get_loss(self, cls_score: torch.Tensor,
+                  data_samples: List[DataSample], **kwargs) -> dict:
+        num_classes = cls_score.size(-1)
+        if 'gt_score' in data_samples[0]:
+            target = torch.stack([ds.gt_score for ds in data_samples])
+        else:
+            target = torch.stack([
+                label_to_onehot(ds.gt_label, num_classes)
+                for ds in data_samples
+            ])
+        target = target.to(cls_score.device, torch.float32)
+        return dict(loss=self.loss_module(cls_score, target, **kwargs))
+
+    def _get_predictions(self, cls_score: torch.Tensor,
+                         data_samples: Optional[List[DataSample]]):
+        probs = cls_score.float().softmax(dim=1)[:, 1]
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(probs.size(0))]
+        for data_sample, score in zip(data_samples, probs):
+            if self.thr is not None:
+                label = torch.where(score >= self.thr)[0]
+            else:
+                _, label = score.topk(self.topk)
+            data_sample.set_pred_score(score).set_pred_label(label)
+        return data_samples

@@ -1,0 +1,4 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+from .prompt_learner import PromptLearner
+
+__all__ = ['PromptLearner']

@@ -1,0 +1,91 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""CoOp-style learnable context for one prompt polarity."""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+
+from mmcoop.registry import MODELS
+
+
+@MODELS.register_module()
+class PromptLearner(BaseModule):
+    """Learnable context vectors spliced into ``"X X ... X {classname}."``.
+
+    The prompt of class ``c`` is ``[SOS] ctx_1 ... ctx_n <classname tokens>
+    . [EOS]``. The context is class-specific (``(C, n_ctx, W)``, CSC, the
+    paper's setting) or shared (``(n_ctx, W)``); it is initialised from
+    N(0, ``init_std``) or from the token embeddings of ``ctx_init`` words,
+    as in CoOp / DualCoOp. The token buffers are derived from the class
+    names and the text encoder, so they are not saved in checkpoints.
+
+    Args:
+        classnames (Sequence[str]): class names; ``_`` is read as a space.
+        text_encoder (FrozenCLIPTextEncoder): gives the tokenizer and the
+            token embedding table (not registered as a submodule here).
+        n_ctx (int): number of context tokens. Defaults to 16.
+        class_specific (bool): one context per class (CSC). Defaults to True.
+        ctx_init (str, optional): words to initialise the context with, e.g.
+            ``'a photo of a'``; ``n_ctx`` then becomes the number of words.
+        init_std (float): std of the random initialisation. Defaults to 0.02.
+
+    Shapes:
+        ``forward()`` -> prompt embeddings ``(C, L, W)``; ``tokens`` is the
+        ``(C, L)`` token-id buffer used for end-of-text pooling.
+    """
+
+    def __init__(self,
+                 classnames: Sequence[str],
+                 text_encoder: nn.Module,
+                 n_ctx: int = 16,
+                 class_specific: bool = True,
+                 ctx_init: Optional[str] = None,
+                 init_std: float = 0.02,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        classnames = [name.replace('_', ' ') for name in classnames]
+        num_classes = len(classnames)
+        width = text_encoder.width
+        weight = text_encoder.token_embedding.weight
+        if ctx_init:
+            ctx_init = ctx_init.replace('_', ' ').strip()
+            # As the official code: as many context tokens as words.
+            n_ctx = len(ctx_init.split(' '))
+            init_tokens = text_encoder.tokenize([ctx_init])
+            ctx = text_encoder.embed_tokens(init_tokens)[0, 1:1 + n_ctx]
+            ctx = ctx.detach().clone().to(weight.dtype).cpu()
+            if class_specific:
+                ctx = ctx.unsqueeze(0).repeat(num_classes, 1, 1)
+            prefix = ctx_init
+        else:
+            shape = (num_classes, n_ctx, width) if class_specific else (n_ctx,
+                                                                        width)
+            ctx = torch.empty(shape, dtype=weight.dtype)
+            nn.init.normal_(ctx, std=init_std)
+            prefix = ' '.join(['X'] * n_ctx)
+        self.ctx = nn.Parameter(ctx)
+        self.n_ctx = n_ctx
+        self.num_classes = num_classes
+        self.class_specific = class_specific
+        self.prompt_texts = [f'{prefix} {name}.' for name in classnames]
+
+        tokens = text_encoder.tokenize(self.prompt_texts)
+        if int(text_encoder.end_positions(tokens).max()) >= tokens.shape[1] - 1:
+            raise ValueError(
+                'A prompt does not fit the text context length '
+                f'({tokens.shape[1]} tokens) with n_ctx={n_ctx}; shorten the '
+                'class names or reduce n_ctx.')
+        embedding = text_encoder.embed_tokens(tokens).cpu()
+        self.register_buffer('tokens', tokens, persistent=False)
+        self.register_buffer(
+            'token_prefix', embedding[:, :1].clone(), persistent=False)
+        self.register_buffer(
+            'token_suffix', embedding[:, 1 + n_ctx:].clone(), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        """Return the ``(C, L, W)`` prompt embeddings."""
+        ctx = self.ctx
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.num_classes, -1, -1)
+        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
