@@ -1,0 +1,64 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+import math
+from typing import Optional
+
+import torch
+from mmengine.hooks import Hook
+
+from mmcoop.registry import HOOKS
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN/Inf; raised before any checkpoint is written."""
+
+
+@HOOKS.register_module()
+class FiniteCheckHook(Hook):
+    """Stop training at the first NaN/Inf loss or trainable parameter.
+
+    Runs after every ``interval`` training iterations, before the checkpoint
+    hook (higher priority), so a diverged run stops with a message naming
+    the epoch and iteration instead of writing NaN checkpoints; the last
+    good checkpoint stays resumable.
+
+    Args:
+        interval (int): check every ``interval`` iterations. Defaults to 1.
+        check_params (bool): also check the trainable parameters after the
+            update. Defaults to True.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self, interval: int = 1, check_params: bool = True):
+        self.interval = interval
+        self.check_params = check_params
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch: Optional[dict] = None,
+                         outputs: Optional[dict] = None) -> None:
+        if not self.every_n_train_iters(runner, self.interval):
+            return
+        where = (f'epoch {runner.epoch + 1}, iteration {runner.iter + 1} '
+                 f'(batch {batch_idx + 1} of the epoch)')
+        for name, value in (outputs or {}).items():
+            value = float(value.detach().float().sum()) if isinstance(
+                value, torch.Tensor) else float(value)
+            if not math.isfinite(value):
+                raise NonFiniteError(
+                    f'{name} became {value} at {where}. No checkpoint was '
+                    'written for it. Lower the learning rate or loss_weight '
+                    '(`optim_wrapper.optimizer.lr`, '
+                    '`model.head.loss.loss_weight`), check the inputs, and '
+                    'resume from the last checkpoint with --resume.')
+        if self.check_params:
+            model = runner.model.module if hasattr(
+                runner.model, 'module') else runner.model
+            for pname, param in model.named_parameters():
+                if param.requires_grad and not bool(
+                        torch.isfinite(param).all()):
+                    raise NonFiniteError(
+                        f'Parameter {pname} has NaN/Inf values at {where}. '
+                        'No checkpoint was written for it; lower the learning '
+                        'rate and resume from the last checkpoint.')

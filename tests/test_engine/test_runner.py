@@ -1,0 +1,146 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""MMCoopRunner: trusted resume of the run's own checkpoints, safe loading of
+everything else, atomic checkpoint writes."""
+import os
+import os.path as osp
+import shutil
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from torch.utils.data import Dataset
+
+from mmcoop.engine.runner import MMCoopRunner
+from mmcoop.utils import UnsafeCheckpointError
+
+
+class ToyModel(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        inputs = torch.stack(inputs) if isinstance(inputs, list) else inputs
+        out = self.linear(inputs)
+        if mode == 'loss':
+            labels = torch.stack(labels) if isinstance(labels,
+                                                       list) else labels
+            return dict(loss=((out.squeeze(-1) - labels)**2).mean())
+        return out
+
+
+class ToyDataset(Dataset):
+    METAINFO = dict()
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, idx):
+        x = torch.tensor([idx / 8., 1. - idx / 8.])
+        return dict(inputs=x, labels=torch.tensor(float(idx % 2)))
+
+
+def _runner(work_dir, max_epochs, **kwargs):
+    torch.manual_seed(0)  # identical initial weights in every runner
+    return MMCoopRunner(
+        model=ToyModel(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=ToyDataset(),
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            batch_size=4,
+            num_workers=0,
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=1),
+            logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0),
+        default_scope='mmcoop',
+        experiment_name=f'toy_{osp.basename(str(work_dir))}_{max_epochs}',
+        **kwargs)
+
+
+def test_resume_own_checkpoint_matches_uninterrupted(tmp_path):
+    full = _runner(tmp_path / 'full', 3)
+    full.train()
+    expected = full.model.linear.weight.detach().clone()
+
+    part = _runner(tmp_path / 'part', 2)
+    part.train()
+    # the resume checkpoint holds mmengine runtime state (HistoryBuffer),
+    # which torch>=2.6 refuses under weights_only=True
+    resumed = _runner(tmp_path / 'part', 3, resume=True)
+    resumed.train()
+    assert resumed.train_loop.epoch == 3
+    torch.testing.assert_close(resumed.model.linear.weight, expected)
+
+
+def test_load_from_elsewhere_is_weights_only(tmp_path):
+    src = _runner(tmp_path / 'src', 1)
+    src.train()
+    foreign = tmp_path / 'downloaded.pth'
+    shutil.copy(tmp_path / 'src' / 'epoch_1.pth', foreign)
+    # resuming a checkpoint that is not the run's own is refused ...
+    runner = _runner(tmp_path / 'other', 2, load_from=str(foreign),
+                     resume=True)
+    with pytest.raises(UnsafeCheckpointError, match='downloaded.pth'):
+        runner.train()
+    # ... and so is load_from of a file with pickled runtime objects
+    runner = _runner(tmp_path / 'other2', 1)
+    with pytest.raises(UnsafeCheckpointError):
+        runner.load_checkpoint(str(foreign))
+    # a stripped checkpoint (tensors + plain meta) loads fine
+    stripped = tmp_path / 'stripped.pth'
+    ckpt = torch.load(foreign, weights_only=False)
+    torch.save({'state_dict': ckpt['state_dict'], 'meta': {'epoch': 1}},
+               stripped)
+    runner.load_checkpoint(str(stripped))
+    torch.testing.assert_close(runner.model.linear.weight,
+                               src.model.linear.weight)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    runner = _runner(tmp_path / 'atomic', 1)
+    runner.train()
+    work = tmp_path / 'atomic'
+    before = (work / 'epoch_1.pth').read_bytes()
+    names = set(os.listdir(work))
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b'half a checkpoint')
+        raise RuntimeError('disk full')
+
+    monkeypatch.setattr(torch, 'save', crash)
+    with pytest.raises(RuntimeError, match='disk full'):
+        runner.save_checkpoint(str(work), 'epoch_1.pth')
+    monkeypatch.undo()
+    assert (work / 'epoch_1.pth').read_bytes() == before
+    assert set(os.listdir(work)) == names  # no temp files left
+    with open(work / 'last_checkpoint') as f:
+        assert f.read().strip().endswith('epoch_1.pth')
+
+
+class NaNAfterTwoIters(ToyDataset):
+
+    def __getitem__(self, idx):
+        item = super().__getitem__(idx)
+        if idx >= 4:  # second batch of each epoch (batch size 4)
+            item['inputs'] = torch.tensor([float('nan'), 1.])
+        return item
+
+
+def test_finite_check_hook_stops_before_nan_checkpoint(tmp_path):
+    from mmcoop.engine.hooks import NonFiniteError
+    work = tmp_path / 'nan'
+    runner = _runner(work, 2, custom_hooks=[dict(type='FiniteCheckHook')])
+    runner.train_dataloader.dataset.__class__ = NaNAfterTwoIters
+    with pytest.raises(NonFiniteError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert 'epoch 1, iteration 2' in msg and 'loss' in msg
+    assert '--resume' in msg
+    assert not any(n.endswith('.pth') for n in os.listdir(work))

@@ -1,0 +1,107 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+import os
+import os.path as osp
+import pickle
+
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+
+from mmcoop.utils import (UnsafeCheckpointError, atomic_torch_save,
+                          is_own_checkpoint, safe_torch_load,
+                          trusted_torch_load)
+
+
+class _WritesFile:
+    """Unpickling this object would create ``self.path``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_safe_load_refuses_malicious_pickle(tmp_path):
+    marker = tmp_path / 'pwned.txt'
+    ckpt = tmp_path / 'evil.pth'
+    with open(ckpt, 'wb') as f:
+        pickle.dump({'state_dict': {}, 'x': _WritesFile(str(marker))}, f)
+    with pytest.raises(UnsafeCheckpointError) as err:
+        safe_torch_load(str(ckpt))
+    assert not marker.exists()
+    msg = str(err.value)
+    assert 'evil.pth' in msg and 'weights_only=True' in msg
+    assert 'publish_model.py' in msg
+
+
+def test_safe_load_tensors_and_plain_meta(tmp_path):
+    ckpt = tmp_path / 'ok.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'epoch': 3}},
+               ckpt)
+    out = safe_torch_load(str(ckpt))
+    assert out['meta']['epoch'] == 3
+    assert torch.equal(out['state_dict']['w'], torch.ones(2))
+
+
+def test_safe_load_refuses_mmengine_runtime_state(tmp_path):
+    # What mmengine 0.10.x resume checkpoints contain: rejected from
+    # elsewhere, loadable by the trusted loader.
+    ckpt = tmp_path / 'resume.pth'
+    torch.save({'message_hub': {'log': HistoryBuffer([1.0, 2.0], [1, 1])}}, ckpt)
+    with pytest.raises(UnsafeCheckpointError):
+        safe_torch_load(str(ckpt))
+    out = trusted_torch_load(str(ckpt))
+    assert out['message_hub']['log'].mean() == pytest.approx(1.5)
+
+
+def test_empty_and_truncated_files(tmp_path):
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(RuntimeError, match='empty'):
+        safe_torch_load(str(empty))
+    good = tmp_path / 'good.pth'
+    torch.save({'w': torch.randn(1000)}, good)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(RuntimeError, match='truncated'):
+        safe_torch_load(str(cut))
+    with pytest.raises(RuntimeError, match='previous checkpoint'):
+        trusted_torch_load(str(cut))
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        safe_torch_load(str(tmp_path / 'missing.pth'))
+
+
+def test_is_own_checkpoint(tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    inside = work / 'epoch_1.pth'
+    inside.write_bytes(b'x')
+    outside = tmp_path / 'other.pth'
+    outside.write_bytes(b'x')
+    assert is_own_checkpoint(str(inside), str(work))
+    assert not is_own_checkpoint(str(outside), str(work))
+    assert not is_own_checkpoint(str(inside), None)
+    # a symlink inside the work dir pointing outside is not "own"
+    link = work / 'link.pth'
+    os.symlink(outside, link)
+    assert not is_own_checkpoint(str(link), str(work))
+
+
+def test_atomic_save_never_leaves_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / 'ckpt.pth'
+    atomic_torch_save({'v': torch.zeros(1)}, str(path))
+    assert torch.load(path, weights_only=True)['v'].item() == 0
+
+    def boom(obj, f, *args, **kwargs):
+        f.write(b'partial')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, 'save', boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({'v': torch.ones(1)}, str(path))
+    monkeypatch.undo()
+    # the old file is intact and no temporary file is left behind
+    assert torch.load(path, weights_only=True)['v'].item() == 0
+    assert sorted(os.listdir(tmp_path)) == ['ckpt.pth']
+    assert not osp.exists(str(path) + '.tmp')
