@@ -1,0 +1,20 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+# ``demo_shapes`` is deliberately not imported here, so that
+# ``python -m mmcoop.datasets.demo_shapes`` runs without a runpy warning;
+# import it as ``from mmcoop.datasets.demo_shapes import generate_demo_coco``.
+from .categories import (COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS,
+                         VOC2007_CATEGORIES)
+from .coco2014 import COCO2014MultiLabel, load_coco_multilabel
+from .partial_label import PartialLabelDataset, make_known_mask
+from .transforms import (DUALCOOP_RANDAUG_POLICIES, DualCoOpRandAugment,
+                         LoadImageFromFileChecked, RandomCutout)
+from .utils import AnnotationError
+from .voc2007 import VOC2007MultiLabel
+
+__all__ = [
+    'COCO2014MultiLabel', 'VOC2007MultiLabel', 'PartialLabelDataset',
+    'make_known_mask', 'load_coco_multilabel', 'AnnotationError',
+    'COCO2014_CATEGORIES', 'COCO2014_CATEGORY_IDS', 'VOC2007_CATEGORIES',
+    'RandomCutout', 'LoadImageFromFileChecked', 'DualCoOpRandAugment',
+    'DUALCOOP_RANDAUG_POLICIES'
+]

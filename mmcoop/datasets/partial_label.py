@@ -1,0 +1,459 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Partial-label wrapper: hide a seeded fraction of the training labels."""
+import copy
+import os.path as osp
+from typing import List, Optional, Union
+
+import numpy as np
+from mmengine.dataset import BaseDataset, force_full_init
+from mmengine.logging import MMLogger
+from mmengine.registry import DefaultScope
+
+from mmcoop.registry import DATASETS
+from .utils import atomic_write_npy, check_outside_dataset
+
+__all__ = ['PartialLabelDataset', 'make_known_mask', 'complete_targets']
+
+MODES = ('bernoulli', 'per_image_count')
+
+
+def make_known_mask(num_images: int,
+                    num_classes: int,
+                    known_proportion: float,
+                    mode: str = 'bernoulli',
+                    seed: int = 0) -> np.ndarray:
+    """Draw the (N, C) boolean mask of *known* labels.
+
+    Deterministic for a given ``(num_images, num_classes, known_proportion,
+    mode, seed)`` on any machine (NumPy's PCG64 via
+    ``np.random.default_rng``; no torch RNG, no global state).
+
+    - ``'bernoulli'``: every (image, class) entry is known independently with
+      probability ``p`` (official DualCoOp/PositiveCoOp protocol:
+      ``torch.rand(N, C) < pp``).
+    - ``'per_image_count'``: exactly ``round_half_up((1 - p) * C)`` labels
+      are hidden in every image, chosen uniformly without replacement (the
+      Durand et al. style used by lcalem/partial-labels).
+    """
+    _check_proportion(known_proportion)
+    if mode not in MODES:
+        raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
+    rng = np.random.default_rng(seed)
+    if known_proportion == 1.0:
+        return np.ones((num_images, num_classes), dtype=bool)
+    if mode == 'bernoulli':
+        return rng.random((num_images, num_classes)) < known_proportion
+    num_drop = num_hidden_per_image(num_classes, known_proportion)
+    mask = np.ones((num_images, num_classes), dtype=bool)
+    if num_drop:
+        order = np.argsort(rng.random((num_images, num_classes)), axis=1)
+        np.put_along_axis(mask, order[:, :num_drop], False, axis=1)
+    return mask
+
+
+def num_hidden_per_image(num_classes: int, known_proportion: float) -> int:
+    """Labels hidden per image in ``'per_image_count'`` mode.
+
+    ``round((1 - p) * C)`` rounded half up (``p=0.75, C=10`` hides 3), with a
+    tiny tolerance so that ``(1 - 0.9) * 20 = 1.9999999999999996`` gives 2.
+    """
+    return int(np.floor((1.0 - known_proportion) * num_classes + 0.5 + 1e-9))
+
+
+def _check_proportion(p) -> None:
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) \
+            or not (0.0 < float(p) <= 1.0):
+        raise ValueError(
+            f'known_proportion must be a number in (0, 1] (the fraction of '
+            f'training labels that stay known; 1 = complete labels), got '
+            f'{p!r}.')
+
+
+def complete_targets(dataset, num_classes: int) -> np.ndarray:
+    """Stack the complete targets of ``dataset`` into an (N, C) int8 array.
+
+    Uses ``data_info['gt_score']`` when the dataset provides one (values in
+    {1, 0, -1}), otherwise the one-hot of ``gt_label`` (e.g. a plain
+    :class:`mmpretrain.datasets.MultiLabelDataset`).
+    """
+    n = len(dataset)
+    targets = np.zeros((n, num_classes), dtype=np.int8)
+    for i in range(n):
+        info = dataset.get_data_info(i)
+        score = info.get('gt_score')
+        if score is not None:
+            score = np.asarray(score)
+            if score.shape != (num_classes, ):
+                raise ValueError(
+                    f'{type(dataset).__name__}[{i}] ({info.get("img_path")})'
+                    f': gt_score has shape {score.shape}, expected '
+                    f'({num_classes},) for {num_classes} classes.')
+            targets[i] = score
+        else:
+            labels = np.asarray(info.get('gt_label', []), dtype=np.int64)
+            labels = labels.reshape(-1)
+            if labels.size and (labels.min() < 0
+                                or labels.max() >= num_classes):
+                raise ValueError(
+                    f'{type(dataset).__name__}[{i}] ({info.get("img_path")})'
+                    f': gt_label {labels.tolist()} out of range for '
+                    f'{num_classes} classes.')
+            targets[i, labels] = 1
+    return targets
+
+
+@DATASETS.register_module()
+class PartialLabelDataset(BaseDataset):
+    """Wrap a multi-label training set and hide part of its labels.
+
+    Every sample's ``gt_score`` becomes tri-state: 1 (known positive), 0
+    (known negative), -1 (unknown); ``gt_label`` keeps only the known
+    positives. The inner dataset keeps its pipeline: this wrapper writes the
+    partial targets into the ``data_info`` and then runs the *inner*
+    dataset's pipeline (give ``pipeline=`` to the inner dataset; the wrapper
+    has none). Test sets are never wrapped (they keep complete labels).
+
+    The mask is drawn by :func:`make_known_mask` from ``seed`` (same mask on
+    any machine and on resume). With ``mask_file``:
+
+    - the file exists: it is loaded and validated (``.npy``, bool, shape
+      ``(len(dataset), num_classes)``) -- never overwritten;
+    - it does not exist: the drawn mask is written there (atomically).
+
+    ``mask_file`` must lie outside the dataset tree (error otherwise). With
+    no ``mask_file``, :class:`mmcoop.engine.PartialLabelMaskHook` saves the
+    mask into the work dir.
+
+    It subclasses :class:`mmengine.dataset.BaseDataset` only so that
+    MMEngine's wrappers (``RepeatDataset``, ``ConcatDataset``...) accept it;
+    it does not call ``BaseDataset.__init__`` and has no ``ann_file``,
+    serialisation or ``get_subset`` of its own.
+
+    Args:
+        dataset (BaseDataset | dict): The training set (or its config).
+        known_proportion (float): Fraction ``p`` in (0, 1] of labels that
+            stay known.
+        mode (str): ``'bernoulli'`` (official; independent Bernoulli(p) per
+            (image, class)) or ``'per_image_count'`` (exactly
+            ``round((1-p)*C)`` labels hidden per image). Defaults to
+            ``'bernoulli'``.
+        seed (int): Seed of the mask. Defaults to 0.
+        mask_file (str, optional): ``.npy`` file to load the mask from or to
+            save it to. Defaults to None.
+        lazy_init (bool): Defer loading until first use. Defaults to False.
+
+    Examples:
+        >>> ds = PartialLabelDataset(
+        ...     dict(type='COCO2014MultiLabel', data_root='data/coco',
+        ...          split='train', pipeline=train_pipeline),
+        ...     known_proportion=0.5, seed=0)
+        >>> ds.known_mask.mean()   # about 0.5
+    """
+
+    def __init__(self,
+                 dataset: Union[BaseDataset, dict],
+                 known_proportion: float,
+                 mode: str = 'bernoulli',
+                 seed: int = 0,
+                 mask_file: Optional[str] = None,
+                 lazy_init: bool = False):
+        _check_proportion(known_proportion)
+        if mode not in MODES:
+            raise ValueError(
+                f'PartialLabelDataset: mode must be one of {MODES}, got '
+                f'{mode!r}.')
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise TypeError(f'PartialLabelDataset: seed must be an int, got '
+                            f'{seed!r}.')
+        if isinstance(dataset, dict):
+            if 'pipeline' not in dataset:
+                MMLogger.get_current_instance().warning(
+                    'PartialLabelDataset: the inner dataset config has no '
+                    '`pipeline`; the wrapper runs the inner pipeline, so '
+                    'samples will not be loaded or packed.')
+            # without a default scope, mmpretrain datasets would build their
+            # pipelines from mmpretrain's registry only (no mmcoop types)
+            scope = None if DefaultScope.get_current_instance() else 'mmcoop'
+            with DefaultScope.overwrite_default_scope(scope):
+                self.dataset = DATASETS.build(dataset)
+        elif hasattr(dataset, 'get_data_info') and hasattr(
+                dataset, 'pipeline'):
+            self.dataset = dataset
+        else:
+            raise TypeError(
+                'PartialLabelDataset: `dataset` must be a dataset config or '
+                f'a BaseDataset, got {type(dataset).__name__}.')
+        if getattr(self.dataset, 'test_mode', False):
+            raise ValueError(
+                'PartialLabelDataset wraps training sets only: the inner '
+                'dataset has test_mode=True. Test/val sets keep complete '
+                'labels; use the plain dataset there.')
+        split = getattr(self.dataset, 'split', None)
+        if split in ('val', 'test'):
+            MMLogger.get_current_instance().warning(
+                f'PartialLabelDataset wraps a {split!r} split; the official '
+                'protocol hides labels of the training split only.')
+
+        self.test_mode = False
+        self.max_refetch = getattr(self.dataset, 'max_refetch', 1000)
+        self.known_proportion = float(known_proportion)
+        self.mode = mode
+        self.seed = int(seed)
+        self.mask_file = mask_file
+        self._metainfo = getattr(self.dataset, 'metainfo', {})
+        self._known_mask = None
+        self._targets = None
+        self._fully_initialized = False
+        if mask_file is not None:
+            check_outside_dataset(mask_file, self._dataset_dirs(),
+                                  'partial-label mask file')
+        if not lazy_init:
+            self.full_init()
+
+    # ------------------------------------------------------------------
+    @property
+    def metainfo(self) -> dict:
+        """Meta information of the inner dataset (a copy)."""
+        return copy.deepcopy(self._metainfo)
+
+    @property
+    def CLASSES(self):
+        """Class names of the inner dataset."""
+        return self._metainfo.get('classes', None)
+
+    @property
+    def class_to_idx(self) -> dict:
+        """Map from class name to class index."""
+        return {c: i for i, c in enumerate(self.CLASSES)}
+
+    @property
+    def pipeline(self):
+        """The inner dataset's pipeline (the wrapper has none of its own)."""
+        return self.dataset.pipeline
+
+    @property
+    @force_full_init
+    def known_mask(self) -> np.ndarray:
+        """(N, C) bool array, True where the label is known (read-only)."""
+        return self._known_mask
+
+    @property
+    @force_full_init
+    def complete_targets(self) -> np.ndarray:
+        """(N, C) int8 complete targets of the inner dataset (read-only)."""
+        return self._targets
+
+    def _dataset_dirs(self) -> List[str]:
+        ds = self.dataset
+        dirs = [getattr(ds, 'data_root', None)]
+        ann_file = getattr(ds, 'ann_file', None)
+        if ann_file:
+            dirs.append(osp.dirname(ann_file))
+        prefix = getattr(ds, 'data_prefix', None)
+        if isinstance(prefix, dict):
+            dirs.extend(v for v in prefix.values() if isinstance(v, str))
+        return [d for d in dirs if d]
+
+    # ------------------------------------------------------------------
+    def full_init(self) -> None:
+        """Load the inner dataset, its complete targets and the mask."""
+        if self._fully_initialized:
+            return
+        self.dataset.full_init()
+        # the inner dataset may set its class list while loading
+        self._metainfo = getattr(self.dataset, 'metainfo', {})
+        classes = self.CLASSES
+        if not classes:
+            raise ValueError(
+                'PartialLabelDataset: the inner dataset has no '
+                "metainfo['classes']; pass `classes=[...]` to it.")
+        num_classes = len(classes)
+        targets = complete_targets(self.dataset, num_classes)
+        n = len(targets)
+        if n == 0:
+            raise ValueError('PartialLabelDataset: the inner dataset is '
+                             'empty.')
+
+        source = f'seed {self.seed}'
+        if self.mask_file is not None and osp.exists(self.mask_file):
+            mask = self._load_mask(self.mask_file, n, num_classes)
+            source = f'loaded from {self.mask_file}'
+        else:
+            mask = make_known_mask(n, num_classes, self.known_proportion,
+                                   self.mode, self.seed)
+            if self.mask_file is not None:
+                atomic_write_npy(self.mask_file, mask)
+                source = f'seed {self.seed}, saved to {self.mask_file}'
+        mask.flags.writeable = False
+        targets.flags.writeable = False
+        self._known_mask = mask
+        self._targets = targets
+        self._fully_initialized = True
+        self._log_stats(source)
+
+    def _load_mask(self, path: str, n: int, c: int) -> np.ndarray:
+        fix = (f'Fix: delete {path!r} (a new mask is then drawn from the '
+               'seed and saved there) or point `mask_file` to the mask made '
+               'for this training set.')
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file
+            raise ValueError(
+                f'Partial-label mask file {path!r} is not a readable .npy '
+                f'array ({type(e).__name__}: {e}). {fix}') from None
+        if not isinstance(mask, np.ndarray):
+            raise ValueError(f'Partial-label mask file {path!r} holds '
+                             f'{type(mask).__name__}, not an array. {fix}')
+        if mask.dtype != np.bool_:
+            raise ValueError(
+                f'Partial-label mask file {path!r} has dtype {mask.dtype}; '
+                f'expected bool (True = known). {fix}')
+        if mask.ndim != 2:
+            raise ValueError(
+                f'Partial-label mask file {path!r} has shape {mask.shape}; '
+                f'expected ({n}, {c}) = (images, classes). {fix}')
+        if mask.shape[0] != n:
+            raise ValueError(
+                f'Partial-label mask file {path!r} has {mask.shape[0]} '
+                f'rows but the training set has {n} images (a mask of '
+                f'another dataset/split/filter?). {fix}')
+        if mask.shape[1] != c:
+            raise ValueError(
+                f'Partial-label mask file {path!r} has {mask.shape[1]} '
+                f'columns but the training set has {c} classes. {fix}')
+        frac = float(mask.mean())
+        tol = max(
+            0.02, 5 * np.sqrt(self.known_proportion *
+                              (1 - self.known_proportion) / mask.size))
+        if abs(frac - self.known_proportion) > tol:
+            MMLogger.get_current_instance().warning(
+                f'Partial-label mask {path!r}: known fraction {frac:.4f} but '
+                f'known_proportion={self.known_proportion}; the file wins.')
+        return np.ascontiguousarray(mask)
+
+    def stats(self) -> dict:
+        """Statistics of the realised mask (known fraction, positives...)."""
+        self.full_init()
+        mask, t = self._known_mask, self._targets
+        pos = t == 1
+        return dict(
+            num_images=int(mask.shape[0]),
+            num_classes=int(mask.shape[1]),
+            known_fraction=float(mask.mean()),
+            num_known=int(mask.sum()),
+            num_positives=int(pos.sum()),
+            num_known_positives=int((pos & mask).sum()),
+            num_known_negatives=int(((t == 0) & mask).sum()),
+            num_images_without_known_positive=int(
+                (~(pos & mask).any(1)).sum()))
+
+    def _log_stats(self, source: str) -> None:
+        s = self.stats()
+        MMLogger.get_current_instance().info(
+            f'PartialLabelDataset ({self.mode}, p={self.known_proportion}, '
+            f'{source}): {s["num_images"]} images x {s["num_classes"]} '
+            f'classes, realised known fraction {s["known_fraction"]:.4f}, '
+            f'{s["num_known_positives"]}/{s["num_positives"]} positives '
+            f'known, {s["num_known_negatives"]} known negatives, '
+            f'{s["num_images_without_known_positive"]} images without a '
+            'known positive.')
+
+    def check_mask_file(self, path: str) -> bool:
+        """Whether ``path`` already holds this mask.
+
+        Returns False if the file does not exist, True if it holds the same
+        mask, and raises ``FileExistsError`` if it holds anything else.
+        """
+        self.full_init()
+        if not osp.exists(path):
+            return False
+        try:
+            old = np.load(path, allow_pickle=False)
+            same = isinstance(old, np.ndarray) and old.dtype == np.bool_ \
+                and np.array_equal(old, self._known_mask)
+        except Exception:  # noqa: BLE001
+            same = False
+        if not same:
+            raise FileExistsError(
+                f'{path!r} exists and holds a different partial-label mask; '
+                'refusing to overwrite it. Fix: use another work_dir, delete '
+                'the file, or pass it as `mask_file` to train on that mask.')
+        return True
+
+    def save_mask(self, path: str) -> bool:
+        """Save the mask to ``path`` (``.npy``, bool).
+
+        Never writes inside the dataset tree, never overwrites a different
+        existing file (raises). Returns True if written, False if an
+        identical file was already there (e.g. on resume).
+        """
+        self.full_init()
+        check_outside_dataset(path, self._dataset_dirs(),
+                              'partial-label mask file')
+        if self.check_mask_file(path):
+            return False
+        atomic_write_npy(path, self._known_mask)
+        return True
+
+    # ------------------------------------------------------------------
+    @force_full_init
+    def get_data_info(self, idx: int) -> dict:
+        """The inner ``data_info`` with partial targets.
+
+        ``gt_score`` is the tri-state (C,) float32 array and ``gt_label``
+        the known positives.
+        """
+        info = self.dataset.get_data_info(idx)
+        known = self._known_mask[idx]
+        score = np.where(known, self._targets[idx], -1).astype(np.float32)
+        info['gt_score'] = score
+        info['gt_label'] = np.flatnonzero(score == 1).tolist()
+        return info
+
+    @force_full_init
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @force_full_init
+    def __getitem__(self, idx: int) -> dict:
+        max_refetch = self.max_refetch
+        for _ in range(max_refetch + 1):
+            data = self.dataset.pipeline(self.get_data_info(idx))
+            if data is not None:
+                return data
+            idx = np.random.randint(0, len(self))
+        raise RuntimeError(
+            f'PartialLabelDataset: no valid sample after {max_refetch} '
+            'retries; check the image paths and the pipeline.')
+
+    @force_full_init
+    def get_cat_ids(self, idx: int) -> List[int]:
+        """Known positive classes of sample ``idx``."""
+        row = self._known_mask[idx] & (self._targets[idx] == 1)
+        return np.flatnonzero(row).tolist()
+
+    def get_subset(self, indices):
+        """Not supported: subset the inner dataset instead."""
+        raise NotImplementedError(
+            'PartialLabelDataset.get_subset is not supported (the mask is '
+            'drawn for the whole training set); use `indices=` on the inner '
+            'dataset.')
+
+    get_subset_ = get_subset
+
+    def __repr__(self) -> str:
+        lines = [
+            f'Dataset {type(self).__name__}',
+            f'    Known proportion: \t{self.known_proportion}',
+            f'    Mode: \t{self.mode}', f'    Seed: \t{self.seed}',
+            f'    Mask file: \t{self.mask_file}'
+        ]
+        if self._fully_initialized:
+            s = self.stats()
+            lines.append(f'    Number of samples: \t{s["num_images"]}')
+            lines.append(
+                f'    Realised known fraction: \t{s["known_fraction"]:.4f}')
+        else:
+            lines.append("    Haven't been initialized")
+        lines.append(f'    Inner dataset: \t{type(self.dataset).__name__}')
+        return '\n'.join(lines)

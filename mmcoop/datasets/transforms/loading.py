@@ -1,0 +1,82 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+from typing import Optional
+
+import mmcv
+import numpy as np
+from mmcv.transforms import LoadImageFromFile
+from mmengine import fileio
+
+from mmcoop.registry import TRANSFORMS
+
+
+@TRANSFORMS.register_module()
+class LoadImageFromFileChecked(LoadImageFromFile):
+    """Load an image as a 3-channel BGR ``uint8`` array, with clear errors.
+
+    Differences from mmcv's ``LoadImageFromFile``:
+
+    - Defaults mirror the official loader ``Image.open(path).convert('RGB')``:
+      ``imdecode_backend='pillow'`` and
+      ``color_type='color_ignore_orientation'`` (no EXIF rotation, which
+      the official code does not apply either; mmcv's default ``'color'``
+      would rotate). Grayscale, palette, CMYK and RGBA/PNG-with-alpha images
+      become 3-channel (alpha dropped, as PIL's ``convert('RGB')``).
+    - Every failure (missing file, unreadable/truncated/corrupt data, an
+      empty decode) raises an ``OSError`` naming the file and a fix. mmcv's
+      pillow path raises ``cannot identify image file <_io.BytesIO ...>``
+      without the path. With ``ignore_empty=True`` failures return ``None``
+      (the dataset then draws another sample, training only).
+
+    Args:
+        imdecode_backend (str): ``'pillow'`` (default) or ``'cv2'``...
+        color_type (str): Defaults to ``'color_ignore_orientation'``.
+        **kwargs: Other arguments of :class:`mmcv.transforms.
+            LoadImageFromFile`.
+    """
+
+    def __init__(self,
+                 imdecode_backend: str = 'pillow',
+                 color_type: str = 'color_ignore_orientation',
+                 **kwargs):
+        super().__init__(
+            imdecode_backend=imdecode_backend, color_type=color_type, **kwargs)
+
+    def transform(self, results: dict) -> Optional[dict]:
+        filename = results['img_path']
+        try:
+            if self.file_client_args is not None:
+                file_client = fileio.FileClient.infer_client(
+                    self.file_client_args, filename)
+                img_bytes = file_client.get(filename)
+            else:
+                img_bytes = fileio.get(
+                    filename, backend_args=self.backend_args)
+        except Exception as e:  # noqa: BLE001
+            if self.ignore_empty:
+                return None
+            raise OSError(f'Cannot read image file {filename!r} '
+                          f'({type(e).__name__}: {e}). Fix: check data_root / '
+                          'data_prefix and that the file exists.') from e
+        try:
+            img = mmcv.imfrombytes(
+                img_bytes, flag=self.color_type, backend=self.imdecode_backend)
+            if img is None or img.size == 0:
+                raise ValueError('the decoder returned no pixels')
+        except Exception as e:  # noqa: BLE001
+            if self.ignore_empty:
+                return None
+            raise OSError(
+                f'Cannot decode image file {filename!r} ({len(img_bytes)} '
+                f'bytes; {type(e).__name__}: {e}). The file is corrupt, '
+                'truncated or not an image. Fix: re-download it, or remove '
+                'it from the annotations.') from e
+        if img.ndim == 2:  # 'grayscale' color_type
+            pass
+        elif img.shape[2] == 4:  # 'unchanged' with alpha
+            img = np.ascontiguousarray(img[..., :3])
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results

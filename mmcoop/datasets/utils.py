@@ -1,0 +1,100 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Small helpers shared by the mmcoop datasets."""
+import os
+import os.path as osp
+import re
+from typing import Iterable, Optional, Sequence
+
+__all__ = [
+    'AnnotationError', 'normalize_class_name', 'path_is_inside',
+    'check_outside_dataset', 'atomic_write_npy', 'build_pipeline'
+]
+
+
+def build_pipeline(pipeline) -> list:
+    """Build transform configs through mmcoop's ``TRANSFORMS``.
+
+    mmpretrain's ``BaseDataset`` builds with mmpretrain's registry, which
+    only sees mmcoop transforms when the default scope is ``'mmcoop'``;
+    building here makes mmcoop datasets work without a default scope too.
+    """
+    from mmcoop.registry import TRANSFORMS
+    return [
+        TRANSFORMS.build(t) if isinstance(t, dict) else t
+        for t in (pipeline or ())
+    ]
+
+
+class AnnotationError(ValueError):
+    """An annotation file (or tree) does not have the expected content.
+
+    The message always names the file, the offending field and a fix.
+    """
+
+
+def normalize_class_name(name: str) -> str:
+    """Normalise a class name for comparisons (case, ``_``, spaces).
+
+    ``'Traffic_Light'``, ``' traffic  light'`` and ``'traffic light'`` all
+    compare equal; the *original* spelling is what enters the prompts.
+    """
+    return re.sub(r'\s+', ' ', str(name).replace('_', ' ')).strip().lower()
+
+
+def path_is_inside(path: str, folder: str) -> bool:
+    """Whether ``path`` resolves to ``folder`` or to a path below it."""
+    path = osp.realpath(osp.abspath(osp.expanduser(path)))
+    folder = osp.realpath(osp.abspath(osp.expanduser(folder)))
+    try:
+        return osp.commonpath([path, folder]) == folder
+    except ValueError:  # different drives on Windows
+        return False
+
+
+def check_outside_dataset(path: str, dataset_dirs: Iterable[Optional[str]],
+                          what: str) -> None:
+    """Raise if ``path`` lies inside one of the dataset folders.
+
+    mmcoop never writes into a dataset tree (the official code writes its
+    label masks into ``<root>/annotations``; that makes runs overwrite each
+    other's masks and read-only dataset mounts fail).
+    """
+    for folder in dataset_dirs:
+        if not folder or '://' in str(folder):
+            continue
+        if path_is_inside(path, folder):
+            raise ValueError(
+                f'Refusing to write the {what} {path!r}: it resolves inside '
+                f'the dataset folder {osp.realpath(folder)!r}, and mmcoop '
+                'never writes into a dataset tree. Fix: point it to a '
+                'folder of your own, e.g. '
+                "'work_dirs/<exp>/partial_labels/mask.npy'.")
+
+
+def atomic_write_npy(path: str, array) -> None:
+    """Write ``array`` as ``.npy`` to exactly ``path`` (temp file + rename)."""
+    import numpy as np
+
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}')
+    try:
+        with open(tmp, 'wb') as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def describe_mismatch(expected: Sequence[str],
+                      got: Sequence[str],
+                      limit: int = 5) -> str:
+    """Describe the first differences between two class-name lists."""
+    diffs = []
+    for i, (a, b) in enumerate(zip(expected, got)):
+        if normalize_class_name(a) != normalize_class_name(b):
+            diffs.append(f'#{i}: {a!r} vs {b!r}')
+        if len(diffs) >= limit:
+            break
+    return ', '.join(diffs)

@@ -1,0 +1,4 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+from .hooks import *  # noqa: F401,F403
+from .runner import MMCoopRunner  # noqa: F401
+from .optim import *  # noqa: F401,F403

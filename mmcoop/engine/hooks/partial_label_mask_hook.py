@@ -1,0 +1,94 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+import os.path as osp
+from typing import Iterator, Optional
+
+from mmengine.dist import barrier, is_main_process
+from mmengine.hooks import Hook
+
+from mmcoop.registry import HOOKS
+
+
+def find_partial_label_datasets(dataset, _depth: int = 0) -> Iterator:
+    """Yield the :class:`PartialLabelDataset` s inside (wrapped) datasets.
+
+    Looks through ``.dataset`` / ``.datasets`` attributes, so mmengine's
+    ``ConcatDataset``, ``RepeatDataset``, ``ClassBalancedDataset`` and
+    mmpretrain's ``KFoldDataset`` are searched too.
+    """
+    from mmcoop.datasets.partial_label import PartialLabelDataset
+    if dataset is None or _depth > 8:
+        return
+    if isinstance(dataset, PartialLabelDataset):
+        yield dataset
+        return
+    inner = getattr(dataset, 'dataset', None)
+    if inner is not None:
+        yield from find_partial_label_datasets(inner, _depth + 1)
+    for ds in getattr(dataset, 'datasets', None) or ():
+        yield from find_partial_label_datasets(ds, _depth + 1)
+
+
+def default_mask_path(work_dir: str,
+                      dataset,
+                      subdir: str = 'partial_labels') -> str:
+    """``{work_dir}/partial_labels/mask_p{p:.2f}_seed{seed}.npy``.
+
+    ``'per_image_count'`` masks get a ``_per_image_count`` suffix so that
+    they never collide with the Bernoulli mask of the same p and seed.
+    """
+    name = f'mask_p{dataset.known_proportion:.2f}_seed{dataset.seed}'
+    if dataset.mode != 'bernoulli':
+        name += f'_{dataset.mode}'
+    return osp.join(work_dir, subdir, name + '.npy')
+
+
+@HOOKS.register_module()
+class PartialLabelMaskHook(Hook):
+    """Save the partial-label mask of the training set into the work dir.
+
+    In ``before_train``, for every :class:`~mmcoop.datasets.
+    PartialLabelDataset` in the training dataloader whose ``mask_file`` is
+    None, the mask is written (main process only) to
+    ``{work_dir}/partial_labels/mask_p{p:.2f}_seed{seed}.npy``. An existing
+    identical file is kept (resume: the seed gives the same mask); an
+    existing *different* file raises ``FileExistsError``. The mask
+    statistics are logged either way.
+
+    Args:
+        subdir (str): Folder under ``work_dir``. Defaults to
+            ``'partial_labels'``.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, subdir: str = 'partial_labels') -> None:
+        self.subdir = subdir
+        self.saved_paths = []
+
+    def before_train(self, runner) -> None:
+        loader = runner.train_dataloader
+        dataset: Optional[object] = getattr(loader, 'dataset', None)
+        found = list(find_partial_label_datasets(dataset))
+        if not found:
+            runner.logger.info('PartialLabelMaskHook: the training set is '
+                               'not a PartialLabelDataset; nothing to save.')
+            return
+        for ds in found:
+            stats = ds.stats()
+            if ds.mask_file is not None:
+                path, written = ds.mask_file, False
+            else:
+                path = default_mask_path(runner.work_dir, ds, self.subdir)
+                if is_main_process():
+                    written = ds.save_mask(path)
+                else:  # every rank refuses a different file, none hangs
+                    written = False
+                    ds.check_mask_file(path)
+            self.saved_paths.append(path)
+            runner.logger.info(
+                f'Partial-label mask ({ds.mode}, p={ds.known_proportion}, '
+                f'seed={ds.seed}): {path} ({"written" if written else "kept"}'
+                f'); known fraction {stats["known_fraction"]:.4f}, '
+                f'{stats["num_known_positives"]}/{stats["num_positives"]} '
+                'positives known.')
+        barrier()

@@ -1,0 +1,2 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+from .metrics import *  # noqa: F401,F403

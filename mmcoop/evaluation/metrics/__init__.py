@@ -1,0 +1,10 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+from .multi_label import (PartialMultiLabelMetric, average_precision,
+                          average_precision_per_class, mean_average_precision,
+                          threshold_metrics)
+
+__all__ = [
+    'PartialMultiLabelMetric', 'average_precision',
+    'average_precision_per_class', 'mean_average_precision',
+    'threshold_metrics'
+]

@@ -1,0 +1,227 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Multi-label metrics with the official DualCoOp/PositiveCoOp definitions."""
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger
+
+from mmcoop.registry import METRICS
+
+__all__ = [
+    'average_precision', 'average_precision_per_class',
+    'mean_average_precision', 'threshold_metrics', 'PartialMultiLabelMetric'
+]
+
+NO_POSITIVE_MODES = ('zero', 'ignore')
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """AP of one class: mean of precision@rank over the positives.
+
+    Same formula as the official ``utils/helper.py average_precision`` (the
+    ASL one): sort by decreasing score, then
+    ``AP = sum_{i: y_i = 1} precision@i / num_positives``. No interpolation.
+
+    - Targets < 0 (unknown, or VOC difficult with ``'ignore'``) are removed.
+    - Ties: ranked like the official ``scores.argsort()[::-1]`` with a
+      *stable* sort, i.e. among equal scores the sample that comes later is
+      ranked first. (The official unstable NumPy sort gives that order for
+      small arrays; for large arrays it is implementation defined.)
+    - No positive: returns 0.0 (the official value: ``0 / (0 + 1e-8)``).
+
+    Returns:
+        float: AP in [0, 1].
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    targets = np.asarray(targets).reshape(-1)
+    if scores.shape != targets.shape:
+        raise ValueError(f'scores {scores.shape} and targets '
+                         f'{targets.shape} differ in shape.')
+    valid = targets >= 0
+    scores, targets = scores[valid], targets[valid]
+    pos = targets == 1
+    num_pos = int(pos.sum())
+    if num_pos == 0:
+        return 0.0
+    order = np.argsort(scores, kind='stable')[::-1]
+    hits = pos[order]
+    ranks = np.flatnonzero(hits) + 1  # 1-based ranks of the positives
+    precision_at_hits = np.arange(1, num_pos + 1) / ranks
+    return float(precision_at_hits.sum() / num_pos)
+
+
+def average_precision_per_class(pred: np.ndarray,
+                                target: np.ndarray) -> np.ndarray:
+    """Per-class AP (in [0, 1]) and per-class positive counts.
+
+    Args:
+        pred (np.ndarray): (N, C) scores.
+        target (np.ndarray): (N, C) targets in {1, 0, -1}.
+
+    Returns:
+        tuple(np.ndarray, np.ndarray): AP (C,), number of positives (C,).
+    """
+    pred = np.asarray(pred)
+    target = np.asarray(target)
+    if pred.ndim != 2 or pred.shape != target.shape:
+        raise ValueError(f'pred {pred.shape} and target {target.shape} must '
+                         'both be (N, C).')
+    ap = np.array([
+        average_precision(pred[:, k], target[:, k])
+        for k in range(pred.shape[1])
+    ])
+    return ap, (target == 1).sum(0)
+
+
+def mean_average_precision(pred: np.ndarray,
+                           target: np.ndarray,
+                           no_positive: str = 'zero') -> float:
+    """mAP in percent over classes.
+
+    Args:
+        pred (np.ndarray): (N, C) scores.
+        target (np.ndarray): (N, C) targets in {1, 0, -1} (-1 ignored).
+        no_positive (str): Classes without any positive target contribute
+            AP 0 to the mean (``'zero'``, official) or are left out of it
+            (``'ignore'``). Defaults to ``'zero'``.
+    """
+    if no_positive not in NO_POSITIVE_MODES:
+        raise ValueError(f'no_positive must be one of {NO_POSITIVE_MODES}, '
+                         f'got {no_positive!r}.')
+    ap, num_pos = average_precision_per_class(pred, target)
+    if no_positive == 'ignore':
+        ap = ap[num_pos > 0]
+        if ap.size == 0:
+            return 0.0
+    return float(100.0 * ap.mean())
+
+
+def threshold_metrics(pred: np.ndarray,
+                      target: np.ndarray,
+                      thr: float = 0.5) -> Dict[str, float]:
+    """CP, CR, CF1, OP, OR, OF1 (percent) at a score threshold.
+
+    Official definitions (``utils/validations.py``): predicted positive if
+    ``score > thr``; per class ``P_c = TP/(TP+FP)``, ``R_c = TP/(TP+FN)``,
+    ``F1_c = 2 P_c R_c / (P_c + R_c)``, all 0 for a class with TP = 0;
+    ``CP``, ``CR``, ``CF1`` are their means over classes (note: CF1 is the
+    mean of per-class F1, not ``2 CP CR / (CP + CR)``); ``OP``, ``OR`` pool
+    the counts over classes and ``OF1 = 2 OP OR / (OP + OR)``. Entries with
+    target < 0 count in no cell.
+    """
+    pred = np.asarray(pred)
+    target = np.asarray(target)
+    valid = target >= 0
+    pp = (pred > thr) & valid
+    gp = (target == 1) & valid
+    tp = (pp & gp).sum(0).astype(np.float64)
+    fp = (pp & ~gp).sum(0).astype(np.float64)
+    fn = (~pp & gp).sum(0).astype(np.float64)
+    has_tp = tp > 0
+    p_c = np.where(has_tp, tp / np.maximum(tp + fp, 1), 0.)
+    r_c = np.where(has_tp, tp / np.maximum(tp + fn, 1), 0.)
+    f_c = np.where(has_tp, 2 * p_c * r_c / np.maximum(p_c + r_c, 1e-12), 0.)
+    tps, pps, gps = tp.sum(), (tp + fp).sum(), (tp + fn).sum()
+    o_p = tps / pps if pps > 0 else 0.
+    o_r = tps / gps if gps > 0 else 0.
+    o_f = 2 * o_p * o_r / (o_p + o_r) if o_p + o_r > 0 else 0.
+    return dict(
+        CP=100 * float(p_c.mean()),
+        CR=100 * float(r_c.mean()),
+        CF1=100 * float(f_c.mean()),
+        OP=100 * float(o_p),
+        OR=100 * float(o_r),
+        OF1=100 * float(o_f))
+
+
+@METRICS.register_module()
+class PartialMultiLabelMetric(BaseMetric):
+    """mAP, CP, CR, CF1, OP, OR, OF1 with the official definitions.
+
+    Reads ``pred_score`` and ``gt_score`` (falls back to the one-hot of
+    ``gt_label``) from each data sample; targets of -1 are ignored
+    everywhere. See :func:`average_precision` and :func:`threshold_metrics`
+    for the exact formulas. All values are percentages. Keys are prefixed
+    with ``multi-label/`` (e.g. ``multi-label/mAP``) like mmpretrain's
+    ``AveragePrecision`` / ``MultiLabelMetric``.
+
+    How this compares to mmpretrain's ``AveragePrecision``: the same AP
+    formula, -1 ignored, no-positive classes count 0 in both; the only
+    difference is the tie order (mmpretrain uses an unspecified
+    ``torch.argsort`` order). mmpretrain's ``MultiLabelMetric`` uses
+    ``score >= thr`` instead of the official ``score > thr``.
+
+    Args:
+        thr (float): Threshold of CP/CR/CF1/OP/OR/OF1. Defaults to 0.5.
+        no_positive (str): ``'zero'`` (official; a class without positive
+            in the evaluated set contributes AP 0) or ``'ignore'`` (left out
+            of the mean). Either way a warning names those classes.
+            Defaults to ``'zero'``.
+        per_class_ap (bool): Log a per-class AP table with class names.
+            Defaults to False.
+        collect_device (str): Defaults to ``'cpu'``.
+        prefix (str, optional): Defaults to ``'multi-label'``.
+    """
+    default_prefix: Optional[str] = 'multi-label'
+
+    def __init__(self,
+                 thr: float = 0.5,
+                 no_positive: str = 'zero',
+                 per_class_ap: bool = False,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        if no_positive not in NO_POSITIVE_MODES:
+            raise ValueError(f'no_positive must be one of '
+                             f'{NO_POSITIVE_MODES}, got {no_positive!r}.')
+        self.thr = thr
+        self.no_positive = no_positive
+        self.per_class_ap = per_class_ap
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        """Store scores and targets of a batch."""
+        for sample in data_samples:
+            score = sample['pred_score'].detach().float().cpu()
+            if 'gt_score' in sample:
+                target = sample['gt_score'].detach().float().cpu()
+            else:
+                target = torch.zeros_like(score)
+                target[sample['gt_label'].long().cpu()] = 1.
+            self.results.append(dict(pred_score=score, gt_score=target))
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        """Compute the metrics from all processed samples."""
+        pred = torch.stack([r['pred_score'] for r in results]).numpy()
+        target = torch.stack([r['gt_score'] for r in results]).numpy()
+        ap, num_pos = average_precision_per_class(pred, target)
+        classes = self._class_names(pred.shape[1])
+        logger = MMLogger.get_current_instance()
+        empty = np.flatnonzero(num_pos == 0)
+        if empty.size:
+            logger.warning(
+                f'{empty.size} classes have no positive in the evaluated set '
+                f'({", ".join(classes[i] for i in empty[:10])}'
+                f'{"..." if empty.size > 10 else ""}); their AP '
+                f'{"counts as 0" if self.no_positive == "zero" else "is left out of the mAP"}.'  # noqa: E501
+            )
+        used = ap if self.no_positive == 'zero' else ap[num_pos > 0]
+        metrics = dict(mAP=100. * float(used.mean()) if used.size else 0.)
+        metrics.update(threshold_metrics(pred, target, self.thr))
+        if self.per_class_ap:
+            width = max([len('class')] + [len(c) for c in classes])
+            lines = [f'{"class":<{width}}  {"AP":>6}  #pos']
+            lines += [
+                f'{c:<{width}}  {100 * a:6.2f}  {int(n)}'
+                for c, a, n in zip(classes, ap, num_pos)
+            ]
+            logger.info('Per-class AP:\n' + '\n'.join(lines))
+        return metrics
+
+    def _class_names(self, num_classes: int) -> List[str]:
+        meta = self.dataset_meta or {}
+        classes = meta.get('classes')
+        if classes is not None and len(classes) == num_classes:
+            return [str(c) for c in classes]
+        return [f'class_{i}' for i in range(num_classes)]

@@ -1,0 +1,158 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from _builders import tree_listing
+from PIL import Image
+
+from mmcoop.datasets import COCO2014MultiLabel
+from mmcoop.datasets.demo_shapes import (DEMO_SHAPES, MANIFEST,
+                                         chance_level_map,
+                                         chance_level_map_from_targets,
+                                         demo_classes, generate_demo_coco,
+                                         main)
+
+KW = dict(num_train=24, num_val=12, image_size=64, seed=0)
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    return generate_demo_coco(str(tmp_path_factory.mktemp('d') / 'demo'), **KW)
+
+
+def test_layout_and_coco_format(demo_root):
+    assert sorted(os.listdir(demo_root)) == [
+        'annotations', MANIFEST, 'train2014', 'val2014'
+    ]
+    for split, n, first in (('train', 24, 1), ('val', 12, 25)):
+        with open(
+                osp.join(demo_root, 'annotations',
+                         f'instances_{split}2014.json')) as f:
+            data = json.load(f)
+        assert {'info', 'licenses', 'images', 'annotations',
+                'categories'} <= set(data)
+        assert [c['name'] for c in data['categories']] == demo_classes(10)
+        assert [c['id'] for c in data['categories']] == list(range(1, 11))
+        assert len(data['images']) == n
+        assert data['images'][0]['file_name'] == \
+            f'COCO_{split}2014_{first:012d}.jpg'
+        files = sorted(os.listdir(osp.join(demo_root, f'{split}2014')))
+        assert files == sorted(i['file_name'] for i in data['images'])
+        img = Image.open(osp.join(demo_root, f'{split}2014', files[0]))
+        assert img.format == 'JPEG' and img.size == (64, 64)
+        assert img.mode == 'RGB'
+        for a in data['annotations']:
+            assert {
+                'id', 'image_id', 'category_id', 'bbox', 'area', 'iscrowd',
+                'segmentation'
+            } <= set(a)
+            x, y, w, h = a['bbox']
+            assert 0 <= x and 0 <= y and x + w <= 64.01 and y + h <= 64.01
+            assert 0 < a['area'] <= w * h + 1e-6 + 4 * (w + h)
+            assert a['iscrowd'] == 0 and len(a['segmentation'][0]) >= 6
+        per_image = {}
+        for a in data['annotations']:
+            per_image.setdefault(a['image_id'], set()).add(a['category_id'])
+        # several objects per image on average
+        assert np.mean([len(v) for v in per_image.values()]) > 1.3
+
+
+def test_readable_by_coco_dataset(demo_root):
+    ds = COCO2014MultiLabel(demo_root, split='train')
+    assert ds.CLASSES == tuple(demo_classes(10))
+    assert 20 <= len(ds) <= 24  # images without objects are dropped
+    info = ds.get_data_info(0)
+    assert osp.isfile(info['img_path'])
+    assert info['gt_score'].shape == (10, ) and info['gt_score'].sum() >= 1
+
+
+def test_deterministic_and_idempotent(demo_root, tmp_path):
+    other = generate_demo_coco(str(tmp_path / 'again'), **KW)
+    a = [(p, s) for p, s, _ in tree_listing(demo_root)]
+    b = [(p, s) for p, s, _ in tree_listing(other)]
+    assert a == b
+    for rel, _ in a:
+        with open(osp.join(demo_root, rel), 'rb') as f1, \
+                open(osp.join(other, rel), 'rb') as f2:
+            assert f1.read() == f2.read(), rel
+    # a finished tree is reused as is
+    before = tree_listing(other)
+    assert generate_demo_coco(other, **KW) == other
+    assert tree_listing(other) == before
+    # another seed gives other images
+    third = generate_demo_coco(str(tmp_path / 's1'), **dict(KW, seed=1))
+    with open(osp.join(third, 'annotations', 'instances_val2014.json')) as f:
+        with open(
+                osp.join(demo_root, 'annotations',
+                         'instances_val2014.json')) as g:
+            assert f.read() != g.read()
+
+
+def test_half_written_tree_is_regenerated(tmp_path):
+    root = generate_demo_coco(str(tmp_path / 'demo'), **KW)
+    reference = [(p, s) for p, s, _ in tree_listing(root)]
+    os.remove(osp.join(root, MANIFEST))  # e.g. killed before the end
+    os.remove(
+        osp.join(root, 'val2014',
+                 os.listdir(osp.join(root, 'val2014'))[0]))
+    generate_demo_coco(root, **KW)
+    assert [(p, s) for p, s, _ in tree_listing(root)] == reference
+    # missing images with a manifest: regenerated too
+    os.remove(osp.join(root, 'train2014', 'COCO_train2014_000000000003.jpg'))
+    generate_demo_coco(root, **KW)
+    assert [(p, s) for p, s, _ in tree_listing(root)] == reference
+    assert not [f for f in os.listdir(tmp_path) if f.startswith('.')]
+
+
+def test_refuses_foreign_or_different_trees(tmp_path):
+    foreign = tmp_path / 'mine'
+    foreign.mkdir()
+    (foreign / 'notes.txt').write_text('keep me')
+    with pytest.raises(FileExistsError, match='not part of a demo tree'):
+        generate_demo_coco(str(foreign), **KW)
+    assert (foreign / 'notes.txt').read_text() == 'keep me'
+    root = generate_demo_coco(str(tmp_path / 'demo'), **KW)
+    with pytest.raises(FileExistsError, match='other parameters'):
+        generate_demo_coco(root, **dict(KW, num_val=13))
+    with pytest.raises(ValueError, match='num_classes'):
+        generate_demo_coco(str(tmp_path / 'x'), num_classes=7)
+
+
+def test_class_names_are_plain_words():
+    names = demo_classes(12)
+    assert len(set(names)) == 12 == len(DEMO_SHAPES)
+    assert all(n.replace(' ', '').isalpha() and n == n.lower() for n in names)
+    assert len({c for _, c, _ in DEMO_SHAPES}) == 12  # distinct colours
+
+
+def test_chance_level_map():
+    # one positive among N: E[AP] = H_N / N (harmonic number)
+    n = 4
+    targets = np.zeros((n, 1), np.int8)
+    targets[0] = 1
+    expected = 100 * sum(1 / k for k in range(1, n + 1)) / n  # 52.08
+    got = chance_level_map_from_targets(targets, num_draws=4000, seed=0)
+    assert got == pytest.approx(expected, abs=1.0)
+    # fully positive class: AP is always 1
+    assert chance_level_map_from_targets(
+        np.ones((5, 2), np.int8), num_draws=3) == pytest.approx(100.)
+
+
+def test_chance_level_of_demo_and_cli(demo_root, capsys):
+    chance = chance_level_map(demo_root, 'val', num_draws=50, seed=0)
+    assert chance == chance_level_map(demo_root, 'val', num_draws=50, seed=0)
+    ds = COCO2014MultiLabel(demo_root, split='val')
+    prevalence = np.stack(
+        [ds.get_data_info(i)['gt_score'] for i in range(len(ds))]).mean(0)
+    # random-score AP is a bit above the class prevalence on small sets
+    assert prevalence.mean() * 100 < chance < prevalence.mean() * 100 + 25
+    out = main([
+        demo_root, '--num-train', '24', '--num-val', '12', '--image-size',
+        '64', '--num-draws', '50'
+    ])
+    assert out['chance_map'] == pytest.approx(chance)
+    printed = capsys.readouterr().out
+    assert 'red circle' in printed and f'{chance:.2f}' in printed

@@ -1,0 +1,274 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import default_collate, pseudo_collate
+from PIL import Image, ImageDraw
+
+from mmcoop.datasets.transforms import (DUALCOOP_RANDAUG_POLICIES,
+                                        DualCoOpRandAugment,
+                                        LoadImageFromFileChecked, RandomCutout)
+from mmcoop.registry import MODELS, TRANSFORMS
+
+CLIP_MEAN = [122.770938, 116.7460125, 104.09373615]
+CLIP_STD = [68.5005327, 66.6321579, 70.32316305]
+
+
+def _rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(
+        0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------ Resize
+def test_square_resize_matches_torchvision_pil():
+    """mmcv Resize(pillow, bilinear, keep_ratio=False) == the official
+    torchvision ``Resize((S, S))`` on a PIL image, bit for bit."""
+    tv = pytest.importorskip('torchvision.transforms')
+    rgb = _rgb(61, 97)
+    resize = TRANSFORMS.build(
+        dict(
+            type='Resize',
+            scale=(448, 448),
+            keep_ratio=False,
+            backend='pillow',
+            interpolation='bilinear'))
+    out = resize(dict(img=rgb[..., ::-1].copy()))  # mmcv images are BGR
+    assert out['img'].shape == (448, 448, 3)
+    ref = np.asarray(tv.Resize((448, 448))(Image.fromarray(rgb)))
+    assert np.array_equal(out['img'][..., ::-1], ref)
+    # the cv2 backend is *not* identical (no antialiasing when shrinking)
+    cv = TRANSFORMS.build(
+        dict(
+            type='Resize',
+            scale=(32, 32),
+            keep_ratio=False,
+            interpolation='bilinear'))(
+                dict(img=rgb[..., ::-1].copy()))
+    ref32 = np.asarray(tv.Resize((32, 32))(Image.fromarray(rgb)))
+    assert not np.array_equal(cv['img'][..., ::-1], ref32)
+
+
+# ------------------------------------------------------------- RandomCutout
+def _official_cutout_pil(rgb, yc, xc, color, factor=0.5):
+    """The official CutoutPIL drawing for a given centre and colour."""
+    img = Image.fromarray(rgb.copy())
+    h, w = img.size[0], img.size[1]
+    hc, wc = int(factor * h + 0.5), int(factor * w + 0.5)
+    y1, y2 = np.clip(yc - hc // 2, 0, h), np.clip(yc + hc // 2, 0, h)
+    x1, x2 = np.clip(xc - wc // 2, 0, w), np.clip(xc + wc // 2, 0, w)
+    ImageDraw.Draw(img).rectangle([x1, y1, x2, y2], fill=tuple(color))
+    return np.asarray(img)
+
+
+@pytest.mark.parametrize('cy,cx', [(200, 300), (0, 0), (447, 5), (120, 447)])
+def test_cutout_matches_official_geometry(cy, cx, monkeypatch):
+    rgb = _rgb(448, 448)
+    color = np.array([1, 2, 3])
+    t = RandomCutout(cutout_factor=0.5)
+    monkeypatch.setattr(t, '_sample', lambda h, w, c: (True, cy, cx, color))
+    out = t(dict(img=rgb.copy()))['img']
+    painted = (out != rgb).any(-1)
+    rows, cols = np.nonzero(painted)
+    assert rows.min() == max(cy - 112, 0) and rows.max() == min(cy + 112, 447)
+    assert cols.min() == max(cx - 112, 0) and cols.max() == min(cx + 112, 447)
+    assert (out[painted] == color).all()
+    # bit-identical to the official PIL drawing (rows from y_c, columns
+    # from x_c; ImageDraw.rectangle includes both end points)
+    assert np.array_equal(out, _official_cutout_pil(rgb, cy, cx, color))
+
+
+def test_cutout_random_fill_and_always_applied():
+    np.random.seed(0)
+    t = TRANSFORMS.build(dict(type='RandomCutout', cutout_factor=0.5))
+    img = np.zeros((100, 100, 3), np.uint8)
+    colors, areas = set(), []
+    for _ in range(200):
+        out = t(dict(img=img.copy()))['img']
+        painted = (out != 0).any(-1)
+        areas.append(painted.sum())
+        if painted.any():
+            colors.add(tuple(out[painted][0]))
+    assert len(colors) > 150  # a fresh random colour each call
+    # an unclipped patch is 51x51 (inclusive ends); clipped ones are smaller
+    assert max(areas) == 51 * 51
+    assert np.mean(areas) > 0.4 * 51 * 51
+    # prob=0 never paints, fixed pad_val paints that colour
+    assert (RandomCutout(prob=0.)(dict(img=img.copy()))['img'] == 0).all()
+    out = RandomCutout(pad_val=7)(dict(img=img.copy()))['img']
+    assert set(np.unique(out)) == {0, 7}
+    with pytest.raises(ValueError):
+        RandomCutout(cutout_factor=0)
+
+
+# -------------------------------------------------------------- RandAugment
+def test_randaugment_policy_mirrors_pip():
+    t = TRANSFORMS.build(dict(type='DualCoOpRandAugment'))
+    assert isinstance(t, DualCoOpRandAugment)
+    assert t.num_policies == 2 and t.magnitude_std == 'inf'
+    assert t.magnitude_level == 9 and t.total_level == 9
+    names = [p['type'] for p in t.policies]
+    assert len(names) == 15
+    assert sorted(set(names)) == sorted([
+        'Invert', 'Cutout', 'Sharpness', 'AutoContrast', 'Posterize', 'Shear',
+        'Translate', 'Rotate', 'Equalize', 'Contrast', 'ColorTransform',
+        'Solarize', 'Brightness'
+    ])
+    assert all(p['prob'] == 0.5 for p in t.policies)
+    rot = [p for p in t.policies if p['type'] == 'Rotate'][0]
+    assert rot['magnitude_range'] == (0, -30)
+    assert rot['random_negative_prob'] == 0
+    # official magnitude index m -> lo + (hi - lo) * m / 9: m=9 is the max
+    for tr in t.transforms:
+        if tr.magnitude_range is not None:
+            tr.magnitude_std = 0.
+            tr.magnitude_level = 9
+            lo, hi = tr.magnitude_range
+            assert tr.random_magnitude() == pytest.approx(hi)
+    assert DUALCOOP_RANDAUG_POLICIES[0]['prob'] == 0.5
+
+
+def test_randaugment_runs_and_keeps_shape():
+    np.random.seed(1)
+    t = DualCoOpRandAugment()
+    img = _rgb(64, 64)
+    changed = 0
+    for _ in range(40):
+        out = t(dict(img=img.copy(), img_shape=(64, 64)))['img']
+        assert out.shape == img.shape and out.dtype == np.uint8
+        changed += not np.array_equal(out, img)
+    # P(no op applied) = 0.25 (+ no-op draws): most images change
+    assert 20 <= changed < 40
+
+
+# ------------------------------------------------------------ image loading
+def _save(path, img, **kw):
+    img.save(path, **kw)
+    return str(path)
+
+
+def test_load_converts_to_three_channels(tmp_path):
+    load = TRANSFORMS.build(dict(type='LoadImageFromFileChecked'))
+    gray = _save(tmp_path / 'g.png', Image.new('L', (5, 4), 77))
+    rgba = _save(tmp_path / 'a.png', Image.new('RGBA', (5, 4),
+                                               (10, 20, 30, 0)))
+    pal = _save(
+        tmp_path / 'p.png',
+        Image.new('RGB', (5, 4),
+                  (200, 100, 50)).convert('P', palette=Image.Palette.ADAPTIVE))
+    cmyk = _save(
+        tmp_path / 'c.jpg',
+        Image.new('CMYK', (5, 4), (0, 255, 255, 0)),
+        quality=95)
+    gray_jpg = _save(tmp_path / 'g.jpg', Image.new('L', (5, 4), 77))
+    for path, bgr in [(gray, (77, 77, 77)), (rgba, (30, 20, 10)),
+                      (pal, (50, 100, 200)), (cmyk, None),
+                      (gray_jpg, (77, 77, 77))]:
+        out = load(dict(img_path=path))
+        img = out['img']
+        assert img.shape == (4, 5, 3) and img.dtype == np.uint8, path
+        assert out['ori_shape'] == (4, 5)
+        if bgr is not None:
+            assert np.abs(img.astype(int) - bgr).max() <= 1, path
+        # identical to the official Image.open(p).convert('RGB')
+        ref = np.asarray(Image.open(path).convert('RGB'))[..., ::-1]
+        assert np.array_equal(img, ref), path
+    # CMYK (0, 255, 255, 0) is red
+    img = load(dict(img_path=cmyk))['img']
+    assert img[..., 2].min() > 200 and img[..., :2].max() < 60
+
+
+def test_load_ignores_exif_orientation_like_official(tmp_path):
+    img = Image.new('RGB', (8, 4), (0, 0, 255))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 on display
+    path = _save(tmp_path / 'e.jpg', img, exif=exif)
+    out = LoadImageFromFileChecked()(dict(img_path=path))
+    assert out['img'].shape == (4, 8, 3)  # not rotated (official)
+    rotated = TRANSFORMS.build(dict(type='LoadImageFromFile'))(
+        dict(img_path=path))
+    assert rotated['img'].shape == (8, 4, 3)  # mmcv default rotates
+
+
+@pytest.mark.parametrize('case', ['missing', 'garbage', 'truncated', 'empty'])
+def test_load_errors_name_the_file(tmp_path, case):
+    path = tmp_path / f'{case}.jpg'
+    if case == 'garbage':
+        path.write_bytes(b'this is not an image at all')
+    elif case == 'truncated':
+        Image.fromarray(_rgb(64, 64)).save(path, quality=95)
+        path.write_bytes(path.read_bytes()[:300])
+    elif case == 'empty':
+        path.write_bytes(b'')
+    load = LoadImageFromFileChecked()
+    with pytest.raises(OSError) as e:
+        load(dict(img_path=str(path)))
+    assert str(path) in str(e.value) and 'Fix' in str(e.value)
+    assert LoadImageFromFileChecked(ignore_empty=True)(
+        dict(img_path=str(path))) is None
+
+
+# ------------------------------------------- tri-state targets end to end
+def test_tristate_through_pack_and_preprocessor():
+    pack = TRANSFORMS.build(dict(type='PackInputs'))
+    scores = [
+        np.array([1, 0, -1, -1, 1], np.float32),
+        np.array([-1, -1, -1, -1, -1], np.float32),  # nothing known
+        np.array([0, 1, 0, -1, 0], np.float32),
+    ]
+    imgs = [_rgb(4, 6, seed=k) for k in range(3)]  # BGR as mmcv loads
+    packed = []
+    for img, s in zip(imgs, scores):
+        out = pack(
+            dict(
+                img=img, gt_score=s, gt_label=np.flatnonzero(s == 1).tolist()))
+        ds = out['data_samples']
+        assert ds.gt_score.dtype == torch.float32
+        assert ds.gt_score.tolist() == s.tolist()
+        assert ds.gt_label.tolist() == np.flatnonzero(s == 1).tolist()
+        packed.append(out)
+    for collate in (default_collate, pseudo_collate):
+        for onehot in (False, True):
+            pre = MODELS.build(
+                dict(
+                    type='ClsDataPreprocessor',
+                    mean=CLIP_MEAN,
+                    std=CLIP_STD,
+                    to_rgb=True,
+                    to_onehot=onehot,
+                    num_classes=5))
+            data = pre(collate(packed), training=True)
+            for sample, s in zip(data['data_samples'], scores):
+                assert sample.gt_score.tolist() == s.tolist()
+            # CLIP normalisation of RGB = flipped BGR
+            x = data['inputs']
+            assert tuple(x.shape) == (3, 3, 4, 6)
+            rgb = torch.from_numpy(imgs[1][..., ::-1].copy()).permute(2, 0, 1)
+            ref = (rgb.float() - torch.tensor(CLIP_MEAN)[:, None, None]) / \
+                torch.tensor(CLIP_STD)[:, None, None]
+            assert torch.allclose(x[1], ref, atol=1e-5)
+
+
+def test_train_pipeline_end_to_end(tmp_path):
+    path = _save(tmp_path / 'x.jpg', Image.fromarray(_rgb(50, 70)))
+    pipeline = [
+        dict(type='LoadImageFromFileChecked'),
+        dict(
+            type='Resize',
+            scale=(96, 96),
+            keep_ratio=False,
+            backend='pillow',
+            interpolation='bilinear'),
+        dict(type='RandomCutout', cutout_factor=0.5),
+        dict(type='DualCoOpRandAugment'),
+        dict(type='PackInputs'),
+    ]
+    ts = [TRANSFORMS.build(t) for t in pipeline]
+    results = dict(
+        img_path=path, gt_score=np.array([1, -1, 0], np.float32), gt_label=[0])
+    for t in ts:
+        results = t(results)
+    assert tuple(results['inputs'].shape) == (3, 96, 96)
+    assert results['data_samples'].gt_score.tolist() == [1., -1., 0.]
+    assert osp.basename(results['data_samples'].img_path) == 'x.jpg'

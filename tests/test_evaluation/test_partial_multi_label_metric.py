@@ -1,0 +1,186 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+import io
+import logging
+
+import numpy as np
+import pytest
+import torch
+from mmengine.evaluator import Evaluator
+from mmengine.logging import MMLogger
+from mmpretrain.evaluation import AveragePrecision, MultiLabelMetric
+
+from mmcoop.evaluation import (PartialMultiLabelMetric, average_precision,
+                               mean_average_precision, threshold_metrics)
+from mmcoop.registry import METRICS
+
+
+def official_ap(scores, targets):
+    """The official ``utils/helper.py`` AP, restated for the tests: rank by
+    ``argsort()[::-1]``, average precision@i over the positive ranks, divide
+    by ``num_pos + 1e-8``."""
+    order = np.argsort(scores, kind='stable')[::-1]
+    hit = targets[order] == 1
+    tp = np.cumsum(hit)
+    prec = tp / np.arange(1, len(scores) + 1)
+    return float((prec * hit).sum() / (hit.sum() + 1e-8))
+
+
+# ------------------------------------------------------------ hand-made AP
+def test_ap_hand_computed():
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    # positives at ranks 1, 3, 5: (1/1 + 2/3 + 3/5) / 3
+    assert average_precision(s, np.array([1, 0, 1, 0, 1])) == \
+        pytest.approx((1 + 2 / 3 + 3 / 5) / 3)  # 0.755556
+    # all positives first -> 1; all last -> (1/4 + 2/5) / 2
+    assert average_precision(s, np.array([1, 1, 0, 0, 0])) == 1.0
+    assert average_precision(s, np.array([0, 0, 0, 1, 1])) == \
+        pytest.approx((1 / 4 + 2 / 5) / 2)  # 0.325
+
+
+def test_ap_ignores_unknown_targets():
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    # rank 2 removed: positives at ranks 1, 2, 4 of the rest
+    assert average_precision(s, np.array([1, -1, 1, 0, 1])) == \
+        pytest.approx((1 + 1 + 3 / 4) / 3)  # 0.916667
+    # an unknown ranked above every positive changes nothing
+    assert average_precision(s, np.array([-1, 1, 1, 0, 0])) == 1.0
+
+
+def test_ap_ties_follow_official_order():
+    # equal scores: the later sample is ranked first (argsort()[::-1])
+    s = np.array([0.5, 0.5, 0.3])
+    t = np.array([1, 0, 1])
+    # order: #1 (neg), #0 (pos), #2 (pos) -> (1/2 + 2/3) / 2
+    assert average_precision(s, t) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert average_precision(s, t) == pytest.approx(official_ap(s, t))
+    # reversed roles: #1 (pos) first -> (1/1 + 2/3) / 2
+    t2 = np.array([0, 1, 1])
+    assert average_precision(s, t2) == pytest.approx((1 + 2 / 3) / 2)
+    # all tied
+    s3 = np.zeros(4)
+    t3 = np.array([1, 0, 0, 1])  # order 3, 2, 1, 0 -> (1/1 + 2/4) / 2
+    assert average_precision(s3, t3) == pytest.approx(0.75)
+
+
+def test_no_positive_class():
+    s = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.3]])
+    t = np.array([[1, 0], [0, 0], [1, -1]])  # class 1: no positive
+    assert average_precision(s[:, 1], t[:, 1]) == 0.0  # official 0/1e-8
+    assert mean_average_precision(s, t, 'zero') == pytest.approx(50.0)
+    assert mean_average_precision(s, t, 'ignore') == pytest.approx(100.0)
+    with pytest.raises(ValueError):
+        mean_average_precision(s, t, 'skip')
+
+
+def test_matches_official_and_mmpretrain_on_random_data():
+    rng = np.random.default_rng(0)
+    pred = rng.random((60, 7))
+    target = (rng.random((60, 7)) < 0.3).astype(np.int64)
+    target[:, 6] = 0  # a class without positives
+    ours = np.array(
+        [average_precision(pred[:, k], target[:, k]) for k in range(7)])
+    ref = np.array([official_ap(pred[:, k], target[:, k]) for k in range(7)])
+    assert np.allclose(ours, ref, atol=1e-7)
+    mmp = AveragePrecision.calculate(
+        torch.from_numpy(pred), torch.from_numpy(target), average=None)
+    assert np.allclose(ours * 100, mmp.numpy(), atol=1e-4)
+    assert mean_average_precision(pred, target) == pytest.approx(
+        float(
+            AveragePrecision.calculate(
+                torch.from_numpy(pred), torch.from_numpy(target))),
+        abs=1e-4)
+    # with unknown (-1) targets mmpretrain agrees too
+    target_u = target.copy()
+    target_u[rng.random(target.shape) < 0.2] = -1
+    mmp_u = AveragePrecision.calculate(
+        torch.from_numpy(pred), torch.from_numpy(target_u), average=None)
+    ours_u = [average_precision(pred[:, k], target_u[:, k]) for k in range(7)]
+    assert np.allclose(np.array(ours_u) * 100, mmp_u.numpy(), atol=1e-4)
+
+
+# ------------------------------------------------------ threshold metrics
+def test_threshold_metrics_hand_computed():
+    pred = np.array([[0.9, 0.2, 0.6], [0.7, 0.6, 0.1], [0.1, 0.8, 0.4],
+                     [0.6, 0.3, 0.5]])
+    target = np.array([[1, 0, 1], [0, 1, 0], [0, 1, -1], [1, -1, 0]])
+    # predicted (> 0.5): [1,0,1], [1,1,0], [0,1,0], [1,0,0(0.5 not > 0.5)]
+    # class 0: TP 2 (rows 0, 3), FP 1 (row 1), FN 0 -> P 2/3, R 1
+    # class 1: TP 2 (rows 1, 2), FP 0, FN 0; row 3 unknown -> P 1, R 1
+    # class 2: TP 1 (row 0), FP 0, FN 0; row 2 unknown -> P 1, R 1
+    m = threshold_metrics(pred, target, 0.5)
+    f0 = 2 * (2 / 3) / (2 / 3 + 1)
+    assert m['CP'] == pytest.approx(100 * (2 / 3 + 1 + 1) / 3)
+    assert m['CR'] == pytest.approx(100.)
+    assert m['CF1'] == pytest.approx(100 * (f0 + 1 + 1) / 3)  # mean F1_c
+    assert m['OP'] == pytest.approx(100 * 5 / 6)
+    assert m['OR'] == pytest.approx(100.)
+    assert m['OF1'] == pytest.approx(100 * 2 * (5 / 6) / (5 / 6 + 1))
+    # a class with TP = 0 contributes 0 to CP/CR/CF1 (official)
+    m2 = threshold_metrics(np.array([[0.9], [0.1]]), np.array([[0], [1]]))
+    assert m2 == dict(CP=0., CR=0., CF1=0., OP=0., OR=0., OF1=0.)
+    # mmpretrain uses >= thr: at exactly 0.5 they differ
+    mp = MultiLabelMetric.calculate(
+        torch.tensor([[0.5]]), torch.tensor([[1]]), thr=0.5)
+    assert float(mp[0]) == 100.
+    assert threshold_metrics(np.array([[0.5]]), np.array([[1]]))['CP'] == 0.
+
+
+# --------------------------------------------------------- the metric
+def _samples(pred, target):
+    return [
+        dict(
+            pred_score=torch.tensor(p, dtype=torch.float32),
+            gt_score=torch.tensor(t, dtype=torch.float32))
+        for p, t in zip(pred, target)
+    ]
+
+
+def test_metric_through_evaluator():
+    pred = np.array([[0.9, 0.2, 0.6], [0.7, 0.6, 0.1], [0.1, 0.8, 0.4],
+                     [0.6, 0.3, 0.5]])
+    target = np.array([[1, 0, 1], [0, 1, 0], [0, 1, -1], [1, -1, 0]])
+    evaluator = Evaluator(METRICS.build(dict(type='PartialMultiLabelMetric')))
+    evaluator.dataset_meta = dict(classes=('cat', 'dog', 'bird'))
+    samples = _samples(pred, target)
+    evaluator.process(samples[:2])
+    evaluator.process(samples[2:])
+    res = evaluator.evaluate(4)
+    assert set(res) == {
+        f'multi-label/{k}'
+        for k in ('mAP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
+    }
+    # per class: cat: pos at ranks 1, 3 -> (1 + 2/3)/2 ; dog (row 3 unknown):
+    # ranks 1, 2 -> 1 ; bird (row 2 unknown): rank 1 -> 1
+    assert res['multi-label/mAP'] == pytest.approx(100 * (5 / 6 + 1 + 1) / 3)
+    ref = threshold_metrics(pred, target)
+    for k, v in ref.items():
+        assert res[f'multi-label/{k}'] == pytest.approx(v)
+
+
+def test_metric_gt_label_fallback_and_options():
+    metric = PartialMultiLabelMetric(
+        per_class_ap=True, no_positive='ignore', prefix='val')
+    metric.dataset_meta = dict(classes=('cat', 'dog', 'bird'))
+    metric.process(None, [
+        dict(
+            pred_score=torch.tensor([0.9, 0.1, 0.3]),
+            gt_label=torch.tensor([0])),
+        dict(
+            pred_score=torch.tensor([0.2, 0.7, 0.3]),
+            gt_label=torch.tensor([1])),
+    ])
+    logger = MMLogger.get_current_instance()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        res = metric.evaluate(2)
+    finally:
+        logger.removeHandler(handler)
+    assert res['val/mAP'] == pytest.approx(100.)  # bird left out
+    text = stream.getvalue()
+    assert 'Per-class AP' in text
+    assert 'cat    100.00  1' in text and 'bird     0.00  0' in text
+    assert '1 classes have no positive' in text and 'bird' in text
+    with pytest.raises(ValueError):
+        PartialMultiLabelMetric(no_positive='drop')
