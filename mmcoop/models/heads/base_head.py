@@ -4,10 +4,19 @@ two-way-softmax predictions."""
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+from mmengine.registry import DefaultScope
 from mmpretrain.models.heads import MultiLabelClsHead
 from mmpretrain.structures import DataSample, label_to_onehot
 
 from mmcoop.registry import DATASETS, MODELS
+
+
+def build_in_mmcoop_scope(cfg: dict):
+    """Build a sub-module config with mmcoop's registry, whatever the
+    current default scope (e.g. ``mmpretrain.apis.get_model`` forces
+    ``'mmpretrain'``, which cannot see mmcoop types)."""
+    with DefaultScope.overwrite_default_scope('mmcoop'):
+        return MODELS.build(cfg)
 
 
 def resolve_classnames(classnames: Union[str, Sequence[str]]) -> List[str]:
@@ -59,7 +68,7 @@ class PartialLabelHead(MultiLabelClsHead):
                  topk: Optional[int] = None,
                  init_cfg: Optional[dict] = None):
         if isinstance(loss, dict):
-            loss = MODELS.build(loss)
+            loss = build_in_mmcoop_scope(loss)
         super().__init__(loss=loss, thr=thr, topk=topk, init_cfg=init_cfg)
         self.classnames = resolve_classnames(classnames)
         self.num_classes = len(self.classnames)

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from mmcoop.registry import MODELS
 from ..prompt_learners import PromptLearner
-from .base_head import PartialLabelHead
+from .base_head import PartialLabelHead, build_in_mmcoop_scope
 from .region_aggregation import class_specific_region_aggregation
 
 
@@ -64,7 +64,7 @@ class PromptRegionHead(PartialLabelHead):
             thr=thr,
             topk=topk,
             init_cfg=init_cfg)
-        self.text_encoder = MODELS.build(text_encoder)
+        self.text_encoder = build_in_mmcoop_scope(text_encoder)
         self.embed_dim = self.text_encoder.embed_dim
         self.feat_scale = feat_scale
         self.logit_scale = logit_scale
@@ -83,7 +83,9 @@ class PromptRegionHead(PartialLabelHead):
 
     def encode_prompts(self, *prompts: PromptLearner) -> torch.Tensor:
         """Run prompts through the text encoder in one batch -> ``(kC, D)``."""
-        embeds = torch.cat([p() for p in prompts], dim=0)
+        embeds = torch.cat(
+            [p(self.text_encoder.embed_tokens(p.tokens)) for p in prompts],
+            dim=0)
         tokens = torch.cat([p.tokens for p in prompts], dim=0)
         return self.text_encoder(embeds, tokens)
 

@@ -17,8 +17,10 @@ class PromptLearner(BaseModule):
     . [EOS]``. The context is class-specific (``(C, n_ctx, W)``, CSC, the
     paper's setting) or shared (``(n_ctx, W)``); it is initialised from
     N(0, ``init_std``) or from the token embeddings of ``ctx_init`` words,
-    as in CoOp / DualCoOp. The token buffers are derived from the class
-    names and the text encoder, so they are not saved in checkpoints.
+    as in CoOp / DualCoOp. Only ``ctx`` is a parameter; the prompt token
+    ids (``tokens``) are derived from the class names and not saved. The
+    token embeddings around the context are looked up in the text encoder's
+    (frozen) table at every call, so they always match the weights loaded.
 
     Args:
         classnames (Sequence[str]): class names; ``_`` is read as a space.
@@ -31,8 +33,10 @@ class PromptLearner(BaseModule):
         init_std (float): std of the random initialisation. Defaults to 0.02.
 
     Shapes:
-        ``forward()`` -> prompt embeddings ``(C, L, W)``; ``tokens`` is the
-        ``(C, L)`` token-id buffer used for end-of-text pooling.
+        ``forward(token_embeds)``: ``(C, L, W)`` embeddings of ``tokens`` ->
+        ``(C, L, W)`` prompt embeddings with the context spliced in at
+        positions ``1 .. n_ctx``; ``tokens`` is the ``(C, L)`` token-id buffer
+        (also used for end-of-text pooling).
     """
 
     def __init__(self,
@@ -76,16 +80,15 @@ class PromptLearner(BaseModule):
                 'A prompt does not fit the text context length '
                 f'({tokens.shape[1]} tokens) with n_ctx={n_ctx}; shorten the '
                 'class names or reduce n_ctx.')
-        embedding = text_encoder.embed_tokens(tokens).cpu()
         self.register_buffer('tokens', tokens, persistent=False)
-        self.register_buffer(
-            'token_prefix', embedding[:, :1].clone(), persistent=False)
-        self.register_buffer(
-            'token_suffix', embedding[:, 1 + n_ctx:].clone(), persistent=False)
 
-    def forward(self) -> torch.Tensor:
-        """Return the ``(C, L, W)`` prompt embeddings."""
+    def forward(self, token_embeds: torch.Tensor) -> torch.Tensor:
+        """Splice the context into the ``(C, L, W)`` embeddings of
+        ``self.tokens`` -> ``(C, L, W)`` prompt embeddings."""
         ctx = self.ctx
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.num_classes, -1, -1)
-        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+        ctx = ctx.to(token_embeds.dtype)
+        return torch.cat(
+            [token_embeds[:, :1], ctx, token_embeds[:, 1 + self.n_ctx:]],
+            dim=1)

@@ -1,0 +1,77 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Multi-label prediction for one or more images.
+
+    python demo/image_demo.py IMAGE [IMAGE ...] CONFIG CHECKPOINT \
+        [--threshold 0.5] [--topk 5] [--show-dir DIR] [--device cpu]
+
+Prints, per image, the labels with ``score >= threshold`` (by decreasing
+score). With ``--show-dir`` it saves ``DIR/<image stem>.png``: the image
+with the top ``--topk`` labels above the threshold written in the upper-left
+corner, at the image's own size (images with a short side below 256 px are
+enlarged to 256, aspect kept).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import numpy as np
+from mmengine.config import DictAction
+from PIL import Image
+
+from mmcoop.apis import draw_predictions, inference_model, init_model
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='mmcoop multi-label image demo')
+    parser.add_argument('images', nargs='+', metavar='IMAGE',
+                        help='image file(s)')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--threshold', type=float, default=0.5,
+                        help='score threshold (default 0.5)')
+    parser.add_argument('--topk', type=int, default=5,
+                        help='at most this many labels drawn (default 5)')
+    parser.add_argument('--show-dir', default=None,
+                        help='save visualisations here')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        metavar='KEY=VALUE',
+                        help='config overrides, e.g. model.head.thr=0.3')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model = init_model(args.config, args.checkpoint, device=args.device,
+                       cfg_options=args.cfg_options)
+    results = inference_model(model, args.images, batch_size=args.batch_size,
+                              threshold=args.threshold)
+    classes = model.dataset_meta.get('classes')
+    saved = []
+    for path, result in zip(args.images, results):
+        print(f'{path}:')
+        if not result['labels']:
+            top = int(np.argmax(result['scores']))
+            print(f'  no label >= {args.threshold:g} (best: '
+                  f"{classes[top] if classes else top} "
+                  f"{result['scores'][top]:.4f})")
+        for label, name in zip(result['labels'], result['classes']):
+            print(f"  {name}: {result['scores'][label]:.4f}")
+        if args.show_dir:
+            os.makedirs(args.show_dir, exist_ok=True)
+            rgb = np.asarray(Image.open(path).convert('RGB'))
+            vis = draw_predictions(rgb, result, classes, topk=args.topk,
+                                   threshold=args.threshold)
+            out = osp.join(args.show_dir,
+                           osp.splitext(osp.basename(path))[0] + '.png')
+            vis.save(out)
+            saved.append(out)
+            print(f'  saved {out}')
+    return results, saved
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

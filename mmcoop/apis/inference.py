@@ -1,0 +1,372 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Multi-label inference with an mmcoop config and checkpoint.
+
+>>> from mmcoop.apis import init_model, inference_model
+>>> model = init_model('configs/...py', 'ckpt.pth', device='cpu')
+>>> results = inference_model(model, ['a.jpg', rgb_array], threshold=0.5)
+>>> results[0]['classes'], results[0]['scores'].shape
+(['person', 'dog'], (80,))
+
+Inputs are image paths, ``numpy`` arrays or PIL images.
+
+* A **path** runs the whole test pipeline of the config
+  (``cfg.test_dataloader.dataset.pipeline``), ``LoadImageFromFile``
+  included, exactly as ``tools/test.py`` would.
+* An **array** must be ``HWC`` (or ``HW`` for grey), ``uint8``, in **RGB**
+  channel order (what PIL, matplotlib and ``imageio`` give). It is converted
+  to BGR, the order ``LoadImageFromFile`` (OpenCV) produces, and the
+  pipeline runs without its loading transform; the model's
+  ``data_preprocessor`` (``to_rgb=True`` in mmcoop configs) flips it back.
+  The same picture as a file or as an RGB array gives the same scores.
+  A 4-channel (RGBA) array loses its alpha channel.
+  Note: mmpretrain's ``ImageClassificationInferencer`` takes arrays as BGR.
+* A **PIL image** is converted to an RGB array.
+
+Each result is a dict:
+
+* ``scores``: ``(C,)`` float32 ``numpy`` array, p(present) per class
+  (``softmax`` over [negative, positive] logits, the model's
+  ``pred_score``);
+* ``labels``: indices with ``score >= threshold``, by decreasing score;
+* ``classes``: the names of ``labels`` (same order);
+* ``img_path``: the path, or None for arrays.
+
+Checkpoints are read with ``weights_only=True`` (:func:`mmcoop.utils.
+safe_torch_load`); a checkpoint with only the trained head (the default of
+mmcoop runs: frozen CLIP towers are not saved) is complete, the towers come
+from the weights named in the config.
+"""
+import copy
+import os
+import os.path as osp
+import warnings
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.logging import MMLogger
+from mmengine.registry import DefaultScope
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+from mmcoop.utils.checkpoint import safe_torch_load
+
+ImageType = Union[str, np.ndarray, Any]
+ConfigType = Union[str, Config, dict]
+
+_LOAD_PREFIX = 'LoadImageFrom'
+
+
+def _to_config(config: ConfigType) -> Config:
+    if isinstance(config, (str, os.PathLike)):
+        return Config.fromfile(str(config))
+    if isinstance(config, Config):
+        return copy.deepcopy(config)
+    if isinstance(config, dict):
+        return Config(copy.deepcopy(dict(config)))
+    raise TypeError('config must be a file path, a Config or a dict, not '
+                    f'{type(config).__name__}.')
+
+
+def _scope(cfg: Config) -> str:
+    return cfg.get('default_scope', None) or 'mmcoop'
+
+
+def _register_modules() -> None:
+    import mmcoop.datasets  # noqa: F401 (transforms, dataset METAINFO)
+    import mmcoop.models  # noqa: F401
+
+
+def init_model(config: ConfigType,
+               checkpoint: Optional[str] = None,
+               device: Union[str, torch.device] = 'cpu',
+               cfg_options: Optional[dict] = None,
+               strict: bool = False) -> nn.Module:
+    """Build a model from a config and load a checkpoint.
+
+    Args:
+        config (str | Config | dict): config file, Config or plain dict
+            (needs ``model`` and, for inference, a test pipeline).
+        checkpoint (str, optional): checkpoint file, read with
+            ``weights_only=True``. None keeps the initial weights.
+        device (str | torch.device): where to put the model.
+        cfg_options (dict, optional): overrides merged into the config
+            (``{'model.head.thr': 0.3}``).
+        strict (bool): raise if the checkpoint misses trainable tensors or
+            has unknown ones; otherwise they are reported as warnings.
+
+    If the config sets ``randomness.seed`` (mmcoop's ``default_runtime.py``
+    sets 0), the model is built right after ``torch.manual_seed(seed)``, as
+    the training Runner does. Frozen towers with ``pretrained=None`` (tests,
+    the offline demo), which head-only checkpoints do not carry, then get
+    the same random weights as in training. The caller's RNG state is
+    restored afterwards.
+
+    Returns:
+        nn.Module: the model in eval mode, with ``cfg`` (the config) and
+        ``dataset_meta`` (``{'classes': [...]}``) attributes; ``_config`` and
+        ``_dataset_meta`` are set too, so it can be handed to mmpretrain's
+        inferencers.
+    """
+    cfg = _to_config(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'model' not in cfg:
+        raise KeyError('The config has no `model` field.')
+    _register_modules()
+    from mmcoop.registry import MODELS
+    model_cfg = copy.deepcopy(cfg.model)
+    if 'data_preprocessor' not in model_cfg and cfg.get('data_preprocessor'):
+        model_cfg['data_preprocessor'] = cfg.data_preprocessor
+    seed = (cfg.get('randomness') or {}).get('seed')
+    with torch.random.fork_rng(devices=[]), \
+            DefaultScope.overwrite_default_scope(_scope(cfg)):
+        if seed is not None:
+            # as the Runner, which seeds before it builds the model
+            torch.manual_seed(seed)
+        model = MODELS.build(model_cfg)
+
+    dataset_meta = {}
+    if checkpoint is not None:
+        ckpt = safe_torch_load(checkpoint, map_location='cpu')
+        if not isinstance(ckpt, dict):
+            raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
+        state_dict = ckpt.get('state_dict', ckpt)
+        state_dict = {(k[7:] if k.startswith('module.') else k): v
+                      for k, v in state_dict.items()}
+        expected = set(model.state_dict())
+        missing = sorted(expected - set(state_dict))
+        unexpected = sorted(
+            k for k in state_dict
+            if k not in expected and k not in _frozen_keys(model))
+        if missing or unexpected:
+            msg = (f'Checkpoint {checkpoint!r} does not match the model: '
+                   f'missing {missing[:8]}{"..." if len(missing) > 8 else ""}'
+                   f', unexpected {unexpected[:8]}'
+                   f'{"..." if len(unexpected) > 8 else ""}.')
+            if strict:
+                raise RuntimeError(msg)
+            warnings.warn(msg + ' Missing tensors keep their initial '
+                          '(random) values: check the config.')
+        _load_checkpoint_to_model(
+            model, ckpt, strict=False, logger=MMLogger.get_current_instance())
+        meta = ckpt.get('meta') or {}
+        dataset_meta = dict(meta.get('dataset_meta') or {})
+    classes = _classes_of(model)
+    if classes is not None:
+        meta_classes = dataset_meta.get('classes')
+        if meta_classes is not None and list(meta_classes) != classes:
+            warnings.warn(
+                'The checkpoint meta lists other class names than the '
+                "model head; using the head's (they define the prompts).")
+        dataset_meta['classes'] = classes
+    model.cfg = cfg
+    model._config = cfg
+    model.dataset_meta = dataset_meta
+    model._dataset_meta = dataset_meta
+    model.to(device)
+    model.eval()
+    return model
+
+
+def _frozen_keys(model: nn.Module) -> set:
+    """Keys of frozen towers (accepted when a checkpoint carries them)."""
+    from mmcoop.models.backbones.frozen import FrozenMixin
+    keys = set()
+    for name, module in model.named_modules():
+        if isinstance(module, FrozenMixin):
+            save, module.save_frozen = module.save_frozen, True
+            try:
+                prefix = f'{name}.' if name else ''
+                keys.update(module.state_dict(prefix=prefix).keys())
+            finally:
+                module.save_frozen = save
+    return keys
+
+
+def _classes_of(model: nn.Module) -> Optional[List[str]]:
+    head = getattr(model, 'head', None)
+    names = getattr(head, 'classnames', None)
+    if names is not None:
+        return list(names)
+    meta = getattr(model, 'dataset_meta', None) or {}
+    return list(meta['classes']) if meta.get('classes') else None
+
+
+def _find_pipeline(cfg: Config) -> list:
+    """``test_dataloader.dataset.pipeline`` (through dataset wrappers)."""
+    dataset = cfg.get('test_dataloader', {}).get('dataset') \
+        if cfg.get('test_dataloader') else None
+    while isinstance(dataset, dict):
+        if 'pipeline' in dataset:
+            return list(dataset['pipeline'])
+        dataset = dataset.get('dataset')
+    if cfg.get('test_pipeline'):
+        return list(cfg.test_pipeline)
+    raise KeyError('The config has no test pipeline: set '
+                   '`test_dataloader.dataset.pipeline` (or `test_pipeline`).')
+
+
+def _is_loading(transform: dict, registry) -> bool:
+    """Whether a transform config loads the image from a file
+    (``LoadImageFromFile`` or a subclass such as mmcoop's
+    ``LoadImageFromFileChecked``)."""
+    from mmcv.transforms import LoadImageFromFile
+    t = transform.get('type', '')
+    cls = t if isinstance(t, type) else None
+    if cls is None and isinstance(t, str):
+        try:
+            cls = registry.get(t)
+        except Exception:  # noqa: BLE001 - unknown here: decide by name
+            cls = None
+    if isinstance(cls, type):
+        return issubclass(cls, LoadImageFromFile)
+    name = t.split('.')[-1] if isinstance(t, str) else ''
+    return name.startswith(_LOAD_PREFIX)
+
+
+def build_test_pipeline(cfg: Config, from_array: bool = False):
+    """The config's test pipeline as a callable.
+
+    Args:
+        cfg (Config): the model config.
+        from_array (bool): drop the image loading transform (inputs are
+            already decoded ``dict(img=BGR array)``).
+    """
+    from mmcv.transforms import Compose
+
+    from mmcoop.registry import TRANSFORMS
+    _register_modules()
+    pipeline = _find_pipeline(cfg)
+    with DefaultScope.overwrite_default_scope(_scope(cfg)):
+        if from_array:
+            pipeline = [t for t in pipeline if not _is_loading(t, TRANSFORMS)]
+        return Compose([TRANSFORMS.build(copy.deepcopy(t)) for t in pipeline])
+
+
+def _as_rgb_array(image: Any) -> Optional[np.ndarray]:
+    """RGB ``HWC`` array of an array / PIL input, None for paths."""
+    if isinstance(image, (str, os.PathLike)):
+        return None
+    try:
+        from PIL import Image
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert('RGB'))
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(image, torch.Tensor):
+        raise TypeError('Pass images as paths or HWC RGB numpy arrays, not '
+                        'tensors (the config pipeline does the resizing).')
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError('Array images must be HxWx3 (RGB), HxWx4 (RGBA) or '
+                         f'HxW (grey); got shape {image.shape}.')
+    return np.ascontiguousarray(image[..., :3])
+
+
+class MultiLabelInferencer:
+    """Callable multi-label inferencer.
+
+    Args:
+        model (str | Config | dict | nn.Module): a config (built with
+            :func:`init_model`) or a model returned by :func:`init_model`
+            (or any mmpretrain classifier with a ``cfg`` / ``_config``).
+        checkpoint (str, optional): checkpoint for a config ``model``.
+        device (str): device for a config ``model``.
+        cfg_options (dict, optional): config overrides.
+        threshold (float): default score threshold for ``labels``. Defaults
+            to 0.5.
+
+    Call with one image or a list; returns a list of result dicts (see the
+    module docstring), in input order.
+    """
+
+    def __init__(self,
+                 model: Union[ConfigType, nn.Module],
+                 checkpoint: Optional[str] = None,
+                 device: Union[str, torch.device] = 'cpu',
+                 cfg_options: Optional[dict] = None,
+                 threshold: float = 0.5):
+        if not isinstance(model, nn.Module):
+            model = init_model(model, checkpoint, device, cfg_options)
+        cfg = getattr(model, 'cfg', None) or getattr(model, '_config', None)
+        if cfg is None:
+            raise ValueError('The model carries no config; build it with '
+                             'mmcoop.apis.init_model.')
+        self.model = model
+        self.cfg = cfg
+        self.threshold = threshold
+        self.classes = _classes_of(model)
+        self._pipelines = {}
+
+    def pipeline(self, from_array: bool):
+        if from_array not in self._pipelines:
+            self._pipelines[from_array] = build_test_pipeline(
+                self.cfg, from_array)
+        return self._pipelines[from_array]
+
+    def preprocess(self, image: ImageType) -> dict:
+        """One input -> packed ``dict(inputs, data_samples)``."""
+        rgb = _as_rgb_array(image)
+        if rgb is None:
+            path = str(image)
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'Image {path!r} does not exist.')
+            return self.pipeline(False)(dict(img_path=path))
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        return self.pipeline(True)(
+            dict(img=bgr, img_shape=bgr.shape[:2], ori_shape=bgr.shape[:2]))
+
+    @torch.no_grad()
+    def __call__(self,
+                 images: Union[ImageType, Sequence[ImageType]],
+                 batch_size: int = 1,
+                 threshold: Optional[float] = None) -> List[dict]:
+        if isinstance(images, (list, tuple)):
+            images = list(images)
+        else:
+            images = [images]
+        threshold = self.threshold if threshold is None else threshold
+        results = []
+        for start in range(0, len(images), max(1, int(batch_size))):
+            chunk = images[start:start + batch_size]
+            data = pseudo_collate([self.preprocess(img) for img in chunk])
+            samples = self.model.test_step(data)
+            for img, sample in zip(chunk, samples):
+                results.append(self.postprocess(sample, img, threshold))
+        return results
+
+    def postprocess(self, sample, image: ImageType,
+                    threshold: float) -> dict:
+        scores = sample.pred_score.detach().float().cpu().numpy()
+        order = np.argsort(-scores, kind='stable')
+        labels = [int(i) for i in order if scores[i] >= threshold]
+        names = [self.classes[i] for i in labels] if self.classes else []
+        return dict(
+            scores=scores,
+            labels=labels,
+            classes=names,
+            img_path=str(image) if _as_rgb_array(image) is None else None)
+
+
+def inference_model(model: nn.Module,
+                    images: Union[ImageType, Sequence[ImageType]],
+                    batch_size: int = 1,
+                    threshold: float = 0.5) -> List[dict]:
+    """Run a model from :func:`init_model` on images.
+
+    Args:
+        model (nn.Module): from :func:`init_model`.
+        images: a path / RGB array / PIL image, or a list of them.
+        batch_size (int): images per forward pass.
+        threshold (float): score threshold for ``labels``. Defaults to 0.5.
+
+    Returns:
+        list[dict]: one result per image, in input order (see module doc).
+    """
+    inferencer = MultiLabelInferencer(model, threshold=threshold)
+    return inferencer(images, batch_size=batch_size)

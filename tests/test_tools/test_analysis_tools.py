@@ -1,0 +1,464 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""The analysis tools of issue #7 on tiny random CLIPs and generated inputs:
+prompt_similarity, negation_stats, complexity, similarity_map."""
+import copy
+import csv
+import gzip
+import importlib.util
+import json
+import os.path as osp
+import re
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from mmcoop.utils import prompt_templates as pt
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def load_tool(relpath):
+    name = 'mmcoop_tool_' + osp.splitext(relpath)[0].replace('/', '_')
+    spec = importlib.util.spec_from_file_location(name,
+                                                  osp.join(ROOT, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module', autouse=True)
+def single_thread():
+    """Tiny models: one intra-op thread is faster on a busy 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def read_csv(path):
+    with open(path, newline='', encoding='utf-8') as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------
+# template bank
+# ---------------------------------------------------------------------------
+def test_template_bank_and_negation_rules():
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    assert list(pt.OPENAI_IMAGENET_TEMPLATES) == [
+        t('{}') for t in OPENAI_IMAGENET_TEMPLATES
+    ]
+    bank = pt.DEFAULT_TEMPLATE_BANK
+    assert len(bank) == 85 and len(set(bank)) == 85
+    assert all(pt.check_template(t) for t in bank)
+    assert 'a picture of a {}.' in bank and 'a photo of a {}.' in bank
+
+    assert pt.negate_template(pt.PAPER_P1) == pt.PAPER_N1
+    assert pt.negate_template('a photo of a {}.', 'no',
+                              'article') == 'a photo of no {}.'
+    assert pt.negate_template('a {} in a video game.', 'no',
+                              'article') == 'no {} in a video game.'
+    assert pt.negate_template('the plushie {}.', 'no',
+                              'article') == 'no plushie {}.'
+    assert pt.negate_template('itap of {}.', 'no',
+                              'article') == 'itap of no {}.'
+    assert pt.negate_template('a photo of a {}.', 'no',
+                              'there is {neg} {prompt}') == \
+        'there is no a photo of a {}.'
+    negated = [pt.negate_template(t) for t in bank]
+    assert all(n.startswith('not ') and n[4:] == t
+               for n, t in zip(negated, bank))
+    with pytest.raises(ValueError, match='negation rule'):
+        pt.negate_template('a {}', rule='suffix')
+    with pytest.raises(ValueError, match='one `{}`'):
+        pt.check_template('a photo')
+    assert pt.fill('a photo of a {}.',
+                   'hair_drier') == 'a photo of a hair drier.'
+    assert len(pt.get_classnames('coco')) == 80
+    assert len(pt.get_classnames('voc')) == 20
+
+
+# ---------------------------------------------------------------------------
+# prompt similarity
+# ---------------------------------------------------------------------------
+def test_prompt_similarity(tmp_path, capsys):
+    tool = load_tool('tools/analysis/prompt_similarity.py')
+    classes = ['cat', 'dog', 'traffic light', 'hair drier']
+    templates = ['a photo of a {}.', 'a drawing of the {}.', 'a {} in a game.']
+    (tmp_path / 'classes.txt').write_text('\n'.join(classes) + '\n')
+    (tmp_path / 'templates.txt').write_text(
+        '# my bank\n' + '\n'.join(templates) + '\n\n')
+    out_dir = tmp_path / 'out'
+    torch.manual_seed(0)
+    rows = tool.main([
+        '--model-name', 'mmcoop-tiny-RN', '--pretrained', 'none', '--classes',
+        str(tmp_path / 'classes.txt'), '--templates',
+        str(tmp_path / 'templates.txt'), '--out-dir',
+        str(out_dir), '--save-pairs', '--no-progress'
+    ])
+    printed = capsys.readouterr().out
+    # the paper's table: 2 settings x (header, ours, paper)
+    cell = r'-?\d\.\d\d ± \d\.\d\d \(-?\d\.\d\d, -?\d\.\d\d\)'
+    assert len(re.findall(cell, printed)) == 8
+    assert "P1-N1: 'a photo of a {}' vs 'not a photo of a {}'" in printed
+    assert 'Cosine similarity (4 cls - 3 prompts)' in printed
+
+    assert [(r['setting'], r['pair'], r['n']) for r in rows] == [
+        ('1 prompt', 'P1-N1', 4), ('1 prompt', 'P1-P2', 4),
+        ('bank', 'P1-N1', 3 * 4), ('bank', 'P1-P2', 3 * 4)
+    ]
+    for r in rows:
+        assert -1 <= r['min'] <= r['mean'] <= r['max'] <= 1
+        assert 0 <= r['std'] <= 1
+    summary = read_csv(out_dir / 'summary.csv')
+    assert [s['pair'] for s in summary] == [r['pair'] for r in rows]
+    for s, r in zip(summary, rows):
+        assert float(s['mean']) == pytest.approx(r['mean'])
+        assert int(s['n']) == r['n']
+        assert s['model_name'] == 'mmcoop-tiny-RN'
+    pairs = read_csv(out_dir / 'pairs.csv')
+    assert len(pairs) == 4 + 4 + 12 + 12
+    pn = [p for p in pairs if p['setting'] == 'bank' and p['pair'] == 'P1-N1']
+    assert {p['template_b'] for p in pn} == {'not ' + t for t in templates}
+    # stats are those of the saved pairs
+    for r in rows:
+        vals = [float(p['cosine']) for p in pairs
+                if p['setting'] == r['setting'] and p['pair'] == r['pair']]
+        assert np.mean(vals) == pytest.approx(r['mean'], abs=1e-6)
+        assert np.std(vals) == pytest.approx(r['std'], abs=1e-6)
+
+    # cosine recomputed with the same (seeded) encoder
+    torch.manual_seed(0)
+    encoder = tool.build_text_encoder('mmcoop-tiny-RN', None)
+    with torch.no_grad():
+        f = encoder.encode_texts(['a photo of a dog', 'not a photo of a dog'])
+    expected = torch.nn.functional.cosine_similarity(f[0], f[1], dim=0)
+    first = next(p for p in pairs if p['cls'] == 'dog')
+    assert float(first['cosine']) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_prompt_similarity_reduce():
+    tool = load_tool('tools/analysis/prompt_similarity.py')
+    k, c = 4, 3
+    sims = {
+        'P1-N1': np.arange(k * c, dtype=float).reshape(k, c),
+        'P1-P2': np.random.default_rng(0).random((k, k, c))
+    }
+    flat = tool.reduce_bank(sims, 'none')
+    assert flat['P1-N1'].shape == (k * c, )
+    assert flat['P1-P2'].shape == (k * (k - 1) // 2 * c, )
+    assert tool.reduce_bank(sims, 'class')['P1-N1'].shape == (c, )
+    assert tool.reduce_bank(sims, 'template')['P1-P2'].shape == (6, )
+    assert tool.fmt(tool.stats(np.array([0.5, 0.7]))) == \
+        '0.60 ± 0.10 (0.50, 0.70)'
+
+
+# ---------------------------------------------------------------------------
+# negation statistics
+# ---------------------------------------------------------------------------
+NEGATED = [
+    ('Not a dog', {'not'}),
+    ('there is no cat here', {'no'}),
+    ("I don't see it", {"n't"}),
+    ('NOTHING to see, never again', {'nothing', 'never'}),
+    ('a room without windows', {'without'}),
+    ('None of them, nor us', {'none', 'nor'}),
+    ('it isn’t red (not blue)', {"n't", 'not'}),
+    ('nobody knows; "no", said she', {'nobody', 'no'}),
+    ('You cannot park here', {'cannot'}),
+    ("won't, can't", {"n't"}),
+]
+NEUTRAL = [
+    'a notebook on a desk', 'a knot in a rope', 'Nordic snow at noon',
+    'nonetheless, a photo', 'a photo of a dog', 'cannoli and nougat',
+    'the northern lights', 'notation on a sign', 'a nova', "it's the note",
+    'an innocent nun', 'no_smoking_sign.jpg'
+]
+
+
+def make_corpus(words, n_repeat=37):
+    """(captions with None for nulls / empty, expected per-word counts)."""
+    captions, per_word = [], {w: 0 for w in words}
+    for i in range(n_repeat):
+        for text, words in NEGATED:
+            captions.append(f'{text} #{i}')
+            for w in words:
+                per_word[w] += 1
+        captions += [f'{t} #{i}' for t in NEUTRAL]
+        captions += ['', None] if i % 2 == 0 else ['   ']
+    return captions, per_word
+
+
+@pytest.fixture(scope='module')
+def negation_tool():
+    return load_tool('tools/analysis/negation_stats.py')
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory, negation_tool):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    tmp = tmp_path_factory.mktemp('corpus')
+    captions, per_word = make_corpus(negation_tool.DEFAULT_WORDS)
+    n_none = sum(c is None for c in captions)
+    n_blank = sum(c is not None and not c.strip() for c in captions)
+    expected = dict(
+        total=len(captions) - n_none - n_blank,
+        negated=37 * len(NEGATED),
+        skipped=n_none + n_blank,
+        per_word=per_word)
+    files = {}
+    # plain text: a null is an empty line
+    txt = [c or '' for c in captions]
+    files['txt'] = tmp / 'captions.txt'
+    files['txt'].write_text('\n'.join(txt) + '\n', encoding='utf-8')
+    files['gz'] = tmp / 'captions.txt.gz'
+    with gzip.open(files['gz'], 'wt', encoding='utf-8') as f:
+        f.write('\n'.join(txt) + '\n')
+    # CSV with quoting, commas and an embedded newline
+    files['csv'] = tmp / 'captions.csv'
+    with open(files['csv'], 'w', newline='', encoding='utf-8') as f:
+        writer = csv.writer(f)
+        writer.writerow(['url', 'caption'])
+        for i, c in enumerate(captions):
+            c = '' if c is None else c
+            if i == 5:
+                c = c.replace(' ', '\n', 1)
+            writer.writerow([f'http://x/{i}.jpg', c])
+    files['parquet'] = tmp / 'captions.parquet'
+    pq.write_table(
+        pa.table({'TEXT': captions, 'idx': list(range(len(captions)))}),
+        files['parquet'], row_group_size=100)
+    return files, expected, len(captions)
+
+
+@pytest.mark.parametrize('kind', ['txt', 'gz', 'csv', 'parquet'])
+def test_negation_stats_exact_counts(negation_tool, corpus, kind):
+    files, expected, n_rows = corpus
+    result = negation_tool.negation_stats(
+        [str(files[kind])], progress=(kind == 'parquet'), batch_size=64)
+    assert result['total'] == expected['total']
+    assert result['negated'] == expected['negated']
+    assert result['skipped'] == expected['skipped']
+    assert result['per_word'] == expected['per_word']
+    assert result['fraction'] == pytest.approx(
+        expected['negated'] / expected['total'])
+    assert result['total'] + result['skipped'] == n_rows
+
+
+def test_negation_stats_streaming_and_cli(negation_tool, corpus, tmp_path):
+    files, expected, n_rows = corpus
+    gen = negation_tool.iter_captions(str(files['parquet']), batch_size=16)
+    assert isinstance(gen, types.GeneratorType)
+    assert next(gen) == NEGATED[0][0] + ' #0'
+    # several files, a limit, custom words, the CLI with a JSON report
+    out = tmp_path / 'neg.json'
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools/analysis/negation_stats.py'),
+        str(files['txt']),
+        str(files['parquet']), '--words', 'without', 'never', '--out',
+        str(out), '--examples', '2'
+    ], capture_output=True, text=True, check=True)
+    assert 'with a negation word: 148 ' in proc.stdout
+    result = json.loads(out.read_text())
+    assert result['per_word'] == {'without': 74, 'never': 74}
+    assert result['total'] == 2 * expected['total']
+    assert len(result['examples']) == 2
+    limited = negation_tool.main([str(files['csv']), '--limit', '22',
+                                  '--no-progress'])
+    assert limited['total'] + limited['skipped'] == 22
+    assert limited['negated'] == len(NEGATED)
+    with pytest.raises(KeyError, match='--column'):
+        negation_tool.negation_stats([str(files['csv'])], column='TEXT',
+                                     progress=False)
+
+
+# ---------------------------------------------------------------------------
+# complexity
+# ---------------------------------------------------------------------------
+def test_complexity_reproduces_official_counts(tmp_path, capsys,
+                                               monkeypatch):
+    tool = load_tool('tools/analysis/complexity.py')
+    monkeypatch.setattr(tool, 'BENCHMARK_TOOL', str(tmp_path / 'absent.py'))
+    out = tmp_path / 'complexity.csv'
+    rows = tool.main(['--model-name', 'mmcoop-tiny-RN-512', '--out',
+                      str(out), '--time-per-epoch'])
+    printed = capsys.readouterr().out
+    counts = {(r['dataset'], r['method']): r['params'] for r in rows}
+    assert counts == {
+        ('COCO', 'PositiveCoOp'): 737280,
+        ('COCO', 'NegativeCoOp'): 737280,
+        ('COCO', 'DualCoOp'): 1310720,
+        ('COCO', 'Baseline'): 82080,
+        ('VOC', 'PositiveCoOp'): 184320,
+        ('VOC', 'NegativeCoOp'): 184320,
+        ('VOC', 'DualCoOp'): 327680,
+        ('VOC', 'Baseline'): 20520,
+    }
+    assert all(r['matches_official'] is True for r in rows)
+    assert '| COCO    | PositiveCoOp | 80 | 737,280' in printed
+    assert '730k' in printed and '7.97' in printed and '3.55' in printed
+    assert 'benchmark.py is not available' in printed
+    saved = read_csv(out)
+    assert [int(r['params']) for r in saved] == [r['params'] for r in rows]
+    assert {r['paper_params'] for r in saved} == {
+        '730k', '170k', '1.3M', '0.3M', '80k', '20k'}
+
+
+def test_complexity_options_and_benchmark(tmp_path, monkeypatch):
+    tool = load_tool('tools/analysis/complexity.py')
+    rows = tool.main(['--model-name', 'mmcoop-tiny-RN-512', '--datasets',
+                      'VOC', '--methods', 'PositiveCoOp', '--n-ctx', '8',
+                      '--no-residual'])
+    assert rows[0]['params'] == 20 * 8 * 512 + 20 * 512
+    assert rows[0]['matches_official'] == ''
+    fake = tmp_path / 'benchmark.py'
+    fake.write_text('import sys; print("epoch time", sys.argv[1:])\n')
+    monkeypatch.setattr(tool, 'BENCHMARK_TOOL', str(fake))
+    assert "epoch time ['--x', '1']" in tool.run_benchmark('--x 1')
+
+
+# ---------------------------------------------------------------------------
+# similarity maps
+# ---------------------------------------------------------------------------
+def tiny_config(head):
+    mean = [v * 255 for v in (0.48145466, 0.4578275, 0.40821073)]
+    std = [v * 255 for v in (0.26862954, 0.26130258, 0.27577711)]
+    return dict(
+        default_scope='mmcoop',
+        model=dict(
+            type='ImageClassifier',
+            data_preprocessor=dict(
+                type='ClsDataPreprocessor', mean=mean, std=std, to_rgb=True),
+            backbone=dict(
+                type='FrozenCLIP',
+                model_name='mmcoop-tiny-RN',
+                pretrained=None,
+                input_resolution=64),
+            head=head),
+        test_dataloader=dict(
+            dataset=dict(
+                type='CustomDataset',
+                pipeline=[
+                    dict(type='LoadImageFromFile'),
+                    dict(type='Resize', scale=(64, 64), keep_ratio=False),
+                    dict(type='PackInputs')
+                ])))
+
+
+@pytest.fixture(scope='module')
+def image_file(tmp_path_factory):
+    y, x = np.mgrid[0:60, 0:90]
+    img = np.stack([x * 255 // 90, y * 255 // 60, np.full_like(x, 60)],
+                   -1).astype(np.uint8)
+    img[20:40, 30:60] = 255
+    path = tmp_path_factory.mktemp('simmap') / 'scene.png'
+    Image.fromarray(img).save(path)
+    return str(path)
+
+
+def test_similarity_map_helpers():
+    tool = load_tool('tools/visualization/similarity_map.py')
+    dense = torch.randn(8, 1 + 9)
+    grid = tool.dense_to_grid(dense)
+    assert grid.shape == (8, 3, 3)
+    torch.testing.assert_close(grid.norm(dim=0), torch.ones(3, 3))
+    # the mean token is dropped, positions keep their raster order
+    sim = tool.similarity(grid, dense[:, 1 + 4])
+    assert sim.shape == (3, 3)
+    assert sim[1, 1] == pytest.approx(1.0, abs=1e-6)
+    assert (sim <= 1 + 1e-6).all() and (sim >= -1 - 1e-6).all()
+    with pytest.raises(ValueError, match='square'):
+        tool.dense_to_grid(torch.randn(8, 1 + 6))
+    assert tool.output_size(448, 1) == (1344, 480)
+    assert tool.output_size(96, 2) == (288, 224)
+
+
+def test_similarity_map_handwritten(image_file, tmp_path, capsys):
+    tool = load_tool('tools/visualization/similarity_map.py')
+    out = str(tmp_path / 'sim.png')
+    torch.manual_seed(0)
+    path, maps = tool.main([
+        image_file, '--class', 'dog', '--class', 'traffic light',
+        '--model-name', 'mmcoop-tiny-RN', '--pretrained', 'none',
+        '--input-size', '96', '--panel-size', '96', '--out', out,
+        '--save-npz'
+    ])
+    assert path == out
+    assert Image.open(out).size == tool.output_size(96, 2) == (288, 224)
+    assert list(maps) == ['dog', 'traffic light']
+    for m in maps.values():
+        assert m['pos'].shape == m['neg'].shape == (3, 3)  # 96 / 32
+        assert np.abs(m['pos']).max() <= 1 and np.abs(m['neg']).max() <= 1
+        assert not np.allclose(m['pos'], m['neg'])
+    assert "'not a photo of a dog'" in maps['dog']['neg_label']
+    printed = capsys.readouterr().out
+    assert 'corr(positive, negative)' in printed and '(288x224)' in printed
+    npz = np.load(str(tmp_path / 'sim.npz'))
+    np.testing.assert_array_equal(npz['dog/pos'], maps['dog']['pos'])
+
+    # the same map by hand: FrozenCLIP dense features vs the text feature
+    from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
+    torch.manual_seed(0)
+    backbone = FrozenCLIP('mmcoop-tiny-RN', None, input_resolution=96)
+    encoder = FrozenCLIPTextEncoder('mmcoop-tiny-RN', None)
+    img = Image.open(image_file).convert('RGB').resize((96, 96),
+                                                       Image.BILINEAR)
+    x = (np.asarray(img, np.float32) / 255 - tool.CLIP_MEAN) / tool.CLIP_STD
+    x = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        dense = backbone(x)[0][0, :, 1:]  # (D, 9)
+        text = encoder.encode_texts(['not a photo of a dog'])[0]
+    expected = torch.nn.functional.cosine_similarity(
+        dense, text[:, None], dim=0).reshape(3, 3)
+    np.testing.assert_allclose(maps['dog']['neg'], expected.numpy(),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('head_type', ['NegativeCoOpHead', 'BaselineHead'])
+def test_similarity_map_learned(image_file, tmp_path, head_type):
+    tool = load_tool('tools/visualization/similarity_map.py')
+    from mmcoop.apis import init_model
+    head = dict(type=head_type, classnames=['cat', 'dog', 'person'])
+    if head_type == 'BaselineHead':
+        head['in_channels'] = 64
+    else:
+        head.update(n_ctx=4, text_encoder=dict(
+            type='FrozenCLIPTextEncoder', model_name='mmcoop-tiny-RN'))
+    cfg = tiny_config(head)
+    cfg_path = str(tmp_path / 'cfg.py')
+    Config(copy.deepcopy(cfg)).dump(cfg_path)
+    torch.manual_seed(0)
+    model = init_model(cfg)
+    ckpt = str(tmp_path / 'ckpt.pth')
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    out = str(tmp_path / 'learned.png')
+    torch.manual_seed(0)
+    _, maps = tool.main([image_file, '--class', 'person', '--config',
+                         cfg_path, '--checkpoint', ckpt, '--out', out,
+                         '--panel-size', '64', '--norm', 'shared'])
+    assert Image.open(out).size == (192, 64 + 16)
+    m = maps['person']
+    assert m['pos'].shape == (2, 2)
+    neg, pos, _ = tool.learned_class_features(model.head)
+    assert pos.shape == neg.shape == (3, 64)
+    # recompute the positive map from the model
+    data = model.data_preprocessor(
+        {'inputs': [torch.from_numpy(
+            np.ascontiguousarray(__import__('mmcv').imresize(
+                __import__('mmcv').imread(image_file), (64, 64)))).permute(
+                    2, 0, 1)], 'data_samples': None}, False)
+    with torch.no_grad():
+        dense = model.backbone(data['inputs'])[0][0, :, 1:]
+    expected = torch.nn.functional.cosine_similarity(
+        dense, pos[2][:, None], dim=0).reshape(2, 2)
+    np.testing.assert_allclose(m['pos'], expected.numpy(), atol=1e-5)
+    with pytest.raises(KeyError, match='not in the model'):
+        tool.learned_maps(image_file, ['zebra'], cfg_path, ckpt)
