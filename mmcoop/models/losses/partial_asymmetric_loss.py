@@ -1,6 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 import torch
 import torch.nn as nn
+from mmengine.dist import get_world_size
 
 from mmcoop.registry import MODELS
 
@@ -47,7 +48,11 @@ class PartialAsymmetricLoss(nn.Module):
         clip (float): probability shift for negatives. Defaults to 0.05.
         eps (float): clamp for the logarithm. Defaults to 1e-6.
         reduction (str): ``'sum'`` (official) or ``'mean'`` (over known
-            entries). Defaults to ``'sum'``.
+            entries). Defaults to ``'sum'``. The sum is over the *global*
+            batch: under data-parallel training (which averages gradients
+            over processes) the local sum is multiplied by the world size,
+            so N processes x B/N images update the parameters exactly as one
+            process with B images.
         loss_weight (float): multiplier (the official ``--loss_w``).
             Defaults to 1.0.
     """
@@ -92,4 +97,6 @@ class PartialAsymmetricLoss(nn.Module):
         loss = -loss.sum()
         if self.reduction == 'mean':
             loss = loss / known.sum().clamp(min=1)
+        else:
+            loss = loss * get_world_size()
         return self.loss_weight * loss

@@ -1,0 +1,38 @@
+# PositiveCoOp (WACV 2025) on a frozen CLIP RN101 at 448 px.
+# Presence: a learned CoOp prompt (16 class-specific context tokens) through
+# the frozen text encoder plus a learned (C, 512) residual; absence: a
+# learned (C, 512) embedding in feature space (official
+# SamyakR99/PositiveCoOp models/positivecoop.py).
+model = dict(
+    type='ImageClassifier',
+    # CLIP normalisation (open_clip OPENAI_DATASET_MEAN/STD x 255), RGB.
+    data_preprocessor=dict(
+        type='ClsDataPreprocessor',
+        mean=[122.770938, 116.7460125, 104.09373615],
+        std=[68.5005327, 66.6321579, 70.32316305],
+        to_rgb=True),
+    backbone=dict(
+        type='FrozenCLIP',
+        model_name='RN101-quickgelu',
+        pretrained='openai',
+        input_resolution=448),
+    head=dict(
+        type='PositiveCoOpHead',
+        # class names for the prompts: a registered dataset type or a list
+        classnames='COCO2014MultiLabel',
+        text_encoder=dict(
+            type='FrozenCLIPTextEncoder',
+            model_name='RN101-quickgelu',
+            pretrained='openai'),
+        n_ctx=16,
+        class_specific=True,
+        use_residual=True,
+        # ASL on the 2-way softmax, unknown (-1) labels ignored; sum over
+        # the batch times the official `--loss_w` (0.03, see README).
+        loss=dict(
+            type='PartialAsymmetricLoss',
+            gamma_neg=2,
+            gamma_pos=1,
+            clip=0.05,
+            loss_weight=0.03)),
+)

@@ -1,0 +1,4 @@
+# DualCoOp on PASCAL VOC 2007, 30% of the training labels known.
+_base_ = './dualcoop_clip-rn101_openai-pre_1xb32-coslr-50e_voc07-448px-p50.py'
+
+train_dataloader = dict(dataset=dict(known_proportion=0.3))

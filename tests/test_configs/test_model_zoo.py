@@ -1,0 +1,149 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Model zoo: model-index.yml, metafiles (mmpretrain format) and READMEs
+(paper numbers clearly labelled, 'ours (measured)' never filled with them)."""
+import os.path as osp
+import re
+
+import pytest
+import yaml
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+METHODS = ('positivecoop', 'negativecoop', 'dualcoop', 'baseline')
+P = list(range(10, 100, 10))
+
+# PositiveCoOp paper (WACV 2025), mAP tables on COCO and VOC2007, 10..90%
+# and the average.
+PAPER = {
+    'coco14': {
+        'dualcoop':
+        [78.7, 80.9, 81.7, 82.0, 82.5, 82.7, 82.8, 83.0, 83.1, 81.9],
+        'baseline':
+        [78.9, 80.6, 81.3, 81.9, 82.7, 82.8, 82.9, 83.2, 83.5, 82.0],
+        'negativecoop':
+        [77.8, 80.3, 81.0, 81.9, 82.2, 82.4, 82.7, 82.8, 82.9, 81.6],
+        'positivecoop':
+        [79.8, 82.1, 83.0, 83.5, 83.7, 83.9, 84.0, 84.2, 84.4, 83.2],
+    },
+    'voc07': {
+        'dualcoop':
+        [90.3, 92.2, 92.8, 93.3, 93.6, 93.9, 94.0, 94.1, 94.2, 93.2],
+        'baseline':
+        [90.5, 92.2, 92.8, 93.0, 93.3, 93.8, 93.9, 94.0, 94.2, 93.1],
+        'negativecoop':
+        [88.9, 89.3, 89.6, 89.9, 90.7, 91.2, 91.8, 92.1, 92.4, 90.8],
+        'positivecoop':
+        [91.4, 92.8, 93.4, 93.6, 93.8, 94.0, 94.2, 94.2, 94.3, 93.6],
+    },
+}
+GPU_HOURS = {  # paper: (COCO, VOC)
+    'dualcoop': ('16', '3.55'),
+    'baseline': ('7.97', '1.5'),
+    'negativecoop': ('16', '3'),
+    'positivecoop': ('16', '3'),
+}
+TRAINABLE = {  # official code, D = W = 512, 16 class-specific tokens
+    'positivecoop': (737280, 184320),
+    'negativecoop': (737280, 184320),
+    'dualcoop': (1310720, 327680),
+    'baseline': (82080, 20520),
+}
+
+
+def _stem(method, data, p):
+    return f'{method}_clip-rn101_openai-pre_1xb32-coslr-50e_{data}-448px-p{p}'
+
+
+def test_model_index_imports_every_metafile():
+    with open(osp.join(REPO, 'model-index.yml')) as f:
+        index = yaml.safe_load(f)
+    assert index == {'Import': [f'configs/{m}/metafile.yml' for m in METHODS]}
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_metafile(method):
+    from modelindex.load_model_index import load
+    index = load(osp.join(REPO, 'configs', method, 'metafile.yml'))
+    index.build_models_with_collections()
+    assert len(index.collections) == 1
+    collection = index.collections[0]
+    assert osp.isfile(osp.join(REPO, collection.readme))
+    assert collection.paper['Title'] and collection.paper['URL'].startswith(
+        'https://arxiv.org/abs/')
+    names = [m.name for m in index.models]
+    assert names == [
+        _stem(method, d, p) for d in ('coco14', 'voc07') for p in P
+    ]
+    for model in index.models:
+        assert model.in_collection == collection.name
+        assert model.config == f'configs/{method}/{model.name}.py'
+        assert osp.isfile(osp.join(REPO, model.config))
+        coco = '_coco14-' in model.name
+        assert model.metadata.parameters == TRAINABLE[method][0 if coco else 1]
+        assert 3.7e10 < model.metadata.flops < 3.8e10
+        # no measured results yet, and paper numbers do not go here
+        assert model.results is None and model.weights is None
+
+
+def _table(readme):
+    rows = [
+        line for line in readme.splitlines()
+        if line.startswith('| ') and re.match(r'\| (\d+%|avg) \|', line)
+    ]
+    return [[c.strip() for c in r.strip('|').split('|')] for r in rows]
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_readme(method):
+    path = osp.join(REPO, 'configs', method, 'README.md')
+    with open(path) as f:
+        readme = f.read()
+    header = ('| p | COCO paper | COCO ours (measured) | COCO config '
+              '| VOC paper | VOC ours (measured) | VOC config |')
+    assert header in readme
+    rows = _table(readme)
+    assert [r[0] for r in rows] == [f'{p}%' for p in P] + ['avg']
+    for i, row in enumerate(rows):
+        assert float(row[1]) == PAPER['coco14'][method][i]
+        assert float(row[4]) == PAPER['voc07'][method][i]
+        # 'ours (measured)' must stay empty until measured with mmcoop
+        assert row[2] == '' and row[5] == ''
+    for link in re.findall(r'\]\(([^)]+\.py)\)', readme):
+        assert osp.isfile(osp.join(osp.dirname(path), link)), link
+    for cfg in re.findall(r'(?<![\w/])(configs/\S+?\.py)', readme):
+        assert osp.isfile(osp.join(REPO, cfg)), cfg
+    coco_h, voc_h = GPU_HOURS[method]
+    assert f'{coco_h} GPU hours on COCO, {voc_h} on VOC' in readme
+    assert 'python tools/train.py configs/' in readme
+    assert 'python tools/test.py configs/' in readme
+    assert 'epoch_50.pth' in readme
+    assert '**Model selection.**' in readme and 'final epoch' in readme
+    assert 'test set' in readme
+    assert '```bibtex' in readme and '## Abstract' in readme
+
+
+def test_get_started_new_dataset_example(tmp_path):
+    """The 'new dataset' configs of docs/get_started.md parse as shown."""
+    from mmengine.config import Config
+    with open(osp.join(REPO, 'docs', 'get_started.md')) as f:
+        doc = f.read()
+    data_cfg, method_cfg = re.findall(r'```python\n(.*?)```', doc, re.S)
+    base = osp.join(REPO, 'configs', '_base_')
+    data_path = tmp_path / 'mydata_partial_448.py'
+    data_path.write_text(
+        data_cfg.replace(
+            "'./coco14_partial_448.py'",
+            repr(osp.join(base, 'datasets', 'coco14_partial_448.py'))))
+    text = method_cfg.replace("'../_base_/datasets/mydata_partial_448.py'",
+                              repr(str(data_path)))
+    text = text.replace("'../_base_/", repr(base + '/')[:-1])
+    method_path = tmp_path / 'method.py'
+    method_path.write_text(text)
+    cfg = Config.fromfile(str(method_path))
+    classes = ['cat', 'dog', 'traffic light']
+    assert cfg.model.head.classnames == classes
+    inner = cfg.train_dataloader.dataset.dataset
+    assert inner.classes == classes and inner.data_root == 'data/mydata'
+    assert inner.ann_file == 'annotations/train.json'
+    assert cfg.test_dataloader.dataset.ann_file == 'annotations/val.json'
+    assert cfg.train_dataloader.dataset.known_proportion == 0.5
+    assert cfg.model.head.type == 'PositiveCoOpHead'

@@ -1,0 +1,304 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""tools/train.py, tools/test.py and tools/model_converters/publish_model.py
+end to end on generated data with a tiny CLIP: every method trains with the
+recipe of its real config, resume continues exactly, published checkpoints
+load with weights_only=True and test to the same mAP."""
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import os.path as osp
+import pickle
+import re
+import sys
+import uuid
+
+import pytest
+import torch
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import _tool_helpers as H  # noqa: E402
+
+
+def _load_tool(relpath, name):
+    spec = importlib.util.spec_from_file_location(name,
+                                                  osp.join(H.REPO, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_tool = _load_tool('tools/train.py', 'mmcoop_tools_train')
+test_tool = _load_tool('tools/test.py', 'mmcoop_tools_test')
+publish_tool = _load_tool('tools/model_converters/publish_model.py',
+                          'mmcoop_tools_publish')
+
+TRAINABLE = {
+    'positivecoop':
+    {'head.pos_prompt.ctx', 'head.neg_embedding', 'head.pos_residual'},
+    'negativecoop':
+    {'head.neg_prompt.ctx', 'head.pos_embedding', 'head.neg_residual'},
+    'dualcoop': {'head.pos_prompt.ctx', 'head.neg_prompt.ctx'},
+    'baseline': {'head.fc.weight', 'head.fc.bias'},
+}
+# (warm-up lr of every group, lr of the first trained group in epoch 2)
+LOGGED_LR = {
+    'positivecoop': (5e-3, 0.5),  # head.neg_embedding at lr
+    'negativecoop': (5e-3, 0.5),  # head.pos_embedding at lr
+    'dualcoop': (1e-5, 0.002),  # one group
+    'baseline': (5e-3, 0.005),  # head.fc at 0.01 x lr
+}
+
+
+@pytest.fixture(scope='module')
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp('assets')
+    return dict(
+        root=root,
+        data=str(root / 'demo_data'),
+        clip=H.make_tiny_clip(str(root / 'tiny_clip.pt')))
+
+
+def _train(cfg_path, work_dir, *extra):
+    name = f'run-{uuid.uuid4().hex[:8]}'  # unique logger/visualizer names
+    return train_tool.main([
+        cfg_path, '--work-dir', work_dir, '--no-pin-memory', *extra,
+        '--cfg-options', f'experiment_name={name}'
+    ])
+
+
+def _ckpt(work_dir, epoch):
+    # files these tests just wrote: trusted load
+    return torch.load(
+        osp.join(work_dir, f'epoch_{epoch}.pth'),
+        map_location='cpu',
+        weights_only=False)
+
+
+@pytest.mark.parametrize('method', sorted(TRAINABLE))
+def test_train_every_method_with_its_recipe(method, assets, tmp_path):
+    cfg = H.write_config(
+        str(tmp_path / f'{method}.py'),
+        H.METHOD_CONFIGS[method],
+        assets['data'],
+        clip=assets['clip'],
+        batch_size=16,
+        num_train=32,
+        num_val=16,
+        max_epochs=2,
+        val_interval=2,
+        augment=True,  # the paper's Cutout + RandAugment
+        text_encoder=method != 'baseline')
+    work_dir = str(tmp_path / 'work')
+    runner = _train(cfg, work_dir)
+    assert (runner.epoch, runner.iter) == (2, 4)
+
+    # checkpoints: only the trained tensors, and they moved in epoch 2
+    ckpt1, ckpt2 = _ckpt(work_dir, 1), _ckpt(work_dir, 2)
+    assert set(ckpt2['state_dict']) == TRAINABLE[method]
+    assert (ckpt2['meta']['epoch'], ckpt2['meta']['iter']) == (2, 4)
+    assert ckpt2['meta']['seed'] == 0
+    for key, value in ckpt2['state_dict'].items():
+        assert torch.isfinite(value).all()
+        assert not torch.equal(value, ckpt1['state_dict'][key]), key
+    # the partial-label mask went to the work dir
+    assert osp.isfile(
+        osp.join(work_dir, 'partial_labels', 'mask_p0.50_seed0.npy'))
+
+    # lrs actually applied: warm-up in epoch 1, base lr in epoch 2
+    rows = H.read_scalars(work_dir)
+    train_rows = [r for r in rows if 'loss' in r]
+    assert [r['step'] for r in train_rows] == [1, 2, 3, 4]
+    warm, base = LOGGED_LR[method]
+    assert [r['lr']
+            for r in train_rows] == pytest.approx([warm, warm, base, base],
+                                                  rel=1e-9)
+    assert all(0 < r['loss'] < 1e3 for r in train_rows)
+    val = [r for r in rows if 'multi-label/mAP' in r]
+    assert len(val) == 1 and 0 < val[0]['multi-label/mAP'] <= 100
+
+
+def _resume_config(assets, tmp_path):
+    return H.write_config(
+        str(tmp_path / 'resume.py'),
+        H.METHOD_CONFIGS['positivecoop'],
+        assets['data'],
+        clip=assets['clip'],
+        batch_size=16,
+        num_train=32,
+        num_val=16,
+        max_epochs=3,
+        val_interval=3)
+
+
+@pytest.fixture(scope='module')
+def trained(assets, tmp_path_factory):
+    """A 3-epoch run, and the same run interrupted after 2 epochs and
+    resumed with --resume."""
+    tmp = tmp_path_factory.mktemp('resume')
+    cfg = _resume_config(assets, tmp)
+    full_dir, resumed_dir = str(tmp / 'full'), str(tmp / 'resumed')
+    _train(cfg, full_dir)
+    _train(cfg, resumed_dir, '--cfg-options', 'train_cfg.max_epochs=2')
+    first_runs = set(os.listdir(resumed_dir))
+    runner = _train(cfg, resumed_dir, '--resume')
+    new_run = (set(os.listdir(resumed_dir)) - first_runs -
+               {'epoch_3.pth'}).pop()
+    return dict(
+        cfg=cfg,
+        full_dir=full_dir,
+        resumed_dir=resumed_dir,
+        resumed_runner=runner,
+        new_run=new_run,
+        tmp=tmp)
+
+
+def test_resume_continues_from_the_last_checkpoint(trained):
+    runner = trained['resumed_runner']
+    assert (runner.epoch, runner.iter) == (3, 6)
+    resumed = _ckpt(trained['resumed_dir'], 3)
+    full = _ckpt(trained['full_dir'], 3)
+    assert (resumed['meta']['epoch'], resumed['meta']['iter']) == (3, 6)
+    # the resumed invocation trained epoch 3 only (iterations 5 and 6)
+    with open(
+            osp.join(trained['resumed_dir'], trained['new_run'], 'vis_data',
+                     'scalars.json')) as f:
+        steps = [json.loads(line)['step'] for line in f if '"loss"' in line]
+    assert steps == [5, 6]
+    # ... and ends exactly where the uninterrupted run ends
+    assert set(resumed['state_dict']) == set(full['state_dict'])
+    for key in full['state_dict']:
+        torch.testing.assert_close(
+            resumed['state_dict'][key],
+            full['state_dict'][key],
+            rtol=1e-5,
+            atol=1e-7)
+    # optimizer and scheduler state came back too
+    assert resumed['param_schedulers'][1]['last_step'] == full[
+        'param_schedulers'][1]['last_step'] == 2
+
+
+def test_resume_and_amp_flags_map_to_the_config(tmp_path):
+    cfg_path = H.METHOD_CONFIGS['dualcoop']
+    from mmengine.config import Config
+
+    def merged(*argv):
+        args = train_tool.parse_args([cfg_path, *argv])
+        return train_tool.merge_args(Config.fromfile(cfg_path), args)
+
+    cfg = merged('--resume')
+    assert cfg.resume is True and cfg.load_from is None
+    cfg = merged('--resume', 'work_dirs/x/epoch_3.pth')
+    assert cfg.resume is True and cfg.load_from == 'work_dirs/x/epoch_3.pth'
+    cfg = merged('--amp', '--auto-scale-lr', '--work-dir', 'wd')
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.auto_scale_lr == dict(base_batch_size=32, enable=True)
+    assert cfg.work_dir == 'wd' and cfg.launcher == 'none'
+    cfg = merged('--cfg-options', 'train_dataloader.num_workers=0')
+    assert cfg.train_dataloader.persistent_workers is False
+    cfg = merged('--no-validate')
+    assert cfg.val_dataloader is None and cfg.val_cfg is None
+    cfg = merged()
+    assert cfg.work_dir == osp.join('./work_dirs', osp.basename(cfg_path)[:-3])
+
+
+def _val_map(work_dir):
+    return [r for r in H.read_scalars(work_dir)
+            if 'multi-label/mAP' in r][-1]['multi-label/mAP']
+
+
+def test_publish_then_test(trained, tmp_path):
+    raw = osp.join(trained['full_dir'], 'epoch_3.pth')
+    # a training checkpoint pickles runtime state: weights_only refuses it
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(raw, map_location='cpu', weights_only=True)
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in \
+        torch.serialization.get_unsafe_globals_in_checkpoint(raw)
+
+    out_dir = tmp_path / 'publish'
+    out_dir.mkdir()
+    final = publish_tool.main([raw, str(out_dir / 'positivecoop_demo.pth')])
+    m = re.fullmatch(r'positivecoop_demo_(\d{8})-([0-9a-f]{8})\.pth',
+                     osp.basename(final))
+    assert m, final
+    with open(final, 'rb') as f:
+        assert hashlib.sha256(f.read()).hexdigest()[:8] == m[2]
+    assert glob.glob(str(out_dir / '*')) == [final]  # no temp files left
+
+    published = torch.load(final, map_location='cpu', weights_only=True)
+    original = _ckpt(trained['full_dir'], 3)
+    assert set(published) == {'state_dict', 'meta'}
+    assert set(published['state_dict']) == set(original['state_dict'])
+    for key, value in original['state_dict'].items():
+        assert torch.equal(published['state_dict'][key], value)
+    meta = published['meta']
+    import mmcoop
+    assert meta['mmcoop_version'] == mmcoop.__version__
+    assert meta['dataset_meta']['classes'] == H.DEMO_CLASSES
+    assert 'PositiveCoOpHead' in meta['config']
+    assert (meta['epoch'], meta['iter'], meta['seed']) == (3, 6, 0)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(final) == []
+
+    # --no-date: OUT-{sha8}.pth
+    final2 = publish_tool.main([raw, str(out_dir / 'again.pth'), '--no-date'])
+    assert re.fullmatch(r'again-[0-9a-f]{8}\.pth', osp.basename(final2))
+
+    # testing the published file reproduces the last validation exactly
+    metrics_file = str(tmp_path / 'metrics.json')
+    metrics = test_tool.main([
+        trained['cfg'], final, '--no-pin-memory', '--work-dir',
+        str(tmp_path / 'test'), '--out', metrics_file, '--out-item', 'metrics',
+        '--cfg-options', f'experiment_name=t-{uuid.uuid4().hex}'
+    ])
+    expected = _val_map(trained['full_dir'])
+    assert metrics['multi-label/mAP'] == pytest.approx(expected, abs=1e-9)
+    with open(metrics_file) as f:
+        assert json.load(f)['multi-label/mAP'] == pytest.approx(expected)
+
+    # the raw training checkpoint gives the same result (MMCoopRunner reads
+    # its runtime state without unpickling code)
+    metrics = test_tool.main([
+        trained['cfg'], raw, '--no-pin-memory', '--work-dir',
+        str(tmp_path / 'test2'), '--cfg-options',
+        f'experiment_name=t-{uuid.uuid4().hex}'
+    ])
+    assert metrics['multi-label/mAP'] == pytest.approx(expected, abs=1e-9)
+
+
+def test_publish_refuses_unexpected_globals(tmp_path):
+    import datetime
+    path = str(tmp_path / 'odd.pth')
+    torch.save(
+        dict(
+            state_dict={'head.fc.weight': torch.ones(2, 2)},
+            meta=dict(when=datetime.date(2024, 1, 1), epoch=1)), path)
+    from mmcoop.utils import UnsafeCheckpointError
+    with pytest.raises(UnsafeCheckpointError, match='--trust-source'):
+        publish_tool.main([path, str(tmp_path / 'out.pth')])
+    assert not glob.glob(str(tmp_path / 'out*'))
+    final = publish_tool.main([
+        path,
+        str(tmp_path / 'out.pth'), '--trust-source', '--dataset-type',
+        'VOC2007MultiLabel'
+    ])
+    meta = torch.load(final, weights_only=True)['meta']
+    assert 'when' not in meta and meta['epoch'] == 1
+    assert len(meta['dataset_meta']['classes']) == 20
+
+
+def test_tools_run_without_pythonpath(tmp_path):
+    """From another working directory, no PYTHONPATH: --help works."""
+    for tool in ('tools/train.py', 'tools/test.py',
+                 'tools/model_converters/publish_model.py'):
+        proc = H.run([H.PYTHON, osp.join(H.REPO, tool), '--help'],
+                     cwd=str(tmp_path),
+                     timeout=120)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert 'usage:' in proc.stdout
+    for script, nargs in (('dist_train.sh', 2), ('dist_test.sh', 3),
+                          ('slurm_train.sh', 4), ('slurm_test.sh', 4)):
+        proc = H.run(['bash', osp.join(H.REPO, 'tools', script)],
+                     cwd=str(tmp_path))
+        assert proc.returncode == 1 and 'usage:' in proc.stdout, script

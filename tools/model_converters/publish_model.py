@@ -1,0 +1,283 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Turn a training checkpoint into a small, safely loadable release file.
+
+    python tools/model_converters/publish_model.py IN.pth OUT.pth \\
+        [--dataset-type COCO2014MultiLabel] [--no-date] [--trust-source]
+
+* keeps ``state_dict`` (tensors only; mmcoop checkpoints hold just the
+  trained parameters, the frozen CLIP towers are rebuilt from the config)
+  and a plain-data ``meta``;
+* drops ``optimizer``, ``param_schedulers``, ``message_hub``, ``hook_msgs``
+  and anything else that is not a tensor or plain data (e.g. mmengine's
+  ``HistoryBuffer`` and numpy objects, which ``torch.load(...,
+  weights_only=True)`` refuses);
+* ``meta`` gets ``mmcoop_version`` (and mmpretrain / mmengine / torch
+  versions), ``dataset_meta`` (class names, from the checkpoint, from
+  ``--dataset-type`` or from the stored config), ``config`` (the training
+  config as text) and the training ``epoch``/``iter``/``seed``;
+* writes ``OUT_{YYYYMMDD}-{sha256[:8]}.pth`` (``OUT-{sha256[:8]}.pth`` with
+  ``--no-date``), the hash being that of the final file, and checks that
+  it loads with ``torch.load(..., weights_only=True)``.
+
+Reading the input never runs code from the file: it is unpickled with
+``torch.load(weights_only=True)``, MMEngine's runtime state (``HistoryBuffer``,
+numpy arrays) through inert stand-ins (:func:`mmcoop.utils.safe_torch_load`
+``(runtime_state=True)``). A file that pickles anything else is refused;
+``--trust-source`` reads it with an unrestricted ``torch.load`` instead --
+only for files you made yourself.
+"""
+import argparse
+import datetime
+import hashlib
+import os
+import os.path as osp
+import sys
+import warnings
+from collections import OrderedDict
+
+try:
+    import mmcoop
+except ImportError:  # run from a clone without `pip install -e .`
+    sys.path.insert(
+        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    import mmcoop
+
+import mmcoop.datasets  # noqa: E402,F401  (registers the dataset types)
+import torch  # noqa: E402
+
+#: checkpoint keys that are never published
+DROP_KEYS = ('optimizer', 'param_schedulers', 'message_hub', 'hook_msgs',
+             'ema_state_dict')
+#: training facts copied from the checkpoint meta (if plain data)
+META_KEYS = ('epoch', 'iter', 'seed', 'experiment_name', 'time',
+             'mmengine_version')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Strip a checkpoint to tensors + plain meta and name it '
+        'with its sha256.')
+    parser.add_argument('in_file', help='input checkpoint filename')
+    parser.add_argument(
+        'out_file',
+        help='output checkpoint filename; `_{date}-{sha8}` is appended '
+        'before .pth')
+    parser.add_argument(
+        '--dataset-type',
+        help='registered dataset type whose METAINFO gives the class names '
+        '(e.g. COCO2014MultiLabel), if the checkpoint has none')
+    parser.add_argument(
+        '--no-date',
+        action='store_true',
+        help='name the file OUT-{sha8}.pth instead of OUT_{date}-{sha8}.pth')
+    parser.add_argument(
+        '--trust-source',
+        action='store_true',
+        help='read an input that pickles more than tensors and MMEngine '
+        'runtime state with an unrestricted torch.load. Only for files you '
+        'made yourself.')
+    return parser.parse_args(argv)
+
+
+def load_input(path: str, trust_source: bool = False):
+    """Load ``path`` without running code from it (see the module doc).
+
+    Returns:
+        tuple: ``(checkpoint, safe)``; ``safe`` is False only when
+        ``trust_source`` was needed.
+    """
+    from mmcoop.utils.checkpoint import (UnsafeCheckpointError,
+                                         safe_torch_load)
+    try:
+        return safe_torch_load(
+            path, 'cpu', 'input checkpoint', runtime_state=True), True
+    except UnsafeCheckpointError as e:
+        if not trust_source:
+            raise UnsafeCheckpointError(
+                f'{e} If you made this file yourself, pass --trust-source '
+                'to publish_model.py.') from None
+    return torch.load(path, map_location='cpu', weights_only=False), False
+
+
+def to_plain(obj, where: str = 'meta', dropped=None):
+    """Recursively keep str/int/float/bool/None/list/dict/tensors.
+
+    Tuples become lists, numpy scalars and arrays become Python values;
+    anything else is dropped (its path is appended to ``dropped``).
+    """
+    if dropped is None:
+        dropped = []
+    if obj is None or isinstance(obj, bool):
+        return obj
+    for plain in (str, int, float):  # also subclasses (e.g. TorchVersion)
+        if isinstance(obj, plain):
+            return plain(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    try:
+        import numpy as np
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray) and obj.dtype.kind in 'biuf':
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, (list, tuple)):
+        out = []
+        for i, v in enumerate(obj):
+            v = to_plain(v, f'{where}[{i}]', dropped)
+            if v is not _DROP:
+                out.append(v)
+        return out
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                dropped.append(f'{where}[{k!r}]')
+                continue
+            v = to_plain(v, f'{where}.{k}', dropped)
+            if v is not _DROP:
+                out[k] = v
+        return out
+    dropped.append(f'{where} ({type(obj).__name__})')
+    return _DROP
+
+
+_DROP = object()
+
+
+def _classes_from_config(cfg_text: str):
+    """Class names of ``model.head.classnames`` in a stored config."""
+    try:
+        from mmengine.config import Config
+
+        from mmcoop.models.heads import resolve_classnames
+        cfg = Config.fromstring(cfg_text, '.py')
+        classnames = cfg.model.head.classnames
+        return list(resolve_classnames(classnames))
+    except Exception:  # noqa: BLE001 - best effort only
+        return None
+
+
+def build_published(checkpoint, dataset_type=None):
+    """The published dict ``{'state_dict', 'meta'}`` and dropped keys."""
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f'expected a checkpoint dict, got '
+                        f'{type(checkpoint).__name__}.')
+    if 'state_dict' not in checkpoint:  # a bare state dict
+        if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            checkpoint = dict(state_dict=checkpoint)
+        else:
+            raise KeyError('the checkpoint has no `state_dict`.')
+    dropped = [k for k in checkpoint if k not in ('state_dict', 'meta')]
+
+    state_dict = OrderedDict()
+    for key, value in checkpoint['state_dict'].items():
+        if not isinstance(value, torch.Tensor):
+            dropped.append(f'state_dict.{key} ({type(value).__name__})')
+            continue
+        if key.startswith('module.'):
+            key = key[len('module.'):]
+        state_dict[key] = value.detach().cpu().clone()
+    if not state_dict:
+        raise ValueError('the checkpoint holds no tensors in `state_dict`.')
+
+    meta_in = checkpoint.get('meta') or {}
+    meta = {}
+    for key in META_KEYS:
+        if key in meta_in:
+            value = to_plain(meta_in[key], f'meta.{key}', dropped)
+            if value is not _DROP:
+                meta[key] = value
+    cfg_text = meta_in.get('cfg', meta_in.get('config'))
+    if isinstance(cfg_text, str):
+        meta['config'] = cfg_text
+
+    dataset_meta = to_plain(
+        meta_in.get('dataset_meta') or {}, 'meta.dataset_meta', dropped)
+    if not dataset_meta.get('classes'):
+        classes = None
+        if dataset_type is not None:
+            from mmcoop.registry import DATASETS
+            dataset_cls = DATASETS.get(dataset_type)
+            if dataset_cls is None:
+                raise KeyError(f'--dataset-type {dataset_type!r} is not a '
+                               'registered dataset.')
+            classes = list(
+                getattr(dataset_cls, 'METAINFO', {}).get('classes', []))
+        elif isinstance(cfg_text, str):
+            classes = _classes_from_config(cfg_text)
+        if classes:
+            dataset_meta['classes'] = classes
+    if not dataset_meta.get('classes'):
+        warnings.warn('No class names found (checkpoint meta, '
+                      '--dataset-type, stored config); `dataset_meta` is '
+                      'empty.')
+    meta['dataset_meta'] = dataset_meta
+
+    import mmengine
+    import mmpretrain
+    meta['mmcoop_version'] = str(mmcoop.__version__)
+    meta['mmpretrain_version'] = str(mmpretrain.__version__)
+    meta['mmengine_version'] = meta.get('mmengine_version',
+                                        str(mmengine.__version__))
+    meta['torch_version'] = str(torch.__version__)
+    return dict(state_dict=state_dict, meta=meta), dropped
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def publish(in_file: str,
+            out_file: str,
+            dataset_type=None,
+            with_date: bool = True,
+            trust_source: bool = False) -> str:
+    """Publish ``in_file``; returns the path of the written file."""
+    out_dir = osp.dirname(osp.abspath(out_file))
+    if not osp.isdir(out_dir):
+        raise FileNotFoundError(
+            f'output directory {out_dir!r} does not exist; create it first.')
+    checkpoint, _ = load_input(in_file, trust_source)
+    published, dropped = build_published(checkpoint, dataset_type)
+
+    stem = out_file[:-4] if out_file.endswith('.pth') else out_file
+    tmp = osp.join(out_dir, f'.publish-{os.getpid()}.pth.tmp')
+    try:
+        torch.save(published, tmp)
+        # the point of publishing: it must load without unpickling code
+        reloaded = torch.load(tmp, map_location='cpu', weights_only=True)
+        if set(reloaded['state_dict']) != set(published['state_dict']):
+            raise RuntimeError('the written file does not round-trip.')
+        sha = _sha256(tmp)[:8]
+        suffix = (f'_{datetime.datetime.now():%Y%m%d}' if with_date else '')
+        final = f'{stem}{suffix}-{sha}.pth'
+        os.replace(tmp, final)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    print(f'Dropped: {", ".join(dropped) if dropped else "nothing"}.')
+    print(f'Kept {len(published["state_dict"])} tensors '
+          f'({sum(v.numel() for v in published["state_dict"].values()):,} '
+          'values).')
+    print(f'Successfully generated the publish-ckpt as {final}.')
+    return final
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return publish(
+        args.in_file,
+        args.out_file,
+        dataset_type=args.dataset_type,
+        with_date=not args.no_date,
+        trust_source=args.trust_source)
+
+
+if __name__ == '__main__':
+    main()
