@@ -126,6 +126,18 @@ def build_open_clip(model_name: str,
         state_dict = load_clip_state_dict(str(pretrained))
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
         state_dict = _adapt_to_model(state_dict, model)
+        own = model.state_dict()
+        mismatched = [
+            f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+            for k, v in state_dict.items() if v.shape != own[k].shape
+        ]
+        if mismatched:
+            raise RuntimeError(
+                f'CLIP weights in {pretrained!r} do not fit the open_clip '
+                f'architecture {model_name!r}: shape mismatches '
+                f'{mismatched[:5]}{"..." if len(mismatched) > 5 else ""}. '
+                'Check `model_name` (e.g. RN101-quickgelu for the OpenAI '
+                'RN101.pt).')
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         # logit_bias only exists in SigLIP-style models; anything else
         # missing means the file does not fit the architecture.

@@ -1,0 +1,368 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""FrozenCLIP / FrozenCLIPTextEncoder / CLIP weight loading."""
+import copy
+import zipfile
+
+import open_clip
+import pytest
+import torch
+import torch.nn as nn
+from _official_reference import (TINY_RN, TINY_RN_512, TINY_VIT,
+                                 make_clip_state_dict)
+
+from mmcoop.models.backbones import (FrozenCLIP, FrozenCLIPTextEncoder,
+                                     load_clip_state_dict)
+from mmcoop.models.backbones.clip_loader import (_is_torchscript_archive,
+                                                 resize_attnpool_pos_embed,
+                                                 resize_vit_pos_embed)
+from mmcoop.registry import MODELS
+
+
+def _trunk(visual, x):
+    x = visual.stem(x)
+    for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+        x = layer(x)
+    return x
+
+
+# --------------------------------------------------------------------------
+# dense features against the official AttentionConv value path
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('size', [64, 96, 128])
+def test_resnet_dense_features_match_official_attention_conv(
+        size, tiny_rn_file, tiny_rn_clip, official):
+    # native grid 2 (64 px): 96 px upsamples it bicubically to 3x3, 128 to 4x4
+    backbone = FrozenCLIP(
+        TINY_RN, pretrained=tiny_rn_file, input_resolution=size)
+    x = torch.randn(2, 3, size, size)
+    (dense, ) = backbone(x)
+    grid = size // 32
+    assert dense.shape == (2, 64, 1 + grid * grid)
+    assert backbone.num_positions == 1 + grid * grid
+
+    sd = torch.load(tiny_rn_file, weights_only=True)
+    pool = {
+        k[len('visual.attnpool.'):]: v
+        for k, v in sd.items() if k.startswith('visual.attnpool.')
+    }
+    with torch.no_grad():
+        feat = _trunk(tiny_rn_clip.visual, x)  # frozen BN statistics
+        expected = official.attention_conv_value_path(feat, pool)
+    torch.testing.assert_close(dense, expected, rtol=1e-5, atol=1e-5)
+    # position 0 is the mean token
+    mean_only = official.attention_conv_value_path(feat, pool)[:, :, 0]
+    torch.testing.assert_close(dense[:, :, 0], mean_only, rtol=1e-5, atol=1e-5)
+
+
+def test_resnet_448_gives_197_positions():
+    backbone = FrozenCLIP(TINY_RN, pretrained=None, input_resolution=448)
+    (dense, ) = backbone(torch.randn(1, 3, 448, 448))
+    assert dense.shape == (1, 64, 197)
+    assert backbone.visual.attnpool.positional_embedding.shape == (197, 256)
+
+
+def test_resnet_runtime_resize_for_other_input_sizes(tiny_rn_file,
+                                                     tiny_rn_clip, official):
+    """An input whose grid differs from ``input_resolution`` is resized on
+    the fly, as the official ``AttentionConv.forward`` does."""
+    backbone = FrozenCLIP(
+        TINY_RN, pretrained=tiny_rn_file, input_resolution=64)
+    x = torch.randn(1, 3, 96, 96)
+    (dense, ) = backbone(x)
+    assert dense.shape == (1, 64, 10)
+    sd = torch.load(tiny_rn_file, weights_only=True)
+    pool = {
+        k[len('visual.attnpool.'):]: v
+        for k, v in sd.items() if k.startswith('visual.attnpool.')
+    }
+    with torch.no_grad():
+        expected = official.attention_conv_value_path(
+            _trunk(tiny_rn_clip.visual, x), pool)
+    torch.testing.assert_close(dense, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pos_embed_resizers_by_hand():
+    pos = torch.randn(1 + 7 * 7, 8)
+    out = resize_attnpool_pos_embed(pos, 14)
+    spatial = pos[1:].permute(1, 0).reshape(1, -1, 7, 7)
+    spatial = torch.nn.functional.interpolate(
+        spatial, size=(14, 14), mode='bicubic', align_corners=False)
+    expected = torch.cat([pos[:1], spatial.reshape(8, -1).permute(1, 0)])
+    torch.testing.assert_close(out, expected)
+    assert resize_attnpool_pos_embed(pos, 7) is pos
+    # the ViT resizer is the same interpolation laid out (g, g, C)
+    torch.testing.assert_close(resize_vit_pos_embed(pos, 14), expected)
+
+
+@pytest.mark.parametrize('size', [64, 96])
+def test_vit_dense_features(size, tiny_vit_file):
+    backbone = FrozenCLIP(
+        TINY_VIT, pretrained=tiny_vit_file, input_resolution=size)
+    x = torch.randn(2, 3, size, size)
+    (dense, ) = backbone(x)
+    grid = size // 16
+    assert dense.shape == (2, 64, 1 + grid * grid)
+    # token 0 is CLIP's own image embedding (class token, ln_post, proj) with
+    # the positional embedding resized bicubically
+    clip = open_clip.create_model(TINY_VIT, pretrained=None)
+    clip.load_state_dict(torch.load(tiny_vit_file, weights_only=True))
+    clip.eval()
+    clip.visual.positional_embedding = nn.Parameter(
+        resize_vit_pos_embed(clip.visual.positional_embedding.data, grid))
+    with torch.no_grad():
+        expected = clip.visual(x)
+    torch.testing.assert_close(dense[:, :, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_input_resolution_must_fit_the_grid():
+    with pytest.raises(ValueError, match='multiple of 32'):
+        FrozenCLIP(TINY_RN, pretrained=None, input_resolution=100)
+    with pytest.raises(ValueError, match='multiple of the patch size'):
+        FrozenCLIP(TINY_VIT, pretrained=None, input_resolution=72)
+
+
+# --------------------------------------------------------------------------
+# frozen-ness
+# --------------------------------------------------------------------------
+def test_frozen_clip_is_frozen_and_stays_in_eval(tiny_rn_file):
+    backbone = FrozenCLIP(
+        TINY_RN, pretrained=tiny_rn_file, input_resolution=64)
+    assert not any(p.requires_grad for p in backbone.parameters())
+    backbone.train()
+    assert not backbone.training
+    assert not any(m.training for m in backbone.modules())
+    stats = {
+        k: v.clone()
+        for k, v in backbone.visual.state_dict().items()
+        if 'running' in k or 'num_batches' in k
+    }
+    backbone(torch.randn(2, 3, 64, 64) * 3 + 1)
+    for k, v in backbone.visual.state_dict().items():
+        if k in stats:
+            assert torch.equal(v, stats[k]), k
+    # checkpoints hold only trained weights unless asked
+    assert backbone.state_dict() == {}
+    keep = FrozenCLIP(
+        TINY_RN, pretrained=None, input_resolution=64, save_frozen=True)
+    assert 'visual.attnpool.c_proj.weight' in keep.state_dict()
+
+
+def test_frozen_module_keeps_weights_on_checkpoint_without_them(tiny_rn_file):
+    backbone = FrozenCLIP(
+        TINY_RN, pretrained=tiny_rn_file, input_resolution=64)
+    before = {k: v.clone() for k, v in backbone.visual.state_dict().items()}
+    backbone.load_state_dict({}, strict=True)  # nothing missing
+    for k, v in backbone.visual.state_dict().items():
+        assert torch.equal(v, before[k])
+    # a checkpoint that carries them is loaded
+    other = FrozenCLIP(
+        TINY_RN, pretrained=None, input_resolution=64, save_frozen=True)
+    backbone.load_state_dict(other.state_dict(), strict=True)
+    torch.testing.assert_close(backbone.visual.conv1.weight,
+                               other.visual.conv1.weight)
+
+
+def test_text_encoder_frozen():
+    enc = FrozenCLIPTextEncoder(TINY_RN, pretrained=None)
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.training
+    assert enc.state_dict() == {}
+    assert (enc.width, enc.embed_dim, enc.context_length) == (64, 64, 77)
+
+
+# --------------------------------------------------------------------------
+# text encoder: truncation is exact; matches the official TextEncoder
+# --------------------------------------------------------------------------
+def _max_rel(a, b):
+    """max |a - b| relative to max |b| (elementwise ratios of near-zero
+    entries only measure float32 rounding)."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5),
+                                       (torch.float64, 1e-12)])
+def test_truncated_text_encoding_equals_full_length(dtype, tol, tiny_rn_file,
+                                                    tiny_rn_clip, official):
+    kwargs = dict(model_name=TINY_RN, pretrained=tiny_rn_file)
+    short = FrozenCLIPTextEncoder(truncate=True, **kwargs).to(dtype)
+    full = FrozenCLIPTextEncoder(truncate=False, **kwargs).to(dtype)
+    assert short.truncate and not full.truncate
+    clip = copy.deepcopy(tiny_rn_clip).to(dtype)
+    names = ['cat', 'traffic light', 'a much longer class name here']
+    tokens = official.tokens(names, n_ctx=4)
+    ctx = torch.randn(3, 4, 64, dtype=dtype) * 0.02
+    outs, grads = [], []
+    for enc in (short, full):
+        c = ctx.clone().requires_grad_(True)
+        out = enc(official.prompt_embeddings(clip, c, tokens), tokens)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=dtype)
+        (out * weight.view_as(out)).sum().backward()
+        outs.append(out.detach())
+        grads.append(c.grad)
+    assert _max_rel(outs[0], outs[1]) <= tol
+    assert _max_rel(grads[0], grads[1]) <= tol
+    # and both equal the official TextEncoder formula (all 77 tokens)
+    with torch.no_grad():
+        prompts = official.prompt_embeddings(clip, ctx, tokens)
+        expected = official.text_encoder(clip, prompts, tokens)
+    assert _max_rel(outs[0], expected) <= tol
+
+
+def test_encode_texts_equals_open_clip_encode_text(tiny_rn_file, tiny_rn_clip):
+    enc = FrozenCLIPTextEncoder(TINY_RN, pretrained=tiny_rn_file)
+    texts = ['a photo of a dog.', 'X X X X hair drier.']
+    with torch.no_grad():
+        expected = tiny_rn_clip.encode_text(open_clip.tokenize(texts))
+        out = enc.encode_texts(texts)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# loading CLIP weights
+# --------------------------------------------------------------------------
+def _visual_equal(backbone, sd):
+    own = {f'visual.{k}': v for k, v in backbone.visual.state_dict().items()}
+    for key, value in sd.items():
+        if key.startswith('visual.') and 'attnpool.positional' not in key:
+            torch.testing.assert_close(
+                own[key], value.to(own[key].dtype), msg=key)
+
+
+def test_load_state_dict_files(tmp_path, tiny_rn_file):
+    sd = torch.load(tiny_rn_file, weights_only=True)
+    wrapped = tmp_path / 'wrapped.pth'
+    torch.save({'state_dict': {
+        f'module.{k}': v
+        for k, v in sd.items()
+    }}, wrapped)
+    for path in (tiny_rn_file, str(wrapped)):
+        loaded = load_clip_state_dict(path)
+        assert set(loaded) == set(sd)
+        backbone = FrozenCLIP(TINY_RN, pretrained=path, input_resolution=64)
+        _visual_equal(backbone, sd)
+
+
+class _Holder(nn.Module):
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _torchscript_archive(sd, path):
+    """An OpenAI-style archive: a scripted module whose ``state_dict()``
+    has the CLIP keys (fp16, plus the int entries OpenAI's files hold)."""
+    root = _Holder()
+    for key, value in sd.items():
+        *parents, leaf = key.split('.')
+        module = root
+        for name in parents:
+            if not isinstance(getattr(module, name, None), nn.Module):
+                module.add_module(name, nn.Module())
+            module = getattr(module, name)
+        if torch.is_floating_point(value):
+            module.register_parameter(
+                leaf, nn.Parameter(value.half(), requires_grad=False))
+        else:
+            module.register_buffer(leaf, value.clone())
+    for key, value in (('input_resolution', 224), ('context_length', 77),
+                       ('vocab_size', 49408)):
+        root.register_buffer(key, torch.tensor(value))
+    with pytest.warns(Warning):  # torch.jit deprecation
+        torch.jit.save(torch.jit.script(root), str(path))
+
+
+def test_load_openai_torchscript_archive(tmp_path):
+    sd = make_clip_state_dict(TINY_RN, seed=3)
+    path = tmp_path / 'RN-tiny.pt'
+    _torchscript_archive(sd, path)
+    assert _is_torchscript_archive(str(path))
+    loaded = load_clip_state_dict(str(path))
+    assert 'input_resolution' not in loaded and 'vocab_size' not in loaded
+    assert all(v.dtype != torch.float16 for v in loaded.values())
+    backbone = FrozenCLIP(TINY_RN, pretrained=str(path), input_resolution=64)
+    _visual_equal(backbone, {
+        k: v.half() if torch.is_floating_point(v) else v
+        for k, v in sd.items()
+    })
+    enc = FrozenCLIPTextEncoder(TINY_RN, pretrained=str(path))
+    torch.testing.assert_close(enc.token_embedding.weight,
+                               sd['token_embedding.weight'].half().float())
+
+
+def test_state_dict_file_is_not_mistaken_for_an_archive(tiny_rn_file):
+    # torch.save files are zip archives too, without TorchScript code
+    assert zipfile.is_zipfile(tiny_rn_file)
+    assert not _is_torchscript_archive(tiny_rn_file)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match='Unknown open_clip model name'):
+        FrozenCLIP('RN9000', pretrained=None)
+    with pytest.raises(ValueError, match='Unknown open_clip model name'):
+        FrozenCLIPTextEncoder('not-a-clip', pretrained=None)
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        FrozenCLIP(TINY_RN, pretrained=str(tmp_path / 'nope.pt'))
+
+
+def test_unknown_pretrained_tag():
+    with pytest.raises(ValueError, match='neither an existing file nor'):
+        FrozenCLIP(TINY_RN, pretrained='laion2b-does-not-exist')
+
+
+def test_truncated_weights_file(tmp_path, tiny_rn_file):
+    data = open(tiny_rn_file, 'rb').read()
+    path = tmp_path / 'truncated.pt'
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(RuntimeError, match='truncated'):
+        FrozenCLIP(TINY_RN, pretrained=str(path))
+    empty = tmp_path / 'empty.pt'
+    empty.write_bytes(b'')
+    with pytest.raises(RuntimeError, match='empty'):
+        FrozenCLIP(TINY_RN, pretrained=str(empty))
+
+
+def test_garbage_weights_file_is_reported_as_unreadable(tmp_path):
+    path = tmp_path / 'garbage.pt'
+    path.write_bytes(b'this is not a checkpoint at all')
+    with pytest.raises(RuntimeError) as info:
+        FrozenCLIP(TINY_RN, pretrained=str(path))
+    assert 'arbitrary code' not in str(info.value)
+    assert 'not a PyTorch checkpoint' in str(info.value)
+
+
+def test_weights_missing_keys_name_the_architecture(tmp_path, tiny_rn_file):
+    sd = torch.load(tiny_rn_file, weights_only=True)
+    del sd['visual.attnpool.c_proj.weight']
+    path = tmp_path / 'partial.pt'
+    torch.save(sd, path)
+    with pytest.raises(RuntimeError, match='do not fit.*model_name'):
+        FrozenCLIP(TINY_RN, pretrained=str(path))
+
+
+@pytest.mark.parametrize('other', ['vit', 'rn512'])
+def test_weights_of_another_architecture(other, tmp_path, tiny_vit_file):
+    if other == 'vit':
+        path = tiny_vit_file
+    else:
+        path = str(tmp_path / 'rn512.pt')
+        torch.save(make_clip_state_dict(TINY_RN_512), path)
+    with pytest.raises(RuntimeError, match='do not fit.*model_name'):
+        FrozenCLIP(TINY_RN, pretrained=path)
+
+
+def test_build_from_registry():
+    backbone = MODELS.build(
+        dict(
+            type='FrozenCLIP',
+            model_name=TINY_RN,
+            pretrained=None,
+            input_resolution=96))
+    assert isinstance(backbone, FrozenCLIP) and backbone.embed_dim == 64
+    enc = MODELS.build(
+        dict(
+            type='FrozenCLIPTextEncoder', model_name=TINY_RN, pretrained=None))
+    assert isinstance(enc, FrozenCLIPTextEncoder)

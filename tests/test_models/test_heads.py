@@ -1,0 +1,535 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Heads against the official formulas; frozen-ness, parameter counts,
+checkpoints, the eval-time class-feature cache, predictions, registry."""
+import pytest
+import torch
+from _official_reference import TINY_RN, TINY_RN_512
+from mmengine.registry import DefaultScope
+from mmengine.runner import load_checkpoint
+from mmengine.runner.checkpoint import get_state_dict
+from mmpretrain.structures import DataSample
+
+from mmcoop.models.heads import (BaselineHead, DualCoOpHead, NegativeCoOpHead,
+                                 PositiveCoOpHead,
+                                 class_specific_region_aggregation,
+                                 spatial_softmax_pool)
+from mmcoop.registry import DATASETS, MODELS
+
+NAMES = ['cat', 'traffic light', 'hair_drier']
+PROMPT_HEADS = ['PositiveCoOpHead', 'NegativeCoOpHead', 'DualCoOpHead']
+ALL_HEADS = PROMPT_HEADS + ['BaselineHead']
+
+
+def head_cfg(head_type,
+             clip_file=None,
+             model_name=TINY_RN,
+             names=NAMES,
+             **kwargs):
+    cfg = dict(type=head_type, classnames=names, **kwargs)
+    if head_type == 'BaselineHead':
+        cfg.setdefault('in_channels', 64 if model_name == TINY_RN else 512)
+    else:
+        cfg.setdefault('n_ctx', 4)
+        cfg['text_encoder'] = dict(
+            type='FrozenCLIPTextEncoder',
+            model_name=model_name,
+            pretrained=clip_file)
+    return cfg
+
+
+def classifier_cfg(head_type, clip_file=None, size=64, **kwargs):
+    return dict(
+        type='ImageClassifier',
+        backbone=dict(
+            type='FrozenCLIP',
+            model_name=TINY_RN,
+            pretrained=clip_file,
+            input_resolution=size),
+        head=head_cfg(head_type, clip_file, **kwargs))
+
+
+def _dense(batch=2, dim=64, positions=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, dim, positions, generator=g)
+
+
+# --------------------------------------------------------------------------
+# aggregation by hand
+# --------------------------------------------------------------------------
+def test_region_aggregation_by_explicit_loops(official):
+    B, D, N, C = 2, 5, 4, 3
+    dense, neg, pos = torch.randn(B, D, N), torch.randn(C,
+                                                        D), torch.randn(C, D)
+    out = class_specific_region_aggregation(dense, neg, pos)
+    assert out.shape == (B, 2, C)
+    for b in range(B):
+        for c in range(C):
+            s_neg, s_pos = [], []
+            for n in range(N):
+                v = dense[b, :, n]
+                s_neg.append(20 * torch.dot(v, neg[c]) /
+                             (v.norm() * neg[c].norm()))
+                s_pos.append(20 * torch.dot(v, pos[c]) /
+                             (v.norm() * pos[c].norm()))
+            s_neg, s_pos = torch.stack(s_neg), torch.stack(s_pos)
+            w = torch.exp(s_pos) / torch.exp(s_pos).sum()  # from POSITIVE
+            torch.testing.assert_close(out[b, 0, c], 5 * (w * s_neg).sum())
+            torch.testing.assert_close(out[b, 1, c], 5 * (w * s_pos).sum())
+    torch.testing.assert_close(out, official.region_logits(dense, neg, pos))
+    # p(present) = softmax over [neg, pos] = sigmoid(l_pos - l_neg)
+    torch.testing.assert_close(
+        out.softmax(1)[:, 1], torch.sigmoid(out[:, 1] - out[:, 0]))
+
+
+def test_spatial_softmax_pool_by_hand():
+    scores = torch.tensor([[[0., 1., 2.]]])
+    w = torch.exp(scores) / torch.exp(scores).sum(-1, keepdim=True)
+    torch.testing.assert_close(
+        spatial_softmax_pool(scores), 5 * (w * scores).sum(-1))
+    other = torch.tensor([[[2., 0., 0.]]])
+    w = torch.exp(other) / torch.exp(other).sum(-1, keepdim=True)
+    torch.testing.assert_close(
+        spatial_softmax_pool(scores, other, logit_scale=1.),
+        (w * scores).sum(-1))
+
+
+# --------------------------------------------------------------------------
+# each head = the official forward, written out
+# --------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def built_heads(tiny_rn_file):
+    torch.manual_seed(0)
+    return {t: MODELS.build(head_cfg(t, tiny_rn_file)) for t in ALL_HEADS}
+
+
+def _text(official, clip, learner):
+    tokens = learner.tokens
+    return official.text_encoder(
+        clip, official.prompt_embeddings(clip, learner.ctx, tokens), tokens)
+
+
+def test_prompt_tokens_are_the_official_ones(built_heads, official):
+    expected = official.tokens(NAMES, n_ctx=4)
+    for head_type in PROMPT_HEADS:
+        head = built_heads[head_type]
+        for learner in (getattr(head, 'pos_prompt',
+                                None), getattr(head, 'neg_prompt', None)):
+            if learner is not None:
+                assert torch.equal(learner.tokens, expected)
+
+
+@pytest.mark.parametrize('head_type', ALL_HEADS)
+def test_head_matches_official_formula(head_type, built_heads, tiny_rn_clip,
+                                       official):
+    head = built_heads[head_type].train()
+    dense = _dense()
+    logits = head((dense, ))
+    assert logits.shape == (2, 2, 3)
+    with torch.no_grad():
+        if head_type == 'PositiveCoOpHead':
+            # models/positivecoop.py: [txt_prompt_neg ; TE(ctx_pos) + learn]
+            pos = _text(official, tiny_rn_clip, head.pos_prompt) \
+                + head.pos_residual
+            expected = official.region_logits(dense, head.neg_embedding, pos)
+        elif head_type == 'NegativeCoOpHead':
+            # models/negativecoop.py: [TE(ctx_neg) + learn ; txt_prompt_pos]
+            neg = _text(official, tiny_rn_clip, head.neg_prompt) \
+                + head.neg_residual
+            expected = official.region_logits(dense, neg, head.pos_embedding)
+        elif head_type == 'DualCoOpHead':
+            expected = official.region_logits(
+                dense, _text(official, tiny_rn_clip, head.neg_prompt),
+                _text(official, tiny_rn_clip, head.pos_prompt))
+        else:
+            expected = official.baseline_logits(dense, head.fc.weight,
+                                                head.fc.bias)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_baseline_softmax_is_per_channel(built_heads):
+    """Unlike the prompt heads, each of the 2C channels has its own spatial
+    weights (models/baseline.py L244)."""
+    head = built_heads['BaselineHead']
+    dense = _dense()
+    scores = torch.einsum('kd,bdn->bkn', head.fc.weight, dense) \
+        + head.fc.bias[None, :, None]
+    logits = head((dense, ))
+    for k in range(6):
+        w = scores[:, k].softmax(-1)
+        torch.testing.assert_close(
+            logits.reshape(2, 6)[:, k], 5 * (w * scores[:, k]).sum(-1))
+    # channels [0, C) are the negatives
+    torch.testing.assert_close(logits[:, 0], logits.reshape(2, 6)[:, :3])
+
+
+def test_without_residual(tiny_rn_file, tiny_rn_clip, official):
+    head = MODELS.build(
+        head_cfg('PositiveCoOpHead', tiny_rn_file, use_residual=False))
+    assert head.pos_residual is None
+    assert {n
+            for n, p in head.named_parameters()
+            if p.requires_grad} == {'pos_prompt.ctx', 'neg_embedding'}
+    dense = _dense()
+    with torch.no_grad():
+        expected = official.region_logits(
+            dense, head.neg_embedding,
+            _text(official, tiny_rn_clip, head.pos_prompt))
+        torch.testing.assert_close(
+            head((dense, )), expected, rtol=1e-5, atol=1e-5)
+    neg = MODELS.build(
+        head_cfg('NegativeCoOpHead', tiny_rn_file, use_residual=False))
+    assert neg.neg_residual is None
+
+
+def test_shared_context_dualcoop(tiny_rn_file, tiny_rn_clip, official):
+    head = MODELS.build(
+        head_cfg('DualCoOpHead', tiny_rn_file, class_specific=False))
+    assert head.pos_prompt.ctx.shape == (4, 64)
+    assert head.neg_prompt.ctx.shape == (4, 64)
+    dense = _dense()
+    with torch.no_grad():
+        expected = official.region_logits(
+            dense, _text(official, tiny_rn_clip, head.neg_prompt),
+            _text(official, tiny_rn_clip, head.pos_prompt))
+        torch.testing.assert_close(
+            head((dense, )), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ctx_init_words_in_a_head(tiny_rn_file):
+    head = MODELS.build(
+        head_cfg('DualCoOpHead', tiny_rn_file, ctx_init='a photo of a'))
+    assert head.pos_prompt.n_ctx == 4
+    assert head.pos_prompt.prompt_texts[0] == 'a photo of a cat.'
+    torch.testing.assert_close(head.pos_prompt.ctx, head.neg_prompt.ctx)
+
+
+def test_learned_embeddings_init_standard_normal(tiny_rn_file):
+    torch.manual_seed(0)
+    head = MODELS.build(
+        head_cfg(
+            'PositiveCoOpHead',
+            tiny_rn_file,
+            names=[f'c{i}' for i in range(40)]))
+    for p in (head.neg_embedding, head.pos_residual):
+        assert p.shape == (40, 64)
+        assert abs(p.std().item() - 1.) < 0.05 and abs(p.mean().item()) < .05
+
+
+# --------------------------------------------------------------------------
+# parameter counts (D = W = 512, CSC, n_ctx = 16)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('head_type,num_classes,expected', [
+    ('PositiveCoOpHead', 80, 737_280),
+    ('PositiveCoOpHead', 20, 184_320),
+    ('NegativeCoOpHead', 80, 737_280),
+    ('NegativeCoOpHead', 20, 184_320),
+    ('DualCoOpHead', 80, 1_310_720),
+    ('DualCoOpHead', 20, 327_680),
+    ('BaselineHead', 80, 82_080),
+    ('BaselineHead', 20, 20_520),
+])
+def test_trainable_parameter_counts(head_type, num_classes, expected):
+    cfg = head_cfg(
+        head_type,
+        None,
+        model_name=TINY_RN_512,
+        names=[f'class{i}' for i in range(num_classes)])
+    if head_type != 'BaselineHead':
+        cfg.update(n_ctx=16, class_specific=True)
+    head = MODELS.build(cfg)
+    trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
+    assert trainable == expected
+    # nothing else is trainable, and the frozen text tower is not counted
+    if head_type != 'BaselineHead':
+        assert not any(p.requires_grad for p in head.text_encoder.parameters())
+
+
+# --------------------------------------------------------------------------
+# frozen-ness in the full classifier
+# --------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def classifiers(tiny_rn_file):
+    torch.manual_seed(1)
+    return {
+        t: MODELS.build(classifier_cfg(t, tiny_rn_file))
+        for t in ALL_HEADS
+    }
+
+
+def _loss_samples():
+    return [
+        DataSample().set_gt_score(torch.tensor([1., 0., -1.])),
+        DataSample().set_gt_score(torch.tensor([0., 1., 1.])),
+    ]
+
+
+@pytest.mark.parametrize('head_type', ALL_HEADS)
+def test_only_head_parameters_get_gradients(head_type, classifiers):
+    model = classifiers[head_type]
+    model.train()
+    model.zero_grad(set_to_none=True)
+    losses = model(torch.randn(2, 3, 64, 64), _loss_samples(), mode='loss')
+    losses['loss'].backward()
+    frozen = [
+        n for n, p in model.named_parameters() if n.startswith('backbone.')
+        or '.text_encoder.' in n or n.startswith('head.text_encoder.')
+    ]
+    head = [
+        n for n, p in model.named_parameters()
+        if n.startswith('head.') and not n.startswith('head.text_encoder')
+    ]
+    assert frozen and head
+    params = dict(model.named_parameters())
+    for name in frozen:
+        assert not params[name].requires_grad, name
+        assert params[name].grad is None, name
+    for name in head:
+        assert params[name].requires_grad, name
+        assert params[name].grad is not None, name
+        assert params[name].grad.abs().sum() > 0, name
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize('head_type', ['DualCoOpHead', 'BaselineHead'])
+def test_train_mode_keeps_towers_in_eval_and_bn_stats(head_type, classifiers):
+    model = classifiers[head_type]
+    model.train()
+    assert model.training and model.head.training
+    assert not model.backbone.training
+    assert not any(m.training for m in model.backbone.modules())
+    if head_type != 'BaselineHead':
+        assert not model.head.text_encoder.training
+    bn = {
+        k: v.clone()
+        for k, v in model.backbone.visual.state_dict().items()
+        if 'running_' in k or 'num_batches' in k
+    }
+    model(torch.randn(2, 3, 64, 64) * 2 + 1, _loss_samples(), mode='loss')
+    after = model.backbone.visual.state_dict()
+    assert bn and all(torch.equal(after[k], v) for k, v in bn.items())
+
+
+def test_init_weights_leaves_everything_unchanged(tiny_rn_file):
+    """The runner calls ``model.init_weights()`` before training."""
+    model = MODELS.build(classifier_cfg('DualCoOpHead', tiny_rn_file))
+    model.backbone.save_frozen = model.head.text_encoder.save_frozen = True
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.init_weights()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+# --------------------------------------------------------------------------
+# checkpoints hold only what was trained
+# --------------------------------------------------------------------------
+EXPECTED_KEYS = {
+    'PositiveCoOpHead':
+    {'head.pos_prompt.ctx', 'head.neg_embedding', 'head.pos_residual'},
+    'NegativeCoOpHead':
+    {'head.neg_prompt.ctx', 'head.pos_embedding', 'head.neg_residual'},
+    'DualCoOpHead': {'head.pos_prompt.ctx', 'head.neg_prompt.ctx'},
+    'BaselineHead': {'head.fc.weight', 'head.fc.bias'},
+}
+
+
+@pytest.mark.parametrize('head_type', ALL_HEADS)
+def test_state_dict_has_no_clip_weights(head_type, classifiers):
+    model = classifiers[head_type]
+    assert set(model.state_dict()) == EXPECTED_KEYS[head_type]
+    # what mmengine's Runner.save_checkpoint uses
+    assert set(get_state_dict(model)) == EXPECTED_KEYS[head_type]
+
+
+def test_save_frozen_keeps_clip_weights(tiny_rn_file):
+    cfg = classifier_cfg('PositiveCoOpHead', tiny_rn_file)
+    cfg['backbone']['save_frozen'] = True
+    cfg['head']['text_encoder']['save_frozen'] = True
+    keys = set(MODELS.build(cfg).state_dict())
+    assert 'backbone.visual.attnpool.c_proj.weight' in keys
+    assert 'head.text_encoder.token_embedding.weight' in keys
+    assert EXPECTED_KEYS['PositiveCoOpHead'] < keys
+
+
+@pytest.mark.parametrize('head_type', ['PositiveCoOpHead', 'BaselineHead'])
+def test_head_only_checkpoint_restores_head_keeps_clip(head_type, tmp_path,
+                                                       tiny_rn_file):
+    torch.manual_seed(1)
+    trained = MODELS.build(classifier_cfg(head_type, tiny_rn_file))
+    path = str(tmp_path / 'head_only.pth')
+    torch.save({'state_dict': trained.state_dict()}, path)
+    torch.manual_seed(2)  # other head init; CLIP from random weights
+    model = MODELS.build(classifier_cfg(head_type, None))
+    model.backbone.save_frozen = True
+    clip_before = {
+        k: v.clone()
+        for k, v in model.state_dict().items() if k.startswith('backbone.')
+    }
+    load_checkpoint(model, path, map_location='cpu', strict=True)
+    for key, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    for key, value in model.state_dict().items():
+        if key.startswith('backbone.'):
+            assert torch.equal(value, clip_before[key]), key
+
+
+# --------------------------------------------------------------------------
+# eval-time class-feature cache
+# --------------------------------------------------------------------------
+def _count_class_features(head, monkeypatch):
+    calls = []
+    original = head.class_features
+
+    def counted():
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(head, 'class_features', counted)
+    return calls
+
+
+@pytest.mark.parametrize('head_type', PROMPT_HEADS)
+def test_eval_cache(head_type, tiny_rn_file, monkeypatch):
+    torch.manual_seed(0)
+    head = MODELS.build(head_cfg(head_type, tiny_rn_file))
+    calls = _count_class_features(head, monkeypatch)
+    dense = _dense()
+    head.train()
+    with torch.no_grad():
+        uncached = head((dense, ))
+        head((dense, ))
+    assert len(calls) == 2  # training: recomputed every step
+    head.eval()
+    with torch.no_grad():
+        first = head((dense, ))
+        second = head((dense, ))
+    assert len(calls) == 3  # computed once for the two eval batches
+    torch.testing.assert_close(first, uncached, rtol=0, atol=0)
+    torch.testing.assert_close(second, uncached, rtol=0, atol=0)
+    head((dense, ))  # eval with grad enabled: not cached
+    assert len(calls) == 4
+
+    # a parameter update (optimizer step) invalidates the cache
+    learned = [p for p in head.parameters() if p.requires_grad]
+    head.train()
+    optim = torch.optim.SGD(learned, lr=10.)
+    head.loss((dense, ), _loss_samples())['loss'].backward()
+    optim.step()
+    head.eval()
+    with torch.no_grad():
+        updated = head((dense, ))
+        assert not torch.allclose(updated, first)
+        head.train()
+        fresh = head((dense, ))
+        head.eval()
+    torch.testing.assert_close(updated, fresh, rtol=0, atol=0)
+    # an in-place edit of one parameter does too (a random one: the
+    # embeddings are L2-normalised and the prompts go through LayerNorms, so
+    # rescaling or a constant shift could leave the output unchanged)
+    with torch.no_grad():
+        learned[0].add_(torch.randn_like(learned[0]))
+        edited = head((dense, ))
+        assert not torch.allclose(edited, updated)
+        head.train()
+        torch.testing.assert_close(edited, head((dense, )), rtol=0, atol=0)
+
+
+def test_eval_cache_follows_loaded_checkpoints(tiny_rn_file):
+    torch.manual_seed(0)
+    a = MODELS.build(head_cfg('DualCoOpHead', tiny_rn_file)).eval()
+    b = MODELS.build(head_cfg('DualCoOpHead', tiny_rn_file)).eval()
+    dense = _dense()
+    with torch.no_grad():
+        before = a((dense, ))
+        a.load_state_dict(b.state_dict())
+        after = a((dense, ))
+        torch.testing.assert_close(after, b((dense, )), rtol=0, atol=0)
+    assert not torch.allclose(before, after)
+
+
+# --------------------------------------------------------------------------
+# predictions
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('head_type', ['PositiveCoOpHead', 'BaselineHead'])
+def test_predict_gives_p_present(head_type, built_heads):
+    head = built_heads[head_type].eval()
+    dense = _dense()
+    with torch.no_grad():
+        logits = head((dense, ))
+        samples = head.predict((dense, ))
+    probs = torch.softmax(logits, dim=1)[:, 1]
+    assert len(samples) == 2
+    for sample, p in zip(samples, probs):
+        torch.testing.assert_close(sample.pred_score, p)
+        # default threshold 0.5 (mmpretrain's multi-label default)
+        assert sample.pred_label.tolist() == torch.where(p >= 0.5)[0].tolist()
+    # data samples passed in are filled in place
+    given = [DataSample(), DataSample()]
+    with torch.no_grad():
+        out = head.predict((dense, ), given)
+    assert out[0] is given[0]
+
+
+def test_predict_topk(tiny_rn_file):
+    head = MODELS.build(head_cfg('BaselineHead', topk=2)).eval()
+    with torch.no_grad():
+        samples = head.predict((_dense(), ))
+    assert all(len(s.pred_label) == 2 for s in samples)
+
+
+def test_classifier_predict_end_to_end(classifiers):
+    model = classifiers['DualCoOpHead'].eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        samples = model(x, mode='predict')
+        logits = model(x, mode='tensor')
+    torch.testing.assert_close(
+        torch.stack([s.pred_score for s in samples]),
+        logits.softmax(dim=1)[:, 1])
+
+
+# --------------------------------------------------------------------------
+# registry and class names
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('head_type', ALL_HEADS)
+def test_build_every_head_from_config(head_type):
+    head = MODELS.build(head_cfg(head_type, None))
+    assert type(head).__name__ == head_type
+    assert head.num_classes == 3 and head.classnames == [
+        'cat', 'traffic light', 'hair_drier'
+    ]
+    assert isinstance(
+        head, (PositiveCoOpHead, NegativeCoOpHead, DualCoOpHead, BaselineHead))
+
+
+def test_build_in_another_default_scope():
+    """Sub-modules (text encoder, loss) resolve in the mmcoop scope even
+    when the caller's default scope is mmpretrain (e.g.
+    ``mmpretrain.apis.get_model`` with ``type='mmcoop.DualCoOpHead'``)."""
+    cfg = head_cfg('DualCoOpHead', None)
+    cfg['type'] = 'mmcoop.DualCoOpHead'
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        head = MODELS.build(cfg)
+    assert type(head.text_encoder).__name__ == 'FrozenCLIPTextEncoder'
+
+
+def test_classnames_from_a_registered_dataset():
+
+    class _TinyDataset:
+        METAINFO = dict(classes=('dog', 'potted plant'))
+
+    DATASETS.register_module(
+        name='_TinyTestDataset', module=_TinyDataset, force=True)
+    head = MODELS.build(
+        head_cfg('DualCoOpHead', None, names='_TinyTestDataset'))
+    assert head.classnames == ['dog', 'potted plant']
+    assert head.pos_prompt.prompt_texts[1] == 'X X X X potted plant.'
+
+
+@pytest.mark.parametrize('names,match', [
+    ('NoSuchDataset', 'neither a list'),
+    ([], 'empty'),
+    (['cat', 'cat'], 'duplicates'),
+])
+def test_bad_classnames(names, match):
+    with pytest.raises(ValueError, match=match):
+        MODELS.build(head_cfg('BaselineHead', names=names))
