@@ -130,7 +130,8 @@ def init_model(config: ConfigType,
 
     dataset_meta = {}
     if checkpoint is not None:
-        ckpt = safe_torch_load(checkpoint, map_location='cpu')
+        ckpt = safe_torch_load(
+            checkpoint, map_location='cpu', runtime_state=True)
         if not isinstance(ckpt, dict):
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
         state_dict = ckpt.get('state_dict', ckpt)

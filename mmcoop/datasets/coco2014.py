@@ -12,8 +12,8 @@ from mmpretrain.datasets import MultiLabelDataset
 
 from mmcoop.registry import DATASETS
 from .categories import COCO2014_CATEGORIES
-from .utils import (AnnotationError, build_pipeline, describe_mismatch,
-                    normalize_class_name)
+from .utils import (AnnotationError, build_pipeline, check_not_empty,
+                    describe_mismatch, normalize_class_name)
 
 __all__ = ['COCO2014MultiLabel', 'CocoLabels', 'load_coco_multilabel']
 
@@ -362,6 +362,11 @@ class COCO2014MultiLabel(MultiLabelDataset):
                     gt_label=labels,
                     gt_score=score))
         return data_list
+
+    def _serialize_data(self):
+        # mmengine fails on an empty list with a bare numpy error
+        check_not_empty(self)
+        return super()._serialize_data()
 
     def extra_repr(self) -> List[str]:
         """The extra repr information of the dataset."""

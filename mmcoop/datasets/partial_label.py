@@ -271,8 +271,14 @@ class PartialLabelDataset(BaseDataset):
         targets = complete_targets(self.dataset, num_classes)
         n = len(targets)
         if n == 0:
-            raise ValueError('PartialLabelDataset: the inner dataset is '
-                             'empty.')
+            source = getattr(self.dataset, 'ann_file', None) or getattr(
+                self.dataset, 'data_root', None)
+            raise ValueError(
+                'PartialLabelDataset: the inner dataset '
+                f'{type(self.dataset).__name__}'
+                f'{f" ({source})" if source else ""} has no samples, so '
+                'there is nothing to train on. Fix: check `data_root`, '
+                '`ann_file`, `split` and `indices` of the inner dataset.')
 
         source = f'seed {self.seed}'
         if self.mask_file is not None and osp.exists(self.mask_file):

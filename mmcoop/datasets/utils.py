@@ -7,7 +7,8 @@ from typing import Iterable, Optional, Sequence
 
 __all__ = [
     'AnnotationError', 'normalize_class_name', 'path_is_inside',
-    'check_outside_dataset', 'atomic_write_npy', 'build_pipeline'
+    'check_outside_dataset', 'atomic_write_npy', 'build_pipeline',
+    'check_not_empty'
 ]
 
 
@@ -98,3 +99,19 @@ def describe_mismatch(expected: Sequence[str],
         if len(diffs) >= limit:
             break
     return ', '.join(diffs)
+
+
+def check_not_empty(dataset) -> None:
+    """Raise :class:`AnnotationError` if ``dataset.data_list`` is empty.
+
+    A split can become empty after loading through ``indices`` (or a
+    filter); MMEngine would then fail with ``need at least one array to
+    concatenate``.
+    """
+    if dataset.data_list:
+        return
+    indices = getattr(dataset, '_indices', None)
+    raise AnnotationError(
+        f'{type(dataset).__name__} ({getattr(dataset, "ann_file", "")}): no '
+        f'samples left (indices={indices!r}), so there is nothing to '
+        'iterate over. Fix: check `indices` and the split of the dataset.')

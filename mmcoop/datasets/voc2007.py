@@ -8,7 +8,7 @@ from mmpretrain.datasets import VOC
 
 from mmcoop.registry import DATASETS
 from .categories import VOC2007_CATEGORIES
-from .utils import AnnotationError, build_pipeline
+from .utils import AnnotationError, build_pipeline, check_not_empty
 
 __all__ = ['VOC2007MultiLabel']
 
@@ -160,6 +160,11 @@ class VOC2007MultiLabel(VOC):
                     gt_label_difficult=labels_difficult,
                     gt_score=score))
         return data_list
+
+    def _serialize_data(self):
+        # mmengine fails on an empty list with a bare numpy error
+        check_not_empty(self)
+        return super()._serialize_data()
 
     def extra_repr(self) -> List[str]:
         """The extra repr information of the dataset."""

@@ -1,10 +1,12 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-from .checkpoint import (UnsafeCheckpointError, atomic_torch_save,
+from .checkpoint import (CheckpointMismatchError, CheckpointReadError,
+                         UnsafeCheckpointError, atomic_torch_save,
                          is_own_checkpoint, safe_torch_load,
                          trusted_torch_load)
 from .setup_env import register_all_modules
 
 __all__ = [
     'register_all_modules', 'safe_torch_load', 'trusted_torch_load',
-    'is_own_checkpoint', 'atomic_torch_save', 'UnsafeCheckpointError'
+    'is_own_checkpoint', 'atomic_torch_save', 'UnsafeCheckpointError',
+    'CheckpointReadError', 'CheckpointMismatchError'
 ]

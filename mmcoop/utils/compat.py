@@ -3,9 +3,11 @@
 
 1. torch >= 2.6 defaults ``torch.load`` to ``weights_only=True``; mmengine
    0.10.x resume checkpoints pickle ``HistoryBuffer`` and fail to load.
-   mmcoop never flips the default process-wide: its runner
-   (:class:`mmcoop.engine.MMCoopRunner`) loads the run's own checkpoints with
-   a trusted loader and everything else with ``weights_only=True``.
+   mmcoop never flips the default, process-wide or otherwise: its runner
+   (:class:`mmcoop.engine.MMCoopRunner`) reads every checkpoint with
+   ``weights_only=True``, MMEngine's runtime state through inert stand-ins
+   allow-listed for that one call
+   (``mmcoop.utils.safe_torch_load(..., runtime_state=True)``).
 2. setuptools >= 82 has no ``pkg_resources``, which mmengine 0.10.x imports
    to resolve ``mmpretrain::`` config bases. mmcoop vendors its ``_base_``
    configs (relative paths) and pins ``setuptools<82`` for users who inherit

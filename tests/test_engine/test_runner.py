@@ -79,23 +79,41 @@ def test_resume_own_checkpoint_matches_uninterrupted(tmp_path):
     torch.testing.assert_close(resumed.model.linear.weight, expected)
 
 
+class _WritesFile:
+    """Unpickling this object would create ``self.path``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
 def test_load_from_elsewhere_is_weights_only(tmp_path):
     src = _runner(tmp_path / 'src', 1)
     src.train()
     foreign = tmp_path / 'downloaded.pth'
     shutil.copy(tmp_path / 'src' / 'epoch_1.pth', foreign)
-    # resuming a checkpoint that is not the run's own is refused ...
-    runner = _runner(tmp_path / 'other', 2, load_from=str(foreign),
-                     resume=True)
-    with pytest.raises(UnsafeCheckpointError, match='downloaded.pth'):
-        runner.train()
-    # ... and so is load_from of a file with pickled runtime objects
+    # an MMEngine training checkpoint (HistoryBuffer, numpy arrays) from
+    # elsewhere is read by torch's restricted weights_only unpickler ...
     runner = _runner(tmp_path / 'other2', 1)
-    with pytest.raises(UnsafeCheckpointError):
-        runner.load_checkpoint(str(foreign))
+    runner.load_checkpoint(str(foreign))
+    torch.testing.assert_close(runner.model.linear.weight,
+                               src.model.linear.weight)
+    # ... and one that pickles anything else is refused without running it,
+    # for load_from and for resume
+    marker = tmp_path / 'pwned.txt'
+    evil = tmp_path / 'evil.pth'
+    ckpt = torch.load(foreign, weights_only=False)
+    torch.save(dict(ckpt, extra=_WritesFile(str(marker))), evil)
+    with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
+        runner.load_checkpoint(str(evil))
+    resumer = _runner(tmp_path / 'other', 2, load_from=str(evil), resume=True)
+    with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
+        resumer.train()
+    assert not marker.exists()
     # a stripped checkpoint (tensors + plain meta) loads fine
     stripped = tmp_path / 'stripped.pth'
-    ckpt = torch.load(foreign, weights_only=False)
     torch.save({'state_dict': ckpt['state_dict'], 'meta': {'epoch': 1}},
                stripped)
     runner.load_checkpoint(str(stripped))

@@ -3,3 +3,9 @@ from .finite_check_hook import FiniteCheckHook, NonFiniteError
 from .partial_label_mask_hook import PartialLabelMaskHook
 
 __all__ = ['FiniteCheckHook', 'NonFiniteError', 'PartialLabelMaskHook']
+from .rng_state_hook import RNGStateHook  # noqa: E402
+
+__all__ += ['RNGStateHook']
+from .class_check_hook import ClassCheckHook  # noqa: E402
+
+__all__ += ['ClassCheckHook']
