@@ -184,3 +184,23 @@ def test_metric_gt_label_fallback_and_options():
     assert '1 classes have no positive' in text and 'bird' in text
     with pytest.raises(ValueError):
         PartialMultiLabelMetric(no_positive='drop')
+
+
+def test_process_stores_copies_not_views():
+    """Results must not keep batch tensors (or worker shared memory) alive."""
+    import torch
+
+    from mmcoop.evaluation import PartialMultiLabelMetric
+    metric = PartialMultiLabelMetric()
+    probs = torch.rand(4, 3)
+    targets = torch.tensor([[1., 0, -1], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
+    samples = [dict(pred_score=probs[i], gt_score=targets[i])
+               for i in range(4)]
+    metric.process(None, samples)
+    for i, res in enumerate(metric.results):
+        for key, src in (('pred_score', probs), ('gt_score', targets)):
+            stored = res[key]
+            assert stored.untyped_storage().data_ptr() != \
+                src.untyped_storage().data_ptr()
+            assert stored.untyped_storage().nbytes() == 3 * 4
+            torch.testing.assert_close(stored, src[i])

@@ -11,11 +11,12 @@ import pytest
 from _helpers import (base_cfg, finish, make_data, save_tiny_clip, tool,
                       write_config)
 
-NUM_VAL = 3000
+NUM_VAL = 4500
 BATCH = 100
-# Growth allowed over the measured part of the run (measured: < 0.5 MB).
-# Keeping every batch's float inputs (50 x 3 x 32 x 32 x 4 B) would add
-# ~35 MB over 30 batches, keeping the decoded images ~9 MB.
+# Growth allowed over the measured part of the run (measured: < 0.5 MB on an
+# idle machine; allocator growth under CPU contention settles within the
+# first third). Keeping every batch's float inputs (100 x 3 x 32 x 32 x 4 B)
+# would add ~36 MB over the 30 measured batches.
 TOLERANCE_MB = 16
 
 
@@ -97,7 +98,7 @@ def test_long_evaluation_holds_steady_memory(load_run):
     assert len(test) >= 0.9 * NUM_VAL / BATCH  # ~3% have no object
     assert min(r['num_children'] for r in test) >= 2
     assert 'multi-label/mAP' in load_run['test_log']
-    warm = len(test) // 5  # allocator warm-up
+    warm = len(test) // 3  # allocator warm-up
     main = [r['main'] for r in test[warm:]]
     total = [r['main'] + r['workers'] for r in test[warm:]]
     growth_main = _growth_mb(main)

@@ -182,10 +182,16 @@ class PartialMultiLabelMetric(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         """Store scores and targets of a batch."""
+        # Copies, not views: a target that came from a dataloader worker is
+        # backed by its own shared-memory segment (and file descriptor), and a
+        # score is a row of the whole batch; keeping either alive until the
+        # end of the evaluation would grow memory (and open fds) per batch.
         for sample in data_samples:
-            score = sample['pred_score'].detach().float().cpu()
+            score = sample['pred_score'].detach().cpu().to(
+                torch.float32, copy=True)
             if 'gt_score' in sample:
-                target = sample['gt_score'].detach().float().cpu()
+                target = sample['gt_score'].detach().cpu().to(
+                    torch.float32, copy=True)
             else:
                 target = torch.zeros_like(score)
                 target[sample['gt_label'].long().cpu()] = 1.
