@@ -235,7 +235,26 @@ def main(argv=None):
 
     # start training
     runner.train()
+    report_demo_result(cfg, runner)
     return runner
+
+
+def report_demo_result(cfg, runner) -> None:
+    """For the offline demo, print the final mAP next to the chance level
+    (the expected mAP of random scores on the same val split)."""
+    demo = cfg.get('demo_data', None)
+    if not demo or runner.rank != 0:
+        return
+    from mmcoop.datasets.demo_shapes import chance_level_map
+    try:
+        final = runner.message_hub.get_scalar(
+            'val/multi-label/mAP').current()
+    except KeyError:
+        final = float('nan')
+    chance = chance_level_map(demo['root'], 'val')
+    runner.logger.info(
+        f'[mmcoop demo] final val mAP {final:.2f} | chance level (random '
+        f'scores) {chance:.2f}')
 
 
 if __name__ == '__main__':

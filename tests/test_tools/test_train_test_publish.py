@@ -118,6 +118,20 @@ def test_train_every_method_with_its_recipe(method, assets, tmp_path):
     val = [r for r in rows if 'multi-label/mAP' in r]
     assert len(val) == 1 and 0 < val[0]['multi-label/mAP'] <= 100
 
+    # configs with `demo_data` end with the final mAP next to chance level
+    import glob
+    import re
+    log = ''.join(
+        open(f).read()
+        for f in glob.glob(osp.join(work_dir, '*', '*.log')))
+    found = re.findall(
+        r'\[mmcoop demo\] final val mAP ([\d.]+) \| chance level '
+        r'\(random scores\) ([\d.]+)', log)
+    assert len(found) == 1
+    assert float(found[0][0]) == pytest.approx(
+        val[0]['multi-label/mAP'], abs=5e-3)
+    assert 0 < float(found[0][1]) < 100
+
 
 def _resume_config(assets, tmp_path):
     return H.write_config(
