@@ -29,6 +29,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
+from mmcoop.datasets.feature_cache import apply_feature_cache
 from mmcoop.registry import RUNNERS
 
 
@@ -180,6 +181,10 @@ def main(argv=None):
 
     # merge cli arguments to config
     cfg = merge_args(cfg, args)
+
+    # opt-in frozen-feature cache (`feature_cache = dict(...)`): the image
+    # tower runs once per image, heads train/validate from cached features
+    cfg = apply_feature_cache(cfg)
 
     setup_cpu_distributed(cfg)
     prepare_demo_data(cfg)

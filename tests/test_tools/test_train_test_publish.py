@@ -316,3 +316,43 @@ def test_tools_run_without_pythonpath(tmp_path):
         proc = H.run(['bash', osp.join(H.REPO, 'tools', script)],
                      cwd=str(tmp_path))
         assert proc.returncode == 1 and 'usage:' in proc.stdout, script
+
+
+def test_train_and_test_tools_use_the_feature_cache(assets, tmp_path):
+    """`feature_cache=...` (here from the command line) switches both tools
+    to cached features; the test tool reuses the train run's cache."""
+    cfg = H.write_config(
+        str(tmp_path / 'cached.py'),
+        H.METHOD_CONFIGS['positivecoop'],
+        assets['data'],
+        clip=assets['clip'],
+        batch_size=16,
+        num_train=32,
+        num_val=16,
+        max_epochs=1,
+        val_interval=1)
+    cache_root = str(tmp_path / 'cache')
+    work_dir = str(tmp_path / 'work')
+    runner = train_tool.main([
+        cfg, '--work-dir', work_dir, '--no-pin-memory', '--cfg-options',
+        f'experiment_name=run-{uuid.uuid4().hex[:8]}',
+        f'feature_cache.cache_root={cache_root}',
+        'feature_cache.dtype=float32'
+    ])
+    assert type(runner.model.backbone).__name__ == 'PrecomputedFeatures'
+    manifests = glob.glob(osp.join(cache_root, '*', 'manifest.json'))
+    assert len(manifests) == 2  # train and val splits
+    mtimes = {m: os.stat(m).st_mtime_ns for m in manifests}
+    val_map = H.read_scalars(work_dir)[-1]['multi-label/mAP']
+    metrics = test_tool.main([
+        cfg,
+        osp.join(work_dir, 'epoch_1.pth'), '--work-dir',
+        str(tmp_path / 'test'), '--cfg-options',
+        f'experiment_name=run-{uuid.uuid4().hex[:8]}',
+        f'feature_cache.cache_root={cache_root}',
+        'feature_cache.dtype=float32'
+    ])
+    # same features, same weights: the test tool reproduces the last val
+    assert metrics['multi-label/mAP'] == pytest.approx(val_map, abs=1e-4)
+    # the val cache was reused, not rebuilt
+    assert {m: os.stat(m).st_mtime_ns for m in manifests} == mtimes

@@ -40,6 +40,16 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         save_frozen (bool): keep the frozen weights in ``state_dict()``.
             Defaults to False (checkpoints hold only trained parameters).
         cache_dir (str, optional): open_clip download cache.
+        autocast_dtype (str, optional): run the tower under
+            ``torch.autocast('cuda', dtype)`` with ``'fp16'`` or ``'bf16'``
+            (the official code runs fp16 autocast). Applied **only to CUDA
+            inputs**; on CPU the tower always runs in fp32, so the option is
+            a no-op there. The output is cast back to fp32. Defaults to None
+            (fp32 everywhere, bit-identical to earlier versions).
+        channels_last (bool): keep the conv weights and the input in the
+            ``channels_last`` memory format (faster convolutions with
+            autocast on recent GPUs). Same function, but other kernels, so
+            results may differ in the last bits. Defaults to False.
 
     Shapes:
         input ``(B, 3, S, S)`` -> ``((B, D, 1 + HW),)`` with ``HW = (S/32)^2``
@@ -53,8 +63,12 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                  force_quick_gelu: bool = False,
                  save_frozen: bool = False,
                  cache_dir: Optional[str] = None,
-                 init_cfg=None):
+                 init_cfg=None,
+                 autocast_dtype: Optional[str] = None,
+                 channels_last: bool = False):
         super().__init__(init_cfg=init_cfg)
+        self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
+        self.channels_last = bool(channels_last)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir)
         self.model_name = model_name
@@ -91,6 +105,8 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                 f'ModifiedResNet and VisionTransformer towers, not '
                 f'{type(self.visual).__name__}.')
         self.visual.image_size = (self.input_resolution, ) * 2
+        if self.channels_last:
+            self.visual.to(memory_format=torch.channels_last)
         self._freeze(save_frozen)
 
     @property
@@ -102,9 +118,19 @@ class FrozenCLIP(FrozenMixin, BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
         """``(B, 3, S, S)`` images -> ``((B, D, 1 + HW),)`` dense features."""
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = _autocast_dtype_for(self.autocast_dtype, x)
+        if dtype is not None:
+            with torch.autocast('cuda', dtype=dtype):
+                out = self._forward_dense(x)
+            return (out.float(), )
+        return (self._forward_dense(x), )
+
+    def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         if self.arch == 'resnet':
-            return (self._forward_resnet(x), )
-        return (self._forward_vit(x), )
+            return self._forward_resnet(x)
+        return self._forward_vit(x)
 
     def _forward_resnet(self, x: torch.Tensor) -> torch.Tensor:
         visual = self.visual
@@ -152,6 +178,12 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         truncate (bool): exact EOT truncation. Defaults to True.
         save_frozen (bool): keep frozen weights in ``state_dict()``.
         cache_dir (str, optional): open_clip download cache.
+        autocast_dtype (str, optional): ``'fp16'`` or ``'bf16'``: run the
+            transformer under ``torch.autocast('cuda', dtype)``, for CUDA
+            inputs only (a no-op on CPU); the output is cast back to fp32.
+            Gradients reach the prompt context through the autocast region
+            without a loss scaler (as the official code), so prefer
+            ``'bf16'``. Defaults to None (fp32).
     """
 
     def __init__(self,
@@ -161,8 +193,10 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                  truncate: bool = True,
                  save_frozen: bool = False,
                  cache_dir: Optional[str] = None,
-                 init_cfg=None):
+                 init_cfg=None,
+                 autocast_dtype: Optional[str] = None):
         super().__init__(init_cfg=init_cfg)
+        self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir)
         if not hasattr(clip, 'token_embedding'):
@@ -217,6 +251,15 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         Returns:
             Tensor: ``(N, D)`` projected text features (not normalised).
         """
+        dtype = _autocast_dtype_for(self.autocast_dtype, prompts)
+        if dtype is not None:
+            with torch.autocast('cuda', dtype=dtype):
+                out = self._encode(prompts, tokens)
+            return out.float()
+        return self._encode(prompts, tokens)
+
+    def _encode(self, prompts: torch.Tensor,
+                tokens: torch.Tensor) -> torch.Tensor:
         length = prompts.shape[1]
         attn_mask = self.attn_mask
         if self.truncate:
@@ -236,3 +279,31 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         """Encode plain strings (hand-written prompts) -> ``(N, D)``."""
         tokens = self.tokenize(texts).to(self.token_embedding.weight.device)
         return self.forward(self.embed_tokens(tokens), tokens)
+
+
+_AUTOCAST_DTYPES = {
+    'fp16': torch.float16,
+    'float16': torch.float16,
+    'bf16': torch.bfloat16,
+    'bfloat16': torch.bfloat16,
+}
+
+
+def _parse_autocast_dtype(name: Optional[str]) -> Optional[torch.dtype]:
+    """``None | 'fp16' | 'bf16'`` (or the long names) -> torch dtype."""
+    if name is None:
+        return None
+    if isinstance(name, torch.dtype) and name in _AUTOCAST_DTYPES.values():
+        return name
+    if isinstance(name, str) and name.lower() in _AUTOCAST_DTYPES:
+        return _AUTOCAST_DTYPES[name.lower()]
+    raise ValueError(
+        f"autocast_dtype must be None, 'fp16' or 'bf16', got {name!r}.")
+
+
+def _autocast_dtype_for(dtype: Optional[torch.dtype],
+                        x: torch.Tensor) -> Optional[torch.dtype]:
+    """The autocast dtype to use for input ``x``: only on CUDA."""
+    if dtype is None or x.device.type != 'cuda':
+        return None
+    return dtype

@@ -1,0 +1,67 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Helpers of the performance tests: tiny datasets, towers and heads."""
+import torch
+
+import mmcoop.models  # noqa: F401  (registers the models)
+# Imported explicitly until mmcoop/datasets/__init__.py imports it.
+import mmcoop.datasets.feature_cache  # noqa: F401
+
+CLASSES = ['dog', 'cat', 'car']
+NUM_IMAGES = 6
+RES = 64
+TINY = 'mmcoop-tiny-RN'  # RN tower (D=64), 2-layer width-64 text tower
+
+
+def val_pipeline(res=RES):
+    return [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(res, res)),
+        dict(type='PackInputs'),
+    ]
+
+
+def random_pipeline(res=RES):
+    return [
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomResizedCrop', scale=res),
+        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+        dict(type='PackInputs'),
+    ]
+
+
+def make_dataset(root, pipeline=None, **kwargs):
+    from mmpretrain.datasets import MultiLabelDataset
+    return MultiLabelDataset(
+        ann_file='ann.json',
+        data_root=root,
+        data_prefix='',
+        pipeline=pipeline if pipeline is not None else val_pipeline(),
+        **kwargs)
+
+
+def backbone_cfg(res=RES, **kwargs):
+    return dict(
+        type='FrozenCLIP', model_name=TINY, input_resolution=res, **kwargs)
+
+
+def build_backbone(seed=0, res=RES, **kwargs):
+    from mmcoop.models import FrozenCLIP
+    torch.manual_seed(seed)
+    return FrozenCLIP(model_name=TINY, input_resolution=res, **kwargs)
+
+
+def clip_preprocessor_cfg():
+    from mmcoop.datasets.feature_cache import CLIP_MEAN, CLIP_STD
+    return dict(
+        type='ClsDataPreprocessor', mean=CLIP_MEAN, std=CLIP_STD, to_rgb=True)
+
+
+def head_cfg(kind='PositiveCoOpHead', **text_kwargs):
+    if kind == 'BaselineHead':
+        return dict(type=kind, classnames=CLASSES, in_channels=64)
+    return dict(
+        type=kind,
+        classnames=CLASSES,
+        n_ctx=4,
+        text_encoder=dict(
+            type='FrozenCLIPTextEncoder', model_name=TINY, **text_kwargs))

@@ -1,0 +1,449 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""The frozen-feature cache: equivalence, keys, atomicity, views."""
+import json
+import os
+import os.path as osp
+import random
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from _perf_helpers import (NUM_IMAGES, RES, backbone_cfg, build_backbone,
+                           clip_preprocessor_cfg, head_cfg, make_dataset,
+                           random_pipeline, val_pipeline)
+from mmengine.dataset import pseudo_collate
+from mmengine.optim import OptimWrapper
+from mmpretrain.models import ImageClassifier
+
+from mmcoop.datasets.feature_cache import (MANIFEST, CachedFeatureDataset,
+                                           CachedViewSampler,
+                                           FeatureCacheError,
+                                           FeatureCacheMismatchError,
+                                           _SeededView, apply_feature_cache)
+from mmcoop.datasets.partial_label import PartialLabelDataset
+from mmcoop.registry import MODELS
+
+
+def _cache(dataset, backbone, cache_dir, **kwargs):
+    kwargs.setdefault('batch_size', 4)
+    kwargs.setdefault('progress', False)
+    kwargs.setdefault('data_preprocessor', clip_preprocessor_cfg())
+    return CachedFeatureDataset(dataset, backbone, str(cache_dir), **kwargs)
+
+
+def _models(backbone, kind):
+    torch.manual_seed(1)
+    uncached = ImageClassifier(
+        backbone=backbone,
+        head=MODELS.build(head_cfg(kind)),
+        data_preprocessor=clip_preprocessor_cfg())
+    torch.manual_seed(1)  # same head, frozen text tower included
+    cached = ImageClassifier(
+        backbone=dict(type='mmcoop.PrecomputedFeatures'),
+        head=MODELS.build(head_cfg(kind)),
+        data_preprocessor=dict(type='mmcoop.FeatureDataPreprocessor'))
+    return uncached, cached
+
+
+def _logits(model, batch):
+    data = model.data_preprocessor(batch, False)
+    with torch.no_grad():
+        return model(data['inputs'], mode='tensor')
+
+
+@pytest.mark.parametrize('kind', ['PositiveCoOpHead', 'BaselineHead'])
+def test_fp32_cache_gives_the_same_training(image_root, tmp_path, kind):
+    dataset = make_dataset(image_root)
+    backbone = build_backbone()
+    cache = _cache(
+        dataset, backbone, tmp_path / 'c', dtype='float32', batch_size=6)
+    uncached, cached = _models(backbone, kind)
+    # Same batch as the extraction: bit-identical features and logits.
+    everything = list(range(NUM_IMAGES))
+    batch_u = pseudo_collate([dataset[i] for i in everything])
+    batch_c = pseudo_collate([cache[i] for i in everything])
+    feats_u = backbone(uncached.data_preprocessor(batch_u)['inputs'])[0]
+    assert torch.equal(torch.stack(batch_c['inputs']), feats_u)
+    assert torch.equal(_logits(cached, batch_c), _logits(uncached, batch_u))
+    # Other batch compositions: the convolutions of the uncached path may
+    # sum in another order (~1e-7 relative on the features).
+    opt_u = OptimWrapper(torch.optim.SGD(uncached.parameters(), lr=0.05))
+    opt_c = OptimWrapper(torch.optim.SGD(cached.parameters(), lr=0.05))
+    for step, idx in enumerate([[0, 1, 2], [5, 3], [4, 2, 0, 1]]):
+        batch_u = pseudo_collate([dataset[i] for i in idx])
+        batch_c = pseudo_collate([cache[i] for i in idx])
+        torch.testing.assert_close(
+            _logits(cached, batch_c),
+            _logits(uncached, batch_u),
+            rtol=1e-5,
+            atol=1e-5)
+        loss_u = uncached.train_step(batch_u, opt_u)['loss']
+        loss_c = cached.train_step(batch_c, opt_c)['loss']
+        torch.testing.assert_close(loss_c, loss_u, rtol=1e-5, atol=1e-5)
+    for (name, p_c), (_, p_u) in zip(cached.head.named_parameters(),
+                                     uncached.head.named_parameters()):
+        torch.testing.assert_close(p_c, p_u, rtol=1e-5, atol=1e-6, msg=name)
+    for s_c, s_u in zip(cached.val_step(batch_c), uncached.val_step(batch_u)):
+        torch.testing.assert_close(
+            s_c.pred_score, s_u.pred_score, rtol=1e-5, atol=1e-6)
+        assert torch.equal(s_c.gt_label, s_u.gt_label)
+        assert s_c.img_path == s_u.img_path
+    # A checkpoint of the cached model loads into the image-encoder model.
+    state = cached.state_dict()
+    assert all(k.startswith('head.') for k in state)
+    missing, unexpected = uncached.load_state_dict(state, strict=False)
+    assert not unexpected and not [
+        k for k in missing if not k.startswith('backbone.')
+    ]
+
+
+def test_fp16_cache_error_is_small(image_root, tmp_path):
+    dataset = make_dataset(image_root)
+    backbone = build_backbone()
+    c32 = _cache(dataset, backbone, tmp_path / 'c32', dtype='float32')
+    c16 = _cache(dataset, backbone, tmp_path / 'c16', dtype='float16')
+    f32 = torch.stack([c32[i]['inputs'] for i in range(NUM_IMAGES)])
+    f16 = torch.stack([c16[i]['inputs'] for i in range(NUM_IMAGES)])
+    assert f16.dtype == torch.float16 and f32.dtype == torch.float32
+    rel = (f16.float() - f32).norm() / f32.norm()
+    assert rel < 1e-3  # fp16 rounding: ~2**-11 per element
+    _, cached = _models(backbone, 'PositiveCoOpHead')
+    batch32 = pseudo_collate([c32[i] for i in range(NUM_IMAGES)])
+    batch16 = pseudo_collate([c16[i] for i in range(NUM_IMAGES)])
+    l32, l16 = _logits(cached, batch32), _logits(cached, batch16)
+    # Documented tolerance (docs/benchmarks.md): logits within 1e-2
+    # absolute on the 100-scale logits of the prompt heads.
+    assert (l16 - l32).abs().max() < 1e-2
+
+
+def test_labels_are_not_cached_partial_wrapper_inside(image_root, tmp_path):
+    backbone = build_backbone()
+    inner = make_dataset(image_root)
+    part0 = PartialLabelDataset(inner, known_proportion=0.5, seed=0)
+    cache0 = _cache(part0, backbone, tmp_path / 'c')
+    manifest = osp.join(tmp_path, 'c', MANIFEST)
+    mtime = os.stat(manifest).st_mtime_ns
+    part1 = PartialLabelDataset(
+        make_dataset(image_root), known_proportion=0.5, seed=1)
+    cache1 = _cache(part1, backbone, tmp_path / 'c', on_mismatch='error')
+    assert os.stat(manifest).st_mtime_ns == mtime  # reused, not rebuilt
+    assert not np.array_equal(part0.known_mask, part1.known_mask)
+    for i in range(NUM_IMAGES):
+        s0, s1 = cache0[i], cache1[i]
+        assert torch.equal(s0['inputs'], s1['inputs'])
+        for part, s in ((part0, s0), (part1, s1)):
+            expect = torch.from_numpy(part.get_data_info(i)['gt_score'])
+            assert torch.equal(s['data_samples'].gt_score, expect)
+    # A fully labelled set reuses the same features too.
+    cache2 = _cache(
+        make_dataset(image_root),
+        backbone,
+        tmp_path / 'c',
+        on_mismatch='error')
+    assert torch.equal(cache2[3]['inputs'], cache0[3]['inputs'])
+    assert 'gt_score' not in cache2[3]['data_samples']
+
+
+def test_partial_wrapper_outside_the_cache(image_root, tmp_path):
+    backbone = build_backbone()
+    cache = _cache(make_dataset(image_root), backbone, tmp_path / 'c')
+    part = PartialLabelDataset(cache, known_proportion=0.5, seed=3)
+    for i in range(NUM_IMAGES):
+        sample = part[i]
+        assert torch.equal(sample['inputs'], cache.read(i))
+        score = sample['data_samples'].gt_score
+        known = torch.from_numpy(part.known_mask[i].copy())
+        assert torch.all(score[~known] == -1)
+        assert set(score[known].tolist()) <= {0., 1.}
+
+
+def _key_change(image_root, what):
+    """(dataset, backbone) differing from the default in one respect."""
+    if what == 'resolution':
+        return (make_dataset(image_root,
+                             val_pipeline(96)), build_backbone(res=96))
+    if what == 'weights':
+        return make_dataset(image_root), build_backbone(seed=7)
+    if what == 'pipeline':
+        pipe = val_pipeline()
+        pipe[1]['interpolation'] = 'nearest'
+        return make_dataset(image_root, pipe), build_backbone()
+    if what == 'dataset':
+        return make_dataset(image_root, indices=4), build_backbone()
+    raise ValueError(what)
+
+
+@pytest.mark.parametrize('what,field', [('resolution', 'input_resolution'),
+                                        ('weights', 'weights_sha256'),
+                                        ('pipeline', 'pipeline'),
+                                        ('dataset', 'num_samples')])
+def test_mismatched_cache_is_refused_or_rebuilt(image_root, tmp_path, what,
+                                                field):
+    cache_dir = tmp_path / 'c'
+    _cache(make_dataset(image_root), build_backbone(), cache_dir)
+    dataset, backbone = _key_change(image_root, what)
+    with pytest.raises(FeatureCacheMismatchError, match=field):
+        _cache(dataset, backbone, cache_dir, on_mismatch='error')
+    rebuilt = _cache(dataset, backbone, cache_dir)  # default: rebuild
+    with open(cache_dir / MANIFEST) as f:
+        manifest = json.load(f)
+    assert manifest['key'] == rebuilt.manifest['key']
+    assert manifest['num_samples'] == len(dataset)
+    # ... and the rebuilt cache is reused as is.
+    _cache(dataset, backbone, cache_dir, on_mismatch='error')
+
+
+def test_damaged_or_foreign_directories(image_root, tmp_path):
+    dataset, backbone = make_dataset(image_root), build_backbone()
+    cache_dir = tmp_path / 'c'
+    _cache(dataset, backbone, cache_dir)
+    shard = sorted(p for p in os.listdir(cache_dir) if p.endswith('.npy'))[0]
+    with open(cache_dir / shard, 'r+b') as f:
+        f.truncate(200)  # header intact, data cut
+    with pytest.raises(FeatureCacheMismatchError, match='damaged'):
+        _cache(dataset, backbone, cache_dir, on_mismatch='error')
+    _cache(dataset, backbone, cache_dir)  # rebuilt
+    # A directory that is not a cache is never deleted.
+    foreign = tmp_path / 'mine'
+    foreign.mkdir()
+    (foreign / 'notes.txt').write_text('keep me')
+    with pytest.raises(FeatureCacheError, match='not an mmcoop feature cache'):
+        _cache(dataset, backbone, foreign)
+    assert (foreign / 'notes.txt').read_text() == 'keep me'
+    # Nor is a cache written into the dataset tree.
+    with pytest.raises(FeatureCacheError, match='inside the dataset'):
+        _cache(dataset, backbone, osp.join(image_root, 'cache'))
+
+
+class _FailingBackbone(torch.nn.Module):
+    """A tower that dies on its second batch."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.inner = backbone
+        self.input_resolution = backbone.input_resolution
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt('simulated interruption')
+        return self.inner(x)
+
+
+def test_interrupted_extraction_leaves_no_complete_cache(image_root, tmp_path):
+    dataset, backbone = make_dataset(image_root), build_backbone()
+    cache_dir = tmp_path / 'c'
+    with pytest.raises(KeyboardInterrupt):
+        _cache(dataset, _FailingBackbone(backbone), cache_dir, batch_size=2)
+    assert not cache_dir.exists()
+    assert os.listdir(tmp_path) == []  # the partial directory is removed
+
+
+KILL_SCRIPT = textwrap.dedent('''
+    import os, sys, time
+    sys.path.insert(0, {helpers!r})
+    import torch
+    torch.backends.mkldnn.enabled = False
+    from _perf_helpers import make_dataset, build_backbone
+    from mmcoop.datasets.feature_cache import CachedFeatureDataset
+    backbone = build_backbone()
+    forward = backbone.forward
+    calls = []
+    def dying_forward(x):
+        calls.append(1)
+        if len(calls) == 2:
+            os._exit(9)  # like SIGKILL: no cleanup, no finally
+        return forward(x)
+    backbone.forward = dying_forward
+    CachedFeatureDataset(make_dataset({root!r}), backbone, {cache!r},
+                         batch_size=2, progress=False)
+''')
+
+
+def test_killed_extraction_leaves_no_complete_cache(image_root, tmp_path):
+    cache_dir = tmp_path / 'c'
+    script = KILL_SCRIPT.format(
+        helpers=osp.dirname(__file__), root=image_root, cache=str(cache_dir))
+    proc = subprocess.run([sys.executable, '-c', script],
+                          capture_output=True,
+                          text=True,
+                          timeout=120)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    leftovers = os.listdir(tmp_path)
+    assert not cache_dir.exists()
+    assert len(leftovers) == 1 and '.partial-' in leftovers[0]
+    assert not osp.exists(osp.join(tmp_path, leftovers[0], MANIFEST))
+    # The next build completes and removes the dead process's leftover.
+    cache = _cache(make_dataset(image_root), build_backbone(), cache_dir)
+    assert os.listdir(tmp_path) == ['c']
+    assert cache.read(NUM_IMAGES - 1).shape == (64, 1 + (RES // 32)**2)
+
+
+def test_k_views(image_root, tmp_path):
+    dataset = make_dataset(image_root, random_pipeline())
+    backbone = build_backbone()
+    rng_before = (random.getstate(), np.random.get_state(),
+                  torch.get_rng_state())
+    cache = _cache(
+        dataset, backbone, tmp_path / 'a', num_views=3, shard_size=4)
+    # extraction leaves the global RNGs as they were
+    assert random.getstate() == rng_before[0]
+    assert np.array_equal(np.random.get_state()[1], rng_before[1][1])
+    assert torch.equal(torch.get_rng_state(), rng_before[2])
+    n = len(cache)
+    assert n == NUM_IMAGES
+    views = [
+        torch.stack([cache.read(i, k) for i in range(n)]) for k in range(3)
+    ]
+    assert not torch.equal(views[0], views[1])
+    assert not torch.equal(views[1], views[2])
+    # index k * n + i is view k of sample i, with sample i's labels
+    for k in range(3):
+        for i in range(n):
+            sample = cache[k * n + i]
+            assert torch.equal(sample['inputs'], views[k][i])
+            assert sample['data_samples'].sample_idx == i
+    with pytest.raises(IndexError):
+        cache[3 * n]
+    # view k is a function of (seed, k, i): the same images in any order,
+    # and the same features with other worker counts and shard sizes
+    order = [(k, i) for k in range(3) for i in range(n)]
+    images = {(k, i): _SeededView(dataset, k, 0)[i][1] for k, i in order[::-1]}
+    for k, i in order:
+        assert torch.equal(_SeededView(dataset, k, 0)[i][1], images[k, i])
+    again = _cache(
+        dataset,
+        backbone,
+        tmp_path / 'b',
+        num_views=3,
+        num_workers=2,
+        shard_size=64)
+    for k in range(3):
+        for i in range(n):
+            assert torch.equal(again.read(i, k), views[k][i])
+    # epoch e reads view e % K
+    sampler = CachedViewSampler(cache, shuffle=True, seed=0)
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        indices = list(sampler)
+        view = epoch % 3
+        assert sorted(indices) == list(range(view * n, (view + 1) * n))
+    # one view: plain DefaultSampler indices
+    single = _cache(make_dataset(image_root), backbone, tmp_path / 'c')
+    sampler = CachedViewSampler(single, shuffle=False)
+    sampler.set_epoch(7)
+    assert list(sampler) == list(range(n))
+
+
+def _image_config(image_root, work_dir, weights, feature_cache=True):
+    from mmengine.config import Config
+    train_ds = dict(
+        type='PartialLabelDataset',
+        known_proportion=0.5,
+        dataset=dict(
+            type='MultiLabelDataset',
+            ann_file='ann.json',
+            data_root=image_root,
+            data_prefix='',
+            pipeline=val_pipeline()))
+    val_ds = dict(
+        type='MultiLabelDataset',
+        ann_file='ann.json',
+        data_root=image_root,
+        data_prefix='',
+        test_mode=True,
+        pipeline=val_pipeline())
+    loader = dict(batch_size=3, num_workers=0)
+    return Config(
+        dict(
+            default_scope='mmcoop',
+            work_dir=str(work_dir),
+            model=dict(
+                type='ImageClassifier',
+                data_preprocessor=clip_preprocessor_cfg(),
+                backbone=backbone_cfg(pretrained=weights),
+                head=head_cfg('PositiveCoOpHead', pretrained=weights)),
+            train_dataloader=dict(
+                loader,
+                sampler=dict(type='DefaultSampler', shuffle=True),
+                dataset=train_ds),
+            val_dataloader=dict(
+                loader,
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                dataset=val_ds),
+            val_evaluator=dict(type='AveragePrecision'),
+            test_dataloader=dict(
+                loader,
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                dataset=val_ds),
+            test_evaluator=dict(type='AveragePrecision'),
+            train_cfg=dict(by_epoch=True, max_epochs=2, val_interval=1),
+            val_cfg=dict(),
+            test_cfg=dict(),
+            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+            randomness=dict(seed=0),
+            default_hooks=dict(
+                checkpoint=dict(type='CheckpointHook', interval=1),
+                logger=dict(type='LoggerHook', interval=1)),
+            **(dict(
+                feature_cache=dict(
+                    cache_root=str(work_dir / 'feature_cache'),
+                    dtype='float32',
+                    num_views=2,
+                    progress=False)) if feature_cache else {})))
+
+
+@pytest.fixture(scope='module')
+def tiny_weights(tmp_path_factory):
+    """A saved tiny CLIP state dict: deterministic towers across builds."""
+    from _perf_helpers import TINY
+
+    from mmcoop.models import build_open_clip
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('weights') / 'tiny_clip.pth'
+    torch.save(build_open_clip(TINY).state_dict(), path)
+    return str(path)
+
+
+def test_config_switch_trains_with_the_runner(image_root, tmp_path,
+                                              tiny_weights):
+    from mmengine.runner import Runner
+    cfg = apply_feature_cache(
+        _image_config(image_root, tmp_path / 'work', tiny_weights))
+    assert cfg.model.backbone.type == 'mmcoop.PrecomputedFeatures'
+    assert cfg.model.data_preprocessor.type == \
+        'mmcoop.FeatureDataPreprocessor'
+    train_ds = cfg.train_dataloader.dataset
+    assert train_ds.type == 'mmcoop.CachedFeatureDataset'
+    assert train_ds.num_views == 2 and cfg.val_dataloader.dataset.num_views \
+        == 1
+    assert train_ds.dataset.type == 'PartialLabelDataset'  # labels inside
+    assert train_ds.backbone == backbone_cfg(pretrained=tiny_weights)
+    assert cfg.train_dataloader.sampler.type == 'mmcoop.CachedViewSampler'
+    # val and test share one cache directory
+    assert cfg.val_dataloader.dataset.cache_dir == \
+        cfg.test_dataloader.dataset.cache_dir != train_ds.cache_dir
+    assert apply_feature_cache(cfg) is cfg  # idempotent
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.test()
+    assert 'multi-label/mAP' in metrics
+    roots = os.listdir(tmp_path / 'work' / 'feature_cache')
+    assert len(roots) == 2  # train (2 views) + val/test
+
+
+def test_config_switch_is_off_by_default(image_root, tmp_path):
+    cfg = _image_config(image_root, tmp_path, None)
+    cfg.feature_cache.enabled = False
+    before = cfg.to_dict()
+    assert apply_feature_cache(cfg).to_dict() == before
+    cfg = _image_config(image_root, tmp_path, None, feature_cache=False)
+    assert apply_feature_cache(cfg).model.backbone.type == 'FrozenCLIP'
+    cfg = _image_config(image_root, tmp_path, None)
+    cfg.feature_cache.num_view = 3  # typo
+    with pytest.raises(ValueError, match='num_view'):
+        apply_feature_cache(cfg)

@@ -1,0 +1,48 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""The mixed-precision options are CUDA-only: no-ops on CPU."""
+import pytest
+import torch
+from _perf_helpers import TINY, build_backbone
+
+from mmcoop.models import FrozenCLIPTextEncoder
+
+
+@pytest.mark.parametrize('dtype', ['fp16', 'bf16'])
+def test_image_autocast_is_a_noop_on_cpu(dtype):
+    x = torch.randn(2, 3, 64, 64)
+    plain = build_backbone(seed=0)
+    amp = build_backbone(seed=0, autocast_dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(plain(x)[0], amp(x)[0])
+
+
+def test_text_autocast_is_a_noop_on_cpu():
+    torch.manual_seed(0)
+    plain = FrozenCLIPTextEncoder(TINY)
+    torch.manual_seed(0)
+    amp = FrozenCLIPTextEncoder(TINY, autocast_dtype='bf16')
+    tokens = plain.tokenize(['X X a dog.', 'X a red car.'])
+    prompts = plain.embed_tokens(tokens).requires_grad_()
+    prompts2 = prompts.detach().clone().requires_grad_()
+    out, out2 = plain(prompts, tokens), amp(prompts2, tokens)
+    assert torch.equal(out, out2)
+    out.sum().backward()
+    out2.sum().backward()
+    assert torch.equal(prompts.grad, prompts2.grad)
+
+
+def test_channels_last_same_function():
+    x = torch.randn(2, 3, 64, 64)
+    plain = build_backbone(seed=0)
+    cl = build_backbone(seed=0, channels_last=True)
+    assert cl.visual.conv1.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    assert not plain.visual.conv1.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(cl(x)[0], plain(x)[0])
+
+
+def test_invalid_autocast_dtype():
+    with pytest.raises(ValueError, match="'fp16' or 'bf16'"):
+        build_backbone(autocast_dtype='fp8')
