@@ -128,7 +128,6 @@ def merge_args(cfg, args):
     default_dataloader_cfg = ConfigDict(
         pin_memory=True,
         persistent_workers=True,
-        collate_fn=dict(type='default_collate'),
     )
 
     def set_default_dataloader_cfg(cfg, field):
