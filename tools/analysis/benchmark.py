@@ -16,6 +16,7 @@ Modes (``--mode``, default ``all``):
   E1      eval: image encoder, truncated text re-encoded every batch
   E2      eval: image encoder, text features computed once (eval cache)
   E3      eval: feature cache + eval text cache
+  E4      eval: feature cache, truncated text re-encoded every batch
   ======  ===========================================================
 
   and the projected hours of the full 50-epoch COCO (82,081 train / 40,137
@@ -133,6 +134,50 @@ class PeakMemory:
             return float('nan')
 
 
+def _cpu_sdpa_flop_mapping() -> dict:
+    """FLOP formulas for the CPU flash-attention kernels.
+
+    ``torch.utils.flop_counter`` knows the CUDA attention kernels but not
+    ``_scaled_dot_product_flash_attention_for_cpu`` (and its backward),
+    which the text transformer uses on CPU; without these formulas the
+    attention matmuls (~2.5 % of the 77-token text FLOPs) would be missed.
+    """
+    import torch
+    from torch.utils import flop_counter as fc
+    aten = torch.ops.aten
+    mapping = {}
+    fwd = getattr(aten, '_scaled_dot_product_flash_attention_for_cpu', None)
+    bwd = getattr(aten,
+                  '_scaled_dot_product_flash_attention_for_cpu_backward',
+                  None)
+    if fwd is not None and hasattr(fc, 'sdpa_flop_count'):
+
+        def fwd_flop(query, key, value, *args, out_shape=None, **kwargs):
+            # FlopCounterMode passes shapes in place of tensors
+            return fc.sdpa_flop_count(query, key, value)
+
+        mapping[fwd] = fwd_flop
+    if bwd is not None and hasattr(fc, 'sdpa_backward_flop_count'):
+
+        def bwd_flop(grad_out, query, key, value, *args, out_shape=None,
+                     **kwargs):
+            return fc.sdpa_backward_flop_count(grad_out, query, key, value)
+
+        mapping[bwd] = bwd_flop
+    return mapping
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call (2 per multiply-add; matmuls, convolutions and
+    attention, as ``torch.utils.flop_counter.FlopCounterMode`` counts)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(
+        display=False, custom_mapping=_cpu_sdpa_flop_mapping())
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def _sync(device):
     import torch
     if device.type == 'cuda':
@@ -148,7 +193,8 @@ def _run_configs(configs: Dict[str, tuple], device, warmup: int, iters: int,
     timed; ``fn()`` is the timed call. Interleaving the configurations
     makes their ratios robust to slow drifts of machine load; ``time_s`` is
     the best of ``iters`` (the least disturbed run), ``median_s`` the
-    median. The peak memory comes from one more, untimed call.
+    median. The peak memory and the FLOPs (``flops``, see
+    :func:`count_flops`) come from one more, untimed call.
     """
 
     def call(setup, fn):
@@ -170,11 +216,19 @@ def _run_configs(configs: Dict[str, tuple], device, warmup: int, iters: int,
             times[name].append(time.perf_counter() - t0)
     out = {}
     for name, (setup, fn) in configs.items():
+        flops = {}
+
+        def counted(setup=setup, fn=fn):
+            flops['n'] = count_flops(lambda: call(setup, fn))
+
+        peak = memory.measure(counted)
         out[name] = dict(
-            time_s=min(times[name]),
-            median_s=statistics.median(times[name]),
+            time_s=min(times[name]) if times[name] else float('nan'),
+            median_s=statistics.median(times[name])
+            if times[name] else float('nan'),
             times=[round(t, 4) for t in times[name]],
-            peak_mib=round(memory.measure(lambda: call(setup, fn)), 1))
+            peak_mib=round(peak, 1),
+            flops=flops['n'])
     return out
 
 
@@ -342,14 +396,17 @@ def measure_steps(method: str, num_classes: int, args) -> dict:
         E1=(setup(False, text_cache=False), evaluate(img_model, eval_batch)),
         E2=(setup(False), evaluate(img_model, eval_batch)),
         E3=(setup(False), evaluate(cache_model, eval_cached)),
+        E4=(setup(False, text_cache=False), evaluate(cache_model,
+                                                     eval_cached)),
         extract=(setup(False), extract))
-    if not prompt:  # no text encoder: T0 = T1, E0 = E1 = E2
-        for name in ('T0', 'E0', 'E1'):
+    if not prompt:  # no text encoder: T0 = T1, E0 = E1 = E2, E4 = E3
+        for name in ('T0', 'E0', 'E1', 'E4'):
             del configs[name]
     results = _run_configs(configs, device, args.warmup, args.iters, memory)
     if not prompt:
         results['T0'] = results['T1']
         results['E0'] = results['E1'] = results['E2']
+        results['E4'] = results['E3']
     return dict(
         method=method,
         num_classes=num_classes,
@@ -383,6 +440,42 @@ def project(res: dict, schedule: dict, args, num_views: int = 1) -> dict:
         feature_cache=hours('T2', 'E3', extract=True),
         extraction=r['extract']['time_s'] / ebs *
         (schedule['train'] * num_views + schedule['val']) / 3600)
+
+
+def project_flops(res: dict, schedule: dict, args,
+                  num_views: int = 1) -> dict:
+    """FLOPs (PFLOP) of a full schedule from the counted step FLOPs.
+
+    Same arithmetic as :func:`project` with FLOPs in place of seconds; it
+    does not depend on the measuring device, so a CPU run projects GPU
+    hours as ``PFLOP / throughput`` (a compute lower bound at the peak;
+    see ``--gpu-tflops`` and ``--gpu-utilization``).
+    """
+    bs, ebs = args.batch_size, args.eval_batch_size
+    steps = math.ceil(schedule['train'] / bs)
+    val_batches = math.ceil(schedule['val'] / ebs)
+    ep = schedule['epochs']
+    r = res['results']
+    extraction = r['extract']['flops'] / ebs * (
+        schedule['train'] * num_views + schedule['val'])
+
+    def total(train_key, eval_key, extract=False):
+        flops = ep * (
+            steps * r[train_key]['flops'] +
+            val_batches * r[eval_key]['flops'])
+        return (flops + (extraction if extract else 0)) / 1e15
+
+    return dict(
+        straightforward=total('T0', 'E0'),
+        truncation=total('T1', 'E1'),
+        truncation_evalcache=total('T1', 'E2'),
+        feature_cache=total('T2', 'E3', extract=True),
+        extraction=extraction / 1e15)
+
+
+def gpu_hours(pflop: float, tflops: float, utilization: float = 1.0) -> float:
+    """Hours to execute ``pflop`` PFLOP at ``utilization`` x ``tflops``."""
+    return pflop * 1e3 / (tflops * utilization) / 3600
 
 
 # --------------------------------------------------------------------------
@@ -625,7 +718,7 @@ def measure_amp(args) -> dict:
     device = _device(args)
     memory = PeakMemory(device)
     x = torch.randn(
-        args.eval_batch_size,
+        args.amp_batch_size,
         3,
         args.resolution,
         args.resolution,
@@ -682,8 +775,8 @@ def report_steps(results: List[dict], args) -> str:
         'excluded).', '',
         '| method | C | T0 train full | T1 train trunc | T2 train cache '
         '| E0 eval full | E1 eval trunc | E2 eval text-cache '
-        '| E3 eval feat+text cache | extract/img |',
-        '|---|---|---|---|---|---|---|---|---|---|'
+        '| E3 eval feat+text cache | E4 eval feat, text per batch '
+        '| extract/img |', '|---|---|---|---|---|---|---|---|---|---|---|'
     ]
     for res in results:
         r = res['results']
@@ -693,7 +786,8 @@ def report_steps(results: List[dict], args) -> str:
 
         lines.append(
             f'| {res["method"]} | {res["num_classes"]} | ' + ' | '.join(
-                cell(k) for k in ('T0', 'T1', 'T2', 'E0', 'E1', 'E2', 'E3')) +
+                cell(k)
+                for k in ('T0', 'T1', 'T2', 'E0', 'E1', 'E2', 'E3', 'E4')) +
             f' | {r["extract"]["time_s"] / args.eval_batch_size:.4f} |')
     unit = 'GPU-hours' if args.device == 'cuda' else \
         'hours on this CPU (not GPU-hours)'
@@ -715,6 +809,47 @@ def report_steps(results: List[dict], args) -> str:
                 f'{p["truncation"]:.3f} | {p["truncation_evalcache"]:.3f} | '
                 f'{p["feature_cache"]:.4f} | {p["extraction"]:.4f} | '
                 f'{PAPER_HOURS[name][res["method"]]} |')
+    lines += [
+        '', '### Counted FLOPs per step (GFLOP; matmuls, convolutions and '
+        'attention, 2 per multiply-add; independent of the device)', '',
+        '| method | C | T0 | T1 | T2 | E0 | E1 | E2 | E3 | E4 | extract/img |',
+        '|---|---|---|---|---|---|---|---|---|---|---|'
+    ]
+    for res in results:
+        r = res['results']
+        lines.append(
+            f'| {res["method"]} | {res["num_classes"]} | ' + ' | '.join(
+                f'{r[k]["flops"] / 1e9:.1f}'
+                for k in ('T0', 'T1', 'T2', 'E0', 'E1', 'E2', 'E3', 'E4')) +
+            f' | {r["extract"]["flops"] / args.eval_batch_size / 1e9:.2f} |')
+    peak, util = args.gpu_tflops, args.gpu_utilization
+    lines += [
+        '', '### Projected GPU-hours for 50 epochs from the counted FLOPs '
+        f'(PROJECTIONS, not measured: PFLOP / {peak:g} TFLOP/s '
+        f'x utilization; compute only, no data loading, no per-step '
+        f'latency). Each cell: PFLOP / hours at 100 % / hours at '
+        f'{util:.0%} of {peak:g} TFLOP/s', '',
+        '| schedule | method | straightforward (T0/E0) | + truncation '
+        '(T1/E1) | + eval text cache (T1/E2) | + feature cache (T2/E3 '
+        '+ extraction) | of which extraction | paper (GPU h) |',
+        '|---|---|---|---|---|---|---|---|'
+    ]
+    for name, sched in SCHEDULES.items():
+        for res in results:
+            if res['num_classes'] != sched['classes']:
+                continue
+            p = project_flops(res, sched, args)
+
+            def cell(key):
+                return (f'{p[key]:.1f} / {gpu_hours(p[key], peak):.3f} / '
+                        f'{gpu_hours(p[key], peak, util):.3f}')
+
+            lines.append(
+                f'| {name} | {res["method"]} | ' + ' | '.join(
+                    cell(k) for k in ('straightforward', 'truncation',
+                                      'truncation_evalcache', 'feature_cache',
+                                      'extraction')) +
+                f' | {PAPER_HOURS[name][res["method"]]} |')
     return '\n'.join(lines)
 
 
@@ -764,7 +899,7 @@ def report_epoch(r: dict, args) -> str:
 
 def report_amp(r: dict, args) -> str:
     lines = [
-        f'### Image encoder forward, batch {args.eval_batch_size} @ '
+        f'### Image encoder forward, batch {args.amp_batch_size} @ '
         f'{args.resolution} px, on {args.device_desc}', '',
         '| option | time (s) | peak MiB | max rel. diff vs fp32 |',
         '|---|---|---|---|'
@@ -854,6 +989,23 @@ def parse_args(argv=None):
     parser.add_argument(
         '--autocast', default=None, choices=[None, 'fp16', 'bf16'])
     parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument(
+        '--amp-batch-size',
+        type=int,
+        default=8,
+        help='amp mode: batch of the image-encoder forward')
+    parser.add_argument(
+        '--gpu-tflops',
+        type=float,
+        default=989.0,
+        help='GPU throughput for the FLOP-based projection (default: H100 '
+        'SXM dense fp16/bf16 peak, 989 TFLOP/s)')
+    parser.add_argument(
+        '--gpu-utilization',
+        type=float,
+        default=0.3,
+        help='assumed fraction of --gpu-tflops reached (the "est." figure '
+        'of the FLOP-based projection); "peak" assumes 1.0')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
         '--epoch-images', type=int, default=64, help='epoch mode: images')
