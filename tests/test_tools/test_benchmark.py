@@ -1,0 +1,79 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""tools/analysis/benchmark.py: the FLOP accounting and the projections
+(no timing assertions: times are the tool's output, not the test's)."""
+import importlib.util
+import math
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@pytest.fixture(scope='module')
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        'mmcoop_tool_benchmark', osp.join(ROOT, 'tools/analysis/benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_count_flops_matmul_and_cpu_attention(bench):
+    a, b = torch.randn(3, 5), torch.randn(5, 7)
+    assert bench.count_flops(lambda: a @ b) == 2 * 3 * 5 * 7
+    # (B, H, L, d): QK^T and AV, 2 FLOPs per multiply-add each
+    q, k, v = (torch.randn(2, 4, 6, 8) for _ in range(3))
+    assert bench.count_flops(
+        lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)) \
+        == 2 * (2 * 2 * 4 * 6 * 6 * 8)
+    # the backward is counted too: it recomputes QK^T and forms dV, dP, dQ
+    # and dK (5 matmuls: 2.5x the forward, torch's sdpa_backward formula)
+    q.requires_grad_(True)
+    total = bench.count_flops(
+        lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    fwd = 2 * (2 * 2 * 4 * 6 * 6 * 8)
+    assert total == fwd + 5 * fwd // 2
+
+
+def test_steps_flops_decompose_and_project(bench):
+    args = bench.parse_args([
+        '--mode', 'steps', '--methods', 'positivecoop', '--num-classes',
+        '6', '--model-name', 'mmcoop-tiny-RN-512', '--resolution', '64',
+        '--batch-size', '3', '--iters', '1', '--warmup', '0', '--no-isolate'
+    ])
+    res = bench.measure_steps('positivecoop', 6, args)
+    r = {k: v['flops'] for k, v in res['results'].items()}
+    image = r['extract']  # image tower, one (eval = train) batch
+    assert image > 0
+    # the cache removes exactly the image tower, in training and in eval
+    assert r['T1'] - r['T2'] == image
+    assert r['E2'] - r['E3'] == image
+    # eval text cache: E1 re-encodes the prompts, E2 does not
+    text_fwd = r['E4'] - r['E3']
+    assert text_fwd > 0 and r['E1'] - r['E2'] == text_fwd
+    # truncation: fewer FLOPs in training and eval (22 of 77 positions)
+    assert r['T0'] > 2 * r['T1'] - image
+    assert r['E0'] - r['E2'] > 3 * text_fwd
+    for v in res['results'].values():
+        assert v['peak_mib'] >= 0 and math.isfinite(v['time_s'])
+
+    sched = dict(train=10, val=7, epochs=2, classes=6)
+    p = bench.project_flops(res, sched, args)
+    steps, val_batches = math.ceil(10 / 3), math.ceil(7 / 3)
+    extraction = image / 3 * (10 + 7)
+    assert p['extraction'] == pytest.approx(extraction / 1e15)
+    assert p['feature_cache'] == pytest.approx(
+        (2 * (steps * r['T2'] + val_batches * r['E3']) + extraction) / 1e15)
+    assert p['straightforward'] == pytest.approx(
+        2 * (steps * r['T0'] + val_batches * r['E0']) / 1e15)
+    # 989 PFLOP at 989 TFLOP/s is 1000 s
+    assert bench.gpu_hours(989.0, 989.0) == pytest.approx(1000 / 3600)
+    assert bench.gpu_hours(989.0, 989.0, 0.5) == pytest.approx(2000 / 3600)
+
+    args.device_desc = 'test CPU'
+    report = bench.report_steps([res], args)
+    assert 'Projected GPU-hours for 50 epochs from the counted FLOPs' in report
+    assert 'PROJECTIONS, not measured' in report
