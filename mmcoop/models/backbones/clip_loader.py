@@ -6,8 +6,9 @@
 * ``None``: random initialisation (tests, tiny demo models); a warning is
   logged because the features are meaningless for real data.
 * a path to a local checkpoint: an OpenAI TorchScript archive (the format of
-  the official ``RN101.pt`` release) or a ``torch.save``-d state dict
-  (optionally wrapped in ``{'state_dict': ...}``). State dicts are loaded with
+  the official ``RN101.pt`` release), read as data without running its code
+  (:mod:`mmcoop.utils.torchscript_reader`), or a ``torch.save``-d state dict
+  (optionally wrapped in ``{'state_dict': ...}``), loaded with
   ``weights_only=True``.
 * an open_clip pretrained tag such as ``'openai'``; open_clip fetches and
   caches the file. Without network access this fails with an error that says
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger
 
 from mmcoop.utils.checkpoint import safe_torch_load
+from mmcoop.utils.torchscript_reader import (TorchScriptReadError,
+                                            read_torchscript_state_dict)
 
 _CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))),
                        'clip_configs')
@@ -66,12 +69,16 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
             '`pretrained` to an existing file, an open_clip tag such as '
             "'openai', or None for random weights.")
     if _is_torchscript_archive(path):
+        # data only: the archive's code is never compiled or run
         try:
-            state_dict = torch.jit.load(path, map_location='cpu').state_dict()
-        except Exception as e:  # noqa: BLE001
+            state_dict = read_torchscript_state_dict(path)
+        except TorchScriptReadError as e:
             raise RuntimeError(
-                f'Could not read the TorchScript CLIP archive {path!r}: {e}. '
-                'Re-download the file; it may be truncated.') from e
+                f'Could not read the TorchScript CLIP archive {path!r} '
+                f'(field `pretrained`): {e} If it is a genuine file that '
+                'mmcoop cannot parse, convert it once where you trust it: '
+                "torch.save(torch.jit.load(path).state_dict(), 'clip.pth') "
+                'and set `pretrained` to that file.') from e
     else:
         ckpt = safe_torch_load(path, what='CLIP weights')
         if isinstance(ckpt, dict) and 'state_dict' in ckpt:
