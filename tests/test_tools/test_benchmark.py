@@ -77,3 +77,29 @@ def test_steps_flops_decompose_and_project(bench):
     report = bench.report_steps([res], args)
     assert 'Projected GPU-hours for 50 epochs from the counted FLOPs' in report
     assert 'PROJECTIONS, not measured' in report
+
+
+def test_report_saved_run(bench, tmp_path):
+    """--report re-renders a saved --json run with the saved settings."""
+    flops = dict(T0=8e12, T1=4e12, T2=1e12, E0=5e12, E1=3.5e12, E2=3e12,
+                 E3=1e9, E4=0.5e12, extract=3.2e12)
+    results = {k: dict(time_s=1.0, median_s=1.0, times=[1.0], peak_mib=1.0,
+                       flops=v) for k, v in flops.items()}
+    saved = dict(
+        device='some CPU',
+        command='python tools/analysis/benchmark.py --mode steps '
+        '--batch-size 32 --eval-batch-size 32',
+        steps=[dict(method='positivecoop', num_classes=80, results=results)])
+    path = tmp_path / 'run.json'
+    path.write_text(__import__('json').dumps(saved))
+    args = bench.parse_args(['--report', str(path), '--gpu-tflops', '100',
+                             '--gpu-utilization', '0.5'])
+    text = bench.report_saved(str(path), args)
+    assert 'some CPU (saved run)' in text
+    # feature cache: 50 x (2566 x 1 TF + 1255 x 0.001 TF) = 128.36 PF,
+    # + extraction 0.1 TF/img x (82081 + 40137) = 12.22 PF -> 140.58 PF;
+    # at 100 TFLOP/s: 0.3905 h, at 50 %: 0.781 h
+    row = [line for line in text.splitlines()
+           if line.startswith('| COCO | positivecoop') and ' / ' in line][0]
+    cells = [c.strip() for c in row.split('|')]
+    assert cells[6] == '140.6 / 0.391 / 0.781'

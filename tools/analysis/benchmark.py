@@ -59,6 +59,7 @@ import os
 import os.path as osp
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -762,6 +763,28 @@ def _fmt_t(r):
     return f'{r["time_s"]:.3f}'
 
 
+def _projection_table(title, results, args, project_fn, fmt) -> List[str]:
+    """Rows of projected 50-epoch totals per schedule and method."""
+    lines = [
+        '', title, '',
+        '| schedule | method | straightforward (T0/E0) | + truncation '
+        '(T1/E1) | + eval text cache (T1/E2) | + feature cache (T2/E3 '
+        '+ extraction) | of which extraction | paper (GPU h) |',
+        '|---|---|---|---|---|---|---|---|'
+    ]
+    for name, sched in SCHEDULES.items():
+        for res in results:
+            if res['num_classes'] != sched['classes']:
+                continue
+            p = project_fn(res, sched, args)
+            lines.append(f'| {name} | {res["method"]} | ' + ' | '.join(
+                fmt(p[k]) for k in ('straightforward', 'truncation',
+                                    'truncation_evalcache', 'feature_cache',
+                                    'extraction')) +
+                         f' | {PAPER_HOURS[name][res["method"]]} |')
+    return lines
+
+
 def report_steps(results: List[dict], args) -> str:
     dev = args.device_desc
     lines = [
@@ -791,24 +814,10 @@ def report_steps(results: List[dict], args) -> str:
             f' | {r["extract"]["time_s"] / args.eval_batch_size:.4f} |')
     unit = 'GPU-hours' if args.device == 'cuda' else \
         'hours on this CPU (not GPU-hours)'
-    lines += [
-        '', f'### Projected {unit} for 50 epochs (PROJECTIONS from the step '
-        'times above; compute only, no data loading)', '',
-        '| schedule | method | straightforward (T0/E0) | + truncation '
-        '(T1/E1) | + eval text cache (T1/E2) | + feature cache (T2/E3 '
-        '+ extraction) | of which extraction | paper (GPU h) |',
-        '|---|---|---|---|---|---|---|---|'
-    ]
-    for name, sched in SCHEDULES.items():
-        for res in results:
-            if res['num_classes'] != sched['classes']:
-                continue
-            p = project(res, sched, args)
-            lines.append(
-                f'| {name} | {res["method"]} | {p["straightforward"]:.3f} | '
-                f'{p["truncation"]:.3f} | {p["truncation_evalcache"]:.3f} | '
-                f'{p["feature_cache"]:.4f} | {p["extraction"]:.4f} | '
-                f'{PAPER_HOURS[name][res["method"]]} |')
+    lines += _projection_table(
+        f'### Projected {unit} for 50 epochs (PROJECTIONS from the step '
+        'times above; compute only, no data loading)', results, args,
+        project, lambda v: f'{v:.3f}')
     lines += [
         '', '### Counted FLOPs per step (GFLOP; matmuls, convolutions and '
         'attention, 2 per multiply-add; independent of the device)', '',
@@ -823,33 +832,14 @@ def report_steps(results: List[dict], args) -> str:
                 for k in ('T0', 'T1', 'T2', 'E0', 'E1', 'E2', 'E3', 'E4')) +
             f' | {r["extract"]["flops"] / args.eval_batch_size / 1e9:.2f} |')
     peak, util = args.gpu_tflops, args.gpu_utilization
-    lines += [
-        '', '### Projected GPU-hours for 50 epochs from the counted FLOPs '
+    lines += _projection_table(
+        '### Projected GPU-hours for 50 epochs from the counted FLOPs '
         f'(PROJECTIONS, not measured: PFLOP / {peak:g} TFLOP/s '
-        f'x utilization; compute only, no data loading, no per-step '
-        f'latency). Each cell: PFLOP / hours at 100 % / hours at '
-        f'{util:.0%} of {peak:g} TFLOP/s', '',
-        '| schedule | method | straightforward (T0/E0) | + truncation '
-        '(T1/E1) | + eval text cache (T1/E2) | + feature cache (T2/E3 '
-        '+ extraction) | of which extraction | paper (GPU h) |',
-        '|---|---|---|---|---|---|---|---|'
-    ]
-    for name, sched in SCHEDULES.items():
-        for res in results:
-            if res['num_classes'] != sched['classes']:
-                continue
-            p = project_flops(res, sched, args)
-
-            def cell(key):
-                return (f'{p[key]:.1f} / {gpu_hours(p[key], peak):.3f} / '
-                        f'{gpu_hours(p[key], peak, util):.3f}')
-
-            lines.append(
-                f'| {name} | {res["method"]} | ' + ' | '.join(
-                    cell(k) for k in ('straightforward', 'truncation',
-                                      'truncation_evalcache', 'feature_cache',
-                                      'extraction')) +
-                f' | {PAPER_HOURS[name][res["method"]]} |')
+        'x utilization; compute only, no data loading, no per-step '
+        'latency). Each cell: PFLOP / hours at 100 % / hours at '
+        f'{util:.0%} of {peak:g} TFLOP/s', results, args, project_flops,
+        lambda v: f'{v:.1f} / {gpu_hours(v, peak):.3f} / '
+        f'{gpu_hours(v, peak, util):.3f}')
     return '\n'.join(lines)
 
 
@@ -913,6 +903,22 @@ def report_amp(r: dict, args) -> str:
 # --------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------
+def report_saved(path: str, args) -> str:
+    """The tables of a saved ``--json`` run, rendered again."""
+    with open(path) as f:
+        saved = json.load(f)
+    run = parse_args(shlex.split(saved['command'])[2:])
+    run.device_desc = saved['device']
+    run.gpu_tflops, run.gpu_utilization = args.gpu_tflops, args.gpu_utilization
+    parts = [f'# mmcoop benchmark on {saved["device"]} (saved run)',
+             f'# {saved["command"]}', '']
+    for key, fn in (('text', report_text), ('steps', report_steps),
+                    ('epoch', report_epoch), ('amp', report_amp)):
+        if key in saved:
+            parts += [fn(saved[key], run), '']
+    return '\n'.join(parts)
+
+
 def _device_desc(args) -> str:
     import torch
     if args.device == 'cuda':
@@ -1024,6 +1030,12 @@ def parse_args(argv=None):
         action='store_false',
         help='measure every method in this process')
     parser.add_argument('--json', default=None, help='write all results')
+    parser.add_argument(
+        '--report',
+        default=None,
+        metavar='JSON',
+        help='print the tables of a saved --json run (with this run\'s '
+        '--gpu-tflops / --gpu-utilization) instead of measuring')
     parser.add_argument('--_job', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args._argv = list(argv if argv is not None else sys.argv[1:])
@@ -1045,6 +1057,9 @@ def main(argv=None):
     if args._job is not None:
         kind, job_args = json.loads(args._job)
         print(json.dumps(JOBS[kind](*job_args, args)))
+        return
+    if args.report:
+        print(report_saved(args.report, args))
         return
     args.device_desc = _device_desc(args)
     out: Dict[str, object] = dict(
