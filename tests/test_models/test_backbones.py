@@ -366,3 +366,37 @@ def test_build_from_registry():
         dict(
             type='FrozenCLIPTextEncoder', model_name=TINY_RN, pretrained=None))
     assert isinstance(enc, FrozenCLIPTextEncoder)
+
+
+# --------------------------------------------------------------------------
+# random towers: init_seed
+# --------------------------------------------------------------------------
+def test_random_towers_depend_on_init_seed_only():
+    from mmcoop.models.backbones import build_open_clip
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = FrozenCLIP(TINY_VIT, input_resolution=64)
+    # building a tower leaves the global RNG where it was ...
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(456)
+    b = FrozenCLIP(TINY_VIT, input_resolution=64)
+    text = FrozenCLIPTextEncoder(TINY_VIT)
+    # ... and the towers do not depend on it
+    for (name, pa), (_, pb) in zip(a.visual.named_parameters(),
+                                   b.visual.named_parameters()):
+        assert torch.equal(pa, pb), name
+    # image and text towers of one seed come from the same random CLIP
+    ref = build_open_clip(TINY_VIT, init_seed=0)
+    assert torch.equal(a.visual.conv1.weight, ref.visual.conv1.weight)
+    assert torch.equal(text.token_embedding.weight,
+                       ref.token_embedding.weight)
+    assert torch.equal(text.text_projection, ref.text_projection)
+    # another seed: another tower; None: the global RNG decides
+    c = FrozenCLIP(TINY_VIT, input_resolution=64, init_seed=1)
+    assert not torch.equal(a.visual.conv1.weight, c.visual.conv1.weight)
+    torch.manual_seed(7)
+    d = FrozenCLIP(TINY_VIT, input_resolution=64, init_seed=None)
+    torch.manual_seed(7)
+    e = build_open_clip(TINY_VIT, init_seed=None)
+    assert torch.equal(d.visual.conv1.weight, e.visual.conv1.weight)
+    assert not torch.equal(d.visual.conv1.weight, a.visual.conv1.weight)

@@ -47,7 +47,8 @@ def backbone_cfg(res=RES, **kwargs):
 def build_backbone(seed=0, res=RES, **kwargs):
     from mmcoop.models import FrozenCLIP
     torch.manual_seed(seed)
-    return FrozenCLIP(model_name=TINY, input_resolution=res, **kwargs)
+    return FrozenCLIP(
+        model_name=TINY, input_resolution=res, init_seed=seed, **kwargs)
 
 
 def clip_preprocessor_cfg():

@@ -158,9 +158,11 @@ model['head']['loss'] = dict(reduction='sum', loss_weight={})
         'head.pos_prompt.ctx', 'head.neg_embedding', 'head.pos_residual'
     }
     ddp_first = _state(ddp_dir, 1)
+    # (float reassociation of 2 x 16 vs 32 summands over the run: ~1e-6 on
+    # values ~1e-2; a 1/N gradient would differ by tens of percent)
     for key in single_state:
         torch.testing.assert_close(
-            ddp_state[key], single_state[key], rtol=1e-4, atol=1e-6)
+            ddp_state[key], single_state[key], rtol=1e-4, atol=1e-5)
         assert not torch.allclose(ddp_state[key], ddp_first[key])
 
     # distributed evaluation gathers all 16 images: same mAP

@@ -102,7 +102,8 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
 def build_open_clip(model_name: str,
                     pretrained: Optional[str] = None,
                     force_quick_gelu: bool = False,
-                    cache_dir: Optional[str] = None) -> torch.nn.Module:
+                    cache_dir: Optional[str] = None,
+                    init_seed: Optional[int] = 0) -> torch.nn.Module:
     """Build an fp32 open_clip CLIP model at its native resolution.
 
     Args:
@@ -113,7 +114,23 @@ def build_open_clip(model_name: str,
             with configs that default to GELU (``RN101`` vs
             ``RN101-quickgelu``).
         cache_dir (str, optional): open_clip download cache.
+        init_seed (int, optional): the model is built (and randomly
+            initialised, before any weights are loaded) under a forked torch
+            RNG seeded with this value, so the global RNG is left untouched
+            and a random tower is the same wherever and whenever it is built
+            (in the model, or in a feature cache's dataset wrapper). None
+            draws from the global RNG instead. Defaults to 0.
     """
+    if init_seed is None:
+        return _build_open_clip(model_name, pretrained, force_quick_gelu,
+                                cache_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return _build_open_clip(model_name, pretrained, force_quick_gelu,
+                                cache_dir)
+
+
+def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
     register_mmcoop_clip_configs()
     logger = MMLogger.get_current_instance()
     if model_name not in open_clip.list_models():

@@ -50,6 +50,10 @@ class FrozenCLIP(FrozenMixin, BaseModule):
             ``channels_last`` memory format (faster convolutions with
             autocast on recent GPUs). Same function, but other kernels, so
             results may differ in the last bits. Defaults to False.
+        init_seed (int, optional): seed of the random initialisation, drawn
+            in a forked RNG (see :func:`build_open_clip`): with
+            ``pretrained=None`` the tower is a function of this seed alone,
+            and building it never consumes the global RNG. Defaults to 0.
 
     Shapes:
         input ``(B, 3, S, S)`` -> ``((B, D, 1 + HW),)`` with ``HW = (S/32)^2``
@@ -65,12 +69,13 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                  cache_dir: Optional[str] = None,
                  init_cfg=None,
                  autocast_dtype: Optional[str] = None,
-                 channels_last: bool = False):
+                 channels_last: bool = False,
+                 init_seed: Optional[int] = 0):
         super().__init__(init_cfg=init_cfg)
         self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
         self.channels_last = bool(channels_last)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
-                               cache_dir)
+                               cache_dir, init_seed)
         self.model_name = model_name
         self.input_resolution = int(input_resolution)
         self.visual = clip.visual
@@ -184,6 +189,9 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
             Gradients reach the prompt context through the autocast region
             without a loss scaler (as the official code), so prefer
             ``'bf16'``. Defaults to None (fp32).
+        init_seed (int, optional): as :class:`FrozenCLIP`; with the same
+            seed and ``model_name`` the random image and text towers come
+            from the same random CLIP. Defaults to 0.
     """
 
     def __init__(self,
@@ -194,11 +202,12 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                  save_frozen: bool = False,
                  cache_dir: Optional[str] = None,
                  init_cfg=None,
-                 autocast_dtype: Optional[str] = None):
+                 autocast_dtype: Optional[str] = None,
+                 init_seed: Optional[int] = 0):
         super().__init__(init_cfg=init_cfg)
         self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
-                               cache_dir)
+                               cache_dir, init_seed)
         if not hasattr(clip, 'token_embedding'):
             raise NotImplementedError(
                 f'{model_name} has a custom (e.g. HF) text tower; mmcoop '
