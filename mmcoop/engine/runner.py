@@ -6,10 +6,12 @@ import re
 from typing import Callable, List, Union
 
 import torch
+from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
+from mmcoop.engine.config_text import FormatOnceConfig
 from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (HAS_SCOPED_SAFE_GLOBALS,
                                      CheckpointMismatchError,
@@ -73,7 +75,9 @@ class MMCoopRunner(Runner):
       dict(shapes=False, classes=False)`` in the config.
     * **Atomic saves.** Checkpoints are written to a temporary file and
       renamed, so a crash mid-write never leaves a truncated file under the
-      final name.
+      final name. The config text stored in every checkpoint is formatted
+      once (:class:`~mmcoop.engine.config_text.FormatOnceConfig`), not by
+      yapf at every save.
     * **Robust auto-resume.** ``--resume`` without a path uses the file
       named in ``last_checkpoint``, or a newer numbered checkpoint; if that
       file is missing or unreadable it falls back, with a warning, to the
@@ -93,6 +97,13 @@ class MMCoopRunner(Runner):
     _resuming = False
 
     def __init__(self, *args, **kwargs):
+        cfg = kwargs.get('cfg')
+        if cfg is None or (isinstance(cfg, dict)
+                           and not isinstance(cfg, Config)):
+            cfg = Config(cfg or {})
+        if isinstance(cfg, Config) and not isinstance(cfg, FormatOnceConfig):
+            # yapf runs once, not at every checkpoint save
+            kwargs['cfg'] = FormatOnceConfig.from_config(cfg)
         super().__init__(*args, **kwargs)
         self._register_mmcoop_hooks()
 
