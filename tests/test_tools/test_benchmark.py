@@ -103,3 +103,29 @@ def test_report_saved_run(bench, tmp_path):
            if line.startswith('| COCO | positivecoop') and ' / ' in line][0]
     cells = [c.strip() for c in row.split('|')]
     assert cells[6] == '140.6 / 0.391 / 0.781'
+
+
+def test_epoch_mode_train_and_val(bench):
+    """The epoch mode runs a train epoch and a validation pass both ways
+    (image path and fp16 cache); checks the bookkeeping and the fp16 error,
+    not the times."""
+    args = bench.parse_args([
+        '--mode', 'epoch', '--model-name', 'mmcoop-tiny-RN-512',
+        '--epoch-images', '4', '--epoch-resolution', '64', '--batch-size',
+        '2', '--workers', '0', '--epoch-methods', 'positivecoop',
+        '--no-isolate'
+    ])
+    r = bench.measure_epoch(args)
+    assert r['images'] == 4 and r['val_images'] == 2  # COCO val/train ratio
+    e = r['positivecoop']
+    for key in ('uncached_epoch_s', 'cached_epoch_s', 'uncached_val_s',
+                'cached_val_s', 'uncached_supply_s', 'cached_supply_s'):
+        assert e[key] > 0, key
+    assert e['train_val_speedup'] == pytest.approx(
+        (e['uncached_epoch_s'] + e['uncached_val_s']) /
+        (e['cached_epoch_s'] + e['cached_val_s']))
+    assert r['fp16_rel_err_features'] < 1e-3
+    assert e['fp16_max_abs_logit_diff'] < 1e-2
+    args.device_desc = 'test CPU'
+    text = bench.report_epoch(r, args)
+    assert '+ validation on 2 images' in text and '| positivecoop |' in text

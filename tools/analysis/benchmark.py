@@ -543,10 +543,10 @@ def measure_text(method: str, num_classes: int, args) -> dict:
 # --------------------------------------------------------------------------
 # epoch
 # --------------------------------------------------------------------------
-def _make_images(root: str, num: int, num_classes: int) -> None:
+def _make_images(root: str, num: int, num_classes: int, seed: int = 0) -> None:
     import numpy as np
     from PIL import Image
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     data_list = []
     for i in range(num):
         # smooth random content (JPEG size ~ natural photos), 640x480
@@ -581,8 +581,12 @@ def measure_epoch(args) -> dict:
     res_px = args.epoch_resolution
     num_classes = args.epoch_classes
     tmp = tempfile.mkdtemp(prefix='mmcoop-bench-')
+    # validation every epoch, as the official recipe; COCO's val/train ratio
+    num_val = args.epoch_val_images if args.epoch_val_images is not None \
+        else max(1, round(args.epoch_images * 40137 / 82081))
     out = dict(
         images=args.epoch_images,
+        val_images=num_val,
         resolution=res_px,
         workers=args.workers,
         batch_size=args.batch_size,
@@ -591,6 +595,9 @@ def measure_epoch(args) -> dict:
         root = osp.join(tmp, 'images')
         os.makedirs(root)
         _make_images(root, args.epoch_images, num_classes)
+        val_root = osp.join(tmp, 'val_images')
+        os.makedirs(val_root)
+        _make_images(val_root, num_val, num_classes, seed=1)
         pipeline = [
             dict(type='LoadImageFromFile'),
             dict(type='Resize', scale=(res_px, res_px)),
@@ -601,6 +608,12 @@ def measure_epoch(args) -> dict:
             data_root=root,
             data_prefix='',
             pipeline=pipeline)
+        val_dataset = MultiLabelDataset(
+            ann_file='ann.json',
+            data_root=val_root,
+            data_prefix='',
+            pipeline=pipeline,
+            test_mode=True)
         torch.manual_seed(0)
         backbone = MODELS.build(_backbone_cfg(args, res_px))
         caches = {}
@@ -621,6 +634,22 @@ def measure_epoch(args) -> dict:
                 device=str(device),
                 progress=False)
             out[f'extract_{dtype}_s'] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        val_cache = CachedFeatureDataset(
+            val_dataset,
+            backbone,
+            osp.join(tmp, 'cache_val'),
+            data_preprocessor=dict(
+                type='ClsDataPreprocessor',
+                mean=CLIP_MEAN,
+                std=CLIP_STD,
+                to_rgb=True),
+            batch_size=args.eval_batch_size,
+            num_workers=args.workers,
+            dtype='float16',
+            device=str(device),
+            progress=False)
+        out['extract_val_float16_s'] = time.perf_counter() - t0
         # fp16 storage error
         f16 = torch.stack(
             [caches['float16'].read(i) for i in range(len(dataset))]).float()
@@ -630,11 +659,11 @@ def measure_epoch(args) -> dict:
         out['fp16_max_rel_err_elem'] = float(
             ((f16 - f32).abs() / f32.abs().clamp(min=1e-3)).max())
 
-        def loader(ds):
+        def loader(ds, train=True):
             return DataLoader(
                 ds,
-                batch_size=args.batch_size,
-                sampler=DefaultSampler(ds, shuffle=True, seed=0),
+                batch_size=args.batch_size if train else args.eval_batch_size,
+                sampler=DefaultSampler(ds, shuffle=train, seed=0),
                 num_workers=args.workers,
                 collate_fn=pseudo_collate,
                 persistent_workers=False)
@@ -667,6 +696,16 @@ def measure_epoch(args) -> dict:
                 _sync(device)
                 return time.perf_counter() - t0
 
+            def validate(model, ds):
+                """A validation pass (text features once per evaluation)."""
+                model.eval()
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    for batch in loader(ds, train=False):
+                        model.val_step(batch)
+                _sync(device)
+                return time.perf_counter() - t0
+
             def supply(model, ds):
                 """Loader + image features only (what the cache replaces)."""
                 t0 = time.perf_counter()
@@ -682,10 +721,15 @@ def measure_epoch(args) -> dict:
             epoch(cache_model, caches['float16'])
             r = dict(
                 uncached_epoch_s=epoch(img_model, dataset),
+                uncached_val_s=validate(img_model, val_dataset),
                 cached_epoch_s=epoch(cache_model, caches['float16']),
+                cached_val_s=validate(cache_model, val_cache),
                 uncached_supply_s=supply(img_model, dataset),
                 cached_supply_s=supply(cache_model, caches['float16']))
             r['epoch_speedup'] = r['uncached_epoch_s'] / r['cached_epoch_s']
+            r['train_val_speedup'] = (
+                (r['uncached_epoch_s'] + r['uncached_val_s']) /
+                (r['cached_epoch_s'] + r['cached_val_s']))
             r['supply_speedup'] = r['uncached_supply_s'] / r['cached_supply_s']
             # fp16 vs fp32 cache: logits of the same head
             cache_model.eval()
@@ -868,19 +912,30 @@ def report_epoch(r: dict, args) -> str:
         f'### One epoch: {r["images"]} generated 640x480 JPEGs at '
         f'{r["resolution"]} px, batch {r["batch_size"]}, {r["workers"]} '
         f'loader workers, C={r["num_classes"]}, on {args.device_desc}', '',
-        f'One-off extraction: {r["extract_float16_s"]:.2f} s (fp16), '
-        f'{r["extract_float32_s"]:.2f} s (fp32). fp16 storage error: '
+        f'One-off extraction: train {r["extract_float16_s"]:.2f} s (fp16), '
+        f'{r["extract_float32_s"]:.2f} s (fp32)' +
+        (f'; val {r["extract_val_float16_s"]:.2f} s (fp16)'
+         if 'extract_val_float16_s' in r else '') + '. fp16 storage error: '
         f'{r["fp16_rel_err_features"]:.1e} relative (norm) on the features.',
-        '', '| method | uncached epoch (s) | cached epoch (s) | speed-up | '
+        '', '| method | train epoch uncached (s) | cached (s) | speed-up | '
+        f'+ validation on {r.get("val_images", "n/a")} images: uncached (s) '
+        '| cached (s) | train+val speed-up | '
         'feature supply uncached (s) | cached (s) | speed-up | '
         'fp16 vs fp32 cache: max abs logit diff | max abs score diff |',
-        '|---|---|---|---|---|---|---|---|---|'
+        '|---|---|---|---|---|---|---|---|---|---|---|---|'
     ]
+
+    def opt(e, key, fmt):
+        return format(e[key], fmt) if key in e else 'n/a'
+
     for m in args.epoch_methods:
         e = r[m]
         lines.append(
             f'| {m} | {e["uncached_epoch_s"]:.2f} | {e["cached_epoch_s"]:.3f}'
-            f' | {e["epoch_speedup"]:.1f}x | {e["uncached_supply_s"]:.2f} | '
+            f' | {e["epoch_speedup"]:.1f}x | {opt(e, "uncached_val_s", ".2f")}'
+            f' | {opt(e, "cached_val_s", ".3f")} | '
+            f'{opt(e, "train_val_speedup", ".1f")}x | '
+            f'{e["uncached_supply_s"]:.2f} | '
             f'{e["cached_supply_s"]:.3f} | {e["supply_speedup"]:.0f}x | '
             f'{e["fp16_max_abs_logit_diff"]:.1e} | '
             f'{e["fp16_max_abs_score_diff"]:.1e} |')
@@ -1015,6 +1070,12 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
         '--epoch-images', type=int, default=64, help='epoch mode: images')
+    parser.add_argument(
+        '--epoch-val-images',
+        type=int,
+        default=None,
+        help='epoch mode: validation images (default: --epoch-images x '
+        'COCO val/train = 0.49)')
     parser.add_argument('--epoch-resolution', type=int, default=224)
     parser.add_argument('--epoch-classes', type=int, default=20)
     parser.add_argument(
