@@ -148,8 +148,9 @@ def read_torchscript_state_dict(path: str) -> Dict[str, torch.Tensor]:
                     return _StorageType(_STORAGE_DTYPES[name])
                 if module == 'collections' and name == 'OrderedDict':
                     return collections.OrderedDict
-                if module == 'torch.jit._pickle' and (
-                        name.startswith('build_') or name == 'restore_type_tag'):
+                typed_container = name.startswith('build_') or \
+                    name == 'restore_type_tag'
+                if module == 'torch.jit._pickle' and typed_container:
                     return _identity
                 raise TorchScriptReadError(
                     f'{path!r}: data.pkl needs the global {module}.{name}, '

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from mmcoop.utils.torchscript_reader import (TorchScriptReadError,
-                                            read_torchscript_state_dict)
+                                             read_torchscript_state_dict)
 
 
 class _Block(nn.Module):

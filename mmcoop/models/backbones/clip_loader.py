@@ -26,7 +26,7 @@ from mmengine.logging import MMLogger
 
 from mmcoop.utils.checkpoint import safe_torch_load
 from mmcoop.utils.torchscript_reader import (TorchScriptReadError,
-                                            read_torchscript_state_dict)
+                                             read_torchscript_state_dict)
 
 _CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))),
                        'clip_configs')
