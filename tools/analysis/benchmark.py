@@ -616,40 +616,30 @@ def measure_epoch(args) -> dict:
             test_mode=True)
         torch.manual_seed(0)
         backbone = MODELS.build(_backbone_cfg(args, res_px))
-        caches = {}
-        for dtype in ('float16', 'float32'):
+        def build_cache(ds, name, dtype, batch_size):
             t0 = time.perf_counter()
-            caches[dtype] = CachedFeatureDataset(
-                dataset,
+            cache = CachedFeatureDataset(
+                ds,
                 backbone,
-                osp.join(tmp, f'cache_{dtype}'),
+                osp.join(tmp, name),
                 data_preprocessor=dict(
                     type='ClsDataPreprocessor',
                     mean=CLIP_MEAN,
                     std=CLIP_STD,
                     to_rgb=True),
-                batch_size=args.batch_size,
+                batch_size=batch_size,
                 num_workers=args.workers,
                 dtype=dtype,
                 device=str(device),
                 progress=False)
-            out[f'extract_{dtype}_s'] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        val_cache = CachedFeatureDataset(
-            val_dataset,
-            backbone,
-            osp.join(tmp, 'cache_val'),
-            data_preprocessor=dict(
-                type='ClsDataPreprocessor',
-                mean=CLIP_MEAN,
-                std=CLIP_STD,
-                to_rgb=True),
-            batch_size=args.eval_batch_size,
-            num_workers=args.workers,
-            dtype='float16',
-            device=str(device),
-            progress=False)
-        out['extract_val_float16_s'] = time.perf_counter() - t0
+            return cache, time.perf_counter() - t0
+
+        caches = {}
+        for dtype in ('float16', 'float32'):
+            caches[dtype], out[f'extract_{dtype}_s'] = build_cache(
+                dataset, f'cache_{dtype}', dtype, args.batch_size)
+        val_cache, out['extract_val_float16_s'] = build_cache(
+            val_dataset, 'cache_val', 'float16', args.eval_batch_size)
         # fp16 storage error
         f16 = torch.stack(
             [caches['float16'].read(i) for i in range(len(dataset))]).float()
