@@ -6,6 +6,7 @@ from .categories import (COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS,
                          VOC2007_CATEGORIES)
 from .coco2014 import COCO2014MultiLabel, load_coco_multilabel
 from .partial_label import PartialLabelDataset, make_known_mask
+from .samplers import EpochIndex, EpochSeededSampler
 from .transforms import (DUALCOOP_RANDAUG_POLICIES, DualCoOpRandAugment,
                          LoadImageFromFileChecked, RandomCutout)
 from .utils import AnnotationError
@@ -16,5 +17,5 @@ __all__ = [
     'make_known_mask', 'load_coco_multilabel', 'AnnotationError',
     'COCO2014_CATEGORIES', 'COCO2014_CATEGORY_IDS', 'VOC2007_CATEGORIES',
     'RandomCutout', 'LoadImageFromFileChecked', 'DualCoOpRandAugment',
-    'DUALCOOP_RANDAUG_POLICIES'
+    'DUALCOOP_RANDAUG_POLICIES', 'EpochSeededSampler', 'EpochIndex'
 ]

@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from mmcoop.registry import DATA_SAMPLERS, DATASETS, MODELS
+from .samplers import RNGGuard, sample_seed
 
 __all__ = [
     'CachedFeatureDataset', 'CachedViewSampler', 'FeatureCacheError',
@@ -260,24 +261,8 @@ def _short(v, limit: int = 80) -> str:
 # --------------------------------------------------------------------------
 # extraction
 # --------------------------------------------------------------------------
-def _sample_seed(seed: int, view: int, index: int) -> int:
-    return int(
-        np.random.SeedSequence([seed, view, index]).generate_state(1)[0])
-
-
-class _RNGGuard:
-    """Save and restore the global RNG states (python, numpy, torch CPU)."""
-
-    def __enter__(self):
-        self.states = (random.getstate(), np.random.get_state(),
-                       torch.get_rng_state())
-        return self
-
-    def __exit__(self, *exc):
-        random.setstate(self.states[0])
-        np.random.set_state(self.states[1])
-        torch.set_rng_state(self.states[2])
-        return False
+_sample_seed = sample_seed  # (seed, view, index)
+_RNGGuard = RNGGuard
 
 
 class _SeededView(TorchDataset):

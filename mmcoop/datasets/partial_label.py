@@ -10,6 +10,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
+from .samplers import EpochIndex, seeded_sample
 from .utils import atomic_write_npy, check_outside_dataset
 
 __all__ = ['PartialLabelDataset', 'make_known_mask', 'complete_targets']
@@ -422,6 +423,12 @@ class PartialLabelDataset(BaseDataset):
 
     @force_full_init
     def __getitem__(self, idx: int) -> dict:
+        if isinstance(idx, EpochIndex):  # from EpochSeededSampler
+            with seeded_sample(idx.seed, idx.epoch, int(idx)):
+                return self._prepare(int(idx))
+        return self._prepare(idx)
+
+    def _prepare(self, idx: int) -> dict:
         max_refetch = self.max_refetch
         for _ in range(max_refetch + 1):
             data = self.dataset.pipeline(self.get_data_info(idx))

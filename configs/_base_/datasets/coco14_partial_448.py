@@ -37,7 +37,9 @@ train_dataloader = dict(
     batch_size=32,
     num_workers=8,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # augmentations drawn from (seed, epoch, index): the same for any
+    # num_workers and after a resume (mmcoop/datasets/samplers.py)
+    sampler=dict(type='EpochSeededSampler', shuffle=True),
     dataset=dict(
         type='PartialLabelDataset',
         # fraction of training labels that stay known (0.1 ... 0.9)

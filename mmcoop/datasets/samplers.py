@@ -1,0 +1,98 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Samplers whose augmentations are a function of (seed, epoch, index).
+
+MMEngine seeds each dataloader worker once, when the worker starts, and
+checkpoints do not hold worker RNG states. Random augmentations therefore
+depend on the number of workers, and a resumed run draws other
+augmentations than the uninterrupted one (with persistent workers).
+
+:class:`EpochSeededSampler` makes every sample's draws reproducible: it
+yields :class:`EpochIndex` values (plain ints that also carry the epoch and
+the sampler's seed), and :class:`~mmcoop.datasets.PartialLabelDataset` runs
+the pipeline of sample ``i`` in epoch ``e`` with the Python, NumPy and torch
+RNGs seeded from ``(seed, e, i)`` (and restored afterwards). The same run
+then gives the same batches for any ``num_workers``, with or without
+persistent workers, and after a resume.
+"""
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+from mmengine.dataset import DefaultSampler
+
+from mmcoop.registry import DATA_SAMPLERS
+
+__all__ = ['EpochIndex', 'EpochSeededSampler', 'sample_seed', 'RNGGuard',
+           'seeded_sample']
+
+
+def sample_seed(seed: int, stream: int, index: int) -> int:
+    """A 32-bit seed for sample ``index`` of stream (epoch, view)."""
+    return int(
+        np.random.SeedSequence([seed, stream, index]).generate_state(1)[0])
+
+
+class RNGGuard:
+    """Save and restore the global RNG states (python, numpy, torch CPU)."""
+
+    def __enter__(self):
+        self.states = (random.getstate(), np.random.get_state(),
+                       torch.get_rng_state())
+        return self
+
+    def __exit__(self, *exc):
+        random.setstate(self.states[0])
+        np.random.set_state(self.states[1])
+        torch.set_rng_state(self.states[2])
+        return False
+
+
+class seeded_sample(RNGGuard):
+    """Context: the global RNGs seeded for one sample, restored on exit."""
+
+    def __init__(self, seed: int, stream: int, index: int):
+        self.value = sample_seed(seed, stream, index)
+
+    def __enter__(self):
+        super().__enter__()
+        random.seed(self.value)
+        np.random.seed(self.value % (2**32))
+        torch.manual_seed(self.value)
+        return self
+
+
+class EpochIndex(int):
+    """A dataset index that carries the epoch and the sampler seed."""
+
+    def __new__(cls, index: int, epoch: int, seed: int):
+        obj = super().__new__(cls, index)
+        obj.epoch = int(epoch)
+        obj.seed = int(seed)
+        return obj
+
+    def __reduce__(self):  # survives the trip to dataloader workers
+        return EpochIndex, (int(self), self.epoch, self.seed)
+
+    def __repr__(self):
+        return f'EpochIndex({int(self)}, epoch={self.epoch})'
+
+
+@DATA_SAMPLERS.register_module()
+class EpochSeededSampler(DefaultSampler):
+    """``DefaultSampler`` (same order) yielding :class:`EpochIndex` values.
+
+    Pair it with :class:`~mmcoop.datasets.PartialLabelDataset`: sample
+    ``i`` of epoch ``e`` is then augmented with the RNGs seeded from
+    ``(seed, e, i)``. A dataset that does not know :class:`EpochIndex` sees
+    plain ints (``DefaultSampler`` behaviour). ``set_epoch`` is called by
+    MMEngine's default ``DistSamplerSeedHook`` before every epoch, also
+    after a resume.
+
+    Args: as :class:`mmengine.dataset.DefaultSampler` (``seed`` defaults to
+        the run's ``randomness.seed``, shared by all ranks).
+    """
+
+    def __iter__(self) -> Iterator[EpochIndex]:
+        epoch, seed = self.epoch, self.seed
+        return (EpochIndex(i, epoch, seed) for i in super().__iter__())
