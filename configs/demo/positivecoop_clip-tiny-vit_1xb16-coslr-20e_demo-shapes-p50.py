@@ -5,7 +5,7 @@
 # per-group multipliers, absolute warm-up + cosine, runner); what differs:
 # the data, the CLIP size (random weights), 20 epochs, batch 16, no
 # Cutout/RandAugment (256 images), validation every 5 epochs.
-# Measured on 2 CPU cores: ~2 min, final val mAP ~40 vs ~22 for random
+# Measured on 2 CPU cores: under 1 min, final val mAP ~40 vs ~22 for random
 # scores (configs/demo/README.md).
 #
 # Why the tiny *ViT*: a randomly initialised open_clip ModifiedResNet zeroes
