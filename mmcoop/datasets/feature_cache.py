@@ -47,7 +47,6 @@ import json
 import math
 import os
 import os.path as osp
-import random
 import re
 import shutil
 import socket
@@ -64,7 +63,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from mmcoop.registry import DATA_SAMPLERS, DATASETS, MODELS
-from .samplers import RNGGuard, sample_seed
+from .samplers import RNGGuard, sample_seed, seed_global_rngs
 
 __all__ = [
     'CachedFeatureDataset', 'CachedViewSampler', 'FeatureCacheError',
@@ -261,10 +260,6 @@ def _short(v, limit: int = 80) -> str:
 # --------------------------------------------------------------------------
 # extraction
 # --------------------------------------------------------------------------
-_sample_seed = sample_seed  # (seed, view, index)
-_RNGGuard = RNGGuard
-
-
 class _SeededView(TorchDataset):
     """View ``k`` of a dataset's image pipeline: sample ``i`` is produced
     with the global RNGs seeded from ``(seed, k, i)``, so the view is the
@@ -279,10 +274,7 @@ class _SeededView(TorchDataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        s = _sample_seed(self.seed, self.view, i)
-        random.seed(s)
-        np.random.seed(s % (2**32))
-        torch.manual_seed(s)
+        seed_global_rngs(sample_seed(self.seed, self.view, i))
         info = self.dataset.get_data_info(i)
         path = info.get('img_path', f'sample {i}')
         data = self.dataset.pipeline(info)
@@ -826,7 +818,7 @@ class CachedFeatureDataset:
             disable=not self.progress,
             dynamic_ncols=True)
         try:
-            with _RNGGuard():
+            with RNGGuard():
                 for view in range(self.num_views):
                     loader = DataLoader(
                         _SeededView(self.dataset, view, self.seed),

@@ -23,8 +23,10 @@ from mmengine.dataset import DefaultSampler
 
 from mmcoop.registry import DATA_SAMPLERS
 
-__all__ = ['EpochIndex', 'EpochSeededSampler', 'sample_seed', 'RNGGuard',
-           'seeded_sample']
+__all__ = [
+    'EpochIndex', 'EpochSeededSampler', 'sample_seed', 'seed_global_rngs',
+    'RNGGuard', 'seeded_sample'
+]
 
 
 def sample_seed(seed: int, stream: int, index: int) -> int:
@@ -48,6 +50,13 @@ class RNGGuard:
         return False
 
 
+def seed_global_rngs(value: int) -> None:
+    """Seed the Python, NumPy and torch CPU global RNGs with ``value``."""
+    random.seed(value)
+    np.random.seed(value % (2**32))
+    torch.manual_seed(value)
+
+
 class seeded_sample(RNGGuard):
     """Context: the global RNGs seeded for one sample, restored on exit."""
 
@@ -56,9 +65,7 @@ class seeded_sample(RNGGuard):
 
     def __enter__(self):
         super().__enter__()
-        random.seed(self.value)
-        np.random.seed(self.value % (2**32))
-        torch.manual_seed(self.value)
+        seed_global_rngs(self.value)
         return self
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import os.path as osp
 import pprint
+import signal
 import subprocess
 import sys
 import time
@@ -255,6 +256,20 @@ def wait_for(path, proc, timeout=60):
         if time.time() - start > timeout:
             raise AssertionError(f'{path} did not appear in {timeout}s')
         time.sleep(0.05)
+
+
+def train_until_killed(cfg, work_dir, log, marker, timeout=90):
+    """Run ``tools/train.py`` until the test-only ``KillPointHook`` parks it
+    (it creates ``marker``), then ``SIGKILL`` it. Returns the names in
+    ``work_dir`` at that moment."""
+    proc = tool(
+        'train', cfg, '--work-dir', work_dir, log=log,
+        MMCOOP_KILL_MARKER=marker)
+    wait_for(str(marker), proc, timeout=timeout)
+    names = sorted(os.listdir(work_dir))
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    return names
 
 
 def scalars(work_dir):

@@ -11,17 +11,15 @@ paper's train pipeline (RandomCutout + DualCoOpRandAugment, which draw from
 NumPy's global RNG) and ``randomness=dict(seed=0, deterministic=True)``.
 """
 import importlib.util
-import os
 import os.path as osp
 import shutil
-import signal
 
 import numpy as np
 import pytest
 import torch
 from _helpers import (ROOT, base_cfg, finish, load_ckpt, make_data,
                       save_tiny_clip, tool, train_records, tree_fingerprint,
-                      val_metrics, wait_for, write_config)
+                      val_metrics, train_until_killed, write_config)
 
 EPOCHS = 3
 ITERS = 12  # 48 images / batch 4
@@ -46,17 +44,7 @@ def runs(tmp_path_factory):
     }
 
     p_full = tool('train', cfg, '--work-dir', full, log=logs['full'])
-    p_kill = tool(
-        'train',
-        cfg,
-        '--work-dir',
-        killed,
-        log=logs['killed'],
-        MMCOOP_KILL_MARKER=marker)
-    wait_for(str(marker), p_kill, timeout=90)
-    files_at_kill = sorted(os.listdir(killed))
-    os.kill(p_kill.pid, signal.SIGKILL)
-    assert p_kill.wait(timeout=30) == -signal.SIGKILL
+    files_at_kill = train_until_killed(cfg, killed, logs['killed'], marker)
     shutil.copytree(killed, no_rng)
 
     p_res = tool(

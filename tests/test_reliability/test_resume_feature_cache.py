@@ -6,13 +6,12 @@ resumed; the resumed run reuses the cache written by the killed run (not
 rebuilt, files untouched) and ends with the same parameters and metrics as
 an uninterrupted run."""
 import os
-import signal
 
 import pytest
 import torch
 from _helpers import (base_cfg, finish, load_ckpt, make_data, save_tiny_clip,
                       tool, train_records, tree_fingerprint, val_metrics,
-                      wait_for, write_config)
+                      train_until_killed, write_config)
 
 fc = pytest.importorskip('mmcoop.datasets.feature_cache')
 
@@ -54,16 +53,8 @@ def runs(tmp_path_factory):
     logs = {k: str(tmp / f'{k}.log') for k in ('full', 'killed', 'resumed')}
     p_full = tool(
         'train', cfg_full, '--work-dir', tmp / 'full', log=logs['full'])
-    p_kill = tool(
-        'train',
-        cfg_killed,
-        '--work-dir',
-        tmp / 'killed',
-        log=logs['killed'],
-        MMCOOP_KILL_MARKER=marker)
-    wait_for(str(marker), p_kill, timeout=120)
-    os.kill(p_kill.pid, signal.SIGKILL)
-    assert p_kill.wait(timeout=30) == -signal.SIGKILL
+    train_until_killed(
+        cfg_killed, tmp / 'killed', logs['killed'], marker, timeout=120)
     cache = tmp / 'killed' / 'feature_cache'
     cache_before = tree_fingerprint(cache)
     p_res = tool(

@@ -5,12 +5,10 @@ the augmentations (RandomCutout + DualCoOpRandAugment) are a function of
 epoch and resumed with ``tools/train.py --resume``, ends exactly like the
 uninterrupted run (MMEngine's own worker seeding restarts the worker
 streams on resume; see docs/reliability.md)."""
-import os
-import signal
 
 import torch
 from _helpers import (base_cfg, finish, load_ckpt, make_data, save_tiny_clip,
-                      tool, train_records, val_metrics, wait_for,
+                      tool, train_records, train_until_killed, val_metrics,
                       write_config)
 
 EPOCHS = 3
@@ -33,16 +31,7 @@ def test_resume_with_workers_is_exact(tmp_path):
     marker = tmp_path / 'parked'
     logs = {k: str(tmp_path / f'{k}.log') for k in ('full', 'killed', 'res')}
     p_full = tool('train', cfg, '--work-dir', full, log=logs['full'])
-    p_kill = tool(
-        'train',
-        cfg,
-        '--work-dir',
-        killed,
-        log=logs['killed'],
-        MMCOOP_KILL_MARKER=marker)
-    wait_for(str(marker), p_kill, timeout=120)
-    os.kill(p_kill.pid, signal.SIGKILL)
-    assert p_kill.wait(timeout=30) == -signal.SIGKILL
+    train_until_killed(cfg, killed, logs['killed'], marker, timeout=120)
     p_res = tool('train', cfg, '--work-dir', killed, '--resume',
                  log=logs['res'])
     for name, proc in (('full', p_full), ('res', p_res)):

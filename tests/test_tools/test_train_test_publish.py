@@ -133,17 +133,22 @@ def test_train_every_method_with_its_recipe(method, assets, tmp_path):
     assert 0 < float(found[0][1]) < 100
 
 
-def _resume_config(assets, tmp_path):
+def _small_config(assets, path, max_epochs, val_interval):
+    """A PositiveCoOp config on the generated data: 32 train / 16 val."""
     return H.write_config(
-        str(tmp_path / 'resume.py'),
+        str(path),
         H.METHOD_CONFIGS['positivecoop'],
         assets['data'],
         clip=assets['clip'],
         batch_size=16,
         num_train=32,
         num_val=16,
-        max_epochs=3,
-        val_interval=3)
+        max_epochs=max_epochs,
+        val_interval=val_interval)
+
+
+def _resume_config(assets, tmp_path):
+    return _small_config(assets, tmp_path / 'resume.py', 3, 3)
 
 
 @pytest.fixture(scope='module')
@@ -321,16 +326,7 @@ def test_tools_run_without_pythonpath(tmp_path):
 def test_train_and_test_tools_use_the_feature_cache(assets, tmp_path):
     """`feature_cache=...` (here from the command line) switches both tools
     to cached features; the test tool reuses the train run's cache."""
-    cfg = H.write_config(
-        str(tmp_path / 'cached.py'),
-        H.METHOD_CONFIGS['positivecoop'],
-        assets['data'],
-        clip=assets['clip'],
-        batch_size=16,
-        num_train=32,
-        num_val=16,
-        max_epochs=1,
-        val_interval=1)
+    cfg = _small_config(assets, tmp_path / 'cached.py', 1, 1)
     cache_root = str(tmp_path / 'cache')
     work_dir = str(tmp_path / 'work')
     runner = train_tool.main([

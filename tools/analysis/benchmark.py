@@ -297,6 +297,29 @@ def _image_batch(batch_size, resolution, num_classes, seed=0):
     return dict(inputs=inputs, data_samples=samples)
 
 
+def _clip_preprocessor() -> dict:
+    """The image data preprocessor of CLIP (mean/std on 0-255, BGR->RGB)."""
+    return dict(
+        type='ClsDataPreprocessor', mean=CLIP_MEAN, std=CLIP_STD, to_rgb=True)
+
+
+def _model_pair(backbone, head, device):
+    """``ImageClassifier``s sharing ``head``: one on images (``backbone``),
+    one on cached features (``PrecomputedFeatures``)."""
+    from mmpretrain.models import ImageClassifier
+
+    from mmcoop.registry import MODELS
+    img_model = ImageClassifier(
+        backbone=backbone, head=head,
+        data_preprocessor=_clip_preprocessor()).to(device)
+    cache_model = ImageClassifier(
+        backbone=MODELS.build(dict(type='PrecomputedFeatures')),
+        head=head,
+        data_preprocessor=MODELS.build(
+            dict(type='FeatureDataPreprocessor'))).to(device)
+    return img_model, cache_model
+
+
 def _feature_batch(batch, feats):
     """The batch as a feature-cache loader gives it: fp16 (D, N) on CPU."""
     import torch
@@ -312,7 +335,6 @@ def measure_steps(method: str, num_classes: int, args) -> dict:
     """T0-T2 and E0-E3 of one method (see the module docstring)."""
     import torch
     from mmengine.optim import OptimWrapper
-    from mmpretrain.models import ImageClassifier
 
     import mmcoop.models  # noqa: F401
     from mmcoop.registry import MODELS
@@ -321,19 +343,7 @@ def measure_steps(method: str, num_classes: int, args) -> dict:
     backbone = MODELS.build(_backbone_cfg(args))
     head = MODELS.build(
         _head_cfg(method, num_classes, args, backbone.embed_dim))
-    img_model = ImageClassifier(
-        backbone=backbone,
-        head=head,
-        data_preprocessor=dict(
-            type='ClsDataPreprocessor',
-            mean=CLIP_MEAN,
-            std=CLIP_STD,
-            to_rgb=True)).to(device)
-    cache_model = ImageClassifier(
-        backbone=MODELS.build(dict(type='PrecomputedFeatures')),
-        head=head,
-        data_preprocessor=MODELS.build(
-            dict(type='FeatureDataPreprocessor'))).to(device)
+    img_model, cache_model = _model_pair(backbone, head, device)
     params = [p for p in head.parameters() if p.requires_grad]
     optim = OptimWrapper(torch.optim.SGD(params, lr=1e-3, momentum=0.9))
     memory = PeakMemory(device)
@@ -571,7 +581,6 @@ def measure_epoch(args) -> dict:
     from mmengine.dataset import DefaultSampler, pseudo_collate
     from mmengine.optim import OptimWrapper
     from mmpretrain.datasets import MultiLabelDataset
-    from mmpretrain.models import ImageClassifier
     from torch.utils.data import DataLoader
 
     import mmcoop.models  # noqa: F401
@@ -616,17 +625,14 @@ def measure_epoch(args) -> dict:
             test_mode=True)
         torch.manual_seed(0)
         backbone = MODELS.build(_backbone_cfg(args, res_px))
+
         def build_cache(ds, name, dtype, batch_size):
             t0 = time.perf_counter()
             cache = CachedFeatureDataset(
                 ds,
                 backbone,
                 osp.join(tmp, name),
-                data_preprocessor=dict(
-                    type='ClsDataPreprocessor',
-                    mean=CLIP_MEAN,
-                    std=CLIP_STD,
-                    to_rgb=True),
+                data_preprocessor=_clip_preprocessor(),
                 batch_size=batch_size,
                 num_workers=args.workers,
                 dtype=dtype,
@@ -662,19 +668,7 @@ def measure_epoch(args) -> dict:
             torch.manual_seed(1)
             head = MODELS.build(
                 _head_cfg(method, num_classes, args, backbone.embed_dim))
-            img_model = ImageClassifier(
-                backbone=backbone,
-                head=head,
-                data_preprocessor=dict(
-                    type='ClsDataPreprocessor',
-                    mean=CLIP_MEAN,
-                    std=CLIP_STD,
-                    to_rgb=True)).to(device)
-            cache_model = ImageClassifier(
-                backbone=MODELS.build(dict(type='PrecomputedFeatures')),
-                head=head,
-                data_preprocessor=MODELS.build(
-                    dict(type='FeatureDataPreprocessor'))).to(device)
+            img_model, cache_model = _model_pair(backbone, head, device)
             params = [p for p in head.parameters() if p.requires_grad]
             optim = OptimWrapper(torch.optim.SGD(params, lr=1e-3))
 
@@ -769,10 +763,11 @@ def measure_amp(args) -> dict:
                 r = _run_configs(
                     dict(fwd=(lambda: None, lambda: model(x))), device,
                     args.warmup, args.iters, memory)['fwd']
+                y = model(x)[0]
                 if autocast is None and not cl:
-                    ref = model(x)[0]
+                    ref = y
                 r['max_rel_diff_vs_fp32'] = float(
-                    (model(x)[0] - ref).abs().max() / ref.abs().max())
+                    (y - ref).abs().max() / ref.abs().max())
             out[f'autocast={autocast},channels_last={cl}'] = r
             del model
     if device.type == 'cpu':

@@ -125,12 +125,7 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         """``(B, 3, S, S)`` images -> ``((B, D, 1 + HW),)`` dense features."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        dtype = _autocast_dtype_for(self.autocast_dtype, x)
-        if dtype is not None:
-            with torch.autocast('cuda', dtype=dtype):
-                out = self._forward_dense(x)
-            return (out.float(), )
-        return (self._forward_dense(x), )
+        return (_autocast_fp32(self.autocast_dtype, self._forward_dense, x), )
 
     def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         if self.arch == 'resnet':
@@ -260,12 +255,8 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         Returns:
             Tensor: ``(N, D)`` projected text features (not normalised).
         """
-        dtype = _autocast_dtype_for(self.autocast_dtype, prompts)
-        if dtype is not None:
-            with torch.autocast('cuda', dtype=dtype):
-                out = self._encode(prompts, tokens)
-            return out.float()
-        return self._encode(prompts, tokens)
+        return _autocast_fp32(self.autocast_dtype, self._encode, prompts,
+                              tokens)
 
     def _encode(self, prompts: torch.Tensor,
                 tokens: torch.Tensor) -> torch.Tensor:
@@ -310,9 +301,13 @@ def _parse_autocast_dtype(name: Optional[str]) -> Optional[torch.dtype]:
         f"autocast_dtype must be None, 'fp16' or 'bf16', got {name!r}.")
 
 
-def _autocast_dtype_for(dtype: Optional[torch.dtype],
-                        x: torch.Tensor) -> Optional[torch.dtype]:
-    """The autocast dtype to use for input ``x``: only on CUDA."""
+def _autocast_fp32(dtype: Optional[torch.dtype], fn, x: torch.Tensor,
+                   *args) -> torch.Tensor:
+    """``fn(x, *args)``, under ``torch.autocast('cuda', dtype)`` when
+    ``dtype`` is set and ``x`` is on CUDA (the result cast back to fp32);
+    a plain call otherwise."""
     if dtype is None or x.device.type != 'cuda':
-        return None
-    return dtype
+        return fn(x, *args)
+    with torch.autocast('cuda', dtype=dtype):
+        out = fn(x, *args)
+    return out.float()
