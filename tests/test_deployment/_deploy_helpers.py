@@ -12,13 +12,17 @@ CLASSES = ['cat', 'dog', 'traffic light', 'hair drier', 'red circle']
 TINY_RN = 'mmcoop-tiny-RN'
 RESOLUTION = 64
 METHOD_CONFIGS = {
-    'positivecoop': 'configs/positivecoop/positivecoop_clip-rn101_openai-pre_'
+    'positivecoop':
+    'configs/positivecoop/positivecoop_clip-rn101_openai-pre_'
     '1xb32-coslr-50e_coco14-448px-p50.py',
-    'negativecoop': 'configs/negativecoop/negativecoop_clip-rn101_openai-pre_'
+    'negativecoop':
+    'configs/negativecoop/negativecoop_clip-rn101_openai-pre_'
     '1xb32-coslr-50e_coco14-448px-p50.py',
-    'dualcoop': 'configs/dualcoop/dualcoop_clip-rn101_openai-pre_1xb32-'
+    'dualcoop':
+    'configs/dualcoop/dualcoop_clip-rn101_openai-pre_1xb32-'
     'coslr-50e_coco14-448px-p50.py',
-    'baseline': 'configs/baseline/baseline_clip-rn101_openai-pre_1xb32-'
+    'baseline':
+    'configs/baseline/baseline_clip-rn101_openai-pre_1xb32-'
     'coslr-50e_coco14-448px-p50.py',
 }
 DEMO_CONFIG = ('configs/demo/positivecoop_clip-tiny-vit_1xb16-coslr-20e_'
@@ -32,6 +36,7 @@ def load_tool(relpath):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
 
 def tiny_method_config(method: str) -> Config:
     """A method's real COCO config with a tiny random RN CLIP at 64 px, 5
@@ -53,13 +58,16 @@ def tiny_method_config(method: str) -> Config:
             step['scale'] = (RESOLUTION, RESOLUTION)
     return cfg
 
+
 def calibrate_batchnorm(model, seed=0):
     """BatchNorm statistics of a random open_clip ResNet measured on random
     images. A fresh one zeroes the last BN of each block and maps every
     image to nearly the same dense feature (cosine ~0.99999), which would
     make parity checks vacuous; calibrated, images stay apart."""
-    bns = [m for m in model.backbone.modules()
-           if isinstance(m, torch.nn.BatchNorm2d)]
+    bns = [
+        m for m in model.backbone.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    ]
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for bn in bns:
@@ -68,8 +76,8 @@ def calibrate_batchnorm(model, seed=0):
             bn.weight.fill_(1.)
             bn.bias.zero_()
             bn.training = True
-        model.backbone(torch.randn(8, 3, RESOLUTION, RESOLUTION,
-                                   generator=gen))
+        model.backbone(
+            torch.randn(8, 3, RESOLUTION, RESOLUTION, generator=gen))
         for bn in bns:
             bn.training = False
 

@@ -6,8 +6,8 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from _deploy_helpers import (DEMO_CONFIG, ROOT, calibrate_batchnorm,
-                             load_tool, tiny_method_config, train_head)
+from _deploy_helpers import (DEMO_CONFIG, ROOT, calibrate_batchnorm, load_tool,
+                             tiny_method_config, train_head)
 from PIL import Image
 
 from mmcoop.apis import init_model
@@ -67,6 +67,11 @@ def demo_checkpoint(tmp_path_factory):
     config = osp.join(ROOT, DEMO_CONFIG)
     model = train_head(init_model(config))
     ckpt = str(root / 'demo_head.pth')
-    torch.save({'state_dict': model.state_dict(),
-                'meta': {'dataset_meta': model.dataset_meta}}, ckpt)
+    torch.save(
+        {
+            'state_dict': model.state_dict(),
+            'meta': {
+                'dataset_meta': model.dataset_meta
+            }
+        }, ckpt)
     return config, ckpt

@@ -24,7 +24,8 @@ def test_export_then_run_prints_the_labels(demo_checkpoint, demo_reference,
     out = str(tmp_path / 'demo.onnx')
     assert export_tool.main([config, ckpt, '--out', out]) == 0
     printed = capsys.readouterr().out
-    assert 'Exported PositiveCoOpHead (10 classes, fp32, input uint8' in printed
+    assert ('Exported PositiveCoOpHead (10 classes, fp32, input uint8'
+            in printed)
     assert out in printed
 
     assert run_onnx.main([out] + images) == 0
@@ -35,7 +36,8 @@ def test_export_then_run_prints_the_labels(demo_checkpoint, demo_reference,
         assert name == path
         # inference_model's labels at its default threshold 0.5, in order
         got = [] if labels == '(no label)' else [
-            item.rsplit(' ', 1)[0] for item in labels.split(', ')]
+            item.rsplit(' ', 1)[0] for item in labels.split(', ')
+        ]
         assert got == ref['classes']
 
     assert run_onnx.main([out, images[0], '--json']) == 0
@@ -43,7 +45,9 @@ def test_export_then_run_prints_the_labels(demo_checkpoint, demo_reference,
     assert row['image'] == images[0]
     np.testing.assert_allclose(
         [row['scores'][c] for c in model.head.classnames],
-        reference[0]['scores'], rtol=0, atol=1e-4)
+        reference[0]['scores'],
+        rtol=0,
+        atol=1e-4)
 
     assert run_onnx.main([out, '--info']) == 0
     info = json.loads(capsys.readouterr().out)
@@ -60,9 +64,9 @@ def test_export_torchscript_class_subset_and_force(demo_checkpoint,
     out = tmp_path / 'demo.pt'
     out.write_text('old')
     args = [
-        config, ckpt, '--out', str(out), '--format', 'torchscript',
-        '--classes', 'cyan ring', 'Red_Circle', '--threshold', '0.3',
-        '--force'
+        config, ckpt, '--out',
+        str(out), '--format', 'torchscript', '--classes', 'cyan ring',
+        'Red_Circle', '--threshold', '0.3', '--force'
     ]
     assert export_tool.main(args) == 0
     run, meta = run_onnx.load_model(str(out))
@@ -70,6 +74,37 @@ def test_export_torchscript_class_subset_and_force(demo_checkpoint,
     assert meta['thresholds'] == [0.3, 0.3]
     got = run_onnx.predict(run, meta, images)
     classes = list(model.head.classnames)
-    expected = np.stack([r['scores'] for r in reference])[
-        :, [classes.index('cyan ring'), classes.index('red circle')]]
+    expected = np.stack([
+        r['scores'] for r in reference
+    ])[:, [classes.index('cyan ring'),
+           classes.index('red circle')]]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_benchmark_reports_every_path_and_the_head_cost(
+        method_models, tmp_path):
+    """The numbers are machine-dependent; what is checked: every path runs
+    on the same images with the same scores, and the head's FLOPs are the
+    two (C, D) x (D, N) products of the region aggregation."""
+    from mmcoop.deployment.benchmark import (PATHS, compare_speed,
+                                             format_report)
+    model = method_models('dualcoop')
+    result = compare_speed(
+        model,
+        str(tmp_path),
+        batch_sizes=(1, 3),
+        rounds=1,
+        single_images=2,
+        threads=1)
+    assert set(result['speed']) == set(PATHS)
+    assert all(v > 0 for sizes in result['speed'].values()
+               for v in sizes.values())
+    assert max(result['max_abs_diff'].values()) <= 1e-4
+    head = result['head']
+    batch, dim, positions = head['dense_shape']
+    assert (batch, dim, positions) == (3, 64, 1 + (64 // 32)**2)
+    # two einsums 'bdn,cd->bcn', 2 FLOPs per multiply-add
+    assert head['head_flops'] == 2 * 2 * batch * 5 * dim * positions
+    assert head['tower_flops'] > 100 * head['head_flops']
+    report = format_report(result)
+    assert '| onnxruntime |' in report and 'batch 3 (img/s)' in report

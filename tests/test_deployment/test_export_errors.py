@@ -29,8 +29,7 @@ def test_unsupported_opset(opset, method_models, tmp_path):
 ])
 def test_unsupported_options(kwargs, match, method_models, tmp_path):
     with pytest.raises(ExportError, match=match):
-        export_model(method_models('baseline'), str(tmp_path / 'm'),
-                     **kwargs)
+        export_model(method_models('baseline'), str(tmp_path / 'm'), **kwargs)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -49,8 +48,10 @@ def test_existing_output_is_kept_unless_force(method_models, tmp_path):
 
 
 def test_unknown_class_names():
-    with pytest.raises(ValueError, match=r"Unknown class name\(s\) \['dgo', "
-                       r"'zebra'\].*knows 5 classes: \['cat', 'dog'"):
+    with pytest.raises(
+            ValueError,
+            match=r"Unknown class name\(s\) \['dgo', "
+            r"'zebra'\].*knows 5 classes: \['cat', 'dog'"):
         class_indices(CLASSES, ['cat', 'dgo', 'zebra'])
     with pytest.raises(ValueError, match="names \\['cat'\\] more than once"):
         class_indices(CLASSES, ['cat', 'CAT'])
@@ -92,19 +93,20 @@ def test_cli_errors_are_one_line(demo_checkpoint, tmp_path, export_tool,
     config, ckpt = demo_checkpoint
     out = tmp_path / 'm.onnx'
     assert export_tool.main(
-        [config, ckpt, '--out', str(out), '--classes', 'red circle',
-         'zebra']) == 2
+        [config, ckpt, '--out',
+         str(out), '--classes', 'red circle', 'zebra']) == 2
     assert "Unknown class name(s) ['zebra']" in capsys.readouterr().err
-    assert export_tool.main(
-        [config, ckpt, '--out', str(out), '--opset', '12']) == 2
+    assert export_tool.main([config, ckpt, '--out',
+                             str(out), '--opset', '12']) == 2
     assert 'opset 12 is not supported' in capsys.readouterr().err
     out.write_text('keep me')
     assert export_tool.main([config, ckpt, '--out', str(out)]) == 2
     assert 'exists' in capsys.readouterr().err
     assert out.read_text() == 'keep me'
     with pytest.raises(SystemExit):
-        export_tool.main([config, ckpt, '--out', str(out), '--format',
-                          'tflite'])
+        export_tool.main(
+            [config, ckpt, '--out',
+             str(out), '--format', 'tflite'])
 
 
 # ---------------------------------------------------------------------------
@@ -124,8 +126,7 @@ def test_runner_rejects_files_without_metadata(run_onnx, tmp_path):
     plain = torch.nn.Linear(3, 2)
     path = str(tmp_path / 'plain.onnx')
     torch.onnx.export(plain, (torch.zeros(1, 3), ), path, dynamo=False)
-    with pytest.raises(run_onnx.DeploymentError,
-                       match="no 'mmcoop' metadata"):
+    with pytest.raises(run_onnx.DeploymentError, match="no 'mmcoop' metadata"):
         run_onnx.load_model(path)
     ts = str(tmp_path / 'plain.pt')
     torch.jit.save(torch.jit.trace(plain, torch.zeros(1, 3)), ts)
@@ -135,20 +136,20 @@ def test_runner_rejects_files_without_metadata(run_onnx, tmp_path):
         run_onnx.load_model(str(tmp_path / 'missing.onnx'))
     junk = tmp_path / 'junk.bin'
     junk.write_bytes(b'not a model')
-    with pytest.raises(run_onnx.DeploymentError,
-                       match='neither an ONNX file'):
+    with pytest.raises(run_onnx.DeploymentError, match='neither an ONNX file'):
         run_onnx.load_model(str(junk))
 
 
 def test_runner_rejects_unavailable_runtime(run_onnx, exported):
     import onnxruntime as ort
     if 'CUDAExecutionProvider' not in ort.get_available_providers():
-        with pytest.raises(run_onnx.DeploymentError,
-                           match='no CUDAExecutionProvider.*available: '):
+        with pytest.raises(
+                run_onnx.DeploymentError,
+                match='no CUDAExecutionProvider.*available: '):
             run_onnx.load_model(exported['onnx'], device='cuda')
     if not torch.cuda.is_available():
-        with pytest.raises(run_onnx.DeploymentError,
-                           match='torch sees no CUDA device'):
+        with pytest.raises(
+                run_onnx.DeploymentError, match='torch sees no CUDA device'):
             run_onnx.load_model(exported['torchscript'], device='cuda')
     with pytest.raises(run_onnx.DeploymentError, match="device 'tpu'"):
         run_onnx.load_model(exported['onnx'], device='tpu')
@@ -163,8 +164,9 @@ def test_runner_rejects_newer_metadata_and_bad_images(run_onnx, exported,
     proto.metadata_props[0].value = json.dumps(meta)
     newer = str(tmp_path / 'newer.onnx')
     onnx.save(proto, newer)
-    with pytest.raises(run_onnx.DeploymentError,
-                       match='format_version 99; this runner reads up to 1'):
+    with pytest.raises(
+            run_onnx.DeploymentError,
+            match='format_version 99; this runner reads up to 1'):
         run_onnx.load_model(newer)
     run, meta = run_onnx.load_model(exported['onnx'])
     bad = tmp_path / 'bad.jpg'
@@ -174,8 +176,9 @@ def test_runner_rejects_newer_metadata_and_bad_images(run_onnx, exported,
     assert run_onnx.main([exported['onnx'], str(bad)]) == 2
     assert run_onnx.main([exported['onnx']]) == 2  # no image
     scores = np.array([0.2, 0.9, 0.5, 0.1, 0.7], dtype=np.float32)
-    assert run_onnx.labels(scores, meta) == [
-        ('dog', pytest.approx(0.9)), ('red circle', pytest.approx(0.7)),
-        ('traffic light', 0.5)]
-    assert [n for n, _ in run_onnx.labels(scores, meta, topk=2)] == [
-        'dog', 'red circle']
+    assert run_onnx.labels(scores,
+                           meta) == [('dog', pytest.approx(0.9)),
+                                     ('red circle', pytest.approx(0.7)),
+                                     ('traffic light', 0.5)]
+    assert [n for n, _ in run_onnx.labels(scores, meta, topk=2)
+            ] == ['dog', 'red circle']

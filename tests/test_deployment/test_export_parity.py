@@ -33,9 +33,8 @@ def assert_informative(scores):
     assert np.ptp(scores, axis=0).max() > 1e-2, scores
 
 
-@pytest.mark.parametrize('method',
-                         ['positivecoop', 'negativecoop', 'dualcoop',
-                          'baseline'])
+@pytest.mark.parametrize(
+    'method', ['positivecoop', 'negativecoop', 'dualcoop', 'baseline'])
 def test_every_head_onnx_and_torchscript_match_inference_model(
         method, method_models, images, run_onnx, tmp_path):
     model = method_models(method)
@@ -49,7 +48,7 @@ def test_every_head_onnx_and_torchscript_match_inference_model(
         got, stored = exported_scores(run_onnx, out, images, batch_size=3)
         np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
         assert stored['classes'] == CLASSES
-        assert stored['method'] == type(model.head).__name__
+        assert stored['method'] == model.head.__class__.__name__
 
 
 def test_onnx_graph_has_no_text_encoder(method_models, tmp_path):
@@ -60,8 +59,7 @@ def test_onnx_graph_has_no_text_encoder(method_models, tmp_path):
     export_model(model, out)
     graph = onnx.load(out).graph
     sizes = [int(np.prod(t.dims)) for t in graph.initializer]
-    text_params = sum(
-        p.numel() for p in model.head.text_encoder.parameters())
+    text_params = sum(p.numel() for p in model.head.text_encoder.parameters())
     tower_params = sum(p.numel() for p in model.backbone.parameters())
     assert max(sizes) < 49408 * 64
     # the tower, the (C, D) features, normalisation constants: no more
@@ -83,12 +81,13 @@ def test_folded_head_is_the_region_aggregation(method_models):
     assert isinstance(folded.head, FoldedRegionHead)
     neg, pos = model.head.class_features()
     dense = torch.randn(2, 64, 5)
-    expected = class_specific_region_aggregation(
-        dense, neg, pos, model.head.feat_scale, model.head.logit_scale)
+    expected = class_specific_region_aggregation(dense, neg, pos,
+                                                 model.head.feat_scale,
+                                                 model.head.logit_scale)
     with torch.no_grad():
         torch.testing.assert_close(folded.head((dense, )), expected)
-    assert not any(
-        'text_encoder' in name for name, _ in folded.named_parameters())
+    assert not any('text_encoder' in name
+                   for name, _ in folded.named_parameters())
 
 
 @pytest.mark.parametrize('method', ['dualcoop', 'baseline'])
@@ -101,8 +100,7 @@ def test_class_subset_keeps_the_scores_of_those_classes(
     export_model(model, out, classes=subset)
     got, meta = exported_scores(run_onnx, out, images)
     assert meta['classes'] == ['traffic light', 'cat']
-    np.testing.assert_allclose(
-        got, expected[:, [2, 0]], rtol=0, atol=FP32_TOL)
+    np.testing.assert_allclose(got, expected[:, [2, 0]], rtol=0, atol=FP32_TOL)
 
 
 def test_demo_model_normalized_input_and_thresholds(demo_checkpoint, images,
@@ -116,8 +114,12 @@ def test_demo_model_normalized_input_and_thresholds(demo_checkpoint, images,
     thresholds = np.linspace(0.1, 0.9, len(model.head.classnames))
     for fmt in ('onnx', 'torchscript'):
         out = str(tmp_path / f'demo_norm{SUFFIX[fmt]}')
-        export_model(model, out, format=fmt, input_format='normalized',
-                     thresholds=thresholds)
+        export_model(
+            model,
+            out,
+            format=fmt,
+            input_format='normalized',
+            thresholds=thresholds)
         got, meta = exported_scores(run_onnx, out, images)
         np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
         assert meta['input']['layout'] == 'NCHW'
@@ -126,8 +128,7 @@ def test_demo_model_normalized_input_and_thresholds(demo_checkpoint, images,
         # the stored per-class thresholds decide the labels
         labels = run_onnx.labels(got[0], meta)
         assert [n for n, _ in labels] == [
-            meta['classes'][i]
-            for i in np.argsort(-got[0], kind='stable')
+            meta['classes'][i] for i in np.argsort(-got[0], kind='stable')
             if got[0, i] >= thresholds[i]
         ]
 
@@ -141,12 +142,14 @@ def test_metadata_states_the_preprocessing(method_models, tmp_path):
     meta = json.loads(extra['mmcoop.json'])
     pre = meta['preprocess']
     # the config's data preprocessor (CLIP statistics, 0-255, RGB)
-    np.testing.assert_allclose(
-        pre['mean'], [122.770938, 116.7460125, 104.09373615])
-    np.testing.assert_allclose(
-        pre['std'], [68.5005327, 66.6321579, 70.32316305])
+    np.testing.assert_allclose(pre['mean'],
+                               [122.770938, 116.7460125, 104.09373615])
+    np.testing.assert_allclose(pre['std'],
+                               [68.5005327, 66.6321579, 70.32316305])
     assert pre['resize'] == dict(
-        width=RESOLUTION, height=RESOLUTION, interpolation='bilinear',
+        width=RESOLUTION,
+        height=RESOLUTION,
+        interpolation='bilinear',
         backend='pillow')
     # LoadImageFromFileChecked ignores EXIF orientation, as the official code
     assert pre['decode'] == dict(channel_order='RGB', exif_transpose=False)
@@ -169,6 +172,7 @@ def test_fp16_export_within_stated_tolerance(fmt, demo_checkpoint, images,
     got, _ = exported_scores(run_onnx, out, images)
     diff = np.abs(got - expected).max()
     assert diff <= TOLERANCES['fp16']
+    assert diff <= 1e-2  # the demo model: ~2.5e-3 measured
     assert diff > 0  # really ran in half precision
     if fmt == 'onnx':
         assert onnx.TensorProto.FLOAT16 in graph_tensor_types(out)

@@ -19,8 +19,8 @@ import sys
 try:
     import mmcoop  # noqa: F401
 except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-        osp.abspath(__file__)))))
+    sys.path.insert(
+        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmengine.config import DictAction
 
@@ -37,26 +37,36 @@ def parse_args(argv=None):
     parser.add_argument('--out', required=True, help='output file')
     parser.add_argument('--format', default='onnx', choices=FORMATS)
     parser.add_argument(
-        '--classes', nargs='+', metavar='NAME',
+        '--classes',
+        nargs='+',
+        metavar='NAME',
         help='export only these classes (quote names with spaces)')
     parser.add_argument(
-        '--input-format', default='uint8', choices=INPUT_FORMATS,
+        '--input-format',
+        default='uint8',
+        choices=INPUT_FORMATS,
         help='uint8: (B, H, W, 3) RGB images, normalised inside the model; '
         'normalized: (B, 3, H, W) float, (rgb - mean) / std')
     parser.add_argument(
-        '--fp16', action='store_true',
+        '--fp16',
+        action='store_true',
         help='image tower in half precision (for GPU runtimes)')
     parser.add_argument(
-        '--opset', type=int,
+        '--opset',
+        type=int,
         help='ONNX opset, {} to {} (default {})'.format(
             *ONNX_OPSETS, ONNX_OPSETS[0]))
     parser.add_argument(
-        '--threshold', type=float, default=0.5,
+        '--threshold',
+        type=float,
+        default=0.5,
         help='label threshold stored in the model metadata')
     parser.add_argument(
         '--force', action='store_true', help='replace an existing --out')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, key=value')
     return parser.parse_args(argv)
 
@@ -65,8 +75,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         check_output_path(args.out, args.force)  # before the model build
-        model = init_model(args.config, args.checkpoint, device='cpu',
-                           cfg_options=args.cfg_options, strict=True)
+        model = init_model(
+            args.config,
+            args.checkpoint,
+            device='cpu',
+            cfg_options=args.cfg_options,
+            strict=True)
         meta = export_model(
             model,
             args.out,

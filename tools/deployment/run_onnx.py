@@ -66,8 +66,10 @@ def _load_onnx(path: str, device: str) -> Tuple[Callable, dict]:
         raise DeploymentError(
             'Running an .onnx model needs onnxruntime: pip install '
             'onnxruntime (or onnxruntime-gpu).') from e
-    provider = {'cpu': 'CPUExecutionProvider',
-                'cuda': 'CUDAExecutionProvider'}[device]
+    provider = {
+        'cpu': 'CPUExecutionProvider',
+        'cuda': 'CUDAExecutionProvider'
+    }[device]
     available = ort.get_available_providers()
     if provider not in available:
         raise DeploymentError(
@@ -189,14 +191,16 @@ def to_input(images: Sequence[np.ndarray], meta: dict) -> np.ndarray:
         x.transpose(0, 3, 1, 2), dtype=meta['input']['dtype'])
 
 
-def predict(run: Callable, meta: dict, paths: Sequence[str],
+def predict(run: Callable,
+            meta: dict,
+            paths: Sequence[str],
             batch_size: int = 8) -> np.ndarray:
     """``(N, C)`` scores of image files."""
     scores = []
     for start in range(0, len(paths), max(1, batch_size)):
         chunk = paths[start:start + batch_size]
-        scores.append(run(to_input([read_image(p, meta) for p in chunk],
-                                   meta)))
+        scores.append(
+            run(to_input([read_image(p, meta) for p in chunk], meta)))
     return np.concatenate(scores).astype(np.float32)
 
 
@@ -212,8 +216,9 @@ def labels(scores: np.ndarray,
     if topk is not None:
         keep = order[:topk]
     else:
-        thr = (np.full(len(classes), threshold) if threshold is not None
-               else np.asarray(meta['thresholds']))
+        thr = (
+            np.full(len(classes), threshold)
+            if threshold is not None else np.asarray(meta['thresholds']))
         keep = [i for i in order if scores[i] >= thr[i]]
     return [(classes[i], float(scores[i])) for i in keep]
 
@@ -224,17 +229,23 @@ def parse_args(argv=None):
         'TorchScript).')
     parser.add_argument('model', help='.onnx or TorchScript file')
     parser.add_argument('images', nargs='*', help='image files')
-    parser.add_argument('--threshold', type=float,
-                        help='one score threshold for every class '
-                        '(default: the thresholds stored in the model)')
-    parser.add_argument('--topk', type=int,
-                        help='print the k best classes instead')
+    parser.add_argument(
+        '--threshold',
+        type=float,
+        help='one score threshold for every class '
+        '(default: the thresholds stored in the model)')
+    parser.add_argument(
+        '--topk', type=int, help='print the k best classes instead')
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--json', action='store_true',
-                        help='one JSON object per image, all scores')
-    parser.add_argument('--info', action='store_true',
-                        help='print the model metadata and exit')
+    parser.add_argument(
+        '--json',
+        action='store_true',
+        help='one JSON object per image, all scores')
+    parser.add_argument(
+        '--info',
+        action='store_true',
+        help='print the model metadata and exit')
     return parser.parse_args(argv)
 
 
@@ -254,10 +265,13 @@ def main(argv=None) -> int:
     for path, row in zip(args.images, scores):
         found = labels(row, meta, args.threshold, args.topk)
         if args.json:
-            print(json.dumps(dict(
-                image=path,
-                labels=[name for name, _ in found],
-                scores=dict(zip(meta['classes'],
+            print(
+                json.dumps(
+                    dict(
+                        image=path,
+                        labels=[name for name, _ in found],
+                        scores=dict(
+                            zip(meta['classes'],
                                 [round(float(s), 6) for s in row])))))
         else:
             text = ', '.join(f'{name} {s:.2f}' for name, s in found)
