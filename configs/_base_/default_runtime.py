@@ -36,7 +36,7 @@ env_cfg = dict(
     cudnn_benchmark=False,
     # set multi process parameters
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    # set distributed parameters (tools/train.py switches to gloo on
+    # set distributed parameters (MMCoopRunner.from_cfg switches to gloo on
     # machines without CUDA)
     dist_cfg=dict(backend='nccl'),
 )

@@ -1,12 +1,13 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """MMEngine runner with safe checkpoint loading and crash-safe saving."""
+import copy
 import os
 import os.path as osp
 import re
 from typing import Callable, List, Union
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
@@ -54,6 +55,33 @@ def describe_class_difference(ckpt: List[str],
     return '; '.join(parts)
 
 
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Make ``launcher='pytorch'`` work on machines without CUDA.
+
+    MMEngine's ``init_dist`` calls ``torch.cuda.set_device`` and wraps the
+    model with ``device_ids=[LOCAL_RANK]``; both fail without a GPU. Here
+    the process group is created with the gloo backend (``env://``, as set
+    by torchrun) and the DDP wrapper gets ``device_ids=None`` (and the
+    config's ``find_unused_parameters``, as MMEngine's default wrapper).
+    Used for debugging and for the CPU distributed test; GPU runs are
+    untouched.
+    """
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(
+        type='MMDistributedDataParallel', broadcast_buffers=False)
+    wrapper.setdefault('device_ids', None)
+    wrapper.setdefault('find_unused_parameters',
+                       cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+
+
 @RUNNERS.register_module()
 class MMCoopRunner(Runner):
     """``mmengine.runner.Runner`` with mmcoop's checkpoint policy.
@@ -91,10 +119,30 @@ class MMCoopRunner(Runner):
       finite_check=False, class_check=False)``.
 
     Select it with ``runner_type = 'MMCoopRunner'`` (set in mmcoop's
-    ``default_runtime.py``).
+    ``default_runtime.py``). :meth:`from_cfg` (reached by
+    ``tools/train.py``, ``tools/test.py``, ``mim`` and ``RUNNERS.build``) is
+    where mmcoop's config keys are interpreted (``docs/architecture.md``).
     """
 
     _resuming = False
+
+    @classmethod
+    def from_cfg(cls, cfg) -> 'MMCoopRunner':
+        """Interpret mmcoop's config keys, then build the runner.
+
+        * ``feature_cache``: rewrites the config to train/validate from
+          cached frozen features
+          (:func:`mmcoop.datasets.feature_cache.apply_feature_cache`);
+        * ``launcher='pytorch'`` without CUDA: gloo process group
+          (:func:`setup_cpu_distributed`).
+        """
+        cfg = copy.deepcopy(cfg)
+        if not isinstance(cfg, Config):
+            cfg = Config(dict(cfg))
+        from mmcoop.datasets.feature_cache import apply_feature_cache
+        cfg = apply_feature_cache(cfg)
+        setup_cpu_distributed(cfg)
+        return super().from_cfg(cfg)
 
     def __init__(self, *args, **kwargs):
         cfg = kwargs.get('cfg')
