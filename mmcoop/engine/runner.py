@@ -12,14 +12,14 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
+from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.config_text import FormatOnceConfig
 from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (HAS_SCOPED_SAFE_GLOBALS,
                                      CheckpointMismatchError,
                                      CheckpointReadError,
-                                     UnsafeCheckpointError, atomic_torch_save,
-                                     is_own_checkpoint, safe_torch_load,
-                                     trusted_torch_load)
+                                     UnsafeCheckpointError, is_own_checkpoint,
+                                     safe_torch_load, trusted_torch_load)
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
@@ -101,9 +101,10 @@ class MMCoopRunner(Runner):
       CheckpointMismatchError` naming both (MMEngine only warns and loads
       the rest). Opt out per check with ``checkpoint_check =
       dict(shapes=False, classes=False)`` in the config.
-    * **Atomic saves.** Checkpoints are written to a temporary file and
-      renamed, so a crash mid-write never leaves a truncated file under the
-      final name. The config text stored in every checkpoint is formatted
+    * **Atomic saves.** Checkpoints are written through the file backend
+      :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temporary
+      file + rename), so a crash mid-write never leaves a truncated file
+      under the final name. The config text stored in every checkpoint is formatted
       once (:class:`~mmcoop.engine.config_text.FormatOnceConfig`), not by
       yapf at every save.
     * **Robust auto-resume.** ``--resume`` without a path uses the file
@@ -416,17 +417,13 @@ class MMCoopRunner(Runner):
     # save
     # ------------------------------------------------------------------
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs):
-        """Save as mmengine does, but atomically (temp file + rename)."""
-        import mmengine.runner.runner as runner_module
-        original = runner_module.save_checkpoint
-
-        def _atomic_save(checkpoint, filepath, *a, **k):
-            if '://' in str(filepath):  # remote backends: mmengine's path
-                return original(checkpoint, filepath, *a, **k)
-            atomic_torch_save(checkpoint, str(filepath))
-
-        runner_module.save_checkpoint = _atomic_save
-        try:
-            return super().save_checkpoint(out_dir, filename, *args, **kwargs)
-        finally:
-            runner_module.save_checkpoint = original
+        """Save as MMEngine does; local files go through
+        :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temp file
+        + rename) unless the caller chose a backend (``backend_args`` /
+        ``file_client_args``, as ``CheckpointHook`` passes them)."""
+        file_client_args = args[0] if args else kwargs.get('file_client_args')
+        backend_args = args[5] if len(args) > 5 else kwargs.get('backend_args')
+        if (file_client_args is None and backend_args is None
+                and len(args) <= 5 and '://' not in str(out_dir)):
+            kwargs['backend_args'] = dict(ATOMIC_BACKEND_ARGS)
+        return super().save_checkpoint(out_dir, filename, *args, **kwargs)
