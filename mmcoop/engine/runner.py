@@ -13,46 +13,15 @@ from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
+from mmcoop.engine.checkpoint_fit import check_checkpoint_fits
 from mmcoop.engine.config_text import FormatOnceConfig
 from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (HAS_SCOPED_SAFE_GLOBALS,
-                                     CheckpointMismatchError,
                                      CheckpointReadError,
                                      UnsafeCheckpointError, is_own_checkpoint,
                                      safe_torch_load, trusted_torch_load)
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
-
-
-def _norm(name) -> str:
-    return re.sub(r'\s+', ' ', str(name).replace('_', ' ')).strip().lower()
-
-
-def describe_class_difference(ckpt: List[str],
-                              current: List[str],
-                              limit: int = 8) -> str:
-    """Human-readable differences between two class lists."""
-    parts = [f'{len(ckpt)} vs {len(current)} classes']
-    a = {_norm(c) for c in ckpt}
-    b = {_norm(c) for c in current}
-    only_ckpt = [c for c in ckpt if _norm(c) not in b]
-    only_cur = [c for c in current if _norm(c) not in a]
-    if only_ckpt:
-        parts.append(f'only in the checkpoint: {only_ckpt[:limit]}'
-                     f'{"..." if len(only_ckpt) > limit else ""}')
-    if only_cur:
-        parts.append(f'only in the config: {only_cur[:limit]}'
-                     f'{"..." if len(only_cur) > limit else ""}')
-    if not only_ckpt and not only_cur:
-        moved = [
-            f'#{i}: {x!r} vs {y!r}'
-            for i, (x, y) in enumerate(zip(ckpt, current))
-            if _norm(x) != _norm(y)
-        ]
-        parts.append('same names in another order (' +
-                     ', '.join(moved[:limit]) +
-                     (', ...' if len(moved) > limit else '') + ')')
-    return '; '.join(parts)
 
 
 def setup_cpu_distributed(cfg: Config) -> None:
@@ -96,11 +65,13 @@ class MMCoopRunner(Runner):
       cannot allow-list globals for one call, the run's own checkpoints
       (inside ``work_dir``) are resumed with the full unpickler.
     * **Fit checks.** A checkpoint whose tensors have other shapes than the
-      model's, or whose ``meta.dataset_meta.classes`` differ from the
-      classes of the config, raises :class:`~mmcoop.utils.checkpoint.
-      CheckpointMismatchError` naming both (MMEngine only warns and loads
-      the rest). Opt out per check with ``checkpoint_check =
-      dict(shapes=False, classes=False)`` in the config.
+      model's, that leaves a trainable parameter unloaded, or whose
+      ``meta.dataset_meta.classes`` differ from the classes of the config,
+      raises :class:`~mmcoop.utils.checkpoint.CheckpointMismatchError`
+      naming the keys (MMEngine only warns and loads the rest); one policy
+      with ``init_model`` (:mod:`mmcoop.engine.checkpoint_fit`). Opt out per
+      check with ``checkpoint_check = dict(shapes=False, missing=False,
+      classes=False)`` in the config.
     * **Atomic saves.** Checkpoints are written through the file backend
       :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temporary
       file + rename), so a crash mid-write never leaves a truncated file
@@ -310,83 +281,23 @@ class MMCoopRunner(Runner):
                               checkpoint: dict,
                               filename: str,
                               revise_keys: list = [(r'^module.', '')]) -> None:
-        """Raise :class:`CheckpointMismatchError` if ``checkpoint`` does not
-        fit the model (tensor shapes) or the classes of this config."""
-        checks = dict(shapes=True, classes=True)
-        checks.update(self.cfg.get('checkpoint_check', None) or {})
-        model = self.model.module if is_model_wrapper(
-            self.model) else self.model
-        state_dict = checkpoint.get('state_dict', checkpoint)
-        if not isinstance(state_dict, dict):
-            raise CheckpointReadError(
-                f'{filename!r}: `state_dict` is a '
-                f'{type(state_dict).__name__}, not a dict of tensors.')
-        revised = {}
-        for key, value in state_dict.items():
-            for pattern, repl in revise_keys:
-                key = re.sub(pattern, repl, key)
-            revised[key] = value
-        own = {n: tuple(t.shape) for n, t in model.named_parameters()}
-        own.update({n: tuple(t.shape) for n, t in model.named_buffers()})
-        meta = checkpoint.get('meta') or {}
-        meta = meta if isinstance(meta, dict) else {}
-        dataset_meta = meta.get('dataset_meta') or {}
-        ckpt_classes = (dataset_meta.get('classes') if isinstance(
-            dataset_meta, dict) else None) or meta.get('classnames')
-        ckpt_classes = list(ckpt_classes) if ckpt_classes else None
-        head = getattr(model, 'head', None)
-        head_classes = getattr(head, 'classnames', None)
-        fix = ('Fix: use the config the checkpoint was trained with (its '
-               "meta['cfg'] holds it) or a checkpoint trained for this "
-               'config')
-        if checks['shapes']:
-            bad = [(k, tuple(v.shape), own[k]) for k, v in revised.items()
-                   if k in own and isinstance(v, torch.Tensor)
-                   and tuple(v.shape) != own[k]]
-            if bad:
-                lines = '; '.join(f'{k}: checkpoint {list(c)} vs model '
-                                  f'{list(m)}' for k, c, m in bad[:10])
-                more = f' (and {len(bad) - 10} more)' if len(bad) > 10 else ''
-                classes = ''
-                if ckpt_classes and head_classes is not None:
-                    classes = (
-                        f' The checkpoint was trained for {len(ckpt_classes)}'
-                        f' classes, the model head has {len(head_classes)}'
-                        ': ' + describe_class_difference(
-                            ckpt_classes, list(head_classes)) + '.')
-                raise CheckpointMismatchError(
-                    f'Checkpoint {filename!r} does not fit the model of this '
-                    f'config: {len(bad)} tensor(s) have other shapes '
-                    f'({lines}{more}).{classes} {fix}; or set '
-                    '`checkpoint_check = dict(shapes=False)` to load only '
-                    'the tensors that fit (MMEngine then skips the others).')
-        if revised and own and not any(k in own for k in revised):
-            raise CheckpointMismatchError(
-                f'Checkpoint {filename!r} shares no parameter name with the '
-                f'model of this config (checkpoint keys like '
-                f'{list(revised)[:3]}, model keys like {list(own)[:3]}); '
-                f'nothing would be loaded. {fix}.')
-        if not checks['classes'] or not ckpt_classes:
-            return
+        """Apply mmcoop's load policy
+        (:func:`mmcoop.engine.checkpoint_fit.check_checkpoint_fits`) with
+        the config's ``checkpoint_check`` and the classes of the datasets
+        already built (the head's when none is)."""
         targets = []
         for role, dataset in self._loaded_datasets():
             classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
             if classes:
                 targets.append((f'the {role} dataset', list(classes)))
-        if not targets and head_classes is not None:
-            targets.append(('the model head (`model.head.classnames`)',
-                            list(head_classes)))
-        for what, classes in targets:
-            if [_norm(c) for c in classes] != [_norm(c) for c in ckpt_classes]:
-                raise CheckpointMismatchError(
-                    f'Checkpoint {filename!r} was trained for other classes '
-                    f'than {what}: ' +
-                    describe_class_difference(ckpt_classes, classes) +
-                    f'. Checkpoint classes: {ckpt_classes[:20]}'
-                    f'{"..." if len(ckpt_classes) > 20 else ""}; config: '
-                    f'{classes[:20]}{"..." if len(classes) > 20 else ""}. '
-                    f'{fix}; or, to reuse class-agnostic parameters on '
-                    'purpose, set `checkpoint_check = dict(classes=False)`.')
+        for warning in check_checkpoint_fits(
+                self.model,
+                checkpoint,
+                filename,
+                checks=self.cfg.get('checkpoint_check', None),
+                class_targets=targets,
+                revise_keys=revise_keys):
+            self.logger.warning(warning)
 
     def load_checkpoint(self,
                         filename: str,
