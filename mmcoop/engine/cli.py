@@ -123,7 +123,7 @@ def _lookup(cfg, dotted: str):
             if index >= len(node):
                 return _MISSING
             node = node[index]
-        elif isinstance(node, dict) and part in node:
+        elif isinstance(node, (dict, Config)) and part in node:
             node = node[part]
         else:
             return _MISSING

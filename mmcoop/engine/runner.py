@@ -14,7 +14,10 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.checkpoint_fit import check_checkpoint_fits
+from mmcoop.engine.config_checks import (check_unknown_keys,
+                                         check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
+from mmcoop.engine.work_dir_lock import WorkDirLock
 from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (HAS_SCOPED_SAFE_GLOBALS,
                                      CheckpointReadError,
@@ -22,6 +25,27 @@ from mmcoop.utils.checkpoint import (HAS_SCOPED_SAFE_GLOBALS,
                                      safe_torch_load, trusted_torch_load)
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+
+
+#: scheduler state that changes while training (not a config value).
+_DYNAMIC_STATE = frozenset({
+    'base_values', 'last_step', '_global_step', 'verbose', '_last_value',
+    '_get_value_called_within_step', 'param_name'
+})
+
+
+def _launcher_rank(launcher: str) -> int:
+    """The global rank of this process before MMEngine initialises the
+    process group (0 for ``launcher='none'``)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    if launcher == 'none':
+        return 0
+    for var in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'):
+        if os.environ.get(var, '').isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def setup_cpu_distributed(cfg: Config) -> None:
@@ -106,11 +130,19 @@ class MMCoopRunner(Runner):
           cached frozen features
           (:func:`mmcoop.datasets.feature_cache.apply_feature_cache`);
         * ``launcher='pytorch'`` without CUDA: gloo process group
-          (:func:`setup_cpu_distributed`).
+          (:func:`setup_cpu_distributed`);
+        * top-level keys nothing reads: a warning naming them, an error with
+          ``strict_config=True``
+          (:func:`mmcoop.engine.config_checks.check_unknown_keys`).
+
+        ``__init__`` then refuses a work dir inside a dataset folder and
+        takes the work-dir lock (:mod:`mmcoop.engine.work_dir_lock`)
+        before MMEngine writes there.
         """
         cfg = copy.deepcopy(cfg)
         if not isinstance(cfg, Config):
             cfg = Config(dict(cfg))
+        check_unknown_keys(cfg)
         from mmcoop.datasets.feature_cache import apply_feature_cache
         cfg = apply_feature_cache(cfg)
         setup_cpu_distributed(cfg)
@@ -124,8 +156,53 @@ class MMCoopRunner(Runner):
         if isinstance(cfg, Config) and not isinstance(cfg, FormatOnceConfig):
             # yapf runs once, not at every checkpoint save
             kwargs['cfg'] = FormatOnceConfig.from_config(cfg)
-        super().__init__(*args, **kwargs)
+        # before MMEngine creates the work dir and writes its log and
+        # config dump there: never inside a dataset, never two runs at once
+        work_dir = kwargs.get('work_dir', args[1] if len(args) > 1 else None)
+        check_work_dir_outside_datasets(
+            work_dir, (kwargs.get(k) for k in ('train_dataloader',
+                                               'val_dataloader',
+                                               'test_dataloader')))
+        self._work_dir_lock = None
+        if _launcher_rank(kwargs.get('launcher', 'none')) == 0:
+            self._work_dir_lock = WorkDirLock(osp.abspath(work_dir))
+            self._work_dir_lock.acquire()
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            self._release_work_dir()
+            raise
+        stale = self._work_dir_lock and self._work_dir_lock.took_over
+        if stale:
+            self.logger.warning(
+                f"Took over the stale lock {self._work_dir_lock.path} of pid "
+                f"{stale.get('pid')} (since {stale.get('since')}), which no "
+                'longer runs (a crashed or killed run).')
         self._register_mmcoop_hooks()
+
+    # ------------------------------------------------------------------
+    # the work-dir lock is held while the runner is built and runs
+    # ------------------------------------------------------------------
+    def _release_work_dir(self) -> None:
+        if self._work_dir_lock is not None:
+            self._work_dir_lock.release()
+
+    def _locked(self, loop: Callable):
+        if self._work_dir_lock is not None:
+            self._work_dir_lock.acquire()
+        try:
+            return loop()
+        finally:
+            self._release_work_dir()
+
+    def train(self):
+        return self._locked(super().train)
+
+    def val(self):
+        return self._locked(super().val)
+
+    def test(self):
+        return self._locked(super().test)
 
     # ------------------------------------------------------------------
     # hooks
@@ -156,6 +233,46 @@ class MMCoopRunner(Runner):
             super().resume(filename, *args, **kwargs)
         finally:
             self._resuming = False
+
+    def _report_resume_overrides(self, checkpoint: dict,
+                                 filename: str) -> None:
+        """Warn when the resumed optimizer / scheduler state replaces
+        values the config sets now (e.g. ``--resume`` with a new lr)."""
+        changes = []
+        ckpt_optim = checkpoint.get('optimizer')
+        optimizer = getattr(self.optim_wrapper, 'optimizer', None)
+        if isinstance(ckpt_optim, dict) and optimizer is not None:
+            for i, (now, old) in enumerate(
+                    zip(optimizer.param_groups,
+                        ckpt_optim.get('param_groups') or [])):
+                for key in sorted(set(now) & set(old) - {'params', 'lr'}):
+                    if key != 'initial_lr' or 'initial_lr' in now:
+                        if now[key] != old[key]:
+                            name = 'lr' if key == 'initial_lr' else key
+                            changes.append(
+                                f'optimizer param group {i} {name}: '
+                                f'config {now[key]!r} -> checkpoint '
+                                f'{old[key]!r}')
+        schedulers = self.param_schedulers
+        if isinstance(schedulers, list):
+            for i, (now, old) in enumerate(
+                    zip(schedulers, checkpoint.get('param_schedulers') or [])):
+                kind = type(now).__name__
+                now = now.state_dict()
+                for key in sorted(set(now) & set(old) - _DYNAMIC_STATE):
+                    if now[key] != old[key]:
+                        changes.append(
+                            f'param_scheduler[{i}] ({kind}) {key}: config '
+                            f'{now[key]!r} -> checkpoint {old[key]!r}')
+        if changes:
+            self.logger.warning(
+                f'--resume from {filename}: the resumed optimizer and '
+                'scheduler state win over the config for ' +
+                '; '.join(changes[:8]) +
+                (f' (and {len(changes) - 8} more)' if len(changes) > 8 else
+                 '') + '. train_cfg (e.g. max_epochs) comes from the config. '
+                'To train with the new values, start a new run with '
+                f'`load_from={filename}` (weights only) instead of --resume.')
 
     def _resume_candidates(self) -> List[str]:
         """Checkpoints to try for auto-resume, best first."""
@@ -315,6 +432,8 @@ class MMCoopRunner(Runner):
                 '`--resume` or the test checkpoint argument).')
         checkpoint = self._read_checkpoint(filename, map_location)
         self.check_checkpoint_fits(checkpoint, filename, revise_keys)
+        if self._resuming:
+            self._report_resume_overrides(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(
             self.model) else self.model
