@@ -7,9 +7,8 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
-from mmcoop.utils import (UnsafeCheckpointError, atomic_torch_save,
-                          is_own_checkpoint, safe_torch_load,
-                          trusted_torch_load)
+from mmcoop.utils import (CheckpointReadError, UnsafeCheckpointError,
+                          atomic_torch_save, safe_torch_load)
 
 
 class _WritesFile:
@@ -35,6 +34,20 @@ def test_safe_load_refuses_malicious_pickle(tmp_path):
     assert 'publish_model.py' in msg
 
 
+def test_refusal_names_the_pickled_objects(tmp_path):
+    marker = tmp_path / 'pwned.txt'
+    zipped = tmp_path / 'zipped.pth'
+    torch.save({'state_dict': {}, 'x': _WritesFile(str(marker))}, zipped)
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'x': _WritesFile(str(marker))},
+               legacy,
+               _use_new_zipfile_serialization=False)
+    for path in (zipped, legacy):
+        with pytest.raises(UnsafeCheckpointError, match=r'\(io\.open\)'):
+            safe_torch_load(str(path), runtime_state=True)
+    assert not marker.exists()
+
+
 def test_safe_load_tensors_and_plain_meta(tmp_path):
     ckpt = tmp_path / 'ok.pth'
     torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'epoch': 3}},
@@ -45,14 +58,21 @@ def test_safe_load_tensors_and_plain_meta(tmp_path):
 
 
 def test_safe_load_refuses_mmengine_runtime_state(tmp_path):
-    # What mmengine 0.10.x resume checkpoints contain: rejected from
-    # elsewhere, loadable by the trusted loader.
+    # What mmengine 0.10.x resume checkpoints contain: refused as plain
+    # weights, read through the stand-ins with runtime_state=True.
     ckpt = tmp_path / 'resume.pth'
     torch.save({'message_hub': {'log': HistoryBuffer([1.0, 2.0], [1, 1])}}, ckpt)
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError,
+                       match='mmengine.logging.history_buffer.HistoryBuffer'):
         safe_torch_load(str(ckpt))
-    out = trusted_torch_load(str(ckpt))
+    before = set(torch.serialization.get_safe_globals())
+    out = safe_torch_load(str(ckpt), runtime_state=True)
+    assert type(out['message_hub']['log']) is HistoryBuffer
     assert out['message_hub']['log'].mean() == pytest.approx(1.5)
+    # the stand-ins were allow-listed for that call only
+    assert set(torch.serialization.get_safe_globals()) == before
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(ckpt, weights_only=True)
 
 
 def test_empty_and_truncated_files(tmp_path):
@@ -66,26 +86,19 @@ def test_empty_and_truncated_files(tmp_path):
     cut.write_bytes(good.read_bytes()[:500])
     with pytest.raises(RuntimeError, match='truncated'):
         safe_torch_load(str(cut))
-    with pytest.raises(RuntimeError, match='previous checkpoint'):
-        trusted_torch_load(str(cut))
+    with pytest.raises(CheckpointReadError, match='previous checkpoint'):
+        safe_torch_load(str(cut), runtime_state=True)
+    with pytest.raises(CheckpointReadError, match='not a PyTorch'):
+        safe_torch_load(str(_write(tmp_path / 'zeros.pth', b'\0' * 100)))
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         safe_torch_load(str(tmp_path / 'missing.pth'))
+    with pytest.raises(IsADirectoryError, match='is a folder'):
+        safe_torch_load(str(tmp_path))
 
 
-def test_is_own_checkpoint(tmp_path):
-    work = tmp_path / 'work'
-    work.mkdir()
-    inside = work / 'epoch_1.pth'
-    inside.write_bytes(b'x')
-    outside = tmp_path / 'other.pth'
-    outside.write_bytes(b'x')
-    assert is_own_checkpoint(str(inside), str(work))
-    assert not is_own_checkpoint(str(outside), str(work))
-    assert not is_own_checkpoint(str(inside), None)
-    # a symlink inside the work dir pointing outside is not "own"
-    link = work / 'link.pth'
-    os.symlink(outside, link)
-    assert not is_own_checkpoint(str(link), str(work))
+def _write(path, data):
+    path.write_bytes(data)
+    return path
 
 
 def test_atomic_save_never_leaves_partial_file(tmp_path, monkeypatch):
