@@ -3,7 +3,6 @@
 image demo, on a tiny random CLIP and generated images."""
 import argparse
 import copy
-import importlib.util
 import os.path as osp
 import warnings
 
@@ -11,6 +10,7 @@ import mmcv
 import numpy as np
 import pytest
 import torch
+from _common import load_tool
 from mmengine.config import Config
 from mmpretrain.structures import DataSample
 from PIL import Image
@@ -19,7 +19,6 @@ from mmcoop.apis import (MultiLabelInferencer, draw_predictions,
                          inference_model, init_model)
 from mmcoop.utils import UnsafeCheckpointError
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLASSES = ['cat', 'dog', 'traffic light', 'hair drier']
 CLIP_MEAN = [v * 255 for v in (0.48145466, 0.4578275, 0.40821073)]
 CLIP_STD = [v * 255 for v in (0.26862954, 0.26130258, 0.27577711)]
@@ -57,16 +56,6 @@ def tiny_config(head_type='PositiveCoOpHead'):
                     dict(type='Resize', scale=(64, 64), keep_ratio=False),
                     dict(type='PackInputs')
                 ])))
-
-
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny models: one intra-op thread is much faster than two on a busy
-    2-core machine (OpenMP threads spin against each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(cfg, ckpt=None, **kwargs):
@@ -321,10 +310,7 @@ def test_draw_predictions():
 
 
 def test_image_demo(setup, capsys):
-    spec = importlib.util.spec_from_file_location(
-        'mmcoop_demo_image_demo', osp.join(ROOT, 'demo', 'image_demo.py'))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_tool('demo/image_demo.py')
     show_dir = str(setup['tmp'] / 'vis')
     torch.manual_seed(0)
     results, saved = demo.main([

@@ -2,7 +2,6 @@
 """tools/model_converters/official_to_mmcoop.py on checkpoints built here in
 the official key layout (train.py L174-181: ``{'epoch', 'arch',
 'state_dict', 'best_mAP', 'optimizer', 'scheduler'}``)."""
-import importlib.util
 import os
 import os.path as osp
 from collections import OrderedDict
@@ -10,18 +9,14 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from _common import load_tool
 from _official_reference import TINY_RN
 from mmengine.runner import load_checkpoint
 
 from mmcoop.engine.runner import MMCoopRunner
 from mmcoop.registry import MODELS
 
-_PATH = osp.join(
-    osp.dirname(__file__), '..', '..', 'tools', 'model_converters',
-    'official_to_mmcoop.py')
-_spec = importlib.util.spec_from_file_location('official_to_mmcoop', _PATH)
-conv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(conv)
+conv = load_tool('tools/model_converters/official_to_mmcoop.py')
 
 NAMES = ['cat', 'traffic light', 'dining table']
 C, N_CTX, W = 3, 4, 64

@@ -4,7 +4,6 @@ prompt_similarity, negation_stats, complexity, similarity_map."""
 import copy
 import csv
 import gzip
-import importlib.util
 import json
 import os.path as osp
 import re
@@ -15,31 +14,11 @@ import types
 import numpy as np
 import pytest
 import torch
+from _common import ROOT, load_tool
 from mmengine.config import Config
 from PIL import Image
 
 from mmcoop.utils import prompt_templates as pt
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def load_tool(relpath):
-    name = 'mmcoop_tool_' + osp.splitext(relpath)[0].replace('/', '_')
-    spec = importlib.util.spec_from_file_location(name,
-                                                  osp.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny models: one intra-op thread is faster on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def read_csv(path):
     with open(path, newline='', encoding='utf-8') as f:

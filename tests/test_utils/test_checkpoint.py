@@ -5,27 +5,18 @@ import pickle
 
 import pytest
 import torch
+from _common import WritesFile
 from mmengine.logging import HistoryBuffer
 
 from mmcoop.utils import (CheckpointReadError, UnsafeCheckpointError,
                           atomic_torch_save, safe_torch_load)
 
 
-class _WritesFile:
-    """Unpickling this object would create ``self.path``."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, 'w'))
-
-
 def test_safe_load_refuses_malicious_pickle(tmp_path):
     marker = tmp_path / 'pwned.txt'
     ckpt = tmp_path / 'evil.pth'
     with open(ckpt, 'wb') as f:
-        pickle.dump({'state_dict': {}, 'x': _WritesFile(str(marker))}, f)
+        pickle.dump({'state_dict': {}, 'x': WritesFile(str(marker))}, f)
     with pytest.raises(UnsafeCheckpointError) as err:
         safe_torch_load(str(ckpt))
     assert not marker.exists()
@@ -37,9 +28,9 @@ def test_safe_load_refuses_malicious_pickle(tmp_path):
 def test_refusal_names_the_pickled_objects(tmp_path):
     marker = tmp_path / 'pwned.txt'
     zipped = tmp_path / 'zipped.pth'
-    torch.save({'state_dict': {}, 'x': _WritesFile(str(marker))}, zipped)
+    torch.save({'state_dict': {}, 'x': WritesFile(str(marker))}, zipped)
     legacy = tmp_path / 'legacy.pth'
-    torch.save({'x': _WritesFile(str(marker))},
+    torch.save({'x': WritesFile(str(marker))},
                legacy,
                _use_new_zipfile_serialization=False)
     for path in (zipped, legacy):
