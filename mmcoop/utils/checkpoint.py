@@ -25,6 +25,7 @@ Only public torch APIs are used; they set the torch floor (``setup.cfg``):
 ``(stand_in, 'pickled.name')`` allow-list entries and
 ``get_unsafe_globals_in_checkpoint`` (torch 2.6).
 """
+import errno
 import os
 import os.path as osp
 import pickle
@@ -36,7 +37,8 @@ import torch
 
 __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
-    'safe_torch_load', 'atomic_torch_save', 'runtime_state_globals'
+    'safe_torch_load', 'atomic_torch_save', 'last_good_checkpoint',
+    'runtime_state_globals'
 ]
 
 if not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):
@@ -241,19 +243,112 @@ def safe_torch_load(path: str,
 # --------------------------------------------------------------------------
 # saving
 # --------------------------------------------------------------------------
-def atomic_torch_save(obj: Any, path: str) -> None:
+def _mount_point(folder: str) -> str:
+    path = osp.realpath(folder)
+    while not osp.ismount(path):
+        parent = osp.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def last_good_checkpoint(path: str) -> Optional[str]:
+    """The checkpoint a run could resume from if saving ``path`` failed:
+    the file named in ``last_checkpoint`` next to ``path`` (MMEngine's
+    pointer), else ``path`` itself when it exists (the atomic save keeps
+    its previous version), else the newest ``*.pth`` of that folder."""
+    folder = osp.dirname(osp.abspath(path))
+    pointer = osp.join(folder, 'last_checkpoint')
+    try:
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            return named
+    except OSError:
+        pass
+    if osp.isfile(path):
+        return path
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith('.pth')]
+    except OSError:
+        return None
+    names.sort(key=lambda n: osp.getmtime(osp.join(folder, n)))
+    return osp.join(folder, names[-1]) if names else None
+
+
+def atomic_torch_save(obj: Any,
+                      path: str,
+                      last_good: Optional[str] = None) -> None:
     """``torch.save`` to a temporary file, then rename over ``path``.
 
     A crash mid-write leaves the previous file (or nothing), never a
     truncated checkpoint under the final name.
+
+    Args:
+        obj: what to save.
+        path (str): the final file.
+        last_good (str, optional): the checkpoint to name as the last good
+            one if the disk is full. Defaults to
+            :func:`last_good_checkpoint` of ``path``.
+
+    Raises:
+        OSError: ``errno.ENOSPC`` / ``EDQUOT`` with a message naming the
+            disk, saying that nothing was lost and which checkpoint is the
+            last good one.
     """
     tmp = f'{path}.tmp-{os.getpid()}'
+    error = None
     try:
         with open(tmp, 'wb') as f:
-            torch.save(obj, f)
+            writer = _WriteErrorRecorder(f)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError:  # torch wraps the OSError of a write
+                error = writer.error
+                if error is None:
+                    raise
+                raise error
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        error = e
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+    if error is not None:
+        folder = osp.dirname(osp.abspath(path))
+        good = last_good or last_good_checkpoint(path)
+        reason = ('no space left'
+                  if error.errno == errno.ENOSPC else 'disk quota exceeded')
+        kept = (f'the previous {osp.basename(path)} is intact, '
+                if osp.isfile(path) else '')
+        raise OSError(
+            error.errno,
+            f'{reason} on {_mount_point(folder)} (folder {folder}) while '
+            f'saving {path}. Nothing was lost: {kept}the partial file was '
+            f'removed, and the last good checkpoint is {good or "(none yet)"}.'
+            ' Fix: free space on that disk (or train with another '
+            '--work-dir), then continue with --resume.') from error
+
+
+class _WriteErrorRecorder:
+    """A file wrapper that remembers the ``OSError`` of a failed write
+    (``torch.save`` reports it as a RuntimeError without the errno)."""
+
+    def __init__(self, f):
+        self.f = f
+        self.error = None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        return self.f.flush()

@@ -1,4 +1,5 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
+import errno
 import os
 import os.path as osp
 import pickle
@@ -109,3 +110,78 @@ def test_atomic_save_never_leaves_partial_file(tmp_path, monkeypatch):
     assert torch.load(path, weights_only=True)['v'].item() == 0
     assert sorted(os.listdir(tmp_path)) == ['ckpt.pth']
     assert not osp.exists(str(path) + '.tmp')
+
+
+class _DiskFull:
+    """A file whose writes fail with ``errno`` once ``room`` bytes are
+    written (what a full disk does)."""
+
+    def __new__(cls, path, mode='r', *args, **kwargs):
+        if 'w' not in mode:  # reading is unaffected
+            return open(path, mode)
+        return super().__new__(cls)
+
+    def __init__(self, path, mode='r', room=64, code=errno.ENOSPC):
+        self.f = open(path, mode)
+        self.room, self.code = room, code
+
+    def write(self, data):
+        if self.room < len(data):
+            raise OSError(self.code, os.strerror(self.code))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_disk_full_while_saving_names_the_disk_and_the_last_good(
+        tmp_path, monkeypatch):
+    from mmcoop.utils import checkpoint as ckpt_module
+    work = tmp_path / 'work'
+    work.mkdir()
+    atomic_torch_save({'v': torch.zeros(1)}, str(work / 'epoch_1.pth'))
+    atomic_torch_save({'v': torch.ones(1)}, str(work / 'epoch_2.pth'))
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_2.pth'))
+    monkeypatch.setattr(ckpt_module, 'open', _DiskFull, raising=False)
+    for name in ('epoch_3.pth', 'epoch_2.pth'):  # new file / overwrite
+        with pytest.raises(OSError) as err:
+            atomic_torch_save({'v': torch.randn(10000)}, str(work / name))
+        assert err.value.errno == errno.ENOSPC
+        msg = str(err.value)
+        assert 'no space left on ' in msg and f'(folder {work})' in msg
+        assert 'Nothing was lost' in msg
+        assert f'the last good checkpoint is {work / "epoch_2.pth"}' in msg
+    assert 'the previous epoch_2.pth is intact' in msg
+    monkeypatch.undo()
+    # the previous files are intact and no partial file is left behind
+    assert torch.load(work / 'epoch_2.pth', weights_only=True)['v'] == 1
+    assert sorted(os.listdir(work)) == [
+        'epoch_1.pth', 'epoch_2.pth', 'last_checkpoint'
+    ]
+    # without a pointer: the newest checkpoint of the folder; or as given
+    os.remove(work / 'last_checkpoint')
+    monkeypatch.setattr(ckpt_module, 'open', _DiskFull, raising=False)
+    with pytest.raises(OSError, match='last good checkpoint is .*epoch_2'):
+        atomic_torch_save({'v': torch.randn(10000)}, str(work / 'x.pth'))
+    with pytest.raises(OSError, match='last good checkpoint is elsewhere'):
+        atomic_torch_save({'v': torch.randn(10000)},
+                          str(work / 'x.pth'),
+                          last_good='elsewhere')
+
+
+def test_other_write_errors_keep_their_errno(tmp_path, monkeypatch):
+    from mmcoop.utils import checkpoint as ckpt_module
+    monkeypatch.setattr(ckpt_module, 'open',
+                        lambda p, m: _DiskFull(p, m, code=errno.EIO),
+                        raising=False)
+    with pytest.raises(OSError) as err:
+        atomic_torch_save({'v': torch.randn(10000)}, str(tmp_path / 'a.pth'))
+    assert err.value.errno == errno.EIO
+    assert os.listdir(tmp_path) == []
