@@ -338,7 +338,14 @@ def test_cli(tmp_path, official, capsys):
                       '3']) == 0
     out = capsys.readouterr().out
     assert 'wrote' in out and 'class order' in out
-    assert conv.main([src, dst, '--method', 'dualcoop']) == 1
+    assert conv.main([src, dst, '--method', 'dualcoop', '--force']) == 1
     assert 'error:' in capsys.readouterr().err
+    # the output policy: no silent overwrite, never the input
+    before = open(dst, 'rb').read()
+    assert conv.main([src, dst, '--method', 'baseline']) == 1
+    assert 'already exist' in capsys.readouterr().err
+    assert conv.main([src, src, '--method', 'baseline', '--force']) == 1
+    assert 'is the input' in capsys.readouterr().err
+    assert open(dst, 'rb').read() == before
     with pytest.raises(SystemExit):
         conv.main([src, dst, '--method', 'coop'])
