@@ -14,7 +14,8 @@ Inputs are image paths, ``numpy`` arrays or PIL images.
   included, exactly as ``tools/test.py`` would.
 * An **array** must be ``HWC`` (or ``HW`` for grey), ``uint8`` (integer
   arrays within 0..255 are converted; float arrays, e.g. in [0, 1], are
-  refused with the fix), in **RGB** channel order (what PIL, matplotlib and ``imageio`` give). It is converted
+  refused with the fix), in **RGB** channel order (what PIL, matplotlib
+  and ``imageio`` give). It is converted
   to BGR, the order ``LoadImageFromFile`` (OpenCV) produces, and the
   pipeline runs without its loading transform; the model's
   ``data_preprocessor`` (``to_rgb=True`` in mmcoop configs) flips it back.

@@ -2,7 +2,6 @@
 """MMCoopRunner: resume and ``load_from`` through the safe loader (the
 run's own checkpoints included), atomic checkpoint writes."""
 import os
-import os.path as osp
 import shutil
 
 import pytest
@@ -46,7 +45,8 @@ def test_load_from_elsewhere_is_weights_only(tmp_path):
     torch.save(dict(ckpt, extra=WritesFile(str(marker))), evil)
     with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
         runner.load_checkpoint(str(evil))
-    resumer = toy_runner(tmp_path / 'other', 2, load_from=str(evil), resume=True)
+    resumer = toy_runner(
+        tmp_path / 'other', 2, load_from=str(evil), resume=True)
     with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
         resumer.train()
     assert not marker.exists()

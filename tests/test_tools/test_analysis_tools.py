@@ -20,6 +20,7 @@ from PIL import Image
 
 from mmcoop.utils import prompt_templates as pt
 
+
 def read_csv(path):
     with open(path, newline='', encoding='utf-8') as f:
         return list(csv.DictReader(f))
