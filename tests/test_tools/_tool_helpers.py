@@ -134,6 +134,12 @@ def read_scalars(work_dir):
     return rows
 
 
+def val_map(work_dir):
+    """The mAP of the last validation of the run in work_dir."""
+    rows = [r for r in read_scalars(work_dir) if 'multi-label/mAP' in r]
+    return rows[-1]['multi-label/mAP']
+
+
 def run(cmd, cwd=REPO, env=None, timeout=300):
     full_env = dict(os.environ)
     full_env.pop('PYTHONPATH', None)
