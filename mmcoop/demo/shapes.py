@@ -348,6 +348,21 @@ def _remove_own_tree(root: str, manifest: dict) -> None:
         os.rmdir(d)  # empty by now; raises otherwise (nothing else lost)
 
 
+def _complete_without_file_list(root: str, params: dict) -> bool:
+    """Both annotation files and the expected number of images (a tree
+    whose manifest predates the file list)."""
+    for split in ('train', 'val'):
+        folder = osp.join(root, f'{split}2014')
+        if not (osp.isfile(
+                osp.join(root, 'annotations', f'instances_{split}2014.json'))
+                and osp.isdir(folder)):
+            return False
+        if len([f for f in os.listdir(folder)
+                if f.endswith('.jpg')]) != params[f'num_{split}']:
+            return False
+    return True
+
+
 def _check_existing(root: str, params: dict) -> bool:
     """True if ``root`` holds the finished tree of ``params``; False if
     there is nothing (absent, an empty folder, or a damaged tree of this
@@ -377,6 +392,8 @@ def _check_existing(root: str, params: dict) -> bool:
             f'{osp.join(root, MANIFEST)}). Fix: use another root or delete '
             'the folder.')
     if not isinstance(manifest.get('files'), dict):
+        if _complete_without_file_list(root, params):
+            return True  # a finished tree of an older mmcoop: reused as is
         raise FileExistsError(
             f'{osp.join(root, MANIFEST)} does not list the files the '
             'generator wrote (a tree of an older mmcoop), so what is at '

@@ -224,3 +224,21 @@ def test_chance_level_of_demo_and_cli(demo_root, capsys):
     assert out['chance_map'] == pytest.approx(chance)
     printed = capsys.readouterr().out
     assert 'red circle' in printed and f'{chance:.2f}' in printed
+
+
+def test_tree_of_an_older_version_without_file_list(tmp_path):
+    root = generate_demo_coco(str(tmp_path / 'demo'), **KW)
+    path = osp.join(root, MANIFEST)
+    with open(path) as f:
+        manifest = json.load(f)
+    del manifest['files']
+    with open(path, 'w') as f:
+        json.dump(manifest, f)
+    before = tree_listing(root)
+    assert generate_demo_coco(root, **KW) == root  # complete: reused
+    assert tree_listing(root) == before
+    os.remove(osp.join(root, 'val2014', 'COCO_val2014_000000000025.jpg'))
+    before = tree_listing(root)
+    with pytest.raises(FileExistsError, match='older mmcoop'):
+        generate_demo_coco(root, **KW)  # cannot tell: nothing deleted
+    assert tree_listing(root) == before
