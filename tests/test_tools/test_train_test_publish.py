@@ -109,7 +109,7 @@ def test_train_every_method_with_its_recipe(method, assets, tmp_path):
     val = [r for r in rows if 'multi-label/mAP' in r]
     assert len(val) == 1 and 0 < val[0]['multi-label/mAP'] <= 100
 
-    # configs with `demo_data` end with the final mAP next to chance level
+    # DemoResultHook on the demo tree: the final mAP next to chance level
     import glob
     import re
     log = ''.join(
