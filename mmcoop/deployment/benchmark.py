@@ -13,9 +13,11 @@ Every path gets the same ``uint8`` RGB images, already at the model's
 resolution (decoding and resizing are left out: they are the same for all).
 Each round times every path once per batch size, in turn, so that a
 machine's load drifts over all of them alike; the median over rounds is
-reported. The cost of the folded head against the image tower is measured
-as time and as FLOPs (``torch.utils.flop_counter``: convolutions and
-matmuls).
+reported. (:func:`mmcoop.benchmark.run_configs` is not used: it makes one
+more FLOP- and memory-counting call per configuration, a full extra pass of
+a batch of 32 for each path and batch size.) The cost of the folded head
+against the image tower is measured as time and as FLOPs
+(:func:`mmcoop.benchmark.count_flops`: convolutions, matmuls, attention).
 """
 import os.path as osp
 import statistics
@@ -25,19 +27,12 @@ from typing import Callable, Dict, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from mmcoop.benchmark.flops import count_flops
 from .export import describe_preprocessing, export_model
 from .folded import FoldedTagger, fold_model
 
 PATHS = ('pytorch', 'folded', 'onnxruntime', 'torchscript')
-
-
-def _flops(fn: Callable) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        fn()
-    return int(counter.get_total_flops())
 
 
 def _seconds(fn: Callable) -> float:
@@ -163,8 +158,8 @@ def compare_speed(model: nn.Module,
         batch_size=len(largest),
         tower_seconds=tower_t,
         head_seconds=head_t,
-        tower_flops=_flops(lambda: folded.dense_features(x)),
-        head_flops=_flops(lambda: folded.head(feats)),
+        tower_flops=count_flops(lambda: folded.dense_features(x)),
+        head_flops=count_flops(lambda: folded.head(feats)),
         dense_shape=list(dense.shape))
     return dict(
         speed=speed,

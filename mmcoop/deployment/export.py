@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mmcoop.utils.paths import claim_outputs
 from mmcoop.version import __version__
 from .folded import INPUT_FORMATS, FoldedTagger, fold_model
 
@@ -181,16 +182,6 @@ def deployment_metadata(model: nn.Module,
             description='p(present) per class = softmax over [negative, '
             'positive] logits'),
         preprocess=pre)
-
-
-def check_output_path(out: str, force: bool) -> None:
-    """Refuse a directory, and an existing file unless ``force``."""
-    if osp.isdir(out):
-        raise ExportError(f'Output path {out!r} is a directory; give a '
-                          'file name, e.g. tagger.onnx.')
-    if osp.exists(out) and not force:
-        raise ExportError(f'Output file {out!r} exists; choose another path '
-                          'or pass --force (force=True) to replace it.')
 
 
 def _check_options(fmt: str, precision: str, input_format: str,
@@ -351,7 +342,8 @@ def export_model(model: nn.Module,
         thresholds (float | Sequence[float], optional): label thresholds
             stored in the metadata, one or one per exported class.
             Defaults to 0.5 (as :func:`mmcoop.apis.inference_model`).
-        force (bool): replace an existing ``out``.
+        force (bool): replace an existing ``out`` (the output policy of
+            every mmcoop tool, :func:`mmcoop.utils.paths.claim_outputs`).
         verify (bool): run the written file and compare it with PyTorch.
 
     Returns:
@@ -359,7 +351,7 @@ def export_model(model: nn.Module,
     """
     opset = _check_options(format, precision, input_format, opset)
     out = str(out)
-    check_output_path(out, force)
+    claim_outputs([out], force=force)
     dtype = PRECISIONS[precision]
     folded = fold_model(model, classes, input_format, dtype)
     thresholds = _normalize_thresholds(thresholds, len(folded.classnames))
@@ -370,7 +362,6 @@ def export_model(model: nn.Module,
     size = metadata['preprocess']['resize']
     example = example_input(folded, size['height'], size['width'])
     parent = osp.dirname(osp.abspath(out))
-    os.makedirs(parent, exist_ok=True)
     tmp = osp.join(parent, f'.{osp.basename(out)}.tmp-{os.getpid()}')
     try:
         if format == 'onnx':

@@ -225,4 +225,4 @@ def fold_model(model: nn.Module,
         dtype=dtype)
     tagger.classnames = [model.head.classnames[i] for i in index]
     tagger.class_index = index
-    return tagger.eval()
+    return tagger.requires_grad_(False).eval()

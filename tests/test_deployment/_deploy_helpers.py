@@ -1,7 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Helpers of the deployment tests: the method configs on tiny random
-CLIPs, "trained" heads, the tools as modules."""
-import importlib.util
+CLIPs, "trained" heads."""
 import os.path as osp
 
 import torch
@@ -27,15 +26,6 @@ METHOD_CONFIGS = {
 }
 DEMO_CONFIG = ('configs/demo/positivecoop_clip-tiny-vit_1xb16-coslr-20e_'
                'demo-shapes-p50.py')
-
-
-def load_tool(relpath):
-    name = 'mmcoop_tool_' + osp.splitext(relpath)[0].replace('/', '_')
-    spec = importlib.util.spec_from_file_location(name,
-                                                  osp.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_method_config(method: str) -> Config:

@@ -6,7 +6,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from _deploy_helpers import (DEMO_CONFIG, ROOT, calibrate_batchnorm, load_tool,
+from _deploy_helpers import (DEMO_CONFIG, ROOT, calibrate_batchnorm,
                              tiny_method_config, train_head)
 from PIL import Image
 
@@ -14,13 +14,13 @@ from mmcoop.apis import init_model
 
 
 @pytest.fixture(scope='session')
-def run_onnx():
+def run_onnx(load_tool):
     """``tools/deployment/run_onnx.py`` as a module."""
     return load_tool('tools/deployment/run_onnx.py')
 
 
 @pytest.fixture(scope='session')
-def export_tool():
+def export_tool(load_tool):
     """``tools/deployment/export.py`` as a module."""
     return load_tool('tools/deployment/export.py')
 

@@ -10,6 +10,7 @@ from _deploy_helpers import CLASSES, tiny_method_config
 
 from mmcoop.apis import export_model, init_model
 from mmcoop.deployment import ExportError, class_indices
+from mmcoop.utils.paths import OutputPathError
 
 
 @pytest.mark.parametrize('opset', [9, 16, 21])
@@ -37,10 +38,10 @@ def test_existing_output_is_kept_unless_force(method_models, tmp_path):
     out = tmp_path / 'tagger.onnx'
     out.write_bytes(b'my file')
     model = method_models('baseline')
-    with pytest.raises(ExportError, match='exists.*--force'):
+    with pytest.raises(OutputPathError, match='already exist.*--force'):
         export_model(model, str(out))
     assert out.read_bytes() == b'my file'
-    with pytest.raises(ExportError, match='is a directory'):
+    with pytest.raises(OutputPathError, match='is a folder'):
         export_model(model, str(tmp_path))
     export_model(model, str(out), force=True)
     assert out.read_bytes()[:8] != b'my file'
@@ -76,15 +77,20 @@ def test_unsupported_test_pipeline(tmp_path):
 
 def test_checkpoint_that_does_not_fit_the_config(demo_checkpoint,
                                                  method_models, tmp_path,
-                                                 export_tool):
-    """The export tool loads through init_model's checks: the demo
-    (PositiveCoOp) config cannot take a DualCoOp checkpoint."""
+                                                 export_tool, capsys):
+    """The export tool loads through init_model's fit checks: the demo
+    config (PositiveCoOp, 10 classes, 16 context tokens) takes neither a
+    DualCoOp checkpoint nor a PositiveCoOp one of other classes."""
     config, _ = demo_checkpoint
-    ckpt = str(tmp_path / 'dualcoop.pth')
-    torch.save({'state_dict': method_models('dualcoop').state_dict()}, ckpt)
     out = tmp_path / 'm.onnx'
-    with pytest.raises(RuntimeError, match='does not match the model'):
-        export_tool.main([config, ckpt, '--out', str(out)])
+    for method in ('dualcoop', 'positivecoop'):
+        ckpt = str(tmp_path / f'{method}.pth')
+        torch.save({'state_dict': method_models(method).state_dict()}, ckpt)
+        assert export_tool.main([config, ckpt, '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: Checkpoint {ckpt!r} does not fit')
+        assert 'head.pos_prompt.ctx: checkpoint [5, 4, 64] vs model ' \
+            '[10, 16, 64]' in err
     assert not out.exists()
 
 
@@ -101,8 +107,11 @@ def test_cli_errors_are_one_line(demo_checkpoint, tmp_path, export_tool,
     assert 'opset 12 is not supported' in capsys.readouterr().err
     out.write_text('keep me')
     assert export_tool.main([config, ckpt, '--out', str(out)]) == 2
-    assert 'exists' in capsys.readouterr().err
+    assert 'already exist' in capsys.readouterr().err
     assert out.read_text() == 'keep me'
+    # never over an input, --force or not
+    assert export_tool.main([config, ckpt, '--out', ckpt, '--force']) == 2
+    assert 'refusing to overwrite an input' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         export_tool.main(
             [config, ckpt, '--out',

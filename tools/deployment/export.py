@@ -26,7 +26,8 @@ from mmengine.config import DictAction
 
 from mmcoop.apis import export_model, init_model
 from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
-                               ExportError, check_output_path)
+                               ExportError)
+from mmcoop.utils.paths import claim_outputs
 
 
 def parse_args(argv=None):
@@ -74,7 +75,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        check_output_path(args.out, args.force)  # before the model build
+        # before the model build; export_model applies the same policy
+        claim_outputs([args.out],
+                      inputs=[args.config, args.checkpoint],
+                      force=args.force)
         model = init_model(
             args.config,
             args.checkpoint,
