@@ -2,6 +2,7 @@
 """tools/deployment/export.py and run_onnx.py from the command line, on the
 demo model (config + head-only checkpoint)."""
 import json
+import os.path as osp
 
 import numpy as np
 import pytest
@@ -108,3 +109,30 @@ def test_benchmark_reports_every_path_and_the_head_cost(
     assert head['tower_flops'] > 100 * head['head_flops']
     report = format_report(result)
     assert '| onnxruntime |' in report and 'batch 3 (img/s)' in report
+
+
+def test_runner_needs_only_onnxruntime_numpy_pillow(method_models, images,
+                                                    tmp_path):
+    """run_onnx.py on an .onnx file imports neither mmcoop nor torch."""
+    import subprocess
+    import sys
+
+    from _deploy_helpers import ROOT
+
+    from mmcoop.apis import export_model
+    out = str(tmp_path / 'm.onnx')
+    export_model(method_models('baseline'), out)
+    script = osp.join(ROOT, 'tools', 'deployment', 'run_onnx.py')
+    code = ('import runpy, sys; sys.argv = sys.argv[1:]\n'
+            'try:\n'
+            "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            'except SystemExit:\n'
+            '    pass\n'
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'mmcoop', 'torch', 'mmengine', 'onnxruntime'}))")
+    proc = subprocess.run(
+        [sys.executable, '-c', code, script, out, images[0], '--topk', '1'],
+        cwd=str(tmp_path), capture_output=True, text=True, check=True)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith(images[0] + ': ')
+    assert lines[-1] == "['onnxruntime']"
