@@ -112,8 +112,9 @@ def compare_speed(model: nn.Module,
     height, width = size['height'], size['width']
     runners = _runners(model, folded, work_dir, threads)
     rng = np.random.default_rng(seed)
+    num_images = max(max(batch_sizes), single_images)
     images = rng.integers(
-        0, 256, (max(batch_sizes), height, width, 3), dtype=np.uint8)
+        0, 256, (num_images, height, width, 3), dtype=np.uint8)
 
     def batches(size):
         if size == 1:
