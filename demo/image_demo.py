@@ -16,10 +16,10 @@ import os.path as osp
 import sys
 
 import numpy as np
-from mmengine.config import DictAction
 from PIL import Image
 
 from mmcoop.apis import draw_predictions, inference_model, init_model
+from mmcoop.engine.cli import SpacedDictAction
 
 
 def parse_args(argv=None):
@@ -37,7 +37,7 @@ def parse_args(argv=None):
                         help='save visualisations here')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction,
                         metavar='KEY=VALUE',
                         help='config overrides, e.g. model.head.thr=0.3')
     return parser.parse_args(argv)
