@@ -36,10 +36,8 @@ RUNNER_KEYS = frozenset({
 })
 
 #: top-level keys mmcoop interprets (docs/architecture.md says where).
-MMCOOP_KEYS = frozenset({
-    'feature_cache', 'mmcoop_hooks', 'checkpoint_check', 'strict_config',
-    'demo_data'
-})
+MMCOOP_KEYS = frozenset(
+    {'feature_cache', 'mmcoop_hooks', 'checkpoint_check', 'strict_config'})
 
 
 class UnknownConfigKeyError(ValueError):

@@ -13,7 +13,6 @@ multipliers, warm-up then cosine) with the recipe's ``loss_weight`` in both
 runs.
 """
 import json
-import os
 import os.path as osp
 import socket
 import sys
@@ -65,11 +64,6 @@ def _state(work_dir, epoch):
         map_location='cpu',
         weights_only=False)
     return ckpt['state_dict']
-
-
-def _val_map(work_dir):
-    rows = [r for r in H.read_scalars(work_dir) if 'multi-label/mAP' in r]
-    return rows[-1]['multi-label/mAP']
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path, monkeypatch):
@@ -168,4 +162,4 @@ model['head']['loss'] = dict(reduction='sum', loss_weight={})
         assert not torch.allclose(ddp_state[key], ddp_first[key])
 
     # distributed evaluation gathers all 16 images: same mAP
-    assert _val_map(ddp_dir) == pytest.approx(_val_map(single_dir), abs=1e-3)
+    assert H.val_map(ddp_dir) == pytest.approx(H.val_map(single_dir), abs=1e-3)
