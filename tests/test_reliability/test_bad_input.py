@@ -17,18 +17,13 @@ import shutil
 import pytest
 import torch
 from _common import load_tool
-from _helpers import (base_cfg, make_data, save_tiny_clip,
-                      tree_fingerprint, write_config)
+from _helpers import base_cfg, tree_fingerprint, write_config
 from PIL import Image
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('bad')
-    data_root, classes = make_data(
-        tmp / 'data', num_train=8, num_val=4, image_size=32)
-    clip = save_tiny_clip(tmp / 'clip.pt')
-    return dict(tmp=tmp, data_root=data_root, classes=classes, clip=clip)
+def setup(tiny_assets):
+    return tiny_assets
 
 
 _N = [0]
