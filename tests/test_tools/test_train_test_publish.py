@@ -109,7 +109,7 @@ def test_train_every_method_with_its_recipe(method, assets, tmp_path):
     val = [r for r in rows if 'multi-label/mAP' in r]
     assert len(val) == 1 and 0 < val[0]['multi-label/mAP'] <= 100
 
-    # configs with `demo_data` end with the final mAP next to chance level
+    # DemoResultHook on the demo tree: the final mAP next to chance level
     import glob
     import re
     log = ''.join(
@@ -193,9 +193,11 @@ def test_resume_and_amp_flags_map_to_the_config(tmp_path):
     cfg_path = H.METHOD_CONFIGS['dualcoop']
     from mmengine.config import Config
 
+    from mmcoop.engine.cli import merge_train_args
+
     def merged(*argv):
         args = train_tool.parse_args([cfg_path, *argv])
-        return train_tool.merge_args(Config.fromfile(cfg_path), args)
+        return merge_train_args(Config.fromfile(cfg_path), args)
 
     cfg = merged('--resume')
     assert cfg.resume is True and cfg.load_from is None
