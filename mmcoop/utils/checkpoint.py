@@ -319,8 +319,8 @@ def atomic_write(path: str,
             os.remove(tmp)
     if error is not None:
         good = last_good or last_good_checkpoint(path)
-        reason = ('no space left'
-                  if error.errno == errno.ENOSPC else 'disk quota exceeded')
+        reason = ('No space left'
+                  if error.errno == errno.ENOSPC else 'Disk quota exceeded')
         kept = (f'the previous {osp.basename(path)} is intact, '
                 if osp.isfile(path) else '')
         raise OSError(

@@ -155,7 +155,7 @@ def test_disk_full_while_saving_names_the_disk_and_the_last_good(
             atomic_torch_save({'v': torch.randn(10000)}, str(work / name))
         assert err.value.errno == errno.ENOSPC
         msg = str(err.value)
-        assert 'no space left on ' in msg and f'(folder {work})' in msg
+        assert 'No space left on ' in msg and f'(folder {work})' in msg
         assert 'Nothing was lost' in msg
         assert f'the last good checkpoint is {work / "epoch_2.pth"}' in msg
     assert 'the previous epoch_2.pth is intact' in msg
