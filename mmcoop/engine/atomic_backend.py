@@ -7,12 +7,11 @@ Checkpoints reach the disk through MMEngine's file backends
 ``'atomic_local'`` and selected in ``configs/_base_/default_runtime.py``
 with ``default_hooks.checkpoint.backend_args = dict(backend='atomic_local')``
 (``MMCoopRunner.save_checkpoint`` uses it too when called without
-``backend_args``): each file is written by
-:func:`mmcoop.utils.checkpoint.atomic_write` (temporary file in the same
-folder, flushed to disk, renamed over the final name), so a crash or a
+``backend_args``): each file is written to a temporary file in the same
+folder, flushed to disk and renamed over the final name, so a crash or a
 full disk mid-write leaves the previous file (or none), never a truncated
-checkpoint under the final name, and a full disk is named with the last
-good checkpoint.
+checkpoint under the final name; a full disk is reported with the last
+good checkpoint (:func:`mmcoop.utils.checkpoint.atomic_write`).
 """
 import os.path as osp
 from pathlib import Path

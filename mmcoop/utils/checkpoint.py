@@ -38,8 +38,7 @@ import torch
 __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
     'safe_torch_load', 'atomic_write', 'atomic_torch_save',
-    'last_good_checkpoint',
-    'runtime_state_globals'
+    'last_good_checkpoint', 'runtime_state_globals'
 ]
 
 if not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):
@@ -281,17 +280,18 @@ def last_good_checkpoint(path: str) -> Optional[str]:
 def atomic_write(path: str,
                  write: Callable[[Any], None],
                  last_good: Optional[str] = None) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, flush it
-    to disk, then rename it over ``path``.
+    """Write ``path`` atomically: ``write(f)`` fills a temporary file in the
+    same folder, which is flushed to disk and renamed over ``path``.
 
     A crash mid-write leaves the previous file (or nothing), never a
     truncated file under the final name. Used by :func:`atomic_torch_save`
-    and by the checkpoint file backend
-    (:class:`mmcoop.engine.atomic_backend.AtomicLocalBackend`).
+    and by MMEngine's checkpoint saving through
+    :class:`mmcoop.engine.atomic_backend.AtomicLocalBackend`.
 
     Args:
         path (str): the final file.
-        write (callable): writes the content to the binary file it gets.
+        write (callable): ``write(f)`` writes the content to the binary file
+            object ``f``.
         last_good (str, optional): the checkpoint to name as the last good
             one if the disk is full. Defaults to
             :func:`last_good_checkpoint` of ``path``.
@@ -299,9 +299,10 @@ def atomic_write(path: str,
     Raises:
         OSError: ``errno.ENOSPC`` / ``EDQUOT`` with a message naming the
             disk, saying that nothing was lost and which checkpoint is the
-            last good one.
+            last good one (other write errors propagate unchanged).
     """
-    tmp = f'{path}.tmp-{os.getpid()}'
+    folder = osp.dirname(osp.abspath(path))
+    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}')
     error = None
     try:
         with open(tmp, 'wb') as f:
@@ -317,10 +318,9 @@ def atomic_write(path: str,
         if osp.exists(tmp):
             os.remove(tmp)
     if error is not None:
-        folder = osp.dirname(osp.abspath(path))
         good = last_good or last_good_checkpoint(path)
-        reason = ('no space left'
-                  if error.errno == errno.ENOSPC else 'disk quota exceeded')
+        reason = ('No space left'
+                  if error.errno == errno.ENOSPC else 'Disk quota exceeded')
         kept = (f'the previous {osp.basename(path)} is intact, '
                 if osp.isfile(path) else '')
         raise OSError(
@@ -335,8 +335,8 @@ def atomic_write(path: str,
 def atomic_torch_save(obj: Any,
                       path: str,
                       last_good: Optional[str] = None) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``
-    (:func:`atomic_write`; a full disk is named, nothing is lost)."""
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write` (same
+    arguments and errors)."""
 
     def write(f):
         writer = _WriteErrorRecorder(f)

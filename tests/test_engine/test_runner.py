@@ -118,7 +118,7 @@ def test_checkpoints_go_through_the_atomic_file_backend(
     monkeypatch.undo()
     # the message of the atomic writer: the disk, nothing lost, what to use
     assert err.value.errno == 28
-    assert 'no space left on' in str(err.value)
+    assert 'No space left on' in str(err.value)
     assert 'Nothing was lost: the previous epoch_1.pth is intact' in str(
         err.value)
     assert 'last good checkpoint is' in str(err.value) and str(
