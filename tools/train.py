@@ -26,6 +26,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from mmcoop.datasets.feature_cache import apply_feature_cache
+from mmcoop.experiments import apply_protocol
 from mmcoop.registry import RUNNERS
 
 
@@ -226,6 +227,10 @@ def main(argv=None):
 
     # merge cli arguments to config
     cfg = merge_args(cfg, args)
+
+    # evaluation protocol (`protocol = dict(name='official' | 'clean')`):
+    # validation split, model selection, thresholds; before the cache
+    cfg = apply_protocol(cfg)
 
     # opt-in frozen-feature cache (`feature_cache = dict(...)`): the image
     # tower runs once per image, heads train/validate from cached features

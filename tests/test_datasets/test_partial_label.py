@@ -212,8 +212,8 @@ def test_mask_file_saved_then_loaded(coco_root, tmp_path):
 
 @pytest.mark.parametrize('array,pattern', [
     (np.ones((5, 4), bool), '5 rows but the training set has 4 images'),
-    (np.ones((4, 3), bool), '3 columns but the training set has 4 classes'),
-    (np.ones((4, 4), np.int64), 'dtype int64; expected bool'),
+    (np.ones((4, 3), bool), r'shape \(4, 3\); expected \(4, 4\)'),
+    (np.full((4, 4), 2.), r'values \[2.0\] found'),
     (np.ones((16, ), bool), r'shape \(16,\)'),
 ])
 def test_mask_file_mismatch(coco_root, tmp_path, array, pattern):
