@@ -10,6 +10,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
+from mmcoop.utils.paths import expand_user
 from .held_out_split import image_keys
 from .mask_files import read_mask_file
 from .samplers import EpochIndex, seeded_sample
@@ -205,7 +206,8 @@ class PartialLabelDataset(BaseDataset):
         self.known_proportion = float(known_proportion)
         self.mode = mode
         self.seed = int(seed)
-        self.mask_file = mask_file
+        self.mask_file = mask_file = expand_user(
+            mask_file, 'PartialLabelDataset.mask_file')
         self._metainfo = getattr(self.dataset, 'metainfo', {})
         self._known_mask = None
         self._targets = None

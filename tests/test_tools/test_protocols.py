@@ -2,6 +2,7 @@
 """Protocol presets: the config each one produces, and the clean protocol
 end to end (validation on the held-out part of train only during
 training; the test split evaluated once by tools/test.py)."""
+import glob
 import importlib.util
 import json
 import os.path as osp
@@ -106,8 +107,11 @@ def test_clean_never_evaluates_the_test_split_in_training(
         cfg, '--work-dir', work_dir, '--cfg-options',
         f'experiment_name=p-{uuid.uuid4().hex[:8]}'
     ])
-    with open(tmp_path / 'work' / 'splits' /
-              'coco2014multilabel_train_holdout0.25_seed0.json') as f:
+    # <work_dirs>/splits/<dataset type>_<split>_holdout0.25_seed0.json
+    split_files = glob.glob(str(tmp_path / 'work' / 'splits' / '*.json'))
+    assert [osp.basename(f).split('_', 1)[1] for f in split_files] == \
+        ['train_holdout0.25_seed0.json']
+    with open(split_files[0]) as f:
         held_out = set(json.load(f)['val'])
     assert tests == []  # no test loop ran
     assert len(evaluated) == 2 * len(held_out)  # 2 validations
