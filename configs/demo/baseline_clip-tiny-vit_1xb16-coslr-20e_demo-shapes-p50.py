@@ -12,9 +12,5 @@ model = dict(
         # embed_dim of mmcoop-tiny-ViT
         in_channels=64,
         logit_scale=5.,
-        loss=dict(
-            type='PartialAsymmetricLoss',
-            gamma_neg=2,
-            gamma_pos=1,
-            clip=0.05,
-            loss_weight=0.03)))
+        # the same ASL as the prompt heads
+        loss={{_base_.model.head.loss}}))

@@ -1,7 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """A validation split held out from the training set, saved as a file."""
 import json
-import os
 import os.path as osp
 from typing import List, Sequence, Union
 
@@ -10,7 +9,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
-from .utils import check_outside_dataset
+from .utils import atomic_write_json, check_outside_dataset
 
 __all__ = [
     'held_out_split', 'draw_held_out_keys', 'read_split_file', 'image_keys'
@@ -77,19 +76,6 @@ def read_split_file(path: str) -> dict:
             raise ValueError(f'Split file {path!r}: field "{field}" must be '
                              f'a {kind.__name__}, got {value!r}. {fix}')
     return split
-
-
-def _write_split_file(path: str, split: dict) -> None:
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}')
-    try:
-        with open(tmp, 'w') as f:
-            json.dump(split, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
 
 
 def _dataset_dirs(dataset) -> List[str]:
@@ -160,7 +146,7 @@ def held_out_split(dataset: Union[BaseDataset, dict],
         check_outside_dataset(split_file, _dataset_dirs(dataset),
                               'held-out split file')
         val = draw_held_out_keys(keys, val_fraction, seed)
-        _write_split_file(
+        atomic_write_json(
             split_file,
             dict(
                 format=SPLIT_FORMAT,

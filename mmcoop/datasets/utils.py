@@ -99,20 +99,31 @@ def check_outside_dataset(
                 f'folder of your own, e.g. {example}.')
 
 
-def atomic_write_npy(path: str, array) -> None:
-    """Write ``array`` as ``.npy`` to exactly ``path`` (temp file + rename)."""
-    import numpy as np
-
+def atomic_write(path: str, write, mode: str = 'wb') -> None:
+    """Write exactly ``path`` through ``write(file)`` (temp file + rename),
+    so that a crash never leaves a partial file under the final name."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}')
     try:
-        with open(tmp, 'wb') as f:
-            np.save(f, array, allow_pickle=False)
+        with open(tmp, mode) as f:
+            write(f)
         os.replace(tmp, path)
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_npy(path: str, array) -> None:
+    """Write ``array`` as ``.npy`` to exactly ``path`` (temp file + rename)."""
+    import numpy as np
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def atomic_write_json(path: str, data) -> None:
+    """Write ``data`` as indented JSON to exactly ``path`` (atomically)."""
+    import json
+    atomic_write(path, lambda f: json.dump(data, f, indent=1), mode='w')
 
 
 def describe_mismatch(expected: Sequence[str],

@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
+from mmcoop.datasets.utils import atomic_write_json
 from .tables import plot_results, render_markdown, write_results
 
 __all__ = [
@@ -200,13 +201,6 @@ def code_version() -> str:
         return f'mmcoop {__version__}'
 
 
-def _write_json(path: str, data: dict) -> None:
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def _call(cmd: List[str], log_path: str, what: str) -> None:
     with open(log_path, 'a') as log:
         log.write(f'$ {shlex.join(cmd)}\n')
@@ -257,7 +251,7 @@ def run_one(run: Run, config: str, work_dir: str, options: List[str],
         work_dir=work_dir)
     if run.protocol == 'official':
         result['selection'] = 'best (on the test split)'
-    _write_json(osp.join(work_dir, RESULT), result)
+    atomic_write_json(osp.join(work_dir, RESULT), result)
     return result
 
 

@@ -7,21 +7,12 @@ import os.path as osp
 
 import numpy as np
 import pytest
+from _builders import coco_cfg
 
 from mmcoop.datasets import PartialLabelDataset
 from mmcoop.datasets.held_out_split import (draw_held_out_keys,
                                             held_out_split, image_keys)
 
-PIPELINE = [dict(type='LoadImageFromFileChecked'), dict(type='PackInputs')]
-
-
-def coco_cfg(root, **kw):
-    return dict(
-        type='COCO2014MultiLabel',
-        data_root=root,
-        split='train',
-        pipeline=PIPELINE,
-        **kw)
 
 
 # ------------------------------------------------------------ mask files

@@ -6,23 +6,14 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from _builders import build_voc, save_image, tree_listing
+from _builders import (PIPELINE, build_voc, coco_cfg, save_image,
+                       tree_listing)
 
 from mmcoop.datasets import (COCO2014MultiLabel, PartialLabelDataset,
                              VOC2007MultiLabel, make_known_mask)
 from mmcoop.datasets.partial_label import num_hidden_per_image
 from mmcoop.registry import DATASETS
 
-PIPELINE = [dict(type='LoadImageFromFileChecked'), dict(type='PackInputs')]
-
-
-def coco_cfg(root, **kw):
-    return dict(
-        type='COCO2014MultiLabel',
-        data_root=root,
-        split='train',
-        pipeline=PIPELINE,
-        **kw)
 
 
 # ---------------------------------------------------------------- the mask
