@@ -10,6 +10,7 @@ import sys
 import uuid
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.runner import TestLoop
@@ -120,6 +121,15 @@ def test_clean_never_evaluates_the_test_split_in_training(
                for p in evaluated)
     best = runner.message_hub.get_info('best_ckpt')
     assert osp.isfile(best)
+    # every checkpoint carries the thresholds calibrated on the held-out
+    # split with its own weights (epoch_2.pth is written before its
+    # validation: re-saved after it unless the best update re-saved it)
+    for epoch in (1, 2):
+        meta = torch.load(osp.join(work_dir, f'epoch_{epoch}.pth'),
+                          weights_only=False)['meta']  # files just written
+        stored = meta['calibrated_thresholds']
+        assert stored['epoch'] == meta['epoch'] == epoch
+        assert len(stored['thresholds']) == len(H.DEMO_CLASSES)
 
     # tools/test.py: the test split, once, with the validation thresholds
     evaluated.clear()
