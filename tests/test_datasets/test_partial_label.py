@@ -6,8 +6,8 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from _builders import (PIPELINE, build_voc, coco_cfg, save_image,
-                       tree_listing)
+from _builders import PIPELINE, build_voc, coco_cfg, save_image
+from _common import tree_listing
 
 from mmcoop.datasets import (COCO2014MultiLabel, PartialLabelDataset,
                              VOC2007MultiLabel, make_known_mask)

@@ -3,7 +3,6 @@
 end to end (validation on the held-out part of train only during
 training; the test split evaluated once by tools/test.py)."""
 import glob
-import importlib.util
 import json
 import os.path as osp
 import sys
@@ -15,22 +14,16 @@ from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.runner import TestLoop
 
+from _common import load_tool
+
 from mmcoop.experiments import apply_protocol
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import _tool_helpers as H  # noqa: E402
 
 
-def _load_tool(relpath, name):
-    spec = importlib.util.spec_from_file_location(name,
-                                                  osp.join(H.REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool = _load_tool('tools/train.py', 'mmcoop_tools_train_proto')
-test_tool = _load_tool('tools/test.py', 'mmcoop_tools_test_proto')
+train_tool = load_tool('tools/train.py', 'mmcoop_tools_train_proto')
+test_tool = load_tool('tools/test.py', 'mmcoop_tools_test_proto')
 VOC_CONFIG = osp.join(
     H.REPO, 'configs', 'positivecoop',
     'positivecoop_clip-rn101_openai-pre_1xb32-coslr-50e_voc07-448px-p50.py')
