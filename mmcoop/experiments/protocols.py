@@ -4,8 +4,8 @@
 A config selects one with ``protocol = dict(name=..., ...)`` (the
 ``configs/_base_/protocols/*.py`` pieces, or ``--cfg-options
 protocol.name=clean``); :func:`apply_protocol` turns it into dataloaders,
-evaluators and hooks. ``tools/train.py`` and ``tools/test.py`` call it
-before the feature cache is applied.
+evaluators and hooks. ``MMCoopRunner.from_cfg`` calls it (so every launcher
+does) before the feature cache is applied.
 
 ``official`` -- the official DualCoOp / PositiveCoOp code's protocol, for
 direct comparison with the papers' numbers:
