@@ -11,6 +11,8 @@ from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
+from .held_out_split import image_keys
+from .mask_files import read_mask_file
 from .samplers import EpochIndex, seeded_sample
 from .utils import atomic_write_npy, check_outside_dataset
 
@@ -118,8 +120,11 @@ class PartialLabelDataset(BaseDataset):
     The mask is drawn by :func:`make_known_mask` from ``seed`` (same mask on
     any machine and on resume). With ``mask_file``:
 
-    - the file exists: it is loaded and validated (``.npy``, bool, shape
-      ``(len(dataset), num_classes)``) -- never overwritten;
+    - the file exists: it is loaded and validated -- never overwritten.
+      mmcoop's own ``.npy`` bool masks, ``{0, 1}`` known-masks,
+      ``{-1, 0, 1}`` partial targets and ``.npz`` files keyed by image file
+      name are accepted (:mod:`mmcoop.datasets.mask_files`), e.g. the fixed
+      mask files other papers release;
     - it does not exist: the drawn mask is written there (atomically).
 
     ``mask_file`` must lie outside the dataset tree (error otherwise). With
@@ -285,7 +290,7 @@ class PartialLabelDataset(BaseDataset):
 
         source = f'seed {self.seed}'
         if self.mask_file is not None and osp.exists(self.mask_file):
-            mask = self._load_mask(self.mask_file, n, num_classes)
+            mask = self._load_mask(self.mask_file, n, num_classes, targets)
             source = f'loaded from {self.mask_file}'
         else:
             mask = make_known_mask(n, num_classes, self.known_proportion,
@@ -300,36 +305,11 @@ class PartialLabelDataset(BaseDataset):
         self._fully_initialized = True
         self._log_stats(source)
 
-    def _load_mask(self, path: str, n: int, c: int) -> np.ndarray:
-        fix = (f'Fix: delete {path!r} (a new mask is then drawn from the '
-               'seed and saved there) or point `mask_file` to the mask made '
-               'for this training set.')
-        try:
-            mask = np.load(path, allow_pickle=False)
-        except Exception as e:  # noqa: BLE001 - any unreadable file
-            raise ValueError(
-                f'Partial-label mask file {path!r} is not a readable .npy '
-                f'array ({type(e).__name__}: {e}). {fix}') from None
-        if not isinstance(mask, np.ndarray):
-            raise ValueError(f'Partial-label mask file {path!r} holds '
-                             f'{type(mask).__name__}, not an array. {fix}')
-        if mask.dtype != np.bool_:
-            raise ValueError(
-                f'Partial-label mask file {path!r} has dtype {mask.dtype}; '
-                f'expected bool (True = known). {fix}')
-        if mask.ndim != 2:
-            raise ValueError(
-                f'Partial-label mask file {path!r} has shape {mask.shape}; '
-                f'expected ({n}, {c}) = (images, classes). {fix}')
-        if mask.shape[0] != n:
-            raise ValueError(
-                f'Partial-label mask file {path!r} has {mask.shape[0]} '
-                f'rows but the training set has {n} images (a mask of '
-                f'another dataset/split/filter?). {fix}')
-        if mask.shape[1] != c:
-            raise ValueError(
-                f'Partial-label mask file {path!r} has {mask.shape[1]} '
-                f'columns but the training set has {c} classes. {fix}')
+    def _load_mask(self, path: str, n: int, c: int,
+                   targets: Optional[np.ndarray] = None) -> np.ndarray:
+        """Read ``mask_file`` (formats: :mod:`mmcoop.datasets.mask_files`)."""
+        mask = read_mask_file(path, n, c, targets,
+                              lambda: image_keys(self.dataset))
         frac = float(mask.mean())
         tol = max(
             0.02, 5 * np.sqrt(self.known_proportion *

@@ -95,7 +95,8 @@ def test_zoo_is_complete_and_named_by_convention():
         for p in range(10, 100, 10)
     }
     assert set(names) == expected
-    assert [osp.basename(p) for p in DEMO_CONFIGS] == [
+    assert sorted(osp.basename(p) for p in DEMO_CONFIGS) == [
+        'baseline_clip-tiny-vit_1xb16-coslr-20e_demo-shapes-p50.py',
         'positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-shapes-p50.py'
     ]
 
@@ -121,7 +122,8 @@ def test_bases_are_vendored_and_relative():
             assert '::' not in base and base.startswith('.'), (path, base)
             assert osp.isfile(osp.normpath(osp.join(osp.dirname(path),
                                                     base))), (path, base)
-    assert num_bases == 8 * 4 + 64 + 1  # parents x 4 bases, children, demo
+    # parents x 4 bases, children, demos
+    assert num_bases == 8 * 4 + 64 + 2
 
 
 def test_default_runtime():

@@ -125,3 +125,17 @@ def build_voc(root, objects=None, splits=None):
                   'w') as f:
             f.write(''.join(i + '\n' for i in ids))
     return str(root)
+
+
+#: the smallest pipeline that loads and packs a sample
+PIPELINE = [dict(type='LoadImageFromFileChecked'), dict(type='PackInputs')]
+
+
+def coco_cfg(root, **kw):
+    """Config of the train split of a tree from :func:`build_coco`."""
+    return dict(
+        type='COCO2014MultiLabel',
+        data_root=root,
+        split='train',
+        pipeline=PIPELINE,
+        **kw)
