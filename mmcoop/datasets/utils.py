@@ -52,9 +52,13 @@ def path_is_inside(path: str, folder: str) -> bool:
         return False
 
 
-def check_outside_dataset(path: str, dataset_dirs: Iterable[Optional[str]],
-                          what: str) -> None:
-    """Raise if ``path`` lies inside one of the dataset folders.
+def check_outside_dataset(
+        path: str,
+        dataset_dirs: Iterable[Optional[str]],
+        what: str,
+        example: str = "'work_dirs/<exp>/partial_labels/mask.npy'") -> None:
+    """Raise ``ValueError`` if ``path`` lies inside one of the dataset
+    folders (``example`` is a good place, for the message).
 
     mmcoop never writes into a dataset tree (the official code writes its
     label masks into ``<root>/annotations``; that makes runs overwrite each
@@ -68,8 +72,7 @@ def check_outside_dataset(path: str, dataset_dirs: Iterable[Optional[str]],
                 f'Refusing to write the {what} {path!r}: it resolves inside '
                 f'the dataset folder {osp.realpath(folder)!r}, and mmcoop '
                 'never writes into a dataset tree. Fix: point it to a '
-                'folder of your own, e.g. '
-                "'work_dirs/<exp>/partial_labels/mask.npy'.")
+                f'folder of your own, e.g. {example}.')
 
 
 def atomic_write_npy(path: str, array) -> None:

@@ -80,8 +80,6 @@ SCHEDULES = dict(
 PAPER_HOURS = dict(
     COCO=dict(positivecoop=16, negativecoop=16, dualcoop=16, baseline=7.97),
     VOC=dict(positivecoop=3, negativecoop=3, dualcoop=3.55, baseline=1.5))
-CLIP_MEAN = (122.7709383, 116.7460125, 104.09373615)
-CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
 
 
 # --------------------------------------------------------------------------
@@ -299,8 +297,7 @@ def _image_batch(batch_size, resolution, num_classes, seed=0):
 
 def _clip_preprocessor() -> dict:
     """The image data preprocessor of CLIP (mean/std on 0-255, BGR->RGB)."""
-    return dict(
-        type='ClsDataPreprocessor', mean=CLIP_MEAN, std=CLIP_STD, to_rgb=True)
+    return dict(type='mmcoop.CLIPDataPreprocessor')
 
 
 def _model_pair(backbone, head, device):
