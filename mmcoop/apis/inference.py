@@ -51,7 +51,8 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-from mmcoop.utils.checkpoint import safe_torch_load
+from mmcoop.engine.checkpoint_fit import CHECKS, check_checkpoint_fits
+from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
 
 ImageType = Union[str, np.ndarray, Any]
 ConfigType = Union[str, Config, dict]
@@ -83,7 +84,7 @@ def init_model(config: ConfigType,
                checkpoint: Optional[str] = None,
                device: Union[str, torch.device] = 'cpu',
                cfg_options: Optional[dict] = None,
-               strict: bool = False) -> nn.Module:
+               strict: bool = True) -> nn.Module:
     """Build a model from a config and load a checkpoint.
 
     Args:
@@ -94,8 +95,15 @@ def init_model(config: ConfigType,
         device (str | torch.device): where to put the model.
         cfg_options (dict, optional): overrides merged into the config
             (``{'model.head.thr': 0.3}``).
-        strict (bool): raise if the checkpoint misses trainable tensors or
-            has unknown ones; otherwise they are reported as warnings.
+        strict (bool): apply mmcoop's load policy
+            (:mod:`mmcoop.engine.checkpoint_fit`, the same as ``load_from``
+            and ``tools/test.py``): a checkpoint that leaves a trainable
+            parameter unloaded, has tensors of other shapes or was trained
+            for other classes than the head's raises
+            ``CheckpointMismatchError`` naming the keys (and the converter
+            command for an official checkpoint). ``strict=False`` (explicit
+            request only) turns these into warnings and loads what fits.
+            Keys the model does not have are always a warning.
 
     If the config sets ``randomness.seed`` (mmcoop's ``default_runtime.py``
     sets 0), the model is built right after ``torch.manual_seed(seed)``, as
@@ -134,34 +142,18 @@ def init_model(config: ConfigType,
             checkpoint, map_location='cpu', runtime_state=True)
         if not isinstance(ckpt, dict):
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
-        state_dict = ckpt.get('state_dict', ckpt)
-        state_dict = {(k[7:] if k.startswith('module.') else k): v
-                      for k, v in state_dict.items()}
-        expected = set(model.state_dict())
-        missing = sorted(expected - set(state_dict))
-        unexpected = sorted(
-            k for k in state_dict
-            if k not in expected and k not in _frozen_keys(model))
-        if missing or unexpected:
-            msg = (f'Checkpoint {checkpoint!r} does not match the model: '
-                   f'missing {missing[:8]}{"..." if len(missing) > 8 else ""}'
-                   f', unexpected {unexpected[:8]}'
-                   f'{"..." if len(unexpected) > 8 else ""}.')
-            if strict:
-                raise RuntimeError(msg)
-            warnings.warn(msg + ' Missing tensors keep their initial '
-                          '(random) values: check the config.')
+        if not strict:
+            _warn_unloaded(model, ckpt, str(checkpoint))
+        for problem in check_checkpoint_fits(
+                model, ckpt, str(checkpoint),
+                None if strict else dict.fromkeys(CHECKS, False)):
+            warnings.warn(problem)
         _load_checkpoint_to_model(
             model, ckpt, strict=False, logger=MMLogger.get_current_instance())
         meta = ckpt.get('meta') or {}
         dataset_meta = dict(meta.get('dataset_meta') or {})
     classes = _classes_of(model)
-    if classes is not None:
-        meta_classes = dataset_meta.get('classes')
-        if meta_classes is not None and list(meta_classes) != classes:
-            warnings.warn(
-                'The checkpoint meta lists other class names than the '
-                "model head; using the head's (they define the prompts).")
+    if classes is not None:  # the head's names define the prompts
         dataset_meta['classes'] = classes
     model.cfg = cfg
     model._config = cfg
@@ -172,19 +164,13 @@ def init_model(config: ConfigType,
     return model
 
 
-def _frozen_keys(model: nn.Module) -> set:
-    """Keys of frozen towers (accepted when a checkpoint carries them)."""
-    from mmcoop.models.backbones.frozen import FrozenMixin
-    keys = set()
-    for name, module in model.named_modules():
-        if isinstance(module, FrozenMixin):
-            save, module.save_frozen = module.save_frozen, True
-            try:
-                prefix = f'{name}.' if name else ''
-                keys.update(module.state_dict(prefix=prefix).keys())
-            finally:
-                module.save_frozen = save
-    return keys
+def _warn_unloaded(model: nn.Module, ckpt: dict, filename: str) -> None:
+    """``strict=False``: say what the policy would have refused."""
+    try:
+        check_checkpoint_fits(model, ckpt, filename)
+    except CheckpointMismatchError as error:
+        warnings.warn(f'{error} (strict=False: loading what fits; the rest '
+                      'keeps its initial values.)')
 
 
 def _classes_of(model: nn.Module) -> Optional[List[str]]:

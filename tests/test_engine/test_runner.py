@@ -142,6 +142,46 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         assert f.read().strip().endswith('epoch_1.pth')
 
 
+def test_checkpoints_go_through_the_atomic_file_backend(tmp_path,
+                                                         monkeypatch):
+    """The bytes reach the disk through `AtomicLocalBackend.put` (selected by
+    `default_hooks.checkpoint.backend_args` in default_runtime.py, and by
+    `MMCoopRunner.save_checkpoint` without backend_args); a failure after
+    the bytes were written (here `fsync`: disk full) keeps the old file."""
+    from mmengine.config import Config
+    from mmengine.fileio import get_file_backend
+
+    from mmcoop.engine.atomic_backend import AtomicLocalBackend
+    runtime = Config.fromfile(
+        osp.join(osp.dirname(__file__), '..', '..', 'configs', '_base_',
+                 'default_runtime.py'))
+    args = runtime.default_hooks.checkpoint.backend_args
+    assert isinstance(get_file_backend(str(tmp_path), backend_args=args),
+                      AtomicLocalBackend)
+    runner = _runner(tmp_path / 'fsync', 1)  # CheckpointHook, no args
+    puts = []
+    original = AtomicLocalBackend.put
+    monkeypatch.setattr(AtomicLocalBackend, 'put',
+                        lambda self, obj, path: puts.append(path) or
+                        original(self, obj, path))
+    runner.train()
+    assert [osp.basename(p) for p in puts] == ['epoch_1.pth']
+    work = tmp_path / 'fsync'
+    before = (work / 'epoch_1.pth').read_bytes()
+    names = set(os.listdir(work))
+
+    def full(fd):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', full)
+    with pytest.raises(OSError, match='No space left'):
+        runner.save_checkpoint(str(work), 'epoch_1.pth')
+    monkeypatch.undo()
+    assert (work / 'epoch_1.pth').read_bytes() == before
+    assert set(os.listdir(work)) == names  # the temporary file is gone
+    assert len(puts) == 2  # the direct call used the atomic backend too
+
+
 class NaNAfterTwoIters(ToyDataset):
 
     def __getitem__(self, idx):

@@ -112,11 +112,13 @@ def test_diverging_parameters_stop_with_the_iteration(setup, tmp_path):
     assert _checkpoints(tmp_path / 'work') == []
 
 
-@pytest.mark.parametrize('case', ['count', 'order', 'val_count'])
+@pytest.mark.parametrize('case', ['count', 'order', 'val_count', 'names'])
 def test_head_and_dataset_classes_must_agree(setup, tmp_path, case):
     s = _settings(setup)
     classes = setup['classes']
-    if case == 'count':
+    if case == 'names':  # anything but order is an error (issue #13.5)
+        s['model']['head']['classnames'] = ['red disc'] + classes[1:]
+    elif case == 'count':
         s['model']['head']['classnames'] = classes[:-1]
     elif case == 'order':
         s['model']['head']['classnames'] = classes[1:2] + classes[:1] + \
@@ -133,6 +135,9 @@ def test_head_and_dataset_classes_must_agree(setup, tmp_path, case):
     assert 'model.head.classnames' in msg and 'Fix' in msg
     if case == 'order':
         assert 'another order' in msg and "#0: 'red circle'" in msg
+    elif case == 'names':
+        assert "only in the dataset: ['red circle']" in msg
+        assert "only in the head: ['red disc']" in msg
     elif case == 'count':
         assert 'has 8 classes' in msg and 'has 7' in msg
     else:

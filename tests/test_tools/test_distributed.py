@@ -4,11 +4,13 @@ tools/train.py --launcher pytorch -> MMEngine's MMDistributedDataParallel)
 train exactly like one process with the same global batch.
 
 The official loss is a *sum* over the batch while DDP averages gradients
-over the processes, so N processes need ``loss_weight x N`` to reproduce
-the single-process updates (docs/get_started.md, "Multi-GPU"); measured
-without it: every update is exactly 1/2 of the single-process one. This test
-runs the real recipe (sum, partial labels at p = 0.5, SGD lr 0.5 with the
-per-tensor multipliers, warm-up then cosine) with that compensation.
+over the processes; mmcoop's loss sums over the *global* batch (each rank's
+sum is scaled by the world size), so N processes reproduce the
+single-process updates with no change to ``loss_weight`` or the learning
+rate (docs/get_started.md, "Multi-GPU"). This test runs the real recipe
+(sum, partial labels at p = 0.5, SGD lr 0.5 with the per-tensor
+multipliers, warm-up then cosine) with the recipe's ``loss_weight`` in both
+runs.
 """
 import json
 import os

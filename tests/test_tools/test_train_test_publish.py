@@ -202,9 +202,11 @@ def test_resume_and_amp_flags_map_to_the_config(tmp_path):
     cfg_path = H.METHOD_CONFIGS['dualcoop']
     from mmengine.config import Config
 
+    from mmcoop.engine.cli import merge_train_args
+
     def merged(*argv):
         args = train_tool.parse_args([cfg_path, *argv])
-        return train_tool.merge_args(Config.fromfile(cfg_path), args)
+        return merge_train_args(Config.fromfile(cfg_path), args)
 
     cfg = merged('--resume')
     assert cfg.resume is True and cfg.load_from is None
