@@ -59,7 +59,7 @@ class BuildLock:
             import fcntl
         except ImportError:  # no flock on this platform: no serialisation
             return self
-        start, waited = time.monotonic(), False
+        start, attempts, announced = time.monotonic(), 0, False
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -69,13 +69,17 @@ class BuildLock:
                 if e.errno not in (errno.EAGAIN, errno.EACCES,
                                    errno.EWOULDBLOCK):
                     raise
-                if not waited and self.on_wait is not None:
-                    self.on_wait(self.holder())
-                waited = True
+                # announce the holder once it has written its name
+                attempts += 1
+                holder = self.holder()
+                if not announced and self.on_wait is not None and (
+                        holder != 'another process' or attempts > 10):
+                    self.on_wait(holder)
+                    announced = True
                 if self.timeout is not None and \
                         time.monotonic() - start > self.timeout:
                     raise FeatureCacheError(
-                        f'Timed out after {self.timeout:.0f} s waiting for '
+                        f'Timed out after {self.timeout:g} s waiting for '
                         f'{self.holder()} to finish building the feature '
                         f'cache {self.path[:-5]} (lock file {self.path}). '
                         'The lock is released as soon as that process ends, '
