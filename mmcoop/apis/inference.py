@@ -12,8 +12,10 @@ Inputs are image paths, ``numpy`` arrays or PIL images.
 * A **path** runs the whole test pipeline of the config
   (``cfg.test_dataloader.dataset.pipeline``), ``LoadImageFromFile``
   included, exactly as ``tools/test.py`` would.
-* An **array** must be ``HWC`` (or ``HW`` for grey), ``uint8``, in **RGB**
-  channel order (what PIL, matplotlib and ``imageio`` give). It is converted
+* An **array** must be ``HWC`` (or ``HW`` for grey), ``uint8`` (integer
+  arrays within 0..255 are converted; float arrays, e.g. in [0, 1], are
+  refused with the fix), in **RGB** channel order (what PIL, matplotlib
+  and ``imageio`` give). It is converted
   to BGR, the order ``LoadImageFromFile`` (OpenCV) produces, and the
   pipeline runs without its loading transform; the model's
   ``data_preprocessor`` (``to_rgb=True`` in mmcoop configs) flips it back.
@@ -233,8 +235,11 @@ def build_test_pipeline(cfg: Config, from_array: bool = False):
         return Compose([TRANSFORMS.build(copy.deepcopy(t)) for t in pipeline])
 
 
-def _as_rgb_array(image: Any) -> Optional[np.ndarray]:
-    """RGB ``HWC`` array of an array / PIL input, None for paths."""
+def _as_rgb_array(image: Any, name: str = 'image') -> Optional[np.ndarray]:
+    """RGB ``HWC`` ``uint8`` array of an array / PIL input, None for paths.
+
+    ``name`` (e.g. ``'images[2]'``) is used in errors.
+    """
     if isinstance(image, (str, os.PathLike)):
         return None
     try:
@@ -250,9 +255,31 @@ def _as_rgb_array(image: Any) -> Optional[np.ndarray]:
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError('Array images must be HxWx3 (RGB), HxWx4 (RGBA) or '
-                         f'HxW (grey); got shape {image.shape}.')
-    return np.ascontiguousarray(image[..., :3])
+        raise ValueError(f'{name}: array images must be HxWx3 (RGB), HxWx4 '
+                         f'(RGBA) or HxW (grey); got shape {image.shape}.')
+    return np.ascontiguousarray(_as_uint8(image, name)[..., :3])
+
+
+def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
+    """``image`` as ``uint8``; arrays that are not 0..255 integers are
+    refused (a float image in [0, 1] would silently become black)."""
+    if image.dtype == np.uint8:
+        return image
+    kind = image.dtype.kind
+    if kind in 'iu' and image.size and 0 <= image.min() and \
+            image.max() <= 255:
+        return image.astype(np.uint8)
+    if kind == 'f' and image.size and np.isfinite(image).all() and \
+            0 <= image.min() and image.max() <= 1:
+        raise ValueError(
+            f'{name} is a {image.dtype} array with values in [0, 1]; '
+            'inference expects uint8 RGB values 0..255. Fix: pass '
+            '(img * 255).round().astype(np.uint8), or the image file.')
+    low, high = (image.min(), image.max()) if image.size else (0, 0)
+    raise ValueError(
+        f'{name} is a {image.dtype} array with values in [{low}, {high}]; '
+        'inference expects uint8 RGB values 0..255. Fix: convert it to '
+        'uint8 (scaled to 0..255) or pass the image file.')
 
 
 class MultiLabelInferencer:
@@ -296,11 +323,16 @@ class MultiLabelInferencer:
                 self.cfg, from_array)
         return self._pipelines[from_array]
 
-    def preprocess(self, image: ImageType) -> dict:
+    def preprocess(self, image: ImageType, name: str = 'image') -> dict:
         """One input -> packed ``dict(inputs, data_samples)``."""
-        rgb = _as_rgb_array(image)
+        rgb = _as_rgb_array(image, name)
         if rgb is None:
             path = str(image)
+            if osp.isdir(path):
+                raise IsADirectoryError(
+                    f'{name} {path!r} is a folder, not an image. Fix: pass '
+                    'the image files, e.g. sorted(glob.glob(folder + '
+                    '"/*.jpg")) (in a shell: folder/*.jpg).')
             if not osp.isfile(path):
                 raise FileNotFoundError(f'Image {path!r} does not exist.')
             return self.pipeline(False)(dict(img_path=path))
@@ -315,13 +347,21 @@ class MultiLabelInferencer:
                  threshold: Optional[float] = None) -> List[dict]:
         if isinstance(images, (list, tuple)):
             images = list(images)
+            names = [f'images[{i}]' for i in range(len(images))]
         else:
-            images = [images]
+            images, names = [images], ['image']
+        if isinstance(batch_size, bool) or not isinstance(
+                batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f'batch_size must be an integer >= 1, got '
+                             f'{batch_size!r}.')
         threshold = self.threshold if threshold is None else threshold
         results = []
-        for start in range(0, len(images), max(1, int(batch_size))):
+        for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            data = pseudo_collate([self.preprocess(img) for img in chunk])
+            data = pseudo_collate([
+                self.preprocess(img, name) for img, name in zip(
+                    chunk, names[start:start + batch_size])
+            ])
             samples = self.model.test_step(data)
             for img, sample in zip(chunk, samples):
                 results.append(self.postprocess(sample, img, threshold))
@@ -337,7 +377,8 @@ class MultiLabelInferencer:
             scores=scores,
             labels=labels,
             classes=names,
-            img_path=str(image) if _as_rgb_array(image) is None else None)
+            img_path=str(image) if isinstance(image, (str, os.PathLike)) else
+            None)
 
 
 def inference_model(model: nn.Module,

@@ -8,6 +8,7 @@ from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
+from mmcoop.utils.paths import expand_user
 from .samplers import EpochIndex, seeded_sample
 from .utils import atomic_write_npy, check_outside_dataset
 from .wrapper import DatasetWrapper
@@ -188,7 +189,8 @@ class PartialLabelDataset(DatasetWrapper):
         self.known_proportion = float(known_proportion)
         self.mode = mode
         self.seed = int(seed)
-        self.mask_file = mask_file
+        self.mask_file = mask_file = expand_user(
+            mask_file, 'PartialLabelDataset.mask_file')
         self._known_mask = None
         self._targets = None
         if mask_file is not None:

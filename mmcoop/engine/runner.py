@@ -19,10 +19,7 @@ from mmcoop.engine.config_checks import (check_unknown_keys,
 from mmcoop.engine.config_text import FormatOnceConfig
 from mmcoop.engine.work_dir_lock import WorkDirLock
 from mmcoop.registry import RUNNERS
-from mmcoop.utils.checkpoint import (HAS_SCOPED_SAFE_GLOBALS,
-                                     CheckpointReadError,
-                                     UnsafeCheckpointError, is_own_checkpoint,
-                                     safe_torch_load, trusted_torch_load)
+from mmcoop.utils.checkpoint import CheckpointReadError, safe_torch_load
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
@@ -85,9 +82,8 @@ class MMCoopRunner(Runner):
       (``HistoryBuffer``, numpy arrays) is read through the same restricted
       unpickler with inert stand-ins (:func:`mmcoop.utils.safe_torch_load`
       ``(runtime_state=True)``). A file that would need code is refused
-      with a message naming the pickled objects. Only on torch < 2.5, which
-      cannot allow-list globals for one call, the run's own checkpoints
-      (inside ``work_dir``) are resumed with the full unpickler.
+      with a message naming the pickled objects. There is no exception,
+      not even for the run's own checkpoints.
     * **Fit checks.** A checkpoint whose tensors have other shapes than the
       model's, that leaves a trainable parameter unloaded, or whose
       ``meta.dataset_meta.classes`` differ from the classes of the config,
@@ -362,19 +358,8 @@ class MMCoopRunner(Runner):
     # load
     # ------------------------------------------------------------------
     def _read_checkpoint(self, filename: str, map_location) -> dict:
-        try:
-            checkpoint = safe_torch_load(
-                filename, map_location, 'checkpoint', runtime_state=True)
-        except UnsafeCheckpointError:
-            if (self._resuming and not HAS_SCOPED_SAFE_GLOBALS
-                    and is_own_checkpoint(filename, self.work_dir)):
-                self.logger.warning(
-                    f'torch {torch.__version__} cannot read MMEngine runtime '
-                    f'state safely; resuming the run\'s own {filename} with '
-                    'the full unpickler.')
-                checkpoint = trusted_torch_load(filename, map_location)
-            else:
-                raise
+        checkpoint = safe_torch_load(
+            filename, map_location, 'checkpoint', runtime_state=True)
         if not isinstance(checkpoint, dict):
             raise CheckpointReadError(
                 f'{filename!r} holds a {type(checkpoint).__name__}, not a '

@@ -67,11 +67,6 @@ def _state(work_dir, epoch):
     return ckpt['state_dict']
 
 
-def _val_map(work_dir):
-    rows = [r for r in H.read_scalars(work_dir) if 'multi-label/mAP' in r]
-    return rows[-1]['multi-label/mAP']
-
-
 def test_two_gloo_processes_equal_one_process(tmp_path, monkeypatch):
     data_root = str(tmp_path / 'data')
     clip = H.make_tiny_clip(str(tmp_path / 'tiny_clip.pt'))
@@ -168,4 +163,4 @@ model['head']['loss'] = dict(reduction='sum', loss_weight={})
         assert not torch.allclose(ddp_state[key], ddp_first[key])
 
     # distributed evaluation gathers all 16 images: same mAP
-    assert _val_map(ddp_dir) == pytest.approx(_val_map(single_dir), abs=1e-3)
+    assert H.val_map(ddp_dir) == pytest.approx(H.val_map(single_dir), abs=1e-3)
