@@ -25,8 +25,8 @@ from .key import (backbone_key, dataset_key, image_paths, jsonable,
                   pipeline_key, preprocessor_key)
 from .lock import BuildLock
 from .options import check_option
-from .store import (CACHE_FORMAT, CACHE_VERSION, commit, inspect, partial_dir,
-                    remove_leftovers, write_manifest)
+from .store import (CACHE_FORMAT, CACHE_VERSION, check_cache, commit,
+                    partial_dir, remove_leftovers, write_manifest)
 
 __all__ = ['CachedFeatureDataset']
 
@@ -329,7 +329,8 @@ class CachedFeatureDataset(DatasetWrapper):
         if world_size > 1:
             barrier()
         if manifest is None:
-            status, why, manifest = inspect(self.cache_dir, key, paths, 'fast')
+            status, why, manifest = check_cache(self.cache_dir, key, paths,
+                                                'fast')
             if status != 'ok':
                 raise FeatureCacheError(
                     f'Feature cache {self.cache_dir} is not usable after '
@@ -342,8 +343,8 @@ class CachedFeatureDataset(DatasetWrapper):
     def _ensure(self, key, paths, backbone, preprocessor) -> dict:
         """The manifest of a valid cache, built if needed (rank 0)."""
         logger = MMLogger.get_current_instance()
-        status, why, manifest = inspect(self.cache_dir, key, paths,
-                                        self.verify)
+        status, why, manifest = check_cache(self.cache_dir, key, paths,
+                                            self.verify)
         if status != 'ok':
             os.makedirs(osp.dirname(self.cache_dir), exist_ok=True)
             lock = BuildLock(
@@ -354,13 +355,13 @@ class CachedFeatureDataset(DatasetWrapper):
                     f'it; waiting (up to {self.lock_timeout} s).'))
             with lock:
                 # another process may have built it while we waited
-                status, why, manifest = inspect(self.cache_dir, key, paths,
-                                                self.verify)
+                status, why, manifest = check_cache(self.cache_dir, key, paths,
+                                                    self.verify)
                 if status != 'ok':
                     self._replace(status, why, key, paths, backbone,
                                   preprocessor)
-                    status, why, manifest = inspect(self.cache_dir, key, paths,
-                                                    'fast')
+                    status, why, manifest = check_cache(
+                        self.cache_dir, key, paths, 'fast')
                     if status != 'ok':
                         raise FeatureCacheError(
                             f'Feature cache {self.cache_dir} is not usable '

@@ -27,7 +27,8 @@ from .key import diff_keys
 
 __all__ = [
     'CACHE_FORMAT', 'CACHE_VERSION', 'MANIFEST', 'DTYPES', 'shard_record',
-    'write_manifest', 'inspect', 'commit', 'partial_dir', 'remove_leftovers'
+    'write_manifest', 'check_cache', 'commit', 'partial_dir',
+    'remove_leftovers'
 ]
 
 CACHE_FORMAT = 'mmcoop-feature-cache'
@@ -155,8 +156,8 @@ def _check_shard(cache_dir: str, rec: dict, shape: tuple, dtype,
     return None
 
 
-def inspect(cache_dir: str, key: dict, paths: List[str],
-            verify: str) -> Tuple[str, str, Optional[dict]]:
+def check_cache(cache_dir: str, key: dict, paths: List[str],
+                verify: str) -> Tuple[str, str, Optional[dict]]:
     """Check the cache at ``cache_dir`` against ``key`` and the images
     ``paths``.
 
