@@ -83,7 +83,8 @@ def check_outside_dataset(
         dataset_dirs: Iterable[Optional[str]],
         what: str,
         example: str = "'work_dirs/<exp>/partial_labels/mask.npy'") -> None:
-    """Raise if ``path`` lies inside one of the dataset folders.
+    """Raise ``ValueError`` if ``path`` lies inside one of the dataset
+    folders (``example`` is a good place, for the message).
 
     mmcoop never writes into a dataset tree (the official code writes its
     label masks into ``<root>/annotations``; that makes runs overwrite each
