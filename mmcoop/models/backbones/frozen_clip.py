@@ -33,7 +33,7 @@ class FrozenCLIP(FrozenMixin, BaseModule):
     Args:
         model_name (str): open_clip architecture, e.g. ``'RN101-quickgelu'``.
         pretrained (str, optional): open_clip tag (``'openai'``), a local
-            checkpoint (OpenAI TorchScript archive or state dict), or None for
+            state dict (see :mod:`.clip_loader`), or None for
             random weights (tests; a warning is logged).
         input_resolution (int): square input size. Defaults to 448.
         force_quick_gelu (bool): force QuickGELU activations.
