@@ -5,6 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 import open_clip
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer, text_global_pool
@@ -26,9 +27,18 @@ class FrozenCLIP(FrozenMixin, BaseModule):
     nobody uses) is never computed. The attention-pool positional embedding
     is resized to ``input_resolution // 32`` by bicubic interpolation.
 
-    For a ViT CLIP the dense equivalent is ``ln_post`` followed by ``proj``
-    applied to every token (class token first), with the positional
-    embedding resized bicubically to ``input_resolution // patch_size``.
+    For a ViT CLIP (open_clip ``VisionTransformer``) two dense modes exist,
+    both with the positional embedding resized bicubically to
+    ``input_resolution // patch_size`` and the class token first:
+
+    * ``'tokens'`` (default): ``proj(ln_post(x))`` for every token of the
+      last layer's output; with ``tok`` pooling the class token is exactly
+      ``encode_image``;
+    * ``'value'``: the last-layer value path (MaskCLIP-style, the ViT
+      analogue of the ResNet ``c_proj(v_proj(x))``): the last block's
+      attention branch as if every token attended only to itself,
+      ``proj(ln_post(ls_1(out_proj(v_proj(ln_1(x))))))`` with ``x`` the
+      input of the last block; the block's residual and MLP are dropped.
 
     Args:
         model_name (str): open_clip architecture, e.g. ``'RN101-quickgelu'``.
@@ -54,6 +64,10 @@ class FrozenCLIP(FrozenMixin, BaseModule):
             in a forked RNG (see :func:`build_open_clip`): with
             ``pretrained=None`` the tower is a function of this seed alone,
             and building it never consumes the global RNG. Defaults to 0.
+        dense_mode (str, optional): ``'tokens'`` or ``'value'`` for ViTs
+            (see above); ResNets have only ``'value'``. None: the
+            architecture's default (``'value'`` for ResNets, ``'tokens'``
+            for ViTs).
 
     Shapes:
         input ``(B, 3, S, S)`` -> ``((B, D, 1 + HW),)`` with ``HW = (S/32)^2``
@@ -70,7 +84,8 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                  init_cfg=None,
                  autocast_dtype: Optional[str] = None,
                  channels_last: bool = False,
-                 init_seed: Optional[int] = 0):
+                 init_seed: Optional[int] = 0,
+                 dense_mode: Optional[str] = None):
         super().__init__(init_cfg=init_cfg)
         self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
         self.channels_last = bool(channels_last)
@@ -103,12 +118,17 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                 resize_vit_pos_embed(self.visual.positional_embedding.data,
                                      grid))
             self.visual.grid_size = (grid, grid)
+            if self.visual.attn_pool is not None:
+                raise NotImplementedError(
+                    f'{model_name}: ViTs with an attentional pool (CoCa) '
+                    'have no dense path in mmcoop.')
             self.embed_dim = self.visual.proj.shape[1]
         else:
             raise NotImplementedError(
                 f'{model_name}: dense features are implemented for open_clip '
                 f'ModifiedResNet and VisionTransformer towers, not '
                 f'{type(self.visual).__name__}.')
+        self.dense_mode = _check_dense_mode(dense_mode, self.arch, model_name)
         self.visual.image_size = (self.input_resolution, ) * 2
         if self.channels_last:
             self.visual.to(memory_format=torch.channels_last)
@@ -152,11 +172,48 @@ class FrozenCLIP(FrozenMixin, BaseModule):
 
     def _forward_vit(self, x: torch.Tensor) -> torch.Tensor:
         visual = self.visual
-        x = visual._embeds(x)
-        x = visual.transformer(x)
+        x = visual._embeds(x)  # (B, 1 + HW, C)
+        if self.dense_mode == 'tokens':
+            x = visual.transformer(x)
+        else:
+            transformer = visual.transformer
+            *blocks, last = transformer.resblocks
+            x = x if transformer.batch_first else x.transpose(0, 1)
+            for block in blocks:
+                x = block(x)
+            x = x if transformer.batch_first else x.transpose(0, 1)
+            # per token, so the layout does not matter
+            x = last.ls_1(_value_path(last.attn, last.ln_1(x)))
         x = visual.ln_post(x)
         x = x @ visual.proj
         return x.permute(0, 2, 1).contiguous()
+
+
+_DENSE_MODES = dict(resnet=('value', ), vit=('tokens', 'value'))
+
+
+def _check_dense_mode(mode: Optional[str], arch: str, model_name: str) -> str:
+    """The dense mode of ``arch``: ``mode``, or the first (default) one."""
+    modes = _DENSE_MODES[arch]
+    if mode is None:
+        return modes[0]
+    if mode not in modes:
+        raise ValueError(
+            f'dense_mode={mode!r} is not available for {model_name} '
+            f'({arch}); use one of {list(modes)} or None (field '
+            '`dense_mode` of FrozenCLIP).')
+    return mode
+
+
+def _value_path(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """``out_proj(v_proj(x))`` of a packed ``nn.MultiheadAttention``: its
+    output when every token attends only to itself. ``(..., C) -> (..., C)``.
+    """
+    width = attn.embed_dim
+    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 *
+                                                                    width:]
+    v = F.linear(x, attn.in_proj_weight[2 * width:], bias)
+    return attn.out_proj(v)
 
 
 @MODELS.register_module()

@@ -65,7 +65,9 @@ class PromptRegionHead(PartialLabelHead):
             topk=topk,
             init_cfg=init_cfg)
         self.text_encoder = build_in_mmcoop_scope(text_encoder)
-        self.embed_dim = self.text_encoder.embed_dim
+        # D = the joint embedding width; the prompt context has the text
+        # width W (see PromptLearner); both come from the text tower
+        self.embed_dim = self.in_channels = self.text_encoder.embed_dim
         self.feat_scale = feat_scale
         self.logit_scale = logit_scale
         self._prompt_cfg = dict(
@@ -133,8 +135,9 @@ class PositiveCoOpHead(PromptRegionHead):
             Defaults to True (official code).
         **kwargs: see :class:`PromptRegionHead`.
 
-    Trainable parameters with CSC and D = W = 512:
-    ``C*n_ctx*512 + 2*C*512`` (737,280 for COCO, 184,320 for VOC).
+    Trainable parameters with CSC, text width W and joint width D:
+    ``C*n_ctx*W + 2*C*D`` (737,280 for COCO, 184,320 for VOC with
+    W = D = 512, RN101).
     """
 
     def __init__(self, *args, use_residual: bool = True, **kwargs):
@@ -179,8 +182,8 @@ class DualCoOpHead(PromptRegionHead):
     """DualCoOp (NeurIPS 2022): learned positive and negative prompts.
 
     Both prompts go through the frozen text encoder (in one batch, negatives
-    first, as the official code). Trainable parameters with CSC and W = 512:
-    ``2*C*n_ctx*512`` (1,310,720 for COCO).
+    first, as the official code). Trainable parameters with CSC and text
+    width W: ``2*C*n_ctx*W`` (1,310,720 for COCO with W = 512, RN101).
     """
 
     def __init__(self, *args, **kwargs):
