@@ -111,3 +111,130 @@ def test_dense_mode_must_fit_the_architecture():
         FrozenCLIP(WIDE, input_resolution=64, dense_mode='values')
     assert FrozenCLIP(
         'mmcoop-tiny-RN', input_resolution=64).dense_mode == 'value'
+
+
+# --------------------------------------------------------------------------
+# families: tiny random instances of each architecture
+# --------------------------------------------------------------------------
+# name -> input resolution (a multiple of the patch size / stride)
+FAMILIES = {
+    'mmcoop-tiny-RN': 64,  # OpenAI ResNet: attention-pool value path
+    WIDE: 64,  # OpenAI / LAION / DataComp / MetaCLIP ViT
+    'mmcoop-tiny-MAP': 64,  # SigLIP: timm ViT, map head, 'last' text pool
+    'mmcoop-tiny-MAP2': 64,  # SigLIP2: the same with GELU-tanh text MLP
+    'mmcoop-tiny-EVA02': 56,  # EVA02-CLIP: timm Eva tower (patch 14)
+    'mmcoop-tiny-ConvNeXt': 64,  # ConvNeXt CLIP: timm ConvNeXt tower
+}
+TIMM = ['mmcoop-tiny-MAP', 'mmcoop-tiny-MAP2', 'mmcoop-tiny-EVA02',
+        'mmcoop-tiny-ConvNeXt']
+
+
+@pytest.fixture(scope='module')
+def family():
+    """name -> (FrozenCLIP, FrozenCLIPTextEncoder, the plain open_clip
+    model at the same input size), built once."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            size = FAMILIES[name]
+            clip = _clip(name)
+            trunk = getattr(clip.visual, 'trunk', None)
+            if hasattr(trunk, 'set_input_size'):  # timm's public API
+                trunk.set_input_size(img_size=size)
+            built[name] = (FrozenCLIP(name, input_resolution=size),
+                           FrozenCLIPTextEncoder(name), clip.eval())
+        return built[name]
+
+    return get
+
+
+@pytest.mark.parametrize('name', TIMM)
+def test_timm_dense_position_0_is_encode_image(name, family):
+    backbone, _, clip = family(name)
+    size = FAMILIES[name]
+    x = torch.randn(2, 3, size, size)
+    (dense, ) = backbone(x)
+    grid = size // (32 if 'ConvNeXt' in name else
+                    clip.visual.trunk.patch_embed.patch_size[0])
+    assert dense.shape == (2, backbone.embed_dim, 1 + grid * grid)
+    assert backbone.num_positions == 1 + grid * grid
+    with torch.no_grad():
+        expected = clip.encode_image(x)
+    torch.testing.assert_close(dense[:, :, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', TIMM)
+def test_timm_dense_tokens_are_the_pooling_head_on_one_token(name, family):
+    """Every later position is the tower's own pooling head (timm's
+    ``forward_head``: map attention pool, class-token pick or average pool)
+    run on a sequence / map whose every entry is that one token."""
+    backbone, _, clip = family(name)
+    size = FAMILIES[name]
+    x = torch.randn(1, 3, size, size)
+    (dense, ) = backbone(x)
+    trunk, head = clip.visual.trunk, clip.visual.head
+    with torch.no_grad():
+        feats = trunk.forward_features(x)
+        if feats.dim() == 4:  # ConvNeXt (B, C, H, W): one cell everywhere
+            cells = [feats[:, :, i:i + 1, j:j + 1].expand_as(feats)
+                     for i in range(feats.shape[2])
+                     for j in range(feats.shape[3])]
+        else:  # ViT (B, prefix + HW, C): one patch token everywhere
+            cells = [feats[:, i:i + 1].expand_as(feats)
+                     for i in range(trunk.num_prefix_tokens, feats.shape[1])]
+        expected = torch.stack(
+            [head(trunk.forward_head(c)) for c in cells], dim=2)
+    assert expected.shape[2] == dense.shape[2] - 1
+    torch.testing.assert_close(dense[:, :, 1:], expected, rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_text_path_equals_encode_text(name, family):
+    _, enc, clip = family(name)
+    texts = ['a photo of a dog.', 'X X X X hair drier.', 'a cat']
+    with torch.no_grad():
+        expected = clip.encode_text(enc.tokenize(texts))
+        out = enc.encode_texts(texts)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_ctx_init_prompts_equal_the_written_prompt(name, family):
+    """Context initialised from words: before training, each learned
+    prompt is exactly the hand-written prompt through ``encode_text``."""
+    from mmcoop.models.prompt_learners import PromptLearner
+    _, enc, clip = family(name)
+    learner = PromptLearner(NAMES, enc, ctx_init='a photo of a')
+    assert learner.n_ctx == 4
+    with torch.no_grad():
+        out = enc(learner(enc.embed_tokens(learner.tokens)), learner.tokens)
+        expected = clip.encode_text(enc.tokenize(
+            [f'a photo of a {n.replace("_", " ")}.' for n in NAMES]))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_truncation_exact_where_enabled_off_where_not(name, family):
+    _, enc, _ = family(name)
+    tokens = enc.tokenize(['a photo of a dog.', 'traffic light'])
+    embeds = enc.embed_tokens(tokens)
+    causal_eot = enc.attn_mask is not None and enc.pool_type in ('argmax',
+                                                                 'eos')
+    assert enc.truncate == causal_eot
+    assert causal_eot == (name not in ('mmcoop-tiny-MAP', 'mmcoop-tiny-MAP2'))
+    full = FrozenCLIPTextEncoder(name, truncate=False)
+    with torch.no_grad():
+        reference = full(embeds, tokens)
+        cut = enc(embeds, tokens)
+        enc.truncate, saved = True, enc.truncate  # force it
+        try:
+            forced = enc(embeds, tokens)
+        finally:
+            enc.truncate = saved
+    torch.testing.assert_close(cut, reference, rtol=1e-5, atol=1e-5)
+    if causal_eot:
+        torch.testing.assert_close(forced, reference, rtol=1e-5, atol=1e-5)
+    else:  # bidirectional, 'last' pooling: cutting the context changes it
+        assert not torch.allclose(forced, reference, atol=1e-3)

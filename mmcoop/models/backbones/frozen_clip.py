@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from open_clip.modified_resnet import ModifiedResNet
+from open_clip.timm_model import TimmModel
 from open_clip.transformer import VisionTransformer, text_global_pool
 
 from mmcoop.registry import MODELS
@@ -39,6 +40,16 @@ class FrozenCLIP(FrozenMixin, BaseModule):
       attention branch as if every token attended only to itself,
       ``proj(ln_post(ls_1(out_proj(v_proj(ln_1(x))))))`` with ``x`` the
       input of the last block; the block's residual and MLP are dropped.
+
+    For a timm tower (open_clip ``TimmModel``: SigLIP / SigLIP2 ViTs with an
+    attention-pool ("map") head, EVA02, ConvNeXt) position 0 is the tower's
+    pooled output, exactly ``encode_image``, and every patch (ViT) or grid
+    cell (ConvNeXt) follows, each passed *alone* through the tower's pooling
+    head (``'tokens'``, the only mode): pooling a single element is the
+    identity for ``token`` / ``avg`` pooling, and for the map head it is its
+    value path ``x + mlp(norm(x))`` with ``x = proj(v(token))`` (the latent
+    query attending to one token). Prefix (class, register) tokens are not
+    repeated. The input size is set with timm's ``set_input_size``.
 
     Args:
         model_name (str): open_clip architecture, e.g. ``'RN101-quickgelu'``.
@@ -106,6 +117,9 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                 resize_attnpool_pos_embed(pool.positional_embedding.data,
                                           self.input_resolution // 32))
             self.embed_dim = pool.c_proj.out_features
+        elif isinstance(self.visual, TimmModel):
+            self.arch = _timm_arch(self.visual.trunk, model_name)
+            self._setup_timm()
         elif isinstance(self.visual, VisionTransformer):
             self.arch = 'vit'
             patch = self.visual.patch_size[0]
@@ -126,19 +140,45 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         else:
             raise NotImplementedError(
                 f'{model_name}: dense features are implemented for open_clip '
-                f'ModifiedResNet and VisionTransformer towers, not '
-                f'{type(self.visual).__name__}.')
+                f'ModifiedResNet, VisionTransformer and timm (ViT, EVA, '
+                f'ConvNeXt) towers, not {type(self.visual).__name__}.')
         self.dense_mode = _check_dense_mode(dense_mode, self.arch, model_name)
         self.visual.image_size = (self.input_resolution, ) * 2
         if self.channels_last:
             self.visual.to(memory_format=torch.channels_last)
         self._freeze(save_frozen)
 
+    def _setup_timm(self) -> None:
+        """Input size, grid and output width of a timm tower."""
+        trunk = self.visual.trunk
+        stride = trunk.patch_embed.patch_size[0] \
+            if self.arch == 'timm_vit' else 32
+        if self.input_resolution % stride:
+            raise ValueError(
+                f'input_resolution={self.input_resolution} must be a '
+                f'multiple of the patch size (stride) {stride} of '
+                f'{self.model_name}.')
+        if self.arch == 'timm_vit':
+            trunk.set_input_size(img_size=self.input_resolution)
+        self._timm_grid = self.input_resolution // stride
+        linears = [
+            m for m in self.visual.head.modules() if isinstance(m, nn.Linear)
+        ]
+        classifier = trunk.get_classifier()
+        if linears:
+            self.embed_dim = linears[-1].out_features
+        elif isinstance(classifier, nn.Linear):
+            self.embed_dim = classifier.out_features
+        else:
+            self.embed_dim = trunk.num_features
+
     @property
     def num_positions(self) -> int:
         """Number of dense positions ``1 + HW`` at ``input_resolution``."""
         if self.arch == 'resnet':
             return 1 + (self.input_resolution // 32)**2
+        if self.arch.startswith('timm'):
+            return 1 + self._timm_grid**2
         return self.visual.positional_embedding.shape[0]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
@@ -150,7 +190,25 @@ class FrozenCLIP(FrozenMixin, BaseModule):
     def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         if self.arch == 'resnet':
             return self._forward_resnet(x)
-        return self._forward_vit(x)
+        if self.arch == 'vit':
+            return self._forward_vit(x)
+        return self._forward_timm(x)
+
+    def _forward_timm(self, x: torch.Tensor) -> torch.Tensor:
+        visual, trunk = self.visual, self.visual.trunk
+        feats = trunk.forward_features(x)
+        pooled = visual.head(trunk.forward_head(feats))  # = encode_image
+        if self.arch == 'timm_vit':
+            tokens = feats[:, trunk.num_prefix_tokens:]  # (B, HW, C)
+            if getattr(trunk, 'attn_pool', None) is not None:
+                tokens = _map_value_path(trunk.attn_pool, tokens)
+            tokens = trunk.head(trunk.fc_norm(tokens))
+        else:  # ConvNeXt: NormMlpClassifierHead without the pooling
+            head = trunk.head
+            tokens = head.norm(feats).flatten(2).transpose(1, 2)
+            tokens = head.fc(head.pre_logits(tokens))
+        tokens = visual.head(tokens)
+        return torch.cat([pooled[:, :, None], tokens.transpose(1, 2)], dim=2)
 
     def _forward_resnet(self, x: torch.Tensor) -> torch.Tensor:
         visual = self.visual
@@ -189,7 +247,43 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         return x.permute(0, 2, 1).contiguous()
 
 
-_DENSE_MODES = dict(resnet=('value', ), vit=('tokens', 'value'))
+_DENSE_MODES = dict(
+    resnet=('value', ),
+    vit=('tokens', 'value'),
+    timm_vit=('tokens', ),
+    timm_convnext=('tokens', ))
+
+
+def _timm_arch(trunk: nn.Module, model_name: str) -> str:
+    """``'timm_vit'`` (timm VisionTransformer, EVA) or ``'timm_convnext'``."""
+    from timm.models.convnext import ConvNeXt
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+    if isinstance(trunk, (TimmViT, Eva)):
+        return 'timm_vit'
+    if isinstance(trunk, ConvNeXt):
+        return 'timm_convnext'
+    raise NotImplementedError(
+        f'{model_name}: dense features are implemented for timm '
+        f'VisionTransformer, Eva and ConvNeXt towers, not '
+        f'{type(trunk).__name__}.')
+
+
+def _map_value_path(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm ``AttentionPoolLatent`` applied to every token alone: the latent
+    query attends to one key, so the attention output is ``proj(v(x))``,
+    followed by the head's ``x + mlp(norm(x))``. ``(B, N, C) -> (B, N, C)``.
+    """
+    if pool.pos_embed is not None:
+        raise NotImplementedError(
+            'attention-pool heads with a positional embedding are not '
+            'supported.')
+    width = x.shape[-1]
+    v = pool.kv(x)[..., width:]  # kv packs (k, v), heads inside each
+    x = pool.proj(v)
+    if pool.mlp is not None:
+        x = x + pool.mlp(pool.norm(x))
+    return x
 
 
 def _check_dense_mode(mode: Optional[str], arch: str, model_name: str) -> str:
@@ -226,7 +320,11 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
 
     With ``truncate=True`` (default) the transformer runs only up to the last
     end-of-text position of the batch: the causal mask makes later positions
-    irrelevant, so the result is identical to the full 77-token pass.
+    irrelevant, so the result is identical to the full 77-token pass. Text
+    towers without a causal mask or with ``last`` pooling (SigLIP / SigLIP2:
+    bidirectional, pooled at the final position, no end-of-text token) are
+    never truncated (``self.truncate`` is False whatever was asked): there
+    every position influences the pooled one.
 
     Args:
         model_name (str): open_clip architecture.
@@ -260,30 +358,45 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir, init_seed)
-        if not hasattr(clip, 'token_embedding'):
+        # CustomTextCLIP (SigLIP, EVA02, ...) keeps its tower in `.text`
+        text = getattr(clip, 'text', clip)
+        if not hasattr(text, 'token_embedding') or getattr(
+                text, 'cls_emb', None) is not None or getattr(
+                    text, 'use_pad_mask', False):
             raise NotImplementedError(
-                f'{model_name} has a custom (e.g. HF) text tower; mmcoop '
-                'supports open_clip models with the built-in text transformer.')
+                f'{model_name} has a text tower mmcoop cannot feed prompt '
+                'embeddings to (HF text model, CoCa class token or padding '
+                'mask); mmcoop supports the open_clip text transformer.')
         self.model_name = model_name
-        self.token_embedding = clip.token_embedding
-        self.positional_embedding = clip.positional_embedding
-        self.transformer = clip.transformer
-        self.ln_final = clip.ln_final
-        self.text_projection = clip.text_projection
-        self.register_buffer('attn_mask', clip.attn_mask, persistent=False)
-        self.pool_type = clip.text_pool_type
-        self.eos_id = getattr(clip, 'text_eos_id', None)
-        del clip
+        self.token_embedding = text.token_embedding
+        self.positional_embedding = text.positional_embedding
+        self.transformer = text.transformer
+        self.ln_final = text.ln_final
+        self.text_projection = text.text_projection
+        self.register_buffer('attn_mask', text.attn_mask, persistent=False)
+        self.pool_type = getattr(text, 'text_pool_type', None) or getattr(
+            text, 'pool_type')
+        self.eos_id = getattr(text, 'text_eos_id', getattr(text, 'eos_id',
+                                                           None))
+        self.pad_id = getattr(text, 'pad_id', 0)
+        del clip, text
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.context_length = self.positional_embedding.shape[0]
         self.width = self.token_embedding.weight.shape[1]
-        self.embed_dim = (
-            self.text_projection.out_features if isinstance(
-                self.text_projection, nn.Linear) else
-            self.text_projection.shape[1])
-        # Truncation is exact only with a causal mask and EOT-style pooling.
+        if self.text_projection is None:
+            self.embed_dim = self.width
+        elif isinstance(self.text_projection, nn.Linear):
+            self.embed_dim = self.text_projection.out_features
+        else:
+            self.embed_dim = self.text_projection.shape[1]
+        # Truncation is exact only with a causal mask and pooling at the
+        # end-of-text token (no later position can influence it); 'last'
+        # pooling (SigLIP) reads the final position of the full context.
         self.truncate = bool(truncate) and self.attn_mask is not None \
             and self.pool_type in ('argmax', 'eos')
+        first, second = self.tokenize(['a', 'b'])
+        #: special tokens before the text (1 for CLIP's start token)
+        self.text_start = int((first != second).int().argmax())
         self._freeze(save_frozen)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -296,10 +409,15 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         return self.token_embedding(tokens.to(self.token_embedding.weight.device))
 
     def end_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Index of the pooled (end-of-text) token of each prompt, ``(N,)``."""
+        """Index of the last token of each prompt's text, ``(N,)``: the
+        end-of-text token for ``eos`` / ``argmax`` pooling, else the last
+        non-padding token."""
         if self.pool_type == 'eos':
             return (tokens == self.eos_id).int().argmax(dim=-1)
-        return tokens.argmax(dim=-1)
+        if self.pool_type == 'argmax':
+            return tokens.argmax(dim=-1)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return ((tokens != self.pad_id) * positions).argmax(dim=-1)
 
     def forward(self, prompts: torch.Tensor,
                 tokens: torch.Tensor) -> torch.Tensor:
@@ -323,11 +441,14 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
             length = int(self.end_positions(tokens).max()) + 1
             prompts = prompts[:, :length]
             tokens = tokens[:, :length]
-            attn_mask = attn_mask[:length, :length]
+            if attn_mask is not None:
+                attn_mask = attn_mask[:length, :length]
         x = prompts + self.positional_embedding[:length].to(prompts.dtype)
         x = self.transformer(x, attn_mask=attn_mask)
         x = self.ln_final(x)
         x = text_global_pool(x, tokens, self.pool_type, self.eos_id)
+        if self.text_projection is None:
+            return x
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(x)
         return x @ self.text_projection

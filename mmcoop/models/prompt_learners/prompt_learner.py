@@ -35,7 +35,8 @@ class PromptLearner(BaseModule):
     Shapes:
         ``forward(token_embeds)``: ``(C, L, W)`` embeddings of ``tokens`` ->
         ``(C, L, W)`` prompt embeddings with the context spliced in at
-        positions ``1 .. n_ctx``; ``tokens`` is the ``(C, L)`` token-id buffer
+        positions ``start .. start + n_ctx - 1`` (``start`` = 1 after CLIP's
+        start token); ``tokens`` is the ``(C, L)`` token-id buffer
         (also used for end-of-text pooling).
     """
 
@@ -52,12 +53,17 @@ class PromptLearner(BaseModule):
         num_classes = len(classnames)
         width = text_encoder.width
         weight = text_encoder.token_embedding.weight
+        # the context follows the tokenizer's leading special tokens (CLIP's
+        # start token; none for SigLIP's)
+        start = text_encoder.text_start
         if ctx_init:
             ctx_init = ctx_init.replace('_', ' ').strip()
-            # As the official code: as many context tokens as words.
-            n_ctx = len(ctx_init.split(' '))
+            # As many context tokens as the words have (one per word for
+            # common words with CLIP's BPE, as the official code assumes).
             init_tokens = text_encoder.tokenize([ctx_init])
-            ctx = text_encoder.embed_tokens(init_tokens)[0, 1:1 + n_ctx]
+            n_ctx = int(text_encoder.end_positions(init_tokens)[0]) - start
+            ctx = text_encoder.embed_tokens(init_tokens)[0, start:start +
+                                                        n_ctx]
             ctx = ctx.detach().clone().to(weight.dtype).cpu()
             if class_specific:
                 ctx = ctx.unsqueeze(0).repeat(num_classes, 1, 1)
@@ -70,6 +76,7 @@ class PromptLearner(BaseModule):
             prefix = ' '.join(['X'] * n_ctx)
         self.ctx = nn.Parameter(ctx)
         self.n_ctx = n_ctx
+        self.start = start
         self.num_classes = num_classes
         self.class_specific = class_specific
         self.prompt_texts = [f'{prefix} {name}.' for name in classnames]
@@ -89,6 +96,6 @@ class PromptLearner(BaseModule):
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.num_classes, -1, -1)
         ctx = ctx.to(token_embeds.dtype)
+        start, end = self.start, self.start + self.n_ctx
         return torch.cat(
-            [token_embeds[:, :1], ctx, token_embeds[:, 1 + self.n_ctx:]],
-            dim=1)
+            [token_embeds[:, :start], ctx, token_embeds[:, end:]], dim=1)
