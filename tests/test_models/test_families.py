@@ -238,3 +238,82 @@ def test_truncation_exact_where_enabled_off_where_not(name, family):
         torch.testing.assert_close(forced, reference, rtol=1e-5, atol=1e-5)
     else:  # bidirectional, 'last' pooling: cutting the context changes it
         assert not torch.allclose(forced, reference, atol=1e-3)
+
+
+# --------------------------------------------------------------------------
+# zero-shot starting point
+# --------------------------------------------------------------------------
+def _text_cfg(name):
+    return dict(type='FrozenCLIPTextEncoder', model_name=name)
+
+
+@pytest.mark.parametrize('name', [WIDE, 'mmcoop-tiny-MAP'])
+def test_zero_shot_class_features_are_ensembled_written_prompts(
+        name, family):
+    _, _, clip = family(name)
+    head = MODELS.build(
+        dict(
+            type='ZeroShotHead',
+            classnames=NAMES,
+            text_encoder=_text_cfg(name),
+            pos_templates=['a photo of a {}.', 'a picture of the {}.'],
+            neg_templates='a photo without a {}.'))
+    assert not any(p.requires_grad for p in head.parameters())
+    neg, pos = head.eval().cached_class_features()
+    tokenizer = head.text_encoder.tokenize
+
+    def encode(texts):
+        with torch.no_grad():
+            return F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)
+
+    names = ['cat', 'traffic light', 'hair drier']
+    expected_pos = (encode([f'a photo of a {n}.' for n in names]) +
+                    encode([f'a picture of the {n}.' for n in names])) / 2
+    expected_neg = encode([f'a photo without a {n}.' for n in names])
+    torch.testing.assert_close(pos, expected_pos, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(neg, expected_neg, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_shot_template_bank_and_negation_rule():
+    head = MODELS.build(
+        dict(
+            type='ZeroShotHead',
+            classnames=NAMES,
+            text_encoder=_text_cfg('mmcoop-tiny-RN'),
+            pos_templates='bank',
+            neg_templates=None,
+            n_ctx=16, use_residual=True))  # a PositiveCoOp head's keys
+    assert len(head.pos_templates) == len(head.neg_templates) == 85
+    assert head.neg_templates[0] == 'not ' + head.pos_templates[0]
+    neg, pos = head.eval().cached_class_features()
+    assert neg.shape == pos.shape == (3, 64)
+
+
+@pytest.mark.parametrize('name', ['mmcoop-tiny-RN', 'mmcoop-tiny-EVA02'])
+def test_dual_coop_from_words_starts_at_the_zero_shot_model(name, family):
+    """DualCoOp with ``ctx_init``/``neg_ctx_init`` scores, before any
+    training, exactly as the ZeroShot head with those words; PositiveCoOp's
+    prompt starts at the zero-shot presence feature."""
+    backbone = family(name)[0]
+    size = FAMILIES[name]
+    (dense, ) = backbone(torch.randn(2, 3, size, size))
+    words = dict(ctx_init='a photo of a', neg_ctx_init='a photo without a')
+    dual = MODELS.build(
+        dict(type='DualCoOpHead', classnames=NAMES,
+             text_encoder=_text_cfg(name), **words)).eval()
+    zero = MODELS.build(
+        dict(type='ZeroShotHead', classnames=NAMES,
+             text_encoder=_text_cfg(name))).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            dual((dense, )), zero((dense, )), rtol=1e-4, atol=1e-4)
+    assert dual.neg_prompt.ctx.shape[1] == 4  # 'a photo without a'
+    positive = MODELS.build(
+        dict(type='PositiveCoOpHead', classnames=NAMES,
+             text_encoder=_text_cfg(name), use_residual=False,
+             **words)).eval()
+    with torch.no_grad():
+        pos = positive.class_features()[1]
+    torch.testing.assert_close(
+        F.normalize(pos, dim=-1), zero.class_features()[1],
+        rtol=1e-5, atol=1e-5)
