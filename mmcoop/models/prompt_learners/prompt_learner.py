@@ -60,8 +60,12 @@ class PromptLearner(BaseModule):
             ctx_init = ctx_init.replace('_', ' ').strip()
             # As many context tokens as the words have (one per word for
             # common words with CLIP's BPE, as the official code assumes).
-            init_tokens = text_encoder.tokenize([ctx_init])
-            n_ctx = int(text_encoder.end_positions(init_tokens)[0]) - start
+            init_tokens, twice = text_encoder.tokenize(
+                [ctx_init, f'{ctx_init} {ctx_init}'])
+            # the words' tokens end where the repeated words start (whatever
+            # the tokenizer's end and padding tokens)
+            n_ctx = int((init_tokens != twice).int().argmax()) - start
+            init_tokens = init_tokens[None]
             ctx = text_encoder.embed_tokens(init_tokens)[0, start:start +
                                                         n_ctx]
             ctx = ctx.detach().clone().to(weight.dtype).cpu()
