@@ -317,3 +317,12 @@ def test_dual_coop_from_words_starts_at_the_zero_shot_model(name, family):
     torch.testing.assert_close(
         F.normalize(pos, dim=-1), zero.class_features()[1],
         rtol=1e-5, atol=1e-5)
+
+
+def test_dense_mode_is_in_the_module_repr():
+    """Same weights, another function: the repr (hashed into the
+    feature-cache key with the weights) differs."""
+    tokens = FrozenCLIP(WIDE, input_resolution=64)
+    value = FrozenCLIP(WIDE, input_resolution=64, dense_mode='value')
+    assert "dense_mode='value'" in repr(value)
+    assert repr(tokens) == repr(value).replace("'value'", "'tokens'")

@@ -172,6 +172,12 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         else:
             self.embed_dim = trunk.num_features
 
+    def extra_repr(self) -> str:
+        # what selects the function beyond the weights, in the module repr
+        # (which the feature-cache key hashes)
+        return (f'model_name={self.model_name!r}, input_resolution='
+                f'{self.input_resolution}, dense_mode={self.dense_mode!r}')
+
     @property
     def num_positions(self) -> int:
         """Number of dense positions ``1 + HW`` at ``input_resolution``."""
