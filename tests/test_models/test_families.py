@@ -1,6 +1,5 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """CLIP families beyond RN101: widths, ViT dense modes, text pooling."""
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F

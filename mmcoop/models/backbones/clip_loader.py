@@ -98,9 +98,10 @@ def load_clip_weights(model: torch.nn.Module, path: str,
             # an unreadable or unsafe file raises its own clear error here
             safe_torch_load(path, what='CLIP weights')
         detail = ' '.join(str(e).split())
+        detail = detail if len(detail) <= 600 else detail[:600] + '...'
         raise RuntimeError(
             f'CLIP weights in {path!r} do not fit the open_clip architecture '
-            f'{model_name!r}: {detail[:600]}{"..." if len(detail) > 600 else ""}'
+            f'{model_name!r}: {detail}'
             ' Check `model_name` (e.g. RN101-quickgelu for the OpenAI RN101 '
             'weights).') from e
 

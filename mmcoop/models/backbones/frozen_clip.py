@@ -412,7 +412,8 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
     @torch.no_grad()
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(N, L)`` token ids -> ``(N, L, W)`` token embeddings."""
-        return self.token_embedding(tokens.to(self.token_embedding.weight.device))
+        weight = self.token_embedding.weight
+        return self.token_embedding(tokens.to(weight.device))
 
     def end_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Index of the last token of each prompt's text, ``(N,)``: the

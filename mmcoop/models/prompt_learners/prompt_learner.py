@@ -65,9 +65,8 @@ class PromptLearner(BaseModule):
             # the words' tokens end where the repeated words start (whatever
             # the tokenizer's end and padding tokens)
             n_ctx = int((init_tokens != twice).int().argmax()) - start
-            init_tokens = init_tokens[None]
-            ctx = text_encoder.embed_tokens(init_tokens)[0, start:start +
-                                                        n_ctx]
+            embeds = text_encoder.embed_tokens(init_tokens[None])[0]
+            ctx = embeds[start:start + n_ctx]
             ctx = ctx.detach().clone().to(weight.dtype).cpu()
             if class_specific:
                 ctx = ctx.unsqueeze(0).repeat(num_classes, 1, 1)
@@ -86,7 +85,8 @@ class PromptLearner(BaseModule):
         self.prompt_texts = [f'{prefix} {name}.' for name in classnames]
 
         tokens = text_encoder.tokenize(self.prompt_texts)
-        if int(text_encoder.end_positions(tokens).max()) >= tokens.shape[1] - 1:
+        last = int(text_encoder.end_positions(tokens).max())
+        if last >= tokens.shape[1] - 1:
             raise ValueError(
                 'A prompt does not fit the text context length '
                 f'({tokens.shape[1]} tokens) with n_ctx={n_ctx}; shorten the '
