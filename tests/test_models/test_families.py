@@ -1,5 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """CLIP families beyond RN101: widths, ViT dense modes, text pooling."""
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -325,3 +326,36 @@ def test_dense_mode_is_in_the_module_repr():
     value = FrozenCLIP(WIDE, input_resolution=64, dense_mode='value')
     assert "dense_mode='value'" in repr(value)
     assert repr(tokens) == repr(value).replace("'value'", "'tokens'")
+
+
+def test_prompts_without_a_start_token(monkeypatch, family):
+    """A tokenizer with no leading special token (as SigLIP's): the context
+    is spliced from position 0 and ``ctx_init`` still gives the written
+    prompt."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from mmcoop.models.prompt_learners import PromptLearner
+    clip_tokenizer = SimpleTokenizer()
+    clip = family(WIDE)[2]  # built before the tokenizer is replaced
+
+    def no_start(texts):
+        tokens = clip_tokenizer(texts)
+        return torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])],
+                         dim=1)
+
+    monkeypatch.setattr(open_clip, 'get_tokenizer', lambda name: no_start)
+    enc = FrozenCLIPTextEncoder(WIDE)
+    assert enc.text_start == 0
+    learner = PromptLearner(NAMES, enc, ctx_init='a photo of a')
+    assert learner.n_ctx == 4 and learner.start == 0
+    with torch.no_grad():
+        out = enc(learner(enc.embed_tokens(learner.tokens)), learner.tokens)
+        expected = clip.encode_text(no_start(
+            [f'a photo of a {n.replace("_", " ")}.' for n in NAMES]))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # random context: the class-name tokens stay where the tokenizer put them
+    random = PromptLearner(NAMES, enc, n_ctx=3)
+    prompts = random(enc.embed_tokens(random.tokens))
+    torch.testing.assert_close(prompts[:, :3], random.ctx)
+    torch.testing.assert_close(prompts[:, 3:],
+                               enc.embed_tokens(random.tokens)[:, 3:])
