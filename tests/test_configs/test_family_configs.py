@@ -72,17 +72,19 @@ def test_family_config_facts(path):
         assert cfg.model.data_preprocessor.mean == OPENAI_MEAN
 
 
-# one config per architecture kind -> a tiny instance of that kind
+# a few configs, every architecture kind and every head type among them,
+# each built with a tiny instance of its kind
 TINY = {
-    'rn50x4_openai': 'mmcoop-tiny-RN',
-    'vit-l-14_datacomp': 'mmcoop-tiny-ViT',
-    'eva02-b-16_merged2b': 'mmcoop-tiny-EVA02',
-    'convnext-base-w_laion2b': 'mmcoop-tiny-ConvNeXt',
-    'vit-so400m-14-siglip_webli': 'mmcoop-tiny-MAP',
+    'rn50x4_openai': ('mmcoop-tiny-RN', 'baseline'),
+    'vit-l-14_datacomp': ('mmcoop-tiny-ViT', 'positivecoop'),
+    'eva02-b-16_merged2b': ('mmcoop-tiny-EVA02', 'dualcoop'),
+    'convnext-base-w_laion2b': ('mmcoop-tiny-ConvNeXt', 'zeroshot'),
+    'vit-so400m-14-siglip_webli': ('mmcoop-tiny-MAP', 'positivecoop'),
 }
 BUILD = [
-    p for p in CONFIGS if osp.basename(osp.dirname(p)) in TINY and (
-        'coco14' in p)
+    p for p in CONFIGS if osp.basename(osp.dirname(p)) in TINY
+    and 'coco14' in p and osp.basename(p).startswith(
+        TINY[osp.basename(osp.dirname(p))][1])
 ]
 
 
@@ -90,7 +92,7 @@ BUILD = [
 def test_family_config_builds_with_a_tiny_instance(path):
     register_mmcoop_clip_configs()
     cfg = Config.fromfile(path)
-    tiny = TINY[osp.basename(osp.dirname(path))]
+    tiny = TINY[osp.basename(osp.dirname(path))][0]
     model_cfg = copy.deepcopy(cfg.model)
     size = 56 if 'EVA02' in tiny else 64
     model_cfg.backbone.update(
