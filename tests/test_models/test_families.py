@@ -359,3 +359,10 @@ def test_prompts_without_a_start_token(monkeypatch, family):
     torch.testing.assert_close(prompts[:, :3], random.ctx)
     torch.testing.assert_close(prompts[:, 3:],
                                enc.embed_tokens(random.tokens)[:, 3:])
+
+
+def test_timm_input_resolution_must_fit_the_patch_size():
+    with pytest.raises(ValueError, match='multiple of the patch size'):
+        FrozenCLIP('mmcoop-tiny-EVA02', input_resolution=64)  # patch 14
+    with pytest.raises(ValueError, match='multiple of the patch size'):
+        FrozenCLIP('mmcoop-tiny-ConvNeXt', input_resolution=48)  # stride 32
