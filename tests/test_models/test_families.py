@@ -366,3 +366,45 @@ def test_timm_input_resolution_must_fit_the_patch_size():
         FrozenCLIP('mmcoop-tiny-EVA02', input_resolution=64)  # patch 14
     with pytest.raises(ValueError, match='multiple of the patch size'):
         FrozenCLIP('mmcoop-tiny-ConvNeXt', input_resolution=48)  # stride 32
+
+
+@pytest.mark.parametrize('name', ['mmcoop-tiny-MAP', 'mmcoop-tiny-EVA02'])
+def test_timm_value_mode_is_self_attention_of_the_last_block(name, family):
+    """timm ViTs: the last block's real attention with a self-only mask,
+    the final norm, then each token alone through the pooling head;
+    position 0 stays ``encode_image``."""
+    _, _, clip = family(name)
+    size = FAMILIES[name]
+    backbone = FrozenCLIP(name, input_resolution=size, dense_mode='value')
+    x = torch.randn(1, 3, size, size)
+    (dense, ) = backbone(x)
+    trunk, head = clip.visual.trunk, clip.visual.head
+    last = trunk.blocks[-1]
+    # the tiny instances have no layer scale on the attention branch
+    assert isinstance(getattr(last, 'ls1', torch.nn.Identity()),
+                      torch.nn.Identity)
+    assert getattr(last, 'gamma_1', None) is None
+    with torch.no_grad():
+        (inputs, ) = trunk.forward_intermediates(
+            x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
+            intermediates_only=True)  # patch tokens entering the last block
+        n = inputs.shape[1]
+        only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
+        branch = trunk.norm(last.attn(last.norm1(inputs), attn_mask=only_self))
+        length = trunk.num_prefix_tokens + n
+        expected = torch.stack([
+            head(trunk.forward_head(branch[:, i:i + 1].expand(-1, length, -1)))
+            for i in range(n)
+        ], dim=2)
+        pooled = clip.encode_image(x)
+    torch.testing.assert_close(dense[:, :, 0], pooled, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dense[:, :, 1:], expected, rtol=1e-4,
+                               atol=1e-5)
+    (tokens, ) = family(name)[0](x)
+    assert not torch.allclose(tokens[:, :, 1:], dense[:, :, 1:], atol=1e-3)
+
+
+def test_convnext_has_no_value_mode():
+    with pytest.raises(ValueError, match="dense_mode='value'.*timm_convnext"):
+        FrozenCLIP('mmcoop-tiny-ConvNeXt', input_resolution=64,
+                   dense_mode='value')

@@ -45,10 +45,13 @@ class FrozenCLIP(FrozenMixin, BaseModule):
     attention-pool ("map") head, EVA02, ConvNeXt) position 0 is the tower's
     pooled output, exactly ``encode_image``, and every patch (ViT) or grid
     cell (ConvNeXt) follows, each passed *alone* through the tower's pooling
-    head (``'tokens'``, the only mode): pooling a single element is the
-    identity for ``token`` / ``avg`` pooling, and for the map head it is its
-    value path ``x + mlp(norm(x))`` with ``x = proj(v(token))`` (the latent
-    query attending to one token). Prefix (class, register) tokens are not
+    head: pooling a single element is the identity for ``token`` / ``avg``
+    pooling, and for the map head it is its value path ``x + mlp(norm(x))``
+    with ``x = proj(v(token))`` (the latent query attending to one token).
+    The tokens are the final features (``'tokens'``, default) or, for timm
+    ViT / EVA blocks, the last block's value path followed by the final norm
+    (``'value'``, as for open_clip ViTs; rotary embeddings act on q and k
+    only, so they drop out). Prefix (class, register) tokens are not
     repeated. The input size is set with timm's ``set_input_size``.
 
     Args:
@@ -76,9 +79,9 @@ class FrozenCLIP(FrozenMixin, BaseModule):
             ``pretrained=None`` the tower is a function of this seed alone,
             and building it never consumes the global RNG. Defaults to 0.
         dense_mode (str, optional): ``'tokens'`` or ``'value'`` for ViTs
-            (see above); ResNets have only ``'value'``. None: the
-            architecture's default (``'value'`` for ResNets, ``'tokens'``
-            for ViTs).
+            (open_clip or timm, see above); ResNets have only ``'value'``,
+            ConvNeXt only ``'tokens'``. None: the architecture's default
+            (``'value'`` for ResNets, ``'tokens'`` otherwise).
 
     Shapes:
         input ``(B, 3, S, S)`` -> ``((B, D, 1 + HW),)`` with ``HW = (S/32)^2``
@@ -143,6 +146,8 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                 f'ModifiedResNet, VisionTransformer and timm (ViT, EVA, '
                 f'ConvNeXt) towers, not {type(self.visual).__name__}.')
         self.dense_mode = _check_dense_mode(dense_mode, self.arch, model_name)
+        if self.arch == 'timm_vit' and self.dense_mode == 'value':
+            _check_timm_value_block(self.visual.trunk.blocks[-1], model_name)
         self.visual.image_size = (self.input_resolution, ) * 2
         if self.channels_last:
             self.visual.to(memory_format=torch.channels_last)
@@ -202,10 +207,18 @@ class FrozenCLIP(FrozenMixin, BaseModule):
 
     def _forward_timm(self, x: torch.Tensor) -> torch.Tensor:
         visual, trunk = self.visual, self.visual.trunk
-        feats = trunk.forward_features(x)
+        if self.dense_mode == 'value':
+            # one pass: the final features and the last block's input
+            feats, (tokens, ) = trunk.forward_intermediates(
+                x, indices=[len(trunk.blocks) - 2], output_fmt='NLC')
+            tokens = trunk.norm(_timm_block_value_path(trunk.blocks[-1],
+                                                       tokens))
+        else:
+            feats = trunk.forward_features(x)
         pooled = visual.head(trunk.forward_head(feats))  # = encode_image
         if self.arch == 'timm_vit':
-            tokens = feats[:, trunk.num_prefix_tokens:]  # (B, HW, C)
+            if self.dense_mode != 'value':
+                tokens = feats[:, trunk.num_prefix_tokens:]  # (B, HW, C)
             if getattr(trunk, 'attn_pool', None) is not None:
                 tokens = _map_value_path(trunk.attn_pool, tokens)
             tokens = trunk.head(trunk.fc_norm(tokens))
@@ -256,7 +269,7 @@ class FrozenCLIP(FrozenMixin, BaseModule):
 _DENSE_MODES = dict(
     resnet=('value', ),
     vit=('tokens', 'value'),
-    timm_vit=('tokens', ),
+    timm_vit=('tokens', 'value'),
     timm_convnext=('tokens', ))
 
 
@@ -273,6 +286,47 @@ def _timm_arch(trunk: nn.Module, model_name: str) -> str:
         f'{model_name}: dense features are implemented for timm '
         f'VisionTransformer, Eva and ConvNeXt towers, not '
         f'{type(trunk).__name__}.')
+
+
+def _check_timm_value_block(block: nn.Module, model_name: str) -> None:
+    """The value path is written for timm's pre-norm ``Block`` / ``EvaBlock``
+    with ungated attention."""
+    from timm.models.eva import EvaBlock
+    from timm.models.vision_transformer import Block
+    if type(block) not in (Block, EvaBlock) or getattr(
+            block.attn, 'gate', None) is not None:
+        raise NotImplementedError(
+            f"{model_name}: dense_mode='value' supports timm pre-norm Block "
+            f'/ EvaBlock with ungated attention, not {type(block).__name__};'
+            " use dense_mode='tokens'.")
+
+
+def _timm_block_value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The attention branch of a timm ``Block`` / ``EvaBlock`` when every
+    token attends only to itself: ``ls(proj(norm(v(norm1(x)))))``; residual
+    and MLP dropped. ``(B, N, C) -> (B, N, C)``."""
+    x = _timm_value_path(block.attn, block.norm1(x))
+    if hasattr(block, 'ls1'):  # timm Block: LayerScale or Identity
+        return block.ls1(x)
+    gamma = getattr(block, 'gamma_1', None)  # EvaBlock
+    return x if gamma is None else gamma * x
+
+
+def _timm_value_path(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A timm ``Attention`` / ``EvaAttention`` output when every token
+    attends only to itself (rotary embeddings act on q and k only):
+    ``proj(norm(v(x)))``. ``(B, N, C) -> (B, N, C)``."""
+    if getattr(attn, 'qkv', None) is None:  # separate projections
+        v = attn.v_proj(x)
+    else:
+        width = attn.qkv.out_features // 3
+        bias = attn.qkv.bias
+        if bias is not None:
+            bias = bias[2 * width:]
+        elif getattr(attn, 'v_bias', None) is not None:  # EVA: q/v biases
+            bias = attn.v_bias
+        v = F.linear(x, attn.qkv.weight[2 * width:], bias)
+    return attn.proj(attn.norm(v))
 
 
 def _map_value_path(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
