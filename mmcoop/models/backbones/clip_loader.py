@@ -91,8 +91,10 @@ def load_clip_weights(model: torch.nn.Module, path: str,
             f'device=\'cpu\').state_dict(), {out!r})" and set `pretrained` '
             'to the new file.')
     try:
-        open_clip.load_checkpoint(
-            model, path, strict=True, weights_only=True, device='cpu')
+        # open_clip reads with torch.load(weights_only=True) (3.x; 2.x and
+        # its TypeError fallback use torch's default, weights_only=True
+        # since torch 2.6, which setup.cfg requires)
+        open_clip.load_checkpoint(model, path, strict=True)
     except Exception as e:  # noqa: BLE001 - classified below
         if not path.endswith(('.safetensors', '.npz', '.npy')):
             # an unreadable or unsafe file raises its own clear error here
