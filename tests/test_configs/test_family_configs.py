@@ -14,12 +14,12 @@ from mmengine.registry import DefaultScope
 
 import mmcoop.models  # noqa: F401
 from mmcoop.models.backbones import register_mmcoop_clip_configs
+from mmcoop.models.data_preprocessors import CLIP_MEAN
 from mmcoop.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FAMILIES = osp.join(REPO, 'configs', 'clip_families')
 CONFIGS = sorted(glob.glob(osp.join(FAMILIES, '*', '*.py')))
-OPENAI_MEAN = [122.770938, 116.7460125, 104.09373615]  # the RN101 configs
 
 
 def _id(path):
@@ -65,11 +65,13 @@ def test_family_config_facts(path):
     # the normalisation of the weights (open_clip's pretrained config)
     mean = open_clip.get_pretrained_cfg(name, tag).get(
         'mean', open_clip.OPENAI_DATASET_MEAN)
+    preprocessor = cfg.model.data_preprocessor
+    assert preprocessor.type == 'CLIPDataPreprocessor'
     torch.testing.assert_close(
-        torch.tensor(cfg.model.data_preprocessor.mean, dtype=torch.float64),
+        torch.tensor(preprocessor.get('mean', CLIP_MEAN), dtype=torch.float64),
         torch.tensor(mean, dtype=torch.float64) * 255, atol=1e-3, rtol=0)
-    if 'SigLIP' not in name:
-        assert cfg.model.data_preprocessor.mean == OPENAI_MEAN
+    # CLIP's statistics are the preprocessor's defaults, never retyped
+    assert ('mean' in preprocessor) == ('SigLIP' in name)
 
 
 # a few configs, every architecture kind and every head type among them,
