@@ -79,9 +79,23 @@ class PartialLabelHead(MultiLabelClsHead):
         self.classnames = resolve_classnames(classnames)
         self.num_classes = len(self.classnames)
 
+    #: D, the feature width the head expects (set by subclasses).
+    in_channels: int
+
     def pre_logits(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
-        """Last backbone output: ``(B, D, N)`` dense features."""
-        return feats[-1]
+        """Last backbone output: ``(B, D, N)`` dense features, D checked
+        against the width the head was built for."""
+        dense = feats[-1]
+        if dense.dim() != 3 or dense.shape[1] != self.in_channels:
+            raise ValueError(
+                f'{type(self).__name__} expects (B, {self.in_channels}, N) '
+                f'dense features, got {tuple(dense.shape)}. The head width '
+                "is the CLIP joint embedding width of the head's own tower "
+                '(text encoder, or `in_channels` of BaselineHead): use the '
+                'same `model_name` for the backbone and the text encoder, '
+                'and set BaselineHead `in_channels` to the backbone width '
+                '(`FrozenCLIP(...).embed_dim`).')
+        return dense
 
     def forward(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
         """``(B, D, N)`` dense features -> ``(B, 2, C)`` logits."""
