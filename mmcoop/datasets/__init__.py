@@ -2,6 +2,8 @@
 from .categories import (COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS,
                          VOC2007_CATEGORIES)
 from .coco2014 import COCO2014MultiLabel, load_coco_multilabel
+from .multilabel_csv import MultiLabelCSVDataset
+from .multilabel_json import MultiLabelJSONDataset
 from .partial_label import PartialLabelDataset, make_known_mask
 from .samplers import EpochIndex, EpochSeededSampler
 from .transforms import (DUALCOOP_RANDAUG_POLICIES, DualCoOpRandAugment,
@@ -14,5 +16,6 @@ __all__ = [
     'make_known_mask', 'load_coco_multilabel', 'AnnotationError',
     'COCO2014_CATEGORIES', 'COCO2014_CATEGORY_IDS', 'VOC2007_CATEGORIES',
     'RandomCutout', 'LoadImageFromFileChecked', 'DualCoOpRandAugment',
-    'DUALCOOP_RANDAUG_POLICIES', 'EpochSeededSampler', 'EpochIndex'
+    'DUALCOOP_RANDAUG_POLICIES', 'EpochSeededSampler', 'EpochIndex',
+    'MultiLabelCSVDataset', 'MultiLabelJSONDataset'
 ]

@@ -125,3 +125,23 @@ def build_voc(root, objects=None, splits=None):
                   'w') as f:
             f.write(''.join(i + '\n' for i in ids))
     return str(root)
+
+
+def write_text(path, text):
+    os.makedirs(osp.dirname(str(path)), exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        f.write(text)
+    return str(path)
+
+
+# a user's table with verified negatives: classes cat, car, dog, person
+CSV_ROWS = 'image,labels,negatives\na.jpg,dog;person,cat\nb.jpg,car,\n' \
+    'c.jpg,,dog;car\n'
+
+
+def build_csv(root, text=CSV_ROWS, images=('a.jpg', 'b.jpg', 'c.jpg'),
+              name='train.csv'):
+    """``root/name`` and the images under ``root/img``."""
+    for k, img in enumerate(images):
+        save_image(osp.join(root, 'img', img), color=(40 * k, 90, 10))
+    return write_text(osp.join(root, name), text)
