@@ -145,3 +145,38 @@ def build_csv(root, text=CSV_ROWS, images=('a.jpg', 'b.jpg', 'c.jpg'),
     for k, img in enumerate(images):
         save_image(osp.join(root, 'img', img), color=(40 * k, 90, 10))
     return write_text(osp.join(root, name), text)
+
+
+# Open Images: 5 classes in the descriptions, 3 of them boxable
+OI_DESCRIPTIONS = ('LabelName,DisplayName\n/m/01g317,Person\n/m/0bt9lr,Dog\n'
+                   '/m/01yrx,Cat\n/m/0k4j,Car\n/g/11b6x,Sunset\n')
+# the boxable file of V4/V5 has no header
+OI_BOXABLE = '/m/01yrx,Cat\n/m/0bt9lr,Dog\n/m/01g317,Person\n'
+OI_TRAINABLE = '/m/01g317\n/m/0bt9lr\n/m/01yrx\n/g/11b6x\n'
+# rows out of image order; a label verified by two sources
+OI_LABELS = ('ImageID,Source,LabelName,Confidence\n'
+             '000002b66c9c498e,verification,/m/0bt9lr,1\n'
+             '000002b66c9c498e,verification,/m/01yrx,0\n'
+             '000002b66c9c498e,crowdsource-verification,/m/0bt9lr,0\n'
+             '00000c4bf1a3e4b0,verification,/m/01g317,0\n'
+             '00000c4bf1a3e4b0,verification,/g/11b6x,1\n'
+             '000001a6bd1a5a49,verification,/m/01g317,1\n'
+             '000001a6bd1a5a49,verification,/m/0k4j,1\n')
+OI_IMAGES = ('000002b66c9c498e', '00000c4bf1a3e4b0', '000001a6bd1a5a49')
+
+
+def build_open_images(root, split='train', labels=OI_LABELS,
+                      images=OI_IMAGES):
+    ann = osp.join(root, 'annotations')
+    write_text(osp.join(ann, 'oidv7-class-descriptions.csv'),
+               OI_DESCRIPTIONS)
+    write_text(osp.join(ann, 'oidv7-class-descriptions-boxable.csv'),
+               OI_BOXABLE)
+    write_text(osp.join(ann, 'oidv7-classes-trainable.txt'), OI_TRAINABLE)
+    short = {'train': 'train', 'validation': 'val', 'test': 'test'}[split]
+    write_text(
+        osp.join(ann, f'oidv7-{short}-annotations-human-imagelabels.csv'),
+        labels)
+    for k, iid in enumerate(images):
+        save_image(osp.join(root, split, f'{iid}.jpg'), color=(k * 60, 9, 9))
+    return str(root)
