@@ -4,6 +4,7 @@ from .categories import (COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS,
 from .coco2014 import COCO2014MultiLabel, load_coco_multilabel
 from .multilabel_csv import MultiLabelCSVDataset
 from .multilabel_json import MultiLabelJSONDataset
+from .nus_wide import NUSWIDEMultiLabel
 from .open_images import OpenImagesMultiLabel, load_open_images_labels
 from .partial_label import PartialLabelDataset, make_known_mask
 from .samplers import EpochIndex, EpochSeededSampler
@@ -19,5 +20,5 @@ __all__ = [
     'RandomCutout', 'LoadImageFromFileChecked', 'DualCoOpRandAugment',
     'DUALCOOP_RANDAUG_POLICIES', 'EpochSeededSampler', 'EpochIndex',
     'MultiLabelCSVDataset', 'MultiLabelJSONDataset', 'OpenImagesMultiLabel',
-    'load_open_images_labels'
+    'load_open_images_labels', 'NUSWIDEMultiLabel'
 ]

@@ -180,3 +180,34 @@ def build_open_images(root, split='train', labels=OI_LABELS,
     for k, iid in enumerate(images):
         save_image(osp.join(root, split, f'{iid}.jpg'), color=(k * 60, 9, 9))
     return str(root)
+
+
+# NUS-WIDE: 3 concepts; train image 2 has no label
+NUS_CONCEPTS = ('sky', 'water', 'person')
+NUS_SPLITS = {
+    # split -> [(image list entry, labels)]
+    'Train': [('actor\\0001_2124494179.jpg', (2, )),
+              ('sky\\0002_318021.jpg', (0, 1)),
+              ('sky\\0003_99.jpg', ()),
+              ('lake\\0004_100.jpg', (1, ))],
+    'Test': [('sky\\0005_7.jpg', (0, )), ('actor\\0006_8.jpg', ())],
+}
+
+
+def build_nus_wide(root, splits=None, concepts=NUS_CONCEPTS, images=True):
+    splits = NUS_SPLITS if splits is None else splits
+    write_text(osp.join(root, 'Concepts81.txt'),
+               ''.join(c + '\n' for c in concepts))
+    for split, rows in splits.items():
+        write_text(osp.join(root, 'ImageList', f'{split}Imagelist.txt'),
+                   ''.join(f'{name}\r\n' for name, _ in rows))
+        for k, concept in enumerate(concepts):
+            write_text(
+                osp.join(root, 'Groundtruth', 'TrainTestLabels',
+                         f'Labels_{concept}_{split}.txt'),
+                ''.join(f'{int(k in labels)} \n' for _, labels in rows))
+        if images:
+            for j, (name, _) in enumerate(rows):
+                save_image(osp.join(root, 'Flickr', *name.split('\\')),
+                           color=(30 * j, 50, 50))
+    return str(root)
