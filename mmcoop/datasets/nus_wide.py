@@ -9,8 +9,9 @@ from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
+from .categories import NUSWIDE_CONCEPTS
 from .tri_state import TriStateMultiLabelDataset
-from .utils import AnnotationError
+from .utils import AnnotationError, normalize_class_name
 
 __all__ = ['NUSWIDEMultiLabel']
 
@@ -36,7 +37,10 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         │   └── ... (81 x 2 files)
         └── Flickr/actor/0001_2124494179.jpg ...
 
-    The classes are the 81 concepts in the order of ``Concepts81.txt``;
+    The classes are the 81 concepts in the order of ``Concepts81.txt``
+    (``METAINFO['classes']`` is that list; a file with other concepts
+    gives its own names, logged; ``classes=`` may reword them, one per
+    concept in file order);
     an image's target is 1 for the concepts whose label file has 1 on its
     line, 0 otherwise (complete labels; the image lists' ``\\`` separators
     become ``/``).
@@ -60,6 +64,8 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
             True.
         **kwargs: Other arguments of :class:`mmpretrain.datasets.BaseDataset`.
     """
+
+    METAINFO = {'classes': NUSWIDE_CONCEPTS}
 
     def __init__(self,
                  data_root: str,
@@ -86,6 +92,8 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
                  if osp.isfile(osp.join(data_root, c))), _CONCEPT_FILES[0])
         self.concepts_file = join_path(data_root, concepts_file)
         self.num_dropped = 0
+        self._explicit_classes = kwargs.get('classes') is not None or (
+            kwargs.get('metainfo') or {}).get('classes') is not None
         super().__init__(
             ann_file=osp.join('ImageList',
                               f'{_SPLIT_NAME[split]}Imagelist.txt'),
@@ -111,7 +119,13 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         """Read the image list and the 81 label files of the split."""
         concepts = [c for c in self._read(self.concepts_file, 'concept list')
                     if c]
-        if self.CLASSES is None:
+        same = [normalize_class_name(c) for c in self.CLASSES] == [
+            normalize_class_name(c) for c in concepts
+        ]
+        if not same and not self._explicit_classes:
+            MMLogger.get_current_instance().info(
+                f'{self.concepts_file}: not the 81 official concepts; using '
+                f'its {len(concepts)} names as classes.')
             self._metainfo['classes'] = tuple(concepts)
         elif len(self.CLASSES) != len(concepts):
             raise AnnotationError(

@@ -62,3 +62,17 @@ def test_missing_images(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=r'1 of 3 .*lake/0004_100.jpg'):
         NUSWIDEMultiLabel(root)
+
+
+def test_official_concepts_and_reworded_classes(tmp_path):
+    from mmcoop.datasets.categories import NUSWIDE_CONCEPTS
+    rows = [('sky\\1.jpg', (55, 75)), ('zebra\\2.jpg', (80, ))]
+    root = build_nus_wide(tmp_path / 'nus', splits={'Train': rows},
+                          concepts=NUSWIDE_CONCEPTS)
+    ds = NUSWIDEMultiLabel(root)
+    assert ds.CLASSES == NUSWIDE_CONCEPTS and len(ds.CLASSES) == 81
+    assert ds.get_data_info(0)['gt_label'] == [55, 75]  # sky, water
+    own = [c.upper() for c in NUSWIDE_CONCEPTS]
+    assert NUSWIDEMultiLabel(root, classes=own).CLASSES == tuple(own)
+    with pytest.raises(AnnotationError, match='81 concepts, but 2 classes'):
+        NUSWIDEMultiLabel(root, classes=['a', 'b'])
