@@ -95,9 +95,9 @@ class MMCoopRunner(Runner):
     * **Atomic saves.** Checkpoints are written through the file backend
       :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temporary
       file + rename), so a crash mid-write never leaves a truncated file
-      under the final name. The config text stored in every checkpoint is formatted
-      once (:class:`~mmcoop.engine.config_text.FormatOnceConfig`), not by
-      yapf at every save.
+      under the final name. The config text stored in every checkpoint
+      is formatted once (:class:`~mmcoop.engine.config_text.
+      FormatOnceConfig`), not by yapf at every save.
     * **Robust auto-resume.** ``--resume`` without a path uses the file
       named in ``last_checkpoint``, or a newer numbered checkpoint; if that
       file is missing or unreadable it falls back, with a warning, to the
@@ -165,16 +165,16 @@ class MMCoopRunner(Runner):
             self._work_dir_lock.acquire()
         try:
             super().__init__(*args, **kwargs)
+            stale = self._work_dir_lock and self._work_dir_lock.took_over
+            if stale:
+                self.logger.warning(
+                    f'Took over the stale lock {self._work_dir_lock.path} of '
+                    f"pid {stale.get('pid')} (since {stale.get('since')}), "
+                    'which no longer runs (a crashed or killed run).')
+            self._register_mmcoop_hooks()
         except BaseException:
             self._release_work_dir()
             raise
-        stale = self._work_dir_lock and self._work_dir_lock.took_over
-        if stale:
-            self.logger.warning(
-                f"Took over the stale lock {self._work_dir_lock.path} of pid "
-                f"{stale.get('pid')} (since {stale.get('since')}), which no "
-                'longer runs (a crashed or killed run).')
-        self._register_mmcoop_hooks()
 
     # ------------------------------------------------------------------
     # the work-dir lock is held while the runner is built and runs
