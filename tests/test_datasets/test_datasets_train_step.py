@@ -62,11 +62,14 @@ def test_config_dataset_feeds_one_train_step(tmp_path, name):
     inner.update(overrides)
     inner.pipeline = demo.train_pipeline
     if 'known_proportion' in outer:
-        outer.known_proportion = 0.5
+        outer.known_proportion = 0.75
     dataset = DATASETS.build(outer)
     assert len(dataset) >= 3
     model_cfg = demo.model
     model_cfg.head.classnames = list(dataset.metainfo['classes'])
+    # a random tiny CLIP can saturate the 2-way softmax (zero gradients)
+    # for some initialisations: fix the draw
+    torch.manual_seed(0)
     model = MODELS.build(model_cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in trainable]

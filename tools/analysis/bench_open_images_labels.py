@@ -6,7 +6,7 @@ given number of rows (16-hex-digit ImageIDs, ~5 rows per image, sorted by
 ImageID as the official files; 600 label ids, a class-descriptions CSV),
 then loads it with :func:`mmcoop.datasets.load_open_images_labels` in a
 fresh subprocess and reports wall time and peak resident memory above the
-memory after the imports.
+peak after the imports.
 
 Example::
 
@@ -24,13 +24,8 @@ import time
 import numpy as np
 
 
-def _rss_mb() -> float:
-    with open('/proc/self/statm') as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
-
-
 def _peak_mb() -> float:
+    """Peak resident memory of this process so far (Linux: kB -> MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -67,7 +62,7 @@ def measure(folder: str) -> dict:
     """Load in this process (call it in a fresh one)."""
     from mmcoop.datasets.open_images import (load_open_images_labels,
                                              read_class_descriptions)
-    base = _rss_mb()
+    base = _peak_mb()  # the imports' peak
     t0 = time.perf_counter()
     names = read_class_descriptions(osp.join(folder, 'descriptions.csv'))
     labels = load_open_images_labels(
