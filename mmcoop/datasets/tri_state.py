@@ -13,14 +13,17 @@ images in memory proportional to the annotations, not to ``N x C``.
 """
 import os
 import os.path as osp
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmpretrain.datasets import MultiLabelDataset
 
 from .utils import AnnotationError, build_pipeline, check_not_empty
 
-__all__ = ['TriStateMultiLabelDataset', 'check_images_exist', 'dense_score']
+__all__ = [
+    'TriStateMultiLabelDataset', 'check_images_exist', 'missing_images',
+    'dense_score'
+]
 
 
 def dense_score(num_classes: int, positives: Sequence[int],
@@ -36,8 +39,8 @@ def dense_score(num_classes: int, positives: Sequence[int],
     return score
 
 
-def check_images_exist(paths: Iterable[str], source: str, fix: str) -> None:
-    """Raise ``FileNotFoundError`` naming the missing images.
+def missing_images(paths: Iterable[str]) -> Tuple[List[str], int]:
+    """The local ``paths`` that do not exist, and how many were checked.
 
     One ``os.listdir`` per folder (not one ``stat`` per image), so a check of
     millions of images costs seconds. Remote paths (``'://'``) are skipped.
@@ -59,6 +62,13 @@ def check_images_exist(paths: Iterable[str], source: str, fix: str) -> None:
             listings[folder] = names
         if name not in names:
             missing.append(path)
+    return missing, total
+
+
+def check_images_exist(paths: Iterable[str], source: str, fix: str) -> None:
+    """Raise ``FileNotFoundError`` naming the missing images (see
+    :func:`missing_images`)."""
+    missing, total = missing_images(paths)
     if missing:
         raise FileNotFoundError(
             f'{source}: {len(missing)} of {total} listed images are missing '

@@ -76,3 +76,25 @@ def test_official_concepts_and_reworded_classes(tmp_path):
     assert NUSWIDEMultiLabel(root, classes=own).CLASSES == tuple(own)
     with pytest.raises(AnnotationError, match='81 concepts, but 2 classes'):
         NUSWIDEMultiLabel(root, classes=['a', 'b'])
+
+
+def test_converter_to_csv_keeps_present_images(tmp_path, load_tool):
+    from mmcoop.datasets import MultiLabelCSVDataset
+    from mmcoop.utils.paths import OutputPathError
+    root = build_nus_wide(tmp_path / 'nus')
+    os.remove(osp.join(root, 'Flickr', 'lake', '0004_100.jpg'))
+    tool = load_tool('tools/dataset_converters/nuswide_to_csv.py')
+    out = str(tmp_path / 'csv' / 'train.csv')
+    tool.main([root, 'train', out, '--present-only'])
+    with open(out) as f:
+        assert f.read().splitlines() == [
+            'image,labels', 'actor/0001_2124494179.jpg,person',
+            'sky/0002_318021.jpg,sky;water'
+        ]
+    ds = MultiLabelCSVDataset(out, data_root=root, data_prefix='Flickr',
+                              classes=str(tmp_path / 'csv' / 'classes.txt'))
+    np.testing.assert_array_equal(scores(ds), [[0, 0, 1], [1, 1, 0]])
+    with pytest.raises(OutputPathError, match='--force'):
+        tool.main([root, 'train', out])
+    with pytest.raises(ValueError, match='inside the dataset folder'):
+        tool.main([root, 'train', osp.join(root, 'train.csv')])
