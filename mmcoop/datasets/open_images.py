@@ -100,6 +100,30 @@ def read_label_ids(path: str) -> List[str]:
     return ids
 
 
+def unique_display_names(ids: Sequence[str],
+                         names: Sequence[str]) -> List[str]:
+    """Class names for the prompts, one per id, all different.
+
+    Some DisplayNames are shared by several label ids in the full
+    vocabulary; class names must be unique (they name the prompts and the
+    checkpoint's classes), so every repeat after the first gets its id in
+    brackets: ``'Boot'``, ``'Boot (/m/0xyz)'``. The number renamed is
+    logged.
+    """
+    seen = set()
+    out = []
+    for mid, name in zip(ids, names):
+        key = name.strip().lower()
+        out.append(f'{name} ({mid})' if key in seen else name)
+        seen.add(key)
+    renamed = sum(a != b for a, b in zip(out, names))
+    if renamed:
+        MMLogger.get_current_instance().info(
+            f'Open Images: {renamed} DisplayNames repeat an earlier class '
+            'of the vocabulary; their label id is appended.')
+    return out
+
+
 def load_open_images_labels(path: str,
                             class_index: Dict[str, int],
                             known_ids=None) -> OpenImagesLabels:
@@ -240,7 +264,8 @@ class OpenImagesMultiLabel(MultiLabelDataset):
     training data), in its order; ``'all'`` -- every id of the
     descriptions file. Rows of other ids are skipped; an id that is not in
     the descriptions at all is an error. Class names (the prompts) are the
-    DisplayNames; ``metainfo['label_ids']`` keeps the ids.
+    DisplayNames (a repeated one gets its id appended, see
+    :func:`unique_display_names`); ``metainfo['label_ids']`` keeps the ids.
 
     Loading streams the CSV into compact arrays (13 bytes a row, see
     :func:`load_open_images_labels`); samples are built on access, so the
@@ -346,6 +371,7 @@ class OpenImagesMultiLabel(MultiLabelDataset):
                 'found. Fix: download the human-verified image-level labels '
                 'of the split (see docs/data.md) or set ann_file=.')
         ids, names, all_ids = self._load_vocabulary()
+        names = unique_display_names(ids, names)
         self._metainfo['classes'] = tuple(names)
         self._metainfo['label_ids'] = tuple(ids)
         labels = load_open_images_labels(
@@ -362,15 +388,12 @@ class OpenImagesMultiLabel(MultiLabelDataset):
             self._index = self._index[:sel] if isinstance(
                 sel, int) else self._index[np.asarray(sel, dtype=np.int64)]
         self._fully_initialized = True
-        dup = len({n.lower() for n in names})
         MMLogger.get_current_instance().info(
             f'OpenImagesMultiLabel ({self.split}, {self.vocabulary}): '
             f'{len(self)} images x {len(ids)} classes, '
             f'{len(labels.classes)} verified labels '
             f'({int(labels.values.sum())} present), {labels.num_skipped} '
-            'rows of other classes skipped'
-            + (f'; {len(names) - dup} DisplayNames repeat (different ids)'
-               if dup != len(names) else '') + '.')
+            'rows of other classes skipped.')
         if self.check_images:
             check_images_exist(
                 (self._img_path(i) for i in self._index),

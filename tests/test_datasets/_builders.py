@@ -149,10 +149,10 @@ def build_csv(root, text=CSV_ROWS, images=('a.jpg', 'b.jpg', 'c.jpg'),
 
 # Open Images: 5 classes in the descriptions, 3 of them boxable
 OI_DESCRIPTIONS = ('LabelName,DisplayName\n/m/01g317,Person\n/m/0bt9lr,Dog\n'
-                   '/m/01yrx,Cat\n/m/0k4j,Car\n/g/11b6x,Sunset\n')
+                   '/m/01yrx,Cat\n/m/0k4j,Car\n/g/11b6x,Sunset\n/m/0cat2,cat\n')
 # the boxable file of V4/V5 has no header
 OI_BOXABLE = '/m/01yrx,Cat\n/m/0bt9lr,Dog\n/m/01g317,Person\n'
-OI_TRAINABLE = '/m/01g317\n/m/0bt9lr\n/m/01yrx\n/g/11b6x\n'
+OI_TRAINABLE = '/m/01g317\n/m/0bt9lr\n/m/01yrx\n/g/11b6x\n/m/0cat2\n'
 # rows out of image order; a label verified by two sources
 OI_LABELS = ('ImageID,Source,LabelName,Confidence\n'
              '000002b66c9c498e,verification,/m/0bt9lr,1\n'
