@@ -137,6 +137,9 @@ def test_json_bad_category_names_the_annotation(tmp_path):
     data = coco_content()
     data['annotations'][0]['category_id'] = 99
     root = build_coco(tmp_path / 'bad', splits=('train', ), content=data)
-    with pytest.raises(AnnotationError, match=r'annotations\[0\].*99'):
+    with pytest.raises(AnnotationError,
+                       match=r'annotations\[0\].*99.*MultiLabelJSONDataset'):
         MultiLabelJSONDataset('annotations/instances_train2014.json',
                               data_root=root, data_prefix='train2014')
+    with pytest.raises(FileNotFoundError, match='none.json.*ann_file'):
+        MultiLabelJSONDataset('none.json', data_root=root)
