@@ -106,8 +106,7 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
         self.has_negatives = False
         super().__init__(
             ann_file=expand_user(ann_file, 'MultiLabelCSVDataset.ann_file'),
-            data_root=expand_user(data_root,
-                                  'MultiLabelCSVDataset.data_root'),
+            data_root=expand_user(data_root, 'MultiLabelCSVDataset.data_root'),
             data_prefix=data_prefix,
             metainfo=metainfo,
             classes=classes,
@@ -211,7 +210,8 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
             info = dict(
                 img_path=join_path(self.img_prefix, image),
                 img_id=image,
-                gt_label=sorted({index[n] for n in pos}))
+                gt_label=sorted({index[n]
+                                 for n in pos}))
             if self.has_negatives:
                 info['gt_negative'] = sorted({index[n] for n in negs})
             data_list.append(info)

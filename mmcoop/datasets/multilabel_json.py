@@ -9,8 +9,7 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .coco2014 import load_coco_multilabel
 from .tri_state import TriStateMultiLabelDataset
-from .utils import (AnnotationError, describe_mismatch,
-                    normalize_class_name)
+from .utils import (AnnotationError, describe_mismatch, normalize_class_name)
 
 __all__ = ['MultiLabelJSONDataset']
 
@@ -123,6 +122,5 @@ class MultiLabelJSONDataset(TriStateMultiLabelDataset):
             dict(
                 img_path=join_path(self.img_prefix, file_name),
                 img_id=img_id,
-                gt_label=labels)
-            for img_id, file_name, labels in coco.images
+                gt_label=labels) for img_id, file_name, labels in coco.images
         ]

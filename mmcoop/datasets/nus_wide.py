@@ -29,7 +29,7 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         data_root
         ├── Concepts81.txt        (or ConceptsList/Concepts81.txt)
         ├── ImageList
-        │   ├── TrainImagelist.txt   one line per image: actor\\0001_2124494179.jpg
+        │   ├── TrainImagelist.txt   lines like actor\\0001_2124494179.jpg
         │   └── TestImagelist.txt
         ├── Groundtruth/TrainTestLabels
         │   ├── Labels_airport_Train.txt   one 0/1 per line, aligned with
@@ -87,9 +87,9 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         self.empty = empty
         self.backend_args = backend_args
         if concepts_file is None:
-            concepts_file = next(
-                (c for c in _CONCEPT_FILES
-                 if osp.isfile(osp.join(data_root, c))), _CONCEPT_FILES[0])
+            concepts_file = next((c for c in _CONCEPT_FILES
+                                  if osp.isfile(osp.join(data_root, c))),
+                                 _CONCEPT_FILES[0])
         self.concepts_file = join_path(data_root, concepts_file)
         self.num_dropped = 0
         self._explicit_classes = kwargs.get('classes') is not None or (
@@ -117,11 +117,11 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
 
     def load_data_list(self) -> List[dict]:
         """Read the image list and the 81 label files of the split."""
-        concepts = [c for c in self._read(self.concepts_file, 'concept list')
-                    if c]
-        same = [normalize_class_name(c) for c in self.CLASSES] == [
-            normalize_class_name(c) for c in concepts
+        concepts = [
+            c for c in self._read(self.concepts_file, 'concept list') if c
         ]
+        same = [normalize_class_name(c) for c in self.CLASSES
+                ] == [normalize_class_name(c) for c in concepts]
         if not same and not self._explicit_classes:
             MMLogger.get_current_instance().info(
                 f'{self.concepts_file}: not the 81 official concepts; using '
@@ -168,6 +168,6 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
                 img_path=join_path(self.img_prefix,
                                    images[i].replace('\\', '/')),
                 img_id=images[i].replace('\\', '/'),
-                gt_label=np.flatnonzero(targets[i]).tolist())
-            for i in range(n) if self.empty == 'keep' or labelled[i]
+                gt_label=np.flatnonzero(targets[i]).tolist()) for i in range(n)
+            if self.empty == 'keep' or labelled[i]
         ]

@@ -34,8 +34,7 @@ __all__ = [
 #:   vocabulary.
 OpenImagesLabels = namedtuple(
     'OpenImagesLabels',
-    ['image_keys', 'offsets', 'classes', 'values', 'num_rows',
-     'num_skipped'])
+    ['image_keys', 'offsets', 'classes', 'values', 'num_rows', 'num_skipped'])
 
 _LABEL_COLUMNS = ('ImageID', 'LabelName', 'Confidence')
 _FIX_LABELS = ('Fix: use the unmodified *-annotations-human-imagelabels*.csv '
@@ -57,8 +56,8 @@ def read_class_descriptions(path: str) -> Dict[str, str]:
     as the header.
     """
     out = {}
-    with get_local_path(path) as local, open(local, newline='',
-                                             encoding='utf-8') as f:
+    with get_local_path(path) as local, open(
+            local, newline='', encoding='utf-8') as f:
         for row in csv.reader(f):
             if not row or not row[0].strip():
                 continue
@@ -144,8 +143,8 @@ def load_open_images_labels(path: str,
     keys, cls, vals = array('Q'), array('i'), array('b')
     skipped = 0
     rows = 0
-    with get_local_path(path) as local, open(local, newline='',
-                                             encoding='utf-8') as f:
+    with get_local_path(path) as local, open(
+            local, newline='', encoding='utf-8') as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -374,8 +373,10 @@ class OpenImagesMultiLabel(MultiLabelDataset):
         names = unique_display_names(ids, names)
         self._metainfo['classes'] = tuple(names)
         self._metainfo['label_ids'] = tuple(ids)
-        labels = load_open_images_labels(
-            self.ann_file, {m: k for k, m in enumerate(ids)}, all_ids)
+        labels = load_open_images_labels(self.ann_file, {
+            m: k
+            for k, m in enumerate(ids)
+        }, all_ids)
         if not len(labels.image_keys):
             raise AnnotationError(
                 f'{self.ann_file}: no row of the {len(ids)} '

@@ -107,10 +107,10 @@ class TriStateMultiLabelDataset(MultiLabelDataset):
             return
         super().full_init()
         if self.check_images:
-            check_images_exist(
-                (self.get_data_info_raw(i)['img_path']
-                 for i in range(len(self))),
-                f'{type(self).__name__} ({self.ann_file})', self._image_fix())
+            check_images_exist((self.get_data_info_raw(i)['img_path']
+                                for i in range(len(self))),
+                               f'{type(self).__name__} ({self.ann_file})',
+                               self._image_fix())
 
     def get_data_info_raw(self, idx: int) -> dict:
         """The stored (sparse) ``data_info``."""
@@ -120,8 +120,7 @@ class TriStateMultiLabelDataset(MultiLabelDataset):
         """``data_info`` with the dense tri-state ``gt_score``."""
         info = super().get_data_info(idx)
         info['gt_score'] = dense_score(
-            len(self.CLASSES), info['gt_label'], info.pop('gt_negative',
-                                                          None),
+            len(self.CLASSES), info['gt_label'], info.pop('gt_negative', None),
             self.unlabelled_value)
         return info
 

@@ -20,29 +20,33 @@ from mmcoop.utils import register_all_modules
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASE = osp.join(REPO, 'configs', '_base_', 'datasets')
-DEMO = osp.join(REPO, 'configs', 'demo',
-                'positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-shapes-p50.py')
+DEMO = osp.join(
+    REPO, 'configs', 'demo',
+    'positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-shapes-p50.py')
 
 
 def _csv(root):
     build_csv(root, name='train.csv')
     write_text(osp.join(root, 'classes.txt'), 'car\ncat\ndog\nperson\n')
-    return dict(data_root=root, data_prefix='img',
-                classes=osp.join(root, 'classes.txt'))
+    return dict(
+        data_root=root,
+        data_prefix='img',
+        classes=osp.join(root, 'classes.txt'))
 
 
 def _json(root):
     build_coco(root, splits=('train', ))
-    return dict(data_root=root, data_prefix='train2014',
-                ann_file='annotations/instances_train2014.json')
+    return dict(
+        data_root=root,
+        data_prefix='train2014',
+        ann_file='annotations/instances_train2014.json')
 
 
 CASES = {
     'multilabel_csv_partial_448': _csv,
     'multilabel_json_partial_448': _json,
     'nuswide_partial_448': lambda r: dict(data_root=build_nus_wide(r)),
-    'openimages_boxable_448':
-    lambda r: dict(data_root=build_open_images(r)),
+    'openimages_boxable_448': lambda r: dict(data_root=build_open_images(r)),
 }
 
 
@@ -77,16 +81,17 @@ def test_config_dataset_feeds_one_train_step(tmp_path, name):
     batch = pseudo_collate([dataset[i] for i in range(3)])
     # the targets reach the model unchanged, -1 (unknown) included
     for i, sample in enumerate(batch['data_samples']):
-        np.testing.assert_array_equal(
-            sample.gt_score.numpy(), dataset.get_data_info(i)['gt_score'])
+        np.testing.assert_array_equal(sample.gt_score.numpy(),
+                                      dataset.get_data_info(i)['gt_score'])
     targets = torch.stack([s.gt_score for s in batch['data_samples']])
-    assert (targets == 1).any() and set(targets.unique().tolist()) <= {
-        -1., 0., 1.}
+    assert (targets == 1).any() and set(
+        targets.unique().tolist()) <= {-1., 0., 1.}
     if name in ('openimages_boxable_448', 'multilabel_csv_partial_448'):
         assert (targets == -1).any()
     model.train()
     log = model.train_step(batch, optim)
     assert torch.isfinite(log['loss']) and log['loss'] > 0
-    changed = [not torch.equal(a, p.detach())
-               for a, p in zip(before, trainable)]
+    changed = [
+        not torch.equal(a, p.detach()) for a, p in zip(before, trainable)
+    ]
     assert any(changed)

@@ -28,9 +28,11 @@ def test_csv_with_negatives_is_tri_state(tmp_path):
     assert ds.has_negatives
     np.testing.assert_array_equal(
         scores(ds),
-        [[-1, 0, 1, 1],    # dog;person positive, cat verified negative
-         [1, -1, -1, -1],  # car positive, rest unknown
-         [0, -1, 0, -1]])  # no positive, dog and car verified negatives
+        [
+            [-1, 0, 1, 1],  # dog;person positive, cat verified negative
+            [1, -1, -1, -1],  # car positive, rest unknown
+            [0, -1, 0, -1],  # no positive, dog and car verified negatives
+        ])
     info = ds.get_data_info(0)
     assert info['gt_label'] == [2, 3]
     assert info['img_path'] == osp.join(str(tmp_path), 'img', 'a.jpg')
@@ -38,22 +40,31 @@ def test_csv_with_negatives_is_tri_state(tmp_path):
 
 
 def test_csv_without_negatives_is_complete(tmp_path):
-    build_csv(tmp_path, text='image,labels\na.jpg,dog|person\nb.jpg,car\n'
-              'c.jpg,\n')
-    ds = csv_ds(tmp_path, label_separator='|',
-                classes=['person', 'dog', 'car', 'bus'])
+    build_csv(
+        tmp_path,
+        text='image,labels\na.jpg,dog|person\nb.jpg,car\n'
+        'c.jpg,\n')
+    ds = csv_ds(
+        tmp_path, label_separator='|', classes=['person', 'dog', 'car', 'bus'])
     assert not ds.has_negatives
     np.testing.assert_array_equal(
         scores(ds), [[1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
 
 
 def test_csv_classes_from_file_and_renamed_columns(tmp_path):
-    build_csv(tmp_path, text='file;tags;neg\na.jpg;cat,dog;\nb.jpg;;cat\n'
-              'c.jpg;dog;\n')
+    build_csv(
+        tmp_path,
+        text='file;tags;neg\na.jpg;cat,dog;\nb.jpg;;cat\n'
+        'c.jpg;dog;\n')
     cls = write_text(tmp_path / 'classes.txt', 'dog\ncat\n')
-    ds = csv_ds(tmp_path, classes=cls, image_column='file',
-                label_column='tags', negative_column='neg', delimiter=';',
-                label_separator=',')
+    ds = csv_ds(
+        tmp_path,
+        classes=cls,
+        image_column='file',
+        label_column='tags',
+        negative_column='neg',
+        delimiter=';',
+        label_separator=',')
     assert ds.CLASSES == ('dog', 'cat')
     np.testing.assert_array_equal(scores(ds), [[1, 1], [-1, 0], [1, -1]])
 
@@ -61,8 +72,8 @@ def test_csv_classes_from_file_and_renamed_columns(tmp_path):
 @pytest.mark.parametrize('text, words', [
     ('', ['train.csv', 'empty', 'header']),
     ('image,labels\n', ['train.csv', 'no data rows']),
-    ('img,labels\na.jpg,dog\n', ['train.csv', 'line 1', "'image'",
-                                 'image_column=']),
+    ('img,labels\na.jpg,dog\n',
+     ['train.csv', 'line 1', "'image'", 'image_column=']),
     ('image,labels\na.jpg,dog\nb.jpg,cat\na.jpg,car\n',
      ['train.csv', 'line 4', "'a.jpg'", 'line 2', 'merge']),
     ('image,labels,negatives\na.jpg,dog,dog\n',
@@ -80,8 +91,9 @@ def test_csv_errors_name_file_line_and_fix(tmp_path, text, words):
 
 def test_csv_missing_images_and_file(tmp_path):
     build_csv(tmp_path, images=('a.jpg', ))
-    with pytest.raises(FileNotFoundError,
-                       match=r'2 of 3 listed images.*b\.jpg.*check_images'):
+    with pytest.raises(
+            FileNotFoundError,
+            match=r'2 of 3 listed images.*b\.jpg.*check_images'):
         csv_ds(tmp_path)
     assert len(csv_ds(tmp_path, check_images=False)) == 3
     with pytest.raises(FileNotFoundError, match='nothere.csv'):
@@ -101,8 +113,9 @@ def test_real_unknowns_stay_unknown_in_partial_label_dataset(tmp_path):
         np.testing.assert_array_equal(got[known], full[known])
         assert (got[~known] == -1).all()
     np.testing.assert_array_equal(
-        PartialLabelDataset(inner, known_proportion=1.0).get_data_info(0)
-        ['gt_score'], [-1, 0, 1, 1])
+        PartialLabelDataset(inner,
+                            known_proportion=1.0).get_data_info(0)['gt_score'],
+        [-1, 0, 1, 1])
 
 
 def test_json_reuses_coco_parser_keeps_empty_images(tmp_path):
@@ -115,20 +128,27 @@ def test_json_reuses_coco_parser_keeps_empty_images(tmp_path):
     assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == \
         [10, 11, 12, 13, 14]
     np.testing.assert_array_equal(
-        scores(ds), [[1, 1, 0, 0], [1, 0, 0, 0], [1, 0, 1, 0],
-                     [0, 0, 0, 0], [0, 0, 0, 1]])
-    kept = MultiLabelJSONDataset(ann, data_root=root, data_prefix='train2014',
-                                 filter_empty=True)
+        scores(ds),
+        [[1, 1, 0, 0], [1, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]])
+    kept = MultiLabelJSONDataset(
+        ann, data_root=root, data_prefix='train2014', filter_empty=True)
     assert len(kept) == 4
     with pytest.raises(AnnotationError, match='#2'):
-        MultiLabelJSONDataset(ann, data_root=root, data_prefix='train2014',
-                              classes=['bicycle', 'airplane', 'cat', 'x'])
-    own = MultiLabelJSONDataset(ann, data_root=root, data_prefix='train2014',
-                                classes=['bike', 'plane', 'dog', 'hydrant'],
-                                strict_class_names=False)
+        MultiLabelJSONDataset(
+            ann,
+            data_root=root,
+            data_prefix='train2014',
+            classes=['bicycle', 'airplane', 'cat', 'x'])
+    own = MultiLabelJSONDataset(
+        ann,
+        data_root=root,
+        data_prefix='train2014',
+        classes=['bike', 'plane', 'dog', 'hydrant'],
+        strict_class_names=False)
     assert own.CLASSES == ('bike', 'plane', 'dog', 'hydrant')
-    os.remove(osp.join(root, 'train2014', coco_content()['images'][0]
-                       ['file_name']))
+    os.remove(
+        osp.join(root, 'train2014',
+                 coco_content()['images'][0]['file_name']))
     with pytest.raises(FileNotFoundError, match='1 of 5 listed images'):
         MultiLabelJSONDataset(ann, data_root=root, data_prefix='train2014')
 
@@ -137,9 +157,12 @@ def test_json_bad_category_names_the_annotation(tmp_path):
     data = coco_content()
     data['annotations'][0]['category_id'] = 99
     root = build_coco(tmp_path / 'bad', splits=('train', ), content=data)
-    with pytest.raises(AnnotationError,
-                       match=r'annotations\[0\].*99.*MultiLabelJSONDataset'):
-        MultiLabelJSONDataset('annotations/instances_train2014.json',
-                              data_root=root, data_prefix='train2014')
+    with pytest.raises(
+            AnnotationError,
+            match=r'annotations\[0\].*99.*MultiLabelJSONDataset'):
+        MultiLabelJSONDataset(
+            'annotations/instances_train2014.json',
+            data_root=root,
+            data_prefix='train2014')
     with pytest.raises(FileNotFoundError, match='none.json.*ann_file'):
         MultiLabelJSONDataset('none.json', data_root=root)

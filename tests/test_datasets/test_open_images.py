@@ -25,9 +25,11 @@ def test_boxable_vocabulary_real_partial_labels(tmp_path):
     assert infos[0]['img_path'].endswith(f'train/{A}.jpg')
     np.testing.assert_array_equal(
         all_scores(ds),
-        [[-1, -1, 1],   # Person 1 (Car is not boxable here: skipped)
-         [0, 1, -1],    # Cat 0; Dog 1 and 0 from two sources -> 1
-         [-1, -1, 0]])  # Person verified absent (Sunset skipped)
+        [
+            [-1, -1, 1],  # Person 1 (Car is not boxable here: skipped)
+            [0, 1, -1],  # Cat 0; Dog 1 and 0 from two sources -> 1
+            [-1, -1, 0]
+        ])  # Person verified absent (Sunset skipped)
     assert infos[1]['gt_label'] == [1]
     assert ds.labels.num_skipped == 2
 
@@ -43,8 +45,8 @@ def test_trainable_and_all_vocabularies(tmp_path):
     al = OpenImagesMultiLabel(root, vocabulary='all', indices=2)
     assert al.CLASSES[:5] == ('Person', 'Dog', 'Cat', 'Car', 'Sunset')
     assert len(al) == 2
-    np.testing.assert_array_equal(al.get_data_info(0)['gt_score'],
-                                  [1, -1, -1, 1, -1, -1])
+    np.testing.assert_array_equal(
+        al.get_data_info(0)['gt_score'], [1, -1, -1, 1, -1, -1])
 
 
 @pytest.mark.parametrize('labels, words', [

@@ -29,8 +29,11 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def generate(folder: str, rows: int, num_classes: int = 600,
-             rows_per_image: float = 5.2, seed: int = 0) -> str:
+def generate(folder: str,
+             rows: int,
+             num_classes: int = 600,
+             rows_per_image: float = 5.2,
+             seed: int = 0) -> str:
     """Write ``labels.csv`` and ``descriptions.csv`` into ``folder``."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
@@ -66,23 +69,28 @@ def measure(folder: str) -> dict:
     t0 = time.perf_counter()
     names = read_class_descriptions(osp.join(folder, 'descriptions.csv'))
     labels = load_open_images_labels(
-        osp.join(folder, 'labels.csv'),
-        {m: k for k, m in enumerate(names)}, names)
+        osp.join(folder, 'labels.csv'), {
+            m: k
+            for k, m in enumerate(names)
+        }, names)
     seconds = time.perf_counter() - t0
-    held = sum(a.nbytes for a in (labels.image_keys, labels.offsets,
-                                  labels.classes, labels.values)) / 2**20
-    return dict(rows=labels.num_rows, images=len(labels.image_keys),
-                seconds=round(seconds, 1),
-                peak_rss_above_imports_mb=round(_peak_mb() - base, 1),
-                arrays_held_mb=round(held, 1))
+    held = sum(
+        a.nbytes for a in (labels.image_keys, labels.offsets, labels.classes,
+                           labels.values)) / 2**20
+    return dict(
+        rows=labels.num_rows,
+        images=len(labels.image_keys),
+        seconds=round(seconds, 1),
+        peak_rss_above_imports_mb=round(_peak_mb() - base, 1),
+        arrays_held_mb=round(held, 1))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('folder', help='where the synthetic files go')
     parser.add_argument('--rows', type=int, default=9_000_000)
-    parser.add_argument('--measure-only', action='store_true',
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--measure-only', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_only:
         print(measure(args.folder))
@@ -97,7 +105,9 @@ def main():
           f'in {time.perf_counter() - t0:.0f} s')
     out = subprocess.run(
         [sys.executable, __file__, args.folder, '--measure-only'],
-        check=True, capture_output=True, text=True)
+        check=True,
+        capture_output=True,
+        text=True)
     print(out.stdout.strip())
 
 

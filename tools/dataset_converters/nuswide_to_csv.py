@@ -31,27 +31,32 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('root', help='the NUS-WIDE folder')
     parser.add_argument('split', choices=('train', 'test'))
-    parser.add_argument('out', help='the CSV to write (classes.txt goes '
-                        'next to it)')
-    parser.add_argument('--empty', choices=('drop', 'keep'), default='drop',
-                        help='images without a label (default: drop)')
-    parser.add_argument('--present-only', action='store_true',
-                        help='leave out the images missing on disk')
-    parser.add_argument('--force', action='store_true',
-                        help='overwrite existing output files')
+    parser.add_argument(
+        'out', help='the CSV to write (classes.txt goes '
+        'next to it)')
+    parser.add_argument(
+        '--empty',
+        choices=('drop', 'keep'),
+        default='drop',
+        help='images without a label (default: drop)')
+    parser.add_argument(
+        '--present-only',
+        action='store_true',
+        help='leave out the images missing on disk')
+    parser.add_argument(
+        '--force', action='store_true', help='overwrite existing output files')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    classes_file = osp.join(osp.dirname(osp.abspath(args.out)),
-                            'classes.txt')
+    classes_file = osp.join(osp.dirname(osp.abspath(args.out)), 'classes.txt')
     for path in (args.out, classes_file):
         check_outside_dataset(path, [args.root], 'converted table',
                               "'data/nus-wide-csv/train.csv'")
     claim_outputs([args.out, classes_file], force=args.force)
-    ds = NUSWIDEMultiLabel(args.root, split=args.split, empty=args.empty,
-                           check_images=False)
+    ds = NUSWIDEMultiLabel(
+        args.root, split=args.split, empty=args.empty, check_images=False)
     infos = [ds.get_data_info_raw(i) for i in range(len(ds))]
     missing = set()
     if args.present_only:
@@ -63,8 +68,8 @@ def main(argv=None):
         for info in infos:
             if info['img_path'] not in missing:
                 writer.writerow([
-                    info['img_id'], ';'.join(names[k]
-                                             for k in info['gt_label'])
+                    info['img_id'],
+                    ';'.join(names[k] for k in info['gt_label'])
                 ])
     with open(classes_file, 'w') as f:
         f.writelines(c + '\n' for c in names)

@@ -12,7 +12,9 @@ data_root = 'data/nus-wide'
 train_dataloader = dict(
     dataset=dict(
         dataset=dict(
-            type=dataset_type, data_root=data_root, split='train',
+            type=dataset_type,
+            data_root=data_root,
+            split='train',
             empty='drop')))
 val_dataloader = dict(
     dataset=dict(
