@@ -77,3 +77,17 @@ def test_missing_images_and_files(tmp_path):
         OpenImagesMultiLabel(root, split='validation')
     with pytest.raises(FileNotFoundError, match='nope.txt'):
         OpenImagesMultiLabel(root, vocabulary_file='nope.txt')
+
+
+def test_partial_label_wrapper_hides_known_labels_only(tmp_path):
+    from mmcoop.datasets import PartialLabelDataset
+    root = build_open_images(tmp_path / 'oi')
+    inner = OpenImagesMultiLabel(root, vocabulary='trainable')
+    full = all_scores(inner)
+    ds = PartialLabelDataset(inner, known_proportion=0.5, seed=1)
+    got = all_scores(ds)
+    known = ds.known_mask
+    assert (got[full == -1] == -1).all()
+    np.testing.assert_array_equal(got[known], full[known])
+    assert (got[~known] == -1).all()
+    assert ds.get_data_info(1)['gt_label'] == ([1] if known[1, 1] else [])
