@@ -36,8 +36,10 @@ RUNNER_KEYS = frozenset({
 })
 
 #: top-level keys mmcoop interprets (docs/architecture.md says where).
-MMCOOP_KEYS = frozenset(
-    {'feature_cache', 'mmcoop_hooks', 'checkpoint_check', 'strict_config'})
+MMCOOP_KEYS = frozenset({
+    'feature_cache', 'mmcoop_hooks', 'checkpoint_check', 'strict_config',
+    'protocol'
+})
 
 
 class UnknownConfigKeyError(ValueError):

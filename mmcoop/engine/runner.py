@@ -122,6 +122,9 @@ class MMCoopRunner(Runner):
     def from_cfg(cls, cfg) -> 'MMCoopRunner':
         """Interpret mmcoop's config keys, then build the runner.
 
+        * ``protocol``: the evaluation protocol's validation split, model
+          selection and thresholds
+          (:func:`mmcoop.experiments.apply_protocol`);
         * ``feature_cache``: rewrites the config to train/validate from
           cached frozen features
           (:func:`mmcoop.datasets.feature_cache.apply_feature_cache`);
@@ -139,7 +142,10 @@ class MMCoopRunner(Runner):
         if not isinstance(cfg, Config):
             cfg = Config(dict(cfg))
         check_unknown_keys(cfg)
+        # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.feature_cache import apply_feature_cache
+        from mmcoop.experiments import apply_protocol
+        cfg = apply_protocol(cfg)
         cfg = apply_feature_cache(cfg)
         setup_cpu_distributed(cfg)
         return super().from_cfg(cfg)

@@ -127,6 +127,20 @@ def build_voc(root, objects=None, splits=None):
     return str(root)
 
 
+#: the smallest pipeline that loads and packs a sample
+PIPELINE = [dict(type='LoadImageFromFileChecked'), dict(type='PackInputs')]
+
+
+def coco_cfg(root, **kw):
+    """Config of the train split of a tree from :func:`build_coco`."""
+    return dict(
+        type='COCO2014MultiLabel',
+        data_root=root,
+        split='train',
+        pipeline=PIPELINE,
+        **kw)
+
+
 def write_text(path, text):
     os.makedirs(osp.dirname(str(path)), exist_ok=True)
     with open(path, 'w', newline='') as f:

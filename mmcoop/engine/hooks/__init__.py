@@ -9,3 +9,6 @@ __all__ += ['RNGStateHook']
 from .class_check_hook import ClassCheckHook  # noqa: E402
 
 __all__ += ['ClassCheckHook']
+from .threshold_calibration_hook import ThresholdCalibrationHook  # noqa: E402
+
+__all__ += ['ThresholdCalibrationHook']

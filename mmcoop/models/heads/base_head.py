@@ -45,6 +45,12 @@ def resolve_classnames(classnames: Union[str, Sequence[str]]) -> List[str]:
     return classnames
 
 
+def presence_probability(logits: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, C)`` [negative, positive] logits -> ``(B, C)`` fp32
+    p(present), ``softmax(logits, dim=1)[:, 1]``."""
+    return logits.float().softmax(dim=1)[:, 1]
+
+
 class PartialLabelHead(MultiLabelClsHead):
     """Base of the mmcoop heads.
 
@@ -96,7 +102,7 @@ class PartialLabelHead(MultiLabelClsHead):
 
     def _get_predictions(self, cls_score: torch.Tensor,
                          data_samples: Optional[List[DataSample]]):
-        probs = cls_score.float().softmax(dim=1)[:, 1]
+        probs = presence_probability(cls_score)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(probs.size(0))]
         for data_sample, score in zip(data_samples, probs):
