@@ -4,6 +4,10 @@ from .categories import (COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS,
 from .coco2014 import COCO2014MultiLabel, load_coco_multilabel
 from .feature_cache import CachedFeatureDataset, apply_feature_cache
 from .held_out_split import held_out_split
+from .multilabel_csv import MultiLabelCSVDataset
+from .multilabel_json import MultiLabelJSONDataset
+from .nus_wide import NUSWIDEMultiLabel
+from .open_images import OpenImagesMultiLabel, load_open_images_labels
 from .partial_label import PartialLabelDataset, make_known_mask
 from .samplers import EpochIndex, EpochSeededSampler
 from .transforms import (DUALCOOP_RANDAUG_POLICIES, DualCoOpRandAugment,
@@ -19,5 +23,7 @@ __all__ = [
     'RandomCutout', 'LoadImageFromFileChecked', 'DualCoOpRandAugment',
     'DUALCOOP_RANDAUG_POLICIES', 'EpochSeededSampler', 'EpochIndex',
     'held_out_split', 'CachedFeatureDataset', 'apply_feature_cache',
-    'DatasetWrapper'
+    'DatasetWrapper',
+    'MultiLabelCSVDataset', 'MultiLabelJSONDataset', 'OpenImagesMultiLabel',
+    'load_open_images_labels', 'NUSWIDEMultiLabel'
 ]
