@@ -52,6 +52,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.utils.checkpoint import safe_torch_load
+from .model_zoo import fetch_checkpoint
 
 ImageType = Union[str, np.ndarray, Any]
 ConfigType = Union[str, Config, dict]
@@ -89,7 +90,8 @@ def init_model(config: ConfigType,
     Args:
         config (str | Config | dict): config file, Config or plain dict
             (needs ``model`` and, for inference, a test pipeline).
-        checkpoint (str, optional): checkpoint file, read with
+        checkpoint (str, optional): checkpoint file or http(s) URL
+            (downloaded once into the torch hub cache), read with
             ``weights_only=True``. None keeps the initial weights.
         device (str | torch.device): where to put the model.
         cfg_options (dict, optional): overrides merged into the config
@@ -131,7 +133,8 @@ def init_model(config: ConfigType,
     dataset_meta = {}
     if checkpoint is not None:
         ckpt = safe_torch_load(
-            checkpoint, map_location='cpu', runtime_state=True)
+            fetch_checkpoint(checkpoint), map_location='cpu',
+            runtime_state=True)
         if not isinstance(ckpt, dict):
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
         state_dict = ckpt.get('state_dict', ckpt)
