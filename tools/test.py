@@ -2,13 +2,16 @@
 """Test (evaluate) a checkpoint with an mmcoop config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-        [--out-item {metrics,pred}] [--cfg-options k=v ...]
+        [--out-item {metrics,pred}] [--show-dir DIR] [--cfg-options k=v ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 The checkpoint (a training checkpoint such as ``work_dirs/.../epoch_50.pth``,
 a published one from ``tools/model_converters/publish_model.py`` or a
 converted official one) is read by ``MMCoopRunner`` with
-``torch.load(weights_only=True)``. Multi-GPU:
+``torch.load(weights_only=True)``. ``--out x.pkl`` dumps every sample's
+scores and labels (the input of ``tools/analysis/analyze_results.py``);
+``--out x.json --out-item metrics`` the metrics plus a ``per_class_ap``
+table; ``--show-dir`` draws each test image with its scores. Multi-GPU:
 ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``.
 """
 import argparse
@@ -30,6 +33,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from mmcoop.datasets.feature_cache import apply_feature_cache
+from mmcoop.evaluation import evaluator_per_class_ap
 from mmcoop.registry import RUNNERS
 
 
@@ -47,6 +51,10 @@ def parse_args(argv=None):
         choices=['metrics', 'pred'],
         help='To output whether metrics or predictions. '
         'Defaults to output predictions.')
+    parser.add_argument(
+        '--show-dir',
+        help='draw every test image with its top scores into this (new or '
+        'empty) folder')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -118,6 +126,11 @@ def merge_args(cfg, args):
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+
+    if getattr(args, 'show_dir', None):
+        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [
+            dict(type='PredictionDrawHook', out_dir=args.show_dir)
+        ]
 
     loader = cfg.get('test_dataloader', None)
     if loader is not None and not loader.get('num_workers', 0):
@@ -199,7 +212,10 @@ def main(argv=None):
     metrics = runner.test()
 
     if args.out and args.out_item == 'metrics':
-        mmengine.dump(metrics, args.out)
+        mmengine.dump(
+            dict(metrics,
+                 per_class_ap=evaluator_per_class_ap(runner.test_evaluator)),
+            args.out)
     return metrics
 
 

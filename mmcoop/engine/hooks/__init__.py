@@ -9,3 +9,6 @@ __all__ += ['RNGStateHook']
 from .class_check_hook import ClassCheckHook  # noqa: E402
 
 __all__ += ['ClassCheckHook']
+from .prediction_draw_hook import PredictionDrawHook  # noqa: E402
+
+__all__ += ['PredictionDrawHook']
