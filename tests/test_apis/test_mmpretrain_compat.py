@@ -3,11 +3,8 @@
 ``get_model``) and mmcoop's model zoo (``list_models``, ``get_model``) with
 the SHIPPED configs: the demo config as it is, and a paper config whose CLIP
 is swapped for the tiny random one (no weights can be downloaded here)."""
-import functools
-import http.server
 import os.path as osp
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -155,7 +152,7 @@ def test_list_models_and_info():
         model_info('dualcoop_p50')
 
 
-def test_get_model_by_name_path_and_url(tmp_path, monkeypatch):
+def test_get_model_by_name_path_and_url(tmp_path, monkeypatch, http_folder):
     cfg_path = str(tmp_path / 'tiny.py')
     cfg = Config.fromfile(model_info(PAPER_NAME).config)
     cfg.merge_from_dict(TINY_OPTIONS, allow_list_keys=True)
@@ -169,22 +166,12 @@ def test_get_model_by_name_path_and_url(tmp_path, monkeypatch):
     by_path = get_model(PAPER_NAME, pretrained=ckpt, cfg_options=options)
 
     # the same file from an http URL (a local server), cached in torch hub
-    served = tmp_path / 'served'
-    served.mkdir()
+    served, base_url = http_folder
     shutil.copy(ckpt, served / 'released.pth')
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'))
-    try:
-        url = f'http://127.0.0.1:{server.server_port}/released.pth'
-        by_url = get_model(PAPER_NAME, pretrained=url, cfg_options=options)
-        local = fetch_checkpoint(url)
-    finally:
-        server.shutdown()
+    url = f'{base_url}/released.pth'
+    by_url = get_model(PAPER_NAME, pretrained=url, cfg_options=options)
+    local = fetch_checkpoint(url)
     assert local == str(tmp_path / 'hub' / 'checkpoints' / 'released.pth')
     expected = trained.state_dict()
     for model in (by_path, by_url):

@@ -38,7 +38,7 @@ def _repo_files(sub, patterns):
         if '__pycache__' not in p)
 
 
-def test_wheel_contents_and_mim_commands(tmp_path):
+def test_wheel_contents_and_mim_commands(tmp_path, http_folder):
     src = tmp_path / 'src'
     src.mkdir()
     ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '.mim')
@@ -100,6 +100,21 @@ def test_wheel_contents_and_mim_commands(tmp_path):
     every = _run(mim + ['search', 'mmcoop', '--field', 'config'],
                  str(work), env)
     assert len(re.findall(r'config id: ', every)) == 72
+
+    # mim download: a release recorded in the installed metafile with an
+    # http URL (a local server) is downloaded, with the config dumped
+    from mmcoop.apis.metafile import record_release
+    served, base_url = http_folder
+    name = 'baseline_clip-rn101_openai-pre_1xb32-coslr-50e_voc07-448px-p50'
+    (served / 'baseline-voc07-p50.pth').write_bytes(b'released weights')
+    record_release(
+        str(target / 'mmcoop/.mim/configs/baseline/metafile.yml'), name,
+        f'{base_url}/baseline-voc07-p50.pth')
+    _run(mim + ['download', 'mmcoop', '--config', name, '--dest', 'zoo'],
+         str(work), dict(env, NO_PROXY='127.0.0.1', no_proxy='127.0.0.1'))
+    assert (work / 'zoo' / 'baseline-voc07-p50.pth').read_bytes() == \
+        b'released weights'
+    assert (work / 'zoo' / f'{name}.py').is_file()
 
     # mim train by config *name*: found inside the installed package
     out = _run(mim + [
