@@ -40,7 +40,7 @@ HOOKS = Registry(
     'hook',
     parent=MMPRETRAIN_HOOKS,
     scope='mmcoop',
-    locations=['mmcoop.engine'])
+    locations=['mmcoop.engine', 'mmcoop.demo'])
 LOG_PROCESSORS = Registry(
     'log processor', parent=MMPRETRAIN_LOG_PROCESSORS, scope='mmcoop')
 OPTIMIZERS = Registry(
@@ -60,7 +60,7 @@ DATASETS = Registry(
     'dataset',
     parent=MMPRETRAIN_DATASETS,
     scope='mmcoop',
-    locations=['mmcoop.datasets'])
+    locations=['mmcoop.datasets', 'mmcoop.demo'])
 DATA_SAMPLERS = Registry(
     'data sampler', parent=MMPRETRAIN_DATA_SAMPLERS, scope='mmcoop')
 TRANSFORMS = Registry(

@@ -1,7 +1,4 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-# ``demo_shapes`` is deliberately not imported here, so that
-# ``python -m mmcoop.datasets.demo_shapes`` runs without a runpy warning;
-# import it as ``from mmcoop.datasets.demo_shapes import generate_demo_coco``.
 from .categories import (COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS,
                          VOC2007_CATEGORIES)
 from .coco2014 import COCO2014MultiLabel, load_coco_multilabel

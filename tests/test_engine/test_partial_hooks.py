@@ -12,7 +12,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 from mmcoop.datasets import PartialLabelDataset
-from mmcoop.datasets.demo_shapes import generate_demo_coco
+from mmcoop.demo import generate_demo_coco
 from mmcoop.engine import PartialLabelMaskHook
 from mmcoop.engine.hooks.partial_label_mask_hook import \
     find_partial_label_datasets

@@ -47,7 +47,7 @@ def save_tiny_clip(path, seed=0):
 
 def make_data(root, num_train=48, num_val=16, image_size=48, num_classes=8):
     """A generated COCO-2014 tree; returns (root, classes)."""
-    from mmcoop.datasets.demo_shapes import generate_demo_coco
+    from mmcoop.demo import generate_demo_coco
     root = generate_demo_coco(
         str(root),
         num_train=num_train,

@@ -32,7 +32,7 @@ DEMO_TRAIN, DEMO_VAL, DEMO_SIZE = 72, 24, 64
 
 def make_demo_data(root):
     """The generated COCO-format demo tree the test configs train on."""
-    from mmcoop.datasets.demo_shapes import generate_demo_coco
+    from mmcoop.demo import generate_demo_coco
     return generate_demo_coco(
         root,
         num_train=DEMO_TRAIN,
@@ -83,9 +83,10 @@ def write_config(path,
     indices_val = f', indices={num_val}' if num_val else ''
     text = f"""_base_ = {base!r}
 classes = {DEMO_CLASSES!r}
-# generated on first use by tools/train.py (idempotent)
-demo_data = dict(root={data_root!r}, num_train={DEMO_TRAIN},
-                 num_val={DEMO_VAL}, image_size={DEMO_SIZE}, seed=0)
+# the demo tree, generated on first use by the dataset (idempotent)
+demo = dict(type='DemoShapesDataset', data_root={data_root!r}, generate=True,
+            num_train={DEMO_TRAIN}, num_val={DEMO_VAL},
+            image_size={DEMO_SIZE}, seed=0)
 model = dict(
     backbone=dict(model_name={TINY_CLIP!r}, pretrained={clip_repr},
                   input_resolution={img_size}),
@@ -105,15 +106,16 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size={batch_size}, num_workers=0, persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle={shuffle}),
-    dataset=dict(dataset=dict(data_root={data_root!r}, classes=classes,
+    dataset=dict(dataset=dict(**demo, classes=classes,
                               pipeline=train_pipeline{indices_train})))
 val_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root={data_root!r}, classes=classes,
+    dataset=dict(**demo, classes=classes,
                  pipeline=test_pipeline{indices_val}))
 test_dataloader = val_dataloader
 train_cfg = dict(max_epochs={max_epochs}, val_interval={val_interval})
 default_hooks = dict(logger=dict(interval=1))
+custom_hooks = [dict(type='PartialLabelMaskHook'), dict(type='DemoResultHook')]
 """
     # `extra` may only mutate the dicts above (a new `model = ...` would
     # replace them)
@@ -132,6 +134,12 @@ def read_scalars(work_dir):
             with open(path) as f:
                 rows.extend(json.loads(line) for line in f if line.strip())
     return rows
+
+
+def val_map(work_dir):
+    """The mAP of the last validation of the run in work_dir."""
+    rows = [r for r in read_scalars(work_dir) if 'multi-label/mAP' in r]
+    return rows[-1]['multi-label/mAP']
 
 
 def run(cmd, cwd=REPO, env=None, timeout=300):

@@ -14,35 +14,39 @@ writes them exactly like MS-COCO 2014::
     └── demo_manifest.json                            (marker, written last)
 
 so ``COCO2014MultiLabel(data_root=root, split=...)`` reads it unchanged.
-Deterministic for a given seed; idempotent (a finished tree is reused, a
-half-written one is regenerated; the tree is built in a temporary folder and
-renamed into place). About 3% of the images have no object (and no
-annotation), so the image filter of the official protocol is exercised.
+Deterministic for a given seed. About 3% of the images have no object (and
+no annotation), so the image filter of the official protocol is exercised.
 
-Command line::
+The tree is built in a temporary sibling folder and renamed into place, so
+``root`` either holds a complete tree or nothing of it. The manifest lists
+every file written (path and size). A finished tree is reused; a tree whose
+files are all listed in its manifest, unchanged, but some are missing is
+rebuilt; anything else at ``root`` (a file the manifest does not list, a
+changed file, a folder without a manifest) stops the generator with a
+message naming it: it never deletes what it did not write.
 
-    python -m mmcoop.datasets.demo_shapes ROOT [--num-train 256] ...
+Command line (also prints the chance-level mAP)::
+
+    python -m mmcoop.demo ROOT [--num-train 256] ...
 """
-import argparse
 import json
 import math
 import os
 import os.path as osp
 import shutil
 import uuid
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = [
-    'DEMO_SHAPES', 'demo_classes', 'generate_demo_coco', 'chance_level_map',
-    'chance_level_map_from_targets', 'main'
+    'DEMO_SHAPES', 'MANIFEST', 'demo_classes', 'generate_demo_coco',
+    'read_manifest', 'chance_level_map', 'chance_level_map_from_targets'
 ]
 
 MANIFEST = 'demo_manifest.json'
 FORMAT_VERSION = 1
-_OWN_ENTRIES = {'annotations', 'train2014', 'val2014', MANIFEST}
 
 #: (class name, RGB colour, shape); the first ``num_classes`` are used.
 DEMO_SHAPES: Tuple[Tuple[str, Tuple[int, int, int], str], ...] = (
@@ -138,9 +142,31 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, poly, cx, cy, r,
     elif shape == 'ring':
         draw.ellipse([cx - r, cy - r, cx + r, cy + r],
                      outline=fill,
-                     width=max(2, int(r * 0.38)))
+                     width=_ring_width(r))
     else:
         draw.polygon(poly, fill=fill)
+
+
+def _polygon_area(poly) -> float:
+    """Area of a simple polygon (shoelace formula)."""
+    xs = np.array([p[0] for p in poly])
+    ys = np.array([p[1] for p in poly])
+    return 0.5 * abs(float(np.dot(xs, np.roll(ys, -1)) -
+                           np.dot(ys, np.roll(xs, -1))))
+
+
+def _area(shape: str, poly, r: float) -> float:
+    """COCO ``area`` of a drawn shape: the area of its outline polygon
+    (as COCO computes it from a polygon), for the ring the annulus that
+    :func:`_draw_shape` paints (outer radius ``r``, width ``_ring_width``)."""
+    if shape == 'ring':
+        inner = r - _ring_width(r)
+        return math.pi * (r * r - inner * inner)
+    return _polygon_area(poly)
+
+
+def _ring_width(r: float) -> int:
+    return max(2, int(r * 0.38))
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -188,10 +214,7 @@ def _draw_image(rng: np.random.Generator, size: int, num_classes: int):
         fill = tuple(
             int(v) for v in np.clip(np.array(colour) + jitter, 0, 255))
         _draw_shape(draw, shape, poly, cx, cy, r, fill)
-        mask = Image.new('L', (size, size), 0)
-        _draw_shape(ImageDraw.Draw(mask), shape, poly, cx, cy, r, 255)
-        area = int((np.asarray(mask) > 0).sum())
-        objects.append((c, poly, area))
+        objects.append((c, poly, _area(shape, poly, r)))
     return img, objects
 
 
@@ -229,7 +252,7 @@ def _write_split(root: str, split: str, first_id: int, first_ann_id: int,
                         for v in (min(max(p[0], 0.), size),
                                   min(max(p[1], 0.), size))
                     ]],
-                    area=float(area),
+                    area=round(area, 2),
                     iscrowd=0,
                     image_id=img_id,
                     bbox=[
@@ -273,30 +296,122 @@ def _params(num_train, num_val, seed, image_size, num_classes) -> dict:
         num_classes=num_classes)
 
 
-def _finished(root: str, params: dict) -> Optional[bool]:
-    """True: finished tree with these params; False: finished but other
-    params; None: no (valid) finished tree."""
-    path = osp.join(root, MANIFEST)
+def read_manifest(root: str) -> Optional[dict]:
+    """The manifest of a demo tree at ``root``, or None if there is none
+    (or it is not valid JSON)."""
     try:
-        with open(path) as f:
+        with open(osp.join(root, MANIFEST)) as f:
             manifest = json.load(f)
-        if manifest.get('params') != params:
-            return False
-        for split, n in (('train', params['num_train']), ('val',
-                                                          params['num_val'])):
-            if not osp.isfile(
-                    osp.join(root, 'annotations',
-                             f'instances_{split}2014.json')):
-                return None
-            jpgs = [
-                f for f in os.listdir(osp.join(root, f'{split}2014'))
-                if f.endswith('.jpg')
-            ]
-            if len(jpgs) != n:
-                return None
-        return True
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _listing(root: str) -> Tuple[Dict[str, int], List[str]]:
+    """``({relative file path: size}, [relative folder paths])`` below
+    ``root`` ('/'-separated; the manifest itself excluded)."""
+    files, folders = {}, []
+    for d, dirs, names in os.walk(root):
+        rel = osp.relpath(d, root).replace(os.sep, '/')
+        prefix = '' if rel == '.' else rel + '/'
+        folders += [prefix + n for n in dirs]
+        for n in names:
+            files[prefix + n] = os.lstat(osp.join(d, n)).st_size
+    files.pop(MANIFEST, None)
+    return files, folders
+
+
+def _foreign(root: str, manifest: dict) -> List[str]:
+    """What is at ``root`` that the manifest does not list as written
+    (unchanged) by the generator."""
+    written = manifest['files']
+    files, folders = _listing(root)
+    own_folders = {
+        '/'.join(p.split('/')[:i])
+        for p in written for i in range(1, p.count('/') + 1)
+    }
+    return sorted([
+        f'{p} (changed since it was written)' if p in written else p
+        for p, size in files.items() if written.get(p) != size
+    ] + [p + '/' for p in folders if p not in own_folders])
+
+
+def _remove_own_tree(root: str, manifest: dict) -> None:
+    """Delete a demo tree whose every entry is listed in its manifest:
+    the listed files, then the (then empty) folders, then the manifest."""
+    for p in manifest['files']:
+        path = osp.join(root, *p.split('/'))
+        if osp.lexists(path):
+            os.remove(path)
+    os.remove(osp.join(root, MANIFEST))
+    for d, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        os.rmdir(d)  # empty by now; raises otherwise (nothing else lost)
+
+
+def _complete_without_file_list(root: str, params: dict) -> bool:
+    """Both annotation files and the expected number of images (a tree
+    whose manifest predates the file list)."""
+    for split in ('train', 'val'):
+        folder = osp.join(root, f'{split}2014')
+        if not (osp.isfile(
+                osp.join(root, 'annotations', f'instances_{split}2014.json'))
+                and osp.isdir(folder)):
+            return False
+        if len([f for f in os.listdir(folder)
+                if f.endswith('.jpg')]) != params[f'num_{split}']:
+            return False
+    return True
+
+
+def _check_existing(root: str, params: dict) -> bool:
+    """True if ``root`` holds the finished tree of ``params``; False if
+    there is nothing (absent, an empty folder, or a damaged tree of this
+    generator, which is then removed). Raises if anything at ``root`` was
+    not written by the generator, or the tree has other parameters."""
+    if not osp.lexists(root):
+        return False
+    if not osp.isdir(root):
+        raise FileExistsError(
+            f'{root} exists and is not a folder. Fix: pass a new or empty '
+            'folder as the demo root.')
+    if not os.listdir(root):
+        os.rmdir(root)  # empty: the finished tree is renamed into place
+        return False
+    manifest = read_manifest(root)
+    if manifest is None:
+        files, folders = _listing(root)
+        found = sorted(list(files) + [f + '/' for f in folders])
+        raise FileExistsError(
+            f'{root} exists, is not empty and has no {MANIFEST}, so it was '
+            f'not written by the demo generator (it holds {found[:5]}'
+            f'{" ..." if len(found) > 5 else ""}). Nothing was changed. '
+            'Fix: pass a new or empty folder as the demo root.')
+    if manifest.get('params') != params:
+        raise FileExistsError(
+            f'{root} holds a demo dataset made with other parameters (see '
+            f'{osp.join(root, MANIFEST)}). Fix: use another root or delete '
+            'the folder.')
+    if not isinstance(manifest.get('files'), dict):
+        if _complete_without_file_list(root, params):
+            return True  # a finished tree of an older mmcoop: reused as is
+        raise FileExistsError(
+            f'{osp.join(root, MANIFEST)} does not list the files the '
+            'generator wrote (a tree of an older mmcoop), so what is at '
+            f'{root} cannot be checked. Nothing was changed. Fix: delete '
+            'the folder yourself if it holds nothing of yours, or use '
+            'another root.')
+    foreign = _foreign(root, manifest)
+    if foreign:
+        raise FileExistsError(
+            f'{root} holds a demo tree and also files the demo generator did '
+            f'not write (or that changed since): {foreign[:5]}'
+            f'{" ..." if len(foreign) > 5 else ""}. Nothing was changed. '
+            'Fix: move them out of the folder or use another root.')
+    files, _ = _listing(root)
+    if set(files) == set(manifest['files']):
+        return True
+    _remove_own_tree(root, manifest)  # files missing: rebuild
+    return False
 
 
 def generate_demo_coco(root: str,
@@ -308,8 +423,8 @@ def generate_demo_coco(root: str,
     """Write (or reuse) a demo multi-label dataset in COCO-2014 format.
 
     Args:
-        root (str): Target folder (created; must be empty, absent, or a tree
-            made by this function).
+        root (str): Target folder (created; must be absent, empty, or a
+            tree made by this function: see the module docstring).
         num_train (int): Train images (about 3% without objects, dropped by
             the official image filter). Defaults to 256.
         num_val (int): Val images. Defaults to 128.
@@ -328,22 +443,8 @@ def generate_demo_coco(root: str,
         raise ValueError(f'image_size must be >= 32, got {image_size}.')
     root = osp.abspath(osp.expanduser(root))
     params = _params(num_train, num_val, seed, image_size, num_classes)
-    state = _finished(root, params)
-    if state is True:
+    if _check_existing(root, params):
         return root
-    if state is False:
-        raise FileExistsError(
-            f'{root} holds a demo dataset made with other parameters (see '
-            f'{osp.join(root, MANIFEST)}). Fix: use another root or delete '
-            'the folder.')
-    if osp.exists(root):
-        entries = set(os.listdir(root))
-        if entries - _OWN_ENTRIES:
-            raise FileExistsError(
-                f'{root} exists and holds files that are not part of a demo '
-                f'tree ({sorted(entries - _OWN_ENTRIES)[:5]}). Fix: pass an '
-                'empty or new folder.')
-        shutil.rmtree(root)  # a half-written demo tree: regenerate
 
     parent = osp.dirname(root)
     os.makedirs(parent, exist_ok=True)
@@ -366,14 +467,17 @@ def generate_demo_coco(root: str,
                     {a['image_id']
                      for a in data['annotations']}))
         manifest = dict(
-            params=params, classes=demo_classes(num_classes), counts=counts)
+            params=params,
+            classes=demo_classes(num_classes),
+            counts=counts,
+            files=_listing(tmp)[0])
         with open(osp.join(tmp, MANIFEST), 'w') as f:
             json.dump(manifest, f, indent=2)
         try:
             os.rename(tmp, root)
         except OSError:
             # another process finished first: use its tree if it is valid
-            if _finished(root, params) is not True:
+            if not _check_existing(root, params):
                 raise
     finally:
         if osp.exists(tmp):
@@ -410,47 +514,10 @@ def chance_level_map(root: str,
     Uses the same images as :class:`~mmcoop.datasets.COCO2014MultiLabel`
     (images with at least one annotation) and the official AP.
     """
-    from .coco2014 import load_coco_multilabel
+    from mmcoop.datasets.coco2014 import load_coco_multilabel
     coco = load_coco_multilabel(
         osp.join(root, 'annotations', f'instances_{split}2014.json'))
     targets = np.zeros((len(coco.images), len(coco.categories)), np.int8)
     for i, (_, _, labels) in enumerate(coco.images):
         targets[i, labels] = 1
     return chance_level_map_from_targets(targets, num_draws, seed)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> Dict:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(
-        prog='python -m mmcoop.datasets.demo_shapes',
-        description='Write a small COCO-2014-format multi-label demo set.')
-    parser.add_argument('root', help='output folder')
-    parser.add_argument('--num-train', type=int, default=256)
-    parser.add_argument('--num-val', type=int, default=128)
-    parser.add_argument('--image-size', type=int, default=112)
-    parser.add_argument('--num-classes', type=int, default=10)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--num-draws',
-        type=int,
-        default=200,
-        help='random score draws for the chance-level mAP')
-    args = parser.parse_args(argv)
-    root = generate_demo_coco(args.root, args.num_train, args.num_val,
-                              args.seed, args.image_size, args.num_classes)
-    with open(osp.join(root, MANIFEST)) as f:
-        manifest = json.load(f)
-    chance = chance_level_map(root, 'val', args.num_draws, args.seed)
-    print(f'demo dataset: {root}')
-    print(f'classes ({len(manifest["classes"])}): '
-          f'{", ".join(manifest["classes"])}')
-    for split, c in manifest['counts'].items():
-        print(f'{split}: {c["images"]} images ({c["images_with_objects"]} '
-              f'with objects), {c["annotations"]} annotations')
-    print(f'chance-level val mAP (random scores, {args.num_draws} draws): '
-          f'{chance:.2f}')
-    return dict(root=root, chance_map=chance, **manifest)
-
-
-if __name__ == '__main__':
-    main()

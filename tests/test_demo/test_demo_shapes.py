@@ -5,17 +5,26 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from _builders import tree_listing
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mmcoop.datasets import COCO2014MultiLabel
-from mmcoop.datasets.demo_shapes import (DEMO_SHAPES, MANIFEST,
-                                         chance_level_map,
-                                         chance_level_map_from_targets,
-                                         demo_classes, generate_demo_coco,
-                                         main)
+from mmcoop.demo import (DEMO_SHAPES, MANIFEST, chance_level_map,
+                         chance_level_map_from_targets, demo_classes,
+                         generate_demo_coco)
+from mmcoop.demo.__main__ import main
 
 KW = dict(num_train=24, num_val=12, image_size=64, seed=0)
+
+
+def tree_listing(root):
+    """Sorted (path, size, mtime) of every file below ``root``."""
+    out = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = osp.join(d, f)
+            st = os.stat(p)
+            out.append((osp.relpath(p, root), st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
 
 @pytest.fixture(scope='module')
@@ -91,34 +100,93 @@ def test_deterministic_and_idempotent(demo_root, tmp_path):
             assert f.read() != g.read()
 
 
-def test_half_written_tree_is_regenerated(tmp_path):
+def test_damaged_own_tree_is_rebuilt(tmp_path):
     root = generate_demo_coco(str(tmp_path / 'demo'), **KW)
     reference = [(p, s) for p, s, _ in tree_listing(root)]
-    os.remove(osp.join(root, MANIFEST))  # e.g. killed before the end
-    os.remove(
-        osp.join(root, 'val2014',
-                 os.listdir(osp.join(root, 'val2014'))[0]))
-    generate_demo_coco(root, **KW)
-    assert [(p, s) for p, s, _ in tree_listing(root)] == reference
-    # missing images with a manifest: regenerated too
+    # files missing, everything else as written: rebuilt identically
     os.remove(osp.join(root, 'train2014', 'COCO_train2014_000000000003.jpg'))
+    os.remove(osp.join(root, 'annotations', 'instances_val2014.json'))
     generate_demo_coco(root, **KW)
     assert [(p, s) for p, s, _ in tree_listing(root)] == reference
     assert not [f for f in os.listdir(tmp_path) if f.startswith('.')]
+    # the manifest lists every file it wrote, with its size
+    with open(osp.join(root, MANIFEST)) as f:
+        listed = json.load(f)['files']
+    assert sorted(listed.items()) == [(p.replace(os.sep, '/'), s)
+                                      for p, s in reference if p != MANIFEST]
+
+
+@pytest.mark.parametrize('change', ['extra file', 'extra folder', 'changed',
+                                    'no manifest'])
+def test_never_deletes_what_it_did_not_write(tmp_path, change):
+    root = generate_demo_coco(str(tmp_path / 'demo'), **KW)
+    os.remove(osp.join(root, 'val2014', 'COCO_val2014_000000000025.jpg'))
+    if change == 'extra file':
+        (tmp_path / 'demo' / 'train2014' / 'mine.jpg').write_bytes(b'mine')
+    elif change == 'extra folder':
+        (tmp_path / 'demo' / 'results').mkdir()
+    elif change == 'changed':
+        with open(osp.join(root, 'annotations', 'instances_train2014.json'),
+                  'a') as f:
+            f.write(' ')
+    else:
+        os.remove(osp.join(root, MANIFEST))
+    before = tree_listing(root)
+    with pytest.raises(FileExistsError) as e:
+        generate_demo_coco(root, **KW)
+    assert root in str(e.value) and 'Fix:' in str(e.value)
+    assert {'extra file': 'train2014/mine.jpg', 'extra folder': 'results/',
+            'changed': 'instances_train2014.json (changed',
+            'no manifest': f'has no {MANIFEST}'}[change] in str(e.value)
+    assert tree_listing(root) == before  # nothing deleted or rewritten
 
 
 def test_refuses_foreign_or_different_trees(tmp_path):
     foreign = tmp_path / 'mine'
-    foreign.mkdir()
-    (foreign / 'notes.txt').write_text('keep me')
-    with pytest.raises(FileExistsError, match='not part of a demo tree'):
+    (foreign / 'annotations').mkdir(parents=True)  # a demo-like name
+    (foreign / 'annotations' / 'notes.txt').write_text('keep me')
+    with pytest.raises(FileExistsError, match='not written by the demo'):
         generate_demo_coco(str(foreign), **KW)
-    assert (foreign / 'notes.txt').read_text() == 'keep me'
+    assert (foreign / 'annotations' / 'notes.txt').read_text() == 'keep me'
     root = generate_demo_coco(str(tmp_path / 'demo'), **KW)
     with pytest.raises(FileExistsError, match='other parameters'):
         generate_demo_coco(root, **dict(KW, num_val=13))
     with pytest.raises(ValueError, match='num_classes'):
         generate_demo_coco(str(tmp_path / 'x'), num_classes=7)
+    # an empty folder is used
+    (tmp_path / 'empty').mkdir()
+    assert generate_demo_coco(str(tmp_path / 'empty'), **KW)
+
+
+def test_areas_match_the_drawn_shapes(tmp_path):
+    """The COCO area (from the outline, not a raster) agrees with the
+    pixels of the shape drawn alone (large images: small raster error)."""
+    from mmcoop.demo.shapes import _draw_shape
+    size = 256
+    demo_root = generate_demo_coco(
+        str(tmp_path / 'big'), num_train=12, num_val=1, image_size=size)
+    with open(osp.join(demo_root, 'annotations',
+                       'instances_train2014.json')) as f:
+        data = json.load(f)
+    rel = []
+    for a in data['annotations']:
+        name = DEMO_SHAPES[a['category_id'] - 1][2]
+        seg = a['segmentation'][0]
+        poly = list(zip(seg[::2], seg[1::2]))
+        xs, ys = seg[::2], seg[1::2]
+        if name in ('circle', 'ring'):  # the outline is a 32-gon
+            cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+            r = (max(xs) - min(xs)) / 2
+        else:
+            cx = cy = r = 0.
+        mask = Image.new('L', (size, size), 0)
+        _draw_shape(ImageDraw.Draw(mask), name, poly, cx, cy, r, 255)
+        pixels = (np.asarray(mask) > 0).sum()
+        if name in ('circle', 'ring') and min(min(xs), min(ys)) <= 0.5:
+            continue  # clipped at the border: centre/radius not recoverable
+        rel.append(abs(a['area'] - pixels) / pixels)
+    assert len(rel) > 15
+    assert np.median(rel) < 0.05 and max(rel) < 0.12, sorted(rel)[-5:]
 
 
 def test_class_names_are_plain_words():
@@ -156,3 +224,21 @@ def test_chance_level_of_demo_and_cli(demo_root, capsys):
     assert out['chance_map'] == pytest.approx(chance)
     printed = capsys.readouterr().out
     assert 'red circle' in printed and f'{chance:.2f}' in printed
+
+
+def test_tree_of_an_older_version_without_file_list(tmp_path):
+    root = generate_demo_coco(str(tmp_path / 'demo'), **KW)
+    path = osp.join(root, MANIFEST)
+    with open(path) as f:
+        manifest = json.load(f)
+    del manifest['files']
+    with open(path, 'w') as f:
+        json.dump(manifest, f)
+    before = tree_listing(root)
+    assert generate_demo_coco(root, **KW) == root  # complete: reused
+    assert tree_listing(root) == before
+    os.remove(osp.join(root, 'val2014', 'COCO_val2014_000000000025.jpg'))
+    before = tree_listing(root)
+    with pytest.raises(FileExistsError, match='older mmcoop'):
+        generate_demo_coco(root, **KW)  # cannot tell: nothing deleted
+    assert tree_listing(root) == before

@@ -1,0 +1,134 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""mmcoop.benchmark: FLOP accounting, peak memory, the projection and the
+step/epoch measurements' bookkeeping (no timing assertions: times are the
+tool's output, not the test's)."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmcoop.benchmark import PeakMemory, count_flops, gpu_hours, project
+from mmcoop.benchmark.epoch import measure_epoch
+from mmcoop.benchmark.report import report_epoch, report_steps
+from mmcoop.benchmark.steps import measure_steps
+
+TINY = dict(model_name='mmcoop-tiny-RN-512', pretrained=None, autocast=None,
+            channels_last=False, device='cpu', gpu_tflops=989.0,
+            gpu_utilization=0.3, device_desc='test CPU')
+
+
+def test_count_flops_matmul_and_cpu_attention():
+    a, b = torch.randn(3, 5), torch.randn(5, 7)
+    assert count_flops(lambda: a @ b) == 2 * 3 * 5 * 7
+    # (B, H, L, d): QK^T and AV, 2 FLOPs per multiply-add each
+    q, k, v = (torch.randn(2, 4, 6, 8) for _ in range(3))
+    assert count_flops(
+        lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)) \
+        == 2 * (2 * 2 * 4 * 6 * 6 * 8)
+    # the backward is counted too: it recomputes QK^T and forms dV, dP, dQ
+    # and dK (5 matmuls: 2.5x the forward, torch's sdpa_backward formula)
+    q.requires_grad_(True)
+    total = count_flops(
+        lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    fwd = 2 * (2 * 2 * 4 * 6 * 6 * 8)
+    assert total == fwd + 5 * fwd // 2
+
+
+def test_peak_memory_cpu_counts_what_the_call_creates():
+    memory = PeakMemory(torch.device('cpu'))
+    kept = torch.ones(16 * 2**20 // 4)  # exists before: not counted
+
+    def make(mib):
+        def fn():
+            x = torch.ones(mib * 2**20 // 4)  # touched, so resident
+            return float(x.sum()) + float(kept[0])
+        return fn
+
+    peak = memory.measure(make(64))
+    assert 60 <= peak <= 64 + 40, peak
+    assert memory.measure(make(0)) < 20
+
+
+def test_projection_one_arithmetic_for_seconds_and_flops():
+    step = {k: dict(time_s=t, flops=f) for k, t, f in (
+        ('T0', 8., 8e12), ('T1', 4., 4e12), ('T2', 1., 1e12),
+        ('E0', 5., 5e12), ('E1', 3.5, 3.5e12), ('E2', 3., 3e12),
+        ('E3', .001, 1e9), ('extract', 3.2, 3.2e12))}
+    sched = dict(train=10, val=7, epochs=2)
+    steps, val_batches = math.ceil(10 / 3), math.ceil(7 / 3)  # 4, 3
+    for quantity, unit in (('time_s', 1.), ('flops', 1e12)):
+        p = project(step, sched, quantity, 3, 3)
+        extraction = 3.2 * unit / 3 * (10 + 7)
+        assert p['extraction'] == pytest.approx(extraction)
+        # 2 x (4 x 1 + 3 x 0.001) + extraction
+        assert p['feature_cache'] == pytest.approx(
+            2 * (4 * unit + 3 * 1e-3 * unit) + extraction)
+        assert p['straightforward'] == pytest.approx(
+            2 * (4 * 8 + 3 * 5) * unit)
+        assert p['truncation_evalcache'] == pytest.approx(
+            2 * (4 * 4 + 3 * 3) * unit)
+    # two views: the train images go through the tower twice
+    assert project(step, sched, 'time_s', 3, 3, num_views=2)['extraction'] \
+        == pytest.approx(3.2 / 3 * (20 + 7))
+    # 989 PFLOP at 989 TFLOP/s is 1000 s
+    assert gpu_hours(989.0, 989.0) == pytest.approx(1000 / 3600)
+    assert gpu_hours(989.0, 989.0, 0.5) == pytest.approx(2000 / 3600)
+
+
+def test_steps_flops_decompose_and_project():
+    opts = SimpleNamespace(**TINY, resolution=64, batch_size=3,
+                           eval_batch_size=3, iters=1, warmup=0)
+    res = measure_steps('positivecoop', 6, opts)
+    r = {k: v['flops'] for k, v in res['results'].items()}
+    image = r['extract']  # image tower, one (eval = train) batch
+    assert image > 0
+    # the cache removes exactly the image tower, in training and in eval
+    assert r['T1'] - r['T2'] == image
+    assert r['E2'] - r['E3'] == image
+    # eval text cache: E1 re-encodes the prompts, E2 does not
+    text_fwd = r['E4'] - r['E3']
+    assert text_fwd > 0 and r['E1'] - r['E2'] == text_fwd
+    # truncation: fewer FLOPs in training and eval (22 of 77 positions)
+    assert r['T0'] > 2 * r['T1'] - image
+    assert r['E0'] - r['E2'] > 3 * text_fwd
+    for v in res['results'].values():
+        assert v['peak_mib'] >= 0 and math.isfinite(v['time_s'])
+
+    sched = dict(train=10, val=7, epochs=2, classes=6)
+    p = project(res['results'], sched, 'flops', 3, 3)
+    steps, val_batches = math.ceil(10 / 3), math.ceil(7 / 3)
+    extraction = image / 3 * (10 + 7)
+    assert p['extraction'] == pytest.approx(extraction)
+    assert p['feature_cache'] == pytest.approx(
+        2 * (steps * r['T2'] + val_batches * r['E3']) + extraction)
+    assert p['straightforward'] == pytest.approx(
+        2 * (steps * r['T0'] + val_batches * r['E0']))
+
+    report = report_steps([res], opts)
+    assert 'Projected GPU-hours for 50 epochs from the counted FLOPs' in report
+    assert 'PROJECTIONS, not measured' in report
+
+
+def test_epoch_mode_train_and_val():
+    """The epoch measurement runs a train epoch and a validation pass both
+    ways (image path and fp16 cache); checks the bookkeeping and the fp16
+    error, not the times."""
+    opts = SimpleNamespace(
+        **TINY, epoch_images=4, epoch_val_images=None, epoch_resolution=64,
+        epoch_classes=20, batch_size=2, eval_batch_size=2, workers=0,
+        epoch_methods=['positivecoop'])
+    r = measure_epoch(opts)
+    assert r['images'] == 4 and r['val_images'] == 2  # COCO val/train ratio
+    e = r['positivecoop']
+    for key in ('uncached_epoch_s', 'cached_epoch_s', 'uncached_val_s',
+                'cached_val_s', 'uncached_supply_s', 'cached_supply_s'):
+        assert e[key] > 0, key
+    assert e['train_val_speedup'] == pytest.approx(
+        (e['uncached_epoch_s'] + e['uncached_val_s']) /
+        (e['cached_epoch_s'] + e['cached_val_s']))
+    assert r['fp16_rel_err_features'] < 1e-3
+    assert e['fp16_max_abs_logit_diff'] < 1e-2
+    text = report_epoch(r, opts)
+    assert '+ validation on 2 images' in text and '| positivecoop |' in text
