@@ -109,6 +109,12 @@ def test_analyze_results(run):
         assert len(names) == len(H.DEMO_CLASSES), sub
     assert 'red_circle.png' in names
     assert osp.isfile(osp.join(out, 'per_class_ap.png'))
+    from mmcoop.utils.paths import OutputPathError
+    with pytest.raises(OutputPathError, match='--force'):  # nothing rewritten
+        analyze_tool.main([
+            H.DEMO_CONFIG, run['pkl'], '--out-dir', out, '--cfg-options',
+            *run['options']
+        ])
     with pytest.raises(ValueError, match='not class names'):
         analyze_tool.main([
             H.DEMO_CONFIG, run['pkl'], '--out-dir',

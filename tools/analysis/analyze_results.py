@@ -6,7 +6,7 @@ the best / worst images of every class.
     python tools/analysis/analyze_results.py CONFIG results.pkl \\
         --out-dir work_dirs/analysis [--topk 4] [--classes person dog]
 
-Writes into ``--out-dir`` (new or empty):
+Writes into ``--out-dir`` (existing files only with ``--force``):
 
 * ``per_class_ap.csv`` / ``per_class_ap.txt`` (also printed) and
   ``per_class_ap.png`` (bars, mAP as a line);
@@ -19,7 +19,6 @@ labels (-1) are ignored, as in the metric.
 """
 import argparse
 import csv
-import os
 import os.path as osp
 import sys
 
@@ -37,6 +36,7 @@ from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_ap, precision_recall,
                                ranked_examples)
 from mmcoop.models.heads import resolve_classnames  # noqa: E402
+from mmcoop.utils.paths import claim_outputs  # noqa: E402
 from mmcoop.visualization import (ap_bar_figure, pr_curve_figure,  # noqa
                                   ranked_examples_figure, save_figure)
 
@@ -48,7 +48,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='the config of the test run')
     parser.add_argument('result', help='the pickle of tools/test.py --out')
     parser.add_argument(
-        '--out-dir', required=True, help='new or empty output folder')
+        '--out-dir', required=True, help='output folder')
+    parser.add_argument(
+        '--force', action='store_true', help='overwrite existing outputs')
     parser.add_argument(
         '--topk', type=int, default=4, help='images per example row')
     parser.add_argument(
@@ -71,9 +73,6 @@ def _file_name(name: str) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    if osp.isdir(args.out_dir) and os.listdir(args.out_dir):
-        raise FileExistsError(f'--out-dir {args.out_dir!r} is not empty. '
-                              'Fix: give a new folder.')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -87,19 +86,26 @@ def main(argv=None):
                          'config.')
     rows = per_class_ap(scores, targets, classes)
     table = format_ap_table(rows)
+    out = {
+        name: osp.join(args.out_dir, name)
+        for name in ('per_class_ap.txt', 'per_class_ap.csv',
+                     'per_class_ap.png')
+    }
+    per_class = {(sub, name): osp.join(args.out_dir, sub,
+                                       f'{_file_name(name)}.png')
+                 for sub in ('pr_curves', 'examples') for name in wanted}
+    claim_outputs([*out.values(), *per_class.values()],
+                  inputs=[args.config, args.result], force=args.force)
     print(table)
     print(f'mAP {np.mean([r["AP"] for r in rows]):.2f} over '
           f'{len(classes)} classes, {len(scores)} images')
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(osp.join(args.out_dir, 'per_class_ap.txt'), 'w') as f:
+    with open(out['per_class_ap.txt'], 'w') as f:
         f.write(table + '\n')
-    with open(osp.join(args.out_dir, 'per_class_ap.csv'), 'w',
-              newline='') as f:
+    with open(out['per_class_ap.csv'], 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    save_figure(ap_bar_figure(rows),
-                osp.join(args.out_dir, 'per_class_ap.png'))
+    save_figure(ap_bar_figure(rows), out['per_class_ap.png'])
 
     for name in wanted:
         c = classes.index(name)
@@ -107,7 +113,7 @@ def main(argv=None):
         save_figure(
             pr_curve_figure(precision, recall, rows[c]['AP'], name,
                             rows[c]['num_pos']),
-            osp.join(args.out_dir, 'pr_curves', f'{_file_name(name)}.png'))
+            per_class[('pr_curves', name)])
         groups = {
             group: [
                 dict(image=_thumbnail(paths[i]), score=scores[i, c],
@@ -119,7 +125,7 @@ def main(argv=None):
         }
         save_figure(
             ranked_examples_figure(groups, name),
-            osp.join(args.out_dir, 'examples', f'{_file_name(name)}.png'))
+            per_class[('examples', name)])
     print(f'Wrote {args.out_dir}')
     return rows
 

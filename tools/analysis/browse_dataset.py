@@ -5,7 +5,8 @@ pipeline with its labels, the partial-label mask included.
     python tools/analysis/browse_dataset.py CONFIG --output-dir DIR \\
         [--phase {train,val,test}] [--show-number 8] [--cfg-options ...]
 
-One PNG per sample in ``--output-dir`` (new or empty): the image after the
+One PNG per sample in ``--output-dir`` (``00000.png``, ...; existing files
+only with ``--force``): the image after the
 pipeline (augmentations included, as the loss sees it), the known
 positives, the unknown labels and the number of known negatives, and a
 strip of every class coloured by its state (green positive, red negative,
@@ -13,7 +14,6 @@ grey unknown). For a partial-label training set a second strip shows the
 complete labels, and the positives that the mask hides are listed.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -26,6 +26,7 @@ except ImportError:  # run from a clone without `pip install -e .`
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from mmcoop.datasets.inspection import build_dataset_of, sample_view  # noqa
+from mmcoop.utils.paths import claim_outputs  # noqa: E402
 from mmcoop.visualization import label_state_figure, save_figure  # noqa
 
 
@@ -35,7 +36,9 @@ def parse_args(argv=None):
         'their known / unknown / negative labels')
     parser.add_argument('config', help='config file')
     parser.add_argument(
-        '--output-dir', required=True, help='new or empty output folder')
+        '--output-dir', required=True, help='output folder')
+    parser.add_argument(
+        '--force', action='store_true', help='overwrite existing outputs')
     parser.add_argument(
         '--phase', default='train', choices=['train', 'val', 'test'])
     parser.add_argument(
@@ -46,22 +49,22 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if osp.isdir(args.output_dir) and os.listdir(args.output_dir):
-        raise FileExistsError(f'--output-dir {args.output_dir!r} is not '
-                              'empty. Fix: give a new folder.')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     dataset = build_dataset_of(cfg, args.phase)
     classes = list(dataset.metainfo['classes'])
+    outputs = claim_outputs([
+        osp.join(args.output_dir, f'{idx:05d}.png')
+        for idx in range(min(args.show_number, len(dataset)))
+    ], inputs=[args.config], force=args.force)
     written = []
-    for idx in range(min(args.show_number, len(dataset))):
+    for idx, path in enumerate(outputs):
         view = sample_view(dataset, idx)
         fig = label_state_figure(
             view['image'], view['targets'], classes, view['complete'],
             title=f'{args.phase} #{idx}: {osp.basename(view["img_path"])}')
-        written.append(
-            save_figure(fig, osp.join(args.output_dir, f'{idx:05d}.png')))
+        written.append(save_figure(fig, path))
     print(f'Wrote {len(written)} images to {args.output_dir}')
     return written
 
