@@ -88,7 +88,8 @@ def test_metafile(method):
         assert result.task == 'Multi-Label Classification'
         assert result.dataset == model.metadata.training_data == (
             'MS-COCO 2014' if coco else 'PASCAL VOC 2007')
-        assert result.metrics == {'Paper mAP': PAPER[data][method][p // 10 - 1]}
+        paper = PAPER[data][method][p // 10 - 1]
+        assert result.metrics == {'Paper mAP': paper}
         assert model.weights is None
     averages = collection.metadata.data['Paper Average mAP']
     assert averages == {'MS-COCO 2014': PAPER['coco14'][method][9],
@@ -198,15 +199,12 @@ def test_publish_records_weights_and_measured_map(tmp_path):
     """publish_model.py --metafile: `Weights` and the mAP the run logged at
     the checkpoint's epoch go into the entry; the paper's number and the
     other entries stay; the README table shows them."""
-    import importlib.util
     import shutil
 
+    from _common import load_tool
+
     from mmcoop.apis.metafile import read_metafile, render_readme
-    spec = importlib.util.spec_from_file_location(
-        'mmcoop_publish_zoo',
-        osp.join(REPO, 'tools', 'model_converters', 'publish_model.py'))
-    publish_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(publish_tool)
+    publish_tool = load_tool('tools/model_converters/publish_model.py')
 
     metafile = str(tmp_path / 'metafile.yml')
     shutil.copy(osp.join(REPO, 'configs', 'baseline', 'metafile.yml'),
@@ -233,8 +231,8 @@ def test_publish_records_weights_and_measured_map(tmp_path):
         readme = render_readme(f.read(), after)
     row, = [r for r in _table(readme) if r[0] == '30%']
     assert row[5:] == [
-        f"{PAPER['voc07']['baseline'][2]:.1f}", '91.23', f'[config]({name}.py)',
-        f'[model]({final})'
+        f"{PAPER['voc07']['baseline'][2]:.1f}", '91.23',
+        f'[config]({name}.py)', f'[model]({final})'
     ]
     assert row[2] == row[4] == ''  # the COCO entry was not touched
 

@@ -65,7 +65,8 @@ def test_compute_table_is_from_benchmarks():
     doc = _read('docs', 'get_started.md')
     steps, flops = _bench_rows(_read('docs', 'benchmarks.md'))
     rows = re.findall(
-        r'^\| (PositiveCoOp|NegativeCoOp|DualCoOp|Baseline) \| (\d+) \|(.*)\|$',
+        r'^\| (PositiveCoOp|NegativeCoOp|DualCoOp|Baseline) \| (\d+) '
+        r'\|(.*)\|$',
         doc, re.M)
     assert len(rows) == 4
     for method, c, rest in rows:

@@ -74,7 +74,8 @@ def test_wheel_contents_and_mim_commands(tmp_path, http_folder):
         '--target',
         str(target), wheel
     ], str(tmp_path), env)
-    index = yaml.safe_load((target / 'mmcoop/.mim/model-index.yml').read_text())
+    index = yaml.safe_load(
+        (target / 'mmcoop/.mim/model-index.yml').read_text())
     assert len(index['Import']) == 4
     env['PYTHONPATH'] = str(target)
     work = tmp_path / 'work'

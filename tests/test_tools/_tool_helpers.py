@@ -154,13 +154,3 @@ def run(cmd, cwd=REPO, env=None, timeout=300):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True)
-
-
-def load_tool(relpath, name):
-    """Import a script of the repository (e.g. ``tools/test.py``) as a
-    module named ``name``."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

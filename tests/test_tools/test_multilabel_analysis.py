@@ -14,15 +14,13 @@ import torch
 from PIL import Image
 
 import _tool_helpers as H
+from _common import load_tool
 from mmcoop.evaluation import precision_recall, ranked_examples
 
-test_tool = H.load_tool('tools/test.py', 'mmcoop_tools_test_mla')
-analyze_tool = H.load_tool('tools/analysis/analyze_results.py',
-                           'mmcoop_tools_analyze_results')
-browse_tool = H.load_tool('tools/analysis/browse_dataset.py',
-                          'mmcoop_tools_browse_dataset')
-flops_tool = H.load_tool('tools/analysis/get_flops.py',
-                         'mmcoop_tools_get_flops')
+test_tool = load_tool('tools/test.py', 'mmcoop_tools_test_mla')
+analyze_tool = load_tool('tools/analysis/analyze_results.py')
+browse_tool = load_tool('tools/analysis/browse_dataset.py')
+flops_tool = load_tool('tools/analysis/get_flops.py')
 
 
 @pytest.fixture(scope='module')
@@ -79,8 +77,8 @@ def test_test_out_has_per_class_ap(run):
 
 def test_show_dir_draws_every_test_image(run):
     files = sorted(os.listdir(run['show']))
-    assert len(files) == len(mmengine.load(run['pkl'])) and all(f.endswith('.png')
-                                            for f in files)
+    assert len(files) == len(mmengine.load(run['pkl']))
+    assert all(f.endswith('.png') for f in files)
     with Image.open(osp.join(run['show'], files[0])) as img:
         assert img.size == (1000, 420)
     with pytest.raises(FileExistsError, match='not empty'):
