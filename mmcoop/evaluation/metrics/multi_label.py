@@ -213,13 +213,13 @@ class PartialMultiLabelMetric(BaseMetric):
                 f'{"counts as 0" if self.no_positive == "zero" else "is left out of the mAP"}.'  # noqa: E501
             )
         # per-class AP of this evaluation (tools/test.py --out metrics)
-        from ..per_class import per_class_rows  # (imports this module)
+        # (lazy: per_class imports this module)
+        from ..per_class import format_ap_table, per_class_rows
         self.last_per_class_ap = per_class_rows(classes, ap, num_pos, target)
         used = ap if self.no_positive == 'zero' else ap[num_pos > 0]
         metrics = dict(mAP=100. * float(used.mean()) if used.size else 0.)
         metrics.update(threshold_metrics(pred, target, self.thr))
         if self.per_class_ap:
-            from ..per_class import format_ap_table
             logger.info('Per-class AP:\n' +
                         format_ap_table(self.last_per_class_ap))
         return metrics
