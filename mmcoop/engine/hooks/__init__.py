@@ -12,3 +12,6 @@ __all__ += ['ClassCheckHook']
 from .prediction_draw_hook import PredictionDrawHook  # noqa: E402
 
 __all__ += ['PredictionDrawHook']
+from .threshold_calibration_hook import ThresholdCalibrationHook  # noqa: E402
+
+__all__ += ['ThresholdCalibrationHook']
