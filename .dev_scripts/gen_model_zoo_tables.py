@@ -1,10 +1,12 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-"""Write the results table of every ``configs/<method>/README.md`` from its
-``metafile.yml`` (nothing in those tables is typed by hand).
+"""Write the paper's numbers (``mmcoop/experiments/paper_results.yml``) into
+every ``configs/<method>/metafile.yml`` and the results table of every
+``configs/<method>/README.md`` from its metafile (nothing in those tables
+is typed by hand).
 
     python .dev_scripts/gen_model_zoo_tables.py [--check]
 
-``--check`` writes nothing and exits 1 if a README is out of date (the
+``--check`` writes nothing and exits 1 if a file is out of date (the
 tests run it). The format: :mod:`mmcoop.apis.metafile`.
 """
 import argparse
@@ -14,7 +16,7 @@ import sys
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mmcoop.apis.metafile import update_readmes  # noqa: E402
+from mmcoop.apis.metafile import update_model_zoo  # noqa: E402
 
 
 def main(argv=None):
@@ -22,9 +24,9 @@ def main(argv=None):
     parser.add_argument(
         '--check',
         action='store_true',
-        help='only report READMEs that differ from their metafile')
+        help='only report files that are out of date')
     args = parser.parse_args(argv)
-    changed = update_readmes(osp.join(REPO, 'configs'), check=args.check)
+    changed = update_model_zoo(osp.join(REPO, 'configs'), check=args.check)
     for path in changed:
         print(f'{"out of date" if args.check else "updated"}: '
               f'{osp.relpath(path, REPO)}')

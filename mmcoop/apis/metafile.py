@@ -16,7 +16,10 @@ Every model entry has::
 ``Paper mAP`` is always the paper's number, never ours; ``mAP`` appears only
 when :func:`record_release` wrote it from a run's own log. The collection's
 ``Metadata`` holds the paper's averages over p (``Paper Average mAP``; the
-paper's rounding, not the mean of the rounded values).
+paper's rounding, not the mean of the rounded values). The paper's numbers
+are not typed here: :func:`with_paper_numbers` copies them from
+``mmcoop/experiments/paper_results.yml`` (the one place they are written),
+and ``.dev_scripts/gen_model_zoo_tables.py`` writes them into the metafiles.
 """
 import glob
 import json
@@ -84,6 +87,29 @@ def _entry(data: dict, name: str, path: str) -> dict:
 def _metrics(model: dict) -> dict:
     results = model.get('Results') or [{}]
     return results[0].get('Metrics') or {}
+
+
+def with_paper_numbers(data: dict, method: str) -> dict:
+    """``data`` (a parsed metafile of ``configs/<method>/``) with
+    ``Paper mAP`` of every entry and the collection's ``Paper Average mAP``
+    taken from the paper's reference file (``paper_results.yml``)."""
+    import copy
+
+    from mmcoop.experiments.paper import load_paper_results
+    paper = load_paper_results()
+    data = copy.deepcopy(data)
+    averages = {}
+    for key, (dataset, _) in DATASETS.items():
+        row = paper['datasets'][key]['map'][method]
+        averages[dataset] = row['avg']
+        by_p = dict(zip(paper['proportions'], row['values']))
+        for model in data['Models']:
+            match = _NAME.search(model['Name'])
+            if match and match['data'] == key:
+                _metrics(model)[PAPER_METRIC] = by_p[int(match['p']) / 100]
+    for collection in data.get('Collections') or []:
+        collection.setdefault('Metadata', {})[PAPER_AVERAGE] = averages
+    return data
 
 
 def measured_map(work_dir: str, epoch: int) -> float:
@@ -188,17 +214,25 @@ def render_readme(readme: str, data: dict) -> str:
     return f'{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}'
 
 
-def update_readmes(config_root: str, check: bool = False) -> List[str]:
-    """Regenerate the table of every ``<config_root>/*/README.md`` that has
-    a ``metafile.yml`` next to it. Returns the READMEs that were (with
-    ``check``: would be) changed; with ``check`` nothing is written."""
+def update_model_zoo(config_root: str, check: bool = False) -> List[str]:
+    """For every ``<config_root>/<method>/metafile.yml``: the paper's
+    numbers from ``paper_results.yml`` into the metafile, then the README
+    table from the metafile. Returns the files that were (with ``check``:
+    would be) changed; with ``check`` nothing is written."""
     changed = []
     for metafile in sorted(
             glob.glob(osp.join(config_root, '*', 'metafile.yml'))):
+        method = osp.basename(osp.dirname(metafile))
+        data = read_metafile(metafile)
+        synced = with_paper_numbers(data, method)
+        if synced != data:
+            changed.append(metafile)
+            if not check:
+                write_metafile(synced, metafile)
         readme = osp.join(osp.dirname(metafile), 'README.md')
         with open(readme) as f:
             old = f.read()
-        new = render_readme(old, read_metafile(metafile))
+        new = render_readme(old, synced)
         if new != old:
             changed.append(readme)
             if not check:

@@ -252,3 +252,20 @@ def test_publish_records_weights_and_measured_map(tmp_path):
         ])
     assert [m for m in read_metafile(metafile)['Models']
             if m['Name'] == other][0]['Weights'] is None
+
+
+def test_paper_numbers_come_from_the_reference_file():
+    """Paper mAP in the metafiles is generated from paper_results.yml: a
+    changed number is restored, nothing else moves."""
+    from mmcoop.apis.metafile import read_metafile, with_paper_numbers
+    data = read_metafile(osp.join(REPO, 'configs', 'dualcoop',
+                                  'metafile.yml'))
+    edited = read_metafile(osp.join(REPO, 'configs', 'dualcoop',
+                                    'metafile.yml'))
+    edited['Models'][12]['Results'][0]['Metrics']['Paper mAP'] = 1.0
+    del edited['Collections'][0]['Metadata']['Paper Average mAP']
+    assert with_paper_numbers(edited, 'dualcoop') == data
+    assert data['Models'][12]['Name'].endswith('_voc07-448px-p40')
+    assert data['Models'][12]['Results'][0]['Metrics'] == {
+        'Paper mAP': PAPER['voc07']['dualcoop'][3]
+    }
