@@ -55,6 +55,7 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.engine.checkpoint_fit import CHECKS, check_checkpoint_fits
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
+from .model_zoo import fetch_checkpoint
 
 ImageType = Union[str, np.ndarray, Any]
 ConfigType = Union[str, Config, dict]
@@ -92,7 +93,8 @@ def init_model(config: ConfigType,
     Args:
         config (str | Config | dict): config file, Config or plain dict
             (needs ``model`` and, for inference, a test pipeline).
-        checkpoint (str, optional): checkpoint file, read with
+        checkpoint (str, optional): checkpoint file or http(s) URL
+            (downloaded once into the torch hub cache), read with
             ``weights_only=True``. None keeps the initial weights.
         device (str | torch.device): where to put the model.
         cfg_options (dict, optional): overrides merged into the config
@@ -141,7 +143,8 @@ def init_model(config: ConfigType,
     dataset_meta = {}
     if checkpoint is not None:
         ckpt = safe_torch_load(
-            checkpoint, map_location='cpu', runtime_state=True)
+            fetch_checkpoint(checkpoint), map_location='cpu',
+            runtime_state=True)
         if not isinstance(ckpt, dict):
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
         if not strict:

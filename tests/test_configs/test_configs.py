@@ -210,11 +210,13 @@ def test_paper_config_encodes_its_name_and_recipe(path):
         assert cfg.val_dataloader.dataset.difficult_as == 'negative'
     train_types = [t.type for t in inner.pipeline]
     assert train_types == [
-        'LoadImageFromFileChecked', 'Resize', 'RandomCutout',
+        'mmcoop.LoadImageFromFileChecked', 'Resize', 'RandomCutout',
         'DualCoOpRandAugment', 'PackInputs'
     ]
     test_types = [t.type for t in cfg.test_dataloader.dataset.pipeline]
-    assert test_types == ['LoadImageFromFileChecked', 'Resize', 'PackInputs']
+    assert test_types == [
+        'mmcoop.LoadImageFromFileChecked', 'Resize', 'PackInputs'
+    ]
     for pipeline in (inner.pipeline, cfg.test_dataloader.dataset.pipeline):
         resize = pipeline[1]
         assert resize.scale == (448, 448) and resize.keep_ratio is False

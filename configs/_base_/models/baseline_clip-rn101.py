@@ -3,6 +3,9 @@
 # softmax per output channel, no text encoder (official
 # SamyakR99/PositiveCoOp models/baseline.py).
 model = dict(
+    # build in the mmcoop scope whoever builds it (mmpretrain's get_model
+    # and ImageClassificationInferencer build in the mmpretrain scope)
+    _scope_='mmcoop',
     type='ImageClassifier',
     # CLIP normalisation (its defaults: CLIP mean/std, BGR -> RGB)
     data_preprocessor=dict(type='CLIPDataPreprocessor'),

@@ -2,6 +2,9 @@
 # and negative prompts (16 class-specific context tokens each) through the
 # frozen text encoder (official sunxm2357/DualCoOp models/dualcoop.py).
 model = dict(
+    # build in the mmcoop scope whoever builds it (mmpretrain's get_model
+    # and ImageClassificationInferencer build in the mmpretrain scope)
+    _scope_='mmcoop',
     type='ImageClassifier',
     # CLIP normalisation (its defaults: CLIP mean/std, BGR -> RGB)
     data_preprocessor=dict(type='CLIPDataPreprocessor'),

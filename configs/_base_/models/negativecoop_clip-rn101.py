@@ -5,6 +5,9 @@
 # learned (C, 512) embedding in feature space (official
 # SamyakR99/PositiveCoOp models/negativecoop.py).
 model = dict(
+    # build in the mmcoop scope whoever builds it (mmpretrain's get_model
+    # and ImageClassificationInferencer build in the mmpretrain scope)
+    _scope_='mmcoop',
     type='ImageClassifier',
     # CLIP normalisation (its defaults: CLIP mean/std, BGR -> RGB)
     data_preprocessor=dict(type='CLIPDataPreprocessor'),

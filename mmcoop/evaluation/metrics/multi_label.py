@@ -304,6 +304,10 @@ class PartialMultiLabelMetric(BaseMetric):
                 f'{"..." if empty.size > 10 else ""}); their AP '
                 f'{"counts as 0" if self.no_positive == "zero" else "is left out of the mAP"}.'  # noqa: E501
             )
+        # per-class AP of this evaluation (tools/test.py --out metrics)
+        # (lazy: per_class imports this module)
+        from ..per_class import format_ap_table, per_class_rows
+        self.last_per_class_ap = per_class_rows(classes, ap, num_pos, target)
         used = ap if self.no_positive == 'zero' else ap[num_pos > 0]
         metrics = dict(mAP=100. * float(used.mean()) if used.size else 0.)
         metrics.update(threshold_metrics(pred, target, self.thr))
@@ -324,13 +328,8 @@ class PartialMultiLabelMetric(BaseMetric):
             self.calibrated_thresholds = calibrate_thresholds(
                 pred, target, default=self.thr)
         if self.per_class_ap:
-            width = max([len('class')] + [len(c) for c in classes])
-            lines = [f'{"class":<{width}}  {"AP":>6}  #pos']
-            lines += [
-                f'{c:<{width}}  {100 * a:6.2f}  {int(n)}'
-                for c, a, n in zip(classes, ap, num_pos)
-            ]
-            logger.info('Per-class AP:\n' + '\n'.join(lines))
+            logger.info('Per-class AP:\n' +
+                        format_ap_table(self.last_per_class_ap))
         return metrics
 
     def _class_names(self, num_classes: int) -> List[str]:
