@@ -13,8 +13,8 @@ from mmpretrain.datasets import MultiLabelDataset
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .categories import COCO2014_CATEGORIES
-from .utils import (AnnotationError, build_pipeline, check_not_empty,
-                    describe_mismatch, normalize_class_name)
+from .utils import (AnnotationError, build_pipeline, check_given_classes,
+                    check_not_empty, same_class_names)
 
 __all__ = ['COCO2014MultiLabel', 'CocoLabels', 'load_coco_multilabel']
 
@@ -321,28 +321,10 @@ class COCO2014MultiLabel(MultiLabelDataset):
         """Check / set the class list against the file's categories."""
         classes = self.CLASSES
         if self._explicit_classes:
-            if classes is None or len(classes) != len(file_names):
-                raise AnnotationError(
-                    f'{self.ann_file}: the annotation file has '
-                    f'{len(file_names)} categories but the dataset was '
-                    f'given {0 if classes is None else len(classes)} '
-                    'classes. Fix: pass one class name per category, in '
-                    'sorted category-id order, or drop the `classes` / '
-                    '`metainfo` argument to use the file\'s names.')
-            if self.strict_class_names and [
-                    normalize_class_name(c) for c in classes
-            ] != [normalize_class_name(n) for n in file_names]:
-                raise AnnotationError(
-                    f'{self.ann_file}: the given classes do not match the '
-                    'category names of the file (sorted by category id): '
-                    f'{describe_mismatch(classes, file_names)}. Fix: '
-                    'reorder/rename them, or pass strict_class_names=False '
-                    'to use your own prompt wording (one name per '
-                    'category, in sorted category-id order).')
+            check_given_classes(self.ann_file, classes or (), file_names,
+                                self.strict_class_names)
             return
-        if classes is not None and [
-                normalize_class_name(c) for c in classes
-        ] == [normalize_class_name(n) for n in file_names]:
+        if classes is not None and same_class_names(classes, file_names):
             return  # the default (official) list
         MMLogger.get_current_instance().info(
             f'{self.ann_file}: categories are not the COCO-2014 ones; using '

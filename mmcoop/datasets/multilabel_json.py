@@ -9,7 +9,7 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .coco2014 import load_coco_multilabel
 from .tri_state import TriStateMultiLabelDataset
-from .utils import (AnnotationError, describe_mismatch, normalize_class_name)
+from .utils import AnnotationError, check_given_classes
 
 __all__ = ['MultiLabelJSONDataset']
 
@@ -85,21 +85,8 @@ class MultiLabelJSONDataset(TriStateMultiLabelDataset):
         if given is None:
             self._metainfo['classes'] = tuple(file_names)
             return
-        if len(given) != len(file_names):
-            raise AnnotationError(
-                f'{self.ann_file}: "categories" has {len(file_names)} '
-                f'entries but the dataset was given {len(given)} classes. '
-                'Fix: one class name per category in sorted category-id '
-                'order, or omit `classes` to use the file\'s names.')
-        if self.strict_class_names and [
-                normalize_class_name(c) for c in given
-        ] != [normalize_class_name(n) for n in file_names]:
-            raise AnnotationError(
-                f'{self.ann_file}: the given classes do not match the '
-                'category names (sorted by category id): '
-                f'{describe_mismatch(given, file_names)}. Fix: reorder/'
-                'rename them, or pass strict_class_names=False to use your '
-                'own prompt wording.')
+        check_given_classes(self.ann_file, given, file_names,
+                            self.strict_class_names)
 
     def load_data_list(self) -> List[dict]:
         """Parse the file with :func:`load_coco_multilabel`."""

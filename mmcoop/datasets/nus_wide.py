@@ -11,7 +11,7 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .categories import NUSWIDE_CONCEPTS
 from .tri_state import TriStateMultiLabelDataset
-from .utils import AnnotationError, normalize_class_name
+from .utils import AnnotationError, same_class_names
 
 __all__ = ['NUSWIDEMultiLabel']
 
@@ -120,9 +120,8 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         concepts = [
             c for c in self._read(self.concepts_file, 'concept list') if c
         ]
-        same = [normalize_class_name(c) for c in self.CLASSES
-                ] == [normalize_class_name(c) for c in concepts]
-        if not same and not self._explicit_classes:
+        if not (same_class_names(self.CLASSES, concepts)
+                or self._explicit_classes):
             MMLogger.get_current_instance().info(
                 f'{self.concepts_file}: not the 81 official concepts; using '
                 f'its {len(concepts)} names as classes.')

@@ -6,7 +6,8 @@ import re
 from typing import Iterable, Optional, Sequence
 
 __all__ = [
-    'AnnotationError', 'normalize_class_name', 'describe_class_difference',
+    'AnnotationError', 'normalize_class_name', 'same_class_names',
+    'check_given_classes', 'describe_class_difference',
     'describe_mismatch', 'path_is_inside',
     'check_outside_dataset', 'atomic_write_npy', 'atomic_write_json',
     'build_pipeline',
@@ -44,6 +45,48 @@ def normalize_class_name(name: str) -> str:
     checkpoint-fit policy (:mod:`mmcoop.engine.checkpoint_fit`) use it.
     """
     return re.sub(r'\s+', ' ', str(name).replace('_', ' ')).strip().lower()
+
+
+def same_class_names(first: Sequence[str], second: Sequence[str]) -> bool:
+    """Whether two class lists name the same classes in the same order, up
+    to :func:`normalize_class_name`."""
+    return [normalize_class_name(c) for c in first
+            ] == [normalize_class_name(c) for c in second]
+
+
+def check_given_classes(source: str,
+                        given: Sequence[str],
+                        file_names: Sequence[str],
+                        strict: bool = True) -> None:
+    """Check a user-given class list against the category names of an
+    annotation file (the one check of COCO-format datasets).
+
+    Args:
+        source (str): the annotation file, named in the errors.
+        given (Sequence[str]): the classes the dataset was given.
+        file_names (Sequence[str]): the file's category names, in sorted
+            category-id order.
+        strict (bool): also require the names to match (up to
+            :func:`normalize_class_name`); ``False`` allows own prompt
+            wording. The lengths must match either way.
+
+    Raises:
+        AnnotationError: naming the file, the counts or the first
+            differences, and the fix.
+    """
+    if len(given) != len(file_names):
+        raise AnnotationError(
+            f'{source}: the annotation file has {len(file_names)} categories '
+            f'but the dataset was given {len(given)} classes. Fix: pass one '
+            'class name per category, in sorted category-id order, or drop '
+            'the `classes` / `metainfo` argument to use the file\'s names.')
+    if strict and not same_class_names(given, file_names):
+        raise AnnotationError(
+            f'{source}: the given classes do not match the category names '
+            'of the file (sorted by category id): '
+            f'{describe_mismatch(given, file_names)}. Fix: reorder/rename '
+            'them, or pass strict_class_names=False to use your own prompt '
+            'wording (one name per category, in sorted category-id order).')
 
 
 def describe_class_difference(first: Sequence[str],
