@@ -23,7 +23,6 @@ and ``.dev_scripts/gen_model_zoo_tables.py`` writes them into the metafiles.
 """
 import glob
 import json
-import os
 import os.path as osp
 import re
 from typing import Dict, List, Optional
@@ -61,7 +60,9 @@ def read_metafile(path: str) -> dict:
 
 
 def write_metafile(data: dict, path: str) -> None:
-    """Write ``data`` (atomically: a temporary file, then a rename)."""
+    """Write ``data`` atomically (temporary file, fsync, rename:
+    :func:`mmcoop.utils.checkpoint.atomic_write`)."""
+    from mmcoop.utils.checkpoint import atomic_write
     text = yaml.dump(
         data,
         Dumper=_Dumper,
@@ -69,10 +70,8 @@ def write_metafile(data: dict, path: str) -> None:
         default_flow_style=False,
         allow_unicode=True,
         width=1000)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(text.replace('\nModels:', '\n\nModels:'))
-    os.replace(tmp, path)
+    payload = text.replace('\nModels:', '\n\nModels:').encode()
+    atomic_write(path, lambda f: f.write(payload))
 
 
 def _entry(data: dict, name: str, path: str) -> dict:
