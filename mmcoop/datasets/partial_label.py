@@ -213,7 +213,9 @@ class PartialLabelDataset(DatasetWrapper):
     @property
     @force_full_init
     def known_mask(self) -> np.ndarray:
-        """(N, C) bool array, True where the label is known (read-only)."""
+        """(N, C) bool array, True where the label is not hidden
+        (read-only); a real unknown of the data (-1 in
+        :attr:`complete_targets`) stays unknown either way."""
         return self._known_mask
 
     @property
@@ -275,18 +277,27 @@ class PartialLabelDataset(DatasetWrapper):
         return np.ascontiguousarray(mask)
 
     def stats(self) -> dict:
-        """Statistics of the realised mask (known fraction, positives...)."""
+        """Statistics of the labels the model sees (known fraction,
+        positives...).
+
+        An entry counts as known when the mask keeps it *and* the data
+        knows it: real unknowns (-1 in :attr:`complete_targets`, e.g. Open
+        Images or a CSV with negatives) are unknown whatever the mask says,
+        and are counted in ``num_unknown_in_data``.
+        """
         self.full_init()
         return self._stats(self._known_mask, self._targets)
 
     @staticmethod
     def _stats(mask: np.ndarray, t: np.ndarray) -> dict:
         pos = t == 1
+        known = mask & (t != -1)
         return dict(
             num_images=int(mask.shape[0]),
             num_classes=int(mask.shape[1]),
-            known_fraction=float(mask.mean()),
-            num_known=int(mask.sum()),
+            known_fraction=float(known.mean()),
+            num_known=int(known.sum()),
+            num_unknown_in_data=int((t == -1).sum()),
             num_positives=int(pos.sum()),
             num_known_positives=int((pos & mask).sum()),
             num_known_negatives=int(((t == 0) & mask).sum()),
@@ -297,7 +308,9 @@ class PartialLabelDataset(DatasetWrapper):
         MMLogger.get_current_instance().info(
             f'PartialLabelDataset ({self.mode}, p={self.known_proportion}, '
             f'{source}): {s["num_images"]} images x {s["num_classes"]} '
-            f'classes, realised known fraction {s["known_fraction"]:.4f}, '
+            f'classes, realised known fraction {s["known_fraction"]:.4f}'
+            + (f' ({s["num_unknown_in_data"]} labels unknown in the data)'
+               if s['num_unknown_in_data'] else '') + ', '
             f'{s["num_known_positives"]}/{s["num_positives"]} positives '
             f'known, {s["num_known_negatives"]} known negatives, '
             f'{s["num_images_without_known_positive"]} images without a '

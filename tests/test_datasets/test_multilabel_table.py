@@ -166,3 +166,18 @@ def test_json_bad_category_names_the_annotation(tmp_path):
             data_prefix='train2014')
     with pytest.raises(FileNotFoundError, match='none.json.*ann_file'):
         MultiLabelJSONDataset('none.json', data_root=root)
+
+
+def test_stats_count_real_unknowns_as_unknown(tmp_path):
+    """A tri-state dataset: the 6 real -1 of the 3 x 4 labels are never
+    counted as known, whatever the mask keeps."""
+    build_csv(tmp_path)
+    s = PartialLabelDataset(csv_ds(tmp_path), known_proportion=1.0).stats()
+    assert s['num_unknown_in_data'] == 6
+    assert s['num_known'] == 6 and s['known_fraction'] == 0.5
+    assert s['num_known_positives'] == 3 == s['num_positives']
+    assert s['num_known_negatives'] == 3
+    half = PartialLabelDataset(csv_ds(tmp_path), known_proportion=0.5, seed=3)
+    t, m = half.complete_targets, half.known_mask
+    hidden_known = int((~m & (t != -1)).sum())  # data-known labels hidden
+    assert half.stats()['num_known'] == 6 - hidden_known < m.sum()
