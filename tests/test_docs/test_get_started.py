@@ -38,8 +38,9 @@ def test_clip_weights_sections():
     doc = _read('docs', 'get_started.md')
     for needle in ('timm/resnet101_clip.openai', '~/.cache/huggingface/hub',
                    'HF_HUB_OFFLINE=1', '~/.cache/clip/RN101.pt',
-                   'model.backbone.pretrained=/path/to/RN101.pt',
-                   'model.head.text_encoder.pretrained=/path/to/RN101.pt'):
+                   'model.backbone.pretrained=/path/to/open_clip_pytorch_'
+                   'model.bin', 'model.head.text_encoder.pretrained=/path/to/'
+                   'open_clip_pytorch_model.bin'):
         assert needle in doc, needle
     import open_clip
     cfg = open_clip.get_pretrained_cfg('RN101-quickgelu', 'openai')
@@ -86,7 +87,21 @@ def test_compute_table_is_from_benchmarks():
         'docs', 'benchmarks.md')
 
 
+def _project_docs():
+    """Every Markdown file the project ships: README, docs/, configs/."""
+    import glob
+    found = glob.glob(osp.join(REPO, '*.md')) + glob.glob(
+        osp.join(REPO, 'docs', '**', '*.md'), recursive=True) + glob.glob(
+            osp.join(REPO, 'configs', '**', '*.md'), recursive=True)
+    return sorted(osp.relpath(f, REPO) for f in set(found))
+
+
 def test_docs_name_no_machine_paths():
-    for name in ('get_started.md', ):
-        doc = _read('docs', name)
-        assert not re.search(r'(?<![\w.])/(work|tmp|home|root)/', doc), name
+    docs = _project_docs()
+    assert {'README.md', 'docs/get_started.md',
+            'configs/demo/README.md'} <= set(docs)
+    machine = re.compile(
+        r'(?<![\w.])/(work|tmp|home|root)/|shared/reference|\.mirror/')
+    found = [(name, m.group(0)) for name in docs
+             for m in machine.finditer(_read(name))]
+    assert found == []
