@@ -105,3 +105,18 @@ def test_docs_name_no_machine_paths():
     found = [(name, m.group(0)) for name in docs
              for m in machine.finditer(_read(name))]
     assert found == []
+
+
+def test_relative_links_resolve():
+    """Every relative Markdown link of README, docs/ and configs/ points
+    at a file or folder of the repository."""
+    broken, count = [], 0
+    for name in _project_docs():
+        for link in re.findall(r'\]\(([^)\s]+)\)', _read(name)):
+            if re.match(r'[a-z]+:', link) or link.startswith('#'):
+                continue
+            count += 1
+            target = osp.join(REPO, osp.dirname(name), link.split('#')[0])
+            if not osp.exists(target):
+                broken.append((name, link))
+    assert count > 20 and broken == []
