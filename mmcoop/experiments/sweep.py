@@ -103,10 +103,6 @@ def find_config(config_root: str, method: str, dataset: str,
     return found[0]
 
 
-def _py(value) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def run_options(run: Run, out_dir: str, split_seed: int = 0,
                 val_fraction: float = 0.1, selection: str = 'best',
                 feature_cache: bool = False) -> List[str]:

@@ -36,8 +36,6 @@ def run(tmp_path_factory):
         f'val_dataloader.dataset.data_root={data}',
         f'test_dataloader.dataset.data_root={data}',
     ]
-    if 'demo_data' in open(H.DEMO_CONFIG).read():
-        options.append('demo_data=None')
     model = init_model(H.DEMO_CONFIG)
     ckpt = str(tmp / 'head.pth')
     torch.save({'state_dict': model.state_dict(),

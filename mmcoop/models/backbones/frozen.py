@@ -1,8 +1,5 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """What "frozen" means for the CLIP towers, in one place."""
-from typing import Dict
-
-import torch
 import torch.nn as nn
 
 
@@ -34,10 +31,6 @@ class FrozenMixin:
     def train(self, mode: bool = True):
         """Ignore ``mode``: a frozen tower is always in eval mode."""
         return nn.Module.train(self, False)
-
-
-def _own_tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
-    return module.state_dict(keep_vars=True, prefix='')
 
 
 def _drop_frozen_tensors(module, state_dict, prefix, local_metadata):
