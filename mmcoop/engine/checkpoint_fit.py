@@ -31,8 +31,7 @@ import torch
 import torch.nn as nn
 from mmengine.model import is_model_wrapper
 
-from mmcoop.datasets.utils import (describe_class_difference,
-                                   normalize_class_name)
+from mmcoop.datasets.utils import describe_class_difference, same_class_names
 from mmcoop.utils.checkpoint import (CheckpointMismatchError,
                                      CheckpointReadError)
 
@@ -207,8 +206,7 @@ def check_checkpoint_fits(
                         list(head_classes))]
         for what, classes in targets:
             classes = list(classes)
-            wanted = [normalize_class_name(c) for c in classes]
-            if wanted != [normalize_class_name(c) for c in ckpt_classes]:
+            if not same_class_names(classes, ckpt_classes):
                 raise CheckpointMismatchError(
                     f'Checkpoint {filename!r} was trained for other classes '
                     f'than {what}: ' +
