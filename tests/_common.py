@@ -2,8 +2,8 @@
 """Helpers shared by test files of several folders (imported by
 ``tests/conftest.py``, which puts this folder on ``sys.path``): loading the
 command-line tools as modules, a listing of a file tree, a toy
-model/dataset/runner for checkpoint and resume mechanics, and a pickle
-payload that must never be unpickled."""
+model/dataset/runner for checkpoint and resume mechanics, random tiny
+CLIP weights, and a pickle payload that must never be unpickled."""
 import importlib.util
 import itertools
 import os
@@ -15,6 +15,27 @@ from mmengine.model import BaseModel
 from torch.utils.data import Dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def make_clip_state_dict(model_name: str, seed: int = 0) -> dict:
+    """Random open_clip weights of ``model_name`` (seeded through the
+    global RNG) with non-trivial BatchNorm statistics, so that eval-mode BN
+    differs from train-mode BN and a ResNet tower does not map every image
+    to nearly the same feature."""
+    import open_clip
+
+    from mmcoop.models.backbones import register_mmcoop_clip_configs
+    register_mmcoop_clip_configs()
+    torch.manual_seed(seed)
+    model = open_clip.create_model(model_name, pretrained=None)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+    return model.state_dict()
 
 
 def load_tool(relpath: str, name: str = None):

@@ -9,27 +9,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from mmcoop.models.backbones import register_mmcoop_clip_configs
-
 TINY_RN = 'mmcoop-tiny-RN'  # D = text width = 64
 TINY_RN_512 = 'mmcoop-tiny-RN-512'  # D = text width = 512
 TINY_VIT = 'mmcoop-tiny-ViT'
-
-
-def make_clip_state_dict(model_name: str, seed: int = 0) -> dict:
-    """Random open_clip weights with non-trivial BatchNorm statistics (so
-    that eval-mode BN differs from train-mode BN)."""
-    register_mmcoop_clip_configs()
-    torch.manual_seed(seed)
-    model = open_clip.create_model(model_name, pretrained=None)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
-    return model.state_dict()
 
 
 # --------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import _official_reference as ref
 import open_clip
 import pytest
 import torch
-from _official_reference import TINY_RN, TINY_VIT, make_clip_state_dict
+from _common import make_clip_state_dict
+from _official_reference import TINY_RN, TINY_VIT
 
 from mmcoop.models.backbones import register_mmcoop_clip_configs
 from mmcoop.utils import register_all_modules

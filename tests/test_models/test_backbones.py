@@ -11,8 +11,8 @@ import open_clip
 import pytest
 import torch
 import torch.nn as nn
-from _official_reference import (TINY_RN, TINY_RN_512, TINY_VIT,
-                                 make_clip_state_dict)
+from _common import make_clip_state_dict
+from _official_reference import TINY_RN, TINY_RN_512, TINY_VIT
 
 from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
 from mmcoop.models.backbones.clip_loader import (is_torchscript_archive,

@@ -25,21 +25,10 @@ def save_tiny_clip(path, seed=0):
     """Random ``mmcoop-tiny-RN`` weights with non-trivial BatchNorm
     statistics (a fresh open_clip ResNet maps every image to nearly the same
     feature), saved as a plain state dict."""
-    import open_clip
-
-    from mmcoop.models.backbones import register_mmcoop_clip_configs
-    register_mmcoop_clip_configs()
+    from _common import make_clip_state_dict
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = open_clip.create_model(TINY, pretrained=None)
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.normal_(0, 0.2)
-                    m.running_var.uniform_(0.5, 2.0)
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.normal_(0, 0.1)
-    torch.save(model.state_dict(), str(path))
+        state_dict = make_clip_state_dict(TINY, seed)
+    torch.save(state_dict, str(path))
     return str(path)
 
 
