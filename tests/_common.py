@@ -38,6 +38,36 @@ def make_clip_state_dict(model_name: str, seed: int = 0) -> dict:
     return model.state_dict()
 
 
+def tiny_classifier_config(head: dict) -> dict:
+    """A config of an ``ImageClassifier`` with ``head`` on a random
+    ``mmcoop-tiny-RN`` image tower at 64 px, CLIP normalisation, and a
+    test pipeline (for the inference API and the analysis tools)."""
+    from mmcoop.models.data_preprocessors import CLIP_MEAN, CLIP_STD
+    return dict(
+        default_scope='mmcoop',
+        model=dict(
+            type='ImageClassifier',
+            data_preprocessor=dict(
+                type='ClsDataPreprocessor',
+                mean=list(CLIP_MEAN),
+                std=list(CLIP_STD),
+                to_rgb=True),
+            backbone=dict(
+                type='FrozenCLIP',
+                model_name='mmcoop-tiny-RN',
+                pretrained=None,
+                input_resolution=64),
+            head=head),
+        test_dataloader=dict(
+            dataset=dict(
+                type='CustomDataset',
+                pipeline=[
+                    dict(type='LoadImageFromFile'),
+                    dict(type='Resize', scale=(64, 64), keep_ratio=False),
+                    dict(type='PackInputs')
+                ])))
+
+
 def load_tool(relpath: str, name: str = None):
     """The script ``ROOT/relpath`` (e.g. ``'tools/train.py'``) as a module."""
     name = name or 'mmcoop_' + osp.splitext(relpath)[0].replace('/', '_')

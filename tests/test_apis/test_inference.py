@@ -10,7 +10,7 @@ import mmcv
 import numpy as np
 import pytest
 import torch
-from _common import load_tool
+from _common import load_tool, tiny_classifier_config
 from mmengine.config import Config
 from mmpretrain.structures import DataSample
 from PIL import Image
@@ -20,8 +20,6 @@ from mmcoop.apis import (MultiLabelInferencer, draw_predictions,
 from mmcoop.utils import CheckpointMismatchError, UnsafeCheckpointError
 
 CLASSES = ['cat', 'dog', 'traffic light', 'hair drier']
-CLIP_MEAN = [v * 255 for v in (0.48145466, 0.4578275, 0.40821073)]
-CLIP_STD = [v * 255 for v in (0.26862954, 0.26130258, 0.27577711)]
 
 
 def tiny_config(head_type='PositiveCoOpHead'):
@@ -33,29 +31,7 @@ def tiny_config(head_type='PositiveCoOpHead'):
                 type='FrozenCLIPTextEncoder', model_name='mmcoop-tiny-RN'))
     else:
         head.update(in_channels=64)
-    return dict(
-        default_scope='mmcoop',
-        model=dict(
-            type='ImageClassifier',
-            data_preprocessor=dict(
-                type='ClsDataPreprocessor',
-                mean=CLIP_MEAN,
-                std=CLIP_STD,
-                to_rgb=True),
-            backbone=dict(
-                type='FrozenCLIP',
-                model_name='mmcoop-tiny-RN',
-                pretrained=None,
-                input_resolution=64),
-            head=head),
-        test_dataloader=dict(
-            dataset=dict(
-                type='CustomDataset',
-                pipeline=[
-                    dict(type='LoadImageFromFile'),
-                    dict(type='Resize', scale=(64, 64), keep_ratio=False),
-                    dict(type='PackInputs')
-                ])))
+    return tiny_classifier_config(head)
 
 
 def build(cfg, ckpt=None, **kwargs):

@@ -15,7 +15,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from _common import ROOT, load_tool
+from _common import ROOT, load_tool, tiny_classifier_config
 from mmengine.config import Config
 from PIL import Image
 
@@ -351,31 +351,6 @@ def test_complexity_options_and_benchmark(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 # similarity maps
 # ---------------------------------------------------------------------------
-def tiny_config(head):
-    mean = [v * 255 for v in (0.48145466, 0.4578275, 0.40821073)]
-    std = [v * 255 for v in (0.26862954, 0.26130258, 0.27577711)]
-    return dict(
-        default_scope='mmcoop',
-        model=dict(
-            type='ImageClassifier',
-            data_preprocessor=dict(
-                type='ClsDataPreprocessor', mean=mean, std=std, to_rgb=True),
-            backbone=dict(
-                type='FrozenCLIP',
-                model_name='mmcoop-tiny-RN',
-                pretrained=None,
-                input_resolution=64),
-            head=head),
-        test_dataloader=dict(
-            dataset=dict(
-                type='CustomDataset',
-                pipeline=[
-                    dict(type='LoadImageFromFile'),
-                    dict(type='Resize', scale=(64, 64), keep_ratio=False),
-                    dict(type='PackInputs')
-                ])))
-
-
 @pytest.fixture(scope='module')
 def image_file(tmp_path_factory):
     y, x = np.mgrid[0:60, 0:90]
@@ -462,7 +437,7 @@ def test_similarity_map_learned(image_file, tmp_path, head_type):
     else:
         head.update(n_ctx=4, text_encoder=dict(
             type='FrozenCLIPTextEncoder', model_name='mmcoop-tiny-RN'))
-    cfg = tiny_config(head)
+    cfg = tiny_classifier_config(head)
     cfg_path = str(tmp_path / 'cfg.py')
     Config(copy.deepcopy(cfg)).dump(cfg_path)
     torch.manual_seed(0)
