@@ -95,3 +95,11 @@ def test_every_package_is_listed():
         if not any(x == p or x.startswith(p + '/') for x in listed)
     ]
     assert unlisted == []
+
+
+def test_every_mmcoop_config_key_has_a_row():
+    """Each top-level key mmcoop interprets is in the table of where it is
+    read (and the unknown-key check knows it)."""
+    from mmcoop.engine.config_checks import MMCOOP_KEYS
+    rows = re.findall(r'^\| `(\w+)', _doc(), re.M)
+    assert sorted(k for k in MMCOOP_KEYS if k not in rows) == []
