@@ -7,3 +7,7 @@ __all__ = [
     'RandomCutout', 'LoadImageFromFileChecked', 'DualCoOpRandAugment',
     'DUALCOOP_RANDAUG_POLICIES'
 ]
+from .tensor_augment import (LoadImageTensor, TensorCutout,  # noqa: E402
+                             TensorRandAugment)
+
+__all__ += ['LoadImageTensor', 'TensorCutout', 'TensorRandAugment']
