@@ -13,80 +13,13 @@ import random
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image
 
-from mmcoop.datasets.transforms.tensor_augment import RANDAUG_OPS, magnitude
+from mmcoop.datasets.transforms.tensor_augment import (RANDAUG_OPS,
+                                                       official_cutout,
+                                                       official_op)
 
 __all__ = ['official_op', 'official_cutout', 'OfficialTrainTransform']
-
-_FILL = (128, 128, 128)
-
-
-def official_op(img: Image.Image, op: str, index: int, sign: int = 1,
-                centre=(0.5, 0.5)) -> Image.Image:
-    """One ``SubPolicy`` operation of randaugment 1.0.2, with the sign (its
-    ``random.choice([-1, 1])``) and the Cutout centre (as fractions of the
-    size; its ``np.random.randint``) given."""
-    m = magnitude(op, index)
-    if op == 'ShearX':
-        return img.transform(img.size, Image.AFFINE, (1, m * sign, 0, 0, 1, 0),
-                             Image.BICUBIC, fillcolor=_FILL)
-    if op == 'ShearY':
-        return img.transform(img.size, Image.AFFINE, (1, 0, 0, m * sign, 1, 0),
-                             Image.BICUBIC, fillcolor=_FILL)
-    if op == 'TranslateX':
-        return img.transform(img.size, Image.AFFINE,
-                             (1, 0, m * img.size[0] * sign, 0, 1, 0),
-                             fillcolor=_FILL)
-    if op == 'TranslateY':
-        return img.transform(img.size, Image.AFFINE,
-                             (1, 0, 0, 0, 1, m * img.size[1] * sign),
-                             fillcolor=_FILL)
-    if op == 'Rotate':
-        rot = img.convert('RGBA').rotate(m)
-        return Image.composite(rot, Image.new('RGBA', rot.size, (128, ) * 4),
-                               rot).convert(img.mode)
-    if op == 'Color':
-        return ImageEnhance.Color(img).enhance(1 + m * sign)
-    if op == 'Posterize':
-        return ImageOps.posterize(img, m)
-    if op == 'Solarize':
-        return ImageOps.solarize(img, m)
-    if op == 'Contrast':
-        return ImageEnhance.Contrast(img).enhance(1 + m * sign)
-    if op == 'Sharpness':
-        return ImageEnhance.Sharpness(img).enhance(1 + m * sign)
-    if op == 'Brightness':
-        return ImageEnhance.Brightness(img).enhance(1 + m * sign)
-    if op == 'AutoContrast':
-        return ImageOps.autocontrast(img)
-    if op == 'Equalize':
-        return ImageOps.equalize(img)
-    if op == 'Invert':
-        return ImageOps.invert(img)
-    if op == 'Cutout':  # randaugment.Cutout: size x size, half-open
-        img = img.copy()
-        width, height = img.size
-        x, y = int(centre[0] * width), int(centre[1] * height)
-        x0, x1 = max(0, x - m // 2), min(width, x + m // 2)
-        y0, y1 = max(0, y - m // 2), min(height, y + m // 2)
-        if x1 > x0 and y1 > y0:
-            img.paste((125, 122, 113), (x0, y0, x1, y1))
-        return img
-    raise ValueError(f'unknown op {op!r}')
-
-
-def official_cutout(img: Image.Image, cy: int, cx: int, colour,
-                    cutout_factor: float = 0.5) -> Image.Image:
-    """``CutoutPIL``'s drawing for a given centre and colour."""
-    img = img.copy()
-    h, w = img.size[0], img.size[1]  # the official code swaps them
-    hc, wc = int(cutout_factor * h + 0.5), int(cutout_factor * w + 0.5)
-    y1, y2 = np.clip(cy - hc // 2, 0, h), np.clip(cy + hc // 2, 0, h)
-    x1, x2 = np.clip(cx - wc // 2, 0, w), np.clip(cx + wc // 2, 0, w)
-    ImageDraw.Draw(img).rectangle([x1, y1, x2, y2], fill=tuple(colour))
-    return img
-
 
 class OfficialTrainTransform:
     """The official train transform of one image file (see the module

@@ -113,9 +113,7 @@ def test_tensor_pipeline_matches_mmcv_pipeline(tmp_path):
     out = TRANSFORMS.build(dict(type='LoadImageTensor', scale=(448, 448)))(
         dict(img_path=path))
     assert out['img'].dtype == torch.uint8 and out['img_shape'] == (448, 448)
-    assert out['ori_shape'] == (480, 640)
-    diff = (out['img'].int() - ref.int()).abs()  # both BGR
-    assert diff.float().mean() < 0.6 and diff.max() <= 8
+    assert torch.equal(out['img'], ref)  # the same pixels, both BGR
     # draft (DCT scaling) at a quarter of the size: within tolerance
     small = [
         TRANSFORMS.build(
@@ -124,11 +122,24 @@ def test_tensor_pipeline_matches_mmcv_pipeline(tmp_path):
     ]
     assert small[0].shape == small[1].shape == (3, 120, 160)
     assert (small[0].int() - small[1].int()).abs().float().mean() < 2.0
-    # the augmenting transforms keep shape, dtype and record the draw
-    np.random.seed(3)
-    res = TRANSFORMS.build(dict(type='TensorCutout'))(out)
-    res = TRANSFORMS.build(dict(type='TensorRandAugment'))(res)
-    assert res['img'].shape == (3, 448, 448) and len(res['randaugment']) == 2
+    # CPU RandAugment (PIL ops) == tensor ops within tolerance, same draw
+    cut = TRANSFORMS.build(dict(type='TensorCutout'))
+    aug = TRANSFORMS.build(dict(type='TensorRandAugment'))
+    for seed in range(12):
+        np.random.seed(seed)
+        res = aug(cut(dict(out, img=out['img'].clone())))
+        assert res['img'].shape == (3, 448, 448)
+        img = res['img']
+        draws = res['randaugment']
+        np.random.seed(seed)
+        res = cut(dict(out, img=out['img'].clone()))
+        rgb = res['img'].flip(0)[None]
+        for d in draws:
+            if d['applied']:
+                rgb = apply_op(rgb, d['op'], d['index'], d['sign'],
+                               d['centre'])
+        diff = (rgb[0].flip(0).int() - img.int()).abs()
+        assert diff.float().mean() < 1.0, draws
     packed = TRANSFORMS.build(dict(type='PackInputs'))(res)
     assert packed['inputs'].dtype == torch.uint8
 

@@ -17,11 +17,15 @@ batch):
   equalize) follow PIL's integer formulas; the geometric ops use PIL's
   affine coefficients and pixel-centre convention (nearest: the same pixels
   as PIL; bicubic: torch's kernel, so within interpolation tolerance);
-- :func:`cutout` is ``CutoutPIL``'s inclusive rectangle.
+- :func:`cutout` is ``CutoutPIL``'s inclusive rectangle;
+- :func:`official_op` / :func:`official_cutout` are the official PIL
+  operations themselves (the reference of the tests, and the CPU path:
+  PIL's C operations on one image beat tensor ops on one CPU core).
 
 :class:`LoadImageTensor`, :class:`TensorCutout` and
 :class:`TensorRandAugment` are the pipeline transforms (BGR ``(3, H, W)``
-tensors at the pipeline boundary, as every mmcoop image).
+uint8 tensors at the pipeline boundary, as every mmcoop image; the
+normalisation is left to the data preprocessor, batched).
 """
 import io
 import math
@@ -32,13 +36,14 @@ import torch
 import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
 from mmengine import fileio
-from PIL import Image
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from mmcoop.registry import TRANSFORMS
 
 __all__ = [
-    'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'apply_op', 'cutout',
-    'resize', 'decode_image', 'LoadImageTensor', 'TensorCutout',
+    'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
+    'official_cutout', 'apply_op', 'cutout',
+    'resize', 'decode_resize', 'LoadImageTensor', 'TensorCutout',
     'TensorRandAugment'
 ]
 
@@ -95,6 +100,75 @@ def draw_randaugment(rng=np.random) -> List[dict]:
                 sign=int(rng.choice([-1, 1])),
                 centre=(float(rng.rand()), float(rng.rand()))))
     return out
+
+
+# ------------------------------------------------------ the PIL reference
+
+
+def official_op(img: Image.Image, op: str, index: int, sign: int = 1,
+                centre=(0.5, 0.5)) -> Image.Image:
+    """One ``SubPolicy`` operation of randaugment 1.0.2, with the sign (its
+    ``random.choice([-1, 1])``) and the Cutout centre (as fractions of the
+    size; its ``np.random.randint``) given."""
+    m = magnitude(op, index)
+    if op == 'ShearX':
+        return img.transform(img.size, Image.AFFINE, (1, m * sign, 0, 0, 1, 0),
+                             Image.BICUBIC, fillcolor=(_FILL, ) * 3)
+    if op == 'ShearY':
+        return img.transform(img.size, Image.AFFINE, (1, 0, 0, m * sign, 1, 0),
+                             Image.BICUBIC, fillcolor=(_FILL, ) * 3)
+    if op == 'TranslateX':
+        return img.transform(img.size, Image.AFFINE,
+                             (1, 0, m * img.size[0] * sign, 0, 1, 0),
+                             fillcolor=(_FILL, ) * 3)
+    if op == 'TranslateY':
+        return img.transform(img.size, Image.AFFINE,
+                             (1, 0, 0, 0, 1, m * img.size[1] * sign),
+                             fillcolor=(_FILL, ) * 3)
+    if op == 'Rotate':
+        rot = img.convert('RGBA').rotate(m)
+        return Image.composite(rot, Image.new('RGBA', rot.size, (128, ) * 4),
+                               rot).convert(img.mode)
+    if op == 'Color':
+        return ImageEnhance.Color(img).enhance(1 + m * sign)
+    if op == 'Posterize':
+        return ImageOps.posterize(img, m)
+    if op == 'Solarize':
+        return ImageOps.solarize(img, m)
+    if op == 'Contrast':
+        return ImageEnhance.Contrast(img).enhance(1 + m * sign)
+    if op == 'Sharpness':
+        return ImageEnhance.Sharpness(img).enhance(1 + m * sign)
+    if op == 'Brightness':
+        return ImageEnhance.Brightness(img).enhance(1 + m * sign)
+    if op == 'AutoContrast':
+        return ImageOps.autocontrast(img)
+    if op == 'Equalize':
+        return ImageOps.equalize(img)
+    if op == 'Invert':
+        return ImageOps.invert(img)
+    if op == 'Cutout':  # randaugment.Cutout: size x size, half-open
+        img = img.copy()
+        width, height = img.size
+        x, y = int(centre[0] * width), int(centre[1] * height)
+        x0, x1 = max(0, x - m // 2), min(width, x + m // 2)
+        y0, y1 = max(0, y - m // 2), min(height, y + m // 2)
+        if x1 > x0 and y1 > y0:
+            img.paste((125, 122, 113), (x0, y0, x1, y1))
+        return img
+    raise ValueError(f'unknown op {op!r}')
+
+
+def official_cutout(img: Image.Image, cy: int, cx: int, colour,
+                    cutout_factor: float = 0.5) -> Image.Image:
+    """``CutoutPIL``'s drawing for a given centre and colour."""
+    img = img.copy()
+    h, w = img.size[0], img.size[1]  # the official code swaps them
+    hc, wc = int(cutout_factor * h + 0.5), int(cutout_factor * w + 0.5)
+    y1, y2 = np.clip(cy - hc // 2, 0, h), np.clip(cy + hc // 2, 0, h)
+    x1, x2 = np.clip(cx - wc // 2, 0, w), np.clip(cx + wc // 2, 0, w)
+    ImageDraw.Draw(img).rectangle([x1, y1, x2, y2], fill=tuple(colour))
+    return img
 
 
 # ---------------------------------------------------------------- helpers
@@ -340,30 +414,21 @@ def resize(img: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return out[0] if squeeze else out
 
 
-def decode_image(data: bytes, size: Optional[Tuple[int, int]] = None,
-                 draft: bool = False) -> torch.Tensor:
-    """Decode to a ``(3, H, W)`` uint8 RGB tensor (no EXIF rotation, as
-    the official ``Image.open(path).convert('RGB')``).
-
-    JPEGs are decoded by ``torchvision.io.decode_jpeg``; with ``draft=True``
-    and a ``size`` at most half the image, PIL's ``draft`` decodes at a
-    reduced DCT scale first (not bit-identical to a full decode: within
-    interpolation tolerance). Other formats go through PIL.
-    """
-    from torchvision.io import ImageReadMode, decode_jpeg
-    is_jpeg = data[:3] == b'\xff\xd8\xff'
-    if is_jpeg and not draft:
-        try:
-            return decode_jpeg(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                mode=ImageReadMode.RGB)
-        except RuntimeError:
-            pass  # e.g. an unusual JPEG: PIL below
+def decode_resize(data: bytes, size: Tuple[int, int],
+                  draft: bool = False) -> np.ndarray:
+    """Decode (``Image.open(...).convert('RGB')``, no EXIF rotation, as
+    the official loader) and resize with PIL's bilinear filter to ``size =
+    (h, w)``: the official ``Resize((S, S))`` bit for bit. With
+    ``draft=True``, JPEGs are decoded at a reduced DCT scale when the
+    output is at most half the image (not bit-identical: within
+    interpolation tolerance). Returns an ``(h, w, 3)`` uint8 RGB array."""
     img = Image.open(io.BytesIO(data))
-    if is_jpeg and draft and size is not None:
+    if draft and img.format == 'JPEG':
         img.draft('RGB', (size[1], size[0]))
-    arr = np.asarray(img.convert('RGB'))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    img = img.convert('RGB')
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(img)
 
 
 # ------------------------------------------------------------- transforms
@@ -377,15 +442,15 @@ class LoadImageTensor(BaseTransform):
     tensor (the channel order of every mmcoop image; the data preprocessor
     converts to RGB).
 
-    Equivalent to ``LoadImageFromFileChecked`` + ``Resize(scale,
-    keep_ratio=False, backend='pillow', interpolation='bilinear')``
-    within interpolation tolerance (the resize is torch's antialiased
-    bilinear), at a fraction of the cost.
+    The same pixels as ``LoadImageFromFileChecked`` + ``Resize(scale,
+    keep_ratio=False, backend='pillow', interpolation='bilinear')`` (and
+    the official ``Resize((S, S))``), without the intermediate arrays;
+    ``draft=True`` adds JPEG DCT scaling (see :func:`decode_resize`).
 
     Args:
         scale (tuple[int, int]): output ``(w, h)``, as mmcv's ``Resize``.
         draft (bool): decode JPEGs at a reduced DCT scale when the output
-            is at most half the image (see :func:`decode_image`).
+            is at most half the image.
         backend_args (dict, optional): mmengine file backend arguments.
     """
 
@@ -405,17 +470,17 @@ class LoadImageTensor(BaseTransform):
                           'that the file exists.') from e
         size = (self.scale[1], self.scale[0])
         try:
-            rgb = decode_image(data, size, self.draft)
+            rgb = decode_resize(data, size, self.draft)
         except Exception as e:  # noqa: BLE001
             raise OSError(
                 f'Cannot decode image file {path!r} ({len(data)} bytes; '
                 f'{type(e).__name__}: {e}). The file is corrupt, truncated '
                 'or not an image. Fix: re-download it, or remove it from the '
                 'annotations.') from e
-        results['ori_shape'] = tuple(rgb.shape[-2:])
-        img = resize(rgb, size).flip(0)
-        results['img'] = img
+        results['img'] = torch.from_numpy(
+            np.ascontiguousarray(rgb[..., ::-1].transpose(2, 0, 1)))
         results['img_shape'] = size
+        results['ori_shape'] = size
         return results
 
     def __repr__(self) -> str:
@@ -456,19 +521,32 @@ class TensorCutout(BaseTransform):
 @TRANSFORMS.register_module()
 class TensorRandAugment(BaseTransform):
     """Official ``RandAugment()`` (pip randaugment 1.0.2) on a ``(3, H,
-    W)`` BGR tensor: :func:`draw_randaugment` then :func:`apply_op` per
-    applied op; NumPy's global RNG. The draw is stored in
-    ``results['randaugment']``."""
+    W)`` BGR tensor: :func:`draw_randaugment`, then each applied op. On the
+    CPU the ops run as PIL's own operations (:func:`official_op`, one
+    conversion per image, bit-identical to the official code); on another
+    device as tensor ops (:func:`apply_op`). NumPy's global RNG. The draw
+    is stored in ``results['randaugment']``."""
 
     def transform(self, results: dict) -> dict:
         draws = draw_randaugment(np.random)
-        img = _as_rgb_batch(results['img'])
-        for d in draws:
-            if d['applied']:
-                img = apply_op(img, d['op'], d['index'], d['sign'],
-                               d['centre'])
-        results['img'] = img[0].flip(0)
         results['randaugment'] = draws
+        applied = [d for d in draws if d['applied']]
+        if not applied:
+            return results
+        bgr = results['img']
+        if bgr.device.type == 'cpu':
+            img = Image.fromarray(bgr.numpy()[::-1].transpose(1, 2, 0))
+            for d in applied:
+                img = official_op(img, d['op'], d['index'], d['sign'],
+                                  d['centre'])
+            rgb = np.asarray(img)
+            results['img'] = torch.from_numpy(
+                np.ascontiguousarray(rgb[..., ::-1].transpose(2, 0, 1)))
+            return results
+        img = _as_rgb_batch(bgr)
+        for d in applied:
+            img = apply_op(img, d['op'], d['index'], d['sign'], d['centre'])
+        results['img'] = img[0].flip(0)
         return results
 
     def __repr__(self) -> str:
