@@ -3,7 +3,7 @@
 ``benchmark.py --mode data``.
 
 On generated COCO-like JPEGs (640x480, smooth content plus noise, quality
-90: :func:`~mmcoop.benchmark.epoch.make_images`), each path turns a file
+90: :func:`make_images`), each path turns a file
 into a training input, in ``P`` worker processes of one thread each
 (``P`` = 1, 2, ... cores):
 
@@ -25,6 +25,7 @@ batch is decoded on the GPU (``torchvision.io.decode_jpeg(device=...)``),
 resized and augmented there as batched tensor ops; reported per batch
 as images/s of the whole path (CPU read + GPU work).
 """
+import json
 import multiprocessing as mp
 import os
 import os.path as osp
@@ -37,11 +38,35 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from .epoch import make_images
+from .steps import classnames
 
-__all__ = ['PIPELINES', 'build_path', 'measure_data']
+__all__ = ['PIPELINES', 'make_images', 'pipeline_cfg', 'build_path', 'measure_data',
+           'report_data']
 
 PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-draft')
+
+
+def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
+    """The transform configs of mmcoop's data path ``name`` (``'mmcv'``:
+    the paper configs' pipeline, ``'tensor'`` / ``'tensor-draft'``: the
+    uint8 tensor path); ``augment=False`` gives the test pipeline."""
+    scale = (resolution, resolution)
+    if name == 'mmcv':
+        cfg = [
+            dict(type='mmcoop.LoadImageFromFileChecked'),
+            dict(type='Resize', scale=scale, keep_ratio=False,
+                 backend='pillow', interpolation='bilinear'),
+        ]
+        aug = [dict(type='mmcoop.RandomCutout', cutout_factor=0.5),
+               dict(type='mmcoop.DualCoOpRandAugment')]
+    elif name in ('tensor', 'tensor-draft'):
+        cfg = [dict(type='mmcoop.LoadImageTensor', scale=scale,
+                    draft=name == 'tensor-draft')]
+        aug = [dict(type='mmcoop.TensorCutout', cutout_factor=0.5),
+               dict(type='mmcoop.TensorRandAugment')]
+    else:
+        raise ValueError(f'unknown data path {name!r}')
+    return cfg + (aug if augment else []) + [dict(type='PackInputs')]
 
 
 def build_path(name: str, resolution: int):
@@ -50,29 +75,34 @@ def build_path(name: str, resolution: int):
         from .official import OfficialTrainTransform
         return OfficialTrainTransform(resolution)
     from mmcv.transforms import Compose
+    from mmpretrain.registry import TRANSFORMS
 
     import mmcoop.datasets  # noqa: F401
-    from mmcoop.registry import TRANSFORMS
-    scale = (resolution, resolution)
-    if name == 'mmcv':
-        cfg = [
-            dict(type='LoadImageFromFileChecked'),
-            dict(type='Resize', scale=scale, keep_ratio=False,
-                 backend='pillow', interpolation='bilinear'),
-            dict(type='RandomCutout', cutout_factor=0.5),
-            dict(type='DualCoOpRandAugment'),
-            dict(type='PackInputs'),
-        ]
-    else:
-        cfg = [
-            dict(type='LoadImageTensor', scale=scale,
-                 draft=name == 'tensor-draft'),
-            dict(type='TensorCutout', cutout_factor=0.5),
-            dict(type='TensorRandAugment'),
-            dict(type='PackInputs'),
-        ]
-    pipeline = Compose([TRANSFORMS.build(c) for c in cfg])
+    pipeline = Compose(
+        [TRANSFORMS.build(c) for c in pipeline_cfg(name, resolution)])
     return lambda path: pipeline(dict(img_path=path))
+
+
+def make_images(root: str, num: int, num_classes: int, seed: int = 0) -> None:
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    data_list = []
+    for i in range(num):
+        # smooth random content (JPEG size ~ natural photos), 640x480
+        small = (rng.random((15, 20, 3)) * 255).astype(np.uint8)
+        img = Image.fromarray(small).resize((640, 480), Image.BICUBIC)
+        noise = rng.normal(0, 12, (480, 640, 3))
+        arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255)
+        Image.fromarray(arr.astype(np.uint8)).save(
+            osp.join(root, f'{i:06d}.jpg'), quality=90)
+        labels = sorted(set(rng.integers(0, num_classes, 3).tolist()))
+        data_list.append(dict(img_path=f'{i:06d}.jpg', gt_label=labels))
+    with open(osp.join(root, 'ann.json'), 'w') as f:
+        json.dump(
+            dict(
+                metainfo=dict(classes=classnames(num_classes)),
+                data_list=data_list), f)
 
 
 _WORKER = {}

@@ -189,6 +189,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--workers', type=int, default=2, help='epoch mode: loader workers')
     parser.add_argument(
+        '--epoch-pipeline', default='tensor',
+        choices=['mmcv', 'tensor', 'tensor-draft'],
+        help='epoch mode: the train data path (with Cutout + RandAugment)')
+    parser.add_argument(
         '--data-images', type=int, default=64, help='data mode: images')
     parser.add_argument('--data-resolution', type=int, default=448)
     parser.add_argument(
@@ -241,9 +245,11 @@ def main(argv=None):
         command=' '.join(['python', 'tools/analysis/benchmark.py'] +
                          args._argv),
         torch=torch.__version__,
+        date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
         peak_memory=memory_desc(args))
     print(f'# mmcoop benchmark on {args.device_desc}')
     print(f'# {out["command"]}')
+    print(f'# {out["date"]}, torch {out["torch"]}')
     print(f'# load average at start: {_loadavg()}\n', flush=True)
     for mode in ('text', 'steps', 'epoch', 'amp', 'data'):
         if mode not in args.mode:
