@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .steps import classnames
+from .timing import sync
 
 __all__ = ['PIPELINES', 'make_images', 'pipeline_cfg', 'build_path', 'measure_data',
            'report_data']
@@ -130,7 +131,7 @@ def _work(task):
     return len(paths)
 
 
-def _gpu_path(paths: List[str], resolution: int, batch_size: int,
+def device_path(paths: List[str], resolution: int, batch_size: int,
               device: torch.device) -> int:
     """Read on the CPU; decode, resize and augment batches on ``device``."""
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -167,7 +168,7 @@ def _gpu_path(paths: List[str], resolution: int, batch_size: int,
                     [draws[i][k]['sign'] for i in idx],
                     [draws[i][k]['centre'] for i in idx])
         done += b
-    torch.cuda.synchronize(device)
+    sync(device)
     return done
 
 
@@ -222,12 +223,12 @@ def measure_data(opts) -> dict:
                 per_core=max(rates) / c)
         if opts.device == 'cuda':
             device = torch.device('cuda')
-            _gpu_path(paths[:opts.batch_size], res_px, opts.batch_size,
+            device_path(paths[:opts.batch_size], res_px, opts.batch_size,
                       device)  # warm-up
             rates = []
             for _ in range(opts.data_rounds):
                 t0 = time.perf_counter()
-                count = _gpu_path(paths, res_px, opts.batch_size, device)
+                count = device_path(paths, res_px, opts.batch_size, device)
                 rates.append(count / (time.perf_counter() - t0))
             out['results']['gpu'] = dict(
                 path='gpu', cores=1, images_per_s=max(rates),

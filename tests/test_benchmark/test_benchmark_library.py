@@ -159,3 +159,6 @@ def test_data_paths_run_and_report():
     assert set(r['results']) == {'official@1', 'tensor@1'}
     text = report_data(r, opts)
     assert '| official | 1 |' in text and '1.00x' in text
+    # the GPU path's code (batch decode, resize, grouped ops) on the CPU
+    from mmcoop.benchmark.data import device_path
+    assert device_path([path] * 3, 64, 2, torch.device('cpu')) == 3
