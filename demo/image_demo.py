@@ -2,16 +2,18 @@
 """Multi-label prediction for one or more images.
 
     python demo/image_demo.py IMAGE [IMAGE ...] CONFIG CHECKPOINT \
-        [--threshold 0.5] [--topk 5] [--show-dir DIR] [--device cpu]
+        [--threshold 0.5] [--topk 5] [--show-dir DIR [--force]] \
+        [--device cpu] [--batch-size N]
 
 Prints, per image, the labels with ``score >= threshold`` (by decreasing
 score). With ``--show-dir`` it saves ``DIR/<image stem>.png``: the image
 with the top ``--topk`` labels above the threshold written in the upper-left
 corner, at the image's own size (images with a short side below 256 px are
-enlarged to 256, aspect kept).
+enlarged to 256, aspect kept). Existing files are overwritten only with
+``--force``; two images with the same stem (``a/x.jpg``, ``b/x.png``) are
+refused rather than written to one file.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -20,6 +22,18 @@ from mmengine.config import DictAction
 from PIL import Image
 
 from mmcoop.apis import draw_predictions, inference_model, init_model
+from mmcoop.utils.paths import claim_outputs
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f'must be an integer >= 1, got {text!r}')
+    return value
 
 
 def parse_args(argv=None):
@@ -34,9 +48,12 @@ def parse_args(argv=None):
     parser.add_argument('--topk', type=int, default=5,
                         help='at most this many labels drawn (default 5)')
     parser.add_argument('--show-dir', default=None,
-                        help='save visualisations here')
+                        help='save visualisations here (created if missing)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite existing files in --show-dir')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--batch-size', type=_positive_int, default=1,
+                        help='images per forward pass (>= 1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         metavar='KEY=VALUE',
                         help='config overrides, e.g. model.head.thr=0.3')
@@ -45,6 +62,26 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    for path in args.images:
+        if osp.isdir(path):
+            raise SystemExit(
+                f'IMAGE {path!r} is a folder, not an image. Fix: pass the '
+                f'files inside it, e.g. {osp.join(path, "*.jpg")}.')
+        if not osp.isfile(path):
+            raise SystemExit(f'IMAGE {path!r} does not exist.')
+    outputs = {}
+    if args.show_dir:
+        names = [
+            osp.join(args.show_dir,
+                     osp.splitext(osp.basename(p))[0] + '.png')
+            for p in args.images
+        ]
+        claim_outputs(
+            names,
+            sources=args.images,
+            inputs=[*args.images, args.config, args.checkpoint],
+            force=args.force)
+        outputs = dict(zip(args.images, names))
     model = init_model(args.config, args.checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
     results = inference_model(model, args.images, batch_size=args.batch_size,
@@ -61,12 +98,10 @@ def main(argv=None):
         for label, name in zip(result['labels'], result['classes']):
             print(f"  {name}: {result['scores'][label]:.4f}")
         if args.show_dir:
-            os.makedirs(args.show_dir, exist_ok=True)
             rgb = np.asarray(Image.open(path).convert('RGB'))
             vis = draw_predictions(rgb, result, classes, topk=args.topk,
                                    threshold=args.threshold)
-            out = osp.join(args.show_dir,
-                           osp.splitext(osp.basename(path))[0] + '.png')
+            out = outputs[path]
             vis.save(out)
             saved.append(out)
             print(f'  saved {out}')

@@ -5,7 +5,7 @@
 #   PYTHON=python3.11 bash tools/install.sh
 #
 # torch/torchvision: the CUDA 13 builds pinned below also run on CPU; set
-# TORCH_SPEC to use your own (e.g. TORCH_SPEC="torch==2.5.1 torchvision==0.20.1").
+# TORCH_SPEC to use your own (e.g. TORCH_SPEC="torch==2.6.0 torchvision==0.21.0"; torch >= 2.6 is needed).
 # mmcv: an existing full `mmcv` (2.0 <= mmcv < 2.4) is kept; otherwise the
 # pure `mmcv-lite` wheel is installed (both provide the `mmcv` package).
 set -euo pipefail

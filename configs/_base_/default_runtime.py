@@ -10,8 +10,8 @@ custom_imports = dict(
     ],
     allow_failed_imports=False)
 
-# `MMCoopRunner` loads the run's own resume checkpoints with a trusted
-# loader and everything else with `weights_only=True`; saves atomically.
+# `MMCoopRunner` reads every checkpoint with `weights_only=True`, checks that
+# it fits and interprets mmcoop's config keys (docs/architecture.md).
 runner_type = 'MMCoopRunner'
 
 # configure default hooks
@@ -25,7 +25,13 @@ default_hooks = dict(
     # save a checkpoint every epoch and keep the last 3 (the frozen CLIP
     # towers are not part of `state_dict()`: checkpoints hold the trained
     # parameters, optimizer and scheduler state and the run's meta only).
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # Files are written atomically (temporary file + rename) through
+    # mmcoop's file backend `atomic_local` (mmcoop/engine/atomic_backend.py).
+    checkpoint=dict(
+        type='CheckpointHook',
+        interval=1,
+        max_keep_ckpts=3,
+        backend_args=dict(backend='atomic_local')),
     # set sampler seed in distributed evrionment.
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
@@ -36,7 +42,7 @@ env_cfg = dict(
     cudnn_benchmark=False,
     # set multi process parameters
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    # set distributed parameters (tools/train.py switches to gloo on
+    # set distributed parameters (MMCoopRunner.from_cfg switches to gloo on
     # machines without CUDA)
     dist_cfg=dict(backend='nccl'),
 )

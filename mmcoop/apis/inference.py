@@ -12,8 +12,10 @@ Inputs are image paths, ``numpy`` arrays or PIL images.
 * A **path** runs the whole test pipeline of the config
   (``cfg.test_dataloader.dataset.pipeline``), ``LoadImageFromFile``
   included, exactly as ``tools/test.py`` would.
-* An **array** must be ``HWC`` (or ``HW`` for grey), ``uint8``, in **RGB**
-  channel order (what PIL, matplotlib and ``imageio`` give). It is converted
+* An **array** must be ``HWC`` (or ``HW`` for grey), ``uint8`` (integer
+  arrays within 0..255 are converted; float arrays, e.g. in [0, 1], are
+  refused with the fix), in **RGB** channel order (what PIL, matplotlib
+  and ``imageio`` give). It is converted
   to BGR, the order ``LoadImageFromFile`` (OpenCV) produces, and the
   pipeline runs without its loading transform; the model's
   ``data_preprocessor`` (``to_rgb=True`` in mmcoop configs) flips it back.
@@ -51,7 +53,8 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-from mmcoop.utils.checkpoint import safe_torch_load
+from mmcoop.engine.checkpoint_fit import CHECKS, check_checkpoint_fits
+from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
 
 ImageType = Union[str, np.ndarray, Any]
 ConfigType = Union[str, Config, dict]
@@ -83,7 +86,7 @@ def init_model(config: ConfigType,
                checkpoint: Optional[str] = None,
                device: Union[str, torch.device] = 'cpu',
                cfg_options: Optional[dict] = None,
-               strict: bool = False) -> nn.Module:
+               strict: bool = True) -> nn.Module:
     """Build a model from a config and load a checkpoint.
 
     Args:
@@ -94,8 +97,15 @@ def init_model(config: ConfigType,
         device (str | torch.device): where to put the model.
         cfg_options (dict, optional): overrides merged into the config
             (``{'model.head.thr': 0.3}``).
-        strict (bool): raise if the checkpoint misses trainable tensors or
-            has unknown ones; otherwise they are reported as warnings.
+        strict (bool): apply mmcoop's load policy
+            (:mod:`mmcoop.engine.checkpoint_fit`, the same as ``load_from``
+            and ``tools/test.py``): a checkpoint that leaves a trainable
+            parameter unloaded, has tensors of other shapes or was trained
+            for other classes than the head's raises
+            ``CheckpointMismatchError`` naming the keys (and the converter
+            command for an official checkpoint). ``strict=False`` (explicit
+            request only) turns these into warnings and loads what fits.
+            Keys the model does not have are always a warning.
 
     If the config sets ``randomness.seed`` (mmcoop's ``default_runtime.py``
     sets 0), the model is built right after ``torch.manual_seed(seed)``, as
@@ -134,34 +144,18 @@ def init_model(config: ConfigType,
             checkpoint, map_location='cpu', runtime_state=True)
         if not isinstance(ckpt, dict):
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
-        state_dict = ckpt.get('state_dict', ckpt)
-        state_dict = {(k[7:] if k.startswith('module.') else k): v
-                      for k, v in state_dict.items()}
-        expected = set(model.state_dict())
-        missing = sorted(expected - set(state_dict))
-        unexpected = sorted(
-            k for k in state_dict
-            if k not in expected and k not in _frozen_keys(model))
-        if missing or unexpected:
-            msg = (f'Checkpoint {checkpoint!r} does not match the model: '
-                   f'missing {missing[:8]}{"..." if len(missing) > 8 else ""}'
-                   f', unexpected {unexpected[:8]}'
-                   f'{"..." if len(unexpected) > 8 else ""}.')
-            if strict:
-                raise RuntimeError(msg)
-            warnings.warn(msg + ' Missing tensors keep their initial '
-                          '(random) values: check the config.')
+        if not strict:
+            _warn_unloaded(model, ckpt, str(checkpoint))
+        for problem in check_checkpoint_fits(
+                model, ckpt, str(checkpoint),
+                None if strict else dict.fromkeys(CHECKS, False)):
+            warnings.warn(problem)
         _load_checkpoint_to_model(
             model, ckpt, strict=False, logger=MMLogger.get_current_instance())
         meta = ckpt.get('meta') or {}
         dataset_meta = dict(meta.get('dataset_meta') or {})
     classes = _classes_of(model)
-    if classes is not None:
-        meta_classes = dataset_meta.get('classes')
-        if meta_classes is not None and list(meta_classes) != classes:
-            warnings.warn(
-                'The checkpoint meta lists other class names than the '
-                "model head; using the head's (they define the prompts).")
+    if classes is not None:  # the head's names define the prompts
         dataset_meta['classes'] = classes
     model.cfg = cfg
     model._config = cfg
@@ -172,19 +166,13 @@ def init_model(config: ConfigType,
     return model
 
 
-def _frozen_keys(model: nn.Module) -> set:
-    """Keys of frozen towers (accepted when a checkpoint carries them)."""
-    from mmcoop.models.backbones.frozen import FrozenMixin
-    keys = set()
-    for name, module in model.named_modules():
-        if isinstance(module, FrozenMixin):
-            save, module.save_frozen = module.save_frozen, True
-            try:
-                prefix = f'{name}.' if name else ''
-                keys.update(module.state_dict(prefix=prefix).keys())
-            finally:
-                module.save_frozen = save
-    return keys
+def _warn_unloaded(model: nn.Module, ckpt: dict, filename: str) -> None:
+    """``strict=False``: say what the policy would have refused."""
+    try:
+        check_checkpoint_fits(model, ckpt, filename)
+    except CheckpointMismatchError as error:
+        warnings.warn(f'{error} (strict=False: loading what fits; the rest '
+                      'keeps its initial values.)')
 
 
 def _classes_of(model: nn.Module) -> Optional[List[str]]:
@@ -247,8 +235,11 @@ def build_test_pipeline(cfg: Config, from_array: bool = False):
         return Compose([TRANSFORMS.build(copy.deepcopy(t)) for t in pipeline])
 
 
-def _as_rgb_array(image: Any) -> Optional[np.ndarray]:
-    """RGB ``HWC`` array of an array / PIL input, None for paths."""
+def _as_rgb_array(image: Any, name: str = 'image') -> Optional[np.ndarray]:
+    """RGB ``HWC`` ``uint8`` array of an array / PIL input, None for paths.
+
+    ``name`` (e.g. ``'images[2]'``) is used in errors.
+    """
     if isinstance(image, (str, os.PathLike)):
         return None
     try:
@@ -264,9 +255,31 @@ def _as_rgb_array(image: Any) -> Optional[np.ndarray]:
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError('Array images must be HxWx3 (RGB), HxWx4 (RGBA) or '
-                         f'HxW (grey); got shape {image.shape}.')
-    return np.ascontiguousarray(image[..., :3])
+        raise ValueError(f'{name}: array images must be HxWx3 (RGB), HxWx4 '
+                         f'(RGBA) or HxW (grey); got shape {image.shape}.')
+    return np.ascontiguousarray(_as_uint8(image, name)[..., :3])
+
+
+def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
+    """``image`` as ``uint8``; arrays that are not 0..255 integers are
+    refused (a float image in [0, 1] would silently become black)."""
+    if image.dtype == np.uint8:
+        return image
+    kind = image.dtype.kind
+    if kind in 'iu' and image.size and 0 <= image.min() and \
+            image.max() <= 255:
+        return image.astype(np.uint8)
+    if kind == 'f' and image.size and np.isfinite(image).all() and \
+            0 <= image.min() and image.max() <= 1:
+        raise ValueError(
+            f'{name} is a {image.dtype} array with values in [0, 1]; '
+            'inference expects uint8 RGB values 0..255. Fix: pass '
+            '(img * 255).round().astype(np.uint8), or the image file.')
+    low, high = (image.min(), image.max()) if image.size else (0, 0)
+    raise ValueError(
+        f'{name} is a {image.dtype} array with values in [{low}, {high}]; '
+        'inference expects uint8 RGB values 0..255. Fix: convert it to '
+        'uint8 (scaled to 0..255) or pass the image file.')
 
 
 class MultiLabelInferencer:
@@ -310,11 +323,16 @@ class MultiLabelInferencer:
                 self.cfg, from_array)
         return self._pipelines[from_array]
 
-    def preprocess(self, image: ImageType) -> dict:
+    def preprocess(self, image: ImageType, name: str = 'image') -> dict:
         """One input -> packed ``dict(inputs, data_samples)``."""
-        rgb = _as_rgb_array(image)
+        rgb = _as_rgb_array(image, name)
         if rgb is None:
             path = str(image)
+            if osp.isdir(path):
+                raise IsADirectoryError(
+                    f'{name} {path!r} is a folder, not an image. Fix: pass '
+                    'the image files, e.g. sorted(glob.glob(folder + '
+                    '"/*.jpg")) (in a shell: folder/*.jpg).')
             if not osp.isfile(path):
                 raise FileNotFoundError(f'Image {path!r} does not exist.')
             return self.pipeline(False)(dict(img_path=path))
@@ -329,13 +347,21 @@ class MultiLabelInferencer:
                  threshold: Optional[float] = None) -> List[dict]:
         if isinstance(images, (list, tuple)):
             images = list(images)
+            names = [f'images[{i}]' for i in range(len(images))]
         else:
-            images = [images]
+            images, names = [images], ['image']
+        if isinstance(batch_size, bool) or not isinstance(
+                batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f'batch_size must be an integer >= 1, got '
+                             f'{batch_size!r}.')
         threshold = self.threshold if threshold is None else threshold
         results = []
-        for start in range(0, len(images), max(1, int(batch_size))):
+        for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            data = pseudo_collate([self.preprocess(img) for img in chunk])
+            data = pseudo_collate([
+                self.preprocess(img, name) for img, name in zip(
+                    chunk, names[start:start + batch_size])
+            ])
             samples = self.model.test_step(data)
             for img, sample in zip(chunk, samples):
                 results.append(self.postprocess(sample, img, threshold))
@@ -351,7 +377,8 @@ class MultiLabelInferencer:
             scores=scores,
             labels=labels,
             classes=names,
-            img_path=str(image) if _as_rgb_array(image) is None else None)
+            img_path=str(image) if isinstance(image, (str, os.PathLike)) else
+            None)
 
 
 def inference_model(model: nn.Module,

@@ -11,6 +11,7 @@ from mmengine.logging import MMLogger
 from mmpretrain.datasets import MultiLabelDataset
 
 from mmcoop.registry import DATASETS
+from mmcoop.utils.paths import expand_user
 from .categories import COCO2014_CATEGORIES
 from .utils import (AnnotationError, build_pipeline, check_not_empty,
                     describe_mismatch, normalize_class_name)
@@ -290,6 +291,15 @@ class COCO2014MultiLabel(MultiLabelDataset):
         self.backend_args = backend_args
         self._explicit_classes = classes is not None or (
             metainfo is not None and 'classes' in metainfo)
+        data_root = expand_user(data_root, 'COCO2014MultiLabel.data_root')
+        ann_file = expand_user(ann_file, 'COCO2014MultiLabel.ann_file')
+        if isinstance(data_prefix, dict):
+            data_prefix = {
+                k: expand_user(v, f'COCO2014MultiLabel.data_prefix.{k}')
+                for k, v in data_prefix.items()
+            }
+        data_prefix = expand_user(data_prefix,
+                                  'COCO2014MultiLabel.data_prefix')
         if not ann_file:
             ann_file = osp.join('annotations', f'instances_{split}2014.json')
         if not data_prefix:

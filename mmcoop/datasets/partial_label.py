@@ -10,6 +10,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
+from mmcoop.utils.paths import expand_user
 from .samplers import EpochIndex, seeded_sample
 from .utils import atomic_write_npy, check_outside_dataset
 
@@ -200,7 +201,8 @@ class PartialLabelDataset(BaseDataset):
         self.known_proportion = float(known_proportion)
         self.mode = mode
         self.seed = int(seed)
-        self.mask_file = mask_file
+        self.mask_file = mask_file = expand_user(
+            mask_file, 'PartialLabelDataset.mask_file')
         self._metainfo = getattr(self.dataset, 'metainfo', {})
         self._known_mask = None
         self._targets = None

@@ -6,7 +6,8 @@ import re
 from typing import Iterable, Optional, Sequence
 
 __all__ = [
-    'AnnotationError', 'normalize_class_name', 'path_is_inside',
+    'AnnotationError', 'normalize_class_name', 'describe_class_difference',
+    'describe_mismatch', 'path_is_inside',
     'check_outside_dataset', 'atomic_write_npy', 'build_pipeline',
     'check_not_empty'
 ]
@@ -38,8 +39,32 @@ def normalize_class_name(name: str) -> str:
 
     ``'Traffic_Light'``, ``' traffic  light'`` and ``'traffic light'`` all
     compare equal; the *original* spelling is what enters the prompts.
+    The one normalisation of mmcoop: datasets, ``ClassCheckHook`` and the
+    checkpoint-fit policy (:mod:`mmcoop.engine.checkpoint_fit`) use it.
     """
     return re.sub(r'\s+', ' ', str(name).replace('_', ' ')).strip().lower()
+
+
+def describe_class_difference(first: Sequence[str],
+                              second: Sequence[str],
+                              names: Sequence[str] = ('the checkpoint',
+                                                      'the config'),
+                              limit: int = 8) -> str:
+    """Human-readable differences between two class lists: counts, names
+    only on either side, or the same names in another order."""
+    parts = [f'{len(first)} vs {len(second)} classes']
+    a = {normalize_class_name(c) for c in first}
+    b = {normalize_class_name(c) for c in second}
+    for name, only in ((names[0], [
+            c for c in first if normalize_class_name(c) not in b
+    ]), (names[1], [c for c in second if normalize_class_name(c) not in a])):
+        if only:
+            parts.append(f'only in {name}: {only[:limit]}'
+                         f'{"..." if len(only) > limit else ""}')
+    if len(parts) == 1:
+        moved = describe_mismatch(first, second, limit)
+        parts.append(f'same names in another order ({moved})')
+    return '; '.join(parts)
 
 
 def path_is_inside(path: str, folder: str) -> bool:
@@ -52,8 +77,11 @@ def path_is_inside(path: str, folder: str) -> bool:
         return False
 
 
-def check_outside_dataset(path: str, dataset_dirs: Iterable[Optional[str]],
-                          what: str) -> None:
+def check_outside_dataset(
+        path: str,
+        dataset_dirs: Iterable[Optional[str]],
+        what: str,
+        example: str = "'work_dirs/<exp>/partial_labels/mask.npy'") -> None:
     """Raise if ``path`` lies inside one of the dataset folders.
 
     mmcoop never writes into a dataset tree (the official code writes its
@@ -68,8 +96,7 @@ def check_outside_dataset(path: str, dataset_dirs: Iterable[Optional[str]],
                 f'Refusing to write the {what} {path!r}: it resolves inside '
                 f'the dataset folder {osp.realpath(folder)!r}, and mmcoop '
                 'never writes into a dataset tree. Fix: point it to a '
-                'folder of your own, e.g. '
-                "'work_dirs/<exp>/partial_labels/mask.npy'.")
+                f'folder of your own, e.g. {example}.')
 
 
 def atomic_write_npy(path: str, array) -> None:
@@ -92,13 +119,11 @@ def describe_mismatch(expected: Sequence[str],
                       got: Sequence[str],
                       limit: int = 5) -> str:
     """Describe the first differences between two class-name lists."""
-    diffs = []
-    for i, (a, b) in enumerate(zip(expected, got)):
-        if normalize_class_name(a) != normalize_class_name(b):
-            diffs.append(f'#{i}: {a!r} vs {b!r}')
-        if len(diffs) >= limit:
-            break
-    return ', '.join(diffs)
+    diffs = [
+        f'#{i}: {a!r} vs {b!r}' for i, (a, b) in enumerate(zip(expected, got))
+        if normalize_class_name(a) != normalize_class_name(b)
+    ]
+    return ', '.join(diffs[:limit]) + (', ...' if len(diffs) > limit else '')
 
 
 def check_not_empty(dataset) -> None:

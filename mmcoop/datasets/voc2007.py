@@ -7,6 +7,7 @@ import numpy as np
 from mmpretrain.datasets import VOC
 
 from mmcoop.registry import DATASETS
+from mmcoop.utils.paths import expand_user
 from .categories import VOC2007_CATEGORIES
 from .utils import AnnotationError, build_pipeline, check_not_empty
 
@@ -62,6 +63,7 @@ class VOC2007MultiLabel(VOC):
                 f'VOC2007MultiLabel: difficult_as must be one of '
                 f'{sorted(_DIFFICULT_VALUE)}, got {difficult_as!r}.')
         self.difficult_as = difficult_as
+        data_root = expand_user(data_root, 'VOC2007MultiLabel.data_root')
         kwargs['pipeline'] = build_pipeline(kwargs.get('pipeline', ()))
         super().__init__(data_root=data_root, split=split, **kwargs)
 

@@ -1,57 +1,75 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """MMEngine runner with safe checkpoint loading and crash-safe saving."""
+import copy
 import os
 import os.path as osp
 import re
 from typing import Callable, List, Union
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
+from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
+from mmcoop.engine.checkpoint_fit import check_checkpoint_fits
+from mmcoop.engine.config_checks import (check_unknown_keys,
+                                         check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
+from mmcoop.engine.work_dir_lock import WorkDirLock
 from mmcoop.registry import RUNNERS
-from mmcoop.utils.checkpoint import (HAS_SCOPED_SAFE_GLOBALS,
-                                     CheckpointMismatchError,
-                                     CheckpointReadError,
-                                     UnsafeCheckpointError, atomic_torch_save,
-                                     is_own_checkpoint, safe_torch_load,
-                                     trusted_torch_load)
+from mmcoop.utils.checkpoint import CheckpointReadError, safe_torch_load
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
 
-def _norm(name) -> str:
-    return re.sub(r'\s+', ' ', str(name).replace('_', ' ')).strip().lower()
+#: scheduler state that changes while training (not a config value).
+_DYNAMIC_STATE = frozenset({
+    'base_values', 'last_step', '_global_step', 'verbose', '_last_value',
+    '_get_value_called_within_step', 'param_name'
+})
 
 
-def describe_class_difference(ckpt: List[str],
-                              current: List[str],
-                              limit: int = 8) -> str:
-    """Human-readable differences between two class lists."""
-    parts = [f'{len(ckpt)} vs {len(current)} classes']
-    a = {_norm(c) for c in ckpt}
-    b = {_norm(c) for c in current}
-    only_ckpt = [c for c in ckpt if _norm(c) not in b]
-    only_cur = [c for c in current if _norm(c) not in a]
-    if only_ckpt:
-        parts.append(f'only in the checkpoint: {only_ckpt[:limit]}'
-                     f'{"..." if len(only_ckpt) > limit else ""}')
-    if only_cur:
-        parts.append(f'only in the config: {only_cur[:limit]}'
-                     f'{"..." if len(only_cur) > limit else ""}')
-    if not only_ckpt and not only_cur:
-        moved = [
-            f'#{i}: {x!r} vs {y!r}'
-            for i, (x, y) in enumerate(zip(ckpt, current))
-            if _norm(x) != _norm(y)
-        ]
-        parts.append('same names in another order (' +
-                     ', '.join(moved[:limit]) +
-                     (', ...' if len(moved) > limit else '') + ')')
-    return '; '.join(parts)
+def _launcher_rank(launcher: str) -> int:
+    """The global rank of this process before MMEngine initialises the
+    process group (0 for ``launcher='none'``)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    if launcher == 'none':
+        return 0
+    for var in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'):
+        if os.environ.get(var, '').isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Make ``launcher='pytorch'`` work on machines without CUDA.
+
+    MMEngine's ``init_dist`` calls ``torch.cuda.set_device`` and wraps the
+    model with ``device_ids=[LOCAL_RANK]``; both fail without a GPU. Here
+    the process group is created with the gloo backend (``env://``, as set
+    by torchrun) and the DDP wrapper gets ``device_ids=None`` (and the
+    config's ``find_unused_parameters``, as MMEngine's default wrapper).
+    Used for debugging and for the CPU distributed test; GPU runs are
+    untouched.
+    """
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(
+        type='MMDistributedDataParallel', broadcast_buffers=False)
+    wrapper.setdefault('device_ids', None)
+    wrapper.setdefault('find_unused_parameters',
+                       cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
 
 
 @RUNNERS.register_module()
@@ -64,18 +82,20 @@ class MMCoopRunner(Runner):
       (``HistoryBuffer``, numpy arrays) is read through the same restricted
       unpickler with inert stand-ins (:func:`mmcoop.utils.safe_torch_load`
       ``(runtime_state=True)``). A file that would need code is refused
-      with a message naming the pickled objects. Only on torch < 2.5, which
-      cannot allow-list globals for one call, the run's own checkpoints
-      (inside ``work_dir``) are resumed with the full unpickler.
+      with a message naming the pickled objects. There is no exception,
+      not even for the run's own checkpoints.
     * **Fit checks.** A checkpoint whose tensors have other shapes than the
-      model's, or whose ``meta.dataset_meta.classes`` differ from the
-      classes of the config, raises :class:`~mmcoop.utils.checkpoint.
-      CheckpointMismatchError` naming both (MMEngine only warns and loads
-      the rest). Opt out per check with ``checkpoint_check =
-      dict(shapes=False, classes=False)`` in the config.
-    * **Atomic saves.** Checkpoints are written to a temporary file and
-      renamed, so a crash mid-write never leaves a truncated file under the
-      final name. The config text stored in every checkpoint is formatted
+      model's, that leaves a trainable parameter unloaded, or whose
+      ``meta.dataset_meta.classes`` differ from the classes of the config,
+      raises :class:`~mmcoop.utils.checkpoint.CheckpointMismatchError`
+      naming the keys (MMEngine only warns and loads the rest); one policy
+      with ``init_model`` (:mod:`mmcoop.engine.checkpoint_fit`). Opt out per
+      check with ``checkpoint_check = dict(shapes=False, missing=False,
+      classes=False)`` in the config.
+    * **Atomic saves.** Checkpoints are written through the file backend
+      :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temporary
+      file + rename), so a crash mid-write never leaves a truncated file
+      under the final name. The config text stored in every checkpoint is formatted
       once (:class:`~mmcoop.engine.config_text.FormatOnceConfig`), not by
       yapf at every save.
     * **Robust auto-resume.** ``--resume`` without a path uses the file
@@ -91,10 +111,38 @@ class MMCoopRunner(Runner):
       finite_check=False, class_check=False)``.
 
     Select it with ``runner_type = 'MMCoopRunner'`` (set in mmcoop's
-    ``default_runtime.py``).
+    ``default_runtime.py``). :meth:`from_cfg` (reached by
+    ``tools/train.py``, ``tools/test.py``, ``mim`` and ``RUNNERS.build``) is
+    where mmcoop's config keys are interpreted (``docs/architecture.md``).
     """
 
     _resuming = False
+
+    @classmethod
+    def from_cfg(cls, cfg) -> 'MMCoopRunner':
+        """Interpret mmcoop's config keys, then build the runner.
+
+        * ``feature_cache``: rewrites the config to train/validate from
+          cached frozen features
+          (:func:`mmcoop.datasets.feature_cache.apply_feature_cache`);
+        * ``launcher='pytorch'`` without CUDA: gloo process group
+          (:func:`setup_cpu_distributed`);
+        * top-level keys nothing reads: a warning naming them, an error with
+          ``strict_config=True``
+          (:func:`mmcoop.engine.config_checks.check_unknown_keys`).
+
+        ``__init__`` then refuses a work dir inside a dataset folder and
+        takes the work-dir lock (:mod:`mmcoop.engine.work_dir_lock`)
+        before MMEngine writes there.
+        """
+        cfg = copy.deepcopy(cfg)
+        if not isinstance(cfg, Config):
+            cfg = Config(dict(cfg))
+        check_unknown_keys(cfg)
+        from mmcoop.datasets.feature_cache import apply_feature_cache
+        cfg = apply_feature_cache(cfg)
+        setup_cpu_distributed(cfg)
+        return super().from_cfg(cfg)
 
     def __init__(self, *args, **kwargs):
         cfg = kwargs.get('cfg')
@@ -104,8 +152,53 @@ class MMCoopRunner(Runner):
         if isinstance(cfg, Config) and not isinstance(cfg, FormatOnceConfig):
             # yapf runs once, not at every checkpoint save
             kwargs['cfg'] = FormatOnceConfig.from_config(cfg)
-        super().__init__(*args, **kwargs)
+        # before MMEngine creates the work dir and writes its log and
+        # config dump there: never inside a dataset, never two runs at once
+        work_dir = kwargs.get('work_dir', args[1] if len(args) > 1 else None)
+        check_work_dir_outside_datasets(
+            work_dir, (kwargs.get(k) for k in ('train_dataloader',
+                                               'val_dataloader',
+                                               'test_dataloader')))
+        self._work_dir_lock = None
+        if _launcher_rank(kwargs.get('launcher', 'none')) == 0:
+            self._work_dir_lock = WorkDirLock(osp.abspath(work_dir))
+            self._work_dir_lock.acquire()
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            self._release_work_dir()
+            raise
+        stale = self._work_dir_lock and self._work_dir_lock.took_over
+        if stale:
+            self.logger.warning(
+                f"Took over the stale lock {self._work_dir_lock.path} of pid "
+                f"{stale.get('pid')} (since {stale.get('since')}), which no "
+                'longer runs (a crashed or killed run).')
         self._register_mmcoop_hooks()
+
+    # ------------------------------------------------------------------
+    # the work-dir lock is held while the runner is built and runs
+    # ------------------------------------------------------------------
+    def _release_work_dir(self) -> None:
+        if self._work_dir_lock is not None:
+            self._work_dir_lock.release()
+
+    def _locked(self, loop: Callable):
+        if self._work_dir_lock is not None:
+            self._work_dir_lock.acquire()
+        try:
+            return loop()
+        finally:
+            self._release_work_dir()
+
+    def train(self):
+        return self._locked(super().train)
+
+    def val(self):
+        return self._locked(super().val)
+
+    def test(self):
+        return self._locked(super().test)
 
     # ------------------------------------------------------------------
     # hooks
@@ -136,6 +229,46 @@ class MMCoopRunner(Runner):
             super().resume(filename, *args, **kwargs)
         finally:
             self._resuming = False
+
+    def _report_resume_overrides(self, checkpoint: dict,
+                                 filename: str) -> None:
+        """Warn when the resumed optimizer / scheduler state replaces
+        values the config sets now (e.g. ``--resume`` with a new lr)."""
+        changes = []
+        ckpt_optim = checkpoint.get('optimizer')
+        optimizer = getattr(self.optim_wrapper, 'optimizer', None)
+        if isinstance(ckpt_optim, dict) and optimizer is not None:
+            for i, (now, old) in enumerate(
+                    zip(optimizer.param_groups,
+                        ckpt_optim.get('param_groups') or [])):
+                for key in sorted(set(now) & set(old) - {'params', 'lr'}):
+                    if key != 'initial_lr' or 'initial_lr' in now:
+                        if now[key] != old[key]:
+                            name = 'lr' if key == 'initial_lr' else key
+                            changes.append(
+                                f'optimizer param group {i} {name}: '
+                                f'config {now[key]!r} -> checkpoint '
+                                f'{old[key]!r}')
+        schedulers = self.param_schedulers
+        if isinstance(schedulers, list):
+            for i, (now, old) in enumerate(
+                    zip(schedulers, checkpoint.get('param_schedulers') or [])):
+                kind = type(now).__name__
+                now = now.state_dict()
+                for key in sorted(set(now) & set(old) - _DYNAMIC_STATE):
+                    if now[key] != old[key]:
+                        changes.append(
+                            f'param_scheduler[{i}] ({kind}) {key}: config '
+                            f'{now[key]!r} -> checkpoint {old[key]!r}')
+        if changes:
+            self.logger.warning(
+                f'--resume from {filename}: the resumed optimizer and '
+                'scheduler state win over the config for ' +
+                '; '.join(changes[:8]) +
+                (f' (and {len(changes) - 8} more)' if len(changes) > 8 else
+                 '') + '. train_cfg (e.g. max_epochs) comes from the config. '
+                'To train with the new values, start a new run with '
+                f'`load_from={filename}` (weights only) instead of --resume.')
 
     def _resume_candidates(self) -> List[str]:
         """Checkpoints to try for auto-resume, best first."""
@@ -225,19 +358,8 @@ class MMCoopRunner(Runner):
     # load
     # ------------------------------------------------------------------
     def _read_checkpoint(self, filename: str, map_location) -> dict:
-        try:
-            checkpoint = safe_torch_load(
-                filename, map_location, 'checkpoint', runtime_state=True)
-        except UnsafeCheckpointError:
-            if (self._resuming and not HAS_SCOPED_SAFE_GLOBALS
-                    and is_own_checkpoint(filename, self.work_dir)):
-                self.logger.warning(
-                    f'torch {torch.__version__} cannot read MMEngine runtime '
-                    f'state safely; resuming the run\'s own {filename} with '
-                    'the full unpickler.')
-                checkpoint = trusted_torch_load(filename, map_location)
-            else:
-                raise
+        checkpoint = safe_torch_load(
+            filename, map_location, 'checkpoint', runtime_state=True)
         if not isinstance(checkpoint, dict):
             raise CheckpointReadError(
                 f'{filename!r} holds a {type(checkpoint).__name__}, not a '
@@ -261,83 +383,23 @@ class MMCoopRunner(Runner):
                               checkpoint: dict,
                               filename: str,
                               revise_keys: list = [(r'^module.', '')]) -> None:
-        """Raise :class:`CheckpointMismatchError` if ``checkpoint`` does not
-        fit the model (tensor shapes) or the classes of this config."""
-        checks = dict(shapes=True, classes=True)
-        checks.update(self.cfg.get('checkpoint_check', None) or {})
-        model = self.model.module if is_model_wrapper(
-            self.model) else self.model
-        state_dict = checkpoint.get('state_dict', checkpoint)
-        if not isinstance(state_dict, dict):
-            raise CheckpointReadError(
-                f'{filename!r}: `state_dict` is a '
-                f'{type(state_dict).__name__}, not a dict of tensors.')
-        revised = {}
-        for key, value in state_dict.items():
-            for pattern, repl in revise_keys:
-                key = re.sub(pattern, repl, key)
-            revised[key] = value
-        own = {n: tuple(t.shape) for n, t in model.named_parameters()}
-        own.update({n: tuple(t.shape) for n, t in model.named_buffers()})
-        meta = checkpoint.get('meta') or {}
-        meta = meta if isinstance(meta, dict) else {}
-        dataset_meta = meta.get('dataset_meta') or {}
-        ckpt_classes = (dataset_meta.get('classes') if isinstance(
-            dataset_meta, dict) else None) or meta.get('classnames')
-        ckpt_classes = list(ckpt_classes) if ckpt_classes else None
-        head = getattr(model, 'head', None)
-        head_classes = getattr(head, 'classnames', None)
-        fix = ('Fix: use the config the checkpoint was trained with (its '
-               "meta['cfg'] holds it) or a checkpoint trained for this "
-               'config')
-        if checks['shapes']:
-            bad = [(k, tuple(v.shape), own[k]) for k, v in revised.items()
-                   if k in own and isinstance(v, torch.Tensor)
-                   and tuple(v.shape) != own[k]]
-            if bad:
-                lines = '; '.join(f'{k}: checkpoint {list(c)} vs model '
-                                  f'{list(m)}' for k, c, m in bad[:10])
-                more = f' (and {len(bad) - 10} more)' if len(bad) > 10 else ''
-                classes = ''
-                if ckpt_classes and head_classes is not None:
-                    classes = (
-                        f' The checkpoint was trained for {len(ckpt_classes)}'
-                        f' classes, the model head has {len(head_classes)}'
-                        ': ' + describe_class_difference(
-                            ckpt_classes, list(head_classes)) + '.')
-                raise CheckpointMismatchError(
-                    f'Checkpoint {filename!r} does not fit the model of this '
-                    f'config: {len(bad)} tensor(s) have other shapes '
-                    f'({lines}{more}).{classes} {fix}; or set '
-                    '`checkpoint_check = dict(shapes=False)` to load only '
-                    'the tensors that fit (MMEngine then skips the others).')
-        if revised and own and not any(k in own for k in revised):
-            raise CheckpointMismatchError(
-                f'Checkpoint {filename!r} shares no parameter name with the '
-                f'model of this config (checkpoint keys like '
-                f'{list(revised)[:3]}, model keys like {list(own)[:3]}); '
-                f'nothing would be loaded. {fix}.')
-        if not checks['classes'] or not ckpt_classes:
-            return
+        """Apply mmcoop's load policy
+        (:func:`mmcoop.engine.checkpoint_fit.check_checkpoint_fits`) with
+        the config's ``checkpoint_check`` and the classes of the datasets
+        already built (the head's when none is)."""
         targets = []
         for role, dataset in self._loaded_datasets():
             classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
             if classes:
                 targets.append((f'the {role} dataset', list(classes)))
-        if not targets and head_classes is not None:
-            targets.append(('the model head (`model.head.classnames`)',
-                            list(head_classes)))
-        for what, classes in targets:
-            if [_norm(c) for c in classes] != [_norm(c) for c in ckpt_classes]:
-                raise CheckpointMismatchError(
-                    f'Checkpoint {filename!r} was trained for other classes '
-                    f'than {what}: ' +
-                    describe_class_difference(ckpt_classes, classes) +
-                    f'. Checkpoint classes: {ckpt_classes[:20]}'
-                    f'{"..." if len(ckpt_classes) > 20 else ""}; config: '
-                    f'{classes[:20]}{"..." if len(classes) > 20 else ""}. '
-                    f'{fix}; or, to reuse class-agnostic parameters on '
-                    'purpose, set `checkpoint_check = dict(classes=False)`.')
+        for warning in check_checkpoint_fits(
+                self.model,
+                checkpoint,
+                filename,
+                checks=self.cfg.get('checkpoint_check', None),
+                class_targets=targets,
+                revise_keys=revise_keys):
+            self.logger.warning(warning)
 
     def load_checkpoint(self,
                         filename: str,
@@ -355,6 +417,8 @@ class MMCoopRunner(Runner):
                 '`--resume` or the test checkpoint argument).')
         checkpoint = self._read_checkpoint(filename, map_location)
         self.check_checkpoint_fits(checkpoint, filename, revise_keys)
+        if self._resuming:
+            self._report_resume_overrides(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(
             self.model) else self.model
@@ -368,17 +432,13 @@ class MMCoopRunner(Runner):
     # save
     # ------------------------------------------------------------------
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs):
-        """Save as mmengine does, but atomically (temp file + rename)."""
-        import mmengine.runner.runner as runner_module
-        original = runner_module.save_checkpoint
-
-        def _atomic_save(checkpoint, filepath, *a, **k):
-            if '://' in str(filepath):  # remote backends: mmengine's path
-                return original(checkpoint, filepath, *a, **k)
-            atomic_torch_save(checkpoint, str(filepath))
-
-        runner_module.save_checkpoint = _atomic_save
-        try:
-            return super().save_checkpoint(out_dir, filename, *args, **kwargs)
-        finally:
-            runner_module.save_checkpoint = original
+        """Save as MMEngine does; local files go through
+        :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temp file
+        + rename) unless the caller chose a backend (``backend_args`` /
+        ``file_client_args``, as ``CheckpointHook`` passes them)."""
+        file_client_args = args[0] if args else kwargs.get('file_client_args')
+        backend_args = args[5] if len(args) > 5 else kwargs.get('backend_args')
+        if (file_client_args is None and backend_args is None
+                and len(args) <= 5 and '://' not in str(out_dir)):
+            kwargs['backend_args'] = dict(ATOMIC_BACKEND_ARGS)
+        return super().save_checkpoint(out_dir, filename, *args, **kwargs)

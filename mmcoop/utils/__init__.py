@@ -1,12 +1,10 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 from .checkpoint import (CheckpointMismatchError, CheckpointReadError,
                          UnsafeCheckpointError, atomic_torch_save,
-                         is_own_checkpoint, safe_torch_load,
-                         trusted_torch_load)
+                         safe_torch_load)
 from .setup_env import register_all_modules
 
 __all__ = [
-    'register_all_modules', 'safe_torch_load', 'trusted_torch_load',
-    'is_own_checkpoint', 'atomic_torch_save', 'UnsafeCheckpointError',
-    'CheckpointReadError', 'CheckpointMismatchError'
+    'register_all_modules', 'safe_torch_load', 'atomic_torch_save',
+    'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError'
 ]

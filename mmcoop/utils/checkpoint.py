@@ -5,23 +5,30 @@ Every file mmcoop reads -- ``load_from``, ``--resume``, ``tools/test.py``,
 inference, converters, CLIP weights -- is unpickled by torch's restricted
 ``weights_only=True`` unpickler, so no code named by the file ever runs. A
 file that needs more is refused with an error that names the offending
-pickled objects and says what to do.
+pickled objects (:func:`torch.serialization.get_unsafe_globals_in_checkpoint`)
+and says what to do.
 
 MMEngine 0.10.x training checkpoints pickle a little runtime state beside
 the tensors: ``HistoryBuffer`` objects of the message hub (numpy arrays, and
 ``getattr(HistoryBuffer, 'mean')``-style references to their statistics
 methods). :func:`safe_torch_load` with ``runtime_state=True`` (what
 :class:`mmcoop.engine.MMCoopRunner` uses) reads exactly that state through
-the same restricted unpickler, with inert stand-ins allow-listed for the
-duration of the call only: numpy array/dtype/scalar reconstruction, a
-``HistoryBuffer`` that accepts nothing but numeric arrays and a length, and
-a ``getattr`` that returns only ``HistoryBuffer``'s four statistics methods.
-``weights_only`` is never turned off, process-wide or otherwise.
+the same restricted unpickler, with inert stand-ins allow-listed by
+:class:`torch.serialization.safe_globals` for the duration of the call only:
+numpy array/dtype/scalar reconstruction, a ``HistoryBuffer`` that accepts
+nothing but numeric arrays and a length, and a ``getattr`` that returns only
+``HistoryBuffer``'s four statistics methods. ``weights_only`` is never
+turned off, process-wide or otherwise.
+
+Only public torch APIs are used; they set the torch floor (``setup.cfg``):
+``torch.serialization.safe_globals`` (torch 2.5), and both the
+``(stand_in, 'pickled.name')`` allow-list entries and
+``get_unsafe_globals_in_checkpoint`` (torch 2.6).
 """
+import errno
 import os
 import os.path as osp
 import pickle
-import pickletools
 import re
 import zipfile
 from typing import Any, List, Optional
@@ -30,13 +37,16 @@ import torch
 
 __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
-    'safe_torch_load', 'trusted_torch_load', 'is_own_checkpoint',
-    'atomic_torch_save', 'runtime_state_globals', 'pickled_globals',
-    'HAS_SCOPED_SAFE_GLOBALS'
+    'safe_torch_load', 'atomic_torch_save', 'last_good_checkpoint',
+    'runtime_state_globals'
 ]
 
-#: torch can allow-list globals for one ``torch.load`` call (torch >= 2.5).
-HAS_SCOPED_SAFE_GLOBALS = hasattr(torch.serialization, 'safe_globals')
+if not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):
+    raise ImportError(
+        f'torch {torch.__version__} is installed; mmcoop needs torch >= 2.6 '
+        '(torch.serialization.safe_globals with named entries and '
+        'get_unsafe_globals_in_checkpoint, for safe checkpoint loading). '
+        "Upgrade with `pip install 'torch>=2.6' torchvision`.")
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -122,103 +132,39 @@ def runtime_state_globals() -> list:
     return allowed
 
 
-def _allowed_names(allowed) -> set:
-    names = set()
-    for item in allowed:
-        if isinstance(item, tuple):
-            names.add(item[1])
-        else:
-            names.add(f'{item.__module__}.{item.__qualname__}')
-    return names
-
-
 # --------------------------------------------------------------------------
-# what a refused file contains (read with pickletools: nothing is executed)
+# loading
 # --------------------------------------------------------------------------
-_STRING_OPS = {
-    'SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE', 'STRING',
-    'BINSTRING', 'SHORT_BINSTRING'
-}
-
-
-def _scan_pickle_globals(stream) -> List[str]:
-    """Globals named by one pickle of ``stream`` (raises if unparseable)."""
-    found, strings, memo = [], [], {}
-    last = None
-    for op, arg, _ in pickletools.genops(stream):
-        name = op.name
-        if name in _STRING_OPS:
-            last = arg if isinstance(arg, str) else None
-            strings.append(last)
-        elif name in ('PUT', 'BINPUT', 'LONG_BINPUT'):
-            memo[arg] = last
-        elif name == 'MEMOIZE':
-            memo[len(memo)] = last
-        elif name in ('GET', 'BINGET', 'LONG_BINGET'):
-            last = memo.get(arg)
-            strings.append(last)
-        elif name == 'GLOBAL':
-            found.append(str(arg).replace(' ', '.'))
-        elif name == 'STACK_GLOBAL':
-            module, attr = (strings[-2:] + [None, None])[:2] \
-                if len(strings) >= 2 else (None, None)
-            found.append(f'{module}.{attr}')
-        if name not in _STRING_OPS and name not in ('GET', 'BINGET',
-                                                    'LONG_BINGET', 'PUT',
-                                                    'BINPUT', 'LONG_BINPUT',
-                                                    'MEMOIZE'):
-            last = None
-    return found
-
-
-def _torch_allowed_globals() -> set:
+def _unsafe_globals(path: str) -> Optional[List[str]]:
+    """The pickled globals of ``path`` that ``weights_only`` would refuse
+    under the current allow-list, or None when ``path`` is not a
+    ``torch.save`` zip archive (the only format torch inspects statically).
+    Nothing from the file is executed."""
     try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-        return set(_get_allowed_globals())
-    except Exception:  # noqa: BLE001 - private API moved
-        return set()
-
-
-_TORCH_REBUILD = re.compile(r'^torch\.(_utils\._rebuild_\w+|\w*Storage|Size|'
-                            r'device|dtype|float\w*|int\w*|uint\w*|bool|'
-                            r'bfloat16|half|double|long|short|'
-                            r'complex\w*)$|^collections\.OrderedDict$')
-
-
-def pickled_globals(path: str) -> Optional[List[str]]:
-    """The Python globals a checkpoint file would import, or None if the
-    file cannot be parsed as a pickle / torch zip archive. Nothing from the
-    file is executed (``pickletools`` only decodes opcodes)."""
-    try:
-        if zipfile.is_zipfile(path):
-            getter = getattr(torch.serialization,
-                             'get_unsafe_globals_in_checkpoint', None)
-            if getter is not None:
-                return sorted(set(getter(path)))
-            with zipfile.ZipFile(path) as zf:
-                name = next(n for n in zf.namelist() if n.endswith('data.pkl'))
-                import io
-                found = _scan_pickle_globals(io.BytesIO(zf.read(name)))
-        else:
-            found = []
-            with open(path, 'rb') as f:
-                found.extend(_scan_pickle_globals(f))
-                for _ in range(4):  # torch's legacy format: more pickles
-                    try:
-                        found.extend(_scan_pickle_globals(f))
-                    except Exception:  # noqa: BLE001 - raw tensor bytes
-                        break
-    except Exception:  # noqa: BLE001 - not a pickle at all
+        return sorted(
+            set(torch.serialization.get_unsafe_globals_in_checkpoint(path)))
+    except Exception:  # noqa: BLE001 - legacy / raw pickle / TorchScript
         return None
-    safe = _torch_allowed_globals()
-    return sorted(
-        {g
-         for g in found if g not in safe and not _TORCH_REBUILD.match(g)})
 
 
-# --------------------------------------------------------------------------
-# loaders
-# --------------------------------------------------------------------------
+def _is_pickle(path: str) -> bool:
+    """Whether ``path`` starts like a pickle stream of protocol >= 2 (what
+    torch's legacy format and ``pickle.dump`` write)."""
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _torch_detail(error: Exception) -> str:
+    """The informative line of a ``weights_only`` error message."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if 'WeightsUnpickler error' in line:
+            rest = line.split('WeightsUnpickler error:', 1)[-1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return lines[0] if lines else repr(error)
+
+
 def safe_torch_load(path: str,
                     map_location: Any = 'cpu',
                     what: str = 'checkpoint',
@@ -237,11 +183,16 @@ def safe_torch_load(path: str,
 
     Raises:
         FileNotFoundError: no such file.
+        IsADirectoryError: ``path`` is a folder.
         UnsafeCheckpointError: the file pickles objects that would need
             code to load (they are named in the message).
         CheckpointReadError: the file is empty, truncated or not a
             checkpoint.
     """
+    if osp.isdir(path):
+        raise IsADirectoryError(
+            f'{what} {path!r} is a folder; pass the checkpoint file (.pth) '
+            'itself.')
     if not osp.isfile(path):
         raise FileNotFoundError(f'{what} file {path!r} does not exist.')
     if osp.getsize(path) == 0:
@@ -249,33 +200,38 @@ def safe_torch_load(path: str,
             f'{what} file {path!r} is empty (0 bytes): the download or the '
             'save was interrupted. Replace it.')
     allowed = runtime_state_globals() if runtime_state else []
-    try:
-        if allowed and HAS_SCOPED_SAFE_GLOBALS:
-            with torch.serialization.safe_globals(allowed):
-                return torch.load(
-                    path, map_location=map_location, weights_only=True)
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except Exception as e:  # noqa: BLE001 - classified below
-        error = e
-    names = pickled_globals(path)
-    refused = [n for n in names or [] if n not in _allowed_names(allowed)]
-    # the restricted unpickler stopped at an object of a parseable pickle
-    refused_object = isinstance(
-        error, pickle.UnpicklingError) and (names is not None
-                                            or 'GLOBAL' in str(error))
+    with torch.serialization.safe_globals(allowed):
+        try:
+            return torch.load(
+                path, map_location=map_location, weights_only=True)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as e:  # noqa: BLE001 - classified below
+            error = e
+        # named under the same allow-list as the load
+        refused = _unsafe_globals(path)
+    detail = _torch_detail(error)
+    if refused is None:  # not a zip archive: what torch's unpickler named
+        refused = re.findall(r'GLOBAL ([\w.]+) was not an allowed', detail)
+    # torch's restricted unpickler stopped at a pickled object (a zip
+    # archive, or a stream that is a pickle) rather than at broken bytes
+    refused_object = isinstance(error, pickle.UnpicklingError) and (
+        'WeightsUnpickler' in str(error)) and (zipfile.is_zipfile(path)
+                                               or _is_pickle(path))
     if refused or refused_object:
         shown = ', '.join(refused[:8]) + (', ...' if len(refused) > 8 else '')
+        if not shown:
+            shown = ('not listed: not a torch.save zip archive'
+                     if not zipfile.is_zipfile(path) else 'see below')
         raise UnsafeCheckpointError(
             f'Refusing to load {what} {path!r}: it pickles Python objects '
-            f'({shown or "see below"}) that would need arbitrary code to '
-            'load, and mmcoop reads every file with torch.load(weights_only='
-            'True). No code from the file was run. If you made the file '
-            'yourself and trust it, strip it to tensors and plain metadata '
-            'with `python tools/model_converters/publish_model.py IN OUT` in '
-            'a trusted environment and use the stripped file.' +
-            ('' if refused else f' (torch: {_torch_detail(error)})')) from None
+            f'({shown}) that would need arbitrary code to load, and mmcoop '
+            'reads every file with torch.load(weights_only=True). No code '
+            'from the file was run. If you made the file yourself and trust '
+            'it, strip it to tensors and plain metadata with `python '
+            'tools/model_converters/publish_model.py IN OUT` in a trusted '
+            'environment and use the stripped file. (torch: '
+            f'{detail})') from None
     raise CheckpointReadError(
         f'Could not read {what} {path!r}: {type(error).__name__}: '
         f'{str(error).splitlines()[0] if str(error) else ""}. The file is '
@@ -284,58 +240,115 @@ def safe_torch_load(path: str,
         'previous checkpoint of the work dir).') from error
 
 
-def _torch_detail(error: Exception) -> str:
-    """The informative line of a ``weights_only`` error message."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    for i, line in enumerate(lines):
-        if 'WeightsUnpickler error' in line:
-            rest = line.split('WeightsUnpickler error:', 1)[-1].strip()
-            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
-    return lines[0] if lines else repr(error)
+# --------------------------------------------------------------------------
+# saving
+# --------------------------------------------------------------------------
+def _mount_point(folder: str) -> str:
+    path = osp.realpath(folder)
+    while not osp.ismount(path):
+        parent = osp.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
 
 
-def trusted_torch_load(path: str, map_location: Any = 'cpu') -> Any:
-    """``torch.load(weights_only=False)``: for files you wrote yourself.
-
-    :class:`mmcoop.engine.MMCoopRunner` does not use it on torch >= 2.5 (it
-    reads MMEngine runtime state with :func:`safe_torch_load`
-    ``(runtime_state=True)``); it remains the fallback for resuming the
-    run's *own* checkpoints (see :func:`is_own_checkpoint`) on older torch,
-    which cannot allow-list globals for a single call. Never for downloads.
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path!r} does not exist.')
+def last_good_checkpoint(path: str) -> Optional[str]:
+    """The checkpoint a run could resume from if saving ``path`` failed:
+    the file named in ``last_checkpoint`` next to ``path`` (MMEngine's
+    pointer), else ``path`` itself when it exists (the atomic save keeps
+    its previous version), else the newest ``*.pth`` of that folder."""
+    folder = osp.dirname(osp.abspath(path))
+    pointer = osp.join(folder, 'last_checkpoint')
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise CheckpointReadError(
-            f'Resume checkpoint {path!r} is unreadable ({type(e).__name__}: '
-            f'{e}); it was probably cut off by a crash. Delete it and resume '
-            'from the previous checkpoint in the same work dir.') from e
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            return named
+    except OSError:
+        pass
+    if osp.isfile(path):
+        return path
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith('.pth')]
+    except OSError:
+        return None
+    names.sort(key=lambda n: osp.getmtime(osp.join(folder, n)))
+    return osp.join(folder, names[-1]) if names else None
 
 
-def is_own_checkpoint(path: str, work_dir: Optional[str]) -> bool:
-    """Whether ``path`` lies inside ``work_dir`` (a run's own output)."""
-    if not work_dir or not osp.isfile(path):
-        return False
-    path = osp.realpath(path)
-    work_dir = osp.realpath(work_dir)
-    return osp.commonpath([path, work_dir]) == work_dir
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
+def atomic_torch_save(obj: Any,
+                      path: str,
+                      last_good: Optional[str] = None) -> None:
     """``torch.save`` to a temporary file, then rename over ``path``.
 
     A crash mid-write leaves the previous file (or nothing), never a
     truncated checkpoint under the final name.
+
+    Args:
+        obj: what to save.
+        path (str): the final file.
+        last_good (str, optional): the checkpoint to name as the last good
+            one if the disk is full. Defaults to
+            :func:`last_good_checkpoint` of ``path``.
+
+    Raises:
+        OSError: ``errno.ENOSPC`` / ``EDQUOT`` with a message naming the
+            disk, saying that nothing was lost and which checkpoint is the
+            last good one.
     """
     tmp = f'{path}.tmp-{os.getpid()}'
+    error = None
     try:
         with open(tmp, 'wb') as f:
-            torch.save(obj, f)
+            writer = _WriteErrorRecorder(f)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError:  # torch wraps the OSError of a write
+                error = writer.error
+                if error is None:
+                    raise
+                raise error
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        error = e
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+    if error is not None:
+        folder = osp.dirname(osp.abspath(path))
+        good = last_good or last_good_checkpoint(path)
+        reason = ('no space left'
+                  if error.errno == errno.ENOSPC else 'disk quota exceeded')
+        kept = (f'the previous {osp.basename(path)} is intact, '
+                if osp.isfile(path) else '')
+        raise OSError(
+            error.errno,
+            f'{reason} on {_mount_point(folder)} (folder {folder}) while '
+            f'saving {path}. Nothing was lost: {kept}the partial file was '
+            f'removed, and the last good checkpoint is {good or "(none yet)"}.'
+            ' Fix: free space on that disk (or train with another '
+            '--work-dir), then continue with --resume.') from error
+
+
+class _WriteErrorRecorder:
+    """A file wrapper that remembers the ``OSError`` of a failed write
+    (``torch.save`` reports it as a RuntimeError without the errno)."""
+
+    def __init__(self, f):
+        self.f = f
+        self.error = None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        return self.f.flush()

@@ -3,7 +3,6 @@
 image demo, on a tiny random CLIP and generated images."""
 import argparse
 import copy
-import importlib.util
 import os.path as osp
 import warnings
 
@@ -11,15 +10,15 @@ import mmcv
 import numpy as np
 import pytest
 import torch
+from _common import load_tool
 from mmengine.config import Config
 from mmpretrain.structures import DataSample
 from PIL import Image
 
 from mmcoop.apis import (MultiLabelInferencer, draw_predictions,
                          inference_model, init_model)
-from mmcoop.utils import UnsafeCheckpointError
+from mmcoop.utils import CheckpointMismatchError, UnsafeCheckpointError
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLASSES = ['cat', 'dog', 'traffic light', 'hair drier']
 CLIP_MEAN = [v * 255 for v in (0.48145466, 0.4578275, 0.40821073)]
 CLIP_STD = [v * 255 for v in (0.26862954, 0.26130258, 0.27577711)]
@@ -57,16 +56,6 @@ def tiny_config(head_type='PositiveCoOpHead'):
                     dict(type='Resize', scale=(64, 64), keep_ratio=False),
                     dict(type='PackInputs')
                 ])))
-
-
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny models: one intra-op thread is much faster than two on a busy
-    2-core machine (OpenMP threads spin against each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(cfg, ckpt=None, **kwargs):
@@ -228,10 +217,15 @@ def test_checkpoint_mismatch_and_unsafe(setup):
     state['head.bogus'] = torch.zeros(1)
     bad = str(tmp / 'bad.pth')
     torch.save({'state_dict': state}, bad)
-    with pytest.raises(RuntimeError, match='pos_prompt.ctx'):
-        build(setup['cfg_path'], bad, strict=True)
-    with pytest.warns(UserWarning, match='does not match'):
+    # one load policy (as load_from / tools/test.py): a trainable tensor
+    # left unloaded is an error by default, naming the key
+    with pytest.raises(CheckpointMismatchError, match='pos_prompt.ctx'):
         build(setup['cfg_path'], bad)
+    with pytest.raises(CheckpointMismatchError, match='pos_prompt.ctx'):
+        build(setup['cfg_path'], bad, strict=True)
+    # strict=False only on explicit request: warnings, what fits is loaded
+    with pytest.warns(UserWarning, match='pos_prompt.ctx.*strict=False'):
+        build(setup['cfg_path'], bad, strict=False)
 
     unsafe = str(tmp / 'unsafe.pth')
     torch.save({'state_dict': setup['trained'].state_dict(),
@@ -321,10 +315,7 @@ def test_draw_predictions():
 
 
 def test_image_demo(setup, capsys):
-    spec = importlib.util.spec_from_file_location(
-        'mmcoop_demo_image_demo', osp.join(ROOT, 'demo', 'image_demo.py'))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_tool('demo/image_demo.py')
     show_dir = str(setup['tmp'] / 'vis')
     torch.manual_seed(0)
     results, saved = demo.main([
@@ -345,3 +336,61 @@ def test_image_demo(setup, capsys):
         results[0]['scores'],
         inference_model(setup['model'], setup['images'][0])[0]['scores'],
         atol=1e-6)
+
+
+def test_bad_inputs_name_the_argument_and_the_fix(setup, tmp_path):
+    model = setup['model']
+    with pytest.raises(IsADirectoryError, match=r'images\[1\] .* is a folder'):
+        inference_model(model, [setup['images'][0], str(tmp_path)])
+    rgb = np.asarray(Image.open(setup['images'][0]).convert('RGB'))
+    with pytest.raises(ValueError,
+                       match=r'image is a float32 array with values in '
+                       r'\[0, 1\].*\(img \* 255\)\.round\(\)\.astype'):
+        inference_model(model, rgb.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match=r'images\[0\] is a float64 array '
+                       r'with values in \[-1\.0, 2\.0\]'):
+        inference_model(model, [np.linspace(-1, 2, 300).reshape(10, 10, 3)])
+    with pytest.raises(ValueError, match='batch_size must be an integer >= 1'):
+        inference_model(model, [setup['images'][0]], batch_size=0)
+    # integer arrays within 0..255 are the same picture
+    np.testing.assert_allclose(
+        inference_model(model, rgb.astype(np.int64))[0]['scores'],
+        inference_model(model, rgb)[0]['scores'],
+        atol=1e-6)
+
+
+def test_image_demo_bad_arguments(setup, tmp_path, capsys):
+    demo = load_tool('demo/image_demo.py')
+    common = [setup['cfg_path'], setup['ckpt']]
+    with pytest.raises(SystemExit):
+        demo.main([setup['images'][0], *common, '--batch-size', '0'])
+    assert '--batch-size: must be an integer >= 1' in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r'is a folder.*\*\.jpg'):
+        demo.main([str(tmp_path), *common])
+
+
+def test_image_demo_show_dir_policy(setup, tmp_path):
+    demo = load_tool('demo/image_demo.py')
+    show = tmp_path / 'new' / 'vis'  # missing folders are created
+    args = [setup['images'][0], setup['cfg_path'], setup['ckpt'],
+            '--show-dir', str(show)]
+    _, saved = demo.main(args)
+    first = (show / 'img0.png').read_bytes()
+    assert saved == [str(show / 'img0.png')]
+    # an existing output needs --force
+    with pytest.raises(ValueError, match='already exist.*--force'):
+        demo.main(args)
+    (show / 'img0.png').write_bytes(b'mine')
+    demo.main(args + ['--force'])
+    assert (show / 'img0.png').read_bytes() == first
+    # two inputs with the same stem would be written to one file
+    other = tmp_path / 'other'
+    other.mkdir()
+    twin = other / 'img0.jpg'
+    Image.open(setup['images'][0]).convert('RGB').save(twin)
+    with pytest.raises(ValueError, match=r'inputs .*img0.* and .*'
+                       r'other/img0.jpg.* would both be written to'):
+        demo.main([setup['images'][0], str(twin), setup['cfg_path'],
+                   setup['ckpt'], '--show-dir', str(tmp_path / 'v2')])
+    assert not (tmp_path / 'v2').exists() or not list(
+        (tmp_path / 'v2').iterdir())

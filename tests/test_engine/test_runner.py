@@ -1,102 +1,39 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-"""MMCoopRunner: trusted resume of the run's own checkpoints, safe loading of
-everything else, atomic checkpoint writes."""
+"""MMCoopRunner: resume and ``load_from`` through the safe loader (the
+run's own checkpoints included), atomic checkpoint writes."""
 import os
-import os.path as osp
 import shutil
 
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
-from torch.utils.data import Dataset
+from _common import ToyDataset, WritesFile, toy_runner
 
-from mmcoop.engine.runner import MMCoopRunner
 from mmcoop.utils import UnsafeCheckpointError
 
 
-class ToyModel(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, labels=None, mode='tensor'):
-        inputs = torch.stack(inputs) if isinstance(inputs, list) else inputs
-        out = self.linear(inputs)
-        if mode == 'loss':
-            labels = torch.stack(labels) if isinstance(labels,
-                                                       list) else labels
-            return dict(loss=((out.squeeze(-1) - labels)**2).mean())
-        return out
-
-
-class ToyDataset(Dataset):
-    METAINFO = dict()
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, idx):
-        x = torch.tensor([idx / 8., 1. - idx / 8.])
-        return dict(inputs=x, labels=torch.tensor(float(idx % 2)))
-
-
-def _runner(work_dir, max_epochs, **kwargs):
-    torch.manual_seed(0)  # identical initial weights in every runner
-    return MMCoopRunner(
-        model=ToyModel(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=ToyDataset(),
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            batch_size=4,
-            num_workers=0,
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=1),
-            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0),
-        default_scope='mmcoop',
-        experiment_name=f'toy_{osp.basename(str(work_dir))}_{max_epochs}',
-        **kwargs)
-
-
 def test_resume_own_checkpoint_matches_uninterrupted(tmp_path):
-    full = _runner(tmp_path / 'full', 3)
+    full = toy_runner(tmp_path / 'full', 3)
     full.train()
     expected = full.model.linear.weight.detach().clone()
 
-    part = _runner(tmp_path / 'part', 2)
+    part = toy_runner(tmp_path / 'part', 2)
     part.train()
     # the resume checkpoint holds mmengine runtime state (HistoryBuffer),
     # which torch>=2.6 refuses under weights_only=True
-    resumed = _runner(tmp_path / 'part', 3, resume=True)
+    resumed = toy_runner(tmp_path / 'part', 3, resume=True)
     resumed.train()
     assert resumed.train_loop.epoch == 3
     torch.testing.assert_close(resumed.model.linear.weight, expected)
 
 
-class _WritesFile:
-    """Unpickling this object would create ``self.path``."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, 'w'))
-
-
 def test_load_from_elsewhere_is_weights_only(tmp_path):
-    src = _runner(tmp_path / 'src', 1)
+    src = toy_runner(tmp_path / 'src', 1)
     src.train()
     foreign = tmp_path / 'downloaded.pth'
     shutil.copy(tmp_path / 'src' / 'epoch_1.pth', foreign)
     # an MMEngine training checkpoint (HistoryBuffer, numpy arrays) from
     # elsewhere is read by torch's restricted weights_only unpickler ...
-    runner = _runner(tmp_path / 'other2', 1)
+    runner = toy_runner(tmp_path / 'other2', 1)
     runner.load_checkpoint(str(foreign))
     torch.testing.assert_close(runner.model.linear.weight,
                                src.model.linear.weight)
@@ -105,10 +42,11 @@ def test_load_from_elsewhere_is_weights_only(tmp_path):
     marker = tmp_path / 'pwned.txt'
     evil = tmp_path / 'evil.pth'
     ckpt = torch.load(foreign, weights_only=False)
-    torch.save(dict(ckpt, extra=_WritesFile(str(marker))), evil)
+    torch.save(dict(ckpt, extra=WritesFile(str(marker))), evil)
     with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
         runner.load_checkpoint(str(evil))
-    resumer = _runner(tmp_path / 'other', 2, load_from=str(evil), resume=True)
+    resumer = toy_runner(
+        tmp_path / 'other', 2, load_from=str(evil), resume=True)
     with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
         resumer.train()
     assert not marker.exists()
@@ -122,7 +60,7 @@ def test_load_from_elsewhere_is_weights_only(tmp_path):
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    runner = _runner(tmp_path / 'atomic', 1)
+    runner = toy_runner(tmp_path / 'atomic', 1)
     runner.train()
     work = tmp_path / 'atomic'
     before = (work / 'epoch_1.pth').read_bytes()
@@ -142,6 +80,46 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         assert f.read().strip().endswith('epoch_1.pth')
 
 
+def test_checkpoints_go_through_the_atomic_file_backend(tmp_path,
+                                                         monkeypatch):
+    """The bytes reach the disk through `AtomicLocalBackend.put` (selected by
+    `default_hooks.checkpoint.backend_args` in default_runtime.py, and by
+    `MMCoopRunner.save_checkpoint` without backend_args); a failure after
+    the bytes were written (here `fsync`: disk full) keeps the old file."""
+    from mmengine.config import Config
+    from mmengine.fileio import get_file_backend
+
+    from mmcoop.engine.atomic_backend import AtomicLocalBackend
+    runtime = Config.fromfile(
+        osp.join(osp.dirname(__file__), '..', '..', 'configs', '_base_',
+                 'default_runtime.py'))
+    args = runtime.default_hooks.checkpoint.backend_args
+    assert isinstance(get_file_backend(str(tmp_path), backend_args=args),
+                      AtomicLocalBackend)
+    runner = _runner(tmp_path / 'fsync', 1)  # CheckpointHook, no args
+    puts = []
+    original = AtomicLocalBackend.put
+    monkeypatch.setattr(AtomicLocalBackend, 'put',
+                        lambda self, obj, path: puts.append(path) or
+                        original(self, obj, path))
+    runner.train()
+    assert [osp.basename(p) for p in puts] == ['epoch_1.pth']
+    work = tmp_path / 'fsync'
+    before = (work / 'epoch_1.pth').read_bytes()
+    names = set(os.listdir(work))
+
+    def full(fd):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', full)
+    with pytest.raises(OSError, match='No space left'):
+        runner.save_checkpoint(str(work), 'epoch_1.pth')
+    monkeypatch.undo()
+    assert (work / 'epoch_1.pth').read_bytes() == before
+    assert set(os.listdir(work)) == names  # the temporary file is gone
+    assert len(puts) == 2  # the direct call used the atomic backend too
+
+
 class NaNAfterTwoIters(ToyDataset):
 
     def __getitem__(self, idx):
@@ -154,7 +132,7 @@ class NaNAfterTwoIters(ToyDataset):
 def test_finite_check_hook_stops_before_nan_checkpoint(tmp_path):
     from mmcoop.engine.hooks import NonFiniteError
     work = tmp_path / 'nan'
-    runner = _runner(work, 2, custom_hooks=[dict(type='FiniteCheckHook')])
+    runner = toy_runner(work, 2, custom_hooks=[dict(type='FiniteCheckHook')])
     runner.train_dataloader.dataset.__class__ = NaNAfterTwoIters
     with pytest.raises(NonFiniteError) as err:
         runner.train()

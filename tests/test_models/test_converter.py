@@ -2,7 +2,6 @@
 """tools/model_converters/official_to_mmcoop.py on checkpoints built here in
 the official key layout (train.py L174-181: ``{'epoch', 'arch',
 'state_dict', 'best_mAP', 'optimizer', 'scheduler'}``)."""
-import importlib.util
 import os
 import os.path as osp
 from collections import OrderedDict
@@ -10,18 +9,14 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from _common import load_tool
 from _official_reference import TINY_RN
 from mmengine.runner import load_checkpoint
 
 from mmcoop.engine.runner import MMCoopRunner
 from mmcoop.registry import MODELS
 
-_PATH = osp.join(
-    osp.dirname(__file__), '..', '..', 'tools', 'model_converters',
-    'official_to_mmcoop.py')
-_spec = importlib.util.spec_from_file_location('official_to_mmcoop', _PATH)
-conv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(conv)
+conv = load_tool('tools/model_converters/official_to_mmcoop.py')
 
 NAMES = ['cat', 'traffic light', 'dining table']
 C, N_CTX, W = 3, 4, 64
@@ -343,7 +338,14 @@ def test_cli(tmp_path, official, capsys):
                       '3']) == 0
     out = capsys.readouterr().out
     assert 'wrote' in out and 'class order' in out
-    assert conv.main([src, dst, '--method', 'dualcoop']) == 1
+    assert conv.main([src, dst, '--method', 'dualcoop', '--force']) == 1
     assert 'error:' in capsys.readouterr().err
+    # the output policy: no silent overwrite, never the input
+    before = open(dst, 'rb').read()
+    assert conv.main([src, dst, '--method', 'baseline']) == 1
+    assert 'already exist' in capsys.readouterr().err
+    assert conv.main([src, src, '--method', 'baseline', '--force']) == 1
+    assert 'is the input' in capsys.readouterr().err
+    assert open(dst, 'rb').read() == before
     with pytest.raises(SystemExit):
         conv.main([src, dst, '--method', 'coop'])

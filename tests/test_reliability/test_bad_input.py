@@ -9,7 +9,6 @@ The unit-level cases live next to their modules and are not repeated here
 (test_partial_label.py), class-name lists (tests/test_models/test_heads.py),
 CLIP names and weights files (tests/test_models/test_backbones.py)."""
 import copy
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -17,17 +16,10 @@ import shutil
 
 import pytest
 import torch
-from _helpers import (ROOT, base_cfg, make_data, save_tiny_clip,
+from _common import load_tool
+from _helpers import (base_cfg, make_data, save_tiny_clip,
                       tree_fingerprint, write_config)
 from PIL import Image
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'mmcoop_tools_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -59,7 +51,7 @@ def _train(tmp_path, settings, *extra):
     _N[0] += 1
     cfg = write_config(tmp_path / f'bad_input_{_N[0]}.py', settings)
     work = tmp_path / 'work'
-    _tool('train').main([cfg, '--work-dir', str(work), *extra])
+    load_tool('tools/train.py').main([cfg, '--work-dir', str(work), *extra])
     return work
 
 
@@ -112,11 +104,13 @@ def test_diverging_parameters_stop_with_the_iteration(setup, tmp_path):
     assert _checkpoints(tmp_path / 'work') == []
 
 
-@pytest.mark.parametrize('case', ['count', 'order', 'val_count'])
+@pytest.mark.parametrize('case', ['count', 'order', 'val_count', 'names'])
 def test_head_and_dataset_classes_must_agree(setup, tmp_path, case):
     s = _settings(setup)
     classes = setup['classes']
-    if case == 'count':
+    if case == 'names':  # anything but order is an error (issue #13.5)
+        s['model']['head']['classnames'] = ['red disc'] + classes[1:]
+    elif case == 'count':
         s['model']['head']['classnames'] = classes[:-1]
     elif case == 'order':
         s['model']['head']['classnames'] = classes[1:2] + classes[:1] + \
@@ -133,6 +127,9 @@ def test_head_and_dataset_classes_must_agree(setup, tmp_path, case):
     assert 'model.head.classnames' in msg and 'Fix' in msg
     if case == 'order':
         assert 'another order' in msg and "#0: 'red circle'" in msg
+    elif case == 'names':
+        assert "only in the dataset: ['red circle']" in msg
+        assert "only in the head: ['red disc']" in msg
     elif case == 'count':
         assert 'has 8 classes' in msg and 'has 7' in msg
     else:
@@ -192,7 +189,7 @@ def test_empty_test_split(setup, tmp_path):
     ckpt = tmp_path / 'head.pth'
     torch.save({'state_dict': {}}, ckpt)
     with pytest.raises(AnnotationError) as err:
-        _tool('test').main([cfg, str(ckpt), '--work-dir', str(tmp_path / 'w')])
+        load_tool('tools/test.py').main([cfg, str(ckpt), '--work-dir', str(tmp_path / 'w')])
     assert 'instances_val2014.json' in str(err.value)
     assert 'no image has an annotation' in str(err.value)
 
@@ -243,7 +240,7 @@ def test_odd_image_modes_train_and_test(setup, tmp_path):
     s = _settings(setup, data_root=str(root))
     work = _train(tmp_path, s)
     assert _checkpoints(work) == ['epoch_1.pth']
-    metrics = _tool('test').main([
+    metrics = load_tool('tools/test.py').main([
         write_config(tmp_path / 'odd_test.py', s),
         str(work / 'epoch_1.pth'), '--work-dir',
         str(tmp_path / 'test')

@@ -2,16 +2,15 @@
 """Issue #6.2 / #6.3: auto-resume survives a missing or corrupt
 ``last_checkpoint`` target; checkpoints that do not fit the config fail with
 an error naming both sides instead of a silent partial load."""
+import functools
 import os
 import os.path as osp
 import shutil
 
+import _common
 import pytest
 import torch
-import torch.nn as nn
 from _helpers import load_ckpt, model_cfg, save_tiny_clip
-from mmengine.model import BaseModel
-from torch.utils.data import Dataset
 
 from mmcoop.engine.runner import MMCoopRunner
 from mmcoop.utils.checkpoint import (CheckpointMismatchError,
@@ -19,57 +18,7 @@ from mmcoop.utils.checkpoint import (CheckpointMismatchError,
 
 
 # --------------------------------------------------------------- toy runs
-class ToyModel(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, labels=None, mode='tensor'):
-        inputs = torch.stack(inputs) if isinstance(inputs, list) else inputs
-        out = self.linear(inputs)
-        if mode == 'loss':
-            labels = torch.stack(labels) if isinstance(labels,
-                                                       list) else labels
-            return dict(loss=((out.squeeze(-1) - labels)**2).mean())
-        return out
-
-
-class ToyDataset(Dataset):
-    METAINFO = dict()
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, idx):
-        x = torch.tensor([idx / 8., 1. - idx / 8.])
-        return dict(inputs=x, labels=torch.tensor(float(idx % 2)))
-
-
-_COUNTER = [0]
-
-
-def toy_runner(work_dir, max_epochs, **kwargs):
-    torch.manual_seed(0)
-    _COUNTER[0] += 1
-    return MMCoopRunner(
-        model=ToyModel(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=ToyDataset(),
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            batch_size=4,
-            num_workers=0,
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=1),
-            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0),
-        default_scope='mmcoop',
-        experiment_name=f'rel_toy_{_COUNTER[0]}',
-        **kwargs)
+toy_runner = functools.partial(_common.toy_runner, shuffle=True, momentum=0.9)
 
 
 @pytest.fixture(scope='module')
@@ -81,9 +30,12 @@ def three_epochs(tmp_path_factory):
     return work, runner.model.linear.weight.detach().clone()
 
 
-def _resume(work, expected):
+def _resume(work, expected, from_epoch):
+    """Resume ``work`` to epoch 3: it must start from ``from_epoch`` (a run
+    from scratch would end with the same weights) and end at ``expected``."""
     runner = toy_runner(work, 3, resume=True)
     runner.train()
+    assert f'resumed epoch: {from_epoch},' in log_text(runner)
     assert runner.train_loop.epoch == 3
     torch.testing.assert_close(runner.model.linear.weight, expected)
     return runner
@@ -151,6 +103,8 @@ def test_auto_resume_falls_back_to_newest_readable(three_epochs, tmp_path,
     assert runner.train_loop.epoch == 3
     torch.testing.assert_close(runner.model.linear.weight, expected)
     log = log_text(runner)
+    # the weights alone would not tell: a run from scratch ends there too
+    assert f'resumed epoch: {good.name[6]},' in log
     if damage in ('truncated', 'garbage'):
         assert 'epoch_2.pth is unreadable' in log
         assert 'Resuming from ' + str(work / 'epoch_1.pth') in log
@@ -168,7 +122,7 @@ def test_resume_from_fallback_matches_uninterrupted(three_epochs, tmp_path):
     for e in (2, 3):
         os.remove(work / f'epoch_{e}.pth')
     (work / 'last_checkpoint').write_text(str(work / 'epoch_3.pth'))
-    _resume(work, expected)
+    _resume(work, expected, from_epoch=1)
 
 
 def test_newer_complete_checkpoint_beats_stale_pointer(three_epochs, tmp_path):
@@ -179,6 +133,7 @@ def test_newer_complete_checkpoint_beats_stale_pointer(three_epochs, tmp_path):
     (work / 'last_checkpoint').write_text(str(work / 'epoch_2.pth'))
     runner = toy_runner(work, 3, resume=True)
     runner.train()  # nothing left to train
+    assert 'resumed epoch: 3,' in log_text(runner)
     assert runner.iter == 6
     torch.testing.assert_close(runner.model.linear.weight, expected)
 
@@ -189,7 +144,7 @@ def test_moved_work_dir(three_epochs, tmp_path):
     shutil.copytree(ref, work)  # last_checkpoint still names `ref`
     os.remove(work / 'epoch_3.pth')
     (work / 'last_checkpoint').write_text('/nonexistent/old/epoch_2.pth')
-    _resume(work, expected)
+    _resume(work, expected, from_epoch=2)
 
 
 def test_nothing_readable_is_a_clear_error(three_epochs, tmp_path):

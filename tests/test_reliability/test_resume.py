@@ -10,15 +10,15 @@ tiny CLIP (saved weights, so every run has the same frozen towers) with the
 paper's train pipeline (RandomCutout + DualCoOpRandAugment, which draw from
 NumPy's global RNG) and ``randomness=dict(seed=0, deterministic=True)``.
 """
-import importlib.util
 import os.path as osp
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from _helpers import (ROOT, base_cfg, finish, load_ckpt, make_data,
-                      save_tiny_clip, tool, train_records, tree_fingerprint,
+from _common import load_tool
+from _helpers import (base_cfg, finish, load_ckpt, make_data, save_tiny_clip,
+                      tool, train_records, tree_fingerprint,
                       val_metrics, train_until_killed, write_config)
 
 EPOCHS = 3
@@ -67,10 +67,7 @@ def runs(tmp_path_factory):
         results[name] = text
     # tools/test.py in this process (keeps the test fast; deterministic
     # algorithms stay off in the pytest process)
-    spec = importlib.util.spec_from_file_location(
-        'mmcoop_tools_test', osp.join(ROOT, 'tools', 'test.py'))
-    test_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_tool)
+    test_tool = load_tool('tools/test.py')
     test_tool.main([
         cfg,
         str(full / f'epoch_{EPOCHS}.pth'), '--work-dir',

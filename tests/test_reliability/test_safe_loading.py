@@ -6,7 +6,6 @@ in the work dir), ``tools/test.py CONFIG CKPT``, ``mmcoop.apis.init_model``,
 ``tools/model_converters/*``, CLIP weights (``FrozenCLIP`` /
 ``FrozenCLIPTextEncoder(pretrained=path)``, state-dict and TorchScript
 paths)."""
-import importlib.util
 import os
 import os.path as osp
 import pickle
@@ -16,21 +15,12 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from _helpers import (ROOT, TINY, base_cfg, make_data, model_cfg,
+from _common import WritesFile, load_tool
+from _helpers import (TINY, base_cfg, make_data, model_cfg,
                       save_tiny_clip, write_config)
 
 from mmcoop.utils.checkpoint import (CheckpointMismatchError,
                                      UnsafeCheckpointError, safe_torch_load)
-
-
-class _WritesFile:
-    """Unpickling this object would create ``self.path``."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, 'w'))
 
 
 class _ToFile:
@@ -42,13 +32,6 @@ class _ToFile:
 
     def __reduce__(self):
         return (np.ndarray.tofile, (np.zeros(1), self.path))
-
-
-def _load_tool(name, rel):
-    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -70,14 +53,14 @@ def _evil_files(tmp, marker):
     files = {}
     files['legacy'] = tmp / 'legacy.pth'
     with open(files['legacy'], 'wb') as f:
-        pickle.dump({'state_dict': {}, 'x': _WritesFile(marker)}, f)
+        pickle.dump({'state_dict': {}, 'x': WritesFile(marker)}, f)
     files['zip'] = tmp / 'zip.pth'
-    torch.save({'state_dict': {}, 'x': _WritesFile(marker)}, files['zip'])
+    torch.save({'state_dict': {}, 'x': WritesFile(marker)}, files['zip'])
     files['gadget'] = tmp / 'gadget.pth'
     torch.save({'state_dict': {}, 'x': _ToFile(marker)}, files['gadget'])
     files['clip_like'] = tmp / 'clip_like.pt'
     sd = torch.load(tmp / 'clip.pt', weights_only=True)
-    torch.save(dict(sd, x=_WritesFile(marker)), files['clip_like'])
+    torch.save(dict(sd, x=WritesFile(marker)), files['clip_like'])
     return files
 
 
@@ -91,7 +74,7 @@ def evil(setup, tmp_path):
 
 def test_helper_payload_really_writes(tmp_path):
     """Sanity: the payloads do write the file when loaded unsafely."""
-    for cls in (_WritesFile, _ToFile):
+    for cls in (WritesFile, _ToFile):
         marker = tmp_path / cls.__name__
         path = tmp_path / f'{cls.__name__}.pth'
         torch.save({'x': cls(str(marker))}, path)
@@ -109,7 +92,7 @@ def test_safe_torch_load_runtime_state(evil, kind):
 @pytest.mark.parametrize('kind', ['legacy', 'zip', 'gadget'])
 def test_load_from(setup, evil, tmp_path, kind):
     files, marker = evil
-    train = _load_tool('mmcoop_tools_train', 'tools/train.py')
+    train = load_tool('tools/train.py')
     with pytest.raises(UnsafeCheckpointError, match=f'{kind}.pth'):
         train.main([
             setup['cfg'], '--work-dir',
@@ -123,7 +106,7 @@ def test_resume_of_a_file_planted_in_the_work_dir(setup, evil, tmp_path):
     work.mkdir()
     shutil.copy(files['gadget'], work / 'epoch_1.pth')
     (work / 'last_checkpoint').write_text(str(work / 'epoch_1.pth'))
-    train = _load_tool('mmcoop_tools_train', 'tools/train.py')
+    train = load_tool('tools/train.py')
     with pytest.raises(UnsafeCheckpointError, match='epoch_1.pth'):
         train.main([setup['cfg'], '--work-dir', str(work), '--resume'])
 
@@ -131,7 +114,7 @@ def test_resume_of_a_file_planted_in_the_work_dir(setup, evil, tmp_path):
 @pytest.mark.parametrize('kind', ['legacy', 'zip', 'gadget'])
 def test_tools_test(setup, evil, tmp_path, kind):
     files, marker = evil
-    test = _load_tool('mmcoop_tools_test', 'tools/test.py')
+    test = load_tool('tools/test.py')
     with pytest.raises(UnsafeCheckpointError, match=f'{kind}.pth'):
         test.main([
             setup['cfg'],
@@ -156,7 +139,7 @@ def test_tools_test_refuses_a_checkpoint_of_other_classes(setup, tmp_path):
                 }
             }
         }, path)
-    test = _load_tool('mmcoop_tools_test', 'tools/test.py')
+    test = load_tool('tools/test.py')
     with pytest.raises(CheckpointMismatchError) as err:
         test.main([setup['cfg'], str(path), '--work-dir', str(tmp_path / 'w')])
     msg = str(err.value)
@@ -175,20 +158,14 @@ def test_apis_init_model(setup, evil, kind):
 @pytest.mark.parametrize('kind', ['legacy', 'zip', 'gadget'])
 def test_official_converter(evil, tmp_path, kind, capsys):
     files, marker = evil
-    conv = _load_tool('mmcoop_official_to_mmcoop',
-                      'tools/model_converters/official_to_mmcoop.py')
+    conv = load_tool('tools/model_converters/official_to_mmcoop.py')
     out = tmp_path / 'out.pth'
     rc = conv.main([str(files[kind]), str(out), '--method', 'positivecoop'])
     assert rc != 0 and not out.exists()
 
 
 def _publish():
-    path = osp.join(ROOT, 'tools', 'model_converters', 'publish_model.py')
-    if not osp.exists(path):
-        pytest.skip('tools/model_converters/publish_model.py does not exist '
-                    'yet')
-    return _load_tool('mmcoop_publish_model',
-                      'tools/model_converters/publish_model.py')
+    return load_tool('tools/model_converters/publish_model.py')
 
 
 @pytest.mark.parametrize('kind', ['legacy', 'zip', 'gadget'])
@@ -219,7 +196,7 @@ def _plain(obj, where='ckpt'):
 def test_published_checkpoints_hold_tensors_and_plain_metadata(
         setup, tmp_path):
     publish = _publish()
-    train = _load_tool('mmcoop_tools_train', 'tools/train.py')
+    train = load_tool('tools/train.py')
     work = tmp_path / 'w'
     train.main([setup['cfg'], '--work-dir', str(work), '--no-validate'])
     out = tmp_path / 'published.pth'

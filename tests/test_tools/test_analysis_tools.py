@@ -4,7 +4,6 @@ prompt_similarity, negation_stats, complexity, similarity_map."""
 import copy
 import csv
 import gzip
-import importlib.util
 import json
 import os.path as osp
 import re
@@ -15,30 +14,11 @@ import types
 import numpy as np
 import pytest
 import torch
+from _common import ROOT, load_tool
 from mmengine.config import Config
 from PIL import Image
 
 from mmcoop.utils import prompt_templates as pt
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def load_tool(relpath):
-    name = 'mmcoop_tool_' + osp.splitext(relpath)[0].replace('/', '_')
-    spec = importlib.util.spec_from_file_location(name,
-                                                  osp.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny models: one intra-op thread is faster on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def read_csv(path):
@@ -280,6 +260,42 @@ def test_negation_stats_streaming_and_cli(negation_tool, corpus, tmp_path):
                                      progress=False)
 
 
+def test_negation_stats_unreadable_files_are_named(negation_tool, corpus,
+                                                   tmp_path, capsys):
+    files, expected, n_rows = corpus
+    latin = tmp_path / 'latin1.txt'
+    latin.write_bytes('a caf\xe9 without milk\n'.encode('latin-1'))
+    with pytest.raises(SystemExit, match=r'latin1.txt: not valid utf-8 '
+                       r'text after 0 captions.*--encoding.*iconv'):
+        negation_tool.main([str(latin), '--no-progress'])
+    result = negation_tool.main(
+        [str(latin), '--encoding', 'latin-1', '--no-progress'])
+    assert result['negated'] == 1
+    data = files['gz'].read_bytes()
+    cut = tmp_path / 'cut.txt.gz'
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(SystemExit, match=r'cut.txt.gz: the gzip archive is '
+                       r'truncated or corrupt after [\d,]+ captions.*'
+                       r're-download'):
+        negation_tool.main([str(files['txt']), str(cut), '--no-progress'])
+
+
+def test_negation_stats_output_policy(negation_tool, corpus, tmp_path):
+    files, expected, n_rows = corpus
+    out = tmp_path / 'new' / 'neg.json'  # the folder is created
+    args = [str(files['txt']), '--no-progress', '--out', str(out)]
+    negation_tool.main(args)
+    out.write_text('mine')
+    with pytest.raises(ValueError, match='already exist.*--force'):
+        negation_tool.main(args)
+    assert out.read_text() == 'mine'
+    negation_tool.main(args + ['--force'])
+    assert json.loads(out.read_text())['total'] == expected['total']
+    with pytest.raises(ValueError, match='is the input'):
+        negation_tool.main([str(files['txt']), '--out', str(files['txt']),
+                            '--force', '--no-progress'])
+
+
 # ---------------------------------------------------------------------------
 # complexity
 # ---------------------------------------------------------------------------
@@ -310,6 +326,10 @@ def test_complexity_reproduces_official_counts(tmp_path, capsys,
     assert [int(r['params']) for r in saved] == [r['params'] for r in rows]
     assert {r['paper_params'] for r in saved} == {
         '730k', '170k', '1.3M', '0.3M', '80k', '20k'}
+    # the table is not overwritten silently
+    with pytest.raises(ValueError, match='already exist.*--force'):
+        tool.main(['--model-name', 'mmcoop-tiny-RN-512', '--out', str(out)])
+    assert read_csv(out) == saved
 
 
 def test_complexity_options_and_benchmark(tmp_path, monkeypatch):

@@ -4,11 +4,13 @@ tools/train.py --launcher pytorch -> MMEngine's MMDistributedDataParallel)
 train exactly like one process with the same global batch.
 
 The official loss is a *sum* over the batch while DDP averages gradients
-over the processes, so N processes need ``loss_weight x N`` to reproduce
-the single-process updates (docs/get_started.md, "Multi-GPU"); measured
-without it: every update is exactly 1/2 of the single-process one. This test
-runs the real recipe (sum, partial labels at p = 0.5, SGD lr 0.5 with the
-per-tensor multipliers, warm-up then cosine) with that compensation.
+over the processes; mmcoop's loss sums over the *global* batch (each rank's
+sum is scaled by the world size), so N processes reproduce the
+single-process updates with no change to ``loss_weight`` or the learning
+rate (docs/get_started.md, "Multi-GPU"). This test runs the real recipe
+(sum, partial labels at p = 0.5, SGD lr 0.5 with the per-tensor
+multipliers, warm-up then cosine) with the recipe's ``loss_weight`` in both
+runs.
 """
 import json
 import os
@@ -63,11 +65,6 @@ def _state(work_dir, epoch):
         map_location='cpu',
         weights_only=False)
     return ckpt['state_dict']
-
-
-def _val_map(work_dir):
-    rows = [r for r in H.read_scalars(work_dir) if 'multi-label/mAP' in r]
-    return rows[-1]['multi-label/mAP']
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path, monkeypatch):
@@ -166,4 +163,4 @@ model['head']['loss'] = dict(reduction='sum', loss_weight={})
         assert not torch.allclose(ddp_state[key], ddp_first[key])
 
     # distributed evaluation gathers all 16 images: same mAP
-    assert _val_map(ddp_dir) == pytest.approx(_val_map(single_dir), abs=1e-3)
+    assert H.val_map(ddp_dir) == pytest.approx(H.val_map(single_dir), abs=1e-3)

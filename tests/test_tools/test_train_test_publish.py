@@ -5,7 +5,6 @@ recipe of its real config, resume continues exactly, published checkpoints
 load with weights_only=True and test to the same mAP."""
 import glob
 import hashlib
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -16,23 +15,15 @@ import uuid
 
 import pytest
 import torch
+from _common import load_tool
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import _tool_helpers as H  # noqa: E402
 
 
-def _load_tool(relpath, name):
-    spec = importlib.util.spec_from_file_location(name,
-                                                  osp.join(H.REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool = _load_tool('tools/train.py', 'mmcoop_tools_train')
-test_tool = _load_tool('tools/test.py', 'mmcoop_tools_test')
-publish_tool = _load_tool('tools/model_converters/publish_model.py',
-                          'mmcoop_tools_publish')
+train_tool = load_tool('tools/train.py')
+test_tool = load_tool('tools/test.py')
+publish_tool = load_tool('tools/model_converters/publish_model.py')
 
 TRAINABLE = {
     'positivecoop':
@@ -202,9 +193,11 @@ def test_resume_and_amp_flags_map_to_the_config(tmp_path):
     cfg_path = H.METHOD_CONFIGS['dualcoop']
     from mmengine.config import Config
 
+    from mmcoop.engine.cli import merge_train_args
+
     def merged(*argv):
         args = train_tool.parse_args([cfg_path, *argv])
-        return train_tool.merge_args(Config.fromfile(cfg_path), args)
+        return merge_train_args(Config.fromfile(cfg_path), args)
 
     cfg = merged('--resume')
     assert cfg.resume is True and cfg.load_from is None
@@ -221,11 +214,6 @@ def test_resume_and_amp_flags_map_to_the_config(tmp_path):
     assert cfg.val_dataloader is None and cfg.val_cfg is None
     cfg = merged()
     assert cfg.work_dir == osp.join('./work_dirs', osp.basename(cfg_path)[:-3])
-
-
-def _val_map(work_dir):
-    return [r for r in H.read_scalars(work_dir)
-            if 'multi-label/mAP' in r][-1]['multi-label/mAP']
 
 
 def test_publish_then_test(trained, tmp_path):
@@ -271,7 +259,7 @@ def test_publish_then_test(trained, tmp_path):
         str(tmp_path / 'test'), '--out', metrics_file, '--out-item', 'metrics',
         '--cfg-options', f'experiment_name=t-{uuid.uuid4().hex}'
     ])
-    expected = _val_map(trained['full_dir'])
+    expected = H.val_map(trained['full_dir'])
     assert metrics['multi-label/mAP'] == pytest.approx(expected, abs=1e-9)
     with open(metrics_file) as f:
         assert json.load(f)['multi-label/mAP'] == pytest.approx(expected)

@@ -87,6 +87,8 @@ def parse_args(argv=None):
                         help='PositiveCoOp/NegativeCoOp without the learned '
                         'residual of the official code')
     parser.add_argument('--out', default=None, help='write the table as CSV')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite existing output files')
     parser.add_argument(
         '--time-per-epoch', action='store_true',
         help='also run tools/analysis/benchmark.py (if present)')
@@ -217,6 +219,9 @@ def run_benchmark(extra_args: str) -> str:
 
 def main(argv=None) -> List[dict]:
     args = parse_args(argv)
+    if args.out:
+        from mmcoop.utils.paths import claim_outputs
+        claim_outputs([args.out], force=args.force)
     rows = compute(args)
     print(format_table(rows))
     width = next((r['W'] for r in rows if r['W'] != ''), '-')

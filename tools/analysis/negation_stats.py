@@ -38,6 +38,7 @@ import json
 import os.path as osp
 import re
 import sys
+import zlib
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 #: Default negation words; ``n't`` stands for every ``...n't`` contraction.
@@ -72,12 +73,16 @@ def find_words(text: str, patterns: Dict[str, 're.Pattern']) -> List[str]:
     return [w for w, p in patterns.items() if p.search(text)]
 
 
-def _open_text(path: str):
+class CorpusError(ValueError):
+    """A caption file cannot be read completely (wrong encoding, truncated
+    archive)."""
+
+
+def _open_text(path: str, encoding: str = 'utf-8'):
     if path.endswith('.gz'):
         return io.TextIOWrapper(
-            gzip.open(path, 'rb'), encoding='utf-8', errors='replace',
-            newline='')
-    return open(path, encoding='utf-8', errors='replace', newline='')
+            gzip.open(path, 'rb'), encoding=encoding, newline='')
+    return open(path, encoding=encoding, newline='')
 
 
 def detect_format(path: str) -> str:
@@ -107,18 +112,46 @@ def _pick_column(names: Sequence[str], column: Optional[str],
 def iter_captions(path: str,
                   fmt: str = 'auto',
                   column: Optional[str] = None,
-                  batch_size: int = 65536) -> Iterator[Optional[str]]:
-    """Stream the captions of one file (``None`` for null values)."""
+                  batch_size: int = 65536,
+                  encoding: str = 'utf-8') -> Iterator[Optional[str]]:
+    """Stream the captions of one file (``None`` for null values).
+
+    Raises:
+        CorpusError: the file is not in ``encoding`` or is a truncated /
+            corrupt ``.gz`` (the error names the file and the fix).
+    """
+    count = 0
+    try:
+        for caption in _iter_captions(path, fmt, column, batch_size,
+                                      encoding):
+            count += 1
+            yield caption
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f'{path}: not valid {encoding} text after {count:,} captions '
+            f'({e.reason}, byte {e.object[e.start:e.start + 1]!r}). Fix: '
+            'pass its encoding with --encoding (e.g. latin-1), or convert it '
+            f'to UTF-8 (iconv -f LATIN1 -t UTF-8 {osp.basename(path)}).') \
+            from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise CorpusError(
+            f'{path}: the gzip archive is truncated or corrupt after '
+            f'{count:,} captions ({type(e).__name__}: {e}). Nothing was '
+            'counted as complete: re-download the shard (or leave it out '
+            'of the corpus list).') from None
+
+
+def _iter_captions(path, fmt, column, batch_size, encoding):
     fmt = detect_format(path) if fmt == 'auto' else fmt
     if fmt == 'txt':
-        with _open_text(path) as f:
+        with _open_text(path, encoding) as f:
             for line in f:
                 yield line.rstrip('\r\n')
     elif fmt == 'csv':
         name = path[:-3] if path.endswith('.gz') else path
         delimiter = '\t' if name.lower().endswith('.tsv') else ','
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        with _open_text(path) as f:
+        with _open_text(path, encoding) as f:
             reader = csv.reader(f, delimiter=delimiter)
             header = next(reader, None)
             if header is None:
@@ -152,7 +185,8 @@ def negation_stats(paths: Sequence[str],
                    limit: Optional[int] = None,
                    num_examples: int = 0,
                    progress: bool = True,
-                   batch_size: int = 65536) -> dict:
+                   batch_size: int = 65536,
+                   encoding: str = 'utf-8') -> dict:
     """Count captions containing negation words, streaming.
 
     Returns:
@@ -183,7 +217,8 @@ def negation_stats(paths: Sequence[str],
 
     def _all() -> Iterable[Optional[str]]:
         for path in paths:
-            yield from iter_captions(path, fmt, column, batch_size)
+            yield from iter_captions(path, fmt, column, batch_size,
+                                     encoding)
 
     pending = 0
     try:
@@ -259,24 +294,44 @@ def parse_args(argv=None):
                         help='print the first N negated captions')
     parser.add_argument('--batch-size', type=int, default=65536,
                         help='parquet rows per batch')
+    parser.add_argument('--encoding', default='utf-8',
+                        help='text encoding of .txt/.csv files and of '
+                        '--words-file (default utf-8)')
     parser.add_argument('--out', default=None, help='write the result JSON')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite an existing --out file')
     parser.add_argument('--no-progress', action='store_true')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from mmcoop.utils.paths import claim_outputs
+    if args.out:  # before the (long) count
+        claim_outputs([args.out],
+                      inputs=[*args.corpus, *filter(None, [args.words_file])],
+                      force=args.force)
     words = list(DEFAULT_WORDS)
-    if args.words_file:
-        with open(args.words_file, encoding='utf-8') as f:
-            words = [w.strip() for w in f
-                     if w.strip() and not w.startswith('#')]
-    if args.words:
-        words = args.words
-    result = negation_stats(
-        args.corpus, words, args.format, args.column, args.limit,
-        args.examples, progress=not args.no_progress,
-        batch_size=args.batch_size)
+    try:
+        if args.words_file:
+            with open(args.words_file, encoding=args.encoding) as f:
+                words = [
+                    w.strip() for w in f
+                    if w.strip() and not w.startswith('#')
+                ]
+        if args.words:
+            words = args.words
+        result = negation_stats(
+            args.corpus, words, args.format, args.column, args.limit,
+            args.examples, progress=not args.no_progress,
+            batch_size=args.batch_size, encoding=args.encoding)
+    except UnicodeDecodeError as e:
+        raise SystemExit(
+            f'error: --words-file {args.words_file}: not valid '
+            f'{args.encoding} text ({e.reason}). Fix: pass its encoding '
+            'with --encoding or convert it to UTF-8.') from None
+    except CorpusError as e:
+        raise SystemExit(f'error: {e}') from None
     print(format_report(result))
     if args.out:
         with open(args.out, 'w', encoding='utf-8') as f:

@@ -25,7 +25,6 @@ Example (the paper's setting, needs the OpenAI RN101 weights)::
 """
 import argparse
 import csv
-import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional
@@ -97,6 +96,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--out-dir', default='work_dirs/prompt_similarity')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite existing output files')
     parser.add_argument('--save-pairs', action='store_true',
                         help='also write every similarity to pairs.csv')
     parser.add_argument('--precision', type=int, default=2)
@@ -216,6 +217,11 @@ def format_table(rows: List[dict], precision: int = 2) -> str:
 
 def run(args) -> List[dict]:
     """Compute, print and save; returns the summary rows."""
+    from mmcoop.utils.paths import claim_outputs
+    summary = osp.join(args.out_dir, 'summary.csv')
+    pairs = osp.join(args.out_dir, 'pairs.csv')
+    claim_outputs([summary, pairs] if args.save_pairs else [summary],
+                  force=args.force)
     classnames = get_classnames(args.classes)
     p1 = check_template(args.pos_prompt)
     p2 = check_template(args.pos2_prompt)
@@ -272,20 +278,17 @@ def run(args) -> List[dict]:
                         cosine=float(pp[ti, tj, ci])))
 
     print(format_table(rows, args.precision))
-    os.makedirs(args.out_dir, exist_ok=True)
-    summary = osp.join(args.out_dir, 'summary.csv')
     with open(summary, 'w', newline='', encoding='utf-8') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     print(f'saved {summary}')
     if args.save_pairs:
-        path = osp.join(args.out_dir, 'pairs.csv')
-        with open(path, 'w', newline='', encoding='utf-8') as f:
+        with open(pairs, 'w', newline='', encoding='utf-8') as f:
             writer = csv.DictWriter(f, fieldnames=list(pair_rows[0]))
             writer.writeheader()
             writer.writerows(pair_rows)
-        print(f'saved {path} ({len(pair_rows)} rows)')
+        print(f'saved {pairs} ({len(pair_rows)} rows)')
     return rows
 
 

@@ -461,15 +461,19 @@ def parse_args(argv=None):
         action='store_true',
         help='load with weights_only=False. Unpickling can execute arbitrary '
         'code: only for files you created yourself')
+    parser.add_argument(
+        '--force', action='store_true', help='overwrite an existing dst')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    from mmcoop.utils.paths import OutputPathError, claim_outputs
     args = parse_args(argv)
     try:
+        claim_outputs([args.dst], inputs=[args.src], force=args.force)
         meta = convert_checkpoint(args.src, args.dst, args.method,
                                   args.num_classes, args.trust_source)
-    except ConversionError as e:
+    except (ConversionError, OutputPathError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     if meta.get('unread_source_objects'):

@@ -239,10 +239,11 @@ def publish(in_file: str,
             with_date: bool = True,
             trust_source: bool = False) -> str:
     """Publish ``in_file``; returns the path of the written file."""
+    from mmcoop.utils.paths import claim_outputs
     out_dir = osp.dirname(osp.abspath(out_file))
-    if not osp.isdir(out_dir):
-        raise FileNotFoundError(
-            f'output directory {out_dir!r} does not exist; create it first.')
+    # the final name carries the content's sha256, so an existing file of
+    # that name holds the same tensors: only the input itself is refused
+    claim_outputs([out_file], inputs=[in_file], force=True)
     checkpoint, _ = load_input(in_file, trust_source)
     published, dropped = build_published(checkpoint, dataset_type)
 
@@ -257,6 +258,7 @@ def publish(in_file: str,
         sha = _sha256(tmp)[:8]
         suffix = (f'_{datetime.datetime.now():%Y%m%d}' if with_date else '')
         final = f'{stem}{suffix}-{sha}.pth'
+        claim_outputs([final], inputs=[in_file], force=True)
         os.replace(tmp, final)
     finally:
         if osp.exists(tmp):

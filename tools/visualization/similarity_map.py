@@ -36,7 +36,6 @@ Examples::
         --class person --config CFG.py --checkpoint CKPT.pth
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -46,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from mmcoop.utils.paths import claim_outputs
 from mmcoop.utils.prompt_templates import (PAPER_P1, check_template, fill,
                                            negate_template)
 
@@ -93,6 +93,8 @@ def parse_args(argv=None):
                         '<image stem>.png)')
     parser.add_argument('--save-npz', action='store_true',
                         help='also save the raw (H, W) maps next to the PNG')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite existing output files')
     parser.add_argument('--device', default='cpu')
     return parser.parse_args(argv)
 
@@ -311,6 +313,14 @@ def map_stats(m: dict) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    out = args.out or osp.join(
+        'work_dirs', 'similarity_map',
+        osp.splitext(osp.basename(args.image))[0] + '.png')
+    npz = osp.splitext(out)[0] + '.npz'
+    claim_outputs([out, npz] if args.save_npz else [out],
+                  inputs=[args.image, *filter(None, [args.config,
+                                                     args.checkpoint])],
+                  force=args.force)
     image = _load_rgb(args.image)
     if args.config:
         maps = learned_maps(args.image, args.classes, args.config,
@@ -324,10 +334,6 @@ def main(argv=None):
                                 args.input_size, args.cache_dir, args.device)
     fig = render(image, maps, args.panel_size, args.alpha, args.cmap,
                  args.norm)
-    out = args.out or osp.join(
-        'work_dirs', 'similarity_map',
-        osp.splitext(osp.basename(args.image))[0] + '.png')
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     fig.save(out)
     h, w = next(iter(maps.values()))['pos'].shape
     for name, m in maps.items():
@@ -337,7 +343,6 @@ def main(argv=None):
               f"{s['corr']:.3f} over {h}x{w} positions")
     print(f'saved {out} ({fig.size[0]}x{fig.size[1]})')
     if args.save_npz:
-        npz = osp.splitext(out)[0] + '.npz'
         np.savez(npz, **{f'{k}/{p}': m[p] for k, m in maps.items()
                          for p in ('pos', 'neg')})
         print(f'saved {npz}')

@@ -1,15 +1,12 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Check, before a loop starts, that the datasets' classes fit the head."""
-import re
 from typing import List, Optional
 
 from mmengine.hooks import Hook
 
+from mmcoop.datasets.utils import (describe_class_difference,
+                                   describe_mismatch, normalize_class_name)
 from mmcoop.registry import HOOKS
-
-
-def _norm(name) -> str:
-    return re.sub(r'\s+', ' ', str(name).replace('_', ' ')).strip().lower()
 
 
 def _head_classes(runner) -> Optional[List[str]]:
@@ -33,8 +30,12 @@ class ClassCheckHook(Hook):
       error, or worse);
     * the same names in another order raise ``ValueError`` (every class
       would be trained against another class's prompt);
-    * other names (e.g. a custom prompt wording in the head) only log a
-      warning listing the first differences.
+    * other names raise ``ValueError`` listing the names only on either
+      side (the prompts would say something else than the targets mean,
+      e.g. class names whose spaces were lost on the command line).
+      Case, ``_`` and spacing are ignored
+      (:func:`mmcoop.datasets.utils.normalize_class_name`). For your own
+      prompt wording, give the dataset the same ``classes=[...]``.
 
     :class:`~mmcoop.engine.MMCoopRunner` registers it automatically (opt out
     with ``mmcoop_hooks = dict(class_check=False)``).
@@ -62,27 +63,31 @@ class ClassCheckHook(Hook):
                 f'classnames` has {len(head)}: dataset {classes[:12]}'
                 f'{"..." if len(classes) > 12 else ""} vs head {head[:12]}'
                 f'{"..." if len(head) > 12 else ""}. {fix}')
-        a = [_norm(c) for c in classes]
-        b = [_norm(c) for c in head]
+        a = [normalize_class_name(c) for c in classes]
+        b = [normalize_class_name(c) for c in head]
         if a == b:
             return
-        diffs = [
-            f'#{i}: {x!r} vs {y!r}'
-            for i, (x, y) in enumerate(zip(classes, head))
-            if _norm(x) != _norm(y)
-        ]
         if sorted(a) == sorted(b):
             raise ValueError(
                 f'The classes of {where} and `model.head.classnames` hold the '
-                f'same names in '
-                f'another order ({", ".join(diffs[:6])}); every class would '
+                f'same names in another order '
+                f'({describe_mismatch(classes, head, 6)}); every class would '
                 f'be trained and scored against another class\'s prompt. '
                 f'{fix}')
-        runner.logger.warning(
-            f'The classes of {where} and `model.head.classnames` differ ('
-            f'{", ".join(diffs[:6])}{", ..." if len(diffs) > 6 else ""}); '
-            'the head\'s names are used in the prompts, the dataset\'s '
-            'order for the targets.')
+        squeezed = ''
+        if [x.replace(' ', '') for x in a] == [y.replace(' ', '') for y in b]:
+            squeezed = (
+                ' The names differ only in spaces: MMEngine\'s `--cfg-options`'
+                ' deletes spaces inside values; mmcoop\'s tools/train.py and '
+                'tools/test.py keep them (quote the list), or give the '
+                "dataset type name, e.g. model.head.classnames="
+                "'COCO2014MultiLabel'.")
+        raise ValueError(
+            f'The classes of {where} and `model.head.classnames` differ: ' +
+            describe_class_difference(classes, head,
+                                      ('the dataset', 'the head')) +
+            '; the head\'s names become the prompts, the dataset\'s names '
+            f'define the targets.{squeezed} {fix}')
 
     def before_train(self, runner) -> None:
         self._check(runner, 'train', runner.train_dataloader)

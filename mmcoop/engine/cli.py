@@ -1,0 +1,239 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Command-line arguments shared by ``tools/train.py`` and ``tools/test.py``
+and their merge into the config.
+
+Only the mapping *CLI argument -> config key* lives here; what a config key
+means is decided by :meth:`mmcoop.engine.MMCoopRunner.from_cfg`, which every
+launcher reaches (the tools, ``mim``, notebooks).
+"""
+import argparse
+import os
+import os.path as osp
+from typing import Any, Optional
+
+from mmengine.config import Config, ConfigDict, DictAction
+
+__all__ = [
+    'SpacedDictAction', 'add_common_args', 'merge_train_args',
+    'merge_test_args', 'check_cfg_option_types'
+]
+
+
+class SpacedDictAction(DictAction):
+    """MMEngine's ``DictAction`` that keeps spaces inside values.
+
+    ``DictAction`` deletes every space, so
+    ``model.head.classnames="[traffic light,stop sign]"`` would become
+    ``['trafficlight', 'stopsign']`` (other prompts than intended). Here
+    only the spaces around values and separators are dropped. An unquoted
+    value that the shell split at its spaces
+    (``classnames=[traffic light,stop sign]``) is joined back.
+    """
+
+    @staticmethod
+    def _parse_iterable(val: str) -> Any:
+
+        def next_comma(string):
+            depth = 0
+            for idx, char in enumerate(string):
+                if char in '([':
+                    depth += 1
+                elif char in ')]':
+                    depth -= 1
+                elif char == ',' and depth == 0:
+                    return idx
+            return len(string)
+
+        val = val.strip().strip('\'"').strip()
+        is_tuple = False
+        if val.startswith('(') and val.endswith(')'):
+            is_tuple, val = True, val[1:-1]
+        elif val.startswith('[') and val.endswith(']'):
+            val = val[1:-1]
+        elif ',' not in val:
+            return DictAction._parse_int_float_bool(val)
+        values = []
+        while val.strip():
+            idx = next_comma(val)
+            values.append(SpacedDictAction._parse_iterable(val[:idx]))
+            val = val[idx + 1:]
+        return tuple(values) if is_tuple else values
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        joined = []
+        for token in values or ():
+            if '=' not in token.split('[')[0].split('(')[0] and joined:
+                joined[-1] += ' ' + token  # the shell split at a space
+            else:
+                joined.append(token)
+        for token in joined:
+            if '=' not in token:
+                parser.error(f'{option_string} {token!r}: expected KEY=VALUE.')
+        options = dict(getattr(namespace, self.dest, None) or {})
+        for kv in joined:
+            key, val = kv.split('=', maxsplit=1)
+            options[key] = self._parse_iterable(val)
+        setattr(namespace, self.dest, options)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments both tools take (as mmpretrain's tools name them)."""
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=SpacedDictAction,
+        help='override settings of the config, e.g. '
+        'optim_wrapper.optimizer.lr=0.01 or '
+        'model.head.classnames="[traffic light,stop sign]" (spaces inside '
+        'values are kept). A value that does not have the type of the '
+        'value it replaces (a number written `0,5`) is an error naming '
+        'the option.')
+    parser.add_argument(
+        '--strict-config',
+        action='store_true',
+        help='stop (instead of warning) on top-level config keys that '
+        'nothing reads, e.g. a typo such as `modle`; sets '
+        '`strict_config=True`.')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='whether to disable the pin_memory option in dataloaders.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes `--local-rank` (torch >= 2.0) or
+    # `--local_rank`; torchrun sets the LOCAL_RANK environment variable.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def set_local_rank(args) -> None:
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+
+def _lookup(cfg, dotted: str):
+    """The value at ``a.b.0.c`` of ``cfg``, or a sentinel when absent."""
+    node = cfg
+    for part in dotted.split('.'):
+        if isinstance(node, (list, tuple)) and part.isdigit():
+            index = int(part)
+            if index >= len(node):
+                return _MISSING
+            node = node[index]
+        elif isinstance(node, (dict, Config)) and part in node:
+            node = node[part]
+        else:
+            return _MISSING
+    return node
+
+
+_MISSING = object()
+
+
+def _kind(value) -> Optional[str]:
+    if isinstance(value, bool):
+        return 'a boolean'
+    if isinstance(value, (int, float)):
+        return 'a number'
+    if isinstance(value, str):
+        return 'a string'
+    if isinstance(value, (list, tuple)):
+        return 'a list'
+    return None
+
+
+def check_cfg_option_types(cfg: Config, options: Optional[dict]) -> None:
+    """Raise ``ValueError`` naming an option whose value has another type
+    than the config value it replaces.
+
+    Numbers, booleans and strings must stay what they are; a number may
+    replace a number of the other kind (``lr=1`` for ``0.1``). Lists may be
+    replaced by anything (mmcoop heads take a class list or a dataset type
+    name), and a missing or ``None`` value by anything.
+    """
+    for key, new in (options or {}).items():
+        old = _lookup(cfg, key)
+        if old is _MISSING or old is None or new is None:
+            continue
+        old_kind, new_kind = _kind(old), _kind(new)
+        if old_kind in (None, 'a list') or old_kind == new_kind:
+            continue
+        hint = ''
+        if old_kind == 'a number' and new_kind == 'a list':
+            hint = (' A comma splits a value into a list: write decimals '
+                    'with a point (0.5, not 0,5).')
+        raise ValueError(
+            f'--cfg-options {key}={new!r}: the config has {old_kind} there '
+            f'({old!r}), the option gives {new_kind}.{hint} Fix the value '
+            f'of `{key}`.')
+
+
+def _merge_common(cfg: Config, args, dataloaders) -> Config:
+    cfg.launcher = args.launcher
+    # work_dir: CLI > the config's > ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.strict_config:
+        cfg.strict_config = True
+    for field in dataloaders:
+        loader = cfg.get(field, None)
+        if loader is None:
+            continue
+        merged = ConfigDict(pin_memory=True)
+        if hasattr(args, 'no_persistent_workers'):  # training
+            merged.persistent_workers = not args.no_persistent_workers
+        merged.update(loader)
+        if args.no_pin_memory:
+            merged.pin_memory = False
+        if getattr(args, 'no_persistent_workers', False):
+            merged.persistent_workers = False
+        cfg[field] = merged
+    check_cfg_option_types(cfg, args.cfg_options)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    for field in dataloaders:  # persistent workers need workers
+        loader = cfg.get(field, None)
+        if loader is not None and not loader.get('num_workers', 0):
+            loader['persistent_workers'] = False
+    return cfg
+
+
+def merge_train_args(cfg: Config, args) -> Config:
+    """Merge the arguments of ``tools/train.py`` into ``cfg``."""
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg:
+            raise ValueError(
+                '--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size='
+                '...)` in the config (mmcoop schedules set 32).')
+        cfg.auto_scale_lr.enable = True
+    return _merge_common(
+        cfg, args, ('train_dataloader', 'val_dataloader', 'test_dataloader'))
+
+
+def merge_test_args(cfg: Config, args) -> Config:
+    """Merge the arguments of ``tools/test.py`` into ``cfg``."""
+    cfg.load_from = args.checkpoint
+    cfg.resume = False  # testing loads weights, never training state
+    if args.amp:
+        cfg.test_cfg = cfg.get('test_cfg', None) or ConfigDict()
+        cfg.test_cfg.fp16 = True
+    return _merge_common(cfg, args, ('test_dataloader', ))

@@ -1,0 +1,221 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Config interpretation in ``MMCoopRunner.from_cfg`` (every launcher
+behaves the same) and issue #12.4/#12.6/#13.5: config mistakes are named
+before training starts, nothing is written into a dataset folder."""
+import os
+import os.path as osp
+
+import pytest
+from _helpers import base_cfg, make_data, save_tiny_clip, write_config
+from mmengine.config import Config
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('cfgmistakes')
+    data_root, classes = make_data(
+        tmp / 'data', num_train=8, num_val=4, image_size=32)
+    clip = save_tiny_clip(tmp / 'clip.pt')
+    return dict(tmp=tmp, data_root=data_root, classes=classes, clip=clip)
+
+
+def _cfg(setup, tmp_path, name='c.py', **over):
+    s = base_cfg(setup['data_root'], setup['clip'], setup['classes'],
+                 max_epochs=1, size=32)
+    s['randomness'] = dict(seed=0)
+    s.update(over)
+    cfg = Config.fromfile(write_config(tmp_path / name, s))
+    cfg.work_dir = str(tmp_path / 'work')
+    return cfg
+
+
+def test_every_launcher_applies_the_feature_cache(setup, tmp_path):
+    """`RUNNERS.build` (tools, mim) and `MMCoopRunner.from_cfg` (notebooks)
+    interpret `feature_cache` the same way; the config is not modified."""
+    from mmcoop.engine import MMCoopRunner
+    from mmcoop.registry import RUNNERS
+    cfg = _cfg(setup, tmp_path, feature_cache=dict(dtype='float32'))
+    before = cfg.to_dict()
+    for build in (RUNNERS.build, MMCoopRunner.from_cfg):
+        runner = build(cfg)
+        assert type(runner.model.backbone).__name__ == 'PrecomputedFeatures'
+        assert runner.cfg.train_dataloader.dataset.type.endswith(
+            'CachedFeatureDataset')
+    assert cfg.to_dict() == before
+
+
+def _tool(name):
+    import importlib.util
+
+    from _helpers import ROOT
+    spec = importlib.util.spec_from_file_location(
+        f'mmcoop_tools_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(setup, tmp_path, name='c.py', **over):
+    s = base_cfg(setup['data_root'], setup['clip'], setup['classes'],
+                 max_epochs=1, size=32)
+    s['randomness'] = dict(seed=0)
+    s.update(over)
+    return write_config(tmp_path / name, s)
+
+
+def test_unknown_top_level_key_warns_or_stops(setup, tmp_path):
+    from mmcoop.engine.config_checks import UnknownConfigKeyError
+    from mmcoop.registry import RUNNERS
+    cfg = _cfg(setup, tmp_path, modle=dict(type='ImageClassifier'))
+    with pytest.warns(UserWarning) as record:
+        RUNNERS.build(cfg)
+    msg = ' '.join(str(w.message) for w in record)
+    assert "'modle' (did you mean 'model'?)" in msg and 'c.py' in msg
+    assert 'strict_config' in msg
+    # strict: an error before the work dir is made
+    work = tmp_path / 'strict'
+    with pytest.raises(UnknownConfigKeyError, match="'modle'"):
+        _tool('train').main([
+            _write(setup, tmp_path, 's.py', modle=dict(type='X')),
+            '--work-dir', str(work), '--strict-config'
+        ])
+    assert not work.exists()
+
+
+def test_shipped_configs_have_no_unknown_keys():
+    """Helper variables (data_root, pipelines, ...) used by read keys do not
+    count as unknown: no shipped config warns."""
+    import glob
+
+    from _helpers import ROOT
+
+    from mmcoop.engine.config_checks import check_unknown_keys
+    paths = [
+        p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
+                             recursive=True) if '_base_' not in p
+    ]
+    assert len(paths) > 50
+    for path in paths:
+        cfg = Config.fromfile(path)
+        cfg.strict_config = True
+        assert check_unknown_keys(cfg) == [], path
+
+
+@pytest.mark.parametrize('option,kind', [
+    ('optim_wrapper.optimizer.lr=0,5', 'a list'),
+    ('train_cfg.max_epochs=ten', 'a string'),
+    ('train_dataloader.dataset.known_proportion=[0.5]', 'a list'),
+])
+def test_cfg_option_of_the_wrong_type_names_the_option(
+        setup, tmp_path, option, kind):
+    work = tmp_path / 'w'
+    with pytest.raises(ValueError) as err:
+        _tool('train').main([
+            _write(setup, tmp_path), '--work-dir',
+            str(work), '--cfg-options', option
+        ])
+    key = option.split('=')[0]
+    assert f'--cfg-options {key}=' in str(err.value)
+    assert f'the option gives {kind}' in str(err.value)
+    if key.endswith('lr'):
+        assert '0.5, not 0,5' in str(err.value)
+    assert not work.exists()
+
+
+def test_work_dir_inside_the_dataset_is_refused_before_any_write(
+        setup, tmp_path):
+    from _helpers import tree_fingerprint
+    before = tree_fingerprint(setup['data_root'])
+    for work in (osp.join(setup['data_root'], 'runs', 'x'),
+                 osp.join(setup['data_root'], 'train2014', 'x')):
+        with pytest.raises(ValueError) as err:
+            _tool('train').main([_write(setup, tmp_path), '--work-dir', work])
+        assert 'work dir' in str(err.value) and 'dataset folder' in str(
+            err.value)
+        assert "'work_dirs/<experiment>'" in str(err.value)
+        with pytest.raises(ValueError, match='dataset folder'):
+            _tool('test').main([
+                _write(setup, tmp_path), 'none.pth', '--work-dir', work])
+    assert tree_fingerprint(setup['data_root']) == before
+
+
+@pytest.mark.parametrize('split', [False, True])
+def test_class_names_with_spaces_survive_cfg_options(split):
+    """mmcoop's tools keep spaces that MMEngine's DictAction deletes, also
+    when the shell split an unquoted list at its spaces."""
+    from mmengine.config import DictAction
+    train = _tool('train')
+    value = '[traffic light, stop sign,fire  hydrant]'
+    tokens = (f'model.head.classnames={value}'.split(' ')
+              if split else [f'model.head.classnames={value}'])
+    args = train.parse_args([
+        'c.py', '--cfg-options', *tokens, 'a=1,2', 'b=(1,[x, y])', 'c=None',
+        'd=True', 'e=0.5', "f='quoted name'"
+    ])
+    assert args.cfg_options == {
+        'model.head.classnames':
+        ['traffic light', 'stop sign', 'fire  hydrant'],
+        'a': [1, 2],
+        'b': (1, ['x', 'y']),
+        'c': None,
+        'd': True,
+        'e': 0.5,
+        'f': 'quoted name',
+    }
+    # what MMEngine's own action makes of it (why mmcoop has its own)
+    assert DictAction._parse_iterable('[traffic light]') == ['trafficlight']
+
+
+def test_class_names_with_spaces_train_and_squeezed_names_stop(
+        setup, tmp_path):
+    classes = setup['classes']
+    assert any(' ' in c for c in classes)
+    quoted = '[' + ','.join(classes) + ']'
+    runner = _tool('train').main([
+        _write(setup, tmp_path), '--work-dir',
+        str(tmp_path / 'w'), '--cfg-options',
+        f'model.head.classnames={quoted}'
+    ])
+    assert runner.model.head.classnames == classes
+    # names that lost their spaces (MMEngine's DictAction) are an error
+    squeezed = [c.replace(' ', '') for c in classes]
+    from mmcoop.registry import RUNNERS
+    cfg = _cfg(setup, tmp_path)
+    cfg.model.head.classnames = squeezed
+    cfg.work_dir = str(tmp_path / 'w2')
+    with pytest.raises(ValueError) as err:
+        RUNNERS.build(cfg).train()
+    assert 'differ only in spaces' in str(err.value)
+    assert not any(n.endswith('.pth') for n in os.listdir(tmp_path / 'w2'))
+
+
+def _log_text(work):
+    import glob
+    return ''.join(
+        open(p).read()
+        for p in sorted(glob.glob(osp.join(str(work), '*', '*.log'))))
+
+
+def test_resume_names_the_values_the_checkpoint_overrides(setup, tmp_path):
+    cfg = _write(setup, tmp_path)
+    work = tmp_path / 'w'
+    _tool('train').main([cfg, '--work-dir', str(work)])
+    _tool('train').main([
+        cfg, '--work-dir',
+        str(work), '--resume', '--cfg-options',
+        'optim_wrapper.optimizer.lr=0.1', 'train_cfg.max_epochs=2'
+    ])
+    log = _log_text(work)
+    assert ('the resumed optimizer and scheduler state win over the config '
+            'for optimizer param group 0 lr: config 0.1 -> checkpoint 0.5'
+            ) in log
+    assert 'train_cfg (e.g. max_epochs) comes from the config' in log
+    assert 'load_from=' in log
+    # a plain resume says nothing of the kind
+    plain = tmp_path / 'plain'
+    _tool('train').main([cfg, '--work-dir', str(plain)])
+    _tool('train').main([
+        cfg, '--work-dir',
+        str(plain), '--resume', '--cfg-options', 'train_cfg.max_epochs=2'
+    ])
+    assert 'win over the config' not in _log_text(plain)

@@ -1,0 +1,97 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Issue #12.3: one run per work dir (``<work_dir>/mmcoop.lock``), with
+real processes: a second run stops without writing, a run killed with
+SIGKILL leaves a stale lock that the next run (``--resume``) takes over."""
+import json
+import os
+import signal
+import socket
+
+import pytest
+from _helpers import (base_cfg, finish, make_data, save_tiny_clip, tool,
+                      wait_for, write_config)
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('lock')
+    data_root, classes = make_data(
+        tmp / 'data', num_train=8, num_val=4, image_size=32)
+    clip = save_tiny_clip(tmp / 'clip.pt')
+    s = base_cfg(data_root, clip, classes, max_epochs=2, size=32)
+    s['custom_hooks'] = [
+        dict(type='PartialLabelMaskHook'),
+        dict(type='KillPointHook', epoch=1, batch=1)
+    ]
+    cfg = write_config(tmp / 'lock.py', s, extra_imports=['_killpoint'])
+    return dict(tmp=tmp, cfg=cfg)
+
+
+def test_second_run_stops_and_a_killed_run_is_taken_over(setup, tmp_path):
+    work = tmp_path / 'work'
+    marker = tmp_path / 'parked'
+    first = tool('train', setup['cfg'], '--work-dir', work,
+                 log=tmp_path / 'first.log', MMCOOP_KILL_MARKER=marker)
+    try:
+        wait_for(str(marker), first, timeout=120)
+        owner = json.loads((work / 'mmcoop.lock').read_text())
+        assert owner['pid'] == first.pid
+        assert owner['host'] == socket.gethostname()
+        names = sorted(os.listdir(work))
+
+        # a second run in the same work dir stops and writes nothing there
+        rc, out = finish(
+            tool('train', setup['cfg'], '--work-dir', work, '--resume',
+                 log=tmp_path / 'second.log'),
+            log=tmp_path / 'second.log')
+        assert rc != 0
+        assert 'WorkDirLockedError' in out
+        assert f'is in use by another run (pid {first.pid} on host' in out
+        assert str(work / 'mmcoop.lock') in out and 'another --work-dir' in out
+        assert sorted(os.listdir(work)) == names
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+
+    # the killed run left its lock behind; the next run takes it over
+    assert (work / 'mmcoop.lock').exists()
+    rc, out = finish(
+        tool('train', setup['cfg'], '--work-dir', work, '--resume',
+             log=tmp_path / 'third.log'),
+        log=tmp_path / 'third.log')
+    assert rc == 0, out[-3000:]
+    assert f'Took over the stale lock {work / "mmcoop.lock"} of pid ' \
+        f'{first.pid}' in out
+    assert (work / 'epoch_2.pth').exists()
+    assert not (work / 'mmcoop.lock').exists()  # released at the end
+
+
+def test_lock_of_another_host_or_live_process_is_kept(tmp_path):
+    from mmcoop.engine.work_dir_lock import WorkDirLock, WorkDirLockedError
+    lock_file = tmp_path / 'mmcoop.lock'
+    # a live process of this host (our parent) and one of another host
+    for owner in (dict(pid=os.getppid(), host=socket.gethostname()),
+                  dict(pid=1234, host='other-node')):
+        lock_file.write_text(json.dumps(owner))
+        with pytest.raises(WorkDirLockedError, match=str(lock_file)):
+            WorkDirLock(str(tmp_path)).acquire()
+        assert json.loads(lock_file.read_text()) == owner
+    # a dead pid of this host is stale: taken over, then released
+    dead = dict(pid=2**22 + 17, host=socket.gethostname())
+    lock_file.write_text(json.dumps(dead))
+    lock = WorkDirLock(str(tmp_path))
+    lock.acquire()
+    assert lock.took_over == dead
+    assert json.loads(lock_file.read_text())['pid'] == os.getpid()
+    lock.release()
+    assert not lock_file.exists()
+
+
+def test_only_global_rank_zero_locks(monkeypatch):
+    from mmcoop.engine.runner import _launcher_rank
+    monkeypatch.setenv('RANK', '1')
+    assert _launcher_rank('pytorch') == 1
+    assert _launcher_rank('none') == 0
+    monkeypatch.delenv('RANK')
+    monkeypatch.setenv('SLURM_PROCID', '3')
+    assert _launcher_rank('slurm') == 3
