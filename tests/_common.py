@@ -1,10 +1,12 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Helpers shared by test files of several folders (imported by
 ``tests/conftest.py``, which puts this folder on ``sys.path``): loading the
-command-line tools as modules, a toy model/dataset/runner for checkpoint and
-resume mechanics, and a pickle payload that must never be unpickled."""
+command-line tools as modules, a listing of a file tree, a toy
+model/dataset/runner for checkpoint and resume mechanics, and a pickle
+payload that must never be unpickled."""
 import importlib.util
 import itertools
+import os
 import os.path as osp
 
 import torch
@@ -23,6 +25,17 @@ def load_tool(relpath: str, name: str = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def tree_listing(root):
+    """Sorted (path, size, mtime) of every file below ``root``."""
+    out = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = osp.join(d, f)
+            st = os.stat(p)
+            out.append((osp.relpath(p, root), st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
 
 class WritesFile:

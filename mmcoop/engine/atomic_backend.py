@@ -10,15 +10,17 @@ with ``default_hooks.checkpoint.backend_args = dict(backend='atomic_local')``
 ``backend_args``): each file is written to a temporary file in the same
 folder, flushed to disk and renamed over the final name, so a crash or a
 full disk mid-write leaves the previous file (or none), never a truncated
-checkpoint under the final name.
+checkpoint under the final name; a full disk is reported with the last
+good checkpoint (:func:`mmcoop.utils.checkpoint.atomic_write`).
 """
-import os
 import os.path as osp
 from pathlib import Path
 from typing import Union
 
 import mmengine
 from mmengine.fileio import LocalBackend, register_backend
+
+from mmcoop.utils.checkpoint import atomic_write
 
 __all__ = ['AtomicLocalBackend', 'ATOMIC_BACKEND_ARGS']
 
@@ -32,19 +34,8 @@ class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
         filepath = str(filepath)
-        folder = osp.dirname(osp.abspath(filepath))
-        mmengine.mkdir_or_exist(folder)
-        tmp = osp.join(folder,
-                       f'.{osp.basename(filepath)}.tmp-{os.getpid()}')
-        try:
-            with open(tmp, 'wb') as f:
-                f.write(obj)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        finally:
-            if osp.exists(tmp):
-                os.remove(tmp)
+        mmengine.mkdir_or_exist(osp.dirname(osp.abspath(filepath)))
+        atomic_write(filepath, lambda f: f.write(obj))
 
     def put_text(self,
                  obj: str,

@@ -31,14 +31,14 @@ import os.path as osp
 import pickle
 import re
 import zipfile
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 
 __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
-    'safe_torch_load', 'atomic_torch_save', 'last_good_checkpoint',
-    'runtime_state_globals'
+    'safe_torch_load', 'atomic_write', 'atomic_torch_save',
+    'last_good_checkpoint', 'runtime_state_globals'
 ]
 
 if not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):
@@ -277,17 +277,21 @@ def last_good_checkpoint(path: str) -> Optional[str]:
     return osp.join(folder, names[-1]) if names else None
 
 
-def atomic_torch_save(obj: Any,
-                      path: str,
-                      last_good: Optional[str] = None) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``.
+def atomic_write(path: str,
+                 write: Callable[[Any], None],
+                 last_good: Optional[str] = None) -> None:
+    """Write ``path`` atomically: ``write(f)`` fills a temporary file in the
+    same folder, which is flushed to disk and renamed over ``path``.
 
     A crash mid-write leaves the previous file (or nothing), never a
-    truncated checkpoint under the final name.
+    truncated file under the final name. Used by :func:`atomic_torch_save`
+    and by MMEngine's checkpoint saving through
+    :class:`mmcoop.engine.atomic_backend.AtomicLocalBackend`.
 
     Args:
-        obj: what to save.
         path (str): the final file.
+        write (callable): ``write(f)`` writes the content to the binary file
+            object ``f``.
         last_good (str, optional): the checkpoint to name as the last good
             one if the disk is full. Defaults to
             :func:`last_good_checkpoint` of ``path``.
@@ -295,20 +299,14 @@ def atomic_torch_save(obj: Any,
     Raises:
         OSError: ``errno.ENOSPC`` / ``EDQUOT`` with a message naming the
             disk, saying that nothing was lost and which checkpoint is the
-            last good one.
+            last good one (other write errors propagate unchanged).
     """
-    tmp = f'{path}.tmp-{os.getpid()}'
+    folder = osp.dirname(osp.abspath(path))
+    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}')
     error = None
     try:
         with open(tmp, 'wb') as f:
-            writer = _WriteErrorRecorder(f)
-            try:
-                torch.save(obj, writer)
-            except RuntimeError:  # torch wraps the OSError of a write
-                error = writer.error
-                if error is None:
-                    raise
-                raise error
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -320,10 +318,9 @@ def atomic_torch_save(obj: Any,
         if osp.exists(tmp):
             os.remove(tmp)
     if error is not None:
-        folder = osp.dirname(osp.abspath(path))
         good = last_good or last_good_checkpoint(path)
-        reason = ('no space left'
-                  if error.errno == errno.ENOSPC else 'disk quota exceeded')
+        reason = ('No space left'
+                  if error.errno == errno.ENOSPC else 'Disk quota exceeded')
         kept = (f'the previous {osp.basename(path)} is intact, '
                 if osp.isfile(path) else '')
         raise OSError(
@@ -333,6 +330,24 @@ def atomic_torch_save(obj: Any,
             f'removed, and the last good checkpoint is {good or "(none yet)"}.'
             ' Fix: free space on that disk (or train with another '
             '--work-dir), then continue with --resume.') from error
+
+
+def atomic_torch_save(obj: Any,
+                      path: str,
+                      last_good: Optional[str] = None) -> None:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write` (same
+    arguments and errors)."""
+
+    def write(f):
+        writer = _WriteErrorRecorder(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:  # torch wraps the OSError of a write
+            if writer.error is None:
+                raise
+            raise writer.error
+
+    atomic_write(path, write, last_good)
 
 
 class _WriteErrorRecorder:

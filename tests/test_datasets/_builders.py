@@ -7,17 +7,6 @@ import os.path as osp
 from PIL import Image
 
 
-def tree_listing(root):
-    """Sorted (path, size, mtime) of every file below ``root``."""
-    out = []
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = osp.join(d, f)
-            st = os.stat(p)
-            out.append((osp.relpath(p, root), st.st_size, st.st_mtime_ns))
-    return sorted(out)
-
-
 def save_image(path, size=(40, 30), color=(200, 30, 40), mode='RGB'):
     os.makedirs(osp.dirname(path), exist_ok=True)
     img = Image.new('RGB', size, color)

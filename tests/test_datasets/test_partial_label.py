@@ -6,7 +6,8 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from _builders import build_voc, save_image, tree_listing
+from _common import tree_listing
+from _builders import build_voc, save_image
 
 from mmcoop.datasets import (COCO2014MultiLabel, PartialLabelDataset,
                              VOC2007MultiLabel, make_known_mask)

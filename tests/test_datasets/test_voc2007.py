@@ -4,7 +4,8 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from _builders import build_voc, tree_listing, voc_xml
+from _common import tree_listing
+from _builders import build_voc, voc_xml
 from mmpretrain.datasets import VOC
 
 from mmcoop.datasets import (VOC2007_CATEGORIES, AnnotationError,

@@ -5,6 +5,7 @@ import os.path as osp
 
 import numpy as np
 import pytest
+from _common import tree_listing
 from PIL import Image, ImageDraw
 
 from mmcoop.datasets import COCO2014MultiLabel
@@ -14,17 +15,6 @@ from mmcoop.demo import (DEMO_SHAPES, MANIFEST, chance_level_map,
 from mmcoop.demo.__main__ import main
 
 KW = dict(num_train=24, num_val=12, image_size=64, seed=0)
-
-
-def tree_listing(root):
-    """Sorted (path, size, mtime) of every file below ``root``."""
-    out = []
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = osp.join(d, f)
-            st = os.stat(p)
-            out.append((osp.relpath(p, root), st.st_size, st.st_mtime_ns))
-    return sorted(out)
 
 
 @pytest.fixture(scope='module')

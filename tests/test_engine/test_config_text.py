@@ -36,10 +36,10 @@ def test_pretty_text_is_memoised_and_exact(monkeypatch):
 
 
 def test_runner_formats_the_config_once(tmp_path, monkeypatch):
-    from test_runner import _runner  # noqa: E402
+    from _common import toy_runner
     cfg = Config(dict(model=dict(type='ToyModel'), note='config text'))
     calls = _count_yapf(monkeypatch)
-    runner = _runner(tmp_path / 'work', max_epochs=3, cfg=cfg)
+    runner = toy_runner(tmp_path / 'work', max_epochs=3, cfg=cfg)
     assert isinstance(runner.cfg, FormatOnceConfig)
     runner.train()
     # dump + log + runtime info + 3 checkpoint saves: one yapf run

@@ -2,6 +2,7 @@
 """MMCoopRunner: resume and ``load_from`` through the safe loader (the
 run's own checkpoints included), atomic checkpoint writes."""
 import os
+import os.path as osp
 import shutil
 
 import pytest
@@ -96,7 +97,7 @@ def test_checkpoints_go_through_the_atomic_file_backend(tmp_path,
     args = runtime.default_hooks.checkpoint.backend_args
     assert isinstance(get_file_backend(str(tmp_path), backend_args=args),
                       AtomicLocalBackend)
-    runner = _runner(tmp_path / 'fsync', 1)  # CheckpointHook, no args
+    runner = toy_runner(tmp_path / 'fsync', 1)  # CheckpointHook, no args
     puts = []
     original = AtomicLocalBackend.put
     monkeypatch.setattr(AtomicLocalBackend, 'put',

@@ -150,7 +150,9 @@ def _fewer_categories(setup, tmp_path):
     data['annotations'] = [
         a for a in data['annotations'] if a['category_id'] != last
     ]
-    dst = tmp_path / 'val_fewer.json'
+    # in a folder of its own: the work dir must not lie in a dataset tree
+    dst = tmp_path / 'ann' / 'val_fewer.json'
+    dst.parent.mkdir()
     with open(dst, 'w') as f:
         json.dump(data, f)
     return str(dst)

@@ -6,6 +6,7 @@ import os
 import os.path as osp
 
 import pytest
+from _common import load_tool
 from _helpers import base_cfg, make_data, save_tiny_clip, write_config
 from mmengine.config import Config
 
@@ -44,17 +45,6 @@ def test_every_launcher_applies_the_feature_cache(setup, tmp_path):
     assert cfg.to_dict() == before
 
 
-def _tool(name):
-    import importlib.util
-
-    from _helpers import ROOT
-    spec = importlib.util.spec_from_file_location(
-        f'mmcoop_tools_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write(setup, tmp_path, name='c.py', **over):
     s = base_cfg(setup['data_root'], setup['clip'], setup['classes'],
                  max_epochs=1, size=32)
@@ -75,7 +65,7 @@ def test_unknown_top_level_key_warns_or_stops(setup, tmp_path):
     # strict: an error before the work dir is made
     work = tmp_path / 'strict'
     with pytest.raises(UnknownConfigKeyError, match="'modle'"):
-        _tool('train').main([
+        load_tool('tools/train.py').main([
             _write(setup, tmp_path, 's.py', modle=dict(type='X')),
             '--work-dir', str(work), '--strict-config'
         ])
@@ -110,7 +100,7 @@ def test_cfg_option_of_the_wrong_type_names_the_option(
         setup, tmp_path, option, kind):
     work = tmp_path / 'w'
     with pytest.raises(ValueError) as err:
-        _tool('train').main([
+        load_tool('tools/train.py').main([
             _write(setup, tmp_path), '--work-dir',
             str(work), '--cfg-options', option
         ])
@@ -129,12 +119,12 @@ def test_work_dir_inside_the_dataset_is_refused_before_any_write(
     for work in (osp.join(setup['data_root'], 'runs', 'x'),
                  osp.join(setup['data_root'], 'train2014', 'x')):
         with pytest.raises(ValueError) as err:
-            _tool('train').main([_write(setup, tmp_path), '--work-dir', work])
+            load_tool('tools/train.py').main([_write(setup, tmp_path), '--work-dir', work])
         assert 'work dir' in str(err.value) and 'dataset folder' in str(
             err.value)
         assert "'work_dirs/<experiment>'" in str(err.value)
         with pytest.raises(ValueError, match='dataset folder'):
-            _tool('test').main([
+            load_tool('tools/test.py').main([
                 _write(setup, tmp_path), 'none.pth', '--work-dir', work])
     assert tree_fingerprint(setup['data_root']) == before
 
@@ -144,7 +134,7 @@ def test_class_names_with_spaces_survive_cfg_options(split):
     """mmcoop's tools keep spaces that MMEngine's DictAction deletes, also
     when the shell split an unquoted list at its spaces."""
     from mmengine.config import DictAction
-    train = _tool('train')
+    train = load_tool('tools/train.py')
     value = '[traffic light, stop sign,fire  hydrant]'
     tokens = (f'model.head.classnames={value}'.split(' ')
               if split else [f'model.head.classnames={value}'])
@@ -171,7 +161,7 @@ def test_class_names_with_spaces_train_and_squeezed_names_stop(
     classes = setup['classes']
     assert any(' ' in c for c in classes)
     quoted = '[' + ','.join(classes) + ']'
-    runner = _tool('train').main([
+    runner = load_tool('tools/train.py').main([
         _write(setup, tmp_path), '--work-dir',
         str(tmp_path / 'w'), '--cfg-options',
         f'model.head.classnames={quoted}'
@@ -199,8 +189,8 @@ def _log_text(work):
 def test_resume_names_the_values_the_checkpoint_overrides(setup, tmp_path):
     cfg = _write(setup, tmp_path)
     work = tmp_path / 'w'
-    _tool('train').main([cfg, '--work-dir', str(work)])
-    _tool('train').main([
+    load_tool('tools/train.py').main([cfg, '--work-dir', str(work)])
+    load_tool('tools/train.py').main([
         cfg, '--work-dir',
         str(work), '--resume', '--cfg-options',
         'optim_wrapper.optimizer.lr=0.1', 'train_cfg.max_epochs=2'
@@ -213,8 +203,8 @@ def test_resume_names_the_values_the_checkpoint_overrides(setup, tmp_path):
     assert 'load_from=' in log
     # a plain resume says nothing of the kind
     plain = tmp_path / 'plain'
-    _tool('train').main([cfg, '--work-dir', str(plain)])
-    _tool('train').main([
+    load_tool('tools/train.py').main([cfg, '--work-dir', str(plain)])
+    load_tool('tools/train.py').main([
         cfg, '--work-dir',
         str(plain), '--resume', '--cfg-options', 'train_cfg.max_epochs=2'
     ])

@@ -3,22 +3,14 @@
 ``mmcoop.apis.init_model`` and demo/image_demo.py
 (:mod:`mmcoop.engine.checkpoint_fit`)."""
 import glob
-import importlib.util
 import os.path as osp
 
 import pytest
 import torch
-from _helpers import ROOT, base_cfg, make_data, save_tiny_clip, write_config
+from _common import load_tool
+from _helpers import base_cfg, make_data, save_tiny_clip, write_config
 
 from mmcoop.utils import CheckpointMismatchError
-
-
-def _tool(relpath):
-    spec = importlib.util.spec_from_file_location(
-        'mmcoop_' + relpath.replace('/', '_')[:-3], osp.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -54,12 +46,12 @@ def _entry_points(setup, ckpt, work):
     """Every way mmcoop loads a checkpoint for a model."""
     from mmcoop.apis import init_model
     return dict(
-        test_tool=lambda: _tool('tools/test.py').main(
+        test_tool=lambda: load_tool('tools/test.py').main(
             [setup['cfg'], ckpt, '--work-dir', work]),
         init_model=lambda: init_model(setup['cfg'], ckpt),
-        image_demo=lambda: _tool('demo/image_demo.py').main(
+        image_demo=lambda: load_tool('demo/image_demo.py').main(
             [setup['images'][0], setup['cfg'], ckpt]),
-        load_from=lambda: _tool('tools/train.py').main([
+        load_from=lambda: load_tool('tools/train.py').main([
             setup['cfg'], '--work-dir', work + '_train', '--cfg-options',
             f'load_from={ckpt}'
         ]))
@@ -91,7 +83,7 @@ def test_official_checkpoint_names_the_converter(setup, tmp_path, entry):
 def test_partial_load_only_on_explicit_request(setup, tmp_path):
     from mmcoop.apis import init_model
     ckpt = str(setup['tmp'] / 'partial.pth')
-    metrics = _tool('tools/test.py').main([
+    metrics = load_tool('tools/test.py').main([
         setup['cfg'], ckpt, '--work-dir',
         str(tmp_path / 'w'), '--cfg-options', 'checkpoint_check.missing=False'
     ])

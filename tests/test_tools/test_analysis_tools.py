@@ -5,6 +5,7 @@ import copy
 import csv
 import gzip
 import json
+import os
 import os.path as osp
 import re
 import subprocess
@@ -98,6 +99,8 @@ def test_prompt_similarity(tmp_path, capsys):
         assert 0 <= r['std'] <= 1
     summary = read_csv(out_dir / 'summary.csv')
     assert [s['pair'] for s in summary] == [r['pair'] for r in rows]
+    with pytest.raises(ValueError, match=r'2 output file\(s\) already exist'):
+        tool.main(['--out-dir', str(out_dir), '--save-pairs'])
     for s, r in zip(summary, rows):
         assert float(s['mean']) == pytest.approx(r['mean'])
         assert int(s['n']) == r['n']
@@ -405,12 +408,13 @@ def test_similarity_map_handwritten(image_file, tmp_path, capsys):
     tool = load_tool('tools/visualization/similarity_map.py')
     out = str(tmp_path / 'sim.png')
     torch.manual_seed(0)
-    path, maps = tool.main([
+    args = [
         image_file, '--class', 'dog', '--class', 'traffic light',
         '--model-name', 'mmcoop-tiny-RN', '--pretrained', 'none',
         '--input-size', '96', '--panel-size', '96', '--out', out,
         '--save-npz'
-    ])
+    ]
+    path, maps = tool.main(args)
     assert path == out
     assert Image.open(out).size == tool.output_size(96, 2) == (288, 224)
     assert list(maps) == ['dog', 'traffic light']
@@ -440,6 +444,12 @@ def test_similarity_map_handwritten(image_file, tmp_path, capsys):
         dense, text[:, None], dim=0).reshape(3, 3)
     np.testing.assert_allclose(maps['dog']['neg'], expected.numpy(),
                                atol=1e-5)
+    # outputs: not over existing files (the .npz counts), never the input
+    os.remove(out)
+    with pytest.raises(ValueError, match=r"already exist: '.*sim.npz'"):
+        tool.main(args)
+    with pytest.raises(ValueError, match='is the input'):
+        tool.main(args[:-3] + ['--out', image_file, '--force'])
 
 
 @pytest.mark.parametrize('head_type', ['NegativeCoOpHead', 'BaselineHead'])

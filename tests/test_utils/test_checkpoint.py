@@ -155,7 +155,7 @@ def test_disk_full_while_saving_names_the_disk_and_the_last_good(
             atomic_torch_save({'v': torch.randn(10000)}, str(work / name))
         assert err.value.errno == errno.ENOSPC
         msg = str(err.value)
-        assert 'no space left on ' in msg and f'(folder {work})' in msg
+        assert 'No space left on ' in msg and f'(folder {work})' in msg
         assert 'Nothing was lost' in msg
         assert f'the last good checkpoint is {work / "epoch_2.pth"}' in msg
     assert 'the previous epoch_2.pth is intact' in msg
@@ -185,3 +185,27 @@ def test_other_write_errors_keep_their_errno(tmp_path, monkeypatch):
         atomic_torch_save({'v': torch.randn(10000)}, str(tmp_path / 'a.pth'))
     assert err.value.errno == errno.EIO
     assert os.listdir(tmp_path) == []
+
+
+def test_disk_full_during_a_training_save(tmp_path, monkeypatch, toy_runner):
+    """MMEngine's saving (AtomicLocalBackend) reports a full disk the same
+    way; the run's previous checkpoint and pointer stay as they were."""
+    from mmcoop.utils import checkpoint as ckpt_module
+    work = tmp_path / 'work'
+    runner = toy_runner(work, 1)
+    runner.train()
+    before = {p: (work / p).read_bytes() for p in os.listdir(work)
+              if p.endswith('.pth') or p == 'last_checkpoint'}
+    assert set(before) == {'epoch_1.pth', 'last_checkpoint'}
+    monkeypatch.setattr(ckpt_module, 'open', _DiskFull, raising=False)
+    with pytest.raises(OSError) as err:
+        runner.save_checkpoint(str(work), 'epoch_2.pth')
+    monkeypatch.undo()
+    assert err.value.errno == errno.ENOSPC
+    assert 'Nothing was lost' in str(err.value)
+    assert f'last good checkpoint is {work / "epoch_1.pth"}' in str(
+        err.value)
+    after = {p: (work / p).read_bytes() for p in os.listdir(work)
+             if p.endswith('.pth') or p == 'last_checkpoint'}
+    assert after == before
+    assert not [p for p in os.listdir(work) if '.tmp-' in p]
