@@ -20,10 +20,11 @@ into a training input, in ``P`` worker processes of one thread each
 - ``tensor-draft``: the same with JPEG DCT scaling (only measured when the
   resolution is at most half the image).
 
-With ``--device cuda`` also ``gpu``: the files are read on the CPU, the
-batch is decoded on the GPU (``torchvision.io.decode_jpeg(device=...)``),
-resized and augmented there as batched tensor ops; reported per batch
-as images/s of the whole path (CPU read + GPU work).
+With ``--device cuda`` also ``gpu``: the files are read (and the draws
+made) on the CPU by ``LoadImageBytes``, and ``DeviceAugmentPreprocessor``
+decodes the batch on the GPU (``torchvision.io.decode_jpeg(device=...)``),
+resizes, augments it as batched tensor ops and normalises it; reported as
+images/s of the whole path in one process (CPU read + GPU work).
 """
 import json
 import multiprocessing as mp
@@ -33,7 +34,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import torch
@@ -132,42 +133,28 @@ def _work(task):
 
 
 def device_path(paths: List[str], resolution: int, batch_size: int,
-              device: torch.device) -> int:
-    """Read on the CPU; decode, resize and augment batches on ``device``."""
-    from torchvision.io import ImageReadMode, decode_jpeg
+                device: torch.device) -> int:
+    """The GPU data path: ``LoadImageBytes`` in the caller's process (file
+    read + draw), then :class:`~mmcoop.models.DeviceAugmentPreprocessor` on
+    ``device`` (decode, resize, augment, normalise), batch by batch."""
+    from mmengine.dataset import pseudo_collate
+    from mmpretrain.registry import TRANSFORMS
 
-    from mmcoop.datasets.transforms.tensor_augment import (
-        apply_op, cutout, draw_randaugment, resize)
-    rs = np.random.RandomState(0)
+    import mmcoop.models  # noqa: F401
+    from mmcoop.registry import MODELS
+    load = TRANSFORMS.build(
+        dict(type='mmcoop.LoadImageBytes', scale=(resolution, resolution)))
+    pack = TRANSFORMS.build(
+        dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor')).to(device)
+    np.random.seed(0)
     done = 0
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        data = []
-        for p in chunk:
-            with open(p, 'rb') as f:
-                data.append(
-                    torch.frombuffer(bytearray(f.read()), dtype=torch.uint8))
-        imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-        batch = torch.stack([resize(i, (resolution, resolution))
-                             for i in imgs])
-        b = batch.shape[0]
-        centres = [(rs.randint(resolution), rs.randint(resolution))
-                   for _ in range(b)]
-        colours = [tuple(rs.randint(0, 256, 3)) for _ in range(b)]
-        batch = cutout(batch, centres, colours)
-        draws = [draw_randaugment(rs) for _ in range(b)]
-        for k in range(2):  # the k-th op of every image, grouped by op
-            groups: Dict[str, list] = {}
-            for i, d in enumerate(draws):
-                if d[k]['applied']:
-                    groups.setdefault(d[k]['op'], []).append(i)
-            for op, idx in groups.items():
-                sel = torch.tensor(idx, device=device)
-                batch[sel] = apply_op(
-                    batch[sel], op, [draws[i][k]['index'] for i in idx],
-                    [draws[i][k]['sign'] for i in idx],
-                    [draws[i][k]['centre'] for i in idx])
-        done += b
+        batch = pseudo_collate([
+            pack(load(dict(img_path=p)))
+            for p in paths[start:start + batch_size]
+        ])
+        done += pre(batch, training=True)['inputs'].shape[0]
     sync(device)
     return done
 

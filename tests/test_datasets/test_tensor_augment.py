@@ -152,3 +152,47 @@ def test_load_tensor_errors_name_the_file(tmp_path):
         t(dict(img_path=str(bad)))
     with pytest.raises(OSError, match='missing.jpg'):
         t(dict(img_path=str(tmp_path / 'missing.jpg')))
+
+
+def test_device_path_matches_cpu_tensor_path(tmp_path):
+    """LoadImageBytes + DeviceAugmentPreprocessor (run here on CPU tensors)
+    give the CPU tensor pipeline's images, normalised, for the same seeds:
+    the same draws; differences only from torch's resize and bicubic
+    kernels."""
+    from mmengine.dataset import pseudo_collate
+
+    from mmcoop.registry import MODELS
+    paths = [_jpeg(tmp_path / f'{i}.jpg') for i in range(4)]
+    for i, p in enumerate(paths):
+        _photo(480, 640, seed=i).save(p, quality=90)
+    size = (224, 224)
+    cpu = [TRANSFORMS.build(c) for c in (
+        dict(type='LoadImageTensor', scale=size),
+        dict(type='TensorCutout'), dict(type='TensorRandAugment'),
+        dict(type='PackInputs'))]
+    dev = [TRANSFORMS.build(c) for c in (
+        dict(type='LoadImageBytes', scale=size),
+        dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))]
+    ref, batch, draws = [], [], []
+    for seed, p in enumerate(paths):
+        np.random.seed(seed)
+        res = dict(img_path=p)
+        for t in cpu[:3]:
+            res = t(res)
+        draws.append(res['randaugment'])
+        ref.append(cpu[3](res)['inputs'].flip(0).float())  # BGR -> RGB
+        np.random.seed(seed)
+        res = dict(img_path=p)
+        for t in dev:
+            res = t(res)
+        batch.append(res)
+        assert res['data_samples'].device_aug['randaugment'] == draws[-1]
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor'))
+    out = pre(pseudo_collate(batch), training=True)['inputs']
+    ref = (torch.stack(ref) - pre.mean) / pre.std
+    assert out.shape == (4, 3, 224, 224)
+    diff = (out - ref).abs() * pre.std  # back on the 0-255 scale
+    assert diff.mean() < 2.0, diff.mean()
+    # eval: no augmentation, only decode + resize + normalise
+    plain = pre(pseudo_collate(batch), training=False)['inputs']
+    assert not torch.equal(plain, out)

@@ -7,7 +7,9 @@ __all__ = [
     'RandomCutout', 'LoadImageFromFileChecked', 'DualCoOpRandAugment',
     'DUALCOOP_RANDAUG_POLICIES'
 ]
-from .tensor_augment import (LoadImageTensor, TensorCutout,  # noqa: E402
-                             TensorRandAugment)
+from .tensor_augment import (LoadImageBytes, LoadImageTensor,  # noqa: E402
+                             TensorCutout, TensorRandAugment)
 
-__all__ += ['LoadImageTensor', 'TensorCutout', 'TensorRandAugment']
+__all__ += [
+    'LoadImageTensor', 'LoadImageBytes', 'TensorCutout', 'TensorRandAugment'
+]

@@ -43,7 +43,8 @@ from mmcoop.registry import TRANSFORMS
 __all__ = [
     'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
     'official_cutout', 'apply_op', 'cutout',
-    'resize', 'decode_resize', 'LoadImageTensor', 'TensorCutout',
+    'resize', 'decode_resize', 'augment_batch', 'LoadImageTensor',
+    'LoadImageBytes', 'TensorCutout',
     'TensorRandAugment'
 ]
 
@@ -368,6 +369,30 @@ def apply_op(img: torch.Tensor, op: str, index, sign=1,
     return _affine(img, [coeffs[op](m) for m in mag], mode)
 
 
+def augment_batch(img: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
+    """Cutout + RandAugment of a ``(B, 3, H, W)`` uint8 RGB batch, one
+    draw per image (what :class:`LoadImageBytes` records): ``cutout``
+    with ``cutout_centre``, ``cutout_colour`` and ``cutout_factor``, then
+    the ``randaugment`` ops in order, each op applied at once to the images
+    that drew it (one batched call per op)."""
+    img = cutout(img, [d['cutout_centre'] for d in draws],
+                 [d['cutout_colour'] for d in draws],
+                 draws[0]['cutout_factor'])
+    for k in range(2):
+        groups = {}
+        for i, d in enumerate(draws):
+            op = d['randaugment'][k]
+            if op['applied']:
+                groups.setdefault(op['op'], []).append(i)
+        for name, idx in groups.items():
+            ops = [draws[i]['randaugment'][k] for i in idx]
+            sel = torch.tensor(idx, device=img.device)
+            img[sel] = apply_op(img[sel], name, [o['index'] for o in ops],
+                                [o['sign'] for o in ops],
+                                [o['centre'] for o in ops])
+    return img
+
+
 def _fill_boxes(img: torch.Tensor, boxes, colours) -> torch.Tensor:
     """Paint ``boxes`` (rows ``y0:y1``, columns ``x0:x1``, half-open) with
     one RGB colour per image."""
@@ -486,6 +511,61 @@ class LoadImageTensor(BaseTransform):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(scale={self.scale}, '
                 f'draft={self.draft})')
+
+
+@TRANSFORMS.register_module()
+class LoadImageBytes(BaseTransform):
+    """Read an image file's bytes (a 1-D uint8 tensor) for decoding on the
+    device by :class:`~mmcoop.models.DeviceAugmentPreprocessor`, and draw
+    its augmentation there: ``results['device_aug']`` holds the output
+    size, and with ``augment=True`` the ``CutoutPIL`` centre and colour and
+    the RandAugment draw, in the order and with the RNG of
+    :class:`TensorCutout` + :class:`TensorRandAugment` (so a seeded sample
+    gets the same draw on either path). Keep ``'device_aug'`` in
+    ``PackInputs(meta_keys=...)``.
+
+    Args:
+        scale (tuple[int, int]): output ``(w, h)``.
+        augment (bool): draw Cutout + RandAugment (training).
+        cutout_factor (float): as :class:`TensorCutout`.
+        backend_args (dict, optional): mmengine file backend arguments.
+    """
+
+    def __init__(self, scale: Tuple[int, int], augment: bool = True,
+                 cutout_factor: float = 0.5,
+                 backend_args: Optional[dict] = None):
+        self.scale = tuple(scale)
+        self.augment = augment
+        self.cutout_factor = cutout_factor
+        self.backend_args = backend_args
+
+    def transform(self, results: dict) -> dict:
+        path = results['img_path']
+        try:
+            data = fileio.get(path, backend_args=self.backend_args)
+        except Exception as e:  # noqa: BLE001
+            raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}'
+                          f': {e}). Fix: check data_root / data_prefix and '
+                          'that the file exists.') from e
+        results['img'] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        w, h = self.scale
+        aug = dict(size=(h, w))
+        if self.augment:
+            aug.update(
+                cutout_centre=(int(np.random.randint(h)),
+                               int(np.random.randint(w))),
+                cutout_colour=tuple(
+                    int(c) for c in np.random.randint(0, 256, size=3)),
+                cutout_factor=self.cutout_factor,
+                randaugment=draw_randaugment(np.random))
+        results['device_aug'] = aug
+        results['img_shape'] = (h, w)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(scale={self.scale}, '
+                f'augment={self.augment}, '
+                f'cutout_factor={self.cutout_factor})')
 
 
 @TRANSFORMS.register_module()
