@@ -457,6 +457,16 @@ def decode_resize(data: bytes, size: Tuple[int, int],
 
 
 # ------------------------------------------------------------- transforms
+def _read_bytes(path: str, backend_args: Optional[dict]) -> bytes:
+    """The bytes of an image file; an error names the file and the fix."""
+    try:
+        return fileio.get(path, backend_args=backend_args)
+    except Exception as e:  # noqa: BLE001
+        raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}: '
+                      f'{e}). Fix: check data_root / data_prefix and that '
+                      'the file exists.') from e
+
+
 def _as_rgb_batch(bgr: torch.Tensor) -> torch.Tensor:
     return bgr.flip(0)[None]
 
@@ -487,12 +497,7 @@ class LoadImageTensor(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         path = results['img_path']
-        try:
-            data = fileio.get(path, backend_args=self.backend_args)
-        except Exception as e:  # noqa: BLE001
-            raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}'
-                          f': {e}). Fix: check data_root / data_prefix and '
-                          'that the file exists.') from e
+        data = _read_bytes(path, self.backend_args)
         size = (self.scale[1], self.scale[0])
         try:
             rgb = decode_resize(data, size, self.draft)
@@ -541,12 +546,7 @@ class LoadImageBytes(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         path = results['img_path']
-        try:
-            data = fileio.get(path, backend_args=self.backend_args)
-        except Exception as e:  # noqa: BLE001
-            raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}'
-                          f': {e}). Fix: check data_root / data_prefix and '
-                          'that the file exists.') from e
+        data = _read_bytes(path, self.backend_args)
         results['img'] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         w, h = self.scale
         aug = dict(size=(h, w))
