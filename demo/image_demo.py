@@ -18,10 +18,10 @@ import os.path as osp
 import sys
 
 import numpy as np
-from mmengine.config import DictAction
 from PIL import Image
 
 from mmcoop.apis import draw_predictions, inference_model, init_model
+from mmcoop.engine.cli import SpacedDictAction
 from mmcoop.utils.paths import claim_outputs
 
 
@@ -54,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--batch-size', type=_positive_int, default=1,
                         help='images per forward pass (>= 1)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction,
                         metavar='KEY=VALUE',
                         help='config overrides, e.g. model.head.thr=0.3')
     return parser.parse_args(argv)

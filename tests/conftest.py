@@ -33,3 +33,29 @@ def toy_runner():
 def writes_file():
     """A class whose instances create ``path`` when unpickled."""
     return _common.WritesFile
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A folder served over http on 127.0.0.1 (for URL checkpoints):
+    yields ``(folder, base_url)``."""
+    import functools
+    import http.server
+    import threading
+    folder = tmp_path / 'served'
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f'http://127.0.0.1:{server.server_port}'
+    finally:
+        server.shutdown()
+        server.server_close()

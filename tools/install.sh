@@ -31,4 +31,8 @@ if ! "$PY" -c "import mmcv" >/dev/null 2>&1; then
 fi
 echo "[mmcoop] installing mmcoop (editable) with test extras"
 "${PIP[@]}" install -e '.[tests]'
+# openmim without its opendatalab/openxlab dependency (see setup.cfg, tests)
+if ! "$PY" -c "import mim" >/dev/null 2>&1; then
+  "${PIP[@]}" install --no-deps 'openmim>=0.3.9'
+fi
 "$PY" -c "import mmcoop, torch, mmcv, mmengine, mmpretrain, open_clip; print('[mmcoop] ready: mmcoop', mmcoop.__version__, '| torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmengine', mmengine.__version__, '| mmpretrain', mmpretrain.__version__, '| open_clip', open_clip.__version__)"

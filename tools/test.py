@@ -2,14 +2,17 @@
 """Test (evaluate) a checkpoint with an mmcoop config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-        [--out-item {metrics,pred}] [--cfg-options k=v ...]
+        [--out-item {metrics,pred}] [--show-dir DIR] [--cfg-options k=v ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 The checkpoint (a training checkpoint such as ``work_dirs/.../epoch_50.pth``,
 a published one from ``tools/model_converters/publish_model.py`` or a
 converted official one) is read by ``MMCoopRunner`` with
 ``torch.load(weights_only=True)`` and must fit the model (see
-``mmcoop.engine.checkpoint_fit``). Multi-GPU:
+``mmcoop.engine.checkpoint_fit``). ``--out x.pkl`` dumps every sample's
+scores and labels (the input of ``tools/analysis/analyze_results.py``),
+``--out x.json --out-item metrics`` the metrics with a ``per_class_ap``
+table; ``--show-dir`` draws each test image with its scores. Multi-GPU:
 ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``.
 """
 import argparse
@@ -29,6 +32,7 @@ from mmengine.runner import Runner
 
 from mmcoop.engine.cli import (add_common_args, merge_test_args,
                                set_local_rank)
+from mmcoop.evaluation import evaluator_per_class_ap
 from mmcoop.registry import RUNNERS
 
 
@@ -43,6 +47,10 @@ def parse_args(argv=None):
         choices=['metrics', 'pred'],
         help='To output whether metrics or predictions. '
         'Defaults to output predictions.')
+    parser.add_argument(
+        '--show-dir',
+        help='draw every test image with its top scores into this (new or '
+        'empty) folder')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -63,6 +71,10 @@ def main(argv=None):
 
     # merge cli arguments to config
     cfg = merge_test_args(cfg, args)
+    if args.show_dir:
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []),
+                            dict(type='PredictionDrawHook',
+                                 out_dir=args.show_dir)]
 
     # build the runner from config
     if 'runner_type' not in cfg:
@@ -78,7 +90,10 @@ def main(argv=None):
     metrics = runner.test()
 
     if args.out and args.out_item == 'metrics':
-        mmengine.dump(metrics, args.out)
+        mmengine.dump(
+            dict(metrics,
+                 per_class_ap=evaluator_per_class_ap(runner.test_evaluator)),
+            args.out)
     return metrics
 
 

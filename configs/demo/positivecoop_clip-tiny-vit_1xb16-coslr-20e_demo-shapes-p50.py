@@ -44,7 +44,7 @@ model = dict(
         text_encoder=dict(model_name='mmcoop-tiny-ViT', pretrained=None)))
 
 train_pipeline = [
-    dict(type='LoadImageFromFileChecked'),
+    dict(type='mmcoop.LoadImageFromFileChecked'),
     dict(
         type='Resize',
         scale=(img_size, img_size),

@@ -55,6 +55,7 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.engine.checkpoint_fit import CHECKS, check_checkpoint_fits
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
+from .model_zoo import fetch_checkpoint
 
 ImageType = Union[str, np.ndarray, Any]
 ConfigType = Union[str, Config, dict]
@@ -92,7 +93,8 @@ def init_model(config: ConfigType,
     Args:
         config (str | Config | dict): config file, Config or plain dict
             (needs ``model`` and, for inference, a test pipeline).
-        checkpoint (str, optional): checkpoint file, read with
+        checkpoint (str, optional): checkpoint file or http(s) URL
+            (downloaded once into the torch hub cache), read with
             ``weights_only=True``. None keeps the initial weights.
         device (str | torch.device): where to put the model.
         cfg_options (dict, optional): overrides merged into the config
@@ -141,7 +143,8 @@ def init_model(config: ConfigType,
     dataset_meta = {}
     if checkpoint is not None:
         ckpt = safe_torch_load(
-            checkpoint, map_location='cpu', runtime_state=True)
+            fetch_checkpoint(checkpoint), map_location='cpu',
+            runtime_state=True)
         if not isinstance(ckpt, dict):
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
         if not strict:
@@ -154,6 +157,12 @@ def init_model(config: ConfigType,
             model, ckpt, strict=False, logger=MMLogger.get_current_instance())
         meta = ckpt.get('meta') or {}
         dataset_meta = dict(meta.get('dataset_meta') or {})
+        # per-class thresholds calibrated on a validation split (clean
+        # protocol, ThresholdCalibrationHook): threshold='calibrated'
+        calibrated = (meta.get('calibrated_thresholds') or {}).get(
+            'thresholds')
+        if calibrated is not None:
+            model.calibrated_thresholds = np.asarray(calibrated, np.float32)
     classes = _classes_of(model)
     if classes is not None:  # the head's names define the prompts
         dataset_meta['classes'] = classes
@@ -292,8 +301,11 @@ class MultiLabelInferencer:
         checkpoint (str, optional): checkpoint for a config ``model``.
         device (str): device for a config ``model``.
         cfg_options (dict, optional): config overrides.
-        threshold (float): default score threshold for ``labels``. Defaults
-            to 0.5.
+        threshold (float | str | array): default score threshold for
+            ``labels``: one value, ``(C,)`` per-class values, or
+            ``'calibrated'`` for the per-class thresholds calibrated on the
+            validation split and stored in the checkpoint
+            (``meta['calibrated_thresholds']``). Defaults to 0.5.
 
     Call with one image or a list; returns a list of result dicts (see the
     module docstring), in input order.
@@ -354,7 +366,8 @@ class MultiLabelInferencer:
                 batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f'batch_size must be an integer >= 1, got '
                              f'{batch_size!r}.')
-        threshold = self.threshold if threshold is None else threshold
+        threshold = self._thresholds(
+            self.threshold if threshold is None else threshold)
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
@@ -367,11 +380,28 @@ class MultiLabelInferencer:
                 results.append(self.postprocess(sample, img, threshold))
         return results
 
+    def _thresholds(self, threshold):
+        if isinstance(threshold, str):
+            if threshold != 'calibrated':
+                raise ValueError(f"threshold must be a number, per-class "
+                                 f"values or 'calibrated', got {threshold!r}.")
+            calibrated = getattr(self.model, 'calibrated_thresholds', None)
+            if calibrated is None:
+                raise ValueError(
+                    "threshold='calibrated': the checkpoint has no "
+                    "meta['calibrated_thresholds']. Fix: train with the "
+                    "clean protocol (configs/_base_/protocols/clean.py), "
+                    'which calibrates them on the validation split, or pass '
+                    'a number.')
+            return calibrated
+        return threshold
+
     def postprocess(self, sample, image: ImageType,
                     threshold: float) -> dict:
         scores = sample.pred_score.detach().float().cpu().numpy()
         order = np.argsort(-scores, kind='stable')
-        labels = [int(i) for i in order if scores[i] >= threshold]
+        above = scores >= np.broadcast_to(threshold, scores.shape)
+        labels = [int(i) for i in order if above[i]]
         names = [self.classes[i] for i in labels] if self.classes else []
         return dict(
             scores=scores,
@@ -384,14 +414,17 @@ class MultiLabelInferencer:
 def inference_model(model: nn.Module,
                     images: Union[ImageType, Sequence[ImageType]],
                     batch_size: int = 1,
-                    threshold: float = 0.5) -> List[dict]:
+                    threshold: Union[float, str, Sequence[float]] = 0.5
+                    ) -> List[dict]:
     """Run a model from :func:`init_model` on images.
 
     Args:
         model (nn.Module): from :func:`init_model`.
         images: a path / RGB array / PIL image, or a list of them.
         batch_size (int): images per forward pass.
-        threshold (float): score threshold for ``labels``. Defaults to 0.5.
+        threshold (float | str | array): score threshold for ``labels``:
+            a number, ``(C,)`` per-class values or ``'calibrated'`` (see
+            :class:`MultiLabelInferencer`). Defaults to 0.5.
 
     Returns:
         list[dict]: one result per image, in input order (see module doc).

@@ -32,7 +32,7 @@ class OfficialTrainTransform:
     """
 
     def __init__(self, size: int = 448, normalize: bool = True):
-        from mmcoop.datasets.feature_cache import CLIP_MEAN, CLIP_STD
+        from mmcoop.models.data_preprocessors import CLIP_MEAN, CLIP_STD
         self.size = size
         self.normalize = normalize
         self.mean = [m / 255 for m in CLIP_MEAN]

@@ -26,7 +26,6 @@ from typing import List
 import torch
 
 from mmcoop.datasets.categories import COCO2014_CATEGORIES, VOC2007_CATEGORIES
-from mmcoop.datasets.feature_cache import CLIP_MEAN, CLIP_STD
 from .memory import PeakMemory
 from .timing import run_configs
 
@@ -103,8 +102,7 @@ def _image_batch(batch_size, resolution, num_classes, seed=0):
 
 def clip_preprocessor() -> dict:
     """The image data preprocessor of CLIP (mean/std on 0-255, BGR->RGB)."""
-    return dict(
-        type='ClsDataPreprocessor', mean=CLIP_MEAN, std=CLIP_STD, to_rgb=True)
+    return dict(type='mmcoop.CLIPDataPreprocessor')
 
 
 def model_pair(backbone, head, device):

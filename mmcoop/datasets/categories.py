@@ -43,3 +43,17 @@ VOC2007_CATEGORIES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus',
                       'car', 'cat', 'chair', 'cow', 'diningtable', 'dog',
                       'horse', 'motorbike', 'person', 'pottedplant', 'sheep',
                       'sofa', 'train', 'tvmonitor')
+
+#: The 81 NUS-WIDE concepts in the order of the official ``Concepts81.txt``.
+NUSWIDE_CONCEPTS = (
+    'airport', 'animal', 'beach', 'bear', 'birds', 'boats', 'book', 'bridge',
+    'buildings', 'cars', 'castle', 'cat', 'cityscape', 'clouds', 'computer',
+    'coral', 'cow', 'dancing', 'dog', 'earthquake', 'elk', 'fire', 'fish',
+    'flags', 'flowers', 'food', 'fox', 'frost', 'garden', 'glacier', 'grass',
+    'harbor', 'horses', 'house', 'lake', 'leaf', 'map', 'military', 'moon',
+    'mountain', 'nighttime', 'ocean', 'person', 'plane', 'plants', 'police',
+    'protest', 'railroad', 'rainbow', 'reflection', 'road', 'rocks',
+    'running', 'sand', 'sign', 'sky', 'snow', 'soccer', 'sports', 'statue',
+    'street', 'sun', 'sunset', 'surf', 'swimmers', 'tattoo', 'temple',
+    'tiger', 'tower', 'town', 'toy', 'train', 'tree', 'valley', 'vehicle',
+    'water', 'waterfall', 'wedding', 'whales', 'window', 'zebra')

@@ -55,7 +55,8 @@ def _is_int(x) -> bool:
 
 def load_coco_multilabel(ann_file: str,
                          backend_args: Optional[dict] = None,
-                         filter_empty: bool = True) -> CocoLabels:
+                         filter_empty: bool = True,
+                         fix: str = _FIX_FILE) -> CocoLabels:
     """Parse a COCO ``instances_*.json`` into per-image label sets.
 
     Only ``images[].id/file_name``, ``annotations[].image_id/category_id``
@@ -70,6 +71,8 @@ def load_coco_multilabel(ann_file: str,
             then ordered by their first annotation, which is the official
             order (and the row order of its label masks). If False, all
             images in the order of the ``images`` list. Defaults to True.
+        fix (str): The fix the errors about the content suggest. Defaults
+            to restoring the official COCO-2014 file.
 
     Returns:
         CocoLabels: categories, images with their label indices, count.
@@ -87,23 +90,23 @@ def load_coco_multilabel(ann_file: str,
         raise AnnotationError(
             f'{ann_file}: not valid JSON (line {e.lineno}, column {e.colno}: '
             f'{e.msg}). The file is probably truncated or corrupted. '
-            f'{_FIX_FILE}') from None
+            f'{fix}') from None
     del text
 
     if not isinstance(data, dict):
         raise AnnotationError(
             f'{ann_file}: the top level must be a JSON object with keys '
             f"'images', 'annotations', 'categories', got "
-            f'{type(data).__name__}. {_FIX_FILE}')
+            f'{type(data).__name__}. {fix}')
     for key in ('images', 'annotations', 'categories'):
         if key not in data:
             raise AnnotationError(
                 f'{ann_file}: missing top-level key {key!r} (found '
                 f'{sorted(data)}). Is this a COCO instances file (not '
-                f'captions/person_keypoints)? {_FIX_FILE}')
+                f'captions/person_keypoints)? {fix}')
         if not isinstance(data[key], list):
             raise AnnotationError(f'{ann_file}: {key!r} must be a list, got '
-                                  f'{type(data[key]).__name__}. {_FIX_FILE}')
+                                  f'{type(data[key]).__name__}. {fix}')
 
     # ---- categories ----
     cats = []
@@ -112,34 +115,34 @@ def load_coco_multilabel(ann_file: str,
         if not isinstance(c, dict):
             raise AnnotationError(
                 f'{ann_file}: categories[{i}] must be an object with "id" '
-                f'and "name", got {type(c).__name__}. {_FIX_FILE}')
+                f'and "name", got {type(c).__name__}. {fix}')
         for key, ok, tname in (('id', _is_int, 'an integer'),
                                ('name', lambda v: isinstance(v, str),
                                 'a string')):
             if key not in c:
                 raise AnnotationError(
                     f'{ann_file}: categories[{i}] has no {key!r} field. '
-                    f'{_FIX_FILE}')
+                    f'{fix}')
             if not ok(c[key]):
                 raise AnnotationError(
                     f'{ann_file}: categories[{i}].{key} must be {tname}, '
-                    f'got {c[key]!r}. {_FIX_FILE}')
+                    f'got {c[key]!r}. {fix}')
         if c['id'] in seen_cat:
             raise AnnotationError(
                 f'{ann_file}: duplicate category id {c["id"]} '
-                f'(categories[{i}]). {_FIX_FILE}')
+                f'(categories[{i}]). {fix}')
         seen_cat.add(c['id'])
         cats.append((c['id'], c['name']))
     if not cats:
         raise AnnotationError(f'{ann_file}: "categories" is empty. '
-                              f'{_FIX_FILE}')
+                              f'{fix}')
     cats.sort()
     names = [n for _, n in cats]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise AnnotationError(
             f'{ann_file}: duplicate category names {sorted(dup)}; class '
-            f'names enter the prompts and must be unique. {_FIX_FILE}')
+            f'names enter the prompts and must be unique. {fix}')
     cat2idx = {cid: k for k, (cid, _) in enumerate(cats)}
 
     # ---- images ----
@@ -149,20 +152,20 @@ def load_coco_multilabel(ann_file: str,
         if not isinstance(img, dict) or 'file_name' not in img:
             raise AnnotationError(
                 f'{ann_file}: images[{i}] must be an object with "id" and '
-                f'"file_name" (got {img!r:.120}). {_FIX_FILE}')
+                f'"file_name" (got {img!r:.120}). {fix}')
         iid, fname = img['id'], img['file_name']
         if not _is_int(iid):
             raise AnnotationError(
                 f'{ann_file}: images[{i}].id must be an integer, got '
-                f'{iid!r} (file_name={fname!r}). {_FIX_FILE}')
+                f'{iid!r} (file_name={fname!r}). {fix}')
         if not isinstance(fname, str) or not fname:
             raise AnnotationError(
                 f'{ann_file}: images[{i}].file_name must be a non-empty '
-                f'string, got {fname!r} (id={iid}). {_FIX_FILE}')
+                f'string, got {fname!r} (id={iid}). {fix}')
         if iid in images:
             raise AnnotationError(
                 f'{ann_file}: duplicate image id {iid} (images[{i}] '
-                f'{fname!r} and {images[iid]!r}). {_FIX_FILE}')
+                f'{fname!r} and {images[iid]!r}). {fix}')
         images[iid] = fname
         image_order.append(iid)
 
@@ -176,27 +179,27 @@ def load_coco_multilabel(ann_file: str,
             ]
             raise AnnotationError(
                 f'{ann_file}: annotations[{i}] lacks {missing} (got '
-                f'{ann!r:.120}). {_FIX_FILE}')
+                f'{ann!r:.120}). {fix}')
         ann_id, iid, cid = ann
         if not _is_int(iid):
             raise AnnotationError(
                 f'{ann_file}: annotations[{i}] (id={ann_id}).image_id must '
-                f'be an integer, got {iid!r}. {_FIX_FILE}')
+                f'be an integer, got {iid!r}. {fix}')
         if not _is_int(cid):
             raise AnnotationError(
                 f'{ann_file}: annotations[{i}] (id={ann_id}).category_id '
-                f'must be an integer, got {cid!r}. {_FIX_FILE}')
+                f'must be an integer, got {cid!r}. {fix}')
         k = cat2idx.get(cid)
         if k is None:
             raise AnnotationError(
                 f'{ann_file}: annotations[{i}] (id={ann_id}) has '
                 f'category_id={cid}, which is not in "categories" (ids '
                 f'{cats[0][0]}..{cats[-1][0]}, {len(cats)} entries). '
-                f'{_FIX_FILE}')
+                f'{fix}')
         if iid not in images:
             raise AnnotationError(
                 f'{ann_file}: annotations[{i}] (id={ann_id}) refers to '
-                f'image_id={iid}, which is not in "images". {_FIX_FILE}')
+                f'image_id={iid}, which is not in "images". {fix}')
         s = labels.get(iid)
         if s is None:
             labels[iid] = {k}

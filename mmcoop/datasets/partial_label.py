@@ -1,18 +1,19 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Partial-label wrapper: hide a seeded fraction of the training labels."""
-import copy
 import os.path as osp
 from typing import List, Optional, Union
 
 import numpy as np
 from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.logging import MMLogger
-from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
+from .held_out_split import image_keys
+from .mask_files import read_mask_file
 from .samplers import EpochIndex, seeded_sample
 from .utils import atomic_write_npy, check_outside_dataset
+from .wrapper import DatasetWrapper
 
 __all__ = ['PartialLabelDataset', 'make_known_mask', 'complete_targets']
 
@@ -105,7 +106,7 @@ def complete_targets(dataset, num_classes: int) -> np.ndarray:
 
 
 @DATASETS.register_module()
-class PartialLabelDataset(BaseDataset):
+class PartialLabelDataset(DatasetWrapper):
     """Wrap a multi-label training set and hide part of its labels.
 
     Every sample's ``gt_score`` becomes tri-state: 1 (known positive), 0
@@ -118,18 +119,20 @@ class PartialLabelDataset(BaseDataset):
     The mask is drawn by :func:`make_known_mask` from ``seed`` (same mask on
     any machine and on resume). With ``mask_file``:
 
-    - the file exists: it is loaded and validated (``.npy``, bool, shape
-      ``(len(dataset), num_classes)``) -- never overwritten;
+    - the file exists: it is loaded and validated -- never overwritten.
+      mmcoop's own ``.npy`` bool masks, ``{0, 1}`` known-masks,
+      ``{-1, 0, 1}`` partial targets and ``.npz`` files keyed by image file
+      name are accepted (:mod:`mmcoop.datasets.mask_files`), e.g. the fixed
+      mask files other papers release;
     - it does not exist: the drawn mask is written there (atomically).
 
     ``mask_file`` must lie outside the dataset tree (error otherwise). With
     no ``mask_file``, :class:`mmcoop.engine.PartialLabelMaskHook` saves the
     mask into the work dir.
 
-    It subclasses :class:`mmengine.dataset.BaseDataset` only so that
-    MMEngine's wrappers (``RepeatDataset``, ``ConcatDataset``...) accept it;
-    it does not call ``BaseDataset.__init__`` and has no ``ann_file``,
-    serialisation or ``get_subset`` of its own.
+    It changes labels only (:attr:`DatasetWrapper.labels_only`): a feature
+    cache around it is keyed on the inner dataset's images, so another mask
+    reuses the same cache.
 
     Args:
         dataset (BaseDataset | dict): The training set (or its config).
@@ -152,6 +155,8 @@ class PartialLabelDataset(BaseDataset):
         >>> ds.known_mask.mean()   # about 0.5
     """
 
+    labels_only = True
+
     def __init__(self,
                  dataset: Union[BaseDataset, dict],
                  known_proportion: float,
@@ -167,24 +172,12 @@ class PartialLabelDataset(BaseDataset):
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise TypeError(f'PartialLabelDataset: seed must be an int, got '
                             f'{seed!r}.')
-        if isinstance(dataset, dict):
-            if 'pipeline' not in dataset:
-                MMLogger.get_current_instance().warning(
-                    'PartialLabelDataset: the inner dataset config has no '
-                    '`pipeline`; the wrapper runs the inner pipeline, so '
-                    'samples will not be loaded or packed.')
-            # without a default scope, mmpretrain datasets would build their
-            # pipelines from mmpretrain's registry only (no mmcoop types)
-            scope = None if DefaultScope.get_current_instance() else 'mmcoop'
-            with DefaultScope.overwrite_default_scope(scope):
-                self.dataset = DATASETS.build(dataset)
-        elif hasattr(dataset, 'get_data_info') and hasattr(
-                dataset, 'pipeline'):
-            self.dataset = dataset
-        else:
-            raise TypeError(
-                'PartialLabelDataset: `dataset` must be a dataset config or '
-                f'a BaseDataset, got {type(dataset).__name__}.')
+        if isinstance(dataset, dict) and 'pipeline' not in dataset:
+            MMLogger.get_current_instance().warning(
+                'PartialLabelDataset: the inner dataset config has no '
+                '`pipeline`; the wrapper runs the inner pipeline, so '
+                'samples will not be loaded or packed.')
+        self._wrap(dataset)
         if getattr(self.dataset, 'test_mode', False):
             raise ValueError(
                 'PartialLabelDataset wraps training sets only: the inner '
@@ -203,32 +196,15 @@ class PartialLabelDataset(BaseDataset):
         self.seed = int(seed)
         self.mask_file = mask_file = expand_user(
             mask_file, 'PartialLabelDataset.mask_file')
-        self._metainfo = getattr(self.dataset, 'metainfo', {})
         self._known_mask = None
         self._targets = None
-        self._fully_initialized = False
         if mask_file is not None:
-            check_outside_dataset(mask_file, self._dataset_dirs(),
+            check_outside_dataset(mask_file, self.dataset_dirs(),
                                   'partial-label mask file')
         if not lazy_init:
             self.full_init()
 
     # ------------------------------------------------------------------
-    @property
-    def metainfo(self) -> dict:
-        """Meta information of the inner dataset (a copy)."""
-        return copy.deepcopy(self._metainfo)
-
-    @property
-    def CLASSES(self):
-        """Class names of the inner dataset."""
-        return self._metainfo.get('classes', None)
-
-    @property
-    def class_to_idx(self) -> dict:
-        """Map from class name to class index."""
-        return {c: i for i, c in enumerate(self.CLASSES)}
-
     @property
     def pipeline(self):
         """The inner dataset's pipeline (the wrapper has none of its own)."""
@@ -246,25 +222,9 @@ class PartialLabelDataset(BaseDataset):
         """(N, C) int8 complete targets of the inner dataset (read-only)."""
         return self._targets
 
-    def _dataset_dirs(self) -> List[str]:
-        ds = self.dataset
-        dirs = [getattr(ds, 'data_root', None)]
-        ann_file = getattr(ds, 'ann_file', None)
-        if ann_file:
-            dirs.append(osp.dirname(ann_file))
-        prefix = getattr(ds, 'data_prefix', None)
-        if isinstance(prefix, dict):
-            dirs.extend(v for v in prefix.values() if isinstance(v, str))
-        return [d for d in dirs if d]
-
     # ------------------------------------------------------------------
-    def full_init(self) -> None:
-        """Load the inner dataset, its complete targets and the mask."""
-        if self._fully_initialized:
-            return
-        self.dataset.full_init()
-        # the inner dataset may set its class list while loading
-        self._metainfo = getattr(self.dataset, 'metainfo', {})
+    def _init_wrapper(self) -> None:
+        """Load the complete targets and the mask (``full_init``)."""
         classes = self.CLASSES
         if not classes:
             raise ValueError(
@@ -285,7 +245,7 @@ class PartialLabelDataset(BaseDataset):
 
         source = f'seed {self.seed}'
         if self.mask_file is not None and osp.exists(self.mask_file):
-            mask = self._load_mask(self.mask_file, n, num_classes)
+            mask = self._load_mask(self.mask_file, n, num_classes, targets)
             source = f'loaded from {self.mask_file}'
         else:
             mask = make_known_mask(n, num_classes, self.known_proportion,
@@ -297,39 +257,13 @@ class PartialLabelDataset(BaseDataset):
         targets.flags.writeable = False
         self._known_mask = mask
         self._targets = targets
-        self._fully_initialized = True
-        self._log_stats(source)
+        self._log_stats(source, self._stats(mask, targets))
 
-    def _load_mask(self, path: str, n: int, c: int) -> np.ndarray:
-        fix = (f'Fix: delete {path!r} (a new mask is then drawn from the '
-               'seed and saved there) or point `mask_file` to the mask made '
-               'for this training set.')
-        try:
-            mask = np.load(path, allow_pickle=False)
-        except Exception as e:  # noqa: BLE001 - any unreadable file
-            raise ValueError(
-                f'Partial-label mask file {path!r} is not a readable .npy '
-                f'array ({type(e).__name__}: {e}). {fix}') from None
-        if not isinstance(mask, np.ndarray):
-            raise ValueError(f'Partial-label mask file {path!r} holds '
-                             f'{type(mask).__name__}, not an array. {fix}')
-        if mask.dtype != np.bool_:
-            raise ValueError(
-                f'Partial-label mask file {path!r} has dtype {mask.dtype}; '
-                f'expected bool (True = known). {fix}')
-        if mask.ndim != 2:
-            raise ValueError(
-                f'Partial-label mask file {path!r} has shape {mask.shape}; '
-                f'expected ({n}, {c}) = (images, classes). {fix}')
-        if mask.shape[0] != n:
-            raise ValueError(
-                f'Partial-label mask file {path!r} has {mask.shape[0]} '
-                f'rows but the training set has {n} images (a mask of '
-                f'another dataset/split/filter?). {fix}')
-        if mask.shape[1] != c:
-            raise ValueError(
-                f'Partial-label mask file {path!r} has {mask.shape[1]} '
-                f'columns but the training set has {c} classes. {fix}')
+    def _load_mask(self, path: str, n: int, c: int,
+                   targets: Optional[np.ndarray] = None) -> np.ndarray:
+        """Read ``mask_file`` (formats: :mod:`mmcoop.datasets.mask_files`)."""
+        mask = read_mask_file(path, n, c, targets,
+                              lambda: image_keys(self.dataset))
         frac = float(mask.mean())
         tol = max(
             0.02, 5 * np.sqrt(self.known_proportion *
@@ -343,7 +277,10 @@ class PartialLabelDataset(BaseDataset):
     def stats(self) -> dict:
         """Statistics of the realised mask (known fraction, positives...)."""
         self.full_init()
-        mask, t = self._known_mask, self._targets
+        return self._stats(self._known_mask, self._targets)
+
+    @staticmethod
+    def _stats(mask: np.ndarray, t: np.ndarray) -> dict:
         pos = t == 1
         return dict(
             num_images=int(mask.shape[0]),
@@ -356,8 +293,7 @@ class PartialLabelDataset(BaseDataset):
             num_images_without_known_positive=int(
                 (~(pos & mask).any(1)).sum()))
 
-    def _log_stats(self, source: str) -> None:
-        s = self.stats()
+    def _log_stats(self, source: str, s: dict) -> None:
         MMLogger.get_current_instance().info(
             f'PartialLabelDataset ({self.mode}, p={self.known_proportion}, '
             f'{source}): {s["num_images"]} images x {s["num_classes"]} '
@@ -397,7 +333,7 @@ class PartialLabelDataset(BaseDataset):
         identical file was already there (e.g. on resume).
         """
         self.full_init()
-        check_outside_dataset(path, self._dataset_dirs(),
+        check_outside_dataset(path, self.dataset_dirs(),
                               'partial-label mask file')
         if self.check_mask_file(path):
             return False
@@ -418,10 +354,6 @@ class PartialLabelDataset(BaseDataset):
         info['gt_score'] = score
         info['gt_label'] = np.flatnonzero(score == 1).tolist()
         return info
-
-    @force_full_init
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     @force_full_init
     def __getitem__(self, idx: int) -> dict:
@@ -456,19 +388,13 @@ class PartialLabelDataset(BaseDataset):
 
     get_subset_ = get_subset
 
-    def __repr__(self) -> str:
-        lines = [
-            f'Dataset {type(self).__name__}',
-            f'    Known proportion: \t{self.known_proportion}',
-            f'    Mode: \t{self.mode}', f'    Seed: \t{self.seed}',
-            f'    Mask file: \t{self.mask_file}'
-        ]
-        if self._fully_initialized:
+    def _repr_fields(self, initialized: bool) -> list:
+        fields = [('Known proportion', self.known_proportion),
+                  ('Mode', self.mode), ('Seed', self.seed),
+                  ('Mask file', self.mask_file)]
+        if initialized:
             s = self.stats()
-            lines.append(f'    Number of samples: \t{s["num_images"]}')
-            lines.append(
-                f'    Realised known fraction: \t{s["known_fraction"]:.4f}')
-        else:
-            lines.append("    Haven't been initialized")
-        lines.append(f'    Inner dataset: \t{type(self.dataset).__name__}')
-        return '\n'.join(lines)
+            fields += [('Number of samples', s['num_images']),
+                       ('Realised known fraction',
+                        f'{s["known_fraction"]:.4f}')]
+        return fields

@@ -13,6 +13,13 @@ the pipeline of sample ``i`` in epoch ``e`` with the Python, NumPy and torch
 RNGs seeded from ``(seed, e, i)`` (and restored afterwards). The same run
 then gives the same batches for any ``num_workers``, with or without
 persistent workers, and after a resume.
+
+The epoch an index carries also selects the cached augmentation *view* of a
+:class:`~mmcoop.datasets.feature_cache.CachedFeatureDataset` with ``K``
+views (view ``epoch % K``). The sampler itself knows nothing about datasets:
+each dataset decides what the epoch means for it (a seed for the pipeline's
+draws, or a view), so the one sampler serves the image path and the
+feature-cache path alike.
 """
 import random
 from typing import Iterator
@@ -91,8 +98,11 @@ class EpochSeededSampler(DefaultSampler):
 
     Pair it with :class:`~mmcoop.datasets.PartialLabelDataset`: sample
     ``i`` of epoch ``e`` is then augmented with the RNGs seeded from
-    ``(seed, e, i)``. A dataset that does not know :class:`EpochIndex` sees
-    plain ints (``DefaultSampler`` behaviour). ``set_epoch`` is called by
+    ``(seed, e, i)``. With a multi-view
+    :class:`~mmcoop.datasets.feature_cache.CachedFeatureDataset`, epoch
+    ``e`` reads the cached view ``e % num_views`` of every sample. A dataset
+    that does not know :class:`EpochIndex` sees plain ints
+    (``DefaultSampler`` behaviour). ``set_epoch`` is called by
     MMEngine's default ``DistSamplerSeedHook`` before every epoch, also
     after a resume.
 

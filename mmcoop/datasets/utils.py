@@ -8,7 +8,8 @@ from typing import Iterable, Optional, Sequence
 __all__ = [
     'AnnotationError', 'normalize_class_name', 'describe_class_difference',
     'describe_mismatch', 'path_is_inside',
-    'check_outside_dataset', 'atomic_write_npy', 'build_pipeline',
+    'check_outside_dataset', 'atomic_write_npy', 'atomic_write_json',
+    'build_pipeline',
     'check_not_empty'
 ]
 
@@ -82,7 +83,8 @@ def check_outside_dataset(
         dataset_dirs: Iterable[Optional[str]],
         what: str,
         example: str = "'work_dirs/<exp>/partial_labels/mask.npy'") -> None:
-    """Raise if ``path`` lies inside one of the dataset folders.
+    """Raise ``ValueError`` if ``path`` lies inside one of the dataset
+    folders (``example`` is a good place, for the message).
 
     mmcoop never writes into a dataset tree (the official code writes its
     label masks into ``<root>/annotations``; that makes runs overwrite each
@@ -100,19 +102,24 @@ def check_outside_dataset(
 
 
 def atomic_write_npy(path: str, array) -> None:
-    """Write ``array`` as ``.npy`` to exactly ``path`` (temp file + rename)."""
+    """Write ``array`` as ``.npy`` to exactly ``path`` (temp file + rename,
+    :func:`mmcoop.utils.checkpoint.atomic_write`); creates the folder."""
     import numpy as np
 
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}')
-    try:
-        with open(tmp, 'wb') as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    from mmcoop.utils.checkpoint import atomic_write
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def atomic_write_json(path: str, data) -> None:
+    """Write ``data`` as indented JSON to exactly ``path`` (atomically, as
+    :func:`atomic_write_npy`)."""
+    import json
+
+    from mmcoop.utils.checkpoint import atomic_write
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    text = json.dumps(data, indent=1).encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 def describe_mismatch(expected: Sequence[str],

@@ -207,8 +207,8 @@ def check_checkpoint_fits(
                         list(head_classes))]
         for what, classes in targets:
             classes = list(classes)
-            if [normalize_class_name(c) for c in classes
-                ] != [normalize_class_name(c) for c in ckpt_classes]:
+            wanted = [normalize_class_name(c) for c in classes]
+            if wanted != [normalize_class_name(c) for c in ckpt_classes]:
                 raise CheckpointMismatchError(
                     f'Checkpoint {filename!r} was trained for other classes '
                     f'than {what}: ' +

@@ -37,7 +37,8 @@ RUNNER_KEYS = frozenset({
 
 #: top-level keys mmcoop interprets (docs/architecture.md says where).
 MMCOOP_KEYS = frozenset({
-    'feature_cache', 'mmcoop_hooks', 'checkpoint_check', 'strict_config'
+    'feature_cache', 'mmcoop_hooks', 'checkpoint_check', 'strict_config',
+    'protocol'
 })
 
 
@@ -100,9 +101,11 @@ def _join(root: Optional[str], path: Any) -> Optional[str]:
 
 
 def dataset_dirs(dataset: Any) -> List[str]:
-    """Folders a dataset (config dict or object, through wrappers such as
-    ``PartialLabelDataset``) reads from: ``data_root``, the folder of
-    ``ann_file`` and the ``data_prefix`` folders."""
+    """The dataset trees of a dataset (config dict or object, through
+    wrappers such as ``PartialLabelDataset``): ``data_root`` and the
+    ``data_prefix`` folders. (The folder of an ``ann_file`` outside
+    ``data_root`` is not one: annotation files often lie in a project
+    folder that also holds ``work_dirs``.)"""
     out = []
     while dataset is not None:
         get = (dataset.get if isinstance(dataset, dict) else
@@ -110,8 +113,6 @@ def dataset_dirs(dataset: Any) -> List[str]:
         root = get('data_root', None)
         root = root if isinstance(root, str) and root else None
         out.append(root)
-        ann = _join(root, get('ann_file', None))
-        out.append(osp.dirname(ann) if ann else None)
         prefix = get('data_prefix', None)
         if isinstance(prefix, dict):
             out.extend(_join(root, v) for v in prefix.values())

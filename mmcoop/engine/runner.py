@@ -95,9 +95,9 @@ class MMCoopRunner(Runner):
     * **Atomic saves.** Checkpoints are written through the file backend
       :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temporary
       file + rename), so a crash mid-write never leaves a truncated file
-      under the final name. The config text stored in every checkpoint is formatted
-      once (:class:`~mmcoop.engine.config_text.FormatOnceConfig`), not by
-      yapf at every save.
+      under the final name. The config text stored in every checkpoint
+      is formatted once (:class:`~mmcoop.engine.config_text.
+      FormatOnceConfig`), not by yapf at every save.
     * **Robust auto-resume.** ``--resume`` without a path uses the file
       named in ``last_checkpoint``, or a newer numbered checkpoint; if that
       file is missing or unreadable it falls back, with a warning, to the
@@ -122,6 +122,9 @@ class MMCoopRunner(Runner):
     def from_cfg(cls, cfg) -> 'MMCoopRunner':
         """Interpret mmcoop's config keys, then build the runner.
 
+        * ``protocol``: the evaluation protocol's validation split, model
+          selection and thresholds
+          (:func:`mmcoop.experiments.apply_protocol`);
         * ``feature_cache``: rewrites the config to train/validate from
           cached frozen features
           (:func:`mmcoop.datasets.feature_cache.apply_feature_cache`);
@@ -139,7 +142,10 @@ class MMCoopRunner(Runner):
         if not isinstance(cfg, Config):
             cfg = Config(dict(cfg))
         check_unknown_keys(cfg)
+        # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.feature_cache import apply_feature_cache
+        from mmcoop.experiments import apply_protocol
+        cfg = apply_protocol(cfg)
         cfg = apply_feature_cache(cfg)
         setup_cpu_distributed(cfg)
         return super().from_cfg(cfg)
@@ -165,16 +171,16 @@ class MMCoopRunner(Runner):
             self._work_dir_lock.acquire()
         try:
             super().__init__(*args, **kwargs)
+            stale = self._work_dir_lock and self._work_dir_lock.took_over
+            if stale:
+                self.logger.warning(
+                    f'Took over the stale lock {self._work_dir_lock.path} of '
+                    f"pid {stale.get('pid')} (since {stale.get('since')}), "
+                    'which no longer runs (a crashed or killed run).')
+            self._register_mmcoop_hooks()
         except BaseException:
             self._release_work_dir()
             raise
-        stale = self._work_dir_lock and self._work_dir_lock.took_over
-        if stale:
-            self.logger.warning(
-                f"Took over the stale lock {self._work_dir_lock.path} of pid "
-                f"{stale.get('pid')} (since {stale.get('since')}), which no "
-                'longer runs (a crashed or killed run).')
-        self._register_mmcoop_hooks()
 
     # ------------------------------------------------------------------
     # the work-dir lock is held while the runner is built and runs

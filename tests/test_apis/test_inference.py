@@ -274,34 +274,6 @@ def test_full_checkpoint_with_frozen_text_encoder(setup):
         inference_model(model, setup['images'][1])[0]['scores'], atol=1e-6)
 
 
-def test_mmpretrain_inferencer(setup):
-    """The answer documented in docs/analysis.md."""
-    from mmpretrain import ImageClassificationInferencer
-
-    # A config path: mmpretrain's get_model builds in the mmpretrain scope.
-    with pytest.raises(KeyError, match='not in the mmpretrain::model'):
-        ImageClassificationInferencer(
-            model=setup['cfg_path'], pretrained=setup['ckpt'])
-    # Prefixing the top-level mmcoop types is enough: the heads build their
-    # own sub-modules (loss, text encoder) in the mmcoop scope.
-    cfg = Config.fromfile(setup['cfg_path'])
-    cfg.model.backbone.type = 'mmcoop.FrozenCLIP'
-    cfg.model.head.type = 'mmcoop.PositiveCoOpHead'
-    torch.manual_seed(0)
-    prefixed = ImageClassificationInferencer(
-        model=cfg, pretrained=setup['ckpt'])(setup['images'][0])[0]
-    np.testing.assert_allclose(
-        prefixed['pred_scores'],
-        inference_model(setup['model'], setup['images'][0])[0]['scores'],
-        atol=1e-6)
-    # A model built by init_model works (scores), but its output is top-1.
-    model = setup['model']
-    out = ImageClassificationInferencer(model=model)(setup['images'][0])[0]
-    ours = inference_model(model, setup['images'][0])[0]
-    np.testing.assert_allclose(out['pred_scores'], ours['scores'], atol=1e-6)
-    assert isinstance(out['pred_label'], int)  # a single label
-
-
 def test_draw_predictions():
     rgb = np.zeros((40, 80, 3), np.uint8)
     res = dict(scores=np.array([0.9, 0.1, 0.7], np.float32), labels=[0, 2],

@@ -43,8 +43,9 @@ PAPER_CONFIGS = sorted(
     p for m in METHODS for p in glob.glob(osp.join(CONFIGS, m, '*.py')))
 DEMO_CONFIGS = sorted(glob.glob(osp.join(CONFIGS, 'demo', '*.py')))
 ALL_CONFIGS = PAPER_CONFIGS + DEMO_CONFIGS
-CLIP_MEAN = [122.770938, 116.7460125, 104.09373615]
-CLIP_STD = [68.5005327, 66.6321579, 70.32316305]
+# the official preprocessing: torchvision Normalize on the 0..1 scale
+OFFICIAL_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OFFICIAL_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _id(path):
@@ -95,7 +96,8 @@ def test_zoo_is_complete_and_named_by_convention():
         for p in range(10, 100, 10)
     }
     assert set(names) == expected
-    assert [osp.basename(p) for p in DEMO_CONFIGS] == [
+    assert sorted(osp.basename(p) for p in DEMO_CONFIGS) == [
+        'baseline_clip-tiny-vit_1xb16-coslr-20e_demo-shapes-p50.py',
         'positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-shapes-p50.py'
     ]
 
@@ -121,7 +123,10 @@ def test_bases_are_vendored_and_relative():
             assert '::' not in base and base.startswith('.'), (path, base)
             assert osp.isfile(osp.normpath(osp.join(osp.dirname(path),
                                                     base))), (path, base)
-    assert num_bases == 8 * 4 + 64 + 1  # parents x 4 bases, children, demo
+    # parents x 4 bases, children, demos, dataset bases inheriting COCO's;
+    # configs/clip_families: 18 families x 6 configs x 2 bases (method
+    # config, family), 19 x 2 zero-shot x 1
+    assert num_bases == 8 * 4 + 64 + 2 + 4 + 18 * 6 * 2 + 19 * 2
 
 
 def test_default_runtime():
@@ -159,9 +164,14 @@ def test_paper_config_encodes_its_name_and_recipe(path):
     assert cfg.runner_type == 'MMCoopRunner'
     # model
     assert cfg.model.type == 'ImageClassifier'
-    assert cfg.model.data_preprocessor.mean == CLIP_MEAN
-    assert cfg.model.data_preprocessor.std == CLIP_STD
-    assert cfg.model.data_preprocessor.to_rgb is True
+    # CLIP's statistics are the preprocessor's defaults, not typed here
+    assert cfg.model.data_preprocessor == dict(type='CLIPDataPreprocessor')
+    with DefaultScope.overwrite_default_scope('mmcoop'):
+        pre = MODELS.build(cfg.model.data_preprocessor)
+    assert pre.to_rgb is True
+    for got, official in ((pre.mean, OFFICIAL_MEAN), (pre.std, OFFICIAL_STD)):
+        expect = torch.tensor(official, dtype=torch.float64) * 255
+        assert torch.equal(got.flatten(), expect.float())
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.model_name,
             backbone.pretrained) == ('FrozenCLIP', 'RN101-quickgelu', 'openai')
@@ -200,11 +210,13 @@ def test_paper_config_encodes_its_name_and_recipe(path):
         assert cfg.val_dataloader.dataset.difficult_as == 'negative'
     train_types = [t.type for t in inner.pipeline]
     assert train_types == [
-        'LoadImageFromFileChecked', 'Resize', 'RandomCutout',
+        'mmcoop.LoadImageFromFileChecked', 'Resize', 'RandomCutout',
         'DualCoOpRandAugment', 'PackInputs'
     ]
     test_types = [t.type for t in cfg.test_dataloader.dataset.pipeline]
-    assert test_types == ['LoadImageFromFileChecked', 'Resize', 'PackInputs']
+    assert test_types == [
+        'mmcoop.LoadImageFromFileChecked', 'Resize', 'PackInputs'
+    ]
     for pipeline in (inner.pipeline, cfg.test_dataloader.dataset.pipeline):
         resize = pipeline[1]
         assert resize.scale == (448, 448) and resize.keep_ratio is False

@@ -80,8 +80,20 @@ def test_metafile(method):
         coco = '_coco14-' in model.name
         assert model.metadata.parameters == TRAINABLE[method][0 if coco else 1]
         assert 3.7e10 < model.metadata.flops < 3.8e10
-        # no measured results yet, and paper numbers do not go here
-        assert model.results is None and model.weights is None
+        # the paper's number under `Paper mAP`; nothing measured, nothing
+        # released yet
+        data = 'coco14' if coco else 'voc07'
+        p = int(model.name.rsplit('-p', 1)[1])
+        result, = model.results
+        assert result.task == 'Multi-Label Classification'
+        assert result.dataset == model.metadata.training_data == (
+            'MS-COCO 2014' if coco else 'PASCAL VOC 2007')
+        paper = PAPER[data][method][p // 10 - 1]
+        assert result.metrics == {'Paper mAP': paper}
+        assert model.weights is None
+    averages = collection.metadata.data['Paper Average mAP']
+    assert averages == {'MS-COCO 2014': PAPER['coco14'][method][9],
+                        'PASCAL VOC 2007': PAPER['voc07'][method][9]}
 
 
 def _table(readme):
@@ -98,15 +110,16 @@ def test_readme(method):
     with open(path) as f:
         readme = f.read()
     header = ('| p | COCO paper | COCO ours (measured) | COCO config '
-              '| VOC paper | VOC ours (measured) | VOC config |')
+              '| COCO weights | VOC paper | VOC ours (measured) | VOC config '
+              '| VOC weights |')
     assert header in readme
     rows = _table(readme)
     assert [r[0] for r in rows] == [f'{p}%' for p in P] + ['avg']
     for i, row in enumerate(rows):
         assert float(row[1]) == PAPER['coco14'][method][i]
-        assert float(row[4]) == PAPER['voc07'][method][i]
-        # 'ours (measured)' must stay empty until measured with mmcoop
-        assert row[2] == '' and row[5] == ''
+        assert float(row[5]) == PAPER['voc07'][method][i]
+        # 'ours (measured)' and weights stay empty until measured with mmcoop
+        assert row[2] == row[4] == row[6] == row[8] == ''
     for link in re.findall(r'\]\(([^)]+\.py)\)', readme):
         assert osp.isfile(osp.join(osp.dirname(path), link)), link
     for cfg in re.findall(r'(?<![\w/])(configs/\S+?\.py)', readme):
@@ -147,3 +160,112 @@ def test_get_started_new_dataset_example(tmp_path):
     assert cfg.test_dataloader.dataset.ann_file == 'annotations/val.json'
     assert cfg.train_dataloader.dataset.known_proportion == 0.5
     assert cfg.model.head.type == 'PositiveCoOpHead'
+
+
+def test_readmes_are_generated_from_the_metafiles():
+    """`.dev_scripts/gen_model_zoo_tables.py --check` (nothing written)."""
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable,
+         osp.join(REPO, '.dev_scripts', 'gen_model_zoo_tables.py'), '--check'],
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _fake_run(work_dir, name, epoch, logged):
+    """A run's work dir as MMEngine leaves it: the config, a checkpoint
+    and the validation records of vis_data/scalars.json."""
+    import json
+
+    import torch
+    work_dir.mkdir()
+    (work_dir / f'{name}.py').write_text('# config\n')
+    vis = work_dir / '20260101_000000' / 'vis_data'
+    vis.mkdir(parents=True)
+    with open(vis / 'scalars.json', 'w') as f:
+        for step, value in logged:
+            f.write(json.dumps({'loss': 1.0, 'step': step * 10}) + '\n')
+            f.write(json.dumps({'multi-label/mAP': value, 'step': step}) +
+                    '\n')
+    ckpt = str(work_dir / f'epoch_{epoch}.pth')
+    torch.save({'state_dict': {'head.fc.weight': torch.ones(2, 3)},
+                'meta': {'epoch': epoch, 'dataset_meta': {
+                    'classes': ['a', 'b']}}}, ckpt)
+    return ckpt
+
+
+def test_publish_records_weights_and_measured_map(tmp_path):
+    """publish_model.py --metafile: `Weights` and the mAP the run logged at
+    the checkpoint's epoch go into the entry; the paper's number and the
+    other entries stay; the README table shows them."""
+    import shutil
+
+    from _common import load_tool
+
+    from mmcoop.apis.metafile import read_metafile, render_readme
+    publish_tool = load_tool('tools/model_converters/publish_model.py')
+
+    metafile = str(tmp_path / 'metafile.yml')
+    shutil.copy(osp.join(REPO, 'configs', 'baseline', 'metafile.yml'),
+                metafile)
+    before = read_metafile(metafile)
+    name = _stem('baseline', 'voc07', 30)
+    # validation at epochs 2 and 3; the checkpoint is epoch 3
+    ckpt = _fake_run(tmp_path / 'run', name, 3, [(2, 80.5), (3, 91.23456)])
+    out = tmp_path / 'release'
+    out.mkdir()
+    final = publish_tool.main([
+        ckpt, str(out / f'{name}.pth'), '--no-date', '--metafile', metafile
+    ])
+    after = read_metafile(metafile)
+    for old, new in zip(before['Models'], after['Models']):
+        if new['Name'] != name:
+            assert new == old
+            continue
+        assert new['Weights'] == final
+        assert new['Results'][0]['Metrics'] == {
+            'Paper mAP': PAPER['voc07']['baseline'][2], 'mAP': 91.23}
+    assert after['Collections'] == before['Collections']
+    with open(osp.join(REPO, 'configs', 'baseline', 'README.md')) as f:
+        readme = render_readme(f.read(), after)
+    row, = [r for r in _table(readme) if r[0] == '30%']
+    assert row[5:] == [
+        f"{PAPER['voc07']['baseline'][2]:.1f}", '91.23',
+        f'[config]({name}.py)', f'[model]({final})'
+    ]
+    assert row[2] == row[4] == ''  # the COCO entry was not touched
+
+    # a URL instead of the local path; a run without validation at the
+    # checkpoint's epoch is refused (nothing unmeasured is written)
+    publish_tool.main([
+        ckpt, str(out / 'again.pth'), '--no-date', '--metafile', metafile,
+        '--weights-url', 'https://example.org/again.pth'
+    ])
+    assert [m['Weights'] for m in read_metafile(metafile)['Models']
+            if m['Name'] == name] == ['https://example.org/again.pth']
+    other = _stem('baseline', 'voc07', 40)
+    ckpt = _fake_run(tmp_path / 'run2', other, 4, [(2, 80.0)])
+    with pytest.raises(ValueError, match='epoch 4'):
+        publish_tool.main([
+            ckpt, str(out / 'x.pth'), '--no-date', '--metafile', metafile
+        ])
+    assert [m for m in read_metafile(metafile)['Models']
+            if m['Name'] == other][0]['Weights'] is None
+
+
+def test_paper_numbers_come_from_the_reference_file():
+    """Paper mAP in the metafiles is generated from paper_results.yml: a
+    changed number is restored, nothing else moves."""
+    from mmcoop.apis.metafile import read_metafile, with_paper_numbers
+    data = read_metafile(osp.join(REPO, 'configs', 'dualcoop',
+                                  'metafile.yml'))
+    edited = read_metafile(osp.join(REPO, 'configs', 'dualcoop',
+                                    'metafile.yml'))
+    edited['Models'][12]['Results'][0]['Metrics']['Paper mAP'] = 1.0
+    del edited['Collections'][0]['Metadata']['Paper Average mAP']
+    assert with_paper_numbers(edited, 'dualcoop') == data
+    assert data['Models'][12]['Name'].endswith('_voc07-448px-p40')
+    assert data['Models'][12]['Results'][0]['Metrics'] == {
+        'Paper mAP': PAPER['voc07']['dualcoop'][3]
+    }

@@ -125,3 +125,105 @@ def build_voc(root, objects=None, splits=None):
                   'w') as f:
             f.write(''.join(i + '\n' for i in ids))
     return str(root)
+
+
+#: the smallest pipeline that loads and packs a sample
+PIPELINE = [dict(type='LoadImageFromFileChecked'), dict(type='PackInputs')]
+
+
+def coco_cfg(root, **kw):
+    """Config of the train split of a tree from :func:`build_coco`."""
+    return dict(
+        type='COCO2014MultiLabel',
+        data_root=root,
+        split='train',
+        pipeline=PIPELINE,
+        **kw)
+
+
+def write_text(path, text):
+    os.makedirs(osp.dirname(str(path)), exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        f.write(text)
+    return str(path)
+
+
+# a user's table with verified negatives: classes cat, car, dog, person
+CSV_ROWS = 'image,labels,negatives\na.jpg,dog;person,cat\nb.jpg,car,\n' \
+    'c.jpg,,dog;car\n'
+
+
+def build_csv(root,
+              text=CSV_ROWS,
+              images=('a.jpg', 'b.jpg', 'c.jpg'),
+              name='train.csv'):
+    """``root/name`` and the images under ``root/img``."""
+    for k, img in enumerate(images):
+        save_image(osp.join(root, 'img', img), color=(40 * k, 90, 10))
+    return write_text(osp.join(root, name), text)
+
+
+# Open Images: 5 classes in the descriptions, 3 of them boxable
+OI_DESCRIPTIONS = (
+    'LabelName,DisplayName\n/m/01g317,Person\n/m/0bt9lr,Dog\n'
+    '/m/01yrx,Cat\n/m/0k4j,Car\n/g/11b6x,Sunset\n/m/0cat2,cat\n')
+# the boxable file of V4/V5 has no header
+OI_BOXABLE = '/m/01yrx,Cat\n/m/0bt9lr,Dog\n/m/01g317,Person\n'
+OI_TRAINABLE = '/m/01g317\n/m/0bt9lr\n/m/01yrx\n/g/11b6x\n/m/0cat2\n'
+# rows out of image order; a label verified by two sources
+OI_LABELS = ('ImageID,Source,LabelName,Confidence\n'
+             '000002b66c9c498e,verification,/m/0bt9lr,1\n'
+             '000002b66c9c498e,verification,/m/01yrx,0\n'
+             '000002b66c9c498e,crowdsource-verification,/m/0bt9lr,0\n'
+             '00000c4bf1a3e4b0,verification,/m/01g317,0\n'
+             '00000c4bf1a3e4b0,verification,/g/11b6x,1\n'
+             '000001a6bd1a5a49,verification,/m/01g317,1\n'
+             '000001a6bd1a5a49,verification,/m/0k4j,1\n')
+OI_IMAGES = ('000002b66c9c498e', '00000c4bf1a3e4b0', '000001a6bd1a5a49')
+
+
+def build_open_images(root, split='train', labels=OI_LABELS, images=OI_IMAGES):
+    ann = osp.join(root, 'annotations')
+    write_text(osp.join(ann, 'oidv7-class-descriptions.csv'), OI_DESCRIPTIONS)
+    write_text(
+        osp.join(ann, 'oidv7-class-descriptions-boxable.csv'), OI_BOXABLE)
+    write_text(osp.join(ann, 'oidv7-classes-trainable.txt'), OI_TRAINABLE)
+    short = {'train': 'train', 'validation': 'val', 'test': 'test'}[split]
+    write_text(
+        osp.join(ann, f'oidv7-{short}-annotations-human-imagelabels.csv'),
+        labels)
+    for k, iid in enumerate(images):
+        save_image(osp.join(root, split, f'{iid}.jpg'), color=(k * 60, 9, 9))
+    return str(root)
+
+
+# NUS-WIDE: 3 concepts; train image 2 has no label
+NUS_CONCEPTS = ('sky', 'water', 'person')
+NUS_SPLITS = {
+    # split -> [(image list entry, labels)]
+    'Train': [('actor\\0001_2124494179.jpg', (2, )),
+              ('sky\\0002_318021.jpg', (0, 1)), ('sky\\0003_99.jpg', ()),
+              ('lake\\0004_100.jpg', (1, ))],
+    'Test': [('sky\\0005_7.jpg', (0, )), ('actor\\0006_8.jpg', ())],
+}
+
+
+def build_nus_wide(root, splits=None, concepts=NUS_CONCEPTS, images=True):
+    splits = NUS_SPLITS if splits is None else splits
+    write_text(
+        osp.join(root, 'Concepts81.txt'), ''.join(c + '\n' for c in concepts))
+    for split, rows in splits.items():
+        write_text(
+            osp.join(root, 'ImageList', f'{split}Imagelist.txt'),
+            ''.join(f'{name}\r\n' for name, _ in rows))
+        for k, concept in enumerate(concepts):
+            write_text(
+                osp.join(root, 'Groundtruth', 'TrainTestLabels',
+                         f'Labels_{concept}_{split}.txt'),
+                ''.join(f'{int(k in labels)} \n' for _, labels in rows))
+        if images:
+            for j, (name, _) in enumerate(rows):
+                save_image(
+                    osp.join(root, 'Flickr', *name.split('\\')),
+                    color=(30 * j, 50, 50))
+    return str(root)

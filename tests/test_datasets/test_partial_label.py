@@ -6,24 +6,14 @@ import os.path as osp
 
 import numpy as np
 import pytest
+from _builders import PIPELINE, build_voc, coco_cfg, save_image
 from _common import tree_listing
-from _builders import build_voc, save_image
 
 from mmcoop.datasets import (COCO2014MultiLabel, PartialLabelDataset,
                              VOC2007MultiLabel, make_known_mask)
 from mmcoop.datasets.partial_label import num_hidden_per_image
 from mmcoop.registry import DATASETS
 
-PIPELINE = [dict(type='LoadImageFromFileChecked'), dict(type='PackInputs')]
-
-
-def coco_cfg(root, **kw):
-    return dict(
-        type='COCO2014MultiLabel',
-        data_root=root,
-        split='train',
-        pipeline=PIPELINE,
-        **kw)
 
 
 # ---------------------------------------------------------------- the mask
@@ -213,8 +203,8 @@ def test_mask_file_saved_then_loaded(coco_root, tmp_path):
 
 @pytest.mark.parametrize('array,pattern', [
     (np.ones((5, 4), bool), '5 rows but the training set has 4 images'),
-    (np.ones((4, 3), bool), '3 columns but the training set has 4 classes'),
-    (np.ones((4, 4), np.int64), 'dtype int64; expected bool'),
+    (np.ones((4, 3), bool), r'shape \(4, 3\); expected \(4, 4\)'),
+    (np.full((4, 4), 2.), r'values \[2.0\] found'),
     (np.ones((16, ), bool), r'shape \(16,\)'),
 ])
 def test_mask_file_mismatch(coco_root, tmp_path, array, pattern):

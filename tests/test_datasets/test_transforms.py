@@ -12,8 +12,9 @@ from mmcoop.datasets.transforms import (DUALCOOP_RANDAUG_POLICIES,
                                         LoadImageFromFileChecked, RandomCutout)
 from mmcoop.registry import MODELS, TRANSFORMS
 
-CLIP_MEAN = [122.770938, 116.7460125, 104.09373615]
-CLIP_STD = [68.5005327, 66.6321579, 70.32316305]
+# CLIP's statistics (OpenAI preprocessing, 0..1 scale)
+OFFICIAL_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OFFICIAL_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def _rgb(h, w, seed=0):
@@ -232,10 +233,7 @@ def test_tristate_through_pack_and_preprocessor():
         for onehot in (False, True):
             pre = MODELS.build(
                 dict(
-                    type='ClsDataPreprocessor',
-                    mean=CLIP_MEAN,
-                    std=CLIP_STD,
-                    to_rgb=True,
+                    type='mmcoop.CLIPDataPreprocessor',
                     to_onehot=onehot,
                     num_classes=5))
             data = pre(collate(packed), training=True)
@@ -245,8 +243,9 @@ def test_tristate_through_pack_and_preprocessor():
             x = data['inputs']
             assert tuple(x.shape) == (3, 3, 4, 6)
             rgb = torch.from_numpy(imgs[1][..., ::-1].copy()).permute(2, 0, 1)
-            ref = (rgb.float() - torch.tensor(CLIP_MEAN)[:, None, None]) / \
-                torch.tensor(CLIP_STD)[:, None, None]
+            ref = (rgb.float() / 255 -
+                   torch.tensor(OFFICIAL_MEAN)[:, None, None]) / \
+                torch.tensor(OFFICIAL_STD)[:, None, None]
             assert torch.allclose(x[1], ref, atol=1e-5)
 
 

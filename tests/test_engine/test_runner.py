@@ -81,8 +81,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         assert f.read().strip().endswith('epoch_1.pth')
 
 
-def test_checkpoints_go_through_the_atomic_file_backend(tmp_path,
-                                                         monkeypatch):
+def test_checkpoints_go_through_the_atomic_file_backend(
+        tmp_path, monkeypatch):
     """The bytes reach the disk through `AtomicLocalBackend.put` (selected by
     `default_hooks.checkpoint.backend_args` in default_runtime.py, and by
     `MMCoopRunner.save_checkpoint` without backend_args); a failure after
@@ -113,9 +113,16 @@ def test_checkpoints_go_through_the_atomic_file_backend(tmp_path,
         raise OSError(28, 'No space left on device')
 
     monkeypatch.setattr(os, 'fsync', full)
-    with pytest.raises(OSError, match='No space left'):
+    with pytest.raises(OSError) as err:
         runner.save_checkpoint(str(work), 'epoch_1.pth')
     monkeypatch.undo()
+    # the message of the atomic writer: the disk, nothing lost, what to use
+    assert err.value.errno == 28
+    assert 'No space left on' in str(err.value)
+    assert 'Nothing was lost: the previous epoch_1.pth is intact' in str(
+        err.value)
+    assert 'last good checkpoint is' in str(err.value) and str(
+        work / 'epoch_1.pth') in str(err.value)
     assert (work / 'epoch_1.pth').read_bytes() == before
     assert set(os.listdir(work)) == names  # the temporary file is gone
     assert len(puts) == 2  # the direct call used the atomic backend too

@@ -1,6 +1,10 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """FrozenCLIP / FrozenCLIPTextEncoder / CLIP weight loading."""
 import copy
+import os
+import re
+import subprocess
+import sys
 import zipfile
 
 import open_clip
@@ -10,9 +14,8 @@ import torch.nn as nn
 from _official_reference import (TINY_RN, TINY_RN_512, TINY_VIT,
                                  make_clip_state_dict)
 
-from mmcoop.models.backbones import (FrozenCLIP, FrozenCLIPTextEncoder,
-                                     load_clip_state_dict)
-from mmcoop.models.backbones.clip_loader import (_is_torchscript_archive,
+from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
+from mmcoop.models.backbones.clip_loader import (is_torchscript_archive,
                                                  resize_attnpool_pos_embed,
                                                  resize_vit_pos_embed)
 from mmcoop.registry import MODELS
@@ -237,10 +240,12 @@ def test_load_state_dict_files(tmp_path, tiny_rn_file):
         for k, v in sd.items()
     }}, wrapped)
     for path in (tiny_rn_file, str(wrapped)):
-        loaded = load_clip_state_dict(path)
-        assert set(loaded) == set(sd)
         backbone = FrozenCLIP(TINY_RN, pretrained=path, input_resolution=64)
         _visual_equal(backbone, sd)
+        enc = FrozenCLIPTextEncoder(TINY_RN, pretrained=path)
+        torch.testing.assert_close(enc.token_embedding.weight,
+                                   sd['token_embedding.weight'])
+        torch.testing.assert_close(enc.text_projection, sd['text_projection'])
 
 
 class _Holder(nn.Module):
@@ -272,28 +277,47 @@ def _torchscript_archive(sd, path):
         torch.jit.save(torch.jit.script(root), str(path))
 
 
-def test_load_openai_torchscript_archive(tmp_path):
+def test_torchscript_archive_is_refused_with_a_working_conversion(
+        tmp_path, monkeypatch):
+    """An OpenAI TorchScript archive is never loaded (``torch.jit.load``
+    would keep the file's code); the error names the file and the field and
+    prints a conversion command, which -- run where the file is trusted --
+    gives a state dict with the archive's weights."""
     sd = make_clip_state_dict(TINY_RN, seed=3)
     path = tmp_path / 'RN-tiny.pt'
     _torchscript_archive(sd, path)
-    assert _is_torchscript_archive(str(path))
-    loaded = load_clip_state_dict(str(path))
-    assert 'input_resolution' not in loaded and 'vocab_size' not in loaded
-    assert all(v.dtype != torch.float16 for v in loaded.values())
-    backbone = FrozenCLIP(TINY_RN, pretrained=str(path), input_resolution=64)
-    _visual_equal(backbone, {
-        k: v.half() if torch.is_floating_point(v) else v
-        for k, v in sd.items()
-    })
-    enc = FrozenCLIPTextEncoder(TINY_RN, pretrained=str(path))
+    assert is_torchscript_archive(str(path))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError('torch.jit.load must not be called')
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.jit, 'load', forbidden)
+        for cls in (FrozenCLIP, FrozenCLIPTextEncoder):
+            with pytest.raises(RuntimeError, match='TorchScript') as err:
+                cls(TINY_RN, pretrained=str(path))
+            message = str(err.value)
+            assert 'RN-tiny.pt' in message and '`pretrained`' in message
+    command = re.search(r'python -c "([^"]+)"', message).group(1)
+    converted = tmp_path / 'RN-tiny-state-dict.pth'
+    assert str(converted) in command and not converted.exists()
+    env = dict(os.environ, PYTHONWARNINGS='ignore')
+    subprocess.run([sys.executable, '-c', command], check=True, env=env,
+                   cwd=tmp_path)
+    half = {k: v.half() if torch.is_floating_point(v) else v
+            for k, v in sd.items()}
+    backbone = FrozenCLIP(
+        TINY_RN, pretrained=str(converted), input_resolution=64)
+    _visual_equal(backbone, half)
+    enc = FrozenCLIPTextEncoder(TINY_RN, pretrained=str(converted))
     torch.testing.assert_close(enc.token_embedding.weight,
-                               sd['token_embedding.weight'].half().float())
+                               half['token_embedding.weight'].float())
 
 
 def test_state_dict_file_is_not_mistaken_for_an_archive(tiny_rn_file):
     # torch.save files are zip archives too, without TorchScript code
     assert zipfile.is_zipfile(tiny_rn_file)
-    assert not _is_torchscript_archive(tiny_rn_file)
+    assert not is_torchscript_archive(tiny_rn_file)
 
 
 def test_unknown_model_name():
@@ -341,6 +365,18 @@ def test_weights_missing_keys_name_the_architecture(tmp_path, tiny_rn_file):
     torch.save(sd, path)
     with pytest.raises(RuntimeError, match='do not fit.*model_name'):
         FrozenCLIP(TINY_RN, pretrained=str(path))
+
+
+def test_weights_with_unexpected_keys_name_them(tmp_path, tiny_rn_file):
+    sd = torch.load(tiny_rn_file, weights_only=True)
+    sd['visual.attnpool.extra_proj.weight'] = torch.zeros(2, 2)
+    path = tmp_path / 'extra.pt'
+    torch.save(sd, path)
+    for cls in (FrozenCLIP, FrozenCLIPTextEncoder):
+        with pytest.raises(RuntimeError, match='do not fit.*model_name') as e:
+            cls(TINY_RN, pretrained=str(path))
+        assert 'visual.attnpool.extra_proj.weight' in str(e.value)
+        assert 'extra.pt' in str(e.value)
 
 
 @pytest.mark.parametrize('other', ['vit', 'rn512'])

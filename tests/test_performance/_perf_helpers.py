@@ -2,9 +2,8 @@
 """Helpers of the performance tests: tiny datasets, towers and heads."""
 import torch
 
+import mmcoop.datasets  # noqa: F401  (registers the datasets)
 import mmcoop.models  # noqa: F401  (registers the models)
-# Imported explicitly until mmcoop/datasets/__init__.py imports it.
-import mmcoop.datasets.feature_cache  # noqa: F401
 
 CLASSES = ['dog', 'cat', 'car']
 NUM_IMAGES = 6
@@ -52,16 +51,15 @@ def build_backbone(seed=0, res=RES, **kwargs):
 
 
 def clip_preprocessor_cfg():
-    from mmcoop.datasets.feature_cache import CLIP_MEAN, CLIP_STD
-    return dict(
-        type='ClsDataPreprocessor', mean=CLIP_MEAN, std=CLIP_STD, to_rgb=True)
+    return dict(type='mmcoop.CLIPDataPreprocessor')
 
 
 def head_cfg(kind='PositiveCoOpHead', **text_kwargs):
+    """A tiny head; the scope prefix builds it without a default scope."""
     if kind == 'BaselineHead':
-        return dict(type=kind, classnames=CLASSES, in_channels=64)
+        return dict(type=f'mmcoop.{kind}', classnames=CLASSES, in_channels=64)
     return dict(
-        type=kind,
+        type=f'mmcoop.{kind}',
         classnames=CLASSES,
         n_ctx=4,
         text_encoder=dict(

@@ -18,11 +18,12 @@ from mmengine.dataset import pseudo_collate
 from mmengine.optim import OptimWrapper
 from mmpretrain.models import ImageClassifier
 
+from mmcoop.datasets import EpochIndex, EpochSeededSampler
 from mmcoop.datasets.feature_cache import (MANIFEST, CachedFeatureDataset,
-                                           CachedViewSampler,
                                            FeatureCacheError,
                                            FeatureCacheMismatchError,
-                                           _SeededView, apply_feature_cache)
+                                           SeededView, apply_feature_cache,
+                                           hash_module_tensors)
 from mmcoop.datasets.partial_label import PartialLabelDataset
 from mmcoop.registry import MODELS
 
@@ -217,7 +218,7 @@ def test_damaged_or_foreign_directories(image_root, tmp_path):
         _cache(dataset, backbone, foreign)
     assert (foreign / 'notes.txt').read_text() == 'keep me'
     # Nor is a cache written into the dataset tree.
-    with pytest.raises(FeatureCacheError, match='inside the dataset'):
+    with pytest.raises(ValueError, match='inside the dataset'):
         _cache(dataset, backbone, osp.join(image_root, 'cache'))
 
 
@@ -276,11 +277,14 @@ def test_killed_extraction_leaves_no_complete_cache(image_root, tmp_path):
                           text=True,
                           timeout=120)
     assert proc.returncode == 9, proc.stderr[-2000:]
-    leftovers = os.listdir(tmp_path)
+    # the killed builder leaves its partial directory and its (released)
+    # lock file
+    leftovers = sorted(os.listdir(tmp_path))
     assert not cache_dir.exists()
-    assert len(leftovers) == 1 and '.partial-' in leftovers[0]
-    assert not osp.exists(osp.join(tmp_path, leftovers[0], MANIFEST))
-    # The next build completes and removes the dead process's leftover.
+    assert len(leftovers) == 2 and leftovers[0] == 'c.lock'
+    assert '.partial-' in leftovers[1]
+    assert not osp.exists(osp.join(tmp_path, leftovers[1], MANIFEST))
+    # The next build completes and removes the dead process's leftovers.
     cache = _cache(make_dataset(image_root), build_backbone(), cache_dir)
     assert os.listdir(tmp_path) == ['c']
     assert cache.read(NUM_IMAGES - 1).shape == (64, 1 + (RES // 32)**2)
@@ -315,9 +319,9 @@ def test_k_views(image_root, tmp_path):
     # view k is a function of (seed, k, i): the same images in any order,
     # and the same features with other worker counts and shard sizes
     order = [(k, i) for k in range(3) for i in range(n)]
-    images = {(k, i): _SeededView(dataset, k, 0)[i][1] for k, i in order[::-1]}
+    images = {(k, i): SeededView(dataset, k, 0)[i][1] for k, i in order[::-1]}
     for k, i in order:
-        assert torch.equal(_SeededView(dataset, k, 0)[i][1], images[k, i])
+        assert torch.equal(SeededView(dataset, k, 0)[i][1], images[k, i])
     again = _cache(
         dataset,
         backbone,
@@ -328,18 +332,42 @@ def test_k_views(image_root, tmp_path):
     for k in range(3):
         for i in range(n):
             assert torch.equal(again.read(i, k), views[k][i])
-    # epoch e reads view e % K
-    sampler = CachedViewSampler(cache, shuffle=True, seed=0)
+    # with EpochSeededSampler, epoch e reads view e % K of every sample
+    sampler = EpochSeededSampler(cache, shuffle=True, seed=0)
     for epoch in range(5):
         sampler.set_epoch(epoch)
         indices = list(sampler)
-        view = epoch % 3
-        assert sorted(indices) == list(range(view * n, (view + 1) * n))
-    # one view: plain DefaultSampler indices
+        assert sorted(indices) == list(range(n))
+        for i in indices:
+            assert torch.equal(cache[i]['inputs'], views[epoch % 3][i])
+    # one view: every epoch reads view 0
     single = _cache(make_dataset(image_root), backbone, tmp_path / 'c')
-    sampler = CachedViewSampler(single, shuffle=False)
-    sampler.set_epoch(7)
-    assert list(sampler) == list(range(n))
+    assert torch.equal(single[EpochIndex(2, epoch=7, seed=0)]['inputs'],
+                       single.read(2, 0))
+
+
+def test_view_seed_is_not_the_tower_seed(image_root, tmp_path):
+    """The cache's ``seed`` draws the views only; a random tower is decided
+    by its own ``init_seed`` (one owner), as in the uncached model."""
+    dataset = make_dataset(image_root, random_pipeline())
+    caches = {
+        (seed, init):
+        _cache(
+            dataset,
+            backbone_cfg(init_seed=init),
+            tmp_path / f's{seed}_i{init}',
+            seed=seed)
+        for seed, init in ((0, 0), (5, 0), (0, 5))
+    }
+    towers = {
+        k: c.manifest['key']['backbone']['weights_sha256']
+        for k, c in caches.items()
+    }
+    assert towers[0, 0] == towers[5, 0] != towers[0, 5]
+    model_tower = MODELS.build(backbone_cfg(init_seed=5))
+    assert towers[0, 5] == hash_module_tensors(model_tower)
+    # the views follow the cache's seed
+    assert not torch.equal(caches[0, 0].read(0), caches[5, 0].read(0))
 
 
 def _image_config(image_root, work_dir, weights, feature_cache=True):
@@ -426,7 +454,8 @@ def test_config_switch_trains_with_the_runner(image_root, tmp_path,
         == 1
     assert train_ds.dataset.type == 'PartialLabelDataset'  # labels inside
     assert train_ds.backbone == backbone_cfg(pretrained=tiny_weights)
-    assert cfg.train_dataloader.sampler.type == 'mmcoop.CachedViewSampler'
+    assert cfg.train_dataloader.sampler == dict(
+        type='mmcoop.EpochSeededSampler', shuffle=True)
     # val and test share one cache directory
     assert cfg.val_dataloader.dataset.cache_dir == \
         cfg.test_dataloader.dataset.cache_dir != train_ds.cache_dir
@@ -452,6 +481,34 @@ def test_config_switch_is_off_by_default(image_root, tmp_path):
         apply_feature_cache(cfg)
 
 
+@pytest.mark.parametrize('value,match', [
+    (True, r'feature_cache must be a dict of options .*got True \(bool\)'),
+    ('on', r'feature_cache must be a dict .*got \'on\' \(str\)'),
+    (dict(num_views='2'), r'feature_cache.num_views must be a positive int'),
+    (dict(num_views=0), r'feature_cache.num_views must be a positive int'),
+    (dict(dtype='fp16'), r"feature_cache.dtype must be one of \['float16'"),
+    (dict(verify='quick'), r"feature_cache.verify must be 'fast'"),
+    (dict(lock_timeout=-1), r'feature_cache.lock_timeout must be None'),
+    (dict(enabled='yes'), r'feature_cache.enabled must be True or False'),
+    (dict(cache_root=3), r'feature_cache.cache_root must be a folder'),
+    (dict(cache_dir='x'), r"unknown keys \['cache_dir'\]"),
+])
+def test_config_switch_names_wrong_values(image_root, tmp_path, value, match):
+    cfg = _image_config(image_root, tmp_path, None)
+    cfg.feature_cache = value
+    with pytest.raises(ValueError, match=match):
+        apply_feature_cache(cfg)
+    # an empty dict turns the cache on with the defaults; None/False: off
+    cfg.feature_cache = dict()
+    cfg = apply_feature_cache(cfg)
+    assert cfg.train_dataloader.dataset.cache_dir.startswith(
+        str(tmp_path / 'feature_cache'))
+    for off in (None, False):
+        cfg = _image_config(image_root, tmp_path, None)
+        cfg.feature_cache = off
+        assert apply_feature_cache(cfg).model.backbone.type == 'FrozenCLIP'
+
+
 def test_config_switch_equals_uncached_training_random_towers(
         image_root, tmp_path):
     """Random-weight towers (pretrained=None, as in the demo): the switch
@@ -471,13 +528,13 @@ def test_config_switch_equals_uncached_training_random_towers(
         runner = Runner.from_cfg(cfg)
         runner.train()
         head = runner.model.head
-        runs[cached] = (
-            {k: v.detach().clone()
-             for k, v in head.named_parameters() if v.requires_grad},
-            runner.test()['multi-label/mAP'])
+        runs[cached] = ({
+            k: v.detach().clone()
+            for k, v in head.named_parameters() if v.requires_grad
+        }, runner.test()['multi-label/mAP'])
     (plain, map_plain), (cached, map_cached) = runs[False], runs[True]
     assert plain.keys() == cached.keys() and plain
     for key in plain:
-        torch.testing.assert_close(cached[key], plain[key], rtol=1e-5,
-                                   atol=1e-6, msg=key)
+        torch.testing.assert_close(
+            cached[key], plain[key], rtol=1e-5, atol=1e-6, msg=key)
     assert map_cached == pytest.approx(map_plain, abs=1e-4)

@@ -19,8 +19,6 @@ HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(osp.dirname(HERE))
 PYTHON = sys.executable
 TINY = 'mmcoop-tiny-RN'
-CLIP_MEAN = [122.770938, 116.7460125, 104.09373615]
-CLIP_STD = [68.5005327, 66.6321579, 70.32316305]
 
 
 def save_tiny_clip(path, seed=0):
@@ -110,11 +108,7 @@ def model_cfg(clip, classes, size=64, head='PositiveCoOpHead'):
             loss_weight=0.03))
     return dict(
         type='ImageClassifier',
-        data_preprocessor=dict(
-            type='ClsDataPreprocessor',
-            mean=CLIP_MEAN,
-            std=CLIP_STD,
-            to_rgb=True),
+        data_preprocessor=dict(type='CLIPDataPreprocessor'),
         backbone=dict(
             type='FrozenCLIP',
             model_name=TINY,

@@ -7,17 +7,13 @@ import os.path as osp
 
 import pytest
 from _common import load_tool
-from _helpers import base_cfg, make_data, save_tiny_clip, write_config
+from _helpers import base_cfg, write_config
 from mmengine.config import Config
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('cfgmistakes')
-    data_root, classes = make_data(
-        tmp / 'data', num_train=8, num_val=4, image_size=32)
-    clip = save_tiny_clip(tmp / 'clip.pt')
-    return dict(tmp=tmp, data_root=data_root, classes=classes, clip=clip)
+def setup(tiny_assets):
+    return tiny_assets
 
 
 def _cfg(setup, tmp_path, name='c.py', **over):
@@ -119,7 +115,8 @@ def test_work_dir_inside_the_dataset_is_refused_before_any_write(
     for work in (osp.join(setup['data_root'], 'runs', 'x'),
                  osp.join(setup['data_root'], 'train2014', 'x')):
         with pytest.raises(ValueError) as err:
-            load_tool('tools/train.py').main([_write(setup, tmp_path), '--work-dir', work])
+            load_tool('tools/train.py').main(
+                [_write(setup, tmp_path), '--work-dir', work])
         assert 'work dir' in str(err.value) and 'dataset folder' in str(
             err.value)
         assert "'work_dirs/<experiment>'" in str(err.value)

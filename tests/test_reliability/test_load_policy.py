@@ -8,19 +8,18 @@ import os.path as osp
 import pytest
 import torch
 from _common import load_tool
-from _helpers import base_cfg, make_data, save_tiny_clip, write_config
+from _helpers import base_cfg, write_config
 
 from mmcoop.utils import CheckpointMismatchError
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(tiny_assets, tmp_path_factory):
     from mmcoop.apis import init_model
     tmp = tmp_path_factory.mktemp('policy')
-    data_root, classes = make_data(
-        tmp / 'data', num_train=4, num_val=4, image_size=32)
-    clip = save_tiny_clip(tmp / 'clip.pt')
-    s = base_cfg(data_root, clip, classes, max_epochs=1, size=32)
+    data_root = tiny_assets['data_root']
+    s = base_cfg(data_root, tiny_assets['clip'], tiny_assets['classes'],
+                 max_epochs=1, size=32)
     s['randomness'] = dict(seed=0)
     cfg = write_config(tmp / 'policy.py', s)
     state = dict(init_model(cfg).state_dict())

@@ -1,10 +1,10 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Issue #6.1 with the frozen-feature cache (``mmcoop/datasets/
-feature_cache.py``): a run that trains from cached CLIP features (2 cached
-augmentation views, ``CachedViewSampler``) is SIGKILLed mid-epoch and
-resumed; the resumed run reuses the cache written by the killed run (not
-rebuilt, files untouched) and ends with the same parameters and metrics as
-an uninterrupted run."""
+feature_cache/``): a run that trains from cached CLIP features (2 cached
+augmentation views read through ``EpochSeededSampler``) is SIGKILLed
+mid-epoch and resumed; the resumed run reuses the cache written by the
+killed run (not rebuilt, files untouched) and ends with the same parameters
+and metrics as an uninterrupted run."""
 import os
 
 import pytest
@@ -13,7 +13,7 @@ from _helpers import (base_cfg, finish, load_ckpt, make_data, save_tiny_clip,
                       tool, train_records, tree_fingerprint, val_metrics,
                       train_until_killed, write_config)
 
-fc = pytest.importorskip('mmcoop.datasets.feature_cache')
+from mmcoop.datasets.feature_cache import apply_feature_cache
 
 EPOCHS = 3
 ITERS = 12
@@ -31,8 +31,9 @@ def _cache_config(tmp, name, settings):
                 dtype='float32',
                 progress=False)),
         extra_imports=['_killpoint', 'mmcoop.datasets.feature_cache'])
-    cfg = fc.apply_feature_cache(Config.fromfile(raw))
+    cfg = apply_feature_cache(Config.fromfile(raw))
     assert cfg.model.backbone.type == 'mmcoop.PrecomputedFeatures'
+    assert cfg.train_dataloader.sampler.type == 'mmcoop.EpochSeededSampler'
     path = str(tmp / f'{name}.py')
     cfg.dump(path)
     return path

@@ -8,17 +8,14 @@ import signal
 import socket
 
 import pytest
-from _helpers import (base_cfg, finish, make_data, save_tiny_clip, tool,
-                      wait_for, write_config)
+from _helpers import base_cfg, finish, tool, wait_for, write_config
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(tiny_assets, tmp_path_factory):
     tmp = tmp_path_factory.mktemp('lock')
-    data_root, classes = make_data(
-        tmp / 'data', num_train=8, num_val=4, image_size=32)
-    clip = save_tiny_clip(tmp / 'clip.pt')
-    s = base_cfg(data_root, clip, classes, max_epochs=2, size=32)
+    s = base_cfg(tiny_assets['data_root'], tiny_assets['clip'],
+                 tiny_assets['classes'], max_epochs=2, size=32)
     s['custom_hooks'] = [
         dict(type='PartialLabelMaskHook'),
         dict(type='KillPointHook', epoch=1, batch=1)

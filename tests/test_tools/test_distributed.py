@@ -13,7 +13,6 @@ multipliers, warm-up then cosine) with the recipe's ``loss_weight`` in both
 runs.
 """
 import json
-import os
 import os.path as osp
 import socket
 import sys

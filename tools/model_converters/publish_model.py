@@ -19,6 +19,14 @@
   ``--no-date``), the hash being that of the final file, and checks that
   it loads with ``torch.load(..., weights_only=True)``.
 
+With ``--metafile configs/<method>/metafile.yml`` the release is recorded in
+the model zoo (:func:`mmcoop.apis.metafile.record_release`): the entry of
+the run's config gets ``Weights`` (``--weights-url``, else the published
+file's path) and the measured ``mAP`` that the run logged at the
+checkpoint's epoch (``--work-dir``, default: the checkpoint's folder). The
+paper's numbers are left as they are. Then refresh the README tables with
+``python .dev_scripts/gen_model_zoo_tables.py``.
+
 Reading the input never runs code from the file: it is unpickled with
 ``torch.load(weights_only=True)``, MMEngine's runtime state (``HistoryBuffer``,
 numpy arrays) through inert stand-ins (:func:`mmcoop.utils.safe_torch_load`
@@ -76,7 +84,49 @@ def parse_args(argv=None):
         help='read an input that pickles more than tensors and MMEngine '
         'runtime state with an unrestricted torch.load. Only for files you '
         'made yourself.')
+    zoo = parser.add_argument_group(
+        'model zoo', 'record the release in a metafile (see the module doc)')
+    zoo.add_argument('--metafile', help='configs/<method>/metafile.yml')
+    zoo.add_argument(
+        '--work-dir',
+        help='work dir of the run (its logs give the measured mAP); '
+        'default: the folder of in_file')
+    zoo.add_argument(
+        '--model-name',
+        help='metafile entry; default: the config file saved in the work '
+        'dir')
+    zoo.add_argument(
+        '--weights-url',
+        help='where the published file will be downloadable (http(s)); '
+        'default: its local path')
     return parser.parse_args(argv)
+
+
+def _run_config_name(work_dir: str) -> str:
+    """The config name of a run: the ``<name>.py`` mmcoop saves in its work
+    dir."""
+    import glob
+    names = [
+        osp.basename(p)[:-3] for p in glob.glob(osp.join(work_dir, '*.py'))
+    ]
+    if len(names) != 1:
+        raise ValueError(
+            f'Expected one config file in {work_dir}, found {names}. Fix: '
+            'pass --model-name.')
+    return names[0]
+
+
+def record_in_metafile(args, final: str, epoch) -> None:
+    from mmcoop.apis.metafile import measured_map, record_release
+    work_dir = args.work_dir or osp.dirname(osp.abspath(args.in_file))
+    name = args.model_name or _run_config_name(work_dir)
+    if not isinstance(epoch, int):
+        raise ValueError(f'{args.in_file} has no epoch in its meta; cannot '
+                         'find the measured mAP of that epoch.')
+    value = measured_map(work_dir, epoch)
+    record_release(args.metafile, name, args.weights_url or final, value)
+    print(f'Recorded in {args.metafile}: {name} mAP {value:.2f} (epoch '
+          f'{epoch}), Weights {args.weights_url or final}.')
 
 
 def load_input(path: str, trust_source: bool = False):
@@ -273,12 +323,16 @@ def publish(in_file: str,
 
 def main(argv=None):
     args = parse_args(argv)
-    return publish(
+    final = publish(
         args.in_file,
         args.out_file,
         dataset_type=args.dataset_type,
         with_date=not args.no_date,
         trust_source=args.trust_source)
+    if args.metafile:
+        meta = torch.load(final, map_location='cpu', weights_only=True)
+        record_in_metafile(args, final, meta['meta'].get('epoch'))
+    return final
 
 
 if __name__ == '__main__':

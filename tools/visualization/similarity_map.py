@@ -43,14 +43,13 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip import OPENAI_DATASET_MEAN as CLIP_MEAN  # 0..1 scale
+from open_clip import OPENAI_DATASET_STD as CLIP_STD
 from PIL import Image, ImageDraw, ImageFont
 
 from mmcoop.utils.paths import claim_outputs
 from mmcoop.utils.prompt_templates import (PAPER_P1, check_template, fill,
                                            negate_template)
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def parse_args(argv=None):

@@ -10,7 +10,8 @@ data_root = 'data/VOCdevkit/VOC2007'
 img_size = 448
 
 train_pipeline = [
-    dict(type='LoadImageFromFileChecked'),
+    # scope prefix: found from any default scope (mmpretrain's inferencer)
+    dict(type='mmcoop.LoadImageFromFileChecked'),
     # squash to 448 x 448 (torchvision Resize((448, 448)) on a PIL image)
     dict(
         type='Resize',
@@ -26,7 +27,7 @@ train_pipeline = [
 ]
 
 test_pipeline = [
-    dict(type='LoadImageFromFileChecked'),
+    dict(type='mmcoop.LoadImageFromFileChecked'),
     dict(
         type='Resize',
         scale=(img_size, img_size),

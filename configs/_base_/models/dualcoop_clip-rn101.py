@@ -2,13 +2,12 @@
 # and negative prompts (16 class-specific context tokens each) through the
 # frozen text encoder (official sunxm2357/DualCoOp models/dualcoop.py).
 model = dict(
+    # build in the mmcoop scope whoever builds it (mmpretrain's get_model
+    # and ImageClassificationInferencer build in the mmpretrain scope)
+    _scope_='mmcoop',
     type='ImageClassifier',
-    # CLIP normalisation (open_clip OPENAI_DATASET_MEAN/STD x 255), RGB.
-    data_preprocessor=dict(
-        type='ClsDataPreprocessor',
-        mean=[122.770938, 116.7460125, 104.09373615],
-        std=[68.5005327, 66.6321579, 70.32316305],
-        to_rgb=True),
+    # CLIP normalisation (its defaults: CLIP mean/std, BGR -> RGB)
+    data_preprocessor=dict(type='CLIPDataPreprocessor'),
     backbone=dict(
         type='FrozenCLIP',
         model_name='RN101-quickgelu',

@@ -26,6 +26,15 @@ class LoadImageFromFileChecked(LoadImageFromFile):
       pillow path raises ``cannot identify image file <_io.BytesIO ...>``
       without the path. With ``ignore_empty=True`` failures return ``None``
       (the dataset then draws another sample, training only).
+    - Results that already hold a decoded image (``img`` and no
+      ``img_path``) pass through unchanged: mmpretrain's
+      ``ImageClassificationInferencer`` decodes its inputs itself and
+      removes only transforms named ``LoadImageFromFile`` from the config
+      pipeline, so the configs' test pipelines run there as they are.
+
+    The configs name it ``mmcoop.LoadImageFromFileChecked``: with the scope
+    prefix it is found from any default scope (mmpretrain's inferencer
+    builds the test pipeline in its own).
 
     Args:
         imdecode_backend (str): ``'pillow'`` (default) or ``'cv2'``...
@@ -42,6 +51,8 @@ class LoadImageFromFileChecked(LoadImageFromFile):
             imdecode_backend=imdecode_backend, color_type=color_type, **kwargs)
 
     def transform(self, results: dict) -> Optional[dict]:
+        if results.get('img_path') is None and 'img' in results:
+            return results  # decoded by the caller (mmpretrain inferencer)
         filename = results['img_path']
         try:
             if self.file_client_args is not None:

@@ -9,3 +9,9 @@ __all__ += ['RNGStateHook']
 from .class_check_hook import ClassCheckHook  # noqa: E402
 
 __all__ += ['ClassCheckHook']
+from .prediction_draw_hook import PredictionDrawHook  # noqa: E402
+
+__all__ += ['PredictionDrawHook']
+from .threshold_calibration_hook import ThresholdCalibrationHook  # noqa: E402
+
+__all__ += ['ThresholdCalibrationHook']

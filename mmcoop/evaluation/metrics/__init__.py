@@ -1,10 +1,11 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 from .multi_label import (PartialMultiLabelMetric, average_precision,
-                          average_precision_per_class, mean_average_precision,
-                          threshold_metrics)
+                          average_precision_per_class, calibrate_thresholds,
+                          mean_average_precision, threshold_metrics,
+                          topk_metrics)
 
 __all__ = [
     'PartialMultiLabelMetric', 'average_precision',
     'average_precision_per_class', 'mean_average_precision',
-    'threshold_metrics'
+    'threshold_metrics', 'topk_metrics', 'calibrate_thresholds'
 ]

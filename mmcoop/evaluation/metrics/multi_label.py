@@ -1,6 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Multi-label metrics with the official DualCoOp/PositiveCoOp definitions."""
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -11,7 +11,8 @@ from mmcoop.registry import METRICS
 
 __all__ = [
     'average_precision', 'average_precision_per_class',
-    'mean_average_precision', 'threshold_metrics', 'PartialMultiLabelMetric'
+    'mean_average_precision', 'threshold_metrics', 'topk_metrics',
+    'calibrate_thresholds', 'PartialMultiLabelMetric'
 ]
 
 NO_POSITIVE_MODES = ('zero', 'ignore')
@@ -100,7 +101,7 @@ def mean_average_precision(pred: np.ndarray,
 
 def threshold_metrics(pred: np.ndarray,
                       target: np.ndarray,
-                      thr: float = 0.5) -> Dict[str, float]:
+                      thr: Union[float, np.ndarray] = 0.5) -> Dict[str, float]:
     """CP, CR, CF1, OP, OR, OF1 (percent) at a score threshold.
 
     Official definitions (``utils/validations.py``): predicted positive if
@@ -110,11 +111,36 @@ def threshold_metrics(pred: np.ndarray,
     mean of per-class F1, not ``2 CP CR / (CP + CR)``); ``OP``, ``OR`` pool
     the counts over classes and ``OF1 = 2 OP OR / (OP + OR)``. Entries with
     target < 0 count in no cell.
+
+    ``thr`` is one threshold or a ``(C,)`` array of per-class thresholds
+    (e.g. from :func:`calibrate_thresholds`).
     """
     pred = np.asarray(pred)
+    return _prf_metrics(pred > np.asarray(thr), target)
+
+
+def topk_metrics(pred: np.ndarray, target: np.ndarray,
+                 k: int = 3) -> Dict[str, float]:
+    """CP, CR, CF1, OP, OR, OF1 (percent) predicting the top-``k`` classes
+    of every image (the ML-GCN / ASL "top-3" convention; ties broken by
+    class order). Same formulas as :func:`threshold_metrics`."""
+    pred = np.asarray(pred)
+    k = min(int(k), pred.shape[1])
+    if k < 1:
+        raise ValueError(f'top-k needs k >= 1, got {k}.')
+    top = np.argsort(-pred, axis=1, kind='stable')[:, :k]
+    predicted = np.zeros(pred.shape, dtype=bool)
+    np.put_along_axis(predicted, top, True, axis=1)
+    return _prf_metrics(predicted, target)
+
+
+def _prf_metrics(predicted: np.ndarray,
+                 target: np.ndarray) -> Dict[str, float]:
+    """CP/CR/CF1/OP/OR/OF1 of boolean (N, C) predictions (see
+    :func:`threshold_metrics`)."""
     target = np.asarray(target)
     valid = target >= 0
-    pp = (pred > thr) & valid
+    pp = predicted & valid
     gp = (target == 1) & valid
     tp = (pp & gp).sum(0).astype(np.float64)
     fp = (pp & ~gp).sum(0).astype(np.float64)
@@ -134,6 +160,47 @@ def threshold_metrics(pred: np.ndarray,
         OP=100 * float(o_p),
         OR=100 * float(o_r),
         OF1=100 * float(o_f))
+
+
+def calibrate_thresholds(pred: np.ndarray,
+                         target: np.ndarray,
+                         default: float = 0.5) -> np.ndarray:
+    """Per-class thresholds that maximise each class's F1 on ``(pred,
+    target)`` (a validation split; never the test split).
+
+    For class ``c`` the scores are sorted in decreasing order and F1 is
+    evaluated at every cut between two *distinct* scores; the threshold is
+    the midpoint of the two scores around the best cut (so that ``score >
+    thr``, the official rule, predicts exactly the scores above the cut).
+    The smallest threshold wins a tie in F1. Classes without a known
+    positive keep ``default``. Targets < 0 are ignored.
+
+    Returns:
+        np.ndarray: ``(C,)`` float64 thresholds.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    target = np.asarray(target)
+    if pred.ndim != 2 or pred.shape != target.shape:
+        raise ValueError(f'pred {pred.shape} and target {target.shape} must '
+                         'both be (N, C).')
+    thresholds = np.full(pred.shape[1], float(default))
+    for c in range(pred.shape[1]):
+        valid = target[:, c] >= 0
+        s, y = pred[valid, c], target[valid, c] == 1
+        num_pos = int(y.sum())
+        if num_pos == 0:
+            continue
+        order = np.argsort(-s, kind='stable')
+        s, y = s[order], y[order]
+        # cut after position i (predict s[:i + 1]) only where the score
+        # drops, so tied scores are never split
+        cuts = np.flatnonzero(np.append(s[1:] < s[:-1], True))
+        tp = np.cumsum(y)[cuts]
+        f1 = 2 * tp / (cuts + 1 + num_pos)
+        best = cuts[len(f1) - 1 - int(np.argmax(f1[::-1]))]  # last max
+        lower = s[best + 1] if best + 1 < len(s) else s[best] - 1e-6
+        thresholds[c] = (s[best] + lower) / 2
+    return thresholds
 
 
 @METRICS.register_module()
@@ -161,6 +228,20 @@ class PartialMultiLabelMetric(BaseMetric):
             Defaults to ``'zero'``.
         per_class_ap (bool): Log a per-class AP table with class names.
             Defaults to False.
+        topk (int, optional): Also report ``CF1_top{k}`` / ``OF1_top{k}``
+            with the top-``k`` classes of every image predicted positive
+            (:func:`topk_metrics`). Defaults to None (not reported).
+        calibrate (bool): Fit per-class F1-maximising thresholds on the
+            evaluated data (:func:`calibrate_thresholds`) and keep them in
+            ``calibrated_thresholds`` (not reported: they are fitted on this
+            data). Use it on a validation split only;
+            :class:`~mmcoop.engine.ThresholdCalibrationHook` stores them in
+            the checkpoints. Defaults to False.
+        class_thresholds (sequence of float, optional): Per-class thresholds
+            fitted elsewhere (a validation split); reports ``CF1_calib`` /
+            ``OF1_calib`` with them. Set from a checkpoint's meta by
+            :class:`~mmcoop.engine.ThresholdCalibrationHook`. Defaults to
+            None.
         collect_device (str): Defaults to ``'cpu'``.
         prefix (str, optional): Defaults to ``'multi-label'``.
     """
@@ -170,15 +251,26 @@ class PartialMultiLabelMetric(BaseMetric):
                  thr: float = 0.5,
                  no_positive: str = 'zero',
                  per_class_ap: bool = False,
+                 topk: Optional[int] = None,
+                 calibrate: bool = False,
+                 class_thresholds: Optional[Sequence[float]] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         if no_positive not in NO_POSITIVE_MODES:
             raise ValueError(f'no_positive must be one of '
                              f'{NO_POSITIVE_MODES}, got {no_positive!r}.')
+        if topk is not None and (isinstance(topk, bool)
+                                 or not isinstance(topk, int) or topk < 1):
+            raise ValueError(f'topk must be a positive int or None, got '
+                             f'{topk!r}.')
         self.thr = thr
         self.no_positive = no_positive
         self.per_class_ap = per_class_ap
+        self.topk = topk
+        self.calibrate = calibrate
+        self.class_thresholds = class_thresholds
+        self.calibrated_thresholds: Optional[np.ndarray] = None
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         """Store scores and targets of a batch."""
@@ -212,17 +304,32 @@ class PartialMultiLabelMetric(BaseMetric):
                 f'{"..." if empty.size > 10 else ""}); their AP '
                 f'{"counts as 0" if self.no_positive == "zero" else "is left out of the mAP"}.'  # noqa: E501
             )
+        # per-class AP of this evaluation (tools/test.py --out metrics)
+        # (lazy: per_class imports this module)
+        from ..per_class import format_ap_table, per_class_rows
+        self.last_per_class_ap = per_class_rows(classes, ap, num_pos, target)
         used = ap if self.no_positive == 'zero' else ap[num_pos > 0]
         metrics = dict(mAP=100. * float(used.mean()) if used.size else 0.)
         metrics.update(threshold_metrics(pred, target, self.thr))
+        if self.topk is not None:
+            top = topk_metrics(pred, target, self.topk)
+            metrics[f'CF1_top{self.topk}'] = top['CF1']
+            metrics[f'OF1_top{self.topk}'] = top['OF1']
+        if self.class_thresholds is not None:
+            thr = np.asarray(self.class_thresholds, dtype=np.float64)
+            if thr.shape != (pred.shape[1], ):
+                raise ValueError(
+                    f'class_thresholds has shape {thr.shape}, expected '
+                    f'({pred.shape[1]},) (one threshold per class).')
+            calib = threshold_metrics(pred, target, thr)
+            metrics['CF1_calib'] = calib['CF1']
+            metrics['OF1_calib'] = calib['OF1']
+        if self.calibrate:
+            self.calibrated_thresholds = calibrate_thresholds(
+                pred, target, default=self.thr)
         if self.per_class_ap:
-            width = max([len('class')] + [len(c) for c in classes])
-            lines = [f'{"class":<{width}}  {"AP":>6}  #pos']
-            lines += [
-                f'{c:<{width}}  {100 * a:6.2f}  {int(n)}'
-                for c, a, n in zip(classes, ap, num_pos)
-            ]
-            logger.info('Per-class AP:\n' + '\n'.join(lines))
+            logger.info('Per-class AP:\n' +
+                        format_ap_table(self.last_per_class_ap))
         return metrics
 
     def _class_names(self, num_classes: int) -> List[str]:

@@ -1,5 +1,5 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-from .clip_loader import (build_open_clip, load_clip_state_dict,
+from .clip_loader import (build_open_clip, load_clip_weights,
                           register_mmcoop_clip_configs)
 from .frozen import FrozenMixin
 from .frozen_clip import FrozenCLIP, FrozenCLIPTextEncoder
@@ -7,6 +7,6 @@ from .precomputed import PrecomputedFeatures
 
 __all__ = [
     'FrozenCLIP', 'FrozenCLIPTextEncoder', 'FrozenMixin', 'build_open_clip',
-    'load_clip_state_dict', 'register_mmcoop_clip_configs',
+    'load_clip_weights', 'register_mmcoop_clip_configs',
     'PrecomputedFeatures'
 ]

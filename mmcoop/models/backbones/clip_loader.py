@@ -5,19 +5,26 @@
 
 * ``None``: random initialisation (tests, tiny demo models); a warning is
   logged because the features are meaningless for real data.
-* a path to a local checkpoint: an OpenAI TorchScript archive (the format of
-  the official ``RN101.pt`` release), read as data without running its code
-  (:mod:`mmcoop.utils.torchscript_reader`), or a ``torch.save``-d state dict
-  (optionally wrapped in ``{'state_dict': ...}``), loaded with
-  ``weights_only=True``.
 * an open_clip pretrained tag such as ``'openai'``; open_clip fetches and
-  caches the file. Without network access this fails with an error that says
-  which file to download and how to point ``pretrained`` at it.
+  caches the file (for ``openai`` a plain state dict from the Hugging Face
+  hub). Without network access this fails with an error that says which file
+  to download and how to point ``pretrained`` at it.
+* a path to a local state dict (``torch.save``-d, optionally wrapped in
+  ``{'state_dict': ...}``, ``.safetensors``, or big_vision ``.npz``), loaded
+  by open_clip's own :func:`open_clip.load_checkpoint` with
+  ``weights_only=True`` and ``strict=True``: a file of another architecture
+  is an error that names it.
+
+OpenAI TorchScript archives (the ``RN101.pt`` of the original CLIP release)
+are refused, not read: ``torch.jit.load`` would compile and keep code chosen
+by whoever wrote the file, and open_clip already serves the same weights as a
+plain state dict (``pretrained='openai'``). The error prints a one-line
+conversion, to run once where the file is trusted.
 """
 import os
 import os.path as osp
 import zipfile
-from typing import Dict, Optional
+from typing import Optional
 
 import open_clip
 import torch
@@ -25,20 +32,19 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger
 
 from mmcoop.utils.checkpoint import safe_torch_load
-from mmcoop.utils.torchscript_reader import (TorchScriptReadError,
-                                             read_torchscript_state_dict)
 
 _CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))),
                        'clip_configs')
 _registered = False
+_WEIGHT_FILE_SUFFIXES = ('.pt', '.pth', '.bin', '.safetensors', '.npz')
 
 
 def register_mmcoop_clip_configs() -> None:
     """Make mmcoop's small CLIP architectures known to open_clip.
 
     ``mmcoop/clip_configs/*.json`` holds tiny open_clip model configs
-    (``mmcoop-tiny-RN``, ``mmcoop-tiny-RN-512``, ``mmcoop-tiny-ViT``) used by
-    the tests and the offline demo. Registration is idempotent.
+    (``mmcoop-tiny-RN``, ``mmcoop-tiny-RN-512``, ``mmcoop-tiny-ViT``, ...)
+    used by the tests and the offline demo. Registration is idempotent.
     """
     global _registered
     if not _registered:
@@ -46,7 +52,9 @@ def register_mmcoop_clip_configs() -> None:
         _registered = True
 
 
-def _is_torchscript_archive(path: str) -> bool:
+def is_torchscript_archive(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with ``code/`` or
+    ``constants.pkl``), as opposed to a ``torch.save`` zip."""
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as zf:
@@ -54,49 +62,50 @@ def _is_torchscript_archive(path: str) -> bool:
     return any(n.endswith('constants.pkl') or '/code/' in n for n in names)
 
 
-def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read a CLIP state dict from a local file.
+def load_clip_weights(model: torch.nn.Module, path: str,
+                      model_name: str) -> None:
+    """Load the local CLIP weights file ``path`` into the open_clip ``model``.
 
-    Args:
-        path (str): an OpenAI TorchScript archive or a state dict file.
-
-    Returns:
-        dict: parameter name -> fp32 tensor in the OpenAI / open_clip layout.
+    Raises:
+        FileNotFoundError: no such file.
+        RuntimeError: a TorchScript archive (refused, with the conversion
+            command), an unreadable or unsafe file (from
+            :func:`mmcoop.utils.checkpoint.safe_torch_load`), or weights that
+            do not fit ``model_name`` (missing, unexpected or mis-shaped
+            keys).
     """
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'CLIP weights file {path!r} does not exist. Set '
             '`pretrained` to an existing file, an open_clip tag such as '
             "'openai', or None for random weights.")
-    if _is_torchscript_archive(path):
-        # data only: the archive's code is never compiled or run
-        try:
-            state_dict = read_torchscript_state_dict(path)
-        except TorchScriptReadError as e:
-            raise RuntimeError(
-                f'Could not read the TorchScript CLIP archive {path!r} '
-                f'(field `pretrained`): {e} If it is a genuine file that '
-                'mmcoop cannot parse, convert it once where you trust it: '
-                "torch.save(torch.jit.load(path).state_dict(), 'clip.pth') "
-                'and set `pretrained` to that file.') from e
-    else:
-        ckpt = safe_torch_load(path, what='CLIP weights')
-        if isinstance(ckpt, dict) and 'state_dict' in ckpt:
-            ckpt = ckpt['state_dict']
-        if not isinstance(ckpt, dict) or not ckpt:
-            raise RuntimeError(
-                f'CLIP weights file {path!r} holds no state dict (found '
-                f'{type(ckpt).__name__}). Pass an OpenAI .pt archive or a '
-                'file saved with torch.save(model.state_dict()).')
-        state_dict = ckpt
-    state_dict = {(k[7:] if k.startswith('module.') else k): v
-                  for k, v in state_dict.items()}
-    for key in ('input_resolution', 'context_length', 'vocab_size'):
-        state_dict.pop(key, None)
-    return {
-        k: (v.float() if torch.is_floating_point(v) else v)
-        for k, v in state_dict.items()
-    }
+    if is_torchscript_archive(path):
+        out = osp.splitext(path)[0] + '-state-dict.pth'
+        raise RuntimeError(
+            f'CLIP weights file {path!r} (field `pretrained`) is a '
+            'TorchScript archive; mmcoop does not load TorchScript (loading '
+            'runs code from the file). Use `pretrained=\'openai\'` (open_clip '
+            'fetches the same weights as a plain state dict), or convert the '
+            'file once where you trust it: python -c "import open_clip, '
+            f'torch; torch.save(open_clip.load_openai_model({path!r}, '
+            f'device=\'cpu\').state_dict(), {out!r})" and set `pretrained` '
+            'to the new file.')
+    try:
+        # open_clip reads with torch.load(weights_only=True) (3.x; 2.x and
+        # its TypeError fallback use torch's default, weights_only=True
+        # since torch 2.6, which setup.cfg requires)
+        open_clip.load_checkpoint(model, path, strict=True)
+    except Exception as e:  # noqa: BLE001 - classified below
+        if not path.endswith(('.safetensors', '.npz', '.npy')):
+            # an unreadable or unsafe file raises its own clear error here
+            safe_torch_load(path, what='CLIP weights')
+        detail = ' '.join(str(e).split())
+        detail = detail if len(detail) <= 600 else detail[:600] + '...'
+        raise RuntimeError(
+            f'CLIP weights in {path!r} do not fit the open_clip architecture '
+            f'{model_name!r}: {detail}'
+            ' Check `model_name` (e.g. RN101-quickgelu for the OpenAI RN101 '
+            'weights).') from e
 
 
 def build_open_clip(model_name: str,
@@ -146,34 +155,9 @@ def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
             'fine for tests and the offline demo, meaningless for real data.')
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
     elif osp.exists(str(pretrained)) or os.sep in str(pretrained) \
-            or str(pretrained).endswith(('.pt', '.pth', '.bin')):
-        state_dict = load_clip_state_dict(str(pretrained))
+            or str(pretrained).endswith(_WEIGHT_FILE_SUFFIXES):
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
-        state_dict = _adapt_to_model(state_dict, model)
-        own = model.state_dict()
-        mismatched = [
-            f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-            for k, v in state_dict.items() if v.shape != own[k].shape
-        ]
-        if mismatched:
-            raise RuntimeError(
-                f'CLIP weights in {pretrained!r} do not fit the open_clip '
-                f'architecture {model_name!r}: shape mismatches '
-                f'{mismatched[:5]}{"..." if len(mismatched) > 5 else ""}. '
-                'Check `model_name` (e.g. RN101-quickgelu for the OpenAI '
-                'RN101.pt).')
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        # logit_bias only exists in SigLIP-style models; anything else
-        # missing means the file does not fit the architecture.
-        missing = [k for k in missing if k not in ('logit_bias', )]
-        if missing or unexpected:
-            raise RuntimeError(
-                f'CLIP weights in {pretrained!r} do not fit the open_clip '
-                f'architecture {model_name!r}: missing keys '
-                f'{missing[:5]}{"..." if len(missing) > 5 else ""}, '
-                f'unexpected keys {unexpected[:5]}'
-                f'{"..." if len(unexpected) > 5 else ""}. Check '
-                '`model_name` (e.g. RN101-quickgelu for the OpenAI RN101.pt).')
+        load_clip_weights(model, str(pretrained), model_name)
         logger.info(f'Loaded CLIP {model_name} weights from {pretrained}')
     else:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
@@ -187,12 +171,11 @@ def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
                 model_name, pretrained=pretrained, cache_dir=cache_dir,
                 **kwargs)
         except Exception as e:  # noqa: BLE001 - network / hub errors vary
-            url = open_clip.get_pretrained_url(model_name, pretrained)
             raise RuntimeError(
                 f'Could not fetch CLIP weights {model_name}:{pretrained} '
                 f'({type(e).__name__}: {e}). On an offline machine download '
-                f'{url or "the checkpoint"} elsewhere and set '
-                "`pretrained='/path/to/file.pt'` in the config.") from e
+                f'{_weights_source(model_name, pretrained)} elsewhere and set '
+                "`pretrained='/path/to/file'` in the config.") from e
     if model_name.startswith(('RN', 'ViT')) and pretrained == 'openai' \
             and 'quickgelu' not in model_name and not force_quick_gelu:
         logger.warning(
@@ -202,11 +185,15 @@ def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
     return model
 
 
-def _adapt_to_model(state_dict: Dict[str, torch.Tensor],
-                    model: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """Drop entries the open_clip model has no slot for (none for CLIP)."""
-    own = model.state_dict()
-    return {k: v for k, v in state_dict.items() if k in own}
+def _weights_source(model_name: str, tag: str) -> str:
+    """Where open_clip fetches ``model_name:tag`` from, in words."""
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    hub = cfg.get('hf_hub', '')
+    if hub:
+        repo, filename = osp.split(hub)  # 'org/repo/' or 'org/repo/file'
+        return (f'https://huggingface.co/{repo}/resolve/main/'
+                f'{filename or "open_clip_pytorch_model.bin"}')
+    return cfg.get('url') or 'the checkpoint'
 
 
 def resize_attnpool_pos_embed(pos_embed: torch.Tensor,

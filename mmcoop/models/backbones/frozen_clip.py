@@ -5,8 +5,10 @@ from typing import List, Optional, Sequence, Tuple
 import open_clip
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 from open_clip.modified_resnet import ModifiedResNet
+from open_clip.timm_model import TimmModel
 from open_clip.transformer import VisionTransformer, text_global_pool
 
 from mmcoop.registry import MODELS
@@ -26,14 +28,36 @@ class FrozenCLIP(FrozenMixin, BaseModule):
     nobody uses) is never computed. The attention-pool positional embedding
     is resized to ``input_resolution // 32`` by bicubic interpolation.
 
-    For a ViT CLIP the dense equivalent is ``ln_post`` followed by ``proj``
-    applied to every token (class token first), with the positional
-    embedding resized bicubically to ``input_resolution // patch_size``.
+    For a ViT CLIP (open_clip ``VisionTransformer``) two dense modes exist,
+    both with the positional embedding resized bicubically to
+    ``input_resolution // patch_size`` and the class token first:
+
+    * ``'tokens'`` (default): ``proj(ln_post(x))`` for every token of the
+      last layer's output; with ``tok`` pooling the class token is exactly
+      ``encode_image``;
+    * ``'value'``: the last-layer value path (MaskCLIP-style, the ViT
+      analogue of the ResNet ``c_proj(v_proj(x))``): the last block's
+      attention branch as if every token attended only to itself,
+      ``proj(ln_post(ls_1(out_proj(v_proj(ln_1(x))))))`` with ``x`` the
+      input of the last block; the block's residual and MLP are dropped.
+
+    For a timm tower (open_clip ``TimmModel``: SigLIP / SigLIP2 ViTs with an
+    attention-pool ("map") head, EVA02, ConvNeXt) position 0 is the tower's
+    pooled output, exactly ``encode_image``, and every patch (ViT) or grid
+    cell (ConvNeXt) follows, each passed *alone* through the tower's pooling
+    head: pooling a single element is the identity for ``token`` / ``avg``
+    pooling, and for the map head it is its value path ``x + mlp(norm(x))``
+    with ``x = proj(v(token))`` (the latent query attending to one token).
+    The tokens are the final features (``'tokens'``, default) or, for timm
+    ViT / EVA blocks, the last block's value path followed by the final norm
+    (``'value'``, as for open_clip ViTs; rotary embeddings act on q and k
+    only, so they drop out). Prefix (class, register) tokens are not
+    repeated. The input size is set with timm's ``set_input_size``.
 
     Args:
         model_name (str): open_clip architecture, e.g. ``'RN101-quickgelu'``.
         pretrained (str, optional): open_clip tag (``'openai'``), a local
-            checkpoint (OpenAI TorchScript archive or state dict), or None for
+            state dict (see :mod:`.clip_loader`), or None for
             random weights (tests; a warning is logged).
         input_resolution (int): square input size. Defaults to 448.
         force_quick_gelu (bool): force QuickGELU activations.
@@ -54,6 +78,10 @@ class FrozenCLIP(FrozenMixin, BaseModule):
             in a forked RNG (see :func:`build_open_clip`): with
             ``pretrained=None`` the tower is a function of this seed alone,
             and building it never consumes the global RNG. Defaults to 0.
+        dense_mode (str, optional): ``'tokens'`` or ``'value'`` for ViTs
+            (open_clip or timm, see above); ResNets have only ``'value'``,
+            ConvNeXt only ``'tokens'``. None: the architecture's default
+            (``'value'`` for ResNets, ``'tokens'`` otherwise).
 
     Shapes:
         input ``(B, 3, S, S)`` -> ``((B, D, 1 + HW),)`` with ``HW = (S/32)^2``
@@ -70,7 +98,8 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                  init_cfg=None,
                  autocast_dtype: Optional[str] = None,
                  channels_last: bool = False,
-                 init_seed: Optional[int] = 0):
+                 init_seed: Optional[int] = 0,
+                 dense_mode: Optional[str] = None):
         super().__init__(init_cfg=init_cfg)
         self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
         self.channels_last = bool(channels_last)
@@ -91,6 +120,9 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                 resize_attnpool_pos_embed(pool.positional_embedding.data,
                                           self.input_resolution // 32))
             self.embed_dim = pool.c_proj.out_features
+        elif isinstance(self.visual, TimmModel):
+            self.arch = _timm_arch(self.visual.trunk, model_name)
+            self._setup_timm()
         elif isinstance(self.visual, VisionTransformer):
             self.arch = 'vit'
             patch = self.visual.patch_size[0]
@@ -103,22 +135,61 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                 resize_vit_pos_embed(self.visual.positional_embedding.data,
                                      grid))
             self.visual.grid_size = (grid, grid)
+            if self.visual.attn_pool is not None:
+                raise NotImplementedError(
+                    f'{model_name}: ViTs with an attentional pool (CoCa) '
+                    'have no dense path in mmcoop.')
             self.embed_dim = self.visual.proj.shape[1]
         else:
             raise NotImplementedError(
                 f'{model_name}: dense features are implemented for open_clip '
-                f'ModifiedResNet and VisionTransformer towers, not '
-                f'{type(self.visual).__name__}.')
+                f'ModifiedResNet, VisionTransformer and timm (ViT, EVA, '
+                f'ConvNeXt) towers, not {type(self.visual).__name__}.')
+        self.dense_mode = _check_dense_mode(dense_mode, self.arch, model_name)
+        if self.arch == 'timm_vit' and self.dense_mode == 'value':
+            _check_timm_value_block(self.visual.trunk.blocks[-1], model_name)
         self.visual.image_size = (self.input_resolution, ) * 2
         if self.channels_last:
             self.visual.to(memory_format=torch.channels_last)
         self._freeze(save_frozen)
+
+    def _setup_timm(self) -> None:
+        """Input size, grid and output width of a timm tower."""
+        trunk = self.visual.trunk
+        stride = trunk.patch_embed.patch_size[0] \
+            if self.arch == 'timm_vit' else 32
+        if self.input_resolution % stride:
+            raise ValueError(
+                f'input_resolution={self.input_resolution} must be a '
+                f'multiple of the patch size (stride) {stride} of '
+                f'{self.model_name}.')
+        if self.arch == 'timm_vit':
+            trunk.set_input_size(img_size=self.input_resolution)
+        self._timm_grid = self.input_resolution // stride
+        linears = [
+            m for m in self.visual.head.modules() if isinstance(m, nn.Linear)
+        ]
+        classifier = trunk.get_classifier()
+        if linears:
+            self.embed_dim = linears[-1].out_features
+        elif isinstance(classifier, nn.Linear):
+            self.embed_dim = classifier.out_features
+        else:
+            self.embed_dim = trunk.num_features
+
+    def extra_repr(self) -> str:
+        # what selects the function beyond the weights, in the module repr
+        # (which the feature-cache key hashes)
+        return (f'model_name={self.model_name!r}, input_resolution='
+                f'{self.input_resolution}, dense_mode={self.dense_mode!r}')
 
     @property
     def num_positions(self) -> int:
         """Number of dense positions ``1 + HW`` at ``input_resolution``."""
         if self.arch == 'resnet':
             return 1 + (self.input_resolution // 32)**2
+        if self.arch.startswith('timm'):
+            return 1 + self._timm_grid**2
         return self.visual.positional_embedding.shape[0]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
@@ -130,7 +201,33 @@ class FrozenCLIP(FrozenMixin, BaseModule):
     def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         if self.arch == 'resnet':
             return self._forward_resnet(x)
-        return self._forward_vit(x)
+        if self.arch == 'vit':
+            return self._forward_vit(x)
+        return self._forward_timm(x)
+
+    def _forward_timm(self, x: torch.Tensor) -> torch.Tensor:
+        visual, trunk = self.visual, self.visual.trunk
+        if self.dense_mode == 'value':
+            # one pass: the final features and the last block's input
+            feats, (tokens, ) = trunk.forward_intermediates(
+                x, indices=[len(trunk.blocks) - 2], output_fmt='NLC')
+            tokens = trunk.norm(_timm_block_value_path(trunk.blocks[-1],
+                                                       tokens))
+        else:
+            feats = trunk.forward_features(x)
+        pooled = visual.head(trunk.forward_head(feats))  # = encode_image
+        if self.arch == 'timm_vit':
+            if self.dense_mode != 'value':
+                tokens = feats[:, trunk.num_prefix_tokens:]  # (B, HW, C)
+            if getattr(trunk, 'attn_pool', None) is not None:
+                tokens = _map_value_path(trunk.attn_pool, tokens)
+            tokens = trunk.head(trunk.fc_norm(tokens))
+        else:  # ConvNeXt: NormMlpClassifierHead without the pooling
+            head = trunk.head
+            tokens = head.norm(feats).flatten(2).transpose(1, 2)
+            tokens = head.fc(head.pre_logits(tokens))
+        tokens = visual.head(tokens)
+        return torch.cat([pooled[:, :, None], tokens.transpose(1, 2)], dim=2)
 
     def _forward_resnet(self, x: torch.Tensor) -> torch.Tensor:
         visual = self.visual
@@ -152,11 +249,125 @@ class FrozenCLIP(FrozenMixin, BaseModule):
 
     def _forward_vit(self, x: torch.Tensor) -> torch.Tensor:
         visual = self.visual
-        x = visual._embeds(x)
-        x = visual.transformer(x)
+        x = visual._embeds(x)  # (B, 1 + HW, C)
+        if self.dense_mode == 'tokens':
+            x = visual.transformer(x)
+        else:
+            transformer = visual.transformer
+            *blocks, last = transformer.resblocks
+            x = x if transformer.batch_first else x.transpose(0, 1)
+            for block in blocks:
+                x = block(x)
+            x = x if transformer.batch_first else x.transpose(0, 1)
+            # per token, so the layout does not matter
+            x = last.ls_1(_value_path(last.attn, last.ln_1(x)))
         x = visual.ln_post(x)
         x = x @ visual.proj
         return x.permute(0, 2, 1).contiguous()
+
+
+_DENSE_MODES = dict(
+    resnet=('value', ),
+    vit=('tokens', 'value'),
+    timm_vit=('tokens', 'value'),
+    timm_convnext=('tokens', ))
+
+
+def _timm_arch(trunk: nn.Module, model_name: str) -> str:
+    """``'timm_vit'`` (timm VisionTransformer, EVA) or ``'timm_convnext'``."""
+    from timm.models.convnext import ConvNeXt
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+    if isinstance(trunk, (TimmViT, Eva)):
+        return 'timm_vit'
+    if isinstance(trunk, ConvNeXt):
+        return 'timm_convnext'
+    raise NotImplementedError(
+        f'{model_name}: dense features are implemented for timm '
+        f'VisionTransformer, Eva and ConvNeXt towers, not '
+        f'{type(trunk).__name__}.')
+
+
+def _check_timm_value_block(block: nn.Module, model_name: str) -> None:
+    """The value path is written for timm's pre-norm ``Block`` / ``EvaBlock``
+    with ungated attention."""
+    from timm.models.eva import EvaBlock
+    from timm.models.vision_transformer import Block
+    if type(block) not in (Block, EvaBlock) or getattr(
+            block.attn, 'gate', None) is not None:
+        raise NotImplementedError(
+            f"{model_name}: dense_mode='value' supports timm pre-norm Block "
+            f'/ EvaBlock with ungated attention, not {type(block).__name__};'
+            " use dense_mode='tokens'.")
+
+
+def _timm_block_value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The attention branch of a timm ``Block`` / ``EvaBlock`` when every
+    token attends only to itself: ``ls(proj(norm(v(norm1(x)))))``; residual
+    and MLP dropped. ``(B, N, C) -> (B, N, C)``."""
+    x = _timm_value_path(block.attn, block.norm1(x))
+    if hasattr(block, 'ls1'):  # timm Block: LayerScale or Identity
+        return block.ls1(x)
+    gamma = getattr(block, 'gamma_1', None)  # EvaBlock
+    return x if gamma is None else gamma * x
+
+
+def _timm_value_path(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A timm ``Attention`` / ``EvaAttention`` output when every token
+    attends only to itself (rotary embeddings act on q and k only):
+    ``proj(norm(v(x)))``. ``(B, N, C) -> (B, N, C)``."""
+    if getattr(attn, 'qkv', None) is None:  # separate projections
+        v = attn.v_proj(x)
+    else:
+        width = attn.qkv.out_features // 3
+        bias = attn.qkv.bias
+        if bias is not None:
+            bias = bias[2 * width:]
+        elif getattr(attn, 'v_bias', None) is not None:  # EVA: q/v biases
+            bias = attn.v_bias
+        v = F.linear(x, attn.qkv.weight[2 * width:], bias)
+    return attn.proj(attn.norm(v))
+
+
+def _map_value_path(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm ``AttentionPoolLatent`` applied to every token alone: the latent
+    query attends to one key, so the attention output is ``proj(v(x))``,
+    followed by the head's ``x + mlp(norm(x))``. ``(B, N, C) -> (B, N, C)``.
+    """
+    if pool.pos_embed is not None:
+        raise NotImplementedError(
+            'attention-pool heads with a positional embedding are not '
+            'supported.')
+    width = x.shape[-1]
+    v = pool.kv(x)[..., width:]  # kv packs (k, v), heads inside each
+    x = pool.proj(v)
+    if pool.mlp is not None:
+        x = x + pool.mlp(pool.norm(x))
+    return x
+
+
+def _check_dense_mode(mode: Optional[str], arch: str, model_name: str) -> str:
+    """The dense mode of ``arch``: ``mode``, or the first (default) one."""
+    modes = _DENSE_MODES[arch]
+    if mode is None:
+        return modes[0]
+    if mode not in modes:
+        raise ValueError(
+            f'dense_mode={mode!r} is not available for {model_name} '
+            f'({arch}); use one of {list(modes)} or None (field '
+            '`dense_mode` of FrozenCLIP).')
+    return mode
+
+
+def _value_path(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """``out_proj(v_proj(x))`` of a packed ``nn.MultiheadAttention``: its
+    output when every token attends only to itself. ``(..., C) -> (..., C)``.
+    """
+    width = attn.embed_dim
+    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 *
+                                                                    width:]
+    v = F.linear(x, attn.in_proj_weight[2 * width:], bias)
+    return attn.out_proj(v)
 
 
 @MODELS.register_module()
@@ -169,7 +380,11 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
 
     With ``truncate=True`` (default) the transformer runs only up to the last
     end-of-text position of the batch: the causal mask makes later positions
-    irrelevant, so the result is identical to the full 77-token pass.
+    irrelevant, so the result is identical to the full 77-token pass. Text
+    towers without a causal mask or with ``last`` pooling (SigLIP / SigLIP2:
+    bidirectional, pooled at the final position, no end-of-text token) are
+    never truncated (``self.truncate`` is False whatever was asked): there
+    every position influences the pooled one.
 
     Args:
         model_name (str): open_clip architecture.
@@ -203,30 +418,45 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir, init_seed)
-        if not hasattr(clip, 'token_embedding'):
+        # CustomTextCLIP (SigLIP, EVA02, ...) keeps its tower in `.text`
+        text = getattr(clip, 'text', clip)
+        if not hasattr(text, 'token_embedding') or getattr(
+                text, 'cls_emb', None) is not None or getattr(
+                    text, 'use_pad_mask', False):
             raise NotImplementedError(
-                f'{model_name} has a custom (e.g. HF) text tower; mmcoop '
-                'supports open_clip models with the built-in text transformer.')
+                f'{model_name} has a text tower mmcoop cannot feed prompt '
+                'embeddings to (HF text model, CoCa class token or padding '
+                'mask); mmcoop supports the open_clip text transformer.')
         self.model_name = model_name
-        self.token_embedding = clip.token_embedding
-        self.positional_embedding = clip.positional_embedding
-        self.transformer = clip.transformer
-        self.ln_final = clip.ln_final
-        self.text_projection = clip.text_projection
-        self.register_buffer('attn_mask', clip.attn_mask, persistent=False)
-        self.pool_type = clip.text_pool_type
-        self.eos_id = getattr(clip, 'text_eos_id', None)
-        del clip
+        self.token_embedding = text.token_embedding
+        self.positional_embedding = text.positional_embedding
+        self.transformer = text.transformer
+        self.ln_final = text.ln_final
+        self.text_projection = text.text_projection
+        self.register_buffer('attn_mask', text.attn_mask, persistent=False)
+        self.pool_type = getattr(text, 'text_pool_type', None) or getattr(
+            text, 'pool_type')
+        self.eos_id = getattr(text, 'text_eos_id', getattr(text, 'eos_id',
+                                                           None))
+        self.pad_id = getattr(text, 'pad_id', 0)
+        del clip, text
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.context_length = self.positional_embedding.shape[0]
         self.width = self.token_embedding.weight.shape[1]
-        self.embed_dim = (
-            self.text_projection.out_features if isinstance(
-                self.text_projection, nn.Linear) else
-            self.text_projection.shape[1])
-        # Truncation is exact only with a causal mask and EOT-style pooling.
+        if self.text_projection is None:
+            self.embed_dim = self.width
+        elif isinstance(self.text_projection, nn.Linear):
+            self.embed_dim = self.text_projection.out_features
+        else:
+            self.embed_dim = self.text_projection.shape[1]
+        # Truncation is exact only with a causal mask and pooling at the
+        # end-of-text token (no later position can influence it); 'last'
+        # pooling (SigLIP) reads the final position of the full context.
         self.truncate = bool(truncate) and self.attn_mask is not None \
             and self.pool_type in ('argmax', 'eos')
+        first, second = self.tokenize(['a', 'b'])
+        #: special tokens before the text (1 for CLIP's start token)
+        self.text_start = int((first != second).int().argmax())
         self._freeze(save_frozen)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -236,13 +466,19 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
     @torch.no_grad()
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(N, L)`` token ids -> ``(N, L, W)`` token embeddings."""
-        return self.token_embedding(tokens.to(self.token_embedding.weight.device))
+        weight = self.token_embedding.weight
+        return self.token_embedding(tokens.to(weight.device))
 
     def end_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Index of the pooled (end-of-text) token of each prompt, ``(N,)``."""
+        """Index of the last token of each prompt's text, ``(N,)``: the
+        end-of-text token for ``eos`` / ``argmax`` pooling, else the last
+        non-padding token."""
         if self.pool_type == 'eos':
             return (tokens == self.eos_id).int().argmax(dim=-1)
-        return tokens.argmax(dim=-1)
+        if self.pool_type == 'argmax':
+            return tokens.argmax(dim=-1)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return ((tokens != self.pad_id) * positions).argmax(dim=-1)
 
     def forward(self, prompts: torch.Tensor,
                 tokens: torch.Tensor) -> torch.Tensor:
@@ -266,11 +502,14 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
             length = int(self.end_positions(tokens).max()) + 1
             prompts = prompts[:, :length]
             tokens = tokens[:, :length]
-            attn_mask = attn_mask[:length, :length]
+            if attn_mask is not None:
+                attn_mask = attn_mask[:length, :length]
         x = prompts + self.positional_embedding[:length].to(prompts.dtype)
         x = self.transformer(x, attn_mask=attn_mask)
         x = self.ln_final(x)
         x = text_global_pool(x, tokens, self.pool_type, self.eos_id)
+        if self.text_projection is None:
+            return x
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(x)
         return x @ self.text_projection

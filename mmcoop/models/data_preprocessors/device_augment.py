@@ -5,9 +5,9 @@ from typing import Optional, Sequence
 import torch
 from mmengine.model import BaseDataPreprocessor
 
-from mmcoop.datasets.feature_cache import CLIP_MEAN, CLIP_STD
 from mmcoop.datasets.transforms.tensor_augment import augment_batch, resize
 from mmcoop.registry import MODELS
+from .clip_preprocessor import CLIP_MEAN, CLIP_STD
 
 __all__ = ['DeviceAugmentPreprocessor']
 

@@ -45,6 +45,12 @@ def resolve_classnames(classnames: Union[str, Sequence[str]]) -> List[str]:
     return classnames
 
 
+def presence_probability(logits: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, C)`` [negative, positive] logits -> ``(B, C)`` fp32
+    p(present), ``softmax(logits, dim=1)[:, 1]``."""
+    return logits.float().softmax(dim=1)[:, 1]
+
+
 class PartialLabelHead(MultiLabelClsHead):
     """Base of the mmcoop heads.
 
@@ -73,9 +79,23 @@ class PartialLabelHead(MultiLabelClsHead):
         self.classnames = resolve_classnames(classnames)
         self.num_classes = len(self.classnames)
 
+    #: D, the feature width the head expects (set by subclasses).
+    in_channels: int
+
     def pre_logits(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
-        """Last backbone output: ``(B, D, N)`` dense features."""
-        return feats[-1]
+        """Last backbone output: ``(B, D, N)`` dense features, D checked
+        against the width the head was built for."""
+        dense = feats[-1]
+        if dense.dim() != 3 or dense.shape[1] != self.in_channels:
+            raise ValueError(
+                f'{type(self).__name__} expects (B, {self.in_channels}, N) '
+                f'dense features, got {tuple(dense.shape)}. The head width '
+                "is the CLIP joint embedding width of the head's own tower "
+                '(text encoder, or `in_channels` of BaselineHead): use the '
+                'same `model_name` for the backbone and the text encoder, '
+                'and set BaselineHead `in_channels` to the backbone width '
+                '(`FrozenCLIP(...).embed_dim`).')
+        return dense
 
     def forward(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
         """``(B, D, N)`` dense features -> ``(B, 2, C)`` logits."""
@@ -96,7 +116,7 @@ class PartialLabelHead(MultiLabelClsHead):
 
     def _get_predictions(self, cls_score: torch.Tensor,
                          data_samples: Optional[List[DataSample]]):
-        probs = cls_score.float().softmax(dim=1)[:, 1]
+        probs = presence_probability(cls_score)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(probs.size(0))]
         for data_sample, score in zip(data_samples, probs):

@@ -22,7 +22,11 @@ class BaselineHead(PartialLabelHead):
 
     Args:
         classnames (str | Sequence[str]): class names or dataset type.
-        in_channels (int): D, the dense feature dimension. Defaults to 512.
+        in_channels (int): D, the dense feature width: the backbone's CLIP
+            joint embedding width (``FrozenCLIP.embed_dim``; 512 for RN101
+            and ViT-B, 640 RN50x4, 768 ViT-L, 1024 ViT-H, 1152 SigLIP
+            So400m). A mismatch is an error at the first forward.
+            Defaults to 512.
         logit_scale (float): multiplier (5 in the official code).
     """
 

@@ -12,6 +12,7 @@ head          presence (positive)             absence (negative)
 PositiveCoOp  learned prompt -> text encoder  learned embedding (C, D)
 NegativeCoOp  learned embedding (C, D)        learned prompt -> text encoder
 DualCoOp      learned prompt -> text encoder  learned prompt -> text encoder
+ZeroShot      written prompts -> text encoder written prompts -> text encoder
 ============  ==============================  ==============================
 """
 from typing import Optional, Sequence, Tuple, Union
@@ -34,7 +35,13 @@ class PromptRegionHead(PartialLabelHead):
         n_ctx (int): context tokens per prompt. Defaults to 16.
         class_specific (bool): class-specific contexts (CSC). Defaults to
             True, the paper's setting.
-        ctx_init (str, optional): initialise contexts from these words.
+        ctx_init (str, optional): initialise contexts from these words,
+            e.g. ``'a photo of a'``: before training, the prompt of class c
+            is then the written prompt ``'a photo of a {c}.'``.
+        neg_ctx_init (str, optional): the words for negative prompts
+            (NegativeCoOp, DualCoOp), e.g. ``'a photo without a'``; defaults
+            to ``ctx_init``. With both set, DualCoOp starts from exactly the
+            :class:`ZeroShotHead` of the same words.
         feat_scale (float): multiplier of the cosine similarities (20 in the
             official code).
         logit_scale (float): multiplier of the aggregated logits (5 in the
@@ -52,6 +59,7 @@ class PromptRegionHead(PartialLabelHead):
                  n_ctx: int = 16,
                  class_specific: bool = True,
                  ctx_init: Optional[str] = None,
+                 neg_ctx_init: Optional[str] = None,
                  feat_scale: float = 20.,
                  logit_scale: float = 5.,
                  loss: dict = dict(type='PartialAsymmetricLoss'),
@@ -65,17 +73,24 @@ class PromptRegionHead(PartialLabelHead):
             topk=topk,
             init_cfg=init_cfg)
         self.text_encoder = build_in_mmcoop_scope(text_encoder)
-        self.embed_dim = self.text_encoder.embed_dim
+        # D = the joint embedding width; the prompt context has the text
+        # width W (see PromptLearner); both come from the text tower
+        self.embed_dim = self.in_channels = self.text_encoder.embed_dim
         self.feat_scale = feat_scale
         self.logit_scale = logit_scale
-        self._prompt_cfg = dict(
-            n_ctx=n_ctx, class_specific=class_specific, ctx_init=ctx_init)
+        self._prompt_cfg = dict(n_ctx=n_ctx, class_specific=class_specific)
+        self._ctx_init = dict(pos=ctx_init, neg=neg_ctx_init or ctx_init)
         self._cache_key = None
         self._cache = None
 
-    def _build_prompt(self) -> PromptLearner:
-        return PromptLearner(self.classnames, self.text_encoder,
-                             **self._prompt_cfg)
+    def _build_prompt(self, polarity: str = 'pos') -> PromptLearner:
+        """A learned prompt; ``polarity`` (``'pos'``/``'neg'``) picks the
+        initial words."""
+        return PromptLearner(
+            self.classnames,
+            self.text_encoder,
+            ctx_init=self._ctx_init[polarity],
+            **self._prompt_cfg)
 
     def _learned_embedding(self) -> nn.Parameter:
         """A ``(C, D)`` feature-space embedding, N(0, 1) as the official."""
@@ -133,8 +148,9 @@ class PositiveCoOpHead(PromptRegionHead):
             Defaults to True (official code).
         **kwargs: see :class:`PromptRegionHead`.
 
-    Trainable parameters with CSC and D = W = 512:
-    ``C*n_ctx*512 + 2*C*512`` (737,280 for COCO, 184,320 for VOC).
+    Trainable parameters with CSC, text width W and joint width D:
+    ``C*n_ctx*W + 2*C*D`` (737,280 for COCO, 184,320 for VOC with
+    W = D = 512, RN101).
     """
 
     def __init__(self, *args, use_residual: bool = True, **kwargs):
@@ -162,7 +178,7 @@ class NegativeCoOpHead(PromptRegionHead):
 
     def __init__(self, *args, use_residual: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        self.neg_prompt = self._build_prompt()
+        self.neg_prompt = self._build_prompt('neg')
         self.pos_embedding = self._learned_embedding()
         self.use_residual = use_residual
         self.neg_residual = self._learned_embedding() if use_residual else None
@@ -179,15 +195,74 @@ class DualCoOpHead(PromptRegionHead):
     """DualCoOp (NeurIPS 2022): learned positive and negative prompts.
 
     Both prompts go through the frozen text encoder (in one batch, negatives
-    first, as the official code). Trainable parameters with CSC and W = 512:
-    ``2*C*n_ctx*512`` (1,310,720 for COCO).
+    first, as the official code). Trainable parameters with CSC and text
+    width W: ``2*C*n_ctx*W`` (1,310,720 for COCO with W = 512, RN101).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.neg_prompt = self._build_prompt()
+        self.neg_prompt = self._build_prompt('neg')
         self.pos_prompt = self._build_prompt()
 
     def class_features(self):
         feats = self.encode_prompts(self.neg_prompt, self.pos_prompt)
         return feats[:self.num_classes], feats[self.num_classes:]
+
+
+@MODELS.register_module()
+class ZeroShotHead(PromptRegionHead):
+    """Zero-shot scoring with written prompts: nothing to train.
+
+    The presence (absence) feature of class c is the mean of the L2-normalised
+    text features of ``pos_templates`` (``neg_templates``) filled with c
+    (CLIP's prompt ensembling), scored through the same region aggregation
+    as the prompt heads. The row every table should start from.
+
+    Args:
+        pos_templates (str | Sequence[str]): templates with one ``{}`` slot,
+            or ``'bank'`` for the 85-template bank of
+            :mod:`mmcoop.utils.prompt_templates`. Defaults to
+            ``('a photo of a {}.',)``.
+        neg_templates (str | Sequence[str], optional): the absence templates;
+            None negates each positive template
+            (:func:`~mmcoop.utils.prompt_templates.negate_template`, rule
+            ``'prefix'``: ``'not a photo of a {}.'``). Defaults to
+            ``('a photo without a {}.',)``.
+        use_residual (bool, optional): accepted and unused, so that
+            ``--cfg-options model.head.type=ZeroShotHead`` works on any
+            PositiveCoOp / NegativeCoOp / DualCoOp config.
+        **kwargs: see :class:`PromptRegionHead` (``n_ctx``,
+            ``class_specific``, ``ctx_init`` are unused).
+    """
+
+    def __init__(self,
+                 *args,
+                 pos_templates: Union[str, Sequence[str]] = (
+                     'a photo of a {}.', ),
+                 neg_templates: Optional[Union[str, Sequence[str]]] = (
+                     'a photo without a {}.', ),
+                 use_residual: Optional[bool] = None,
+                 **kwargs):
+        from mmcoop.utils import prompt_templates as pt
+        super().__init__(*args, **kwargs)
+        if isinstance(pos_templates, str):
+            pos_templates = pt.DEFAULT_TEMPLATE_BANK if pos_templates == \
+                'bank' else (pos_templates, )
+        if neg_templates is None:
+            neg_templates = [pt.negate_template(t) for t in pos_templates]
+        elif isinstance(neg_templates, str):
+            neg_templates = (neg_templates, )
+        self.pos_templates = [pt.check_template(t) for t in pos_templates]
+        self.neg_templates = [pt.check_template(t) for t in neg_templates]
+
+    def _ensemble(self, templates: Sequence[str]) -> torch.Tensor:
+        """``(C, D)`` mean of normalised features over the templates."""
+        from mmcoop.utils.prompt_templates import encode_prompts, fill
+        texts = [fill(t, c) for c in self.classnames for t in templates]
+        feats = encode_prompts(self.text_encoder, texts)
+        feats = feats.view(self.num_classes, len(templates), -1).mean(1)
+        return feats.to(self.text_encoder.token_embedding.weight.device)
+
+    def class_features(self):
+        return self._ensemble(self.neg_templates), self._ensemble(
+            self.pos_templates)

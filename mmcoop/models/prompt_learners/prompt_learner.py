@@ -35,7 +35,8 @@ class PromptLearner(BaseModule):
     Shapes:
         ``forward(token_embeds)``: ``(C, L, W)`` embeddings of ``tokens`` ->
         ``(C, L, W)`` prompt embeddings with the context spliced in at
-        positions ``1 .. n_ctx``; ``tokens`` is the ``(C, L)`` token-id buffer
+        positions ``start .. start + n_ctx - 1`` (``start`` = 1 after CLIP's
+        start token); ``tokens`` is the ``(C, L)`` token-id buffer
         (also used for end-of-text pooling).
     """
 
@@ -52,12 +53,20 @@ class PromptLearner(BaseModule):
         num_classes = len(classnames)
         width = text_encoder.width
         weight = text_encoder.token_embedding.weight
+        # the context follows the tokenizer's leading special tokens (CLIP's
+        # start token; none for SigLIP's)
+        start = text_encoder.text_start
         if ctx_init:
             ctx_init = ctx_init.replace('_', ' ').strip()
-            # As the official code: as many context tokens as words.
-            n_ctx = len(ctx_init.split(' '))
-            init_tokens = text_encoder.tokenize([ctx_init])
-            ctx = text_encoder.embed_tokens(init_tokens)[0, 1:1 + n_ctx]
+            # As many context tokens as the words have (one per word for
+            # common words with CLIP's BPE, as the official code assumes).
+            init_tokens, twice = text_encoder.tokenize(
+                [ctx_init, f'{ctx_init} {ctx_init}'])
+            # the words' tokens end where the repeated words start (whatever
+            # the tokenizer's end and padding tokens)
+            n_ctx = int((init_tokens != twice).int().argmax()) - start
+            embeds = text_encoder.embed_tokens(init_tokens[None])[0]
+            ctx = embeds[start:start + n_ctx]
             ctx = ctx.detach().clone().to(weight.dtype).cpu()
             if class_specific:
                 ctx = ctx.unsqueeze(0).repeat(num_classes, 1, 1)
@@ -70,12 +79,14 @@ class PromptLearner(BaseModule):
             prefix = ' '.join(['X'] * n_ctx)
         self.ctx = nn.Parameter(ctx)
         self.n_ctx = n_ctx
+        self.start = start
         self.num_classes = num_classes
         self.class_specific = class_specific
         self.prompt_texts = [f'{prefix} {name}.' for name in classnames]
 
         tokens = text_encoder.tokenize(self.prompt_texts)
-        if int(text_encoder.end_positions(tokens).max()) >= tokens.shape[1] - 1:
+        last = int(text_encoder.end_positions(tokens).max())
+        if last >= tokens.shape[1] - 1:
             raise ValueError(
                 'A prompt does not fit the text context length '
                 f'({tokens.shape[1]} tokens) with n_ctx={n_ctx}; shorten the '
@@ -89,6 +100,6 @@ class PromptLearner(BaseModule):
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.num_classes, -1, -1)
         ctx = ctx.to(token_embeds.dtype)
+        start, end = self.start, self.start + self.n_ctx
         return torch.cat(
-            [token_embeds[:, :1], ctx, token_embeds[:, 1 + self.n_ctx:]],
-            dim=1)
+            [token_embeds[:, :start], ctx, token_embeds[:, end:]], dim=1)

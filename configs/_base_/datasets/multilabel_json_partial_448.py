@@ -1,0 +1,28 @@
+# Your own multi-label set as COCO-style JSON files (images / annotations /
+# categories; MultiLabelJSONDataset), 448 x 448, with the pipelines,
+# partial-label wrapper and evaluator of the COCO config. Classes are the
+# categories sorted by id; images without annotations are kept (all 0).
+_base_ = ['./coco14_partial_448.py']
+
+dataset_type = 'MultiLabelJSONDataset'
+data_root = 'data/mydata'
+
+train_dataloader = dict(
+    dataset=dict(
+        dataset=dict(
+            _delete_=True,
+            type=dataset_type,
+            data_root=data_root,
+            ann_file='annotations/train.json',
+            data_prefix='images',
+            pipeline={{_base_.train_pipeline}})))
+val_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='annotations/test.json',
+        data_prefix='images',
+        test_mode=True,
+        pipeline={{_base_.test_pipeline}}))
+test_dataloader = val_dataloader

@@ -1,0 +1,6 @@
+# OpenAI CLIP ViT-L/14-336: open_clip 'ViT-L-14-336-quickgelu' with the
+# 'openai' weights. Joint embedding width 768 (negative embeddings, Baseline
+# Linear), text width 768 (prompt context). Read by the configs of
+# configs/clip_families/vit-l-14-336_openai/.
+_clip_model = dict(model_name='ViT-L-14-336-quickgelu', pretrained='openai')
+_clip_embed_dim = 768

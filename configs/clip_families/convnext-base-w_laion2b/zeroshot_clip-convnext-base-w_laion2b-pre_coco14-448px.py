@@ -1,0 +1,7 @@
+# Zero-shot MS-COCO 2014 with OpenCLIP ConvNeXt-Base-W (timm tower) at 448 px:
+# written prompts, 'a photo of a {}.' / 'a photo without a {}.', through the
+# region aggregation of the prompt heads; nothing is trained.
+_base_ = ('./dualcoop_clip-convnext-base-w_laion2b-pre_1xb32-'
+          'coslr-50e_coco14-448px-p50.py')
+
+model = dict(head=dict(type='ZeroShotHead'))

@@ -1,0 +1,12 @@
+# Baseline on MS-COCO 2014, 50% of the training labels known, with
+# EVA02-CLIP-L/14-336 (timm tower) at 448 px instead of RN101; the recipe
+# (schedule, loss, data) is that of the RN101 config.
+_base_ = [
+    '../../baseline/'
+    'baseline_clip-rn101_openai-pre_1xb32-coslr-50e_coco14-448px-p50.py',
+    '../../_base_/models/clip_families/eva02-l-14-336_merged2b.py',
+]
+
+model = dict(
+    backbone={{_base_._clip_model}},
+    head=dict(in_channels={{_base_._clip_embed_dim}}))

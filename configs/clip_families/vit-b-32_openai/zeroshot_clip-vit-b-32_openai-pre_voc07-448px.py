@@ -1,0 +1,7 @@
+# Zero-shot PASCAL VOC 2007 with OpenAI CLIP ViT-B/32 at 448 px: written
+# prompts, 'a photo of a {}.' / 'a photo without a {}.', through the region
+# aggregation of the prompt heads; nothing is trained.
+_base_ = ('./dualcoop_clip-vit-b-32_openai-pre_1xb32-'
+          'coslr-50e_voc07-448px-p50.py')
+
+model = dict(head=dict(type='ZeroShotHead'))

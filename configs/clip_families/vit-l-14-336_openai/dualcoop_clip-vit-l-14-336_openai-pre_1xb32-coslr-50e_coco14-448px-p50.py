@@ -1,0 +1,12 @@
+# DualCoOp on MS-COCO 2014, 50% of the training labels known, with OpenAI CLIP
+# ViT-L/14-336 at 448 px instead of RN101; the recipe (schedule, loss, data) is
+# that of the RN101 config.
+_base_ = [
+    '../../dualcoop/'
+    'dualcoop_clip-rn101_openai-pre_1xb32-coslr-50e_coco14-448px-p50.py',
+    '../../_base_/models/clip_families/vit-l-14-336_openai.py',
+]
+
+model = dict(
+    backbone={{_base_._clip_model}},
+    head=dict(text_encoder={{_base_._clip_model}}))

@@ -1,0 +1,140 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Run the frozen image tower over the views of a dataset, into shards."""
+import os.path as osp
+from typing import List, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from ..samplers import RNGGuard, seed_global_rngs, sample_seed
+from .errors import FeatureCacheError
+from .store import DTYPES, shard_record
+
+__all__ = ['SeededView', 'extract_views']
+
+
+class SeededView(TorchDataset):
+    """View ``k`` of a dataset's image pipeline: sample ``i`` is produced
+    with the global RNGs seeded from ``(seed, k, i)``, so the view is the
+    same for any batch size, worker count or order."""
+
+    def __init__(self, dataset, view: int, seed: int):
+        self.dataset = dataset
+        self.view = view
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        seed_global_rngs(sample_seed(self.seed, self.view, i))
+        info = self.dataset.get_data_info(i)
+        path = info.get('img_path', f'sample {i}')
+        data = self.dataset.pipeline(info)
+        if data is None:
+            # BaseDataset would silently substitute another image here.
+            raise FeatureCacheError(
+                f'The image pipeline returned None for {path!r} (index '
+                f'{i}); a feature cache needs every image. Fix or remove '
+                'the file, or set ignore_empty=False in the loader.')
+        inputs = data['inputs']
+        if not isinstance(inputs, torch.Tensor):
+            raise FeatureCacheError(
+                f'The image pipeline of {path!r} gave inputs of type '
+                f'{type(inputs).__name__}; it must end with PackInputs '
+                'producing an image tensor.')
+        return i, inputs
+
+
+def _collate(batch):
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+@torch.no_grad()
+def extract_views(folder: str,
+                  dataset,
+                  backbone,
+                  preprocessor,
+                  device: torch.device,
+                  num_views: int,
+                  seed: int,
+                  dtype: str,
+                  shard_size: int,
+                  batch_size: int,
+                  num_workers: int,
+                  progress: bool = True) -> Tuple[tuple, List[dict]]:
+    """Write ``num_views`` passes of ``dataset`` through ``preprocessor``
+    and ``backbone`` into shards under ``folder``.
+
+    Returns the ``(D, N)`` feature shape and the shard records (with their
+    checksums) for the manifest. The global RNGs are restored afterwards.
+    """
+    from tqdm import tqdm
+    n = len(dataset)
+    np_dtype = DTYPES[dtype]
+    expected = getattr(backbone, 'input_resolution', None)
+    layout, arrays, shape = [], {}, None
+    bar = tqdm(
+        total=n * num_views,
+        desc='Extracting frozen features',
+        unit='img',
+        disable=not progress,
+        dynamic_ncols=True)
+    try:
+        with RNGGuard():
+            for view in range(num_views):
+                loader = DataLoader(
+                    SeededView(dataset, view, seed),
+                    batch_size=batch_size,
+                    shuffle=False,
+                    num_workers=num_workers,
+                    collate_fn=_collate,
+                    pin_memory=device.type == 'cuda')
+                for indices, images in loader:
+                    x = preprocessor(
+                        dict(inputs=images, data_samples=None),
+                        False)['inputs']
+                    if expected and tuple(
+                            x.shape[-2:]) != (expected, expected):
+                        raise FeatureCacheError(
+                            f'The image pipeline gives {x.shape[-2]}x'
+                            f'{x.shape[-1]} inputs but the image tower '
+                            f'expects {expected}x{expected} '
+                            '(input_resolution). Fix the Resize of the '
+                            'pipeline or the backbone.')
+                    feats = backbone(x)[-1].to('cpu', torch.float32).numpy()
+                    feats = feats.astype(np_dtype)
+                    if not np.isfinite(feats).all():
+                        raise FeatureCacheError(
+                            'Non-finite features (the tower output overflows '
+                            f'{dtype} or is NaN). Use dtype=\'float32\' or '
+                            'check the weights.')
+                    if shape is None:
+                        shape = feats.shape[1:]
+                        for v in range(num_views):
+                            for start in range(0, n, shard_size):
+                                count = min(shard_size, n - start)
+                                fname = f'v{v}_s{start // shard_size:05d}.npy'
+                                arrays[v, start] = np.lib.format.open_memmap(
+                                    osp.join(folder, fname),
+                                    mode='w+',
+                                    dtype=np_dtype,
+                                    shape=(count, ) + shape)
+                                layout.append((v, fname, start, count))
+                    elif feats.shape[1:] != shape:
+                        raise FeatureCacheError(
+                            f'Feature shape changed from {shape} to '
+                            f'{feats.shape[1:]} within one extraction.')
+                    for j, i in enumerate(indices):
+                        start = i - i % shard_size
+                        arrays[view, start][i - start] = feats[j]
+                    bar.update(len(indices))
+                for (v, start), arr in arrays.items():
+                    if v == view:
+                        arr.flush()
+    finally:
+        bar.close()
+    arrays.clear()  # close the memmaps before the files are hashed
+    return shape, [shard_record(folder, *entry) for entry in layout]

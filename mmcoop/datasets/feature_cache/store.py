@@ -1,0 +1,212 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""The on-disk cache: layout, atomic commit and validation.
+
+Layout of a cache directory::
+
+    <cache_dir>/
+        manifest.json           written last; the cache is complete iff it
+                                exists (the directory is renamed into place)
+        v0_s00000.npy ...       view 0, shards of ``shard_size`` samples,
+                                (n, D, N) float16/float32 (np.lib.format)
+
+The manifest holds the key (:mod:`.key`), the fingerprints of the images
+(:mod:`.images`) and, per shard, its size, modification time and SHA-256.
+"""
+import json
+import os
+import os.path as osp
+import shutil
+import socket
+from typing import List, Optional, Tuple
+
+import numpy as np
+from mmengine.logging import MMLogger
+
+from .images import changed_images, file_sha256
+from .key import diff_keys
+
+__all__ = [
+    'CACHE_FORMAT', 'CACHE_VERSION', 'MANIFEST', 'DTYPES', 'shard_record',
+    'write_manifest', 'check_cache', 'commit', 'partial_dir',
+    'remove_leftovers'
+]
+
+CACHE_FORMAT = 'mmcoop-feature-cache'
+CACHE_VERSION = 2
+MANIFEST = 'manifest.json'
+DTYPES = {'float16': np.float16, 'float32': np.float32}
+_MAX_SHOWN = 5
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def shard_record(folder: str, view: int, fname: str, start: int,
+                 count: int) -> dict:
+    """The manifest entry of a written shard (with its checksum)."""
+    path = osp.join(folder, fname)
+    st = os.stat(path)
+    return dict(
+        view=view,
+        file=fname,
+        start=start,
+        count=count,
+        bytes=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        sha256=file_sha256(path))
+
+
+def write_manifest(folder: str, manifest: dict) -> None:
+    """Write ``manifest.json`` durably (temporary file, fsync, rename)."""
+    tmp = osp.join(folder, MANIFEST + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, osp.join(folder, MANIFEST))
+    _fsync_dir(folder)
+
+
+def partial_dir(cache_dir: str) -> str:
+    """Where this process builds ``cache_dir`` before renaming it."""
+    return f'{cache_dir}.partial-{socket.gethostname()}-{os.getpid()}'
+
+
+def commit(tmp: str, cache_dir: str) -> None:
+    """Rename the finished build ``tmp`` into place (``cache_dir`` must be
+    absent or an empty directory)."""
+    if osp.isdir(cache_dir):
+        os.rmdir(cache_dir)
+    os.rename(tmp, cache_dir)
+    _fsync_dir(osp.dirname(cache_dir))
+
+
+def remove_leftovers(cache_dir: str) -> None:
+    """Remove the partial builds of ``cache_dir`` left by dead processes of
+    this host."""
+    parent = osp.dirname(cache_dir)
+    prefix = f'{osp.basename(cache_dir)}.partial-{socket.gethostname()}-'
+    if not osp.isdir(parent):
+        return
+    for name in os.listdir(parent):
+        if not name.startswith(prefix):
+            continue
+        try:
+            pid = int(name[len(prefix):])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            MMLogger.get_current_instance().info(
+                f'Removing the leftover of an interrupted feature '
+                f'extraction: {osp.join(parent, name)}')
+            shutil.rmtree(osp.join(parent, name), ignore_errors=True)
+
+
+def _listing(items: List[str], what: str) -> str:
+    shown = '; '.join(items[:_MAX_SHOWN])
+    more = (f' (+{len(items) - _MAX_SHOWN} more)'
+            if len(items) > _MAX_SHOWN else '')
+    return f'{len(items)} {what}: {shown}{more}'
+
+
+def _check_shard(cache_dir: str, rec: dict, shape: tuple, dtype,
+                 verify: str) -> Optional[str]:
+    """Why the shard of ``rec`` cannot be used, or None."""
+    fname = rec['file']
+    path = osp.join(cache_dir, fname)
+    try:
+        st = os.stat(path)
+        arr = np.load(path, mmap_mode='r')
+    except (OSError, ValueError) as e:
+        return f'shard {fname}: {type(e).__name__}: {e}'
+    expected = (rec['count'], ) + shape
+    if arr.shape != expected or arr.dtype != dtype:
+        return (f'shard {fname} has shape {arr.shape} {arr.dtype}, expected '
+                f'{expected} {np.dtype(dtype)}')
+    unchanged = (st.st_size, st.st_mtime_ns) == (rec['bytes'], rec['mtime_ns'])
+    if verify == 'full' or not unchanged:
+        if st.st_size != rec['bytes'] or file_sha256(path) != rec['sha256']:
+            return (f'shard {fname} is not what was written (its SHA-256 '
+                    'differs from the manifest)')
+    if verify == 'full':
+        rows = max(1, (1 << 26) // max(1, arr[0].nbytes if len(arr) else 1))
+        for start in range(0, len(arr), rows):
+            if not np.isfinite(arr[start:start + rows]).all():
+                return f'shard {fname} holds NaN or Inf values'
+    return None
+
+
+def check_cache(cache_dir: str, key: dict, paths: List[str],
+                verify: str) -> Tuple[str, str, Optional[dict]]:
+    """Check the cache at ``cache_dir`` against ``key`` and the images
+    ``paths``.
+
+    Returns ``(status, why, manifest)`` with ``status`` one of ``'ok'``,
+    ``'missing'``, ``'mismatch'`` (another key), ``'stale'`` (images changed
+    since the build), ``'damaged'`` (a shard is missing, truncated, altered
+    or not finite) or ``'foreign'`` (not an mmcoop cache: never deleted).
+    """
+    path = osp.join(cache_dir, MANIFEST)
+    if not osp.exists(cache_dir):
+        return 'missing', 'no cache directory', None
+    if not osp.isdir(cache_dir):
+        return 'foreign', (f'cache_dir {cache_dir!r} exists and is not a '
+                           'directory. Fix: choose another path.'), None
+    if not osp.exists(path):
+        if not os.listdir(cache_dir):
+            return 'missing', 'empty directory', None
+        return 'foreign', (
+            f'cache_dir {cache_dir!r} exists, is not empty and has no '
+            f'{MANIFEST}: it is not an mmcoop feature cache (or one whose '
+            'manifest was removed), and it is never deleted automatically. '
+            'Fix: choose another cache_dir or delete the directory '
+            'yourself.'), None
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        return 'foreign', (
+            f'{path} is unreadable ({type(e).__name__}: {e}). Fix: delete '
+            'the directory (it is rebuilt) or choose another cache_dir.'), None
+    if not isinstance(manifest,
+                      dict) or manifest.get('format') != CACHE_FORMAT:
+        return 'foreign', (f'{path} is not an mmcoop feature-cache manifest. '
+                           'Fix: choose another cache_dir.'), None
+    if manifest.get('version') != CACHE_VERSION:
+        return 'mismatch', (f'format version {manifest.get("version")} != '
+                            f'{CACHE_VERSION}'), None
+    diffs = diff_keys(manifest.get('key'), key)
+    if diffs:
+        return 'mismatch', _listing(diffs, 'differing key fields'), None
+    changed = changed_images(paths, manifest['images'], verify)
+    if changed:
+        return 'stale', _listing(
+            changed,
+            f'images changed since the build (verify={verify!r})'), None
+    shape = tuple(manifest['feature_shape'])
+    dtype = np.dtype(DTYPES[manifest['dtype']])
+    for rec in manifest['shards']:
+        why = _check_shard(cache_dir, rec, shape, dtype, verify)
+        if why:
+            return 'damaged', why, None
+    return 'ok', '', manifest

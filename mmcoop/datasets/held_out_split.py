@@ -1,0 +1,164 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""A validation split held out from the training set, saved as a file."""
+import json
+import os.path as osp
+from typing import List, Sequence, Union
+
+import numpy as np
+from mmengine.dataset import BaseDataset
+from mmengine.registry import DefaultScope
+
+from mmcoop.registry import DATASETS
+from .utils import atomic_write_json, check_outside_dataset
+
+__all__ = [
+    'held_out_split', 'draw_held_out_keys', 'read_split_file', 'image_keys'
+]
+
+SPLIT_FORMAT = 'mmcoop.held_out_split.v1'
+PARTS = ('train', 'val')
+
+
+def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
+                       seed: int) -> List[str]:
+    """The keys of the held-out part: ``round(val_fraction * N)`` keys
+    (at least 1, at most N - 1) drawn without replacement by NumPy's
+    ``default_rng(seed)`` from the *sorted* keys, so the draw does not
+    depend on the order the dataset lists its images in. Returned sorted.
+    """
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f'val_fraction must be in (0, 1), got '
+                         f'{val_fraction!r}.')
+    ordered = sorted(keys)
+    n = len(ordered)
+    if n < 2:
+        raise ValueError(f'Cannot hold out a validation split from {n} '
+                         'image(s).')
+    num_val = min(n - 1, max(1, int(round(val_fraction * n))))
+    picked = np.random.default_rng(seed).permutation(n)[:num_val]
+    return sorted(ordered[i] for i in picked)
+
+
+def image_keys(dataset) -> List[str]:
+    """One key per image: the file name of ``img_path`` (unique)."""
+    keys = [
+        osp.basename(str(dataset.get_data_info(i)['img_path']))
+        for i in range(len(dataset))
+    ]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise ValueError(
+            f'{type(dataset).__name__}: image file names are not unique '
+            f'({dup}), so they cannot key a held-out split.')
+    return keys
+
+
+def read_split_file(path: str) -> dict:
+    """Read and check a split file (see :func:`held_out_split`)."""
+    fix = (f'Fix: delete {path!r} (the split is then drawn from the seed '
+           'and saved there) or point `split_file` to a split of this '
+           'training set.')
+    try:
+        with open(path) as f:
+            split = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f'Split file {path!r} is not readable JSON '
+                         f'({type(e).__name__}: {e}). {fix}') from None
+    if not isinstance(split, dict) or split.get('format') != SPLIT_FORMAT:
+        raise ValueError(f'Split file {path!r}: field "format" must be '
+                         f'{SPLIT_FORMAT!r}. {fix}')
+    for field, kind in (('val', list), ('num_images', int),
+                        ('val_fraction', float), ('seed', int)):
+        value = split.get(field)
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f'Split file {path!r}: field "{field}" must be '
+                             f'a {kind.__name__}, got {value!r}. {fix}')
+    return split
+
+
+def _dataset_dirs(dataset) -> List[str]:
+    dirs = [getattr(dataset, 'data_root', None)]
+    if getattr(dataset, 'ann_file', None):
+        dirs.append(osp.dirname(dataset.ann_file))
+    return [d for d in dirs if d]
+
+
+def held_out_split(dataset: Union[BaseDataset, dict],
+                   split_file: str,
+                   part: str,
+                   val_fraction: float = 0.1,
+                   seed: int = 0) -> BaseDataset:
+    """One part of a training set split into train and held-out val.
+
+    Registered as ``HeldOutSplit`` (a builder: it returns the inner
+    dataset's own ``get_subset``, so the part is a dataset of the inner
+    type and every wrapper, hook and cache sees the usual class). Build
+    it twice with the same ``split_file``: ``part='train'`` inside the
+    partial-label wrapper, ``part='val'`` (with ``test_mode=True`` on the
+    inner dataset) as the validation set.
+
+    The split file (JSON) is the record every method shares:
+    ``{"format": "mmcoop.held_out_split.v1", "val": [file names],
+    "num_images": N, "val_fraction": f, "seed": s}``, images keyed by the
+    file name of ``img_path``. If it exists it is read and checked against
+    the dataset and the arguments (errors name the file and the field); it
+    is never overwritten. Otherwise the held-out part is drawn by
+    :func:`draw_held_out_keys` and written there (atomically, never inside
+    the dataset tree).
+
+    Args:
+        dataset (BaseDataset | dict): the training set (or its config).
+        split_file (str): the ``.json`` split file to read or write.
+        part (str): ``'train'`` (the rest) or ``'val'`` (held out).
+        val_fraction (float): fraction held out. Defaults to 0.1.
+        seed (int): seed of the draw. Defaults to 0.
+    """
+    if part not in PARTS:
+        raise ValueError(f'HeldOutSplit: part must be one of {PARTS}, got '
+                         f'{part!r}.')
+    if isinstance(dataset, dict):
+        scope = None if DefaultScope.get_current_instance() else 'mmcoop'
+        with DefaultScope.overwrite_default_scope(scope):
+            dataset = DATASETS.build(dataset)
+    dataset.full_init()
+    keys = image_keys(dataset)
+    if osp.exists(split_file):
+        split = read_split_file(split_file)
+        fix = (f'Fix: delete {split_file!r} to draw a new split, or use '
+               'the arguments it was made with.')
+        for field, value in (('val_fraction', float(val_fraction)),
+                             ('seed', int(seed)), ('num_images', len(keys))):
+            if split[field] != value:
+                raise ValueError(
+                    f'Split file {split_file!r}: field "{field}" is '
+                    f'{split[field]!r} but this training set / config has '
+                    f'{value!r}. {fix}')
+        held_out = set(split['val'])
+        unknown = sorted(held_out - set(keys))
+        if unknown:
+            raise ValueError(
+                f'Split file {split_file!r}: field "val" names '
+                f'{len(unknown)} image(s) that are not in the training set '
+                f'(e.g. {unknown[:3]}). {fix}')
+    else:
+        check_outside_dataset(split_file, _dataset_dirs(dataset),
+                              'held-out split file')
+        val = draw_held_out_keys(keys, val_fraction, seed)
+        atomic_write_json(
+            split_file,
+            dict(
+                format=SPLIT_FORMAT,
+                num_images=len(keys),
+                val_fraction=float(val_fraction),
+                seed=int(seed),
+                key='file name of img_path',
+                val=val))
+        held_out = set(val)
+    want = part == 'val'
+    indices = [i for i, k in enumerate(keys) if (k in held_out) == want]
+    return dataset.get_subset(indices)
+
+
+DATASETS.register_module(name='HeldOutSplit', module=held_out_split)

@@ -1,0 +1,63 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""A config's samples as the model gets them (``tools/analysis/
+browse_dataset.py``): the image after the pipeline, the labels the loss
+sees and, for partial-label training sets, the complete labels."""
+import copy
+
+import numpy as np
+from mmengine.registry import DefaultScope
+
+PHASES = ('train', 'val', 'test')
+
+
+def build_dataset_of(cfg, phase: str = 'train'):
+    """Build ``cfg.<phase>_dataloader.dataset`` in the config's scope."""
+    if phase not in PHASES:
+        raise ValueError(f'phase must be one of {PHASES}, not {phase!r}.')
+    loader = cfg.get(f'{phase}_dataloader')
+    if not loader or 'dataset' not in loader:
+        raise KeyError(f'The config has no `{phase}_dataloader.dataset`.')
+    import mmcoop.datasets  # noqa: F401 (registers the dataset types)
+    from mmcoop.registry import DATASETS
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', None) or 'mmcoop'):
+        dataset = DATASETS.build(copy.deepcopy(loader['dataset']))
+    if hasattr(dataset, 'full_init'):
+        dataset.full_init()
+    return dataset
+
+
+def sample_view(dataset, idx: int) -> dict:
+    """Sample ``idx`` after the pipeline.
+
+    Returns:
+        dict: ``image`` (``HWC`` uint8 RGB: the packed input, which mmcv
+        loaders give in BGR, flipped), ``targets`` (``(C,)`` tri-state
+        labels of the data sample: ``gt_score``, or the one-hot of
+        ``gt_label``), ``complete`` (``(C,)`` labels before the partial
+        mask, None if the dataset has no mask) and ``img_path``.
+    """
+    from mmcoop.engine.hooks.partial_label_mask_hook import \
+        find_partial_label_datasets
+    data = dataset[idx]
+    inputs = data['inputs']
+    image = inputs.permute(1, 2, 0).numpy()
+    if image.shape[2] == 3:
+        image = image[..., ::-1]
+    image = np.ascontiguousarray(image.clip(0, 255).astype(np.uint8))
+    sample = data['data_samples']
+    num_classes = len(dataset.metainfo['classes'])
+    if 'gt_score' in sample:
+        targets = sample.gt_score.numpy().astype(np.float32)
+    else:
+        targets = np.zeros(num_classes, np.float32)
+        targets[sample.gt_label.numpy().astype(int)] = 1
+    complete = None
+    partial = next(iter(find_partial_label_datasets(dataset)), None)
+    if partial is not None and partial is dataset:
+        complete = partial.complete_targets[idx].astype(np.float32)
+    return dict(
+        image=image,
+        targets=targets,
+        complete=complete,
+        img_path=sample.get('img_path', ''))

@@ -1,0 +1,222 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Any multi-label set given as a CSV table ``image,labels[,negatives]``."""
+import csv
+import io
+from typing import List, Optional, Sequence, Union
+
+from mmengine.fileio import get_text, join_path
+from mmengine.logging import MMLogger
+
+from mmcoop.registry import DATASETS
+from mmcoop.utils.paths import expand_user
+from .tri_state import TriStateMultiLabelDataset
+from .utils import AnnotationError
+
+__all__ = ['MultiLabelCSVDataset']
+
+
+@DATASETS.register_module()
+class MultiLabelCSVDataset(TriStateMultiLabelDataset):
+    """A user's multi-label set as a CSV table -- no code needed.
+
+    Format (header row required; column names configurable)::
+
+        image,labels,negatives
+        img/0001.jpg,dog;person,cat
+        img/0002.jpg,car,
+        img/0003.jpg,,dog;car
+
+    ``image`` is relative to ``data_root/data_prefix``; ``labels`` lists the
+    image's positive classes separated by ``label_separator`` (``;``); an
+    empty cell means no positive. Other columns are ignored.
+
+    **Target policy** (``gt_score``):
+
+    - without a negatives column (the file has no ``negative_column``, or it
+      is None): listed labels are 1, every other class is 0 -- the table is
+      a *complete* labelling, as COCO/VOC;
+    - with a negatives column: listed labels are 1, listed negatives
+      (verified absent) are 0 and every other class is -1 (unknown, ignored
+      by the loss and the metric), as Open Images. Such a set trains as
+      is; :class:`PartialLabelDataset` may still hide a part of its *known*
+      labels (the unknown ones stay unknown).
+
+    **Classes**: ``classes`` (list, or a text file with one name per line,
+    path relative to the working directory) fixes the class list and its
+    order; a label not in it is an error. Without it the classes are the
+    sorted set of names found in the file (labels and negatives) -- give an
+    explicit list when train and test are separate files, so both have the
+    same classes in the same order.
+
+    Errors name the file, the line and the fix: missing columns, unknown
+    label names, a class both positive and negative, duplicate images, an
+    empty file, images missing on disk (``check_images``).
+
+    Args:
+        ann_file (str): The CSV file (relative to ``data_root``).
+        data_root (str): Dataset root. Defaults to ''.
+        data_prefix (str | dict): Image folder relative to ``data_root``.
+            Defaults to ''.
+        image_column (str): Column with the image path. Defaults to
+            ``'image'``.
+        label_column (str): Column with the positive labels. Defaults to
+            ``'labels'``.
+        negative_column (str, optional): Column with the verified negatives;
+            used if the header has it. None: never. Defaults to
+            ``'negatives'``.
+        label_separator (str): Separator inside a label cell. Defaults to
+            ``';'``.
+        delimiter (str): CSV field delimiter. Defaults to ``','``.
+        check_images (bool): Check that every image exists. Defaults to
+            True.
+        backend_args (dict, optional): mmengine file backend arguments.
+        classes (str | Sequence[str], optional): Class names or a file.
+        **kwargs: Other arguments of :class:`mmpretrain.datasets.BaseDataset`.
+
+    Examples:
+        >>> ds = MultiLabelCSVDataset('train.csv', data_root='data/mine',
+        ...                           classes='data/mine/classes.txt')
+    """
+
+    def __init__(self,
+                 ann_file: str,
+                 data_root: str = '',
+                 data_prefix: Union[str, dict] = '',
+                 image_column: str = 'image',
+                 label_column: str = 'labels',
+                 negative_column: Optional[str] = 'negatives',
+                 label_separator: str = ';',
+                 delimiter: str = ',',
+                 check_images: bool = True,
+                 backend_args: Optional[dict] = None,
+                 metainfo: Optional[dict] = None,
+                 classes: Union[str, Sequence[str], None] = None,
+                 **kwargs):
+        if not label_separator or label_separator == delimiter:
+            raise ValueError(
+                f'MultiLabelCSVDataset: label_separator must be a non-empty '
+                f'string different from the delimiter {delimiter!r}, got '
+                f'{label_separator!r}.')
+        self.image_column = image_column
+        self.label_column = label_column
+        self.negative_column = negative_column
+        self.label_separator = label_separator
+        self.delimiter = delimiter
+        self.backend_args = backend_args
+        self.has_negatives = False
+        super().__init__(
+            ann_file=expand_user(ann_file, 'MultiLabelCSVDataset.ann_file'),
+            data_root=expand_user(data_root, 'MultiLabelCSVDataset.data_root'),
+            data_prefix=data_prefix,
+            metainfo=metainfo,
+            classes=classes,
+            check_images=check_images,
+            **kwargs)
+
+    def _read_rows(self):
+        """``[(line, image, positive names, negative names)]`` and whether
+        the file has the negatives column."""
+        f = self.ann_file
+        try:
+            text = get_text(f, backend_args=self.backend_args)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'MultiLabelCSVDataset: annotation file {f!r} not found. '
+                'Fix: check data_root / ann_file.') from None
+        reader = csv.reader(io.StringIO(text), delimiter=self.delimiter)
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            raise AnnotationError(
+                f'{f}: the file is empty. Fix: write a header row '
+                f'"{self.image_column}{self.delimiter}{self.label_column}" '
+                'and one row per image.')
+        header = [h.strip().lstrip('\ufeff') for h in header]
+        col = {}
+        for key in (self.image_column, self.label_column):
+            if key not in header:
+                raise AnnotationError(
+                    f'{f}: line 1 (header) has no column {key!r} (found '
+                    f'{header}). Fix: rename the column, or set '
+                    'image_column= / label_column= to your column names '
+                    f'(delimiter is {self.delimiter!r}).')
+            col[key] = header.index(key)
+        neg = self.negative_column
+        has_neg = neg is not None and neg in header
+        width = max(col.values()) + 1
+        if has_neg:
+            col[neg] = header.index(neg)
+            width = max(width, col[neg] + 1)
+        sep = self.label_separator
+
+        def names(cell):
+            return [n.strip() for n in cell.split(sep) if n.strip()]
+
+        rows = []
+        seen = {}
+        for row in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in row):
+                continue
+            row = row + [''] * (width - len(row))
+            image = row[col[self.image_column]].strip()
+            if not image:
+                raise AnnotationError(
+                    f'{f}: line {line} has an empty {self.image_column!r} '
+                    'field. Fix: give the image path or remove the line.')
+            if image in seen:
+                raise AnnotationError(
+                    f'{f}: line {line} repeats image {image!r} (first on '
+                    f'line {seen[image]}). Fix: merge the two rows into one '
+                    'row with all the labels of the image.')
+            seen[image] = line
+            pos = names(row[col[self.label_column]])
+            negs = names(row[col[neg]]) if has_neg else []
+            both = sorted(set(pos) & set(negs))
+            if both:
+                raise AnnotationError(
+                    f'{f}: line {line} ({image}) lists {both} both in '
+                    f'{self.label_column!r} and in {neg!r}. Fix: keep each '
+                    'class in one of the two columns.')
+            rows.append((line, image, pos, negs))
+        if not rows:
+            raise AnnotationError(
+                f'{f}: the header has no data rows below it. Fix: add one '
+                'row per image.')
+        return rows, has_neg
+
+    def load_data_list(self) -> List[dict]:
+        """Read the table (see the class docstring for the policy)."""
+        rows, self.has_negatives = self._read_rows()
+        self.unlabelled_value = -1. if self.has_negatives else 0.
+        if self.CLASSES is None:
+            found = sorted({n for r in rows for n in r[2] + r[3]})
+            if not found:
+                raise AnnotationError(
+                    f'{self.ann_file}: no row has a label, so no class list '
+                    'can be taken from the data. Fix: add labels or pass '
+                    '`classes=`.')
+            MMLogger.get_current_instance().info(
+                f'{self.ann_file}: {len(found)} classes taken from the data '
+                '(sorted names); pass `classes=` to fix their order when '
+                'train and test are separate files.')
+            self._metainfo['classes'] = tuple(found)
+        index = {c: i for i, c in enumerate(self.CLASSES)}
+        data_list = []
+        for line, image, pos, negs in rows:
+            unknown = [n for n in pos + negs if n not in index]
+            if unknown:
+                raise self._unknown_classes_error(
+                    f'{self.ann_file}: line {line} ({image})', unknown)
+            info = dict(
+                img_path=join_path(self.img_prefix, image),
+                img_id=image,
+                gt_label=sorted({index[n]
+                                 for n in pos}))
+            if self.has_negatives:
+                info['gt_negative'] = sorted({index[n] for n in negs})
+            data_list.append(info)
+        return data_list
+
+    def _image_fix(self) -> str:
+        return (f'check the {self.image_column!r} column and data_root / '
+                f'data_prefix (images are read from {self.img_prefix!r})')

@@ -1,0 +1,137 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Base of the datasets whose labels are stored sparsely and may be unknown.
+
+A ``data_info`` of these datasets keeps only the class indices it knows
+about -- ``gt_label`` (positives) and ``gt_negative`` (verified negatives)
+-- and :meth:`TriStateMultiLabelDataset.get_data_info` expands them into the
+dense ``gt_score`` (``np.float32`` ``(C,)`` in {1, 0, -1}) that mmcoop's
+losses, metric and :class:`PartialLabelDataset` read. Every other class gets
+the dataset's ``unlabelled_value``: 0 when the labels are complete (COCO
+style), -1 (unknown) when the annotation lists verified negatives (Open
+Images style). Sparse storage keeps thousands of classes x millions of
+images in memory proportional to the annotations, not to ``N x C``.
+"""
+import os
+import os.path as osp
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from mmpretrain.datasets import MultiLabelDataset
+
+from .utils import AnnotationError, build_pipeline, check_not_empty
+
+__all__ = [
+    'TriStateMultiLabelDataset', 'check_images_exist', 'missing_images',
+    'dense_score'
+]
+
+
+def dense_score(num_classes: int, positives: Sequence[int],
+                negatives: Optional[Sequence[int]],
+                unlabelled_value: float) -> np.ndarray:
+    """``(C,)`` float32 targets: 1 at ``positives``, 0 at ``negatives``,
+    ``unlabelled_value`` (0 or -1) everywhere else."""
+    score = np.full(num_classes, unlabelled_value, dtype=np.float32)
+    if negatives is not None and len(negatives):
+        score[np.asarray(negatives, dtype=np.int64)] = 0.
+    if len(positives):
+        score[np.asarray(positives, dtype=np.int64)] = 1.
+    return score
+
+
+def missing_images(paths: Iterable[str]) -> Tuple[List[str], int]:
+    """The local ``paths`` that do not exist, and how many were checked.
+
+    One ``os.listdir`` per folder (not one ``stat`` per image), so a check of
+    millions of images costs seconds. Remote paths (``'://'``) are skipped.
+    """
+    listings = {}
+    missing = []
+    total = 0
+    for path in paths:
+        if '://' in path:
+            continue
+        total += 1
+        folder, name = osp.split(path)
+        names = listings.get(folder)
+        if names is None:
+            try:
+                names = set(os.listdir(folder or '.'))
+            except (FileNotFoundError, NotADirectoryError):
+                names = set()
+            listings[folder] = names
+        if name not in names:
+            missing.append(path)
+    return missing, total
+
+
+def check_images_exist(paths: Iterable[str], source: str, fix: str) -> None:
+    """Raise ``FileNotFoundError`` naming the missing images (see
+    :func:`missing_images`)."""
+    missing, total = missing_images(paths)
+    if missing:
+        raise FileNotFoundError(
+            f'{source}: {len(missing)} of {total} listed images are missing '
+            f'on disk, e.g. {missing[:3]}. Fix: {fix}, or pass '
+            'check_images=False to find out only when an image is loaded.')
+
+
+class TriStateMultiLabelDataset(MultiLabelDataset):
+    """Multi-label dataset with sparse positive / verified-negative labels.
+
+    Subclasses implement :meth:`load_data_list` returning dicts with
+    ``img_path``, ``img_id``, ``gt_label`` (sorted positive class indices)
+    and, when the annotation has verified negatives, ``gt_negative``
+    (sorted indices). ``get_data_info`` adds ``gt_score``.
+
+    Args:
+        check_images (bool): Check after loading that every image exists
+            (one directory listing per folder). Defaults to True.
+        **kwargs: Arguments of :class:`mmpretrain.datasets.BaseDataset`.
+    """
+
+    #: value of the classes an image's annotation does not mention
+    unlabelled_value: float = 0.
+
+    def __init__(self, *args, check_images: bool = True, **kwargs):
+        self.check_images = check_images
+        kwargs['pipeline'] = build_pipeline(kwargs.get('pipeline', ()))
+        super().__init__(*args, **kwargs)
+
+    def _image_fix(self) -> str:
+        return (f'check data_root / data_prefix (images are read from '
+                f'{self.img_prefix!r})')
+
+    def full_init(self):
+        if self._fully_initialized:
+            return
+        super().full_init()
+        if self.check_images:
+            check_images_exist((self.get_data_info_raw(i)['img_path']
+                                for i in range(len(self))),
+                               f'{type(self).__name__} ({self.ann_file})',
+                               self._image_fix())
+
+    def get_data_info_raw(self, idx: int) -> dict:
+        """The stored (sparse) ``data_info``."""
+        return super().get_data_info(idx)
+
+    def get_data_info(self, idx: int) -> dict:
+        """``data_info`` with the dense tri-state ``gt_score``."""
+        info = super().get_data_info(idx)
+        info['gt_score'] = dense_score(
+            len(self.CLASSES), info['gt_label'], info.pop('gt_negative', None),
+            self.unlabelled_value)
+        return info
+
+    def _serialize_data(self):
+        # mmengine fails on an empty list with a bare numpy error
+        check_not_empty(self)
+        return super()._serialize_data()
+
+    def _unknown_classes_error(self, where: str, names: List[str]):
+        return AnnotationError(
+            f'{where}: label(s) {names[:5]} not in the {len(self.CLASSES)} '
+            f'dataset classes (e.g. {list(self.CLASSES)[:5]}). Fix: correct '
+            'the label, or give a class list that includes it (`classes=` '
+            'list or file), or omit `classes` to take them from the data.')

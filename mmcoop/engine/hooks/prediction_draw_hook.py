@@ -1,0 +1,66 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+import numpy as np
+from mmengine.hooks import Hook
+
+from mmcoop.registry import HOOKS
+
+
+@HOOKS.register_module()
+class PredictionDrawHook(Hook):
+    """Draw every test image with its scores (``tools/test.py --show-dir``).
+
+    One PNG per image, ``<out_dir>/<image stem>.png``: the image next to its
+    ``topk`` scores, each bar coloured by the ground-truth label
+    (:func:`mmcoop.visualization.prediction_figure`).
+
+    Args:
+        out_dir (str): folder of the PNGs; must be absent or empty (nothing
+            in it is overwritten).
+        topk (int): scores shown per image. Defaults to 10.
+        threshold (float): drawn as a dashed line. Defaults to 0.5.
+    """
+
+    def __init__(self, out_dir: str, topk: int = 10, threshold: float = 0.5):
+        if osp.isdir(out_dir) and os.listdir(out_dir):
+            raise FileExistsError(
+                f'--show-dir {out_dir!r} is not empty. Fix: give a new '
+                'folder (nothing in it is overwritten).')
+        self.out_dir = out_dir
+        self.topk = topk
+        self.threshold = threshold
+        self._written = set()
+
+    def after_test_iter(self,
+                        runner,
+                        batch_idx: int,
+                        data_batch=None,
+                        outputs: Optional[Sequence] = None) -> None:
+        from PIL import Image
+
+        from mmcoop.visualization import prediction_figure, save_figure
+        if not outputs:
+            return
+        classes = runner.test_dataloader.dataset.metainfo.get('classes')
+        for sample in outputs:
+            path = sample.get('img_path')
+            if path is None:
+                continue
+            scores = sample.pred_score.detach().float().cpu().numpy()
+            names = list(classes) if classes is not None else [
+                str(i) for i in range(len(scores))
+            ]
+            targets = (sample.gt_score.detach().cpu().numpy()
+                       if 'gt_score' in sample else None)
+            stem = osp.splitext(osp.basename(path))[0]
+            name = stem if stem not in self._written else \
+                f'{stem}_{batch_idx}'
+            self._written.add(name)
+            image = np.asarray(Image.open(path).convert('RGB'))
+            fig = prediction_figure(
+                image, scores, names, targets, self.topk, self.threshold,
+                title=osp.basename(path))
+            save_figure(fig, osp.join(self.out_dir, f'{name}.png'))

@@ -1,0 +1,100 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Per-class thresholds calibrated on the validation split, kept in the
+checkpoints and applied when a checkpoint is tested."""
+import os.path as osp
+from typing import Optional
+
+from mmengine.hooks import Hook
+
+from mmcoop.registry import HOOKS
+
+META_KEY = 'calibrated_thresholds'
+
+
+@HOOKS.register_module()
+class ThresholdCalibrationHook(Hook):
+    """Store validation-calibrated per-class thresholds in checkpoints and
+    use them when the checkpoint is tested.
+
+    * Training: the validation metric (``PartialMultiLabelMetric`` with
+      ``calibrate=True``) fits F1-maximising per-class thresholds at every
+      validation. Every checkpoint of the *same* epoch (``best_*.pth``,
+      and ``epoch_N.pth`` when MMEngine re-saves it after a validation)
+      gets them in ``meta['calibrated_thresholds']`` = ``dict(thresholds,
+      classes, epoch, split)``. The last epoch's checkpoint, written before
+      its validation, is re-saved once after training so that it carries
+      the thresholds of its own weights too.
+    * Testing: after a checkpoint is loaded, test metrics without
+      ``class_thresholds`` get the checkpoint's and report ``CF1_calib`` /
+      ``OF1_calib``. :func:`mmcoop.apis.init_model` reads the same field
+      (``inference_model(..., threshold='calibrated')``).
+
+    Only meaningful when validation is *not* the test split (the ``clean``
+    protocol adds it; the ``official`` one does not).
+
+    Args:
+        split (str): Name of the validation data recorded with the
+            thresholds. Defaults to ``'val'``.
+    """
+
+    priority = 'NORMAL'  # before CheckpointHook (VERY_LOW) saves the best
+
+    def __init__(self, split: str = 'val') -> None:
+        self.split = split
+        self._latest: Optional[dict] = None
+        self._stored_epochs = set()
+        self._loaded: Optional[dict] = None
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        for metric in runner.val_evaluator.metrics:
+            thresholds = getattr(metric, 'calibrated_thresholds', None)
+            if thresholds is not None:
+                classes = (metric.dataset_meta or {}).get('classes')
+                self._latest = dict(
+                    thresholds=[float(t) for t in thresholds],
+                    classes=list(classes) if classes else None,
+                    epoch=int(runner.epoch),
+                    split=self.split)
+                return
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        meta = checkpoint.setdefault('meta', {})
+        if self._latest is not None and \
+                meta.get('epoch') == self._latest['epoch']:
+            meta[META_KEY] = dict(self._latest)
+            self._stored_epochs.add(self._latest['epoch'])
+
+    def after_train(self, runner) -> None:
+        """Re-save the final ``epoch_N.pth`` with the thresholds of its
+        own validation (MMEngine writes it before validating)."""
+        latest = self._latest
+        if latest is None or latest['epoch'] != runner.epoch or \
+                latest['epoch'] in self._stored_epochs:
+            return
+        last = runner.message_hub.get_info('last_ckpt')
+        if not last or osp.basename(last) != f'epoch_{runner.epoch}.pth' \
+                or not osp.isfile(last):
+            return
+        runner.save_checkpoint(
+            osp.dirname(last),
+            osp.basename(last),
+            meta=dict(epoch=runner.epoch, iter=runner.iter),
+            by_epoch=False)
+        runner.logger.info(f'{last}: re-saved with the per-class thresholds '
+                           f'calibrated on the {self.split} split.')
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._loaded = (checkpoint.get('meta') or {}).get(META_KEY)
+
+    def before_test(self, runner) -> None:
+        stored = self._loaded
+        if not stored:
+            return
+        for metric in runner.test_evaluator.metrics:
+            if hasattr(metric, 'class_thresholds') and \
+                    metric.class_thresholds is None:
+                metric.class_thresholds = list(stored['thresholds'])
+                runner.logger.info(
+                    f'{type(metric).__name__}: per-class thresholds '
+                    f'calibrated on the {stored.get("split")} split at epoch '
+                    f'{stored.get("epoch")} (from the checkpoint meta).')

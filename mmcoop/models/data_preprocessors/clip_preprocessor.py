@@ -1,0 +1,35 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""CLIP's image normalisation, defined once."""
+from typing import Optional, Sequence
+
+from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
+from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+from mmcoop.registry import MODELS
+
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'CLIPDataPreprocessor']
+
+#: CLIP's per-channel mean and std of RGB images on the 0..255 scale
+#: (open_clip's ``OPENAI_DATASET_MEAN`` / ``OPENAI_DATASET_STD`` x 255, the
+#: statistics of OpenAI's preprocessing, used by every CLIP weight set here).
+CLIP_MEAN = tuple(255 * m for m in OPENAI_DATASET_MEAN)
+CLIP_STD = tuple(255 * s for s in OPENAI_DATASET_STD)
+
+
+@MODELS.register_module()
+class CLIPDataPreprocessor(ClsDataPreprocessor):
+    """``ClsDataPreprocessor`` whose defaults are CLIP's normalisation:
+    :data:`CLIP_MEAN`, :data:`CLIP_STD` and BGR -> RGB (images are loaded
+    as BGR by ``LoadImageFromFile``).
+
+    Configs write ``data_preprocessor=dict(type='CLIPDataPreprocessor')``
+    instead of typing the statistics. The arguments are those of
+    :class:`mmpretrain.models.ClsDataPreprocessor`.
+    """
+
+    def __init__(self,
+                 mean: Optional[Sequence[float]] = CLIP_MEAN,
+                 std: Optional[Sequence[float]] = CLIP_STD,
+                 to_rgb: bool = True,
+                 **kwargs):
+        super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)

@@ -1,0 +1,108 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Partial-label mask files (mmcoop's own and external formats) and the
+held-out validation split file of the clean protocol."""
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from _builders import coco_cfg
+
+from mmcoop.datasets import PartialLabelDataset
+from mmcoop.datasets.held_out_split import (draw_held_out_keys,
+                                            held_out_split, image_keys)
+
+
+
+# ------------------------------------------------------------ mask files
+def test_mask_file_round_trip_all_formats(coco_root, tmp_path):
+    drawn = PartialLabelDataset(coco_cfg(coco_root), 0.5, seed=3)
+    mask, targets = drawn.known_mask, drawn.complete_targets
+    path = str(tmp_path / 'own.npy')
+    assert drawn.save_mask(path)
+    own = PartialLabelDataset(coco_cfg(coco_root), 0.5, mask_file=path)
+    assert np.array_equal(own.known_mask, mask)
+    # the same mask as {0, 1} ints and as official partial targets
+    # (1 / 0 known, -1 unknown)
+    np.save(tmp_path / 'ints.npy', mask.astype(np.int64))
+    np.save(tmp_path / 'tri.npy', np.where(mask, targets, -1).astype(float))
+    # keyed by image file name, rows in another order
+    keys = image_keys(drawn.dataset)
+    order = np.arange(len(keys))[::-1]
+    np.savez(tmp_path / 'keyed.npz', mask=mask[order],
+             keys=np.array(keys)[order])
+    for name in ('ints.npy', 'tri.npy', 'keyed.npz'):
+        ds = PartialLabelDataset(
+            coco_cfg(coco_root), 0.5, mask_file=str(tmp_path / name))
+        assert np.array_equal(ds.known_mask, mask), name
+        # the training targets follow: unknown -> -1
+        row = ds.get_data_info(0)['gt_score']
+        assert np.array_equal(row, np.where(mask[0], targets[0], -1))
+
+
+def test_mask_file_errors_name_file_and_field(coco_root, tmp_path):
+    drawn = PartialLabelDataset(coco_cfg(coco_root), 0.5, seed=3)
+    mask, targets = drawn.known_mask, drawn.complete_targets
+    wrong = np.where(mask, targets, -1)
+    i, c = np.argwhere(mask)[0]  # the first known label, flipped
+    wrong[i, c] = 1 - targets[i, c]
+    np.save(tmp_path / 'tri.npy', wrong)
+    with pytest.raises(ValueError) as e:
+        PartialLabelDataset(
+            coco_cfg(coco_root), 0.5, mask_file=str(tmp_path / 'tri.npy'))
+    assert 'tri.npy' in str(e.value)
+    assert f'row {i}, class {c}' in str(e.value)
+    np.savez(tmp_path / 'nomask.npz', known=mask)
+    with pytest.raises(ValueError, match=r'nomask.npz.*field "mask"'):
+        PartialLabelDataset(
+            coco_cfg(coco_root), 0.5, mask_file=str(tmp_path / 'nomask.npz'))
+    np.savez(tmp_path / 'keys.npz', mask=mask,
+             keys=np.array(['a.jpg'] * len(mask)))
+    with pytest.raises(ValueError, match=r'keys.npz.*field "keys"'):
+        PartialLabelDataset(
+            coco_cfg(coco_root), 0.5, mask_file=str(tmp_path / 'keys.npz'))
+
+
+# ------------------------------------------------------- held-out split
+def test_draw_held_out_keys_is_order_free_and_seeded():
+    keys = [f'{i:03d}.jpg' for i in range(20)]
+    a = draw_held_out_keys(keys, 0.25, seed=0)
+    assert len(a) == 5 and a == sorted(a) and set(a) <= set(keys)
+    assert draw_held_out_keys(keys[::-1], 0.25, seed=0) == a
+    assert draw_held_out_keys(keys, 0.25, seed=1) != a
+    # at least one image held out, at least one kept
+    assert len(draw_held_out_keys(keys[:2], 0.01, 0)) == 1
+    assert len(draw_held_out_keys(keys[:2], 0.99, 0)) == 1
+
+
+def test_held_out_split_file_shared_and_checked(coco_root, tmp_path):
+    split_file = str(tmp_path / 'splits' / 'coco.json')
+    kw = dict(split_file=split_file, val_fraction=0.5, seed=0)
+    val = held_out_split(coco_cfg(coco_root, test_mode=True), part='val',
+                         **kw)
+    assert osp.isfile(split_file)
+    mtime = os.stat(split_file).st_mtime_ns
+    train = held_out_split(coco_cfg(coco_root), part='train', **kw)
+    names = lambda ds: {osp.basename(ds.get_data_info(i)['img_path'])  # noqa
+                        for i in range(len(ds))}
+    with open(split_file) as f:
+        record = json.load(f)
+    assert names(val) == set(record['val'])
+    assert names(train).isdisjoint(names(val))
+    assert len(train) + len(val) == record['num_images']
+    assert type(train).__name__ == 'COCO2014MultiLabel'  # a real subset
+    assert os.stat(split_file).st_mtime_ns == mtime  # read, not rewritten
+    # the partial-label wrapper draws its mask on the train part only
+    wrapped = PartialLabelDataset(
+        dict(type='HeldOutSplit', dataset=coco_cfg(coco_root), part='train',
+             **kw), 0.5)
+    assert len(wrapped) == len(train)
+    # a split made with other arguments is refused, naming the field
+    with pytest.raises(ValueError, match=r'coco.json.*"seed" is 0'):
+        held_out_split(coco_cfg(coco_root), split_file, 'train', 0.5, seed=1)
+    record['val'] = ['nope.jpg']
+    with open(split_file, 'w') as f:
+        json.dump(record, f)
+    with pytest.raises(ValueError, match=r'field "val".*nope.jpg'):
+        held_out_split(coco_cfg(coco_root), part='train', **kw)

@@ -1,0 +1,102 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""NUSWIDEMultiLabel on a tiny tree in the official layout."""
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from _builders import build_nus_wide, write_text
+
+from mmcoop.datasets import AnnotationError, NUSWIDEMultiLabel
+
+
+def scores(ds):
+    return np.stack([ds.get_data_info(i)['gt_score'] for i in range(len(ds))])
+
+
+def test_train_drops_unlabelled_by_default(tmp_path):
+    root = build_nus_wide(tmp_path / 'nus')
+    ds = NUSWIDEMultiLabel(root)
+    assert ds.CLASSES == ('sky', 'water', 'person')
+    assert ds.num_dropped == 1
+    assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == [
+        'actor/0001_2124494179.jpg', 'sky/0002_318021.jpg', 'lake/0004_100.jpg'
+    ]
+    assert ds.get_data_info(0)['img_path'] == osp.join(root, 'Flickr', 'actor',
+                                                       '0001_2124494179.jpg')
+    np.testing.assert_array_equal(
+        scores(ds), [[0, 0, 1], [1, 1, 0], [0, 1, 0]])
+    kept = NUSWIDEMultiLabel(root, empty='keep')
+    np.testing.assert_array_equal(
+        scores(kept), [[0, 0, 1], [1, 1, 0], [0, 0, 0], [0, 1, 0]])
+    test = NUSWIDEMultiLabel(root, split='test', empty='keep', test_mode=True)
+    assert len(test) == 2
+
+
+def test_concepts_list_folder_and_errors(tmp_path):
+    root = build_nus_wide(tmp_path / 'nus')
+    os.makedirs(osp.join(root, 'ConceptsList'))
+    os.replace(
+        osp.join(root, 'Concepts81.txt'),
+        osp.join(root, 'ConceptsList', 'Concepts81.txt'))
+    assert len(NUSWIDEMultiLabel(root)) == 3
+    label = osp.join(root, 'Groundtruth', 'TrainTestLabels',
+                     'Labels_water_Train.txt')
+    write_text(label, '0\n1\n0\n')
+    with pytest.raises(
+            AnnotationError,
+            match=r'Labels_water_Train.txt: 3 lines.*4 images'):
+        NUSWIDEMultiLabel(root)
+    write_text(label, '0\n1\n2\n1\n')
+    with pytest.raises(AnnotationError, match=r'line 3 is \'2\''):
+        NUSWIDEMultiLabel(root)
+    os.remove(label)
+    with pytest.raises(
+            FileNotFoundError, match=r"'water'.*Labels_water_Train.txt"):
+        NUSWIDEMultiLabel(root)
+
+
+def test_missing_images(tmp_path):
+    root = build_nus_wide(tmp_path / 'nus')
+    os.remove(osp.join(root, 'Flickr', 'lake', '0004_100.jpg'))
+    with pytest.raises(FileNotFoundError, match=r'1 of 3 .*lake/0004_100.jpg'):
+        NUSWIDEMultiLabel(root)
+
+
+def test_official_concepts_and_reworded_classes(tmp_path):
+    from mmcoop.datasets.categories import NUSWIDE_CONCEPTS
+    rows = [('sky\\1.jpg', (55, 75)), ('zebra\\2.jpg', (80, ))]
+    root = build_nus_wide(
+        tmp_path / 'nus', splits={'Train': rows}, concepts=NUSWIDE_CONCEPTS)
+    ds = NUSWIDEMultiLabel(root)
+    assert ds.CLASSES == NUSWIDE_CONCEPTS and len(ds.CLASSES) == 81
+    assert ds.get_data_info(0)['gt_label'] == [55, 75]  # sky, water
+    own = [c.upper() for c in NUSWIDE_CONCEPTS]
+    assert NUSWIDEMultiLabel(root, classes=own).CLASSES == tuple(own)
+    with pytest.raises(AnnotationError, match='81 concepts, but 2 classes'):
+        NUSWIDEMultiLabel(root, classes=['a', 'b'])
+
+
+def test_converter_to_csv_keeps_present_images(tmp_path, load_tool):
+    from mmcoop.datasets import MultiLabelCSVDataset
+    from mmcoop.utils.paths import OutputPathError
+    root = build_nus_wide(tmp_path / 'nus')
+    os.remove(osp.join(root, 'Flickr', 'lake', '0004_100.jpg'))
+    tool = load_tool('tools/dataset_converters/nuswide_to_csv.py')
+    out = str(tmp_path / 'csv' / 'train.csv')
+    tool.main([root, 'train', out, '--present-only'])
+    with open(out) as f:
+        assert f.read().splitlines() == [
+            'image,labels', 'actor/0001_2124494179.jpg,person',
+            'sky/0002_318021.jpg,sky;water'
+        ]
+    ds = MultiLabelCSVDataset(
+        out,
+        data_root=root,
+        data_prefix='Flickr',
+        classes=str(tmp_path / 'csv' / 'classes.txt'))
+    np.testing.assert_array_equal(scores(ds), [[0, 0, 1], [1, 1, 0]])
+    with pytest.raises(OutputPathError, match='--force'):
+        tool.main([root, 'train', out])
+    with pytest.raises(ValueError, match='inside the dataset folder'):
+        tool.main([root, 'train', osp.join(root, 'train.csv')])

@@ -1,0 +1,93 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""OpenImagesMultiLabel on a tiny tree in the official formats."""
+import numpy as np
+import pytest
+from _builders import OI_LABELS, build_open_images
+
+from mmcoop.datasets import AnnotationError, OpenImagesMultiLabel
+
+A, B, C = '000001a6bd1a5a49', '000002b66c9c498e', '00000c4bf1a3e4b0'
+
+
+def all_scores(ds):
+    return np.stack([ds.get_data_info(i)['gt_score'] for i in range(len(ds))])
+
+
+def test_boxable_vocabulary_real_partial_labels(tmp_path):
+    root = build_open_images(tmp_path / 'oi')
+    ds = OpenImagesMultiLabel(root, split='train')
+    # boxable file order, DisplayNames from the descriptions
+    assert ds.CLASSES == ('Cat', 'Dog', 'Person')
+    assert ds.metainfo['label_ids'] == ('/m/01yrx', '/m/0bt9lr', '/m/01g317')
+    # images with a boxable row, sorted by ImageID
+    infos = [ds.get_data_info(i) for i in range(len(ds))]
+    assert [i['img_id'] for i in infos] == [A, B, C]
+    assert infos[0]['img_path'].endswith(f'train/{A}.jpg')
+    np.testing.assert_array_equal(
+        all_scores(ds),
+        [
+            [-1, -1, 1],  # Person 1 (Car is not boxable here: skipped)
+            [0, 1, -1],  # Cat 0; Dog 1 and 0 from two sources -> 1
+            [-1, -1, 0]
+        ])  # Person verified absent (Sunset skipped)
+    assert infos[1]['gt_label'] == [1]
+    assert ds.labels.num_skipped == 2
+
+
+def test_trainable_and_all_vocabularies(tmp_path):
+    root = build_open_images(tmp_path / 'oi')
+    tr = OpenImagesMultiLabel(root, vocabulary='trainable')
+    # a repeated DisplayName gets its id appended
+    assert tr.CLASSES == ('Person', 'Dog', 'Cat', 'Sunset', 'cat (/m/0cat2)')
+    np.testing.assert_array_equal(
+        all_scores(tr),
+        [[1, -1, -1, -1, -1], [-1, 1, 0, -1, -1], [0, -1, -1, 1, -1]])
+    al = OpenImagesMultiLabel(root, vocabulary='all', indices=2)
+    assert al.CLASSES[:5] == ('Person', 'Dog', 'Cat', 'Car', 'Sunset')
+    assert len(al) == 2
+    np.testing.assert_array_equal(
+        al.get_data_info(0)['gt_score'], [1, -1, -1, 1, -1, -1])
+
+
+@pytest.mark.parametrize('labels, words', [
+    ('ImageID,Source,LabelName\n', ['line 1', "['Confidence']"]),
+    (OI_LABELS + '000001a6bd1a5a49,verification,/m/0zzzz,1\n',
+     ['line 9', "'/m/0zzzz'", 'class descriptions', 'same Open Images']),
+    (OI_LABELS + '000001a6bd1a5a49,verification,/m/01yrx,0.5\n',
+     ['line 9', "'0.5'"]),
+    (OI_LABELS + 'img7,verification,/m/01yrx,1\n',
+     ['line 9', "'img7'", 'MultiLabelCSVDataset']),
+    ('', ['empty']),
+])
+def test_malformed_labels(tmp_path, labels, words):
+    root = build_open_images(tmp_path / 'oi', labels=labels)
+    with pytest.raises(AnnotationError) as e:
+        OpenImagesMultiLabel(root, vocabulary='all')
+    assert 'oidv7-train-annotations-human-imagelabels.csv' in str(e.value)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_missing_images_and_files(tmp_path):
+    root = build_open_images(tmp_path / 'oi', images=(A, B))
+    with pytest.raises(FileNotFoundError, match=rf'1 of 3.*{C}\.jpg'):
+        OpenImagesMultiLabel(root)
+    assert len(OpenImagesMultiLabel(root, check_images=False)) == 3
+    with pytest.raises(FileNotFoundError, match='oidv7-val-annotations'):
+        OpenImagesMultiLabel(root, split='validation')
+    with pytest.raises(FileNotFoundError, match='nope.txt'):
+        OpenImagesMultiLabel(root, vocabulary_file='nope.txt')
+
+
+def test_partial_label_wrapper_hides_known_labels_only(tmp_path):
+    from mmcoop.datasets import PartialLabelDataset
+    root = build_open_images(tmp_path / 'oi')
+    inner = OpenImagesMultiLabel(root, vocabulary='trainable')
+    full = all_scores(inner)
+    ds = PartialLabelDataset(inner, known_proportion=0.5, seed=1)
+    got = all_scores(ds)
+    known = ds.known_mask
+    assert (got[full == -1] == -1).all()
+    np.testing.assert_array_equal(got[known], full[known])
+    assert (got[~known] == -1).all()
+    assert ds.get_data_info(1)['gt_label'] == ([1] if known[1, 1] else [])

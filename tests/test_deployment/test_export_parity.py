@@ -1,0 +1,187 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Exported models (ONNX Runtime on CPU, TorchScript) give the scores of
+``mmcoop.apis.inference_model``: every method head, the demo model, class
+subsets, both input layouts, dynamic batch, fp16."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mmcoop.apis import export_model, fold_model, inference_model
+from mmcoop.deployment import TOLERANCES, FoldedRegionHead
+from mmcoop.models.heads.region_aggregation import \
+    class_specific_region_aggregation
+from _deploy_helpers import CLASSES, RESOLUTION
+
+FP32_TOL = TOLERANCES['fp32']  # 1e-4, the issue's parity bound
+SUFFIX = {'onnx': '.onnx', 'torchscript': '.pt'}
+
+
+def reference_scores(model, paths):
+    return np.stack([r['scores'] for r in inference_model(model, paths)])
+
+
+def exported_scores(run_onnx, path, paths, batch_size=8):
+    run, meta = run_onnx.load_model(path)
+    return run_onnx.predict(run, meta, paths, batch_size), meta
+
+
+def assert_informative(scores):
+    """Parity is only meaningful if the scores depend on the image."""
+    assert np.ptp(scores, axis=0).max() > 1e-2, scores
+
+
+@pytest.mark.parametrize(
+    'method', ['positivecoop', 'negativecoop', 'dualcoop', 'baseline'])
+def test_every_head_onnx_and_torchscript_match_inference_model(
+        method, method_models, images, run_onnx, tmp_path):
+    model = method_models(method)
+    expected = reference_scores(model, images)
+    assert_informative(expected)
+    for fmt in ('onnx', 'torchscript'):
+        out = str(tmp_path / f'{method}{SUFFIX[fmt]}')
+        meta = export_model(model, out, format=fmt)
+        assert meta['max_abs_diff'] <= FP32_TOL
+        # batches of 3 then 1: the batch size is dynamic
+        got, stored = exported_scores(run_onnx, out, images, batch_size=3)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+        assert stored['classes'] == CLASSES
+        assert stored['method'] == model.head.__class__.__name__
+
+
+def test_onnx_graph_has_no_text_encoder(method_models, tmp_path):
+    """The folded DualCoOp graph holds the image tower and two (C, D)
+    constants: nothing of the size of the token embedding (49408 x 64)."""
+    model = method_models('dualcoop')
+    out = str(tmp_path / 'dual.onnx')
+    export_model(model, out)
+    graph = onnx.load(out).graph
+    sizes = [int(np.prod(t.dims)) for t in graph.initializer]
+    text_params = sum(p.numel() for p in model.head.text_encoder.parameters())
+    tower_params = sum(p.numel() for p in model.backbone.parameters())
+    assert max(sizes) < 49408 * 64
+    # the tower, the (C, D) features, normalisation constants: no more
+    assert sum(sizes) < tower_params + 2 * len(CLASSES) * 64 + 1000
+    assert sum(sizes) < text_params
+    (inp, ), (out_, ) = graph.input, graph.output
+    assert inp.name == 'image'
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ['batch', RESOLUTION, RESOLUTION, 3]
+    assert out_.name == 'scores'
+
+
+def test_folded_head_is_the_region_aggregation(method_models):
+    """The folded head computes class_specific_region_aggregation with the
+    head's class features, which are no longer recomputed."""
+    model = method_models('positivecoop')
+    folded = fold_model(model)
+    assert isinstance(folded.head, FoldedRegionHead)
+    neg, pos = model.head.class_features()
+    dense = torch.randn(2, 64, 5)
+    expected = class_specific_region_aggregation(dense, neg, pos,
+                                                 model.head.feat_scale,
+                                                 model.head.logit_scale)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.head((dense, )), expected)
+    assert not any('text_encoder' in name
+                   for name, _ in folded.named_parameters())
+
+
+@pytest.mark.parametrize('method', ['dualcoop', 'baseline'])
+def test_class_subset_keeps_the_scores_of_those_classes(
+        method, method_models, images, run_onnx, tmp_path):
+    model = method_models(method)
+    expected = reference_scores(model, images)
+    subset = ['Traffic_Light', 'cat']  # any spelling of the names
+    out = str(tmp_path / 'subset.onnx')
+    export_model(model, out, classes=subset)
+    got, meta = exported_scores(run_onnx, out, images)
+    assert meta['classes'] == ['traffic light', 'cat']
+    np.testing.assert_allclose(got, expected[:, [2, 0]], rtol=0, atol=FP32_TOL)
+
+
+def test_demo_model_normalized_input_and_thresholds(demo_checkpoint, images,
+                                                    run_onnx, tmp_path):
+    """The demo model (tiny ViT, 96 px) with NCHW normalised input."""
+    from mmcoop.apis import init_model
+    config, ckpt = demo_checkpoint
+    model = init_model(config, ckpt, strict=True)
+    expected = reference_scores(model, images)
+    assert_informative(expected)
+    thresholds = np.linspace(0.1, 0.9, len(model.head.classnames))
+    for fmt in ('onnx', 'torchscript'):
+        out = str(tmp_path / f'demo_norm{SUFFIX[fmt]}')
+        export_model(
+            model,
+            out,
+            format=fmt,
+            input_format='normalized',
+            thresholds=thresholds)
+        got, meta = exported_scores(run_onnx, out, images)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+        assert meta['input']['layout'] == 'NCHW'
+        assert meta['input']['shape'] == ['batch', 3, 96, 96]
+        np.testing.assert_allclose(meta['thresholds'], thresholds)
+        # the stored per-class thresholds decide the labels
+        labels = run_onnx.labels(got[0], meta)
+        assert [n for n, _ in labels] == [
+            meta['classes'][i] for i in np.argsort(-got[0], kind='stable')
+            if got[0, i] >= thresholds[i]
+        ]
+
+
+def test_metadata_states_the_preprocessing(method_models, tmp_path):
+    model = method_models('positivecoop')
+    out = str(tmp_path / 'meta.pt')
+    export_model(model, out, format='torchscript')
+    extra = {'mmcoop.json': ''}
+    torch.jit.load(out, _extra_files=extra)
+    meta = json.loads(extra['mmcoop.json'])
+    pre = meta['preprocess']
+    # the config's data preprocessor (CLIP statistics, 0-255, RGB)
+    np.testing.assert_allclose(pre['mean'],
+                               [122.770938, 116.7460125, 104.09373615])
+    np.testing.assert_allclose(pre['std'],
+                               [68.5005327, 66.6321579, 70.32316305])
+    assert pre['resize'] == dict(
+        width=RESOLUTION,
+        height=RESOLUTION,
+        interpolation='bilinear',
+        backend='pillow')
+    # LoadImageFromFileChecked ignores EXIF orientation, as the official code
+    assert pre['decode'] == dict(channel_order='RGB', exif_transpose=False)
+    assert meta['input']['format'] == 'uint8'
+    assert meta['input']['layout'] == 'NHWC'
+    assert meta['thresholds'] == [0.5] * len(CLASSES)
+    assert meta['precision'] == 'fp32'
+
+
+@pytest.mark.parametrize('fmt', ['onnx', 'torchscript'])
+def test_fp16_export_within_stated_tolerance(fmt, demo_checkpoint, images,
+                                             run_onnx, tmp_path):
+    from mmcoop.apis import init_model
+    config, ckpt = demo_checkpoint
+    model = init_model(config, ckpt)
+    expected = reference_scores(model, images)
+    out = str(tmp_path / f'demo16{SUFFIX[fmt]}')
+    meta = export_model(model, out, format=fmt, precision='fp16')
+    assert meta['precision'] == 'fp16'
+    got, _ = exported_scores(run_onnx, out, images)
+    diff = np.abs(got - expected).max()
+    assert diff <= TOLERANCES['fp16']
+    assert diff <= 1e-2  # the demo model: ~2.5e-3 measured
+    assert diff > 0  # really ran in half precision
+    if fmt == 'onnx':
+        assert onnx.TensorProto.FLOAT16 in graph_tensor_types(out)
+
+
+def graph_tensor_types(path):
+    """Element types of the weights: initializers and Constant nodes."""
+    graph = onnx.load(path).graph
+    types = {t.data_type for t in graph.initializer}
+    types.update(a.t.data_type for n in graph.node if n.op_type == 'Constant'
+                 for a in n.attribute if a.HasField('t'))
+    return types

@@ -1,0 +1,92 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""docs/get_started.md for the real run: archive checksums, CLIP caches,
+figures that come from docs/benchmarks.md, no machine paths."""
+import os.path as osp
+import re
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _read(*parts):
+    with open(osp.join(REPO, *parts)) as f:
+        return f.read()
+
+
+def test_archives_and_checksums():
+    doc = _read('docs', 'get_started.md')
+    sums = dict(
+        (name, md5)
+        for md5, name in re.findall(r'^([0-9a-f]{32})  (\S+)$', doc, re.M))
+    # published by torchvision (VOC) and public COCO download scripts
+    assert sums == {
+        'train2014.zip': '0da8c0bd3d6becc4dcb32757491aca88',
+        'val2014.zip': 'a3d79f5ed8d289b7a7554ce06a5782b3',
+        'annotations_trainval2014.zip': '0a379cfc70b0e71301e0f377548639bd',
+        'VOCtrainval_06-Nov-2007.tar': 'c52e279531787c972589f7e41ab4ae64',
+        'VOCtest_06-Nov-2007.tar': 'b6e924de25625d8de591ea690078ad9f',
+    }
+    for name in sums:  # each archive is downloaded by the commands shown
+        assert re.search(rf'wget \S+/{re.escape(name)}\n', doc), name
+    from torchvision.datasets.voc import DATASET_YEAR_DICT
+    assert DATASET_YEAR_DICT['2007']['md5'] == sums[
+        'VOCtrainval_06-Nov-2007.tar']
+    assert DATASET_YEAR_DICT['2007-test']['md5'] == sums[
+        'VOCtest_06-Nov-2007.tar']
+
+
+def test_clip_weights_sections():
+    doc = _read('docs', 'get_started.md')
+    for needle in ('timm/resnet101_clip.openai', '~/.cache/huggingface/hub',
+                   'HF_HUB_OFFLINE=1', '~/.cache/clip/RN101.pt',
+                   'model.backbone.pretrained=/path/to/RN101.pt',
+                   'model.head.text_encoder.pretrained=/path/to/RN101.pt'):
+        assert needle in doc, needle
+    import open_clip
+    cfg = open_clip.get_pretrained_cfg('RN101-quickgelu', 'openai')
+    assert cfg['hf_hub'].rstrip('/') == 'timm/resnet101_clip.openai'
+    assert cfg['url'] in doc
+
+
+def _bench_rows(bench):
+    """(method, C) -> cells of the 'Train and eval steps' and 'Counted
+    FLOPs per step' tables of docs/benchmarks.md run B."""
+    steps, flops = {}, {}
+    section = bench.split('**Train and eval steps**', 1)[1]
+    step_part, flop_part = section.split('**Counted FLOPs per step**', 1)
+    for part, out in ((step_part, steps), (flop_part, flops)):
+        for line in part.split('\n\n**Projected')[0].splitlines():
+            m = re.match(r'\| (\w+) \| (\d+) \|(.*)\|$', line)
+            if m:
+                out[(m[1], int(m[2]))] = [c.strip() for c in m[3].split('|')]
+    return steps, flops
+
+
+def test_compute_table_is_from_benchmarks():
+    doc = _read('docs', 'get_started.md')
+    steps, flops = _bench_rows(_read('docs', 'benchmarks.md'))
+    rows = re.findall(
+        r'^\| (PositiveCoOp|NegativeCoOp|DualCoOp|Baseline) \| (\d+) '
+        r'\|(.*)\|$',
+        doc, re.M)
+    assert len(rows) == 4
+    for method, c, rest in rows:
+        cells = [x.strip() for x in rest.split('|')]
+        bench = steps[(method.lower(), int(c))]
+        # T0, T1, T2, E2 of run B: seconds rounded, peak MiB equal
+        for mine, theirs in zip(cells[:4], [bench[0], bench[1], bench[2],
+                                            bench[5]]):
+            t_mine, m_mine = re.match(r'([\d.]+) \((\d+)\)', mine).groups()
+            t_theirs, m_theirs = re.match(r'([\d.]+) \((\d+)\)',
+                                          theirs).groups()
+            assert m_mine == m_theirs
+            assert abs(float(t_mine) - float(t_theirs)) <= 0.05
+        assert cells[4] == flops[(method.lower(), int(c))][0]
+    assert '611.5 PFLOP' in doc and '44.0 PFLOP' in doc
+    assert 'COCO | positivecoop | 611.5 / 0.172' in _read(
+        'docs', 'benchmarks.md')
+
+
+def test_docs_name_no_machine_paths():
+    for name in ('get_started.md', ):
+        doc = _read('docs', name)
+        assert not re.search(r'(?<![\w.])/(work|tmp|home|root)/', doc), name

@@ -1,0 +1,94 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""CF1/OF1 at top-k and with per-class thresholds calibrated on a
+validation split (stored in checkpoints, used by the inference API)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+
+from mmcoop.apis.inference import MultiLabelInferencer
+from mmcoop.engine.hooks import ThresholdCalibrationHook
+from mmcoop.evaluation import (PartialMultiLabelMetric, calibrate_thresholds,
+                               topk_metrics)
+
+
+def test_calibrate_thresholds_by_hand():
+    # class 0: scores .9 .8 .3 .2 with labels 1 0 1 0 -> F1 at cuts
+    #   top1: 2*1/(1+2)=.667, top2: 2*1/(2+2)=.5, top3: 2*2/(3+2)=.8,
+    #   top4: 2*2/(4+2)=.667 -> cut after .3: threshold (.3+.2)/2 = .25
+    # class 1: all negative (or unknown) -> default .5
+    # class 2: labels 1 1 -1 0, scores .4 .4 .9 .1: the unknown .9 is
+    #   ignored; the tie .4/.4 is never split -> top2 F1 1 -> (.4+.1)/2
+    pred = np.array([[.9, .1, .4], [.8, .2, .4], [.3, .3, .9], [.2, .4, .1]])
+    target = np.array([[1, 0, 1], [0, 0, 1], [1, -1, -1], [0, 0, 0]])
+    thr = calibrate_thresholds(pred, target)
+    assert thr == pytest.approx([.25, .5, .25])
+
+
+def test_topk_metrics_by_hand():
+    pred = np.array([[.9, .8, .1], [.2, .7, .6]])
+    target = np.array([[1, 0, 0], [0, 1, 1]])
+    res = topk_metrics(pred, target, k=1)
+    # predicted: img0 -> class 0 (TP), img1 -> class 1 (TP); class 2 FN
+    assert res['OP'] == pytest.approx(100.)
+    assert res['OR'] == pytest.approx(100 * 2 / 3)
+    assert res['OF1'] == pytest.approx(100 * 2 * 1 * (2 / 3) / (1 + 2 / 3))
+    # per class F1: 1, 1, 0
+    assert res['CF1'] == pytest.approx(100 * 2 / 3)
+
+
+def test_metric_reports_topk_and_calibrated():
+    pred = np.array([[.9, .2], [.3, .45], [.1, .3]])
+    target = np.array([[1, 0], [0, 1], [0, 0]])
+    samples = [
+        dict(pred_score=torch.tensor(p, dtype=torch.float32),
+             gt_score=torch.tensor(t, dtype=torch.float32))
+        for p, t in zip(pred, target)
+    ]
+    metric = PartialMultiLabelMetric(topk=1, calibrate=True,
+                                     class_thresholds=[.5, .4])
+    metric.process(None, samples)
+    res = metric.compute_metrics(metric.results)
+    # at 0.5 class 1 is never predicted; at 0.4 it is (TP), so CF1 = 100
+    assert res['CF1'] == pytest.approx(50.)
+    assert res['CF1_calib'] == pytest.approx(100.)
+    # top-1: class 0 in img 0 (TP); class 1 in imgs 1 (TP) and 2 (FP):
+    # F1 = 1 and 2/3
+    assert res['CF1_top1'] == pytest.approx(100 * (1 + 2 / 3) / 2)
+    assert metric.calibrated_thresholds == pytest.approx([.6, .375])
+
+
+def test_hook_stores_thresholds_for_the_same_epoch_only():
+    hook = ThresholdCalibrationHook()
+    metric = PartialMultiLabelMetric(calibrate=True)
+    metric.calibrated_thresholds = np.array([.3, .7])
+    metric.dataset_meta = dict(classes=['a', 'b'])
+
+    class Runner:
+        epoch = 4
+        val_evaluator = type('E', (), {'metrics': [metric]})()
+
+    hook.after_val_epoch(Runner())
+    same, older = dict(meta=dict(epoch=4)), dict(meta=dict(epoch=3))
+    hook.before_save_checkpoint(Runner(), same)
+    hook.before_save_checkpoint(Runner(), older)
+    assert same['meta']['calibrated_thresholds']['thresholds'] == [.3, .7]
+    assert same['meta']['calibrated_thresholds']['classes'] == ['a', 'b']
+    assert 'calibrated_thresholds' not in older['meta']
+
+
+def test_inference_threshold_calibrated():
+    model = nn.Module()
+    model.cfg = Config(dict(model=dict(type='ImageClassifier')))
+    model.dataset_meta = dict(classes=['a', 'b', 'c'])
+    inferencer = MultiLabelInferencer(model)
+    with pytest.raises(ValueError, match='no meta.*calibrated_thresholds'):
+        inferencer._thresholds('calibrated')
+    model.calibrated_thresholds = np.array([.2, .9, .5], np.float32)
+    sample = type('S', (), {'pred_score': torch.tensor([.3, .8, .6])})()
+    out = inferencer.postprocess(sample, 'x.jpg',
+                                 inferencer._thresholds('calibrated'))
+    assert out['classes'] == ['c', 'a']  # b (.8) is below its .9
+    assert inferencer.postprocess(sample, 'x.jpg', .5)['classes'] == \
+        ['b', 'c']

@@ -1,0 +1,410 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""CLIP families beyond RN101: widths, ViT dense modes, text pooling."""
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
+from mmcoop.registry import MODELS
+
+WIDE = 'mmcoop-tiny-ViT-wide'  # joint width 48, text width 40, vision 32
+NAMES = ['cat', 'traffic light', 'hair_drier']
+
+
+def _head(head_type, **kwargs):
+    cfg = dict(type=head_type, classnames=NAMES, **kwargs)
+    if head_type != 'BaselineHead':
+        cfg.update(
+            n_ctx=3,
+            text_encoder=dict(type='FrozenCLIPTextEncoder', model_name=WIDE))
+    return MODELS.build(cfg)
+
+
+# --------------------------------------------------------------------------
+# widths come from the towers
+# --------------------------------------------------------------------------
+def test_widths_come_from_the_towers():
+    backbone = FrozenCLIP(WIDE, input_resolution=64)
+    enc = FrozenCLIPTextEncoder(WIDE)
+    assert (backbone.embed_dim, enc.width, enc.embed_dim) == (48, 40, 48)
+    (dense, ) = backbone(torch.randn(2, 3, 64, 64))
+    assert dense.shape == (2, 48, 17)
+    pos = _head('PositiveCoOpHead')
+    assert pos.pos_prompt.ctx.shape == (3, 3, 40)  # text width
+    assert pos.neg_embedding.shape == (3, 48)  # joint width
+    assert pos.pos_residual.shape == (3, 48)
+    neg = _head('NegativeCoOpHead')
+    assert neg.neg_prompt.ctx.shape == (3, 3, 40)
+    assert neg.pos_embedding.shape == (3, 48)
+    dual = _head('DualCoOpHead')
+    assert dual.pos_prompt.ctx.shape == dual.neg_prompt.ctx.shape == (3, 3,
+                                                                      40)
+    base = _head('BaselineHead', in_channels=backbone.embed_dim)
+    assert base.fc.weight.shape == (6, 48)
+    for head in (pos, neg, dual, base):
+        logits = head((dense, ))
+        assert logits.shape == (2, 2, 3)
+        assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize('head_type', ['PositiveCoOpHead', 'BaselineHead'])
+def test_width_mismatch_is_a_clear_error(head_type):
+    kwargs = dict(in_channels=512) if head_type == 'BaselineHead' else {}
+    head = _head(head_type, **kwargs)
+    with pytest.raises(ValueError, match=r'expects \(B, (512|48), N\).*'
+                       r'got \(2, 64, 5\).*model_name'):
+        head((torch.randn(2, 64, 5), ))
+
+
+# --------------------------------------------------------------------------
+# ViT dense modes
+# --------------------------------------------------------------------------
+def _clip(model_name, seed=0):
+    from mmcoop.models.backbones import build_open_clip
+    return build_open_clip(model_name, init_seed=seed)
+
+
+@pytest.mark.parametrize('mode', [None, 'tokens'])
+def test_vit_tokens_mode_class_token_is_encode_image(mode):
+    backbone = FrozenCLIP(WIDE, input_resolution=64, dense_mode=mode)
+    assert backbone.dense_mode == 'tokens'
+    x = torch.randn(2, 3, 64, 64)
+    (dense, ) = backbone(x)
+    with torch.no_grad():
+        expected = _clip(WIDE).encode_image(x)
+    torch.testing.assert_close(dense[:, :, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_vit_value_mode_is_self_attention_of_the_last_block():
+    """The value path equals the last block's attention branch with every
+    token attending only to itself (a diagonal mask on the real
+    ``nn.MultiheadAttention``), then ``ln_post`` and ``proj``."""
+    backbone = FrozenCLIP(WIDE, input_resolution=64, dense_mode='value')
+    clip = _clip(WIDE)
+    x = torch.randn(2, 3, 64, 64)
+    (dense, ) = backbone(x)
+    visual = clip.visual
+    with torch.no_grad():
+        h = visual._embeds(x)
+        for block in visual.transformer.resblocks[:-1]:
+            h = block(h)
+        last = visual.transformer.resblocks[-1]
+        n = h.shape[1]
+        only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
+        branch = last.attn(
+            last.ln_1(h), last.ln_1(h), last.ln_1(h), attn_mask=only_self,
+            need_weights=False)[0]
+        expected = visual.ln_post(branch) @ visual.proj
+    assert dense.shape == (2, 48, n)
+    torch.testing.assert_close(
+        dense, expected.transpose(1, 2), rtol=1e-5, atol=1e-5)
+    # and it is not the tokens mode
+    (tokens, ) = FrozenCLIP(WIDE, input_resolution=64)(x)
+    assert not torch.allclose(tokens, dense, atol=1e-3)
+
+
+def test_dense_mode_must_fit_the_architecture():
+    with pytest.raises(ValueError, match="dense_mode='tokens'.*resnet"):
+        FrozenCLIP('mmcoop-tiny-RN', input_resolution=64, dense_mode='tokens')
+    with pytest.raises(ValueError, match="dense_mode='values'"):
+        FrozenCLIP(WIDE, input_resolution=64, dense_mode='values')
+    assert FrozenCLIP(
+        'mmcoop-tiny-RN', input_resolution=64).dense_mode == 'value'
+
+
+# --------------------------------------------------------------------------
+# families: tiny random instances of each architecture
+# --------------------------------------------------------------------------
+# name -> input resolution (a multiple of the patch size / stride)
+FAMILIES = {
+    'mmcoop-tiny-RN': 64,  # OpenAI ResNet: attention-pool value path
+    WIDE: 64,  # OpenAI / LAION / DataComp / MetaCLIP ViT
+    'mmcoop-tiny-MAP': 64,  # SigLIP: timm ViT, map head, 'last' text pool
+    'mmcoop-tiny-MAP2': 64,  # SigLIP2: the same with GELU-tanh text MLP
+    'mmcoop-tiny-EVA02': 56,  # EVA02-CLIP: timm Eva tower (patch 14)
+    'mmcoop-tiny-ConvNeXt': 64,  # ConvNeXt CLIP: timm ConvNeXt tower
+}
+TIMM = ['mmcoop-tiny-MAP', 'mmcoop-tiny-MAP2', 'mmcoop-tiny-EVA02',
+        'mmcoop-tiny-ConvNeXt']
+
+
+@pytest.fixture(scope='module')
+def family():
+    """name -> (FrozenCLIP, FrozenCLIPTextEncoder, the plain open_clip
+    model at the same input size), built once."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            size = FAMILIES[name]
+            clip = _clip(name)
+            trunk = getattr(clip.visual, 'trunk', None)
+            if hasattr(trunk, 'set_input_size'):  # timm's public API
+                trunk.set_input_size(img_size=size)
+            built[name] = (FrozenCLIP(name, input_resolution=size),
+                           FrozenCLIPTextEncoder(name), clip.eval())
+        return built[name]
+
+    return get
+
+
+@pytest.mark.parametrize('name', TIMM)
+def test_timm_dense_position_0_is_encode_image(name, family):
+    backbone, _, clip = family(name)
+    size = FAMILIES[name]
+    x = torch.randn(2, 3, size, size)
+    (dense, ) = backbone(x)
+    grid = size // (32 if 'ConvNeXt' in name else
+                    clip.visual.trunk.patch_embed.patch_size[0])
+    assert dense.shape == (2, backbone.embed_dim, 1 + grid * grid)
+    assert backbone.num_positions == 1 + grid * grid
+    with torch.no_grad():
+        expected = clip.encode_image(x)
+    torch.testing.assert_close(dense[:, :, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', TIMM)
+def test_timm_dense_tokens_are_the_pooling_head_on_one_token(name, family):
+    """Every later position is the tower's own pooling head (timm's
+    ``forward_head``: map attention pool, class-token pick or average pool)
+    run on a sequence / map whose every entry is that one token."""
+    backbone, _, clip = family(name)
+    size = FAMILIES[name]
+    x = torch.randn(1, 3, size, size)
+    (dense, ) = backbone(x)
+    trunk, head = clip.visual.trunk, clip.visual.head
+    with torch.no_grad():
+        feats = trunk.forward_features(x)
+        if feats.dim() == 4:  # ConvNeXt (B, C, H, W): one cell everywhere
+            cells = [feats[:, :, i:i + 1, j:j + 1].expand_as(feats)
+                     for i in range(feats.shape[2])
+                     for j in range(feats.shape[3])]
+        else:  # ViT (B, prefix + HW, C): one patch token everywhere
+            cells = [feats[:, i:i + 1].expand_as(feats)
+                     for i in range(trunk.num_prefix_tokens, feats.shape[1])]
+        expected = torch.stack(
+            [head(trunk.forward_head(c)) for c in cells], dim=2)
+    assert expected.shape[2] == dense.shape[2] - 1
+    torch.testing.assert_close(dense[:, :, 1:], expected, rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_text_path_equals_encode_text(name, family):
+    _, enc, clip = family(name)
+    texts = ['a photo of a dog.', 'X X X X hair drier.', 'a cat']
+    with torch.no_grad():
+        expected = clip.encode_text(enc.tokenize(texts))
+        out = enc.encode_texts(texts)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_ctx_init_prompts_equal_the_written_prompt(name, family):
+    """Context initialised from words: before training, each learned
+    prompt is exactly the hand-written prompt through ``encode_text``."""
+    from mmcoop.models.prompt_learners import PromptLearner
+    _, enc, clip = family(name)
+    learner = PromptLearner(NAMES, enc, ctx_init='a photo of a')
+    assert learner.n_ctx == 4
+    with torch.no_grad():
+        out = enc(learner(enc.embed_tokens(learner.tokens)), learner.tokens)
+        expected = clip.encode_text(enc.tokenize(
+            [f'a photo of a {n.replace("_", " ")}.' for n in NAMES]))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_truncation_exact_where_enabled_off_where_not(name, family):
+    _, enc, _ = family(name)
+    tokens = enc.tokenize(['a photo of a dog.', 'traffic light'])
+    embeds = enc.embed_tokens(tokens)
+    causal_eot = enc.attn_mask is not None and enc.pool_type in ('argmax',
+                                                                 'eos')
+    assert enc.truncate == causal_eot
+    assert causal_eot == (name not in ('mmcoop-tiny-MAP', 'mmcoop-tiny-MAP2'))
+    full = FrozenCLIPTextEncoder(name, truncate=False)
+    with torch.no_grad():
+        reference = full(embeds, tokens)
+        cut = enc(embeds, tokens)
+        enc.truncate, saved = True, enc.truncate  # force it
+        try:
+            forced = enc(embeds, tokens)
+        finally:
+            enc.truncate = saved
+    torch.testing.assert_close(cut, reference, rtol=1e-5, atol=1e-5)
+    if causal_eot:
+        torch.testing.assert_close(forced, reference, rtol=1e-5, atol=1e-5)
+    else:  # bidirectional, 'last' pooling: cutting the context changes it
+        assert not torch.allclose(forced, reference, atol=1e-3)
+
+
+# --------------------------------------------------------------------------
+# zero-shot starting point
+# --------------------------------------------------------------------------
+def _text_cfg(name):
+    return dict(type='FrozenCLIPTextEncoder', model_name=name)
+
+
+@pytest.mark.parametrize('name', [WIDE, 'mmcoop-tiny-MAP'])
+def test_zero_shot_class_features_are_ensembled_written_prompts(
+        name, family):
+    _, _, clip = family(name)
+    head = MODELS.build(
+        dict(
+            type='ZeroShotHead',
+            classnames=NAMES,
+            text_encoder=_text_cfg(name),
+            pos_templates=['a photo of a {}.', 'a picture of the {}.'],
+            neg_templates='a photo without a {}.'))
+    assert not any(p.requires_grad for p in head.parameters())
+    neg, pos = head.eval().cached_class_features()
+    tokenizer = head.text_encoder.tokenize
+
+    def encode(texts):
+        with torch.no_grad():
+            return F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)
+
+    names = ['cat', 'traffic light', 'hair drier']
+    expected_pos = (encode([f'a photo of a {n}.' for n in names]) +
+                    encode([f'a picture of the {n}.' for n in names])) / 2
+    expected_neg = encode([f'a photo without a {n}.' for n in names])
+    torch.testing.assert_close(pos, expected_pos, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(neg, expected_neg, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_shot_template_bank_and_negation_rule():
+    head = MODELS.build(
+        dict(
+            type='ZeroShotHead',
+            classnames=NAMES,
+            text_encoder=_text_cfg('mmcoop-tiny-RN'),
+            pos_templates='bank',
+            neg_templates=None,
+            n_ctx=16, use_residual=True))  # a PositiveCoOp head's keys
+    assert len(head.pos_templates) == len(head.neg_templates) == 85
+    assert head.neg_templates[0] == 'not ' + head.pos_templates[0]
+    neg, pos = head.eval().cached_class_features()
+    assert neg.shape == pos.shape == (3, 64)
+
+
+@pytest.mark.parametrize('name', ['mmcoop-tiny-RN', 'mmcoop-tiny-EVA02'])
+def test_dual_coop_from_words_starts_at_the_zero_shot_model(name, family):
+    """DualCoOp with ``ctx_init``/``neg_ctx_init`` scores, before any
+    training, exactly as the ZeroShot head with those words; PositiveCoOp's
+    prompt starts at the zero-shot presence feature."""
+    backbone = family(name)[0]
+    size = FAMILIES[name]
+    (dense, ) = backbone(torch.randn(2, 3, size, size))
+    words = dict(ctx_init='a photo of a', neg_ctx_init='a photo without a')
+    dual = MODELS.build(
+        dict(type='DualCoOpHead', classnames=NAMES,
+             text_encoder=_text_cfg(name), **words)).eval()
+    zero = MODELS.build(
+        dict(type='ZeroShotHead', classnames=NAMES,
+             text_encoder=_text_cfg(name))).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            dual((dense, )), zero((dense, )), rtol=1e-4, atol=1e-4)
+    assert dual.neg_prompt.ctx.shape[1] == 4  # 'a photo without a'
+    positive = MODELS.build(
+        dict(type='PositiveCoOpHead', classnames=NAMES,
+             text_encoder=_text_cfg(name), use_residual=False,
+             **words)).eval()
+    with torch.no_grad():
+        pos = positive.class_features()[1]
+    torch.testing.assert_close(
+        F.normalize(pos, dim=-1), zero.class_features()[1],
+        rtol=1e-5, atol=1e-5)
+
+
+def test_dense_mode_is_in_the_module_repr():
+    """Same weights, another function: the repr (hashed into the
+    feature-cache key with the weights) differs."""
+    tokens = FrozenCLIP(WIDE, input_resolution=64)
+    value = FrozenCLIP(WIDE, input_resolution=64, dense_mode='value')
+    assert "dense_mode='value'" in repr(value)
+    assert repr(tokens) == repr(value).replace("'value'", "'tokens'")
+
+
+def test_prompts_without_a_start_token(monkeypatch, family):
+    """A tokenizer with no leading special token (as SigLIP's): the context
+    is spliced from position 0 and ``ctx_init`` still gives the written
+    prompt."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from mmcoop.models.prompt_learners import PromptLearner
+    clip_tokenizer = SimpleTokenizer()
+    clip = family(WIDE)[2]  # built before the tokenizer is replaced
+
+    def no_start(texts):
+        tokens = clip_tokenizer(texts)
+        return torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])],
+                         dim=1)
+
+    monkeypatch.setattr(open_clip, 'get_tokenizer', lambda name: no_start)
+    enc = FrozenCLIPTextEncoder(WIDE)
+    assert enc.text_start == 0
+    learner = PromptLearner(NAMES, enc, ctx_init='a photo of a')
+    assert learner.n_ctx == 4 and learner.start == 0
+    with torch.no_grad():
+        out = enc(learner(enc.embed_tokens(learner.tokens)), learner.tokens)
+        expected = clip.encode_text(no_start(
+            [f'a photo of a {n.replace("_", " ")}.' for n in NAMES]))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # random context: the class-name tokens stay where the tokenizer put them
+    random = PromptLearner(NAMES, enc, n_ctx=3)
+    prompts = random(enc.embed_tokens(random.tokens))
+    torch.testing.assert_close(prompts[:, :3], random.ctx)
+    torch.testing.assert_close(prompts[:, 3:],
+                               enc.embed_tokens(random.tokens)[:, 3:])
+
+
+def test_timm_input_resolution_must_fit_the_patch_size():
+    with pytest.raises(ValueError, match='multiple of the patch size'):
+        FrozenCLIP('mmcoop-tiny-EVA02', input_resolution=64)  # patch 14
+    with pytest.raises(ValueError, match='multiple of the patch size'):
+        FrozenCLIP('mmcoop-tiny-ConvNeXt', input_resolution=48)  # stride 32
+
+
+@pytest.mark.parametrize('name', ['mmcoop-tiny-MAP', 'mmcoop-tiny-EVA02'])
+def test_timm_value_mode_is_self_attention_of_the_last_block(name, family):
+    """timm ViTs: the last block's real attention with a self-only mask,
+    the final norm, then each token alone through the pooling head;
+    position 0 stays ``encode_image``."""
+    _, _, clip = family(name)
+    size = FAMILIES[name]
+    backbone = FrozenCLIP(name, input_resolution=size, dense_mode='value')
+    x = torch.randn(1, 3, size, size)
+    (dense, ) = backbone(x)
+    trunk, head = clip.visual.trunk, clip.visual.head
+    last = trunk.blocks[-1]
+    # the tiny instances have no layer scale on the attention branch
+    assert isinstance(getattr(last, 'ls1', torch.nn.Identity()),
+                      torch.nn.Identity)
+    assert getattr(last, 'gamma_1', None) is None
+    with torch.no_grad():
+        (inputs, ) = trunk.forward_intermediates(
+            x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
+            intermediates_only=True)  # patch tokens entering the last block
+        n = inputs.shape[1]
+        only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
+        branch = trunk.norm(last.attn(last.norm1(inputs), attn_mask=only_self))
+        length = trunk.num_prefix_tokens + n
+        expected = torch.stack([
+            head(trunk.forward_head(branch[:, i:i + 1].expand(-1, length, -1)))
+            for i in range(n)
+        ], dim=2)
+        pooled = clip.encode_image(x)
+    torch.testing.assert_close(dense[:, :, 0], pooled, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dense[:, :, 1:], expected, rtol=1e-4,
+                               atol=1e-5)
+    (tokens, ) = family(name)[0](x)
+    assert not torch.allclose(tokens[:, :, 1:], dense[:, :, 1:], atol=1e-3)
+
+
+def test_convnext_has_no_value_mode():
+    with pytest.raises(ValueError, match="dense_mode='value'.*timm_convnext"):
+        FrozenCLIP('mmcoop-tiny-ConvNeXt', input_resolution=64,
+                   dense_mode='value')

@@ -1,0 +1,172 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""A feature cache is reused only while it still describes the data:
+edited images, altered shards and concurrent builders (issue #12, class 1).
+"""
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from _perf_helpers import NUM_IMAGES, build_backbone, make_dataset
+from PIL import Image
+
+from mmcoop.datasets.feature_cache import (MANIFEST, CachedFeatureDataset,
+                                           FeatureCacheError,
+                                           FeatureCacheMismatchError)
+from mmcoop.datasets.feature_cache.lock import BuildLock
+
+
+def _cache(root, cache_dir, **kwargs):
+    kwargs.setdefault('batch_size', 3)
+    kwargs.setdefault('progress', False)
+    kwargs.setdefault('dtype', 'float32')
+    return CachedFeatureDataset(
+        make_dataset(root), build_backbone(), str(cache_dir), **kwargs)
+
+
+@pytest.fixture
+def images(image_root, tmp_path):
+    """A private copy of the images (the tests edit them)."""
+    root = tmp_path / 'images'
+    shutil.copytree(image_root, root)
+    return str(root)
+
+
+def _flip_byte_keep_time(path):
+    """Change one byte of the JPEG data, keeping size and mtime."""
+    st = os.stat(path)
+    with open(path, 'r+b') as f:
+        f.seek(st.st_size // 2)
+        b = f.read(1)
+        f.seek(st.st_size // 2)
+        f.write(bytes([b[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_edited_or_replaced_images_are_detected(images, tmp_path):
+    cache_dir = tmp_path / 'c'
+    before = _cache(images, cache_dir).read(2)
+    # replaced in place (another picture, another size)
+    arr = (np.random.default_rng(9).random((30, 30, 3)) * 255).astype('uint8')
+    Image.fromarray(arr).save(osp.join(images, 'img2.jpg'))
+    with pytest.raises(FeatureCacheMismatchError) as e:
+        _cache(images, cache_dir, on_mismatch='error')
+    msg = str(e.value)
+    assert 'no longer describes the images' in msg
+    assert 'img2.jpg (size' in msg and 'img1.jpg' not in msg
+    rebuilt = _cache(images, cache_dir)  # default: rebuilt
+    assert not torch.equal(rebuilt.read(2), before)
+    # same size, same time, other bytes: only verify='full' sees it
+    _flip_byte_keep_time(osp.join(images, 'img4.jpg'))
+    _cache(images, cache_dir, on_mismatch='error')  # 'fast': reused
+    with pytest.raises(
+            FeatureCacheMismatchError, match=r"img4.jpg \(content changed\)"):
+        _cache(images, cache_dir, on_mismatch='error', verify='full')
+    # a new time with the same content (a copy, `touch`) is not a change
+    _cache(images, cache_dir, verify='full')
+    os.utime(osp.join(images, 'img0.jpg'))
+    _cache(images, cache_dir, on_mismatch='error')
+
+
+def _shard(cache_dir):
+    return osp.join(cache_dir, 'v0_s00000.npy')
+
+
+def test_altered_shards_are_detected(image_root, tmp_path):
+    cache_dir = tmp_path / 'c'
+    good = _cache(image_root, cache_dir).read(1)
+    # NaN written into a shard, its time restored: the fast check passes,
+    # but the values are never served; verify='full' refuses the cache
+    st = os.stat(_shard(cache_dir))
+    arr = np.load(_shard(cache_dir), mmap_mode='r+')
+    arr[1, 0, 0] = np.nan
+    arr.flush()
+    del arr
+    os.utime(_shard(cache_dir), ns=(st.st_atime_ns, st.st_mtime_ns))
+    cache = _cache(image_root, cache_dir, on_mismatch='error')
+    cache.read(0)
+    with pytest.raises(FeatureCacheError, match=r'sample 1 of view 0 .*NaN'):
+        cache[1]
+    with pytest.raises(
+            FeatureCacheMismatchError,
+            match=r'is damaged: shard v0_s00000.npy is not what '
+            'was written'):
+        _cache(image_root, cache_dir, on_mismatch='error', verify='full')
+    # finite but different values (the time changes): the checksum differs
+    arr = np.load(_shard(cache_dir), mmap_mode='r+')
+    arr[1, 0, 0] = 7.0
+    arr.flush()
+    del arr
+    with pytest.raises(FeatureCacheMismatchError, match='SHA-256 differs'):
+        _cache(image_root, cache_dir, on_mismatch='error')
+    rebuilt = _cache(image_root, cache_dir)
+    assert torch.equal(rebuilt.read(1), good)
+    # a shard that was only touched (same bytes) is accepted
+    os.utime(_shard(cache_dir))
+    _cache(image_root, cache_dir, on_mismatch='error')
+
+
+BUILD_SCRIPT = textwrap.dedent('''
+    import sys, time
+    sys.path.insert(0, {helpers!r})
+    import torch
+    torch.backends.mkldnn.enabled = False
+    from _perf_helpers import make_dataset, build_backbone
+    from mmcoop.datasets.feature_cache import CachedFeatureDataset
+    backbone = build_backbone()
+    forward = backbone.forward
+    def slow_forward(x):  # a build long enough for the other to wait
+        time.sleep(0.7)
+        return forward(x)
+    backbone.forward = slow_forward
+    cache = CachedFeatureDataset(make_dataset({root!r}), backbone, {cache!r},
+                                 batch_size=2, dtype='float32',
+                                 progress=False)
+    torch.save(torch.stack([cache.read(i) for i in range(len(cache))]),
+               sys.argv[1])
+''')
+
+
+def test_two_processes_build_one_cache(image_root, tmp_path):
+    """Two processes need the same cache at once: one builds, the other
+    waits for the lock and reuses the finished cache."""
+    cache_dir = tmp_path / 'root' / 'c'
+    script = BUILD_SCRIPT.format(
+        helpers=osp.dirname(__file__), root=image_root, cache=str(cache_dir))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, '-c', script,
+             str(tmp_path / f'feats{k}.pt')],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True) for k in range(2)
+    ]
+    logs = [p.communicate(timeout=240)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    builders = [log for log in logs if 'extracting' in log]
+    waiters = [log for log in logs if 'is building it; waiting' in log]
+    assert len(builders) == 1 and len(waiters) == 1, logs
+    assert 'reusing' in waiters[0] and 'extracting' not in waiters[0]
+    assert f'pid {procs[logs.index(builders[0])].pid} on host' in waiters[0]
+    # one complete cache, no lock or partial directory left
+    assert os.listdir(tmp_path / 'root') == ['c']
+    assert osp.exists(cache_dir / MANIFEST)
+    feats = [torch.load(tmp_path / f'feats{k}.pt') for k in range(2)]
+    assert feats[0].shape[0] == NUM_IMAGES and torch.equal(*feats)
+
+
+def test_waiting_for_a_builder_times_out_with_a_message(image_root, tmp_path):
+    cache_dir = tmp_path / 'c'
+    with BuildLock(str(cache_dir)):
+        with pytest.raises(FeatureCacheError) as e:
+            _cache(image_root, cache_dir, lock_timeout=0.5)
+    msg = str(e.value)
+    assert f'pid {os.getpid()} on host' in msg and 'lock_timeout' in msg
+    assert not cache_dir.exists()
+    _cache(image_root, cache_dir)  # the lock was released

@@ -1,0 +1,135 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Protocol presets: the config each one produces, and the clean protocol
+end to end (validation on the held-out part of train only during
+training; the test split evaluated once by tools/test.py)."""
+import glob
+import json
+import os.path as osp
+import sys
+import uuid
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.evaluator import Evaluator
+from mmengine.runner import TestLoop
+
+from _common import load_tool
+
+from mmcoop.experiments import apply_protocol
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import _tool_helpers as H  # noqa: E402
+
+
+train_tool = load_tool('tools/train.py', 'mmcoop_tools_train_proto')
+test_tool = load_tool('tools/test.py', 'mmcoop_tools_test_proto')
+VOC_CONFIG = osp.join(
+    H.REPO, 'configs', 'positivecoop',
+    'positivecoop_clip-rn101_openai-pre_1xb32-coslr-50e_voc07-448px-p50.py')
+
+
+def test_official_preset_validates_on_test():
+    cfg = Config.fromfile(VOC_CONFIG)
+    cfg.protocol = dict(name='official')
+    cfg.val_dataloader.dataset.split = 'trainval'  # apply_protocol fixes it
+    cfg.val_dataloader.dataset.difficult_as = 'ignore'
+    apply_protocol(cfg)
+    assert cfg.val_dataloader.dataset == cfg.test_dataloader.dataset
+    assert cfg.val_dataloader.dataset.split == 'test'
+    assert cfg.train_dataloader.dataset.dataset.difficult_as == 'negative'
+    assert cfg.train_cfg.val_interval == 1
+    assert cfg.default_hooks.checkpoint.save_best == 'multi-label/mAP'
+    assert cfg.val_evaluator.topk == 3
+    assert 'calibrate' not in cfg.val_evaluator  # never on the test split
+
+
+def test_clean_preset_config(tmp_path):
+    cfg = Config.fromfile(VOC_CONFIG)
+    cfg.work_dir = str(tmp_path / 'work_dirs' / 'exp')
+    cfg.protocol = dict(name='clean', selection='last')
+    apply_protocol(cfg)
+    train = cfg.train_dataloader.dataset.dataset
+    val = cfg.val_dataloader.dataset
+    split_file = str(tmp_path / 'work_dirs' / 'splits' /
+                     'voc2007multilabel_trainval_holdout0.1_seed0.json')
+    assert (train.type, train.part, train.split_file) == ('HeldOutSplit',
+                                                          'train',
+                                                          split_file)
+    assert (val.type, val.part, val.split_file) == ('HeldOutSplit', 'val',
+                                                    split_file)
+    assert val.dataset.split == 'trainval' and val.dataset.test_mode
+    assert val.dataset.pipeline == cfg.test_dataloader.dataset.pipeline
+    assert cfg.test_dataloader.dataset.split == 'test'
+    assert cfg.val_evaluator.calibrate and 'calibrate' not in \
+        cfg.test_evaluator
+    assert 'save_best' not in cfg.default_hooks.checkpoint  # 'last'
+    assert any(h['type'] == 'ThresholdCalibrationHook'
+               for h in cfg.custom_hooks)
+    with pytest.raises(ValueError, match="protocol: unknown keys.*'seeds'"):
+        apply_protocol(Config(dict(protocol=dict(name='clean', seeds=1))))
+
+
+def test_clean_never_evaluates_the_test_split_in_training(
+        tmp_path, monkeypatch):
+    data = H.make_demo_data(str(tmp_path / 'demo'))
+    cfg = H.write_config(
+        str(tmp_path / 'baseline.py'),
+        H.METHOD_CONFIGS['baseline'],
+        data,
+        max_epochs=2,
+        val_interval=1,
+        text_encoder=False,
+        extra="protocol = dict(name='clean', val_fraction=0.25)\n")
+    evaluated, tests = [], []
+    process = Evaluator.process
+
+    def spy_process(self, data_samples, data_batch=None):
+        evaluated.extend(s.img_path for s in data_samples)
+        return process(self, data_samples, data_batch)
+
+    run = TestLoop.run
+
+    def spy_test(self):
+        tests.append(len(self.dataloader.dataset))
+        return run(self)
+
+    monkeypatch.setattr(Evaluator, 'process', spy_process)
+    monkeypatch.setattr(TestLoop, 'run', spy_test)
+    work_dir = str(tmp_path / 'work' / 'run')
+    runner = train_tool.main([
+        cfg, '--work-dir', work_dir, '--cfg-options',
+        f'experiment_name=p-{uuid.uuid4().hex[:8]}'
+    ])
+    # <work_dirs>/splits/<dataset type>_<split>_holdout0.25_seed0.json
+    split_files = glob.glob(str(tmp_path / 'work' / 'splits' / '*.json'))
+    assert [osp.basename(f).split('_', 1)[1] for f in split_files] == \
+        ['train_holdout0.25_seed0.json']
+    with open(split_files[0]) as f:
+        held_out = set(json.load(f)['val'])
+    assert tests == []  # no test loop ran
+    assert len(evaluated) == 2 * len(held_out)  # 2 validations
+    assert {osp.basename(p) for p in evaluated} == held_out
+    assert all(osp.basename(osp.dirname(p)) == 'train2014'
+               for p in evaluated)
+    best = runner.message_hub.get_info('best_ckpt')
+    assert osp.isfile(best)
+    # every checkpoint carries the thresholds calibrated on the held-out
+    # split with its own weights (epoch_2.pth is written before its
+    # validation: re-saved after it unless the best update re-saved it)
+    for epoch in (1, 2):
+        meta = torch.load(osp.join(work_dir, f'epoch_{epoch}.pth'),
+                          weights_only=False)['meta']  # files just written
+        stored = meta['calibrated_thresholds']
+        assert stored['epoch'] == meta['epoch'] == epoch
+        assert len(stored['thresholds']) == len(H.DEMO_CLASSES)
+
+    # tools/test.py: the test split, once, with the validation thresholds
+    evaluated.clear()
+    metrics = test_tool.main([
+        cfg, best, '--work-dir', str(tmp_path / 'test'), '--cfg-options',
+        f'experiment_name=t-{uuid.uuid4().hex[:8]}'
+    ])
+    assert len(tests) == 1 and len(evaluated) == tests[0]
+    assert all(osp.basename(osp.dirname(p)) == 'val2014' for p in evaluated)
+    assert {'multi-label/CF1_calib', 'multi-label/CF1_top3'} <= set(metrics)

@@ -1,0 +1,134 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Per-class analysis of a test run: AP table, precision-recall curves and
+the best / worst images of every class.
+
+    python tools/test.py CONFIG CHECKPOINT --out results.pkl
+    python tools/analysis/analyze_results.py CONFIG results.pkl \\
+        --out-dir work_dirs/analysis [--topk 4] [--classes person dog]
+
+Writes into ``--out-dir`` (existing files only with ``--force``):
+
+* ``per_class_ap.csv`` / ``per_class_ap.txt`` (also printed) and
+  ``per_class_ap.png`` (bars, mAP as a line);
+* ``pr_curves/<class>.png``: precision-recall curve per class;
+* ``examples/<class>.png``: the ``--topk`` highest-scored positives, the
+  lowest-scored positives and the highest-scored negatives.
+
+Class names come from the config's ``model.head.classnames``; unknown
+labels (-1) are ignored, as in the metric.
+"""
+import argparse
+import csv
+import os.path as osp
+import sys
+
+try:
+    import mmcoop  # noqa: F401
+except ImportError:  # run from a clone without `pip install -e .`
+    sys.path.insert(
+        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import mmengine  # noqa: E402
+import numpy as np  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+
+from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
+                               per_class_ap, precision_recall,
+                               ranked_examples)
+from mmcoop.models.heads import resolve_classnames  # noqa: E402
+from mmcoop.utils.paths import claim_outputs  # noqa: E402
+from mmcoop.visualization import (ap_bar_figure, pr_curve_figure,  # noqa
+                                  ranked_examples_figure, save_figure)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Per-class AP, PR curves and best/worst images of a '
+        '`tools/test.py --out` result file')
+    parser.add_argument('config', help='the config of the test run')
+    parser.add_argument('result', help='the pickle of tools/test.py --out')
+    parser.add_argument(
+        '--out-dir', required=True, help='output folder')
+    parser.add_argument(
+        '--force', action='store_true', help='overwrite existing outputs')
+    parser.add_argument(
+        '--topk', type=int, default=4, help='images per example row')
+    parser.add_argument(
+        '--classes', nargs='+', help='only these classes (default: all)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def _thumbnail(path, size=160):
+    from PIL import Image
+    with Image.open(path) as img:
+        img = img.convert('RGB')
+        img.thumbnail((size, size))
+        return np.asarray(img)
+
+
+def _file_name(name: str) -> str:
+    return ''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in name)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    classes = resolve_classnames(cfg.model.head.classnames)
+    scores, targets, paths = load_predictions(
+        mmengine.load(args.result), len(classes))
+    wanted = args.classes or classes
+    unknown = sorted(set(wanted) - set(classes))
+    if unknown:
+        raise ValueError(f'--classes {unknown} are not class names of the '
+                         'config.')
+    rows = per_class_ap(scores, targets, classes)
+    table = format_ap_table(rows)
+    out = {
+        name: osp.join(args.out_dir, name)
+        for name in ('per_class_ap.txt', 'per_class_ap.csv',
+                     'per_class_ap.png')
+    }
+    per_class = {(sub, name): osp.join(args.out_dir, sub,
+                                       f'{_file_name(name)}.png')
+                 for sub in ('pr_curves', 'examples') for name in wanted}
+    claim_outputs([*out.values(), *per_class.values()],
+                  inputs=[args.config, args.result], force=args.force)
+    print(table)
+    print(f'mAP {np.mean([r["AP"] for r in rows]):.2f} over '
+          f'{len(classes)} classes, {len(scores)} images')
+    with open(out['per_class_ap.txt'], 'w') as f:
+        f.write(table + '\n')
+    with open(out['per_class_ap.csv'], 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    save_figure(ap_bar_figure(rows), out['per_class_ap.png'])
+
+    for name in wanted:
+        c = classes.index(name)
+        precision, recall = precision_recall(scores[:, c], targets[:, c])
+        save_figure(
+            pr_curve_figure(precision, recall, rows[c]['AP'], name,
+                            rows[c]['num_pos']),
+            per_class[('pr_curves', name)])
+        groups = {
+            group: [
+                dict(image=_thumbnail(paths[i]), score=scores[i, c],
+                     name=osp.basename(paths[i])) for i in indices
+                if paths[i] is not None
+            ]
+            for group, indices in ranked_examples(
+                scores[:, c], targets[:, c], args.topk).items()
+        }
+        save_figure(
+            ranked_examples_figure(groups, name),
+            per_class[('examples', name)])
+    print(f'Wrote {args.out_dir}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,73 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Look at a config's data as the model gets it: each image after the
+pipeline with its labels, the partial-label mask included.
+
+    python tools/analysis/browse_dataset.py CONFIG --output-dir DIR \\
+        [--phase {train,val,test}] [--show-number 8] [--cfg-options ...]
+
+One PNG per sample in ``--output-dir`` (``00000.png``, ...; existing files
+only with ``--force``): the image after the
+pipeline (augmentations included, as the loss sees it), the known
+positives, the unknown labels and the number of known negatives, and a
+strip of every class coloured by its state (green positive, red negative,
+grey unknown). For a partial-label training set a second strip shows the
+complete labels, and the positives that the mask hides are listed.
+"""
+import argparse
+import os.path as osp
+import sys
+
+try:
+    import mmcoop  # noqa: F401
+except ImportError:  # run from a clone without `pip install -e .`
+    sys.path.insert(
+        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+
+from mmcoop.datasets.inspection import build_dataset_of, sample_view  # noqa
+from mmcoop.utils.paths import claim_outputs  # noqa: E402
+from mmcoop.visualization import label_state_figure, save_figure  # noqa
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Draw samples of a config after its pipeline, with '
+        'their known / unknown / negative labels')
+    parser.add_argument('config', help='config file')
+    parser.add_argument(
+        '--output-dir', required=True, help='output folder')
+    parser.add_argument(
+        '--force', action='store_true', help='overwrite existing outputs')
+    parser.add_argument(
+        '--phase', default='train', choices=['train', 'val', 'test'])
+    parser.add_argument(
+        '--show-number', type=int, default=8, help='number of samples')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    dataset = build_dataset_of(cfg, args.phase)
+    classes = list(dataset.metainfo['classes'])
+    outputs = claim_outputs([
+        osp.join(args.output_dir, f'{idx:05d}.png')
+        for idx in range(min(args.show_number, len(dataset)))
+    ], inputs=[args.config], force=args.force)
+    written = []
+    for idx, path in enumerate(outputs):
+        view = sample_view(dataset, idx)
+        fig = label_state_figure(
+            view['image'], view['targets'], classes, view['complete'],
+            title=f'{args.phase} #{idx}: {osp.basename(view["img_path"])}')
+        written.append(save_figure(fig, path))
+    print(f'Wrote {len(written)} images to {args.output_dir}')
+    return written
+
+
+if __name__ == '__main__':
+    main()

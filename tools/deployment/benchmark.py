@@ -1,0 +1,72 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Images/s on CPU of the PyTorch inference path, the folded PyTorch model,
+ONNX Runtime and TorchScript: same model, same images, one run, alternating.
+
+    python tools/deployment/benchmark.py CONFIG CHECKPOINT|none
+        [--batch-sizes 1 32] [--rounds 3] [--single-images 4]
+        [--threads 2] [--work-dir DIR] [--cfg-options k=v ...]
+
+``none`` keeps the head's initial weights (speed does not depend on them).
+Prints Markdown tables (see docs/deployment.md); the numbers depend on the
+machine.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import tempfile
+
+try:
+    import mmcoop  # noqa: F401
+except ImportError:  # run from a clone without `pip install -e .`
+    sys.path.insert(
+        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from mmengine.config import DictAction
+
+from mmcoop.apis import init_model
+from mmcoop.deployment.benchmark import compare_speed, format_report
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='CPU speed of the PyTorch and exported mmcoop models')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help="checkpoint, or 'none'")
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument(
+        '--single-images',
+        type=int,
+        default=4,
+        help='images timed one by one for batch size 1')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument(
+        '--work-dir',
+        help='keep the exported files here (default: a '
+        'temporary folder)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    checkpoint = None if args.checkpoint.lower() == 'none' else \
+        args.checkpoint
+    model = init_model(
+        args.config,
+        checkpoint,
+        device='cpu',
+        cfg_options=args.cfg_options,
+        strict=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work_dir = args.work_dir or tmp
+        os.makedirs(work_dir, exist_ok=True)
+        result = compare_speed(model, work_dir, args.batch_sizes, args.rounds,
+                               args.single_images, args.threads)
+    print(format_report(result))
+    return result
+
+
+if __name__ == '__main__':
+    main()

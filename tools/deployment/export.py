@@ -1,0 +1,109 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Export a trained mmcoop model as one fixed graph (ONNX or TorchScript).
+
+    python tools/deployment/export.py CONFIG CHECKPOINT --out FILE
+        [--format {onnx,torchscript}] [--classes NAME ...]
+        [--input-format {uint8,normalized}] [--fp16]
+        [--opset N]
+        [--threshold T] [--force] [--cfg-options k=v ...]
+
+The class features are computed once and stored in the graph: the exported
+model has no text encoder. Run it with ``tools/deployment/run_onnx.py FILE
+IMAGE...``; see docs/deployment.md for the input/output contract and the
+metadata stored in the file.
+"""
+import argparse
+import os.path as osp
+import sys
+
+try:
+    import mmcoop  # noqa: F401
+except ImportError:  # run from a clone without `pip install -e .`
+    sys.path.insert(
+        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from mmengine.config import DictAction
+
+from mmcoop.apis import export_model, init_model
+from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
+                               ExportError)
+from mmcoop.utils.paths import claim_outputs
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Export an mmcoop model (ONNX / TorchScript)')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser.add_argument('--out', required=True, help='output file')
+    parser.add_argument('--format', default='onnx', choices=FORMATS)
+    parser.add_argument(
+        '--classes',
+        nargs='+',
+        metavar='NAME',
+        help='export only these classes (quote names with spaces)')
+    parser.add_argument(
+        '--input-format',
+        default='uint8',
+        choices=INPUT_FORMATS,
+        help='uint8: (B, H, W, 3) RGB images, normalised inside the model; '
+        'normalized: (B, 3, H, W) float, (rgb - mean) / std')
+    parser.add_argument(
+        '--fp16',
+        action='store_true',
+        help='image tower in half precision (for GPU runtimes)')
+    parser.add_argument(
+        '--opset',
+        type=int,
+        help='ONNX opset, {} to {} (default {})'.format(
+            *ONNX_OPSETS, ONNX_OPSETS[0]))
+    parser.add_argument(
+        '--threshold',
+        type=float,
+        default=0.5,
+        help='label threshold stored in the model metadata')
+    parser.add_argument(
+        '--force', action='store_true', help='replace an existing --out')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        # before the model build; export_model applies the same policy
+        claim_outputs([args.out],
+                      inputs=[args.config, args.checkpoint],
+                      force=args.force)
+        model = init_model(
+            args.config,
+            args.checkpoint,
+            device='cpu',
+            cfg_options=args.cfg_options,
+            strict=True)
+        meta = export_model(
+            model,
+            args.out,
+            format=args.format,
+            classes=args.classes,
+            input_format=args.input_format,
+            precision='fp16' if args.fp16 else 'fp32',
+            opset=args.opset,
+            thresholds=args.threshold,
+            force=args.force)
+    except (ExportError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'Exported {meta["method"]} ({len(meta["classes"])} classes, '
+          f'{meta["precision"]}, input {meta["input"]["format"]} '
+          f'{meta["input"]["shape"]}) to {args.out}; max |exported - '
+          f'PyTorch| on the check batch: {meta["max_abs_diff"]:.2g}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

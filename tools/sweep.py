@@ -1,0 +1,101 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Run a label-proportion sweep and render its table and plot.
+
+    python tools/sweep.py --methods positivecoop baseline --datasets voc07 \
+        --proportions 0.1 0.5 0.9 --seeds 0 1 2 --protocol clean \
+        --out work_dirs/sweep_voc07 [--feature-cache] \
+        [--cfg-options train_cfg.max_epochs=20 ...] \
+        [--train-cmd "bash tools/dist_train.sh {config} 8"] \
+        [--test-cmd "bash tools/dist_test.sh {config} {checkpoint} 8"]
+    python tools/sweep.py --out work_dirs/sweep_voc07 --report-only
+
+One ``tools/train.py`` + ``tools/test.py`` process per run; finished runs
+are skipped, so rerunning the same command continues a killed sweep.
+Writes ``results.csv``, ``results.md`` and ``mAP_<dataset>_<protocol>.png``
+into ``--out``. See docs/experiments.md and
+:mod:`mmcoop.experiments.sweep`.
+"""
+import argparse
+import os.path as osp
+import sys
+
+try:
+    import mmcoop  # noqa: F401
+except ImportError:  # run from a clone without `pip install -e .`
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmcoop.experiments.protocols import PROTOCOLS, SELECTIONS
+from mmcoop.experiments.sweep import (DEFAULT_TEST_CMD, DEFAULT_TRAIN_CMD,
+                                      REPO_ROOT, plan_runs, render_reports,
+                                      run_sweep)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='mmcoop: methods x datasets x known-label proportions x '
+        'seeds, one process per run, resumable; results.csv, a paper-style '
+        'table and a plot')
+    parser.add_argument('--out', required=True, help='sweep directory')
+    parser.add_argument('--methods', nargs='+', default=['positivecoop'],
+                        help='config folder names (positivecoop, '
+                        'negativecoop, dualcoop, baseline)')
+    parser.add_argument('--datasets', nargs='+', default=['voc07'],
+                        help='coco14, voc07, demo (or a config-name tag)')
+    parser.add_argument('--proportions', nargs='+', type=float,
+                        default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
+                                 0.9], help='known-label proportions')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0],
+                        help='mask + training seeds')
+    parser.add_argument('--protocol', choices=PROTOCOLS, default='clean')
+    parser.add_argument('--selection', choices=SELECTIONS, default='best',
+                        help='clean protocol: best validation epoch or last')
+    parser.add_argument('--val-fraction', type=float, default=0.1,
+                        help='clean protocol: held-out share of train')
+    parser.add_argument('--split-seed', type=int, default=0,
+                        help='clean protocol: seed of the held-out split')
+    parser.add_argument('--feature-cache', action='store_true',
+                        help='share one frozen-feature cache (<out>/'
+                        'feature_cache) between the runs')
+    parser.add_argument('--config-root', default=osp.join(
+        REPO_ROOT, 'configs'), help='where <method>_*_<dataset>-p*.py live')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        help='extra key=value overrides for every run')
+    parser.add_argument('--train-cmd', default=DEFAULT_TRAIN_CMD,
+                        help='training command template ({python}, {repo},'
+                        ' {config}); the sweep appends --work-dir, '
+                        '--resume and --cfg-options')
+    parser.add_argument('--test-cmd', default=DEFAULT_TEST_CMD,
+                        help='test command template ({config}, '
+                        '{checkpoint}, ...)')
+    parser.add_argument('--device-label', default=None,
+                        help='device written to results.csv (default: '
+                        'what this machine has)')
+    parser.add_argument('--report-only', action='store_true',
+                        help='only re-render results.csv/.md/.png')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.report_only:
+        for kind, path in render_reports(args.out).items():
+            print(f'{kind}: {path}')
+        return
+    runs = plan_runs(args.methods, args.datasets, args.proportions,
+                     args.seeds, args.protocol)
+    run_sweep(
+        runs,
+        args.out,
+        config_root=args.config_root,
+        cfg_options=args.cfg_options,
+        selection=args.selection,
+        split_seed=args.split_seed,
+        val_fraction=args.val_fraction,
+        feature_cache=args.feature_cache,
+        train_cmd=args.train_cmd,
+        test_cmd=args.test_cmd,
+        device=args.device_label)
+
+
+if __name__ == '__main__':
+    main()
