@@ -95,6 +95,14 @@ def test_int8_shards_and_scales_are_checksummed(image_root, tmp_path):
     scales = np.load(cache_dir / 'v0_s00001.scale.npy')
     assert scales.shape == (2, n) and scales.dtype == np.float32
     assert np.load(cache_dir / 'v0_s00001.npy').dtype == np.int8
+    # intact: reused, also after hashing every file and scanning the scales
+    _cache(
+        dataset,
+        backbone,
+        cache_dir,
+        dtype='int8',
+        on_mismatch='error',
+        verify='full')
     # an altered scale file is caught by its checksum, not served
     scales[0, 0] *= 2
     np.save(cache_dir / 'v0_s00001.scale.npy', scales)
