@@ -200,6 +200,18 @@ def test_mismatched_cache_is_refused_or_rebuilt(image_root, tmp_path, what,
     _cache(dataset, backbone, cache_dir, on_mismatch='error')
 
 
+def test_cpu_bf16_cache_is_not_reused_as_fp32(image_root, tmp_path):
+    cache_dir, dataset = tmp_path / 'c', make_dataset(image_root)
+    bf16 = _cache(dataset, build_backbone(autocast_dtype='bf16',
+                                          autocast_cpu=True), cache_dir)
+    # bf16 autocast on CPU without autocast_cpu is fp32: not the same key
+    for backbone in (build_backbone(), build_backbone(autocast_dtype='bf16')):
+        with pytest.raises(FeatureCacheMismatchError, match='autocast_dtype'):
+            _cache(dataset, backbone, cache_dir, on_mismatch='error')
+    fp32 = _cache(dataset, build_backbone(), tmp_path / 'c32')
+    assert not torch.equal(bf16.read(0), fp32.read(0))  # really bf16
+
+
 def test_damaged_or_foreign_directories(image_root, tmp_path):
     dataset, backbone = make_dataset(image_root), build_backbone()
     cache_dir = tmp_path / 'c'

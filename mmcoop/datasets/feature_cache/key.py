@@ -138,11 +138,15 @@ def backbone_key(backbone: torch.nn.Module) -> dict:
     """What determines the image tower's function (its weights included:
     for a random tower, its ``init_seed`` decides them)."""
     autocast = getattr(backbone, 'autocast_dtype', None)
+    if autocast is not None:
+        # '+cpu': CPU inputs autocast too (a CPU-encoded cache is bf16 there)
+        autocast = str(autocast) + (
+            '+cpu' if getattr(backbone, 'autocast_cpu', False) else '')
     return dict(
         type=type(backbone).__name__,
         model_name=getattr(backbone, 'model_name', None),
         input_resolution=getattr(backbone, 'input_resolution', None),
-        autocast_dtype=None if autocast is None else str(autocast),
+        autocast_dtype=autocast,
         channels_last=bool(getattr(backbone, 'channels_last', False)),
         arch_sha256=sha256(clean_repr(backbone)),
         weights_sha256=hash_module_tensors(backbone))

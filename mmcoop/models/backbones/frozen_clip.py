@@ -66,10 +66,15 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         cache_dir (str, optional): open_clip download cache.
         autocast_dtype (str, optional): run the tower under
             ``torch.autocast('cuda', dtype)`` with ``'fp16'`` or ``'bf16'``
-            (the official code runs fp16 autocast). Applied **only to CUDA
-            inputs**; on CPU the tower always runs in fp32, so the option is
-            a no-op there. The output is cast back to fp32. Defaults to None
-            (fp32 everywhere, bit-identical to earlier versions).
+            (the official code runs fp16 autocast). Applied to CUDA inputs;
+            on CPU only with ``autocast_cpu``. The output is cast back to
+            fp32. Defaults to None (fp32 everywhere, bit-identical to
+            earlier versions).
+        autocast_cpu (bool): also autocast CPU inputs
+            (``torch.autocast('cpu', torch.bfloat16)``); needs
+            ``autocast_dtype='bf16'``. Fast only on CPUs with native bf16
+            (AVX512-BF16 / AMX); see ``docs/benchmarks.md`` for the logit
+            difference. Defaults to False (CPU runs fp32).
         channels_last (bool): keep the conv weights and the input in the
             ``channels_last`` memory format (faster convolutions with
             autocast on recent GPUs). Same function, but other kernels, so
@@ -97,11 +102,13 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                  cache_dir: Optional[str] = None,
                  init_cfg=None,
                  autocast_dtype: Optional[str] = None,
+                 autocast_cpu: bool = False,
                  channels_last: bool = False,
                  init_seed: Optional[int] = 0,
                  dense_mode: Optional[str] = None):
         super().__init__(init_cfg=init_cfg)
-        self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
+        self.autocast_dtype, self.autocast_cpu = _parse_autocast(
+            autocast_dtype, autocast_cpu)
         self.channels_last = bool(channels_last)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir, init_seed)
@@ -196,7 +203,7 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         """``(B, 3, S, S)`` images -> ``((B, D, 1 + HW),)`` dense features."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return (_autocast_fp32(self.autocast_dtype, self._forward_dense, x), )
+        return (_autocast_fp32(self, self._forward_dense, x), )
 
     def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         if self.arch == 'resnet':
@@ -395,10 +402,12 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         cache_dir (str, optional): open_clip download cache.
         autocast_dtype (str, optional): ``'fp16'`` or ``'bf16'``: run the
             transformer under ``torch.autocast('cuda', dtype)``, for CUDA
-            inputs only (a no-op on CPU); the output is cast back to fp32.
+            inputs (on CPU only with ``autocast_cpu``); the output is cast
+            back to fp32.
             Gradients reach the prompt context through the autocast region
             without a loss scaler (as the official code), so prefer
             ``'bf16'``. Defaults to None (fp32).
+        autocast_cpu (bool): as :class:`FrozenCLIP`. Defaults to False.
         init_seed (int, optional): as :class:`FrozenCLIP`; with the same
             seed and ``model_name`` the random image and text towers come
             from the same random CLIP. Defaults to 0.
@@ -413,9 +422,11 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                  cache_dir: Optional[str] = None,
                  init_cfg=None,
                  autocast_dtype: Optional[str] = None,
-                 init_seed: Optional[int] = 0):
+                 init_seed: Optional[int] = 0,
+                 autocast_cpu: bool = False):
         super().__init__(init_cfg=init_cfg)
-        self.autocast_dtype = _parse_autocast_dtype(autocast_dtype)
+        self.autocast_dtype, self.autocast_cpu = _parse_autocast(
+            autocast_dtype, autocast_cpu)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir, init_seed)
         # CustomTextCLIP (SigLIP, EVA02, ...) keeps its tower in `.text`
@@ -491,7 +502,7 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         Returns:
             Tensor: ``(N, D)`` projected text features (not normalised).
         """
-        return _autocast_fp32(self.autocast_dtype, self._encode, prompts,
+        return _autocast_fp32(self, self._encode, prompts,
                               tokens)
 
     def _encode(self, prompts: torch.Tensor,
@@ -540,13 +551,35 @@ def _parse_autocast_dtype(name: Optional[str]) -> Optional[torch.dtype]:
         f"autocast_dtype must be None, 'fp16' or 'bf16', got {name!r}.")
 
 
-def _autocast_fp32(dtype: Optional[torch.dtype], fn, x: torch.Tensor,
-                   *args) -> torch.Tensor:
-    """``fn(x, *args)``, under ``torch.autocast('cuda', dtype)`` when
-    ``dtype`` is set and ``x`` is on CUDA (the result cast back to fp32);
-    a plain call otherwise."""
-    if dtype is None or x.device.type != 'cuda':
+def _parse_autocast(name, cpu: bool):
+    """``(autocast_dtype, autocast_cpu)`` checked -> ``(dtype, bool)``."""
+    dtype = _parse_autocast_dtype(name)
+    if cpu and dtype != torch.bfloat16:
+        raise ValueError(
+            f'autocast_cpu=True needs autocast_dtype=\'bf16\' (CPU autocast '
+            f'is bf16 only here), got autocast_dtype={name!r}: set '
+            f"autocast_dtype='bf16' or drop autocast_cpu.")
+    return dtype, bool(cpu)
+
+
+def _autocast_device(tower, device: torch.device) -> Optional[str]:
+    """The device type ``tower`` autocasts its inputs on ``device`` under
+    (``'cuda'`` or ``'cpu'``), or None when it runs fp32 there."""
+    if getattr(tower, 'autocast_dtype', None) is None:
+        return None
+    if device.type == 'cuda' or (device.type == 'cpu'
+                                 and getattr(tower, 'autocast_cpu', False)):
+        return device.type
+    return None
+
+
+def _autocast_fp32(tower, fn, x: torch.Tensor, *args) -> torch.Tensor:
+    """``fn(x, *args)``, under ``torch.autocast(device, tower.autocast_dtype)``
+    where :func:`_autocast_device` says so (the result cast back to fp32); a
+    plain call otherwise."""
+    device = _autocast_device(tower, x.device)
+    if device is None:
         return fn(x, *args)
-    with torch.autocast('cuda', dtype=dtype):
+    with torch.autocast(device, dtype=tower.autocast_dtype):
         out = fn(x, *args)
     return out.float()
