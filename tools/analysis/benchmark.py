@@ -14,7 +14,8 @@ Modes (``--mode``, default ``all``; the measurements live in
 * ``epoch``: one training epoch over generated JPEGs (decode + resize +
   image encoder + head) against the same epoch from a feature cache.
 * ``amp``: image-encoder forward with the ``autocast_dtype`` and
-  ``channels_last`` options.
+  ``channels_last`` options (on CPU: fp32 and bf16 with ``autocast_cpu``),
+  the configurations alternating.
 * ``data``: images/s per core of the training data paths (the official PIL
   transform, mmcoop's mmcv pipeline, the uint8 tensor path; with
   ``--device cuda`` the GPU decode + augmentation path) on generated
