@@ -162,3 +162,21 @@ def test_data_paths_run_and_report():
     # the GPU path's code (batch decode, resize, grouped ops) on the CPU
     from mmcoop.benchmark.data import device_path
     assert device_path([path] * 3, 64, 2, torch.device('cpu')) == 3
+
+
+def test_amp_mode_on_cpu_measures_fp32_and_bf16():
+    from mmcoop.benchmark.steps import measure_amp
+    opts = SimpleNamespace(**TINY, resolution=64, amp_batch_size=2,
+                           warmup=0, iters=1)
+    out = measure_amp(opts)
+    # CPU: fp32 and bf16 with autocast_cpu, each with and without
+    # channels_last (fp16 and CUDA-only bf16 would be fp32 here)
+    assert list(out) == [
+        'autocast=None,channels_last=False',
+        'autocast=None,channels_last=True',
+        'autocast=bf16,channels_last=False,autocast_cpu=True',
+        'autocast=bf16,channels_last=True,autocast_cpu=True'
+    ]
+    diffs = [r['max_rel_diff_vs_fp32'] for r in out.values()]
+    assert diffs[0] == 0 and diffs[1] < 1e-5  # same function, fp32
+    assert all(1e-4 < d < 2e-2 for d in diffs[2:])  # bf16 really ran
