@@ -3,7 +3,7 @@ __version__ = '0.1.0'
 
 
 def parse_version_info(version_str: str) -> tuple:
-    """Parse a version string into a tuple, e.g. ``'0.1.0'`` -> ``(0, 1, 0)``."""
+    """Parse a version string, e.g. ``'0.1.0'`` -> ``(0, 1, 0)``."""
     parts = []
     for x in version_str.split('.'):
         if x.isdigit():

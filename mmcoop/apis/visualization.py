@@ -51,8 +51,8 @@ def draw_predictions(image: np.ndarray,
     if threshold is not None:
         order = [i for i in order if scores[i] >= threshold]
     if classes is None:
-        lookup = dict(zip(result.get('labels', []), result.get('classes',
-                                                                 [])))
+        lookup = dict(
+            zip(result.get('labels', []), result.get('classes', [])))
         names = [lookup.get(int(i), str(int(i))) for i in order]
     else:
         names = [classes[int(i)] for i in order]

@@ -42,8 +42,10 @@ import torch
 from .steps import classnames
 from .timing import sync
 
-__all__ = ['PIPELINES', 'make_images', 'pipeline_cfg', 'build_path', 'measure_data',
-           'report_data']
+__all__ = [
+    'PIPELINES', 'make_images', 'pipeline_cfg', 'build_path', 'measure_data',
+    'report_data'
+]
 
 PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-draft')
 
@@ -211,7 +213,7 @@ def measure_data(opts) -> dict:
         if opts.device == 'cuda':
             device = torch.device('cuda')
             device_path(paths[:opts.batch_size], res_px, opts.batch_size,
-                      device)  # warm-up
+                        device)  # warm-up
             rates = []
             for _ in range(opts.data_rounds):
                 t0 = time.perf_counter()

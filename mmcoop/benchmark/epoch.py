@@ -179,5 +179,3 @@ def measure_epoch(opts) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-

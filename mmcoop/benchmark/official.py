@@ -21,6 +21,7 @@ from mmcoop.datasets.transforms.tensor_augment import (RANDAUG_OPS,
 
 __all__ = ['official_op', 'official_cutout', 'OfficialTrainTransform']
 
+
 class OfficialTrainTransform:
     """The official train transform of one image file (see the module
     docstring), with its own random draws.

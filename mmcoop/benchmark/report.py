@@ -5,9 +5,12 @@ shows). Each ``report_*`` takes a result and the command's options
 from typing import List
 
 from .memory import PeakMemory
-from .projection import PAPER_HOURS, PATHS, SCHEDULES, gpu_hours, project_totals
+from .projection import (PAPER_HOURS, PATHS, SCHEDULES, gpu_hours,
+                         project_totals)
 
-__all__ = ['memory_desc', 'report_steps', 'report_text', 'report_epoch', 'report_amp']
+__all__ = [
+    'memory_desc', 'report_steps', 'report_text', 'report_epoch', 'report_amp'
+]
 
 
 def _projection_table(title, results, opts, unit, fmt) -> List[str]:

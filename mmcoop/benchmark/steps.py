@@ -129,7 +129,6 @@ def _feature_batch(batch, feats):
         data_samples=batch['data_samples'])
 
 
-
 def measure_steps(method: str, num_classes: int, opts) -> dict:
     """T0-T2, E0-E4 and ``extract`` of one method (see the module
     docstring)."""

@@ -57,7 +57,6 @@ def test_projection_one_arithmetic_for_seconds_and_flops():
         ('E0', 5., 5e12), ('E1', 3.5, 3.5e12), ('E2', 3., 3e12),
         ('E3', .001, 1e9), ('extract', 3.2, 3.2e12))}
     sched = dict(train=10, val=7, epochs=2)
-    steps, val_batches = math.ceil(10 / 3), math.ceil(7 / 3)  # 4, 3
     for quantity, unit in (('time_s', 1.), ('flops', 1e12)):
         p = project(step, sched, quantity, 3, 3)
         extraction = 3.2 * unit / 3 * (10 + 7)

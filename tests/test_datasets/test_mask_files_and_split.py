@@ -14,7 +14,6 @@ from mmcoop.datasets.held_out_split import (draw_held_out_keys,
                                             held_out_split, image_keys)
 
 
-
 # ------------------------------------------------------------ mask files
 def test_mask_file_round_trip_all_formats(coco_root, tmp_path):
     drawn = PartialLabelDataset(coco_cfg(coco_root), 0.5, seed=3)

@@ -15,7 +15,6 @@ from mmcoop.datasets.partial_label import num_hidden_per_image
 from mmcoop.registry import DATASETS
 
 
-
 # ---------------------------------------------------------------- the mask
 def test_mask_deterministic_and_seeded():
     a = make_known_mask(300, 80, 0.5, 'bernoulli', seed=3)

@@ -53,7 +53,9 @@ def test_safe_load_refuses_mmengine_runtime_state(tmp_path):
     # What mmengine 0.10.x resume checkpoints contain: refused as plain
     # weights, read through the stand-ins with runtime_state=True.
     ckpt = tmp_path / 'resume.pth'
-    torch.save({'message_hub': {'log': HistoryBuffer([1.0, 2.0], [1, 1])}}, ckpt)
+    torch.save({'message_hub': {
+        'log': HistoryBuffer([1.0, 2.0], [1, 1])
+    }}, ckpt)
     with pytest.raises(UnsafeCheckpointError,
                        match='mmengine.logging.history_buffer.HistoryBuffer'):
         safe_torch_load(str(ckpt))
