@@ -30,8 +30,9 @@ except ImportError:  # run from a clone without `pip install -e .`
 
 import mmengine  # noqa: E402
 import numpy as np  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
+from mmcoop.engine.cli import SpacedDictAction  # noqa: E402
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_ap, precision_recall,
                                ranked_examples)
@@ -55,7 +56,7 @@ def parse_args(argv=None):
         '--topk', type=int, default=4, help='images per example row')
     parser.add_argument(
         '--classes', nargs='+', help='only these classes (default: all)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
 

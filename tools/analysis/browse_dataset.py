@@ -23,9 +23,10 @@ except ImportError:  # run from a clone without `pip install -e .`
     sys.path.insert(
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
 from mmcoop.datasets.inspection import build_dataset_of, sample_view  # noqa
+from mmcoop.engine.cli import SpacedDictAction  # noqa: E402
 from mmcoop.utils.paths import claim_outputs  # noqa: E402
 from mmcoop.visualization import label_state_figure, save_figure  # noqa
 
@@ -43,7 +44,7 @@ def parse_args(argv=None):
         '--phase', default='train', choices=['train', 'val', 'test'])
     parser.add_argument(
         '--show-number', type=int, default=8, help='number of samples')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
 

@@ -21,9 +21,10 @@ except ImportError:  # run from a clone without `pip install -e .`
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
     import mmcoop  # noqa: F401
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from mmcoop.benchmark.cache_storage import storage_error
+from mmcoop.engine.cli import SpacedDictAction
 
 
 def parse_args(argv=None):
@@ -39,7 +40,7 @@ def parse_args(argv=None):
         help='storage dtypes compared with float32')
     parser.add_argument(
         '--num-images', type=int, help='score the first N val images only')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
 

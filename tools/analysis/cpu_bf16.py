@@ -22,9 +22,10 @@ except ImportError:  # run from a clone without `pip install -e .`
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
     import mmcoop  # noqa: F401
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from mmcoop.benchmark.autocast_error import cpu_bf16_error
+from mmcoop.engine.cli import SpacedDictAction
 
 
 def parse_args(argv=None):
@@ -35,7 +36,7 @@ def parse_args(argv=None):
         '--num-images', type=int, help='score the first N val images only')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--iters', type=int, default=5)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
 

@@ -32,10 +32,11 @@ except ImportError:  # run from a clone without `pip install -e .`
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
 from mmcoop.apis import init_model  # noqa: E402
 from mmcoop.benchmark.flops import count_flops  # noqa: E402
+from mmcoop.engine.cli import SpacedDictAction  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--shape', type=int, help='input size S (S x S); default: the '
         "backbone's input_resolution")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
 

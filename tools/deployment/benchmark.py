@@ -22,10 +22,10 @@ except ImportError:  # run from a clone without `pip install -e .`
     sys.path.insert(
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmengine.config import DictAction
 
 from mmcoop.apis import init_model
 from mmcoop.deployment.benchmark import compare_speed, format_report
+from mmcoop.engine.cli import SpacedDictAction
 
 
 def parse_args(argv=None):
@@ -45,7 +45,7 @@ def parse_args(argv=None):
         '--work-dir',
         help='keep the exported files here (default: a '
         'temporary folder)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
 

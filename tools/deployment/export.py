@@ -22,11 +22,11 @@ except ImportError:  # run from a clone without `pip install -e .`
     sys.path.insert(
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmengine.config import DictAction
 
 from mmcoop.apis import export_model, init_model
 from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
                                ExportError)
+from mmcoop.engine.cli import SpacedDictAction
 from mmcoop.utils.paths import claim_outputs
 
 
@@ -67,7 +67,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=SpacedDictAction,
         help='override config settings, key=value')
     return parser.parse_args(argv)
 
