@@ -1,7 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Test (evaluate) a checkpoint with an mmcoop config.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+    python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out FILE]
         [--out-item {metrics,pred}] [--show-dir DIR] [--cfg-options k=v ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
@@ -9,10 +9,13 @@ The checkpoint (a training checkpoint such as ``work_dirs/.../epoch_50.pth``,
 a published one from ``tools/model_converters/publish_model.py`` or a
 converted official one) is read by ``MMCoopRunner`` with
 ``torch.load(weights_only=True)`` and must fit the model (see
-``mmcoop.engine.checkpoint_fit``). ``--out x.pkl`` dumps every sample's
-scores and labels (the input of ``tools/analysis/analyze_results.py``),
-``--out x.json --out-item metrics`` the metrics with a ``per_class_ap``
-table; ``--show-dir`` draws each test image with its scores. Multi-GPU:
+``mmcoop.engine.checkpoint_fit``). It may be left out only for a model
+without trainable parameters (the zero-shot head on the frozen CLIP, see
+docs/backbones.md), or when the config sets ``load_from``. ``--out x.pkl``
+dumps every sample's scores and labels (the input of
+``tools/analysis/analyze_results.py``), ``--out x.json --out-item metrics``
+the metrics with a ``per_class_ap`` table; ``--show-dir`` draws each test
+image with its scores. Multi-GPU:
 ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``.
 """
 import argparse
@@ -30,8 +33,8 @@ from mmengine.config import Config
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from mmcoop.engine.cli import (add_common_args, merge_test_args,
-                               set_local_rank)
+from mmcoop.engine.cli import (add_common_args, check_test_weights,
+                               merge_test_args, set_local_rank)
 from mmcoop.evaluation import evaluator_per_class_ap
 from mmcoop.registry import RUNNERS
 
@@ -40,7 +43,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='mmcoop: test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint',
+        nargs='?',
+        help='checkpoint file (not needed for a model without trainable '
+        'parameters, e.g. ZeroShotHead)')
     parser.add_argument('--out', help='the file to output results.')
     parser.add_argument(
         '--out-item',
@@ -72,15 +79,17 @@ def main(argv=None):
     # merge cli arguments to config
     cfg = merge_test_args(cfg, args)
     if args.show_dir:
-        cfg.custom_hooks = [*cfg.get('custom_hooks', []),
-                            dict(type='PredictionDrawHook',
-                                 out_dir=args.show_dir)]
+        cfg.custom_hooks = [
+            *cfg.get('custom_hooks', []),
+            dict(type='PredictionDrawHook', out_dir=args.show_dir)
+        ]
 
     # build the runner from config
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    check_test_weights(runner.model, cfg.get('load_from'), args.config)
 
     if args.out and args.out_item in ['pred', None]:
         runner.test_evaluator.metrics.append(
@@ -91,8 +100,9 @@ def main(argv=None):
 
     if args.out and args.out_item == 'metrics':
         mmengine.dump(
-            dict(metrics,
-                 per_class_ap=evaluator_per_class_ap(runner.test_evaluator)),
+            dict(
+                metrics,
+                per_class_ap=evaluator_per_class_ap(runner.test_evaluator)),
             args.out)
     return metrics
 

@@ -1,7 +1,12 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """One training epoch with the data path, uncached vs the feature cache:
-the measurement of ``benchmark.py --mode epoch``."""
-import json
+the measurement of ``benchmark.py --mode epoch``.
+
+The train images go through the augmenting train pipeline of
+``opts.epoch_pipeline`` (:func:`~mmcoop.benchmark.data.pipeline_cfg`:
+``'mmcv'`` as the paper configs, ``'tensor'`` the uint8 tensor path), the
+validation images through its test pipeline; the cache is built from one
+view of the same pipeline."""
 import os
 import os.path as osp
 import shutil
@@ -10,33 +15,12 @@ import time
 
 import torch
 
-from .steps import (backbone_cfg, classnames, clip_preprocessor, device_of,
+from .data import make_images, pipeline_cfg
+from .steps import (backbone_cfg, clip_preprocessor, device_of,
                     head_cfg, model_pair)
 from .timing import sync
 
-__all__ = ['make_images', 'measure_epoch']
-
-
-def make_images(root: str, num: int, num_classes: int, seed: int = 0) -> None:
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    data_list = []
-    for i in range(num):
-        # smooth random content (JPEG size ~ natural photos), 640x480
-        small = (rng.random((15, 20, 3)) * 255).astype(np.uint8)
-        img = Image.fromarray(small).resize((640, 480), Image.BICUBIC)
-        noise = rng.normal(0, 12, (480, 640, 3))
-        arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255)
-        Image.fromarray(arr.astype(np.uint8)).save(
-            osp.join(root, f'{i:06d}.jpg'), quality=90)
-        labels = sorted(set(rng.integers(0, num_classes, 3).tolist()))
-        data_list.append(dict(img_path=f'{i:06d}.jpg', gt_label=labels))
-    with open(osp.join(root, 'ann.json'), 'w') as f:
-        json.dump(
-            dict(
-                metainfo=dict(classes=classnames(num_classes)),
-                data_list=data_list), f)
+__all__ = ['measure_epoch']
 
 
 def measure_epoch(opts) -> dict:
@@ -62,7 +46,8 @@ def measure_epoch(opts) -> dict:
         resolution=res_px,
         workers=opts.workers,
         batch_size=opts.batch_size,
-        num_classes=num_classes)
+        num_classes=num_classes,
+        pipeline=opts.epoch_pipeline)
     try:
         root = osp.join(tmp, 'images')
         os.makedirs(root)
@@ -70,21 +55,16 @@ def measure_epoch(opts) -> dict:
         val_root = osp.join(tmp, 'val_images')
         os.makedirs(val_root)
         make_images(val_root, num_val, num_classes, seed=1)
-        pipeline = [
-            dict(type='LoadImageFromFile'),
-            dict(type='Resize', scale=(res_px, res_px)),
-            dict(type='PackInputs')
-        ]
         dataset = MultiLabelDataset(
             ann_file='ann.json',
             data_root=root,
             data_prefix='',
-            pipeline=pipeline)
+            pipeline=pipeline_cfg(opts.epoch_pipeline, res_px))
         val_dataset = MultiLabelDataset(
             ann_file='ann.json',
             data_root=val_root,
             data_prefix='',
-            pipeline=pipeline,
+            pipeline=pipeline_cfg(opts.epoch_pipeline, res_px, False),
             test_mode=True)
         torch.manual_seed(0)
         backbone = MODELS.build(backbone_cfg(opts, res_px))
@@ -174,6 +154,9 @@ def measure_epoch(opts) -> dict:
                 uncached_supply_s=supply(img_model, dataset),
                 cached_supply_s=supply(cache_model, caches['float16']))
             r['epoch_speedup'] = r['uncached_epoch_s'] / r['cached_epoch_s']
+            for kind in ('uncached', 'cached'):
+                r[f'{kind}_images_per_s'] = (
+                    opts.epoch_images / r[f'{kind}_epoch_s'])
             r['train_val_speedup'] = (
                 (r['uncached_epoch_s'] + r['uncached_val_s']) /
                 (r['cached_epoch_s'] + r['cached_val_s']))

@@ -118,19 +118,22 @@ def report_text(results: List[dict], opts) -> str:
 def report_epoch(r: dict, opts) -> str:
     lines = [
         f'### One epoch: {r["images"]} generated 640x480 JPEGs at '
-        f'{r["resolution"]} px, batch {r["batch_size"]}, {r["workers"]} '
-        f'loader workers, C={r["num_classes"]}, on {opts.device_desc}', '',
+        f'{r["resolution"]} px, train pipeline '
+        f'{r.get("pipeline", "resize only")}, batch {r["batch_size"]}, '
+        f'{r["workers"]} loader workers, C={r["num_classes"]}, on '
+        f'{opts.device_desc}', '',
         f'One-off extraction: train {r["extract_float16_s"]:.2f} s (fp16), '
         f'{r["extract_float32_s"]:.2f} s (fp32)' +
         (f'; val {r["extract_val_float16_s"]:.2f} s (fp16)'
          if 'extract_val_float16_s' in r else '') + '. fp16 storage error: '
         f'{r["fp16_rel_err_features"]:.1e} relative (norm) on the features.',
         '', '| method | train epoch uncached (s) | cached (s) | speed-up | '
+        'train images/s uncached | cached | '
         f'+ validation on {r.get("val_images", "n/a")} images: uncached (s) '
         '| cached (s) | train+val speed-up | '
         'feature supply uncached (s) | cached (s) | speed-up | '
         'fp16 vs fp32 cache: max abs logit diff | max abs score diff |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|'
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
     ]
 
     def opt(e, key, fmt):
@@ -140,7 +143,10 @@ def report_epoch(r: dict, opts) -> str:
         e = r[m]
         lines.append(
             f'| {m} | {e["uncached_epoch_s"]:.2f} | {e["cached_epoch_s"]:.3f}'
-            f' | {e["epoch_speedup"]:.1f}x | {opt(e, "uncached_val_s", ".2f")}'
+            f' | {e["epoch_speedup"]:.1f}x | '
+            f'{opt(e, "uncached_images_per_s", ".1f")} | '
+            f'{opt(e, "cached_images_per_s", ".1f")} | '
+            f'{opt(e, "uncached_val_s", ".2f")}'
             f' | {opt(e, "cached_val_s", ".3f")} | '
             f'{opt(e, "train_val_speedup", ".1f")}x | '
             f'{e["uncached_supply_s"]:.2f} | '

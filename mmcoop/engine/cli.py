@@ -15,7 +15,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 
 __all__ = [
     'SpacedDictAction', 'add_common_args', 'merge_train_args',
-    'merge_test_args', 'check_cfg_option_types'
+    'merge_test_args', 'check_cfg_option_types', 'check_test_weights'
 ]
 
 
@@ -230,10 +230,47 @@ def merge_train_args(cfg: Config, args) -> Config:
 
 
 def merge_test_args(cfg: Config, args) -> Config:
-    """Merge the arguments of ``tools/test.py`` into ``cfg``."""
-    cfg.load_from = args.checkpoint
+    """Merge the arguments of ``tools/test.py`` into ``cfg``.
+
+    Without a checkpoint argument the config's own ``load_from`` (if any)
+    is used; :func:`check_test_weights` refuses a model with trainable
+    parameters and nothing to load.
+    """
+    if args.checkpoint is not None:
+        cfg.load_from = args.checkpoint
     cfg.resume = False  # testing loads weights, never training state
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg', None) or ConfigDict()
         cfg.test_cfg.fp16 = True
     return _merge_common(cfg, args, ('test_dataloader', ))
+
+
+def check_test_weights(model, load_from: Optional[str], config: str) -> None:
+    """Refuse to test a model with trainable parameters and no checkpoint.
+
+    A model whose parameters are all frozen (e.g. ``ZeroShotHead`` on the
+    frozen CLIP) is fully defined by its config and needs no checkpoint;
+    any other would be scored with its random initialisation.
+
+    Args:
+        model (nn.Module): the built model (a DDP wrapper is unwrapped).
+        load_from (str, optional): the checkpoint to be loaded.
+        config (str): the config path, for the message.
+
+    Raises:
+        ValueError: naming the config, the trainable tensors and the fix.
+    """
+    if load_from:
+        return
+    model = getattr(model, 'module', model)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if names:
+        shown = ', '.join(names[:3]) + (f' (+{len(names) - 3} more)'
+                                        if len(names) > 3 else '')
+        raise ValueError(
+            f'{config}: the model has trainable parameters ({shown}) and no '
+            'checkpoint was given; testing it would score its random '
+            'initialisation. Fix: pass the trained checkpoint '
+            '(tools/test.py CONFIG CHECKPOINT) or set `load_from` in the '
+            'config. Only a model without trainable parameters (e.g. '
+            "model.head.type='ZeroShotHead') is tested without one.")

@@ -120,13 +120,15 @@ def test_epoch_mode_train_and_val():
     opts = SimpleNamespace(
         **TINY, epoch_images=4, epoch_val_images=None, epoch_resolution=64,
         epoch_classes=20, batch_size=2, eval_batch_size=2, workers=0,
-        epoch_methods=['positivecoop'])
+        epoch_methods=['positivecoop'], epoch_pipeline='tensor')
     r = measure_epoch(opts)
     assert r['images'] == 4 and r['val_images'] == 2  # COCO val/train ratio
     e = r['positivecoop']
     for key in ('uncached_epoch_s', 'cached_epoch_s', 'uncached_val_s',
                 'cached_val_s', 'uncached_supply_s', 'cached_supply_s'):
         assert e[key] > 0, key
+    assert e['uncached_images_per_s'] == pytest.approx(
+        4 / e['uncached_epoch_s'])
     assert e['train_val_speedup'] == pytest.approx(
         (e['uncached_epoch_s'] + e['uncached_val_s']) /
         (e['cached_epoch_s'] + e['cached_val_s']))
@@ -161,3 +163,31 @@ def test_vocab_mode_counts_the_work_of_each_variant():
     assert '| dualcoop | 12 | 2 | subset |' in report_vocab(rows, opts)
     for r in res.values():
         assert all(v['peak_mib'] >= 0 for v in r.values())
+
+
+def test_data_paths_run_and_report():
+    """Every CPU data path turns a generated JPEG into a training input of
+    the requested size; the report names the paths (no speed asserted)."""
+    from mmcoop.benchmark.data import PIPELINES, build_path, measure_data
+    from mmcoop.benchmark.data import report_data
+    from mmcoop.benchmark.data import make_images
+    import os
+    import tempfile
+    tmp = tempfile.mkdtemp()
+    make_images(tmp, 1, 20)
+    path = os.path.join(tmp, '000000.jpg')
+    for name in PIPELINES:
+        out = build_path(name, 96)(path)
+        img = out['inputs'] if isinstance(out, dict) else out
+        assert tuple(img.shape) == (3, 96, 96), name
+    opts = SimpleNamespace(**TINY, data_images=2, data_resolution=64,
+                           data_cores=[1], data_rounds=1,
+                           data_pipelines=['official', 'tensor'],
+                           batch_size=2)
+    r = measure_data(opts)
+    assert set(r['results']) == {'official@1', 'tensor@1'}
+    text = report_data(r, opts)
+    assert '| official | 1 |' in text and '1.00x' in text
+    # the GPU path's code (batch decode, resize, grouped ops) on the CPU
+    from mmcoop.benchmark.data import device_path
+    assert device_path([path] * 3, 64, 2, torch.device('cpu')) == 3

@@ -84,7 +84,7 @@ def write_config(path,
     text = f"""_base_ = {base!r}
 classes = {DEMO_CLASSES!r}
 # the demo tree, generated on first use by the dataset (idempotent)
-demo = dict(type='DemoShapesDataset', data_root={data_root!r}, generate=True,
+_demo = dict(type='DemoShapesDataset', data_root={data_root!r}, generate=True,
             num_train={DEMO_TRAIN}, num_val={DEMO_VAL},
             image_size={DEMO_SIZE}, seed=0)
 model = dict(
@@ -106,11 +106,11 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size={batch_size}, num_workers=0, persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle={shuffle}),
-    dataset=dict(dataset=dict(**demo, classes=classes,
+    dataset=dict(dataset=dict(**_demo, classes=classes,
                               pipeline=train_pipeline{indices_train})))
 val_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
-    dataset=dict(**demo, classes=classes,
+    dataset=dict(**_demo, classes=classes,
                  pipeline=test_pipeline{indices_val}))
 test_dataloader = val_dataloader
 train_cfg = dict(max_epochs={max_epochs}, val_interval={val_interval})

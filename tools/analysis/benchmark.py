@@ -18,6 +18,10 @@ Modes (``--mode``, default ``all``; the measurements live in
 * ``vocab`` (not in ``all``): large vocabularies, a prompt head's training
   step and eval class features at each ``--num-classes``, full vs
   ``--text-chunk-size`` vs ``--subset-classes`` (``mmcoop.benchmark.vocab``).
+* ``data``: images/s per core of the training data paths (the official PIL
+  transform, mmcoop's mmcv pipeline, the uint8 tensor path; with
+  ``--device cuda`` the GPU decode + augmentation path) on generated
+  COCO-like JPEGs (``mmcoop.benchmark.data``).
 
 Each method is measured in a fresh subprocess (``--no-isolate`` to stay in
 one process). Peak memory: see ``mmcoop.benchmark.memory``.
@@ -47,6 +51,7 @@ import sys
 import time
 from typing import Dict
 
+from mmcoop.benchmark.data import PIPELINES, measure_data, report_data
 from mmcoop.benchmark.epoch import measure_epoch
 from mmcoop.benchmark.report import (memory_desc, report_amp, report_epoch,
                                      report_steps, report_text)
@@ -55,7 +60,7 @@ from mmcoop.benchmark.steps import (METHODS, measure_amp, measure_steps,
 from mmcoop.benchmark.vocab import VOCAB_VARIANTS, measure_vocab, report_vocab
 
 REPORTS = dict(text=report_text, steps=report_steps, epoch=report_epoch,
-               amp=report_amp, vocab=report_vocab)
+               amp=report_amp, data=report_data, vocab=report_vocab)
 JOBS = dict(steps=measure_steps, text=measure_text, vocab=measure_vocab)
 
 
@@ -125,7 +130,7 @@ def parse_args(argv=None):
         '--mode',
         nargs='+',
         default=['all'],
-        choices=['all', 'steps', 'text', 'epoch', 'amp', 'vocab'])
+        choices=['all', 'steps', 'text', 'epoch', 'amp', 'data', 'vocab'])
     parser.add_argument(
         '--methods', nargs='+', default=list(METHODS), choices=METHODS)
     parser.add_argument(
@@ -197,6 +202,20 @@ def parse_args(argv=None):
     parser.add_argument(
         '--workers', type=int, default=2, help='epoch mode: loader workers')
     parser.add_argument(
+        '--epoch-pipeline', default='tensor',
+        choices=['mmcv', 'tensor', 'tensor-draft'],
+        help='epoch mode: the train data path (with Cutout + RandAugment)')
+    parser.add_argument(
+        '--data-images', type=int, default=64, help='data mode: images')
+    parser.add_argument('--data-resolution', type=int, default=448)
+    parser.add_argument(
+        '--data-cores', nargs='+', type=int, default=[1, 2],
+        help='data mode: worker processes (one thread each)')
+    parser.add_argument('--data-rounds', type=int, default=3)
+    parser.add_argument(
+        '--data-pipelines', nargs='+', default=list(PIPELINES),
+        choices=PIPELINES)
+    parser.add_argument(
         '--no-isolate',
         dest='isolate',
         action='store_false',
@@ -215,7 +234,7 @@ def parse_args(argv=None):
     if str(args.pretrained).lower() == 'none':
         args.pretrained = None
     if 'all' in args.mode:
-        args.mode = ['steps', 'text', 'epoch', 'amp']
+        args.mode = ['steps', 'text', 'epoch', 'amp', 'data']
     return args
 
 
@@ -239,11 +258,13 @@ def main(argv=None):
         command=' '.join(['python', 'tools/analysis/benchmark.py'] +
                          args._argv),
         torch=torch.__version__,
+        date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
         peak_memory=memory_desc(args))
     print(f'# mmcoop benchmark on {args.device_desc}')
     print(f'# {out["command"]}')
+    print(f'# {out["date"]}, torch {out["torch"]}')
     print(f'# load average at start: {_loadavg()}\n', flush=True)
-    for mode in ('text', 'steps', 'epoch', 'amp', 'vocab'):
+    for mode in ('text', 'steps', 'epoch', 'amp', 'data', 'vocab'):
         if mode not in args.mode:
             continue
         if mode in JOBS:  # per method and class count, each isolated
@@ -260,7 +281,8 @@ def main(argv=None):
                         print(f'[{mode}] {job}: {time.time() - t0:.0f} s',
                               file=sys.stderr)
         else:
-            res = dict(epoch=measure_epoch, amp=measure_amp)[mode](args)
+            res = dict(epoch=measure_epoch, amp=measure_amp,
+                       data=measure_data)[mode](args)
         out[mode] = res
         print(REPORTS[mode](res, args) + '\n', flush=True)
     out['loadavg_end'] = _loadavg()

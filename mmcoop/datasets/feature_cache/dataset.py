@@ -25,8 +25,9 @@ from .key import (backbone_key, dataset_key, image_paths, jsonable,
                   pipeline_key, preprocessor_key)
 from .lock import BuildLock
 from .options import check_option
-from .store import (CACHE_FORMAT, CACHE_VERSION, check_cache, commit,
-                    partial_dir, remove_leftovers, write_manifest)
+from .quantize import dequantize
+from .store import (CACHE_FORMAT, CACHE_VERSION, QUANTISED, check_cache,
+                    commit, partial_dir, remove_leftovers, write_manifest)
 
 __all__ = ['CachedFeatureDataset']
 
@@ -62,7 +63,8 @@ class CachedFeatureDataset(DatasetWrapper):
     image tower (e.g. :class:`~mmcoop.models.FrozenCLIP`). On first use the
     tower runs once over ``num_views`` passes of the pipeline and the
     features are stored under ``cache_dir`` (layout: :mod:`.store`);
-    afterwards each sample is ``dict(inputs=<(D, N) tensor, dtype>,
+    afterwards each sample is ``dict(inputs=<(D, N) tensor, dtype; float32
+    for int8>,
     data_samples=<DataSample>)`` with the targets and meta information of
     the wrapped dataset. Use it with ``backbone=dict(type=
     'PrecomputedFeatures')`` and ``data_preprocessor=dict(type=
@@ -117,7 +119,10 @@ class CachedFeatureDataset(DatasetWrapper):
         num_workers (int): extraction dataloader workers (decoding and
             augmentation). Defaults to 0.
         dtype (str): ``'float16'`` (default; ~1e-3 relative error, half the
-            disk) or ``'float32'`` (exact).
+            disk), ``'float32'`` (exact) or ``'int8'`` (a quarter of the
+            disk plus 4 bytes per token: symmetric per-token quantisation,
+            error <= scale / 2 per element, served as float32; see
+            :mod:`.quantize` and ``docs/benchmarks.md``).
         device (str, optional): extraction device. Defaults to CUDA when
             available, else CPU.
         shard_size (int): samples per shard file. Defaults to 4096.
@@ -175,7 +180,7 @@ class CachedFeatureDataset(DatasetWrapper):
             type='mmcoop.CLIPDataPreprocessor')
         self.cache_dir = osp.abspath(osp.expanduser(str(cache_dir)))
         self.manifest: Optional[dict] = None
-        self._arrays = None
+        self._arrays = self._scales = None
         self._packer = self._find_packer()
         self.pipeline = _FeatureLoader(self)
         if self.test_mode and num_views > 1:
@@ -246,6 +251,8 @@ class CachedFeatureDataset(DatasetWrapper):
             self._open()
         shard, row = divmod(index, self.manifest['shard_size'])
         values = np.array(self._arrays[view][shard][row])
+        if self._scales is not None:
+            values = dequantize(values, self._scales[view][shard][row])
         if not np.isfinite(values).all():
             fname = self._files[view][shard]
             raise FeatureCacheError(
@@ -258,15 +265,23 @@ class CachedFeatureDataset(DatasetWrapper):
     def _open(self) -> None:
         views = range(self.manifest['num_views'])
         arrays, files = [[] for _ in views], [[] for _ in views]
+        scales = ([[] for _ in views]
+                  if self.manifest['dtype'] in QUANTISED else None)
         for rec in self.manifest['shards']:
             path = osp.join(self.cache_dir, rec['file'])
             arrays[rec['view']].append(np.load(path, mmap_mode='r'))
             files[rec['view']].append(rec['file'])
-        self._arrays, self._files = arrays, files
+            if scales is not None:
+                scales[rec['view']].append(
+                    np.load(
+                        osp.join(self.cache_dir, rec['scales']['file']),
+                        mmap_mode='r'))
+        self._arrays, self._files, self._scales = arrays, files, scales
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state['_arrays'] = None  # memmaps are reopened in each process
+        state['_scales'] = None
         return state
 
     def _repr_fields(self, initialized: bool) -> list:

@@ -10,7 +10,8 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..samplers import RNGGuard, seed_global_rngs, sample_seed
 from .errors import FeatureCacheError
-from .store import DTYPES, shard_record
+from .quantize import quantize
+from .store import DTYPES, QUANTISED, scale_file, shard_record
 
 __all__ = ['SeededView', 'extract_views']
 
@@ -70,12 +71,14 @@ def extract_views(folder: str,
 
     Returns the ``(D, N)`` feature shape and the shard records (with their
     checksums) for the manifest. The global RNGs are restored afterwards.
+    ``dtype='int8'`` writes codes and per-token scales (:mod:`.quantize`).
     """
     from tqdm import tqdm
     n = len(dataset)
     np_dtype = DTYPES[dtype]
+    quantised = dtype in QUANTISED
     expected = getattr(backbone, 'input_resolution', None)
-    layout, arrays, shape = [], {}, None
+    layout, arrays, scales, shape = [], {}, {}, None
     bar = tqdm(
         total=n * num_views,
         desc='Extracting frozen features',
@@ -105,12 +108,15 @@ def extract_views(folder: str,
                             '(input_resolution). Fix the Resize of the '
                             'pipeline or the backbone.')
                     feats = backbone(x)[-1].to('cpu', torch.float32).numpy()
-                    feats = feats.astype(np_dtype)
+                    if not quantised:
+                        feats = feats.astype(np_dtype)
                     if not np.isfinite(feats).all():
                         raise FeatureCacheError(
                             'Non-finite features (the tower output overflows '
                             f'{dtype} or is NaN). Use dtype=\'float32\' or '
                             'check the weights.')
+                    if quantised:
+                        feats, feat_scales = quantize(feats)
                     if shape is None:
                         shape = feats.shape[1:]
                         for v in range(num_views):
@@ -122,7 +128,16 @@ def extract_views(folder: str,
                                     mode='w+',
                                     dtype=np_dtype,
                                     shape=(count, ) + shape)
-                                layout.append((v, fname, start, count))
+                                if quantised:
+                                    scales[v,
+                                           start] = np.lib.format.open_memmap(
+                                               osp.join(
+                                                   folder, scale_file(fname)),
+                                               mode='w+',
+                                               dtype=np.float32,
+                                               shape=(count, shape[-1]))
+                                layout.append(
+                                    (v, fname, start, count, quantised))
                     elif feats.shape[1:] != shape:
                         raise FeatureCacheError(
                             f'Feature shape changed from {shape} to '
@@ -130,11 +145,14 @@ def extract_views(folder: str,
                     for j, i in enumerate(indices):
                         start = i - i % shard_size
                         arrays[view, start][i - start] = feats[j]
+                        if quantised:
+                            scales[view, start][i - start] = feat_scales[j]
                     bar.update(len(indices))
-                for (v, start), arr in arrays.items():
+                for (v, start), arr in [*arrays.items(), *scales.items()]:
                     if v == view:
                         arr.flush()
     finally:
         bar.close()
     arrays.clear()  # close the memmaps before the files are hashed
+    scales.clear()
     return shape, [shard_record(folder, *entry) for entry in layout]

@@ -7,10 +7,14 @@ Layout of a cache directory::
         manifest.json           written last; the cache is complete iff it
                                 exists (the directory is renamed into place)
         v0_s00000.npy ...       view 0, shards of ``shard_size`` samples,
-                                (n, D, N) float16/float32 (np.lib.format)
+                                (n, D, N) float16/float32/int8
+                                (np.lib.format)
+        v0_s00000.scale.npy ... int8 only: the (n, N) float32 per-token
+                                scales of that shard (:mod:`.quantize`)
 
 The manifest holds the key (:mod:`.key`), the fingerprints of the images
-(:mod:`.images`) and, per shard, its size, modification time and SHA-256.
+(:mod:`.images`) and, per shard (and per scale file), its size,
+modification time and SHA-256.
 """
 import json
 import os
@@ -26,15 +30,18 @@ from .images import changed_images, file_sha256
 from .key import diff_keys
 
 __all__ = [
-    'CACHE_FORMAT', 'CACHE_VERSION', 'MANIFEST', 'DTYPES', 'shard_record',
-    'write_manifest', 'check_cache', 'commit', 'partial_dir',
-    'remove_leftovers'
+    'CACHE_FORMAT', 'CACHE_VERSION', 'MANIFEST', 'DTYPES', 'QUANTISED',
+    'scale_file', 'shard_record', 'write_manifest', 'check_cache', 'commit',
+    'partial_dir', 'remove_leftovers'
 ]
 
 CACHE_FORMAT = 'mmcoop-feature-cache'
 CACHE_VERSION = 2
 MANIFEST = 'manifest.json'
-DTYPES = {'float16': np.float16, 'float32': np.float32}
+#: storage dtype name -> numpy dtype of the shard files
+DTYPES = {'float16': np.float16, 'float32': np.float32, 'int8': np.int8}
+#: dtypes stored as codes + per-token float32 scales (:mod:`.quantize`)
+QUANTISED = ('int8', )
 _MAX_SHOWN = 5
 
 
@@ -61,19 +68,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def shard_record(folder: str, view: int, fname: str, start: int,
-                 count: int) -> dict:
-    """The manifest entry of a written shard (with its checksum)."""
+def scale_file(fname: str) -> str:
+    """The scale file of the quantised shard ``fname``."""
+    return fname[:-len('.npy')] + '.scale.npy'
+
+
+def _file_record(folder: str, fname: str) -> dict:
     path = osp.join(folder, fname)
     st = os.stat(path)
     return dict(
-        view=view,
         file=fname,
-        start=start,
-        count=count,
         bytes=st.st_size,
         mtime_ns=st.st_mtime_ns,
         sha256=file_sha256(path))
+
+
+def shard_record(folder: str,
+                 view: int,
+                 fname: str,
+                 start: int,
+                 count: int,
+                 quantised: bool = False) -> dict:
+    """The manifest entry of a written shard (with its checksum, and the
+    record of its scale file when ``quantised``)."""
+    rec = dict(view=view, start=start, count=count)
+    rec.update(_file_record(folder, fname))
+    if quantised:
+        rec['scales'] = _file_record(folder, scale_file(fname))
+    return rec
 
 
 def write_manifest(folder: str, manifest: dict) -> None:
@@ -129,9 +151,10 @@ def _listing(items: List[str], what: str) -> str:
     return f'{len(items)} {what}: {shown}{more}'
 
 
-def _check_shard(cache_dir: str, rec: dict, shape: tuple, dtype,
-                 verify: str) -> Optional[str]:
-    """Why the shard of ``rec`` cannot be used, or None."""
+def _check_file(cache_dir: str, rec: dict, expected: tuple, dtype,
+                verify: str) -> Optional[str]:
+    """Why the file of ``rec`` (a shard or scale file) cannot be used, or
+    None."""
     fname = rec['file']
     path = osp.join(cache_dir, fname)
     try:
@@ -139,7 +162,6 @@ def _check_shard(cache_dir: str, rec: dict, shape: tuple, dtype,
         arr = np.load(path, mmap_mode='r')
     except (OSError, ValueError) as e:
         return f'shard {fname}: {type(e).__name__}: {e}'
-    expected = (rec['count'], ) + shape
     if arr.shape != expected or arr.dtype != dtype:
         return (f'shard {fname} has shape {arr.shape} {arr.dtype}, expected '
                 f'{expected} {np.dtype(dtype)}')
@@ -148,12 +170,25 @@ def _check_shard(cache_dir: str, rec: dict, shape: tuple, dtype,
         if st.st_size != rec['bytes'] or file_sha256(path) != rec['sha256']:
             return (f'shard {fname} is not what was written (its SHA-256 '
                     'differs from the manifest)')
-    if verify == 'full':
+    if verify == 'full' and np.issubdtype(arr.dtype, np.floating):
         rows = max(1, (1 << 26) // max(1, arr[0].nbytes if len(arr) else 1))
         for start in range(0, len(arr), rows):
             if not np.isfinite(arr[start:start + rows]).all():
                 return f'shard {fname} holds NaN or Inf values'
     return None
+
+
+def _check_shard(cache_dir: str, rec: dict, shape: tuple, dtype: str,
+                 verify: str) -> Optional[str]:
+    """Why the shard of ``rec`` (and its scales) cannot be used, or None."""
+    why = _check_file(cache_dir, rec, (rec['count'], ) + shape,
+                      np.dtype(DTYPES[dtype]), verify)
+    if why or dtype not in QUANTISED:
+        return why
+    if 'scales' not in rec:
+        return f'shard {rec["file"]} has no scale file in the manifest'
+    return _check_file(cache_dir, rec['scales'], (rec['count'], shape[-1]),
+                       np.dtype(np.float32), verify)
 
 
 def check_cache(cache_dir: str, key: dict, paths: List[str],
@@ -204,9 +239,8 @@ def check_cache(cache_dir: str, key: dict, paths: List[str],
             changed,
             f'images changed since the build (verify={verify!r})'), None
     shape = tuple(manifest['feature_shape'])
-    dtype = np.dtype(DTYPES[manifest['dtype']])
     for rec in manifest['shards']:
-        why = _check_shard(cache_dir, rec, shape, dtype, verify)
+        why = _check_shard(cache_dir, rec, shape, manifest['dtype'], verify)
         if why:
             return 'damaged', why, None
     return 'ok', '', manifest

@@ -7,3 +7,9 @@ __all__ = [
     'RandomCutout', 'LoadImageFromFileChecked', 'DualCoOpRandAugment',
     'DUALCOOP_RANDAUG_POLICIES'
 ]
+from .tensor_augment import (LoadImageBytes, LoadImageTensor,  # noqa: E402
+                             TensorCutout, TensorRandAugment)
+
+__all__ += [
+    'LoadImageTensor', 'LoadImageBytes', 'TensorCutout', 'TensorRandAugment'
+]

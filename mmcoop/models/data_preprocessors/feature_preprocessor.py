@@ -18,7 +18,8 @@ class FeatureDataPreprocessor(BaseDataPreprocessor):
     normalisation, colour conversion or batch augmentation: the image
     preprocessing already happened when the cache was built (the cache's own
     ``data_preprocessor``). The stored dtype (fp16 or fp32) is kept for the
-    transfer (half the bytes for fp16);
+    transfer (half the bytes for fp16; an int8 cache is served dequantised,
+    in fp32);
     :class:`~mmcoop.models.PrecomputedFeatures` casts to fp32.
 
     Args:

@@ -1,0 +1,249 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Images/s per core of the training data paths: the measurement of
+``benchmark.py --mode data``.
+
+On generated COCO-like JPEGs (640x480, smooth content plus noise, quality
+90: :func:`make_images`), each path turns a file
+into a training input, in ``P`` worker processes of one thread each
+(``P`` = 1, 2, ... cores):
+
+- ``official``: the official transform re-derived with PIL
+  (:class:`~mmcoop.benchmark.official.OfficialTrainTransform`): decode,
+  resize, CutoutPIL, RandAugment, ToTensor + Normalize (its workers
+  normalise; mmcoop normalises the batch in the data preprocessor);
+- ``mmcv``: mmcoop's train pipeline of the paper configs
+  (``LoadImageFromFileChecked``, pillow ``Resize``, ``RandomCutout``,
+  ``DualCoOpRandAugment``, ``PackInputs``);
+- ``tensor``: ``LoadImageTensor`` + ``TensorCutout`` +
+  ``TensorRandAugment`` + ``PackInputs`` (uint8 tensors, the official
+  policy; mmcoop.datasets.transforms.tensor_augment);
+- ``tensor-draft``: the same with JPEG DCT scaling (only measured when the
+  resolution is at most half the image).
+
+With ``--device cuda`` also ``gpu``: the files are read (and the draws
+made) on the CPU by ``LoadImageBytes``, and ``DeviceAugmentPreprocessor``
+decodes the batch on the GPU (``torchvision.io.decode_jpeg(device=...)``),
+resizes, augments it as batched tensor ops and normalises it; reported as
+images/s of the whole path in one process (CPU read + GPU work).
+"""
+import json
+import multiprocessing as mp
+import os
+import os.path as osp
+import shutil
+import statistics
+import tempfile
+import time
+from typing import List
+
+import numpy as np
+import torch
+
+from .steps import classnames
+from .timing import sync
+
+__all__ = ['PIPELINES', 'make_images', 'pipeline_cfg', 'build_path', 'measure_data',
+           'report_data']
+
+PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-draft')
+
+
+def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
+    """The transform configs of mmcoop's data path ``name`` (``'mmcv'``:
+    the paper configs' pipeline, ``'tensor'`` / ``'tensor-draft'``: the
+    uint8 tensor path); ``augment=False`` gives the test pipeline."""
+    scale = (resolution, resolution)
+    if name == 'mmcv':
+        cfg = [
+            dict(type='mmcoop.LoadImageFromFileChecked'),
+            dict(type='Resize', scale=scale, keep_ratio=False,
+                 backend='pillow', interpolation='bilinear'),
+        ]
+        aug = [dict(type='mmcoop.RandomCutout', cutout_factor=0.5),
+               dict(type='mmcoop.DualCoOpRandAugment')]
+    elif name in ('tensor', 'tensor-draft'):
+        cfg = [dict(type='mmcoop.LoadImageTensor', scale=scale,
+                    draft=name == 'tensor-draft')]
+        aug = [dict(type='mmcoop.TensorCutout', cutout_factor=0.5),
+               dict(type='mmcoop.TensorRandAugment')]
+    else:
+        raise ValueError(f'unknown data path {name!r}')
+    return cfg + (aug if augment else []) + [dict(type='PackInputs')]
+
+
+def build_path(name: str, resolution: int):
+    """``path -> training input`` of one CPU data path."""
+    if name == 'official':
+        from .official import OfficialTrainTransform
+        return OfficialTrainTransform(resolution)
+    from mmcv.transforms import Compose
+    from mmpretrain.registry import TRANSFORMS
+
+    import mmcoop.datasets  # noqa: F401
+    pipeline = Compose(
+        [TRANSFORMS.build(c) for c in pipeline_cfg(name, resolution)])
+    return lambda path: pipeline(dict(img_path=path))
+
+
+def make_images(root: str, num: int, num_classes: int, seed: int = 0) -> None:
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    data_list = []
+    for i in range(num):
+        # smooth random content (JPEG size ~ natural photos), 640x480
+        small = (rng.random((15, 20, 3)) * 255).astype(np.uint8)
+        img = Image.fromarray(small).resize((640, 480), Image.BICUBIC)
+        noise = rng.normal(0, 12, (480, 640, 3))
+        arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255)
+        Image.fromarray(arr.astype(np.uint8)).save(
+            osp.join(root, f'{i:06d}.jpg'), quality=90)
+        labels = sorted(set(rng.integers(0, num_classes, 3).tolist()))
+        data_list.append(dict(img_path=f'{i:06d}.jpg', gt_label=labels))
+    with open(osp.join(root, 'ann.json'), 'w') as f:
+        json.dump(
+            dict(
+                metainfo=dict(classes=classnames(num_classes)),
+                data_list=data_list), f)
+
+
+_WORKER = {}
+
+
+def _work(task):
+    """Worker: run one path over its share of the files; returns the
+    number of images."""
+    name, resolution, paths, seed = task
+    torch.set_num_threads(1)
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    key = (name, resolution)
+    if key not in _WORKER:
+        _WORKER[key] = build_path(name, resolution)
+    fn = _WORKER[key]
+    np.random.seed(seed)
+    import random
+    random.seed(seed)
+    for p in paths:
+        fn(p)
+    return len(paths)
+
+
+def device_path(paths: List[str], resolution: int, batch_size: int,
+                device: torch.device) -> int:
+    """The GPU data path: ``LoadImageBytes`` in the caller's process (file
+    read + draw), then :class:`~mmcoop.models.DeviceAugmentPreprocessor` on
+    ``device`` (decode, resize, augment, normalise), batch by batch."""
+    from mmengine.dataset import pseudo_collate
+    from mmpretrain.registry import TRANSFORMS
+
+    import mmcoop.models  # noqa: F401
+    from mmcoop.registry import MODELS
+    load = TRANSFORMS.build(
+        dict(type='mmcoop.LoadImageBytes', scale=(resolution, resolution)))
+    pack = TRANSFORMS.build(
+        dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor')).to(device)
+    np.random.seed(0)
+    done = 0
+    for start in range(0, len(paths), batch_size):
+        batch = pseudo_collate([
+            pack(load(dict(img_path=p)))
+            for p in paths[start:start + batch_size]
+        ])
+        done += pre(batch, training=True)['inputs'].shape[0]
+    sync(device)
+    return done
+
+
+def measure_data(opts) -> dict:
+    """Images/s of every data path on ``opts.data_cores`` core counts.
+
+    Options used: ``data_images``, ``data_resolution``, ``data_cores``,
+    ``data_rounds``, ``data_pipelines``, ``device``, ``batch_size``.
+    Each round measures every (path, cores) once, interleaved; the figures
+    are the best round (the least disturbed) and the median.
+    """
+    res_px = opts.data_resolution
+    names = [n for n in opts.data_pipelines
+             if n != 'tensor-draft' or 2 * res_px <= 480]
+    tmp = tempfile.mkdtemp(prefix='mmcoop-data-bench-')
+    out = dict(images=opts.data_images, resolution=res_px,
+               image_size='640x480', jpeg_quality=90,
+               cores=list(opts.data_cores), rounds=opts.data_rounds,
+               results={})
+    try:
+        make_images(tmp, opts.data_images, 20)
+        paths = sorted(
+            osp.join(tmp, f) for f in os.listdir(tmp) if f.endswith('.jpg'))
+        out['mean_jpeg_kib'] = round(
+            statistics.mean(os.path.getsize(p) for p in paths) / 1024, 1)
+        ctx = mp.get_context('fork')
+        times = {(n, c): [] for n in names for c in opts.data_cores}
+        pools = {c: ctx.Pool(c) for c in opts.data_cores}
+        try:
+            for c, pool in pools.items():  # warm-up: imports, first calls
+                pool.map(_work, [(n, res_px, paths[:2], 0) for n in names
+                                 for _ in range(c)])
+            for r in range(opts.data_rounds):
+                for n in names:
+                    for c, pool in pools.items():
+                        shares = [paths[i::c] for i in range(c)]
+                        t0 = time.perf_counter()
+                        count = sum(
+                            pool.map(_work, [(n, res_px, s, r * 100 + i)
+                                             for i, s in enumerate(shares)]))
+                        times[(n, c)].append(
+                            (time.perf_counter() - t0, count))
+        finally:
+            for pool in pools.values():
+                pool.close()
+                pool.join()
+        for (n, c), runs in times.items():
+            rates = [count / t for t, count in runs]
+            out['results'][f'{n}@{c}'] = dict(
+                path=n, cores=c, images_per_s=max(rates),
+                median_images_per_s=statistics.median(rates),
+                per_core=max(rates) / c)
+        if opts.device == 'cuda':
+            device = torch.device('cuda')
+            device_path(paths[:opts.batch_size], res_px, opts.batch_size,
+                      device)  # warm-up
+            rates = []
+            for _ in range(opts.data_rounds):
+                t0 = time.perf_counter()
+                count = device_path(paths, res_px, opts.batch_size, device)
+                rates.append(count / (time.perf_counter() - t0))
+            out['results']['gpu'] = dict(
+                path='gpu', cores=1, images_per_s=max(rates),
+                median_images_per_s=statistics.median(rates),
+                per_core=max(rates))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def report_data(r: dict, opts) -> str:
+    """Markdown table of :func:`measure_data`."""
+    base = {c: r['results'].get(f'official@{c}', {}).get('images_per_s')
+            for c in r['cores']}
+    lines = [
+        f'### Data path: {r["images"]} generated {r["image_size"]} JPEGs '
+        f'(quality {r["jpeg_quality"]}, mean {r["mean_jpeg_kib"]} KiB) -> '
+        f'{r["resolution"]} px training inputs, best of {r["rounds"]} '
+        f'interleaved rounds, on {opts.device_desc}', '',
+        '| path | cores | images/s | per core | median images/s | '
+        'vs official |', '|---|---|---|---|---|---|'
+    ]
+    for key, v in r['results'].items():
+        ref = base.get(v['cores'])
+        ratio = f'{v["images_per_s"] / ref:.2f}x' if ref and \
+            v['path'] != 'gpu' else 'n/a'
+        lines.append(
+            f'| {v["path"]} | {v["cores"] if v["path"] != "gpu" else "GPU"}'
+            f' | {v["images_per_s"]:.1f} | {v["per_core"]:.1f} | '
+            f'{v["median_images_per_s"]:.1f} | {ratio} |')
+    return '\n'.join(lines)

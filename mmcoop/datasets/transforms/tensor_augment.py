@@ -1,0 +1,633 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""The official train augmentation as batched ``uint8`` tensor ops.
+
+The official recipe (``sunxm2357/DualCoOp``, ``SamyakR99/PositiveCoOp``)
+augments every training image with ``CutoutPIL(0.5)`` and ``RandAugment()``
+of pip ``randaugment==1.0.2``, one PIL operation at a time. Here the same
+operations work on ``(B, 3, H, W)`` ``uint8`` RGB tensors with one
+parameter per image, on any device (CPU workers, or the GPU for a whole
+batch):
+
+- :func:`draw_randaugment` draws an op list with the official policy:
+  two ops, each uniform over the 15 ops of ``RandAugment.get_trans_list()``
+  with a magnitude index uniform in 1..9 (with replacement), each applied
+  with probability 0.5, and a random sign where the official op draws one;
+- :func:`apply_op` applies one op with PIL's arithmetic: the colour ops and
+  the look-up-table ops (invert, posterize, solarize, autocontrast,
+  equalize) follow PIL's integer formulas; the geometric ops use PIL's
+  affine coefficients and pixel-centre convention (nearest: the same pixels
+  as PIL; bicubic: torch's kernel, so within interpolation tolerance);
+- :func:`cutout` is ``CutoutPIL``'s inclusive rectangle;
+- :func:`official_op` / :func:`official_cutout` are the official PIL
+  operations themselves (the reference of the tests, and the CPU path:
+  PIL's C operations on one image beat tensor ops on one CPU core).
+
+:class:`LoadImageTensor`, :class:`TensorCutout` and
+:class:`TensorRandAugment` are the pipeline transforms (BGR ``(3, H, W)``
+uint8 tensors at the pipeline boundary, as every mmcoop image; the
+normalisation is left to the data preprocessor, batched).
+"""
+import io
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmcv.transforms import BaseTransform
+from mmengine import fileio
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+from mmcoop.registry import TRANSFORMS
+
+__all__ = [
+    'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
+    'official_cutout', 'apply_op', 'cutout',
+    'resize', 'decode_resize', 'augment_batch', 'LoadImageTensor',
+    'LoadImageBytes', 'TensorCutout',
+    'TensorRandAugment'
+]
+
+#: ``randaugment.RandAugment.get_trans_list()`` of pip randaugment 1.0.2.
+RANDAUG_OPS = ('Invert', 'Cutout', 'Sharpness', 'AutoContrast', 'Posterize',
+               'ShearX', 'TranslateX', 'TranslateY', 'ShearY', 'Rotate',
+               'Equalize', 'Contrast', 'Color', 'Solarize', 'Brightness')
+#: ``np.linspace(lo, hi, 10)`` of each op (``SubPolicy.ranges``).
+_RANGES = dict(
+    ShearX=(0, 0.3), ShearY=(0, 0.3), TranslateX=(0, 150 / 331),
+    TranslateY=(0, 150 / 331), Rotate=(0, 30), Color=(0., 0.9),
+    Posterize=(8, 4), Solarize=(256, 0), Contrast=(0., 0.9),
+    Sharpness=(0., 0.9), Brightness=(0., 0.9), Cutout=(0, 20))
+#: Ops whose official lambda draws ``random.choice([-1, 1])``.
+_SIGNED = ('ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Color',
+           'Contrast', 'Sharpness', 'Brightness')
+_FILL = 128  # SubPolicy's fillcolor
+_CUTOUT_FILL = (125, 122, 113)  # randaugment.Cutout's colour (RGB)
+
+
+def magnitude(op: str, index: int) -> float:
+    """The official magnitude of ``op`` at index 0..9."""
+    if op not in _RANGES:
+        return 0.
+    lo, hi = _RANGES[op]
+    value = np.linspace(lo, hi, 10)[index]
+    if op in ('Posterize', 'Cutout'):  # np.round(...).astype(int)
+        return int(np.round(value))
+    return float(value)
+
+
+def draw_randaugment(rng=np.random) -> List[dict]:
+    """One image's RandAugment draw with the official policy.
+
+    Args:
+        rng: ``numpy.random`` (the global RNG, seeded per sample by
+            :class:`~mmcoop.datasets.EpochSeededSampler`) or a
+            ``RandomState``.
+
+    Returns:
+        list[dict]: the two ops in order, each ``op``, ``index`` (1..9),
+        ``applied`` (p = 0.5), ``sign`` (+-1) and, for ``Cutout``, the
+        centre ``centre=(u, v)`` as fractions in [0, 1) (drawn here so that
+        the draw does not depend on the image size).
+    """
+    out = []
+    for _ in range(2):
+        op = RANDAUG_OPS[rng.randint(len(RANDAUG_OPS))]
+        out.append(
+            dict(
+                op=op,
+                index=int(rng.randint(1, 10)),
+                applied=bool(rng.rand() < 0.5),
+                sign=int(rng.choice([-1, 1])),
+                centre=(float(rng.rand()), float(rng.rand()))))
+    return out
+
+
+# ------------------------------------------------------ the PIL reference
+
+
+def official_op(img: Image.Image, op: str, index: int, sign: int = 1,
+                centre=(0.5, 0.5)) -> Image.Image:
+    """One ``SubPolicy`` operation of randaugment 1.0.2, with the sign (its
+    ``random.choice([-1, 1])``) and the Cutout centre (as fractions of the
+    size; its ``np.random.randint``) given."""
+    m = magnitude(op, index)
+    if op == 'ShearX':
+        return img.transform(img.size, Image.AFFINE, (1, m * sign, 0, 0, 1, 0),
+                             Image.BICUBIC, fillcolor=(_FILL, ) * 3)
+    if op == 'ShearY':
+        return img.transform(img.size, Image.AFFINE, (1, 0, 0, m * sign, 1, 0),
+                             Image.BICUBIC, fillcolor=(_FILL, ) * 3)
+    if op == 'TranslateX':
+        return img.transform(img.size, Image.AFFINE,
+                             (1, 0, m * img.size[0] * sign, 0, 1, 0),
+                             fillcolor=(_FILL, ) * 3)
+    if op == 'TranslateY':
+        return img.transform(img.size, Image.AFFINE,
+                             (1, 0, 0, 0, 1, m * img.size[1] * sign),
+                             fillcolor=(_FILL, ) * 3)
+    if op == 'Rotate':
+        rot = img.convert('RGBA').rotate(m)
+        return Image.composite(rot, Image.new('RGBA', rot.size, (128, ) * 4),
+                               rot).convert(img.mode)
+    if op == 'Color':
+        return ImageEnhance.Color(img).enhance(1 + m * sign)
+    if op == 'Posterize':
+        return ImageOps.posterize(img, m)
+    if op == 'Solarize':
+        return ImageOps.solarize(img, m)
+    if op == 'Contrast':
+        return ImageEnhance.Contrast(img).enhance(1 + m * sign)
+    if op == 'Sharpness':
+        return ImageEnhance.Sharpness(img).enhance(1 + m * sign)
+    if op == 'Brightness':
+        return ImageEnhance.Brightness(img).enhance(1 + m * sign)
+    if op == 'AutoContrast':
+        return ImageOps.autocontrast(img)
+    if op == 'Equalize':
+        return ImageOps.equalize(img)
+    if op == 'Invert':
+        return ImageOps.invert(img)
+    if op == 'Cutout':  # randaugment.Cutout: size x size, half-open
+        img = img.copy()
+        width, height = img.size
+        x, y = int(centre[0] * width), int(centre[1] * height)
+        x0, x1 = max(0, x - m // 2), min(width, x + m // 2)
+        y0, y1 = max(0, y - m // 2), min(height, y + m // 2)
+        if x1 > x0 and y1 > y0:
+            img.paste((125, 122, 113), (x0, y0, x1, y1))
+        return img
+    raise ValueError(f'unknown op {op!r}')
+
+
+def official_cutout(img: Image.Image, cy: int, cx: int, colour,
+                    cutout_factor: float = 0.5) -> Image.Image:
+    """``CutoutPIL``'s drawing for a given centre and colour."""
+    img = img.copy()
+    h, w = img.size[0], img.size[1]  # the official code swaps them
+    hc, wc = int(cutout_factor * h + 0.5), int(cutout_factor * w + 0.5)
+    y1, y2 = np.clip(cy - hc // 2, 0, h), np.clip(cy + hc // 2, 0, h)
+    x1, x2 = np.clip(cx - wc // 2, 0, w), np.clip(cx + wc // 2, 0, w)
+    ImageDraw.Draw(img).rectangle([x1, y1, x2, y2], fill=tuple(colour))
+    return img
+
+
+# ---------------------------------------------------------------- helpers
+def _per_image(values, img: torch.Tensor, dtype=torch.float32):
+    """``(B, 1, 1, 1)`` tensor of per-image parameters."""
+    t = torch.as_tensor(values, dtype=dtype, device=img.device)
+    return t.reshape(-1, 1, 1, 1).expand(img.shape[0], 1, 1, 1)
+
+
+def _blend(degenerate: torch.Tensor, img: torch.Tensor,
+           factor: torch.Tensor) -> torch.Tensor:
+    """PIL ``Image.blend(degenerate, img, factor)`` for uint8: the float
+    result is clipped and truncated."""
+    d = degenerate.float()
+    out = d + factor * (img.float() - d)
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def _luma(img: torch.Tensor) -> torch.Tensor:
+    """PIL's ``convert('L')``: ``(R*19595 + G*38470 + B*7471 + 0x8000) >>
+    16``, ``(B, 1, H, W)`` uint8."""
+    r, g, b = img.to(torch.int32).unbind(1)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(
+        torch.uint8).unsqueeze(1)
+
+
+def _lut(img: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Per image and channel look-up: ``lut`` is ``(B, 3, 256)``."""
+    b, c, h, w = img.shape
+    flat = img.reshape(b, c, h * w).long()
+    return torch.gather(lut.to(torch.uint8), 2, flat).reshape(b, c, h, w)
+
+
+def _histogram(img: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, 256)`` per image and channel counts."""
+    b, c, h, w = img.shape
+    flat = img.reshape(b * c, h * w).long()
+    hist = torch.zeros(b * c, 256, dtype=torch.long, device=img.device)
+    hist.scatter_add_(1, flat, torch.ones_like(flat))
+    return hist.reshape(b, c, 256)
+
+
+def _autocontrast_lut(hist: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageOps.autocontrast`` (cutoff 0): per channel
+    ``clip(int(i * 255 / (hi - lo) - lo * 255 / (hi - lo)))``."""
+    idx = torch.arange(256, device=hist.device)
+    present = hist > 0
+    lo = torch.where(present, idx, 256).amin(-1, keepdim=True)
+    hi = torch.where(present, idx, -1).amax(-1, keepdim=True)
+    span = (hi - lo).clamp(min=1).double()
+    scale = 255.0 / span
+    lut = (idx.double() * scale - lo.double() * scale).trunc().clamp(0, 255)
+    return torch.where(hi <= lo, idx.double(), lut).long()
+
+
+def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageOps.equalize``: ``step = (n - count of the last used
+    level) // 255``; ``lut[i] = (step // 2 + sum(h[:i])) // step``."""
+    idx = torch.arange(256, device=hist.device)
+    last = torch.where(hist > 0, idx, -1).amax(-1, keepdim=True)
+    last_count = torch.gather(hist, -1, last.clamp(min=0))
+    step = (hist.sum(-1, keepdim=True) - last_count) // 255
+    before = torch.cumsum(hist, -1) - hist
+    lut = ((step // 2 + before) // step.clamp(min=1)).clamp(max=255)
+    used = (hist > 0).sum(-1, keepdim=True)
+    return torch.where((step == 0) | (used <= 1), idx, lut)
+
+
+def _smooth(img: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageFilter.SMOOTH`` (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, /13,
+    rounded); the border rows and columns keep their values."""
+    kernel = torch.ones(3, 3, device=img.device)
+    kernel[1, 1] = 5
+    kernel = (kernel / 13).expand(3, 1, 3, 3)
+    x = img.float()
+    inner = F.conv2d(x, kernel, groups=3)
+    out = x.clone()
+    out[..., 1:-1, 1:-1] = (inner + 0.5).floor()
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def _pil_rotate_coeffs(angle: float, w: int, h: int) -> Tuple[float, ...]:
+    """PIL ``Image.rotate(angle)``'s affine coefficients (about the centre
+    ``(w / 2, h / 2)``, counter-clockwise, no expand)."""
+    a = -math.radians(angle % 360.0)
+    m = [round(math.cos(a), 15), round(math.sin(a), 15), 0.0,
+         round(-math.sin(a), 15), round(math.cos(a), 15), 0.0]
+    cx, cy = w / 2.0, h / 2.0
+    m[2] = m[0] * -cx + m[1] * -cy + cx
+    m[5] = m[3] * -cx + m[4] * -cy + cy
+    return tuple(m)
+
+
+def _affine(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
+            mode: str) -> torch.Tensor:
+    """PIL ``Image.transform(size, AFFINE, coeffs, mode, fillcolor=128)``.
+
+    The output pixel ``(x, y)`` samples the input at ``(a (x + .5) + b
+    (y + .5) + c, d (x + .5) + e (y + .5) + f)``; outside ``[0, W) x [0,
+    H)`` it is 128. ``nearest`` takes the pixel containing that point, as
+    PIL; ``bicubic`` uses torch's kernel (PIL's has a = -0.5, torch's
+    -0.75), with the edge pixels repeated, as PIL.
+    """
+    b, _, h, w = img.shape
+    m = torch.as_tensor(coeffs, dtype=torch.float64, device=img.device)
+    m = m.reshape(-1, 6).expand(b, 6)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64, device=img.device) + 0.5,
+        torch.arange(w, dtype=torch.float64, device=img.device) + 0.5,
+        indexing='ij')
+    u = (m[:, 0, None, None] * xs + m[:, 1, None, None] * ys +
+         m[:, 2, None, None])
+    v = (m[:, 3, None, None] * xs + m[:, 4, None, None] * ys +
+         m[:, 5, None, None])
+    inside = ((u >= 0) & (u < w) & (v >= 0) & (v < h)).unsqueeze(1)
+    if mode == 'nearest':
+        ui = u.floor().long().clamp(0, w - 1)
+        vi = v.floor().long().clamp(0, h - 1)
+        index = (vi * w + ui).reshape(b, 1, h * w).expand(b, 3, h * w)
+        out = torch.gather(img.reshape(b, 3, h * w), 2, index)
+        out = out.reshape(b, 3, h, w)
+    else:
+        grid = torch.stack([u / w * 2 - 1, v / h * 2 - 1], -1).float()
+        out = F.grid_sample(
+            img.float(), grid, mode=mode, padding_mode='border',
+            align_corners=False)
+        out = (out + 0.5).floor().clamp_(0, 255).to(torch.uint8)
+    return torch.where(inside, out, torch.full_like(out, _FILL))
+
+
+# -------------------------------------------------------------------- ops
+def apply_op(img: torch.Tensor, op: str, index, sign=1,
+             centre=(0.5, 0.5)) -> torch.Tensor:
+    """One official RandAugment op on ``(B, 3, H, W)`` uint8 RGB images.
+
+    Args:
+        img (Tensor): the images (not modified).
+        op (str): one of :data:`RANDAUG_OPS`.
+        index (int | Sequence[int]): magnitude index 1..9 (per image).
+        sign (int | Sequence[int]): +-1 (per image), for the ops that draw
+            one.
+        centre (tuple | Sequence[tuple]): ``Cutout`` centre as fractions
+            (per image).
+
+    Returns:
+        Tensor: the augmented images.
+    """
+    b, _, h, w = img.shape
+    index = [index] * b if np.isscalar(index) else list(index)
+    sign = [sign] * b if np.isscalar(sign) else list(sign)
+    mag = [magnitude(op, i) for i in index]
+    if op in _SIGNED:
+        mag = [m * s for m, s in zip(mag, sign)]
+    if op == 'Invert':
+        return 255 - img
+    if op == 'Posterize':
+        keep = torch.tensor([(0xFF << (8 - int(bits))) & 0xFF for bits in mag],
+                            dtype=torch.uint8, device=img.device)
+        return img & keep.reshape(-1, 1, 1, 1)
+    if op == 'Solarize':
+        thr = _per_image(mag, img)
+        return torch.where(img.float() < thr, img, 255 - img)
+    if op == 'AutoContrast':
+        return _lut(img, _autocontrast_lut(_histogram(img)))
+    if op == 'Equalize':
+        return _lut(img, _equalize_lut(_histogram(img)))
+    factor = _per_image([1 + m for m in mag], img)
+    if op == 'Brightness':
+        return _blend(torch.zeros_like(img), img, factor)
+    if op == 'Color':
+        return _blend(_luma(img).expand_as(img), img, factor)
+    if op == 'Contrast':
+        mean = (_luma(img).double().mean((1, 2, 3)) + 0.5).floor()
+        degenerate = mean.reshape(-1, 1, 1, 1).expand_as(img)
+        return _blend(degenerate, img, factor)
+    if op == 'Sharpness':
+        return _blend(_smooth(img), img, factor)
+    if op == 'Cutout':
+        centres = [centre] * b if np.isscalar(centre[0]) else list(centre)
+        boxes = []
+        for size, (cu, cv) in zip(mag, centres):
+            x, y = int(cu * w), int(cv * h)
+            boxes.append((max(0, y - size // 2), min(h, y + size // 2),
+                          max(0, x - size // 2), min(w, x + size // 2)))
+        return _fill_boxes(img, boxes, [_CUTOUT_FILL] * b)
+    coeffs = {
+        'ShearX': lambda m: (1, m, 0, 0, 1, 0),
+        'ShearY': lambda m: (1, 0, 0, m, 1, 0),
+        'TranslateX': lambda m: (1, 0, m * w, 0, 1, 0),
+        'TranslateY': lambda m: (1, 0, 0, 0, 1, m * h),
+        'Rotate': lambda m: _pil_rotate_coeffs(m, w, h),
+    }
+    if op not in coeffs:
+        raise ValueError(f'unknown RandAugment op {op!r}; expected one of '
+                         f'{RANDAUG_OPS}.')
+    mode = 'bicubic' if op.startswith('Shear') else 'nearest'
+    return _affine(img, [coeffs[op](m) for m in mag], mode)
+
+
+def augment_batch(img: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
+    """Cutout + RandAugment of a ``(B, 3, H, W)`` uint8 RGB batch, one
+    draw per image (what :class:`LoadImageBytes` records): ``cutout``
+    with ``cutout_centre``, ``cutout_colour`` and ``cutout_factor``, then
+    the ``randaugment`` ops in order, each op applied at once to the images
+    that drew it (one batched call per op)."""
+    img = cutout(img, [d['cutout_centre'] for d in draws],
+                 [d['cutout_colour'] for d in draws],
+                 draws[0]['cutout_factor'])
+    for k in range(2):
+        groups = {}
+        for i, d in enumerate(draws):
+            op = d['randaugment'][k]
+            if op['applied']:
+                groups.setdefault(op['op'], []).append(i)
+        for name, idx in groups.items():
+            ops = [draws[i]['randaugment'][k] for i in idx]
+            sel = torch.tensor(idx, device=img.device)
+            img[sel] = apply_op(img[sel], name, [o['index'] for o in ops],
+                                [o['sign'] for o in ops],
+                                [o['centre'] for o in ops])
+    return img
+
+
+def _fill_boxes(img: torch.Tensor, boxes, colours) -> torch.Tensor:
+    """Paint ``boxes`` (rows ``y0:y1``, columns ``x0:x1``, half-open) with
+    one RGB colour per image."""
+    out = img.clone()
+    for i, ((y0, y1, x0, x1), colour) in enumerate(zip(boxes, colours)):
+        if y1 > y0 and x1 > x0:
+            out[i, :, y0:y1, x0:x1] = torch.as_tensor(
+                colour, dtype=torch.uint8,
+                device=img.device).reshape(3, 1, 1)
+    return out
+
+
+def cutout(img: torch.Tensor, centres, colours,
+           cutout_factor: float = 0.5) -> torch.Tensor:
+    """Official ``CutoutPIL``: PIL's inclusive rectangle of side
+    ``int(factor * size + 0.5)`` around pixel ``(cy, cx)``, clipped.
+
+    Args:
+        img (Tensor): ``(B, 3, H, W)`` uint8 RGB.
+        centres: per image ``(cy, cx)`` pixel.
+        colours: per image RGB fill.
+        cutout_factor (float): side as a fraction of the image side.
+    """
+    _, _, h, w = img.shape
+    half_h = int(cutout_factor * h + 0.5) // 2
+    half_w = int(cutout_factor * w + 0.5) // 2
+    boxes = [(max(cy - half_h, 0), min(cy + half_h, h - 1) + 1,
+              max(cx - half_w, 0), min(cx + half_w, w - 1) + 1)
+             for cy, cx in centres]
+    return _fill_boxes(img, boxes, colours)
+
+
+def resize(img: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with antialiasing (PIL's ``BILINEAR`` when
+    shrinking), ``(..., 3, H, W)`` uint8 -> ``size = (h, w)``."""
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img
+    squeeze = img.dim() == 3
+    x = img[None] if squeeze else img
+    out = F.interpolate(
+        x.float(), size=size, mode='bilinear', align_corners=False,
+        antialias=True)
+    out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out[0] if squeeze else out
+
+
+def decode_resize(data: bytes, size: Tuple[int, int],
+                  draft: bool = False) -> np.ndarray:
+    """Decode (``Image.open(...).convert('RGB')``, no EXIF rotation, as
+    the official loader) and resize with PIL's bilinear filter to ``size =
+    (h, w)``: the official ``Resize((S, S))`` bit for bit. With
+    ``draft=True``, JPEGs are decoded at a reduced DCT scale when the
+    output is at most half the image (not bit-identical: within
+    interpolation tolerance). Returns an ``(h, w, 3)`` uint8 RGB array."""
+    img = Image.open(io.BytesIO(data))
+    if draft and img.format == 'JPEG':
+        img.draft('RGB', (size[1], size[0]))
+    img = img.convert('RGB')
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(img)
+
+
+# ------------------------------------------------------------- transforms
+def _read_bytes(path: str, backend_args: Optional[dict]) -> bytes:
+    """The bytes of an image file; an error names the file and the fix."""
+    try:
+        return fileio.get(path, backend_args=backend_args)
+    except Exception as e:  # noqa: BLE001
+        raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}: '
+                      f'{e}). Fix: check data_root / data_prefix and that '
+                      'the file exists.') from e
+
+
+def _as_rgb_batch(bgr: torch.Tensor) -> torch.Tensor:
+    return bgr.flip(0)[None]
+
+
+@TRANSFORMS.register_module()
+class LoadImageTensor(BaseTransform):
+    """Read, decode and resize an image to a ``(3, H, W)`` uint8 **BGR**
+    tensor (the channel order of every mmcoop image; the data preprocessor
+    converts to RGB).
+
+    The same pixels as ``LoadImageFromFileChecked`` + ``Resize(scale,
+    keep_ratio=False, backend='pillow', interpolation='bilinear')`` (and
+    the official ``Resize((S, S))``), without the intermediate arrays;
+    ``draft=True`` adds JPEG DCT scaling (see :func:`decode_resize`).
+
+    Args:
+        scale (tuple[int, int]): output ``(w, h)``, as mmcv's ``Resize``.
+        draft (bool): decode JPEGs at a reduced DCT scale when the output
+            is at most half the image.
+        backend_args (dict, optional): mmengine file backend arguments.
+    """
+
+    def __init__(self, scale: Tuple[int, int], draft: bool = False,
+                 backend_args: Optional[dict] = None):
+        self.scale = tuple(scale)
+        self.draft = draft
+        self.backend_args = backend_args
+
+    def transform(self, results: dict) -> dict:
+        path = results['img_path']
+        data = _read_bytes(path, self.backend_args)
+        size = (self.scale[1], self.scale[0])
+        try:
+            rgb = decode_resize(data, size, self.draft)
+        except Exception as e:  # noqa: BLE001
+            raise OSError(
+                f'Cannot decode image file {path!r} ({len(data)} bytes; '
+                f'{type(e).__name__}: {e}). The file is corrupt, truncated '
+                'or not an image. Fix: re-download it, or remove it from the '
+                'annotations.') from e
+        results['img'] = torch.from_numpy(
+            np.ascontiguousarray(rgb[..., ::-1].transpose(2, 0, 1)))
+        results['img_shape'] = size
+        results['ori_shape'] = size
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(scale={self.scale}, '
+                f'draft={self.draft})')
+
+
+@TRANSFORMS.register_module()
+class LoadImageBytes(BaseTransform):
+    """Read an image file's bytes (a 1-D uint8 tensor) for decoding on the
+    device by :class:`~mmcoop.models.DeviceAugmentPreprocessor`, and draw
+    its augmentation there: ``results['device_aug']`` holds the output
+    size, and with ``augment=True`` the ``CutoutPIL`` centre and colour and
+    the RandAugment draw, in the order and with the RNG of
+    :class:`TensorCutout` + :class:`TensorRandAugment` (so a seeded sample
+    gets the same draw on either path). Keep ``'device_aug'`` in
+    ``PackInputs(meta_keys=...)``.
+
+    Args:
+        scale (tuple[int, int]): output ``(w, h)``.
+        augment (bool): draw Cutout + RandAugment (training).
+        cutout_factor (float): as :class:`TensorCutout`.
+        backend_args (dict, optional): mmengine file backend arguments.
+    """
+
+    def __init__(self, scale: Tuple[int, int], augment: bool = True,
+                 cutout_factor: float = 0.5,
+                 backend_args: Optional[dict] = None):
+        self.scale = tuple(scale)
+        self.augment = augment
+        self.cutout_factor = cutout_factor
+        self.backend_args = backend_args
+
+    def transform(self, results: dict) -> dict:
+        path = results['img_path']
+        data = _read_bytes(path, self.backend_args)
+        results['img'] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        w, h = self.scale
+        aug = dict(size=(h, w))
+        if self.augment:
+            aug.update(
+                cutout_centre=(int(np.random.randint(h)),
+                               int(np.random.randint(w))),
+                cutout_colour=tuple(
+                    int(c) for c in np.random.randint(0, 256, size=3)),
+                cutout_factor=self.cutout_factor,
+                randaugment=draw_randaugment(np.random))
+        results['device_aug'] = aug
+        results['img_shape'] = (h, w)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(scale={self.scale}, '
+                f'augment={self.augment}, '
+                f'cutout_factor={self.cutout_factor})')
+
+
+@TRANSFORMS.register_module()
+class TensorCutout(BaseTransform):
+    """Official ``CutoutPIL(cutout_factor)`` on a ``(3, H, W)`` BGR tensor
+    (:func:`cutout`): the centre is a uniformly random pixel, the colour
+    uniformly random, always applied; NumPy's global RNG.
+
+    Args:
+        cutout_factor (float): side as a fraction of the image side.
+    """
+
+    def __init__(self, cutout_factor: float = 0.5):
+        if not 0 < cutout_factor <= 1:
+            raise ValueError(
+                f'cutout_factor must be in (0, 1], got {cutout_factor}.')
+        self.cutout_factor = cutout_factor
+
+    def transform(self, results: dict) -> dict:
+        img = results['img']
+        h, w = img.shape[-2:]
+        centre = (int(np.random.randint(h)), int(np.random.randint(w)))
+        colour = tuple(int(c) for c in np.random.randint(0, 256, size=3))
+        out = cutout(_as_rgb_batch(img), [centre], [colour],
+                     self.cutout_factor)
+        results['img'] = out[0].flip(0)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(cutout_factor={self.cutout_factor})'
+
+
+@TRANSFORMS.register_module()
+class TensorRandAugment(BaseTransform):
+    """Official ``RandAugment()`` (pip randaugment 1.0.2) on a ``(3, H,
+    W)`` BGR tensor: :func:`draw_randaugment`, then each applied op. On the
+    CPU the ops run as PIL's own operations (:func:`official_op`, one
+    conversion per image, bit-identical to the official code); on another
+    device as tensor ops (:func:`apply_op`). NumPy's global RNG. The draw
+    is stored in ``results['randaugment']``."""
+
+    def transform(self, results: dict) -> dict:
+        draws = draw_randaugment(np.random)
+        results['randaugment'] = draws
+        applied = [d for d in draws if d['applied']]
+        if not applied:
+            return results
+        bgr = results['img']
+        if bgr.device.type == 'cpu':
+            img = Image.fromarray(bgr.numpy()[::-1].transpose(1, 2, 0))
+            for d in applied:
+                img = official_op(img, d['op'], d['index'], d['sign'],
+                                  d['centre'])
+            rgb = np.asarray(img)
+            results['img'] = torch.from_numpy(
+                np.ascontiguousarray(rgb[..., ::-1].transpose(2, 0, 1)))
+            return results
+        img = _as_rgb_batch(bgr)
+        for d in applied:
+            img = apply_op(img, d['op'], d['index'], d['sign'], d['centre'])
+        results['img'] = img[0].flip(0)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}()'

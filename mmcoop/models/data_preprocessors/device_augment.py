@@ -1,0 +1,66 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Decode, resize, augment and normalise the batch on the model's device."""
+from typing import Optional, Sequence
+
+import torch
+from mmengine.model import BaseDataPreprocessor
+
+from mmcoop.datasets.transforms.tensor_augment import augment_batch, resize
+from mmcoop.registry import MODELS
+from .clip_preprocessor import CLIP_MEAN, CLIP_STD
+
+__all__ = ['DeviceAugmentPreprocessor']
+
+
+@MODELS.register_module()
+class DeviceAugmentPreprocessor(BaseDataPreprocessor):
+    """The image data path on the device: the loader workers only read the
+    file bytes (:class:`~mmcoop.datasets.transforms.LoadImageBytes`), and
+    here the batch is decoded (``torchvision.io.decode_jpeg`` on the
+    device), resized (antialiased bilinear), augmented with the official
+    ``CutoutPIL`` + ``RandAugment`` as batched tensor ops
+    (:func:`~mmcoop.datasets.transforms.tensor_augment.augment_batch`, with
+    the draws the workers made) and normalised with the CLIP mean/std.
+
+    Semantics: the tensor ops are tested against PIL's on CPU tensors
+    (tests/test_datasets/test_tensor_augment.py); the resize is torch's
+    antialiased bilinear (PIL's within interpolation tolerance).
+
+    Args:
+        mean (Sequence[float]): RGB mean on the 0-255 scale (CLIP's).
+        std (Sequence[float]): RGB std on the 0-255 scale (CLIP's).
+        non_blocking (bool): asynchronous host-to-device copies.
+    """
+
+    def __init__(self,
+                 mean: Sequence[float] = CLIP_MEAN,
+                 std: Sequence[float] = CLIP_STD,
+                 non_blocking: bool = True,
+                 batch_augments: Optional[dict] = None):
+        super().__init__(non_blocking=non_blocking)
+        if batch_augments:
+            raise ValueError('DeviceAugmentPreprocessor: batch_augments are '
+                             'not supported; remove train_cfg.augments.')
+        self.register_buffer('mean',
+                             torch.tensor(mean).view(1, 3, 1, 1), False)
+        self.register_buffer('std', torch.tensor(std).view(1, 3, 1, 1), False)
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        from torchvision.io import ImageReadMode, decode_jpeg
+        samples = data.get('data_samples')
+        inputs = list(data['inputs'])
+        if not samples or 'device_aug' not in samples[0]:
+            raise ValueError(
+                'DeviceAugmentPreprocessor needs the pipeline to end with '
+                "LoadImageBytes and PackInputs(meta_keys=(..., 'device_aug')"
+                '); got samples without device_aug.')
+        device = self.mean.device
+        imgs = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
+        draws = [s.device_aug for s in samples]
+        batch = torch.stack(
+            [resize(img, tuple(d['size'])) for img, d in zip(imgs, draws)])
+        if training and 'randaugment' in draws[0]:
+            batch = augment_batch(batch, draws)
+        batch = (batch.float() - self.mean) / self.std
+        samples = self.cast_data(samples)
+        return dict(inputs=batch, data_samples=samples)

@@ -1,0 +1,198 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""The tensor augmentation against the official PIL operations (re-derived
+in mmcoop.benchmark.official from pip randaugment 1.0.2 and CutoutPIL):
+same parameters -> same image (bicubic/rotate within interpolation
+tolerance); the same policy distribution; batched = per image."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcoop.benchmark.official import (OfficialTrainTransform,
+                                       official_cutout, official_op)
+from mmcoop.datasets.transforms.tensor_augment import (RANDAUG_OPS, apply_op,
+                                                       cutout,
+                                                       draw_randaugment)
+from mmcoop.registry import TRANSFORMS
+
+as_tensor = OfficialTrainTransform.as_tensor
+
+
+def _photo(h=96, w=120, seed=0):
+    """Smooth content plus noise (JPEG-like statistics)."""
+    rng = np.random.default_rng(seed)
+    small = (rng.random((8, 10, 3)) * 255).astype(np.uint8)
+    base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+    arr = base.astype(float) + rng.normal(0, 10, (h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize('op', RANDAUG_OPS)
+def test_each_op_matches_official_pil(op):
+    img = _photo()
+    for index in (1, 5, 9):
+        for sign in (1, -1):
+            ref = as_tensor(official_op(img, op, index, sign, (0.3, 0.7)))
+            out = apply_op(as_tensor(img), op, index, sign, (0.3, 0.7))
+            diff = (ref.int() - out.int()).abs()
+            if op.startswith('Shear'):  # bicubic: torch's kernel vs PIL's
+                assert diff.max() <= 6 and diff.float().mean() < 1.0
+            elif op == 'Rotate':  # a few pixels on the rotated border
+                assert (diff > 0).float().mean() < 2e-3
+            else:
+                assert diff.max() == 0, (op, index, sign)
+
+
+@pytest.mark.parametrize('cy,cx', [(40, 50), (0, 0), (95, 3), (20, 95)])
+def test_cutout_matches_official_cutout_pil(cy, cx):
+    img = _photo(96, 96)
+    ref = as_tensor(official_cutout(img, cy, cx, (9, 200, 31)))
+    out = cutout(as_tensor(img), [(cy, cx)], [(9, 200, 31)])
+    assert torch.equal(ref, out)
+
+
+def _frequencies(draws):
+    ops = np.array([RANDAUG_OPS.index(d['op']) for d in draws])
+    index = np.array([d['index'] for d in draws])
+    applied = np.array([d['applied'] for d in draws])
+    sign = np.array([d['sign'] for d in draws])
+    return (np.bincount(ops, minlength=15) / len(draws),
+            np.bincount(index, minlength=10)[1:] / len(draws),
+            applied.mean(), (sign == 1).mean(), set(index.tolist()))
+
+
+def test_draws_follow_the_official_policy():
+    """15 ops x indices 1..9 uniform, p = 0.5 each; the same frequencies as
+    the official ``RandAugment()`` draw (4 standard errors)."""
+    n = 6000
+    rs = np.random.RandomState(0)
+    ours = [d for _ in range(n // 2) for d in draw_randaugment(rs)]
+    import random
+    random.seed(0)
+    np.random.seed(0)
+    official = OfficialTrainTransform(normalize=False)
+    theirs = [d for _ in range(n // 2) for d in official.draw()]
+    for draws in (ours, theirs):
+        ops, index, applied, plus, values = _frequencies(draws)
+        assert values == set(range(1, 10))
+        assert np.abs(ops - 1 / 15).max() < 4 * np.sqrt(1 / 15 / n)
+        assert np.abs(index - 1 / 9).max() < 4 * np.sqrt(1 / 9 / n)
+        assert abs(applied - 0.5) < 4 * np.sqrt(0.25 / n)
+        assert abs(plus - 0.5) < 4 * np.sqrt(0.25 / n)
+
+
+@pytest.mark.parametrize('op', RANDAUG_OPS)
+def test_batched_equals_per_image(op):
+    """The GPU path applies ops to a batch with per-image parameters."""
+    imgs = torch.cat([as_tensor(_photo(seed=s)) for s in range(3)])
+    index, sign = [2, 9, 5], [1, -1, -1]
+    centre = [(0.1, 0.2), (0.5, 0.5), (0.9, 0.99)]
+    batched = apply_op(imgs, op, index, sign, centre)
+    for i in range(3):
+        single = apply_op(imgs[i:i + 1], op, index[i], sign[i], centre[i])
+        assert torch.equal(batched[i:i + 1], single), (op, i)
+
+
+def _jpeg(path, w=640, h=480):
+    _photo(h, w).save(path, quality=90)
+    return str(path)
+
+
+def test_tensor_pipeline_matches_mmcv_pipeline(tmp_path):
+    path = _jpeg(tmp_path / 'a.jpg')
+    mmcv_load = [
+        TRANSFORMS.build(dict(type='LoadImageFromFileChecked')),
+        TRANSFORMS.build(
+            dict(type='Resize', scale=(448, 448), keep_ratio=False,
+                 backend='pillow', interpolation='bilinear'))
+    ]
+    res = dict(img_path=path)
+    for t in mmcv_load:
+        res = t(res)
+    ref = torch.from_numpy(res['img']).permute(2, 0, 1)  # BGR
+    out = TRANSFORMS.build(dict(type='LoadImageTensor', scale=(448, 448)))(
+        dict(img_path=path))
+    assert out['img'].dtype == torch.uint8 and out['img_shape'] == (448, 448)
+    assert torch.equal(out['img'], ref)  # the same pixels, both BGR
+    # draft (DCT scaling) at a quarter of the size: within tolerance
+    small = [
+        TRANSFORMS.build(
+            dict(type='LoadImageTensor', scale=(160, 120), draft=d))(
+                dict(img_path=path))['img'] for d in (False, True)
+    ]
+    assert small[0].shape == small[1].shape == (3, 120, 160)
+    assert (small[0].int() - small[1].int()).abs().float().mean() < 2.0
+    # CPU RandAugment (PIL ops) == tensor ops within tolerance, same draw
+    cut = TRANSFORMS.build(dict(type='TensorCutout'))
+    aug = TRANSFORMS.build(dict(type='TensorRandAugment'))
+    for seed in range(12):
+        np.random.seed(seed)
+        res = aug(cut(dict(out, img=out['img'].clone())))
+        assert res['img'].shape == (3, 448, 448)
+        img = res['img']
+        draws = res['randaugment']
+        np.random.seed(seed)
+        res = cut(dict(out, img=out['img'].clone()))
+        rgb = res['img'].flip(0)[None]
+        for d in draws:
+            if d['applied']:
+                rgb = apply_op(rgb, d['op'], d['index'], d['sign'],
+                               d['centre'])
+        diff = (rgb[0].flip(0).int() - img.int()).abs()
+        assert diff.float().mean() < 1.0, draws
+    packed = TRANSFORMS.build(dict(type='PackInputs'))(res)
+    assert packed['inputs'].dtype == torch.uint8
+
+
+def test_load_tensor_errors_name_the_file(tmp_path):
+    bad = tmp_path / 'bad.jpg'
+    bad.write_bytes(b'\xff\xd8\xff not a jpeg')
+    t = TRANSFORMS.build(dict(type='LoadImageTensor', scale=(32, 32)))
+    with pytest.raises(OSError, match='bad.jpg'):
+        t(dict(img_path=str(bad)))
+    with pytest.raises(OSError, match='missing.jpg'):
+        t(dict(img_path=str(tmp_path / 'missing.jpg')))
+
+
+def test_device_path_matches_cpu_tensor_path(tmp_path):
+    """LoadImageBytes + DeviceAugmentPreprocessor (run here on CPU tensors)
+    give the CPU tensor pipeline's images, normalised, for the same seeds:
+    the same draws; differences only from torch's resize and bicubic
+    kernels."""
+    from mmengine.dataset import pseudo_collate
+
+    from mmcoop.registry import MODELS
+    paths = [_jpeg(tmp_path / f'{i}.jpg') for i in range(4)]
+    for i, p in enumerate(paths):
+        _photo(480, 640, seed=i).save(p, quality=90)
+    size = (224, 224)
+    cpu = [TRANSFORMS.build(c) for c in (
+        dict(type='LoadImageTensor', scale=size),
+        dict(type='TensorCutout'), dict(type='TensorRandAugment'),
+        dict(type='PackInputs'))]
+    dev = [TRANSFORMS.build(c) for c in (
+        dict(type='LoadImageBytes', scale=size),
+        dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))]
+    ref, batch, draws = [], [], []
+    for seed, p in enumerate(paths):
+        np.random.seed(seed)
+        res = dict(img_path=p)
+        for t in cpu[:3]:
+            res = t(res)
+        draws.append(res['randaugment'])
+        ref.append(cpu[3](res)['inputs'].flip(0).float())  # BGR -> RGB
+        np.random.seed(seed)
+        res = dict(img_path=p)
+        for t in dev:
+            res = t(res)
+        batch.append(res)
+        assert res['data_samples'].device_aug['randaugment'] == draws[-1]
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor'))
+    out = pre(pseudo_collate(batch), training=True)['inputs']
+    ref = (torch.stack(ref) - pre.mean) / pre.std
+    assert out.shape == (4, 3, 224, 224)
+    diff = (out - ref).abs() * pre.std  # back on the 0-255 scale
+    assert diff.mean() < 2.0, diff.mean()
+    # eval: no augmentation, only decode + resize + normalise
+    plain = pre(pseudo_collate(batch), training=False)['inputs']
+    assert not torch.equal(plain, out)

@@ -1,0 +1,57 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""How much a feature-cache storage dtype changes a model's outputs.
+
+    python tools/analysis/cache_storage_error.py CONFIG --cache-root DIR
+        [--dtypes float16 int8] [--num-images N] [--cfg-options k=v ...]
+
+Caches the config's val dataset as float32 and as each dtype under
+``DIR`` (reused on a second run) and prints, per dtype, the largest
+difference of the logits and scores of one model (built once) against the
+float32 cache. The numbers in docs/benchmarks.md come from this tool.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+try:
+    import mmcoop  # noqa: F401
+except ImportError:  # run from a clone without `pip install -e .`
+    sys.path.insert(
+        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    import mmcoop  # noqa: F401
+
+from mmengine.config import Config, DictAction
+
+from mmcoop.benchmark.cache_storage import storage_error
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='mmcoop: logit/score error of feature-cache dtypes')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument(
+        '--cache-root', required=True, help='folder for the caches')
+    parser.add_argument(
+        '--dtypes',
+        nargs='+',
+        default=['float16', 'int8'],
+        help='storage dtypes compared with float32')
+    parser.add_argument(
+        '--num-images', type=int, help='score the first N val images only')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    res = storage_error(cfg, args.cache_root, args.dtypes, args.num_images)
+    print(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == '__main__':
+    main()
