@@ -13,6 +13,8 @@ from mmcoop.benchmark import PeakMemory, count_flops, gpu_hours, project
 from mmcoop.benchmark.epoch import measure_epoch
 from mmcoop.benchmark.report import report_epoch, report_steps
 from mmcoop.benchmark.steps import measure_steps
+from mmcoop.benchmark.vocab import (VOCAB_VARIANTS, measure_vocab,
+                                    report_vocab)
 
 TINY = dict(model_name='mmcoop-tiny-RN-512', pretrained=None, autocast=None,
             channels_last=False, device='cpu', gpu_tflops=989.0,
@@ -133,6 +135,33 @@ def test_epoch_mode_train_and_val():
     assert e['fp16_max_abs_logit_diff'] < 1e-2
     text = report_epoch(r, opts)
     assert '+ validation on 2 images' in text and '| positivecoop |' in text
+
+
+def test_vocab_mode_counts_the_work_of_each_variant():
+    """Chunks recompute the text forward in training and change nothing in
+    evaluation; the class subset encodes K of C classes."""
+    opts = SimpleNamespace(**dict(TINY, model_name='mmcoop-tiny-RN'),
+                           resolution=64, batch_size=2, iters=1, warmup=0,
+                           text_chunk_size=5, subset_classes=4,
+                           known_per_image=1)
+    rows = [measure_vocab('dualcoop', 12, v, opts) for v in VOCAB_VARIANTS]
+    res = {row['variant']: row['results'] for row in rows}
+    flops = {v: {k: r[k]['flops'] for k in r} for v, r in res.items()}
+    full, chunked = flops['full'], flops['chunked']
+    # evaluation: the same prompts, truncated per chunk (never longer)
+    assert chunked['eval_text'] <= full['eval_text']
+    # training: with chunks the text forward is recomputed in the backward
+    # pass (one more forward; per-chunk truncation saves a few per cent)
+    assert chunked['train'] - full['train'] == pytest.approx(
+        chunked['eval_text'], rel=0.1)
+    # 4 of the 12 classes per step (the batch knows 2 of them)
+    assert flops['subset']['train'] == pytest.approx(
+        chunked['train'] / 3, rel=0.05)
+    assert flops['subset']['eval_text'] == chunked['eval_text']
+    assert rows[2]['known_classes'] == 2
+    assert '| dualcoop | 12 | 2 | subset |' in report_vocab(rows, opts)
+    for r in res.values():
+        assert all(v['peak_mib'] >= 0 for v in r.values())
 
 
 def test_data_paths_run_and_report():

@@ -16,6 +16,9 @@ Modes (``--mode``, default ``all``; the measurements live in
 * ``amp``: image-encoder forward with the ``autocast_dtype`` and
   ``channels_last`` options (on CPU: fp32 and bf16 with ``autocast_cpu``),
   the configurations alternating.
+* ``vocab`` (not in ``all``): large vocabularies, a prompt head's training
+  step and eval class features at each ``--num-classes``, full vs
+  ``--text-chunk-size`` vs ``--subset-classes`` (``mmcoop.benchmark.vocab``).
 * ``data``: images/s per core of the training data paths (the official PIL
   transform, mmcoop's mmcv pipeline, the uint8 tensor path; with
   ``--device cuda`` the GPU decode + augmentation path) on generated
@@ -55,10 +58,11 @@ from mmcoop.benchmark.report import (memory_desc, report_amp, report_epoch,
                                      report_steps, report_text)
 from mmcoop.benchmark.steps import (METHODS, measure_amp, measure_steps,
                                     measure_text)
+from mmcoop.benchmark.vocab import VOCAB_VARIANTS, measure_vocab, report_vocab
 
 REPORTS = dict(text=report_text, steps=report_steps, epoch=report_epoch,
-               amp=report_amp, data=report_data)
-JOBS = dict(steps=measure_steps, text=measure_text)
+               amp=report_amp, data=report_data, vocab=report_vocab)
+JOBS = dict(steps=measure_steps, text=measure_text, vocab=measure_vocab)
 
 
 def report_saved(path: str, args) -> str:
@@ -127,7 +131,7 @@ def parse_args(argv=None):
         '--mode',
         nargs='+',
         default=['all'],
-        choices=['all', 'steps', 'text', 'epoch', 'amp', 'data'])
+        choices=['all', 'steps', 'text', 'epoch', 'amp', 'data', 'vocab'])
     parser.add_argument(
         '--methods', nargs='+', default=list(METHODS), choices=METHODS)
     parser.add_argument(
@@ -172,6 +176,15 @@ def parse_args(argv=None):
         help='assumed fraction of --gpu-tflops reached (the "est." figure '
         'of the FLOP-based projection); "peak" assumes 1.0')
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--text-chunk-size', type=int, default=256, help='vocab mode')
+    parser.add_argument(
+        '--subset-classes', type=int, default=256, help='vocab mode')
+    parser.add_argument(
+        '--known-per-image',
+        type=int,
+        default=8,
+        help='vocab mode: known (1/0) labels per image')
     parser.add_argument(
         '--epoch-images', type=int, default=64, help='epoch mode: images')
     parser.add_argument(
@@ -252,19 +265,22 @@ def main(argv=None):
     print(f'# {out["command"]}')
     print(f'# {out["date"]}, torch {out["torch"]}')
     print(f'# load average at start: {_loadavg()}\n', flush=True)
-    for mode in ('text', 'steps', 'epoch', 'amp', 'data'):
+    for mode in ('text', 'steps', 'epoch', 'amp', 'data', 'vocab'):
         if mode not in args.mode:
             continue
         if mode in JOBS:  # per method and class count, each isolated
             res = []
             for method in args.methods:
-                if mode == 'text' and method == 'baseline':
+                if mode in ('text', 'vocab') and method == 'baseline':
                     continue  # no text encoder
+                variants = VOCAB_VARIANTS if mode == 'vocab' else [None]
                 for c in args.num_classes:
-                    t0 = time.time()
-                    res.append(_run_job(mode, args, method, c))
-                    print(f'[{mode}] {method} C={c}: '
-                          f'{time.time() - t0:.0f} s', file=sys.stderr)
+                    for v in variants:
+                        t0 = time.time()
+                        job = (method, c) if v is None else (method, c, v)
+                        res.append(_run_job(mode, args, *job))
+                        print(f'[{mode}] {job}: {time.time() - t0:.0f} s',
+                              file=sys.stderr)
         else:
             res = dict(epoch=measure_epoch, amp=measure_amp,
                        data=measure_data)[mode](args)

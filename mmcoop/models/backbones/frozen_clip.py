@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.timm_model import TimmModel
 from open_clip.transformer import VisionTransformer, text_global_pool
+from torch.utils.checkpoint import checkpoint
 
 from mmcoop.registry import MODELS
 from .clip_loader import (build_open_clip, resize_attnpool_pos_embed,
@@ -411,6 +412,16 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         init_seed (int, optional): as :class:`FrozenCLIP`; with the same
             seed and ``model_name`` the random image and text towers come
             from the same random CLIP. Defaults to 0.
+        text_chunk_size (int, optional): encode at most this many prompts
+            at a time, for large vocabularies. Without gradient (evaluation)
+            only one chunk's activations are alive at a time; with gradient
+            each chunk is recomputed in the backward pass
+            (``torch.utils.checkpoint``, non-reentrant), so the text
+            activations kept for backward are those of one chunk, for one
+            extra forward pass of the text transformer. The features are
+            those of the unchunked pass (each prompt is encoded
+            independently; truncation is exact per chunk). Defaults to
+            None (one batch).
     """
 
     def __init__(self,
@@ -423,8 +434,17 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                  init_cfg=None,
                  autocast_dtype: Optional[str] = None,
                  init_seed: Optional[int] = 0,
-                 autocast_cpu: bool = False):
+                 autocast_cpu: bool = False,
+                 text_chunk_size: Optional[int] = None):
         super().__init__(init_cfg=init_cfg)
+        if text_chunk_size is not None and (
+                isinstance(text_chunk_size, bool)
+                or not isinstance(text_chunk_size, int)
+                or text_chunk_size < 1):
+            raise ValueError(
+                'FrozenCLIPTextEncoder: text_chunk_size must be a positive '
+                f'integer or None, got {text_chunk_size!r}.')
+        self.text_chunk_size = text_chunk_size
         self.autocast_dtype, self.autocast_cpu = _parse_autocast(
             autocast_dtype, autocast_cpu)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
@@ -502,6 +522,26 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         Returns:
             Tensor: ``(N, D)`` projected text features (not normalised).
         """
+        size = self.text_chunk_size
+        if size is None or prompts.shape[0] <= size:
+            return self._encode_fp32(prompts, tokens)
+        recompute = torch.is_grad_enabled() and prompts.requires_grad
+        out = []
+        for chunk, chunk_tokens in zip(
+                prompts.split(size), tokens.split(size)):
+            if recompute:
+                out.append(
+                    checkpoint(
+                        self._encode_fp32,
+                        chunk,
+                        chunk_tokens,
+                        use_reentrant=False))
+            else:
+                out.append(self._encode_fp32(chunk, chunk_tokens))
+        return torch.cat(out)
+
+    def _encode_fp32(self, prompts: torch.Tensor,
+                     tokens: torch.Tensor) -> torch.Tensor:
         return _autocast_fp32(self, self._encode, prompts,
                               tokens)
 

@@ -101,17 +101,21 @@ class PartialLabelHead(MultiLabelClsHead):
         """``(B, D, N)`` dense features -> ``(B, 2, C)`` logits."""
         raise NotImplementedError
 
-    def _get_loss(self, cls_score: torch.Tensor,
-                  data_samples: List[DataSample], **kwargs) -> dict:
-        num_classes = cls_score.size(-1)
+    def targets(self, data_samples: List[DataSample],
+                device: torch.device) -> torch.Tensor:
+        """``(B, C)`` fp32 tri-state targets of the batch on ``device``."""
         if 'gt_score' in data_samples[0]:
             target = torch.stack([ds.gt_score for ds in data_samples])
         else:
             target = torch.stack([
-                label_to_onehot(ds.gt_label, num_classes)
+                label_to_onehot(ds.gt_label, self.num_classes)
                 for ds in data_samples
             ])
-        target = target.to(cls_score.device, torch.float32)
+        return target.to(device, torch.float32)
+
+    def _get_loss(self, cls_score: torch.Tensor,
+                  data_samples: List[DataSample], **kwargs) -> dict:
+        target = self.targets(data_samples, cls_score.device)
         return dict(loss=self.loss_module(cls_score, target, **kwargs))
 
     def _get_predictions(self, cls_score: torch.Tensor,

@@ -15,14 +15,16 @@ DualCoOp      learned prompt -> text encoder  learned prompt -> text encoder
 ZeroShot      written prompts -> text encoder written prompts -> text encoder
 ============  ==============================  ==============================
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmpretrain.structures import DataSample
 
 from mmcoop.registry import MODELS
 from ..prompt_learners import PromptLearner
 from .base_head import PartialLabelHead, build_in_mmcoop_scope
+from .class_subset import check_class_subset, sample_class_subset
 from .region_aggregation import class_specific_region_aggregation
 
 
@@ -48,9 +50,19 @@ class PromptRegionHead(PartialLabelHead):
             official code).
         loss (dict): loss config.
         thr / topk: prediction threshold / top-k.
+        class_subset (dict, optional): ``dict(num_classes=K, fill=True)``:
+            each training step encodes and scores only K classes, the
+            batch's classes with a known label plus uniformly drawn others
+            (:mod:`~mmcoop.models.heads.class_subset`, which states the
+            exact effect on the loss: exact while the batch has at most K
+            known classes, else an unbiased estimate with the default
+            ``reduction='sum'``). Evaluation always scores all classes.
+            Defaults to None (all classes at every step).
 
     Class features are recomputed at every training step. In eval mode they
-    are computed once and reused until a trainable parameter changes.
+    are computed once and reused until a trainable parameter changes. For
+    thousands of classes, also set ``text_encoder.text_chunk_size`` (bounded
+    text-encoder memory).
     """
 
     def __init__(self,
@@ -65,6 +77,7 @@ class PromptRegionHead(PartialLabelHead):
                  loss: dict = dict(type='PartialAsymmetricLoss'),
                  thr: Optional[float] = None,
                  topk: Optional[int] = None,
+                 class_subset: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(
             classnames=classnames,
@@ -80,6 +93,7 @@ class PromptRegionHead(PartialLabelHead):
         self.logit_scale = logit_scale
         self._prompt_cfg = dict(n_ctx=n_ctx, class_specific=class_specific)
         self._ctx_init = dict(pos=ctx_init, neg=neg_ctx_init or ctx_init)
+        self.class_subset = check_class_subset(class_subset)
         self._cache_key = None
         self._cache = None
 
@@ -96,16 +110,26 @@ class PromptRegionHead(PartialLabelHead):
         """A ``(C, D)`` feature-space embedding, N(0, 1) as the official."""
         return nn.Parameter(torch.randn(self.num_classes, self.embed_dim))
 
-    def encode_prompts(self, *prompts: PromptLearner) -> torch.Tensor:
-        """Run prompts through the text encoder in one batch -> ``(kC, D)``."""
-        embeds = torch.cat(
-            [p(self.text_encoder.embed_tokens(p.tokens)) for p in prompts],
-            dim=0)
-        tokens = torch.cat([p.tokens for p in prompts], dim=0)
-        return self.text_encoder(embeds, tokens)
+    def encode_prompts(self,
+                       *prompts: PromptLearner,
+                       index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run prompts through the text encoder in one batch -> ``(kC, D)``
+        (``(kK, D)`` for the ``(K,)`` class indices ``index``)."""
+        tokens = [p.tokens if index is None else p.tokens[index]
+                  for p in prompts]
+        embeds = torch.cat([
+            p(self.text_encoder.embed_tokens(t), index)
+            for p, t in zip(prompts, tokens)
+        ], dim=0)
+        return self.text_encoder(embeds, torch.cat(tokens, dim=0))
 
-    def class_features(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(neg, pos)`` class features, each ``(C, D)``."""
+    def class_features(
+        self,
+        index: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(neg, pos)`` class features, each ``(C, D)``; with
+        ``index`` (``(K,)`` class indices) those of these classes only,
+        each ``(K, D)``."""
         raise NotImplementedError
 
     def _trainable_state(self) -> tuple:
@@ -124,13 +148,38 @@ class PromptRegionHead(PartialLabelHead):
             self._cache_key = key
         return self._cache
 
-    def forward(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
-        """``((B, D, N),)`` dense features -> ``(B, 2, C)`` logits."""
-        dense = self.pre_logits(feats)
-        neg, pos = self.cached_class_features()
+    def _aggregate(self, dense: torch.Tensor, neg: torch.Tensor,
+                   pos: torch.Tensor) -> torch.Tensor:
         return class_specific_region_aggregation(
             dense, neg.to(dense.dtype), pos.to(dense.dtype), self.feat_scale,
             self.logit_scale)
+
+    def forward(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
+        """``((B, D, N),)`` dense features -> ``(B, 2, C)`` logits."""
+        return self._aggregate(
+            self.pre_logits(feats), *self.cached_class_features())
+
+    def loss(self, feats: Tuple[torch.Tensor], data_samples: List[DataSample],
+             **kwargs) -> dict:
+        """The training loss; over a per-step class subset when
+        ``class_subset`` is set (see
+        :mod:`~mmcoop.models.heads.class_subset`)."""
+        if self.class_subset is None:
+            return super().loss(feats, data_samples, **kwargs)
+        dense = self.pre_logits(feats)
+        target = self.targets(data_samples, dense.device)
+        index, scale = sample_class_subset(target, **self.class_subset)
+        logits = self._aggregate(dense, *self.class_features(index))
+        loss = self.loss_module(logits, target[:, index], **kwargs)
+        if getattr(self.loss_module, 'reduction', 'sum') == 'sum':
+            loss = loss * scale
+        return dict(loss=loss)
+
+
+def _rows(feats: torch.Tensor,
+          index: Optional[torch.Tensor]) -> torch.Tensor:
+    """``(C, D)`` -> the ``(K, D)`` rows ``index`` (all rows if None)."""
+    return feats if index is None else feats[index]
 
 
 @MODELS.register_module()
@@ -160,11 +209,11 @@ class PositiveCoOpHead(PromptRegionHead):
         self.use_residual = use_residual
         self.pos_residual = self._learned_embedding() if use_residual else None
 
-    def class_features(self):
-        pos = self.encode_prompts(self.pos_prompt)
+    def class_features(self, index=None):
+        pos = self.encode_prompts(self.pos_prompt, index=index)
         if self.pos_residual is not None:
-            pos = pos + self.pos_residual
-        return self.neg_embedding, pos
+            pos = pos + _rows(self.pos_residual, index)
+        return _rows(self.neg_embedding, index), pos
 
 
 @MODELS.register_module()
@@ -183,11 +232,11 @@ class NegativeCoOpHead(PromptRegionHead):
         self.use_residual = use_residual
         self.neg_residual = self._learned_embedding() if use_residual else None
 
-    def class_features(self):
-        neg = self.encode_prompts(self.neg_prompt)
+    def class_features(self, index=None):
+        neg = self.encode_prompts(self.neg_prompt, index=index)
         if self.neg_residual is not None:
-            neg = neg + self.neg_residual
-        return neg, self.pos_embedding
+            neg = neg + _rows(self.neg_residual, index)
+        return neg, _rows(self.pos_embedding, index)
 
 
 @MODELS.register_module()
@@ -204,9 +253,10 @@ class DualCoOpHead(PromptRegionHead):
         self.neg_prompt = self._build_prompt('neg')
         self.pos_prompt = self._build_prompt()
 
-    def class_features(self):
-        feats = self.encode_prompts(self.neg_prompt, self.pos_prompt)
-        return feats[:self.num_classes], feats[self.num_classes:]
+    def class_features(self, index=None):
+        feats = self.encode_prompts(
+            self.neg_prompt, self.pos_prompt, index=index)
+        return feats.chunk(2)
 
 
 @MODELS.register_module()
@@ -263,6 +313,6 @@ class ZeroShotHead(PromptRegionHead):
         feats = feats.view(self.num_classes, len(templates), -1).mean(1)
         return feats.to(self.text_encoder.token_embedding.weight.device)
 
-    def class_features(self):
-        return self._ensemble(self.neg_templates), self._ensemble(
-            self.pos_templates)
+    def class_features(self, index=None):
+        return (_rows(self._ensemble(self.neg_templates), index),
+                _rows(self._ensemble(self.pos_templates), index))

@@ -93,12 +93,21 @@ class PromptLearner(BaseModule):
                 'class names or reduce n_ctx.')
         self.register_buffer('tokens', tokens, persistent=False)
 
-    def forward(self, token_embeds: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                token_embeds: torch.Tensor,
+                index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Splice the context into the ``(C, L, W)`` embeddings of
-        ``self.tokens`` -> ``(C, L, W)`` prompt embeddings."""
+        ``self.tokens`` -> ``(C, L, W)`` prompt embeddings.
+
+        With ``index`` (``(K,)`` class indices), ``token_embeds`` are the
+        ``(K, L, W)`` embeddings of ``self.tokens[index]`` and the prompts
+        of those classes are returned, ``(K, L, W)``.
+        """
         ctx = self.ctx
+        if ctx.dim() == 3 and index is not None:
+            ctx = ctx[index]
         if ctx.dim() == 2:
-            ctx = ctx.unsqueeze(0).expand(self.num_classes, -1, -1)
+            ctx = ctx.unsqueeze(0).expand(token_embeds.shape[0], -1, -1)
         ctx = ctx.to(token_embeds.dtype)
         start, end = self.start, self.start + self.n_ctx
         return torch.cat(

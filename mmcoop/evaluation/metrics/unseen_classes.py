@@ -1,0 +1,110 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Zero-shot (ZSL) and generalised zero-shot (GZSL) multi-label metrics.
+
+The protocol of the unseen-class splits (COCO 48/17, NUS-WIDE 925/81, as
+reported by DualCoOp and its successors): a model trained on the seen
+classes scores the test images over
+
+* the unseen classes only (ZSL): keys ``unseen/mAP``, ``unseen/F1@3``,
+  ``unseen/F1@5``;
+* all classes (GZSL): keys ``all/mAP``, ``all/F1@3``, ``all/F1@5``;
+  "all" is seen + unseen when ``seen_classes`` is given (COCO 48/17: 65 of
+  the 80 classes), else every class of the dataset.
+
+``F1@k`` predicts the top-k classes of each image among the classes
+scored and pools the counts over images and classes (precision = hits /
+(k x images), recall = hits / positives): the overall F1 of
+:func:`~mmcoop.evaluation.metrics.multi_label.topk_metrics`. mAP is
+:func:`~mmcoop.evaluation.metrics.multi_label.mean_average_precision` over
+the same classes. Targets -1 count nowhere.
+"""
+from typing import Dict, List, Sequence, Union
+
+import numpy as np
+import torch
+
+from mmcoop.registry import METRICS
+from .multi_label import (PartialMultiLabelMetric, mean_average_precision,
+                          topk_metrics)
+
+__all__ = ['UnseenClassMetric', 'read_class_list']
+
+
+def read_class_list(classes: Union[str, Sequence[str]]) -> List[str]:
+    """Class names from a list, or from a text file with one name a
+    line (blank lines skipped)."""
+    if isinstance(classes, str):
+        with open(classes, encoding='utf-8') as f:
+            return [line.strip() for line in f if line.strip()]
+    return [str(c) for c in classes]
+
+
+@METRICS.register_module()
+class UnseenClassMetric(PartialMultiLabelMetric):
+    """mAP, F1@3 and F1@5 over the unseen classes and over all classes.
+
+    Args:
+        unseen_classes (str | Sequence[str]): the unseen class names (each
+            one of the dataset's ``classes``), or a text file with one
+            name a line (e.g. ``mmcoop.datasets.unseen_splits``).
+        seen_classes (str | Sequence[str], optional): the seen class names
+            (or a file); "all" is then seen + unseen. Defaults to None
+            (every class of the dataset).
+        ks (Sequence[int]): the k of ``F1@k``. Defaults to ``(3, 5)``.
+        no_positive (str): see :class:`PartialMultiLabelMetric`.
+        collect_device, prefix: as MMEngine's ``BaseMetric``.
+    """
+    default_prefix = 'zsl'
+
+    def __init__(self,
+                 unseen_classes: Union[str, Sequence[str]],
+                 seen_classes: Union[str, Sequence[str], None] = None,
+                 ks: Sequence[int] = (3, 5),
+                 no_positive: str = 'zero',
+                 collect_device: str = 'cpu',
+                 prefix: str = None):
+        super().__init__(
+            no_positive=no_positive,
+            collect_device=collect_device,
+            prefix=prefix)
+        self.unseen_classes = read_class_list(unseen_classes)
+        if not self.unseen_classes:
+            raise ValueError('UnseenClassMetric: `unseen_classes` is empty.')
+        self.seen_classes = None if seen_classes is None else \
+            read_class_list(seen_classes)
+        both = set(self.unseen_classes) & set(self.seen_classes or ())
+        if both:
+            raise ValueError(
+                f'UnseenClassMetric: {sorted(both)[:10]} are in both '
+                '`seen_classes` and `unseen_classes`.')
+        self.ks = tuple(int(k) for k in ks)
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        pred = torch.stack([r['pred_score'] for r in results]).numpy()
+        target = torch.stack([r['gt_score'] for r in results]).numpy()
+        classes = self._class_names(pred.shape[1])
+        unseen = self._columns(classes, self.unseen_classes, 'unseen_classes')
+        every = np.arange(pred.shape[1]) if self.seen_classes is None else \
+            np.sort(np.concatenate([
+                self._columns(classes, self.seen_classes, 'seen_classes'),
+                unseen
+            ]))
+        metrics = {}
+        for name, cols in (('unseen', unseen), ('all', every)):
+            p, t = pred[:, cols], target[:, cols]
+            metrics[f'{name}/mAP'] = mean_average_precision(
+                p, t, self.no_positive)
+            for k in self.ks:
+                metrics[f'{name}/F1@{k}'] = topk_metrics(p, t, k)['OF1']
+        return metrics
+
+    @staticmethod
+    def _columns(classes: List[str], names: List[str],
+                 field: str) -> np.ndarray:
+        missing = [c for c in names if c not in classes]
+        if missing:
+            raise ValueError(
+                f'UnseenClassMetric: {field} {missing[:10]} are not among '
+                "the dataset's classes (its metainfo `classes`); fix the "
+                f'names in `{field}`.')
+        return np.array([classes.index(c) for c in names])

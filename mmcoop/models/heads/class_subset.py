@@ -1,0 +1,91 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Per-step class subsets for training with large vocabularies.
+
+The prompt heads run the text encoder over every class at every step. With
+a class subset only K classes are encoded and scored per step:
+
+* the batch's *known* classes, those with a target 1 or 0 in at least one
+  image of the batch (n of them);
+* if n <= K: all of them, plus ``K - n`` classes drawn uniformly without
+  replacement from the others (every target -1 in the batch) when ``fill``
+  is True, so that every step has the same shape;
+* if n > K: K of the known classes drawn uniformly without replacement.
+
+Effect on :class:`~mmcoop.models.losses.PartialAsymmetricLoss` (the logits
+of class c depend only on class c's features, and a -1 target contributes
+nothing):
+
+* n <= K: the loss and its gradients are exactly those over all C classes
+  (only zero terms are dropped); the filled-in classes also contribute
+  zero: they only fix the shape.
+* n > K: the terms of the ``n - K`` known classes left out are dropped.
+  With ``reduction='sum'`` (the default) the subset's loss is multiplied
+  by ``n / K``: each known class is kept with probability K / n, so the
+  scaled loss and its gradient are unbiased estimates of the full ones
+  (with more variance). With ``reduction='mean'`` no factor is applied:
+  the mean over the subset's known entries is a ratio estimate of the full
+  mean, consistent but not exactly unbiased.
+"""
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = ['check_class_subset', 'sample_class_subset']
+
+
+def check_class_subset(cfg: Optional[dict]) -> Optional[dict]:
+    """Validate a head's ``class_subset`` option -> ``dict(num_classes=K,
+    fill=bool)`` or None."""
+    if cfg is None:
+        return None
+    if not isinstance(cfg, dict) or set(cfg) - {'num_classes', 'fill'} \
+            or 'num_classes' not in cfg:
+        raise ValueError(
+            'class_subset must be None or dict(num_classes=K[, fill=True]), '
+            f'got {cfg!r}.')
+    k = cfg['num_classes']
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError('class_subset.num_classes must be a positive '
+                         f'integer, got {k!r}.')
+    return dict(num_classes=k, fill=bool(cfg.get('fill', True)))
+
+
+def sample_class_subset(target: torch.Tensor,
+                        num_classes: int,
+                        fill: bool = True,
+                        generator: Optional[torch.Generator] = None
+                        ) -> Tuple[torch.Tensor, float]:
+    """Draw the classes of one training step (see the module docstring).
+
+    Args:
+        target (Tensor): ``(B, C)`` tri-state targets {1, 0, -1}.
+        num_classes (int): K, the classes per step.
+        fill (bool): complete the known classes with uniformly drawn others
+            up to K. Defaults to True.
+        generator (torch.Generator, optional): random source (the global
+            one by default).
+
+    Returns:
+        tuple: ``index``, the ``(k,)`` sorted class indices (k = K, or
+        min(n, K) without ``fill``; all C classes if C <= K), and
+        ``scale``, ``n / K`` if known classes were left out, else 1.
+    """
+    total = target.shape[1]
+    device = target.device
+    if total <= num_classes:
+        return torch.arange(total, device=device), 1.
+    known = (target != -1).any(dim=0)
+    known_idx = known.nonzero().flatten()
+    n = known_idx.numel()
+
+    def draw(pool: torch.Tensor, k: int) -> torch.Tensor:
+        order = torch.randperm(pool.numel(), generator=generator)
+        return pool[order[:k].to(device)]
+
+    if n > num_classes:
+        return draw(known_idx, num_classes).sort().values, n / num_classes
+    index = known_idx
+    if fill:
+        others = (~known).nonzero().flatten()
+        index = torch.cat([index, draw(others, num_classes - n)])
+    return index.sort().values, 1.

@@ -1,0 +1,62 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Zero-shot / generalised zero-shot metrics, computed by hand on three
+images; the COCO 48/17 split lists."""
+import pytest
+import torch
+
+from mmcoop.datasets.categories import COCO2014_CATEGORIES
+from mmcoop.datasets.unseen_splits import COCO_48_17_SEEN, COCO_48_17_UNSEEN
+from mmcoop.evaluation.metrics import UnseenClassMetric
+
+CLASSES = ['a', 'b', 'c', 'd']
+PRED = [[.9, .8, .7, .1], [.2, .9, .6, .5], [.3, .1, .2, .8]]
+TARGET = [[1, 0, 0, 1], [0, 1, 1, 0], [1, 0, -1, 1]]
+
+
+def _evaluate(metric):
+    metric.dataset_meta = dict(classes=CLASSES)
+    metric.process(None, [
+        dict(pred_score=torch.tensor(p), gt_score=torch.tensor(t).float())
+        for p, t in zip(PRED, TARGET)
+    ])
+    return metric.evaluate(len(PRED))
+
+
+def test_unseen_and_all_by_hand(tmp_path):
+    seen = tmp_path / 'seen.txt'
+    seen.write_text('a\n\n')  # 'b' is in neither list: never scored
+    out = _evaluate(
+        UnseenClassMetric(unseen_classes=['c', 'd'], seen_classes=str(seen),
+                          ks=(1, 2)))
+    # unseen {c, d}: top-1 hits 2 of 3 predictions, 3 positives;
+    # top-2: 3 hits, 5 counted predictions (img2's c is unknown)
+    assert out['zsl/unseen/F1@1'] == pytest.approx(100 * 2 / 3)
+    assert out['zsl/unseen/F1@2'] == pytest.approx(75.)
+    # AP(c) = 1/2, AP(d) = (1 + 2/3) / 2
+    assert out['zsl/unseen/mAP'] == pytest.approx(100 * (0.5 + 5 / 6) / 2)
+    # all = {a, c, d}: top-1 hits 3 of 3, 5 positives; top-2 4 of 6
+    assert out['zsl/all/F1@1'] == pytest.approx(75.)
+    assert out['zsl/all/F1@2'] == pytest.approx(100 * 16 / 22)
+    assert out['zsl/all/mAP'] == pytest.approx(100 * (1 + 0.5 + 5 / 6) / 3)
+
+
+def test_default_all_is_every_class_and_keys():
+    out = _evaluate(UnseenClassMetric(unseen_classes=['c', 'd']))
+    assert sorted(out) == sorted(f'zsl/{s}/{m}' for s in ('unseen', 'all')
+                                 for m in ('mAP', 'F1@3', 'F1@5'))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(unseen_classes=['c', 'zebra']), "unseen_classes \\['zebra'\\]"),
+    (dict(unseen_classes=['c'], seen_classes=['c', 'a']), 'in both'),
+])
+def test_bad_class_lists(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _evaluate(UnseenClassMetric(**kwargs))
+
+
+def test_coco_48_17_split():
+    assert len(COCO_48_17_SEEN) == 48 and len(COCO_48_17_UNSEEN) == 17
+    assert not set(COCO_48_17_SEEN) & set(COCO_48_17_UNSEEN)
+    assert set(COCO_48_17_SEEN) | set(COCO_48_17_UNSEEN) <= set(
+        COCO2014_CATEGORIES)

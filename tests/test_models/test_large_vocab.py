@@ -1,0 +1,161 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Large vocabularies: chunked text encoding equals the one-batch pass;
+the per-step class subset gives the loss stated in its docstring."""
+import math
+
+import pytest
+import torch
+from _official_reference import TINY_RN
+from mmpretrain.structures import DataSample
+
+from mmcoop.models.heads.class_subset import (check_class_subset,
+                                              sample_class_subset)
+from mmcoop.registry import MODELS
+
+NAMES = ['cat', 'traffic light', 'hair drier', 'dog', 'fire hydrant', 'cup']
+
+
+def _head(head_type, clip_file, **kwargs):
+    torch.manual_seed(0)
+    return MODELS.build(
+        dict(
+            type=head_type,
+            classnames=NAMES,
+            n_ctx=4,
+            text_encoder=dict(
+                type='FrozenCLIPTextEncoder',
+                model_name=TINY_RN,
+                pretrained=clip_file),
+            **kwargs))
+
+
+@pytest.mark.parametrize('head_type', ['DualCoOpHead', 'PositiveCoOpHead'])
+@pytest.mark.parametrize('chunk', [1, 4, 5])
+def test_chunked_text_encoding_equals_one_batch(head_type, chunk,
+                                                tiny_rn_file):
+    # float64: the chunked pass is the same computation, so the results
+    # agree to rounding (fp32 differs at the 1e-7 relative level: the
+    # matrix kernels sum in another order for other batch sizes)
+    head = _head(head_type, tiny_rn_file).double().train()
+    prompt = head.pos_prompt
+    out = {}
+    for size in (None, chunk):
+        head.text_encoder.text_chunk_size = size
+        prompt.ctx.grad = None
+        neg, pos = head.class_features()
+        (neg.sin().sum() + pos.square().sum()).backward()
+        out[size] = (neg.detach(), pos.detach(), prompt.ctx.grad.clone())
+        with torch.no_grad():  # the evaluation path (no recomputation)
+            out[size] += head.class_features()
+    for full, chunked in zip(out[None], out[chunk]):
+        torch.testing.assert_close(chunked, full, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('bad', [0, -3, 2.5, True])
+def test_text_chunk_size_must_be_positive_int(bad):
+    with pytest.raises(ValueError, match='text_chunk_size'):
+        MODELS.build(
+            dict(
+                type='FrozenCLIPTextEncoder',
+                model_name=TINY_RN,
+                text_chunk_size=bad))
+
+
+def test_sample_class_subset_cases():
+    # known classes (a 1 or 0 somewhere in the batch): 1 and 3 of 6
+    target = torch.tensor([[-1., 1., -1., -1., -1., -1.],
+                           [-1., -1., -1., 0., -1., -1.]])
+    seen = set()
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        index, scale = sample_class_subset(target, 4, generator=g)
+        assert scale == 1.
+        assert index.tolist() == sorted(set(index.tolist()))
+        assert len(index) == 4 and {1, 3} <= set(index.tolist())
+        seen |= set(index.tolist())
+    assert seen == set(range(6))  # the fill draws from all the others
+    index, scale = sample_class_subset(target, 4, fill=False)
+    assert index.tolist() == [1, 3] and scale == 1.
+    # more known classes than K: K of them, loss scaled by n / K = 2
+    picks = set()
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        index, scale = sample_class_subset(target, 1, generator=g)
+        assert scale == 2. and len(index) == 1
+        picks.add(int(index))
+    assert picks == {1, 3}
+    # C <= K: every class
+    index, scale = sample_class_subset(target, 6)
+    assert index.tolist() == list(range(6)) and scale == 1.
+
+
+@pytest.mark.parametrize('cfg', [8, dict(k=3), dict(num_classes=0),
+                                 dict(num_classes=2, extra=1)])
+def test_bad_class_subset(cfg):
+    with pytest.raises(ValueError, match='class_subset'):
+        check_class_subset(cfg)
+
+
+def _samples(target):
+    return [DataSample().set_gt_score(t) for t in target]
+
+
+def _asl_by_hand(logits, target, classes):
+    """Partial ASL (gamma+ 1, gamma- 2, clip 0.05, sum) over ``classes``,
+    written out entry by entry."""
+    total = 0.
+    for b in range(target.shape[0]):
+        for c in classes:
+            y = float(target[b, c])
+            if y == -1:
+                continue
+            neg, pos = float(logits[b, 0, c]), float(logits[b, 1, c])
+            p = math.exp(pos) / (math.exp(pos) + math.exp(neg))
+            if y == 1:
+                total -= (1 - p) * math.log(p)
+            else:
+                q = min(1 - p + 0.05, 1.)
+                total -= (1 - q)**2 * math.log(q)
+    return total
+
+
+@pytest.mark.parametrize('head_type', ['DualCoOpHead', 'PositiveCoOpHead'])
+def test_class_subset_loss(head_type, tiny_rn_file):
+    full = _head(head_type, tiny_rn_file).train()
+    dense = torch.randn(2, 64, 10, generator=torch.Generator().manual_seed(1))
+    # classes 0 and 4 known in the batch, everything else unknown
+    target = torch.full((2, 6), -1.)
+    target[0, 0], target[1, 0], target[1, 4] = 1., 0., 1.
+    with torch.no_grad():
+        logits = full((dense, ))
+    loss_full = full.loss((dense, ), _samples(target))['loss']
+    assert loss_full.item() == pytest.approx(
+        _asl_by_hand(logits, target, range(6)), rel=1e-5)
+
+    # n = 2 <= K = 3: exactly the full loss (and gradient)
+    sub = _head(head_type, tiny_rn_file, class_subset=dict(num_classes=3))
+    sub.load_state_dict(full.state_dict())
+    sub.train()
+    loss_sub = sub.loss((dense, ), _samples(target))['loss']
+    assert float(loss_sub) == pytest.approx(float(loss_full), rel=1e-5)
+    loss_full.backward()
+    loss_sub.backward()
+    g_sub, g_full = sub.pos_prompt.ctx.grad, full.pos_prompt.ctx.grad
+    assert float((g_sub - g_full).norm() / g_full.norm()) < 1e-5
+
+    # n = 2 > K = 1: one known class, its terms times n / K = 2
+    one = _head(head_type, tiny_rn_file, class_subset=dict(num_classes=1))
+    one.load_state_dict(full.state_dict())
+    one.train()
+    by_class = {c: 2 * _asl_by_hand(logits, target, [c]) for c in (0, 4)}
+    got = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        value = float(one.loss((dense, ), _samples(target))['loss'])
+        match = [c for c, v in by_class.items()
+                 if value == pytest.approx(v, rel=1e-4)]
+        assert len(match) == 1, (value, by_class)
+        got.add(match[0])
+    assert got == {0, 4}
+    # evaluation scores every class
+    assert one.eval()((dense, )).shape == (2, 2, 6)
