@@ -1,12 +1,13 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Partial-label wrapper: hide a seeded fraction of the training labels."""
 import os.path as osp
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.logging import MMLogger
 
+from mmcoop.evaluation.metrics.unseen_classes import read_class_list
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .held_out_split import image_keys
@@ -145,6 +146,12 @@ class PartialLabelDataset(DatasetWrapper):
         seed (int): Seed of the mask. Defaults to 0.
         mask_file (str, optional): ``.npy`` file to load the mask from or to
             save it to. Defaults to None.
+        unseen_classes (str | Sequence[str], optional): class names (or a
+            text file, one name a line) hidden in every training image:
+            their targets are all -1, so they add nothing to the partial
+            loss (the zero-shot protocols, e.g.
+            :data:`mmcoop.datasets.unseen_splits.COCO_48_17_UNSEEN`).
+            Applied on top of the drawn or loaded mask. Defaults to None.
         lazy_init (bool): Defer loading until first use. Defaults to False.
 
     Examples:
@@ -163,6 +170,7 @@ class PartialLabelDataset(DatasetWrapper):
                  mode: str = 'bernoulli',
                  seed: int = 0,
                  mask_file: Optional[str] = None,
+                 unseen_classes: Union[str, Sequence[str], None] = None,
                  lazy_init: bool = False):
         _check_proportion(known_proportion)
         if mode not in MODES:
@@ -194,6 +202,8 @@ class PartialLabelDataset(DatasetWrapper):
         self.known_proportion = float(known_proportion)
         self.mode = mode
         self.seed = int(seed)
+        self.unseen_classes = None if unseen_classes is None else \
+            read_class_list(unseen_classes)
         self.mask_file = mask_file = expand_user(
             mask_file, 'PartialLabelDataset.mask_file')
         self._known_mask = None
@@ -246,12 +256,15 @@ class PartialLabelDataset(DatasetWrapper):
                 '`ann_file`, `split` and `indices` of the inner dataset.')
 
         source = f'seed {self.seed}'
+        unseen = self._unseen_columns(classes)
         if self.mask_file is not None and osp.exists(self.mask_file):
             mask = self._load_mask(self.mask_file, n, num_classes, targets)
+            mask[:, unseen] = False
             source = f'loaded from {self.mask_file}'
         else:
             mask = make_known_mask(n, num_classes, self.known_proportion,
                                    self.mode, self.seed)
+            mask[:, unseen] = False
             if self.mask_file is not None:
                 atomic_write_npy(self.mask_file, mask)
                 source = f'seed {self.seed}, saved to {self.mask_file}'
@@ -260,6 +273,18 @@ class PartialLabelDataset(DatasetWrapper):
         self._known_mask = mask
         self._targets = targets
         self._log_stats(source, self._stats(mask, targets))
+
+    def _unseen_columns(self, classes) -> np.ndarray:
+        """Column indices of :attr:`unseen_classes` (empty if None)."""
+        names = self.unseen_classes or []
+        missing = [c for c in names if c not in classes]
+        if missing:
+            raise ValueError(
+                f'PartialLabelDataset: unseen_classes {missing[:10]} are not '
+                "among the inner dataset's classes (its metainfo `classes`);"
+                ' fix the names in `unseen_classes`.')
+        return np.array([list(classes).index(c) for c in names],
+                        dtype=np.int64)
 
     def _load_mask(self, path: str, n: int, c: int,
                    targets: Optional[np.ndarray] = None) -> np.ndarray:
