@@ -7,13 +7,13 @@ import numpy as np
 from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.logging import MMLogger
 
-from mmcoop.evaluation.metrics.unseen_classes import read_class_list
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .held_out_split import image_keys
 from .mask_files import read_mask_file
 from .samplers import EpochIndex, seeded_sample
-from .utils import atomic_write_npy, check_outside_dataset
+from .utils import (atomic_write_npy, check_outside_dataset, class_columns,
+                    read_class_list)
 from .wrapper import DatasetWrapper
 
 __all__ = ['PartialLabelDataset', 'make_known_mask', 'complete_targets']
@@ -256,7 +256,8 @@ class PartialLabelDataset(DatasetWrapper):
                 '`ann_file`, `split` and `indices` of the inner dataset.')
 
         source = f'seed {self.seed}'
-        unseen = self._unseen_columns(classes)
+        unseen = class_columns(classes, self.unseen_classes or [],
+                               'PartialLabelDataset', 'unseen_classes')
         if self.mask_file is not None and osp.exists(self.mask_file):
             mask = self._load_mask(self.mask_file, n, num_classes, targets)
             mask[:, unseen] = False
@@ -273,18 +274,6 @@ class PartialLabelDataset(DatasetWrapper):
         self._known_mask = mask
         self._targets = targets
         self._log_stats(source, self._stats(mask, targets))
-
-    def _unseen_columns(self, classes) -> np.ndarray:
-        """Column indices of :attr:`unseen_classes` (empty if None)."""
-        names = self.unseen_classes or []
-        missing = [c for c in names if c not in classes]
-        if missing:
-            raise ValueError(
-                f'PartialLabelDataset: unseen_classes {missing[:10]} are not '
-                "among the inner dataset's classes (its metainfo `classes`);"
-                ' fix the names in `unseen_classes`.')
-        return np.array([list(classes).index(c) for c in names],
-                        dtype=np.int64)
 
     def _load_mask(self, path: str, n: int, c: int,
                    targets: Optional[np.ndarray] = None) -> np.ndarray:

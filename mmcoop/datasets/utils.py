@@ -3,7 +3,7 @@
 import os
 import os.path as osp
 import re
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Union
 
 __all__ = [
     'AnnotationError', 'normalize_class_name', 'same_class_names',
@@ -11,7 +11,7 @@ __all__ = [
     'describe_mismatch', 'path_is_inside',
     'check_outside_dataset', 'atomic_write_npy', 'atomic_write_json',
     'build_pipeline',
-    'check_not_empty'
+    'check_not_empty', 'read_class_list', 'class_columns'
 ]
 
 
@@ -190,3 +190,27 @@ def check_not_empty(dataset) -> None:
         f'{type(dataset).__name__} ({getattr(dataset, "ann_file", "")}): no '
         f'samples left (indices={indices!r}), so there is nothing to '
         'iterate over. Fix: check `indices` and the split of the dataset.')
+
+
+def read_class_list(classes: Union[str, Sequence[str]]) -> List[str]:
+    """Class names from a list, or from a text file with one name a
+    line (blank lines skipped)."""
+    if isinstance(classes, str):
+        with open(classes, encoding='utf-8') as f:
+            return [line.strip() for line in f if line.strip()]
+    return [str(c) for c in classes]
+
+
+def class_columns(classes: Sequence[str], names: Sequence[str],
+                  owner: str, field: str):
+    """Column indices of ``names`` in a dataset's ``classes``; names that
+    are not among them raise ``ValueError`` naming ``owner.field``."""
+    import numpy as np
+
+    classes = list(classes)
+    missing = [c for c in names if c not in classes]
+    if missing:
+        raise ValueError(
+            f'{owner}: {field} {missing[:10]} are not among the dataset\'s '
+            f'classes (its metainfo `classes`); fix the names in `{field}`.')
+    return np.array([classes.index(c) for c in names], dtype=np.int64)

@@ -3,11 +3,11 @@ from .multi_label import (PartialMultiLabelMetric, average_precision,
                           average_precision_per_class, calibrate_thresholds,
                           mean_average_precision, threshold_metrics,
                           topk_metrics)
-from .unseen_classes import UnseenClassMetric, read_class_list
+from .unseen_classes import UnseenClassMetric
 
 __all__ = [
     'PartialMultiLabelMetric', 'average_precision',
     'average_precision_per_class', 'mean_average_precision',
     'threshold_metrics', 'topk_metrics', 'calibrate_thresholds',
-    'UnseenClassMetric', 'read_class_list'
+    'UnseenClassMetric'
 ]

@@ -23,20 +23,12 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 import torch
 
+from mmcoop.datasets.utils import class_columns, read_class_list
 from mmcoop.registry import METRICS
 from .multi_label import (PartialMultiLabelMetric, mean_average_precision,
                           topk_metrics)
 
-__all__ = ['UnseenClassMetric', 'read_class_list']
-
-
-def read_class_list(classes: Union[str, Sequence[str]]) -> List[str]:
-    """Class names from a list, or from a text file with one name a
-    line (blank lines skipped)."""
-    if isinstance(classes, str):
-        with open(classes, encoding='utf-8') as f:
-            return [line.strip() for line in f if line.strip()]
-    return [str(c) for c in classes]
+__all__ = ['UnseenClassMetric']
 
 
 @METRICS.register_module()
@@ -83,11 +75,13 @@ class UnseenClassMetric(PartialMultiLabelMetric):
         pred = torch.stack([r['pred_score'] for r in results]).numpy()
         target = torch.stack([r['gt_score'] for r in results]).numpy()
         classes = self._class_names(pred.shape[1])
-        unseen = self._columns(classes, self.unseen_classes, 'unseen_classes')
+        owner = type(self).__name__
+        unseen = class_columns(classes, self.unseen_classes, owner,
+                               'unseen_classes')
         every = np.arange(pred.shape[1]) if self.seen_classes is None else \
             np.sort(np.concatenate([
-                self._columns(classes, self.seen_classes, 'seen_classes'),
-                unseen
+                class_columns(classes, self.seen_classes, owner,
+                              'seen_classes'), unseen
             ]))
         metrics = {}
         for name, cols in (('unseen', unseen), ('all', every)):
@@ -97,14 +91,3 @@ class UnseenClassMetric(PartialMultiLabelMetric):
             for k in self.ks:
                 metrics[f'{name}/F1@{k}'] = topk_metrics(p, t, k)['OF1']
         return metrics
-
-    @staticmethod
-    def _columns(classes: List[str], names: List[str],
-                 field: str) -> np.ndarray:
-        missing = [c for c in names if c not in classes]
-        if missing:
-            raise ValueError(
-                f'UnseenClassMetric: {field} {missing[:10]} are not among '
-                "the dataset's classes (its metainfo `classes`); fix the "
-                f'names in `{field}`.')
-        return np.array([classes.index(c) for c in names])
