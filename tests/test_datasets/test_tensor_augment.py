@@ -1,8 +1,9 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """The tensor augmentation against the official PIL operations (re-derived
 in mmcoop.benchmark.official from pip randaugment 1.0.2 and CutoutPIL):
-same parameters -> same image (bicubic/rotate within interpolation
-tolerance); the same policy distribution; batched = per image."""
+same parameters -> same image (rotate: a few border pixels; the resize
+within one grey level); the same policy distribution; batched = per
+image."""
 import numpy as np
 import pytest
 import torch
@@ -35,12 +36,41 @@ def test_each_op_matches_official_pil(op):
             ref = as_tensor(official_op(img, op, index, sign, (0.3, 0.7)))
             out = apply_op(as_tensor(img), op, index, sign, (0.3, 0.7))
             diff = (ref.int() - out.int()).abs()
-            if op.startswith('Shear'):  # bicubic: torch's kernel vs PIL's
-                assert diff.max() <= 6 and diff.float().mean() < 1.0
-            elif op == 'Rotate':  # a few pixels on the rotated border
+            if op == 'Rotate':  # a few pixels on the rotated border
                 assert (diff > 0).float().mean() < 2e-3
             else:
                 assert diff.max() == 0, (op, index, sign)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_bicubic_affine_is_pils(seed):
+    """Any affine map with PIL's bicubic filter: PIL's pixels exactly
+    (its cubic with a = -1, clamped taps, double precision, truncation,
+    128 outside)."""
+    from mmcoop.datasets.transforms.tensor_augment import _affine
+    rng = np.random.default_rng(seed)
+    img = _photo(seed=seed)
+    img.paste((200, 17, 90), (10, 10, 60, 40))  # flat areas: exact values
+    coeffs = tuple(rng.normal([1, 0, 0, 0, 1, 0], [.3, .3, 20, .3, .3, 20]))
+    ref = as_tensor(img.transform(img.size, Image.AFFINE, coeffs,
+                                  Image.BICUBIC, fillcolor=(128, ) * 3))
+    assert torch.equal(_affine(as_tensor(img), [coeffs], 'bicubic'), ref)
+
+
+@pytest.mark.parametrize('mode', ['RGB', 'L', 'P', 'CMYK', 'RGBA'])
+def test_decode_is_the_official_loader(tmp_path, mode):
+    """``decode_rgb`` gives ``Image.open(f).convert('RGB')``'s pixels for
+    every image mode, as a (3, H, W) tensor."""
+    from mmcoop.datasets.transforms.tensor_augment import decode_rgb
+    img = _photo(40, 56).convert(mode)
+    fmt = 'PNG' if mode in ('P', 'RGBA') else 'JPEG'
+    path = tmp_path / f'x.{fmt.lower()}'
+    img.save(path, fmt)
+    data = path.read_bytes()
+    ref = np.asarray(Image.open(path).convert('RGB'))
+    out = decode_rgb(data)
+    assert out.shape == (3, 40, 56) and out.dtype == torch.uint8
+    assert np.array_equal(out.permute(1, 2, 0).numpy(), ref)
 
 
 @pytest.mark.parametrize('cy,cx', [(40, 50), (0, 0), (95, 3), (20, 95)])
@@ -113,7 +143,11 @@ def test_tensor_pipeline_matches_mmcv_pipeline(tmp_path):
     out = TRANSFORMS.build(dict(type='LoadImageTensor', scale=(448, 448)))(
         dict(img_path=path))
     assert out['img'].dtype == torch.uint8 and out['img_shape'] == (448, 448)
-    assert torch.equal(out['img'], ref)  # the same pixels, both BGR
+    assert out['img'].is_contiguous()
+    # the same pixels within one grey level (torchvision's uint8 resize
+    # kernel vs PIL's), both BGR
+    diff = (out['img'].int() - ref.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
     # draft (DCT scaling) at a quarter of the size: within tolerance
     small = [
         TRANSFORMS.build(
@@ -157,8 +191,7 @@ def test_load_tensor_errors_name_the_file(tmp_path):
 def test_device_path_matches_cpu_tensor_path(tmp_path):
     """LoadImageBytes + DeviceAugmentPreprocessor (run here on CPU tensors)
     give the CPU tensor pipeline's images, normalised, for the same seeds:
-    the same draws; differences only from torch's resize and bicubic
-    kernels."""
+    the same draws and the same pixels."""
     from mmengine.dataset import pseudo_collate
 
     from mmcoop.registry import MODELS
@@ -192,7 +225,9 @@ def test_device_path_matches_cpu_tensor_path(tmp_path):
     ref = (torch.stack(ref) - pre.mean) / pre.std
     assert out.shape == (4, 3, 224, 224)
     diff = (out - ref).abs() * pre.std  # back on the 0-255 scale
-    assert diff.mean() < 2.0, diff.mean()
+    # on CPU tensors the same decoder, resize and ops: equal (Rotate's
+    # border pixels aside)
+    assert (diff > 1e-3).float().mean() < 2e-3, diff.mean()
     # eval: no augmentation, only decode + resize + normalise
     plain = pre(pseudo_collate(batch), training=False)['inputs']
     assert not torch.equal(plain, out)

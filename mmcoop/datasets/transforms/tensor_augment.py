@@ -15,12 +15,16 @@ batch):
 - :func:`apply_op` applies one op with PIL's arithmetic: the colour ops and
   the look-up-table ops (invert, posterize, solarize, autocontrast,
   equalize) follow PIL's integer formulas; the geometric ops use PIL's
-  affine coefficients and pixel-centre convention (nearest: the same pixels
-  as PIL; bicubic: torch's kernel, so within interpolation tolerance);
+  affine coefficients, pixel-centre convention and filters (nearest, and
+  PIL's own bicubic in double precision: the same pixels as PIL; rotate
+  differs on a few border pixels);
 - :func:`cutout` is ``CutoutPIL``'s inclusive rectangle;
 - :func:`official_op` / :func:`official_cutout` are the official PIL
   operations themselves (the reference of the tests, and the CPU path:
-  PIL's C operations on one image beat tensor ops on one CPU core).
+  PIL's C operations on one image beat tensor ops on one CPU core);
+- :func:`decode_rgb` / :func:`resize`: PIL's decoder (the official
+  loader's) and torchvision's uint8 antialiased resize (PIL's bilinear
+  within one grey level, several times faster than PIL's on one core).
 
 :class:`LoadImageTensor`, :class:`TensorCutout` and
 :class:`TensorRandAugment` are the pipeline transforms (BGR ``(3, H, W)``
@@ -42,9 +46,9 @@ from mmcoop.registry import TRANSFORMS
 
 __all__ = [
     'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
-    'official_cutout', 'apply_op', 'cutout',
-    'resize', 'decode_resize', 'augment_batch', 'LoadImageTensor',
-    'LoadImageBytes', 'TensorCutout',
+    'official_cutout', 'apply_op', 'cutout', 'resize', 'decode_rgb',
+    'decode_resize', 'augment_batch', 'LoadImageTensor', 'LoadImageBytes',
+    'TensorCutout',
     'TensorRandAugment'
 ]
 
@@ -263,6 +267,49 @@ def _pil_rotate_coeffs(angle: float, w: int, h: int) -> Tuple[float, ...]:
     return tuple(m)
 
 
+def _pil_cubic(v1, v2, v3, v4, d):
+    """PIL's cubic interpolation (``Geometry.c`` ``BICUBIC``: the
+    cubic-convolution kernel with a = -1), in its operation order, so that
+    float64 gives PIL's double results."""
+    p2 = -v1 + v3
+    p3 = 2 * (v1 - v2) + v3 - v4
+    p4 = -v1 + v2 - v3 + v4
+    return v2 + d * (p2 + d * (p3 + d * p4))
+
+
+def _bicubic_pil(img: torch.Tensor, u: torch.Tensor,
+                 v: torch.Tensor) -> torch.Tensor:
+    """PIL's bicubic sample of ``(B, 3, H, W)`` uint8 images at the points
+    ``(u, v)`` (``(B, H', W')`` float64, pixel centres at +0.5): the 4 x 4
+    taps around the point, clamped to the image, interpolated in float64
+    with :func:`_pil_cubic` (columns, then rows) and truncated to uint8 as
+    PIL. A coordinate with no fractional part anywhere (a shear moves along
+    one axis only) uses its single tap: the same value, exactly."""
+    b, c, h, w = img.shape
+    xs, ys = u - 0.5, v - 0.5
+    x0, y0 = xs.floor(), ys.floor()
+    dx, dy = (xs - x0).unsqueeze(1), (ys - y0).unsqueeze(1)
+    x0, y0 = x0.long() - 1, y0.long() - 1
+    flat = img.reshape(b, c, h * w)
+    cols = [1] if not dx.any() else range(4)
+    rows = [1] if not dy.any() else range(4)
+
+    def tap(j, k):
+        yi = (y0 + j).clamp_(0, h - 1)
+        xi = (x0 + k).clamp_(0, w - 1)
+        index = (yi * w + xi).reshape(b, 1, -1).expand(b, c, -1)
+        out = torch.gather(flat, 2, index)
+        return out.reshape(b, c, *u.shape[1:]).double()
+
+    def row(j):
+        if len(cols) == 1:
+            return tap(j, 1)
+        return _pil_cubic(*(tap(j, k) for k in cols), dx)
+
+    out = row(1) if len(rows) == 1 else _pil_cubic(*(row(j) for j in rows), dy)
+    return out.clamp_(0, 255).trunc_().to(torch.uint8)
+
+
 def _affine(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
             mode: str) -> torch.Tensor:
     """PIL ``Image.transform(size, AFFINE, coeffs, mode, fillcolor=128)``.
@@ -270,8 +317,8 @@ def _affine(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
     The output pixel ``(x, y)`` samples the input at ``(a (x + .5) + b
     (y + .5) + c, d (x + .5) + e (y + .5) + f)``; outside ``[0, W) x [0,
     H)`` it is 128. ``nearest`` takes the pixel containing that point, as
-    PIL; ``bicubic`` uses torch's kernel (PIL's has a = -0.5, torch's
-    -0.75), with the edge pixels repeated, as PIL.
+    PIL; ``bicubic`` is PIL's bicubic (:func:`_bicubic_pil`): the same
+    pixels as PIL.
     """
     b, _, h, w = img.shape
     m = torch.as_tensor(coeffs, dtype=torch.float64, device=img.device)
@@ -292,11 +339,7 @@ def _affine(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
         out = torch.gather(img.reshape(b, 3, h * w), 2, index)
         out = out.reshape(b, 3, h, w)
     else:
-        grid = torch.stack([u / w * 2 - 1, v / h * 2 - 1], -1).float()
-        out = F.grid_sample(
-            img.float(), grid, mode=mode, padding_mode='border',
-            align_corners=False)
-        out = (out + 0.5).floor().clamp_(0, 255).to(torch.uint8)
+        out = _bicubic_pil(img, u, v)
     return torch.where(inside, out, torch.full_like(out, _FILL))
 
 
@@ -426,34 +469,62 @@ def cutout(img: torch.Tensor, centres, colours,
 
 
 def resize(img: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize with antialiasing (PIL's ``BILINEAR`` when
-    shrinking), ``(..., 3, H, W)`` uint8 -> ``size = (h, w)``."""
+    """Bilinear resize with antialiasing (PIL's ``BILINEAR``), ``(..., 3,
+    H, W)`` uint8 -> ``size = (h, w)``: torchvision's uint8 kernel on the
+    CPU (PIL's pixels within one grey level: under 0.1 % of them differ
+    when shrinking 640x480 to 448 or 224), float on other devices."""
     if tuple(img.shape[-2:]) == tuple(size):
         return img
-    squeeze = img.dim() == 3
-    x = img[None] if squeeze else img
-    out = F.interpolate(
-        x.float(), size=size, mode='bilinear', align_corners=False,
-        antialias=True)
-    out = out.round_().clamp_(0, 255).to(torch.uint8)
-    return out[0] if squeeze else out
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2.functional import resize as tv_resize
+    return tv_resize(
+        img, list(size), InterpolationMode.BILINEAR, antialias=True)
+
+
+def decode_rgb(data: bytes,
+               draft_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Decode an image file's bytes as the official loader does
+    (``Image.open(...).convert('RGB')``, PIL's decoder, no EXIF rotation)
+    into a ``(3, H, W)`` uint8 RGB tensor (channels-last memory, one copy
+    out of PIL). ``draft_size = (h, w)`` decodes a JPEG at the smallest
+    DCT scale that still covers that size (PIL's ``draft``)."""
+    img = Image.open(io.BytesIO(data))
+    if draft_size is not None and img.format == 'JPEG':
+        img.draft('RGB', (draft_size[1], draft_size[0]))
+    if img.mode != 'RGB':
+        img = img.convert('RGB')
+    w, h = img.size
+    return torch.frombuffer(
+        bytearray(img.tobytes()), dtype=torch.uint8).view(h, w,
+                                                          3).permute(2, 0, 1)
 
 
 def decode_resize(data: bytes, size: Tuple[int, int],
-                  draft: bool = False) -> np.ndarray:
-    """Decode (``Image.open(...).convert('RGB')``, no EXIF rotation, as
-    the official loader) and resize with PIL's bilinear filter to ``size =
-    (h, w)``: the official ``Resize((S, S))`` bit for bit. With
-    ``draft=True``, JPEGs are decoded at a reduced DCT scale when the
-    output is at most half the image (not bit-identical: within
-    interpolation tolerance). Returns an ``(h, w, 3)`` uint8 RGB array."""
-    img = Image.open(io.BytesIO(data))
-    if draft and img.format == 'JPEG':
-        img.draft('RGB', (size[1], size[0]))
-    img = img.convert('RGB')
-    if img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(img)
+                  draft: bool = False) -> torch.Tensor:
+    """:func:`decode_rgb` then :func:`resize` to ``size = (h, w)``: the
+    official ``Resize((S, S))`` within one grey level. With ``draft=True``,
+    JPEGs are decoded at a reduced DCT scale when the output is at most
+    half the image (within interpolation tolerance). Returns a ``(3, h,
+    w)`` uint8 RGB tensor (channels-last memory)."""
+    return resize(decode_rgb(data, size if draft else None), size)
+
+
+def _chw_bgr(rgb_hwc: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` RGB array -> contiguous ``(3, H, W)`` BGR tensor
+    (OpenCV's channel split: one pass)."""
+    import cv2
+    return torch.from_numpy(np.stack(cv2.split(rgb_hwc)[::-1]))
+
+
+def _pil_rgb(bgr: torch.Tensor) -> Image.Image:
+    """Contiguous ``(3, H, W)`` BGR tensor -> RGB PIL image (PIL merges the
+    three planes: one pass)."""
+    h, w = bgr.shape[-2:]
+    planes = bgr.contiguous().numpy()
+    return Image.merge('RGB', [
+        Image.frombuffer('L', (w, h), planes[c], 'raw', 'L', 0, 1)
+        for c in (2, 1, 0)
+    ])
 
 
 # ------------------------------------------------------------- transforms
@@ -477,10 +548,11 @@ class LoadImageTensor(BaseTransform):
     tensor (the channel order of every mmcoop image; the data preprocessor
     converts to RGB).
 
-    The same pixels as ``LoadImageFromFileChecked`` + ``Resize(scale,
+    The pixels of ``LoadImageFromFileChecked`` + ``Resize(scale,
     keep_ratio=False, backend='pillow', interpolation='bilinear')`` (and
-    the official ``Resize((S, S))``), without the intermediate arrays;
-    ``draft=True`` adds JPEG DCT scaling (see :func:`decode_resize`).
+    of the official ``Resize((S, S))``) within one grey level (PIL's
+    decoder, torchvision's uint8 resize kernel: :func:`decode_resize`);
+    ``draft=True`` adds JPEG DCT scaling.
 
     Args:
         scale (tuple[int, int]): output ``(w, h)``, as mmcv's ``Resize``.
@@ -507,8 +579,7 @@ class LoadImageTensor(BaseTransform):
                 f'{type(e).__name__}: {e}). The file is corrupt, truncated '
                 'or not an image. Fix: re-download it, or remove it from the '
                 'annotations.') from e
-        results['img'] = torch.from_numpy(
-            np.ascontiguousarray(rgb[..., ::-1].transpose(2, 0, 1)))
+        results['img'] = _chw_bgr(rgb.permute(1, 2, 0).numpy())
         results['img_shape'] = size
         results['ori_shape'] = size
         return results
@@ -589,9 +660,9 @@ class TensorCutout(BaseTransform):
         h, w = img.shape[-2:]
         centre = (int(np.random.randint(h)), int(np.random.randint(w)))
         colour = tuple(int(c) for c in np.random.randint(0, 256, size=3))
-        out = cutout(_as_rgb_batch(img), [centre], [colour],
-                     self.cutout_factor)
-        results['img'] = out[0].flip(0)
+        # paint the BGR image with the reversed colour: no channel flips
+        results['img'] = cutout(img[None], [centre], [colour[::-1]],
+                                self.cutout_factor)[0]
         return results
 
     def __repr__(self) -> str:
@@ -615,13 +686,11 @@ class TensorRandAugment(BaseTransform):
             return results
         bgr = results['img']
         if bgr.device.type == 'cpu':
-            img = Image.fromarray(bgr.numpy()[::-1].transpose(1, 2, 0))
+            img = _pil_rgb(bgr)
             for d in applied:
                 img = official_op(img, d['op'], d['index'], d['sign'],
                                   d['centre'])
-            rgb = np.asarray(img)
-            results['img'] = torch.from_numpy(
-                np.ascontiguousarray(rgb[..., ::-1].transpose(2, 0, 1)))
+            results['img'] = _chw_bgr(np.asarray(img))
             return results
         img = _as_rgb_batch(bgr)
         for d in applied:
