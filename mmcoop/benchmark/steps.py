@@ -57,6 +57,15 @@ def device_of(opts) -> torch.device:
     return torch.device(opts.device)
 
 
+def _autocast(opts) -> dict:
+    """The towers' autocast arguments of ``--autocast``: on the CPU, bf16
+    needs ``autocast_cpu=True`` (else the towers would run fp32)."""
+    out = dict(autocast_dtype=opts.autocast)
+    if opts.autocast and getattr(opts, 'device', 'cpu') == 'cpu':
+        out['autocast_cpu'] = True
+    return out
+
+
 def head_cfg(method, num_classes, opts, embed_dim):
     if method == 'baseline':
         return dict(
@@ -71,7 +80,7 @@ def head_cfg(method, num_classes, opts, embed_dim):
             model_name=opts.model_name,
             pretrained=opts.pretrained,
             truncate=True,
-            autocast_dtype=opts.autocast))
+            **_autocast(opts)))
 
 
 def backbone_cfg(opts, resolution=None):
@@ -80,8 +89,8 @@ def backbone_cfg(opts, resolution=None):
         model_name=opts.model_name,
         pretrained=opts.pretrained,
         input_resolution=resolution or opts.resolution,
-        autocast_dtype=opts.autocast,
-        channels_last=opts.channels_last)
+        channels_last=opts.channels_last,
+        **_autocast(opts))
 
 
 def _image_batch(batch_size, resolution, num_classes, seed=0):

@@ -208,3 +208,19 @@ def test_amp_mode_on_cpu_measures_fp32_and_bf16():
     diffs = [r['max_rel_diff_vs_fp32'] for r in out.values()]
     assert diffs[0] == 0 and diffs[1] < 1e-5  # same function, fp32
     assert all(1e-4 < d < 2e-2 for d in diffs[2:])  # bf16 really ran
+
+
+def test_steps_bf16_on_cpu_autocasts_the_towers():
+    """``--autocast bf16`` on the CPU builds both towers with
+    ``autocast_cpu=True`` (without it they would silently run fp32)."""
+    from mmcoop.benchmark.steps import backbone_cfg, head_cfg
+    for device, expect in (('cpu', True), ('cuda', None)):
+        opts = SimpleNamespace(
+            **dict(TINY, device=device, autocast='bf16'), resolution=64)
+        cfgs = (backbone_cfg(opts),
+                head_cfg('positivecoop', 4, opts, 512)['text_encoder'])
+        for cfg in cfgs:
+            assert cfg['autocast_dtype'] == 'bf16'
+            assert cfg.get('autocast_cpu') is expect
+    opts = SimpleNamespace(**TINY, resolution=64)
+    assert 'autocast_cpu' not in backbone_cfg(opts)
