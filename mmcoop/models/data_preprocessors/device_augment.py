@@ -23,8 +23,11 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
     the draws the workers made) and normalised with the CLIP mean/std.
 
     Semantics: the tensor ops are tested against PIL's on CPU tensors
-    (tests/test_datasets/test_tensor_augment.py); the resize is torch's
-    antialiased bilinear (PIL's within interpolation tolerance).
+    (tests/test_datasets/test_tensor_augment.py: the same pixels, Rotate's
+    border aside), and the whole path run on CPU tensors gives the CPU
+    tensor pipeline's images. On a GPU the JPEG decoder (nvJPEG) and the
+    float resize may differ from the CPU's libjpeg-turbo and uint8 kernel
+    by a grey level or so.
 
     Args:
         mean (Sequence[float]): RGB mean on the 0-255 scale (CLIP's).
