@@ -120,6 +120,15 @@ def test_nuswide_config_on_files_in_the_official_format(tmp_path):
     score = dataset.get_data_info(0)['gt_score']
     assert (score[:81] == -1).all()  # concepts hidden, sky included
     assert score[81 + 3] == 1 and (np.delete(score[81:], 3) == 0).all()
+    # the config's class subset is exactly the 925 tags (scale 1: the loss
+    # of all 1006 classes, the hidden 81 not encoded)
+    from mmcoop.models.heads.class_subset import sample_class_subset
+    subset = cfg.model.head.class_subset
+    target = torch.tensor(
+        np.stack([dataset.get_data_info(i)['gt_score'] for i in range(2)]))
+    index, scale = sample_class_subset(target, subset.num_classes,
+                                       fill=subset.fill)
+    assert index.tolist() == list(range(81, 1006)) and scale == 1.
     model = _build_model(cfg)
     assert model.head.classnames == list(classes)
     assert model.head.pos_prompt.ctx.shape == (16, 64)  # one shared context
