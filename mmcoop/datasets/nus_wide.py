@@ -215,7 +215,8 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         while end and raw[end - 1] in b' \t\r\n':
             end -= 1
         if (raw.count(b'\n', 0, end) + 1 == n and len(digits) == n * width
-                and ((digits == 48) | (digits == 49)).all()):
+                and digits.min() >= 48 and digits.max() <= 49):  # 0/1 only
+            del raw
             return (digits == 49).reshape(n, width)
         lines = raw.decode('latin-1').rstrip().splitlines()
         if len(lines) != n:

@@ -128,3 +128,53 @@ def test_tag_matrix_is_parsed_in_bulk(tmp_path):
     for i, row in enumerate(rows):
         assert ds.get_data_info(i)['gt_label'] == concept[i] + sorted(
             col[t] for t in row if t in col)
+
+
+def test_resolve_classnames_dict_errors():
+    with pytest.raises(ValueError, match=r'a dict must name .*class_names'):
+        resolve_classnames(dict(type='COCO2014MultiLabel'))
+    with pytest.raises(ValueError, match=r'a dict must name'):
+        resolve_classnames(dict(data_root='x'))
+
+
+def test_zero_shot_config_feeds_one_train_step(tmp_path):
+    """The NUS-WIDE 925/81 config's training set (81 hidden, 925 tags) and
+    head options on the demo-sized model: one step, only tags are known."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.optim import OptimWrapper
+
+    from mmcoop.models.backbones import register_mmcoop_clip_configs
+    from mmcoop.registry import DATASETS, MODELS
+    from mmcoop.utils import register_all_modules
+    register_all_modules()
+    register_mmcoop_clip_configs()
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(
+        osp.join(repo, 'configs', 'zero_shot',
+                 'dualcoop-shared_clip-rn101_nuswide-925-81.py'))
+    demo = Config.fromfile(
+        osp.join(repo, 'configs', 'demo', 'positivecoop_clip-tiny-vit_'
+                 '1xb16-coslr-20e_demo-shapes-p50.py'))
+    root = _root(tmp_path)
+    train = cfg.train_dataloader.dataset
+    train.dataset.update(data_root=root, pipeline=demo.train_pipeline)
+    dataset = DATASETS.build(train)
+    model_cfg = demo.model
+    model_cfg.head.classnames = list(dataset.metainfo['classes'])
+    model_cfg.head.class_subset = cfg.model.head.class_subset
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    optim = OptimWrapper(torch.optim.SGD(trainable, lr=0.5))
+    batch = pseudo_collate([dataset[i] for i in range(len(dataset))])
+    targets = torch.stack([s.gt_score for s in batch['data_samples']])
+    assert targets.shape == (2, 1006)
+    assert (targets[:, :81] == -1).all() and (targets[:, 81:] >= 0).all()
+    model.train()
+    log = model.train_step(batch, optim)
+    assert torch.isfinite(log['loss']) and log['loss'] > 0
+    assert any(not torch.equal(a, p.detach())
+               for a, p in zip(before, trainable))
