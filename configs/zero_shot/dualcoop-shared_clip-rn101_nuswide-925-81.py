@@ -18,7 +18,7 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-from mmcoop.datasets.unseen_splits import NUSWIDE_81_UNSEEN
+from mmcoop.datasets.unseen_splits import NUSWIDE_81_UNSEEN  # noqa: E402
 
 data_root = 'data/nus-wide'
 
