@@ -125,8 +125,8 @@ def test_bases_are_vendored_and_relative():
                                                     base))), (path, base)
     # parents x 4 bases, children, demos, dataset bases inheriting COCO's;
     # configs/clip_families: 18 families x 6 configs x 2 bases (method
-    # config, family), 19 x 2 zero-shot x 1; configs/zero_shot: 1
-    assert num_bases == 8 * 4 + 64 + 2 + 4 + 18 * 6 * 2 + 19 * 2 + 1
+    # config, family), 19 x 2 zero-shot x 1; configs/zero_shot: 1 + 4
+    assert num_bases == 8 * 4 + 64 + 2 + 4 + 18 * 6 * 2 + 19 * 2 + 1 + 4
 
 
 def test_default_runtime():

@@ -4,6 +4,7 @@ classes hidden in training, scored by ``UnseenClassMetric``."""
 import os.path as osp
 
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 from test_configs import CONFIGS, _build_model
@@ -62,3 +63,106 @@ def test_metric_scores_unseen_and_65_classes():
     res = metric.evaluate(6)
     assert res['zsl/unseen/mAP'] == 100.0
     assert res['zsl/all/mAP'] == 100.0  # the 15 other classes take no part
+
+
+# --------------------------------------------------------------------------
+# NUS-WIDE 925/81
+NUS_CONFIG = osp.join(CONFIGS, 'zero_shot',
+                      'dualcoop-shared_clip-rn101_nuswide-925-81.py')
+
+
+def test_nuswide_config_keys_and_no_unknown_key():
+    from mmcoop.datasets.unseen_splits import NUSWIDE_81_UNSEEN
+    cfg = Config.fromfile(NUS_CONFIG)
+    assert check_unknown_keys(cfg) == []
+    head = cfg.model.head
+    assert head.type == 'DualCoOpHead' and head.class_specific is False
+    assert head.classnames == dict(
+        type='NUSWIDEMultiLabel', data_root='data/nus-wide', tags='925')
+    assert cfg.optim_wrapper.optimizer.lr == 0.001
+    train = cfg.train_dataloader.dataset
+    assert train.known_proportion == 1.0
+    assert tuple(train.unseen_classes) == NUSWIDE_81_UNSEEN
+    assert train.dataset.type == 'NUSWIDEMultiLabel'
+    for loader in (train, cfg.val_dataloader.dataset,
+                   cfg.test_dataloader.dataset):
+        inner = loader.get('dataset', loader)
+        assert (inner.tags, inner.data_root) == ('925', 'data/nus-wide')
+    assert cfg.test_dataloader.dataset.split == 'test'
+    for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
+        assert evaluator.type == 'UnseenClassMetric'
+        assert tuple(evaluator.unseen_classes) == NUSWIDE_81_UNSEEN
+        assert 'seen_classes' not in evaluator  # "all": the 1006 classes
+
+
+def test_nuswide_config_on_files_in_the_official_format(tmp_path):
+    """Dataset, head and metric of the config on a generated tree: 1006
+    classes, the 81 concepts hidden in training, the head built with the
+    dataset's class names, ZSL scored over the 81."""
+    from test_datasets._builders import build_nus_wide, build_nus_wide_tags
+
+    from mmcoop.datasets.categories import NUSWIDE_CONCEPTS
+    from mmcoop.registry import DATASETS
+    root = build_nus_wide(
+        tmp_path / 'nus',
+        splits={'Train': [('a\\1.jpg', (55, )), ('b\\2.jpg', ())],
+                'Test': [('c\\3.jpg', (0, )), ('d\\4.jpg', (1, ))]},
+        concepts=NUSWIDE_CONCEPTS)
+    build_nus_wide_tags(root, {'Train': [{'tag003'}, {'tag007', 'sky'}],
+                               'Test': [set(), {'tag003'}]})
+    cfg = Config.fromfile(NUS_CONFIG)
+    cfg.model.head.classnames.data_root = root
+    train = cfg.train_dataloader.dataset
+    train.dataset.update(data_root=root, pipeline=[])
+    dataset = DATASETS.build(train)
+    classes = dataset.metainfo['classes']
+    assert len(classes) == 1006 and classes[:81] == NUSWIDE_CONCEPTS
+    score = dataset.get_data_info(0)['gt_score']
+    assert (score[:81] == -1).all()  # concepts hidden, sky included
+    assert score[81 + 3] == 1 and (np.delete(score[81:], 3) == 0).all()
+    # the config's class subset is exactly the 925 tags (scale 1: the loss
+    # of all 1006 classes, the hidden 81 not encoded)
+    from mmcoop.models.heads.class_subset import sample_class_subset
+    subset = cfg.model.head.class_subset
+    target = torch.tensor(
+        np.stack([dataset.get_data_info(i)['gt_score'] for i in range(2)]))
+    index, scale = sample_class_subset(target, subset.num_classes,
+                                       fill=subset.fill)
+    assert index.tolist() == list(range(81, 1006)) and scale == 1.
+    model = _build_model(cfg)
+    assert model.head.classnames == list(classes)
+    assert model.head.pos_prompt.ctx.shape == (16, 64)  # one shared context
+    metric = METRICS.build(cfg.val_evaluator)
+    metric.dataset_meta = dict(classes=list(classes))
+    rng = np.random.default_rng(0)
+    target = (rng.random((6, 1006)) < 0.3).astype(np.float32)
+    target[0] = 1  # every class has a positive
+    target[1] = 0  # ... and a negative
+    # perfect on the 81 concepts, inverted on the 925 tags
+    pred = 1 - target
+    pred[:, :81] = target[:, :81]
+    metric.process(None, [
+        dict(pred_score=torch.tensor(p), gt_score=torch.tensor(t))
+        for p, t in zip(pred, target)
+    ])
+    res = metric.evaluate(6)
+    assert res['zsl/unseen/mAP'] == 100.0  # the 81 only
+    assert res['zsl/all/mAP'] < 50.0  # the 1006, the 925 inverted
+
+
+def test_nuswide_config_without_the_files_names_them(tmp_path):
+    from test_datasets._builders import build_nus_wide
+
+    from mmcoop.datasets.categories import NUSWIDE_CONCEPTS
+    cfg = Config.fromfile(NUS_CONFIG)
+    cfg.model.head.classnames.data_root = str(tmp_path / 'none')
+    with pytest.raises(FileNotFoundError,
+                       match=r'concept list .*Concepts81.txt.*Fix: unpack'):
+        _build_model(cfg)
+    # concepts there, the tag list not
+    root = build_nus_wide(
+        tmp_path / 'nus', concepts=NUSWIDE_CONCEPTS, images=False)
+    cfg.model.head.classnames.data_root = root
+    with pytest.raises(FileNotFoundError,
+                       match=r'TagList1k.txt.*Fix: unpack NUS_WID_Tags.zip'):
+        _build_model(cfg)

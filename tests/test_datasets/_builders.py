@@ -227,3 +227,39 @@ def build_nus_wide(root, splits=None, concepts=NUS_CONCEPTS, images=True):
                     osp.join(root, 'Flickr', *name.split('\\')),
                     color=(30 * j, 50, 50))
     return str(root)
+
+
+def nus_tag_list():
+    """A 1,000-tag list in the form of the official ``TagList1k.txt``: the
+    75 concept names the official list holds (all but ``computer``,
+    ``fire``, ``map``, ``swimmers``, ``tattoo``, ``whales``) among 925
+    generated tags ``tag000`` ... ``tag924``."""
+    from mmcoop.datasets.categories import NUSWIDE_CONCEPTS
+    absent = {'computer', 'fire', 'map', 'swimmers', 'tattoo', 'whales'}
+    concepts = [c for c in NUSWIDE_CONCEPTS if c not in absent]
+    others = [f'tag{i:03d}' for i in range(925)]
+    # interleave: a concept after every 12 generated tags
+    tags = []
+    for i, t in enumerate(others):
+        tags.append(t)
+        if i % 12 == 11 and concepts:
+            tags.append(concepts.pop(0))
+    return tags + concepts
+
+
+def build_nus_wide_tags(root, tag_rows):
+    """The ``NUS_WID_Tags`` files of the official release: ``TagList1k.txt``
+    (``\\r\\n`` line ends) and ``{split}_Tags1k.dat`` (line i: 1,000
+    tab-separated 0/1 with a trailing tab, for image i of the split's
+    list). ``tag_rows``: split -> one set of tag names per image."""
+    tags = nus_tag_list()
+    write_text(
+        osp.join(root, 'NUS_WID_Tags', 'TagList1k.txt'),
+        ''.join(t + '\r\n' for t in tags))
+    for k, (split, rows) in enumerate(tag_rows.items()):
+        end = '\r\n' if k % 2 else '\n'
+        write_text(
+            osp.join(root, 'NUS_WID_Tags', f'{split}_Tags1k.dat'), ''.join(
+                ''.join(f'{int(t in row)}\t' for t in tags) + end
+                for row in rows))
+    return tags

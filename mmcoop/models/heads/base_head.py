@@ -19,15 +19,32 @@ def build_in_mmcoop_scope(cfg: dict):
         return MODELS.build(cfg)
 
 
-def resolve_classnames(classnames: Union[str, Sequence[str]]) -> List[str]:
-    """Class names from a list, or from a registered dataset's ``METAINFO``.
+def resolve_classnames(
+        classnames: Union[str, Sequence[str], dict]) -> List[str]:
+    """Class names from a list, or from a registered dataset.
 
     Args:
-        classnames (str | Sequence[str]): the names, or the type name of a
-            registered dataset (e.g. ``'COCO2014MultiLabel'``) whose
-            ``METAINFO['classes']`` gives them.
+        classnames (str | Sequence[str] | dict): the names; or the type
+            name of a registered dataset (e.g. ``'COCO2014MultiLabel'``)
+            whose ``METAINFO['classes']`` gives them; or ``dict(type=...,
+            **kwargs)`` for a dataset whose classes depend on its files:
+            its ``class_names(**kwargs)`` gives them (e.g.
+            ``dict(type='NUSWIDEMultiLabel', data_root='data/nus-wide',
+            tags='925')``, read when the head is built).
     """
-    if isinstance(classnames, str):
+    if isinstance(classnames, dict):
+        kwargs = dict(classnames)
+        dataset_type = kwargs.pop('type', None)
+        dataset_cls = DATASETS.get(dataset_type) if isinstance(
+            dataset_type, str) else None
+        if not hasattr(dataset_cls, 'class_names'):
+            raise ValueError(
+                f'classnames={classnames!r}: a dict must name (`type`) a '
+                'registered dataset with a `class_names` method (e.g. '
+                "'NUSWIDEMultiLabel'). Fix: give a list of names or a "
+                'dataset type name instead.')
+        classnames = dataset_cls.class_names(**kwargs)
+    elif isinstance(classnames, str):
         dataset_cls = DATASETS.get(classnames)
         if dataset_cls is None or 'classes' not in getattr(
                 dataset_cls, 'METAINFO', {}):
@@ -61,7 +78,8 @@ class PartialLabelHead(MultiLabelClsHead):
     dim=1)[:, 1]`` so mmpretrain metrics and inferencers work unchanged.
 
     Args:
-        classnames (str | Sequence[str]): see :func:`resolve_classnames`.
+        classnames (str | Sequence[str] | dict): see
+            :func:`resolve_classnames`.
         loss (dict): loss config. Defaults to ``PartialAsymmetricLoss``.
         thr (float, optional): score threshold for ``pred_label``.
         topk (int, optional): top-k labels instead of a threshold.

@@ -21,7 +21,8 @@ class BaselineHead(PartialLabelHead):
     COCO, 20,520 for VOC with D = 512).
 
     Args:
-        classnames (str | Sequence[str]): class names or dataset type.
+        classnames (str | Sequence[str] | dict): class names, dataset type
+            or dataset dict (see :func:`resolve_classnames`).
         in_channels (int): D, the dense feature width: the backbone's CLIP
             joint embedding width (``FrozenCLIP.embed_dim``; 512 for RN101
             and ViT-B, 640 RN50x4, 768 ViT-L, 1024 ViT-H, 1152 SigLIP

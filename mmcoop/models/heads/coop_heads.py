@@ -32,7 +32,8 @@ class PromptRegionHead(PartialLabelHead):
     """Base of the prompt heads: text encoder, aggregation, eval cache.
 
     Args:
-        classnames (str | Sequence[str]): class names or dataset type.
+        classnames (str | Sequence[str] | dict): class names, dataset type
+            or dataset dict (see :func:`resolve_classnames`).
         text_encoder (dict): config of a ``FrozenCLIPTextEncoder``.
         n_ctx (int): context tokens per prompt. Defaults to 16.
         class_specific (bool): class-specific contexts (CSC). Defaults to
