@@ -82,6 +82,17 @@ def test_sharedneg_model_has_no_per_class_parameter():
     assert neg.shape == pos.shape == (80, 64)
 
 
+def test_zero_shot_head_on_the_sharedneg_config():
+    """``--cfg-options model.head.type=ZeroShotHead``: the written-prompt
+    reference row of the same config."""
+    cfg = Config.fromfile(SHAREDNEG)
+    cfg.model.head.type = 'ZeroShotHead'
+    check_unseen_class_head(cfg)
+    model = _build_model(cfg)
+    assert type(model.head).__name__ == 'ZeroShotHead'
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_sharedneg_schedule_builds():
     """The PositiveCoOp recipe: the context at 0.01 x lr, the shared
     embedding at lr."""

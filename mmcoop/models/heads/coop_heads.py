@@ -374,9 +374,9 @@ class ZeroShotHead(PromptRegionHead):
             (:func:`~mmcoop.utils.prompt_templates.negate_template`, rule
             ``'prefix'``: ``'not a photo of a {}.'``). Defaults to
             ``('a photo without a {}.',)``.
-        use_residual (bool, optional): accepted and unused, so that
-            ``--cfg-options model.head.type=ZeroShotHead`` works on any
-            PositiveCoOp / NegativeCoOp / DualCoOp config.
+        use_residual, shared_embedding (bool, optional): accepted and
+            unused, so that ``--cfg-options model.head.type=ZeroShotHead``
+            works on any PositiveCoOp / NegativeCoOp / DualCoOp config.
         **kwargs: see :class:`PromptRegionHead` (``n_ctx``,
             ``class_specific``, ``ctx_init`` are unused).
     """
@@ -388,6 +388,7 @@ class ZeroShotHead(PromptRegionHead):
                  neg_templates: Optional[Union[str, Sequence[str]]] = (
                      'a photo without a {}.', ),
                  use_residual: Optional[bool] = None,
+                 shared_embedding: Optional[bool] = None,
                  **kwargs):
         from mmcoop.utils import prompt_templates as pt
         super().__init__(*args, **kwargs)
