@@ -8,6 +8,11 @@ built or written.
 * :func:`check_work_dir_outside_datasets`: a work dir inside a dataset
   folder is refused before MMEngine creates it or writes its log and
   config dump there.
+* :func:`check_unseen_class_head`: a config that hides classes from
+  training or scores unseen classes (``unseen_classes`` of
+  ``PartialLabelDataset`` / ``UnseenClassMetric``) with a head that
+  cannot score a class it never trained on is refused, naming the head
+  fields to change.
 """
 import difflib
 import os.path as osp
@@ -18,7 +23,8 @@ from mmcoop.datasets.utils import check_outside_dataset
 
 __all__ = [
     'RUNNER_KEYS', 'MMCOOP_KEYS', 'UnknownConfigKeyError',
-    'check_unknown_keys', 'dataset_dirs', 'check_work_dir_outside_datasets'
+    'check_unknown_keys', 'dataset_dirs', 'check_work_dir_outside_datasets',
+    'UnseenClassHeadError', 'unseen_class_fields', 'check_unseen_class_head'
 ]
 
 #: top-level keys read by MMEngine's ``Runner`` / ``Runner.from_cfg`` and the
@@ -139,3 +145,76 @@ def check_work_dir_outside_datasets(work_dir: str, loaders: Iterable) -> None:
         dirs.extend(dataset_dirs(dataset))
     check_outside_dataset(
         work_dir, dirs, 'work dir', example="'work_dirs/<experiment>'")
+
+
+class UnseenClassHeadError(ValueError):
+    """A config hides or scores unseen classes with a head that cannot
+    score a class it never trained on."""
+
+
+def unseen_class_fields(cfg) -> List[str]:
+    """The fields of ``cfg`` that set unseen classes: every ``unseen_classes``
+    that is not None below ``train_dataloader`` (``PartialLabelDataset``:
+    hidden in every training image), ``val_evaluator`` and
+    ``test_evaluator`` (``UnseenClassMetric``: scored as unseen)."""
+    found = []
+
+    def walk(tree: Any, path: str) -> None:
+        if isinstance(tree, dict):
+            if tree.get('unseen_classes') is not None:
+                kind = tree.get('type')
+                kind = getattr(kind, '__name__', kind)
+                found.append(f'`{path}.unseen_classes`' +
+                             (f' ({kind})' if kind else ''))
+            for key, value in tree.items():
+                walk(value, f'{path}.{key}')
+        elif isinstance(tree, (list, tuple)):
+            for i, value in enumerate(tree):
+                walk(value, f'{path}[{i}]')
+
+    for key in ('train_dataloader', 'val_evaluator', 'test_evaluator'):
+        walk(cfg.get(key, None), key)
+    return found
+
+
+def check_unseen_class_head(cfg) -> None:
+    """Raise :class:`UnseenClassHeadError` if ``cfg`` sets unseen classes
+    (:func:`unseen_class_fields`) and its ``model.head`` cannot score a
+    class it never trained on.
+
+    The head type answers for itself from the config, without building it
+    (:meth:`~mmcoop.models.heads.PartialLabelHead.unseen_class_obstacles`;
+    a built head says the same in ``scores_unseen_classes``). A head type
+    that does not answer (not an mmcoop head) is refused too. Configs
+    without unseen classes, or whose ``model.head`` is not a dict with a
+    registered ``type``, are not checked here.
+    """
+    fields = unseen_class_fields(cfg)
+    head = (cfg.get('model', None) or {}).get('head', None)
+    if not fields or not isinstance(head, dict) or 'type' not in head:
+        return
+    head_type = head['type']
+    if isinstance(head_type, str):
+        from mmengine.registry import DefaultScope
+
+        from mmcoop.registry import MODELS
+        with DefaultScope.overwrite_default_scope('mmcoop'):
+            head_type = MODELS.get(head_type)
+        if head_type is None:  # building the model names the unknown type
+            return
+    name = getattr(head_type, '__name__', str(head_type))
+    answer = getattr(head_type, 'unseen_class_obstacles', None)
+    obstacles = answer(dict(head)) if callable(answer) else [
+        f'{name} does not say whether it can (mmcoop heads define '
+        '`unseen_class_obstacles`). Fix: an mmcoop head that can'
+    ]
+    if not obstacles:
+        return
+    where = f' in {cfg.filename}' if getattr(cfg, 'filename', None) else ''
+    raise UnseenClassHeadError(
+        f'{" and ".join(fields)}{where} set unseen classes, but '
+        f'`model.head` ({name}) cannot score a class it never trained on: '
+        f'{"; ".join(obstacles)}. Its scores for those classes would come '
+        'from untrained parameters. Either change the head as said (see '
+        'docs/data.md §9, "Which methods can score an unseen class"), or '
+        'remove `unseen_classes` and `UnseenClassMetric` from the config.')

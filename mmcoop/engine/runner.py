@@ -15,6 +15,7 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.checkpoint_fit import check_checkpoint_fits
 from mmcoop.engine.config_checks import (check_unknown_keys,
+                                         check_unseen_class_head,
                                          check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
 from mmcoop.engine.work_dir_lock import WorkDirLock
@@ -132,7 +133,11 @@ class MMCoopRunner(Runner):
           (:func:`setup_cpu_distributed`);
         * top-level keys nothing reads: a warning naming them, an error with
           ``strict_config=True``
-          (:func:`mmcoop.engine.config_checks.check_unknown_keys`).
+          (:func:`mmcoop.engine.config_checks.check_unknown_keys`);
+        * ``unseen_classes`` (``PartialLabelDataset``,
+          ``UnseenClassMetric``) with a head that cannot score unseen
+          classes: an error naming the head fields to change
+          (:func:`mmcoop.engine.config_checks.check_unseen_class_head`).
 
         ``__init__`` then refuses a work dir inside a dataset folder and
         takes the work-dir lock (:mod:`mmcoop.engine.work_dir_lock`)
@@ -142,6 +147,7 @@ class MMCoopRunner(Runner):
         if not isinstance(cfg, Config):
             cfg = Config(dict(cfg))
         check_unknown_keys(cfg)
+        check_unseen_class_head(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.feature_cache import apply_feature_cache
         from mmcoop.experiments import apply_protocol

@@ -1,6 +1,9 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-"""The zero-shot config (COCO 48/17): shared-context DualCoOp, unseen
-classes hidden in training, scored by ``UnseenClassMetric``."""
+"""The zero-shot configs (COCO 48/17): shared-context DualCoOp and
+PositiveCoOp with a shared negative embedding, unseen classes hidden in
+training, scored by ``UnseenClassMetric``; heads that cannot score unseen
+classes are refused before anything is built."""
+import glob
 import os.path as osp
 
 import numpy as np
@@ -11,18 +14,39 @@ from test_configs import CONFIGS, _build_model
 
 from mmcoop.datasets.categories import COCO2014_CATEGORIES
 from mmcoop.datasets.unseen_splits import COCO_48_17_SEEN, COCO_48_17_UNSEEN
-from mmcoop.engine.config_checks import check_unknown_keys
+from mmcoop.engine.config_checks import (UnseenClassHeadError,
+                                         check_unknown_keys,
+                                         check_unseen_class_head,
+                                         unseen_class_fields)
 from mmcoop.registry import METRICS
 
 CONFIG = osp.join(CONFIGS, 'zero_shot',
                   'dualcoop-shared_clip-rn101_coco14-48-17.py')
+SHAREDNEG = osp.join(CONFIGS, 'zero_shot',
+                     'positivecoop-sharedneg_clip-rn101_coco14-48-17.py')
+HEADS = {
+    CONFIG: ('DualCoOpHead', dict(class_specific=False)),
+    SHAREDNEG: ('PositiveCoOpHead',
+                dict(class_specific=False, use_residual=False,
+                     shared_embedding=True)),
+}
 
 
-def test_config_keys_and_no_unknown_key():
-    cfg = Config.fromfile(CONFIG)
+def test_the_zero_shot_configs():
+    assert sorted(glob.glob(osp.join(CONFIGS, 'zero_shot', '*.py'))) == \
+        sorted(HEADS)
+
+
+@pytest.mark.parametrize('path', sorted(HEADS))
+def test_config_keys_and_no_unknown_key(path):
+    cfg = Config.fromfile(path)
     assert check_unknown_keys(cfg) == []
-    assert cfg.model.head.type == 'DualCoOpHead'
-    assert cfg.model.head.class_specific is False
+    head_type, fields = HEADS[path]
+    assert cfg.model.head.type == head_type
+    for key, value in fields.items():
+        assert cfg.model.head[key] is value
+    assert cfg.model.head.classnames == 'COCO2014MultiLabel'
+    check_unseen_class_head(cfg)  # no error: the head can
     train = cfg.train_dataloader.dataset
     assert train.type == 'PartialLabelDataset'
     assert train.known_proportion == 1.0
@@ -42,6 +66,121 @@ def test_model_has_one_shared_context():
     model = _build_model(Config.fromfile(CONFIG))
     for prompt in (model.head.pos_prompt, model.head.neg_prompt):
         assert prompt.ctx.shape == (16, 64)  # (n_ctx, tiny CLIP width)
+    assert model.head.scores_unseen_classes
+
+
+def test_sharedneg_model_has_no_per_class_parameter():
+    model = _build_model(Config.fromfile(SHAREDNEG))
+    trainable = {n: tuple(p.shape) for n, p in model.named_parameters()
+                 if p.requires_grad}
+    # (n_ctx, W) + (1, D) with the tiny CLIP (W = D = 64): n_ctx*W + D
+    assert trainable == {'head.pos_prompt.ctx': (16, 64),
+                         'head.neg_embedding': (1, 64)}
+    assert model.head.pos_residual is None
+    assert model.head.scores_unseen_classes
+    neg, pos = model.head.class_features()
+    assert neg.shape == pos.shape == (80, 64)
+
+
+def test_zero_shot_head_on_the_sharedneg_config():
+    """``--cfg-options model.head.type=ZeroShotHead``: the written-prompt
+    reference row of the same config."""
+    cfg = Config.fromfile(SHAREDNEG)
+    cfg.model.head.type = 'ZeroShotHead'
+    check_unseen_class_head(cfg)
+    model = _build_model(cfg)
+    assert type(model.head).__name__ == 'ZeroShotHead'
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_sharedneg_schedule_builds():
+    """The PositiveCoOp recipe: the context at 0.01 x lr, the shared
+    embedding at lr."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile(SHAREDNEG)
+    model = _build_model(cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    with DefaultScope.overwrite_default_scope('mmcoop'):
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    lrs = {names[id(p)]: g['lr'] for g in wrapper.optimizer.param_groups
+           for p in g['params']}
+    assert lrs == pytest.approx({'head.pos_prompt.ctx': 0.005,
+                                 'head.neg_embedding': 0.5})
+
+
+@pytest.mark.parametrize('path,override,fields', [
+    (CONFIG, dict(class_specific=True), ['class_specific=True']),
+    (SHAREDNEG, dict(use_residual=True), ['use_residual=True']),
+    (SHAREDNEG, dict(shared_embedding=False), ['shared_embedding=False']),
+    (SHAREDNEG, dict(class_specific=True, shared_embedding=False),
+     ['class_specific=True', 'shared_embedding=False']),
+])
+def test_head_that_cannot_score_unseen_classes_is_refused(
+        path, override, fields, tmp_path):
+    """The check every launcher reaches (``MMCoopRunner.from_cfg``, behind
+    ``tools/train.py``, ``tools/test.py``, ``mim``, ``RUNNERS.build``),
+    before the model is built or the work dir is made."""
+    from mmcoop.engine import MMCoopRunner
+    from mmcoop.registry import RUNNERS
+    cfg = Config.fromfile(path)
+    cfg.model.head.update(override)
+    cfg.work_dir = str(tmp_path / 'work')
+    for build in (check_unseen_class_head, MMCoopRunner.from_cfg,
+                  RUNNERS.build):
+        with pytest.raises(UnseenClassHeadError) as err:
+            build(cfg)
+        msg = str(err.value)
+        assert msg.startswith(
+            '`train_dataloader.dataset.unseen_classes` (PartialLabelDataset)'
+            ' and `val_evaluator.unseen_classes` (UnseenClassMetric) and '
+            '`test_evaluator.unseen_classes` (UnseenClassMetric) in '
+            f'{path} set unseen classes, but `model.head` ('
+            f'{cfg.model.head.type}) cannot score a class it never trained '
+            'on: ')
+        assert [f for f in fields if f'`model.head.{f}`' in msg] == fields
+        assert msg.count('Fix: ') == len(fields)
+    assert not osp.exists(tmp_path / 'work')
+
+
+def test_cli_train_is_refused(tmp_path, load_tool):
+    train = load_tool('tools/train.py')
+    with pytest.raises(UnseenClassHeadError, match='`model.head.use_res'):
+        train.main([SHAREDNEG, '--work-dir', str(tmp_path / 'work'),
+                    '--cfg-options', 'model.head.use_residual=True'])
+    assert not osp.exists(tmp_path / 'work')
+
+
+@pytest.mark.parametrize('head,refused', [
+    (dict(type='BaselineHead'), True),
+    (dict(type='mmcoop.DualCoOpHead'), True),  # CSC by default
+    (dict(type='DualCoOpHead', class_specific=False), False),
+    (dict(type='ZeroShotHead'), False),
+    (dict(type='NegativeCoOpHead', class_specific=False, use_residual=False,
+          shared_embedding=True), False),
+    (dict(type='MultiLabelLinearClsHead'), True),  # does not say
+])
+def test_metric_alone_also_needs_a_head_that_can(head, refused):
+    cfg = Config(dict(
+        model=dict(type='ImageClassifier', head=head),
+        train_dataloader=dict(dataset=dict(type='PartialLabelDataset',
+                                           unseen_classes=None)),
+        val_evaluator=None,
+        test_evaluator=[dict(type='PartialMultiLabelMetric'),
+                        dict(type='UnseenClassMetric',
+                             unseen_classes=['cat'])]))
+    assert unseen_class_fields(cfg) == [
+        '`test_evaluator[1].unseen_classes` (UnseenClassMetric)']
+    if refused:
+        with pytest.raises(UnseenClassHeadError,
+                           match=r'`test_evaluator\[1\].unseen_classes`'):
+            check_unseen_class_head(cfg)
+    else:
+        check_unseen_class_head(cfg)
+    # without unseen classes nothing is checked
+    cfg.test_evaluator.pop()
+    assert unseen_class_fields(cfg) == []
+    check_unseen_class_head(cfg)
 
 
 def test_metric_scores_unseen_and_65_classes():

@@ -23,6 +23,9 @@ METHOD_CONFIGS = {
     'baseline':
     'configs/baseline/baseline_clip-rn101_openai-pre_1xb32-'
     'coslr-50e_coco14-448px-p50.py',
+    # one (1, D) negative embedding broadcast to every class
+    'positivecoop-sharedneg':
+    'configs/zero_shot/positivecoop-sharedneg_clip-rn101_coco14-48-17.py',
 }
 DEMO_CONFIG = ('configs/demo/positivecoop_clip-tiny-vit_1xb16-coslr-20e_'
                'demo-shapes-p50.py')

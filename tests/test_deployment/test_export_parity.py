@@ -33,8 +33,10 @@ def assert_informative(scores):
     assert np.ptp(scores, axis=0).max() > 1e-2, scores
 
 
-@pytest.mark.parametrize(
-    'method', ['positivecoop', 'negativecoop', 'dualcoop', 'baseline'])
+@pytest.mark.parametrize('method', [
+    'positivecoop', 'negativecoop', 'dualcoop', 'baseline',
+    'positivecoop-sharedneg'
+])
 def test_every_head_onnx_and_torchscript_match_inference_model(
         method, method_models, images, run_onnx, tmp_path):
     model = method_models(method)

@@ -1,7 +1,8 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """What every mmcoop head shares: tri-state targets, the partial-label loss,
-two-way-softmax predictions."""
-from typing import List, Optional, Sequence, Tuple, Union
+two-way-softmax predictions, and whether it can score an unseen class."""
+import inspect
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.registry import DefaultScope
@@ -99,6 +100,57 @@ class PartialLabelHead(MultiLabelClsHead):
 
     #: D, the feature width the head expects (set by subclasses).
     in_channels: int
+
+    #: the constructor arguments that decide
+    #: :meth:`unseen_class_obstacles`; the head keeps each as an attribute
+    #: of the same name.
+    unseen_class_args: Tuple[str, ...] = ()
+
+    @classmethod
+    def unseen_class_obstacles(cls, head_cfg: dict) -> List[str]:
+        """Why a head of this type cannot score a class it never trained on.
+
+        A class hidden in every training image (``PartialLabelDataset(
+        unseen_classes=...)``) gets no gradient of its own: it can only be
+        scored by a head whose parameters are all shared by the classes
+        (the class enters only through its name). This is the one place
+        that says which heads can (docs/data.md §9 describes it).
+
+        Args:
+            head_cfg (dict): constructor arguments (a config's
+                ``model.head``); a missing one takes its default.
+
+        Returns:
+            list[str]: one sentence per obstacle, naming the config field
+            and the fix; empty when the head can score unseen classes.
+        """
+        return [
+            f'{cls.__name__} learns weights per class, so a class without '
+            'known labels keeps its initialisation. Fix: a prompt head '
+            'whose parameters are shared by all classes (ZeroShotHead; '
+            'DualCoOpHead with class_specific=False; PositiveCoOpHead or '
+            'NegativeCoOpHead with class_specific=False, use_residual=False, '
+            'shared_embedding=True)'
+        ]
+
+    @classmethod
+    def _cfg_arg(cls, head_cfg: dict, name: str) -> Any:
+        """``head_cfg[name]``, else the default of the constructor argument
+        ``name`` (searched along the class hierarchy)."""
+        if name in head_cfg:
+            return head_cfg[name]
+        for klass in cls.__mro__:
+            param = inspect.signature(klass.__init__).parameters.get(name)
+            if param is not None and param.default is not param.empty:
+                return param.default
+        raise KeyError(f'{cls.__name__} has no constructor argument {name!r}')
+
+    @property
+    def scores_unseen_classes(self) -> bool:
+        """Whether this head can score a class it never trained on (see
+        :meth:`unseen_class_obstacles`)."""
+        args = {name: getattr(self, name) for name in self.unseen_class_args}
+        return not self.unseen_class_obstacles(args)
 
     def pre_logits(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
         """Last backbone output: ``(B, D, N)`` dense features, D checked

@@ -14,6 +14,18 @@ NegativeCoOp  learned embedding (C, D)        learned prompt -> text encoder
 DualCoOp      learned prompt -> text encoder  learned prompt -> text encoder
 ZeroShot      written prompts -> text encoder written prompts -> text encoder
 ============  ==============================  ==============================
+
+PositiveCoOp / NegativeCoOp with ``shared_embedding=True`` learn one
+``(1, D)`` embedding for all classes instead of ``(C, D)``.
+
+Unseen classes: a head's :attr:`~PartialLabelHead.scores_unseen_classes`
+says whether it can score a class it never trained on, and
+:meth:`~PartialLabelHead.unseen_class_obstacles` why not (checked for
+configs that hide or score unseen classes by
+:func:`mmcoop.engine.config_checks.check_unseen_class_head`). It can when
+no parameter belongs to one class: ZeroShot; DualCoOp with
+``class_specific=False``; PositiveCoOp / NegativeCoOp with
+``class_specific=False, use_residual=False, shared_embedding=True``.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -92,11 +104,26 @@ class PromptRegionHead(PartialLabelHead):
         self.embed_dim = self.in_channels = self.text_encoder.embed_dim
         self.feat_scale = feat_scale
         self.logit_scale = logit_scale
+        self.class_specific = class_specific
         self._prompt_cfg = dict(n_ctx=n_ctx, class_specific=class_specific)
         self._ctx_init = dict(pos=ctx_init, neg=neg_ctx_init or ctx_init)
         self.class_subset = check_class_subset(class_subset)
         self._cache_key = None
         self._cache = None
+
+    unseen_class_args = ('class_specific', )
+
+    @classmethod
+    def unseen_class_obstacles(cls, head_cfg: dict) -> List[str]:
+        if cls._cfg_arg(head_cfg, 'class_specific'):
+            return [
+                '`model.head.class_specific=True` (CSC): each class has its '
+                'own context, and that of a class without known labels '
+                'never gets a gradient (it stays at its initialisation). '
+                'Fix: `class_specific=False` (one context shared by all '
+                'classes)'
+            ]
+        return []
 
     def _build_prompt(self, polarity: str = 'pos') -> PromptLearner:
         """A learned prompt; ``polarity`` (``'pos'``/``'neg'``) picks the
@@ -107,9 +134,23 @@ class PromptRegionHead(PartialLabelHead):
             ctx_init=self._ctx_init[polarity],
             **self._prompt_cfg)
 
-    def _learned_embedding(self) -> nn.Parameter:
-        """A ``(C, D)`` feature-space embedding, N(0, 1) as the official."""
-        return nn.Parameter(torch.randn(self.num_classes, self.embed_dim))
+    def _learned_embedding(self, shared: bool = False) -> nn.Parameter:
+        """A ``(C, D)`` feature-space embedding, N(0, 1) as the official;
+        ``shared``: one ``(1, D)`` row for every class (see
+        :meth:`_rows`)."""
+        rows = 1 if shared else self.num_classes
+        return nn.Parameter(torch.randn(rows, self.embed_dim))
+
+    def _rows(self, feats: torch.Tensor,
+              index: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(C, D)`` -> the ``(K, D)`` rows ``index`` (all C rows if None).
+
+        A ``(1, D)`` (shared) embedding is the row of every class: it is
+        broadcast to ``(C, D)`` or ``(K, D)``."""
+        if feats.shape[0] == 1:
+            rows = self.num_classes if index is None else index.numel()
+            return feats.expand(rows, -1)
+        return feats if index is None else feats[index]
 
     def encode_prompts(self,
                        *prompts: PromptLearner,
@@ -177,67 +218,122 @@ class PromptRegionHead(PartialLabelHead):
         return dict(loss=loss)
 
 
-def _rows(feats: torch.Tensor,
-          index: Optional[torch.Tensor]) -> torch.Tensor:
-    """``(C, D)`` -> the ``(K, D)`` rows ``index`` (all rows if None)."""
-    return feats if index is None else feats[index]
+class PromptEmbeddingHead(PromptRegionHead):
+    """Base of PositiveCoOp and NegativeCoOp: one polarity from a learned
+    prompt (plus, optionally, a learned ``(C, D)`` residual), the other a
+    feature-space embedding learned directly (N(0, 1) init).
+
+    Args:
+        use_residual (bool): add the learned ``(C, D)`` residual to the
+            prompt feature. Defaults to True (official code).
+        shared_embedding (bool): the feature-space embedding is one
+            class-agnostic ``(1, D)`` row shared by all classes instead of
+            one ``(C, D)`` row per class. With ``class_specific=False`` and
+            ``use_residual=False`` no parameter belongs to one class, so
+            the head can score classes it never trained on
+            (:attr:`scores_unseen_classes`); an mmcoop variant, not in the
+            papers. Defaults to False (official).
+        **kwargs: see :class:`PromptRegionHead`.
+    """
+
+    unseen_class_args = ('class_specific', 'use_residual', 'shared_embedding')
+    #: the polarity of the feature-space embedding (its parameter is
+    #: ``{embedded}_embedding``).
+    embedded: str
+
+    def __init__(self,
+                 *args,
+                 use_residual: bool = True,
+                 shared_embedding: bool = False,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.use_residual = use_residual
+        self.shared_embedding = shared_embedding
+
+    @classmethod
+    def unseen_class_obstacles(cls, head_cfg: dict) -> List[str]:
+        out = super().unseen_class_obstacles(head_cfg)
+        if cls._cfg_arg(head_cfg, 'use_residual'):
+            out.append(
+                '`model.head.use_residual=True`: the (C, D) residual of a '
+                'class without known labels stays at its random init. Fix: '
+                '`use_residual=False`')
+        if not cls._cfg_arg(head_cfg, 'shared_embedding'):
+            out.append(
+                f'`model.head.shared_embedding=False`: the (C, D) '
+                f'{cls.embedded}_embedding of a class without known labels '
+                'stays at its random init. Fix: `shared_embedding=True` '
+                '(one (1, D) embedding shared by all classes)')
+        return out
 
 
 @MODELS.register_module()
-class PositiveCoOpHead(PromptRegionHead):
+class PositiveCoOpHead(PromptEmbeddingHead):
     """PositiveCoOp (WACV 2025): learned positive prompt, learned negative
     embedding.
 
     Presence: a CoOp prompt through the frozen text encoder, plus (as the
     official code, not described in the paper) a learned ``(C, D)`` residual
     added to the text feature. Absence: a ``(C, D)`` embedding learned
-    directly in feature space (N(0, 1) init).
+    directly in feature space (N(0, 1) init), or with
+    ``shared_embedding=True`` one ``(1, D)`` embedding for every class.
 
     Args:
-        use_residual (bool): add the learned residual to the prompt feature.
-            Defaults to True (official code).
+        use_residual (bool), shared_embedding (bool): see
+            :class:`PromptEmbeddingHead`.
         **kwargs: see :class:`PromptRegionHead`.
 
-    Trainable parameters with CSC, text width W and joint width D:
-    ``C*n_ctx*W + 2*C*D`` (737,280 for COCO, 184,320 for VOC with
-    W = D = 512, RN101).
+    Trainable parameters, with text width W and joint width D:
+
+    * CSC (the paper): ``C*n_ctx*W + 2*C*D`` (737,280 for COCO, 184,320
+      for VOC with W = D = 512, RN101);
+    * ``class_specific=False, use_residual=False, shared_embedding=True``
+      (scores unseen classes): ``n_ctx*W + D``, whatever C (8,704 with
+      n_ctx = 16, W = D = 512).
     """
 
-    def __init__(self, *args, use_residual: bool = True, **kwargs):
+    embedded = 'neg'
+
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pos_prompt = self._build_prompt()
-        self.neg_embedding = self._learned_embedding()
-        self.use_residual = use_residual
-        self.pos_residual = self._learned_embedding() if use_residual else None
+        self.neg_embedding = self._learned_embedding(self.shared_embedding)
+        self.pos_residual = self._learned_embedding() \
+            if self.use_residual else None
 
     def class_features(self, index=None):
         pos = self.encode_prompts(self.pos_prompt, index=index)
         if self.pos_residual is not None:
-            pos = pos + _rows(self.pos_residual, index)
-        return _rows(self.neg_embedding, index), pos
+            pos = pos + self._rows(self.pos_residual, index)
+        return self._rows(self.neg_embedding, index), pos
 
 
 @MODELS.register_module()
-class NegativeCoOpHead(PromptRegionHead):
+class NegativeCoOpHead(PromptEmbeddingHead):
     """NegativeCoOp: learned negative prompt, learned positive embedding.
 
-    The mirror of :class:`PositiveCoOpHead`. As in the official code the
-    spatial weights still come from the positive side, here the
-    feature-space embedding.
+    The mirror of :class:`PositiveCoOpHead` (same arguments, same
+    parameter counts), ``shared_embedding=True`` making the positive
+    embedding one ``(1, D)`` row. As in the official code the spatial
+    weights still come from the positive side, here the feature-space
+    embedding: with a shared positive embedding every class gets the same
+    spatial weights.
     """
 
-    def __init__(self, *args, use_residual: bool = True, **kwargs):
+    embedded = 'pos'
+
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.neg_prompt = self._build_prompt('neg')
-        self.pos_embedding = self._learned_embedding()
-        self.use_residual = use_residual
-        self.neg_residual = self._learned_embedding() if use_residual else None
+        self.pos_embedding = self._learned_embedding(self.shared_embedding)
+        self.neg_residual = self._learned_embedding() \
+            if self.use_residual else None
 
     def class_features(self, index=None):
         neg = self.encode_prompts(self.neg_prompt, index=index)
         if self.neg_residual is not None:
-            neg = neg + _rows(self.neg_residual, index)
-        return neg, _rows(self.pos_embedding, index)
+            neg = neg + self._rows(self.neg_residual, index)
+        return neg, self._rows(self.pos_embedding, index)
 
 
 @MODELS.register_module()
@@ -279,9 +375,9 @@ class ZeroShotHead(PromptRegionHead):
             (:func:`~mmcoop.utils.prompt_templates.negate_template`, rule
             ``'prefix'``: ``'not a photo of a {}.'``). Defaults to
             ``('a photo without a {}.',)``.
-        use_residual (bool, optional): accepted and unused, so that
-            ``--cfg-options model.head.type=ZeroShotHead`` works on any
-            PositiveCoOp / NegativeCoOp / DualCoOp config.
+        use_residual, shared_embedding (bool, optional): accepted and
+            unused, so that ``--cfg-options model.head.type=ZeroShotHead``
+            works on any PositiveCoOp / NegativeCoOp / DualCoOp config.
         **kwargs: see :class:`PromptRegionHead` (``n_ctx``,
             ``class_specific``, ``ctx_init`` are unused).
     """
@@ -293,6 +389,7 @@ class ZeroShotHead(PromptRegionHead):
                  neg_templates: Optional[Union[str, Sequence[str]]] = (
                      'a photo without a {}.', ),
                  use_residual: Optional[bool] = None,
+                 shared_embedding: Optional[bool] = None,
                  **kwargs):
         from mmcoop.utils import prompt_templates as pt
         super().__init__(*args, **kwargs)
@@ -306,6 +403,12 @@ class ZeroShotHead(PromptRegionHead):
         self.pos_templates = [pt.check_template(t) for t in pos_templates]
         self.neg_templates = [pt.check_template(t) for t in neg_templates]
 
+    unseen_class_args = ()
+
+    @classmethod
+    def unseen_class_obstacles(cls, head_cfg: dict) -> List[str]:
+        return []  # written prompts: any class name
+
     def _ensemble(self, templates: Sequence[str]) -> torch.Tensor:
         """``(C, D)`` mean of normalised features over the templates."""
         from mmcoop.utils.prompt_templates import encode_prompts, fill
@@ -315,5 +418,5 @@ class ZeroShotHead(PromptRegionHead):
         return feats.to(self.text_encoder.token_embedding.weight.device)
 
     def class_features(self, index=None):
-        return (_rows(self._ensemble(self.neg_templates), index),
-                _rows(self._ensemble(self.pos_templates), index))
+        return (self._rows(self._ensemble(self.neg_templates), index),
+                self._rows(self._ensemble(self.pos_templates), index))
