@@ -178,9 +178,15 @@ def unseen_class_fields(cfg) -> List[str]:
 
 
 def check_unseen_class_head(cfg) -> None:
-    """Raise :class:`UnseenClassHeadError` if ``cfg`` sets unseen classes
-    (:func:`unseen_class_fields`) and its ``model.head`` cannot score a
+    """Raise :class:`UnseenClassHeadError` if ``cfg`` hides classes in
+    training (``unseen_classes`` below ``train_dataloader``,
+    :func:`unseen_class_fields`) and its ``model.head`` cannot score a
     class it never trained on.
+
+    An ``UnseenClassMetric`` whose classes the training does not hide is
+    not an error (a model trained on every class, reported on the split:
+    the split's upper bound), but a warning says that its "unseen" figures
+    are not zero-shot figures.
 
     The head type answers for itself from the config, without building it
     (:meth:`~mmcoop.models.heads.PartialLabelHead.unseen_class_obstacles`;
@@ -190,8 +196,18 @@ def check_unseen_class_head(cfg) -> None:
     registered ``type``, are not checked here.
     """
     fields = unseen_class_fields(cfg)
+    hidden = [f for f in fields if f.startswith('`train_dataloader')]
+    if fields and not hidden:
+        warnings.warn(
+            f'{" and ".join(fields)} score classes as unseen, but the '
+            'training hides no class (no `unseen_classes` below '
+            '`train_dataloader`): the model trains on those classes, so '
+            'its "unseen" figures are an upper bound, not a zero-shot '
+            'result. Fix for a zero-shot run: set the same classes in '
+            '`PartialLabelDataset(unseen_classes=...)` (docs/data.md §9).')
+        return
     head = (cfg.get('model', None) or {}).get('head', None)
-    if not fields or not isinstance(head, dict) or 'type' not in head:
+    if not hidden or not isinstance(head, dict) or 'type' not in head:
         return
     head_type = head['type']
     if isinstance(head_type, str):

@@ -24,7 +24,9 @@ CONFIG = osp.join(CONFIGS, 'zero_shot',
                   'dualcoop-shared_clip-rn101_coco14-48-17.py')
 SHAREDNEG = osp.join(CONFIGS, 'zero_shot',
                      'positivecoop-sharedneg_clip-rn101_coco14-48-17.py')
-HEADS = {
+NUS_CONFIG = osp.join(CONFIGS, 'zero_shot',
+                      'dualcoop-shared_clip-rn101_nuswide-925-81.py')
+HEADS = {  # the COCO 48/17 configs
     CONFIG: ('DualCoOpHead', dict(class_specific=False)),
     SHAREDNEG: ('PositiveCoOpHead',
                 dict(class_specific=False, use_residual=False,
@@ -34,7 +36,7 @@ HEADS = {
 
 def test_the_zero_shot_configs():
     assert sorted(glob.glob(osp.join(CONFIGS, 'zero_shot', '*.py'))) == \
-        sorted(HEADS)
+        sorted([*HEADS, NUS_CONFIG])
 
 
 @pytest.mark.parametrize('path', sorted(HEADS))
@@ -160,7 +162,10 @@ def test_cli_train_is_refused(tmp_path, load_tool):
           shared_embedding=True), False),
     (dict(type='MultiLabelLinearClsHead'), True),  # does not say
 ])
-def test_metric_alone_also_needs_a_head_that_can(head, refused):
+def test_hidden_classes_need_a_head_that_can(head, refused):
+    """Hiding classes in training needs a head that can score them; the
+    metric alone (nothing hidden: the split's upper bound) is allowed for
+    every head, with a warning that it is not a zero-shot result."""
     cfg = Config(dict(
         model=dict(type='ImageClassifier', head=head),
         train_dataloader=dict(dataset=dict(type='PartialLabelDataset',
@@ -171,12 +176,18 @@ def test_metric_alone_also_needs_a_head_that_can(head, refused):
                              unseen_classes=['cat'])]))
     assert unseen_class_fields(cfg) == [
         '`test_evaluator[1].unseen_classes` (UnseenClassMetric)']
+    with pytest.warns(UserWarning, match='upper bound, not a zero-shot'):
+        check_unseen_class_head(cfg)
+    cfg.train_dataloader.dataset.unseen_classes = ['cat']
     if refused:
         with pytest.raises(UnseenClassHeadError,
-                           match=r'`test_evaluator\[1\].unseen_classes`'):
+                           match=r'`train_dataloader.dataset.unseen_classes'
+                           r'` \(PartialLabelDataset\) and '
+                           r'`test_evaluator\[1\].unseen_classes`'):
             check_unseen_class_head(cfg)
     else:
         check_unseen_class_head(cfg)
+    cfg.train_dataloader.dataset.unseen_classes = None
     # without unseen classes nothing is checked
     cfg.test_evaluator.pop()
     assert unseen_class_fields(cfg) == []
@@ -206,8 +217,6 @@ def test_metric_scores_unseen_and_65_classes():
 
 # --------------------------------------------------------------------------
 # NUS-WIDE 925/81
-NUS_CONFIG = osp.join(CONFIGS, 'zero_shot',
-                      'dualcoop-shared_clip-rn101_nuswide-925-81.py')
 
 
 def test_nuswide_config_keys_and_no_unknown_key():
