@@ -43,8 +43,8 @@ from .steps import classnames
 from .timing import sync
 
 __all__ = [
-    'PIPELINES', 'make_images', 'pipeline_cfg', 'build_path', 'measure_data',
-    'report_data'
+    'PIPELINES', 'make_images', 'pipeline_cfg', 'build_path', 'stage_times',
+    'op_times', 'measure_data', 'report_data'
 ]
 
 PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-draft')
@@ -161,6 +161,49 @@ def device_path(paths: List[str], resolution: int, batch_size: int,
     return done
 
 
+def stage_times(name: str, resolution: int, paths: List[str],
+                rounds: int = 2) -> dict:
+    """Mean milliseconds per image of each transform of mmcoop's data path
+    ``name``, in this process (one thread): where the time goes."""
+    from mmpretrain.registry import TRANSFORMS
+
+    import mmcoop.datasets  # noqa: F401
+    torch.set_num_threads(1)
+    transforms = [TRANSFORMS.build(c) for c in pipeline_cfg(name, resolution)]
+    total = [0.0] * len(transforms)
+    for r in range(rounds):
+        np.random.seed(r)
+        for p in paths:
+            res = dict(img_path=p)
+            for i, t in enumerate(transforms):
+                t0 = time.perf_counter()
+                res = t(res)
+                total[i] += time.perf_counter() - t0
+    n = rounds * len(paths)
+    return {type(t).__name__: 1e3 * s / n for t, s in zip(transforms, total)}
+
+
+def op_times(path: str, resolution: int, repeats: int = 5) -> dict:
+    """Milliseconds of each official RandAugment op (PIL, index 5) on
+    ``path`` resized to ``resolution``: the cost any exact CPU path pays
+    for a drawn op (each op is drawn with probability 1/15 per slot, two
+    slots, applied with p = 0.5)."""
+    from PIL import Image
+
+    from mmcoop.datasets.transforms.tensor_augment import (RANDAUG_OPS,
+                                                           official_op)
+    img = Image.open(path).convert('RGB').resize((resolution, resolution),
+                                                 Image.BILINEAR)
+    out = {}
+    for op in RANDAUG_OPS:
+        official_op(img, op, 5)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            official_op(img, op, 5)
+        out[op] = 1e3 * (time.perf_counter() - t0) / repeats
+    return out
+
+
 def measure_data(opts) -> dict:
     """Images/s of every data path on ``opts.data_cores`` core counts.
 
@@ -204,6 +247,11 @@ def measure_data(opts) -> dict:
             for pool in pools.values():
                 pool.close()
                 pool.join()
+        out['stages_ms'] = {
+            n: stage_times(n, res_px, paths)
+            for n in names if n != 'official'
+        }
+        out['pil_op_ms'] = op_times(paths[0], res_px)
         for (n, c), runs in times.items():
             rates = [count / t for t, count in runs]
             out['results'][f'{n}@{c}'] = dict(
@@ -248,4 +296,25 @@ def report_data(r: dict, opts) -> str:
             f'| {v["path"]} | {v["cores"] if v["path"] != "gpu" else "GPU"}'
             f' | {v["images_per_s"]:.1f} | {v["per_core"]:.1f} | '
             f'{v["median_images_per_s"]:.1f} | {ratio} |')
+    stages = r.get('stages_ms', {})
+    if stages:
+        lines += [
+            '', 'Where the time goes (ms per image, one process, one '
+            'thread; mean over the images and 2 rounds):', '',
+            '| path | transform | ms per image |', '|---|---|---|'
+        ]
+        for path, times in stages.items():
+            for name, ms in times.items():
+                lines.append(f'| {path} | {name} | {ms:.2f} |')
+            lines.append(f'| {path} | **total** | '
+                         f'{sum(times.values()):.2f} |')
+    ops = r.get('pil_op_ms', {})
+    if ops:
+        mean = sum(ops.values()) / len(ops)  # = ms per image: 2 x 0.5 ops
+        lines += [
+            '', 'The official RandAugment ops in PIL (ms per call, index 5; '
+            f'expected per image: {mean:.2f}):', '',
+            '| ' + ' | '.join(ops) + ' |', '|' + '---|' * len(ops),
+            '| ' + ' | '.join(f'{v:.2f}' for v in ops.values()) + ' |'
+        ]
     return '\n'.join(lines)

@@ -187,6 +187,15 @@ def test_data_paths_run_and_report():
     assert set(r['results']) == {'official@1', 'tensor@1'}
     text = report_data(r, opts)
     assert '| official | 1 |' in text and '1.00x' in text
+    # where the time goes: every transform of the mmcoop path, timed
+    assert list(r['stages_ms']) == ['tensor']
+    assert list(r['stages_ms']['tensor']) == [
+        'LoadImageTensor', 'TensorCutout', 'TensorRandAugment', 'PackInputs']
+    assert all(v > 0 for v in r['stages_ms']['tensor'].values())
+    assert '| tensor | LoadImageTensor |' in text
+    from mmcoop.datasets.transforms.tensor_augment import RANDAUG_OPS
+    assert list(r['pil_op_ms']) == list(RANDAUG_OPS)
+    assert 'The official RandAugment ops in PIL' in text
     # the GPU path's code (batch decode, resize, grouped ops) on the CPU
     from mmcoop.benchmark.data import device_path
     assert device_path([path] * 3, 64, 2, torch.device('cpu')) == 3
