@@ -233,3 +233,38 @@ def test_steps_bf16_on_cpu_autocasts_the_towers():
             assert cfg.get('autocast_cpu') is expect
     opts = SimpleNamespace(**TINY, resolution=64)
     assert 'autocast_cpu' not in backbone_cfg(opts)
+
+
+def test_towers_mode_measures_each_family_tower():
+    """Every family config names its open_clip model; the towers mode
+    counts the image tower's FLOPs for one image and the text work of one
+    PositiveCoOp step, which grows with the number of classes."""
+    from mmcoop.benchmark.projection import SCHEDULES, gpu_hours
+    from mmcoop.benchmark.towers import (_schedule_hours, family_models,
+                                         measure_tower, report_towers)
+    families = family_models()
+    assert len(families) == 19
+    assert families['rn101_openai'] == 'RN101-quickgelu'
+    assert families['vit-l-14-336_openai'] == 'ViT-L-14-336-quickgelu'
+    rows = []
+    for c in (4, 8):
+        opts = SimpleNamespace(**TINY, resolution=64, num_classes=[c],
+                               iters=1, warmup=0)
+        rows.append(measure_tower('mmcoop-tiny-ViT', opts))
+    small, large = rows
+    assert small['image_params'] == large['image_params'] > 0
+    assert small['results']['image']['flops'] == \
+        large['results']['image']['flops'] > 0
+    ratio = large['results']['text']['flops'] / small['results']['text'][
+        'flops']
+    assert 1.6 < ratio <= 2.0  # C prompts (truncated to the longest one)
+    # the projection: extraction of train + val once, text work per step
+    sched = SCHEDULES['COCO']
+    steps = sched['epochs'] * math.ceil(sched['train'] / 32)
+    pflop = ((sched['train'] + sched['val']) *
+             large['results']['image']['flops'] +
+             steps * large['results']['text']['flops'] * 80 / 8) / 1e15
+    assert _schedule_hours(large, 989., 0.3, 32) == pytest.approx(
+        gpu_hours(pflop, 989., 0.3))
+    text = report_towers(rows, SimpleNamespace(**TINY, batch_size=32))
+    assert text.count('| `mmcoop-tiny-ViT` |') == 2 and 'projection' in text

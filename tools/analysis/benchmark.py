@@ -19,6 +19,11 @@ Modes (``--mode``, default ``all``; the measurements live in
 * ``vocab`` (not in ``all``): large vocabularies, a prompt head's training
   step and eval class features at each ``--num-classes``, full vs
   ``--text-chunk-size`` vs ``--subset-classes`` (``mmcoop.benchmark.vocab``).
+* ``towers`` (not in ``all``): the frozen towers of every CLIP family
+  (``configs/_base_/models/clip_families/``, or ``--tower-models``) with
+  random weights: parameters, seconds, peak memory and FLOPs of the image
+  tower (one image) and of one PositiveCoOp step's text work, and the
+  projected GPU-hours of a cached COCO schedule (``mmcoop.benchmark.towers``).
 * ``data``: images/s per core of the training data paths (the official PIL
   transform, mmcoop's mmcv pipeline, the uint8 tensor path; with
   ``--device cuda`` the GPU decode + augmentation path) on generated
@@ -58,10 +63,12 @@ from mmcoop.benchmark.report import (memory_desc, report_amp, report_epoch,
                                      report_steps, report_text)
 from mmcoop.benchmark.steps import (METHODS, measure_amp, measure_steps,
                                     measure_text)
+from mmcoop.benchmark.towers import measure_towers, report_towers
 from mmcoop.benchmark.vocab import VOCAB_VARIANTS, measure_vocab, report_vocab
 
 REPORTS = dict(text=report_text, steps=report_steps, epoch=report_epoch,
-               amp=report_amp, data=report_data, vocab=report_vocab)
+               amp=report_amp, data=report_data, vocab=report_vocab,
+               towers=report_towers)
 JOBS = dict(steps=measure_steps, text=measure_text, vocab=measure_vocab)
 
 
@@ -131,7 +138,9 @@ def parse_args(argv=None):
         '--mode',
         nargs='+',
         default=['all'],
-        choices=['all', 'steps', 'text', 'epoch', 'amp', 'data', 'vocab'])
+        choices=[
+            'all', 'steps', 'text', 'epoch', 'amp', 'data', 'vocab', 'towers'
+        ])
     parser.add_argument(
         '--methods', nargs='+', default=list(METHODS), choices=METHODS)
     parser.add_argument(
@@ -185,6 +194,10 @@ def parse_args(argv=None):
         type=int,
         default=8,
         help='vocab mode: known (1/0) labels per image')
+    parser.add_argument(
+        '--tower-models', nargs='+', default=None,
+        help='towers mode: open_clip model names (default: every family of '
+        'configs/_base_/models/clip_families)')
     parser.add_argument(
         '--epoch-images', type=int, default=64, help='epoch mode: images')
     parser.add_argument(
@@ -265,7 +278,7 @@ def main(argv=None):
     print(f'# {out["command"]}')
     print(f'# {out["date"]}, torch {out["torch"]}')
     print(f'# load average at start: {_loadavg()}\n', flush=True)
-    for mode in ('text', 'steps', 'epoch', 'amp', 'data', 'vocab'):
+    for mode in ('text', 'steps', 'epoch', 'amp', 'data', 'vocab', 'towers'):
         if mode not in args.mode:
             continue
         if mode in JOBS:  # per method and class count, each isolated
@@ -283,7 +296,7 @@ def main(argv=None):
                               file=sys.stderr)
         else:
             res = dict(epoch=measure_epoch, amp=measure_amp,
-                       data=measure_data)[mode](args)
+                       data=measure_data, towers=measure_towers)[mode](args)
         out[mode] = res
         print(REPORTS[mode](res, args) + '\n', flush=True)
     out['loadavg_end'] = _loadavg()

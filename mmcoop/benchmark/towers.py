@@ -1,0 +1,166 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""The cost of each CLIP family's frozen towers: the measurement of
+``benchmark.py --mode towers``.
+
+For the paper's RN101 and every family of
+``configs/_base_/models/clip_families/`` (or the open_clip names of
+``--tower-models``), built with random weights (the cost does not
+depend on them):
+
+- ``image``: the dense forward of :class:`~mmcoop.models.FrozenCLIP` for one
+  image at ``--resolution`` (what the feature cache runs once per image and
+  view, and every step runs per image without it);
+- ``text``: the text work of one PositiveCoOp training step: the learned
+  prompts of C classes (``--num-classes``, first value; n_ctx 16, truncated
+  where exact) through the frozen text encoder, forward and backward (the
+  gradient reaches the prompt context).
+
+Each is timed (best of ``--iters``), its peak memory measured and its FLOPs
+counted; the report adds the projected GPU-hours of a 50-epoch COCO
+PositiveCoOp schedule from the feature cache (extraction + text work, from
+the counted FLOPs: a projection, not a measurement).
+"""
+import glob
+import math
+import os.path as osp
+from typing import Dict, List, Optional
+
+import torch
+
+from .memory import PeakMemory
+from .projection import SCHEDULES, gpu_hours
+from .steps import classnames, device_of
+from .timing import run_configs
+
+__all__ = ['family_models', 'measure_tower', 'measure_towers', 'report_towers']
+
+_REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+FAMILY_DIR = osp.join(_REPO, 'configs', '_base_', 'models', 'clip_families')
+
+
+def family_models(root: str = FAMILY_DIR) -> Dict[str, str]:
+    """``{family: open_clip model name}``: the paper's RN101 (its model
+    config) and every family base config."""
+    from mmengine.config import Config
+    paper = Config.fromfile(osp.join(osp.dirname(root),
+                                     'positivecoop_clip-rn101.py'))
+    out = {'rn101_openai': paper.model.backbone.model_name}
+    for path in sorted(glob.glob(osp.join(root, '*.py'))):
+        cfg = Config.fromfile(path)
+        out[osp.splitext(osp.basename(path))[0]] = \
+            cfg['_clip_model']['model_name']
+    return out
+
+
+def measure_tower(model_name: str, opts) -> dict:
+    """Parameters, time, peak memory and FLOPs of one family's towers (see
+    the module docstring). A tower that cannot be built here (e.g. a
+    tokenizer that needs a download) is reported with the reason."""
+    from mmcoop.registry import MODELS
+    from mmcoop.utils import register_all_modules
+    register_all_modules()
+    device = device_of(opts)
+    res = opts.resolution
+    num_classes = opts.num_classes[0]
+    out = dict(model_name=model_name, resolution=res, classes=num_classes,
+               results={}, errors={})
+    configs = {}
+    backbone = MODELS.build(
+        dict(type='FrozenCLIP', model_name=model_name, pretrained=None,
+             input_resolution=res)).to(device)
+    out['image_params'] = sum(p.numel() for p in backbone.parameters())
+    x = torch.randn(1, 3, res, res, device=device)
+
+    def image():
+        with torch.no_grad():
+            backbone(x)
+
+    configs['image'] = (lambda: None, image)
+    head = None
+    try:
+        head = MODELS.build(
+            dict(type='PositiveCoOpHead', classnames=classnames(num_classes),
+                 text_encoder=dict(type='FrozenCLIPTextEncoder',
+                                   model_name=model_name, pretrained=None,
+                                   truncate=True))).to(device)
+    except Exception as e:  # noqa: BLE001
+        out['errors']['text'] = f'{type(e).__name__}: {e}'.splitlines()[0]
+    if head is not None:
+        out['text_params'] = sum(
+            p.numel() for p in head.text_encoder.parameters())
+
+        def text():
+            neg, pos = head.class_features()
+            (pos.sum() + neg.sum()).backward()
+
+        configs['text'] = (lambda: head.zero_grad(set_to_none=True), text)
+    out['results'] = run_configs(configs, device, opts.warmup, opts.iters,
+                                 PeakMemory(device))
+    return out
+
+
+def measure_towers(opts) -> List[dict]:
+    """:func:`measure_tower` for ``opts.tower_models`` (default: every
+    family config), each in this process, largest last."""
+    names = opts.tower_models or list(family_models().values())
+    out = []
+    for name in names:
+        out.append(measure_tower(name, opts))
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return out
+
+
+def _schedule_hours(r: dict, tflops: float, util: float,
+                    batch_size: int) -> Optional[float]:
+    """GPU-hours of a 50-epoch COCO PositiveCoOp schedule from the feature
+    cache: image tower once per train and val image, text work every
+    step (the head's aggregation and the loss are left out: small)."""
+    sched = SCHEDULES['COCO']
+    res = r['results']
+    if 'text' not in res:
+        return None
+    steps = sched['epochs'] * math.ceil(sched['train'] / batch_size)
+    pflop = ((sched['train'] + sched['val']) * res['image']['flops'] +
+             steps * res['text']['flops'] * sched['classes'] /
+             r['classes']) / 1e15
+    return gpu_hours(pflop, tflops, util)
+
+
+def report_towers(rows: List[dict], opts) -> str:
+    """Markdown table of :func:`measure_towers`."""
+    util = opts.gpu_utilization
+    lines = [
+        f'### Frozen towers per family (random weights, '
+        f'{rows[0]["resolution"] if rows else "-"} px, C = '
+        f'{rows[0]["classes"] if rows else "-"}) on {opts.device_desc}', '',
+        '| open_clip model | image params (M) | image GFLOP / image | image '
+        's / image | image peak MiB | text params (M) | text GFLOP / step '
+        '(fwd+bwd) | text s / step | text peak MiB | COCO 50 ep. '
+        f'PositiveCoOp, cached: GPU-h at {util:.0%} of '
+        f'{opts.gpu_tflops:g} TFLOP/s (projection) |',
+        '|---|---|---|---|---|---|---|---|---|---|'
+    ]
+    for r in rows:
+        img = r['results']['image']
+        txt = r['results'].get('text')
+        hours = _schedule_hours(r, opts.gpu_tflops, util,
+                                getattr(opts, 'batch_size', 32))
+        text_cols = (
+            f'{r["text_params"] / 1e6:.1f} | {txt["flops"] / 1e9:.1f} | '
+            f'{txt["time_s"]:.3f} | {txt["peak_mib"]:.0f}' if txt else
+            f'n/a ({r["errors"].get("text", "not measured")[:60]}) | - | '
+            '- | -')
+        lines.append(
+            f'| `{r["model_name"]}` | {r["image_params"] / 1e6:.1f} | '
+            f'{img["flops"] / 1e9:.1f} | {img["time_s"]:.3f} | '
+            f'{img["peak_mib"]:.0f} | {text_cols} | '
+            f'{"-" if hours is None else f"{hours:.2f}"} |')
+    lines += [
+        '', 'Image: one image, dense features, no grad. Text: the learned '
+        'prompts of all C classes (PositiveCoOp, n_ctx 16, truncated where '
+        'exact), forward + backward to the context. The GPU-hours are '
+        'compute only, from the counted FLOPs: extraction of the 82,081 + '
+        '40,137 images once, then 50 epochs of text work at batch '
+        f'{getattr(opts, "batch_size", 32)}; no data loading, no head.'
+    ]
+    return '\n'.join(lines)
