@@ -57,7 +57,7 @@ def device_of(opts) -> torch.device:
     return torch.device(opts.device)
 
 
-def _autocast(opts) -> dict:
+def autocast_kwargs(opts) -> dict:
     """The towers' autocast arguments of ``--autocast``: on the CPU, bf16
     needs ``autocast_cpu=True`` (else the towers would run fp32)."""
     out = dict(autocast_dtype=opts.autocast)
@@ -80,7 +80,7 @@ def head_cfg(method, num_classes, opts, embed_dim):
             model_name=opts.model_name,
             pretrained=opts.pretrained,
             truncate=True,
-            **_autocast(opts)))
+            **autocast_kwargs(opts)))
 
 
 def backbone_cfg(opts, resolution=None):
@@ -90,7 +90,7 @@ def backbone_cfg(opts, resolution=None):
         pretrained=opts.pretrained,
         input_resolution=resolution or opts.resolution,
         channels_last=opts.channels_last,
-        **_autocast(opts))
+        **autocast_kwargs(opts))
 
 
 def _image_batch(batch_size, resolution, num_classes, seed=0):

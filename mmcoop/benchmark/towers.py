@@ -29,7 +29,7 @@ import torch
 
 from .memory import PeakMemory
 from .projection import SCHEDULES, gpu_hours
-from .steps import classnames, device_of
+from .steps import autocast_kwargs, classnames, device_of
 from .timing import run_configs
 
 __all__ = ['family_models', 'measure_tower', 'measure_towers', 'report_towers']
@@ -67,7 +67,7 @@ def measure_tower(model_name: str, opts) -> dict:
     configs = {}
     backbone = MODELS.build(
         dict(type='FrozenCLIP', model_name=model_name, pretrained=None,
-             input_resolution=res)).to(device)
+             input_resolution=res, **autocast_kwargs(opts))).to(device)
     out['image_params'] = sum(p.numel() for p in backbone.parameters())
     x = torch.randn(1, 3, res, res, device=device)
 
@@ -78,11 +78,12 @@ def measure_tower(model_name: str, opts) -> dict:
     configs['image'] = (lambda: None, image)
     head = None
     try:
+        text_encoder = dict(
+            type='FrozenCLIPTextEncoder', model_name=model_name,
+            pretrained=None, truncate=True, **autocast_kwargs(opts))
         head = MODELS.build(
             dict(type='PositiveCoOpHead', classnames=classnames(num_classes),
-                 text_encoder=dict(type='FrozenCLIPTextEncoder',
-                                   model_name=model_name, pretrained=None,
-                                   truncate=True))).to(device)
+                 text_encoder=text_encoder)).to(device)
     except Exception as e:  # noqa: BLE001
         out['errors']['text'] = f'{type(e).__name__}: {e}'.splitlines()[0]
     if head is not None:
@@ -127,34 +128,40 @@ def _schedule_hours(r: dict, tflops: float, util: float,
 
 
 def report_towers(rows: List[dict], opts) -> str:
-    """Markdown table of :func:`measure_towers`."""
+    """Markdown table of :func:`measure_towers` (peak memory on CUDA only:
+    on the CPU the warm-up's memory is reused, so the RSS growth of a call
+    says nothing)."""
     util = opts.gpu_utilization
+    mem = opts.device == 'cuda'
+    mem_col = ' peak MiB |' if mem else ''
     lines = [
         f'### Frozen towers per family (random weights, '
         f'{rows[0]["resolution"] if rows else "-"} px, C = '
         f'{rows[0]["classes"] if rows else "-"}) on {opts.device_desc}', '',
         '| open_clip model | image params (M) | image GFLOP / image | image '
-        's / image | image peak MiB | text params (M) | text GFLOP / step '
-        '(fwd+bwd) | text s / step | text peak MiB | COCO 50 ep. '
-        f'PositiveCoOp, cached: GPU-h at {util:.0%} of '
-        f'{opts.gpu_tflops:g} TFLOP/s (projection) |',
-        '|---|---|---|---|---|---|---|---|---|---|'
+        f's / image |{mem_col.replace(" peak", " image peak")} text params '
+        '(M) | text GFLOP / step (fwd+bwd) | text s / step |'
+        f'{mem_col.replace(" peak", " text peak")} COCO 50 ep. PositiveCoOp, '
+        f'cached: GPU-h at {util:.0%} of {opts.gpu_tflops:g} TFLOP/s '
+        '(projection) |', '|---' * (8 + 2 * mem) + '|'
     ]
     for r in rows:
         img = r['results']['image']
         txt = r['results'].get('text')
         hours = _schedule_hours(r, opts.gpu_tflops, util,
                                 getattr(opts, 'batch_size', 32))
-        text_cols = (
-            f'{r["text_params"] / 1e6:.1f} | {txt["flops"] / 1e9:.1f} | '
-            f'{txt["time_s"]:.3f} | {txt["peak_mib"]:.0f}' if txt else
-            f'n/a ({r["errors"].get("text", "not measured")[:60]}) | - | '
-            '- | -')
+        if txt:
+            text_cols = (f'{r["text_params"] / 1e6:.1f} | '
+                         f'{txt["flops"] / 1e9:.1f} | {txt["time_s"]:.3f} |')
+            text_cols += f' {txt["peak_mib"]:.0f} |' if mem else ''
+        else:
+            why = r['errors'].get('text', 'not measured')[:60]
+            text_cols = f'n/a ({why}) | - | - |' + (' - |' if mem else '')
+        img_mem = f' {img["peak_mib"]:.0f} |' if mem else ''
         lines.append(
             f'| `{r["model_name"]}` | {r["image_params"] / 1e6:.1f} | '
-            f'{img["flops"] / 1e9:.1f} | {img["time_s"]:.3f} | '
-            f'{img["peak_mib"]:.0f} | {text_cols} | '
-            f'{"-" if hours is None else f"{hours:.2f}"} |')
+            f'{img["flops"] / 1e9:.1f} | {img["time_s"]:.3f} |{img_mem} '
+            f'{text_cols} {"-" if hours is None else f"{hours:.2f}"} |')
     lines += [
         '', 'Image: one image, dense features, no grad. Text: the learned '
         'prompts of all C classes (PositiveCoOp, n_ctx 16, truncated where '

@@ -53,4 +53,8 @@ part data && bench data 150 --mode data --data-images 256 \
 part epoch && bench epoch 240 --mode epoch --workers 8 --epoch-images 512 \
     --epoch-resolution 448 --batch-size 32 --epoch-pipeline tensor \
     --autocast bf16 --channels-last
+# the frozen towers of every CLIP family (not in the default PARTS: about
+# 5 min; run `PARTS=towers` on its own)
+part towers && bench towers 540 --mode towers --iters 5 --warmup 2 \
+    --autocast bf16
 exit $status
