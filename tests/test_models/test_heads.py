@@ -3,6 +3,7 @@
 checkpoints, the eval-time class-feature cache, predictions, registry."""
 import pytest
 import torch
+from _head_configs import NAMES, head_cfg
 from _official_reference import TINY_RN, TINY_RN_512
 from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
@@ -15,26 +16,8 @@ from mmcoop.models.heads import (BaselineHead, DualCoOpHead, NegativeCoOpHead,
                                  spatial_softmax_pool)
 from mmcoop.registry import DATASETS, MODELS
 
-NAMES = ['cat', 'traffic light', 'hair_drier']
 PROMPT_HEADS = ['PositiveCoOpHead', 'NegativeCoOpHead', 'DualCoOpHead']
 ALL_HEADS = PROMPT_HEADS + ['BaselineHead']
-
-
-def head_cfg(head_type,
-             clip_file=None,
-             model_name=TINY_RN,
-             names=NAMES,
-             **kwargs):
-    cfg = dict(type=head_type, classnames=names, **kwargs)
-    if head_type == 'BaselineHead':
-        cfg.setdefault('in_channels', 64 if model_name == TINY_RN else 512)
-    else:
-        cfg.setdefault('n_ctx', 4)
-        cfg['text_encoder'] = dict(
-            type='FrozenCLIPTextEncoder',
-            model_name=model_name,
-            pretrained=clip_file)
-    return cfg
 
 
 def classifier_cfg(head_type, clip_file=None, size=64, **kwargs):

@@ -4,6 +4,7 @@
 and what each head says about itself (``scores_unseen_classes``)."""
 import pytest
 import torch
+from _head_configs import head_cfg
 from _official_reference import TINY_RN, TINY_RN_512
 from mmpretrain.structures import DataSample
 
@@ -21,16 +22,8 @@ EMBEDDED = {'PositiveCoOpHead': 'neg_embedding',
 def _head(head_type, clip_file=None, model_name=TINY_RN, names=NAMES,
           **kwargs):
     torch.manual_seed(0)
-    cfg = dict(type=head_type, classnames=names, **kwargs)
-    if head_type == 'BaselineHead':
-        cfg['in_channels'] = 64
-    else:
-        cfg.setdefault('n_ctx', 4)
-        cfg['text_encoder'] = dict(
-            type='FrozenCLIPTextEncoder',
-            model_name=model_name,
-            pretrained=clip_file)
-    return MODELS.build(cfg)
+    return MODELS.build(
+        head_cfg(head_type, clip_file, model_name, names, **kwargs))
 
 
 def _trainable(head):
