@@ -34,6 +34,24 @@ def _csv(root):
         classes=osp.join(root, 'classes.txt'))
 
 
+def _coco80(root):
+    """A COCO-2014 train file with the 80 real categories: images with a
+    seen (bicycle, train), an unseen (cat) and a non-split (stop sign)
+    class."""
+    from mmcoop.datasets.categories import (COCO2014_CATEGORIES,
+                                            COCO2014_CATEGORY_IDS)
+    ids = dict(zip(COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS))
+    labels = [('bicycle', 'cat'), ('train', ), ('bicycle', 'stop sign')]
+    data = dict(
+        images=[dict(id=i, file_name=f'COCO_train2014_{i:012d}.jpg')
+                for i in range(len(labels))],
+        annotations=[dict(id=10 * i + k, image_id=i, category_id=ids[n])
+                     for i, names in enumerate(labels)
+                     for k, n in enumerate(names)],
+        categories=[dict(id=ids[n], name=n) for n in COCO2014_CATEGORIES])
+    return dict(data_root=build_coco(root, splits=('train', ), content=data))
+
+
 def _json(root):
     build_coco(root, splits=('train', ))
     return dict(
@@ -43,6 +61,8 @@ def _json(root):
 
 
 CASES = {
+    # COCO 2014 with the 32 classes outside the 48 seen ones hidden
+    'coco14_zero-shot-48-17_448': _coco80,
     'multilabel_csv_partial_448': _csv,
     'multilabel_json_partial_448': _json,
     'nuswide_partial_448': lambda r: dict(data_root=build_nus_wide(r)),
@@ -88,6 +108,12 @@ def test_config_dataset_feeds_one_train_step(tmp_path, name):
         targets.unique().tolist()) <= {-1., 0., 1.}
     if name in ('openimages_boxable_448', 'multilabel_csv_partial_448'):
         assert (targets == -1).any()
+    if name == 'coco14_zero-shot-48-17_448':  # every non-seen class hidden
+        from mmcoop.datasets.unseen_splits import COCO_48_17_SEEN
+        classes = list(dataset.metainfo['classes'])
+        hidden = [classes.index(c) for c in classes
+                  if c not in COCO_48_17_SEEN]
+        assert len(hidden) == 32 and (targets[:, hidden] == -1).all()
     model.train()
     log = model.train_step(batch, optim)
     assert torch.isfinite(log['loss']) and log['loss'] > 0
