@@ -231,3 +231,32 @@ def test_device_path_matches_cpu_tensor_path(tmp_path):
     # eval: no augmentation, only decode + resize + normalise
     plain = pre(pseudo_collate(batch), training=False)['inputs']
     assert not torch.equal(plain, out)
+
+
+def test_device_path_bad_files_are_named(tmp_path):
+    """A non-JPEG is refused when its bytes are read; a truncated JPEG when
+    the batch is decoded: each error names the file and the fix."""
+    from mmengine.dataset import pseudo_collate
+
+    from mmcoop.registry import MODELS
+    load = [TRANSFORMS.build(c) for c in (
+        dict(type='LoadImageBytes', scale=(32, 32)),
+        dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))]
+    png = tmp_path / 'a.png'
+    _photo(20, 20).save(png)
+    with pytest.raises(OSError, match=r"a\.png.*not a JPEG.*LoadImageTensor"):
+        load[0](dict(img_path=str(png)))
+    good = _jpeg(tmp_path / 'good.jpg', 40, 30)
+    cut = tmp_path / 'cut.jpg'
+    data = open(good, 'rb').read()
+    cut.write_bytes(data[:len(data) // 3])
+    batch = []
+    for p in (good, str(cut)):
+        res = dict(img_path=p)
+        for t in load:
+            res = t(res)
+        batch.append(res)
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor'))
+    with pytest.raises(OSError, match=r"cannot decode '.*cut\.jpg'") as err:
+        pre(pseudo_collate(batch), training=True)
+    assert 'good.jpg' not in str(err.value)

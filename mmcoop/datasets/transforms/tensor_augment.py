@@ -618,6 +618,13 @@ class LoadImageBytes(BaseTransform):
     def transform(self, results: dict) -> dict:
         path = results['img_path']
         data = _read_bytes(path, self.backend_args)
+        if data[:3] != b'\xff\xd8\xff':
+            raise OSError(
+                f'Image file {path!r} is not a JPEG (it starts with '
+                f'{data[:4]!r}): the device path decodes JPEGs only '
+                '(torchvision.io.decode_jpeg). Fix: use the CPU tensor '
+                'pipeline (LoadImageTensor, TensorCutout, TensorRandAugment) '
+                'for this dataset, or convert its images to JPEG.')
         results['img'] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         w, h = self.scale
         aug = dict(size=(h, w))

@@ -12,6 +12,22 @@ from .clip_preprocessor import CLIP_MEAN, CLIP_STD
 __all__ = ['DeviceAugmentPreprocessor']
 
 
+def _decode_error(inputs, samples, device, error: Exception) -> str:
+    """The message of a failed batch decode: the files that fail alone."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    bad = []
+    for data, sample in zip(inputs, samples):
+        try:
+            decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as e:
+            bad.append(f'{sample.get("img_path", "?")!r} ({e})')
+    where = '; '.join(bad) or f'a file of the batch ({error})'
+    return (f'DeviceAugmentPreprocessor cannot decode {where}. The file is '
+            'corrupt, truncated or a JPEG the device decoder does not '
+            'support. Fix: re-encode or remove it, or use the CPU tensor '
+            'pipeline (LoadImageTensor) for this dataset.')
+
+
 @MODELS.register_module()
 class DeviceAugmentPreprocessor(BaseDataPreprocessor):
     """The image data path on the device: the loader workers only read the
@@ -58,7 +74,10 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
                 "LoadImageBytes and PackInputs(meta_keys=(..., 'device_aug')"
                 '); got samples without device_aug.')
         device = self.mean.device
-        imgs = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
+        try:
+            imgs = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as e:
+            raise OSError(_decode_error(inputs, samples, device, e)) from e
         draws = [s.device_aug for s in samples]
         batch = torch.stack(
             [resize(img, tuple(d['size'])) for img, d in zip(imgs, draws)])
