@@ -27,12 +27,26 @@ def build_dataset_of(cfg, phase: str = 'train'):
     return dataset
 
 
+def _device_path_view(data, aug: dict) -> np.ndarray:
+    """The image ``DeviceAugmentPreprocessor`` makes of a
+    ``LoadImageBytes`` sample (file bytes + its draw), made here on the
+    CPU: ``HWC`` uint8 RGB."""
+    from mmcoop.datasets.transforms.tensor_augment import (augment_batch,
+                                                           decode_rgb, resize)
+    rgb = resize(decode_rgb(data.numpy().tobytes()), tuple(aug['size']))
+    rgb = rgb[None].contiguous()
+    if 'randaugment' in aug:
+        rgb = augment_batch(rgb, [aug])
+    return rgb[0].permute(1, 2, 0).numpy()
+
+
 def sample_view(dataset, idx: int) -> dict:
     """Sample ``idx`` after the pipeline.
 
     Returns:
         dict: ``image`` (``HWC`` uint8 RGB: the packed input, which mmcv
-        loaders give in BGR, flipped), ``targets`` (``(C,)`` tri-state
+        loaders give in BGR, flipped; for ``LoadImageBytes`` samples the
+        device path's image, made on the CPU), ``targets`` (``(C,)`` tri-state
         labels of the data sample: ``gt_score``, or the one-hot of
         ``gt_label``), ``complete`` (``(C,)`` labels before the partial
         mask, None if the dataset has no mask) and ``img_path``.
@@ -41,11 +55,14 @@ def sample_view(dataset, idx: int) -> dict:
         find_partial_label_datasets
     data = dataset[idx]
     inputs = data['inputs']
-    image = inputs.permute(1, 2, 0).numpy()
-    if image.shape[2] == 3:
-        image = image[..., ::-1]
-    image = np.ascontiguousarray(image.clip(0, 255).astype(np.uint8))
     sample = data['data_samples']
+    if inputs.dim() == 1 and 'device_aug' in sample:
+        image = _device_path_view(inputs, sample.device_aug)
+    else:
+        image = inputs.permute(1, 2, 0).numpy()
+        if image.shape[2] == 3:
+            image = image[..., ::-1]
+    image = np.ascontiguousarray(image.clip(0, 255).astype(np.uint8))
     num_classes = len(dataset.metainfo['classes'])
     if 'gt_score' in sample:
         targets = sample.gt_score.numpy().astype(np.float32)

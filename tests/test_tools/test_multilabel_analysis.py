@@ -154,6 +154,16 @@ def test_browse_dataset_shows_the_partial_mask(run):
     assert seen_hidden  # p = 0.5 hides positives in six images
     val = sample_view(build_dataset_of(cfg, 'val'), 0)
     assert val['complete'] is None and (val['targets'] >= 0).all()
+    # the device path (file bytes; decoded and resized by the model's
+    # preprocessor) is shown as that preprocessor makes it
+    size = val['image'].shape[:2]
+    cfg.val_dataloader.dataset.pipeline = [
+        dict(type='LoadImageBytes', scale=size[::-1], augment=False),
+        dict(type='PackInputs', meta_keys=('img_path', 'device_aug'))]
+    dev = sample_view(build_dataset_of(cfg, 'val'), 0)
+    assert dev['img_path'] == val['img_path']
+    assert dev['image'].shape == val['image'].shape
+    assert np.abs(dev['image'].astype(int) - val['image']).max() <= 1
 
     out = str(run['tmp'] / 'browse')
     written = browse_tool.main([
