@@ -8,12 +8,16 @@
   the call: the kernel's high-water mark ``VmHWM`` is reset by writing
   ``5`` to ``/proc/self/clear_refs`` and read from ``/proc/self/status``
   afterwards; the resident size before the call (``VmRSS``) is subtracted.
+  The kernel updates that mark lazily (freed memory was seen to escape it
+  in some runs), so ``VmRSS`` is also sampled by a thread every 0.5 ms
+  during the call, and the larger of the two peaks counts.
   This is all memory the process touched (tensors, allocator caches,
   library workspaces), so it is an upper bound of the tensor peak; memory
   the allocator keeps from earlier calls and reuses is not counted again.
   Elsewhere (no ``/proc``) the CPU peak is reported as NaN.
 """
 import gc
+import threading
 from typing import Callable, Optional
 
 import torch
@@ -33,6 +37,28 @@ def _status_kib(field: str) -> Optional[int]:
     except OSError:
         return None
     return None
+
+
+def _sampled_peak_kib(fn: Callable[[], object],
+                      interval: float = 5e-4) -> int:
+    """Run ``fn`` while a thread samples ``VmRSS``; the largest sample."""
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        while True:
+            peak[0] = max(peak[0], _status_kib('VmRSS') or 0)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        stop.set()
+        thread.join()
+    return peak[0]
 
 
 def _reset_peak_rss() -> bool:
@@ -76,6 +102,6 @@ class PeakMemory:
         if base is None or not _reset_peak_rss():
             fn()
             return float('nan')
-        fn()
-        peak = _status_kib('VmHWM')
+        sampled = _sampled_peak_kib(fn)
+        peak = max(_status_kib('VmHWM') or 0, sampled)
         return max(0, peak - base) / 1024
