@@ -8,14 +8,17 @@
   the call: the kernel's high-water mark ``VmHWM`` is reset by writing
   ``5`` to ``/proc/self/clear_refs`` and read from ``/proc/self/status``
   afterwards; the resident size before the call (``VmRSS``) is subtracted.
-  The kernel updates that mark lazily (freed memory was seen to escape it
-  in some runs), so ``VmRSS`` is also sampled by a thread every 0.5 ms
+  Before the call the C allocator's free memory is returned to the system
+  (glibc ``malloc_trim``): otherwise a call could reuse pages that earlier
+  work left resident, and its allocations would not show as growth (seen
+  in full test runs). ``VmRSS`` is also sampled by a thread every 0.5 ms
   during the call, and the larger of the two peaks counts.
   This is all memory the process touched (tensors, allocator caches,
   library workspaces), so it is an upper bound of the tensor peak; memory
   the allocator keeps from earlier calls and reuses is not counted again.
   Elsewhere (no ``/proc``) the CPU peak is reported as NaN.
 """
+import ctypes
 import gc
 import threading
 from typing import Callable, Optional
@@ -37,6 +40,16 @@ def _status_kib(field: str) -> Optional[int]:
     except OSError:
         return None
     return None
+
+
+def _release_free_heap() -> None:
+    """Return the C allocator's free memory to the system (glibc
+    ``malloc_trim(0)``; nothing where the C library has no such call)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _sampled_peak_kib(fn: Callable[[], object],
@@ -98,6 +111,7 @@ class PeakMemory:
             fn()
             torch.cuda.synchronize()
             return (torch.cuda.max_memory_allocated() - base) / 2**20
+        _release_free_heap()
         base = _status_kib('VmRSS')
         if base is None or not _reset_peak_rss():
             fn()
