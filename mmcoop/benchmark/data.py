@@ -164,21 +164,26 @@ def device_path(paths: List[str], resolution: int, batch_size: int,
 def stage_times(name: str, resolution: int, paths: List[str],
                 rounds: int = 2) -> dict:
     """Mean milliseconds per image of each transform of mmcoop's data path
-    ``name``, in this process (one thread): where the time goes."""
+    ``name``, in this process with one torch thread (restored afterwards):
+    where the time goes."""
     from mmpretrain.registry import TRANSFORMS
 
     import mmcoop.datasets  # noqa: F401
-    torch.set_num_threads(1)
     transforms = [TRANSFORMS.build(c) for c in pipeline_cfg(name, resolution)]
     total = [0.0] * len(transforms)
-    for r in range(rounds):
-        np.random.seed(r)
-        for p in paths:
-            res = dict(img_path=p)
-            for i, t in enumerate(transforms):
-                t0 = time.perf_counter()
-                res = t(res)
-                total[i] += time.perf_counter() - t0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for r in range(rounds):
+            np.random.seed(r)
+            for p in paths:
+                res = dict(img_path=p)
+                for i, t in enumerate(transforms):
+                    t0 = time.perf_counter()
+                    res = t(res)
+                    total[i] += time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
     n = rounds * len(paths)
     return {type(t).__name__: 1e3 * s / n for t, s in zip(transforms, total)}
 

@@ -34,14 +34,17 @@ from .timing import run_configs
 
 __all__ = ['family_models', 'measure_tower', 'measure_towers', 'report_towers']
 
-_REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-FAMILY_DIR = osp.join(_REPO, 'configs', '_base_', 'models', 'clip_families')
 
-
-def family_models(root: str = FAMILY_DIR) -> Dict[str, str]:
+def family_models(root: Optional[str] = None) -> Dict[str, str]:
     """``{family: open_clip model name}``: the paper's RN101 (its model
-    config) and every family base config."""
+    config) and every family base config of ``root`` (default: the
+    shipped ``configs/_base_/models/clip_families``, in the repository or
+    the install)."""
     from mmengine.config import Config
+
+    from mmcoop.apis.model_zoo import model_index_root
+    root = root or osp.join(model_index_root(), 'configs', '_base_',
+                            'models', 'clip_families')
     paper = Config.fromfile(osp.join(osp.dirname(root),
                                      'positivecoop_clip-rn101.py'))
     out = {'rn101_openai': paper.model.backbone.model_name}
@@ -102,12 +105,14 @@ def measure_tower(model_name: str, opts) -> dict:
 
 def measure_towers(opts) -> List[dict]:
     """:func:`measure_tower` for ``opts.tower_models`` (default: every
-    family config), each in this process, largest last."""
+    family config, in :func:`family_models` order), each in this
+    process."""
     names = opts.tower_models or list(family_models().values())
     out = []
     for name in names:
         out.append(measure_tower(name, opts))
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return out
 
 

@@ -31,12 +31,9 @@ def _device_path_view(data, aug: dict) -> np.ndarray:
     """The image ``DeviceAugmentPreprocessor`` makes of a
     ``LoadImageBytes`` sample (file bytes + its draw), made here on the
     CPU: ``HWC`` uint8 RGB."""
-    from mmcoop.datasets.transforms.tensor_augment import (augment_batch,
-                                                           decode_rgb, resize)
-    rgb = resize(decode_rgb(data.numpy().tobytes()), tuple(aug['size']))
-    rgb = rgb[None].contiguous()
-    if 'randaugment' in aug:
-        rgb = augment_batch(rgb, [aug])
+    from mmcoop.datasets.transforms.tensor_augment import (
+        decode_rgb, resize_augment_batch)
+    rgb = resize_augment_batch([decode_rgb(data.numpy().tobytes())], [aug])
     return rgb[0].permute(1, 2, 0).numpy()
 
 

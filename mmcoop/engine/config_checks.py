@@ -9,10 +9,10 @@ built or written.
   folder is refused before MMEngine creates it or writes its log and
   config dump there.
 * :func:`check_unseen_class_head`: a config that hides classes from
-  training or scores unseen classes (``unseen_classes`` of
-  ``PartialLabelDataset`` / ``UnseenClassMetric``) with a head that
+  training (``PartialLabelDataset(unseen_classes=...)``) with a head that
   cannot score a class it never trained on is refused, naming the head
-  fields to change.
+  fields to change; an ``UnseenClassMetric`` whose classes the training
+  does not hide gets a warning (not a zero-shot result).
 """
 import difflib
 import os.path as osp
@@ -148,8 +148,8 @@ def check_work_dir_outside_datasets(work_dir: str, loaders: Iterable) -> None:
 
 
 class UnseenClassHeadError(ValueError):
-    """A config hides or scores unseen classes with a head that cannot
-    score a class it never trained on."""
+    """A config hides classes in training from a head that cannot score a
+    class it never trained on."""
 
 
 def unseen_class_fields(cfg) -> List[str]:

@@ -134,9 +134,10 @@ class MMCoopRunner(Runner):
         * top-level keys nothing reads: a warning naming them, an error with
           ``strict_config=True``
           (:func:`mmcoop.engine.config_checks.check_unknown_keys`);
-        * ``unseen_classes`` (``PartialLabelDataset``,
-          ``UnseenClassMetric``) with a head that cannot score unseen
-          classes: an error naming the head fields to change
+        * classes hidden in training (``PartialLabelDataset(
+          unseen_classes=...)``) with a head that cannot score unseen
+          classes: an error naming the head fields to change; an
+          ``UnseenClassMetric`` with nothing hidden: a warning
           (:func:`mmcoop.engine.config_checks.check_unseen_class_head`).
 
         ``__init__`` then refuses a work dir inside a dataset folder and

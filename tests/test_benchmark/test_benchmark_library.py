@@ -202,7 +202,9 @@ def test_data_paths_run_and_report():
                            data_cores=[1], data_rounds=1,
                            data_pipelines=['official', 'tensor'],
                            batch_size=2)
+    threads = torch.get_num_threads()
     r = measure_data(opts)
+    assert torch.get_num_threads() == threads  # the caller's, restored
     assert set(r['results']) == {'official@1', 'tensor@1'}
     text = report_data(r, opts)
     assert '| official | 1 |' in text and '1.00x' in text

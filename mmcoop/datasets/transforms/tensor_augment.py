@@ -47,7 +47,8 @@ from mmcoop.registry import TRANSFORMS
 __all__ = [
     'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
     'official_cutout', 'apply_op', 'cutout', 'resize', 'decode_rgb',
-    'decode_resize', 'augment_batch', 'LoadImageTensor', 'LoadImageBytes',
+    'decode_resize', 'augment_batch', 'resize_augment_batch',
+    'LoadImageTensor', 'LoadImageBytes',
     'TensorCutout',
     'TensorRandAugment'
 ]
@@ -434,6 +435,19 @@ def augment_batch(img: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
                                 [o['sign'] for o in ops],
                                 [o['centre'] for o in ops])
     return img
+
+
+def resize_augment_batch(imgs: Sequence[torch.Tensor], draws: Sequence[dict],
+                         augment: bool = True) -> torch.Tensor:
+    """The device path after decoding: each ``(3, H, W)`` uint8 RGB image
+    resized to its draw's ``size`` (what :class:`LoadImageBytes` records),
+    stacked, then, with ``augment`` and a drawn RandAugment, Cutout +
+    RandAugment (:func:`augment_batch`): ``(B, 3, h, w)`` uint8 RGB."""
+    batch = torch.stack(
+        [resize(img, tuple(d['size'])) for img, d in zip(imgs, draws)])
+    if augment and 'randaugment' in draws[0]:
+        batch = augment_batch(batch, draws)
+    return batch
 
 
 def _fill_boxes(img: torch.Tensor, boxes, colours) -> torch.Tensor:

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 import torch
 from mmengine.model import BaseDataPreprocessor
 
-from mmcoop.datasets.transforms.tensor_augment import augment_batch, resize
+from mmcoop.datasets.transforms.tensor_augment import resize_augment_batch
 from mmcoop.registry import MODELS
 from .clip_preprocessor import CLIP_MEAN, CLIP_STD
 
@@ -78,11 +78,8 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
             imgs = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
         except RuntimeError as e:
             raise OSError(_decode_error(inputs, samples, device, e)) from e
-        draws = [s.device_aug for s in samples]
-        batch = torch.stack(
-            [resize(img, tuple(d['size'])) for img, d in zip(imgs, draws)])
-        if training and 'randaugment' in draws[0]:
-            batch = augment_batch(batch, draws)
+        batch = resize_augment_batch(imgs, [s.device_aug for s in samples],
+                                     augment=training)
         batch = (batch.float() - self.mean) / self.std
         samples = self.cast_data(samples)
         return dict(inputs=batch, data_samples=samples)
