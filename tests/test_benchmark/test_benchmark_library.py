@@ -260,7 +260,6 @@ def test_towers_mode_measures_each_family_tower():
     """Every family config names its open_clip model; the towers mode
     counts the image tower's FLOPs for one image and the text work of one
     PositiveCoOp step, which grows with the number of classes."""
-    from mmcoop.benchmark.projection import SCHEDULES, gpu_hours
     from mmcoop.benchmark.towers import (_schedule_hours, family_models,
                                          measure_tower, report_towers)
     families = family_models()
@@ -279,13 +278,15 @@ def test_towers_mode_measures_each_family_tower():
     ratio = large['results']['text']['flops'] / small['results']['text'][
         'flops']
     assert 1.6 < ratio <= 2.0  # C prompts (truncated to the longest one)
-    # the projection: extraction of train + val once, text work per step
-    sched = SCHEDULES['COCO']
-    steps = sched['epochs'] * math.ceil(sched['train'] / 32)
-    pflop = ((sched['train'] + sched['val']) *
-             large['results']['image']['flops'] +
-             steps * large['results']['text']['flops'] * 80 / 8) / 1e15
-    assert _schedule_hours(large, 989., 0.3, 32) == pytest.approx(
-        gpu_hours(pflop, 989., 0.3))
+    # the projection, by hand: COCO's 82,081 + 40,137 images through the
+    # image tower once (1 GFLOP each), then 50 epochs x 2,566 steps of text
+    # work (2 TFLOP at C = 8, scaled to COCO's 80 classes); at 1 PFLOP/s:
+    # 122,218e9 + 128,300 x 20e12 FLOP = 2,566.122218 s
+    row = dict(classes=8, results=dict(image=dict(flops=1e9),
+                                       text=dict(flops=2e12)))
+    assert _schedule_hours(row, 1000., 1.0, 32) == pytest.approx(
+        2566.122218 / 3600)
+    assert _schedule_hours(dict(row, results=dict(image=dict(flops=1e9))),
+                           1000., 1.0, 32) is None  # no text tower measured
     text = report_towers(rows, SimpleNamespace(**TINY, batch_size=32))
     assert text.count('| `mmcoop-tiny-ViT` |') == 2 and 'projection' in text
