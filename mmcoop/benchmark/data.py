@@ -11,12 +11,14 @@ into a training input, in ``P`` worker processes of one thread each
   (:class:`~mmcoop.benchmark.official.OfficialTrainTransform`): decode,
   resize, CutoutPIL, RandAugment, ToTensor + Normalize (its workers
   normalise; mmcoop normalises the batch in the data preprocessor);
-- ``mmcv``: mmcoop's train pipeline of the paper configs
+- ``mmcv``: mmcoop's NumPy-array train pipeline
   (``LoadImageFromFileChecked``, pillow ``Resize``, ``RandomCutout``,
   ``DualCoOpRandAugment``, ``PackInputs``);
-- ``tensor``: ``LoadImageTensor`` + ``TensorCutout`` +
-  ``TensorRandAugment`` + ``PackInputs`` (uint8 tensors, the official
-  policy; mmcoop.datasets.transforms.tensor_augment);
+- ``tensor``: the configs' train pipeline, ``LoadImageTensor`` +
+  ``TensorCutout`` + ``TensorRandAugment`` + ``PackInputs`` (uint8
+  tensors, the official policy; mmcoop.datasets.transforms.tensor_augment);
+- ``tensor-pillow``: the same with PIL's own resize
+  (``resize_backend='pillow'``: the official transform pixel for pixel);
 - ``tensor-draft``: the same with JPEG DCT scaling (only measured when the
   resolution is at most half the image).
 
@@ -47,13 +49,14 @@ __all__ = [
     'op_times', 'measure_data', 'report_data'
 ]
 
-PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-draft')
+PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-pillow', 'tensor-draft')
 
 
 def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
     """The transform configs of mmcoop's data path ``name`` (``'mmcv'``:
-    the paper configs' pipeline, ``'tensor'`` / ``'tensor-draft'``: the
-    uint8 tensor path); ``augment=False`` gives the test pipeline."""
+    NumPy arrays; ``'tensor'`` (the configs' train pipeline),
+    ``'tensor-pillow'``, ``'tensor-draft'``: the uint8 tensor path);
+    ``augment=False`` gives the test pipeline."""
     scale = (resolution, resolution)
     if name == 'mmcv':
         cfg = [
@@ -63,9 +66,11 @@ def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
         ]
         aug = [dict(type='mmcoop.RandomCutout', cutout_factor=0.5),
                dict(type='mmcoop.DualCoOpRandAugment')]
-    elif name in ('tensor', 'tensor-draft'):
+    elif name in ('tensor', 'tensor-pillow', 'tensor-draft'):
         cfg = [dict(type='mmcoop.LoadImageTensor', scale=scale,
-                    draft=name == 'tensor-draft')]
+                    draft=name == 'tensor-draft',
+                    resize_backend='pillow' if name == 'tensor-pillow' else
+                    'torchvision')]
         aug = [dict(type='mmcoop.TensorCutout', cutout_factor=0.5),
                dict(type='mmcoop.TensorRandAugment')]
     else:

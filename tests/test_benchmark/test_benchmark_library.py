@@ -198,6 +198,22 @@ def test_data_paths_run_and_report():
         out = build_path(name, 96)(path)
         img = out['inputs'] if isinstance(out, dict) else out
         assert tuple(img.shape) == (3, 96, 96), name
+    # the measured 'tensor' path is the configs' train pipeline
+    from _common import ROOT
+    from mmengine.config import Config
+
+    from mmcoop.benchmark.data import pipeline_cfg
+    shipped = Config.fromfile(
+        os.path.join(ROOT, 'configs/_base_/datasets/pipelines/'
+                     'official_recipe_448.py')).train_pipeline
+    ours = pipeline_cfg('tensor', 448)
+    assert ours[0].pop('draft') is False
+    assert ours[0].pop('resize_backend') == 'torchvision'
+
+    def unscoped(pipeline):
+        return [dict(t, type=t['type'].split('.')[-1]) for t in pipeline]
+
+    assert unscoped(shipped) == unscoped(ours)
     opts = SimpleNamespace(**TINY, data_images=2, data_resolution=64,
                            data_cores=[1], data_rounds=1,
                            data_pipelines=['official', 'tensor'],

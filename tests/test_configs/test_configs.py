@@ -16,6 +16,7 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
+from PIL import Image
 
 import mmcoop.datasets  # noqa: F401
 import mmcoop.engine  # noqa: F401
@@ -127,8 +128,9 @@ def test_bases_are_vendored_and_relative():
     # (4 + the zero-shot split); configs/clip_families: 18 families x 6
     # configs x 2 bases (method config, family), 19 x 2 zero-shot x 1;
     # configs/zero_shot: COCO 2 x 4 (model, zero-shot data, schedule,
-    # runtime), NUS-WIDE 4
-    assert num_bases == 8 * 4 + 64 + 2 + 5 + 18 * 6 * 2 + 19 * 2 + 2 * 4 + 4
+    # runtime), NUS-WIDE 4; the COCO and VOC bases: the shared pipelines
+    assert num_bases == (8 * 4 + 64 + 2 + 5 + 18 * 6 * 2 + 19 * 2 + 2 * 4 + 4
+                         + 2)
 
 
 def test_default_runtime():
@@ -211,19 +213,20 @@ def test_paper_config_encodes_its_name_and_recipe(path):
         assert inner.difficult_as == 'negative'
         assert cfg.val_dataloader.dataset.difficult_as == 'negative'
     train_types = [t.type for t in inner.pipeline]
+    # the official Resize -> CutoutPIL(0.5) -> RandAugment(), tensor path
     assert train_types == [
-        'mmcoop.LoadImageFromFileChecked', 'Resize', 'RandomCutout',
-        'DualCoOpRandAugment', 'PackInputs'
+        'mmcoop.LoadImageTensor', 'TensorCutout', 'TensorRandAugment',
+        'PackInputs'
     ]
+    assert inner.pipeline[0].scale == (448, 448)
+    assert inner.pipeline[1].cutout_factor == 0.5
     test_types = [t.type for t in cfg.test_dataloader.dataset.pipeline]
     assert test_types == [
         'mmcoop.LoadImageFromFileChecked', 'Resize', 'PackInputs'
     ]
-    for pipeline in (inner.pipeline, cfg.test_dataloader.dataset.pipeline):
-        resize = pipeline[1]
-        assert resize.scale == (448, 448) and resize.keep_ratio is False
-        assert (resize.backend, resize.interpolation) == ('pillow', 'bilinear')
-    assert inner.pipeline[2].cutout_factor == 0.5
+    resize = cfg.test_dataloader.dataset.pipeline[1]
+    assert resize.scale == (448, 448) and resize.keep_ratio is False
+    assert (resize.backend, resize.interpolation) == ('pillow', 'bilinear')
     assert cfg.val_evaluator.type == 'PartialMultiLabelMetric'
     assert cfg.test_evaluator.type == 'PartialMultiLabelMetric'
     assert [h.type for h in cfg.custom_hooks] == ['PartialLabelMaskHook']
@@ -436,15 +439,16 @@ def test_config_builds(path, voc_root, tmp_path):
         pipelines = (inner.pipeline, cfg.val_dataloader.dataset.pipeline)
         transforms = [[TRANSFORMS.build(copy.deepcopy(t)) for t in p]
                       for p in pipelines]
-        # run the train pipeline (without loading) on a random image
+        # run the train pipeline on a random 400 x 300 JPEG
+        img_path = str(tmp_path / 'random.jpg')
+        Image.fromarray(
+            np.random.RandomState(0).randint(0, 256, (300, 400, 3),
+                                             dtype=np.uint8)).save(img_path)
         results = dict(
-            img=np.random.RandomState(0).randint(
-                0, 256, (300, 400, 3), dtype=np.uint8),
+            img_path=img_path,
             gt_label=[1],
-            gt_score=np.array([1.] + [-1.] * 9, np.float32),
-            img_shape=(300, 400),
-            ori_shape=(300, 400))
-        for t in transforms[0][1:]:
+            gt_score=np.array([1.] + [-1.] * 9, np.float32))
+        for t in transforms[0]:
             results = t(results)
         size = cfg.model.backbone.input_resolution
         assert tuple(results['inputs'].shape) == (3, size, size)

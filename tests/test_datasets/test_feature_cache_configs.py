@@ -107,7 +107,7 @@ def _tiny_config(name, tmp_path):
         cfg.model.backbone.update(
             model_name='mmcoop-tiny-RN', pretrained=None, input_resolution=64)
         for t in inner.pipeline + val.dataset.pipeline:
-            if t['type'] == 'Resize':
+            if 'scale' in t:  # Resize, LoadImageTensor
                 t['scale'] = (64, 64)
     for loader in (train, val):
         loader.update(num_workers=0, persistent_workers=False, batch_size=2)

@@ -65,7 +65,14 @@ def tree_fingerprint(root):
 
 
 def pipelines(size=64, augment=True):
-    load = [
+    """``(train, test)`` pipelines of the paper configs at ``size`` px
+    (configs/_base_/datasets/pipelines/official_recipe_448.py)."""
+    aug = [
+        dict(type='TensorCutout', cutout_factor=0.5),
+        dict(type='TensorRandAugment')
+    ] if augment else []
+    train = [dict(type='LoadImageTensor', scale=(size, size))] + aug
+    test = [
         dict(type='LoadImageFromFileChecked'),
         dict(
             type='Resize',
@@ -74,12 +81,8 @@ def pipelines(size=64, augment=True):
             backend='pillow',
             interpolation='bilinear')
     ]
-    aug = [
-        dict(type='RandomCutout', cutout_factor=0.5),
-        dict(type='DualCoOpRandAugment')
-    ] if augment else []
     pack = [dict(type='PackInputs')]
-    return load + aug + pack, load + pack
+    return train + pack, test + pack
 
 
 def model_cfg(clip, classes, size=64, head='PositiveCoOpHead'):

@@ -7,8 +7,9 @@ reproduces the final metrics; no run writes into the dataset folder.
 
 All runs are real ``tools/train.py`` / ``tools/test.py`` subprocesses on a
 tiny CLIP (saved weights, so every run has the same frozen towers) with the
-paper's train pipeline (RandomCutout + DualCoOpRandAugment, which draw from
-NumPy's global RNG) and ``randomness=dict(seed=0, deterministic=True)``.
+paper's train pipeline (LoadImageTensor + TensorCutout +
+TensorRandAugment, which draw from NumPy's global RNG) and
+``randomness=dict(seed=0, deterministic=True)``.
 """
 import os.path as osp
 import shutil

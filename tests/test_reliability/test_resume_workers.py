@@ -1,6 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Bit-exact resume *with dataloader workers*: with ``EpochSeededSampler``
-the augmentations (RandomCutout + DualCoOpRandAugment) are a function of
+the augmentations (TensorCutout + TensorRandAugment) are a function of
 (seed, epoch, index), so a run with 2 persistent workers, SIGKILLed mid
 epoch and resumed with ``tools/train.py --resume``, ends exactly like the
 uninterrupted run (MMEngine's own worker seeding restarts the worker

@@ -76,9 +76,16 @@ def write_config(path,
     head_extra = (f', text_encoder=dict(model_name={TINY_CLIP!r}, '
                   f'pretrained={clip_repr})') if text_encoder else \
         ', in_channels=64'
-    train_aug = """
-    dict(type='RandomCutout', cutout_factor=0.5),
-    dict(type='DualCoOpRandAugment'),""" if augment else ''
+    # the paper configs' train pipeline (Cutout + RandAugment on the tensor
+    # path) or the demo's plain load + resize
+    load = f"""
+    dict(type='LoadImageFromFileChecked'),
+    dict(type='Resize', scale=({img_size}, {img_size}), keep_ratio=False,
+         backend='pillow', interpolation='bilinear'),"""
+    train_load = f"""
+    dict(type='LoadImageTensor', scale=({img_size}, {img_size})),
+    dict(type='TensorCutout', cutout_factor=0.5),
+    dict(type='TensorRandAugment'),""" if augment else load
     indices_train = f', indices={num_train}' if num_train else ''
     indices_val = f', indices={num_val}' if num_val else ''
     text = f"""_base_ = {base!r}
@@ -91,16 +98,10 @@ model = dict(
     backbone=dict(model_name={TINY_CLIP!r}, pretrained={clip_repr},
                   input_resolution={img_size}),
     head=dict(classnames=classes{head_extra}))
-train_pipeline = [
-    dict(type='LoadImageFromFileChecked'),
-    dict(type='Resize', scale=({img_size}, {img_size}), keep_ratio=False,
-         backend='pillow', interpolation='bilinear'),{train_aug}
+train_pipeline = [{train_load}
     dict(type='PackInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFileChecked'),
-    dict(type='Resize', scale=({img_size}, {img_size}), keep_ratio=False,
-         backend='pillow', interpolation='bilinear'),
+test_pipeline = [{load}
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(

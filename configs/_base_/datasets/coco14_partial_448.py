@@ -2,37 +2,11 @@
 # DualCoOp / PositiveCoOp protocol): train on train2014 (82,081 images with
 # at least one annotation) with a seeded Bernoulli(p) mask of known labels,
 # test on the complete labels of val2014 (40,137 images).
+# the official image pipelines (train_pipeline, test_pipeline, img_size)
+_base_ = ['./pipelines/official_recipe_448.py']
+
 dataset_type = 'COCO2014MultiLabel'
 data_root = 'data/coco'
-img_size = 448
-
-train_pipeline = [
-    # scope prefix: found from any default scope (mmpretrain's inferencer)
-    dict(type='mmcoop.LoadImageFromFileChecked'),
-    # squash to 448 x 448 (torchvision Resize((448, 448)) on a PIL image)
-    dict(
-        type='Resize',
-        scale=(img_size, img_size),
-        keep_ratio=False,
-        backend='pillow',
-        interpolation='bilinear'),
-    # official CutoutPIL(cutout_factor=0.5), always applied
-    dict(type='RandomCutout', cutout_factor=0.5),
-    # official pip randaugment==1.0.2 RandAugment()
-    dict(type='DualCoOpRandAugment'),
-    dict(type='PackInputs'),
-]
-
-test_pipeline = [
-    dict(type='mmcoop.LoadImageFromFileChecked'),
-    dict(
-        type='Resize',
-        scale=(img_size, img_size),
-        keep_ratio=False,
-        backend='pillow',
-        interpolation='bilinear'),
-    dict(type='PackInputs'),
-]
 
 train_dataloader = dict(
     batch_size=32,
@@ -56,7 +30,7 @@ train_dataloader = dict(
             type=dataset_type,
             data_root=data_root,
             split='train',
-            pipeline=train_pipeline)),
+            pipeline={{_base_.train_pipeline}})),
 )
 
 val_dataloader = dict(
@@ -69,7 +43,7 @@ val_dataloader = dict(
         data_root=data_root,
         split='val',
         test_mode=True,
-        pipeline=test_pipeline),
+        pipeline={{_base_.test_pipeline}}),
 )
 # mAP, CP/CR/CF1 and OP/OR/OF1 (threshold 0.5) with the official formulas
 val_evaluator = dict(type='PartialMultiLabelMetric', thr=0.5)

@@ -3,39 +3,13 @@
 # seeded Bernoulli(p) mask of known labels, test on the complete labels of
 # test (4,952 images). As the official loader, `difficult` objects count
 # as negatives (absent) in both splits.
+# the official image pipelines (train_pipeline, test_pipeline, img_size)
+_base_ = ['./pipelines/official_recipe_448.py']
+
 dataset_type = 'VOC2007MultiLabel'
 # one VOC2007 folder holding Annotations/, ImageSets/Main/ and JPEGImages/
 # of both trainval and test
 data_root = 'data/VOCdevkit/VOC2007'
-img_size = 448
-
-train_pipeline = [
-    # scope prefix: found from any default scope (mmpretrain's inferencer)
-    dict(type='mmcoop.LoadImageFromFileChecked'),
-    # squash to 448 x 448 (torchvision Resize((448, 448)) on a PIL image)
-    dict(
-        type='Resize',
-        scale=(img_size, img_size),
-        keep_ratio=False,
-        backend='pillow',
-        interpolation='bilinear'),
-    # official CutoutPIL(cutout_factor=0.5), always applied
-    dict(type='RandomCutout', cutout_factor=0.5),
-    # official pip randaugment==1.0.2 RandAugment()
-    dict(type='DualCoOpRandAugment'),
-    dict(type='PackInputs'),
-]
-
-test_pipeline = [
-    dict(type='mmcoop.LoadImageFromFileChecked'),
-    dict(
-        type='Resize',
-        scale=(img_size, img_size),
-        keep_ratio=False,
-        backend='pillow',
-        interpolation='bilinear'),
-    dict(type='PackInputs'),
-]
 
 train_dataloader = dict(
     batch_size=32,
@@ -60,7 +34,7 @@ train_dataloader = dict(
             data_root=data_root,
             split='trainval',
             difficult_as='negative',
-            pipeline=train_pipeline)),
+            pipeline={{_base_.train_pipeline}})),
 )
 
 val_dataloader = dict(
@@ -74,7 +48,7 @@ val_dataloader = dict(
         split='test',
         difficult_as='negative',
         test_mode=True,
-        pipeline=test_pipeline),
+        pipeline={{_base_.test_pipeline}}),
 )
 # mAP, CP/CR/CF1 and OP/OR/OF1 (threshold 0.5) with the official formulas
 val_evaluator = dict(type='PartialMultiLabelMetric', thr=0.5)

@@ -47,7 +47,8 @@ from mmcoop.registry import TRANSFORMS
 __all__ = [
     'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
     'official_cutout', 'apply_op', 'cutout', 'resize', 'decode_rgb',
-    'decode_resize', 'augment_batch', 'resize_augment_batch',
+    'decode_resize', 'RESIZE_BACKENDS', 'augment_batch',
+    'resize_augment_batch',
     'LoadImageTensor', 'LoadImageBytes',
     'TensorCutout',
     'TensorRandAugment'
@@ -495,6 +496,32 @@ def resize(img: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         img, list(size), InterpolationMode.BILINEAR, antialias=True)
 
 
+#: How :func:`decode_resize` resizes: torchvision's uint8 kernel (fast,
+#: within one grey level of PIL's) or PIL's own bilinear (the official
+#: ``Resize((S, S))`` on a PIL image, bit-identical).
+RESIZE_BACKENDS = ('torchvision', 'pillow')
+
+
+def _open_rgb(data: bytes,
+              draft_size: Optional[Tuple[int, int]] = None) -> Image.Image:
+    """The official loader (``Image.open(...).convert('RGB')``, PIL's
+    decoder, no EXIF rotation) on an image file's bytes; ``draft_size = (h,
+    w)`` decodes a JPEG at the smallest DCT scale that still covers it."""
+    img = Image.open(io.BytesIO(data))
+    if draft_size is not None and img.format == 'JPEG':
+        img.draft('RGB', (draft_size[1], draft_size[0]))
+    return img if img.mode == 'RGB' else img.convert('RGB')
+
+
+def _rgb_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> ``(3, H, W)`` uint8 tensor (channels-last memory,
+    one copy out of PIL)."""
+    w, h = img.size
+    return torch.frombuffer(
+        bytearray(img.tobytes()), dtype=torch.uint8).view(h, w,
+                                                          3).permute(2, 0, 1)
+
+
 def decode_rgb(data: bytes,
                draft_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """Decode an image file's bytes as the official loader does
@@ -502,25 +529,26 @@ def decode_rgb(data: bytes,
     into a ``(3, H, W)`` uint8 RGB tensor (channels-last memory, one copy
     out of PIL). ``draft_size = (h, w)`` decodes a JPEG at the smallest
     DCT scale that still covers that size (PIL's ``draft``)."""
-    img = Image.open(io.BytesIO(data))
-    if draft_size is not None and img.format == 'JPEG':
-        img.draft('RGB', (draft_size[1], draft_size[0]))
-    if img.mode != 'RGB':
-        img = img.convert('RGB')
-    w, h = img.size
-    return torch.frombuffer(
-        bytearray(img.tobytes()), dtype=torch.uint8).view(h, w,
-                                                          3).permute(2, 0, 1)
+    return _rgb_tensor(_open_rgb(data, draft_size))
 
 
 def decode_resize(data: bytes, size: Tuple[int, int],
-                  draft: bool = False) -> torch.Tensor:
-    """:func:`decode_rgb` then :func:`resize` to ``size = (h, w)``: the
-    official ``Resize((S, S))`` within one grey level. With ``draft=True``,
+                  draft: bool = False,
+                  backend: str = 'torchvision') -> torch.Tensor:
+    """:func:`decode_rgb` then a bilinear resize to ``size = (h, w)``: the
+    official ``Resize((S, S))``, within one grey level with
+    ``backend='torchvision'`` (:func:`resize`), bit-identical with
+    ``'pillow'`` (PIL's own resize, slower). With ``draft=True``,
     JPEGs are decoded at a reduced DCT scale when the output is at most
     half the image (within interpolation tolerance). Returns a ``(3, h,
     w)`` uint8 RGB tensor (channels-last memory)."""
-    return resize(decode_rgb(data, size if draft else None), size)
+    draft_size = size if draft else None
+    if backend == 'pillow':
+        img = _open_rgb(data, draft_size)
+        if img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.BILINEAR)
+        return _rgb_tensor(img)
+    return resize(decode_rgb(data, draft_size), size)
 
 
 def _chw_bgr(rgb_hwc: np.ndarray) -> torch.Tensor:
@@ -564,21 +592,31 @@ class LoadImageTensor(BaseTransform):
 
     The pixels of ``LoadImageFromFileChecked`` + ``Resize(scale,
     keep_ratio=False, backend='pillow', interpolation='bilinear')`` (and
-    of the official ``Resize((S, S))``) within one grey level (PIL's
-    decoder, torchvision's uint8 resize kernel: :func:`decode_resize`);
-    ``draft=True`` adds JPEG DCT scaling.
+    of the official ``Resize((S, S))``): PIL's decoder, then
+    (:func:`decode_resize`) torchvision's uint8 resize kernel (within one
+    grey level) or PIL's own resize (bit-identical); ``draft=True`` adds
+    JPEG DCT scaling.
 
     Args:
         scale (tuple[int, int]): output ``(w, h)``, as mmcv's ``Resize``.
         draft (bool): decode JPEGs at a reduced DCT scale when the output
             is at most half the image.
+        resize_backend (str): ``'torchvision'`` (default; within one grey
+            level of PIL) or ``'pillow'`` (PIL's resize: bit-identical,
+            several times slower; docs/benchmarks.md section 7).
         backend_args (dict, optional): mmengine file backend arguments.
     """
 
     def __init__(self, scale: Tuple[int, int], draft: bool = False,
+                 resize_backend: str = 'torchvision',
                  backend_args: Optional[dict] = None):
+        if resize_backend not in RESIZE_BACKENDS:
+            raise ValueError(
+                f'LoadImageTensor: resize_backend must be one of '
+                f'{RESIZE_BACKENDS}, got {resize_backend!r}.')
         self.scale = tuple(scale)
         self.draft = draft
+        self.resize_backend = resize_backend
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
@@ -586,7 +624,7 @@ class LoadImageTensor(BaseTransform):
         data = _read_bytes(path, self.backend_args)
         size = (self.scale[1], self.scale[0])
         try:
-            rgb = decode_resize(data, size, self.draft)
+            rgb = decode_resize(data, size, self.draft, self.resize_backend)
         except Exception as e:  # noqa: BLE001
             raise OSError(
                 f'Cannot decode image file {path!r} ({len(data)} bytes; '
@@ -600,7 +638,7 @@ class LoadImageTensor(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(scale={self.scale}, '
-                f'draft={self.draft})')
+                f'draft={self.draft}, resize_backend={self.resize_backend!r})')
 
 
 @TRANSFORMS.register_module()

@@ -56,7 +56,7 @@ class RNGStateHook(Hook):
 
     MMEngine's resume restores the model, optimizer, schedulers and the
     epoch counter but not the global RNGs, so the augmentations drawn after
-    a resume (``RandomCutout``, ``DualCoOpRandAugment`` and the rest of the
+    a resume (``TensorCutout``, ``TensorRandAugment`` and the rest of the
     pipeline use NumPy's global RNG in the main process when
     ``num_workers=0``) differ from those of an uninterrupted run.
 
