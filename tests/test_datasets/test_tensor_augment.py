@@ -223,6 +223,27 @@ def test_exact_recipe_is_the_official_transform_pixel_for_pixel(tmp_path):
             dict(type='LoadImageTensor', scale=(8, 8), resize_backend='cv2'))
 
 
+@pytest.mark.parametrize('cfg, match', [
+    (dict(type='LoadImageTensor', scale=(0, 448)), r'LoadImageTensor: scale'),
+    (dict(type='LoadImageTensor', scale=(448., 448)), r'scale.*448\.0'),
+    (dict(type='LoadImageTensor', scale=(448, )), r'scale.*\(w, h\)'),
+    (dict(type='LoadImageBytes', scale='448'), r'LoadImageBytes: scale'),
+    (dict(type='LoadImageBytes', scale=64, cutout_factor=2),
+     r'LoadImageBytes: cutout_factor.*\(0, 1\]'),
+    (dict(type='TensorCutout', cutout_factor=0), r'TensorCutout: cutout'),
+])
+def test_tensor_transforms_refuse_bad_arguments(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        TRANSFORMS.build(cfg)
+
+
+def test_tensor_loaders_take_an_int_scale_as_mmcv_resize():
+    for name in ('LoadImageTensor', 'LoadImageBytes'):
+        assert TRANSFORMS.build(dict(type=name, scale=64)).scale == (64, 64)
+        assert TRANSFORMS.build(dict(type=name, scale=[64, 48])).scale == (
+            64, 48)
+
+
 def test_load_tensor_errors_name_the_file(tmp_path):
     bad = tmp_path / 'bad.jpg'
     bad.write_bytes(b'\xff\xd8\xff not a jpeg')

@@ -580,6 +580,28 @@ def _read_bytes(path: str, backend_args: Optional[dict]) -> bytes:
                       'the file exists.') from e
 
 
+def _check_scale(owner: str, scale) -> Tuple[int, int]:
+    """``scale`` (an int or ``(w, h)``, as mmcv's ``Resize``) -> ``(w, h)``
+    positive ints; anything else is refused naming ``owner``."""
+    pair = (scale, scale) if isinstance(scale, int) else scale
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0
+            for v in pair)):
+        raise ValueError(
+            f'{owner}: scale must be a positive int or a (w, h) pair of '
+            f'positive ints, got {scale!r}. Fix: e.g. scale=(448, 448).')
+    return tuple(pair)
+
+
+def _check_cutout_factor(owner: str, factor) -> float:
+    if isinstance(factor, bool) or not isinstance(
+            factor, (int, float)) or not 0 < factor <= 1:
+        raise ValueError(f'{owner}: cutout_factor must be in (0, 1] (the '
+                         f'side as a fraction of the image side), got '
+                         f'{factor!r}.')
+    return factor
+
+
 def _as_rgb_batch(bgr: torch.Tensor) -> torch.Tensor:
     return bgr.flip(0)[None]
 
@@ -614,7 +636,7 @@ class LoadImageTensor(BaseTransform):
             raise ValueError(
                 f'LoadImageTensor: resize_backend must be one of '
                 f'{RESIZE_BACKENDS}, got {resize_backend!r}.')
-        self.scale = tuple(scale)
+        self.scale = _check_scale('LoadImageTensor', scale)
         self.draft = draft
         self.resize_backend = resize_backend
         self.backend_args = backend_args
@@ -662,9 +684,10 @@ class LoadImageBytes(BaseTransform):
     def __init__(self, scale: Tuple[int, int], augment: bool = True,
                  cutout_factor: float = 0.5,
                  backend_args: Optional[dict] = None):
-        self.scale = tuple(scale)
+        self.scale = _check_scale('LoadImageBytes', scale)
         self.augment = augment
-        self.cutout_factor = cutout_factor
+        self.cutout_factor = _check_cutout_factor('LoadImageBytes',
+                                                  cutout_factor)
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
@@ -709,10 +732,8 @@ class TensorCutout(BaseTransform):
     """
 
     def __init__(self, cutout_factor: float = 0.5):
-        if not 0 < cutout_factor <= 1:
-            raise ValueError(
-                f'cutout_factor must be in (0, 1], got {cutout_factor}.')
-        self.cutout_factor = cutout_factor
+        self.cutout_factor = _check_cutout_factor('TensorCutout',
+                                                  cutout_factor)
 
     def transform(self, results: dict) -> dict:
         img = results['img']
