@@ -326,3 +326,23 @@ def test_device_path_bad_files_are_named(tmp_path):
     with pytest.raises(OSError, match=r"cannot decode '.*cut\.jpg'") as err:
         pre(pseudo_collate(batch), training=True)
     assert 'good.jpg' not in str(err.value)
+
+
+@pytest.mark.parametrize('name, kind', [('TensorCutout', 'array'),
+                                        ('TensorRandAugment', 'array'),
+                                        ('RandomCutout', 'tensor'),
+                                        ('DualCoOpRandAugment', 'tensor')])
+def test_array_and_tensor_transforms_do_not_mix(name, kind):
+    """An array transform given a tensor (or the reverse) stops with an
+    error naming the transform, what it got and the loader to use, not an
+    error from inside NumPy, OpenCV or torch."""
+    img = (np.zeros((32, 32, 3), np.uint8) if kind == 'array' else
+           torch.zeros(3, 32, 32, dtype=torch.uint8))
+    t = TRANSFORMS.build(dict(type=name))
+    loader = 'LoadImageTensor' if kind == 'array' else \
+        'LoadImageFromFileChecked'
+    with pytest.raises(TypeError, match=rf'{name} takes .*{loader}.*got a '
+                       rf'{type(img).__name__}.*do not mix'):
+        for seed in range(4):  # whatever the draw (p = 0.5 per op)
+            np.random.seed(seed)
+            t(dict(img=img, img_shape=(32, 32)))

@@ -5,6 +5,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_randomness
 
+from mmcoop.datasets.transforms.image_kind import require_array
 from mmcoop.registry import TRANSFORMS
 
 
@@ -68,7 +69,7 @@ class RandomCutout(BaseTransform):
         return apply, cy, cx, color
 
     def transform(self, results: dict) -> dict:
-        img = results['img']
+        img = require_array('RandomCutout', results)
         h, w = img.shape[:2]
         channels = 1 if img.ndim == 2 else img.shape[2]
         apply, cy, cx, color = self._sample(h, w, channels)

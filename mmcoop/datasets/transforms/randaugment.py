@@ -4,6 +4,7 @@ import copy
 
 from mmpretrain.datasets.transforms import RandAugment
 
+from mmcoop.datasets.transforms.image_kind import require_array
 from mmcoop.registry import TRANSFORMS
 
 __all__ = ['DUALCOOP_RANDAUG_POLICIES', 'DualCoOpRandAugment']
@@ -97,3 +98,7 @@ class DualCoOpRandAugment(RandAugment):
             magnitude_std=magnitude_std,
             total_level=total_level,
             hparams=hparams)
+
+    def transform(self, results: dict) -> dict:
+        require_array('DualCoOpRandAugment', results)
+        return super().transform(results)

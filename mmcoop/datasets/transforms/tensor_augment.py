@@ -42,6 +42,7 @@ from mmcv.transforms import BaseTransform
 from mmengine import fileio
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+from mmcoop.datasets.transforms.image_kind import require_tensor
 from mmcoop.registry import TRANSFORMS
 
 __all__ = [
@@ -736,7 +737,7 @@ class TensorCutout(BaseTransform):
                                                   cutout_factor)
 
     def transform(self, results: dict) -> dict:
-        img = results['img']
+        img = require_tensor('TensorCutout', results)
         h, w = img.shape[-2:]
         centre = (int(np.random.randint(h)), int(np.random.randint(w)))
         colour = tuple(int(c) for c in np.random.randint(0, 256, size=3))
@@ -759,12 +760,12 @@ class TensorRandAugment(BaseTransform):
     is stored in ``results['randaugment']``."""
 
     def transform(self, results: dict) -> dict:
+        bgr = require_tensor('TensorRandAugment', results)
         draws = draw_randaugment(np.random)
         results['randaugment'] = draws
         applied = [d for d in draws if d['applied']]
         if not applied:
             return results
-        bgr = results['img']
         if bgr.device.type == 'cpu':
             img = _pil_rgb(bgr)
             for d in applied:
