@@ -102,11 +102,24 @@ _DETERMINERS = ('a', 'an', 'the', 'my', 'one', 'many')
 
 def check_template(template: str) -> str:
     """Raise if ``template`` does not have exactly one ``{}`` slot."""
-    if template.count('{}') != 1 or template.replace('{}', '').count('{'):
+    if not isinstance(template, str) or template.count(
+            '{}') != 1 or template.replace('{}', '').count('{'):
         raise ValueError(
-            f'Prompt template {template!r} must contain exactly one `{{}}` '
-            'slot for the class name and no other braces.')
+            f'Prompt template {template!r} must be a string with exactly '
+            'one `{}` slot for the class name and no other braces (or '
+            "'bank' for the template bank).")
     return template
+
+
+def check_templates(field: str, templates: Sequence[str]) -> List[str]:
+    """``templates`` as a list, each checked (:func:`check_template`);
+    an empty list is refused naming ``field``."""
+    templates = list(templates)
+    if not templates:
+        raise ValueError(
+            f'`{field}` is empty: give at least one template, e.g. '
+            "'a photo of a {}.'.")
+    return [check_template(t) for t in templates]
 
 
 def negate_template(template: str,

@@ -289,6 +289,22 @@ def test_zero_shot_template_bank_and_negation_rule():
     assert neg.shape == pos.shape == (3, 64)
 
 
+@pytest.mark.parametrize('field, value, match', [
+    ('pos_templates', [], '`pos_templates` is empty'),
+    ('neg_templates', (), '`neg_templates` is empty'),
+    ('pos_templates', 'banks', r"'banks'.*one `\{\}` slot.*'bank'"),
+    ('neg_templates', ['a photo without a {}.', None], 'None.*a string'),
+])
+def test_zero_shot_refuses_empty_or_malformed_templates(field, value, match):
+    """No template (a mean over nothing: NaN features) or a template that
+    is not a string with one slot stops the build, naming the field or the
+    template."""
+    with pytest.raises(ValueError, match=match):
+        MODELS.build(
+            dict(type='ZeroShotHead', classnames=NAMES,
+                 text_encoder=_text_cfg('mmcoop-tiny-RN'), **{field: value}))
+
+
 @pytest.mark.parametrize('name', ['mmcoop-tiny-RN', 'mmcoop-tiny-EVA02'])
 def test_dual_coop_from_words_starts_at_the_zero_shot_model(name, family):
     """DualCoOp with ``ctx_init``/``neg_ctx_init`` scores, before any

@@ -400,8 +400,10 @@ class ZeroShotHead(PromptRegionHead):
             neg_templates = [pt.negate_template(t) for t in pos_templates]
         elif isinstance(neg_templates, str):
             neg_templates = (neg_templates, )
-        self.pos_templates = [pt.check_template(t) for t in pos_templates]
-        self.neg_templates = [pt.check_template(t) for t in neg_templates]
+        self.pos_templates = pt.check_templates('pos_templates',
+                                                pos_templates)
+        self.neg_templates = pt.check_templates('neg_templates',
+                                                neg_templates)
 
     unseen_class_args = ()
 
