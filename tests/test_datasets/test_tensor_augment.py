@@ -328,6 +328,35 @@ def test_device_path_bad_files_are_named(tmp_path):
     assert 'good.jpg' not in str(err.value)
 
 
+def test_device_path_samples_need_the_device_preprocessor(tmp_path):
+    """File bytes of LoadImageBytes given to CLIPDataPreprocessor (the
+    configs' default) stop with the fix, with either collate function,
+    instead of being normalised as 1-pixel-high images; image batches
+    pass."""
+    from mmengine.dataset import default_collate, pseudo_collate
+
+    from mmcoop.registry import MODELS
+    path = _jpeg(tmp_path / 'a.jpg', 40, 30)
+    pre = MODELS.build(dict(type='CLIPDataPreprocessor'))
+    for meta_keys in (('img_path', 'device_aug'), ('img_path', )):
+        load = [TRANSFORMS.build(c) for c in (
+            dict(type='LoadImageBytes', scale=(32, 32)),
+            dict(type='PackInputs', meta_keys=meta_keys))]
+        res = dict(img_path=path)
+        for t in load:
+            res = t(res)
+        for collate in (pseudo_collate, default_collate):
+            with pytest.raises(ValueError,
+                               match='file bytes.*DeviceAugmentPreprocessor'):
+                pre(collate([res, res]), training=True)
+    res = dict(img_path=path)
+    for c in (dict(type='LoadImageTensor', scale=32),
+              dict(type='PackInputs')):
+        res = TRANSFORMS.build(c)(res)
+    out = pre(pseudo_collate([res, res]), training=True)['inputs']
+    assert out.shape == (2, 3, 32, 32) and out.dtype == torch.float32
+
+
 @pytest.mark.parametrize('name, kind', [('TensorCutout', 'array'),
                                         ('TensorRandAugment', 'array'),
                                         ('RandomCutout', 'tensor'),

@@ -2,6 +2,7 @@
 """CLIP's image normalisation, defined once."""
 from typing import Optional, Sequence
 
+import torch
 from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
@@ -33,3 +34,20 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
                  to_rgb: bool = True,
                  **kwargs):
         super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        """``ClsDataPreprocessor.forward``, after refusing the file bytes
+        of the device path (``LoadImageBytes``), which it would otherwise
+        normalise as if they were 1-pixel-high images."""
+        inputs = data.get('inputs')
+        samples = data.get('data_samples') or ()
+        raw = (inputs.dim() == 2 if isinstance(inputs, torch.Tensor) else
+               any(getattr(x, 'dim', lambda: 3)() == 1 for x in inputs or ()))
+        if raw or (samples and 'device_aug' in samples[0]):
+            raise ValueError(
+                f'{type(self).__name__} got image file bytes (the pipeline '
+                'ends with LoadImageBytes, the device path). Fix: set '
+                'model.data_preprocessor=dict(type='
+                "'DeviceAugmentPreprocessor', _delete_=True), or load images "
+                'with LoadImageTensor / LoadImageFromFileChecked.')
+        return super().forward(data, training)
