@@ -192,8 +192,12 @@ def test_load_ignores_exif_orientation_like_official(tmp_path):
     assert rotated['img'].shape == (8, 4, 3)  # mmcv default rotates
 
 
+@pytest.mark.parametrize('loader', [
+    dict(type='LoadImageFromFileChecked'),
+    dict(type='LoadImageTensor', scale=(16, 16))
+], ids=lambda c: c['type'])
 @pytest.mark.parametrize('case', ['missing', 'garbage', 'truncated', 'empty'])
-def test_load_errors_name_the_file(tmp_path, case):
+def test_load_errors_name_the_file(tmp_path, case, loader):
     path = tmp_path / f'{case}.jpg'
     if case == 'garbage':
         path.write_bytes(b'this is not an image at all')
@@ -202,11 +206,11 @@ def test_load_errors_name_the_file(tmp_path, case):
         path.write_bytes(path.read_bytes()[:300])
     elif case == 'empty':
         path.write_bytes(b'')
-    load = LoadImageFromFileChecked()
+    load = TRANSFORMS.build(loader)
     with pytest.raises(OSError) as e:
         load(dict(img_path=str(path)))
     assert str(path) in str(e.value) and 'Fix' in str(e.value)
-    assert LoadImageFromFileChecked(ignore_empty=True)(
+    assert TRANSFORMS.build(dict(loader, ignore_empty=True))(
         dict(img_path=str(path))) is None
 
 

@@ -627,11 +627,16 @@ class LoadImageTensor(BaseTransform):
         resize_backend (str): ``'torchvision'`` (default; within one grey
             level of PIL) or ``'pillow'`` (PIL's resize: bit-identical,
             several times slower; docs/benchmarks.md section 7).
+        ignore_empty (bool): return None for a missing or undecodable file
+            (the dataset then draws another sample, training only), as
+            ``LoadImageFromFileChecked``; else an ``OSError`` naming the
+            file and the fix.
         backend_args (dict, optional): mmengine file backend arguments.
     """
 
     def __init__(self, scale: Tuple[int, int], draft: bool = False,
                  resize_backend: str = 'torchvision',
+                 ignore_empty: bool = False,
                  backend_args: Optional[dict] = None):
         if resize_backend not in RESIZE_BACKENDS:
             raise ValueError(
@@ -640,15 +645,23 @@ class LoadImageTensor(BaseTransform):
         self.scale = _check_scale('LoadImageTensor', scale)
         self.draft = draft
         self.resize_backend = resize_backend
+        self.ignore_empty = ignore_empty
         self.backend_args = backend_args
 
-    def transform(self, results: dict) -> dict:
+    def transform(self, results: dict) -> Optional[dict]:
         path = results['img_path']
-        data = _read_bytes(path, self.backend_args)
+        try:
+            data = _read_bytes(path, self.backend_args)
+        except OSError:
+            if self.ignore_empty:
+                return None
+            raise
         size = (self.scale[1], self.scale[0])
         try:
             rgb = decode_resize(data, size, self.draft, self.resize_backend)
         except Exception as e:  # noqa: BLE001
+            if self.ignore_empty:
+                return None
             raise OSError(
                 f'Cannot decode image file {path!r} ({len(data)} bytes; '
                 f'{type(e).__name__}: {e}). The file is corrupt, truncated '
