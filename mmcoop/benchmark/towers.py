@@ -107,9 +107,11 @@ def measure_tower(model_name: str, opts) -> dict:
         head = build_head()
     except Exception as e:  # noqa: BLE001
         out['errors']['text'] = f'{type(e).__name__}: {e}'.splitlines()[0]
-        head = _with_stand_in_tokenizer(model_name, build_head)
+        head, why = _with_stand_in_tokenizer(model_name, build_head)
         if head is not None:
             out['text_tokenizer'] = 'stand-in'
+        elif why:
+            out['errors']['text_stand_in'] = why
     if head is not None:
         out['text_params'] = sum(
             p.numel() for p in head.text_encoder.parameters())
@@ -149,9 +151,10 @@ class StandInTokenizer:
 
 def _with_stand_in_tokenizer(model_name: str, build_head):
     """``build_head()`` with a :class:`StandInTokenizer` of the model's
-    context length and vocabulary size as its tokenizer; the head if its
-    text encoder runs the full context (no truncation), else None (its
-    cost would depend on where the tokens end)."""
+    context length and vocabulary size as its tokenizer -> ``(head, None)``
+    if its text encoder runs the full context (no truncation); ``(None,
+    None)`` if it truncates (its cost would depend on where the tokens
+    end); ``(None, reason)`` if the head cannot be built even so."""
     text_cfg = open_clip.get_model_config(model_name)['text_cfg']
     stand_in = StandInTokenizer(
         text_cfg.get('context_length', 77), text_cfg.get('vocab_size', 49408))
@@ -159,9 +162,9 @@ def _with_stand_in_tokenizer(model_name: str, build_head):
         with mock.patch.object(open_clip, 'get_tokenizer',
                                lambda *args, **kwargs: stand_in):
             head = build_head()
-    except Exception:  # noqa: BLE001
-        return None
-    return None if head.text_encoder.truncate else head
+    except Exception as e:  # noqa: BLE001
+        return None, f'{type(e).__name__}: {e}'.splitlines()[0]
+    return (None, None) if head.text_encoder.truncate else (head, None)
 
 
 def measure_towers(opts) -> List[dict]:
@@ -224,6 +227,9 @@ def report_towers(rows: List[dict], opts) -> str:
             text_cols += f' {txt["peak_mib"]:.0f} |' if mem else ''
         else:
             why = r['errors'].get('text', 'not measured')[:60]
+            if 'text_stand_in' in r['errors']:
+                why += ('; with a stand-in tokenizer: '
+                        f'{r["errors"]["text_stand_in"][:90]}')
             text_cols = f'n/a ({why}) | - | - |' + (' - |' if mem else '')
         img_mem = f' {img["peak_mib"]:.0f} |' if mem else ''
         lines.append(

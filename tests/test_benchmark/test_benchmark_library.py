@@ -305,10 +305,14 @@ def test_towers_stand_in_tokenizer_only_where_the_ids_do_not_matter(
                                          report_towers)
     from mmcoop.models.backbones import register_mmcoop_clip_configs
     register_mmcoop_clip_configs()
-    for name in ('mmcoop-tiny-MAP', 'mmcoop-tiny-ViT'):
+    for name, suffix, length in [('mmcoop-tiny-MAP', '', None),
+                                 ('mmcoop-tiny-ViT', '', None),
+                                 ('mmcoop-tiny-MAP', '-short', 8)]:
         cfg = open_clip.get_model_config(name)
         cfg['text_cfg']['hf_tokenizer_name'] = str(tmp_path / 'missing')
-        path = tmp_path / f'{name}-unloadable-tokenizer.json'
+        if length:
+            cfg['text_cfg']['context_length'] = length
+        path = tmp_path / f'{name}-unloadable-tokenizer{suffix}.json'
         path.write_text(json.dumps(cfg))
         open_clip.add_model_config(path)
     opts = SimpleNamespace(**TINY, resolution=64, num_classes=[4], iters=1,
@@ -330,6 +334,15 @@ def test_towers_stand_in_tokenizer_only_where_the_ids_do_not_matter(
         'with a stand-in tokenizer' in text
     assert '| `mmcoop-tiny-ViT-unloadable-tokenizer` |' in text
     assert 'n/a (' in text
+    # a head that cannot be built even so: the reason is reported
+    short = measure_tower('mmcoop-tiny-MAP-unloadable-tokenizer-short',
+                          opts)
+    assert 'text' not in short['results']
+    assert short['errors']['text_stand_in'].startswith(
+        'ValueError: A prompt does not fit the text context length (8 '
+        'tokens) with n_ctx=16')
+    assert 'with a stand-in tokenizer: ValueError: A prompt does not fit' \
+        in report_towers([short], SimpleNamespace(**TINY, batch_size=32))
     # one id per cleaned word, below the vocabulary size; end token 1
     ids = StandInTokenizer(8, 100)(['A photo, of a Photo!', ''])
     assert ids.shape == (2, 8)
