@@ -15,6 +15,13 @@ depend on them):
   where exact) through the frozen text encoder, forward and backward (the
   gradient reaches the prompt context).
 
+A text tower whose own tokenizer cannot be loaded here (SigLIP's needs
+``transformers`` and a download) is measured with a
+:class:`StandInTokenizer` when its cost does not depend on the token ids:
+when the encoder runs the full context for every prompt (no truncation:
+no causal mask or last-position pooling, as SigLIP / SigLIP2). The row
+records it (``text_tokenizer``) and the report marks it.
+
 Each is timed (best of ``--iters``), its peak memory measured and its FLOPs
 counted; the report adds the projected GPU-hours of a 50-epoch COCO
 PositiveCoOp schedule from the feature cache (extraction + text work, from
@@ -23,16 +30,23 @@ the counted FLOPs: a projection, not a measurement).
 import glob
 import math
 import os.path as osp
-from typing import Dict, List, Optional
+import zlib
+from typing import Dict, List, Optional, Sequence
+from unittest import mock
 
+import open_clip
 import torch
+from open_clip.tokenizer import canonicalize_text
 
 from .memory import PeakMemory
 from .projection import SCHEDULES, gpu_hours
 from .steps import autocast_kwargs, classnames, device_of
 from .timing import run_configs
 
-__all__ = ['family_models', 'measure_tower', 'measure_towers', 'report_towers']
+__all__ = [
+    'StandInTokenizer', 'family_models', 'measure_tower', 'measure_towers',
+    'report_towers'
+]
 
 
 def family_models(root: Optional[str] = None) -> Dict[str, str]:
@@ -80,15 +94,24 @@ def measure_tower(model_name: str, opts) -> dict:
 
     configs['image'] = (lambda: None, image)
     head = None
-    try:
+
+    def build_head():
         text_encoder = dict(
             type='FrozenCLIPTextEncoder', model_name=model_name,
             pretrained=None, truncate=True, **autocast_kwargs(opts))
-        head = MODELS.build(
+        return MODELS.build(
             dict(type='PositiveCoOpHead', classnames=classnames(num_classes),
                  text_encoder=text_encoder)).to(device)
+
+    try:
+        head = build_head()
     except Exception as e:  # noqa: BLE001
         out['errors']['text'] = f'{type(e).__name__}: {e}'.splitlines()[0]
+        head, why = _with_stand_in_tokenizer(model_name, build_head)
+        if head is not None:
+            out['text_tokenizer'] = 'stand-in'
+        elif why:
+            out['errors']['text_stand_in'] = why
     if head is not None:
         out['text_params'] = sum(
             p.numel() for p in head.text_encoder.parameters())
@@ -101,6 +124,47 @@ def measure_tower(model_name: str, opts) -> dict:
     out['results'] = run_configs(configs, device, opts.warmup, opts.iters,
                                  PeakMemory(device))
     return out
+
+
+class StandInTokenizer:
+    """One id per word of SigLIP's ``canonicalize`` cleaning (a CRC32 of
+    the word, in ``2 .. vocab_size - 1``), the end token 1 appended, padded
+    with 0 to ``context_length``; no start token. Stands in for a tokenizer
+    that cannot be loaded, to measure a text tower whose cost does not
+    depend on the ids. ``N`` strings -> ``(N, context_length)`` ids."""
+
+    def __init__(self, context_length: int, vocab_size: int):
+        self.context_length = int(context_length)
+        self.vocab_size = int(vocab_size)
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = [texts] if isinstance(texts, str) else texts
+        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = [
+                2 + zlib.crc32(word.encode()) % (self.vocab_size - 2)
+                for word in canonicalize_text(text).split()
+            ][:self.context_length - 1] + [1]
+            out[i, :len(ids)] = torch.tensor(ids)
+        return out
+
+
+def _with_stand_in_tokenizer(model_name: str, build_head):
+    """``build_head()`` with a :class:`StandInTokenizer` of the model's
+    context length and vocabulary size as its tokenizer -> ``(head, None)``
+    if its text encoder runs the full context (no truncation); ``(None,
+    None)`` if it truncates (its cost would depend on where the tokens
+    end); ``(None, reason)`` if the head cannot be built even so."""
+    text_cfg = open_clip.get_model_config(model_name)['text_cfg']
+    stand_in = StandInTokenizer(
+        text_cfg.get('context_length', 77), text_cfg.get('vocab_size', 49408))
+    try:
+        with mock.patch.object(open_clip, 'get_tokenizer',
+                               lambda *args, **kwargs: stand_in):
+            head = build_head()
+    except Exception as e:  # noqa: BLE001
+        return None, f'{type(e).__name__}: {e}'.splitlines()[0]
+    return (None, None) if head.text_encoder.truncate else (head, None)
 
 
 def measure_towers(opts) -> List[dict]:
@@ -156,11 +220,16 @@ def report_towers(rows: List[dict], opts) -> str:
         hours = _schedule_hours(r, opts.gpu_tflops, util,
                                 getattr(opts, 'batch_size', 32))
         if txt:
-            text_cols = (f'{r["text_params"] / 1e6:.1f} | '
+            stand_in = ' (stand-in tokenizer*)' if r.get(
+                'text_tokenizer') == 'stand-in' else ''
+            text_cols = (f'{r["text_params"] / 1e6:.1f}{stand_in} | '
                          f'{txt["flops"] / 1e9:.1f} | {txt["time_s"]:.3f} |')
             text_cols += f' {txt["peak_mib"]:.0f} |' if mem else ''
         else:
             why = r['errors'].get('text', 'not measured')[:60]
+            if 'text_stand_in' in r['errors']:
+                why += ('; with a stand-in tokenizer: '
+                        f'{r["errors"]["text_stand_in"][:90]}')
             text_cols = f'n/a ({why}) | - | - |' + (' - |' if mem else '')
         img_mem = f' {img["peak_mib"]:.0f} |' if mem else ''
         lines.append(
@@ -175,4 +244,14 @@ def report_towers(rows: List[dict], opts) -> str:
         '40,137 images once, then 50 epochs of text work at batch '
         f'{getattr(opts, "batch_size", 32)}; no data loading, no head.'
     ]
+    for r in rows:
+        if r.get('text_tokenizer') == 'stand-in':
+            lines += [
+                '', f'\\* `{r["model_name"]}`: text tower measured with a '
+                'stand-in tokenizer (one id per word, same context length '
+                'and vocabulary size), as its own could not be loaded ('
+                f'{r["errors"]["text"][:80]}); the tower runs its full '
+                'context whatever the ids (no truncation), so the cost is '
+                "its own tokenizer's."
+            ]
     return '\n'.join(lines)

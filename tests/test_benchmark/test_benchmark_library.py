@@ -306,3 +306,64 @@ def test_towers_mode_measures_each_family_tower():
                            1000., 1.0, 32) is None  # no text tower measured
     text = report_towers(rows, SimpleNamespace(**TINY, batch_size=32))
     assert text.count('| `mmcoop-tiny-ViT` |') == 2 and 'projection' in text
+
+
+def test_towers_stand_in_tokenizer_only_where_the_ids_do_not_matter(
+        tmp_path):
+    """A text tower whose tokenizer cannot be loaded: without truncation
+    (SigLIP layout) it is measured with the stand-in tokenizer and costs
+    exactly what it costs with its own; a truncating one stays n/a."""
+    import json
+
+    import open_clip
+
+    from mmcoop.benchmark.towers import (StandInTokenizer, measure_tower,
+                                         report_towers)
+    from mmcoop.models.backbones import register_mmcoop_clip_configs
+    register_mmcoop_clip_configs()
+    for name, suffix, length in [('mmcoop-tiny-MAP', '', None),
+                                 ('mmcoop-tiny-ViT', '', None),
+                                 ('mmcoop-tiny-MAP', '-short', 8)]:
+        cfg = open_clip.get_model_config(name)
+        cfg['text_cfg']['hf_tokenizer_name'] = str(tmp_path / 'missing')
+        if length:
+            cfg['text_cfg']['context_length'] = length
+        path = tmp_path / f'{name}-unloadable-tokenizer{suffix}.json'
+        path.write_text(json.dumps(cfg))
+        open_clip.add_model_config(path)
+    opts = SimpleNamespace(**TINY, resolution=64, num_classes=[4], iters=1,
+                           warmup=0)
+    own = measure_tower('mmcoop-tiny-MAP', opts)
+    stand_in = measure_tower('mmcoop-tiny-MAP-unloadable-tokenizer', opts)
+    assert 'text_tokenizer' not in own
+    assert stand_in['text_tokenizer'] == 'stand-in'
+    assert stand_in['errors']['text']  # why its own was not used
+    assert stand_in['text_params'] == own['text_params']
+    assert stand_in['results']['text']['flops'] == \
+        own['results']['text']['flops'] > 0
+    causal = measure_tower('mmcoop-tiny-ViT-unloadable-tokenizer', opts)
+    assert 'text' not in causal['results'] and 'text_tokenizer' not in causal
+    text = report_towers([own, stand_in, causal],
+                         SimpleNamespace(**TINY, batch_size=32))
+    assert text.count('(stand-in tokenizer*)') == 1
+    assert '* `mmcoop-tiny-MAP-unloadable-tokenizer`: text tower measured ' \
+        'with a stand-in tokenizer' in text
+    assert '| `mmcoop-tiny-ViT-unloadable-tokenizer` |' in text
+    assert 'n/a (' in text
+    # a head that cannot be built even so: the reason is reported
+    short = measure_tower('mmcoop-tiny-MAP-unloadable-tokenizer-short',
+                          opts)
+    assert 'text' not in short['results']
+    assert short['errors']['text_stand_in'].startswith(
+        'ValueError: A prompt does not fit the text context length (8 '
+        'tokens) with n_ctx=16')
+    assert 'with a stand-in tokenizer: ValueError: A prompt does not fit' \
+        in report_towers([short], SimpleNamespace(**TINY, batch_size=32))
+    # one id per cleaned word, below the vocabulary size; end token 1
+    ids = StandInTokenizer(8, 100)(['A photo, of a Photo!', ''])
+    assert ids.shape == (2, 8)
+    assert ids[0, 5:].tolist() == [1, 0, 0]
+    assert ids[1].tolist() == [1] + [0] * 7
+    assert ids[0, 0] == ids[0, 3] and ids[0, 1] == ids[0, 4]
+    assert ((ids[0, :5] >= 2) & (ids[0, :5] < 100)).all()
+    assert len(set(ids[0, :3].tolist())) == 3

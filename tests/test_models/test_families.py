@@ -1,5 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """CLIP families beyond RN101: widths, ViT dense modes, text pooling."""
+import json
+
 import open_clip
 import pytest
 import torch
@@ -128,9 +130,116 @@ FAMILIES = {
 TIMM = ['mmcoop-tiny-MAP', 'mmcoop-tiny-MAP2', 'mmcoop-tiny-EVA02',
         'mmcoop-tiny-ConvNeXt']
 
+# The real SigLIP tokenizers: open_clip's HFTokenizer (``text_cfg.
+# hf_tokenizer_name``, ``clean: canonicalize``) over a sentencepiece vocab,
+# with no start token and an end token appended. The real ones are a
+# download, and HFTokenizer loads them with `transformers`, which cannot be
+# installed next to mmpretrain 1.2 (docs/backbones.md). Here a small one is
+# built with the `tokenizers` library and called as HFTokenizer calls it.
+SIGLIP_T5 = 'mmcoop-test-MAP-t5tok'  # SigLIP: T5 vocab, pad = eos = 1
+SIGLIP_GEMMA = 'mmcoop-test-MAP2-gemmatok'  # SigLIP2: Gemma, pad 0, eos 1
+SIGLIP_SPLIT = 'mmcoop-test-MAP-splitx'  # no '▁x' piece: 'x' splits
+HF_FAMILIES = {SIGLIP_T5: 64, SIGLIP_GEMMA: 64}
+# the words the tests write; their ids follow the special tokens in order
+WORDS = ['a', 'b', 'x', 'photo', 'of', 'dog', 'cat', 'traffic', 'light',
+         'hair', 'drier', 'picture', 'the', 'without']
+# special tokens (ids 0, 1, ...) and the padding one
+SPECIAL = {SIGLIP_T5: (['<pad>', '</s>', '<unk>'], '</s>'),
+           SIGLIP_GEMMA: (['<pad>', '<eos>', '<bos>', '<unk>'], '<pad>'),
+           SIGLIP_SPLIT: (['<pad>', '</s>', '<unk>'], '</s>')}
+# the text_cfg keys of open_clip's ViT-B-16-SigLIP.json / -SigLIP2.json
+# (which set no pad_id), with tiny widths
+SIGLIP_TEXT_CFG = dict(
+    context_length=64, width=64, heads=2, layers=2, no_causal_mask=True,
+    proj_bias=True, pool_type='last', norm_kwargs=dict(eps=1e-6),
+    tokenizer_kwargs=dict(clean='canonicalize'))
+
+
+def _hf_vocab(name):
+    """``[(piece, score)]``: special tokens, '▁word' for ``WORDS``
+    (without '▁x' for ``SIGLIP_SPLIT``), '▁', single letters."""
+    words = [w for w in WORDS if name != SIGLIP_SPLIT or w != 'x']
+    return ([(s, 0.) for s in SPECIAL[name][0]] +
+            [('▁' + w, -1.) for w in words] + [('▁', -3.)] +
+            [(c, -5.) for c in 'abcdefghijklmnopqrstuvwxyz'])
+
+
+def _save_hf_tokenizer(name, path):
+    """A SigLIP-style ``tokenizer.json``: Unigram pieces, Metaspace
+    pre-tokenizer, the end token (id 1) appended, no start token."""
+    from tokenizers import (Tokenizer, decoders, models, pre_tokenizers,
+                            processors)
+    special = SPECIAL[name][0]
+    tok = Tokenizer(models.Unigram(_hf_vocab(name), unk_id=len(special) - 1))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f'$A {special[1]}', special_tokens=[(special[1], 1)])
+    tok.save(str(path))
+
+
+class _HFStyleTokenizer:
+    """``open_clip.tokenizer.HFTokenizer.__call__`` on a ``tokenizers``
+    file: clean (``tokenizer_kwargs.clean``), encode, truncate and pad to
+    the context length. ``N`` strings -> ``(N, L)`` ids."""
+
+    def __init__(self, name):
+        from tokenizers import Tokenizer
+        from open_clip.tokenizer import get_clean_fn
+        text_cfg = open_clip.get_model_config(name)['text_cfg']
+        length = text_cfg['context_length']
+        self.clean = get_clean_fn(text_cfg['tokenizer_kwargs']['clean'])
+        self.tok = Tokenizer.from_file(
+            f"{text_cfg['hf_tokenizer_name']}/tokenizer.json")
+        pad = SPECIAL[name][1]
+        self.tok.enable_truncation(length)
+        self.tok.enable_padding(
+            pad_id=self.tok.token_to_id(pad), pad_token=pad, length=length)
+
+    def __call__(self, texts):
+        texts = [texts] if isinstance(texts, str) else texts
+        encoded = self.tok.encode_batch([self.clean(t) for t in texts])
+        return torch.tensor([e.ids for e in encoded])
+
+
+@pytest.fixture(scope='session')
+def hf_tokenizer_models(tmp_path_factory):
+    """Register the tiny SigLIP / SigLIP2-layout models (``HF_FAMILIES``,
+    ``SIGLIP_SPLIT``) whose text_cfg names a local tokenizer, and have
+    ``open_clip.get_tokenizer`` give their ``_HFStyleTokenizer``."""
+    root = tmp_path_factory.mktemp('hf_tokenizers')
+    for name in SPECIAL:
+        (root / name).mkdir()
+        _save_hf_tokenizer(name, root / name / 'tokenizer.json')
+        text_cfg = dict(SIGLIP_TEXT_CFG, vocab_size=len(_hf_vocab(name)),
+                        hf_tokenizer_name=str(root / name))
+        if name == SIGLIP_GEMMA:  # SigLIP2's text MLP
+            text_cfg['act_kwargs'] = dict(approximate='tanh')
+        cfg = dict(embed_dim=192, init_logit_bias=-10, custom_text=True,
+                   vision_cfg=dict(image_size=64,
+                                   timm_model_name='vit_tiny_patch16_224',
+                                   timm_model_pretrained=False,
+                                   timm_pool='map', timm_proj='none'),
+                   text_cfg=text_cfg)
+        (root / f'{name}.json').write_text(json.dumps(cfg))
+        open_clip.add_model_config(root / f'{name}.json')
+    get_tokenizer = open_clip.get_tokenizer
+    patch = pytest.MonkeyPatch()
+    patch.setattr(
+        open_clip, 'get_tokenizer', lambda name, *args, **kwargs:
+        _HFStyleTokenizer(name) if name in SPECIAL else get_tokenizer(
+            name, *args, **kwargs))
+    yield root
+    patch.undo()
+
+
+FAMILIES.update(HF_FAMILIES)
+# bidirectional text towers pooled at the last position (truncation off)
+SIGLIP_TEXT = ('mmcoop-tiny-MAP', 'mmcoop-tiny-MAP2', *HF_FAMILIES)
+
 
 @pytest.fixture(scope='module')
-def family():
+def family(request):
     """name -> (FrozenCLIP, FrozenCLIPTextEncoder, the plain open_clip
     model at the same input size), built once."""
     built = {}
@@ -138,6 +247,8 @@ def family():
     def get(name):
         if name not in built:
             size = FAMILIES[name]
+            if name in HF_FAMILIES:
+                request.getfixturevalue('hf_tokenizer_models')
             clip = _clip(name)
             trunk = getattr(clip.visual, 'trunk', None)
             if hasattr(trunk, 'set_input_size'):  # timm's public API
@@ -223,7 +334,7 @@ def test_truncation_exact_where_enabled_off_where_not(name, family):
     causal_eot = enc.attn_mask is not None and enc.pool_type in ('argmax',
                                                                  'eos')
     assert enc.truncate == causal_eot
-    assert causal_eot == (name not in ('mmcoop-tiny-MAP', 'mmcoop-tiny-MAP2'))
+    assert causal_eot == (name not in SIGLIP_TEXT)
     full = FrozenCLIPTextEncoder(name, truncate=False)
     with torch.no_grad():
         reference = full(embeds, tokens)
@@ -424,3 +535,53 @@ def test_convnext_has_no_value_mode():
     with pytest.raises(ValueError, match="dense_mode='value'.*timm_convnext"):
         FrozenCLIP('mmcoop-tiny-ConvNeXt', input_resolution=64,
                    dense_mode='value')
+
+
+def _ids(name, *words):
+    """Ids of '\u2581word' pieces in ``_hf_vocab(name)`` (no split)."""
+    return [len(SPECIAL[name][0]) + WORDS.index(w) for w in words]
+
+
+@pytest.mark.parametrize('name', list(HF_FAMILIES))
+def test_siglip_tokenizer_context_lands_on_the_placeholders(name, family):
+    """SigLIP-style tokens (no start token, lower-cased, punctuation
+    dropped, end token 1, padding 1 (T5) or 0 (Gemma)): the context starts
+    at 0 and replaces exactly the 'x' placeholders."""
+    from mmcoop.models.prompt_learners import PromptLearner
+    _, enc, _ = family(name)
+    pad = 1 if name == SIGLIP_T5 else 0
+    assert (enc.text_start, enc.pad_id, enc.truncate) == (0, pad, False)
+    learner = PromptLearner(NAMES, enc, n_ctx=3)
+    x = _ids(name, 'x') * 3
+    rows = [x + _ids(name, 'cat') + [1],
+            x + _ids(name, 'traffic', 'light') + [1],
+            x + _ids(name, 'hair', 'drier') + [1]]
+    expected = torch.tensor([r + [pad] * (64 - len(r)) for r in rows])
+    assert torch.equal(learner.tokens, expected)
+    assert enc.end_positions(learner.tokens).tolist() == [4, 5, 5]
+    embeds = enc.embed_tokens(learner.tokens)
+    prompts = learner(embeds)
+    torch.testing.assert_close(prompts[:, :3], learner.ctx, rtol=0, atol=0)
+    torch.testing.assert_close(prompts[:, 3:], embeds[:, 3:], rtol=0, atol=0)
+    # 3 placeholders + 59 words + the end token fill positions 0..62; one
+    # word more puts the end token on the last position (it may have cut)
+    PromptLearner([' '.join(['cat'] * 59)], enc, n_ctx=3)
+    with pytest.raises(ValueError, match='does not fit'):
+        PromptLearner([' '.join(['cat'] * 60)], enc, n_ctx=3)
+
+
+def test_placeholder_split_by_the_tokenizer_is_an_error(hf_tokenizer_models):
+    """Without a '\u2581x' piece each 'X' is two tokens: the context would
+    cover 'x x' and part of the third, not the placeholders."""
+    from mmcoop.models.prompt_learners import PromptLearner
+    enc = FrozenCLIPTextEncoder(SIGLIP_SPLIT)
+    space, letter = len(_hf_vocab(SIGLIP_SPLIT)) - 27, len(
+        _hf_vocab(SIGLIP_SPLIT)) - 3  # '\u2581' and 'x'
+    assert enc.tokenize(['X X X'])[0, :7].tolist() == [space, letter] * 3 + [1]
+    with pytest.raises(ValueError,
+                       match=r"mmcoop-test-MAP-splitx: the prompt prefix "
+                       r"'X X X' does not tokenize to n_ctx=3 tokens at "
+                       r"positions 0\.\.2 .*class 'cat'.*`ctx_init`"):
+        PromptLearner(NAMES, enc, n_ctx=3)
+    learner = PromptLearner(NAMES, enc, ctx_init='a photo of a')
+    assert learner.n_ctx == 4 and learner.start == 0

@@ -469,7 +469,6 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
             text, 'pool_type')
         self.eos_id = getattr(text, 'text_eos_id', getattr(text, 'eos_id',
                                                            None))
-        self.pad_id = getattr(text, 'pad_id', 0)
         del clip, text
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.context_length = self.positional_embedding.shape[0]
@@ -488,6 +487,14 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         first, second = self.tokenize(['a', 'b'])
         #: special tokens before the text (1 for CLIP's start token)
         self.text_start = int((first != second).int().argmax())
+        # padding and end token from the tokenizer, not the tower config
+        # (SigLIP's configs leave pad_id at 0; its T5 vocabulary pads with
+        # its end token, 1; Gemma's (SigLIP2) pads with 0)
+        empty = self.tokenize([''])[0]
+        #: token id after the text's end (the last position is always one)
+        self.pad_id = int(empty[-1])
+        #: whether the end token is the padding token (T5 vocabulary)
+        self.end_is_pad = bool(empty[self.text_start] == self.pad_id)
         self._freeze(save_frozen)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -501,15 +508,19 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         return self.token_embedding(tokens.to(weight.device))
 
     def end_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Index of the last token of each prompt's text, ``(N,)``: the
+        """Index of the end token of each prompt, ``(N,)``: the
         end-of-text token for ``eos`` / ``argmax`` pooling, else the last
-        non-padding token."""
+        non-padding token, or the position after it when the end token is
+        the padding token (SigLIP's T5 vocabulary)."""
         if self.pool_type == 'eos':
             return (tokens == self.eos_id).int().argmax(dim=-1)
         if self.pool_type == 'argmax':
             return tokens.argmax(dim=-1)
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        return ((tokens != self.pad_id) * positions).argmax(dim=-1)
+        last = ((tokens != self.pad_id) * positions).argmax(dim=-1)
+        if self.end_is_pad:
+            last = (last + 1).clamp(max=tokens.shape[1] - 1)
+        return last
 
     def forward(self, prompts: torch.Tensor,
                 tokens: torch.Tensor) -> torch.Tensor:

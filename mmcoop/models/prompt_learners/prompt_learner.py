@@ -91,6 +91,8 @@ class PromptLearner(BaseModule):
                 'A prompt does not fit the text context length '
                 f'({tokens.shape[1]} tokens) with n_ctx={n_ctx}; shorten the '
                 'class names or reduce n_ctx.')
+        _check_context_positions(text_encoder, tokens, classnames, prefix,
+                                 start, n_ctx)
         self.register_buffer('tokens', tokens, persistent=False)
 
     def forward(self,
@@ -112,3 +114,28 @@ class PromptLearner(BaseModule):
         start, end = self.start, self.start + self.n_ctx
         return torch.cat(
             [token_embeds[:, :start], ctx, token_embeds[:, end:]], dim=1)
+
+
+def _check_context_positions(text_encoder: nn.Module, tokens: torch.Tensor,
+                             classnames: Sequence[str], prefix: str,
+                             start: int, n_ctx: int) -> None:
+    """The prefix must be exactly ``n_ctx`` tokens at ``start .. start +
+    n_ctx - 1``, followed by the class-name tokens as the class name alone
+    tokenizes: ``tokens[:, start + n_ctx:]`` (``(C, L - start - n_ctx)``)
+    equals ``tokenize('{name}.')[:, start:L - n_ctx]``. A tokenizer that
+    splits or merges the prefix words would otherwise have the context
+    spliced over other tokens, silently."""
+    alone = text_encoder.tokenize([f'{name}.' for name in classnames])
+    length = tokens.shape[1]
+    same = (tokens[:, start + n_ctx:] == alone[:, start:length - n_ctx]).all(
+        dim=1)
+    if bool(same.all()):
+        return
+    name = classnames[int((~same).int().argmax())]
+    raise ValueError(
+        f'{getattr(text_encoder, "model_name", "the text encoder")}: the '
+        f'prompt prefix {prefix!r} does not tokenize to n_ctx={n_ctx} tokens '
+        f'at positions {start}..{start + n_ctx - 1} followed by the tokens of '
+        f'the class name (class {name!r}), so the learned context would '
+        "replace other tokens. Set the prompt learner's `ctx_init` to words "
+        "this tokenizer keeps one token each (e.g. 'a photo of a').")
