@@ -11,7 +11,8 @@ depend on them):
   image at ``--resolution`` (what the feature cache runs once per image and
   view, and every step runs per image without it);
 - ``text``: the text work of one PositiveCoOp training step: the learned
-  prompts of C classes (``--num-classes``, first value; n_ctx 16, truncated
+  prompts of C classes (``--num-classes``, first value; n_ctx 16, or the
+  family config's ``_n_ctx`` where its text context is shorter; truncated
   where exact) through the frozen text encoder, forward and backward (the
   gradient reaches the prompt context).
 
@@ -49,11 +50,12 @@ __all__ = [
 ]
 
 
-def family_models(root: Optional[str] = None) -> Dict[str, str]:
-    """``{family: open_clip model name}``: the paper's RN101 (its model
+def _family_bases(root: Optional[str] = None) -> Dict[str, dict]:
+    """``{family: dict(model_name, n_ctx)}``: the paper's RN101 (its model
     config) and every family base config of ``root`` (default: the
     shipped ``configs/_base_/models/clip_families``, in the repository or
-    the install)."""
+    the install); ``n_ctx`` is the family's ``_n_ctx`` where its text
+    context needs fewer learned tokens than the paper's."""
     from mmengine.config import Config
 
     from mmcoop.apis.model_zoo import model_index_root
@@ -61,18 +63,29 @@ def family_models(root: Optional[str] = None) -> Dict[str, str]:
                             'models', 'clip_families')
     paper = Config.fromfile(osp.join(osp.dirname(root),
                                      'positivecoop_clip-rn101.py'))
-    out = {'rn101_openai': paper.model.backbone.model_name}
+    n_ctx = paper.model.head.n_ctx
+    out = {
+        'rn101_openai':
+        dict(model_name=paper.model.backbone.model_name, n_ctx=n_ctx)
+    }
     for path in sorted(glob.glob(osp.join(root, '*.py'))):
         cfg = Config.fromfile(path)
-        out[osp.splitext(osp.basename(path))[0]] = \
-            cfg['_clip_model']['model_name']
+        out[osp.splitext(osp.basename(path))[0]] = dict(
+            model_name=cfg['_clip_model']['model_name'],
+            n_ctx=cfg.get('_n_ctx', n_ctx))
     return out
 
 
-def measure_tower(model_name: str, opts) -> dict:
+def family_models(root: Optional[str] = None) -> Dict[str, str]:
+    """``{family: open_clip model name}`` of :func:`_family_bases`."""
+    return {f: b['model_name'] for f, b in _family_bases(root).items()}
+
+
+def measure_tower(model_name: str, opts, n_ctx: int = 16) -> dict:
     """Parameters, time, peak memory and FLOPs of one family's towers (see
-    the module docstring). A tower that cannot be built here (e.g. a
-    tokenizer that needs a download) is reported with the reason."""
+    the module docstring; the text work with ``n_ctx`` learned context
+    tokens). A tower that cannot be built here (e.g. a tokenizer that needs
+    a download) is reported with the reason."""
     from mmcoop.registry import MODELS
     from mmcoop.utils import register_all_modules
     register_all_modules()
@@ -80,7 +93,7 @@ def measure_tower(model_name: str, opts) -> dict:
     res = opts.resolution
     num_classes = opts.num_classes[0]
     out = dict(model_name=model_name, resolution=res, classes=num_classes,
-               results={}, errors={})
+               n_ctx=n_ctx, results={}, errors={})
     configs = {}
     backbone = MODELS.build(
         dict(type='FrozenCLIP', model_name=model_name, pretrained=None,
@@ -101,7 +114,7 @@ def measure_tower(model_name: str, opts) -> dict:
             pretrained=None, truncate=True, **autocast_kwargs(opts))
         return MODELS.build(
             dict(type='PositiveCoOpHead', classnames=classnames(num_classes),
-                 text_encoder=text_encoder)).to(device)
+                 n_ctx=n_ctx, text_encoder=text_encoder)).to(device)
 
     try:
         head = build_head()
@@ -115,6 +128,7 @@ def measure_tower(model_name: str, opts) -> dict:
     if head is not None:
         out['text_params'] = sum(
             p.numel() for p in head.text_encoder.parameters())
+        out['text_context'] = head.text_encoder.context_length
 
         def text():
             neg, pos = head.class_features()
@@ -170,11 +184,13 @@ def _with_stand_in_tokenizer(model_name: str, build_head):
 def measure_towers(opts) -> List[dict]:
     """:func:`measure_tower` for ``opts.tower_models`` (default: every
     family config, in :func:`family_models` order), each in this
-    process."""
-    names = opts.tower_models or list(family_models().values())
+    process, with the family's ``n_ctx``."""
+    bases = _family_bases().values()
+    n_ctx = {b['model_name']: b['n_ctx'] for b in bases}
+    names = opts.tower_models or [b['model_name'] for b in bases]
     out = []
     for name in names:
-        out.append(measure_tower(name, opts))
+        out.append(measure_tower(name, opts, n_ctx.get(name, 16)))
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return out
@@ -238,13 +254,20 @@ def report_towers(rows: List[dict], opts) -> str:
             f'{text_cols} {"-" if hours is None else f"{hours:.2f}"} |')
     lines += [
         '', 'Image: one image, dense features, no grad. Text: the learned '
-        'prompts of all C classes (PositiveCoOp, n_ctx 16, truncated where '
+        'prompts of all C classes (PositiveCoOp, n_ctx 16 unless noted, '
+        'truncated where '
         'exact), forward + backward to the context. The GPU-hours are '
         'compute only, from the counted FLOPs: extraction of the 82,081 + '
         '40,137 images once, then 50 epochs of text work at batch '
         f'{getattr(opts, "batch_size", 32)}; no data loading, no head.'
     ]
     for r in rows:
+        if r.get('n_ctx', 16) != 16 and 'text' in r['results']:
+            lines += [
+                '', f'`{r["model_name"]}`: n_ctx {r["n_ctx"]}, its family '
+                'configs\' (the text context is '
+                f'{r.get("text_context", "shorter")} tokens).'
+            ]
         if r.get('text_tokenizer') == 'stand-in':
             lines += [
                 '', f'\\* `{r["model_name"]}`: text tower measured with a '

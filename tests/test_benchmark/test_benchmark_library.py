@@ -282,6 +282,19 @@ def test_towers_mode_measures_each_family_tower():
     assert len(families) == 19
     assert families['rn101_openai'] == 'RN101-quickgelu'
     assert families['vit-l-14-336_openai'] == 'ViT-L-14-336-quickgelu'
+    # the text work uses the family configs' n_ctx (SigLIP So400m: a
+    # 16-token context, 8 learned tokens)
+    from mmcoop.benchmark.towers import _family_bases
+    n_ctx = {f: b['n_ctx'] for f, b in _family_bases().items()}
+    assert n_ctx.pop('vit-so400m-14-siglip_webli') == 8
+    assert set(n_ctx.values()) == {16}
+    short = measure_tower(
+        'mmcoop-tiny-ViT',
+        SimpleNamespace(**TINY, resolution=64, num_classes=[4], iters=1,
+                        warmup=0), n_ctx=4)
+    assert short['n_ctx'] == 4
+    assert 'n_ctx 4' in report_towers([short],
+                                      SimpleNamespace(**TINY, batch_size=32))
     rows = []
     for c in (4, 8):
         opts = SimpleNamespace(**TINY, resolution=64, num_classes=[c],

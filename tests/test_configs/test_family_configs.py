@@ -13,6 +13,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmcoop.models  # noqa: F401
+from mmcoop.datasets.categories import (COCO2014_CATEGORIES,
+                                        VOC2007_CATEGORIES)
 from mmcoop.models.backbones import register_mmcoop_clip_configs
 from mmcoop.models.data_preprocessors import CLIP_MEAN
 from mmcoop.registry import MODELS
@@ -55,6 +57,17 @@ def test_family_config_facts(path):
     arch = open_clip.get_model_config(name)
     if head.type == 'BaselineHead':
         assert head.in_channels == arch['embed_dim']
+    if head.type in ('PositiveCoOpHead', 'NegativeCoOpHead', 'DualCoOpHead'):
+        # the learned context, the tokenizer's start token (none for the
+        # SigLIP tokenizers), the longest class name (one token per word
+        # at least) and the end token fit the text context
+        text_cfg = arch['text_cfg']
+        start = 0 if text_cfg.get('hf_tokenizer_name') else 1
+        words = max(
+            len(c.replace('_', ' ').split())
+            for c in COCO2014_CATEGORIES + VOC2007_CATEGORIES)
+        assert head.n_ctx + start + words + 1 < text_cfg.get(
+            'context_length', 77), (name, head.n_ctx)
     vision = arch['vision_cfg']
     patch = vision.get('patch_size') or 32  # ResNets / ConvNeXt: stride 32
     if 'timm_model_name' in vision:

@@ -585,3 +585,28 @@ def test_placeholder_split_by_the_tokenizer_is_an_error(hf_tokenizer_models):
         PromptLearner(NAMES, enc, n_ctx=3)
     learner = PromptLearner(NAMES, enc, ctx_init='a photo of a')
     assert learner.n_ctx == 4 and learner.start == 0
+
+
+def test_hf_style_tokenizer_is_open_clips_hftokenizer(hf_tokenizer_models):
+    """The tests' ``_HFStyleTokenizer`` gives the ids of open_clip's own
+    ``HFTokenizer`` (through ``transformers``) on the same tokenizer file:
+    cleaning, end token, truncation and padding. transformers is not a test
+    dependency (setup.cfg, ``siglip`` extra), so this runs where one is
+    installed."""
+    pytest.importorskip('transformers')
+    from open_clip.tokenizer import HFTokenizer
+    from transformers import PreTrainedTokenizerFast
+    texts = ['X X X dog.', 'A photo of a Traffic-Light!', 'hair drier', '',
+             'x ' * 80]
+    for name in HF_FAMILIES:
+        special, pad = SPECIAL[name]
+        folder = hf_tokenizer_models / name / 'transformers'
+        PreTrainedTokenizerFast(
+            tokenizer_file=str(hf_tokenizer_models / name / 'tokenizer.json'),
+            pad_token=pad, eos_token=special[1],
+            unk_token=special[-1]).save_pretrained(str(folder))
+        text_cfg = open_clip.get_model_config(name)['text_cfg']
+        real = HFTokenizer(str(folder), text_cfg['context_length'],
+                           **text_cfg['tokenizer_kwargs'])
+        ours = _HFStyleTokenizer(name)
+        assert torch.equal(real(texts), ours(texts)), name

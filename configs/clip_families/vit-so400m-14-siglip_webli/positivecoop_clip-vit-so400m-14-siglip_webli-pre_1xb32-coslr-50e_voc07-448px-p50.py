@@ -10,4 +10,5 @@ _base_ = [
 model = dict(
     data_preprocessor={{_base_._clip_data_preprocessor}},
     backbone={{_base_._clip_model}},
-    head=dict(text_encoder={{_base_._clip_model}}))
+    head=dict(
+        n_ctx={{_base_._n_ctx}}, text_encoder={{_base_._clip_model}}))

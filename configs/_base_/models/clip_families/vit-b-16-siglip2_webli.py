@@ -6,6 +6,7 @@ _clip_model = dict(model_name='ViT-B-16-SigLIP2', pretrained='webli')
 _clip_embed_dim = 768
 # SigLIP normalises images with mean = std = 0.5 (x 255), not
 # CLIP's statistics (open_clip's pretrained config of the tag);
-# its tokenizer needs `transformers`, with which mmpretrain 1.2 may fail to
-# import (docs/backbones.md, "Tested tokenizers").
+# its tokenizer needs `pip install -e .[siglip]` (a transformers that
+# mmpretrain 1.2 imports with; docs/backbones.md, "Installing the SigLIP
+# tokenizers").
 _clip_data_preprocessor = dict(mean=[127.5] * 3, std=[127.5] * 3)

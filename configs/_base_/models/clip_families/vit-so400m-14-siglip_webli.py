@@ -6,6 +6,11 @@ _clip_model = dict(model_name='ViT-SO400M-14-SigLIP', pretrained='webli')
 _clip_embed_dim = 1152
 # SigLIP normalises images with mean = std = 0.5 (x 255), not
 # CLIP's statistics (open_clip's pretrained config of the tag);
-# its tokenizer needs `transformers`, with which mmpretrain 1.2 may fail to
-# import (docs/backbones.md, "Tested tokenizers").
+# its tokenizer needs `pip install -e .[siglip]` (a transformers that
+# mmpretrain 1.2 imports with; docs/backbones.md, "Installing the SigLIP
+# tokenizers").
 _clip_data_preprocessor = dict(mean=[127.5] * 3, std=[127.5] * 3)
+# Its text context is 16 tokens (open_clip's config; no start token): the
+# prompt heads learn 8 context tokens instead of the paper's 16, which
+# leaves 7 for the class name and the end token.
+_n_ctx = 8
