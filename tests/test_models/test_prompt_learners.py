@@ -1,5 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """PromptLearner: token layout, CSC vs shared contexts, initialisation."""
+import re
+
 import pytest
 import torch
 from _official_reference import TINY_RN
@@ -133,6 +135,18 @@ def test_buffers_not_saved(text_encoder):
 def test_prompt_too_long(text_encoder):
     with pytest.raises(ValueError, match='does not fit the text context'):
         PromptLearner([' '.join(['word'] * 70)], text_encoder, n_ctx=16)
+
+
+@pytest.mark.parametrize('n_ctx', [0, -2, 2.0, True, None])
+def test_bad_n_ctx_is_refused(text_encoder, n_ctx):
+    """No learned context (or a negative, float, bool count) stops the
+    build naming the field and the fix; ``ctx_init`` sets the count."""
+    with pytest.raises(ValueError, match=r'n_ctx must be a positive int.*'
+                       r'got ' + re.escape(repr(n_ctx)) + r'.*ctx_init'):
+        PromptLearner(['dog', 'cat'], text_encoder, n_ctx=n_ctx)
+    learner = PromptLearner(['dog', 'cat'], text_encoder, n_ctx=n_ctx,
+                            ctx_init='a photo of a')
+    assert learner.n_ctx == 4
 
 
 def test_token_embeddings_follow_the_loaded_weights(text_encoder):

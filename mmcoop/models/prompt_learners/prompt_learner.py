@@ -49,6 +49,13 @@ class PromptLearner(BaseModule):
                  init_std: float = 0.02,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        if not ctx_init and (isinstance(n_ctx, bool) or not isinstance(
+                n_ctx, int) or n_ctx < 1):
+            raise ValueError(
+                f'n_ctx must be a positive int (the number of learned '
+                f'context tokens), got {n_ctx!r}. Fix: set the head\'s '
+                "`n_ctx` (16 in the paper) or `ctx_init` (e.g. 'a photo of "
+                "a').")
         classnames = [name.replace('_', ' ') for name in classnames]
         num_classes = len(classnames)
         width = text_encoder.width
