@@ -55,7 +55,7 @@ def _family_bases(root: Optional[str] = None) -> Dict[str, dict]:
     config) and every family base config of ``root`` (default: the
     shipped ``configs/_base_/models/clip_families``, in the repository or
     the install); ``n_ctx`` is the family's ``_n_ctx`` where its text
-    context needs fewer learned tokens than the paper's."""
+    context needs fewer learned tokens than the paper's, else None."""
     from mmengine.config import Config
 
     from mmcoop.apis.model_zoo import model_index_root
@@ -63,16 +63,15 @@ def _family_bases(root: Optional[str] = None) -> Dict[str, dict]:
                             'models', 'clip_families')
     paper = Config.fromfile(osp.join(osp.dirname(root),
                                      'positivecoop_clip-rn101.py'))
-    n_ctx = paper.model.head.n_ctx
     out = {
         'rn101_openai':
-        dict(model_name=paper.model.backbone.model_name, n_ctx=n_ctx)
+        dict(model_name=paper.model.backbone.model_name, n_ctx=None)
     }
     for path in sorted(glob.glob(osp.join(root, '*.py'))):
         cfg = Config.fromfile(path)
         out[osp.splitext(osp.basename(path))[0]] = dict(
             model_name=cfg['_clip_model']['model_name'],
-            n_ctx=cfg.get('_n_ctx', n_ctx))
+            n_ctx=cfg.get('_n_ctx'))
     return out
 
 
@@ -81,11 +80,13 @@ def family_models(root: Optional[str] = None) -> Dict[str, str]:
     return {f: b['model_name'] for f, b in _family_bases(root).items()}
 
 
-def measure_tower(model_name: str, opts, n_ctx: int = 16) -> dict:
+def measure_tower(model_name: str, opts,
+                  n_ctx: Optional[int] = None) -> dict:
     """Parameters, time, peak memory and FLOPs of one family's towers (see
     the module docstring; the text work with ``n_ctx`` learned context
-    tokens). A tower that cannot be built here (e.g. a tokenizer that needs
-    a download) is reported with the reason."""
+    tokens, None: the head's default, the paper's 16). A tower that cannot
+    be built here (e.g. a tokenizer that needs a download) is reported
+    with the reason."""
     from mmcoop.registry import MODELS
     from mmcoop.utils import register_all_modules
     register_all_modules()
@@ -112,9 +113,10 @@ def measure_tower(model_name: str, opts, n_ctx: int = 16) -> dict:
         text_encoder = dict(
             type='FrozenCLIPTextEncoder', model_name=model_name,
             pretrained=None, truncate=True, **autocast_kwargs(opts))
+        prompt = {} if n_ctx is None else dict(n_ctx=n_ctx)
         return MODELS.build(
             dict(type='PositiveCoOpHead', classnames=classnames(num_classes),
-                 n_ctx=n_ctx, text_encoder=text_encoder)).to(device)
+                 text_encoder=text_encoder, **prompt)).to(device)
 
     try:
         head = build_head()
@@ -190,7 +192,7 @@ def measure_towers(opts) -> List[dict]:
     names = opts.tower_models or [b['model_name'] for b in bases]
     out = []
     for name in names:
-        out.append(measure_tower(name, opts, n_ctx.get(name, 16)))
+        out.append(measure_tower(name, opts, n_ctx.get(name)))
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return out
@@ -262,7 +264,7 @@ def report_towers(rows: List[dict], opts) -> str:
         f'{getattr(opts, "batch_size", 32)}; no data loading, no head.'
     ]
     for r in rows:
-        if r.get('n_ctx', 16) != 16 and 'text' in r['results']:
+        if r.get('n_ctx') is not None and 'text' in r['results']:
             lines += [
                 '', f'`{r["model_name"]}`: n_ctx {r["n_ctx"]}, its family '
                 'configs\' (the text context is '

@@ -9,6 +9,17 @@ from mmcoop.datasets.transforms.image_kind import require_array
 from mmcoop.registry import TRANSFORMS
 
 
+def check_cutout_factor(owner: str, factor) -> float:
+    """``factor`` if it is a number in (0, 1] (CutoutPIL's side as a
+    fraction of the image side), else a ``ValueError`` naming ``owner``."""
+    if isinstance(factor, bool) or not isinstance(
+            factor, (int, float)) or not 0 < factor <= 1:
+        raise ValueError(f'{owner}: cutout_factor must be in (0, 1] (the '
+                         f'side as a fraction of the image side), got '
+                         f'{factor!r}.')
+    return factor
+
+
 @TRANSFORMS.register_module()
 class RandomCutout(BaseTransform):
     """Paint one random rectangle of a fraction of the image size.
@@ -48,9 +59,7 @@ class RandomCutout(BaseTransform):
                  cutout_factor: float = 0.5,
                  prob: float = 1.0,
                  pad_val: Optional[Union[int, Sequence[int]]] = None):
-        if not 0 < cutout_factor <= 1:
-            raise ValueError(
-                f'cutout_factor must be in (0, 1], got {cutout_factor}.')
+        check_cutout_factor('RandomCutout', cutout_factor)
         if not 0 <= prob <= 1:
             raise ValueError(f'prob must be in [0, 1], got {prob}.')
         self.cutout_factor = cutout_factor

@@ -42,6 +42,7 @@ from mmcv.transforms import BaseTransform
 from mmengine import fileio
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+from mmcoop.datasets.transforms.cutout import check_cutout_factor
 from mmcoop.datasets.transforms.image_kind import require_tensor
 from mmcoop.registry import TRANSFORMS
 
@@ -594,15 +595,6 @@ def _check_scale(owner: str, scale) -> Tuple[int, int]:
     return tuple(pair)
 
 
-def _check_cutout_factor(owner: str, factor) -> float:
-    if isinstance(factor, bool) or not isinstance(
-            factor, (int, float)) or not 0 < factor <= 1:
-        raise ValueError(f'{owner}: cutout_factor must be in (0, 1] (the '
-                         f'side as a fraction of the image side), got '
-                         f'{factor!r}.')
-    return factor
-
-
 def _as_rgb_batch(bgr: torch.Tensor) -> torch.Tensor:
     return bgr.flip(0)[None]
 
@@ -700,8 +692,8 @@ class LoadImageBytes(BaseTransform):
                  backend_args: Optional[dict] = None):
         self.scale = _check_scale('LoadImageBytes', scale)
         self.augment = augment
-        self.cutout_factor = _check_cutout_factor('LoadImageBytes',
-                                                  cutout_factor)
+        self.cutout_factor = check_cutout_factor('LoadImageBytes',
+                                                 cutout_factor)
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
@@ -746,8 +738,8 @@ class TensorCutout(BaseTransform):
     """
 
     def __init__(self, cutout_factor: float = 0.5):
-        self.cutout_factor = _check_cutout_factor('TensorCutout',
-                                                  cutout_factor)
+        self.cutout_factor = check_cutout_factor('TensorCutout',
+                                                 cutout_factor)
 
     def transform(self, results: dict) -> dict:
         img = require_tensor('TensorCutout', results)
