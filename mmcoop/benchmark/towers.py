@@ -33,7 +33,6 @@ import math
 import os.path as osp
 import zlib
 from typing import Dict, List, Optional, Sequence
-from unittest import mock
 
 import open_clip
 import torch
@@ -109,10 +108,11 @@ def measure_tower(model_name: str, opts,
     configs['image'] = (lambda: None, image)
     head = None
 
-    def build_head():
+    def build_head(tokenizer=None):
         text_encoder = dict(
             type='FrozenCLIPTextEncoder', model_name=model_name,
-            pretrained=None, truncate=True, **autocast_kwargs(opts))
+            pretrained=None, truncate=True, tokenizer=tokenizer,
+            **autocast_kwargs(opts))
         prompt = {} if n_ctx is None else dict(n_ctx=n_ctx)
         return MODELS.build(
             dict(type='PositiveCoOpHead', classnames=classnames(num_classes),
@@ -166,8 +166,8 @@ class StandInTokenizer:
 
 
 def _with_stand_in_tokenizer(model_name: str, build_head):
-    """``build_head()`` with a :class:`StandInTokenizer` of the model's
-    context length and vocabulary size as its tokenizer -> ``(head, None)``
+    """``build_head(tokenizer)`` with a :class:`StandInTokenizer` of the
+    model's context length and vocabulary size -> ``(head, None)``
     if its text encoder runs the full context (no truncation); ``(None,
     None)`` if it truncates (its cost would depend on where the tokens
     end); ``(None, reason)`` if the head cannot be built even so."""
@@ -175,9 +175,7 @@ def _with_stand_in_tokenizer(model_name: str, build_head):
     stand_in = StandInTokenizer(
         text_cfg.get('context_length', 77), text_cfg.get('vocab_size', 49408))
     try:
-        with mock.patch.object(open_clip, 'get_tokenizer',
-                               lambda *args, **kwargs: stand_in):
-            head = build_head()
+        head = build_head(stand_in)
     except Exception as e:  # noqa: BLE001
         return None, f'{type(e).__name__}: {e}'.splitlines()[0]
     return (None, None) if head.text_encoder.truncate else (head, None)

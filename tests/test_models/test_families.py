@@ -1,6 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """CLIP families beyond RN101: widths, ViT dense modes, text pooling."""
 import json
+import sys
 
 import open_clip
 import pytest
@@ -179,22 +180,27 @@ def _save_hf_tokenizer(name, path):
 
 
 class _HFStyleTokenizer:
-    """``open_clip.tokenizer.HFTokenizer.__call__`` on a ``tokenizers``
-    file: clean (``tokenizer_kwargs.clean``), encode, truncate and pad to
-    the context length. ``N`` strings -> ``(N, L)`` ids."""
+    """``open_clip.tokenizer.HFTokenizer.__call__`` on the ``tokenizers``
+    file of a folder: clean, encode, truncate and pad to the context
+    length. ``N`` strings -> ``(N, L)`` ids."""
 
-    def __init__(self, name):
+    def __init__(self, folder, context_length, clean, pad):
         from tokenizers import Tokenizer
         from open_clip.tokenizer import get_clean_fn
-        text_cfg = open_clip.get_model_config(name)['text_cfg']
-        length = text_cfg['context_length']
-        self.clean = get_clean_fn(text_cfg['tokenizer_kwargs']['clean'])
-        self.tok = Tokenizer.from_file(
-            f"{text_cfg['hf_tokenizer_name']}/tokenizer.json")
-        pad = SPECIAL[name][1]
-        self.tok.enable_truncation(length)
+        self.clean = get_clean_fn(clean)
+        self.tok = Tokenizer.from_file(f'{folder}/tokenizer.json')
+        self.tok.enable_truncation(context_length)
         self.tok.enable_padding(
-            pad_id=self.tok.token_to_id(pad), pad_token=pad, length=length)
+            pad_id=self.tok.token_to_id(pad), pad_token=pad,
+            length=context_length)
+
+    @classmethod
+    def of(cls, name):
+        """The tokenizer the model config ``name`` names, as open_clip's
+        ``get_tokenizer`` builds it."""
+        text_cfg = open_clip.get_model_config(name)['text_cfg']
+        return cls(text_cfg['hf_tokenizer_name'], text_cfg['context_length'],
+                   text_cfg['tokenizer_kwargs']['clean'], SPECIAL[name][1])
 
     def __call__(self, texts):
         texts = [texts] if isinstance(texts, str) else texts
@@ -227,7 +233,7 @@ def hf_tokenizer_models(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setattr(
         open_clip, 'get_tokenizer', lambda name, *args, **kwargs:
-        _HFStyleTokenizer(name) if name in SPECIAL else get_tokenizer(
+        _HFStyleTokenizer.of(name) if name in SPECIAL else get_tokenizer(
             name, *args, **kwargs))
     yield root
     patch.undo()
@@ -608,5 +614,110 @@ def test_hf_style_tokenizer_is_open_clips_hftokenizer(hf_tokenizer_models):
         text_cfg = open_clip.get_model_config(name)['text_cfg']
         real = HFTokenizer(str(folder), text_cfg['context_length'],
                            **text_cfg['tokenizer_kwargs'])
-        ours = _HFStyleTokenizer(name)
+        ours = _HFStyleTokenizer.of(name)
         assert torch.equal(real(texts), ours(texts)), name
+
+
+def test_tokenizer_from_a_local_folder(family, hf_tokenizer_models, tmp_path,
+                                       monkeypatch):
+    """``tokenizer`` = the folder of a downloaded Hugging Face tokenizer
+    (SigLIP on a machine without the hub): loaded from that folder as
+    open_clip loads the model's own (``HFTokenizer`` with the config's
+    context length and cleaning); the text path equals ``encode_text``.
+    ``HFTokenizer`` is the tests' ``tokenizers`` version (open_clip's needs
+    transformers, see above)."""
+    import shutil
+
+    import open_clip.tokenizer as open_clip_tokenizer
+    _, own, clip = family(SIGLIP_T5)
+    folder = tmp_path / 'downloaded' / 'ViT-B-16-SigLIP'
+    shutil.copytree(hf_tokenizer_models / SIGLIP_T5, folder)
+    calls = []
+
+    def hf_tokenizer(source, context_length, tokenizer_mode=None,
+                     clean='whitespace'):
+        calls.append((source, context_length, tokenizer_mode, clean))
+        return _HFStyleTokenizer(source, context_length, clean,
+                                 SPECIAL[SIGLIP_T5][1])
+
+    monkeypatch.setattr(open_clip_tokenizer, 'HFTokenizer', hf_tokenizer)
+    enc = FrozenCLIPTextEncoder(SIGLIP_T5, tokenizer=str(folder))
+    assert calls == [(str(folder), 64, None, 'canonicalize')]
+    texts = ['a photo of a cat.', 'A picture of the Traffic-Light', '']
+    assert torch.equal(enc.tokenize(texts), own.tokenize(texts))
+    assert (enc.text_start, enc.pad_id, enc.end_is_pad) == (0, 1, True)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.encode_texts(texts),
+                                   clip.encode_text(own.tokenize(texts)))
+
+
+def test_tokenizer_callable_is_used_as_is(family):
+    """A callable ``tokenizer`` replaces open_clip's (no patching)."""
+    _, own, clip = family(WIDE)
+    seen = []
+
+    def tokenizer(texts):
+        seen.append(list(texts))
+        return own.tokenize(texts)
+
+    enc = FrozenCLIPTextEncoder(WIDE, tokenizer=tokenizer)
+    assert enc.tokenizer is tokenizer and seen
+    with torch.no_grad():
+        torch.testing.assert_close(
+            enc.encode_texts(['a photo of a dog.']),
+            clip.encode_text(own.tokenize(['a photo of a dog.'])))
+    assert seen[-1] == ['a photo of a dog.']
+
+
+@pytest.mark.parametrize('tokenizer, error, match', [
+    (5, TypeError, r'`text_encoder.tokenizer` must be None.*got int 5'),
+    ('.', ValueError, r"tokenizes with open_clip's built-in CLIP tokenizer.*"
+     r'remove `tokenizer`'),
+    (lambda texts: torch.zeros(len(texts), 16, dtype=torch.long), ValueError,
+     r'does not fit the text tower.*\(N, 77\) integer ids.*got \(2, 16\)'),
+    (lambda texts: torch.full((len(texts), 77), 10 ** 6), ValueError,
+     r'integer ids in 0\.\.\d+, got \(2, 77\) torch.int64, ids 1000000'),
+    (lambda texts: torch.zeros(len(texts), 77), ValueError,
+     r'integer ids.*torch.float32'),
+    (lambda texts: [[0] * 77 for _ in texts], ValueError,
+     r'integer ids.*got \[\[0'),
+    (lambda texts: 1 / 0, ValueError,
+     r'failed on a plain prompt: ZeroDivisionError.*text_encoder.tokenizer'),
+])
+def test_tokenizer_misuse_is_a_clear_error(tokenizer, error, match):
+    """A tokenizer of the wrong kind or for another tower stops at
+    construction, naming the field (not an index error in the embedding
+    or a shifted prompt later)."""
+    with pytest.raises(error, match=match):
+        FrozenCLIPTextEncoder('mmcoop-tiny-ViT', tokenizer=tokenizer)
+
+
+def test_hf_tokenizer_that_cannot_load_names_the_fix(hf_tokenizer_models,
+                                                     tmp_path, monkeypatch):
+    """A model whose Hugging Face tokenizer cannot be loaded (no
+    transformers, no hub): the error names the extra and the
+    ``tokenizer`` field; a folder that does not exist is named."""
+    monkeypatch.setitem(sys.modules, 'transformers', None)  # not installed
+    with pytest.raises(RuntimeError,
+                       match=r"tokenizer .*'mmcoop-test-MAP-t5tok'.*"
+                       r"(ModuleNotFound|Import)Error.*"
+                       r"pip install 'mmcoop\[siglip\]'.*"
+                       r'check that .*t5tok. holds the tokenizer files'):
+        FrozenCLIPTextEncoder(
+            SIGLIP_T5, tokenizer=str(hf_tokenizer_models / SIGLIP_T5))
+    # open_clip's own tokenizer (tokenizer=None) of such a model
+    cfg = open_clip.get_model_config('mmcoop-tiny-MAP')
+    cfg['text_cfg']['hf_tokenizer_name'] = 'timm/some-siglip'
+    (tmp_path / 'mmcoop-test-MAP-hub.json').write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / 'mmcoop-test-MAP-hub.json')
+    with pytest.raises(RuntimeError,
+                       match=r"tokenizer 'timm/some-siglip' of 'mmcoop-test-"
+                       r"MAP-hub'.*download the 'timm/some-siglip' "
+                       r'repository elsewhere and set `model.head.'
+                       r'text_encoder.tokenizer` to its folder'):
+        FrozenCLIPTextEncoder('mmcoop-test-MAP-hub')
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError,
+                       match=r'tokenizer=.*missing.* is not a folder.*'
+                       r'tokenizer.json'):
+        FrozenCLIPTextEncoder(SIGLIP_T5, tokenizer=str(tmp_path / 'missing'))

@@ -24,7 +24,7 @@ conversion, to run once where the file is trusted.
 import os
 import os.path as osp
 import zipfile
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import open_clip
 import torch
@@ -194,6 +194,87 @@ def _weights_source(model_name: str, tag: str) -> str:
         return (f'https://huggingface.co/{repo}/resolve/main/'
                 f'{filename or "open_clip_pytorch_model.bin"}')
     return cfg.get('url') or 'the checkpoint'
+
+
+def build_clip_tokenizer(model_name: str,
+                         tokenizer: Union[None, str, Callable] = None
+                         ) -> Callable:
+    """The prompt tokenizer of the open_clip model ``model_name``: ``N``
+    strings -> ``(N, context_length)`` token ids.
+
+    Args:
+        model_name (str): open_clip architecture.
+        tokenizer (str | callable, optional): where it comes from.
+
+            * None: open_clip's own, :func:`open_clip.get_tokenizer`: CLIP's
+              BPE, or the Hugging Face tokenizer the model config names
+              (``text_cfg.hf_tokenizer_name``: SigLIP, SigLIP2), which
+              ``transformers`` loads from the hub or its cache;
+            * a str: a local folder (or a hub id) holding that Hugging Face
+              tokenizer, e.g. the downloaded ``timm/ViT-B-16-SigLIP``
+              repository, for machines without the hub. It is loaded as
+              open_clip loads the model's own (``HFTokenizer`` with the
+              model config's ``tokenizer_kwargs``, ``tokenizer_mode`` and
+              context length), so only for models whose config names one;
+            * a callable: used as is.
+
+    Raises:
+        TypeError: ``tokenizer`` of another type.
+        ValueError: a folder for a model that has no Hugging Face tokenizer.
+        FileNotFoundError: a path that does not exist.
+        RuntimeError: the Hugging Face tokenizer cannot be loaded (no
+            ``transformers``, or offline), with the fix.
+    """
+    if callable(tokenizer):
+        return tokenizer
+    if tokenizer is not None and not isinstance(tokenizer, str):
+        raise TypeError(
+            '`text_encoder.tokenizer` must be None (open_clip\'s tokenizer '
+            f'of {model_name!r}), a Hugging Face tokenizer folder or a '
+            f'callable, got {type(tokenizer).__name__} {tokenizer!r}.')
+    register_mmcoop_clip_configs()
+    text_cfg = (open_clip.get_model_config(model_name) or {}).get(
+        'text_cfg', {})
+    hf_name = text_cfg.get('hf_tokenizer_name')
+    if tokenizer is not None and not hf_name:
+        raise ValueError(
+            f'`text_encoder.tokenizer={tokenizer!r}`: {model_name!r} '
+            "tokenizes with open_clip's built-in CLIP tokenizer (its config "
+            'names no Hugging Face tokenizer), so there is nothing to load '
+            'from a folder: remove `tokenizer`.')
+    if tokenizer is not None and not osp.isdir(osp.expanduser(tokenizer)) \
+            and (osp.isabs(tokenizer) or tokenizer.startswith(('.', '~'))
+                 or osp.exists(tokenizer)):
+        raise FileNotFoundError(
+            f'`text_encoder.tokenizer={tokenizer!r}` is not a folder. Set '
+            "it to the folder of the model's Hugging Face tokenizer (e.g. "
+            f'the downloaded {hf_name!r} repository, with its '
+            'tokenizer.json / tokenizer_config.json), or None for '
+            "open_clip's.")
+    try:
+        if tokenizer is None:
+            return open_clip.get_tokenizer(model_name)
+        from open_clip.tokenizer import HFTokenizer
+        return HFTokenizer(
+            osp.expanduser(tokenizer),
+            context_length=text_cfg.get('context_length', 77),
+            tokenizer_mode=text_cfg.get('tokenizer_mode'),
+            **text_cfg.get('tokenizer_kwargs', {}))
+    except Exception as e:  # noqa: BLE001 - import / hub errors vary
+        if not hf_name:
+            raise
+        fix = (f'check that {tokenizer!r} holds the tokenizer files of '
+               f'{hf_name!r} (tokenizer.json, tokenizer_config.json)'
+               if tokenizer else
+               f'on a machine without the hub, download the {hf_name!r} '
+               'repository elsewhere and set '
+               '`model.head.text_encoder.tokenizer` to its folder')
+        raise RuntimeError(
+            'Could not load the Hugging Face tokenizer '
+            f'{tokenizer or hf_name!r} of {model_name!r} '
+            f'({type(e).__name__}: {" ".join(str(e).split())[:300]}). It '
+            "needs `transformers` (pip install 'mmcoop[siglip]'); "
+            f'{fix}.') from e
 
 
 def resize_attnpool_pos_embed(pos_embed: torch.Tensor,

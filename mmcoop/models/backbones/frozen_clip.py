@@ -1,8 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Frozen open_clip towers: dense image features and prompt text encoding."""
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-import open_clip
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,7 +12,8 @@ from open_clip.transformer import VisionTransformer, text_global_pool
 from torch.utils.checkpoint import checkpoint
 
 from mmcoop.registry import MODELS
-from .clip_loader import (build_open_clip, resize_attnpool_pos_embed,
+from .clip_loader import (build_clip_tokenizer, build_open_clip,
+                          resize_attnpool_pos_embed,
                           resize_vit_pos_embed)
 from .frozen import FrozenMixin
 
@@ -422,6 +422,14 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
             those of the unchunked pass (each prompt is encoded
             independently; truncation is exact per chunk). Defaults to
             None (one batch).
+        tokenizer (str | callable, optional): the prompt tokenizer. None
+            (default): open_clip's for ``model_name``. A str: the local
+            folder of the model's Hugging Face tokenizer (SigLIP, SigLIP2:
+            e.g. the downloaded ``timm/ViT-B-16-SigLIP`` repository), for
+            machines without the hub. A callable ``N`` strings ->
+            ``(N, context_length)`` ids: used as is. See
+            :func:`~mmcoop.models.backbones.clip_loader.build_clip_tokenizer`.
+            Its ids must fit the tower (context length, vocabulary).
     """
 
     def __init__(self,
@@ -435,7 +443,8 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                  autocast_dtype: Optional[str] = None,
                  init_seed: Optional[int] = 0,
                  autocast_cpu: bool = False,
-                 text_chunk_size: Optional[int] = None):
+                 text_chunk_size: Optional[int] = None,
+                 tokenizer: Union[None, str, Callable] = None):
         super().__init__(init_cfg=init_cfg)
         if text_chunk_size is not None and (
                 isinstance(text_chunk_size, bool)
@@ -470,8 +479,9 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         self.eos_id = getattr(text, 'text_eos_id', getattr(text, 'eos_id',
                                                            None))
         del clip, text
-        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.tokenizer = build_clip_tokenizer(model_name, tokenizer)
         self.context_length = self.positional_embedding.shape[0]
+        self._check_tokenizer()
         self.width = self.token_embedding.weight.shape[1]
         if self.text_projection is None:
             self.embed_dim = self.width
@@ -496,6 +506,34 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         #: whether the end token is the padding token (T5 vocabulary)
         self.end_is_pad = bool(empty[self.text_start] == self.pad_id)
         self._freeze(save_frozen)
+
+    def _check_tokenizer(self) -> None:
+        """The tokenizer's ids fit the tower: ``(N, context_length)``
+        integers below the vocabulary size (a tokenizer of another model
+        would index past the token embedding, or shift the positions)."""
+        vocab = self.token_embedding.weight.shape[0]
+        try:
+            ids = self.tokenize(['a photo of a dog.', 'X X X traffic light'])
+        except Exception as e:  # noqa: BLE001 - any tokenizer's error
+            raise ValueError(
+                f'The prompt tokenizer of {self.model_name!r} '
+                f'({type(self.tokenizer).__name__}) failed on a plain '
+                f'prompt: {type(e).__name__}: {e}. Check '
+                '`text_encoder.tokenizer`.') from e
+        if not (isinstance(ids, torch.Tensor) and ids.dim() == 2
+                and ids.shape == (2, self.context_length)
+                and not ids.is_floating_point() and ids.dtype != torch.bool
+                and int(ids.min()) >= 0 and int(ids.max()) < vocab):
+            got = (f'{tuple(ids.shape)} {ids.dtype}, ids '
+                   f'{int(ids.min())}..{int(ids.max())}' if isinstance(
+                       ids, torch.Tensor) and ids.numel() else repr(ids))
+            raise ValueError(
+                f'The prompt tokenizer ({type(self.tokenizer).__name__}) '
+                f'does not fit the text tower of {self.model_name!r}: it '
+                f'must give (N, {self.context_length}) integer ids in '
+                f'0..{vocab - 1}, got {got[:200]}. Set '
+                "`text_encoder.tokenizer` to the model's own tokenizer (or "
+                "None for open_clip's).")
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """``N`` strings -> ``(N, L)`` token ids (L = context length)."""
