@@ -20,7 +20,13 @@ into a training input, in ``P`` worker processes of one thread each
 - ``tensor-pillow``: the same with PIL's own resize
   (``resize_backend='pillow'``: the official transform pixel for pixel);
 - ``tensor-draft``: the same with JPEG DCT scaling (only measured when the
-  resolution is at most half the image).
+  resolution is at most half the image);
+- ``bytes``: the CPU side of the device path, what its loader workers do:
+  ``LoadImageBytes`` (file read, JPEG check, the Cutout + RandAugment
+  draw) + ``PackInputs``. The decode, resize and augmentation then run on
+  the GPU (``DeviceAugmentPreprocessor``), so its images/s is the rate at
+  which one CPU core can feed the device path, not comparable with the
+  paths above (no ratio to ``official`` is reported).
 
 With ``--device cuda`` also ``gpu``: the files are read (and the draws
 made) on the CPU by ``LoadImageBytes``, and ``DeviceAugmentPreprocessor``
@@ -45,19 +51,28 @@ from .steps import classnames
 from .timing import sync
 
 __all__ = [
-    'PIPELINES', 'make_images', 'pipeline_cfg', 'build_path', 'stage_times',
-    'op_times', 'measure_data', 'report_data'
+    'PIPELINES', 'CPU_SIDE_ONLY', 'make_images', 'pipeline_cfg',
+    'build_path', 'stage_times', 'op_times', 'measure_data', 'report_data'
 ]
 
-PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-pillow', 'tensor-draft')
+PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-pillow', 'tensor-draft',
+             'bytes')
+#: paths that do not decode on the CPU (no ratio to the official one)
+CPU_SIDE_ONLY = ('bytes',)
 
 
 def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
     """The transform configs of mmcoop's data path ``name`` (``'mmcv'``:
     NumPy arrays; ``'tensor'`` (the configs' train pipeline),
-    ``'tensor-pillow'``, ``'tensor-draft'``: the uint8 tensor path);
-    ``augment=False`` gives the test pipeline."""
+    ``'tensor-pillow'``, ``'tensor-draft'``: the uint8 tensor path;
+    ``'bytes'``: the device path's CPU side, for
+    ``DeviceAugmentPreprocessor``); ``augment=False`` gives the test
+    pipeline."""
     scale = (resolution, resolution)
+    if name == 'bytes':
+        return [dict(type='mmcoop.LoadImageBytes', scale=scale,
+                     augment=augment),
+                dict(type='PackInputs', meta_keys=('img_path', 'device_aug'))]
     if name == 'mmcv':
         cfg = [
             dict(type='mmcoop.LoadImageFromFileChecked'),
@@ -149,10 +164,9 @@ def device_path(paths: List[str], resolution: int, batch_size: int,
 
     import mmcoop.models  # noqa: F401
     from mmcoop.registry import MODELS
-    load = TRANSFORMS.build(
-        dict(type='mmcoop.LoadImageBytes', scale=(resolution, resolution)))
-    pack = TRANSFORMS.build(
-        dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))
+    load, pack = [
+        TRANSFORMS.build(c) for c in pipeline_cfg('bytes', resolution)
+    ]
     pre = MODELS.build(dict(type='DeviceAugmentPreprocessor')).to(device)
     np.random.seed(0)
     done = 0
@@ -300,12 +314,21 @@ def report_data(r: dict, opts) -> str:
     ]
     for key, v in r['results'].items():
         ref = base.get(v['cores'])
-        ratio = f'{v["images_per_s"] / ref:.2f}x' if ref and \
-            v['path'] != 'gpu' else 'n/a'
+        ratio = f'{v["images_per_s"] / ref:.2f}x' if ref and v[
+            'path'] not in ('gpu', *CPU_SIDE_ONLY) else 'n/a'
         lines.append(
             f'| {v["path"]} | {v["cores"] if v["path"] != "gpu" else "GPU"}'
             f' | {v["images_per_s"]:.1f} | {v["per_core"]:.1f} | '
             f'{v["median_images_per_s"]:.1f} | {ratio} |')
+    if any(v['path'] in CPU_SIDE_ONLY for v in r['results'].values()):
+        lines += [
+            '', '`bytes` is the device path\'s CPU side only (file read, '
+            'JPEG check and the augmentation draw, in the loader workers): '
+            'the rate at which CPU cores can feed '
+            '`DeviceAugmentPreprocessor`, whose decode, resize and '
+            'augmentation run on the GPU (the `gpu` row, with '
+            '`--device cuda`).'
+        ]
     stages = r.get('stages_ms', {})
     if stages:
         lines += [

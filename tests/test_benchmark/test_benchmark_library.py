@@ -3,6 +3,7 @@
 step/epoch measurements' bookkeeping (no timing assertions: times are the
 tool's output, not the test's)."""
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -197,6 +198,12 @@ def test_data_paths_run_and_report():
     for name in PIPELINES:
         out = build_path(name, 96)(path)
         img = out['inputs'] if isinstance(out, dict) else out
+        if name == 'bytes':  # the device path's CPU side: the file, a draw
+            with open(path, 'rb') as f:
+                assert img.tolist() == list(f.read())
+            aug = out['data_samples'].device_aug
+            assert aug['size'] == (96, 96) and 'randaugment' in aug
+            continue
         assert tuple(img.shape) == (3, 96, 96), name
     # the measured 'tensor' path is the configs' train pipeline
     from _common import ROOT
@@ -216,16 +223,21 @@ def test_data_paths_run_and_report():
     assert unscoped(shipped) == unscoped(ours)
     opts = SimpleNamespace(**TINY, data_images=2, data_resolution=64,
                            data_cores=[1], data_rounds=1,
-                           data_pipelines=['official', 'tensor'],
+                           data_pipelines=['official', 'tensor', 'bytes'],
                            batch_size=2)
     threads = torch.get_num_threads()
     r = measure_data(opts)
     assert torch.get_num_threads() == threads  # the caller's, restored
-    assert set(r['results']) == {'official@1', 'tensor@1'}
+    assert set(r['results']) == {'official@1', 'tensor@1', 'bytes@1'}
     text = report_data(r, opts)
     assert '| official | 1 |' in text and '1.00x' in text
+    # the device path's CPU side has no ratio to a decoding path
+    assert re.search(r'\| bytes \| 1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| n/a \|',
+                     text)
+    assert "`bytes` is the device path's CPU side only" in text
     # where the time goes: every transform of the mmcoop path, timed
-    assert list(r['stages_ms']) == ['tensor']
+    assert list(r['stages_ms']) == ['tensor', 'bytes']
+    assert list(r['stages_ms']['bytes']) == ['LoadImageBytes', 'PackInputs']
     assert list(r['stages_ms']['tensor']) == [
         'LoadImageTensor', 'TensorCutout', 'TensorRandAugment', 'PackInputs']
     assert all(v > 0 for v in r['stages_ms']['tensor'].values())

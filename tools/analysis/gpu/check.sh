@@ -47,9 +47,10 @@ part steps && bench steps_amp 120 --mode steps amp --iters 10 --warmup 3 \
     --methods positivecoop --num-classes 80 --autocast bf16 --channels-last \
     --amp-batch-size 32
 # the data paths: the configs' (tensor) per core on the CPU against the
-# official one, and the GPU decode + augmentation
+# official one, the device path's CPU side (bytes: read + draw) per core,
+# and the GPU decode + augmentation
 part data && bench data 150 --mode data --data-images 256 \
-    --data-pipelines official tensor \
+    --data-pipelines official tensor bytes \
     --data-cores 1 4 8 --data-rounds 2 --batch-size 32
 # an uncached epoch with the exact recipe's augmentation vs the cache
 part epoch && bench epoch 240 --mode epoch --workers 8 --epoch-images 512 \
