@@ -294,9 +294,30 @@ def test_device_path_matches_cpu_tensor_path(tmp_path):
     # on CPU tensors the same decoder, resize and ops: equal (Rotate's
     # border pixels aside)
     assert (diff > 1e-3).float().mean() < 2e-3, diff.mean()
-    # eval: no augmentation, only decode + resize + normalise
-    plain = pre(pseudo_collate(batch), training=False)['inputs']
-    assert not torch.equal(plain, out)
+    # the pipeline decides, not `training` (as on the CPU path, so that a
+    # feature cache of the train pipeline stores augmented views) ...
+    assert torch.equal(pre(pseudo_collate(batch), training=False)['inputs'],
+                       out)
+    # ... and the test pipeline (no draw) is decode + resize + normalise,
+    # the CPU test pipeline's image
+    val_load = TRANSFORMS.build(
+        dict(type='LoadImageBytes', scale=size, augment=False))
+    plain = pre(pseudo_collate([dev[1](val_load(dict(img_path=p)))
+                                for p in paths]), training=True)['inputs']
+    cpu_val = [TRANSFORMS.build(dict(type='LoadImageTensor', scale=size)),
+               cpu[3]]
+    ref_val = torch.stack([
+        cpu_val[1](cpu_val[0](dict(img_path=p)))['inputs'].flip(0).float()
+        for p in paths])
+    torch.testing.assert_close(plain * pre.std + pre.mean, ref_val,
+                               rtol=0, atol=1e-3)
+    # one batch, one pipeline
+    mixed = pseudo_collate([batch[0], dev[1](val_load(dict(
+        img_path=paths[1])))])
+    with pytest.raises(ValueError, match='1 of 2 samples of the batch carry '
+                       r'an augmentation draw.*augment=True\) and '
+                       r'\(augment=False\)'):
+        pre(mixed, training=True)
 
 
 def test_device_path_bad_files_are_named(tmp_path):

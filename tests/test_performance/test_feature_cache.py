@@ -358,6 +358,48 @@ def test_k_views(image_root, tmp_path):
                        single.read(2, 0))
 
 
+def test_device_path_cache_stores_the_cpu_pipelines_views(
+        image_root, tmp_path):
+    """A feature cache of a device-path config (LoadImageBytes +
+    DeviceAugmentPreprocessor) stores the views the CPU tensor pipeline
+    gives for the same seeds: the same draws, decoded and augmented by
+    the preprocessor (here on CPU tensors); the test pipeline's cache is
+    not augmented."""
+    backbone = build_backbone()
+    scale = (RES, RES)
+
+    def views(pipeline, preprocessor, name, num_views):
+        cache = _cache(make_dataset(image_root, pipeline), backbone,
+                       tmp_path / name, num_views=num_views,
+                       data_preprocessor=dict(type=preprocessor),
+                       dtype='float32')
+        return torch.stack([cache.read(i, k) for k in range(num_views)
+                            for i in range(NUM_IMAGES)])
+
+    def tensor(augment):
+        return ([dict(type='mmcoop.LoadImageTensor', scale=scale)] +
+                ([dict(type='mmcoop.TensorCutout'),
+                  dict(type='mmcoop.TensorRandAugment')] if augment else
+                 []) + [dict(type='PackInputs')])
+
+    def device(augment):
+        return [dict(type='mmcoop.LoadImageBytes', scale=scale,
+                     augment=augment),
+                dict(type='PackInputs', meta_keys=('img_path', 'device_aug'))]
+
+    cpu = views(tensor(True), 'mmcoop.CLIPDataPreprocessor', 'cpu', 2)
+    dev = views(device(True), 'mmcoop.DeviceAugmentPreprocessor', 'dev', 2)
+    cpu_val = views(tensor(False), 'mmcoop.CLIPDataPreprocessor', 'cv', 1)
+    dev_val = views(device(False), 'mmcoop.DeviceAugmentPreprocessor', 'dv',
+                    1)
+    assert torch.equal(dev_val, cpu_val)
+    # the augmentation moves these random tiny features by ~2e-3; the two
+    # paths differ only where Rotate's border pixels do (tests/test_datasets)
+    assert (cpu[:NUM_IMAGES] - cpu_val).abs().max() > 1e-3
+    assert (cpu[:NUM_IMAGES] - cpu[NUM_IMAGES:]).abs().max() > 1e-3
+    torch.testing.assert_close(dev, cpu, rtol=0, atol=5e-5)
+
+
 def test_view_seed_is_not_the_tower_seed(image_root, tmp_path):
     """The cache's ``seed`` draws the views only; a random tower is decided
     by its own ``init_seed`` (one owner), as in the uncached model."""

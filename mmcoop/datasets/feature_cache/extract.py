@@ -19,7 +19,9 @@ __all__ = ['SeededView', 'extract_views']
 class SeededView(TorchDataset):
     """View ``k`` of a dataset's image pipeline: sample ``i`` is produced
     with the global RNGs seeded from ``(seed, k, i)``, so the view is the
-    same for any batch size, worker count or order."""
+    same for any batch size, worker count or order. Item ``i`` is
+    ``(i, inputs, data_samples)``: the data preprocessor may need the
+    samples (the device path's draws, ``DeviceAugmentPreprocessor``)."""
 
     def __init__(self, dataset, view: int, seed: int):
         self.dataset = dataset
@@ -46,11 +48,11 @@ class SeededView(TorchDataset):
                 f'The image pipeline of {path!r} gave inputs of type '
                 f'{type(inputs).__name__}; it must end with PackInputs '
                 'producing an image tensor.')
-        return i, inputs
+        return i, inputs, data.get('data_samples')
 
 
 def _collate(batch):
-    return [b[0] for b in batch], [b[1] for b in batch]
+    return tuple(list(column) for column in zip(*batch))
 
 
 @torch.no_grad()
@@ -95,9 +97,9 @@ def extract_views(folder: str,
                     num_workers=num_workers,
                     collate_fn=_collate,
                     pin_memory=device.type == 'cuda')
-                for indices, images in loader:
+                for indices, images, samples in loader:
                     x = preprocessor(
-                        dict(inputs=images, data_samples=None),
+                        dict(inputs=images, data_samples=samples),
                         False)['inputs']
                     if expected and tuple(
                             x.shape[-2:]) != (expected, expected):

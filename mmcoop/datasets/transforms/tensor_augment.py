@@ -445,10 +445,18 @@ def resize_augment_batch(imgs: Sequence[torch.Tensor], draws: Sequence[dict],
     """The device path after decoding: each ``(3, H, W)`` uint8 RGB image
     resized to its draw's ``size`` (what :class:`LoadImageBytes` records),
     stacked, then, with ``augment`` and a drawn RandAugment, Cutout +
-    RandAugment (:func:`augment_batch`): ``(B, 3, h, w)`` uint8 RGB."""
+    RandAugment (:func:`augment_batch`): ``(B, 3, h, w)`` uint8 RGB. The
+    draws of one batch come from one pipeline: all augmented or none."""
     batch = torch.stack(
         [resize(img, tuple(d['size'])) for img, d in zip(imgs, draws)])
-    if augment and 'randaugment' in draws[0]:
+    drawn = ['randaugment' in d for d in draws]
+    if any(drawn) and not all(drawn):
+        raise ValueError(
+            f'resize_augment_batch: {sum(drawn)} of {len(drawn)} samples of '
+            'the batch carry an augmentation draw: a batch mixes samples of '
+            'LoadImageBytes(augment=True) and (augment=False). Give each '
+            'dataloader one pipeline.')
+    if augment and all(drawn):
         batch = augment_batch(batch, draws)
     return batch
 

@@ -38,6 +38,12 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
     (:func:`~mmcoop.datasets.transforms.tensor_augment.augment_batch`, with
     the draws the workers made) and normalised with the CLIP mean/std.
 
+    Which samples are augmented is the pipeline's choice, as on the CPU
+    path: those whose ``LoadImageBytes`` drew an augmentation
+    (``augment=True``, the train pipeline), whether or not the model is
+    training; so a feature cache of a device-path config stores the
+    augmented views, as with the CPU pipeline.
+
     Semantics: the tensor ops are tested against PIL's on CPU tensors
     (tests/test_datasets/test_tensor_augment.py: the same pixels, Rotate's
     border aside), and the whole path run on CPU tensors gives the CPU
@@ -78,8 +84,9 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
             imgs = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
         except RuntimeError as e:
             raise OSError(_decode_error(inputs, samples, device, e)) from e
-        batch = resize_augment_batch(imgs, [s.device_aug for s in samples],
-                                     augment=training)
+        # the pipeline decides, as on the CPU path: the samples drawn by
+        # LoadImageBytes(augment=True) are augmented whatever `training`
+        batch = resize_augment_batch(imgs, [s.device_aug for s in samples])
         batch = (batch.float() - self.mean) / self.std
         samples = self.cast_data(samples)
         return dict(inputs=batch, data_samples=samples)
