@@ -4,9 +4,11 @@ the measurement of ``benchmark.py --mode epoch``.
 
 The train images go through the augmenting train pipeline of
 ``opts.epoch_pipeline`` (:func:`~mmcoop.benchmark.data.pipeline_cfg`:
-``'mmcv'`` as the paper configs, ``'tensor'`` the uint8 tensor path), the
-validation images through its test pipeline; the cache is built from one
-view of the same pipeline."""
+``'tensor'`` the configs' uint8 tensor path, ``'mmcv'`` the NumPy-array
+one, ``'device'`` the device path: ``LoadImageBytes`` in the loader
+workers, then ``DeviceAugmentPreprocessor`` decodes and augments the batch
+on the model's device), the validation images through its test pipeline;
+the cache is built from one view of the same pipeline."""
 import os
 import os.path as osp
 import shutil
@@ -20,7 +22,16 @@ from .steps import (backbone_cfg, clip_preprocessor, device_of,
                     head_cfg, model_pair)
 from .timing import sync
 
-__all__ = ['measure_epoch']
+__all__ = ['EPOCH_PIPELINES', 'measure_epoch']
+
+#: ``--epoch-pipeline`` -> (the data path of ``pipeline_cfg``, the image
+#: data preprocessor)
+EPOCH_PIPELINES = {
+    'tensor': ('tensor', clip_preprocessor()),
+    'tensor-draft': ('tensor-draft', clip_preprocessor()),
+    'mmcv': ('mmcv', clip_preprocessor()),
+    'device': ('bytes', dict(type='mmcoop.DeviceAugmentPreprocessor')),
+}
 
 
 def measure_epoch(opts) -> dict:
@@ -48,6 +59,7 @@ def measure_epoch(opts) -> dict:
         batch_size=opts.batch_size,
         num_classes=num_classes,
         pipeline=opts.epoch_pipeline)
+    path, preprocessor = EPOCH_PIPELINES[opts.epoch_pipeline]
     try:
         root = osp.join(tmp, 'images')
         os.makedirs(root)
@@ -59,12 +71,12 @@ def measure_epoch(opts) -> dict:
             ann_file='ann.json',
             data_root=root,
             data_prefix='',
-            pipeline=pipeline_cfg(opts.epoch_pipeline, res_px))
+            pipeline=pipeline_cfg(path, res_px))
         val_dataset = MultiLabelDataset(
             ann_file='ann.json',
             data_root=val_root,
             data_prefix='',
-            pipeline=pipeline_cfg(opts.epoch_pipeline, res_px, False),
+            pipeline=pipeline_cfg(path, res_px, False),
             test_mode=True)
         torch.manual_seed(0)
         backbone = MODELS.build(backbone_cfg(opts, res_px))
@@ -75,7 +87,7 @@ def measure_epoch(opts) -> dict:
                 ds,
                 backbone,
                 osp.join(tmp, name),
-                data_preprocessor=clip_preprocessor(),
+                data_preprocessor=preprocessor,
                 batch_size=batch_size,
                 num_workers=opts.workers,
                 dtype=dtype,
@@ -111,7 +123,8 @@ def measure_epoch(opts) -> dict:
             torch.manual_seed(1)
             head = MODELS.build(
                 head_cfg(method, num_classes, opts, backbone.embed_dim))
-            img_model, cache_model = model_pair(backbone, head, device)
+            img_model, cache_model = model_pair(
+                backbone, head, device, preprocessor)
             params = [p for p in head.parameters() if p.requires_grad]
             optim = OptimWrapper(torch.optim.SGD(params, lr=1e-3))
 

@@ -114,15 +114,16 @@ def clip_preprocessor() -> dict:
     return dict(type='mmcoop.CLIPDataPreprocessor')
 
 
-def model_pair(backbone, head, device):
-    """``ImageClassifier``s sharing ``head``: one on images (``backbone``),
-    one on cached features (``PrecomputedFeatures``)."""
+def model_pair(backbone, head, device, preprocessor=None):
+    """``ImageClassifier``s sharing ``head``: one on images (``backbone``,
+    ``preprocessor``: default :func:`clip_preprocessor`), one on cached
+    features (``PrecomputedFeatures``)."""
     from mmpretrain.models import ImageClassifier
 
     from mmcoop.registry import MODELS
     img_model = ImageClassifier(
         backbone=backbone, head=head,
-        data_preprocessor=clip_preprocessor()).to(device)
+        data_preprocessor=preprocessor or clip_preprocessor()).to(device)
     cache_model = ImageClassifier(
         backbone=MODELS.build(dict(type='PrecomputedFeatures')),
         head=head,

@@ -132,15 +132,18 @@ def test_steps_flops_decompose_and_project():
     assert 'PROJECTIONS, not measured' in report
 
 
-def test_epoch_mode_train_and_val():
+@pytest.mark.parametrize('pipeline', ['tensor', 'device'])
+def test_epoch_mode_train_and_val(pipeline):
     """The epoch measurement runs a train epoch and a validation pass both
     ways (image path and fp16 cache); checks the bookkeeping and the fp16
-    error, not the times."""
+    error, not the times. ``device``: the device data path (here on CPU
+    tensors), its cache included."""
     opts = SimpleNamespace(
         **TINY, epoch_images=4, epoch_val_images=None, epoch_resolution=64,
         epoch_classes=20, batch_size=2, eval_batch_size=2, workers=0,
-        epoch_methods=['positivecoop'], epoch_pipeline='tensor')
+        epoch_methods=['positivecoop'], epoch_pipeline=pipeline)
     r = measure_epoch(opts)
+    assert r['pipeline'] == pipeline
     assert r['images'] == 4 and r['val_images'] == 2  # COCO val/train ratio
     e = r['positivecoop']
     for key in ('uncached_epoch_s', 'cached_epoch_s', 'uncached_val_s',

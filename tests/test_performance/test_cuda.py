@@ -119,3 +119,29 @@ def test_train_step_on_cuda_matches_cpu(image_root):
     scores = [m.val_step(batch) for m in models]
     for s_cpu, s_gpu in zip(*scores):
         assert _rel(s_gpu.pred_score, s_cpu.pred_score) < 1e-5
+
+
+def test_device_data_path_on_cuda_matches_cpu(image_root):
+    """``DeviceAugmentPreprocessor`` on the GPU (nvJPEG decode, float
+    resize, batched Cutout + RandAugment) gives the images it gives on CPU
+    tensors (libjpeg-turbo, the CPU tensor pipeline's pixels) within about
+    a grey level, for the same draws, augmented and not."""
+    import numpy as np
+    from mmpretrain.registry import TRANSFORMS
+
+    from mmcoop.benchmark.data import pipeline_cfg
+    dataset = make_dataset(image_root)
+    paths = [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
+    pre = MODELS.build(dict(type='mmcoop.DeviceAugmentPreprocessor'))
+    for augment in (True, False):
+        load, pack = [TRANSFORMS.build(c)
+                      for c in pipeline_cfg('bytes', 64, augment)]
+        batch = []
+        for seed, path in enumerate(paths):
+            np.random.seed(seed)
+            batch.append(pack(load(dict(img_path=path))))
+        cpu = pre.to('cpu')(pseudo_collate(batch))['inputs']
+        gpu = pre.to('cuda')(pseudo_collate(batch))['inputs'].cpu()
+        grey = (gpu - cpu).abs() * pre.to('cpu').std  # the 0-255 scale
+        assert float(grey.mean()) < 1.0, (augment, float(grey.mean()))
+        assert float((grey > 8).float().mean()) < 0.01, augment

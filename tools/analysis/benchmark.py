@@ -58,7 +58,7 @@ import time
 from typing import Dict
 
 from mmcoop.benchmark.data import PIPELINES, measure_data, report_data
-from mmcoop.benchmark.epoch import measure_epoch
+from mmcoop.benchmark.epoch import EPOCH_PIPELINES, measure_epoch
 from mmcoop.benchmark.report import (memory_desc, report_amp, report_epoch,
                                      report_steps, report_text)
 from mmcoop.benchmark.steps import (METHODS, measure_amp, measure_steps,
@@ -216,9 +216,9 @@ def parse_args(argv=None):
     parser.add_argument(
         '--workers', type=int, default=2, help='epoch mode: loader workers')
     parser.add_argument(
-        '--epoch-pipeline', default='tensor',
-        choices=['mmcv', 'tensor', 'tensor-draft'],
-        help='epoch mode: the train data path (with Cutout + RandAugment)')
+        '--epoch-pipeline', default='tensor', choices=list(EPOCH_PIPELINES),
+        help='epoch mode: the train data path (with Cutout + RandAugment; '
+        'device: decoded and augmented on the model\'s device)')
     parser.add_argument(
         '--data-images', type=int, default=64, help='data mode: images')
     parser.add_argument('--data-resolution', type=int, default=448)

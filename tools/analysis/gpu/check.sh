@@ -4,7 +4,8 @@
 # paper's settings (RN101 @ 448 px, batch 32, random weights) in fp32 and
 # with the mixed-precision tower options, the data paths (CPU per core and
 # the GPU decode + augmentation path), then the epoch mode with the exact
-# recipe's augmentation (uncached) and the feature cache. Everything is
+# recipe's augmentation (uncached, on the device path) and the feature
+# cache. Everything is
 # written under $OUT (default work_dirs/gpu_check); copy the tables into
 # docs/benchmarks.md section 5 with the device name and this command.
 #
@@ -12,9 +13,9 @@
 # tools/analysis/gpu/fetch_wheels.sh on a machine with the registry and
 # carry `.whl`; this script installs them into /tmp/site.
 #
-# PARTS selects what runs (default: all, ~10 min); for machines lent with a
-# 10-minute limit per command run `PARTS="tests steps"` then
-# `PARTS="data epoch"`.
+# PARTS selects what runs (default: tests steps data epoch, ~10 min); for
+# machines lent with a 10-minute limit per command run `PARTS="tests steps"`
+# then `PARTS="data epoch"`; `epoch_cpu` and `towers` are extra parts.
 set -uo pipefail
 OUT=${OUT:-work_dirs/gpu_check}
 PARTS=${PARTS:-tests steps data epoch}
@@ -52,10 +53,15 @@ part steps && bench steps_amp 120 --mode steps amp --iters 10 --warmup 3 \
 part data && bench data 150 --mode data --data-images 256 \
     --data-pipelines official tensor bytes \
     --data-cores 1 4 8 --data-rounds 2 --batch-size 32
-# an uncached epoch with the exact recipe's augmentation vs the cache
+# an uncached epoch with the exact recipe's augmentation vs the cache: on
+# the device path (workers read the files, the GPU decodes and augments);
+# `PARTS=epoch_cpu` runs the same with the configs' CPU tensor path
 part epoch && bench epoch 240 --mode epoch --workers 8 --epoch-images 512 \
-    --epoch-resolution 448 --batch-size 32 --epoch-pipeline tensor \
+    --epoch-resolution 448 --batch-size 32 --epoch-pipeline device \
     --autocast bf16 --channels-last
+part epoch_cpu && bench epoch_cpu 240 --mode epoch --workers 8 \
+    --epoch-images 512 --epoch-resolution 448 --batch-size 32 \
+    --epoch-pipeline tensor --autocast bf16 --channels-last
 # the frozen towers of every CLIP family (not in the default PARTS: about
 # 5 min; run `PARTS=towers` on its own)
 part towers && bench towers 540 --mode towers --iters 5 --warmup 2 \
