@@ -4,7 +4,9 @@ built or written.
 
 * :func:`check_unknown_keys`: top-level keys that nothing reads (a typo
   such as ``modle=``) are named in a warning, or an error with
-  ``strict_config=True`` (``--strict-config``).
+  ``strict_config=True`` (``--strict-config``). Only keys the user set
+  count (in the config file itself or on the command line), not helper
+  variables a base config defines and the user's overrides left unused.
 * :func:`check_work_dir_outside_datasets`: a work dir inside a dataset
   folder is refused before MMEngine creates it or writes its log and
   config dump there.
@@ -14,17 +16,19 @@ built or written.
   fields to change; an ``UnseenClassMetric`` whose classes the training
   does not hide gets a warning (not a zero-shot result).
 """
+import ast
 import difflib
 import os.path as osp
 import warnings
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional, Set
 
 from mmcoop.datasets.utils import check_outside_dataset
 
 __all__ = [
     'RUNNER_KEYS', 'MMCOOP_KEYS', 'UnknownConfigKeyError',
-    'check_unknown_keys', 'dataset_dirs', 'check_work_dir_outside_datasets',
-    'UnseenClassHeadError', 'unseen_class_fields', 'check_unseen_class_head'
+    'check_unknown_keys', 'inherited_unchanged_keys', 'dataset_dirs',
+    'check_work_dir_outside_datasets', 'UnseenClassHeadError',
+    'unseen_class_fields', 'check_unseen_class_head'
 ]
 
 #: top-level keys read by MMEngine's ``Runner`` / ``Runner.from_cfg`` and the
@@ -63,15 +67,70 @@ def _contains(tree: Any, value: Any) -> bool:
     return False
 
 
-def check_unknown_keys(cfg, known: Iterable[str] = ()) -> List[str]:
+def _assigned_names(path: str) -> Optional[Set[str]]:
+    """The names a Python config file assigns itself at module level (in
+    ``if`` / ``with`` / ``try`` blocks too, not in functions or classes);
+    None if ``path`` is not a readable Python file."""
+    if not isinstance(path, str) or not path.endswith('.py') or \
+            not osp.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    names = set()
+
+    class Visitor(ast.NodeVisitor):
+
+        def visit_Name(self, node):
+            if isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+
+        def skip(self, node):
+            pass
+
+        visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = skip
+        visit_Lambda = skip
+
+    Visitor().visit(tree)
+    return names
+
+
+def inherited_unchanged_keys(cfg) -> Set[str]:
+    """Top-level keys of ``cfg`` that its config file inherits from a base
+    config without assigning them itself, and that the command line did not
+    change: the base's helper variables (``data_root``, ``img_size``, ...).
+    Empty for a config without a Python file."""
+    own = _assigned_names(getattr(cfg, 'filename', None))
+    if own is None:
+        return set()
+    from mmengine.config import Config
+    try:  # the file as written: its bases merged, no --cfg-options
+        as_written = Config.fromfile(cfg.filename)
+    except Exception:  # noqa: BLE001 - then every key counts as set
+        return set()
+    return {
+        key for key in as_written.keys()
+        if key not in own and key in cfg and cfg[key] == as_written[key]
+    }
+
+
+def check_unknown_keys(cfg, known: Iterable[str] = (),
+                       inherited: bool = False) -> List[str]:
     """Warn about (or, with ``cfg.strict_config``, refuse) top-level keys
     that nothing reads.
 
     A key is read when MMEngine's runner or mmcoop interprets it
     (:data:`RUNNER_KEYS`, :data:`MMCOOP_KEYS`, ``known``), or when it is a
     helper variable of the config file whose value is used in a key that
-    is read (``data_root``, ``train_pipeline``, ...). Returns the unknown
-    keys.
+    is read (``data_root``, ``train_pipeline``, ...). Only keys the user
+    set are reported: a helper variable that a base config defines and
+    the config's overrides no longer use (``data_root`` after
+    ``--cfg-options train_dataloader.dataset.data_root=...``) is not a
+    mistake (:func:`inherited_unchanged_keys`); ``inherited=True`` reports
+    those too (for checking the base configs themselves). Returns the
+    unknown keys.
     """
     known = RUNNER_KEYS | MMCOOP_KEYS | set(known)
     used = {k: v for k, v in cfg.items() if k in known}
@@ -79,6 +138,9 @@ def check_unknown_keys(cfg, known: Iterable[str] = ()) -> List[str]:
         key for key, value in cfg.items()
         if key not in known and not key.startswith('_')
         and not _contains(used, value))
+    if unknown and not inherited:
+        skip = inherited_unchanged_keys(cfg)
+        unknown = [key for key in unknown if key not in skip]
     if not unknown:
         return []
     hints = []
@@ -89,8 +151,11 @@ def check_unknown_keys(cfg, known: Iterable[str] = ()) -> List[str]:
     where = f' of {cfg.filename}' if getattr(cfg, 'filename', None) else ''
     msg = (f'Top-level config key(s){where} that nothing reads: '
            f'{", ".join(hints)}. A misspelt key silently keeps the inherited '
-           'value. Fix: correct or remove them (helper variables must be '
-           'used in a key that is read).')
+           'value, and a base config\'s variable (such as data_root) set '
+           'here does not change the keys the base built from it. Fix: '
+           'correct or remove them, or set the keys that use them (e.g. '
+           'train_dataloader.dataset.data_root); helper variables must be '
+           'used in a key that is read.')
     if cfg.get('strict_config', False):
         raise UnknownConfigKeyError(msg + ' (strict_config=True)')
     warnings.warn(msg + ' Set strict_config=True (--strict-config) to '

@@ -84,7 +84,69 @@ def test_shipped_configs_have_no_unknown_keys():
     for path in paths:
         cfg = Config.fromfile(path)
         cfg.strict_config = True
-        assert check_unknown_keys(cfg) == [], path
+        # the bases' own helper variables too
+        assert check_unknown_keys(cfg, inherited=True) == [], path
+
+
+def test_base_variables_left_unused_by_overrides_are_not_reported(tmp_path):
+    """The documented way to point a paper config at a dataset elsewhere
+    (the dataloaders' data_root on the command line) leaves the base's
+    `data_root` variable unused: not a mistake, no warning, even strict.
+    The same variable set by the user (on the command line, or in a config
+    that inherits the paper config) does not reach the dataloaders: named,
+    with the keys to set instead."""
+    import warnings
+
+    from _helpers import ROOT
+
+    from mmcoop.engine.config_checks import (UnknownConfigKeyError,
+                                             check_unknown_keys)
+    paper = osp.join(ROOT, 'configs', 'positivecoop',
+                     'positivecoop_clip-rn101_openai-pre_1xb32-coslr-50e_'
+                     'coco14-448px-p50.py')
+    documented = {  # docs/get_started.md
+        'train_dataloader.dataset.dataset.data_root': '/data/coco',
+        'val_dataloader.dataset.data_root': '/data/coco',
+        'test_dataloader.dataset.data_root': '/data/coco'
+    }
+    cfg = Config.fromfile(paper)
+    cfg.merge_from_dict(documented)
+    cfg.strict_config = True
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert check_unknown_keys(cfg) == []
+    # the base's variable itself is unused now (what inherited=True sees)
+    cfg.strict_config = False
+    with pytest.warns(UserWarning):
+        assert check_unknown_keys(cfg, inherited=True) == ['data_root']
+    # set on the command line: the user's key, reported with the fix
+    cfg.merge_from_dict({'data_root': '/data/coco2'})
+    with pytest.warns(UserWarning, match=r"'data_root'.*a base config's "
+                      r'variable \(such as data_root\) set here does not '
+                      r'change the keys the base built from it.*'
+                      r'train_dataloader.dataset.data_root'):
+        assert check_unknown_keys(cfg) == ['data_root']
+    # in a config that inherits the paper config: reported as well, and a
+    # typo on the command line still is
+    mine = tmp_path / 'mine.py'
+    mine.write_text(f"_base_ = [{paper!r}]\ndata_root = '/data/coco'\n")
+    cfg = Config.fromfile(str(mine))
+    cfg.merge_from_dict({'trian_cfg.max_epochs': 1})
+    cfg.strict_config = True
+    with pytest.raises(UnknownConfigKeyError,
+                       match=r"'data_root'.*'trian_cfg' \(did you mean "
+                       r"'train_cfg'\?\)"):
+        check_unknown_keys(cfg)
+    # overriding the dataloaders in the file: nothing to report
+    mine.write_text(
+        f"_base_ = [{paper!r}]\n"
+        "train_dataloader = dict(dataset=dict(dataset=dict(\n"
+        "    data_root='/data/coco')))\n"
+        "val_dataloader = dict(dataset=dict(data_root='/data/coco'))\n"
+        "test_dataloader = val_dataloader\n")
+    cfg = Config.fromfile(str(mine))
+    cfg.strict_config = True
+    assert check_unknown_keys(cfg) == []
 
 
 @pytest.mark.parametrize('option,kind', [
