@@ -53,6 +53,43 @@ def test_every_head_onnx_and_torchscript_match_inference_model(
         assert stored['method'] == model.head.__class__.__name__
 
 
+@pytest.mark.parametrize('family, size, dense_mode', [
+    ('mmcoop-tiny-ViT-wide', 64, 'tokens'),  # 2 heads: PyTorch's fused MHA
+    ('mmcoop-tiny-ViT-wide', 64, 'value'),
+    ('mmcoop-tiny-MAP', 64, 'value'),  # timm tower, SigLIP map head
+    ('mmcoop-tiny-EVA02', 56, 'tokens'),  # timm EVA, rotary embeddings
+    ('mmcoop-tiny-ConvNeXt', 64, 'tokens'),
+])
+def test_every_clip_family_exports(family, size, dense_mode, images,
+                                   run_onnx, tmp_path):
+    """A PositiveCoOp model on each CLIP family exports to ONNX and
+    TorchScript with the scores of ``inference_model``. A ViT with an even
+    number of heads (every real CLIP ViT) runs PyTorch's fused attention
+    kernel in eval mode, which ONNX cannot express: the export takes the
+    composite path."""
+    from _deploy_helpers import tiny_method_config, train_head
+
+    from mmcoop.apis import init_model
+    cfg = tiny_method_config('positivecoop')
+    cfg.model.backbone.update(model_name=family, input_resolution=size,
+                              dense_mode=dense_mode)
+    cfg.model.head.text_encoder.update(model_name=family)
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if step['type'] == 'Resize':
+            step['scale'] = (size, size)
+    model = train_head(init_model(cfg))
+    expected = reference_scores(model, images)
+    assert_informative(expected)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    for fmt in ('onnx', 'torchscript'):
+        out = str(tmp_path / f'model{SUFFIX[fmt]}')
+        assert export_model(model, out, format=fmt)['max_abs_diff'] <= \
+            FP32_TOL
+        got, _ = exported_scores(run_onnx, out, images, batch_size=3)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+    assert torch.backends.mha.get_fastpath_enabled() == fastpath
+
+
 def test_onnx_graph_has_no_text_encoder(method_models, tmp_path):
     """The folded DualCoOp graph holds the image tower and two (C, D)
     constants: nothing of the size of the token embedding (49408 x 64)."""
