@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 from torch.utils import flop_counter as fc
 
+from mmcoop.utils.attention import composite_attention
+
 __all__ = ['count_flops', 'cpu_attention_flop_formulas']
 
 
@@ -47,9 +49,15 @@ def cpu_attention_flop_formulas() -> dict:
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call of ``fn`` (forward and any backward it runs)."""
+    """FLOPs of one call of ``fn`` (forward and any backward it runs).
+
+    ``fn`` runs with PyTorch's fused multi-head attention kernel off
+    (:func:`~mmcoop.utils.attention.composite_attention`): the counter
+    does not see inside it, so a ViT image tower's attention would be
+    missing from the count; the composite path computes the same
+    function."""
     counter = fc.FlopCounterMode(
         display=False, custom_mapping=cpu_attention_flop_formulas())
-    with counter:
+    with composite_attention(), counter:
         fn()
     return int(counter.get_total_flops())

@@ -30,7 +30,6 @@ CPU for ONNX, ``torch.jit.load`` for TorchScript) and run on the example
 batch; its scores must match the PyTorch folded model within
 :data:`TOLERANCES`.
 """
-import contextlib
 import json
 import os
 import os.path as osp
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mmcoop.utils.attention import composite_attention
 from mmcoop.utils.paths import claim_outputs
 from mmcoop.version import __version__
 from .folded import INPUT_FORMATS, FoldedTagger, fold_model
@@ -249,27 +249,12 @@ def _import(module: str):
             ').') from e
 
 
-@contextlib.contextmanager
-def _without_mha_fastpath():
-    """``nn.MultiheadAttention`` on its composite path, not PyTorch's fused
-    inference kernel (``aten::_native_multi_head_attention``), which ONNX
-    cannot express: the fused kernel runs whenever a block has an even
-    number of heads in eval mode, i.e. in every real CLIP ViT.
-    ``torch.backends.mha`` is PyTorch's switch for it; the setting is
-    restored afterwards."""
-    enabled = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(enabled)
-
-
 def _write_onnx(folded: FoldedTagger, example: torch.Tensor, path: str,
                 opset: int, metadata: dict) -> None:
     onnx = _import('onnx')
     in_name = INPUT_NAMES[folded.input_format]
-    with warnings.catch_warnings(), _without_mha_fastpath():
+    with warnings.catch_warnings(), composite_attention():
+        # (ONNX has no form of PyTorch's fused attention kernel)
         # the tracer's notes on the fixed input size / deprecations
         warnings.simplefilter('ignore')
         torch.onnx.export(

@@ -22,6 +22,25 @@ TINY = dict(model_name='mmcoop-tiny-RN-512', pretrained=None, autocast=None,
             gpu_utilization=0.3, device_desc='test CPU')
 
 
+def test_count_flops_sees_the_attention_of_a_vit_tower():
+    """Without gradients PyTorch runs a ViT block with an even number of
+    heads as one fused kernel, which FlopCounterMode does not count; the
+    count is the one of the same forward with gradients (where the fused
+    kernel cannot run), and the kernel's setting is left as it was."""
+    from mmcoop.models import FrozenCLIP
+    tower = FrozenCLIP('mmcoop-tiny-ViT-wide', input_resolution=64)
+    assert tower.visual.transformer.resblocks[0].attn.num_heads == 2
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fused = count_flops(lambda: tower(x))
+    assert torch.backends.mha.get_fastpath_enabled()
+    x.requires_grad_(True)
+    assert fused == count_flops(lambda: tower(x))
+    # the attention: 2 blocks x (QKV + out projections and QK^T, AV) of
+    # 2 x 17 tokens, width 32: at least the 4 projections are in the count
+    assert fused > 2 * 2 * (4 * 2 * 17 * 32 * 32)
+
+
 def test_count_flops_matmul_and_cpu_attention():
     a, b = torch.randn(3, 5), torch.randn(5, 7)
     assert count_flops(lambda: a @ b) == 2 * 3 * 5 * 7
