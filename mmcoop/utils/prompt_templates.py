@@ -113,13 +113,23 @@ def check_template(template: str) -> str:
 
 def check_templates(field: str, templates: Sequence[str]) -> List[str]:
     """``templates`` as a list, each checked (:func:`check_template`);
-    an empty list is refused naming ``field``."""
-    templates = list(templates)
+    an empty list, a value that is not a list or tuple, or a bad template
+    is refused naming ``field`` (and the template's index)."""
+    if not isinstance(templates, (list, tuple)):
+        raise ValueError(
+            f'`{field}` must be a list of templates such as '
+            f"['a photo of a {{}}.'], got {templates!r}.")
     if not templates:
         raise ValueError(
             f'`{field}` is empty: give at least one template, e.g. '
             "'a photo of a {}.'.")
-    return [check_template(t) for t in templates]
+    checked = []
+    for i, template in enumerate(templates):
+        try:
+            checked.append(check_template(template))
+        except ValueError as e:
+            raise ValueError(f'`{field}[{i}]`: {e}') from None
+    return checked
 
 
 def negate_template(template: str,

@@ -3,6 +3,8 @@
 import os.path as osp
 import sys
 
+import pytest
+
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import _tool_helpers as H  # noqa: E402
 from _common import load_tool  # noqa: E402
@@ -25,3 +27,15 @@ def test_cpu_bf16_logit_error_and_step_times(tmp_path):
     for side in ('fp32', 'bf16'):
         assert res[f'{side}_step_s'] > 0
     assert res['fp32_over_bf16'] == res['fp32_step_s'] / res['bf16_step_s']
+
+
+def test_bad_numbers_stop_at_argument_parsing(capsys):
+    for argv, message in [
+        (['--num-images', '0'], "--num-images: must be an integer >= 1, got "
+         "'0'"),
+        (['--batch-size', '-4'], '--batch-size: must be an integer >= 1'),
+        (['--iters', '0'], '--iters: must be an integer >= 1'),
+    ]:
+        with pytest.raises(SystemExit):
+            tool.parse_args(['cfg.py', *argv])
+        assert message in capsys.readouterr().err

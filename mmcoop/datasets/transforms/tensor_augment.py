@@ -45,6 +45,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from mmcoop.datasets.transforms.cutout import check_cutout_factor
 from mmcoop.datasets.transforms.image_kind import require_tensor
 from mmcoop.registry import TRANSFORMS
+from mmcoop.utils.value_checks import check_flag
 
 __all__ = [
     'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
@@ -635,9 +636,10 @@ class LoadImageTensor(BaseTransform):
                 f'LoadImageTensor: resize_backend must be one of '
                 f'{RESIZE_BACKENDS}, got {resize_backend!r}.')
         self.scale = _check_scale('LoadImageTensor', scale)
-        self.draft = draft
+        self.draft = check_flag('LoadImageTensor', 'draft', draft)
         self.resize_backend = resize_backend
-        self.ignore_empty = ignore_empty
+        self.ignore_empty = check_flag('LoadImageTensor', 'ignore_empty',
+                                       ignore_empty)
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> Optional[dict]:
@@ -691,7 +693,7 @@ class LoadImageBytes(BaseTransform):
                  cutout_factor: float = 0.5,
                  backend_args: Optional[dict] = None):
         self.scale = _check_scale('LoadImageBytes', scale)
-        self.augment = augment
+        self.augment = check_flag('LoadImageBytes', 'augment', augment)
         self.cutout_factor = check_cutout_factor('LoadImageBytes',
                                                  cutout_factor)
         self.backend_args = backend_args

@@ -7,6 +7,7 @@ from mmengine.model import BaseDataPreprocessor
 
 from mmcoop.datasets.transforms.tensor_augment import resize_augment_batch
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_channel_stats, check_flag
 from .clip_preprocessor import CLIP_MEAN, CLIP_STD
 
 __all__ = ['DeviceAugmentPreprocessor']
@@ -56,7 +57,9 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
                  std: Sequence[float] = CLIP_STD,
                  non_blocking: bool = True,
                  batch_augments: Optional[dict] = None):
-        super().__init__(non_blocking=non_blocking)
+        check_channel_stats('DeviceAugmentPreprocessor', mean, std)
+        super().__init__(non_blocking=check_flag(
+            'DeviceAugmentPreprocessor', 'non_blocking', non_blocking))
         if batch_augments:
             raise ValueError('DeviceAugmentPreprocessor: batch_augments are '
                              'not supported; remove train_cfg.augments.')
