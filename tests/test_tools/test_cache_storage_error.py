@@ -49,3 +49,15 @@ def test_bad_arguments_stop_at_argument_parsing(capsys):
         with pytest.raises(SystemExit):
             tool.parse_args(['cfg.py', '--cache-root', 'c', *argv])
         assert message in capsys.readouterr().err
+
+
+def test_cache_root_that_is_a_file_is_refused(tmp_path):
+    """Before: "FileExistsError: [Errno 17] File exists" from os.makedirs,
+    without a fix."""
+    path = tmp_path / 'notes.txt'
+    path.write_text('mine')
+    with pytest.raises(NotADirectoryError,
+                       match=r"--cache-root '.*notes\.txt' is a file. Fix: "
+                       r'give a folder'):
+        tool.main([str(tmp_path / 'cfg.py'), '--cache-root', str(path)])
+    assert path.read_text() == 'mine'

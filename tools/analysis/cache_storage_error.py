@@ -50,6 +50,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if osp.exists(args.cache_root) and not osp.isdir(args.cache_root):
+        raise NotADirectoryError(
+            f'--cache-root {args.cache_root!r} is a file. Fix: give a folder '
+            '(created if missing; the caches are built below it).')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -5,7 +5,8 @@
         [--batch-size B] [--iters K] [--cfg-options k=v ...]
 
 Builds the config's model twice with seed 0, fp32 and with
-``autocast_dtype='bf16', autocast_cpu=True`` on both towers, and prints the
+``autocast_dtype='bf16', autocast_cpu=True`` on its towers (the image
+tower, and the text tower of a prompt head), and prints the
 largest logit and score differences on the val images and the
 forward+backward step time of each (alternating). The numbers in
 docs/benchmarks.md come from this tool.
