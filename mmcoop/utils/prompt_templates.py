@@ -147,6 +147,11 @@ def negate_template(template: str,
         str: the negated template, still with one ``{}`` slot.
     """
     check_template(template)
+    if not isinstance(negation, str) or not negation.strip():
+        raise ValueError(
+            f'The negation word is empty ({negation!r}): the negative '
+            "template would be the positive one. Fix: give e.g. 'not' or "
+            "'no'.")
     negation = negation.strip()
     if rule == 'article':
         head, tail = template.split('{}')
@@ -161,7 +166,7 @@ def negate_template(template: str,
             head += ' '
         return check_template(f'{head}{negation} {{}}{tail}')
     pattern = NEGATION_RULES.get(rule, rule)
-    if '{prompt}' not in pattern:
+    if '{prompt}' not in pattern or '{neg}' not in pattern:
         raise ValueError(
             f'Unknown negation rule {rule!r}: use one of '
             f'{sorted(NEGATION_RULES)} or a pattern containing `{{prompt}}` '

@@ -141,8 +141,13 @@ def test_image_tower_refuses_bad_values_before_loading(kw, match, tmp_path):
     Before: 0 and -32 passed the 'multiple of 32' check and failed inside
     the position-embedding resize, 448.5 became 448 silently, 'no' was a
     true flag."""
+    missing = str(tmp_path / 'missing.pt')
     with pytest.raises(ValueError, match='FrozenCLIP: ' + match):
-        FrozenCLIP(TINY_RN, pretrained=str(tmp_path / 'missing.pt'), **kw)
+        FrozenCLIP(TINY_RN, pretrained=missing, **kw)
+    # a mode no tower has: also before the weights (was after loading them)
+    with pytest.raises(ValueError, match=r"dense_mode='dense' is not a dense "
+                       r"mode; use one of \['tokens', 'value'\] or None"):
+        FrozenCLIP(TINY_RN, pretrained=missing, dense_mode='dense')
 
 
 # --------------------------------------------------------------------------

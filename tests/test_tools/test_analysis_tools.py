@@ -57,6 +57,15 @@ def test_template_bank_and_negation_rules():
                for n, t in zip(negated, bank))
     with pytest.raises(ValueError, match='negation rule'):
         pt.negate_template('a {}', rule='suffix')
+    # before: the negative template came back equal to the positive one
+    with pytest.raises(ValueError, match=r"Unknown negation rule "
+                       r"'\{prompt\}'.*containing `\{prompt\}` and `\{neg\}`"):
+        pt.negate_template('a {}', rule='{prompt}')
+    for word in ('', '  '):
+        with pytest.raises(ValueError, match=r"negation word is empty .*the "
+                           r"negative template would be the positive one. "
+                           r"Fix: give e.g. 'not'"):
+            pt.negate_template('a photo of a {}.', word)
     with pytest.raises(ValueError, match='one `{}`'):
         pt.check_template('a photo')
     assert pt.fill('a photo of a {}.',

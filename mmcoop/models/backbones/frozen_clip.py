@@ -117,6 +117,11 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                             ('autocast_cpu', autocast_cpu),
                             ('channels_last', channels_last)):
             check_flag('FrozenCLIP', field, flag)
+        known_modes = sorted({m for ms in _DENSE_MODES.values() for m in ms})
+        if dense_mode is not None and dense_mode not in known_modes:
+            raise ValueError(
+                f'dense_mode={dense_mode!r} is not a dense mode; use one of '
+                f'{known_modes} or None (field `dense_mode` of FrozenCLIP).')
         self.autocast_dtype, self.autocast_cpu = _parse_autocast(
             autocast_dtype, autocast_cpu)
         self.channels_last = channels_last
