@@ -278,6 +278,18 @@ def test_tensor_loaders_take_an_int_scale_as_mmcv_resize():
             64, 48)
 
 
+@pytest.mark.parametrize('name', ['LoadImageTensor', 'LoadImageBytes'])
+def test_tensor_loaders_need_a_file(name):
+    """An image decoded by the caller (inference on arrays with these
+    loaders in the test pipeline). Before: KeyError: 'img_path'."""
+    t = TRANSFORMS.build(dict(type=name, scale=32))
+    img = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=rf'{name} reads the image file at '
+                       r'results\["img_path"\], got results with keys '
+                       r"\['img'\]. Fix: .*LoadImageFromFileChecked"):
+        t(dict(img=img))
+
+
 def test_load_tensor_errors_name_the_file(tmp_path):
     bad = tmp_path / 'bad.jpg'
     bad.write_bytes(b'\xff\xd8\xff not a jpeg')

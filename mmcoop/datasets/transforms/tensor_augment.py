@@ -583,6 +583,19 @@ def _read_bytes(path: str, backend_args: Optional[dict]) -> bytes:
                       'the file exists.') from e
 
 
+def _img_path(owner: str, results: dict) -> str:
+    """``results['img_path']``; results without one (an image decoded by
+    the caller, e.g. inference on arrays) are refused naming the fix."""
+    if results.get('img_path') is None:
+        raise ValueError(
+            f'{owner} reads the image file at results["img_path"], got '
+            f'results with keys {sorted(results)}. Fix: for images decoded '
+            'by the caller (inference on arrays), start the pipeline with '
+            'mmcoop.LoadImageFromFileChecked + Resize, as the test '
+            'pipelines of the configs do.')
+    return results['img_path']
+
+
 def _check_scale(owner: str, scale) -> Tuple[int, int]:
     """``scale`` (an int or ``(w, h)``, as mmcv's ``Resize``) -> ``(w, h)``
     positive ints; anything else is refused naming ``owner``."""
@@ -643,7 +656,7 @@ class LoadImageTensor(BaseTransform):
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> Optional[dict]:
-        path = results['img_path']
+        path = _img_path('LoadImageTensor', results)
         try:
             data = _read_bytes(path, self.backend_args)
         except OSError:
@@ -699,7 +712,7 @@ class LoadImageBytes(BaseTransform):
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
-        path = results['img_path']
+        path = _img_path('LoadImageBytes', results)
         data = _read_bytes(path, self.backend_args)
         if data[:3] != b'\xff\xd8\xff':
             raise OSError(
