@@ -13,12 +13,9 @@ from mmcoop.utils.value_checks import check_colour, check_number
 def check_cutout_factor(owner: str, factor) -> float:
     """``factor`` if it is a number in (0, 1] (CutoutPIL's side as a
     fraction of the image side), else a ``ValueError`` naming ``owner``."""
-    if isinstance(factor, bool) or not isinstance(
-            factor, (int, float)) or not 0 < factor <= 1:
-        raise ValueError(f'{owner}: cutout_factor must be in (0, 1] (the '
-                         f'side as a fraction of the image side), got '
-                         f'{factor!r}.')
-    return factor
+    return check_number(owner, 'cutout_factor', factor, 0, 1,
+                        'the side as a fraction of the image side',
+                        above=True)
 
 
 @TRANSFORMS.register_module()
