@@ -96,3 +96,19 @@ def test_existing_json_and_unknown_model_stop_before_measuring(
     with pytest.raises(ValueError, match=r"'nope' \(field --tower-models\)"):
         bench.main(['--mode', 'towers', '--tower-models', 'nope'])
     assert '# mmcoop benchmark' not in capsys.readouterr().out
+
+
+def test_report_of_a_file_that_is_not_a_saved_run(bench, tmp_path):
+    """Before: a bare FileNotFoundError / JSONDecodeError (without the
+    file name) / KeyError: 'command'."""
+    text = tmp_path / 'notes.json'
+    text.write_text('not json')
+    other = tmp_path / 'other.json'
+    other.write_text('{"a": 1}')
+    for path, why in [(tmp_path / 'missing.json', 'FileNotFoundError'),
+                      (text, 'JSONDecodeError'),
+                      (other, "KeyError: 'command'")]:
+        with pytest.raises(SystemExit, match=rf"--report '.*{path.name}': "
+                           rf'not a readable saved run \({why}.*Fix: give a '
+                           r'file written by this tool with --json'):
+            bench.main(['--report', str(path)])

@@ -76,10 +76,16 @@ JOBS = dict(steps=measure_steps, text=measure_text, vocab=measure_vocab)
 
 def report_saved(path: str, args) -> str:
     """The tables of a saved ``--json`` run, rendered again."""
-    with open(path) as f:
-        saved = json.load(f)
-    run = parse_args(shlex.split(saved['command'])[2:])
-    run.device_desc = saved['device']
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        command, device = saved['command'], saved['device']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(
+            f'--report {path!r}: not a readable saved run ({type(e).__name__}'
+            f': {e}). Fix: give a file written by this tool with --json.')
+    run = parse_args(shlex.split(command)[2:])
+    run.device_desc = device
     # runs saved before `peak_memory` was recorded used the PyTorch
     # profiler's memory timeline (tensors created during the step)
     run.memory_desc = saved.get(
