@@ -269,6 +269,7 @@ def test_device_preprocessor_refuses_bad_statistics(kw, match):
     pre = MODELS.build(dict(type='DeviceAugmentPreprocessor',
                             mean=[0, 0, 0], std=(1, 2, 4)))
     assert pre.std.flatten().tolist() == [1., 2., 4.]
+    assert pre.mean.dtype == pre.std.dtype == torch.float32  # given as ints
 
 
 def test_tensor_loaders_take_an_int_scale_as_mmcv_resize():

@@ -63,9 +63,11 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
         if batch_augments:
             raise ValueError('DeviceAugmentPreprocessor: batch_augments are '
                              'not supported; remove train_cfg.augments.')
-        self.register_buffer('mean',
-                             torch.tensor(mean).view(1, 3, 1, 1), False)
-        self.register_buffer('std', torch.tensor(std).view(1, 3, 1, 1), False)
+        for name, values in (('mean', mean), ('std', std)):
+            self.register_buffer(
+                name,
+                torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1),
+                False)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         from torchvision.io import ImageReadMode, decode_jpeg
