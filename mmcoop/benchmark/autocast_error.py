@@ -3,7 +3,8 @@
 and step time: the measurement of ``tools/analysis/cpu_bf16.py``.
 
 One model is built twice with the same seed, the second with
-``autocast_dtype='bf16', autocast_cpu=True`` on its image and text towers;
+``autocast_dtype='bf16', autocast_cpu=True`` on its image tower and (prompt
+heads) its text tower;
 both score the config's val images (uncached) and time a forward+backward
 of the loss on one training-size batch, the two sides alternating
 (:func:`~mmcoop.benchmark.timing.run_configs`).
@@ -23,13 +24,23 @@ BF16 = dict(autocast_dtype='bf16', autocast_cpu=True)
 
 
 def _build(cfg, seed, bf16):
+    """The config's model; with ``bf16`` its towers autocast (the image
+    tower, and the text tower of a prompt head: the Baseline has none)."""
+    from mmcoop.models.backbones import FrozenCLIP
     from mmcoop.registry import MODELS
     c = copy.deepcopy(cfg.model)
     if bf16:
         c.backbone.update(BF16)
-        c.head.text_encoder.update(BF16)
+        if 'text_encoder' in c.head:
+            c.head.text_encoder.update(BF16)
     torch.manual_seed(seed)
-    return MODELS.build(c)
+    model = MODELS.build(c)
+    if not isinstance(model.backbone, FrozenCLIP):
+        raise ValueError(
+            f'model.backbone is {type(model.backbone).__name__}: the bf16 '
+            'comparison autocasts a FrozenCLIP image tower. Fix: give a '
+            "config with model.backbone=dict(type='FrozenCLIP', ...).")
+    return model
 
 
 def cpu_bf16_error(cfg,

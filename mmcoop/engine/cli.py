@@ -15,8 +15,55 @@ from mmengine.config import Config, ConfigDict, DictAction
 
 __all__ = [
     'SpacedDictAction', 'add_common_args', 'merge_train_args',
-    'merge_test_args', 'check_cfg_option_types', 'check_test_weights'
+    'merge_test_args', 'check_cfg_option_types', 'check_test_weights',
+    'positive_int', 'nonnegative_int', 'positive_float', 'fraction',
+    'positive_fraction'
 ]
+
+
+# ---------------------------------------------------- argparse value types
+# ``type=`` functions of the tools' numeric options: a wrong value stops at
+# argument parsing with ``argument --iters: must be an integer >= 1, got
+# '0'`` (argparse adds the option name) instead of failing later, deep in
+# NumPy/torch, or measuring nothing.
+def _number(text: str, kind, minimum, what: str, above: bool = False,
+            maximum=None):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value != value or value in (float('inf'),
+                                                    float('-inf')) or (
+            value <= minimum if above else value < minimum) or (
+                maximum is not None and value > maximum):
+        raise argparse.ArgumentTypeError(f'must be {what}, got {text!r}')
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(text, int, 1, 'an integer >= 1')
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(text, int, 0, 'an integer >= 0')
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(text, float, 0, 'a finite number > 0', above=True)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    return _number(text, float, 0, 'a number in [0, 1]', maximum=1)
+
+
+def positive_fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    return _number(
+        text, float, 0, 'a number in (0, 1]', above=True, maximum=1)
 
 
 class SpacedDictAction(DictAction):

@@ -113,13 +113,23 @@ def check_template(template: str) -> str:
 
 def check_templates(field: str, templates: Sequence[str]) -> List[str]:
     """``templates`` as a list, each checked (:func:`check_template`);
-    an empty list is refused naming ``field``."""
-    templates = list(templates)
+    an empty list, a value that is not a list or tuple, or a bad template
+    is refused naming ``field`` (and the template's index)."""
+    if not isinstance(templates, (list, tuple)):
+        raise ValueError(
+            f'`{field}` must be a list of templates such as '
+            f"['a photo of a {{}}.'], got {templates!r}.")
     if not templates:
         raise ValueError(
             f'`{field}` is empty: give at least one template, e.g. '
             "'a photo of a {}.'.")
-    return [check_template(t) for t in templates]
+    checked = []
+    for i, template in enumerate(templates):
+        try:
+            checked.append(check_template(template))
+        except ValueError as e:
+            raise ValueError(f'`{field}[{i}]`: {e}') from None
+    return checked
 
 
 def negate_template(template: str,
@@ -137,6 +147,11 @@ def negate_template(template: str,
         str: the negated template, still with one ``{}`` slot.
     """
     check_template(template)
+    if not isinstance(negation, str) or not negation.strip():
+        raise ValueError(
+            f'The negation word is empty ({negation!r}): the negative '
+            "template would be the positive one. Fix: give e.g. 'not' or "
+            "'no'.")
     negation = negation.strip()
     if rule == 'article':
         head, tail = template.split('{}')
@@ -151,7 +166,7 @@ def negate_template(template: str,
             head += ' '
         return check_template(f'{head}{negation} {{}}{tail}')
     pattern = NEGATION_RULES.get(rule, rule)
-    if '{prompt}' not in pattern:
+    if '{prompt}' not in pattern or '{neg}' not in pattern:
         raise ValueError(
             f'Unknown negation rule {rule!r}: use one of '
             f'{sorted(NEGATION_RULES)} or a pattern containing `{{prompt}}` '

@@ -231,10 +231,45 @@ def test_exact_recipe_is_the_official_transform_pixel_for_pixel(tmp_path):
     (dict(type='LoadImageBytes', scale=64, cutout_factor=2),
      r'LoadImageBytes: cutout_factor.*\(0, 1\]'),
     (dict(type='TensorCutout', cutout_factor=0), r'TensorCutout: cutout'),
+    # a flag that is not a bool ('no' is true: augmentation would be on)
+    (dict(type='LoadImageBytes', scale=64, augment='no'),
+     r"LoadImageBytes: augment must be True or False, got 'no'"),
+    (dict(type='LoadImageBytes', scale=64, augment=None),
+     r'LoadImageBytes: augment must be True or False, got None'),
+    (dict(type='LoadImageTensor', scale=64, draft='yes'),
+     r"LoadImageTensor: draft must be True or False, got 'yes'"),
+    (dict(type='LoadImageTensor', scale=64, ignore_empty=1),
+     r'LoadImageTensor: ignore_empty must be True or False, got 1'),
 ])
 def test_tensor_transforms_refuse_bad_arguments(cfg, match):
     with pytest.raises(ValueError, match=match):
         TRANSFORMS.build(cfg)
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(mean=(1., 2.)), r'mean must be 3 finite numbers .*got \(1\.0, 2'),
+    (dict(std=(1., 1., 1., 1.)), r'std must be 3 finite numbers'),
+    (dict(mean=None), r'mean must be 3 finite numbers .*got None'),
+    (dict(mean='clip'), r"mean must be 3 .*got 'clip'"),
+    (dict(mean=[[1, 2, 3]]), r'mean must be 3 finite numbers'),
+    (dict(std=(float('nan'), ) * 3), r'std must be 3 finite numbers'),
+    (dict(std=(0., 1., 1.)), r'std must be positive \(each channel is '
+     r'divided by it\), got \(0\.0'),
+    (dict(non_blocking='yes'), r"non_blocking must be True or False"),
+])
+def test_device_preprocessor_refuses_bad_statistics(kw, match):
+    """Before: a wrong-length mean/std failed in torch's view() ("shape
+    '[1, 3, 1, 1]' is invalid for input of size 2"), a zero or NaN std
+    was accepted and turned every input into Inf/NaN."""
+    from mmcoop.registry import MODELS
+    with pytest.raises(ValueError,
+                       match='DeviceAugmentPreprocessor: ' + match):
+        MODELS.build(dict(type='DeviceAugmentPreprocessor', **kw))
+    # the defaults and any 3 finite numbers with a positive std work
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor',
+                            mean=[0, 0, 0], std=(1, 2, 4)))
+    assert pre.std.flatten().tolist() == [1., 2., 4.]
+    assert pre.mean.dtype == pre.std.dtype == torch.float32  # given as ints
 
 
 def test_tensor_loaders_take_an_int_scale_as_mmcv_resize():
@@ -242,6 +277,18 @@ def test_tensor_loaders_take_an_int_scale_as_mmcv_resize():
         assert TRANSFORMS.build(dict(type=name, scale=64)).scale == (64, 64)
         assert TRANSFORMS.build(dict(type=name, scale=[64, 48])).scale == (
             64, 48)
+
+
+@pytest.mark.parametrize('name', ['LoadImageTensor', 'LoadImageBytes'])
+def test_tensor_loaders_need_a_file(name):
+    """An image decoded by the caller (inference on arrays with these
+    loaders in the test pipeline). Before: KeyError: 'img_path'."""
+    t = TRANSFORMS.build(dict(type=name, scale=32))
+    img = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=rf'{name} reads the image file at '
+                       r'results\["img_path"\], got results with keys '
+                       r"\['img'\]. Fix: .*LoadImageFromFileChecked"):
+        t(dict(img=img))
 
 
 def test_load_tensor_errors_name_the_file(tmp_path):

@@ -103,6 +103,101 @@ def test_cutout_random_fill_and_always_applied():
         RandomCutout(cutout_factor=0)
 
 
+@pytest.mark.parametrize('kw, match', [
+    (dict(prob='0.5'), r"prob must be a number in \[0, 1\], got '0.5'"),
+    (dict(prob=float('nan')), r'prob must be a number in \[0, 1\], got nan'),
+    (dict(prob=True), r'prob must be a number in \[0, 1\], got True'),
+    (dict(pad_val=300), r'pad_val must be an int in 0\.\.255 or 3 of them.*'
+     r'got 300'),
+    (dict(pad_val=-1), r'pad_val must be .*got -1'),
+    (dict(pad_val=1.5), r'pad_val must be .*got 1\.5'),
+    (dict(pad_val=(1, 2)), r'pad_val must be .*got \(1, 2\)'),
+    (dict(pad_val='red'), r"pad_val must be .*got 'red'"),
+])
+def test_cutout_refuses_bad_arguments(kw, match):
+    """Before: pad_val=300 painted 44 (uint8 wrap-around), -1 painted 255,
+    1.5 painted 1, a 2-value pad_val failed in NumPy's broadcast on the
+    first image; prob='0.5' failed with "'<=' not supported"."""
+    with pytest.raises(ValueError, match='RandomCutout: ' + match):
+        RandomCutout(**kw)
+
+
+def test_cutout_fixed_colour_per_channel_and_on_grey_images():
+    out = RandomCutout(pad_val=(1, 2, 3))(dict(img=np.zeros(
+        (20, 20, 3), np.uint8)))['img']
+    painted = out[out.any(-1)]
+    assert len(painted) > 0 and (painted == [1, 2, 3]).all()
+    # a one-channel image gets the first value (was a NumPy broadcast error)
+    out = RandomCutout(pad_val=(9, 2, 3))(dict(img=np.zeros(
+        (20, 20), np.uint8)))['img']
+    assert set(np.unique(out)) == {0, 9}
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(num_policies=0), r'num_policies must be an int >= 1, got 0'),
+    (dict(num_policies=2.5), r'num_policies must be an int >= 1, got 2\.5'),
+    (dict(num_policies=True), r'num_policies must be an int >= 1, got True'),
+    (dict(magnitude_level=20), r'magnitude_level must be a number in '
+     r'\[0, 9\] \(levels above total_level are clipped to it\), got 20'),
+    (dict(magnitude_level=float('nan')), r'magnitude_level .*got nan'),
+    (dict(magnitude_std=-1), r"magnitude_std must be a finite number >= 0 "
+     r"\(or 'inf'.*got -1"),
+    (dict(magnitude_std='foo'), r"magnitude_std .*got 'foo'"),
+    (dict(total_level=0), r'total_level must be a finite number > 0, got 0'),
+    (dict(policies=[]), r'policies must be a non-empty list of transform '
+     r'dicts or None'),
+    (dict(policies='Invert'), r"policies must be .*got 'Invert'"),
+    (dict(hparams=None), r'hparams must be a dict such as '
+     r'dict\(pad_val=128\), got None'),
+])
+def test_randaugment_refuses_bad_arguments(kw, match):
+    """Before: num_policies=2.5 / True and policies=[] failed inside
+    NumPy on the first image; hparams=None with an AttributeError;
+    magnitude_level=20 (> total_level 9) and magnitude_std=-1 were
+    accepted and silently clipped / ignored."""
+    with pytest.raises(ValueError, match='DualCoOpRandAugment: ' + match):
+        DualCoOpRandAugment(**kw)
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(imdecode_backend='PIL'), r"imdecode_backend must be one of "
+     r"\[.*'pillow'.*\] \(installed\), got 'PIL'. Fix: use 'pillow'"),
+    (dict(color_type='rgb'), r"color_type must be one of \[.*\], got "
+     r"'rgb'. Fix: use 'color_ignore_orientation'"),
+])
+def test_load_refuses_unknown_decoder_settings(kw, match):
+    """Before: accepted, then every image failed as 'Cannot decode image
+    file ... The file is corrupt, truncated or not an image. Fix:
+    re-download it' (the wrong fix)."""
+    with pytest.raises(ValueError, match='LoadImageFromFileChecked: ' +
+                       match):
+        TRANSFORMS.build(dict(type='LoadImageFromFileChecked', **kw))
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(mean=(1., 2.)), r'mean must be 3 finite numbers \(one per RGB '
+     r'channel, 0-255 scale\), got \(1\.0, 2\.0\)'),
+    (dict(std=(0., 1., 1.)), r'std must be positive'),
+    (dict(std=(float('inf'), 1., 1.)), r'std must be 3 finite numbers'),
+    (dict(mean=None), r'std is given without mean, so the images would not '
+     r'be normalised at all. Fix: give both mean and std, or set both to '
+     r'None'),
+    (dict(to_rgb='yes'), r"to_rgb must be True or False, got 'yes'"),
+])
+def test_clip_preprocessor_refuses_bad_statistics(kw, match):
+    """Before: a 2-value mean failed in the first forward ("The size of
+    tensor a (3) must match ..."), std=0 gave -inf inputs, mean=None with
+    CLIP's std silently skipped the normalisation."""
+    with pytest.raises(ValueError, match='CLIPDataPreprocessor: ' + match):
+        MODELS.build(dict(type='CLIPDataPreprocessor', **kw))
+    # both None: no normalisation (mmpretrain's meaning), allowed
+    pre = MODELS.build(
+        dict(type='CLIPDataPreprocessor', mean=None, std=None))
+    img = torch.full((3, 4, 4), 200, dtype=torch.uint8)
+    out = pre(dict(inputs=[img], data_samples=None))['inputs']
+    assert out.unique().tolist() == [200.]
+
+
 # -------------------------------------------------------------- RandAugment
 def test_randaugment_policy_mirrors_pip():
     t = TRANSFORMS.build(dict(type='DualCoOpRandAugment'))

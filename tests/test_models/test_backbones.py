@@ -124,6 +124,32 @@ def test_input_resolution_must_fit_the_grid():
         FrozenCLIP(TINY_VIT, pretrained=None, input_resolution=72)
 
 
+@pytest.mark.parametrize('kw, match', [
+    (dict(input_resolution=0), 'input_resolution must be an int >= 1, got 0'),
+    (dict(input_resolution=-32), 'input_resolution must be an int >= 1, '
+     'got -32'),
+    (dict(input_resolution=448.5), r'input_resolution must be an int >= 1, '
+     r'got 448\.5'),
+    (dict(input_resolution='448'), "input_resolution must be an int >= 1, "
+     "got '448'"),
+    (dict(channels_last='no'), "channels_last must be True or False, got "
+     "'no'"),
+    (dict(save_frozen=1), 'save_frozen must be True or False, got 1'),
+])
+def test_image_tower_refuses_bad_values_before_loading(kw, match, tmp_path):
+    """Checked before the weights are read (the file does not exist).
+    Before: 0 and -32 passed the 'multiple of 32' check and failed inside
+    the position-embedding resize, 448.5 became 448 silently, 'no' was a
+    true flag."""
+    missing = str(tmp_path / 'missing.pt')
+    with pytest.raises(ValueError, match='FrozenCLIP: ' + match):
+        FrozenCLIP(TINY_RN, pretrained=missing, **kw)
+    # a mode no tower has: also before the weights (was after loading them)
+    with pytest.raises(ValueError, match=r"dense_mode='dense' is not a dense "
+                       r"mode; use one of \['tokens', 'value'\] or None"):
+        FrozenCLIP(TINY_RN, pretrained=missing, dense_mode='dense')
+
+
 # --------------------------------------------------------------------------
 # frozen-ness
 # --------------------------------------------------------------------------

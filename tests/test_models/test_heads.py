@@ -516,3 +516,24 @@ def test_classnames_from_a_registered_dataset():
 def test_bad_classnames(names, match):
     with pytest.raises(ValueError, match=match):
         MODELS.build(head_cfg('BaselineHead', names=names))
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(pos_templates=None), r"`pos_templates` must be a list of templates "
+     r"such as \['a photo of a \{\}.'\], got None"),
+    (dict(pos_templates=None, neg_templates=None), r'`pos_templates` must be'),
+    (dict(neg_templates=7), r'`neg_templates` must be a list .*got 7'),
+    (dict(pos_templates=['a photo of a {}.', 5]),
+     r'`pos_templates\[1\]`: Prompt template 5 must be a string with '
+     r'exactly one `\{\}` slot'),
+    (dict(neg_templates=('no {} here {}', )),
+     r'`neg_templates\[0\]`: Prompt template'),
+    (dict(pos_templates=[]), r'`pos_templates` is empty'),
+])
+def test_zero_shot_head_bad_templates(kw, match, tmp_path):
+    """Refused by field (and index) before the text encoder is built (its
+    weights file does not exist). Before: None or 7 failed with "object is
+    not iterable", a bad template's error did not name the field."""
+    cfg = head_cfg('ZeroShotHead', str(tmp_path / 'missing.pt'), **kw)
+    with pytest.raises(ValueError, match=match):
+        MODELS.build(cfg)

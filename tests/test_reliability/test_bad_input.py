@@ -77,10 +77,19 @@ def test_default_runtime_gives_the_safety_hooks(setup, tmp_path):
     assert FiniteCheckHook not in [type(h) for h in runner.hooks]
 
 
-def test_nan_inputs_stop_before_a_checkpoint(setup, tmp_path):
+def test_nan_inputs_stop_before_a_checkpoint(setup, tmp_path, monkeypatch):
     from mmcoop.engine.hooks import NonFiniteError
+    from mmcoop.models import CLIPDataPreprocessor
     s = _settings(setup)
-    s['model']['data_preprocessor']['std'] = [0., 0., 0.]  # x / 0
+    # std=0 (x / 0) is refused when the preprocessor is built
+    # (tests/test_datasets/test_transforms.py), so NaN inputs are made here
+    forward = CLIPDataPreprocessor.forward
+
+    def nan_inputs(self, data, training=False):
+        out = forward(self, data, training)
+        return dict(out, inputs=out['inputs'] * float('nan'))
+
+    monkeypatch.setattr(CLIPDataPreprocessor, 'forward', nan_inputs)
     with pytest.raises(NonFiniteError) as err:
         _train(tmp_path, s)
     msg = str(err.value)

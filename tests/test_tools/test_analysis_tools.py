@@ -57,6 +57,15 @@ def test_template_bank_and_negation_rules():
                for n, t in zip(negated, bank))
     with pytest.raises(ValueError, match='negation rule'):
         pt.negate_template('a {}', rule='suffix')
+    # before: the negative template came back equal to the positive one
+    with pytest.raises(ValueError, match=r"Unknown negation rule "
+                       r"'\{prompt\}'.*containing `\{prompt\}` and `\{neg\}`"):
+        pt.negate_template('a {}', rule='{prompt}')
+    for word in ('', '  '):
+        with pytest.raises(ValueError, match=r"negation word is empty .*the "
+                           r"negative template would be the positive one. "
+                           r"Fix: give e.g. 'not'"):
+            pt.negate_template('a photo of a {}.', word)
     with pytest.raises(ValueError, match='one `{}`'):
         pt.check_template('a photo')
     assert pt.fill('a photo of a {}.',
@@ -425,6 +434,77 @@ def test_similarity_map_handwritten(image_file, tmp_path, capsys):
         tool.main(args)
     with pytest.raises(ValueError, match='is the input'):
         tool.main(args[:-3] + ['--out', image_file, '--force'])
+
+
+def test_similarity_map_bad_arguments(image_file, tmp_path, capsys):
+    """Each stops before a model is built, naming the argument and the
+    fix; nothing is written."""
+    tool = load_tool('tools/visualization/similarity_map.py')
+    out = str(tmp_path / 'out' / 'sim.png')
+    base = ['--model-name', 'mmcoop-tiny-RN', '--pretrained', 'none',
+            '--input-size', '64', '--panel-size', '64', '--out', out]
+    text = tmp_path / 'notes.png'
+    text.write_text('not an image')
+    cases = [
+        # before: "Image '<dir>' does not exist."
+        ([str(tmp_path), '--class', 'dog'], IsADirectoryError,
+         r"Image '.*' is a folder. Fix: give one image file"),
+        # before: PIL's UnidentifiedImageError without a fix
+        ([str(text), '--class', 'dog'], OSError,
+         r"Cannot decode image '.*notes\.png' \(UnidentifiedImageError.*"
+         r'Fix: give an image file'),
+        # before: silently drawn with 'jet'
+        ([image_file, '--class', 'dog', '--cmap', 'jte'], ValueError,
+         r"--cmap 'jte' is not a matplotlib colormap. Fix: use one of"),
+        # before: one row for both, or a row for an empty name
+        ([image_file, '--class', 'dog', '--class', 'dog'], ValueError,
+         r"--class 'dog' is given twice .*Fix: give each class once"),
+        ([image_file, '--class', ' '], ValueError,
+         '--class must name a class, got an empty name'),
+        # before: the checkpoint was ignored, hand-written prompts drawn
+        ([image_file, '--class', 'dog', '--checkpoint', image_file],
+         ValueError, r'--checkpoint is only read with --config .*Fix: add '
+         r'--config CFG.py, or drop --checkpoint'),
+        ([image_file, '--class', 'dog', '--config',
+          str(tmp_path / 'nope.py')], FileNotFoundError,
+         r"--config '.*nope\.py' is not a file"),
+    ]
+    for argv, kind, match in cases:
+        with pytest.raises(kind, match=match):
+            tool.main(argv + base)
+    assert not os.path.exists(out)
+    for argv, message in [
+        (['--panel-size', '0'], "--panel-size: must be an integer >= 1"),
+        (['--input-size', '-448'], "--input-size: must be an integer >= 1"),
+        (['--alpha', '1.5'], "--alpha: must be a number in [0, 1], got "
+         "'1.5'"),
+    ]:
+        with pytest.raises(SystemExit):
+            tool.parse_args([image_file, '--class', 'dog', *argv])
+        assert message in capsys.readouterr().err
+
+
+def test_similarity_map_needs_a_clip_image_backbone(image_file, tmp_path):
+    """A config whose backbone is not FrozenCLIP (here a feature-cache
+    config's PrecomputedFeatures, and an mmpretrain ResNet) is refused by
+    name. Before: the ResNet failed inside torch.einsum ('subscript d has
+    size 64 for operand 1 which does not broadcast with ... 1024')."""
+    tool = load_tool('tools/visualization/similarity_map.py')
+    head = dict(type='NegativeCoOpHead', classnames=['cat', 'dog'], n_ctx=4,
+                text_encoder=dict(type='FrozenCLIPTextEncoder',
+                                  model_name='mmcoop-tiny-RN'))
+    for backbone in (dict(type='PrecomputedFeatures'),
+                     dict(type='mmpretrain.ResNet', depth=18)):
+        cfg = tiny_classifier_config(head)
+        cfg['model']['backbone'] = backbone
+        path = str(tmp_path / 'cfg.py')
+        Config(cfg).dump(path)
+        name = backbone['type'].split('.')[-1]
+        with pytest.raises(TypeError, match=rf"the backbone is {name}; "
+                           r'similarity maps need the dense features of a '
+                           r'FrozenCLIP image backbone. Fix: give a config '
+                           r"with model.backbone=dict\(type='FrozenCLIP'"):
+            tool.learned_maps(image_file, ['dog'], path, None)
 
 
 @pytest.mark.parametrize('head_type', ['NegativeCoOpHead', 'BaselineHead'])

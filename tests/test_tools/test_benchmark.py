@@ -49,3 +49,66 @@ def test_report_saved_run(bench, tmp_path):
            if line.startswith('| COCO | positivecoop') and ' / ' not in line
            ][0]
     assert [c.strip() for c in row.split('|')][6] == '54.130'
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--mode', 'data', '--data-images', '0'],
+     "argument --data-images: must be an integer >= 1, got '0'"),
+    (['--mode', 'data', '--data-cores', '1', '0'],
+     "argument --data-cores: must be an integer >= 1, got '0'"),
+    (['--mode', 'data', '--data-rounds', '-1'],
+     "argument --data-rounds: must be an integer >= 1, got '-1'"),
+    (['--mode', 'data', '--data-resolution', '0'],
+     "argument --data-resolution: must be an integer >= 1, got '0'"),
+    (['--batch-size', '0'], "argument --batch-size: must be an integer >= 1"),
+    (['--iters', '2.5'], "argument --iters: must be an integer >= 1, got "
+     "'2.5'"),
+    (['--warmup', '-1'], "argument --warmup: must be an integer >= 0"),
+    (['--workers', '-2'], "argument --workers: must be an integer >= 0"),
+    (['--gpu-utilization', '0'],
+     "argument --gpu-utilization: must be a number in (0, 1], got '0'"),
+    (['--gpu-tflops', 'nan'],
+     "argument --gpu-tflops: must be a finite number > 0, got 'nan'"),
+])
+def test_bad_numbers_stop_at_argument_parsing(bench, argv, message, capsys):
+    """Before: --data-images 0 ran and failed with 'StatisticsError: mean
+    requires at least one data point', --data-cores 0 in
+    multiprocessing.Pool, --data-rounds 0 with 'max() arg is an empty
+    sequence', --data-resolution 0 inside a worker."""
+    with pytest.raises(SystemExit) as err:
+        bench.parse_args(argv)
+    assert err.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_existing_json_and_unknown_model_stop_before_measuring(
+        bench, tmp_path, capsys):
+    out = tmp_path / 'run.json'
+    out.write_text('{"kept": 1}')
+    with pytest.raises(ValueError, match=r"already exist: '.*run\.json'. "
+                       r'Nothing was written. Fix: pass --force'):
+        bench.main(['--mode', 'data', '--json', str(out)])
+    assert out.read_text() == '{"kept": 1}'  # before: overwritten
+    # before: each measuring subprocess failed in turn
+    with pytest.raises(ValueError, match=r"Unknown open_clip model name "
+                       r"'RN9000' \(field --model-name\)"):
+        bench.main(['--mode', 'steps', '--model-name', 'RN9000'])
+    with pytest.raises(ValueError, match=r"'nope' \(field --tower-models\)"):
+        bench.main(['--mode', 'towers', '--tower-models', 'nope'])
+    assert '# mmcoop benchmark' not in capsys.readouterr().out
+
+
+def test_report_of_a_file_that_is_not_a_saved_run(bench, tmp_path):
+    """Before: a bare FileNotFoundError / JSONDecodeError (without the
+    file name) / KeyError: 'command'."""
+    text = tmp_path / 'notes.json'
+    text.write_text('not json')
+    other = tmp_path / 'other.json'
+    other.write_text('{"a": 1}')
+    for path, why in [(tmp_path / 'missing.json', 'FileNotFoundError'),
+                      (text, 'JSONDecodeError'),
+                      (other, "KeyError: 'command'")]:
+        with pytest.raises(SystemExit, match=rf"--report '.*{path.name}': "
+                           rf'not a readable saved run \({why}.*Fix: give a '
+                           r'file written by this tool with --json'):
+            bench.main(['--report', str(path)])

@@ -4,6 +4,8 @@ import os
 import os.path as osp
 import sys
 
+import pytest
+
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import _tool_helpers as H  # noqa: E402
 from _common import load_tool  # noqa: E402
@@ -32,3 +34,30 @@ def test_storage_error_of_fp16_and_int8(tmp_path):
     # one cache per dtype of the val split, in the given root
     assert sorted(d.rsplit('_', 3)[-3]
                   for d in os.listdir(root)) == ['float16', 'float32', 'int8']
+
+
+def test_bad_arguments_stop_at_argument_parsing(capsys):
+    """Before: --num-images -1 gave an empty image list (range(-1)) and an
+    unknown dtype was refused, both only after the float32 cache was
+    built."""
+    for argv, message in [
+        (['--num-images', '-1'], "--num-images: must be an integer >= 1, "
+         "got '-1'"),
+        (['--dtypes', 'fp16'], "--dtypes: invalid choice: 'fp16' (choose "
+         "from 'float16', 'float32', 'int8')"),
+    ]:
+        with pytest.raises(SystemExit):
+            tool.parse_args(['cfg.py', '--cache-root', 'c', *argv])
+        assert message in capsys.readouterr().err
+
+
+def test_cache_root_that_is_a_file_is_refused(tmp_path):
+    """Before: "FileExistsError: [Errno 17] File exists" from os.makedirs,
+    without a fix."""
+    path = tmp_path / 'notes.txt'
+    path.write_text('mine')
+    with pytest.raises(NotADirectoryError,
+                       match=r"--cache-root '.*notes\.txt' is a file. Fix: "
+                       r'give a folder'):
+        tool.main([str(tmp_path / 'cfg.py'), '--cache-root', str(path)])
+    assert path.read_text() == 'mine'

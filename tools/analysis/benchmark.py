@@ -65,6 +65,8 @@ from mmcoop.benchmark.steps import (METHODS, measure_amp, measure_steps,
                                     measure_text)
 from mmcoop.benchmark.towers import measure_towers, report_towers
 from mmcoop.benchmark.vocab import VOCAB_VARIANTS, measure_vocab, report_vocab
+from mmcoop.engine.cli import (nonnegative_int, positive_float,
+                               positive_fraction, positive_int)
 
 REPORTS = dict(text=report_text, steps=report_steps, epoch=report_epoch,
                amp=report_amp, data=report_data, vocab=report_vocab,
@@ -74,10 +76,16 @@ JOBS = dict(steps=measure_steps, text=measure_text, vocab=measure_vocab)
 
 def report_saved(path: str, args) -> str:
     """The tables of a saved ``--json`` run, rendered again."""
-    with open(path) as f:
-        saved = json.load(f)
-    run = parse_args(shlex.split(saved['command'])[2:])
-    run.device_desc = saved['device']
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        command, device = saved['command'], saved['device']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(
+            f'--report {path!r}: not a readable saved run ({type(e).__name__}'
+            f': {e}). Fix: give a file written by this tool with --json.')
+    run = parse_args(shlex.split(command)[2:])
+    run.device_desc = device
     # runs saved before `peak_memory` was recorded used the PyTorch
     # profiler's memory timeline (tensors created during the step)
     run.memory_desc = saved.get(
@@ -130,6 +138,17 @@ def _run_job(kind: str, args, *job_args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _check_model_names(args) -> None:
+    """Refuse an unknown ``--model-name`` / ``--tower-models`` before any
+    measurement (instead of in each measuring subprocess)."""
+    from mmcoop.models.backbones.clip_loader import check_model_name
+    if set(args.mode) - {'data', 'towers'}:
+        check_model_name(args.model_name, '--model-name')
+    if 'towers' in args.mode:
+        for name in args.tower_models or ():
+            check_model_name(name, '--tower-models')
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
@@ -146,19 +165,19 @@ def parse_args(argv=None):
     parser.add_argument(
         '--num-classes',
         nargs='+',
-        type=int,
+        type=positive_int,
         default=[80, 20],
         help='80 = COCO names, 20 = VOC names, other = synthetic')
-    parser.add_argument('--resolution', type=int, default=448)
-    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--resolution', type=positive_int, default=448)
+    parser.add_argument('--batch-size', type=positive_int, default=32)
     parser.add_argument(
         '--eval-batch-size',
-        type=int,
+        type=positive_int,
         default=None,
         help='defaults to --batch-size (the official val batch is 100)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--iters', type=int, default=3)
-    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--iters', type=positive_int, default=3)
+    parser.add_argument('--warmup', type=nonnegative_int, default=1)
     parser.add_argument('--model-name', default='RN101-quickgelu')
     parser.add_argument(
         '--pretrained',
@@ -169,29 +188,29 @@ def parse_args(argv=None):
     parser.add_argument('--channels-last', action='store_true')
     parser.add_argument(
         '--amp-batch-size',
-        type=int,
+        type=positive_int,
         default=8,
         help='amp mode: batch of the image-encoder forward')
     parser.add_argument(
         '--gpu-tflops',
-        type=float,
+        type=positive_float,
         default=989.0,
         help='GPU throughput for the FLOP-based projection (default: H100 '
         'SXM dense fp16/bf16 peak, 989 TFLOP/s)')
     parser.add_argument(
         '--gpu-utilization',
-        type=float,
+        type=positive_fraction,
         default=0.3,
         help='assumed fraction of --gpu-tflops reached (the "est." figure '
         'of the FLOP-based projection); "peak" assumes 1.0')
-    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--threads', type=positive_int, default=None)
     parser.add_argument(
-        '--text-chunk-size', type=int, default=256, help='vocab mode')
+        '--text-chunk-size', type=positive_int, default=256, help='vocab mode')
     parser.add_argument(
-        '--subset-classes', type=int, default=256, help='vocab mode')
+        '--subset-classes', type=positive_int, default=256, help='vocab mode')
     parser.add_argument(
         '--known-per-image',
-        type=int,
+        type=positive_int,
         default=8,
         help='vocab mode: known (1/0) labels per image')
     parser.add_argument(
@@ -199,33 +218,44 @@ def parse_args(argv=None):
         help='towers mode: open_clip model names (default: every family of '
         'configs/_base_/models/clip_families)')
     parser.add_argument(
-        '--epoch-images', type=int, default=64, help='epoch mode: images')
+        '--epoch-images',
+        type=positive_int,
+        default=64,
+        help='epoch mode: images')
     parser.add_argument(
         '--epoch-val-images',
-        type=int,
+        type=positive_int,
         default=None,
         help='epoch mode: validation images (default: --epoch-images x '
         'COCO val/train = 0.49)')
-    parser.add_argument('--epoch-resolution', type=int, default=224)
-    parser.add_argument('--epoch-classes', type=int, default=20)
+    parser.add_argument(
+        '--epoch-resolution', type=positive_int, default=224)
+    parser.add_argument('--epoch-classes', type=positive_int, default=20)
     parser.add_argument(
         '--epoch-methods',
         nargs='+',
         default=['baseline', 'positivecoop'],
         choices=METHODS)
     parser.add_argument(
-        '--workers', type=int, default=2, help='epoch mode: loader workers')
+        '--workers',
+        type=nonnegative_int,
+        default=2,
+        help='epoch mode: loader workers')
     parser.add_argument(
         '--epoch-pipeline', default='tensor', choices=list(EPOCH_PIPELINES),
         help='epoch mode: the train data path (with Cutout + RandAugment; '
         'device: decoded and augmented on the model\'s device)')
     parser.add_argument(
-        '--data-images', type=int, default=64, help='data mode: images')
-    parser.add_argument('--data-resolution', type=int, default=448)
+        '--data-images',
+        type=positive_int,
+        default=64,
+        help='data mode: images')
     parser.add_argument(
-        '--data-cores', nargs='+', type=int, default=[1, 2],
+        '--data-resolution', type=positive_int, default=448)
+    parser.add_argument(
+        '--data-cores', nargs='+', type=positive_int, default=[1, 2],
         help='data mode: worker processes (one thread each)')
-    parser.add_argument('--data-rounds', type=int, default=3)
+    parser.add_argument('--data-rounds', type=positive_int, default=3)
     parser.add_argument(
         '--data-pipelines', nargs='+', default=list(PIPELINES),
         choices=PIPELINES)
@@ -235,6 +265,8 @@ def parse_args(argv=None):
         action='store_false',
         help='measure every method in this process')
     parser.add_argument('--json', default=None, help='write all results')
+    parser.add_argument(
+        '--force', action='store_true', help='overwrite an existing --json')
     parser.add_argument(
         '--report',
         default=None,
@@ -266,6 +298,10 @@ def main(argv=None):
     if args.report:
         print(report_saved(args.report, args))
         return
+    if args.json:  # before the (long) measurements
+        from mmcoop.utils.paths import claim_outputs
+        claim_outputs([args.json], force=args.force)
+    _check_model_names(args)
     args.device_desc = _device_desc(args)
     out: Dict[str, object] = dict(
         device=args.device_desc,

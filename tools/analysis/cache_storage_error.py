@@ -24,7 +24,8 @@ except ImportError:  # run from a clone without `pip install -e .`
 from mmengine.config import Config
 
 from mmcoop.benchmark.cache_storage import storage_error
-from mmcoop.engine.cli import SpacedDictAction
+from mmcoop.datasets.feature_cache.store import DTYPES
+from mmcoop.engine.cli import SpacedDictAction, positive_int
 
 
 def parse_args(argv=None):
@@ -37,15 +38,22 @@ def parse_args(argv=None):
         '--dtypes',
         nargs='+',
         default=['float16', 'int8'],
+        choices=sorted(DTYPES),
         help='storage dtypes compared with float32')
     parser.add_argument(
-        '--num-images', type=int, help='score the first N val images only')
+        '--num-images',
+        type=positive_int,
+        help='score the first N val images only')
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if osp.exists(args.cache_root) and not osp.isdir(args.cache_root):
+        raise NotADirectoryError(
+            f'--cache-root {args.cache_root!r} is a file. Fix: give a folder '
+            '(created if missing; the caches are built below it).')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

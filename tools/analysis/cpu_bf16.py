@@ -5,7 +5,8 @@
         [--batch-size B] [--iters K] [--cfg-options k=v ...]
 
 Builds the config's model twice with seed 0, fp32 and with
-``autocast_dtype='bf16', autocast_cpu=True`` on both towers, and prints the
+``autocast_dtype='bf16', autocast_cpu=True`` on its towers (the image
+tower, and the text tower of a prompt head), and prints the
 largest logit and score differences on the val images and the
 forward+backward step time of each (alternating). The numbers in
 docs/benchmarks.md come from this tool.
@@ -25,7 +26,7 @@ except ImportError:  # run from a clone without `pip install -e .`
 from mmengine.config import Config
 
 from mmcoop.benchmark.autocast_error import cpu_bf16_error
-from mmcoop.engine.cli import SpacedDictAction
+from mmcoop.engine.cli import SpacedDictAction, positive_int
 
 
 def parse_args(argv=None):
@@ -33,9 +34,11 @@ def parse_args(argv=None):
         description='mmcoop: logit error and step time of CPU bf16 towers')
     parser.add_argument('config', help='config file path')
     parser.add_argument(
-        '--num-images', type=int, help='score the first N val images only')
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--iters', type=int, default=5)
+        '--num-images',
+        type=positive_int,
+        help='score the first N val images only')
+    parser.add_argument('--batch-size', type=positive_int, default=16)
+    parser.add_argument('--iters', type=positive_int, default=5)
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 

@@ -47,6 +47,7 @@ from open_clip import OPENAI_DATASET_MEAN as CLIP_MEAN  # 0..1 scale
 from open_clip import OPENAI_DATASET_STD as CLIP_STD
 from PIL import Image, ImageDraw, ImageFont
 
+from mmcoop.engine.cli import fraction, positive_int
 from mmcoop.utils.paths import claim_outputs
 from mmcoop.utils.prompt_templates import (PAPER_P1, check_template, fill,
                                            negate_template)
@@ -65,7 +66,7 @@ def parse_args(argv=None):
     parser.add_argument('--pretrained', default='openai',
                         help="open_clip tag, local file or 'none'")
     parser.add_argument('--cache-dir', default=None)
-    parser.add_argument('--input-size', type=int, default=448,
+    parser.add_argument('--input-size', type=positive_int, default=448,
                         help='model input resolution (default 448)')
     parser.add_argument('--pos-prompt', default=PAPER_P1,
                         help=f'positive template (default {PAPER_P1!r})')
@@ -79,8 +80,8 @@ def parse_args(argv=None):
                         'prompts / embeddings and its backbone')
     parser.add_argument('--checkpoint', default=None,
                         help='checkpoint for --config')
-    parser.add_argument('--panel-size', type=int, default=448)
-    parser.add_argument('--alpha', type=float, default=0.5,
+    parser.add_argument('--panel-size', type=positive_int, default=448)
+    parser.add_argument('--alpha', type=fraction, default=0.5,
                         help='heat-map opacity (default 0.5)')
     parser.add_argument('--cmap', default='jet')
     parser.add_argument('--norm', choices=['separate', 'shared'],
@@ -120,9 +121,42 @@ def similarity(grid: torch.Tensor, text: torch.Tensor) -> np.ndarray:
 
 
 def _load_rgb(path: str) -> Image.Image:
+    """The image as RGB; a missing, folder or undecodable path stops with
+    an error naming it and the fix."""
+    if osp.isdir(path):
+        raise IsADirectoryError(
+            f'Image {path!r} is a folder. Fix: give one image file.')
     if not osp.isfile(path):
-        raise FileNotFoundError(f'Image {path!r} does not exist.')
-    return Image.open(path).convert('RGB')
+        raise FileNotFoundError(
+            f'Image {path!r} does not exist. Fix: check the path.')
+    try:
+        with Image.open(path) as img:
+            return img.convert('RGB')
+    except Exception as e:  # noqa: BLE001 - PIL's errors vary by format
+        raise OSError(f'Cannot decode image {path!r} ({type(e).__name__}: '
+                      f'{e}). Fix: give an image file (JPEG, PNG, ...).') \
+            from e
+
+
+def check_args(args) -> None:
+    """Refuse argument combinations that would draw something else than
+    asked (before any model is built)."""
+    blank = [c for c in args.classes if not c.strip()]
+    if blank:
+        raise ValueError('--class must name a class, got an empty name.')
+    dup = sorted({c for c in args.classes if args.classes.count(c) > 1})
+    if dup:
+        raise ValueError(f'--class {dup[0]!r} is given twice (one row per '
+                         'class). Fix: give each class once.')
+    if args.checkpoint and not args.config:
+        raise ValueError(
+            '--checkpoint is only read with --config (the learned prompts '
+            'of that model); without it the maps use the hand-written '
+            'prompts. Fix: add --config CFG.py, or drop --checkpoint.')
+    if args.config and not osp.isfile(args.config):
+        raise FileNotFoundError(
+            f'--config {args.config!r} is not a file. Fix: check the path.')
+    _colormap(args.cmap)
 
 
 def handwritten_maps(image: Image.Image, classes: List[str], pos_prompt: str,
@@ -181,7 +215,15 @@ def learned_maps(image_path: str, classes: List[str], config: str,
     from mmengine.dataset import pseudo_collate
 
     from mmcoop.apis import MultiLabelInferencer, init_model
+    from mmcoop.models.backbones import FrozenCLIP
     model = init_model(config, checkpoint, device=device)
+    if not isinstance(model.backbone, FrozenCLIP):
+        raise TypeError(
+            f'--config {config!r}: the backbone is '
+            f'{type(model.backbone).__name__}; similarity maps need the '
+            'dense features of a FrozenCLIP image backbone. Fix: give a '
+            "config with model.backbone=dict(type='FrozenCLIP', ...) (for a "
+            'feature-cache config, the config it was made from).')
     inferencer = MultiLabelInferencer(model)
     names = list(model.head.classnames)
     missing = [c for c in classes if c not in names]
@@ -207,19 +249,29 @@ def learned_maps(image_path: str, classes: List[str], config: str,
 # --------------------------------------------------------------------------
 # drawing
 # --------------------------------------------------------------------------
+def _jet(v: np.ndarray) -> np.ndarray:
+    r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
+    return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
+
+
 def _colormap(name: str):
+    """Values in [0, 1] -> uint8 RGB with matplotlib's colormap ``name``
+    (without matplotlib: ``'jet'`` only); an unknown name is refused."""
     try:
         from matplotlib import colormaps
+    except ImportError:  # matplotlib missing or older than 3.5
+        colormaps = None
+    if colormaps is not None and name in colormaps:
         cmap = colormaps[name]
         return lambda v: (cmap(v)[..., :3] * 255).astype(np.uint8)
-    except Exception:  # noqa: BLE001 - matplotlib missing or old: plain jet
-        def jet(v):
-            r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
-            g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
-            b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
-            return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
-
-        return jet
+    if name == 'jet':
+        return _jet
+    known = ', '.join(sorted(colormaps)[:8]) + ', ...' if colormaps \
+        else 'jet (install matplotlib for the others)'
+    raise ValueError(f'--cmap {name!r} is not a matplotlib colormap. Fix: '
+                     f'use one of {known}.')
 
 
 def upsample(sim: np.ndarray, size: int) -> np.ndarray:
@@ -312,6 +364,8 @@ def map_stats(m: dict) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    check_args(args)
+    image = _load_rgb(args.image)
     out = args.out or osp.join(
         'work_dirs', 'similarity_map',
         osp.splitext(osp.basename(args.image))[0] + '.png')
@@ -320,7 +374,6 @@ def main(argv=None):
                   inputs=[args.image, *filter(None, [args.config,
                                                      args.checkpoint])],
                   force=args.force)
-    image = _load_rgb(args.image)
     if args.config:
         maps = learned_maps(args.image, args.classes, args.config,
                             args.checkpoint, args.device)

@@ -7,17 +7,15 @@ from mmcv.transforms.utils import cache_randomness
 
 from mmcoop.datasets.transforms.image_kind import require_array
 from mmcoop.registry import TRANSFORMS
+from mmcoop.utils.value_checks import check_colour, check_number
 
 
 def check_cutout_factor(owner: str, factor) -> float:
     """``factor`` if it is a number in (0, 1] (CutoutPIL's side as a
     fraction of the image side), else a ``ValueError`` naming ``owner``."""
-    if isinstance(factor, bool) or not isinstance(
-            factor, (int, float)) or not 0 < factor <= 1:
-        raise ValueError(f'{owner}: cutout_factor must be in (0, 1] (the '
-                         f'side as a fraction of the image side), got '
-                         f'{factor!r}.')
-    return factor
+    return check_number(owner, 'cutout_factor', factor, 0, 1,
+                        'the side as a fraction of the image side',
+                        above=True)
 
 
 @TRANSFORMS.register_module()
@@ -51,8 +49,8 @@ class RandomCutout(BaseTransform):
             Defaults to 0.5.
         prob (float): Probability of applying it. Defaults to 1.0
             (official: always).
-        pad_val (int | Sequence[int], optional): Fixed fill. Defaults to None
-            (random colour per call).
+        pad_val (int | Sequence[int], optional): Fixed fill: an int 0..255
+            or 3 of them (BGR). Defaults to None (random colour per call).
     """
 
     def __init__(self,
@@ -60,11 +58,10 @@ class RandomCutout(BaseTransform):
                  prob: float = 1.0,
                  pad_val: Optional[Union[int, Sequence[int]]] = None):
         check_cutout_factor('RandomCutout', cutout_factor)
-        if not 0 <= prob <= 1:
-            raise ValueError(f'prob must be in [0, 1], got {prob}.')
         self.cutout_factor = cutout_factor
-        self.prob = prob
-        self.pad_val = pad_val
+        self.prob = check_number('RandomCutout', 'prob', prob, 0, 1)
+        self.pad_val = None if pad_val is None else check_colour(
+            'RandomCutout', 'pad_val', pad_val)
 
     @cache_randomness
     def _sample(self, h: int, w: int, channels: int):
@@ -74,7 +71,7 @@ class RandomCutout(BaseTransform):
         if self.pad_val is None:
             color = np.random.randint(0, 256, size=channels)
         else:
-            color = np.broadcast_to(np.asarray(self.pad_val), (channels, ))
+            color = np.asarray(self.pad_val[:channels])
         return apply, cy, cx, color
 
     def transform(self, results: dict) -> dict:

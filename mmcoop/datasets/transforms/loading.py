@@ -9,6 +9,28 @@ from mmengine import fileio
 from mmcoop.registry import TRANSFORMS
 
 
+def _check_decoder(imdecode_backend, color_type) -> None:
+    """Refuse a decoder or colour type mmcv does not have (or that is not
+    installed) here, instead of on every image as a 'corrupt file'."""
+    from mmcv.image import io
+    usable = [
+        b for b in io.supported_backends
+        if not (b == 'turbojpeg' and io.TurboJPEG is None) and not (
+            b == 'tifffile' and getattr(io, 'tifffile', None) is None)
+    ]
+    if imdecode_backend not in usable:
+        raise ValueError(
+            f'LoadImageFromFileChecked: imdecode_backend must be one of '
+            f'{usable} (installed), got {imdecode_backend!r}. Fix: use '
+            "'pillow' (the official loader's decoder).")
+    if color_type not in io.imread_flags:
+        raise ValueError(
+            f'LoadImageFromFileChecked: color_type must be one of '
+            f'{list(io.imread_flags)}, got {color_type!r}. Fix: use '
+            "'color_ignore_orientation' (the official loader: RGB, no EXIF "
+            'rotation).')
+
+
 @TRANSFORMS.register_module()
 class LoadImageFromFileChecked(LoadImageFromFile):
     """Load an image as a 3-channel BGR ``uint8`` array, with clear errors.
@@ -47,6 +69,7 @@ class LoadImageFromFileChecked(LoadImageFromFile):
                  imdecode_backend: str = 'pillow',
                  color_type: str = 'color_ignore_orientation',
                  **kwargs):
+        _check_decoder(imdecode_backend, color_type)
         super().__init__(
             imdecode_backend=imdecode_backend, color_type=color_type, **kwargs)
 

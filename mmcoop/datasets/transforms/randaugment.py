@@ -6,6 +6,7 @@ from mmpretrain.datasets.transforms import RandAugment
 
 from mmcoop.datasets.transforms.image_kind import require_array
 from mmcoop.registry import TRANSFORMS
+from mmcoop.utils.value_checks import check_int, check_number
 
 __all__ = ['DUALCOOP_RANDAUG_POLICIES', 'DualCoOpRandAugment']
 
@@ -58,6 +59,33 @@ for _policy in DUALCOOP_RANDAUG_POLICIES:
     _policy['prob'] = 0.5
 
 
+def _check_args(num_policies, magnitude_level, magnitude_std, total_level,
+                policies, hparams) -> None:
+    """The arguments of :class:`DualCoOpRandAugment`, each refused with
+    its name (mmpretrain asserts some of them without naming the class,
+    and a float ``num_policies`` or an empty ``policies`` would fail in
+    NumPy on the first image)."""
+    owner = 'DualCoOpRandAugment'
+    check_int(owner, 'num_policies', num_policies)
+    total = check_number(owner, 'total_level', total_level, 0, above=True)
+    check_number(owner, 'magnitude_level', magnitude_level, 0, total,
+                 'levels above total_level are clipped to it')
+    if magnitude_std != 'inf':
+        check_number(owner, 'magnitude_std', magnitude_std, 0,
+                     what="or 'inf' for a level uniform in [0, "
+                     'magnitude_level]')
+    if policies is not None and not (isinstance(policies, (list, tuple))
+                                     and policies and all(
+                                         isinstance(p, dict)
+                                         for p in policies)):
+        raise ValueError(
+            f'{owner}: policies must be a non-empty list of transform '
+            f'dicts or None (the official 15 ops), got {policies!r}.')
+    if not isinstance(hparams, dict):
+        raise ValueError(f'{owner}: hparams must be a dict such as '
+                         f'dict(pad_val=128), got {hparams!r}.')
+
+
 @TRANSFORMS.register_module()
 class DualCoOpRandAugment(RandAugment):
     """RandAugment as in the official PositiveCoOp / DualCoOp training.
@@ -89,6 +117,8 @@ class DualCoOpRandAugment(RandAugment):
                  total_level: int = 9,
                  policies=None,
                  hparams: dict = dict(pad_val=128)):
+        _check_args(num_policies, magnitude_level, magnitude_std, total_level,
+                    policies, hparams)
         if policies is None:
             policies = copy.deepcopy(DUALCOOP_RANDAUG_POLICIES)
         super().__init__(

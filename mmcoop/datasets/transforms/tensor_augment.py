@@ -45,6 +45,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from mmcoop.datasets.transforms.cutout import check_cutout_factor
 from mmcoop.datasets.transforms.image_kind import require_tensor
 from mmcoop.registry import TRANSFORMS
+from mmcoop.utils.value_checks import check_flag
 
 __all__ = [
     'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
@@ -590,6 +591,19 @@ def _read_bytes(path: str, backend_args: Optional[dict]) -> bytes:
                       'the file exists.') from e
 
 
+def _img_path(owner: str, results: dict) -> str:
+    """``results['img_path']``; results without one (an image decoded by
+    the caller, e.g. inference on arrays) are refused naming the fix."""
+    if results.get('img_path') is None:
+        raise ValueError(
+            f'{owner} reads the image file at results["img_path"], got '
+            f'results with keys {sorted(results)}. Fix: for images decoded '
+            'by the caller (inference on arrays), start the pipeline with '
+            'mmcoop.LoadImageFromFileChecked + Resize, as the test '
+            'pipelines of the configs do.')
+    return results['img_path']
+
+
 def _check_scale(owner: str, scale) -> Tuple[int, int]:
     """``scale`` (an int or ``(w, h)``, as mmcv's ``Resize``) -> ``(w, h)``
     positive ints; anything else is refused naming ``owner``."""
@@ -643,13 +657,14 @@ class LoadImageTensor(BaseTransform):
                 f'LoadImageTensor: resize_backend must be one of '
                 f'{RESIZE_BACKENDS}, got {resize_backend!r}.')
         self.scale = _check_scale('LoadImageTensor', scale)
-        self.draft = draft
+        self.draft = check_flag('LoadImageTensor', 'draft', draft)
         self.resize_backend = resize_backend
-        self.ignore_empty = ignore_empty
+        self.ignore_empty = check_flag('LoadImageTensor', 'ignore_empty',
+                                       ignore_empty)
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> Optional[dict]:
-        path = results['img_path']
+        path = _img_path('LoadImageTensor', results)
         try:
             data = _read_bytes(path, self.backend_args)
         except OSError:
@@ -699,13 +714,13 @@ class LoadImageBytes(BaseTransform):
                  cutout_factor: float = 0.5,
                  backend_args: Optional[dict] = None):
         self.scale = _check_scale('LoadImageBytes', scale)
-        self.augment = augment
+        self.augment = check_flag('LoadImageBytes', 'augment', augment)
         self.cutout_factor = check_cutout_factor('LoadImageBytes',
                                                  cutout_factor)
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
-        path = results['img_path']
+        path = _img_path('LoadImageBytes', results)
         data = _read_bytes(path, self.backend_args)
         if data[:3] != b'\xff\xd8\xff':
             raise OSError(

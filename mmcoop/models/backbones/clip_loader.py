@@ -139,15 +139,21 @@ def build_open_clip(model_name: str,
                                 cache_dir)
 
 
-def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
+def check_model_name(model_name: str, field: str = '`model_name`') -> None:
+    """Raise a ``ValueError`` naming ``field`` unless ``model_name`` is an
+    open_clip architecture (mmcoop's tiny configs included)."""
     register_mmcoop_clip_configs()
-    logger = MMLogger.get_current_instance()
     if model_name not in open_clip.list_models():
         raise ValueError(
             f'Unknown open_clip model name {model_name!r} (field '
-            '`model_name`). Use one of open_clip.list_models(), e.g. '
+            f'{field}). Use one of open_clip.list_models(), e.g. '
             "'RN101-quickgelu', 'RN50-quickgelu', 'ViT-B-16', or an mmcoop "
             "tiny config such as 'mmcoop-tiny-RN'.")
+
+
+def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
+    check_model_name(model_name)
+    logger = MMLogger.get_current_instance()
     kwargs = dict(force_quick_gelu=force_quick_gelu, precision='fp32')
     if pretrained is None:
         logger.warning(

@@ -12,6 +12,7 @@ from open_clip.transformer import VisionTransformer, text_global_pool
 from torch.utils.checkpoint import checkpoint
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_flag, check_int
 from .clip_loader import (build_clip_tokenizer, build_open_clip,
                           resize_attnpool_pos_embed,
                           resize_vit_pos_embed)
@@ -108,13 +109,25 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                  init_seed: Optional[int] = 0,
                  dense_mode: Optional[str] = None):
         super().__init__(init_cfg=init_cfg)
+        # the plain values first: before the (slow) weights are loaded
+        self.input_resolution = check_int('FrozenCLIP', 'input_resolution',
+                                          input_resolution)
+        for field, flag in (('force_quick_gelu', force_quick_gelu),
+                            ('save_frozen', save_frozen),
+                            ('autocast_cpu', autocast_cpu),
+                            ('channels_last', channels_last)):
+            check_flag('FrozenCLIP', field, flag)
+        known_modes = sorted({m for ms in _DENSE_MODES.values() for m in ms})
+        if dense_mode is not None and dense_mode not in known_modes:
+            raise ValueError(
+                f'dense_mode={dense_mode!r} is not a dense mode; use one of '
+                f'{known_modes} or None (field `dense_mode` of FrozenCLIP).')
         self.autocast_dtype, self.autocast_cpu = _parse_autocast(
             autocast_dtype, autocast_cpu)
-        self.channels_last = bool(channels_last)
+        self.channels_last = channels_last
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir, init_seed)
         self.model_name = model_name
-        self.input_resolution = int(input_resolution)
         self.visual = clip.visual
         del clip
         if isinstance(self.visual, ModifiedResNet):

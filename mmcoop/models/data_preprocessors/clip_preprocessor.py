@@ -7,6 +7,7 @@ from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_channel_stats, check_flag
 
 __all__ = ['CLIP_MEAN', 'CLIP_STD', 'CLIPDataPreprocessor']
 
@@ -33,6 +34,8 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
                  std: Optional[Sequence[float]] = CLIP_STD,
                  to_rgb: bool = True,
                  **kwargs):
+        check_channel_stats(type(self).__name__, mean, std, optional=True)
+        check_flag(type(self).__name__, 'to_rgb', to_rgb)
         super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)
 
     def forward(self, data: dict, training: bool = False) -> dict:

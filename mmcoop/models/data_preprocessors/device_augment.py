@@ -7,6 +7,7 @@ from mmengine.model import BaseDataPreprocessor
 
 from mmcoop.datasets.transforms.tensor_augment import resize_augment_batch
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_channel_stats, check_flag
 from .clip_preprocessor import CLIP_MEAN, CLIP_STD
 
 __all__ = ['DeviceAugmentPreprocessor']
@@ -62,13 +63,17 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
                  std: Sequence[float] = CLIP_STD,
                  non_blocking: bool = True,
                  batch_augments: Optional[dict] = None):
-        super().__init__(non_blocking=non_blocking)
+        check_channel_stats('DeviceAugmentPreprocessor', mean, std)
+        super().__init__(non_blocking=check_flag(
+            'DeviceAugmentPreprocessor', 'non_blocking', non_blocking))
         if batch_augments:
             raise ValueError('DeviceAugmentPreprocessor: batch_augments are '
                              'not supported; remove train_cfg.augments.')
-        self.register_buffer('mean',
-                             torch.tensor(mean).view(1, 3, 1, 1), False)
-        self.register_buffer('std', torch.tensor(std).view(1, 3, 1, 1), False)
+        for name, values in (('mean', mean), ('std', std)):
+            self.register_buffer(
+                name,
+                torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1),
+                False)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         from torchvision.io import ImageReadMode, decode_jpeg

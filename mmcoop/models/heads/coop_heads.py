@@ -392,18 +392,20 @@ class ZeroShotHead(PromptRegionHead):
                  shared_embedding: Optional[bool] = None,
                  **kwargs):
         from mmcoop.utils import prompt_templates as pt
-        super().__init__(*args, **kwargs)
+
+        # the templates first: before the text encoder is built
         if isinstance(pos_templates, str):
             pos_templates = pt.DEFAULT_TEMPLATE_BANK if pos_templates == \
                 'bank' else (pos_templates, )
+        pos_templates = pt.check_templates('pos_templates', pos_templates)
         if neg_templates is None:
             neg_templates = [pt.negate_template(t) for t in pos_templates]
         elif isinstance(neg_templates, str):
             neg_templates = (neg_templates, )
-        self.pos_templates = pt.check_templates('pos_templates',
-                                                pos_templates)
-        self.neg_templates = pt.check_templates('neg_templates',
-                                                neg_templates)
+        neg_templates = pt.check_templates('neg_templates', neg_templates)
+        super().__init__(*args, **kwargs)
+        self.pos_templates = pos_templates
+        self.neg_templates = neg_templates
 
     unseen_class_args = ()
 

@@ -1,0 +1,103 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Checks of the plain values a config gives a constructor (flags, counts,
+probabilities, colours, per-channel statistics), so that a wrong one stops
+where it is given, naming the class and the field, instead of failing
+later inside NumPy/torch or silently doing something else (``'no'`` is a
+true flag; ``pad_val=300`` wraps to 44 in a uint8 image).
+
+Each ``check_*`` returns the value (normalised where said) or raises
+``ValueError`` naming ``owner.field``, what was given and what is expected.
+"""
+import math
+import numbers
+from typing import Optional, Sequence, Tuple
+
+__all__ = [
+    'check_flag', 'check_int', 'check_number', 'check_colour',
+    'check_channel_stats'
+]
+
+
+def _refuse(owner: str, field: str, value, expected: str):
+    raise ValueError(f'{owner}: {field} must be {expected}, got {value!r}.')
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_flag(owner: str, field: str, value) -> bool:
+    """``value`` if it is a bool (True/False only: a string such as
+    ``'no'`` or a number would be read as its truth value)."""
+    if not isinstance(value, bool):
+        _refuse(owner, field, value, 'True or False')
+    return value
+
+
+def check_int(owner: str, field: str, value, minimum: int = 1) -> int:
+    """``value`` if it is an int (not a bool, not a float) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(
+            value, numbers.Integral) or value < minimum:
+        _refuse(owner, field, value, f'an int >= {minimum}')
+    return int(value)
+
+
+def check_number(owner: str,
+                 field: str,
+                 value,
+                 low: Optional[float] = None,
+                 high: Optional[float] = None,
+                 what: str = '',
+                 above: bool = False) -> float:
+    """``value`` if it is a finite real number (not a bool) in
+    ``[low, high]`` (a bound of None: none; ``above``: ``> low``)."""
+    ok = _is_real(value) and math.isfinite(value) and (
+        low is None or value > low or (value == low and not above)) and (
+            high is None or value <= high)
+    if not ok:
+        start = '(' if above else '['
+        rng = ('a finite number' if low is None and high is None else
+               f'a number in {start}{low}, {high}]' if high is not None
+               and low is not None else
+               f'a finite number {">" if above else ">="} {low}'
+               if high is None else f'a finite number <= {high}')
+        _refuse(owner, field, value, rng + (f' ({what})' if what else ''))
+    return value
+
+
+def check_colour(owner: str, field: str, value) -> Tuple[int, int, int]:
+    """An int 0..255 (grey) or 3 ints 0..255 (one per channel, in the
+    image's channel order) -> a 3-tuple."""
+    values = (value, ) * 3 if _is_real(value) else value
+    if not (isinstance(values, (tuple, list)) and len(values) == 3 and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool)
+            and 0 <= v <= 255 for v in values)):
+        _refuse(owner, field, value,
+                'an int in 0..255 or 3 of them (one per channel)')
+    return tuple(int(v) for v in values)
+
+
+def check_channel_stats(owner: str, mean: Optional[Sequence[float]],
+                        std: Optional[Sequence[float]],
+                        optional: bool = False) -> None:
+    """``mean`` and ``std`` of an RGB image: 3 finite numbers each, every
+    ``std`` > 0 (a 0 divides by zero). With ``optional``, both may be None
+    (no normalisation), but not one of them."""
+    if optional and (mean is None or std is None):
+        if (mean is None) != (std is None):
+            given, missing = ('mean', 'std') if std is None else (
+                'std', 'mean')
+            raise ValueError(
+                f'{owner}: {given} is given without {missing}, so the images '
+                'would not be normalised at all. Fix: give both mean and '
+                'std, or set both to None.')
+        return
+    for field, values in (('mean', mean), ('std', std)):
+        items = [] if isinstance(values, (str, bytes)) else list(
+            values) if hasattr(values, '__len__') else []
+        if not (len(items) == 3
+                and all(_is_real(v) and math.isfinite(v) for v in items)):
+            _refuse(owner, field, values,
+                    '3 finite numbers (one per RGB channel, 0-255 scale)')
+    if min(std) <= 0:
+        _refuse(owner, 'std', std, 'positive (each channel is divided by it)')
