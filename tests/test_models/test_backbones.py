@@ -135,6 +135,7 @@ def test_input_resolution_must_fit_the_grid():
     (dict(channels_last='no'), "channels_last must be True or False, got "
      "'no'"),
     (dict(save_frozen=1), 'save_frozen must be True or False, got 1'),
+    (dict(init_seed=1.5), r'init_seed must be an int >= 0, got 1\.5'),
 ])
 def test_image_tower_refuses_bad_values_before_loading(kw, match, tmp_path):
     """Checked before the weights are read (the file does not exist).
@@ -148,6 +149,24 @@ def test_image_tower_refuses_bad_values_before_loading(kw, match, tmp_path):
     with pytest.raises(ValueError, match=r"dense_mode='dense' is not a dense "
                        r"mode; use one of \['tokens', 'value'\] or None"):
         FrozenCLIP(TINY_RN, pretrained=missing, dense_mode='dense')
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(autocast_cpu='no', autocast_dtype='bf16'),
+     "autocast_cpu must be True or False, got 'no'"),
+    (dict(truncate='yes'), "truncate must be True or False, got 'yes'"),
+    (dict(force_quick_gelu=None), 'force_quick_gelu must be True or False'),
+    (dict(text_chunk_size=0), 'text_chunk_size must be an int >= 1, got 0'),
+    (dict(text_chunk_size=True), 'text_chunk_size must be an int >= 1'),
+    (dict(init_seed='0'), "init_seed must be an int >= 0, got '0'"),
+])
+def test_text_tower_refuses_bad_values_before_loading(kw, match, tmp_path):
+    """As the image tower: checked before the weights are read. Before,
+    ``autocast_cpu='no'`` switched CPU autocast on and ``init_seed='0'``
+    seeded another random tower."""
+    missing = str(tmp_path / 'missing.pt')
+    with pytest.raises(ValueError, match='FrozenCLIPTextEncoder: ' + match):
+        FrozenCLIPTextEncoder(TINY_RN, pretrained=missing, **kw)
 
 
 # --------------------------------------------------------------------------

@@ -117,6 +117,7 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                             ('autocast_cpu', autocast_cpu),
                             ('channels_last', channels_last)):
             check_flag('FrozenCLIP', field, flag)
+        _check_init_seed('FrozenCLIP', init_seed)
         known_modes = sorted({m for ms in _DENSE_MODES.values() for m in ms})
         if dense_mode is not None and dense_mode not in known_modes:
             raise ValueError(
@@ -459,13 +460,15 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                  text_chunk_size: Optional[int] = None,
                  tokenizer: Union[None, str, Callable] = None):
         super().__init__(init_cfg=init_cfg)
-        if text_chunk_size is not None and (
-                isinstance(text_chunk_size, bool)
-                or not isinstance(text_chunk_size, int)
-                or text_chunk_size < 1):
-            raise ValueError(
-                'FrozenCLIPTextEncoder: text_chunk_size must be a positive '
-                f'integer or None, got {text_chunk_size!r}.')
+        owner = 'FrozenCLIPTextEncoder'
+        if text_chunk_size is not None:
+            check_int(owner, 'text_chunk_size', text_chunk_size)
+        for field, flag in (('force_quick_gelu', force_quick_gelu),
+                            ('truncate', truncate),
+                            ('save_frozen', save_frozen),
+                            ('autocast_cpu', autocast_cpu)):
+            check_flag(owner, field, flag)
+        _check_init_seed(owner, init_seed)
         self.text_chunk_size = text_chunk_size
         self.autocast_dtype, self.autocast_cpu = _parse_autocast(
             autocast_dtype, autocast_cpu)
@@ -651,6 +654,13 @@ def _parse_autocast_dtype(name: Optional[str]) -> Optional[torch.dtype]:
         return _AUTOCAST_DTYPES[name.lower()]
     raise ValueError(
         f"autocast_dtype must be None, 'fp16' or 'bf16', got {name!r}.")
+
+
+def _check_init_seed(owner: str, seed) -> None:
+    """``init_seed`` is None or an int >= 0 (``torch.manual_seed`` would
+    turn 1.5 or ``'0'`` into another seed without a word)."""
+    if seed is not None:
+        check_int(owner, 'init_seed', seed, minimum=0)
 
 
 def _parse_autocast(name, cpu: bool):
