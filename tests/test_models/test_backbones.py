@@ -481,3 +481,24 @@ def test_random_towers_depend_on_init_seed_only():
     e = build_open_clip(TINY_VIT, init_seed=None)
     assert torch.equal(d.visual.conv1.weight, e.visual.conv1.weight)
     assert not torch.equal(d.visual.conv1.weight, a.visual.conv1.weight)
+
+
+def test_clip_normalization_follows_open_clips_pretrained_configs():
+    """The image statistics a model's weights expect, from open_clip's
+    tables: SigLIP's 0.5 / 0.5, CLIP's for OpenAI weights and for models
+    without tags; a local file of a model whose tags disagree (ViT-L-14:
+    laion2b_s32b_b82k uses 0.5 / 0.5, the others CLIP's) is refused, not
+    guessed."""
+    from mmcoop.models.backbones.clip_loader import clip_normalization
+    half = ((0.5, ) * 3, (0.5, ) * 3)
+    clip = (tuple(open_clip.OPENAI_DATASET_MEAN),
+            tuple(open_clip.OPENAI_DATASET_STD))
+    assert clip_normalization('ViT-B-16-SigLIP') == half
+    assert clip_normalization('ViT-B-16-SigLIP', '/w/siglip.bin') == half
+    assert clip_normalization('RN101-quickgelu', 'openai') == clip
+    assert clip_normalization(TINY_RN) == clip
+    assert clip_normalization('ViT-L-14', 'laion2b_s32b_b82k') == half
+    assert clip_normalization('ViT-L-14', 'openai') == clip
+    with pytest.raises(ValueError, match=r"'ViT-L-14' expect different image "
+                       r'normalisations.*Give the open_clip tag'):
+        clip_normalization('ViT-L-14', '/w/vit-l-14.pt')

@@ -13,6 +13,7 @@ import sys
 import types
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from _common import ROOT, load_tool, tiny_classifier_config
@@ -388,8 +389,17 @@ def test_similarity_map_helpers():
     assert tool.output_size(96, 2) == (288, 224)
 
 
-def test_similarity_map_handwritten(image_file, tmp_path, capsys):
+def test_similarity_map_handwritten(image_file, tmp_path, capsys,
+                                    monkeypatch):
     tool = load_tool('tools/visualization/similarity_map.py')
+    # the image is normalised as the weights expect (clip_loader's
+    # clip_normalization: SigLIP's 0.5 / 0.5, not always CLIP's)
+    from mmcoop.models.backbones import clip_loader
+    asked = []
+    normalization = clip_loader.clip_normalization
+    monkeypatch.setattr(
+        clip_loader, 'clip_normalization',
+        lambda *a: asked.append(a) or normalization(*a))
     out = str(tmp_path / 'sim.png')
     torch.manual_seed(0)
     args = [
@@ -419,7 +429,10 @@ def test_similarity_map_handwritten(image_file, tmp_path, capsys):
     encoder = FrozenCLIPTextEncoder('mmcoop-tiny-RN', None)
     img = Image.open(image_file).convert('RGB').resize((96, 96),
                                                        Image.BILINEAR)
-    x = (np.asarray(img, np.float32) / 255 - tool.CLIP_MEAN) / tool.CLIP_STD
+    assert asked == [('mmcoop-tiny-RN', None)]
+    clip_mean = np.array(open_clip.OPENAI_DATASET_MEAN, np.float32)
+    clip_std = np.array(open_clip.OPENAI_DATASET_STD, np.float32)
+    x = (np.asarray(img, np.float32) / 255 - clip_mean) / clip_std
     x = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
     with torch.no_grad():
         dense = backbone(x)[0][0, :, 1:]  # (D, 9)

@@ -43,8 +43,6 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from open_clip import OPENAI_DATASET_MEAN as CLIP_MEAN  # 0..1 scale
-from open_clip import OPENAI_DATASET_STD as CLIP_STD
 from PIL import Image, ImageDraw, ImageFont
 
 from mmcoop.engine.cli import fraction, positive_int
@@ -166,9 +164,12 @@ def handwritten_maps(image: Image.Image, classes: List[str], pos_prompt: str,
                      device='cpu') -> Dict[str, dict]:
     """Maps for hand-written prompts with a CLIP from open_clip."""
     from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
+    from mmcoop.models.backbones.clip_loader import clip_normalization
     from mmcoop.utils.prompt_templates import encode_prompts
     if pretrained is not None and str(pretrained).lower() in ('none', ''):
         pretrained = None
+    # the statistics the weights expect (SigLIP: 0.5 / 0.5, not CLIP's)
+    mean, std = clip_normalization(model_name, pretrained)
     backbone = FrozenCLIP(model_name=model_name, pretrained=pretrained,
                           input_resolution=input_size,
                           cache_dir=cache_dir).to(device).eval()
@@ -177,7 +178,7 @@ def handwritten_maps(image: Image.Image, classes: List[str], pos_prompt: str,
                                     cache_dir=cache_dir).to(device).eval()
     x = np.asarray(image.resize((input_size, input_size), Image.BILINEAR),
                    dtype=np.float32) / 255.
-    x = (x - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    x = (x - np.array(mean, np.float32)) / np.array(std, np.float32)
     x = torch.from_numpy(x).permute(2, 0, 1)[None].to(device)
     with torch.no_grad():
         grid = dense_to_grid(backbone(x)[-1][0])

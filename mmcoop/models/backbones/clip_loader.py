@@ -283,6 +283,36 @@ def build_clip_tokenizer(model_name: str,
             f'{fix}.') from e
 
 
+def clip_normalization(model_name: str,
+                       pretrained: Optional[str] = None) -> tuple:
+    """``(mean, std)`` (RGB, 0-1 scale) with which ``model_name``'s
+    weights expect images, from open_clip's pretrained configs: those of
+    the tag ``pretrained``, or, for a local file or None, the one all of the
+    model's tags share (CLIP's statistics where a config states none, and
+    for models without tags, such as mmcoop's tiny ones).
+
+    Raises:
+        ValueError: the model's tags disagree and ``pretrained`` is not a
+            tag (name the tag, or use a config's data preprocessor).
+    """
+    register_mmcoop_clip_configs()
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    tags = [pretrained] if pretrained in tags else tags
+    stats = set()
+    for tag in tags:
+        cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+        stats.add((tuple(cfg.get('mean', open_clip.OPENAI_DATASET_MEAN)),
+                   tuple(cfg.get('std', open_clip.OPENAI_DATASET_STD))))
+    if len(stats) > 1:
+        raise ValueError(
+            f'The open_clip weights of {model_name!r} expect different image '
+            f'normalisations ({sorted(stats)}); with pretrained='
+            f'{pretrained!r} it cannot be told which. Give the open_clip tag '
+            f'({tags}) or a config whose data_preprocessor states it.')
+    return stats.pop() if stats else (tuple(open_clip.OPENAI_DATASET_MEAN),
+                                      tuple(open_clip.OPENAI_DATASET_STD))
+
+
 def resize_attnpool_pos_embed(pos_embed: torch.Tensor,
                               grid: int) -> torch.Tensor:
     """Resize a ModifiedResNet attention-pool positional embedding.
