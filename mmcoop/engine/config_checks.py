@@ -6,7 +6,7 @@ built or written.
   such as ``modle=``) are named in a warning, or an error with
   ``strict_config=True`` (``--strict-config``). Only keys the user set
   count (in the config file itself or on the command line), not helper
-  variables a base config defines and the user's overrides left unused.
+  variables that only the overrides left unused.
 * :func:`check_work_dir_outside_datasets`: a work dir inside a dataset
   folder is refused before MMEngine creates it or writes its log and
   config dump there.
@@ -26,7 +26,7 @@ from mmcoop.datasets.utils import check_outside_dataset
 
 __all__ = [
     'RUNNER_KEYS', 'MMCOOP_KEYS', 'UnknownConfigKeyError',
-    'check_unknown_keys', 'inherited_unchanged_keys', 'dataset_dirs',
+    'check_unknown_keys', 'unread_keys_the_user_set', 'dataset_dirs',
     'check_work_dir_outside_datasets', 'UnseenClassHeadError',
     'unseen_class_fields', 'check_unseen_class_head'
 ]
@@ -97,23 +97,40 @@ def _assigned_names(path: str) -> Optional[Set[str]]:
     return names
 
 
-def inherited_unchanged_keys(cfg) -> Set[str]:
-    """Top-level keys of ``cfg`` that its config file inherits from a base
-    config without assigning them itself, and that the command line did not
-    change: the base's helper variables (``data_root``, ``img_size``, ...).
-    Empty for a config without a Python file."""
+def _unread_keys(cfg, known: Set[str]) -> List[str]:
+    """Top-level keys of ``cfg`` that nothing reads (see
+    :func:`check_unknown_keys`), sorted."""
+    used = {k: v for k, v in cfg.items() if k in known}
+    return sorted(
+        key for key, value in cfg.items()
+        if key not in known and not key.startswith('_')
+        and not _contains(used, value))
+
+
+def unread_keys_the_user_set(cfg, unread: List[str],
+                             known: Set[str]) -> List[str]:
+    """Of the ``unread`` top-level keys of ``cfg``, those the user set:
+    added or changed on the command line, or assigned in the config file
+    itself and unread there already. Not the others: a base config's
+    variable that the file does not assign (``img_size`` once the pipelines
+    are replaced), nor a variable of the file that command-line overrides
+    left unused (``data_root`` after ``--cfg-options
+    train_dataloader.dataset.data_root=...``). A config without a Python
+    file: all of ``unread``."""
     own = _assigned_names(getattr(cfg, 'filename', None))
     if own is None:
-        return set()
+        return list(unread)
     from mmengine.config import Config
     try:  # the file as written: its bases merged, no --cfg-options
         as_written = Config.fromfile(cfg.filename)
     except Exception:  # noqa: BLE001 - then every key counts as set
-        return set()
-    return {
-        key for key in as_written.keys()
-        if key not in own and key in cfg and cfg[key] == as_written[key]
-    }
+        return list(unread)
+    unread_as_written = set(_unread_keys(as_written, known))
+    return [
+        key for key in unread
+        if key not in as_written or cfg[key] != as_written[key] or (
+            key in own and key in unread_as_written)
+    ]
 
 
 def check_unknown_keys(cfg, known: Iterable[str] = (),
@@ -125,22 +142,16 @@ def check_unknown_keys(cfg, known: Iterable[str] = (),
     (:data:`RUNNER_KEYS`, :data:`MMCOOP_KEYS`, ``known``), or when it is a
     helper variable of the config file whose value is used in a key that
     is read (``data_root``, ``train_pipeline``, ...). Only keys the user
-    set are reported: a helper variable that a base config defines and
-    the config's overrides no longer use (``data_root`` after
-    ``--cfg-options train_dataloader.dataset.data_root=...``) is not a
-    mistake (:func:`inherited_unchanged_keys`); ``inherited=True`` reports
-    those too (for checking the base configs themselves). Returns the
+    set are reported (:func:`unread_keys_the_user_set`): a helper variable
+    that only the overrides left unused is not a mistake;
+    ``inherited=True`` reports every unread key, the base configs'
+    variables included (for checking the shipped configs). Returns the
     unknown keys.
     """
     known = RUNNER_KEYS | MMCOOP_KEYS | set(known)
-    used = {k: v for k, v in cfg.items() if k in known}
-    unknown = sorted(
-        key for key, value in cfg.items()
-        if key not in known and not key.startswith('_')
-        and not _contains(used, value))
+    unknown = _unread_keys(cfg, known)
     if unknown and not inherited:
-        skip = inherited_unchanged_keys(cfg)
-        unknown = [key for key in unknown if key not in skip]
+        unknown = unread_keys_the_user_set(cfg, unknown, known)
     if not unknown:
         return []
     hints = []
