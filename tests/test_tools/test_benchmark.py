@@ -112,3 +112,30 @@ def test_report_of_a_file_that_is_not_a_saved_run(bench, tmp_path):
                            rf'not a readable saved run \({why}.*Fix: give a '
                            r'file written by this tool with --json'):
             bench.main(['--report', str(path)])
+
+
+def test_gpu_check_script_commands_parse(bench):
+    """tools/analysis/gpu/check.sh can only run where a GPU is lent: every
+    benchmark command it runs must still parse with today's options (and
+    every part it names exists), and a rerun replaces its own results
+    (--force)."""
+    import re
+    import shlex
+    with open(osp.join(ROOT, 'tools', 'analysis', 'gpu', 'check.sh')) as f:
+        script = f.read().replace('\\\n', ' ')
+    fixed = re.search(r'benchmark\.py (.*?) "\$@"', script).group(1)
+    assert '--force' in fixed.split()
+    calls = re.findall(r'^part (\w+) && bench (\w+) (\d+) (.*)$', script,
+                       re.M)
+    assert {part for part, *_ in calls} == {
+        'steps', 'data', 'epoch', 'epoch_cpu', 'towers'}
+    for part, name, limit, args in calls:
+        argv = [f'/tmp/{name}.json' if a.startswith('$OUT') else a
+                for a in shlex.split(fixed)] + shlex.split(args)
+        opts = bench.parse_args(argv)
+        assert opts.device == 'cuda' and opts.force, part
+    by_part = {part: bench.parse_args(shlex.split(args))
+               for part, _, _, args in calls}
+    assert by_part['epoch'].epoch_pipeline == 'device'
+    assert by_part['epoch_cpu'].epoch_pipeline == 'tensor'
+    assert by_part['data'].data_pipelines == ['official', 'tensor', 'bytes']

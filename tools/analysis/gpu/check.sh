@@ -38,7 +38,8 @@ part tests && { $PY -m pytest tests/test_performance/test_cuda.py -q -rs \
 bench() {  # name, timeout (s), benchmark arguments
     local name=$1 limit=$2
     shift 2
-    timeout "$limit" $PY tools/analysis/benchmark.py --device cuda \
+    # --force: a rerun replaces this script's own results under $OUT
+    timeout "$limit" $PY tools/analysis/benchmark.py --device cuda --force \
         --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.md" || status=1
 }
 # COCO (C = 80) only, to fit one call of a lent machine; add `20` for VOC
