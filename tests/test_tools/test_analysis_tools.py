@@ -126,6 +126,12 @@ def test_prompt_similarity(tmp_path, capsys):
         assert np.mean(vals) == pytest.approx(r['mean'], abs=1e-6)
         assert np.std(vals) == pytest.approx(r['std'], abs=1e-6)
 
+    # --tokenizer reaches the text encoder (CLIP's BPE model: refused)
+    with pytest.raises(ValueError, match=r"tokenizes with open_clip's "
+                       r'built-in CLIP tokenizer.*remove `tokenizer`'):
+        tool.main(['--model-name', 'mmcoop-tiny-RN', '--pretrained', 'none',
+                   '--tokenizer', str(tmp_path), '--classes', 'voc',
+                   '--out-dir', str(tmp_path / 'tok')])
     # cosine recomputed with the same (seeded) encoder
     torch.manual_seed(0)
     encoder = tool.build_text_encoder('mmcoop-tiny-RN', None)
@@ -481,6 +487,11 @@ def test_similarity_map_bad_arguments(image_file, tmp_path, capsys):
         ([image_file, '--class', 'dog', '--config',
           str(tmp_path / 'nope.py')], FileNotFoundError,
          r"--config '.*nope\.py' is not a file"),
+        # the config's own tokenizer is used with --config
+        ([image_file, '--class', 'dog', '--config', image_file,
+          '--tokenizer', str(tmp_path)], ValueError,
+         r'--tokenizer is only read with --model-name .*Fix: set '
+         r'model.head.text_encoder.tokenizer in the config'),
     ]
     for argv, kind, match in cases:
         with pytest.raises(kind, match=match):

@@ -65,6 +65,10 @@ def parse_args(argv=None):
     parser.add_argument('--cache-dir', default=None,
                         help='open_clip download cache')
     parser.add_argument(
+        '--tokenizer', default=None,
+        help="folder of the model's Hugging Face tokenizer (SigLIP on a "
+        "machine without the hub; default: open_clip's)")
+    parser.add_argument(
         '--classes', default='coco',
         help="'coco' (80 names, default), 'voc' (20) or a file with one "
         'class name per line')
@@ -125,12 +129,14 @@ def fmt(s, precision: int = 2) -> str:
 
 
 def build_text_encoder(model_name: str, pretrained: Optional[str],
-                       cache_dir: Optional[str] = None, device='cpu'):
+                       cache_dir: Optional[str] = None, device='cpu',
+                       tokenizer: Optional[str] = None):
     from mmcoop.models.backbones import FrozenCLIPTextEncoder
     if pretrained is not None and str(pretrained).lower() in ('none', ''):
         pretrained = None
     encoder = FrozenCLIPTextEncoder(
-        model_name=model_name, pretrained=pretrained, cache_dir=cache_dir)
+        model_name=model_name, pretrained=pretrained, cache_dir=cache_dir,
+        tokenizer=tokenizer)
     return encoder.to(device).eval()
 
 
@@ -234,7 +240,7 @@ def run(args) -> List[dict]:
         for t in templates
     ]
     encoder = build_text_encoder(args.model_name, args.pretrained,
-                                 args.cache_dir, args.device)
+                                 args.cache_dir, args.device, args.tokenizer)
     progress = not args.no_progress
     meta = dict(model_name=args.model_name, pretrained=args.pretrained)
     rows, pair_rows = [], []

@@ -64,6 +64,10 @@ def parse_args(argv=None):
     parser.add_argument('--pretrained', default='openai',
                         help="open_clip tag, local file or 'none'")
     parser.add_argument('--cache-dir', default=None)
+    parser.add_argument(
+        '--tokenizer', default=None,
+        help="folder of the model's Hugging Face tokenizer (SigLIP on a "
+        "machine without the hub; default: open_clip's)")
     parser.add_argument('--input-size', type=positive_int, default=448,
                         help='model input resolution (default 448)')
     parser.add_argument('--pos-prompt', default=PAPER_P1,
@@ -151,6 +155,12 @@ def check_args(args) -> None:
             '--checkpoint is only read with --config (the learned prompts '
             'of that model); without it the maps use the hand-written '
             'prompts. Fix: add --config CFG.py, or drop --checkpoint.')
+    if args.config and args.tokenizer:
+        raise ValueError(
+            '--tokenizer is only read with --model-name (hand-written '
+            'prompts); with --config the model is the config\'s. Fix: set '
+            'model.head.text_encoder.tokenizer in the config (or '
+            '--cfg-options), or drop --config.')
     if args.config and not osp.isfile(args.config):
         raise FileNotFoundError(
             f'--config {args.config!r} is not a file. Fix: check the path.')
@@ -161,7 +171,8 @@ def handwritten_maps(image: Image.Image, classes: List[str], pos_prompt: str,
                      neg_prompt: str, model_name: str,
                      pretrained: Optional[str], input_size: int = 448,
                      cache_dir: Optional[str] = None,
-                     device='cpu') -> Dict[str, dict]:
+                     device='cpu',
+                     tokenizer: Optional[str] = None) -> Dict[str, dict]:
     """Maps for hand-written prompts with a CLIP from open_clip."""
     from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
     from mmcoop.models.backbones.clip_loader import clip_normalization
@@ -175,7 +186,8 @@ def handwritten_maps(image: Image.Image, classes: List[str], pos_prompt: str,
                           cache_dir=cache_dir).to(device).eval()
     encoder = FrozenCLIPTextEncoder(model_name=model_name,
                                     pretrained=pretrained,
-                                    cache_dir=cache_dir).to(device).eval()
+                                    cache_dir=cache_dir,
+                                    tokenizer=tokenizer).to(device).eval()
     x = np.asarray(image.resize((input_size, input_size), Image.BILINEAR),
                    dtype=np.float32) / 255.
     x = (x - np.array(mean, np.float32)) / np.array(std, np.float32)
@@ -384,7 +396,8 @@ def main(argv=None):
             negate_template(pos, args.negation, args.negation_rule)
         maps = handwritten_maps(image, args.classes, pos, neg,
                                 args.model_name, args.pretrained,
-                                args.input_size, args.cache_dir, args.device)
+                                args.input_size, args.cache_dir, args.device,
+                                args.tokenizer)
     fig = render(image, maps, args.panel_size, args.alpha, args.cmap,
                  args.norm)
     fig.save(out)
