@@ -159,8 +159,8 @@ def check_args(args) -> None:
         raise ValueError(
             '--tokenizer is only read with --model-name (hand-written '
             'prompts); with --config the model is the config\'s. Fix: set '
-            'model.head.text_encoder.tokenizer in the config (or '
-            '--cfg-options), or drop --config.')
+            'model.head.text_encoder.tokenizer in the config, or drop '
+            '--config.')
     if args.config and not osp.isfile(args.config):
         raise FileNotFoundError(
             f'--config {args.config!r} is not a file. Fix: check the path.')
