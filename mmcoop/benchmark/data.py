@@ -19,6 +19,9 @@ into a training input, in ``P`` worker processes of one thread each
   tensors, the official policy; mmcoop.datasets.transforms.tensor_augment);
 - ``tensor-pillow``: the same with PIL's own resize
   (``resize_backend='pillow'``: the official transform pixel for pixel);
+- ``tensor-pil-decode``: the configs' pipeline with PIL's decoder
+  (``decode_backend='pillow'``), i.e. without TorchCodec (the same
+  pixels);
 - ``tensor-draft``: the same with JPEG DCT scaling (only measured when the
   resolution is at most half the image);
 - ``bytes``: the CPU side of the device path, what its loader workers do:
@@ -30,7 +33,7 @@ into a training input, in ``P`` worker processes of one thread each
 
 With ``--device cuda`` also ``gpu``: the files are read (and the draws
 made) on the CPU by ``LoadImageBytes``, and ``DeviceAugmentPreprocessor``
-decodes the batch on the GPU (``torchvision.io.decode_jpeg(device=...)``),
+decodes the batch on the GPU (TorchCodec's ``decode_jpeg(device=...)``),
 resizes, augments it as batched tensor ops and normalises it; reported as
 images/s of the whole path in one process (CPU read + GPU work).
 """
@@ -55,8 +58,14 @@ __all__ = [
     'build_path', 'stage_times', 'op_times', 'measure_data', 'report_data'
 ]
 
-PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-pillow', 'tensor-draft',
-             'bytes')
+PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-pil-decode',
+             'tensor-pillow', 'tensor-draft', 'bytes')
+_TENSOR_LOADERS = {  # LoadImageTensor arguments of the tensor paths
+    'tensor': {},
+    'tensor-pil-decode': dict(decode_backend='pillow'),
+    'tensor-pillow': dict(resize_backend='pillow'),
+    'tensor-draft': dict(draft=True),
+}
 #: paths that do not decode on the CPU (no ratio to the official one)
 CPU_SIDE_ONLY = ('bytes',)
 
@@ -64,7 +73,8 @@ CPU_SIDE_ONLY = ('bytes',)
 def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
     """The transform configs of mmcoop's data path ``name`` (``'mmcv'``:
     NumPy arrays; ``'tensor'`` (the configs' train pipeline),
-    ``'tensor-pillow'``, ``'tensor-draft'``: the uint8 tensor path;
+    ``'tensor-pil-decode'``, ``'tensor-pillow'``, ``'tensor-draft'``: the
+    uint8 tensor path;
     ``'bytes'``: the device path's CPU side, for
     ``DeviceAugmentPreprocessor``); ``augment=False`` gives the test
     pipeline."""
@@ -81,11 +91,9 @@ def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
         ]
         aug = [dict(type='mmcoop.RandomCutout', cutout_factor=0.5),
                dict(type='mmcoop.DualCoOpRandAugment')]
-    elif name in ('tensor', 'tensor-pillow', 'tensor-draft'):
+    elif name in _TENSOR_LOADERS:
         cfg = [dict(type='mmcoop.LoadImageTensor', scale=scale,
-                    draft=name == 'tensor-draft',
-                    resize_backend='pillow' if name == 'tensor-pillow' else
-                    'torchvision')]
+                    **_TENSOR_LOADERS[name])]
         aug = [dict(type='mmcoop.TensorCutout', cutout_factor=0.5),
                dict(type='mmcoop.TensorRandAugment')]
     else:
@@ -228,6 +236,16 @@ def op_times(path: str, resolution: int, repeats: int = 5) -> dict:
     return out
 
 
+def jpeg_decoder() -> str:
+    """Which decoder ``LoadImageTensor(decode_backend='auto')`` uses for
+    JPEGs here."""
+    from mmcoop.datasets.transforms.jpeg import torchcodec_decode_jpeg
+    if torchcodec_decode_jpeg() is None:
+        return 'PIL (TorchCodec not installed)'
+    import torchcodec
+    return f'TorchCodec {torchcodec.__version__}'
+
+
 def measure_data(opts) -> dict:
     """Images/s of every data path on ``opts.data_cores`` core counts.
 
@@ -243,7 +261,7 @@ def measure_data(opts) -> dict:
     out = dict(images=opts.data_images, resolution=res_px,
                image_size='640x480', jpeg_quality=90,
                cores=list(opts.data_cores), rounds=opts.data_rounds,
-               results={})
+               jpeg_decoder=jpeg_decoder(), results={})
     try:
         make_images(tmp, opts.data_images, 20)
         paths = sorted(
@@ -308,7 +326,8 @@ def report_data(r: dict, opts) -> str:
         f'### Data path: {r["images"]} generated {r["image_size"]} JPEGs '
         f'(quality {r["jpeg_quality"]}, mean {r["mean_jpeg_kib"]} KiB) -> '
         f'{r["resolution"]} px training inputs, best of {r["rounds"]} '
-        f'interleaved rounds, on {opts.device_desc}', '',
+        f'interleaved rounds, on {opts.device_desc}; JPEG decoder of the '
+        f'tensor paths: {r.get("jpeg_decoder", "PIL")}', '',
         '| path | cores | images/s | per core | median images/s | '
         'vs official |', '|---|---|---|---|---|---|'
     ]

@@ -22,9 +22,10 @@ batch):
 - :func:`official_op` / :func:`official_cutout` are the official PIL
   operations themselves (the reference of the tests, and the CPU path:
   PIL's C operations on one image beat tensor ops on one CPU core);
-- :func:`decode_rgb` / :func:`resize`: PIL's decoder (the official
-  loader's) and torchvision's uint8 antialiased resize (PIL's bilinear
-  within one grey level, several times faster than PIL's on one core).
+- :func:`decode_rgb` / :func:`resize`: the official loader's pixels
+  (TorchCodec's JPEG decoder where installed, :mod:`.jpeg`; else PIL's)
+  and torchvision's uint8 antialiased resize (PIL's bilinear within one
+  grey level, several times faster than PIL's on one core).
 
 :class:`LoadImageTensor`, :class:`TensorCutout` and
 :class:`TensorRandAugment` are the pipeline transforms (BGR ``(3, H, W)``
@@ -44,6 +45,10 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from mmcoop.datasets.transforms.cutout import check_cutout_factor
 from mmcoop.datasets.transforms.image_kind import require_tensor
+from mmcoop.datasets.transforms.jpeg import (DECODE_BACKENDS, JpegHeader,
+                                             decode_jpeg_cpu, parse_header,
+                                             torchcodec_or_error,
+                                             without_exif)
 from mmcoop.registry import TRANSFORMS
 from mmcoop.utils.value_checks import check_flag
 
@@ -533,33 +538,53 @@ def _rgb_tensor(img: Image.Image) -> torch.Tensor:
                                                           3).permute(2, 0, 1)
 
 
+def _draft_reduces(header: Optional[JpegHeader],
+                   draft_size: Optional[Tuple[int, int]]) -> bool:
+    """Whether PIL's ``draft`` would decode this JPEG at a reduced DCT
+    scale for ``draft_size = (h, w)`` (the output at most half the
+    image)."""
+    return (draft_size is not None and header is not None
+            and header.size[0] // draft_size[0] >= 2
+            and header.size[1] // draft_size[1] >= 2)
+
+
 def decode_rgb(data: bytes,
-               draft_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+               draft_size: Optional[Tuple[int, int]] = None,
+               backend: str = 'auto') -> torch.Tensor:
     """Decode an image file's bytes as the official loader does
-    (``Image.open(...).convert('RGB')``, PIL's decoder, no EXIF rotation)
-    into a ``(3, H, W)`` uint8 RGB tensor (channels-last memory, one copy
-    out of PIL). ``draft_size = (h, w)`` decodes a JPEG at the smallest
+    (``Image.open(...).convert('RGB')``, no EXIF rotation) into a ``(3, H,
+    W)`` uint8 RGB tensor (channels-last memory). ``backend``
+    (:data:`~mmcoop.datasets.transforms.jpeg.DECODE_BACKENDS`): JPEGs go
+    through TorchCodec where it is installed (``'auto'``; the same pixels,
+    faster: :mod:`mmcoop.datasets.transforms.jpeg`), everything else
+    through PIL. ``draft_size = (h, w)`` decodes a JPEG at the smallest
     DCT scale that still covers that size (PIL's ``draft``)."""
+    header = parse_header(data)
+    if not _draft_reduces(header, draft_size):
+        rgb = decode_jpeg_cpu(data, backend, header=header)
+        if rgb is not None:
+            return rgb
     return _rgb_tensor(_open_rgb(data, draft_size))
 
 
 def decode_resize(data: bytes, size: Tuple[int, int],
                   draft: bool = False,
-                  backend: str = 'torchvision') -> torch.Tensor:
+                  backend: str = 'torchvision',
+                  decode_backend: str = 'auto') -> torch.Tensor:
     """:func:`decode_rgb` then a bilinear resize to ``size = (h, w)``: the
     official ``Resize((S, S))``, within one grey level with
     ``backend='torchvision'`` (:func:`resize`), bit-identical with
-    ``'pillow'`` (PIL's own resize, slower). With ``draft=True``,
-    JPEGs are decoded at a reduced DCT scale when the output is at most
-    half the image (within interpolation tolerance). Returns a ``(3, h,
-    w)`` uint8 RGB tensor (channels-last memory)."""
+    ``'pillow'`` (PIL's own resize, slower, on PIL's decode). With
+    ``draft=True``, JPEGs are decoded at a reduced DCT scale when the
+    output is at most half the image (within interpolation tolerance).
+    Returns a ``(3, h, w)`` uint8 RGB tensor (channels-last memory)."""
     draft_size = size if draft else None
     if backend == 'pillow':
         img = _open_rgb(data, draft_size)
         if img.size != (size[1], size[0]):
             img = img.resize((size[1], size[0]), Image.BILINEAR)
         return _rgb_tensor(img)
-    return resize(decode_rgb(data, draft_size), size)
+    return resize(decode_rgb(data, draft_size, decode_backend), size)
 
 
 def _chw_bgr(rgb_hwc: np.ndarray) -> torch.Tensor:
@@ -629,7 +654,8 @@ class LoadImageTensor(BaseTransform):
 
     The pixels of ``LoadImageFromFileChecked`` + ``Resize(scale,
     keep_ratio=False, backend='pillow', interpolation='bilinear')`` (and
-    of the official ``Resize((S, S))``): PIL's decoder, then
+    of the official ``Resize((S, S))``): the official loader's decode
+    (TorchCodec for JPEGs where installed, PIL's pixels; else PIL), then
     (:func:`decode_resize`) torchvision's uint8 resize kernel (within one
     grey level) or PIL's own resize (bit-identical); ``draft=True`` adds
     JPEG DCT scaling.
@@ -641,6 +667,11 @@ class LoadImageTensor(BaseTransform):
         resize_backend (str): ``'torchvision'`` (default; within one grey
             level of PIL) or ``'pillow'`` (PIL's resize: bit-identical,
             several times slower; docs/benchmarks.md section 7).
+        decode_backend (str): ``'auto'`` (default: TorchCodec for JPEGs
+            where it is installed and loads, else PIL), ``'pillow'`` or
+            ``'torchcodec'`` (required); the same pixels either way
+            (:mod:`mmcoop.datasets.transforms.jpeg`). With
+            ``resize_backend='pillow'`` PIL decodes.
         ignore_empty (bool): return None for a missing or undecodable file
             (the dataset then draws another sample, training only), as
             ``LoadImageFromFileChecked``; else an ``OSError`` naming the
@@ -650,15 +681,22 @@ class LoadImageTensor(BaseTransform):
 
     def __init__(self, scale: Tuple[int, int], draft: bool = False,
                  resize_backend: str = 'torchvision',
+                 decode_backend: str = 'auto',
                  ignore_empty: bool = False,
                  backend_args: Optional[dict] = None):
-        if resize_backend not in RESIZE_BACKENDS:
-            raise ValueError(
-                f'LoadImageTensor: resize_backend must be one of '
-                f'{RESIZE_BACKENDS}, got {resize_backend!r}.')
+        for name, value, choices in (
+                ('resize_backend', resize_backend, RESIZE_BACKENDS),
+                ('decode_backend', decode_backend, DECODE_BACKENDS)):
+            if value not in choices:
+                raise ValueError(
+                    f'LoadImageTensor: {name} must be one of {choices}, got '
+                    f'{value!r}.')
+        if decode_backend == 'torchcodec':
+            torchcodec_or_error('LoadImageTensor')
         self.scale = _check_scale('LoadImageTensor', scale)
         self.draft = check_flag('LoadImageTensor', 'draft', draft)
         self.resize_backend = resize_backend
+        self.decode_backend = decode_backend
         self.ignore_empty = check_flag('LoadImageTensor', 'ignore_empty',
                                        ignore_empty)
         self.backend_args = backend_args
@@ -673,7 +711,8 @@ class LoadImageTensor(BaseTransform):
             raise
         size = (self.scale[1], self.scale[0])
         try:
-            rgb = decode_resize(data, size, self.draft, self.resize_backend)
+            rgb = decode_resize(data, size, self.draft, self.resize_backend,
+                                self.decode_backend)
         except Exception as e:  # noqa: BLE001
             if self.ignore_empty:
                 return None
@@ -689,7 +728,8 @@ class LoadImageTensor(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(scale={self.scale}, '
-                f'draft={self.draft}, resize_backend={self.resize_backend!r})')
+                f'draft={self.draft}, resize_backend={self.resize_backend!r}, '
+                f'decode_backend={self.decode_backend!r})')
 
 
 @TRANSFORMS.register_module()
@@ -701,7 +741,9 @@ class LoadImageBytes(BaseTransform):
     the RandAugment draw, in the order and with the RNG of
     :class:`TensorCutout` + :class:`TensorRandAugment` (so a seeded sample
     gets the same draw on either path). Keep ``'device_aug'`` in
-    ``PackInputs(meta_keys=...)``.
+    ``PackInputs(meta_keys=...)``. The bytes lose their EXIF segments
+    (:func:`~mmcoop.datasets.transforms.jpeg.without_exif`), so that no
+    decoder rotates the image: the official loader does not.
 
     Args:
         scale (tuple[int, int]): output ``(w, h)``.
@@ -726,10 +768,14 @@ class LoadImageBytes(BaseTransform):
             raise OSError(
                 f'Image file {path!r} is not a JPEG (it starts with '
                 f'{data[:4]!r}): the device path decodes JPEGs only '
-                '(torchvision.io.decode_jpeg). Fix: use the CPU tensor '
+                '(TorchCodec or torchvision decode_jpeg). Fix: use the CPU '
+                'tensor '
                 'pipeline (LoadImageTensor, TensorCutout, TensorRandAugment) '
                 'for this dataset, or convert its images to JPEG.')
-        results['img'] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        # no EXIF: the device decoders must not rotate (the official loader
+        # does not)
+        results['img'] = torch.frombuffer(
+            bytearray(without_exif(data)), dtype=torch.uint8)
         w, h = self.scale
         aug = dict(size=(h, w))
         if self.augment:

@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 import torch
 from mmengine.model import BaseDataPreprocessor
 
+from mmcoop.datasets.transforms.jpeg import decode_jpegs
 from mmcoop.datasets.transforms.tensor_augment import resize_augment_batch
 from mmcoop.registry import MODELS
 from mmcoop.utils.value_checks import check_channel_stats, check_flag
@@ -15,11 +16,10 @@ __all__ = ['DeviceAugmentPreprocessor']
 
 def _decode_error(inputs, samples, device, error: Exception) -> str:
     """The message of a failed batch decode: the files that fail alone."""
-    from torchvision.io import ImageReadMode, decode_jpeg
     bad = []
     for data, sample in zip(inputs, samples):
         try:
-            decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+            decode_jpegs([data], device)
         except RuntimeError as e:
             bad.append(f'{sample.get("img_path", "?")!r} ({e})')
     where = '; '.join(bad) or f'a file of the batch ({error})'
@@ -33,8 +33,11 @@ def _decode_error(inputs, samples, device, error: Exception) -> str:
 class DeviceAugmentPreprocessor(BaseDataPreprocessor):
     """The image data path on the device: the loader workers only read the
     file bytes (:class:`~mmcoop.datasets.transforms.LoadImageBytes`), and
-    here the batch is decoded (``torchvision.io.decode_jpeg`` on the
-    device), resized (antialiased bilinear), augmented with the official
+    here the batch is decoded on the device
+    (:func:`~mmcoop.datasets.transforms.jpeg.decode_jpegs`: TorchCodec's
+    ``decode_jpeg``, one nvJPEG call per batch on CUDA, or torchvision's
+    where TorchCodec is not installed), resized (antialiased bilinear),
+    augmented with the official
     ``CutoutPIL`` + ``RandAugment`` as batched tensor ops
     (:func:`~mmcoop.datasets.transforms.tensor_augment.augment_batch`, with
     the draws the workers made) and normalised with the CLIP mean/std.
@@ -76,7 +79,6 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
                 False)
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        from torchvision.io import ImageReadMode, decode_jpeg
         samples = data.get('data_samples')
         inputs = list(data['inputs'])
         if not samples or 'device_aug' not in samples[0]:
@@ -86,7 +88,7 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
                 '); got samples without device_aug.')
         device = self.mean.device
         try:
-            imgs = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
+            imgs = decode_jpegs(inputs, device)
         except RuntimeError as e:
             raise OSError(_decode_error(inputs, samples, device, e)) from e
         # the pipeline decides, as on the CPU path: the samples drawn by

@@ -1,0 +1,179 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""JPEG files: the header facts the image paths need, and the decoders.
+
+The official loader is ``Image.open(path).convert('RGB')``: PIL's
+libjpeg-turbo decode, **no** EXIF rotation. TorchCodec's ``decode_jpeg``
+(``torchcodec>=0.16``, the successor of ``torchvision.io.decode_jpeg``,
+which torchvision 0.29 deprecates) is faster on the CPU (libjpeg-turbo
+too) and decodes batches on CUDA (nvJPEG), but it applies the EXIF
+orientation. So the bytes given to a decoder here lose their EXIF
+segments first (:func:`without_exif`; the file is never touched), and
+then TorchCodec gives PIL's pixels: tested on baseline and progressive,
+4:2:0 / 4:2:2 / 4:4:4, greyscale, odd sizes and EXIF-oriented files
+(tests/test_datasets/test_jpeg.py).
+
+- :func:`parse_header`: a JPEG's size, colour components and EXIF
+  segments, from its markers (no decoding);
+- :func:`without_exif`: the bytes without their EXIF segments;
+- :func:`torchcodec_decode_jpeg`: TorchCodec's decoder, or None where it
+  is not installed or does not load (built for another torch);
+- :func:`decode_jpeg_cpu`: one file's bytes -> ``(3, H, W)`` uint8 RGB
+  with TorchCodec, or None where PIL must decode it (not a JPEG, CMYK,
+  TorchCodec missing, or a file it refuses: PIL then decides);
+- :func:`decode_jpegs`: a batch on any device (the device path), with
+  TorchCodec or else torchvision's deprecated decoder.
+"""
+import functools
+import warnings
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = [
+    'JpegHeader', 'DECODE_BACKENDS', 'parse_header', 'without_exif',
+    'torchcodec_decode_jpeg', 'torchcodec_or_error', 'decode_jpeg_cpu',
+    'decode_jpegs'
+]
+
+#: How ``LoadImageTensor`` decodes: ``'auto'`` (TorchCodec for JPEGs where
+#: it is installed, else PIL), ``'pillow'`` (always PIL, the official
+#: loader's decoder) or ``'torchcodec'`` (TorchCodec for JPEGs, required).
+DECODE_BACKENDS = ('auto', 'pillow', 'torchcodec')
+
+_SOI = b'\xff\xd8\xff'
+#: start-of-frame markers (baseline, extended, progressive, lossless, ...);
+#: not DHT (C4), JPG (C8) or DAC (CC)
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RSTn, SOI
+_SOS, _APP1 = 0xDA, 0xE1
+_EXIF_ID = b'Exif\x00\x00'
+
+
+class JpegHeader(NamedTuple):
+    """What :func:`parse_header` reads: ``size = (h, w)``, the number of
+    colour ``components`` (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK) and the
+    ``(start, end)`` byte spans of the EXIF (APP1 ``Exif``) segments."""
+    size: Tuple[int, int]
+    components: int
+    exif: Tuple[Tuple[int, int], ...]
+
+
+def parse_header(data: bytes) -> Optional[JpegHeader]:
+    """The header of a JPEG file's bytes, read from its markers up to the
+    first scan; None for bytes that are not a JPEG or whose header is
+    malformed (a decoder then reports it)."""
+    if data[:3] != _SOI:
+        return None
+    pos, n = 2, len(data)
+    exif, frame = [], None
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], 'big')
+        if end > n:
+            return None
+        if marker == _APP1 and data[pos + 4:pos + 10] == _EXIF_ID:
+            exif.append((pos, end))
+        elif marker in _SOF and end - pos >= 12:
+            frame = (int.from_bytes(data[pos + 5:pos + 7], 'big'),
+                     int.from_bytes(data[pos + 7:pos + 9], 'big'),
+                     data[pos + 9])
+        elif marker == _SOS:
+            break
+        pos = end
+    if frame is None:
+        return None
+    return JpegHeader(frame[:2], frame[2], tuple(exif))
+
+
+def without_exif(data: bytes, header: Optional[JpegHeader] = None) -> bytes:
+    """``data`` without its EXIF segments (the same object where it has
+    none), so that no decoder applies an EXIF orientation: the official
+    loader does not. ``header``: :func:`parse_header`'s, if already read."""
+    header = header or parse_header(data)
+    if header is None or not header.exif:
+        return data
+    pieces, pos = [], 0
+    for start, end in header.exif:
+        pieces.append(data[pos:start])
+        pos = end
+    pieces.append(data[pos:])
+    return b''.join(pieces)
+
+
+@functools.lru_cache(maxsize=None)
+def torchcodec_decode_jpeg():
+    """``torchcodec.decoders.decode_jpeg``, or None where TorchCodec is not
+    installed or does not load (a wheel built for another torch)."""
+    try:
+        from torchcodec.decoders import decode_jpeg
+    except Exception:  # noqa: BLE001 (ImportError, OSError, RuntimeError)
+        return None
+    return decode_jpeg
+
+
+def torchcodec_or_error(owner: str):
+    """:func:`torchcodec_decode_jpeg`, or an ``ImportError`` naming
+    ``owner`` and the fix."""
+    decode = torchcodec_decode_jpeg()
+    if decode is None:
+        raise ImportError(
+            f"{owner}: decode_backend='torchcodec' needs TorchCodec (>= "
+            '0.16, the release matching your torch), which is not '
+            'installed or does not load. Fix: pip install torchcodec, or '
+            "use decode_backend='auto' (PIL where TorchCodec is missing).")
+    return decode
+
+
+def _as_uint8_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_jpeg_cpu(data: bytes, backend: str = 'auto',
+                    owner: str = 'LoadImageTensor',
+                    header: Optional[JpegHeader] = None
+                    ) -> Optional[torch.Tensor]:
+    """Decode a JPEG file's bytes with TorchCodec on the CPU into a ``(3,
+    H, W)`` uint8 RGB tensor (channels-last memory), the official loader's
+    pixels; None where PIL must decode: ``backend='pillow'``, not a JPEG,
+    4 components (CMYK/YCCK: PIL's conversion), TorchCodec missing under
+    ``'auto'``, or a file TorchCodec refuses (PIL then accepts it or
+    raises its own error, as for the official loader)."""
+    if backend == 'pillow':
+        return None
+    decode = (torchcodec_or_error(owner)
+              if backend == 'torchcodec' else torchcodec_decode_jpeg())
+    header = header or parse_header(data)
+    if decode is None or header is None or header.components not in (1, 3):
+        return None
+    try:
+        return decode(_as_uint8_tensor(without_exif(data, header)),
+                      mode='RGB')
+    except RuntimeError:
+        return None
+
+
+def decode_jpegs(inputs: Sequence[torch.Tensor],
+                 device: torch.device) -> List[torch.Tensor]:
+    """Decode a batch of JPEG bytes (1-D uint8 CPU tensors, EXIF already
+    removed by ``LoadImageBytes``) into ``(3, H, W)`` uint8 RGB tensors on
+    ``device``: TorchCodec where it loads (on CUDA one nvJPEG call for the
+    batch), else ``torchvision.io.decode_jpeg`` (deprecated since
+    torchvision 0.29; its warning is silenced here, where it is the
+    fallback). Raises ``RuntimeError`` for a file the decoder refuses."""
+    inputs = list(inputs)
+    decode = torchcodec_decode_jpeg()
+    if decode is not None:
+        return decode(inputs, mode='RGB', device=device)
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as tv_decode_jpeg
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return tv_decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)

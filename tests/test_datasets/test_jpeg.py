@@ -1,0 +1,177 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""JPEG headers, EXIF removal and the decoders: TorchCodec gives the
+official loader's pixels (``Image.open(f).convert('RGB')``, no EXIF
+rotation) for every kind of JPEG it is used on; PIL decodes the rest."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcoop.datasets.transforms import jpeg
+from mmcoop.datasets.transforms.tensor_augment import decode_rgb
+from mmcoop.registry import TRANSFORMS
+
+needs_torchcodec = pytest.mark.skipif(
+    jpeg.torchcodec_decode_jpeg() is None,
+    reason='torchcodec is not installed or does not load with this torch '
+    '(pip install torchcodec: the release matching torch)')
+
+
+def _photo(h=75, w=101, seed=0):
+    rng = np.random.default_rng(seed)
+    small = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+    arr = base.astype(float) + rng.normal(0, 12, (h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _exif(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def _jpeg(img=None, **kw):
+    buf = io.BytesIO()
+    (img or _photo()).save(buf, 'JPEG', **kw)
+    return buf.getvalue()
+
+
+def _official(data):
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+
+
+#: the JPEG kinds of real datasets (COCO, VOC, NUS-WIDE, Open Images)
+KINDS = {
+    '4:2:0': dict(quality=90),
+    '4:4:4': dict(quality=95, subsampling=0),
+    '4:2:2': dict(quality=85, subsampling=1),
+    'progressive': dict(quality=90, progressive=True),
+    'optimized': dict(quality=75, optimize=True),
+    'greyscale': dict(mode='L', quality=90),
+    'EXIF rotate 90': dict(quality=90, exif=_exif(6)),
+    'EXIF rotate 180': dict(quality=90, exif=_exif(3)),
+    'EXIF mirror': dict(quality=90, exif=_exif(2)),
+}
+
+
+def _kind(name):
+    kw = dict(KINDS[name])
+    img = _photo()
+    if kw.pop('mode', None) == 'L':
+        img = img.convert('L')
+    return _jpeg(img, **kw)
+
+
+@needs_torchcodec
+@pytest.mark.parametrize('kind', list(KINDS))
+def test_torchcodec_gives_the_official_loaders_pixels(kind):
+    data = _kind(kind)
+    ref = _official(data)
+    assert ref.shape == (3, 75, 101)  # the official loader never rotates
+    out = jpeg.decode_jpeg_cpu(data, 'torchcodec')
+    assert out is not None, 'TorchCodec must decode this JPEG'
+    assert torch.equal(out, ref), kind
+    assert torch.equal(decode_rgb(data, backend='auto'), ref)
+    assert torch.equal(decode_rgb(data, backend='pillow'), ref)
+    (batch, ) = jpeg.decode_jpegs(
+        [torch.frombuffer(bytearray(jpeg.without_exif(data)),
+                          dtype=torch.uint8)], torch.device('cpu'))
+    assert torch.equal(batch, ref)
+
+
+def test_parse_header_reads_size_components_and_exif():
+    head = jpeg.parse_header(_jpeg(quality=90, exif=_exif(6)))
+    assert head.size == (75, 101) and head.components == 3
+    assert len(head.exif) == 1
+    assert jpeg.parse_header(_jpeg(_photo().convert('L'))).components == 1
+    assert jpeg.parse_header(_jpeg(_photo().convert('CMYK'))).components == 4
+    assert jpeg.parse_header(_jpeg()).exif == ()
+    png = io.BytesIO()
+    _photo().save(png, 'PNG')
+    for data in (png.getvalue(), b'', b'\xff\xd8\xff', _jpeg()[:20]):
+        assert jpeg.parse_header(data) is None
+
+
+def test_without_exif_drops_only_the_exif_segments():
+    data = _jpeg(quality=90, exif=_exif(3))
+    plain = _jpeg(quality=90)
+    out = jpeg.without_exif(data)
+    assert len(out) < len(data) and b'Exif\x00\x00' not in out
+    assert jpeg.parse_header(out).exif == ()
+    assert not Image.open(io.BytesIO(out)).getexif()
+    assert torch.equal(_official(out), _official(data))
+    assert out == plain  # the same file as one saved without EXIF
+    assert jpeg.without_exif(plain) is plain  # nothing to remove: no copy
+
+
+def test_pil_decodes_what_torchcodec_is_not_used_for(monkeypatch):
+    """CMYK (PIL's own conversion), non-JPEG files, ``'pillow'``, and
+    every file where TorchCodec is missing: PIL's decode, as the official
+    loader."""
+    cmyk = _jpeg(_photo().convert('CMYK'))
+    assert jpeg.decode_jpeg_cpu(cmyk) is None
+    assert torch.equal(decode_rgb(cmyk), _official(cmyk))
+    png = io.BytesIO()
+    _photo().save(png, 'PNG')
+    assert jpeg.decode_jpeg_cpu(png.getvalue()) is None
+    assert jpeg.decode_jpeg_cpu(_jpeg(), 'pillow') is None
+    monkeypatch.setattr(jpeg, 'torchcodec_decode_jpeg', lambda: None)
+    data = _kind('EXIF rotate 90')
+    assert jpeg.decode_jpeg_cpu(data) is None
+    assert torch.equal(decode_rgb(data), _official(data))
+    (batch, ) = jpeg.decode_jpegs(  # torchvision's decoder
+        [torch.frombuffer(bytearray(jpeg.without_exif(data)),
+                          dtype=torch.uint8)], torch.device('cpu'))
+    assert torch.equal(batch, _official(data))
+    with pytest.raises(ImportError, match=r"LoadImageTensor: decode_backend="
+                       r"'torchcodec' needs TorchCodec.*pip install "
+                       r"torchcodec.*decode_backend='auto'"):
+        TRANSFORMS.build(dict(type='LoadImageTensor', scale=32,
+                              decode_backend='torchcodec'))
+
+
+@needs_torchcodec
+def test_a_file_torchcodec_refuses_is_left_to_pil(tmp_path):
+    """PIL decides, so the error (or the image) is the official loader's."""
+    bad = _jpeg()[:-300]
+    assert jpeg.decode_jpeg_cpu(bad) is None
+    path = tmp_path / 'cut.jpg'
+    path.write_bytes(bad)
+    with pytest.raises(OSError, match=r'cut\.jpg.*truncated'):
+        TRANSFORMS.build(dict(type='LoadImageTensor', scale=32))(
+            dict(img_path=str(path)))
+
+
+def test_load_image_tensor_decode_backends(tmp_path):
+    path = tmp_path / 'rot.jpg'
+    path.write_bytes(_kind('EXIF rotate 90'))
+    outs = []
+    for backend in ('auto', 'pillow') + (
+            ('torchcodec', ) if jpeg.torchcodec_decode_jpeg() else ()):
+        t = TRANSFORMS.build(
+            dict(type='LoadImageTensor', scale=(101, 75),
+                 decode_backend=backend))
+        assert f'decode_backend={backend!r}' in repr(t)
+        outs.append(t(dict(img_path=str(path)))['img'])
+    ref = _official(path.read_bytes()).flip(0)  # BGR
+    for out in outs:
+        assert torch.equal(out, ref)
+    with pytest.raises(ValueError, match=r'decode_backend must be one of '
+                       r"\('auto', 'pillow', 'torchcodec'\), got 'cv2'"):
+        TRANSFORMS.build(dict(type='LoadImageTensor', scale=32,
+                              decode_backend='cv2'))
+
+
+def test_device_path_bytes_carry_no_exif(tmp_path):
+    """``LoadImageBytes`` drops the EXIF, so no device decoder rotates."""
+    path = tmp_path / 'rot.jpg'
+    path.write_bytes(_kind('EXIF rotate 180'))
+    t = TRANSFORMS.build(dict(type='LoadImageBytes', scale=32,
+                              augment=False))
+    data = bytes(t(dict(img_path=str(path)))['img'].numpy())
+    assert jpeg.parse_header(data).exif == ()
+    assert data == jpeg.without_exif(path.read_bytes())
