@@ -175,3 +175,26 @@ def test_device_path_bytes_carry_no_exif(tmp_path):
     data = bytes(t(dict(img_path=str(path)))['img'].numpy())
     assert jpeg.parse_header(data).exif == ()
     assert data == jpeg.without_exif(path.read_bytes())
+
+
+def test_device_decode_falls_back_when_torchcodec_fails(monkeypatch):
+    """A TorchCodec that cannot decode (e.g. built without CUDA decoding)
+    hands the batch to torchvision's decoder; a file no decoder takes is a
+    ``RuntimeError`` (the preprocessor then names the file)."""
+    calls = []
+
+    def failing(inputs, mode, device):
+        calls.append(len(inputs))
+        raise RuntimeError('no nvJPEG in this build')
+
+    monkeypatch.setattr(jpeg, 'torchcodec_decode_jpeg', lambda: failing)
+    data = _jpeg()
+    (out, ) = jpeg.decode_jpegs(
+        [torch.frombuffer(bytearray(data), dtype=torch.uint8)],
+        torch.device('cpu'))
+    assert calls == [1] and torch.equal(out, _official(data))
+    with pytest.raises(RuntimeError):
+        jpeg.decode_jpegs(
+            [torch.frombuffer(bytearray(data[:-300]), dtype=torch.uint8)],
+            torch.device('cpu'))
+    assert calls == [1, 1]

@@ -21,7 +21,8 @@ then TorchCodec gives PIL's pixels: tested on baseline and progressive,
   with TorchCodec, or None where PIL must decode it (not a JPEG, CMYK,
   TorchCodec missing, or a file it refuses: PIL then decides);
 - :func:`decode_jpegs`: a batch on any device (the device path), with
-  TorchCodec or else torchvision's deprecated decoder.
+  TorchCodec or else (missing, or failing) torchvision's deprecated
+  decoder.
 """
 import functools
 import warnings
@@ -160,20 +161,31 @@ def decode_jpeg_cpu(data: bytes, backend: str = 'auto',
         return None
 
 
+def _torchvision_decode_jpeg(inputs, mode='RGB', device='cpu'):
+    """``torchvision.io.decode_jpeg`` (deprecated since torchvision 0.29;
+    its warning is silenced here, where it is the fallback)."""
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as tv_decode_jpeg
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return tv_decode_jpeg(
+            inputs, mode=getattr(ImageReadMode, mode), device=device)
+
+
 def decode_jpegs(inputs: Sequence[torch.Tensor],
                  device: torch.device) -> List[torch.Tensor]:
     """Decode a batch of JPEG bytes (1-D uint8 CPU tensors, EXIF already
     removed by ``LoadImageBytes``) into ``(3, H, W)`` uint8 RGB tensors on
     ``device``: TorchCodec where it loads (on CUDA one nvJPEG call for the
-    batch), else ``torchvision.io.decode_jpeg`` (deprecated since
-    torchvision 0.29; its warning is silenced here, where it is the
-    fallback). Raises ``RuntimeError`` for a file the decoder refuses."""
+    batch), else, or where it fails (e.g. a build without CUDA decoding),
+    torchvision's ``decode_jpeg``. Raises the last decoder's
+    ``RuntimeError`` for a batch no decoder takes."""
     inputs = list(inputs)
-    decode = torchcodec_decode_jpeg()
-    if decode is not None:
-        return decode(inputs, mode='RGB', device=device)
-    from torchvision.io import ImageReadMode
-    from torchvision.io import decode_jpeg as tv_decode_jpeg
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)
-        return tv_decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
+    decoders = [d for d in (torchcodec_decode_jpeg(), _torchvision_decode_jpeg)
+                if d is not None]
+    for decode in decoders[:-1]:
+        try:
+            return decode(inputs, mode='RGB', device=device)
+        except RuntimeError:
+            pass
+    return decoders[-1](inputs, mode='RGB', device=device)
