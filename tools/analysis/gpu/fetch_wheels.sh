@@ -4,7 +4,10 @@
 # image lacks. That image has Python 3.12 with torch, torchvision, timm,
 # numpy, opencv-python-headless, pyyaml, rich, matplotlib, ... but no
 # OpenMMLab packages and no open_clip, and it cannot reach any registry.
-# About 7 MB; pass `.whl` in the device tool's `carry` list.
+# About 7 MB; pass `.whl` in the device tool's `carry` list. TorchCodec is
+# not fetched: its release must match the image's torch (unknown here);
+# without it the device path decodes with torchvision's decoder and
+# LoadImageTensor with PIL (the same pixels).
 #
 #   bash tools/analysis/gpu/fetch_wheels.sh            # -> .whl/
 set -euo pipefail
