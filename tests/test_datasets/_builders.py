@@ -1,10 +1,22 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-"""Builders of tiny real-format COCO-2014 and VOC-2007 trees."""
+"""Builders of tiny real-format COCO-2014 and VOC-2007 trees, and of
+photo-like test images."""
 import json
 import os
 import os.path as osp
 
+import numpy as np
 from PIL import Image
+
+
+def photo(h=96, w=120, seed=0):
+    """Smooth content plus noise (JPEG-like statistics), an RGB PIL
+    image."""
+    rng = np.random.default_rng(seed)
+    small = (rng.random((8, 10, 3)) * 255).astype(np.uint8)
+    base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+    arr = base.astype(float) + rng.normal(0, 10, (h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 def save_image(path, size=(40, 30), color=(200, 30, 40), mode='RGB'):

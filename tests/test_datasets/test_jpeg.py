@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from _builders import photo
 from PIL import Image
 
 from mmcoop.datasets.transforms import jpeg
@@ -19,12 +20,8 @@ needs_torchcodec = pytest.mark.skipif(
     '(pip install torchcodec: the release matching torch)')
 
 
-def _photo(h=75, w=101, seed=0):
-    rng = np.random.default_rng(seed)
-    small = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
-    base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
-    arr = base.astype(float) + rng.normal(0, 12, (h, w, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+def _photo():
+    return photo(75, 101)
 
 
 def _exif(orientation):

@@ -7,6 +7,7 @@ image."""
 import numpy as np
 import pytest
 import torch
+from _builders import photo
 from PIL import Image
 
 from mmcoop.benchmark.official import (OfficialTrainTransform,
@@ -19,18 +20,9 @@ from mmcoop.registry import TRANSFORMS
 as_tensor = OfficialTrainTransform.as_tensor
 
 
-def _photo(h=96, w=120, seed=0):
-    """Smooth content plus noise (JPEG-like statistics)."""
-    rng = np.random.default_rng(seed)
-    small = (rng.random((8, 10, 3)) * 255).astype(np.uint8)
-    base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
-    arr = base.astype(float) + rng.normal(0, 10, (h, w, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
 @pytest.mark.parametrize('op', RANDAUG_OPS)
 def test_each_op_matches_official_pil(op):
-    img = _photo()
+    img = photo()
     for index in (1, 5, 9):
         for sign in (1, -1):
             ref = as_tensor(official_op(img, op, index, sign, (0.3, 0.7)))
@@ -49,7 +41,7 @@ def test_bicubic_affine_is_pils(seed):
     128 outside)."""
     from mmcoop.datasets.transforms.tensor_augment import _affine
     rng = np.random.default_rng(seed)
-    img = _photo(seed=seed)
+    img = photo(seed=seed)
     img.paste((200, 17, 90), (10, 10, 60, 40))  # flat areas: exact values
     coeffs = tuple(rng.normal([1, 0, 0, 0, 1, 0], [.3, .3, 20, .3, .3, 20]))
     ref = as_tensor(img.transform(img.size, Image.AFFINE, coeffs,
@@ -62,7 +54,7 @@ def test_decode_is_the_official_loader(tmp_path, mode):
     """``decode_rgb`` gives ``Image.open(f).convert('RGB')``'s pixels for
     every image mode, as a (3, H, W) tensor."""
     from mmcoop.datasets.transforms.tensor_augment import decode_rgb
-    img = _photo(40, 56).convert(mode)
+    img = photo(40, 56).convert(mode)
     fmt = 'PNG' if mode in ('P', 'RGBA') else 'JPEG'
     path = tmp_path / f'x.{fmt.lower()}'
     img.save(path, fmt)
@@ -75,7 +67,7 @@ def test_decode_is_the_official_loader(tmp_path, mode):
 
 @pytest.mark.parametrize('cy,cx', [(40, 50), (0, 0), (95, 3), (20, 95)])
 def test_cutout_matches_official_cutout_pil(cy, cx):
-    img = _photo(96, 96)
+    img = photo(96, 96)
     ref = as_tensor(official_cutout(img, cy, cx, (9, 200, 31)))
     out = cutout(as_tensor(img), [(cy, cx)], [(9, 200, 31)])
     assert torch.equal(ref, out)
@@ -114,7 +106,7 @@ def test_draws_follow_the_official_policy():
 @pytest.mark.parametrize('op', RANDAUG_OPS)
 def test_batched_equals_per_image(op):
     """The GPU path applies ops to a batch with per-image parameters."""
-    imgs = torch.cat([as_tensor(_photo(seed=s)) for s in range(3)])
+    imgs = torch.cat([as_tensor(photo(seed=s)) for s in range(3)])
     index, sign = [2, 9, 5], [1, -1, -1]
     centre = [(0.1, 0.2), (0.5, 0.5), (0.9, 0.99)]
     batched = apply_op(imgs, op, index, sign, centre)
@@ -124,7 +116,7 @@ def test_batched_equals_per_image(op):
 
 
 def _jpeg(path, w=640, h=480):
-    _photo(h, w).save(path, quality=90)
+    photo(h, w).save(path, quality=90)
     return str(path)
 
 
@@ -310,7 +302,7 @@ def test_device_path_matches_cpu_tensor_path(tmp_path):
     from mmcoop.registry import MODELS
     paths = [_jpeg(tmp_path / f'{i}.jpg') for i in range(4)]
     for i, p in enumerate(paths):
-        _photo(480, 640, seed=i).save(p, quality=90)
+        photo(480, 640, seed=i).save(p, quality=90)
     size = (224, 224)
     cpu = [TRANSFORMS.build(c) for c in (
         dict(type='LoadImageTensor', scale=size),
@@ -377,7 +369,7 @@ def test_device_path_bad_files_are_named(tmp_path):
         dict(type='LoadImageBytes', scale=(32, 32)),
         dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))]
     png = tmp_path / 'a.png'
-    _photo(20, 20).save(png)
+    photo(20, 20).save(png)
     with pytest.raises(OSError, match=r"a\.png.*not a JPEG.*LoadImageTensor"):
         load[0](dict(img_path=str(png)))
     good = _jpeg(tmp_path / 'good.jpg', 40, 30)
