@@ -48,7 +48,7 @@ RUNNER_KEYS = frozenset({
 #: top-level keys mmcoop interprets (docs/architecture.md says where).
 MMCOOP_KEYS = frozenset({
     'feature_cache', 'mmcoop_hooks', 'checkpoint_check', 'strict_config',
-    'protocol'
+    'protocol', 'data_path'
 })
 
 

@@ -123,6 +123,9 @@ class MMCoopRunner(Runner):
     def from_cfg(cls, cfg) -> 'MMCoopRunner':
         """Interpret mmcoop's config keys, then build the runner.
 
+        * ``data_path``: ``'device'`` moves the image pipelines' decode,
+          resize and augmentation onto the model's device
+          (:func:`mmcoop.datasets.data_path.apply_data_path`);
         * ``protocol``: the evaluation protocol's validation split, model
           selection and thresholds
           (:func:`mmcoop.experiments.apply_protocol`);
@@ -151,7 +154,9 @@ class MMCoopRunner(Runner):
         check_unseen_class_head(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.feature_cache import apply_feature_cache
+        from mmcoop.datasets.data_path import apply_data_path
         from mmcoop.experiments import apply_protocol
+        cfg = apply_data_path(cfg)
         cfg = apply_protocol(cfg)
         cfg = apply_feature_cache(cfg)
         setup_cpu_distributed(cfg)

@@ -1,0 +1,169 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""``data_path='device'``: every shipped config moves onto the device path,
+and the batches it gives (decoded and augmented by the preprocessor, here
+on CPU tensors) are the CPU pipelines' batches; what cannot be translated
+exactly is refused naming the pipeline and the fix."""
+import copy
+import glob
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from _builders import build_coco, photo
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+
+import mmcoop.datasets  # noqa: F401
+import mmcoop.models  # noqa: F401
+from mmcoop.datasets.data_path import apply_data_path
+from mmcoop.models.data_preprocessors.clip_preprocessor import CLIP_STD
+from mmcoop.registry import DATASETS, MODELS
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = sorted(
+    p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+                         recursive=True) if '_base_' not in p)
+COCO_P50 = osp.join(
+    REPO, 'configs', 'positivecoop',
+    'positivecoop_clip-rn101_openai-pre_1xb32-coslr-50e_coco14-448px-p50.py')
+
+
+def _innermost(dataset):
+    while 'pipeline' not in dataset:
+        dataset = dataset['dataset']
+    return dataset
+
+
+def _device(cfg):
+    cfg = copy.deepcopy(cfg)
+    cfg.data_path = 'device'
+    return apply_data_path(cfg)
+
+
+def test_every_shipped_config_moves_to_the_device_path():
+    assert len(CONFIGS) > 200
+    for path in CONFIGS:
+        cpu = Config.fromfile(path)
+        cfg = _device(cpu)
+        train = _innermost(cfg.train_dataloader.dataset).pipeline
+        test = cfg.test_dataloader.dataset.pipeline
+        cpu_train = _innermost(cpu.train_dataloader.dataset).pipeline
+        augmented = any('RandAugment' in t['type'] for t in cpu_train)
+        scale = next(t['scale'] for t in cpu_train if 'scale' in t)
+        assert train[0] == dict(type='mmcoop.LoadImageBytes', scale=scale,
+                                augment=augmented,
+                                **(dict(cutout_factor=0.5)
+                                   if augmented else {})), path
+        assert test[0] == dict(type='mmcoop.LoadImageBytes', scale=scale,
+                               augment=False), path
+        for p in (train, test, cfg.val_dataloader.dataset.pipeline):
+            assert len(p) == 2 and 'device_aug' in p[1]['meta_keys'], path
+        pre = cfg.model.data_preprocessor
+        assert pre['type'] == 'mmcoop.DeviceAugmentPreprocessor', path
+        assert _device(cfg).to_dict() == cfg.to_dict()  # kept as it is
+    cpu = Config.fromfile(COCO_P50)
+    cpu.data_path = 'cpu'
+    assert apply_data_path(copy.deepcopy(cpu)).to_dict() == cpu.to_dict()
+
+
+@pytest.fixture(scope='module')
+def coco_root(tmp_path_factory):
+    root = build_coco(tmp_path_factory.mktemp('coco'))
+    # COCO-sized photos: the resize shrinks them, as on real data
+    for split in ('train', 'val'):
+        for k, path in enumerate(
+                sorted(glob.glob(osp.join(root, f'{split}2014', '*')))):
+            photo(480, 640, seed=k).save(path, 'JPEG', quality=90)
+    return root
+
+
+def _batches(cfg, loader, seed=0):
+    """The first two samples of ``loader`` through the config's pipeline
+    (numpy's RNG seeded per sample, as EpochSeededSampler does) and its
+    data preprocessor, in training mode."""
+    dataset = DATASETS.build(copy.deepcopy(cfg[loader].dataset))
+    samples = []
+    for i in range(2):
+        np.random.seed(seed + i)
+        samples.append(dataset[i])
+    pre = MODELS.build(copy.deepcopy(cfg.model.data_preprocessor))
+    return pre(pseudo_collate(samples), training=loader == 'train_dataloader')
+
+
+def test_device_path_batches_are_the_cpu_pipelines_batches(coco_root):
+    cpu = Config.fromfile(COCO_P50)
+    for loader in ('train_dataloader', 'val_dataloader'):
+        _innermost(cpu[loader].dataset).data_root = coco_root
+    dev = _device(cpu)
+    for seed in (0, 7):
+        a = _batches(cpu, 'train_dataloader', seed)['inputs']
+        b = _batches(dev, 'train_dataloader', seed)['inputs']
+        assert a.shape == b.shape == (2, 3, 448, 448)
+        # the same draws, decoded and augmented by the preprocessor: equal
+        # but for Rotate's border pixels (tests/test_datasets)
+        assert ((a - b).abs() > 1e-4).float().mean() < 2e-3
+    a = _batches(cpu, 'val_dataloader')['inputs']
+    b = _batches(dev, 'val_dataloader')['inputs']
+    # the test pipeline: PIL's resize (bit-identical to the official) vs
+    # the device resize, within one grey level
+    grey = (a - b).abs() * torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    assert grey.max() < 1.01 and (grey > 0.5).float().mean() < 0.01
+
+
+def _train_pipeline(cfg):
+    return _innermost(cfg.train_dataloader.dataset).pipeline
+
+
+@pytest.mark.parametrize('change, match', [
+    (lambda c: _train_pipeline(c).insert(1, dict(type='RandomFlip')),
+     r'train_dataloader\.dataset\.dataset\.pipeline: the transforms '
+     r"\['RandomFlip', 'TensorCutout', 'TensorRandAugment'\]"),
+    (lambda c: _train_pipeline(c)[0].update(resize_backend='pillow'),
+     r"LoadImageTensor\(resize_backend='pillow'\): PIL's own resize exists "
+     r'on the CPU path only'),
+    (lambda c: _train_pipeline(c)[0].update(ignore_empty=True),
+     r'ignore_empty=True\): the device path reads every file'),
+    (lambda c: c.val_dataloader.dataset.pipeline[1].update(keep_ratio=True),
+     r'val_dataloader\.dataset\.pipeline: Resize\(keep_ratio=True\)'),
+    (lambda c: c.model.update(data_preprocessor=dict(
+        type='ClsDataPreprocessor')),
+     r'model\.data_preprocessor: ClsDataPreprocessor is not '
+     r'CLIPDataPreprocessor'),
+    (lambda c: c.update(data_path='gpu'),
+     r"data_path must be one of \('cpu', 'device'\), got 'gpu'"),
+])
+def test_what_cannot_be_translated_is_refused(change, match):
+    cfg = Config.fromfile(COCO_P50)
+    change(cfg)
+    if cfg.get('data_path', None) is None:
+        cfg.data_path = 'device'
+    with pytest.raises(ValueError, match=match) as info:
+        apply_data_path(cfg)
+    if 'data_path must be' not in match:
+        assert 'Fix: remove data_path=device, or write the device ' \
+            'pipeline by hand' in str(info.value)
+
+
+def test_runner_reads_data_path_first(monkeypatch):
+    """``MMCoopRunner.from_cfg`` (every launcher) applies ``data_path``
+    before the protocol copies the test pipeline to a held-out split."""
+    from mmengine.runner import Runner
+
+    from mmcoop.engine import MMCoopRunner
+    seen = {}
+    monkeypatch.setattr(Runner, 'from_cfg',
+                        classmethod(lambda cls, cfg: seen.setdefault('cfg',
+                                                                     cfg)))
+    cfg = Config.fromfile(COCO_P50)
+    cfg.merge_from_dict(dict(data_path='device', protocol=dict(name='clean'),
+                             work_dir='unused'))
+    MMCoopRunner.from_cfg(cfg)
+    out = seen['cfg']
+    assert _innermost(out.train_dataloader.dataset).pipeline[0][
+        'type'] == 'mmcoop.LoadImageBytes'
+    held_out = _innermost(out.val_dataloader.dataset)
+    assert held_out.pipeline[0] == dict(
+        type='mmcoop.LoadImageBytes', scale=(448, 448), augment=False)
+    assert out.model.data_preprocessor['type'] == (
+        'mmcoop.DeviceAugmentPreprocessor')
