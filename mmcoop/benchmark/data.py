@@ -79,10 +79,10 @@ def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
     ``DeviceAugmentPreprocessor``); ``augment=False`` gives the test
     pipeline."""
     scale = (resolution, resolution)
-    if name == 'bytes':
-        return [dict(type='mmcoop.LoadImageBytes', scale=scale,
-                     augment=augment),
-                dict(type='PackInputs', meta_keys=('img_path', 'device_aug'))]
+    if name == 'bytes':  # what data_path='device' makes of the configs'
+        from mmcoop.datasets.data_path import device_pipeline
+        return device_pipeline(pipeline_cfg('tensor', resolution, augment),
+                               'the bytes path')
     if name == 'mmcv':
         cfg = [
             dict(type='mmcoop.LoadImageFromFileChecked'),
