@@ -296,13 +296,16 @@ def test_load_tensor_errors_name_the_file(tmp_path):
 def test_device_path_matches_cpu_tensor_path(tmp_path):
     """LoadImageBytes + DeviceAugmentPreprocessor (run here on CPU tensors)
     give the CPU tensor pipeline's images, normalised, for the same seeds:
-    the same draws and the same pixels."""
+    the same draws and the same pixels; in a batch that mixes JPEGs with
+    files the device decoders do not take (PNG, CMYK JPEG: decoded by PIL
+    in LoadImageBytes)."""
     from mmengine.dataset import pseudo_collate
 
     from mmcoop.registry import MODELS
-    paths = [_jpeg(tmp_path / f'{i}.jpg') for i in range(4)]
+    paths = [str(tmp_path / n) for n in ('0.jpg', '1.jpg', '2.png', '3.jpg')]
     for i, p in enumerate(paths):
-        photo(480, 640, seed=i).save(p, quality=90)
+        img = photo(480, 640, seed=i)
+        (img.convert('CMYK') if i == 3 else img).save(p, quality=90)
     size = (224, 224)
     cpu = [TRANSFORMS.build(c) for c in (
         dict(type='LoadImageTensor', scale=size),
@@ -360,22 +363,31 @@ def test_device_path_matches_cpu_tensor_path(tmp_path):
 
 
 def test_device_path_bad_files_are_named(tmp_path):
-    """A non-JPEG is refused when its bytes are read; a truncated JPEG when
-    the batch is decoded: each error names the file and the fix."""
+    """A file that is no image is refused when it is read (it is not a
+    JPEG, so PIL decodes it there); a truncated JPEG when the batch is
+    decoded: each error names the file and the fix."""
     from mmengine.dataset import pseudo_collate
 
     from mmcoop.registry import MODELS
     load = [TRANSFORMS.build(c) for c in (
         dict(type='LoadImageBytes', scale=(32, 32)),
         dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))]
-    png = tmp_path / 'a.png'
-    photo(20, 20).save(png)
-    with pytest.raises(OSError, match=r"a\.png.*not a JPEG.*LoadImageTensor"):
-        load[0](dict(img_path=str(png)))
+    junk = tmp_path / 'a.png'
+    junk.write_bytes(b'\x89PNG not really')
+    with pytest.raises(OSError, match=r"Cannot decode image file '.*a\.png'"
+                       r'.*corrupt.*Fix: re-download'):
+        load[0](dict(img_path=str(junk)))
     good = _jpeg(tmp_path / 'good.jpg', 40, 30)
     cut = tmp_path / 'cut.jpg'
     data = open(good, 'rb').read()
-    cut.write_bytes(data[:len(data) // 3])
+    from mmcoop.datasets.transforms.jpeg import parse_header
+    head_end = data.index(b'\xff\xda')  # the scan: the header is whole
+    cut.write_bytes(data[:len(data) // 3])  # cut inside the header
+    assert parse_header(cut.read_bytes()) is None
+    with pytest.raises(OSError, match=r"Cannot decode image file '.*cut\.jpg"
+                       r"'.*truncated"):
+        load[0](dict(img_path=str(cut)))
+    cut.write_bytes(data[:head_end + (len(data) - head_end) // 2])
     batch = []
     for p in (good, str(cut)):
         res = dict(img_path=p)

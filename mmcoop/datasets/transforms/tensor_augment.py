@@ -743,7 +743,10 @@ class LoadImageBytes(BaseTransform):
     gets the same draw on either path). Keep ``'device_aug'`` in
     ``PackInputs(meta_keys=...)``. The bytes lose their EXIF segments
     (:func:`~mmcoop.datasets.transforms.jpeg.without_exif`), so that no
-    decoder rotates the image: the official loader does not.
+    decoder rotates the image: the official loader does not. A file the
+    device decoders do not take (not a JPEG, or a CMYK JPEG) is decoded
+    here by PIL, as the official loader, into a ``(3, H, W)`` uint8 RGB
+    tensor that the preprocessor resizes and augments with the rest.
 
     Args:
         scale (tuple[int, int]): output ``(w, h)``.
@@ -764,18 +767,21 @@ class LoadImageBytes(BaseTransform):
     def transform(self, results: dict) -> dict:
         path = _img_path('LoadImageBytes', results)
         data = _read_bytes(path, self.backend_args)
-        if data[:3] != b'\xff\xd8\xff':
-            raise OSError(
-                f'Image file {path!r} is not a JPEG (it starts with '
-                f'{data[:4]!r}): the device path decodes JPEGs only '
-                '(TorchCodec or torchvision decode_jpeg). Fix: use the CPU '
-                'tensor '
-                'pipeline (LoadImageTensor, TensorCutout, TensorRandAugment) '
-                'for this dataset, or convert its images to JPEG.')
-        # no EXIF: the device decoders must not rotate (the official loader
-        # does not)
-        results['img'] = torch.frombuffer(
-            bytearray(without_exif(data)), dtype=torch.uint8)
+        header = parse_header(data)
+        if header is not None and header.components in (1, 3):
+            # no EXIF: the device decoders must not rotate (the official
+            # loader does not)
+            results['img'] = torch.frombuffer(
+                bytearray(without_exif(data, header)), dtype=torch.uint8)
+        else:  # PNG, CMYK, ...: the official loader (PIL), here
+            try:
+                results['img'] = decode_rgb(data, backend='pillow')
+            except Exception as e:  # noqa: BLE001
+                raise OSError(
+                    f'Cannot decode image file {path!r} ({len(data)} bytes; '
+                    f'{type(e).__name__}: {e}). The file is corrupt, '
+                    'truncated or not an image. Fix: re-download it, or '
+                    'remove it from the annotations.') from e
         w, h = self.scale
         aug = dict(size=(h, w))
         if self.augment:

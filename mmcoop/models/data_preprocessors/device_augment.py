@@ -36,7 +36,9 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
     here the batch is decoded on the device
     (:func:`~mmcoop.datasets.transforms.jpeg.decode_jpegs`: TorchCodec's
     ``decode_jpeg``, one nvJPEG call per batch on CUDA, or torchvision's
-    where TorchCodec is not installed), resized (antialiased bilinear),
+    where TorchCodec is not installed; images ``LoadImageBytes`` already
+    decoded on the CPU, the files the device decoders do not take, are
+    moved), resized (antialiased bilinear),
     augmented with the official
     ``CutoutPIL`` + ``RandAugment`` as batched tensor ops
     (:func:`~mmcoop.datasets.transforms.tensor_augment.augment_batch`, with
@@ -87,10 +89,19 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
                 "LoadImageBytes and PackInputs(meta_keys=(..., 'device_aug')"
                 '); got samples without device_aug.')
         device = self.mean.device
-        try:
-            imgs = decode_jpegs(inputs, device)
-        except RuntimeError as e:
-            raise OSError(_decode_error(inputs, samples, device, e)) from e
+        # JPEG bytes (1-D) are decoded here; images LoadImageBytes decoded
+        # on the CPU (PNG, CMYK: PIL, as the official loader) are moved
+        imgs = [self.cast_data(x) if x.dim() == 3 else None for x in inputs]
+        encoded = [i for i, x in enumerate(inputs) if x.dim() == 1]
+        if encoded:
+            files = [inputs[i] for i in encoded]
+            try:
+                decoded = decode_jpegs(files, device)
+            except RuntimeError as e:
+                raise OSError(_decode_error(
+                    files, [samples[i] for i in encoded], device, e)) from e
+            for i, img in zip(encoded, decoded):
+                imgs[i] = img
         # the pipeline decides, as on the CPU path: the samples drawn by
         # LoadImageBytes(augment=True) are augmented whatever `training`
         batch = resize_augment_batch(imgs, [s.device_aug for s in samples])
