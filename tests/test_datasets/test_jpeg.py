@@ -83,6 +83,15 @@ def test_torchcodec_gives_the_official_loaders_pixels(kind):
 def test_parse_header_reads_size_components_and_exif():
     head = jpeg.parse_header(_jpeg(quality=90, exif=_exif(6)))
     assert head.size == (75, 101) and head.components == 3
+    assert head.precision == 8 and head.device_decodable
+    assert not jpeg.parse_header(_jpeg(_photo().convert('CMYK'))
+                                 ).device_decodable
+    data = bytearray(_jpeg())
+    sof = data.index(b'\xff\xc0')
+    data[sof + 4] = 12  # a 12-bit frame: left to PIL
+    twelve = jpeg.parse_header(bytes(data))
+    assert twelve.precision == 12 and not twelve.device_decodable
+    assert jpeg.decode_jpeg_cpu(bytes(data)) is None
     assert len(head.exif) == 1
     assert jpeg.parse_header(_jpeg(_photo().convert('L'))).components == 1
     assert jpeg.parse_header(_jpeg(_photo().convert('CMYK'))).components == 4

@@ -52,11 +52,19 @@ _EXIF_ID = b'Exif\x00\x00'
 
 class JpegHeader(NamedTuple):
     """What :func:`parse_header` reads: ``size = (h, w)``, the number of
-    colour ``components`` (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK) and the
-    ``(start, end)`` byte spans of the EXIF (APP1 ``Exif``) segments."""
+    colour ``components`` (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK), the sample
+    ``precision`` (8 or 12 bits) and the ``(start, end)`` byte spans of the
+    EXIF (APP1 ``Exif``) segments."""
     size: Tuple[int, int]
     components: int
+    precision: int
     exif: Tuple[Tuple[int, int], ...]
+
+    @property
+    def device_decodable(self) -> bool:
+        """Whether TorchCodec / nvJPEG take it as PIL does: 8-bit grey or
+        colour (not CMYK, whose conversion is PIL's own)."""
+        return self.precision == 8 and self.components in (1, 3)
 
 
 def parse_header(data: bytes) -> Optional[JpegHeader]:
@@ -85,13 +93,13 @@ def parse_header(data: bytes) -> Optional[JpegHeader]:
         elif marker in _SOF and end - pos >= 12:
             frame = (int.from_bytes(data[pos + 5:pos + 7], 'big'),
                      int.from_bytes(data[pos + 7:pos + 9], 'big'),
-                     data[pos + 9])
+                     data[pos + 9], data[pos + 4])
         elif marker == _SOS:
             break
         pos = end
     if frame is None:
         return None
-    return JpegHeader(frame[:2], frame[2], tuple(exif))
+    return JpegHeader(frame[:2], frame[2], frame[3], tuple(exif))
 
 
 def without_exif(data: bytes, header: Optional[JpegHeader] = None) -> bytes:
@@ -144,7 +152,8 @@ def decode_jpeg_cpu(data: bytes, backend: str = 'auto',
     """Decode a JPEG file's bytes with TorchCodec on the CPU into a ``(3,
     H, W)`` uint8 RGB tensor (channels-last memory), the official loader's
     pixels; None where PIL must decode: ``backend='pillow'``, not a JPEG,
-    4 components (CMYK/YCCK: PIL's conversion), TorchCodec missing under
+    not :attr:`JpegHeader.device_decodable` (CMYK/YCCK: PIL's conversion;
+    12-bit), TorchCodec missing under
     ``'auto'``, or a file TorchCodec refuses (PIL then accepts it or
     raises its own error, as for the official loader)."""
     if backend == 'pillow':
@@ -152,12 +161,12 @@ def decode_jpeg_cpu(data: bytes, backend: str = 'auto',
     decode = (torchcodec_or_error(owner)
               if backend == 'torchcodec' else torchcodec_decode_jpeg())
     header = header or parse_header(data)
-    if decode is None or header is None or header.components not in (1, 3):
+    if decode is None or header is None or not header.device_decodable:
         return None
     try:
         return decode(_as_uint8_tensor(without_exif(data, header)),
                       mode='RGB')
-    except RuntimeError:
+    except Exception:  # noqa: BLE001 (PIL decides: the official loader)
         return None
 
 

@@ -768,7 +768,7 @@ class LoadImageBytes(BaseTransform):
         path = _img_path('LoadImageBytes', results)
         data = _read_bytes(path, self.backend_args)
         header = parse_header(data)
-        if header is not None and header.components in (1, 3):
+        if header is not None and header.device_decodable:
             # no EXIF: the device decoders must not rotate (the official
             # loader does not)
             results['img'] = torch.frombuffer(
