@@ -29,11 +29,12 @@ def build_dataset_of(cfg, phase: str = 'train'):
 
 def _device_path_view(data, aug: dict) -> np.ndarray:
     """The image ``DeviceAugmentPreprocessor`` makes of a
-    ``LoadImageBytes`` sample (file bytes + its draw), made here on the
-    CPU: ``HWC`` uint8 RGB."""
+    ``LoadImageBytes`` sample (JPEG bytes, or an image it decoded itself,
+    + its draw), made here on the CPU: ``HWC`` uint8 RGB."""
     from mmcoop.datasets.transforms.tensor_augment import (
         decode_rgb, resize_augment_batch)
-    rgb = resize_augment_batch([decode_rgb(data.numpy().tobytes())], [aug])
+    img = decode_rgb(data.numpy().tobytes()) if data.dim() == 1 else data
+    rgb = resize_augment_batch([img], [aug])
     return rgb[0].permute(1, 2, 0).numpy()
 
 

@@ -167,3 +167,24 @@ def test_runner_reads_data_path_first(monkeypatch):
         type='mmcoop.LoadImageBytes', scale=(448, 448), augment=False)
     assert out.model.data_preprocessor['type'] == (
         'mmcoop.DeviceAugmentPreprocessor')
+
+
+def test_inspection_shows_device_path_images_decoded_on_the_cpu(tmp_path):
+    """``browse_dataset``'s view of a device-path sample whose file the
+    device does not decode (a PNG: PIL in ``LoadImageBytes``) is the CPU
+    test pipeline's image."""
+    from mmcv.transforms import Compose
+
+    from mmcoop.datasets.inspection import _device_path_view
+    from mmcoop.registry import TRANSFORMS
+    path = str(tmp_path / 'a.png')
+    photo(120, 160).save(path)
+    load = TRANSFORMS.build(dict(type='LoadImageBytes', scale=(64, 48),
+                                 augment=False))
+    res = load(dict(img_path=path))
+    assert res['img'].dim() == 3  # decoded by PIL, not file bytes
+    view = _device_path_view(res['img'], res['device_aug'])
+    cpu = Compose([TRANSFORMS.build(dict(type='LoadImageTensor',
+                                         scale=(64, 48)))])
+    ref = cpu(dict(img_path=path))['img'].flip(0).permute(1, 2, 0).numpy()
+    assert view.shape == (48, 64, 3) and np.array_equal(view, ref)
