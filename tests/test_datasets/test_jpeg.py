@@ -155,17 +155,22 @@ def test_a_file_torchcodec_refuses_is_left_to_pil(tmp_path):
 def test_load_image_tensor_decode_backends(tmp_path):
     path = tmp_path / 'rot.jpg'
     path.write_bytes(_kind('EXIF rotate 90'))
-    outs = []
+    from mmcoop.datasets.feature_cache.key import pipeline_key
+    outs, keys = [], []
     for backend in ('auto', 'pillow') + (
             ('torchcodec', ) if jpeg.torchcodec_decode_jpeg() else ()):
         t = TRANSFORMS.build(
             dict(type='LoadImageTensor', scale=(101, 75),
                  decode_backend=backend))
-        assert f'decode_backend={backend!r}' in repr(t)
         outs.append(t(dict(img_path=str(path)))['img'])
+        keys.append(pipeline_key(t))
     ref = _official(path.read_bytes()).flip(0)  # BGR
     for out in outs:
         assert torch.equal(out, ref)
+    # the same pixels, so one feature cache serves every decoder
+    assert all(k == keys[0] for k in keys)
+    other = TRANSFORMS.build(dict(type='LoadImageTensor', scale=(101, 74)))
+    assert pipeline_key(other) != keys[0]
     with pytest.raises(ValueError, match=r'decode_backend must be one of '
                        r"\('auto', 'pillow', 'torchcodec'\), got 'cv2'"):
         TRANSFORMS.build(dict(type='LoadImageTensor', scale=32,

@@ -79,9 +79,14 @@ def jsonable(obj, depth: int = 0):
 
 
 def _transform_key(t) -> dict:
+    """A transform's type, parameters and repr; a transform's
+    ``PIXEL_NEUTRAL`` parameters (which do not change its output, e.g.
+    ``LoadImageTensor.decode_backend``) are left out."""
+    neutral = set(getattr(t, 'PIXEL_NEUTRAL', ()))
     params = {
         k: v
-        for k, v in vars(t).items() if not k.startswith('__')
+        for k, v in vars(t).items()
+        if not k.startswith('__') and k not in neutral
     } if hasattr(t, '__dict__') else {}
     return dict(
         type=f'{type(t).__module__}.{type(t).__qualname__}',

@@ -679,6 +679,10 @@ class LoadImageTensor(BaseTransform):
         backend_args (dict, optional): mmengine file backend arguments.
     """
 
+    #: arguments that do not change the pixels (every decoder gives the
+    #: official loader's), left out of the feature-cache key
+    PIXEL_NEUTRAL = ('decode_backend', )
+
     def __init__(self, scale: Tuple[int, int], draft: bool = False,
                  resize_backend: str = 'torchvision',
                  decode_backend: str = 'auto',
@@ -727,9 +731,10 @@ class LoadImageTensor(BaseTransform):
         return results
 
     def __repr__(self) -> str:
+        # no decode_backend: it does not change the pixels (nor, so, the
+        # feature-cache key, which reads this repr; see PIXEL_NEUTRAL)
         return (f'{self.__class__.__name__}(scale={self.scale}, '
-                f'draft={self.draft}, resize_backend={self.resize_backend!r}, '
-                f'decode_backend={self.decode_backend!r})')
+                f'draft={self.draft}, resize_backend={self.resize_backend!r})')
 
 
 @TRANSFORMS.register_module()
