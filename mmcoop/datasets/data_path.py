@@ -29,6 +29,7 @@ transform and the fix: write the device pipeline by hand
 (docs/benchmarks.md section 7).
 """
 import copy
+import warnings
 from typing import List, Optional
 
 __all__ = ['DATA_PATHS', 'apply_data_path', 'device_pipeline']
@@ -179,6 +180,13 @@ def apply_data_path(cfg):
             "'cpu' (the default) in the loader workers.")
     if value == 'cpu':
         return cfg
+    import torch
+    if not torch.cuda.is_available():
+        warnings.warn(
+            "data_path='device' without a CUDA device: the decode, resize "
+            'and augmentation run in the main process on the CPU, between '
+            "the steps, where data_path='cpu' runs them in the loader "
+            'workers (slower here: docs/benchmarks.md section 7).')
     done = {}
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name, None)
