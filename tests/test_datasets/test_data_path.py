@@ -196,3 +196,33 @@ def test_inspection_shows_device_path_images_decoded_on_the_cpu(tmp_path):
                                          scale=(64, 48)))])
     ref = cpu(dict(img_path=path))['img'].flip(0).permute(1, 2, 0).numpy()
     assert view.shape == (48, 64, 3) and np.array_equal(view, ref)
+
+
+def test_feature_cache_extracts_through_the_device_path(monkeypatch):
+    """With ``feature_cache`` too, the cache is built from the device-path
+    pipelines with ``DeviceAugmentPreprocessor`` (data_path is applied
+    first), and the model reads the cached features."""
+    from mmengine.runner import Runner
+
+    from mmcoop.engine import MMCoopRunner
+    seen = {}
+    monkeypatch.setattr(Runner, 'from_cfg',
+                        classmethod(lambda cls, cfg: seen.setdefault('cfg',
+                                                                     cfg)))
+    cfg = Config.fromfile(COCO_P50)
+    cfg.merge_from_dict(dict(data_path='device', work_dir='unused',
+                             feature_cache=dict(enabled=True,
+                                                cache_root='unused')))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        MMCoopRunner.from_cfg(cfg)
+    out = seen['cfg']
+    for name in ('train_dataloader', 'val_dataloader'):
+        cached = out[name].dataset
+        assert cached['type'] == 'mmcoop.CachedFeatureDataset'
+        assert cached.data_preprocessor['type'] == (
+            'mmcoop.DeviceAugmentPreprocessor')
+        assert _innermost(cached.dataset).pipeline[0]['type'] == (
+            'mmcoop.LoadImageBytes')
+    assert out.model.data_preprocessor['type'] == (
+        'mmcoop.FeatureDataPreprocessor')
