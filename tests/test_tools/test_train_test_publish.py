@@ -340,3 +340,35 @@ def test_train_and_test_tools_use_the_feature_cache(assets, tmp_path):
     assert metrics['multi-label/mAP'] == pytest.approx(val_map, abs=1e-4)
     # the val cache was reused, not rebuilt
     assert {m: os.stat(m).st_mtime_ns for m in manifests} == mtimes
+
+
+def test_train_tool_on_the_device_path(assets, tmp_path):
+    """``--cfg-options data_path=device``: tools/train.py reads the files in
+    the loader and decodes, resizes and augments in the model's data
+    preprocessor (here on the CPU), with the same draws: the training
+    losses and the validation mAP are the CPU pipeline's."""
+    import warnings
+    cfg = H.write_config(
+        str(tmp_path / 'aug.py'), H.METHOD_CONFIGS['positivecoop'],
+        assets['data'], clip=assets['clip'], batch_size=16, num_train=32,
+        num_val=16, max_epochs=1, val_interval=1, augment=True)
+    runs = {}
+    for path in ('cpu', 'device'):
+        work_dir = str(tmp_path / path)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # device path without CUDA
+            runner = _train(cfg, work_dir, '--cfg-options',
+                            f'data_path={path}')
+        runs[path] = H.read_scalars(work_dir)
+        pre = type(runner.model.data_preprocessor).__name__
+        assert pre == {'cpu': 'CLIPDataPreprocessor',
+                       'device': 'DeviceAugmentPreprocessor'}[path]
+    losses = {k: [r['loss'] for r in v if 'loss' in r]
+              for k, v in runs.items()}
+    assert len(losses['cpu']) == 2
+    # the same draws and pixels (Rotate's border aside): 1e-6 measured
+    assert losses['device'] == pytest.approx(losses['cpu'], rel=1e-4)
+    maps = {k: [r['multi-label/mAP'] for r in v if 'multi-label/mAP' in r]
+            for k, v in runs.items()}
+    # the test resize within a grey level of PIL's: equal mAP measured
+    assert maps['device'] == pytest.approx(maps['cpu'], abs=0.5)
