@@ -32,6 +32,8 @@ import copy
 import warnings
 from typing import List, Optional
 
+from mmcoop.utils.config_types import type_name
+
 __all__ = ['DATA_PATHS', 'apply_data_path', 'device_pipeline']
 
 #: values of the ``data_path`` config key
@@ -49,12 +51,6 @@ _FILE_LOADER_ARGS = {'backend_args', 'imdecode_backend', 'color_type',
                      'ignore_empty', 'to_float32'}
 
 
-def _name(transform) -> str:
-    t = transform.get('type', '') if isinstance(transform, dict) else ''
-    return t.split('.')[-1] if isinstance(t, str) else getattr(
-        t, '__name__', str(t))
-
-
 def _refuse(where: str, what: str) -> ValueError:
     return ValueError(f'data_path=device: {where}: {what}. {_FIX}')
 
@@ -62,7 +58,7 @@ def _refuse(where: str, what: str) -> ValueError:
 def _check_args(where, transform, allowed, values):
     """Refuse arguments outside ``allowed`` and ``values`` the device path
     cannot give (``{arg: (accepted values, why)}``)."""
-    name = _name(transform)
+    name = type_name(transform)
     for key, value in transform.items():
         if key == 'type':
             continue
@@ -73,7 +69,7 @@ def _check_args(where, transform, allowed, values):
             raise _refuse(where, f'{name}({key}={value!r}): {values[key][1]}')
 
 
-def _pack(where: str, transform: dict) -> dict:
+def _pack(transform: dict) -> dict:
     pack = dict(transform)
     keys = list(pack.get('meta_keys', None) or ())
     if not keys:  # mmpretrain's PackInputs default, plus the device draws
@@ -89,13 +85,13 @@ def _pack(where: str, transform: dict) -> dict:
 def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
     """The device-path version of one of the configs' image pipelines
     (see the module docstring); ``where`` names it in errors."""
-    names = [_name(t) for t in pipeline]
+    names = [type_name(t) for t in pipeline]
     if names and names[0] == 'LoadImageBytes':
         return pipeline
     if not names or names[-1] != 'PackInputs':
         raise _refuse(where, f'the pipeline {names} does not end with '
                       'PackInputs')
-    load, middle, pack = pipeline[0], names[1:-1], _pack(where, pipeline[-1])
+    load, middle, pack = pipeline[0], names[1:-1], _pack(pipeline[-1])
     if names[0] == 'LoadImageTensor':
         _check_args(where, load, _TENSOR_LOADER_ARGS, dict(
             resize_backend=(('torchvision', ),
@@ -145,7 +141,7 @@ def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
 
 def _device_preprocessor(pre: Optional[dict], where: str) -> dict:
     pre = dict(pre or dict(type='CLIPDataPreprocessor'))
-    name = _name(pre)
+    name = type_name(pre)
     if name == 'DeviceAugmentPreprocessor':
         return pre
     if name != 'CLIPDataPreprocessor':

@@ -39,6 +39,8 @@ import re
 
 from mmengine.config import ConfigDict
 
+from mmcoop.utils.config_types import type_name
+
 __all__ = ['apply_protocol', 'PROTOCOLS', 'SELECTIONS', 'BEST_METRIC']
 
 PROTOCOLS = ('official', 'clean')
@@ -50,12 +52,6 @@ _KEYS = {
     'official': {'name'},
     'clean': {'name', 'val_fraction', 'seed', 'split_file', 'selection'},
 }
-
-
-def _type_name(cfg) -> str:
-    t = cfg.get('type', '') if isinstance(cfg, dict) else ''
-    return t.split('.')[-1] if isinstance(t, str) else getattr(
-        t, '__name__', '')
 
 
 def _plain(cfg):
@@ -85,7 +81,7 @@ def _evaluators(cfg):
         if ev is None:
             continue
         for metric in ev if isinstance(ev, (list, tuple)) else [ev]:
-            if _type_name(metric) == 'PartialMultiLabelMetric':
+            if type_name(metric) == 'PartialMultiLabelMetric':
                 yield name, metric
 
 
@@ -101,7 +97,7 @@ def _select_best(cfg) -> None:
 def _default_split_file(cfg, dataset: dict, val_fraction: float,
                         seed: int) -> str:
     name = '_'.join(
-        str(p) for p in (_type_name(dataset), dataset.get('split', 'train'))
+        str(p) for p in (type_name(dataset), dataset.get('split', 'train'))
         if p)
     name = re.sub(r'[^A-Za-z0-9_.-]+', '-', name).lower()
     root = osp.dirname(osp.normpath(cfg.get('work_dir', None) or
@@ -139,7 +135,7 @@ def apply_protocol(cfg):
 
 def _apply_official(cfg) -> None:
     for dataset in _each_dataset(cfg):
-        if _type_name(dataset) == 'VOC2007MultiLabel':
+        if type_name(dataset) == 'VOC2007MultiLabel':
             dataset['difficult_as'] = 'negative'
     if cfg.get('test_dataloader', None) is not None:
         # the official code validates on the test split
@@ -160,12 +156,12 @@ def _apply_clean(cfg, protocol: dict) -> None:
     val_fraction = float(protocol.get('val_fraction', 0.1))
     seed = int(protocol.get('seed', 0))
     train = cfg.train_dataloader.dataset
-    if _type_name(train) == 'PartialLabelDataset':
+    if type_name(train) == 'PartialLabelDataset':
         holder, key = train, 'dataset'
     else:
         holder, key = cfg.train_dataloader, 'dataset'
     inner = holder[key]
-    if _type_name(inner) == 'HeldOutSplit':  # applied already
+    if type_name(inner) == 'HeldOutSplit':  # applied already
         return
     inner = _plain(inner)
     split_file = protocol.get('split_file') or _default_split_file(
@@ -195,14 +191,14 @@ def _apply_clean(cfg, protocol: dict) -> None:
     val_evaluator = _plain(cfg.val_evaluator)
     if cfg.get('test_evaluator', None) is not None:
         cfg.test_evaluator = _plain(cfg.test_evaluator)
-    if _type_name(val_evaluator) == 'PartialMultiLabelMetric':
+    if type_name(val_evaluator) == 'PartialMultiLabelMetric':
         val_evaluator['calibrate'] = True
     cfg.val_evaluator = val_evaluator
     cfg.val_cfg = cfg.get('val_cfg', None) or ConfigDict()
     if selection == 'best':
         _select_best(cfg)
     hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(_type_name(h) == 'ThresholdCalibrationHook' for h in hooks):
+    if not any(type_name(h) == 'ThresholdCalibrationHook' for h in hooks):
         hooks.append(dict(type='ThresholdCalibrationHook'))
     cfg.custom_hooks = hooks
     cfg.protocol = dict(protocol, split_file=split_file, selection=selection,
