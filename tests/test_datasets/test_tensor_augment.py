@@ -170,6 +170,29 @@ def test_tensor_pipeline_matches_mmcv_pipeline(tmp_path):
     assert packed['inputs'].dtype == torch.uint8
 
 
+def test_cpu_randaugment_is_official_on_non_square_images():
+    """On the CPU, TensorRandAugment runs PIL's own ops between the BGR
+    tensor and PIL: the official ops' pixels, channel order and (h, w)
+    layout kept, for a non-square image."""
+    aug = TRANSFORMS.build(dict(type='TensorRandAugment'))
+    img = photo(37, 52)  # (w, h) = (52, 37)
+    bgr = as_tensor(img)[0].flip(0).contiguous()
+    applied = 0
+    for seed in range(6):
+        np.random.seed(seed)
+        res = aug(dict(img=bgr.clone()))
+        ref = img
+        for d in res['randaugment']:
+            if d['applied']:
+                applied += 1
+                ref = official_op(ref, d['op'], d['index'], d['sign'],
+                                  d['centre'])
+        assert res['img'].shape == (3, 37, 52)
+        assert res['img'].is_contiguous()
+        assert torch.equal(res['img'].flip(0), as_tensor(ref)[0]), seed
+    assert applied >= 3
+
+
 def test_exact_recipe_is_the_official_transform_pixel_for_pixel(tmp_path):
     """LoadImageTensor(resize_backend='pillow') + TensorCutout +
     TensorRandAugment give the official Resize + CutoutPIL + RandAugment

@@ -594,6 +594,18 @@ def _chw_bgr(rgb_hwc: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack(cv2.split(rgb_hwc)[::-1]))
 
 
+def _pil_bgr(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> contiguous ``(3, H, W)`` BGR tensor (PIL splits the
+    planes; half the time of :func:`_chw_bgr` on ``np.asarray(img)``,
+    which first copies the interleaved pixels out)."""
+    w, h = img.size
+    return torch.from_numpy(
+        np.stack([
+            np.frombuffer(band.tobytes(), dtype=np.uint8)
+            for band in img.split()[::-1]
+        ]).reshape(3, h, w))
+
+
 def _pil_rgb(bgr: torch.Tensor) -> Image.Image:
     """Contiguous ``(3, H, W)`` BGR tensor -> RGB PIL image (PIL merges the
     three planes: one pass)."""
@@ -856,7 +868,7 @@ class TensorRandAugment(BaseTransform):
             for d in applied:
                 img = official_op(img, d['op'], d['index'], d['sign'],
                                   d['centre'])
-            results['img'] = _chw_bgr(np.asarray(img))
+            results['img'] = _pil_bgr(img)
             return results
         img = _as_rgb_batch(bgr)
         for d in applied:
