@@ -133,3 +133,35 @@ def test_clean_never_evaluates_the_test_split_in_training(
     assert len(tests) == 1 and len(evaluated) == tests[0]
     assert all(osp.basename(osp.dirname(p)) == 'val2014' for p in evaluated)
     assert {'multi-label/CF1_calib', 'multi-label/CF1_top3'} <= set(metrics)
+
+
+def test_clean_protocol_with_feature_cache(tmp_path):
+    """protocol=clean + feature_cache: the held-out split (a builder
+    registered as HeldOutSplit, not a class) is cached like any dataset;
+    the validation cache holds the held-out images only."""
+    from mmcoop.datasets.feature_cache import CachedFeatureDataset
+    data = H.make_demo_data(str(tmp_path / 'demo'))
+    cache_root = str(tmp_path / 'cache')
+    cfg = H.write_config(
+        str(tmp_path / 'baseline.py'),
+        H.METHOD_CONFIGS['baseline'],
+        data,
+        max_epochs=1,
+        text_encoder=False,
+        extra=("protocol = dict(name='clean', val_fraction=0.25)\n"
+               f'feature_cache = dict(cache_root={cache_root!r})\n'))
+    runner = train_tool.main([
+        cfg, '--work-dir', str(tmp_path / 'work' / 'run'), '--cfg-options',
+        f'experiment_name=c-{uuid.uuid4().hex[:8]}'
+    ])
+    train_set = runner.train_dataloader.dataset
+    val_set = runner.val_loop.dataloader.dataset
+    assert isinstance(val_set, CachedFeatureDataset)
+    split_file, = glob.glob(str(tmp_path / 'work' / 'splits' / '*.json'))
+    with open(split_file) as f:
+        split = json.load(f)
+    assert isinstance(train_set, CachedFeatureDataset)
+    assert len(val_set) == len(split['val'])
+    assert len(train_set) + len(val_set) == split['num_images']
+    assert sorted(glob.glob(osp.join(cache_root, 'HeldOutSplit_*'))) == \
+        sorted([train_set.cache_dir, val_set.cache_dir])

@@ -25,14 +25,13 @@ _EXAMPLE = ("feature_cache=dict(cache_root='work_dirs/feature_cache', "
 
 def _registered(registry, cfg):
     """The class that the ``type`` of config ``cfg`` names (None if it is
-    not registered)."""
+    not registered, or names a builder function such as ``HeldOutSplit``,
+    which returns a dataset of the inner type)."""
     t = cfg.get('type') if isinstance(cfg, dict) else type(cfg)
-    if isinstance(t, type):
-        return t
-    if not isinstance(t, str):
-        return None
-    with DefaultScope.overwrite_default_scope('mmcoop'):
-        return registry.get(t)
+    if isinstance(t, str):
+        with DefaultScope.overwrite_default_scope('mmcoop'):
+            t = registry.get(t)
+    return t if isinstance(t, type) else None
 
 
 def _name(registry, cfg) -> str:
