@@ -399,10 +399,12 @@ def test_towers_stand_in_tokenizer_only_where_the_ids_do_not_matter(
     short = measure_tower('mmcoop-tiny-MAP-unloadable-tokenizer-short',
                           opts)
     assert 'text' not in short['results']
-    assert short['errors']['text_stand_in'].startswith(
-        'ValueError: A prompt does not fit the text context length (8 '
-        'tokens) with n_ctx=16')
-    assert 'with a stand-in tokenizer: ValueError: A prompt does not fit' \
+    error = short['errors']['text_stand_in']
+    assert error.startswith("ValueError: The prompt 'X X X")
+    assert 'does not fit the text context length of ' \
+        "'mmcoop-tiny-MAP-unloadable-tokenizer-short' (8 tokens)" in error
+    assert 'n_ctx=16' in error
+    assert 'with a stand-in tokenizer: ValueError: The prompt' \
         in report_towers([short], SimpleNamespace(**TINY, batch_size=32))
     # one id per cleaned word, below the vocabulary size; end token 1
     ids = StandInTokenizer(8, 100)(['A photo, of a Photo!', ''])

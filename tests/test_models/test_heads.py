@@ -186,6 +186,26 @@ def test_ctx_init_words_in_a_head(tiny_rn_file):
     torch.testing.assert_close(head.pos_prompt.ctx, head.neg_prompt.ctx)
 
 
+def test_bad_ctx_init_words_name_the_head_field(tiny_rn_file):
+    for field in ('ctx_init', 'neg_ctx_init'):
+        with pytest.raises(ValueError, match=f"^{field}='  ' has no words"):
+            MODELS.build(
+                head_cfg('DualCoOpHead', tiny_rn_file, **{field: '  '}))
+
+
+def test_written_prompts_that_do_not_fit_are_refused(tiny_rn_file):
+    """ZeroShotHead (hand-written prompts through encode_texts): a prompt
+    the tokenizer would cut short (so two classes would share one prompt)
+    is refused naming it; before, the classes got identical features."""
+    names = ['cat', 'small ' * 80 + 'dog', 'small ' * 80 + 'bird']
+    head = MODELS.build(head_cfg('ZeroShotHead', tiny_rn_file, names=names))
+    with pytest.raises(ValueError, match=r"The prompt 'a photo (of|without) "
+                       r'a small small .*does not fit the text context length '
+                       r"of 'mmcoop-tiny-RN' \(77 tokens\).*Fix: shorten "
+                       'the class name or the template'):
+        head.class_features()
+
+
 def test_learned_embeddings_init_standard_normal(tiny_rn_file):
     torch.manual_seed(0)
     head = MODELS.build(

@@ -133,8 +133,35 @@ def test_buffers_not_saved(text_encoder):
 
 
 def test_prompt_too_long(text_encoder):
-    with pytest.raises(ValueError, match='does not fit the text context'):
-        PromptLearner([' '.join(['word'] * 70)], text_encoder, n_ctx=16)
+    """A prompt the tokenizer would cut short is refused naming the prompt,
+    the context length and the fix; so is a ctx_init that does not fit."""
+    long_name = ' '.join(['word'] * 70)
+    with pytest.raises(ValueError, match=r"The prompt 'X X .*word.*' does "
+                       r'not fit the text context length .*\(77 tokens\).*'
+                       r'shorten the class name.*n_ctx=16'):
+        PromptLearner(['cat', long_name], text_encoder, n_ctx=16)
+    with pytest.raises(ValueError, match=r"The prompt 'a a a .*' does not "
+                       r'fit .*fewer words in `ctx_init`'):
+        PromptLearner(['cat'], text_encoder, ctx_init=' '.join(['a'] * 80))
+    # one token short of the limit still fits: 1 + 16 + 57 + 1 + 1 = 76
+    fits = PromptLearner([' '.join(['word'] * 57)], text_encoder, n_ctx=16)
+    assert int(fits.tokens[0].argmax()) == 75
+
+
+@pytest.mark.parametrize('ctx_init,match', [
+    ('   ', r"ctx_init='   ' has no words"),
+    ('_', r"ctx_init='_' has no words"),
+    (5, r'ctx_init must be a string of words .*got 5 \(int\)'),
+    (['a', 'photo'], r'ctx_init must be a string of words'),
+    ('\x00', r"ctx_init='\\x00' gives no tokens .*Fix: use words"),
+])
+def test_bad_ctx_init_is_refused(text_encoder, ctx_init, match):
+    with pytest.raises(ValueError, match=match):
+        PromptLearner(['cat'], text_encoder, n_ctx=4, ctx_init=ctx_init)
+    # None and '' mean a random context (the official default '')
+    for no_words in (None, ''):
+        assert PromptLearner(['cat'], text_encoder, n_ctx=3,
+                             ctx_init=no_words).n_ctx == 3
 
 
 @pytest.mark.parametrize('n_ctx', [0, -2, 2.0, True, None])

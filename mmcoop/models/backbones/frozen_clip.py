@@ -576,6 +576,21 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
             last = (last + 1).clamp(max=tokens.shape[1] - 1)
         return last
 
+    def check_fit(self, texts: Sequence[str], tokens: torch.Tensor,
+                  fix: str) -> None:
+        """Each of ``texts`` (tokenized: ``tokens``, ``(N, L)``) ends
+        before the last position of the context: a longer one has been cut
+        short by the tokenizer (its class name lost, without a word), so it
+        is refused naming the text, the context length and ``fix``."""
+        over = (self.end_positions(tokens) >= tokens.shape[1] - 1).nonzero()
+        if over.numel():
+            text = texts[int(over[0])]
+            shown = text if len(text) <= 120 else f'{text[:117]}...'
+            raise ValueError(
+                f'The prompt {shown!r} does not fit the text context length '
+                f'of {self.model_name!r} ({tokens.shape[1]} tokens): the '
+                f'tokenizer would cut it short. {fix}')
+
     def forward(self, prompts: torch.Tensor,
                 tokens: torch.Tensor) -> torch.Tensor:
         """Encode prompt embeddings.
@@ -631,8 +646,11 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         return x @ self.text_projection
 
     def encode_texts(self, texts: List[str]) -> torch.Tensor:
-        """Encode plain strings (hand-written prompts) -> ``(N, D)``."""
+        """Encode plain strings (hand-written prompts) -> ``(N, D)``; a
+        string longer than the context is refused (:meth:`check_fit`)."""
         tokens = self.tokenize(texts).to(self.token_embedding.weight.device)
+        self.check_fit(
+            texts, tokens, 'Fix: shorten the class name or the template.')
         return self.forward(self.embed_tokens(tokens), tokens)
 
 

@@ -34,7 +34,7 @@ import torch.nn as nn
 from mmpretrain.structures import DataSample
 
 from mmcoop.registry import MODELS
-from ..prompt_learners import PromptLearner
+from ..prompt_learners import PromptLearner, ctx_init_words
 from .base_head import PartialLabelHead, build_in_mmcoop_scope
 from .class_subset import check_class_subset, sample_class_subset
 from .region_aggregation import class_specific_region_aggregation
@@ -106,7 +106,10 @@ class PromptRegionHead(PartialLabelHead):
         self.logit_scale = logit_scale
         self.class_specific = class_specific
         self._prompt_cfg = dict(n_ctx=n_ctx, class_specific=class_specific)
-        self._ctx_init = dict(pos=ctx_init, neg=neg_ctx_init or ctx_init)
+        pos_words = ctx_init_words('ctx_init', ctx_init)
+        self._ctx_init = dict(
+            pos=pos_words,
+            neg=ctx_init_words('neg_ctx_init', neg_ctx_init) or pos_words)
         self.class_subset = check_class_subset(class_subset)
         self._cache_key = None
         self._cache = None

@@ -1,4 +1,4 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-from .prompt_learner import PromptLearner
+from .prompt_learner import PromptLearner, ctx_init_words
 
-__all__ = ['PromptLearner']
+__all__ = ['PromptLearner', 'ctx_init_words']

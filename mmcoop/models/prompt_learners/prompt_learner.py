@@ -49,6 +49,7 @@ class PromptLearner(BaseModule):
                  init_std: float = 0.02,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        ctx_init = ctx_init_words('ctx_init', ctx_init)
         if not ctx_init and (isinstance(n_ctx, bool) or not isinstance(
                 n_ctx, int) or n_ctx < 1):
             raise ValueError(
@@ -64,14 +65,20 @@ class PromptLearner(BaseModule):
         # start token; none for SigLIP's)
         start = text_encoder.text_start
         if ctx_init:
-            ctx_init = ctx_init.replace('_', ' ').strip()
             # As many context tokens as the words have (one per word for
             # common words with CLIP's BPE, as the official code assumes).
             init_tokens, twice = text_encoder.tokenize(
                 [ctx_init, f'{ctx_init} {ctx_init}'])
+            text_encoder.check_fit([ctx_init], init_tokens[None],
+                                   'Fix: use fewer words in `ctx_init`.')
             # the words' tokens end where the repeated words start (whatever
             # the tokenizer's end and padding tokens)
             n_ctx = int((init_tokens != twice).int().argmax()) - start
+            if n_ctx < 1:
+                raise ValueError(
+                    f'ctx_init={ctx_init!r} gives no tokens with the '
+                    f'tokenizer of {text_encoder.model_name!r}. Fix: use '
+                    "words, e.g. ctx_init='a photo of a'.")
             embeds = text_encoder.embed_tokens(init_tokens[None])[0]
             ctx = embeds[start:start + n_ctx]
             ctx = ctx.detach().clone().to(weight.dtype).cpu()
@@ -92,12 +99,10 @@ class PromptLearner(BaseModule):
         self.prompt_texts = [f'{prefix} {name}.' for name in classnames]
 
         tokens = text_encoder.tokenize(self.prompt_texts)
-        last = int(text_encoder.end_positions(tokens).max())
-        if last >= tokens.shape[1] - 1:
-            raise ValueError(
-                'A prompt does not fit the text context length '
-                f'({tokens.shape[1]} tokens) with n_ctx={n_ctx}; shorten the '
-                'class names or reduce n_ctx.')
+        text_encoder.check_fit(
+            self.prompt_texts, tokens,
+            f'Fix: shorten the class name, or use fewer context tokens '
+            f'(n_ctx={n_ctx}: `n_ctx` or the words of `ctx_init`).')
         _check_context_positions(text_encoder, tokens, classnames, prefix,
                                  start, n_ctx)
         self.register_buffer('tokens', tokens, persistent=False)
@@ -121,6 +126,25 @@ class PromptLearner(BaseModule):
         start, end = self.start, self.start + self.n_ctx
         return torch.cat(
             [token_embeds[:, :start], ctx, token_embeds[:, end:]], dim=1)
+
+
+def ctx_init_words(field: str, value: Optional[str]) -> Optional[str]:
+    """The words of a ``ctx_init``-like option (``field`` names it in the
+    error): ``_`` read as a space, outer spaces dropped; None or ``''``
+    (no words: a random context, as the official code) -> None. Anything
+    but a string, or a string of spaces / underscores only, is refused."""
+    if value is None or value == '':
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f'{field} must be a string of words (e.g. \'a photo of a\') or '
+            f'None, got {value!r} ({type(value).__name__}).')
+    words = value.replace('_', ' ').strip()
+    if not words:
+        raise ValueError(
+            f'{field}={value!r} has no words. Fix: e.g. {field}=\'a photo '
+            "of a', or None for a random context.")
+    return words
 
 
 def _check_context_positions(text_encoder: nn.Module, tokens: torch.Tensor,
