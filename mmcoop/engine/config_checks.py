@@ -10,6 +10,10 @@ built or written.
 * :func:`check_work_dir_outside_datasets`: a work dir inside a dataset
   folder is refused before MMEngine creates it or writes its log and
   config dump there.
+* :func:`check_clip_towers`: the image tower (``model.backbone``) and the
+  head's text tower (``model.head.text_encoder``) must be one CLIP (the
+  same architecture and weights), and a head's ``in_channels`` its
+  embedding width, checked before a feature cache is extracted.
 * :func:`check_unseen_class_head`: a config that hides classes from
   training (``PartialLabelDataset(unseen_classes=...)``) with a head that
   cannot score a class it never trained on is refused, naming the head
@@ -18,6 +22,7 @@ built or written.
 """
 import ast
 import difflib
+import inspect
 import os.path as osp
 import warnings
 from typing import Any, Iterable, List, Optional, Set
@@ -28,7 +33,7 @@ __all__ = [
     'RUNNER_KEYS', 'MMCOOP_KEYS', 'UnknownConfigKeyError',
     'check_unknown_keys', 'unread_keys_the_user_set', 'dataset_dirs',
     'check_work_dir_outside_datasets', 'UnseenClassHeadError',
-    'unseen_class_fields', 'check_unseen_class_head'
+    'unseen_class_fields', 'check_unseen_class_head', 'check_clip_towers'
 ]
 
 #: top-level keys read by MMEngine's ``Runner`` / ``Runner.from_cfg`` and the
@@ -310,3 +315,97 @@ def check_unseen_class_head(cfg) -> None:
         'from untrained parameters. Either change the head as said (see '
         'docs/data.md §9, "Which methods can score an unseen class"), or '
         'remove `unseen_classes` and `UnseenClassMetric` from the config.')
+
+
+#: the constructor fields that make an image tower and a text tower one
+#: CLIP (``init_seed`` only for random weights, ``pretrained=None``)
+CLIP_IDENTITY = ('model_name', 'pretrained', 'force_quick_gelu', 'init_seed')
+
+
+def _model_class(cfg) -> Optional[type]:
+    """The class a model config's ``type`` names in mmcoop's scope (None
+    for a missing or unknown type: building the model names it)."""
+    t = cfg.get('type') if isinstance(cfg, dict) else None
+    if isinstance(t, str):
+        from mmengine.registry import DefaultScope
+
+        from mmcoop.registry import MODELS
+        with DefaultScope.overwrite_default_scope('mmcoop'):
+            t = MODELS.get(t)
+    return t if isinstance(t, type) else None
+
+
+def _arg(cls: type, cfg: dict, field: str) -> Any:
+    """``cfg[field]``, or the default of ``cls``'s constructor."""
+    if field in cfg:
+        return cfg[field]
+    param = inspect.signature(cls).parameters.get(field)
+    return None if param is None else param.default
+
+
+def _same_weights(a: Any, b: Any) -> bool:
+    """``pretrained`` values that load the same weights: equal, or two
+    spellings of one existing file."""
+    if a == b:
+        return True
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    a, b = (osp.expanduser(p) for p in (a, b))
+    return osp.isfile(a) and osp.isfile(b) and osp.samefile(a, b)
+
+
+def check_clip_towers(cfg) -> None:
+    """Refuse a config whose image and text towers are not one CLIP.
+
+    A ``FrozenCLIP`` backbone and the head's ``FrozenCLIPTextEncoder`` must
+    agree on :data:`CLIP_IDENTITY` (missing keys read as the constructor
+    defaults): the prompt heads compare image regions with text features,
+    which only share an embedding space within one CLIP. Two different
+    CLIPs of the same width would otherwise train without an error (e.g.
+    ``--cfg-options model.backbone.pretrained=FILE`` with the text encoder
+    left at the config's tag). A head with ``in_channels`` (BaselineHead)
+    must have the backbone's embedding width. Checked from the config, so
+    before a feature cache is extracted with the backbone; configs without
+    a ``FrozenCLIP`` backbone are not checked here.
+
+    Raises:
+        ValueError: naming the two fields, their values and the fix.
+    """
+    from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
+    from mmcoop.models.backbones.clip_loader import clip_embed_dim
+    model = cfg.get('model', None) or {}
+    backbone, head = model.get('backbone'), model.get('head')
+    image_cls = _model_class(backbone)
+    if not (isinstance(head, dict) and image_cls
+            and issubclass(image_cls, FrozenCLIP)):
+        return
+    where = f' ({cfg.filename})' if getattr(cfg, 'filename', None) else ''
+    image = {f: _arg(image_cls, backbone, f) for f in CLIP_IDENTITY}
+    text_cfg = head.get('text_encoder')
+    text_cls = _model_class(text_cfg)
+    if text_cls and issubclass(text_cls, FrozenCLIPTextEncoder):
+        for field in CLIP_IDENTITY:
+            if field == 'init_seed' and image['pretrained'] is not None:
+                continue
+            a, b = image[field], _arg(text_cls, text_cfg, field)
+            if (_same_weights(a, b) if field == 'pretrained' else a == b):
+                continue
+            raise ValueError(
+                f'model.backbone.{field}={a!r} but '
+                f'model.head.text_encoder.{field}={b!r}{where}: the image '
+                'and text towers must be one CLIP (the head compares image '
+                'regions with text features, which share an embedding space '
+                f'only within one CLIP). Fix: give both the same {field}, '
+                f'e.g. --cfg-options model.backbone.{field}=VALUE '
+                f'model.head.text_encoder.{field}=VALUE.')
+    head_cls = _model_class(head)
+    if head_cls is None or 'in_channels' not in inspect.signature(
+            head_cls).parameters:
+        return
+    width = clip_embed_dim(image['model_name'])
+    in_channels = _arg(head_cls, head, 'in_channels')
+    if width is not None and in_channels != width:
+        raise ValueError(
+            f'model.head.in_channels={in_channels!r}{where}, but the '
+            f'backbone {image["model_name"]!r} gives {width}-d features. '
+            f'Fix: model.head.in_channels={width}.')

@@ -14,7 +14,8 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.checkpoint_fit import check_checkpoint_fits
-from mmcoop.engine.config_checks import (check_unknown_keys,
+from mmcoop.engine.config_checks import (check_clip_towers,
+                                         check_unknown_keys,
                                          check_unseen_class_head,
                                          check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
@@ -141,7 +142,10 @@ class MMCoopRunner(Runner):
           unseen_classes=...)``) with a head that cannot score unseen
           classes: an error naming the head fields to change; an
           ``UnseenClassMetric`` with nothing hidden: a warning
-          (:func:`mmcoop.engine.config_checks.check_unseen_class_head`).
+          (:func:`mmcoop.engine.config_checks.check_unseen_class_head`);
+        * ``model.backbone`` and ``model.head.text_encoder``: one CLIP, and
+          a head's ``in_channels`` its width, before a feature cache is
+          extracted (:func:`mmcoop.engine.config_checks.check_clip_towers`).
 
         ``__init__`` then refuses a work dir inside a dataset folder and
         takes the work-dir lock (:mod:`mmcoop.engine.work_dir_lock`)
@@ -152,6 +156,7 @@ class MMCoopRunner(Runner):
             cfg = Config(dict(cfg))
         check_unknown_keys(cfg)
         check_unseen_class_head(cfg)
+        check_clip_towers(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.feature_cache import apply_feature_cache
         from mmcoop.datasets.data_path import apply_data_path

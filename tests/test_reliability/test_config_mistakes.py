@@ -88,6 +88,70 @@ def test_shipped_configs_have_no_unknown_keys():
         assert check_unknown_keys(cfg, inherited=True) == [], path
 
 
+def test_shipped_configs_pair_one_clip():
+    """Every shipped config's image and text towers are one CLIP, and its
+    Baseline width is the backbone's (``check_clip_towers`` passes)."""
+    import glob
+
+    from _helpers import ROOT
+
+    from mmcoop.engine.config_checks import check_clip_towers
+    paths = [
+        p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
+                             recursive=True) if '_base_' not in p
+    ]
+    for path in paths:
+        check_clip_towers(Config.fromfile(path))
+
+
+@pytest.mark.parametrize('field,value', [
+    ('model_name', 'mmcoop-tiny-RN-512'),
+    ('pretrained', None),
+    ('force_quick_gelu', True),
+])
+def test_image_and_text_towers_of_two_clips_are_refused(
+        setup, tmp_path, field, value):
+    """A backbone and a text encoder that differ in model, weights or
+    activation (same width: it would train) stop the run before the
+    feature cache extracts anything, naming both fields."""
+    from mmcoop.registry import RUNNERS
+    cfg = _cfg(setup, tmp_path, feature_cache=dict(dtype='float32'))
+    cfg.model.head.text_encoder[field] = value
+    assert cfg.model.backbone.get(field, False) != value
+    with pytest.raises(ValueError, match=(
+            rf'model\.backbone\.{field}=.* but model\.head\.text_encoder\.'
+            rf'{field}={value!r} \(.*c\.py\): the image and text towers '
+            rf'must be one CLIP.*Fix: give both the same {field}')):
+        RUNNERS.build(cfg)
+    assert not (tmp_path / 'work').exists()
+
+
+def test_one_clip_spelled_two_ways_is_accepted(setup, tmp_path):
+    """The same weights file by two paths, and a random CLIP's seed when
+    weights are loaded, are one CLIP; the seeds of two random CLIPs are
+    not; a Baseline width other than the backbone's stops the run."""
+    from mmcoop.engine.config_checks import check_clip_towers
+    cfg = _cfg(setup, tmp_path)
+    clip = cfg.model.backbone.pretrained
+    cfg.model.head.text_encoder.pretrained = osp.join(
+        osp.dirname(clip), '.', osp.basename(clip))
+    cfg.model.head.text_encoder.init_seed = 3
+    check_clip_towers(cfg)
+    cfg.model.backbone.pretrained = None
+    cfg.model.head.text_encoder.pretrained = None
+    with pytest.raises(ValueError, match=r'model\.backbone\.init_seed=0 but '
+                       r'model\.head\.text_encoder\.init_seed=3'):
+        check_clip_towers(cfg)
+    cfg.model.head = dict(type='BaselineHead', classnames=['a', 'b'],
+                          in_channels=512)
+    with pytest.raises(ValueError, match=r'model\.head\.in_channels=512 '
+                       r".*gives 64-d features\. Fix: model\.head\."
+                       r'in_channels=64\.'):
+        check_clip_towers(cfg)
+    cfg.model.head.in_channels = 64
+    check_clip_towers(cfg)
+
+
 def test_base_variables_left_unused_by_overrides_are_not_reported(tmp_path):
     """The documented way to point a config at a dataset elsewhere (the
     dataloaders' data_root on the command line) leaves the `data_root`

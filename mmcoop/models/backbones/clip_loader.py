@@ -151,6 +151,16 @@ def check_model_name(model_name: str, field: str = '`model_name`') -> None:
             "tiny config such as 'mmcoop-tiny-RN'.")
 
 
+def clip_embed_dim(model_name: str) -> Optional[int]:
+    """The joint embedding width D of the open_clip architecture
+    ``model_name`` from its config (None for a name open_clip does not
+    know), without building it."""
+    register_mmcoop_clip_configs()
+    config = open_clip.get_model_config(model_name) if isinstance(
+        model_name, str) else None
+    return (config or {}).get('embed_dim')
+
+
 def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
     check_model_name(model_name)
     logger = MMLogger.get_current_instance()
