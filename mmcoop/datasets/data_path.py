@@ -22,16 +22,25 @@ is built:
   ``DeviceAugmentPreprocessor`` with the same mean and std: it decodes the
   batch on the device, resizes, augments the drawn samples and normalises.
 
-Pipelines already on the device path are kept. Anything this cannot
-translate exactly (another transform, PIL's own resize, ``ignore_empty``,
-a preprocessor with other options) is refused naming the pipeline, the
-transform and the fix: write the device pipeline by hand
-(docs/benchmarks.md section 7).
+The pipelines of dataset wrappers are found at any depth (``dataset=``,
+``datasets=[...]`` as in ``ConcatDataset``). Pipelines already on the device
+path are kept. Anything this cannot translate exactly (another transform, a
+callable, PIL's own resize, ``ignore_empty``, a ``Resize`` whose backend,
+written or mmcv's default ``'cv2'``, is not ``'pillow'``, a value
+``LoadImageBytes`` would refuse, a preprocessor with other options) is
+refused naming the pipeline, the transform and the fix: write the device
+pipeline by hand (docs/benchmarks.md section 7). Arguments left out are
+checked with the transform's own default (its signature).
 """
 import copy
+import inspect
 import warnings
-from typing import List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
+from mmcoop.datasets.transforms.cutout import check_cutout_factor
+from mmcoop.datasets.transforms.tensor_augment import \
+    _check_scale as check_scale
+from mmcoop.registry import MODELS, TRANSFORMS
 from mmcoop.utils.config_types import type_name
 
 __all__ = ['DATA_PATHS', 'apply_data_path', 'device_pipeline']
@@ -52,21 +61,84 @@ _FILE_LOADER_ARGS = {'backend_args', 'imdecode_backend', 'color_type',
 
 
 def _refuse(where: str, what: str) -> ValueError:
-    return ValueError(f'data_path=device: {where}: {what}. {_FIX}')
+    """The refusal of ``where`` (a config path): ``what`` (which may hold a
+    fix of its own), then the general fix."""
+    fix = _FIX.replace('Fix:', 'Or:', 1) if 'Fix:' in what else _FIX
+    return ValueError(f"data_path=device: {where}: {what.rstrip('.')}. {fix}")
 
 
-def _check_args(where, transform, allowed, values):
-    """Refuse arguments outside ``allowed`` and ``values`` the device path
-    cannot give (``{arg: (accepted values, why)}``)."""
+def _defaults(cls) -> dict:
+    """The keyword defaults of ``cls(...)``, from the signature of its
+    ``__init__`` and, past a ``**kwargs``, of its bases' (the first one
+    found wins), so that a default is read where it is written."""
+    out = {}
+    for klass in cls.__mro__:
+        if '__init__' not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)['__init__']).parameters
+        for p in params.values():
+            if p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                       p.KEYWORD_ONLY):
+                out.setdefault(p.name, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    return out
+
+
+def _filled(where: str, cfg: dict, registry=TRANSFORMS) -> dict:
+    """``cfg`` with the arguments it leaves out set to the defaults of the
+    class its ``type`` names in ``registry`` (what the CPU path builds)."""
+    cls = cfg['type'] if isinstance(cfg['type'], type) else registry.get(
+        cfg['type'])
+    if cls is None:
+        raise _refuse(where, f'{cfg["type"]!r} is not a registered '
+                      f'{registry.name}, so its defaults are unknown')
+    return {**_defaults(cls), **cfg}
+
+
+def _check_args(where, transform, allowed, values, registry=TRANSFORMS):
+    """Refuse arguments outside ``allowed`` and values, written or the
+    class's default, that the device path cannot give (``values``: ``{arg:
+    (accepted values, why)}``); the arguments with the defaults filled
+    in."""
     name = type_name(transform)
     for key, value in transform.items():
-        if key == 'type':
-            continue
-        if key not in allowed:
+        if key != 'type' and key not in allowed:
             raise _refuse(where, f'{name}({key}={value!r}) has no device '
                           'path equivalent')
-        if key in values and value not in values[key][0]:
-            raise _refuse(where, f'{name}({key}={value!r}): {values[key][1]}')
+    filled = _filled(where, transform, registry)
+    for key, (accepted, why) in values.items():
+        if key in filled and filled[key] not in accepted:
+            default = '' if key in transform else ', its default'
+            raise _refuse(where, f'{name}({key}={filled[key]!r}{default}): '
+                          f'{why}')
+    return filled
+
+
+def _copied(where: str, owner: str, check: Callable, value):
+    """``value`` of the user's transform ``owner``, checked as
+    ``LoadImageBytes`` checks it when it is copied there
+    (``check(owner, value)``), so that a refusal names ``owner`` and the
+    pipeline, not a transform the user never wrote."""
+    try:
+        check(owner, value)
+    except ValueError as e:
+        raise _refuse(where, str(e)) from e
+    return value
+
+
+def _config_transforms(pipeline, where: str) -> List[dict]:
+    """Deep copies of ``pipeline``'s transforms as dicts; a callable or a
+    built transform (legal in mmengine's ``Compose``) is refused: only
+    config dicts can be translated."""
+    out = []
+    for i, transform in enumerate(pipeline):
+        if not isinstance(transform, dict) or 'type' not in transform:
+            raise _refuse(where, f'transform [{i}] {transform!r} is not a '
+                          'config dict with a type, which the device path '
+                          'cannot translate')
+        out.append(copy.deepcopy(dict(transform)))
+    return out
 
 
 def _pack(transform: dict) -> dict:
@@ -85,31 +157,33 @@ def _pack(transform: dict) -> dict:
 def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
     """The device-path version of one of the configs' image pipelines
     (see the module docstring); ``where`` names it in errors."""
-    names = [type_name(t) for t in pipeline]
-    if names and names[0] == 'LoadImageBytes':
+    if pipeline and type_name(pipeline[0]) == 'LoadImageBytes':
         return pipeline
+    pipeline = _config_transforms(pipeline, where)
+    names = [type_name(t) for t in pipeline]
     if not names or names[-1] != 'PackInputs':
         raise _refuse(where, f'the pipeline {names} does not end with '
                       'PackInputs')
     load, middle, pack = pipeline[0], names[1:-1], _pack(pipeline[-1])
     if names[0] == 'LoadImageTensor':
-        _check_args(where, load, _TENSOR_LOADER_ARGS, dict(
+        filled = _check_args(where, load, _TENSOR_LOADER_ARGS, dict(
             resize_backend=(('torchvision', ),
                             "PIL's own resize exists on the CPU path only"),
             ignore_empty=((False, ), 'the device path reads every file')))
+        scale = _copied(where, names[0], check_scale, filled.get('scale'))
         if middle == ['TensorCutout', 'TensorRandAugment']:
-            cutout = pipeline[1]
-            _check_args(where, cutout, {'cutout_factor'}, {})
+            cutout = _check_args(where, pipeline[1], {'cutout_factor'}, {})
             _check_args(where, pipeline[2], set(), {})
-            extra = dict(augment=True, cutout_factor=cutout.get(
-                'cutout_factor', 0.5))
+            extra = dict(augment=True, cutout_factor=_copied(
+                where, names[1], check_cutout_factor,
+                cutout['cutout_factor']))
         elif not middle:
             extra = dict(augment=False)
         else:
             raise _refuse(where, f'the transforms {middle} after '
                           'LoadImageTensor: the device path augments with '
                           'TensorCutout + TensorRandAugment, both or neither')
-        args = {k: load[k] for k in ('scale', 'backend_args') if k in load}
+        args = dict(scale=scale)
     elif names[0] == 'LoadImageFromFileChecked' and middle == ['Resize']:
         _check_args(where, load, _FILE_LOADER_ARGS, dict(
             ignore_empty=((False, ), 'the device path reads every file'),
@@ -118,24 +192,25 @@ def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
             imdecode_backend=(('pillow', ),
                               "the official loader is PIL's (pillow)"),
             to_float32=((False, ), 'the device path gives uint8 images')))
-        resize = pipeline[1]
-        _check_args(where, resize, {'scale', 'keep_ratio', 'backend',
-                                    'interpolation'}, dict(
+        resize = _check_args(where, pipeline[1], {
+            'scale', 'keep_ratio', 'backend', 'interpolation'}, dict(
             keep_ratio=((False, ), 'the device path squashes to scale'),
             backend=(('pillow', ), 'the device resize is PIL-style '
-                     'antialiased bilinear'),
-            interpolation=(('bilinear', ), 'the device resize is bilinear')))
-        if 'scale' not in resize:
-            raise _refuse(where, 'Resize has no scale')
-        args = dict(scale=resize['scale'])
-        if 'backend_args' in load:
-            args['backend_args'] = load['backend_args']
+                     "antialiased bilinear: set backend='pillow', "
+                     "interpolation='bilinear' (the official resize) or "
+                     'keep data_path=cpu'),
+            interpolation=(('bilinear', ), 'the device resize is bilinear: '
+                           "set interpolation='bilinear'")))
+        args = dict(scale=_copied(where, names[1], check_scale,
+                                  resize['scale']))
         extra = dict(augment=False)
     else:
         raise _refuse(where, f'the pipeline {names} is not one of the '
                       "configs' pipelines (LoadImageTensor [+ TensorCutout + "
                       'TensorRandAugment] + PackInputs, or '
                       'LoadImageFromFileChecked + Resize + PackInputs)')
+    if 'backend_args' in load:
+        args['backend_args'] = load['backend_args']
     return [dict(type='mmcoop.LoadImageBytes', **args, **extra), pack]
 
 
@@ -148,19 +223,25 @@ def _device_preprocessor(pre: Optional[dict], where: str) -> dict:
         raise _refuse(where, f'{name} is not CLIPDataPreprocessor, whose '
                       'mean and std DeviceAugmentPreprocessor takes over')
     _check_args(where, pre, {'mean', 'std', 'to_rgb', 'non_blocking'}, dict(
-        to_rgb=((True, ), 'the device path decodes RGB')))
+        to_rgb=((True, ), 'the device path decodes RGB')), registry=MODELS)
     out = dict(type='mmcoop.DeviceAugmentPreprocessor')
     out.update({k: pre[k] for k in ('mean', 'std', 'non_blocking')
                 if k in pre})
     return out
 
 
-def _datasets(loader):
-    dataset = loader.get('dataset') if loader else None
-    path = 'dataset'
-    while isinstance(dataset, dict):
-        yield path, dataset
-        dataset, path = dataset.get('dataset'), path + '.dataset'
+def _datasets(dataset, path: str) -> Iterator[Tuple[str, dict]]:
+    """``(config path, dataset config)`` of ``dataset`` and of every
+    dataset it wraps, at any depth: ``dataset=`` (``RepeatDataset``,
+    ``PartialLabelDataset``, ...) and ``datasets=[...]``
+    (``ConcatDataset``)."""
+    if not isinstance(dataset, dict):
+        return
+    yield path, dataset
+    yield from _datasets(dataset.get('dataset'), f'{path}.dataset')
+    inner = dataset.get('datasets')
+    for i, d in enumerate(inner if isinstance(inner, (list, tuple)) else ()):
+        yield from _datasets(d, f'{path}.datasets[{i}]')
 
 
 def apply_data_path(cfg):
@@ -186,14 +267,14 @@ def apply_data_path(cfg):
     done = {}
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name, None)
-        for path, dataset in _datasets(loader):
+        for path, dataset in _datasets(
+                loader.get('dataset') if loader else None, f'{name}.dataset'):
             pipeline = dataset.get('pipeline', None)
             if pipeline is None:
                 continue
             if id(pipeline) not in done:  # test_dataloader = val_dataloader
-                done[id(pipeline)] = device_pipeline(
-                    [copy.deepcopy(dict(t)) for t in pipeline],
-                    f'{name}.{path}.pipeline')
+                done[id(pipeline)] = device_pipeline(pipeline,
+                                                     f'{path}.pipeline')
             dataset['pipeline'] = done[id(pipeline)]
     model = cfg.get('model', None)
     if model is not None:

@@ -17,7 +17,7 @@ from mmengine.dataset import pseudo_collate
 
 import mmcoop.datasets  # noqa: F401
 import mmcoop.models  # noqa: F401
-from mmcoop.datasets.data_path import apply_data_path
+from mmcoop.datasets.data_path import apply_data_path, device_pipeline
 from mmcoop.models.data_preprocessors.clip_preprocessor import CLIP_STD
 from mmcoop.registry import DATASETS, MODELS
 
@@ -129,6 +129,32 @@ def _train_pipeline(cfg):
      r'ignore_empty=True\): the device path reads every file'),
     (lambda c: c.val_dataloader.dataset.pipeline[1].update(keep_ratio=True),
      r'val_dataloader\.dataset\.pipeline: Resize\(keep_ratio=True\)'),
+    # a left-out argument is checked with the class's default: mmcv's
+    # Resize resizes with cv2 (no antialiasing) unless told otherwise
+    (lambda c: c.val_dataloader.dataset.pipeline[1].pop('backend'),
+     r"val_dataloader\.dataset\.pipeline: Resize\(backend='cv2', its "
+     r"default\): .*set backend='pillow', interpolation='bilinear' \(the "
+     r'official resize\) or keep data_path=cpu'),
+    (lambda c: c.val_dataloader.dataset.pipeline[1].update(
+        type='mmpretrain.Resize', backend='cv2'),
+     r"Resize\(backend='cv2'\): the device resize is PIL-style"),
+    (lambda c: c.val_dataloader.dataset.pipeline[1].update(
+        interpolation='nearest'),
+     r"Resize\(interpolation='nearest'\): the device resize is bilinear"),
+    (lambda c: c.val_dataloader.dataset.pipeline[1].pop('scale'),
+     r'val_dataloader\.dataset\.pipeline: Resize: scale must be a positive '
+     r'int or a \(w, h\) pair of positive ints, got None'),
+    # a value LoadImageBytes would refuse: named as the user wrote it
+    (lambda c: _train_pipeline(c)[1].update(cutout_factor='x'),
+     r'train_dataloader\.dataset\.dataset\.pipeline: TensorCutout: '
+     r"cutout_factor must be a number in \(0, 1\].*, got 'x'"),
+    (lambda c: _train_pipeline(c)[0].update(scale=(224, )),
+     r'train_dataloader\.dataset\.dataset\.pipeline: LoadImageTensor: '
+     r'scale must be .*, got \(224,\)'),
+    # legal in mmengine's Compose, but not a config to translate
+    (lambda c: _train_pipeline(c).insert(1, lambda r: r),
+     r'train_dataloader\.dataset\.dataset\.pipeline: transform \[1\] '
+     r'<function .*> is not a config dict with a type'),
     (lambda c: c.model.update(data_preprocessor=dict(
         type='ClsDataPreprocessor')),
      r'model\.data_preprocessor: ClsDataPreprocessor is not '
@@ -146,8 +172,67 @@ def test_what_cannot_be_translated_is_refused(change, match):
         warnings.simplefilter('ignore')
         apply_data_path(cfg)
     if 'data_path must be' not in match:
-        assert 'Fix: remove data_path=device, or write the device ' \
-            'pipeline by hand' in str(info.value)
+        message = str(info.value)
+        assert ': remove data_path=device, or write the device pipeline ' \
+            'by hand' in message
+        assert 'LoadImageBytes:' not in message  # never written by the user
+
+
+def test_left_out_arguments_are_the_transforms_defaults():
+    """A ``Resize`` is what mmcv builds from it: without ``backend`` a cv2
+    resize, refused; with ``backend='pillow'`` written out (interpolation
+    and keep_ratio left to their defaults, bilinear and False) the device
+    resize."""
+    load, pack = dict(type='LoadImageFromFileChecked'), dict(type='PackInputs')
+    resize = dict(type='Resize', scale=(64, 48), keep_ratio=False)
+    with pytest.raises(ValueError, match=r"^data_path=device: test\.pipeline: "
+                       r"Resize\(backend='cv2', its default\)"):
+        device_pipeline([load, resize, pack], 'test.pipeline')
+    for written in (dict(resize, backend='pillow'),
+                    dict(type='Resize', scale=(64, 48), backend='pillow')):
+        out = device_pipeline([load, written, pack], 'test.pipeline')
+        assert out[0] == dict(type='mmcoop.LoadImageBytes', scale=(64, 48),
+                              augment=False)
+    # LoadImageFromFileChecked's own defaults (pillow, no EXIF rotation)
+    # are read past its **kwargs: mmcv's (cv2, 'color') would be refused
+    with pytest.raises(ValueError, match=r"LoadImageFromFileChecked\("
+                       r"imdecode_backend='cv2'\): the official loader"):
+        device_pipeline([dict(load, imdecode_backend='cv2'),
+                         dict(resize, backend='pillow'), pack], 'test')
+
+
+def _concat(cfg, times=None):
+    """``cfg``'s train set twice in a ``ConcatDataset`` (in a
+    ``RepeatDataset`` with ``times``)."""
+    inner = cfg.train_dataloader.dataset.to_dict()
+    data = dict(type='ConcatDataset',
+                datasets=[copy.deepcopy(inner), copy.deepcopy(inner)])
+    if times:
+        data = dict(type='RepeatDataset', times=times, dataset=data)
+    cfg.train_dataloader.dataset = Config(dict(d=data)).d
+    return cfg
+
+
+def test_wrapped_datasets_pipelines_move_to_the_device_path():
+    """Every pipeline inside dataset wrappers (``datasets=[...]`` and
+    ``dataset=``, at any depth) is rewritten; a bad one is refused naming
+    its config path, before the preprocessor is switched."""
+    plain = _device(Config.fromfile(COCO_P50))
+    expected = _train_pipeline(plain)
+    cfg = _device(_concat(Config.fromfile(COCO_P50)))
+    for inner in cfg.train_dataloader.dataset.datasets:
+        assert inner.dataset.pipeline == expected
+        assert inner.dataset.pipeline[0]['type'] == 'mmcoop.LoadImageBytes'
+    assert cfg.model.data_preprocessor['type'] == (
+        'mmcoop.DeviceAugmentPreprocessor')
+    bad = _concat(Config.fromfile(COCO_P50), times=2)
+    bad.train_dataloader.dataset.dataset.datasets[1].dataset.pipeline[
+        0].update(ignore_empty=True)
+    with pytest.raises(ValueError, match=r'train_dataloader\.dataset\.dataset'
+                       r'\.datasets\[1\]\.dataset\.pipeline: LoadImageTensor'
+                       r'\(ignore_empty=True\)'):
+        _device(bad)
+    assert bad.model.data_preprocessor['type'] == 'CLIPDataPreprocessor'
 
 
 def test_runner_reads_data_path_first(monkeypatch):
