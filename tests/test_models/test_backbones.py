@@ -117,6 +117,30 @@ def test_vit_dense_features(size, tiny_vit_file):
     torch.testing.assert_close(dense[:, :, 0], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('name', [TINY_VIT, 'mmcoop-tiny-MAP',
+                                  'mmcoop-tiny-EVA02', 'mmcoop-tiny-ConvNeXt',
+                                  TINY_RN])
+def test_images_of_another_size_are_refused_naming_the_fix(name):
+    """Images the tower cannot take stop with the sizes and the fix (they
+    failed deep in open_clip / timm, or a ConvNeXt scored them); a ResNet
+    takes any square size, as the official code evaluates at 224 px."""
+    res = 56 if 'EVA02' in name else 64  # patch 14
+    backbone = FrozenCLIP(name, pretrained=None, input_resolution=res)
+    assert backbone(torch.zeros(1, 3, res, res))[0].shape[0] == 1
+    bad = [(1, 3, res, res // 2), (1, 1, res, res)]
+    if name == TINY_RN:
+        assert backbone(torch.zeros(1, 3, 96, 96))[0].shape[2] == 1 + 3 * 3
+    else:
+        bad.append((1, 3, 2 * res, 2 * res))
+    need = 'square images' if name == TINY_RN else f'{res} x {res} images'
+    for shape in bad:
+        with pytest.raises(ValueError, match=(
+                rf"FrozenCLIP\('{name}'\) takes \(B, 3, S, S\) {need}.*got "
+                rf'a batch of shape {re.escape(str(shape))}\. Fix: make the '
+                rf'pipelines resize to \({res}, {res}\)')):
+            backbone(torch.zeros(shape))
+
+
 def test_input_resolution_must_fit_the_grid():
     with pytest.raises(ValueError, match='multiple of 32'):
         FrozenCLIP(TINY_RN, pretrained=None, input_resolution=100)
@@ -401,6 +425,49 @@ def test_garbage_weights_file_is_reported_as_unreadable(tmp_path):
         FrozenCLIP(TINY_RN, pretrained=str(path))
     assert 'arbitrary code' not in str(info.value)
     assert 'not a PyTorch checkpoint' in str(info.value)
+
+
+@pytest.mark.parametrize('name,content', [
+    ('garbage.safetensors', b'not a safetensors file at all'),
+    ('garbage.npz', b'not an npz archive'),
+    ('list.pth', None),
+])
+def test_unreadable_weights_blame_the_file_not_model_name(
+        tmp_path, name, content):
+    """A corrupt .safetensors / .npz, or a torch file holding something
+    other than a state dict, is named as unreadable with the fix (it was
+    reported as weights of another architecture: 'Check `model_name`')."""
+    path = tmp_path / name
+    if content is None:
+        torch.save([1, 2, 3], path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(RuntimeError, match=(
+            rf"CLIP weights file '.*{re.escape(name)}' \(field `pretrained`\)"
+            r' is not a readable state dict \(.+\)\. Fix: replace the '
+            'file')) as info:
+        FrozenCLIP(TINY_RN, pretrained=str(path))
+    assert 'model_name' not in str(info.value)
+
+
+def test_weights_in_a_folder_or_under_home(tmp_path, monkeypatch,
+                                           tiny_rn_file):
+    """A folder names the weights files inside it; '~' is the home folder
+    (as for dataset paths and the tokenizer)."""
+    folder = tmp_path / 'RN-repo'
+    folder.mkdir()
+    (folder / 'open_clip_model.safetensors').write_bytes(b'')
+    with pytest.raises(IsADirectoryError, match=(
+            r"CLIP weights '.*RN-repo' \(field `pretrained`\) is a folder\. "
+            r"Set `pretrained` to the weights file inside it \(here: "
+            r"\['open_clip_model\.safetensors'\]")):
+        FrozenCLIP(TINY_RN, pretrained=str(folder))
+    monkeypatch.setenv('HOME', os.path.dirname(tiny_rn_file))
+    home = FrozenCLIP(TINY_RN, pretrained='~/' + os.path.basename(
+        tiny_rn_file))
+    full = FrozenCLIP(TINY_RN, pretrained=tiny_rn_file)
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(home(x)[0], full(x)[0], rtol=0, atol=0)
 
 
 def test_weights_missing_keys_name_the_architecture(tmp_path, tiny_rn_file):

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import MMLogger
 
-from mmcoop.utils.checkpoint import safe_torch_load
+from mmcoop.utils.checkpoint import (CheckpointReadError,
+                                     UnsafeCheckpointError, safe_torch_load)
 
 _CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))),
                        'clip_configs')
@@ -74,6 +75,14 @@ def load_clip_weights(model: torch.nn.Module, path: str,
             do not fit ``model_name`` (missing, unexpected or mis-shaped
             keys).
     """
+    if osp.isdir(path):
+        inside = sorted(f for f in os.listdir(path)
+                        if f.endswith(_WEIGHT_FILE_SUFFIXES))
+        raise IsADirectoryError(
+            f'CLIP weights {path!r} (field `pretrained`) is a folder. Set '
+            '`pretrained` to the weights file inside it (here: '
+            f'{inside or "no weights file"}, e.g. open_clip_pytorch_model.bin '
+            'or open_clip_model.safetensors of a downloaded repository).')
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'CLIP weights file {path!r} does not exist. Set '
@@ -96,9 +105,7 @@ def load_clip_weights(model: torch.nn.Module, path: str,
         # since torch 2.6, which setup.cfg requires)
         open_clip.load_checkpoint(model, path, strict=True)
     except Exception as e:  # noqa: BLE001 - classified below
-        if not path.endswith(('.safetensors', '.npz', '.npy')):
-            # an unreadable or unsafe file raises its own clear error here
-            safe_torch_load(path, what='CLIP weights')
+        _check_readable_state_dict(path)
         detail = ' '.join(str(e).split())
         detail = detail if len(detail) <= 600 else detail[:600] + '...'
         raise RuntimeError(
@@ -106,6 +113,35 @@ def load_clip_weights(model: torch.nn.Module, path: str,
             f'{model_name!r}: {detail}'
             ' Check `model_name` (e.g. RN101-quickgelu for the OpenAI RN101 '
             'weights).') from e
+
+
+def _check_readable_state_dict(path: str) -> None:
+    """Raise ``CheckpointReadError`` naming the file and the fix if
+    ``path`` cannot be read as a mapping of arrays (corrupt, truncated, of
+    another format, or holding something else): then the fault is the
+    file, not ``model_name``. Unsafe pickles are refused by
+    :func:`~mmcoop.utils.checkpoint.safe_torch_load`."""
+    try:
+        if path.endswith('.safetensors'):
+            from safetensors.torch import load_file
+            weights = load_file(path)
+        elif path.endswith(('.npz', '.npy')):
+            import numpy as np
+            weights = np.load(path, allow_pickle=False)
+        else:
+            weights = safe_torch_load(path, what='CLIP weights')
+    except (CheckpointReadError, UnsafeCheckpointError):
+        raise
+    except Exception as e:  # noqa: BLE001 - each reader has its own errors
+        weights, reason = None, f'{type(e).__name__}: {e}'
+    else:
+        reason = f'it holds a {type(weights).__name__}'
+    if not hasattr(weights, 'keys'):
+        raise CheckpointReadError(
+            f'CLIP weights file {path!r} (field `pretrained`) is not a '
+            f'readable state dict ({" ".join(reason.split())[:300]}). Fix: '
+            'replace the file (download it again), or set `pretrained` to '
+            "an open_clip tag such as 'openai'.")
 
 
 def build_open_clip(model_name: str,
@@ -170,10 +206,12 @@ def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
             f'CLIP {model_name} is randomly initialised (pretrained=None): '
             'fine for tests and the offline demo, meaningless for real data.')
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
-    elif osp.exists(str(pretrained)) or os.sep in str(pretrained) \
+    elif osp.exists(osp.expanduser(str(pretrained))) \
+            or os.sep in str(pretrained) \
             or str(pretrained).endswith(_WEIGHT_FILE_SUFFIXES):
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
-        load_clip_weights(model, str(pretrained), model_name)
+        load_clip_weights(model, osp.expanduser(str(pretrained)),
+                          model_name)
         logger.info(f'Loaded CLIP {model_name} weights from {pretrained}')
     else:
         tags = open_clip.list_pretrained_tags_by_model(model_name)

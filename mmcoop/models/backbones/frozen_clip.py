@@ -215,10 +215,33 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         return self.visual.positional_embedding.shape[0]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        """``(B, 3, S, S)`` images -> ``((B, D, 1 + HW),)`` dense features."""
+        """``(B, 3, S, S)`` images -> ``((B, D, 1 + HW),)`` dense features.
+
+        A ViT, EVA or ConvNeXt tower takes ``S = input_resolution`` only (its
+        positional embedding is built for that grid); a ResNet any square
+        size (its attention-pool embedding is resized on the fly, as the
+        official code evaluates at 224 px after training at 448 px)."""
+        self._check_input(x)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return (_autocast_fp32(self, self._forward_dense, x), )
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Refuse images the tower cannot take, naming the sizes and the
+        fix (else open_clip / timm fail deep inside with a shape error)."""
+        res = self.input_resolution
+        if x.dim() == 4 and x.shape[1] == 3 and (
+                x.shape[-1] == x.shape[-2] if self.arch == 'resnet' else
+                tuple(x.shape[-2:]) == (res, res)):
+            return
+        need = ('square images' if self.arch == 'resnet' else
+                f'{res} x {res} images (`input_resolution`)')
+        raise ValueError(
+            f'FrozenCLIP({self.model_name!r}) takes (B, 3, S, S) {need}, got '
+            f'a batch of shape {tuple(x.shape)}. Fix: make the pipelines '
+            f'resize to ({res}, {res}) (`scale` of Resize / LoadImageTensor, '
+            'keep_ratio=False), or set model.backbone.input_resolution to '
+            'the pipelines\' size.')
 
     def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         if self.arch == 'resnet':
