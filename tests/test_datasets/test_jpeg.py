@@ -209,3 +209,153 @@ def test_device_decode_falls_back_when_torchcodec_fails(monkeypatch):
             [torch.frombuffer(bytearray(data[:-300]), dtype=torch.uint8)],
             torch.device('cpu'))
     assert calls == [1, 1]
+
+
+# ------------------------------------------------ PIL's pixel limit (bombs)
+def _bomb():
+    """A small JPEG whose SOF header claims 32767 x 32767 pixels (a corrupt
+    header): PIL refuses it (over twice ``MAX_IMAGE_PIXELS``); TorchCodec
+    would decode it into a 3 GB grey tensor."""
+    data = bytearray(_jpeg())
+    sof = data.index(b'\xff\xc0')
+    data[sof + 5:sof + 9] = (32767).to_bytes(2, 'big') * 2
+    assert jpeg.parse_header(bytes(data)).size == (32767, 32767)
+    return bytes(data)
+
+
+def _spy_decoders(monkeypatch):
+    """Replace both device decoders with ones that record their inputs (and
+    refuse them): over the limit, neither may see a file."""
+    calls = []
+
+    def spy(inputs, mode='RGB', device='cpu'):
+        calls.append(inputs)
+        raise RuntimeError('spy')
+
+    monkeypatch.setattr(jpeg, 'torchcodec_decode_jpeg', lambda: spy)
+    monkeypatch.setattr(jpeg, '_torchvision_decode_jpeg', spy)
+    return calls
+
+
+def _as_tensor(data):
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def test_pixel_limit_is_pils_and_read_at_call_time(monkeypatch):
+    """``within_pixel_limit`` counts as PIL (``max(1, w) * max(1, h)``)
+    against ``Image.MAX_IMAGE_PIXELS`` as it is now; None is no limit."""
+    head = jpeg.parse_header(_jpeg())  # 75 x 101 = 7575 pixels
+    assert Image.MAX_IMAGE_PIXELS is not None  # PIL's default limit
+    assert head.within_pixel_limit and head.device_decodable
+    bomb = jpeg.parse_header(_bomb())
+    assert not bomb.within_pixel_limit and not bomb.device_decodable
+    assert bomb.precision == 8 and bomb.components == 3  # only the size
+    for limit, within in ((7575, True), (7574, False), (None, True)):
+        monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', limit)
+        assert head.within_pixel_limit is within, limit
+        assert head.device_decodable is within, limit
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', None)
+    assert bomb.device_decodable  # the user lifted the limit
+
+
+def test_a_decompression_bomb_reaches_no_device_decoder(monkeypatch):
+    """Every decoder leaves a JPEG over the limit to PIL, which refuses it
+    (before decoding: cheap); the device batch decode raises PIL's error
+    as a RuntimeError with the fix."""
+    calls = _spy_decoders(monkeypatch)
+    data = _bomb()
+    for backend in ('auto', 'torchcodec'):
+        assert jpeg.decode_jpeg_cpu(data, backend) is None
+    with pytest.raises(Image.DecompressionBombError):
+        decode_rgb(data)
+    with pytest.raises(RuntimeError, match=r'PIL: DecompressionBombError: '
+                       r'Image size \(1073676289 pixels\).*MAX_IMAGE_PIXELS '
+                       r'\(None: no limit\)'):
+        jpeg.decode_jpegs([_as_tensor(data)], torch.device('cpu'))
+    assert calls == []
+
+
+def test_device_batch_decode_leaves_over_limit_files_to_pil(monkeypatch):
+    """In a batch, a file over the limit is PIL's (its warning up to twice
+    the limit, the image in its place); the others still go to the device
+    decoder, in one call; without the limit all go there."""
+    small = _jpeg(photo(10, 12))  # 120 pixels
+    big = _jpeg()  # 7575 pixels
+    refs = [_official(small), _official(big)]
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 7574)  # big: a warning
+    seen = []
+
+    def recording(inputs, mode, device):
+        seen.append([bytes(t.numpy()) for t in inputs])
+        return jpeg._torchvision_decode_jpeg(inputs, mode, device)
+
+    monkeypatch.setattr(jpeg, 'torchcodec_decode_jpeg', lambda: recording)
+    with pytest.warns(Image.DecompressionBombWarning):
+        out = jpeg.decode_jpegs([_as_tensor(small), _as_tensor(big)],
+                                torch.device('cpu'))
+    assert seen == [[small]]
+    assert all(torch.equal(o, r) for o, r in zip(out, refs))
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', None)
+    jpeg.decode_jpegs([_as_tensor(small), _as_tensor(big)],
+                      torch.device('cpu'))
+    assert seen[1] == [small, big]
+
+
+@pytest.mark.parametrize('name', ['LoadImageTensor', 'LoadImageBytes'])
+def test_loaders_honour_the_pixel_limit(tmp_path, monkeypatch, name):
+    """Over twice the limit (the bomb; or an ordinary image under a lowered
+    limit) the loaders raise their OSError naming the file and the fix;
+    between once and twice PIL warns and decodes; with the limit raised
+    (or None) they decode as before."""
+    bomb = tmp_path / 'bomb.jpg'
+    bomb.write_bytes(_bomb())
+    path = tmp_path / 'photo.jpg'
+    path.write_bytes(_jpeg())  # 75 x 101 = 7575 pixels
+    ref = _official(path.read_bytes())
+    load = TRANSFORMS.build(dict(type=name, scale=(101, 75)))
+    calls = _spy_decoders(monkeypatch)
+    for p in (bomb, path):
+        if p == path:
+            monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 7575 // 2 - 1)
+        with pytest.raises(OSError, match=rf"Cannot decode image file '.*"
+                           rf"{p.name}'.*DecompressionBombError.*raise "
+                           r'PIL\.Image\.MAX_IMAGE_PIXELS'):
+            load(dict(img_path=str(p)))
+    assert calls == []
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 7574)
+    with pytest.warns(Image.DecompressionBombWarning):
+        img = load(dict(img_path=str(path)))['img']
+    # PIL decoded it: BGR from LoadImageTensor, RGB (for the device) from
+    # LoadImageBytes
+    assert torch.equal(img, ref.flip(0) if name == 'LoadImageTensor' else ref)
+    assert calls == []
+    monkeypatch.undo()  # the default limit and the real decoders
+    for limit in (7575, None):
+        monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', limit)
+        img = load(dict(img_path=str(path)))['img']
+        if name == 'LoadImageTensor':
+            assert torch.equal(img, ref.flip(0))
+        else:  # the bytes, for the device decoders
+            assert img.dim() == 1
+            assert bytes(img.numpy()) == path.read_bytes()
+    if name == 'LoadImageTensor':  # ignore_empty skips it, as any bad file
+        monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)
+        skip = TRANSFORMS.build(dict(type=name, scale=32, ignore_empty=True))
+        assert skip(dict(img_path=str(path))) is None
+
+
+def test_device_preprocessor_names_an_over_limit_file(monkeypatch):
+    """Bytes read under a higher limit (or by another loader) that reach
+    the device decode over the limit: PIL's refusal, naming the file."""
+    from mmengine.structures import BaseDataElement
+
+    from mmcoop.registry import MODELS
+    calls = _spy_decoders(monkeypatch)
+    samples = [BaseDataElement(img_path='bomb.jpg',
+                               device_aug=dict(size=(8, 8)))]
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor'))
+    with pytest.raises(OSError, match=r"cannot decode 'bomb\.jpg' \(PIL: "
+                       r'DecompressionBombError.*MAX_IMAGE_PIXELS'):
+        pre(dict(inputs=[_as_tensor(_bomb())], data_samples=samples),
+            training=True)
+    assert calls == []

@@ -4,6 +4,8 @@ in mmcoop.benchmark.official from pip randaugment 1.0.2 and CutoutPIL):
 same parameters -> same image (rotate: a few border pixels; the resize
 within one grey level); the same policy distribution; batched = per
 image."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -470,3 +472,113 @@ def test_array_and_tensor_transforms_do_not_mix(name, kind):
         for seed in range(4):  # whatever the draw (p = 0.5 per op)
             np.random.seed(seed)
             t(dict(img=img, img_shape=(32, 32)))
+
+
+def test_autocontrast_lut_is_pils_for_every_range():
+    """Every ``(lo, hi)``, ``0 <= lo < hi <= 255`` (32640 pairs): the LUT
+    is PIL's ``ImageOps.autocontrast`` formula in its float64 operation
+    order (``scale = 255.0 / (hi - lo)``, ``offset = -lo * scale``,
+    ``int(i * scale + offset)`` clipped), vectorised; and PIL itself on a
+    sample of the pairs, its whole LUT read through a mask. Before: a
+    rounded reciprocal put 3511 pairs a grey level off (lo 51, hi 101:
+    255 at 101, PIL 254)."""
+    from PIL import ImageOps
+
+    from mmcoop.datasets.transforms.tensor_augment import _autocontrast_lut
+    lo, hi = np.triu_indices(256, 1)
+    rows = np.arange(len(lo))
+    hist = torch.zeros(len(lo), 256, dtype=torch.int32)
+    hist[rows, lo] = 1
+    hist[rows, hi] = 5
+    ours = torch.cat([_autocontrast_lut(h.long())  # 4 chunks: less memory
+                      for h in hist.chunk(4)]).numpy()
+    assert ours.shape == (32640, 256)
+    scale = 255.0 / (hi - lo)[:, None].astype(np.float64)
+    offset = -lo[:, None] * scale
+    ref = np.clip((np.arange(256) * scale + offset).astype(np.int64), 0, 255)
+    mismatch = (ours != ref).any(1)
+    assert not mismatch.any(), list(zip(lo[mismatch], hi[mismatch]))[:5]
+    assert ours[rows[(lo == 51) & (hi == 101)][0], 101] == 254
+    # PIL itself: the 256 levels are masked out of the histogram, so
+    # (lo, hi) alone set the LUT, and its output on them is the LUT
+    mask = Image.frombytes('L', (258, 1), bytes(256) + b'\xff\xff')
+    sample = np.random.default_rng(0).choice(len(lo), 1500, replace=False)
+    sample = np.append(sample, rows[(lo == 51) & (hi == 101)])
+    for k in sample:
+        img = Image.frombytes('L', (258, 1),
+                              bytes(range(256)) + bytes([lo[k], hi[k]]))
+        pil = ImageOps.autocontrast(img, mask=mask).tobytes()[:256]
+        assert list(pil) == ours[k].tolist(), (lo[k], hi[k])
+    # identity for a flat channel (hi == lo) and for an empty one
+    flat = torch.zeros(2, 256, dtype=torch.long)
+    flat[0, 7] = 3
+    assert torch.equal(_autocontrast_lut(flat),
+                       torch.arange(256).expand(2, 256))
+
+
+@pytest.mark.parametrize('size', [(1, 1), (2, 2), (1, 5), (5, 1), (2, 7),
+                                  (3, 3)])
+def test_sharpness_on_tiny_images_is_pils(size):
+    """PIL's SMOOTH keeps the border pixels, so an image less than 3 pixels
+    high or wide is unchanged by it (Sharpness then keeps it: every factor
+    blends it with itself). Before: a RuntimeError from conv2d."""
+    h, w = size
+    rgb = np.random.default_rng(h * 10 + w).integers(0, 256, (h, w, 3),
+                                                     dtype=np.uint8)
+    img = Image.fromarray(rgb)
+    for index in (1, 5, 9):
+        for sign in (1, -1):
+            ref = as_tensor(official_op(img, 'Sharpness', index, sign))
+            out = apply_op(as_tensor(img), 'Sharpness', index, sign)
+            assert out.shape == (1, 3, h, w)
+            assert torch.equal(out, ref), (size, index, sign)
+            if min(size) < 3:
+                assert torch.equal(out, as_tensor(img))
+    if size == (3, 3):  # the centre pixel is smoothed: a real blend
+        ref = as_tensor(official_op(img, 'Sharpness', 9, -1))
+        assert not torch.equal(ref, as_tensor(img))
+
+
+@pytest.mark.parametrize('name', ['LoadImageTensor', 'LoadImageBytes'])
+@pytest.mark.parametrize('backend_args', ['disk', 123, ['local']])
+def test_tensor_loaders_refuse_bad_backend_args(name, backend_args):
+    """Before: accepted, then every read failed blaming the path (and with
+    ignore_empty=True every sample was silently dropped)."""
+    with pytest.raises(ValueError, match=rf'{name}: backend_args must be '
+                       r'None or a dict .*got ' +
+                       re.escape(repr(backend_args)) +
+                       r".*Fix: .*backend_args=dict\(backend='local'\)"):
+        TRANSFORMS.build(dict(type=name, scale=32,
+                              backend_args=backend_args))
+    for ok in (None, dict(backend='local')):
+        t = TRANSFORMS.build(dict(type=name, scale=32, backend_args=ok))
+        assert t.backend_args == ok
+
+
+@pytest.mark.parametrize('name', ['LoadImageTensor', 'LoadImageBytes'])
+def test_read_errors_blame_the_path_or_backend_args(tmp_path, name):
+    """A missing file or a directory: the OSError naming the file (skipped
+    with ignore_empty); a file backend that fails otherwise (an unknown
+    backend, wrong arguments): a RuntimeError naming backend_args, which
+    ignore_empty does not hide."""
+    path = _jpeg(tmp_path / 'a.jpg', 40, 30)
+    extra = dict(ignore_empty=True) if name == 'LoadImageTensor' else {}
+    for bad in (dict(backend='nope'), dict(backend='local', root='/data')):
+        t = TRANSFORMS.build(dict(type=name, scale=32, backend_args=bad,
+                                  **extra))
+        with pytest.raises(RuntimeError, match=rf'{name}: the file backend '
+                           r'of backend_args=' + re.escape(repr(bad)) +
+                           r" failed to read '.*a\.jpg'.*Fix: check "
+                           r'backend_args'):
+            t(dict(img_path=path))
+    good = TRANSFORMS.build(dict(type=name, scale=32,
+                                 backend_args=dict(backend='local')))
+    assert good(dict(img_path=path))['img_shape'] == (32, 32)
+    for missing in (str(tmp_path / 'missing.jpg'), str(tmp_path)):
+        with pytest.raises(OSError, match=r"Cannot read image file '" +
+                           re.escape(missing) + r"' \((FileNotFound|"
+                           r'IsADirectory)Error.*Fix: check data_root'):
+            good(dict(img_path=missing))
+    if name == 'LoadImageTensor':
+        skip = TRANSFORMS.build(dict(type=name, scale=32, ignore_empty=True))
+        assert skip(dict(img_path=str(tmp_path / 'missing.jpg'))) is None

@@ -12,34 +12,56 @@ then TorchCodec gives PIL's pixels: tested on baseline and progressive,
 4:2:0 / 4:2:2 / 4:4:4, greyscale, odd sizes and EXIF-oriented files
 (tests/test_datasets/test_jpeg.py).
 
+PIL refuses an image of more than ``2 * PIL.Image.MAX_IMAGE_PIXELS``
+pixels (a decompression bomb, or a corrupt header claiming a huge size)
+and warns above ``MAX_IMAGE_PIXELS``; TorchCodec has no such limit (a
+1.8 KB file whose header claims 32767 x 32767 decodes into 3 GB). So a
+JPEG above the limit is never given to TorchCodec or nvJPEG: it is not
+:attr:`JpegHeader.device_decodable` (the one place that reads the limit,
+at call time), and PIL decodes it, with its own warning or error.
+
 - :func:`parse_header`: a JPEG's size, colour components and EXIF
   segments, from its markers (no decoding);
 - :func:`without_exif`: the bytes without their EXIF segments;
+- :func:`open_rgb` / :func:`rgb_tensor`: the official loader (PIL) on a
+  file's bytes, and its image as a tensor;
 - :func:`torchcodec_decode_jpeg`: TorchCodec's decoder, or None where it
   is not installed or does not load (built for another torch);
 - :func:`decode_jpeg_cpu`: one file's bytes -> ``(3, H, W)`` uint8 RGB
   with TorchCodec, or None where PIL must decode it (not a JPEG, CMYK,
-  TorchCodec missing, or a file it refuses: PIL then decides);
+  over PIL's pixel limit, TorchCodec missing, or a file it refuses: PIL
+  then decides);
 - :func:`decode_jpegs`: a batch on any device (the device path), with
   TorchCodec or else (missing, or failing) torchvision's deprecated
-  decoder.
+  decoder; PIL for a JPEG they must not take (over the pixel limit).
 """
 import functools
+import io
 import warnings
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+from PIL import Image
 
 __all__ = [
-    'JpegHeader', 'DECODE_BACKENDS', 'parse_header', 'without_exif',
-    'torchcodec_decode_jpeg', 'torchcodec_or_error', 'decode_jpeg_cpu',
-    'decode_jpegs'
+    'JpegHeader', 'DECODE_BACKENDS', 'PIXEL_LIMIT_FIX', 'parse_header',
+    'without_exif', 'open_rgb', 'rgb_tensor', 'torchcodec_decode_jpeg',
+    'torchcodec_or_error', 'decode_jpeg_cpu', 'decode_jpegs'
 ]
 
 #: How ``LoadImageTensor`` decodes: ``'auto'`` (TorchCodec for JPEGs where
 #: it is installed, else PIL), ``'pillow'`` (always PIL, the official
 #: loader's decoder) or ``'torchcodec'`` (TorchCodec for JPEGs, required).
 DECODE_BACKENDS = ('auto', 'pillow', 'torchcodec')
+
+#: The fix for PIL's ``DecompressionBombError`` (an image over twice
+#: ``PIL.Image.MAX_IMAGE_PIXELS``), for the errors that report it.
+PIXEL_LIMIT_FIX = (
+    'A corrupt header may claim this size: re-download the file or remove '
+    'it from the annotations; if the image really is this large, raise '
+    'PIL.Image.MAX_IMAGE_PIXELS (None: no limit) in the processes that '
+    'decode: set before the data loader workers start, with the configs\' '
+    "mp_start_method='fork'.")
 
 _SOI = b'\xff\xd8\xff'
 #: start-of-frame markers (baseline, extended, progressive, lossless, ...);
@@ -61,16 +83,29 @@ class JpegHeader(NamedTuple):
     exif: Tuple[Tuple[int, int], ...]
 
     @property
+    def within_pixel_limit(self) -> bool:
+        """Whether PIL opens it without a word: at most
+        ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (read now: users raise it, or
+        set None for no limit), counted as PIL counts them. Above it PIL
+        warns, and above twice it refuses (``DecompressionBombError``)."""
+        limit = Image.MAX_IMAGE_PIXELS
+        h, w = self.size
+        return limit is None or max(1, h) * max(1, w) <= limit
+
+    @property
     def device_decodable(self) -> bool:
         """Whether TorchCodec / nvJPEG take it as PIL does: 8-bit grey or
-        colour (not CMYK, whose conversion is PIL's own)."""
-        return self.precision == 8 and self.components in (1, 3)
+        colour (not CMYK, whose conversion is PIL's own), within PIL's
+        pixel limit (:attr:`within_pixel_limit`; above it PIL must decide:
+        its warning, or its error for a decompression bomb)."""
+        return (self.precision == 8 and self.components in (1, 3)
+                and self.within_pixel_limit)
 
 
 def parse_header(data: bytes) -> Optional[JpegHeader]:
-    """The header of a JPEG file's bytes, read from its markers up to the
-    first scan; None for bytes that are not a JPEG or whose header is
-    malformed (a decoder then reports it)."""
+    """The header of a JPEG file's bytes (or a ``memoryview`` of them),
+    read from its markers up to the first scan; None for bytes that are not
+    a JPEG or whose header is malformed (a decoder then reports it)."""
     if data[:3] != _SOI:
         return None
     pos, n = 2, len(data)
@@ -117,6 +152,27 @@ def without_exif(data: bytes, header: Optional[JpegHeader] = None) -> bytes:
     return b''.join(pieces)
 
 
+def open_rgb(data: bytes,
+             draft_size: Optional[Tuple[int, int]] = None) -> Image.Image:
+    """The official loader (``Image.open(...).convert('RGB')``, PIL's
+    decoder, its pixel limit, no EXIF rotation) on an image file's bytes;
+    ``draft_size = (h, w)`` decodes a JPEG at the smallest DCT scale that
+    still covers it."""
+    img = Image.open(io.BytesIO(data))
+    if draft_size is not None and img.format == 'JPEG':
+        img.draft('RGB', (draft_size[1], draft_size[0]))
+    return img if img.mode == 'RGB' else img.convert('RGB')
+
+
+def rgb_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> ``(3, H, W)`` uint8 tensor (channels-last memory,
+    one copy out of PIL)."""
+    w, h = img.size
+    return torch.frombuffer(
+        bytearray(img.tobytes()), dtype=torch.uint8).view(h, w,
+                                                          3).permute(2, 0, 1)
+
+
 @functools.lru_cache(maxsize=None)
 def torchcodec_decode_jpeg():
     """``torchcodec.decoders.decode_jpeg``, or None where TorchCodec is not
@@ -153,9 +209,9 @@ def decode_jpeg_cpu(data: bytes, backend: str = 'auto',
     H, W)`` uint8 RGB tensor (channels-last memory), the official loader's
     pixels; None where PIL must decode: ``backend='pillow'``, not a JPEG,
     not :attr:`JpegHeader.device_decodable` (CMYK/YCCK: PIL's conversion;
-    12-bit), TorchCodec missing under
-    ``'auto'``, or a file TorchCodec refuses (PIL then accepts it or
-    raises its own error, as for the official loader)."""
+    12-bit; over PIL's pixel limit: PIL warns or refuses), TorchCodec
+    missing under ``'auto'``, or a file TorchCodec refuses (PIL then
+    accepts it or raises its own error, as for the official loader)."""
     if backend == 'pillow':
         return None
     decode = (torchcodec_or_error(owner)
@@ -181,15 +237,22 @@ def _torchvision_decode_jpeg(inputs, mode='RGB', device='cpu'):
             inputs, mode=getattr(ImageReadMode, mode), device=device)
 
 
-def decode_jpegs(inputs: Sequence[torch.Tensor],
-                 device: torch.device) -> List[torch.Tensor]:
-    """Decode a batch of JPEG bytes (1-D uint8 CPU tensors, EXIF already
-    removed by ``LoadImageBytes``) into ``(3, H, W)`` uint8 RGB tensors on
-    ``device``: TorchCodec where it loads (on CUDA one nvJPEG call for the
-    batch), else, or where it fails (e.g. a build without CUDA decoding),
-    torchvision's ``decode_jpeg``. Raises the last decoder's
-    ``RuntimeError`` for a batch no decoder takes."""
-    inputs = list(inputs)
+def _pil_decode(data: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """:func:`open_rgb` on a 1-D uint8 tensor of file bytes -> ``(3, H,
+    W)`` uint8 RGB on ``device``; PIL's error as a ``RuntimeError`` (what
+    :func:`decode_jpegs` raises), with the fix for a decompression bomb."""
+    try:
+        img = rgb_tensor(open_rgb(data.cpu().numpy().tobytes()))
+    except Exception as e:  # noqa: BLE001 (PIL's error, reported)
+        fix = (' ' + PIXEL_LIMIT_FIX
+               if isinstance(e, Image.DecompressionBombError) else '')
+        raise RuntimeError(f'PIL: {type(e).__name__}: {e}{fix}') from e
+    return img.to(device)
+
+
+def _decode_batch(inputs: List[torch.Tensor],
+                  device: torch.device) -> List[torch.Tensor]:
+    """TorchCodec, else (missing, or failing) torchvision, on a batch."""
     decoders = [d for d in (torchcodec_decode_jpeg(), _torchvision_decode_jpeg)
                 if d is not None]
     for decode in decoders[:-1]:
@@ -198,3 +261,30 @@ def decode_jpegs(inputs: Sequence[torch.Tensor],
         except RuntimeError:
             pass
     return decoders[-1](inputs, mode='RGB', device=device)
+
+
+def decode_jpegs(inputs: Sequence[torch.Tensor],
+                 device: torch.device) -> List[torch.Tensor]:
+    """Decode a batch of JPEG bytes (1-D uint8 CPU tensors, EXIF already
+    removed by ``LoadImageBytes``) into ``(3, H, W)`` uint8 RGB tensors on
+    ``device``: TorchCodec where it loads (on CUDA one nvJPEG call for the
+    batch), else, or where it fails (e.g. a build without CUDA decoding),
+    torchvision's ``decode_jpeg``. A JPEG that is not
+    :attr:`JpegHeader.device_decodable` (over PIL's pixel limit, CMYK,
+    12-bit) is decoded by PIL instead, with PIL's warning or error. Raises
+    a ``RuntimeError`` for a batch no decoder takes (the last decoder's, or
+    PIL's error as one)."""
+    inputs = list(inputs)
+    out: List[Optional[torch.Tensor]] = [None] * len(inputs)
+    batch = []
+    for i, data in enumerate(inputs):
+        header = parse_header(memoryview(data.cpu().numpy()))
+        if header is not None and not header.device_decodable:
+            out[i] = _pil_decode(data, device)
+        else:  # a JPEG for the device decoders (or malformed: they report)
+            batch.append(i)
+    if batch:
+        decoded = _decode_batch([inputs[i] for i in batch], device)
+        for i, img in zip(batch, decoded):
+            out[i] = img
+    return out

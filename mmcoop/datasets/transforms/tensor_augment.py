@@ -32,7 +32,6 @@ batch):
 uint8 tensors at the pipeline boundary, as every mmcoop image; the
 normalisation is left to the data preprocessor, batched).
 """
-import io
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -45,8 +44,10 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from mmcoop.datasets.transforms.cutout import check_cutout_factor
 from mmcoop.datasets.transforms.image_kind import require_tensor
-from mmcoop.datasets.transforms.jpeg import (DECODE_BACKENDS, JpegHeader,
-                                             decode_jpeg_cpu, parse_header,
+from mmcoop.datasets.transforms.jpeg import (DECODE_BACKENDS,
+                                             PIXEL_LIMIT_FIX, JpegHeader,
+                                             decode_jpeg_cpu, open_rgb,
+                                             parse_header, rgb_tensor,
                                              torchcodec_or_error,
                                              without_exif)
 from mmcoop.registry import TRANSFORMS
@@ -227,15 +228,20 @@ def _histogram(img: torch.Tensor) -> torch.Tensor:
 
 
 def _autocontrast_lut(hist: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageOps.autocontrast`` (cutoff 0): per channel
-    ``clip(int(i * 255 / (hi - lo) - lo * 255 / (hi - lo)))``."""
+    """PIL ``ImageOps.autocontrast`` (cutoff 0) of ``(..., 256)`` counts:
+    per channel ``scale = 255.0 / (hi - lo)``, ``offset = -lo * scale``,
+    ``clip(int(i * scale + offset), 0, 255)``, in PIL's float64 operation
+    order (so the same roundings; ``255.0 / tensor`` would multiply by a
+    rounded reciprocal, a grey level off for some ``(lo, hi)``); the
+    identity where ``hi <= lo``. Returns ``(..., 256)`` long."""
     idx = torch.arange(256, device=hist.device)
     present = hist > 0
     lo = torch.where(present, idx, 256).amin(-1, keepdim=True)
     hi = torch.where(present, idx, -1).amax(-1, keepdim=True)
     span = (hi - lo).clamp(min=1).double()
-    scale = 255.0 / span
-    lut = (idx.double() * scale - lo.double() * scale).trunc().clamp(0, 255)
+    scale = torch.full_like(span, 255.0) / span  # a true division
+    offset = -lo.double() * scale
+    lut = (idx.double() * scale + offset).trunc().clamp(0, 255)
     return torch.where(hi <= lo, idx.double(), lut).long()
 
 
@@ -253,8 +259,12 @@ def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
 
 
 def _smooth(img: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageFilter.SMOOTH`` (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, /13,
-    rounded); the border rows and columns keep their values."""
+    """PIL ``ImageFilter.SMOOTH`` of ``(B, 3, H, W)`` uint8 (3x3 kernel
+    1 1 1 / 1 5 1 / 1 1 1, /13, rounded); the border rows and columns keep
+    their values, so an image less than 3 pixels high or wide is all
+    border: unchanged, as in PIL."""
+    if min(img.shape[-2:]) < 3:
+        return img.clone()
     kernel = torch.ones(3, 3, device=img.device)
     kernel[1, 1] = 5
     kernel = (kernel / 13).expand(3, 1, 3, 3)
@@ -518,26 +528,6 @@ def resize(img: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 RESIZE_BACKENDS = ('torchvision', 'pillow')
 
 
-def _open_rgb(data: bytes,
-              draft_size: Optional[Tuple[int, int]] = None) -> Image.Image:
-    """The official loader (``Image.open(...).convert('RGB')``, PIL's
-    decoder, no EXIF rotation) on an image file's bytes; ``draft_size = (h,
-    w)`` decodes a JPEG at the smallest DCT scale that still covers it."""
-    img = Image.open(io.BytesIO(data))
-    if draft_size is not None and img.format == 'JPEG':
-        img.draft('RGB', (draft_size[1], draft_size[0]))
-    return img if img.mode == 'RGB' else img.convert('RGB')
-
-
-def _rgb_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> ``(3, H, W)`` uint8 tensor (channels-last memory,
-    one copy out of PIL)."""
-    w, h = img.size
-    return torch.frombuffer(
-        bytearray(img.tobytes()), dtype=torch.uint8).view(h, w,
-                                                          3).permute(2, 0, 1)
-
-
 def _draft_reduces(header: Optional[JpegHeader],
                    draft_size: Optional[Tuple[int, int]]) -> bool:
     """Whether PIL's ``draft`` would decode this JPEG at a reduced DCT
@@ -564,7 +554,7 @@ def decode_rgb(data: bytes,
         rgb = decode_jpeg_cpu(data, backend, header=header)
         if rgb is not None:
             return rgb
-    return _rgb_tensor(_open_rgb(data, draft_size))
+    return rgb_tensor(open_rgb(data, draft_size))
 
 
 def decode_resize(data: bytes, size: Tuple[int, int],
@@ -580,10 +570,10 @@ def decode_resize(data: bytes, size: Tuple[int, int],
     Returns a ``(3, h, w)`` uint8 RGB tensor (channels-last memory)."""
     draft_size = size if draft else None
     if backend == 'pillow':
-        img = _open_rgb(data, draft_size)
+        img = open_rgb(data, draft_size)
         if img.size != (size[1], size[0]):
             img = img.resize((size[1], size[0]), Image.BILINEAR)
-        return _rgb_tensor(img)
+        return rgb_tensor(img)
     return resize(decode_rgb(data, draft_size, decode_backend), size)
 
 
@@ -618,14 +608,48 @@ def _pil_rgb(bgr: torch.Tensor) -> Image.Image:
 
 
 # ------------------------------------------------------------- transforms
-def _read_bytes(path: str, backend_args: Optional[dict]) -> bytes:
-    """The bytes of an image file; an error names the file and the fix."""
+def _check_backend_args(owner: str, backend_args) -> Optional[dict]:
+    """``backend_args``: None (local files) or a dict of mmengine file
+    backend arguments; anything else is refused naming ``owner``, the
+    field and the fix (else every read would fail, blaming the path)."""
+    if backend_args is not None and not isinstance(backend_args, dict):
+        raise ValueError(
+            f'{owner}: backend_args must be None or a dict of mmengine file '
+            f'backend arguments, got {backend_args!r}. Fix: leave it out for '
+            "local files, or e.g. backend_args=dict(backend='local').")
+    return backend_args
+
+
+def _read_bytes(owner: str, path: str, backend_args: Optional[dict]) -> bytes:
+    """The bytes of an image file. A missing or unreadable file (an
+    ``OSError``: not found, a directory, no permission, ...) is an
+    ``OSError`` naming the file and the fix; any other failure of the file
+    backend a ``RuntimeError`` naming ``backend_args`` (a configuration
+    error, which ``ignore_empty`` must not hide)."""
     try:
         return fileio.get(path, backend_args=backend_args)
-    except Exception as e:  # noqa: BLE001
+    except OSError as e:
         raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}: '
                       f'{e}). Fix: check data_root / data_prefix and that '
                       'the file exists.') from e
+    except Exception as e:  # noqa: BLE001 (the backend's own error)
+        raise RuntimeError(
+            f'{owner}: the file backend of backend_args={backend_args!r} '
+            f'failed to read {path!r} ({type(e).__name__}: {e}). Fix: check '
+            'backend_args (the backend name and its arguments; leave it out '
+            "for local files, or backend_args=dict(backend='local')).") from e
+
+
+def _decode_failed(path: str, data: bytes, error: Exception) -> OSError:
+    """The error of a file the official loader cannot decode: it names the
+    file and the fix (for PIL's decompression-bomb refusal: the pixel
+    limit, :data:`~mmcoop.datasets.transforms.jpeg.PIXEL_LIMIT_FIX`)."""
+    fix = (PIXEL_LIMIT_FIX
+           if isinstance(error, Image.DecompressionBombError) else
+           'The file is corrupt, truncated or not an image. Fix: re-download '
+           'it, or remove it from the annotations.')
+    return OSError(f'Cannot decode image file {path!r} ({len(data)} bytes; '
+                   f'{type(error).__name__}: {error}). {fix}')
 
 
 def _img_path(owner: str, results: dict) -> str:
@@ -687,8 +711,10 @@ class LoadImageTensor(BaseTransform):
         ignore_empty (bool): return None for a missing or undecodable file
             (the dataset then draws another sample, training only), as
             ``LoadImageFromFileChecked``; else an ``OSError`` naming the
-            file and the fix.
-        backend_args (dict, optional): mmengine file backend arguments.
+            file and the fix. A file backend failing otherwise (a wrong
+            ``backend_args``) raises whatever this flag.
+        backend_args (dict, optional): mmengine file backend arguments
+            (None: local files), checked when built.
     """
 
     #: arguments that do not change the pixels (every decoder gives the
@@ -715,12 +741,13 @@ class LoadImageTensor(BaseTransform):
         self.decode_backend = decode_backend
         self.ignore_empty = check_flag('LoadImageTensor', 'ignore_empty',
                                        ignore_empty)
-        self.backend_args = backend_args
+        self.backend_args = _check_backend_args('LoadImageTensor',
+                                                backend_args)
 
     def transform(self, results: dict) -> Optional[dict]:
         path = _img_path('LoadImageTensor', results)
         try:
-            data = _read_bytes(path, self.backend_args)
+            data = _read_bytes('LoadImageTensor', path, self.backend_args)
         except OSError:
             if self.ignore_empty:
                 return None
@@ -732,11 +759,7 @@ class LoadImageTensor(BaseTransform):
         except Exception as e:  # noqa: BLE001
             if self.ignore_empty:
                 return None
-            raise OSError(
-                f'Cannot decode image file {path!r} ({len(data)} bytes; '
-                f'{type(e).__name__}: {e}). The file is corrupt, truncated '
-                'or not an image. Fix: re-download it, or remove it from the '
-                'annotations.') from e
+            raise _decode_failed(path, data, e) from e
         results['img'] = _chw_bgr(rgb.permute(1, 2, 0).numpy())
         results['img_shape'] = size
         results['ori_shape'] = size
@@ -761,15 +784,18 @@ class LoadImageBytes(BaseTransform):
     ``PackInputs(meta_keys=...)``. The bytes lose their EXIF segments
     (:func:`~mmcoop.datasets.transforms.jpeg.without_exif`), so that no
     decoder rotates the image: the official loader does not. A file the
-    device decoders do not take (not a JPEG, or a CMYK JPEG) is decoded
-    here by PIL, as the official loader, into a ``(3, H, W)`` uint8 RGB
-    tensor that the preprocessor resizes and augments with the rest.
+    device decoders do not take (not a JPEG, a CMYK JPEG, or one over
+    PIL's pixel limit ``PIL.Image.MAX_IMAGE_PIXELS``, where PIL warns or
+    refuses) is decoded here by PIL, as the official loader, into a ``(3,
+    H, W)`` uint8 RGB tensor that the preprocessor resizes and augments
+    with the rest.
 
     Args:
         scale (tuple[int, int]): output ``(w, h)``.
         augment (bool): draw Cutout + RandAugment (training).
         cutout_factor (float): as :class:`TensorCutout`.
-        backend_args (dict, optional): mmengine file backend arguments.
+        backend_args (dict, optional): mmengine file backend arguments
+            (None: local files), checked when built.
     """
 
     def __init__(self, scale: Tuple[int, int], augment: bool = True,
@@ -779,26 +805,23 @@ class LoadImageBytes(BaseTransform):
         self.augment = check_flag('LoadImageBytes', 'augment', augment)
         self.cutout_factor = check_cutout_factor('LoadImageBytes',
                                                  cutout_factor)
-        self.backend_args = backend_args
+        self.backend_args = _check_backend_args('LoadImageBytes',
+                                                backend_args)
 
     def transform(self, results: dict) -> dict:
         path = _img_path('LoadImageBytes', results)
-        data = _read_bytes(path, self.backend_args)
+        data = _read_bytes('LoadImageBytes', path, self.backend_args)
         header = parse_header(data)
         if header is not None and header.device_decodable:
             # no EXIF: the device decoders must not rotate (the official
             # loader does not)
             results['img'] = torch.frombuffer(
                 bytearray(without_exif(data, header)), dtype=torch.uint8)
-        else:  # PNG, CMYK, ...: the official loader (PIL), here
+        else:  # PNG, CMYK, over the pixel limit: the official loader (PIL)
             try:
                 results['img'] = decode_rgb(data, backend='pillow')
             except Exception as e:  # noqa: BLE001
-                raise OSError(
-                    f'Cannot decode image file {path!r} ({len(data)} bytes; '
-                    f'{type(e).__name__}: {e}). The file is corrupt, '
-                    'truncated or not an image. Fix: re-download it, or '
-                    'remove it from the annotations.') from e
+                raise _decode_failed(path, data, e) from e
         w, h = self.scale
         aug = dict(size=(h, w))
         if self.augment:
