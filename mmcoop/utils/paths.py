@@ -10,13 +10,18 @@ Every command-line tool of mmcoop that writes files (``demo/image_demo.py
 * no two inputs may map to the same output file (the error names both);
 * an output may not be one of the inputs, ``--force`` or not;
 * an existing file is overwritten only with ``--force``;
-* missing output folders are created.
+* an output folder that is a file, or cannot be created, is refused
+  naming the option and the path;
+* missing output folders are created (or, with ``create_dirs=False``,
+  only checked, and created by :func:`make_output_dirs` when writing).
 """
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ['expand_user', 'claim_outputs', 'OutputPathError']
+__all__ = [
+    'expand_user', 'claim_outputs', 'make_output_dirs', 'OutputPathError'
+]
 
 
 class OutputPathError(ValueError):
@@ -55,8 +60,16 @@ def claim_outputs(outputs: Sequence[str],
                   sources: Optional[Sequence[str]] = None,
                   inputs: Sequence[str] = (),
                   force: bool = False,
-                  force_flag: str = '--force') -> List[str]:
+                  force_flag: str = '--force',
+                  option: Optional[str] = None,
+                  create_dirs: bool = True) -> List[str]:
     """Check the files a tool is about to write; create their folders.
+
+    Call it after the tool has checked its other inputs: a run that stops
+    on a bad input should leave no folder behind. A tool whose later steps
+    may still fail (a class missing from a model) passes
+    ``create_dirs=False`` and calls :func:`make_output_dirs` just before
+    writing.
 
     Args:
         outputs (Sequence[str]): the files the tool will write.
@@ -67,13 +80,19 @@ def claim_outputs(outputs: Sequence[str],
             be an output.
         force (bool): allow overwriting existing files.
         force_flag (str): the option that sets ``force``, for messages.
+        option (str, optional): the option that gives the outputs (e.g.
+            ``'--out-dir'``), for messages about their folders.
+        create_dirs (bool): create the missing folders now. With False they
+            are only checked to be creatable (made and removed again).
+            Defaults to True.
 
     Returns:
         list[str]: ``outputs``, unchanged.
 
     Raises:
         OutputPathError: two outputs are the same file, an output is an
-            input, or an output exists and ``force`` is False.
+            input, an output exists and ``force`` is False, or the folder
+            of an output is a file or cannot be created.
     """
     outputs = [str(p) for p in outputs]
     if sources is not None and len(sources) != len(outputs):
@@ -83,7 +102,7 @@ def claim_outputs(outputs: Sequence[str],
     for i, out in enumerate(outputs):
         if osp.isdir(out):
             raise OutputPathError(
-                f'output {out!r} is a folder; give a file name.')
+                f'{_named(out, option)} is a folder; give a file name.')
         key = _key(out)
         if key in read:
             raise OutputPathError(
@@ -109,6 +128,81 @@ def claim_outputs(outputs: Sequence[str],
                 f'{more}. Nothing was written. Fix: pass {force_flag} to '
                 'overwrite them, or choose another output.')
     for out in outputs:
-        folder = osp.dirname(osp.abspath(out))
-        os.makedirs(folder, exist_ok=True)
+        _check_folder(out, option)
+    if create_dirs:
+        make_output_dirs(outputs, option)
+    else:  # made and removed again: the same errors, nothing left behind
+        for out in outputs:
+            _probe_folder(out, option)
     return outputs
+
+
+def _probe_folder(out: str, option: Optional[str]) -> None:
+    folder = osp.dirname(osp.abspath(out))
+    missing = []
+    while not osp.exists(folder):
+        missing.append(folder)
+        up = osp.dirname(folder)
+        if up == folder:
+            break
+        folder = up
+    if not missing:
+        return
+    try:
+        make_output_dirs([out], option)
+    finally:
+        for path in missing:  # deepest first
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
+def _named(out: str, option: Optional[str]) -> str:
+    return f'{option}: output {out!r}' if option else f'output {out!r}'
+
+
+def _check_folder(out: str, option: Optional[str]) -> None:
+    """Refuse an output whose folder (or one above it) is a file, or whose
+    nearest existing folder is not writable; nothing is created."""
+    folder = osp.dirname(osp.abspath(out))
+    parent = folder
+    while not osp.exists(parent):
+        up = osp.dirname(parent)
+        if up == parent:
+            break
+        parent = up
+    if osp.exists(parent) and not osp.isdir(parent):
+        raise OutputPathError(
+            f'{_named(out, option)}: {parent!r} is a file, not a folder, so '
+            f'the output folder {folder!r} cannot be made. Fix: choose '
+            'another output path (or move that file away).')
+    if osp.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+        what = 'write in' if parent == folder else 'create folders in'
+        raise OutputPathError(
+            f'{_named(out, option)}: no permission to {what} {parent!r}. '
+            'Fix: choose an output path in a folder you can write to.')
+
+
+def make_output_dirs(outputs: Sequence[str],
+                     option: Optional[str] = None) -> None:
+    """Create the folders of ``outputs`` (see :func:`claim_outputs`).
+
+    Raises:
+        OutputPathError: a folder cannot be created; names ``option``, the
+            path and the reason.
+    """
+    for out in outputs:
+        out = str(out)
+        folder = osp.dirname(osp.abspath(out))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+            if isinstance(e, FileExistsError) or (osp.exists(folder)
+                                                  and not osp.isdir(folder)):
+                reason = 'a file of that name exists'
+            raise OutputPathError(
+                f'{_named(out, option)}: cannot create the output folder '
+                f'{folder!r} ({reason}). Fix: choose an output path in a '
+                'folder that exists or can be created.') from e

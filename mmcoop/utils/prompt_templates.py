@@ -41,6 +41,7 @@ replaced by the negation word(s) and ``{prompt}`` by the positive template
 CLIP's tokenizer lower-cases its input, so capitalisation ("Not a photo")
 does not matter.
 """
+import os.path as osp
 import re
 from typing import List, Optional, Sequence
 
@@ -176,20 +177,63 @@ def negate_template(template: str,
     return check_template(out)
 
 
-def load_templates(path: str) -> List[str]:
+def _read_lines(path: str, option: str, what: str) -> List[str]:
+    """The non-blank lines of a text file that do not start with ``#``, as
+    ``(line number, text)``; a missing, folder or non-UTF-8 file is refused
+    naming ``option``, the path and the fix."""
+    fix = f'Fix: give a text file with one {what} per line'
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f'{option} is empty. {fix}.')
+    if osp.isdir(path):
+        raise IsADirectoryError(f'{option} {path!r} is a folder. {fix}.')
+    if not osp.exists(path):
+        raise FileNotFoundError(
+            f'{option} {path!r} does not exist. Fix: check the path, or '
+            f'give a text file with one {what} per line.')
+    lines = []
+    try:
+        with open(path, encoding='utf-8') as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if line and not line.startswith('#'):
+                    lines.append((number, line))
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f'{option} {path!r} is not UTF-8 text ({e}). {fix} (UTF-8).') \
+            from None
+    except OSError as e:
+        raise OSError(f'{option} {path!r} cannot be read '
+                      f'({e.strerror or e}). {fix}.') from None
+    if not lines:
+        raise ValueError(f'{option} {path!r} has no {what} (only blank or '
+                         f'"#" lines). {fix}.')
+    return lines
+
+
+def load_templates(path: str, option: str = 'templates') -> List[str]:
     """Read templates from a text file, one per line.
 
     Blank lines and lines starting with ``#`` are skipped. Each template must
     have one ``{}`` slot.
+
+    Args:
+        path (str): the text file.
+        option (str): what gives the path (e.g. ``'--templates'``), for the
+            errors.
+
+    Raises:
+        FileNotFoundError / IsADirectoryError / ValueError: the file is
+            missing, a folder, not UTF-8, has no template or a line without
+            exactly one ``{}`` slot; the message names ``option``, the path
+            (and line) and the fix.
     """
     templates = []
-    with open(path, encoding='utf-8') as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith('#'):
-                templates.append(check_template(line))
-    if not templates:
-        raise ValueError(f'No templates found in {path!r}.')
+    for number, line in _read_lines(path, option, 'template with a {} slot'):
+        try:
+            templates.append(check_template(line))
+        except ValueError as e:
+            raise ValueError(f'{option} {path!r}, line {number}: {e}') \
+                from None
     return templates
 
 
@@ -198,30 +242,44 @@ def fill(template: str, classname: str) -> str:
     return template.replace('{}', classname.replace('_', ' '))
 
 
-def get_classnames(name_or_path: Optional[str] = 'coco') -> List[str]:
+def get_classnames(name_or_path: Optional[str] = 'coco',
+                   option: str = 'classes') -> List[str]:
     """Class names by dataset key or from a file.
 
     Args:
-        name_or_path (str): ``'coco'`` (the 80 COCO-2014 names as the
-            official code spells them), ``'voc'`` (20 VOC-2007 names), or a
-            text file with one class name per line.
+        name_or_path (str, optional): ``'coco'`` (the 80 COCO-2014 names as
+            the official code spells them), ``'voc'`` (20 VOC-2007 names), a
+            text file with one class name per line (blank lines and lines
+            starting with ``#`` are skipped), or None for ``'coco'``.
+        option (str): what gives ``name_or_path`` (e.g. ``'--classes'``),
+            for the errors.
+
+    Raises:
+        ValueError: an empty string (it would otherwise silently mean
+            COCO), or a file without class names / not UTF-8.
+        FileNotFoundError / IsADirectoryError: the path is missing or a
+            folder. The messages name ``option``, the path and the fix.
     """
     from mmcoop.datasets.categories import (COCO2014_CATEGORIES,
                                             VOC2007_CATEGORIES)
-    key = (name_or_path or 'coco').lower()
+    if name_or_path is None:
+        name_or_path = 'coco'
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ValueError(
+            f'{option} is empty ({name_or_path!r}). Fix: give \'coco\', '
+            "'voc' or a text file with one class name per line.")
+    key = name_or_path.strip().lower()
     if key in ('coco', 'coco2014'):
         return list(COCO2014_CATEGORIES)
     if key in ('voc', 'voc2007'):
         return list(VOC2007_CATEGORIES)
-    names = []
-    with open(name_or_path, encoding='utf-8') as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith('#'):
-                names.append(line)
-    if not names:
-        raise ValueError(f'No class names found in {name_or_path!r}.')
-    return names
+    if not osp.exists(name_or_path):
+        raise FileNotFoundError(
+            f'{option} {name_or_path!r} is neither a dataset key nor an '
+            "existing file. Fix: give 'coco', 'voc' or the path of a text "
+            'file with one class name per line.')
+    return [line for _, line in _read_lines(name_or_path, option,
+                                            'class name')]
 
 
 def unique(seq: Sequence[str]) -> List[str]:

@@ -158,6 +158,139 @@ def test_prompt_similarity_reduce():
         '0.60 ± 0.10 (0.50, 0.70)'
 
 
+def test_classnames_and_templates_files(tmp_path):
+    """Bad --classes / --templates values name the option, the path and the
+    fix (before: a bare FileNotFoundError, or COCO for an empty string)."""
+    (tmp_path / 'cls.txt').write_text('# mine\ncat\n\n traffic light \n')
+    assert pt.get_classnames(str(tmp_path / 'cls.txt')) == [
+        'cat', 'traffic light']
+    assert len(pt.get_classnames(None)) == 80  # the default stays COCO
+    (tmp_path / 'bank.txt').write_text('a {}.\n# x\nthe {}\n')
+    assert pt.load_templates(str(tmp_path / 'bank.txt')) == ['a {}.', 'the {}']
+    (tmp_path / 'blank.txt').write_text('# only a comment\n\n')
+    (tmp_path / 'bin.txt').write_bytes(b'\x89PNG\xff\xfe')
+    (tmp_path / 'bad.txt').write_text('a {}.\na photo\n')
+    for value, kind, match in [
+        ('', ValueError, r"--classes is empty \(''\). Fix: give 'coco'"),
+        ('  ', ValueError, r'--classes is empty'),
+        (str(tmp_path / 'missing.txt'), FileNotFoundError,
+         r"--classes '.*missing.txt' is neither a dataset key nor an "
+         r"existing file. Fix: give 'coco', 'voc' or the path"),
+        (str(tmp_path), IsADirectoryError, r"--classes '.*' is a folder. "
+         'Fix: give a text file with one class name per line'),
+        (str(tmp_path / 'blank.txt'), ValueError,
+         r"--classes '.*blank.txt' has no class name"),
+        (str(tmp_path / 'bin.txt'), ValueError,
+         r"--classes '.*bin.txt' is not UTF-8 text"),
+    ]:
+        with pytest.raises(kind, match=match):
+            pt.get_classnames(value, option='--classes')
+    for value, kind, match in [
+        (str(tmp_path / 'missing.txt'), FileNotFoundError,
+         r"--templates '.*missing.txt' does not exist. Fix: check the path"),
+        (str(tmp_path / 'blank.txt'), ValueError,
+         r"--templates '.*blank.txt' has no template"),
+        (str(tmp_path / 'bad.txt'), ValueError,
+         r"--templates '.*bad.txt', line 2: Prompt template 'a photo' must "
+         r'be a string with exactly one `\{\}` slot'),
+    ]:
+        with pytest.raises(kind, match=match):
+            pt.load_templates(value, option='--templates')
+
+
+def test_prompt_similarity_bad_arguments(tmp_path, capsys, monkeypatch):
+    """Each stops before the encoder is built, naming the option and the
+    fix, and leaves no output folder behind."""
+    tool = load_tool('tools/analysis/prompt_similarity.py')
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError('the encoder was built before the checks')
+
+    monkeypatch.setattr(tool, 'build_text_encoder', no_encoder)
+    # before: range() arg 3 must not be zero / TypeError / a format error
+    # after all the encoding
+    for argv, message in [
+        (['--batch-size', '0'], "--batch-size: must be an integer >= 1, got "
+         "'0'"),
+        (['--batch-size', '-1'], '--batch-size: must be an integer >= 1'),
+        (['--precision', '-1'], "--precision: must be an integer >= 0, got "
+         "'-1'"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            tool.parse_args(argv)
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
+    assert tool.parse_args(['--precision', '0']).precision == 0
+    afile = tmp_path / 'afile'
+    afile.write_text('mine')
+    (tmp_path / 'bad.txt').write_text('a photo\n')
+    out = tmp_path / 'out'
+    cases = [
+        (['--classes', str(tmp_path / 'missing.txt')], FileNotFoundError,
+         r"--classes '.*missing.txt' is neither a dataset key nor an "
+         'existing file. Fix:'),
+        # before: silently the 80 COCO classes
+        (['--classes', ''], ValueError, r"--classes is empty \(''\)"),
+        (['--templates', str(tmp_path / 'missing.txt')], FileNotFoundError,
+         r"--templates '.*missing.txt' does not exist. Fix:"),
+        (['--templates', str(tmp_path / 'bad.txt')], ValueError,
+         r"--templates '.*bad.txt', line 1: "),
+        (['--negation', ''], ValueError,
+         r"--negation '' / --negation-rule 'prefix': The negation word is "
+         'empty'),
+        (['--negation-rule', 'suffix'], ValueError,
+         r"--negation-rule 'suffix': Unknown negation rule 'suffix'"),
+        # before: an empty --neg-prompt silently meant the default
+        (['--neg-prompt', ''], ValueError, r'--neg-prompt: Prompt template '
+         r"'' must be a string with exactly one"),
+        (['--pos2-prompt', 'a {} {}'], ValueError, '--pos2-prompt: '),
+    ]
+    for argv, kind, match in cases:
+        with pytest.raises(kind, match=match):
+            tool.main(argv + ['--out-dir', str(out)])
+        assert not out.exists(), argv
+    # before: raw FileExistsError / FileNotFoundError
+    with pytest.raises(ValueError, match=r"--out-dir: output '.*afile/"
+                       r"summary.csv': '.*afile' is a file, not a folder"):
+        tool.main(['--out-dir', str(afile)])
+    assert afile.read_text() == 'mine'
+    # the encoder fails (here: on purpose): the folder is not left behind
+    with pytest.raises(AssertionError, match='encoder was built'):
+        tool.main(['--classes', 'voc', '--out-dir', str(out / 'deep')])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('tool_path,argv,message', [
+    # before: 0 silently fell back to the default size, -1 crashed in torch
+    ('tools/analysis/get_flops.py', ['c.py', '--shape', '0'],
+     "--shape: must be an integer >= 1, got '0'"),
+    # before: nothing drawn / a row of nothing, no error
+    ('tools/analysis/browse_dataset.py',
+     ['c.py', '--output-dir', 'x', '--show-number', '0'],
+     '--show-number: must be an integer >= 1'),
+    ('tools/analysis/analyze_results.py',
+     ['c.py', 'r.pkl', '--out-dir', 'x', '--topk', '-1'],
+     "--topk: must be an integer >= 1, got '-1'"),
+    ('tools/analysis/complexity.py', ['--n-ctx', '0'],
+     '--n-ctx: must be an integer >= 1'),
+    # before: --limit 0 counted nothing, --batch-size 0 failed in pyarrow
+    ('tools/analysis/negation_stats.py', ['a.txt', '--limit', '0'],
+     '--limit: must be an integer >= 1'),
+    ('tools/analysis/negation_stats.py', ['a.txt', '--batch-size', '0'],
+     '--batch-size: must be an integer >= 1'),
+    ('tools/analysis/negation_stats.py', ['a.txt', '--examples', '-2'],
+     "--examples: must be an integer >= 0, got '-2'"),
+])
+def test_analysis_number_options_are_checked(tool_path, argv, message,
+                                             capsys):
+    """Number options stop at argument parsing, naming the option."""
+    tool = load_tool(tool_path)
+    with pytest.raises(SystemExit) as e:
+        tool.parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # negation statistics
 # ---------------------------------------------------------------------------
@@ -508,6 +641,61 @@ def test_similarity_map_bad_arguments(image_file, tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_similarity_map_output_format_checked_first(image_file, tmp_path,
+                                                    monkeypatch):
+    """An --out PIL cannot write stops before the model runs and creates no
+    folder (before: PIL's 'unknown file extension' after the model, with
+    the folder made)."""
+    tool = load_tool('tools/visualization/similarity_map.py')
+
+    def no_model(*args, **kwargs):
+        raise AssertionError('the model ran before the checks')
+
+    monkeypatch.setattr(tool, 'handwritten_maps', no_model)
+    base = [image_file, '--class', 'dog']
+    for out, extra, match in [
+        ('out4/noext', [], r"--out '.*out4/noext' has no extension.*Fix: end "
+         r"it with .png .*--out .*out4/noext.png"),
+        ('out5/a.npz', [], r"--out '.*out5/a.npz': the figure is an image, "
+         r"not an .npz. Fix: give --out .*out5/a.png --save-npz"),
+        ('out6/a.npz', ['--save-npz'], r'Fix: give --out .*out6/a.png \('),
+        ('out7/a.xyz', [], r"--out '.*a.xyz' has extension '.xyz'"),
+        ('out8/a.xbm', [], r"has extension '.xbm'"),  # PIL: mode '1' only
+    ]:
+        with pytest.raises(ValueError, match=match):
+            tool.main(base + ['--out', str(tmp_path / out)] + extra)
+        assert not (tmp_path / out).parent.exists()
+    assert tool.check_out('a/b.JPG') == 'a/b.JPG'
+    assert tool.check_out('b.webp') == 'b.webp'
+    # bad prompts and missing files are found before the output folder
+    afile = tmp_path / 'afile'
+    afile.write_text('mine')
+    out = tmp_path / 'out' / 'sim.png'
+    for extra, kind, match in [
+        (['--negation', ' '], ValueError,
+         r"--negation ' ' / --negation-rule 'prefix': The negation word is "
+         'empty'),
+        (['--negation-rule', 'suffix'], ValueError,
+         r"--negation-rule 'suffix': Unknown negation rule"),
+        (['--neg-prompt', ''], ValueError, "--neg-prompt: Prompt template "
+         "''"),
+        (['--pos-prompt', 'a photo'], ValueError, '--pos-prompt: '),
+        (['--config', image_file, '--checkpoint',
+          str(tmp_path / 'nope.pth')], FileNotFoundError,
+         r"--checkpoint '.*nope.pth' is not a file"),
+    ]:
+        with pytest.raises(kind, match=match):
+            tool.main(base + ['--out', str(out)] + extra)
+        assert not out.parent.exists()
+    for path, match in [
+        (afile / 'sim.png', r"--out: output '.*afile/sim.png': '.*afile' is "
+         'a file, not a folder'),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            tool.main(base + ['--out', str(path)])
+    assert afile.read_text() == 'mine'
+
+
 def test_similarity_map_needs_a_clip_image_backbone(image_file, tmp_path):
     """A config whose backbone is not FrozenCLIP (here a feature-cache
     config's PrecomputedFeatures, and an mmpretrain ResNet) is refused by
@@ -554,6 +742,14 @@ def test_similarity_map_learned(image_file, tmp_path, head_type):
                          cfg_path, '--checkpoint', ckpt, '--out', out,
                          '--panel-size', '64', '--norm', 'shared'])
     assert Image.open(out).size == (192, 64 + 16)
+    # a class the model does not have is found once it is built: no
+    # output folder is left behind
+    missing = tmp_path / 'missing' / 'zebra.png'
+    with pytest.raises(KeyError, match='zebra'):
+        tool.main([image_file, '--class', 'zebra', '--config', cfg_path,
+                   '--checkpoint', ckpt, '--out', str(missing),
+                   '--panel-size', '64'])
+    assert not missing.parent.exists()
     m = maps['person']
     assert m['pos'].shape == (2, 2)
     neg, pos, _ = tool.learned_class_features(model.head)

@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from mmcoop.utils.paths import OutputPathError, claim_outputs, expand_user
+from mmcoop.utils.paths import (OutputPathError, claim_outputs, expand_user,
+                                make_output_dirs)
 
 
 def test_claim_outputs(tmp_path):
@@ -38,6 +39,54 @@ def test_claim_outputs(tmp_path):
     assert claim_outputs([str(a)], force=True) == [str(a)]
     with pytest.raises(OutputPathError, match='is a folder'):
         claim_outputs([str(tmp_path)], force=True)
+
+
+def test_claim_outputs_unusable_folders(tmp_path, monkeypatch):
+    """Folders that cannot be made are refused naming the option and the
+    path (before: a raw FileExistsError / FileNotFoundError)."""
+    afile = tmp_path / 'afile'
+    afile.write_text('mine')
+    for create in (True, False):
+        # --out-dir that is an existing file (or a file above the folder)
+        for out in (afile / 'summary.csv', afile / 'deep' / 'summary.csv'):
+            with pytest.raises(OutputPathError,
+                               match=r"--out-dir: output '.*afile/.*"
+                               r"summary.csv': '.*afile' is a file, not a "
+                               r'folder.*Fix: choose another output path'):
+                claim_outputs([str(out)], option='--out-dir',
+                              create_dirs=create)
+        assert afile.read_text() == 'mine'
+        # a folder the system refuses (mocked, and /proc on Linux)
+        real = os.makedirs
+
+        def refuse(path, *args, **kwargs):
+            raise PermissionError(13, 'Permission denied', path)
+
+        monkeypatch.setattr(os, 'makedirs', refuse)
+        with pytest.raises(OutputPathError,
+                           match=r"--out: output '.*ro/a.png': cannot create "
+                           r"the output folder '.*ro' \(Permission denied\)"
+                           r'. Fix: choose an output path'):
+            claim_outputs([str(tmp_path / 'ro' / 'a.png')], option='--out',
+                          create_dirs=create)
+        monkeypatch.setattr(os, 'makedirs', real)
+        if os.path.isdir('/proc/self'):
+            with pytest.raises(OutputPathError,
+                               match=r"output '/proc/nonexistent/a.png': "
+                               r"cannot create the output folder "
+                               r"'/proc/nonexistent'"):
+                claim_outputs(['/proc/nonexistent/a.png'],
+                              create_dirs=create)
+    # create_dirs=False checks without leaving the folders; they are made
+    # by make_output_dirs when writing
+    out = str(tmp_path / 'later' / 'deep' / 'a.png')
+    assert claim_outputs([out], create_dirs=False) == [out]
+    assert not (tmp_path / 'later').exists()
+    make_output_dirs([out])
+    assert (tmp_path / 'later' / 'deep').is_dir()
+    with pytest.raises(OutputPathError, match=r"--out: output '.*' is a "
+                       'folder; give a file name'):
+        claim_outputs([str(tmp_path)], force=True, option='--out')
 
 
 def test_expand_user(tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ import mmengine  # noqa: E402
 import numpy as np  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-from mmcoop.engine.cli import SpacedDictAction  # noqa: E402
+from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_ap, precision_recall,
                                ranked_examples)
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--force', action='store_true', help='overwrite existing outputs')
     parser.add_argument(
-        '--topk', type=int, default=4, help='images per example row')
+        '--topk', type=positive_int, default=4, help='images per example row')
     parser.add_argument(
         '--classes', nargs='+', help='only these classes (default: all)')
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)

@@ -26,7 +26,7 @@ except ImportError:  # run from a clone without `pip install -e .`
 from mmengine.config import Config  # noqa: E402
 
 from mmcoop.datasets.inspection import build_dataset_of, sample_view  # noqa
-from mmcoop.engine.cli import SpacedDictAction  # noqa: E402
+from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
 from mmcoop.utils.paths import claim_outputs  # noqa: E402
 from mmcoop.visualization import label_state_figure, save_figure  # noqa
 
@@ -43,7 +43,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--phase', default='train', choices=['train', 'val', 'test'])
     parser.add_argument(
-        '--show-number', type=int, default=8, help='number of samples')
+        '--show-number', type=positive_int, default=8,
+        help='number of samples')
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 

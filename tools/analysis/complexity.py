@@ -66,6 +66,7 @@ BENCHMARK_TOOL = osp.join(osp.dirname(osp.abspath(__file__)), 'benchmark.py')
 
 
 def parse_args(argv=None):
+    from mmcoop.engine.cli import positive_int
     parser = argparse.ArgumentParser(
         description='Trainable parameters per method and dataset.')
     parser.add_argument(
@@ -80,7 +81,7 @@ def parse_args(argv=None):
                         choices=list(METHODS))
     parser.add_argument('--datasets', nargs='+', default=list(DATASETS),
                         choices=list(DATASETS))
-    parser.add_argument('--n-ctx', type=int, default=16)
+    parser.add_argument('--n-ctx', type=positive_int, default=16)
     parser.add_argument('--no-csc', action='store_true',
                         help='shared (not class-specific) contexts')
     parser.add_argument('--no-residual', action='store_true',

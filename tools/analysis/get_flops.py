@@ -36,7 +36,7 @@ from mmengine.config import Config  # noqa: E402
 
 from mmcoop.apis import init_model  # noqa: E402
 from mmcoop.benchmark.flops import count_flops  # noqa: E402
-from mmcoop.engine.cli import SpacedDictAction  # noqa: E402
+from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -44,8 +44,9 @@ def parse_args(argv=None):
         description='Params (frozen / trainable) and FLOPs of a config')
     parser.add_argument('config', help='config file')
     parser.add_argument(
-        '--shape', type=int, help='input size S (S x S); default: the '
-        "backbone's input_resolution")
+        '--shape', type=positive_int,
+        help="input size S (S x S); default: the backbone's "
+        'input_resolution')
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 

@@ -273,6 +273,7 @@ def format_report(result: dict) -> str:
 
 
 def parse_args(argv=None):
+    from mmcoop.engine.cli import nonnegative_int, positive_int
     parser = argparse.ArgumentParser(
         description='Count captions that contain negation words (streaming).')
     parser.add_argument('corpus', nargs='+',
@@ -288,11 +289,11 @@ def parse_args(argv=None):
                         f'{" ".join(DEFAULT_WORDS)})')
     parser.add_argument('--words-file', default=None,
                         help='file with one negation word per line')
-    parser.add_argument('--limit', type=int, default=None,
+    parser.add_argument('--limit', type=positive_int, default=None,
                         help='stop after this many rows')
-    parser.add_argument('--examples', type=int, default=0,
+    parser.add_argument('--examples', type=nonnegative_int, default=0,
                         help='print the first N negated captions')
-    parser.add_argument('--batch-size', type=int, default=65536,
+    parser.add_argument('--batch-size', type=positive_int, default=65536,
                         help='parquet rows per batch')
     parser.add_argument('--encoding', default='utf-8',
                         help='text encoding of .txt/.csv files and of '

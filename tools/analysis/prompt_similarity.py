@@ -32,6 +32,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from mmcoop.engine.cli import nonnegative_int, positive_int
+from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.utils.prompt_templates import (DEFAULT_TEMPLATE_BANK, PAPER_P1,
                                            PAPER_P2, check_template,
                                            encode_prompts, fill,
@@ -97,14 +99,16 @@ def parse_args(argv=None):
         '--reduce', choices=['none', 'class', 'template'], default='none',
         help='bank setting: average per class or per template (pair) before '
         'the statistics (default: none, all pairs)')
-    parser.add_argument('--batch-size', type=int, default=256)
+    parser.add_argument('--batch-size', type=positive_int, default=256,
+                        help='prompts per forward pass (default 256)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--out-dir', default='work_dirs/prompt_similarity')
     parser.add_argument('--force', action='store_true',
                         help='overwrite existing output files')
     parser.add_argument('--save-pairs', action='store_true',
                         help='also write every similarity to pairs.csv')
-    parser.add_argument('--precision', type=int, default=2)
+    parser.add_argument('--precision', type=nonnegative_int, default=2,
+                        help='decimals in the printed table (default 2)')
     parser.add_argument('--no-progress', action='store_true')
     return parser.parse_args(argv)
 
@@ -221,24 +225,57 @@ def format_table(rows: List[dict], precision: int = 2) -> str:
     return '\n'.join(lines)
 
 
+def _template(option: str, template: str) -> str:
+    """``check_template`` with the option named in its error."""
+    try:
+        return check_template(template)
+    except ValueError as e:
+        raise ValueError(f'{option}: {e}') from None
+
+
+def _negate(template: str, args) -> str:
+    """``negate_template`` with the options named in its error."""
+    try:
+        return negate_template(template, args.negation, args.negation_rule)
+    except ValueError as e:
+        raise ValueError(
+            f'--negation {args.negation!r} / --negation-rule '
+            f'{args.negation_rule!r}: {e}') from None
+
+
+def check_inputs(args) -> dict:
+    """Read and check every input (classes, templates, negations) before
+    any output is claimed or model built; returns them."""
+    if not args.out_dir or not args.out_dir.strip():
+        raise ValueError('--out-dir is empty. Fix: give a folder for '
+                         'summary.csv, e.g. work_dirs/prompt_similarity.')
+    classnames = get_classnames(args.classes, option='--classes')
+    p1 = _template('--pos-prompt', args.pos_prompt)
+    p2 = _template('--pos2-prompt', args.pos2_prompt)
+    n1 = _template('--neg-prompt', args.neg_prompt) \
+        if args.neg_prompt is not None else _negate(p1, args)
+    if args.templates is not None:
+        templates = load_templates(args.templates, option='--templates')
+    else:
+        templates = list(DEFAULT_TEMPLATE_BANK)
+    neg_templates = [_negate(t, args) for t in templates]
+    return dict(classnames=classnames, p1=p1, p2=p2, n1=n1,
+                templates=templates, neg_templates=neg_templates)
+
+
 def run(args) -> List[dict]:
     """Compute, print and save; returns the summary rows."""
-    from mmcoop.utils.paths import claim_outputs
+    inputs = check_inputs(args)
+    classnames, templates = inputs['classnames'], inputs['templates']
+    p1, p2, n1 = inputs['p1'], inputs['p2'], inputs['n1']
+    neg_templates = inputs['neg_templates']
     summary = osp.join(args.out_dir, 'summary.csv')
     pairs = osp.join(args.out_dir, 'pairs.csv')
-    claim_outputs([summary, pairs] if args.save_pairs else [summary],
-                  force=args.force)
-    classnames = get_classnames(args.classes)
-    p1 = check_template(args.pos_prompt)
-    p2 = check_template(args.pos2_prompt)
-    n1 = check_template(args.neg_prompt) if args.neg_prompt else \
-        negate_template(p1, args.negation, args.negation_rule)
-    templates = load_templates(args.templates) if args.templates else list(
-        DEFAULT_TEMPLATE_BANK)
-    neg_templates = [
-        negate_template(t, args.negation, args.negation_rule)
-        for t in templates
-    ]
+    outputs = [summary, pairs] if args.save_pairs else [summary]
+    # checked now, the folder is made only when writing (the encoder may
+    # still fail to build)
+    claim_outputs(outputs, force=args.force, option='--out-dir',
+                  create_dirs=False)
     encoder = build_text_encoder(args.model_name, args.pretrained,
                                  args.cache_dir, args.device, args.tokenizer)
     progress = not args.no_progress
@@ -284,6 +321,7 @@ def run(args) -> List[dict]:
                         cosine=float(pp[ti, tj, ci])))
 
     print(format_table(rows, args.precision))
+    make_output_dirs(outputs, option='--out-dir')
     with open(summary, 'w', newline='', encoding='utf-8') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -36,6 +36,7 @@ Examples::
         --class person --config CFG.py --checkpoint CKPT.pth
 """
 import argparse
+import io
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from mmcoop.engine.cli import fraction, positive_int
-from mmcoop.utils.paths import claim_outputs
+from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.utils.prompt_templates import (PAPER_P1, check_template, fill,
                                            negate_template)
 
@@ -91,7 +92,8 @@ def parse_args(argv=None):
                         help='min-max per map or per class (default '
                         'separate)')
     parser.add_argument('--out', default=None,
-                        help='output PNG (default work_dirs/similarity_map/'
+                        help='output image; its extension picks the format '
+                        '(.png, .jpg, ...; default work_dirs/similarity_map/'
                         '<image stem>.png)')
     parser.add_argument('--save-npz', action='store_true',
                         help='also save the raw (H, W) maps next to the PNG')
@@ -140,9 +142,41 @@ def _load_rgb(path: str) -> Image.Image:
             from e
 
 
+def check_out(out: str, save_npz: bool = False) -> str:
+    """Refuse an ``--out`` that PIL cannot write as an RGB image (no or an
+    unknown extension, ``.npz``), before any model is built."""
+    if not out or not out.strip():
+        raise ValueError('--out is empty. Fix: give an image file name such '
+                         'as work_dirs/sim.png.')
+    stem, ext = osp.splitext(out)
+    ext = ext.lower()
+    if ext == '.npz':
+        raise ValueError(
+            f'--out {out!r}: the figure is an image, not an .npz. Fix: give '
+            f'--out {stem}.png' + ('' if save_npz else ' --save-npz') +
+            f' (the raw maps go to {stem}.npz next to it).')
+    formats = Image.registered_extensions()  # also loads PIL's plugins
+    fmt = formats.get(ext)
+    ok = fmt in Image.SAVE
+    if ok:  # e.g. XBM is saved only in mode '1': try a 1-pixel image
+        try:
+            Image.new('RGB', (1, 1)).save(io.BytesIO(), format=fmt)
+        except Exception:  # noqa: BLE001 - PIL's errors vary by format
+            ok = False
+    if not ok:
+        what = f'extension {ext!r}' if ext else 'no extension'
+        raise ValueError(
+            f'--out {out!r} has {what}; the extension picks the image '
+            f'format. Fix: end it with .png (or .jpg, .webp, ...), e.g. '
+            f'--out {stem}.png.')
+    return out
+
+
 def check_args(args) -> None:
     """Refuse argument combinations that would draw something else than
     asked (before any model is built)."""
+    if args.out is not None:
+        check_out(args.out, args.save_npz)
     blank = [c for c in args.classes if not c.strip()]
     if blank:
         raise ValueError('--class must name a class, got an empty name.')
@@ -164,6 +198,11 @@ def check_args(args) -> None:
     if args.config and not osp.isfile(args.config):
         raise FileNotFoundError(
             f'--config {args.config!r} is not a file. Fix: check the path.')
+    if args.checkpoint and '://' not in args.checkpoint and not osp.isfile(
+            args.checkpoint):
+        raise FileNotFoundError(
+            f'--checkpoint {args.checkpoint!r} is not a file. Fix: check the '
+            'path (or give a URL).')
     _colormap(args.cmap)
 
 
@@ -375,31 +414,54 @@ def map_stats(m: dict) -> dict:
                 corr=corr)
 
 
+def _prompts(args) -> Tuple[str, str]:
+    """The positive and negative templates, checked; errors name the
+    options."""
+    try:
+        pos = check_template(args.pos_prompt)
+    except ValueError as e:
+        raise ValueError(f'--pos-prompt: {e}') from None
+    if args.neg_prompt is not None:
+        try:
+            return pos, check_template(args.neg_prompt)
+        except ValueError as e:
+            raise ValueError(f'--neg-prompt: {e}') from None
+    try:
+        return pos, negate_template(pos, args.negation, args.negation_rule)
+    except ValueError as e:
+        raise ValueError(
+            f'--negation {args.negation!r} / --negation-rule '
+            f'{args.negation_rule!r}: {e}') from None
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
     image = _load_rgb(args.image)
+    if not args.config:
+        pos, neg = _prompts(args)
     out = args.out or osp.join(
         'work_dirs', 'similarity_map',
         osp.splitext(osp.basename(args.image))[0] + '.png')
     npz = osp.splitext(out)[0] + '.npz'
-    claim_outputs([out, npz] if args.save_npz else [out],
+    outputs = [out, npz] if args.save_npz else [out]
+    # checked now; the folder is made only when writing (a --class missing
+    # from the --config model is found once the model is built)
+    claim_outputs(outputs,
                   inputs=[args.image, *filter(None, [args.config,
                                                      args.checkpoint])],
-                  force=args.force)
+                  force=args.force, option='--out', create_dirs=False)
     if args.config:
         maps = learned_maps(args.image, args.classes, args.config,
                             args.checkpoint, args.device)
     else:
-        pos = check_template(args.pos_prompt)
-        neg = check_template(args.neg_prompt) if args.neg_prompt else \
-            negate_template(pos, args.negation, args.negation_rule)
         maps = handwritten_maps(image, args.classes, pos, neg,
                                 args.model_name, args.pretrained,
                                 args.input_size, args.cache_dir, args.device,
                                 args.tokenizer)
     fig = render(image, maps, args.panel_size, args.alpha, args.cmap,
                  args.norm)
+    make_output_dirs(outputs, option='--out')
     fig.save(out)
     h, w = next(iter(maps.values()))['pos'].shape
     for name, m in maps.items():
