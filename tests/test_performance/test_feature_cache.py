@@ -259,6 +259,20 @@ def test_interrupted_extraction_leaves_no_complete_cache(image_root, tmp_path):
     assert os.listdir(tmp_path) == []  # the partial directory is removed
 
 
+def test_extraction_device_the_machine_lacks_is_refused(
+        image_root, tmp_path):
+    """A device this machine does not have (cuda:99 here, with or without
+    CUDA) stops before anything is written, naming the option."""
+    dataset, backbone = make_dataset(image_root), build_backbone()
+    with pytest.raises(ValueError, match=(
+            r"feature_cache\.device='cuda:99': this machine has no such "
+            r"device\. Fix: leave it out .* or set it to 'cpu'")):
+        _cache(dataset, backbone, tmp_path / 'c', device='cuda:99')
+    assert os.listdir(tmp_path) == []
+    cached = _cache(dataset, backbone, tmp_path / 'c', device='cpu')
+    assert len(cached) == len(dataset)
+
+
 KILL_SCRIPT = textwrap.dedent('''
     import os, sys, time
     sys.path.insert(0, {helpers!r})
@@ -546,6 +560,9 @@ def test_config_switch_is_off_by_default(image_root, tmp_path):
     (dict(enabled='yes'), r'feature_cache.enabled must be True or False'),
     (dict(cache_root=3), r'feature_cache.cache_root must be a folder'),
     (dict(cache_dir='x'), r"unknown keys \['cache_dir'\]"),
+    (dict(device='gpu'), r"feature_cache.device must be None .* or a torch "
+     r"device string such as 'cpu'.*got 'gpu'"),
+    (dict(device=0), r'feature_cache.device must be None'),
 ])
 def test_config_switch_names_wrong_values(image_root, tmp_path, value, match):
     cfg = _image_config(image_root, tmp_path, None)

@@ -56,6 +56,27 @@ class _FeatureLoader:
 
 
 @DATASETS.register_module()
+def _extraction_device(name: Optional[str]) -> torch.device:
+    """The device of option ``device`` (None: CUDA where available, else
+    the CPU); one this machine does not have is refused naming the option,
+    before anything is written."""
+    if name is None:
+        return torch.device(f'cuda:{torch.cuda.current_device()}'
+                            if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    backend = getattr(torch, device.type, None)
+    count = getattr(backend, 'device_count', lambda: 0)
+    available = device.type == 'cpu' or (
+        getattr(backend, 'is_available', lambda: False)()
+        and (device.index is None or device.index < count()))
+    if not available:
+        raise ValueError(
+            f'feature_cache.device={name!r}: this machine has no such device. '
+            "Fix: leave it out (CUDA where available, else the CPU) or set "
+            "it to 'cpu'.")
+    return device
+
+
 class CachedFeatureDataset(DatasetWrapper):
     """Serve a frozen image tower's dense features from a disk cache.
 
@@ -410,14 +431,12 @@ class CachedFeatureDataset(DatasetWrapper):
 
     def _build(self, key, paths, backbone, preprocessor) -> None:
         logger = MMLogger.get_current_instance()
+        device = _extraction_device(self.device)
         remove_leftovers(self.cache_dir)
         tmp = partial_dir(self.cache_dir)
         if osp.exists(tmp):
             shutil.rmtree(tmp)
         os.makedirs(tmp)
-        device = torch.device(
-            self.device or (f'cuda:{torch.cuda.current_device()}'
-                            if torch.cuda.is_available() else 'cpu'))
         logger.info(f'Feature cache {self.cache_dir}: extracting {len(paths)} '
                     f'samples x {self.num_views} view(s) with '
                     f'{type(backbone).__name__} on {device} ({self.dtype}).')

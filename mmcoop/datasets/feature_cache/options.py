@@ -8,6 +8,8 @@ wrong type names the option and what it expects wherever it comes from.
 import numbers
 from typing import Callable, Dict, Tuple
 
+import torch
+
 from .images import VERIFY_MODES
 from .store import DTYPES
 
@@ -23,8 +25,18 @@ def _choice(choices) -> Callable:
     return lambda v: isinstance(v, str) and v in choices
 
 
-def _optional_str(v) -> bool:
-    return v is None or isinstance(v, str)
+def _device(v) -> bool:
+    """None, or a string ``torch.device`` accepts (``'cpu'``, ``'cuda'``,
+    ``'cuda:1'``, ...): 'gpu' would fail only when the cache is built."""
+    if v is None:
+        return True
+    if not isinstance(v, str):
+        return False
+    try:
+        torch.device(v)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _timeout(v) -> bool:
@@ -41,7 +53,8 @@ OPTIONS: Dict[str, Tuple[Callable, str]] = {
     'batch_size': (_int(1), 'a positive int (extraction batch size)'),
     'num_workers': (_int(0), 'an int >= 0 (extraction dataloader workers)'),
     'dtype': (_choice(DTYPES), f'one of {sorted(DTYPES)}'),
-    'device': (_optional_str, "None or a device string such as 'cuda'"),
+    'device': (_device, "None (CUDA where available, else the CPU) or a "
+               "torch device string such as 'cpu', 'cuda' or 'cuda:1'"),
     'shard_size': (_int(1), 'a positive int (samples per shard file)'),
     'on_mismatch': (_choice(('rebuild', 'error')), "'rebuild' or 'error'"),
     'verify': (_choice(VERIFY_MODES), "'fast' (size and modification time "
