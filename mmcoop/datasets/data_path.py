@@ -38,8 +38,7 @@ import warnings
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from mmcoop.datasets.transforms.cutout import check_cutout_factor
-from mmcoop.datasets.transforms.tensor_augment import \
-    _check_scale as check_scale
+from mmcoop.datasets.transforms.tensor_augment import check_scale
 from mmcoop.registry import MODELS, TRANSFORMS
 from mmcoop.utils.config_types import type_name
 

@@ -539,46 +539,52 @@ def test_sharpness_on_tiny_images_is_pils(size):
         assert not torch.equal(ref, as_tensor(img))
 
 
-@pytest.mark.parametrize('name', ['LoadImageTensor', 'LoadImageBytes'])
+LOADERS = ['LoadImageTensor', 'LoadImageBytes', 'LoadImageFromFileChecked']
+
+
+def _loader(name, **kwargs):
+    """One of the three image loaders (the tensor ones at 32 px)."""
+    if name != 'LoadImageFromFileChecked':
+        kwargs['scale'] = 32
+    return TRANSFORMS.build(dict(type=name, **kwargs))
+
+
+@pytest.mark.parametrize('name', LOADERS)
 @pytest.mark.parametrize('backend_args', ['disk', 123, ['local']])
-def test_tensor_loaders_refuse_bad_backend_args(name, backend_args):
+def test_loaders_refuse_bad_backend_args(name, backend_args):
     """Before: accepted, then every read failed blaming the path (and with
     ignore_empty=True every sample was silently dropped)."""
     with pytest.raises(ValueError, match=rf'{name}: backend_args must be '
                        r'None or a dict .*got ' +
                        re.escape(repr(backend_args)) +
                        r".*Fix: .*backend_args=dict\(backend='local'\)"):
-        TRANSFORMS.build(dict(type=name, scale=32,
-                              backend_args=backend_args))
+        _loader(name, backend_args=backend_args)
     for ok in (None, dict(backend='local')):
-        t = TRANSFORMS.build(dict(type=name, scale=32, backend_args=ok))
-        assert t.backend_args == ok
+        assert _loader(name, backend_args=ok).backend_args == ok
 
 
-@pytest.mark.parametrize('name', ['LoadImageTensor', 'LoadImageBytes'])
+@pytest.mark.parametrize('name', LOADERS)
 def test_read_errors_blame_the_path_or_backend_args(tmp_path, name):
     """A missing file or a directory: the OSError naming the file (skipped
     with ignore_empty); a file backend that fails otherwise (an unknown
     backend, wrong arguments): a RuntimeError naming backend_args, which
     ignore_empty does not hide."""
     path = _jpeg(tmp_path / 'a.jpg', 40, 30)
-    extra = dict(ignore_empty=True) if name == 'LoadImageTensor' else {}
+    extra = {} if name == 'LoadImageBytes' else dict(ignore_empty=True)
     for bad in (dict(backend='nope'), dict(backend='local', root='/data')):
-        t = TRANSFORMS.build(dict(type=name, scale=32, backend_args=bad,
-                                  **extra))
+        t = _loader(name, backend_args=bad, **extra)
         with pytest.raises(RuntimeError, match=rf'{name}: the file backend '
                            r'of backend_args=' + re.escape(repr(bad)) +
                            r" failed to read '.*a\.jpg'.*Fix: check "
                            r'backend_args'):
             t(dict(img_path=path))
-    good = TRANSFORMS.build(dict(type=name, scale=32,
-                                 backend_args=dict(backend='local')))
-    assert good(dict(img_path=path))['img_shape'] == (32, 32)
+    good = _loader(name, backend_args=dict(backend='local'))
+    assert good(dict(img_path=path))['img_shape'] in ((32, 32), (30, 40))
     for missing in (str(tmp_path / 'missing.jpg'), str(tmp_path)):
         with pytest.raises(OSError, match=r"Cannot read image file '" +
                            re.escape(missing) + r"' \((FileNotFound|"
                            r'IsADirectory)Error.*Fix: check data_root'):
             good(dict(img_path=missing))
-    if name == 'LoadImageTensor':
-        skip = TRANSFORMS.build(dict(type=name, scale=32, ignore_empty=True))
+    if name != 'LoadImageBytes':
+        skip = _loader(name, ignore_empty=True)
         assert skip(dict(img_path=str(tmp_path / 'missing.jpg'))) is None

@@ -1,12 +1,65 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
+"""Reading image files with errors that name the file and the fix (the
+loaders of every pipeline: :class:`LoadImageFromFileChecked` here,
+``LoadImageTensor`` and ``LoadImageBytes`` in :mod:`.tensor_augment`)."""
 from typing import Optional
 
 import mmcv
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmengine import fileio
+from PIL import Image
 
+from mmcoop.datasets.transforms.jpeg import PIXEL_LIMIT_FIX
 from mmcoop.registry import TRANSFORMS
+
+__all__ = ['LoadImageFromFileChecked', 'check_backend_args',
+           'read_image_bytes', 'decode_error']
+
+
+def check_backend_args(owner: str, backend_args) -> Optional[dict]:
+    """``backend_args``: None (local files) or a dict of mmengine file
+    backend arguments; anything else is refused naming ``owner``, the
+    field and the fix (else every read would fail, blaming the path)."""
+    if backend_args is not None and not isinstance(backend_args, dict):
+        raise ValueError(
+            f'{owner}: backend_args must be None or a dict of mmengine file '
+            f'backend arguments, got {backend_args!r}. Fix: leave it out for '
+            "local files, or e.g. backend_args=dict(backend='local').")
+    return backend_args
+
+
+def read_image_bytes(owner: str, path: str,
+                     backend_args: Optional[dict]) -> bytes:
+    """The bytes of an image file. A missing or unreadable file (an
+    ``OSError``: not found, a directory, no permission, ...) is an
+    ``OSError`` naming the file and the fix; any other failure of the file
+    backend a ``RuntimeError`` naming ``backend_args`` (a configuration
+    error, which ``ignore_empty`` must not hide)."""
+    try:
+        return fileio.get(path, backend_args=backend_args)
+    except OSError as e:
+        raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}: '
+                      f'{e}). Fix: check data_root / data_prefix and that '
+                      'the file exists.') from e
+    except Exception as e:  # noqa: BLE001 (the backend's own error)
+        raise RuntimeError(
+            f'{owner}: the file backend of backend_args={backend_args!r} '
+            f'failed to read {path!r} ({type(e).__name__}: {e}). Fix: check '
+            'backend_args (the backend name and its arguments; leave it out '
+            "for local files, or backend_args=dict(backend='local')).") from e
+
+
+def decode_error(path: str, data: bytes, error: Exception) -> OSError:
+    """The error of a file the official loader cannot decode: it names the
+    file and the fix (for PIL's decompression-bomb refusal: the pixel
+    limit, :data:`~mmcoop.datasets.transforms.jpeg.PIXEL_LIMIT_FIX`)."""
+    fix = (PIXEL_LIMIT_FIX
+           if isinstance(error, Image.DecompressionBombError) else
+           'The file is corrupt, truncated or not an image. Fix: re-download '
+           'it, or remove it from the annotations.')
+    return OSError(f'Cannot decode image file {path!r} ({len(data)} bytes; '
+                   f'{type(error).__name__}: {error}). {fix}')
 
 
 def _check_decoder(imdecode_backend, color_type) -> None:
@@ -70,6 +123,8 @@ class LoadImageFromFileChecked(LoadImageFromFile):
                  color_type: str = 'color_ignore_orientation',
                  **kwargs):
         _check_decoder(imdecode_backend, color_type)
+        check_backend_args('LoadImageFromFileChecked',
+                           kwargs.get('backend_args'))
         super().__init__(
             imdecode_backend=imdecode_backend, color_type=color_type, **kwargs)
 
@@ -78,19 +133,17 @@ class LoadImageFromFileChecked(LoadImageFromFile):
             return results  # decoded by the caller (mmpretrain inferencer)
         filename = results['img_path']
         try:
-            if self.file_client_args is not None:
+            if self.file_client_args is not None:  # mmcv's deprecated way
                 file_client = fileio.FileClient.infer_client(
                     self.file_client_args, filename)
                 img_bytes = file_client.get(filename)
             else:
-                img_bytes = fileio.get(
-                    filename, backend_args=self.backend_args)
-        except Exception as e:  # noqa: BLE001
+                img_bytes = read_image_bytes('LoadImageFromFileChecked',
+                                             filename, self.backend_args)
+        except OSError:
             if self.ignore_empty:
                 return None
-            raise OSError(f'Cannot read image file {filename!r} '
-                          f'({type(e).__name__}: {e}). Fix: check data_root / '
-                          'data_prefix and that the file exists.') from e
+            raise
         try:
             img = mmcv.imfrombytes(
                 img_bytes, flag=self.color_type, backend=self.imdecode_backend)
@@ -99,11 +152,7 @@ class LoadImageFromFileChecked(LoadImageFromFile):
         except Exception as e:  # noqa: BLE001
             if self.ignore_empty:
                 return None
-            raise OSError(
-                f'Cannot decode image file {filename!r} ({len(img_bytes)} '
-                f'bytes; {type(e).__name__}: {e}). The file is corrupt, '
-                'truncated or not an image. Fix: re-download it, or remove '
-                'it from the annotations.') from e
+            raise decode_error(filename, img_bytes, e) from e
         if img.ndim == 2:  # 'grayscale' color_type
             pass
         elif img.shape[2] == 4:  # 'unchanged' with alpha

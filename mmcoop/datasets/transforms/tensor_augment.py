@@ -39,13 +39,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
-from mmengine import fileio
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from mmcoop.datasets.transforms.cutout import check_cutout_factor
 from mmcoop.datasets.transforms.image_kind import require_tensor
-from mmcoop.datasets.transforms.jpeg import (DECODE_BACKENDS,
-                                             PIXEL_LIMIT_FIX, JpegHeader,
+from mmcoop.datasets.transforms.loading import (check_backend_args,
+                                                decode_error,
+                                                read_image_bytes)
+from mmcoop.datasets.transforms.jpeg import (DECODE_BACKENDS, JpegHeader,
                                              decode_jpeg_cpu, open_rgb,
                                              parse_header, rgb_tensor,
                                              torchcodec_or_error,
@@ -608,50 +609,6 @@ def _pil_rgb(bgr: torch.Tensor) -> Image.Image:
 
 
 # ------------------------------------------------------------- transforms
-def _check_backend_args(owner: str, backend_args) -> Optional[dict]:
-    """``backend_args``: None (local files) or a dict of mmengine file
-    backend arguments; anything else is refused naming ``owner``, the
-    field and the fix (else every read would fail, blaming the path)."""
-    if backend_args is not None and not isinstance(backend_args, dict):
-        raise ValueError(
-            f'{owner}: backend_args must be None or a dict of mmengine file '
-            f'backend arguments, got {backend_args!r}. Fix: leave it out for '
-            "local files, or e.g. backend_args=dict(backend='local').")
-    return backend_args
-
-
-def _read_bytes(owner: str, path: str, backend_args: Optional[dict]) -> bytes:
-    """The bytes of an image file. A missing or unreadable file (an
-    ``OSError``: not found, a directory, no permission, ...) is an
-    ``OSError`` naming the file and the fix; any other failure of the file
-    backend a ``RuntimeError`` naming ``backend_args`` (a configuration
-    error, which ``ignore_empty`` must not hide)."""
-    try:
-        return fileio.get(path, backend_args=backend_args)
-    except OSError as e:
-        raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}: '
-                      f'{e}). Fix: check data_root / data_prefix and that '
-                      'the file exists.') from e
-    except Exception as e:  # noqa: BLE001 (the backend's own error)
-        raise RuntimeError(
-            f'{owner}: the file backend of backend_args={backend_args!r} '
-            f'failed to read {path!r} ({type(e).__name__}: {e}). Fix: check '
-            'backend_args (the backend name and its arguments; leave it out '
-            "for local files, or backend_args=dict(backend='local')).") from e
-
-
-def _decode_failed(path: str, data: bytes, error: Exception) -> OSError:
-    """The error of a file the official loader cannot decode: it names the
-    file and the fix (for PIL's decompression-bomb refusal: the pixel
-    limit, :data:`~mmcoop.datasets.transforms.jpeg.PIXEL_LIMIT_FIX`)."""
-    fix = (PIXEL_LIMIT_FIX
-           if isinstance(error, Image.DecompressionBombError) else
-           'The file is corrupt, truncated or not an image. Fix: re-download '
-           'it, or remove it from the annotations.')
-    return OSError(f'Cannot decode image file {path!r} ({len(data)} bytes; '
-                   f'{type(error).__name__}: {error}). {fix}')
-
-
 def _img_path(owner: str, results: dict) -> str:
     """``results['img_path']``; results without one (an image decoded by
     the caller, e.g. inference on arrays) are refused naming the fix."""
@@ -665,7 +622,7 @@ def _img_path(owner: str, results: dict) -> str:
     return results['img_path']
 
 
-def _check_scale(owner: str, scale) -> Tuple[int, int]:
+def check_scale(owner: str, scale) -> Tuple[int, int]:
     """``scale`` (an int or ``(w, h)``, as mmcv's ``Resize``) -> ``(w, h)``
     positive ints; anything else is refused naming ``owner``."""
     pair = (scale, scale) if isinstance(scale, int) else scale
@@ -735,19 +692,19 @@ class LoadImageTensor(BaseTransform):
                     f'{value!r}.')
         if decode_backend == 'torchcodec':
             torchcodec_or_error('LoadImageTensor')
-        self.scale = _check_scale('LoadImageTensor', scale)
+        self.scale = check_scale('LoadImageTensor', scale)
         self.draft = check_flag('LoadImageTensor', 'draft', draft)
         self.resize_backend = resize_backend
         self.decode_backend = decode_backend
         self.ignore_empty = check_flag('LoadImageTensor', 'ignore_empty',
                                        ignore_empty)
-        self.backend_args = _check_backend_args('LoadImageTensor',
-                                                backend_args)
+        self.backend_args = check_backend_args('LoadImageTensor',
+                                               backend_args)
 
     def transform(self, results: dict) -> Optional[dict]:
         path = _img_path('LoadImageTensor', results)
         try:
-            data = _read_bytes('LoadImageTensor', path, self.backend_args)
+            data = read_image_bytes('LoadImageTensor', path, self.backend_args)
         except OSError:
             if self.ignore_empty:
                 return None
@@ -759,7 +716,7 @@ class LoadImageTensor(BaseTransform):
         except Exception as e:  # noqa: BLE001
             if self.ignore_empty:
                 return None
-            raise _decode_failed(path, data, e) from e
+            raise decode_error(path, data, e) from e
         results['img'] = _chw_bgr(rgb.permute(1, 2, 0).numpy())
         results['img_shape'] = size
         results['ori_shape'] = size
@@ -801,16 +758,16 @@ class LoadImageBytes(BaseTransform):
     def __init__(self, scale: Tuple[int, int], augment: bool = True,
                  cutout_factor: float = 0.5,
                  backend_args: Optional[dict] = None):
-        self.scale = _check_scale('LoadImageBytes', scale)
+        self.scale = check_scale('LoadImageBytes', scale)
         self.augment = check_flag('LoadImageBytes', 'augment', augment)
         self.cutout_factor = check_cutout_factor('LoadImageBytes',
                                                  cutout_factor)
-        self.backend_args = _check_backend_args('LoadImageBytes',
-                                                backend_args)
+        self.backend_args = check_backend_args('LoadImageBytes',
+                                               backend_args)
 
     def transform(self, results: dict) -> dict:
         path = _img_path('LoadImageBytes', results)
-        data = _read_bytes('LoadImageBytes', path, self.backend_args)
+        data = read_image_bytes('LoadImageBytes', path, self.backend_args)
         header = parse_header(data)
         if header is not None and header.device_decodable:
             # no EXIF: the device decoders must not rotate (the official
@@ -821,7 +778,7 @@ class LoadImageBytes(BaseTransform):
             try:
                 results['img'] = decode_rgb(data, backend='pillow')
             except Exception as e:  # noqa: BLE001
-                raise _decode_failed(path, data, e) from e
+                raise decode_error(path, data, e) from e
         w, h = self.scale
         aug = dict(size=(h, w))
         if self.augment:
