@@ -55,7 +55,6 @@ class _FeatureLoader:
         return f'{type(self).__name__}({self.owner.cache_dir!r})'
 
 
-@DATASETS.register_module()
 def _extraction_device(name: Optional[str]) -> torch.device:
     """The device of option ``device`` (None: CUDA where available, else
     the CPU); one this machine does not have is refused naming the option,
@@ -77,6 +76,7 @@ def _extraction_device(name: Optional[str]) -> torch.device:
     return device
 
 
+@DATASETS.register_module()
 class CachedFeatureDataset(DatasetWrapper):
     """Serve a frozen image tower's dense features from a disk cache.
 
