@@ -372,7 +372,8 @@ def check_clip_towers(cfg) -> None:
         ValueError: naming the two fields, their values and the fix.
     """
     from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
-    from mmcoop.models.backbones.clip_loader import clip_embed_dim
+    from mmcoop.models.backbones.clip_loader import (check_model_name,
+                                                     clip_embed_dim)
     model = cfg.get('model', None) or {}
     backbone, head = model.get('backbone'), model.get('head')
     image_cls = _model_class(backbone)
@@ -381,9 +382,14 @@ def check_clip_towers(cfg) -> None:
         return
     where = f' ({cfg.filename})' if getattr(cfg, 'filename', None) else ''
     image = {f: _arg(image_cls, backbone, f) for f in CLIP_IDENTITY}
+    # a typo is named as such, not as two different CLIPs
+    check_model_name(image['model_name'], '`model.backbone.model_name`')
     text_cfg = head.get('text_encoder')
     text_cls = _model_class(text_cfg)
     if text_cls and issubclass(text_cls, FrozenCLIPTextEncoder):
+        check_model_name(
+            _arg(text_cls, text_cfg, 'model_name'),
+            '`model.head.text_encoder.model_name`')
         for field in CLIP_IDENTITY:
             if field == 'init_seed' and image['pretrained'] is not None:
                 continue

@@ -260,12 +260,16 @@ def test_odd_image_modes_train_and_test(setup, tmp_path):
 def test_unknown_clip_name_and_unreadable_weights(setup, tmp_path):
     s = _settings(setup)
     s['model']['backbone']['model_name'] = 'RN101-quickgleu'
-    with pytest.raises(ValueError, match="'RN101-quickgleu'.*model_name"):
+    with pytest.raises(ValueError, match="Unknown open_clip model name "
+                       "'RN101-quickgleu' \\(field `model.backbone."
+                       "model_name`\\)"):
         _train(tmp_path, s)
     bad = tmp_path / 'RN101.pt'
     bad.write_bytes(b'<html>404 Not Found</html>')
     s = _settings(setup)
+    # both towers (one CLIP; check_clip_towers refuses two)
     s['model']['backbone']['pretrained'] = str(bad)
+    s['model']['head']['text_encoder']['pretrained'] = str(bad)
     with pytest.raises(RuntimeError) as err:
         _train(tmp_path, s)
     assert 'RN101.pt' in str(err.value)
