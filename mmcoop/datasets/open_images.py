@@ -15,7 +15,7 @@ from mmpretrain.datasets import MultiLabelDataset
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .tri_state import check_images_exist, dense_score
-from .utils import AnnotationError, build_pipeline
+from .utils import AnnotationError, build_pipeline, normalize_class_name
 
 __all__ = [
     'OpenImagesMultiLabel', 'OpenImagesLabels', 'load_open_images_labels',
@@ -104,7 +104,8 @@ def unique_display_names(ids: Sequence[str],
     """Class names for the prompts, one per id, all different.
 
     Some DisplayNames are shared by several label ids in the full
-    vocabulary; class names must be unique (they name the prompts and the
+    vocabulary (up to :func:`~.utils.normalize_class_name`); class names
+    must be unique (they name the prompts and the
     checkpoint's classes), so every repeat after the first gets its id in
     brackets: ``'Boot'``, ``'Boot (/m/0xyz)'``. The number renamed is
     logged.
@@ -112,7 +113,7 @@ def unique_display_names(ids: Sequence[str],
     seen = set()
     out = []
     for mid, name in zip(ids, names):
-        key = name.strip().lower()
+        key = normalize_class_name(name)
         out.append(f'{name} ({mid})' if key in seen else name)
         seen.add(key)
     renamed = sum(a != b for a, b in zip(out, names))

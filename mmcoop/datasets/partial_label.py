@@ -203,7 +203,8 @@ class PartialLabelDataset(DatasetWrapper):
         self.mode = mode
         self.seed = int(seed)
         self.unseen_classes = None if unseen_classes is None else \
-            read_class_list(unseen_classes)
+            read_class_list(unseen_classes,
+                            'PartialLabelDataset.unseen_classes')
         self.mask_file = mask_file = expand_user(
             mask_file, 'PartialLabelDataset.mask_file')
         self._known_mask = None

@@ -5,13 +5,16 @@ import os.path as osp
 import re
 from typing import Iterable, List, Optional, Sequence, Union
 
+from mmengine.fileio import get_text
+
 __all__ = [
     'AnnotationError', 'normalize_class_name', 'same_class_names',
     'check_given_classes', 'describe_class_difference',
     'describe_mismatch', 'path_is_inside',
     'check_outside_dataset', 'atomic_write_npy', 'atomic_write_json',
     'build_pipeline',
-    'check_not_empty', 'read_class_list', 'class_columns'
+    'check_not_empty', 'read_annotation_text', 'check_class_names',
+    'read_class_list', 'class_columns'
 ]
 
 
@@ -192,13 +195,64 @@ def check_not_empty(dataset) -> None:
         'iterate over. Fix: check `indices` and the split of the dataset.')
 
 
-def read_class_list(classes: Union[str, Sequence[str]]) -> List[str]:
-    """Class names from a list, or from a text file with one name a
-    line (blank lines skipped)."""
+def read_annotation_text(path: str, backend_args=None) -> str:
+    """The text of an annotation file (mmengine's ``get_text``). A folder,
+    or a file that is not UTF-8 text, is an :class:`AnnotationError`
+    naming the file and the fix; a missing file raises the backend's
+    ``FileNotFoundError`` (the caller names the layout it expects)."""
+    if osp.isdir(path):
+        raise AnnotationError(
+            f'{path}: is a folder, not an annotation file. Fix: give the '
+            'path of the file itself.')
+    try:
+        return get_text(path, backend_args=backend_args)
+    except UnicodeDecodeError as e:
+        raise AnnotationError(
+            f'{path}: not UTF-8 text (byte {e.start}: {e.reason}). Fix: save '
+            'the file as UTF-8.') from None
+
+
+def check_class_names(names: Sequence, where: str) -> List[str]:
+    """``names`` as a list of class names, each a non-empty string, no two
+    equal up to :func:`normalize_class_name` (they would be one class for
+    every class check, and one CLIP prompt); else a ``ValueError`` naming
+    ``where`` (e.g. ``'`classnames`'`` or ``"'k.txt': line"``) and the
+    entries."""
+    names = list(names)
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not normalize_class_name(name):
+            raise ValueError(
+                f'{where}[{i}] is {name!r}: each class needs a name (a '
+                'non-empty string; it enters the text prompt).')
+    seen = {}
+    for name in names:
+        seen.setdefault(normalize_class_name(name), []).append(name)
+    dups = [same for same in seen.values() if len(same) > 1]
+    if dups:
+        raise ValueError(
+            f'{where} has duplicates: {dups} (names equal up to case, '
+            "'_' and spaces). Each class needs a distinct name (it enters "
+            'the text prompt).')
+    return names
+
+
+def read_class_list(classes: Union[str, Sequence[str]],
+                    field: str = 'classes') -> List[str]:
+    """Class names from a list, or from a UTF-8 text file with one name a
+    line (a BOM, outer spaces and blank lines dropped), checked by
+    :func:`check_class_names`; a missing file names ``field``."""
     if isinstance(classes, str):
-        with open(classes, encoding='utf-8') as f:
-            return [line.strip() for line in f if line.strip()]
-    return [str(c) for c in classes]
+        path = osp.expanduser(classes)
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'{field}={classes!r} is not a file. Fix: give a list of '
+                f"class names (e.g. {field}=['dog', 'cat']) or the path of "
+                'a text file with one name a line.')
+        text = read_annotation_text(path).lstrip('\ufeff')
+        return check_class_names(
+            [line.strip() for line in text.splitlines() if line.strip()],
+            f'{classes!r} ({field})')
+    return check_class_names(classes, field)
 
 
 def class_columns(classes: Sequence[str], names: Sequence[str],

@@ -48,10 +48,12 @@ def test_925_count_is_checked(tmp_path):
     # a tag missing: 924
     with pytest.raises(AnnotationError, match=r'999 tags, 75 of them'):
         nuswide_925_seen(_tag_list(tmp_path, nus_tag_list()[1:]))
-    # a repeated tag: 925 lines, 924 distinct
+    # a repeated tag: named with the file (the class-list check)
     repeated = nus_tag_list()
     repeated[0] = repeated[1]
-    with pytest.raises(AnnotationError, match=r'924 distinct'):
+    tag = repeated[1]
+    with pytest.raises(ValueError, match=r"TagList1k\.txt' \(classes\) has "
+                       rf"duplicates: \[\['{tag}', '{tag}'\]\]"):
         nuswide_925_seen(_tag_list(tmp_path, repeated))
     with pytest.raises(FileNotFoundError,
                        match=r'nope.txt.*Fix: unpack NUS_WID_Tags.zip'):

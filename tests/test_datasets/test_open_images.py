@@ -91,3 +91,18 @@ def test_partial_label_wrapper_hides_known_labels_only(tmp_path):
     np.testing.assert_array_equal(got[known], full[known])
     assert (got[~known] == -1).all()
     assert ds.get_data_info(1)['gt_label'] == ([1] if known[1, 1] else [])
+
+
+def test_repeated_display_names_get_their_id():
+    """DisplayNames equal up to case, '_' and spaces (one prompt, one class
+    for every class check) get their label id, so a head takes them."""
+    from mmcoop.datasets.open_images import unique_display_names
+    from mmcoop.models.heads.base_head import resolve_classnames
+    ids = ['/m/a', '/m/b', '/m/c', '/m/d', '/m/e']
+    names = ['Boot', 'boot ', 'Traffic_light', 'traffic  light', 'Cat']
+    out = unique_display_names(ids, names)
+    assert out == ['Boot', 'boot  (/m/b)', 'Traffic_light',
+                   'traffic  light (/m/d)', 'Cat']
+    assert resolve_classnames(out) == out
+    with pytest.raises(ValueError, match='duplicates'):
+        resolve_classnames(names)

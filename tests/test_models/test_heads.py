@@ -532,6 +532,15 @@ def test_classnames_from_a_registered_dataset():
     ('NoSuchDataset', 'neither a list'),
     ([], 'empty'),
     (['cat', 'cat'], 'duplicates'),
+    # one prompt, one class for the datasets' class check
+    (['hair_drier', 'Hair drier ', 'cat'],
+     r"classnames has duplicates: \[\['hair_drier', 'Hair drier '\]\] "
+     r"\(names equal up to "
+     r"case, '_' and spaces\)"),
+    (['cat', '  '], r"classnames\[1\] is '  ': each class needs a name"),
+    (['cat', '_'], r"classnames\[1\] is '_'"),
+    (['cat', 5], r'classnames\[1\] is 5: .*non-empty string'),
+    (['cat', None], r'classnames\[1\] is None'),
 ])
 def test_bad_classnames(names, match):
     with pytest.raises(ValueError, match=match):

@@ -59,11 +59,12 @@ class UnseenClassMetric(PartialMultiLabelMetric):
             no_positive=no_positive,
             collect_device=collect_device,
             prefix=prefix)
-        self.unseen_classes = read_class_list(unseen_classes)
+        self.unseen_classes = read_class_list(
+            unseen_classes, 'UnseenClassMetric.unseen_classes')
         if not self.unseen_classes:
             raise ValueError('UnseenClassMetric: `unseen_classes` is empty.')
         self.seen_classes = None if seen_classes is None else \
-            read_class_list(seen_classes)
+            read_class_list(seen_classes, 'UnseenClassMetric.seen_classes')
         both = set(self.unseen_classes) & set(self.seen_classes or ())
         if both:
             raise ValueError(

@@ -9,6 +9,7 @@ from mmengine.registry import DefaultScope
 from mmpretrain.models.heads import MultiLabelClsHead
 from mmpretrain.structures import DataSample, label_to_onehot
 
+from mmcoop.datasets.utils import check_class_names
 from mmcoop.registry import DATASETS, MODELS
 
 
@@ -53,13 +54,10 @@ def resolve_classnames(
                 f'classnames={classnames!r} is neither a list of class names '
                 'nor a registered dataset type with METAINFO["classes"].')
         classnames = dataset_cls.METAINFO['classes']
-    classnames = [str(c) for c in classnames]
+    classnames = list(classnames)
     if not classnames:
         raise ValueError('`classnames` is empty: give one name per class.')
-    dups = sorted({c for c in classnames if classnames.count(c) > 1})
-    if dups:
-        raise ValueError(f'`classnames` has duplicates: {dups}. Each class '
-                         'needs a distinct name (it enters the text prompt).')
+    check_class_names(classnames, 'classnames')
     return classnames
 
 
