@@ -14,6 +14,12 @@ all call :func:`check_checkpoint_fits` before loading. It raises
   converter's ``meta.classnames``) differ from the classes the model is
   used with, ignoring case, ``_`` and spacing
   (:func:`mmcoop.datasets.utils.normalize_class_name`);
+* ``towers``: the checkpoint's ``meta.clip_towers`` (the frozen CLIP
+  towers it was trained on, recorded by
+  :class:`~mmcoop.engine.MMCoopRunner`) show another CLIP than the
+  model's for a tower both have (another architecture, QuickGELU, weights
+  tag or random seed; weights files are not compared by path): a head
+  trained on RN101 fits ViT-B/16's shapes, and would score nonsense;
 * the checkpoint shares no parameter name with the model at all (always).
 
 Keys the model does not have (besides frozen towers a full checkpoint may
@@ -41,7 +47,7 @@ __all__ = [
 ]
 
 #: the checks of the policy, all on by default.
-CHECKS = ('shapes', 'missing', 'classes')
+CHECKS = ('shapes', 'missing', 'classes', 'towers')
 
 #: key fragments of the official DualCoOp / PositiveCoOp checkpoints (see
 #: tools/model_converters/official_to_mmcoop.py).
@@ -92,6 +98,28 @@ def checkpoint_classes(checkpoint: dict) -> Optional[List[str]]:
     return list(classes) if classes else None
 
 
+def _check_towers(model: nn.Module, checkpoint: dict, filename: str) -> None:
+    """The ``towers`` check (module docstring)."""
+    from mmcoop.models.backbones.clip_loader import clip_difference
+    from mmcoop.models.backbones.frozen_clip import clip_towers
+    meta = checkpoint.get('meta')
+    recorded = meta.get('clip_towers') if isinstance(meta, dict) else None
+    if not isinstance(recorded, dict):
+        return  # not recorded (older, converted or foreign checkpoints)
+    for name, now in clip_towers(model).items():
+        then = recorded.get(name)
+        field = clip_difference(then, now) if isinstance(then,
+                                                         dict) else None
+        if field is not None:
+            raise CheckpointMismatchError(
+                f'Checkpoint {filename!r} was trained with another CLIP '
+                f'as `{name}`: {field}={then.get(field)!r} there, '
+                f'{now.get(field)!r} in this config (the checkpoint: '
+                f'{then}; the model: {now}). Its learned prompts and '
+                f'embeddings belong to that CLIP. {_FIX}; or set '
+                '`checkpoint_check = dict(towers=False)` to load it anyway.')
+
+
 def _frozen_keys(model: nn.Module) -> set:
     """State-dict keys of frozen towers (a full checkpoint may carry them)."""
     from mmcoop.models.backbones.frozen import FrozenMixin
@@ -139,8 +167,8 @@ def check_checkpoint_fits(
         model: the model (a DDP wrapper is unwrapped).
         checkpoint: the loaded checkpoint dict.
         filename: its path, for the messages.
-        checks: ``{'shapes'|'missing'|'classes': bool}``; missing keys are
-            True.
+        checks: ``{'shapes'|'missing'|'classes'|'towers': bool}``;
+            missing keys are True.
         class_targets: ``(what, classes)`` pairs the checkpoint's classes
             must equal, e.g. ``('the test dataset', [...])``. When empty,
             the head's ``classnames`` are used.
@@ -164,6 +192,8 @@ def check_checkpoint_fits(
             f'model of this config (checkpoint keys like '
             f'{list(revised)[:3]}, model keys like {list(own)[:3]}); '
             f'nothing would be loaded.{hint} {_FIX}.')
+    if checks['towers']:
+        _check_towers(model, checkpoint, filename)
     if checks['shapes']:
         bad = [(k, tuple(v.shape), own[k]) for k, v in revised.items()
                if k in own and isinstance(v, torch.Tensor)

@@ -317,11 +317,6 @@ def check_unseen_class_head(cfg) -> None:
         'remove `unseen_classes` and `UnseenClassMetric` from the config.')
 
 
-#: the constructor fields that make an image tower and a text tower one
-#: CLIP (``init_seed`` only for random weights, ``pretrained=None``)
-CLIP_IDENTITY = ('model_name', 'pretrained', 'force_quick_gelu', 'init_seed')
-
-
 def _model_class(cfg) -> Optional[type]:
     """The class a model config's ``type`` names in mmcoop's scope (None
     for a missing or unknown type: building the model names it)."""
@@ -358,8 +353,9 @@ def check_clip_towers(cfg) -> None:
     """Refuse a config whose image and text towers are not one CLIP.
 
     A ``FrozenCLIP`` backbone and the head's ``FrozenCLIPTextEncoder`` must
-    agree on :data:`CLIP_IDENTITY` (missing keys read as the constructor
-    defaults): the prompt heads compare image regions with text features,
+    agree on ``CLIP_IDENTITY`` (:mod:`~mmcoop.models.backbones.clip_loader`;
+    missing keys read as the constructor defaults): the prompt heads
+    compare image regions with text features,
     which only share an embedding space within one CLIP. Two different
     CLIPs of the same width would otherwise train without an error (e.g.
     ``--cfg-options model.backbone.pretrained=FILE`` with the text encoder
@@ -372,7 +368,8 @@ def check_clip_towers(cfg) -> None:
         ValueError: naming the two fields, their values and the fix.
     """
     from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
-    from mmcoop.models.backbones.clip_loader import (check_model_name,
+    from mmcoop.models.backbones.clip_loader import (CLIP_IDENTITY,
+                                                     check_model_name,
                                                      clip_embed_dim)
     model = cfg.get('model', None) or {}
     backbone, head = model.get('backbone'), model.get('head')

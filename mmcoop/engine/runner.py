@@ -1,6 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """MMEngine runner with safe checkpoint loading and crash-safe saving."""
 import copy
+import inspect
 import os
 import os.path as osp
 import re
@@ -455,13 +456,24 @@ class MMCoopRunner(Runner):
     # save
     # ------------------------------------------------------------------
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs):
-        """Save as MMEngine does; local files go through
+        """Save as MMEngine does, with ``meta['clip_towers']`` (the frozen
+        CLIP towers of the model, :func:`~mmcoop.models.backbones.
+        frozen_clip.clip_towers`, which the load policy compares); local
+        files go through
         :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temp file
         + rename) unless the caller chose a backend (``backend_args`` /
         ``file_client_args``, as ``CheckpointHook`` passes them)."""
-        file_client_args = args[0] if args else kwargs.get('file_client_args')
-        backend_args = args[5] if len(args) > 5 else kwargs.get('backend_args')
-        if (file_client_args is None and backend_args is None
-                and len(args) <= 5 and '://' not in str(out_dir)):
-            kwargs['backend_args'] = dict(ATOMIC_BACKEND_ARGS)
-        return super().save_checkpoint(out_dir, filename, *args, **kwargs)
+        from mmcoop.models.backbones.frozen_clip import clip_towers
+        bound = inspect.signature(Runner.save_checkpoint).bind(
+            self, out_dir, filename, *args, **kwargs)
+        bound.apply_defaults()
+        call = dict(bound.arguments)
+        del call['self']
+        if (call['file_client_args'] is None and call['backend_args'] is None
+                and '://' not in str(out_dir)):
+            call['backend_args'] = dict(ATOMIC_BACKEND_ARGS)
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        call['meta'] = dict(call['meta'] or {},
+                            clip_towers=clip_towers(model))
+        return super().save_checkpoint(**call)

@@ -37,8 +37,16 @@ def setup(tiny_assets, tmp_path_factory):
     }
     torch.save({'epoch': 50, 'arch': 'RN101', 'state_dict': official},
                tmp / 'model_best.pth.tar')
+    # the same tensors, recorded as trained on another CLIP of that width
+    towers = {
+        name: dict(model_name='mmcoop-tiny-ViT', pretrained=None,
+                   force_quick_gelu=False, init_seed=0)
+        for name in ('backbone', 'head.text_encoder')
+    }
+    torch.save({'state_dict': state, 'meta': dict(clip_towers=towers)},
+               tmp / 'other_clip.pth')
     images = sorted(glob.glob(osp.join(data_root, 'val2014', '*.jpg')))
-    return dict(tmp=tmp, cfg=cfg, images=images)
+    return dict(tmp=tmp, cfg=cfg, images=images, clip=tiny_assets['clip'])
 
 
 def _entry_points(setup, ckpt, work):
@@ -92,3 +100,35 @@ def test_partial_load_only_on_explicit_request(setup, tmp_path):
     loaded = torch.load(ckpt, weights_only=True)['state_dict']
     torch.testing.assert_close(model.head.pos_residual.detach(),
                                loaded['head.pos_residual'])
+
+
+@pytest.mark.parametrize('entry', ['test_tool', 'init_model', 'load_from'])
+def test_checkpoint_of_another_clip_is_refused(setup, tmp_path, entry):
+    """A head trained on another CLIP whose shapes fit (the same widths)
+    is refused naming the tower and the field: its prompts belong to that
+    CLIP. Loading it anyway takes an explicit request."""
+    from mmcoop.apis import init_model
+    ckpt = str(setup['tmp'] / 'other_clip.pth')
+    with pytest.raises(CheckpointMismatchError, match=(
+            r"other_clip\.pth' was trained with another CLIP as `backbone`: "
+            r"model_name='mmcoop-tiny-ViT' there, 'mmcoop-tiny-RN' in this "
+            r'config.*checkpoint_check = dict\(towers=False\)')):
+        _entry_points(setup, ckpt, str(tmp_path / 'w'))[entry]()
+    if entry == 'init_model':
+        with pytest.warns(UserWarning, match='another CLIP'):
+            init_model(setup['cfg'], ckpt, strict=False)
+
+
+def test_checkpoints_record_their_clip_towers(setup, tmp_path):
+    """Every checkpoint the runner saves records the frozen CLIP towers of
+    its model (meta['clip_towers']), which the load policy compares."""
+    from mmcoop.apis import init_model
+    work = tmp_path / 'w'
+    load_tool('tools/train.py').main([setup['cfg'], '--work-dir', str(work)])
+    ckpt = str(work / 'epoch_1.pth')
+    meta = torch.load(ckpt, weights_only=False)['meta']  # just written
+    tower = dict(model_name='mmcoop-tiny-RN', pretrained=setup['clip'],
+                 force_quick_gelu=False, init_seed=0)
+    assert meta['clip_towers'] == {'backbone': tower,
+                                   'head.text_encoder': tower}
+    init_model(setup['cfg'], ckpt)  # its own config: loads

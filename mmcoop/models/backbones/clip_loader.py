@@ -187,6 +187,38 @@ def check_model_name(model_name: str, field: str = '`model_name`') -> None:
             "tiny config such as 'mmcoop-tiny-RN'.")
 
 
+#: the constructor fields that make two frozen towers one CLIP (the same
+#: architecture and weights; ``init_seed`` only for random weights)
+CLIP_IDENTITY = ('model_name', 'pretrained', 'force_quick_gelu', 'init_seed')
+
+
+def is_weights_path(pretrained) -> bool:
+    """Whether ``pretrained`` names a local weights file (not an open_clip
+    tag): it exists, holds a path separator or has a weights suffix."""
+    text = str(pretrained)
+    return (osp.exists(osp.expanduser(text)) or os.sep in text
+            or text.endswith(_WEIGHT_FILE_SUFFIXES))
+
+
+def clip_difference(a: dict, b: dict) -> Optional[str]:
+    """The :data:`CLIP_IDENTITY` field in which two towers' identities
+    (dicts of those fields) show different CLIPs, or None where they may be
+    one. Weights files are not compared by path (one file lies at other
+    paths on other machines); tags are, and random weights by their seed."""
+    for field in ('model_name', 'force_quick_gelu'):
+        if a.get(field) != b.get(field):
+            return field
+    wa, wb = a.get('pretrained'), b.get('pretrained')
+    if (wa is None) != (wb is None):
+        return 'pretrained'
+    if wa is None:
+        return None if a.get('init_seed') == b.get('init_seed') \
+            else 'init_seed'
+    if is_weights_path(wa) or is_weights_path(wb):
+        return None
+    return None if wa == wb else 'pretrained'
+
+
 def clip_embed_dim(model_name: str) -> Optional[int]:
     """The joint embedding width D of the open_clip architecture
     ``model_name`` from its config (None for a name open_clip does not
@@ -206,9 +238,7 @@ def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
             f'CLIP {model_name} is randomly initialised (pretrained=None): '
             'fine for tests and the offline demo, meaningless for real data.')
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
-    elif osp.exists(osp.expanduser(str(pretrained))) \
-            or os.sep in str(pretrained) \
-            or str(pretrained).endswith(_WEIGHT_FILE_SUFFIXES):
+    elif is_weights_path(pretrained):
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
         load_clip_weights(model, osp.expanduser(str(pretrained)),
                           model_name)

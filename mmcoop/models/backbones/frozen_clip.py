@@ -1,6 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Frozen open_clip towers: dense image features and prompt text encoding."""
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import (Callable, Dict, List, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 import torch.nn as nn
@@ -13,8 +14,8 @@ from torch.utils.checkpoint import checkpoint
 
 from mmcoop.registry import MODELS
 from mmcoop.utils.value_checks import check_flag, check_int
-from .clip_loader import (build_clip_tokenizer, build_open_clip,
-                          resize_attnpool_pos_embed,
+from .clip_loader import (CLIP_IDENTITY, build_clip_tokenizer,
+                          build_open_clip, resize_attnpool_pos_embed,
                           resize_vit_pos_embed)
 from .frozen import FrozenMixin
 
@@ -129,6 +130,7 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir, init_seed)
         self.model_name = model_name
+        self.clip_identity = _identity(locals())
         self.visual = clip.visual
         del clip
         if isinstance(self.visual, ModifiedResNet):
@@ -507,6 +509,7 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                 'embeddings to (HF text model, CoCa class token or padding '
                 'mask); mmcoop supports the open_clip text transformer.')
         self.model_name = model_name
+        self.clip_identity = _identity(locals())
         self.token_embedding = text.token_embedding
         self.positional_embedding = text.positional_embedding
         self.transformer = text.transformer
@@ -675,6 +678,24 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         self.check_fit(
             texts, tokens, 'Fix: shorten the class name or the template.')
         return self.forward(self.embed_tokens(tokens), tokens)
+
+
+def _identity(args: dict) -> dict:
+    """The :data:`~.clip_loader.CLIP_IDENTITY` fields of a tower's
+    constructor arguments (plain data, recorded in checkpoints)."""
+    return {field: args[field] for field in CLIP_IDENTITY}
+
+
+def clip_towers(model: nn.Module) -> Dict[str, dict]:
+    """``{module path: clip_identity}`` of the frozen CLIP towers in
+    ``model`` (e.g. ``'backbone'``, ``'head.text_encoder'``); MMCoopRunner
+    records it in every checkpoint's ``meta['clip_towers']``, and the load
+    policy compares it (:mod:`mmcoop.engine.checkpoint_fit`)."""
+    return {
+        name: dict(module.clip_identity)
+        for name, module in model.named_modules()
+        if isinstance(module, (FrozenCLIP, FrozenCLIPTextEncoder))
+    }
 
 
 _AUTOCAST_DTYPES = {
