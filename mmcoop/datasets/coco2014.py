@@ -6,15 +6,17 @@ from collections import namedtuple
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
-from mmengine.fileio import get_text, join_path
+from mmengine.fileio import join_path
 from mmengine.logging import MMLogger
 from mmpretrain.datasets import MultiLabelDataset
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .categories import COCO2014_CATEGORIES
-from .utils import (AnnotationError, build_pipeline, check_given_classes,
-                    check_not_empty, same_class_names)
+from .tri_state import resolve_class_args
+from .utils import (AnnotationError, build_pipeline, check_class_names,
+                    check_given_classes, check_not_empty, read_annotation_text,
+                    same_class_names)
 
 __all__ = ['COCO2014MultiLabel', 'CocoLabels', 'load_coco_multilabel']
 
@@ -43,7 +45,10 @@ def _compact(obj: dict):
     if 'category_id' in obj and 'image_id' in obj:
         return (obj.get('id'), obj['image_id'], obj['category_id'])
     if 'file_name' in obj:
-        return {'id': obj.get('id'), 'file_name': obj['file_name']}
+        kept = {'id': obj.get('id'), 'file_name': obj['file_name']}
+        if 'name' in obj:  # a category with a file_name (an icon...)
+            kept['name'] = obj['name']
+        return kept
     if 'counts' in obj and 'size' in obj and len(obj) == 2:
         return None  # RLE segmentation of a crowd annotation
     return obj
@@ -78,7 +83,7 @@ def load_coco_multilabel(ann_file: str,
         CocoLabels: categories, images with their label indices, count.
     """
     try:
-        text = get_text(ann_file, backend_args=backend_args)
+        text = read_annotation_text(ann_file, backend_args)
     except FileNotFoundError:
         raise FileNotFoundError(
             f'COCO annotation file not found: {ann_file!r}. Expected the '
@@ -113,9 +118,11 @@ def load_coco_multilabel(ann_file: str,
     seen_cat = set()
     for i, c in enumerate(data['categories']):
         if not isinstance(c, dict):
+            got = ('an annotation (it has "image_id" and "category_id")'
+                   if type(c) is tuple else type(c).__name__)
             raise AnnotationError(
                 f'{ann_file}: categories[{i}] must be an object with "id" '
-                f'and "name", got {type(c).__name__}. {fix}')
+                f'and "name", got {got}. {fix}')
         for key, ok, tname in (('id', _is_int, 'an integer'),
                                ('name', lambda v: isinstance(v, str),
                                 'a string')):
@@ -136,18 +143,19 @@ def load_coco_multilabel(ann_file: str,
     if not cats:
         raise AnnotationError(f'{ann_file}: "categories" is empty. '
                               f'{fix}')
-    cats.sort()
-    names = [n for _, n in cats]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
+    try:  # in file order, so that categories[i] is the file's entry
+        check_class_names([n for _, n in cats], f'{ann_file}: categories')
+    except ValueError as e:
         raise AnnotationError(
-            f'{ann_file}: duplicate category names {sorted(dup)}; class '
-            f'names enter the prompts and must be unique. {fix}')
+            f'{e} Category names enter the prompts; names equal up to case, '
+            f"'_' and spaces are one class. {fix}") from None
+    cats.sort()
     cat2idx = {cid: k for k, (cid, _) in enumerate(cats)}
 
     # ---- images ----
     images = {}
     image_order = []
+    by_name = {}  # normalised file_name -> (index, id)
     for i, img in enumerate(data['images']):
         if not isinstance(img, dict) or 'file_name' not in img:
             raise AnnotationError(
@@ -166,6 +174,16 @@ def load_coco_multilabel(ann_file: str,
             raise AnnotationError(
                 f'{ann_file}: duplicate image id {iid} (images[{i}] '
                 f'{fname!r} and {images[iid]!r}). {fix}')
+        key = osp.normpath(fname)
+        if key in by_name:
+            j, jid = by_name[key]
+            raise AnnotationError(
+                f'{ann_file}: images[{i}] (id={iid}, {fname!r}) and '
+                f'images[{j}] (id={jid}, {images[jid]!r}) are the same '
+                'file; its annotations would be split between two '
+                'contradictory samples. Fix: list each image once and point '
+                'its annotations to that id.')
+        by_name[key] = (i, iid)
         images[iid] = fname
         image_order.append(iid)
 
@@ -294,6 +312,8 @@ class COCO2014MultiLabel(MultiLabelDataset):
         self.backend_args = backend_args
         self._explicit_classes = classes is not None or (
             metainfo is not None and 'classes' in metainfo)
+        classes, metainfo = resolve_class_args('COCO2014MultiLabel', classes,
+                                               metainfo)
         data_root = expand_user(data_root, 'COCO2014MultiLabel.data_root')
         ann_file = expand_user(ann_file, 'COCO2014MultiLabel.ann_file')
         if isinstance(data_prefix, dict):

@@ -2,17 +2,27 @@
 """Any multi-label set given as a CSV table ``image,labels[,negatives]``."""
 import csv
 import io
+import os.path as osp
 from typing import List, Optional, Sequence, Union
 
-from mmengine.fileio import get_text, join_path
+from mmengine.fileio import join_path
 from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .tri_state import TriStateMultiLabelDataset
-from .utils import AnnotationError
+from .utils import (AnnotationError, check_class_names,
+                    normalize_class_name, read_annotation_text)
 
 __all__ = ['MultiLabelCSVDataset']
+
+
+class _DefaultColumn(str):
+    """The default ``negative_column``: used if the header has it (an
+    explicitly set column must be in the header)."""
+
+
+_NEGATIVES = _DefaultColumn('negatives')
 
 
 @DATASETS.register_module()
@@ -48,9 +58,12 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
     explicit list when train and test are separate files, so both have the
     same classes in the same order.
 
-    Errors name the file, the line and the fix: missing columns, unknown
-    label names, a class both positive and negative, duplicate images, an
-    empty file, images missing on disk (``check_images``).
+    Errors name the file, the line and the fix: missing columns (an
+    explicitly set ``negative_column`` included), unknown label names, a
+    class both positive and negative, duplicate images (also spelt
+    differently, ``a.jpg`` / ``./a.jpg``), an unclosed quote, a label with a
+    line break, label names equal up to case/``_``/spaces, an empty file, a
+    file that is not UTF-8, images missing on disk (``check_images``).
 
     Args:
         ann_file (str): The CSV file (relative to ``data_root``).
@@ -61,9 +74,11 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
             ``'image'``.
         label_column (str): Column with the positive labels. Defaults to
             ``'labels'``.
-        negative_column (str, optional): Column with the verified negatives;
-            used if the header has it. None: never. Defaults to
-            ``'negatives'``.
+        negative_column (str, optional): Column with the verified negatives.
+            The default ``'negatives'`` is used if the header has it; a
+            column set explicitly must be in the header (else an error,
+            not a silent switch to complete labels). None: never. Defaults
+            to ``'negatives'``.
         label_separator (str): Separator inside a label cell. Defaults to
             ``';'``.
         delimiter (str): CSV field delimiter. Defaults to ``','``.
@@ -84,7 +99,7 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                  data_prefix: Union[str, dict] = '',
                  image_column: str = 'image',
                  label_column: str = 'labels',
-                 negative_column: Optional[str] = 'negatives',
+                 negative_column: Optional[str] = _NEGATIVES,
                  label_separator: str = ';',
                  delimiter: str = ',',
                  check_images: bool = True,
@@ -118,12 +133,26 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
         the file has the negatives column."""
         f = self.ann_file
         try:
-            text = get_text(f, backend_args=self.backend_args)
+            text = read_annotation_text(f, self.backend_args)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f'MultiLabelCSVDataset: annotation file {f!r} not found. '
                 'Fix: check data_root / ann_file.') from None
-        reader = csv.reader(io.StringIO(text), delimiter=self.delimiter)
+        reader = csv.reader(
+            io.StringIO(text), delimiter=self.delimiter, strict=True)
+        start = [1]  # the line the row being read starts on
+        try:
+            return self._parse(reader, start)
+        except csv.Error as e:
+            raise AnnotationError(
+                f'{f}: line {start[0]}: not valid CSV ({e} at line '
+                f'{reader.line_num}); probably a quote (") opened on line '
+                f'{start[0]} is never closed, which takes the rest of the '
+                'file into one cell. Fix: close the quote, or remove '
+                'it.') from None
+
+    def _parse(self, reader, start):
+        f = self.ann_file
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
             raise AnnotationError(
@@ -131,6 +160,7 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                 f'"{self.image_column}{self.delimiter}{self.label_column}" '
                 'and one row per image.')
         header = [h.strip().lstrip('\ufeff') for h in header]
+        start[0] = reader.line_num + 1
         col = {}
         for key in (self.image_column, self.label_column):
             if key not in header:
@@ -142,42 +172,70 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
             col[key] = header.index(key)
         neg = self.negative_column
         has_neg = neg is not None and neg in header
+        if (neg is not None and not has_neg
+                and not isinstance(neg, _DefaultColumn)):
+            raise AnnotationError(
+                f'{f}: line 1 (header) has no column {neg!r}, which was set '
+                f'as negative_column (found {header}). Without it every '
+                'unlisted class would count as verified absent (0) instead '
+                'of unknown (-1). Fix: add the column, correct '
+                'negative_column=, or set negative_column=None for a '
+                'complete labelling.')
         width = max(col.values()) + 1
         if has_neg:
             col[neg] = header.index(neg)
             width = max(width, col[neg] + 1)
         sep = self.label_separator
 
-        def names(cell):
-            return [n.strip() for n in cell.split(sep) if n.strip()]
+        def names(cell, line, column):
+            out = [n.strip() for n in cell.split(sep) if n.strip()]
+            for n in out:
+                if '\n' in n or '\r' in n:
+                    raise AnnotationError(
+                        f'{f}: line {line}: a label in column {column!r} '
+                        f'contains a line break ({n!r:.80}); probably a '
+                        'quote (") opened on that line closes on a later '
+                        'one. Fix: remove the quote or the line break.')
+            return out
 
         rows = []
         seen = {}
         for row in reader:
-            line = reader.line_num
+            first = start[0]
+            start[0] = reader.line_num + 1
             if not any(c.strip() for c in row):
                 continue
             row = row + [''] * (width - len(row))
             image = row[col[self.image_column]].strip()
             if not image:
                 raise AnnotationError(
-                    f'{f}: line {line} has an empty {self.image_column!r} '
+                    f'{f}: line {first} has an empty {self.image_column!r} '
                     'field. Fix: give the image path or remove the line.')
-            if image in seen:
+            if '\n' in image or '\r' in image:
                 raise AnnotationError(
-                    f'{f}: line {line} repeats image {image!r} (first on '
-                    f'line {seen[image]}). Fix: merge the two rows into one '
-                    'row with all the labels of the image.')
-            seen[image] = line
-            pos = names(row[col[self.label_column]])
-            negs = names(row[col[neg]]) if has_neg else []
+                    f'{f}: line {first}: the {self.image_column!r} field '
+                    f'contains a line break ({image!r:.80}). Fix: remove '
+                    'the quote (") or the line break.')
+            key = osp.normpath(image)
+            if key in seen:
+                first_line, first_image = seen[key]
+                spelt = ('' if first_image == image else
+                         f', spelt {first_image!r} there')
+                raise AnnotationError(
+                    f'{f}: line {first} repeats image {image!r} (first on '
+                    f'line {first_line}{spelt}). Fix: merge the two rows '
+                    'into one row with all the labels of the image.')
+            seen[key] = (first, image)
+            pos = names(row[col[self.label_column]], first,
+                        self.label_column)
+            negs = names(row[col[neg]], first, neg) if has_neg else []
             both = sorted(set(pos) & set(negs))
             if both:
                 raise AnnotationError(
-                    f'{f}: line {line} ({image}) lists {both} both in '
+                    f'{f}: line {first} ({image}) lists {both} both in '
                     f'{self.label_column!r} and in {neg!r}. Fix: keep each '
                     'class in one of the two columns.')
-            rows.append((line, image, pos, negs))
+            rows.append((first, image, pos, negs))
         if not rows:
             raise AnnotationError(
                 f'{f}: the header has no data rows below it. Fix: add one '
@@ -195,6 +253,7 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                     f'{self.ann_file}: no row has a label, so no class list '
                     'can be taken from the data. Fix: add labels or pass '
                     '`classes=`.')
+            self._check_found_classes(found, rows)
             MMLogger.get_current_instance().info(
                 f'{self.ann_file}: {len(found)} classes taken from the data '
                 '(sorted names); pass `classes=` to fix their order when '
@@ -216,6 +275,31 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                 info['gt_negative'] = sorted({index[n] for n in negs})
             data_list.append(info)
         return data_list
+
+    def _check_found_classes(self, found, rows) -> None:
+        """The names taken from the data must be distinct classes (not
+        ``'Dog'`` and ``'dog'``: one prompt, one class for every check)."""
+        try:
+            check_class_names(found, f'{self.ann_file}: labels')
+        except ValueError as e:
+            groups = {}
+            for n in found:
+                groups.setdefault(normalize_class_name(n), []).append(n)
+            bad = {
+                n
+                for key, same in groups.items()
+                if not key or len(same) > 1 for n in same
+            }
+            where = {}
+            for line, _, pos, negs in rows:
+                for n in pos + negs:
+                    if n in bad:
+                        where.setdefault(n, line)
+            lines = ', '.join(f'{n!r} on line {where[n]}' for n in found
+                              if n in where)
+            raise AnnotationError(
+                f'{e} First seen: {lines}. Fix: spell each class the same '
+                'way on every line (one name per class).') from None
 
     def _image_fix(self) -> str:
         return (f'check the {self.image_column!r} column and data_root / '

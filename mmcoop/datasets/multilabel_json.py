@@ -1,6 +1,5 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Any multi-label set given as a COCO-style JSON (that is not COCO)."""
-import os.path as osp
 from typing import List, Optional, Sequence, Union
 
 from mmengine.fileio import join_path
@@ -90,15 +89,16 @@ class MultiLabelJSONDataset(TriStateMultiLabelDataset):
 
     def load_data_list(self) -> List[dict]:
         """Parse the file with :func:`load_coco_multilabel`."""
-        if '://' not in self.ann_file and not osp.isfile(self.ann_file):
+        try:  # read_annotation_text: a folder / non-UTF-8 file named
+            coco = load_coco_multilabel(
+                self.ann_file,
+                backend_args=self.backend_args,
+                filter_empty=self.filter_empty,
+                fix=_FIX)
+        except FileNotFoundError:
             raise FileNotFoundError(
                 f'MultiLabelJSONDataset: annotation file {self.ann_file!r} '
-                'not found. Fix: check data_root / ann_file.')
-        coco = load_coco_multilabel(
-            self.ann_file,
-            backend_args=self.backend_args,
-            filter_empty=self.filter_empty,
-            fix=_FIX)
+                'not found. Fix: check data_root / ann_file.') from None
         self._set_classes([name for _, name in coco.categories])
         if not coco.images:
             raise AnnotationError(

@@ -18,12 +18,34 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from mmpretrain.datasets import MultiLabelDataset
 
-from .utils import AnnotationError, build_pipeline, check_not_empty
+from .utils import (AnnotationError, build_pipeline, check_not_empty,
+                    read_class_list)
 
 __all__ = [
     'TriStateMultiLabelDataset', 'check_images_exist', 'missing_images',
-    'dense_score'
+    'dense_score', 'resolve_class_args'
 ]
+
+
+def resolve_class_args(owner: str, classes=None, metainfo=None):
+    """``classes`` and ``metainfo`` of a dataset with the class list read
+    and checked once by :func:`read_class_list` (a file: BOM, outer spaces
+    and blank lines dropped; names equal up to case/``_``/spaces refused; a
+    missing file names ``<owner>.classes``).
+
+    mmpretrain's ``_compat_classes`` (and mmengine's ``_load_metainfo``)
+    would read a file with ``list_from_file``: blank lines and trailing
+    spaces become classes and shift every index after them.
+    """
+    if isinstance(classes, (str, list, tuple)):
+        classes = tuple(read_class_list(classes, f'{owner}.classes'))
+    if metainfo is not None and isinstance(
+            metainfo.get('classes'), (str, list, tuple)):
+        metainfo = dict(metainfo)
+        metainfo['classes'] = tuple(
+            read_class_list(metainfo['classes'],
+                            f'{owner}.metainfo.classes'))
+    return classes, metainfo
 
 
 def dense_score(num_classes: int, positives: Sequence[int],
@@ -96,6 +118,12 @@ class TriStateMultiLabelDataset(MultiLabelDataset):
     def __init__(self, *args, check_images: bool = True, **kwargs):
         self.check_images = check_images
         kwargs['pipeline'] = build_pipeline(kwargs.get('pipeline', ()))
+        classes, metainfo = resolve_class_args(type(self).__name__,
+                                               kwargs.get('classes'),
+                                               kwargs.get('metainfo'))
+        for key, value in (('classes', classes), ('metainfo', metainfo)):
+            if key in kwargs:
+                kwargs[key] = value
         super().__init__(*args, **kwargs)
 
     def _image_fix(self) -> str:

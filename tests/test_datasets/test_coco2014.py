@@ -109,7 +109,11 @@ def test_explicit_classes(coco_root):
         COCO2014MultiLabel(
             coco_root, classes=['airplane', 'bicycle', 'dog', 'fire hydrant'])
     # metainfo classes count as explicit
-    with pytest.raises(AnnotationError):
+    with pytest.raises(AnnotationError, match="#0: 'w' vs 'bicycle'"):
+        COCO2014MultiLabel(coco_root, metainfo=dict(classes=list('wxyz')))
+    # and are checked as a class list (the head would refuse them later)
+    with pytest.raises(ValueError, match=r"COCO2014MultiLabel\.metainfo\."
+                       r"classes has duplicates: \[\['x', 'x', 'x', 'x'\]\]"):
         COCO2014MultiLabel(coco_root, metainfo=dict(classes=['x'] * 4))
 
 
