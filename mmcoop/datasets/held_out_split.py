@@ -1,6 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """A validation split held out from the training set, saved as a file."""
 import json
+import numbers
 import os.path as osp
 from typing import List, Sequence, Union
 
@@ -10,6 +11,7 @@ from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
 from .utils import atomic_write_json, check_outside_dataset
+from .wrapper import dataset_dirs
 
 __all__ = [
     'held_out_split', 'draw_held_out_keys', 'read_split_file', 'image_keys'
@@ -17,6 +19,25 @@ __all__ = [
 
 SPLIT_FORMAT = 'mmcoop.held_out_split.v1'
 PARTS = ('train', 'val')
+#: where a split file goes in the refusal of one inside a dataset tree
+_SPLIT_EXAMPLE = "'work_dirs/splits/<dataset>_holdout0.1_seed0.json'"
+
+
+def _check_val_fraction(val_fraction) -> None:
+    """``val_fraction`` must be a real number (not a bool or a string) in
+    (0, 1)."""
+    if isinstance(val_fraction, bool) or not isinstance(
+            val_fraction, numbers.Real) or not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(
+            'val_fraction must be a number in (0, 1) (the fraction of the '
+            f'training images held out), got {val_fraction!r} '
+            f'({type(val_fraction).__name__}).')
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f'seed must be an int, got {seed!r} '
+                         f'({type(seed).__name__}).')
 
 
 def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
@@ -26,9 +47,7 @@ def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
     ``default_rng(seed)`` from the *sorted* keys, so the draw does not
     depend on the order the dataset lists its images in. Returned sorted.
     """
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f'val_fraction must be in (0, 1), got '
-                         f'{val_fraction!r}.')
+    _check_val_fraction(val_fraction)
     ordered = sorted(keys)
     n = len(ordered)
     if n < 2:
@@ -75,14 +94,26 @@ def read_split_file(path: str) -> dict:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f'Split file {path!r}: field "{field}" must be '
                              f'a {kind.__name__}, got {value!r}. {fix}')
+    val, num_images = split['val'], split['num_images']
+    for i, key in enumerate(val):
+        if not isinstance(key, str) or not key:
+            raise ValueError(
+                f'Split file {path!r}: field "val"[{i}] is {key!r}; each '
+                'entry must be the file name of a held-out image (a '
+                f'non-empty string). {fix}')
+    repeated = sorted({k for k in val if val.count(k) > 1}) if len(
+        set(val)) != len(val) else []
+    if repeated:
+        raise ValueError(f'Split file {path!r}: field "val" lists '
+                         f'{repeated[:3]} more than once. {fix}')
+    if not 0 < len(val) < num_images:
+        part = 'validation' if not val else 'training'
+        raise ValueError(
+            f'Split file {path!r}: field "val" holds {len(val)} of the '
+            f'{num_images} images ("num_images"), so the {part} part would '
+            f'be empty; it must hold at least 1 and at most '
+            f'{num_images - 1}. {fix}')
     return split
-
-
-def _dataset_dirs(dataset) -> List[str]:
-    dirs = [getattr(dataset, 'data_root', None)]
-    if getattr(dataset, 'ann_file', None):
-        dirs.append(osp.dirname(dataset.ann_file))
-    return [d for d in dirs if d]
 
 
 def held_out_split(dataset: Union[BaseDataset, dict],
@@ -118,6 +149,8 @@ def held_out_split(dataset: Union[BaseDataset, dict],
     if part not in PARTS:
         raise ValueError(f'HeldOutSplit: part must be one of {PARTS}, got '
                          f'{part!r}.')
+    _check_val_fraction(val_fraction)
+    _check_seed(seed)
     if isinstance(dataset, dict):
         scope = None if DefaultScope.get_current_instance() else 'mmcoop'
         with DefaultScope.overwrite_default_scope(scope):
@@ -143,8 +176,8 @@ def held_out_split(dataset: Union[BaseDataset, dict],
                 f'{len(unknown)} image(s) that are not in the training set '
                 f'(e.g. {unknown[:3]}). {fix}')
     else:
-        check_outside_dataset(split_file, _dataset_dirs(dataset),
-                              'held-out split file')
+        check_outside_dataset(split_file, dataset_dirs(dataset),
+                              'held-out split file', example=_SPLIT_EXAMPLE)
         val = draw_held_out_keys(keys, val_fraction, seed)
         atomic_write_json(
             split_file,

@@ -5,7 +5,7 @@ import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from mmengine.fileio import get, get_text, join_path
+from mmengine.fileio import get, join_path
 from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
@@ -13,7 +13,8 @@ from mmcoop.utils.paths import expand_user
 from .categories import NUSWIDE_CONCEPTS
 from .tri_state import TriStateMultiLabelDataset
 from .unseen_splits import nuswide_925_seen
-from .utils import AnnotationError, same_class_names
+from .utils import (AnnotationError, check_class_names,
+                    read_annotation_text, same_class_names)
 
 __all__ = ['NUSWIDEMultiLabel']
 
@@ -35,7 +36,8 @@ def _concepts_path(data_root: str, concepts_file: Optional[str]) -> str:
 
 def _read_lines(path: str, what: str, backend_args=None) -> List[str]:
     try:
-        text = get_text(path, backend_args=backend_args)
+        # a folder or a file that is not UTF-8: AnnotationError naming it
+        text = read_annotation_text(path, backend_args)
     except FileNotFoundError:
         raise FileNotFoundError(
             f'NUSWIDEMultiLabel: {what} {path!r} not found. Fix: unpack '
@@ -182,6 +184,17 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
             c for c in _read_lines(concepts_file, 'concept list',
                                    backend_args) if c
         ]
+        if not concepts:
+            raise AnnotationError(
+                f'{concepts_file}: the concept list is empty (expected one '
+                'concept name a line, e.g. the 81 of Concepts81.txt). Fix: '
+                'restore the official file or point `concepts_file` to one.')
+        try:
+            check_class_names(concepts, f'{concepts_file}: the concept list')
+        except ValueError as e:
+            raise AnnotationError(
+                f'{e} Fix: restore the official file (each concept once; '
+                'a concept has one label file per split).') from None
         if tags is None:
             return concepts, (), np.zeros(0, dtype=np.int64)
         tag_list = osp.join(data_root, _TAG_LIST)
@@ -192,6 +205,27 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
 
     def _read(self, path: str, what: str) -> List[str]:
         return _read_lines(path, what, self.backend_args)
+
+    def _check_image_list(self, images: List[str]) -> None:
+        """Refuse an empty entry or an image listed twice: line i of every
+        label file is image i, so a repeat would be two samples of one
+        image, perhaps with different labels."""
+        first = {}
+        for i, entry in enumerate(images):
+            if not entry:
+                raise AnnotationError(
+                    f'{self.ann_file}: line {i + 1} is empty (line i names '
+                    'image i of the label files). Fix: restore the official '
+                    'file.')
+            key = entry.replace('\\', '/')
+            if key in first:
+                raise AnnotationError(
+                    f'{self.ann_file}: lines {first[key] + 1} and {i + 1} '
+                    f'both list the image {entry!r} (each line is one image '
+                    'of the label files, so it would be two samples, '
+                    'perhaps with different labels). Fix: restore the '
+                    'official file.')
+            first[key] = i
 
     def _read_tag_labels(self, n: int) -> np.ndarray:
         """``{Train,Test}_Tags1k.dat`` as an ``(n, 1000)`` bool array.
@@ -260,6 +294,7 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         if not images:
             raise AnnotationError(f'{self.ann_file}: the image list is '
                                   'empty. Fix: restore the official file.')
+        self._check_image_list(images)
         n = len(images)
         targets = np.zeros((n, len(names)), dtype=bool)
         if self.tags:

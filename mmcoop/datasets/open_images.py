@@ -2,7 +2,9 @@
 """Open Images (V6/V7) human-verified image-level labels: real partial
 labels (verified positives, verified negatives, everything else unknown)."""
 import csv
+import io
 import os.path as osp
+import re
 from array import array
 from collections import namedtuple
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -15,7 +17,8 @@ from mmpretrain.datasets import MultiLabelDataset
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .tri_state import check_images_exist, dense_score
-from .utils import AnnotationError, build_pipeline, normalize_class_name
+from .utils import (AnnotationError, build_pipeline, normalize_class_name,
+                    read_annotation_text)
 
 __all__ = [
     'OpenImagesMultiLabel', 'OpenImagesLabels', 'load_open_images_labels',
@@ -39,6 +42,11 @@ OpenImagesLabels = namedtuple(
 _LABEL_COLUMNS = ('ImageID', 'LabelName', 'Confidence')
 _FIX_LABELS = ('Fix: use the unmodified *-annotations-human-imagelabels*.csv '
                'from storage.googleapis.com/openimages, or regenerate it.')
+#: An official ImageID: 16 lowercase hex digits (e.g. ``000002b66c9c498e``,
+#: the image file ``<ImageID>.jpg``). ``int(s, 16)`` alone would also take
+#: ``0x...``, ``_`` separators, spaces, a sign and upper case (another id,
+#: or a file name that does not exist).
+_IMAGE_ID = re.compile(r'[0-9a-f]{16}')
 
 
 def _is_label_id(s: str) -> bool:
@@ -51,30 +59,32 @@ def read_class_descriptions(path: str) -> Dict[str, str]:
 
     The official files come with and without a header row
     (``oidv6-class-descriptions.csv`` has ``LabelName,DisplayName``;
-    ``class-descriptions-boxable.csv`` of V4/V5 has none): a first row
-    whose first field is not a label id (``/m/...`` or ``/g/...``) is taken
-    as the header.
+    ``class-descriptions-boxable.csv`` of V4/V5 has none): the first
+    non-blank row is taken as the header when its first field is not a
+    label id (``/m/...`` or ``/g/...``); every later row must be one.
     """
     out = {}
-    with get_local_path(path) as local, open(
-            local, newline='', encoding='utf-8') as f:
-        for row in csv.reader(f):
-            if not row or not row[0].strip():
-                continue
-            mid = row[0].strip().lstrip('\ufeff')
-            if not out and not _is_label_id(mid):
-                continue  # header row
-            if len(row) < 2 or not _is_label_id(mid):
-                raise AnnotationError(
-                    f'{path}: line {len(out) + 1}: expected '
-                    f'"LabelName,DisplayName" (e.g. "/m/011k07,Tortoise"), '
-                    f'got {row!r:.120}. Fix: use the official '
-                    '*class-descriptions*.csv.')
-            if mid in out:
-                raise AnnotationError(
-                    f'{path}: label id {mid!r} is listed twice. Fix: use the '
-                    'official *class-descriptions*.csv.')
-            out[mid] = ','.join(row[1:]).strip()
+    reader = csv.reader(io.StringIO(read_annotation_text(path), newline=''))
+    first = True
+    for row in reader:
+        if not row or not row[0].strip():
+            continue
+        mid = row[0].strip().lstrip('\ufeff')
+        if first and not _is_label_id(mid):
+            first = False
+            continue  # header row
+        first = False
+        if len(row) < 2 or not _is_label_id(mid):
+            raise AnnotationError(
+                f'{path}: line {reader.line_num}: expected '
+                f'"LabelName,DisplayName" (e.g. "/m/011k07,Tortoise"), '
+                f'got {row!r:.120}. Fix: use the official '
+                '*class-descriptions*.csv.')
+        if mid in out:
+            raise AnnotationError(
+                f'{path}: line {reader.line_num}: label id {mid!r} is listed '
+                'twice. Fix: use the official *class-descriptions*.csv.')
+        out[mid] = ','.join(row[1:]).strip()
     if not out:
         raise AnnotationError(
             f'{path}: no class descriptions. Fix: use the official '
@@ -88,8 +98,8 @@ def read_label_ids(path: str) -> List[str]:
     ``oidv7-class-descriptions-boxable.csv``)."""
     if path.endswith('.csv'):
         return list(read_class_descriptions(path))
-    with get_local_path(path) as local, open(local, encoding='utf-8') as f:
-        ids = [s.strip().lstrip('\ufeff') for s in f if s.strip()]
+    text = read_annotation_text(path).lstrip('\ufeff')
+    ids = [s.strip() for s in text.splitlines() if s.strip()]
     bad = [s for s in ids if not _is_label_id(s)]
     if bad or not ids:
         raise AnnotationError(
@@ -142,67 +152,25 @@ def load_open_images_labels(path: str,
             descriptions). A row whose id is in neither raises.
     """
     keys, cls, vals = array('Q'), array('i'), array('b')
-    skipped = 0
-    rows = 0
-    with get_local_path(path) as local, open(
-            local, newline='', encoding='utf-8') as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise AnnotationError(f'{path}: the file is empty. {_FIX_LABELS}')
-        header = [h.strip().lstrip('\ufeff') for h in header]
-        missing = [c for c in _LABEL_COLUMNS if c not in header]
-        if missing:
+    if osp.isdir(path):
+        raise AnnotationError(
+            f'{path}: is a folder, not a labels CSV. Fix: give the path of '
+            'the *-annotations-human-imagelabels*.csv file itself.')
+    with get_local_path(path) as local:
+        try:
+            with open(local, newline='', encoding='utf-8') as f:
+                rows, skipped = _read_label_rows(f, path, class_index,
+                                                 known_ids, keys, cls, vals)
+        except UnicodeDecodeError as e:
+            line = _first_bad_utf8_line(local)
             raise AnnotationError(
-                f'{path}: line 1 (header) lacks the column(s) {missing} '
-                f'(found {header}); expected ImageID,Source,LabelName,'
-                f'Confidence. {_FIX_LABELS}')
-        ii, li, ci = (header.index(c) for c in _LABEL_COLUMNS)
-        width = max(ii, li, ci) + 1
-        for row in reader:
-            rows += 1
-            if len(row) < width:
-                if not any(row):
-                    continue
-                raise AnnotationError(
-                    f'{path}: line {reader.line_num} has {len(row)} fields, '
-                    f'expected {len(header)} ({row!r:.120}). {_FIX_LABELS}')
-            k = class_index.get(row[li])
-            if k is None:
-                if known_ids is not None and row[li] not in known_ids:
-                    raise AnnotationError(
-                        f'{path}: line {reader.line_num}: LabelName '
-                        f'{row[li]!r} is not in the class descriptions. Fix: '
-                        'use the descriptions file of the same Open Images '
-                        'version (class_descriptions=...).')
-                skipped += 1
-                continue
-            c = row[ci]
-            if c == '1':
-                v = 1
-            elif c == '0':
-                v = 0
-            else:
-                try:
-                    v = {1.0: 1, 0.0: 0}[float(c)]
-                except (ValueError, KeyError):
-                    raise AnnotationError(
-                        f'{path}: line {reader.line_num}: Confidence must be '
-                        f'1 (verified present) or 0 (verified absent), got '
-                        f'{c!r}. {_FIX_LABELS}') from None
-            iid = row[ii]
-            try:
-                if len(iid) != 16:
-                    raise ValueError
-                key = int(iid, 16)
-            except ValueError:
-                raise AnnotationError(
-                    f'{path}: line {reader.line_num}: ImageID {iid!r} is not '
-                    'a 16-hex-digit Open Images id. Fix: use the official '
-                    'file; for other ids use MultiLabelCSVDataset.') from None
-            keys.append(key)
-            cls.append(k)
-            vals.append(v)
+                f'{path}: line {line}: not UTF-8 text ({e.reason}). Fix: '
+                'save the file as UTF-8 (the official files are).') from None
+    if not len(keys):
+        # nothing of the vocabulary: the caller names the problem
+        return OpenImagesLabels(
+            np.zeros(0, np.uint64), np.zeros(1, np.int64),
+            np.zeros(0, np.int32), np.zeros(0, np.int8), rows, skipped)
     keys = np.frombuffer(keys, dtype=np.uint64)
     cls = np.frombuffer(cls, dtype=np.int32)
     vals = np.frombuffer(vals, dtype=np.int8)
@@ -217,13 +185,89 @@ def load_open_images_labels(path: str,
     del order
     # one entry per (image, class): present if any source says 1
     first = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-    values = np.maximum.reduceat(vals, first) if len(first) else vals
+    values = np.maximum.reduceat(vals, first)
     pair = pair[first]
-    image_of = pair // num_classes if num_classes else pair
+    image_of = pair // num_classes
     offsets = np.searchsorted(image_of, np.arange(len(image_keys) + 1))
     return OpenImagesLabels(image_keys, offsets.astype(np.int64),
-                            (pair % max(num_classes, 1)).astype(np.int32),
+                            (pair % num_classes).astype(np.int32),
                             values.astype(np.int8), rows, skipped)
+
+
+def _first_bad_utf8_line(local: str) -> int:
+    """The 1-based line of the first byte that is not UTF-8 (read line by
+    line in binary: a UTF-8 character never spans a newline)."""
+    with open(local, 'rb') as f:
+        for num, line in enumerate(f, 1):
+            try:
+                line.decode('utf-8')
+            except UnicodeDecodeError:
+                return num
+    return 1
+
+
+def _read_label_rows(f, path: str, class_index: Dict[str, int], known_ids,
+                     keys: array, cls: array, vals: array) -> Tuple[int, int]:
+    """Stream the rows of an open labels CSV into ``keys``, ``cls`` and
+    ``vals``; returns (rows read, rows of other classes skipped)."""
+    skipped = 0
+    rows = 0
+    reader = csv.reader(f)
+    header = next(reader, None)
+    if header is None:
+        raise AnnotationError(f'{path}: the file is empty. {_FIX_LABELS}')
+    header = [h.strip().lstrip('\ufeff') for h in header]
+    missing = [c for c in _LABEL_COLUMNS if c not in header]
+    if missing:
+        raise AnnotationError(
+            f'{path}: line 1 (header) lacks the column(s) {missing} '
+            f'(found {header}); expected ImageID,Source,LabelName,'
+            f'Confidence. {_FIX_LABELS}')
+    ii, li, ci = (header.index(c) for c in _LABEL_COLUMNS)
+    width = max(ii, li, ci) + 1
+    is_image_id = _IMAGE_ID.fullmatch
+    for row in reader:
+        rows += 1
+        if len(row) < width:
+            if not any(row):
+                continue
+            raise AnnotationError(
+                f'{path}: line {reader.line_num} has {len(row)} fields, '
+                f'expected {len(header)} ({row!r:.120}). {_FIX_LABELS}')
+        k = class_index.get(row[li])
+        if k is None:
+            if known_ids is not None and row[li] not in known_ids:
+                raise AnnotationError(
+                    f'{path}: line {reader.line_num}: LabelName '
+                    f'{row[li]!r} is not in the class descriptions. Fix: '
+                    'use the descriptions file of the same Open Images '
+                    'version (class_descriptions=...).')
+            skipped += 1
+            continue
+        c = row[ci]
+        if c == '1':
+            v = 1
+        elif c == '0':
+            v = 0
+        else:
+            try:
+                v = {1.0: 1, 0.0: 0}[float(c)]
+            except (ValueError, KeyError):
+                raise AnnotationError(
+                    f'{path}: line {reader.line_num}: Confidence must be '
+                    f'1 (verified present) or 0 (verified absent), got '
+                    f'{c!r}. {_FIX_LABELS}') from None
+        iid = row[ii]
+        if not is_image_id(iid):
+            raise AnnotationError(
+                f'{path}: line {reader.line_num}: ImageID {iid!r} is not '
+                'an Open Images id (16 lowercase hex digits, e.g. '
+                "'000002b66c9c498e', the image <ImageID>.jpg). Fix: use the "
+                'official file; for other ids use MultiLabelCSVDataset.')
+        keys.append(int(iid, 16))
+        cls.append(k)
+        vals.append(v)
+    return rows, skipped
 
 
 VOCABULARIES = {
@@ -338,7 +382,7 @@ class OpenImagesMultiLabel(MultiLabelDataset):
 
     def _load_vocabulary(self) -> Tuple[List[str], List[str], Dict]:
         for f in (self.class_descriptions, self.vocabulary_file):
-            if f and '://' not in f and not osp.isfile(f):
+            if f and '://' not in f and not osp.exists(f):
                 raise FileNotFoundError(
                     f'OpenImagesMultiLabel: {f!r} not found. Fix: download '
                     'it from storage.googleapis.com/openimages (see '
@@ -365,7 +409,7 @@ class OpenImagesMultiLabel(MultiLabelDataset):
         """Stream the labels CSV into compact arrays."""
         if self._fully_initialized:
             return
-        if not osp.isfile(self.ann_file) and '://' not in self.ann_file:
+        if not osp.exists(self.ann_file) and '://' not in self.ann_file:
             raise FileNotFoundError(
                 f'OpenImagesMultiLabel: labels file {self.ann_file!r} not '
                 'found. Fix: download the human-verified image-level labels '

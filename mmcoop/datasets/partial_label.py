@@ -1,5 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Partial-label wrapper: hide a seeded fraction of the training labels."""
+import numbers
 import os.path as osp
 from typing import List, Optional, Sequence, Union
 
@@ -65,7 +66,8 @@ def num_hidden_per_image(num_classes: int, known_proportion: float) -> int:
 
 
 def _check_proportion(p) -> None:
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) \
+    # any real number (numpy scalars included), not a bool or a string
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) \
             or not (0.0 < float(p) <= 1.0):
         raise ValueError(
             f'known_proportion must be a number in (0, 1] (the fraction of '

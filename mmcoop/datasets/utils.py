@@ -257,14 +257,38 @@ def read_class_list(classes: Union[str, Sequence[str]],
 
 def class_columns(classes: Sequence[str], names: Sequence[str],
                   owner: str, field: str):
-    """Column indices of ``names`` in a dataset's ``classes``; names that
-    are not among them raise ``ValueError`` naming ``owner.field``."""
+    """Column indices of ``names`` in a dataset's ``classes``, matched
+    exactly or else up to :func:`normalize_class_name` (``'Dog'`` finds
+    ``'dog'``); names that are not among them, or that match several
+    classes, raise ``ValueError`` naming ``owner.field``."""
     import numpy as np
 
     classes = list(classes)
-    missing = [c for c in names if c not in classes]
+    exact = {}
+    loose = {}
+    for i, c in enumerate(classes):
+        exact.setdefault(c, i)
+        loose.setdefault(normalize_class_name(c), []).append(i)
+    missing = [
+        c for c in names
+        if c not in exact and normalize_class_name(c) not in loose
+    ]
     if missing:
         raise ValueError(
             f'{owner}: {field} {missing[:10]} are not among the dataset\'s '
-            f'classes (its metainfo `classes`); fix the names in `{field}`.')
-    return np.array([classes.index(c) for c in names], dtype=np.int64)
+            f'classes (its metainfo `classes`, compared up to case, \'_\' '
+            f'and spaces); fix the names in `{field}`.')
+    columns = []
+    for c in names:
+        if c in exact:
+            columns.append(exact[c])
+            continue
+        found = loose[normalize_class_name(c)]
+        if len(found) > 1:
+            raise ValueError(
+                f'{owner}: {field} entry {c!r} matches the classes '
+                f'{[classes[i] for i in found]} (equal up to case, \'_\' '
+                f'and spaces); fix the name in `{field}` to one of them '
+                'exactly.')
+        columns.append(found[0])
+    return np.array(columns, dtype=np.int64)

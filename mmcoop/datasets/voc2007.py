@@ -1,5 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """PASCAL VOC 2007 as a multi-label classification dataset."""
+import os.path as osp
 import xml.etree.ElementTree as ET
 from typing import List, Tuple
 
@@ -9,7 +10,8 @@ from mmpretrain.datasets import VOC
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .categories import VOC2007_CATEGORIES
-from .utils import AnnotationError, build_pipeline, check_not_empty
+from .utils import (AnnotationError, build_pipeline, check_not_empty,
+                    read_annotation_text)
 
 __all__ = ['VOC2007MultiLabel']
 
@@ -75,6 +77,11 @@ class VOC2007MultiLabel(VOC):
             difficult instance), both sorted.
         """
         xml_path = self.backend.join_path(self.ann_prefix, f'{img_id}.xml')
+        if osp.isdir(xml_path):
+            raise AnnotationError(
+                f'{xml_path}: is a folder, not a VOC annotation (image id '
+                f'{img_id!r} of {self.image_set_path!r}). Fix: put the XML '
+                'file of the image there, from the VOC2007 archive.')
         try:
             content = self.backend.get(xml_path)
         except FileNotFoundError:
@@ -107,14 +114,16 @@ class VOC2007MultiLabel(VOC):
                     f'classes {list(class_to_idx)}. Fix: correct the XML, '
                     'or pass `classes=[...]` that includes it.')
             diff_node = obj.find('difficult')
-            try:
-                difficult = int(diff_node.text) if diff_node is not None \
-                    and diff_node.text is not None else 0
-            except ValueError:
+            text = None if diff_node is None else diff_node.text
+            if text is None:
+                difficult = 0  # no tag (or an empty one): not difficult
+            elif text.strip() in ('0', '1'):
+                difficult = int(text)
+            else:
                 raise AnnotationError(
                     f'{xml_path}: <object> #{k} ({name}) has '
-                    f'<difficult>{diff_node.text}</difficult>; expected 0 '
-                    'or 1. Fix: correct the XML.') from None
+                    f'<difficult>{text}</difficult>; expected 0 or 1. Fix: '
+                    'correct the XML.')
             (labels_difficult if difficult else labels).add(label)
         return sorted(labels), sorted(labels_difficult)
 
@@ -126,7 +135,8 @@ class VOC2007MultiLabel(VOC):
                 "test split); set data_prefix=dict(img_path='JPEGImages', "
                 "ann_path='Annotations').")
         try:
-            text = self.backend.get_text(self.image_set_path)
+            # a folder or a file that is not UTF-8: AnnotationError
+            text = read_annotation_text(self.image_set_path)
             img_ids = [
                 line.strip() for line in text.splitlines() if line.strip()
             ]

@@ -10,7 +10,7 @@ from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
 
-__all__ = ['DatasetWrapper', 'image_source']
+__all__ = ['DatasetWrapper', 'image_source', 'dataset_dirs']
 
 
 def image_source(dataset):
@@ -19,6 +19,33 @@ def image_source(dataset):
     while isinstance(dataset, DatasetWrapper) and dataset.labels_only:
         dataset = dataset.dataset
     return dataset
+
+
+def dataset_dirs(dataset) -> List[str]:
+    """The folders of the innermost dataset of ``dataset`` (wrappers looked
+    through): ``data_root``, the annotation file's folder and the
+    ``data_prefix`` folders, as absolute paths (URLs kept as they are).
+    Nothing is ever written there.
+
+    Relative paths are resolved against the working directory, as the
+    dataset reads them: ``ann_file='train.csv'`` makes the working
+    directory a dataset folder (``osp.dirname`` alone would give ``''``,
+    and no folder would be protected).
+    """
+    while isinstance(dataset, DatasetWrapper):
+        dataset = dataset.dataset
+    dirs = [getattr(dataset, 'data_root', None)]
+    ann_file = getattr(dataset, 'ann_file', None)
+    if isinstance(ann_file, str) and ann_file:
+        dirs.append(ann_file.rsplit('/', 1)[0] if '://' in ann_file else
+                    osp.dirname(osp.abspath(osp.expanduser(ann_file))))
+    prefix = getattr(dataset, 'data_prefix', None)
+    if isinstance(prefix, dict):
+        dirs.extend(v for v in prefix.values() if isinstance(v, str))
+    return [
+        d if '://' in d else osp.abspath(osp.expanduser(d)) for d in dirs
+        if isinstance(d, str) and d
+    ]
 
 
 class DatasetWrapper(BaseDataset):
@@ -82,18 +109,8 @@ class DatasetWrapper(BaseDataset):
     def dataset_dirs(self) -> List[str]:
         """The folders of the innermost dataset (``data_root``, the
         annotation file's folder, ``data_prefix``): nothing is ever written
-        there."""
-        ds = self.dataset
-        while isinstance(ds, DatasetWrapper):
-            ds = ds.dataset
-        dirs = [getattr(ds, 'data_root', None)]
-        ann_file = getattr(ds, 'ann_file', None)
-        if ann_file:
-            dirs.append(osp.dirname(ann_file))
-        prefix = getattr(ds, 'data_prefix', None)
-        if isinstance(prefix, dict):
-            dirs.extend(v for v in prefix.values() if isinstance(v, str))
-        return [d for d in dirs if d]
+        there (:func:`dataset_dirs`)."""
+        return dataset_dirs(self.dataset)
 
     # ------------------------------------------------------------------
     def full_init(self) -> None:

@@ -105,3 +105,89 @@ def test_held_out_split_file_shared_and_checked(coco_root, tmp_path):
         json.dump(record, f)
     with pytest.raises(ValueError, match=r'field "val".*nope.jpg'):
         held_out_split(coco_cfg(coco_root), part='train', **kw)
+
+
+def _edit_split(split_file, **fields):
+    with open(split_file) as f:
+        record = json.load(f)
+    record.update(fields)
+    with open(split_file, 'w') as f:
+        json.dump(record, f)
+
+
+def test_split_file_val_must_leave_both_parts(coco_root, tmp_path):
+    split_file = str(tmp_path / 'split.json')
+    kw = dict(split_file=split_file, val_fraction=0.5, seed=0)
+    held_out_split(coco_cfg(coco_root), part='val', **kw)
+    with open(split_file) as f:
+        val = json.load(f)['val']
+    keys = image_keys(held_out_split(coco_cfg(coco_root), part='train', **kw))
+    everything = sorted(set(keys) | set(val))
+    for edited, pattern in [
+        ([], r'"val" holds 0 of the 4 images.*validation part would be '
+         'empty'),
+        (everything, r'"val" holds 4 of the 4 images.*training part would '
+         'be empty'),
+        ([[val[0]]], r'"val"\[0\] is \[.*non-empty string'),
+        ([val[0], ''], r'"val"\[1\] is \'\''),
+        ([val[0], val[0]], r'"val" lists \[.*more than once'),
+    ]:
+        _edit_split(split_file, val=edited)
+        for part in ('train', 'val'):
+            with pytest.raises(ValueError, match=pattern) as e:
+                held_out_split(coco_cfg(coco_root), part=part, **kw)
+            assert 'split.json' in str(e.value) and 'Fix' in str(e.value)
+        with open(split_file) as f:  # never rewritten
+            assert json.load(f)['val'] == edited
+
+
+@pytest.mark.parametrize('fraction', ['0.2', True, None, float('nan'), 1.0,
+                                      0, [0.2]])
+def test_val_fraction_must_be_a_number(coco_root, tmp_path, fraction):
+    split_file = str(tmp_path / 'split.json')
+    with pytest.raises(ValueError, match=r'val_fraction must be a number in '
+                       r'\(0, 1\)'):
+        held_out_split(coco_cfg(coco_root), split_file, 'train', fraction)
+    assert not osp.exists(split_file)
+    with pytest.raises(ValueError, match='val_fraction must be a number'):
+        draw_held_out_keys(['a.jpg', 'b.jpg'], fraction, 0)
+    # also when the split file exists (was: '0.2' accepted there)
+    held_out_split(coco_cfg(coco_root), split_file, 'train', 0.2)
+    with pytest.raises(ValueError, match='val_fraction must be a number'):
+        held_out_split(coco_cfg(coco_root), split_file, 'train', fraction)
+
+
+def test_val_fraction_and_seed_numpy_scalars(coco_root, tmp_path):
+    split_file = str(tmp_path / 'split.json')
+    a = held_out_split(coco_cfg(coco_root), split_file, 'val',
+                       np.float32(0.5), np.int64(3))
+    b = held_out_split(coco_cfg(coco_root), split_file, 'val', 0.5, 3)
+    assert image_keys(a) == image_keys(b) and len(a) == 2
+    with pytest.raises(ValueError, match=r"seed must be an int, got '3'"):
+        held_out_split(coco_cfg(coco_root), split_file, 'val', 0.5, '3')
+
+
+def test_split_file_inside_the_dataset_is_refused(coco_root, tmp_path,
+                                                  monkeypatch):
+    from _builders import build_csv
+    from _common import tree_listing
+    before = tree_listing(coco_root)
+    with pytest.raises(ValueError, match='never writes into a dataset tree') \
+            as e:
+        held_out_split(coco_cfg(coco_root),
+                       osp.join(coco_root, 'annotations', 's.json'), 'train')
+    # the example is a split-file path, not a mask path
+    assert "'work_dirs/splits/" in str(e.value)
+    assert 'mask.npy' not in str(e.value)
+    assert tree_listing(coco_root) == before
+    # a relative ann_file: the working directory is the dataset folder
+    root = str(tmp_path / 'table')
+    build_csv(root)
+    before = tree_listing(root)
+    monkeypatch.chdir(root)
+    cfg = dict(type='MultiLabelCSVDataset', ann_file='train.csv',
+               data_prefix='img')
+    for path in ('s.json', osp.join('splits', 's.json')):
+        with pytest.raises(ValueError, match=r'dataset tree'):
+            held_out_split(cfg, path, 'train', 0.5)
+    assert tree_listing(root) == before

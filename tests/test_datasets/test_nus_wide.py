@@ -100,3 +100,51 @@ def test_converter_to_csv_keeps_present_images(tmp_path, load_tool):
         tool.main([root, 'train', out])
     with pytest.raises(ValueError, match='inside the dataset folder'):
         tool.main([root, 'train', osp.join(root, 'train.csv')])
+
+
+@pytest.mark.parametrize('empty', ['drop', 'keep'])
+def test_repeated_image_list_line_is_refused(tmp_path, empty):
+    # the same image on lines 1 and 4, with different labels
+    rows = [('actor\\0001_2124494179.jpg', (2, )), ('sky\\0002.jpg', (0, )),
+            ('sky\\0003.jpg', (1, )), ('actor\\0001_2124494179.jpg', (0, ))]
+    root = build_nus_wide(tmp_path / 'nus', splits={'Train': rows})
+    with pytest.raises(AnnotationError) as e:
+        NUSWIDEMultiLabel(root, empty=empty)
+    msg = str(e.value)
+    assert 'TrainImagelist.txt: lines 1 and 4' in msg
+    assert "'actor\\\\0001_2124494179.jpg'" in msg and 'Fix' in msg
+
+
+@pytest.mark.parametrize('empty', ['drop', 'keep'])
+def test_empty_or_repeated_concept_list_is_refused(tmp_path, empty):
+    root = build_nus_wide(tmp_path / 'nus')
+    concepts = osp.join(root, 'Concepts81.txt')
+    write_text(concepts, '\n \n')
+    with pytest.raises(AnnotationError, match=r'Concepts81.txt: the concept '
+                       'list is empty'):
+        NUSWIDEMultiLabel(root, empty=empty)
+    with pytest.raises(AnnotationError, match='Concepts81.txt.*empty'):
+        NUSWIDEMultiLabel.class_names(root)
+    # 'Sky' is 'sky' for every class check (and one prompt)
+    write_text(concepts, 'sky\nwater\nSky\n')
+    with pytest.raises(AnnotationError) as e:
+        NUSWIDEMultiLabel(root, empty=empty)
+    assert 'Concepts81.txt' in str(e.value)
+    assert "duplicates: [['sky', 'Sky']]" in str(e.value)
+
+
+def test_non_utf8_and_folder_inputs(tmp_path):
+    root = build_nus_wide(tmp_path / 'nus')
+    image_list = osp.join(root, 'ImageList', 'TrainImagelist.txt')
+    with open(image_list, 'ab') as f:
+        f.write(b'caf\xe9\\0009_1.jpg\r\n')
+    with pytest.raises(AnnotationError,
+                       match=r'TrainImagelist.txt: not UTF-8'):
+        NUSWIDEMultiLabel(root)
+    os.remove(image_list)
+    os.makedirs(image_list)
+    with pytest.raises(AnnotationError,
+                       match=r'TrainImagelist.txt: is a folder'):
+        NUSWIDEMultiLabel(root)
+    with pytest.raises(AnnotationError, match=r'ImageList: is a folder'):
+        NUSWIDEMultiLabel(root, concepts_file='ImageList')

@@ -248,3 +248,50 @@ def test_save_mask_never_overwrites(coco_root, tmp_path):
     assert np.array_equal(np.load(path), ds.known_mask)
     with pytest.raises(ValueError, match='dataset tree'):
         ds.save_mask(osp.join(coco_root, 'annotations', 'x.npy'))
+
+
+@pytest.mark.parametrize('p', [np.int64(1), np.float32(0.5), np.float64(0.5),
+                               np.int32(1)])
+def test_numpy_scalar_proportion(coco_root, p):
+    ds = PartialLabelDataset(coco_cfg(coco_root), known_proportion=p, seed=2)
+    assert ds.known_proportion == float(p)
+    assert isinstance(ds.known_proportion, float)
+    assert np.array_equal(ds.known_mask,
+                          make_known_mask(4, 4, float(p), seed=2))
+
+
+def test_unseen_classes_match_up_to_case(coco_root):
+    # classes: bicycle, airplane, dog, fire hydrant
+    ds = PartialLabelDataset(
+        coco_cfg(coco_root), 1.0, unseen_classes=['Dog', 'Fire_Hydrant'])
+    assert not ds.known_mask[:, [2, 3]].any()
+    assert ds.known_mask[:, [0, 1]].all()
+    with pytest.raises(ValueError, match=r"unseen_classes \['unicorn'\] are "
+                       'not among'):
+        PartialLabelDataset(
+            coco_cfg(coco_root), 1.0, unseen_classes=['dog', 'unicorn'])
+
+
+def test_relative_ann_file_mask_not_written_into_dataset(
+        tmp_path, monkeypatch):
+    """``ann_file='train.csv'`` with the dataset folder as the working
+    directory: ``osp.dirname`` gave ``''`` and the mask went into it."""
+    from _builders import build_csv
+    root = str(tmp_path / 'table')
+    build_csv(root)
+    before = tree_listing(root)
+    monkeypatch.chdir(root)
+    cfg = dict(type='MultiLabelCSVDataset', ann_file='train.csv',
+               data_prefix='img', pipeline=PIPELINE)
+    for path in ('mask.npy', osp.join('masks', 'm.npy'),
+                 osp.join(root, 'img', 'm.npy')):
+        with pytest.raises(ValueError,
+                           match='never writes into a dataset tree'):
+            PartialLabelDataset(cfg, 0.5, mask_file=path)
+    assert tree_listing(root) == before
+    out = str(tmp_path / 'work' / 'm.npy')
+    ds = PartialLabelDataset(cfg, 0.5, mask_file=out)
+    assert osp.isfile(out) and len(ds) == 3
+    with pytest.raises(ValueError, match='dataset tree'):
+        ds.save_mask('m2.npy')
+    assert tree_listing(root) == before

@@ -105,3 +105,41 @@ def test_malformed_xml_and_bad_args(voc_root):
         VOC2007MultiLabel(voc_root)
     with pytest.raises(ValueError, match='difficult_as'):
         VOC2007MultiLabel(voc_root, difficult_as='drop')
+
+
+@pytest.mark.parametrize('value', ['2', '-1', 'yes', ' '])
+def test_bad_difficult_value(tmp_path, value):
+    root = build_voc(
+        tmp_path / 'v',
+        objects={'000001': [('dog', 0), ('cat', value)]},
+        splits={'trainval': ['000001']})
+    before = tree_listing(root)
+    with pytest.raises(AnnotationError) as e:
+        VOC2007MultiLabel(root)
+    msg = str(e.value)
+    assert '000001.xml: <object> #1 (cat)' in msg
+    assert f'<difficult>{value}</difficult>; expected 0 or 1' in msg
+    assert tree_listing(root) == before
+
+
+def test_difficult_with_spaces_is_read(tmp_path):
+    root = build_voc(
+        tmp_path / 'v',
+        objects={'000001': [('dog', ' 0 '), ('cat', '\n1\n')]},
+        splits={'trainval': ['000001']})
+    info = VOC2007MultiLabel(root, difficult_as='ignore').get_data_info(0)
+    assert info['gt_label'] == [C('dog')]
+    assert info['gt_label_difficult'] == [C('cat')]
+
+
+def test_folder_and_non_utf8_inputs(voc_root):
+    xml = osp.join(voc_root, 'Annotations', '000002.xml')
+    os.remove(xml)
+    os.makedirs(xml)
+    with pytest.raises(AnnotationError, match=r'000002.xml: is a folder'):
+        VOC2007MultiLabel(voc_root)
+    image_set = osp.join(voc_root, 'ImageSets', 'Main', 'test.txt')
+    with open(image_set, 'wb') as f:
+        f.write(b'00000\xb3\n')
+    with pytest.raises(AnnotationError, match=r'test.txt: not UTF-8'):
+        VOC2007MultiLabel(voc_root, split='test')
