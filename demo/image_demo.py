@@ -11,7 +11,8 @@ with the top ``--topk`` labels above the threshold written in the upper-left
 corner, at the image's own size (images with a short side below 256 px are
 enlarged to 256, aspect kept). Existing files are overwritten only with
 ``--force``; two images with the same stem (``a/x.jpg``, ``b/x.png``) are
-refused rather than written to one file.
+refused rather than written to one file. The output folders are made only
+once the model has loaded and the images have run.
 """
 import argparse
 import os.path as osp
@@ -21,19 +22,9 @@ import numpy as np
 from PIL import Image
 
 from mmcoop.apis import draw_predictions, inference_model, init_model
-from mmcoop.engine.cli import SpacedDictAction
-from mmcoop.utils.paths import claim_outputs
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f'must be an integer >= 1, got {text!r}')
-    return value
+from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
+from mmcoop.engine.cli import SpacedDictAction, fraction, positive_int
+from mmcoop.utils.paths import claim_outputs, make_output_dirs
 
 
 def parse_args(argv=None):
@@ -43,16 +34,17 @@ def parse_args(argv=None):
                         help='image file(s)')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--threshold', type=float, default=0.5,
-                        help='score threshold (default 0.5)')
-    parser.add_argument('--topk', type=int, default=5,
-                        help='at most this many labels drawn (default 5)')
+    parser.add_argument('--threshold', type=fraction, default=0.5,
+                        help='score threshold in [0, 1] (default 0.5)')
+    parser.add_argument('--topk', type=positive_int, default=5,
+                        help='at most this many labels drawn (>= 1, '
+                        'default 5)')
     parser.add_argument('--show-dir', default=None,
                         help='save visualisations here (created if missing)')
     parser.add_argument('--force', action='store_true',
                         help='overwrite existing files in --show-dir')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--batch-size', type=_positive_int, default=1,
+    parser.add_argument('--batch-size', type=positive_int, default=1,
                         help='images per forward pass (>= 1)')
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction,
                         metavar='KEY=VALUE',
@@ -69,6 +61,11 @@ def main(argv=None):
                 f'files inside it, e.g. {osp.join(path, "*.jpg")}.')
         if not osp.isfile(path):
             raise SystemExit(f'IMAGE {path!r} does not exist.')
+    if not is_url(args.checkpoint):
+        try:  # a folder (work dir) is named with the file to pass instead
+            check_checkpoint_path(args.checkpoint, 'CHECKPOINT')
+        except OSError as e:
+            raise SystemExit(str(e)) from None
     outputs = {}
     if args.show_dir:
         names = [
@@ -76,16 +73,22 @@ def main(argv=None):
                      osp.splitext(osp.basename(p))[0] + '.png')
             for p in args.images
         ]
+        # folders only checked here: they are made once the model has
+        # loaded and the images have run (a failure leaves nothing behind)
         claim_outputs(
             names,
             sources=args.images,
             inputs=[*args.images, args.config, args.checkpoint],
-            force=args.force)
+            force=args.force,
+            option='--show-dir',
+            create_dirs=False)
         outputs = dict(zip(args.images, names))
     model = init_model(args.config, args.checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
     results = inference_model(model, args.images, batch_size=args.batch_size,
                               threshold=args.threshold)
+    if outputs:
+        make_output_dirs(list(outputs.values()), '--show-dir')
     classes = model.dataset_meta.get('classes')
     saved = []
     for path, result in zip(args.images, results):

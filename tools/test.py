@@ -2,7 +2,8 @@
 """Test (evaluate) a checkpoint with an mmcoop config.
 
     python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out FILE]
-        [--out-item {metrics,pred}] [--show-dir DIR] [--cfg-options k=v ...]
+        [--out-item {metrics,pred}] [--force] [--show-dir DIR]
+        [--cfg-options k=v ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 The checkpoint (a training checkpoint such as ``work_dirs/.../epoch_50.pth``,
@@ -14,7 +15,10 @@ without trainable parameters (the zero-shot head on the frozen CLIP, see
 docs/backbones.md), or when the config sets ``load_from``. ``--out x.pkl``
 dumps every sample's scores and labels (the input of
 ``tools/analysis/analyze_results.py``), ``--out x.json --out-item metrics``
-the metrics with a ``per_class_ap`` table; ``--show-dir`` draws each test
+the metrics with a ``per_class_ap`` table (``.json``, ``.yaml``/``.yml`` or
+``.pkl``; predictions only ``.pkl``/``.pickle``, checked before the test
+runs); an existing ``--out`` file is replaced only with ``--force``.
+``--show-dir`` draws each test
 image with its scores. Multi-GPU:
 ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``.
 """
@@ -33,10 +37,12 @@ from mmengine.config import Config
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
+from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
 from mmcoop.engine.cli import (add_common_args, check_test_weights,
                                merge_test_args, set_local_rank)
 from mmcoop.evaluation import evaluator_per_class_ap
 from mmcoop.registry import RUNNERS
+from mmcoop.utils.paths import claim_outputs, make_output_dirs
 
 
 def parse_args(argv=None):
@@ -48,12 +54,21 @@ def parse_args(argv=None):
         nargs='?',
         help='checkpoint file (not needed for a model without trainable '
         'parameters, e.g. ZeroShotHead)')
-    parser.add_argument('--out', help='the file to output results.')
+    parser.add_argument(
+        '--out',
+        help='the file to output results: predictions to a .pkl / .pickle '
+        'file, or with `--out-item metrics` the metrics to a .json, .yaml, '
+        '.yml, .pkl or .pickle file. An existing file is kept unless '
+        '--force is given.')
     parser.add_argument(
         '--out-item',
         choices=['metrics', 'pred'],
         help='To output whether metrics or predictions. '
         'Defaults to output predictions.')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='overwrite an existing --out file')
     parser.add_argument(
         '--show-dir',
         help='draw every test image with its top scores into this (new or '
@@ -67,7 +82,45 @@ def parse_args(argv=None):
     set_local_rank(args)
     if args.out is None and args.out_item is not None:
         parser.error('--out-item needs --out (the file to write to).')
+    if args.out is not None:
+        item = args.out_item or 'pred'
+        suffixes = OUT_SUFFIXES[item]
+        if not args.out.endswith(suffixes):
+            parser.error(
+                f'--out {args.out!r}: --out-item {item} is written as '
+                f'{" / ".join(suffixes)} (the formats '
+                f'{"DumpResults" if item == "pred" else "mmengine.dump"} '
+                'writes); the extension decides the format. Fix: name the '
+                f'file e.g. {osp.splitext(args.out)[0] + suffixes[0]!r}.')
     return args
+
+
+#: what ``--out`` may end with, per ``--out-item``: mmengine's DumpResults
+#: writes pickles only, ``mmengine.dump`` (metrics) json / yaml / pickle.
+OUT_SUFFIXES = {
+    'pred': ('.pkl', '.pickle'),
+    'metrics': ('.json', '.yaml', '.yml', '.pkl', '.pickle'),
+}
+
+
+def check_inputs_and_outputs(args, cfg) -> None:
+    """Refuse a missing checkpoint (or a folder given as one) and an --out
+    that exists (without --force) or is an input, before the Runner is
+    built and the test runs."""
+    checkpoint = args.checkpoint if args.checkpoint is not None else \
+        cfg.get('load_from')
+    what = 'Checkpoint' if args.checkpoint is not None else \
+        'Checkpoint (`load_from` of the config)'
+    if checkpoint and not is_url(checkpoint):
+        check_checkpoint_path(checkpoint, what)
+    if args.out:
+        inputs = [args.config] + ([checkpoint] if checkpoint and
+                                  not is_url(checkpoint) else [])
+        claim_outputs([args.out],
+                      inputs=inputs,
+                      force=args.force,
+                      option='--out',
+                      create_dirs=False)
 
 
 def main(argv=None):
@@ -78,6 +131,7 @@ def main(argv=None):
 
     # merge cli arguments to config
     cfg = merge_test_args(cfg, args)
+    check_inputs_and_outputs(args, cfg)
     if args.show_dir:
         cfg.custom_hooks = [
             *cfg.get('custom_hooks', []),
@@ -91,6 +145,8 @@ def main(argv=None):
         runner = RUNNERS.build(cfg)
     check_test_weights(runner.model, cfg.get('load_from'), args.config)
 
+    if args.out:
+        make_output_dirs([args.out], '--out')
     if args.out and args.out_item in ['pred', None]:
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))

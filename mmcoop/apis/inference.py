@@ -58,6 +58,10 @@ from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
 from .model_zoo import fetch_checkpoint
 
 ImageType = Union[str, np.ndarray, Any]
+
+#: the ``threshold`` of ``inference_model`` / ``MultiLabelInferencer`` when
+#: none (or None) is given.
+DEFAULT_THRESHOLD = 0.5
 ConfigType = Union[str, Config, dict]
 
 _LOAD_PREFIX = 'LoadImageFrom'
@@ -127,6 +131,8 @@ def init_model(config: ConfigType,
         cfg.merge_from_dict(cfg_options)
     if 'model' not in cfg:
         raise KeyError('The config has no `model` field.')
+    # a missing file, or a folder given for it, is named before the build
+    local = fetch_checkpoint(checkpoint) if checkpoint is not None else None
     _register_modules()
     from mmcoop.registry import MODELS
     model_cfg = copy.deepcopy(cfg.model)
@@ -142,9 +148,7 @@ def init_model(config: ConfigType,
 
     dataset_meta = {}
     if checkpoint is not None:
-        ckpt = safe_torch_load(
-            fetch_checkpoint(checkpoint), map_location='cpu',
-            runtime_state=True)
+        ckpt = safe_torch_load(local, map_location='cpu', runtime_state=True)
         if not isinstance(ckpt, dict):
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
         if not strict:
@@ -251,10 +255,18 @@ def _as_rgb_array(image: Any, name: str = 'image') -> Optional[np.ndarray]:
     """
     if isinstance(image, (str, os.PathLike)):
         return None
+    from_pil = False
     try:
         from PIL import Image
         if isinstance(image, Image.Image):
-            image = np.asarray(image.convert('RGB'))
+            if _is_wide_mode(image.mode):
+                from_pil = True
+                # 16-bit / 32-bit / float: convert('RGB') would saturate it
+                # to white/black; checked as the same data as an array is
+                name = f'{name} (a PIL image of mode {image.mode!r})'
+                image = np.asarray(image)
+            else:
+                image = np.asarray(image.convert('RGB'))
     except ImportError:  # pragma: no cover
         pass
     if isinstance(image, torch.Tensor):
@@ -266,12 +278,28 @@ def _as_rgb_array(image: Any, name: str = 'image') -> Optional[np.ndarray]:
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f'{name}: array images must be HxWx3 (RGB), HxWx4 '
                          f'(RGBA) or HxW (grey); got shape {image.shape}.')
-    return np.ascontiguousarray(_as_uint8(image, name)[..., :3])
+    if not image.shape[0] or not image.shape[1]:
+        raise ValueError(
+            f'{name} is an empty image (shape {image.shape}, no pixels). Fix: '
+            'pass an image with height and width >= 1 (check the crop or '
+            'decode that made it).')
+    return np.ascontiguousarray(_as_uint8(image, name, from_pil)[..., :3])
 
 
-def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
+def _is_wide_mode(mode: str) -> bool:
+    """PIL modes with more than 8 bits per value (``I;16*``, ``I``,
+    ``F``), which ``convert('RGB')`` clips to 0..255."""
+    return mode.startswith('I;16') or mode in ('I', 'F')
+
+
+def _as_uint8(image: np.ndarray, name: str,
+              from_pil: bool = False) -> np.ndarray:
     """``image`` as ``uint8``; arrays that are not 0..255 integers are
-    refused (a float image in [0, 1] would silently become black)."""
+    refused (a float image in [0, 1] would silently become black).
+
+    ``from_pil``: the array is a 16-bit / float PIL image; the fix does not
+    suggest its file (the config's loader would saturate it too)."""
+    other = '' if from_pil else ' or the image file'
     if image.dtype == np.uint8:
         return image
     kind = image.dtype.kind
@@ -283,12 +311,12 @@ def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(
             f'{name} is a {image.dtype} array with values in [0, 1]; '
             'inference expects uint8 RGB values 0..255. Fix: pass '
-            '(img * 255).round().astype(np.uint8), or the image file.')
+            f'(img * 255).round().astype(np.uint8){other and ","}{other}.')
     low, high = (image.min(), image.max()) if image.size else (0, 0)
     raise ValueError(
         f'{name} is a {image.dtype} array with values in [{low}, {high}]; '
         'inference expects uint8 RGB values 0..255. Fix: convert it to '
-        'uint8 (scaled to 0..255) or pass the image file.')
+        f'uint8 (scaled to 0..255){other}.')
 
 
 class MultiLabelInferencer:
@@ -305,7 +333,9 @@ class MultiLabelInferencer:
             ``labels``: one value, ``(C,)`` per-class values, or
             ``'calibrated'`` for the per-class thresholds calibrated on the
             validation split and stored in the checkpoint
-            (``meta['calibrated_thresholds']``). Defaults to 0.5.
+            (``meta['calibrated_thresholds']``). Values must be in [0, 1];
+            None means the default, 0.5. Checked here (``ValueError``
+            naming the value), not at the first call.
 
     Call with one image or a list; returns a list of result dicts (see the
     module docstring), in input order.
@@ -316,7 +346,8 @@ class MultiLabelInferencer:
                  checkpoint: Optional[str] = None,
                  device: Union[str, torch.device] = 'cpu',
                  cfg_options: Optional[dict] = None,
-                 threshold: float = 0.5):
+                 threshold: Union[None, float, str,
+                                  Sequence[float]] = DEFAULT_THRESHOLD):
         if not isinstance(model, nn.Module):
             model = init_model(model, checkpoint, device, cfg_options)
         cfg = getattr(model, 'cfg', None) or getattr(model, '_config', None)
@@ -325,8 +356,8 @@ class MultiLabelInferencer:
                              'mmcoop.apis.init_model.')
         self.model = model
         self.cfg = cfg
-        self.threshold = threshold
         self.classes = _classes_of(model)
+        self.threshold = self._thresholds(threshold)
         self._pipelines = {}
 
     def pipeline(self, from_array: bool):
@@ -366,8 +397,8 @@ class MultiLabelInferencer:
                 batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f'batch_size must be an integer >= 1, got '
                              f'{batch_size!r}.')
-        threshold = self._thresholds(
-            self.threshold if threshold is None else threshold)
+        threshold = self.threshold if threshold is None else \
+            self._thresholds(threshold)
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
@@ -381,6 +412,19 @@ class MultiLabelInferencer:
         return results
 
     def _thresholds(self, threshold):
+        """The one check of a ``threshold`` argument.
+
+        Returns:
+            float | np.ndarray: a number in [0, 1] or a ``(C,)`` float
+            array of them. None gives the default 0.5.
+
+        Raises:
+            ValueError: not a number, ``'calibrated'`` or a flat sequence of
+                one number per class, or a value outside [0, 1] (nan
+                included); the message names the value and the fix.
+        """
+        if threshold is None:
+            return DEFAULT_THRESHOLD
         if isinstance(threshold, str):
             if threshold != 'calibrated':
                 raise ValueError(f"threshold must be a number, per-class "
@@ -393,13 +437,58 @@ class MultiLabelInferencer:
                     "clean protocol (configs/_base_/protocols/clean.py), "
                     'which calibrates them on the validation split, or pass '
                     'a number.')
-            return calibrated
-        return threshold
+            threshold = calibrated
+        num = len(self.classes) if self.classes else None
+        what = (f'a number in [0, 1] or {num} per-class numbers in [0, 1] '
+                if num else 'a number in [0, 1] or one per class ') + \
+            "(a list or (C,) array), or 'calibrated'"
+        if isinstance(threshold, (bool, np.bool_)):
+            raise ValueError(f'threshold must be {what}; got {threshold!r}.')
+        try:
+            values = np.asarray(threshold, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f'threshold must be {what}; got {threshold!r}.') from None
+        if np.asarray(threshold).dtype.kind not in 'iuf':  # str, bool, None
+            raise ValueError(f'threshold must be {what}; got {threshold!r}.')
+        if values.ndim > 1:
+            raise ValueError(
+                f'threshold must be {what}; got an array of shape '
+                f'{values.shape}. Fix: pass a flat list (one value per '
+                'class).')
+        if values.ndim == 1 and num is not None and len(values) != num:
+            raise ValueError(
+                f'threshold has {len(values)} values, but the model has '
+                f'{num} classes. Fix: pass one number, or one value per '
+                f'class in the order of the model\'s classes '
+                f'({", ".join(map(repr, self.classes[:5]))}'
+                f'{", ..." if num > 5 else ""}).')
+        bad = ~((values >= 0) & (values <= 1))  # nan is bad too
+        if bad.any():
+            if values.ndim == 0:
+                raise ValueError(
+                    f'threshold must be {what}; got {threshold!r}. Scores '
+                    'are probabilities in [0, 1].')
+            i = int(np.flatnonzero(bad)[0])
+            label = f' ({self.classes[i]!r})' if self.classes else ''
+            more = int(bad.sum()) - 1
+            raise ValueError(
+                'threshold values must be in [0, 1] (scores are '
+                f'probabilities); got {float(values[i])!r} for class '
+                f'{i}{label}{f" and {more} more" if more else ""}.')
+        if values.ndim == 0:
+            return float(values)
+        return values.astype(np.float32)
 
     def postprocess(self, sample, image: ImageType,
                     threshold: float) -> dict:
         scores = sample.pred_score.detach().float().cpu().numpy()
         order = np.argsort(-scores, kind='stable')
+        if np.ndim(threshold) and np.shape(threshold) != scores.shape:
+            raise ValueError(
+                f'threshold has {np.size(threshold)} values, but the model '
+                f'gives {scores.size} scores. Fix: pass one number or one '
+                'value per class.')
         above = scores >= np.broadcast_to(threshold, scores.shape)
         labels = [int(i) for i in order if above[i]]
         names = [self.classes[i] for i in labels] if self.classes else []
@@ -414,7 +503,8 @@ class MultiLabelInferencer:
 def inference_model(model: nn.Module,
                     images: Union[ImageType, Sequence[ImageType]],
                     batch_size: int = 1,
-                    threshold: Union[float, str, Sequence[float]] = 0.5
+                    threshold: Union[None, float, str,
+                                     Sequence[float]] = DEFAULT_THRESHOLD
                     ) -> List[dict]:
     """Run a model from :func:`init_model` on images.
 
@@ -424,7 +514,8 @@ def inference_model(model: nn.Module,
         batch_size (int): images per forward pass.
         threshold (float | str | array): score threshold for ``labels``:
             a number, ``(C,)`` per-class values or ``'calibrated'`` (see
-            :class:`MultiLabelInferencer`). Defaults to 0.5.
+            :class:`MultiLabelInferencer`), in [0, 1]. None or the default:
+            0.5.
 
     Returns:
         list[dict]: one result per image, in input order (see module doc).

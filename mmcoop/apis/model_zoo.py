@@ -15,7 +15,10 @@ so that ``mmpretrain.get_model(name)`` and
 ``ImageClassificationInferencer(name)`` accept mmcoop names too.
 """
 import fnmatch
+import hashlib
+import os
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Union
 from urllib.parse import urlparse
 
@@ -84,25 +87,104 @@ def is_url(path: str) -> bool:
     return urlparse(str(path)).scheme in ('http', 'https')
 
 
+#: ``name-<sha256 prefix>.ext`` (what ``publish_model.py`` writes, and the
+#: torch.hub convention): the download is checked against the prefix.
+_HASH_SUFFIX = re.compile(r'-([0-9a-f]{8,64})\.[^.]+$')
+
+
+def url_cache_path(url: str) -> str:
+    """Where :func:`fetch_checkpoint` keeps the download of ``url``:
+    ``<torch hub dir>/checkpoints/<sha256(url)[:16]>/<file name>``.
+
+    The folder is keyed on the whole URL, so ``https://x/runA/epoch_2.pth``
+    and ``https://x/runB/epoch_2.pth`` are two files; the file keeps its
+    name (and with it a ``-<sha256 prefix>`` suffix to check).
+    """
+    key = hashlib.sha256(str(url).encode('utf-8')).hexdigest()[:16]
+    name = osp.basename(urlparse(str(url)).path) or 'checkpoint.pth'
+    return osp.join(torch.hub.get_dir(), 'checkpoints', key, name)
+
+
+def _folder_hint(folder: str) -> str:
+    """The checkpoint file to pass instead of the folder ``folder``."""
+    pointer = osp.join(folder, 'last_checkpoint')
+    try:
+        with open(pointer) as f:
+            named = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        named = ''
+    for named in ([named, osp.join(folder, osp.basename(named))]
+                  if named else []):
+        if osp.isfile(named):
+            return (f'pass the checkpoint file inside it, e.g. {named!r} '
+                    f'(the last one, named in {pointer!r}).')
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith('.pth'))
+    except OSError:
+        names = []
+    if names:
+        def epoch(name):
+            digits = re.findall(r'\d+', name)
+            return (int(digits[-1]) if digits else -1, name)
+        best = max(names, key=epoch)
+        return ('pass the checkpoint file inside it, e.g. '
+                f'{osp.join(folder, best)!r}.')
+    return ('pass a checkpoint file (.pth); this folder holds none (a work '
+            'dir has epoch_N.pth files once an epoch was saved).')
+
+
+def check_checkpoint_path(path: str, what: str = 'Checkpoint') -> str:
+    """``path`` if it is an existing file; else a clear error.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (e.g. a work dir); the
+            message names the checkpoint file to pass instead.
+        FileNotFoundError: nothing exists at ``path``.
+    """
+    if osp.isdir(path):
+        raise IsADirectoryError(
+            f'{what} {path!r} is a folder, not a checkpoint file. Fix: '
+            f'{_folder_hint(path)}')
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{what} {path!r} does not exist. Fix: give an existing file or '
+            'an http(s) URL.')
+    return path
+
+
 def fetch_checkpoint(path_or_url: str) -> str:
     """A local checkpoint path for a path or an ``http(s)`` URL.
 
-    URLs are downloaded once into ``<torch hub dir>/checkpoints`` (what
-    ``torch.hub`` and mmengine use; ``TORCH_HOME`` moves it) and the local
-    copy is returned. Local paths are returned as they are.
+    URLs are downloaded once into ``<torch hub dir>/checkpoints/<key>/``
+    (``TORCH_HOME`` moves the hub dir), where ``<key>`` is a hash of the
+    whole URL (see :func:`url_cache_path`), and the local copy is returned.
+    A file name ending in ``-<hex>.<ext>`` (8 to 64 hex digits, e.g. the
+    ``-{sha256[:8]}`` of ``publish_model.py``) is checked against the
+    sha256 of the download. Local paths are returned as they are.
+
+    Raises:
+        IsADirectoryError: a local path is a folder (the message names the
+            checkpoint file inside it).
+        FileNotFoundError: a local path does not exist.
+        RuntimeError: the download does not match its hash suffix.
     """
     if not is_url(path_or_url):
-        if not osp.isfile(path_or_url):
-            raise FileNotFoundError(
-                f'Checkpoint {path_or_url!r} does not exist. Fix: give an '
-                'existing file or an http(s) URL.')
-        return path_or_url
-    folder = osp.join(torch.hub.get_dir(), 'checkpoints')
-    local = osp.join(folder, osp.basename(urlparse(path_or_url).path))
+        return check_checkpoint_path(str(path_or_url))
+    local = url_cache_path(path_or_url)
     if not osp.isfile(local):
-        import os
-        os.makedirs(folder, exist_ok=True)
-        torch.hub.download_url_to_file(path_or_url, local, progress=False)
+        os.makedirs(osp.dirname(local), exist_ok=True)
+        match = _HASH_SUFFIX.search(osp.basename(local))
+        prefix = match.group(1) if match else None
+        try:
+            torch.hub.download_url_to_file(
+                path_or_url, local, hash_prefix=prefix, progress=False)
+        except RuntimeError as e:
+            if prefix is None or 'hash' not in str(e):
+                raise
+            raise RuntimeError(
+                f'The download of {path_or_url!r} does not match the sha256 '
+                f'prefix {prefix!r} in its name ({e}); nothing was kept. '
+                'Fix: download it again, or check the URL.') from e
     return local
 
 

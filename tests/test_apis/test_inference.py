@@ -146,7 +146,12 @@ def test_batching_and_threshold(setup):
         np.testing.assert_allclose(a['scores'], b['scores'], atol=1e-5)
     every = inference_model(model, images[0], threshold=0.0)[0]
     assert sorted(every['labels']) == list(range(len(CLASSES)))
-    assert inference_model(model, images[0], threshold=1.01)[0]['labels'] == []
+    none = inference_model(model, images[0], threshold=1.0)[0]
+    assert none['labels'] == [i for i in range(len(CLASSES))
+                              if none['scores'][i] >= 1.0]
+    with pytest.raises(ValueError, match=r'got 1\.01\. Scores are '
+                       r'probabilities in \[0, 1\]'):
+        inference_model(model, images[0], threshold=1.01)
     inferencer = MultiLabelInferencer(setup['cfg_path'], setup['ckpt'],
                                       threshold=0.0)
     assert inferencer.classes == CLASSES

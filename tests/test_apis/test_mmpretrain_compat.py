@@ -3,6 +3,7 @@
 ``get_model``) and mmcoop's model zoo (``list_models``, ``get_model``) with
 the SHIPPED configs: the demo config as it is, and a paper config whose CLIP
 is swapped for the tiny random one (no weights can be downloaded here)."""
+import hashlib
 import os.path as osp
 import shutil
 
@@ -172,7 +173,10 @@ def test_get_model_by_name_path_and_url(tmp_path, monkeypatch, http_folder):
     url = f'{base_url}/released.pth'
     by_url = get_model(PAPER_NAME, pretrained=url, cfg_options=options)
     local = fetch_checkpoint(url)
-    assert local == str(tmp_path / 'hub' / 'checkpoints' / 'released.pth')
+    # cached per URL: <hub>/checkpoints/<sha256(url)[:16]>/<file name>
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    assert local == str(tmp_path / 'hub' / 'checkpoints' / key /
+                        'released.pth')
     expected = trained.state_dict()
     for model in (by_path, by_url):
         for key, value in model.state_dict().items():

@@ -25,7 +25,7 @@ except ImportError:  # run from a clone without `pip install -e .`
 
 from mmcoop.apis import init_model
 from mmcoop.deployment.benchmark import compare_speed, format_report
-from mmcoop.engine.cli import SpacedDictAction
+from mmcoop.engine.cli import SpacedDictAction, positive_int
 
 
 def parse_args(argv=None):
@@ -33,14 +33,27 @@ def parse_args(argv=None):
         description='CPU speed of the PyTorch and exported mmcoop models')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help="checkpoint, or 'none'")
-    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
-    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument(
+        '--batch-sizes',
+        type=positive_int,
+        nargs='+',
+        default=[1, 32],
+        help='batch sizes to time (each >= 1)')
+    parser.add_argument(
+        '--rounds',
+        type=positive_int,
+        default=3,
+        help='timed rounds after the warm-up (>= 1)')
     parser.add_argument(
         '--single-images',
-        type=int,
+        type=positive_int,
         default=4,
-        help='images timed one by one for batch size 1')
-    parser.add_argument('--threads', type=int, default=2)
+        help='images timed one by one for batch size 1 (>= 1)')
+    parser.add_argument(
+        '--threads',
+        type=positive_int,
+        default=2,
+        help='intra-op threads of torch and onnxruntime (>= 1)')
     parser.add_argument(
         '--work-dir',
         help='keep the exported files here (default: a '

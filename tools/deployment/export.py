@@ -13,6 +13,7 @@ IMAGE...``; see docs/deployment.md for the input/output contract and the
 metadata stored in the file.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -26,8 +27,9 @@ except ImportError:  # run from a clone without `pip install -e .`
 from mmcoop.apis import export_model, init_model
 from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
                                ExportError)
-from mmcoop.engine.cli import SpacedDictAction
-from mmcoop.utils.paths import claim_outputs
+from mmcoop.engine.cli import SpacedDictAction, fraction
+from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
+from mmcoop.utils.paths import claim_outputs, make_output_dirs
 
 
 def parse_args(argv=None):
@@ -59,9 +61,9 @@ def parse_args(argv=None):
             *ONNX_OPSETS, ONNX_OPSETS[0]))
     parser.add_argument(
         '--threshold',
-        type=float,
+        type=fraction,
         default=0.5,
-        help='label threshold stored in the model metadata')
+        help='label threshold stored in the model metadata, in [0, 1]')
     parser.add_argument(
         '--force', action='store_true', help='replace an existing --out')
     parser.add_argument(
@@ -72,19 +74,38 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _missing_folders(path: str) -> list:
+    """The folders above ``path`` that do not exist yet, deepest first."""
+    missing = []
+    folder = osp.dirname(osp.abspath(path))
+    while not osp.exists(folder):
+        missing.append(folder)
+        up = osp.dirname(folder)
+        if up == folder:
+            break
+        folder = up
+    return missing
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    created = []
     try:
-        # before the model build; export_model applies the same policy
+        # before the model build, folders only checked: a run that fails
+        # leaves nothing behind (export_model applies the same policy)
         claim_outputs([args.out],
                       inputs=[args.config, args.checkpoint],
-                      force=args.force)
+                      force=args.force,
+                      option='--out',
+                      create_dirs=False)
         model = init_model(
             args.config,
             args.checkpoint,
             device='cpu',
             cfg_options=args.cfg_options,
             strict=True)
+        created = _missing_folders(args.out)
+        make_output_dirs([args.out], '--out')
         meta = export_model(
             model,
             args.out,
@@ -95,7 +116,14 @@ def main(argv=None) -> int:
             opset=args.opset,
             thresholds=args.threshold,
             force=args.force)
-    except (ExportError, ValueError) as e:
+    except (ExportError, ValueError, CheckpointReadError,
+            UnsafeCheckpointError, FileNotFoundError,
+            IsADirectoryError) as e:
+        for folder in created:  # the folders this run made, if still empty
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f'Exported {meta["method"]} ({len(meta["classes"])} classes, '

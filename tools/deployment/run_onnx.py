@@ -155,15 +155,58 @@ def load_model(path: str, device: str = 'cpu') -> Tuple[Callable, dict]:
     return _load_torchscript(path, device)
 
 
+def _is_wide_mode(mode: str) -> bool:
+    """PIL modes with more than 8 bits per value (``I;16*``, ``I``,
+    ``F``), which ``convert('RGB')`` clips to 0..255 (white/black)."""
+    return mode.startswith('I;16') or mode in ('I', 'F')
+
+
+def _wide_to_rgb(img: Image.Image, path: str) -> Image.Image:
+    """A 16-bit / 32-bit / float image as RGB if its values are 0..255
+    integers; else the error of ``mmcoop.apis.inference_model`` for the
+    same data as an array."""
+    arr = np.asarray(img)
+    name = f'Image {path!r} (PIL mode {img.mode!r})'
+    if arr.dtype.kind in 'iu' and arr.size and 0 <= arr.min() and \
+            arr.max() <= 255:
+        return Image.fromarray(arr.astype(np.uint8)).convert('RGB')
+    if arr.dtype.kind == 'f' and arr.size and np.isfinite(arr).all() and \
+            0 <= arr.min() and arr.max() <= 1:
+        raise DeploymentError(
+            f'{name} is a {arr.dtype} array with values in [0, 1]; the '
+            'model expects uint8 RGB values 0..255. Fix: save it as 8-bit, '
+            '(img * 255).round().astype(np.uint8).')
+    low, high = (arr.min(), arr.max()) if arr.size else (0, 0)
+    raise DeploymentError(
+        f'{name} is a {arr.dtype} array with values in [{low}, {high}]; the '
+        'model expects uint8 RGB values 0..255 (converting would saturate '
+        'it to white/black). Fix: convert it to uint8 (scaled to 0..255), '
+        'e.g. save it as an 8-bit image.')
+
+
 def read_image(path: str, meta: dict) -> np.ndarray:
     """Decode and resize one image as the model's config does ->
-    ``(H, W, 3)`` RGB ``uint8``."""
+    ``(H, W, 3)`` RGB ``uint8``.
+
+    Raises:
+        DeploymentError: the file cannot be decoded, is over Pillow's pixel
+            limit, or holds 16-bit / float values that are not 0..255.
+    """
     pre = meta['preprocess']
     try:
         with Image.open(path) as img:
             if pre['decode'].get('exif_transpose'):
                 img = ImageOps.exif_transpose(img)
-            img = img.convert('RGB')
+            if _is_wide_mode(img.mode):
+                img = _wide_to_rgb(img, path)
+            else:
+                img = img.convert('RGB')
+    except Image.DecompressionBombError as e:
+        raise DeploymentError(
+            f'Cannot read image {path!r}: {e} Fix: downscale it first, or, '
+            'if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS (now '
+            f'{Image.MAX_IMAGE_PIXELS}) in the script that calls '
+            'read_image.') from e
     except (OSError, ValueError) as e:
         raise DeploymentError(f'Cannot read image {path!r} '
                               f'({type(e).__name__}: {e}).') from e
@@ -196,8 +239,12 @@ def predict(run: Callable,
             paths: Sequence[str],
             batch_size: int = 8) -> np.ndarray:
     """``(N, C)`` scores of image files."""
+    if isinstance(batch_size, bool) or not isinstance(
+            batch_size, (int, np.integer)) or batch_size < 1:
+        raise DeploymentError(
+            f'batch_size must be an integer >= 1, got {batch_size!r}.')
     scores = []
-    for start in range(0, len(paths), max(1, batch_size)):
+    for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         scores.append(
             run(to_input([read_image(p, meta) for p in chunk], meta)))
@@ -212,6 +259,12 @@ def labels(scores: np.ndarray,
     ``topk`` best, or those ``>=`` the threshold (the metadata's per-class
     thresholds unless ``threshold`` is given)."""
     classes = meta['classes']
+    if topk is not None and (isinstance(topk, bool) or not isinstance(
+            topk, (int, np.integer)) or topk < 1):
+        raise DeploymentError(f'topk must be an integer >= 1, got {topk!r}.')
+    if threshold is not None and not 0 <= threshold <= 1:  # nan too
+        raise DeploymentError(
+            f'threshold must be a number in [0, 1], got {threshold!r}.')
     order = np.argsort(-scores, kind='stable')
     if topk is not None:
         keep = order[:topk]
@@ -223,6 +276,28 @@ def labels(scores: np.ndarray,
     return [(classes[i], float(scores[i])) for i in keep]
 
 
+# argparse types (as mmcoop.engine.cli's; this script does not import
+# mmcoop): a wrong value stops at parsing, naming the option.
+def _number(text: str, kind, what: str, ok) -> float:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value != value or not ok(value):
+        raise argparse.ArgumentTypeError(f'must be {what}, got {text!r}')
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(text, int, 'an integer >= 1', lambda v: v >= 1)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    return _number(text, float, 'a number in [0, 1]', lambda v: 0 <= v <= 1)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Tag images with an exported mmcoop model (ONNX or '
@@ -231,12 +306,18 @@ def parse_args(argv=None):
     parser.add_argument('images', nargs='*', help='image files')
     parser.add_argument(
         '--threshold',
-        type=float,
-        help='one score threshold for every class '
+        type=fraction,
+        help='one score threshold for every class, in [0, 1] '
         '(default: the thresholds stored in the model)')
     parser.add_argument(
-        '--topk', type=int, help='print the k best classes instead')
-    parser.add_argument('--batch-size', type=int, default=8)
+        '--topk',
+        type=positive_int,
+        help='print the k best classes instead (k >= 1)')
+    parser.add_argument(
+        '--batch-size',
+        type=positive_int,
+        default=8,
+        help='images per run of the model (>= 1, default 8)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument(
         '--json',

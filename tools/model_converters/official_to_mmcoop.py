@@ -146,10 +146,12 @@ def load_official(path: str,
         return torch.load(path, map_location='cpu', weights_only=True), []
     except pickle.UnpicklingError as e:
         first_error = _reason(e)
-    except (RuntimeError, EOFError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - e.g. KeyError of a text file
         raise ConversionError(
             f'Could not read {path!r} ({type(e).__name__}: {e}); the file is '
-            'probably truncated or not a PyTorch checkpoint.') from e
+            'probably truncated or not a PyTorch checkpoint. Fix: pass the '
+            "official checkpoint (the 'checkpoint.pth.tar' its training "
+            'saved).') from e
     unsafe = _unsafe_globals(path)
     if not unsafe and 'GLOBAL' not in first_error:
         raise ConversionError(
@@ -321,10 +323,24 @@ def decode_prompts(state_dict) -> Optional[List[str]]:
     except Exception:  # noqa: BLE001 - decoding is informative only
         return None
     texts = []
-    for row in tokens.tolist():
+    for n, row in enumerate(tokens.tolist()):
         ids = [i for i in row if i not in (0, sot)]
         ids = ids[:ids.index(eot)] if eot in ids else ids
-        texts.append(tok.decode(ids).strip())
+        unknown = [i for i in ids if i not in tok.decoder]
+        try:
+            if unknown:
+                raise KeyError(unknown[0])
+            texts.append(tok.decode(ids).strip())
+        except Exception:  # noqa: BLE001 - decoding is informative only
+            shown = unknown[:5] if unknown else ids[:5]
+            warnings.warn(
+                'prompt_learner.tokenized_prompts: row '
+                f'{n} has token ids CLIP\'s vocabulary cannot decode '
+                f'({shown}{", ..." if len(unknown) > 5 else ""}); the class '
+                'names are not recorded in meta (the weights are converted '
+                'as usual). Check the class names and their order against '
+                'the official run.')
+            return None
     return texts
 
 
@@ -392,6 +408,12 @@ def convert_state_dict(
             f'which has {info["num_classes"]} classes (shapes {shapes}).')
     if info['num_classes'] is None:
         info['num_classes'] = num_classes
+    if info['num_classes'] == 0:
+        shapes = {k: tuple(state_dict[k].shape) for k in mapping}
+        raise ConversionError(
+            f'The checkpoint has 0 classes (shapes {shapes}): a model that '
+            'predicts nothing. Fix: pass the checkpoint of a trained run '
+            '(80 classes for COCO, 20 for VOC).')
     out = OrderedDict(
         (mapping[k], state_dict[k].detach().clone().float()) for k in mapping)
     prompts = decode_prompts(state_dict)
@@ -450,9 +472,10 @@ def parse_args(argv=None):
         choices=METHODS,
         help='the official --method_name the checkpoint was trained with '
         "(DualCoOp: sunxm2357/DualCoOp's model)")
+    from mmcoop.engine.cli import positive_int
     parser.add_argument(
         '--num-classes',
-        type=int,
+        type=positive_int,
         default=None,
         help='expected number of classes (80 COCO, 20 VOC); checked against '
         'the tensor shapes')

@@ -17,7 +17,11 @@
   config as text) and the training ``epoch``/``iter``/``seed``;
 * writes ``OUT_{YYYYMMDD}-{sha256[:8]}.pth`` (``OUT-{sha256[:8]}.pth`` with
   ``--no-date``), the hash being that of the final file, and checks that
-  it loads with ``torch.load(..., weights_only=True)``.
+  it loads with ``torch.load(..., weights_only=True)``. The file is
+  serialised in memory (fixed archive name) and written atomically, so the
+  same checkpoint published twice gives the same bytes and sha;
+* refuses an input that is not a checkpoint (no dict with a ``state_dict``
+  of tensors) with an error naming the file.
 
 With ``--metafile configs/<method>/metafile.yml`` the release is recorded in
 the model zoo (:func:`mmcoop.apis.metafile.record_release`): the entry of
@@ -37,7 +41,7 @@ only for files you made yourself.
 import argparse
 import datetime
 import hashlib
-import os
+import io
 import os.path as osp
 import sys
 import warnings
@@ -209,16 +213,44 @@ def _classes_from_config(cfg_text: str):
         return None
 
 
-def build_published(checkpoint, dataset_type=None):
-    """The published dict ``{'state_dict', 'meta'}`` and dropped keys."""
+class NotACheckpointError(ValueError):
+    """The input file loads, but is not a model checkpoint."""
+
+
+_FIX = ('Fix: pass a training checkpoint (work_dirs/<run>/epoch_N.pth) or a '
+        "dict with a 'state_dict' of tensors.")
+
+
+def build_published(checkpoint, dataset_type=None, source='the input'):
+    """The published dict ``{'state_dict', 'meta'}`` and dropped keys.
+
+    Raises:
+        NotACheckpointError: ``checkpoint`` (read from ``source``, named in
+            the message) is not a dict with a state dict of tensors.
+    """
     if not isinstance(checkpoint, dict):
-        raise TypeError(f'expected a checkpoint dict, got '
-                        f'{type(checkpoint).__name__}.')
+        raise NotACheckpointError(
+            f'{source} is not a checkpoint: it holds a '
+            f'{type(checkpoint).__name__}, not a dict. {_FIX}')
     if 'state_dict' not in checkpoint:  # a bare state dict
-        if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        if checkpoint and all(
+                isinstance(v, torch.Tensor) for v in checkpoint.values()):
             checkpoint = dict(state_dict=checkpoint)
         else:
-            raise KeyError('the checkpoint has no `state_dict`.')
+            keys = ', '.join(map(repr, list(checkpoint)[:5]))
+            raise NotACheckpointError(
+                f"{source} has no 'state_dict' (its keys: {keys or 'none'}) "
+                f'and is not a state dict of tensors. {_FIX}')
+    if not isinstance(checkpoint['state_dict'], dict):
+        raise NotACheckpointError(
+            f"{source}: 'state_dict' is a "
+            f"{type(checkpoint['state_dict']).__name__}, not a dict of "
+            f'tensors. {_FIX}')
+    if checkpoint.get('meta') is not None and not isinstance(
+            checkpoint['meta'], dict):
+        raise NotACheckpointError(
+            f"{source}: 'meta' is a {type(checkpoint['meta']).__name__}, "
+            f'not a dict. {_FIX}')
     dropped = [k for k in checkpoint if k not in ('state_dict', 'meta')]
 
     state_dict = OrderedDict()
@@ -230,7 +262,8 @@ def build_published(checkpoint, dataset_type=None):
             key = key[len('module.'):]
         state_dict[key] = value.detach().cpu().clone()
     if not state_dict:
-        raise ValueError('the checkpoint holds no tensors in `state_dict`.')
+        raise NotACheckpointError(
+            f"{source} holds no tensors in 'state_dict'. {_FIX}")
 
     meta_in = checkpoint.get('meta') or {}
     meta = {}
@@ -248,11 +281,7 @@ def build_published(checkpoint, dataset_type=None):
     if not dataset_meta.get('classes'):
         classes = None
         if dataset_type is not None:
-            from mmcoop.registry import DATASETS
-            dataset_cls = DATASETS.get(dataset_type)
-            if dataset_cls is None:
-                raise KeyError(f'--dataset-type {dataset_type!r} is not a '
-                               'registered dataset.')
+            dataset_cls = _dataset_class(dataset_type)
             classes = list(
                 getattr(dataset_cls, 'METAINFO', {}).get('classes', []))
         elif isinstance(cfg_text, str):
@@ -275,12 +304,23 @@ def build_published(checkpoint, dataset_type=None):
     return dict(state_dict=state_dict, meta=meta), dropped
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _dataset_class(dataset_type: str):
+    from mmcoop.registry import DATASETS
+    dataset_cls = DATASETS.get(dataset_type)
+    if dataset_cls is None:
+        raise KeyError(f'--dataset-type {dataset_type!r} is not a '
+                       'registered dataset.')
+    return dataset_cls
+
+
+def serialize(published: dict) -> bytes:
+    """The bytes of ``torch.save(published)``, the same for the same
+    content: saved into memory, the zip's root folder is torch's fixed
+    ``archive/`` (saving to a path names it after the file, so a temporary
+    file name would change the bytes and the sha in the name)."""
+    buffer = io.BytesIO()
+    torch.save(published, buffer)
+    return buffer.getvalue()
 
 
 def publish(in_file: str,
@@ -289,30 +329,29 @@ def publish(in_file: str,
             with_date: bool = True,
             trust_source: bool = False) -> str:
     """Publish ``in_file``; returns the path of the written file."""
+    from mmcoop.utils.checkpoint import atomic_write
     from mmcoop.utils.paths import claim_outputs
-    out_dir = osp.dirname(osp.abspath(out_file))
+    if dataset_type is not None:  # an option error before the load
+        _dataset_class(dataset_type)
     # the final name carries the content's sha256, so an existing file of
     # that name holds the same tensors: only the input itself is refused
     claim_outputs([out_file], inputs=[in_file], force=True)
     checkpoint, _ = load_input(in_file, trust_source)
-    published, dropped = build_published(checkpoint, dataset_type)
+    published, dropped = build_published(
+        checkpoint, dataset_type, f'input checkpoint {in_file!r}')
 
     stem = out_file[:-4] if out_file.endswith('.pth') else out_file
-    tmp = osp.join(out_dir, f'.publish-{os.getpid()}.pth.tmp')
-    try:
-        torch.save(published, tmp)
-        # the point of publishing: it must load without unpickling code
-        reloaded = torch.load(tmp, map_location='cpu', weights_only=True)
-        if set(reloaded['state_dict']) != set(published['state_dict']):
-            raise RuntimeError('the written file does not round-trip.')
-        sha = _sha256(tmp)[:8]
-        suffix = (f'_{datetime.datetime.now():%Y%m%d}' if with_date else '')
-        final = f'{stem}{suffix}-{sha}.pth'
-        claim_outputs([final], inputs=[in_file], force=True)
-        os.replace(tmp, final)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    data = serialize(published)
+    # the point of publishing: it must load without unpickling code
+    reloaded = torch.load(
+        io.BytesIO(data), map_location='cpu', weights_only=True)
+    if set(reloaded['state_dict']) != set(published['state_dict']):
+        raise RuntimeError('the written file does not round-trip.')
+    sha = hashlib.sha256(data).hexdigest()[:8]
+    suffix = (f'_{datetime.datetime.now():%Y%m%d}' if with_date else '')
+    final = f'{stem}{suffix}-{sha}.pth'
+    claim_outputs([final], inputs=[in_file], force=True)
+    atomic_write(final, lambda f: f.write(data))
     print(f'Dropped: {", ".join(dropped) if dropped else "nothing"}.')
     print(f'Kept {len(published["state_dict"])} tensors '
           f'({sum(v.numel() for v in published["state_dict"].values()):,} '

@@ -15,7 +15,10 @@ class PredictionDrawHook(Hook):
 
     One PNG per image, ``<out_dir>/<image stem>.png``: the image next to its
     ``topk`` scores, each bar coloured by the ground-truth label
-    (:func:`mmcoop.visualization.prediction_figure`).
+    (:func:`mmcoop.visualization.prediction_figure`). A stem already drawn
+    (two images ``a/x.jpg`` and ``b/x.jpg``, in one batch or not) gets
+    ``<stem>_<batch index>_<index in the batch>.png``, so every image has a
+    file of its own.
 
     Args:
         out_dir (str): folder of the PNGs; must be absent or empty (nothing
@@ -45,7 +48,7 @@ class PredictionDrawHook(Hook):
         if not outputs:
             return
         classes = runner.test_dataloader.dataset.metainfo.get('classes')
-        for sample in outputs:
+        for index, sample in enumerate(outputs):
             path = sample.get('img_path')
             if path is None:
                 continue
@@ -55,12 +58,22 @@ class PredictionDrawHook(Hook):
             ]
             targets = (sample.gt_score.detach().cpu().numpy()
                        if 'gt_score' in sample else None)
-            stem = osp.splitext(osp.basename(path))[0]
-            name = stem if stem not in self._written else \
-                f'{stem}_{batch_idx}'
-            self._written.add(name)
+            name = self._unique_name(path, batch_idx, index)
             image = np.asarray(Image.open(path).convert('RGB'))
             fig = prediction_figure(
                 image, scores, names, targets, self.topk, self.threshold,
                 title=osp.basename(path))
             save_figure(fig, osp.join(self.out_dir, f'{name}.png'))
+
+    def _unique_name(self, path: str, batch_idx: int, index: int) -> str:
+        """A file stem not used before in this run (see the class doc)."""
+        stem = osp.splitext(osp.basename(path))[0]
+        name = stem
+        if name in self._written:
+            name = f'{stem}_{batch_idx}_{index}'
+        extra = 1
+        while name in self._written:  # e.g. an image named 'x_0_1'
+            name = f'{stem}_{batch_idx}_{index}-{extra}'
+            extra += 1
+        self._written.add(name)
+        return name

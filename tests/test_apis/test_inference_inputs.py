@@ -1,0 +1,235 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Bad inputs of the inference API and the image demo are refused with a
+message naming the argument and the fix, before any work: thresholds, empty
+and 16-bit/float images, a folder given as the checkpoint, URL checkpoints
+of the same file name, the demo's numeric options and output folders."""
+import copy
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import torch
+from _common import load_tool, tiny_classifier_config
+from mmengine.config import Config
+from PIL import Image
+
+from mmcoop.apis import (MultiLabelInferencer, fetch_checkpoint,
+                         inference_model, init_model)
+from mmcoop.apis.model_zoo import url_cache_path
+
+CLASSES = ['cat', 'dog', 'traffic light', 'hair drier']
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('apis_inputs')
+    cfg = tiny_classifier_config(
+        dict(type='PositiveCoOpHead', classnames=CLASSES, n_ctx=4,
+             text_encoder=dict(type='FrozenCLIPTextEncoder',
+                               model_name='mmcoop-tiny-RN')))
+    cfg_path = str(tmp / 'tiny.py')
+    Config(copy.deepcopy(cfg)).dump(cfg_path)
+    torch.manual_seed(0)
+    model = init_model(cfg)
+    ckpt = str(tmp / 'head.pth')
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    image = str(tmp / 'img.png')
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), np.uint8)).save(image)
+    return dict(tmp=tmp, cfg=cfg, cfg_path=cfg_path, ckpt=ckpt, model=model,
+                image=image)
+
+
+# ------------------------------------------------------------ thresholds
+@pytest.mark.parametrize('threshold, match', [
+    ([0.5, 0.5], r'threshold has 2 values, but the model has 4 classes'),
+    ([[0.5] * 4], r'got an array of shape \(1, 4\).*flat list'),
+    (2, r'threshold must be a number in \[0, 1\].*got 2\b'),
+    (-1, r'got -1\b'),
+    (float('nan'), r'got nan'),
+    ([0.1, 0.2, 1.5, 0.3], r"got 1\.5 for class 2 \('traffic light'\)"),
+    ([0.1, 0.2, float('nan'), 0.3], r'got nan for class 2'),
+    (True, r'got True'),
+    (['a', 'b', 'c', 'd'], r'threshold must be a number'),
+    ('high', r"got 'high'"),
+])
+def test_bad_thresholds_are_refused_when_given(setup, threshold, match):
+    model = setup['model']
+    with pytest.raises(ValueError, match=match):
+        inference_model(model, setup['image'], threshold=threshold)
+    # the inferencer checks its default at construction, a call's own value
+    # at the call
+    with pytest.raises(ValueError, match=match):
+        MultiLabelInferencer(model, threshold=threshold)
+    inferencer = MultiLabelInferencer(model)
+    with pytest.raises(ValueError, match=match):
+        inferencer(setup['image'], threshold=threshold)
+
+
+def test_threshold_none_is_the_default_and_good_values_work(setup):
+    model, image = setup['model'], setup['image']
+    default = inference_model(model, image)[0]
+    assert inference_model(model, image, threshold=None)[0]['labels'] == \
+        default['labels']
+    assert MultiLabelInferencer(model, threshold=None).threshold == 0.5
+    scores = default['scores']
+    per_class = np.where(np.arange(4) % 2 == 0, 0.0, 1.0)  # even classes
+    for value in (per_class, list(per_class), tuple(per_class)):
+        got = inference_model(model, image, threshold=value)[0]
+        assert sorted(got['labels']) == [0, 2]
+    assert inference_model(model, image, threshold=1)[0]['labels'] == [
+        i for i in np.argsort(-scores, kind='stable') if scores[i] >= 1
+    ]
+    assert len(inference_model(model, image, threshold=0)[0]['labels']) == 4
+
+
+# --------------------------------------------------------------- images
+def test_empty_array_is_refused_naming_the_image(setup):
+    model = setup['model']
+    good = np.zeros((8, 8, 3), np.uint8)
+    for empty in (np.zeros((0, 5, 3), np.uint8), np.zeros((5, 0), np.uint8),
+                  Image.new('RGB', (0, 0))):
+        with pytest.raises(ValueError,
+                           match=r'images\[1\] is an empty image .*no '
+                           r'pixels.*Fix'):
+            inference_model(model, [good, empty])
+
+
+@pytest.mark.parametrize('array, mode, match', [
+    (np.full((9, 9), 40000, np.uint16), 'I;16',
+     r"\(a PIL image of mode 'I;16'\) is a uint16 array with values in "
+     r'\[40000, 40000\]; inference expects uint8 RGB values 0\.\.255\. '
+     r'Fix: convert it to uint8 \(scaled to 0\.\.255\)\.$'),
+    (np.full((9, 9), 70000, np.int32), 'I',
+     r"\(a PIL image of mode 'I'\) is a int32 array with values in "
+     r'\[70000, 70000\]'),
+    (np.full((9, 9), 0.5, np.float32), 'F',
+     r"\(a PIL image of mode 'F'\) is a float32 array with values in "
+     r'\[0, 1\].*'
+     r'\(img \* 255\)\.round\(\)\.astype\(np\.uint8\)\.$'),
+    (np.full((9, 9), 300.0, np.float32), 'F',
+     r"\(a PIL image of mode 'F'\) .* values in \[300\.0, 300"),
+])
+def test_wide_pil_images_are_refused_like_arrays(setup, array, mode, match):
+    """16-bit and float PIL images are not saturated by convert('RGB'):
+    the same check and message as the array."""
+    image = Image.fromarray(array)
+    assert image.mode == mode
+    with pytest.raises(ValueError, match=r'image ' + match):
+        inference_model(setup['model'], image)
+    # the array itself: the same wording (and the file as another fix)
+    with pytest.raises(ValueError, match='inference expects uint8 RGB'):
+        inference_model(setup['model'], array)
+
+
+def test_wide_pil_images_with_8bit_values_are_the_same_picture(setup):
+    model = setup['model']
+    grey = np.random.default_rng(1).integers(0, 256, (20, 30), np.uint8)
+    expected = inference_model(model, Image.fromarray(grey))[0]['scores']
+    for dtype in (np.uint16, np.int32):
+        wide = Image.fromarray(grey.astype(dtype))
+        assert wide.mode in ('I;16', 'I')
+        np.testing.assert_allclose(
+            inference_model(model, wide)[0]['scores'], expected, atol=1e-6)
+
+
+# ----------------------------------------------------------- checkpoints
+def test_folder_checkpoint_names_the_file_inside(setup, tmp_path):
+    work_dir = tmp_path / 'wd'
+    work_dir.mkdir()
+    with pytest.raises(IsADirectoryError,
+                       match=r"'.*wd' is a folder, not a checkpoint file.*"
+                       r'holds none'):
+        init_model(setup['cfg'], str(work_dir))
+    for n in (2, 10):
+        (work_dir / f'epoch_{n}.pth').write_bytes(b'x')
+    with pytest.raises(IsADirectoryError, match=r'e\.g\. .*epoch_10\.pth'):
+        init_model(setup['cfg'], str(work_dir))
+    # MMEngine's pointer to the last checkpoint wins
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_2.pth'))
+    with pytest.raises(IsADirectoryError,
+                       match=r'epoch_2\.pth.* named in .*last_checkpoint'):
+        init_model(setup['cfg'], str(work_dir))
+    with pytest.raises(FileNotFoundError, match="'nope.pth' does not exist"):
+        init_model(setup['cfg'], 'nope.pth')
+
+
+def test_url_checkpoints_are_cached_per_url(setup, http_folder, tmp_path,
+                                            monkeypatch):
+    monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'))
+    folder, base = http_folder
+    trained = {}
+    for run, seed in (('runA', 1), ('runB', 2)):
+        (folder / run).mkdir()
+        state = {
+            k: v + torch.randn(v.shape,
+                               generator=torch.Generator().manual_seed(seed))
+            for k, v in setup['model'].state_dict().items()
+        }
+        torch.save({'state_dict': state}, folder / run / 'epoch_2.pth')
+        trained[run] = state
+    urls = {run: f'{base}/{run}/epoch_2.pth' for run in trained}
+    local = {run: fetch_checkpoint(url) for run, url in urls.items()}
+    assert local['runA'] != local['runB']
+    assert local['runA'] == url_cache_path(urls['runA'])
+    assert all(p.endswith('epoch_2.pth') for p in local.values())
+    for run in trained:  # each URL loads its own weights
+        torch.manual_seed(0)
+        model = init_model(setup['cfg'], urls[run])
+        key = 'head.pos_prompt.ctx'
+        assert torch.equal(model.state_dict()[key], trained[run][key])
+    # cached: the server is not asked again
+    (folder / 'runA' / 'epoch_2.pth').unlink()
+    assert fetch_checkpoint(urls['runA']) == local['runA']
+
+
+def test_url_hash_suffix_is_checked(http_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'))
+    folder, base = http_folder
+    data = b'checkpoint bytes'
+    sha = hashlib.sha256(data).hexdigest()[:8]
+    (folder / f'm-{sha}.pth').write_bytes(data)
+    wrong = '0' * 8 if sha != '0' * 8 else '1' * 8
+    (folder / f'm-{wrong}.pth').write_bytes(data)
+    assert open(fetch_checkpoint(f'{base}/m-{sha}.pth'), 'rb').read() == data
+    url = f'{base}/m-{wrong}.pth'
+    with pytest.raises(RuntimeError,
+                       match=f'does not match the sha256 prefix .{wrong}.'):
+        fetch_checkpoint(url)
+    assert not os.path.exists(url_cache_path(url))
+
+
+# ------------------------------------------------------------- the demo
+def test_image_demo_numeric_options(setup, capsys):
+    demo = load_tool('demo/image_demo.py')
+    common = [setup['image'], setup['cfg_path'], setup['ckpt']]
+    for option, value, what in (('--topk', '0', 'an integer >= 1'),
+                                ('--topk', '-2', 'an integer >= 1'),
+                                ('--threshold', '2', r'a number in [0, 1]'),
+                                ('--threshold', 'nan', r'a number in [0, 1]')):
+        with pytest.raises(SystemExit) as exc:
+            demo.main([*common, option, value])
+        assert exc.value.code == 2
+        assert f'argument {option}: must be {what}, got {value!r}' in \
+            capsys.readouterr().err
+
+
+def test_image_demo_makes_no_folder_when_it_fails(setup, tmp_path):
+    demo = load_tool('demo/image_demo.py')
+    show = tmp_path / 'a' / 'vis'
+    bad = tmp_path / 'bad.pth'
+    bad.write_text('not a checkpoint')
+    with pytest.raises(Exception, match='bad.pth'):
+        demo.main([setup['image'], setup['cfg_path'], str(bad),
+                   '--show-dir', str(show)])
+    assert not (tmp_path / 'a').exists()
+    # a folder as the checkpoint: named, with the file to pass
+    (tmp_path / 'wd').mkdir()
+    with pytest.raises(SystemExit, match=r"CHECKPOINT '.*wd' is a folder"):
+        demo.main([setup['image'], setup['cfg_path'], str(tmp_path / 'wd'),
+                   '--show-dir', str(show)])
+    assert not (tmp_path / 'a').exists()
+    _, saved = demo.main([setup['image'], setup['cfg_path'], setup['ckpt'],
+                          '--show-dir', str(show)])
+    assert saved == [str(show / 'img.png')] and os.path.isfile(saved[0])

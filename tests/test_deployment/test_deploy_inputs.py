@@ -1,0 +1,127 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Bad inputs of the deployment tools stop with a message naming the option
+or file, before any work and without leaving files or folders: run_onnx's
+numeric options and unreadable images, export's checkpoint errors and
+output folders, benchmark's numeric options."""
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmcoop.deployment import export_model
+
+
+@pytest.fixture(scope='module')
+def exported(method_models, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('exported_inputs') / 'm.onnx')
+    export_model(method_models('baseline'), path, format='onnx')
+    return path
+
+
+@pytest.mark.parametrize('option, value, what', [
+    ('--batch-size', '0', 'an integer >= 1'),
+    ('--batch-size', '-1', 'an integer >= 1'),
+    ('--topk', '0', 'an integer >= 1'),
+    ('--topk', '-1', 'an integer >= 1'),
+    ('--threshold', '5', 'a number in [0, 1]'),
+    ('--threshold', 'nan', 'a number in [0, 1]'),
+])
+def test_run_onnx_numeric_options(run_onnx, option, value, what, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_onnx.main(['m.onnx', 'x.png', option, value])
+    assert exc.value.code == 2
+    assert f'argument {option}: must be {what}, got {value!r}' in \
+        capsys.readouterr().err
+
+
+def test_run_onnx_api_checks_its_numbers(run_onnx, exported, images):
+    run, meta = run_onnx.load_model(exported)
+    with pytest.raises(run_onnx.DeploymentError, match='batch_size must be'):
+        run_onnx.predict(run, meta, images[:1], batch_size=0)
+    scores = np.linspace(0, 1, len(meta['classes']), dtype=np.float32)
+    with pytest.raises(run_onnx.DeploymentError, match='topk must be'):
+        run_onnx.labels(scores, meta, topk=-1)
+    with pytest.raises(run_onnx.DeploymentError, match=r'in \[0, 1\]'):
+        run_onnx.labels(scores, meta, threshold=float('nan'))
+
+
+def test_run_onnx_refuses_wide_images_and_bombs(run_onnx, exported,
+                                                tmp_path, monkeypatch,
+                                                capsys):
+    run, meta = run_onnx.load_model(exported)
+    wide = tmp_path / 'wide16.png'
+    Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(wide)
+    assert Image.open(wide).mode.startswith('I')
+    with pytest.raises(run_onnx.DeploymentError,
+                       match=r"wide16\.png' \(PIL mode 'I;?1?6?.*'\) is a .* "
+                       r'array with values in \[40000, 40000\].*would '
+                       r'saturate.*Fix: convert it to uint8'):
+        run_onnx.read_image(str(wide), meta)
+    floats = tmp_path / 'float.tif'
+    Image.fromarray(np.full((20, 20), 0.5, np.float32)).save(floats)
+    with pytest.raises(run_onnx.DeploymentError,
+                       match=r"mode 'F'\) .* values in \[0, 1\].*\* 255"):
+        run_onnx.read_image(str(floats), meta)
+    assert run_onnx.main([exported, str(wide)]) == 2
+    assert capsys.readouterr().err.startswith(f'error: Image {str(wide)!r}')
+    # 16-bit files holding 0..255 are the same picture as 8-bit ones
+    grey = np.random.default_rng(0).integers(0, 256, (20, 20), np.uint8)
+    eight, sixteen = tmp_path / 'g8.png', tmp_path / 'g16.png'
+    Image.fromarray(grey).save(eight)
+    Image.fromarray(grey.astype(np.uint16)).save(sixteen)
+    np.testing.assert_array_equal(
+        run_onnx.read_image(str(sixteen), meta),
+        run_onnx.read_image(str(eight), meta))
+    # over Pillow's pixel limit: a DeploymentError, not a raw traceback
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)
+    with pytest.raises(run_onnx.DeploymentError,
+                       match=r"g8\.png'.*exceeds limit.*MAX_IMAGE_PIXELS"):
+        run_onnx.read_image(str(eight), meta)
+    assert run_onnx.main([exported, str(eight)]) == 2
+    assert 'MAX_IMAGE_PIXELS' in capsys.readouterr().err
+
+
+def test_export_checkpoint_errors_are_one_line_and_leave_nothing(
+        demo_checkpoint, export_tool, tmp_path, capsys):
+    config, ckpt = demo_checkpoint
+    out = tmp_path / 'new' / 'sub' / 'm.onnx'
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(open(ckpt, 'rb').read()[:1000])
+    work_dir = tmp_path / 'wd'
+    work_dir.mkdir()
+    (work_dir / 'epoch_3.pth').write_bytes(b'')
+    cases = [(str(truncated), 'Could not read checkpoint'),
+             (str(tmp_path / 'missing.pth'), 'does not exist'),
+             (str(work_dir), r'is a folder, not a checkpoint file.*'
+              r'epoch_3\.pth')]
+    for checkpoint, match in cases:
+        assert export_tool.main([config, checkpoint, '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and 'Traceback' not in err
+        assert len(err.strip().splitlines()) == 1
+        assert re.search(match, err), err
+        assert not (tmp_path / 'new').exists()
+    # a failure after the model loaded removes the folders it made
+    assert export_tool.main(
+        [config, ckpt, '--out', str(out), '--opset', '12']) == 2
+    assert 'opset 12' in capsys.readouterr().err
+    assert not (tmp_path / 'new').exists()
+    with pytest.raises(SystemExit):
+        export_tool.main([config, ckpt, '--out', str(out), '--threshold', '2'])
+    assert 'argument --threshold: must be a number in [0, 1]' in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize('option, value', [('--rounds', '0'),
+                                           ('--threads', '0'),
+                                           ('--batch-sizes', '0'),
+                                           ('--single-images', '-1')])
+def test_benchmark_numeric_options(load_tool, option, value, capsys):
+    bench = load_tool('tools/deployment/benchmark.py')
+    values = [value, '1'] if option == '--batch-sizes' else [value]
+    with pytest.raises(SystemExit) as exc:
+        bench.main(['c.py', 'none', option, *values])
+    assert exc.value.code == 2
+    assert f'argument {option}: must be an integer >= 1, got {value!r}' in \
+        capsys.readouterr().err
