@@ -37,12 +37,13 @@ from mmengine.config import Config
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
-from mmcoop.engine.cli import (add_common_args, check_test_weights,
-                               merge_test_args, set_local_rank)
+from mmcoop.engine.cli import (add_common_args, check_out_suffix,
+                               check_test_inputs_and_outputs,
+                               check_test_weights, merge_test_args,
+                               set_local_rank)
 from mmcoop.evaluation import evaluator_per_class_ap
 from mmcoop.registry import RUNNERS
-from mmcoop.utils.paths import claim_outputs, make_output_dirs
+from mmcoop.utils.paths import make_output_dirs
 
 
 def parse_args(argv=None):
@@ -82,45 +83,8 @@ def parse_args(argv=None):
     set_local_rank(args)
     if args.out is None and args.out_item is not None:
         parser.error('--out-item needs --out (the file to write to).')
-    if args.out is not None:
-        item = args.out_item or 'pred'
-        suffixes = OUT_SUFFIXES[item]
-        if not args.out.endswith(suffixes):
-            parser.error(
-                f'--out {args.out!r}: --out-item {item} is written as '
-                f'{" / ".join(suffixes)} (the formats '
-                f'{"DumpResults" if item == "pred" else "mmengine.dump"} '
-                'writes); the extension decides the format. Fix: name the '
-                f'file e.g. {osp.splitext(args.out)[0] + suffixes[0]!r}.')
+    check_out_suffix(parser, args)
     return args
-
-
-#: what ``--out`` may end with, per ``--out-item``: mmengine's DumpResults
-#: writes pickles only, ``mmengine.dump`` (metrics) json / yaml / pickle.
-OUT_SUFFIXES = {
-    'pred': ('.pkl', '.pickle'),
-    'metrics': ('.json', '.yaml', '.yml', '.pkl', '.pickle'),
-}
-
-
-def check_inputs_and_outputs(args, cfg) -> None:
-    """Refuse a missing checkpoint (or a folder given as one) and an --out
-    that exists (without --force) or is an input, before the Runner is
-    built and the test runs."""
-    checkpoint = args.checkpoint if args.checkpoint is not None else \
-        cfg.get('load_from')
-    what = 'Checkpoint' if args.checkpoint is not None else \
-        'Checkpoint (`load_from` of the config)'
-    if checkpoint and not is_url(checkpoint):
-        check_checkpoint_path(checkpoint, what)
-    if args.out:
-        inputs = [args.config] + ([checkpoint] if checkpoint and
-                                  not is_url(checkpoint) else [])
-        claim_outputs([args.out],
-                      inputs=inputs,
-                      force=args.force,
-                      option='--out',
-                      create_dirs=False)
 
 
 def main(argv=None):
@@ -131,7 +95,7 @@ def main(argv=None):
 
     # merge cli arguments to config
     cfg = merge_test_args(cfg, args)
-    check_inputs_and_outputs(args, cfg)
+    check_test_inputs_and_outputs(args, cfg)
     if args.show_dir:
         cfg.custom_hooks = [
             *cfg.get('custom_hooks', []),

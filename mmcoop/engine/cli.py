@@ -16,6 +16,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 __all__ = [
     'SpacedDictAction', 'add_common_args', 'merge_train_args',
     'merge_test_args', 'check_cfg_option_types', 'check_test_weights',
+    'OUT_SUFFIXES', 'check_out_suffix', 'check_test_inputs_and_outputs',
     'positive_int', 'nonnegative_int', 'positive_float', 'fraction',
     'positive_fraction'
 ]
@@ -321,3 +322,51 @@ def check_test_weights(model, load_from: Optional[str], config: str) -> None:
             '(tools/test.py CONFIG CHECKPOINT) or set `load_from` in the '
             'config. Only a model without trainable parameters (e.g. '
             "model.head.type='ZeroShotHead') is tested without one.")
+
+
+#: what ``tools/test.py --out`` may end with, per ``--out-item``: mmengine's
+#: DumpResults writes pickles only, ``mmengine.dump`` (metrics) json / yaml
+#: / pickle.
+OUT_SUFFIXES = {
+    'pred': ('.pkl', '.pickle'),
+    'metrics': ('.json', '.yaml', '.yml', '.pkl', '.pickle'),
+}
+
+
+def check_out_suffix(parser: argparse.ArgumentParser, args) -> None:
+    """``tools/test.py``: an ``--out`` whose extension the chosen
+    ``--out-item`` cannot be written as stops at argument parsing (the
+    dump would fail only after the whole test)."""
+    if args.out is None:
+        return
+    item = args.out_item or 'pred'
+    suffixes = OUT_SUFFIXES[item]
+    if not args.out.endswith(suffixes):
+        parser.error(
+            f'--out {args.out!r}: --out-item {item} is written as '
+            f'{" / ".join(suffixes)} (the formats '
+            f'{"DumpResults" if item == "pred" else "mmengine.dump"} '
+            'writes); the extension decides the format. Fix: name the '
+            f'file e.g. {osp.splitext(args.out)[0] + suffixes[0]!r}.')
+
+
+def check_test_inputs_and_outputs(args, cfg: Config) -> None:
+    """``tools/test.py``: refuse a missing checkpoint (or a folder given as
+    one) and an ``--out`` that exists (without ``--force``) or is an input
+    (:func:`mmcoop.utils.paths.claim_outputs`), before the Runner is built
+    and the test runs; the folder of ``--out`` is made when writing."""
+    from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
+    from mmcoop.utils.paths import claim_outputs
+    checkpoint = args.checkpoint if args.checkpoint is not None else \
+        cfg.get('load_from')
+    what = 'Checkpoint' if args.checkpoint is not None else \
+        'Checkpoint (`load_from` of the config)'
+    local = checkpoint if checkpoint and not is_url(checkpoint) else None
+    if local:
+        check_checkpoint_path(local, what)
+    if args.out:
+        claim_outputs([args.out],
+                      inputs=[args.config] + ([local] if local else []),
+                      force=args.force,
+                      option='--out',
+                      create_dirs=False)

@@ -246,6 +246,9 @@ def test_publish_then_test(trained, tmp_path):
     assert meta['dataset_meta']['classes'] == H.DEMO_CLASSES
     assert 'PositiveCoOpHead' in meta['config']
     assert (meta['epoch'], meta['iter'], meta['seed']) == (3, 6, 0)
+    # the towers the load policy compares travel with the release
+    assert meta['clip_towers'] == original['meta']['clip_towers']
+    assert set(meta['clip_towers']) == {'backbone', 'head.text_encoder'}
     assert torch.serialization.get_unsafe_globals_in_checkpoint(final) == []
 
     # --no-date: OUT-{sha8}.pth

@@ -60,9 +60,10 @@ import torch  # noqa: E402
 #: checkpoint keys that are never published
 DROP_KEYS = ('optimizer', 'param_schedulers', 'message_hub', 'hook_msgs',
              'ema_state_dict')
-#: training facts copied from the checkpoint meta (if plain data)
+#: training facts copied from the checkpoint meta (if plain data);
+#: ``clip_towers``: the frozen CLIP towers the load policy compares
 META_KEYS = ('epoch', 'iter', 'seed', 'experiment_name', 'time',
-             'mmengine_version')
+             'mmengine_version', 'clip_towers')
 
 
 def parse_args(argv=None):
