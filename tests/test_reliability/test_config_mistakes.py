@@ -247,6 +247,8 @@ def test_work_dir_inside_the_dataset_is_refused_before_any_write(
         setup, tmp_path):
     from _helpers import tree_fingerprint
     before = tree_fingerprint(setup['data_root'])
+    ckpt = tmp_path / 'never_read.pth'  # exists; the work dir stops first
+    ckpt.write_bytes(b'')
     for work in (osp.join(setup['data_root'], 'runs', 'x'),
                  osp.join(setup['data_root'], 'train2014', 'x')):
         with pytest.raises(ValueError) as err:
@@ -257,7 +259,7 @@ def test_work_dir_inside_the_dataset_is_refused_before_any_write(
         assert "'work_dirs/<experiment>'" in str(err.value)
         with pytest.raises(ValueError, match='dataset folder'):
             load_tool('tools/test.py').main([
-                _write(setup, tmp_path), 'none.pth', '--work-dir', work])
+                _write(setup, tmp_path), str(ckpt), '--work-dir', work])
     assert tree_fingerprint(setup['data_root']) == before
 
 
