@@ -230,13 +230,26 @@ class MMCoopRunner(Runner):
     def _register_mmcoop_hooks(self) -> None:
         from mmcoop.engine.hooks import (ClassCheckHook, FiniteCheckHook,
                                          RNGStateHook)
+        from mmcoop.utils.value_checks import check_flag
         opts = dict(rng_state=True, finite_check=True, class_check=True)
-        opts.update(self.cfg.get('mmcoop_hooks', None) or {})
-        unknown = set(opts) - {'rng_state', 'finite_check', 'class_check'}
+        given = self.cfg.get('mmcoop_hooks', None)
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise ValueError(
+                'MMCoopRunner: mmcoop_hooks must be a dict of flags, e.g. '
+                'mmcoop_hooks = dict(finite_check=False) (keys rng_state, '
+                'finite_check, class_check; all True by default), got '
+                f'{given!r}.')
+        unknown = set(given) - set(opts)
         if unknown:
             raise ValueError(
                 f'mmcoop_hooks: unknown keys {sorted(unknown)}; allowed: '
                 "'rng_state', 'finite_check', 'class_check' (True/False).")
+        for key, flag in given.items():
+            # 'False' or 0 would read as its truth value
+            opts[key] = check_flag('MMCoopRunner', f'mmcoop_hooks.{key}',
+                                   flag)
         for key, hook_type in (('rng_state', RNGStateHook), ('finite_check',
                                                              FiniteCheckHook),
                                ('class_check', ClassCheckHook)):

@@ -112,7 +112,7 @@ def test_iter_based_conversion():
 
 
 def test_rejects_negative_value():
-    with pytest.raises(ValueError, match='value must be >= 0'):
+    with pytest.raises(ValueError, match='value must be a finite number > 0'):
         ConstantAbsoluteLR(_optim(), value=-1.)
 
 

@@ -6,6 +6,7 @@ import torch
 from mmengine.hooks import Hook
 
 from mmcoop.registry import HOOKS
+from mmcoop.utils.value_checks import check_flag, check_int
 
 
 class NonFiniteError(FloatingPointError):
@@ -22,7 +23,9 @@ class FiniteCheckHook(Hook):
     good checkpoint stays resumable.
 
     Args:
-        interval (int): check every ``interval`` iterations. Defaults to 1.
+        interval (int): check every ``interval`` iterations (an int >= 1;
+            to switch the hook off, set ``mmcoop_hooks =
+            dict(finite_check=False)``). Defaults to 1.
         check_params (bool): also check the trainable parameters after the
             update. Defaults to True.
     """
@@ -30,8 +33,16 @@ class FiniteCheckHook(Hook):
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, interval: int = 1, check_params: bool = True):
-        self.interval = interval
-        self.check_params = check_params
+        try:  # 0 or -1 would switch the guard off without a word
+            self.interval = check_int('FiniteCheckHook', 'interval',
+                                      interval)
+        except ValueError as e:
+            raise ValueError(
+                f'{e} To switch the check off, set mmcoop_hooks = '
+                'dict(finite_check=False) (and drop FiniteCheckHook from '
+                'custom_hooks).') from None
+        self.check_params = check_flag('FiniteCheckHook', 'check_params',
+                                       check_params)
 
     def after_train_iter(self,
                          runner,

@@ -1,5 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 import os.path as osp
+import re
 from typing import Iterator, Optional
 
 from mmengine.dist import barrier, is_main_process
@@ -42,6 +43,21 @@ def default_mask_path(work_dir: str,
     return osp.join(work_dir, subdir, name + '.npy')
 
 
+def check_subdir(owner: str, subdir) -> str:
+    """``subdir`` if it is a non-empty relative path without a ``..``
+    component, i.e. a folder inside the work dir."""
+    parts = re.split(r'[\\/]+', subdir) if isinstance(subdir, str) else ()
+    if not isinstance(subdir, str) or not subdir.strip() or osp.isabs(
+            subdir) or re.match(r'^[A-Za-z]:', subdir) or '..' in parts:
+        raise ValueError(
+            f'{owner}: subdir must be a relative folder inside the work dir '
+            "(a non-empty str without '..', e.g. 'partial_labels'; '.' for "
+            f'the work dir itself), got {subdir!r}. An absolute path or '
+            "'..' would write the mask outside work_dir; to keep it "
+            "elsewhere, set the dataset's mask_file instead.")
+    return subdir
+
+
 @HOOKS.register_module()
 class PartialLabelMaskHook(Hook):
     """Save the partial-label mask of the training set into the work dir.
@@ -55,14 +71,15 @@ class PartialLabelMaskHook(Hook):
     statistics are logged either way.
 
     Args:
-        subdir (str): Folder under ``work_dir``. Defaults to
-            ``'partial_labels'``.
+        subdir (str): Folder under ``work_dir``: a relative path without
+            ``..`` (an absolute one or ``..`` would write outside the work
+            dir and is refused). Defaults to ``'partial_labels'``.
     """
 
     priority = 'VERY_HIGH'
 
     def __init__(self, subdir: str = 'partial_labels') -> None:
-        self.subdir = subdir
+        self.subdir = check_subdir('PartialLabelMaskHook', subdir)
         self.saved_paths = []
 
     def before_train(self, runner) -> None:

@@ -35,18 +35,28 @@ class ThresholdCalibrationHook(Hook):
     Args:
         split (str): Name of the validation data recorded with the
             thresholds. Defaults to ``'val'``.
+
+    Without a validation metric with ``calibrate=True`` the hook has
+    nothing to store: it warns once, at the first validation.
     """
 
     priority = 'NORMAL'  # before CheckpointHook (VERY_LOW) saves the best
 
     def __init__(self, split: str = 'val') -> None:
+        if not isinstance(split, str) or not split:
+            raise ValueError(
+                'ThresholdCalibrationHook: split must be a non-empty str '
+                "naming the validation data (e.g. 'val'), recorded with the "
+                f'thresholds, got {split!r}.')
         self.split = split
+        self._warned_no_calibration = False
         self._latest: Optional[dict] = None
         self._stored_epochs = set()
         self._loaded: Optional[dict] = None
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        for metric in runner.val_evaluator.metrics:
+        val_metrics = list(runner.val_evaluator.metrics)
+        for metric in val_metrics:
             thresholds = getattr(metric, 'calibrated_thresholds', None)
             if thresholds is not None:
                 classes = (metric.dataset_meta or {}).get('classes')
@@ -56,6 +66,17 @@ class ThresholdCalibrationHook(Hook):
                     epoch=int(runner.epoch),
                     split=self.split)
                 return
+        if not self._warned_no_calibration and not any(
+                getattr(m, 'calibrate', False) is True for m in val_metrics):
+            self._warned_no_calibration = True
+            kinds = [type(m).__name__ for m in val_metrics]
+            runner.logger.warning(
+                'ThresholdCalibrationHook: no validation metric has '
+                f'calibrate=True (val_evaluator: {kinds}), so no per-class '
+                'thresholds are calibrated or stored in the checkpoints. '
+                "Fix: val_evaluator = dict(type='PartialMultiLabelMetric', "
+                "calibrate=True, ...) (the 'clean' protocol sets it), or "
+                'remove ThresholdCalibrationHook from custom_hooks.')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         meta = checkpoint.setdefault('meta', {})

@@ -1,16 +1,40 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """An optimizer-wrapper constructor that never sees the frozen CLIP."""
+import difflib
 import inspect
+import logging
+import math
+import numbers
 from typing import List, Optional, Union
 
+import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 
 from mmcoop.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                              OPTIMIZERS)
+from mmcoop.utils.value_checks import check_number
 
 __all__ = ['TrainableParamsOptimWrapperConstructor']
+
+_OWNER = 'TrainableParamsOptimWrapperConstructor'
+
+#: the ``paramwise_cfg`` keys MMEngine's DefaultOptimWrapperConstructor
+#: reads (``add_params``); any other key would be ignored silently
+PARAMWISE_KEYS = ('custom_keys', 'bias_lr_mult', 'bias_decay_mult',
+                  'norm_decay_mult', 'dwconv_decay_mult', 'flat_decay_mult',
+                  'bypass_duplicate', 'dcn_offset_lr_mult')
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _match_name(name: str) -> str:
+    """The string MMEngine matches ``custom_keys`` against (``add_params``:
+    ``f'{prefix}.{name}'``, so a top-level parameter reads ``'.ctx'``)."""
+    return name if '.' in name else f'.{name}'
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -29,7 +53,137 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     Select it with ``optim_wrapper = dict(constructor=
     'TrainableParamsOptimWrapperConstructor', ...)``.
+
+    Checks (a wrong value would train silently at the wrong lr):
+
+    * the optimizer's ``lr`` and the lr of every resulting param group
+      (``lr_mult``, ``bias_lr_mult``, ...) must be finite and > 0: a
+      negative one is gradient ascent, 0 or NaN trains nothing; freeze a
+      tensor with ``requires_grad=False`` instead of ``lr_mult=0``;
+    * ``paramwise_cfg`` keys MMEngine does not read (a misspelled
+      ``cusotm_keys``) are refused;
+    * ``custom_keys`` that match no trainable parameter name: a warning
+      when *none* of them matches (a typo, or a recipe written for another
+      model, would drop every multiplier); when some match, the others are
+      listed at INFO level only, because a shared recipe lists the keys of
+      every head variant (``sgd-coslr-50e_positivecoop.py`` names the
+      PositiveCoOp, NegativeCoOp and Baseline tensors, and each model has
+      only some of them).
     """
+
+    def _validate_cfg(self) -> None:
+        if not isinstance(self.paramwise_cfg, dict):
+            raise ValueError(
+                f'{_OWNER}: optim_wrapper.paramwise_cfg must be a dict (or '
+                f'None), got {self.paramwise_cfg!r}.')
+        custom_keys = self.paramwise_cfg.get('custom_keys', {})
+        if not isinstance(custom_keys, dict):
+            raise ValueError(
+                f'{_OWNER}: optim_wrapper.paramwise_cfg.custom_keys must be '
+                "a dict such as {'head.ctx': dict(lr_mult=0.01)}, got "
+                f'{custom_keys!r}.')
+        lr = self.optimizer_cfg.get('lr', None)
+        if lr is not None:
+            check_number(
+                _OWNER,
+                'optim_wrapper.optimizer.lr',
+                lr,
+                0,
+                above=True,
+                what='a negative lr is gradient ascent, 0 trains nothing')
+        unknown = sorted(set(self.paramwise_cfg) - set(PARAMWISE_KEYS))
+        if unknown:
+            hints = [
+                f'{k!r} -> {close[0]!r}' for k in unknown for close in
+                [difflib.get_close_matches(str(k), PARAMWISE_KEYS, 1)]
+                if close
+            ]
+            raise ValueError(
+                f'{_OWNER}: unknown optim_wrapper.paramwise_cfg keys '
+                f'{unknown} (MMEngine would ignore them); allowed: '
+                f'{list(PARAMWISE_KEYS)}.' +
+                (f' Did you mean {", ".join(hints)}?' if hints else ''))
+        for key, opts in custom_keys.items():
+            where = f'optim_wrapper.paramwise_cfg.custom_keys[{key!r}]'
+            if not isinstance(opts, dict):
+                raise ValueError(
+                    f'{_OWNER}: {where} must be a dict such as '
+                    f'dict(lr_mult=0.01), got {opts!r}.')
+            for field in ('lr_mult', 'decay_mult', 'lr'):
+                if field in opts and not (_is_number(opts[field])
+                                          and math.isfinite(opts[field])):
+                    raise ValueError(
+                        f'{_OWNER}: {where}.{field} must be a finite '
+                        f'number, got {opts[field]!r}.')
+        for field in ('bias_lr_mult', 'dcn_offset_lr_mult', 'bias_decay_mult',
+                      'norm_decay_mult', 'dwconv_decay_mult',
+                      'flat_decay_mult'):
+            value = self.paramwise_cfg.get(field, None)
+            if value is not None and not (_is_number(value)
+                                          and math.isfinite(value)):
+                raise ValueError(
+                    f'{_OWNER}: optim_wrapper.paramwise_cfg.{field} must be '
+                    f'a finite number, got {value!r}.')
+        super()._validate_cfg()
+
+    def _custom_key_of(self, name: str) -> Optional[str]:
+        """The ``custom_keys`` entry MMEngine applies to parameter
+        ``name`` (the longest matching key, then alphabetical)."""
+        keys = self.paramwise_cfg.get('custom_keys', {})
+        for key in sorted(sorted(keys), key=len, reverse=True):
+            if key in _match_name(name):
+                return key
+        return None
+
+    def _check_custom_keys(self, trainable: list) -> None:
+        keys = list(self.paramwise_cfg.get('custom_keys', {}))
+        if not keys:
+            return
+        unmatched = [
+            k for k in keys
+            if not any(k in _match_name(n) for n, _ in trainable)
+        ]
+        if not unmatched:
+            return
+        names = [n for n, _ in trainable]
+        shown = ', '.join(names[:8]) + (
+            f', ... ({len(names)} in all)' if len(names) > 8 else '')
+        if len(unmatched) == len(keys):
+            print_log(
+                f'{_OWNER}: no optim_wrapper.paramwise_cfg.custom_keys '
+                f'entry {keys} matches a trainable parameter name (keys '
+                'are matched as substrings), so every trainable tensor '
+                'trains at the base lr and weight decay. Trainable '
+                f'parameters: {shown}. Fix: correct the keys, or remove '
+                'paramwise_cfg.',
+                logger='current',
+                level=logging.WARNING)
+        else:
+            print_log(
+                f'{_OWNER}: custom_keys {unmatched} match no trainable '
+                'parameter of this model (expected for a recipe that lists '
+                'the tensors of several heads; check them if not).',
+                logger='current')
+
+    def _check_group_lrs(self, optimizer, names: dict) -> None:
+        """Every param group's lr finite and > 0, naming its tensors and
+        the ``custom_keys`` entry that set it."""
+        for i, group in enumerate(optimizer.param_groups):
+            lr = group.get('lr', None)
+            if isinstance(lr, torch.Tensor) and lr.numel() == 1:
+                lr = lr.item()
+            if _is_number(lr) and math.isfinite(lr) and lr > 0:
+                continue
+            tensors = [names.get(id(p), '?') for p in group['params']]
+            keys = sorted({k for k in map(self._custom_key_of, tensors) if k})
+            source = (f'custom_keys {keys}' if keys else
+                      'the optimizer lr and paramwise_cfg multipliers')
+            raise ValueError(
+                f'{_OWNER}: param group {i} ({", ".join(tensors)}) gets lr '
+                f'{lr!r} from {source}; every group lr must be a finite '
+                'number > 0 (a negative lr is gradient ascent, 0 or NaN '
+                'trains nothing). Fix: a positive lr_mult; to freeze a '
+                'tensor, set requires_grad=False.')
 
     def add_params(self,
                    params: List[dict],
@@ -63,11 +217,13 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             params = [p for _, p in trainable]
             num_groups = 1
         else:
+            self._check_custom_keys(trainable)
             params = []
             self.add_params(params, model)
             num_groups = len(params)
         optimizer_cfg[first_arg_name] = params
         optimizer = OPTIMIZERS.build(optimizer_cfg)
+        self._check_group_lrs(optimizer, {id(p): n for n, p in trainable})
 
         num_frozen = sum(1 for p in model.parameters() if not p.requires_grad)
         print_log(

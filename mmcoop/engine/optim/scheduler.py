@@ -1,6 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Constant warm-up at an *absolute* value, as Dassl's
 ``ConstantWarmupScheduler`` used by the official DualCoOp / PositiveCoOp."""
+import numbers
 from typing import List, Optional, Union
 
 from mmengine.optim import BaseOptimWrapper
@@ -9,6 +10,7 @@ from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
 from torch.optim import Optimizer
 
 from mmcoop.registry import PARAM_SCHEDULERS
+from mmcoop.utils.value_checks import check_number
 
 __all__ = ['ConstantAbsoluteParamScheduler', 'ConstantAbsoluteLR']
 
@@ -35,10 +37,14 @@ class ConstantAbsoluteParamScheduler(_ParamScheduler):
     Args:
         optimizer (Optimizer | BaseOptimWrapper): Wrapped optimizer.
         param_name (str): Name of the parameter, e.g. ``'lr'``.
-        value (float): Absolute value of every group in ``[begin, end)``.
-        begin (int): First step (epoch or iteration). Defaults to 0.
-        end (int): Step at which the saved values come back. Defaults to
-            INF (never).
+        value (float): Absolute value of every group in ``[begin, end)``,
+            a finite number > 0.
+        begin (int): First step (epoch or iteration), an int >= 0.
+            Defaults to 0.
+        end (int): Step at which the saved values come back, an int >
+            ``begin`` (a fractional one would never be reached: the whole
+            run would stay at ``value``; for a fraction of an epoch add
+            ``convert_to_iter_based=True``). Defaults to INF (never).
         last_step (int): Index of the last step, for resuming without a
             state dict. Defaults to -1.
         by_epoch (bool): Step per epoch (True) or iteration. Defaults to
@@ -61,11 +67,30 @@ class ConstantAbsoluteParamScheduler(_ParamScheduler):
                  last_step: int = -1,
                  by_epoch: bool = True,
                  verbose: bool = False):
-        if value < 0:
+        owner = type(self).__name__
+        self.value = float(
+            check_number(
+                owner,
+                'value',
+                value,
+                0,
+                above=True,
+                what='the absolute warm-up value of every param group, '
+                'e.g. 5e-3'))
+        # `end` is met by equality (`step`): a fractional one would never
+        # give the saved values back, so the whole run would stay at `value`
+        what = ('the base values come back at step `end` exactly; for a '
+                'fraction of an epoch add convert_to_iter_based=True, which '
+                'converts epochs to whole iterations')
+        for field, step in (('begin', begin), ('end', end)):
+            if isinstance(step, bool) or not isinstance(
+                    step, numbers.Integral) or step < 0:
+                raise ValueError(f'{owner}: {field} must be an int >= 0 '
+                                 f'({what}), got {step!r}.')
+        if end <= begin:
             raise ValueError(
-                f'ConstantAbsoluteParamScheduler: value must be >= 0, got '
-                f'{value}.')
-        self.value = float(value)
+                f'{owner}: end ({end}) must be greater than begin ({begin}); '
+                'the value is held in [begin, end).')
         # values of every group when the schedule started (restored at end)
         self.saved_values: Optional[List[float]] = None
         super().__init__(
@@ -90,6 +115,15 @@ class ConstantAbsoluteParamScheduler(_ParamScheduler):
                          'be converted to iter-based.'
         assert epoch_length is not None and epoch_length > 0, \
             f'`epoch_length` must be a positive integer, got {epoch_length}.'
+        # epochs may be fractional here: they become whole iterations
+        for field, step in (('begin', begin), ('end', end)):
+            check_number(
+                cls.__name__,
+                field,
+                step,
+                0,
+                what='epochs, converted to iterations '
+                '(convert_to_iter_based=True)')
         begin = int(begin * epoch_length)
         if end != INF:
             end = int(end * epoch_length)

@@ -2,6 +2,7 @@
 """CLIP's image normalisation, defined once."""
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -18,6 +19,28 @@ CLIP_MEAN = tuple(255 * m for m in OPENAI_DATASET_MEAN)
 CLIP_STD = tuple(255 * s for s in OPENAI_DATASET_STD)
 
 
+def channel_stats(values):
+    """A 1-D tensor or numpy array of per-channel statistics as a list of
+    numbers (so the buffers are float32 as for a list: a float64 array
+    would make the normalised batch float64); anything else unchanged."""
+    if isinstance(values, (torch.Tensor, np.ndarray)) and values.ndim == 1:
+        return values.tolist()
+    return values
+
+
+def refuse_empty_batch(owner: str, inputs) -> None:
+    """A clear error for a batch without samples (MMEngine's stacking
+    would fail with a bare ``AssertionError``)."""
+    empty = (inputs.shape[0] == 0 if isinstance(inputs, torch.Tensor)
+             and inputs.dim() > 0 else isinstance(inputs, (list, tuple))
+             and not inputs)
+    if empty or inputs is None:
+        raise ValueError(
+            f'{owner}: empty batch (no samples). Fix: check the dataset is '
+            'not empty and that the sampler / batch_size give every batch '
+            'at least one sample.')
+
+
 @MODELS.register_module()
 class CLIPDataPreprocessor(ClsDataPreprocessor):
     """``ClsDataPreprocessor`` whose defaults are CLIP's normalisation:
@@ -26,7 +49,8 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
 
     Configs write ``data_preprocessor=dict(type='CLIPDataPreprocessor')``
     instead of typing the statistics. The arguments are those of
-    :class:`mmpretrain.models.ClsDataPreprocessor`.
+    :class:`mmpretrain.models.ClsDataPreprocessor`; ``mean`` / ``std`` are 3
+    numbers each (a list, tuple, numpy array or 1-D tensor).
     """
 
     def __init__(self,
@@ -34,6 +58,7 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
                  std: Optional[Sequence[float]] = CLIP_STD,
                  to_rgb: bool = True,
                  **kwargs):
+        mean, std = channel_stats(mean), channel_stats(std)
         check_channel_stats(type(self).__name__, mean, std, optional=True)
         check_flag(type(self).__name__, 'to_rgb', to_rgb)
         super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)
@@ -43,6 +68,7 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
         of the device path (``LoadImageBytes``), which it would otherwise
         normalise as if they were 1-pixel-high images."""
         inputs = data.get('inputs')
+        refuse_empty_batch(type(self).__name__, inputs)
         samples = data.get('data_samples') or ()
         raw = (inputs.dim() == 2 if isinstance(inputs, torch.Tensor) else
                any(getattr(x, 'dim', lambda: 3)() == 1 for x in inputs or ()))

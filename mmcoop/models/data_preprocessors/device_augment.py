@@ -9,7 +9,8 @@ from mmcoop.datasets.transforms.jpeg import decode_jpegs
 from mmcoop.datasets.transforms.tensor_augment import resize_augment_batch
 from mmcoop.registry import MODELS
 from mmcoop.utils.value_checks import check_channel_stats, check_flag
-from .clip_preprocessor import CLIP_MEAN, CLIP_STD
+from .clip_preprocessor import (CLIP_MEAN, CLIP_STD, channel_stats,
+                                refuse_empty_batch)
 
 __all__ = ['DeviceAugmentPreprocessor']
 
@@ -68,6 +69,7 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
                  std: Sequence[float] = CLIP_STD,
                  non_blocking: bool = True,
                  batch_augments: Optional[dict] = None):
+        mean, std = channel_stats(mean), channel_stats(std)
         check_channel_stats('DeviceAugmentPreprocessor', mean, std)
         super().__init__(non_blocking=check_flag(
             'DeviceAugmentPreprocessor', 'non_blocking', non_blocking))
@@ -82,6 +84,7 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
 
     def forward(self, data: dict, training: bool = False) -> dict:
         samples = data.get('data_samples')
+        refuse_empty_batch('DeviceAugmentPreprocessor', data.get('inputs'))
         inputs = list(data['inputs'])
         if not samples or 'device_aug' not in samples[0]:
             raise ValueError(

@@ -6,6 +6,8 @@ import torch
 from mmengine.model import BaseDataPreprocessor
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_flag
+from .clip_preprocessor import refuse_empty_batch
 
 
 @MODELS.register_module()
@@ -34,7 +36,8 @@ class FeatureDataPreprocessor(BaseDataPreprocessor):
     def __init__(self,
                  non_blocking: bool = True,
                  batch_augments: Optional[dict] = None):
-        super().__init__(non_blocking=non_blocking)
+        super().__init__(non_blocking=check_flag(
+            'FeatureDataPreprocessor', 'non_blocking', non_blocking))
         if batch_augments:
             raise ValueError(
                 'FeatureDataPreprocessor: batch augmentations '
@@ -44,9 +47,8 @@ class FeatureDataPreprocessor(BaseDataPreprocessor):
 
     def forward(self, data: dict, training: bool = False) -> dict:
         inputs = data['inputs']
+        refuse_empty_batch('FeatureDataPreprocessor', inputs)
         if isinstance(inputs, (list, tuple)):
-            if not inputs:
-                raise ValueError('FeatureDataPreprocessor: empty batch.')
             bad = [
                 tuple(x.shape) for x in inputs
                 if not isinstance(x, torch.Tensor) or x.dim() != 2
