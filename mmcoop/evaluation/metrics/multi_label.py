@@ -1,6 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Multi-label metrics with the official DualCoOp/PositiveCoOp definitions."""
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -8,6 +8,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from mmcoop.registry import METRICS
+from mmcoop.utils.value_checks import check_flag, check_int, check_number
 
 __all__ = [
     'average_precision', 'average_precision_per_class',
@@ -173,7 +174,8 @@ def calibrate_thresholds(pred: np.ndarray,
     the midpoint of the two scores around the best cut (so that ``score >
     thr``, the official rule, predicts exactly the scores above the cut).
     The smallest threshold wins a tie in F1. Classes without a known
-    positive keep ``default``. Targets < 0 are ignored.
+    positive keep ``default``. Targets < 0 are ignored. Thresholds are
+    clipped to [0, 1] (a cut below the lowest score of 0 would be below 0).
 
     Returns:
         np.ndarray: ``(C,)`` float64 thresholds.
@@ -200,7 +202,36 @@ def calibrate_thresholds(pred: np.ndarray,
         best = cuts[len(f1) - 1 - int(np.argmax(f1[::-1]))]  # last max
         lower = s[best + 1] if best + 1 < len(s) else s[best] - 1e-6
         thresholds[c] = (s[best] + lower) / 2
-    return thresholds
+    return np.clip(thresholds, 0., 1.)
+
+
+def check_class_thresholds(owner: str, thresholds,
+                           num_classes: Optional[int] = None) -> List[float]:
+    """Per-class thresholds: a sequence of finite numbers in [0, 1] (one
+    per class when ``num_classes`` is given) -> a list of floats."""
+    if isinstance(thresholds, np.ndarray):
+        thresholds = thresholds.tolist() if thresholds.ndim == 1 else \
+            thresholds
+    if isinstance(thresholds, (str, bytes)) or not isinstance(
+            thresholds, (list, tuple)) or not thresholds:
+        raise ValueError(
+            f'{owner}: class_thresholds must be None or a sequence of '
+            f'numbers in [0, 1] (one per class), got {thresholds!r}.')
+    for i, value in enumerate(thresholds):
+        check_number(
+            owner,
+            f'class_thresholds[{i}]',
+            value,
+            0,
+            1,
+            what='scores are probabilities; thresholds fitted with '
+            'calibrate=True on a validation split are')
+    if num_classes is not None and len(thresholds) != num_classes:
+        raise ValueError(
+            f'{owner}: class_thresholds has {len(thresholds)} values, '
+            f'expected {num_classes} (one threshold per class of the '
+            'evaluated scores).')
+    return [float(v) for v in thresholds]
 
 
 @METRICS.register_module()
@@ -220,8 +251,13 @@ class PartialMultiLabelMetric(BaseMetric):
     ``torch.argsort`` order). mmpretrain's ``MultiLabelMetric`` uses
     ``score >= thr`` instead of the official ``score > thr``.
 
+    Every argument is checked when the metric is built (``ValueError``
+    naming the field and the value); ``topk`` and ``class_thresholds``
+    against the number of classes again when the scores arrive.
+
     Args:
-        thr (float): Threshold of CP/CR/CF1/OP/OR/OF1. Defaults to 0.5.
+        thr (float): Threshold of CP/CR/CF1/OP/OR/OF1, a number in [0, 1].
+            Defaults to 0.5.
         no_positive (str): ``'zero'`` (official; a class without positive
             in the evaluated set contributes AP 0) or ``'ignore'`` (left out
             of the mean). Either way a warning names those classes.
@@ -230,7 +266,9 @@ class PartialMultiLabelMetric(BaseMetric):
             Defaults to False.
         topk (int, optional): Also report ``CF1_top{k}`` / ``OF1_top{k}``
             with the top-``k`` classes of every image predicted positive
-            (:func:`topk_metrics`). Defaults to None (not reported).
+            (:func:`topk_metrics`); an int from 1 to the number of
+            classes (a larger one is refused when the scores arrive).
+            Defaults to None (not reported).
         calibrate (bool): Fit per-class F1-maximising thresholds on the
             evaluated data (:func:`calibrate_thresholds`) and keep them in
             ``calibrated_thresholds`` (not reported: they are fitted on this
@@ -238,8 +276,9 @@ class PartialMultiLabelMetric(BaseMetric):
             :class:`~mmcoop.engine.ThresholdCalibrationHook` stores them in
             the checkpoints. Defaults to False.
         class_thresholds (sequence of float, optional): Per-class thresholds
-            fitted elsewhere (a validation split); reports ``CF1_calib`` /
-            ``OF1_calib`` with them. Set from a checkpoint's meta by
+            in [0, 1] fitted elsewhere (a validation split); reports
+            ``CF1_calib`` / ``OF1_calib`` with them. Set from a
+            checkpoint's meta by
             :class:`~mmcoop.engine.ThresholdCalibrationHook`. Defaults to
             None.
         collect_device (str): Defaults to ``'cpu'``.
@@ -257,13 +296,24 @@ class PartialMultiLabelMetric(BaseMetric):
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        owner = type(self).__name__
         if no_positive not in NO_POSITIVE_MODES:
-            raise ValueError(f'no_positive must be one of '
+            raise ValueError(f'{owner}: no_positive must be one of '
                              f'{NO_POSITIVE_MODES}, got {no_positive!r}.')
-        if topk is not None and (isinstance(topk, bool)
-                                 or not isinstance(topk, int) or topk < 1):
-            raise ValueError(f'topk must be a positive int or None, got '
-                             f'{topk!r}.')
+        check_number(
+            owner,
+            'thr',
+            thr,
+            0,
+            1,
+            what='scores are probabilities; 0.5 by default')
+        check_flag(owner, 'per_class_ap', per_class_ap)
+        if topk is not None:
+            check_int(owner, 'topk', topk, 1)
+        check_flag(owner, 'calibrate', calibrate)
+        if class_thresholds is not None:
+            class_thresholds = check_class_thresholds(owner,
+                                                      class_thresholds)
         self.thr = thr
         self.no_positive = no_positive
         self.per_class_ap = per_class_ap
@@ -289,10 +339,33 @@ class PartialMultiLabelMetric(BaseMetric):
                 target[sample['gt_label'].long().cpu()] = 1.
             self.results.append(dict(pred_score=score, gt_score=target))
 
-    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        """Compute the metrics from all processed samples."""
+    def _stack_results(self,
+                       results: List[dict]) -> Tuple[np.ndarray, np.ndarray]:
+        """``(N, C)`` scores and targets of the processed samples."""
+        if not results:
+            raise ValueError(
+                f'{type(self).__name__}: no results to evaluate (no data '
+                'sample was processed). Fix: check that the evaluated '
+                'dataloader is not empty (dataset, ann_file, filters).')
         pred = torch.stack([r['pred_score'] for r in results]).numpy()
         target = torch.stack([r['gt_score'] for r in results]).numpy()
+        return pred, target
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        """Compute the metrics from all processed samples."""
+        pred, target = self._stack_results(results)
+        owner = type(self).__name__
+        num_classes = pred.shape[1]
+        if self.topk is not None and self.topk > num_classes:
+            raise ValueError(
+                f'{owner}: topk must be an int in 1..{num_classes} (the '
+                f'number of classes scored), got {self.topk!r}: every image '
+                f'would predict all classes, reported as CF1_top'
+                f'{self.topk}. Fix: a smaller topk, or None.')
+        if self.class_thresholds is not None:
+            # also those set after building (ThresholdCalibrationHook)
+            class_thresholds = check_class_thresholds(
+                owner, self.class_thresholds, num_classes)
         ap, num_pos = average_precision_per_class(pred, target)
         classes = self._class_names(pred.shape[1])
         logger = MMLogger.get_current_instance()
@@ -316,11 +389,7 @@ class PartialMultiLabelMetric(BaseMetric):
             metrics[f'CF1_top{self.topk}'] = top['CF1']
             metrics[f'OF1_top{self.topk}'] = top['OF1']
         if self.class_thresholds is not None:
-            thr = np.asarray(self.class_thresholds, dtype=np.float64)
-            if thr.shape != (pred.shape[1], ):
-                raise ValueError(
-                    f'class_thresholds has shape {thr.shape}, expected '
-                    f'({pred.shape[1]},) (one threshold per class).')
+            thr = np.asarray(class_thresholds, dtype=np.float64)
             calib = threshold_metrics(pred, target, thr)
             metrics['CF1_calib'] = calib['CF1']
             metrics['OF1_calib'] = calib['OF1']

@@ -18,17 +18,30 @@ scored and pools the counts over images and classes (precision = hits /
 :func:`~mmcoop.evaluation.metrics.multi_label.mean_average_precision` over
 the same classes. Targets -1 count nowhere.
 """
-from typing import Dict, List, Sequence, Union
+import numbers
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 
 from mmcoop.datasets.utils import class_columns, read_class_list
 from mmcoop.registry import METRICS
+from mmcoop.utils.value_checks import check_int
 from .multi_label import (PartialMultiLabelMetric, mean_average_precision,
                           topk_metrics)
 
 __all__ = ['UnseenClassMetric']
+
+
+def check_ks(owner: str, ks) -> Tuple[int, ...]:
+    """The k of ``F1@k``: an int >= 1, or a sequence of them -> a
+    tuple."""
+    if isinstance(ks, numbers.Integral) and not isinstance(ks, bool):
+        ks = (ks, )
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, (list, tuple)):
+        raise ValueError(
+            f'{owner}: ks must be an int >= 1 or a sequence of them (the k '
+            f'of F1@k), got {ks!r}. Fix: e.g. ks=(3, 5).')
+    return tuple(check_int(owner, f'ks[{i}]', k, 1) for i, k in enumerate(ks))
 
 
 @METRICS.register_module()
@@ -42,7 +55,8 @@ class UnseenClassMetric(PartialMultiLabelMetric):
         seen_classes (str | Sequence[str], optional): the seen class names
             (or a file); "all" is then seen + unseen. Defaults to None
             (every class of the dataset).
-        ks (Sequence[int]): the k of ``F1@k``. Defaults to ``(3, 5)``.
+        ks (int | Sequence[int]): the k of ``F1@k``, each an int >= 1 (one
+            int: ``(k,)``). Defaults to ``(3, 5)``.
         no_positive (str): see :class:`PartialMultiLabelMetric`.
         collect_device, prefix: as MMEngine's ``BaseMetric``.
     """
@@ -70,11 +84,10 @@ class UnseenClassMetric(PartialMultiLabelMetric):
             raise ValueError(
                 f'UnseenClassMetric: {sorted(both)[:10]} are in both '
                 '`seen_classes` and `unseen_classes`.')
-        self.ks = tuple(int(k) for k in ks)
+        self.ks = check_ks(type(self).__name__, ks)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        pred = torch.stack([r['pred_score'] for r in results]).numpy()
-        target = torch.stack([r['gt_score'] for r in results]).numpy()
+        pred, target = self._stack_results(results)
         classes = self._class_names(pred.shape[1])
         owner = type(self).__name__
         unseen = class_columns(classes, self.unseen_classes, owner,

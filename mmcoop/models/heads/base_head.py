@@ -11,6 +11,7 @@ from mmpretrain.structures import DataSample, label_to_onehot
 
 from mmcoop.datasets.utils import check_class_names
 from mmcoop.registry import DATASETS, MODELS
+from mmcoop.utils.value_checks import check_int, check_number
 
 
 def build_in_mmcoop_scope(cfg: dict):
@@ -61,6 +62,42 @@ def resolve_classnames(
     return classnames
 
 
+def check_positive_scale(owner: str, field: str, value,
+                         official: float) -> float:
+    """A logit multiplier (``feat_scale``, ``logit_scale``): a finite
+    number > 0 (0 trains nothing, a negative flips the logits, NaN/inf give
+    NaN losses)."""
+    return check_number(
+        owner,
+        field,
+        value,
+        low=0,
+        above=True,
+        what=f'a multiplier of the logits; {official:g} in the official '
+        'code')
+
+
+def check_prediction_args(owner: str, thr, topk, num_classes: int) -> None:
+    """``thr``: None or a number in [0, 1]; ``topk``: None or an int in
+    1..``num_classes``."""
+    if thr is not None:
+        check_number(
+            owner,
+            'thr',
+            thr,
+            0,
+            1,
+            what='the score threshold of pred_label; scores are '
+            'probabilities. Fix: e.g. thr=0.5, or None with topk')
+    if topk is not None:
+        check_int(owner, 'topk', topk, 1)
+        if topk > num_classes:
+            raise ValueError(
+                f'{owner}: topk must be an int in 1..{num_classes} (the '
+                f'number of classes), got {topk!r}. Fix: a smaller topk, '
+                'or thr instead.')
+
+
 def presence_probability(logits: torch.Tensor) -> torch.Tensor:
     """``(B, 2, C)`` [negative, positive] logits -> ``(B, C)`` fp32
     p(present), ``softmax(logits, dim=1)[:, 1]``."""
@@ -80,8 +117,11 @@ class PartialLabelHead(MultiLabelClsHead):
         classnames (str | Sequence[str] | dict): see
             :func:`resolve_classnames`.
         loss (dict): loss config. Defaults to ``PartialAsymmetricLoss``.
-        thr (float, optional): score threshold for ``pred_label``.
-        topk (int, optional): top-k labels instead of a threshold.
+        thr (float, optional): score threshold for ``pred_label``, a
+            number in [0, 1] (scores are probabilities). Used when given;
+            with neither ``thr`` nor ``topk``, 0.5.
+        topk (int, optional): top-k labels instead of a threshold, an int
+            in 1..C (C classes).
     """
 
     def __init__(self,
@@ -95,6 +135,8 @@ class PartialLabelHead(MultiLabelClsHead):
         super().__init__(loss=loss, thr=thr, topk=topk, init_cfg=init_cfg)
         self.classnames = resolve_classnames(classnames)
         self.num_classes = len(self.classnames)
+        check_prediction_args(
+            type(self).__name__, self.thr, self.topk, self.num_classes)
 
     #: D, the feature width the head expects (set by subclasses).
     in_channels: int

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 
 from mmcoop.registry import MODELS
-from .base_head import PartialLabelHead
+from mmcoop.utils.value_checks import check_int
+from .base_head import PartialLabelHead, check_positive_scale
 from .region_aggregation import spatial_softmax_pool
 
 
@@ -26,9 +27,10 @@ class BaselineHead(PartialLabelHead):
         in_channels (int): D, the dense feature width: the backbone's CLIP
             joint embedding width (``FrozenCLIP.embed_dim``; 512 for RN101
             and ViT-B, 640 RN50x4, 768 ViT-L, 1024 ViT-H, 1152 SigLIP
-            So400m). A mismatch is an error at the first forward.
-            Defaults to 512.
-        logit_scale (float): multiplier (5 in the official code).
+            So400m), an int >= 1. A mismatch is an error at the first
+            forward. Defaults to 512.
+        logit_scale (float): multiplier, a finite number > 0 (5 in the
+            official code).
     """
 
     def __init__(self,
@@ -39,6 +41,9 @@ class BaselineHead(PartialLabelHead):
                  thr: Optional[float] = None,
                  topk: Optional[int] = None,
                  init_cfg: Optional[dict] = None):
+        owner = type(self).__name__
+        check_int(owner, 'in_channels', in_channels, 1)
+        check_positive_scale(owner, 'logit_scale', logit_scale, 5)
         super().__init__(
             classnames=classnames,
             loss=loss,

@@ -30,24 +30,26 @@ from typing import Optional, Tuple
 
 import torch
 
+from mmcoop.utils.value_checks import check_flag, check_int
+
 __all__ = ['check_class_subset', 'sample_class_subset']
 
 
-def check_class_subset(cfg: Optional[dict]) -> Optional[dict]:
+def check_class_subset(cfg: Optional[dict],
+                       owner: str = 'head') -> Optional[dict]:
     """Validate a head's ``class_subset`` option -> ``dict(num_classes=K,
-    fill=bool)`` or None."""
+    fill=bool)`` or None; ``owner`` (the head class) names it in the
+    errors."""
     if cfg is None:
         return None
     if not isinstance(cfg, dict) or set(cfg) - {'num_classes', 'fill'} \
             or 'num_classes' not in cfg:
         raise ValueError(
-            'class_subset must be None or dict(num_classes=K[, fill=True]), '
-            f'got {cfg!r}.')
-    k = cfg['num_classes']
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError('class_subset.num_classes must be a positive '
-                         f'integer, got {k!r}.')
-    return dict(num_classes=k, fill=bool(cfg.get('fill', True)))
+            f'{owner}: class_subset must be None or dict(num_classes=K[, '
+            f'fill=True]), got {cfg!r}.')
+    k = check_int(owner, 'class_subset.num_classes', cfg['num_classes'], 1)
+    fill = check_flag(owner, 'class_subset.fill', cfg.get('fill', True))
+    return dict(num_classes=k, fill=fill)
 
 
 def sample_class_subset(target: torch.Tensor,
@@ -67,7 +69,8 @@ def sample_class_subset(target: torch.Tensor,
 
     Returns:
         tuple: ``index``, the ``(k,)`` sorted class indices (k = K, or
-        min(n, K) without ``fill``; all C classes if C <= K), and
+        min(n, K) without ``fill``: empty when the batch has no known
+        label; all C classes if C <= K), and
         ``scale``, ``n / K`` if known classes were left out, else 1.
     """
     total = target.shape[1]

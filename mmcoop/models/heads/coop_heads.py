@@ -34,8 +34,10 @@ import torch.nn as nn
 from mmpretrain.structures import DataSample
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_flag
 from ..prompt_learners import PromptLearner, ctx_init_words
-from .base_head import PartialLabelHead, build_in_mmcoop_scope
+from .base_head import (PartialLabelHead, build_in_mmcoop_scope,
+                        check_positive_scale)
 from .class_subset import check_class_subset, sample_class_subset
 from .region_aggregation import class_specific_region_aggregation
 
@@ -57,10 +59,10 @@ class PromptRegionHead(PartialLabelHead):
             (NegativeCoOp, DualCoOp), e.g. ``'a photo without a'``; defaults
             to ``ctx_init``. With both set, DualCoOp starts from exactly the
             :class:`ZeroShotHead` of the same words.
-        feat_scale (float): multiplier of the cosine similarities (20 in the
-            official code).
-        logit_scale (float): multiplier of the aggregated logits (5 in the
-            official code).
+        feat_scale (float): multiplier of the cosine similarities, a finite
+            number > 0 (20 in the official code).
+        logit_scale (float): multiplier of the aggregated logits, a finite
+            number > 0 (5 in the official code).
         loss (dict): loss config.
         thr / topk: prediction threshold / top-k.
         class_subset (dict, optional): ``dict(num_classes=K, fill=True)``:
@@ -70,7 +72,10 @@ class PromptRegionHead(PartialLabelHead):
             exact effect on the loss: exact while the batch has at most K
             known classes, else an unbiased estimate with the default
             ``reduction='sum'``). Evaluation always scores all classes.
-            Defaults to None (all classes at every step).
+            A step whose batch has no known label with ``fill=False``
+            (no class drawn) has a zero loss, still connected to the
+            trainable parameters. Defaults to None (all classes at every
+            step).
 
     Class features are recomputed at every training step. In eval mode they
     are computed once and reused until a trainable parameter changes. For
@@ -92,6 +97,12 @@ class PromptRegionHead(PartialLabelHead):
                  topk: Optional[int] = None,
                  class_subset: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
+        # the plain values first: before the text encoder is built
+        owner = type(self).__name__
+        check_positive_scale(owner, 'feat_scale', feat_scale, 20)
+        check_positive_scale(owner, 'logit_scale', logit_scale, 5)
+        check_flag(owner, 'class_specific', class_specific)
+        class_subset = check_class_subset(class_subset, owner)
         super().__init__(
             classnames=classnames,
             loss=loss,
@@ -110,7 +121,7 @@ class PromptRegionHead(PartialLabelHead):
         self._ctx_init = dict(
             pos=pos_words,
             neg=ctx_init_words('neg_ctx_init', neg_ctx_init) or pos_words)
-        self.class_subset = check_class_subset(class_subset)
+        self.class_subset = class_subset
         self._cache_key = None
         self._cache = None
 
@@ -214,11 +225,26 @@ class PromptRegionHead(PartialLabelHead):
         dense = self.pre_logits(feats)
         target = self.targets(data_samples, dense.device)
         index, scale = sample_class_subset(target, **self.class_subset)
+        if index.numel() == 0:
+            # fill=False and no known label in the batch: nothing to score
+            # (the text encoder cannot encode 0 prompts); a zero loss on
+            # the trainable parameters keeps every one in the graph, with a
+            # zero gradient, as a subset of unknown classes would give
+            return dict(loss=self._zero_loss(dense))
         logits = self._aggregate(dense, *self.class_features(index))
         loss = self.loss_module(logits, target[:, index], **kwargs)
         if getattr(self.loss_module, 'reduction', 'sum') == 'sum':
             loss = loss * scale
         return dict(loss=loss)
+
+    def _zero_loss(self, dense: torch.Tensor) -> torch.Tensor:
+        """A fp32 scalar 0 connected to the trainable parameters (and to
+        ``dense``)."""
+        zero = dense.float().sum() * 0.
+        for param in self.parameters():
+            if param.requires_grad:
+                zero = zero + param.float().sum() * 0.
+        return zero
 
 
 class PromptEmbeddingHead(PromptRegionHead):
@@ -249,6 +275,9 @@ class PromptEmbeddingHead(PromptRegionHead):
                  use_residual: bool = True,
                  shared_embedding: bool = False,
                  **kwargs):
+        owner = type(self).__name__
+        check_flag(owner, 'use_residual', use_residual)
+        check_flag(owner, 'shared_embedding', shared_embedding)
         super().__init__(*args, **kwargs)
         self.use_residual = use_residual
         self.shared_embedding = shared_embedding
@@ -406,6 +435,10 @@ class ZeroShotHead(PromptRegionHead):
         elif isinstance(neg_templates, str):
             neg_templates = (neg_templates, )
         neg_templates = pt.check_templates('neg_templates', neg_templates)
+        for field, value in (('use_residual', use_residual),
+                             ('shared_embedding', shared_embedding)):
+            if value is not None:
+                check_flag(type(self).__name__, field, value)
         super().__init__(*args, **kwargs)
         self.pos_templates = pos_templates
         self.neg_templates = neg_templates

@@ -1,9 +1,13 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
+import math
+import numbers
+
 import torch
 import torch.nn as nn
 from mmengine.dist import get_world_size
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_number
 
 
 def check_partial_targets(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -26,6 +30,18 @@ def check_partial_targets(logits: torch.Tensor, target: torch.Tensor) -> None:
             f'{values}. Check the `gt_score` the dataset produces.')
 
 
+def _check_below_one(owner: str, field: str, value, open_low: bool,
+                     expected: str) -> None:
+    """``value``: a finite real (not a bool) in ``[0, 1)``, or ``(0, 1)``
+    with ``open_low`` (the helpers' message format)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(
+        value, bool) and math.isfinite(value) and 0 <= value < 1 and not (
+            open_low and value == 0)
+    if not ok:
+        raise ValueError(
+            f'{owner}: {field} must be {expected}, got {value!r}.')
+
+
 @MODELS.register_module()
 class PartialAsymmetricLoss(nn.Module):
     """Asymmetric loss on the two-way softmax, ignoring unknown labels.
@@ -43,18 +59,25 @@ class PartialAsymmetricLoss(nn.Module):
     (unknown) contribute nothing.
 
     Args:
-        gamma_neg (float): focusing exponent for negatives. Defaults to 2.
-        gamma_pos (float): focusing exponent for positives. Defaults to 1.
-        clip (float): probability shift for negatives. Defaults to 0.05.
-        eps (float): clamp for the logarithm. Defaults to 1e-6.
+        gamma_neg (float): focusing exponent for negatives, a finite number
+            >= 0. Defaults to 2.
+        gamma_pos (float): focusing exponent for positives, a finite number
+            >= 0. Defaults to 1.
+        clip (float, optional): probability shift for negatives, a number
+            in [0, 1), or None (as 0: no shift). Defaults to 0.05.
+        eps (float): clamp for the logarithm, a number in (0, 1).
+            Defaults to 1e-6.
         reduction (str): ``'sum'`` (official) or ``'mean'`` (over known
             entries). Defaults to ``'sum'``. The sum is over the *global*
             batch: under data-parallel training (which averages gradients
             over processes) the local sum is multiplied by the world size,
             so N processes x B/N images update the parameters exactly as one
             process with B images.
-        loss_weight (float): multiplier (the official ``--loss_w``).
-            Defaults to 1.0.
+        loss_weight (float): multiplier (the official ``--loss_w``), a
+            finite number > 0. Defaults to 1.0.
+
+    Every argument is checked when the loss is built (``ValueError`` naming
+    the field, the value and the range).
     """
 
     def __init__(self,
@@ -65,9 +88,36 @@ class PartialAsymmetricLoss(nn.Module):
                  reduction: str = 'sum',
                  loss_weight: float = 1.0):
         super().__init__()
+        owner = type(self).__name__
         if reduction not in ('sum', 'mean'):
             raise ValueError(
-                f"reduction must be 'sum' or 'mean', got {reduction!r}")
+                f"{owner}: reduction must be 'sum' or 'mean', got "
+                f"{reduction!r}. Fix: 'sum' (official) or 'mean'.")
+        for field, value, default in (('gamma_neg', gamma_neg, 2),
+                                      ('gamma_pos', gamma_pos, 1)):
+            check_number(
+                owner,
+                field,
+                value,
+                low=0,
+                what=f'a focusing exponent, 0 for none; {default} by '
+                'default')
+        if clip is not None:
+            _check_below_one(
+                owner, 'clip', clip, False,
+                'None or a number in [0, 1) (the shift of the negative '
+                'probability; 0.05 by default, None or 0 for no shift)')
+        _check_below_one(
+            owner, 'eps', eps, True,
+            'a number in (0, 1) (the clamp of the log-arguments; 1e-6 by '
+            'default)')
+        check_number(
+            owner,
+            'loss_weight',
+            loss_weight,
+            low=0,
+            above=True,
+            what='a multiplier of the loss; 1.0 by default')
         self.gamma_neg = gamma_neg
         self.gamma_pos = gamma_pos
         self.clip = clip

@@ -7,6 +7,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_flag, check_number
 
 
 @MODELS.register_module()
@@ -26,11 +27,15 @@ class PromptLearner(BaseModule):
         classnames (Sequence[str]): class names; ``_`` is read as a space.
         text_encoder (FrozenCLIPTextEncoder): gives the tokenizer and the
             token embedding table (not registered as a submodule here).
-        n_ctx (int): number of context tokens. Defaults to 16.
+        n_ctx (int): number of context tokens; it must leave room in the
+            text encoder's context (``context_length``) for the class name
+            and the special tokens, checked before the context is
+            allocated. Defaults to 16.
         class_specific (bool): one context per class (CSC). Defaults to True.
         ctx_init (str, optional): words to initialise the context with, e.g.
             ``'a photo of a'``; ``n_ctx`` then becomes the number of words.
-        init_std (float): std of the random initialisation. Defaults to 0.02.
+        init_std (float): std of the random initialisation, a finite number
+            >= 0. Defaults to 0.02.
 
     Shapes:
         ``forward(token_embeds)``: ``(C, L, W)`` embeddings of ``tokens`` ->
@@ -57,6 +62,11 @@ class PromptLearner(BaseModule):
                 f'context tokens), got {n_ctx!r}. Fix: set the head\'s '
                 "`n_ctx` (16 in the paper) or `ctx_init` (e.g. 'a photo of "
                 "a').")
+        owner = type(self).__name__
+        check_flag(owner, 'class_specific', class_specific)
+        check_number(owner, 'init_std', init_std, low=0,
+                     what='the std of the random context initialisation; '
+                     '0.02 by default')
         classnames = [name.replace('_', ' ') for name in classnames]
         num_classes = len(classnames)
         width = text_encoder.width
@@ -64,6 +74,8 @@ class PromptLearner(BaseModule):
         # the context follows the tokenizer's leading special tokens (CLIP's
         # start token; none for SigLIP's)
         start = text_encoder.text_start
+        if not ctx_init:
+            _check_n_ctx_fits(text_encoder, classnames, n_ctx, start)
         if ctx_init:
             # As many context tokens as the words have (one per word for
             # common words with CLIP's BPE, as the official code assumes).
@@ -145,6 +157,31 @@ def ctx_init_words(field: str, value: Optional[str]) -> Optional[str]:
             f'{field}={value!r} has no words. Fix: e.g. {field}=\'a photo '
             "of a', or None for a random context.")
     return words
+
+
+def _check_n_ctx_fits(text_encoder: nn.Module, classnames: Sequence[str],
+                      n_ctx: int, start: int) -> None:
+    """Refuse an ``n_ctx`` that leaves no room for a class name in the
+    text context, before the ``(C, n_ctx, W)`` context is allocated (a huge
+    ``n_ctx`` would otherwise exhaust memory before
+    ``text_encoder.check_fit`` refuses the prompts). The prompt is
+    ``start`` leading tokens, ``n_ctx`` context tokens, then at least one
+    token of the class name, which must end before the context's last
+    position (as ``check_fit`` requires): ``start + n_ctx < L - 1``."""
+    length = getattr(text_encoder, 'context_length', None)
+    if not isinstance(length, int) or start + n_ctx < length - 1:
+        return
+    model = getattr(text_encoder, 'model_name', 'the text encoder')
+    shown = ' '.join(['X'] * min(n_ctx, 8)) + (' ...' if n_ctx > 8 else '')
+    name = classnames[0] if len(classnames) else ''
+    shown = f'{shown} {name if len(name) <= 40 else name[:37] + "..."}.'
+    raise ValueError(
+        f'The prompt {shown!r} does not fit the text context length of '
+        f'{model!r} ({length} tokens): its n_ctx={n_ctx} context tokens '
+        f'after {start} leading token(s) leave no room for the class name '
+        f'and the end token. Fix: use fewer context tokens (n_ctx < '
+        f'{length - 1 - start} minus the tokens of the longest class name; '
+        "16 in the paper), or set `ctx_init`.")
 
 
 def _check_context_positions(text_encoder: nn.Module, tokens: torch.Tensor,
