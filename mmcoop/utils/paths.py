@@ -20,7 +20,8 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 __all__ = [
-    'expand_user', 'claim_outputs', 'make_output_dirs', 'OutputPathError'
+    'expand_user', 'claim_outputs', 'make_output_dirs', 'missing_folders',
+    'OutputPathError'
 ]
 
 
@@ -137,15 +138,23 @@ def claim_outputs(outputs: Sequence[str],
     return outputs
 
 
-def _probe_folder(out: str, option: Optional[str]) -> None:
-    folder = osp.dirname(osp.abspath(out))
+def missing_folders(out: str) -> List[str]:
+    """The folders above the file ``out`` that do not exist yet, deepest
+    first (what writing it would create; a tool that fails may remove
+    them again, as long as they are empty)."""
     missing = []
+    folder = osp.dirname(osp.abspath(out))
     while not osp.exists(folder):
         missing.append(folder)
         up = osp.dirname(folder)
         if up == folder:
             break
         folder = up
+    return missing
+
+
+def _probe_folder(out: str, option: Optional[str]) -> None:
+    missing = missing_folders(out)
     if not missing:
         return
     try:
@@ -166,12 +175,8 @@ def _check_folder(out: str, option: Optional[str]) -> None:
     """Refuse an output whose folder (or one above it) is a file, or whose
     nearest existing folder is not writable; nothing is created."""
     folder = osp.dirname(osp.abspath(out))
-    parent = folder
-    while not osp.exists(parent):
-        up = osp.dirname(parent)
-        if up == parent:
-            break
-        parent = up
+    missing = missing_folders(out)
+    parent = osp.dirname(missing[-1]) if missing else folder
     if osp.exists(parent) and not osp.isdir(parent):
         raise OutputPathError(
             f'{_named(out, option)}: {parent!r} is a file, not a folder, so '

@@ -29,7 +29,8 @@ from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
                                ExportError)
 from mmcoop.engine.cli import SpacedDictAction, fraction
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
-from mmcoop.utils.paths import claim_outputs, make_output_dirs
+from mmcoop.utils.paths import (claim_outputs, make_output_dirs,
+                                missing_folders)
 
 
 def parse_args(argv=None):
@@ -74,19 +75,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _missing_folders(path: str) -> list:
-    """The folders above ``path`` that do not exist yet, deepest first."""
-    missing = []
-    folder = osp.dirname(osp.abspath(path))
-    while not osp.exists(folder):
-        missing.append(folder)
-        up = osp.dirname(folder)
-        if up == folder:
-            break
-        folder = up
-    return missing
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     created = []
@@ -104,7 +92,7 @@ def main(argv=None) -> int:
             device='cpu',
             cfg_options=args.cfg_options,
             strict=True)
-        created = _missing_folders(args.out)
+        created = missing_folders(args.out)
         make_output_dirs([args.out], '--out')
         meta = export_model(
             model,
