@@ -24,10 +24,12 @@ try:
 except ImportError:  # run from a clone without `pip install -e .`
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmcoop.engine.cli import nonnegative_int, positive_fraction
 from mmcoop.experiments.protocols import PROTOCOLS, SELECTIONS
 from mmcoop.experiments.sweep import (DEFAULT_TEST_CMD, DEFAULT_TRAIN_CMD,
-                                      REPO_ROOT, plan_runs, render_reports,
-                                      run_sweep)
+                                      REPO_ROOT, SweepError, check_out_dir,
+                                      plan_runs, render_reports, run_sweep)
+from mmcoop.utils.paths import OutputPathError
 
 
 def parse_args(argv=None):
@@ -41,17 +43,19 @@ def parse_args(argv=None):
                         'negativecoop, dualcoop, baseline)')
     parser.add_argument('--datasets', nargs='+', default=['voc07'],
                         help='coco14, voc07, demo (or a config-name tag)')
-    parser.add_argument('--proportions', nargs='+', type=float,
+    parser.add_argument('--proportions', nargs='+', type=positive_fraction,
                         default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
                                  0.9], help='known-label proportions')
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0],
+    parser.add_argument('--seeds', nargs='+', type=nonnegative_int,
+                        default=[0],
                         help='mask + training seeds')
     parser.add_argument('--protocol', choices=PROTOCOLS, default='clean')
     parser.add_argument('--selection', choices=SELECTIONS, default='best',
                         help='clean protocol: best validation epoch or last')
-    parser.add_argument('--val-fraction', type=float, default=0.1,
+    parser.add_argument('--val-fraction', type=positive_fraction,
+                        default=0.1,
                         help='clean protocol: held-out share of train')
-    parser.add_argument('--split-seed', type=int, default=0,
+    parser.add_argument('--split-seed', type=nonnegative_int, default=0,
                         help='clean protocol: seed of the held-out split')
     parser.add_argument('--feature-cache', action='store_true',
                         help='share one frozen-feature cache (<out>/'
@@ -72,12 +76,26 @@ def parse_args(argv=None):
                         'what this machine has)')
     parser.add_argument('--report-only', action='store_true',
                         help='only re-render results.csv/.md/.png')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.val_fraction >= 1:
+        parser.error('argument --val-fraction: must be a number in (0, 1) '
+                     f'(the held-out share of train), got {args.val_fraction}')
+    return parser, args
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    parser, args = parse_args(argv)
+    try:
+        _main(args)
+    except (SweepError, OutputPathError) as e:
+        parser.error(str(e))
+    except RuntimeError as e:  # a run failed: its log is named
+        sys.exit(f'{parser.prog}: error: {e}')
+
+
+def _main(args):
     if args.report_only:
+        check_out_dir(args.out, report_only=True)
         for kind, path in render_reports(args.out).items():
             print(f'{kind}: {path}')
         return

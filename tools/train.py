@@ -23,8 +23,8 @@ except ImportError:  # run from a clone without `pip install -e .`
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmcoop.engine.cli import (add_common_args, merge_train_args,
-                               set_local_rank)
+from mmcoop.engine.cli import (add_common_args, check_amp_device,
+                               merge_train_args, set_local_rank)
 from mmcoop.registry import RUNNERS
 
 
@@ -65,6 +65,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_amp_device(args)
 
     # load config
     cfg = Config.fromfile(args.config)

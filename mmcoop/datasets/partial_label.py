@@ -10,6 +10,7 @@ from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
+from mmcoop.utils.value_checks import check_int
 from .held_out_split import image_keys
 from .mask_files import read_mask_file
 from .samplers import EpochIndex, seeded_sample
@@ -182,6 +183,7 @@ class PartialLabelDataset(DatasetWrapper):
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise TypeError(f'PartialLabelDataset: seed must be an int, got '
                             f'{seed!r}.')
+        check_int('PartialLabelDataset', 'seed', seed, minimum=0)
         if isinstance(dataset, dict) and 'pipeline' not in dataset:
             MMLogger.get_current_instance().warning(
                 'PartialLabelDataset: the inner dataset config has no '

@@ -17,6 +17,7 @@ __all__ = [
     'SpacedDictAction', 'add_common_args', 'merge_train_args',
     'merge_test_args', 'check_cfg_option_types', 'check_test_weights',
     'OUT_SUFFIXES', 'check_out_suffix', 'check_test_inputs_and_outputs',
+    'check_amp_device',
     'positive_int', 'nonnegative_int', 'positive_float', 'fraction',
     'positive_fraction'
 ]
@@ -67,6 +68,22 @@ def positive_fraction(text: str) -> float:
         text, float, 0, 'a number in (0, 1]', above=True, maximum=1)
 
 
+def _bracket_problem(val: str) -> Optional[str]:
+    """Why the brackets of a ``--cfg-options`` value do not match (None if
+    they do)."""
+    stack = []
+    pairs = {')': '(', ']': '['}
+    for char in val:
+        if char in '([':
+            stack.append(char)
+        elif char in ')]':
+            if not stack or stack.pop() != pairs[char]:
+                return f'unmatched {char!r} in the value'
+    if stack:
+        return f'unclosed {stack[-1]!r} in the value'
+    return None
+
+
 class SpacedDictAction(DictAction):
     """MMEngine's ``DictAction`` that keeps spaces inside values.
 
@@ -98,7 +115,7 @@ class SpacedDictAction(DictAction):
             is_tuple, val = True, val[1:-1]
         elif val.startswith('[') and val.endswith(']'):
             val = val[1:-1]
-        elif ',' not in val:
+        elif next_comma(val) == len(val):  # no top-level comma
             return DictAction._parse_int_float_bool(val)
         values = []
         while val.strip():
@@ -120,7 +137,18 @@ class SpacedDictAction(DictAction):
         options = dict(getattr(namespace, self.dest, None) or {})
         for kv in joined:
             key, val = kv.split('=', maxsplit=1)
-            options[key] = self._parse_iterable(val)
+            if not key.strip() or any(
+                    not part for part in key.strip().split('.')):
+                parser.error(
+                    f'{option_string} {kv!r}: the key before "=" must be a '
+                    'dotted config key such as optim_wrapper.optimizer.lr.')
+            bare = val.strip().strip('\'"').strip()
+            problem = _bracket_problem(bare) if bare[:1] in '([' else None
+            if problem:
+                parser.error(
+                    f'{option_string} {kv!r}: {problem}. Fix: close every '
+                    '"[" and "(" of the value, e.g. key="[1,2]".')
+            options[key.strip()] = self._parse_iterable(val)
         setattr(namespace, self.dest, options)
 
 
@@ -273,8 +301,17 @@ def merge_train_args(cfg: Config, args) -> Config:
                 '--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size='
                 '...)` in the config (mmcoop schedules set 32).')
         cfg.auto_scale_lr.enable = True
-    return _merge_common(
+    cfg = _merge_common(
         cfg, args, ('train_dataloader', 'val_dataloader', 'test_dataloader'))
+    if args.auto_scale_lr:  # after --cfg-options, which may set it
+        base = cfg.auto_scale_lr.get('base_batch_size', None)
+        if isinstance(base, bool) or not isinstance(base, int) or base < 1:
+            raise ValueError(
+                '--auto-scale-lr: auto_scale_lr.base_batch_size must be an '
+                f'int >= 1 (the batch size the lr was tuned for), got '
+                f'{base!r}. Fix: set it in the config or with --cfg-options '
+                'auto_scale_lr.base_batch_size=32.')
+    return cfg
 
 
 def merge_test_args(cfg: Config, args) -> Config:
@@ -370,3 +407,16 @@ def check_test_inputs_and_outputs(args, cfg: Config) -> None:
                       force=args.force,
                       option='--out',
                       create_dirs=False)
+
+
+def check_amp_device(args) -> None:
+    """``tools/train.py --amp`` needs an accelerator (mmengine's
+    ``AmpOptimWrapper``); say so before the runner is built."""
+    if not args.amp:
+        return
+    from mmengine.device import (is_cuda_available, is_mlu_available,
+                                 is_npu_available)
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()):
+        raise SystemExit(
+            'train.py: error: --amp needs a GPU (CUDA), NPU or MLU; none is '
+            'available here. Fix: drop --amp to train in fp32 on the CPU.')

@@ -12,14 +12,24 @@ rewritten from all ``result.json`` files; at the end the markdown table
 (``results.md``) and one plot per dataset and protocol are rendered
 (:mod:`mmcoop.experiments.tables`).
 
+Before the first run trains, :func:`prepare_sweep` checks ``--out``, the
+user's ``--cfg-options`` (none may set a key of :func:`run_option_items`),
+both command templates and every run's config, and that the settings match
+those recorded in ``<out>/sweep.json`` by the first invocation: one
+folder's runs share their settings, so its table never pools runs made at
+different ones.
+
 Seeds: run seed ``s`` sets both the partial-label mask seed
 (``train_dataloader.dataset.seed``) and the training seed
 (``randomness.seed``). The ``clean`` protocol's held-out split is drawn
 once per dataset (``split_seed``) into ``<out>/splits/`` and shared by every
 method and seed.
 """
+import argparse
 import glob
+import hashlib
 import json
+import math
 import os
 import os.path as osp
 import re
@@ -31,11 +41,13 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from mmcoop.datasets.utils import atomic_write_json
+from mmcoop.utils.paths import make_output_dirs
 from .tables import plot_results, render_markdown, write_results
 
 __all__ = [
     'DATASET_TAGS', 'Run', 'plan_runs', 'find_config', 'run_sweep',
-    'collect_results', 'render_reports'
+    'collect_results', 'render_reports', 'SweepError', 'check_out_dir',
+    'check_cfg_options', 'sweep_owned_keys', 'run_options'
 ]
 
 #: sweep dataset name -> the tag in config file names
@@ -51,6 +63,13 @@ DEFAULT_TEST_CMD = '{python} ' + osp.join('{repo}', 'tools', 'test.py') + \
     ' {config} {checkpoint}'
 TEST_METRICS = 'test_metrics.json'
 RESULT = 'result.json'
+SETTINGS = 'sweep.json'
+REPORT_FILES = ('results.csv', 'results.md')
+
+
+class SweepError(ValueError):
+    """A sweep's inputs or its folder are wrong; the message names the
+    option and the fix. Raised before any run trains."""
 
 
 @dataclass(frozen=True)
@@ -73,12 +92,29 @@ def plan_runs(methods: Sequence[str], datasets: Sequence[str],
               protocol: str) -> List[Run]:
     """All runs, in the order they are executed (dataset, method,
     proportion, seed)."""
-    for p in proportions:
-        if not 0.0 < float(p) <= 1.0:
-            raise ValueError(f'proportion {p!r} is not in (0, 1].')
+    def unique(values):  # exact repeats run once
+        return list(dict.fromkeys(values))
+
+    props = unique(float(p) for p in proportions)
+    for p in props:
+        if not 0.0 < p <= 1.0:
+            raise SweepError(f'--proportions: {p!r} is not in (0, 1].')
+    named: Dict[str, float] = {}
+    for p in props:
+        name = f'p{p:.2f}'
+        if name in named:
+            raise SweepError(
+                f'--proportions {named[name]!r} and {p!r} would share the '
+                f'run folder {name} (proportions are named with 2 '
+                'decimals), so the second would be skipped as done. Fix: '
+                'give proportions that differ in the first two decimals.')
+        named[name] = p
+    for s in seeds:
+        if isinstance(s, bool) or int(s) != s or int(s) < 0:
+            raise SweepError(f'--seeds: {s!r} is not an integer >= 0.')
     return [
-        Run(m, d, float(p), int(s), protocol) for d in datasets
-        for m in methods for p in proportions for s in seeds
+        Run(m, d, p, int(s), protocol) for d in unique(datasets)
+        for m in unique(methods) for p in props for s in unique(seeds)
     ]
 
 
@@ -103,29 +139,80 @@ def find_config(config_root: str, method: str, dataset: str,
     return found[0]
 
 
-def run_options(run: Run, out_dir: str, split_seed: int = 0,
-                val_fraction: float = 0.1, selection: str = 'best',
-                feature_cache: bool = False) -> List[str]:
-    """The ``--cfg-options`` of one run (before the user's extras)."""
-    opts = [
-        f'train_dataloader.dataset.known_proportion={run.proportion}',
-        f'train_dataloader.dataset.seed={run.seed}',
-        f'randomness.seed={run.seed}',
-        f'protocol.name={run.protocol}',
+def run_option_items(run: Run, out_dir: str, split_seed: int = 0,
+                     val_fraction: float = 0.1, selection: str = 'best',
+                     feature_cache: bool = False) -> List[tuple]:
+    """``(config key, value, sweep option that sets it)`` of one run: the
+    keys the sweep owns (a user ``--cfg-options`` may not set them)."""
+    items = [
+        ('train_dataloader.dataset.known_proportion', run.proportion,
+         '--proportions'),
+        ('train_dataloader.dataset.seed', run.seed, '--seeds'),
+        ('randomness.seed', run.seed, '--seeds'),
+        ('protocol.name', run.protocol, '--protocol'),
     ]
     if run.protocol == 'clean':
         split = osp.join(
             osp.abspath(out_dir), 'splits',
             f'{run.dataset}_holdout{val_fraction:g}_seed{split_seed}.json')
-        opts += [
-            f'protocol.split_file={split}', f'protocol.seed={split_seed}',
-            f'protocol.val_fraction={val_fraction}',
-            f'protocol.selection={selection}'
-        ]
+        items += [('protocol.split_file', split, '--out'),
+                  ('protocol.seed', split_seed, '--split-seed'),
+                  ('protocol.val_fraction', val_fraction, '--val-fraction'),
+                  ('protocol.selection', selection, '--selection')]
     if feature_cache:
-        opts.append('feature_cache.cache_root=' +
-                    osp.join(osp.abspath(out_dir), 'feature_cache'))
-    return opts
+        items.append(('feature_cache.cache_root',
+                      osp.join(osp.abspath(out_dir), 'feature_cache'),
+                      '--feature-cache'))
+    return items
+
+
+def run_options(run: Run, out_dir: str, split_seed: int = 0,
+                val_fraction: float = 0.1, selection: str = 'best',
+                feature_cache: bool = False) -> List[str]:
+    """The ``--cfg-options`` of one run (before the user's extras)."""
+    return [
+        f'{key}={value}' for key, value, _ in run_option_items(
+            run, out_dir, split_seed, val_fraction, selection, feature_cache)
+    ]
+
+
+def sweep_owned_keys() -> Dict[str, str]:
+    """Config key -> the sweep option that sets it, for every key a run's
+    options may hold (from :func:`run_option_items`)."""
+    dummy = Run('m', 'd', 0.5, 0, 'clean')
+    return {
+        key: option
+        for key, _, option in run_option_items(dummy, '.',
+                                               feature_cache=True)
+    }
+
+
+def check_cfg_options(cfg_options: Sequence[str]) -> None:
+    """Refuse user ``--cfg-options`` that set (or replace a parent of) a key
+    the sweep sets per run: the table would label numbers with a
+    proportion / seed / split they were not measured at."""
+    from mmcoop.engine.cli import SpacedDictAction
+
+    class Parser(argparse.ArgumentParser):
+
+        def error(self, message):
+            raise SweepError(message)
+
+    parser = Parser(add_help=False)
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
+    # the same parsing as tools/train.py: malformed values stop here
+    parsed = parser.parse_args(['--cfg-options', *cfg_options]).cfg_options \
+        if cfg_options else {}
+    owned = sweep_owned_keys()
+    for key in parsed:
+        for own, option in owned.items():
+            if key == own or own.startswith(key + '.') or key.startswith(
+                    own + '.'):
+                raise SweepError(
+                    f'--cfg-options {key}=...: the sweep sets {own} for '
+                    f'every run (from {option}); overriding it would label '
+                    'the results with a setting they were not measured at. '
+                    f'Fix: drop it from --cfg-options and use {option}.')
 
 
 def _command(template: str, **fields) -> List[str]:
@@ -220,9 +307,13 @@ def run_one(run: Run, config: str, work_dir: str, options: List[str],
     _call(train, osp.join(work_dir, 'sweep_train.log'), f'{run.name}: train')
     checkpoint = selected_checkpoint(work_dir, selection)
     metrics_file = osp.join(work_dir, TEST_METRICS)
+    # the metrics file belongs to the sweep: one left by a test that was
+    # killed before result.json was written is stale, so it is replaced
+    if osp.lexists(metrics_file):
+        os.remove(metrics_file)
     test = _command(test_cmd, config=config, checkpoint=checkpoint) + [
         '--work-dir', osp.join(work_dir, 'test'), '--out', metrics_file,
-        '--out-item', 'metrics', '--cfg-options'
+        '--out-item', 'metrics', '--force', '--cfg-options'
     ] + options
     _call(test, osp.join(work_dir, 'sweep_test.log'), f'{run.name}: test')
     with open(metrics_file) as f:
@@ -230,7 +321,16 @@ def run_one(run: Run, config: str, work_dir: str, options: List[str],
 
     def metric(key):
         value = metrics.get(f'multi-label/{key}')
-        return None if value is None else round(float(value), 4)
+        if value is None:
+            return None
+        if not math.isfinite(float(value)):
+            raise RuntimeError(
+                f'{run.name}: the test measured {key} = {value} (not a '
+                f'finite number; see {metrics_file} and the logs in '
+                f'{work_dir}); no result.json was written. Fix: find why '
+                'training diverged (e.g. a lower learning rate), then '
+                'rerun the sweep.')
+        return round(float(value), 4)
 
     result = dict(asdict(run))
     result.update(
@@ -256,11 +356,79 @@ def collect_results(out_dir: str) -> List[dict]:
     rows = []
     pattern = osp.join(out_dir, 'runs', '**', RESULT)
     for path in sorted(glob.glob(pattern, recursive=True)):
-        with open(path) as f:
-            rows.append(json.load(f))
+        rows.append(_read_result(path))
     rows.sort(key=lambda r: (r['protocol'], r['dataset'], r['method'],
                              r['proportion'], r['seed']))
     return rows
+
+
+_REQUIRED = ('method', 'dataset', 'proportion', 'seed', 'protocol', 'mAP')
+_NUMBERS = ('proportion', 'mAP', 'CF1', 'OF1', 'CF1_top3', 'OF1_top3',
+            'CF1_calib', 'OF1_calib', 'wall_time_s')
+
+
+def _read_result(path: str) -> dict:
+    """One ``result.json``, checked: complete, finite numbers."""
+    fix = ('Fix: delete it (the next sweep run with the same command '
+           'redoes that run).')
+    try:
+        with open(path) as f:
+            row = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SweepError(f'{path}: cannot read this result ({e}). {fix}')
+    if not isinstance(row, dict):
+        raise SweepError(f'{path}: not a run result (a JSON object '
+                         f'expected). {fix}')
+    missing = [k for k in _REQUIRED if k not in row]
+    if missing:
+        raise SweepError(f'{path}: incomplete result, missing '
+                         f'{", ".join(missing)}. {fix}')
+    for key in _NUMBERS:
+        value = row.get(key)
+        if key not in ('proportion', 'mAP') and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(
+                value, (int, float)) or not math.isfinite(value):
+            raise SweepError(
+                f'{path}: {key} = {value!r} is not a finite number, so the '
+                f'table cell of that run would be meaningless. {fix}')
+    if isinstance(row['seed'], bool) or not isinstance(row['seed'], int):
+        raise SweepError(f'{path}: seed = {row["seed"]!r} is not an '
+                         f'integer. {fix}')
+    return row
+
+
+def check_out_dir(out_dir: str, report_only: bool = False) -> None:
+    """Refuse an ``--out`` that is a file, that does not exist (with
+    ``--report-only``) or that is a folder of something else than a sweep
+    holding files the report would overwrite."""
+    if osp.lexists(out_dir) and not osp.isdir(out_dir):
+        raise SweepError(f'--out {out_dir!r} is a file, not a sweep folder. '
+                         'Fix: give a folder (new or of a sweep).')
+    if report_only and not osp.isdir(out_dir):
+        raise SweepError(
+            f'--out {out_dir!r} does not exist, so --report-only has '
+            'nothing to report. Fix: give the folder of a sweep (or run '
+            'the sweep without --report-only).')
+    if not osp.isdir(out_dir) or is_sweep_dir(out_dir):
+        return
+    mine = [
+        f for f in sorted(os.listdir(out_dir))
+        if f in REPORT_FILES or (f.startswith('mAP_') and f.endswith('.png'))
+    ]
+    if mine or report_only:
+        held = (f' and holds {", ".join(mine)}, which the report would '
+                'overwrite') if mine else ''
+        raise SweepError(
+            f'--out {out_dir!r} is not a sweep folder (no {SETTINGS} or '
+            f'runs/){held}. Fix: give a new folder or the folder of a '
+            'sweep as --out.')
+
+
+def is_sweep_dir(out_dir: str) -> bool:
+    """A folder a sweep made: its settings file or its runs."""
+    return osp.isfile(osp.join(out_dir, SETTINGS)) or osp.isdir(
+        osp.join(out_dir, 'runs'))
 
 
 def render_reports(out_dir: str, paper: bool = True) -> Dict[str, str]:
@@ -282,6 +450,126 @@ def render_reports(out_dir: str, paper: bool = True) -> Dict[str, str]:
     return paths
 
 
+#: sweep.json setting -> the option that sets it
+_SETTING_OPTIONS = {
+    'config_root': '--config-root',
+    'cfg_options': '--cfg-options',
+    'selection': '--selection',
+    'val_fraction': '--val-fraction',
+    'split_seed': '--split-seed',
+    'feature_cache': '--feature-cache',
+}
+
+
+def _check_template(template: str, option: str, **fields) -> None:
+    try:
+        cmd = _command(template, **fields)
+    except (KeyError, IndexError, AttributeError) as e:
+        raise SweepError(
+            f'{option} {template!r}: unknown field ({e}). Fix: '
+            f'use only {", ".join("{%s}" % k for k in fields)}, '
+            '{python} and {repo} (write {{ }} for literal braces).')
+    except ValueError as e:
+        raise SweepError(f'{option} {template!r}: {e}. Fix: check the '
+                         'quotes and braces of the template.')
+    if not cmd:
+        raise SweepError(f'{option}: the template is empty. Fix: give a '
+                         'command.')
+
+
+def _sha256(path: str) -> str:
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
+                  cfg_options: Sequence[str], selection: str,
+                  split_seed: int, val_fraction: float, feature_cache: bool,
+                  train_cmd: str, test_cmd: str,
+                  log: Callable[[str], None] = print) -> Dict[Run, str]:
+    """Everything checked before the first run trains: ``--out``, the
+    user's ``--cfg-options``, both command templates, every run's config,
+    and that the settings match those of the runs already in ``out_dir``
+    (recorded in ``<out>/sweep.json``). Returns each run's config."""
+    check_out_dir(out_dir)
+    collect_results(out_dir)  # a broken result.json: named now, not later
+    check_cfg_options(cfg_options)
+    _check_template(train_cmd, '--train-cmd', config='CONFIG')
+    _check_template(test_cmd, '--test-cmd', config='CONFIG',
+                    checkpoint='CHECKPOINT')
+    if isinstance(split_seed, bool) or int(split_seed) != split_seed or \
+            split_seed < 0:
+        raise SweepError(f'--split-seed: {split_seed!r} is not an integer '
+                         '>= 0.')
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise SweepError(f'--val-fraction: {val_fraction!r} is not in '
+                         '(0, 1).')
+    configs: Dict[Run, str] = {}
+    used: Dict[str, dict] = {}
+    for run in runs:
+        try:
+            config = find_config(config_root, run.method, run.dataset,
+                                 run.proportion)
+        except FileNotFoundError as e:
+            raise SweepError(f'--methods / --datasets: {e}') from None
+        configs[run] = config
+        used[f'{run.protocol}/{run.dataset}/{run.method}/'
+             f'p{run.proportion:.2f}'] = dict(
+                 path=osp.abspath(config), sha256=_sha256(config))
+    settings = dict(
+        config_root=osp.abspath(config_root),
+        cfg_options=[str(o) for o in cfg_options],
+        selection=selection,
+        val_fraction=float(val_fraction),
+        split_seed=int(split_seed),
+        feature_cache=bool(feature_cache))
+    path = osp.join(out_dir, SETTINGS)
+    recorded = None
+    if osp.isfile(path):
+        try:
+            with open(path) as f:
+                recorded = json.load(f)
+            recorded['settings'], recorded['configs']
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise SweepError(
+                f'{path}: cannot read the recorded settings of this sweep '
+                f'({e!r}). Fix: give a new --out (or restore that file).')
+    elif osp.isdir(osp.join(out_dir, 'runs')):
+        log(f'warning: {out_dir} has runs but no {SETTINGS} (made by an '
+            'older mmcoop); recording the settings of this command for '
+            'them.')
+    if recorded is not None:
+        old = recorded['settings']
+        differ = [k for k in settings if old.get(k) != settings[k]]
+        if differ:
+            shown = '; '.join(
+                f'{_SETTING_OPTIONS[k]}: {old.get(k)!r} in the sweep, '
+                f'{settings[k]!r} now' for k in differ)
+            raise SweepError(
+                f'--out {out_dir!r} holds a sweep run with other settings '
+                f'({shown}); its runs would be mixed into the same table '
+                'cells. Fix: give a new --out for these settings, or rerun '
+                'with the recorded ones.')
+        for key, now in used.items():
+            before = recorded['configs'].get(key)
+            started = glob.glob(
+                osp.join(glob.escape(out_dir), 'runs', key + '_seed*'))
+            if before is not None and before != now and started:
+                raise SweepError(
+                    f'--out {out_dir!r}: the runs {key}_seed* used '
+                    f'{before["path"]} with other content than '
+                    f'{now["path"]} has now (the config was changed or '
+                    'another file is found). Fix: give a new --out for the '
+                    'new config, or restore the old one.')
+        merged = dict(recorded['configs'])
+        merged.update(used)
+    else:
+        merged = used
+    make_output_dirs([path], '--out')
+    atomic_write_json(path, dict(settings=settings, configs=merged))
+    return configs
+
+
 def run_sweep(runs: Sequence[Run],
               out_dir: str,
               config_root: str = osp.join(REPO_ROOT, 'configs'),
@@ -296,7 +584,9 @@ def run_sweep(runs: Sequence[Run],
               log: Callable[[str], None] = print) -> List[dict]:
     """Run every unfinished run of ``runs`` one after the other; returns
     the rows of ``results.csv``."""
-    os.makedirs(out_dir, exist_ok=True)
+    configs = prepare_sweep(runs, out_dir, config_root, cfg_options,
+                            selection, split_seed, val_fraction,
+                            feature_cache, train_cmd, test_cmd, log)
     device = device or device_label()
     commit = code_version()
     for i, run in enumerate(runs, 1):
@@ -304,8 +594,7 @@ def run_sweep(runs: Sequence[Run],
         if osp.isfile(osp.join(work_dir, RESULT)):
             log(f'[{i}/{len(runs)}] {run.name}: done, skipped')
             continue
-        config = find_config(config_root, run.method, run.dataset,
-                             run.proportion)
+        config = configs[run]
         # the official protocol always keeps the best epoch (on the test
         # split)
         chosen = 'best' if run.protocol == 'official' else selection

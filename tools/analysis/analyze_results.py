@@ -72,6 +72,33 @@ def _file_name(name: str) -> str:
     return ''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in name)
 
 
+_MAKE = ('Fix: make it with `python tools/test.py CONFIG CHECKPOINT '
+         '--out results.pkl` (predictions, not `--out-item metrics`).')
+
+
+def _load_result(path: str) -> list:
+    """The samples of a ``tools/test.py --out x.pkl`` prediction dump;
+    anything else stops with the argument named and how to make one."""
+    def fail(why):
+        raise SystemExit(f'analyze_results.py: error: argument result '
+                         f'{path!r}: {why}. {_MAKE}')
+
+    if not osp.isfile(path):
+        fail('no such file' if not osp.exists(path) else 'not a file')
+    try:
+        data = mmengine.load(path)
+    except Exception as e:  # unknown suffix, corrupt pickle, ...
+        fail(f'cannot be read as a prediction dump ({type(e).__name__}: '
+             f'{e})')
+    if not isinstance(data, (list, tuple)) or not all(
+            isinstance(r, dict) for r in data[:1]):
+        what = (f'a dict with keys {sorted(data)[:5]}' if isinstance(
+            data, dict) else f'a {type(data).__name__}')
+        fail(f'holds {what}, not the per-sample predictions (a list of '
+             'dicts); a metrics file is not enough')
+    return list(data)
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -79,7 +106,7 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     classes = resolve_classnames(cfg.model.head.classnames)
     scores, targets, paths = load_predictions(
-        mmengine.load(args.result), len(classes))
+        _load_result(args.result), len(classes))
     wanted = args.classes or classes
     unknown = sorted(set(wanted) - set(classes))
     if unknown:

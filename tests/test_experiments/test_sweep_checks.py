@@ -1,0 +1,200 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""tools/sweep.py refuses bad input before the first run trains, keeps one
+folder's runs at one setting, and resumes a run killed between its test
+and its result.json. Train/test are cheap stub scripts."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mmcoop.experiments.sweep import (Run, SweepError, check_cfg_options,
+                                      collect_results, plan_runs,
+                                      run_options, sweep_owned_keys)
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SWEEP = osp.join(REPO, 'tools', 'sweep.py')
+
+STUB_TRAIN = textwrap.dedent('''
+    import os, sys
+    work_dir = sys.argv[sys.argv.index('--work-dir') + 1]
+    os.makedirs(work_dir, exist_ok=True)
+    open(os.path.join(work_dir, 'epoch_1.pth'), 'w').close()
+    with open(os.path.join(work_dir, 'trained'), 'a') as f:
+        f.write('x')
+''')
+# like tools/test.py: an existing --out is kept unless --force
+STUB_TEST = textwrap.dedent('''
+    import json, os, sys
+    out = sys.argv[sys.argv.index('--out') + 1]
+    if os.path.exists(out) and '--force' not in sys.argv:
+        sys.exit('refusing to overwrite ' + out)
+    with open(out, 'w') as f:
+        json.dump({'multi-label/mAP': float(os.environ.get('STUB_MAP',
+                                                            '50'))}, f)
+''')
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    configs = tmp_path / 'configs'
+    configs.mkdir()
+    (configs / 'baseline_tiny_demo-shapes-p50.py').write_text('x = 1\n')
+    (tmp_path / 'train.py').write_text(STUB_TRAIN)
+    (tmp_path / 'test.py').write_text(STUB_TEST)
+    out = str(tmp_path / 'sweep')
+
+    def call(*extra, out=out, stub_map='50'):
+        cmd = [
+            sys.executable, SWEEP, '--out', out, '--methods', 'baseline',
+            '--datasets', 'demo', '--config-root',
+            str(configs), '--device-label', 'cpu', '--train-cmd',
+            f'{{python}} {tmp_path / "train.py"} {{config}}', '--test-cmd',
+            f'{{python}} {tmp_path / "test.py"} {{config}} {{checkpoint}}'
+        ]
+        # later options win (argparse): extras may replace the defaults
+        cmd += ['--proportions', '0.5', '--seeds', '0'] + list(extra)
+        env = dict(os.environ, PYTHONPATH=REPO, STUB_MAP=stub_map)
+        return subprocess.run(cmd, env=env, cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=300)
+
+    call.out = out
+    call.tmp = tmp_path
+    return call
+
+
+def _run_dir(out, p='0.50', seed=0):
+    return osp.join(out, 'runs', 'clean', 'demo', 'baseline',
+                    f'p{p}_seed{seed}')
+
+
+def _ok(res):
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return res
+
+
+def _refused(res, *words):
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    for word in words:
+        assert word in res.stderr, res.stderr
+    assert 'Traceback' not in res.stderr
+    return res
+
+
+def test_rerun_with_other_settings_is_refused(sweep):
+    _ok(sweep())
+    assert osp.isfile(osp.join(sweep.out, 'sweep.json'))
+    _refused(sweep('--val-fraction', '0.2'), '--val-fraction', 'new --out')
+    _refused(sweep('--selection', 'last'), '--selection')
+    _refused(sweep('--split-seed', '3'), '--split-seed')
+    _refused(sweep('--cfg-options', 'train_cfg.max_epochs=2'),
+             '--cfg-options')
+    # more seeds at the same settings: allowed, the first run is kept
+    res = _ok(sweep('--seeds', '0', '1'))
+    assert 'p0.50_seed0: done, skipped' in res.stdout
+    # an edited config of a run already made is refused
+    cfg = sweep.tmp / 'configs' / 'baseline_tiny_demo-shapes-p50.py'
+    cfg.write_text('x = 2\n')
+    _refused(sweep(), 'config', 'new --out')
+
+
+@pytest.mark.parametrize('option', [
+    'train_dataloader.dataset.known_proportion=0.9', 'randomness.seed=3',
+    'train_dataloader.dataset.seed=1', 'protocol.val_fraction=0.3',
+    'randomness=dict(seed=3)', 'feature_cache.cache_root=/tmp/x'
+])
+def test_cfg_options_may_not_set_run_keys(sweep, option):
+    _refused(sweep('--cfg-options', option), '--cfg-options')
+    assert not osp.exists(sweep.out)
+
+
+def test_owned_keys_come_from_the_run_options():
+    run = Run('m', 'd', 0.3, 2, 'clean')
+    keys = {o.split('=')[0] for o in run_options(run, '.',
+                                                 feature_cache=True)}
+    assert keys == set(sweep_owned_keys())
+    check_cfg_options(['train_cfg.max_epochs=2', 'model.head.classnames=[a',
+                       'b]'])
+    with pytest.raises(SweepError, match='--seeds'):
+        check_cfg_options(['randomness.seed=4'])
+    with pytest.raises(SweepError, match=r"--cfg-options .*unclosed '\['"):
+        check_cfg_options(['a.b=[1,,'])
+
+
+def test_killed_between_test_and_result_resumes(sweep):
+    _ok(sweep())
+    run = _run_dir(sweep.out)
+    os.remove(osp.join(run, 'result.json'))  # killed after the test
+    assert osp.isfile(osp.join(run, 'test_metrics.json'))
+    _ok(sweep(stub_map='60'))
+    with open(osp.join(run, 'result.json')) as f:
+        assert json.load(f)['mAP'] == 60.0
+
+
+def test_report_only_and_out_checks(sweep, tmp_path):
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'results.csv').write_text('my data\n')
+    _refused(sweep('--report-only', out=str(mine)), 'not a sweep folder')
+    _refused(sweep(out=str(mine)), 'not a sweep folder')
+    assert (mine / 'results.csv').read_text() == 'my data\n'
+    _refused(sweep('--report-only', out=str(tmp_path / 'missing')),
+             'does not exist')
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    _refused(sweep(out=str(afile)), 'is a file')
+    _ok(sweep())
+    _ok(sweep('--report-only'))
+
+
+def test_colliding_and_repeated_proportions():
+    with pytest.raises(SweepError, match='--proportions'):
+        plan_runs(['m'], ['d'], [0.5, 0.504], [0], 'clean')
+    runs = plan_runs(['m', 'm'], ['d'], [0.5, 0.5], [0, 0, 1], 'clean')
+    assert [(r.proportion, r.seed) for r in runs] == [(0.5, 0), (0.5, 1)]
+
+
+@pytest.mark.parametrize('extra,words', [
+    (('--methods', 'baseline', 'nosuchmethod'), ('nosuchmethod', )),
+    (('--train-cmd', '{python} x.py {config} {ckpt}'),
+     ('--train-cmd', 'ckpt')),
+    (('--test-cmd', '{python} "x.py {config}'), ('--test-cmd', )),
+    (('--seeds', '-1'), ('--seeds', )),
+    (('--split-seed', '-3'), ('--split-seed', )),
+    (('--val-fraction', '1'), ('--val-fraction', )),
+    (('--proportions', '0.5', '0.504'), ('--proportions', )),
+])
+def test_bad_input_refused_before_training(sweep, extra, words):
+    _refused(sweep(*extra), *words)
+    assert not osp.exists(osp.join(_run_dir(sweep.out), 'trained'))
+
+
+def test_broken_result_json_named(sweep):
+    _ok(sweep())
+    result = osp.join(_run_dir(sweep.out), 'result.json')
+    with open(result) as f:
+        row = json.load(f)
+    for text in ('{"method": ', json.dumps({'method': 'baseline'}),
+                 json.dumps(dict(row, mAP=float('nan')))):
+        with open(result, 'w') as f:
+            f.write(text)
+        with pytest.raises(SweepError, match='delete it'):
+            collect_results(sweep.out)
+        _refused(sweep('--report-only'), result)
+
+
+def test_nan_map_is_not_recorded(sweep):
+    res = sweep(stub_map='nan')
+    assert res.returncode != 0
+    assert 'mAP' in res.stderr and 'finite' in res.stderr
+    assert not osp.exists(osp.join(_run_dir(sweep.out), 'result.json'))
+
+
+def test_partial_label_seed_negative():
+    from mmcoop.datasets.partial_label import PartialLabelDataset
+    with pytest.raises(ValueError, match='seed'):
+        PartialLabelDataset(dataset=dict(type='x'), known_proportion=0.5,
+                            seed=-1)

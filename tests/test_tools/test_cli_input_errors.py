@@ -1,0 +1,93 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Bad command-line input stops with an error naming the option and the
+fix: malformed --cfg-options, a bad auto_scale_lr.base_batch_size, --amp
+without an accelerator, and analyze_results.py given a metrics file or a
+missing file instead of a prediction dump."""
+import argparse
+import json
+import os.path as osp
+import sys
+
+import pytest
+import torch
+from _common import load_tool
+from mmengine.config import Config
+
+from mmcoop.engine.cli import SpacedDictAction, merge_train_args
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import _tool_helpers as H  # noqa: E402
+
+train_tool = load_tool('tools/train.py')
+analyze_tool = load_tool('tools/analysis/analyze_results.py')
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog='tool')
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
+    return parser
+
+
+@pytest.mark.parametrize('value,words', [
+    ('a.b.c=[1,,', ("unclosed '['", '--cfg-options')),
+    ('a=(1,2', ("unclosed '('", )),
+    ('a=[1,2]]', ("unmatched ']'", )),
+    ('=b', ('key before "="', )),
+    ('a..b=1', ('key before "="', )),
+])
+def test_malformed_cfg_options(value, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(['--cfg-options', value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+
+
+def test_well_formed_cfg_options_still_parse():
+    args = _parser().parse_args([
+        '--cfg-options', 'a.b=[1,2]x', 'c=[traffic light,stop sign]',
+        'd=(1,[2,3])', 'e=:)'
+    ])
+    assert args.cfg_options == {
+        'a.b': '[1,2]x',
+        'c': ['traffic light', 'stop sign'],
+        'd': (1, [2, 3]),
+        'e': ':)'
+    }
+
+
+def _merged(*argv):
+    cfg_path = H.METHOD_CONFIGS['baseline']
+    args = train_tool.parse_args([cfg_path, *argv])
+    return merge_train_args(Config.fromfile(cfg_path), args)
+
+
+@pytest.mark.parametrize('base', ['0', '-32', '1.5'])
+def test_auto_scale_lr_needs_a_positive_base_batch_size(base):
+    with pytest.raises(ValueError, match='base_batch_size must be an int'):
+        _merged('--auto-scale-lr', '--cfg-options',
+                f'auto_scale_lr.base_batch_size={base}')
+    cfg = _merged('--auto-scale-lr', '--cfg-options',
+                  'auto_scale_lr.base_batch_size=16')
+    assert cfg.auto_scale_lr.base_batch_size == 16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a CPU host')
+def test_amp_on_cpu_is_a_clear_error():
+    with pytest.raises(SystemExit, match='--amp needs a GPU'):
+        train_tool.main([H.METHOD_CONFIGS['baseline'], '--amp'])
+
+
+def test_analyze_results_wants_a_prediction_dump(tmp_path):
+    cfg = H.METHOD_CONFIGS['baseline']
+    metrics = tmp_path / 'metrics.json'
+    metrics.write_text(json.dumps({'multi-label/mAP': 50.0}))
+    out = str(tmp_path / 'out')
+    with pytest.raises(SystemExit, match=r'argument result .*a metrics file'
+                       r'.*--out results\.pkl'):
+        analyze_tool.main([cfg, str(metrics), '--out-dir', out])
+    with pytest.raises(SystemExit, match=r'no such file.*--out results\.pkl'):
+        analyze_tool.main([cfg, str(tmp_path / 'nope.pkl'), '--out-dir',
+                           out])
+    assert not osp.exists(out)
