@@ -5,18 +5,17 @@ and its result.json. Train/test are cheap stub scripts."""
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
+from _common import load_tool
 
 from mmcoop.experiments.sweep import (Run, SweepError, check_cfg_options,
                                       collect_results, plan_runs,
                                       run_options, sweep_owned_keys)
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SWEEP = osp.join(REPO, 'tools', 'sweep.py')
 
 STUB_TRAIN = textwrap.dedent('''
     import os, sys
@@ -38,28 +37,43 @@ STUB_TEST = textwrap.dedent('''
 ''')
 
 
+sweep_tool = load_tool('tools/sweep.py', 'mmcoop_tools_sweep_checks')
+
+
 @pytest.fixture
-def sweep(tmp_path):
+def sweep(tmp_path, monkeypatch, capsys):
+    """``tools/sweep.py`` called in this process (its ``main``), with the
+    stub train/test scripts; returns the exit code and the output as a
+    subprocess would (``parser.error`` exits 2)."""
     configs = tmp_path / 'configs'
     configs.mkdir()
     (configs / 'baseline_tiny_demo-shapes-p50.py').write_text('x = 1\n')
     (tmp_path / 'train.py').write_text(STUB_TRAIN)
     (tmp_path / 'test.py').write_text(STUB_TEST)
     out = str(tmp_path / 'sweep')
+    monkeypatch.chdir(tmp_path)
 
     def call(*extra, out=out, stub_map='50'):
-        cmd = [
-            sys.executable, SWEEP, '--out', out, '--methods', 'baseline',
-            '--datasets', 'demo', '--config-root',
+        monkeypatch.setenv('STUB_MAP', stub_map)
+        argv = [
+            '--out', out, '--methods', 'baseline', '--datasets', 'demo',
+            '--config-root',
             str(configs), '--device-label', 'cpu', '--train-cmd',
             f'{{python}} {tmp_path / "train.py"} {{config}}', '--test-cmd',
             f'{{python}} {tmp_path / "test.py"} {{config}} {{checkpoint}}'
         ]
         # later options win (argparse): extras may replace the defaults
-        cmd += ['--proportions', '0.5', '--seeds', '0'] + list(extra)
-        env = dict(os.environ, PYTHONPATH=REPO, STUB_MAP=stub_map)
-        return subprocess.run(cmd, env=env, cwd=str(tmp_path),
-                              capture_output=True, text=True, timeout=300)
+        argv += ['--proportions', '0.5', '--seeds', '0'] + list(extra)
+        code = 0
+        try:
+            sweep_tool.main(argv)
+        except SystemExit as e:  # parser.error: 2; sys.exit(message): 1
+            code = e.code if isinstance(e.code, int) else 1
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out,
+                               stderr=captured.err)
 
     call.out = out
     call.tmp = tmp_path
