@@ -69,7 +69,16 @@ _LOAD_PREFIX = 'LoadImageFrom'
 
 def _to_config(config: ConfigType) -> Config:
     if isinstance(config, (str, os.PathLike)):
-        return Config.fromfile(str(config))
+        path = str(config)
+        if not osp.isfile(path):
+            from .model_zoo import close_model_names
+            close = close_model_names(osp.basename(path).rsplit('.py', 1)[0])
+            hint = (' For a model-zoo name, use mmcoop.apis.get_model(name)'
+                    f'; close names: {close}.' if close else '')
+            raise FileNotFoundError(
+                f'Config {path!r} is not a file. Fix: give the path of a '
+                f'config file (configs/<method>/<name>.py).{hint}')
+        return Config.fromfile(path)
     if isinstance(config, Config):
         return copy.deepcopy(config)
     if isinstance(config, dict):

@@ -14,6 +14,7 @@ The index is read from the installed package (``mmcoop/.mim``, written by
 so that ``mmpretrain.get_model(name)`` and
 ``ImageClassificationInferencer(name)`` accept mmcoop names too.
 """
+import difflib
 import fnmatch
 import hashlib
 import os
@@ -75,12 +76,22 @@ def model_info(name: str):
     ``weights``, ``results``, ``metadata``)."""
     models = _load_index()
     if name.lower() not in models:
-        close = fnmatch.filter(models, f'*{name.lower()}*')[:5]
+        close = close_model_names(name)
         raise ValueError(
             f'No model {name!r} in {osp.join(model_index_root(), INDEX_FILE)}'
             f'{"; close: " + ", ".join(close) if close else ""}. Fix: pick '
             'a name from mmcoop.apis.list_models() (`mim search mmcoop`).')
     return models[name.lower()]
+
+
+def close_model_names(name: str, limit: int = 5) -> List[str]:
+    """Index names containing ``name``, else the nearest spellings (a
+    typo such as ``positivecop_...``)."""
+    models = list(_load_index())
+    key = str(name).lower()
+    return (fnmatch.filter(models, f'*{key}*')
+            or difflib.get_close_matches(key, models, n=limit,
+                                         cutoff=0.6))[:limit]
 
 
 def is_url(path: str) -> bool:
@@ -178,6 +189,12 @@ def fetch_checkpoint(path_or_url: str) -> str:
         try:
             torch.hub.download_url_to_file(
                 path_or_url, local, hash_prefix=prefix, progress=False)
+        except OSError as e:  # URLError and other network failures
+            raise OSError(
+                f'Cannot download the checkpoint {path_or_url!r} '
+                f'({type(e).__name__}: {e}). Fix: download it elsewhere and '
+                f'put it at {local!r} (where it is looked up), or pass the '
+                'local file instead of the URL.') from e
         except RuntimeError as e:
             if prefix is None or 'hash' not in str(e):
                 raise

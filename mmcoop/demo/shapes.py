@@ -495,6 +495,8 @@ def chance_level_map_from_targets(targets: np.ndarray,
     ``num_draws`` random score matrices drawn with ``seed``.
     """
     from mmcoop.evaluation.metrics.multi_label import mean_average_precision
+    from mmcoop.utils.value_checks import check_int
+    check_int('chance_level_map', 'num_draws', num_draws)
     rng = np.random.default_rng(seed)
     targets = np.asarray(targets)
     maps = [

@@ -233,3 +233,24 @@ def test_image_demo_makes_no_folder_when_it_fails(setup, tmp_path):
     _, saved = demo.main([setup['image'], setup['cfg_path'], setup['ckpt'],
                           '--show-dir', str(show)])
     assert saved == [str(show / 'img.png')] and os.path.isfile(saved[0])
+
+
+def test_zoo_names_and_unreachable_urls_name_the_fix(tmp_path, monkeypatch):
+    """A typo of a model name gets the nearest names; a zoo name given to
+    init_model (which takes a config file) points at get_model; an
+    unreachable checkpoint URL names where to put the file."""
+    from mmcoop.apis import init_model, list_models, model_info
+    name = list_models()[0]
+    typo = name.replace('coop', 'cop', 1) if 'coop' in name else name[1:]
+    with pytest.raises(ValueError, match=rf'close: .*{name}'):
+        model_info(typo)
+    with pytest.raises(FileNotFoundError, match=(
+            rf"Config '{name}' is not a file\. .*mmcoop\.apis\.get_model"
+            rf"\(name\); close names: \[.*'{name}'")):
+        init_model(name)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'hub'))
+    url = 'http://127.0.0.1:9/run/epoch_2.pth'  # nothing listens there
+    with pytest.raises(OSError, match=(
+            rf"Cannot download the checkpoint '{url}' .*put it at "
+            rf"'{url_cache_path(url)}'")):
+        fetch_checkpoint(url)

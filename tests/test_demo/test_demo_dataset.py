@@ -2,6 +2,7 @@
 """DemoShapesDataset writes the demo tree only where the demo lives, and
 DemoResultHook reports chance level only for the demo tree."""
 import os
+import re
 import os.path as osp
 from types import SimpleNamespace
 
@@ -86,3 +87,18 @@ def test_hook_reports_chance_level_of_the_demo_only(tmp_path):
     assert _run_hook(val) == []
     assert isinstance(HOOKS.build(dict(type='DemoResultHook')),
                       DemoResultHook)
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['--num-draws', '0'], r'argument --num-draws: must be an integer >= 1'),
+    (['--num-train', '0'], r'argument --num-train: must be an integer >= 1'),
+    (['--image-size', '4'], r'image_size must be >= 32, got 4'),
+])
+def test_demo_cli_options_are_checked(tmp_path, capsys, argv, match):
+    """Before: --num-draws 0 printed a nan chance level; the generator's
+    range errors were tracebacks."""
+    from mmcoop.demo.__main__ import main
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / 'demo')] + argv)
+    assert exit_.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
