@@ -234,6 +234,42 @@ def test_damaged_or_foreign_directories(image_root, tmp_path):
         _cache(dataset, backbone, osp.join(image_root, 'cache'))
 
 
+def test_rebuild_never_deletes_what_the_cache_did_not_write(
+        image_root, tmp_path):
+    """A cache to rebuild whose folder also holds a user's file is refused
+    naming the file, and nothing is deleted; a manifest whose shards do
+    not cover every sample (edited by hand) is damaged, not an IndexError
+    in the middle of training."""
+    import json
+    dataset, backbone = make_dataset(image_root), build_backbone()
+    cache_dir = tmp_path / 'c'
+    _cache(dataset, backbone, cache_dir, shard_size=2)
+    shard = sorted(p for p in os.listdir(cache_dir) if p.endswith('.npy'))[0]
+    with open(cache_dir / shard, 'r+b') as f:
+        f.truncate(200)
+    (cache_dir / 'notes.txt').write_text('keep me')
+    before = sorted(os.listdir(cache_dir))
+    with pytest.raises(FeatureCacheError, match=(
+            r"also holds files the cache did not write: \['notes\.txt'\]; "
+            r'nothing was deleted')):
+        _cache(dataset, backbone, cache_dir)
+    assert sorted(os.listdir(cache_dir)) == before
+    os.remove(cache_dir / 'notes.txt')
+    _cache(dataset, backbone, cache_dir, shard_size=2)  # rebuilt
+    manifest_path = cache_dir / 'manifest.json'
+    manifest = json.loads(manifest_path.read_text())
+    manifest['shards'] = manifest['shards'][:-1]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(FeatureCacheMismatchError, match=(
+            r'is damaged: manifest\.json: the shards of view 0 do not cover '
+            r'its \d+ samples in shards of 2')):
+        _cache(dataset, backbone, cache_dir, shard_size=2,
+               on_mismatch='error')
+    cached = _cache(dataset, backbone, cache_dir, shard_size=2)
+    assert len(cached) == len(dataset)
+    assert cached.read(len(dataset) - 1).shape[0] > 0
+
+
 class _FailingBackbone(torch.nn.Module):
     """A tower that dies on its second batch."""
 

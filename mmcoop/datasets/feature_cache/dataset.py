@@ -27,7 +27,8 @@ from .lock import BuildLock
 from .options import check_option
 from .quantize import dequantize
 from .store import (CACHE_FORMAT, CACHE_VERSION, QUANTISED, check_cache,
-                    commit, partial_dir, remove_leftovers, write_manifest)
+                    commit, partial_dir, remove_cache, remove_leftovers,
+                    write_manifest)
 
 __all__ = ['CachedFeatureDataset']
 
@@ -426,7 +427,7 @@ class CachedFeatureDataset(DatasetWrapper):
                     'delete the directory, point cache_dir elsewhere, or '
                     "set on_mismatch='rebuild'.")
             MMLogger.get_current_instance().warning(f'{msg} Rebuilding it.')
-            shutil.rmtree(self.cache_dir)
+            remove_cache(self.cache_dir)
         self._build(key, paths, backbone, preprocessor)
 
     def _build(self, key, paths, backbone, preprocessor) -> None:

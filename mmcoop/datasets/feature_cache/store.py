@@ -19,6 +19,7 @@ modification time and SHA-256.
 import json
 import os
 import os.path as osp
+import re
 import shutil
 import socket
 from typing import List, Optional, Tuple
@@ -26,6 +27,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from mmengine.logging import MMLogger
 
+from .errors import FeatureCacheError
 from .images import changed_images, file_sha256
 from .key import diff_keys
 
@@ -144,6 +146,53 @@ def remove_leftovers(cache_dir: str) -> None:
             shutil.rmtree(osp.join(parent, name), ignore_errors=True)
 
 
+#: the files a cache writes besides the manifest (extract.py's names)
+_SHARD_NAME = re.compile(r'^v\d+_s\d+(\.scale)?\.npy$')
+
+
+def remove_cache(cache_dir: str) -> None:
+    """Delete the cache at ``cache_dir`` (outdated or damaged) and only it:
+    its manifest and shard files. A folder holding anything else (a
+    user's file) is refused with a :class:`FeatureCacheError` naming it,
+    and nothing is deleted."""
+    names = sorted(os.listdir(cache_dir))
+    other = [
+        n for n in names
+        if n not in (MANIFEST, MANIFEST + '.tmp') and not (
+            _SHARD_NAME.match(n) and osp.isfile(osp.join(cache_dir, n)))
+    ]
+    if other:
+        raise FeatureCacheError(
+            f'Feature cache {cache_dir} must be rebuilt, but the folder '
+            f'also holds files the cache did not write: {other[:8]}; '
+            'nothing was deleted. Fix: move those files out of the folder '
+            '(or delete the folder yourself), then run again.')
+    shutil.rmtree(cache_dir)
+
+
+def _layout_error(manifest: dict) -> str:
+    """Why a manifest that parses does not describe a whole cache (a
+    required field missing or of another type, or shards that do not tile
+    every view's samples), or ``''``."""
+    for field, kind in (('num_samples', int), ('num_views', int),
+                        ('shard_size', int), ('feature_shape', list),
+                        ('dtype', str), ('shards', list), ('images', list)):
+        if not isinstance(manifest.get(field), kind):
+            return (f'field {field!r} is missing or not a '
+                    f'{kind.__name__}')
+    n, size = manifest['num_samples'], manifest['shard_size']
+    for view in range(manifest['num_views']):
+        starts = sorted((rec.get('start'), rec.get('count'))
+                        for rec in manifest['shards']
+                        if isinstance(rec, dict) and rec.get('view') == view)
+        expected = [(start, min(size, n - start))
+                    for start in range(0, n, size)]
+        if starts != expected:
+            return (f'the shards of view {view} do not cover its {n} '
+                    f'samples in shards of {size}')
+    return ''
+
+
 def _listing(items: List[str], what: str) -> str:
     shown = '; '.join(items[:_MAX_SHOWN])
     more = (f' (+{len(items) - _MAX_SHOWN} more)'
@@ -233,6 +282,9 @@ def check_cache(cache_dir: str, key: dict, paths: List[str],
     diffs = diff_keys(manifest.get('key'), key)
     if diffs:
         return 'mismatch', _listing(diffs, 'differing key fields'), None
+    layout = _layout_error(manifest)
+    if layout:
+        return 'damaged', f'{MANIFEST}: {layout}', None
     changed = changed_images(paths, manifest['images'], verify)
     if changed:
         return 'stale', _listing(
