@@ -171,6 +171,18 @@ def test_browse_dataset_shows_the_partial_mask(run):
         '--cfg-options', *run['options']
     ])
     assert [osp.basename(p) for p in written] == ['00000.png', '00001.png']
+    # never into the dataset tree (the demo generator, and every later
+    # run, would then find files it did not write there)
+    from mmcoop.datasets.wrapper import dataset_dirs
+    inside = osp.join(dataset_dirs(dataset)[0], 'vis')
+    with pytest.raises(ValueError, match=r"Refusing to write the output "
+                       r"folder \(--output-dir\) .*never writes into a "
+                       r"dataset tree.*'work_dirs/browse'"):
+        browse_tool.main([
+            H.DEMO_CONFIG, '--output-dir', inside, '--show-number', '2',
+            '--cfg-options', *run['options']
+        ])
+    assert not osp.exists(inside)
 
 
 def test_get_flops_of_the_demo_config(capsys):

@@ -27,6 +27,8 @@ from mmengine.config import Config  # noqa: E402
 
 from mmcoop.datasets.inspection import build_dataset_of, sample_view  # noqa
 from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
+from mmcoop.datasets.utils import check_outside_dataset  # noqa: E402
+from mmcoop.datasets.wrapper import dataset_dirs  # noqa: E402
 from mmcoop.utils.paths import claim_outputs  # noqa: E402
 from mmcoop.visualization import label_state_figure, save_figure  # noqa
 
@@ -56,6 +58,10 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     dataset = build_dataset_of(cfg, args.phase)
     classes = list(dataset.metainfo['classes'])
+    # never into the dataset tree (a later run would read the figures)
+    check_outside_dataset(args.output_dir, dataset_dirs(dataset),
+                          'output folder (--output-dir)',
+                          example="'work_dirs/browse'")
     outputs = claim_outputs([
         osp.join(args.output_dir, f'{idx:05d}.png')
         for idx in range(min(args.show_number, len(dataset)))
