@@ -48,15 +48,19 @@ def test_csv_class_file_is_cleaned(tmp_path):
         scores(ds)[0], [1, 0, -1, 1])  # a.jpg: dog;person, not cat
 
 
+def _load(make, root, **kwargs):
+    """The COCO-format tree ``root`` as the JSON table or as COCO."""
+    if make == 'json':
+        return json_ds(root, check_images=False, **kwargs)
+    return COCO2014MultiLabel(root, **kwargs)
+
+
 @pytest.mark.parametrize('make', ['json', 'coco'])
 def test_coco_style_class_file_is_cleaned(tmp_path, make):
     root = coco_tree(tmp_path)
     cls = write_text(tmp_path / 'k.txt',
                      '\ufeffbicycle \n\nairplane\ndog\n\nfire hydrant  \n')
-    if make == 'json':
-        ds = json_ds(root, classes=cls, check_images=False)
-    else:
-        ds = COCO2014MultiLabel(root, classes=cls)
+    ds = _load(make, root, classes=cls)
     assert ds.CLASSES == ('bicycle', 'airplane', 'dog', 'fire hydrant')
 
 
@@ -73,9 +77,7 @@ def test_class_file_repeats_and_missing_are_refused(tmp_path, make):
     def build(**kw):
         if make == 'csv':
             return csv_ds(tmp_path, **kw)
-        if make == 'json':
-            return json_ds(root, check_images=False, **kw)
-        return COCO2014MultiLabel(root, **kw)
+        return _load(make, root, **kw)
 
     cls = write_text(tmp_path / 'k.txt', 'dog\ncat\nDog\ncar\n')
     with pytest.raises(ValueError, match=r"k\.txt' \(" + name +
@@ -164,10 +166,7 @@ def test_json_same_file_name_twice_is_refused(tmp_path, make):
 
     root = coco_tree(tmp_path, twice)
     with pytest.raises(AnnotationError) as e:
-        if make == 'json':
-            json_ds(root, check_images=False)
-        else:
-            COCO2014MultiLabel(root)
+        _load(make, root)
     msg = str(e.value)
     for w in ('instances_train2014.json', 'images[3] (id=13',
               'images[1] (id=11', 'same file', 'list each image once'):
@@ -238,10 +237,7 @@ def test_category_names_equal_or_empty_are_refused(tmp_path, make, name,
 
     root = coco_tree(tmp_path, rename)
     with pytest.raises(AnnotationError) as e:
-        if make == 'json':
-            json_ds(root, check_images=False)
-        else:
-            COCO2014MultiLabel(root)
+        _load(make, root)
     msg = str(e.value)
     assert 'instances_train2014.json: ' in msg
     for w in words:
