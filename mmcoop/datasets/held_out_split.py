@@ -1,7 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """A validation split held out from the training set, saved as a file."""
 import json
-import numbers
 import os.path as osp
 from typing import List, Sequence, Union
 
@@ -10,6 +9,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
+from mmcoop.utils.value_checks import check_int, is_real
 from .utils import atomic_write_json, check_outside_dataset
 from .wrapper import dataset_dirs
 
@@ -26,18 +26,11 @@ _SPLIT_EXAMPLE = "'work_dirs/splits/<dataset>_holdout0.1_seed0.json'"
 def _check_val_fraction(val_fraction) -> None:
     """``val_fraction`` must be a real number (not a bool or a string) in
     (0, 1)."""
-    if isinstance(val_fraction, bool) or not isinstance(
-            val_fraction, numbers.Real) or not 0.0 < float(val_fraction) < 1.0:
+    if not is_real(val_fraction) or not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(
             'val_fraction must be a number in (0, 1) (the fraction of the '
             f'training images held out), got {val_fraction!r} '
             f'({type(val_fraction).__name__}).')
-
-
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f'seed must be an int, got {seed!r} '
-                         f'({type(seed).__name__}).')
 
 
 def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
@@ -150,7 +143,7 @@ def held_out_split(dataset: Union[BaseDataset, dict],
         raise ValueError(f'HeldOutSplit: part must be one of {PARTS}, got '
                          f'{part!r}.')
     _check_val_fraction(val_fraction)
-    _check_seed(seed)
+    check_int('HeldOutSplit', 'seed', seed, minimum=0)
     if isinstance(dataset, dict):
         scope = None if DefaultScope.get_current_instance() else 'mmcoop'
         with DefaultScope.overwrite_default_scope(scope):

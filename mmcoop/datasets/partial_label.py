@@ -1,6 +1,5 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Partial-label wrapper: hide a seeded fraction of the training labels."""
-import numbers
 import os.path as osp
 from typing import List, Optional, Sequence, Union
 
@@ -10,7 +9,7 @@ from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
-from mmcoop.utils.value_checks import check_int
+from mmcoop.utils.value_checks import check_int, is_real
 from .held_out_split import image_keys
 from .mask_files import read_mask_file
 from .samplers import EpochIndex, seeded_sample
@@ -68,8 +67,7 @@ def num_hidden_per_image(num_classes: int, known_proportion: float) -> int:
 
 def _check_proportion(p) -> None:
     # any real number (numpy scalars included), not a bool or a string
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) \
-            or not (0.0 < float(p) <= 1.0):
+    if not is_real(p) or not (0.0 < float(p) <= 1.0):
         raise ValueError(
             f'known_proportion must be a number in (0, 1] (the fraction of '
             f'training labels that stay known; 1 = complete labels), got '
@@ -180,9 +178,6 @@ class PartialLabelDataset(DatasetWrapper):
             raise ValueError(
                 f'PartialLabelDataset: mode must be one of {MODES}, got '
                 f'{mode!r}.')
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise TypeError(f'PartialLabelDataset: seed must be an int, got '
-                            f'{seed!r}.')
         check_int('PartialLabelDataset', 'seed', seed, minimum=0)
         if isinstance(dataset, dict) and 'pipeline' not in dataset:
             MMLogger.get_current_instance().warning(

@@ -13,7 +13,7 @@ import numbers
 from typing import Optional, Sequence, Tuple
 
 __all__ = [
-    'check_flag', 'check_int', 'check_number', 'check_colour',
+    'is_real', 'check_flag', 'check_int', 'check_number', 'check_colour',
     'check_channel_stats'
 ]
 
@@ -22,7 +22,8 @@ def _refuse(owner: str, field: str, value, expected: str):
     raise ValueError(f'{owner}: {field} must be {expected}, got {value!r}.')
 
 
-def _is_real(value) -> bool:
+def is_real(value) -> bool:
+    """A real number (numpy scalars included), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -51,7 +52,7 @@ def check_number(owner: str,
                  above: bool = False) -> float:
     """``value`` if it is a finite real number (not a bool) in
     ``[low, high]`` (a bound of None: none; ``above``: ``> low``)."""
-    ok = _is_real(value) and math.isfinite(value) and (
+    ok = is_real(value) and math.isfinite(value) and (
         low is None or value > low or (value == low and not above)) and (
             high is None or value <= high)
     if not ok:
@@ -68,7 +69,7 @@ def check_number(owner: str,
 def check_colour(owner: str, field: str, value) -> Tuple[int, int, int]:
     """An int 0..255 (grey) or 3 ints 0..255 (one per channel, in the
     image's channel order) -> a 3-tuple."""
-    values = (value, ) * 3 if _is_real(value) else value
+    values = (value, ) * 3 if is_real(value) else value
     if not (isinstance(values, (tuple, list)) and len(values) == 3 and all(
             isinstance(v, numbers.Integral) and not isinstance(v, bool)
             and 0 <= v <= 255 for v in values)):
@@ -96,7 +97,7 @@ def check_channel_stats(owner: str, mean: Optional[Sequence[float]],
         items = [] if isinstance(values, (str, bytes)) else list(
             values) if hasattr(values, '__len__') else []
         if not (len(items) == 3
-                and all(_is_real(v) and math.isfinite(v) for v in items)):
+                and all(is_real(v) and math.isfinite(v) for v in items)):
             _refuse(owner, field, values,
                     '3 finite numbers (one per RGB channel, 0-255 scale)')
     if min(std) <= 0:

@@ -163,7 +163,9 @@ def test_val_fraction_and_seed_numpy_scalars(coco_root, tmp_path):
                        np.float32(0.5), np.int64(3))
     b = held_out_split(coco_cfg(coco_root), split_file, 'val', 0.5, 3)
     assert image_keys(a) == image_keys(b) and len(a) == 2
-    with pytest.raises(ValueError, match=r"seed must be an int, got '3'"):
+    with pytest.raises(ValueError,
+                       match=r"HeldOutSplit: seed must be an int >= 0, "
+                       r"got '3'"):
         held_out_split(coco_cfg(coco_root), split_file, 'val', 0.5, '3')
 
 

@@ -4,7 +4,6 @@ import difflib
 import inspect
 import logging
 import math
-import numbers
 from typing import List, Optional, Union
 
 import torch
@@ -14,7 +13,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 
 from mmcoop.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                              OPTIMIZERS)
-from mmcoop.utils.value_checks import check_number
+from mmcoop.utils.value_checks import check_number, is_real
 
 __all__ = ['TrainableParamsOptimWrapperConstructor']
 
@@ -25,10 +24,6 @@ _OWNER = 'TrainableParamsOptimWrapperConstructor'
 PARAMWISE_KEYS = ('custom_keys', 'bias_lr_mult', 'bias_decay_mult',
                   'norm_decay_mult', 'dwconv_decay_mult', 'flat_decay_mult',
                   'bypass_duplicate', 'dcn_offset_lr_mult')
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _match_name(name: str) -> str:
@@ -110,7 +105,7 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                     f'{_OWNER}: {where} must be a dict such as '
                     f'dict(lr_mult=0.01), got {opts!r}.')
             for field in ('lr_mult', 'decay_mult', 'lr'):
-                if field in opts and not (_is_number(opts[field])
+                if field in opts and not (is_real(opts[field])
                                           and math.isfinite(opts[field])):
                     raise ValueError(
                         f'{_OWNER}: {where}.{field} must be a finite '
@@ -119,7 +114,7 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                       'norm_decay_mult', 'dwconv_decay_mult',
                       'flat_decay_mult'):
             value = self.paramwise_cfg.get(field, None)
-            if value is not None and not (_is_number(value)
+            if value is not None and not (is_real(value)
                                           and math.isfinite(value)):
                 raise ValueError(
                     f'{_OWNER}: optim_wrapper.paramwise_cfg.{field} must be '
@@ -172,7 +167,7 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             lr = group.get('lr', None)
             if isinstance(lr, torch.Tensor) and lr.numel() == 1:
                 lr = lr.item()
-            if _is_number(lr) and math.isfinite(lr) and lr > 0:
+            if is_real(lr) and math.isfinite(lr) and lr > 0:
                 continue
             tensors = [names.get(id(p), '?') for p in group['params']]
             keys = sorted({k for k in map(self._custom_key_of, tensors) if k})
