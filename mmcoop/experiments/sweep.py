@@ -32,6 +32,7 @@ import json
 import math
 import os
 import os.path as osp
+import pprint
 import re
 import shlex
 import subprocess
@@ -482,6 +483,29 @@ def _sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def _config_record(config: str) -> dict:
+    """What ``sweep.json`` records of a run's config: its path, the hash of
+    the file, and the hash of the whole resolved config (every ``_base_``
+    it inherits included, so an edit to a shared base counts as a change).
+    A config that does not load is named here, before any run trains."""
+    from mmengine.config import Config
+    try:
+        resolved = Config.fromfile(config).to_dict()
+    except Exception as e:  # any parse/inheritance error of the file
+        raise SweepError(f'{config}: the config does not load '
+                         f'({type(e).__name__}: {e}). Fix the file (or '
+                         'its _base_ files) before the sweep.') from None
+    text = pprint.pformat(resolved, width=120)  # dicts sorted by key
+    return dict(path=osp.abspath(config), sha256=_sha256(config),
+                resolved_sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def _same_config(before: dict, now: dict) -> bool:
+    """Records made by an older mmcoop lack ``resolved_sha256``: compare
+    the fields both have."""
+    return all(before[k] == now[k] for k in now if k in before)
+
+
 def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
                   cfg_options: Sequence[str], selection: str,
                   split_seed: int, val_fraction: float, feature_cache: bool,
@@ -514,8 +538,7 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
             raise SweepError(f'--methods / --datasets: {e}') from None
         configs[run] = config
         used[f'{run.protocol}/{run.dataset}/{run.method}/'
-             f'p{run.proportion:.2f}'] = dict(
-                 path=osp.abspath(config), sha256=_sha256(config))
+             f'p{run.proportion:.2f}'] = _config_record(config)
     settings = dict(
         config_root=osp.abspath(config_root),
         cfg_options=[str(o) for o in cfg_options],
@@ -554,12 +577,14 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
             before = recorded['configs'].get(key)
             started = glob.glob(
                 osp.join(glob.escape(out_dir), 'runs', key + '_seed*'))
-            if before is not None and before != now and started:
+            if before is not None and not _same_config(before, now) \
+                    and started:
                 raise SweepError(
                     f'--out {out_dir!r}: the runs {key}_seed* used '
                     f'{before["path"]} with other content than '
-                    f'{now["path"]} has now (the config was changed or '
-                    'another file is found). Fix: give a new --out for the '
+                    f'{now["path"]} has now (the config or one of its '
+                    '_base_ files was changed, or another file is found). '
+                    'Fix: give a new --out for the '
                     'new config, or restore the old one.')
         merged = dict(recorded['configs'])
         merged.update(used)

@@ -212,3 +212,31 @@ def test_partial_label_seed_negative():
     with pytest.raises(ValueError, match='seed'):
         PartialLabelDataset(dataset=dict(type='x'), known_proportion=0.5,
                             seed=-1)
+
+
+def test_edited_base_config_is_a_changed_config(sweep):
+    """sweep.json hashes the resolved config: an edit to an inherited
+    ``_base_`` file is refused like an edit to the run's own file, and a
+    config that does not load is named before any run trains."""
+    configs = sweep.tmp / 'configs'
+    (configs / '_base_.py').write_text('lr = 0.1\n')
+    cfg = configs / 'baseline_tiny_demo-shapes-p50.py'
+    cfg.write_text("_base_ = ['./_base_.py']\nx = 1\n")
+    _ok(sweep())
+    with open(osp.join(sweep.out, 'sweep.json')) as f:
+        record = json.load(f)['configs']['clean/demo/baseline/p0.50']
+    assert set(record) == {'path', 'sha256', 'resolved_sha256'}
+    _ok(sweep())  # unchanged: done, skipped
+    (configs / '_base_.py').write_text('lr = 0.2\n')
+    _refused(sweep(), '_base_', 'new --out')
+    # a record made before resolved hashes: the file hash alone decides
+    del record['resolved_sha256']
+    with open(osp.join(sweep.out, 'sweep.json')) as f:
+        settings = json.load(f)
+    settings['configs']['clean/demo/baseline/p0.50'] = record
+    with open(osp.join(sweep.out, 'sweep.json'), 'w') as f:
+        json.dump(settings, f)
+    _ok(sweep())
+    cfg.write_text("_base_ = ['./missing.py']\n")
+    _refused(sweep(out=str(sweep.tmp / 'other')), cfg.name, 'does not load')
+    assert not osp.exists(osp.join(sweep.tmp, 'other', 'runs'))
