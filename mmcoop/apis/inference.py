@@ -54,6 +54,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.engine.checkpoint_fit import CHECKS, check_checkpoint_fits
+from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
 from .model_zoo import fetch_checkpoint
 
@@ -172,8 +173,7 @@ def init_model(config: ConfigType,
         dataset_meta = dict(meta.get('dataset_meta') or {})
         # per-class thresholds calibrated on a validation split (clean
         # protocol, ThresholdCalibrationHook): threshold='calibrated'
-        calibrated = (meta.get('calibrated_thresholds') or {}).get(
-            'thresholds')
+        calibrated = stored_thresholds(meta)
         if calibrated is not None:
             model.calibrated_thresholds = np.asarray(calibrated, np.float32)
     classes = _classes_of(model)

@@ -9,6 +9,7 @@ from mmengine.config import Config
 
 from mmcoop.apis.inference import MultiLabelInferencer
 from mmcoop.engine.hooks import ThresholdCalibrationHook
+from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.evaluation import (PartialMultiLabelMetric, calibrate_thresholds,
                                topk_metrics)
 
@@ -76,6 +77,30 @@ def test_hook_stores_thresholds_for_the_same_epoch_only():
     assert same['meta']['calibrated_thresholds']['thresholds'] == [.3, .7]
     assert same['meta']['calibrated_thresholds']['classes'] == ['a', 'b']
     assert 'calibrated_thresholds' not in older['meta']
+
+
+def test_older_checkpoint_thresholds_read_back_clipped():
+    """An older calibration could store -5e-7 (a midpoint below a score of
+    0): both readers (the test hook and init_model) get it clipped to 0,
+    so such a checkpoint still tests; a real out-of-range value is left
+    to the consumers' range check."""
+    stored = dict(thresholds=[-5e-7, .4, 1 + 5e-7], classes=['a', 'b', 'c'],
+                  epoch=3, split='val')
+    assert stored_thresholds(dict(calibrated_thresholds=stored)) == \
+        [0., .4, 1.]
+    assert stored_thresholds({}) is None and stored_thresholds(None) is None
+    assert stored_thresholds(dict(calibrated_thresholds=dict(
+        thresholds=[-.2, .4]))) == [-.2, .4]
+    hook = ThresholdCalibrationHook()
+    hook.after_load_checkpoint(None, dict(meta=dict(
+        calibrated_thresholds=stored)))
+    assert hook._loaded == dict(stored, thresholds=[0., .4, 1.])
+    metric = PartialMultiLabelMetric(thr=.5)
+    hook.before_test(type('R', (), {
+        'test_evaluator': type('E', (), {'metrics': [metric]})(),
+        'logger': type('L', (), {'info': staticmethod(print)})()
+    })(), )
+    assert metric.class_thresholds == [0., .4, 1.]
 
 
 def test_inference_threshold_calibrated():

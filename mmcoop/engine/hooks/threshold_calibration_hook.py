@@ -2,13 +2,35 @@
 """Per-class thresholds calibrated on the validation split, kept in the
 checkpoints and applied when a checkpoint is tested."""
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
+import numpy as np
 from mmengine.hooks import Hook
 
 from mmcoop.registry import HOOKS
 
 META_KEY = 'calibrated_thresholds'
+#: before calibrated thresholds were clipped to [0, 1], a checkpoint could
+#: store one this far outside (a midpoint 1e-6 / 2 below a score of 0);
+#: such values are read back clipped
+_STORED_SLACK = 1e-6
+
+
+def stored_thresholds(meta: Optional[dict]) -> Optional[List[float]]:
+    """The per-class thresholds a checkpoint's ``meta`` stores (None if
+    none), as the one reader of :data:`META_KEY` (tests and
+    :func:`mmcoop.apis.init_model`). Values within ``1e-6`` outside [0, 1]
+    -- written by older calibrations -- are clipped; anything else is left
+    to the consumer's range check."""
+    stored = ((meta or {}).get(META_KEY) or {}).get('thresholds')
+    if stored is None:
+        return None
+    values = np.asarray(stored, dtype=np.float64)
+    if values.ndim != 1 or not np.isfinite(values).all() or \
+            (values < -_STORED_SLACK).any() or \
+            (values > 1 + _STORED_SLACK).any():
+        return list(stored)
+    return np.clip(values, 0., 1.).tolist()
 
 
 @HOOKS.register_module()
@@ -105,7 +127,10 @@ class ThresholdCalibrationHook(Hook):
                            f'calibrated on the {self.split} split.')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._loaded = (checkpoint.get('meta') or {}).get(META_KEY)
+        meta = checkpoint.get('meta') or {}
+        thresholds = stored_thresholds(meta)
+        self._loaded = None if thresholds is None else dict(
+            meta[META_KEY], thresholds=thresholds)
 
     def before_test(self, runner) -> None:
         stored = self._loaded
