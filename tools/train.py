@@ -7,8 +7,10 @@
 
 Multi-GPU: ``bash tools/dist_train.sh CONFIG GPUS [args]`` (torchrun).
 What the config means (feature cache, CPU distributed, checks) is decided
-by ``MMCoopRunner.from_cfg``, so ``mim train`` and ``Runner.from_cfg``
-behave the same. Works from a clone without installing mmcoop.
+by ``MMCoopRunner.from_cfg``, so ``mim train`` and
+``mmcoop.registry.RUNNERS.build(cfg)`` behave the same (MMEngine's plain
+``Runner.from_cfg`` is stopped by ``RunnerCheckHook``). Works from a clone
+without installing mmcoop.
 """
 import argparse
 import os.path as osp

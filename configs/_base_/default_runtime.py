@@ -34,6 +34,10 @@ default_hooks = dict(
         backend_args=dict(backend='atomic_local')),
     # set sampler seed in distributed evrionment.
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # stops a run by MMEngine's plain `Runner.from_cfg(cfg)`, which ignores
+    # `runner_type` and so every key MMCoopRunner interprets (build with
+    # `mmcoop.registry.RUNNERS.build(cfg)` or `MMCoopRunner.from_cfg(cfg)`)
+    mmcoop_runner=dict(type='RunnerCheckHook'),
 )
 
 # configure environment

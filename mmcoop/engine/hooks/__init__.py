@@ -15,3 +15,6 @@ __all__ += ['PredictionDrawHook']
 from .threshold_calibration_hook import ThresholdCalibrationHook  # noqa: E402
 
 __all__ += ['ThresholdCalibrationHook']
+from .runner_check_hook import RunnerCheckHook, RunnerTypeError  # noqa: E402
+
+__all__ += ['RunnerCheckHook', 'RunnerTypeError']

@@ -1,0 +1,70 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""MMEngine's plain ``Runner.from_cfg`` ignores ``runner_type`` and with it
+every key ``MMCoopRunner.from_cfg`` interprets: the ``RunnerCheckHook``
+every mmcoop config carries stops such a run before anything loads or
+trains; under ``MMCoopRunner`` it does nothing."""
+import os
+import os.path as osp
+
+import pytest
+import torch
+from _common import ToyDataset, ToyModel
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmcoop.engine import MMCoopRunner
+from mmcoop.engine.hooks import RunnerTypeError
+from mmcoop.registry import DATASETS, MODELS
+
+RUNTIME = osp.join(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
+    '_base_', 'default_runtime.py')
+
+
+def _cfg(work_dir):
+    """The shipped runtime (its default hooks) around the toy model, with
+    an mmcoop key a plain runner would drop."""
+    MODELS.register_module('RunnerCheckToyModel', module=ToyModel, force=True)
+    DATASETS.register_module('RunnerCheckToyDataset', module=ToyDataset,
+                             force=True)
+    cfg = Config.fromfile(RUNTIME)
+    cfg.merge_from_dict(dict(
+        work_dir=str(work_dir),
+        model=dict(type='RunnerCheckToyModel'),
+        train_dataloader=dict(
+            dataset=dict(type='RunnerCheckToyDataset'),
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            batch_size=4,
+            num_workers=0,
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        checkpoint_check=dict(classes=False)))
+    cfg.default_hooks.logger.interval = 1
+    return cfg
+
+
+def test_plain_runner_is_stopped_before_training(tmp_path):
+    assert Config.fromfile(RUNTIME).default_hooks.mmcoop_runner == dict(
+        type='RunnerCheckHook')
+    cfg = _cfg(tmp_path / 'plain')
+    torch.manual_seed(0)
+    runner = Runner.from_cfg(cfg)
+    before = runner.model.linear.weight.detach().clone()
+    with pytest.raises(RunnerTypeError) as info:
+        runner.train()
+    message = str(info.value)
+    for words in ("['checkpoint_check']", 'mmcoop.registry import RUNNERS',
+                  'MMCoopRunner.from_cfg(cfg)', "default_hooks['mmcoop_"):
+        assert words in message, message
+    torch.testing.assert_close(runner.model.linear.weight, before)
+    assert not [f for f in os.listdir(tmp_path / 'plain')
+                if f.endswith('.pth')]
+
+
+def test_mmcoop_runner_passes_the_check(tmp_path):
+    cfg = _cfg(tmp_path / 'mmcoop')
+    runner = MMCoopRunner.from_cfg(cfg)
+    assert any(type(h).__name__ == 'RunnerCheckHook' for h in runner.hooks)
+    runner.train()
+    assert osp.isfile(tmp_path / 'mmcoop' / 'epoch_1.pth')
