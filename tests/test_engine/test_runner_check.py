@@ -16,9 +16,8 @@ from mmcoop.engine import MMCoopRunner
 from mmcoop.engine.hooks import RunnerTypeError
 from mmcoop.registry import DATASETS, MODELS
 
-RUNTIME = osp.join(
-    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
-    '_base_', 'default_runtime.py')
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+RUNTIME = osp.join(REPO, 'configs', '_base_', 'default_runtime.py')
 
 
 def _cfg(work_dir):
@@ -68,3 +67,18 @@ def test_mmcoop_runner_passes_the_check(tmp_path):
     assert any(type(h).__name__ == 'RunnerCheckHook' for h in runner.hooks)
     runner.train()
     assert osp.isfile(tmp_path / 'mmcoop' / 'epoch_1.pth')
+
+
+def test_get_started_notebook_call_builds_the_mmcoop_runner(tmp_path):
+    """The Python snippet of docs/get_started.md builds an MMCoopRunner
+    from the demo config (built here, not trained)."""
+    with open(osp.join(REPO, 'docs', 'get_started.md')) as f:
+        text = f.read()
+    snippet = text.split('```python\n', 1)[1].split('```', 1)[0]
+    assert 'from mmcoop.registry import RUNNERS' in snippet
+    config = snippet.split("Config.fromfile('", 1)[1].split("'", 1)[0]
+    from mmcoop.registry import RUNNERS
+    cfg = Config.fromfile(osp.join(REPO, config))
+    cfg.work_dir = str(tmp_path / 'notebook')
+    runner = RUNNERS.build(cfg)
+    assert isinstance(runner, MMCoopRunner)
