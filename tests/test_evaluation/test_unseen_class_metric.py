@@ -41,9 +41,21 @@ def test_unseen_and_all_by_hand(tmp_path):
 
 
 def test_default_all_is_every_class_and_keys():
-    out = _evaluate(UnseenClassMetric(unseen_classes=['c', 'd']))
+    out = _evaluate(UnseenClassMetric(unseen_classes=['c', 'd'], ks=2))
     assert sorted(out) == sorted(f'zsl/{s}/{m}' for s in ('unseen', 'all')
-                                 for m in ('mAP', 'F1@3', 'F1@5'))
+                                 for m in ('mAP', 'F1@2'))
+    # all = every class: top-2 of a, b, c, d
+    assert out['zsl/all/mAP'] == pytest.approx(_evaluate(UnseenClassMetric(
+        unseen_classes=['c', 'd'], seen_classes=['a', 'b'],
+        ks=2))['zsl/all/mAP'])
+
+
+def test_k_above_the_unseen_count_is_refused():
+    """F1@5 over 2 unseen classes would be F1@2 under another name (the
+    defaults, ks=(3, 5), on a small split)."""
+    with pytest.raises(ValueError, match=r'ks \[3, 5\] exceed the 2 unseen '
+                       r'classes.*F1@3 would be F1@2.*at most 2'):
+        _evaluate(UnseenClassMetric(unseen_classes=['c', 'd']))
 
 
 @pytest.mark.parametrize('kwargs, match', [

@@ -56,7 +56,9 @@ class UnseenClassMetric(PartialMultiLabelMetric):
             (or a file); "all" is then seen + unseen. Defaults to None
             (every class of the dataset).
         ks (int | Sequence[int]): the k of ``F1@k``, each an int >= 1 (one
-            int: ``(k,)``). Defaults to ``(3, 5)``.
+            int: ``(k,)``) and at most the number of unseen classes
+            (checked when evaluating: a larger k would be that number
+            under another name). Defaults to ``(3, 5)``.
         no_positive (str): see :class:`PartialMultiLabelMetric`.
         collect_device, prefix: as MMEngine's ``BaseMetric``.
     """
@@ -97,6 +99,14 @@ class UnseenClassMetric(PartialMultiLabelMetric):
                 class_columns(classes, self.seen_classes, owner,
                               'seen_classes'), unseen
             ]))
+        too_large = [k for k in self.ks if k > len(unseen)]
+        if too_large:
+            raise ValueError(
+                f'{owner}: ks {too_large} exceed the {len(unseen)} unseen '
+                f'classes: every image would predict all of them, and '
+                f'unseen/F1@{too_large[0]} would be F1@{len(unseen)} under '
+                f'another name. Fix: ks of at most {len(unseen)}, or more '
+                'unseen_classes.')
         metrics = {}
         for name, cols in (('unseen', unseen), ('all', every)):
             p, t = pred[:, cols], target[:, cols]
