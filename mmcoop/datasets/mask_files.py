@@ -7,7 +7,8 @@ class order):
 * ``.npy``, shape ``(N, C)``, rows in the training set's order:
 
   - ``bool``: True = label known (what mmcoop writes);
-  - integers / floats in ``{0, 1}``: 1 = label known;
+  - integers / floats in ``{0, 1}``: 1 = label known (an array equal to
+    the dataset's labels -- a label matrix, not a mask -- is refused);
   - integers / floats in ``{-1, 0, 1}`` with at least one -1: *partial
     targets* (1 known positive, 0 known negative, -1 unknown, the official
     DualCoOp encoding); known = not -1, and every known entry must agree
@@ -49,7 +50,16 @@ def _known_from_array(path: str, field: str, array: np.ndarray,
                     '{0, 1} (1 = known) or {-1, 0, 1} (partial targets, '
                     '-1 = unknown)')
     if -1 not in values:
-        return array == 1
+        known = array == 1
+        if targets is not None and not known.all() and np.array_equal(
+                known, targets == 1):
+            raise _fail(
+                path, field, 'the values are the dataset\'s labels (1 exactly '
+                'at its positives), not a known-mask: a numeric {0, 1} array '
+                'reads as 1 = known, which would hide every negative label. '
+                'Save partial targets with -1 for the unknown entries, or a '
+                'bool mask (all True when every label is known)')
+        return known
     known = array != -1
     if targets is not None:
         wrong = np.argwhere(known & (array != targets))

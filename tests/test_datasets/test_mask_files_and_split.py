@@ -52,6 +52,16 @@ def test_mask_file_errors_name_file_and_field(coco_root, tmp_path):
             coco_cfg(coco_root), 0.5, mask_file=str(tmp_path / 'tri.npy'))
     assert 'tri.npy' in str(e.value)
     assert f'row {i}, class {c}' in str(e.value)
+    # the label matrix itself (= partial targets at p = 1, no -1) is not a
+    # known-mask: read as one it would hide every negative
+    np.save(tmp_path / 'labels.npy', targets.astype(np.int64))
+    with pytest.raises(ValueError, match=r"labels.npy.*dataset's labels.*"
+                       r'hide every negative.*-1 for the unknown'):
+        PartialLabelDataset(
+            coco_cfg(coco_root), 1.0, mask_file=str(tmp_path / 'labels.npy'))
+    np.save(tmp_path / 'all.npy', np.ones_like(mask))
+    assert PartialLabelDataset(coco_cfg(coco_root), 1.0, mask_file=str(
+        tmp_path / 'all.npy')).known_mask.all()
     np.savez(tmp_path / 'nomask.npz', known=mask)
     with pytest.raises(ValueError, match=r'nomask.npz.*field "mask"'):
         PartialLabelDataset(
