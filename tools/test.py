@@ -34,6 +34,7 @@ except ImportError:  # run from a clone without `pip install -e .`
 
 import mmengine
 from mmengine.config import Config
+from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
@@ -118,7 +119,10 @@ def main(argv=None):
     # start testing
     metrics = runner.test()
 
-    if args.out and args.out_item == 'metrics':
+    # the metrics and their per-class table are computed on rank 0 (the
+    # other ranks get the metrics by broadcast, without the table): one
+    # writer, as DumpResults for the predictions
+    if args.out and args.out_item == 'metrics' and is_main_process():
         mmengine.dump(
             dict(
                 metrics,

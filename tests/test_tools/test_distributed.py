@@ -13,9 +13,11 @@ multipliers, warm-up then cosine) with the recipe's ``loss_weight`` in both
 runs.
 """
 import json
+import os
 import os.path as osp
 import socket
 import sys
+import uuid
 
 import pytest
 import torch
@@ -163,3 +165,91 @@ model['head']['loss'] = dict(reduction='sum', loss_weight={})
 
     # distributed evaluation gathers all 16 images: same mAP
     assert H.val_map(ddp_dir) == pytest.approx(H.val_map(single_dir), abs=1e-3)
+
+
+DUMP_RECORDER = '''
+import json
+import mmengine
+from mmengine.dist import get_rank
+
+_dump = mmengine.dump
+
+
+def dump(obj, file=None, *args, **kwargs):
+    """Record which rank writes which keys to `file`, then write it."""
+    if isinstance(file, str):
+        with open(f'{file}.rank{get_rank()}', 'a') as f:
+            f.write(json.dumps({k: v is not None for k, v in obj.items()}))
+    return _dump(obj, file, *args, **kwargs)
+
+
+mmengine.dump = dump
+'''
+
+
+def test_dist_test_writes_the_metrics_file_once(tmp_path, load_tool):
+    """``dist_test.sh ... --out m.json --out-item metrics`` on 2 ranks with
+    15 test images (not divisible by the world size): rank 0 alone writes
+    the file, with the per-class table, and the metrics are those of one
+    process. (Every rank wrote it; rank 1's had ``per_class_ap: null``, and
+    whichever finished last won.)"""
+    clip = H.make_tiny_clip(str(tmp_path / 'tiny_clip.pt'))
+    (tmp_path / 'mods').mkdir()
+    (tmp_path / 'mods' / 'dump_recorder.py').write_text(DUMP_RECORDER)
+
+    def config(name, extra=''):
+        return H.write_config(
+            str(tmp_path / name),
+            H.DEMO_CONFIG,
+            str(tmp_path / 'data'),
+            clip=clip,
+            num_train=16,
+            num_val=15,
+            max_epochs=1,
+            extra=extra)
+
+    # one process, in this one: train one epoch, test it
+    plain = config('plain.py')
+    name = f'experiment_name=dist-out-{uuid.uuid4().hex[:8]}'
+    load_tool('tools/train.py').main([
+        plain, '--work-dir',
+        str(tmp_path / 'train'), '--cfg-options', name + '-train'
+    ])
+    ckpt = str(tmp_path / 'train' / 'epoch_1.pth')
+    out1, out2 = str(tmp_path / 'single.json'), str(tmp_path / 'ddp.json')
+    load_tool('tools/test.py').main([
+        plain, ckpt, '--work-dir',
+        str(tmp_path / 'test1'), '--out', out1, '--out-item', 'metrics',
+        '--cfg-options', name + '-test'
+    ])
+
+    # 2 processes, each recording its mmengine.dump calls
+    recorded = config(
+        'recorded.py', """
+custom_imports = dict(
+    imports=['mmcoop.models', 'mmcoop.datasets', 'mmcoop.evaluation',
+             'mmcoop.engine', 'dump_recorder'],
+    allow_failed_imports=False)
+""")
+    proc = H.run([
+        'bash',
+        osp.join(H.REPO, 'tools', 'dist_test.sh'), recorded, ckpt, '2',
+        '--work-dir',
+        str(tmp_path / 'test2'), '--out', out2, '--out-item', 'metrics'
+    ],
+                 env=dict(
+                     PYTHONPATH=f"{tmp_path / 'mods'}{os.pathsep}{H.REPO}",
+                     OMP_NUM_THREADS='1',
+                     PYTHON=H.PYTHON,
+                     PORT=str(_free_port())),
+                 timeout=120)
+    assert proc.returncode == 0, proc.stdout[-15000:]
+
+    assert osp.exists(out2 + '.rank0')
+    assert not osp.exists(out2 + '.rank1')  # written once, by rank 0
+    with open(out1) as f:
+        single = json.load(f)
+    with open(out2) as f:
+        ddp = json.load(f)
+    assert ddp['per_class_ap'] and len(ddp['per_class_ap']) == 10
+    assert ddp == single  # all 15 images, each once: the same numbers
