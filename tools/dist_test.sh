@@ -16,6 +16,14 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
+# 0 stops torchrun with a bare AssertionError; an option here means GPUS
+# was left out
+if [[ "$GPUS" =~ ^0*$ || "$GPUS" == -* ]]; then
+    echo "$0: GPUS (the 3rd argument) must be the number of processes" \
+        "on this node, an integer >= 1 (or a torchrun keyword such as" \
+        "auto); got '$GPUS'. Usage: $0 CONFIG CHECKPOINT GPUS [tools/test.py args...]" >&2
+    exit 1
+fi
 
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

@@ -253,3 +253,26 @@ custom_imports = dict(
         ddp = json.load(f)
     assert ddp['per_class_ap'] and len(ddp['per_class_ap']) == 10
     assert ddp == single  # all 15 images, each once: the same numbers
+
+
+# (GPUS or CHECKPOINT left out: an option where GPUS belongs)
+@pytest.mark.parametrize('script, args, bad', [
+    ('dist_train.sh', ['CFG', '0'], '0'),
+    ('dist_train.sh', ['CFG', '-1'], '-1'),
+    ('dist_train.sh', ['CFG', '--work-dir', 'w'], '--work-dir'),
+    ('dist_test.sh', ['CFG', 'CKPT', '0'], '0'),
+    ('dist_test.sh', ['CFG', '2', '--out', 'x.pkl'], '--out'),
+])
+def test_dist_scripts_refuse_a_bad_process_count(script, args, bad, tmp_path):
+    """A process count of 0 stopped torchrun with a bare AssertionError; an
+    option in its place with a traceback."""
+    proc = H.run(['bash', osp.join(H.REPO, 'tools', script), *args],
+                 cwd=str(tmp_path),
+                 env=dict(PYTHON=H.PYTHON),
+                 timeout=60)
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stdout
+    assert 'GPUS (the' in proc.stdout and f"got '{bad}'" in proc.stdout
+    assert 'must be the number of processes' in proc.stdout
+    assert f'Usage: {osp.join(H.REPO, "tools", script)} CONFIG' \
+        in proc.stdout
