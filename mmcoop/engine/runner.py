@@ -56,17 +56,28 @@ def setup_cpu_distributed(cfg: Config) -> None:
     the process group is created with the gloo backend (``env://``, as set
     by torchrun) and the DDP wrapper gets ``device_ids=None`` (and the
     config's ``find_unused_parameters``, as MMEngine's default wrapper).
-    Used for debugging and for the CPU distributed test; GPU runs are
-    untouched.
+    ``env_cfg.dist_cfg.timeout`` (seconds) applies as in MMEngine's
+    ``init_dist`` (e.g. to the ranks that wait at a barrier while rank 0
+    builds a feature cache). Used for debugging and for the CPU distributed
+    test; GPU runs are untouched.
     """
     if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
         return
+    import datetime
+
     import torch.distributed as dist
+
+    from mmcoop.utils.value_checks import check_number
     cfg.setdefault('env_cfg', ConfigDict())
     cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
     cfg.env_cfg.dist_cfg.backend = 'gloo'
     if not dist.is_initialized():
-        dist.init_process_group(backend='gloo')
+        timeout = cfg.env_cfg.dist_cfg.get('timeout', None)
+        kwargs = {} if timeout is None else dict(
+            timeout=datetime.timedelta(seconds=check_number(
+                'MMCoopRunner', 'env_cfg.dist_cfg.timeout', timeout, low=0,
+                what='seconds', above=True)))
+        dist.init_process_group(backend='gloo', **kwargs)
     wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(
         type='MMDistributedDataParallel', broadcast_buffers=False)
     wrapper.setdefault('device_ids', None)

@@ -148,3 +148,35 @@ def test_finite_check_hook_stops_before_nan_checkpoint(tmp_path):
     assert 'epoch 1, iteration 2' in msg and 'loss' in msg
     assert '--resume' in msg
     assert not any(n.endswith('.pth') for n in os.listdir(work))
+
+
+def test_cpu_distributed_applies_the_dist_timeout(monkeypatch):
+    """``launcher='pytorch'`` without CUDA: the gloo process group gets
+    ``env_cfg.dist_cfg.timeout`` (seconds), as MMEngine's ``init_dist``
+    gives it on GPUs (it was dropped: gloo's default of 30 min, e.g. for
+    the ranks waiting while rank 0 builds a feature cache)."""
+    import datetime
+
+    import torch.distributed as dist
+    from mmengine.config import Config
+
+    from mmcoop.engine.runner import setup_cpu_distributed
+    calls = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(dist, 'is_initialized', lambda: False)
+    monkeypatch.setattr(dist, 'init_process_group',
+                        lambda **kwargs: calls.append(kwargs))
+
+    def cfg(**dist_cfg):
+        return Config(
+            dict(launcher='pytorch', env_cfg=dict(dist_cfg=dist_cfg)))
+
+    setup_cpu_distributed(cfg(timeout=7200))
+    assert calls == [
+        dict(backend='gloo', timeout=datetime.timedelta(seconds=7200))
+    ]
+    setup_cpu_distributed(cfg())
+    assert calls[-1] == dict(backend='gloo')  # torch's default
+    for bad in (0, -5, 'long', True, float('inf')):
+        with pytest.raises(ValueError, match='env_cfg.dist_cfg.timeout'):
+            setup_cpu_distributed(cfg(timeout=bad))
