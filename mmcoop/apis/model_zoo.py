@@ -29,10 +29,12 @@ INDEX_FILE = 'model-index.yml'
 
 
 def model_index_root() -> str:
-    """The folder of ``model-index.yml`` (its config paths are relative to
-    it): ``mmcoop/.mim`` in an install, else the repository root."""
+    """The folder of ``model-index.yml``, ``configs/`` and ``tools/`` (the
+    index's config paths are relative to it): the repository root in a
+    clone (whose ``mmcoop/.mim``, if any, links or copies it), else
+    ``mmcoop/.mim`` of the install."""
     package = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    for root in (osp.join(package, '.mim'), osp.dirname(package)):
+    for root in (osp.dirname(package), osp.join(package, '.mim')):
         if osp.isfile(osp.join(root, INDEX_FILE)):
             return root
     raise FileNotFoundError(

@@ -1,8 +1,11 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Model zoo: model-index.yml, metafiles (mmpretrain format) and READMEs
 (paper numbers clearly labelled, 'ours (measured)' never filled with them)."""
+import importlib.util
+import os
 import os.path as osp
 import re
+import shutil
 
 import pytest
 import yaml
@@ -269,3 +272,25 @@ def test_paper_numbers_come_from_the_reference_file():
     assert data['Models'][12]['Results'][0]['Metrics'] == {
         'Paper mAP': PAPER['voc07']['dualcoop'][3]
     }
+
+
+def test_index_root_is_the_clone_before_its_mim_copy(tmp_path):
+    """``pip wheel .`` / ``pip install .`` in a clone replace the links of
+    an editable install's ``mmcoop/.mim`` with copies (setup.py): the
+    clone's own files, not that snapshot, are read in the clone; the
+    install's ``mmcoop/.mim`` where there is no clone."""
+    from mmcoop.apis import model_zoo
+    apis = tmp_path / 'mmcoop' / 'apis'
+    mim = tmp_path / 'mmcoop' / '.mim'
+    apis.mkdir(parents=True)
+    mim.mkdir()
+    shutil.copy(model_zoo.__file__, apis)
+    for root in (tmp_path, mim):
+        (root / 'model-index.yml').write_text('Import: []\n')
+    spec = importlib.util.spec_from_file_location('copied_model_zoo',
+                                                  apis / 'model_zoo.py')
+    copied = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copied)
+    assert copied.model_index_root() == str(tmp_path)
+    os.remove(tmp_path / 'model-index.yml')
+    assert copied.model_index_root() == str(mim)
