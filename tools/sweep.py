@@ -27,8 +27,8 @@ except ImportError:  # run from a clone without `pip install -e .`
 from mmcoop.engine.cli import nonnegative_int, positive_fraction
 from mmcoop.experiments.protocols import PROTOCOLS, SELECTIONS
 from mmcoop.experiments.sweep import (DEFAULT_TEST_CMD, DEFAULT_TRAIN_CMD,
-                                      REPO_ROOT, SweepError, check_out_dir,
-                                      plan_runs, render_reports, run_sweep)
+                                      SweepError, check_out_dir, plan_runs,
+                                      render_reports, run_sweep)
 from mmcoop.utils.paths import OutputPathError
 
 
@@ -60,8 +60,9 @@ def parse_args(argv=None):
     parser.add_argument('--feature-cache', action='store_true',
                         help='share one frozen-feature cache (<out>/'
                         'feature_cache) between the runs')
-    parser.add_argument('--config-root', default=osp.join(
-        REPO_ROOT, 'configs'), help='where <method>_*_<dataset>-p*.py live')
+    parser.add_argument('--config-root', help='where <method>_*_<dataset>-'
+                        'p*.py live (default: the configs/ of this mmcoop, '
+                        'in the clone or the installed mmcoop/.mim)')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='extra key=value overrides for every run')
     parser.add_argument('--train-cmd', default=DEFAULT_TRAIN_CMD,

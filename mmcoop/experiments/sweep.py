@@ -57,7 +57,6 @@ DATASET_TAGS = {
     'voc07': 'voc07-448px',
     'demo': 'demo-shapes',
 }
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_TRAIN_CMD = '{python} ' + osp.join('{repo}', 'tools', 'train.py') + \
     ' {config}'
 DEFAULT_TEST_CMD = '{python} ' + osp.join('{repo}', 'tools', 'test.py') + \
@@ -66,6 +65,15 @@ TEST_METRICS = 'test_metrics.json'
 RESULT = 'result.json'
 SETTINGS = 'sweep.json'
 REPORT_FILES = ('results.csv', 'results.md')
+
+
+def code_root() -> str:
+    """The folder of ``configs/`` and ``tools/`` (``{repo}`` of the command
+    templates, the default ``--config-root`` parent): the repository in a
+    clone, ``mmcoop/.mim`` in an installed wheel (see
+    :func:`mmcoop.apis.model_zoo.model_index_root`)."""
+    from mmcoop.apis.model_zoo import model_index_root
+    return model_index_root()
 
 
 class SweepError(ValueError):
@@ -218,7 +226,8 @@ def check_cfg_options(cfg_options: Sequence[str]) -> None:
 
 def _command(template: str, **fields) -> List[str]:
     fields.setdefault('python', sys.executable)
-    fields.setdefault('repo', REPO_ROOT)
+    if 'repo' not in fields:
+        fields['repo'] = code_root()
     return [part.format(**fields) for part in shlex.split(template)]
 
 
@@ -269,20 +278,25 @@ def device_label() -> str:
 
 
 def code_version() -> str:
-    """``git describe``-like commit of the code (``-dirty`` if modified),
-    or the package version outside a git checkout."""
+    """``git describe``-like commit of the code (``-dirty`` if modified)
+    when it runs from a git checkout, else the package version (an
+    installed mmcoop inside another work tree, e.g. a virtualenv in a
+    clone, does not take that tree's commit)."""
+    def git(*args):
+        return subprocess.run(['git', *args], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
     try:
-        sha = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
-                             cwd=REPO_ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(
-            ['git', 'status', '--porcelain', '--untracked-files=no'],
-            cwd=REPO_ROOT, capture_output=True, text=True,
-            check=True).stdout.strip()
-        return sha + ('-dirty' if dirty else '')
+        root = code_root()
+        if osp.realpath(git('rev-parse', '--show-toplevel')) == \
+                osp.realpath(root):
+            dirty = git('status', '--porcelain', '--untracked-files=no')
+            return git('rev-parse', '--short', 'HEAD') + ('-dirty'
+                                                          if dirty else '')
     except (OSError, subprocess.CalledProcessError):
-        from mmcoop.version import __version__
-        return f'mmcoop {__version__}'
+        pass
+    from mmcoop.version import __version__
+    return f'mmcoop {__version__}'
 
 
 def _call(cmd: List[str], log_path: str, what: str) -> None:
@@ -343,13 +357,22 @@ def run_one(run: Run, config: str, work_dir: str, options: List[str],
         wall_time_s=round(time.time() - start, 1),
         device=device,
         commit=commit,
-        config=osp.relpath(config, REPO_ROOT)
-        if osp.abspath(config).startswith(REPO_ROOT + os.sep) else config,
+        config=_shown_config(config),
         work_dir=work_dir)
     if run.protocol == 'official':
         result['selection'] = 'best (on the test split)'
     atomic_write_json(osp.join(work_dir, RESULT), result)
     return result
+
+
+def _shown_config(config: str) -> str:
+    """``config`` relative to :func:`code_root` if inside it."""
+    try:
+        root = code_root()
+    except FileNotFoundError:  # configs and templates given by the user
+        return config
+    inside = osp.abspath(config).startswith(root + os.sep)
+    return osp.relpath(config, root) if inside else config
 
 
 def collect_results(out_dir: str) -> List[dict]:
@@ -597,7 +620,7 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
 
 def run_sweep(runs: Sequence[Run],
               out_dir: str,
-              config_root: str = osp.join(REPO_ROOT, 'configs'),
+              config_root: Optional[str] = None,
               cfg_options: Sequence[str] = (),
               selection: str = 'best',
               split_seed: int = 0,
@@ -608,7 +631,9 @@ def run_sweep(runs: Sequence[Run],
               device: Optional[str] = None,
               log: Callable[[str], None] = print) -> List[dict]:
     """Run every unfinished run of ``runs`` one after the other; returns
-    the rows of ``results.csv``."""
+    the rows of ``results.csv``. ``config_root`` None: the configs of
+    :func:`code_root`."""
+    config_root = config_root or osp.join(code_root(), 'configs')
     configs = prepare_sweep(runs, out_dir, config_root, cfg_options,
                             selection, split_seed, val_fraction,
                             feature_cache, train_cmd, test_cmd, log)

@@ -81,10 +81,24 @@ def test_wheel_contents_and_mim_commands(tmp_path, http_folder):
     work = tmp_path / 'work'
     work.mkdir()
     mim = [sys.executable, '-m', 'mim']
+    # the sweep's configs and tools are the installed ones; an install
+    # inside another git work tree (a virtualenv in a clone) records the
+    # package version, not that tree's commit
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@t']
+    _run(git + ['init', '-q'], str(tmp_path), env)
+    _run(git + ['commit', '-q', '--allow-empty', '-m', 'x'], str(tmp_path),
+         env)
     where = _run([
-        sys.executable, '-c', 'import mmcoop, sys; print(mmcoop.__file__)'
+        sys.executable, '-c', 'import mmcoop; from mmcoop.experiments.sweep '
+        'import DEFAULT_TRAIN_CMD, _command, code_root, code_version, '
+        'find_config as f; print("at", mmcoop.__file__, f(code_root() + '
+        '"/configs", "positivecoop", "demo", 0.5), _command(DEFAULT_TRAIN_CMD,'
+        ' config="C")[1], code_version(), sep="|")'
     ], str(work), env)
-    assert where.strip().startswith(str(target))
+    where = re.search(r'^at\|(.*)$', where, re.M).group(1).split('|')
+    assert all(p.startswith(str(target)) and osp.isfile(p)
+               for p in where[:3]), where
+    assert where[3].startswith('mmcoop '), where  # not the tree's commit
 
     listed = _run(mim + ['list'], str(work), env)
     assert re.search(r'^mmcoop\s+\d', listed, re.M), listed
