@@ -142,7 +142,8 @@ def test_get_started_new_dataset_example(tmp_path):
     from mmengine.config import Config
     with open(osp.join(REPO, 'docs', 'get_started.md')) as f:
         doc = f.read()
-    data_cfg, method_cfg = re.findall(r'```python\n(.*?)```', doc, re.S)
+    section = doc.split('## 6. A new dataset', 1)[1].split('\n## ', 1)[0]
+    data_cfg, method_cfg = re.findall(r'```python\n(.*?)```', section, re.S)
     base = osp.join(REPO, 'configs', '_base_')
     data_path = tmp_path / 'mydata_partial_448.py'
     data_path.write_text(
