@@ -87,13 +87,21 @@ def model_info(name: str):
 
 
 def close_model_names(name: str, limit: int = 5) -> List[str]:
-    """Index names containing ``name``, else the nearest spellings (a
-    typo such as ``positivecop_...``)."""
-    models = list(_load_index())
+    """Index names containing ``name``, else the nearest spellings of the
+    whole name or of its beginning (a typo in a full name, or in a short
+    one such as ``positivecop_clip-rn101``)."""
+    models = sorted(_load_index())
     key = str(name).lower()
-    return (fnmatch.filter(models, f'*{key}*')
-            or difflib.get_close_matches(key, models, n=limit,
-                                         cutoff=0.6))[:limit]
+    inside = fnmatch.filter(models, f'*{key}*')
+    if inside:
+        return inside[:limit]
+
+    def score(model: str) -> float:
+        return max(difflib.SequenceMatcher(None, key, text).ratio()
+                   for text in (model, model[:len(key)]))
+
+    scored = sorted((-score(m), m) for m in models)
+    return [m for s, m in scored if -s >= 0.8][:limit]
 
 
 def is_url(path: str) -> bool:

@@ -240,10 +240,16 @@ def test_zoo_names_and_unreachable_urls_name_the_fix(tmp_path, monkeypatch):
     init_model (which takes a config file) points at get_model; an
     unreachable checkpoint URL names where to put the file."""
     from mmcoop.apis import init_model, list_models, model_info
+    from mmcoop.apis.model_zoo import close_model_names
     name = list_models()[0]
     typo = name.replace('coop', 'cop', 1) if 'coop' in name else name[1:]
     with pytest.raises(ValueError, match=rf'close: .*{name}'):
         model_info(typo)
+    # a typo in the beginning of a name (no full name is near it)
+    short = 'positivecop_clip-rn101'
+    with pytest.raises(ValueError, match=r'close: positivecoop_clip-rn101_'):
+        model_info(short)
+    assert close_model_names('xyz') == []
     with pytest.raises(FileNotFoundError, match=(
             rf"Config '{name}' is not a file\. .*mmcoop\.apis\.get_model"
             rf"\(name\); close names: \[.*'{name}'")):
