@@ -11,8 +11,11 @@ custom_imports = dict(
     allow_failed_imports=False)
 
 # `MMCoopRunner` reads every checkpoint with `weights_only=True`, checks that
-# it fits and interprets mmcoop's config keys (docs/architecture.md).
-runner_type = 'MMCoopRunner'
+# it fits and interprets mmcoop's config keys (docs/architecture.md). Named
+# by its import path, so that every runner registry finds it: mmcoop's, and
+# MMEngine's root registry that mmpretrain's tools/train.py / tools/test.py
+# build with (a plain or `mmcoop.`-scoped name is not found there).
+runner_type = 'mmcoop.engine.MMCoopRunner'
 
 # configure default hooks
 default_hooks = dict(

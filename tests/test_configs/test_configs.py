@@ -136,7 +136,7 @@ def test_bases_are_vendored_and_relative():
 def test_default_runtime():
     cfg = Config.fromfile(osp.join(CONFIGS, '_base_', 'default_runtime.py'))
     assert cfg.default_scope == 'mmcoop'
-    assert cfg.runner_type == 'MMCoopRunner'
+    assert cfg.runner_type == 'mmcoop.engine.MMCoopRunner'
     assert cfg.custom_imports == dict(
         imports=[
             'mmcoop.models', 'mmcoop.datasets', 'mmcoop.evaluation',
@@ -165,7 +165,7 @@ def test_paper_config_encodes_its_name_and_recipe(path):
     method, data = f['algo'], f['data']
     # runtime
     assert cfg.default_scope == 'mmcoop'
-    assert cfg.runner_type == 'MMCoopRunner'
+    assert cfg.runner_type == 'mmcoop.engine.MMCoopRunner'
     # model
     assert cfg.model.type == 'ImageClassifier'
     # CLIP's statistics are the preprocessor's defaults, not typed here

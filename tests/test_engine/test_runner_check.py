@@ -82,3 +82,14 @@ def test_get_started_notebook_call_builds_the_mmcoop_runner(tmp_path):
     cfg.work_dir = str(tmp_path / 'notebook')
     runner = RUNNERS.build(cfg)
     assert isinstance(runner, MMCoopRunner)
+
+
+@pytest.mark.parametrize('scope', ['mmengine', 'mmpretrain', 'mmcoop'])
+def test_every_runner_registry_builds_the_mmcoop_runner(tmp_path, scope):
+    """mmpretrain's tools/train.py and tools/test.py build with MMEngine's
+    root ``RUNNERS``: ``runner_type`` must name ``MMCoopRunner`` so that
+    every registry finds it (a bare name was a KeyError there)."""
+    import importlib
+    registry = importlib.import_module(f'{scope}.registry').RUNNERS
+    runner = registry.build(_cfg(tmp_path / scope))
+    assert type(runner) is MMCoopRunner

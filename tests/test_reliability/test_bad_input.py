@@ -65,7 +65,8 @@ def test_default_runtime_gives_the_safety_hooks(setup, tmp_path):
     cfg = Config.fromfile(
         write_config(tmp_path / f'hooks_{_N[0]}.py', _settings(setup)))
     cfg.work_dir = str(tmp_path / 'w')
-    assert cfg.runner_type == 'MMCoopRunner'  # from default_runtime.py
+    # from default_runtime.py
+    assert cfg.runner_type == 'mmcoop.engine.MMCoopRunner'
     runner = RUNNERS.build(cfg)
     kinds = [type(h) for h in runner.hooks]
     for hook in (FiniteCheckHook, RNGStateHook, ClassCheckHook):

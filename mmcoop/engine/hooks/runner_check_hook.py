@@ -1,9 +1,9 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Stop a run of an mmcoop config that bypasses ``MMCoopRunner``.
 
-``tools/train.py``, ``tools/test.py``, ``mim`` and
-``mmcoop.registry.RUNNERS.build(cfg)`` follow the config's
-``runner_type = 'MMCoopRunner'``; MMEngine's own
+``tools/train.py``, ``tools/test.py``, ``mim``, mmpretrain's tools and
+``RUNNERS.build(cfg)`` follow the config's
+``runner_type = 'mmcoop.engine.MMCoopRunner'``; MMEngine's own
 ``Runner.from_cfg(cfg)`` (the usual notebook call) does not, and would
 silently drop what ``MMCoopRunner.from_cfg`` interprets (docs/architecture.md,
 "Where each config key is read"): the evaluation protocol, the feature
@@ -47,7 +47,7 @@ class RunnerCheckHook(Hook):
             f'{type(runner).__module__}.{type(runner).__name__} runs an '
             f'mmcoop config without {what} (they are read by '
             'MMCoopRunner.from_cfg; MMEngine\'s Runner.from_cfg ignores '
-            "runner_type='MMCoopRunner'). Fix: build the runner with "
+            "runner_type). Fix: build the runner with "
             '`from mmcoop.registry import RUNNERS; RUNNERS.build(cfg)` '
             '(as tools/train.py does) or `from mmcoop.engine import '
             'MMCoopRunner; MMCoopRunner.from_cfg(cfg)`; to run without '
