@@ -115,7 +115,8 @@ def init_model(config: ConfigType,
             (``{'model.head.thr': 0.3}``).
         strict (bool): apply mmcoop's load policy
             (:mod:`mmcoop.engine.checkpoint_fit`, the same as ``load_from``
-            and ``tools/test.py``): a checkpoint that leaves a trainable
+            and ``tools/test.py``, with the config's ``checkpoint_check``):
+            a checkpoint that leaves a trainable
             parameter unloaded, has tensors of other shapes or was trained
             for other classes than the head's raises
             ``CheckpointMismatchError`` naming the keys (and the converter
@@ -163,9 +164,12 @@ def init_model(config: ConfigType,
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
         if not strict:
             _warn_unloaded(model, ckpt, str(checkpoint))
-        for problem in check_checkpoint_fits(
-                model, ckpt, str(checkpoint),
-                None if strict else dict.fromkeys(CHECKS, False)):
+        # the checks the config switched off (`checkpoint_check`, read as
+        # MMCoopRunner reads it) stay off here too
+        checks = cfg.get('checkpoint_check', None) if strict else \
+            dict.fromkeys(CHECKS, False)
+        for problem in check_checkpoint_fits(model, ckpt, str(checkpoint),
+                                             checks):
             warnings.warn(problem)
         _load_checkpoint_to_model(
             model, ckpt, strict=False, logger=MMLogger.get_current_instance())

@@ -102,6 +102,28 @@ def test_partial_load_only_on_explicit_request(setup, tmp_path):
                                loaded['head.pos_residual'])
 
 
+@pytest.mark.parametrize('entry', ['init_model', 'image_demo'])
+def test_config_checkpoint_check_is_read_by_inference(setup, tmp_path, entry):
+    """The fix the error names, ``checkpoint_check = dict(missing=False)``
+    in the config, works for init_model and the image demo as it does for
+    tools/test.py (they had ignored it and kept refusing)."""
+    from mmcoop.apis import init_model
+    ckpt = str(setup['tmp'] / 'partial.pth')
+    if entry == 'init_model':
+        model = init_model(setup['cfg'], ckpt, cfg_options=dict(
+            checkpoint_check=dict(missing=False)))
+        loaded = torch.load(ckpt, weights_only=True)['state_dict']
+        torch.testing.assert_close(model.head.pos_residual.detach(),
+                                   loaded['head.pos_residual'])
+    else:
+        load_tool('demo/image_demo.py').main([
+            setup['images'][0], setup['cfg'], ckpt, '--cfg-options',
+            'checkpoint_check.missing=False'])
+    with pytest.raises(ValueError, match="checkpoint_check: unknown keys"):
+        init_model(setup['cfg'], ckpt, cfg_options=dict(
+            checkpoint_check=dict(mising=False)))
+
+
 @pytest.mark.parametrize('entry', ['test_tool', 'init_model', 'load_from'])
 def test_checkpoint_of_another_clip_is_refused(setup, tmp_path, entry):
     """A head trained on another CLIP whose shapes fit (the same widths)
