@@ -203,7 +203,8 @@ def check_checkpoint_fits(
                               f'{list(m)}' for k, c, m in bad[:10])
             more = f' (and {len(bad) - 10} more)' if len(bad) > 10 else ''
             classes = ''
-            if ckpt_classes and head_classes is not None:
+            if ckpt_classes and head_classes is not None and \
+                    not same_class_names(ckpt_classes, list(head_classes)):
                 classes = (
                     f' The checkpoint was trained for {len(ckpt_classes)} '
                     f'classes, the model head has {len(head_classes)}: ' +

@@ -124,8 +124,8 @@ class MMCoopRunner(Runner):
       them itself or opts out with ``mmcoop_hooks = dict(rng_state=False,
       finite_check=False, class_check=False)``.
 
-    Select it with ``runner_type = 'MMCoopRunner'`` (set in mmcoop's
-    ``default_runtime.py``). :meth:`from_cfg` (reached by
+    Select it with ``runner_type = 'mmcoop.engine.MMCoopRunner'`` (set in
+    mmcoop's ``default_runtime.py``). :meth:`from_cfg` (reached by
     ``tools/train.py``, ``tools/test.py``, ``mim`` and ``RUNNERS.build``) is
     where mmcoop's config keys are interpreted (``docs/architecture.md``).
     """

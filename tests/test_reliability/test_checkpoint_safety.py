@@ -246,6 +246,25 @@ def test_head_shape_mismatch_names_keys_and_shapes(tmp_path, clip):
     assert torch.equal(relaxed.model.head.neg_embedding, kept)
 
 
+def test_shape_mismatch_with_the_same_classes_says_nothing_of_classes(
+        tmp_path, clip):
+    """The class sentence is only for class lists that differ (it read
+    '6 vs 6 classes; same names in another order ()')."""
+    src = _model_runner(tmp_path, clip, CLASSES)
+    path = tmp_path / 'wide.pth'
+    state = dict(src.model.state_dict())
+    state['head.neg_embedding'] = torch.zeros(len(CLASSES), 65)
+    torch.save(dict(state_dict=state, meta=dict(dataset_meta=dict(
+        classes=list(CLASSES)))), path)
+    dst = _model_runner(tmp_path, clip, CLASSES)
+    with pytest.raises(CheckpointMismatchError) as err:
+        dst.load_checkpoint(str(path))
+    msg = str(err.value)
+    assert 'head.neg_embedding: checkpoint [6, 65] vs model [6, 64]' in msg
+    assert 'classes, the model head has' not in msg
+    assert 'another order' not in msg
+
+
 def test_class_list_mismatch_names_both_lists(tmp_path, clip):
     src = _model_runner(tmp_path, clip, CLASSES)
     ckpt = _save(src, tmp_path / 'a.pth', CLASSES)
