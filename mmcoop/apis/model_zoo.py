@@ -67,6 +67,10 @@ def list_models(pattern: Optional[str] = None) -> List[str]:
             insensitive, e.g. ``'dualcoop*voc07*'``. None lists every model.
     """
     names = [m.name for m in _load_index().values()]
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f'list_models: pattern must be a str (an fnmatch '
+                        f"pattern such as 'dualcoop*voc07*') or None, got "
+                        f'{pattern!r}.')
     if pattern is not None:
         names = [n for n in names if fnmatch.fnmatch(n.lower(),
                                                      pattern.lower())]
@@ -77,6 +81,16 @@ def model_info(name: str):
     """The ``modelindex`` entry of ``name`` (``config`` absolute,
     ``weights``, ``results``, ``metadata``)."""
     models = _load_index()
+    if isinstance(name, str) and name.endswith('.py') and \
+            osp.basename(name) == name and name[:-3].lower() in models:
+        name = name[:-3]  # the name written as mim does (no folder)
+    elif not isinstance(name, str) or name.endswith('.py') or \
+            osp.isfile(name):
+        raise TypeError(
+            f'{name!r} is not a model name of the index. Fix: pass a name '
+            'from mmcoop.apis.list_models(); build a model from a config '
+            '(a file or a Config) with mmcoop.apis.init_model(config, '
+            'checkpoint).')
     if name.lower() not in models:
         close = close_model_names(name)
         raise ValueError(

@@ -260,3 +260,20 @@ def test_zoo_names_and_unreachable_urls_name_the_fix(tmp_path, monkeypatch):
             rf"Cannot download the checkpoint '{url}' .*put it at "
             rf"'{url_cache_path(url)}'")):
         fetch_checkpoint(url)
+
+
+def test_zoo_calls_with_a_config_or_a_wrong_type_name_init_model():
+    """get_model / model_info take index names (also written ``NAME.py``,
+    as mim does); a config file or a Config object is init_model's, and a
+    non-str pattern is refused by name."""
+    from mmengine.config import Config
+
+    from mmcoop.apis import get_model, list_models, model_info
+    name = list_models()[0]
+    assert model_info(name + '.py').name == name
+    for wrong in (f'configs/x/{name}.py', Config(dict(a=1)), 'mine.py'):
+        with pytest.raises(TypeError, match=r'not a model name of the index'
+                           r'.*mmcoop\.apis\.init_model\(config, checkpoint'):
+            get_model(wrong)
+    with pytest.raises(TypeError, match='pattern must be a str'):
+        list_models(1)
