@@ -170,3 +170,38 @@ def test_waiting_for_a_builder_times_out_with_a_message(image_root, tmp_path):
     assert f'pid {os.getpid()} on host' in msg and 'lock_timeout' in msg
     assert not cache_dir.exists()
     _cache(image_root, cache_dir)  # the lock was released
+
+
+def test_other_ranks_wait_for_rank0_outside_a_collective(
+        image_root, tmp_path, monkeypatch):
+    """With N processes, ranks > 0 poll for the cache rank 0 builds (up to
+    ``lock_timeout``) and enter the barrier only when it is ready: inside a
+    barrier the wait would end at the process group's timeout (NCCL: 10
+    min), shorter than an extraction of COCO with several views."""
+    import threading
+
+    import mmcoop.datasets.feature_cache.dataset as module
+    built, cache_dir = tmp_path / 'built', tmp_path / 'c'
+    _cache(image_root, built)  # what rank 0 builds, renamed into place
+    calls = []
+    monkeypatch.setattr(module, 'get_dist_info', lambda: (1, 2))
+    monkeypatch.setattr(module, 'barrier',
+                        lambda: calls.append(osp.isdir(cache_dir)))
+
+    def never(*args, **kwargs):
+        raise AssertionError('a rank > 0 built the cache')
+
+    monkeypatch.setattr(CachedFeatureDataset, '_ensure', never)
+    with pytest.raises(FeatureCacheError,
+                       match=r'Timed out after 0\.3 s waiting for rank 0 '
+                       r'.*feature_cache\.lock_timeout'):
+        _cache(image_root, cache_dir, lock_timeout=0.3)
+    assert calls == []  # it never waited in the collective
+    timer = threading.Timer(0.5, os.rename, (built, cache_dir))
+    timer.start()
+    try:
+        ds = _cache(image_root, cache_dir, lock_timeout=60)
+    finally:
+        timer.join()
+    assert calls == [True]  # the barrier came after the cache was there
+    assert len(ds) == NUM_IMAGES and ds.manifest is not None

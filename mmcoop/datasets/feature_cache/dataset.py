@@ -26,9 +26,9 @@ from .key import (backbone_key, dataset_key, image_paths, jsonable,
 from .lock import BuildLock
 from .options import check_option
 from .quantize import dequantize
-from .store import (CACHE_FORMAT, CACHE_VERSION, QUANTISED, check_cache,
-                    commit, partial_dir, remove_cache, remove_leftovers,
-                    write_manifest)
+from .store import (CACHE_FORMAT, CACHE_VERSION, MANIFEST, QUANTISED,
+                    check_cache, commit, partial_dir, remove_cache,
+                    remove_leftovers, write_manifest)
 
 __all__ = ['CachedFeatureDataset']
 
@@ -155,7 +155,8 @@ class CachedFeatureDataset(DatasetWrapper):
             every image and shard, contents hashed only when those changed)
             or ``'full'`` (SHA-256 of every image and shard, NaN/Inf scan).
         lock_timeout (float, optional): seconds to wait for another process
-            building the same cache; None waits for ever. Defaults to 3600.
+            building the same cache (and, with N processes, for rank 0 to
+            build it); None waits for ever. Defaults to 3600.
         progress (bool): show a tqdm progress bar. Defaults to True.
         lazy_init (bool): defer building/validating until first use.
     """
@@ -363,6 +364,8 @@ class CachedFeatureDataset(DatasetWrapper):
         manifest = None
         if rank == 0:
             manifest = self._ensure(key, paths, backbone, preprocessor)
+        else:
+            self._wait_for_rank0(key, paths)
         if world_size > 1:
             barrier()
         if manifest is None:
@@ -376,6 +379,41 @@ class CachedFeatureDataset(DatasetWrapper):
         del backbone, preprocessor
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def _wait_for_rank0(self, key, paths, poll: float = 2.0) -> None:
+        """Ranks > 0 while rank 0 builds: wait for a cache that checks out
+        (``'fast'``, re-checked whenever its manifest changes) *outside* any
+        collective op, for up to ``lock_timeout`` seconds like any other
+        process waiting for a builder. In a barrier the wait would end at
+        the process group's timeout (torch's default: 10 min with NCCL), and
+        an extraction of COCO with several views can take longer."""
+        logger = MMLogger.get_current_instance()
+        manifest = osp.join(self.cache_dir, MANIFEST)
+        start, seen, announced = time.monotonic(), None, False
+        while True:
+            try:
+                stamp = os.stat(manifest).st_mtime_ns
+            except OSError:
+                stamp = None
+            if stamp is not None and stamp != seen:
+                seen = stamp
+                if check_cache(self.cache_dir, key, paths,
+                               'fast')[0] == 'ok':
+                    return
+            if not announced:
+                logger.info(f'Feature cache {self.cache_dir}: rank 0 is '
+                            'building it; waiting (up to '
+                            f'{self.lock_timeout} s).')
+                announced = True
+            if self.lock_timeout is not None and \
+                    time.monotonic() - start > self.lock_timeout:
+                raise FeatureCacheError(
+                    f'Timed out after {self.lock_timeout:g} s waiting for '
+                    f'rank 0 to build the feature cache {self.cache_dir}. '
+                    'Fix: raise feature_cache.lock_timeout (seconds, or None '
+                    'to wait for ever), or build the cache first with a '
+                    'one-process run of the same config.')
+            time.sleep(poll)
 
     def _ensure(self, key, paths, backbone, preprocessor) -> dict:
         """The manifest of a valid cache, built if needed (rank 0)."""
