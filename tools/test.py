@@ -36,14 +36,13 @@ import mmengine
 from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
-from mmengine.runner import Runner
 
-from mmcoop.engine.cli import (add_common_args, check_out_suffix,
+from mmcoop.engine.cli import (add_common_args, build_runner,
+                               check_out_suffix,
                                check_test_inputs_and_outputs,
                                check_test_weights, merge_test_args,
                                set_local_rank)
 from mmcoop.evaluation import evaluator_per_class_ap
-from mmcoop.registry import RUNNERS
 from mmcoop.utils.paths import make_output_dirs
 
 
@@ -104,10 +103,7 @@ def main(argv=None):
         ]
 
     # build the runner from config
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     check_test_weights(runner.model, cfg.get('load_from'), args.config)
 
     if args.out:

@@ -23,11 +23,10 @@ except ImportError:  # run from a clone without `pip install -e .`
     import mmcoop  # noqa: F401
 
 from mmengine.config import Config
-from mmengine.runner import Runner
 
-from mmcoop.engine.cli import (add_common_args, check_amp_device,
-                               merge_train_args, set_local_rank)
-from mmcoop.registry import RUNNERS
+from mmcoop.engine.cli import (add_common_args, build_runner,
+                               check_amp_device, merge_train_args,
+                               set_local_rank)
 
 
 def parse_args(argv=None):
@@ -75,14 +74,8 @@ def main(argv=None):
     # merge cli arguments to config
     cfg = merge_train_args(cfg, args)
 
-    # build the runner from config
-    if 'runner_type' not in cfg:
-        # build the default runner
-        runner = Runner.from_cfg(cfg)
-    else:
-        # build customized runner from the registry
-        # if 'runner_type' is set in the cfg
-        runner = RUNNERS.build(cfg)
+    # build the runner from config (its runner_type, else MMCoopRunner)
+    runner = build_runner(cfg)
 
     # start training
     runner.train()

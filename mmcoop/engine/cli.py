@@ -17,7 +17,7 @@ __all__ = [
     'SpacedDictAction', 'add_common_args', 'merge_train_args',
     'merge_test_args', 'check_cfg_option_types', 'check_test_weights',
     'OUT_SUFFIXES', 'check_out_suffix', 'check_test_inputs_and_outputs',
-    'check_amp_device',
+    'check_amp_device', 'build_runner',
     'positive_int', 'nonnegative_int', 'positive_float', 'fraction',
     'positive_fraction'
 ]
@@ -278,6 +278,19 @@ def _merge_common(cfg: Config, args, dataloaders) -> Config:
         if loader is not None and not loader.get('num_workers', 0):
             loader['persistent_workers'] = False
     return cfg
+
+
+def build_runner(cfg: Config):
+    """The runner of ``tools/train.py`` / ``tools/test.py``: the config's
+    ``runner_type`` (mmcoop's ``default_runtime.py`` names
+    ``MMCoopRunner``), else ``MMCoopRunner`` -- a config that does not
+    inherit that base still gets mmcoop's keys interpreted, which MMEngine's
+    default ``Runner`` would silently drop."""
+    from mmcoop.engine.runner import MMCoopRunner
+    from mmcoop.registry import RUNNERS
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return MMCoopRunner.from_cfg(cfg)
 
 
 def merge_train_args(cfg: Config, args) -> Config:

@@ -93,3 +93,19 @@ def test_every_runner_registry_builds_the_mmcoop_runner(tmp_path, scope):
     registry = importlib.import_module(f'{scope}.registry').RUNNERS
     runner = registry.build(_cfg(tmp_path / scope))
     assert type(runner) is MMCoopRunner
+
+
+def test_tools_build_mmcoop_runner_without_runner_type(tmp_path):
+    """tools/train.py and tools/test.py build through ``build_runner``: a
+    config that does not inherit default_runtime.py (no ``runner_type``)
+    still gets MMCoopRunner, which interprets mmcoop's keys (MMEngine's
+    default Runner dropped them); a ``runner_type`` of the config wins."""
+    from mmcoop.engine.cli import build_runner
+    cfg = _cfg(tmp_path / 'bare')
+    cfg.pop('runner_type')
+    assert type(build_runner(cfg)) is MMCoopRunner
+    for tool in ('train.py', 'test.py'):
+        with open(osp.join(REPO, 'tools', tool)) as f:
+            source = f.read()
+        assert 'build_runner(cfg)' in source and 'Runner.from_cfg' not in \
+            source.split('"""', 2)[2], tool
