@@ -20,7 +20,7 @@ __all__ = [
 SPLIT_FORMAT = 'mmcoop.held_out_split.v1'
 PARTS = ('train', 'val')
 #: where a split file goes in the refusal of one inside a dataset tree
-_SPLIT_EXAMPLE = "'work_dirs/splits/<dataset>_holdout0.1_seed0.json'"
+_SPLIT_EXAMPLE = "'work_dirs/splits/<dataset>_<split>_holdout0.1_seed0.json'"
 
 
 def _check_val_fraction(val_fraction) -> None:
