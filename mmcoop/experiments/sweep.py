@@ -232,11 +232,22 @@ def _command(template: str, **fields) -> List[str]:
 
 
 def selected_checkpoint(work_dir: str, selection: str) -> str:
-    """``best_*.pth`` (highest epoch if several) or the last checkpoint."""
+    """``best_*.pth`` (highest epoch if several) or the last checkpoint.
+
+    With ``selection='best'`` and no ``best_*.pth`` (no validation ran, or
+    the file was deleted) this raises: testing the last checkpoint instead
+    would label its numbers ``selection=best``."""
     if selection == 'best':
         found = glob.glob(osp.join(work_dir, 'best_*.pth'))
         if found:
             return max(found, key=_epoch_of)
+        raise RuntimeError(
+            f'{work_dir}: no best_*.pth, so there is no best checkpoint to '
+            'test (no validation ran, e.g. train_cfg.val_begin beyond '
+            'max_epochs, or the file was deleted); the last one would be '
+            "reported as selection 'best'. Fix: let validation run (or "
+            'restore the file) and delete this run folder to redo the run, '
+            'or sweep with --selection last (clean protocol) in a new --out.')
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
         with open(pointer) as f:

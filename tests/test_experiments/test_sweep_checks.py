@@ -22,6 +22,9 @@ STUB_TRAIN = textwrap.dedent('''
     work_dir = sys.argv[sys.argv.index('--work-dir') + 1]
     os.makedirs(work_dir, exist_ok=True)
     open(os.path.join(work_dir, 'epoch_1.pth'), 'w').close()
+    if not os.environ.get('STUB_NO_BEST'):  # as CheckpointHook(save_best)
+        open(os.path.join(work_dir, 'best_multi-label_mAP_epoch_1.pth'),
+             'w').close()
     with open(os.path.join(work_dir, 'trained'), 'a') as f:
         f.write('x')
 ''')
@@ -240,3 +243,20 @@ def test_edited_base_config_is_a_changed_config(sweep):
     cfg.write_text("_base_ = ['./missing.py']\n")
     _refused(sweep(out=str(sweep.tmp / 'other')), cfg.name, 'does not load')
     assert not osp.exists(osp.join(sweep.tmp, 'other', 'runs'))
+
+
+def test_missing_best_checkpoint_is_not_tested_as_best(sweep, monkeypatch):
+    """No ``best_*.pth`` after training (validation never ran, or the file
+    was deleted): the last checkpoint is not tested and labelled
+    ``selection=best``; ``--selection last`` tests it as the last."""
+    monkeypatch.setenv('STUB_NO_BEST', '1')
+    res = sweep()
+    assert res.returncode == 1
+    assert 'no best_*.pth' in res.stderr and '--selection last' in \
+        res.stderr
+    assert not osp.exists(osp.join(_run_dir(sweep.out), 'result.json'))
+    out = str(sweep.tmp / 'last')
+    _ok(sweep('--selection', 'last', out=out))
+    with open(osp.join(_run_dir(out), 'result.json')) as f:
+        row = json.load(f)
+    assert (row['selection'], row['selected_epoch']) == ('last', 1)
