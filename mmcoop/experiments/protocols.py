@@ -94,6 +94,13 @@ def _select_best(cfg) -> None:
     cfg.default_hooks.checkpoint = ckpt
 
 
+def _add_hook(cfg, hook_type: str) -> None:
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(type_name(h) == hook_type for h in hooks):
+        hooks.append(dict(type=hook_type))
+    cfg.custom_hooks = hooks
+
+
 def _default_split_file(cfg, dataset: dict, val_fraction: float,
                         seed: int) -> str:
     name = '_'.join(
@@ -130,6 +137,9 @@ def apply_protocol(cfg):
         _apply_official(cfg)
     else:
         _apply_clean(cfg, protocol)
+    # checkpoints record the protocol; a checkpoint of another one is named
+    # when loaded
+    _add_hook(cfg, 'ProtocolCheckHook')
     return cfg
 
 
@@ -169,6 +179,8 @@ def _apply_clean(cfg, protocol: dict) -> None:
     split = dict(split_file=split_file, val_fraction=val_fraction, seed=seed)
     holder[key] = dict(type='HeldOutSplit', dataset=inner, part='train',
                        **split)
+    cfg.protocol = dict(protocol, split_file=split_file, selection=selection,
+                        val_fraction=val_fraction, seed=seed)
     old_val = cfg.get('val_dataloader', None)
     if old_val is None:  # `--no-validate`: nothing to select on
         if selection == 'best':
@@ -197,9 +209,4 @@ def _apply_clean(cfg, protocol: dict) -> None:
     cfg.val_cfg = cfg.get('val_cfg', None) or ConfigDict()
     if selection == 'best':
         _select_best(cfg)
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(type_name(h) == 'ThresholdCalibrationHook' for h in hooks):
-        hooks.append(dict(type='ThresholdCalibrationHook'))
-    cfg.custom_hooks = hooks
-    cfg.protocol = dict(protocol, split_file=split_file, selection=selection,
-                        val_fraction=val_fraction, seed=seed)
+    _add_hook(cfg, 'ThresholdCalibrationHook')

@@ -165,3 +165,46 @@ def test_clean_protocol_with_feature_cache(tmp_path):
     assert len(train_set) + len(val_set) == split['num_images']
     assert sorted(glob.glob(osp.join(cache_root, 'HeldOutSplit_*'))) == \
         sorted([train_set.cache_dir, val_set.cache_dir])
+
+
+def test_checkpoint_of_another_protocol_is_named(tmp_path):
+    """A checkpoint records its protocol: tested with a config of another
+    protocol, the log names both; resumed under another one, the run stops
+    (its best score was measured under the first)."""
+    data = H.make_demo_data(str(tmp_path / 'demo'))
+    cfg = H.write_config(
+        str(tmp_path / 'baseline.py'),
+        H.METHOD_CONFIGS['baseline'],
+        data,
+        max_epochs=1,
+        text_encoder=False,
+        num_train=16,
+        num_val=8,
+        extra="protocol = dict(name='official')\n")
+    work_dir = str(tmp_path / 'work' / 'run')
+    train_tool.main([
+        cfg, '--work-dir', work_dir, '--cfg-options',
+        f'experiment_name=o-{uuid.uuid4().hex[:8]}'
+    ])
+    best, = glob.glob(osp.join(work_dir, 'best_*.pth'))
+    meta = torch.load(best, weights_only=False)['meta']
+    assert meta['protocol'] == dict(name='official', selection='best')
+
+    test_dir = tmp_path / 'test'
+    test_tool.main([
+        cfg, best, '--work-dir', str(test_dir), '--cfg-options',
+        'protocol.name=clean', f'experiment_name=t-{uuid.uuid4().hex[:8]}'
+    ])
+    log, = glob.glob(str(test_dir / '*' / '*.log'))
+    with open(log) as f:
+        text = f.read()
+    assert "trained and selected under protocol 'official'" in text
+    assert "config of protocol 'clean'" in text and best in text
+
+    with pytest.raises(ValueError, match='resumed with protocol'):
+        train_tool.main([
+            cfg, '--work-dir', work_dir, '--resume', '--cfg-options',
+            'protocol.name=clean', 'protocol.selection=last',
+            'train_cfg.max_epochs=2',
+            f'experiment_name=r-{uuid.uuid4().hex[:8]}'
+        ])

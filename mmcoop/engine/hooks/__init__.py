@@ -18,3 +18,6 @@ __all__ += ['ThresholdCalibrationHook']
 from .runner_check_hook import RunnerCheckHook, RunnerTypeError  # noqa: E402
 
 __all__ += ['RunnerCheckHook', 'RunnerTypeError']
+from .protocol_check_hook import ProtocolCheckHook  # noqa: E402
+
+__all__ += ['ProtocolCheckHook']
