@@ -8,9 +8,15 @@ Statistics (the same in the table and the plot):
 * ``Avg`` is the mean of the row's cells (the paper's "Avg."). Its ``± s``
   is the standard deviation over seeds of each seed's own average across
   the proportions (only seeds that have every proportion of the row);
+* a cell (or ``Avg``) over fewer seeds than its row's ``Seeds`` says
+  ``(n=k)``; a cell whose runs differ in selection, epochs, commit or
+  device is marked ``†`` with a note naming the values;
 * paper rows hold the published single-run numbers
   (:mod:`mmcoop.experiments.paper`); their ``Avg`` is the printed one when
   the table has all nine proportions, else the mean of the cells shown.
+  In a table of another protocol than ``official`` a note says that they
+  were selected on the test split (the plot: ``(paper, protocol
+  official)``).
 """
 import csv
 import math
@@ -98,7 +104,9 @@ def summarize(rows: Iterable[dict], metric: str = 'mAP') -> Dict:
 
 def _row_stats(by_prop: Dict[float, Dict[int, float]],
                proportions: Sequence[float]):
-    cells = {p: mean_std(list(by_prop[p].values()))
+    """Cells and Avg as ``(mean, std, n)``: ``n`` the seeds the std is
+    over (Avg: the seeds that have every proportion)."""
+    cells = {p: mean_std(list(by_prop[p].values())) + (len(by_prop[p]), )
              for p in proportions if p in by_prop}
     avg = None
     if cells and len(cells) == len(proportions):
@@ -109,8 +117,38 @@ def _row_stats(by_prop: Dict[float, Dict[int, float]],
             for s in sorted(seeds)
         ]
         std = mean_std(per_seed)[1] if len(per_seed) > 1 else None
-        avg = (sum(means) / len(means), std)
+        avg = (sum(means) / len(means), std, len(per_seed))
     return cells, avg
+
+
+def _cell(stats, seeds: int, digits: int, mark: str = '') -> str:
+    """A cell; ``(n=k)`` when it holds fewer seeds than its row's Seeds."""
+    mean, std, n = stats
+    return _fmt(mean, std, digits) + (f' (n={n})' if n < seeds else '') + \
+        mark
+
+
+#: fields of results.csv that the runs pooled into one cell should share
+_SHARED = ('selection', 'epochs', 'commit', 'device')
+
+
+def _mixed(rows: Sequence[dict], metric: str) -> Dict[tuple, List[str]]:
+    """``{(dataset, protocol, method, proportion): ['commit: a, b', ...]}``
+    for the cells whose runs differ in a field of :data:`_SHARED`."""
+    seen = defaultdict(lambda: defaultdict(set))
+    for row in rows:
+        if row.get(metric) is None:
+            continue
+        key = (row['dataset'], row['protocol'], row['method'],
+               float(row['proportion']))
+        for field in _SHARED:
+            seen[key][field].add(str(row.get(field)))
+    return {
+        key: [f'{f}: {", ".join(sorted(v))}' for f, v in fields.items()
+              if len(v) > 1]
+        for key, fields in seen.items()
+        if any(len(v) > 1 for v in fields.values())
+    }
 
 
 def render_markdown(rows: Iterable[dict],
@@ -122,30 +160,45 @@ def render_markdown(rows: Iterable[dict],
     seeds; the paper's numbers in rows labelled as the paper's."""
     rows = list(rows)
     summary = summarize(rows, metric)
+    mixed = _mixed(rows, metric)
     data = load_paper_results() if paper else None
     blocks = []
     for (dataset, protocol) in sorted(summary):
         methods = summary[(dataset, protocol)]
         proportions = sorted({p for m in methods.values() for p in m})
+        selections = sorted({
+            str(r.get('selection')) for r in rows
+            if (r['dataset'], r['protocol']) == (dataset, protocol)
+            and r.get('selection') is not None
+        })
+        selection = f', selection {" / ".join(selections)}' \
+            if selections else ''
         head = ['Method', 'Source', 'Seeds'] + [
             f'{round(100 * p):d}%' for p in proportions
         ] + ['Avg']
         lines = [
-            f'**{dataset}**, protocol `{protocol}`, {metric} (%), '
-            'mean ± std over seeds', '',
+            f'**{dataset}**, protocol `{protocol}`{selection}, {metric} '
+            '(%), mean ± std over seeds', '',
             '| ' + ' | '.join(head) + ' |',
             '|' + '|'.join(['---'] * 3 + ['---:'] *
                            (len(proportions) + 1)) + '|'
         ]
+        notes, paper_shown = [], False
         for method in sorted(methods):
             by_prop = methods[method]
             cells, avg = _row_stats(by_prop, proportions)
-            seeds = sorted({s for p in by_prop.values() for s in p})
+            seeds = len({s for p in by_prop.values() for s in p})
+            shown = []
+            for p in proportions:
+                differ = mixed.get((dataset, protocol, method, p))
+                if differ:
+                    notes.append(f'† {method} {round(100 * p):d}%: its runs '
+                                 f'differ in {"; ".join(differ)}.')
+                shown.append(_cell(cells[p], seeds, digits, ' †' * bool(
+                    differ)) if p in cells else '–')
             lines.append('| ' + ' | '.join(
-                [method, 'measured (mmcoop)', str(len(seeds))] +
-                [_fmt(*cells[p], digits) if p in cells else '–'
-                 for p in proportions] +
-                [_fmt(*avg, digits) if avg else '–']) + ' |')
+                [method, 'measured (mmcoop)', str(seeds)] + shown +
+                [_cell(avg, seeds, digits) if avg else '–']) + ' |')
             published = paper_map_row(dataset, method) if data else None
             if published and metric == 'mAP':
                 shown = [published.get(p) for p in proportions]
@@ -158,6 +211,18 @@ def render_markdown(rows: Iterable[dict],
                          'Rawlekar et al., WACV 2025', '1'] +
                         [f'{v:.1f}' for v in shown] + [f'{p_avg:.1f}']) +
                                  ' |')
+                    paper_shown = True
+        if paper_shown and protocol != 'official':
+            notes.append(
+                '(paper): published numbers of the papers\' code, which '
+                'selects the model on the test split (protocol '
+                f'`official`); not measured under `{protocol}`.')
+        if any('(n=' in line for line in lines):
+            notes.append('(n=k): the mean and ± of k seeds, fewer than the '
+                         "row's Seeds (Avg: the seeds that have every "
+                         'proportion).')
+        if notes:
+            lines += [''] + [f'* {note}' for note in notes]
         blocks.append('\n'.join(lines))
     return '\n\n'.join(blocks) + '\n'
 
@@ -195,7 +260,9 @@ def plot_results(rows: Iterable[dict],
             ps = sorted(published)
             ax.plot([100 * p for p in ps], [published[p] for p in ps],
                     color=color, linestyle='--', alpha=0.7,
-                    label=f'{paper_display_name(dataset, method)} (paper)')
+                    label=f'{paper_display_name(dataset, method)} (paper' +
+                    (', protocol official)' if protocol != 'official' else
+                     ')'))
     ax.set_xlabel('known labels (%)')
     ax.set_ylabel(f'{metric} (%)')
     ax.set_title(f'{dataset}, protocol {protocol}: {metric} '

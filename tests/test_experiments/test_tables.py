@@ -38,8 +38,9 @@ def test_markdown_cells_avg_and_paper_rows():
     # std 0.707; Avg = (82 + 90.5) / 2 = 86.25, its std over the seeds
     # with both proportions: seed 0 (80 + 90) / 2 = 85, seed 1
     # (82 + 91) / 2 = 86.5 -> std 1.06
+    # 50% and Avg hold 2 of the row's 3 seeds: said in the cell
     assert ('| positivecoop | measured (mmcoop) | 3 | 82.00 ± 2.00 | '
-            '90.50 ± 0.71 | 86.25 ± 1.06 |') in lines
+            '90.50 ± 0.71 (n=2) | 86.25 ± 1.06 (n=2) |') in lines
     assert ('| baseline | measured (mmcoop) | 1 | 70.00 | 75.00 | '
             '72.50 |') in lines
     # the paper's VOC numbers of the same methods, Avg over the shown
@@ -48,6 +49,27 @@ def test_markdown_cells_avg_and_paper_rows():
             '93.8 | 92.6 |') in lines
     assert ('| Baseline (paper) | Rawlekar et al., WACV 2025 | 1 | 90.5 | '
             '93.3 | 91.9 |') in lines
+
+
+def test_markdown_says_what_a_cell_pools():
+    """The caption names the selection; a cell whose runs differ in
+    commit (or selection, epochs, device) is marked; the paper's rows in
+    a clean table say that they were selected on the test split."""
+    rows = [dict(r, selection='best', commit='abc', device='cpu', epochs=20)
+            for r in _rows()]
+    rows[1]['commit'] = 'def'  # positivecoop 10%, seed 1
+    text = render_markdown(rows)
+    assert '**voc07**, protocol `clean`, selection best, mAP' in text
+    assert '| 82.00 ± 2.00 † |' in text
+    assert '* † positivecoop 10%: its runs differ in commit: abc, def.' \
+        in text
+    assert 'selects the model on the test split (protocol `official`); ' \
+        'not measured under `clean`' in text
+    official = render_markdown(
+        [dict(r, protocol='official', selection='best (on the test split)')
+         for r in _rows()])
+    assert 'selection best (on the test split)' in official
+    assert 'not measured under' not in official and '†' not in official
 
 
 def test_paper_data_file():
