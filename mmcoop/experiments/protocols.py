@@ -152,6 +152,16 @@ def _apply_official(cfg) -> None:
         cfg.val_dataloader = copy.deepcopy(cfg.test_dataloader)
         cfg.val_evaluator = copy.deepcopy(cfg.test_evaluator)
         cfg.val_cfg = cfg.get('val_cfg', None) or ConfigDict()
+    for name, metric in _evaluators(cfg):
+        if name == 'val_evaluator' and metric.get('calibrate'):
+            raise ValueError(
+                "protocol 'official' validates on the test split: "
+                'calibrate=True (from test_evaluator) would fit the '
+                'per-class thresholds on it, and ThresholdCalibrationHook '
+                'would apply them to the same split as CF1_calib / '
+                'OF1_calib. Fix: remove calibrate=True from test_evaluator, '
+                "or use protocol.name='clean' (thresholds fitted on a "
+                'split held out from train).')
     if cfg.get('train_cfg', None) is not None:
         cfg.train_cfg['val_interval'] = 1
     _select_best(cfg)

@@ -42,6 +42,12 @@ def test_official_preset_validates_on_test():
     assert cfg.default_hooks.checkpoint.save_best == 'multi-label/mAP'
     assert cfg.val_evaluator.topk == 3
     assert 'calibrate' not in cfg.val_evaluator  # never on the test split
+    # thresholds fitted on the test split would be reported on it
+    cfg = Config.fromfile(VOC_CONFIG)
+    cfg.protocol = dict(name='official')
+    cfg.test_evaluator.calibrate = True
+    with pytest.raises(ValueError, match='test_evaluator.*clean'):
+        apply_protocol(cfg)
 
 
 def test_clean_preset_config(tmp_path):
