@@ -302,12 +302,6 @@ def merge_train_args(cfg: Config, args) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg:
             raise ValueError(
@@ -316,6 +310,14 @@ def merge_train_args(cfg: Config, args) -> Config:
         cfg.auto_scale_lr.enable = True
     cfg = _merge_common(
         cfg, args, ('train_dataloader', 'val_dataloader', 'test_dataloader'))
+    # after --cfg-options: a `load_from` there (the weights a run starts
+    # from) must not replace what --resume continues
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
     if args.auto_scale_lr:  # after --cfg-options, which may set it
         base = cfg.auto_scale_lr.get('base_batch_size', None)
         if isinstance(base, bool) or not isinstance(base, int) or base < 1:
@@ -334,13 +336,16 @@ def merge_test_args(cfg: Config, args) -> Config:
     is used; :func:`check_test_weights` refuses a model with trainable
     parameters and nothing to load.
     """
-    if args.checkpoint is not None:
-        cfg.load_from = args.checkpoint
-    cfg.resume = False  # testing loads weights, never training state
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg', None) or ConfigDict()
         cfg.test_cfg.fp16 = True
-    return _merge_common(cfg, args, ('test_dataloader', ))
+    cfg = _merge_common(cfg, args, ('test_dataloader', ))
+    # after --cfg-options: the checkpoint argument is what is tested, a
+    # `load_from` there (e.g. a sweep's initial weights) does not replace it
+    if args.checkpoint is not None:
+        cfg.load_from = args.checkpoint
+    cfg.resume = False  # testing loads weights, never training state
+    return cfg
 
 
 def check_test_weights(model, load_from: Optional[str], config: str) -> None:
