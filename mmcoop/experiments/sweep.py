@@ -245,9 +245,10 @@ def selected_checkpoint(work_dir: str, selection: str) -> str:
             f'{work_dir}: no best_*.pth, so there is no best checkpoint to '
             'test (no validation ran, e.g. train_cfg.val_begin beyond '
             'max_epochs, or the file was deleted); the last one would be '
-            "reported as selection 'best'. Fix: let validation run (or "
-            'restore the file) and delete this run folder to redo the run, '
-            'or sweep with --selection last (clean protocol) in a new --out.')
+            "reported as selection 'best'. Fix: sweep into a new --out with "
+            'validation (train_cfg.val_begin <= max_epochs) or with '
+            '--selection last (clean protocol); if the file was deleted, '
+            'delete this run folder and rerun to redo the run.')
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
         with open(pointer) as f:
