@@ -8,6 +8,7 @@ import importlib.util
 import itertools
 import os
 import os.path as osp
+import re
 
 import torch
 import torch.nn as nn
@@ -155,3 +156,14 @@ def toy_runner(work_dir, max_epochs, shuffle=False, momentum=0., **kwargs):
         default_scope='mmcoop',
         experiment_name=f'toy_{next(_RUNS)}',
         **kwargs)
+
+
+def expand_braces(path):
+    """``tools/x/{a,b}.py`` -> ``tools/x/a.py``, ``tools/x/b.py``."""
+    m = re.search(r'\{([^}]*)\}', path)
+    if not m:
+        return [path]
+    return [
+        p for alt in m.group(1).split(',')
+        for p in expand_braces(path[:m.start()] + alt + path[m.end():])
+    ]

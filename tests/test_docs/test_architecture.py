@@ -5,23 +5,14 @@ import os
 import os.path as osp
 import re
 
+from _common import expand_braces
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _doc():
     with open(osp.join(REPO, 'docs', 'architecture.md')) as f:
         return f.read()
-
-
-def _expand(path):
-    """``tools/x/{a,b}.py`` -> ``tools/x/a.py``, ``tools/x/b.py``."""
-    m = re.search(r'\{([^}]*)\}', path)
-    if not m:
-        return [path]
-    return [
-        p for alt in m.group(1).split(',')
-        for p in _expand(path[:m.start()] + alt + path[m.end():])
-    ]
 
 
 def _ticked(doc):
@@ -32,7 +23,7 @@ def test_named_paths_exist():
     named = [
         p for t in _ticked(_doc())
         for tok in re.findall(r'\b(?:mmcoop|tools|configs|demo)/[\w/.{},-]*',
-                              t) for p in _expand(tok)
+                              t) for p in expand_braces(tok)
     ]
     assert len(named) > 40
     missing = [

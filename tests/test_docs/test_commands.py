@@ -23,6 +23,7 @@ import shlex
 import sys
 
 import pytest
+from _common import expand_braces
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = ('configs/demo/positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-'
@@ -243,17 +244,6 @@ def test_named_tests_exist():
     assert count > 50 and bad == []
 
 
-def _expand(path):
-    """``tools/x/{a,b}.py`` -> ``tools/x/a.py``, ``tools/x/b.py``."""
-    m = re.search(r'\{([^}]*)\}', path)
-    if not m:
-        return [path]
-    return [
-        p for alt in m.group(1).split(',')
-        for p in _expand(path[:m.start()] + alt + path[m.end():])
-    ]
-
-
 def test_named_repository_paths_exist():
     missing, count = [], 0
     for doc in _docs():
@@ -266,7 +256,7 @@ def test_named_repository_paths_exist():
                 tok = tok.rstrip('.,')
                 if any(c in tok for c in '<>$*') or '...' in tok:
                     continue  # a pattern or a placeholder
-                for p in _expand(tok):
+                for p in expand_braces(tok):
                     count += 1
                     if p.rstrip('/') in NOT_IN_REPO:
                         continue
