@@ -531,6 +531,25 @@ def test_classnames_from_a_registered_dataset():
     assert head.pos_prompt.prompt_texts[1] == 'X X X X potted plant.'
 
 
+def test_classnames_from_the_class_file_of_the_csv_base(
+        tmp_path, monkeypatch):
+    """The CSV base's ``classes`` is a file; ``classnames={{_base_.classes}}``
+    (docs/data.md) gives the head that file, read as the dataset reads it
+    (BOM, outer spaces and blank lines dropped; relative to the working
+    directory). Before: 'neither a list of class names nor a registered
+    dataset type'."""
+    (tmp_path / 'classes.txt').write_text(
+        '\ufeffdog \n\npotted plant\n', encoding='utf-8')
+    monkeypatch.chdir(tmp_path)
+    head = MODELS.build(
+        head_cfg('DualCoOpHead', None, names='classes.txt'))
+    assert head.classnames == ['dog', 'potted plant']
+    assert head.pos_prompt.prompt_texts[1] == 'X X X X potted plant.'
+    with pytest.raises(ValueError, match=r"nor an existing class file .* "
+                       r'Fix: give the names, the dataset type or the path'):
+        MODELS.build(head_cfg('BaselineHead', names='missing.txt'))
+
+
 @pytest.mark.parametrize('names,match', [
     ('NoSuchDataset', 'neither a list'),
     ([], 'empty'),

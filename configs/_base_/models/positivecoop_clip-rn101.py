@@ -17,7 +17,8 @@ model = dict(
         input_resolution=448),
     head=dict(
         type='PositiveCoOpHead',
-        # class names for the prompts: a registered dataset type or a list
+        # class names for the prompts: a list, a class file (one name a
+        # line) or a registered dataset type
         classnames='COCO2014MultiLabel',
         text_encoder=dict(
             type='FrozenCLIPTextEncoder',

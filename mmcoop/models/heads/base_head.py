@@ -2,6 +2,7 @@
 """What every mmcoop head shares: tri-state targets, the partial-label loss,
 two-way-softmax predictions, and whether it can score an unseen class."""
 import inspect
+import os.path as osp
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -9,7 +10,7 @@ from mmengine.registry import DefaultScope
 from mmpretrain.models.heads import MultiLabelClsHead
 from mmpretrain.structures import DataSample, label_to_onehot
 
-from mmcoop.datasets.utils import check_class_names
+from mmcoop.datasets.utils import check_class_names, read_class_list
 from mmcoop.registry import DATASETS, MODELS
 from mmcoop.utils.value_checks import check_int, check_number
 
@@ -24,12 +25,15 @@ def build_in_mmcoop_scope(cfg: dict):
 
 def resolve_classnames(
         classnames: Union[str, Sequence[str], dict]) -> List[str]:
-    """Class names from a list, or from a registered dataset.
+    """Class names from a list, a class file or a registered dataset.
 
     Args:
         classnames (str | Sequence[str] | dict): the names; or the type
             name of a registered dataset (e.g. ``'COCO2014MultiLabel'``)
-            whose ``METAINFO['classes']`` gives them; or ``dict(type=...,
+            whose ``METAINFO['classes']`` gives them; or the path of a text
+            file with one name a line, read as the datasets read their
+            ``classes=`` file (the CSV base's ``classes``); or
+            ``dict(type=...,
             **kwargs)`` for a dataset whose classes depend on its files:
             its ``class_names(**kwargs)`` gives them (e.g.
             ``dict(type='NUSWIDEMultiLabel', data_root='data/nus-wide',
@@ -49,12 +53,19 @@ def resolve_classnames(
         classnames = dataset_cls.class_names(**kwargs)
     elif isinstance(classnames, str):
         dataset_cls = DATASETS.get(classnames)
-        if dataset_cls is None or 'classes' not in getattr(
+        if dataset_cls is not None and 'classes' in getattr(
                 dataset_cls, 'METAINFO', {}):
+            classnames = dataset_cls.METAINFO['classes']
+        elif osp.isfile(osp.expanduser(classnames)):
+            return read_class_list(classnames, 'classnames')
+        else:
             raise ValueError(
-                f'classnames={classnames!r} is neither a list of class names '
-                'nor a registered dataset type with METAINFO["classes"].')
-        classnames = dataset_cls.METAINFO['classes']
+                f'classnames={classnames!r} is neither a list of class '
+                'names, nor a registered dataset type with '
+                'METAINFO["classes"], nor an existing class file (one name '
+                'a line; relative paths resolve against the working '
+                'directory). Fix: give the names, the dataset type or the '
+                'path of the class file the dataset reads.')
     classnames = list(classnames)
     if not classnames:
         raise ValueError('`classnames` is empty: give one name per class.')
