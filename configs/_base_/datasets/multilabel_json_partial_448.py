@@ -6,6 +6,10 @@ _base_ = ['./coco14_partial_448.py']
 
 dataset_type = 'MultiLabelJSONDataset'
 data_root = 'data/mydata'
+# None: the categories of each file. The prompts need their names, sorted
+# by id: give them as model.head.classnames (checked against the files
+# before training).
+classes = None
 
 train_dataloader = dict(
     dataset=dict(
@@ -15,6 +19,7 @@ train_dataloader = dict(
             data_root=data_root,
             ann_file='annotations/train.json',
             data_prefix='images',
+            classes=classes,
             pipeline={{_base_.train_pipeline}})))
 val_dataloader = dict(
     dataset=dict(
@@ -23,6 +28,7 @@ val_dataloader = dict(
         data_root=data_root,
         ann_file='annotations/test.json',
         data_prefix='images',
+        classes=classes,
         test_mode=True,
         pipeline={{_base_.test_pipeline}}))
 test_dataloader = val_dataloader

@@ -39,6 +39,13 @@ def resolve_classnames(
             ``dict(type='NUSWIDEMultiLabel', data_root='data/nus-wide',
             tags='925')``, read when the head is built).
     """
+    if classnames is None:
+        raise ValueError(
+            'classnames is None: the prompts need the class names. Fix: '
+            "give them, e.g. model.head.classnames=['cat', 'dog'] (a list "
+            'or a class file, one name a line; for a COCO-style JSON: the '
+            'category names sorted by id, checked against the file before '
+            'training).')
     if isinstance(classnames, dict):
         kwargs = dict(classnames)
         dataset_type = kwargs.pop('type', None)
