@@ -16,7 +16,7 @@ from .categories import COCO2014_CATEGORIES
 from .tri_state import resolve_class_args
 from .utils import (AnnotationError, build_pipeline, check_class_names,
                     check_given_classes, check_not_empty, read_annotation_text,
-                    same_class_names)
+                    relative_path_note, same_class_names)
 
 __all__ = ['COCO2014MultiLabel', 'CocoLabels', 'load_coco_multilabel']
 
@@ -86,7 +86,8 @@ def load_coco_multilabel(ann_file: str,
         text = read_annotation_text(ann_file, backend_args)
     except FileNotFoundError:
         raise FileNotFoundError(
-            f'COCO annotation file not found: {ann_file!r}. Expected the '
+            f'COCO annotation file not found: {ann_file!r}'
+            f'{relative_path_note(ann_file)}. Expected the '
             'layout <data_root>/annotations/instances_{train,val}2014.json; '
             'fix data_root/split or pass ann_file=...') from None
     try:

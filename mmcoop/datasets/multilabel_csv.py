@@ -12,7 +12,8 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .tri_state import TriStateMultiLabelDataset
 from .utils import (AnnotationError, check_class_names,
-                    normalize_class_name, read_annotation_text)
+                    normalize_class_name, read_annotation_text,
+                    relative_path_note)
 
 __all__ = ['MultiLabelCSVDataset']
 
@@ -136,7 +137,8 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
             text = read_annotation_text(f, self.backend_args)
         except FileNotFoundError:
             raise FileNotFoundError(
-                f'MultiLabelCSVDataset: annotation file {f!r} not found. '
+                f'MultiLabelCSVDataset: annotation file {f!r} not found'
+                f'{relative_path_note(f)}. '
                 'Fix: check data_root / ann_file.') from None
         reader = csv.reader(
             io.StringIO(text), delimiter=self.delimiter, strict=True)

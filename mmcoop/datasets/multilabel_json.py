@@ -8,7 +8,8 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .coco2014 import load_coco_multilabel
 from .tri_state import TriStateMultiLabelDataset
-from .utils import AnnotationError, check_given_classes
+from .utils import (AnnotationError, check_given_classes,
+                    relative_path_note)
 
 __all__ = ['MultiLabelJSONDataset']
 
@@ -98,7 +99,8 @@ class MultiLabelJSONDataset(TriStateMultiLabelDataset):
         except FileNotFoundError:
             raise FileNotFoundError(
                 f'MultiLabelJSONDataset: annotation file {self.ann_file!r} '
-                'not found. Fix: check data_root / ann_file.') from None
+                f'not found{relative_path_note(self.ann_file)}. Fix: check '
+                'data_root / ann_file.') from None
         self._set_classes([name for _, name in coco.categories])
         if not coco.images:
             raise AnnotationError(

@@ -195,6 +195,18 @@ def check_not_empty(dataset) -> None:
         'iterate over. Fix: check `indices` and the split of the dataset.')
 
 
+def relative_path_note(path: str) -> str:
+    """For a "not found" message: where a relative ``path`` was looked
+    for (the working directory), else ''. A relative ``data_root`` or
+    ``ann_file`` is read from where the command runs, not from the config's
+    folder or the repository."""
+    if not isinstance(path, str) or osp.isabs(path) or '://' in path:
+        return ''
+    return (f' (a relative path, read from the working directory '
+            f'{os.getcwd()!r}: run from the folder it is relative to, or '
+            'give an absolute data_root)')
+
+
 def read_annotation_text(path: str, backend_args=None) -> str:
     """The text of an annotation file (mmengine's ``get_text``). A folder,
     or a file that is not UTF-8 text, is an :class:`AnnotationError`

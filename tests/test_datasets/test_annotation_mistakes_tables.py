@@ -2,6 +2,8 @@
 """Mistakes in a user's tables (CSV, COCO-style JSON, COCO-2014) and class
 lists: each one is refused with the file, the line / entry and the fix --
 never a shifted class list, a silent policy switch or a merged sample."""
+import re
+
 import numpy as np
 import pytest
 from _builders import build_coco, build_csv, coco_content, write_text
@@ -262,3 +264,27 @@ def test_category_with_file_name_keeps_its_name(tmp_path):
                        match=r"categories\[0\] has no 'name' field"):
         json_ds(coco_tree(tmp_path / 'bad', icon_no_name),
                 check_images=False)
+
+
+def test_relative_data_root_not_found_names_the_working_directory(
+        tmp_path, monkeypatch):
+    """A relative ``data_root`` run from another folder: the error says
+    where it was looked for (before: only the relative path, and for the
+    JSON files the COCO-2014 layout)."""
+    build_csv(str(tmp_path / 'data' / 'mydata'))
+    build_coco(str(tmp_path / 'data' / 'coco'), splits=('train', ))
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    note = (r"\(a relative path, read from the working directory "
+            rf"'{re.escape(str(elsewhere))}': run from the folder it is "
+            r'relative to, or give an absolute data_root\)')
+    with pytest.raises(FileNotFoundError, match='not found ' + note):
+        csv_ds('data/mydata')
+    with pytest.raises(FileNotFoundError, match='not found ' + note):
+        json_ds('data/coco')
+    with pytest.raises(FileNotFoundError, match=r"not found: 'data/coco/"
+                       r"annotations/instances_train2014\.json' " + note):
+        COCO2014MultiLabel('data/coco', split='train')
+    monkeypatch.chdir(tmp_path)
+    assert len(csv_ds('data/mydata')) == 3
