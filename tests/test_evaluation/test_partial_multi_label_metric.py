@@ -189,6 +189,33 @@ def test_metric_gt_label_fallback_and_options():
         PartialMultiLabelMetric(no_positive='drop')
 
 
+def test_class_without_positive_warning_names_the_fix():
+    """A val split where a class never appears (the default, official
+    no_positive='zero'): the warning says the mAP is lowered and how to
+    leave the class out (before: only 'their AP counts as 0')."""
+    metric = PartialMultiLabelMetric()
+    metric.dataset_meta = dict(classes=('cat', 'dog', 'bird'))
+    metric.process(None, [
+        dict(pred_score=torch.tensor([0.9, 0.1, 0.3]),
+             gt_label=torch.tensor([0])),
+        dict(pred_score=torch.tensor([0.2, 0.7, 0.3]),
+             gt_label=torch.tensor([1])),
+    ])
+    logger = MMLogger.get_current_instance()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        res = metric.evaluate(2)
+    finally:
+        logger.removeHandler(handler)
+    assert res['multi-label/mAP'] == pytest.approx(200. / 3)
+    assert ("1 classes have no positive in the evaluated set (bird); their "
+            'AP counts as 0 and lowers the mAP (the official rule). Fix: '
+            "check the split's labels, or set no_positive='ignore' in "
+            'val_evaluator / test_evaluator') in stream.getvalue()
+
+
 def test_process_stores_copies_not_views():
     """Results must not keep batch tensors (or worker shared memory) alive."""
     import torch

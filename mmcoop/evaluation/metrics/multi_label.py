@@ -371,12 +371,16 @@ class PartialMultiLabelMetric(BaseMetric):
         logger = MMLogger.get_current_instance()
         empty = np.flatnonzero(num_pos == 0)
         if empty.size:
+            effect = ('is left out of the mAP.'
+                      if self.no_positive == 'ignore' else
+                      'counts as 0 and lowers the mAP (the official rule). '
+                      "Fix: check the split's labels, or set "
+                      "no_positive='ignore' in val_evaluator / "
+                      'test_evaluator to leave them out of the mAP.')
             logger.warning(
                 f'{empty.size} classes have no positive in the evaluated set '
                 f'({", ".join(classes[i] for i in empty[:10])}'
-                f'{"..." if empty.size > 10 else ""}); their AP '
-                f'{"counts as 0" if self.no_positive == "zero" else "is left out of the mAP"}.'  # noqa: E501
-            )
+                f'{"..." if empty.size > 10 else ""}); their AP {effect}')
         # per-class AP of this evaluation (tools/test.py --out metrics)
         # (lazy: per_class imports this module)
         from ..per_class import format_ap_table, per_class_rows
