@@ -158,42 +158,9 @@ def test_metric_through_evaluator():
         assert res[f'multi-label/{k}'] == pytest.approx(v)
 
 
-def test_metric_gt_label_fallback_and_options():
-    metric = PartialMultiLabelMetric(
-        per_class_ap=True, no_positive='ignore', prefix='val')
-    metric.dataset_meta = dict(classes=('cat', 'dog', 'bird'))
-    metric.process(None, [
-        dict(
-            pred_score=torch.tensor([0.9, 0.1, 0.3]),
-            gt_label=torch.tensor([0])),
-        dict(
-            pred_score=torch.tensor([0.2, 0.7, 0.3]),
-            gt_label=torch.tensor([1])),
-    ])
-    logger = MMLogger.get_current_instance()
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger.addHandler(handler)
-    try:
-        res = metric.evaluate(2)
-    finally:
-        logger.removeHandler(handler)
-    assert res['val/mAP'] == pytest.approx(100.)  # bird left out
-    text = stream.getvalue()
-    assert 'Per-class AP' in text
-    # class, AP (%), #pos, #neg, #unknown
-    assert re.search(r'cat +100\.00 +1 +1 +0\n', text)
-    assert re.search(r'bird +0\.00 +0 +2 +0', text)
-    assert '1 classes have no positive' in text and 'bird' in text
-    with pytest.raises(ValueError):
-        PartialMultiLabelMetric(no_positive='drop')
-
-
-def test_class_without_positive_warning_names_the_fix():
-    """A val split where a class never appears (the default, official
-    no_positive='zero'): the warning says the mAP is lowered and how to
-    leave the class out (before: only 'their AP counts as 0')."""
-    metric = PartialMultiLabelMetric()
+def _evaluate_no_bird(metric):
+    """Evaluate two images of cat and dog (bird never present) over the
+    classes cat, dog, bird; returns the metrics and the log text."""
     metric.dataset_meta = dict(classes=('cat', 'dog', 'bird'))
     metric.process(None, [
         dict(pred_score=torch.tensor([0.9, 0.1, 0.3]),
@@ -209,11 +176,34 @@ def test_class_without_positive_warning_names_the_fix():
         res = metric.evaluate(2)
     finally:
         logger.removeHandler(handler)
+    return res, stream.getvalue()
+
+
+def test_metric_gt_label_fallback_and_options():
+    metric = PartialMultiLabelMetric(
+        per_class_ap=True, no_positive='ignore', prefix='val')
+    res, text = _evaluate_no_bird(metric)
+    assert res['val/mAP'] == pytest.approx(100.)  # bird left out
+    assert 'Per-class AP' in text
+    # class, AP (%), #pos, #neg, #unknown
+    assert re.search(r'cat +100\.00 +1 +1 +0\n', text)
+    assert re.search(r'bird +0\.00 +0 +2 +0', text)
+    assert '1 classes have no positive' in text and 'bird' in text
+    with pytest.raises(ValueError):
+        PartialMultiLabelMetric(no_positive='drop')
+
+
+def test_class_without_positive_warning_names_the_fix():
+    """A val split where a class never appears (the default, official
+    no_positive='zero'): the warning says the mAP is lowered and how to
+    leave the class out (before: only 'their AP counts as 0')."""
+    metric = PartialMultiLabelMetric()
+    res, text = _evaluate_no_bird(metric)
     assert res['multi-label/mAP'] == pytest.approx(200. / 3)
     assert ("1 classes have no positive in the evaluated set (bird); their "
             'AP counts as 0 and lowers the mAP (the official rule). Fix: '
             "check the split's labels, or set no_positive='ignore' in "
-            'val_evaluator / test_evaluator') in stream.getvalue()
+            'val_evaluator / test_evaluator') in text
 
 
 def test_process_stores_copies_not_views():
