@@ -326,6 +326,23 @@ def test_constructor_partial_match_is_logged_not_warned(logs):
     assert lrs == pytest.approx([0.005, 0.5, 0.5, 0.5])
 
 
+def test_constructor_warns_on_a_typo_among_matching_keys(logs):
+    """One key a typo away from a trainable name while the others match
+    (before: INFO only, as for another head's tensors)."""
+    _build(
+        custom_keys={
+            'head.pos_prompt.ctx': dict(lr_mult=0.01),
+            'head.neg_prompt.ctx': dict(lr_mult=0.01),  # another head's
+            'head.fc.wieght': dict(lr_mult=0.1),  # a typo
+        })
+    warnings = [m for level, m in logs if level == logging.WARNING]
+    assert len(warnings) == 1
+    assert "custom_keys 'head.fc.wieght' matches no trainable parameter; " \
+        "did you mean 'head.fc.weight'?" in warnings[0]
+    assert any("['head.neg_prompt.ctx'] match no trainable" in m
+               for level, m in logs if level == logging.INFO)
+
+
 def test_shipped_positivecoop_schedule_builds_without_warnings(logs):
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs', '_base_', 'schedules',

@@ -154,11 +154,35 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 logger='current',
                 level=logging.WARNING)
         else:
-            print_log(
-                f'{_OWNER}: custom_keys {unmatched} match no trainable '
-                'parameter of this model (expected for a recipe that lists '
-                'the tensors of several heads; check them if not).',
-                logger='current')
+            # a key one typo away from a trainable name (or a dotted prefix
+            # of one) is a mistake; the other heads' tensors of a shared
+            # recipe ('neg_' for 'pos_') are further apart
+            targets = sorted({
+                '.'.join(n.split('.')[:i])
+                for n, _ in trainable for i in range(1, n.count('.') + 2)
+            })
+            typos = {
+                k: close
+                for k in unmatched for close in [
+                    difflib.get_close_matches(k, targets, n=1, cutoff=0.9)
+                ] if close
+            }
+            for key, close in typos.items():
+                print_log(
+                    f'{_OWNER}: custom_keys {key!r} matches no trainable '
+                    f'parameter; did you mean {close[0]!r}? Its tensors '
+                    'train with the multipliers of the other keys, or the '
+                    'base lr and weight decay. Fix: correct the key.',
+                    logger='current',
+                    level=logging.WARNING)
+            rest = [k for k in unmatched if k not in typos]
+            if rest:
+                print_log(
+                    f'{_OWNER}: custom_keys {rest} match no trainable '
+                    'parameter of this model (expected for a recipe that '
+                    'lists the tensors of several heads; check them if '
+                    'not).',
+                    logger='current')
 
     def _check_group_lrs(self, optimizer, names: dict) -> None:
         """Every param group's lr finite and > 0, naming its tensors and
