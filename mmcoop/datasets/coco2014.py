@@ -14,9 +14,9 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .categories import COCO2014_CATEGORIES
 from .tri_state import resolve_class_args
-from .utils import (AnnotationError, build_pipeline, check_class_names,
-                    check_given_classes, check_not_empty, read_annotation_text,
-                    relative_path_note, same_class_names)
+from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
+                    check_class_names, check_given_classes,
+                    read_annotation_text, relative_path_note, same_class_names)
 
 __all__ = ['COCO2014MultiLabel', 'CocoLabels', 'load_coco_multilabel']
 
@@ -234,7 +234,7 @@ def load_coco_multilabel(ann_file: str,
 
 
 @DATASETS.register_module()
-class COCO2014MultiLabel(MultiLabelDataset):
+class COCO2014MultiLabel(NotEmptyMixin, MultiLabelDataset):
     """MS-COCO 2014 for multi-label recognition (80 classes).
 
     Layout (the official one)::
@@ -378,11 +378,6 @@ class COCO2014MultiLabel(MultiLabelDataset):
                     gt_label=labels,
                     gt_score=score))
         return data_list
-
-    def _serialize_data(self):
-        # mmengine fails on an empty list with a bare numpy error
-        check_not_empty(self)
-        return super()._serialize_data()
 
     def extra_repr(self) -> List[str]:
         """The extra repr information of the dataset."""

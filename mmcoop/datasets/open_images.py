@@ -17,8 +17,8 @@ from mmpretrain.datasets import MultiLabelDataset
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .tri_state import check_images_exist, dense_score
-from .utils import (AnnotationError, build_pipeline, normalize_class_name,
-                    read_annotation_text)
+from .utils import (AnnotationError, build_pipeline, check_not_empty,
+                    normalize_class_name, read_annotation_text)
 
 __all__ = [
     'OpenImagesMultiLabel', 'OpenImagesLabels', 'load_open_images_labels',
@@ -433,6 +433,7 @@ class OpenImagesMultiLabel(MultiLabelDataset):
             sel = self._indices
             self._index = self._index[:sel] if isinstance(
                 sel, int) else self._index[np.asarray(sel, dtype=np.int64)]
+        check_not_empty(self, len(self._index))
         self._fully_initialized = True
         MMLogger.get_current_instance().info(
             f'OpenImagesMultiLabel ({self.split}, {self.vocabulary}): '

@@ -18,7 +18,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from mmpretrain.datasets import MultiLabelDataset
 
-from .utils import (AnnotationError, build_pipeline, check_not_empty,
+from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
                     read_class_list)
 
 __all__ = [
@@ -98,7 +98,7 @@ def check_images_exist(paths: Iterable[str], source: str, fix: str) -> None:
             'check_images=False to find out only when an image is loaded.')
 
 
-class TriStateMultiLabelDataset(MultiLabelDataset):
+class TriStateMultiLabelDataset(NotEmptyMixin, MultiLabelDataset):
     """Multi-label dataset with sparse positive / verified-negative labels.
 
     Subclasses implement :meth:`load_data_list` returning dicts with
@@ -151,11 +151,6 @@ class TriStateMultiLabelDataset(MultiLabelDataset):
             len(self.CLASSES), info['gt_label'], info.pop('gt_negative', None),
             self.unlabelled_value)
         return info
-
-    def _serialize_data(self):
-        # mmengine fails on an empty list with a bare numpy error
-        check_not_empty(self)
-        return super()._serialize_data()
 
     def _unknown_classes_error(self, where: str, names: List[str]):
         return AnnotationError(

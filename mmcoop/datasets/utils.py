@@ -12,8 +12,8 @@ __all__ = [
     'check_given_classes', 'describe_class_difference',
     'describe_mismatch', 'path_is_inside',
     'check_outside_dataset', 'atomic_write_npy', 'atomic_write_json',
-    'build_pipeline',
-    'check_not_empty', 'read_annotation_text', 'check_class_names',
+    'build_pipeline', 'check_not_empty', 'NotEmptyMixin',
+    'read_annotation_text', 'check_class_names',
     'read_class_list', 'class_columns'
 ]
 
@@ -179,20 +179,43 @@ def describe_mismatch(expected: Sequence[str],
     return ', '.join(diffs[:limit]) + (', ...' if len(diffs) > limit else '')
 
 
-def check_not_empty(dataset) -> None:
-    """Raise :class:`AnnotationError` if ``dataset.data_list`` is empty.
+def check_not_empty(dataset, num_samples: Optional[int] = None) -> None:
+    """Raise :class:`AnnotationError` if ``dataset`` has no samples
+    (``num_samples``, by default ``len(dataset.data_list)``).
 
     A split can become empty after loading through ``indices`` (or a
     filter); MMEngine would then fail with ``need at least one array to
-    concatenate``.
+    concatenate``, or, unserialized, train and validate on nothing.
     """
-    if dataset.data_list:
+    if num_samples is None:
+        num_samples = len(dataset.data_list)
+    if num_samples:
         return
     indices = getattr(dataset, '_indices', None)
+    # the file that lists the samples (VOC: the image set)
+    source = getattr(dataset, 'ann_file', '') or getattr(
+        dataset, 'image_set_path', '')
     raise AnnotationError(
-        f'{type(dataset).__name__} ({getattr(dataset, "ann_file", "")}): no '
+        f'{type(dataset).__name__} ({source}): no '
         f'samples left (indices={indices!r}), so there is nothing to '
         'iterate over. Fix: check `indices` and the split of the dataset.')
+
+
+class NotEmptyMixin:
+    """For a ``BaseDataset`` that loads a ``data_list``: once loaded (and
+    cut by ``indices`` or its filters) it must hold a sample, with or
+    without ``serialize_data`` (:func:`check_not_empty`)."""
+
+    def full_init(self):
+        if self._fully_initialized:
+            return
+        super().full_init()
+        if not self.serialize_data:
+            check_not_empty(self)
+
+    def _serialize_data(self):
+        check_not_empty(self)
+        return super()._serialize_data()
 
 
 def relative_path_note(path: str) -> str:

@@ -10,7 +10,7 @@ from mmpretrain.datasets import VOC
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .categories import VOC2007_CATEGORIES
-from .utils import (AnnotationError, build_pipeline, check_not_empty,
+from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
                     read_annotation_text)
 
 __all__ = ['VOC2007MultiLabel']
@@ -19,7 +19,7 @@ _DIFFICULT_VALUE = {'negative': 0., 'ignore': -1., 'positive': 1.}
 
 
 @DATASETS.register_module()
-class VOC2007MultiLabel(VOC):
+class VOC2007MultiLabel(NotEmptyMixin, VOC):
     """PASCAL VOC 2007 with an explicit protocol for ``difficult`` objects.
 
     A thin subclass of :class:`mmpretrain.datasets.VOC` (same layout: one
@@ -172,11 +172,6 @@ class VOC2007MultiLabel(VOC):
                     gt_label_difficult=labels_difficult,
                     gt_score=score))
         return data_list
-
-    def _serialize_data(self):
-        # mmengine fails on an empty list with a bare numpy error
-        check_not_empty(self)
-        return super()._serialize_data()
 
     def extra_repr(self) -> List[str]:
         """The extra repr information of the dataset."""
