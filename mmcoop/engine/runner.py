@@ -86,6 +86,25 @@ def setup_cpu_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def record_classnames(cfg: Config) -> None:
+    """Write the class names into ``model.head.classnames`` where the
+    config gives a class file, a dataset type or a dataset dict
+    (:func:`mmcoop.models.heads.resolve_classnames` reads them).
+
+    The config the work dir and every checkpoint record then holds the
+    names the prompts were trained with: a trained model is tested or
+    deployed (``init_model``, the inferencer) without the class file or
+    the dataset's files, and an edit of the class file after training
+    cannot change it.
+    """
+    head = cfg.get('model', None)
+    head = head.get('head', None) if isinstance(head, dict) else None
+    if isinstance(head, dict) and isinstance(head.get('classnames'),
+                                             (str, dict)):
+        from mmcoop.models.heads import resolve_classnames
+        head['classnames'] = resolve_classnames(head['classnames'])
+
+
 @RUNNERS.register_module()
 class MMCoopRunner(Runner):
     """``mmengine.runner.Runner`` with mmcoop's checkpoint policy.
@@ -157,7 +176,10 @@ class MMCoopRunner(Runner):
           (:func:`mmcoop.engine.config_checks.check_unseen_class_head`);
         * ``model.backbone`` and ``model.head.text_encoder``: one CLIP, and
           a head's ``in_channels`` its width, before a feature cache is
-          extracted (:func:`mmcoop.engine.config_checks.check_clip_towers`).
+          extracted (:func:`mmcoop.engine.config_checks.check_clip_towers`);
+        * ``model.head.classnames`` given as a class file or a dataset: the
+          names it gives, so the recorded config holds them
+          (:func:`record_classnames`).
 
         ``__init__`` then refuses a work dir inside a dataset folder and
         takes the work-dir lock (:mod:`mmcoop.engine.work_dir_lock`)
@@ -169,6 +191,7 @@ class MMCoopRunner(Runner):
         check_unknown_keys(cfg)
         check_unseen_class_head(cfg)
         check_clip_towers(cfg)
+        record_classnames(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.feature_cache import apply_feature_cache
         from mmcoop.datasets.data_path import apply_data_path
