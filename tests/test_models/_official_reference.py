@@ -53,29 +53,31 @@ def text_encoder(clip_model, prompts, tokens):
         @ clip_model.text_projection
 
 
-def region_logits(dense, neg_feats, pos_feats):
+def region_logits(dense, neg_feats, pos_feats, feat_scale=20, logit_scale=5):
     """Official class-specific region aggregation (models/dualcoop.py
     L221-244, positivecoop.py L203-220): text rows ``[neg; pos]``,
     ``20 * conv1d`` cosine, softmax over positions of the positive half
-    used for both halves, ``5 * sum``, reshaped to ``(B, 2, C)``."""
+    used for both halves, ``5 * sum``, reshaped to ``(B, 2, C)``. The
+    official constants 20 and 5 are ``feat_scale`` and ``logit_scale``."""
     text = torch.cat([neg_feats, pos_feats], dim=0)
     text = text / text.norm(dim=-1, keepdim=True)
     img = dense / dense.norm(dim=1, keepdim=True)
-    out = 20 * F.conv1d(img, text[:, :, None])
+    out = feat_scale * F.conv1d(img, text[:, :, None])
     b, c, _ = out.shape
     w_half = F.softmax(out[:, c // 2:], dim=-1)
     w = torch.cat([w_half, w_half], dim=1)
-    out = 5 * (out * w).sum(-1)
+    out = logit_scale * (out * w).sum(-1)
     return out.reshape(b, 2, c // 2)
 
 
-def baseline_logits(dense, weight, bias):
+def baseline_logits(dense, weight, bias, logit_scale=5):
     """Official ``Baseline.forward`` (models/baseline.py L221-257):
     ``Linear(D, 2C)`` on un-normalised features, a softmax over positions
-    for each of the 2C channels separately, ``5 * sum``."""
+    for each of the 2C channels separately, ``5 * sum`` (5 is
+    ``logit_scale``)."""
     out = F.linear(dense.permute(0, 2, 1), weight, bias).permute(0, 2, 1)
     w = F.softmax(out, dim=-1)
-    out = 5 * (out * w).sum(-1)
+    out = logit_scale * (out * w).sum(-1)
     b, c = out.shape
     return out.reshape(b, 2, c // 2)
 

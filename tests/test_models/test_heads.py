@@ -132,6 +132,39 @@ def test_head_matches_official_formula(head_type, built_heads, tiny_rn_clip,
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('head_type', ALL_HEADS)
+def test_other_scales_match_the_official_formula(head_type, tiny_rn_file,
+                                                 tiny_rn_clip, official):
+    """``feat_scale`` / ``logit_scale`` other than the official 20 / 5 take
+    their place in the official formula. ``feat_scale`` also sharpens the
+    spatial softmax, so it is not a plain multiple of the default logits."""
+    scales = dict(logit_scale=3.) if head_type == 'BaselineHead' else dict(
+        feat_scale=7.5, logit_scale=3.)
+    torch.manual_seed(0)
+    head = MODELS.build(head_cfg(head_type, tiny_rn_file, **scales)).train()
+    dense = _dense()
+    logits = head((dense, ))
+    with torch.no_grad():
+        if head_type == 'BaselineHead':
+            expected = official.baseline_logits(dense, head.fc.weight,
+                                                head.fc.bias, **scales)
+        else:
+            neg, pos = (getattr(head, f'{side}_embedding', None)
+                        for side in ('neg', 'pos'))
+            if neg is None:
+                neg = _text(official, tiny_rn_clip, head.neg_prompt)
+                if getattr(head, 'neg_residual', None) is not None:
+                    neg = neg + head.neg_residual
+            if pos is None:
+                pos = _text(official, tiny_rn_clip, head.pos_prompt)
+                if getattr(head, 'pos_residual', None) is not None:
+                    pos = pos + head.pos_residual
+            expected = official.region_logits(dense, neg, pos, **scales)
+            default = official.region_logits(dense, neg, pos)
+            assert not torch.allclose(default * 3. / 5., expected, atol=1e-2)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_baseline_softmax_is_per_channel(built_heads):
     """Unlike the prompt heads, each of the 2C channels has its own spatial
     weights (models/baseline.py L244)."""
