@@ -117,6 +117,33 @@ def test_vit_dense_features(size, tiny_vit_file):
     torch.testing.assert_close(dense[:, :, 0], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('size', [64, 96])
+def test_vit_tokens_mode_every_position_is_open_clips_token_output(
+        size, tiny_vit_file):
+    """``dense_mode='tokens'``: every position, not only the class token, is
+    open_clip's own token output (``output_tokens=True``: the last layer's
+    tokens after ``ln_post``) projected by ``proj``, with the positional
+    embedding resized bicubically."""
+    backbone = FrozenCLIP(
+        TINY_VIT, pretrained=tiny_vit_file, input_resolution=size)
+    assert backbone.dense_mode == 'tokens'
+    x = torch.randn(2, 3, size, size,
+                    generator=torch.Generator().manual_seed(size))
+    (dense, ) = backbone(x)
+    clip = open_clip.create_model(TINY_VIT, pretrained=None)
+    clip.load_state_dict(torch.load(tiny_vit_file, weights_only=True))
+    visual = clip.eval().visual
+    visual.positional_embedding = nn.Parameter(
+        resize_vit_pos_embed(visual.positional_embedding.data, size // 16))
+    visual.output_tokens = True
+    with torch.no_grad():
+        pooled, tokens = visual(x)
+        expected = torch.cat([pooled[:, None], tokens @ visual.proj], dim=1)
+    assert dense.shape == (2, 64, 1 + (size // 16)**2)
+    torch.testing.assert_close(
+        dense, expected.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('name', [TINY_VIT, 'mmcoop-tiny-MAP',
                                   'mmcoop-tiny-EVA02', 'mmcoop-tiny-ConvNeXt',
                                   TINY_RN])
