@@ -159,3 +159,85 @@ def test_class_subset_loss(head_type, tiny_rn_file):
     assert got == {0, 4}
     # evaluation scores every class
     assert one.eval()((dense, )).shape == (2, 2, 6)
+
+
+@pytest.mark.parametrize('head_type',
+                         ['NegativeCoOpHead', 'PositiveCoOpHead',
+                          'DualCoOpHead'])
+def test_subset_class_features_are_the_rows_of_the_full_ones(
+        head_type, tiny_rn_file):
+    """``class_features(index)`` (only K prompts encoded, the learned rows
+    of those K classes) equals rows ``index`` of the full ``(C, D)``
+    features, for every prompt head, residuals and embeddings included;
+    float64, as the batch size changes the order of the sums."""
+    head = _head(head_type, tiny_rn_file).double().train()
+    index = torch.tensor([4, 0, 5])
+    with torch.no_grad():
+        full = head.class_features()
+        sub = head.class_features(index)
+    for f, s in zip(full, sub):
+        assert s.shape == (3, f.shape[1])
+        torch.testing.assert_close(s, f[index], rtol=1e-12, atol=1e-12)
+
+
+def test_negative_coop_class_subset_loss(tiny_rn_file):
+    """NegativeCoOp (the learned prompt on the absence side, a residual on
+    it, the presence embedding learned): with n <= K the subset's loss and
+    gradients are the full ones; with n > K one class's hand-computed terms
+    times n / K; with reduction='mean' the mean over the subset's known
+    entries (no factor)."""
+    full = _head('NegativeCoOpHead', tiny_rn_file).train()
+    dense = torch.randn(2, 64, 10, generator=torch.Generator().manual_seed(2))
+    target = torch.full((2, 6), -1.)
+    target[0, 1], target[1, 1], target[0, 3] = 0., 1., 1.
+    with torch.no_grad():
+        logits = full((dense, ))
+    loss_full = full.loss((dense, ), _samples(target))['loss']
+    assert loss_full.item() == pytest.approx(
+        _asl_by_hand(logits, target, range(6)), rel=1e-5)
+    loss_full.backward()
+
+    sub = _head('NegativeCoOpHead', tiny_rn_file,
+                class_subset=dict(num_classes=4))
+    sub.load_state_dict(full.state_dict())
+    sub.train()
+    loss_sub = sub.loss((dense, ), _samples(target))['loss']
+    assert loss_sub.item() == pytest.approx(loss_full.item(), rel=1e-5)
+    loss_sub.backward()
+    for name in ('neg_prompt.ctx', 'neg_residual', 'pos_embedding'):
+        g_sub = sub.get_parameter(name).grad
+        g_full = full.get_parameter(name).grad
+        assert float((g_sub - g_full).norm() / g_full.norm()) < 1e-5, name
+
+    one = _head('NegativeCoOpHead', tiny_rn_file,
+                class_subset=dict(num_classes=1))
+    one.load_state_dict(full.state_dict())
+    one.train()
+    by_class = {c: 2 * _asl_by_hand(logits, target, [c]) for c in (1, 3)}
+    got = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        value = float(one.loss((dense, ), _samples(target))['loss'])
+        match = [c for c, v in by_class.items()
+                 if value == pytest.approx(v, rel=1e-4)]
+        assert len(match) == 1, (value, by_class)
+        got.add(match[0])
+    assert got == {1, 3}
+
+    mean = _head('NegativeCoOpHead', tiny_rn_file,
+                 class_subset=dict(num_classes=1),
+                 loss=dict(type='PartialAsymmetricLoss', reduction='mean'))
+    mean.load_state_dict(full.state_dict())
+    mean.train()
+    known = {c: int((target[:, c] != -1).sum()) for c in (1, 3)}
+    by_class = {c: _asl_by_hand(logits, target, [c]) / known[c]
+                for c in (1, 3)}
+    got = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        value = float(mean.loss((dense, ), _samples(target))['loss'])
+        match = [c for c, v in by_class.items()
+                 if value == pytest.approx(v, rel=1e-4)]
+        assert len(match) == 1, (value, by_class)
+        got.add(match[0])
+    assert got == {1, 3}
