@@ -406,6 +406,39 @@ def test_zero_shot_template_bank_and_negation_rule():
     assert neg.shape == pos.shape == (3, 64)
 
 
+def test_zero_shot_bank_features_are_open_clips_ensemble(family):
+    """``pos_templates='bank'`` with the negation rule: each class feature
+    is the mean over the 85 bank templates (the negatives: each prefixed
+    with 'not ') of open_clip's L2-normalised ``encode_text``. Four classes
+    give 340 prompts a side: several encoding batches, sorted by length."""
+    from mmcoop.utils.prompt_templates import DEFAULT_TEMPLATE_BANK
+    names = ['cat', 'traffic light', 'hair_drier', 'dog']
+    _, enc, clip = family('mmcoop-tiny-RN')
+    head = MODELS.build(
+        dict(type='ZeroShotHead', classnames=names,
+             text_encoder=_text_cfg('mmcoop-tiny-RN'), pos_templates='bank',
+             neg_templates=None)).eval()
+    neg, pos = head.cached_class_features()
+    assert len(DEFAULT_TEMPLATE_BANK) == 85
+
+    def ensemble(templates):
+        rows = []
+        for name in names:
+            texts = [t.replace('{}', name.replace('_', ' '))
+                     for t in templates]
+            with torch.no_grad():
+                feats = F.normalize(
+                    clip.encode_text(enc.tokenize(texts)), dim=-1)
+            rows.append(feats.mean(0))
+        return torch.stack(rows)
+
+    torch.testing.assert_close(
+        pos, ensemble(DEFAULT_TEMPLATE_BANK), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        neg, ensemble(['not ' + t for t in DEFAULT_TEMPLATE_BANK]),
+        rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('field, value, match', [
     ('pos_templates', [], '`pos_templates` is empty'),
     ('neg_templates', (), '`neg_templates` is empty'),
