@@ -570,6 +570,88 @@ def test_timm_value_mode_is_self_attention_of_the_last_block(name, family):
     assert not torch.allclose(tokens[:, :, 1:], dense[:, :, 1:], atol=1e-3)
 
 
+def _add_attention_layer_scale(visual, gamma):
+    """Give the last block of ``visual`` a layer scale ``gamma`` on its
+    attention branch: open_clip ``ls_1``, timm ``ls1`` or EVA
+    ``gamma_1``."""
+    from open_clip.transformer import LayerScale as ClipLayerScale
+    from timm.layers import LayerScale as TimmLayerScale
+    trunk = getattr(visual, 'trunk', None)
+    if trunk is None:
+        last = visual.transformer.resblocks[-1]
+        last.ls_1 = ClipLayerScale(gamma.numel(), 1.)
+        last.ls_1.gamma.data.copy_(gamma)
+    elif hasattr(trunk.blocks[-1], 'ls1'):
+        trunk.blocks[-1].ls1 = TimmLayerScale(gamma.numel(), 1.)
+        trunk.blocks[-1].ls1.gamma.data.copy_(gamma)
+    else:
+        trunk.blocks[-1].gamma_1 = torch.nn.Parameter(gamma.clone())
+
+
+@pytest.mark.parametrize('name', [WIDE, 'mmcoop-tiny-MAP',
+                                  'mmcoop-tiny-EVA02'])
+def test_value_mode_keeps_the_layer_scale_of_the_attention_branch(name):
+    """Towers whose blocks scale the attention branch (open_clip
+    ``ls_init_value``, timm ``init_values``): the value path is that
+    scaled branch with every token attending only to itself, written out
+    with the block's real attention (the tiny configs have no layer scale,
+    so one with random entries is added to both models)."""
+    size = FAMILIES[name]
+    backbone = FrozenCLIP(name, input_resolution=size, dense_mode='value')
+    clip = _clip(name).eval()
+    trunk = getattr(clip.visual, 'trunk', None)
+    if trunk is not None:
+        trunk.set_input_size(img_size=size)
+    width = trunk.embed_dim if trunk is not None else \
+        clip.visual.transformer.width
+    gamma = torch.rand(width, generator=torch.Generator().manual_seed(3)) \
+        * 2 - 0.5
+    for visual in (backbone.visual, clip.visual):
+        _add_attention_layer_scale(visual, gamma)
+    x = torch.randn(1, 3, size, size,
+                    generator=torch.Generator().manual_seed(4))
+    (dense, ) = backbone(x)
+    with torch.no_grad():
+        if trunk is None:  # open_clip VisionTransformer
+            visual = clip.visual
+            h = visual._embeds(x)
+            for block in visual.transformer.resblocks[:-1]:
+                h = block(h)
+            last = visual.transformer.resblocks[-1]
+            n = h.shape[1]
+            only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
+            branch = last.attn(
+                last.ln_1(h), last.ln_1(h), last.ln_1(h),
+                attn_mask=only_self, need_weights=False)[0]
+            expected = (visual.ln_post(gamma * branch) @ visual.proj)
+            expected = expected.transpose(1, 2)
+        else:
+            head, last = clip.visual.head, trunk.blocks[-1]
+            (inputs, ) = trunk.forward_intermediates(
+                x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
+                intermediates_only=True)
+            n = inputs.shape[1]
+            only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
+            branch = trunk.norm(
+                gamma * last.attn(last.norm1(inputs), attn_mask=only_self))
+            length = trunk.num_prefix_tokens + n
+            tokens = torch.stack([
+                head(trunk.forward_head(
+                    branch[:, i:i + 1].expand(-1, length, -1)))
+                for i in range(n)
+            ], dim=2)
+            expected = torch.cat(
+                [clip.encode_image(x)[:, :, None], tokens], dim=2)
+    # relative to the largest feature (random EVA features are ~1e-4)
+    scale = expected.abs().max()
+    torch.testing.assert_close(
+        dense / scale, expected / scale, rtol=1e-4, atol=1e-5)
+    # the scale matters: without it the value path differs
+    plain = FrozenCLIP(name, input_resolution=size, dense_mode='value')
+    moved = (plain(x)[0][:, :, 1:] - dense[:, :, 1:]).abs().max()
+    assert moved > 0.1 * scale
+
+
 def test_convnext_has_no_value_mode():
     with pytest.raises(ValueError, match="dense_mode='value'.*timm_convnext"):
         FrozenCLIP('mmcoop-tiny-ConvNeXt', input_resolution=64,
