@@ -81,6 +81,26 @@ def test_int8_cache_serves_features_and_logits_within_the_bound(
     assert 0 < diff < 0.5
 
 
+def test_16_and_8_bit_storage_is_the_rounding_of_the_fp32_features(
+        image_root, tmp_path):
+    """What a float16 / int8 cache serves is exactly the fp32 features
+    rounded: float16 to nearest (``Tensor.half``), int8 the per-token
+    formula of quantize.py re-derived here in torch (step = max over D of
+    |x| / 127, codes rounded half to even, clamped to +-127, read back as
+    code x step in float32)."""
+    dataset, backbone = make_dataset(image_root), build_backbone()
+    f32, f16, f8 = (
+        torch.stack([c.read(i) for i in range(NUM_IMAGES)])
+        for c in (_cache(dataset, backbone, tmp_path / name, dtype=name)
+                  for name in ('float32', 'float16', 'int8')))
+    assert torch.equal(f16.float(), f32.half().float())
+    step = f32.abs().amax(dim=1, keepdim=True) / 127
+    codes = torch.round(f32 / torch.where(step > 0, step, 1.))
+    codes = codes.clamp(-127, 127)
+    assert torch.equal(f8, codes * step)
+    assert not torch.equal(f8, f32) and not torch.equal(f16.float(), f32)
+
+
 def test_int8_shards_and_scales_are_checksummed(image_root, tmp_path):
     dataset, backbone = make_dataset(image_root), build_backbone()
     cache_dir = tmp_path / 'c'
