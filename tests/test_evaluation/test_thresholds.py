@@ -117,3 +117,94 @@ def test_inference_threshold_calibrated():
     assert out['classes'] == ['c', 'a']  # b (.8) is below its .9
     assert inferencer.postprocess(sample, 'x.jpg', .5)['classes'] == \
         ['b', 'c']
+
+
+def _prf_by_loops(predicted, target):
+    """CP/CR/CF1/OP/OR/OF1 (percent) of boolean predictions, counted entry
+    by entry over the known targets (the official definitions)."""
+    n, c = target.shape
+    per_class, totals = [], [0, 0, 0]
+    for k in range(c):
+        tp = fp = fn = 0
+        for i in range(n):
+            if target[i, k] < 0:
+                continue
+            if predicted[i, k] and target[i, k] == 1:
+                tp += 1
+            elif predicted[i, k]:
+                fp += 1
+            elif target[i, k] == 1:
+                fn += 1
+        p = tp / (tp + fp) if tp else 0.
+        r = tp / (tp + fn) if tp else 0.
+        per_class.append((p, r, 2 * p * r / (p + r) if tp else 0.))
+        totals = [totals[0] + tp, totals[1] + tp + fp, totals[2] + tp + fn]
+    o_p = totals[0] / totals[1] if totals[1] else 0.
+    o_r = totals[0] / totals[2] if totals[2] else 0.
+    o_f = 2 * o_p * o_r / (o_p + o_r) if o_p + o_r else 0.
+    cp, cr, cf = (100 * sum(v[j] for v in per_class) / c for j in range(3))
+    return dict(CP=cp, CR=cr, CF1=cf, OP=100 * o_p, OR=100 * o_r,
+                OF1=100 * o_f)
+
+
+def _random_scores(seed, n=40, c=6):
+    """Scores with many ties (2 decimals), targets with unknowns, one class
+    without a known positive."""
+    rng = np.random.default_rng(seed)
+    pred = np.round(rng.random((n, c)), 2)
+    target = (rng.random((n, c)) < 0.35).astype(np.int64)
+    target[rng.random((n, c)) < 0.2] = -1
+    target[:, -1] = np.where(target[:, -1] == 1, 0, target[:, -1])
+    return pred, target
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_threshold_and_topk_metrics_equal_counting_by_loops(seed):
+    from mmcoop.evaluation import threshold_metrics
+    pred, target = _random_scores(seed)
+    thr = np.linspace(0.2, 0.7, pred.shape[1])
+    for threshold in (0.5, thr):
+        got = threshold_metrics(pred, target, threshold)
+        want = _prf_by_loops(pred > threshold, target)
+        assert got == pytest.approx(want, abs=1e-9)
+    for k in (1, 3):
+        predicted = np.zeros(pred.shape, dtype=bool)
+        for i, row in enumerate(pred):
+            # the k highest scores; a tie goes to the lower class index
+            top = sorted(range(len(row)), key=lambda j: (-row[j], j))[:k]
+            predicted[i, top] = True
+        assert topk_metrics(pred, target, k) == pytest.approx(
+            _prf_by_loops(predicted, target), abs=1e-9)
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_calibrated_thresholds_maximise_f1_by_exhaustive_search(seed):
+    """Against every threshold that separates the known scores: the
+    calibrated one reaches the largest F1 of its class under the official
+    ``score > thr`` rule and, among the thresholds that do, predicts the
+    most entries (the smallest wins a tie); a class without a known
+    positive keeps 0.5."""
+    pred, target = _random_scores(seed)
+    thr = calibrate_thresholds(pred, target)
+    for k in range(pred.shape[1]):
+        known = target[:, k] >= 0
+        s, y = pred[known, k], target[known, k] == 1
+        if not y.any():
+            assert thr[k] == 0.5
+            continue
+
+        def f1_count(t):
+            hit = s > t
+            tp = int((hit & y).sum())
+            return 2 * tp / (hit.sum() + y.sum()), int(hit.sum())
+
+        levels = np.unique(s)
+        cands = [levels[0] - 1] + list((levels[1:] + levels[:-1]) / 2) + [
+            levels[-1]]
+        results = [f1_count(t) for t in cands]
+        best = max(f for f, _ in results)
+        most = max(n for f, n in results if f == pytest.approx(best))
+        f1, count = f1_count(thr[k])
+        assert f1 == pytest.approx(best, abs=1e-12)
+        assert count == most
+        assert 0 <= thr[k] <= 1
