@@ -652,6 +652,94 @@ def test_value_mode_keeps_the_layer_scale_of_the_attention_branch(name):
     assert moved > 0.1 * scale
 
 
+EVA_CLIP = 'mmcoop-test-EVA02-clip-layout'
+
+
+@pytest.fixture(scope='session')
+def eva_clip_layout(tmp_path_factory):
+    """A tiny open_clip model on a timm Eva with the layout of the real
+    EVA02-CLIP towers (timm ``eva02_*_clip_*``, which the shipped
+    EVA02-B-16 / EVA02-L-14-336 families use): separate q / k / v
+    projections (``qkv_fused=False``), a norm inside the attention
+    (``scale_attn_inner``), SwiGLU with a norm, rotary embeddings. The
+    shipped tiny EVA02 has fused qkv and no inner norm."""
+    import inspect
+
+    import timm
+    from timm.models import register_model
+    from timm.models.eva import Eva
+    timm_name = 'mmcoop_test_eva02_tiny_clip_layout'
+    if not timm.is_model(timm_name):
+
+        def mmcoop_test_eva02_tiny_clip_layout(pretrained=False, **kwargs):
+            # the model arguments (num_classes, global_pool), not the
+            # factory's (pretrained_cfg, cache_dir, ...)
+            kwargs = {k: v for k, v in kwargs.items() if k in
+                      inspect.signature(Eva.__init__).parameters}
+            return Eva(**dict(
+                dict(img_size=56, patch_size=14, embed_dim=64, depth=2,
+                     num_heads=2, qkv_fused=False, mlp_ratio=4 * 2 / 3,
+                     swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True,
+                     use_rot_pos_emb=True, ref_feat_shape=(4, 4),
+                     global_pool='token'), **kwargs))
+
+        register_model(mmcoop_test_eva02_tiny_clip_layout)
+    cfg = dict(embed_dim=48, custom_text=True,
+               vision_cfg=dict(image_size=56, timm_model_name=timm_name,
+                               timm_model_pretrained=False,
+                               timm_pool='token', timm_proj=None),
+               text_cfg=dict(context_length=77, vocab_size=49408, width=64,
+                             heads=2, layers=1))
+    path = tmp_path_factory.mktemp('eva_clip') / f'{EVA_CLIP}.json'
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(path)
+    return EVA_CLIP
+
+
+@pytest.mark.parametrize('mode', ['tokens', 'value'])
+def test_eva_clip_layout_dense_features(mode, eva_clip_layout):
+    """EVA02-CLIP's attention (separate v projection with its bias, the
+    inner norm before the output projection): position 0 is
+    ``encode_image``; in the value mode every token is the last block's
+    real attention with a self-only mask, then the final norm and the
+    head; in the tokens mode every final token through the head."""
+    size = 56
+    backbone = FrozenCLIP(eva_clip_layout, input_resolution=size,
+                          dense_mode=mode)
+    clip = _clip(eva_clip_layout).eval()
+    trunk, head = clip.visual.trunk, clip.visual.head
+    trunk.set_input_size(img_size=size)
+    last = trunk.blocks[-1]
+    assert last.attn.qkv is None and last.attn.v_proj.bias is not None
+    assert isinstance(last.attn.norm, torch.nn.LayerNorm)
+    x = torch.randn(1, 3, size, size,
+                    generator=torch.Generator().manual_seed(5))
+    (dense, ) = backbone(x)
+    with torch.no_grad():
+        if mode == 'value':
+            (inputs, ) = trunk.forward_intermediates(
+                x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
+                intermediates_only=True)
+            n = inputs.shape[1]
+            only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
+            tokens = trunk.norm(
+                last.attn(last.norm1(inputs), attn_mask=only_self))
+        else:
+            tokens = trunk.forward_features(x)[:, trunk.num_prefix_tokens:]
+        n = tokens.shape[1]
+        length = trunk.num_prefix_tokens + n
+        expected = torch.stack([
+            head(trunk.forward_head(
+                tokens[:, i:i + 1].expand(-1, length, -1)))
+            for i in range(n)
+        ], dim=2)
+        expected = torch.cat([clip.encode_image(x)[:, :, None], expected], 2)
+    assert dense.shape == (1, 48, 1 + (size // 14)**2)
+    scale = expected.abs().max()
+    torch.testing.assert_close(
+        dense / scale, expected / scale, rtol=1e-4, atol=1e-5)
+
+
 def test_convnext_has_no_value_mode():
     with pytest.raises(ValueError, match="dense_mode='value'.*timm_convnext"):
         FrozenCLIP('mmcoop-tiny-ConvNeXt', input_resolution=64,
