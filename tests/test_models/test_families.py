@@ -653,6 +653,40 @@ def test_value_mode_keeps_the_layer_scale_of_the_attention_branch(name):
 
 
 EVA_CLIP = 'mmcoop-test-EVA02-clip-layout'
+SIGLIP_LAYOUT = 'mmcoop-test-SigLIP-layout'
+
+
+def _register_timm_clip(folder, clip_name, model_cls, model_args, pool,
+                        proj, embed_dim):
+    """Register the timm model ``model_cls(**model_args)`` under a test name
+    and an open_clip config ``clip_name`` (tiny text tower) on it."""
+    import inspect
+
+    import timm
+    from timm.models import register_model
+    timm_name = 'mmcoop_test_' + clip_name.replace('-', '_').lower()
+    if not timm.is_model(timm_name):
+
+        def create(pretrained=False, **kwargs):
+            # the model arguments (num_classes, global_pool), not the
+            # factory's (pretrained_cfg, cache_dir, ...)
+            kwargs = {k: v for k, v in kwargs.items() if k in
+                      inspect.signature(model_cls.__init__).parameters}
+            return model_cls(**dict(model_args, **kwargs))
+
+        create.__name__ = timm_name
+        register_model(create)
+    cfg = dict(embed_dim=embed_dim, custom_text=True,
+               vision_cfg=dict(image_size=model_args['img_size'],
+                               timm_model_name=timm_name,
+                               timm_model_pretrained=False,
+                               timm_pool=pool, timm_proj=proj),
+               text_cfg=dict(context_length=77, vocab_size=49408, width=64,
+                             heads=2, layers=1))
+    path = folder / f'{clip_name}.json'
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(path)
+    return clip_name
 
 
 @pytest.fixture(scope='session')
@@ -663,37 +697,66 @@ def eva_clip_layout(tmp_path_factory):
     projections (``qkv_fused=False``), a norm inside the attention
     (``scale_attn_inner``), SwiGLU with a norm, rotary embeddings. The
     shipped tiny EVA02 has fused qkv and no inner norm."""
-    import inspect
-
-    import timm
-    from timm.models import register_model
     from timm.models.eva import Eva
-    timm_name = 'mmcoop_test_eva02_tiny_clip_layout'
-    if not timm.is_model(timm_name):
+    return _register_timm_clip(
+        tmp_path_factory.mktemp('eva_clip'), EVA_CLIP, Eva,
+        dict(img_size=56, patch_size=14, embed_dim=64, depth=2, num_heads=2,
+             qkv_fused=False, mlp_ratio=4 * 2 / 3, swiglu_mlp=True,
+             scale_mlp=True, scale_attn_inner=True, use_rot_pos_emb=True,
+             ref_feat_shape=(4, 4), global_pool='token'), 'token', None, 48)
 
-        def mmcoop_test_eva02_tiny_clip_layout(pretrained=False, **kwargs):
-            # the model arguments (num_classes, global_pool), not the
-            # factory's (pretrained_cfg, cache_dir, ...)
-            kwargs = {k: v for k, v in kwargs.items() if k in
-                      inspect.signature(Eva.__init__).parameters}
-            return Eva(**dict(
-                dict(img_size=56, patch_size=14, embed_dim=64, depth=2,
-                     num_heads=2, qkv_fused=False, mlp_ratio=4 * 2 / 3,
-                     swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True,
-                     use_rot_pos_emb=True, ref_feat_shape=(4, 4),
-                     global_pool='token'), **kwargs))
 
-        register_model(mmcoop_test_eva02_tiny_clip_layout)
-    cfg = dict(embed_dim=48, custom_text=True,
-               vision_cfg=dict(image_size=56, timm_model_name=timm_name,
-                               timm_model_pretrained=False,
-                               timm_pool='token', timm_proj=None),
-               text_cfg=dict(context_length=77, vocab_size=49408, width=64,
-                             heads=2, layers=1))
-    path = tmp_path_factory.mktemp('eva_clip') / f'{EVA_CLIP}.json'
-    path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(path)
-    return EVA_CLIP
+@pytest.fixture(scope='session')
+def siglip_layout(tmp_path_factory):
+    """A tiny open_clip model on a timm ViT with the layout of the real
+    SigLIP / SigLIP2 towers (timm ``vit_*_siglip_*``): no class token
+    (``class_token=False``), the map head. The shipped tiny MAP configs
+    keep the class token of ``vit_tiny_patch16_224``."""
+    from timm.models.vision_transformer import VisionTransformer
+    return _register_timm_clip(
+        tmp_path_factory.mktemp('siglip_layout'), SIGLIP_LAYOUT,
+        VisionTransformer,
+        dict(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=2,
+             class_token=False, global_pool='map'), 'map', 'none', 64)
+
+
+@pytest.mark.parametrize('mode', ['tokens', 'value'])
+def test_siglip_layout_without_class_token(mode, siglip_layout):
+    """SigLIP's ViT has no prefix token: position 0 is ``encode_image``
+    and each of the 16 patches follows, passed alone through the map head
+    (the final tokens, or the last block's value path in the value
+    mode)."""
+    size = 64
+    backbone = FrozenCLIP(siglip_layout, input_resolution=size,
+                          dense_mode=mode)
+    clip = _clip(siglip_layout).eval()
+    trunk, head = clip.visual.trunk, clip.visual.head
+    assert trunk.num_prefix_tokens == 0 and trunk.attn_pool is not None
+    x = torch.randn(1, 3, size, size,
+                    generator=torch.Generator().manual_seed(6))
+    (dense, ) = backbone(x)
+    with torch.no_grad():
+        if mode == 'value':
+            last = trunk.blocks[-1]
+            (inputs, ) = trunk.forward_intermediates(
+                x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
+                intermediates_only=True)
+            n = inputs.shape[1]
+            only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
+            tokens = trunk.norm(
+                last.attn(last.norm1(inputs), attn_mask=only_self))
+        else:
+            tokens = trunk.forward_features(x)
+        n = tokens.shape[1]
+        expected = torch.stack([
+            head(trunk.forward_head(tokens[:, i:i + 1].expand(-1, n, -1)))
+            for i in range(n)
+        ], dim=2)
+        expected = torch.cat([clip.encode_image(x)[:, :, None], expected], 2)
+    assert dense.shape == (1, 64, 1 + 16)
+    scale = expected.abs().max()
+    torch.testing.assert_close(
+        dense / scale, expected / scale, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize('mode', ['tokens', 'value'])
