@@ -154,3 +154,39 @@ def test_head_reads_tristate_gt_score_and_gt_label():
                                        torch.tensor([[1., 0., 0.],
                                                      [0., 0., 0.]]))
     torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize('gamma_neg, gamma_pos, clip', [
+    (4., 0., 0.1), (0., 2.5, None), (1., 1., 0.), (2., 1., 0.3)])
+def test_other_focusing_and_shift_by_entry(gamma_neg, gamma_pos, clip):
+    """Focusing exponents and shifts other than the official 2 / 1 / 0.05
+    (and ``clip=None``): value and ``d loss / d l_pos`` against the formula
+    written out entry by entry, the focusing weight held constant."""
+    g = torch.Generator().manual_seed(7)
+    logits = (3 * torch.randn(3, 2, 5, generator=g,
+                              dtype=torch.float64)).requires_grad_(True)
+    y = torch.randint(-1, 2, (3, 5), generator=g).double()
+    loss_fn = PartialAsymmetricLoss(
+        gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip)
+    loss = loss_fn(logits, y)
+    loss.backward()
+    shift = clip or 0.
+    total, grad = 0., torch.zeros(3, 5, dtype=torch.float64)
+    values = logits.detach()
+    for b in range(3):
+        for c in range(5):
+            d = float(values[b, 1, c] - values[b, 0, c])
+            p = 1 / (1 + math.exp(-d))
+            if y[b, c] == 1:
+                w = (1 - p)**gamma_pos
+                total -= w * math.log(p)
+                grad[b, c] = -w * (1 - p)
+            elif y[b, c] == 0:
+                q = min(1 - p + shift, 1.)
+                w = (1 - q)**gamma_neg
+                total -= w * math.log(q)
+                grad[b, c] = w * p * (1 - p) / q if 1 - p + shift < 1 else 0.
+    assert loss.item() == pytest.approx(total, rel=1e-6, abs=1e-9)
+    torch.testing.assert_close(
+        logits.grad[:, 1], grad.to(logits.grad.dtype), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits.grad[:, 0], -logits.grad[:, 1])
