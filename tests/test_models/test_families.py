@@ -485,6 +485,30 @@ def test_dual_coop_from_words_starts_at_the_zero_shot_model(name, family):
         rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('name', ['mmcoop-tiny-RN', 'mmcoop-tiny-MAP'])
+def test_negative_coop_neg_ctx_init_is_the_written_absence_prompt(
+        name, family):
+    """NegativeCoOp's learned prompt is the absence side: initialised from
+    ``neg_ctx_init`` (not ``ctx_init``), it is before training exactly
+    open_clip's ``encode_text`` of the written absence prompt, per class
+    (CSC) and shared."""
+    _, enc, clip = family(name)
+    names = ['cat', 'traffic light', 'hair drier']
+    with torch.no_grad():
+        expected = clip.encode_text(
+            enc.tokenize([f'a photo without a {n}.' for n in names]))
+    for csc in (True, False):
+        head = MODELS.build(
+            dict(type='NegativeCoOpHead', classnames=NAMES,
+                 text_encoder=_text_cfg(name), use_residual=False,
+                 class_specific=csc, ctx_init='a photo of a',
+                 neg_ctx_init='a photo without a')).eval()
+        assert head.neg_prompt.n_ctx == 4
+        with torch.no_grad():
+            neg, _ = head.class_features()
+        torch.testing.assert_close(neg, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dense_mode_is_in_the_module_repr():
     """Same weights, another function: the repr (hashed into the
     feature-cache key with the weights) differs."""
