@@ -317,6 +317,41 @@ def test_encode_texts_equals_open_clip_encode_text(tiny_rn_file, tiny_rn_clip):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_force_quick_gelu_is_open_clips(tmp_path, tiny_vit_file):
+    """``force_quick_gelu=True`` on a GELU config (as ``RN101`` with OpenAI
+    weights): both towers equal open_clip's model built with
+    ``force_quick_gelu=True`` and the same weights (dense position 0 =
+    ``encode_image``, text = ``encode_text``), and differ from GELU."""
+    import json
+    cfg = open_clip.get_model_config(TINY_VIT)
+    cfg.pop('quick_gelu')
+    name = 'mmcoop-test-ViT-gelu'
+    (tmp_path / f'{name}.json').write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / f'{name}.json')
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    texts = ['a photo of a dog.', 'X X X X hair drier.']
+    state = torch.load(tiny_vit_file, weights_only=True)
+    out = {}
+    for quick in (True, False):
+        clip = open_clip.create_model(name, force_quick_gelu=quick)
+        clip.load_state_dict(state)
+        clip.eval()
+        backbone = FrozenCLIP(name, pretrained=tiny_vit_file,
+                              input_resolution=64, force_quick_gelu=quick)
+        enc = FrozenCLIPTextEncoder(name, pretrained=tiny_vit_file,
+                                    force_quick_gelu=quick)
+        with torch.no_grad():
+            image, text = backbone(x)[0][:, :, 0], enc.encode_texts(texts)
+            torch.testing.assert_close(
+                image, clip.encode_image(x), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                text, clip.encode_text(open_clip.tokenize(texts)), rtol=1e-5,
+                atol=1e-5)
+        out[quick] = image, text
+    for quick, gelu in zip(out[True], out[False]):
+        assert not torch.allclose(quick, gelu, atol=1e-4)
+
+
 # --------------------------------------------------------------------------
 # loading CLIP weights
 # --------------------------------------------------------------------------
