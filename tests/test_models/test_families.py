@@ -509,6 +509,41 @@ def test_negative_coop_neg_ctx_init_is_the_written_absence_prompt(
         torch.testing.assert_close(neg, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('eos_id', [49407, 49406])
+def test_eos_pooled_text_tower(eos_id, tmp_path):
+    """A text tower pooled at a token id (``pool_type='eos'``), with a
+    layer scale: hand-written prompts and ``ctx_init`` prompts equal
+    open_clip's ``encode_text``, and truncation (on: causal mask, end-token
+    pooling) is exact. With CLIP's tokenizer the end-of-text id 49407 is
+    also the largest (argmax pooling finds the same position); the start
+    id 49406 shows that the id, not the largest token, is pooled."""
+    from mmcoop.models.prompt_learners import PromptLearner
+    cfg = open_clip.get_model_config(WIDE)
+    cfg['text_cfg'].update(pool_type='eos', eos_id=eos_id, ls_init_value=0.5)
+    cfg['custom_text'] = True  # the tower as open_clip's TextTransformer
+    name = f'mmcoop-test-ViT-eos{eos_id}'
+    (tmp_path / f'{name}.json').write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / f'{name}.json')
+    clip = _clip(name).eval()
+    assert clip.text.pool_type == 'eos'
+    enc = FrozenCLIPTextEncoder(name)
+    assert enc.truncate
+    texts = ['a photo of a dog.', 'X X X X hair drier.', 'a cat']
+    learner = PromptLearner(NAMES, enc, ctx_init='a photo of a')
+    with torch.no_grad():
+        torch.testing.assert_close(
+            enc.encode_texts(texts), clip.encode_text(enc.tokenize(texts)),
+            rtol=1e-5, atol=1e-5)
+        embeds = learner(enc.embed_tokens(learner.tokens))
+        out = enc(embeds, learner.tokens)
+        expected = clip.encode_text(enc.tokenize(
+            [f'a photo of a {n.replace("_", " ")}.' for n in NAMES]))
+        full = FrozenCLIPTextEncoder(name, truncate=False)(embeds,
+                                                           learner.tokens)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(full, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dense_mode_is_in_the_module_repr():
     """Same weights, another function: the repr (hashed into the
     feature-cache key with the weights) differs."""
