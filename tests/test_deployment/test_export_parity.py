@@ -129,6 +129,37 @@ def test_folded_head_is_the_region_aggregation(method_models):
                    for name, _ in folded.named_parameters())
 
 
+def test_zero_shot_head_exports_with_the_inference_scores(
+        images, run_onnx, tmp_path):
+    """A ZeroShot model (a method config with ``model.head.type=
+    'ZeroShotHead'``: written prompts, nothing trained) folds its
+    ensembled class features into the graph: ONNX and TorchScript give the
+    scores of ``inference_model``, also for a class subset."""
+    from _deploy_helpers import calibrate_batchnorm, tiny_method_config
+
+    from mmcoop.apis import init_model
+    cfg = tiny_method_config('dualcoop')
+    cfg.model.head.update(
+        type='ZeroShotHead',
+        pos_templates=['a photo of a {}.', 'a picture of the {}.'])
+    model = init_model(cfg)
+    calibrate_batchnorm(model)
+    expected = reference_scores(model, images)
+    assert_informative(expected)
+    for fmt in ('onnx', 'torchscript'):
+        out = str(tmp_path / f'zero{SUFFIX[fmt]}')
+        assert export_model(model, out, format=fmt)['max_abs_diff'] <= \
+            FP32_TOL
+        got, meta = exported_scores(run_onnx, out, images, batch_size=3)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+        assert meta['method'] == 'ZeroShotHead'
+    out = str(tmp_path / 'zero_subset.onnx')
+    export_model(model, out, classes=['hair drier', 'cat'])
+    got, _ = exported_scores(run_onnx, out, images)
+    np.testing.assert_allclose(got, expected[:, [3, 0]], rtol=0,
+                               atol=FP32_TOL)
+
+
 @pytest.mark.parametrize('method', ['dualcoop', 'baseline'])
 def test_class_subset_keeps_the_scores_of_those_classes(
         method, method_models, images, run_onnx, tmp_path):
