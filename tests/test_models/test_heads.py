@@ -149,20 +149,47 @@ def test_other_scales_match_the_official_formula(head_type, tiny_rn_file,
             expected = official.baseline_logits(dense, head.fc.weight,
                                                 head.fc.bias, **scales)
         else:
-            neg, pos = (getattr(head, f'{side}_embedding', None)
-                        for side in ('neg', 'pos'))
-            if neg is None:
-                neg = _text(official, tiny_rn_clip, head.neg_prompt)
-                if getattr(head, 'neg_residual', None) is not None:
-                    neg = neg + head.neg_residual
-            if pos is None:
-                pos = _text(official, tiny_rn_clip, head.pos_prompt)
-                if getattr(head, 'pos_residual', None) is not None:
-                    pos = pos + head.pos_residual
+            neg, pos = _official_class_features(head, tiny_rn_clip, official)
             expected = official.region_logits(dense, neg, pos, **scales)
             default = official.region_logits(dense, neg, pos)
             assert not torch.allclose(default * 3. / 5., expected, atol=1e-2)
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def _official_class_features(head, clip, official):
+    """``(neg, pos)`` of a prompt head by the official formulas: a prompt
+    through the official TextEncoder (plus its residual), or the learned
+    embedding as it is."""
+    neg, pos = (getattr(head, f'{side}_embedding', None)
+                for side in ('neg', 'pos'))
+    if neg is None:
+        neg = _text(official, clip, head.neg_prompt)
+        if getattr(head, 'neg_residual', None) is not None:
+            neg = neg + head.neg_residual
+    if pos is None:
+        pos = _text(official, clip, head.pos_prompt)
+        if getattr(head, 'pos_residual', None) is not None:
+            pos = pos + head.pos_residual
+    return neg, pos
+
+
+@pytest.mark.parametrize('head_type', ['PositiveCoOpHead', 'NegativeCoOpHead'])
+def test_shared_context_embedding_heads(head_type, tiny_rn_file,
+                                        tiny_rn_clip, official):
+    """PositiveCoOp / NegativeCoOp with one context for all classes
+    (``class_specific=False``, official ``CSC=False``), residual and
+    per-class embedding kept: the official formula."""
+    torch.manual_seed(0)
+    head = MODELS.build(
+        head_cfg(head_type, tiny_rn_file, class_specific=False)).train()
+    learner = getattr(head, 'pos_prompt', None) or head.neg_prompt
+    assert learner.ctx.shape == (4, 64)
+    dense = _dense()
+    with torch.no_grad():
+        expected = official.region_logits(
+            dense, *_official_class_features(head, tiny_rn_clip, official))
+    torch.testing.assert_close(
+        head((dense, )), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_baseline_softmax_is_per_channel(built_heads):
