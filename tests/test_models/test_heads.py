@@ -1,6 +1,8 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Heads against the official formulas; frozen-ness, parameter counts,
 checkpoints, the eval-time class-feature cache, predictions, registry."""
+import copy
+
 import pytest
 import torch
 from _head_configs import NAMES, head_cfg
@@ -190,6 +192,47 @@ def test_shared_context_embedding_heads(head_type, tiny_rn_file,
             dense, *_official_class_features(head, tiny_rn_clip, official))
     torch.testing.assert_close(
         head((dense, )), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('head_type', ALL_HEADS)
+def test_gradients_match_the_official_formula(head_type, tiny_rn_file,
+                                              tiny_rn_clip, official):
+    """The gradient of a loss on the logits with respect to every learned
+    tensor (contexts, embeddings, residuals, Linear) equals autograd
+    through the official formulas with the same tensors (float64)."""
+    torch.manual_seed(0)
+    head = MODELS.build(head_cfg(head_type, tiny_rn_file)).double().train()
+    clip = copy.deepcopy(tiny_rn_clip).double()
+    dense = _dense().double()
+    weight = torch.randn(2, 2, 3, generator=torch.Generator().manual_seed(9),
+                         dtype=torch.float64)
+    params = {n: p for n, p in head.named_parameters() if p.requires_grad}
+    (head((dense, )) * weight).sum().backward()
+    got = {n: p.grad.clone() for n, p in params.items()}
+    copies = {n: p.detach().clone().requires_grad_(True)
+              for n, p in params.items()}
+    if head_type == 'BaselineHead':
+        logits = official.baseline_logits(dense, copies['fc.weight'],
+                                          copies['fc.bias'])
+    else:
+        feats = {}
+        for side in ('neg', 'pos'):
+            if f'{side}_embedding' in copies:
+                feats[side] = copies[f'{side}_embedding']
+                continue
+            tokens = getattr(head, f'{side}_prompt').tokens
+            feats[side] = official.text_encoder(
+                clip, official.prompt_embeddings(
+                    clip, copies[f'{side}_prompt.ctx'], tokens), tokens)
+            if f'{side}_residual' in copies:
+                feats[side] = feats[side] + copies[f'{side}_residual']
+        logits = official.region_logits(dense, feats['neg'], feats['pos'])
+    (logits * weight).sum().backward()
+    assert set(got) == set(copies)
+    for name, grad in got.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(grad, copies[name].grad, rtol=1e-9,
+                                   atol=1e-12, msg=name)
 
 
 def test_baseline_softmax_is_per_channel(built_heads):
