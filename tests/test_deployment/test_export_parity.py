@@ -160,6 +160,39 @@ def test_zero_shot_head_exports_with_the_inference_scores(
                                atol=FP32_TOL)
 
 
+def test_bgr_trained_model_exports_with_the_inference_scores(
+        images, run_onnx, tmp_path):
+    """A model whose data preprocessor keeps BGR (``to_rgb=False``, its
+    statistics in BGR order, here all different so that the order
+    matters): the exported graph takes RGB, in both input formats, and
+    gives the scores of ``inference_model``."""
+    from _deploy_helpers import (calibrate_batchnorm, tiny_method_config,
+                                 train_head)
+
+    from mmcoop.apis import init_model
+    cfg = tiny_method_config('positivecoop')
+    cfg.model.data_preprocessor = dict(
+        type='CLIPDataPreprocessor', mean=[20., 110., 200.],
+        std=[40., 60., 90.], to_rgb=False)
+    model = init_model(cfg)
+    calibrate_batchnorm(model)
+    model = train_head(model)
+    assert not model.data_preprocessor.to_rgb
+    expected = reference_scores(model, images)
+    assert_informative(expected)
+    for fmt in ('onnx', 'torchscript'):
+        for input_format in ('uint8', 'normalized'):
+            out = str(tmp_path / f'bgr_{input_format}{SUFFIX[fmt]}')
+            export_model(model, out, format=fmt, input_format=input_format)
+            got, meta = exported_scores(run_onnx, out, images, batch_size=3)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+            # RGB order in the metadata: the preprocessor's, reversed
+            np.testing.assert_allclose(meta['preprocess']['mean'],
+                                       [200., 110., 20.])
+            np.testing.assert_allclose(meta['preprocess']['std'],
+                                       [90., 60., 40.])
+
+
 @pytest.mark.parametrize('method', ['dualcoop', 'baseline'])
 def test_class_subset_keeps_the_scores_of_those_classes(
         method, method_models, images, run_onnx, tmp_path):
