@@ -307,6 +307,60 @@ def test_timm_dense_tokens_are_the_pooling_head_on_one_token(name, family):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize('name, size', [('mmcoop-tiny-MAP', 96),
+                                        ('mmcoop-tiny-EVA02', 84),
+                                        ('mmcoop-tiny-ConvNeXt', 96)])
+def test_timm_towers_above_their_native_size(name, size):
+    """At an input size above the config's (the paper's 448 px on 224-px
+    towers): position 0 is ``encode_image`` of the tower resized by timm's
+    own ``set_input_size`` (position and rotary embeddings), and every
+    later position the pooling head on that token alone, in both dense
+    modes where the tower has them."""
+    clip = _clip(name).eval()
+    trunk, head = clip.visual.trunk, clip.visual.head
+    if hasattr(trunk, 'set_input_size'):
+        trunk.set_input_size(img_size=size)
+    x = torch.randn(1, 3, size, size,
+                    generator=torch.Generator().manual_seed(10))
+    modes = ['tokens'] if 'ConvNeXt' in name else ['tokens', 'value']
+    for mode in modes:
+        backbone = FrozenCLIP(name, input_resolution=size, dense_mode=mode)
+        (dense, ) = backbone(x)
+        with torch.no_grad():
+            pooled = clip.encode_image(x)
+            if 'ConvNeXt' in name:
+                feats = trunk.forward_features(x)
+                cells = [feats[:, :, i:i + 1, j:j + 1].expand_as(feats)
+                         for i in range(feats.shape[2])
+                         for j in range(feats.shape[3])]
+            else:
+                if mode == 'value':
+                    last = trunk.blocks[-1]
+                    (inputs, ) = trunk.forward_intermediates(
+                        x, indices=[len(trunk.blocks) - 2],
+                        output_fmt='NLC', intermediates_only=True)
+                    n = inputs.shape[1]
+                    only_self = torch.full(
+                        (n, n), float('-inf')).fill_diagonal_(0)
+                    tokens = trunk.norm(
+                        last.attn(last.norm1(inputs), attn_mask=only_self))
+                else:
+                    tokens = trunk.forward_features(
+                        x)[:, trunk.num_prefix_tokens:]
+                length = trunk.num_prefix_tokens + tokens.shape[1]
+                cells = [tokens[:, i:i + 1].expand(-1, length, -1)
+                         for i in range(tokens.shape[1])]
+            expected = torch.stack(
+                [head(trunk.forward_head(c)) for c in cells], dim=2)
+            expected = torch.cat([pooled[:, :, None], expected], dim=2)
+        grid = size // (32 if 'ConvNeXt' in name else
+                        trunk.patch_embed.patch_size[0])
+        assert dense.shape == (1, backbone.embed_dim, 1 + grid * grid)
+        scale = expected.abs().max()
+        torch.testing.assert_close(
+            dense / scale, expected / scale, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize('name', list(FAMILIES))
 def test_text_path_equals_encode_text(name, family):
     _, enc, clip = family(name)
