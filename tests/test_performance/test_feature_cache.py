@@ -212,6 +212,32 @@ def test_cpu_bf16_cache_is_not_reused_as_fp32(image_root, tmp_path):
     assert not torch.equal(bf16.read(0), fp32.read(0))  # really bf16
 
 
+def test_cpu_bf16_cache_serves_the_bf16_towers_features(image_root, tmp_path):
+    """A cache built by a tower under CPU bf16 autocast serves that tower's
+    features: float32 storage is the live tower's output on the same
+    preprocessed images (to far less than the bf16 / fp32 difference),
+    float16 storage its rounding to float16."""
+    dataset = make_dataset(image_root)
+    backbone = build_backbone(autocast_dtype='bf16', autocast_cpu=True)
+    cached = {}
+    for dtype in ('float32', 'float16'):
+        cache = _cache(dataset, backbone, tmp_path / dtype, dtype=dtype)
+        cached[dtype] = torch.stack(
+            [cache.read(i) for i in range(NUM_IMAGES)])
+    preprocessor = MODELS.build(clip_preprocessor_cfg())
+    inputs = preprocessor(
+        pseudo_collate([dataset[i] for i in range(NUM_IMAGES)]),
+        False)['inputs']
+    with torch.no_grad():
+        live = backbone(inputs)[0]
+        fp32 = build_backbone()(inputs)[0]
+    gap = (fp32 - live).abs().max()
+    assert gap > 1e-3 * live.abs().max()  # bf16 really ran
+    assert (cached['float32'] - live).abs().max() <= 0.01 * gap
+    assert torch.equal(cached['float16'].float(),
+                       cached['float32'].half().float())
+
+
 def test_damaged_or_foreign_directories(image_root, tmp_path):
     dataset, backbone = make_dataset(image_root), build_backbone()
     cache_dir = tmp_path / 'c'
