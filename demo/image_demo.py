@@ -25,6 +25,7 @@ from mmcoop.apis import draw_predictions, inference_model, init_model
 from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
 from mmcoop.engine.cli import SpacedDictAction, fraction, positive_int
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
+from mmcoop.visualization import save_image
 
 
 def parse_args(argv=None):
@@ -105,7 +106,7 @@ def main(argv=None):
             vis = draw_predictions(rgb, result, classes, topk=args.topk,
                                    threshold=args.threshold)
             out = outputs[path]
-            vis.save(out)
+            save_image(vis, out)
             saved.append(out)
             print(f'  saved {out}')
     return results, saved

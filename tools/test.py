@@ -17,7 +17,8 @@ dumps every sample's scores and labels (the input of
 ``tools/analysis/analyze_results.py``), ``--out x.json --out-item metrics``
 the metrics with a ``per_class_ap`` table (``.json``, ``.yaml``/``.yml`` or
 ``.pkl``; predictions only ``.pkl``/``.pickle``, checked before the test
-runs); an existing ``--out`` file is replaced only with ``--force``.
+runs); an existing ``--out`` file is replaced only with ``--force``, and
+it is written atomically (a killed test leaves no truncated file).
 ``--show-dir`` draws each test
 image with its scores. Multi-GPU:
 ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``.
@@ -35,8 +36,9 @@ except ImportError:  # run from a clone without `pip install -e .`
 import mmengine
 from mmengine.config import Config
 from mmengine.dist import is_main_process
-from mmengine.evaluator import DumpResults
 
+from mmcoop.engine.atomic_backend import (ATOMIC_BACKEND_ARGS,
+                                          AtomicDumpResults)
 from mmcoop.engine.cli import (add_common_args, build_runner,
                                check_out_suffix,
                                check_test_inputs_and_outputs,
@@ -110,7 +112,7 @@ def main(argv=None):
         make_output_dirs([args.out], '--out')
     if args.out and args.out_item in ['pred', None]:
         runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
+            AtomicDumpResults(out_file_path=args.out))
 
     # start testing
     metrics = runner.test()
@@ -123,7 +125,8 @@ def main(argv=None):
             dict(
                 metrics,
                 per_class_ap=evaluator_per_class_ap(runner.test_evaluator)),
-            args.out)
+            args.out,
+            backend_args=ATOMIC_BACKEND_ARGS)
     return metrics
 
 

@@ -59,6 +59,15 @@ def read_metafile(path: str) -> dict:
         return yaml.safe_load(f)
 
 
+def write_text(path: str, text: str) -> None:
+    """Replace the text file ``path`` atomically
+    (:func:`mmcoop.utils.checkpoint.atomic_open`): a run killed mid-write
+    leaves the previous file whole."""
+    from mmcoop.utils.checkpoint import atomic_open
+    with atomic_open(path, 'w', encoding='utf-8') as f:
+        f.write(text)
+
+
 def write_metafile(data: dict, path: str) -> None:
     """Write ``data`` atomically (temporary file, fsync, rename:
     :func:`mmcoop.utils.checkpoint.atomic_write`)."""
@@ -234,7 +243,6 @@ def update_model_zoo(config_root: str, check: bool = False) -> List[str]:
         new = render_readme(old, synced)
         if new != old:
             changed.append(readme)
-            if not check:
-                with open(readme, 'w') as f:
-                    f.write(new)
+            if not check:  # atomic: the README holds hand-written text
+                write_text(readme, new)
     return changed

@@ -12,17 +12,25 @@ folder, flushed to disk and renamed over the final name, so a crash or a
 full disk mid-write leaves the previous file (or none), never a truncated
 checkpoint under the final name; a full disk is reported with the last
 good checkpoint (:func:`mmcoop.utils.checkpoint.atomic_write`).
+
+``mmengine.dump(obj, path, backend_args=ATOMIC_BACKEND_ARGS)`` writes any
+result file the same way; :class:`AtomicDumpResults` is MMEngine's
+``DumpResults`` (the predictions of ``tools/test.py --out x.pkl``) writing
+through it, so a killed test never leaves a truncated dump under the final
+name.
 """
 import os.path as osp
 from pathlib import Path
 from typing import Union
 
 import mmengine
+from mmengine.evaluator import DumpResults
 from mmengine.fileio import LocalBackend, register_backend
+from mmengine.logging import print_log
 
 from mmcoop.utils.checkpoint import atomic_write
 
-__all__ = ['AtomicLocalBackend', 'ATOMIC_BACKEND_ARGS']
+__all__ = ['AtomicLocalBackend', 'ATOMIC_BACKEND_ARGS', 'AtomicDumpResults']
 
 #: ``backend_args`` that select :class:`AtomicLocalBackend`.
 ATOMIC_BACKEND_ARGS = dict(backend='atomic_local')
@@ -42,3 +50,16 @@ class AtomicLocalBackend(LocalBackend):
                  filepath: Union[str, Path],
                  encoding: str = 'utf-8') -> None:
         self.put(obj.encode(encoding), filepath)
+
+
+class AtomicDumpResults(DumpResults):
+    """``DumpResults`` whose pickle is written atomically (temporary file +
+    rename, :class:`AtomicLocalBackend`)."""
+
+    def compute_metrics(self, results: list) -> dict:
+        mmengine.dump(
+            results, self.out_file_path, backend_args=ATOMIC_BACKEND_ARGS)
+        print_log(
+            f'Results has been saved to {self.out_file_path}.',
+            logger='current')
+        return {}

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from mmcoop.datasets.utils import atomic_write_json
+from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import make_output_dirs
 from .tables import plot_results, render_markdown, write_results
 
@@ -476,7 +477,7 @@ def render_reports(out_dir: str, paper: bool = True) -> Dict[str, str]:
     if not rows:
         return paths
     paths['md'] = osp.join(out_dir, 'results.md')
-    with open(paths['md'], 'w') as f:
+    with atomic_open(paths['md'], 'w') as f:
         f.write(render_markdown(rows, paper=paper))
     for dataset, protocol in sorted({(r['dataset'], r['protocol'])
                                      for r in rows}):

@@ -58,8 +58,11 @@ def read_results(path: str) -> List[dict]:
 
 
 def write_results(path: str, rows: Iterable[dict]) -> None:
-    """Write rows (dicts with :data:`RESULT_FIELDS`) as CSV."""
-    with open(path, 'w', newline='') as f:
+    """Write rows (dicts with :data:`RESULT_FIELDS`) as CSV, atomically
+    (:func:`mmcoop.utils.checkpoint.atomic_open`: a killed sweep leaves
+    the previous table, never a truncated one)."""
+    from mmcoop.utils.checkpoint import atomic_open
+    with atomic_open(path, 'w', newline='') as f:
         writer = csv.DictWriter(
             f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
         writer.writeheader()
@@ -240,6 +243,8 @@ def plot_results(rows: Iterable[dict],
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
+    from mmcoop.utils.checkpoint import atomic_open
+
     methods = summarize(rows, metric).get((dataset, protocol), {})
     if not methods:
         raise ValueError(f'no {metric} results for dataset {dataset!r}, '
@@ -270,6 +275,7 @@ def plot_results(rows: Iterable[dict],
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_open(path) as f:
+        fig.savefig(f, format='png')
     plt.close(fig)
     return path

@@ -25,19 +25,20 @@ Only public torch APIs are used; they set the torch floor (``setup.cfg``):
 ``(stand_in, 'pickled.name')`` allow-list entries and
 ``get_unsafe_globals_in_checkpoint`` (torch 2.6).
 """
+import contextlib
 import errno
 import os
 import os.path as osp
 import pickle
 import re
 import zipfile
-from typing import Any, Callable, List, Optional
+from typing import IO, Any, Callable, Iterator, List, Optional
 
 import torch
 
 __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
-    'safe_torch_load', 'atomic_write', 'atomic_torch_save',
+    'safe_torch_load', 'atomic_write', 'atomic_open', 'atomic_torch_save',
     'last_good_checkpoint', 'runtime_state_globals'
 ]
 
@@ -281,7 +282,8 @@ def atomic_write(path: str,
                  write: Callable[[Any], None],
                  last_good: Optional[str] = None) -> None:
     """Write ``path`` atomically: ``write(f)`` fills a temporary file in the
-    same folder, which is flushed to disk and renamed over ``path``.
+    same folder, which is flushed to disk and renamed over ``path``
+    (:func:`atomic_open` with a callback).
 
     A crash mid-write leaves the previous file (or nothing), never a
     truncated file under the final name. Used by :func:`atomic_torch_save`
@@ -301,12 +303,52 @@ def atomic_write(path: str,
             disk, saying that nothing was lost and which checkpoint is the
             last good one (other write errors propagate unchanged).
     """
+    with atomic_open(path, 'wb', last_good=last_good) as f:
+        write(f)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str,
+                mode: str = 'wb',
+                last_good: Optional[str] = None,
+                **open_kwargs) -> Iterator[IO]:
+    """``open(path, mode)`` for writing a whole file, atomically: the body
+    of the ``with`` fills a temporary file in the same folder (``.<name>.
+    tmp-<pid>``), which is flushed to disk and renamed over ``path`` only
+    when the body ends without an error.
+
+    A crash, a kill or an exception mid-write leaves the previous file (or
+    nothing) under ``path``, never a truncated file that a later run (or
+    reader) would take as complete; the temporary file is removed on an
+    error. Every file mmcoop and its tools write whole (checkpoints, split
+    and result files, tables, figures, converted annotations) goes through
+    this function.
+
+    Args:
+        path (str): the final file (its folder must exist).
+        mode (str): ``'w'`` (text) or ``'wb'`` (binary). Defaults to
+            ``'wb'``.
+        last_good (str, optional): for checkpoints, the one to name as the
+            last good one if the disk is full (see :func:`atomic_write`).
+        **open_kwargs: passed to :func:`open` (``newline``, ``encoding``).
+
+    Yields:
+        the file object to write to.
+
+    Raises:
+        OSError: a full disk (``ENOSPC`` / ``EDQUOT``), with a message
+            naming the disk and the file and saying that nothing was lost
+            (other errors propagate unchanged).
+    """
+    if mode not in ('w', 'wb'):
+        raise ValueError(f'atomic_open: mode {mode!r} is not \'w\' or '
+                         "'wb' (a whole file is written).")
     folder = osp.dirname(osp.abspath(path))
     tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}')
     error = None
     try:
-        with open(tmp, 'wb') as f:
-            write(f)
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -318,18 +360,32 @@ def atomic_write(path: str,
         if osp.exists(tmp):
             os.remove(tmp)
     if error is not None:
-        good = last_good or last_good_checkpoint(path)
-        reason = ('No space left'
-                  if error.errno == errno.ENOSPC else 'Disk quota exceeded')
-        kept = (f'the previous {osp.basename(path)} is intact, '
-                if osp.isfile(path) else '')
-        raise OSError(
-            error.errno,
-            f'{reason} on {_mount_point(folder)} (folder {folder}) while '
+        raise OSError(error.errno, full_disk_message(
+            path, error.errno, last_good)) from error
+
+
+def full_disk_message(path: str,
+                      code: int,
+                      last_good: Optional[str] = None) -> str:
+    """What :func:`atomic_open` says when the disk filled up while writing
+    ``path``: the disk, that nothing was lost, and the fix (for a
+    checkpoint, ``*.pth``, also the last good checkpoint and
+    ``--resume``)."""
+    folder = osp.dirname(osp.abspath(path))
+    reason = 'No space left' if code == errno.ENOSPC else \
+        'Disk quota exceeded'
+    kept = (f'the previous {osp.basename(path)} is intact, '
+            if osp.isfile(path) else '')
+    head = (f'{reason} on {_mount_point(folder)} (folder {folder}) while '
             f'saving {path}. Nothing was lost: {kept}the partial file was '
-            f'removed, and the last good checkpoint is {good or "(none yet)"}.'
-            ' Fix: free space on that disk (or train with another '
-            '--work-dir), then continue with --resume.') from error
+            'removed')
+    if last_good is None and not path.endswith('.pth'):
+        return (f'{head}. Fix: free space on that disk (or write to '
+                'another folder), then run again.')
+    good = last_good or last_good_checkpoint(path)
+    return (f'{head}, and the last good checkpoint is '
+            f'{good or "(none yet)"}. Fix: free space on that disk (or '
+            'train with another --work-dir), then continue with --resume.')
 
 
 def atomic_torch_save(obj: Any,

@@ -13,7 +13,10 @@ Every command-line tool of mmcoop that writes files (``demo/image_demo.py
 * an output folder that is a file, or cannot be created, is refused
   naming the option and the path;
 * missing output folders are created (or, with ``create_dirs=False``,
-  only checked, and created by :func:`make_output_dirs` when writing).
+  only checked, and created by :func:`make_output_dirs` when writing);
+* the files are then written atomically
+  (:func:`mmcoop.utils.checkpoint.atomic_open`), so a run killed mid-write
+  leaves the previous file or none, never a truncated output.
 """
 import os
 import os.path as osp

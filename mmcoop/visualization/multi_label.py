@@ -34,11 +34,38 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _image_format(path: str) -> str:
+    """The format an image file's extension names (``'.png'`` ->
+    ``'png'``; no extension: PNG)."""
+    return osp.splitext(path)[1][1:].lower() or 'png'
+
+
 def save_figure(fig: Figure, path: str) -> str:
-    """Write ``fig`` as PNG (creating the folder)."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path)
+    """Write ``fig`` in the format of the extension of ``path`` (PNG
+    without one), creating the folder; atomically
+    (:func:`mmcoop.utils.checkpoint.atomic_open`), so a killed run never
+    leaves a truncated figure."""
+    from mmcoop.utils.checkpoint import atomic_open
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_open(path) as f:
+        fig.savefig(f, format=_image_format(path))
+    return path
+
+
+def save_image(image, path: str) -> str:
+    """Write the PIL ``image`` in the format of the extension of ``path``
+    (as :func:`save_figure`: folder created, atomic write)."""
+    from PIL import Image
+
+    from mmcoop.utils.checkpoint import atomic_open
+    ext = '.' + _image_format(path)
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None:
+        raise ValueError(f'{path!r}: {ext!r} is not an image extension PIL '
+                         'writes. Fix: end the file name with .png or .jpg.')
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_open(path) as f:
+        image.save(f, format=fmt)
     return path
 
 

@@ -102,6 +102,34 @@ def test_converter_to_csv_keeps_present_images(tmp_path, load_tool):
         tool.main([root, 'train', osp.join(root, 'train.csv')])
 
 
+def test_converter_interrupted_leaves_no_table(tmp_path, load_tool,
+                                               monkeypatch):
+    """A run killed mid-table leaves no train.csv (a truncated one would be
+    read as a smaller dataset, and block the rerun); the rerun writes it."""
+    root = build_nus_wide(tmp_path / 'nus')
+    tool = load_tool('tools/dataset_converters/nuswide_to_csv.py')
+    out = tmp_path / 'csv' / 'train.csv'
+    real = tool.csv.writer
+
+    class CutWriter:
+        def __init__(self, f):
+            self.writer, self.rows = real(f), 0
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows == 3:  # header and one image written
+                raise KeyboardInterrupt
+            return self.writer.writerow(row)
+
+    monkeypatch.setattr(tool.csv, 'writer', CutWriter)
+    with pytest.raises(KeyboardInterrupt):
+        tool.main([root, 'train', str(out)])
+    assert os.listdir(tmp_path / 'csv') == []
+    monkeypatch.undo()
+    tool.main([root, 'train', str(out)])
+    assert len(out.read_text().splitlines()) == 4  # header + 3 images
+
+
 @pytest.mark.parametrize('empty', ['drop', 'keep'])
 def test_repeated_image_list_line_is_refused(tmp_path, empty):
     # the same image on lines 1 and 4, with different labels

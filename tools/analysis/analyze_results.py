@@ -37,6 +37,7 @@ from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_ap, precision_recall,
                                ranked_examples)
 from mmcoop.models.heads import resolve_classnames  # noqa: E402
+from mmcoop.utils.checkpoint import atomic_open  # noqa: E402
 from mmcoop.utils.paths import claim_outputs  # noqa: E402
 from mmcoop.visualization import (ap_bar_figure, pr_curve_figure,  # noqa
                                   ranked_examples_figure, save_figure)
@@ -127,9 +128,9 @@ def main(argv=None):
     print(table)
     print(f'mAP {np.mean([r["AP"] for r in rows]):.2f} over '
           f'{len(classes)} classes, {len(scores)} images')
-    with open(out['per_class_ap.txt'], 'w') as f:
+    with atomic_open(out['per_class_ap.txt'], 'w') as f:
         f.write(table + '\n')
-    with open(out['per_class_ap.csv'], 'w', newline='') as f:
+    with atomic_open(out['per_class_ap.csv'], 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -47,8 +47,11 @@ def generate(ann_file: str,
              num_annotations: int,
              target_mb: float,
              seed: int = 0) -> dict:
-    """Write a synthetic COCO instances file of about ``target_mb`` MB."""
+    """Write a synthetic COCO instances file of about ``target_mb`` MB
+    (atomically: an interrupted run leaves no truncated file that the next
+    run would reuse)."""
     from mmcoop.datasets import COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS
+    from mmcoop.utils.checkpoint import atomic_open
     rng = np.random.default_rng(seed)
     os.makedirs(osp.dirname(osp.abspath(ann_file)), exist_ok=True)
     image_ids = np.sort(rng.choice(581929, size=num_images, replace=False))
@@ -82,7 +85,7 @@ def generate(ann_file: str,
     boxes = rng.uniform(0, 400, size=(num_annotations, 4))
     areas = rng.uniform(10, 200000, size=num_annotations)
 
-    with open(ann_file, 'w') as f:
+    with atomic_open(ann_file, 'w') as f:
         f.write('{"info":{"description":"synthetic COCO 2014 (mmcoop '
                 'bench)","url":"http://cocodataset.org","version":"1.0",'
                 '"year":2014,"contributor":"mmcoop","date_created":'

@@ -338,7 +338,8 @@ def main(argv=None):
     out['loadavg_end'] = _loadavg()
     print(f'# load average at end: {out["loadavg_end"]}')
     if args.json:
-        with open(args.json, 'w') as f:
+        from mmcoop.utils.checkpoint import atomic_open
+        with atomic_open(args.json, 'w') as f:
             json.dump(out, f, indent=1)
 
 

@@ -235,7 +235,8 @@ def main(argv=None) -> List[dict]:
         print('WARNING: differs from the official code: ' + ', '.join(
             f"{r['dataset']}/{r['method']}" for r in mism))
     if args.out:
-        with open(args.out, 'w', newline='', encoding='utf-8') as f:
+        from mmcoop.utils.checkpoint import atomic_open
+        with atomic_open(args.out, 'w', newline='', encoding='utf-8') as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)

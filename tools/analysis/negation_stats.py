@@ -335,7 +335,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f'error: {e}') from None
     print(format_report(result))
     if args.out:
-        with open(args.out, 'w', encoding='utf-8') as f:
+        from mmcoop.utils.checkpoint import atomic_open
+        with atomic_open(args.out, 'w', encoding='utf-8') as f:
             json.dump(result, f, indent=2, ensure_ascii=False)
         print(f'saved {args.out}')
     return result

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from mmcoop.engine.cli import nonnegative_int, positive_int
+from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.utils.prompt_templates import (DEFAULT_TEMPLATE_BANK, PAPER_P1,
                                            PAPER_P2, check_template,
@@ -322,13 +323,13 @@ def run(args) -> List[dict]:
 
     print(format_table(rows, args.precision))
     make_output_dirs(outputs, option='--out-dir')
-    with open(summary, 'w', newline='', encoding='utf-8') as f:
+    with atomic_open(summary, 'w', newline='', encoding='utf-8') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     print(f'saved {summary}')
     if args.save_pairs:
-        with open(pairs, 'w', newline='', encoding='utf-8') as f:
+        with atomic_open(pairs, 'w', newline='', encoding='utf-8') as f:
             writer = csv.DictWriter(f, fieldnames=list(pair_rows[0]))
             writer.writeheader()
             writer.writerows(pair_rows)

@@ -7,7 +7,9 @@ Reads the official files (``Concepts81.txt``, ``ImageList/*Imagelist.txt``,
 by ``;``) plus a ``classes.txt``. With ``--present-only`` the images missing
 on disk are left out -- the usual case, as not every Flickr image can still
 be downloaded -- and their number is printed. Nothing is written inside the
-dataset folder, and no existing file is overwritten without ``--force``.
+dataset folder, no existing file is overwritten without ``--force``, and
+each file is written atomically (an interrupted run leaves no truncated
+table for a dataset to read).
 
 Example::
 
@@ -24,6 +26,7 @@ import os.path as osp
 from mmcoop.datasets import NUSWIDEMultiLabel
 from mmcoop.datasets.tri_state import missing_images
 from mmcoop.datasets.utils import check_outside_dataset
+from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs
 
 
@@ -62,7 +65,7 @@ def main(argv=None):
     if args.present_only:
         missing = set(missing_images(i['img_path'] for i in infos)[0])
     names = ds.CLASSES
-    with open(args.out, 'w', newline='') as f:
+    with atomic_open(args.out, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['image', 'labels'])
         for info in infos:
@@ -71,7 +74,7 @@ def main(argv=None):
                     info['img_id'],
                     ';'.join(names[k] for k in info['gt_label'])
                 ])
-    with open(classes_file, 'w') as f:
+    with atomic_open(classes_file, 'w') as f:
         f.writelines(c + '\n' for c in names)
     print(f'{args.out}: {len(infos) - len(missing)} images of {len(infos)} '
           f'({len(missing)} missing on disk left out, {ds.num_dropped} '

@@ -47,9 +47,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from mmcoop.engine.cli import fraction, positive_int
+from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.utils.prompt_templates import (PAPER_P1, check_template, fill,
                                            negate_template)
+from mmcoop.visualization import save_image
 
 
 def parse_args(argv=None):
@@ -462,7 +464,7 @@ def main(argv=None):
     fig = render(image, maps, args.panel_size, args.alpha, args.cmap,
                  args.norm)
     make_output_dirs(outputs, option='--out')
-    fig.save(out)
+    save_image(fig, out)
     h, w = next(iter(maps.values()))['pos'].shape
     for name, m in maps.items():
         s = map_stats(m)
@@ -471,8 +473,9 @@ def main(argv=None):
               f"{s['corr']:.3f} over {h}x{w} positions")
     print(f'saved {out} ({fig.size[0]}x{fig.size[1]})')
     if args.save_npz:
-        np.savez(npz, **{f'{k}/{p}': m[p] for k, m in maps.items()
-                         for p in ('pos', 'neg')})
+        with atomic_open(npz) as f:
+            np.savez(f, **{f'{k}/{p}': m[p] for k, m in maps.items()
+                           for p in ('pos', 'neg')})
         print(f'saved {npz}')
     return out, maps
 

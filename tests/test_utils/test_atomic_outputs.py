@@ -1,0 +1,163 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Files written whole go through one atomic writer
+(:func:`mmcoop.utils.checkpoint.atomic_open`): a run interrupted mid-write
+leaves the previous file (or none) under the final name, never a truncated
+one, and no temporary file."""
+import errno
+import os
+import shutil
+
+import pytest
+
+REPO = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _only(folder, name):
+    """``folder`` holds ``name`` and nothing else (no temporary file)."""
+    assert sorted(os.listdir(folder)) == [name]
+
+
+def test_atomic_open_replaces_only_on_success(tmp_path):
+    from mmcoop.utils.checkpoint import atomic_open
+    path = tmp_path / 'table.csv'
+    path.write_text('old\n')
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(str(path), 'w', newline='') as f:
+            f.write('new, but cut')
+            raise KeyboardInterrupt  # a kill (Ctrl-C) mid-write
+    assert path.read_text() == 'old\n'
+    _only(tmp_path, 'table.csv')
+    with atomic_open(str(path), 'w') as f:
+        f.write('new\n')
+    assert path.read_text() == 'new\n'
+    _only(tmp_path, 'table.csv')
+    with pytest.raises(ValueError, match="mode 'a'"):
+        with atomic_open(str(path), 'a'):
+            pass
+
+
+def test_full_disk_on_a_result_file_names_no_checkpoint(tmp_path):
+    from mmcoop.utils.checkpoint import atomic_open
+    path = tmp_path / 'results.md'
+    path.write_text('old')
+    with pytest.raises(OSError) as err:
+        with atomic_open(str(path), 'w') as f:
+            f.write('x')
+            raise OSError(errno.ENOSPC, 'No space left on device')
+    msg = str(err.value)
+    assert err.value.errno == errno.ENOSPC
+    assert f'while saving {path}' in msg
+    assert 'the previous results.md is intact' in msg
+    assert 'checkpoint' not in msg and 'Fix: free space' in msg
+    assert path.read_text() == 'old'
+    _only(tmp_path, 'results.md')
+
+
+class _Boom:
+    """A CSV cell that cannot be written (a crash mid-table)."""
+
+    def __str__(self):
+        raise KeyboardInterrupt
+
+
+def test_sweep_table_interrupted_keeps_the_previous_one(tmp_path):
+    from mmcoop.experiments.tables import read_results, write_results
+    path = str(tmp_path / 'results.csv')
+    row = dict(method='m', dataset='d', proportion=0.5, seed=0,
+               protocol='clean', mAP=50.0)
+    write_results(path, [row])
+    with open(path, 'rb') as f:
+        before = f.read()
+    # the second run's table: a crash after its first row
+    with pytest.raises(KeyboardInterrupt):
+        write_results(path, [dict(row, mAP=60.0), dict(row, seed=1,
+                                                       mAP=_Boom())])
+    with open(path, 'rb') as f:
+        assert f.read() == before
+    assert [r['mAP'] for r in read_results(path)] == [50.0]
+    _only(tmp_path, 'results.csv')
+
+
+class _CutFigure:
+    """A figure whose saving dies after the first bytes."""
+
+    def savefig(self, f, **kwargs):
+        if isinstance(f, str):
+            f = open(f, 'wb')
+        f.write(b'\x89PNG half an image')
+        f.flush()
+        raise KeyboardInterrupt
+
+
+def test_figure_interrupted_keeps_the_previous_one(tmp_path):
+    from PIL import Image
+
+    from mmcoop.visualization import save_figure
+    path = str(tmp_path / 'ap.png')
+    Image.new('RGB', (4, 3)).save(path)
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(_CutFigure(), path)
+    assert Image.open(path).size == (4, 3)
+    _only(tmp_path, 'ap.png')
+
+
+def test_pil_image_format_comes_from_the_final_name(tmp_path):
+    """image_demo --show-dir, similarity_map: the format is the final
+    name's, not the temporary file's."""
+    from PIL import Image
+
+    from mmcoop.visualization import save_image
+    save_image(Image.new('RGB', (5, 2)), str(tmp_path / 'x.jpg'))
+    assert Image.open(str(tmp_path / 'x.jpg')).format == 'JPEG'
+
+
+def test_model_zoo_readme_survives_a_failed_write(tmp_path, monkeypatch):
+    """update_model_zoo rewrites the table inside a hand-written README: a
+    write that fails midway must not leave it truncated."""
+    from mmcoop.apis import metafile
+    folder = tmp_path / 'baseline'
+    folder.mkdir()
+    for name in ('metafile.yml', 'README.md'):
+        shutil.copy(os.path.join(REPO, 'configs', 'baseline', name),
+                    str(folder / name))
+    readme = folder / 'README.md'
+    before = readme.read_bytes()
+    # a character the file's encoding cannot hold: the write fails midway
+    monkeypatch.setattr(metafile, 'render_readme',
+                        lambda text, data: text + '\udc80')
+    with pytest.raises(UnicodeEncodeError):
+        metafile.update_model_zoo(str(tmp_path))
+    assert readme.read_bytes() == before
+    assert sorted(os.listdir(folder)) == ['README.md', 'metafile.yml']
+
+
+@pytest.mark.parametrize('writer', ['predictions', 'metrics'])
+def test_test_tool_out_is_written_atomically(writer, tmp_path, monkeypatch):
+    """tools/test.py --out: the prediction dump and the metrics file; a kill
+    after the bytes are written but before they are committed leaves the
+    previous file (here one replaced with --force)."""
+    import mmengine
+
+    from mmcoop.engine.atomic_backend import (ATOMIC_BACKEND_ARGS,
+                                              AtomicDumpResults)
+    out = tmp_path / ('res.pkl' if writer == 'predictions' else 'res.json')
+    out.write_bytes(b'old')
+
+    def killed(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, 'fsync', killed)
+    with pytest.raises(KeyboardInterrupt):
+        if writer == 'predictions':
+            AtomicDumpResults(out_file_path=str(out)).compute_metrics(
+                [dict(pred_score=[0.5])])
+        else:
+            mmengine.dump(dict(mAP=1.0), str(out),
+                          backend_args=ATOMIC_BACKEND_ARGS)
+    assert out.read_bytes() == b'old'
+    _only(tmp_path, out.name)
+    monkeypatch.undo()
+    AtomicDumpResults(out_file_path=str(tmp_path / 'p.pkl')).compute_metrics(
+        [dict(pred_score=[0.5])])
+    assert mmengine.load(str(tmp_path / 'p.pkl')) == [dict(pred_score=[0.5])]
