@@ -139,3 +139,24 @@ def test_gpu_check_script_commands_parse(bench):
     assert by_part['epoch'].epoch_pipeline == 'device'
     assert by_part['epoch_cpu'].epoch_pipeline == 'tensor'
     assert by_part['data'].data_pipelines == ['official', 'tensor', 'bytes']
+
+
+def test_open_images_bench_never_overwrites_a_file_of_the_folder(
+        tmp_path, load_tool, monkeypatch, capsys):
+    """bench_open_images_labels.py writes labels.csv and descriptions.csv:
+    either one already in the folder (a user's file) stops it, named, and
+    is left as it was."""
+    tool = load_tool('tools/analysis/bench_open_images_labels.py')
+    mine = tmp_path / 'descriptions.csv'
+    mine.write_text('my own class list\n')
+    monkeypatch.setattr('sys.argv',
+                        ['bench', str(tmp_path), '--rows', '20'])
+    with pytest.raises(SystemExit) as exc:
+        tool.main()
+    assert str(mine) in str(exc.value) and 'Fix: give a new' in str(
+        exc.value)
+    assert mine.read_text() == 'my own class list\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['descriptions.csv']
+    # the generator alone: both files, whole
+    path = tool.generate(str(tmp_path / 'new'), 20)
+    assert len(open(path).read().splitlines()) == 21

@@ -34,11 +34,13 @@ def generate(folder: str,
              num_classes: int = 600,
              rows_per_image: float = 5.2,
              seed: int = 0) -> str:
-    """Write ``labels.csv`` and ``descriptions.csv`` into ``folder``."""
+    """Write ``labels.csv`` and ``descriptions.csv`` into ``folder``
+    (each atomically: an interrupted run leaves no truncated file)."""
+    from mmcoop.utils.checkpoint import atomic_open
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     mids = [f'/m/0{k:05x}' for k in range(num_classes)]
-    with open(osp.join(folder, 'descriptions.csv'), 'w') as f:
+    with atomic_open(osp.join(folder, 'descriptions.csv'), 'w') as f:
         f.write('LabelName,DisplayName\n')
         f.writelines(f'{m},class {k}\n' for k, m in enumerate(mids))
     num_images = max(1, int(rows / rows_per_image))
@@ -47,7 +49,7 @@ def generate(folder: str,
                                 np.full(num_images, 1 / num_images)) + 1
     sources = ('verification', 'crowdsource-verification')
     path = osp.join(folder, 'labels.csv')
-    with open(path, 'w') as f:
+    with atomic_open(path, 'w') as f:
         f.write('ImageID,Source,LabelName,Confidence\n')
         chunk = 200_000
         for s in range(0, num_images, chunk):
@@ -96,9 +98,13 @@ def main():
         print(measure(args.folder))
         return
     path = osp.join(args.folder, 'labels.csv')
-    if osp.exists(path):
-        sys.exit(f'{path} exists; give an empty folder (nothing is '
-                 'overwritten).')
+    existing = [
+        p for p in (path, osp.join(args.folder, 'descriptions.csv'))
+        if osp.lexists(p)
+    ]
+    if existing:
+        sys.exit(f'{", ".join(existing)} exist(s); nothing was written. '
+                 'Fix: give a new or empty folder (nothing is overwritten).')
     t0 = time.perf_counter()
     generate(args.folder, args.rows)
     print(f'generated {args.rows} rows, {osp.getsize(path) / 2**20:.0f} MB '
