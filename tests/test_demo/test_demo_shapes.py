@@ -106,6 +106,33 @@ def test_damaged_own_tree_is_rebuilt(tmp_path):
                                       for p, s in reference if p != MANIFEST]
 
 
+@pytest.mark.parametrize('kill_at', [0, 1, 2, 3])
+def test_rebuild_killed_while_removing_the_damaged_tree(
+        tmp_path, monkeypatch, kill_at):
+    """A run killed at any folder removal of a damaged tree leaves
+    something the next run still rebuilds (before: bare folders without a
+    manifest, refused for ever as not the generator's)."""
+    from mmcoop.demo import shapes
+    kw = dict(num_train=3, num_val=2, image_size=32, seed=0)
+    root = generate_demo_coco(str(tmp_path / 'demo'), **kw)
+    reference = [(p, s) for p, s, _ in tree_listing(root)]
+    os.remove(osp.join(root, 'annotations', 'instances_val2014.json'))
+    calls, rmdir = [], os.rmdir
+
+    def killed(path):
+        calls.append(path)
+        if len(calls) > kill_at:
+            raise KeyboardInterrupt
+        rmdir(path)
+
+    monkeypatch.setattr(shapes.os, 'rmdir', killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate_demo_coco(root, **kw)
+    monkeypatch.undo()
+    generate_demo_coco(root, **kw)
+    assert [(p, s) for p, s, _ in tree_listing(root)] == reference
+
+
 @pytest.mark.parametrize('change', ['extra file', 'extra folder', 'changed',
                                     'no manifest'])
 def test_never_deletes_what_it_did_not_write(tmp_path, change):
