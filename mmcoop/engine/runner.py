@@ -5,10 +5,11 @@ import inspect
 import os
 import os.path as osp
 import re
-from typing import Callable, List, Union
+from typing import Callable, List, Optional, Union
 
 import torch
 from mmengine.config import Config, ConfigDict
+from mmengine.dist import master_only
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
@@ -25,6 +26,23 @@ from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import CheckpointReadError, safe_torch_load
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+
+
+def config_dump_path(work_dir: str, config_file: Optional[str],
+                     timestamp: str) -> str:
+    """Where the run's resolved config is dumped: ``<work_dir>/<name of the
+    config file>`` as in MMEngine (``<timestamp>.py`` for a config without
+    a file), except when that is the config file itself (a config kept in
+    its own work dir, ``tools/train.py work_dirs/exp/exp.py``): the user's
+    file is never replaced, the dump goes to ``<stem>_resolved<ext>``
+    beside it."""
+    if config_file is None:
+        return osp.join(work_dir, f'{timestamp}.py')
+    path = osp.join(work_dir, osp.basename(config_file))
+    if osp.exists(path) and osp.samefile(path, config_file):
+        stem, ext = osp.splitext(osp.basename(config_file))
+        path = osp.join(work_dir, f'{stem}_resolved{ext}')
+    return path
 
 
 #: scheduler state that changes while training (not a config value).
@@ -233,6 +251,18 @@ class MMCoopRunner(Runner):
         except BaseException:
             self._release_work_dir()
             raise
+
+    @master_only
+    def dump_config(self) -> None:
+        """MMEngine's dump of the config into the work dir, written
+        atomically and never over the config file the run was started with
+        (:func:`config_dump_path`)."""
+        from mmcoop.utils.checkpoint import atomic_open
+        path = config_dump_path(self.work_dir, self.cfg.filename,
+                                self.timestamp)
+        text = self.cfg.dump()  # the format of the config file's extension
+        with atomic_open(path, 'w', encoding='utf-8') as f:
+            f.write(text)
 
     # ------------------------------------------------------------------
     # the work-dir lock is held while the runner is built and runs

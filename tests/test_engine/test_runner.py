@@ -180,3 +180,24 @@ def test_cpu_distributed_applies_the_dist_timeout(monkeypatch):
     for bad in (0, -5, 'long', True, float('inf')):
         with pytest.raises(ValueError, match='env_cfg.dist_cfg.timeout'):
             setup_cpu_distributed(cfg(timeout=bad))
+
+
+def test_config_kept_in_its_work_dir_is_not_replaced_by_the_dump(tmp_path):
+    """``tools/train.py work_dirs/exp/exp.py`` (default work dir
+    work_dirs/exp): MMEngine dumped the resolved config over the user's own
+    file (comments and ``_base_`` lost); it now goes beside it."""
+    from mmengine.config import Config
+    text = '# my notes: lr found by hand\nlr = 0.1  # do not change\n'
+    work = tmp_path / 'exp'
+    work.mkdir()
+    mine = work / 'exp.py'
+    mine.write_text(text)
+    toy_runner(work, 1, cfg=Config.fromfile(str(mine)))
+    assert mine.read_text() == text
+    assert Config.fromfile(str(work / 'exp_resolved.py')).lr == 0.1
+    # a config elsewhere: dumped under its own name, as by MMEngine
+    other = tmp_path / 'other.py'
+    other.write_text(text)
+    toy_runner(tmp_path / 'run', 1, cfg=Config.fromfile(str(other)))
+    assert Config.fromfile(str(tmp_path / 'run' / 'other.py')).lr == 0.1
+    assert not [n for n in os.listdir(tmp_path / 'run') if '.tmp-' in n]
