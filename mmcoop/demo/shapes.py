@@ -337,21 +337,11 @@ def _foreign(root: str, manifest: dict) -> List[str]:
 
 
 def _remove_own_tree(root: str, manifest: dict) -> None:
-    """Delete a demo tree whose every entry is listed in its manifest:
-    the listed files, then the (then empty) folders below ``root``, then
-    the manifest, then ``root``. The manifest goes last among the entries,
-    so a run killed midway leaves a tree that the next run still
-    recognises as its own (and removes), never bare folders that it would
-    have to refuse as someone else's."""
-    for p in manifest['files']:
-        path = osp.join(root, *p.split('/'))
-        if osp.lexists(path):
-            os.remove(path)
-    for d, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
-        if d != root:
-            os.rmdir(d)  # empty by now; raises otherwise (nothing lost)
-    os.remove(osp.join(root, MANIFEST))
-    os.rmdir(root)
+    """Delete a demo tree whose every entry is listed in its manifest, the
+    manifest last (:func:`mmcoop.utils.paths.remove_own_tree`: a run killed
+    midway leaves a tree the next run still recognises and removes)."""
+    from mmcoop.utils.paths import remove_own_tree
+    remove_own_tree(root, manifest['files'], MANIFEST)
 
 
 def _complete_without_file_list(root: str, params: dict) -> bool:

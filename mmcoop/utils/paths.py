@@ -20,11 +20,11 @@ Every command-line tool of mmcoop that writes files (``demo/image_demo.py
 """
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 __all__ = [
     'expand_user', 'claim_outputs', 'make_output_dirs', 'missing_folders',
-    'OutputPathError'
+    'OutputPathError', 'remove_own_tree'
 ]
 
 
@@ -214,3 +214,26 @@ def make_output_dirs(outputs: Sequence[str],
                 f'{_named(out, option)}: cannot create the output folder '
                 f'{folder!r} ({reason}). Fix: choose an output path in a '
                 'folder that exists or can be created.') from e
+
+
+def remove_own_tree(root: str, files: Iterable[str], marker: str) -> None:
+    """Delete a folder tree that a tool wrote and marks as its own with
+    the file ``marker`` (a manifest): the ``files`` (paths relative to
+    ``root``, ``'/'``-separated; those already gone are skipped), then the
+    folders below ``root`` (empty by then: anything else in them raises
+    ``OSError`` and is kept), then ``marker``, then ``root``.
+
+    The marker goes last, so a run killed midway leaves a tree that still
+    carries it: the next run recognises the tree as its own and finishes
+    the job, instead of finding files without a marker and refusing them as
+    someone else's for ever.
+    """
+    for rel in files:
+        path = osp.join(root, *rel.split('/'))
+        if osp.lexists(path):
+            os.remove(path)
+    for folder, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        if folder != root:
+            os.rmdir(folder)
+    os.remove(osp.join(root, marker))
+    os.rmdir(root)

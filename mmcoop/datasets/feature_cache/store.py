@@ -152,9 +152,13 @@ _SHARD_NAME = re.compile(r'^v\d+_s\d+(\.scale)?\.npy$')
 
 def remove_cache(cache_dir: str) -> None:
     """Delete the cache at ``cache_dir`` (outdated or damaged) and only it:
-    its manifest and shard files. A folder holding anything else (a
-    user's file) is refused with a :class:`FeatureCacheError` naming it,
-    and nothing is deleted."""
+    its manifest and shard files, the manifest last
+    (:func:`mmcoop.utils.paths.remove_own_tree`), so a run killed midway
+    leaves a damaged cache that the next run removes, never shards without
+    a manifest that it would have to refuse as foreign. A folder holding
+    anything else (a user's file) is refused with a
+    :class:`FeatureCacheError` naming it, and nothing is deleted."""
+    from mmcoop.utils.paths import remove_own_tree
     names = sorted(os.listdir(cache_dir))
     other = [
         n for n in names
@@ -167,7 +171,12 @@ def remove_cache(cache_dir: str) -> None:
             f'also holds files the cache did not write: {other[:8]}; '
             'nothing was deleted. Fix: move those files out of the folder '
             '(or delete the folder yourself), then run again.')
-    shutil.rmtree(cache_dir)
+    if MANIFEST not in names:  # nothing vouches for the files: keep them
+        raise FeatureCacheError(
+            f'Feature cache {cache_dir} has no {MANIFEST}; nothing was '
+            'deleted. Fix: delete the folder yourself, then run again.')
+    remove_own_tree(cache_dir, [n for n in names if n != MANIFEST],
+                    MANIFEST)
 
 
 def _layout_error(manifest: dict) -> str:
