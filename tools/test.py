@@ -19,8 +19,9 @@ the metrics with a ``per_class_ap`` table (``.json``, ``.yaml``/``.yml`` or
 ``.pkl``; predictions only ``.pkl``/``.pickle``, checked before the test
 runs); an existing ``--out`` file is replaced only with ``--force``, and
 it is written atomically (a killed test leaves no truncated file).
-``--show-dir`` draws each test
-image with its scores. Multi-GPU:
+``--show-dir`` draws each test image with its scores into a new or empty
+folder (with ``--force`` into any: files of the same names are replaced, so
+an interrupted test can be rerun). Multi-GPU:
 ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``.
 """
 import argparse
@@ -71,11 +72,12 @@ def parse_args(argv=None):
     parser.add_argument(
         '--force',
         action='store_true',
-        help='overwrite an existing --out file')
+        help='overwrite an existing --out file; draw into a --show-dir '
+        'that is not empty')
     parser.add_argument(
         '--show-dir',
         help='draw every test image with its top scores into this (new or '
-        'empty) folder')
+        'empty, or with --force any) folder')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -89,6 +91,13 @@ def parse_args(argv=None):
     return args
 
 
+def draw_hook(args) -> dict:
+    """The ``PredictionDrawHook`` of ``--show-dir``: a new or empty folder,
+    or any folder with ``--force`` (e.g. to rerun an interrupted test)."""
+    return dict(
+        type='PredictionDrawHook', out_dir=args.show_dir, force=args.force)
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -99,10 +108,7 @@ def main(argv=None):
     cfg = merge_test_args(cfg, args)
     check_test_inputs_and_outputs(args, cfg)
     if args.show_dir:
-        cfg.custom_hooks = [
-            *cfg.get('custom_hooks', []),
-            dict(type='PredictionDrawHook', out_dir=args.show_dir)
-        ]
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), draw_hook(args)]
 
     # build the runner from config
     runner = build_runner(cfg)

@@ -223,3 +223,22 @@ def test_draw_hook_gives_every_image_its_own_file(tmp_path):
     assert names == ['x.png', 'x_0_1.png', 'x_1_0.png']
     # three different pictures, none overwritten
     assert len({(out / n).read_bytes() for n in names}) == 3
+
+
+def test_show_dir_of_an_interrupted_test_is_reused_with_force(tmp_path):
+    """A test killed while drawing leaves drawings in --show-dir: the rerun
+    was refused whatever the options; --force now draws into it."""
+    from mmcoop.engine.hooks.prediction_draw_hook import PredictionDrawHook
+    show = tmp_path / 'show'
+    show.mkdir()
+    (show / 'x.png').write_bytes(b'drawn before the kill')
+    with pytest.raises(FileExistsError, match='--force'):
+        PredictionDrawHook(str(show))
+    args = test_tool.parse_args(
+        [DEMO_CONFIG, 'ckpt.pth', '--show-dir', str(show), '--force'])
+    hook = test_tool.draw_hook(args)
+    assert hook == dict(type='PredictionDrawHook', out_dir=str(show),
+                        force=True)
+    hook.pop('type')
+    PredictionDrawHook(**hook)  # no error
+    assert (show / 'x.png').read_bytes() == b'drawn before the kill'

@@ -22,16 +22,26 @@ class PredictionDrawHook(Hook):
 
     Args:
         out_dir (str): folder of the PNGs; must be absent or empty (nothing
-            in it is overwritten).
+            in it is overwritten) unless ``force``.
         topk (int): scores shown per image. Defaults to 10.
         threshold (float): drawn as a dashed line. Defaults to 0.5.
+        force (bool): draw into a folder that is not empty (e.g. the
+            drawings of a test that was interrupted): files of the same
+            names are replaced, others are left (``tools/test.py
+            --force``). Defaults to False.
     """
 
-    def __init__(self, out_dir: str, topk: int = 10, threshold: float = 0.5):
-        if osp.isdir(out_dir) and os.listdir(out_dir):
+    def __init__(self,
+                 out_dir: str,
+                 topk: int = 10,
+                 threshold: float = 0.5,
+                 force: bool = False):
+        if not force and osp.isdir(out_dir) and os.listdir(out_dir):
             raise FileExistsError(
-                f'--show-dir {out_dir!r} is not empty. Fix: give a new '
-                'folder (nothing in it is overwritten).')
+                f'--show-dir {out_dir!r} is not empty (e.g. the drawings of '
+                'a test that was interrupted). Fix: give a new folder, or '
+                'pass --force to draw into it (files of the same names are '
+                'replaced, others are left).')
         self.out_dir = out_dir
         self.topk = topk
         self.threshold = threshold
