@@ -23,7 +23,9 @@ from mmcoop.engine.config_checks import (check_clip_towers,
 from mmcoop.engine.config_text import FormatOnceConfig
 from mmcoop.engine.work_dir_lock import WorkDirLock
 from mmcoop.registry import RUNNERS
-from mmcoop.utils.checkpoint import CheckpointReadError, safe_torch_load
+from mmcoop.utils.checkpoint import (CheckpointReadError,
+                                     remove_partial_checkpoints,
+                                     safe_torch_load)
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
@@ -247,6 +249,13 @@ class MMCoopRunner(Runner):
                     f'Took over the stale lock {self._work_dir_lock.path} of '
                     f"pid {stale.get('pid')} (since {stale.get('since')}), "
                     'which no longer runs (a crashed or killed run).')
+            if self._work_dir_lock is not None:
+                removed = remove_partial_checkpoints(self.work_dir)
+                if removed:
+                    self.logger.warning(
+                        f'Removed {len(removed)} partial checkpoint file(s) '
+                        f'that a killed save left in {self.work_dir}: '
+                        f'{removed[:5]} (never complete checkpoints).')
             self._register_mmcoop_hooks()
         except BaseException:
             self._release_work_dir()

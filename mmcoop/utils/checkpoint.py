@@ -39,7 +39,8 @@ import torch
 __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
     'safe_torch_load', 'atomic_write', 'atomic_open', 'atomic_torch_save',
-    'last_good_checkpoint', 'runtime_state_globals'
+    'last_good_checkpoint', 'runtime_state_globals',
+    'remove_partial_checkpoints'
 ]
 
 if not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):
@@ -344,7 +345,7 @@ def atomic_open(path: str,
         raise ValueError(f'atomic_open: mode {mode!r} is not \'w\' or '
                          "'wb' (a whole file is written).")
     folder = osp.dirname(osp.abspath(path))
-    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}')
+    tmp = osp.join(folder, _temp_name(osp.basename(path), os.getpid()))
     error = None
     try:
         with open(tmp, mode, **open_kwargs) as f:
@@ -362,6 +363,40 @@ def atomic_open(path: str,
     if error is not None:
         raise OSError(error.errno, full_disk_message(
             path, error.errno, last_good)) from error
+
+
+def _temp_name(name: str, pid: int) -> str:
+    """The temporary file :func:`atomic_open` fills for ``name``."""
+    return f'.{name}.tmp-{pid}'
+
+
+#: what :func:`_temp_name` gives for a checkpoint (``*.pth``)
+_CHECKPOINT_TEMP = re.compile(r'^\.(?P<name>.+\.pth)\.tmp-(?P<pid>\d+)$')
+
+
+def remove_partial_checkpoints(work_dir: str) -> List[str]:
+    """Delete the temporary checkpoint files (``.epoch_3.pth.tmp-<pid>``)
+    that saves killed mid-write left in ``work_dir``, and return their
+    names.
+
+    Call it only while holding the work dir's lock
+    (:class:`mmcoop.engine.work_dir_lock.WorkDirLock`): no other run then
+    writes there, so such a file belongs to a run that is gone. It never
+    became a checkpoint (:func:`atomic_open` renames only a complete file)
+    but can be as large as one. Nothing else is touched.
+    """
+    try:
+        names = sorted(os.listdir(work_dir))
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = _CHECKPOINT_TEMP.match(name)
+        path = osp.join(work_dir, name)
+        if match and int(match['pid']) != os.getpid() and osp.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
 
 
 def full_disk_message(path: str,

@@ -309,3 +309,32 @@ def test_checkpoint_without_class_meta_loads(tmp_path, clip):
     dst.load_checkpoint(str(path))
     assert torch.equal(dst.model.head.neg_embedding,
                        src.model.head.neg_embedding)
+
+
+def test_resume_removes_the_partial_file_of_a_killed_save(
+        three_epochs, tmp_path):
+    """A save killed mid-write leaves its temporary file (never renamed to
+    the checkpoint), which can be as large as a checkpoint. The next run in
+    the work dir (which holds the lock, so no other run writes there)
+    removes it, says so, and keeps every other file."""
+    import subprocess
+    import sys
+    ref, expected = three_epochs
+    work = _continue_from(ref, 2, tmp_path, 'killed')
+    # a real kill: the process dies inside atomic_open, after writing
+    kill = ('import os, sys; from mmcoop.utils.checkpoint import atomic_open\n'
+            'with atomic_open(sys.argv[1]) as f:\n'
+            '    f.write(b"half a checkpoint"); f.flush(); os._exit(9)\n')
+    proc = subprocess.run(
+        [sys.executable, '-c', kill, str(work / 'epoch_3.pth')])
+    assert proc.returncode == 9
+    partial = [n for n in os.listdir(work) if '.tmp-' in n]
+    assert len(partial) == 1 and partial[0].startswith('.epoch_3.pth.tmp-')
+    mine = ['.notes.tmp-12', 'epoch_9.pth.tmp-1', '.x.json.tmp-5']
+    for name in mine:
+        (work / name).write_text('mine')
+    runner = _resume(work, expected, from_epoch=2)
+    left = sorted(n for n in os.listdir(work) if 'tmp' in n)
+    assert left == sorted(mine)
+    assert (f"Removed 1 partial checkpoint file(s) that a killed save left "
+            f"in {work}: {partial}") in log_text(runner)
