@@ -27,6 +27,34 @@ def _head(head_type, **kwargs):
 # --------------------------------------------------------------------------
 # widths come from the towers
 # --------------------------------------------------------------------------
+def _self_only_mask(n):
+    """An attention mask letting each of ``n`` tokens attend to itself."""
+    return torch.full((n, n), float('-inf')).fill_diagonal_(0)
+
+
+def _open_clip_self_only_branch(visual, x):
+    """The attention branch of an open_clip ViT's last block, each token
+    attending only to itself (the reference of the value mode)."""
+    h = visual._embeds(x)
+    for block in visual.transformer.resblocks[:-1]:
+        h = block(h)
+    last = visual.transformer.resblocks[-1]
+    y = last.ln_1(h)
+    return last.attn(y, y, y, attn_mask=_self_only_mask(h.shape[1]),
+                     need_weights=False)[0]
+
+
+def _timm_self_only_branch(trunk, x):
+    """The attention branch of a timm trunk's last block on the tokens that
+    enter it, each token attending only to itself."""
+    (inputs, ) = trunk.forward_intermediates(
+        x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
+        intermediates_only=True)
+    last = trunk.blocks[-1]
+    return last.attn(last.norm1(inputs),
+                     attn_mask=_self_only_mask(inputs.shape[1]))
+
+
 def test_widths_come_from_the_towers():
     backbone = FrozenCLIP(WIDE, input_resolution=64)
     enc = FrozenCLIPTextEncoder(WIDE)
@@ -89,15 +117,8 @@ def test_vit_value_mode_is_self_attention_of_the_last_block():
     (dense, ) = backbone(x)
     visual = clip.visual
     with torch.no_grad():
-        h = visual._embeds(x)
-        for block in visual.transformer.resblocks[:-1]:
-            h = block(h)
-        last = visual.transformer.resblocks[-1]
-        n = h.shape[1]
-        only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
-        branch = last.attn(
-            last.ln_1(h), last.ln_1(h), last.ln_1(h), attn_mask=only_self,
-            need_weights=False)[0]
+        branch = _open_clip_self_only_branch(visual, x)
+        n = branch.shape[1]
         expected = visual.ln_post(branch) @ visual.proj
     assert dense.shape == (2, 48, n)
     torch.testing.assert_close(
@@ -335,15 +356,7 @@ def test_timm_towers_above_their_native_size(name, size):
                          for j in range(feats.shape[3])]
             else:
                 if mode == 'value':
-                    last = trunk.blocks[-1]
-                    (inputs, ) = trunk.forward_intermediates(
-                        x, indices=[len(trunk.blocks) - 2],
-                        output_fmt='NLC', intermediates_only=True)
-                    n = inputs.shape[1]
-                    only_self = torch.full(
-                        (n, n), float('-inf')).fill_diagonal_(0)
-                    tokens = trunk.norm(
-                        last.attn(last.norm1(inputs), attn_mask=only_self))
+                    tokens = trunk.norm(_timm_self_only_branch(trunk, x))
                 else:
                     tokens = trunk.forward_features(
                         x)[:, trunk.num_prefix_tokens:]
@@ -664,12 +677,8 @@ def test_timm_value_mode_is_self_attention_of_the_last_block(name, family):
                       torch.nn.Identity)
     assert getattr(last, 'gamma_1', None) is None
     with torch.no_grad():
-        (inputs, ) = trunk.forward_intermediates(
-            x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
-            intermediates_only=True)  # patch tokens entering the last block
-        n = inputs.shape[1]
-        only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
-        branch = trunk.norm(last.attn(last.norm1(inputs), attn_mask=only_self))
+        branch = trunk.norm(_timm_self_only_branch(trunk, x))
+        n = branch.shape[1]
         length = trunk.num_prefix_tokens + n
         expected = torch.stack([
             head(trunk.forward_head(branch[:, i:i + 1].expand(-1, length, -1)))
@@ -727,26 +736,13 @@ def test_value_mode_keeps_the_layer_scale_of_the_attention_branch(name):
     with torch.no_grad():
         if trunk is None:  # open_clip VisionTransformer
             visual = clip.visual
-            h = visual._embeds(x)
-            for block in visual.transformer.resblocks[:-1]:
-                h = block(h)
-            last = visual.transformer.resblocks[-1]
-            n = h.shape[1]
-            only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
-            branch = last.attn(
-                last.ln_1(h), last.ln_1(h), last.ln_1(h),
-                attn_mask=only_self, need_weights=False)[0]
+            branch = _open_clip_self_only_branch(visual, x)
             expected = (visual.ln_post(gamma * branch) @ visual.proj)
             expected = expected.transpose(1, 2)
         else:
-            head, last = clip.visual.head, trunk.blocks[-1]
-            (inputs, ) = trunk.forward_intermediates(
-                x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
-                intermediates_only=True)
-            n = inputs.shape[1]
-            only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
-            branch = trunk.norm(
-                gamma * last.attn(last.norm1(inputs), attn_mask=only_self))
+            head = clip.visual.head
+            branch = trunk.norm(gamma * _timm_self_only_branch(trunk, x))
+            n = branch.shape[1]
             length = trunk.num_prefix_tokens + n
             tokens = torch.stack([
                 head(trunk.forward_head(
@@ -850,14 +846,7 @@ def test_siglip_layout_without_class_token(mode, siglip_layout):
     (dense, ) = backbone(x)
     with torch.no_grad():
         if mode == 'value':
-            last = trunk.blocks[-1]
-            (inputs, ) = trunk.forward_intermediates(
-                x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
-                intermediates_only=True)
-            n = inputs.shape[1]
-            only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
-            tokens = trunk.norm(
-                last.attn(last.norm1(inputs), attn_mask=only_self))
+            tokens = trunk.norm(_timm_self_only_branch(trunk, x))
         else:
             tokens = trunk.forward_features(x)
         n = tokens.shape[1]
@@ -893,13 +882,7 @@ def test_eva_clip_layout_dense_features(mode, eva_clip_layout):
     (dense, ) = backbone(x)
     with torch.no_grad():
         if mode == 'value':
-            (inputs, ) = trunk.forward_intermediates(
-                x, indices=[len(trunk.blocks) - 2], output_fmt='NLC',
-                intermediates_only=True)
-            n = inputs.shape[1]
-            only_self = torch.full((n, n), float('-inf')).fill_diagonal_(0)
-            tokens = trunk.norm(
-                last.attn(last.norm1(inputs), attn_mask=only_self))
+            tokens = trunk.norm(_timm_self_only_branch(trunk, x))
         else:
             tokens = trunk.forward_features(x)[:, trunk.num_prefix_tokens:]
         n = tokens.shape[1]
