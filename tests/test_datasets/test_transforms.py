@@ -275,6 +275,31 @@ def test_load_converts_to_three_channels(tmp_path):
     assert img[..., 2].min() > 200 and img[..., :2].max() < 60
 
 
+@pytest.mark.parametrize('mode', ['LA', 'RGBA'])
+def test_every_loader_drops_alpha_like_official(tmp_path, mode):
+    """An image with (partly) transparent pixels gives the official
+    ``convert('RGB')`` pixels (alpha dropped) in every loader: the array
+    loader used mmcv's decoder, which puts an LA image on (124, 117, 104)
+    where the tensor and device loaders (and run_onnx.py) drop the alpha."""
+    from mmcoop.datasets.transforms import LoadImageBytes, LoadImageTensor
+    rgb = Image.fromarray(_rgb(4, 6))
+    alpha = Image.fromarray(np.tile(np.array([0, 90, 255], np.uint8), (4, 2)))
+    img = rgb.convert('L') if mode == 'LA' else rgb
+    img.putalpha(alpha)
+    path = _save(tmp_path / 'a.png', img)
+    assert Image.open(path).mode == mode
+    ref = np.asarray(Image.open(path).convert('RGB'))
+    loaded = [
+        LoadImageFromFileChecked()(dict(img_path=path))['img'][..., ::-1],
+        LoadImageTensor(scale=(6, 4))(dict(img_path=path))['img'].flip(0)
+        .permute(1, 2, 0).numpy(),
+        LoadImageBytes(scale=(6, 4), augment=False)(dict(
+            img_path=path))['img'].permute(1, 2, 0).numpy(),
+    ]
+    for out in loaded:
+        np.testing.assert_array_equal(out, ref)
+
+
 def test_load_ignores_exif_orientation_like_official(tmp_path):
     img = Image.new('RGB', (8, 4), (0, 0, 255))
     exif = img.getexif()

@@ -41,7 +41,9 @@ import warnings
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+
+from mmcoop.datasets.transforms.rgb import to_rgb
 
 __all__ = [
     'JpegHeader', 'DECODE_BACKENDS', 'PIXEL_LIMIT_FIX', 'parse_header',
@@ -153,15 +155,20 @@ def without_exif(data: bytes, header: Optional[JpegHeader] = None) -> bytes:
 
 
 def open_rgb(data: bytes,
-             draft_size: Optional[Tuple[int, int]] = None) -> Image.Image:
+             draft_size: Optional[Tuple[int, int]] = None,
+             exif_transpose: bool = False) -> Image.Image:
     """The official loader (``Image.open(...).convert('RGB')``, PIL's
-    decoder, its pixel limit, no EXIF rotation) on an image file's bytes;
-    ``draft_size = (h, w)`` decodes a JPEG at the smallest DCT scale that
-    still covers it."""
+    decoder, its pixel limit, no EXIF rotation) on an image file's bytes,
+    made RGB by :func:`~mmcoop.datasets.transforms.rgb.to_rgb` (the rule
+    of every path); ``draft_size = (h, w)`` decodes a JPEG at the smallest
+    DCT scale that still covers it; ``exif_transpose=True`` applies the
+    EXIF orientation first (mmcv's ``color_type='color'``)."""
     img = Image.open(io.BytesIO(data))
     if draft_size is not None and img.format == 'JPEG':
         img.draft('RGB', (draft_size[1], draft_size[0]))
-    return img if img.mode == 'RGB' else img.convert('RGB')
+    if exif_transpose:
+        img = ImageOps.exif_transpose(img)
+    return to_rgb(img)
 
 
 def rgb_tensor(img: Image.Image) -> torch.Tensor:

@@ -10,11 +10,11 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine import fileio
 from PIL import Image
 
-from mmcoop.datasets.transforms.jpeg import PIXEL_LIMIT_FIX
+from mmcoop.datasets.transforms.jpeg import PIXEL_LIMIT_FIX, open_rgb
 from mmcoop.registry import TRANSFORMS
 
 __all__ = ['LoadImageFromFileChecked', 'check_backend_args',
-           'read_image_bytes', 'decode_error']
+           'read_image_bytes', 'decode_error', 'decode_array']
 
 
 def check_backend_args(owner: str, backend_args) -> Optional[dict]:
@@ -84,6 +84,25 @@ def _check_decoder(imdecode_backend, color_type) -> None:
             'rotation).')
 
 
+#: the colour types whose pillow decode follows the RGB rule of every path
+#: (:func:`~mmcoop.datasets.transforms.rgb.to_rgb`), with and without the
+#: EXIF rotation
+_RGB_COLOR_TYPES = ('color_ignore_orientation', 'color')
+
+
+def decode_array(data: bytes, backend: str, color_type: str) -> np.ndarray:
+    """An image file's bytes -> ``(H, W, 3)`` BGR ``uint8`` array. PIL's
+    colour decodes go through :func:`~mmcoop.datasets.transforms.jpeg.
+    open_rgb` (the RGB rule of the tensor, device and inference paths: for
+    ``LA`` mmcv's own pillow decoder would paint the transparent pixels a
+    fixed colour, which no other path does); other backends and colour
+    types through ``mmcv.imfrombytes``."""
+    if backend == 'pillow' and color_type in _RGB_COLOR_TYPES:
+        rgb = open_rgb(data, exif_transpose=color_type == 'color')
+        return np.array(rgb)[..., ::-1]  # writable, as mmcv's decoder
+    return mmcv.imfrombytes(data, flag=color_type, backend=backend)
+
+
 @TRANSFORMS.register_module()
 class LoadImageFromFileChecked(LoadImageFromFile):
     """Load an image as a 3-channel BGR ``uint8`` array, with clear errors.
@@ -94,8 +113,11 @@ class LoadImageFromFileChecked(LoadImageFromFile):
       ``imdecode_backend='pillow'`` and
       ``color_type='color_ignore_orientation'`` (no EXIF rotation, which
       the official code does not apply either; mmcv's default ``'color'``
-      would rotate). Grayscale, palette, CMYK and RGBA/PNG-with-alpha images
-      become 3-channel (alpha dropped, as PIL's ``convert('RGB')``).
+      would rotate). Grayscale, palette, CMYK and images with alpha (RGBA,
+      LA) become 3-channel by the rule of every mmcoop path
+      (:func:`~mmcoop.datasets.transforms.rgb.to_rgb`: PIL's
+      ``convert('RGB')``, alpha dropped; mmcv's decoder would put an LA
+      image on a grey-brown background).
     - Every failure (missing file, unreadable/truncated/corrupt data, an
       empty decode) raises an ``OSError`` naming the file and a fix. mmcv's
       pillow path raises ``cannot identify image file <_io.BytesIO ...>``
@@ -145,8 +167,8 @@ class LoadImageFromFileChecked(LoadImageFromFile):
                 return None
             raise
         try:
-            img = mmcv.imfrombytes(
-                img_bytes, flag=self.color_type, backend=self.imdecode_backend)
+            img = decode_array(img_bytes, self.imdecode_backend,
+                               self.color_type)
             if img is None or img.size == 0:
                 raise ValueError('the decoder returned no pixels')
         except Exception as e:  # noqa: BLE001
