@@ -268,14 +268,16 @@ def _as_rgb_array(image: Any, name: str = 'image') -> Optional[np.ndarray]:
     """
     if isinstance(image, (str, os.PathLike)):
         return None
+    from mmcoop.datasets.transforms.rgb import is_wide_mode
     from_pil = False
     try:
         from PIL import Image
         if isinstance(image, Image.Image):
-            if _is_wide_mode(image.mode):
+            if is_wide_mode(image.mode):
                 from_pil = True
                 # 16-bit / 32-bit / float: convert('RGB') would saturate it
                 # to white/black; checked as the same data as an array is
+                # (the rule of every loader, mmcoop.datasets.transforms.rgb)
                 name = f'{name} (a PIL image of mode {image.mode!r})'
                 image = np.asarray(image)
             else:
@@ -299,19 +301,13 @@ def _as_rgb_array(image: Any, name: str = 'image') -> Optional[np.ndarray]:
     return np.ascontiguousarray(_as_uint8(image, name, from_pil)[..., :3])
 
 
-def _is_wide_mode(mode: str) -> bool:
-    """PIL modes with more than 8 bits per value (``I;16*``, ``I``,
-    ``F``), which ``convert('RGB')`` clips to 0..255."""
-    return mode.startswith('I;16') or mode in ('I', 'F')
-
-
 def _as_uint8(image: np.ndarray, name: str,
               from_pil: bool = False) -> np.ndarray:
     """``image`` as ``uint8``; arrays that are not 0..255 integers are
     refused (a float image in [0, 1] would silently become black).
 
     ``from_pil``: the array is a 16-bit / float PIL image; the fix does not
-    suggest its file (the config's loader would saturate it too)."""
+    suggest its file (the config's loader refuses it too)."""
     other = '' if from_pil else ' or the image file'
     if image.dtype == np.uint8:
         return image

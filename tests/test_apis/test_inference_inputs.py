@@ -123,6 +123,27 @@ def test_wide_pil_images_are_refused_like_arrays(setup, array, mode, match):
         inference_model(setup['model'], array)
 
 
+def test_wide_image_files_are_refused_like_the_pil_image(setup, tmp_path):
+    """The file of a 16-bit image is refused as its PIL image is (the
+    configs' loader, mmcoop.LoadImageFromFileChecked, saturated it to
+    white), and with 8-bit values it is the same picture as the PIL
+    image."""
+    infer = MultiLabelInferencer(setup['model'])
+    infer.cfg = copy.deepcopy(infer.cfg)
+    infer.cfg.test_dataloader.dataset.pipeline[0] = dict(
+        type='mmcoop.LoadImageFromFileChecked')
+    path = str(tmp_path / 'wide16.png')
+    Image.fromarray(np.full((9, 9), 40000, np.uint16)).save(path)
+    with pytest.raises(OSError, match=r"wide16\.png'.*'I;16' holds uint16 "
+                       r'values in \[40000, 40000\].*Fix'):
+        infer(path)
+    grey = np.random.default_rng(1).integers(0, 256, (20, 30), np.uint16)
+    Image.fromarray(grey).save(path)
+    np.testing.assert_allclose(infer(path)[0]['scores'],
+                               infer(Image.open(path))[0]['scores'],
+                               atol=1e-6)
+
+
 def test_wide_pil_images_with_8bit_values_are_the_same_picture(setup):
     model = setup['model']
     grey = np.random.default_rng(1).integers(0, 256, (20, 30), np.uint8)

@@ -275,13 +275,25 @@ def test_load_converts_to_three_channels(tmp_path):
     assert img[..., 2].min() > 200 and img[..., :2].max() < 60
 
 
+def _every_loader_rgb(path, size):
+    """``path`` through the array, tensor and device-path loaders -> RGB
+    ``(H, W, 3)`` arrays (no resize: ``size`` is the image's ``(w, h)``)."""
+    from mmcoop.datasets.transforms import LoadImageBytes, LoadImageTensor
+    return [
+        LoadImageFromFileChecked()(dict(img_path=path))['img'][..., ::-1],
+        LoadImageTensor(scale=size)(dict(img_path=path))['img'].flip(0)
+        .permute(1, 2, 0).numpy(),
+        LoadImageBytes(scale=size, augment=False)(dict(
+            img_path=path))['img'].permute(1, 2, 0).numpy(),
+    ]
+
+
 @pytest.mark.parametrize('mode', ['LA', 'RGBA'])
 def test_every_loader_drops_alpha_like_official(tmp_path, mode):
     """An image with (partly) transparent pixels gives the official
     ``convert('RGB')`` pixels (alpha dropped) in every loader: the array
     loader used mmcv's decoder, which puts an LA image on (124, 117, 104)
     where the tensor and device loaders (and run_onnx.py) drop the alpha."""
-    from mmcoop.datasets.transforms import LoadImageBytes, LoadImageTensor
     rgb = Image.fromarray(_rgb(4, 6))
     alpha = Image.fromarray(np.tile(np.array([0, 90, 255], np.uint8), (4, 2)))
     img = rgb.convert('L') if mode == 'LA' else rgb
@@ -289,15 +301,32 @@ def test_every_loader_drops_alpha_like_official(tmp_path, mode):
     path = _save(tmp_path / 'a.png', img)
     assert Image.open(path).mode == mode
     ref = np.asarray(Image.open(path).convert('RGB'))
-    loaded = [
-        LoadImageFromFileChecked()(dict(img_path=path))['img'][..., ::-1],
-        LoadImageTensor(scale=(6, 4))(dict(img_path=path))['img'].flip(0)
-        .permute(1, 2, 0).numpy(),
-        LoadImageBytes(scale=(6, 4), augment=False)(dict(
-            img_path=path))['img'].permute(1, 2, 0).numpy(),
-    ]
-    for out in loaded:
+    for out in _every_loader_rgb(path, (6, 4)):
         np.testing.assert_array_equal(out, ref)
+
+
+def test_every_loader_refuses_16bit_values_instead_of_saturating(tmp_path):
+    """A 16-bit grey PNG: PIL's convert('RGB') saturates every value above
+    255 (an almost white picture, which every loader trained on) while the
+    inference doors and run_onnx.py refuse it. Now every loader refuses it
+    naming the file and the fix; 0..255 values in 16 bits are accepted as
+    those grey levels."""
+    from mmcoop.datasets.transforms import LoadImageBytes, LoadImageTensor
+    wide = _save(tmp_path / 'w.png',
+                 Image.fromarray(np.arange(0, 60000, 2500,
+                                           np.uint16).reshape(4, 6)))
+    assert Image.open(wide).mode == 'I;16'
+    for load in (LoadImageFromFileChecked(), LoadImageTensor(scale=(6, 4)),
+                 LoadImageBytes(scale=(6, 4), augment=False)):
+        with pytest.raises(OSError, match=r"w\.png' .*'I;16' holds uint16 "
+                           r'values in \[0, 57500\].*saturate.*Fix: convert '
+                           r'the file to 8-bit'):
+            load(dict(img_path=wide))
+    grey = _rgb(4, 6)[..., 0]
+    low = _save(tmp_path / 'l.png', Image.fromarray(grey.astype(np.uint16)))
+    assert Image.open(low).mode == 'I;16'
+    for out in _every_loader_rgb(low, (6, 4)):
+        np.testing.assert_array_equal(out, np.dstack([grey] * 3))
 
 
 def test_load_ignores_exif_orientation_like_official(tmp_path):

@@ -11,6 +11,7 @@ from mmengine import fileio
 from PIL import Image
 
 from mmcoop.datasets.transforms.jpeg import PIXEL_LIMIT_FIX, open_rgb
+from mmcoop.datasets.transforms.rgb import ImageModeError
 from mmcoop.registry import TRANSFORMS
 
 __all__ = ['LoadImageFromFileChecked', 'check_backend_args',
@@ -53,7 +54,12 @@ def read_image_bytes(owner: str, path: str,
 def decode_error(path: str, data: bytes, error: Exception) -> OSError:
     """The error of a file the official loader cannot decode: it names the
     file and the fix (for PIL's decompression-bomb refusal: the pixel
-    limit, :data:`~mmcoop.datasets.transforms.jpeg.PIXEL_LIMIT_FIX`)."""
+    limit, :data:`~mmcoop.datasets.transforms.jpeg.PIXEL_LIMIT_FIX`; for
+    values beyond 8 bits, the fix of
+    :class:`~mmcoop.datasets.transforms.rgb.ImageModeError`)."""
+    if isinstance(error, ImageModeError):
+        return OSError(f'Cannot use image file {path!r} ({len(data)} '
+                       f'bytes): {error}')
     fix = (PIXEL_LIMIT_FIX
            if isinstance(error, Image.DecompressionBombError) else
            'The file is corrupt, truncated or not an image. Fix: re-download '

@@ -13,14 +13,59 @@ that one file gives the same pixels wherever it is read:
   conversion, **alpha dropped** (``RGBA``, ``LA``, ``PA``: the stored
   colour of a transparent pixel is kept; nothing is composited on a
   background colour, unlike mmcv's pillow decoder for ``LA``);
+- wider modes (16-bit grey ``I;16*``, 32-bit ``I``, float ``F``, read
+  from 16-bit grey PNGs and TIFFs): integer values that all lie in 0..255
+  are those grey levels; anything else is refused
+  (:class:`ImageModeError`, with the fix), never clipped: PIL's
+  ``convert('RGB')`` saturates every value above 255 to white, so a real
+  16-bit image would train as an almost white picture. The inference
+  doors refuse the same data as a PIL image or an array, and
+  ``run_onnx.py`` as a file;
 - no EXIF rotation (the caller rotates first where a config asks for it).
 """
+import numpy as np
 from PIL import Image
 
-__all__ = ['to_rgb']
+__all__ = ['ImageModeError', 'is_wide_mode', 'to_rgb']
+
+
+class ImageModeError(ValueError):
+    """An image whose values no path can make 8-bit RGB unchanged (see
+    :func:`to_rgb`); the message says why and gives the fix, the loaders
+    add the file."""
+
+
+def is_wide_mode(mode: str) -> bool:
+    """PIL modes with more than 8 bits per value (``I;16*``, ``I``,
+    ``F``), which ``convert('RGB')`` clips to 0..255."""
+    return mode.startswith('I;16') or mode in ('I', 'F')
+
+
+def _wide_to_rgb(img: Image.Image) -> Image.Image:
+    """A wide-mode image whose values are integers in 0..255 as RGB (the
+    same grey levels); else an :class:`ImageModeError`."""
+    arr = np.asarray(img)
+    if arr.dtype.kind in 'iu' and arr.size and 0 <= arr.min() and \
+            arr.max() <= 255:
+        return Image.fromarray(arr.astype(np.uint8)).convert('RGB')
+    low, high = (arr.min(), arr.max()) if arr.size else (0, 0)
+    scale = ('(img * 255).round() for values in [0, 1]' if arr.dtype.kind
+             == 'f' and 0 <= low and high <= 1 else
+             '(img / 257).round() for 16-bit')
+    raise ImageModeError(
+        f'PIL mode {img.mode!r} holds {arr.dtype} values in [{low}, '
+        f'{high}]; the model takes 8-bit RGB values 0..255, and converting '
+        'would saturate it to white/black (as PIL\'s convert(\'RGB\') '
+        f'does). Fix: convert the file to 8-bit (scaled to 0..255, e.g. '
+        f'{scale}), or remove it from the annotations.')
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """``img`` as an RGB PIL image by the rule of this module (the official
-    loader's ``convert('RGB')``)."""
-    return img if img.mode == 'RGB' else img.convert('RGB')
+    loader's ``convert('RGB')``; a wide mode with values beyond 0..255 is
+    an :class:`ImageModeError` instead of a saturated picture)."""
+    if img.mode == 'RGB':
+        return img
+    if is_wide_mode(img.mode):
+        return _wide_to_rgb(img)
+    return img.convert('RGB')
