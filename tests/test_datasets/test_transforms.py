@@ -310,14 +310,16 @@ def test_every_loader_refuses_16bit_values_instead_of_saturating(tmp_path):
     255 (an almost white picture, which every loader trained on) while the
     inference doors and run_onnx.py refuse it. Now every loader refuses it
     naming the file and the fix; 0..255 values in 16 bits are accepted as
-    those grey levels."""
+    those grey levels. The cv2 decoder, which scaled 16 bits down to 8,
+    follows the same rule."""
     from mmcoop.datasets.transforms import LoadImageBytes, LoadImageTensor
     wide = _save(tmp_path / 'w.png',
                  Image.fromarray(np.arange(0, 60000, 2500,
                                            np.uint16).reshape(4, 6)))
     assert Image.open(wide).mode == 'I;16'
     for load in (LoadImageFromFileChecked(), LoadImageTensor(scale=(6, 4)),
-                 LoadImageBytes(scale=(6, 4), augment=False)):
+                 LoadImageBytes(scale=(6, 4), augment=False),
+                 LoadImageFromFileChecked(imdecode_backend='cv2')):
         with pytest.raises(OSError, match=r"w\.png' .*'I;16' holds uint16 "
                            r'values in \[0, 57500\].*saturate.*Fix: convert '
                            r'the file to 8-bit'):
@@ -325,7 +327,9 @@ def test_every_loader_refuses_16bit_values_instead_of_saturating(tmp_path):
     grey = _rgb(4, 6)[..., 0]
     low = _save(tmp_path / 'l.png', Image.fromarray(grey.astype(np.uint16)))
     assert Image.open(low).mode == 'I;16'
-    for out in _every_loader_rgb(low, (6, 4)):
+    cv2 = LoadImageFromFileChecked(imdecode_backend='cv2')
+    for out in _every_loader_rgb(low, (6, 4)) + [cv2(dict(img_path=low))
+                                                 ['img'][..., ::-1]]:
         np.testing.assert_array_equal(out, np.dstack([grey] * 3))
 
 

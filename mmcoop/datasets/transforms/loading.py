@@ -2,6 +2,8 @@
 """Reading image files with errors that name the file and the fix (the
 loaders of every pipeline: :class:`LoadImageFromFileChecked` here,
 ``LoadImageTensor`` and ``LoadImageBytes`` in :mod:`.tensor_augment`)."""
+import io
+import warnings
 from typing import Optional
 
 import mmcv
@@ -11,11 +13,12 @@ from mmengine import fileio
 from PIL import Image
 
 from mmcoop.datasets.transforms.jpeg import PIXEL_LIMIT_FIX, open_rgb
-from mmcoop.datasets.transforms.rgb import ImageModeError
+from mmcoop.datasets.transforms.rgb import ImageModeError, is_wide_mode
 from mmcoop.registry import TRANSFORMS
 
 __all__ = ['LoadImageFromFileChecked', 'check_backend_args',
-           'read_image_bytes', 'decode_error', 'decode_array']
+           'read_image_bytes', 'decode_error', 'decode_array',
+           'is_wide_file']
 
 
 def check_backend_args(owner: str, backend_args) -> Optional[dict]:
@@ -96,14 +99,32 @@ def _check_decoder(imdecode_backend, color_type) -> None:
 _RGB_COLOR_TYPES = ('color_ignore_orientation', 'color')
 
 
+def is_wide_file(data: bytes) -> bool:
+    """Whether PIL reads an image file's bytes (its header only) as a mode
+    of more than 8 bits (:func:`~mmcoop.datasets.transforms.rgb.
+    is_wide_mode`: 16-bit grey PNG / TIFF, ...); False for bytes PIL does
+    not identify (or refuses as over its pixel limit)."""
+    try:
+        with warnings.catch_warnings():  # the decoder's to warn, not this
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return is_wide_mode(img.mode)
+    except Exception:  # noqa: BLE001 (not PIL's to judge: the decoder's)
+        return False
+
+
 def decode_array(data: bytes, backend: str, color_type: str) -> np.ndarray:
     """An image file's bytes -> ``(H, W, 3)`` BGR ``uint8`` array. PIL's
-    colour decodes go through :func:`~mmcoop.datasets.transforms.jpeg.
-    open_rgb` (the RGB rule of the tensor, device and inference paths: for
-    ``LA`` mmcv's own pillow decoder would paint the transparent pixels a
-    fixed colour, which no other path does); other backends and colour
-    types through ``mmcv.imfrombytes``."""
-    if backend == 'pillow' and color_type in _RGB_COLOR_TYPES:
+    colour decodes, and every colour decode of an image of more than 8
+    bits (:func:`is_wide_file`: OpenCV would scale 16 bits down to 8, where
+    every other path refuses values beyond 0..255), go through
+    :func:`~mmcoop.datasets.transforms.jpeg.open_rgb`, the RGB rule of the
+    tensor, device and inference paths (for ``LA`` mmcv's own pillow
+    decoder would paint the transparent pixels a fixed colour, which no
+    other path does); other backends and colour types through
+    ``mmcv.imfrombytes``."""
+    if color_type in _RGB_COLOR_TYPES and (backend == 'pillow'
+                                           or is_wide_file(data)):
         rgb = open_rgb(data, exif_transpose=color_type == 'color')
         return np.array(rgb)[..., ::-1]  # writable, as mmcv's decoder
     return mmcv.imfrombytes(data, flag=color_type, backend=backend)
