@@ -211,6 +211,39 @@ def test_device_decode_falls_back_when_torchcodec_fails(monkeypatch):
     assert calls == [1, 1]
 
 
+def test_device_path_decodes_what_pil_reads_and_its_decoders_refuse(
+        tmp_path):
+    """A JPEG without its end-of-image marker: PIL (so the CPU paths)
+    decodes it, TorchCodec and torchvision refuse it. The device path gave
+    the whole batch up (training stopped on a file every other path reads);
+    now PIL decodes that file, the others of the batch stay on the device
+    decoders, and a file PIL refuses too is still named."""
+    from mmengine.structures import BaseDataElement
+
+    from mmcoop.registry import MODELS
+    good = _jpeg()
+    bad = _jpeg(quality=90)[:-2] + b'\0\0'  # no EOI marker
+    assert _official(bad).shape == (3, 75, 101)  # PIL reads it
+    for decode in (jpeg.torchcodec_decode_jpeg(),
+                   jpeg._torchvision_decode_jpeg):
+        if decode is not None:  # the device decoders refuse it
+            with pytest.raises(RuntimeError):
+                decode(_as_tensor(bad), mode='RGB')
+    cut = tmp_path / 'cut.jpg'
+    cut.write_bytes(good[:-300])
+    out = jpeg.decode_jpegs([_as_tensor(good), _as_tensor(bad)],
+                            torch.device('cpu'))
+    assert torch.equal(out[0], _official(good))
+    assert torch.equal(out[1], _official(bad))
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor'))
+    samples = [BaseDataElement(img_path=p, device_aug=dict(size=(8, 8)))
+               for p in ('bad.jpg', str(cut))]
+    with pytest.raises(OSError, match=r"cannot decode '.*cut\.jpg' \(PIL: "
+                       r'.*truncated.*neither the device decoders nor PIL'):
+        pre(dict(inputs=[_as_tensor(bad), _as_tensor(good[:-300])],
+                 data_samples=samples), training=True)
+
+
 # ------------------------------------------------ PIL's pixel limit (bombs)
 def _bomb():
     """A small JPEG whose SOF header claims 32767 x 32767 pixels (a corrupt

@@ -33,7 +33,8 @@ at call time), and PIL decodes it, with its own warning or error.
   then decides);
 - :func:`decode_jpegs`: a batch on any device (the device path), with
   TorchCodec or else (missing, or failing) torchvision's deprecated
-  decoder; PIL for a JPEG they must not take (over the pixel limit).
+  decoder; PIL for a JPEG they must not take (over the pixel limit) or
+  both refuse.
 """
 import functools
 import io
@@ -270,6 +271,28 @@ def _decode_batch(inputs: List[torch.Tensor],
     return decoders[-1](inputs, mode='RGB', device=device)
 
 
+def _decode_alone(data: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One file with the device decoders (:func:`_decode_batch`), and PIL
+    where they refuse it (:func:`_pil_decode`)."""
+    try:
+        return _decode_batch([data], device)[0]
+    except RuntimeError:
+        return _pil_decode(data, device)
+
+
+def _decode_or_pil(inputs: List[torch.Tensor],
+                   device: torch.device) -> List[torch.Tensor]:
+    """The device decoders on a batch; where they refuse it, each file
+    alone, and PIL (the official loader) decides on a file they refuse:
+    its pixels, or its error as a ``RuntimeError``."""
+    try:
+        return _decode_batch(inputs, device)
+    except RuntimeError:
+        if len(inputs) == 1:
+            return [_pil_decode(inputs[0], device)]
+        return [_decode_alone(data, device) for data in inputs]
+
+
 def decode_jpegs(inputs: Sequence[torch.Tensor],
                  device: torch.device) -> List[torch.Tensor]:
     """Decode a batch of JPEG bytes (1-D uint8 CPU tensors, EXIF already
@@ -278,9 +301,11 @@ def decode_jpegs(inputs: Sequence[torch.Tensor],
     batch), else, or where it fails (e.g. a build without CUDA decoding),
     torchvision's ``decode_jpeg``. A JPEG that is not
     :attr:`JpegHeader.device_decodable` (over PIL's pixel limit, CMYK,
-    12-bit) is decoded by PIL instead, with PIL's warning or error. Raises
-    a ``RuntimeError`` for a batch no decoder takes (the last decoder's, or
-    PIL's error as one)."""
+    12-bit), or that both device decoders refuse (e.g. one without its
+    end-of-image marker, which PIL decodes), is decoded by PIL instead,
+    with PIL's warning or error: the official loader decides, as on the
+    CPU paths (:func:`decode_jpeg_cpu`). Raises a ``RuntimeError`` for a
+    file PIL refuses too (PIL's error as one)."""
     inputs = list(inputs)
     out: List[Optional[torch.Tensor]] = [None] * len(inputs)
     batch = []
@@ -291,7 +316,7 @@ def decode_jpegs(inputs: Sequence[torch.Tensor],
         else:  # a JPEG for the device decoders (or malformed: they report)
             batch.append(i)
     if batch:
-        decoded = _decode_batch([inputs[i] for i in batch], device)
+        decoded = _decode_or_pil([inputs[i] for i in batch], device)
         for i, img in zip(batch, decoded):
             out[i] = img
     return out

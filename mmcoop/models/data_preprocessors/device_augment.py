@@ -16,7 +16,9 @@ __all__ = ['DeviceAugmentPreprocessor']
 
 
 def _decode_error(inputs, samples, device, error: Exception) -> str:
-    """The message of a failed batch decode: the files that fail alone."""
+    """The message of a failed batch decode: the files that fail alone
+    (:func:`~mmcoop.datasets.transforms.jpeg.decode_jpegs` already gave PIL
+    a file the device decoders refuse, so these are refused by PIL too)."""
     bad = []
     for data, sample in zip(inputs, samples):
         try:
@@ -25,9 +27,9 @@ def _decode_error(inputs, samples, device, error: Exception) -> str:
             bad.append(f'{sample.get("img_path", "?")!r} ({e})')
     where = '; '.join(bad) or f'a file of the batch ({error})'
     return (f'DeviceAugmentPreprocessor cannot decode {where}. The file is '
-            'corrupt, truncated or a JPEG the device decoder does not '
-            'support. Fix: re-encode or remove it, or use the CPU tensor '
-            'pipeline (LoadImageTensor) for this dataset.')
+            'corrupt or truncated: neither the device decoders nor PIL (the '
+            'official loader) read it. Fix: re-download or re-encode it, or '
+            'remove it from the annotations.')
 
 
 @MODELS.register_module()
