@@ -125,3 +125,40 @@ def test_benchmark_numeric_options(load_tool, option, value, capsys):
     assert exc.value.code == 2
     assert f'argument {option}: must be an integer >= 1, got {value!r}' in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize('mode', ['LA', 'RGBA', 'P', 'I;16', 'I;16 wide'])
+def test_run_onnx_decodes_by_the_loaders_rgb_rule(run_onnx, tmp_path, mode):
+    """run_onnx.py (numpy + Pillow only, so its own copy of the rule) gives
+    the test pipeline's pixels for every image mode, or refuses what the
+    loader refuses (16-bit values beyond 0..255)."""
+    from mmcv.transforms import Resize
+
+    from mmcoop.datasets.transforms import LoadImageFromFileChecked
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (6, 9), np.uint8)
+    if mode.startswith('I;16'):
+        img = Image.fromarray(grey.astype(np.uint16) *
+                              (257 if 'wide' in mode else 1))
+    else:
+        img = Image.fromarray(rng.integers(0, 256, (6, 9, 3), np.uint8))
+        img = img.convert('L') if mode == 'LA' else img
+        img = img.convert(mode) if mode == 'P' else img
+        if mode in ('LA', 'RGBA'):
+            img.putalpha(Image.fromarray(grey))
+    path = str(tmp_path / 'x.png')
+    img.save(path)
+    meta = dict(preprocess=dict(
+        decode=dict(exif_transpose=False),
+        resize=dict(width=5, height=4, interpolation='bilinear')))
+    load = LoadImageFromFileChecked()
+    if 'wide' in mode:
+        with pytest.raises(OSError, match='x.png.*saturate'):
+            load(dict(img_path=path))
+        with pytest.raises(run_onnx.DeploymentError, match='x.png.*saturate'):
+            run_onnx.read_image(path, meta)
+        return
+    ref = Resize(scale=(5, 4), keep_ratio=False, backend='pillow',
+                 interpolation='bilinear')(load(dict(img_path=path)))['img']
+    np.testing.assert_array_equal(run_onnx.read_image(path, meta),
+                                  ref[..., ::-1])
