@@ -528,6 +528,21 @@ def test_similarity_map_helpers():
     assert tool.output_size(96, 2) == (288, 224)
 
 
+def test_similarity_map_reads_images_by_the_loaders_rule(tmp_path):
+    """The hand-written-prompt maps read the image themselves: a 16-bit
+    PNG is refused naming it, as every loader does, not saturated to white
+    by convert('RGB'); 8-bit images are the loaders' RGB."""
+    tool = load_tool('tools/visualization/similarity_map.py')
+    wide = tmp_path / 'wide16.png'
+    Image.fromarray(np.full((6, 8), 40000, np.uint16)).save(wide)
+    with pytest.raises(OSError, match=r"wide16\.png'.*'I;16'.*Fix"):
+        tool._load_rgb(str(wide))
+    la = tmp_path / 'la.png'
+    Image.new('LA', (8, 6), (90, 0)).save(la)
+    assert np.asarray(tool._load_rgb(str(la))).tolist() == \
+        np.full((6, 8, 3), 90).tolist()
+
+
 def test_similarity_map_handwritten(image_file, tmp_path, capsys,
                                     monkeypatch):
     tool = load_tool('tools/visualization/similarity_map.py')

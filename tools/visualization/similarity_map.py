@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from mmcoop.datasets.transforms.rgb import ImageModeError, to_rgb
 from mmcoop.engine.cli import fraction, positive_int
 from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
@@ -127,8 +128,10 @@ def similarity(grid: torch.Tensor, text: torch.Tensor) -> np.ndarray:
 
 
 def _load_rgb(path: str) -> Image.Image:
-    """The image as RGB; a missing, folder or undecodable path stops with
-    an error naming it and the fix."""
+    """The image as RGB by the rule of every loader
+    (:func:`mmcoop.datasets.transforms.rgb.to_rgb`: a 16-bit image is
+    refused, not saturated to white); a missing, folder or undecodable path
+    stops with an error naming it and the fix."""
     if osp.isdir(path):
         raise IsADirectoryError(
             f'Image {path!r} is a folder. Fix: give one image file.')
@@ -137,7 +140,9 @@ def _load_rgb(path: str) -> Image.Image:
             f'Image {path!r} does not exist. Fix: check the path.')
     try:
         with Image.open(path) as img:
-            return img.convert('RGB')
+            return to_rgb(img).copy()  # the loaders' rule (a copy: open)
+    except ImageModeError as e:  # 16-bit / float values beyond 0..255
+        raise OSError(f'Cannot use image {path!r}: {e}') from e
     except Exception as e:  # noqa: BLE001 - PIL's errors vary by format
         raise OSError(f'Cannot decode image {path!r} ({type(e).__name__}: '
                       f'{e}). Fix: give an image file (JPEG, PNG, ...).') \
