@@ -20,7 +20,8 @@ writes ``summary.csv`` (and ``pairs.csv`` with ``--save-pairs``).
 Example (the paper's setting, needs the OpenAI RN101 weights)::
 
     python tools/analysis/prompt_similarity.py --out-dir work_dirs/sim
-    python tools/analysis/prompt_similarity.py --pretrained /ckpt/RN101.pt \
+    python tools/analysis/prompt_similarity.py \
+        --pretrained /ckpt/open_clip_pytorch_model.bin \
         --templates my_templates.txt --negation no --negation-rule article
 """
 import argparse
