@@ -5,6 +5,8 @@
   block parses with that tool's own argparse parser (placeholders such as
   ``CONFIG`` are replaced by the demo config); every ``--option`` of an
   inline command is an option of that tool;
+* the "Flags:" list of docs/benchmarks.md is every option of
+  tools/analysis/benchmark.py;
 * ``mim run mmcoop X`` names a tool and ``mim train/test mmcoop NAME`` a
   config;
 * every ``test_x.py::test_y`` (and a bare ``test_y``) names a test;
@@ -286,3 +288,31 @@ def test_placeholders_are_used(placeholder):
     """Drop a placeholder here once no doc uses it."""
     text = '\n'.join(_read(d) for d in _docs())
     assert placeholder in text
+
+
+def test_benchmark_flag_list_is_complete():
+    """docs/benchmarks.md's "Flags:" paragraph names every option of
+    tools/analysis/benchmark.py (``--epoch-*`` / ``--data-*`` stand for
+    their groups) and exactly the choices of ``--mode``."""
+    doc = _read('docs/benchmarks.md')
+    para = doc.split('\nFlags: ', 1)[1].split('\n\n', 1)[0]
+    parser = _parser('tools/analysis/benchmark.py')
+    tokens = set(re.findall(r'(?<![\w-])(--[a-z][\w-]*)', para))
+    groups = {t.rstrip('-') for t in tokens if t.endswith('-')}  # --epoch-*
+    named = {t for t in tokens if not t.endswith('-')}
+    options = {
+        opt
+        for action in parser._actions for opt in action.option_strings
+        if opt.startswith('--') and opt != '--help'
+        and action.help != argparse.SUPPRESS  # internal (subprocess jobs)
+    }
+    missing = {
+        opt
+        for opt in options - named
+        if not any(opt.startswith(g + '-') for g in groups)
+    }
+    assert not missing, f'benchmarks.md "Flags:" misses {sorted(missing)}'
+    assert named <= options, sorted(named - options)
+    modes = re.search(r'--mode \{([\w,]+)\}', para)[1].split(',')
+    mode_action = parser._option_string_actions['--mode']
+    assert modes == list(mode_action.choices)
