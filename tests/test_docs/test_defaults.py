@@ -147,3 +147,21 @@ def test_config_key_fields_are_the_accepted_keys():
                 r'True \|')
     assert _fields(row) == list(CHECKS)
     assert resolve_checks() == {name: True for name in CHECKS}
+
+
+def test_analysis_md_metafile_flops():
+    """The metafiles' ``FLOPs`` that docs/analysis.md quotes: tower + head
+    MACs per image, so COCO and VOC differ by the head's 2·C·D·N."""
+    import yaml
+    doc = re.sub(r'\s+', ' ', _read('docs', 'analysis.md'))
+    coco, voc = re.search(
+        r'`(\d+)` for the COCO configs and `(\d+)` for the VOC ones',
+        doc).groups()
+    for method in ('positivecoop', 'negativecoop', 'dualcoop', 'baseline'):
+        meta = yaml.safe_load(_read('configs', method, 'metafile.yml'))
+        for model in meta['Models']:
+            flops = model['Metadata']['FLOPs']
+            assert flops == int(coco if '_coco14-' in model['Name'] else voc)
+    # D = 512 and N = 197 (RN101 at 448 px): 2 * (80 - 20) * D * N, to the
+    # metafiles' rounding
+    assert abs(int(coco) - int(voc) - 2 * 60 * 512 * 197) < 1e6
