@@ -165,3 +165,24 @@ def test_analysis_md_metafile_flops():
     # D = 512 and N = 197 (RN101 at 448 px): 2 * (80 - 20) * D * N, to the
     # metafiles' rounding
     assert abs(int(coco) - int(voc) - 2 * 60 * 512 * 197) < 1e6
+
+
+def test_analysis_md_prompt_count():
+    """The number of prompts docs/analysis.md says the paper-setting run of
+    prompt_similarity.py encodes: the three single prompts and the bank
+    with its negations, 80 COCO classes, duplicates once."""
+    from mmcoop.datasets.categories import COCO2014_CATEGORIES
+    from mmcoop.utils.prompt_templates import (DEFAULT_TEMPLATE_BANK, fill,
+                                               negate_template)
+    stated = int(
+        _find(_read('docs', 'analysis.md'),
+              r'The run encodes ([\d,]+) prompts').replace(',', ''))
+    single = {
+        fill(t, c)
+        for t in ('a photo of a {}', 'not a photo of a {}',
+                  'a picture of a {}') for c in COCO2014_CATEGORIES
+    }
+    templates = list(DEFAULT_TEMPLATE_BANK)
+    templates += [negate_template(t, 'not', 'prefix') for t in templates]
+    bank = {fill(t, c) for t in templates for c in COCO2014_CATEGORIES}
+    assert stated == len(single) + len(bank)
