@@ -119,3 +119,20 @@ def test_relative_links_resolve():
             if not osp.exists(target):
                 broken.append((name, link))
     assert count > 20 and broken == []
+
+
+def test_full_sweep_hours_add_up():
+    """The paper's per-run GPU hours of the compute table, times the nine
+    proportions, give the sweep totals the page states."""
+    doc = _read('docs', 'get_started.md')
+    rows = dict(
+        (m[0], [float(x) for x in re.findall(r'([\d.]+) GPU h', m[1])])
+        for m in re.findall(r'^\| (MS-COCO 2014|PASCAL VOC 2007) \|(.*)\|$',
+                            doc, re.M))
+    coco = 9 * sum(rows['MS-COCO 2014'])
+    voc = 9 * sum(rows['PASCAL VOC 2007'])
+    total, c, v = re.search(
+        r'about (\d+) GPU hours\s+\((\d+) for COCO, (\d+) for VOC\)',
+        doc).groups()
+    assert (int(c), int(v)) == (round(coco), round(voc))
+    assert abs(int(total) - (coco + voc)) <= 0.05 * (coco + voc)
