@@ -176,3 +176,29 @@ def test_non_utf8_and_folder_inputs(tmp_path):
         NUSWIDEMultiLabel(root)
     with pytest.raises(AnnotationError, match=r'ImageList: is a folder'):
         NUSWIDEMultiLabel(root, concepts_file='ImageList')
+
+
+def test_converted_csv_loads_with_the_documented_config(tmp_path, load_tool,
+                                                        monkeypatch):
+    """docs/data.md's converter command and config values, run from the
+    folder that holds ``data/``: the table loads with the concepts'
+    labels (relative paths as the page gives them)."""
+    import re
+
+    from mmcoop.datasets import MultiLabelCSVDataset
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    with open(osp.join(repo, 'docs', 'data.md'), encoding='utf-8') as f:
+        doc = f.read()
+    command = re.search(r'nuswide_to_csv\.py (.*?) --present-only',
+                        doc.replace('\\\n', ' ')).group(1).split()
+    config = re.search(r'and in the config, (.*?)\n  \(', doc, re.S).group(1)
+    kwargs = dict(re.findall(r"`(\w+)='([^']*)'`", config))
+    assert set(kwargs) == {'data_root', 'ann_file', 'data_prefix', 'classes'}
+    build_nus_wide(tmp_path / 'data' / 'nus-wide')
+    monkeypatch.chdir(tmp_path)
+    load_tool('tools/dataset_converters/nuswide_to_csv.py').main(
+        command + ['--present-only'])
+    ds = MultiLabelCSVDataset(**kwargs)
+    assert len(ds) == 3
+    assert all(osp.isfile(ds.get_data_info(i)['img_path'])
+               for i in range(len(ds)))

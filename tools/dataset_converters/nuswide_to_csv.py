@@ -15,9 +15,9 @@ Example::
 
     python tools/dataset_converters/nuswide_to_csv.py data/nus-wide train \\
         data/nus-wide-csv/train.csv --present-only
-    # then: MultiLabelCSVDataset(ann_file='data/nus-wide-csv/train.csv',
-    #   data_root='data/nus-wide', data_prefix='Flickr',
-    #   classes='data/nus-wide-csv/classes.txt')
+    # then (ann_file and data_prefix are relative to data_root):
+    # MultiLabelCSVDataset(data_root='data', ann_file='nus-wide-csv/train.csv',
+    #   data_prefix='nus-wide/Flickr', classes='data/nus-wide-csv/classes.txt')
 """
 import argparse
 import csv
