@@ -191,6 +191,10 @@ def _apply_clean(cfg, protocol: dict) -> None:
                        **split)
     cfg.protocol = dict(protocol, split_file=split_file, selection=selection,
                         val_fraction=val_fraction, seed=seed)
+    if type_name(train) == 'PartialLabelDataset':
+        # the mask goes into the work dir next to the results, whether or
+        # not the config's own custom_hooks list the hook
+        _add_hook(cfg, 'PartialLabelMaskHook')
     old_val = cfg.get('val_dataloader', None)
     if old_val is None:  # `--no-validate`: nothing to select on
         if selection == 'best':

@@ -76,6 +76,25 @@ def test_clean_preset_config(tmp_path):
         apply_protocol(Config(dict(protocol=dict(name='clean', seeds=1))))
 
 
+@pytest.mark.parametrize('validate', [True, False])
+def test_clean_saves_the_mask_without_the_hook_in_the_config(
+        tmp_path, validate):
+    """docs/experiments.md: under `clean` the partial-label mask is saved
+    in <work_dir>/partial_labels/, also for a config whose custom_hooks
+    leave PartialLabelMaskHook out (once, where they list it)."""
+    for hooks in ([], [dict(type='PartialLabelMaskHook', subdir='m')]):
+        cfg = Config.fromfile(VOC_CONFIG)
+        cfg.work_dir = str(tmp_path / 'work_dirs' / 'exp')
+        cfg.custom_hooks = hooks
+        if not validate:  # --no-validate
+            cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+        cfg.protocol = dict(name='clean', selection='last')
+        apply_protocol(cfg)
+        masks = [h for h in cfg.custom_hooks
+                 if h['type'] == 'PartialLabelMaskHook']
+        assert masks == (hooks or [dict(type='PartialLabelMaskHook')])
+
+
 def test_clean_never_evaluates_the_test_split_in_training(
         tmp_path, monkeypatch):
     data = H.make_demo_data(str(tmp_path / 'demo'))
