@@ -40,7 +40,7 @@ __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
     'safe_torch_load', 'atomic_write', 'atomic_open', 'atomic_torch_save',
     'last_good_checkpoint', 'runtime_state_globals',
-    'remove_partial_checkpoints'
+    'remove_partial_checkpoints', 'pid_alive'
 ]
 
 if not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):
@@ -381,9 +381,13 @@ def remove_partial_checkpoints(work_dir: str) -> List[str]:
 
     Call it only while holding the work dir's lock
     (:class:`mmcoop.engine.work_dir_lock.WorkDirLock`): no other run then
-    writes there, so such a file belongs to a run that is gone. It never
-    became a checkpoint (:func:`atomic_open` renames only a complete file)
-    but can be as large as one. Nothing else is touched.
+    writes there. A file whose writer still runs on this host
+    (:func:`pid_alive`) is kept: a process without the lock may be writing
+    a ``.pth`` there (``publish_model.py`` or a converter with its output
+    in the work dir), and removing its file would fail its rename. A dead
+    writer's file never became a checkpoint (:func:`atomic_open` renames
+    only a complete file) but can be as large as one. Nothing else is
+    touched.
     """
     try:
         names = sorted(os.listdir(work_dir))
@@ -393,10 +397,30 @@ def remove_partial_checkpoints(work_dir: str) -> List[str]:
     for name in names:
         match = _CHECKPOINT_TEMP.match(name)
         path = osp.join(work_dir, name)
-        if match and int(match['pid']) != os.getpid() and osp.isfile(path):
-            os.remove(path)
-            removed.append(name)
+        if not match or not osp.isfile(path):
+            continue
+        pid = int(match['pid'])
+        if pid == os.getpid() or pid_alive(pid):
+            continue  # this process's save, or a writer that still runs
+        os.remove(path)
+        removed.append(name)
     return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's
+    included), so a temporary file it names may still be written. On
+    Windows, where ``os.kill`` would signal (or end) the process, every pid
+    counts as running."""
+    if os.name == 'nt':
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # none such (or no pid)
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def full_disk_message(path: str,

@@ -161,3 +161,24 @@ def test_test_tool_out_is_written_atomically(writer, tmp_path, monkeypatch):
     AtomicDumpResults(out_file_path=str(tmp_path / 'p.pkl')).compute_metrics(
         [dict(pred_score=[0.5])])
     assert mmengine.load(str(tmp_path / 'p.pkl')) == [dict(pred_score=[0.5])]
+
+
+def test_partial_checkpoint_of_a_live_writer_is_kept(tmp_path):
+    """remove_partial_checkpoints removes a temporary ``.pth`` whose
+    writer is dead, never one a running process still writes (e.g.
+    publish_model.py with its output in the work dir, which holds no lock):
+    removing it would make that process's rename fail."""
+    import subprocess
+    import sys
+
+    from mmcoop.utils.checkpoint import remove_partial_checkpoints
+    dead = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'],
+        capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    live = f'.published.pth.tmp-{os.getppid()}'
+    gone = f'.epoch_2.pth.tmp-{dead_pid}'
+    for name in (live, gone):
+        (tmp_path / name).write_bytes(b'part')
+    assert remove_partial_checkpoints(str(tmp_path)) == [gone]
+    assert sorted(os.listdir(tmp_path)) == [live]

@@ -27,6 +27,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from mmengine.logging import MMLogger
 
+from mmcoop.utils.checkpoint import pid_alive
 from .errors import FeatureCacheError
 from .images import changed_images, file_sha256
 from .key import diff_keys
@@ -58,16 +59,6 @@ def _fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def scale_file(fname: str) -> str:
@@ -139,7 +130,7 @@ def remove_leftovers(cache_dir: str) -> None:
             pid = int(name[len(prefix):])
         except ValueError:
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             MMLogger.get_current_instance().info(
                 f'Removing the leftover of an interrupted feature '
                 f'extraction: {osp.join(parent, name)}')
