@@ -392,3 +392,33 @@ def test_device_preprocessor_names_an_over_limit_file(monkeypatch):
         pre(dict(inputs=[_as_tensor(_bomb())], data_samples=samples),
             training=True)
     assert calls == []
+
+
+def test_device_out_of_memory_is_not_a_file_for_pil(monkeypatch):
+    """A device that runs out of memory while decoding raises
+    ``torch.cuda.OutOfMemoryError`` (a ``RuntimeError``): it is raised as it
+    is, not taken for files the device decoders refuse (which would decode
+    every batch again file by file, then with PIL on the CPU, without a
+    word), nor reported by the preprocessor as corrupt files."""
+    calls = []
+
+    def out_of_memory(inputs, mode='RGB', device='cpu'):
+        calls.append(len(inputs))
+        raise torch.cuda.OutOfMemoryError('CUDA out of memory')
+
+    monkeypatch.setattr(jpeg, 'torchcodec_decode_jpeg', lambda: None)
+    monkeypatch.setattr(jpeg, '_torchvision_decode_jpeg', out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        jpeg.decode_jpegs([_as_tensor(_jpeg())] * 3, torch.device('cpu'))
+    assert calls == [3]
+    # nor does the device preprocessor name the files as corrupt
+    from mmengine.structures import BaseDataElement
+
+    from mmcoop.registry import MODELS
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor'))
+    samples = [BaseDataElement(img_path=f'{i}.jpg', device_aug=dict(
+        size=(8, 8))) for i in range(2)]
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        pre(dict(inputs=[_as_tensor(_jpeg())] * 2, data_samples=samples),
+            training=True)
+    assert calls == [3, 2]

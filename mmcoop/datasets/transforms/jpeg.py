@@ -276,6 +276,8 @@ def _decode_alone(data: torch.Tensor, device: torch.device) -> torch.Tensor:
     where they refuse it (:func:`_pil_decode`)."""
     try:
         return _decode_batch([data], device)[0]
+    except torch.cuda.OutOfMemoryError:
+        raise  # the device's state, not the file's: not PIL's to judge
     except RuntimeError:
         return _pil_decode(data, device)
 
@@ -284,9 +286,12 @@ def _decode_or_pil(inputs: List[torch.Tensor],
                    device: torch.device) -> List[torch.Tensor]:
     """The device decoders on a batch; where they refuse it, each file
     alone, and PIL (the official loader) decides on a file they refuse:
-    its pixels, or its error as a ``RuntimeError``."""
+    its pixels, or its error as a ``RuntimeError``. A device out of memory
+    (a ``RuntimeError`` too) is raised as it is: no file is refused."""
     try:
         return _decode_batch(inputs, device)
+    except torch.cuda.OutOfMemoryError:
+        raise
     except RuntimeError:
         if len(inputs) == 1:
             return [_pil_decode(inputs[0], device)]

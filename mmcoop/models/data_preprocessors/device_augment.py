@@ -102,6 +102,8 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
             files = [inputs[i] for i in encoded]
             try:
                 decoded = decode_jpegs(files, device)
+            except torch.cuda.OutOfMemoryError:
+                raise  # the device's, not a file's: no file to name
             except RuntimeError as e:
                 raise OSError(_decode_error(
                     files, [samples[i] for i in encoded], device, e)) from e
