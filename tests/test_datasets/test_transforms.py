@@ -333,6 +333,24 @@ def test_every_loader_refuses_16bit_values_instead_of_saturating(tmp_path):
         np.testing.assert_array_equal(out, np.dstack([grey] * 3))
 
 
+@pytest.mark.parametrize('values,fix', [
+    ((200., 200.), r'img\.round\(\) for values already in 0\.\.255'),
+    ((0., .5), r'\(img \* 255\)\.round\(\) for values in \[0, 1\]'),
+])
+def test_float_image_refusal_says_why_and_the_fix(tmp_path, values, fix):
+    """A float TIFF (mode F) is refused by every loader whatever its values.
+    Within 0..255 nothing would saturate, and the fix is not 16-bit's
+    ``/ 257``: the message says neither (it said both)."""
+    arr = np.array(values, np.float32).repeat(12).reshape(4, 6)
+    path = _save(tmp_path / 'f.tif', Image.fromarray(arr))
+    assert Image.open(path).mode == 'F'
+    message = (r"'F' holds float32 .*Fix: convert the file to 8-bit "
+               r'\(scaled to 0\.\.255, e\.g\. ' + fix)
+    with pytest.raises(OSError, match=message) as e:
+        LoadImageFromFileChecked()(dict(img_path=path))
+    assert 'saturate' not in str(e.value) and '257' not in str(e.value)
+
+
 def test_load_ignores_exif_orientation_like_official(tmp_path):
     img = Image.new('RGB', (8, 4), (0, 0, 255))
     exif = img.getexif()

@@ -49,14 +49,22 @@ def _wide_to_rgb(img: Image.Image) -> Image.Image:
             arr.max() <= 255:
         return Image.fromarray(arr.astype(np.uint8)).convert('RGB')
     low, high = (arr.min(), arr.max()) if arr.size else (0, 0)
-    scale = ('(img * 255).round() for values in [0, 1]' if arr.dtype.kind
-             == 'f' and 0 <= low and high <= 1 else
-             '(img / 257).round() for 16-bit')
+    if arr.dtype.kind != 'f':
+        scale = '(img / 257).round() for 16-bit'
+    elif 0 <= low and high <= 1:
+        scale = '(img * 255).round() for values in [0, 1]'
+    elif 0 <= low and high <= 255:
+        scale = 'img.round() for values already in 0..255'
+    else:
+        scale = '(img * 255 / img.max()).round()'
+    # PIL's convert('RGB') clips what lies beyond 0..255 (and truncates a
+    # float); within 0..255 a float image is refused as not 8-bit
+    beyond = ('; converting would saturate it to white/black (as PIL\'s '
+              "convert('RGB') does)" if low < 0 or high > 255 else '')
     raise ImageModeError(
         f'PIL mode {img.mode!r} holds {arr.dtype} values in [{low}, '
-        f'{high}]; the model takes 8-bit RGB values 0..255, and converting '
-        'would saturate it to white/black (as PIL\'s convert(\'RGB\') '
-        f'does). Fix: convert the file to 8-bit (scaled to 0..255, e.g. '
+        f'{high}]; the model takes 8-bit RGB values 0..255 (integers)'
+        f'{beyond}. Fix: convert the file to 8-bit (scaled to 0..255, e.g. '
         f'{scale}), or remove it from the annotations.')
 
 
