@@ -98,6 +98,20 @@ def test_converter_to_csv_keeps_present_images(tmp_path, load_tool):
     np.testing.assert_array_equal(scores(ds), [[0, 0, 1], [1, 1, 0]])
     with pytest.raises(OutputPathError, match='--force'):
         tool.main([root, 'train', out])
+    # the test split next to it keeps classes.txt, which lists the same
+    # concepts; a classes.txt that lists others is not overwritten
+    classes = tmp_path / 'csv' / 'classes.txt'
+    before = classes.stat().st_mtime_ns
+    tool.main([root, 'test', str(tmp_path / 'csv' / 'test.csv')])
+    assert classes.stat().st_mtime_ns == before
+    assert (tmp_path / 'csv' / 'test.csv').read_text().splitlines() == [
+        'image,labels', 'sky/0005_7.jpg,sky'
+    ]
+    classes.write_text('mine\n')
+    with pytest.raises(OutputPathError, match='classes.txt.*--force'):
+        tool.main([root, 'test', str(tmp_path / 'csv' / 'test2.csv')])
+    assert classes.read_text() == 'mine\n'
+    assert not (tmp_path / 'csv' / 'test2.csv').exists()
     with pytest.raises(ValueError, match='inside the dataset folder'):
         tool.main([root, 'train', osp.join(root, 'train.csv')])
 
@@ -189,16 +203,20 @@ def test_converted_csv_loads_with_the_documented_config(tmp_path, load_tool,
     repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     with open(osp.join(repo, 'docs', 'data.md'), encoding='utf-8') as f:
         doc = f.read()
-    command = re.search(r'nuswide_to_csv\.py (.*?) --present-only',
-                        doc.replace('\\\n', ' ')).group(1).split()
+    commands = re.findall(r'nuswide_to_csv\.py (.*?) --present-only',
+                          doc.replace('\\\n', ' '))
+    assert [c.split()[1] for c in commands] == ['train', 'test']
     config = re.search(r'and in the config, (.*?)\n  \(', doc, re.S).group(1)
     kwargs = dict(re.findall(r"`(\w+)='([^']*)'`", config))
     assert set(kwargs) == {'data_root', 'ann_file', 'data_prefix', 'classes'}
     build_nus_wide(tmp_path / 'data' / 'nus-wide')
     monkeypatch.chdir(tmp_path)
-    load_tool('tools/dataset_converters/nuswide_to_csv.py').main(
-        command + ['--present-only'])
-    ds = MultiLabelCSVDataset(**kwargs)
-    assert len(ds) == 3
-    assert all(osp.isfile(ds.get_data_info(i)['img_path'])
-               for i in range(len(ds)))
+    tool = load_tool('tools/dataset_converters/nuswide_to_csv.py')
+    for command in commands:  # the second keeps the first's classes.txt
+        tool.main(command.split() + ['--present-only'])
+    for ann_file, n in ((kwargs['ann_file'], 3),
+                        (kwargs['ann_file'].replace('train', 'test'), 1)):
+        ds = MultiLabelCSVDataset(**dict(kwargs, ann_file=ann_file))
+        assert len(ds) == n
+        assert all(osp.isfile(ds.get_data_info(i)['img_path'])
+                   for i in range(len(ds)))

@@ -9,12 +9,16 @@ on disk are left out -- the usual case, as not every Flickr image can still
 be downloaded -- and their number is printed. Nothing is written inside the
 dataset folder, no existing file is overwritten without ``--force``, and
 each file is written atomically (an interrupted run leaves no truncated
-table for a dataset to read).
+table for a dataset to read). A ``classes.txt`` that already lists the
+concepts in order is kept as it is, so the second split can be written
+next to the first without ``--force``.
 
 Example::
 
     python tools/dataset_converters/nuswide_to_csv.py data/nus-wide train \\
         data/nus-wide-csv/train.csv --present-only
+    python tools/dataset_converters/nuswide_to_csv.py data/nus-wide test \\
+        data/nus-wide-csv/test.csv --present-only
     # then (ann_file and data_prefix are relative to data_root):
     # MultiLabelCSVDataset(data_root='data', ann_file='nus-wide-csv/train.csv',
     #   data_prefix='nus-wide/Flickr', classes='data/nus-wide-csv/classes.txt')
@@ -28,6 +32,15 @@ from mmcoop.datasets.tri_state import missing_images
 from mmcoop.datasets.utils import check_outside_dataset
 from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs
+
+
+def _lists(path, names) -> bool:
+    """Whether the file ``path`` exists and lists ``names``, one a line."""
+    try:
+        with open(path) as f:
+            return f.read().splitlines() == list(names)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def parse_args(argv=None):
@@ -57,14 +70,17 @@ def main(argv=None):
     for path in (args.out, classes_file):
         check_outside_dataset(path, [args.root], 'converted table',
                               "'data/nus-wide-csv/train.csv'")
-    claim_outputs([args.out, classes_file], force=args.force)
     ds = NUSWIDEMultiLabel(
         args.root, split=args.split, empty=args.empty, check_images=False)
+    names = ds.CLASSES
+    outputs = [args.out]
+    if not _lists(classes_file, names):  # the other split's is kept
+        outputs.append(classes_file)
+    claim_outputs(outputs, force=args.force)
     infos = [ds.get_data_info_raw(i) for i in range(len(ds))]
     missing = set()
     if args.present_only:
         missing = set(missing_images(i['img_path'] for i in infos)[0])
-    names = ds.CLASSES
     with atomic_open(args.out, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['image', 'labels'])
@@ -74,11 +90,13 @@ def main(argv=None):
                     info['img_id'],
                     ';'.join(names[k] for k in info['gt_label'])
                 ])
-    with atomic_open(classes_file, 'w') as f:
-        f.writelines(c + '\n' for c in names)
+    if classes_file in outputs:
+        with atomic_open(classes_file, 'w') as f:
+            f.writelines(c + '\n' for c in names)
     print(f'{args.out}: {len(infos) - len(missing)} images of {len(infos)} '
           f'({len(missing)} missing on disk left out, {ds.num_dropped} '
-          f'without a label dropped); {classes_file}: {len(names)} classes.')
+          f'without a label dropped); {classes_file}: {len(names)} classes'
+          + ('.' if classes_file in outputs else ' (kept: it lists them).'))
 
 
 if __name__ == '__main__':
