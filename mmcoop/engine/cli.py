@@ -407,10 +407,13 @@ def check_out_suffix(parser: argparse.ArgumentParser, args) -> None:
 
 def check_test_inputs_and_outputs(args, cfg: Config) -> None:
     """``tools/test.py``: refuse a missing checkpoint (or a folder given as
-    one) and an ``--out`` that exists (without ``--force``) or is an input
-    (:func:`mmcoop.utils.paths.claim_outputs`), before the Runner is built
-    and the test runs; the folder of ``--out`` is made when writing."""
+    one), an ``--out`` that exists (without ``--force``) or is an input
+    (:func:`mmcoop.utils.paths.claim_outputs`) and a ``--show-dir`` that is
+    not empty (without ``--force``), before the Runner is built (and makes
+    the work dir) and the test runs; the folder of ``--out`` is made when
+    writing."""
     from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
+    from mmcoop.engine.hooks.prediction_draw_hook import check_draw_dir
     from mmcoop.utils.paths import claim_outputs
     checkpoint = args.checkpoint if args.checkpoint is not None else \
         cfg.get('load_from')
@@ -425,6 +428,8 @@ def check_test_inputs_and_outputs(args, cfg: Config) -> None:
                       force=args.force,
                       option='--out',
                       create_dirs=False)
+    if getattr(args, 'show_dir', None):
+        check_draw_dir(args.show_dir, args.force)
 
 
 def check_amp_device(args) -> None:

@@ -79,12 +79,16 @@ def test_show_dir_draws_every_test_image(run):
     assert all(f.endswith('.png') for f in files)
     with Image.open(osp.join(run['show'], files[0])) as img:
         assert img.size == (1000, 420)
+    # refused before the runner is built: no work dir, no log
+    work_dir = run['tmp'] / 'refused'
     with pytest.raises(FileExistsError, match='not empty'):
         test_tool.main([
             H.DEMO_CONFIG,
             str(run['tmp'] / 'head.pth'), '--show-dir', run['show'],
-            '--cfg-options', *run['options']
+            '--work-dir',
+            str(work_dir), '--cfg-options', *run['options']
         ])
+    assert not work_dir.exists()
 
 
 def test_analyze_results(run):

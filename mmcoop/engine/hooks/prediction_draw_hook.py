@@ -9,6 +9,18 @@ from mmengine.hooks import Hook
 from mmcoop.registry import HOOKS
 
 
+def check_draw_dir(out_dir: str, force: bool = False) -> None:
+    """Refuse a drawing folder that is not empty, unless ``force``
+    (:class:`PredictionDrawHook`; ``tools/test.py`` calls it before the
+    runner is built, so that a refused run writes nothing)."""
+    if not force and osp.isdir(out_dir) and os.listdir(out_dir):
+        raise FileExistsError(
+            f'--show-dir {out_dir!r} is not empty (e.g. the drawings of '
+            'a test that was interrupted). Fix: give a new folder, or '
+            'pass --force to draw into it (files of the same names are '
+            'replaced, others are left).')
+
+
 @HOOKS.register_module()
 class PredictionDrawHook(Hook):
     """Draw every test image with its scores (``tools/test.py --show-dir``).
@@ -36,12 +48,7 @@ class PredictionDrawHook(Hook):
                  topk: int = 10,
                  threshold: float = 0.5,
                  force: bool = False):
-        if not force and osp.isdir(out_dir) and os.listdir(out_dir):
-            raise FileExistsError(
-                f'--show-dir {out_dir!r} is not empty (e.g. the drawings of '
-                'a test that was interrupted). Fix: give a new folder, or '
-                'pass --force to draw into it (files of the same names are '
-                'replaced, others are left).')
+        check_draw_dir(out_dir, force)
         self.out_dir = out_dir
         self.topk = topk
         self.threshold = threshold
