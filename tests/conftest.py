@@ -1,5 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 import os.path as osp
+import subprocess
 import sys
 
 import pytest
@@ -14,6 +15,50 @@ import _common  # noqa: E402
 # The suite runs tiny models on 2 cores, often next to dataloader workers:
 # one intra-op thread avoids oversubscription (and is deterministic).
 torch.set_num_threads(1)
+
+REPO = osp.dirname(HERE)
+
+
+def _checkout_state():
+    """``git status`` of the checkout, untracked and ignored paths
+    included (``__pycache__`` left out), as a set of lines; None outside
+    a git checkout."""
+    try:
+        out = subprocess.run(
+            ['git', 'status', '--porcelain', '--ignored', '-z'],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+            check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {line for line in out.split('\0')
+            if line and '__pycache__' not in line}
+
+
+_CHECKOUT_BEFORE = None
+
+
+def pytest_sessionstart(session):
+    global _CHECKOUT_BEFORE
+    if not hasattr(session.config, 'workerinput'):  # once, not per worker
+        _CHECKOUT_BEFORE = _checkout_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when tests wrote into the checkout: every test writes
+    under ``tmp_path`` (a default ``work_dirs/`` or ``data/`` made in the
+    working directory is a test that forgot its ``--work-dir``)."""
+    if hasattr(session.config, 'workerinput') or _CHECKOUT_BEFORE is None:
+        return
+    after = _checkout_state()
+    new = sorted((after or set()) - _CHECKOUT_BEFORE)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin('terminalreporter')
+        reporter.write('\n')
+        reporter.write_sep('=', 'the tests changed the checkout', red=True)
+        reporter.write_line(
+            f'{REPO}: {new[:10]}. Fix: write under tmp_path (e.g. pass '
+            '--work-dir); the run fails.', red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope='session')
