@@ -7,10 +7,15 @@
         [--cfg-options train_cfg.max_epochs=20 ...] \
         [--train-cmd "bash tools/dist_train.sh {config} 8"] \
         [--test-cmd "bash tools/dist_test.sh {config} {checkpoint} 8"]
+    # 8 runs at once on an 8-GPU machine, one GPU each
+    python tools/sweep.py --methods positivecoop --datasets voc07 \
+        --out work_dirs/sweep_voc07 --feature-cache \
+        --job-gpus 0 1 2 3 4 5 6 7
     python tools/sweep.py --out work_dirs/sweep_voc07 --report-only
 
-One ``tools/train.py`` + ``tools/test.py`` process per run; finished runs
-are skipped, so rerunning the same command continues a killed sweep.
+One ``tools/train.py`` + ``tools/test.py`` process per run, ``--jobs`` runs
+at once (default 1); finished runs are skipped, so rerunning the same
+command continues a killed sweep.
 Writes ``results.csv``, ``results.md`` and ``mAP_<dataset>_<protocol>.png``
 into ``--out``. See docs/experiments.md and
 :mod:`mmcoop.experiments.sweep`.
@@ -24,7 +29,8 @@ try:
 except ImportError:  # run from a clone without `pip install -e .`
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmcoop.engine.cli import nonnegative_int, positive_fraction
+from mmcoop.engine.cli import (nonnegative_int, positive_fraction,
+                               positive_int)
 from mmcoop.experiments.protocols import PROTOCOLS, SELECTIONS
 from mmcoop.experiments.sweep import (DEFAULT_TEST_CMD, DEFAULT_TRAIN_CMD,
                                       SweepError, check_out_dir, plan_runs,
@@ -72,12 +78,22 @@ def parse_args(argv=None):
     parser.add_argument('--test-cmd', default=DEFAULT_TEST_CMD,
                         help='test command template ({config}, '
                         '{checkpoint}, ...)')
+    parser.add_argument(
+        '--jobs', type=positive_int, default=None,
+        help='runs at once (default: 1, or the number of --job-gpus)')
+    parser.add_argument(
+        '--job-gpus', nargs='+', metavar='IDS',
+        help='CUDA_VISIBLE_DEVICES of each job slot, e.g. 0 1 2 3 (one GPU '
+        'a run) or 0,1 2,3 (two); every slot also gets its own PORT for '
+        'torchrun launchers')
     parser.add_argument('--device-label', default=None,
                         help='device written to results.csv (default: '
                         'what this machine has)')
     parser.add_argument('--report-only', action='store_true',
                         help='only re-render results.csv/.md/.png')
     args = parser.parse_args(argv)
+    if args.jobs is None:
+        args.jobs = len(args.job_gpus) if args.job_gpus else 1
     if args.val_fraction >= 1:
         parser.error('argument --val-fraction: must be a number in (0, 1) '
                      f'(the held-out share of train), got {args.val_fraction}')
@@ -113,7 +129,9 @@ def _main(args):
         feature_cache=args.feature_cache,
         train_cmd=args.train_cmd,
         test_cmd=args.test_cmd,
-        device=args.device_label)
+        device=args.device_label,
+        jobs=args.jobs,
+        job_gpus=args.job_gpus)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,13 @@ rewritten from all ``result.json`` files; at the end the markdown table
 (``results.md``) and one plot per dataset and protocol are rendered
 (:mod:`mmcoop.experiments.tables`).
 
+``jobs`` runs go at once (one thread each waits on its run's processes;
+this process alone writes ``results.csv``), each job slot with its own
+``CUDA_VISIBLE_DEVICES`` (``job_gpus``) and torchrun ``PORT``. With the
+feature cache, the first run of a dataset goes alone: it builds the
+dataset's caches, which the other runs of that dataset then read, instead
+of waiting for the build's lock.
+
 Before the first run trains, :func:`prepare_sweep` checks ``--out``, the
 user's ``--cfg-options`` (none may set a key of :func:`run_option_items`),
 both command templates and every run's config, and that the settings match
@@ -37,9 +44,11 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from mmcoop.datasets.utils import atomic_write_json
 from mmcoop.utils.checkpoint import atomic_open
@@ -278,12 +287,14 @@ def _max_epochs(work_dir: str, config: str) -> Optional[int]:
     return train_cfg.get('max_epochs')
 
 
-def device_label() -> str:
-    """What this machine runs the sweep on ("cpu (N cores)" or the GPU)."""
+def device_label(gpus: Optional[str] = None) -> str:
+    """What this machine runs the sweep on ("cpu (N cores)" or the GPUs);
+    ``gpus``: the ``CUDA_VISIBLE_DEVICES`` of a job slot (its GPU count).
+    """
     try:
         import torch
         if torch.cuda.is_available():
-            n = torch.cuda.device_count()
+            n = len(gpus.split(',')) if gpus else torch.cuda.device_count()
             return f'{n}x {torch.cuda.get_device_name(0)}'
     except ImportError:  # pragma: no cover
         pass
@@ -312,11 +323,37 @@ def code_version() -> str:
     return f'mmcoop {__version__}'
 
 
-def _call(cmd: List[str], log_path: str, what: str) -> None:
+#: the train/test processes going (the job threads start them); stopped
+#: when the sweep itself is interrupted
+_CHILDREN: Set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _stop_children() -> None:
+    with _CHILDREN_LOCK:
+        for proc in _CHILDREN:
+            proc.terminate()
+
+
+def _call(cmd: List[str], log_path: str, what: str,
+          env: Optional[Dict[str, str]] = None) -> None:
+    """Run ``cmd`` with its output appended to ``log_path``; ``env``: the
+    variables set for it (a job slot's, see :func:`job_env`)."""
     with open(log_path, 'a') as log:
-        log.write(f'$ {shlex.join(cmd)}\n')
+        shown = ''.join(f'{k}={shlex.quote(v)} '
+                        for k, v in sorted((env or {}).items()))
+        log.write(f'$ {shown}{shlex.join(cmd)}\n')
         log.flush()
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        with subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, **env) if env else None) as proc:
+            with _CHILDREN_LOCK:
+                _CHILDREN.add(proc)
+            try:
+                code = proc.wait()
+            finally:
+                with _CHILDREN_LOCK:
+                    _CHILDREN.discard(proc)
     if code != 0:
         raise RuntimeError(f'{what} failed (exit code {code}); see '
                            f'{log_path}. Command: {shlex.join(cmd)}')
@@ -324,15 +361,18 @@ def _call(cmd: List[str], log_path: str, what: str) -> None:
 
 def run_one(run: Run, config: str, work_dir: str, options: List[str],
             selection: str, train_cmd: str, test_cmd: str,
-            device: str, commit: str) -> dict:
-    """Train, select, test one run; returns its ``result.json`` content."""
+            device: str, commit: str,
+            env: Optional[Dict[str, str]] = None) -> dict:
+    """Train, select, test one run; returns its ``result.json`` content.
+    ``env``: variables set for both processes (a job slot's)."""
     os.makedirs(work_dir, exist_ok=True)
     start = time.time()
     resume = bool(glob.glob(osp.join(work_dir, 'epoch_*.pth')))
     train = _command(train_cmd, config=config) + [
         '--work-dir', work_dir
     ] + (['--resume'] if resume else []) + ['--cfg-options'] + options
-    _call(train, osp.join(work_dir, 'sweep_train.log'), f'{run.name}: train')
+    _call(train, osp.join(work_dir, 'sweep_train.log'), f'{run.name}: train',
+          env)
     checkpoint = selected_checkpoint(work_dir, selection)
     metrics_file = osp.join(work_dir, TEST_METRICS)
     # the metrics file belongs to the sweep: one left by a test that was
@@ -343,7 +383,8 @@ def run_one(run: Run, config: str, work_dir: str, options: List[str],
         '--work-dir', osp.join(work_dir, 'test'), '--out', metrics_file,
         '--out-item', 'metrics', '--force', '--cfg-options'
     ] + options
-    _call(test, osp.join(work_dir, 'sweep_test.log'), f'{run.name}: test')
+    _call(test, osp.join(work_dir, 'sweep_test.log'), f'{run.name}: test',
+          env)
     with open(metrics_file) as f:
         metrics = json.load(f)
 
@@ -631,6 +672,50 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
     return configs
 
 
+def job_env(slot: int, jobs: int,
+            job_gpus: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """The variables of job slot ``slot`` (0-based) of ``jobs``: its
+    ``CUDA_VISIBLE_DEVICES`` (``job_gpus[slot]``) and, with more than one
+    slot, a torchrun ``PORT`` of its own (``$PORT`` or 29500, plus the
+    slot), so that ``tools/dist_train.sh`` launchers of two slots do not
+    share a port. One slot without GPUs: nothing."""
+    env = {}
+    if job_gpus:
+        env['CUDA_VISIBLE_DEVICES'] = job_gpus[slot]
+    if jobs > 1:
+        env['PORT'] = str(int(os.environ.get('PORT', 29500)) + slot)
+    return env
+
+
+def check_jobs(jobs: int, job_gpus: Optional[Sequence[str]] = None) -> None:
+    """``jobs`` >= 1, one ``job_gpus`` entry (comma-separated GPU ids or
+    UUIDs, no spaces) per job slot when given, and with several slots a
+    ``$PORT`` (if set) that is a number (:func:`job_env`)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise SweepError(f'--jobs: {jobs!r} is not an integer >= 1.')
+    port = os.environ.get('PORT')
+    if jobs > 1 and port is not None and not port.strip().isdigit():
+        raise SweepError(
+            f'--jobs {jobs}: the environment variable PORT={port!r} is not '
+            'a port number; each job slot gets PORT + its index. Fix: unset '
+            'PORT or set it to a free port (e.g. 29500).')
+    if job_gpus is None:
+        return
+    if len(job_gpus) != jobs:
+        raise SweepError(
+            f'--job-gpus gives {len(job_gpus)} slot(s) but --jobs is {jobs}. '
+            'Fix: one entry per job slot (e.g. --jobs 4 --job-gpus 0 1 2 3, '
+            'or "0,1" "2,3" for two GPUs a run); --jobs defaults to their '
+            'number.')
+    for ids in job_gpus:
+        if not ids or any(not part or part != part.strip()
+                          for part in ids.split(',')) or ' ' in ids:
+            raise SweepError(
+                f'--job-gpus: {ids!r} is not a CUDA_VISIBLE_DEVICES value. '
+                'Fix: GPU ids (or UUIDs) separated by commas, no spaces, '
+                'e.g. 0 or 2,3.')
+
+
 def run_sweep(runs: Sequence[Run],
               out_dir: str,
               config_root: Optional[str] = None,
@@ -642,35 +727,89 @@ def run_sweep(runs: Sequence[Run],
               train_cmd: str = DEFAULT_TRAIN_CMD,
               test_cmd: str = DEFAULT_TEST_CMD,
               device: Optional[str] = None,
-              log: Callable[[str], None] = print) -> List[dict]:
-    """Run every unfinished run of ``runs`` one after the other; returns
-    the rows of ``results.csv``. ``config_root`` None: the configs of
-    :func:`code_root`."""
+              log: Callable[[str], None] = print,
+              jobs: int = 1,
+              job_gpus: Optional[Sequence[str]] = None) -> List[dict]:
+    """Run every unfinished run of ``runs``, ``jobs`` at once, in order;
+    returns the rows of ``results.csv``. ``config_root`` None: the configs
+    of :func:`code_root`. ``job_gpus``: the ``CUDA_VISIBLE_DEVICES`` of
+    each job slot.
+
+    A failed run stops the sweep: no run starts after it, the runs already
+    going finish (and count), then its error is raised. With
+    ``feature_cache`` the first run of a dataset goes alone (its processes
+    build the dataset's caches)."""
+    check_jobs(jobs, job_gpus)
     config_root = config_root or osp.join(code_root(), 'configs')
     configs = prepare_sweep(runs, out_dir, config_root, cfg_options,
                             selection, split_seed, val_fraction,
                             feature_cache, train_cmd, test_cmd, log)
-    device = device or device_label()
     commit = code_version()
+    pending, cached = [], set()
     for i, run in enumerate(runs, 1):
         work_dir = osp.join(osp.abspath(out_dir), 'runs', run.name)
         if osp.isfile(osp.join(work_dir, RESULT)):
             log(f'[{i}/{len(runs)}] {run.name}: done, skipped')
-            continue
-        config = configs[run]
+            cached.add(run.dataset)  # its caches were built
+        else:
+            pending.append((i, run, work_dir))
+
+    def start(pool, i, run, work_dir, slot):
         # the official protocol always keeps the best epoch (on the test
         # split)
         chosen = 'best' if run.protocol == 'official' else selection
         options = run_options(run, out_dir, split_seed, val_fraction,
                               chosen, feature_cache) + list(cfg_options)
-        log(f'[{i}/{len(runs)}] {run.name}: {osp.basename(config)}')
-        result = run_one(run, config, work_dir, options, chosen,
-                         train_cmd, test_cmd, device, commit)
-        log(f'[{i}/{len(runs)}] {run.name}: mAP {result["mAP"]} '
-            f'(epoch {result["selected_epoch"]}, '
-            f'{result["wall_time_s"]} s)')
-        write_results(osp.join(out_dir, 'results.csv'),
-                      collect_results(out_dir))
+        env = job_env(slot, jobs, job_gpus)
+        where = f' (job {slot + 1}: ' + ', '.join(
+            f'{k}={v}' for k, v in sorted(env.items())) + ')' if env else ''
+        log(f'[{i}/{len(runs)}] {run.name}: {osp.basename(configs[run])}'
+            f'{where}')
+        label = device or device_label(env.get('CUDA_VISIBLE_DEVICES'))
+        return pool.submit(run_one, run, configs[run], work_dir, options,
+                           chosen, train_cmd, test_cmd, label, commit, env)
+
+    going, free, building, error = {}, list(range(jobs)), set(), None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            while pending or going:
+                for item in list(pending):
+                    if error is not None or not free:
+                        break
+                    dataset = item[1].dataset
+                    if feature_cache and dataset not in cached:
+                        if dataset in building:
+                            continue  # waits for the run building them
+                        building.add(dataset)
+                    pending.remove(item)
+                    slot = free.pop(0)
+                    going[start(pool, *item, slot)] = item[:2] + (slot, )
+                if not going:
+                    break
+                done, _ = wait(going, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: going[f][0]):
+                    i, run, slot = going.pop(future)
+                    free = sorted(free + [slot])
+                    building.discard(run.dataset)
+                    try:
+                        result = future.result()
+                    except Exception as e:  # noqa: BLE001 - raised below
+                        log(f'[{i}/{len(runs)}] {run.name}: failed; no '
+                            'further run starts' + (
+                                ', the runs going finish' if going else ''))
+                        error = error or e
+                        continue
+                    cached.add(run.dataset)
+                    log(f'[{i}/{len(runs)}] {run.name}: mAP {result["mAP"]} '
+                        f'(epoch {result["selected_epoch"]}, '
+                        f'{result["wall_time_s"]} s)')
+                    write_results(osp.join(out_dir, 'results.csv'),
+                                  collect_results(out_dir))
+        except BaseException:  # Ctrl-C (or an error here): the runs going
+            _stop_children()  # stop, to resume from their last checkpoints
+            raise
+    if error is not None:
+        raise error
     paths = render_reports(out_dir)
     for kind, path in paths.items():
         log(f'{kind}: {path}')

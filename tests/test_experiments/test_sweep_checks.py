@@ -7,6 +7,7 @@ import os
 import os.path as osp
 import sys
 import textwrap
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -260,3 +261,206 @@ def test_missing_best_checkpoint_is_not_tested_as_best(sweep, monkeypatch):
     with open(osp.join(_run_dir(out), 'result.json')) as f:
         row = json.load(f)
     assert (row['selection'], row['selected_epoch']) == ('last', 1)
+
+
+# ``--jobs``: a train stub that records its job slot's variables, the runs
+# going and the results already written when it starts; STUB_MEET=k makes
+# it wait until k runs have started (two runs at once, shown without
+# timing); STUB_FAIL names a run that fails, STUB_WAIT_FAIL makes the others
+# finish only after that failure.
+STUB_TRAIN_JOBS = textwrap.dedent('''
+    import glob, json, os, sys, time
+    work_dir = sys.argv[sys.argv.index('--work-dir') + 1]
+    os.makedirs(work_dir, exist_ok=True)
+    shared = os.environ['STUB_SHARED']
+    run = '/'.join(work_dir.split(os.sep)[-3:])
+    key = run.replace('/', '_')
+    for sub in ('started', 'going'):
+        os.makedirs(os.path.join(shared, sub), exist_ok=True)
+        open(os.path.join(shared, sub, key), 'w').close()
+    out = os.sep.join(work_dir.split(os.sep)[:-5])
+    record = dict(
+        gpus=os.environ.get('CUDA_VISIBLE_DEVICES'),
+        port=os.environ.get('PORT'),
+        going=len(os.listdir(os.path.join(shared, 'going'))),
+        done=sorted(os.path.relpath(os.path.dirname(p), out) for p in
+                    glob.glob(os.path.join(out, 'runs', '*', '*', '*', '*',
+                                           'result.json'))))
+    with open(os.path.join(work_dir, 'record.json'), 'w') as f:
+        json.dump(record, f)
+
+    def wait_for(ok, what):
+        end = time.time() + 120
+        while not ok():
+            if time.time() > end:
+                sys.exit(f'{run}: gave up waiting for {what}')
+            time.sleep(0.05)
+
+    meet = int(os.environ.get('STUB_MEET', '0'))
+    wait_for(lambda: len(os.listdir(os.path.join(shared, 'started'))) >=
+             meet, f'{meet} runs at once')
+    if os.environ.get('STUB_FAIL') == os.path.basename(work_dir):
+        open(os.path.join(shared, 'failed'), 'w').close()
+        os.remove(os.path.join(shared, 'going', key))
+        sys.exit('training failed')
+    if os.environ.get('STUB_WAIT_FAIL'):
+        wait_for(lambda: os.path.exists(os.path.join(shared, 'failed')),
+                 'the failed run')
+    open(os.path.join(work_dir, 'epoch_1.pth'), 'w').close()
+    open(os.path.join(work_dir, 'best_multi-label_mAP_epoch_1.pth'),
+         'w').close()
+    os.remove(os.path.join(shared, 'going', key))
+''')
+
+
+@pytest.fixture
+def jobs_sweep(sweep, monkeypatch):
+    """``sweep`` with the recording train stub; ``jobs_sweep.record(run)``
+    reads what the run's stub recorded (``run``: ``demo/baseline/p0.50_seed0``
+    under the clean protocol)."""
+    (sweep.tmp / 'train.py').write_text(STUB_TRAIN_JOBS)
+    monkeypatch.setenv('STUB_SHARED', str(sweep.tmp / 'shared'))
+    monkeypatch.delenv('PORT', raising=False)
+
+    def record(run):
+        with open(osp.join(sweep.out, 'runs', 'clean', run,
+                           'record.json')) as f:
+            return json.load(f)
+
+    sweep.record = record
+    return sweep
+
+
+def _rows(out):
+    return [(r['proportion'], r['seed'])
+            for r in collect_results(out)]
+
+
+def test_jobs_run_at_once_each_in_a_slot_of_its_own(jobs_sweep, monkeypatch):
+    monkeypatch.setenv('STUB_MEET', '2')  # the first two wait for each other
+    res = _ok(jobs_sweep('--proportions', '0.1', '0.2', '0.3', '0.4',
+                         '--job-gpus', '3', '5'))
+    assert sorted(_rows(jobs_sweep.out)) == [(0.1, 0), (0.2, 0), (0.3, 0),
+                                             (0.4, 0)]
+    records = {p: jobs_sweep.record(f'demo/baseline/p{p}_seed0')
+               for p in ('0.10', '0.20', '0.30', '0.40')}
+    # the first two went at once, in the two slots; no run had a third
+    assert {(records[p]['gpus'], records[p]['port'])
+            for p in ('0.10', '0.20')} == {('3', '29500'), ('5', '29501')}
+    assert all((r['gpus'], r['port']) in {('3', '29500'), ('5', '29501')}
+               and r['going'] <= 2 for r in records.values())
+    assert '(job 1: CUDA_VISIBLE_DEVICES=3, PORT=29500)' in res.stdout
+    assert '(job 2: CUDA_VISIBLE_DEVICES=5, PORT=29501)' in res.stdout
+    # the logs show the variables a run had, as a shell line
+    with open(osp.join(_run_dir(jobs_sweep.out, '0.10'),
+                       'sweep_train.log')) as f:
+        assert f.readline().startswith('$ CUDA_VISIBLE_DEVICES=3 PORT=29500 ')
+    assert osp.isfile(osp.join(jobs_sweep.out, 'results.md'))
+
+
+def test_jobs_with_the_feature_cache_first_run_of_a_dataset_alone(
+        jobs_sweep, monkeypatch):
+    """With --feature-cache the first run of each dataset builds its
+    caches alone: the two datasets' first runs go at once, each dataset's
+    second run starts once its first has finished."""
+    configs = jobs_sweep.tmp / 'configs'
+    (configs / 'baseline_tiny_other-p50.py').write_text('x = 1\n')
+    monkeypatch.setenv('STUB_MEET', '2')
+    _ok(jobs_sweep('--datasets', 'demo', 'other', '--seeds', '0', '1',
+                   '--jobs', '2', '--feature-cache'))
+    assert len(_rows(jobs_sweep.out)) == 4
+    for dataset in ('demo', 'other'):
+        first = f'{dataset}/baseline/p0.50_seed0'
+        assert jobs_sweep.record(first)['done'] == []
+        assert f'runs/clean/{first}' in jobs_sweep.record(
+            f'{dataset}/baseline/p0.50_seed1')['done']
+
+
+def test_a_failed_job_starts_no_further_run_and_lets_the_others_finish(
+        jobs_sweep, monkeypatch):
+    monkeypatch.setenv('STUB_FAIL', 'p0.10_seed0')
+    monkeypatch.setenv('STUB_WAIT_FAIL', '1')  # p0.20 ends after p0.10
+    res = jobs_sweep('--proportions', '0.1', '0.2', '0.3', '--jobs', '2')
+    assert res.returncode == 1
+    assert 'p0.10_seed0: train failed' in res.stderr
+    assert 'p0.10_seed0: failed; no further run starts, the runs going ' \
+        'finish' in res.stdout
+    assert _rows(jobs_sweep.out) == [(0.2, 0)]  # finished and counted
+    assert not osp.exists(_run_dir(jobs_sweep.out, '0.30'))
+    assert not osp.exists(osp.join(jobs_sweep.out, 'results.md'))
+    # the same command continues: the failed run again, then the rest
+    monkeypatch.delenv('STUB_FAIL')
+    monkeypatch.delenv('STUB_WAIT_FAIL')
+    res = _ok(jobs_sweep('--proportions', '0.1', '0.2', '0.3', '--jobs',
+                         '2'))
+    assert 'p0.20_seed0: done, skipped' in res.stdout
+    assert sorted(_rows(jobs_sweep.out)) == [(0.1, 0), (0.2, 0), (0.3, 0)]
+
+
+@pytest.mark.parametrize('extra,words', [
+    (('--jobs', '3', '--job-gpus', '0', '1'),
+     ('--job-gpus gives 2', '--jobs is 3')),
+    (('--job-gpus', '0,,1'), ('--job-gpus', "'0,,1'", 'CUDA_VISIBLE')),
+    (('--job-gpus', '0, 1'), ('--job-gpus', "'0, 1'")),
+    (('--jobs', '0'), ('--jobs', )),
+])
+def test_bad_jobs_refused_before_training(sweep, extra, words):
+    _refused(sweep(*extra), *words)
+    assert not osp.exists(sweep.out)
+
+
+def test_port_of_the_job_slots(sweep, monkeypatch):
+    from mmcoop.experiments.sweep import job_env
+    monkeypatch.setenv('PORT', '30000')
+    assert job_env(2, 4, ['0', '1', '2,3', '4']) == dict(
+        CUDA_VISIBLE_DEVICES='2,3', PORT='30002')
+    assert job_env(0, 1) == {}  # one slot: the environment as it is
+    monkeypatch.setenv('PORT', 'auto')
+    _refused(sweep('--jobs', '2'), "PORT='auto'", 'unset PORT')
+    assert not osp.exists(sweep.out)
+
+
+def test_interrupted_sweep_stops_the_runs_going(jobs_sweep):
+    """Ctrl-C (SIGINT to the sweep alone, as ``kill -INT``) stops the
+    train processes of every job slot; they resume on the next call."""
+    import signal
+    import subprocess
+
+    from mmcoop.utils.checkpoint import pid_alive
+    tmp, shared = jobs_sweep.tmp, jobs_sweep.tmp / 'shared'
+    stub = tmp / 'train.py'  # records its pid, then waits for a 3rd run
+    stub.write_text('import os\nos.makedirs(os.environ["STUB_SHARED"] + '
+                    '"/pids", exist_ok=True)\nopen(os.environ["STUB_SHARED"]'
+                    ' + "/pids/" + str(os.getpid()), "w").close()\n' +
+                    STUB_TRAIN_JOBS)
+    cmd = [
+        sys.executable,
+        osp.join(osp.dirname(osp.dirname(osp.dirname(
+            osp.abspath(__file__)))), 'tools', 'sweep.py'), '--out',
+        jobs_sweep.out, '--methods', 'baseline', '--datasets', 'demo',
+        '--config-root',
+        str(tmp / 'configs'), '--device-label', 'cpu', '--train-cmd',
+        f'{{python}} {stub} {{config}}', '--test-cmd',
+        f'{{python}} {tmp / "test.py"} {{config}} {{checkpoint}}',
+        '--proportions', '0.1', '0.2', '--jobs', '2'
+    ]
+    env = dict(os.environ, STUB_MEET='3')
+    proc = subprocess.Popen(cmd, cwd=str(tmp), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        pids, start = [], time.time()
+        while len(pids) < 2:
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.time() - start < 120, 'the two runs never started'
+            time.sleep(0.1)
+            if osp.isdir(shared / 'pids'):
+                pids = [int(p) for p in os.listdir(shared / 'pids')]
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    assert not any(pid_alive(pid) for pid in pids)
