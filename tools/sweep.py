@@ -89,6 +89,10 @@ def parse_args(argv=None):
     parser.add_argument('--device-label', default=None,
                         help='device written to results.csv (default: '
                         'what this machine has)')
+    parser.add_argument(
+        '--dry-run', action='store_true',
+        help='check everything and print the plan (each run: done, '
+        'resumes or starts); write and run nothing')
     parser.add_argument('--report-only', action='store_true',
                         help='only re-render results.csv/.md/.png')
     args = parser.parse_args(argv)
@@ -131,7 +135,8 @@ def _main(args):
         test_cmd=args.test_cmd,
         device=args.device_label,
         jobs=args.jobs,
-        job_gpus=args.job_gpus)
+        job_gpus=args.job_gpus,
+        dry_run=args.dry_run)
 
 
 if __name__ == '__main__':

@@ -587,11 +587,13 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
                   cfg_options: Sequence[str], selection: str,
                   split_seed: int, val_fraction: float, feature_cache: bool,
                   train_cmd: str, test_cmd: str,
-                  log: Callable[[str], None] = print) -> Dict[Run, str]:
+                  log: Callable[[str], None] = print,
+                  record: bool = True) -> Dict[Run, str]:
     """Everything checked before the first run trains: ``--out``, the
     user's ``--cfg-options``, both command templates, every run's config,
     and that the settings match those of the runs already in ``out_dir``
-    (recorded in ``<out>/sweep.json``). Returns each run's config."""
+    (recorded in ``<out>/sweep.json``; ``record=False``, a dry run: checked
+    only, nothing written). Returns each run's config."""
     check_out_dir(out_dir)
     collect_results(out_dir)  # a broken result.json: named now, not later
     check_cfg_options(cfg_options)
@@ -667,8 +669,9 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
         merged.update(used)
     else:
         merged = used
-    make_output_dirs([path], '--out')
-    atomic_write_json(path, dict(settings=settings, configs=merged))
+    if record:
+        make_output_dirs([path], '--out')
+        atomic_write_json(path, dict(settings=settings, configs=merged))
     return configs
 
 
@@ -729,7 +732,8 @@ def run_sweep(runs: Sequence[Run],
               device: Optional[str] = None,
               log: Callable[[str], None] = print,
               jobs: int = 1,
-              job_gpus: Optional[Sequence[str]] = None) -> List[dict]:
+              job_gpus: Optional[Sequence[str]] = None,
+              dry_run: bool = False) -> List[dict]:
     """Run every unfinished run of ``runs``, ``jobs`` at once, in order;
     returns the rows of ``results.csv``. ``config_root`` None: the configs
     of :func:`code_root`. ``job_gpus``: the ``CUDA_VISIBLE_DEVICES`` of
@@ -738,12 +742,17 @@ def run_sweep(runs: Sequence[Run],
     A failed run stops the sweep: no run starts after it, the runs already
     going finish (and count), then its error is raised. With
     ``feature_cache`` the first run of a dataset goes alone (its processes
-    build the dataset's caches)."""
+    build the dataset's caches).
+
+    ``dry_run``: every check, then the plan (each run, its config, and
+    whether it is done, resumes or starts), and nothing written or run;
+    returns the rows of the runs already finished."""
     check_jobs(jobs, job_gpus)
     config_root = config_root or osp.join(code_root(), 'configs')
     configs = prepare_sweep(runs, out_dir, config_root, cfg_options,
                             selection, split_seed, val_fraction,
-                            feature_cache, train_cmd, test_cmd, log)
+                            feature_cache, train_cmd, test_cmd, log,
+                            record=not dry_run)
     commit = code_version()
     pending, cached = [], set()
     for i, run in enumerate(runs, 1):
@@ -753,6 +762,17 @@ def run_sweep(runs: Sequence[Run],
             cached.add(run.dataset)  # its caches were built
         else:
             pending.append((i, run, work_dir))
+            if dry_run:
+                last = sorted(glob.glob(osp.join(work_dir, 'epoch_*.pth')),
+                              key=_epoch_of)
+                what = (f'resumes from {osp.basename(last[-1])}'
+                        if last else 'starts')
+                log(f'[{i}/{len(runs)}] {run.name}: {what} '
+                    f'({osp.basename(configs[run])})')
+    if dry_run:
+        log(f'dry run: {len(pending)} of {len(runs)} run(s) to go, '
+            f'{jobs} at a time; nothing was written.')
+        return collect_results(out_dir)
 
     def start(pool, i, run, work_dir, slot):
         # the official protocol always keeps the best epoch (on the test

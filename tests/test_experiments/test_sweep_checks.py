@@ -464,3 +464,34 @@ def test_interrupted_sweep_stops_the_runs_going(jobs_sweep):
             proc.wait()
     assert proc.returncode != 0
     assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_dry_run_checks_and_plans_and_writes_nothing(sweep):
+    """--dry-run: the checks of a real start, then each run with what it
+    would do; no folder, sweep.json or run is made."""
+    args = ('--proportions', '0.1', '0.2', '0.3', '--jobs', '2')
+    res = _ok(sweep(*args, '--dry-run'))
+    assert not osp.exists(sweep.out)
+    assert '[1/3] clean/demo/baseline/p0.10_seed0: starts ' \
+        '(baseline_tiny_demo-shapes-p50.py)' in res.stdout
+    assert 'dry run: 3 of 3 run(s) to go, 2 at a time' in res.stdout
+    _ok(sweep('--proportions', '0.1'))
+    # p0.20 killed after its second epoch
+    os.makedirs(_run_dir(sweep.out, '0.20'))
+    for epoch in (1, 2):
+        open(osp.join(_run_dir(sweep.out, '0.20'), f'epoch_{epoch}.pth'),
+             'w').close()
+    with open(osp.join(sweep.out, 'sweep.json')) as f:
+        recorded = f.read()
+    res = _ok(sweep(*args, '--dry-run'))
+    assert '[1/3] clean/demo/baseline/p0.10_seed0: done, skipped' in \
+        res.stdout
+    assert 'p0.20_seed0: resumes from epoch_2.pth' in res.stdout
+    assert 'p0.30_seed0: starts' in res.stdout
+    assert 'dry run: 2 of 3 run(s) to go' in res.stdout
+    assert not osp.exists(_run_dir(sweep.out, '0.30'))
+    with open(osp.join(sweep.out, 'sweep.json')) as f:
+        assert f.read() == recorded
+    # and it refuses what a real start refuses
+    _refused(sweep(*args, '--val-fraction', '0.2', '--dry-run'),
+             '--val-fraction')
