@@ -278,6 +278,12 @@ def _epoch_of(path: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def last_checkpoint(work_dir: str) -> Optional[str]:
+    """The run's latest ``epoch_K.pth`` (it resumes from it), or None."""
+    paths = glob.glob(osp.join(glob.escape(work_dir), 'epoch_*.pth'))
+    return max(paths, key=_epoch_of) if paths else None
+
+
 def _max_epochs(work_dir: str, config: str) -> Optional[int]:
     from mmengine.config import Config
     dumped = osp.join(work_dir, osp.basename(config))
@@ -367,7 +373,7 @@ def run_one(run: Run, config: str, work_dir: str, options: List[str],
     ``env``: variables set for both processes (a job slot's)."""
     os.makedirs(work_dir, exist_ok=True)
     start = time.time()
-    resume = bool(glob.glob(osp.join(work_dir, 'epoch_*.pth')))
+    resume = last_checkpoint(work_dir) is not None
     train = _command(train_cmd, config=config) + [
         '--work-dir', work_dir
     ] + (['--resume'] if resume else []) + ['--cfg-options'] + options
@@ -763,9 +769,8 @@ def run_sweep(runs: Sequence[Run],
         else:
             pending.append((i, run, work_dir))
             if dry_run:
-                last = sorted(glob.glob(osp.join(work_dir, 'epoch_*.pth')),
-                              key=_epoch_of)
-                what = (f'resumes from {osp.basename(last[-1])}'
+                last = last_checkpoint(work_dir)
+                what = (f'resumes from {osp.basename(last)}'
                         if last else 'starts')
                 log(f'[{i}/{len(runs)}] {run.name}: {what} '
                     f'({osp.basename(configs[run])})')
