@@ -153,6 +153,14 @@ def test_metric_through_evaluator():
     # per class: cat: pos at ranks 1, 3 -> (1 + 2/3)/2 ; dog (row 3 unknown):
     # ranks 1, 2 -> 1 ; bird (row 2 unknown): rank 1 -> 1
     assert res['multi-label/mAP'] == pytest.approx(100 * (5 / 6 + 1 + 1) / 3)
+    # score > 0.5 predicts cat in rows 0, 1, 3 (TP 2, FP 1, FN 0), dog in
+    # rows 1, 2 (TP 2; row 3 unknown) and bird in row 0 (TP 1; row 2
+    # unknown): P = (2/3, 1, 1), R = 1, F1 = (4/5, 1, 1); pooled: TP 5 of
+    # 6 predicted and of 5 positives
+    hand = dict(CP=100 * 8 / 9, CR=100., CF1=100 * 14 / 15, OP=100 * 5 / 6,
+                OR=100., OF1=100 * 10 / 11)
+    for k, v in hand.items():
+        assert res[f'multi-label/{k}'] == pytest.approx(v), k
     ref = threshold_metrics(pred, target)
     for k, v in ref.items():
         assert res[f'multi-label/{k}'] == pytest.approx(v)
