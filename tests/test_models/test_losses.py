@@ -150,6 +150,12 @@ def test_head_reads_tristate_gt_score_and_gt_label():
     # without gt_score every class is known: gt_label -> one-hot {0, 1}
     samples = [DataSample().set_gt_label([0]), DataSample().set_gt_label([])]
     loss = head._get_loss(logits, samples)['loss']
+    # by hand (terms as in HAND): row 0 is [0, 0] and [0, 1] of HAND plus
+    # [0, 2] (p_neg clipped to 1: 0); row 1 is all negatives: p = 3/4
+    # (p_neg = 0.30) and twice p = 1/2 (p_neg = 0.55)
+    assert loss.item() == pytest.approx(
+        0.5 * math.log(2.) + 2 * 0.49 * -math.log(0.3) +
+        2 * 0.2025 * -math.log(0.55), abs=1e-6)
     expected = PartialAsymmetricLoss()(logits,
                                        torch.tensor([[1., 0., 0.],
                                                      [0., 0., 0.]]))
