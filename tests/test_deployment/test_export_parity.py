@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmcoop.apis import export_model, fold_model, inference_model
 from mmcoop.deployment import TOLERANCES, FoldedRegionHead
@@ -124,7 +125,23 @@ def test_folded_head_is_the_region_aggregation(method_models):
                                                  model.head.feat_scale,
                                                  model.head.logit_scale)
     with torch.no_grad():
-        torch.testing.assert_close(folded.head((dense, )), expected)
+        got = folded.head((dense, ))
+        torch.testing.assert_close(got, expected)
+        # written out: cosines (B, C, N) of every position with every
+        # class feature, weights softmax over positions of the positive
+        # side, used for both sides
+        cos = [
+            F.cosine_similarity(dense[:, None], f[None, :, :, None], dim=2)
+            for f in (neg, pos)
+        ]
+        weights = torch.softmax(model.head.feat_scale * cos[1], dim=-1)
+        by_hand = torch.stack([
+            model.head.logit_scale * model.head.feat_scale *
+            (c * weights).sum(-1) for c in cos
+        ], dim=1)
+        torch.testing.assert_close(got, by_hand, rtol=1e-5, atol=1e-5)
+        # the live (unfolded) head on the same features
+        torch.testing.assert_close(got, model.head((dense, )))
     assert not any('text_encoder' in name
                    for name, _ in folded.named_parameters())
 
