@@ -100,8 +100,32 @@ def test_shipped_configs_pair_one_clip():
         p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
                              recursive=True) if '_base_' not in p
     ]
+    import open_clip
+
+    from mmcoop.models.backbones import register_mmcoop_clip_configs
+    register_mmcoop_clip_configs()
+    heads = set()
     for path in paths:
-        check_clip_towers(Config.fromfile(path))
+        cfg = Config.fromfile(path)
+        check_clip_towers(cfg)
+        # the check returns early without a FrozenCLIP backbone: every
+        # shipped config has one, so none passed unchecked
+        backbone, head = cfg.model.backbone, cfg.model.head
+        assert backbone.type.split('.')[-1] == 'FrozenCLIP', path
+        heads.add(head.type)
+        text = head.get('text_encoder')
+        if head.type == 'BaselineHead':
+            assert text is None, path
+            # the width, read from open_clip's own model config
+            width = open_clip.get_model_config(
+                backbone.model_name)['embed_dim']
+            assert head.in_channels == width, path
+        else:
+            assert text.type.split('.')[-1] == 'FrozenCLIPTextEncoder'
+            for field in ('model_name', 'pretrained', 'force_quick_gelu'):
+                assert text.get(field) == backbone.get(field), (path, field)
+    assert heads == {'BaselineHead', 'PositiveCoOpHead', 'NegativeCoOpHead',
+                     'DualCoOpHead', 'ZeroShotHead'}
 
 
 @pytest.mark.parametrize('field,value', [
