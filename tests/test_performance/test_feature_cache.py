@@ -288,12 +288,25 @@ def test_rebuild_never_deletes_what_the_cache_did_not_write(
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(FeatureCacheMismatchError, match=(
             r'is damaged: manifest\.json: the shards of view 0 do not cover '
-            r'its \d+ samples in shards of 2')):
+            rf'its {NUM_IMAGES} samples in shards of 2')):
         _cache(dataset, backbone, cache_dir, shard_size=2,
                on_mismatch='error')
     cached = _cache(dataset, backbone, cache_dir, shard_size=2)
     assert len(cached) == len(dataset)
-    assert cached.read(len(dataset) - 1).shape[0] > 0
+    # every sample (the last shard's too) holds the live tower's features,
+    # rounded to the default float16
+    preprocessor = MODELS.build(clip_preprocessor_cfg())
+    inputs = preprocessor(
+        pseudo_collate([dataset[i] for i in range(NUM_IMAGES)]),
+        False)['inputs']
+    with torch.no_grad():
+        live = backbone(inputs)[0]
+    assert live.shape == (NUM_IMAGES, 64, 1 + (RES // 32)**2)
+    for i in range(NUM_IMAGES):
+        assert cached.read(i).dtype == torch.float16
+        # float16 keeps 11 significant bits (relative rounding <= 2**-11)
+        torch.testing.assert_close(
+            cached.read(i).float(), live[i], rtol=2**-10, atol=1e-6)
 
 
 class _FailingBackbone(torch.nn.Module):
