@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.dataset import default_collate, pseudo_collate
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from mmcoop.datasets.transforms import (DUALCOOP_RANDAUG_POLICIES,
                                         DualCoOpRandAugment,
@@ -353,14 +353,29 @@ def test_float_image_refusal_says_why_and_the_fix(tmp_path, values, fix):
 
 def test_load_ignores_exif_orientation_like_official(tmp_path):
     img = Image.new('RGB', (8, 4), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 8, 2))  # red top half: rotations show
     exif = img.getexif()
     exif[0x0112] = 6  # rotate 90 on display
-    path = _save(tmp_path / 'e.jpg', img, exif=exif)
+    path = _save(tmp_path / 'e.jpg', img, exif=exif, quality=100)
     out = LoadImageFromFileChecked()(dict(img_path=path))
     assert out['img'].shape == (4, 8, 3)  # not rotated (official)
+    # the stored pixels, as the official Image.open(p).convert('RGB'), BGR
+    ref = np.asarray(Image.open(path).convert('RGB'))[..., ::-1]
+    np.testing.assert_array_equal(out['img'], ref)
+    # red on top, blue below (BGR)
+    assert np.abs(out['img'][0].astype(int) - (0, 0, 255)).max() <= 3
+    assert np.abs(out['img'][-1].astype(int) - (255, 0, 0)).max() <= 3
     rotated = TRANSFORMS.build(dict(type='LoadImageFromFile'))(
         dict(img_path=path))
     assert rotated['img'].shape == (8, 4, 3)  # mmcv default rotates
+    # orientation 6: displayed turned 90 degrees clockwise (PIL's own
+    # exif_transpose): red on the right
+    shown = np.asarray(ImageOps.exif_transpose(
+        Image.open(path)).convert('RGB'))[..., ::-1]
+    diff = np.abs(rotated['img'].astype(int) - shown).max()
+    assert diff <= 3, diff
+    assert np.abs(rotated['img'][:, -1].astype(int) - (0, 0, 255)).max() <= 3
+    assert np.abs(rotated['img'][:, 0].astype(int) - (255, 0, 0)).max() <= 3
 
 
 @pytest.mark.parametrize('loader', [
