@@ -334,6 +334,13 @@ def test_towers_mode_measures_each_family_tower():
         rows.append(measure_tower('mmcoop-tiny-ViT', opts))
     small, large = rows
     assert small['image_params'] == large['image_params'] > 0
+    # the image tower's parameters, counted on open_clip's own model
+    import open_clip
+
+    from mmcoop.models.backbones import register_mmcoop_clip_configs
+    register_mmcoop_clip_configs()
+    visual = open_clip.create_model('mmcoop-tiny-ViT', pretrained=None).visual
+    assert small['image_params'] == sum(p.numel() for p in visual.parameters())
     assert small['results']['image']['flops'] == \
         large['results']['image']['flops'] > 0
     ratio = large['results']['text']['flops'] / small['results']['text'][
