@@ -188,5 +188,13 @@ def test_token_embeddings_follow_the_loaded_weights(text_encoder):
 
 def test_context_follows_the_embedding_dtype(text_encoder):
     learner = PromptLearner(['cat'], text_encoder, n_ctx=2)
-    out = learner(text_encoder.embed_tokens(learner.tokens).double())
+    embeds = text_encoder.embed_tokens(learner.tokens).double()
+    embeds = embeds + 1e-12 * torch.randn_like(embeds)  # not float32 values
+    out = learner(embeds)
     assert out.dtype == torch.float64
+    # the fixed tokens pass through in float64 (no float32 round trip),
+    # the context is the learned one, widened
+    assert torch.equal(out[:, :1], embeds[:, :1])
+    assert torch.equal(out[:, 3:], embeds[:, 3:])
+    ctx = out[:, 1:3]
+    assert torch.equal(ctx, learner.ctx.detach().double().expand_as(ctx))
