@@ -178,9 +178,12 @@ def test_explicit_resume_path_does_not_fall_back(three_epochs, tmp_path):
 
 
 def test_own_checkpoints_hold_rng_state_and_load_weights_only(three_epochs):
-    ref, _ = three_epochs
+    ref, expected = three_epochs
     ckpt = load_ckpt(ref / 'epoch_3.pth')  # restricted unpickler
     assert set(ckpt['rng_state']) >= {'python', 'numpy', 'torch'}
+    # the weights are the run's final ones
+    assert torch.equal(ckpt['state_dict']['linear.weight'], expected)
+    assert ckpt['meta']['epoch'] == 3
 
 
 def test_remote_checkpoints_are_refused(tmp_path):
