@@ -166,8 +166,10 @@ def test_get_started_new_dataset_example(tmp_path):
     assert cfg.model.head.type == 'PositiveCoOpHead'
 
 
-def test_readmes_are_generated_from_the_metafiles():
-    """`.dev_scripts/gen_model_zoo_tables.py --check` (nothing written)."""
+def test_readmes_are_generated_from_the_metafiles(tmp_path):
+    """`.dev_scripts/gen_model_zoo_tables.py --check` (nothing written);
+    the check does see a README table edited by hand, and the update
+    restores the generated one."""
     import subprocess
     import sys
     proc = subprocess.run(
@@ -175,6 +177,22 @@ def test_readmes_are_generated_from_the_metafiles():
          osp.join(REPO, '.dev_scripts', 'gen_model_zoo_tables.py'), '--check'],
         capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    from mmcoop.apis.metafile import update_model_zoo
+    folder = tmp_path / 'baseline'
+    folder.mkdir()
+    for name in ('metafile.yml', 'README.md'):
+        shutil.copy(osp.join(REPO, 'configs', 'baseline', name), folder)
+    readme = folder / 'README.md'
+    generated = readme.read_text()
+    row = '| 10% | 78.9 |'
+    assert generated.count(row) == 1
+    edited = generated.replace(row, '| 10% | 79.9 |')
+    readme.write_text(edited)
+    assert update_model_zoo(str(tmp_path), check=True) == [str(readme)]
+    assert readme.read_text() == edited  # --check writes nothing
+    assert update_model_zoo(str(tmp_path)) == [str(readme)]
+    assert readme.read_text() == generated
+    assert update_model_zoo(str(tmp_path), check=True) == []
 
 
 def _fake_run(work_dir, name, epoch, logged):
