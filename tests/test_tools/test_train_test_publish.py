@@ -375,3 +375,78 @@ def test_train_tool_on_the_device_path(assets, tmp_path):
             for k, v in runs.items()}
     # the test resize within a grey level of PIL's: equal mAP measured
     assert maps['device'] == pytest.approx(maps['cpu'], abs=0.5)
+
+
+def _mmpretrain_tool(monkeypatch, name, *argv):
+    """One of mmpretrain's own tools, as ``mim run mmpretrain`` finds it
+    (``mmpretrain/.mim/tools``), run in this process."""
+    import runpy
+
+    import mmpretrain
+    path = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools', name)
+    monkeypatch.setattr(sys, 'argv', [path, *map(str, argv)])
+    runpy.run_path(path, run_name='__main__')
+
+
+def test_mmpretrain_tools_read_mmcoop_runs(trained, tmp_path, monkeypatch,
+                                           capsys):
+    """docs/analysis.md: mmpretrain's analyze_logs, print_config,
+    eval_metric and vis_scheduler on an mmcoop run, its config and its
+    tools/test.py --out."""
+    from mmpretrain.utils import load_json_log
+    full_dir = trained['full_dir']
+    log, = glob.glob(osp.join(full_dir, '*', 'vis_data', '2*.json'))
+    # analyze_logs' reader finds the losses and the validation mAP
+    logs = load_json_log(log)
+    scalars = H.read_scalars(full_dir)
+    assert [r['loss'] for r in logs['train']] == [
+        r['loss'] for r in scalars if 'loss' in r]
+    assert [r['multi-label/mAP'] for r in logs['val']] == [
+        H.val_map(full_dir)]
+    png = tmp_path / 'curves.png'
+    _mmpretrain_tool(monkeypatch, 'analysis_tools/analyze_logs.py',
+                     'plot_curve', log, '--keys', 'loss', 'multi-label/mAP',
+                     '--out', png)
+    with open(png, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    # print_config: the config with mmcoop's runner and head
+    capsys.readouterr()
+    _mmpretrain_tool(monkeypatch, 'misc/print_config.py', trained['cfg'])
+    printed = capsys.readouterr().out
+    assert "runner_type = 'mmcoop.engine.MMCoopRunner'" in printed
+    assert "type='PositiveCoOpHead'" in printed
+    # eval_metric: the predictions of tools/test.py --out, scored again
+    # offline with mmcoop's metric (its scope named in the type)
+    pkl = tmp_path / 'pred.pkl'
+    metrics = test_tool.main([
+        trained['cfg'],
+        osp.join(full_dir, 'epoch_3.pth'), '--work-dir',
+        str(tmp_path / 'test'), '--out',
+        str(pkl), '--no-pin-memory'
+    ])
+    capsys.readouterr()
+    _mmpretrain_tool(monkeypatch, 'analysis_tools/eval_metric.py', pkl,
+                     '--metric', 'type=mmcoop.PartialMultiLabelMetric')
+    printed = capsys.readouterr().out
+    offline = float(re.search(r"'multi-label/mAP': ([0-9.]+)",
+                              printed).group(1))
+    assert offline == pytest.approx(metrics['multi-label/mAP'], abs=1e-6)
+    # vis_scheduler: its simulation of the config's schedule gives the
+    # learning rate the run logged at every iteration (2 per epoch)
+    import runpy
+    from unittest.mock import MagicMock
+
+    import mmpretrain
+    from mmengine.config import Config
+    tool = runpy.run_path(osp.join(osp.dirname(mmpretrain.__file__), '.mim',
+                                   'tools', 'visualization',
+                                   'vis_scheduler.py'))
+
+    class FakeDataloader(list):  # as the tool's main makes it
+        dataset = MagicMock(metainfo=None)
+
+    cfg = Config.fromfile(trained['cfg'])
+    cfg.work_dir = str(tmp_path / 'vis_scheduler')
+    simulated = tool['simulate_train'](FakeDataloader(range(2)), cfg, True)
+    assert simulated['lr'] == [r['lr'] for r in scalars if 'lr' in r]
+    assert len(simulated['lr']) == 6
