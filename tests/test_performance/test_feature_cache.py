@@ -35,6 +35,15 @@ def _cache(dataset, backbone, cache_dir, **kwargs):
     return CachedFeatureDataset(dataset, backbone, str(cache_dir), **kwargs)
 
 
+def _inputs(dataset):
+    """The CLIP-normalised batch of the dataset's ``NUM_IMAGES`` images,
+    as the uncached model gets it."""
+    preprocessor = MODELS.build(clip_preprocessor_cfg())
+    return preprocessor(
+        pseudo_collate([dataset[i] for i in range(NUM_IMAGES)]),
+        False)['inputs']
+
+
 def _models(backbone, kind):
     torch.manual_seed(1)
     uncached = ImageClassifier(
@@ -224,10 +233,7 @@ def test_cpu_bf16_cache_serves_the_bf16_towers_features(image_root, tmp_path):
         cache = _cache(dataset, backbone, tmp_path / dtype, dtype=dtype)
         cached[dtype] = torch.stack(
             [cache.read(i) for i in range(NUM_IMAGES)])
-    preprocessor = MODELS.build(clip_preprocessor_cfg())
-    inputs = preprocessor(
-        pseudo_collate([dataset[i] for i in range(NUM_IMAGES)]),
-        False)['inputs']
+    inputs = _inputs(dataset)
     with torch.no_grad():
         live = backbone(inputs)[0]
         fp32 = build_backbone()(inputs)[0]
@@ -295,12 +301,8 @@ def test_rebuild_never_deletes_what_the_cache_did_not_write(
     assert len(cached) == len(dataset)
     # every sample (the last shard's too) holds the live tower's features,
     # rounded to the default float16
-    preprocessor = MODELS.build(clip_preprocessor_cfg())
-    inputs = preprocessor(
-        pseudo_collate([dataset[i] for i in range(NUM_IMAGES)]),
-        False)['inputs']
     with torch.no_grad():
-        live = backbone(inputs)[0]
+        live = backbone(_inputs(dataset))[0]
     assert live.shape == (NUM_IMAGES, 64, 1 + (RES // 32)**2)
     for i in range(NUM_IMAGES):
         assert cached.read(i).dtype == torch.float16
