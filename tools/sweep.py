@@ -80,7 +80,8 @@ def parse_args(argv=None):
                         '{checkpoint}, ...)')
     parser.add_argument(
         '--jobs', type=positive_int, default=None,
-        help='runs at once (default: 1, or the number of --job-gpus)')
+        help='runs at once (default: 1, or the number of --job-gpus); '
+        'without --job-gpus the slots take the visible GPUs in turn')
     parser.add_argument(
         '--job-gpus', nargs='+', metavar='IDS',
         help='CUDA_VISIBLE_DEVICES of each job slot, e.g. 0 1 2 3 (one GPU '

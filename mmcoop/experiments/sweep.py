@@ -696,6 +696,28 @@ def job_env(slot: int, jobs: int,
     return env
 
 
+def visible_gpus() -> List[str]:
+    """The GPU ids this process may use: ``$CUDA_VISIBLE_DEVICES`` when it
+    is set, else one id a CUDA device torch finds (none without CUDA)."""
+    ids = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if ids is not None:
+        return [i for i in ids.split(',') if i.strip()]
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:  # pragma: no cover
+        return []
+
+
+def default_job_gpus(jobs: int) -> Optional[List[str]]:
+    """``--jobs`` without ``--job-gpus`` on a machine with GPUs: the
+    visible GPUs in turn, one a slot (``--jobs 8`` on 8 GPUs: one GPU a
+    run, not eight runs on the first GPU). None with one slot or without
+    GPUs."""
+    gpus = visible_gpus() if jobs > 1 else []
+    return [gpus[k % len(gpus)] for k in range(jobs)] if gpus else None
+
+
 def check_jobs(jobs: int, job_gpus: Optional[Sequence[str]] = None) -> None:
     """``jobs`` >= 1, one ``job_gpus`` entry (comma-separated GPU ids or
     UUIDs, no spaces) per job slot when given, and with several slots a
@@ -743,7 +765,7 @@ def run_sweep(runs: Sequence[Run],
     """Run every unfinished run of ``runs``, ``jobs`` at once, in order;
     returns the rows of ``results.csv``. ``config_root`` None: the configs
     of :func:`code_root`. ``job_gpus``: the ``CUDA_VISIBLE_DEVICES`` of
-    each job slot.
+    each job slot (default: :func:`default_job_gpus`).
 
     A failed run stops the sweep: no run starts after it, the runs already
     going finish (and count), then its error is raised. With
@@ -754,6 +776,8 @@ def run_sweep(runs: Sequence[Run],
     whether it is done, resumes or starts), and nothing written or run;
     returns the rows of the runs already finished."""
     check_jobs(jobs, job_gpus)
+    if job_gpus is None:
+        job_gpus = default_job_gpus(jobs)
     config_root = config_root or osp.join(code_root(), 'configs')
     configs = prepare_sweep(runs, out_dir, config_root, cfg_options,
                             selection, split_seed, val_fraction,

@@ -409,6 +409,23 @@ def test_bad_jobs_refused_before_training(sweep, extra, words):
     assert not osp.exists(sweep.out)
 
 
+def test_jobs_without_job_gpus_take_the_visible_gpus_in_turn(
+        jobs_sweep, monkeypatch):
+    """--jobs 3 on a machine with two visible GPUs (CUDA_VISIBLE_DEVICES
+    here): one GPU a slot, in turn, not every run on the first GPU."""
+    from mmcoop.experiments.sweep import default_job_gpus
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,6')
+    assert default_job_gpus(3) == ['4', '6', '4']
+    assert default_job_gpus(1) is None  # one slot: as the machine is
+    monkeypatch.setenv('STUB_MEET', '2')
+    _ok(jobs_sweep('--proportions', '0.1', '0.2', '0.3', '--jobs', '3'))
+    gpus = {jobs_sweep.record(f'demo/baseline/p{p}_seed0')['gpus']
+            for p in ('0.10', '0.20', '0.30')}
+    assert gpus <= {'4', '6'} and len(gpus) == 2
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')  # no GPU: CPU slots
+    assert default_job_gpus(3) is None
+
+
 def test_port_of_the_job_slots(sweep, monkeypatch):
     from mmcoop.experiments.sweep import job_env
     monkeypatch.setenv('PORT', '30000')
