@@ -55,6 +55,18 @@ def _timm_self_only_branch(trunk, x):
                      attn_mask=_self_only_mask(inputs.shape[1]))
 
 
+def _each_token_through_head(trunk, head, tokens):
+    """(B, D, N): every token of ``tokens`` (B, N, W) pooled on its own by
+    the timm trunk's head and the CLIP head (the token repeated to the
+    length the trunk's pooling takes, its prefix tokens included)."""
+    n = tokens.shape[1]
+    length = trunk.num_prefix_tokens + n
+    return torch.stack([
+        head(trunk.forward_head(tokens[:, i:i + 1].expand(-1, length, -1)))
+        for i in range(n)
+    ], dim=2)
+
+
 def test_widths_come_from_the_towers():
     backbone = FrozenCLIP(WIDE, input_resolution=64)
     enc = FrozenCLIPTextEncoder(WIDE)
@@ -677,13 +689,8 @@ def test_timm_value_mode_is_self_attention_of_the_last_block(name, family):
                       torch.nn.Identity)
     assert getattr(last, 'gamma_1', None) is None
     with torch.no_grad():
-        branch = trunk.norm(_timm_self_only_branch(trunk, x))
-        n = branch.shape[1]
-        length = trunk.num_prefix_tokens + n
-        expected = torch.stack([
-            head(trunk.forward_head(branch[:, i:i + 1].expand(-1, length, -1)))
-            for i in range(n)
-        ], dim=2)
+        expected = _each_token_through_head(
+            trunk, head, trunk.norm(_timm_self_only_branch(trunk, x)))
         pooled = clip.encode_image(x)
     torch.testing.assert_close(dense[:, :, 0], pooled, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dense[:, :, 1:], expected, rtol=1e-4,
@@ -741,14 +748,9 @@ def test_value_mode_keeps_the_layer_scale_of_the_attention_branch(name):
             expected = expected.transpose(1, 2)
         else:
             head = clip.visual.head
-            branch = trunk.norm(gamma * _timm_self_only_branch(trunk, x))
-            n = branch.shape[1]
-            length = trunk.num_prefix_tokens + n
-            tokens = torch.stack([
-                head(trunk.forward_head(
-                    branch[:, i:i + 1].expand(-1, length, -1)))
-                for i in range(n)
-            ], dim=2)
+            tokens = _each_token_through_head(
+                trunk, head,
+                trunk.norm(gamma * _timm_self_only_branch(trunk, x)))
             expected = torch.cat(
                 [clip.encode_image(x)[:, :, None], tokens], dim=2)
     # relative to the largest feature (random EVA features are ~1e-4)
@@ -849,11 +851,8 @@ def test_siglip_layout_without_class_token(mode, siglip_layout):
             tokens = trunk.norm(_timm_self_only_branch(trunk, x))
         else:
             tokens = trunk.forward_features(x)
-        n = tokens.shape[1]
-        expected = torch.stack([
-            head(trunk.forward_head(tokens[:, i:i + 1].expand(-1, n, -1)))
-            for i in range(n)
-        ], dim=2)
+        assert trunk.num_prefix_tokens == 0  # the map head: no class token
+        expected = _each_token_through_head(trunk, head, tokens)
         expected = torch.cat([clip.encode_image(x)[:, :, None], expected], 2)
     assert dense.shape == (1, 64, 1 + 16)
     scale = expected.abs().max()
@@ -885,13 +884,7 @@ def test_eva_clip_layout_dense_features(mode, eva_clip_layout):
             tokens = trunk.norm(_timm_self_only_branch(trunk, x))
         else:
             tokens = trunk.forward_features(x)[:, trunk.num_prefix_tokens:]
-        n = tokens.shape[1]
-        length = trunk.num_prefix_tokens + n
-        expected = torch.stack([
-            head(trunk.forward_head(
-                tokens[:, i:i + 1].expand(-1, length, -1)))
-            for i in range(n)
-        ], dim=2)
+        expected = _each_token_through_head(trunk, head, tokens)
         expected = torch.cat([clip.encode_image(x)[:, :, None], expected], 2)
     assert dense.shape == (1, 48, 1 + (size // 14)**2)
     scale = expected.abs().max()
