@@ -29,6 +29,22 @@ def exported_scores(run_onnx, path, paths, batch_size=8):
     return run_onnx.predict(run, meta, paths, batch_size), meta
 
 
+def assert_exports_match(model, stem, expected, images, run_onnx, tmp_path):
+    """Export ``model`` to ONNX and to TorchScript: each file's own parity
+    check and its scores (batches of 3 then the rest: the batch size is
+    dynamic) within ``FP32_TOL`` of ``expected``. Returns the metadata
+    stored in each file."""
+    stored = []
+    for fmt in ('onnx', 'torchscript'):
+        out = str(tmp_path / f'{stem}{SUFFIX[fmt]}')
+        assert export_model(model, out, format=fmt)['max_abs_diff'] <= \
+            FP32_TOL
+        got, meta = exported_scores(run_onnx, out, images, batch_size=3)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+        stored.append(meta)
+    return stored
+
+
 def assert_informative(scores):
     """Parity is only meaningful if the scores depend on the image."""
     assert np.ptp(scores, axis=0).max() > 1e-2, scores
@@ -43,13 +59,8 @@ def test_every_head_onnx_and_torchscript_match_inference_model(
     model = method_models(method)
     expected = reference_scores(model, images)
     assert_informative(expected)
-    for fmt in ('onnx', 'torchscript'):
-        out = str(tmp_path / f'{method}{SUFFIX[fmt]}')
-        meta = export_model(model, out, format=fmt)
-        assert meta['max_abs_diff'] <= FP32_TOL
-        # batches of 3 then 1: the batch size is dynamic
-        got, stored = exported_scores(run_onnx, out, images, batch_size=3)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+    for stored in assert_exports_match(model, method, expected, images,
+                                       run_onnx, tmp_path):
         assert stored['classes'] == CLASSES
         assert stored['method'] == model.head.__class__.__name__
 
@@ -82,12 +93,8 @@ def test_every_clip_family_exports(family, size, dense_mode, images,
     expected = reference_scores(model, images)
     assert_informative(expected)
     fastpath = torch.backends.mha.get_fastpath_enabled()
-    for fmt in ('onnx', 'torchscript'):
-        out = str(tmp_path / f'model{SUFFIX[fmt]}')
-        assert export_model(model, out, format=fmt)['max_abs_diff'] <= \
-            FP32_TOL
-        got, _ = exported_scores(run_onnx, out, images, batch_size=3)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+    assert_exports_match(model, 'model', expected, images, run_onnx,
+                         tmp_path)
     assert torch.backends.mha.get_fastpath_enabled() == fastpath
 
 
@@ -163,12 +170,8 @@ def test_zero_shot_head_exports_with_the_inference_scores(
     calibrate_batchnorm(model)
     expected = reference_scores(model, images)
     assert_informative(expected)
-    for fmt in ('onnx', 'torchscript'):
-        out = str(tmp_path / f'zero{SUFFIX[fmt]}')
-        assert export_model(model, out, format=fmt)['max_abs_diff'] <= \
-            FP32_TOL
-        got, meta = exported_scores(run_onnx, out, images, batch_size=3)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=FP32_TOL)
+    for meta in assert_exports_match(model, 'zero', expected, images,
+                                     run_onnx, tmp_path):
         assert meta['method'] == 'ZeroShotHead'
     out = str(tmp_path / 'zero_subset.onnx')
     export_model(model, out, classes=['hair drier', 'cat'])
