@@ -67,6 +67,22 @@ def _each_token_through_head(trunk, head, tokens):
     ], dim=2)
 
 
+def _timm_dense_reference(clip, x, mode):
+    """(B, D, 1 + N) of a timm-tower CLIP: ``encode_image``, then every
+    patch token (the final ones, or in the value mode the last block's
+    self-only attention branch and the final norm) pooled on its own."""
+    trunk, head = clip.visual.trunk, clip.visual.head
+    with torch.no_grad():
+        if mode == 'value':
+            tokens = trunk.norm(_timm_self_only_branch(trunk, x))
+        else:
+            tokens = trunk.forward_features(x)[:, trunk.num_prefix_tokens:]
+        return torch.cat([
+            clip.encode_image(x)[:, :, None],
+            _each_token_through_head(trunk, head, tokens)
+        ], 2)
+
+
 def test_widths_come_from_the_towers():
     backbone = FrozenCLIP(WIDE, input_resolution=64)
     enc = FrozenCLIPTextEncoder(WIDE)
@@ -841,19 +857,12 @@ def test_siglip_layout_without_class_token(mode, siglip_layout):
     backbone = FrozenCLIP(siglip_layout, input_resolution=size,
                           dense_mode=mode)
     clip = _clip(siglip_layout).eval()
-    trunk, head = clip.visual.trunk, clip.visual.head
+    trunk = clip.visual.trunk
     assert trunk.num_prefix_tokens == 0 and trunk.attn_pool is not None
     x = torch.randn(1, 3, size, size,
                     generator=torch.Generator().manual_seed(6))
     (dense, ) = backbone(x)
-    with torch.no_grad():
-        if mode == 'value':
-            tokens = trunk.norm(_timm_self_only_branch(trunk, x))
-        else:
-            tokens = trunk.forward_features(x)
-        assert trunk.num_prefix_tokens == 0  # the map head: no class token
-        expected = _each_token_through_head(trunk, head, tokens)
-        expected = torch.cat([clip.encode_image(x)[:, :, None], expected], 2)
+    expected = _timm_dense_reference(clip, x, mode)
     assert dense.shape == (1, 64, 1 + 16)
     scale = expected.abs().max()
     torch.testing.assert_close(
@@ -871,7 +880,7 @@ def test_eva_clip_layout_dense_features(mode, eva_clip_layout):
     backbone = FrozenCLIP(eva_clip_layout, input_resolution=size,
                           dense_mode=mode)
     clip = _clip(eva_clip_layout).eval()
-    trunk, head = clip.visual.trunk, clip.visual.head
+    trunk = clip.visual.trunk
     trunk.set_input_size(img_size=size)
     last = trunk.blocks[-1]
     assert last.attn.qkv is None and last.attn.v_proj.bias is not None
@@ -879,13 +888,7 @@ def test_eva_clip_layout_dense_features(mode, eva_clip_layout):
     x = torch.randn(1, 3, size, size,
                     generator=torch.Generator().manual_seed(5))
     (dense, ) = backbone(x)
-    with torch.no_grad():
-        if mode == 'value':
-            tokens = trunk.norm(_timm_self_only_branch(trunk, x))
-        else:
-            tokens = trunk.forward_features(x)[:, trunk.num_prefix_tokens:]
-        expected = _each_token_through_head(trunk, head, tokens)
-        expected = torch.cat([clip.encode_image(x)[:, :, None], expected], 2)
+    expected = _timm_dense_reference(clip, x, mode)
     assert dense.shape == (1, 48, 1 + (size // 14)**2)
     scale = expected.abs().max()
     torch.testing.assert_close(
