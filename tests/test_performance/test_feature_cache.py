@@ -209,6 +209,37 @@ def test_mismatched_cache_is_refused_or_rebuilt(image_root, tmp_path, what,
     _cache(dataset, backbone, cache_dir, on_mismatch='error')
 
 
+@pytest.mark.parametrize('loader', [
+    dict(type='mmcoop.LoadImageFromFileChecked'),
+    dict(type='mmcoop.LoadImageTensor', scale=(RES, RES)),
+])
+def test_cache_of_an_older_rgb_rule_is_refused_or_rebuilt(
+        image_root, tmp_path, monkeypatch, loader):
+    """A cache records the RGB rule its loader decoded by; once the rule
+    changes (a new ``RULE_VERSION``), the cache no longer holds the pixels
+    the loader gives and is rebuilt, or refused naming the field."""
+    from mmcoop.datasets.transforms.rgb import RULE_VERSION
+    from mmcoop.registry import TRANSFORMS
+    pipeline = [loader] + ([] if 'scale' in loader else [
+        dict(type='Resize', scale=(RES, RES))
+    ]) + [dict(type='PackInputs')]
+    backbone, cache_dir = build_backbone(), tmp_path / 'c'
+    built = _cache(make_dataset(image_root, pipeline), backbone, cache_dir)
+    assert built.manifest['key']['pipeline'][0]['pixel_version'] == 2
+    assert RULE_VERSION == 2
+    if 'scale' not in loader:  # mmcv's Resize declares none: no field
+        assert 'pixel_version' not in built.manifest['key']['pipeline'][1]
+    cls = TRANSFORMS.get(loader['type'].split('.')[-1])
+    monkeypatch.setattr(cls, 'PIXEL_VERSION', 3)  # the rule changed
+    dataset = make_dataset(image_root, pipeline)
+    with pytest.raises(FeatureCacheMismatchError,
+                       match=r'pipeline\[0\]\.pixel_version: 2 -> 3'):
+        _cache(dataset, backbone, cache_dir, on_mismatch='error')
+    rebuilt = _cache(dataset, backbone, cache_dir)  # default: rebuild
+    assert rebuilt.manifest['key']['pipeline'][0]['pixel_version'] == 3
+    _cache(dataset, backbone, cache_dir, on_mismatch='error')  # reused
+
+
 def test_cpu_bf16_cache_is_not_reused_as_fp32(image_root, tmp_path):
     cache_dir, dataset = tmp_path / 'c', make_dataset(image_root)
     bf16 = _cache(dataset, build_backbone(autocast_dtype='bf16',

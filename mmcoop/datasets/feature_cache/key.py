@@ -81,17 +81,24 @@ def jsonable(obj, depth: int = 0):
 def _transform_key(t) -> dict:
     """A transform's type, parameters and repr; a transform's
     ``PIXEL_NEUTRAL`` parameters (which do not change its output, e.g.
-    ``LoadImageTensor.decode_backend``) are left out."""
+    ``LoadImageTensor.decode_backend``) are left out, and its
+    ``PIXEL_VERSION`` (the version of the rules that make its pixels, e.g.
+    :data:`mmcoop.datasets.transforms.rgb.RULE_VERSION` of the loaders), if
+    it declares one, is recorded."""
     neutral = set(getattr(t, 'PIXEL_NEUTRAL', ()))
     params = {
         k: v
         for k, v in vars(t).items()
         if not k.startswith('__') and k not in neutral
     } if hasattr(t, '__dict__') else {}
-    return dict(
+    key = dict(
         type=f'{type(t).__module__}.{type(t).__qualname__}',
         params=jsonable(params),
         repr=clean_repr(t))
+    version = getattr(t, 'PIXEL_VERSION', None)
+    if version is not None:
+        key['pixel_version'] = jsonable(version)
+    return key
 
 
 def pipeline_key(pipeline) -> list:
@@ -186,6 +193,12 @@ def diff_keys(old, new, prefix: str = '') -> List[str]:
             else:
                 out.extend(diff_keys(old[k], new[k], name))
         return out
+    if isinstance(old, list) and isinstance(new, list) and \
+            len(old) == len(new):  # e.g. one transform of the pipeline
+        return [
+            line for i, (a, b) in enumerate(zip(old, new))
+            for line in diff_keys(a, b, f'{prefix}[{i}]')
+        ]
     if old != new:
         return [f'{prefix}: {_short(old)} -> {_short(new)}']
     return []

@@ -13,7 +13,8 @@ from mmengine import fileio
 from PIL import Image
 
 from mmcoop.datasets.transforms.jpeg import PIXEL_LIMIT_FIX, open_rgb
-from mmcoop.datasets.transforms.rgb import ImageModeError, is_wide_mode
+from mmcoop.datasets.transforms.rgb import (RULE_VERSION, ImageModeError,
+                                            is_wide_mode)
 from mmcoop.registry import TRANSFORMS
 
 __all__ = ['LoadImageFromFileChecked', 'check_backend_args',
@@ -166,6 +167,9 @@ class LoadImageFromFileChecked(LoadImageFromFile):
         **kwargs: Other arguments of :class:`mmcv.transforms.
             LoadImageFromFile`.
     """
+
+    #: the version of the RGB rule it decodes by (feature-cache key)
+    PIXEL_VERSION = RULE_VERSION
 
     def __init__(self,
                  imdecode_backend: str = 'pillow',

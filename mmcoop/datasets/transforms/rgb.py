@@ -26,7 +26,16 @@ that one file gives the same pixels wherever it is read:
 import numpy as np
 from PIL import Image
 
-__all__ = ['ImageModeError', 'is_wide_mode', 'to_rgb']
+__all__ = ['ImageModeError', 'RULE_VERSION', 'is_wide_mode', 'to_rgb']
+
+#: The version of this rule. Each loader that applies it declares it as its
+#: ``PIXEL_VERSION``, which the feature-cache key records
+#: (:func:`mmcoop.datasets.feature_cache.key.pipeline_key`), so that a cache
+#: built under an earlier rule is rebuilt rather than reused with the old
+#: rule's pixels. Raise it with any change that gives another pixel for some
+#: file. 1 (never recorded): before; 2: alpha dropped for ``LA`` in every
+#: loader, wide modes beyond 0..255 refused instead of saturated.
+RULE_VERSION = 2
 
 
 class ImageModeError(ValueError):

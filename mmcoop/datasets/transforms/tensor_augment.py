@@ -51,6 +51,7 @@ from mmcoop.datasets.transforms.jpeg import (DECODE_BACKENDS, JpegHeader,
                                              parse_header, rgb_tensor,
                                              torchcodec_or_error,
                                              without_exif)
+from mmcoop.datasets.transforms.rgb import RULE_VERSION
 from mmcoop.registry import TRANSFORMS
 from mmcoop.utils.value_checks import check_flag
 
@@ -677,6 +678,8 @@ class LoadImageTensor(BaseTransform):
     #: arguments that do not change the pixels (every decoder gives the
     #: official loader's), left out of the feature-cache key
     PIXEL_NEUTRAL = ('decode_backend', )
+    #: the version of the RGB rule it decodes by (feature-cache key)
+    PIXEL_VERSION = RULE_VERSION
 
     def __init__(self, scale: Tuple[int, int], draft: bool = False,
                  resize_backend: str = 'torchvision',
@@ -754,6 +757,9 @@ class LoadImageBytes(BaseTransform):
         backend_args (dict, optional): mmengine file backend arguments
             (None: local files), checked when built.
     """
+
+    #: the version of the RGB rule it decodes by (feature-cache key)
+    PIXEL_VERSION = RULE_VERSION
 
     def __init__(self, scale: Tuple[int, int], augment: bool = True,
                  cutout_factor: float = 0.5,
