@@ -16,7 +16,8 @@ from mmcoop.benchmark.official import (OfficialTrainTransform,
                                        official_cutout, official_op)
 from mmcoop.datasets.transforms.tensor_augment import (RANDAUG_OPS, apply_op,
                                                        cutout,
-                                                       draw_randaugment)
+                                                       draw_randaugment,
+                                                       magnitude, shear)
 from mmcoop.registry import TRANSFORMS
 
 as_tensor = OfficialTrainTransform.as_tensor
@@ -49,6 +50,42 @@ def test_bicubic_affine_is_pils(seed):
     ref = as_tensor(img.transform(img.size, Image.AFFINE, coeffs,
                                   Image.BICUBIC, fillcolor=(128, ) * 3))
     assert torch.equal(_affine(as_tensor(img), [coeffs], 'bicubic'), ref)
+
+
+def _shear_contents(h, w):
+    """Photo-like content with a flat box (Cutout's), saturated 0 / 255
+    patches and a band of 0 / 255 noise; and uniform noise (every tap
+    pattern): PIL images of ``w`` x ``h``."""
+    rng = np.random.default_rng(h * 1000 + w)
+    img = photo(h, w, seed=h)
+    img.paste((200, 17, 90), (w // 4, h // 4, w // 2 + 1, h // 2 + 1))
+    img.paste((255, 255, 255), (0, 0, w // 5 + 1, h // 5 + 1))
+    img.paste((0, 0, 0), (w - w // 5 - 1, 0, w, h // 5 + 1))
+    band = (rng.integers(0, 2, (h // 6 + 1, w, 3)) * 255).astype(np.uint8)
+    img.paste(Image.fromarray(band), (0, h - len(band)))
+    noise = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return img, noise
+
+
+@pytest.mark.parametrize('size', [(448, 448), (224, 224), (200, 300),
+                                  (300, 200), (3, 5), (5, 3), (1, 7),
+                                  (7, 1)])
+def test_shear_is_pils_for_every_official_magnitude(size):
+    """``shear`` (the CPU pipeline's shears: float32 per line, float64 where
+    PIL's truncation is close) gives PIL's pixels exactly for the 18 signed
+    magnitudes of each shear, on every kind of content and size, for a
+    contiguous tensor or a strided view."""
+    for img, contiguous in zip(_shear_contents(*size), (True, False)):
+        src = as_tensor(img)[0]  # a permuted (strided) view
+        if contiguous:
+            src = src.contiguous()
+        for op in ('ShearX', 'ShearY'):
+            for index in range(1, 10):
+                for sign in (1, -1):
+                    ref = as_tensor(official_op(img, op, index, sign))[0]
+                    out = shear(src, op, magnitude(op, index) * sign)
+                    assert out.shape == src.shape and out.is_contiguous()
+                    assert torch.equal(out, ref), (size, op, index, sign)
 
 
 @pytest.mark.parametrize('mode', ['RGB', 'L', 'P', 'CMYK', 'RGBA'])

@@ -22,6 +22,8 @@ batch):
 - :func:`official_op` / :func:`official_cutout` are the official PIL
   operations themselves (the reference of the tests, and the CPU path:
   PIL's C operations on one image beat tensor ops on one CPU core);
+- :func:`shear`: PIL's shears of one image exactly, several times faster
+  than PIL on one CPU core;
 - :func:`decode_rgb` / :func:`resize`: the official loader's pixels
   (TorchCodec's JPEG decoder where installed, :mod:`.jpeg`; else PIL's)
   and torchvision's uint8 antialiased resize (PIL's bilinear within one
@@ -32,7 +34,9 @@ batch):
 uint8 tensors at the pipeline boundary, as every mmcoop image; the
 normalisation is left to the data preprocessor, batched).
 """
+import functools
 import math
+import threading
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -57,7 +61,7 @@ from mmcoop.utils.value_checks import check_flag
 
 __all__ = [
     'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
-    'official_cutout', 'apply_op', 'cutout', 'resize', 'decode_rgb',
+    'official_cutout', 'apply_op', 'shear', 'cutout', 'resize', 'decode_rgb',
     'decode_resize', 'RESIZE_BACKENDS', 'augment_batch',
     'resize_augment_batch',
     'LoadImageTensor', 'LoadImageBytes',
@@ -332,37 +336,249 @@ def _bicubic_pil(img: torch.Tensor, u: torch.Tensor,
     return out.clamp_(0, 255).trunc_().to(torch.uint8)
 
 
-def _affine(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
-            mode: str) -> torch.Tensor:
-    """PIL ``Image.transform(size, AFFINE, coeffs, mode, fillcolor=128)``.
+def _affine_coeffs(op: str, m: float, w: int, h: int) -> Tuple[float, ...]:
+    """PIL's affine coefficients of a geometric op at the signed magnitude
+    ``m`` on a ``w`` x ``h`` image."""
+    if op == 'ShearX':
+        return (1, m, 0, 0, 1, 0)
+    if op == 'ShearY':
+        return (1, 0, 0, m, 1, 0)
+    if op == 'TranslateX':
+        return (1, 0, m * w, 0, 1, 0)
+    if op == 'TranslateY':
+        return (1, 0, 0, 0, 1, m * h)
+    if op == 'Rotate':
+        return _pil_rotate_coeffs(m, w, h)
+    raise ValueError(f'unknown RandAugment op {op!r}; expected one of '
+                     f'{RANDAUG_OPS}.')
 
-    The output pixel ``(x, y)`` samples the input at ``(a (x + .5) + b
-    (y + .5) + c, d (x + .5) + e (y + .5) + f)``; outside ``[0, W) x [0,
-    H)`` it is 128. ``nearest`` takes the pixel containing that point, as
-    PIL; ``bicubic`` is PIL's bicubic (:func:`_bicubic_pil`): the same
-    pixels as PIL.
+
+def _affine_points(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
+                   xs: torch.Tensor, ys: torch.Tensor,
+                   mode: str) -> torch.Tensor:
+    """PIL ``Image.transform(size, AFFINE, coeffs, mode, fillcolor=128)``
+    of ``(B, 3, H, W)`` uint8 images at the output pixel centres ``(xs,
+    ys)`` (float64, any one shape ``S``): ``(B, 3, *S)`` uint8.
+
+    The pixel centred at ``(xs, ys)`` samples the input at ``(a xs + b ys
+    + c, d xs + e ys + f)`` (PIL's ``affine_transform``, in its operation
+    order); outside ``[0, W) x [0, H)`` it is 128. ``nearest`` takes the
+    pixel containing that point, as PIL; ``bicubic`` is PIL's bicubic
+    (:func:`_bicubic_pil`): the same pixels as PIL.
     """
     b, _, h, w = img.shape
     m = torch.as_tensor(coeffs, dtype=torch.float64, device=img.device)
-    m = m.reshape(-1, 6).expand(b, 6)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64, device=img.device) + 0.5,
-        torch.arange(w, dtype=torch.float64, device=img.device) + 0.5,
-        indexing='ij')
-    u = (m[:, 0, None, None] * xs + m[:, 1, None, None] * ys +
-         m[:, 2, None, None])
-    v = (m[:, 3, None, None] * xs + m[:, 4, None, None] * ys +
-         m[:, 5, None, None])
+    m = m.reshape(-1, 6, *[1] * xs.dim()).expand(b, 6, *[1] * xs.dim())
+    u = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]
+    v = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
     inside = ((u >= 0) & (u < w) & (v >= 0) & (v < h)).unsqueeze(1)
     if mode == 'nearest':
         ui = u.floor().long().clamp(0, w - 1)
         vi = v.floor().long().clamp(0, h - 1)
-        index = (vi * w + ui).reshape(b, 1, h * w).expand(b, 3, h * w)
+        index = (vi * w + ui).reshape(b, 1, -1).expand(b, 3, -1)
         out = torch.gather(img.reshape(b, 3, h * w), 2, index)
-        out = out.reshape(b, 3, h, w)
+        out = out.reshape(b, 3, *xs.shape)
     else:
         out = _bicubic_pil(img, u, v)
     return torch.where(inside, out, torch.full_like(out, _FILL))
+
+
+def _affine(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
+            mode: str) -> torch.Tensor:
+    """PIL ``Image.transform(size, AFFINE, coeffs, mode, fillcolor=128)``
+    of ``(B, 3, H, W)`` uint8 images, one coefficient row per image (or
+    one for all): :func:`_affine_points` at every pixel centre."""
+    _, _, h, w = img.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64, device=img.device) + 0.5,
+        torch.arange(w, dtype=torch.float64, device=img.device) + 0.5,
+        indexing='ij')
+    return _affine_points(img, coeffs, xs, ys, mode)
+
+
+#: :func:`shear`'s float32 value is within 1e-4 of PIL's float64 one (the
+#: roundings of the weights, of three products and sums of integer tap
+#: differences and of the sum with the tap, |value| < 512; measured on the
+#: cubic: 2.3e-5); a value this close to an integer may truncate to
+#: another one, and is recomputed in float64.
+_SHEAR_EPS = 5e-4
+#: a line whose shift is this close to a multiple of 1/4 is a tie: PIL's
+#: fraction is that multiple at (nearly) all its pixels, where the float32
+#: cubic is exact (weights of a few bits).
+_SHEAR_TIE = 1e-9
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape, dtype: torch.dtype) -> torch.Tensor:
+    """This thread's reusable CPU buffer ``name`` (contents undefined,
+    reallocated when the shape or dtype changes): a fresh tensor of a few
+    MB costs a page fault per 4 KiB page when first written (glibc hands
+    freed blocks back to the system), as much time as the arithmetic of
+    :func:`shear`."""
+    bufs = _SCRATCH.__dict__.setdefault('bufs', {})
+    buf = bufs.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = bufs[name] = torch.empty(shape, dtype=dtype)
+    return buf
+
+
+def _shear_coord(pos: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """PIL's input coordinate along a shear (``affine_transform``, float64)
+    of the positions ``pos`` on lines shifted by ``shift = m (line +
+    0.5)``: ``1 * (pos + 0.5) + shift + 0``, the same double for ShearY's
+    ``shift + 1 * (pos + 0.5) + 0`` (broadcast)."""
+    return (pos + 0.5) + shift
+
+
+def _first_at_least(target: float, shift: torch.Tensor) -> torch.Tensor:
+    """Per line, the first position whose :func:`_shear_coord` is ``>=
+    target`` (it grows with the position; ``ceil(target - 0.5 - shift)``
+    is within one of it): ``shift`` ``(L,)`` float64 -> ``(L,)`` long."""
+    p = torch.ceil(target - 0.5 - shift)
+    return (p - 1 + (_shear_coord(p - 1, shift) < target).double() +
+            (_shear_coord(p, shift) < target).double()).long()
+
+
+def _negatives(t: torch.Tensor, rows: int = 32) -> torch.Tensor:
+    """Flat indices of the (few) negative entries of ``t``: the minimum
+    over ``rows`` rows of its flat view first, then the columns that have
+    one (a comparison over all of ``t`` costs more than the rest)."""
+    flat = t.reshape(-1)
+    view = flat.view(math.gcd(flat.numel(), rows), -1)
+    hit = (view.amin(0) < 0).nonzero()[:, 0]
+    sub = (view.index_select(1, hit) < 0).nonzero()
+    return sub[:, 0] * view.shape[1] + hit[sub[:, 1]]
+
+
+def _shear_axes(op: str, h: int, w: int) -> Tuple[int, int, int]:
+    """``(dim, n, lines)`` of a shear of a ``(C, H, W)`` image: the pixels
+    move along ``dim`` (2: ShearX's rows, 1: ShearY's columns), ``n``
+    positions on each of the ``lines``."""
+    return (2, w, h) if op == 'ShearX' else (1, h, w)
+
+
+def _per_line(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(L,)`` per-line values, broadcast over the positions of a
+    :func:`_shear_axes` ``dim``."""
+    return t[:, None] if dim == 2 else t[None, :]
+
+
+def _per_pos(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(n,)`` per-position values, broadcast over the lines."""
+    return t[None, :] if dim == 2 else t[:, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _shear_geometry(op: str, m: float, h: int, w: int) -> tuple:
+    """What :func:`shear` needs of PIL's coordinates (the same for every
+    image of a size: the official policy has 18 shears per op), in the
+    ``(C, H, W)`` layout:
+
+    - ``base``: ``(L,)`` long, each line's integer offset;
+    - ``weights``: PIL's cubic weights of the taps 1, 3, 4 (tap 2 takes
+      the rest), per line, float32, broadcast;
+    - ``eps``: ``-_SHEAR_EPS`` per line, 0 on ties, broadcast;
+    - ``inside``, ``fill``: ``(H, W)`` uint8, 1 where PIL samples the
+      image (its coordinate in ``[0, n)``), 128 where it fills;
+    - ``odd``: the flat pixel indices of the ties where PIL's fraction or
+      floor differs from its line's.
+    """
+    dim, n, lines = _shear_axes(op, h, w)
+    shift = (torch.arange(lines, dtype=torch.float64) + 0.5) * m
+    base = shift.floor()
+    frac = shift - base
+    quarter = (frac * 4).round() / 4
+    tie = (frac - quarter).abs() < _SHEAR_TIE
+    frac = torch.where(tie, quarter, frac)
+    base += frac == 1
+    frac[frac == 1] = 0
+    # _pil_cubic is linear in the taps, its weights sum to one
+    weights = [
+        _per_line(
+            _pil_cubic(*(float(i == j) for i in range(4)), frac).float(),
+            dim) for j in (0, 2, 3)
+    ]
+    eps = _per_line(torch.where(tie, 0., -_SHEAR_EPS).float(), dim)
+    pos = _per_pos(torch.arange(n), dim)
+    lo = _per_line(_first_at_least(0., shift), dim)
+    hi = _per_line(_first_at_least(float(n), shift), dim)
+    inside = ((pos >= lo) & (pos < hi)).to(torch.uint8)
+    ties = tie.nonzero()[:, 0]
+    coord = _shear_coord(pos.double(), _per_line(shift[ties], dim))
+    floor = (coord - 0.5).floor()
+    odd = ((coord - 0.5 - floor != _per_line(frac[ties], dim)) |
+           (floor != pos + _per_line(base[ties], dim)))
+    line = _per_line(ties, dim)
+    pixels = line * w + pos if dim == 2 else pos * w + line
+    return (base.long(), weights, eps, inside, (1 - inside) * _FILL,
+            pixels[odd])
+
+
+def shear(img: torch.Tensor, op: str, m: float) -> torch.Tensor:
+    """PIL's ``ShearX`` / ``ShearY`` (``Image.transform`` with
+    :func:`_affine_coeffs`, bicubic, fill 128) of one ``(C, H, W)`` uint8
+    image at the signed magnitude ``m``: PIL's pixels exactly, several
+    times faster than PIL on one CPU core.
+
+    ShearX's output pixel ``(x, y)`` samples row ``y`` at
+    :func:`_shear_coord` ``(x + 0.5) + m (y + 0.5)``: along a row (a
+    *line*) the shift ``m (y + 0.5)`` is one float64, so all its pixels
+    share the integer offset and, to the last bits, the fraction. So one
+    gather builds each line's shifted window (taps clamped to the image),
+    and PIL's cubic (:func:`_pil_cubic`) is a float32 sum of the integer
+    tap differences with per-line weights (exact on flat windows). Where
+    that value is within ``_SHEAR_EPS`` of an integer (PIL's truncation of
+    its float64 value may differ) it is recomputed by PIL's float64 code
+    (:func:`_affine_points`). A line whose fraction is a multiple of 1/4
+    (a tie) is exact in float32 (only its pixels whose PIL fraction or
+    floor differs are recomputed). ShearY: the same along columns.
+    """
+    ch, h, w = img.shape
+    dim, n, lines = _shear_axes(op, h, w)
+    base, weights, eps, inside, fill, odd = _shear_geometry(op, m, h, w)
+    # window k of a line is its pixel clamp(k - 2 + base), k = 0..n+4;
+    # position p's taps are the windows p + 1..p + 4
+    win_shape = (ch, h + 5 * (dim == 1), w + 5 * (dim == 2))
+    index = torch.add(_per_pos(torch.arange(-2, n + 3), dim),
+                      _per_line(base, dim),
+                      out=_scratch('index', win_shape[1:], torch.long))
+    index.clamp_(0, n - 1)
+    if dim == 2:
+        index.add_(_per_line(torch.arange(lines) * w, dim))
+    else:
+        index.mul_(w).add_(_per_line(torch.arange(lines), dim))
+    taps = torch.gather(
+        img.reshape(ch, -1), 1, index.view(1, -1).expand(ch, -1),
+        out=_scratch('taps', (ch, index.numel()), torch.uint8))
+    win = _scratch('win', win_shape, torch.float32).copy_(
+        taps.view(win_shape))
+    v1, v2, v3, v4 = (win.narrow(dim, 1 + j, n) for j in range(4))
+    value = torch.sub(v1, v2, out=_scratch('value', img.shape, torch.float32))
+    # zero on flat windows only
+    spread = torch.mul(value, value,
+                       out=_scratch('spread', img.shape, torch.float32))
+    value.mul_(weights[0])
+    diff = torch.sub(v3, v2, out=_scratch('diff', img.shape, torch.float32))
+    spread.addcmul_(diff, diff)
+    value.addcmul_(diff, weights[1])
+    torch.sub(v4, v2, out=diff)
+    spread.addcmul_(diff, diff)
+    value.addcmul_(diff, weights[2])
+    # negative where the value is within _SHEAR_EPS of an integer, but on
+    # flat windows (their value is the tap, exactly) and ties
+    near = torch.round(value, out=diff).sub_(value).abs_()
+    near.addcmul_(spread.clamp_(max=1), eps)
+    out = _scratch('trunc', img.shape, torch.int32).copy_(
+        value.add_(v2).clamp_(0, 255)).to(torch.uint8)
+    out.mul_(inside).add_(fill)
+    pixels = torch.cat([_negatives(near) % (h * w), odd])
+    if len(pixels):
+        exact = _affine_points(img[None], [_affine_coeffs(op, m, w, h)],
+                               (pixels % w).double() + 0.5,
+                               (pixels // w).double() + 0.5, 'bicubic')
+        out.view(ch, -1)[:, pixels] = exact[0]
+    return out
 
 
 # -------------------------------------------------------------------- ops
@@ -420,18 +636,9 @@ def apply_op(img: torch.Tensor, op: str, index, sign=1,
             boxes.append((max(0, y - size // 2), min(h, y + size // 2),
                           max(0, x - size // 2), min(w, x + size // 2)))
         return _fill_boxes(img, boxes, [_CUTOUT_FILL] * b)
-    coeffs = {
-        'ShearX': lambda m: (1, m, 0, 0, 1, 0),
-        'ShearY': lambda m: (1, 0, 0, m, 1, 0),
-        'TranslateX': lambda m: (1, 0, m * w, 0, 1, 0),
-        'TranslateY': lambda m: (1, 0, 0, 0, 1, m * h),
-        'Rotate': lambda m: _pil_rotate_coeffs(m, w, h),
-    }
-    if op not in coeffs:
-        raise ValueError(f'unknown RandAugment op {op!r}; expected one of '
-                         f'{RANDAUG_OPS}.')
+    coeffs = [_affine_coeffs(op, m, w, h) for m in mag]
     mode = 'bicubic' if op.startswith('Shear') else 'nearest'
-    return _affine(img, [coeffs[op](m) for m in mag], mode)
+    return _affine(img, coeffs, mode)
 
 
 def augment_batch(img: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
