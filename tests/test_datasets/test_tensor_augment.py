@@ -232,6 +232,36 @@ def test_cpu_randaugment_is_official_on_non_square_images():
     assert applied >= 3
 
 
+def test_cpu_randaugment_shears_are_official():
+    """On the CPU, TensorRandAugment runs the shears on the tensor
+    (``shear``) and the other ops in PIL, converting between them only
+    when the next op takes the other kind: the official ops' pixels for a
+    shear alone, before another op, after one, and after a shear (seeds
+    picked by their draw), on a non-square image with a flat box."""
+    aug = TRANSFORMS.build(dict(type='TensorRandAugment'))
+    img = photo(60, 84)
+    img.paste((200, 17, 90), (10, 20, 50, 45))
+    bgr = as_tensor(img)[0].flip(0).contiguous()
+    orders = set()
+    for seed in range(100):
+        np.random.seed(seed)
+        ops = [d['op'] for d in draw_randaugment(np.random) if d['applied']]
+        order = tuple(op.startswith('Shear') for op in ops)
+        if not any(order) or order in orders:
+            continue
+        orders.add(order)
+        np.random.seed(seed)
+        res = aug(dict(img=bgr.clone()))
+        ref = img
+        for d in res['randaugment']:
+            if d['applied']:
+                ref = official_op(ref, d['op'], d['index'], d['sign'],
+                                  d['centre'])
+        assert res['img'].shape == (3, 60, 84) and res['img'].is_contiguous()
+        assert torch.equal(res['img'].flip(0), as_tensor(ref)[0]), ops
+    assert orders == {(True, ), (True, False), (False, True), (True, True)}
+
+
 def test_exact_recipe_is_the_official_transform_pixel_for_pixel(tmp_path):
     """LoadImageTensor(resize_backend='pillow') + TensorCutout +
     TensorRandAugment give the official Resize + CutoutPIL + RandAugment
@@ -248,7 +278,9 @@ def test_exact_recipe_is_the_official_transform_pixel_for_pixel(tmp_path):
                      resize_backend=backend),
                 dict(type='TensorCutout'), dict(type='TensorRandAugment'))
         ]
-        for seed in range(8):
+        # 8 seeds, and 3 that draw shears (ShearY then Cutout, Rotate then
+        # ShearX, ShearX twice): the CPU path runs those on the tensor
+        for seed in (*range(8), 9, 20, 37):
             np.random.seed(seed)
             res = dict(img_path=path)
             for t in pipe:
@@ -272,6 +304,7 @@ def test_exact_recipe_is_the_official_transform_pixel_for_pixel(tmp_path):
                 assert (diff > 0).float().mean() < 1e-3, res['randaugment']
                 assert diff.max() <= 4, res['randaugment']
     assert len(applied) >= 4  # the seeds exercise several ops
+    assert {'ShearX', 'ShearY'} <= applied
     with pytest.raises(ValueError, match="resize_backend.*'cv2'"):
         TRANSFORMS.build(
             dict(type='LoadImageTensor', scale=(8, 8), resize_backend='cv2'))

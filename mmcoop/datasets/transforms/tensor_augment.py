@@ -21,9 +21,10 @@ batch):
 - :func:`cutout` is ``CutoutPIL``'s inclusive rectangle;
 - :func:`official_op` / :func:`official_cutout` are the official PIL
   operations themselves (the reference of the tests, and the CPU path:
-  PIL's C operations on one image beat tensor ops on one CPU core);
+  PIL's C operations on one image beat tensor ops on one CPU core, but
+  for the shears);
 - :func:`shear`: PIL's shears of one image exactly, several times faster
-  than PIL on one CPU core;
+  than PIL on one CPU core (the CPU path's shears);
 - :func:`decode_rgb` / :func:`resize`: the official loader's pixels
   (TorchCodec's JPEG decoder where installed, :mod:`.jpeg`; else PIL's)
   and torchvision's uint8 antialiased resize (PIL's bilinear within one
@@ -1044,10 +1045,12 @@ class TensorCutout(BaseTransform):
 class TensorRandAugment(BaseTransform):
     """Official ``RandAugment()`` (pip randaugment 1.0.2) on a ``(3, H,
     W)`` BGR tensor: :func:`draw_randaugment`, then each applied op. On the
-    CPU the ops run as PIL's own operations (:func:`official_op`, one
-    conversion per image, bit-identical to the official code); on another
-    device as tensor ops (:func:`apply_op`). NumPy's global RNG. The draw
-    is stored in ``results['randaugment']``."""
+    CPU the ops give the official code's pixels exactly: the shears as
+    :func:`shear` (PIL's arithmetic, several times faster than PIL on the
+    tensor), the other ops as PIL's own operations (:func:`official_op`),
+    the image converted only when the next op takes the other kind; on
+    another device as tensor ops (:func:`apply_op`). NumPy's global RNG.
+    The draw is stored in ``results['randaugment']``."""
 
     def transform(self, results: dict) -> dict:
         bgr = require_tensor('TensorRandAugment', results)
@@ -1057,11 +1060,20 @@ class TensorRandAugment(BaseTransform):
         if not applied:
             return results
         if bgr.device.type == 'cpu':
-            img = _pil_rgb(bgr)
+            img = bgr  # the BGR tensor or an RGB PIL image
             for d in applied:
-                img = official_op(img, d['op'], d['index'], d['sign'],
-                                  d['centre'])
-            results['img'] = _pil_bgr(img)
+                if d['op'].startswith('Shear'):
+                    if isinstance(img, Image.Image):
+                        img = _pil_bgr(img)
+                    img = shear(img, d['op'],
+                                magnitude(d['op'], d['index']) * d['sign'])
+                else:
+                    if isinstance(img, torch.Tensor):
+                        img = _pil_rgb(img)
+                    img = official_op(img, d['op'], d['index'], d['sign'],
+                                      d['centre'])
+            results['img'] = (_pil_bgr(img) if isinstance(img, Image.Image)
+                              else img)
             return results
         img = _as_rgb_batch(bgr)
         for d in applied:
