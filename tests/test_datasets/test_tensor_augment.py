@@ -17,7 +17,8 @@ from mmcoop.benchmark.official import (OfficialTrainTransform,
 from mmcoop.datasets.transforms.tensor_augment import (RANDAUG_OPS, apply_op,
                                                        cutout,
                                                        draw_randaugment,
-                                                       magnitude, shear)
+                                                       magnitude, sharpness,
+                                                       shear)
 from mmcoop.registry import TRANSFORMS
 
 as_tensor = OfficialTrainTransform.as_tensor
@@ -86,6 +87,48 @@ def test_shear_is_pils_for_every_official_magnitude(size):
                     out = shear(src, op, magnitude(op, index) * sign)
                     assert out.shape == src.shape and out.is_contiguous()
                     assert torch.equal(out, ref), (size, op, index, sign)
+
+
+def test_smooth_rounding_is_pils_for_every_sum():
+    """SMOOTH's pixel is ``round(S / 13)`` of its integer sum ``S`` (never a
+    tie): ``floor(S * (1 / 13) + 0.5)`` in float32 equals ``(2 S + 13) //
+    26`` for every sum ``0..13 * 255``."""
+    from mmcoop.datasets.transforms.tensor_augment import _smooth_interior
+    s = torch.arange(13 * 255 + 1)
+    # one 3 x 3 image per sum: S // 13 everywhere, the rest on a corner
+    img = (s // 13).to(torch.int16).reshape(-1, 1, 1).repeat(1, 3, 3)
+    img[:, 0, 0] += (s % 13).to(torch.int16)
+    out = _smooth_interior(img)[:, 0, 0]
+    assert torch.equal(out.long(), (2 * s + 13) // 26)
+
+
+@pytest.mark.parametrize('size', [(448, 448), (224, 224), (200, 300),
+                                  (3, 3), (3, 5), (1, 7), (7, 1), (2, 9)])
+def test_sharpness_is_pils_for_every_official_magnitude(size):
+    """``sharpness`` (the CPU pipeline's Sharpness: integer SMOOTH, PIL's
+    float32 blend) gives PIL's pixels exactly for the 18 signed magnitudes,
+    on photo-like content with flat and 0 / 255 areas, noise, a flat image
+    and 0 / 255 noise, for a contiguous tensor or a strided view; so does
+    ``apply_op`` (the device path's)."""
+    h, w = size
+    rng = np.random.default_rng(h * 7 + w)
+    binary = (rng.integers(0, 2, (h, w, 3)) * 255).astype(np.uint8)
+    imgs = (*_shear_contents(h, w), Image.new('RGB', (w, h), (37, 200, 91)),
+            Image.fromarray(binary))
+    for k, img in enumerate(imgs):
+        src = as_tensor(img)[0]
+        if k % 2 == 0:
+            src = src.contiguous()
+        for index in range(1, 10):
+            for sign in (1, -1):
+                ref = as_tensor(official_op(img, 'Sharpness', index, sign))
+                m = magnitude('Sharpness', index) * sign
+                out = sharpness(src, 1 + m)
+                assert out.shape == src.shape and out.is_contiguous()
+                assert torch.equal(out, ref[0]), (size, k, index, sign)
+                if k == 0:
+                    out = apply_op(src[None], 'Sharpness', index, sign)
+                    assert torch.equal(out, ref), (size, index, sign)
 
 
 @pytest.mark.parametrize('mode', ['RGB', 'L', 'P', 'CMYK', 'RGBA'])

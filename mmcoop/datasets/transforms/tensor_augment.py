@@ -25,6 +25,8 @@ batch):
   for the shears);
 - :func:`shear`: PIL's shears of one image exactly, 2-3 times faster than
   PIL on one CPU core (the CPU path's shears);
+- :func:`sharpness`: PIL's Sharpness of one image exactly, about 2.5
+  times faster than PIL on one CPU core;
 - :func:`decode_rgb` / :func:`resize`: the official loader's pixels
   (TorchCodec's JPEG decoder where installed, :mod:`.jpeg`; else PIL's)
   and torchvision's uint8 antialiased resize (PIL's bilinear within one
@@ -42,7 +44,6 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
@@ -62,8 +63,8 @@ from mmcoop.utils.value_checks import check_flag
 
 __all__ = [
     'RANDAUG_OPS', 'magnitude', 'draw_randaugment', 'official_op',
-    'official_cutout', 'apply_op', 'shear', 'cutout', 'resize', 'decode_rgb',
-    'decode_resize', 'RESIZE_BACKENDS', 'augment_batch',
+    'official_cutout', 'apply_op', 'shear', 'sharpness', 'cutout', 'resize',
+    'decode_rgb', 'decode_resize', 'RESIZE_BACKENDS', 'augment_batch',
     'resize_augment_batch',
     'LoadImageTensor', 'LoadImageBytes',
     'TensorCutout',
@@ -201,13 +202,20 @@ def _per_image(values, img: torch.Tensor, dtype=torch.float32):
     return t.reshape(-1, 1, 1, 1).expand(img.shape[0], 1, 1, 1)
 
 
+def _blend_(degenerate: torch.Tensor, img: torch.Tensor,
+            factor) -> torch.Tensor:
+    """PIL ``Image.blend(degenerate, img, factor)``'s float32 value
+    ``degenerate + factor * (img - degenerate)``, clipped to [0, 255],
+    computed in place in ``img`` (float32 tensors of one shape, ``factor``
+    a float or a broadcast float32 tensor); PIL then truncates it."""
+    return img.sub_(degenerate).mul_(factor).add_(degenerate).clamp_(0, 255)
+
+
 def _blend(degenerate: torch.Tensor, img: torch.Tensor,
            factor: torch.Tensor) -> torch.Tensor:
-    """PIL ``Image.blend(degenerate, img, factor)`` for uint8: the float
-    result is clipped and truncated."""
-    d = degenerate.float()
-    out = d + factor * (img.float() - d)
-    return out.clamp_(0, 255).to(torch.uint8)
+    """PIL ``Image.blend(degenerate, img, factor)`` for uint8
+    (:func:`_blend_`, truncated)."""
+    return _blend_(degenerate.float(), img.float(), factor).to(torch.uint8)
 
 
 def _luma(img: torch.Tensor) -> torch.Tensor:
@@ -265,21 +273,69 @@ def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
     return torch.where((step == 0) | (used <= 1), idx, lut)
 
 
+def _smooth_interior(img: torch.Tensor,
+                     buf=None) -> torch.Tensor:
+    """PIL ``ImageFilter.SMOOTH``'s interior pixels (3x3 kernel 1 1 1 /
+    1 5 1 / 1 1 1, /13, rounded) of ``(..., H, W)`` int16 pixel values,
+    ``H, W >= 3``: ``(..., H - 2, W - 2)`` float32 whole numbers.
+
+    The sum ``S`` (at most 13 * 255) is exact in int16 (shifted slices:
+    the same on every device, no convolution, so no TF32); ``S / 13`` is
+    never within 1/26 of a half, so ``floor(S * (1 / 13) + 0.5)`` in
+    float32 is PIL's rounding (checked for every ``S``). ``buf(name,
+    shape, dtype)`` gives the intermediate tensors (default: new ones)."""
+    if buf is None:
+
+        def buf(name, shape, dtype):
+            return torch.empty(shape, dtype=dtype, device=img.device)
+
+    *lead, h, w = img.shape
+    rows = torch.add(img[..., :-2], img[..., 1:-1],
+                     out=buf('smooth_rows', (*lead, h, w - 2), torch.int16))
+    rows += img[..., 2:]
+    total = torch.add(rows[..., :-2, :], rows[..., 1:-1, :],
+                      out=buf('smooth_sum', (*lead, h - 2, w - 2),
+                              torch.int16))
+    total += rows[..., 2:, :]
+    total.add_(img[..., 1:-1, 1:-1], alpha=4)
+    out = buf('smooth', total.shape, torch.float32).copy_(total)
+    return out.mul_(1 / 13).add_(0.5).floor_()
+
+
 def _smooth(img: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageFilter.SMOOTH`` of ``(B, 3, H, W)`` uint8 (3x3 kernel
-    1 1 1 / 1 5 1 / 1 1 1, /13, rounded); the border rows and columns keep
-    their values, so an image less than 3 pixels high or wide is all
-    border: unchanged, as in PIL."""
-    if min(img.shape[-2:]) < 3:
-        return img.clone()
-    kernel = torch.ones(3, 3, device=img.device)
-    kernel[1, 1] = 5
-    kernel = (kernel / 13).expand(3, 1, 3, 3)
-    x = img.float()
-    inner = F.conv2d(x, kernel, groups=3)
-    out = x.clone()
-    out[..., 1:-1, 1:-1] = (inner + 0.5).floor()
-    return out.clamp_(0, 255).to(torch.uint8)
+    """PIL ``ImageFilter.SMOOTH`` of ``(B, 3, H, W)`` uint8
+    (:func:`_smooth_interior`); the border rows and columns keep their
+    values, so an image less than 3 pixels high or wide is all border:
+    unchanged, as in PIL."""
+    out = img.clone()
+    if min(img.shape[-2:]) >= 3:
+        out[..., 1:-1, 1:-1] = _smooth_interior(img.to(torch.int16))
+    return out
+
+
+def sharpness(img: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Sharpness(img).enhance(factor)`` of one ``(C,
+    H, W)`` uint8 image: PIL's pixels exactly, about 2.5 times faster
+    than PIL on one CPU core (448 px: about 1 ms, PIL 2.5-3.3 ms). Returns
+    a new contiguous ``(C, H, W)`` uint8 tensor.
+
+    PIL blends :func:`_smooth` with the image (:func:`_blend_`): the
+    border pixels, which SMOOTH keeps, stay; the interior is
+    :func:`_smooth_interior` blended in float32 and truncated (this
+    thread's :func:`_scratch` buffers: no page faults)."""
+    out = img.clone(memory_format=torch.contiguous_format)
+    ch, h, w = img.shape
+    if min(h, w) < 3:
+        return out
+    x16 = _scratch('sharp_x', img.shape, torch.int16).copy_(img)
+    degenerate = _smooth_interior(x16, _scratch)
+    value = _scratch('sharp_value', degenerate.shape,
+                     torch.float32).copy_(img[:, 1:-1, 1:-1])
+    _blend_(degenerate, value, factor)
+    # float -> int32 -> uint8: half the time of float -> uint8
+    out[:, 1:-1, 1:-1] = _scratch('sharp_int', degenerate.shape,
+                                  torch.int32).copy_(value)
+    return out
 
 
 def _pil_rotate_coeffs(angle: float, w: int, h: int) -> Tuple[float, ...]:
