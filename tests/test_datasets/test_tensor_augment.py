@@ -305,6 +305,40 @@ def test_cpu_randaugment_shears_are_official():
     assert orders == {(True, ), (True, False), (False, True), (True, True)}
 
 
+def test_cpu_randaugment_sharpness_is_official():
+    """On the CPU, TensorRandAugment runs Sharpness on the tensor
+    (``sharpness``) as the shears: the official ops' pixels for Sharpness
+    alone, before and after a shear and before and after another (PIL)
+    op, and twice (seeds picked by their draw)."""
+    aug = TRANSFORMS.build(dict(type='TensorRandAugment'))
+    img = photo(60, 84)
+    img.paste((200, 17, 90), (10, 20, 50, 45))
+    bgr = as_tensor(img)[0].flip(0).contiguous()
+
+    def kind(op):
+        return 'sharp' if op == 'Sharpness' else (
+            'shear' if op.startswith('Shear') else 'pil')
+
+    orders = set()
+    # Sharpness; then TranslateX; after AutoContrast; after ShearY; twice;
+    # then ShearX
+    for seed in (11, 119, 131, 164, 478, 829):
+        np.random.seed(seed)
+        ops = [d['op'] for d in draw_randaugment(np.random) if d['applied']]
+        orders.add(tuple(kind(op) for op in ops))
+        np.random.seed(seed)
+        res = aug(dict(img=bgr.clone()))
+        ref = img
+        for d in res['randaugment']:
+            if d['applied']:
+                ref = official_op(ref, d['op'], d['index'], d['sign'],
+                                  d['centre'])
+        assert res['img'].shape == (3, 60, 84) and res['img'].is_contiguous()
+        assert torch.equal(res['img'].flip(0), as_tensor(ref)[0]), ops
+    assert orders == {('sharp', ), ('sharp', 'sharp'), ('sharp', 'shear'),
+                      ('shear', 'sharp'), ('sharp', 'pil'), ('pil', 'sharp')}
+
+
 def test_exact_recipe_is_the_official_transform_pixel_for_pixel(tmp_path):
     """LoadImageTensor(resize_backend='pillow') + TensorCutout +
     TensorRandAugment give the official Resize + CutoutPIL + RandAugment

@@ -22,11 +22,11 @@ batch):
 - :func:`official_op` / :func:`official_cutout` are the official PIL
   operations themselves (the reference of the tests, and the CPU path:
   PIL's C operations on one image beat tensor ops on one CPU core, but
-  for the shears);
+  for the shears and Sharpness);
 - :func:`shear`: PIL's shears of one image exactly, 2-3 times faster than
   PIL on one CPU core (the CPU path's shears);
 - :func:`sharpness`: PIL's Sharpness of one image exactly, about 2.5
-  times faster than PIL on one CPU core;
+  times faster than PIL on one CPU core (the CPU path's Sharpness);
 - :func:`decode_rgb` / :func:`resize`: the official loader's pixels
   (TorchCodec's JPEG decoder where installed, :mod:`.jpeg`; else PIL's)
   and torchvision's uint8 antialiased resize (PIL's bilinear within one
@@ -1097,14 +1097,21 @@ class TensorCutout(BaseTransform):
         return f'{self.__class__.__name__}(cutout_factor={self.cutout_factor})'
 
 
+#: The ops that :class:`TensorRandAugment` runs on the tensor on the CPU
+#: (:func:`shear`, :func:`sharpness`: PIL's pixels, faster than PIL); PIL
+#: runs the others.
+_CPU_TENSOR_OPS = ('ShearX', 'ShearY', 'Sharpness')
+
+
 @TRANSFORMS.register_module()
 class TensorRandAugment(BaseTransform):
     """Official ``RandAugment()`` (pip randaugment 1.0.2) on a ``(3, H,
     W)`` BGR tensor: :func:`draw_randaugment`, then each applied op. On the
-    CPU the ops give the official code's pixels exactly: the shears as
-    :func:`shear` (PIL's arithmetic on the tensor, 2-3 times faster than
-    PIL), the other ops as PIL's own operations (:func:`official_op`),
-    the image converted only when the next op takes the other kind; on
+    CPU the ops give the official code's pixels exactly: the shears and
+    Sharpness (:data:`_CPU_TENSOR_OPS`) as :func:`shear` and
+    :func:`sharpness` (PIL's arithmetic on the tensor, faster than PIL),
+    the other ops as PIL's own operations (:func:`official_op`), the
+    image converted only when the next op takes the other kind; on
     another device as tensor ops (:func:`apply_op`). NumPy's global RNG.
     The draw is stored in ``results['randaugment']``."""
 
@@ -1118,11 +1125,12 @@ class TensorRandAugment(BaseTransform):
         if bgr.device.type == 'cpu':
             img = bgr  # the BGR tensor or an RGB PIL image
             for d in applied:
-                if d['op'].startswith('Shear'):
+                if d['op'] in _CPU_TENSOR_OPS:
                     if isinstance(img, Image.Image):
                         img = _pil_bgr(img)
-                    img = shear(img, d['op'],
-                                magnitude(d['op'], d['index']) * d['sign'])
+                    m = magnitude(d['op'], d['index']) * d['sign']
+                    img = (sharpness(img, 1 + m) if d['op'] == 'Sharpness'
+                           else shear(img, d['op'], m))
                 else:
                     if isinstance(img, torch.Tensor):
                         img = _pil_rgb(img)
