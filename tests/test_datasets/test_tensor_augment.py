@@ -252,39 +252,48 @@ def test_tensor_pipeline_matches_mmcv_pipeline(tmp_path):
     assert packed['inputs'].dtype == torch.uint8
 
 
+def _assert_cpu_randaugment_is_official(seed: int, h: int = 60,
+                                        w: int = 84,
+                                        box: bool = True) -> list:
+    """TensorRandAugment on the CPU with NumPy seeded by ``seed``, on an
+    ``h`` x ``w`` photo (with a flat box), equals the official ops of its
+    draw applied in PIL, in BGR channel order and (h, w) layout; returns
+    the applied ops."""
+    img = photo(h, w)
+    if box:
+        img.paste((200, 17, 90), (10, 20, 50, 45))
+    bgr = as_tensor(img)[0].flip(0).contiguous()
+    np.random.seed(seed)
+    res = TRANSFORMS.build(dict(type='TensorRandAugment'))(dict(img=bgr))
+    ref, ops = img, []
+    for d in res['randaugment']:
+        if d['applied']:
+            ops.append(d['op'])
+            ref = official_op(ref, d['op'], d['index'], d['sign'],
+                              d['centre'])
+    assert res['img'].shape == (3, h, w) and res['img'].is_contiguous()
+    assert torch.equal(res['img'].flip(0), as_tensor(ref)[0]), ops
+    return ops
+
+
 def test_cpu_randaugment_is_official_on_non_square_images():
     """On the CPU, TensorRandAugment runs PIL's own ops between the BGR
     tensor and PIL: the official ops' pixels, channel order and (h, w)
     layout kept, for a non-square image."""
-    aug = TRANSFORMS.build(dict(type='TensorRandAugment'))
-    img = photo(37, 52)  # (w, h) = (52, 37)
-    bgr = as_tensor(img)[0].flip(0).contiguous()
-    applied = 0
-    for seed in range(6):
-        np.random.seed(seed)
-        res = aug(dict(img=bgr.clone()))
-        ref = img
-        for d in res['randaugment']:
-            if d['applied']:
-                applied += 1
-                ref = official_op(ref, d['op'], d['index'], d['sign'],
-                                  d['centre'])
-        assert res['img'].shape == (3, 37, 52)
-        assert res['img'].is_contiguous()
-        assert torch.equal(res['img'].flip(0), as_tensor(ref)[0]), seed
-    assert applied >= 3
+    applied = [
+        _assert_cpu_randaugment_is_official(seed, 37, 52, box=False)
+        for seed in range(6)
+    ]
+    assert sum(map(len, applied)) >= 3
 
 
 def test_cpu_randaugment_shears_are_official():
     """On the CPU, TensorRandAugment runs the shears on the tensor
-    (``shear``) and the other ops in PIL, converting between them only
-    when the next op takes the other kind: the official ops' pixels for a
-    shear alone, before another op, after one, and after a shear (seeds
-    picked by their draw), on a non-square image with a flat box."""
-    aug = TRANSFORMS.build(dict(type='TensorRandAugment'))
-    img = photo(60, 84)
-    img.paste((200, 17, 90), (10, 20, 50, 45))
-    bgr = as_tensor(img)[0].flip(0).contiguous()
+    (``shear``) and the other ops (but Sharpness) in PIL, converting
+    between them only when the next op takes the other kind: the official
+    ops' pixels for a shear alone, before another op, after one, and after
+    a shear (seeds picked by their draw), on a non-square image with a
+    flat box."""
     orders = set()
     for seed in range(100):
         np.random.seed(seed)
@@ -293,15 +302,7 @@ def test_cpu_randaugment_shears_are_official():
         if not any(order) or order in orders:
             continue
         orders.add(order)
-        np.random.seed(seed)
-        res = aug(dict(img=bgr.clone()))
-        ref = img
-        for d in res['randaugment']:
-            if d['applied']:
-                ref = official_op(ref, d['op'], d['index'], d['sign'],
-                                  d['centre'])
-        assert res['img'].shape == (3, 60, 84) and res['img'].is_contiguous()
-        assert torch.equal(res['img'].flip(0), as_tensor(ref)[0]), ops
+        _assert_cpu_randaugment_is_official(seed)
     assert orders == {(True, ), (True, False), (False, True), (True, True)}
 
 
@@ -310,31 +311,16 @@ def test_cpu_randaugment_sharpness_is_official():
     (``sharpness``) as the shears: the official ops' pixels for Sharpness
     alone, before and after a shear and before and after another (PIL)
     op, and twice (seeds picked by their draw)."""
-    aug = TRANSFORMS.build(dict(type='TensorRandAugment'))
-    img = photo(60, 84)
-    img.paste((200, 17, 90), (10, 20, 50, 45))
-    bgr = as_tensor(img)[0].flip(0).contiguous()
-
     def kind(op):
         return 'sharp' if op == 'Sharpness' else (
             'shear' if op.startswith('Shear') else 'pil')
 
-    orders = set()
     # Sharpness; then TranslateX; after AutoContrast; after ShearY; twice;
     # then ShearX
-    for seed in (11, 119, 131, 164, 478, 829):
-        np.random.seed(seed)
-        ops = [d['op'] for d in draw_randaugment(np.random) if d['applied']]
-        orders.add(tuple(kind(op) for op in ops))
-        np.random.seed(seed)
-        res = aug(dict(img=bgr.clone()))
-        ref = img
-        for d in res['randaugment']:
-            if d['applied']:
-                ref = official_op(ref, d['op'], d['index'], d['sign'],
-                                  d['centre'])
-        assert res['img'].shape == (3, 60, 84) and res['img'].is_contiguous()
-        assert torch.equal(res['img'].flip(0), as_tensor(ref)[0]), ops
+    orders = {
+        tuple(kind(op) for op in _assert_cpu_randaugment_is_official(seed))
+        for seed in (11, 119, 131, 164, 478, 829)
+    }
     assert orders == {('sharp', ), ('sharp', 'sharp'), ('sharp', 'shear'),
                       ('shear', 'sharp'), ('sharp', 'pil'), ('pil', 'sharp')}
 
