@@ -1097,10 +1097,15 @@ class TensorCutout(BaseTransform):
         return f'{self.__class__.__name__}(cutout_factor={self.cutout_factor})'
 
 
-#: The ops that :class:`TensorRandAugment` runs on the tensor on the CPU
-#: (:func:`shear`, :func:`sharpness`: PIL's pixels, faster than PIL); PIL
-#: runs the others.
-_CPU_TENSOR_OPS = ('ShearX', 'ShearY', 'Sharpness')
+#: The ops that :class:`TensorRandAugment` runs on the tensor on the CPU,
+#: each a function of the ``(C, H, W)`` uint8 image and the signed
+#: magnitude (:func:`shear`, :func:`sharpness`: PIL's pixels, faster than
+#: PIL); PIL runs the others.
+_CPU_TENSOR_OPS = {
+    'ShearX': lambda img, m: shear(img, 'ShearX', m),
+    'ShearY': lambda img, m: shear(img, 'ShearY', m),
+    'Sharpness': lambda img, m: sharpness(img, 1 + m),
+}
 
 
 @TRANSFORMS.register_module()
@@ -1128,9 +1133,8 @@ class TensorRandAugment(BaseTransform):
                 if d['op'] in _CPU_TENSOR_OPS:
                     if isinstance(img, Image.Image):
                         img = _pil_bgr(img)
-                    m = magnitude(d['op'], d['index']) * d['sign']
-                    img = (sharpness(img, 1 + m) if d['op'] == 'Sharpness'
-                           else shear(img, d['op'], m))
+                    img = _CPU_TENSOR_OPS[d['op']](
+                        img, magnitude(d['op'], d['index']) * d['sign'])
                 else:
                     if isinstance(img, torch.Tensor):
                         img = _pil_rgb(img)
