@@ -287,42 +287,68 @@ def test_cpu_randaugment_is_official_on_non_square_images():
     assert sum(map(len, applied)) >= 3
 
 
-def test_cpu_randaugment_shears_are_official():
-    """On the CPU, TensorRandAugment runs the shears on the tensor
-    (``shear``) and the other ops (but Sharpness) in PIL, converting
-    between them only when the next op takes the other kind: the official
-    ops' pixels for a shear alone, before another op, after one, and after
-    a shear (seeds picked by their draw), on a non-square image with a
-    flat box."""
-    orders = set()
-    for seed in range(100):
+def test_cpu_randaugment_is_official_for_every_op_and_order():
+    """On the CPU, TensorRandAugment runs 13 ops on the tensor
+    (``_CPU_TENSOR_OPS``) and Rotate and Color in PIL, converting between
+    them only when the next op takes the other kind: the official ops'
+    pixels for every op first and second, and for every order of the two
+    kinds (seeds picked by their draw), on a non-square image with a flat
+    box."""
+    from mmcoop.datasets.transforms.tensor_augment import _CPU_TENSOR_OPS
+    assert set(RANDAUG_OPS) - set(_CPU_TENSOR_OPS) == {'Color', 'Rotate'}
+    kinds = ('tensor', 'pil')
+    wanted = {(k, op) for k in range(2) for op in RANDAUG_OPS}
+    wanted |= {(a, ) for a in kinds} | {(a, b) for a in kinds for b in kinds}
+    for seed in range(3000):
         np.random.seed(seed)
         ops = [d['op'] for d in draw_randaugment(np.random) if d['applied']]
-        order = tuple(op.startswith('Shear') for op in ops)
-        if not any(order) or order in orders:
-            continue
-        orders.add(order)
-        _assert_cpu_randaugment_is_official(seed)
-    assert orders == {(True, ), (True, False), (False, True), (True, True)}
+        order = tuple('tensor' if op in _CPU_TENSOR_OPS else 'pil'
+                      for op in ops)
+        new = ({(k, op) for k, op in enumerate(ops)} | {order}) & wanted
+        if new:
+            assert _assert_cpu_randaugment_is_official(seed) == ops
+            wanted -= new
+        if not wanted:
+            break
+    assert not wanted
 
 
-def test_cpu_randaugment_sharpness_is_official():
-    """On the CPU, TensorRandAugment runs Sharpness on the tensor
-    (``sharpness``) as the shears: the official ops' pixels for Sharpness
-    alone, before and after a shear and before and after another (PIL)
-    op, and twice (seeds picked by their draw)."""
-    def kind(op):
-        return 'sharp' if op == 'Sharpness' else (
-            'shear' if op.startswith('Shear') else 'pil')
-
-    # Sharpness; then TranslateX; after AutoContrast; after ShearY; twice;
-    # then ShearX
-    orders = {
-        tuple(kind(op) for op in _assert_cpu_randaugment_is_official(seed))
-        for seed in (11, 119, 131, 164, 478, 829)
-    }
-    assert orders == {('sharp', ), ('sharp', 'sharp'), ('sharp', 'shear'),
-                      ('shear', 'sharp'), ('sharp', 'pil'), ('pil', 'sharp')}
+@pytest.mark.parametrize('size', [(448, 448), (37, 52), (200, 300), (1, 1),
+                                  (1, 7), (7, 1), (3, 5)])
+def test_cpu_tensor_ops_are_pils_for_every_official_magnitude(size):
+    """Each op that TensorRandAugment runs on the CPU tensor (the value
+    tables of Invert, Posterize, Solarize and Brightness made by PIL on the
+    256 values, the per-channel tables of AutoContrast and Equalize, the
+    Contrast table of the luma's mean, the translations as one shift,
+    RandAugment's Cutout; the shears and Sharpness, tested above at 448
+    px too) gives PIL's pixels on the BGR tensor, for every magnitude and
+    sign, on photo-like content with flat and 0 / 255 areas, noise, a flat
+    image, 0 / 255 noise and a narrow range (AutoContrast stretches it),
+    for a contiguous tensor or a strided view."""
+    from mmcoop.datasets.transforms.tensor_augment import _CPU_TENSOR_OPS
+    h, w = size
+    rng = np.random.default_rng(h * 7 + w)
+    imgs = (*_shear_contents(h, w), Image.new('RGB', (w, h), (37, 200, 91)),
+            Image.fromarray((rng.integers(0, 2, (h, w, 3)) *
+                             255).astype(np.uint8)),
+            Image.fromarray(rng.integers(100, 140, (h, w, 3), np.uint8)))
+    ops = [op for op in _CPU_TENSOR_OPS
+           if size[0] < 448 or not op.startswith(('Shear', 'Sharp'))]
+    for k, img in enumerate(imgs):
+        bgr = as_tensor(img)[0].flip(0)
+        if k % 2 == 0:
+            bgr = bgr.contiguous()
+        for op in ops:
+            for index in range(1, 10):
+                for sign in (1, -1):
+                    centre = tuple(rng.random(2))
+                    ref = as_tensor(official_op(img, op, index, sign,
+                                                centre))[0]
+                    out = _CPU_TENSOR_OPS[op](bgr, index, sign, centre)
+                    assert out.shape == bgr.shape and out.is_contiguous()
+                    assert torch.equal(out.flip(0), ref), (size, k, op,
+                                                           index, sign)
+                    assert torch.equal(bgr.flip(0), as_tensor(img)[0])
 
 
 def test_exact_recipe_is_the_official_transform_pixel_for_pixel(tmp_path):

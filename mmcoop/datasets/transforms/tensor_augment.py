@@ -20,13 +20,12 @@ batch):
   differs on a few border pixels);
 - :func:`cutout` is ``CutoutPIL``'s inclusive rectangle;
 - :func:`official_op` / :func:`official_cutout` are the official PIL
-  operations themselves (the reference of the tests, and the CPU path:
-  PIL's C operations on one image beat tensor ops on one CPU core, but
-  for the shears and Sharpness);
-- :func:`shear`: PIL's shears of one image exactly, 2-3 times faster than
-  PIL on one CPU core (the CPU path's shears);
-- :func:`sharpness`: PIL's Sharpness of one image exactly, about 2.5
-  times faster than PIL on one CPU core (the CPU path's Sharpness);
+  operations themselves (the reference of the tests; the CPU path runs
+  Rotate and Color with them);
+- :data:`_CPU_TENSOR_OPS`: the other 13 ops on one image on the CPU with
+  PIL's pixels exactly, faster than PIL on one core: :func:`shear` (2-3
+  times), :func:`sharpness` (about 2.5 times), look-up tables made by PIL
+  or by its formulas (OpenCV's ``LUT``), the translations as one shift;
 - :func:`decode_rgb` / :func:`resize`: the official loader's pixels
   (TorchCodec's JPEG decoder where installed, :mod:`.jpeg`; else PIL's)
   and torchvision's uint8 antialiased resize (PIL's bilinear within one
@@ -410,6 +409,19 @@ def _affine_coeffs(op: str, m: float, w: int, h: int) -> Tuple[float, ...]:
                      f'{RANDAUG_OPS}.')
 
 
+def _affine_uv(coeffs: Sequence[Sequence[float]], xs: torch.Tensor,
+               ys: torch.Tensor, b: int = 1) -> Tuple[torch.Tensor, ...]:
+    """The input point ``(u, v) = (a xs + b ys + c, d xs + e ys + f)``
+    that PIL's ``affine_transform`` samples for the output pixel centred
+    at ``(xs, ys)`` (float64, in its operation order), for each of ``b``
+    images (one coefficient row per image, or one for all): two ``(b,
+    *S)`` float64 tensors."""
+    m = torch.as_tensor(coeffs, dtype=torch.float64, device=xs.device)
+    m = m.reshape(-1, 6, *[1] * xs.dim()).expand(b, 6, *[1] * xs.dim())
+    return (m[:, 0] * xs + m[:, 1] * ys + m[:, 2],
+            m[:, 3] * xs + m[:, 4] * ys + m[:, 5])
+
+
 def _affine_points(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
                    xs: torch.Tensor, ys: torch.Tensor,
                    mode: str) -> torch.Tensor:
@@ -424,10 +436,7 @@ def _affine_points(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
     (:func:`_bicubic_pil`): the same pixels as PIL.
     """
     b, _, h, w = img.shape
-    m = torch.as_tensor(coeffs, dtype=torch.float64, device=img.device)
-    m = m.reshape(-1, 6, *[1] * xs.dim()).expand(b, 6, *[1] * xs.dim())
-    u = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]
-    v = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
+    u, v = _affine_uv(coeffs, xs, ys, b)
     inside = ((u >= 0) & (u < w) & (v >= 0) & (v < h)).unsqueeze(1)
     if mode == 'nearest':
         ui = u.floor().long().clamp(0, w - 1)
@@ -638,6 +647,146 @@ def shear(img: torch.Tensor, op: str, m: float) -> torch.Tensor:
     return out
 
 
+def _cutout_box(size: int, centre, h: int, w: int) -> Tuple[int, ...]:
+    """``randaugment.Cutout``'s square of side ``size`` around the centre
+    ``(u, v)`` (fractions of the width and height): rows ``y0:y1``,
+    columns ``x0:x1``, half-open, clipped."""
+    x, y = int(centre[0] * w), int(centre[1] * h)
+    return (max(0, y - size // 2), min(h, y + size // 2),
+            max(0, x - size // 2), min(w, x + size // 2))
+
+
+# ------------------------------------ the official ops of one CPU image
+def _signed_magnitude(op: str, index: int, sign: int) -> float:
+    """The magnitude the official op applies: signed where it draws a
+    sign (:data:`_SIGNED`)."""
+    return magnitude(op, index) * (sign if op in _SIGNED else 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _value_lut(op: str, index: int, sign: int) -> np.ndarray:
+    """The look-up table of an official op that maps each value alone,
+    whatever the image (Invert, Posterize, Solarize: PIL's ``point``;
+    Brightness: a blend with black): PIL's op (:func:`official_op`) on
+    the 256 values, ``(256,)`` uint8."""
+    ramp = np.repeat(np.arange(256, dtype=np.uint8), 3).reshape(1, 256, 3)
+    out = np.asarray(official_op(Image.fromarray(ramp), op, index, sign))[0]
+    if not (out == out[:, :1]).all():
+        raise AssertionError(f'{op} maps the channels differently')
+    return np.ascontiguousarray(out[:, 0])
+
+
+def _look_up(img: torch.Tensor, lut: np.ndarray) -> torch.Tensor:
+    """Each channel of a ``(C, H, W)`` uint8 image through a ``(256,)``
+    uint8 table, or channel ``k`` through ``lut[k]`` of ``(C, 256)``
+    (OpenCV's ``LUT``): a new contiguous tensor."""
+    import cv2
+    src = img.contiguous().numpy()
+    ch, h, w = src.shape
+    if lut.ndim == 1:
+        return torch.from_numpy(
+            cv2.LUT(src.reshape(ch * h, w), lut).reshape(ch, h, w))
+    out = np.empty_like(src)
+    for k in range(ch):
+        out[k] = cv2.LUT(src[k], np.ascontiguousarray(lut[k]))
+    return torch.from_numpy(out)
+
+
+def _channel_luts(img: torch.Tensor, lut_of) -> np.ndarray:
+    """``(C, 256)`` uint8 tables of :func:`_autocontrast_lut` or
+    :func:`_equalize_lut` (``lut_of``) from the channels' histograms."""
+    hist = torch.stack([
+        torch.bincount(plane.reshape(-1), minlength=256) for plane in img
+    ])
+    return lut_of(hist).to(torch.uint8).numpy()
+
+
+def _contrast(bgr: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Contrast(img).enhance(factor)`` of a ``(3, H,
+    W)`` BGR image: a blend with the grey of the mean of PIL's luma
+    (:func:`_luma`; ``ImageStat``'s mean of the integer levels, rounded
+    by ``int(mean + 0.5)``), one value at a time, so a table made by
+    PIL's ``Image.blend``."""
+    luma = _luma(bgr.flip(0)[None])
+    mean = int(int(luma.sum(dtype=torch.int64)) / luma.numel() + 0.5)
+    ramp = Image.frombytes('L', (256, 1), bytes(range(256)))
+    lut = Image.blend(Image.new('L', (256, 1), mean), ramp, factor)
+    return _look_up(bgr, np.frombuffer(lut.tobytes(), dtype=np.uint8))
+
+
+def _translate(img: torch.Tensor, op: str, m: float) -> torch.Tensor:
+    """PIL's ``TranslateX`` / ``TranslateY`` (``Image.transform`` with
+    :func:`_affine_coeffs`, nearest, fill 128) of one ``(C, H, W)`` uint8
+    image: the map moves along one axis, so PIL's source pixel of each
+    output column (row) is that of its point on one line
+    (:func:`_affine_uv`)."""
+    ch, h, w = img.shape
+    dim, n = (2, w) if op == 'TranslateX' else (1, h)
+    pos = torch.arange(n, dtype=torch.float64) + 0.5
+    centre = torch.full_like(pos, 0.5)
+    u, v = _affine_uv([_affine_coeffs(op, m, w, h)],
+                      *((pos, centre) if dim == 2 else (centre, pos)))
+    src = (u if dim == 2 else v)[0]
+    keep = ((src >= 0) & (src < n)).nonzero()[:, 0]
+    out = torch.full((ch, h, w), _FILL, dtype=torch.uint8)
+    if len(keep):
+        first, last = int(keep[0]), int(keep[-1]) + 1
+        index = src[first:last].floor().long()
+        start = int(index[0])
+        if len(keep) == last - first and torch.equal(
+                index, torch.arange(start, start + last - first)):
+            # one shift (always, for the official magnitudes): a copy
+            out.narrow(dim, first, last - first).copy_(
+                img.narrow(dim, start, last - first))
+        else:
+            out.index_copy_(dim, keep,
+                            img.index_select(dim, src[keep].floor().long()))
+    return out
+
+
+def _randaug_cutout(bgr: torch.Tensor, size: int, centre) -> torch.Tensor:
+    """``randaugment.Cutout`` (:func:`_cutout_box`) of a ``(3, H, W)`` BGR
+    image: a new contiguous tensor."""
+    y0, y1, x0, x1 = _cutout_box(size, centre, *bgr.shape[-2:])
+    out = bgr.contiguous().clone()
+    if y1 > y0 and x1 > x0:
+        out[:, y0:y1, x0:x1] = torch.tensor(
+            _CUTOUT_FILL[::-1], dtype=torch.uint8).reshape(3, 1, 1)
+    return out
+
+
+def _value_op(op: str):
+    return lambda bgr, index, sign, centre: _look_up(
+        bgr, _value_lut(op, index, 1 if op not in _SIGNED else sign))
+
+
+#: The official ops that :class:`TensorRandAugment` runs on the tensor on
+#: the CPU: each a function of the ``(3, H, W)`` uint8 **BGR** image and
+#: the draw's ``index``, ``sign`` and ``centre``, giving PIL's pixels
+#: (tested against :func:`official_op` at every magnitude), faster than
+#: PIL with the conversions it saves; PIL runs Rotate and Color.
+_CPU_TENSOR_OPS = {
+    **{op: _value_op(op)
+       for op in ('Invert', 'Posterize', 'Solarize', 'Brightness')},
+    'AutoContrast': lambda bgr, index, sign, centre: _look_up(
+        bgr, _channel_luts(bgr, _autocontrast_lut)),
+    'Equalize': lambda bgr, index, sign, centre: _look_up(
+        bgr, _channel_luts(bgr, _equalize_lut)),
+    'Contrast': lambda bgr, index, sign, centre: _contrast(
+        bgr, 1 + _signed_magnitude('Contrast', index, sign)),
+    'Sharpness': lambda bgr, index, sign, centre: sharpness(
+        bgr, 1 + _signed_magnitude('Sharpness', index, sign)),
+    **{op: (lambda op: lambda bgr, index, sign, centre: shear(
+        bgr, op, _signed_magnitude(op, index, sign)))(op)
+       for op in ('ShearX', 'ShearY')},
+    **{op: (lambda op: lambda bgr, index, sign, centre: _translate(
+        bgr, op, _signed_magnitude(op, index, sign)))(op)
+       for op in ('TranslateX', 'TranslateY')},
+    'Cutout': lambda bgr, index, sign, centre: _randaug_cutout(
+        bgr, magnitude('Cutout', index), centre),
+}
+
+
 # -------------------------------------------------------------------- ops
 def apply_op(img: torch.Tensor, op: str, index, sign=1,
              centre=(0.5, 0.5)) -> torch.Tensor:
@@ -687,11 +836,7 @@ def apply_op(img: torch.Tensor, op: str, index, sign=1,
         return _blend(_smooth(img), img, factor)
     if op == 'Cutout':
         centres = [centre] * b if np.isscalar(centre[0]) else list(centre)
-        boxes = []
-        for size, (cu, cv) in zip(mag, centres):
-            x, y = int(cu * w), int(cv * h)
-            boxes.append((max(0, y - size // 2), min(h, y + size // 2),
-                          max(0, x - size // 2), min(w, x + size // 2)))
+        boxes = [_cutout_box(size, c, h, w) for size, c in zip(mag, centres)]
         return _fill_boxes(img, boxes, [_CUTOUT_FILL] * b)
     coeffs = [_affine_coeffs(op, m, w, h) for m in mag]
     mode = 'bicubic' if op.startswith('Shear') else 'nearest'
@@ -1097,25 +1242,13 @@ class TensorCutout(BaseTransform):
         return f'{self.__class__.__name__}(cutout_factor={self.cutout_factor})'
 
 
-#: The ops that :class:`TensorRandAugment` runs on the tensor on the CPU,
-#: each a function of the ``(C, H, W)`` uint8 image and the signed
-#: magnitude (:func:`shear`, :func:`sharpness`: PIL's pixels, faster than
-#: PIL); PIL runs the others.
-_CPU_TENSOR_OPS = {
-    'ShearX': lambda img, m: shear(img, 'ShearX', m),
-    'ShearY': lambda img, m: shear(img, 'ShearY', m),
-    'Sharpness': lambda img, m: sharpness(img, 1 + m),
-}
-
-
 @TRANSFORMS.register_module()
 class TensorRandAugment(BaseTransform):
     """Official ``RandAugment()`` (pip randaugment 1.0.2) on a ``(3, H,
     W)`` BGR tensor: :func:`draw_randaugment`, then each applied op. On the
-    CPU the ops give the official code's pixels exactly: the shears and
-    Sharpness (:data:`_CPU_TENSOR_OPS`) as :func:`shear` and
-    :func:`sharpness` (PIL's arithmetic on the tensor, faster than PIL),
-    the other ops as PIL's own operations (:func:`official_op`), the
+    CPU the ops give the official code's pixels exactly: 13 of them on the
+    tensor (:data:`_CPU_TENSOR_OPS`: PIL's arithmetic, faster than PIL),
+    Rotate and Color as PIL's own operations (:func:`official_op`), the
     image converted only when the next op takes the other kind; on
     another device as tensor ops (:func:`apply_op`). NumPy's global RNG.
     The draw is stored in ``results['randaugment']``."""
@@ -1133,8 +1266,8 @@ class TensorRandAugment(BaseTransform):
                 if d['op'] in _CPU_TENSOR_OPS:
                     if isinstance(img, Image.Image):
                         img = _pil_bgr(img)
-                    img = _CPU_TENSOR_OPS[d['op']](
-                        img, magnitude(d['op'], d['index']) * d['sign'])
+                    img = _CPU_TENSOR_OPS[d['op']](img, d['index'],
+                                                   d['sign'], d['centre'])
                 else:
                     if isinstance(img, torch.Tensor):
                         img = _pil_rgb(img)
