@@ -20,12 +20,13 @@ batch):
   differs on a few border pixels);
 - :func:`cutout` is ``CutoutPIL``'s inclusive rectangle;
 - :func:`official_op` / :func:`official_cutout` are the official PIL
-  operations themselves (the reference of the tests; the CPU path runs
-  Rotate and Color with them);
-- :data:`_CPU_TENSOR_OPS`: the other 13 ops on one image on the CPU with
-  PIL's pixels exactly, faster than PIL on one core: :func:`shear` (2-3
+  operations themselves (the reference of the tests);
+- :data:`_CPU_TENSOR_OPS`: the 15 ops on one image on the CPU with PIL's
+  pixels exactly, faster than PIL on one core: :func:`shear` (2-3
   times), :func:`sharpness` (about 2.5 times), look-up tables made by PIL
-  or by its formulas (OpenCV's ``LUT``), the translations as one shift;
+  or by its formulas (OpenCV's ``LUT``), the translations as one shift,
+  Rotate through PIL's own rotation of the pixels' indices, Color by
+  PIL's float32 blend;
 - :func:`decode_rgb` / :func:`resize`: the official loader's pixels
   (TorchCodec's JPEG decoder where installed, :mod:`.jpeg`; else PIL's)
   and torchvision's uint8 antialiased resize (PIL's bilinear within one
@@ -701,17 +702,42 @@ def _channel_luts(img: torch.Tensor, lut_of) -> np.ndarray:
     return lut_of(hist).to(torch.uint8).numpy()
 
 
+def _bgr_luma(bgr: torch.Tensor) -> torch.Tensor:
+    """PIL's ``convert('L')`` (:func:`_luma`) of a ``(3, H, W)`` uint8 BGR
+    image: an ``(H, W)`` int32 tensor, in this thread's
+    :func:`_scratch` buffers (valid until the next call)."""
+    _, h, w = bgr.shape
+    x = _scratch('luma_bgr', bgr.shape, torch.int32).copy_(bgr)
+    luma = torch.mul(x[2], 19595, out=_scratch('luma', (h, w), torch.int32))
+    luma.add_(x[1], alpha=38470).add_(x[0], alpha=7471).add_(0x8000)
+    return luma.bitwise_right_shift_(16)
+
+
 def _contrast(bgr: torch.Tensor, factor: float) -> torch.Tensor:
     """PIL's ``ImageEnhance.Contrast(img).enhance(factor)`` of a ``(3, H,
     W)`` BGR image: a blend with the grey of the mean of PIL's luma
-    (:func:`_luma`; ``ImageStat``'s mean of the integer levels, rounded
-    by ``int(mean + 0.5)``), one value at a time, so a table made by
-    PIL's ``Image.blend``."""
-    luma = _luma(bgr.flip(0)[None])
+    (:func:`_bgr_luma`; ``ImageStat``'s mean of the integer levels,
+    rounded by ``int(mean + 0.5)``), one value at a time, so a table made
+    by PIL's ``Image.blend``."""
+    luma = _bgr_luma(bgr)
     mean = int(int(luma.sum(dtype=torch.int64)) / luma.numel() + 0.5)
     ramp = Image.frombytes('L', (256, 1), bytes(range(256)))
     lut = Image.blend(Image.new('L', (256, 1), mean), ramp, factor)
     return _look_up(bgr, np.frombuffer(lut.tobytes(), dtype=np.uint8))
+
+
+def _color(bgr: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Color(img).enhance(factor)`` of a ``(3, H, W)``
+    BGR image: each value blended with its pixel's luma (:func:`_bgr_luma`)
+    by PIL's float32 blend (:func:`_blend_`), truncated; a new contiguous
+    tensor."""
+    luma = _scratch('color_luma', bgr.shape[1:], torch.float32).copy_(
+        _bgr_luma(bgr))
+    value = _scratch('color_value', bgr.shape, torch.float32).copy_(bgr)
+    _blend_(luma.expand_as(value), value, factor)
+    # float -> int32 -> uint8: half the time of float -> uint8
+    return _scratch('color_int', bgr.shape, torch.int32).copy_(value).to(
+        torch.uint8)
 
 
 def _translate(img: torch.Tensor, op: str, m: float) -> torch.Tensor:
@@ -744,6 +770,33 @@ def _translate(img: torch.Tensor, op: str, m: float) -> torch.Tensor:
     return out
 
 
+@functools.lru_cache(maxsize=18)
+def _rotation_source(m: float, h: int, w: int) -> np.ndarray:
+    """PIL's ``Image.rotate(m)`` of an ``h`` x ``w`` image (nearest,
+    about the centre) as the flat index of each output pixel's source,
+    ``h * w`` where it falls outside: PIL's own rotation of an image of
+    the pixels' indices (a 32-bit image: the same affine code as the
+    official op's RGBA image), so PIL's geometry by construction."""
+    index = Image.fromarray(
+        np.arange(1, h * w + 1, dtype=np.int32).reshape(h, w)).rotate(m)
+    source = np.asarray(index).astype(np.intp).reshape(-1) - 1
+    source[source < 0] = h * w
+    return source
+
+
+def _rotate(img: torch.Tensor, m: float) -> torch.Tensor:
+    """The official ``Rotate`` (PIL's nearest rotation by ``m`` degrees of
+    the RGBA image, composited on grey 128 where it is transparent) of one
+    ``(C, H, W)`` uint8 image: each pixel taken from its
+    :func:`_rotation_source` (NumPy's ``take``), 128 outside."""
+    ch, h, w = img.shape
+    pixels = np.empty((ch, h * w + 1), dtype=np.uint8)
+    pixels[:, :-1] = img.reshape(ch, -1).numpy()
+    pixels[:, -1] = _FILL
+    return torch.from_numpy(
+        np.take(pixels, _rotation_source(m, h, w), axis=1).reshape(ch, h, w))
+
+
 def _randaug_cutout(bgr: torch.Tensor, size: int, centre) -> torch.Tensor:
     """``randaugment.Cutout`` (:func:`_cutout_box`) of a ``(3, H, W)`` BGR
     image: a new contiguous tensor."""
@@ -760,11 +813,11 @@ def _value_op(op: str):
         bgr, _value_lut(op, index, 1 if op not in _SIGNED else sign))
 
 
-#: The official ops that :class:`TensorRandAugment` runs on the tensor on
-#: the CPU: each a function of the ``(3, H, W)`` uint8 **BGR** image and
-#: the draw's ``index``, ``sign`` and ``centre``, giving PIL's pixels
-#: (tested against :func:`official_op` at every magnitude), faster than
-#: PIL with the conversions it saves; PIL runs Rotate and Color.
+#: The official ops as :class:`TensorRandAugment` runs them on the CPU:
+#: each a function of the ``(3, H, W)`` uint8 **BGR** image and the draw's
+#: ``index``, ``sign`` and ``centre`` returning a new contiguous image
+#: with PIL's pixels (tested against :func:`official_op` at every
+#: magnitude), faster than PIL's op and the conversions it would need.
 _CPU_TENSOR_OPS = {
     **{op: _value_op(op)
        for op in ('Invert', 'Posterize', 'Solarize', 'Brightness')},
@@ -774,6 +827,8 @@ _CPU_TENSOR_OPS = {
         bgr, _channel_luts(bgr, _equalize_lut)),
     'Contrast': lambda bgr, index, sign, centre: _contrast(
         bgr, 1 + _signed_magnitude('Contrast', index, sign)),
+    'Color': lambda bgr, index, sign, centre: _color(
+        bgr, 1 + _signed_magnitude('Color', index, sign)),
     'Sharpness': lambda bgr, index, sign, centre: sharpness(
         bgr, 1 + _signed_magnitude('Sharpness', index, sign)),
     **{op: (lambda op: lambda bgr, index, sign, centre: shear(
@@ -784,6 +839,8 @@ _CPU_TENSOR_OPS = {
        for op in ('TranslateX', 'TranslateY')},
     'Cutout': lambda bgr, index, sign, centre: _randaug_cutout(
         bgr, magnitude('Cutout', index), centre),
+    'Rotate': lambda bgr, index, sign, centre: _rotate(
+        bgr, magnitude('Rotate', index)),
 }
 
 
@@ -993,29 +1050,6 @@ def _chw_bgr(rgb_hwc: np.ndarray) -> torch.Tensor:
     (OpenCV's channel split: one pass)."""
     import cv2
     return torch.from_numpy(np.stack(cv2.split(rgb_hwc)[::-1]))
-
-
-def _pil_bgr(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> contiguous ``(3, H, W)`` BGR tensor (PIL splits the
-    planes; half the time of :func:`_chw_bgr` on ``np.asarray(img)``,
-    which first copies the interleaved pixels out)."""
-    w, h = img.size
-    return torch.from_numpy(
-        np.stack([
-            np.frombuffer(band.tobytes(), dtype=np.uint8)
-            for band in img.split()[::-1]
-        ]).reshape(3, h, w))
-
-
-def _pil_rgb(bgr: torch.Tensor) -> Image.Image:
-    """Contiguous ``(3, H, W)`` BGR tensor -> RGB PIL image (PIL merges the
-    three planes: one pass)."""
-    h, w = bgr.shape[-2:]
-    planes = bgr.contiguous().numpy()
-    return Image.merge('RGB', [
-        Image.frombuffer('L', (w, h), planes[c], 'raw', 'L', 0, 1)
-        for c in (2, 1, 0)
-    ])
 
 
 # ------------------------------------------------------------- transforms
@@ -1246,11 +1280,10 @@ class TensorCutout(BaseTransform):
 class TensorRandAugment(BaseTransform):
     """Official ``RandAugment()`` (pip randaugment 1.0.2) on a ``(3, H,
     W)`` BGR tensor: :func:`draw_randaugment`, then each applied op. On the
-    CPU the ops give the official code's pixels exactly: 13 of them on the
-    tensor (:data:`_CPU_TENSOR_OPS`: PIL's arithmetic, faster than PIL),
-    Rotate and Color as PIL's own operations (:func:`official_op`), the
-    image converted only when the next op takes the other kind; on
-    another device as tensor ops (:func:`apply_op`). NumPy's global RNG.
+    CPU the ops give the official code's pixels exactly, on the tensor
+    (:data:`_CPU_TENSOR_OPS`: PIL's arithmetic, faster than PIL); on
+    another device as batched tensor ops (:func:`apply_op`). NumPy's
+    global RNG.
     The draw is stored in ``results['randaugment']``."""
 
     def transform(self, results: dict) -> dict:
@@ -1261,20 +1294,11 @@ class TensorRandAugment(BaseTransform):
         if not applied:
             return results
         if bgr.device.type == 'cpu':
-            img = bgr  # the BGR tensor or an RGB PIL image
+            img = bgr
             for d in applied:
-                if d['op'] in _CPU_TENSOR_OPS:
-                    if isinstance(img, Image.Image):
-                        img = _pil_bgr(img)
-                    img = _CPU_TENSOR_OPS[d['op']](img, d['index'],
-                                                   d['sign'], d['centre'])
-                else:
-                    if isinstance(img, torch.Tensor):
-                        img = _pil_rgb(img)
-                    img = official_op(img, d['op'], d['index'], d['sign'],
-                                      d['centre'])
-            results['img'] = (_pil_bgr(img) if isinstance(img, Image.Image)
-                              else img)
+                img = _CPU_TENSOR_OPS[d['op']](img, d['index'], d['sign'],
+                                               d['centre'])
+            results['img'] = img
             return results
         img = _as_rgb_batch(bgr)
         for d in applied:
