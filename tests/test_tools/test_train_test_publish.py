@@ -369,7 +369,7 @@ def test_train_tool_on_the_device_path(assets, tmp_path):
     losses = {k: [r['loss'] for r in v if 'loss' in r]
               for k, v in runs.items()}
     assert len(losses['cpu']) == 2
-    # the same draws and pixels (Rotate's border aside): 1e-6 measured
+    # the same draws and pixels
     assert losses['device'] == pytest.approx(losses['cpu'], rel=1e-4)
     maps = {k: [r['multi-label/mAP'] for r in v if 'multi-label/mAP' in r]
             for k, v in runs.items()}

@@ -16,8 +16,8 @@ batch):
   the look-up-table ops (invert, posterize, solarize, autocontrast,
   equalize) follow PIL's integer formulas; the geometric ops use PIL's
   affine coefficients, pixel-centre convention and filters (nearest, and
-  PIL's own bicubic in double precision: the same pixels as PIL; rotate
-  differs on a few border pixels);
+  PIL's own bicubic in double precision) and, for Rotate, PIL's own
+  rotation of the pixels' indices: the same pixels as PIL;
 - :func:`cutout` is ``CutoutPIL``'s inclusive rectangle;
 - :func:`official_op` / :func:`official_cutout` are the official PIL
   operations themselves (the reference of the tests);
@@ -338,18 +338,6 @@ def sharpness(img: torch.Tensor, factor: float) -> torch.Tensor:
     return out
 
 
-def _pil_rotate_coeffs(angle: float, w: int, h: int) -> Tuple[float, ...]:
-    """PIL ``Image.rotate(angle)``'s affine coefficients (about the centre
-    ``(w / 2, h / 2)``, counter-clockwise, no expand)."""
-    a = -math.radians(angle % 360.0)
-    m = [round(math.cos(a), 15), round(math.sin(a), 15), 0.0,
-         round(-math.sin(a), 15), round(math.cos(a), 15), 0.0]
-    cx, cy = w / 2.0, h / 2.0
-    m[2] = m[0] * -cx + m[1] * -cy + cx
-    m[5] = m[3] * -cx + m[4] * -cy + cy
-    return tuple(m)
-
-
 def _pil_cubic(v1, v2, v3, v4, d):
     """PIL's cubic interpolation (``Geometry.c`` ``BICUBIC``: the
     cubic-convolution kernel with a = -1), in its operation order, so that
@@ -394,8 +382,9 @@ def _bicubic_pil(img: torch.Tensor, u: torch.Tensor,
 
 
 def _affine_coeffs(op: str, m: float, w: int, h: int) -> Tuple[float, ...]:
-    """PIL's affine coefficients of a geometric op at the signed magnitude
-    ``m`` on a ``w`` x ``h`` image."""
+    """PIL's affine coefficients of a shear or translation at the signed
+    magnitude ``m`` on a ``w`` x ``h`` image (Rotate:
+    :func:`_rotation_source`)."""
     if op == 'ShearX':
         return (1, m, 0, 0, 1, 0)
     if op == 'ShearY':
@@ -404,8 +393,6 @@ def _affine_coeffs(op: str, m: float, w: int, h: int) -> Tuple[float, ...]:
         return (1, 0, m * w, 0, 1, 0)
     if op == 'TranslateY':
         return (1, 0, 0, 0, 1, m * h)
-    if op == 'Rotate':
-        return _pil_rotate_coeffs(m, w, h)
     raise ValueError(f'unknown RandAugment op {op!r}; expected one of '
                      f'{RANDAUG_OPS}.')
 
@@ -784,17 +771,27 @@ def _rotation_source(m: float, h: int, w: int) -> np.ndarray:
     return source
 
 
-def _rotate(img: torch.Tensor, m: float) -> torch.Tensor:
-    """The official ``Rotate`` (PIL's nearest rotation by ``m`` degrees of
-    the RGBA image, composited on grey 128 where it is transparent) of one
-    ``(C, H, W)`` uint8 image: each pixel taken from its
-    :func:`_rotation_source` (NumPy's ``take``), 128 outside."""
-    ch, h, w = img.shape
-    pixels = np.empty((ch, h * w + 1), dtype=np.uint8)
-    pixels[:, :-1] = img.reshape(ch, -1).numpy()
-    pixels[:, -1] = _FILL
-    return torch.from_numpy(
-        np.take(pixels, _rotation_source(m, h, w), axis=1).reshape(ch, h, w))
+@functools.lru_cache(maxsize=18)
+def _rotation_index(m: float, h: int, w: int,
+                    device: torch.device) -> torch.Tensor:
+    """:func:`_rotation_source` as a long tensor on ``device`` (kept)."""
+    return torch.from_numpy(_rotation_source(m, h, w)).to(device)
+
+
+def _rotate_batch(img: torch.Tensor, angles: Sequence[float]) -> torch.Tensor:
+    """The official ``Rotate`` (PIL's nearest rotation of the RGBA image
+    by ``m`` degrees, composited on grey 128 where it is transparent) of
+    ``(B, C, H, W)`` uint8 images, one angle per image: each pixel from
+    its :func:`_rotation_source` (PIL's geometry), 128 outside; one
+    gather on the images' device (the CPU path's and the device path's
+    Rotate)."""
+    b, c, h, w = img.shape
+    index = torch.stack([_rotation_index(m, h, w, img.device)
+                         for m in angles])
+    flat = torch.cat([img.reshape(b, c, h * w),
+                      img.new_full((b, c, 1), _FILL)], 2)
+    return torch.gather(flat, 2, index[:, None].expand(b, c, h * w)).reshape(
+        b, c, h, w)
 
 
 def _randaug_cutout(bgr: torch.Tensor, size: int, centre) -> torch.Tensor:
@@ -839,8 +836,8 @@ _CPU_TENSOR_OPS = {
        for op in ('TranslateX', 'TranslateY')},
     'Cutout': lambda bgr, index, sign, centre: _randaug_cutout(
         bgr, magnitude('Cutout', index), centre),
-    'Rotate': lambda bgr, index, sign, centre: _rotate(
-        bgr, magnitude('Rotate', index)),
+    'Rotate': lambda bgr, index, sign, centre: _rotate_batch(
+        bgr[None], [magnitude('Rotate', index)])[0],
 }
 
 
@@ -895,6 +892,8 @@ def apply_op(img: torch.Tensor, op: str, index, sign=1,
         centres = [centre] * b if np.isscalar(centre[0]) else list(centre)
         boxes = [_cutout_box(size, c, h, w) for size, c in zip(mag, centres)]
         return _fill_boxes(img, boxes, [_CUTOUT_FILL] * b)
+    if op == 'Rotate':
+        return _rotate_batch(img, mag)
     coeffs = [_affine_coeffs(op, m, w, h) for m in mag]
     mode = 'bicubic' if op.startswith('Shear') else 'nearest'
     return _affine(img, coeffs, mode)

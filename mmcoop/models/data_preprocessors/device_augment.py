@@ -54,9 +54,9 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
     augmented views, as with the CPU pipeline.
 
     Semantics: the tensor ops are tested against PIL's on CPU tensors
-    (tests/test_datasets/test_tensor_augment.py: the same pixels, Rotate's
-    border aside), and the whole path run on CPU tensors gives the CPU
-    tensor pipeline's images. On a GPU the JPEG decoder (nvJPEG) and the
+    (tests/test_datasets/test_tensor_augment.py: the same pixels), and the
+    whole path run on CPU tensors gives the CPU tensor pipeline's images.
+    On a GPU the JPEG decoder (nvJPEG) and the
     float resize may differ from the CPU's libjpeg-turbo and uint8 kernel
     by a grey level or so.
 

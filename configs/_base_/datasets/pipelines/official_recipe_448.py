@@ -18,8 +18,8 @@ train_pipeline = [
     # official CutoutPIL(cutout_factor=0.5), always applied
     dict(type='TensorCutout', cutout_factor=0.5),
     # official pip randaugment==1.0.2 RandAugment(): its draw (15 ops x
-    # magnitude 1..9, two ops, each with p = 0.5) and PIL's pixels (13 ops
-    # on the tensor, Rotate and Color by PIL itself)
+    # magnitude 1..9, two ops, each with p = 0.5) and PIL's pixels (the ops
+    # on the uint8 tensor with PIL's arithmetic)
     dict(type='TensorRandAugment'),
     dict(type='PackInputs'),
 ]
