@@ -522,6 +522,32 @@ def test_device_path_cache_stores_the_cpu_pipelines_views(
     assert torch.equal(dev, cpu)
 
 
+def test_device_path_cache_of_an_older_augmentation_is_refused_or_rebuilt(
+        image_root, tmp_path, monkeypatch):
+    """A device-path cache records the version of the preprocessor's
+    augmentation pixels (``DeviceAugmentPreprocessor.PIXEL_VERSION``); once
+    it changes, the cache is rebuilt, or refused naming the field. A
+    preprocessor that declares none (CLIP's) records no field."""
+    from mmcoop.models import DeviceAugmentPreprocessor
+    pipeline = [dict(type='mmcoop.LoadImageBytes', scale=(RES, RES)),
+                dict(type='PackInputs', meta_keys=('img_path', 'device_aug'))]
+    backbone, cache_dir = build_backbone(), tmp_path / 'c'
+    device = dict(type='mmcoop.DeviceAugmentPreprocessor')
+    built = _cache(make_dataset(image_root, pipeline), backbone, cache_dir,
+                   data_preprocessor=device)
+    assert built.manifest['key']['data_preprocessor']['pixel_version'] == 2
+    plain = _cache(make_dataset(image_root), backbone, tmp_path / 'p')
+    assert 'pixel_version' not in plain.manifest['key']['data_preprocessor']
+    monkeypatch.setattr(DeviceAugmentPreprocessor, 'PIXEL_VERSION', 3)
+    dataset = make_dataset(image_root, pipeline)
+    with pytest.raises(FeatureCacheMismatchError,
+                       match=r'data_preprocessor\.pixel_version: 2 -> 3'):
+        _cache(dataset, backbone, cache_dir, data_preprocessor=device,
+               on_mismatch='error')
+    rebuilt = _cache(dataset, backbone, cache_dir, data_preprocessor=device)
+    assert rebuilt.manifest['key']['data_preprocessor']['pixel_version'] == 3
+
+
 def test_view_seed_is_not_the_tower_seed(image_root, tmp_path):
     """The cache's ``seed`` draws the views only; a random tower is decided
     by its own ``init_seed`` (one owner), as in the uncached model."""

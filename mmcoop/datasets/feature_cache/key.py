@@ -165,10 +165,13 @@ def backbone_key(backbone: torch.nn.Module) -> dict:
 
 
 def preprocessor_key(preprocessor: torch.nn.Module) -> dict:
-    """Normalisation, colour order and padding of the image preprocessor."""
+    """Normalisation, colour order and padding of the image preprocessor,
+    and its ``PIXEL_VERSION`` (the version of the pixels of the
+    augmentation it runs, e.g. :class:`~mmcoop.models.
+    DeviceAugmentPreprocessor`'s), if it declares one."""
     mean = getattr(preprocessor, 'mean', None)
     std = getattr(preprocessor, 'std', None)
-    return dict(
+    key = dict(
         type=type(preprocessor).__name__,
         normalize=bool(getattr(preprocessor, '_enable_normalize', False)),
         mean=None if mean is None else [float(v) for v in mean.flatten()],
@@ -178,6 +181,10 @@ def preprocessor_key(preprocessor: torch.nn.Module) -> dict:
                     getattr(preprocessor, '_channel_conversion', False))),
         pad_size_divisor=getattr(preprocessor, 'pad_size_divisor', None),
         pad_value=jsonable(getattr(preprocessor, 'pad_value', None)))
+    version = getattr(preprocessor, 'PIXEL_VERSION', None)
+    if version is not None:
+        key['pixel_version'] = jsonable(version)
+    return key
 
 
 def diff_keys(old, new, prefix: str = '') -> List[str]:

@@ -66,6 +66,16 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
         non_blocking (bool): asynchronous host-to-device copies.
     """
 
+    #: The version of the pixels its augmentation gives, which the feature
+    #: cache's key records (:func:`mmcoop.datasets.feature_cache.key.
+    #: preprocessor_key`), so that a cache of augmented views made by an
+    #: earlier version is rebuilt. Raise it with any change that gives
+    #: another pixel for some draw. 1 (never recorded): Rotate recomputed
+    #: PIL's coordinates, and under 0.2 % of a rotated image's pixels, on
+    #: its border, differed from PIL's; 2: Rotate by PIL's own geometry,
+    #: every op PIL's pixels.
+    PIXEL_VERSION = 2
+
     def __init__(self,
                  mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD,
