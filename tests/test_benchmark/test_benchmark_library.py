@@ -263,8 +263,14 @@ def test_data_paths_run_and_report():
     assert all(v > 0 for v in r['stages_ms']['tensor'].values())
     assert '| tensor | LoadImageTensor |' in text
     from mmcoop.datasets.transforms.tensor_augment import RANDAUG_OPS
-    assert list(r['pil_op_ms']) == list(RANDAUG_OPS)
-    assert 'The official RandAugment ops in PIL' in text
+    # every op's cost per call, PIL's and mmcoop's (the CPU tensor ops)
+    assert list(r['pil_op_ms']) == list(r['tensor_op_ms']) == list(
+        RANDAUG_OPS)
+    assert all(v > 0 for v in r['tensor_op_ms'].values())
+    assert 'The official RandAugment ops, ms per call' in text
+    assert re.search(r'\| PIL \(official\) \|( [\d.]+ \|){15}$', text, re.M)
+    assert re.search(r'\| mmcoop \(`TensorRandAugment` on the CPU\) \|'
+                     r'( [\d.]+ \|){15}$', text, re.M)
     # the GPU path's code (batch decode, resize, grouped ops) on the CPU
     from mmcoop.benchmark.data import device_path
     assert device_path([path] * 3, 64, 2, torch.device('cpu')) == 3
