@@ -307,6 +307,20 @@ def test_cpu_randaugment_is_official_for_every_op_first_and_second():
     assert not wanted
 
 
+def test_official_translations_are_one_shift_for_every_size():
+    """PIL's nearest TranslateX samples column ``x`` at ``(x + 0.5) + m W``
+    (float64, PIL's order): for every official magnitude and every size up
+    to 1024 its floor is ``x`` plus one shift, the premise of the CPU
+    path's translations (a copy of the shifted columns / rows)."""
+    x = torch.arange(1024, dtype=torch.float64)
+    for index in range(1, 10):
+        for sign in (1, -1):
+            m = magnitude('TranslateX', index) * sign
+            for n in range(1, 1025):
+                src = ((x[:n] + 0.5) + m * n).floor() - x[:n]
+                assert (src == src[0]).all(), (index, sign, n)
+
+
 @pytest.mark.parametrize('size', [(448, 448), (37, 52), (200, 300), (1, 1),
                                   (1, 7), (7, 1), (3, 5)])
 def test_cpu_tensor_ops_are_pils_for_every_official_magnitude(size):
