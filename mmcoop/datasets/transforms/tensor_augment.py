@@ -218,11 +218,19 @@ def _blend(degenerate: torch.Tensor, img: torch.Tensor,
     return _blend_(degenerate.float(), img.float(), factor).to(torch.uint8)
 
 
+def _luma_of(r: torch.Tensor, g: torch.Tensor, b: torch.Tensor,
+             out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """PIL's ``convert('L')`` of int32 channel values: ``(R*19595 +
+    G*38470 + B*7471 + 0x8000) >> 16``, int32 (in ``out`` if given)."""
+    luma = torch.mul(r, 19595, out=out)
+    luma.add_(g, alpha=38470).add_(b, alpha=7471).add_(0x8000)
+    return luma.bitwise_right_shift_(16)
+
+
 def _luma(img: torch.Tensor) -> torch.Tensor:
-    """PIL's ``convert('L')``: ``(R*19595 + G*38470 + B*7471 + 0x8000) >>
-    16``, ``(B, 1, H, W)`` uint8."""
-    r, g, b = img.to(torch.int32).unbind(1)
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(
+    """PIL's ``convert('L')`` (:func:`_luma_of`) of ``(B, 3, H, W)`` uint8
+    RGB: ``(B, 1, H, W)`` uint8."""
+    return _luma_of(*img.to(torch.int32).unbind(1)).to(
         torch.uint8).unsqueeze(1)
 
 
@@ -689,14 +697,11 @@ def _channel_luts(img: torch.Tensor, lut_of) -> np.ndarray:
 
 
 def _bgr_luma(bgr: torch.Tensor) -> torch.Tensor:
-    """PIL's ``convert('L')`` (:func:`_luma`) of a ``(3, H, W)`` uint8 BGR
+    """PIL's ``convert('L')`` (:func:`_luma_of`) of a ``(3, H, W)`` uint8 BGR
     image: an ``(H, W)`` int32 tensor, in this thread's
     :func:`_scratch` buffers (valid until the next call)."""
-    _, h, w = bgr.shape
-    x = _scratch('luma_bgr', bgr.shape, torch.int32).copy_(bgr)
-    luma = torch.mul(x[2], 19595, out=_scratch('luma', (h, w), torch.int32))
-    luma.add_(x[1], alpha=38470).add_(x[0], alpha=7471).add_(0x8000)
-    return luma.bitwise_right_shift_(16)
+    b, g, r = _scratch('luma_bgr', bgr.shape, torch.int32).copy_(bgr)
+    return _luma_of(r, g, b, out=_scratch('luma', r.shape, torch.int32))
 
 
 def _contrast(bgr: torch.Tensor, factor: float) -> torch.Tensor:
