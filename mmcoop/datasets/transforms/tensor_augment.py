@@ -805,8 +805,16 @@ def _randaug_cutout(bgr: torch.Tensor, size: int, centre) -> torch.Tensor:
 
 
 def _value_op(op: str):
+    """The table entry of a value op (:func:`_value_lut`)."""
     return lambda bgr, index, sign, centre: _look_up(
         bgr, _value_lut(op, index, 1 if op not in _SIGNED else sign))
+
+
+def _moving_op(fn, op: str):
+    """The table entry of ``fn(bgr, op, m)`` (a shear or translation) at
+    the draw's signed magnitude."""
+    return lambda bgr, index, sign, centre: fn(
+        bgr, op, _signed_magnitude(op, index, sign))
 
 
 #: The official ops as :class:`TensorRandAugment` runs them on the CPU:
@@ -827,12 +835,8 @@ _CPU_TENSOR_OPS = {
         bgr, 1 + _signed_magnitude('Color', index, sign)),
     'Sharpness': lambda bgr, index, sign, centre: sharpness(
         bgr, 1 + _signed_magnitude('Sharpness', index, sign)),
-    **{op: (lambda op: lambda bgr, index, sign, centre: shear(
-        bgr, op, _signed_magnitude(op, index, sign)))(op)
-       for op in ('ShearX', 'ShearY')},
-    **{op: (lambda op: lambda bgr, index, sign, centre: _translate(
-        bgr, op, _signed_magnitude(op, index, sign)))(op)
-       for op in ('TranslateX', 'TranslateY')},
+    **{op: _moving_op(shear, op) for op in ('ShearX', 'ShearY')},
+    **{op: _moving_op(_translate, op) for op in ('TranslateX', 'TranslateY')},
     'Cutout': lambda bgr, index, sign, centre: _randaug_cutout(
         bgr, magnitude('Cutout', index), centre),
     'Rotate': lambda bgr, index, sign, centre: _rotate_batch(
