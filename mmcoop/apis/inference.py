@@ -53,6 +53,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
+from mmcoop.datasets.feature_cache import restore_image_model
 from mmcoop.engine.checkpoint_fit import CHECKS, check_checkpoint_fits
 from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
@@ -106,7 +107,11 @@ def init_model(config: ConfigType,
 
     Args:
         config (str | Config | dict): config file, Config or plain dict
-            (needs ``model`` and, for inference, a test pipeline).
+            (needs ``model`` and, for inference, a test pipeline). The
+            config a ``feature_cache`` run dumps in its work dir gives the
+            image model: the tower and preprocessor its
+            ``CachedFeatureDataset`` holds replace ``PrecomputedFeatures``
+            and ``FeatureDataPreprocessor``.
         checkpoint (str, optional): checkpoint file or http(s) URL
             (downloaded once into the torch hub cache), read with
             ``weights_only=True``. None keeps the initial weights.
@@ -142,6 +147,7 @@ def init_model(config: ConfigType,
         cfg.merge_from_dict(cfg_options)
     if 'model' not in cfg:
         raise KeyError('The config has no `model` field.')
+    restore_image_model(cfg)
     # a missing file, or a folder given for it, is named before the build
     local = fetch_checkpoint(checkpoint) if checkpoint is not None else None
     _register_modules()

@@ -297,6 +297,28 @@ def test_damaged_or_foreign_directories(image_root, tmp_path):
         _cache(dataset, backbone, osp.join(image_root, 'cache'))
 
 
+@pytest.mark.parametrize('dtype, suffix', [('float16', '.npy'),
+                                           ('int8', '.scale.npy')])
+def test_empty_shard_file_is_damage_not_a_crash(image_root, tmp_path,
+                                                dtype, suffix):
+    """A shard or scale file cut to 0 bytes (a full disk, an interrupted
+    copy of the cache) is a damaged cache, refused or rebuilt as any other
+    damage (before: numpy's EOFError at every run, until the user deleted
+    the cache by hand)."""
+    dataset, backbone = make_dataset(image_root), build_backbone()
+    cache_dir = tmp_path / 'c'
+    _cache(dataset, backbone, cache_dir, dtype=dtype)
+    name = sorted(p for p in os.listdir(cache_dir) if p.endswith(suffix))[0]
+    (cache_dir / name).write_bytes(b'')
+    with pytest.raises(FeatureCacheMismatchError,
+                       match=rf'is damaged: shard {name}: EOFError'):
+        _cache(dataset, backbone, cache_dir, dtype=dtype,
+               on_mismatch='error')
+    cached = _cache(dataset, backbone, cache_dir, dtype=dtype)  # rebuilt
+    assert (cache_dir / name).stat().st_size > 0
+    assert cached.read(0).shape == (64, 1 + (RES // 32)**2)
+
+
 def test_rebuild_never_deletes_what_the_cache_did_not_write(
         image_root, tmp_path):
     """A cache to rebuild whose folder also holds a user's file is refused
@@ -668,6 +690,37 @@ def test_config_switch_trains_with_the_runner(image_root, tmp_path,
     assert 'multi-label/mAP' in metrics
     roots = os.listdir(tmp_path / 'work' / 'feature_cache')
     assert len(roots) == 2  # train (2 views) + val/test
+
+
+def test_the_config_of_a_cached_run_gives_the_image_model(
+        image_root, tmp_path, tiny_weights):
+    """The config a cached run dumps in its work dir (PrecomputedFeatures,
+    FeatureDataPreprocessor) given to init_model: the image tower comes
+    back from its CachedFeatureDataset, and its checkpoint scores images
+    as with the config the run was started with (before: a ValueError of
+    FeatureDataPreprocessor at the first image, and export_model asked for
+    a mean and std)."""
+    from mmengine.config import Config
+
+    from mmcoop.apis import inference_model, init_model
+    image = osp.join(image_root, 'img1.jpg')
+    plain = init_model(
+        _image_config(image_root, tmp_path, tiny_weights, False))
+    ckpt = str(tmp_path / 'head.pth')
+    torch.save({'state_dict': plain.state_dict()}, ckpt)
+    dumped = str(tmp_path / 'dumped.py')
+    apply_feature_cache(_image_config(image_root, tmp_path,
+                                      tiny_weights)).dump(dumped)
+    assert Config.fromfile(dumped).model.backbone.type == \
+        'mmcoop.PrecomputedFeatures'
+    model = init_model(dumped, ckpt)
+    assert type(model.backbone).__name__ == 'FrozenCLIP'
+    assert type(model.data_preprocessor).__name__ == 'CLIPDataPreprocessor'
+    np.testing.assert_array_equal(
+        inference_model(model, image)[0]['scores'],
+        inference_model(init_model(
+            _image_config(image_root, tmp_path, tiny_weights, False), ckpt),
+                        image)[0]['scores'])
 
 
 def test_config_switch_is_off_by_default(image_root, tmp_path):

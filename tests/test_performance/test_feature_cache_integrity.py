@@ -73,6 +73,23 @@ def test_edited_or_replaced_images_are_detected(images, tmp_path):
     _cache(images, cache_dir, on_mismatch='error')
 
 
+def test_missing_image_is_named_with_the_fix(images, tmp_path):
+    """An image of the annotations that is missing (or a folder) when the
+    cache is built is named with the fix, as the loaders name it (before:
+    a bare FileNotFoundError / IsADirectoryError of os.stat / open), and
+    no partial cache is left."""
+    os.remove(osp.join(images, 'img3.jpg'))
+    with pytest.raises(OSError, match=(
+            r"Cannot read image file '.*img3\.jpg' \(FileNotFoundError: .*"
+            r'Fix: check data_root / data_prefix')):
+        _cache(images, tmp_path / 'c')
+    os.mkdir(osp.join(images, 'img3.jpg'))
+    with pytest.raises(OSError, match=(
+            r"Cannot read image file '.*img3\.jpg' \(IsADirectoryError")):
+        _cache(images, tmp_path / 'c')
+    assert os.listdir(tmp_path) == ['images']
+
+
 def _shard(cache_dir):
     return osp.join(cache_dir, 'v0_s00000.npy')
 

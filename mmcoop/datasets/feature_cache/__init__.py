@@ -19,9 +19,10 @@ One concept per module:
 * :mod:`.extract`: running the tower over the views;
 * :mod:`.dataset`: :class:`CachedFeatureDataset`;
 * :mod:`.options`: the options and their checks;
-* :mod:`.config`: :func:`apply_feature_cache`, the config switch.
+* :mod:`.config`: :func:`apply_feature_cache`, the config switch, and
+  :func:`restore_image_model`, its inverse for inference.
 """
-from .config import apply_feature_cache
+from .config import apply_feature_cache, restore_image_model
 from .dataset import CachedFeatureDataset
 from .errors import FeatureCacheError, FeatureCacheMismatchError
 from .extract import SeededView
@@ -30,5 +31,6 @@ from .store import MANIFEST
 
 __all__ = [
     'CachedFeatureDataset', 'FeatureCacheError', 'FeatureCacheMismatchError',
-    'apply_feature_cache', 'hash_module_tensors', 'SeededView', 'MANIFEST'
+    'apply_feature_cache', 'restore_image_model', 'hash_module_tensors',
+    'SeededView', 'MANIFEST'
 ]

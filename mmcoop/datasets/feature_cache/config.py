@@ -16,7 +16,7 @@ from .dataset import CachedFeatureDataset
 from .key import jsonable, sha256
 from .options import OPTIONS, SWITCH_ONLY, check_option
 
-__all__ = ['apply_feature_cache']
+__all__ = ['apply_feature_cache', 'restore_image_model']
 
 _EXAMPLE = ("feature_cache=dict(cache_root='work_dirs/feature_cache', "
             'num_views=1), or on the command line --cfg-options '
@@ -184,6 +184,37 @@ def apply_feature_cache(cfg):
             loader.sampler = _view_sampler(
                 loader.get('sampler', None)
                 or dict(type='DefaultSampler', shuffle=True), views)
+    return cfg
+
+
+def restore_image_model(cfg):
+    """The image model of a feature-cache config (the config a run with
+    ``feature_cache`` dumps in its work dir): the frozen tower and the
+    data preprocessor that :func:`apply_feature_cache` moved into a
+    :class:`CachedFeatureDataset` go back into ``model``, replacing
+    ``PrecomputedFeatures`` / ``FeatureDataPreprocessor``, so the run's
+    checkpoints score images (they hold no tower weights either way).
+    A ``PrecomputedFeatures`` model without such a dataset is kept (a
+    features-only model). Other configs are returned unchanged.
+
+    Args:
+        cfg (mmengine.Config): modified in place and returned.
+    """
+    from mmcoop.models.backbones.precomputed import PrecomputedFeatures
+    backbone_cls = _registered(MODELS, cfg.model.get('backbone'))
+    if not (backbone_cls and issubclass(backbone_cls, PrecomputedFeatures)):
+        return cfg
+    for loader_name in ('test_dataloader', 'val_dataloader',
+                        'train_dataloader'):
+        dataset = (cfg.get(loader_name, None) or {}).get('dataset')
+        dataset_cls = _registered(DATASETS, dataset)
+        if (dataset_cls and issubclass(dataset_cls, CachedFeatureDataset)
+                and dataset.get('backbone')):
+            cfg.model.backbone = _to_dict(dataset.backbone)
+            cfg.model.data_preprocessor = _to_dict(
+                dataset.get('data_preprocessor', None)
+                or dict(type='ClsDataPreprocessor'))
+            break
     return cfg
 
 

@@ -19,6 +19,8 @@ import hashlib
 import os
 from typing import List, Optional
 
+from ..transforms.loading import unreadable_image
+
 __all__ = [
     'VERIFY_MODES', 'file_sha256', 'fingerprint_images', 'changed_images'
 ]
@@ -40,14 +42,20 @@ def _is_local(path: str) -> bool:
 
 
 def fingerprint_images(paths: List[str]) -> List[Optional[list]]:
-    """``[size, mtime_ns, sha256]`` of every image (None if remote)."""
+    """``[size, mtime_ns, sha256]`` of every image (None if remote). An
+    image that cannot be read (missing, a folder, no permission) is an
+    ``OSError`` naming the file and the fix, as the loaders name it."""
     out = []
     for path in paths:
         if not _is_local(path):
             out.append(None)
             continue
-        st = os.stat(path)
-        out.append([st.st_size, st.st_mtime_ns, file_sha256(path)])
+        try:
+            st = os.stat(path)
+            out.append([st.st_size, st.st_mtime_ns, file_sha256(path)])
+        except OSError as e:
+            raise unreadable_image(path, e, 'to build the feature cache') \
+                from e
     return out
 
 

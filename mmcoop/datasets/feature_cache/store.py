@@ -209,7 +209,7 @@ def _check_file(cache_dir: str, rec: dict, expected: tuple, dtype,
     try:
         st = os.stat(path)
         arr = np.load(path, mmap_mode='r')
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
         return f'shard {fname}: {type(e).__name__}: {e}'
     if arr.shape != expected or arr.dtype != dtype:
         return (f'shard {fname} has shape {arr.shape} {arr.dtype}, expected '

@@ -18,8 +18,8 @@ from mmcoop.datasets.transforms.rgb import (RULE_VERSION, ImageModeError,
 from mmcoop.registry import TRANSFORMS
 
 __all__ = ['LoadImageFromFileChecked', 'check_backend_args',
-           'read_image_bytes', 'decode_error', 'decode_array',
-           'is_wide_file']
+           'read_image_bytes', 'unreadable_image', 'decode_error',
+           'decode_array', 'is_wide_file']
 
 
 def check_backend_args(owner: str, backend_args) -> Optional[dict]:
@@ -34,6 +34,18 @@ def check_backend_args(owner: str, backend_args) -> Optional[dict]:
     return backend_args
 
 
+def unreadable_image(path: str, error: OSError,
+                     needed_for: str = '') -> OSError:
+    """The error of an image file that cannot be read (``error``: not
+    found, a directory, no permission, ...): it names the file and the
+    fix; ``needed_for`` says what needed it (e.g. ``'to build the feature
+    cache'``)."""
+    why = f' needed {needed_for}' if needed_for else ''
+    return OSError(f'Cannot read image file {path!r} ({type(error).__name__}: '
+                   f'{error}){why}. Fix: check data_root / data_prefix and '
+                   'that the file exists.')
+
+
 def read_image_bytes(owner: str, path: str,
                      backend_args: Optional[dict]) -> bytes:
     """The bytes of an image file. A missing or unreadable file (an
@@ -44,9 +56,7 @@ def read_image_bytes(owner: str, path: str,
     try:
         return fileio.get(path, backend_args=backend_args)
     except OSError as e:
-        raise OSError(f'Cannot read image file {path!r} ({type(e).__name__}: '
-                      f'{e}). Fix: check data_root / data_prefix and that '
-                      'the file exists.') from e
+        raise unreadable_image(path, e) from e
     except Exception as e:  # noqa: BLE001 (the backend's own error)
         raise RuntimeError(
             f'{owner}: the file backend of backend_args={backend_args!r} '
