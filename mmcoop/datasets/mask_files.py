@@ -115,7 +115,11 @@ def read_mask_file(path: str,
             raise _fail(path, 'field "keys"', 'this dataset cannot list '
                         'its image file names')
         own = list(image_keys())
-        file_keys = [osp.basename(str(k)) for k in keys.reshape(-1)]
+        # bytes keys (dtype 'S', e.g. from HDF5) as text, not "b'x.jpg'"
+        file_keys = [
+            osp.basename(k.decode('utf-8', 'replace') if isinstance(
+                k, bytes) else str(k)) for k in keys.reshape(-1)
+        ]
         if len(file_keys) != array.shape[0] or \
                 len(set(file_keys)) != len(file_keys):
             raise _fail(path, 'field "keys"', f'{len(file_keys)} keys for '

@@ -108,7 +108,12 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                  metainfo: Optional[dict] = None,
                  classes: Union[str, Sequence[str], None] = None,
                  **kwargs):
-        if not label_separator or label_separator == delimiter:
+        if not isinstance(delimiter, str) or len(delimiter) != 1:
+            raise ValueError(
+                f'MultiLabelCSVDataset: delimiter must be one character '
+                f"(e.g. ',' or '\\t'), got {delimiter!r}.")
+        if not isinstance(label_separator, str) or not label_separator \
+                or label_separator == delimiter:
             raise ValueError(
                 f'MultiLabelCSVDataset: label_separator must be a non-empty '
                 f'string different from the delimiter {delimiter!r}, got '
@@ -161,7 +166,7 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                 f'{f}: the file is empty. Fix: write a header row '
                 f'"{self.image_column}{self.delimiter}{self.label_column}" '
                 'and one row per image.')
-        header = [h.strip().lstrip('\ufeff') for h in header]
+        header = [h.strip() for h in header]
         start[0] = reader.line_num + 1
         col = {}
         for key in (self.image_column, self.label_column):
@@ -187,6 +192,17 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
         if has_neg:
             col[neg] = header.index(neg)
             width = max(width, col[neg] + 1)
+        for key in col:
+            places = [i + 1 for i, h in enumerate(header) if h == key]
+            if len(places) > 1:
+                raise AnnotationError(
+                    f'{f}: line 1 (header) has the column {key!r} '
+                    f'{len(places)} times (columns {places}); only the '
+                    'first would be read and the others silently '
+                    'ignored. Fix: keep one column of that name (merge '
+                    'repeated label columns into one, labels separated by '
+                    f'{self.label_separator!r}) or rename the others.')
+        num_fields = len(header)
         sep = self.label_separator
 
         def names(cell, line, column):
@@ -207,6 +223,16 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
             start[0] = reader.line_num + 1
             if not any(c.strip() for c in row):
                 continue
+            extra = [c for c in row[num_fields:] if c.strip()]
+            if extra:
+                raise AnnotationError(
+                    f'{f}: line {first} has {len(row)} fields but the '
+                    f'header has {num_fields} ({row!r:.120}); {extra[:3]} '
+                    'belong to no column and would be silently dropped. '
+                    'Fix: separate the labels of a cell with '
+                    f'{self.label_separator!r} (label_separator), not '
+                    f'with the delimiter {self.delimiter!r}, or quote a '
+                    'field that contains the delimiter.')
             row = row + [''] * (width - len(row))
             image = row[col[self.image_column]].strip()
             if not image:

@@ -24,6 +24,8 @@ _EMPTY = ('drop', 'keep')
 _TAGS = (None, '925')
 _TAG_LIST = osp.join('NUS_WID_Tags', 'TagList1k.txt')
 _TAG_LABELS = osp.join('NUS_WID_Tags', '{}_Tags1k.dat')
+#: tags of TagList1k.txt = values a line of the .dat files
+_TAG_WIDTH = 1000
 
 
 def _concepts_path(data_root: str, concepts_file: Optional[str]) -> str:
@@ -198,9 +200,18 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         if tags is None:
             return concepts, (), np.zeros(0, dtype=np.int64)
         tag_list = osp.join(data_root, _TAG_LIST)
+        lines = _read_lines(tag_list, 'tag list', backend_args)
+        blank = [i + 1 for i, t in enumerate(lines) if not t]
+        if blank or len(lines) != _TAG_WIDTH:
+            where = f', blank line(s) {blank[:5]}' if blank else ''
+            raise AnnotationError(
+                f'{tag_list}: {len(lines)} lines{where}; line i names '
+                f'column i of the {{Train,Test}}_Tags1k.dat files, so the '
+                f'list must be {_TAG_WIDTH} tags, one a line, with no blank '
+                'line. Fix: restore TagList1k.txt of the official release, '
+                'unedited.')
         seen = nuswide_925_seen(tag_list, concepts=concepts)
-        column = {t: i for i, t in enumerate(
-            _read_lines(tag_list, 'tag list', backend_args))}
+        column = {t: i for i, t in enumerate(lines)}
         return concepts, seen, np.array([column[t] for t in seen])
 
     def _read(self, path: str, what: str) -> List[str]:
@@ -243,7 +254,7 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
                 f'NUSWIDEMultiLabel: tag file {path!r} not found (needed for '
                 "tags='925'). Fix: unpack NUS_WID_Tags.zip of the official "
                 'release into data_root as in docs/data.md.') from None
-        width = 1000
+        width = _TAG_WIDTH
         digits = np.frombuffer(raw.translate(None, b' \t\r\n'), np.uint8)
         end = len(raw)
         while end and raw[end - 1] in b' \t\r\n':

@@ -17,8 +17,9 @@ from mmpretrain.datasets import MultiLabelDataset
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .tri_state import check_images_exist, dense_score
-from .utils import (AnnotationError, build_pipeline, check_not_empty,
-                    normalize_class_name, read_annotation_text)
+from .utils import (AnnotationError, build_pipeline, check_indices,
+                    check_not_empty, normalize_class_name,
+                    read_annotation_text)
 
 __all__ = [
     'OpenImagesMultiLabel', 'OpenImagesLabels', 'load_open_images_labels',
@@ -69,7 +70,7 @@ def read_class_descriptions(path: str) -> Dict[str, str]:
     for row in reader:
         if not row or not row[0].strip():
             continue
-        mid = row[0].strip().lstrip('\ufeff')
+        mid = row[0].strip()
         if first and not _is_label_id(mid):
             first = False
             continue  # header row
@@ -98,7 +99,7 @@ def read_label_ids(path: str) -> List[str]:
     ``oidv7-class-descriptions-boxable.csv``)."""
     if path.endswith('.csv'):
         return list(read_class_descriptions(path))
-    text = read_annotation_text(path).lstrip('\ufeff')
+    text = read_annotation_text(path)
     ids = [s.strip() for s in text.splitlines() if s.strip()]
     bad = [s for s in ids if not _is_label_id(s)]
     if bad or not ids:
@@ -158,7 +159,8 @@ def load_open_images_labels(path: str,
             'the *-annotations-human-imagelabels*.csv file itself.')
     with get_local_path(path) as local:
         try:
-            with open(local, newline='', encoding='utf-8') as f:
+            # utf-8-sig: without a byte-order mark, as read_annotation_text
+            with open(local, newline='', encoding='utf-8-sig') as f:
                 rows, skipped = _read_label_rows(f, path, class_index,
                                                  known_ids, keys, cls, vals)
         except UnicodeDecodeError as e:
@@ -216,24 +218,32 @@ def _read_label_rows(f, path: str, class_index: Dict[str, int], known_ids,
     header = next(reader, None)
     if header is None:
         raise AnnotationError(f'{path}: the file is empty. {_FIX_LABELS}')
-    header = [h.strip().lstrip('\ufeff') for h in header]
+    header = [h.strip() for h in header]
     missing = [c for c in _LABEL_COLUMNS if c not in header]
     if missing:
         raise AnnotationError(
             f'{path}: line 1 (header) lacks the column(s) {missing} '
             f'(found {header}); expected ImageID,Source,LabelName,'
             f'Confidence. {_FIX_LABELS}')
+    repeated = [c for c in _LABEL_COLUMNS if header.count(c) > 1]
+    if repeated:
+        raise AnnotationError(
+            f'{path}: line 1 (header) has the column(s) {repeated} more '
+            f'than once (found {header}); only one of each can be read. '
+            f'{_FIX_LABELS}')
     ii, li, ci = (header.index(c) for c in _LABEL_COLUMNS)
     width = max(ii, li, ci) + 1
+    num_fields = len(header)
     is_image_id = _IMAGE_ID.fullmatch
     for row in reader:
         rows += 1
-        if len(row) < width:
+        if len(row) < width or (len(row) > num_fields
+                                and any(row[num_fields:])):
             if not any(row):
                 continue
             raise AnnotationError(
                 f'{path}: line {reader.line_num} has {len(row)} fields, '
-                f'expected {len(header)} ({row!r:.120}). {_FIX_LABELS}')
+                f'expected {num_fields} ({row!r:.120}). {_FIX_LABELS}')
         k = class_index.get(row[li])
         if k is None:
             if known_ids is not None and row[li] not in known_ids:
@@ -403,6 +413,14 @@ class OpenImagesMultiLabel(MultiLabelDataset):
                 raise AnnotationError(
                     f'{self.vocabulary_file}: repeated label ids. Fix: use '
                     'the official file.')
+        empty = [i for i in ids if not names[i].strip()]
+        if empty:
+            raise AnnotationError(
+                f'{self.class_descriptions}: the label id(s) {empty[:5]} of '
+                f'the {self.vocabulary!r} vocabulary have an empty '
+                'DisplayName; the DisplayName is the class name of the '
+                'prompts. Fix: give each a name ("LabelName,DisplayName") '
+                'or use the official descriptions file.')
         return ids, [names[i] for i in ids], names
 
     def full_init(self):
@@ -431,8 +449,14 @@ class OpenImagesMultiLabel(MultiLabelDataset):
         self._index = np.arange(len(labels.image_keys))
         if self._indices is not None:
             sel = self._indices
-            self._index = self._index[:sel] if isinstance(
-                sel, int) else self._index[np.asarray(sel, dtype=np.int64)]
+            check_indices(sel, len(self._index),
+                          f'OpenImagesMultiLabel ({self.ann_file})')
+            if isinstance(sel, (int, np.integer)):  # MMEngine's meaning
+                sel = int(sel)
+                self._index = self._index[:sel] if sel >= 0 else \
+                    self._index[sel:]
+            else:
+                self._index = self._index[np.asarray(sel, dtype=np.int64)]
         check_not_empty(self, len(self._index))
         self._fully_initialized = True
         MMLogger.get_current_instance().info(

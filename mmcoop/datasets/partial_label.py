@@ -74,12 +74,39 @@ def _check_proportion(p) -> None:
             f'{p!r}.')
 
 
+def _label_indices(raw):
+    """``gt_label`` as an int64 array of class indices, or None if it is
+    not an int or a flat list of ints (a float, a bool, a string, a nested
+    list would be truncated or converted silently by NumPy)."""
+    items = raw.tolist() if hasattr(raw, 'tolist') else raw
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    if not all(
+            isinstance(v, (int, np.integer))
+            and not isinstance(v, (bool, np.bool_)) for v in items):
+        return None
+    return np.asarray(items, dtype=np.int64).reshape(-1)
+
+
+def _bad_target(dataset, i: int, info: dict, problem: str) -> ValueError:
+    source = getattr(dataset, 'ann_file', None)
+    return ValueError(
+        f'{type(dataset).__name__}[{i}] ({info.get("img_path")})'
+        f'{f" of {source}" if source else ""}: {problem}. Fix: correct the '
+        'annotation: gt_label is a list of class indices (ints in '
+        '[0, C)), gt_score one value per class, 1 (positive), 0 '
+        '(negative) or -1 (unknown).')
+
+
 def complete_targets(dataset, num_classes: int) -> np.ndarray:
     """Stack the complete targets of ``dataset`` into an (N, C) int8 array.
 
     Uses ``data_info['gt_score']`` when the dataset provides one (values in
     {1, 0, -1}), otherwise the one-hot of ``gt_label`` (e.g. a plain
-    :class:`mmpretrain.datasets.MultiLabelDataset`).
+    :class:`mmpretrain.datasets.MultiLabelDataset`). Any other value -- a
+    soft or NaN score, a float, bool or string label, an index out of
+    range -- is a ``ValueError`` naming the sample, never a silently
+    truncated target.
     """
     n = len(dataset)
     targets = np.zeros((n, num_classes), dtype=np.int8)
@@ -89,20 +116,35 @@ def complete_targets(dataset, num_classes: int) -> np.ndarray:
         if score is not None:
             score = np.asarray(score)
             if score.shape != (num_classes, ):
-                raise ValueError(
-                    f'{type(dataset).__name__}[{i}] ({info.get("img_path")})'
-                    f': gt_score has shape {score.shape}, expected '
-                    f'({num_classes},) for {num_classes} classes.')
-            targets[i] = score
+                raise _bad_target(
+                    dataset, i, info, f'gt_score has shape {score.shape}, '
+                    f'expected ({num_classes},) for {num_classes} classes')
+            if score.dtype.kind not in 'biuf':
+                raise _bad_target(
+                    dataset, i, info, f'gt_score has dtype {score.dtype}, '
+                    'not numbers')
+            finite = score.dtype.kind != 'f' or np.isfinite(score).all()
+            if finite:
+                targets[i] = score
+            row = targets[i]
+            if not finite or not np.array_equal(row, score) or (
+                    row < -1).any() or (row > 1).any():
+                bad = score[~np.isin(score, (-1, 0, 1))]
+                raise _bad_target(
+                    dataset, i, info, f'gt_score holds {bad[:5].tolist()}'
+                    ', values other than 1, 0 and -1')
         else:
-            labels = np.asarray(info.get('gt_label', []), dtype=np.int64)
-            labels = labels.reshape(-1)
+            raw = info.get('gt_label', [])
+            labels = _label_indices(raw)
+            if labels is None:
+                raise _bad_target(
+                    dataset, i, info, f'gt_label is {raw!r:.80}, not a list '
+                    'of integer class indices')
             if labels.size and (labels.min() < 0
                                 or labels.max() >= num_classes):
-                raise ValueError(
-                    f'{type(dataset).__name__}[{i}] ({info.get("img_path")})'
-                    f': gt_label {labels.tolist()} out of range for '
-                    f'{num_classes} classes.')
+                raise _bad_target(
+                    dataset, i, info, f'gt_label {labels.tolist()} out of '
+                    f'range for {num_classes} classes')
             targets[i, labels] = 1
     return targets
 

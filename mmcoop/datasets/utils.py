@@ -14,7 +14,7 @@ __all__ = [
     'check_outside_dataset', 'atomic_write_npy', 'atomic_write_json',
     'build_pipeline', 'check_not_empty', 'NotEmptyMixin',
     'read_annotation_text', 'check_class_names',
-    'read_class_list', 'class_columns'
+    'read_class_list', 'class_columns', 'check_indices'
 ]
 
 
@@ -204,7 +204,15 @@ def check_not_empty(dataset, num_samples: Optional[int] = None) -> None:
 class NotEmptyMixin:
     """For a ``BaseDataset`` that loads a ``data_list``: once loaded (and
     cut by ``indices`` or its filters) it must hold a sample, with or
-    without ``serialize_data`` (:func:`check_not_empty`)."""
+    without ``serialize_data`` (:func:`check_not_empty`); ``indices`` must
+    be valid sample indices (:func:`check_indices`)."""
+
+    def _get_unserialized_subset(self, indices):
+        source = getattr(self, 'ann_file', '') or getattr(
+            self, 'image_set_path', '')
+        check_indices(indices, len(self.data_list),
+                      f'{type(self).__name__} ({source})')
+        return super()._get_unserialized_subset(indices)
 
     def full_init(self):
         if self._fully_initialized:
@@ -231,16 +239,20 @@ def relative_path_note(path: str) -> str:
 
 
 def read_annotation_text(path: str, backend_args=None) -> str:
-    """The text of an annotation file (mmengine's ``get_text``). A folder,
-    or a file that is not UTF-8 text, is an :class:`AnnotationError`
-    naming the file and the fix; a missing file raises the backend's
-    ``FileNotFoundError`` (the caller names the layout it expects)."""
+    """The text of an annotation file (mmengine's ``get_text``), without a
+    leading UTF-8 byte-order mark (Windows editors write one; left in, it
+    becomes part of the first JSON token, image id, concept or tag). A
+    folder, or a file that is not UTF-8 text, is an
+    :class:`AnnotationError` naming the file and the fix; a missing file
+    raises the backend's ``FileNotFoundError`` (the caller names the layout
+    it expects)."""
     if osp.isdir(path):
         raise AnnotationError(
             f'{path}: is a folder, not an annotation file. Fix: give the '
             'path of the file itself.')
     try:
-        return get_text(path, backend_args=backend_args)
+        text = get_text(path, backend_args=backend_args)
+        return text[1:] if text.startswith('\ufeff') else text
     except UnicodeDecodeError as e:
         raise AnnotationError(
             f'{path}: not UTF-8 text (byte {e.start}: {e.reason}). Fix: save '
@@ -283,7 +295,7 @@ def read_class_list(classes: Union[str, Sequence[str]],
                 f'{field}={classes!r} is not a file. Fix: give a list of '
                 f"class names (e.g. {field}=['dog', 'cat']) or the path of "
                 'a text file with one name a line.')
-        text = read_annotation_text(path).lstrip('\ufeff')
+        text = read_annotation_text(path)
         return check_class_names(
             [line.strip() for line in text.splitlines() if line.strip()],
             f'{classes!r} ({field})')
@@ -327,3 +339,44 @@ def class_columns(classes: Sequence[str], names: Sequence[str],
                 'exactly.')
         columns.append(found[0])
     return np.array(columns, dtype=np.int64)
+
+
+def _is_index(value) -> bool:
+    import numpy as np
+    return isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def check_indices(indices, num_samples: int, owner: str) -> None:
+    """Check a dataset's ``indices`` argument against its ``num_samples``
+    loaded samples, with MMEngine's meaning: an int keeps the first (or,
+    negative, the last) that many samples; a sequence of ints keeps those
+    samples (a negative one counts from the end). Anything else -- a
+    float, a bool, a string, an index out of range -- is a ``ValueError``
+    naming ``owner`` (the dataset and its file) and the fix, instead of
+    MMEngine's ``IndexError`` / ``TypeError`` or a silently truncated
+    index."""
+    import numpy as np
+    if indices is None or _is_index(indices):
+        return
+    fix = (f'Fix: give `indices` as an int (the first N samples) or a list '
+           f'of ints in [0, {num_samples - 1}] (negative: from the end).')
+    if isinstance(indices, np.ndarray):
+        items = indices.reshape(-1).tolist() if indices.ndim == 1 else None
+    elif isinstance(indices, (list, tuple, range)):
+        items = list(indices)
+    else:
+        items = None
+    if items is None:
+        raise ValueError(
+            f'{owner}: indices={indices!r:.80} is not an int or a list of '
+            f'ints. {fix}')
+    for k, idx in enumerate(items):
+        if not _is_index(idx):
+            raise ValueError(
+                f'{owner}: indices[{k}] is {idx!r} ({type(idx).__name__}), '
+                f'not an integer sample index. {fix}')
+        if not -num_samples <= idx < num_samples:
+            raise ValueError(
+                f'{owner}: indices[{k}] is {idx}, but the dataset has '
+                f'{num_samples} samples. {fix}')

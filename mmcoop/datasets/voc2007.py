@@ -10,6 +10,7 @@ from mmpretrain.datasets import VOC
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .categories import VOC2007_CATEGORIES
+from .tri_state import resolve_class_args
 from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
                     read_annotation_text)
 
@@ -67,6 +68,14 @@ class VOC2007MultiLabel(NotEmptyMixin, VOC):
         self.difficult_as = difficult_as
         data_root = expand_user(data_root, 'VOC2007MultiLabel.data_root')
         kwargs['pipeline'] = build_pipeline(kwargs.get('pipeline', ()))
+        # a class file read and checked as for the other datasets (BOM,
+        # blank lines, names equal up to case, a missing file named)
+        classes, metainfo = resolve_class_args('VOC2007MultiLabel',
+                                               kwargs.get('classes'),
+                                               kwargs.get('metainfo'))
+        for key, value in (('classes', classes), ('metainfo', metainfo)):
+            if key in kwargs:
+                kwargs[key] = value
         super().__init__(data_root=data_root, split=split, **kwargs)
 
     def _get_labels_from_xml(self, img_id: str) -> Tuple[List[int], List[int]]:

@@ -73,3 +73,32 @@ def test_no_samples_left_is_refused(tmp_path, build, indices, serialize):
 def test_one_sample_left_loads(tmp_path, build):
     ds, _ = build(tmp_path, indices=1)
     assert len(ds) == 1 and ds.get_data_info(0)['img_path']
+
+
+@pytest.mark.parametrize('indices, words', [
+    ([0, 99], 'indices[1] is 99, but the dataset has'),
+    ([-99], 'indices[0] is -99, but the dataset has'),
+    ([0.5], 'indices[0] is 0.5 (float), not an integer'),
+    ([True], 'indices[0] is True (bool), not an integer'),
+    ('0', "indices='0' is not an int or a list of ints"),
+])
+@pytest.mark.parametrize('build', BUILDERS, ids=lambda b: b.__name__)
+def test_bad_indices_are_refused(tmp_path, build, indices, words):
+    """Not MMEngine's bare IndexError / TypeError, nor an index silently
+    truncated to an int (Open Images took ``[0.5]`` as ``[0]``)."""
+    with pytest.raises(ValueError) as err:
+        ds, _ = build(tmp_path, indices=indices)
+        len(ds)
+    msg = str(err.value)
+    assert words in msg and build(tmp_path)[1] in msg and 'Fix' in msg
+
+
+@pytest.mark.parametrize('build', BUILDERS, ids=lambda b: b.__name__)
+def test_negative_int_indices_keep_the_last_samples(tmp_path, build):
+    """MMEngine's meaning of a negative int (the last N samples) for every
+    dataset; Open Images kept all but the last N."""
+    full, _ = build(tmp_path)
+    ds, _ = build(tmp_path, indices=-1)
+    assert len(ds) == 1
+    assert ds.get_data_info(0)['img_path'] == full.get_data_info(
+        len(full) - 1)['img_path']
