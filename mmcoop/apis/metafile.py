@@ -83,7 +83,9 @@ def write_metafile(data: dict, path: str) -> None:
     atomic_write(path, lambda f: f.write(payload))
 
 
-def _entry(data: dict, name: str, path: str) -> dict:
+def metafile_entry(data: dict, name: str, path: str) -> dict:
+    """The entry ``name`` of the metafile ``data`` (read from ``path``), or
+    a ``KeyError`` naming the file and the fix."""
     for model in data.get('Models') or []:
         if model.get('Name') == name:
             return model
@@ -153,7 +155,7 @@ def record_release(metafile: str,
     ``name`` in ``metafile`` (written back); the paper's number is left as
     it is. Returns the entry."""
     data = read_metafile(metafile)
-    model = _entry(data, name, metafile)
+    model = metafile_entry(data, name, metafile)
     model['Weights'] = weights
     if measured is not None:
         _metrics(model)[MEASURED_METRIC] = round(float(measured), 2)

@@ -168,8 +168,11 @@ def _folder_hint(folder: str) -> str:
             'dir has epoch_N.pth files once an epoch was saved).')
 
 
-def check_checkpoint_path(path: str, what: str = 'Checkpoint') -> str:
-    """``path`` if it is an existing file; else a clear error.
+def check_checkpoint_path(path: str,
+                          what: str = 'Checkpoint',
+                          urls: bool = True) -> str:
+    """``path`` if it is an existing file; else a clear error (``urls``:
+    whether the caller also takes an http(s) URL, for the fix it names).
 
     Raises:
         IsADirectoryError: ``path`` is a folder (e.g. a work dir); the
@@ -182,9 +185,24 @@ def check_checkpoint_path(path: str, what: str = 'Checkpoint') -> str:
             f'{_folder_hint(path)}')
     if not osp.isfile(path):
         raise FileNotFoundError(
-            f'{what} {path!r} does not exist. Fix: give an existing file or '
-            'an http(s) URL.')
+            f'{what} {path!r} does not exist. Fix: give an existing file' +
+            (' or an http(s) URL.' if urls else ' (a downloaded one: '
+             'checkpoints are read from local files only).'))
     return path
+
+
+def check_local_checkpoint(path: str, what: str = 'Checkpoint') -> str:
+    """``path`` if it is an existing local file: the runner's checkpoints
+    (``load_from``, ``--resume PATH``, the test checkpoint) are never read
+    from a URL or other remote storage, whose loaders unpickle without
+    ``weights_only``; a folder or a missing file as in
+    :func:`check_checkpoint_path`."""
+    if '://' in str(path):
+        raise ValueError(
+            f'{what} {path!r}: mmcoop loads local files only (remote '
+            'loaders unpickle without weights_only). Fix: download it and '
+            'pass the local path.')
+    return check_checkpoint_path(path, what, urls=False)
 
 
 def fetch_checkpoint(path_or_url: str) -> str:

@@ -22,7 +22,7 @@ against the image tower is measured as time and as FLOPs
 import os.path as osp
 import statistics
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,6 +41,13 @@ def _seconds(fn: Callable) -> float:
     return time.perf_counter() - start
 
 
+def benchmark_files(work_dir: str) -> Tuple[str, str]:
+    """The ONNX and TorchScript files :func:`compare_speed` writes into
+    ``work_dir`` (replacing files of these names)."""
+    return (osp.join(work_dir, 'benchmark.onnx'),
+            osp.join(work_dir, 'benchmark.pt'))
+
+
 def _runners(model: nn.Module, folded: FoldedTagger, work_dir: str,
              threads: int) -> Dict[str, Callable]:
     """path -> ``run(images)`` with ``images`` a ``(B, H, W, 3)`` uint8
@@ -48,8 +55,7 @@ def _runners(model: nn.Module, folded: FoldedTagger, work_dir: str,
     import onnxruntime as ort
 
     from mmcoop.apis import MultiLabelInferencer
-    onnx_path = osp.join(work_dir, 'benchmark.onnx')
-    ts_path = osp.join(work_dir, 'benchmark.pt')
+    onnx_path, ts_path = benchmark_files(work_dir)
     export_model(model, onnx_path, format='onnx', force=True)
     export_model(model, ts_path, format='torchscript', force=True)
     options = ort.SessionOptions()

@@ -406,22 +406,35 @@ def check_out_suffix(parser: argparse.ArgumentParser, args) -> None:
 
 
 def check_test_inputs_and_outputs(args, cfg: Config) -> None:
-    """``tools/test.py``: refuse a missing checkpoint (or a folder given as
-    one), an ``--out`` that exists (without ``--force``) or is an input
+    """``tools/test.py``: refuse a checkpoint that is missing, a folder or
+    a URL, an ``--out`` or ``--show-dir`` inside a folder of the test
+    dataset, an ``--out`` that exists (without ``--force``) or is an input
     (:func:`mmcoop.utils.paths.claim_outputs`) and a ``--show-dir`` that is
-    not empty (without ``--force``), before the Runner is built (and makes
-    the work dir) and the test runs; the folder of ``--out`` is made when
-    writing."""
-    from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
+    a file or not empty (without ``--force``), before the Runner is built
+    (and makes the work dir) and the test runs; the folder of ``--out`` is
+    made when writing."""
+    from mmcoop.apis.model_zoo import check_local_checkpoint
+    from mmcoop.datasets.utils import check_outside_dataset
+    from mmcoop.engine.config_checks import dataset_dirs
     from mmcoop.engine.hooks.prediction_draw_hook import check_draw_dir
     from mmcoop.utils.paths import claim_outputs
     checkpoint = args.checkpoint if args.checkpoint is not None else \
         cfg.get('load_from')
     what = 'Checkpoint' if args.checkpoint is not None else \
         'Checkpoint (`load_from` of the config)'
-    local = checkpoint if checkpoint and not is_url(checkpoint) else None
-    if local:
-        check_checkpoint_path(local, what)
+    local = check_local_checkpoint(checkpoint, what) if checkpoint else None
+    # never into the test set's folders (as the work dir): a later run
+    # would find the files there (e.g. the demo refuses a tree it did not
+    # write)
+    loader = cfg.get('test_dataloader', None)
+    test_dirs = dataset_dirs(loader.get('dataset', None)) if isinstance(
+        loader, dict) else []
+    for what, path, example in (
+            ('output file (--out)', args.out, "'work_dirs/results.pkl'"),
+            ('drawing folder (--show-dir)', getattr(args, 'show_dir', None),
+             "'work_dirs/show'")):
+        if path:
+            check_outside_dataset(path, test_dirs, what, example=example)
     if args.out:
         claim_outputs([args.out],
                       inputs=[args.config] + ([local] if local else []),

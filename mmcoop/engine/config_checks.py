@@ -32,7 +32,9 @@ from mmcoop.datasets.utils import check_outside_dataset
 __all__ = [
     'RUNNER_KEYS', 'MMCOOP_KEYS', 'UnknownConfigKeyError',
     'check_unknown_keys', 'unread_keys_the_user_set', 'dataset_dirs',
-    'check_work_dir_outside_datasets', 'UnseenClassHeadError',
+    'check_load_from', 'check_work_dir_is_a_folder',
+    'check_work_dir_outside_datasets',
+    'UnseenClassHeadError',
     'unseen_class_fields', 'check_unseen_class_head', 'check_clip_towers'
 ]
 
@@ -211,6 +213,31 @@ def dataset_dirs(dataset: Any) -> List[str]:
                 out.extend(dataset_dirs(d))
             break
     return [d for d in out if d]
+
+
+def check_load_from(cfg) -> None:
+    """Refuse a ``load_from`` (``--resume PATH``, the checkpoint argument of
+    ``tools/test.py``, or the config's) that is a URL, a folder or missing,
+    before the runner makes its work dir and builds the model (the runner
+    refuses the same when it loads, later)."""
+    from mmcoop.apis.model_zoo import check_local_checkpoint
+    path = cfg.get('load_from', None)
+    if isinstance(path, str) and path:
+        check_local_checkpoint(
+            path, 'Checkpoint to resume (`load_from` with `resume=True`, '
+            'e.g. --resume PATH)'
+            if cfg.get('resume', False) else 'Checkpoint `load_from`')
+
+
+def check_work_dir_is_a_folder(work_dir: str) -> None:
+    """Refuse a ``work_dir`` that is a file, lies below one or cannot be
+    written (:func:`mmcoop.utils.paths.check_output_folder`; MMEngine
+    would stop with a bare ``FileExistsError`` from ``os.makedirs``)."""
+    from mmcoop.utils.paths import check_output_folder
+    if isinstance(work_dir, str) and '://' not in work_dir:
+        check_output_folder(
+            work_dir, f"work_dir {work_dir!r} (--work-dir or the config's "
+            '`work_dir`)')
 
 
 def check_work_dir_outside_datasets(work_dir: str, loaders: Iterable) -> None:

@@ -17,8 +17,10 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.checkpoint_fit import check_checkpoint_fits
 from mmcoop.engine.config_checks import (check_clip_towers,
+                                         check_load_from,
                                          check_unknown_keys,
                                          check_unseen_class_head,
+                                         check_work_dir_is_a_folder,
                                          check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
 from mmcoop.engine.work_dir_lock import WorkDirLock
@@ -211,6 +213,7 @@ class MMCoopRunner(Runner):
         check_unknown_keys(cfg)
         check_unseen_class_head(cfg)
         check_clip_towers(cfg)
+        check_load_from(cfg)
         record_classnames(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.feature_cache import apply_feature_cache
@@ -233,6 +236,7 @@ class MMCoopRunner(Runner):
         # before MMEngine creates the work dir and writes its log and
         # config dump there: never inside a dataset, never two runs at once
         work_dir = kwargs.get('work_dir', args[1] if len(args) > 1 else None)
+        check_work_dir_is_a_folder(work_dir)
         check_work_dir_outside_datasets(
             work_dir, (kwargs.get(k) for k in ('train_dataloader',
                                                'val_dataloader',
@@ -516,15 +520,10 @@ class MMCoopRunner(Runner):
                         map_location: Union[str, Callable] = 'cpu',
                         strict: bool = False,
                         revise_keys: list = [(r'^module.', '')]):
-        if '://' in str(filename):
-            raise ValueError(
-                f'Checkpoint {filename!r}: mmcoop loads local files only '
-                '(remote loaders unpickle without weights_only). Download it '
-                'and pass the local path.')
-        if not osp.isfile(filename):
-            raise FileNotFoundError(
-                f'Checkpoint {filename!r} does not exist (from `load_from`, '
-                '`--resume` or the test checkpoint argument).')
+        from mmcoop.apis.model_zoo import check_local_checkpoint
+        check_local_checkpoint(
+            filename, 'Checkpoint (`load_from`, `--resume` or the test '
+            'checkpoint argument)')
         checkpoint = self._read_checkpoint(filename, map_location)
         self.check_checkpoint_fits(checkpoint, filename, revise_keys)
         if self._resuming:

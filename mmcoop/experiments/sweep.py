@@ -206,10 +206,14 @@ def sweep_owned_keys() -> Dict[str, str]:
     }
 
 
-def check_cfg_options(cfg_options: Sequence[str]) -> None:
+def check_cfg_options(cfg_options: Sequence[str],
+                      configs: Sequence[str] = ()) -> None:
     """Refuse user ``--cfg-options`` that set (or replace a parent of) a key
     the sweep sets per run: the table would label numbers with a
-    proportion / seed / split they were not measured at."""
+    proportion / seed / split they were not measured at; and options that
+    ``tools/train.py`` would refuse for one of the ``configs`` (a value of
+    another type than the config's, e.g. ``0,5`` for a number), before the
+    sweep records them as its settings."""
     from mmcoop.engine.cli import SpacedDictAction
 
     class Parser(argparse.ArgumentParser):
@@ -232,6 +236,17 @@ def check_cfg_options(cfg_options: Sequence[str]) -> None:
                     f'every run (from {option}); overriding it would label '
                     'the results with a setting they were not measured at. '
                     f'Fix: drop it from --cfg-options and use {option}.')
+    if not parsed:
+        return
+    from mmengine.config import Config
+
+    from mmcoop.engine.cli import check_cfg_option_types
+    for config in dict.fromkeys(configs):
+        try:
+            check_cfg_option_types(Config.fromfile(config), parsed)
+        except ValueError as e:
+            raise SweepError(f'{e} (config {config}; every run of the '
+                             'sweep gets --cfg-options)') from None
 
 
 def _command(template: str, **fields) -> List[str]:
@@ -624,6 +639,8 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
         configs[run] = config
         used[f'{run.protocol}/{run.dataset}/{run.method}/'
              f'p{run.proportion:.2f}'] = _config_record(config)
+    # the option types against every config, before anything is recorded
+    check_cfg_options(cfg_options, list(configs.values()))
     settings = dict(
         config_root=osp.abspath(config_root),
         cfg_options=[str(o) for o in cfg_options],

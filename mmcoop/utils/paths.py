@@ -24,6 +24,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 __all__ = [
     'expand_user', 'claim_outputs', 'make_output_dirs', 'missing_folders',
+    'check_output_folder',
     'OutputPathError', 'remove_own_tree'
 ]
 
@@ -177,19 +178,28 @@ def _named(out: str, option: Optional[str]) -> str:
 def _check_folder(out: str, option: Optional[str]) -> None:
     """Refuse an output whose folder (or one above it) is a file, or whose
     nearest existing folder is not writable; nothing is created."""
-    folder = osp.dirname(osp.abspath(out))
-    missing = missing_folders(out)
+    check_output_folder(osp.dirname(osp.abspath(out)), _named(out, option))
+
+
+def check_output_folder(folder: str, what: str) -> None:
+    """Refuse an output folder (a work dir, a drawing folder, the folder of
+    an output file) that is a file or lies below one, or whose nearest
+    existing folder is not writable, with an :class:`OutputPathError`
+    that begins with ``what`` (e.g. ``'--work-dir'``); nothing is
+    created."""
+    folder = osp.abspath(folder)
+    missing = missing_folders(osp.join(folder, '_'))
     parent = osp.dirname(missing[-1]) if missing else folder
     if osp.exists(parent) and not osp.isdir(parent):
         raise OutputPathError(
-            f'{_named(out, option)}: {parent!r} is a file, not a folder, so '
-            f'the output folder {folder!r} cannot be made. Fix: choose '
-            'another output path (or move that file away).')
+            f'{what}: {parent!r} is a file, not a folder, so the output '
+            f'folder {folder!r} cannot be made. Fix: choose another output '
+            'path (or move that file away).')
     if osp.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
-        what = 'write in' if parent == folder else 'create folders in'
+        verb = 'write in' if parent == folder else 'create folders in'
         raise OutputPathError(
-            f'{_named(out, option)}: no permission to {what} {parent!r}. '
-            'Fix: choose an output path in a folder you can write to.')
+            f'{what}: no permission to {verb} {parent!r}. Fix: choose an '
+            'output path in a folder you can write to.')
 
 
 def make_output_dirs(outputs: Sequence[str],

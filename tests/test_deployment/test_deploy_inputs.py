@@ -127,6 +127,26 @@ def test_benchmark_numeric_options(load_tool, option, value, capsys):
         capsys.readouterr().err
 
 
+def test_benchmark_keeps_files_in_its_work_dir_without_force(
+        load_tool, tmp_path):
+    """--work-dir DIR: a benchmark.pt / benchmark.onnx of the user's there
+    is kept (refused before the model is built) unless --force. Before:
+    both were replaced silently."""
+    from mmcoop.utils.paths import OutputPathError
+    bench = load_tool('tools/deployment/benchmark.py')
+    mine = tmp_path / 'benchmark.pt'
+    mine.write_text('my own model')
+    with pytest.raises(OutputPathError,
+                       match=r"'.*benchmark\.pt'.*Nothing was written.*"
+                       r'--force'):
+        bench.main(['missing.py', 'none', '--work-dir', str(tmp_path)])
+    assert mine.read_text() == 'my own model'
+    # with --force the files are claimed; the (missing) config stops next
+    with pytest.raises(FileNotFoundError, match='missing.py'):
+        bench.main(['missing.py', 'none', '--work-dir', str(tmp_path),
+                    '--force'])
+
+
 @pytest.mark.parametrize('mode', ['LA', 'RGBA', 'P', 'I;16', 'I;16 wide'])
 def test_run_onnx_decodes_by_the_loaders_rgb_rule(run_onnx, tmp_path, mode):
     """run_onnx.py (numpy + Pillow only, so its own copy of the rule) gives

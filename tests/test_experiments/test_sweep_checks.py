@@ -129,6 +129,20 @@ def test_cfg_options_may_not_set_run_keys(sweep, option):
     assert not osp.exists(sweep.out)
 
 
+def test_cfg_options_of_the_wrong_type_are_refused_before_recording(sweep):
+    """A --cfg-options value that tools/train.py refuses (``0,5`` for a
+    number) stops the sweep before sweep.json records it. Before: recorded,
+    the first run failed, and the corrected command was refused as 'other
+    settings' for that folder."""
+    cfg = sweep.tmp / 'configs' / 'baseline_tiny_demo-shapes-p50.py'
+    cfg.write_text('train_cfg = dict(max_epochs=20)\n')
+    _refused(sweep('--cfg-options', 'train_cfg.max_epochs=0,5'),
+             'train_cfg.max_epochs', 'gives a list', 'not 0,5',
+             str(cfg))
+    assert not osp.exists(sweep.out)
+    _ok(sweep('--cfg-options', 'train_cfg.max_epochs=2'))
+
+
 def test_owned_keys_come_from_the_run_options():
     run = Run('m', 'd', 0.3, 2, 'clean')
     keys = {o.split('=')[0] for o in run_options(run, '.',

@@ -287,6 +287,80 @@ def test_work_dir_inside_the_dataset_is_refused_before_any_write(
     assert tree_fingerprint(setup['data_root']) == before
 
 
+def test_test_outputs_inside_the_dataset_are_refused_before_any_write(
+        setup, tmp_path):
+    """tools/test.py --out / --show-dir, as the work dir: never into the
+    test set's folders. Before: written there (a demo tree then refused
+    every later run: 'files the demo generator did not write')."""
+    from _helpers import tree_fingerprint
+    before = tree_fingerprint(setup['data_root'])
+    ckpt = tmp_path / 'never_read.pth'
+    ckpt.write_bytes(b'')
+    work = tmp_path / 'work'
+    for option, path in (('--out', osp.join(setup['data_root'], 'r.pkl')),
+                         ('--show-dir', osp.join(setup['data_root'], 's'))):
+        with pytest.raises(ValueError,
+                           match=rf'\({option}\).*dataset folder.*Fix'):
+            load_tool('tools/test.py').main([
+                _write(setup, tmp_path), str(ckpt), '--work-dir',
+                str(work), option, path])
+    assert tree_fingerprint(setup['data_root']) == before
+    assert not work.exists()
+
+
+def test_work_dir_and_show_dir_that_are_files_are_named(setup, tmp_path):
+    """A --work-dir or --show-dir that is a file (or below one): the option
+    and the file named before the run starts, the file kept. Before: a bare
+    FileExistsError from os.makedirs (for --show-dir after the model was
+    built and the first batch ran)."""
+    from mmcoop.utils.paths import OutputPathError
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('mine')
+    ckpt = tmp_path / 'never_read.pth'
+    ckpt.write_bytes(b'')
+    for work in (notes, notes / 'sub'):
+        with pytest.raises(OutputPathError,
+                           match=rf"work_dir '{work}'.*'{notes}' is a file"):
+            load_tool('tools/train.py').main(
+                [_write(setup, tmp_path), '--work-dir', str(work)])
+        with pytest.raises(OutputPathError,
+                           match=rf"--show-dir '{work}'.*is a file"):
+            load_tool('tools/test.py').main([
+                _write(setup, tmp_path), str(ckpt), '--work-dir',
+                str(tmp_path / 'w'), '--show-dir', str(work)])
+    assert notes.read_text() == 'mine'
+    assert not (tmp_path / 'w').exists()
+
+
+def test_resume_path_that_is_a_folder_or_url_is_named_before_any_write(
+        setup, tmp_path):
+    """--resume PATH / load_from: a folder names the checkpoint inside it
+    (as tools/test.py does), a URL is refused, both before the work dir is
+    made. Before: a folder was reported as 'does not exist', and the run
+    had made its work dir and built the model first."""
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'epoch_3.pth').write_bytes(b'')
+    work = tmp_path / 'work'
+    train = load_tool('tools/train.py')
+    with pytest.raises(IsADirectoryError,
+                       match=r'--resume PATH.*is a folder.*epoch_3\.pth'):
+        train.main([_write(setup, tmp_path), '--work-dir', str(work),
+                    '--resume', str(run)])
+    with pytest.raises(FileNotFoundError,
+                       match=r"'.*missing\.pth' does not exist.*local"):
+        train.main([_write(setup, tmp_path), '--work-dir', str(work),
+                    '--resume', str(tmp_path / 'missing.pth')])
+    with pytest.raises(ValueError, match='local files only'):
+        train.main([_write(setup, tmp_path), '--work-dir', str(work),
+                    '--cfg-options', 'load_from=https://x/epoch_3.pth'])
+    with pytest.raises(ValueError, match='local files only'):
+        load_tool('tools/test.py').main([
+            _write(setup, tmp_path), 'https://x/epoch_3.pth', '--work-dir',
+            str(work)])
+    assert not work.exists()
+
+
 @pytest.mark.parametrize('split', [False, True])
 def test_class_names_with_spaces_survive_cfg_options(split):
     """mmcoop's tools keep spaces that MMEngine's DictAction deletes, also

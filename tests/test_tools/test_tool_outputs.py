@@ -142,6 +142,24 @@ def test_publish_refuses_text_and_unknown_dataset_type_first(tmp_path):
     assert glob.glob(str(tmp_path / 'out*')) == []
 
 
+def test_publish_checks_the_metafile_before_writing(tmp_path):
+    """--metafile missing, or without the run's entry: named before the
+    release is written. Before: the file was published, then a bare
+    FileNotFoundError / KeyError."""
+    src = _head_checkpoint(tmp_path / 'epoch_2.pth')
+    (tmp_path / 'run_a.py').write_text('x = 1\n')  # the run's config name
+    out = str(tmp_path / 'pub' / 'out.pth')
+    with pytest.raises(FileNotFoundError,
+                       match=r"--metafile '.*missing\.yml' is not a file"):
+        publish_tool.main([src, out, '--metafile',
+                           str(tmp_path / 'missing.yml')])
+    meta = tmp_path / 'metafile.yml'
+    meta.write_text('Models:\n- Name: run_b\n')
+    with pytest.raises(KeyError, match="no model named 'run_a'"):
+        publish_tool.main([src, out, '--metafile', str(meta)])
+    assert not (tmp_path / 'pub').exists()
+
+
 # ------------------------------------------------- official_to_mmcoop.py
 def _official(num_classes, tokens=None):
     sd = {

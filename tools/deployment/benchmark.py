@@ -4,14 +4,15 @@ ONNX Runtime and TorchScript: same model, same images, one run, alternating.
 
     python tools/deployment/benchmark.py CONFIG CHECKPOINT|none
         [--batch-sizes 1 32] [--rounds 3] [--single-images 4]
-        [--threads 2] [--work-dir DIR] [--cfg-options k=v ...]
+        [--threads 2] [--work-dir DIR [--force]] [--cfg-options k=v ...]
 
 ``none`` keeps the head's initial weights (speed does not depend on them).
+``--work-dir`` keeps the exported ``benchmark.onnx`` / ``benchmark.pt``
+there; files of these names are replaced only with ``--force``.
 Prints Markdown tables (see docs/deployment.md); the numbers depend on the
 machine.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import tempfile
@@ -24,8 +25,10 @@ except ImportError:  # run from a clone without `pip install -e .`
 
 
 from mmcoop.apis import init_model
-from mmcoop.deployment.benchmark import compare_speed, format_report
+from mmcoop.deployment.benchmark import (benchmark_files, compare_speed,
+                                         format_report)
 from mmcoop.engine.cli import SpacedDictAction, positive_int
+from mmcoop.utils.paths import claim_outputs, make_output_dirs
 
 
 def parse_args(argv=None):
@@ -56,8 +59,12 @@ def parse_args(argv=None):
         help='intra-op threads of torch and onnxruntime (>= 1)')
     parser.add_argument(
         '--work-dir',
-        help='keep the exported files here (default: a '
-        'temporary folder)')
+        help='keep the exported files (benchmark.onnx, benchmark.pt) here '
+        '(default: a temporary folder)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='replace benchmark.onnx / benchmark.pt in --work-dir')
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
@@ -66,6 +73,13 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     checkpoint = None if args.checkpoint.lower() == 'none' else \
         args.checkpoint
+    if args.work_dir:  # before the model is built: a refused run is quick
+        claim_outputs(
+            benchmark_files(args.work_dir),
+            inputs=[args.config] + ([checkpoint] if checkpoint else []),
+            force=args.force,
+            option='--work-dir',
+            create_dirs=False)
     model = init_model(
         args.config,
         checkpoint,
@@ -74,7 +88,7 @@ def main(argv=None) -> dict:
         strict=True)
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = args.work_dir or tmp
-        os.makedirs(work_dir, exist_ok=True)
+        make_output_dirs(benchmark_files(work_dir), '--work-dir')
         result = compare_speed(model, work_dir, args.batch_sizes, args.rounds,
                                args.single_images, args.threads)
     print(format_report(result))

@@ -121,10 +121,26 @@ def _run_config_name(work_dir: str) -> str:
     return names[0]
 
 
-def record_in_metafile(args, final: str, epoch) -> None:
-    from mmcoop.apis.metafile import measured_map, record_release
+def release_entry(args) -> str:
+    """The metafile entry the release is recorded in (``--model-name`` or
+    the run's config name), checked before anything is published: the
+    metafile exists and has that entry."""
+    from mmcoop.apis.metafile import metafile_entry, read_metafile
+    if not osp.isfile(args.metafile):
+        raise FileNotFoundError(
+            f'--metafile {args.metafile!r} is not a file. Fix: give the '
+            'metafile of the method, e.g. configs/positivecoop/metafile.yml '
+            '(nothing was published).')
     work_dir = args.work_dir or osp.dirname(osp.abspath(args.in_file))
     name = args.model_name or _run_config_name(work_dir)
+    metafile_entry(read_metafile(args.metafile), name, args.metafile)
+    return name
+
+
+def record_in_metafile(args, final: str, epoch, name: str = None) -> None:
+    from mmcoop.apis.metafile import measured_map, record_release
+    work_dir = args.work_dir or osp.dirname(osp.abspath(args.in_file))
+    name = name or args.model_name or _run_config_name(work_dir)
     if not isinstance(epoch, int):
         raise ValueError(f'{args.in_file} has no epoch in its meta; cannot '
                          'find the measured mAP of that epoch.')
@@ -363,6 +379,8 @@ def publish(in_file: str,
 
 def main(argv=None):
     args = parse_args(argv)
+    # a wrong --metafile / --model-name stops before the release is written
+    name = release_entry(args) if args.metafile else None
     final = publish(
         args.in_file,
         args.out_file,
@@ -371,7 +389,7 @@ def main(argv=None):
         trust_source=args.trust_source)
     if args.metafile:
         meta = torch.load(final, map_location='cpu', weights_only=True)
-        record_in_metafile(args, final, meta['meta'].get('epoch'))
+        record_in_metafile(args, final, meta['meta'].get('epoch'), name)
     return final
 
 

@@ -12,7 +12,10 @@ from mmcoop.registry import HOOKS
 def check_draw_dir(out_dir: str, force: bool = False) -> None:
     """Refuse a drawing folder that is not empty, unless ``force``
     (:class:`PredictionDrawHook`; ``tools/test.py`` calls it before the
-    runner is built, so that a refused run writes nothing)."""
+    runner is built, so that a refused run writes nothing). A folder that
+    is a file, or lies below one, is refused with or without ``force``."""
+    from mmcoop.utils.paths import check_output_folder
+    check_output_folder(out_dir, f'--show-dir {out_dir!r}')
     if not force and osp.isdir(out_dir) and os.listdir(out_dir):
         raise FileExistsError(
             f'--show-dir {out_dir!r} is not empty (e.g. the drawings of '
