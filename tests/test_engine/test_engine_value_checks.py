@@ -5,6 +5,7 @@ naming the field, the value and the fix."""
 import logging
 import math
 import os.path as osp
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -67,6 +68,15 @@ def test_scheduler_refuses_non_int_steps(field, kwargs, given):
     msg = str(err.value)
     assert msg.startswith(f'ConstantAbsoluteLR: {field} must be an int >= 0')
     assert f'got {given}.' in msg and 'convert_to_iter_based=True' in msg
+
+
+@pytest.mark.parametrize('field', ['by_epoch', 'verbose'])
+@pytest.mark.parametrize('flag', ['no', 0, None])
+def test_scheduler_flags_must_be_bool(field, flag):
+    with pytest.raises(ValueError,
+                       match=re.escape(f'ConstantAbsoluteLR: {field} must '
+                                       f'be True or False, got {flag!r}.')):
+        ConstantAbsoluteLR(_optim(), value=0.1, end=1, **{field: flag})
 
 
 def test_scheduler_refuses_end_not_after_begin():
@@ -289,6 +299,40 @@ def test_constructor_refuses_non_number_multipliers(mult):
             _build(bias_lr_mult=mult)
 
 
+@pytest.mark.parametrize('paramwise,group,source', [
+    (dict(custom_keys={'pos_prompt.ctx': dict(decay_mult=-1.)}),
+     '(head.pos_prompt.ctx)', "custom_keys ['pos_prompt.ctx']"),
+    (dict(bias_decay_mult=-2.), '(head.fc.bias)',
+     'the optimizer weight_decay and paramwise_cfg multipliers'),
+])
+def test_constructor_refuses_negative_group_weight_decay(
+        paramwise, group, source):
+    """The optimizers check only their default weight_decay: a negative
+    multiplier gave a param group a negative decay without a word."""
+    with pytest.raises(ValueError) as err:
+        _build(dict(type='SGD', lr=0.5, weight_decay=1e-4), **paramwise)
+    msg = str(err.value)
+    assert f'{group} gets weight_decay -' in msg
+    assert f'from {source}; it must be a finite number >= 0' in msg
+    _build(dict(type='SGD', lr=0.5, weight_decay=1e-4),
+           custom_keys={'pos_prompt.ctx': dict(decay_mult=0.)})
+
+
+def test_constructor_refuses_custom_options_the_optimizer_ignores():
+    """MMEngine copies every custom_keys option into the param group,
+    where a misspelled one is never read."""
+    with pytest.raises(ValueError) as err:
+        _build(custom_keys={'ctx': dict(lr_mul=0.01)})
+    msg = str(err.value)
+    assert ("optim_wrapper.paramwise_cfg.custom_keys['ctx'] has "
+            "['lr_mul'], which SGD does not read") in msg
+    assert "Did you mean 'lr_mul' -> 'lr_mult'?" in msg
+    # the optimizer's own options are legal per group
+    wrapper = _build(custom_keys={'ctx': dict(lr_mult=0.1, momentum=0.5)})
+    assert {g['momentum'] for g in wrapper.optimizer.param_groups} == {
+        0.5, 0.9}
+
+
 def test_constructor_refuses_misspelled_paramwise_keys():
     with pytest.raises(ValueError) as err:
         _build(cusotm_keys={'ctx': dict(lr_mult=0.01)})
@@ -475,3 +519,22 @@ def test_threshold_hook_calibrating_metric_no_warning():
     assert runner.logger.warnings == []
     assert hook._latest['thresholds'] == [0.25, 0.5]
     assert math.isclose(hook._latest['thresholds'][0], 0.25)
+
+
+@pytest.mark.parametrize('field,value,expected', [
+    ('topk', 0, 'an int >= 1'),
+    ('topk', -1, 'an int >= 1'),
+    ('topk', '10', 'an int >= 1'),
+    ('threshold', 50, r'a number in \[0, 1\]'),
+    ('threshold', '0.5', r'a number in \[0, 1\]'),
+    ('force', 'no', 'True or False'),
+])
+def test_prediction_draw_hook_values(tmp_path, field, value, expected):
+    """topk=-1 drew all but the lowest score, 'no' forced drawing into a
+    folder that is not empty, 50 drew the threshold off the chart."""
+    from mmcoop.engine.hooks import PredictionDrawHook
+    with pytest.raises(ValueError,
+                       match=f'PredictionDrawHook: {field} must be '
+                       f'{expected}.*got {re.escape(repr(value))}'):
+        PredictionDrawHook(str(tmp_path / 'vis'), **{field: value})
+    PredictionDrawHook(str(tmp_path / 'vis'), topk=1, threshold=1)

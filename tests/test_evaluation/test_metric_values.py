@@ -157,7 +157,7 @@ def test_unseen_ks_values(ks, field, value):
         UnseenClassMetric(unseen_classes=['a'], ks=ks)
 
 
-@pytest.mark.parametrize('ks', ['3', 3.0, None])
+@pytest.mark.parametrize('ks', ['3', 3.0, None, (), []])
 def test_unseen_ks_must_be_ints(ks):
     with pytest.raises(ValueError,
                        match=re.escape('UnseenClassMetric: ks must be an int '
@@ -175,3 +175,52 @@ def test_unseen_single_k():
     # so its prediction b counts (FP): 2 hits of 3, 3 positives
     assert out['zsl/unseen/F1@1'] == pytest.approx(100 * 2 / 3)
     assert UnseenClassMetric(unseen_classes=['a'], ks=[3, 5]).ks == (3, 5)
+
+
+@pytest.mark.parametrize('cls,kwargs', [
+    (PartialMultiLabelMetric, {}),
+    (UnseenClassMetric, dict(unseen_classes=['b'], ks=1)),
+])
+@pytest.mark.parametrize('score', [NAN, float('inf')])
+def test_non_finite_scores_are_refused(cls, kwargs, score):
+    """A NaN score was ranked first by the AP and never predicted by a
+    threshold: a metric of a broken model without a word."""
+    pred = [[.9, .2, .6], [.3, score, .7], [.1, .3, .2]]
+    metric, name = cls(**kwargs), cls.__name__
+    with pytest.raises(ValueError,
+                       match=re.escape(f'{name}: 1 pred_score values are '
+                                       'invalid, e.g. sample 1, class 1: '
+                                       f'{score!r}; the model produced '
+                                       'NaN/inf')):
+        _process(metric, pred=pred).evaluate(3)
+
+
+@pytest.mark.parametrize('value', [.5, 2., -2., NAN])
+def test_targets_other_than_tri_state_are_refused(value):
+    """0.5 or 2 counted as a negative, -2 or NaN as unknown; the loss
+    refuses them, and so does the metric."""
+    target = [[1, 0, 1], [0, 1, 1], [0, value, -1]]
+    with pytest.raises(ValueError,
+                       match=re.escape('PartialMultiLabelMetric: 1 gt_score '
+                                       'values are invalid, e.g. sample 2, '
+                                       f'class 1: {value!r}; targets must '
+                                       'be 1 (present), 0 (absent) or -1')):
+        _process(PartialMultiLabelMetric(), target=target).evaluate(3)
+
+
+@pytest.mark.parametrize('labels', [[3], [-1], [0, 5]])
+def test_gt_label_outside_the_classes_is_refused(labels):
+    """Without gt_score the one-hot of gt_label is used: -1 marked the last
+    class positive, 3 failed with a bare IndexError."""
+    metric = PartialMultiLabelMetric()
+    with pytest.raises(ValueError,
+                       match=re.escape(f'gt_label {labels} holds a class '
+                                       'index outside 0..2')):
+        metric.process(None, [
+            dict(pred_score=torch.tensor(PRED[0]),
+                 gt_label=torch.tensor(labels))
+        ])
+    metric.process(None, [
+        dict(pred_score=torch.tensor(PRED[0]), gt_label=torch.tensor([0, 2]))
+    ])
+    assert metric.results[0]['gt_score'].tolist() == [1., 0., 1.]

@@ -98,6 +98,40 @@ def test_head_topk_at_most_num_classes():
         MODELS.build(head_cfg('BaselineHead', topk=4))
 
 
+def test_head_thr_and_topk_not_both():
+    """pred_label follows thr when both are set: topk was ignored."""
+    with pytest.raises(ValueError,
+                       match=re.escape('BaselineHead: thr=0.3 and topk=2 '
+                                       'are both set')):
+        MODELS.build(head_cfg('BaselineHead', thr=0.3, topk=2))
+
+
+@pytest.mark.parametrize('head_type,field,value', [
+    ('BaselineHead', 'loss', None),
+    ('BaselineHead', 'loss', 'PartialAsymmetricLoss'),
+    ('DualCoOpHead', 'loss', ['PartialAsymmetricLoss']),
+    ('DualCoOpHead', 'text_encoder', None),
+    ('PositiveCoOpHead', 'text_encoder', 'FrozenCLIPTextEncoder'),
+])
+def test_head_sub_configs_must_be_dicts(head_type, field, value):
+    """MMEngine's builder said only 'cfg should be a dict'."""
+    cfg = head_cfg(head_type)
+    cfg[field] = value
+    with pytest.raises(ValueError,
+                       match=re.escape(f'{head_type}: {field} must be a '
+                                       'config dict such as dict(type=') +
+                       '.*' + re.escape(f'got {value!r}.')):
+        MODELS.build(cfg)
+
+
+@pytest.mark.parametrize('names', [5, 2.5, True])
+def test_head_classnames_not_iterable(names):
+    with pytest.raises(ValueError,
+                       match=re.escape(f'classnames={names!r}: give the '
+                                       'class names')):
+        MODELS.build(head_cfg('BaselineHead', names=names))
+
+
 def test_legal_prediction_values():
     dense = torch.randn(2, 64, 10, generator=torch.Generator().manual_seed(0))
     # topk = C: every class predicted

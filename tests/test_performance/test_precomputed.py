@@ -1,5 +1,7 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """PrecomputedFeatures + FeatureDataPreprocessor inside ImageClassifier."""
+import re
+
 import pytest
 import torch
 from _perf_helpers import CLASSES, head_cfg
@@ -78,3 +80,14 @@ def test_backbone_returns_fp32_and_checks_shapes():
         bb(torch.zeros(2, 3, 64, 64))
     with pytest.raises(ValueError, match='num_positions=5'):
         bb(torch.zeros(2, D, 7))
+
+
+@pytest.mark.parametrize('field', ['embed_dim', 'num_positions'])
+@pytest.mark.parametrize('value', [0, -1, 64.0, '64', True])
+def test_expected_sizes_must_be_positive_ints(field, value):
+    """'64' was refused at the first batch as 'features have shape (64, 5)
+    but embed_dim=64'; True matched D = 1."""
+    with pytest.raises(ValueError,
+                       match=re.escape(f'PrecomputedFeatures: {field} must '
+                                       f'be an int >= 1, got {value!r}')):
+        PrecomputedFeatures(**{field: value})

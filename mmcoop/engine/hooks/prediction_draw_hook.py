@@ -7,6 +7,7 @@ import numpy as np
 from mmengine.hooks import Hook
 
 from mmcoop.registry import HOOKS
+from mmcoop.utils.value_checks import check_flag, check_int, check_number
 
 
 def check_draw_dir(out_dir: str, force: bool = False) -> None:
@@ -38,8 +39,9 @@ class PredictionDrawHook(Hook):
     Args:
         out_dir (str): folder of the PNGs; must be absent or empty (nothing
             in it is overwritten) unless ``force``.
-        topk (int): scores shown per image. Defaults to 10.
-        threshold (float): drawn as a dashed line. Defaults to 0.5.
+        topk (int): scores shown per image, an int >= 1. Defaults to 10.
+        threshold (float): drawn as a dashed line, a number in [0, 1].
+            Defaults to 0.5.
         force (bool): draw into a folder that is not empty (e.g. the
             drawings of a test that was interrupted): files of the same
             names are replaced, others are left (``tools/test.py
@@ -51,6 +53,15 @@ class PredictionDrawHook(Hook):
                  topk: int = 10,
                  threshold: float = 0.5,
                  force: bool = False):
+        owner = type(self).__name__
+        if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
+            raise ValueError(
+                f'{owner}: out_dir must be a folder path, got '
+                f'{out_dir!r}. Fix: e.g. tools/test.py --show-dir DIR.')
+        check_int(owner, 'topk', topk, 1)
+        check_number(owner, 'threshold', threshold, 0, 1,
+                     what='scores are probabilities; 0.5 by default')
+        check_flag(owner, 'force', force)
         check_draw_dir(out_dir, force)
         self.out_dir = out_dir
         self.topk = topk

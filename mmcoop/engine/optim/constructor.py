@@ -55,8 +55,11 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       (``lr_mult``, ``bias_lr_mult``, ...) must be finite and > 0: a
       negative one is gradient ascent, 0 or NaN trains nothing; freeze a
       tensor with ``requires_grad=False`` instead of ``lr_mult=0``;
+    * the weight decay of every param group must be finite and >= 0 (a
+      negative ``decay_mult`` pushes the weights away from 0);
     * ``paramwise_cfg`` keys MMEngine does not read (a misspelled
-      ``cusotm_keys``) are refused;
+      ``cusotm_keys``), and ``custom_keys`` options that neither MMEngine
+      nor the optimizer reads (``lr_mul``), are refused;
     * ``custom_keys`` that match no trainable parameter name: a warning
       when *none* of them matches (a typo, or a recipe written for another
       model, would drop every multiplier); when some match, the others are
@@ -204,6 +207,47 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 'trains nothing). Fix: a positive lr_mult; to freeze a '
                 'tensor, set requires_grad=False.')
 
+    def _check_group_decays(self, optimizer, names: dict) -> None:
+        """Every param group's ``weight_decay`` a finite number >= 0 (the
+        optimizers check only their default: a negative ``decay_mult``
+        would pull the tensors away from 0)."""
+        for i, group in enumerate(optimizer.param_groups):
+            wd = group.get('weight_decay', None)
+            if wd is None or (is_real(wd) and math.isfinite(wd) and wd >= 0):
+                continue
+            tensors = [names.get(id(p), '?') for p in group['params']]
+            keys = sorted({k for k in map(self._custom_key_of, tensors) if k})
+            source = (f'custom_keys {keys}' if keys else
+                      'the optimizer weight_decay and paramwise_cfg '
+                      'multipliers')
+            raise ValueError(
+                f'{_OWNER}: param group {i} ({", ".join(tensors)}) gets '
+                f'weight_decay {wd!r} from {source}; it must be a finite '
+                'number >= 0 (a negative one pushes the weights away from '
+                '0). Fix: a decay_mult >= 0 (0: no decay).')
+
+    def _check_custom_options(self, optimizer) -> None:
+        """Each ``custom_keys`` entry names only ``lr_mult``,
+        ``decay_mult`` and options of the optimizer: MMEngine copies any
+        other key into the param group, where the optimizer never reads it
+        (``lr_mul`` would train at the base lr without a word)."""
+        allowed = {'lr_mult', 'decay_mult'} | set(optimizer.defaults)
+        custom_keys = self.paramwise_cfg.get('custom_keys', {})
+        for key, opts in custom_keys.items():
+            unknown = sorted(set(opts) - allowed)
+            if not unknown:
+                continue
+            hints = [
+                f'{k!r} -> {close[0]!r}' for k in unknown for close in
+                [difflib.get_close_matches(str(k), sorted(allowed), 1)]
+                if close
+            ]
+            raise ValueError(
+                f'{_OWNER}: optim_wrapper.paramwise_cfg.custom_keys[{key!r}]'
+                f' has {unknown}, which {type(optimizer).__name__} does not '
+                f'read (it would be ignored); allowed: {sorted(allowed)}.' +
+                (f' Did you mean {", ".join(hints)}?' if hints else ''))
+
     def add_params(self,
                    params: List[dict],
                    module: nn.Module,
@@ -242,7 +286,11 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             num_groups = len(params)
         optimizer_cfg[first_arg_name] = params
         optimizer = OPTIMIZERS.build(optimizer_cfg)
-        self._check_group_lrs(optimizer, {id(p): n for n, p in trainable})
+        names = {id(p): n for n, p in trainable}
+        self._check_group_lrs(optimizer, names)
+        self._check_group_decays(optimizer, names)
+        if self.paramwise_cfg:
+            self._check_custom_options(optimizer)
 
         num_frozen = sum(1 for p in model.parameters() if not p.requires_grad)
         print_log(

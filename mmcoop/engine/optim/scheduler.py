@@ -10,7 +10,7 @@ from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
 from torch.optim import Optimizer
 
 from mmcoop.registry import PARAM_SCHEDULERS
-from mmcoop.utils.value_checks import check_number
+from mmcoop.utils.value_checks import check_flag, check_number
 
 __all__ = ['ConstantAbsoluteParamScheduler', 'ConstantAbsoluteLR']
 
@@ -87,6 +87,8 @@ class ConstantAbsoluteParamScheduler(_ParamScheduler):
                     step, numbers.Integral) or step < 0:
                 raise ValueError(f'{owner}: {field} must be an int >= 0 '
                                  f'({what}), got {step!r}.')
+        for field, flag in (('by_epoch', by_epoch), ('verbose', verbose)):
+            check_flag(owner, field, flag)
         if end <= begin:
             raise ValueError(
                 f'{owner}: end ({end}) must be greater than begin ({begin}); '

@@ -234,6 +234,30 @@ def check_class_thresholds(owner: str, thresholds,
     return [float(v) for v in thresholds]
 
 
+def check_scores_and_targets(owner: str, pred: np.ndarray,
+                             target: np.ndarray) -> None:
+    """Refuse ``(N, C)`` scores that are not finite (the AP would rank a
+    NaN first and thresholds would never predict it: a metric of a broken
+    model without a word) and targets other than 1, 0 and -1 (a 0.5 or 2
+    would count as a negative, a -2 or NaN as unknown), naming the first
+    sample and class."""
+    for what, bad, fix in (
+            ('pred_score', ~np.isfinite(pred),
+             'the model produced NaN/inf scores (diverged weights, fp16 '
+             'overflow). Fix: test another checkpoint, or run without '
+             '--amp / autocast_dtype'),
+            ('gt_score', ~np.isin(target, (1, 0, -1)),
+             'targets must be 1 (present), 0 (absent) or -1 (unknown), as '
+             'the training loss requires. Fix: check the gt_score the '
+             'dataset produces')):
+        if bad.any():
+            i, c = np.argwhere(bad)[0]
+            value = (pred if what == 'pred_score' else target)[i, c]
+            raise ValueError(
+                f'{owner}: {int(bad.sum())} {what} values are invalid, '
+                f'e.g. sample {i}, class {c}: {float(value)!r}; {fix}.')
+
+
 @METRICS.register_module()
 class PartialMultiLabelMetric(BaseMetric):
     """mAP, CP, CR, CF1, OP, OR, OF1 with the official definitions.
@@ -253,7 +277,8 @@ class PartialMultiLabelMetric(BaseMetric):
 
     Every argument is checked when the metric is built (``ValueError``
     naming the field and the value); ``topk`` and ``class_thresholds``
-    against the number of classes again when the scores arrive.
+    against the number of classes again when the scores arrive, with the
+    scores (finite) and the targets (1, 0 or -1).
 
     Args:
         thr (float): Threshold of CP/CR/CF1/OP/OR/OF1, a number in [0, 1].
@@ -336,7 +361,17 @@ class PartialMultiLabelMetric(BaseMetric):
                     torch.float32, copy=True)
             else:
                 target = torch.zeros_like(score)
-                target[sample['gt_label'].long().cpu()] = 1.
+                labels = torch.as_tensor(sample['gt_label']).long().cpu()
+                if labels.numel() and (int(labels.min()) < 0 or int(
+                        labels.max()) >= score.numel()):
+                    raise ValueError(
+                        f'{type(self).__name__}: gt_label '
+                        f'{labels.tolist()} holds a class index outside '
+                        f'0..{score.numel() - 1} (the {score.numel()} '
+                        'classes scored); a negative index would mark '
+                        'another class. Fix: check the dataset labels and '
+                        'the number of classes of the head.')
+                target[labels] = 1.
             self.results.append(dict(pred_score=score, gt_score=target))
 
     def _stack_results(self,
@@ -349,6 +384,7 @@ class PartialMultiLabelMetric(BaseMetric):
                 'dataloader is not empty (dataset, ann_file, filters).')
         pred = torch.stack([r['pred_score'] for r in results]).numpy()
         target = torch.stack([r['gt_score'] for r in results]).numpy()
+        check_scores_and_targets(type(self).__name__, pred, target)
         return pred, target
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:

@@ -33,11 +33,12 @@ __all__ = ['UnseenClassMetric']
 
 
 def check_ks(owner: str, ks) -> Tuple[int, ...]:
-    """The k of ``F1@k``: an int >= 1, or a sequence of them -> a
-    tuple."""
+    """The k of ``F1@k``: an int >= 1, or a non-empty sequence of them
+    (none would report no F1 at all) -> a tuple."""
     if isinstance(ks, numbers.Integral) and not isinstance(ks, bool):
         ks = (ks, )
-    if isinstance(ks, (str, bytes)) or not isinstance(ks, (list, tuple)):
+    if isinstance(ks, (str, bytes)) or not isinstance(
+            ks, (list, tuple)) or not ks:
         raise ValueError(
             f'{owner}: ks must be an int >= 1 or a sequence of them (the k '
             f'of F1@k), got {ks!r}. Fix: e.g. ks=(3, 5).')

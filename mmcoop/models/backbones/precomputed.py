@@ -6,6 +6,7 @@ import torch
 from mmengine.model import BaseModule
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.value_checks import check_int
 
 
 @MODELS.register_module()
@@ -23,10 +24,10 @@ class PrecomputedFeatures(BaseModule):
     head's tensors and load into the image-encoder model unchanged.
 
     Args:
-        embed_dim (int, optional): expected ``D`` (512 for RN101); checked
-            when given.
+        embed_dim (int, optional): expected ``D`` (512 for RN101), an int
+            >= 1; checked against the features when given.
         num_positions (int, optional): expected ``N`` (197 for RN101 at
-            448 px); checked when given.
+            448 px), an int >= 1; checked against the features when given.
 
     Shapes:
         input ``(B, D, N)`` -> ``((B, D, N),)`` in fp32.
@@ -37,6 +38,10 @@ class PrecomputedFeatures(BaseModule):
                  num_positions: Optional[int] = None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        for field, value in (('embed_dim', embed_dim),
+                             ('num_positions', num_positions)):
+            if value is not None:
+                check_int(type(self).__name__, field, value)
         self.embed_dim = embed_dim
         self.num_positions = num_positions
 

@@ -3,7 +3,7 @@
 two-way-softmax predictions, and whether it can score an unseen class."""
 import inspect
 import os.path as osp
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.registry import DefaultScope
@@ -73,11 +73,31 @@ def resolve_classnames(
                 'a line; relative paths resolve against the working '
                 'directory). Fix: give the names, the dataset type or the '
                 'path of the class file the dataset reads.')
+    if isinstance(classnames, (str, bytes)) or not isinstance(
+            classnames, Iterable):
+        raise ValueError(
+            f'classnames={classnames!r}: give the class names (a list of '
+            'strings), a class file, a dataset type name or dict(type=...).')
     classnames = list(classnames)
     if not classnames:
         raise ValueError('`classnames` is empty: give one name per class.')
     check_class_names(classnames, 'classnames')
     return classnames
+
+
+def build_sub_config(owner: str, field: str, cfg, example: str,
+                     module_ok: bool = False):
+    """Build the sub-module config ``cfg`` of ``owner.field`` (a dict; with
+    ``module_ok`` also a built ``nn.Module``, returned as is), refusing
+    anything else naming the field (MMEngine's builder would only say
+    ``cfg should be a dict``)."""
+    if module_ok and isinstance(cfg, torch.nn.Module):
+        return cfg
+    if not isinstance(cfg, dict):
+        raise ValueError(
+            f'{owner}: {field} must be a config dict such as {example}, '
+            f'got {cfg!r}.')
+    return build_in_mmcoop_scope(cfg)
 
 
 def check_positive_scale(owner: str, field: str, value,
@@ -97,7 +117,7 @@ def check_positive_scale(owner: str, field: str, value,
 
 def check_prediction_args(owner: str, thr, topk, num_classes: int) -> None:
     """``thr``: None or a number in [0, 1]; ``topk``: None or an int in
-    1..``num_classes``."""
+    1..``num_classes``; not both (the label rule is one of them)."""
     if thr is not None:
         check_number(
             owner,
@@ -107,6 +127,11 @@ def check_prediction_args(owner: str, thr, topk, num_classes: int) -> None:
             1,
             what='the score threshold of pred_label; scores are '
             'probabilities. Fix: e.g. thr=0.5, or None with topk')
+    if thr is not None and topk is not None:
+        raise ValueError(
+            f'{owner}: thr={thr!r} and topk={topk!r} are both set, but '
+            'pred_label is given by one of them (thr; topk would be '
+            'ignored). Fix: set only one (neither: thr=0.5).')
     if topk is not None:
         check_int(owner, 'topk', topk, 1)
         if topk > num_classes:
@@ -139,7 +164,7 @@ class PartialLabelHead(MultiLabelClsHead):
             number in [0, 1] (scores are probabilities). Used when given;
             with neither ``thr`` nor ``topk``, 0.5.
         topk (int, optional): top-k labels instead of a threshold, an int
-            in 1..C (C classes).
+            in 1..C (C classes); not together with ``thr``.
     """
 
     def __init__(self,
@@ -148,8 +173,9 @@ class PartialLabelHead(MultiLabelClsHead):
                  thr: Optional[float] = None,
                  topk: Optional[int] = None,
                  init_cfg: Optional[dict] = None):
-        if isinstance(loss, dict):
-            loss = build_in_mmcoop_scope(loss)
+        loss = build_sub_config(
+            type(self).__name__, 'loss', loss,
+            "dict(type='PartialAsymmetricLoss')", module_ok=True)
         super().__init__(loss=loss, thr=thr, topk=topk, init_cfg=init_cfg)
         self.classnames = resolve_classnames(classnames)
         self.num_classes = len(self.classnames)

@@ -36,8 +36,7 @@ from mmpretrain.structures import DataSample
 from mmcoop.registry import MODELS
 from mmcoop.utils.value_checks import check_flag
 from ..prompt_learners import PromptLearner, ctx_init_words
-from .base_head import (PartialLabelHead, build_in_mmcoop_scope,
-                        check_positive_scale)
+from .base_head import PartialLabelHead, build_sub_config, check_positive_scale
 from .class_subset import check_class_subset, sample_class_subset
 from .region_aggregation import class_specific_region_aggregation
 
@@ -109,7 +108,10 @@ class PromptRegionHead(PartialLabelHead):
             thr=thr,
             topk=topk,
             init_cfg=init_cfg)
-        self.text_encoder = build_in_mmcoop_scope(text_encoder)
+        self.text_encoder = build_sub_config(
+            owner, 'text_encoder', text_encoder,
+            "dict(type='FrozenCLIPTextEncoder', model_name='RN101-quickgelu'"
+            ", pretrained='openai')")
         # D = the joint embedding width; the prompt context has the text
         # width W (see PromptLearner); both come from the text tower
         self.embed_dim = self.in_channels = self.text_encoder.embed_dim
