@@ -200,6 +200,8 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         if tags is None:
             return concepts, (), np.zeros(0, dtype=np.int64)
         tag_list = osp.join(data_root, _TAG_LIST)
+        # first: a missing tag list is named with the fix for tags='925'
+        seen = nuswide_925_seen(tag_list, concepts=concepts)
         lines = _read_lines(tag_list, 'tag list', backend_args)
         blank = [i + 1 for i, t in enumerate(lines) if not t]
         if blank or len(lines) != _TAG_WIDTH:
@@ -210,7 +212,6 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
                 f'list must be {_TAG_WIDTH} tags, one a line, with no blank '
                 'line. Fix: restore TagList1k.txt of the official release, '
                 'unedited.')
-        seen = nuswide_925_seen(tag_list, concepts=concepts)
         column = {t: i for i, t in enumerate(lines)}
         return concepts, seen, np.array([column[t] for t in seen])
 
