@@ -9,7 +9,7 @@ from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
-from mmcoop.utils.value_checks import check_int, is_real
+from mmcoop.utils.value_checks import check_int, is_int, is_real
 from .held_out_split import image_keys
 from .mask_files import read_mask_file
 from .samplers import EpochIndex, seeded_sample
@@ -81,9 +81,7 @@ def _label_indices(raw):
     items = raw.tolist() if hasattr(raw, 'tolist') else raw
     if not isinstance(items, (list, tuple)):
         items = [items]
-    if not all(
-            isinstance(v, (int, np.integer))
-            and not isinstance(v, (bool, np.bool_)) for v in items):
+    if not all(map(is_int, items)):
         return None
     return np.asarray(items, dtype=np.int64).reshape(-1)
 
@@ -123,16 +121,12 @@ def complete_targets(dataset, num_classes: int) -> np.ndarray:
                 raise _bad_target(
                     dataset, i, info, f'gt_score has dtype {score.dtype}, '
                     'not numbers')
-            finite = score.dtype.kind != 'f' or np.isfinite(score).all()
-            if finite:
-                targets[i] = score
-            row = targets[i]
-            if not finite or not np.array_equal(row, score) or (
-                    row < -1).any() or (row > 1).any():
-                bad = score[~np.isin(score, (-1, 0, 1))]
+            bad = score[~np.isin(score, (-1, 0, 1))]  # NaN too
+            if bad.size:
                 raise _bad_target(
                     dataset, i, info, f'gt_score holds {bad[:5].tolist()}'
                     ', values other than 1, 0 and -1')
+            targets[i] = score
         else:
             raw = info.get('gt_label', [])
             labels = _label_indices(raw)

@@ -7,6 +7,8 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 from mmengine.fileio import get_text
 
+from mmcoop.utils.value_checks import is_int
+
 __all__ = [
     'AnnotationError', 'normalize_class_name', 'same_class_names',
     'check_given_classes', 'describe_class_difference',
@@ -341,12 +343,6 @@ def class_columns(classes: Sequence[str], names: Sequence[str],
     return np.array(columns, dtype=np.int64)
 
 
-def _is_index(value) -> bool:
-    import numpy as np
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_))
-
-
 def check_indices(indices, num_samples: int, owner: str) -> None:
     """Check a dataset's ``indices`` argument against its ``num_samples``
     loaded samples, with MMEngine's meaning: an int keeps the first (or,
@@ -357,7 +353,7 @@ def check_indices(indices, num_samples: int, owner: str) -> None:
     MMEngine's ``IndexError`` / ``TypeError`` or a silently truncated
     index."""
     import numpy as np
-    if indices is None or _is_index(indices):
+    if indices is None or is_int(indices):
         return
     fix = (f'Fix: give `indices` as an int (the first N samples) or a list '
            f'of ints in [0, {num_samples - 1}] (negative: from the end).')
@@ -372,7 +368,7 @@ def check_indices(indices, num_samples: int, owner: str) -> None:
             f'{owner}: indices={indices!r:.80} is not an int or a list of '
             f'ints. {fix}')
     for k, idx in enumerate(items):
-        if not _is_index(idx):
+        if not is_int(idx):
             raise ValueError(
                 f'{owner}: indices[{k}] is {idx!r} ({type(idx).__name__}), '
                 f'not an integer sample index. {fix}')

@@ -13,8 +13,8 @@ import numbers
 from typing import Optional, Sequence, Tuple
 
 __all__ = [
-    'is_real', 'check_flag', 'check_int', 'check_number', 'check_colour',
-    'check_channel_stats'
+    'is_real', 'is_int', 'check_flag', 'check_int', 'check_number',
+    'check_colour', 'check_channel_stats'
 ]
 
 
@@ -27,6 +27,11 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def is_int(value) -> bool:
+    """An integer (numpy integers included), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_flag(owner: str, field: str, value) -> bool:
     """``value`` if it is a bool (True/False only: a string such as
     ``'no'`` or a number would be read as its truth value)."""
@@ -37,8 +42,7 @@ def check_flag(owner: str, field: str, value) -> bool:
 
 def check_int(owner: str, field: str, value, minimum: int = 1) -> int:
     """``value`` if it is an int (not a bool, not a float) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(
-            value, numbers.Integral) or value < minimum:
+    if not is_int(value) or value < minimum:
         _refuse(owner, field, value, f'an int >= {minimum}')
     return int(value)
 
