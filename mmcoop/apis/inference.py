@@ -55,6 +55,7 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.datasets.feature_cache import restore_image_model
 from mmcoop.engine.checkpoint_fit import CHECKS, check_checkpoint_fits
+from mmcoop.engine.cli import merge_cfg_options
 from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
 from .model_zoo import fetch_checkpoint
@@ -69,7 +70,18 @@ ConfigType = Union[str, Config, dict]
 _LOAD_PREFIX = 'LoadImageFrom'
 
 
-def _to_config(config: ConfigType) -> Config:
+def load_config(config: ConfigType,
+                cfg_options: Optional[dict] = None) -> Config:
+    """The config of a path, ``Config`` or dict (a copy: the caller's is
+    left unchanged), with ``cfg_options`` merged the way ``tools/train.py``
+    merges ``--cfg-options`` (:func:`mmcoop.engine.cli.merge_cfg_options`:
+    a value of another type than the one it replaces is refused). Used by
+    :func:`init_model` and by every tool that reads a config outside a
+    runner."""
+    return merge_cfg_options(_read_config(config), cfg_options)
+
+
+def _read_config(config: ConfigType) -> Config:
     if isinstance(config, (str, os.PathLike)):
         path = str(config)
         if not osp.isfile(path):
@@ -142,9 +154,7 @@ def init_model(config: ConfigType,
         ``_dataset_meta`` are set too, so it can be handed to mmpretrain's
         inferencers.
     """
-    cfg = _to_config(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_config(config, cfg_options)
     if 'model' not in cfg:
         raise KeyError('The config has no `model` field.')
     restore_image_model(cfg)

@@ -15,7 +15,8 @@ from mmengine.config import Config, ConfigDict, DictAction
 
 __all__ = [
     'SpacedDictAction', 'add_common_args', 'merge_train_args',
-    'merge_test_args', 'check_cfg_option_types', 'check_test_weights',
+    'merge_test_args', 'check_cfg_option_types', 'merge_cfg_options',
+    'check_test_weights',
     'OUT_SUFFIXES', 'check_out_suffix', 'check_test_inputs_and_outputs',
     'check_amp_device', 'build_runner',
     'positive_int', 'nonnegative_int', 'positive_float', 'fraction',
@@ -247,6 +248,17 @@ def check_cfg_option_types(cfg: Config, options: Optional[dict]) -> None:
             f'of `{key}`.')
 
 
+def merge_cfg_options(cfg: Config, options: Optional[dict]) -> Config:
+    """Merge ``--cfg-options`` into ``cfg`` after
+    :func:`check_cfg_option_types`: the one way ``tools/train.py``,
+    ``tools/test.py``, ``init_model`` (``cfg_options=``) and every tool
+    that loads a config apply them."""
+    check_cfg_option_types(cfg, options)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
 def _merge_common(cfg: Config, args, dataloaders) -> Config:
     cfg.launcher = args.launcher
     # work_dir: CLI > the config's > ./work_dirs/<config name>
@@ -270,9 +282,7 @@ def _merge_common(cfg: Config, args, dataloaders) -> Config:
         if getattr(args, 'no_persistent_workers', False):
             merged.persistent_workers = False
         cfg[field] = merged
-    check_cfg_option_types(cfg, args.cfg_options)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)
     for field in dataloaders:  # persistent workers need workers
         loader = cfg.get(field, None)
         if loader is not None and not loader.get('num_workers', 0):

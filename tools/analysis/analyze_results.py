@@ -30,8 +30,8 @@ except ImportError:  # run from a clone without `pip install -e .`
 
 import mmengine  # noqa: E402
 import numpy as np  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 
+from mmcoop.apis import load_config  # noqa: E402
 from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_ap, precision_recall,
@@ -102,9 +102,7 @@ def _load_result(path: str) -> list:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     classes = resolve_classnames(cfg.model.head.classnames)
     scores, targets, paths = load_predictions(
         _load_result(args.result), len(classes))

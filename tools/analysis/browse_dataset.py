@@ -23,8 +23,8 @@ except ImportError:  # run from a clone without `pip install -e .`
     sys.path.insert(
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmengine.config import Config  # noqa: E402
 
+from mmcoop.apis import load_config  # noqa: E402
 from mmcoop.datasets.inspection import build_dataset_of, sample_view  # noqa
 from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
 from mmcoop.datasets.utils import check_outside_dataset  # noqa: E402
@@ -53,9 +53,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     dataset = build_dataset_of(cfg, args.phase)
     classes = list(dataset.metainfo['classes'])
     # never into the dataset tree (a later run would read the figures)

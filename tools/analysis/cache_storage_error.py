@@ -21,8 +21,8 @@ except ImportError:  # run from a clone without `pip install -e .`
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
     import mmcoop  # noqa: F401
 
-from mmengine.config import Config
 
+from mmcoop.apis import load_config
 from mmcoop.benchmark.cache_storage import storage_error
 from mmcoop.datasets.feature_cache.store import DTYPES
 from mmcoop.engine.cli import SpacedDictAction, positive_int
@@ -54,9 +54,7 @@ def main(argv=None):
         raise NotADirectoryError(
             f'--cache-root {args.cache_root!r} is a file. Fix: give a folder '
             '(created if missing; the caches are built below it).')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     res = storage_error(cfg, args.cache_root, args.dtypes, args.num_images)
     print(json.dumps(res, indent=1))
     return res

@@ -23,8 +23,8 @@ except ImportError:  # run from a clone without `pip install -e .`
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
     import mmcoop  # noqa: F401
 
-from mmengine.config import Config
 
+from mmcoop.apis import load_config
 from mmcoop.benchmark.autocast_error import cpu_bf16_error
 from mmcoop.engine.cli import SpacedDictAction, positive_int
 
@@ -45,9 +45,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     res = cpu_bf16_error(
         cfg, args.num_images, args.batch_size, iters=args.iters)
     print(json.dumps(res, indent=1))

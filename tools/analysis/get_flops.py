@@ -32,9 +32,8 @@ except ImportError:  # run from a clone without `pip install -e .`
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 
-from mmcoop.apis import init_model  # noqa: E402
+from mmcoop.apis import init_model, load_config  # noqa: E402
 from mmcoop.benchmark.flops import count_flops  # noqa: E402
 from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
 
@@ -95,9 +94,7 @@ def format_report(cfg_name: str, result: dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.model.backbone.pretrained = None
     if cfg.model.head.get('text_encoder'):
         cfg.model.head.text_encoder.pretrained = None
