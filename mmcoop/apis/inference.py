@@ -51,10 +51,10 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.datasets.feature_cache import restore_image_model
-from mmcoop.engine.checkpoint_fit import CHECKS, check_checkpoint_fits
+from mmcoop.engine.checkpoint_fit import (CHECKS, check_checkpoint_fits,
+                                          load_checkpoint_weights)
 from mmcoop.engine.cli import merge_cfg_options
 from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
@@ -187,8 +187,12 @@ def init_model(config: ConfigType,
         for problem in check_checkpoint_fits(model, ckpt, str(checkpoint),
                                              checks):
             warnings.warn(problem)
-        _load_checkpoint_to_model(
-            model, ckpt, strict=False, logger=MMLogger.get_current_instance())
+        load_checkpoint_weights(
+            model,
+            ckpt,
+            str(checkpoint),
+            strict=False,
+            logger=MMLogger.get_current_instance())
         meta = ckpt.get('meta') or {}
         dataset_meta = dict(meta.get('dataset_meta') or {})
         # per-class thresholds calibrated on a validation split (clean

@@ -31,11 +31,13 @@ the message. Each check can be switched off on explicit request only
 """
 import os.path as osp
 import re
+from collections import OrderedDict
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.model import is_model_wrapper
+from mmengine.runner import load_state_dict
 
 from mmcoop.datasets.utils import describe_class_difference, same_class_names
 from mmcoop.utils.checkpoint import (CheckpointMismatchError,
@@ -43,7 +45,7 @@ from mmcoop.utils.checkpoint import (CheckpointMismatchError,
 
 __all__ = [
     'CHECKS', 'resolve_checks', 'check_checkpoint_fits',
-    'checkpoint_classes', 'revised_state_dict'
+    'checkpoint_classes', 'revised_state_dict', 'load_checkpoint_weights'
 ]
 
 #: the checks of the policy, all on by default.
@@ -74,18 +76,40 @@ def revised_state_dict(checkpoint: dict,
                        filename: str,
                        revise_keys: Sequence[Tuple[str, str]] = (
                            (r'^module\.', ''), )) -> dict:
-    """The checkpoint's ``state_dict`` with ``revise_keys`` applied."""
+    """The checkpoint's ``state_dict`` with ``revise_keys`` applied (and
+    its ``_metadata``, the module versions ``nn.Module.state_dict``
+    records, kept)."""
     state_dict = checkpoint.get('state_dict', checkpoint)
     if not isinstance(state_dict, dict):
         raise CheckpointReadError(
             f'{filename!r}: `state_dict` is a {type(state_dict).__name__}, '
             'not a dict of tensors.')
-    revised = {}
+    revised = OrderedDict()
     for key, value in state_dict.items():
         for pattern, repl in revise_keys:
             key = re.sub(pattern, repl, key)
         revised[key] = value
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        revised._metadata = metadata
     return revised
+
+
+def load_checkpoint_weights(model: nn.Module,
+                            checkpoint: dict,
+                            filename: str,
+                            strict: bool = False,
+                            logger=None,
+                            revise_keys: Sequence[Tuple[str, str]] = (
+                                (r'^module\.', ''), )) -> dict:
+    """Load a checkpoint already read (and checked by
+    :func:`check_checkpoint_fits`) into ``model`` with MMEngine's public
+    ``load_state_dict`` (which reports missing and unexpected keys);
+    returns ``checkpoint``. The runner's ``load_checkpoint`` and
+    ``init_model`` load through it."""
+    load_state_dict(model, revised_state_dict(checkpoint, filename,
+                                              revise_keys), strict, logger)
+    return checkpoint
 
 
 def checkpoint_classes(checkpoint: dict) -> Optional[List[str]]:

@@ -85,6 +85,17 @@ def _bracket_problem(val: str) -> Optional[str]:
     return None
 
 
+def _scalar(val: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(val)
+        except ValueError:
+            pass
+    if val.lower() in ('true', 'false'):
+        return val.lower() == 'true'
+    return None if val == 'None' else val
+
+
 class SpacedDictAction(DictAction):
     """MMEngine's ``DictAction`` that keeps spaces inside values.
 
@@ -97,7 +108,10 @@ class SpacedDictAction(DictAction):
     """
 
     @staticmethod
-    def _parse_iterable(val: str) -> Any:
+    def parse_value(val: str) -> Any:
+        """The value of ``KEY=VALUE``: brackets and top-level commas make
+        lists (tuples with ``()``), nested as written; a scalar is an int,
+        a float, ``true``/``false`` (any case), ``None`` or the string."""
 
         def next_comma(string):
             depth = 0
@@ -117,11 +131,11 @@ class SpacedDictAction(DictAction):
         elif val.startswith('[') and val.endswith(']'):
             val = val[1:-1]
         elif next_comma(val) == len(val):  # no top-level comma
-            return DictAction._parse_int_float_bool(val)
+            return _scalar(val)
         values = []
         while val.strip():
             idx = next_comma(val)
-            values.append(SpacedDictAction._parse_iterable(val[:idx]))
+            values.append(SpacedDictAction.parse_value(val[:idx]))
             val = val[idx + 1:]
         return tuple(values) if is_tuple else values
 
@@ -149,7 +163,7 @@ class SpacedDictAction(DictAction):
                 parser.error(
                     f'{option_string} {kv!r}: {problem}. Fix: close every '
                     '"[" and "(" of the value, e.g. key="[1,2]".')
-            options[key.strip()] = self._parse_iterable(val)
+            options[key.strip()] = self.parse_value(val)
         setattr(namespace, self.dest, options)
 
 

@@ -12,10 +12,10 @@ from mmengine.config import Config, ConfigDict
 from mmengine.dist import master_only
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
-from mmcoop.engine.checkpoint_fit import check_checkpoint_fits
+from mmcoop.engine.checkpoint_fit import (check_checkpoint_fits,
+                                          load_checkpoint_weights)
 from mmcoop.engine.config_checks import (check_clip_towers,
                                          check_load_from,
                                          check_unknown_keys,
@@ -531,8 +531,8 @@ class MMCoopRunner(Runner):
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(
             self.model) else self.model
-        checkpoint = _load_checkpoint_to_model(
-            model, checkpoint, strict, revise_keys=revise_keys)
+        checkpoint = load_checkpoint_weights(
+            model, checkpoint, filename, strict, revise_keys=revise_keys)
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint

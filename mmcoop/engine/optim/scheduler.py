@@ -4,9 +4,9 @@
 import numbers
 from typing import List, Optional, Union
 
-from mmengine.optim import BaseOptimWrapper
+from mmengine.optim import BaseOptimWrapper, _ParamScheduler
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
-from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
+from mmengine.optim.scheduler.param_scheduler import INF
 from torch.optim import Optimizer
 
 from mmcoop.registry import PARAM_SCHEDULERS
