@@ -331,7 +331,7 @@ class MMCoopRunner(Runner):
                                                              FiniteCheckHook),
                                ('class_check', ClassCheckHook)):
             if opts[key] and not any(
-                    isinstance(h, hook_type) for h in self._hooks):
+                    isinstance(h, hook_type) for h in self.hooks):
                 self.register_hook(hook_type())
 
     # ------------------------------------------------------------------

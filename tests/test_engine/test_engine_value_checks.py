@@ -159,7 +159,7 @@ def _register(mmcoop_hooks='unset'):
     cfg = {} if mmcoop_hooks == 'unset' else dict(mmcoop_hooks=mmcoop_hooks)
     hooks = []
     fake = SimpleNamespace(
-        cfg=Config(cfg), _hooks=hooks, register_hook=hooks.append)
+        cfg=Config(cfg), hooks=hooks, register_hook=hooks.append)
     MMCoopRunner._register_mmcoop_hooks(fake)
     return {type(h) for h in hooks}
 
