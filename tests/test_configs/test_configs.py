@@ -125,12 +125,13 @@ def test_bases_are_vendored_and_relative():
             assert osp.isfile(osp.normpath(osp.join(osp.dirname(path),
                                                     base))), (path, base)
     # parents x 4 bases, children, demos, dataset bases inheriting COCO's
-    # (4 + the zero-shot split); configs/clip_families: 18 families x 6
-    # configs x 2 bases (method config, family), 19 x 2 zero-shot x 1;
-    # configs/zero_shot: COCO 2 x 4 (model, zero-shot data, schedule,
-    # runtime), NUS-WIDE 4; the COCO and VOC bases: the shared pipelines
-    assert num_bases == (8 * 4 + 64 + 2 + 5 + 18 * 6 * 2 + 19 * 2 + 2 * 4 + 4
-                         + 2)
+    # (VOC, NUS-WIDE, Open Images, CSV, JSON + the zero-shot split);
+    # configs/clip_families: 18 families x 6 configs x 2 bases (method
+    # config, family), 19 x 2 zero-shot x 1; configs/zero_shot: COCO 2 x 4
+    # (model, zero-shot data, schedule, runtime), NUS-WIDE 4; the COCO base:
+    # the shared pipelines; the 4 model bases: the shared frozen CLIP model
+    assert num_bases == (8 * 4 + 64 + 2 + 6 + 18 * 6 * 2 + 19 * 2 + 2 * 4 + 4
+                         + 1 + 4)
 
 
 def test_default_runtime():
