@@ -91,15 +91,18 @@ class ClassCheckHook(Hook):
 
     def before_train(self, runner) -> None:
         self._check(runner, 'train', runner.train_dataloader)
-        val_loop = getattr(runner, '_val_loop', None)
-        loader = getattr(val_loop, 'dataloader', None)
+        # built by Runner.train() before this hook runs (or None)
+        loader = getattr(runner.val_loop, 'dataloader', None)
         if loader is not None:
             self._check(runner, 'val', loader)
+        self._val_checked = True
 
     def before_val(self, runner) -> None:
-        if getattr(runner, '_train_loop', None) is None or isinstance(
-                runner._train_loop, dict):
+        # once: before_train checked it in a training run; runner.val()
+        # alone checks it here
+        if not getattr(self, '_val_checked', False):
             self._check(runner, 'val', runner.val_dataloader)
+            self._val_checked = True
 
     def before_test(self, runner) -> None:
         self._check(runner, 'test', runner.test_dataloader)
