@@ -337,6 +337,12 @@ class MMCoopRunner(Runner):
     # ------------------------------------------------------------------
     # resume
     # ------------------------------------------------------------------
+    @property
+    def resuming(self) -> bool:
+        """True while :meth:`resume` loads a checkpoint (read by the hooks'
+        ``after_load_checkpoint``: a resume, not a ``load_from``)."""
+        return self._resuming
+
     def resume(self, filename: str, *args, **kwargs) -> None:
         self._resuming = True
         try:

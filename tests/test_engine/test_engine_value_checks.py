@@ -175,6 +175,19 @@ def test_mmcoop_hooks_defaults_and_switches():
         dict(rng_state=False, finite_check=False, class_check=False)) == set()
 
 
+def test_hooks_tell_a_resume_from_a_load_through_public_state():
+    from mmcoop.engine.hooks.rng_state_hook import is_resuming
+    # MMCoopRunner: its `resuming` property (True inside resume())
+    assert is_resuming(SimpleNamespace(resuming=True, cfg=Config()))
+    assert not is_resuming(
+        SimpleNamespace(resuming=False, cfg=Config(dict(resume=True))))
+    # another runner: its config's `resume`
+    assert is_resuming(SimpleNamespace(cfg=Config(dict(resume=True))))
+    assert not is_resuming(SimpleNamespace(cfg=Config(dict(load_from='x'))))
+    assert MMCoopRunner.resuming.fget(
+        SimpleNamespace(_resuming=True)) is True
+
+
 @pytest.mark.parametrize('key,flag', [('finite_check', 'False'),
                                       ('rng_state', 0), ('class_check', None)])
 def test_mmcoop_hooks_values_must_be_bools(key, flag):

@@ -7,6 +7,7 @@ from typing import List, Optional
 from mmengine.hooks import Hook
 
 from mmcoop.registry import HOOKS
+from .rng_state_hook import is_resuming
 
 __all__ = ['ProtocolCheckHook', 'protocol_differences']
 
@@ -67,9 +68,9 @@ class ProtocolCheckHook(Hook):
         differ = protocol_differences(stored, now)
         if not differ:
             return
-        source = getattr(runner, '_load_from', None) or \
+        source = runner.cfg.get('load_from', None) or \
             f'the last checkpoint of {runner.work_dir}'
-        if getattr(runner, '_resuming', False):
+        if is_resuming(runner):
             raise ValueError(
                 f'{source}: trained under protocol {dict(stored)!r}, resumed '
                 f'with protocol {dict(now)!r} ({"; ".join(differ)}); the best '

@@ -43,10 +43,13 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(cuda[i].cpu(), i)
 
 
-def _is_resuming(runner) -> bool:
-    resuming = getattr(runner, '_resuming', None)
+def is_resuming(runner) -> bool:
+    """Whether the checkpoint being loaded is resumed (``MMCoopRunner.
+    resuming``; for another runner, its config's ``resume``: MMEngine's
+    runner loads ``load_from`` only when it does not resume)."""
+    resuming = getattr(runner, 'resuming', None)
     if resuming is None:  # a plain mmengine Runner
-        resuming = bool(getattr(runner, '_resume', False))
+        resuming = runner.cfg.get('resume', False)
     return bool(resuming)
 
 
@@ -84,7 +87,7 @@ class RNGStateHook(Hook):
         checkpoint[RNG_STATE_KEY] = get_rng_state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not _is_resuming(runner):
+        if not is_resuming(runner):
             return
         state: Optional[dict] = checkpoint.get(RNG_STATE_KEY)
         if state is None:
