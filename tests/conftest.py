@@ -68,6 +68,19 @@ def load_tool():
 
 
 @pytest.fixture(scope='session')
+def shipped_configs():
+    """Every shipped config (``configs/**/*.py`` but ``_base_``), loaded
+    once: ``{path: Config}``. Copy one before changing it."""
+    import glob
+
+    from mmengine.config import Config
+    paths = sorted(
+        p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+                             recursive=True) if '_base_' not in p)
+    return {path: Config.fromfile(path) for path in paths}
+
+
+@pytest.fixture(scope='session')
 def toy_runner():
     """``toy_runner(work_dir, max_epochs, shuffle=False, momentum=0.,
     **runner_kwargs)``: see :func:`_common.toy_runner`."""

@@ -55,6 +55,7 @@ from mmengine.registry import DefaultScope
 from mmcoop.datasets.feature_cache import restore_image_model
 from mmcoop.engine.checkpoint_fit import (CHECKS, check_checkpoint_fits,
                                           load_checkpoint_weights)
+from mmcoop.engine.config_checks import check_nested_keys
 from mmcoop.engine.cli import merge_cfg_options
 from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
@@ -141,6 +142,11 @@ def init_model(config: ConfigType,
             request only) turns these into warnings and loads what fits.
             Keys the model does not have are always a warning.
 
+    A key below ``model`` that the constructor of its ``type`` does not
+    take (a typo such as ``model.head.n_ctxx``) is named with its path
+    before anything is built
+    (:func:`mmcoop.engine.config_checks.check_nested_keys`).
+
     If the config sets ``randomness.seed`` (mmcoop's ``default_runtime.py``
     sets 0), the model is built right after ``torch.manual_seed(seed)``, as
     the training Runner does. Frozen towers with ``pretrained=None`` (tests,
@@ -158,6 +164,8 @@ def init_model(config: ConfigType,
     if 'model' not in cfg:
         raise KeyError('The config has no `model` field.')
     restore_image_model(cfg)
+    # a misspelt key is named with its path, before anything is built
+    check_nested_keys(cfg, datasets=False)
     # a missing file, or a folder given for it, is named before the build
     local = fetch_checkpoint(checkpoint) if checkpoint is not None else None
     _register_modules()

@@ -22,16 +22,24 @@ built or written.
 """
 import ast
 import difflib
+import functools
 import inspect
 import os.path as osp
+import textwrap
 import warnings
-from typing import Any, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+from mmengine.utils import ManagerMixin
+from torch import nn
 
 from mmcoop.datasets.utils import check_outside_dataset
+from mmcoop.utils.config_types import registered_class
 
 __all__ = [
-    'RUNNER_KEYS', 'MMCOOP_KEYS', 'UnknownConfigKeyError',
-    'check_unknown_keys', 'unread_keys_the_user_set', 'dataset_dirs',
+    'RUNNER_KEYS', 'MMCOOP_KEYS', 'BUILDER_KEYS', 'UnknownConfigKeyError',
+    'check_unknown_keys', 'constructor_keywords', 'check_constructor_keys',
+    'check_nested_keys', 'DATALOADERS', 'unread_keys_the_user_set',
+    'dataset_dirs',
     'check_load_from', 'check_work_dir_is_a_folder',
     'check_work_dir_outside_datasets',
     'UnseenClassHeadError',
@@ -59,8 +67,22 @@ MMCOOP_KEYS = frozenset({
 })
 
 
+#: keys of a registry config that MMEngine's builder reads itself
+#: (``build_from_cfg``), not the constructor of its type.
+BUILDER_KEYS = frozenset({'type', '_scope_'})
+
+
 class UnknownConfigKeyError(ValueError):
-    """A config has top-level keys that nothing reads (strict mode)."""
+    """A config has top-level keys that nothing reads (strict mode), or a
+    key that the constructor of its ``type`` refuses."""
+
+
+def _did_you_mean(key: str, known: Iterable[str], n: int = 1) -> str:
+    """`` (did you mean 'a' or 'b'?)`` with the ``n`` names of ``known``
+    closest to ``key``; ``''`` if none is close."""
+    close = difflib.get_close_matches(key, sorted(known), n=n)
+    return f' (did you mean {" or ".join(map(repr, close))}?)' if close \
+        else ''
 
 
 def _contains(tree: Any, value: Any) -> bool:
@@ -161,11 +183,7 @@ def check_unknown_keys(cfg, known: Iterable[str] = (),
         unknown = unread_keys_the_user_set(cfg, unknown, known)
     if not unknown:
         return []
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, sorted(known), n=1)
-        hints.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)'
-                                   if close else ''))
+    hints = [f'{key!r}{_did_you_mean(key, known)}' for key in unknown]
     where = f' of {cfg.filename}' if getattr(cfg, 'filename', None) else ''
     msg = (f'Top-level config key(s){where} that nothing reads: '
            f'{", ".join(hints)}. A misspelt key silently keeps the inherited '
@@ -179,6 +197,214 @@ def check_unknown_keys(cfg, known: Iterable[str] = (),
     warnings.warn(msg + ' Set strict_config=True (--strict-config) to '
                   'make this an error.')
     return unknown
+
+
+#: methods of a ``**kwargs`` dict that remove no key.
+_KEEPING_METHODS = frozenset(
+    {'get', 'setdefault', 'update', 'copy', 'keys', 'items', 'values'})
+
+
+def _is_super_init(call: ast.AST) -> bool:
+    """Whether ``call`` is ``super().__init__(...)`` (or with arguments to
+    ``super``)."""
+    func = getattr(call, 'func', None)
+    return (isinstance(call, ast.Call) and isinstance(func, ast.Attribute)
+            and func.attr == '__init__'
+            and isinstance(func.value, ast.Call)
+            and getattr(func.value.func, 'id', None) == 'super')
+
+
+def _passes_kwargs_on(init, name: str) -> Optional[bool]:
+    """Whether the ``__init__`` ``init`` passes every key of its ``**name``
+    on to ``super().__init__``, read from its source: True if it does so
+    and removes none on the way (its other uses read, set or copy keys:
+    ``name.get(k)``, ``name[k] = v``, ``f(**name)``, ``k in name``), False
+    if it never does (it keeps or ignores them), None otherwise (a key may
+    be removed: ``name.pop(k)``, ``del name[k]``, ``name`` rebound or
+    handed to a function; or no source)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    parents = {
+        child: node
+        for node in ast.walk(tree) for child in ast.iter_child_nodes(node)
+    }
+    passed = False
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Name) and node.id == name):
+            continue
+        up = parents[node]
+        if isinstance(up, ast.keyword) and up.arg is None:
+            passed = passed or _is_super_init(parents[up])
+        elif not (isinstance(node.ctx, ast.Load) and (
+                (isinstance(up, ast.Subscript)
+                 and not isinstance(up.ctx, ast.Del))
+                or (isinstance(up, ast.Attribute)
+                    and up.attr in _KEEPING_METHODS)
+                or (isinstance(up, ast.Compare) and node in up.comparators))):
+            return None
+    return passed
+
+
+@functools.lru_cache(maxsize=None)
+def constructor_keywords(cls: type) -> Optional[Tuple[frozenset, bool]]:
+    """``(names, certain)``: the keys that building ``cls`` from a config
+    accepts (its keyword arguments), and whether any other key certainly
+    fails; None where that cannot be told.
+
+    The names are those of the ``__init__`` of ``cls`` and, while it takes
+    ``**kwargs``, of the ``__init__`` of its bases in MRO order, up to the
+    first without ``**kwargs``. Another key then fails with ``unexpected
+    keyword argument``: ``certain`` if every ``**kwargs`` on the way passes
+    all its keys to ``super().__init__`` (read from the source,
+    :func:`_passes_kwargs_on`), else probably (one may remove a key from
+    ``kwargs`` itself). None for an ``__init__`` that keeps its
+    ``**kwargs``, for ``object`` / ``nn.Module`` reached with ``**kwargs``
+    everywhere, and for a signature that cannot be read. A class without
+    an ``__init__`` (nor ``__new__``) of its own takes no key; a
+    ``ManagerMixin`` also takes ``name`` (MMEngine builds it with
+    ``get_instance``).
+    """
+    names, certain = set(), True
+    if issubclass(cls, ManagerMixin):
+        names.add('name')
+    if cls.__init__ is object.__init__ and cls.__new__ is object.__new__:
+        return frozenset(names), True  # takes no arguments
+    for klass in cls.__mro__:
+        init = vars(klass).get('__init__')
+        if init is None:
+            continue
+        if klass in (object, nn.Module):
+            return None
+        try:
+            params = list(inspect.signature(init).parameters.values())[1:]
+        except (TypeError, ValueError):
+            return None
+        names.update(p.name for p in params
+                     if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        kwargs = [p.name for p in params if p.kind is p.VAR_KEYWORD]
+        if not kwargs:
+            return frozenset(names), certain
+        passed = _passes_kwargs_on(init, kwargs[0])
+        if passed is False:
+            return None
+        certain = certain and passed is True
+    return None
+
+
+def _unknown_key_message(path: str, cls: type, unknown: List[str],
+                         names: Iterable[str], certain: bool,
+                         filename: Optional[str]) -> str:
+    """The message of :func:`check_constructor_keys` for the keys
+    ``unknown`` of the config dict at ``path`` (type ``cls``)."""
+    keys = ', '.join(f'`{path}.{key}`{_did_you_mean(key, names, n=3)}'
+                     for key in unknown)
+    many = len(unknown) > 1
+    it = 'them' if many else 'it'
+    where = f' in {filename}' if filename else ''
+    kind = f'`{path}` is a {cls.__name__} ({cls.__module__})'
+    why = (f'{kind}, which takes no such argument: building it would fail '
+           'with "unexpected keyword argument"' if certain else
+           f'{kind}, and neither it nor the bases it passes **kwargs to '
+           f'take such an argument: unless it reads {it} from **kwargs '
+           f'itself, building it fails or ignores {it}')
+    return (f'{"Probably u" if not certain else "U"}nknown config '
+            f'key{"s" if many else ""} {keys}{where}: {why}. Fix: rename '
+            f'{it}, or remove {it} (in the config file or --cfg-options). '
+            f'{cls.__name__} takes: {", ".join(sorted(names)) or "nothing"}.')
+
+
+def check_constructor_keys(tree: Any,
+                           path: str,
+                           registry,
+                           filename: Optional[str] = None,
+                           subtrees: Optional[Dict[str, Any]] = None,
+                           scope: str = 'mmcoop') -> List[str]:
+    """Name the keys of the config subtree ``tree`` (at ``path``, e.g.
+    ``'model'``) that the constructor of their ``type`` does not take,
+    such as ``model.head.n_ctxx``, without building anything.
+
+    Every dict below ``tree`` whose ``type`` names a class of ``registry``
+    (:func:`~mmcoop.utils.config_types.registered_class`: in its
+    ``_scope_``, else ``scope``; a class given as ``type`` is itself) is
+    compared with the keys that class accepts
+    (:func:`constructor_keywords`), apart from the builder's own
+    :data:`BUILDER_KEYS`. The values of a key in ``subtrees`` are built by
+    the registry it maps to (``{'pipeline': TRANSFORMS}`` below a dataset).
+
+    Not judged: other types (unregistered: building names them; builder
+    functions), classes whose keys cannot be told, and ``*_cfg``
+    subtrees, which other builders read (``init_cfg``: the initializers;
+    mmcv's layer builders take keys of their own, such as ``norm_cfg``'s
+    ``requires_grad``; ``train_cfg``'s batch augments).
+
+    Returns:
+        list[str]: the paths of the dicts judged.
+
+    Raises:
+        UnknownConfigKeyError: a key that building certainly refuses,
+            naming its path, the class, the config file (``filename``),
+            the close names and the fix.
+
+    A key that building probably refuses (a ``**kwargs`` on the way may
+    remove keys itself) gets a warning with the same content.
+    """
+    if isinstance(tree, (list, tuple)):
+        return [
+            judged for i, item in enumerate(tree)
+            for judged in check_constructor_keys(
+                item, f'{path}[{i}]', registry, filename, subtrees, scope)
+        ]
+    if not isinstance(tree, dict):
+        return []
+    scope = tree.get('_scope_') or scope
+    cls = registered_class(registry, tree, scope)
+    accepted = constructor_keywords(cls) if cls else None
+    judged = []
+    if accepted is not None:
+        judged.append(path)
+        names, certain = accepted
+        unknown = [k for k in tree if k not in names and k not in BUILDER_KEYS]
+        if unknown:
+            msg = _unknown_key_message(path, cls, unknown, names, certain,
+                                       filename)
+            if certain:
+                raise UnknownConfigKeyError(msg)
+            warnings.warn(msg)
+    for key, value in tree.items():
+        if not (isinstance(key, str) and key.endswith(('_cfg', '_cfgs'))):
+            judged += check_constructor_keys(
+                value, f'{path}.{key}', (subtrees or {}).get(key, registry),
+                filename, subtrees, scope)
+    return judged
+
+
+#: the dataloaders whose ``dataset`` :func:`check_nested_keys` checks.
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def check_nested_keys(cfg, datasets: bool = True) -> List[str]:
+    """:func:`check_constructor_keys` of the ``model`` and the top-level
+    ``data_preprocessor`` of ``cfg`` (``MODELS``) and, with ``datasets``,
+    of the :data:`DATALOADERS`' ``dataset`` (``DATASETS``, wrappers' inner
+    datasets included) and its ``pipeline`` (``TRANSFORMS``), in the
+    config's ``default_scope`` (else ``'mmcoop'``). Returns the paths of
+    the dicts judged."""
+    from mmcoop.registry import DATASETS, MODELS, TRANSFORMS
+    filename = getattr(cfg, 'filename', None)
+    scope = cfg.get('default_scope', None) or 'mmcoop'
+    judged = []
+    for field in ('model', 'data_preprocessor'):
+        judged += check_constructor_keys(
+            cfg.get(field, None), field, MODELS, filename, scope=scope)
+    for field in DATALOADERS if datasets else ():
+        loader = cfg.get(field, None)
+        if isinstance(loader, dict):
+            judged += check_constructor_keys(
+                loader.get('dataset', None), f'{field}.dataset', DATASETS,
+                filename, {'pipeline': TRANSFORMS}, scope)
+    return judged
 
 
 def _join(root: Optional[str], path: Any) -> Optional[str]:
@@ -317,15 +543,9 @@ def check_unseen_class_head(cfg) -> None:
     head = (cfg.get('model', None) or {}).get('head', None)
     if not hidden or not isinstance(head, dict) or 'type' not in head:
         return
-    head_type = head['type']
-    if isinstance(head_type, str):
-        from mmengine.registry import DefaultScope
-
-        from mmcoop.registry import MODELS
-        with DefaultScope.overwrite_default_scope('mmcoop'):
-            head_type = MODELS.get(head_type)
-        if head_type is None:  # building the model names the unknown type
-            return
+    head_type = _model_class(head)
+    if head_type is None:  # building the model names the unknown type
+        return
     name = getattr(head_type, '__name__', str(head_type))
     answer = getattr(head_type, 'unseen_class_obstacles', None)
     obstacles = answer(dict(head)) if callable(answer) else [
@@ -347,14 +567,8 @@ def check_unseen_class_head(cfg) -> None:
 def _model_class(cfg) -> Optional[type]:
     """The class a model config's ``type`` names in mmcoop's scope (None
     for a missing or unknown type: building the model names it)."""
-    t = cfg.get('type') if isinstance(cfg, dict) else None
-    if isinstance(t, str):
-        from mmengine.registry import DefaultScope
-
-        from mmcoop.registry import MODELS
-        with DefaultScope.overwrite_default_scope('mmcoop'):
-            t = MODELS.get(t)
-    return t if isinstance(t, type) else None
+    from mmcoop.registry import MODELS
+    return registered_class(MODELS, cfg)
 
 
 def _arg(cls: type, cfg: dict, field: str) -> Any:

@@ -18,6 +18,7 @@ from mmcoop.engine.checkpoint_fit import (check_checkpoint_fits,
                                           load_checkpoint_weights)
 from mmcoop.engine.config_checks import (check_clip_towers,
                                          check_load_from,
+                                         check_nested_keys,
                                          check_unknown_keys,
                                          check_unseen_class_head,
                                          check_work_dir_is_a_folder,
@@ -191,6 +192,11 @@ class MMCoopRunner(Runner):
         * top-level keys nothing reads: a warning naming them, an error with
           ``strict_config=True``
           (:func:`mmcoop.engine.config_checks.check_unknown_keys`);
+        * keys below ``model``, ``data_preprocessor`` and the dataloaders'
+          ``dataset`` (pipelines included) that the constructor of their
+          ``type`` does not take (``model.head.n_ctxx``): an error naming
+          the path, the class and the close names, before anything is
+          built (:func:`mmcoop.engine.config_checks.check_nested_keys`);
         * classes hidden in training (``PartialLabelDataset(
           unseen_classes=...)``) with a head that cannot score unseen
           classes: an error naming the head fields to change; an
@@ -211,6 +217,7 @@ class MMCoopRunner(Runner):
         if not isinstance(cfg, Config):
             cfg = Config(dict(cfg))
         check_unknown_keys(cfg)
+        check_nested_keys(cfg)
         check_unseen_class_head(cfg)
         check_clip_towers(cfg)
         check_load_from(cfg)

@@ -68,45 +68,30 @@ def test_unknown_top_level_key_warns_or_stops(setup, tmp_path):
     assert not work.exists()
 
 
-def test_shipped_configs_have_no_unknown_keys():
+def test_shipped_configs_have_no_unknown_keys(shipped_configs):
     """Helper variables (data_root, pipelines, ...) used by read keys do not
     count as unknown: no shipped config warns."""
-    import glob
-
-    from _helpers import ROOT
+    import copy
 
     from mmcoop.engine.config_checks import check_unknown_keys
-    paths = [
-        p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                             recursive=True) if '_base_' not in p
-    ]
-    assert len(paths) > 50
-    for path in paths:
-        cfg = Config.fromfile(path)
+    assert len(shipped_configs) > 50
+    for path, cfg in shipped_configs.items():
+        cfg = copy.deepcopy(cfg)
         cfg.strict_config = True
         # the bases' own helper variables too
         assert check_unknown_keys(cfg, inherited=True) == [], path
 
 
-def test_shipped_configs_pair_one_clip():
+def test_shipped_configs_pair_one_clip(shipped_configs):
     """Every shipped config's image and text towers are one CLIP, and its
     Baseline width is the backbone's (``check_clip_towers`` passes)."""
-    import glob
-
-    from _helpers import ROOT
-
-    from mmcoop.engine.config_checks import check_clip_towers
-    paths = [
-        p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                             recursive=True) if '_base_' not in p
-    ]
     import open_clip
 
+    from mmcoop.engine.config_checks import check_clip_towers
     from mmcoop.models.backbones import register_mmcoop_clip_configs
     register_mmcoop_clip_configs()
     heads = set()
-    for path in paths:
-        cfg = Config.fromfile(path)
+    for path, cfg in shipped_configs.items():
         check_clip_towers(cfg)
         # the check returns early without a FrozenCLIP backbone: every
         # shipped config has one, so none passed unchecked
@@ -126,6 +111,132 @@ def test_shipped_configs_pair_one_clip():
                 assert text.get(field) == backbone.get(field), (path, field)
     assert heads == {'BaselineHead', 'PositiveCoOpHead', 'NegativeCoOpHead',
                      'DualCoOpHead', 'ZeroShotHead'}
+
+
+def test_shipped_configs_take_every_nested_key(shipped_configs):
+    """No shipped config has a key that the constructor of its type does
+    not take (``check_nested_keys``: no error, no warning), and the check
+    judged its model, text tower, loss, datasets and transforms."""
+    import warnings
+
+    from mmcoop.engine.config_checks import check_nested_keys
+    for path, cfg in shipped_configs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            judged = set(check_nested_keys(cfg))
+        assert {'model', 'model.backbone', 'model.head',
+                'model.head.loss'} <= judged, path
+        assert ('model.head.text_encoder' in judged) == (
+            cfg.model.head.type != 'BaselineHead'), path
+        for loader in ('train_dataloader', 'val_dataloader',
+                       'test_dataloader'):
+            dataset = f'{loader}.dataset'
+            assert dataset in judged, (path, dataset)
+            assert any(p.startswith(dataset) and '.pipeline[' in p
+                       for p in judged), (path, loader)
+
+
+@pytest.mark.parametrize('option,cls,close', [
+    ('model.head.n_ctxx=2', 'PositiveCoOpHead', "'n_ctx'"),
+    ('model.backbone.pretraind=x.pt', 'FrozenCLIP', "'pretrained'"),
+    ('model.head.loss.gama_neg=3', 'PartialAsymmetricLoss', "'gamma_neg'"),
+    ('model.data_preprocessor.mena=0', 'CLIPDataPreprocessor', "'mean'"),
+    ('train_dataloader.dataset.dataset.data_rot=x', 'COCO2014MultiLabel',
+     "'data_root'"),
+    ('val_dataloader.dataset.pipeline.1.scal=32', 'Resize', "'scale'"),
+])
+def test_misspelt_nested_key_is_named_before_anything_is_built(
+        setup, tmp_path, option, cls, close):
+    """A key that the constructor of its type does not take stops
+    tools/train.py (``--cfg-options``), ``MMCoopRunner.from_cfg`` and, for
+    the model, ``init_model``, naming its path, the class, the close names
+    and the fix, before anything is built or written. Before: the
+    constructor's bare ``TypeError: ... unexpected keyword argument``."""
+    from mmcoop.apis import init_model
+    from mmcoop.engine import MMCoopRunner
+    from mmcoop.engine.config_checks import UnknownConfigKeyError
+    key, value = option.split('=')
+    path = key.replace('.1.', '[1].')
+
+    def named(err, filename):
+        msg = str(err.value)
+        assert f'Unknown config key `{path}` (did you mean {close}' in msg
+        assert f'in {filename}' in msg and f'is a {cls} (' in msg
+        assert 'Fix: rename it, or remove it' in msg
+
+    work = tmp_path / 'work'
+    with pytest.raises(UnknownConfigKeyError) as err:
+        load_tool('tools/train.py').main([
+            _write(setup, tmp_path), '--work-dir', str(work),
+            '--cfg-options', option])
+    named(err, str(tmp_path / 'c.py'))
+    assert not work.exists()
+    cfg = _cfg(setup, tmp_path, 'r.py')
+    cfg.merge_from_dict({key: value})
+    with pytest.raises(UnknownConfigKeyError) as err:
+        MMCoopRunner.from_cfg(cfg)
+    named(err, cfg.filename)
+    assert not (tmp_path / 'work').exists()
+    if key.startswith('model.'):
+        with pytest.raises(UnknownConfigKeyError) as err:
+            init_model(cfg)
+        named(err, cfg.filename)
+
+
+def test_nested_key_a_constructor_may_remove_warns(setup, tmp_path):
+    """A ``**kwargs`` on the way that may remove keys itself makes an
+    unknown key only probable: a warning with path, class and close names,
+    no error. Keys that cannot be judged pass silently: a constructor that
+    keeps its ``**kwargs``, ``**kwargs`` up to ``nn.Module``, an
+    unregistered type, ``*_cfg`` subtrees (initializers; mmcv's norm
+    layer builder takes ``requires_grad`` itself) and ``_scope_``."""
+    import warnings
+
+    from torch import nn
+
+    from mmcoop.engine.config_checks import check_nested_keys
+    from mmcoop.models.losses import PartialAsymmetricLoss
+
+    class PopsAKey(PartialAsymmetricLoss):
+
+        def __init__(self, **kwargs):
+            self.note = kwargs.pop('note', None)
+            super().__init__(**kwargs)
+
+    class KeepsKwargs(nn.Module):
+
+        def __init__(self, **kwargs):
+            super().__init__()
+            self.options = kwargs
+
+    class ToModule(nn.Module):
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+
+    cfg = _cfg(setup, tmp_path)
+    cfg.model.head.loss = dict(type=PopsAKey, note='n', gama_neg=3)
+    with pytest.warns(UserWarning) as record:
+        judged = check_nested_keys(cfg)
+    msg = ' '.join(str(w.message) for w in record)
+    assert "Probably unknown config keys `model.head.loss.note`, " \
+        "`model.head.loss.gama_neg` (did you mean 'gamma_neg'" in msg
+    assert 'is a PopsAKey (' in msg and 'unless it reads them' in msg
+    assert 'model.head.loss' in judged
+    cfg.model.head.loss = dict(type=KeepsKwargs, anything=1)
+    cfg.model.head.text_encoder = dict(type=ToModule, anything=1)
+    cfg.model.backbone._scope_ = 'mmcoop'
+    cfg.model.backbone.init_cfg = dict(type='Normal', stdd=1)
+    cfg.model.neck = dict(
+        type='LinearNeck', in_channels=64, out_channels=64,
+        norm_cfg=dict(type='BN1d', requires_grad=True))
+    cfg.data_preprocessor = dict(type='NotRegistered', anything=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        judged = check_nested_keys(cfg)
+    assert 'model.neck' in judged and 'model.backbone' in judged
+    assert not {'model.head.loss', 'model.head.text_encoder',
+                'data_preprocessor'} & set(judged)
 
 
 @pytest.mark.parametrize('field,value', [

@@ -7,9 +7,9 @@ import re
 from typing import Optional
 
 from mmengine.dataset import DefaultSampler
-from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATA_SAMPLERS, DATASETS, MODELS
+from mmcoop.utils.config_types import registered_class
 from ..samplers import EpochSeededSampler
 from ..wrapper import DatasetWrapper
 from .dataset import CachedFeatureDataset
@@ -24,14 +24,11 @@ _EXAMPLE = ("feature_cache=dict(cache_root='work_dirs/feature_cache', "
 
 
 def _registered(registry, cfg):
-    """The class that the ``type`` of config ``cfg`` names (None if it is
-    not registered, or names a builder function such as ``HeldOutSplit``,
-    which returns a dataset of the inner type)."""
-    t = cfg.get('type') if isinstance(cfg, dict) else type(cfg)
-    if isinstance(t, str):
-        with DefaultScope.overwrite_default_scope('mmcoop'):
-            t = registry.get(t)
-    return t if isinstance(t, type) else None
+    """The class of config ``cfg`` (:func:`~mmcoop.utils.config_types.
+    registered_class`), or of a built object."""
+    if isinstance(cfg, dict):
+        return registered_class(registry, cfg)
+    return type(cfg)
 
 
 def _name(registry, cfg) -> str:
