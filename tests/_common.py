@@ -132,11 +132,19 @@ class ToyDataset(Dataset):
 _RUNS = itertools.count()
 
 
-def toy_runner(work_dir, max_epochs, shuffle=False, momentum=0., **kwargs):
+def toy_runner(work_dir,
+               max_epochs,
+               shuffle=False,
+               momentum=0.,
+               by_epoch=True,
+               **kwargs):
     """An ``MMCoopRunner`` training :class:`ToyModel` (identical initial
-    weights every time) with a checkpoint per epoch."""
+    weights every time) with a checkpoint per epoch; with
+    ``by_epoch=False`` an ``IterBasedTrainLoop`` of ``max_epochs``
+    iterations with a checkpoint per iteration."""
     from mmcoop.engine.runner import MMCoopRunner
     torch.manual_seed(0)
+    length = 'max_epochs' if by_epoch else 'max_iters'
     return MMCoopRunner(
         model=ToyModel(),
         work_dir=str(work_dir),
@@ -148,9 +156,10 @@ def toy_runner(work_dir, max_epochs, shuffle=False, momentum=0., **kwargs):
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(
             optimizer=dict(type='SGD', lr=0.1, momentum=momentum)),
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        train_cfg={'by_epoch': by_epoch, length: max_epochs},
         default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=1),
+            checkpoint=dict(
+                type='CheckpointHook', interval=1, by_epoch=by_epoch),
             logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0),
         default_scope='mmcoop',

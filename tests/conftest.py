@@ -83,7 +83,7 @@ def shipped_configs():
 @pytest.fixture(scope='session')
 def toy_runner():
     """``toy_runner(work_dir, max_epochs, shuffle=False, momentum=0.,
-    **runner_kwargs)``: see :func:`_common.toy_runner`."""
+    by_epoch=True, **runner_kwargs)``: see :func:`_common.toy_runner`."""
     return _common.toy_runner
 
 

@@ -11,7 +11,8 @@ import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import master_only
 from mmengine.model import is_model_wrapper
-from mmengine.runner import BaseLoop, Runner
+from mmengine.runner import (BaseLoop, EpochBasedTrainLoop,
+                             IterBasedTrainLoop, Runner)
 
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.checkpoint_fit import (check_checkpoint_fits,
@@ -29,8 +30,14 @@ from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (CheckpointReadError,
                                      remove_partial_checkpoints,
                                      safe_torch_load)
+from mmcoop.utils.value_checks import is_int
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+
+
+class ResumePastScheduleError(ValueError):
+    """The checkpoint to resume is past the end of the config's schedule
+    (``train_cfg.max_epochs`` / ``max_iters``)."""
 
 
 def config_dump_path(work_dir: str, config_file: Optional[str],
@@ -158,6 +165,13 @@ class MMCoopRunner(Runner):
       named in ``last_checkpoint``, or a newer numbered checkpoint; if that
       file is missing or unreadable it falls back, with a warning, to the
       newest readable ``epoch_*.pth`` / ``iter_*.pth`` of the work dir.
+    * **Resume at or past the end.** A resumed checkpoint at the end of the
+      schedule (epoch == ``train_cfg.max_epochs``, or iteration ==
+      ``max_iters`` of an iteration-based loop) gets a warning that the
+      run is complete and trains nothing; one past it raises
+      :class:`ResumePastScheduleError` before anything is loaded
+      (:meth:`check_resume_position`). A resume that trains nothing leaves
+      the work dir's config dump as it was (:meth:`dump_config`).
     * **Default hooks.** :class:`~mmcoop.engine.RNGStateHook` (RNG states
       in checkpoints, restored on resume),
       :class:`~mmcoop.engine.FiniteCheckHook` (stop at the first NaN/Inf)
@@ -173,6 +187,10 @@ class MMCoopRunner(Runner):
     """
 
     _resuming = False
+    #: the resumed checkpoint is at the end of the schedule
+    _resumed_complete = False
+    #: the config dump of a resuming run waits for the resume (dump_config)
+    _dump_pending = False
 
     @classmethod
     def from_cfg(cls, cfg) -> 'MMCoopRunner':
@@ -272,11 +290,20 @@ class MMCoopRunner(Runner):
             self._release_work_dir()
             raise
 
-    @master_only
     def dump_config(self) -> None:
         """MMEngine's dump of the config into the work dir, written
         atomically and never over the config file the run was started with
-        (:func:`config_dump_path`)."""
+        (:func:`config_dump_path`). A run that resumes writes it once the
+        resume is accepted (:meth:`load_or_resume`): a resume that is
+        refused or trains nothing (:meth:`check_resume_position`) keeps the
+        dump of the run that made the checkpoints."""
+        if self._resume and not self._has_loaded:
+            self._dump_pending = True
+            return
+        self._write_config_dump()
+
+    @master_only
+    def _write_config_dump(self) -> None:
         from mmcoop.utils.checkpoint import atomic_open
         path = config_dump_path(self.work_dir, self.cfg.filename,
                                 self.timestamp)
@@ -356,6 +383,60 @@ class MMCoopRunner(Runner):
             super().resume(filename, *args, **kwargs)
         finally:
             self._resuming = False
+
+    def check_resume_position(self, checkpoint: dict, filename: str) -> bool:
+        """Compare the position of the checkpoint to resume with the end of
+        the config's schedule; True when the run is complete.
+
+        * before the end: nothing to say, training goes on;
+        * at the end (epoch == ``train_cfg.max_epochs``; iteration ==
+          ``max_iters`` for an ``IterBasedTrainLoop``): a warning that the
+          run is complete and nothing is trained, with the fix for a user
+          who meant to train longer; the run ends normally (a finished run
+          resumed again, e.g. by a sweep whose test step failed, is not an
+          error);
+        * past the end (a shortened schedule, or another run's work dir):
+          :class:`ResumePastScheduleError`. The checkpoint's optimizer and
+          scheduler state belong to a longer schedule than the config's,
+          so the run would neither be the config's run nor continue the
+          checkpoint's; nothing is loaded.
+
+        Loops of other types (no such bound) are not checked.
+        """
+        loop = self.train_loop
+        meta = checkpoint.get('meta')
+        if isinstance(loop, IterBasedTrainLoop):
+            unit, key, end = 'iteration', 'max_iters', loop.max_iters
+            done = meta.get('iter') if isinstance(meta, dict) else None
+        elif isinstance(loop, EpochBasedTrainLoop):
+            unit, key, end = 'epoch', 'max_epochs', loop.max_epochs
+            done = meta.get('epoch') if isinstance(meta, dict) else None
+        else:
+            return False
+        if not is_int(done) or done < end:
+            return False
+        where = f'train_cfg.{key} = {end}' + (
+            f' of {self.cfg.filename}' if self.cfg.filename else '')
+        if done > end:
+            raise ResumePastScheduleError(
+                f'Resuming {filename}: the checkpoint is at {unit} {done}, '
+                f'past the end of the schedule ({where}): a shortened '
+                'schedule, or the work dir of another run; nothing was '
+                f'trained or loaded. Fix: to continue this run, give the '
+                f'schedule it was trained with (train_cfg.{key} of at least '
+                f'{done}, e.g. `--cfg-options train_cfg.{key}={done}` if it '
+                'ended there); for a run with the shorter schedule, use '
+                'another --work-dir; to evaluate the checkpoint, use '
+                'tools/test.py.')
+        self.logger.warning(
+            f'Resuming {filename}: the checkpoint is at {unit} {done}, the '
+            f'end of the schedule ({where}): the run is complete and '
+            f'nothing is trained. To train longer, raise train_cfg.{key} '
+            f'above {done} (e.g. `--cfg-options train_cfg.{key}='
+            f'{done + 1}`; the resumed param schedulers keep the '
+            "checkpoint's `end`, so the lr stays at its last value past "
+            'it); for a new run, use another --work-dir.')
+        return True
 
     def _report_resume_overrides(self, checkpoint: dict,
                                  filename: str) -> None:
@@ -449,7 +530,16 @@ class MMCoopRunner(Runner):
         return newer + [named] + rest
 
     def load_or_resume(self) -> None:
-        """Load or resume; auto-resume falls back past unreadable files."""
+        """Load or resume; auto-resume falls back past unreadable files.
+        The config dump of a resuming run is written here, unless the
+        resumed checkpoint is at the end of the schedule (nothing is
+        trained)."""
+        self._load_or_resume()
+        if self._dump_pending and not self._resumed_complete:
+            self._dump_pending = False
+            self._write_config_dump()
+
+    def _load_or_resume(self) -> None:
         if self._has_loaded:
             return None
         if not (self._resume and self._load_from is None):
@@ -540,7 +630,10 @@ class MMCoopRunner(Runner):
         checkpoint = self._read_checkpoint(filename, map_location)
         self.check_checkpoint_fits(checkpoint, filename, revise_keys)
         if self._resuming:
-            self._report_resume_overrides(checkpoint, filename)
+            self._resumed_complete = self.check_resume_position(
+                checkpoint, filename)
+            if not self._resumed_complete:
+                self._report_resume_overrides(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(
             self.model) else self.model
