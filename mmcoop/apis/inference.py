@@ -102,6 +102,34 @@ def _read_config(config: ConfigType) -> Config:
                     f'{type(config).__name__}.')
 
 
+def _model_config(config: ConfigType,
+                  cfg_options: Optional[dict]) -> Config:
+    """The config :func:`init_model` builds from (:func:`load_config`),
+    which must have a ``model``."""
+    cfg = load_config(config, cfg_options)
+    if 'model' not in cfg:
+        raise KeyError('The config has no `model` field.')
+    return cfg
+
+
+def config_classnames(config: ConfigType,
+                      cfg_options: Optional[dict] = None
+                      ) -> Optional[List[str]]:
+    """The class names of the model :func:`init_model` would build from
+    ``config`` and ``cfg_options``, without building it: the config's
+    ``model.head.classnames`` resolved as the head resolves them
+    (:func:`mmcoop.models.heads.resolve_classnames`); None when the head
+    gives none. Lets a tool check a class subset (``export.py --classes``)
+    before the model is built."""
+    head = _model_config(config, cfg_options).model.get('head')
+    names = head.get('classnames') if isinstance(head, dict) else None
+    if names is None:
+        return None
+    _register_modules()
+    from mmcoop.models.heads import resolve_classnames
+    return resolve_classnames(names)
+
+
 def _scope(cfg: Config) -> str:
     return cfg.get('default_scope', None) or 'mmcoop'
 
@@ -160,9 +188,7 @@ def init_model(config: ConfigType,
         ``_dataset_meta`` are set too, so it can be handed to mmpretrain's
         inferencers.
     """
-    cfg = load_config(config, cfg_options)
-    if 'model' not in cfg:
-        raise KeyError('The config has no `model` field.')
+    cfg = _model_config(config, cfg_options)
     restore_image_model(cfg)
     # a misspelt key is named with its path, before anything is built
     check_nested_keys(cfg, datasets=False)

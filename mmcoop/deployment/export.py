@@ -42,6 +42,7 @@ import torch.nn as nn
 
 from mmcoop.utils.attention import composite_attention
 from mmcoop.utils.paths import claim_outputs
+from mmcoop.utils.value_checks import is_int
 from mmcoop.version import __version__
 from .folded import INPUT_FORMATS, FoldedTagger, fold_model
 
@@ -185,10 +186,27 @@ def deployment_metadata(model: nn.Module,
         preprocess=pre)
 
 
-def _check_options(fmt: str, precision: str, input_format: str,
-                   opset: Optional[int]) -> Optional[int]:
-    if fmt not in FORMATS:
-        raise ExportError(f'Unknown export format {fmt!r}; supported: '
+def check_export_options(format: str = 'onnx',
+                         precision: str = 'fp32',
+                         input_format: str = 'uint8',
+                         opset: Optional[int] = None,
+                         verify: bool = True) -> Optional[int]:
+    """Check the options of :func:`export_model` without a model: the
+    format, precision and input format, the ONNX opset (one of
+    :data:`ONNX_OPSETS`; ``None``: the lowest, the default; none for
+    TorchScript) and the packages the export needs (``onnx``, and
+    ``onnxruntime`` to verify). :func:`export_model` calls it first;
+    ``tools/deployment/export.py`` and ``benchmark.py`` call it before they
+    build the model, so a bad option stops them at once.
+
+    Returns:
+        int | None: the opset to export with (None for TorchScript).
+
+    Raises:
+        ExportError: naming the option, the accepted values and the fix.
+    """
+    if format not in FORMATS:
+        raise ExportError(f'Unknown export format {format!r}; supported: '
                           f'{", ".join(FORMATS)}.')
     if precision not in PRECISIONS:
         raise ExportError(f'Unknown precision {precision!r}; supported: '
@@ -196,14 +214,22 @@ def _check_options(fmt: str, precision: str, input_format: str,
     if input_format not in INPUT_FORMATS:
         raise ExportError(f'Unknown input format {input_format!r}; '
                           f'supported: {", ".join(INPUT_FORMATS)}.')
-    if fmt != 'onnx':
+    if format != 'onnx':
+        if opset is not None:
+            raise ExportError(
+                f'opset {opset!r} (--opset) is an ONNX setting; a {format} '
+                'export has none. Fix: drop it, or export as onnx.')
         return None
     low, high = ONNX_OPSETS
-    opset = low if opset is None else int(opset)
-    if not low <= opset <= high:
-        raise ExportError(f'ONNX opset {opset} is not supported; use an '
+    if opset is None:
+        opset = low
+    elif not is_int(opset) or not low <= opset <= high:
+        raise ExportError(f'ONNX opset {opset!r} is not supported; use an '
                           f'opset from {low} to {high} (--opset).')
-    return opset
+    _import('onnx')
+    if verify:
+        _import('onnxruntime')
+    return int(opset)
 
 
 def _normalize_thresholds(thresholds, num_classes: int) -> list:
@@ -351,7 +377,8 @@ def export_model(model: nn.Module,
     Returns:
         dict: the stored metadata, plus ``max_abs_diff`` from verification.
     """
-    opset = _check_options(format, precision, input_format, opset)
+    opset = check_export_options(format, precision, input_format, opset,
+                                 verify)
     out = str(out)
     claim_outputs([out], force=force)
     dtype = PRECISIONS[precision]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmcoop.deployment import export_model
+from mmcoop.deployment import ONNX_OPSETS, ExportError, export_model
 
 
 @pytest.fixture(scope='module')
@@ -83,7 +83,7 @@ def test_run_onnx_refuses_wide_images_and_bombs(run_onnx, exported,
 
 
 def test_export_checkpoint_errors_are_one_line_and_leave_nothing(
-        demo_checkpoint, export_tool, tmp_path, capsys):
+        demo_checkpoint, export_tool, tmp_path, capsys, monkeypatch):
     config, ckpt = demo_checkpoint
     out = tmp_path / 'new' / 'sub' / 'm.onnx'
     truncated = tmp_path / 'truncated.pth'
@@ -103,14 +103,72 @@ def test_export_checkpoint_errors_are_one_line_and_leave_nothing(
         assert re.search(match, err), err
         assert not (tmp_path / 'new').exists()
     # a failure after the model loaded removes the folders it made
-    assert export_tool.main(
-        [config, ckpt, '--out', str(out), '--opset', '12']) == 2
-    assert 'opset 12' in capsys.readouterr().err
+
+    def fail(*args, **kwargs):
+        assert (tmp_path / 'new' / 'sub').is_dir()
+        raise ExportError('the export failed')
+
+    monkeypatch.setattr(export_tool, 'export_model', fail)
+    assert export_tool.main([config, ckpt, '--out', str(out)]) == 2
+    assert 'the export failed' in capsys.readouterr().err
     assert not (tmp_path / 'new').exists()
+    monkeypatch.undo()
     with pytest.raises(SystemExit):
         export_tool.main([config, ckpt, '--out', str(out), '--threshold', '2'])
     assert 'argument --threshold: must be a number in [0, 1]' in \
         capsys.readouterr().err
+
+
+def _never_built(*args, **kwargs):
+    raise AssertionError('the model was built')
+
+
+@pytest.mark.parametrize('options, message', [
+    (['--opset', '3'], 'error: ONNX opset 3 is not supported; use an opset '
+     'from {} to {} (--opset).'.format(*ONNX_OPSETS)),
+    (['--opset', '21'], 'use an opset from {} to {} (--opset)'.format(
+        *ONNX_OPSETS)),
+    (['--format', 'torchscript', '--opset', '18'],
+     'error: opset 18 (--opset) is an ONNX setting; a torchscript export '
+     'has none. Fix: drop it'),
+    (['--classes', 'red circle', 'zebra'],
+     "error: --classes: Unknown class name(s) ['zebra'] in the class "
+     'subset. The model knows 10 classes'),
+    (['--classes', 'red circle', 'Red_Circle'],
+     "error: --classes: The class subset names ['red circle'] more than "
+     'once'),
+])
+def test_export_options_are_checked_before_the_model_is_built(
+        export_tool, options, message, tmp_path, monkeypatch, capsys):
+    """Before: --opset and --classes were refused by export_model, after
+    init_model had built the model and loaded the checkpoint."""
+    from _deploy_helpers import DEMO_CONFIG, ROOT
+    monkeypatch.setattr(export_tool, 'init_model', _never_built)
+    out = tmp_path / 'm.onnx'
+    assert export_tool.main([
+        f'{ROOT}/{DEMO_CONFIG}', 'never-read.pth', '--out',
+        str(out), *options
+    ]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('package', ['onnx', 'onnxruntime'])
+def test_missing_export_packages_are_named_before_the_model_is_built(
+        export_tool, load_tool, package, monkeypatch, capsys):
+    """Before: found when the ONNX file was written or verified (export) or
+    timed (benchmark), after the model was built."""
+    import sys
+    monkeypatch.setitem(sys.modules, package, None)  # import fails
+    monkeypatch.setattr(export_tool, 'init_model', _never_built)
+    assert export_tool.main(['c.py', 'c.pth', '--out', 'm.onnx']) == 2
+    assert f'error: ONNX export needs the `{package}` package: pip install' \
+        in capsys.readouterr().err
+    bench = load_tool('tools/deployment/benchmark.py')
+    monkeypatch.setattr(bench, 'init_model', _never_built)
+    with pytest.raises(ExportError, match=f'needs the `{package}` package'):
+        bench.main(['c.py', 'none'])
 
 
 @pytest.mark.parametrize('option, value', [('--rounds', '0'),

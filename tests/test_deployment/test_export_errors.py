@@ -27,6 +27,10 @@ def test_unsupported_opset(opset, method_models, tmp_path):
     (dict(input_format='bgr'), "input format 'bgr'.*uint8, normalized"),
     (dict(thresholds=[0.5, 0.5]), '2 thresholds for 5 exported classes'),
     (dict(thresholds=1.5), r'\[0, 1\]'),
+    (dict(opset=17.5), r'opset 17\.5 is not supported.*17 to 20'),
+    (dict(opset=True), r'opset True is not supported.*17 to 20'),
+    (dict(format='torchscript', opset=18), r'opset 18 \(--opset\) is an '
+     'ONNX setting; a torchscript export has none'),
 ])
 def test_unsupported_options(kwargs, match, method_models, tmp_path):
     with pytest.raises(ExportError, match=match):

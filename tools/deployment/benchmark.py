@@ -25,6 +25,7 @@ except ImportError:  # run from a clone without `pip install -e .`
 
 
 from mmcoop.apis import init_model
+from mmcoop.deployment import check_export_options
 from mmcoop.deployment.benchmark import (benchmark_files, compare_speed,
                                          format_report)
 from mmcoop.engine.cli import SpacedDictAction, positive_int
@@ -73,7 +74,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     checkpoint = None if args.checkpoint.lower() == 'none' else \
         args.checkpoint
-    if args.work_dir:  # before the model is built: a refused run is quick
+    # before the model is built, a refused run is quick: the packages of
+    # the ONNX path (export and onnxruntime) and the work dir
+    check_export_options('onnx')
+    if args.work_dir:
         claim_outputs(
             benchmark_files(args.work_dir),
             inputs=[args.config] + ([checkpoint] if checkpoint else []),

@@ -24,9 +24,10 @@ except ImportError:  # run from a clone without `pip install -e .`
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
-from mmcoop.apis import export_model, init_model
+from mmcoop.apis import config_classnames, export_model, init_model
 from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
-                               ExportError)
+                               ExportError, check_export_options,
+                               class_indices)
 from mmcoop.engine.cli import SpacedDictAction, fraction
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
 from mmcoop.utils.paths import (claim_outputs, make_output_dirs,
@@ -75,10 +76,29 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_classes(args) -> None:
+    """``--classes`` against the class names of the config, before the
+    model is built (:func:`mmcoop.deployment.class_indices`, the check
+    :func:`export_model` applies to the built model)."""
+    if args.classes is None:
+        return
+    classnames = config_classnames(args.config, args.cfg_options)
+    if classnames is not None:
+        try:
+            class_indices(classnames, args.classes)
+        except ValueError as e:
+            raise ValueError(f'--classes: {e}') from e
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    precision = 'fp16' if args.fp16 else 'fp32'
     created = []
     try:
+        # every option, and the class subset, before the model is built
+        check_export_options(args.format, precision, args.input_format,
+                             args.opset)
+        check_classes(args)
         # before the model build, folders only checked: a run that fails
         # leaves nothing behind (export_model applies the same policy)
         claim_outputs([args.out],
@@ -100,7 +120,7 @@ def main(argv=None) -> int:
             format=args.format,
             classes=args.classes,
             input_format=args.input_format,
-            precision='fp16' if args.fp16 else 'fp32',
+            precision=precision,
             opset=args.opset,
             thresholds=args.threshold,
             force=args.force)
