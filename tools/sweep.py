@@ -21,13 +21,7 @@ into ``--out``. See docs/experiments.md and
 :mod:`mmcoop.experiments.sweep`.
 """
 import argparse
-import os.path as osp
 import sys
-
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmcoop.engine.cli import (nonnegative_int, positive_fraction,
                                positive_int)

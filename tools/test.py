@@ -25,14 +25,6 @@ an interrupted test can be rerun). Multi-GPU:
 ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``.
 """
 import argparse
-import os.path as osp
-import sys
-
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    import mmcoop  # noqa: F401
 
 import mmengine
 from mmengine.config import Config

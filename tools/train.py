@@ -9,18 +9,11 @@ Multi-GPU: ``bash tools/dist_train.sh CONFIG GPUS [args]`` (torchrun).
 What the config means (feature cache, CPU distributed, checks) is decided
 by ``MMCoopRunner.from_cfg``, so ``mim train`` and
 ``mmcoop.registry.RUNNERS.build(cfg)`` behave the same (MMEngine's plain
-``Runner.from_cfg`` is stopped by ``RunnerCheckHook``). Works from a clone
-without installing mmcoop.
+``Runner.from_cfg`` is stopped by ``RunnerCheckHook``). Runs the installed
+mmcoop, as every mmcoop tool (``bash tools/install.sh`` installs the clone
+in editable mode).
 """
 import argparse
-import os.path as osp
-import sys
-
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    import mmcoop  # noqa: F401
 
 from mmengine.config import Config
 

@@ -20,25 +20,18 @@ labels (-1) are ignored, as in the metric.
 import argparse
 import csv
 import os.path as osp
-import sys
 
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(
-        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import mmengine
+import numpy as np
 
-import mmengine  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mmcoop.apis import load_config  # noqa: E402
-from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
+from mmcoop.apis import load_config
+from mmcoop.engine.cli import SpacedDictAction, positive_int
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_ap, precision_recall,
                                ranked_examples)
-from mmcoop.models.heads import resolve_classnames  # noqa: E402
-from mmcoop.utils.checkpoint import atomic_open  # noqa: E402
-from mmcoop.utils.paths import claim_outputs  # noqa: E402
+from mmcoop.models.heads import resolve_classnames
+from mmcoop.utils.checkpoint import atomic_open
+from mmcoop.utils.paths import claim_outputs
 from mmcoop.visualization import (ap_bar_figure, pr_curve_figure,  # noqa
                                   ranked_examples_figure, save_figure)
 

@@ -15,21 +15,13 @@ complete labels, and the positives that the mask hides are listed.
 """
 import argparse
 import os.path as osp
-import sys
 
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(
-        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-
-from mmcoop.apis import load_config  # noqa: E402
+from mmcoop.apis import load_config
 from mmcoop.datasets.inspection import build_dataset_of, sample_view  # noqa
-from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
-from mmcoop.datasets.utils import check_outside_dataset  # noqa: E402
-from mmcoop.datasets.wrapper import dataset_dirs  # noqa: E402
-from mmcoop.utils.paths import claim_outputs  # noqa: E402
+from mmcoop.datasets.utils import check_outside_dataset
+from mmcoop.datasets.wrapper import dataset_dirs
+from mmcoop.engine.cli import SpacedDictAction, positive_int
+from mmcoop.utils.paths import claim_outputs
 from mmcoop.visualization import label_state_figure, save_figure  # noqa
 
 

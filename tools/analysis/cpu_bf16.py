@@ -13,15 +13,6 @@ docs/benchmarks.md come from this tool.
 """
 import argparse
 import json
-import os.path as osp
-import sys
-
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(
-        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-    import mmcoop  # noqa: F401
 
 
 from mmcoop.apis import load_config

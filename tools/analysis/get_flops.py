@@ -23,19 +23,12 @@ depend on them, and no download is needed.
 """
 import argparse
 import os.path as osp
-import sys
 
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(
-        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
-
-from mmcoop.apis import init_model, load_config  # noqa: E402
-from mmcoop.benchmark.flops import count_flops  # noqa: E402
-from mmcoop.engine.cli import SpacedDictAction, positive_int  # noqa: E402
+from mmcoop.apis import init_model, load_config
+from mmcoop.benchmark.flops import count_flops
+from mmcoop.engine.cli import SpacedDictAction, positive_int
 
 
 def parse_args(argv=None):

@@ -13,16 +13,7 @@ Prints Markdown tables (see docs/deployment.md); the numbers depend on the
 machine.
 """
 import argparse
-import os.path as osp
-import sys
 import tempfile
-
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(
-        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
 
 from mmcoop.apis import init_model
 from mmcoop.deployment import check_export_options

@@ -14,15 +14,7 @@ metadata stored in the file.
 """
 import argparse
 import os
-import os.path as osp
 import sys
-
-try:
-    import mmcoop  # noqa: F401
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(
-        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
 
 from mmcoop.apis import config_classnames, export_model, init_model
 from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,

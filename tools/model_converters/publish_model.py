@@ -43,19 +43,13 @@ import datetime
 import hashlib
 import io
 import os.path as osp
-import sys
 import warnings
 from collections import OrderedDict
 
-try:
-    import mmcoop
-except ImportError:  # run from a clone without `pip install -e .`
-    sys.path.insert(
-        0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-    import mmcoop
+import torch
 
-import mmcoop.datasets  # noqa: E402,F401  (registers the dataset types)
-import torch  # noqa: E402
+import mmcoop
+import mmcoop.datasets  # noqa: F401  (registers the dataset types)
 
 #: checkpoint keys that are never published
 DROP_KEYS = ('optimizer', 'param_schedulers', 'message_hub', 'hook_msgs',
