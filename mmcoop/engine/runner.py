@@ -639,6 +639,14 @@ class MMCoopRunner(Runner):
             self.model) else self.model
         checkpoint = load_checkpoint_weights(
             model, checkpoint, filename, strict, revise_keys=revise_keys)
+        if self._resuming and isinstance(checkpoint.get('meta'), dict):
+            # MMEngine's resume() runs Config.fromstring on a stored
+            # meta['config'] (for a `gpu_ids` no MMEngine runner records):
+            # that would execute the file's text. Its copy here is dropped;
+            # the file is left as it is.
+            checkpoint['meta'] = {
+                k: v for k, v in checkpoint['meta'].items() if k != 'config'
+            }
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint

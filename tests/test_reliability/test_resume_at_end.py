@@ -12,7 +12,7 @@ from _common import load_tool
 from _helpers import base_cfg, tree_fingerprint, write_config
 from mmengine.config import Config
 
-ResumePastScheduleError = ValueError
+from mmcoop.engine.runner import ResumePastScheduleError  # noqa: E402
 
 END = 'the end of the schedule'
 

@@ -5,7 +5,8 @@ appears. Entry points: ``load_from``, ``--resume`` (also for a file planted
 in the work dir), ``tools/test.py CONFIG CKPT``, ``mmcoop.apis.init_model``,
 ``tools/model_converters/*``, CLIP weights (``FrozenCLIP`` /
 ``FrozenCLIPTextEncoder(pretrained=path)``, state-dict and TorchScript
-paths)."""
+paths). A config text stored in a checkpoint is never run (``--resume``,
+``publish_model.py``)."""
 import os
 import os.path as osp
 import pickle
@@ -241,3 +242,79 @@ def test_clip_weights(evil, tmp_path, kind, tower):
     with pytest.raises((UnsafeCheckpointError, RuntimeError)) as err:
         cls(TINY, pretrained=str(path))
     assert osp.basename(str(path)) in str(err.value)
+
+
+# ----------------------------------------- config text stored in a checkpoint
+def _config_text_payload(marker):
+    """A stored config text that writes ``marker`` when run as Python."""
+    return (f"run = __import__('pathlib').Path({marker!r}).write_text('r')\n"
+            "model = dict(head=dict(classnames=['a', 'b']))\n")
+
+
+def test_config_text_payload_really_writes(tmp_path):
+    """Sanity: MMEngine's Config.fromstring runs the text."""
+    from mmengine.config import Config
+    marker = tmp_path / 'ran'
+    Config.fromstring(_config_text_payload(str(marker)), '.py')
+    assert marker.exists()
+
+
+def test_stored_config_values_never_run_the_text(setup, tmp_path):
+    from mmengine.config import Config
+
+    from mmcoop.engine.config_text import stored_config_values
+    marker = tmp_path / 'ran'
+    values = stored_config_values(_config_text_payload(str(marker)))
+    assert values == {'model': {'head': {'classnames': ['a', 'b']}}}
+    assert not marker.exists()
+    # a real stored text (MMEngine's pretty_text) reads back whole
+    cfg = Config.fromfile(setup['cfg'])
+    values = stored_config_values(cfg.pretty_text)
+    assert values['model'] == cfg.model.to_dict()
+    assert values['train_cfg'] == cfg.train_cfg.to_dict()
+    assert stored_config_values('model = dict(') == {}
+
+
+def test_resume_never_runs_a_stored_config_text(setup, tmp_path):
+    """MMEngine's resume() runs Config.fromstring on meta['config']."""
+    train = load_tool('tools/train.py')
+    work = tmp_path / 'w'
+    train.main([setup['cfg'], '--work-dir', str(work), '--no-validate'])
+    ckpt = torch.load(work / 'epoch_1.pth', weights_only=False)  # our own
+    marker = tmp_path / 'ran'
+    ckpt['meta']['config'] = _config_text_payload(str(marker))
+    crafted = tmp_path / 'crafted.pth'
+    torch.save(ckpt, crafted)
+    runner = train.main([
+        setup['cfg'], '--work-dir',
+        str(tmp_path / 'w2'), '--resume',
+        str(crafted), '--no-validate', '--cfg-options',
+        'train_cfg.max_epochs=2'
+    ])
+    assert runner.train_loop.epoch == 2
+    assert not marker.exists(), 'the stored config text was executed'
+    # the file itself is left as it was
+    assert 'config' in torch.load(crafted, weights_only=False)['meta']
+
+
+def test_publish_model_never_runs_a_stored_config_text(setup, tmp_path):
+    publish = _publish()
+    train = load_tool('tools/train.py')
+    work = tmp_path / 'w'
+    train.main([setup['cfg'], '--work-dir', str(work), '--no-validate'])
+    ckpt = torch.load(work / 'epoch_1.pth', weights_only=False)  # our own
+    marker = tmp_path / 'ran'
+    text = _config_text_payload(str(marker))
+    ckpt['meta'] = {k: v for k, v in ckpt['meta'].items()
+                    if k not in ('cfg', 'dataset_meta')}
+    ckpt['meta']['config'] = text
+    crafted = tmp_path / 'crafted.pth'
+    torch.save(ckpt, crafted)
+    out = tmp_path / 'published.pth'
+    publish.main([str(crafted), str(out)])
+    assert not marker.exists(), 'the stored config text was executed'
+    # the class names come from the text's literal model.head.classnames
+    published = torch.load(
+        [tmp_path / p for p in os.listdir(tmp_path)
+         if p.startswith('published')][0], weights_only=True)
+    assert published['meta']['dataset_meta']['classes'] == ['a', 'b']

@@ -212,13 +212,16 @@ _DROP = object()
 
 
 def _classes_from_config(cfg_text: str):
-    """Class names of ``model.head.classnames`` in a stored config."""
+    """Class names of ``model.head.classnames`` in a stored config, read
+    without running its text (:func:`stored_config_values`)."""
+    from mmcoop.engine.config_text import stored_config_values
+    from mmcoop.models.heads import resolve_classnames
+    model = stored_config_values(cfg_text).get('model')
+    head = model.get('head') if isinstance(model, dict) else None
+    classnames = head.get('classnames') if isinstance(head, dict) else None
+    if classnames is None:
+        return None
     try:
-        from mmengine.config import Config
-
-        from mmcoop.models.heads import resolve_classnames
-        cfg = Config.fromstring(cfg_text, '.py')
-        classnames = cfg.model.head.classnames
         return list(resolve_classnames(classnames))
     except Exception:  # noqa: BLE001 - best effort only
         return None
