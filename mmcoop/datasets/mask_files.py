@@ -24,6 +24,9 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from mmcoop.utils.tri_state_targets import (PRESENT, UNKNOWN, invalid_targets,
+                                            invalid_values)
+
 __all__ = ['read_mask_file']
 
 
@@ -43,14 +46,12 @@ def _known_from_array(path: str, field: str, array: np.ndarray,
             or np.issubdtype(array.dtype, np.floating)):
         raise _fail(path, field, f'dtype {array.dtype} is neither bool nor '
                     'numeric')
-    values = set(np.unique(array).tolist())
-    if not values <= {-1, 0, 1}:
-        bad = sorted(values - {-1, 0, 1})[:5]
-        raise _fail(path, field, f'values {bad} found; expected bool, '
-                    '{0, 1} (1 = known) or {-1, 0, 1} (partial targets, '
-                    '-1 = unknown)')
-    if -1 not in values:
-        known = array == 1
+    if invalid_targets(array).any():
+        raise _fail(path, field, f'values {invalid_values(array)} found; '
+                    'expected bool, {0, 1} (1 = known) or {-1, 0, 1} '
+                    '(partial targets, -1 = unknown)')
+    if not (array == UNKNOWN).any():
+        known = array == PRESENT
         if targets is not None and not known.all() and np.array_equal(
                 known, targets == 1):
             raise _fail(
@@ -60,7 +61,7 @@ def _known_from_array(path: str, field: str, array: np.ndarray,
                 'Save partial targets with -1 for the unknown entries, or a '
                 'bool mask (all True when every label is known)')
         return known
-    known = array != -1
+    known = array != UNKNOWN
     if targets is not None:
         wrong = np.argwhere(known & (array != targets))
         if len(wrong):

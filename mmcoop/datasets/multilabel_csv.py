@@ -10,6 +10,7 @@ from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
+from mmcoop.utils.tri_state_targets import ABSENT, UNKNOWN
 from .tri_state import TriStateMultiLabelDataset
 from .utils import (AnnotationError, check_class_names,
                     normalize_class_name, read_annotation_text,
@@ -273,7 +274,8 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
     def load_data_list(self) -> List[dict]:
         """Read the table (see the class docstring for the policy)."""
         rows, self.has_negatives = self._read_rows()
-        self.unlabelled_value = -1. if self.has_negatives else 0.
+        self.unlabelled_value = float(
+            UNKNOWN if self.has_negatives else ABSENT)
         if self.CLASSES is None:
             found = sorted({n for r in rows for n in r[2] + r[3]})
             if not found:

@@ -16,6 +16,7 @@ from mmpretrain.datasets import MultiLabelDataset
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
+from mmcoop.utils.tri_state_targets import UNKNOWN
 from .tri_state import check_images_exist, dense_score
 from .utils import (AnnotationError, build_pipeline, check_indices,
                     check_not_empty, normalize_class_name,
@@ -494,7 +495,8 @@ class OpenImagesMultiLabel(MultiLabelDataset):
             img_id=f'{int(lab.image_keys[image]):016x}',
             sample_idx=idx,
             gt_label=pos,
-            gt_score=dense_score(len(self.CLASSES), pos, cls[val == 0], -1.))
+            gt_score=dense_score(len(self.CLASSES), pos, cls[val == 0],
+                                 UNKNOWN))
 
     def get_subset_(self, indices):
         raise NotImplementedError(

@@ -9,6 +9,9 @@ from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
+from mmcoop.utils.tri_state_targets import (ABSENT, PRESENT, TARGET_RULE,
+                                            UNKNOWN, invalid_targets,
+                                            invalid_values, is_numeric)
 from mmcoop.utils.value_checks import check_int, is_int, is_real
 from .held_out_split import image_keys
 from .mask_files import read_mask_file
@@ -92,15 +95,15 @@ def _bad_target(dataset, i: int, info: dict, problem: str) -> ValueError:
         f'{type(dataset).__name__}[{i}] ({info.get("img_path")})'
         f'{f" of {source}" if source else ""}: {problem}. Fix: correct the '
         'annotation: gt_label is a list of class indices (ints in '
-        '[0, C)), gt_score one value per class, 1 (positive), 0 '
-        '(negative) or -1 (unknown).')
+        f'[0, C)), gt_score one value per class, {TARGET_RULE}.')
 
 
 def complete_targets(dataset, num_classes: int) -> np.ndarray:
     """Stack the complete targets of ``dataset`` into an (N, C) int8 array.
 
-    Uses ``data_info['gt_score']`` when the dataset provides one (values in
-    {1, 0, -1}), otherwise the one-hot of ``gt_label`` (e.g. a plain
+    Uses ``data_info['gt_score']`` when the dataset provides one (the
+    values of :mod:`mmcoop.utils.tri_state_targets`), otherwise the one-hot
+    of ``gt_label`` (e.g. a plain
     :class:`mmpretrain.datasets.MultiLabelDataset`). Any other value -- a
     soft or NaN score, a float, bool or string label, an index out of
     range -- is a ``ValueError`` naming the sample, never a silently
@@ -117,15 +120,15 @@ def complete_targets(dataset, num_classes: int) -> np.ndarray:
                 raise _bad_target(
                     dataset, i, info, f'gt_score has shape {score.shape}, '
                     f'expected ({num_classes},) for {num_classes} classes')
-            if score.dtype.kind not in 'biuf':
+            if not is_numeric(score):
                 raise _bad_target(
                     dataset, i, info, f'gt_score has dtype {score.dtype}, '
                     'not numbers')
-            bad = score[~np.isin(score, (-1, 0, 1))]  # NaN too
-            if bad.size:
+            if invalid_targets(score).any():  # NaN too
                 raise _bad_target(
-                    dataset, i, info, f'gt_score holds {bad[:5].tolist()}'
-                    ', values other than 1, 0 and -1')
+                    dataset, i, info, f'gt_score holds '
+                    f'{invalid_values(score)}, values other than {PRESENT}, '
+                    f'{ABSENT} and {UNKNOWN}')
             targets[i] = score
         else:
             raw = info.get('gt_label', [])
@@ -340,17 +343,17 @@ class PartialLabelDataset(DatasetWrapper):
 
     @staticmethod
     def _stats(mask: np.ndarray, t: np.ndarray) -> dict:
-        pos = t == 1
-        known = mask & (t != -1)
+        pos = t == PRESENT
+        known = mask & (t != UNKNOWN)
         return dict(
             num_images=int(mask.shape[0]),
             num_classes=int(mask.shape[1]),
             known_fraction=float(known.mean()),
             num_known=int(known.sum()),
-            num_unknown_in_data=int((t == -1).sum()),
+            num_unknown_in_data=int((t == UNKNOWN).sum()),
             num_positives=int(pos.sum()),
             num_known_positives=int((pos & mask).sum()),
-            num_known_negatives=int(((t == 0) & mask).sum()),
+            num_known_negatives=int(((t == ABSENT) & mask).sum()),
             num_images_without_known_positive=int(
                 (~(pos & mask).any(1)).sum()))
 
@@ -413,9 +416,9 @@ class PartialLabelDataset(DatasetWrapper):
         """
         info = self.dataset.get_data_info(idx)
         known = self._known_mask[idx]
-        score = np.where(known, self._targets[idx], -1).astype(np.float32)
+        score = np.where(known, self._targets[idx], UNKNOWN).astype(np.float32)
         info['gt_score'] = score
-        info['gt_label'] = np.flatnonzero(score == 1).tolist()
+        info['gt_label'] = np.flatnonzero(score == PRESENT).tolist()
         return info
 
     @force_full_init
@@ -439,7 +442,7 @@ class PartialLabelDataset(DatasetWrapper):
     @force_full_init
     def get_cat_ids(self, idx: int) -> List[int]:
         """Known positive classes of sample ``idx``."""
-        row = self._known_mask[idx] & (self._targets[idx] == 1)
+        row = self._known_mask[idx] & (self._targets[idx] == PRESENT)
         return np.flatnonzero(row).tolist()
 
     def get_subset(self, indices):

@@ -18,6 +18,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from mmpretrain.datasets import MultiLabelDataset
 
+from mmcoop.utils.tri_state_targets import ABSENT, PRESENT
 from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
                     read_class_list)
 
@@ -51,13 +52,14 @@ def resolve_class_args(owner: str, classes=None, metainfo=None):
 def dense_score(num_classes: int, positives: Sequence[int],
                 negatives: Optional[Sequence[int]],
                 unlabelled_value: float) -> np.ndarray:
-    """``(C,)`` float32 targets: 1 at ``positives``, 0 at ``negatives``,
-    ``unlabelled_value`` (0 or -1) everywhere else."""
+    """``(C,)`` float32 targets (:mod:`mmcoop.utils.tri_state_targets`):
+    present at ``positives``, absent at ``negatives``,
+    ``unlabelled_value`` (absent or unknown) everywhere else."""
     score = np.full(num_classes, unlabelled_value, dtype=np.float32)
     if negatives is not None and len(negatives):
-        score[np.asarray(negatives, dtype=np.int64)] = 0.
+        score[np.asarray(negatives, dtype=np.int64)] = ABSENT
     if len(positives):
-        score[np.asarray(positives, dtype=np.int64)] = 1.
+        score[np.asarray(positives, dtype=np.int64)] = PRESENT
     return score
 
 
@@ -113,7 +115,7 @@ class TriStateMultiLabelDataset(NotEmptyMixin, MultiLabelDataset):
     """
 
     #: value of the classes an image's annotation does not mention
-    unlabelled_value: float = 0.
+    unlabelled_value: float = float(ABSENT)
 
     def __init__(self, *args, check_images: bool = True, **kwargs):
         self.check_images = check_images

@@ -9,6 +9,7 @@ from mmpretrain.datasets import VOC
 
 from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
+from mmcoop.utils.tri_state_targets import ABSENT, PRESENT, UNKNOWN
 from .categories import VOC2007_CATEGORIES
 from .tri_state import resolve_class_args
 from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
@@ -16,7 +17,11 @@ from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
 
 __all__ = ['VOC2007MultiLabel']
 
-_DIFFICULT_VALUE = {'negative': 0., 'ignore': -1., 'positive': 1.}
+_DIFFICULT_VALUE = {
+    'negative': float(ABSENT),
+    'ignore': float(UNKNOWN),
+    'positive': float(PRESENT)
+}
 
 
 @DATASETS.register_module()

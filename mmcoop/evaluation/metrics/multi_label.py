@@ -8,6 +8,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from mmcoop.registry import METRICS
+from mmcoop.utils.tri_state_targets import TARGET_RULE, invalid_targets
 from mmcoop.utils.value_checks import check_flag, check_int, check_number
 
 __all__ = [
@@ -238,24 +239,24 @@ def check_scores_and_targets(owner: str, pred: np.ndarray,
                              target: np.ndarray) -> None:
     """Refuse ``(N, C)`` scores that are not finite (the AP would rank a
     NaN first and thresholds would never predict it: a metric of a broken
-    model without a word) and targets other than 1, 0 and -1 (a 0.5 or 2
-    would count as a negative, a -2 or NaN as unknown), naming the first
-    sample and class."""
+    model without a word) and targets that are not tri-state
+    (:mod:`mmcoop.utils.tri_state_targets`: a 0.5 or 2 would count as a
+    negative, a -2 or NaN as unknown), naming the first sample and class."""
     for what, bad, fix in (
             ('pred_score', ~np.isfinite(pred),
              'the model produced NaN/inf scores (diverged weights, fp16 '
              'overflow). Fix: test another checkpoint, or run without '
              '--amp / autocast_dtype'),
-            ('gt_score', ~np.isin(target, (1, 0, -1)),
-             'targets must be 1 (present), 0 (absent) or -1 (unknown), as '
-             'the training loss requires. Fix: check the gt_score the '
-             'dataset produces')):
+            ('gt_score', invalid_targets(target),
+             f'targets must be {TARGET_RULE}, as the training loss '
+             'requires. Fix: check the gt_score the dataset produces')):
         if bad.any():
             i, c = np.argwhere(bad)[0]
             value = (pred if what == 'pred_score' else target)[i, c]
             raise ValueError(
                 f'{owner}: {int(bad.sum())} {what} values are invalid, '
-                f'e.g. sample {i}, class {c}: {float(value)!r}; {fix}.')
+                f'e.g. sample {i}, class {c}: '
+                f'{np.asarray(value).item()!r}; {fix}.')
 
 
 @METRICS.register_module()

@@ -7,11 +7,14 @@ import torch.nn as nn
 from mmengine.dist import get_world_size
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.tri_state_targets import (TARGET_RULE, UNKNOWN,
+                                            invalid_targets, invalid_values)
 from mmcoop.utils.value_checks import check_number
 
 
 def check_partial_targets(logits: torch.Tensor, target: torch.Tensor) -> None:
-    """Validate ``(B, 2, C)`` logits against tri-state ``(B, C)`` targets."""
+    """Validate ``(B, 2, C)`` logits against tri-state ``(B, C)`` targets
+    (the rule of :mod:`mmcoop.utils.tri_state_targets`)."""
     if logits.dim() != 3 or logits.shape[1] != 2:
         raise ValueError(
             'PartialAsymmetricLoss expects logits of shape (B, 2, C) ordered '
@@ -22,12 +25,12 @@ def check_partial_targets(logits: torch.Tensor, target: torch.Tensor) -> None:
             f'Targets of shape {tuple(target.shape)} do not match the logits '
             f'(expected {expected}): each sample needs a `gt_score` with one '
             'entry per class.')
-    bad = ~((target == 1) | (target == 0) | (target == -1))
-    if bool(bad.any()):
-        values = torch.unique(target[bad])[:5].tolist()
+    if bool(invalid_targets(target).any()):
         raise ValueError(
-            f'Targets must be 1 (present), 0 (absent) or -1 (unknown); found '
-            f'{values}. Check the `gt_score` the dataset produces.')
+            f'PartialAsymmetricLoss: targets (the `gt_score` of the data '
+            f'samples) must be {TARGET_RULE}; found '
+            f'{invalid_values(target)}. Fix: check the `gt_score` the '
+            'dataset produces.')
 
 
 def _check_below_one(owner: str, field: str, value, open_low: bool,
@@ -130,7 +133,7 @@ class PartialAsymmetricLoss(nn.Module):
         """``(B, 2, C)`` logits and ``(B, C)`` targets in {1, 0, -1}."""
         check_partial_targets(logits, target)
         prob = logits.float().softmax(dim=1)
-        known = target != -1
+        known = target != UNKNOWN
         y = target[known].to(prob.dtype)
         p_pos = prob[:, 1][known]
         p_neg = prob[:, 0][known]
