@@ -341,7 +341,16 @@ def _as_rgb_array(image: Any, name: str = 'image') -> Optional[np.ndarray]:
     if isinstance(image, torch.Tensor):
         raise TypeError('Pass images as paths or HWC RGB numpy arrays, not '
                         'tensors (the config pipeline does the resizing).')
-    image = np.asarray(image)
+    given, image = image, np.asarray(image)
+    if image.ndim == 0 or image.dtype.kind not in 'biuf':
+        # None, a number, bytes, a dict: not an array of pixel values (the
+        # shape check below would say only "got shape ()")
+        raise TypeError(
+            f'{name} is {given!r:.80} ({type(given).__name__}), not an '
+            'image: inference takes an image file path (str or '
+            'os.PathLike), an HxWx3 RGB uint8 numpy array or a PIL image, '
+            'or a list of them. Fix: pass one of those (None: check the '
+            'call that should have given the image).')
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     if image.ndim != 3 or image.shape[2] not in (3, 4):

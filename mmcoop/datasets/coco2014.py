@@ -99,6 +99,22 @@ def load_coco_multilabel(ann_file: str,
             f'{fix}') from None
     del text
 
+    # one entry of a file instead of the file (_compact made an annotation
+    # a tuple and kept only id/file_name of an image): "missing 'images'"
+    # would send the user looking for a key, not for the right file
+    record = None
+    if isinstance(data, tuple):
+        record = 'one annotation (an object with "image_id" and ' \
+            '"category_id")'
+    elif isinstance(data, dict) and 'file_name' in data:
+        record = f'one image record ({data})'
+    if record is not None:
+        raise AnnotationError(
+            f'{ann_file}: the top level is {record}, not a COCO instances '
+            'file, whose top level is an object with the lists "images", '
+            '"annotations" and "categories" (as instances_train2014.json). '
+            'Fix: give the whole annotation file as ann_file, not one of '
+            'its entries.')
     if not isinstance(data, dict):
         raise AnnotationError(
             f'{ann_file}: the top level must be a JSON object with keys '

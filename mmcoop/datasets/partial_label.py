@@ -283,16 +283,7 @@ class PartialLabelDataset(DatasetWrapper):
                 "metainfo['classes']; pass `classes=[...]` to it.")
         num_classes = len(classes)
         targets = complete_targets(self.dataset, num_classes)
-        n = len(targets)
-        if n == 0:
-            source = getattr(self.dataset, 'ann_file', None) or getattr(
-                self.dataset, 'data_root', None)
-            raise ValueError(
-                'PartialLabelDataset: the inner dataset '
-                f'{type(self.dataset).__name__}'
-                f'{f" ({source})" if source else ""} has no samples, so '
-                'there is nothing to train on. Fix: check `data_root`, '
-                '`ann_file`, `split` and `indices` of the inner dataset.')
+        n = len(targets)  # > 0: DatasetWrapper.full_init checked it
 
         source = f'seed {self.seed}'
         unseen = class_columns(classes, self.unseen_classes or [],

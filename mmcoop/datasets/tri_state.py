@@ -36,17 +36,31 @@ def resolve_class_args(owner: str, classes=None, metainfo=None):
 
     mmpretrain's ``_compat_classes`` (and mmengine's ``_load_metainfo``)
     would read a file with ``list_from_file``: blank lines and trailing
-    spaces become classes and shift every index after them.
+    spaces become classes and shift every index after them. Any other kind
+    of class list (a dict, a set, a number) is refused naming the field:
+    mmpretrain says only ``Unsupported type``, and a dict in ``metainfo``
+    would become its keys.
     """
-    if isinstance(classes, (str, list, tuple)):
-        classes = tuple(read_class_list(classes, f'{owner}.classes'))
-    if metainfo is not None and isinstance(
-            metainfo.get('classes'), (str, list, tuple)):
+    if classes is not None:
+        classes = _read_classes(classes, f'{owner}.classes')
+    if metainfo is not None and metainfo.get('classes') is not None:
         metainfo = dict(metainfo)
-        metainfo['classes'] = tuple(
-            read_class_list(metainfo['classes'],
-                            f'{owner}.metainfo.classes'))
+        metainfo['classes'] = _read_classes(metainfo['classes'],
+                                            f'{owner}.metainfo.classes')
     return classes, metainfo
+
+
+def _read_classes(value, field: str) -> tuple:
+    """The names of a class argument: a list or tuple of names, or the
+    path of a class file (:func:`read_class_list`); any other kind is
+    refused naming ``field`` and the kinds accepted."""
+    if not isinstance(value, (str, list, tuple)):
+        raise ValueError(
+            f'{field} is {value!r:.80} ({type(value).__name__}); a class '
+            'list is a list or tuple of names in class-index order, or the '
+            'path of a text file with one name a line. Fix: give e.g. '
+            "['dog', 'cat'] or 'classes.txt'.")
+    return tuple(read_class_list(value, field))
 
 
 def dense_score(num_classes: int, positives: Sequence[int],

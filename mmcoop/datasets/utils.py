@@ -197,6 +197,11 @@ def check_not_empty(dataset, num_samples: Optional[int] = None) -> None:
     # the file that lists the samples (VOC: the image set)
     source = getattr(dataset, 'ann_file', '') or getattr(
         dataset, 'image_set_path', '')
+    if indices is None:  # nothing to blame on `indices`
+        raise AnnotationError(
+            f'{type(dataset).__name__} ({source}): no samples, so there is '
+            'nothing to iterate over. Fix: check the annotation file, '
+            '`data_root` and the split of the dataset.')
     raise AnnotationError(
         f'{type(dataset).__name__} ({source}): no '
         f'samples left (indices={indices!r}), so there is nothing to '

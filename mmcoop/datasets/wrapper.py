@@ -9,6 +9,7 @@ from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
+from .utils import check_not_empty
 
 __all__ = ['DatasetWrapper', 'image_source', 'dataset_dirs']
 
@@ -114,11 +115,15 @@ class DatasetWrapper(BaseDataset):
 
     # ------------------------------------------------------------------
     def full_init(self) -> None:
-        """Load the inner dataset, then do the wrapper's own work once."""
+        """Load the inner dataset, check it has a sample (an empty one,
+        e.g. a plain mmpretrain dataset with ``serialize_data=False``, is
+        named by :func:`~mmcoop.datasets.utils.check_not_empty`), then do
+        the wrapper's own work once."""
         if self._fully_initialized:
             return
         if hasattr(self.dataset, 'full_init'):
             self.dataset.full_init()
+        check_not_empty(self.dataset, len(self.dataset))
         self._init_wrapper()
         self._fully_initialized = True
 

@@ -96,6 +96,23 @@ def test_empty_array_is_refused_naming_the_image(setup):
             inference_model(model, [good, empty])
 
 
+@pytest.mark.parametrize('image, shown', [
+    (None, 'None (NoneType)'),
+    (b'\xff\xd8', "b'\\xff\\xd8' (bytes)"),
+    ({'img': 1}, "{'img': 1} (dict)"),
+])
+def test_an_image_of_no_accepted_kind_is_named(setup, image, shown):
+    """None was "array images must be HxWx3 ... got shape ()"."""
+    with pytest.raises(TypeError) as err:
+        inference_model(setup['model'], image)
+    assert str(err.value).startswith(
+        f'image is {shown}, not an image: inference takes an image file '
+        'path (str or os.PathLike), an HxWx3 RGB uint8 numpy array or a '
+        'PIL image, or a list of them. Fix: ')
+    with pytest.raises(TypeError, match=r'^images\[1\] is None'):
+        inference_model(setup['model'], [setup['image'], None])
+
+
 @pytest.mark.parametrize('array, mode, match', [
     (np.full((9, 9), 40000, np.uint16), 'I;16',
      r"\(a PIL image of mode 'I;16'\) is a uint16 array with values in "

@@ -51,3 +51,23 @@ def test_annotation_text_not_utf8_or_a_folder(tmp_path):
         read_annotation_text(str(tmp_path))
     latin.write_text('image,labels\n', encoding='utf-8')
     assert read_annotation_text(str(latin)) == 'image,labels\n'
+
+
+@pytest.mark.parametrize('key, value', [
+    ('classes', {0: 'cat', 1: 'dog'}),
+    ('classes', {'cat'}),
+    ('metainfo.classes', {'cat': 0}),
+])
+def test_class_list_of_another_kind_is_named(coco_root, key, value):
+    """A dict was mmpretrain's "Unsupported type <class 'dict'> of
+    classes" (in metainfo: its keys became the classes)."""
+    from mmcoop.datasets import COCO2014MultiLabel
+    kwargs = dict(classes=value) if key == 'classes' else dict(
+        metainfo=dict(classes=value))
+    with pytest.raises(ValueError) as err:
+        COCO2014MultiLabel(coco_root, lazy_init=True, **kwargs)
+    assert str(err.value) == (
+        f'COCO2014MultiLabel.{key} is {value!r} ({type(value).__name__}); a '
+        'class list is a list or tuple of names in class-index order, or '
+        "the path of a text file with one name a line. Fix: give e.g. "
+        "['dog', 'cat'] or 'classes.txt'.")

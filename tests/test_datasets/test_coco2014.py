@@ -189,6 +189,28 @@ def test_malformed_json(tmp_path):
         COCO2014MultiLabel(root)
 
 
+@pytest.mark.parametrize('entry, looks', [
+    (dict(id=1, file_name='x.jpg', height=4, width=4),
+     "one image record ({'id': 1, 'file_name': 'x.jpg'})"),
+    (dict(id=5, image_id=1, category_id=7, bbox=[0, 0, 1, 1]),
+     'one annotation (an object with "image_id" and "category_id")'),
+])
+def test_one_entry_instead_of_the_file_is_named(tmp_path, entry, looks):
+    """An image record as the whole file was "missing top-level key
+    'images' (found ['file_name', 'id'])", an annotation "must be a JSON
+    object, got tuple"."""
+    root = build_coco(
+        tmp_path / 'one', splits=('train', ), content=entry, images=False)
+    with pytest.raises(AnnotationError) as e:
+        COCO2014MultiLabel(root)
+    msg = str(e.value)
+    assert msg.startswith(osp.join(root, 'annotations',
+                                   'instances_train2014.json'))
+    assert f'the top level is {looks}, not a COCO instances file' in msg
+    assert 'the lists "images", "annotations" and "categories"' in msg
+    assert 'Fix: give the whole annotation file as ann_file' in msg
+
+
 def test_lazy_init_and_pipeline(coco_root):
     ds = COCO2014MultiLabel(
         coco_root,

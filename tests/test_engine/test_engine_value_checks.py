@@ -282,13 +282,13 @@ def test_constructor_refuses_bad_optimizer_lr(lr):
     assert msg.endswith(f'got {lr!r}.')
 
 
-@pytest.mark.parametrize('mult,lr', [(-1, -0.5), (0, 0.)])
-def test_constructor_refuses_non_positive_group_lr(mult, lr):
+@pytest.mark.parametrize('mult', [-1, 0])
+def test_constructor_refuses_non_positive_group_lr(mult):
     with pytest.raises(ValueError) as err:
         _build(custom_keys={'pos_prompt.ctx': dict(lr_mult=mult)})
     msg = str(err.value)
-    assert "(head.pos_prompt.ctx) gets lr " + repr(lr) in msg
-    assert "from custom_keys ['pos_prompt.ctx']" in msg
+    assert "custom_keys['pos_prompt.ctx'].lr_mult must be a finite number " \
+        '> 0' in msg and msg.endswith(f'got {mult!r}.')
     assert 'requires_grad=False' in msg
 
 
@@ -302,33 +302,52 @@ def test_constructor_refuses_negative_bias_lr_mult():
 def test_constructor_refuses_non_number_multipliers(mult):
     with pytest.raises(ValueError) as err:
         _build(custom_keys={'ctx': dict(lr_mult=mult)})
-    assert str(err.value) == (
+    msg = str(err.value)
+    assert msg.startswith(
         'TrainableParamsOptimWrapperConstructor: optim_wrapper.paramwise_'
-        "cfg.custom_keys['ctx'].lr_mult must be a finite number, got "
-        f'{mult!r}.')
+        "cfg.custom_keys['ctx'].lr_mult must be a finite number > 0")
+    assert msg.endswith(f'got {mult!r}.')
     if mult is not None:  # None: unset, as in MMEngine
         with pytest.raises(ValueError, match='paramwise_cfg.bias_lr_mult '
                            'must be a finite number'):
             _build(bias_lr_mult=mult)
 
 
-@pytest.mark.parametrize('paramwise,group,source', [
-    (dict(custom_keys={'pos_prompt.ctx': dict(decay_mult=-1.)}),
-     '(head.pos_prompt.ctx)', "custom_keys ['pos_prompt.ctx']"),
-    (dict(bias_decay_mult=-2.), '(head.fc.bias)',
-     'the optimizer weight_decay and paramwise_cfg multipliers'),
-])
-def test_constructor_refuses_negative_group_weight_decay(
-        paramwise, group, source):
+def test_constructor_refuses_negative_group_weight_decay():
     """The optimizers check only their default weight_decay: a negative
     multiplier gave a param group a negative decay without a word."""
     with pytest.raises(ValueError) as err:
-        _build(dict(type='SGD', lr=0.5, weight_decay=1e-4), **paramwise)
+        _build(dict(type='SGD', lr=0.5, weight_decay=1e-4),
+               bias_decay_mult=-2.)
     msg = str(err.value)
-    assert f'{group} gets weight_decay -' in msg
-    assert f'from {source}; it must be a finite number >= 0' in msg
+    assert '(head.fc.bias) gets weight_decay -' in msg
+    assert ('from the optimizer weight_decay and paramwise_cfg multipliers; '
+            'it must be a finite number >= 0') in msg
     _build(dict(type='SGD', lr=0.5, weight_decay=1e-4),
            custom_keys={'pos_prompt.ctx': dict(decay_mult=0.)})
+
+
+@pytest.mark.parametrize('optimizer,option,value,expected', [
+    (dict(weight_decay=0.), 'decay_mult', -1, 'a finite number >= 0'),
+    ({}, 'lr', -0.1, 'a finite number > 0'),
+    ({}, 'lr_mult', -1, 'a finite number > 0'),
+    ({}, 'momentum', -1, 'SGD refuses (Invalid momentum value: -1)'),
+    ({}, 'weight_decay', -1, 'SGD refuses (Invalid weight_decay value'),
+    (dict(type='AdamW'), 'betas', (2, .9), 'AdamW refuses (Invalid beta'),
+])
+def test_constructor_refuses_out_of_range_custom_key_values(
+        optimizer, option, value, expected):
+    """torch checks only the options an optimizer is built with and
+    MMEngine copies custom_keys options into the param groups: momentum=-1
+    trained, and a decay_mult of -1 passed with weight_decay=0."""
+    with pytest.raises(ValueError) as err:
+        _build(dict(dict(type='SGD', lr=0.5), **optimizer),
+               custom_keys={'pos_prompt.ctx': {option: value}})
+    msg = str(err.value)
+    field = f"optim_wrapper.paramwise_cfg.custom_keys['pos_prompt.ctx']." \
+        f'{option}'
+    assert msg.startswith(f'TrainableParamsOptimWrapperConstructor: {field}')
+    assert expected in msg and repr(value) in msg and 'Fix: ' in msg
 
 
 def test_constructor_refuses_custom_options_the_optimizer_ignores():
@@ -426,6 +445,30 @@ def test_feature_preprocessor_non_blocking_flag(flag):
     assert str(err.value) == ('FeatureDataPreprocessor: non_blocking must '
                               f'be True or False, got {flag!r}.')
     assert FeatureDataPreprocessor(non_blocking=False)._non_blocking is False
+
+
+@pytest.mark.parametrize('field,value,expected', [
+    ('pad_size_divisor', 0, 'an int >= 1'),  # was narrow(): length ...
+    ('pad_size_divisor', -2, 'an int >= 1'),  # was no padding
+    ('pad_size_divisor', 2.5, 'an int >= 1'),  # padded 4 to 5
+    ('pad_value', float('nan'), 'a finite number'),
+    ('to_onehot', 'no', 'True or False'),
+    ('num_classes', 0, 'an int >= 1'),
+    ('batch_augments', 'mixup', "None or a dict such as dict(augments="),
+])
+def test_clip_preprocessor_refuses_bad_values(field, value, expected):
+    """The arguments CLIPDataPreprocessor hands to mmpretrain are checked
+    as its own (mean, std, to_rgb) are."""
+    with pytest.raises(ValueError) as err:
+        CLIPDataPreprocessor(**{field: value})
+    msg = str(err.value)
+    assert msg.startswith(f'CLIPDataPreprocessor: {field} must be {expected}')
+    assert msg.endswith(f'got {value!r}.')
+    pre = CLIPDataPreprocessor(pad_size_divisor=4, pad_value=0,
+                               to_onehot=False, num_classes=3,
+                               batch_augments=None)
+    assert pre(dict(inputs=[torch.zeros(3, 5, 6, dtype=torch.uint8)]))[
+        'inputs'].shape == (1, 3, 8, 8)
 
 
 @pytest.mark.parametrize('cls', [CLIPDataPreprocessor,

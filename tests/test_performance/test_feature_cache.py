@@ -297,6 +297,23 @@ def test_damaged_or_foreign_directories(image_root, tmp_path):
         _cache(dataset, backbone, osp.join(image_root, 'cache'))
 
 
+def test_empty_dataset_is_named_before_anything_is_built(tmp_path):
+    """An empty plain mmpretrain dataset (serialize_data=False, which
+    MMEngine does not refuse) built an empty cache and failed with
+    "TypeError: 'NoneType' object is not iterable"."""
+    from mmcoop.datasets import AnnotationError
+    with open(tmp_path / 'ann.json', 'w') as f:
+        json.dump(dict(metainfo=dict(classes=['a']), data_list=[]), f)
+    dataset = make_dataset(str(tmp_path), serialize_data=False)
+    with pytest.raises(AnnotationError) as err:
+        _cache(dataset, backbone_cfg(), tmp_path / 'cache')
+    assert str(err.value) == (
+        f"MultiLabelDataset ({tmp_path / 'ann.json'}): no samples, so "
+        'there is nothing to iterate over. Fix: check the annotation file, '
+        '`data_root` and the split of the dataset.')
+    assert not (tmp_path / 'cache').exists()
+
+
 @pytest.mark.parametrize('dtype, suffix', [('float16', '.npy'),
                                            ('int8', '.scale.npy')])
 def test_empty_shard_file_is_damage_not_a_crash(image_root, tmp_path,

@@ -26,10 +26,47 @@ PARAMWISE_KEYS = ('custom_keys', 'bias_lr_mult', 'bias_decay_mult',
                   'bypass_duplicate', 'dcn_offset_lr_mult')
 
 
+#: the ``custom_keys`` options MMEngine reads itself (``add_params``), with
+#: their ranges (:func:`~mmcoop.utils.value_checks.check_number` bounds and
+#: the why and fix of the message); every other option is the optimizer's,
+#: checked by the optimizer (``_check_custom_options``)
+CUSTOM_KEY_RANGES = {
+    'lr_mult':
+    dict(
+        low=0,
+        above=True,
+        what='it multiplies the optimizer lr: a negative lr is gradient '
+        'ascent, 0 trains nothing. Fix: a positive lr_mult; to freeze the '
+        'tensors, set requires_grad=False'),
+    'decay_mult':
+    dict(
+        low=0,
+        what='it multiplies the optimizer weight_decay: a negative one '
+        'pushes the weights away from 0. Fix: a decay_mult >= 0 (0: no '
+        'decay)'),
+    'lr':
+    dict(
+        low=0,
+        above=True,
+        what='the lr of these tensors: a negative lr is gradient ascent, 0 '
+        'trains nothing. Fix: a positive lr; to freeze the tensors, set '
+        'requires_grad=False'),
+}
+
+
 def _match_name(name: str) -> str:
     """The string MMEngine matches ``custom_keys`` against (``add_params``:
     ``f'{prefix}.{name}'``, so a top-level parameter reads ``'.ctx'``)."""
     return name if '.' in name else f'.{name}'
+
+
+def _default_of(optimizer_cls, option: str):
+    """The default of ``option`` in the signature of ``optimizer_cls``
+    (None when it has none)."""
+    param = inspect.signature(optimizer_cls).parameters.get(option)
+    if param is None or param.default is inspect.Parameter.empty:
+        return None
+    return param.default
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -60,6 +97,11 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     * ``paramwise_cfg`` keys MMEngine does not read (a misspelled
       ``cusotm_keys``), and ``custom_keys`` options that neither MMEngine
       nor the optimizer reads (``lr_mul``), are refused;
+    * the values of ``custom_keys`` options: ``lr_mult`` and ``lr`` > 0,
+      ``decay_mult`` >= 0 (:data:`CUSTOM_KEY_RANGES`, when the constructor
+      is built); the optimizer's own options (``momentum``,
+      ``weight_decay``, ``betas``, ...) by the optimizer class, as if they
+      were in ``optim_wrapper.optimizer`` (torch checks only those);
     * ``custom_keys`` that match no trainable parameter name: a warning
       when *none* of them matches (a typo, or a recipe written for another
       model, would drop every multiplier); when some match, the others are
@@ -107,21 +149,17 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 raise ValueError(
                     f'{_OWNER}: {where} must be a dict such as '
                     f'dict(lr_mult=0.01), got {opts!r}.')
-            for field in ('lr_mult', 'decay_mult', 'lr'):
-                if field in opts and not (is_real(opts[field])
-                                          and math.isfinite(opts[field])):
-                    raise ValueError(
-                        f'{_OWNER}: {where}.{field} must be a finite '
-                        f'number, got {opts[field]!r}.')
+            for field, bounds in CUSTOM_KEY_RANGES.items():
+                if field in opts:
+                    check_number(_OWNER, f'{where}.{field}', opts[field],
+                                 **bounds)
         for field in ('bias_lr_mult', 'dcn_offset_lr_mult', 'bias_decay_mult',
                       'norm_decay_mult', 'dwconv_decay_mult',
                       'flat_decay_mult'):
             value = self.paramwise_cfg.get(field, None)
-            if value is not None and not (is_real(value)
-                                          and math.isfinite(value)):
-                raise ValueError(
-                    f'{_OWNER}: optim_wrapper.paramwise_cfg.{field} must be '
-                    f'a finite number, got {value!r}.')
+            if value is not None:
+                check_number(_OWNER, f'optim_wrapper.paramwise_cfg.{field}',
+                             value)
         super()._validate_cfg()
 
     def _custom_key_of(self, name: str) -> Optional[str]:
@@ -230,8 +268,10 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         """Each ``custom_keys`` entry names only ``lr_mult``,
         ``decay_mult`` and options of the optimizer: MMEngine copies any
         other key into the param group, where the optimizer never reads it
-        (``lr_mul`` would train at the base lr without a word)."""
-        allowed = {'lr_mult', 'decay_mult'} | set(optimizer.defaults)
+        (``lr_mul`` would train at the base lr without a word). The values
+        of the optimizer's options are then checked by the optimizer
+        (:meth:`_check_custom_values`)."""
+        allowed = set(CUSTOM_KEY_RANGES) | set(optimizer.defaults)
         custom_keys = self.paramwise_cfg.get('custom_keys', {})
         for key, opts in custom_keys.items():
             unknown = sorted(set(opts) - allowed)
@@ -247,6 +287,39 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 f' has {unknown}, which {type(optimizer).__name__} does not '
                 f'read (it would be ignored); allowed: {sorted(allowed)}.' +
                 (f' Did you mean {", ".join(hints)}?' if hints else ''))
+        self._check_custom_values(type(optimizer), custom_keys)
+
+    def _check_custom_values(self, optimizer_cls, custom_keys: dict) -> None:
+        """The value of each optimizer option of ``custom_keys``
+        (``momentum``, ``weight_decay``, ``betas``, ``eps``...) checked by the
+        optimizer class itself, as if it were in ``optim_wrapper.optimizer``:
+        torch checks only the options an optimizer is built with, and
+        MMEngine copies these into the param groups unchecked
+        (``momentum=-1`` trained). An optimizer that cannot be built here on
+        one CPU tensor (e.g. ``fused=True``) is not checked."""
+        own = {k: v for k, v in self.optimizer_cfg.items() if k != 'type'}
+        probe = [torch.zeros(1, requires_grad=True)]
+        try:
+            optimizer_cls(probe, **own)
+        except Exception:  # noqa: BLE001 - no probe, no check
+            return
+        for key, opts in custom_keys.items():
+            for option, value in opts.items():
+                if option in CUSTOM_KEY_RANGES:
+                    continue  # MMEngine's own, checked in _validate_cfg
+                try:
+                    optimizer_cls(probe, **{**own, option: value})
+                except (ValueError, TypeError) as e:
+                    raise ValueError(
+                        f'{_OWNER}: optim_wrapper.paramwise_cfg.custom_keys'
+                        f'[{key!r}].{option} is {value!r}, which '
+                        f'{optimizer_cls.__name__} refuses ({e}); torch '
+                        'checks only the options the optimizer is built '
+                        'with, so these tensors would train with it. Fix: '
+                        f'a value {optimizer_cls.__name__} accepts as '
+                        f'optim_wrapper.optimizer.{option} (its default: '
+                        f'{_default_of(optimizer_cls, option)!r}), or leave '
+                        'it out to use the optimizer\'s.') from None
 
     def add_params(self,
                    params: List[dict],
@@ -287,10 +360,10 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optimizer_cfg[first_arg_name] = params
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         names = {id(p): n for n, p in trainable}
-        self._check_group_lrs(optimizer, names)
-        self._check_group_decays(optimizer, names)
         if self.paramwise_cfg:
             self._check_custom_options(optimizer)
+        self._check_group_lrs(optimizer, names)
+        self._check_group_decays(optimizer, names)
 
         num_frozen = sum(1 for p in model.parameters() if not p.requires_grad)
         print_log(

@@ -8,7 +8,8 @@ from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from mmcoop.registry import MODELS
-from mmcoop.utils.value_checks import check_channel_stats, check_flag
+from mmcoop.utils.value_checks import (check_channel_stats, check_flag,
+                                       check_int, check_number)
 
 __all__ = ['CLIP_MEAN', 'CLIP_STD', 'CLIPDataPreprocessor']
 
@@ -50,7 +51,12 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
     Configs write ``data_preprocessor=dict(type='CLIPDataPreprocessor')``
     instead of typing the statistics. The arguments are those of
     :class:`mmpretrain.models.ClsDataPreprocessor`; ``mean`` / ``std`` are 3
-    numbers each (a list, tuple, numpy array or 1-D tensor).
+    numbers each (a list, tuple, numpy array or 1-D tensor). Every argument
+    is checked when the preprocessor is built (``ValueError`` naming the
+    field and the value): ``pad_size_divisor`` an int >= 1 (0 divides by
+    zero at the first batch), ``pad_value`` a finite number, ``to_rgb`` and
+    ``to_onehot`` True or False, ``num_classes`` None or an int >= 1,
+    ``batch_augments`` None or a dict.
     """
 
     def __init__(self,
@@ -58,9 +64,25 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
                  std: Optional[Sequence[float]] = CLIP_STD,
                  to_rgb: bool = True,
                  **kwargs):
+        owner = type(self).__name__
         mean, std = channel_stats(mean), channel_stats(std)
-        check_channel_stats(type(self).__name__, mean, std, optional=True)
-        check_flag(type(self).__name__, 'to_rgb', to_rgb)
+        check_channel_stats(owner, mean, std, optional=True)
+        check_flag(owner, 'to_rgb', to_rgb)
+        # the other arguments keep mmpretrain's defaults: checked when given
+        if 'pad_size_divisor' in kwargs:
+            check_int(owner, 'pad_size_divisor', kwargs['pad_size_divisor'])
+        if 'pad_value' in kwargs:
+            check_number(owner, 'pad_value', kwargs['pad_value'])
+        if 'to_onehot' in kwargs:
+            check_flag(owner, 'to_onehot', kwargs['to_onehot'])
+        if kwargs.get('num_classes') is not None:
+            check_int(owner, 'num_classes', kwargs['num_classes'])
+        augments = kwargs.get('batch_augments')
+        if augments is not None and not isinstance(augments, dict):
+            raise ValueError(
+                f'{owner}: batch_augments must be None or a dict such as '
+                "dict(augments=[dict(type='Mixup', alpha=0.8)]) (the "
+                f'model\'s train_cfg), got {augments!r}.')
         super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)
 
     def forward(self, data: dict, training: bool = False) -> dict:
