@@ -59,6 +59,7 @@ from mmcoop.engine.config_checks import check_nested_keys
 from mmcoop.engine.cli import merge_cfg_options
 from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
+from mmcoop.utils.value_checks import check_int
 from .model_zoo import fetch_checkpoint
 
 ImageType = Union[str, np.ndarray, Any]
@@ -465,10 +466,8 @@ class MultiLabelInferencer:
             names = [f'images[{i}]' for i in range(len(images))]
         else:
             images, names = [images], ['image']
-        if isinstance(batch_size, bool) or not isinstance(
-                batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f'batch_size must be an integer >= 1, got '
-                             f'{batch_size!r}.')
+        batch_size = check_int('MultiLabelInferencer', 'batch_size',
+                               batch_size)
         threshold = self.threshold if threshold is None else \
             self._thresholds(threshold)
         results = []

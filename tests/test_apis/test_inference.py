@@ -303,7 +303,7 @@ def test_bad_inputs_name_the_argument_and_the_fix(setup, tmp_path):
     with pytest.raises(ValueError, match=r'images\[0\] is a float64 array '
                        r'with values in \[-1\.0, 2\.0\]'):
         inference_model(model, [np.linspace(-1, 2, 300).reshape(10, 10, 3)])
-    with pytest.raises(ValueError, match='batch_size must be an integer >= 1'):
+    with pytest.raises(ValueError, match='batch_size must be an int >= 1'):
         inference_model(model, [setup['images'][0]], batch_size=0)
     # integer arrays within 0..255 are the same picture
     np.testing.assert_allclose(
