@@ -28,9 +28,10 @@ class FeatureDataPreprocessor(BaseDataPreprocessor):
         non_blocking (bool): asynchronous host-to-device copy (use with
             ``pin_memory=True`` in the dataloader). Defaults to True.
         batch_augments (None): accepted for compatibility with
-            ``ImageClassifier``, which passes ``train_cfg`` here. Image batch
-            augmentations (Mixup, CutMix) cannot be applied to cached
-            features; anything other than None raises.
+            ``ImageClassifier``, which passes ``train_cfg`` here when it
+            has ``augments``. Image batch augmentations (Mixup, CutMix)
+            cannot be applied to cached features: a non-empty value
+            raises (None or an empty dict: no augments).
     """
 
     def __init__(self,
