@@ -320,7 +320,8 @@ def check_constructor_keys(tree: Any,
                            registry,
                            filename: Optional[str] = None,
                            subtrees: Optional[Dict[str, Any]] = None,
-                           scope: str = 'mmcoop') -> List[str]:
+                           scope: str = 'mmcoop',
+                           read_by_caller: Iterable[str] = ()) -> List[str]:
     """Name the keys of the config subtree ``tree`` (at ``path``, e.g.
     ``'model'``) that the constructor of their ``type`` does not take,
     such as ``model.head.n_ctxx``, without building anything.
@@ -330,8 +331,10 @@ def check_constructor_keys(tree: Any,
     ``_scope_``, else ``scope``; a class given as ``type`` is itself) is
     compared with the keys that class accepts
     (:func:`constructor_keywords`), apart from the builder's own
-    :data:`BUILDER_KEYS`. The values of a key in ``subtrees`` are built by
-    the registry it maps to (``{'pipeline': TRANSFORMS}`` below a dataset).
+    :data:`BUILDER_KEYS` and the keys ``read_by_caller`` of ``tree``
+    itself (a hook's ``priority``, read by the runner). The values of a
+    key in ``subtrees`` are built by the registry it maps to
+    (``{'pipeline': TRANSFORMS}`` below a dataset).
 
     Not judged: other types (unregistered: building names them; builder
     functions), classes whose keys cannot be told, and ``*_cfg``
@@ -365,6 +368,7 @@ def check_constructor_keys(tree: Any,
     if accepted is not None:
         judged.append(path)
         names, certain = accepted
+        names = names | frozenset(read_by_caller)
         unknown = [k for k in tree if k not in names and k not in BUILDER_KEYS]
         if unknown:
             msg = _unknown_key_message(path, cls, unknown, names, certain,
@@ -384,26 +388,56 @@ def check_constructor_keys(tree: Any,
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
+#: keys of a hook config that the runner reads itself (``register_hook``).
+HOOK_RUNNER_KEYS = ('priority', )
+
+
 def check_nested_keys(cfg, datasets: bool = True) -> List[str]:
-    """:func:`check_constructor_keys` of the ``model`` and the top-level
-    ``data_preprocessor`` of ``cfg`` (``MODELS``) and, with ``datasets``,
-    of the :data:`DATALOADERS`' ``dataset`` (``DATASETS``, wrappers' inner
-    datasets included) and its ``pipeline`` (``TRANSFORMS``), in the
-    config's ``default_scope`` (else ``'mmcoop'``). Returns the paths of
-    the dicts judged."""
-    from mmcoop.registry import DATASETS, MODELS, TRANSFORMS
+    """:func:`check_constructor_keys` of the parts of ``cfg`` that MMEngine
+    builds from a registry ``type``, in the config's ``default_scope``
+    (else ``'mmcoop'``): the ``model`` and the top-level
+    ``data_preprocessor`` (``MODELS``) and, with ``datasets``, the
+    :data:`DATALOADERS`' ``dataset`` (``DATASETS``, wrappers' inner
+    datasets included) with its ``pipeline`` (``TRANSFORMS``) and their
+    ``sampler`` (``DATA_SAMPLERS``), the ``val_evaluator`` /
+    ``test_evaluator`` metrics (``METRICS``; a dict with ``metrics`` is an
+    evaluator of its own and not judged) and the ``custom_hooks`` /
+    ``default_hooks`` (``HOOKS``; their ``priority`` is the runner's).
+    Returns the paths of the dicts judged."""
+    from mmcoop.registry import (DATA_SAMPLERS, DATASETS, HOOKS, METRICS,
+                                 MODELS, TRANSFORMS)
     filename = getattr(cfg, 'filename', None)
     scope = cfg.get('default_scope', None) or 'mmcoop'
     judged = []
     for field in ('model', 'data_preprocessor'):
         judged += check_constructor_keys(
             cfg.get(field, None), field, MODELS, filename, scope=scope)
-    for field in DATALOADERS if datasets else ():
+    if not datasets:
+        return judged
+    for field in DATALOADERS:
         loader = cfg.get(field, None)
         if isinstance(loader, dict):
             judged += check_constructor_keys(
                 loader.get('dataset', None), f'{field}.dataset', DATASETS,
                 filename, {'pipeline': TRANSFORMS}, scope)
+            judged += check_constructor_keys(
+                loader.get('sampler', None), f'{field}.sampler',
+                DATA_SAMPLERS, filename, scope=scope)
+    for field in ('val_evaluator', 'test_evaluator'):
+        evaluator = cfg.get(field, None)
+        if not (isinstance(evaluator, dict) and 'metrics' in evaluator):
+            judged += check_constructor_keys(evaluator, field, METRICS,
+                                             filename, scope=scope)
+    hooks = cfg.get('custom_hooks', None)
+    for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
+        judged += check_constructor_keys(
+            hook, f'custom_hooks[{i}]', HOOKS, filename, scope=scope,
+            read_by_caller=HOOK_RUNNER_KEYS)
+    hooks = cfg.get('default_hooks', None)
+    for name, hook in (hooks.items() if isinstance(hooks, dict) else ()):
+        judged += check_constructor_keys(
+            hook, f'default_hooks.{name}', HOOKS, filename, scope=scope,
+            read_by_caller=HOOK_RUNNER_KEYS)
     return judged
 
 

@@ -134,6 +134,9 @@ def test_shipped_configs_take_every_nested_key(shipped_configs):
             assert dataset in judged, (path, dataset)
             assert any(p.startswith(dataset) and '.pipeline[' in p
                        for p in judged), (path, loader)
+            assert f'{loader}.sampler' in judged, (path, loader)
+        assert {'val_evaluator', 'test_evaluator', 'default_hooks.timer',
+                'default_hooks.param_scheduler'} <= judged, path
 
 
 @pytest.mark.parametrize('option,cls,close', [
@@ -144,6 +147,10 @@ def test_shipped_configs_take_every_nested_key(shipped_configs):
     ('train_dataloader.dataset.dataset.data_rot=x', 'COCO2014MultiLabel',
      "'data_root'"),
     ('val_dataloader.dataset.pipeline.1.scal=32', 'Resize', "'scale'"),
+    ('train_dataloader.sampler.shufle=False', 'DefaultSampler',
+     "'shuffle'"),
+    ('val_evaluator.thrr=0.3', 'PartialMultiLabelMetric', "'thr'"),
+    ('custom_hooks.0.priorty=10', 'PartialLabelMaskHook', "'priority'"),
 ])
 def test_misspelt_nested_key_is_named_before_anything_is_built(
         setup, tmp_path, option, cls, close):
@@ -156,7 +163,7 @@ def test_misspelt_nested_key_is_named_before_anything_is_built(
     from mmcoop.engine import MMCoopRunner
     from mmcoop.engine.config_checks import UnknownConfigKeyError
     key, value = option.split('=')
-    path = key.replace('.1.', '[1].')
+    path = key.replace('.1.', '[1].').replace('.0.', '[0].')
 
     def named(err, filename):
         msg = str(err.value)
