@@ -60,6 +60,17 @@ def _match_name(name: str) -> str:
     return name if '.' in name else f'.{name}'
 
 
+def _renames(unknown, known) -> str:
+    """`` Did you mean 'lr_mul' -> 'lr_mult'?`` for the keys of ``unknown``
+    close to one of ``known`` (``''`` if none is)."""
+    hints = [
+        f'{k!r} -> {close[0]!r}' for k in unknown
+        for close in [difflib.get_close_matches(str(k), sorted(known), 1)]
+        if close
+    ]
+    return f' Did you mean {", ".join(hints)}?' if hints else ''
+
+
 def _default_of(optimizer_cls, option: str):
     """The default of ``option`` in the signature of ``optimizer_cls``
     (None when it has none)."""
@@ -133,16 +144,10 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 what='a negative lr is gradient ascent, 0 trains nothing')
         unknown = sorted(set(self.paramwise_cfg) - set(PARAMWISE_KEYS))
         if unknown:
-            hints = [
-                f'{k!r} -> {close[0]!r}' for k in unknown for close in
-                [difflib.get_close_matches(str(k), PARAMWISE_KEYS, 1)]
-                if close
-            ]
             raise ValueError(
                 f'{_OWNER}: unknown optim_wrapper.paramwise_cfg keys '
                 f'{unknown} (MMEngine would ignore them); allowed: '
-                f'{list(PARAMWISE_KEYS)}.' +
-                (f' Did you mean {", ".join(hints)}?' if hints else ''))
+                f'{list(PARAMWISE_KEYS)}.' + _renames(unknown, PARAMWISE_KEYS))
         for key, opts in custom_keys.items():
             where = f'optim_wrapper.paramwise_cfg.custom_keys[{key!r}]'
             if not isinstance(opts, dict):
@@ -277,16 +282,11 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             unknown = sorted(set(opts) - allowed)
             if not unknown:
                 continue
-            hints = [
-                f'{k!r} -> {close[0]!r}' for k in unknown for close in
-                [difflib.get_close_matches(str(k), sorted(allowed), 1)]
-                if close
-            ]
             raise ValueError(
                 f'{_OWNER}: optim_wrapper.paramwise_cfg.custom_keys[{key!r}]'
                 f' has {unknown}, which {type(optimizer).__name__} does not '
                 f'read (it would be ignored); allowed: {sorted(allowed)}.' +
-                (f' Did you mean {", ".join(hints)}?' if hints else ''))
+                _renames(unknown, allowed))
         self._check_custom_values(type(optimizer), custom_keys)
 
     def _check_custom_values(self, optimizer_cls, custom_keys: dict) -> None:
