@@ -79,8 +79,13 @@ def load_config(config: ConfigType,
     merges ``--cfg-options`` (:func:`mmcoop.engine.cli.merge_cfg_options`:
     a value of another type than the one it replaces is refused). Used by
     :func:`init_model` and by every tool that reads a config outside a
-    runner."""
-    return merge_cfg_options(_read_config(config), cfg_options)
+    runner. A key that the constructor of its ``type`` does not take
+    (``model.head.n_ctxx``, a dataset's or a transform's) is then named
+    with its path, as ``MMCoopRunner.from_cfg`` names it
+    (:func:`mmcoop.engine.config_checks.check_nested_keys`)."""
+    cfg = merge_cfg_options(_read_config(config), cfg_options)
+    check_nested_keys(cfg)
+    return cfg
 
 
 def _read_config(config: ConfigType) -> Config:
@@ -191,8 +196,6 @@ def init_model(config: ConfigType,
     """
     cfg = _model_config(config, cfg_options)
     restore_image_model(cfg)
-    # a misspelt key is named with its path, before anything is built
-    check_nested_keys(cfg, datasets=False)
     # a missing file, or a folder given for it, is named before the build
     local = fetch_checkpoint(checkpoint) if checkpoint is not None else None
     _register_modules()

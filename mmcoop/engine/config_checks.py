@@ -392,11 +392,11 @@ DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 HOOK_RUNNER_KEYS = ('priority', )
 
 
-def check_nested_keys(cfg, datasets: bool = True) -> List[str]:
+def check_nested_keys(cfg) -> List[str]:
     """:func:`check_constructor_keys` of the parts of ``cfg`` that MMEngine
     builds from a registry ``type``, in the config's ``default_scope``
     (else ``'mmcoop'``): the ``model`` and the top-level
-    ``data_preprocessor`` (``MODELS``) and, with ``datasets``, the
+    ``data_preprocessor`` (``MODELS``), the
     :data:`DATALOADERS`' ``dataset`` (``DATASETS``, wrappers' inner
     datasets included) with its ``pipeline`` (``TRANSFORMS``) and their
     ``sampler`` (``DATA_SAMPLERS``), the ``val_evaluator`` /
@@ -412,8 +412,6 @@ def check_nested_keys(cfg, datasets: bool = True) -> List[str]:
     for field in ('model', 'data_preprocessor'):
         judged += check_constructor_keys(
             cfg.get(field, None), field, MODELS, filename, scope=scope)
-    if not datasets:
-        return judged
     for field in DATALOADERS:
         loader = cfg.get(field, None)
         if isinstance(loader, dict):

@@ -128,3 +128,23 @@ def test_init_model_checks_cfg_options_too():
     assert cfg.randomness.seed == 7
     assert load_config(cfg, {'randomness.seed': 8}).randomness.seed == 8
     assert cfg.randomness.seed == 7
+
+
+def test_tools_outside_a_runner_name_a_misspelt_nested_key(tmp_path):
+    """load_config (init_model and the analysis tools) runs the nested-key
+    check of MMCoopRunner.from_cfg: a dataset key as well as a model key."""
+    from mmcoop.apis import init_model, load_config
+    from mmcoop.engine.config_checks import UnknownConfigKeyError
+    option = {'train_dataloader.dataset.dataset.data_rot': 'x'}
+    for call in (lambda: load_config(CONFIG, option),
+                 lambda: init_model(CONFIG, cfg_options=option)):
+        with pytest.raises(UnknownConfigKeyError,
+                           match=r"`train_dataloader\.dataset\.dataset\."
+                           r"data_rot` \(did you mean 'data_root'"):
+            call()
+    with pytest.raises(UnknownConfigKeyError, match=r'model\.head\.n_ctxx'):
+        load_tool('tools/analysis/browse_dataset.py').main([
+            CONFIG, '--output-dir',
+            str(tmp_path / 'out'), '--cfg-options', 'model.head.n_ctxx=2'
+        ])
+    assert not (tmp_path / 'out').exists()
