@@ -23,8 +23,7 @@ into ``--out``. See docs/experiments.md and
 import argparse
 import sys
 
-from mmcoop.engine.cli import (nonnegative_int, positive_fraction,
-                               positive_int)
+from mmcoop.engine.cli import nonnegative_int, positive_fraction, positive_int
 from mmcoop.experiments.protocols import PROTOCOLS, SELECTIONS
 from mmcoop.experiments.sweep import (DEFAULT_TEST_CMD, DEFAULT_TRAIN_CMD,
                                       SweepError, check_out_dir, plan_runs,

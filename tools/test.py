@@ -30,10 +30,8 @@ import mmengine
 from mmengine.config import Config
 from mmengine.dist import is_main_process
 
-from mmcoop.engine.atomic_backend import (ATOMIC_BACKEND_ARGS,
-                                          AtomicDumpResults)
-from mmcoop.engine.cli import (add_common_args, build_runner,
-                               check_out_suffix,
+from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS, AtomicDumpResults
+from mmcoop.engine.cli import (add_common_args, build_runner, check_out_suffix,
                                check_test_inputs_and_outputs,
                                check_test_weights, merge_test_args,
                                set_local_rank)

@@ -17,9 +17,8 @@ import argparse
 
 from mmengine.config import Config
 
-from mmcoop.engine.cli import (add_common_args, build_runner,
-                               check_amp_device, merge_train_args,
-                               set_local_rank)
+from mmcoop.engine.cli import (add_common_args, build_runner, check_amp_device,
+                               merge_train_args, set_local_rank)
 
 
 def parse_args(argv=None):

@@ -3,8 +3,8 @@ from ..deployment import export_model, fold_model
 from .inference import (MultiLabelInferencer, build_test_pipeline,
                         config_classnames, inference_model, init_model,
                         load_config)
-from .model_zoo import (fetch_checkpoint, get_model, list_models,
-                        model_info, register_to_mmpretrain)
+from .model_zoo import (fetch_checkpoint, get_model, list_models, model_info,
+                        register_to_mmpretrain)
 from .visualization import draw_predictions
 
 __all__ = [

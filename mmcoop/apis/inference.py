@@ -55,8 +55,8 @@ from mmengine.registry import DefaultScope
 from mmcoop.datasets.feature_cache import restore_image_model
 from mmcoop.engine.checkpoint_fit import (CHECKS, check_checkpoint_fits,
                                           load_checkpoint_weights)
-from mmcoop.engine.config_checks import check_nested_keys
 from mmcoop.engine.cli import merge_cfg_options
+from mmcoop.engine.config_checks import check_nested_keys
 from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
 from mmcoop.utils.value_checks import check_int

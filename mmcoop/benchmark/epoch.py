@@ -18,8 +18,8 @@ import time
 import torch
 
 from .data import make_images, pipeline_cfg
-from .steps import (backbone_cfg, clip_preprocessor, device_of,
-                    head_cfg, model_pair)
+from .steps import (backbone_cfg, clip_preprocessor, device_of, head_cfg,
+                    model_pair)
 from .timing import sync
 
 __all__ = ['EPOCH_PIPELINES', 'measure_epoch']

@@ -12,9 +12,8 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from mmcoop.utils.tri_state_targets import ABSENT, UNKNOWN
 from .tri_state import TriStateMultiLabelDataset
-from .utils import (AnnotationError, check_class_names,
-                    normalize_class_name, read_annotation_text,
-                    relative_path_note)
+from .utils import (AnnotationError, check_class_names, normalize_class_name,
+                    read_annotation_text, relative_path_note)
 
 __all__ = ['MultiLabelCSVDataset']
 

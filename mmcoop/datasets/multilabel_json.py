@@ -8,8 +8,7 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from .coco2014 import load_coco_multilabel
 from .tri_state import TriStateMultiLabelDataset
-from .utils import (AnnotationError, check_given_classes,
-                    relative_path_note)
+from .utils import AnnotationError, check_given_classes, relative_path_note
 
 __all__ = ['MultiLabelJSONDataset']
 

@@ -13,8 +13,8 @@ from mmcoop.utils.paths import expand_user
 from .categories import NUSWIDE_CONCEPTS
 from .tri_state import TriStateMultiLabelDataset
 from .unseen_splits import nuswide_925_seen
-from .utils import (AnnotationError, check_class_names,
-                    read_annotation_text, same_class_names)
+from .utils import (AnnotationError, check_class_names, read_annotation_text,
+                    same_class_names)
 
 __all__ = ['NUSWIDEMultiLabel']
 

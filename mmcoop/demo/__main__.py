@@ -5,7 +5,6 @@ import argparse
 from typing import Dict, Optional, Sequence
 
 from mmcoop.engine.cli import nonnegative_int, positive_int
-
 from .shapes import chance_level_map, generate_demo_coco, read_manifest
 
 

@@ -11,16 +11,14 @@ import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import master_only
 from mmengine.model import is_model_wrapper
-from mmengine.runner import (BaseLoop, EpochBasedTrainLoop,
-                             IterBasedTrainLoop, Runner)
+from mmengine.runner import (BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop,
+                             Runner)
 
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.checkpoint_fit import (check_checkpoint_fits,
                                           load_checkpoint_weights)
-from mmcoop.engine.config_checks import (check_clip_towers,
-                                         check_load_from,
-                                         check_nested_keys,
-                                         check_unknown_keys,
+from mmcoop.engine.config_checks import (check_clip_towers, check_load_from,
+                                         check_nested_keys, check_unknown_keys,
                                          check_unseen_class_head,
                                          check_work_dir_is_a_folder,
                                          check_work_dir_outside_datasets)
@@ -241,8 +239,8 @@ class MMCoopRunner(Runner):
         check_load_from(cfg)
         record_classnames(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
-        from mmcoop.datasets.feature_cache import apply_feature_cache
         from mmcoop.datasets.data_path import apply_data_path
+        from mmcoop.datasets.feature_cache import apply_feature_cache
         from mmcoop.experiments import apply_protocol
         cfg = apply_data_path(cfg)
         cfg = apply_protocol(cfg)

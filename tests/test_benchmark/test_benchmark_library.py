@@ -14,8 +14,7 @@ from mmcoop.benchmark import PeakMemory, count_flops, gpu_hours, project
 from mmcoop.benchmark.epoch import measure_epoch
 from mmcoop.benchmark.report import report_epoch, report_steps
 from mmcoop.benchmark.steps import measure_steps
-from mmcoop.benchmark.vocab import (VOCAB_VARIANTS, measure_vocab,
-                                    report_vocab)
+from mmcoop.benchmark.vocab import VOCAB_VARIANTS, measure_vocab, report_vocab
 
 TINY = dict(model_name='mmcoop-tiny-RN-512', pretrained=None, autocast=None,
             channels_last=False, device='cpu', gpu_tflops=989.0,
@@ -209,11 +208,11 @@ def test_vocab_mode_counts_the_work_of_each_variant():
 def test_data_paths_run_and_report():
     """Every CPU data path turns a generated JPEG into a training input of
     the requested size; the report names the paths (no speed asserted)."""
-    from mmcoop.benchmark.data import PIPELINES, build_path, measure_data
-    from mmcoop.benchmark.data import report_data
-    from mmcoop.benchmark.data import make_images
     import os
     import tempfile
+
+    from mmcoop.benchmark.data import (PIPELINES, build_path, make_images,
+                                       measure_data, report_data)
     tmp = tempfile.mkdtemp()
     make_images(tmp, 1, 20)
     path = os.path.join(tmp, '000000.jpg')
@@ -263,6 +262,7 @@ def test_data_paths_run_and_report():
     assert all(v > 0 for v in r['stages_ms']['tensor'].values())
     assert '| tensor | LoadImageTensor |' in text
     from mmcoop.datasets.transforms.tensor_augment import RANDAUG_OPS
+
     # every op's cost per call, PIL's and mmcoop's (the CPU tensor ops)
     assert list(r['pil_op_ms']) == list(r['tensor_op_ms']) == list(
         RANDAUG_OPS)

@@ -13,8 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmcoop.models  # noqa: F401
-from mmcoop.datasets.categories import (COCO2014_CATEGORIES,
-                                        VOC2007_CATEGORIES)
+from mmcoop.datasets.categories import COCO2014_CATEGORIES, VOC2007_CATEGORIES
 from mmcoop.models.backbones import register_mmcoop_clip_configs
 from mmcoop.models.data_preprocessors import CLIP_MEAN
 from mmcoop.registry import MODELS

@@ -5,8 +5,8 @@ import random
 
 import numpy as np
 import pytest
-from _common import tree_listing
 from _builders import build_coco, coco_content, write_json
+from _common import tree_listing
 
 from mmcoop.datasets import (COCO2014_CATEGORIES, COCO2014_CATEGORY_IDS,
                              AnnotationError, COCO2014MultiLabel)

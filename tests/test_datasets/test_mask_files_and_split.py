@@ -10,8 +10,8 @@ import pytest
 from _builders import coco_cfg
 
 from mmcoop.datasets import PartialLabelDataset
-from mmcoop.datasets.held_out_split import (draw_held_out_keys,
-                                            held_out_split, image_keys)
+from mmcoop.datasets.held_out_split import (draw_held_out_keys, held_out_split,
+                                            image_keys)
 
 
 # ------------------------------------------------------------ mask files

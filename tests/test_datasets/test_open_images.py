@@ -2,8 +2,7 @@
 """OpenImagesMultiLabel on a tiny tree in the official formats."""
 import numpy as np
 import pytest
-from _builders import (OI_DESCRIPTIONS, OI_LABELS, build_open_images,
-                       write_text)
+from _builders import OI_DESCRIPTIONS, OI_LABELS, build_open_images, write_text
 
 from mmcoop.datasets import AnnotationError, OpenImagesMultiLabel
 

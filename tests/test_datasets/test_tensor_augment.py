@@ -11,8 +11,8 @@ import torch
 from _builders import photo
 from PIL import Image
 
-from mmcoop.benchmark.official import (OfficialTrainTransform,
-                                       official_cutout, official_op)
+from mmcoop.benchmark.official import (OfficialTrainTransform, official_cutout,
+                                       official_op)
 from mmcoop.datasets.transforms.tensor_augment import (RANDAUG_OPS, apply_op,
                                                        cutout,
                                                        draw_randaugment,

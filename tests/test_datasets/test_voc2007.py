@@ -4,8 +4,8 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from _common import tree_listing
 from _builders import build_voc, voc_xml
+from _common import tree_listing
 from mmpretrain.datasets import VOC
 
 from mmcoop.datasets import (VOC2007_CATEGORIES, AnnotationError,

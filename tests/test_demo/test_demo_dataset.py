@@ -2,8 +2,8 @@
 """DemoShapesDataset writes the demo tree only where the demo lives, and
 DemoResultHook reports chance level only for the demo tree."""
 import os
-import re
 import os.path as osp
+import re
 from types import SimpleNamespace
 
 import pytest

@@ -87,8 +87,7 @@ def test_benchmark_reports_every_path_and_the_head_cost(
     """The numbers are machine-dependent; what is checked: every path runs
     on the same images with the same scores, and the head's FLOPs are the
     two (C, D) x (D, N) products of the region aggregation."""
-    from mmcoop.deployment.benchmark import (PATHS, compare_speed,
-                                             format_report)
+    from mmcoop.deployment.benchmark import PATHS, compare_speed, format_report
     model = method_models('dualcoop')
     result = compare_speed(
         model,

@@ -9,12 +9,12 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from _deploy_helpers import CLASSES, RESOLUTION
 
 from mmcoop.apis import export_model, fold_model, inference_model
 from mmcoop.deployment import TOLERANCES, FoldedRegionHead
 from mmcoop.models.heads.region_aggregation import \
     class_specific_region_aggregation
-from _deploy_helpers import CLASSES, RESOLUTION
 
 FP32_TOL = TOLERANCES['fp32']  # 1e-4, the parity bound
 SUFFIX = {'onnx': '.onnx', 'torchscript': '.pt'}

@@ -177,6 +177,7 @@ def test_mmcoop_hooks_defaults_and_switches():
 
 def test_hooks_tell_a_resume_from_a_load_through_public_state():
     from mmcoop.engine.hooks.rng_state_hook import is_resuming
+
     # MMCoopRunner: its `resuming` property (True inside resume())
     assert is_resuming(SimpleNamespace(resuming=True, cfg=Config()))
     assert not is_resuming(

@@ -14,9 +14,8 @@ import pytest
 from _common import load_tool
 
 from mmcoop.experiments.sweep import (Run, SweepError, check_cfg_options,
-                                      collect_results, plan_runs,
-                                      run_options, sweep_owned_keys)
-
+                                      collect_results, plan_runs, run_options,
+                                      sweep_owned_keys)
 
 STUB_TRAIN = textwrap.dedent('''
     import os, sys

@@ -234,8 +234,8 @@ class _HFStyleTokenizer:
     length. ``N`` strings -> ``(N, L)`` ids."""
 
     def __init__(self, folder, context_length, clean, pad):
-        from tokenizers import Tokenizer
         from open_clip.tokenizer import get_clean_fn
+        from tokenizers import Tokenizer
         self.clean = get_clean_fn(clean)
         self.tok = Tokenizer.from_file(f'{folder}/tokenizer.json')
         self.tok.enable_truncation(context_length)

@@ -16,7 +16,6 @@ from mmcoop.engine.runner import MMCoopRunner
 from mmcoop.utils.checkpoint import (CheckpointMismatchError,
                                      CheckpointReadError)
 
-
 # --------------------------------------------------------------- toy runs
 toy_runner = functools.partial(_common.toy_runner, shuffle=True, momentum=0.9)
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from _common import load_tool
 from _helpers import (base_cfg, finish, load_ckpt, make_data, save_tiny_clip,
-                      tool, train_records, tree_fingerprint,
-                      val_metrics, train_until_killed, write_config)
+                      tool, train_records, train_until_killed,
+                      tree_fingerprint, val_metrics, write_config)
 
 EPOCHS = 3
 ITERS = 12  # 48 images / batch 4

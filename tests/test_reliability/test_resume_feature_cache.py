@@ -10,8 +10,8 @@ import os
 import pytest
 import torch
 from _helpers import (base_cfg, finish, load_ckpt, make_data, save_tiny_clip,
-                      tool, train_records, tree_fingerprint, val_metrics,
-                      train_until_killed, write_config)
+                      tool, train_records, train_until_killed,
+                      tree_fingerprint, val_metrics, write_config)
 
 from mmcoop.datasets.feature_cache import apply_feature_cache
 

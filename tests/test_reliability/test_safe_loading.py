@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from _common import WritesFile, load_tool
-from _helpers import (TINY, base_cfg, make_data, model_cfg,
-                      save_tiny_clip, write_config)
+from _helpers import (TINY, base_cfg, make_data, model_cfg, save_tiny_clip,
+                      write_config)
 
 from mmcoop.utils.checkpoint import (CheckpointMismatchError,
                                      UnsafeCheckpointError, safe_torch_load)

@@ -14,9 +14,8 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import DictAction
-
 from _common import ROOT, load_tool
+from mmengine.config import DictAction
 
 SCRIPTS = sorted(
     osp.relpath(p, ROOT)

@@ -7,14 +7,14 @@ import json
 import os
 import os.path as osp
 
+import _tool_helpers as H
 import mmengine
 import numpy as np
 import pytest
 import torch
+from _common import load_tool
 from PIL import Image
 
-import _tool_helpers as H
-from _common import load_tool
 from mmcoop.evaluation import precision_recall, ranked_examples
 
 test_tool = load_tool('tools/test.py', 'mmcoop_tools_test_mla')

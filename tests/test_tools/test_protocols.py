@@ -10,17 +10,15 @@ import uuid
 
 import pytest
 import torch
+from _common import load_tool
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.runner import TestLoop
-
-from _common import load_tool
 
 from mmcoop.experiments import apply_protocol
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import _tool_helpers as H  # noqa: E402
-
 
 train_tool = load_tool('tools/train.py', 'mmcoop_tools_train_proto')
 test_tool = load_tool('tools/test.py', 'mmcoop_tools_test_proto')

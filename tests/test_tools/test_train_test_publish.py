@@ -20,7 +20,6 @@ from _common import load_tool
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import _tool_helpers as H  # noqa: E402
 
-
 train_tool = load_tool('tools/train.py')
 test_tool = load_tool('tools/test.py')
 publish_tool = load_tool('tools/model_converters/publish_model.py')

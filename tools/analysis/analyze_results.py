@@ -27,8 +27,7 @@ import numpy as np
 from mmcoop.apis import load_config
 from mmcoop.engine.cli import SpacedDictAction, positive_int
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
-                               per_class_ap, precision_recall,
-                               ranked_examples)
+                               per_class_ap, precision_recall, ranked_examples)
 from mmcoop.models.heads import resolve_classnames
 from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs

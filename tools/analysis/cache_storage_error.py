@@ -13,7 +13,6 @@ import argparse
 import json
 import os.path as osp
 
-
 from mmcoop.apis import load_config
 from mmcoop.benchmark.cache_storage import storage_error
 from mmcoop.datasets.feature_cache.store import DTYPES

@@ -14,7 +14,6 @@ docs/benchmarks.md come from this tool.
 import argparse
 import json
 
-
 from mmcoop.apis import load_config
 from mmcoop.benchmark.autocast_error import cpu_bf16_error
 from mmcoop.engine.cli import SpacedDictAction, positive_int

@@ -22,8 +22,7 @@ from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
                                class_indices)
 from mmcoop.engine.cli import SpacedDictAction, fraction
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
-from mmcoop.utils.paths import (claim_outputs, make_output_dirs,
-                                missing_folders)
+from mmcoop.utils.paths import claim_outputs, make_output_dirs, missing_folders
 
 
 def parse_args(argv=None):

@@ -151,8 +151,7 @@ def load_input(path: str, trust_source: bool = False):
         tuple: ``(checkpoint, safe)``; ``safe`` is False only when
         ``trust_source`` was needed.
     """
-    from mmcoop.utils.checkpoint import (UnsafeCheckpointError,
-                                         safe_torch_load)
+    from mmcoop.utils.checkpoint import UnsafeCheckpointError, safe_torch_load
     try:
         return safe_torch_load(
             path, 'cpu', 'input checkpoint', runtime_state=True), True

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from ..samplers import RNGGuard, seed_global_rngs, sample_seed
+from ..samplers import RNGGuard, sample_seed, seed_global_rngs
 from .errors import FeatureCacheError
 from .quantize import quantize
 from .store import DTYPES, QUANTISED, scale_file, shard_record

@@ -49,14 +49,12 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from mmcoop.datasets.transforms.cutout import check_cutout_factor
 from mmcoop.datasets.transforms.image_kind import require_tensor
-from mmcoop.datasets.transforms.loading import (check_backend_args,
-                                                decode_error,
-                                                read_image_bytes)
 from mmcoop.datasets.transforms.jpeg import (DECODE_BACKENDS, JpegHeader,
                                              decode_jpeg_cpu, open_rgb,
                                              parse_header, rgb_tensor,
-                                             torchcodec_or_error,
-                                             without_exif)
+                                             torchcodec_or_error, without_exif)
+from mmcoop.datasets.transforms.loading import (check_backend_args,
+                                                decode_error, read_image_bytes)
 from mmcoop.datasets.transforms.rgb import RULE_VERSION
 from mmcoop.registry import TRANSFORMS
 from mmcoop.utils.value_checks import check_flag

@@ -1,7 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Frozen open_clip towers: dense image features and prompt text encoding."""
-from typing import (Callable, Dict, List, Optional, Sequence, Tuple,
-                    Union)
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -14,9 +13,8 @@ from torch.utils.checkpoint import checkpoint
 
 from mmcoop.registry import MODELS
 from mmcoop.utils.value_checks import check_flag, check_int
-from .clip_loader import (CLIP_IDENTITY, build_clip_tokenizer,
-                          build_open_clip, resize_attnpool_pos_embed,
-                          resize_vit_pos_embed)
+from .clip_loader import (CLIP_IDENTITY, build_clip_tokenizer, build_open_clip,
+                          resize_attnpool_pos_embed, resize_vit_pos_embed)
 from .frozen import FrozenMixin
 
 
