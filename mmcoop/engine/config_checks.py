@@ -390,6 +390,9 @@ DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 #: keys of a hook config that the runner reads itself (``register_hook``).
 HOOK_RUNNER_KEYS = ('priority', )
+#: keys of a ``param_scheduler`` entry that the runner reads itself
+#: (``build_param_scheduler``).
+SCHEDULER_RUNNER_KEYS = ('convert_to_iter_based', )
 
 
 def check_nested_keys(cfg) -> List[str]:
@@ -402,10 +405,12 @@ def check_nested_keys(cfg) -> List[str]:
     ``sampler`` (``DATA_SAMPLERS``), the ``val_evaluator`` /
     ``test_evaluator`` metrics (``METRICS``; a dict with ``metrics`` is an
     evaluator of its own and not judged) and the ``custom_hooks`` /
-    ``default_hooks`` (``HOOKS``; their ``priority`` is the runner's).
-    Returns the paths of the dicts judged."""
+    ``default_hooks`` (``HOOKS``; their ``priority`` is the runner's) and
+    the ``param_scheduler`` entries (``PARAM_SCHEDULERS``; their
+    ``convert_to_iter_based`` is the runner's). Returns the paths of the
+    dicts judged."""
     from mmcoop.registry import (DATA_SAMPLERS, DATASETS, HOOKS, METRICS,
-                                 MODELS, TRANSFORMS)
+                                 MODELS, PARAM_SCHEDULERS, TRANSFORMS)
     filename = getattr(cfg, 'filename', None)
     scope = cfg.get('default_scope', None) or 'mmcoop'
     judged = []
@@ -436,6 +441,14 @@ def check_nested_keys(cfg) -> List[str]:
         judged += check_constructor_keys(
             hook, f'default_hooks.{name}', HOOKS, filename, scope=scope,
             read_by_caller=HOOK_RUNNER_KEYS)
+    schedulers = cfg.get('param_scheduler', None)
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    for i, scheduler in enumerate(
+            schedulers if isinstance(schedulers, list) else []):
+        judged += check_constructor_keys(
+            scheduler, f'param_scheduler[{i}]', PARAM_SCHEDULERS, filename,
+            scope=scope, read_by_caller=SCHEDULER_RUNNER_KEYS)
     return judged
 
 

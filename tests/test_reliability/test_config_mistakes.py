@@ -136,7 +136,8 @@ def test_shipped_configs_take_every_nested_key(shipped_configs):
                        for p in judged), (path, loader)
             assert f'{loader}.sampler' in judged, (path, loader)
         assert {'val_evaluator', 'test_evaluator', 'default_hooks.timer',
-                'default_hooks.param_scheduler'} <= judged, path
+                'default_hooks.param_scheduler', 'param_scheduler[0]'
+                } <= judged, path
 
 
 @pytest.mark.parametrize('option,cls,close', [
@@ -151,6 +152,7 @@ def test_shipped_configs_take_every_nested_key(shipped_configs):
      "'shuffle'"),
     ('val_evaluator.thrr=0.3', 'PartialMultiLabelMetric', "'thr'"),
     ('custom_hooks.0.priorty=10', 'PartialLabelMaskHook', "'priority'"),
+    ('param_scheduler.0.vale=0.1', 'ConstantAbsoluteLR', "'value'"),
 ])
 def test_misspelt_nested_key_is_named_before_anything_is_built(
         setup, tmp_path, option, cls, close):
