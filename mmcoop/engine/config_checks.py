@@ -393,6 +393,9 @@ HOOK_RUNNER_KEYS = ('priority', )
 #: keys of a ``param_scheduler`` entry that the runner reads itself
 #: (``build_param_scheduler``).
 SCHEDULER_RUNNER_KEYS = ('convert_to_iter_based', )
+#: keys of ``optim_wrapper`` that the optimizer wrapper constructor reads
+#: (``DefaultOptimWrapperConstructor``), not the wrapper.
+OPTIM_WRAPPER_CONSTRUCTOR_KEYS = ('constructor', 'paramwise_cfg')
 
 
 def check_nested_keys(cfg) -> List[str]:
@@ -407,10 +410,13 @@ def check_nested_keys(cfg) -> List[str]:
     evaluator of its own and not judged) and the ``custom_hooks`` /
     ``default_hooks`` (``HOOKS``; their ``priority`` is the runner's) and
     the ``param_scheduler`` entries (``PARAM_SCHEDULERS``; their
-    ``convert_to_iter_based`` is the runner's). Returns the paths of the
-    dicts judged."""
+    ``convert_to_iter_based`` is the runner's), and the ``optim_wrapper``
+    (``OPTIM_WRAPPERS``; ``constructor`` and ``paramwise_cfg`` are the
+    constructor's) with its ``optimizer`` (``OPTIMIZERS``). Returns the
+    paths of the dicts judged."""
     from mmcoop.registry import (DATA_SAMPLERS, DATASETS, HOOKS, METRICS,
-                                 MODELS, PARAM_SCHEDULERS, TRANSFORMS)
+                                 MODELS, OPTIM_WRAPPERS, OPTIMIZERS,
+                                 PARAM_SCHEDULERS, TRANSFORMS)
     filename = getattr(cfg, 'filename', None)
     scope = cfg.get('default_scope', None) or 'mmcoop'
     judged = []
@@ -449,6 +455,10 @@ def check_nested_keys(cfg) -> List[str]:
         judged += check_constructor_keys(
             scheduler, f'param_scheduler[{i}]', PARAM_SCHEDULERS, filename,
             scope=scope, read_by_caller=SCHEDULER_RUNNER_KEYS)
+    judged += check_constructor_keys(
+        cfg.get('optim_wrapper', None), 'optim_wrapper', OPTIM_WRAPPERS,
+        filename, {'optimizer': OPTIMIZERS}, scope,
+        read_by_caller=OPTIM_WRAPPER_CONSTRUCTOR_KEYS)
     return judged
 
 

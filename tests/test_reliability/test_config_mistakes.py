@@ -136,8 +136,8 @@ def test_shipped_configs_take_every_nested_key(shipped_configs):
                        for p in judged), (path, loader)
             assert f'{loader}.sampler' in judged, (path, loader)
         assert {'val_evaluator', 'test_evaluator', 'default_hooks.timer',
-                'default_hooks.param_scheduler', 'param_scheduler[0]'
-                } <= judged, path
+                'default_hooks.param_scheduler', 'param_scheduler[0]',
+                'optim_wrapper', 'optim_wrapper.optimizer'} <= judged, path
 
 
 @pytest.mark.parametrize('option,cls,close', [
@@ -153,6 +153,8 @@ def test_shipped_configs_take_every_nested_key(shipped_configs):
     ('val_evaluator.thrr=0.3', 'PartialMultiLabelMetric', "'thr'"),
     ('custom_hooks.0.priorty=10', 'PartialLabelMaskHook', "'priority'"),
     ('param_scheduler.0.vale=0.1', 'ConstantAbsoluteLR', "'value'"),
+    ('optim_wrapper.optimizer.momentun=0.8', 'SGD', "'momentum'"),
+    ('optim_wrapper.clip_gard=1', 'OptimWrapper', "'clip_grad'"),
 ])
 def test_misspelt_nested_key_is_named_before_anything_is_built(
         setup, tmp_path, option, cls, close):
