@@ -176,10 +176,9 @@ def init_model(config: ConfigType,
             request only) turns these into warnings and loads what fits.
             Keys the model does not have are always a warning.
 
-    A key below ``model`` that the constructor of its ``type`` does not
-    take (a typo such as ``model.head.n_ctxx``) is named with its path
-    before anything is built
-    (:func:`mmcoop.engine.config_checks.check_nested_keys`).
+    A config key that the constructor of its ``type`` does not take (a
+    typo such as ``model.head.n_ctxx``) is named with its path before
+    anything is built (:func:`load_config`).
 
     If the config sets ``randomness.seed`` (mmcoop's ``default_runtime.py``
     sets 0), the model is built right after ``torch.manual_seed(seed)``, as

@@ -208,9 +208,9 @@ class MMCoopRunner(Runner):
         * top-level keys nothing reads: a warning naming them, an error with
           ``strict_config=True``
           (:func:`mmcoop.engine.config_checks.check_unknown_keys`);
-        * keys below ``model``, ``data_preprocessor`` and the dataloaders'
-          ``dataset`` (pipelines included) that the constructor of their
-          ``type`` does not take (``model.head.n_ctxx``): an error naming
+        * keys that the constructor of their ``type`` does not take
+          (``model.head.n_ctxx``; model, datasets and pipelines, samplers,
+          evaluators, hooks, schedulers, optimizer): an error naming
           the path, the class and the close names, before anything is
           built (:func:`mmcoop.engine.config_checks.check_nested_keys`);
         * classes hidden in training (``PartialLabelDataset(

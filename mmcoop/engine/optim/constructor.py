@@ -26,6 +26,10 @@ PARAMWISE_KEYS = ('custom_keys', 'bias_lr_mult', 'bias_decay_mult',
                   'bypass_duplicate', 'dcn_offset_lr_mult')
 
 
+#: why an lr must be > 0, and how to freeze tensors instead (the messages
+#: of the optimizer lr, the lr options of ``custom_keys`` and the group lrs)
+_LR_WHY = 'a negative lr is gradient ascent, 0 trains nothing'
+_FREEZE = 'to freeze the tensors, set requires_grad=False'
 #: the ``custom_keys`` options MMEngine reads itself (``add_params``), with
 #: their ranges (:func:`~mmcoop.utils.value_checks.check_number` bounds and
 #: the why and fix of the message); every other option is the optimizer's,
@@ -35,9 +39,8 @@ CUSTOM_KEY_RANGES = {
     dict(
         low=0,
         above=True,
-        what='it multiplies the optimizer lr: a negative lr is gradient '
-        'ascent, 0 trains nothing. Fix: a positive lr_mult; to freeze the '
-        'tensors, set requires_grad=False'),
+        what=f'it multiplies the optimizer lr: {_LR_WHY}. Fix: a positive '
+        f'lr_mult; {_FREEZE}'),
     'decay_mult':
     dict(
         low=0,
@@ -48,9 +51,8 @@ CUSTOM_KEY_RANGES = {
     dict(
         low=0,
         above=True,
-        what='the lr of these tensors: a negative lr is gradient ascent, 0 '
-        'trains nothing. Fix: a positive lr; to freeze the tensors, set '
-        'requires_grad=False'),
+        what=f'the lr of these tensors: {_LR_WHY}. Fix: a positive lr; '
+        f'{_FREEZE}'),
 }
 
 
@@ -141,7 +143,7 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 lr,
                 0,
                 above=True,
-                what='a negative lr is gradient ascent, 0 trains nothing')
+                what=_LR_WHY)
         unknown = sorted(set(self.paramwise_cfg) - set(PARAMWISE_KEYS))
         if unknown:
             raise ValueError(
@@ -246,9 +248,8 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(
                 f'{_OWNER}: param group {i} ({", ".join(tensors)}) gets lr '
                 f'{lr!r} from {source}; every group lr must be a finite '
-                'number > 0 (a negative lr is gradient ascent, 0 or NaN '
-                'trains nothing). Fix: a positive lr_mult; to freeze a '
-                'tensor, set requires_grad=False.')
+                f'number > 0 ({_LR_WHY}, NaN too). Fix: a positive lr_mult; '
+                f'{_FREEZE}.')
 
     def _check_group_decays(self, optimizer, names: dict) -> None:
         """Every param group's ``weight_decay`` a finite number >= 0 (the
