@@ -189,6 +189,52 @@ def device_path(paths: List[str], resolution: int, batch_size: int,
     return done
 
 
+def device_stage_times(paths: List[str], resolution: int, batch_size: int,
+                       device: torch.device) -> dict:
+    """Milliseconds per image of each stage of :func:`device_path`, the
+    device synchronised after each (so a little slower than the path
+    itself, whose stages overlap): the CPU side (``LoadImageBytes``: read
+    + draw), then on ``device`` the decode, the resize, Cutout +
+    RandAugment and the normalisation, as
+    :class:`~mmcoop.models.DeviceAugmentPreprocessor` runs them."""
+    from mmpretrain.registry import TRANSFORMS
+
+    from mmcoop.datasets.transforms.jpeg import decode_jpegs
+    from mmcoop.datasets.transforms.tensor_augment import (augment_batch,
+                                                           resize)
+    load, pack = [
+        TRANSFORMS.build(c) for c in pipeline_cfg('bytes', resolution)
+    ]
+    mean = torch.zeros(1, 3, 1, 1, device=device)
+    std = torch.ones(1, 3, 1, 1, device=device)
+    totals = dict.fromkeys(
+        ('read + draw (CPU)', 'decode', 'resize', 'augment', 'normalise'),
+        0.)
+    np.random.seed(0)
+    for start in range(0, len(paths), batch_size):
+        marks = [time.perf_counter()]
+        samples = [pack(load(dict(img_path=p)))
+                   for p in paths[start:start + batch_size]]
+        marks.append(time.perf_counter())
+        imgs = decode_jpegs([s['inputs'] for s in samples], device)
+        for stage in ('decode', 'resize', 'augment', 'normalise'):
+            if stage == 'resize':
+                batch = torch.stack([
+                    resize(img, tuple(s['data_samples'].device_aug['size']))
+                    for img, s in zip(imgs, samples)
+                ])
+            elif stage == 'augment':
+                batch = augment_batch(
+                    batch, [s['data_samples'].device_aug for s in samples])
+            elif stage == 'normalise':
+                batch = (batch.float() - mean) / std
+            sync(device)
+            marks.append(time.perf_counter())
+        for name, t0, t1 in zip(totals, marks, marks[1:]):
+            totals[name] += t1 - t0
+    return {name: 1e3 * t / len(paths) for name, t in totals.items()}
+
+
 def stage_times(name: str, resolution: int, paths: List[str],
                 rounds: int = 3) -> dict:
     """Milliseconds per image of each transform of mmcoop's data path
@@ -341,6 +387,8 @@ def measure_data(opts) -> dict:
                 path='gpu', cores=1, images_per_s=max(rates),
                 median_images_per_s=statistics.median(rates),
                 per_core=max(rates))
+            out['device_stages_ms'] = device_stage_times(
+                paths, res_px, opts.batch_size, device)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -388,6 +436,14 @@ def report_data(r: dict, opts) -> str:
                 lines.append(f'| {path} | {name} | {ms:.2f} |')
             lines.append(f'| {path} | **total** | '
                          f'{sum(times.values()):.2f} |')
+    device_stages = r.get('device_stages_ms', {})
+    if device_stages:
+        lines += [
+            '', 'Where the time goes on the device path (`gpu` row; ms per '
+            'image, batches of the same size, the device synchronised after '
+            'each stage):', '', '| stage | ms per image |', '|---|---|'
+        ] + [f'| {name} | {ms:.3f} |' for name, ms in device_stages.items()
+             ] + [f'| **total** | {sum(device_stages.values()):.3f} |']
     rows = [(name, r.get(key, {})) for name, key in (
         ('PIL (official)', 'pil_op_ms'),
         ('mmcoop (`TensorRandAugment` on the CPU)', 'tensor_op_ms'))]

@@ -272,8 +272,16 @@ def test_data_paths_run_and_report():
     assert re.search(r'\| mmcoop \(`TensorRandAugment` on the CPU\) \|'
                      r'( [\d.]+ \|){15}$', text, re.M)
     # the GPU path's code (batch decode, resize, grouped ops) on the CPU
-    from mmcoop.benchmark.data import device_path
+    from mmcoop.benchmark.data import device_path, device_stage_times
     assert device_path([path] * 3, 64, 2, torch.device('cpu')) == 3
+    # and where its time goes, stage by stage, as the report shows it
+    stages = device_stage_times([path] * 3, 64, 2, torch.device('cpu'))
+    assert list(stages) == ['read + draw (CPU)', 'decode', 'resize',
+                            'augment', 'normalise']
+    assert all(v > 0 for v in stages.values())
+    text = report_data(dict(r, device_stages_ms=stages), opts)
+    assert 'Where the time goes on the device path' in text
+    assert re.search(r'^\| decode \| [\d.]+ \|$', text, re.M)
 
 
 def test_amp_mode_on_cpu_measures_fp32_and_bf16():

@@ -2,10 +2,14 @@
 """CUDA paths: towers, autocast, truncation, feature cache and a train step
 on the GPU against the CPU. Skipped (with this reason) without a CUDA
 device; ``tools/analysis/gpu/check.sh`` runs them on a GPU machine."""
+import os
+import os.path as osp
+
+import numpy as np
 import pytest
 import torch
-from _perf_helpers import (TINY, build_backbone, clip_preprocessor_cfg,
-                           head_cfg, make_dataset)
+from _perf_helpers import (CLASSES, TINY, build_backbone,
+                           clip_preprocessor_cfg, head_cfg, make_dataset)
 from mmengine.dataset import pseudo_collate
 from mmengine.optim import OptimWrapper
 from mmpretrain.models import ImageClassifier
@@ -121,27 +125,108 @@ def test_train_step_on_cuda_matches_cpu(image_root):
         assert _rel(s_gpu.pred_score, s_cpu.pred_score) < 1e-5
 
 
-def test_device_data_path_on_cuda_matches_cpu(image_root):
-    """``DeviceAugmentPreprocessor`` on the GPU (nvJPEG decode, float
-    resize, batched Cutout + RandAugment) gives the images it gives on CPU
-    tensors (libjpeg-turbo, the CPU tensor pipeline's pixels) within about
-    a grey level, for the same draws, augmented and not."""
-    import numpy as np
+@pytest.fixture(scope='module')
+def photo_root(tmp_path_factory):
+    """4 photo-like 640x480 JPEGs (the benchmark's generated images)."""
+    from mmcoop.benchmark.data import make_images
+    root = tmp_path_factory.mktemp('photos')
+    make_images(str(root), 4, len(CLASSES))
+    return str(root)
+
+
+def _grey_diff(a, b):
+    """``(mean, fraction over one grey level)`` of two uint8 images."""
+    diff = (a.cpu().int() - b.cpu().int()).abs().float()
+    return float(diff.mean()), float((diff > 1).float().mean())
+
+
+def test_device_decode_and_resize_on_cuda_match_cpu(photo_root):
+    """The two stages of the device path that may differ from the CPU:
+    nvJPEG against libjpeg-turbo, and the float resize against the CPU's
+    uint8 kernel (on the same decoded image), each within about a grey
+    level."""
+    from mmcoop.datasets.transforms.jpeg import decode_jpegs
+    from mmcoop.datasets.transforms.tensor_augment import resize
+    files = [torch.from_numpy(np.fromfile(osp.join(photo_root, f), np.uint8))
+             for f in sorted(os.listdir(photo_root)) if f.endswith('.jpg')]
+    cpu = decode_jpegs(files, torch.device('cpu'))
+    gpu = decode_jpegs(files, torch.device('cuda'))
+    for a, b in zip(gpu, cpu):
+        mean, over = _grey_diff(a, b)
+        assert mean < 1.0 and over < 0.01, ('decode', mean, over)
+        for size in ((448, 448), (224, 224)):
+            mean, over = _grey_diff(resize(b.cuda(), size), resize(b, size))
+            assert mean < 0.5 and over < 1e-3, ('resize', size, mean, over)
+
+
+def test_device_augmentation_on_cuda_is_the_cpu_one():
+    """Every official RandAugment op at every magnitude and sign, and
+    CutoutPIL, on the same uint8 images: the GPU gives the CPU's pixels
+    exactly (the ops are integer or IEEE float64/32 arithmetic in one
+    order on both devices). All failing ops are named at once."""
+    from mmcoop.datasets.transforms.tensor_augment import (RANDAUG_OPS,
+                                                           apply_op, cutout)
+    gen = torch.Generator().manual_seed(0)
+    small = torch.randint(0, 256, (4, 3, 12, 15), generator=gen,
+                          dtype=torch.uint8)
+    img = torch.nn.functional.interpolate(
+        small.float(), size=(60, 75), mode='bicubic',
+        align_corners=False).clamp(0, 255).round().to(torch.uint8)
+    img[1] //= 4  # a low-contrast image (AutoContrast, Equalize)
+    wrong = []
+    for op in RANDAUG_OPS:
+        for index in range(1, 10):
+            signs = [1, -1, -1, 1]
+            centres = [(0.1, 0.9), (0.5, 0.5), (0.9, 0.2), (0.3, 0.7)]
+            cpu = apply_op(img, op, [index] * 4, signs, centres)
+            gpu = apply_op(img.cuda(), op, [index] * 4, signs, centres).cpu()
+            if not torch.equal(gpu, cpu):
+                wrong.append((op, index, int((gpu != cpu).sum()),
+                              int((gpu.int() - cpu.int()).abs().max())))
+    centres, colours = [(5, 7), (0, 0), (59, 74), (30, 40)], [
+        (1, 2, 3), (200, 100, 0), (125, 122, 113), (0, 0, 0)]
+    if not torch.equal(cutout(img.cuda(), centres, colours).cpu(),
+                       cutout(img, centres, colours)):
+        wrong.append(('CutoutPIL', ))
+    assert not wrong, f'(op, index, pixels differing, max diff): {wrong}'
+
+
+def test_device_data_path_on_cuda_matches_cpu(image_root, photo_root):
+    """``DeviceAugmentPreprocessor`` on the GPU gives, for the same draws,
+    the images it gives on CPU tensors: without augmentation within about
+    a grey level (decode and resize); with it, from the same decoded and
+    resized batch, the same pixels (the augmentation on the device is the
+    CPU's: a grey level of decoding may be amplified by an op, e.g.
+    Posterize or Solarize at a threshold, so the whole path is only
+    compared unaugmented)."""
     from mmpretrain.registry import TRANSFORMS
 
     from mmcoop.benchmark.data import pipeline_cfg
-    dataset = make_dataset(image_root)
-    paths = [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
+    from mmcoop.datasets.transforms.jpeg import decode_jpegs
+    from mmcoop.datasets.transforms.tensor_augment import (
+        augment_batch, resize_augment_batch)
     pre = MODELS.build(dict(type='mmcoop.DeviceAugmentPreprocessor'))
-    for augment in (True, False):
-        load, pack = [TRANSFORMS.build(c)
-                      for c in pipeline_cfg('bytes', 64, augment)]
-        batch = []
-        for seed, path in enumerate(paths):
-            np.random.seed(seed)
-            batch.append(pack(load(dict(img_path=path))))
-        cpu = pre.to('cpu')(pseudo_collate(batch))['inputs']
-        gpu = pre.to('cuda')(pseudo_collate(batch))['inputs'].cpu()
-        grey = (gpu - cpu).abs() * pre.to('cpu').std  # the 0-255 scale
-        assert float(grey.mean()) < 1.0, (augment, float(grey.mean()))
-        assert float((grey > 8).float().mean()) < 0.01, augment
+    for root in (image_root, photo_root):
+        dataset = make_dataset(root)
+        paths = [dataset.get_data_info(i)['img_path']
+                 for i in range(len(dataset))]
+        for augment in (True, False):
+            load, pack = [TRANSFORMS.build(c)
+                          for c in pipeline_cfg('bytes', 64, augment)]
+            batch = []
+            for seed, path in enumerate(paths):
+                np.random.seed(seed)
+                batch.append(pack(load(dict(img_path=path))))
+            draws = [b['data_samples'].device_aug for b in batch]
+            if augment:
+                imgs = decode_jpegs([b['inputs'] for b in batch],
+                                    torch.device('cpu'))
+                plain = resize_augment_batch(imgs, draws, augment=False)
+                gpu = augment_batch(plain.cuda(), draws).cpu()
+                assert torch.equal(gpu, augment_batch(plain.clone(), draws))
+                continue
+            cpu = pre.to('cpu')(pseudo_collate(batch))['inputs']
+            gpu = pre.to('cuda')(pseudo_collate(batch))['inputs'].cpu()
+            grey = (gpu - cpu).abs() * pre.to('cpu').std  # the 0-255 scale
+            assert float(grey.mean()) < 1.0, (root, float(grey.mean()))
+            assert float((grey > 8).float().mean()) < 0.01, root

@@ -116,27 +116,36 @@ def test_report_of_a_file_that_is_not_a_saved_run(bench, tmp_path):
 
 def test_gpu_check_script_commands_parse(bench):
     """tools/analysis/gpu/check.sh can only run where a GPU is lent: every
-    benchmark command it runs must still parse with today's options (and
-    every part it names exists), and a rerun replaces its own results
-    (--force)."""
+    benchmark command it runs must still parse with today's options (with
+    the script's defaults of its variables), every part it documents
+    exists, and a rerun replaces its own results (--force)."""
     import re
     import shlex
     with open(osp.join(ROOT, 'tools', 'analysis', 'gpu', 'check.sh')) as f:
         script = f.read().replace('\\\n', ' ')
     fixed = re.search(r'benchmark\.py (.*?) "\$@"', script).group(1)
     assert '--force' in fixed.split()
-    calls = re.findall(r'^part (\w+) && bench (\w+) (\d+) (.*)$', script,
-                       re.M)
+    defaults = dict(re.findall(r'^(\w+)=\$\{\1:-(\d+)\}$', script, re.M))
+    assert set(defaults) == {'EPOCH_IMAGES'}
+    arms = re.findall(r'^    (\w+)\)\n(.*?);;$', script, re.M | re.S)
+    calls = [(part, name, args) for part, body in arms
+             for name, args in re.findall(
+                 r'bench (\w+) \S+ (.*?)(?: ;;)?$', body, re.M)]
     assert {part for part, *_ in calls} == {
         'steps', 'data', 'epoch', 'epoch_cpu', 'towers'}
-    for part, name, limit, args in calls:
+    assert {part for part, _ in arms} == {
+        'tests', 'steps', 'data', 'epoch', 'epoch_cpu', 'towers'}
+    by_part = {}
+    for part, name, args in calls:
+        for var, value in defaults.items():
+            args = args.replace(f'"${var}"', value)
         argv = [f'/tmp/{name}.json' if a.startswith('$OUT') else a
                 for a in shlex.split(fixed)] + shlex.split(args)
         opts = bench.parse_args(argv)
         assert opts.device == 'cuda' and opts.force, part
-    by_part = {part: bench.parse_args(shlex.split(args))
-               for part, _, _, args in calls}
+        by_part[part] = opts
     assert by_part['epoch'].epoch_pipeline == 'device'
+    assert by_part['epoch'].epoch_images == int(defaults['EPOCH_IMAGES'])
     assert by_part['epoch_cpu'].epoch_pipeline == 'tensor'
     assert by_part['data'].data_pipelines == ['official', 'tensor', 'bytes']
 

@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# One prepared GPU session, run from the repo root on a CUDA machine (about
-# 8-10 min on one H100/H200): the CUDA tests, then the benchmark at the
-# paper's settings (RN101 @ 448 px, batch 32, random weights) in fp32 and
-# with the mixed-precision tower options, the data paths (CPU per core and
-# the GPU decode + augmentation path), then the epoch mode with the exact
-# recipe's augmentation (uncached, on the device path) and the feature
-# cache. Everything is
-# written under $OUT (default work_dirs/gpu_check); copy the tables into
-# docs/benchmarks.md section 5 with the device name and this command.
+# One prepared GPU session, run from the repo root on a CUDA machine: the
+# CUDA tests, the benchmark at the paper's settings (RN101 @ 448 px, batch
+# 32, random weights) in fp32 and with the mixed-precision tower options,
+# the data paths (CPU per core and the GPU decode + augmentation path), the
+# epoch mode with the exact recipe's augmentation (uncached, on the device
+# path) against the feature cache, and the towers of every CLIP family.
+# Everything is written under $OUT (default work_dirs/gpu_check); copy the
+# tables into docs/benchmarks.md section 5 with the device name and this
+# command.
 #
 # Without the OpenMMLab packages (the GPU machine's image), first run
 # tools/analysis/gpu/fetch_wheels.sh on a machine with the registry and
 # carry `.whl`; this script installs them into /tmp/site.
 #
-# PARTS selects what runs (default: tests steps data epoch, ~10 min); for
-# machines lent with a 10-minute limit per command run `PARTS="tests steps"`
-# then `PARTS="data epoch"`; `epoch_cpu` and `towers` are extra parts.
+# PARTS names the parts, run in the order given (default:
+# "epoch data steps tests", about 10 min on one H100/H200; further parts:
+# epoch_cpu, towers). BUDGET (seconds, optional) is the time the whole
+# script may take: each part's time limit is cut to what is left, and a
+# part is skipped when less than a minute is left, so that a lent machine
+# with a fixed time returns every part that fits, most important first.
+# EPOCH_IMAGES (default 1024) sets the epoch parts' train images, and
+# their time limit with them (on an H200 the epoch part took 63 s with 512
+# images and did not finish in 240 s with 2048: the images are generated,
+# cached twice and run through two methods).
 set -uo pipefail
 OUT=${OUT:-work_dirs/gpu_check}
-PARTS=${PARTS:-tests steps data epoch}
-part() { [[ " $PARTS " == *" $1 "* ]]; }
+PARTS=${PARTS:-epoch data steps tests}
 PY=${PYTHON:-python3}
+EPOCH_IMAGES=${EPOCH_IMAGES:-1024}
+EPOCH_LIMIT=$((90 + EPOCH_IMAGES / 4))
+START=$(date +%s)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if [ -d .whl ] && ! $PY -c 'import mmpretrain, open_clip' 2>/dev/null; then
@@ -33,38 +42,72 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 $PY -c 'import torch, mmcoop, mmpretrain, open_clip; print("torch", torch.__version__, "|", torch.cuda.get_device_name())' \
     2>&1 | tee "$OUT/env.txt" || exit 1
 status=0
-part tests && { $PY -m pytest tests/test_performance/test_cuda.py -q -rs \
-    -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.txt" || status=1; }
-bench() {  # name, timeout (s), benchmark arguments
+limit_for() {  # the part's own limit, cut to what BUDGET leaves
+    local limit=$1
+    if [ -n "${BUDGET:-}" ]; then
+        local left=$((BUDGET - ($(date +%s) - START) - 5))
+        [ "$left" -lt "$limit" ] && limit=$left
+    fi
+    echo "$limit"
+}
+run_limited() {  # name, limit (s), command...
+    local name=$1 limit
+    limit=$(limit_for "$2")
+    shift 2
+    if [ "$limit" -lt 60 ]; then
+        echo "[check.sh] $name skipped: ${limit}s left of BUDGET" | tee -a "$OUT/skipped.txt"
+        return
+    fi
+    echo "[check.sh] $name (limit ${limit}s, at $(($(date +%s) - START))s)"
+    timeout "$limit" "$@" || status=1
+}
+bench() {  # name, limit (s), benchmark arguments
     local name=$1 limit=$2
     shift 2
     # --force: a rerun replaces this script's own results under $OUT
-    timeout "$limit" $PY tools/analysis/benchmark.py --device cuda --force \
-        --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.md" || status=1
+    run_limited "$name" "$limit" $PY tools/analysis/benchmark.py \
+        --device cuda --force --json "$OUT/$name.json" "$@" \
+        > >(tee "$OUT/$name.md") 2>&1
 }
-# COCO (C = 80) only, to fit one call of a lent machine; add `20` for VOC
-part steps && bench steps_fp32 270 --mode text steps --iters 10 --warmup 3 \
-    --methods positivecoop dualcoop baseline --num-classes 80
-part steps && bench steps_amp 120 --mode steps amp --iters 10 --warmup 3 \
-    --methods positivecoop --num-classes 80 --autocast bf16 --channels-last \
-    --amp-batch-size 32
-# the data paths: the configs' (tensor) per core on the CPU against the
-# official one, the device path's CPU side (bytes: read + draw) per core,
-# and the GPU decode + augmentation
-part data && bench data 150 --mode data --data-images 256 \
-    --data-pipelines official tensor bytes \
-    --data-cores 1 4 8 --data-rounds 2 --batch-size 32
-# an uncached epoch with the exact recipe's augmentation vs the cache: on
-# the device path (workers read the files, the GPU decodes and augments);
-# `PARTS=epoch_cpu` runs the same with the configs' CPU tensor path
-part epoch && bench epoch 240 --mode epoch --workers 8 --epoch-images 512 \
-    --epoch-resolution 448 --batch-size 32 --epoch-pipeline device \
-    --autocast bf16 --channels-last
-part epoch_cpu && bench epoch_cpu 240 --mode epoch --workers 8 \
-    --epoch-images 512 --epoch-resolution 448 --batch-size 32 \
-    --epoch-pipeline tensor --autocast bf16 --channels-last
-# the frozen towers of every CLIP family (not in the default PARTS: about
-# 5 min; run `PARTS=towers` on its own)
-part towers && bench towers 540 --mode towers --iters 5 --warmup 2 \
-    --autocast bf16
+for part in $PARTS; do
+    case $part in
+    tests)
+        run_limited tests 180 $PY -m pytest tests/test_performance/test_cuda.py \
+            -q -rs -p no:cacheprovider > >(tee "$OUT/pytest_cuda.txt") 2>&1 ;;
+    steps)
+        # COCO (C = 80) only, to fit one call of a lent machine; add `20`
+        # for VOC
+        bench steps_amp 120 --mode steps amp --iters 10 --warmup 3 \
+            --methods positivecoop --num-classes 80 --autocast bf16 \
+            --channels-last --amp-batch-size 32
+        bench steps_fp32 270 --mode text steps --iters 10 --warmup 3 \
+            --methods positivecoop dualcoop baseline --num-classes 80 ;;
+    data)
+        # the configs' (tensor) path per core on the CPU against the
+        # official one, the device path's CPU side (bytes: read + draw) per
+        # core, and the GPU decode + augmentation
+        bench data 150 --mode data --data-images 256 \
+            --data-pipelines official tensor bytes \
+            --data-cores 1 4 8 --data-rounds 2 --batch-size 32 ;;
+    epoch)
+        # an uncached epoch with the exact recipe's augmentation vs the
+        # cache, on the device path (workers read the files, the GPU
+        # decodes and augments)
+        bench epoch "$EPOCH_LIMIT" --mode epoch --workers 8 --epoch-images "$EPOCH_IMAGES" \
+            --epoch-resolution 448 --batch-size 32 --epoch-pipeline device \
+            --autocast bf16 --channels-last ;;
+    epoch_cpu)
+        # the same with the configs' CPU tensor path
+        bench epoch_cpu "$EPOCH_LIMIT" --mode epoch --workers 8 --epoch-images "$EPOCH_IMAGES" \
+            --epoch-resolution 448 --batch-size 32 --epoch-pipeline tensor \
+            --autocast bf16 --channels-last ;;
+    towers)
+        # the frozen towers of every CLIP family (about 5 min)
+        bench towers 540 --mode towers --iters 5 --warmup 2 --autocast bf16 ;;
+    *)
+        echo "[check.sh] unknown part '$part' (parts: epoch data steps tests epoch_cpu towers)" >&2
+        status=1 ;;
+    esac
+done
+echo "[check.sh] done in $(($(date +%s) - START))s"
 exit $status
