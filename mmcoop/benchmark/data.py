@@ -24,18 +24,24 @@ into a training input, in ``P`` worker processes of one thread each
   pixels);
 - ``tensor-draft``: the same with JPEG DCT scaling (only measured when the
   resolution is at most half the image);
-- ``bytes``: the CPU side of the device path, what its loader workers do:
-  ``LoadImageBytes`` (file read, JPEG check, the Cutout + RandAugment
-  draw) + ``PackInputs``. The decode, resize and augmentation then run on
-  the GPU (``DeviceAugmentPreprocessor``), so its images/s is the rate at
-  which one CPU core can feed the device path, not comparable with the
-  paths above (no ratio to ``official`` is reported).
+- ``device``: the CPU side of ``data_path='device'``, what its loader
+  workers do: ``LoadImageBytes(decode='cpu')`` (file read, decode and
+  resize as ``LoadImageTensor``, the Cutout + RandAugment draw) +
+  ``PackInputs``; the augmentation then runs on the GPU
+  (``DeviceAugmentPreprocessor``);
+- ``bytes``: the CPU side of ``data_path='device-decode'``:
+  ``LoadImageBytes(decode='device')`` (file read, JPEG check, the draw) +
+  ``PackInputs``. The decode, resize and augmentation then run on the GPU,
+  so its images/s is the rate at which one CPU core can feed that path,
+  not comparable with the paths above (no ratio to ``official`` is
+  reported).
 
 With ``--device cuda`` also ``gpu``: the files are read (and the draws
-made) on the CPU by ``LoadImageBytes``, and ``DeviceAugmentPreprocessor``
-decodes the batch on the GPU (TorchCodec's ``decode_jpeg(device=...)``),
-resizes, augments it as batched tensor ops and normalises it; reported as
-images/s of the whole path in one process (CPU read + GPU work).
+made) on the CPU by ``LoadImageBytes(decode='device')``, and
+``DeviceAugmentPreprocessor`` decodes the batch on the GPU (TorchCodec's or
+torchvision's ``decode_jpeg(device=...)``), resizes, augments it as
+batched tensor ops and normalises it; reported as images/s of the whole
+path in one process (CPU read + GPU work), and stage by stage.
 """
 import json
 import math
@@ -60,7 +66,7 @@ __all__ = [
 ]
 
 PIPELINES = ('official', 'mmcv', 'tensor', 'tensor-pil-decode',
-             'tensor-pillow', 'tensor-draft', 'bytes')
+             'tensor-pillow', 'tensor-draft', 'device', 'bytes')
 _TENSOR_LOADERS = {  # LoadImageTensor arguments of the tensor paths
     'tensor': {},
     'tensor-pil-decode': dict(decode_backend='pillow'),
@@ -76,14 +82,17 @@ def pipeline_cfg(name: str, resolution: int, augment: bool = True) -> list:
     NumPy arrays; ``'tensor'`` (the configs' train pipeline),
     ``'tensor-pil-decode'``, ``'tensor-pillow'``, ``'tensor-draft'``: the
     uint8 tensor path;
-    ``'bytes'``: the device path's CPU side, for
+    ``'device'``: the CPU side of ``data_path='device'`` (decode, resize
+    and draw in the workers), ``'bytes'``: that of
+    ``data_path='device-decode'`` (read and draw), both for
     ``DeviceAugmentPreprocessor``); ``augment=False`` gives the test
     pipeline."""
     scale = (resolution, resolution)
-    if name == 'bytes':  # what data_path='device' makes of the configs'
+    if name in ('device', 'bytes'):  # what data_path makes of the configs'
         from mmcoop.datasets.data_path import device_pipeline
         return device_pipeline(pipeline_cfg('tensor', resolution, augment),
-                               'the bytes path')
+                               f'the {name} path',
+                               'cpu' if name == 'device' else 'device')
     if name == 'mmcv':
         cfg = [
             dict(type='mmcoop.LoadImageFromFileChecked'),
@@ -200,8 +209,7 @@ def device_stage_times(paths: List[str], resolution: int, batch_size: int,
     from mmpretrain.registry import TRANSFORMS
 
     from mmcoop.datasets.transforms.jpeg import decode_jpegs
-    from mmcoop.datasets.transforms.tensor_augment import (augment_batch,
-                                                           resize)
+    from mmcoop.datasets.transforms.tensor_augment import augment_batch, resize
     load, pack = [
         TRANSFORMS.build(c) for c in pipeline_cfg('bytes', resolution)
     ]
@@ -341,7 +349,11 @@ def measure_data(opts) -> dict:
             osp.join(tmp, f) for f in os.listdir(tmp) if f.endswith('.jpg'))
         out['mean_jpeg_kib'] = round(
             statistics.mean(os.path.getsize(p) for p in paths) / 1024, 1)
-        ctx = mp.get_context('fork')
+        # fresh processes: a forked child inherits the caller's thread
+        # pools (torch's, OpenCV's) mid-state and can hang in its first op
+        # (seen after a test had decoded images in the caller); the start
+        # is outside the timing (warm-up below)
+        ctx = mp.get_context('spawn')
         times = {(n, c): [] for n in names for c in opts.data_cores}
         pools = {c: ctx.Pool(c) for c in opts.data_cores}
         try:
@@ -417,12 +429,18 @@ def report_data(r: dict, opts) -> str:
             f'{v["median_images_per_s"]:.1f} | {ratio} |')
     if any(v['path'] in CPU_SIDE_ONLY for v in r['results'].values()):
         lines += [
-            '', '`bytes` is the device path\'s CPU side only (file read, '
-            'JPEG check and the augmentation draw, in the loader workers): '
-            'the rate at which CPU cores can feed '
+            '', "`bytes` is `data_path='device-decode'`'s CPU side only "
+            '(file read, JPEG check and the augmentation draw, in the '
+            'loader workers): the rate at which CPU cores can feed '
             '`DeviceAugmentPreprocessor`, whose decode, resize and '
             'augmentation run on the GPU (the `gpu` row, with '
             '`--device cuda`).'
+        ]
+    if any(v['path'] == 'device' for v in r['results'].values()):
+        lines += [
+            '', "`device` is `data_path='device'`'s CPU side (read, decode, "
+            'resize and the augmentation draw, in the loader workers); '
+            'its augmentation runs on the GPU, bit for bit the CPU\'s.'
         ]
     stages = r.get('stages_ms', {})
     if stages:

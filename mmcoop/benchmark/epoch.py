@@ -5,9 +5,12 @@ the measurement of ``benchmark.py --mode epoch``.
 The train images go through the augmenting train pipeline of
 ``opts.epoch_pipeline`` (:func:`~mmcoop.benchmark.data.pipeline_cfg`:
 ``'tensor'`` the configs' uint8 tensor path, ``'mmcv'`` the NumPy-array
-one, ``'device'`` the device path: ``LoadImageBytes`` in the loader
-workers, then ``DeviceAugmentPreprocessor`` decodes and augments the batch
-on the model's device), the validation images through its test pipeline;
+one, ``'device'`` the device path of ``data_path='device'``:
+``LoadImageBytes`` decodes and resizes in the loader workers, then
+``DeviceAugmentPreprocessor`` augments the batch on the model's device;
+``'device-decode'`` that of ``data_path='device-decode'``, where the
+device also decodes and resizes), the validation images through its test
+pipeline;
 the cache is built from one view of the same pipeline."""
 import os
 import os.path as osp
@@ -30,7 +33,9 @@ EPOCH_PIPELINES = {
     'tensor': ('tensor', clip_preprocessor()),
     'tensor-draft': ('tensor-draft', clip_preprocessor()),
     'mmcv': ('mmcv', clip_preprocessor()),
-    'device': ('bytes', dict(type='mmcoop.DeviceAugmentPreprocessor')),
+    'device': ('device', dict(type='mmcoop.DeviceAugmentPreprocessor')),
+    'device-decode': ('bytes',
+                      dict(type='mmcoop.DeviceAugmentPreprocessor')),
 }
 
 

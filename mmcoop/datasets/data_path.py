@@ -1,6 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-"""``data_path = 'device'``: a config's image pipelines moved onto the
-model's device, by one top-level key.
+"""``data_path = 'device'``: the augmentation of a config's image
+pipelines moved onto the model's device, by one top-level key.
 
 The shipped pipelines (``configs/_base_/datasets/pipelines/
 official_recipe_448.py``) decode, resize and augment in the loader
@@ -11,26 +11,33 @@ is built:
 
 - the train pipeline ``LoadImageTensor`` [+ ``TensorCutout`` +
   ``TensorRandAugment``] + ``PackInputs`` into ``LoadImageBytes(augment=
-  ...)`` + ``PackInputs`` with ``'device_aug'`` among its meta keys (the
-  workers read the file and make the same draws, with the same RNG);
+  ..., decode='cpu')`` + ``PackInputs`` with ``'device_aug'`` among its
+  meta keys: the workers decode and resize as ``LoadImageTensor`` and make
+  the same draws, with the same RNG, and the device augments: the CPU
+  path's pixels exactly;
 - the test pipeline ``LoadImageFromFileChecked`` + ``Resize(keep_ratio=
   False, backend='pillow', interpolation='bilinear')`` + ``PackInputs`` into
-  ``LoadImageBytes(augment=False)`` + ``PackInputs`` (the same size; the
-  device resize is PIL's bilinear within about one grey level, where the
-  CPU test pipeline is bit-identical);
+  ``LoadImageBytes(augment=False, decode='cpu', resize_backend='pillow')``
+  + ``PackInputs`` (PIL's decode and resize: bit-identical);
 - ``model.data_preprocessor`` ``CLIPDataPreprocessor`` into
-  ``DeviceAugmentPreprocessor`` with the same mean and std: it decodes the
-  batch on the device, resizes, augments the drawn samples and normalises.
+  ``DeviceAugmentPreprocessor`` with the same mean and std: it moves the
+  batch to the device, augments the drawn samples and normalises.
+
+``data_path = 'device-decode'`` writes ``LoadImageBytes(decode='device')``
+instead: the workers only read the files, and the device also decodes
+(nvJPEG on CUDA, whose pixels differ from PIL's by about two grey levels)
+and resizes (torchvision's kernel, within a grey level of PIL's), so the
+train pipeline's ``resize_backend='pillow'`` is refused there.
 
 The pipelines of dataset wrappers are found at any depth (``dataset=``,
 ``datasets=[...]`` as in ``ConcatDataset``). Pipelines already on the device
 path are kept. Anything this cannot translate exactly (another transform, a
-callable, PIL's own resize, ``ignore_empty``, a ``Resize`` whose backend,
-written or mmcv's default ``'cv2'``, is not ``'pillow'``, a value
-``LoadImageBytes`` would refuse, a preprocessor with other options) is
-refused naming the pipeline, the transform and the fix: write the device
-pipeline by hand (docs/benchmarks.md section 7). Arguments left out are
-checked with the transform's own default (its signature).
+callable, ``ignore_empty``, a ``Resize`` whose backend, written or mmcv's
+default ``'cv2'``, is not ``'pillow'``, a value ``LoadImageBytes`` would
+refuse, a preprocessor with other options) is refused naming the pipeline,
+the transform and the fix: write the device pipeline by hand
+(docs/benchmarks.md section 7). Arguments left out are checked with the
+transform's own default (its signature).
 """
 import copy
 import inspect
@@ -45,7 +52,10 @@ from mmcoop.utils.config_types import type_name
 __all__ = ['DATA_PATHS', 'apply_data_path', 'device_pipeline']
 
 #: values of the ``data_path`` config key
-DATA_PATHS = ('cpu', 'device')
+DATA_PATHS = ('cpu', 'device', 'device-decode')
+#: where each device data path decodes and resizes (``LoadImageBytes``'s
+#: ``decode``)
+_DECODE = {'device': 'cpu', 'device-decode': 'device'}
 
 _FIX = ('Fix: remove data_path=device, or write the device pipeline by '
         'hand (LoadImageBytes + PackInputs with DeviceAugmentPreprocessor, '
@@ -153,9 +163,15 @@ def _pack(transform: dict) -> dict:
     return pack
 
 
-def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
+def device_pipeline(pipeline: List[dict], where: str,
+                    decode: str = 'cpu') -> List[dict]:
     """The device-path version of one of the configs' image pipelines
-    (see the module docstring); ``where`` names it in errors."""
+    (see the module docstring); ``where`` names it in errors; ``decode``
+    is ``LoadImageBytes``'s (``'cpu'``: decoded and resized in the loader
+    workers, only the augmentation on the device; ``'device'``: all of
+    it on the device)."""
+    resize_backends = ('torchvision', 'pillow') if decode == 'cpu' else (
+        'torchvision', )
     if pipeline and type_name(pipeline[0]) == 'LoadImageBytes':
         return pipeline
     pipeline = _config_transforms(pipeline, where)
@@ -166,8 +182,9 @@ def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
     load, middle, pack = pipeline[0], names[1:-1], _pack(pipeline[-1])
     if names[0] == 'LoadImageTensor':
         filled = _check_args(where, load, _TENSOR_LOADER_ARGS, dict(
-            resize_backend=(('torchvision', ),
-                            "PIL's own resize exists on the CPU path only"),
+            resize_backend=(resize_backends,
+                            "PIL's own resize runs in the loader workers "
+                            "only: use data_path='device'"),
             ignore_empty=((False, ), 'the device path reads every file')))
         scale = _copied(where, names[0], check_scale, filled.get('scale'))
         if middle == ['TensorCutout', 'TensorRandAugment']:
@@ -182,7 +199,7 @@ def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
             raise _refuse(where, f'the transforms {middle} after '
                           'LoadImageTensor: the device path augments with '
                           'TensorCutout + TensorRandAugment, both or neither')
-        args = dict(scale=scale)
+        args = dict(scale=scale, resize_backend=filled['resize_backend'])
     elif names[0] == 'LoadImageFromFileChecked' and middle == ['Resize']:
         _check_args(where, load, _FILE_LOADER_ARGS, dict(
             ignore_empty=((False, ), 'the device path reads every file'),
@@ -200,8 +217,11 @@ def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
                      'keep data_path=cpu'),
             interpolation=(('bilinear', ), 'the device resize is bilinear: '
                            "set interpolation='bilinear'")))
+        # PIL's resize where the workers resize (bit-identical), else
+        # the device's torchvision kernel (within a grey level)
         args = dict(scale=_copied(where, names[1], check_scale,
-                                  resize['scale']))
+                                  resize['scale']),
+                    resize_backend=resize_backends[-1])
         extra = dict(augment=False)
     else:
         raise _refuse(where, f'the pipeline {names} is not one of the '
@@ -210,7 +230,8 @@ def device_pipeline(pipeline: List[dict], where: str) -> List[dict]:
                       'LoadImageFromFileChecked + Resize + PackInputs)')
     if 'backend_args' in load:
         args['backend_args'] = load['backend_args']
-    return [dict(type='mmcoop.LoadImageBytes', **args, **extra), pack]
+    return [dict(type='mmcoop.LoadImageBytes', decode=decode, **args,
+                 **extra), pack]
 
 
 def _device_preprocessor(pre: Optional[dict], where: str) -> dict:
@@ -252,17 +273,19 @@ def apply_data_path(cfg):
     if value not in DATA_PATHS:
         raise ValueError(
             f'data_path must be one of {DATA_PATHS}, got {value!r}. Fix: '
-            "data_path='device' decodes and augments on the model's device; "
-            "'cpu' (the default) in the loader workers.")
+            "data_path='device' augments on the model's device (the loader "
+            "workers decode and resize), 'device-decode' also decodes and "
+            "resizes there; 'cpu' (the default) does all of it in the "
+            'loader workers.')
     if value == 'cpu':
         return cfg
     import torch
     if not torch.cuda.is_available():
         warnings.warn(
-            "data_path='device' without a CUDA device: the decode, resize "
-            'and augmentation run in the main process on the CPU, between '
-            "the steps, where data_path='cpu' runs them in the loader "
-            'workers (slower here: docs/benchmarks.md section 7).')
+            f'data_path={value!r} without a CUDA device: the augmentation '
+            'runs in the main process on the CPU, between the steps, where '
+            "data_path='cpu' runs it in the loader workers (slower here: "
+            'docs/benchmarks.md section 7).')
     done = {}
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name, None)
@@ -272,8 +295,8 @@ def apply_data_path(cfg):
             if pipeline is None:
                 continue
             if id(pipeline) not in done:  # test_dataloader = val_dataloader
-                done[id(pipeline)] = device_pipeline(pipeline,
-                                                     f'{path}.pipeline')
+                done[id(pipeline)] = device_pipeline(
+                    pipeline, f'{path}.pipeline', _DECODE[value])
             dataset['pipeline'] = done[id(pipeline)]
     model = cfg.get('model', None)
     if model is not None:

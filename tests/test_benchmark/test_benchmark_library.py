@@ -226,6 +226,11 @@ def test_data_paths_run_and_report():
             assert aug['size'] == (96, 96) and 'randaugment' in aug
             continue
         assert tuple(img.shape) == (3, 96, 96), name
+        if name == 'device':  # decoded and resized as the tensor path, RGB
+            assert 'randaugment' in out['data_samples'].device_aug
+            from mmcoop.datasets.transforms import LoadImageTensor
+            bgr = LoadImageTensor(scale=96)(dict(img_path=path))['img']
+            assert torch.equal(img, bgr.flip(0))
     # the measured 'tensor' path is the configs' train pipeline
     from _common import ROOT
     from mmengine.config import Config
@@ -253,7 +258,7 @@ def test_data_paths_run_and_report():
     # the device path's CPU side has no ratio to a decoding path
     assert re.search(r'\| bytes \| 1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| n/a \|',
                      text)
-    assert "`bytes` is the device path's CPU side only" in text
+    assert "`bytes` is `data_path='device-decode'`'s CPU side only" in text
     # where the time goes: every transform of the mmcoop path, timed
     assert list(r['stages_ms']) == ['tensor', 'bytes']
     assert list(r['stages_ms']['bytes']) == ['LoadImageBytes', 'PackInputs']

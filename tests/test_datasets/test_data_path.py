@@ -1,8 +1,9 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-"""``data_path='device'``: every shipped config moves onto the device path,
-and the batches it gives (decoded and augmented by the preprocessor, here
-on CPU tensors) are the CPU pipelines' batches; what cannot be translated
-exactly is refused naming the pipeline and the fix."""
+"""``data_path='device'`` / ``'device-decode'``: every shipped config
+moves onto the device path, and the batches it gives (augmented, and with
+``device-decode`` decoded, by the preprocessor, here on CPU tensors) are
+the CPU pipelines' batches; what cannot be translated exactly is refused
+naming the pipeline and the fix."""
 import copy
 import glob
 import os.path as osp
@@ -36,9 +37,9 @@ def _innermost(dataset):
     return dataset
 
 
-def _device(cfg):
+def _device(cfg, data_path='device'):
     cfg = copy.deepcopy(cfg)
-    cfg.data_path = 'device'
+    cfg.data_path = data_path
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # no CUDA here: tested below
         return apply_data_path(cfg)
@@ -54,11 +55,17 @@ def test_every_shipped_config_moves_to_the_device_path():
         cpu_train = _innermost(cpu.train_dataloader.dataset).pipeline
         augmented = any('RandAugment' in t['type'] for t in cpu_train)
         scale = next(t['scale'] for t in cpu_train if 'scale' in t)
-        assert train[0] == dict(type='mmcoop.LoadImageBytes', scale=scale,
+        # the workers decode and resize as the CPU pipelines: a tensor
+        # loader's resize (torchvision), a test pipeline's (PIL's)
+        resize = cpu_train[0].get('resize_backend', 'torchvision') if \
+            cpu_train[0]['type'].endswith('LoadImageTensor') else 'pillow'
+        assert train[0] == dict(type='mmcoop.LoadImageBytes', decode='cpu',
+                                scale=scale, resize_backend=resize,
                                 augment=augmented,
                                 **(dict(cutout_factor=0.5)
                                    if augmented else {})), path
-        assert test[0] == dict(type='mmcoop.LoadImageBytes', scale=scale,
+        assert test[0] == dict(type='mmcoop.LoadImageBytes', decode='cpu',
+                               scale=scale, resize_backend='pillow',
                                augment=False), path
         for p in (train, test, cfg.val_dataloader.dataset.pipeline):
             assert len(p) == 2 and 'device_aug' in p[1]['meta_keys'], path
@@ -66,6 +73,12 @@ def test_every_shipped_config_moves_to_the_device_path():
         assert pre['type'] == 'mmcoop.DeviceAugmentPreprocessor', path
         assert _device(cfg).to_dict() == cfg.to_dict()  # kept as it is
     cpu = Config.fromfile(COCO_P50)
+    # device-decode: the device decodes and resizes (torchvision's kernel)
+    dev = _device(cpu, 'device-decode')
+    for p in (_innermost(dev.train_dataloader.dataset).pipeline,
+              dev.test_dataloader.dataset.pipeline):
+        assert p[0]['decode'] == 'device'
+        assert p[0]['resize_backend'] == 'torchvision'
     cpu.data_path = 'cpu'
     assert apply_data_path(copy.deepcopy(cpu)).to_dict() == cpu.to_dict()
 
@@ -94,23 +107,29 @@ def _batches(cfg, loader, seed=0):
     return pre(pseudo_collate(samples), training=loader == 'train_dataloader')
 
 
-def test_device_path_batches_are_the_cpu_pipelines_batches(coco_root):
+@pytest.mark.parametrize('data_path', ['device', 'device-decode'])
+def test_device_path_batches_are_the_cpu_pipelines_batches(
+        coco_root, data_path):
     cpu = Config.fromfile(COCO_P50)
     for loader in ('train_dataloader', 'val_dataloader'):
         _innermost(cpu[loader].dataset).data_root = coco_root
-    dev = _device(cpu)
+    dev = _device(cpu, data_path)
     for seed in (0, 7):
         a = _batches(cpu, 'train_dataloader', seed)['inputs']
         b = _batches(dev, 'train_dataloader', seed)['inputs']
         assert a.shape == b.shape == (2, 3, 448, 448)
-        # the same draws, decoded and augmented by the preprocessor: equal
+        # the same draws, augmented by the preprocessor: equal
         assert (a - b).abs().max() < 1e-4
     a = _batches(cpu, 'val_dataloader')['inputs']
     b = _batches(dev, 'val_dataloader')['inputs']
-    # the test pipeline: PIL's resize (bit-identical to the official) vs
-    # the device resize, within one grey level
     grey = (a - b).abs() * torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    assert grey.max() < 1.01 and (grey > 0.5).float().mean() < 0.01
+    if data_path == 'device':
+        # the test pipeline's decode and PIL's resize in the workers
+        assert grey.max() < 1e-3
+    else:
+        # PIL's resize (bit-identical to the official) vs the device
+        # resize, within one grey level
+        assert grey.max() < 1.01 and (grey > 0.5).float().mean() < 0.01
 
 
 def _train_pipeline(cfg):
@@ -121,9 +140,10 @@ def _train_pipeline(cfg):
     (lambda c: _train_pipeline(c).insert(1, dict(type='RandomFlip')),
      r'train_dataloader\.dataset\.dataset\.pipeline: the transforms '
      r"\['RandomFlip', 'TensorCutout', 'TensorRandAugment'\]"),
-    (lambda c: _train_pipeline(c)[0].update(resize_backend='pillow'),
-     r"LoadImageTensor\(resize_backend='pillow'\): PIL's own resize exists "
-     r'on the CPU path only'),
+    (lambda c: (_train_pipeline(c)[0].update(resize_backend='pillow'),
+                c.update(data_path='device-decode')),
+     r"LoadImageTensor\(resize_backend='pillow'\): PIL's own resize runs "
+     r"in the loader workers only: use data_path='device'"),
     (lambda c: _train_pipeline(c)[0].update(ignore_empty=True),
      r'ignore_empty=True\): the device path reads every file'),
     (lambda c: c.val_dataloader.dataset.pipeline[1].update(keep_ratio=True),
@@ -159,7 +179,8 @@ def _train_pipeline(cfg):
      r'model\.data_preprocessor: ClsDataPreprocessor is not '
      r'CLIPDataPreprocessor'),
     (lambda c: c.update(data_path='gpu'),
-     r"data_path must be one of \('cpu', 'device'\), got 'gpu'"),
+     r"data_path must be one of \('cpu', 'device', 'device-decode'\), "
+     r"got 'gpu'"),
 ])
 def test_what_cannot_be_translated_is_refused(change, match):
     cfg = Config.fromfile(COCO_P50)
@@ -190,7 +211,8 @@ def test_left_out_arguments_are_the_transforms_defaults():
     for written in (dict(resize, backend='pillow'),
                     dict(type='Resize', scale=(64, 48), backend='pillow')):
         out = device_pipeline([load, written, pack], 'test.pipeline')
-        assert out[0] == dict(type='mmcoop.LoadImageBytes', scale=(64, 48),
+        assert out[0] == dict(type='mmcoop.LoadImageBytes', decode='cpu',
+                              scale=(64, 48), resize_backend='pillow',
                               augment=False)
     # LoadImageFromFileChecked's own defaults (pillow, no EXIF rotation)
     # are read past its **kwargs: mmcv's (cv2, 'color') would be refused
@@ -256,7 +278,8 @@ def test_runner_reads_data_path_first(monkeypatch):
         'type'] == 'mmcoop.LoadImageBytes'
     held_out = _innermost(out.val_dataloader.dataset)
     assert held_out.pipeline[0] == dict(
-        type='mmcoop.LoadImageBytes', scale=(448, 448), augment=False)
+        type='mmcoop.LoadImageBytes', decode='cpu', scale=(448, 448),
+        resize_backend='pillow', augment=False)
     assert out.model.data_preprocessor['type'] == (
         'mmcoop.DeviceAugmentPreprocessor')
 
@@ -310,3 +333,18 @@ def test_feature_cache_extracts_through_the_device_path(monkeypatch):
             'mmcoop.LoadImageBytes')
     assert out.model.data_preprocessor['type'] == (
         'mmcoop.FeatureDataPreprocessor')
+
+
+def test_load_image_bytes_decode_values_are_checked():
+    """``decode`` is ``'cpu'`` or ``'device'``; PIL's resize only where the
+    workers resize."""
+    from mmcoop.datasets.transforms import LoadImageBytes
+    with pytest.raises(ValueError, match=r"LoadImageBytes: decode must be "
+                       r"one of \('cpu', 'device'\), got 'gpu'"):
+        LoadImageBytes(scale=8, decode='gpu')
+    with pytest.raises(ValueError, match=r"resize_backend='pillow' needs "
+                       r"decode='cpu'.*Fix: set decode='cpu'"):
+        LoadImageBytes(scale=8, decode='device', resize_backend='pillow')
+    # the cache key (the repr) tells the two apart
+    assert repr(LoadImageBytes(scale=8)) != repr(
+        LoadImageBytes(scale=8, decode='device'))

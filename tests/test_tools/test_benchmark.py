@@ -147,7 +147,8 @@ def test_gpu_check_script_commands_parse(bench):
     assert by_part['epoch'].epoch_pipeline == 'device'
     assert by_part['epoch'].epoch_images == int(defaults['EPOCH_IMAGES'])
     assert by_part['epoch_cpu'].epoch_pipeline == 'tensor'
-    assert by_part['data'].data_pipelines == ['official', 'tensor', 'bytes']
+    assert by_part['data'].data_pipelines == [
+        'official', 'tensor', 'device', 'bytes']
 
 
 def test_open_images_bench_never_overwrites_a_file_of_the_folder(

@@ -1177,36 +1177,80 @@ class LoadImageTensor(BaseTransform):
 
 @TRANSFORMS.register_module()
 class LoadImageBytes(BaseTransform):
-    """Read an image file's bytes (a 1-D uint8 tensor) for decoding on the
-    device by :class:`~mmcoop.models.DeviceAugmentPreprocessor`, and draw
-    its augmentation there: ``results['device_aug']`` holds the output
-    size, and with ``augment=True`` the ``CutoutPIL`` centre and colour and
-    the RandAugment draw, in the order and with the RNG of
+    """The loader-worker side of the device path
+    (:class:`~mmcoop.models.DeviceAugmentPreprocessor`): read an image
+    file, and draw its augmentation there: ``results['device_aug']`` holds
+    the output size, and with ``augment=True`` the ``CutoutPIL`` centre and
+    colour and the RandAugment draw, in the order and with the RNG of
     :class:`TensorCutout` + :class:`TensorRandAugment` (so a seeded sample
     gets the same draw on either path). Keep ``'device_aug'`` in
-    ``PackInputs(meta_keys=...)``. The bytes lose their EXIF segments
-    (:func:`~mmcoop.datasets.transforms.jpeg.without_exif`), so that no
-    decoder rotates the image: the official loader does not. A file the
-    device decoders do not take (not a JPEG, a CMYK JPEG, or one over
-    PIL's pixel limit ``PIL.Image.MAX_IMAGE_PIXELS``, where PIL warns or
-    refuses) is decoded here by PIL, as the official loader, into a ``(3,
-    H, W)`` uint8 RGB tensor that the preprocessor resizes and augments
-    with the rest.
+    ``PackInputs(meta_keys=...)``.
+
+    ``decode='cpu'`` (the default, what ``data_path='device'`` writes):
+    the image is decoded and resized here, as :class:`LoadImageTensor`
+    does (:func:`decode_resize`: the official loader's pixels, then
+    ``resize_backend``'s resize), into a ``(3, h, w)`` uint8 RGB tensor,
+    and only Cutout + RandAugment run on the device: the CPU path's pixels
+    exactly (the device's augmentation is the CPU's bit for bit, tested on
+    CUDA).
+
+    ``decode='device'`` (``data_path='device-decode'``): only the file's
+    bytes (a 1-D uint8 tensor) go on, and the preprocessor decodes (nvJPEG
+    on CUDA) and resizes them on the device. That frees the loader's cores
+    but not the device's time, and the pixels differ: on an H200 the batch
+    decode took about 1 ms per 640x480 image, and its pixels differed from
+    libjpeg-turbo's (PIL's) by 1.9 grey levels on average, by more than one
+    at half of them (docs/benchmarks.md section 5). The bytes lose their
+    EXIF segments (:func:`~mmcoop.datasets.transforms.jpeg.without_exif`),
+    so that no decoder rotates the image: the official loader does not. A
+    file the device decoders do not take (not a JPEG, a CMYK JPEG, or one
+    over PIL's pixel limit ``PIL.Image.MAX_IMAGE_PIXELS``, where PIL warns
+    or refuses) is decoded here by PIL, as the official loader, into a
+    ``(3, H, W)`` uint8 RGB tensor that the preprocessor resizes and
+    augments with the rest.
 
     Args:
         scale (tuple[int, int]): output ``(w, h)``.
         augment (bool): draw Cutout + RandAugment (training).
         cutout_factor (float): as :class:`TensorCutout`.
+        decode (str): where the image is decoded and resized: ``'cpu'``
+            (default: here, in the loader worker) or ``'device'`` (by the
+            preprocessor, on the model's device).
+        resize_backend (str): with ``decode='cpu'``, as
+            :class:`LoadImageTensor`'s (``'pillow'``: PIL's resize,
+            bit-identical to ``Resize(backend='pillow')``); the device
+            resizes with torchvision's kernel, so ``decode='device'``
+            takes ``'torchvision'`` only.
         backend_args (dict, optional): mmengine file backend arguments
             (None: local files), checked when built.
     """
+
+    #: values of ``decode``: where the image is decoded and resized
+    DECODE_ON = ('cpu', 'device')
 
     #: the version of the RGB rule it decodes by (feature-cache key)
     PIXEL_VERSION = RULE_VERSION
 
     def __init__(self, scale: Tuple[int, int], augment: bool = True,
                  cutout_factor: float = 0.5,
+                 decode: str = 'cpu',
+                 resize_backend: str = 'torchvision',
                  backend_args: Optional[dict] = None):
+        for name, value, choices in (
+                ('decode', decode, self.DECODE_ON),
+                ('resize_backend', resize_backend, RESIZE_BACKENDS)):
+            if value not in choices:
+                raise ValueError(
+                    f'LoadImageBytes: {name} must be one of {choices}, got '
+                    f'{value!r}.')
+        if decode == 'device' and resize_backend != 'torchvision':
+            raise ValueError(
+                f"LoadImageBytes: resize_backend={resize_backend!r} needs "
+                "decode='cpu': the device resizes with torchvision's "
+                "kernel. Fix: set decode='cpu' or "
+                "resize_backend='torchvision'.")
+        self.decode = decode
+        self.resize_backend = resize_backend
         self.scale = check_scale('LoadImageBytes', scale)
         self.augment = check_flag('LoadImageBytes', 'augment', augment)
         self.cutout_factor = check_cutout_factor('LoadImageBytes',
@@ -1218,7 +1262,14 @@ class LoadImageBytes(BaseTransform):
         path = _img_path('LoadImageBytes', results)
         data = read_image_bytes('LoadImageBytes', path, self.backend_args)
         header = parse_header(data)
-        if header is not None and header.device_decodable:
+        w, h = self.scale
+        if self.decode == 'cpu':  # LoadImageTensor's pixels, RGB
+            try:
+                results['img'] = decode_resize(
+                    data, (h, w), backend=self.resize_backend)
+            except Exception as e:  # noqa: BLE001
+                raise decode_error(path, data, e) from e
+        elif header is not None and header.device_decodable:
             # no EXIF: the device decoders must not rotate (the official
             # loader does not)
             results['img'] = torch.frombuffer(
@@ -1228,7 +1279,6 @@ class LoadImageBytes(BaseTransform):
                 results['img'] = decode_rgb(data, backend='pillow')
             except Exception as e:  # noqa: BLE001
                 raise decode_error(path, data, e) from e
-        w, h = self.scale
         aug = dict(size=(h, w))
         if self.augment:
             aug.update(
@@ -1245,7 +1295,9 @@ class LoadImageBytes(BaseTransform):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(scale={self.scale}, '
                 f'augment={self.augment}, '
-                f'cutout_factor={self.cutout_factor})')
+                f'cutout_factor={self.cutout_factor}, '
+                f'decode={self.decode!r}, '
+                f'resize_backend={self.resize_backend!r})')
 
 
 @TRANSFORMS.register_module()

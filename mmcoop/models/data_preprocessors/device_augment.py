@@ -34,31 +34,33 @@ def _decode_error(inputs, samples, device, error: Exception) -> str:
 
 @MODELS.register_module()
 class DeviceAugmentPreprocessor(BaseDataPreprocessor):
-    """The image data path on the device: the loader workers only read the
-    file bytes (:class:`~mmcoop.datasets.transforms.LoadImageBytes`), and
-    here the batch is decoded on the device
-    (:func:`~mmcoop.datasets.transforms.jpeg.decode_jpegs`: TorchCodec's
-    ``decode_jpeg``, one nvJPEG call per batch on CUDA, or torchvision's
-    where TorchCodec is not installed; images ``LoadImageBytes`` already
-    decoded on the CPU, the files the device decoders do not take, are
-    moved), resized (antialiased bilinear),
-    augmented with the official
-    ``CutoutPIL`` + ``RandAugment`` as batched tensor ops
+    """The image data path on the device: the loader workers run
+    :class:`~mmcoop.datasets.transforms.LoadImageBytes`, and here the
+    batch is moved to the device, augmented with the official ``CutoutPIL``
+    + ``RandAugment`` as batched tensor ops
     (:func:`~mmcoop.datasets.transforms.tensor_augment.augment_batch`, with
     the draws the workers made) and normalised with the CLIP mean/std.
+
+    Where ``LoadImageBytes`` decoded and resized the images
+    (``decode='cpu'``, ``data_path='device'``) the batch is the CPU tensor
+    pipeline's, pixel for pixel: the augmentation on CUDA is the CPU's bit
+    for bit (tests/test_performance/test_cuda.py). Where it passed the
+    JPEG bytes on (``decode='device'``, ``data_path='device-decode'``), the
+    batch is first decoded here
+    (:func:`~mmcoop.datasets.transforms.jpeg.decode_jpegs`: TorchCodec's
+    ``decode_jpeg``, one nvJPEG call per batch on CUDA, or torchvision's
+    where TorchCodec is not installed; images ``LoadImageBytes`` decoded
+    on the CPU, the files the device decoders do not take, are moved) and
+    resized (antialiased bilinear). On a GPU that decode is nvJPEG's: its
+    pixels differed from PIL's by about two grey levels on average (H200,
+    docs/benchmarks.md section 5), and it cost the device about 1 ms per
+    640x480 image.
 
     Which samples are augmented is the pipeline's choice, as on the CPU
     path: those whose ``LoadImageBytes`` drew an augmentation
     (``augment=True``, the train pipeline), whether or not the model is
     training; so a feature cache of a device-path config stores the
     augmented views, as with the CPU pipeline.
-
-    Semantics: the tensor ops are tested against PIL's on CPU tensors
-    (tests/test_datasets/test_tensor_augment.py: the same pixels), and the
-    whole path run on CPU tensors gives the CPU tensor pipeline's images.
-    On a GPU the JPEG decoder (nvJPEG) and the
-    float resize may differ from the CPU's libjpeg-turbo and uint8 kernel
-    by a grey level or so.
 
     Args:
         mean (Sequence[float]): RGB mean on the 0-255 scale (CLIP's).

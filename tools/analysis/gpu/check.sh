@@ -84,15 +84,16 @@ for part in $PARTS; do
             --methods positivecoop dualcoop baseline --num-classes 80 ;;
     data)
         # the configs' (tensor) path per core on the CPU against the
-        # official one, the device path's CPU side (bytes: read + draw) per
-        # core, and the GPU decode + augmentation
-        bench data 150 --mode data --data-images 256 \
-            --data-pipelines official tensor bytes \
+        # official one, the CPU side of data_path=device (decode + resize +
+        # draw) and of device-decode (bytes: read + draw) per core, and
+        # the GPU decode + augmentation
+        bench data 180 --mode data --data-images 256 \
+            --data-pipelines official tensor device bytes \
             --data-cores 1 4 8 --data-rounds 2 --batch-size 32 ;;
     epoch)
         # an uncached epoch with the exact recipe's augmentation vs the
-        # cache, on the device path (workers read the files, the GPU
-        # decodes and augments)
+        # cache, on data_path=device (the workers decode and resize, the
+        # GPU augments); `device-decode` for the GPU's decode
         bench epoch "$EPOCH_LIMIT" --mode epoch --workers 8 --epoch-images "$EPOCH_IMAGES" \
             --epoch-resolution 448 --batch-size 32 --epoch-pipeline device \
             --autocast bf16 --channels-last ;;

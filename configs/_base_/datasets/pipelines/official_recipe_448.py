@@ -12,8 +12,8 @@ train_pipeline = [
     # installed, else PIL's; never rotated by EXIF), then torchvision's
     # uint8 antialiased bilinear resize: PIL's pixels within one grey level
     # (resize_backend='pillow': PIL's own resize, bit-identical, slower).
-    # data_path='device' moves decode, resize and augmentation onto the GPU
-    # (mmcoop/datasets/data_path.py)
+    # data_path='device' moves the augmentation onto the GPU (the same
+    # pixels; mmcoop/datasets/data_path.py)
     dict(type='mmcoop.LoadImageTensor', scale=(img_size, img_size)),
     # official CutoutPIL(cutout_factor=0.5), always applied
     dict(type='TensorCutout', cutout_factor=0.5),
