@@ -54,7 +54,7 @@ def sample_view(dataset, idx: int) -> dict:
     data = dataset[idx]
     inputs = data['inputs']
     sample = data['data_samples']
-    if inputs.dim() == 1 and 'device_aug' in sample:
+    if 'device_aug' in sample:  # RGB, or bytes: the device path's view
         image = _device_path_view(inputs, sample.device_aug)
     else:
         image = inputs.permute(1, 2, 0).numpy()

@@ -182,7 +182,7 @@ def test_device_path_bytes_carry_no_exif(tmp_path):
     path = tmp_path / 'rot.jpg'
     path.write_bytes(_kind('EXIF rotate 180'))
     t = TRANSFORMS.build(dict(type='LoadImageBytes', scale=32,
-                              augment=False))
+                              augment=False, decode='device'))
     data = bytes(t(dict(img_path=str(path)))['img'].numpy())
     assert jpeg.parse_header(data).exif == ()
     assert data == jpeg.without_exif(path.read_bytes())
@@ -334,8 +334,10 @@ def test_device_batch_decode_leaves_over_limit_files_to_pil(monkeypatch):
     assert seen[1] == [small, big]
 
 
-@pytest.mark.parametrize('name', ['LoadImageTensor', 'LoadImageBytes'])
-def test_loaders_honour_the_pixel_limit(tmp_path, monkeypatch, name):
+@pytest.mark.parametrize('name, decode', [('LoadImageTensor', None),
+                                          ('LoadImageBytes', 'device'),
+                                          ('LoadImageBytes', 'cpu')])
+def test_loaders_honour_the_pixel_limit(tmp_path, monkeypatch, name, decode):
     """Over twice the limit (the bomb; or an ordinary image under a lowered
     limit) the loaders raise their OSError naming the file and the fix;
     between once and twice PIL warns and decodes; with the limit raised
@@ -345,7 +347,8 @@ def test_loaders_honour_the_pixel_limit(tmp_path, monkeypatch, name):
     path = tmp_path / 'photo.jpg'
     path.write_bytes(_jpeg())  # 75 x 101 = 7575 pixels
     ref = _official(path.read_bytes())
-    load = TRANSFORMS.build(dict(type=name, scale=(101, 75)))
+    load = TRANSFORMS.build(dict(type=name, scale=(101, 75),
+                                 **(dict(decode=decode) if decode else {})))
     calls = _spy_decoders(monkeypatch)
     for p in (bomb, path):
         if p == path:
@@ -368,6 +371,8 @@ def test_loaders_honour_the_pixel_limit(tmp_path, monkeypatch, name):
         img = load(dict(img_path=str(path)))['img']
         if name == 'LoadImageTensor':
             assert torch.equal(img, ref.flip(0))
+        elif decode == 'cpu':  # decoded here, RGB
+            assert torch.equal(img, ref)
         else:  # the bytes, for the device decoders
             assert img.dim() == 1
             assert bytes(img.numpy()) == path.read_bytes()

@@ -558,12 +558,13 @@ def test_device_path_matches_cpu_tensor_path(tmp_path):
 def test_device_path_bad_files_are_named(tmp_path):
     """A file that is no image is refused when it is read (it is not a
     JPEG, so PIL decodes it there); a truncated JPEG when the batch is
-    decoded: each error names the file and the fix."""
+    decoded (``decode='device'``) or when it is read (``decode='cpu'``):
+    each error names the file and the fix."""
     from mmengine.dataset import pseudo_collate
 
     from mmcoop.registry import MODELS
     load = [TRANSFORMS.build(c) for c in (
-        dict(type='LoadImageBytes', scale=(32, 32)),
+        dict(type='LoadImageBytes', scale=(32, 32), decode='device'),
         dict(type='PackInputs', meta_keys=('img_path', 'device_aug')))]
     junk = tmp_path / 'a.png'
     junk.write_bytes(b'\x89PNG not really')
@@ -591,28 +592,38 @@ def test_device_path_bad_files_are_named(tmp_path):
     with pytest.raises(OSError, match=r"cannot decode '.*cut\.jpg'") as err:
         pre(pseudo_collate(batch), training=True)
     assert 'good.jpg' not in str(err.value)
+    in_worker = TRANSFORMS.build(dict(type='LoadImageBytes', scale=(32, 32)))
+    with pytest.raises(OSError, match=r"Cannot decode image file '.*cut\.jpg"
+                       r"'.*truncated.*Fix: re-download"):
+        in_worker(dict(img_path=str(cut)))
 
 
 def test_device_path_samples_need_the_device_preprocessor(tmp_path):
-    """File bytes of LoadImageBytes given to CLIPDataPreprocessor (the
-    configs' default) stop with the fix, with either collate function,
-    instead of being normalised as 1-pixel-high images; image batches
-    pass."""
+    """Samples of LoadImageBytes given to CLIPDataPreprocessor (the
+    configs' default) stop with the fix, with either collate function:
+    file bytes (``decode='device'``), which it would normalise as
+    1-pixel-high images, and, by their draws, RGB images decoded in the
+    worker (``decode='cpu'``), which it would take for BGR; image batches
+    of the CPU loaders pass."""
     from mmengine.dataset import default_collate, pseudo_collate
 
     from mmcoop.registry import MODELS
     path = _jpeg(tmp_path / 'a.jpg', 40, 30)
     pre = MODELS.build(dict(type='CLIPDataPreprocessor'))
-    for meta_keys in (('img_path', 'device_aug'), ('img_path', )):
+    for decode, meta_keys in (('device', ('img_path', 'device_aug')),
+                              ('device', ('img_path', )),
+                              ('cpu', ('img_path', 'device_aug'))):
         load = [TRANSFORMS.build(c) for c in (
-            dict(type='LoadImageBytes', scale=(32, 32)),
+            dict(type='LoadImageBytes', scale=(32, 32), decode=decode),
             dict(type='PackInputs', meta_keys=meta_keys))]
         res = dict(img_path=path)
         for t in load:
             res = t(res)
         for collate in (pseudo_collate, default_collate):
-            with pytest.raises(ValueError,
-                               match='file bytes.*DeviceAugmentPreprocessor'):
+            with pytest.raises(ValueError, match=r'got samples of the '
+                               r'device path \(LoadImageBytes.*Fix: set '
+                               r'model\.data_preprocessor=.*'
+                               r'DeviceAugmentPreprocessor'):
                 pre(collate([res, res]), training=True)
     res = dict(img_path=path)
     for c in (dict(type='LoadImageTensor', scale=32),

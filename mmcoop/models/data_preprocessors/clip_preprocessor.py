@@ -86,9 +86,11 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
         super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        """``ClsDataPreprocessor.forward``, after refusing the file bytes
-        of the device path (``LoadImageBytes``), which it would otherwise
-        normalise as if they were 1-pixel-high images."""
+        """``ClsDataPreprocessor.forward``, after refusing the samples of
+        the device path (``LoadImageBytes``): file bytes, which it would
+        otherwise normalise as if they were 1-pixel-high images, and (by
+        their ``device_aug`` draws) RGB images decoded in the workers, which
+        it would take for BGR, unaugmented."""
         inputs = data.get('inputs')
         refuse_empty_batch(type(self).__name__, inputs)
         samples = data.get('data_samples') or ()
@@ -96,8 +98,9 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
                any(getattr(x, 'dim', lambda: 3)() == 1 for x in inputs or ()))
         if raw or (samples and 'device_aug' in samples[0]):
             raise ValueError(
-                f'{type(self).__name__} got image file bytes (the pipeline '
-                'ends with LoadImageBytes, the device path). Fix: set '
+                f'{type(self).__name__} got samples of the device path '
+                '(LoadImageBytes: file bytes, or RGB images to augment on '
+                'the device). Fix: set '
                 'model.data_preprocessor=dict(type='
                 "'DeviceAugmentPreprocessor', _delete_=True), or load images "
                 'with LoadImageTensor / LoadImageFromFileChecked.')
