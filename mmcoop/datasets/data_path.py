@@ -12,7 +12,8 @@ is built:
 - the train pipeline ``LoadImageTensor`` [+ ``TensorCutout`` +
   ``TensorRandAugment``] + ``PackInputs`` into ``LoadImageBytes(augment=
   ..., decode='cpu')`` + ``PackInputs`` with ``'device_aug'`` among its
-  meta keys: the workers decode and resize as ``LoadImageTensor`` and make
+  meta keys (its ``resize_backend`` and ``draft`` carried over): the
+  workers decode and resize as ``LoadImageTensor`` and make
   the same draws, with the same RNG, and the device augments: the CPU
   path's pixels exactly;
 - the test pipeline ``LoadImageFromFileChecked`` + ``Resize(keep_ratio=
@@ -27,7 +28,8 @@ is built:
 instead: the workers only read the files, and the device also decodes
 (nvJPEG on CUDA, whose pixels differ from PIL's by about two grey levels)
 and resizes (torchvision's kernel, within a grey level of PIL's), so the
-train pipeline's ``resize_backend='pillow'`` is refused there.
+train pipeline's ``resize_backend='pillow'`` is refused there, and
+``draft`` does not apply (whole JPEGs are decoded).
 
 The pipelines of dataset wrappers are found at any depth (``dataset=``,
 ``datasets=[...]`` as in ``ConcatDataset``). Pipelines already on the device
@@ -61,8 +63,9 @@ _FIX = ('Fix: remove data_path=device, or write the device pipeline by '
         'hand (LoadImageBytes + PackInputs with DeviceAugmentPreprocessor, '
         'docs/benchmarks.md section 7).')
 # arguments of the CPU loaders the device path can honour (the rest are
-# refused): the device decodes whole JPEGs, so draft / decode_backend do not
-# apply
+# refused): decode_backend does not change the pixels; draft is carried where
+# the workers decode (data_path='device'), and does not apply where the
+# device decodes whole JPEGs ('device-decode')
 _TENSOR_LOADER_ARGS = {'scale', 'draft', 'decode_backend', 'backend_args',
                        'resize_backend', 'ignore_empty'}
 _FILE_LOADER_ARGS = {'backend_args', 'imdecode_backend', 'color_type',
@@ -200,6 +203,8 @@ def device_pipeline(pipeline: List[dict], where: str,
                           'LoadImageTensor: the device path augments with '
                           'TensorCutout + TensorRandAugment, both or neither')
         args = dict(scale=scale, resize_backend=filled['resize_backend'])
+        if decode == 'cpu' and filled.get('draft'):  # the device: whole
+            args['draft'] = True
     elif names[0] == 'LoadImageFromFileChecked' and middle == ['Resize']:
         _check_args(where, load, _FILE_LOADER_ARGS, dict(
             ignore_empty=((False, ), 'the device path reads every file'),

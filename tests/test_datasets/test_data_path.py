@@ -348,3 +348,24 @@ def test_load_image_bytes_decode_values_are_checked():
     # the cache key (the repr) tells the two apart
     assert repr(LoadImageBytes(scale=8)) != repr(
         LoadImageBytes(scale=8, decode='device'))
+
+
+def test_draft_is_carried_where_the_workers_decode(tmp_path):
+    """``LoadImageTensor(draft=True)`` keeps its DCT-scaled pixels with
+    ``data_path='device'`` (the workers decode); ``'device-decode'``
+    decodes whole JPEGs on the device, as before."""
+    from mmcoop.datasets.transforms import LoadImageBytes, LoadImageTensor
+    path = str(tmp_path / 'a.jpg')
+    photo(480, 640).save(path, 'JPEG', quality=90)
+    bgr = LoadImageTensor(scale=224, draft=True)(dict(img_path=path))['img']
+    rgb = LoadImageBytes(scale=224, draft=True)(dict(img_path=path))['img']
+    assert torch.equal(rgb, bgr.flip(0))
+    cpu = Config.fromfile(COCO_P50)
+    _train_pipeline(cpu)[0].update(draft=True)
+    assert _train_pipeline(_device(cpu))[0]['draft'] is True
+    assert 'draft' not in _train_pipeline(_device(cpu, 'device-decode'))[0]
+    with pytest.raises(ValueError, match=r"draft=True needs decode='cpu'"):
+        LoadImageBytes(scale=8, decode='device', draft=True)
+    with pytest.raises(ValueError, match=r'LoadImageBytes: draft must be '
+                       r"True or False, got 'yes'"):
+        LoadImageBytes(scale=8, draft='yes')

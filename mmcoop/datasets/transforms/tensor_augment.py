@@ -1221,6 +1221,8 @@ class LoadImageBytes(BaseTransform):
             bit-identical to ``Resize(backend='pillow')``); the device
             resizes with torchvision's kernel, so ``decode='device'``
             takes ``'torchvision'`` only.
+        draft (bool): with ``decode='cpu'``, as :class:`LoadImageTensor`'s
+            (JPEG DCT scaling); the device decodes whole JPEGs.
         backend_args (dict, optional): mmengine file backend arguments
             (None: local files), checked when built.
     """
@@ -1235,6 +1237,7 @@ class LoadImageBytes(BaseTransform):
                  cutout_factor: float = 0.5,
                  decode: str = 'cpu',
                  resize_backend: str = 'torchvision',
+                 draft: bool = False,
                  backend_args: Optional[dict] = None):
         for name, value, choices in (
                 ('decode', decode, self.DECODE_ON),
@@ -1249,6 +1252,11 @@ class LoadImageBytes(BaseTransform):
                 "decode='cpu': the device resizes with torchvision's "
                 "kernel. Fix: set decode='cpu' or "
                 "resize_backend='torchvision'.")
+        self.draft = check_flag('LoadImageBytes', 'draft', draft)
+        if decode == 'device' and draft:
+            raise ValueError(
+                "LoadImageBytes: draft=True needs decode='cpu': the device "
+                "decodes whole JPEGs. Fix: set decode='cpu' or draft=False.")
         self.decode = decode
         self.resize_backend = resize_backend
         self.scale = check_scale('LoadImageBytes', scale)
@@ -1266,7 +1274,7 @@ class LoadImageBytes(BaseTransform):
         if self.decode == 'cpu':  # LoadImageTensor's pixels, RGB
             try:
                 results['img'] = decode_resize(
-                    data, (h, w), backend=self.resize_backend)
+                    data, (h, w), self.draft, self.resize_backend)
             except Exception as e:  # noqa: BLE001
                 raise decode_error(path, data, e) from e
         elif header is not None and header.device_decodable:
@@ -1297,7 +1305,8 @@ class LoadImageBytes(BaseTransform):
                 f'augment={self.augment}, '
                 f'cutout_factor={self.cutout_factor}, '
                 f'decode={self.decode!r}, '
-                f'resize_backend={self.resize_backend!r})')
+                f'resize_backend={self.resize_backend!r}, '
+                f'draft={self.draft})')
 
 
 @TRANSFORMS.register_module()
