@@ -132,9 +132,13 @@ def test_gpu_check_script_commands_parse(bench):
              for name, args in re.findall(
                  r'bench (\w+) \S+ (.*?)(?: ;;)?$', body, re.M)]
     assert {part for part, *_ in calls} == {
-        'steps', 'data', 'epoch', 'epoch_cpu', 'towers'}
+        'steps', 'data', 'epoch', 'epoch_decode', 'epoch_cpu', 'towers'}
     assert {part for part, _ in arms} == {
-        'tests', 'steps', 'data', 'epoch', 'epoch_cpu', 'towers'}
+        'tests', 'steps', 'data', 'epoch', 'epoch_decode', 'epoch_cpu',
+        'towers'}
+    # the default runs the cheap CUDA tests first
+    default = re.search(r'^PARTS=\$\{PARTS:-(.*)\}$', script, re.M).group(1)
+    assert default.split() == ['tests', 'epoch', 'data', 'steps']
     by_part = {}
     for part, name, args in calls:
         for var, value in defaults.items():
@@ -146,6 +150,7 @@ def test_gpu_check_script_commands_parse(bench):
         by_part[part] = opts
     assert by_part['epoch'].epoch_pipeline == 'device'
     assert by_part['epoch'].epoch_images == int(defaults['EPOCH_IMAGES'])
+    assert by_part['epoch_decode'].epoch_pipeline == 'device-decode'
     assert by_part['epoch_cpu'].epoch_pipeline == 'tensor'
     assert by_part['data'].data_pipelines == [
         'official', 'tensor', 'device', 'bytes']

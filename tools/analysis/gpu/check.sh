@@ -14,8 +14,9 @@
 # carry `.whl`; this script installs them into /tmp/site.
 #
 # PARTS names the parts, run in the order given (default:
-# "epoch data steps tests", about 10 min on one H100/H200; further parts:
-# epoch_cpu, towers). BUDGET (seconds, optional) is the time the whole
+# "tests epoch data steps", about 10 min on one H100/H200: the CUDA tests
+# first, they take seconds; further parts: epoch_decode, epoch_cpu,
+# towers). BUDGET (seconds, optional) is the time the whole
 # script may take: each part's time limit is cut to what is left, and a
 # part is skipped when less than a minute is left, so that a lent machine
 # with a fixed time returns every part that fits, most important first.
@@ -25,7 +26,7 @@
 # cached twice and run through two methods).
 set -uo pipefail
 OUT=${OUT:-work_dirs/gpu_check}
-PARTS=${PARTS:-epoch data steps tests}
+PARTS=${PARTS:-tests epoch data steps}
 PY=${PYTHON:-python3}
 EPOCH_IMAGES=${EPOCH_IMAGES:-1024}
 EPOCH_LIMIT=$((90 + EPOCH_IMAGES / 4))
@@ -97,6 +98,12 @@ for part in $PARTS; do
         bench epoch "$EPOCH_LIMIT" --mode epoch --workers 8 --epoch-images "$EPOCH_IMAGES" \
             --epoch-resolution 448 --batch-size 32 --epoch-pipeline device \
             --autocast bf16 --channels-last ;;
+    epoch_decode)
+        # the same with data_path=device-decode (the GPU also decodes)
+        bench epoch_decode "$EPOCH_LIMIT" --mode epoch --workers 8 \
+            --epoch-images "$EPOCH_IMAGES" --epoch-resolution 448 \
+            --batch-size 32 --epoch-pipeline device-decode --autocast bf16 \
+            --channels-last ;;
     epoch_cpu)
         # the same with the configs' CPU tensor path
         bench epoch_cpu "$EPOCH_LIMIT" --mode epoch --workers 8 --epoch-images "$EPOCH_IMAGES" \
@@ -106,7 +113,7 @@ for part in $PARTS; do
         # the frozen towers of every CLIP family (about 5 min)
         bench towers 540 --mode towers --iters 5 --warmup 2 --autocast bf16 ;;
     *)
-        echo "[check.sh] unknown part '$part' (parts: epoch data steps tests epoch_cpu towers)" >&2
+        echo "[check.sh] unknown part '$part' (parts: tests epoch data steps epoch_decode epoch_cpu towers)" >&2
         status=1 ;;
     esac
 done
