@@ -208,36 +208,38 @@ def device_stage_times(paths: List[str], resolution: int, batch_size: int,
     :class:`~mmcoop.models.DeviceAugmentPreprocessor` runs them."""
     from mmpretrain.registry import TRANSFORMS
 
+    import mmcoop.models  # noqa: F401
     from mmcoop.datasets.transforms.jpeg import decode_jpegs
-    from mmcoop.datasets.transforms.tensor_augment import augment_batch, resize
+    from mmcoop.datasets.transforms.tensor_augment import (
+        augment_batch, resize_augment_batch)
+    from mmcoop.registry import MODELS
     load, pack = [
         TRANSFORMS.build(c) for c in pipeline_cfg('bytes', resolution)
     ]
-    mean = torch.zeros(1, 3, 1, 1, device=device)
-    std = torch.ones(1, 3, 1, 1, device=device)
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor')).to(device)
     totals = dict.fromkeys(
         ('read + draw (CPU)', 'decode', 'resize', 'augment', 'normalise'),
         0.)
     np.random.seed(0)
     for start in range(0, len(paths), batch_size):
         marks = [time.perf_counter()]
-        samples = [pack(load(dict(img_path=p)))
-                   for p in paths[start:start + batch_size]]
-        marks.append(time.perf_counter())
-        imgs = decode_jpegs([s['inputs'] for s in samples], device)
-        for stage in ('decode', 'resize', 'augment', 'normalise'):
-            if stage == 'resize':
-                batch = torch.stack([
-                    resize(img, tuple(s['data_samples'].device_aug['size']))
-                    for img, s in zip(imgs, samples)
-                ])
-            elif stage == 'augment':
-                batch = augment_batch(
-                    batch, [s['data_samples'].device_aug for s in samples])
-            elif stage == 'normalise':
-                batch = (batch.float() - mean) / std
+
+        def mark():
             sync(device)
             marks.append(time.perf_counter())
+
+        samples = [pack(load(dict(img_path=p)))
+                   for p in paths[start:start + batch_size]]
+        draws = [s['data_samples'].device_aug for s in samples]
+        mark()
+        imgs = decode_jpegs([s['inputs'] for s in samples], device)
+        mark()
+        batch = resize_augment_batch(imgs, draws, augment=False)
+        mark()
+        batch = augment_batch(batch, draws)
+        mark()
+        (batch.float() - pre.mean) / pre.std
+        mark()
         for name, t0, t1 in zip(totals, marks, marks[1:]):
             totals[name] += t1 - t0
     return {name: 1e3 * t / len(paths) for name, t in totals.items()}

@@ -226,7 +226,8 @@ def device_pipeline(pipeline: List[dict], where: str,
         # the device's torchvision kernel (within a grey level)
         args = dict(scale=_copied(where, names[1], check_scale,
                                   resize['scale']),
-                    resize_backend=resize_backends[-1])
+                    resize_backend='pillow' if decode == 'cpu' else
+                    'torchvision')
         extra = dict(augment=False)
     else:
         raise _refuse(where, f'the pipeline {names} is not one of the '

@@ -1246,17 +1246,16 @@ class LoadImageBytes(BaseTransform):
                 raise ValueError(
                     f'LoadImageBytes: {name} must be one of {choices}, got '
                     f'{value!r}.')
-        if decode == 'device' and resize_backend != 'torchvision':
-            raise ValueError(
-                f"LoadImageBytes: resize_backend={resize_backend!r} needs "
-                "decode='cpu': the device resizes with torchvision's "
-                "kernel. Fix: set decode='cpu' or "
-                "resize_backend='torchvision'.")
         self.draft = check_flag('LoadImageBytes', 'draft', draft)
-        if decode == 'device' and draft:
-            raise ValueError(
-                "LoadImageBytes: draft=True needs decode='cpu': the device "
-                "decodes whole JPEGs. Fix: set decode='cpu' or draft=False.")
+        for name, value, default, why in (
+                ('resize_backend', resize_backend, 'torchvision',
+                 "resizes with torchvision's kernel"),
+                ('draft', draft, False, 'decodes whole JPEGs')):
+            if decode == 'device' and value != default:
+                raise ValueError(
+                    f"LoadImageBytes: {name}={value!r} needs decode='cpu': "
+                    f"the device {why}. Fix: set decode='cpu' or "
+                    f'{name}={default!r}.')
         self.decode = decode
         self.resize_backend = resize_backend
         self.scale = check_scale('LoadImageBytes', scale)
@@ -1269,8 +1268,8 @@ class LoadImageBytes(BaseTransform):
     def transform(self, results: dict) -> dict:
         path = _img_path('LoadImageBytes', results)
         data = read_image_bytes('LoadImageBytes', path, self.backend_args)
-        header = parse_header(data)
         w, h = self.scale
+        header = parse_header(data) if self.decode == 'device' else None
         if self.decode == 'cpu':  # LoadImageTensor's pixels, RGB
             try:
                 results['img'] = decode_resize(
