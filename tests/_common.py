@@ -141,7 +141,8 @@ def toy_runner(work_dir,
     """An ``MMCoopRunner`` training :class:`ToyModel` (identical initial
     weights every time) with a checkpoint per epoch; with
     ``by_epoch=False`` an ``IterBasedTrainLoop`` of ``max_epochs``
-    iterations with a checkpoint per iteration."""
+    iterations with a checkpoint per iteration. ``optim_wrapper`` and
+    ``default_hooks`` in ``kwargs`` replace the defaults."""
     from mmcoop.engine.runner import MMCoopRunner
     torch.manual_seed(0)
     length = 'max_epochs' if by_epoch else 'max_iters'
@@ -154,13 +155,16 @@ def toy_runner(work_dir,
             batch_size=4,
             num_workers=0,
             collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(
-            optimizer=dict(type='SGD', lr=0.1, momentum=momentum)),
+        optim_wrapper=kwargs.pop(
+            'optim_wrapper',
+            dict(optimizer=dict(type='SGD', lr=0.1, momentum=momentum))),
         train_cfg={'by_epoch': by_epoch, length: max_epochs},
-        default_hooks=dict(
-            checkpoint=dict(
-                type='CheckpointHook', interval=1, by_epoch=by_epoch),
-            logger=dict(type='LoggerHook', interval=1)),
+        default_hooks=kwargs.pop(
+            'default_hooks',
+            dict(
+                checkpoint=dict(
+                    type='CheckpointHook', interval=1, by_epoch=by_epoch),
+                logger=dict(type='LoggerHook', interval=1))),
         randomness=dict(seed=0),
         default_scope='mmcoop',
         experiment_name=f'toy_{next(_RUNS)}',

@@ -201,3 +201,39 @@ def test_config_kept_in_its_work_dir_is_not_replaced_by_the_dump(tmp_path):
     toy_runner(tmp_path / 'run', 1, cfg=Config.fromfile(str(other)))
     assert Config.fromfile(str(tmp_path / 'run' / 'other.py')).lr == 0.1
     assert not [n for n in os.listdir(tmp_path / 'run') if '.tmp-' in n]
+
+
+def test_mmengine_compile_trains_as_eager_with_param_groups(tmp_path):
+    """MMEngine's ``compile`` config key (``torch.compile`` of the whole
+    ``train_step``, optimizer step included) with mmcoop's optimizer
+    constructor and ``paramwise_cfg``: the param groups are plain dicts
+    (a ConfigDict group stops dynamo in ``optimizer.step``), and the
+    compiled run trains the eager run's weights."""
+    from mmengine.config import ConfigDict
+    from torch._dynamo import register_backend  # torch's custom backends
+    graphs = []
+
+    @register_backend(name='mmcoop_test_counting')
+    def backend(gm, example_inputs):  # counts the graphs, runs them eager
+        graphs.append(gm)
+        return gm.forward
+
+    optim = ConfigDict(  # as read from a config file
+        constructor='TrainableParamsOptimWrapperConstructor',
+        optimizer=dict(type='SGD', lr=0.1, momentum=0.9),
+        paramwise_cfg=dict(custom_keys={'linear.bias': dict(lr_mult=0.5)}))
+    weights = []
+    for compile_cfg in (None, dict(backend='mmcoop_test_counting')):
+        runner = toy_runner(
+            tmp_path / str(bool(compile_cfg)), 2, optim_wrapper=optim,
+            cfg=dict(compile=compile_cfg), default_hooks=dict(
+                checkpoint=dict(type='CheckpointHook', interval=0)))
+        runner.train()
+        groups = runner.optim_wrapper.optimizer.param_groups
+        assert [type(g) for g in groups] == [dict, dict]
+        weights.append({k: v.clone()
+                        for k, v in runner.model.state_dict().items()})
+    assert graphs  # compiled
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key])

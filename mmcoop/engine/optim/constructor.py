@@ -343,7 +343,10 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
         optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
         optim_wrapper_cfg.setdefault('type', 'OptimWrapper')
-        optimizer_cfg = self.optimizer_cfg.copy()
+        # a plain dict: a ConfigDict would turn the param groups into
+        # ConfigDicts, which torch.compile cannot trace through
+        # `optimizer.step` (MMEngine's `compile` config key)
+        optimizer_cfg = dict(self.optimizer_cfg)
         optimizer_cls = self.optimizer_cfg['type']
         if isinstance(optimizer_cls, str):
             with OPTIMIZERS.switch_scope_and_registry(None) as registry:
