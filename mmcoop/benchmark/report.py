@@ -49,7 +49,8 @@ def report_steps(results: List[dict], opts) -> str:
         f'on {dev}', '',
         f'batch {opts.batch_size} (eval {opts.eval_batch_size}), '
         f'{opts.model_name} @ {opts.resolution} px, '
-        f'autocast={opts.autocast}, channels_last={opts.channels_last}. '
+        f'autocast={opts.autocast}, channels_last={opts.channels_last}, '
+        f'compile={getattr(opts, "compile", None)}. '
         f'Peak memory: {memory_desc(opts)}.', '',
         '| method | C | T0 train full | T1 train trunc | T2 train cache '
         '| E0 eval full | E1 eval trunc | E2 eval text-cache '
@@ -99,22 +100,37 @@ def report_steps(results: List[dict], opts) -> str:
 
 
 def report_text(results: List[dict], opts) -> str:
+    compiled = any('compile' in r for r in results)
     lines = [
         f'### Text encoder forward+backward (s, best of {opts.iters}, '
         f'interleaved) on '
         f'{opts.device_desc}', '',
         '| method | C | prompts | tokens full -> truncated | full (peak MiB)'
         ' | truncated (peak MiB) | speed-up | rel. diff output | '
-        'rel. diff input grad |', '|---|---|---|---|---|---|---|---|---|'
+        'rel. diff input grad |' +
+        (' compiled (peak MiB) | speed-up vs truncated | rel. diff output '
+         '| rel. diff input grad |' if compiled else ''),
+        '|---|---|---|---|---|---|---|---|---|' +
+        ('---|---|---|---|' if compiled else '')
     ]
     for r in results:
         f, t = r['results']['full'], r['results']['truncated']
-        lines.append(
+        line = (
             f'| {r["method"]} | {r["num_classes"]} | {r["prompts"]} | '
             f'{r["length_full"]} -> {r["length_truncated"]} | '
             f'{f["time_s"]:.3f} ({f["peak_mib"]:.0f}) | {t["time_s"]:.3f} '
             f'({t["peak_mib"]:.0f}) | {r["speedup"]:.2f}x | '
             f'{r["rel_diff_output"]:.1e} | {r["rel_diff_input_grad"]:.1e} |')
+        if 'compile' in r:
+            c = r['results']['compiled']
+            line += (f' {c["time_s"]:.3f} ({c["peak_mib"]:.0f}) | '
+                     f'{r["speedup_compiled"]:.2f}x | '
+                     f'{r["rel_diff_output_compiled"]:.1e} | '
+                     f'{r["rel_diff_input_grad_compiled"]:.1e} |')
+        lines.append(line)
+    if compiled:
+        lines += ['', f'compiled: the truncated text tower with compile='
+                  f'{results[0].get("compile")} (`--compile`).']
     return '\n'.join(lines)
 
 

@@ -58,12 +58,21 @@ def device_of(opts) -> torch.device:
 
 
 def autocast_kwargs(opts) -> dict:
-    """The towers' autocast arguments of ``--autocast``: on the CPU, bf16
-    needs ``autocast_cpu=True`` (else the towers would run fp32)."""
+    """The towers' autocast and compile arguments of ``--autocast`` and
+    ``--compile``: on the CPU, bf16 needs ``autocast_cpu=True`` (else the
+    towers would run fp32)."""
     out = dict(autocast_dtype=opts.autocast)
     if opts.autocast and getattr(opts, 'device', 'cpu') == 'cpu':
         out['autocast_cpu'] = True
+    if getattr(opts, 'compile', None):
+        out['compile'] = compile_options(opts)
     return out
+
+
+def compile_options(opts) -> dict:
+    """The towers' ``compile`` of ``--compile MODE`` (``default``: the
+    ``torch.compile`` defaults)."""
+    return {} if opts.compile == 'default' else dict(mode=opts.compile)
 
 
 def head_cfg(method, num_classes, opts, embed_dim):
@@ -235,7 +244,8 @@ def measure_steps(method: str, num_classes: int, opts) -> dict:
 
 
 def measure_text(method: str, num_classes: int, opts) -> dict:
-    """Text fwd+bwd over the method's prompts: 77 tokens vs truncation."""
+    """Text fwd+bwd over the method's prompts: 77 tokens vs truncation
+    (and, with ``--compile``, truncation with the text tower compiled)."""
 
     import mmcoop.models  # noqa: F401
     from mmcoop.registry import MODELS
@@ -253,20 +263,25 @@ def measure_text(method: str, num_classes: int, opts) -> dict:
         feats = head.encode_prompts(*prompts)
         feats.square().sum().backward()
 
-    def setup(flag):
+    compiled = text.compile_options  # --compile: a third configuration
+    text.compile_options = None
+
+    def setup(flag, options=None):
 
         def run():
             text.truncate = flag
+            text.compile_options = options
 
         return run
 
-    out = run_configs(
-        dict(full=(setup(False), step), truncated=(setup(True), step)), device,
-        opts.warmup, opts.iters, memory)
-    # exactness: the same weights and prompts, both ways
+    configs = dict(full=(setup(False), step), truncated=(setup(True), step))
+    if compiled is not None:
+        configs['compiled'] = (setup(True, compiled), step)
+    out = run_configs(configs, device, opts.warmup, opts.iters, memory)
+    # exactness: the same weights and prompts, every way
     grads, feats = {}, {}
-    for name, flag in (('full', False), ('truncated', True)):
-        text.truncate = flag
+    for name, (set_up, _) in configs.items():
+        set_up()
         for p in prompts:
             p.ctx.grad = None
         f = head.encode_prompts(*prompts)
@@ -278,6 +293,16 @@ def measure_text(method: str, num_classes: int, opts) -> dict:
     def rel(a, b):
         return float((a - b).norm() / b.norm())
 
+    extra = {}
+    if compiled is not None:
+        extra = dict(
+            compile=compiled,
+            speedup_compiled=out['truncated']['time_s'] /
+            out['compiled']['time_s'],
+            rel_diff_output_compiled=rel(feats['compiled'],
+                                         feats['truncated']),
+            rel_diff_input_grad_compiled=rel(grads['compiled'],
+                                             grads['truncated']))
     tokens = torch.cat([p.tokens for p in prompts])
     return dict(
         method=method,
@@ -288,7 +313,8 @@ def measure_text(method: str, num_classes: int, opts) -> dict:
         results=out,
         speedup=out['full']['time_s'] / out['truncated']['time_s'],
         rel_diff_output=rel(feats['truncated'], feats['full']),
-        rel_diff_input_grad=rel(grads['truncated'], grads['full']))
+        rel_diff_input_grad=rel(grads['truncated'], grads['full']),
+        **extra)
 
 
 # --------------------------------------------------------------------------

@@ -323,6 +323,38 @@ def test_steps_bf16_on_cpu_autocasts_the_towers():
     assert 'autocast_cpu' not in backbone_cfg(opts)
 
 
+def test_text_mode_times_the_compiled_tower_as_a_third_configuration(
+        monkeypatch):
+    """``--compile MODE``: both towers get ``compile`` in the step configs,
+    and the text mode adds the truncated tower compiled, with the same
+    FLOPs and (to rounding) the same features and prompt gradient."""
+    from mmcoop.benchmark import steps
+    from mmcoop.benchmark.report import report_text
+    opts = SimpleNamespace(**TINY, resolution=64, warmup=1, iters=1,
+                           compile='reduce-overhead')
+    assert steps.backbone_cfg(opts)['compile'] == dict(
+        mode='reduce-overhead')
+    assert steps.head_cfg('positivecoop', 4, opts, 512)['text_encoder'][
+        'compile'] == dict(mode='reduce-overhead')
+    assert steps.compile_options(SimpleNamespace(compile='default')) == {}
+    assert 'compile' not in steps.backbone_cfg(
+        SimpleNamespace(**TINY, resolution=64))
+    # eager kernels through dynamo and AOTAutograd (inductor: seconds more)
+    monkeypatch.setattr(steps, 'compile_options',
+                        lambda opts: dict(backend='aot_eager'))
+    out = steps.measure_text('positivecoop', 4, opts)
+    res = out['results']
+    assert list(res) == ['full', 'truncated', 'compiled']
+    assert res['compiled']['flops'] == res['truncated']['flops'] > 0
+    assert out['compile'] == dict(backend='aot_eager')
+    assert out['rel_diff_output_compiled'] < 1e-6
+    assert out['rel_diff_input_grad_compiled'] < 1e-6
+    assert out['speedup_compiled'] > 0
+    table = report_text([out], opts)
+    assert '| compiled (peak MiB) | speed-up vs truncated |' in table
+    assert "compile={'backend': 'aot_eager'}" in table
+
+
 def test_towers_mode_measures_each_family_tower():
     """Every family config names its open_clip model; the towers mode
     counts the image tower's FLOPs for one image and the text work of one

@@ -1079,3 +1079,36 @@ def test_hf_tokenizer_that_cannot_load_names_the_fix(hf_tokenizer_models,
                        match=r'tokenizer=.*missing.* is not a folder.*'
                        r'tokenizer.json'):
         FrozenCLIPTextEncoder(SIGLIP_T5, tokenizer=str(tmp_path / 'missing'))
+
+
+# --------------------------------------------------------------------------
+# torch.compile of the towers (``compile``): one graph, the eager function
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_compiled_towers_are_one_graph_with_the_eager_output(name, family):
+    """``fullgraph=True``: the compiled parts have no graph break in any
+    family (what CUDA graphs need); ``aot_eager`` traces forward and
+    backward as inductor would, running eager kernels, so the features and
+    the prompt gradient are the eager ones."""
+    from mmcoop.models.prompt_learners import PromptLearner
+    backbone, enc, _ = family(name)
+    learner = PromptLearner(NAMES, enc, n_ctx=2)
+    x = torch.randn(2, 3, FAMILIES[name], FAMILIES[name],
+                    generator=torch.Generator().manual_seed(0))
+    results = []
+    for options in (None, dict(backend='aot_eager', fullgraph=True)):
+        backbone.compile_options = enc.compile_options = options
+        try:
+            with torch.no_grad():
+                dense = backbone(x)[0]
+            text = enc(learner(enc.embed_tokens(learner.tokens)),
+                       learner.tokens)
+            text.pow(2).sum().backward()
+        finally:
+            backbone.compile_options = enc.compile_options = None
+        results.append((dense, text.detach(), learner.ctx.grad))
+        learner.ctx.grad = None
+    for eager, compiled in zip(*results):
+        scale = eager.abs().max()
+        torch.testing.assert_close(
+            compiled / scale, eager / scale, rtol=0, atol=1e-6)

@@ -132,13 +132,15 @@ def test_gpu_check_script_commands_parse(bench):
              for name, args in re.findall(
                  r'bench (\w+) \S+ (.*?)(?: ;;)?$', body, re.M)]
     assert {part for part, *_ in calls} == {
-        'steps', 'data', 'epoch', 'epoch_decode', 'epoch_cpu', 'towers'}
-    assert {part for part, _ in arms} == {
-        'tests', 'steps', 'data', 'epoch', 'epoch_decode', 'epoch_cpu',
+        'compiled', 'steps', 'data', 'epoch', 'epoch_decode', 'epoch_cpu',
         'towers'}
-    # the default runs the cheap CUDA tests first
+    assert {part for part, _ in arms} == {
+        'tests', 'compiled', 'steps', 'data', 'epoch', 'epoch_decode',
+        'epoch_cpu', 'towers'}
+    # the default runs the cheap CUDA tests first, then the compiled towers
+    # (the lever left for the cached step's latency)
     default = re.search(r'^PARTS=\$\{PARTS:-(.*)\}$', script, re.M).group(1)
-    assert default.split() == ['tests', 'epoch', 'data', 'steps']
+    assert default.split() == ['tests', 'compiled', 'epoch', 'data', 'steps']
     by_part = {}
     for part, name, args in calls:
         for var, value in defaults.items():
@@ -154,6 +156,8 @@ def test_gpu_check_script_commands_parse(bench):
     assert by_part['epoch_cpu'].epoch_pipeline == 'tensor'
     assert by_part['data'].data_pipelines == [
         'official', 'tensor', 'device', 'bytes']
+    assert by_part['compiled'].compile == 'reduce-overhead'
+    assert {'text', 'steps'} <= set(by_part['compiled'].mode)
 
 
 def test_open_images_bench_never_overwrites_a_file_of_the_folder(

@@ -10,7 +10,8 @@ Modes (``--mode``, default ``all``; the measurements live in
   E0-E4 (``mmcoop.benchmark.steps``), and the projected 50-epoch hours:
   on this device from the step times, as GPU-hours from the FLOPs
   (``mmcoop.benchmark.projection``; compute only, no data loading).
-* ``text``: text-encoder forward+backward, 77 tokens vs exact truncation.
+* ``text``: text-encoder forward+backward, 77 tokens vs exact truncation
+  (and the truncated tower compiled, with ``--compile MODE``).
 * ``epoch``: one training epoch over generated JPEGs (decode + resize +
   image encoder + head) against the same epoch from a feature cache.
 * ``amp``: image-encoder forward with the ``autocast_dtype`` and
@@ -149,6 +150,20 @@ def _check_model_names(args) -> None:
             check_model_name(name, '--tower-models')
 
 
+def _check_compile(args) -> None:
+    """Refuse a ``--compile`` mode torch.compile does not take, at once."""
+    if args.compile:
+        from mmcoop.benchmark.steps import compile_options
+        from mmcoop.models.backbones.tower_compile import parse_compile
+        try:
+            parse_compile('the towers', compile_options(args))
+        except ValueError as e:
+            raise SystemExit(
+                f'--compile {args.compile}: torch.compile refuses it '
+                f'({e.__cause__}). Fix: give a torch.compile mode, e.g. '
+                '`default` or `reduce-overhead`.')
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
@@ -186,6 +201,14 @@ def parse_args(argv=None):
     parser.add_argument(
         '--autocast', default=None, choices=[None, 'fp16', 'bf16'])
     parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument(
+        '--compile',
+        default=None,
+        metavar='MODE',
+        help='torch.compile the frozen towers (their `compile` option) '
+        'with this mode (`default`, `reduce-overhead`: CUDA graphs, '
+        '`max-autotune`, ...); the text mode then times the compiled text '
+        'tower as a third configuration')
     parser.add_argument(
         '--amp-batch-size',
         type=positive_int,
@@ -302,6 +325,7 @@ def main(argv=None):
         from mmcoop.utils.paths import claim_outputs
         claim_outputs([args.json], force=args.force)
     _check_model_names(args)
+    _check_compile(args)
     args.device_desc = _device_desc(args)
     out: Dict[str, object] = dict(
         device=args.device_desc,

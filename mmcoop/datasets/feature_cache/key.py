@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from mmpretrain.datasets.transforms import PackInputs
 
+from mmcoop.models.backbones.tower_compile import compile_desc
 from ..wrapper import DatasetWrapper, image_source
 
 __all__ = [
@@ -154,7 +155,7 @@ def backbone_key(backbone: torch.nn.Module) -> dict:
         # '+cpu': CPU inputs autocast too (a CPU-encoded cache is bf16 there)
         autocast = str(autocast) + (
             '+cpu' if getattr(backbone, 'autocast_cpu', False) else '')
-    return dict(
+    key = dict(
         type=type(backbone).__name__,
         model_name=getattr(backbone, 'model_name', None),
         input_resolution=getattr(backbone, 'input_resolution', None),
@@ -162,6 +163,11 @@ def backbone_key(backbone: torch.nn.Module) -> dict:
         channels_last=bool(getattr(backbone, 'channels_last', False)),
         arch_sha256=sha256(clean_repr(backbone)),
         weights_sha256=hash_module_tensors(backbone))
+    # other kernels, other last bits; absent when eager (earlier keys hold)
+    compiled = compile_desc(getattr(backbone, 'compile_options', None))
+    if compiled is not None:
+        key['compile'] = compiled
+    return key
 
 
 def preprocessor_key(preprocessor: torch.nn.Module) -> dict:

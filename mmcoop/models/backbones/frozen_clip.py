@@ -16,6 +16,7 @@ from mmcoop.utils.value_checks import check_flag, check_int
 from .clip_loader import (CLIP_IDENTITY, build_clip_tokenizer, build_open_clip,
                           resize_attnpool_pos_embed, resize_vit_pos_embed)
 from .frozen import FrozenMixin
+from .tower_compile import parse_compile, tower_call
 
 
 @MODELS.register_module()
@@ -88,6 +89,12 @@ class FrozenCLIP(FrozenMixin, BaseModule):
             (open_clip or timm, see above); ResNets have only ``'value'``,
             ConvNeXt only ``'tokens'``. None: the architecture's default
             (``'value'`` for ResNets, ``'tokens'`` otherwise).
+        compile (bool | dict): ``torch.compile`` the dense forward: False
+            (default, eager), True, or a dict of ``torch.compile``
+            arguments, e.g. ``dict(mode='max-autotune')``. Same function,
+            other kernels (results may differ in the last bits, so the
+            options are part of the feature-cache key); see
+            :mod:`.tower_compile`.
 
     Shapes:
         input ``(B, 3, S, S)`` -> ``((B, D, 1 + HW),)`` with ``HW = (S/32)^2``
@@ -106,7 +113,8 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                  autocast_cpu: bool = False,
                  channels_last: bool = False,
                  init_seed: Optional[int] = 0,
-                 dense_mode: Optional[str] = None):
+                 dense_mode: Optional[str] = None,
+                 compile: Union[bool, dict] = False):
         super().__init__(init_cfg=init_cfg)
         # the plain values first: before the (slow) weights are loaded
         self.input_resolution = check_int('FrozenCLIP', 'input_resolution',
@@ -124,6 +132,7 @@ class FrozenCLIP(FrozenMixin, BaseModule):
                 f'{known_modes} or None (field `dense_mode` of FrozenCLIP).')
         self.autocast_dtype, self.autocast_cpu = _parse_autocast(
             autocast_dtype, autocast_cpu)
+        self.compile_options = parse_compile('FrozenCLIP', compile)
         self.channels_last = channels_last
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir, init_seed)
@@ -224,7 +233,11 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         self._check_input(x)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return (_autocast_fp32(self, self._forward_dense, x), )
+        return (_autocast_fp32(self, self._forward_dense_call, x), )
+
+    def _forward_dense_call(self, x: torch.Tensor) -> torch.Tensor:
+        # compiled with `compile` (tower_compile.py), else a plain call
+        return tower_call(self, FrozenCLIP._forward_dense, x)
 
     def _check_input(self, x: torch.Tensor) -> None:
         """Refuse images the tower cannot take, naming the sizes and the
@@ -467,6 +480,12 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
             ``(N, context_length)`` ids: used as is. See
             :func:`~mmcoop.models.backbones.clip_loader.build_clip_tokenizer`.
             Its ids must fit the tower (context length, vocabulary).
+        compile (bool | dict): ``torch.compile`` the transformer, final
+            norm, pooling and projection after the truncation: False
+            (default, eager), True, or a dict of ``torch.compile``
+            arguments; ``dict(mode='reduce-overhead')`` replays the
+            launch-bound forward and backward as CUDA graphs. See
+            :mod:`.tower_compile`.
     """
 
     def __init__(self,
@@ -481,7 +500,8 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                  init_seed: Optional[int] = 0,
                  autocast_cpu: bool = False,
                  text_chunk_size: Optional[int] = None,
-                 tokenizer: Union[None, str, Callable] = None):
+                 tokenizer: Union[None, str, Callable] = None,
+                 compile: Union[bool, dict] = False):
         super().__init__(init_cfg=init_cfg)
         owner = 'FrozenCLIPTextEncoder'
         if text_chunk_size is not None:
@@ -495,6 +515,7 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         self.text_chunk_size = text_chunk_size
         self.autocast_dtype, self.autocast_cpu = _parse_autocast(
             autocast_dtype, autocast_cpu)
+        self.compile_options = parse_compile(owner, compile)
         clip = build_open_clip(model_name, pretrained, force_quick_gelu,
                                cache_dir, init_seed)
         # CustomTextCLIP (SigLIP, EVA02, ...) keeps its tower in `.text`
@@ -654,12 +675,21 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         length = prompts.shape[1]
         attn_mask = self.attn_mask
         if self.truncate:
+            # read on the host, outside the compiled part: static shapes
             length = int(self.end_positions(tokens).max()) + 1
             prompts = prompts[:, :length]
             tokens = tokens[:, :length]
             if attn_mask is not None:
                 attn_mask = attn_mask[:length, :length]
-        x = prompts + self.positional_embedding[:length].to(prompts.dtype)
+        return tower_call(self, FrozenCLIPTextEncoder._transform, prompts,
+                          tokens, attn_mask)
+
+    def _transform(self, prompts: torch.Tensor, tokens: torch.Tensor,
+                   attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(N, L, W)`` prompt embeddings (already truncated to ``L``)
+        -> ``(N, D)`` projected features at the pooled position."""
+        x = prompts + self.positional_embedding[:prompts.shape[1]].to(
+            prompts.dtype)
         x = self.transformer(x, attn_mask=attn_mask)
         x = self.ln_final(x)
         x = text_global_pool(x, tokens, self.pool_type, self.eos_id)

@@ -4,7 +4,8 @@
 # 32, random weights) in fp32 and with the mixed-precision tower options,
 # the data paths (CPU per core and the GPU decode + augmentation path), the
 # epoch mode with the exact recipe's augmentation (uncached, on the device
-# path) against the feature cache, and the towers of every CLIP family.
+# path) against the feature cache, the towers compiled (CUDA graphs) and
+# the towers of every CLIP family.
 # Everything is written under $OUT (default work_dirs/gpu_check); copy the
 # tables into docs/benchmarks.md section 5 with the device name and this
 # command.
@@ -14,9 +15,9 @@
 # carry `.whl`; this script installs them into /tmp/site.
 #
 # PARTS names the parts, run in the order given (default:
-# "tests epoch data steps", about 10 min on one H100/H200: the CUDA tests
-# first, they take seconds; further parts: epoch_decode, epoch_cpu,
-# towers). BUDGET (seconds, optional) is the time the whole
+# "tests compiled epoch data steps", about 12 min on one H100/H200: the
+# CUDA tests first, they take seconds; further parts: epoch_decode,
+# epoch_cpu, towers). BUDGET (seconds, optional) is the time the whole
 # script may take: each part's time limit is cut to what is left, and a
 # part is skipped when less than a minute is left, so that a lent machine
 # with a fixed time returns every part that fits, most important first.
@@ -26,7 +27,7 @@
 # cached twice and run through two methods).
 set -uo pipefail
 OUT=${OUT:-work_dirs/gpu_check}
-PARTS=${PARTS:-tests epoch data steps}
+PARTS=${PARTS:-tests compiled epoch data steps}
 PY=${PYTHON:-python3}
 EPOCH_IMAGES=${EPOCH_IMAGES:-1024}
 EPOCH_LIMIT=$((90 + EPOCH_IMAGES / 4))
@@ -83,6 +84,14 @@ for part in $PARTS; do
             --channels-last --amp-batch-size 32
         bench steps_fp32 270 --mode text steps --iters 10 --warmup 3 \
             --methods positivecoop dualcoop baseline --num-classes 80 ;;
+    compiled)
+        # the towers' compile=dict(mode='reduce-overhead') (CUDA graphs):
+        # the text tower's forward + backward against the eager truncated
+        # one, then the steps with both towers compiled (T2: the cached
+        # step, launch-bound in eager mode), bf16 + channels_last
+        bench compiled 300 --mode text steps --iters 10 --warmup 3 \
+            --methods positivecoop dualcoop --num-classes 80 --autocast bf16 \
+            --channels-last --compile reduce-overhead ;;
     data)
         # the configs' (tensor) path per core on the CPU against the
         # official one, the CPU side of data_path=device (decode + resize +
@@ -113,7 +122,7 @@ for part in $PARTS; do
         # the frozen towers of every CLIP family (about 5 min)
         bench towers 540 --mode towers --iters 5 --warmup 2 --autocast bf16 ;;
     *)
-        echo "[check.sh] unknown part '$part' (parts: tests epoch data steps epoch_decode epoch_cpu towers)" >&2
+        echo "[check.sh] unknown part '$part' (parts: tests compiled epoch data steps epoch_decode epoch_cpu towers)" >&2
         status=1 ;;
     esac
 done

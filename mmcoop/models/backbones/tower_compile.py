@@ -1,0 +1,112 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""``compile``: the frozen towers' opt-in ``torch.compile``.
+
+:class:`~.FrozenCLIP` and :class:`~.FrozenCLIPTextEncoder` take
+``compile=False`` (default, eager), ``True`` (``torch.compile`` with its
+defaults) or a dict of ``torch.compile`` keyword arguments, e.g.
+``dict(mode='reduce-overhead')`` (CUDA graphs: the text tower's forward and
+backward, launch-bound at a batch of 32, become one replay each).
+
+What is compiled is each tower's pure tensor function with the tower as its
+first argument (:func:`tower_call`): the image tower's dense forward, the
+text tower's transformer, final norm, pooling and projection *after* the
+exact truncation (whose length is read on the host, so the compiled graph
+has static shapes and no break). It runs inside the towers' autocast
+region. Nothing is stored on the module (``state_dict``, ``deepcopy``,
+pickling and the feature-cache key of an eager tower are unchanged): the
+compiled functions live in one cache here, keyed by function and options.
+
+Under tracing, scripting, export or an outer ``torch.compile`` (MMEngine's
+``cfg.compile``, ONNX export) the eager function runs, so the tower is
+traced as written. Outputs of a compiled call on CUDA are cloned: a CUDA
+graph replay may overwrite its output buffers, and the heads keep text
+features across calls (the evaluation text cache).
+"""
+import inspect
+import json
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+__all__ = ['parse_compile', 'tower_call', 'compile_desc']
+
+_COMPILED: Dict[Tuple[Callable, str], Callable] = {}
+
+
+def _compile_params() -> Tuple[str, ...]:
+    """The keyword arguments of this torch's ``torch.compile``."""
+    return tuple(name
+                 for name in inspect.signature(torch.compile).parameters
+                 if name != 'model')
+
+
+def parse_compile(owner: str, value) -> Optional[dict]:
+    """``compile`` checked -> None (eager) or the ``torch.compile`` kwargs.
+
+    ``False`` / ``None`` -> None; ``True`` -> ``{}``; a dict of
+    ``torch.compile``'s keyword arguments that ``torch.compile`` accepts
+    (its mode, backend and options checked by torch itself) -> a copy.
+    Anything else is refused naming ``owner``'s ``compile`` field and the
+    fix.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    fix = (f'Fix: set {owner}.compile to False (eager, default), True or a '
+           "dict of torch.compile arguments, e.g. dict(mode='reduce-"
+           "overhead').")
+    if not isinstance(value, dict):
+        raise ValueError(f'{owner}.compile must be a bool or a dict, got '
+                         f'{value!r} ({type(value).__name__}). {fix}')
+    known = _compile_params()
+    unknown = sorted(set(map(str, value)) - set(known))
+    if unknown:
+        raise ValueError(
+            f'{owner}.compile has keys torch.compile does not take: '
+            f'{unknown}; it takes {list(known)}. {fix}')
+    try:  # torch checks the mode, backend and options where it is built
+        torch.compile(_check_only, **value)
+    except Exception as e:  # noqa: BLE001 - torch's own refusal
+        said = str(e) if len(str(e)) <= 300 else f'{str(e)[:297]}...'
+        raise ValueError(f'{owner}.compile={value!r}: torch.compile refuses '
+                         f'it: {type(e).__name__}: {said} {fix}') from e
+    for flag in ('fullgraph', 'disable'):
+        if flag in value and not isinstance(value[flag], bool):
+            raise ValueError(f'{owner}.compile: {flag} must be True or '
+                             f'False, got {value[flag]!r}. {fix}')
+    return dict(value)
+
+
+def _check_only(x):
+    """What :func:`parse_compile` has ``torch.compile`` wrap (never run)."""
+    return x
+
+
+def compile_desc(options: Optional[dict]) -> Optional[str]:
+    """The options as a stable string (None when eager): the cache key of
+    the compiled functions and the feature-cache key's ``compile``."""
+    if options is None:
+        return None
+    return json.dumps(options, sort_keys=True, default=repr)
+
+
+def _eager_here() -> bool:
+    """Run eager: being traced, scripted, exported or compiled already."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.compiler.is_compiling())
+
+
+def tower_call(tower: torch.nn.Module, fn: Callable, *args) -> torch.Tensor:
+    """``fn(tower, *args)``, compiled with ``tower.compile_options`` when
+    they are set (see the module doc); ``fn`` is an unbound method of the
+    tower's class, so the compiled function is shared, not stored."""
+    options = getattr(tower, 'compile_options', None)
+    if options is None or _eager_here():
+        return fn(tower, *args)
+    key = (fn, compile_desc(options))
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = _COMPILED[key] = torch.compile(fn, **options)
+    out = compiled(tower, *args)
+    return out.clone() if out.is_cuda else out

@@ -1,0 +1,170 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""``compile`` of the frozen towers (``mmcoop/models/backbones/
+tower_compile.py``): the options, what is compiled and when, and that a
+compiled tower is the eager one everywhere else (state, copies, cache key,
+tracing). The families' graphs: ``test_families.py``."""
+import copy
+
+import pytest
+import torch
+
+from mmcoop.datasets.feature_cache.key import backbone_key
+from mmcoop.models.backbones import FrozenCLIP, FrozenCLIPTextEncoder
+from mmcoop.models.backbones.tower_compile import parse_compile
+from mmcoop.models.prompt_learners import PromptLearner
+
+NAMES = ['cat', 'traffic light', 'hair drier']
+TEXT = 'mmcoop-tiny-RN'
+
+
+class CountingBackend:
+    """A ``torch.compile`` backend that counts the graphs it is given and
+    runs them as traced (eager kernels)."""
+
+    def __init__(self):
+        self.graphs = 0
+        self.shapes = []
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        self.shapes.append(
+            [tuple(x.shape) for x in example_inputs if hasattr(x, 'shape')])
+        return gm.forward
+
+
+@pytest.fixture(scope='module')
+def towers():
+    return (FrozenCLIP(TEXT, input_resolution=64),
+            FrozenCLIPTextEncoder(TEXT))
+
+
+@pytest.mark.parametrize('value, expected', [
+    (False, None), (None, None), (True, {}),
+    (dict(mode='reduce-overhead'), dict(mode='reduce-overhead')),
+    (dict(backend='aot_eager', fullgraph=True),
+     dict(backend='aot_eager', fullgraph=True)),
+])
+def test_compile_values(value, expected):
+    assert parse_compile('FrozenCLIP', value) == expected
+
+
+@pytest.mark.parametrize('value, match', [
+    ('yes', r"FrozenCLIP\w*\.compile must be a bool or a dict, got 'yes'"),
+    (1, r'must be a bool or a dict, got 1 \(int\)'),
+    (dict(modes='reduce-overhead'),
+     r"keys torch.compile does not take: \['modes'\]"),
+    (dict(mode='fast'), r"torch.compile refuses it: .*mode=fast"),
+    (dict(backend='nonexistent'), r"torch.compile refuses it: .*nonexist"),
+    (dict(mode='reduce-overhead', options=dict(max_autotune=True)),
+     'torch.compile refuses it'),
+    (dict(fullgraph='no'), 'fullgraph must be True or False'),
+])
+def test_compile_refusals_name_the_field_and_the_fix(value, match):
+    for build in (lambda: FrozenCLIP(TEXT, input_resolution=64,
+                                     compile=value),
+                  lambda: FrozenCLIPTextEncoder(TEXT, compile=value)):
+        with pytest.raises(ValueError, match=match) as info:
+            build()
+        assert 'Fix: set' in str(info.value)
+        assert len(str(info.value)) < 1200  # torch's option list cut short
+
+
+def _text_step(enc, learner):
+    out = enc(learner(enc.embed_tokens(learner.tokens)), learner.tokens)
+    out.pow(2).sum().backward()
+    grad, learner.ctx.grad = learner.ctx.grad, None
+    return out.detach(), grad
+
+
+def test_what_is_compiled_and_when(towers):
+    """The text tower is compiled after the truncation (static shapes, the
+    truncated length), the image tower's dense forward as one graph; an
+    eager tower never reaches torch.compile, and neither does a compiled
+    one under ``torch.jit.trace`` (the ONNX export) or inside an outer
+    ``torch.compile`` (MMEngine's ``compile``)."""
+    backbone, enc = towers
+    learner = PromptLearner(NAMES, enc, n_ctx=2)
+    counter = CountingBackend()
+    x = torch.randn(1, 3, 64, 64)
+    eager_text, eager_grad = _text_step(enc, learner)
+    with torch.no_grad():
+        eager_dense = backbone(x)[0]
+    assert counter.graphs == 0
+    backbone.compile_options = enc.compile_options = dict(
+        backend=counter, fullgraph=True)
+    try:
+        text, grad = _text_step(enc, learner)
+        assert counter.graphs == 1
+        # the graph's input: the prompts cut to the truncated length
+        length = int(enc.end_positions(learner.tokens).max()) + 1
+        assert length < enc.context_length
+        assert (3, length, enc.width) in counter.shapes[0]
+        assert not any(len(s) == 3 and s[1] == enc.context_length
+                       for s in counter.shapes[0])
+        with torch.no_grad():
+            dense = backbone(x)[0]
+        assert counter.graphs == 2
+        _text_step(enc, learner)  # the same shapes: no new graph
+        assert counter.graphs == 2
+        with torch.no_grad():
+            traced = torch.jit.trace(backbone, x, check_trace=False)
+            outer = torch.compile(backbone, backend='eager')(x)[0]
+        assert counter.graphs == 2
+    finally:
+        backbone.compile_options = enc.compile_options = None
+    assert torch.equal(text, eager_text) and torch.equal(grad, eager_grad)
+    assert torch.equal(dense, eager_dense)
+    torch.testing.assert_close(traced(x)[0], eager_dense)
+    torch.testing.assert_close(outer, eager_dense)
+
+
+def test_a_compiled_tower_is_the_eager_one_to_state_copies_and_cache_key(
+        towers):
+    backbone, _ = towers
+    compiled = FrozenCLIP(TEXT, input_resolution=64,
+                          compile=dict(backend='aot_eager'))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        compiled(x)  # compiled functions exist now
+    assert compiled.state_dict().keys() == backbone.state_dict().keys()
+    assert repr(compiled) == repr(backbone)
+    twin = copy.deepcopy(compiled)
+    assert twin.compile_options == dict(backend='aot_eager')
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x)[0], backbone(x)[0])
+    eager_key, compiled_key = backbone_key(backbone), backbone_key(compiled)
+    assert 'compile' not in eager_key  # caches made before it still match
+    assert compiled_key.pop('compile') == '{"backend": "aot_eager"}'
+    assert compiled_key == eager_key
+
+
+def test_compiled_chunks_recomputed_in_backward_give_the_eager_gradient(
+        towers):
+    """``text_chunk_size`` (each chunk recomputed in backward by
+    ``torch.utils.checkpoint``) around the compiled part: the eager
+    chunked features and gradient."""
+    _, enc = towers
+    learner = PromptLearner(NAMES * 3, enc, n_ctx=2)
+    enc.text_chunk_size = 4
+    try:
+        expected = _text_step(enc, learner)
+        enc.compile_options = dict(backend='aot_eager', fullgraph=True)
+        got = _text_step(enc, learner)
+    finally:
+        enc.text_chunk_size, enc.compile_options = None, None
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_compile_true_is_inductor_with_the_eager_numbers():
+    """``compile=True``: inductor's own kernels (C++ on the CPU) for the
+    text tower's forward and backward; same numbers to float rounding."""
+    enc = FrozenCLIPTextEncoder('mmcoop-tiny-ViT', compile=True)
+    assert enc.compile_options == {}
+    learner = PromptLearner(NAMES, enc, n_ctx=2)
+    got = _text_step(enc, learner)
+    enc.compile_options = None
+    expected = _text_step(enc, learner)
+    for a, b in zip(got, expected):
+        scale = b.abs().max()
+        torch.testing.assert_close(a / scale, b / scale, rtol=0, atol=1e-5)
