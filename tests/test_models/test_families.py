@@ -1089,14 +1089,24 @@ def test_compiled_towers_are_one_graph_with_the_eager_output(name, family):
     """``fullgraph=True``: the compiled parts have no graph break in any
     family (what CUDA graphs need); ``aot_eager`` traces forward and
     backward as inductor would, running eager kernels, so the features and
-    the prompt gradient are the eager ones."""
+    the prompt gradient are the eager ones. Each family's two graphs are
+    counted: compiled, not an eager fallback."""
+    from torch._dynamo import lookup_backend  # torch's registered backends
+
     from mmcoop.models.prompt_learners import PromptLearner
     backbone, enc, _ = family(name)
     learner = PromptLearner(NAMES, enc, n_ctx=2)
     x = torch.randn(2, 3, FAMILIES[name], FAMILIES[name],
                     generator=torch.Generator().manual_seed(0))
+    graphs = []
+
+    def counted_aot_eager(gm, example_inputs):
+        graphs.append(gm)
+        return lookup_backend('aot_eager')(gm, example_inputs)
+
+    torch.compiler.reset()  # each family starts with empty dynamo caches
     results = []
-    for options in (None, dict(backend='aot_eager', fullgraph=True)):
+    for options in (None, dict(backend=counted_aot_eager, fullgraph=True)):
         backbone.compile_options = enc.compile_options = options
         try:
             with torch.no_grad():
@@ -1108,6 +1118,7 @@ def test_compiled_towers_are_one_graph_with_the_eager_output(name, family):
             backbone.compile_options = enc.compile_options = None
         results.append((dense, text.detach(), learner.ctx.grad))
         learner.ctx.grad = None
+    assert len(graphs) == 2
     for eager, compiled in zip(*results):
         scale = eager.abs().max()
         torch.testing.assert_close(
