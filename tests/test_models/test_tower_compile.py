@@ -109,6 +109,7 @@ def test_what_is_compiled_and_when(towers):
         with torch.no_grad():
             traced = torch.jit.trace(backbone, x, check_trace=False)
             outer = torch.compile(backbone, backend='eager')(x)[0]
+            exported = torch.export.export(backbone, (x, )).module()(x)[0]
         assert counter.graphs == 2
     finally:
         backbone.compile_options = enc.compile_options = None
@@ -116,6 +117,7 @@ def test_what_is_compiled_and_when(towers):
     assert torch.equal(dense, eager_dense)
     torch.testing.assert_close(traced(x)[0], eager_dense)
     torch.testing.assert_close(outer, eager_dense)
+    torch.testing.assert_close(exported, eager_dense)
 
 
 def test_a_compiled_tower_is_the_eager_one_to_state_copies_and_cache_key(
