@@ -70,9 +70,15 @@ def autocast_kwargs(opts) -> dict:
 
 
 def compile_options(opts) -> dict:
-    """The towers' ``compile`` of ``--compile MODE`` (``default``: the
-    ``torch.compile`` defaults)."""
-    return {} if opts.compile == 'default' else dict(mode=opts.compile)
+    """The towers' ``compile`` of ``--compile``: ``default`` -> the
+    ``torch.compile`` defaults; a backend name (``cudagraphs``: CUDA graphs
+    without inductor, so without Triton) -> that backend; else a mode
+    (``reduce-overhead``, ``max-autotune``, ...)."""
+    if opts.compile == 'default':
+        return {}
+    if opts.compile in torch.compiler.list_backends(exclude_tags=()):
+        return dict(backend=opts.compile)
+    return dict(mode=opts.compile)
 
 
 def head_cfg(method, num_classes, opts, embed_dim):

@@ -127,6 +127,12 @@ def test_gpu_check_script_commands_parse(bench):
     assert '--force' in fixed.split()
     defaults = dict(re.findall(r'^(\w+)=\$\{\1:-(\d+)\}$', script, re.M))
     assert set(defaults) == {'EPOCH_IMAGES'}
+    # the compiled part's default: inductor's CUDA graphs, or the
+    # cudagraphs backend where Triton is missing
+    compile_default = re.search(r'^COMPILE=\$\{COMPILE:-(.*)\}$', script,
+                                re.M).group(1)
+    assert "echo reduce-overhead || echo cudagraphs" in compile_default
+    defaults['COMPILE'] = 'reduce-overhead'
     arms = re.findall(r'^    (\w+)\)\n(.*?);;$', script, re.M | re.S)
     calls = [(part, name, args) for part, body in arms
              for name, args in re.findall(
@@ -141,7 +147,7 @@ def test_gpu_check_script_commands_parse(bench):
     # (the lever left for the cached step's latency)
     default = re.search(r'^PARTS=\$\{PARTS:-(.*)\}$', script, re.M).group(1)
     assert default.split() == ['tests', 'compiled', 'epoch', 'data', 'steps']
-    by_part = {}
+    by_part, by_name = {}, {}
     for part, name, args in calls:
         for var, value in defaults.items():
             args = args.replace(f'"${var}"', value)
@@ -149,15 +155,27 @@ def test_gpu_check_script_commands_parse(bench):
                 for a in shlex.split(fixed)] + shlex.split(args)
         opts = bench.parse_args(argv)
         assert opts.device == 'cuda' and opts.force, part
-        by_part[part] = opts
+        assert name not in by_name, f'{name}: two calls write one result'
+        by_part[part] = by_name[name] = opts
     assert by_part['epoch'].epoch_pipeline == 'device'
     assert by_part['epoch'].epoch_images == int(defaults['EPOCH_IMAGES'])
     assert by_part['epoch_decode'].epoch_pipeline == 'device-decode'
     assert by_part['epoch_cpu'].epoch_pipeline == 'tensor'
     assert by_part['data'].data_pipelines == [
         'official', 'tensor', 'device', 'bytes']
-    assert by_part['compiled'].compile == 'reduce-overhead'
-    assert {'text', 'steps'} <= set(by_part['compiled'].mode)
+    # the compiled text first (its own result even if the steps time out)
+    assert [name for part, name, _ in calls if part == 'compiled'] == [
+        'compiled_text', 'compiled_steps']
+    assert by_name['compiled_text'].mode == ['text']
+    assert by_name['compiled_steps'].mode == ['steps']
+    assert {by_name[n].compile for n in ('compiled_text', 'compiled_steps')
+            } == {'reduce-overhead'}
+    from mmcoop.benchmark.steps import compile_options
+    assert compile_options(by_name['compiled_text']) == dict(
+        mode='reduce-overhead')
+    by_name['compiled_text'].compile = 'cudagraphs'
+    assert compile_options(by_name['compiled_text']) == dict(
+        backend='cudagraphs')
 
 
 def test_open_images_bench_never_overwrites_a_file_of_the_folder(

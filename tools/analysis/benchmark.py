@@ -160,8 +160,8 @@ def _check_compile(args) -> None:
         except ValueError as e:
             raise SystemExit(
                 f'--compile {args.compile}: torch.compile refuses it '
-                f'({e.__cause__}). Fix: give a torch.compile mode, e.g. '
-                '`default` or `reduce-overhead`.')
+                f'({e.__cause__}). Fix: give a torch.compile mode or '
+                'backend, e.g. `default`, `reduce-overhead` or `cudagraphs`.')
 
 
 def parse_args(argv=None):
@@ -207,8 +207,9 @@ def parse_args(argv=None):
         metavar='MODE',
         help='torch.compile the frozen towers (their `compile` option) '
         'with this mode (`default`, `reduce-overhead`: CUDA graphs, '
-        '`max-autotune`, ...); the text mode then times the compiled text '
-        'tower as a third configuration')
+        '`max-autotune`, ...) or backend (`cudagraphs`: CUDA graphs without '
+        'inductor); the text mode then times the compiled text tower as a '
+        'third configuration')
     parser.add_argument(
         '--amp-batch-size',
         type=positive_int,

@@ -15,7 +15,7 @@
 # carry `.whl`; this script installs them into /tmp/site.
 #
 # PARTS names the parts, run in the order given (default:
-# "tests compiled epoch data steps", about 12 min on one H100/H200: the
+# "tests compiled epoch data steps", about 13 min on one H100/H200: the
 # CUDA tests first, they take seconds; further parts: epoch_decode,
 # epoch_cpu, towers). BUDGET (seconds, optional) is the time the whole
 # script may take: each part's time limit is cut to what is left, and a
@@ -31,6 +31,9 @@ PARTS=${PARTS:-tests compiled epoch data steps}
 PY=${PYTHON:-python3}
 EPOCH_IMAGES=${EPOCH_IMAGES:-1024}
 EPOCH_LIMIT=$((90 + EPOCH_IMAGES / 4))
+# the compiled part's --compile: inductor's CUDA graphs where Triton
+# imports, else torch's cudagraphs backend (CUDA graphs alone)
+COMPILE=${COMPILE:-$($PY -c 'import triton' 2>/dev/null && echo reduce-overhead || echo cudagraphs)}
 START=$(date +%s)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -43,6 +46,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 $PY -c 'import torch, mmcoop, mmpretrain, open_clip; print("torch", torch.__version__, "|", torch.cuda.get_device_name())' \
     2>&1 | tee "$OUT/env.txt" || exit 1
+echo "compiled part: --compile $COMPILE" | tee -a "$OUT/env.txt"
 status=0
 limit_for() {  # the part's own limit, cut to what BUDGET leaves
     local limit=$1
@@ -85,14 +89,19 @@ for part in $PARTS; do
         bench steps_fp32 270 --mode text steps --iters 10 --warmup 3 \
             --methods positivecoop dualcoop baseline --num-classes 80 ;;
     compiled)
-        # the towers' compile=dict(mode='reduce-overhead') (CUDA graphs):
-        # the text tower's forward + backward against the eager truncated
-        # one, then the steps with both towers compiled (T2: the cached
-        # step, launch-bound in eager mode), bf16 + channels_last;
-        # PositiveCoOp only (each path's graphs compile first: minutes)
-        bench compiled 300 --mode text steps --iters 10 --warmup 3 \
+        # the towers' compile=dict(mode='reduce-overhead') (CUDA graphs;
+        # COMPILE above),
+        # bf16: first the text tower's forward + backward against the eager
+        # truncated one (one graph to compile: about a minute), then the
+        # steps with both towers compiled (T2: the cached step, launch-bound
+        # in eager mode; every path's graphs compile first: minutes), each
+        # call writing its own results
+        bench compiled_text 150 --mode text --iters 10 --warmup 3 \
+            --methods positivecoop dualcoop --num-classes 80 --autocast bf16 \
+            --compile "$COMPILE"
+        bench compiled_steps 330 --mode steps --iters 10 --warmup 3 \
             --methods positivecoop --num-classes 80 --autocast bf16 \
-            --channels-last --compile reduce-overhead ;;
+            --channels-last --compile "$COMPILE" ;;
     data)
         # the configs' (tensor) path per core on the CPU against the
         # official one, the CPU side of data_path=device (decode + resize +
