@@ -206,3 +206,35 @@ def test_compiled_text_tower_with_a_class_subset_per_step():
         torch.testing.assert_close(c_loss, loss, rtol=1e-6, atol=1e-6)
         # fp32 rounding of other kernel orders once the length is dynamic
         assert float((c_grad - grad).norm() / grad.norm()) < 1e-5
+
+
+def test_a_compiler_failure_names_the_field_and_the_fix(towers):
+    """torch.compile's own failure (here a backend that cannot compile;
+    e.g. no C++ compiler for inductor) names the tower's ``compile`` and
+    the fix; an error of the model itself (which dynamo meets while
+    tracing and wraps) comes through as in eager mode."""
+    backbone, enc = towers
+
+    def broken(gm, example_inputs):
+        raise OSError('no working compiler')
+
+    backbone.compile_options = dict(backend=broken)
+    try:
+        with pytest.raises(RuntimeError,
+                           match=r'FrozenCLIP.compile=.*torch.compile failed '
+                           r'.*no working compiler.*Fix: set the '
+                           r"FrozenCLIP's compile=False") as info:
+            with torch.no_grad():
+                backbone(torch.randn(1, 3, 64, 64))
+        assert isinstance(info.value.__cause__, Exception)
+        tokens = enc.tokenize(['a dog'])
+        wrong = torch.randn(1, tokens.shape[1], enc.width + 3)  # not W
+        with pytest.raises(RuntimeError) as eager:
+            enc(wrong, tokens)
+        enc.compile_options = dict(backend='aot_eager')
+        with pytest.raises(type(eager.value)) as compiled:
+            enc(wrong, tokens)
+        assert str(compiled.value) == str(eager.value)
+        assert 'torch.compile' not in str(compiled.value)
+    finally:
+        backbone.compile_options = enc.compile_options = None

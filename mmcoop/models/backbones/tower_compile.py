@@ -31,6 +31,9 @@ import torch
 __all__ = ['parse_compile', 'tower_call', 'compile_desc']
 
 _COMPILED: Dict[Tuple[Callable, str], Callable] = {}
+# where torch.compile's own errors come from (dynamo, inductor, the
+# backends), as opposed to the model's errors, which it re-raises as eager
+_COMPILER_MODULES = ('torch._dynamo', 'torch._inductor', 'torch._functorch')
 
 
 def _compile_params() -> Tuple[str, ...]:
@@ -108,5 +111,25 @@ def tower_call(tower: torch.nn.Module, fn: Callable, *args) -> torch.Tensor:
     compiled = _COMPILED.get(key)
     if compiled is None:
         compiled = _COMPILED[key] = torch.compile(fn, **options)
-    out = compiled(tower, *args)
+    try:
+        out = compiled(tower, *args)
+    except Exception as e:  # noqa: BLE001 - only torch.compile's own
+        if not type(e).__module__.startswith(_COMPILER_MODULES):
+            raise  # the model's error, as eager mode would raise it
+        # dynamo also wraps the model's own errors (a shape mismatch met
+        # while tracing): the eager call tells them apart, and raises them
+        # as eager mode does
+        try:
+            fn(tower, *args)
+        except Exception as eager_error:  # noqa: BLE001 - re-raised as is
+            raise eager_error from None
+        # torch's message without its debugging advice, on one line
+        said = ' '.join(str(e).split('Set TORCHDYNAMO_VERBOSE')[0].split())
+        said = said if len(said) <= 300 else f'{said[:297]}...'
+        raise RuntimeError(
+            f'{type(tower).__name__}.compile={options!r}: torch.compile '
+            f'failed ({type(e).__name__}: {said}). Fix: set the '
+            f'{type(tower).__name__}\'s compile=False (eager, the same '
+            'function), or fix what torch names (e.g. a C++ compiler for '
+            'inductor on the CPU, Triton on CUDA).') from e
     return out.clone() if out.is_cuda else out
