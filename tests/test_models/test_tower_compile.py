@@ -80,8 +80,8 @@ def test_what_is_compiled_and_when(towers):
     """The text tower is compiled after the truncation (static shapes, the
     truncated length), the image tower's dense forward as one graph; an
     eager tower never reaches torch.compile, and neither does a compiled
-    one under ``torch.jit.trace`` (the ONNX export) or inside an outer
-    ``torch.compile`` (MMEngine's ``compile``)."""
+    one under ``torch.jit.trace`` (the ONNX export), ``torch.export`` or
+    inside an outer ``torch.compile`` (MMEngine's ``compile``)."""
     backbone, enc = towers
     learner = PromptLearner(NAMES, enc, n_ctx=2)
     counter = CountingBackend()
