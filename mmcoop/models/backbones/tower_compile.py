@@ -71,14 +71,21 @@ def parse_compile(owner: str, value) -> Optional[dict]:
     try:  # torch checks the mode, backend and options where it is built
         torch.compile(_check_only, **value)
     except Exception as e:  # noqa: BLE001 - torch's own refusal
-        said = str(e) if len(str(e)) <= 300 else f'{str(e)[:297]}...'
         raise ValueError(f'{owner}.compile={value!r}: torch.compile refuses '
-                         f'it: {type(e).__name__}: {said} {fix}') from e
+                         f'it: {_torch_says(e)} {fix}') from e
     for flag in ('fullgraph', 'disable'):
         if flag in value and not isinstance(value[flag], bool):
             raise ValueError(f'{owner}.compile: {flag} must be True or '
                              f'False, got {value[flag]!r}. {fix}')
     return dict(value)
+
+
+def _torch_says(e: Exception) -> str:
+    """``'Type: message'`` of torch's error on one line, without its
+    debugging advice, cut to 300 characters (its option lists are long)."""
+    said = ' '.join(str(e).split('Set TORCHDYNAMO_VERBOSE')[0].split())
+    said = said if len(said) <= 300 else f'{said[:297]}...'
+    return f'{type(e).__name__}: {said}'
 
 
 def _check_only(x):
@@ -123,12 +130,9 @@ def tower_call(tower: torch.nn.Module, fn: Callable, *args) -> torch.Tensor:
             fn(tower, *args)
         except Exception as eager_error:  # noqa: BLE001 - re-raised as is
             raise eager_error from None
-        # torch's message without its debugging advice, on one line
-        said = ' '.join(str(e).split('Set TORCHDYNAMO_VERBOSE')[0].split())
-        said = said if len(said) <= 300 else f'{said[:297]}...'
         raise RuntimeError(
             f'{type(tower).__name__}.compile={options!r}: torch.compile '
-            f'failed ({type(e).__name__}: {said}). Fix: set the '
+            f'failed ({_torch_says(e)}). Fix: set the '
             f'{type(tower).__name__}\'s compile=False (eager, the same '
             'function), or fix what torch names (e.g. a C++ compiler for '
             'inductor on the CPU, Triton on CUDA).') from e
