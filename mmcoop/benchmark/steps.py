@@ -31,7 +31,8 @@ from .timing import run_configs
 
 __all__ = [
     'METHODS', 'HEADS', 'measure_steps', 'measure_text', 'measure_amp',
-    'head_cfg', 'backbone_cfg', 'model_pair', 'clip_preprocessor', 'device_of'
+    'head_cfg', 'backbone_cfg', 'model_pair', 'cached_model',
+    'clip_preprocessor', 'device_of'
 ]
 
 METHODS = ('positivecoop', 'negativecoop', 'dualcoop', 'baseline')
@@ -134,17 +135,23 @@ def model_pair(backbone, head, device, preprocessor=None):
     ``preprocessor``: default :func:`clip_preprocessor`), one on cached
     features (``PrecomputedFeatures``)."""
     from mmpretrain.models import ImageClassifier
-
-    from mmcoop.registry import MODELS
     img_model = ImageClassifier(
         backbone=backbone, head=head,
         data_preprocessor=preprocessor or clip_preprocessor()).to(device)
-    cache_model = ImageClassifier(
+    return img_model, cached_model(head, device)
+
+
+def cached_model(head, device):
+    """An ``ImageClassifier`` of ``head`` on cached features
+    (``PrecomputedFeatures``, ``FeatureDataPreprocessor``)."""
+    from mmpretrain.models import ImageClassifier
+
+    from mmcoop.registry import MODELS
+    return ImageClassifier(
         backbone=MODELS.build(dict(type='PrecomputedFeatures')),
         head=head,
         data_preprocessor=MODELS.build(
             dict(type='FeatureDataPreprocessor'))).to(device)
-    return img_model, cache_model
 
 
 def _feature_batch(batch, feats):

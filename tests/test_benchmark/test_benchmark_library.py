@@ -472,3 +472,40 @@ def test_towers_stand_in_tokenizer_only_where_the_ids_do_not_matter(
     assert ids[0, 0] == ids[0, 3] and ids[0, 1] == ids[0, 4]
     assert ((ids[0, :5] >= 2) & (ids[0, :5] < 100)).all()
     assert len(set(ids[0, :3].tolist())) == 3
+
+
+def test_shared_mode_runs_the_processes_together_and_names_a_failure():
+    """``--mode shared``: K spawned processes train their cached step at
+    the same time (one barrier), the steps/s of all K are K x iters over
+    the span from the first start to the last end; a worker's error is
+    raised with its traceback and no worker is left behind."""
+    import multiprocessing
+
+    from mmcoop.benchmark.shared import measure_shared, report_shared
+    opts = SimpleNamespace(**dict(TINY, model_name='mmcoop-tiny-RN'),
+                           resolution=64, batch_size=2, num_classes=[4],
+                           methods=['positivecoop'], shared_procs=[2, 1],
+                           shared_rounds=1, iters=2, warmup=1, threads=1,
+                           compile=None)
+    [res] = measure_shared(opts)
+    assert res['procs'] == [1, 2] and res['base'] == 1
+    [rnd] = res['rounds']
+    for k in (1, 2):
+        r = rnd[str(k)]
+        assert r['steps_per_s'] == pytest.approx(k * 2 / r['span_s'])
+        assert len(r['step_s']) == len(r['loss']) == k
+        assert all(0 < s <= r['span_s'] / 2 for s in r['step_s'])
+        assert 0 <= r['start_spread_s'] < 1.0  # started together
+        assert all(math.isfinite(loss) for loss in r['loss'])
+    assert res['results']['1']['vs_base'] == 1.0
+    assert res['results']['2']['vs_base'] == pytest.approx(
+        rnd['2']['steps_per_s'] / rnd['1']['steps_per_s'])
+    text = report_shared([res], SimpleNamespace(**vars(opts)))
+    assert '| positivecoop | 4 | 2 |' in text and 'vs 1 process |' in text
+    assert not multiprocessing.active_children()
+
+    opts.num_classes, opts.shared_procs = [0], [1]  # no classes: refused
+    with pytest.raises(RuntimeError, match=r'(?s)worker 0 failed while '
+                       r'building the models:.*classnames'):
+        measure_shared(opts)
+    assert not multiprocessing.active_children()

@@ -138,15 +138,17 @@ def test_gpu_check_script_commands_parse(bench):
              for name, args in re.findall(
                  r'bench (\w+) \S+ (.*?)(?: ;;)?$', body, re.M)]
     assert {part for part, *_ in calls} == {
-        'compiled', 'steps', 'data', 'epoch', 'epoch_decode', 'epoch_cpu',
-        'towers'}
-    assert {part for part, _ in arms} == {
-        'tests', 'compiled', 'steps', 'data', 'epoch', 'epoch_decode',
+        'compiled', 'shared', 'steps', 'data', 'epoch', 'epoch_decode',
         'epoch_cpu', 'towers'}
+    assert {part for part, _ in arms} == {
+        'tests', 'compiled', 'shared', 'steps', 'data', 'epoch',
+        'epoch_decode', 'epoch_cpu', 'towers'}
     # the default runs the cheap CUDA tests first, then the compiled towers
-    # (the lever left for the cached step's latency)
+    # (the lever left for the cached step's latency), then the GPU shared
+    # by cached runs (the other one)
     default = re.search(r'^PARTS=\$\{PARTS:-(.*)\}$', script, re.M).group(1)
-    assert default.split() == ['tests', 'compiled', 'epoch', 'data', 'steps']
+    assert default.split() == [
+        'tests', 'compiled', 'shared', 'epoch', 'data', 'steps']
     by_part, by_name = {}, {}
     for part, name, args in calls:
         for var, value in defaults.items():
@@ -157,6 +159,8 @@ def test_gpu_check_script_commands_parse(bench):
         assert opts.device == 'cuda' and opts.force, part
         assert name not in by_name, f'{name}: two calls write one result'
         by_part[part] = by_name[name] = opts
+    assert by_part['shared'].mode == ['shared']
+    assert by_part['shared'].shared_procs == [1, 2, 4, 8]
     assert by_part['epoch'].epoch_pipeline == 'device'
     assert by_part['epoch'].epoch_images == int(defaults['EPOCH_IMAGES'])
     assert by_part['epoch_decode'].epoch_pipeline == 'device-decode'

@@ -25,6 +25,11 @@ Modes (``--mode``, default ``all``; the measurements live in
   random weights: parameters, seconds, peak memory and FLOPs of the image
   tower (one image) and of one PositiveCoOp step's text work, and the
   projected GPU-hours of a cached COCO schedule (``mmcoop.benchmark.towers``).
+* ``shared`` (not in ``all``): cached training runs sharing one device:
+  K processes, each training its own model from cached features, at the
+  same time, for each K of ``--shared-procs``; their steps/s together
+  against one process alone (``mmcoop.benchmark.shared``; what ``--jobs``
+  of ``tools/sweep.py`` gains on one GPU).
 * ``data``: images/s per core of the training data paths (the official PIL
   transform, mmcoop's mmcv pipeline, the uint8 tensor path; with
   ``--device cuda`` the GPU decode + augmentation path) on generated
@@ -62,6 +67,7 @@ from mmcoop.benchmark.data import PIPELINES, measure_data, report_data
 from mmcoop.benchmark.epoch import EPOCH_PIPELINES, measure_epoch
 from mmcoop.benchmark.report import (memory_desc, report_amp, report_epoch,
                                      report_steps, report_text)
+from mmcoop.benchmark.shared import measure_shared, report_shared
 from mmcoop.benchmark.steps import (METHODS, measure_amp, measure_steps,
                                     measure_text)
 from mmcoop.benchmark.towers import measure_towers, report_towers
@@ -71,7 +77,7 @@ from mmcoop.engine.cli import (nonnegative_int, positive_float,
 
 REPORTS = dict(text=report_text, steps=report_steps, epoch=report_epoch,
                amp=report_amp, data=report_data, vocab=report_vocab,
-               towers=report_towers)
+               towers=report_towers, shared=report_shared)
 JOBS = dict(steps=measure_steps, text=measure_text, vocab=measure_vocab)
 
 
@@ -173,7 +179,8 @@ def parse_args(argv=None):
         nargs='+',
         default=['all'],
         choices=[
-            'all', 'steps', 'text', 'epoch', 'amp', 'data', 'vocab', 'towers'
+            'all', 'steps', 'text', 'epoch', 'amp', 'data', 'vocab', 'towers',
+            'shared'
         ])
     parser.add_argument(
         '--methods', nargs='+', default=list(METHODS), choices=METHODS)
@@ -227,7 +234,11 @@ def parse_args(argv=None):
         default=0.3,
         help='assumed fraction of --gpu-tflops reached (the "est." figure '
         'of the FLOP-based projection); "peak" assumes 1.0')
-    parser.add_argument('--threads', type=positive_int, default=None)
+    parser.add_argument(
+        '--threads',
+        type=positive_int,
+        default=None,
+        help='torch CPU threads (shared mode: per process, default 1)')
     parser.add_argument(
         '--text-chunk-size', type=positive_int, default=256, help='vocab mode')
     parser.add_argument(
@@ -241,6 +252,17 @@ def parse_args(argv=None):
         '--tower-models', nargs='+', default=None,
         help='towers mode: open_clip model names (default: every family of '
         'configs/_base_/models/clip_families)')
+    parser.add_argument(
+        '--shared-procs',
+        nargs='+',
+        type=positive_int,
+        default=[1, 2, 4],
+        help='shared mode: numbers of processes training at once')
+    parser.add_argument(
+        '--shared-rounds',
+        type=positive_int,
+        default=3,
+        help='shared mode: rounds (each runs every process count)')
     parser.add_argument(
         '--epoch-images',
         type=positive_int,
@@ -339,7 +361,8 @@ def main(argv=None):
     print(f'# {out["command"]}')
     print(f'# {out["date"]}, torch {out["torch"]}')
     print(f'# load average at start: {_loadavg()}\n', flush=True)
-    for mode in ('text', 'steps', 'epoch', 'amp', 'data', 'vocab', 'towers'):
+    for mode in ('text', 'steps', 'shared', 'epoch', 'amp', 'data', 'vocab',
+                 'towers'):
         if mode not in args.mode:
             continue
         if mode in JOBS:  # per method and class count, each isolated
@@ -357,7 +380,8 @@ def main(argv=None):
                               file=sys.stderr)
         else:
             res = dict(epoch=measure_epoch, amp=measure_amp,
-                       data=measure_data, towers=measure_towers)[mode](args)
+                       data=measure_data, towers=measure_towers,
+                       shared=measure_shared)[mode](args)
         out[mode] = res
         print(REPORTS[mode](res, args) + '\n', flush=True)
     out['loadavg_end'] = _loadavg()

@@ -4,8 +4,8 @@
 # 32, random weights) in fp32 and with the mixed-precision tower options,
 # the data paths (CPU per core and the GPU decode + augmentation path), the
 # epoch mode with the exact recipe's augmentation (uncached, on the device
-# path) against the feature cache, the towers compiled (CUDA graphs) and
-# the towers of every CLIP family.
+# path) against the feature cache, the towers compiled (CUDA graphs),
+# cached training runs sharing the GPU and the towers of every CLIP family.
 # Everything is written under $OUT (default work_dirs/gpu_check); copy the
 # tables into docs/benchmarks.md section 5 with the device name and this
 # command.
@@ -15,7 +15,7 @@
 # carry `.whl`; this script installs them into /tmp/site.
 #
 # PARTS names the parts, run in the order given (default:
-# "tests compiled epoch data steps", about 13 min on one H100/H200: the
+# "tests compiled shared epoch data steps", about 14 min on one H100/H200: the
 # CUDA tests first, they take seconds; further parts: epoch_decode,
 # epoch_cpu, towers). BUDGET (seconds, optional) is the time the whole
 # script may take: each part's time limit is cut to what is left, and a
@@ -27,7 +27,7 @@
 # cached twice and run through two methods).
 set -uo pipefail
 OUT=${OUT:-work_dirs/gpu_check}
-PARTS=${PARTS:-tests compiled epoch data steps}
+PARTS=${PARTS:-tests compiled shared epoch data steps}
 PY=${PYTHON:-python3}
 EPOCH_IMAGES=${EPOCH_IMAGES:-1024}
 EPOCH_LIMIT=$((90 + EPOCH_IMAGES / 4))
@@ -102,6 +102,13 @@ for part in $PARTS; do
         bench compiled_steps 330 --mode steps --iters 10 --warmup 3 \
             --methods positivecoop --num-classes 80 --autocast bf16 \
             --channels-last --compile "$COMPILE" ;;
+    shared)
+        # 1, 2, 4 and 8 processes, each training its own cached PositiveCoOp
+        # at once on the one GPU (what `tools/sweep.py --jobs` gains there:
+        # the cached step is latency-bound); about a minute
+        bench shared 150 --mode shared --methods positivecoop --num-classes 80 \
+            --shared-procs 1 2 4 8 --shared-rounds 2 --iters 30 --warmup 5 \
+            --autocast bf16 ;;
     data)
         # the configs' (tensor) path per core on the CPU against the
         # official one, the CPU side of data_path=device (decode + resize +
@@ -132,7 +139,7 @@ for part in $PARTS; do
         # the frozen towers of every CLIP family (about 5 min)
         bench towers 540 --mode towers --iters 5 --warmup 2 --autocast bf16 ;;
     *)
-        echo "[check.sh] unknown part '$part' (parts: tests compiled epoch data steps epoch_decode epoch_cpu towers)" >&2
+        echo "[check.sh] unknown part '$part' (parts: tests compiled shared epoch data steps epoch_decode epoch_cpu towers)" >&2
         status=1 ;;
     esac
 done
