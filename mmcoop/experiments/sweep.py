@@ -131,6 +131,15 @@ def plan_runs(methods: Sequence[str], datasets: Sequence[str],
     for s in seeds:
         if isinstance(s, bool) or int(s) != s or int(s) < 0:
             raise SweepError(f'--seeds: {s!r} is not an integer >= 0.')
+    for option, names in (('--methods', methods), ('--datasets', datasets)):
+        for name in names:
+            # a name becomes a file pattern and a run folder
+            if not re.fullmatch(r'[\w.-]+', name) or name.strip('.') == '':
+                raise SweepError(
+                    f'{option}: {name!r} is not a name (letters, digits, '
+                    "'_', '-', '.'; no pattern or path): it names the "
+                    'configs to find and the run folders. Fix: give the '
+                    "names, e.g. --methods positivecoop baseline.")
     return [
         Run(m, d, p, int(s), protocol) for d in unique(datasets)
         for m in unique(methods) for p in props for s in unique(seeds)
@@ -141,21 +150,46 @@ def find_config(config_root: str, method: str, dataset: str,
                 proportion: float) -> str:
     """The config of ``method`` on ``dataset``: the file named
     ``<method>_*_<tag>-p<NN>.py`` for this proportion if there is one,
-    else any ``<method>_*_<tag>-p*.py`` (the sweep sets the proportion
-    with ``--cfg-options`` anyway)."""
+    else one of ``<method>_*_<tag>-p*.py`` that differ only in the
+    proportion (the sweep sets the proportion with ``--cfg-options``
+    anyway).
+
+    The folders are searched in order, the first holding a match wins:
+    ``<config_root>/<method>/`` (the shipped paper configs),
+    ``<config_root>/`` itself, then every folder below it. Two files that
+    differ in more than the proportion at the first folder that matches
+    (e.g. the paper's RN101 config and a CLIP family's, below
+    ``configs/clip_families/``) are an error naming them, never a silent
+    choice."""
     tag = DATASET_TAGS.get(dataset, dataset)
-    pattern = osp.join(config_root, '**', f'{method}_*_{tag}-p')
-    exact = sorted(
-        glob.glob(pattern + f'{int(round(100 * proportion)):02d}.py',
-                  recursive=True))
-    found = exact or sorted(glob.glob(pattern + '*.py', recursive=True))
-    if not found:
-        raise FileNotFoundError(
-            f'No config for method {method!r} on dataset {dataset!r}: '
-            f'nothing matches {pattern}*.py. Fix: check the method name '
-            f'(a folder of {config_root}) and the dataset (one of '
-            f'{sorted(DATASET_TAGS)} or a tag of the config file names).')
-    return found[0]
+    name = f'{method}_*_{tag}-p'
+    exact_name = f'{name}{int(round(100 * proportion)):02d}.py'
+    tiers = [(osp.join(config_root, method), False), (config_root, False),
+             (osp.join(config_root, '**'), True)]
+    for folder, recursive in tiers:
+        exact = sorted(set(
+            glob.glob(osp.join(folder, exact_name), recursive=recursive)))
+        found = exact or sorted(set(
+            glob.glob(osp.join(folder, name + '*.py'), recursive=recursive)))
+        if not found:
+            continue
+        # the files differ only in the proportion: one config
+        stems = {re.sub(r'-p\d+\.py$', '', f) for f in found}
+        if len(exact) > 1 or len(stems) > 1:
+            shown = '\n  '.join(found[:8]) + (
+                f'\n  ... ({len(found)} files)' if len(found) > 8 else '')
+            raise SweepError(
+                f'Several configs for method {method!r} on dataset '
+                f'{dataset!r} (proportion {proportion}) under '
+                f'{config_root!r}:\n  {shown}\nThe sweep does not pick '
+                'one. Fix: pass --config-root the folder of the ones to '
+                f'run (e.g. {osp.dirname(found[0])!r}).')
+        return found[0]
+    raise FileNotFoundError(
+        f'No config for method {method!r} on dataset {dataset!r}: nothing '
+        f'matches {osp.join(config_root, "**", name)}*.py. Fix: check the '
+        f'method name (a folder of {config_root}) and the dataset (one of '
+        f'{sorted(DATASET_TAGS)} or a tag of the config file names).')
 
 
 def run_option_items(run: Run, out_dir: str, split_seed: int = 0,
@@ -501,6 +535,11 @@ def check_out_dir(out_dir: str, report_only: bool = False) -> None:
     """Refuse an ``--out`` that is a file, that does not exist (with
     ``--report-only``) or that is a folder of something else than a sweep
     holding files the report would overwrite."""
+    if not out_dir.strip():
+        raise SweepError(
+            f'--out {out_dir!r} is empty: the sweep would write into the '
+            'current folder. Fix: give the sweep folder, e.g. --out '
+            'work_dirs/sweep_voc07.')
     if osp.lexists(out_dir) and not osp.isdir(out_dir):
         raise SweepError(f'--out {out_dir!r} is a file, not a sweep folder. '
                          'Fix: give a folder (new or of a sweep).')

@@ -177,6 +177,10 @@ def test_report_only_and_out_checks(sweep, tmp_path):
     afile = tmp_path / 'afile'
     afile.write_text('')
     _refused(sweep(out=str(afile)), 'is a file')
+    # an empty --out (e.g. an unset shell variable) is not the current folder
+    for empty in ('', ' '):
+        _refused(sweep(out=empty), 'is empty', '--out')
+    assert not osp.exists(tmp_path / 'sweep.json')
     _ok(sweep())
     _ok(sweep('--report-only'))
 
@@ -197,6 +201,10 @@ def test_colliding_and_repeated_proportions():
     (('--split-seed', '-3'), ('--split-seed', )),
     (('--val-fraction', '1'), ('--val-fraction', )),
     (('--proportions', '0.5', '0.504'), ('--proportions', )),
+    # a name is a config pattern and a run folder, not a pattern or a path
+    (('--methods', '*'), ('--methods', "'*' is not a name")),
+    (('--datasets', 'dem?'), ('--datasets', "'dem?' is not a name")),
+    (('--methods', '../baseline'), ('--methods', )),
 ])
 def test_bad_input_refused_before_training(sweep, extra, words):
     _refused(sweep(*extra), *words)
@@ -525,3 +533,61 @@ def test_dry_run_checks_and_plans_and_writes_nothing(sweep):
     # and it refuses what a real start refuses
     _refused(sweep(*args, '--val-fraction', '0.2', '--dry-run'),
              '--val-fraction')
+
+
+def test_the_config_of_a_run_is_never_a_silent_choice(tmp_path):
+    """``<root>/<method>/`` first (the shipped paper configs), then the
+    root, then every folder below: the first folder holding a match wins;
+    two files there that differ in more than the proportion are an error
+    naming them. Before: every folder below the root at once, the first
+    name in sorted order, so at p0.5 (where every CLIP family ships a
+    config) the sweep trained ConvNeXt-LAION in the RN101 column."""
+    from mmcoop.experiments.sweep import find_config
+    root = tmp_path / 'configs'
+
+    def add(path):
+        path = root / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('x = 1\n')
+        return str(path)
+
+    paper = {p: add(f'pos/pos_clip-rn101_1x_voc07-448px-p{p}.py')
+             for p in ('40', '50')}
+    add('clip_families/convnext/pos_clip-convnext_1x_voc07-448px-p50.py')
+    add('clip_families/rn50/pos_clip-rn50_1x_voc07-448px-p50.py')
+    assert find_config(str(root), 'pos', 'voc07', 0.5) == paper['50']
+    assert find_config(str(root), 'pos', 'voc07', 0.4) == paper['40']
+    # no file of that proportion: one that differs only in the proportion
+    assert find_config(str(root), 'pos', 'voc07', 0.3) == paper['40']
+    # a root of one family: its file; of several: refused, all named
+    assert find_config(str(root / 'clip_families' / 'rn50'), 'pos',
+                       'voc07', 0.3).endswith('pos_clip-rn50_1x_voc07-'
+                                              '448px-p50.py')
+    with pytest.raises(SweepError, match=r'(?s)Several configs for method '
+                       r"'pos'.*convnext.*rn50.*Fix: pass --config-root"):
+        find_config(str(root / 'clip_families'), 'pos', 'voc07', 0.5)
+    # two configs in the method's folder that differ in the backbone
+    add('pos/pos_clip-vit_1x_voc07-448px-p50.py')
+    with pytest.raises(SweepError, match='Several configs'):
+        find_config(str(root), 'pos', 'voc07', 0.5)
+    # found below the root when the method has no folder of its own
+    demo = add('demo/base_tiny_demo-shapes-p50.py')
+    assert find_config(str(root), 'base', 'demo', 0.3) == demo
+    with pytest.raises(FileNotFoundError, match="method 'none'"):
+        find_config(str(root), 'none', 'voc07', 0.5)
+
+
+def test_the_paper_configs_are_the_shipped_sweeps_choice():
+    """The shipped tree: every method and dataset of the paper table, at
+    every proportion, is its RN101 paper config of configs/<method>/."""
+    from mmcoop.experiments.sweep import find_config
+    root = osp.join(osp.dirname(__file__), '..', '..', 'configs')
+    for method in ('positivecoop', 'negativecoop', 'dualcoop', 'baseline'):
+        for dataset in ('voc07', 'coco14'):
+            for p in range(1, 10):
+                path = find_config(root, method, dataset, p / 10)
+                assert osp.basename(osp.dirname(path)) == method
+                assert '_clip-rn101_openai-pre_' in path
+                assert path.endswith(f'-p{p}0.py')
+    assert osp.basename(osp.dirname(
+        find_config(root, 'positivecoop', 'demo', 0.3))) == 'demo'
