@@ -3,6 +3,8 @@
 import os
 import os.path as osp
 import re
+from collections.abc import ItemsView, KeysView
+from collections.abc import Set as AbstractSet
 from typing import Iterable, List, Optional, Sequence, Union
 
 from mmengine.fileio import get_text
@@ -266,12 +268,27 @@ def read_annotation_text(path: str, backend_args=None) -> str:
             'the file as UTF-8.') from None
 
 
+def check_ordered(names, where: str) -> None:
+    """Refuse a set (or frozenset) of class names, naming ``where``: it has
+    no order, and a class is its position in the list (its prompt, its
+    score column, the checkpoint's rows); a set of strings iterates in
+    another order in every process (string hashing is salted)."""
+    if isinstance(names, AbstractSet) and not isinstance(
+            names, (KeysView, ItemsView)):
+        raise ValueError(
+            f'{where} is a {type(names).__name__}, which has no order: the '
+            'class index is the position in the list, so the classes would '
+            'come in another order from run to run. Fix: give a list in '
+            "class-index order, e.g. ['person', 'bicycle', 'car'].")
+
+
 def check_class_names(names: Sequence, where: str) -> List[str]:
     """``names`` as a list of class names, each a non-empty string, no two
     equal up to :func:`normalize_class_name` (they would be one class for
     every class check, and one CLIP prompt); else a ``ValueError`` naming
     ``where`` (e.g. ``'`classnames`'`` or ``"'k.txt': line"``) and the
-    entries."""
+    entries; a set is refused (:func:`check_ordered`)."""
+    check_ordered(names, where)
     names = list(names)
     for i, name in enumerate(names):
         if not isinstance(name, str) or not normalize_class_name(name):

@@ -40,10 +40,15 @@ def check_flag(owner: str, field: str, value) -> bool:
     return value
 
 
-def check_int(owner: str, field: str, value, minimum: int = 1) -> int:
-    """``value`` if it is an int (not a bool, not a float) >= ``minimum``."""
-    if not is_int(value) or value < minimum:
-        _refuse(owner, field, value, f'an int >= {minimum}')
+def check_int(owner: str, field: str, value, minimum: int = 1,
+              maximum: Optional[int] = None) -> int:
+    """``value`` if it is an int (not a bool, not a float) >= ``minimum``
+    (and <= ``maximum`` if given)."""
+    if not is_int(value) or value < minimum or (maximum is not None
+                                                and value > maximum):
+        _refuse(owner, field, value,
+                f'an int >= {minimum}' if maximum is None else
+                f'an int in [{minimum}, {maximum}]')
     return int(value)
 
 

@@ -186,7 +186,11 @@ def test_input_resolution_must_fit_the_grid():
     (dict(channels_last='no'), "channels_last must be True or False, got "
      "'no'"),
     (dict(save_frozen=1), 'save_frozen must be True or False, got 1'),
-    (dict(init_seed=1.5), r'init_seed must be an int >= 0, got 1\.5'),
+    (dict(init_seed=1.5), r'init_seed must be an int in \[0, '
+     r'18446744073709551615\], got 1\.5'),
+    # torch.manual_seed's bound (was torch's "Overflow when unpacking long")
+    (dict(init_seed=2**64), r'init_seed must be an int in \[0, '
+     r'18446744073709551615\], got 18446744073709551616'),
 ])
 def test_image_tower_refuses_bad_values_before_loading(kw, match, tmp_path):
     """Checked before the weights are read (the file does not exist).
@@ -209,7 +213,8 @@ def test_image_tower_refuses_bad_values_before_loading(kw, match, tmp_path):
     (dict(force_quick_gelu=None), 'force_quick_gelu must be True or False'),
     (dict(text_chunk_size=0), 'text_chunk_size must be an int >= 1, got 0'),
     (dict(text_chunk_size=True), 'text_chunk_size must be an int >= 1'),
-    (dict(init_seed='0'), "init_seed must be an int >= 0, got '0'"),
+    (dict(init_seed='0'), r"init_seed must be an int in \[0, \d+\], got '0'"),
+    (dict(init_seed=-1), r'init_seed must be an int in \[0, \d+\], got -1'),
 ])
 def test_text_tower_refuses_bad_values_before_loading(kw, match, tmp_path):
     """As the image tower: checked before the weights are read. Before,

@@ -572,7 +572,7 @@ def test_dual_coop_from_words_starts_at_the_zero_shot_model(name, family):
     positive = MODELS.build(
         dict(type='PositiveCoOpHead', classnames=NAMES,
              text_encoder=_text_cfg(name), use_residual=False,
-             **words)).eval()
+             ctx_init=words['ctx_init'])).eval()
     with torch.no_grad():
         pos = positive.class_features()[1]
     torch.testing.assert_close(
@@ -1027,6 +1027,12 @@ def test_tokenizer_callable_is_used_as_is(family):
     assert seen[-1] == ['a photo of a dog.']
 
 
+def _without_end_token(texts):
+    import open_clip
+    ids = open_clip.get_tokenizer('mmcoop-tiny-ViT')(texts)
+    return ids.masked_fill(ids == ids.max(), 0)  # the end token: padding
+
+
 @pytest.mark.parametrize('tokenizer, error, match', [
     (5, TypeError, r'`text_encoder.tokenizer` must be None.*got int 5'),
     ('.', ValueError, r"tokenizes with open_clip's built-in CLIP tokenizer.*"
@@ -1041,6 +1047,12 @@ def test_tokenizer_callable_is_used_as_is(family):
      r'integer ids.*got \[\[0'),
     (lambda texts: 1 / 0, ValueError,
      r'failed on a plain prompt: ZeroDivisionError.*text_encoder.tokenizer'),
+    # ids of the right shape and range without the end-of-text token:
+    # every prompt was pooled at the start token, one feature for all
+    (lambda texts: _without_end_token(texts), ValueError,
+     r"does not mark the end of a prompt.*'argmax' pooling.*'a' would be "
+     r"pooled at position 0 and 'a photo of a dog\.' at 0.*same text "
+     r'feature.*text_encoder.tokenizer'),
 ])
 def test_tokenizer_misuse_is_a_clear_error(tokenizer, error, match):
     """A tokenizer of the wrong kind or for another tower stops at

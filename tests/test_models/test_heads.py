@@ -666,6 +666,10 @@ def test_classnames_from_the_class_file_of_the_csv_base(
     (['cat', '_'], r"classnames\[1\] is '_'"),
     (['cat', 5], r'classnames\[1\] is 5: .*non-empty string'),
     (['cat', None], r'classnames\[1\] is None'),
+    # no order: the classes came in another order in every process
+    ({'cat', 'dog'}, r'classnames is a set, which has no order.*Fix: give '
+     r'a list in class-index order'),
+    (frozenset({'cat'}), r'classnames is a frozenset'),
 ])
 def test_bad_classnames(names, match):
     with pytest.raises(ValueError, match=match):
@@ -683,6 +687,11 @@ def test_bad_classnames(names, match):
     (dict(neg_templates=('no {} here {}', )),
      r'`neg_templates\[0\]`: Prompt template'),
     (dict(pos_templates=[]), r'`pos_templates` is empty'),
+    # every class scored 0.5
+    (dict(pos_templates=['a photo of a {}.', 'a {}.'],
+          neg_templates=('a {}.', 'a photo of a {}.')),
+     r'`neg_templates` are the `pos_templates`.*every class would score '
+     r'0\.5.*Fix'),
 ])
 def test_zero_shot_head_bad_templates(kw, match, tmp_path):
     """Refused by field (and index) before the text encoder is built (its
@@ -691,3 +700,21 @@ def test_zero_shot_head_bad_templates(kw, match, tmp_path):
     cfg = head_cfg('ZeroShotHead', str(tmp_path / 'missing.pt'), **kw)
     with pytest.raises(ValueError, match=match):
         MODELS.build(cfg)
+
+
+def test_zero_shot_prompts_that_do_not_fit_are_refused_at_build():
+    """Before: at the first test batch."""
+    with pytest.raises(ValueError, match=r"(?s)The prompt 'a photo of a "
+                       r"very .*does not fit the text context length.*"
+                       r'`pos_templates` / `neg_templates`'):
+        MODELS.build(head_cfg('ZeroShotHead', pos_templates=[
+            'a photo of a ' + 'very ' * 80 + '{}.']))
+
+
+def test_neg_ctx_init_of_positivecoop_is_named_as_unused():
+    """PositiveCoOp learns no negative prompt: its ``neg_ctx_init`` did
+    nothing, silently."""
+    with pytest.warns(UserWarning, match=r"PositiveCoOpHead: neg_ctx_init="
+                      r"'a photo without a' has no effect"):
+        MODELS.build(head_cfg('PositiveCoOpHead',
+                              neg_ctx_init='a photo without a'))

@@ -566,6 +566,7 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
         self.pad_id = int(empty[-1])
         #: whether the end token is the padding token (T5 vocabulary)
         self.end_is_pad = bool(empty[self.text_start] == self.pad_id)
+        self._check_end_token()
         self._freeze(save_frozen)
 
     def _check_tokenizer(self) -> None:
@@ -595,6 +596,27 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                 f'0..{vocab - 1}, got {got[:200]}. Set '
                 "`text_encoder.tokenizer` to the model's own tokenizer (or "
                 "None for open_clip's).")
+
+    def _check_end_token(self) -> None:
+        """The tower pools each prompt where its tokens say it ends
+        (:meth:`end_positions`): after its text, later for a longer text.
+        A tokenizer without the tower's end token (another vocabulary, or
+        one that pads over it) would pool every prompt at one position, so
+        that every class got the same text feature, without an error."""
+        texts = ['a', 'a photo of a dog.']
+        short, long = (int(e) for e in self.end_positions(
+            self.tokenize(texts)))
+        if self.text_start < short < long:
+            return
+        raise ValueError(
+            f'The prompt tokenizer ({type(self.tokenizer).__name__}) does '
+            f'not mark the end of a prompt as the text tower of '
+            f'{self.model_name!r} reads it ({self.pool_type!r} pooling'
+            + (f', end token id {self.eos_id}' if self.pool_type == 'eos'
+               else '') + f'): {texts[0]!r} would be pooled at position '
+            f'{short} and {texts[1]!r} at {long}, so every class would get '
+            "the same text feature. Set `text_encoder.tokenizer` to the "
+            "model's own tokenizer (or None for open_clip's).")
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """``N`` strings -> ``(N, L)`` token ids (L = context length)."""
@@ -750,7 +772,8 @@ def _check_init_seed(owner: str, seed) -> None:
     """``init_seed`` is None or an int >= 0 (``torch.manual_seed`` would
     turn 1.5 or ``'0'`` into another seed without a word)."""
     if seed is not None:
-        check_int(owner, 'init_seed', seed, minimum=0)
+        # torch.manual_seed takes a 64-bit seed
+        check_int(owner, 'init_seed', seed, minimum=0, maximum=2**64 - 1)
 
 
 def _parse_autocast(name, cpu: bool):

@@ -10,7 +10,8 @@ from mmengine.registry import DefaultScope
 from mmpretrain.models.heads import MultiLabelClsHead
 from mmpretrain.structures import DataSample, label_to_onehot
 
-from mmcoop.datasets.utils import check_class_names, read_class_list
+from mmcoop.datasets.utils import (check_class_names, check_ordered,
+                                   read_class_list)
 from mmcoop.registry import DATASETS, MODELS
 from mmcoop.utils.value_checks import check_int, check_number
 
@@ -78,6 +79,7 @@ def resolve_classnames(
         raise ValueError(
             f'classnames={classnames!r}: give the class names (a list of '
             'strings), a class file, a dataset type name or dict(type=...).')
+    check_ordered(classnames, 'classnames')
     classnames = list(classnames)
     if not classnames:
         raise ValueError('`classnames` is empty: give one name per class.')

@@ -27,6 +27,7 @@ no parameter belongs to one class: ZeroShot; DualCoOp with
 ``class_specific=False``; PositiveCoOp / NegativeCoOp with
 ``class_specific=False, use_residual=False, shared_embedding=True``.
 """
+import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -330,6 +331,13 @@ class PositiveCoOpHead(PromptEmbeddingHead):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if kwargs.get('neg_ctx_init'):
+            warnings.warn(
+                f'PositiveCoOpHead: neg_ctx_init={kwargs["neg_ctx_init"]!r} '
+                'has no effect: PositiveCoOp learns no negative prompt (its '
+                'absence side is an embedding in feature space). Remove it, '
+                'or use NegativeCoOpHead / DualCoOpHead for a learned '
+                'negative prompt.')
         self.pos_prompt = self._build_prompt()
         self.neg_embedding = self._learned_embedding(self.shared_embedding)
         self.pos_residual = self._learned_embedding() \
@@ -437,6 +445,14 @@ class ZeroShotHead(PromptRegionHead):
         elif isinstance(neg_templates, str):
             neg_templates = (neg_templates, )
         neg_templates = pt.check_templates('neg_templates', neg_templates)
+        if sorted(neg_templates) == sorted(pos_templates):
+            raise ValueError(
+                f'{type(self).__name__}: `neg_templates` are the '
+                f'`pos_templates` ({list(pos_templates)[:3]}...): the absence '
+                'prompt of every class would be its presence prompt, and '
+                'every class would score 0.5. Fix: write absence prompts, '
+                "e.g. neg_templates=['a photo without a {}.'], or "
+                'neg_templates=None for the negated positive templates.')
         for field, value in (('use_residual', use_residual),
                              ('shared_embedding', shared_embedding)):
             if value is not None:
@@ -444,6 +460,15 @@ class ZeroShotHead(PromptRegionHead):
         super().__init__(*args, **kwargs)
         self.pos_templates = pos_templates
         self.neg_templates = neg_templates
+        # every prompt fits the text context: refused now, not at the
+        # first test batch
+        texts = list(dict.fromkeys(
+            pt.fill(t, c) for t in (*pos_templates, *neg_templates)
+            for c in self.classnames))
+        self.text_encoder.check_fit(
+            texts, self.text_encoder.tokenize(texts),
+            'Fix: shorten the class name or the template (`pos_templates` / '
+            '`neg_templates`).')
 
     unseen_class_args = ()
 
