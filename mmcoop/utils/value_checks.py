@@ -91,8 +91,9 @@ def check_channel_stats(owner: str, mean: Optional[Sequence[float]],
                         std: Optional[Sequence[float]],
                         optional: bool = False) -> None:
     """``mean`` and ``std`` of an RGB image: 3 finite numbers each, every
-    ``std`` > 0 (a 0 divides by zero). With ``optional``, both may be None
-    (no normalisation), but not one of them."""
+    ``std`` > 0 (a 0 divides by zero), on the 0-255 scale (a ``std`` below
+    1 everywhere is the 0-1 scale's; 1 is no scaling). With ``optional``,
+    both may be None (no normalisation), but not one of them."""
     if optional and (mean is None or std is None):
         if (mean is None) != (std is None):
             given, missing = ('mean', 'std') if std is None else (
@@ -111,3 +112,11 @@ def check_channel_stats(owner: str, mean: Optional[Sequence[float]],
                     '3 finite numbers (one per RGB channel, 0-255 scale)')
     if min(std) <= 0:
         _refuse(owner, 'std', std, 'positive (each channel is divided by it)')
+    if max(std) < 1:
+        # no image varies by less than one grey level in 0..255: these are
+        # the statistics of images in 0..1 (e.g. CLIP's published ones)
+        raise ValueError(
+            f'{owner}: std={list(std)} (mean={list(mean)}) is on the 0-1 '
+            'scale, but the images here are 0..255, so the inputs would be '
+            'about 255 times too large. Fix: multiply mean and std by 255 '
+            "(or leave both out for CLIP's).")

@@ -442,6 +442,8 @@ def test_tensor_transforms_refuse_bad_arguments(cfg, match):
     (dict(std=(0., 1., 1.)), r'std must be positive \(each channel is '
      r'divided by it\), got \(0\.0'),
     (dict(non_blocking='yes'), r"non_blocking must be True or False"),
+    (dict(mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28)),
+     r'std=\[0\.27, .*is on the 0-1 scale'),
 ])
 def test_device_preprocessor_refuses_bad_statistics(kw, match):
     """Before: a wrong-length mean/std failed in torch's view() ("shape

@@ -162,8 +162,17 @@ def test_randaugment_refuses_bad_arguments(kw, match):
 @pytest.mark.parametrize('kw, match', [
     (dict(imdecode_backend='PIL'), r"imdecode_backend must be one of "
      r"\[.*'pillow'.*\] \(installed\), got 'PIL'. Fix: use 'pillow'"),
-    (dict(color_type='rgb'), r"color_type must be one of \[.*\], got "
-     r"'rgb'. Fix: use 'color_ignore_orientation'"),
+    (dict(color_type='rgb'), r"color_type must be one of \[.*\] \(the "
+     r"models take 3-channel colour images\), got 'rgb'. Fix: use "
+     r"'color_ignore_orientation'"),
+    # before: a (1, H, W) grey input broadcast over the colour statistics
+    (dict(color_type='grayscale'), r"color_type must be one of "
+     r"\['color_ignore_orientation', 'color'\].*got 'grayscale'"),
+    (dict(color_type='unchanged'), r"color_type .*got 'unchanged'"),
+    # before: accepted, and ignore_empty='no' (true) hid missing images
+    (dict(ignore_empty='no'), r"ignore_empty must be True or False, got "
+     r"'no'"),
+    (dict(to_float32='yes'), r"to_float32 must be True or False"),
 ])
 def test_load_refuses_unknown_decoder_settings(kw, match):
     """Before: accepted, then every image failed as 'Cannot decode image
@@ -183,6 +192,13 @@ def test_load_refuses_unknown_decoder_settings(kw, match):
      r'be normalised at all. Fix: give both mean and std, or set both to '
      r'None'),
     (dict(to_rgb='yes'), r"to_rgb must be True or False, got 'yes'"),
+    # CLIP's published statistics are on the 0-1 scale: the inputs were
+    # 255 times too large (|x| up to 488 instead of 2), without a word
+    (dict(mean=[0.48145466, 0.4578275, 0.40821073],
+          std=[0.26862954, 0.26130258, 0.27577711]),
+     r'std=\[0\.2686.*is on the 0-1 scale, but the images here are '
+     r'0\.\.255.*Fix: multiply mean and std by 255'),
+    (dict(mean=[0.5] * 3, std=[0.5] * 3), r'std=\[0\.5, .*on the 0-1 scale'),
 ])
 def test_clip_preprocessor_refuses_bad_statistics(kw, match):
     """Before: a 2-value mean failed in the first forward ("The size of
@@ -194,6 +210,11 @@ def test_clip_preprocessor_refuses_bad_statistics(kw, match):
     pre = MODELS.build(
         dict(type='CLIPDataPreprocessor', mean=None, std=None))
     img = torch.full((3, 4, 4), 200, dtype=torch.uint8)
+    out = pre(dict(inputs=[img], data_samples=None))['inputs']
+    assert out.unique().tolist() == [200.]
+    # a std of 1 is no scaling: allowed
+    pre = MODELS.build(dict(type='CLIPDataPreprocessor', mean=[0] * 3,
+                            std=[1] * 3))
     out = pre(dict(inputs=[img], data_samples=None))['inputs']
     assert out.unique().tolist() == [200.]
 

@@ -16,6 +16,7 @@ from mmcoop.datasets.transforms.jpeg import PIXEL_LIMIT_FIX, open_rgb
 from mmcoop.datasets.transforms.rgb import (RULE_VERSION, ImageModeError,
                                             is_wide_mode)
 from mmcoop.registry import TRANSFORMS
+from mmcoop.utils.value_checks import check_flag
 
 __all__ = ['LoadImageFromFileChecked', 'check_backend_args',
            'read_image_bytes', 'unreadable_image', 'decode_error',
@@ -96,12 +97,13 @@ def _check_decoder(imdecode_backend, color_type) -> None:
             f'LoadImageFromFileChecked: imdecode_backend must be one of '
             f'{usable} (installed), got {imdecode_backend!r}. Fix: use '
             "'pillow' (the official loader's decoder).")
-    if color_type not in io.imread_flags:
+    if color_type not in _RGB_COLOR_TYPES:
         raise ValueError(
             f'LoadImageFromFileChecked: color_type must be one of '
-            f'{list(io.imread_flags)}, got {color_type!r}. Fix: use '
+            f'{list(_RGB_COLOR_TYPES)} (the models take 3-channel colour '
+            f'images), got {color_type!r}. Fix: use '
             "'color_ignore_orientation' (the official loader: RGB, no EXIF "
-            'rotation).')
+            "rotation) or 'color' (EXIF rotation applied).")
 
 
 #: the colour types whose pillow decode follows the RGB rule of every path
@@ -188,6 +190,9 @@ class LoadImageFromFileChecked(LoadImageFromFile):
         _check_decoder(imdecode_backend, color_type)
         check_backend_args('LoadImageFromFileChecked',
                            kwargs.get('backend_args'))
+        for flag in ('to_float32', 'ignore_empty'):
+            if flag in kwargs:
+                check_flag('LoadImageFromFileChecked', flag, kwargs[flag])
         super().__init__(
             imdecode_backend=imdecode_backend, color_type=color_type, **kwargs)
 
@@ -216,10 +221,6 @@ class LoadImageFromFileChecked(LoadImageFromFile):
             if self.ignore_empty:
                 return None
             raise decode_error(filename, img_bytes, e) from e
-        if img.ndim == 2:  # 'grayscale' color_type
-            pass
-        elif img.shape[2] == 4:  # 'unchanged' with alpha
-            img = np.ascontiguousarray(img[..., :3])
         if self.to_float32:
             img = img.astype(np.float32)
         results['img'] = img
