@@ -40,7 +40,7 @@ __all__ = [
     'check_unknown_keys', 'constructor_keywords', 'check_constructor_keys',
     'check_nested_keys', 'DATALOADERS', 'unread_keys_the_user_set',
     'dataset_dirs',
-    'check_load_from', 'check_work_dir_is_a_folder',
+    'check_load_from', 'check_runner_compile', 'check_work_dir_is_a_folder',
     'check_work_dir_outside_datasets',
     'UnseenClassHeadError',
     'unseen_class_fields', 'check_unseen_class_head', 'check_clip_towers'
@@ -508,6 +508,18 @@ def check_load_from(cfg) -> None:
             path, 'Checkpoint to resume (`load_from` with `resume=True`, '
             'e.g. --resume PATH)'
             if cfg.get('resume', False) else 'Checkpoint `load_from`')
+
+
+def check_runner_compile(cfg) -> None:
+    """Check MMEngine's top-level ``compile`` (``torch.compile`` of the
+    model's steps) as the towers' ``compile`` is checked
+    (:func:`~mmcoop.models.backbones.tower_compile.parse_compile`), before
+    anything is built: MMEngine reads it only when the train loop starts,
+    after the datasets, the model and a feature cache are built, with a
+    bare ``AssertionError`` or ``TypeError``."""
+    from mmcoop.models.backbones.tower_compile import parse_compile
+    if 'compile' in cfg:
+        parse_compile(None, cfg['compile'])
 
 
 def check_work_dir_is_a_folder(work_dir: str) -> None:

@@ -18,7 +18,9 @@ from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.checkpoint_fit import (check_checkpoint_fits,
                                           load_checkpoint_weights)
 from mmcoop.engine.config_checks import (check_clip_towers, check_load_from,
-                                         check_nested_keys, check_unknown_keys,
+                                         check_nested_keys,
+                                         check_runner_compile,
+                                         check_unknown_keys,
                                          check_unseen_class_head,
                                          check_work_dir_is_a_folder,
                                          check_work_dir_outside_datasets)
@@ -237,6 +239,7 @@ class MMCoopRunner(Runner):
         check_unseen_class_head(cfg)
         check_clip_towers(cfg)
         check_load_from(cfg)
+        check_runner_compile(cfg)
         record_classnames(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.data_path import apply_data_path

@@ -4,6 +4,7 @@ tower_compile.py``): the options, what is compiled and when, and that a
 compiled tower is the eager one everywhere else (state, copies, cache key,
 tracing). The families' graphs: ``test_families.py``."""
 import copy
+import re
 
 import pytest
 import torch
@@ -58,6 +59,14 @@ def test_compile_values(value, expected):
     (dict(mode='reduce-overhead', options=dict(max_autotune=True)),
      'torch.compile refuses it'),
     (dict(fullgraph='no'), 'fullgraph must be True or False'),
+    # torch reads these only at a first call or a recompile: there a raw
+    # TypeError of dynamo's cache check, or nothing (backend=1: not callable)
+    (dict(backend='eager', recompile_limit='x'),
+     r"recompile_limit must be an int >= 1 or None, got 'x'"),
+    (dict(recompile_limit=-1), 'recompile_limit must be an int >= 1'),
+    (dict(isolate_recompiles='x'), 'isolate_recompiles must be True or'),
+    (dict(name=1), 'name must be a string or None, got 1'),
+    (dict(backend=1), 'backend must be a backend name, a callable or None'),
 ])
 def test_compile_refusals_name_the_field_and_the_fix(value, match):
     for build in (lambda: FrozenCLIP(TEXT, input_resolution=64,
@@ -67,6 +76,23 @@ def test_compile_refusals_name_the_field_and_the_fix(value, match):
             build()
         assert 'Fix: set' in str(info.value)
         assert len(str(info.value)) < 1200  # torch's option list cut short
+
+
+@pytest.mark.parametrize('value, ignored', [
+    (dict(backend='eager', mode='reduce-overhead'), "['mode']"),
+    (dict(backend='cudagraphs', mode='max-autotune'), "['mode']"),
+    (dict(backend='aot_eager', options={'x': 1}), "['options']"),
+])
+def test_inductor_settings_with_another_backend_are_refused(value, ignored):
+    """Before: accepted, and torch only logged that the backend ignores
+    them: no CUDA graphs, no autotuning, without a word."""
+    with pytest.raises(ValueError, match=re.escape(
+            f'FrozenCLIPTextEncoder.compile: {ignored} apply to the inductor '
+            f"backend (the default) only; backend={value['backend']!r} "
+            'ignores them')):
+        FrozenCLIPTextEncoder(TEXT, compile=value)
+    assert parse_compile('x', dict(backend='inductor',
+                                   mode='reduce-overhead'))
 
 
 def _text_step(enc, learner):

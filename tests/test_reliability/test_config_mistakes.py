@@ -563,3 +563,25 @@ def test_resume_names_the_values_the_checkpoint_overrides(setup, tmp_path):
         str(plain), '--resume', '--cfg-options', 'train_cfg.max_epochs=2'
     ])
     assert 'win over the config' not in _log_text(plain)
+
+
+@pytest.mark.parametrize('option, match', [
+    ('compile=yes', r"compile must be a bool or a dict, got 'yes'"),
+    ('compile.modes=max-autotune',
+     r"compile has keys torch.compile does not take: \['modes'\]"),
+    ('compile.backend=eager compile.mode=reduce-overhead',
+     r"compile: \['mode'\] apply to the inductor backend"),
+])
+def test_runner_compile_is_checked_before_anything_is_built(
+        setup, tmp_path, option, match):
+    """MMEngine's top-level ``compile`` (the model's steps compiled), as
+    the towers' ``compile``: before: read when the train loop started,
+    after the data, the model and a feature cache were built, as a bare
+    ``AssertionError: `compile` should be a dict or bool`` / ``TypeError``.
+    """
+    work = tmp_path / 'work'
+    with pytest.raises(ValueError, match=match + '.*Fix: '):
+        load_tool('tools/train.py').main(
+            [_write(setup, tmp_path), '--work-dir', str(work),
+             '--cfg-options', *option.split()])
+    assert not work.exists()

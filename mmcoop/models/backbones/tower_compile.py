@@ -43,41 +43,73 @@ def _compile_params() -> Tuple[str, ...]:
                  if name != 'model')
 
 
-def parse_compile(owner: str, value) -> Optional[dict]:
+def parse_compile(owner: Optional[str], value) -> Optional[dict]:
     """``compile`` checked -> None (eager) or the ``torch.compile`` kwargs.
 
     ``False`` / ``None`` -> None; ``True`` -> ``{}``; a dict of
     ``torch.compile``'s keyword arguments that ``torch.compile`` accepts
-    (its mode, backend and options checked by torch itself) -> a copy.
-    Anything else is refused naming ``owner``'s ``compile`` field and the
-    fix.
+    (its mode, backend and options checked by torch itself, the types of
+    the others here, and no inductor setting with another backend) -> a
+    copy. Anything else is refused naming ``owner``'s ``compile`` field
+    (``owner`` None: the config's top-level ``compile``, MMEngine's) and
+    the fix.
     """
     if value is None or value is False:
         return None
     if value is True:
         return {}
-    fix = (f'Fix: set {owner}.compile to False (eager, default), True or a '
+    field = f'{owner}.compile' if owner else 'compile'
+    fix = (f'Fix: set {field} to False (eager, default), True or a '
            "dict of torch.compile arguments, e.g. dict(mode='reduce-"
            "overhead').")
     if not isinstance(value, dict):
-        raise ValueError(f'{owner}.compile must be a bool or a dict, got '
+        raise ValueError(f'{field} must be a bool or a dict, got '
                          f'{value!r} ({type(value).__name__}). {fix}')
     known = _compile_params()
     unknown = sorted(set(map(str, value)) - set(known))
     if unknown:
         raise ValueError(
-            f'{owner}.compile has keys torch.compile does not take: '
+            f'{field} has keys torch.compile does not take: '
             f'{unknown}; it takes {list(known)}. {fix}')
     try:  # torch checks the mode, backend and options where it is built
         torch.compile(_check_only, **value)
     except Exception as e:  # noqa: BLE001 - torch's own refusal
-        raise ValueError(f'{owner}.compile={value!r}: torch.compile refuses '
+        raise ValueError(f'{field}={value!r}: torch.compile refuses '
                          f'it: {_torch_says(e)} {fix}') from e
-    for flag in ('fullgraph', 'disable'):
-        if flag in value and not isinstance(value[flag], bool):
-            raise ValueError(f'{owner}.compile: {flag} must be True or '
-                             f'False, got {value[flag]!r}. {fix}')
+    # what torch only reads at a first call or a recompile (an error
+    # there, or nothing at all)
+    for key, what, ok in _ARGUMENT_TYPES:
+        if key in value and not ok(value[key]):
+            raise ValueError(f'{field}: {key} must be {what}, got '
+                             f'{value[key]!r}. {fix}')
+    backend = value.get('backend')
+    ignored = sorted({'mode', 'options'} & set(value))
+    if backend not in (None, 'inductor') and ignored:
+        raise ValueError(
+            f'{field}: {ignored} apply to the inductor backend (the '
+            f'default) only; backend={backend!r} ignores them, so they '
+            f'would do nothing. Fix: drop backend (inductor), or drop '
+            f'{" and ".join(ignored)}.')
     return dict(value)
+
+
+def _is_flag(v) -> bool:
+    return isinstance(v, bool)
+
+
+#: ``(argument, what it must be, check)`` for the ``torch.compile``
+#: arguments whose type torch does not check when it is called
+_ARGUMENT_TYPES = (
+    ('fullgraph', 'True or False', _is_flag),
+    ('disable', 'True or False', _is_flag),
+    ('isolate_recompiles', 'True or False', _is_flag),
+    ('recompile_limit', 'an int >= 1 or None',
+     lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                             and v >= 1)),
+    ('name', 'a string or None', lambda v: v is None or isinstance(v, str)),
+    ('backend', 'a backend name, a callable or None',
+     lambda v: v is None or isinstance(v, str) or callable(v)),
+)
 
 
 def _torch_says(e: Exception) -> str:
