@@ -4,6 +4,7 @@ measurements are tested in tests/test_benchmark)."""
 import importlib.util
 import json
 import os.path as osp
+import re
 
 import pytest
 
@@ -98,6 +99,59 @@ def test_existing_json_and_unknown_model_stop_before_measuring(
     assert '# mmcoop benchmark' not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize('argv, message', [
+    # before: torch's "Found no NVIDIA driver" from the device description
+    (['--device', 'cuda', '--mode', 'text'],
+     '--device cuda: no CUDA device is available here'),
+    # options that did nothing, with exit code 0
+    (['--mode', 'data', '--compile', 'eager'],
+     '--compile eager: --mode data measures the data paths only'),
+    (['--mode', 'text', '--compile', ''], "--compile '' is empty"),
+    (['--mode', 'text', '--methods', 'baseline'],
+     'the Baseline has none: nothing would be measured'),
+    (['--mode', 'text', '--tower-models', 'RN50'],
+     '--tower-models is read by --mode towers only'),
+])
+def test_options_without_effect_stop_before_measuring(bench, argv, message,
+                                                      capsys):
+    if argv[:2] == ['--device', 'cuda'] and __import__(
+            'torch').cuda.is_available():
+        argv = argv[2:] + ['--methods', 'baseline']  # the same refusal kind
+        message = 'nothing would be measured'
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        bench.main(argv)
+    assert '# mmcoop benchmark' not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('env, message', [
+    (dict(PARTS='tests compield'), "PARTS: unknown part 'compield'"),
+    (dict(BUDGET='abc'), 'BUDGET=abc: must be a whole number > 0'),
+    (dict(BUDGET='-5'), 'BUDGET=-5: must be a whole number'),
+    (dict(EPOCH_IMAGES='1k'), 'EPOCH_IMAGES=1k: must be a whole number'),
+])
+def test_gpu_check_script_refuses_bad_variables_first(env, message,
+                                                      tmp_path):
+    """Before: the parts before a misspelt one ran (the lent machine's
+    time), BUDGET=abc gave shell errors in every part, BUDGET=-5 skipped
+    them all and ended with exit code 0."""
+    import os
+    import subprocess
+    out = tmp_path / 'out'
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'analysis', 'gpu', 'check.sh')],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, OUT=str(out), PYTHON='false', **env))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert not out.exists()  # nothing ran
+
+
+def test_autocast_none_is_no_autocast(bench):
+    """Before: `invalid choice: 'None' (choose from None, ...)`."""
+    assert bench.parse_args(['--autocast', 'None']).autocast is None
+    assert bench.parse_args(['--autocast', 'bf16']).autocast == 'bf16'
+
+
 def test_report_of_a_file_that_is_not_a_saved_run(bench, tmp_path):
     """Before: a bare FileNotFoundError / JSONDecodeError (without the
     file name) / KeyError: 'command'."""
@@ -143,6 +197,8 @@ def test_gpu_check_script_commands_parse(bench):
     assert {part for part, _ in arms} == {
         'tests', 'compiled', 'shared', 'steps', 'data', 'epoch',
         'epoch_decode', 'epoch_cpu', 'towers'}
+    known = re.search(r'^KNOWN_PARTS="(.*)"$', script, re.M).group(1)
+    assert set(known.split()) == {part for part, _ in arms}
     # the default runs the cheap CUDA tests first, then the compiled towers
     # (the lever left for the cached step's latency), then the GPU shared
     # by cached runs (the other one)

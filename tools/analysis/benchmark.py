@@ -156,9 +156,39 @@ def _check_model_names(args) -> None:
             check_model_name(name, '--tower-models')
 
 
+def _check_options(args) -> None:
+    """Refuse, before any measurement, a device that is not there and an
+    option that does nothing for the modes and methods asked (the run would
+    end with exit code 0 and without the figure the option was for)."""
+    import torch
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda: no CUDA device is available here. '
+                         'Fix: run on a machine with a GPU, or --device cpu.')
+    if args.compile is not None and not args.compile.strip():
+        raise SystemExit(
+            f'--compile {args.compile!r} is empty (it would run eager). Fix: '
+            'give a torch.compile mode or backend, e.g. `default`, '
+            '`reduce-overhead` or `cudagraphs`, or drop --compile.')
+    if args.compile is not None and not set(args.mode) - {'data'}:
+        raise SystemExit(
+            f'--compile {args.compile}: --mode data measures the data paths '
+            'only, no tower. Fix: drop --compile, or add a mode that runs '
+            'the towers (steps, text, ...).')
+    if set(args.mode) <= {'text', 'vocab'} and set(args.methods) <= {
+            'baseline'}:
+        raise SystemExit(
+            f'--mode {" ".join(args.mode)} measures the text tower, and the '
+            'Baseline has none: nothing would be measured. Fix: add a '
+            'prompt method to --methods (e.g. positivecoop).')
+    if args.tower_models and 'towers' not in args.mode:
+        raise SystemExit(
+            '--tower-models is read by --mode towers only. Fix: add towers '
+            'to --mode, or drop --tower-models.')
+
+
 def _check_compile(args) -> None:
     """Refuse a ``--compile`` mode torch.compile does not take, at once."""
-    if args.compile:
+    if args.compile is not None:
         from mmcoop.benchmark.steps import compile_options
         from mmcoop.models.backbones.tower_compile import parse_compile
         try:
@@ -206,7 +236,10 @@ def parse_args(argv=None):
         default=None,
         help='CLIP weights (tag or file); random weights if omitted')
     parser.add_argument(
-        '--autocast', default=None, choices=[None, 'fp16', 'bf16'])
+        '--autocast',
+        default=None,
+        type=lambda v: None if v.lower() == 'none' else v,
+        choices=[None, 'fp16', 'bf16'])
     parser.add_argument('--channels-last', action='store_true')
     parser.add_argument(
         '--compile',
@@ -347,6 +380,7 @@ def main(argv=None):
     if args.json:  # before the (long) measurements
         from mmcoop.utils.paths import claim_outputs
         claim_outputs([args.json], force=args.force)
+    _check_options(args)
     _check_model_names(args)
     _check_compile(args)
     args.device_desc = _device_desc(args)

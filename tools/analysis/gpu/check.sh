@@ -27,9 +27,25 @@
 # cached twice and run through two methods).
 set -uo pipefail
 OUT=${OUT:-work_dirs/gpu_check}
+KNOWN_PARTS="tests compiled shared epoch data steps epoch_decode epoch_cpu towers"
 PARTS=${PARTS:-tests compiled shared epoch data steps}
 PY=${PYTHON:-python3}
 EPOCH_IMAGES=${EPOCH_IMAGES:-1024}
+# the variables, checked before any part spends the lent machine's time
+for part in $PARTS; do
+    case " $KNOWN_PARTS " in
+    *" $part "*) ;;
+    *) echo "[check.sh] PARTS: unknown part '$part' (parts: $KNOWN_PARTS)" >&2
+       exit 2 ;;
+    esac
+done
+for var in BUDGET EPOCH_IMAGES; do
+    value=${!var:-}
+    if [ -n "$value" ] && ! [[ $value =~ ^[1-9][0-9]{0,6}$ ]]; then
+        echo "[check.sh] $var=$value: must be a whole number > 0 (seconds for BUDGET, images for EPOCH_IMAGES)" >&2
+        exit 2
+    fi
+done
 EPOCH_LIMIT=$((90 + EPOCH_IMAGES / 4))
 # the compiled part's --compile: inductor's CUDA graphs where Triton
 # imports, else torch's cudagraphs backend (CUDA graphs alone)
@@ -47,6 +63,12 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 $PY -c 'import torch, mmcoop, mmpretrain, open_clip; print("torch", torch.__version__, "|", torch.cuda.get_device_name())' \
     2>&1 | tee "$OUT/env.txt" || exit 1
 echo "compiled part: --compile $COMPILE" | tee -a "$OUT/env.txt"
+if [[ " $PARTS " == *" compiled "* ]]; then  # the benchmark's own check
+    $PY -c 'import runpy, sys
+bench = runpy.run_path("tools/analysis/benchmark.py")
+bench["_check_compile"](bench["parse_args"](["--compile", sys.argv[1]]))' \
+        "$COMPILE" || { echo "[check.sh] COMPILE=$COMPILE refused" >&2; exit 2; }
+fi
 status=0
 limit_for() {  # the part's own limit, cut to what BUDGET leaves
     local limit=$1
@@ -139,7 +161,7 @@ for part in $PARTS; do
         # the frozen towers of every CLIP family (about 5 min)
         bench towers 540 --mode towers --iters 5 --warmup 2 --autocast bf16 ;;
     *)
-        echo "[check.sh] unknown part '$part' (parts: tests compiled shared epoch data steps epoch_decode epoch_cpu towers)" >&2
+        echo "[check.sh] unknown part '$part' (parts: $KNOWN_PARTS)" >&2
         status=1 ;;
     esac
 done
