@@ -784,6 +784,23 @@ def test_config_switch_names_wrong_values(image_root, tmp_path, value, match):
         assert apply_feature_cache(cfg).model.backbone.type == 'FrozenCLIP'
 
 
+def test_cache_root_that_is_a_file_is_named_when_the_config_is_read(
+        image_root, tmp_path):
+    """Before: accepted, then ``FileExistsError`` from ``os.makedirs``
+    when the dataset was built, after the image tower, without the field;
+    the file is left as it was."""
+    from mmcoop.utils.paths import OutputPathError
+    afile = tmp_path / 'notes.txt'
+    afile.write_text('mine')
+    cfg = _image_config(image_root, tmp_path, None)
+    cfg.feature_cache = dict(cache_root=str(afile))
+    with pytest.raises(OutputPathError, match=r"feature_cache.cache_root "
+                       r"'.*notes\.txt': '.*notes\.txt' is a file, not a "
+                       r'folder.*Fix'):
+        apply_feature_cache(cfg)
+    assert afile.read_text() == 'mine'
+
+
 def test_config_switch_equals_uncached_training_random_towers(
         image_root, tmp_path):
     """Random-weight towers (pretrained=None, as in the demo): the switch

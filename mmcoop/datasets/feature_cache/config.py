@@ -10,6 +10,7 @@ from mmengine.dataset import DefaultSampler
 
 from mmcoop.registry import DATA_SAMPLERS, DATASETS, MODELS
 from mmcoop.utils.config_types import registered_class
+from mmcoop.utils.paths import check_output_folder
 from ..samplers import EpochSeededSampler
 from ..wrapper import DatasetWrapper
 from .dataset import CachedFeatureDataset
@@ -138,6 +139,9 @@ def apply_feature_cache(cfg):
         return cfg
     cache_root = options.pop('cache_root', None) or osp.join(
         cfg.get('work_dir', None) or 'work_dirs', 'feature_cache')
+    # a file there: named now, not as os.makedirs' FileExistsError after
+    # the image tower is built
+    check_output_folder(cache_root, f'feature_cache.cache_root {cache_root!r}')
     num_views = options.pop('num_views', 1)
     model = cfg.model
     backbone_cls = _registered(MODELS, model.backbone)
