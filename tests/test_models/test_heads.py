@@ -302,14 +302,14 @@ def test_bad_ctx_init_words_name_the_head_field(tiny_rn_file):
 def test_written_prompts_that_do_not_fit_are_refused(tiny_rn_file):
     """ZeroShotHead (hand-written prompts through encode_texts): a prompt
     the tokenizer would cut short (so two classes would share one prompt)
-    is refused naming it; before, the classes got identical features."""
+    is refused naming it, when the head is built (it was at the first test
+    batch); before that, the classes got identical features."""
     names = ['cat', 'small ' * 80 + 'dog', 'small ' * 80 + 'bird']
-    head = MODELS.build(head_cfg('ZeroShotHead', tiny_rn_file, names=names))
     with pytest.raises(ValueError, match=r"The prompt 'a photo (of|without) "
                        r'a small small .*does not fit the text context length '
                        r"of 'mmcoop-tiny-RN' \(77 tokens\).*Fix: shorten "
                        'the class name or the template'):
-        head.class_features()
+        MODELS.build(head_cfg('ZeroShotHead', tiny_rn_file, names=names))
 
 
 def test_learned_embeddings_init_standard_normal(tiny_rn_file):
@@ -718,3 +718,26 @@ def test_neg_ctx_init_of_positivecoop_is_named_as_unused():
                       r"'a photo without a' has no effect"):
         MODELS.build(head_cfg('PositiveCoOpHead',
                               neg_ctx_init='a photo without a'))
+
+
+@pytest.mark.parametrize('loss, why', [
+    (dict(type='AsymmetricLoss'), 'AssertionError: pred and target should '
+     'be in the same shape'),
+    (dict(type='FocalLoss'), 'AssertionError'),
+    (dict(type='CrossEntropyLoss', use_sigmoid=True),
+     'AssertionError: (no message)'),
+    (torch.nn.BCEWithLogitsLoss(), 'ValueError: Target size'),
+])
+def test_losses_of_another_kind_are_refused_at_build(loss, why):
+    """mmpretrain's multi-label losses (found through the registry) and a
+    BCE take (B, C) logits and 0/1 targets; before: built, then an
+    AssertionError from inside them at the first training step."""
+    import re
+    name = type(MODELS.build(loss) if isinstance(loss, dict) else
+                loss).__name__
+    for head in ('BaselineHead', 'PositiveCoOpHead'):
+        with pytest.raises(ValueError, match=re.escape(
+                f'{head}: loss ({name}) does not take what the head gives '
+                'it, (B, 2, C) logits') + '.*' + re.escape(why) +
+                r".*Fix: loss=dict\(type='PartialAsymmetric"):
+            MODELS.build(head_cfg(head, loss=loss))

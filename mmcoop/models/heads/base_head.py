@@ -102,6 +102,34 @@ def build_sub_config(owner: str, field: str, cfg, example: str,
     return build_in_mmcoop_scope(cfg)
 
 
+def check_partial_loss(owner: str, loss) -> None:
+    """``loss`` takes what the heads give it, ``(B, 2, C)`` logits
+    [absent, present] and ``(B, C)`` targets in {1, 0, -1}, and returns a
+    finite number: tried once on a tiny batch. A loss of another kind
+    (mmpretrain's ``AsymmetricLoss``, ``FocalLoss``, a BCE: ``(B, C)``
+    logits and 0/1 targets), which the registry finds too, is refused here
+    naming the field, instead of an ``AssertionError`` from inside it at
+    the first training step."""
+    logits = torch.zeros(2, 2, 3)
+    target = torch.tensor([[1., 0., -1.], [0., 1., -1.]])
+    try:
+        out = loss(logits, target)
+        why = None if isinstance(out, torch.Tensor) and out.dim() == 0 \
+            and bool(torch.isfinite(out)) else (
+                f'it returned {type(out).__name__} '
+                f'{tuple(getattr(out, "shape", ()))}, not one finite number')
+    except Exception as e:  # noqa: BLE001 - the loss's own error
+        text = str(e).strip().rstrip('.') or '(no message)'
+        why = f'{type(e).__name__}: {text}'
+    if why:
+        raise ValueError(
+            f'{owner}: loss ({type(loss).__name__}) does not take what the '
+            'head gives it, (B, 2, C) logits [absent, present] and (B, C) '
+            f'targets 1 (present), 0 (absent) or -1 (unknown): {why}. Fix: '
+            "loss=dict(type='PartialAsymmetricLoss', ...) (the paper's), or "
+            'a loss with that signature.')
+
+
 def check_positive_scale(owner: str, field: str, value,
                          official: float) -> float:
     """A logit multiplier (``feat_scale``, ``logit_scale``): a finite
@@ -178,6 +206,7 @@ class PartialLabelHead(MultiLabelClsHead):
         loss = build_sub_config(
             type(self).__name__, 'loss', loss,
             "dict(type='PartialAsymmetricLoss')", module_ok=True)
+        check_partial_loss(type(self).__name__, loss)
         super().__init__(loss=loss, thr=thr, topk=topk, init_cfg=init_cfg)
         self.classnames = resolve_classnames(classnames)
         self.num_classes = len(self.classnames)
