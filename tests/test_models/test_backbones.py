@@ -157,9 +157,13 @@ def test_images_of_another_size_are_refused_naming_the_fix(name):
     bad = [(1, 3, res, res // 2), (1, 1, res, res)]
     if name == TINY_RN:
         assert backbone(torch.zeros(1, 3, 96, 96))[0].shape[2] == 1 + 3 * 3
+        # below the stride: torch's "Output size is too small"; not a
+        # multiple of it: the last pixels silently dropped
+        bad += [(1, 3, 16, 16), (1, 3, 80, 80)]
     else:
         bad.append((1, 3, 2 * res, 2 * res))
-    need = 'square images' if name == TINY_RN else f'{res} x {res} images'
+    need = (r'square images, S a multiple of 32 \(the stride\)'
+            if name == TINY_RN else f'{res} x {res} images')
     for shape in bad:
         with pytest.raises(ValueError, match=(
                 rf"FrozenCLIP\('{name}'\) takes \(B, 3, S, S\) {need}.*got "

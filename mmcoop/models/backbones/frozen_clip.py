@@ -243,11 +243,15 @@ class FrozenCLIP(FrozenMixin, BaseModule):
         """Refuse images the tower cannot take, naming the sizes and the
         fix (else open_clip / timm fail deep inside with a shape error)."""
         res = self.input_resolution
+        # a ResNet takes any square side the stride 32 divides (its grid
+        # follows; a smaller side leaves no position, another drops pixels)
         if x.dim() == 4 and x.shape[1] == 3 and (
-                x.shape[-1] == x.shape[-2] if self.arch == 'resnet' else
+                x.shape[-1] == x.shape[-2] and x.shape[-1] >= 32
+                and x.shape[-1] % 32 == 0 if self.arch == 'resnet' else
                 tuple(x.shape[-2:]) == (res, res)):
             return
-        need = ('square images' if self.arch == 'resnet' else
+        need = ('square images, S a multiple of 32 (the stride)'
+                if self.arch == 'resnet' else
                 f'{res} x {res} images (`input_resolution`)')
         raise ValueError(
             f'FrozenCLIP({self.model_name!r}) takes (B, 3, S, S) {need}, got '
