@@ -159,6 +159,14 @@ def test_report_of_a_file_that_is_not_a_saved_run(bench, tmp_path):
     text.write_text('not json')
     other = tmp_path / 'other.json'
     other.write_text('{"a": 1}')
+    newer = tmp_path / 'newer.json'
+    newer.write_text(json.dumps(dict(
+        command='python tools/analysis/benchmark.py --mode nope',
+        device='x')))
+    with pytest.raises(SystemExit, match=r"--report '.*newer\.json': its "
+                       r'command takes options this version of the tool '
+                       r'does not'):
+        bench.main(['--report', str(newer)])
     for path, why in [(tmp_path / 'missing.json', 'FileNotFoundError'),
                       (text, 'JSONDecodeError'),
                       (other, "KeyError: 'command'")]:

@@ -91,7 +91,13 @@ def report_saved(path: str, args) -> str:
         raise SystemExit(
             f'--report {path!r}: not a readable saved run ({type(e).__name__}'
             f': {e}). Fix: give a file written by this tool with --json.')
-    run = parse_args(shlex.split(command)[2:])
+    try:
+        run = parse_args(shlex.split(command)[2:])
+    except SystemExit:  # argparse has printed what it refused
+        raise SystemExit(
+            f'--report {path!r}: its command takes options this version of '
+            f'the tool does not ({command!r}). Fix: render it with the '
+            'version that wrote it.') from None
     run.device_desc = device
     # runs saved before `peak_memory` was recorded used the PyTorch
     # profiler's memory timeline (tensors created during the step)
