@@ -604,15 +604,22 @@ def test_negative_coop_neg_ctx_init_is_the_written_absence_prompt(
         torch.testing.assert_close(neg, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('eos_id', [49407, 49406])
+@pytest.mark.parametrize('eos_id', [49407, 1])
 def test_eos_pooled_text_tower(eos_id, tmp_path):
     """A text tower pooled at a token id (``pool_type='eos'``), with a
     layer scale: hand-written prompts and ``ctx_init`` prompts equal
     open_clip's ``encode_text``, and truncation (on: causal mask, end-token
     pooling) is exact. With CLIP's tokenizer the end-of-text id 49407 is
-    also the largest (argmax pooling finds the same position); the start
-    id 49406 shows that the id, not the largest token, is pooled."""
+    also the largest (argmax pooling finds the same position); a tokenizer
+    whose end token is id 1 (CLIP's, the end token renumbered) shows that
+    the id, not the largest token, is pooled."""
     from mmcoop.models.prompt_learners import PromptLearner
+    clip_tokenizer = open_clip.get_tokenizer(WIDE)
+
+    def tokenizer(texts):
+        ids = clip_tokenizer(texts)
+        return ids.masked_fill(ids == 49407, eos_id)
+
     cfg = open_clip.get_model_config(WIDE)
     cfg['text_cfg'].update(pool_type='eos', eos_id=eos_id, ls_init_value=0.5)
     cfg['custom_text'] = True  # the tower as open_clip's TextTransformer
@@ -621,8 +628,9 @@ def test_eos_pooled_text_tower(eos_id, tmp_path):
     open_clip.add_model_config(tmp_path / f'{name}.json')
     clip = _clip(name).eval()
     assert clip.text.pool_type == 'eos'
-    enc = FrozenCLIPTextEncoder(name)
+    enc = FrozenCLIPTextEncoder(name, tokenizer=tokenizer)
     assert enc.truncate
+    assert enc.end_positions(enc.tokenize(['a photo of a dog.'])) == 7
     texts = ['a photo of a dog.', 'X X X X hair drier.', 'a cat']
     learner = PromptLearner(NAMES, enc, ctx_init='a photo of a')
     with torch.no_grad():
@@ -633,8 +641,9 @@ def test_eos_pooled_text_tower(eos_id, tmp_path):
         out = enc(embeds, learner.tokens)
         expected = clip.encode_text(enc.tokenize(
             [f'a photo of a {n.replace("_", " ")}.' for n in NAMES]))
-        full = FrozenCLIPTextEncoder(name, truncate=False)(embeds,
-                                                           learner.tokens)
+        full = FrozenCLIPTextEncoder(name, truncate=False,
+                                     tokenizer=tokenizer)(embeds,
+                                                          learner.tokens)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(full, expected, rtol=1e-5, atol=1e-5)
 
