@@ -112,6 +112,47 @@ def test_hook_with_runner_and_resume(demo_root, tmp_path):
     assert np.array_equal(runner2.train_dataloader.dataset.known_mask, saved)
 
 
+def test_resume_on_another_mask_is_refused(demo_root, tmp_path):
+    """Each mask has a file of its own (p and seed in its name), so a
+    resume with another known_proportion drew a new mask, saved it beside
+    the first, and trained the rest of the run on other labels, silently.
+    The checkpoint records the mask (settings and SHA-256); the same
+    settings resume, others are refused before a step."""
+    from mmcoop.engine.runner import MMCoopRunner
+    work_dir = tmp_path / 'work'
+
+    def cfg(p, iters, **kw):
+        return dict(
+            work_dir=str(work_dir),
+            train_dataloader=dict(
+                dataset=partial_cfg(demo_root, seed=3) | dict(
+                    known_proportion=p),
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                batch_size=4, num_workers=0),
+            train_cfg=dict(by_epoch=False, max_iters=iters),
+            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+            custom_hooks=[dict(type='PartialLabelMaskHook')],
+            default_hooks=dict(checkpoint=dict(
+                type='CheckpointHook', by_epoch=False, interval=2)),
+            default_scope='mmcoop', **kw)
+
+    MMCoopRunner(model=ToyModel(), **cfg(0.5, 2)).train()
+    ckpt = torch.load(work_dir / 'iter_2.pth', weights_only=False)
+    [record] = ckpt['meta']['partial_label_masks']
+    assert (record['known_proportion'], record['seed']) == (0.5, 3)
+    other = MMCoopRunner(
+        model=ToyModel(), **cfg(0.3, 4, resume=True, experiment_name='p03'))
+    with pytest.raises(ValueError, match=r'checkpoint was trained on the '
+                       r'partial-label mask\(s\) \[bernoulli p=0.5 seed=3\], '
+                       r'this config draws \[bernoulli p=0.3 seed=3\].*Fix'):
+        other.train()
+    assert not (work_dir / 'iter_4.pth').exists()
+    same = MMCoopRunner(
+        model=ToyModel(), **cfg(0.5, 4, resume=True, experiment_name='p05'))
+    same.train()
+    assert (work_dir / 'iter_4.pth').exists()
+
+
 def test_hook_refuses_to_overwrite(demo_root, tmp_path):
     ds = PartialLabelDataset(**{
         k: v

@@ -7,6 +7,7 @@ from mmengine.dist import barrier, is_main_process
 from mmengine.hooks import Hook
 
 from mmcoop.registry import HOOKS
+from .rng_state_hook import is_resuming
 
 
 def find_partial_label_datasets(dataset, _depth: int = 0) -> Iterator:
@@ -81,11 +82,23 @@ class PartialLabelMaskHook(Hook):
     def __init__(self, subdir: str = 'partial_labels') -> None:
         self.subdir = check_subdir('PartialLabelMaskHook', subdir)
         self.saved_paths = []
+        self._masks: Optional[list] = None  # this run's, for checkpoints
+        self._resumed: Optional[list] = None  # the resumed checkpoint's
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self._masks:
+            checkpoint.setdefault('meta', {})[META_KEY] = self._masks
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if is_resuming(runner):
+            self._resumed = (checkpoint.get('meta') or {}).get(META_KEY)
 
     def before_train(self, runner) -> None:
         loader = runner.train_dataloader
         dataset: Optional[object] = getattr(loader, 'dataset', None)
         found = list(find_partial_label_datasets(dataset))
+        self._masks = [mask_record(ds) for ds in found]
+        self._check_resumed_masks(runner)
         if not found:
             runner.logger.info('PartialLabelMaskHook: the training set is '
                                'not a PartialLabelDataset; nothing to save.')
@@ -109,3 +122,52 @@ class PartialLabelMaskHook(Hook):
                 f'{stats["num_known_positives"]}/{stats["num_positives"]} '
                 'positives known.')
         barrier()
+
+    def _check_resumed_masks(self, runner) -> None:
+        """A resumed run trains on the known labels its checkpoint was
+        trained on: another ``known_proportion``, ``seed``, ``mode`` or
+        ``mask_file`` (another mask) would train the rest of the run on
+        other labels, silently (each mask has a file of its own, so the
+        file check never sees it). Checkpoints without the record (written
+        before it, or without this hook) are not checked."""
+        if self._resumed is None:
+            return
+        digests = [m['sha256'] for m in self._masks]
+        if [m.get('sha256') for m in self._resumed] == digests:
+            return
+
+        def show(masks):
+            return '; '.join(
+                f"{m.get('mode')} p={m.get('known_proportion')} "
+                f"seed={m.get('seed')}" + (f" mask_file={m['mask_file']!r}"
+                                           if m.get('mask_file') else '')
+                for m in masks) or 'none'
+
+        raise ValueError(
+            f'--resume in {runner.work_dir}: the checkpoint was trained on '
+            f'the partial-label mask(s) [{show(self._resumed)}], this config '
+            f'draws [{show(self._masks)}], other known labels: the rest of '
+            'the run would train on them. Fix: resume with the recorded '
+            'train_dataloader.dataset known_proportion / seed / mode / '
+            'mask_file, or start a new run in another --work-dir (with '
+            'load_from=CKPT to start from its weights).')
+
+
+#: ``checkpoint['meta']`` key of the training masks' records
+META_KEY = 'partial_label_masks'
+
+
+def mask_record(dataset) -> dict:
+    """What identifies the mask a :class:`PartialLabelDataset` trains on:
+    its settings, and the SHA-256 of the mask itself."""
+    import hashlib
+
+    import numpy as np
+    mask = np.ascontiguousarray(dataset.known_mask)
+    return dict(
+        mode=dataset.mode,
+        known_proportion=dataset.known_proportion,
+        seed=dataset.seed,
+        mask_file=dataset.mask_file,
+        shape=list(mask.shape),
+        sha256=hashlib.sha256(mask.tobytes()).hexdigest())
