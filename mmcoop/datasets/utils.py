@@ -75,7 +75,8 @@ def check_given_classes(source: str,
             category-id order.
         strict (bool): also require the names to match (up to
             :func:`normalize_class_name`); ``False`` allows own prompt
-            wording. The lengths must match either way.
+            wording. The lengths must match either way, and a given name
+            that is one of the file's names must be at its position.
 
     Raises:
         AnnotationError: naming the file, the counts or the first
@@ -94,6 +95,21 @@ def check_given_classes(source: str,
             f'{describe_mismatch(given, file_names)}. Fix: reorder/rename '
             'them, or pass strict_class_names=False to use your own prompt '
             'wording (one name per category, in sorted category-id order).')
+    # own wording allowed, but a name of the file at another position is
+    # another category's labels under this name
+    position = {normalize_class_name(n): j for j, n in enumerate(file_names)}
+    moved = [(i, name, position[normalize_class_name(name)])
+             for i, name in enumerate(given)
+             if position.get(normalize_class_name(name), i) != i]
+    if moved:
+        shown = ', '.join(f'{name!r} given as class {i}, the file\'s '
+                          f'category {j}' for i, name, j in moved[:4])
+        raise AnnotationError(
+            f'{source}: the given classes name categories of the file at '
+            f'other positions ({shown}{", ..." if len(moved) > 4 else ""}), '
+            'so each would get another category\'s labels. Fix: give the '
+            'names in sorted category-id order (the file\'s order), or drop '
+            'the `classes` / `metainfo` argument to use the file\'s names.')
 
 
 def describe_class_difference(first: Sequence[str],

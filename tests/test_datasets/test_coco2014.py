@@ -108,6 +108,20 @@ def test_explicit_classes(coco_root):
     with pytest.raises(AnnotationError, match="#0: 'airplane' vs 'bicycle'"):
         COCO2014MultiLabel(
             coco_root, classes=['airplane', 'bicycle', 'dog', 'fire hydrant'])
+    # ... also with own wording allowed: the file's names at other
+    # positions (before: accepted, each class with another's labels)
+    for moved in (['dog', 'fire hydrant', 'bicycle', 'airplane'],
+                  ['bike', 'Dog', 'plane', 'hydrant']):
+        with pytest.raises(AnnotationError, match=(
+                r'instances_train2014\.json: the given classes name '
+                r"categories of the file at other positions \(.*'[Dd]og' "
+                r"given as class [01], the file's category 2")):
+            COCO2014MultiLabel(coco_root, classes=moved,
+                               strict_class_names=False)
+    # a file name at its own position with own wording elsewhere: fine
+    assert COCO2014MultiLabel(
+        coco_root, classes=['bicycle', 'plane', 'dog', 'hydrant'],
+        strict_class_names=False).CLASSES[2] == 'dog'
     # metainfo classes count as explicit
     with pytest.raises(AnnotationError, match="#0: 'w' vs 'bicycle'"):
         COCO2014MultiLabel(coco_root, metainfo=dict(classes=list('wxyz')))
