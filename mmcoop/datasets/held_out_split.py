@@ -14,7 +14,8 @@ from .utils import atomic_write_json, check_outside_dataset
 from .wrapper import dataset_dirs
 
 __all__ = [
-    'held_out_split', 'draw_held_out_keys', 'read_split_file', 'image_keys'
+    'held_out_split', 'draw_held_out_keys', 'read_split_file', 'image_keys',
+    'check_val_fraction'
 ]
 
 SPLIT_FORMAT = 'mmcoop.held_out_split.v1'
@@ -23,14 +24,15 @@ PARTS = ('train', 'val')
 _SPLIT_EXAMPLE = "'work_dirs/splits/<dataset>_<split>_holdout0.1_seed0.json'"
 
 
-def _check_val_fraction(val_fraction) -> None:
-    """``val_fraction`` must be a real number (not a bool or a string) in
-    (0, 1)."""
+def check_val_fraction(val_fraction, field: str = 'val_fraction') -> float:
+    """``val_fraction`` (named ``field`` in the error) must be a real number
+    (not a bool or a string) in (0, 1)."""
     if not is_real(val_fraction) or not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(
-            'val_fraction must be a number in (0, 1) (the fraction of the '
+            f'{field} must be a number in (0, 1) (the fraction of the '
             f'training images held out), got {val_fraction!r} '
             f'({type(val_fraction).__name__}).')
+    return float(val_fraction)
 
 
 def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
@@ -40,7 +42,7 @@ def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
     ``default_rng(seed)`` from the *sorted* keys, so the draw does not
     depend on the order the dataset lists its images in. Returned sorted.
     """
-    _check_val_fraction(val_fraction)
+    check_val_fraction(val_fraction)
     ordered = sorted(keys)
     n = len(ordered)
     if n < 2:
@@ -53,15 +55,21 @@ def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
 
 def image_keys(dataset) -> List[str]:
     """One key per image: the file name of ``img_path`` (unique)."""
-    keys = [
-        osp.basename(str(dataset.get_data_info(i)['img_path']))
-        for i in range(len(dataset))
+    paths = [
+        str(dataset.get_data_info(i)['img_path']) for i in range(len(dataset))
     ]
+    keys = [osp.basename(p) for p in paths]
     if len(set(keys)) != len(keys):
-        dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        from collections import Counter
+        dup = sorted(k for k, n in Counter(keys).items() if n > 1)
+        shown = [p for p in paths if osp.basename(p) == dup[0]][:3]
         raise ValueError(
             f'{type(dataset).__name__}: image file names are not unique '
-            f'({dup}), so they cannot key a held-out split.')
+            f'({len(dup)} repeated, e.g. {dup[0]!r}: {shown}), and the '
+            'held-out split of the clean protocol (like a mask file with '
+            'keys) names images by file name. Fix: give the images unique '
+            'file names (e.g. the folder as a prefix), or train under '
+            "protocol=dict(name='official').")
     return keys
 
 
@@ -142,7 +150,7 @@ def held_out_split(dataset: Union[BaseDataset, dict],
     if part not in PARTS:
         raise ValueError(f'HeldOutSplit: part must be one of {PARTS}, got '
                          f'{part!r}.')
-    _check_val_fraction(val_fraction)
+    check_val_fraction(val_fraction)
     check_int('HeldOutSplit', 'seed', seed, minimum=0)
     if isinstance(dataset, dict):
         scope = None if DefaultScope.get_current_instance() else 'mmcoop'

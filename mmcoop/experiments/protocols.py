@@ -39,7 +39,9 @@ import re
 
 from mmengine.config import ConfigDict
 
+from mmcoop.datasets.held_out_split import check_val_fraction
 from mmcoop.utils.config_types import type_name
+from mmcoop.utils.value_checks import check_int
 
 __all__ = ['apply_protocol', 'PROTOCOLS', 'SELECTIONS', 'BEST_METRIC']
 
@@ -173,8 +175,11 @@ def _apply_clean(cfg, protocol: dict) -> None:
     if selection not in SELECTIONS:
         raise ValueError(f'protocol.selection must be one of {SELECTIONS}, '
                          f'got {selection!r}.')
-    val_fraction = float(protocol.get('val_fraction', 0.1))
-    seed = int(protocol.get('seed', 0))
+    # checked, not converted: seed=0.7 would become 0 and reuse the split
+    # file of seed 0, val_fraction='abc' fail without the field
+    val_fraction = check_val_fraction(
+        protocol.get('val_fraction', 0.1), 'protocol.val_fraction')
+    seed = check_int('protocol', 'seed', protocol.get('seed', 0), minimum=0)
     train = cfg.train_dataloader.dataset
     if type_name(train) == 'PartialLabelDataset':
         holder, key = train, 'dataset'

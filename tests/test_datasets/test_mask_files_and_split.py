@@ -203,3 +203,24 @@ def test_split_file_inside_the_dataset_is_refused(coco_root, tmp_path,
         with pytest.raises(ValueError, match=r'dataset tree'):
             held_out_split(cfg, path, 'train', 0.5)
     assert tree_listing(root) == before
+
+
+def test_repeated_file_names_are_named_with_the_fix():
+    """Images are keyed by file name: two folders with one name cannot be
+    split (before: the names only, no file and no fix)."""
+    from mmcoop.datasets.held_out_split import image_keys
+
+    class Table:
+        paths = ['a/x.jpg', 'b/x.jpg', 'a/y.jpg']
+
+        def __len__(self):
+            return len(self.paths)
+
+        def get_data_info(self, i):
+            return dict(img_path=self.paths[i])
+
+    with pytest.raises(ValueError, match=r"Table: image file names are not "
+                       r"unique \(1 repeated, e.g. 'x\.jpg': \['a/x\.jpg', "
+                       r"'b/x\.jpg'\]\).*Fix: give the images unique file "
+                       r"names.*protocol=dict\(name='official'\)"):
+        image_keys(Table())

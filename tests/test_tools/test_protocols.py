@@ -74,6 +74,23 @@ def test_clean_preset_config(tmp_path):
         apply_protocol(Config(dict(protocol=dict(name='clean', seeds=1))))
 
 
+@pytest.mark.parametrize('options, match', [
+    # before: 0.7 became seed 0 (the split file of seed 0 reused), '1'
+    # became 1, 'abc' failed as "could not convert string to float"
+    (dict(seed=0.7), r'protocol: seed must be an int >= 0, got 0\.7'),
+    (dict(seed='1'), r"protocol: seed must be an int >= 0, got '1'"),
+    (dict(val_fraction='abc'),
+     r"protocol\.val_fraction must be a number in \(0, 1\).*got 'abc'"),
+    (dict(val_fraction=1), r'protocol\.val_fraction must be a number in'),
+])
+def test_clean_options_are_checked_not_converted(tmp_path, options, match):
+    cfg = Config.fromfile(VOC_CONFIG)
+    cfg.work_dir = str(tmp_path / 'work_dirs' / 'exp')
+    cfg.protocol = dict(name='clean', **options)
+    with pytest.raises(ValueError, match=match):
+        apply_protocol(cfg)
+
+
 @pytest.mark.parametrize('validate', [True, False])
 def test_clean_saves_the_mask_without_the_hook_in_the_config(
         tmp_path, validate):
