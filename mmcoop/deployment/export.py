@@ -44,7 +44,7 @@ from mmcoop.utils.attention import composite_attention
 from mmcoop.utils.paths import claim_outputs
 from mmcoop.utils.value_checks import is_int
 from mmcoop.version import __version__
-from .folded import INPUT_FORMATS, FoldedTagger, fold_model
+from .folded import INPUT_FORMATS, FoldedTagger, class_indices, fold_model
 
 #: Output formats.
 FORMATS = ('onnx', 'torchscript')
@@ -186,11 +186,30 @@ def deployment_metadata(model: nn.Module,
         preprocess=pre)
 
 
+#: the file name extensions of each format's files
+EXTENSIONS = {'onnx': ('.onnx', ), 'torchscript': ('.pt', '.pth', '.ts')}
+
+
+def _check_extension(format: str, out: Optional[str]) -> None:
+    """Refuse an ``out`` named as the other format's file (a TorchScript
+    archive named ``.onnx`` is refused by onnxruntime later, with the
+    wrong fix)."""
+    ext = osp.splitext(str(out or ''))[1].lower()
+    for other, extensions in EXTENSIONS.items():
+        if other != format and ext in extensions:
+            raise ExportError(
+                f'--out {out!r} names a{"n" if other == "onnx" else ""} '
+                f'{other} file, but the format is {format} (--format). Fix: '
+                f'name it *{EXTENSIONS[format][0]}, or export with --format '
+                f'{other}.')
+
+
 def check_export_options(format: str = 'onnx',
                          precision: str = 'fp32',
                          input_format: str = 'uint8',
                          opset: Optional[int] = None,
-                         verify: bool = True) -> Optional[int]:
+                         verify: bool = True,
+                         out: Optional[str] = None) -> Optional[int]:
     """Check the options of :func:`export_model` without a model: the
     format, precision and input format, the ONNX opset (one of
     :data:`ONNX_OPSETS`; ``None``: the lowest, the default; none for
@@ -219,7 +238,9 @@ def check_export_options(format: str = 'onnx',
             raise ExportError(
                 f'opset {opset!r} (--opset) is an ONNX setting; a {format} '
                 'export has none. Fix: drop it, or export as onnx.')
+        _check_extension(format, out)
         return None
+    _check_extension(format, out)
     low, high = ONNX_OPSETS
     if opset is None:
         opset = low
@@ -230,6 +251,26 @@ def check_export_options(format: str = 'onnx',
     if verify:
         _import('onnxruntime')
     return int(opset)
+
+
+def _calibrated(model, name: str, classnames: Sequence[str]) -> list:
+    """``'calibrated'``: the per-class thresholds calibrated in training
+    (``meta['calibrated_thresholds']``, set on the model by
+    :func:`mmcoop.apis.init_model`), of the exported classes."""
+    calibrated = getattr(model, 'calibrated_thresholds', None)
+    if name != 'calibrated' or calibrated is None:
+        raise ExportError(
+            f"thresholds={name!r}: " + (
+                "the only named thresholds are 'calibrated'" if name !=
+                'calibrated' else "the checkpoint has no meta["
+                "'calibrated_thresholds'] (a run of the clean protocol "
+                'calibrates them on its validation split)') + '. Fix: give '
+            'a number in [0, 1], one per class, or a checkpoint with '
+            'calibrated thresholds.')
+    all_names = list((getattr(model, 'dataset_meta', None) or {}).get(
+        'classes') or classnames)
+    return [float(calibrated[i])
+            for i in class_indices(all_names, list(classnames))]
 
 
 def _normalize_thresholds(thresholds, num_classes: int) -> list:
@@ -367,9 +408,11 @@ def export_model(model: nn.Module,
             precision, for GPU runtimes; the head stays fp32).
         opset (int, optional): ONNX opset, 17 to 20 (:data:`ONNX_OPSETS`).
             Defaults to 17.
-        thresholds (float | Sequence[float], optional): label thresholds
-            stored in the metadata, one or one per exported class.
-            Defaults to 0.5 (as :func:`mmcoop.apis.inference_model`).
+        thresholds (float | Sequence[float] | str, optional): label
+            thresholds stored in the metadata, one or one per exported
+            class, or ``'calibrated'``: those the checkpoint's training
+            calibrated (clean protocol). Defaults to 0.5 (as
+            :func:`mmcoop.apis.inference_model`).
         force (bool): replace an existing ``out`` (the output policy of
             every mmcoop tool, :func:`mmcoop.utils.paths.claim_outputs`).
         verify (bool): run the written file and compare it with PyTorch.
@@ -378,11 +421,13 @@ def export_model(model: nn.Module,
         dict: the stored metadata, plus ``max_abs_diff`` from verification.
     """
     opset = check_export_options(format, precision, input_format, opset,
-                                 verify)
+                                 verify, out)
     out = str(out)
     claim_outputs([out], force=force)
     dtype = PRECISIONS[precision]
     folded = fold_model(model, classes, input_format, dtype)
+    if isinstance(thresholds, str):
+        thresholds = _calibrated(model, thresholds, folded.classnames)
     thresholds = _normalize_thresholds(thresholds, len(folded.classnames))
     metadata = deployment_metadata(
         model, folded, format, precision, thresholds, opset,

@@ -38,6 +38,31 @@ def test_unsupported_options(kwargs, match, method_models, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_calibrated_thresholds_are_exported_per_exported_class(
+        method_models, tmp_path):
+    """``thresholds='calibrated'`` (``--threshold calibrated``): the
+    training's per-class thresholds, those of the exported classes in
+    their order; before, the export could only store one number."""
+    import numpy as np
+    model = method_models('baseline')
+    names = list(model.dataset_meta['classes'])
+    with pytest.raises(ExportError, match=r"thresholds='calibrated': the "
+                       r"checkpoint has no meta\['calibrated_thresholds'\]"):
+        export_model(model, str(tmp_path / 'a.onnx'),
+                     thresholds='calibrated', verify=False)
+    model.calibrated_thresholds = np.linspace(0.1, 0.9, len(names),
+                                              dtype=np.float32)
+    try:
+        meta = export_model(model, str(tmp_path / 'b.pt'),
+                            format='torchscript', thresholds='calibrated',
+                            classes=[names[3], names[0]], verify=False)
+    finally:
+        del model.calibrated_thresholds
+    assert meta['classes'] == [names[3], names[0]]
+    assert meta['thresholds'] == pytest.approx(
+        [float(np.float32(0.1 + 0.8 * 3 / (len(names) - 1))), 0.1])
+
+
 def test_existing_output_is_kept_unless_force(method_models, tmp_path):
     out = tmp_path / 'tagger.onnx'
     out.write_bytes(b'my file')
@@ -114,8 +139,12 @@ def test_cli_errors_are_one_line(demo_checkpoint, tmp_path, export_tool,
     assert 'already exist' in capsys.readouterr().err
     assert out.read_text() == 'keep me'
     # never over an input, --force or not
-    assert export_tool.main([config, ckpt, '--out', ckpt, '--force']) == 2
+    assert export_tool.main([config, ckpt, '--out', ckpt, '--force',
+                             '--format', 'torchscript']) == 2
     assert 'refusing to overwrite an input' in capsys.readouterr().err
+    # (an ONNX export over the .pth is refused for its name already)
+    assert export_tool.main([config, ckpt, '--out', ckpt, '--force']) == 2
+    assert 'names a torchscript file' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         export_tool.main(
             [config, ckpt, '--out',

@@ -113,6 +113,25 @@ def test_publish_is_deterministic(tmp_path):
         assert {n.split('/')[0] for n in z.namelist()} == {'archive'}
 
 
+def test_publish_keeps_the_calibrated_thresholds_and_the_protocol(
+        tmp_path):
+    """Before: dropped, so threshold='calibrated' of the published file
+    failed with a wrong fix and test.py lost CF1_calib / OF1_calib."""
+    from mmcoop.utils.checkpoint import safe_torch_load
+    ckpt = torch.load(_head_checkpoint(tmp_path / 'epoch_2.pth'),
+                      weights_only=True)
+    calibrated = dict(thresholds=[0.3, 0.7], classes=['a', 'b'], epoch=2,
+                      split='val')
+    ckpt['meta'].update(calibrated_thresholds=calibrated,
+                        protocol=dict(name='clean', selection='best'))
+    torch.save(ckpt, tmp_path / 'epoch_2.pth')
+    out = publish_tool.main([str(tmp_path / 'epoch_2.pth'),
+                             str(tmp_path / 'pub' / 'm.pth'), '--no-date'])
+    meta = safe_torch_load(out, 'cpu', 'published')['meta']
+    assert meta['calibrated_thresholds'] == calibrated
+    assert meta['protocol'] == dict(name='clean', selection='best')
+
+
 @pytest.mark.parametrize('content, match', [
     ([1, 2, 3], ' is not a checkpoint: it holds a list'),
     ({'epoch': 3}, r" has no 'state_dict' \(its keys: 'epoch'\)"),

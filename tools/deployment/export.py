@@ -54,9 +54,11 @@ def parse_args(argv=None):
             *ONNX_OPSETS, ONNX_OPSETS[0]))
     parser.add_argument(
         '--threshold',
-        type=fraction,
+        type=lambda v: v if v == 'calibrated' else fraction(v),
         default=0.5,
-        help='label threshold stored in the model metadata, in [0, 1]')
+        help='label threshold stored in the model metadata, in [0, 1], or '
+        '`calibrated`: the per-class thresholds the checkpoint\'s training '
+        'calibrated (clean protocol)')
     parser.add_argument(
         '--force', action='store_true', help='replace an existing --out')
     parser.add_argument(
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     try:
         # every option, and the class subset, before the model is built
         check_export_options(args.format, precision, args.input_format,
-                             args.opset)
+                             args.opset, out=args.out)
         check_classes(args)
         # before the model build, folders only checked: a run that fails
         # leaves nothing behind (export_model applies the same policy)
@@ -115,6 +117,11 @@ def main(argv=None) -> int:
             opset=args.opset,
             thresholds=args.threshold,
             force=args.force)
+        if getattr(model, 'calibrated_thresholds', None) is not None and \
+                args.threshold != 'calibrated':
+            print('note: the checkpoint has per-class thresholds calibrated '
+                  'in training; --threshold calibrated stores them instead '
+                  f'of {args.threshold}.', file=sys.stderr)
     except (ExportError, ValueError, CheckpointReadError,
             UnsafeCheckpointError, FileNotFoundError,
             IsADirectoryError) as e:

@@ -50,14 +50,21 @@ import torch
 
 import mmcoop
 import mmcoop.datasets  # noqa: F401  (registers the dataset types)
+from mmcoop.engine.hooks.protocol_check_hook import META_KEY as PROTOCOL_KEY
+from mmcoop.engine.hooks.threshold_calibration_hook import \
+    META_KEY as CALIBRATION_KEY
 
 #: checkpoint keys that are never published
 DROP_KEYS = ('optimizer', 'param_schedulers', 'message_hub', 'hook_msgs',
              'ema_state_dict')
 #: training facts copied from the checkpoint meta (if plain data);
-#: ``clip_towers``: the frozen CLIP towers the load policy compares
+#: ``clip_towers``: the frozen CLIP towers the load policy compares; the
+#: per-class thresholds calibrated in training (``threshold='calibrated'``
+#: of inference and export) and the evaluation protocol (named when the
+#: checkpoint is tested under another)
 META_KEYS = ('epoch', 'iter', 'seed', 'experiment_name', 'time',
-             'mmengine_version', 'clip_towers')
+             'mmengine_version', 'clip_towers', CALIBRATION_KEY,
+             PROTOCOL_KEY)
 
 
 def parse_args(argv=None):
