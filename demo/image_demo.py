@@ -21,9 +21,11 @@ import sys
 import numpy as np
 from PIL import Image
 
-from mmcoop.apis import draw_predictions, inference_model, init_model
+from mmcoop.apis import (default_threshold, draw_predictions, inference_model,
+                         init_model)
 from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
-from mmcoop.engine.cli import SpacedDictAction, fraction, positive_int
+from mmcoop.engine.cli import (SpacedDictAction, fraction, positive_int,
+                               torch_device)
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.visualization import save_image
 
@@ -35,8 +37,9 @@ def parse_args(argv=None):
                         help='image file(s)')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--threshold', type=fraction, default=0.5,
-                        help='score threshold in [0, 1] (default 0.5)')
+    parser.add_argument('--threshold', type=fraction, default=None,
+                        help="score threshold in [0, 1] (default: the "
+                        "config's model.head.thr, 0.5 unless set)")
     parser.add_argument('--topk', type=positive_int, default=5,
                         help='at most this many labels drawn (>= 1, '
                         'default 5)')
@@ -44,7 +47,8 @@ def parse_args(argv=None):
                         help='save visualisations here (created if missing)')
     parser.add_argument('--force', action='store_true',
                         help='overwrite existing files in --show-dir')
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', type=torch_device,
+                        help='cpu (default), cuda or cuda:N')
     parser.add_argument('--batch-size', type=positive_int, default=1,
                         help='images per forward pass (>= 1)')
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction,
@@ -86,8 +90,10 @@ def main(argv=None):
         outputs = dict(zip(args.images, names))
     model = init_model(args.config, args.checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
+    threshold = args.threshold if args.threshold is not None else \
+        default_threshold(model)
     results = inference_model(model, args.images, batch_size=args.batch_size,
-                              threshold=args.threshold)
+                              threshold=threshold)
     if outputs:
         make_output_dirs(list(outputs.values()), '--show-dir')
     classes = model.dataset_meta.get('classes')
@@ -96,7 +102,7 @@ def main(argv=None):
         print(f'{path}:')
         if not result['labels']:
             top = int(np.argmax(result['scores']))
-            print(f'  no label >= {args.threshold:g} (best: '
+            print(f'  no label >= {threshold:g} (best: '
                   f"{classes[top] if classes else top} "
                   f"{result['scores'][top]:.4f})")
         for label, name in zip(result['labels'], result['classes']):
@@ -104,7 +110,7 @@ def main(argv=None):
         if args.show_dir:
             rgb = np.asarray(Image.open(path).convert('RGB'))
             vis = draw_predictions(rgb, result, classes, topk=args.topk,
-                                   threshold=args.threshold)
+                                   threshold=threshold)
             out = outputs[path]
             save_image(vis, out)
             saved.append(out)

@@ -59,7 +59,7 @@ from mmcoop.engine.cli import merge_cfg_options
 from mmcoop.engine.config_checks import check_nested_keys
 from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
-from mmcoop.utils.value_checks import check_int
+from mmcoop.utils.value_checks import check_device, check_int
 from .model_zoo import fetch_checkpoint
 
 ImageType = Union[str, np.ndarray, Any]
@@ -193,6 +193,7 @@ def init_model(config: ConfigType,
         ``_dataset_meta`` are set too, so it can be handed to mmpretrain's
         inferencers.
     """
+    device = check_device('device', device)  # before anything is built
     cfg = _model_config(config, cfg_options)
     restore_image_model(cfg)
     # a missing file, or a folder given for it, is named before the build
@@ -409,8 +410,9 @@ class MultiLabelInferencer:
             ``'calibrated'`` for the per-class thresholds calibrated on the
             validation split and stored in the checkpoint
             (``meta['calibrated_thresholds']``). Values must be in [0, 1];
-            None means the default, 0.5. Checked here (``ValueError``
-            naming the value), not at the first call.
+            None (default): :func:`default_threshold`, the config's
+            ``model.head.thr`` (0.5 unless set). Checked here
+            (``ValueError`` naming the value), not at the first call.
 
     Call with one image or a list; returns a list of result dicts (see the
     module docstring), in input order.
@@ -422,7 +424,7 @@ class MultiLabelInferencer:
                  device: Union[str, torch.device] = 'cpu',
                  cfg_options: Optional[dict] = None,
                  threshold: Union[None, float, str,
-                                  Sequence[float]] = DEFAULT_THRESHOLD):
+                                  Sequence[float]] = None):
         if not isinstance(model, nn.Module):
             model = init_model(model, checkpoint, device, cfg_options)
         cfg = getattr(model, 'cfg', None) or getattr(model, '_config', None)
@@ -497,7 +499,7 @@ class MultiLabelInferencer:
                 included); the message names the value and the fix.
         """
         if threshold is None:
-            return DEFAULT_THRESHOLD
+            return default_threshold(self.model)
         if isinstance(threshold, str):
             if threshold != 'calibrated':
                 raise ValueError(f"threshold must be a number, per-class "
@@ -573,11 +575,31 @@ class MultiLabelInferencer:
             None)
 
 
+def default_threshold(model: nn.Module) -> float:
+    """The label threshold of the model's config: ``model.head.thr`` (0.5
+    unless set; what ``tools/test.py`` labels with), so that inference and
+    testing give one model the same labels. A head that labels its top k
+    classes instead (``model.head.topk``) is named in a warning:
+    inference labels by threshold, at 0.5."""
+    head = getattr(model, 'head', None)
+    thr = getattr(head, 'thr', None)
+    if thr is not None:
+        return float(thr)
+    topk = getattr(head, 'topk', None)
+    if topk is not None:
+        warnings.warn(
+            f'The config labels the top {topk} classes of each image '
+            f'(model.head.topk); inference labels the classes whose score '
+            f'is >= the threshold, {DEFAULT_THRESHOLD} here. Pass a '
+            'threshold to choose another.')
+    return DEFAULT_THRESHOLD
+
+
 def inference_model(model: nn.Module,
                     images: Union[ImageType, Sequence[ImageType]],
                     batch_size: int = 1,
                     threshold: Union[None, float, str,
-                                     Sequence[float]] = DEFAULT_THRESHOLD
+                                     Sequence[float]] = None
                     ) -> List[dict]:
     """Run a model from :func:`init_model` on images.
 
@@ -587,8 +609,8 @@ def inference_model(model: nn.Module,
         batch_size (int): images per forward pass.
         threshold (float | str | array): score threshold for ``labels``:
             a number, ``(C,)`` per-class values or ``'calibrated'`` (see
-            :class:`MultiLabelInferencer`), in [0, 1]. None or the default:
-            0.5.
+            :class:`MultiLabelInferencer`), in [0, 1]. None (default): the
+            config's ``model.head.thr`` (:func:`default_threshold`).
 
     Returns:
         list[dict]: one result per image, in input order (see module doc).

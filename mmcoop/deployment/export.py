@@ -411,7 +411,8 @@ def export_model(model: nn.Module,
         thresholds (float | Sequence[float] | str, optional): label
             thresholds stored in the metadata, one or one per exported
             class, or ``'calibrated'``: those the checkpoint's training
-            calibrated (clean protocol). Defaults to 0.5 (as
+            calibrated (clean protocol). Defaults to the config's
+            ``model.head.thr``, 0.5 unless set (as
             :func:`mmcoop.apis.inference_model`).
         force (bool): replace an existing ``out`` (the output policy of
             every mmcoop tool, :func:`mmcoop.utils.paths.claim_outputs`).
@@ -426,7 +427,10 @@ def export_model(model: nn.Module,
     claim_outputs([out], force=force)
     dtype = PRECISIONS[precision]
     folded = fold_model(model, classes, input_format, dtype)
-    if isinstance(thresholds, str):
+    if thresholds is None:  # the config's, as inference_model labels
+        from mmcoop.apis.inference import default_threshold
+        thresholds = default_threshold(model)
+    elif isinstance(thresholds, str):
         thresholds = _calibrated(model, thresholds, folded.classnames)
     thresholds = _normalize_thresholds(thresholds, len(folded.classnames))
     metadata = deployment_metadata(

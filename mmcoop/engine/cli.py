@@ -69,6 +69,17 @@ def positive_fraction(text: str) -> float:
         text, float, 0, 'a number in (0, 1]', above=True, maximum=1)
 
 
+def torch_device(text: str) -> str:
+    """An argparse type: a device of this machine (``cpu``, ``cuda``,
+    ``cuda:1``; :func:`~mmcoop.utils.value_checks.check_device`)."""
+    from mmcoop.utils.value_checks import check_device
+    try:
+        check_device('', text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
+    return text
+
+
 def _bracket_problem(val: str) -> Optional[str]:
     """Why the brackets of a ``--cfg-options`` value do not match (None if
     they do)."""

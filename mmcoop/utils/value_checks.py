@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple
 
 __all__ = [
     'is_real', 'is_int', 'check_flag', 'check_int', 'check_number',
-    'check_colour', 'check_channel_stats'
+    'check_colour', 'check_channel_stats', 'check_device'
 ]
 
 
@@ -120,3 +120,28 @@ def check_channel_stats(owner: str, mean: Optional[Sequence[float]],
             'scale, but the images here are 0..255, so the inputs would be '
             'about 255 times too large. Fix: multiply mean and std by 255 '
             "(or leave both out for CLIP's).")
+
+
+def check_device(field: str, value):
+    """A device a model can be put on here: a ``torch.device`` or a string
+    torch reads (``'cpu'``, ``'cuda'``, ``'cuda:1'``), CUDA only where a
+    CUDA device is available; else a ``ValueError`` naming ``field`` and
+    the fix (before the model is built: torch's own errors come after,
+    e.g. "Found no NVIDIA driver")."""
+    import torch
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f'{field} {value!r} is not a device. Fix: cpu, cuda or cuda:N.'
+        ) from None
+    if device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() \
+            else 0
+        if device.index is not None and device.index >= count or not count:
+            raise ValueError(
+                f'{field} {value!r}: ' + (
+                    'no CUDA device is available here' if not count else
+                    f'there are {count} CUDA device(s) (0..{count - 1})') +
+                '. Fix: cpu, or a CUDA device of this machine.')
+    return device

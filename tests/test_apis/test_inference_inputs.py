@@ -84,6 +84,57 @@ def test_threshold_none_is_the_default_and_good_values_work(setup):
     assert len(inference_model(model, image, threshold=0)[0]['labels']) == 4
 
 
+def test_the_configs_threshold_is_the_default(setup, capsys):
+    """``model.head.thr`` (what tools/test.py labels with) is the default
+    of inference_model, MultiLabelInferencer, image_demo.py and the export;
+    before, inference used 0.5 whatever the config said (image_demo's
+    --help even suggested --cfg-options model.head.thr=0.3)."""
+    from mmcoop.apis import default_threshold
+    model, image = setup['model'], setup['image']
+    scores = inference_model(model, image)[0]['scores']
+    low = float(np.sort(scores)[0])  # every class at or above it
+    model.head.thr = low
+    try:
+        assert default_threshold(model) == low
+        assert MultiLabelInferencer(model).threshold == low
+        assert inference_model(model, image)[0]['labels'] == list(
+            np.argsort(-scores, kind='stable'))
+        # an explicit threshold wins
+        assert inference_model(model, image, threshold=1.0)[0]['labels'] \
+            == [i for i in range(4) if scores[i] >= 1]
+    finally:
+        model.head.thr = 0.5
+    model.head.thr, model.head.topk = None, 2
+    try:
+        with pytest.warns(UserWarning, match=r'labels the top 2 classes.*'
+                          r'model\.head\.topk'):
+            assert default_threshold(model) == 0.5
+    finally:
+        model.head.thr, model.head.topk = 0.5, None
+    demo = load_tool('demo/image_demo.py')
+    results, _ = demo.main([image, setup['cfg_path'], setup['ckpt'],
+                            '--cfg-options', f'model.head.thr={low}'])
+    assert len(results[0]['labels']) == 4
+    capsys.readouterr()
+
+
+def test_device_is_checked_before_the_model_is_built(setup, capsys):
+    """Before: torch's "Found no NVIDIA driver" / "Expected one of cpu,
+    cuda, ..." after the model was built."""
+    demo = load_tool('demo/image_demo.py')
+    with pytest.raises(SystemExit):
+        demo.main([setup['image'], setup['cfg_path'], setup['ckpt'],
+                   '--device', 'gpu'])
+    assert "argument --device: 'gpu' is not a device. Fix: cpu, cuda or " \
+        'cuda:N' in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"device 'gpu' is not a device"):
+        init_model(setup['cfg'], device='gpu')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device 'cuda': no CUDA "
+                           r'device is available here'):
+            init_model(setup['cfg'], device='cuda')
+
+
 # --------------------------------------------------------------- images
 def test_empty_array_is_refused_naming_the_image(setup):
     model = setup['model']

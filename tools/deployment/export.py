@@ -55,8 +55,9 @@ def parse_args(argv=None):
     parser.add_argument(
         '--threshold',
         type=lambda v: v if v == 'calibrated' else fraction(v),
-        default=0.5,
-        help='label threshold stored in the model metadata, in [0, 1], or '
+        default=None,
+        help='label threshold stored in the model metadata, in [0, 1] '
+        '(default: the config\'s model.head.thr, 0.5 unless set), or '
         '`calibrated`: the per-class thresholds the checkpoint\'s training '
         'calibrated (clean protocol)')
     parser.add_argument(
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
                 args.threshold != 'calibrated':
             print('note: the checkpoint has per-class thresholds calibrated '
                   'in training; --threshold calibrated stores them instead '
-                  f'of {args.threshold}.', file=sys.stderr)
+                  f'of {meta["thresholds"][0]:g}.', file=sys.stderr)
     except (ExportError, ValueError, CheckpointReadError,
             UnsafeCheckpointError, FileNotFoundError,
             IsADirectoryError) as e:
