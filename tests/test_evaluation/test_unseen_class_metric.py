@@ -13,11 +13,11 @@ PRED = [[.9, .8, .7, .1], [.2, .9, .6, .5], [.3, .1, .2, .8]]
 TARGET = [[1, 0, 0, 1], [0, 1, 1, 0], [1, 0, -1, 1]]
 
 
-def _evaluate(metric):
+def _evaluate(metric, target=TARGET):
     metric.dataset_meta = dict(classes=CLASSES)
     metric.process(None, [
         dict(pred_score=torch.tensor(p), gt_score=torch.tensor(t).float())
-        for p, t in zip(PRED, TARGET)
+        for p, t in zip(PRED, target)
     ])
     return metric.evaluate(len(PRED))
 
@@ -72,3 +72,36 @@ def test_coco_48_17_split():
     assert not set(COCO_48_17_SEEN) & set(COCO_48_17_UNSEEN)
     assert set(COCO_48_17_SEEN) | set(COCO_48_17_UNSEEN) <= set(
         COCO2014_CATEGORIES)
+
+
+def _logged(fn):
+    import io
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        return fn(), stream.getvalue()
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_unseen_classes_without_a_positive_are_named_and_not_zero():
+    """Unseen classes with no positive in the evaluated set: warned as by
+    PartialMultiLabelMetric (before: silently 0); with
+    no_positive='ignore' and none left, the mAP is undefined (nan), not
+    0."""
+    import math
+    metric = UnseenClassMetric(unseen_classes=['b', 'c'], ks=(1, ))
+    target = [[1, 0, 0, 1], [0, 0, 0, 0], [1, 0, -1, 1]]  # no b, no c
+    out, text = _logged(lambda: _evaluate(metric, target))
+    assert out['zsl/unseen/mAP'] == 0.0  # the official rule
+    assert '2 unseen classes have no positive in the evaluated set ' \
+        '(b, c); their AP counts as 0' in text
+    out, text = _logged(lambda: _evaluate(UnseenClassMetric(
+        unseen_classes=['b', 'c'], ks=(1, ), no_positive='ignore'), target))
+    assert math.isnan(out['zsl/unseen/mAP'])
+    assert 'left out of the mAP, which is undefined (nan)' in text

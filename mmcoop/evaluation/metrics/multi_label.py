@@ -96,9 +96,32 @@ def mean_average_precision(pred: np.ndarray,
     ap, num_pos = average_precision_per_class(pred, target)
     if no_positive == 'ignore':
         ap = ap[num_pos > 0]
-        if ap.size == 0:
-            return 0.0
+        if ap.size == 0:  # a mean over no class: undefined, not 0
+            return float('nan')
     return float(100.0 * ap.mean())
+
+
+def warn_no_positive(classes: Sequence[str], num_pos: np.ndarray,
+                     no_positive: str, where: str = '') -> None:
+    """Warn naming the classes without a positive in the evaluated set
+    (``where``: which of the metric's class groups), and what their AP
+    does to the mAP under ``no_positive``."""
+    empty = np.flatnonzero(num_pos == 0)
+    if not empty.size:
+        return
+    if no_positive == 'ignore':
+        effect = ('is left out of the mAP' + (
+            ', which is undefined (nan): no class has one.'
+            if empty.size == len(num_pos) else '.'))
+    else:
+        effect = ('counts as 0 and lowers the mAP (the official rule). '
+                  "Fix: check the split's labels, or set "
+                  "no_positive='ignore' in val_evaluator / test_evaluator "
+                  'to leave them out of the mAP.')
+    MMLogger.get_current_instance().warning(
+        f'{empty.size} {where}classes have no positive in the evaluated set '
+        f'({", ".join(classes[i] for i in empty[:10])}'
+        f'{"..." if empty.size > 10 else ""}); their AP {effect}')
 
 
 def threshold_metrics(pred: np.ndarray,
@@ -405,25 +428,15 @@ class PartialMultiLabelMetric(BaseMetric):
                 owner, self.class_thresholds, num_classes)
         ap, num_pos = average_precision_per_class(pred, target)
         classes = self._class_names(pred.shape[1])
-        logger = MMLogger.get_current_instance()
-        empty = np.flatnonzero(num_pos == 0)
-        if empty.size:
-            effect = ('is left out of the mAP.'
-                      if self.no_positive == 'ignore' else
-                      'counts as 0 and lowers the mAP (the official rule). '
-                      "Fix: check the split's labels, or set "
-                      "no_positive='ignore' in val_evaluator / "
-                      'test_evaluator to leave them out of the mAP.')
-            logger.warning(
-                f'{empty.size} classes have no positive in the evaluated set '
-                f'({", ".join(classes[i] for i in empty[:10])}'
-                f'{"..." if empty.size > 10 else ""}); their AP {effect}')
+        warn_no_positive(classes, num_pos, self.no_positive)
         # per-class AP of this evaluation (tools/test.py --out metrics)
         # (lazy: per_class imports this module)
         from ..per_class import format_ap_table, per_class_rows
         self.last_per_class_ap = per_class_rows(classes, ap, num_pos, target)
         used = ap if self.no_positive == 'zero' else ap[num_pos > 0]
-        metrics = dict(mAP=100. * float(used.mean()) if used.size else 0.)
+        # no class left to average: undefined, not 0
+        metrics = dict(
+            mAP=100. * float(used.mean()) if used.size else float('nan'))
         metrics.update(threshold_metrics(pred, target, self.thr))
         if self.topk is not None:
             top = topk_metrics(pred, target, self.topk)
@@ -438,8 +451,8 @@ class PartialMultiLabelMetric(BaseMetric):
             self.calibrated_thresholds = calibrate_thresholds(
                 pred, target, default=self.thr)
         if self.per_class_ap:
-            logger.info('Per-class AP:\n' +
-                        format_ap_table(self.last_per_class_ap))
+            MMLogger.get_current_instance().info(
+                'Per-class AP:\n' + format_ap_table(self.last_per_class_ap))
         return metrics
 
     def _class_names(self, num_classes: int) -> List[str]:

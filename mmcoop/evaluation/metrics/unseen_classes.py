@@ -26,8 +26,9 @@ import numpy as np
 from mmcoop.datasets.utils import class_columns, read_class_list
 from mmcoop.registry import METRICS
 from mmcoop.utils.value_checks import check_int
-from .multi_label import (PartialMultiLabelMetric, mean_average_precision,
-                          topk_metrics)
+from .multi_label import (PartialMultiLabelMetric, average_precision_per_class,
+                          mean_average_precision, topk_metrics,
+                          warn_no_positive)
 
 __all__ = ['UnseenClassMetric']
 
@@ -109,6 +110,10 @@ class UnseenClassMetric(PartialMultiLabelMetric):
                 f'another name. Fix: ks of at most {len(unseen)}, or more '
                 'unseen_classes.')
         metrics = {}
+        _, num_pos = average_precision_per_class(pred[:, unseen],
+                                                 target[:, unseen])
+        warn_no_positive([classes[i] for i in unseen], num_pos,
+                         self.no_positive, 'unseen ')
         for name, cols in (('unseen', unseen), ('all', every)):
             p, t = pred[:, cols], target[:, cols]
             metrics[f'{name}/mAP'] = mean_average_precision(
