@@ -87,6 +87,28 @@ def _evaluators(cfg):
                 yield name, metric
 
 
+def _refuse_unseen_class_evaluation(cfg, name: str) -> None:
+    """The protocols select the best epoch on ``multi-label/mAP`` of a
+    ``PartialMultiLabelMetric``; a zero-shot config evaluates with
+    ``UnseenClassMetric`` (``zsl/...`` keys: MMEngine's checkpoint hook
+    stopped with ``KeyError: 'multi-label/mAP'`` after the first epoch),
+    and a held-out split of its training images would carry the labels of
+    the classes it hides in training."""
+    for field in ('val_evaluator', 'test_evaluator'):
+        ev = cfg.get(field, None) or []
+        for metric in ev if isinstance(ev, (list, tuple)) else [ev]:
+            if type_name(metric) == 'UnseenClassMetric':
+                raise ValueError(
+                    f'protocol={name!r} selects the best epoch on '
+                    f'{BEST_METRIC} (a PartialMultiLabelMetric), but '
+                    f'`{field}` is an UnseenClassMetric (zero-shot: its '
+                    'metrics are zsl/...), and a held-out split of the '
+                    'training images would carry the labels of the classes '
+                    'hidden in training. The zero-shot configs train a fixed '
+                    'schedule and test its last epoch. Fix: drop `protocol` '
+                    'from this config.')
+
+
 def _select_best(cfg) -> None:
     cfg.default_hooks = cfg.get('default_hooks', None) or ConfigDict()
     ckpt = cfg.default_hooks.get('checkpoint', None) or ConfigDict(
@@ -133,6 +155,7 @@ def apply_protocol(cfg):
     if unknown:
         raise ValueError(f'protocol: unknown keys {sorted(unknown)} for '
                          f'{name!r}; allowed: {sorted(_KEYS[name])}.')
+    _refuse_unseen_class_evaluation(cfg, name)
     for _, metric in _evaluators(cfg):
         metric.setdefault('topk', TOPK)
     if name == 'official':

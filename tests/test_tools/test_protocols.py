@@ -248,3 +248,19 @@ def test_checkpoint_of_another_protocol_is_named(tmp_path):
             'train_cfg.max_epochs=2',
             f'experiment_name=r-{uuid.uuid4().hex[:8]}'
         ])
+
+
+@pytest.mark.parametrize('name', ['official', 'clean'])
+def test_protocols_refuse_a_zero_shot_evaluation(name):
+    """Before: the run trained and validated an epoch, then MMEngine's
+    checkpoint hook stopped with KeyError: 'multi-label/mAP' (the zero-shot
+    metric's keys are zsl/...); under clean the held-out training images
+    carried the labels of the classes hidden in training."""
+    cfg = Config.fromfile(osp.join(
+        H.REPO, 'configs', 'zero_shot',
+        'positivecoop-sharedneg_clip-rn101_coco14-48-17.py'))
+    cfg.protocol = dict(name=name)
+    with pytest.raises(ValueError, match=rf"protocol='{name}' selects the "
+                       r'best epoch on multi-label/mAP.*is an '
+                       r'UnseenClassMetric.*Fix: drop `protocol`'):
+        apply_protocol(cfg)
