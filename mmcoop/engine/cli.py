@@ -9,6 +9,7 @@ launcher reaches (the tools, ``mim``, notebooks).
 import argparse
 import os
 import os.path as osp
+import re
 from typing import Any, Optional
 
 from mmengine.config import Config, ConfigDict, DictAction
@@ -279,9 +280,36 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> Config:
     ``tools/test.py``, ``init_model`` (``cfg_options=``) and every tool
     that loads a config apply them."""
     check_cfg_option_types(cfg, options)
+    for key in options or {}:
+        check_list_indices(cfg, key)
     if options:
         cfg.merge_from_dict(options)
     return cfg
+
+
+def check_list_indices(cfg, key: str) -> None:
+    """An option ``a.N.b`` that indexes a list of the config must name an
+    entry of it: MMEngine's merge raises a bare ``KeyError`` ("Index 5
+    exceeds the length of list") or ``TypeError`` (a negative index)."""
+    node, path = cfg, []
+    for part in key.split('.'):
+        if isinstance(node, (list, tuple)):
+            if not re.fullmatch(r'-?\d+', part) or int(part) < 0 or int(
+                    part) >= len(node):
+                where = '.'.join(path)
+                raise ValueError(
+                    f'--cfg-options {key}: `{where}` is a list of '
+                    f'{len(node)} entries, so its entries are '
+                    f'{where}.0 .. {where}.{len(node) - 1}, not {where}.'
+                    f'{part} (negative indices are not supported). Fix: '
+                    'give the index of an existing entry, or the whole list '
+                    f'as {where}="[...]".')
+            node = node[int(part)]
+        elif isinstance(node, (dict, Config)) and part in node:
+            node = node[part]
+        else:
+            return  # a new key: MMEngine adds it
+        path.append(part)
 
 
 def _merge_common(cfg: Config, args, dataloaders) -> Config:

@@ -4,6 +4,7 @@ behaves the same) and issue #12.4/#12.6/#13.5: config mistakes are named
 before training starts, nothing is written into a dataset folder."""
 import os
 import os.path as osp
+import re
 
 import pytest
 from _common import load_tool
@@ -585,3 +586,23 @@ def test_runner_compile_is_checked_before_anything_is_built(
             [_write(setup, tmp_path), '--work-dir', str(work),
              '--cfg-options', *option.split()])
     assert not work.exists()
+
+
+@pytest.mark.parametrize('key', ['param_scheduler.5.value',
+                                 'param_scheduler.-1.eta_min',
+                                 'param_scheduler.first.eta_min'])
+def test_cfg_options_list_index_outside_the_list_is_named(key):
+    """Before: MMEngine's bare KeyError ("Index 5 exceeds the length of
+    list ...") or TypeError (list indices must be integers)."""
+    from mmengine.config import Config
+
+    from mmcoop.engine.cli import merge_cfg_options
+    cfg = Config(dict(param_scheduler=[dict(type='A', value=1.),
+                                       dict(type='B', eta_min=0.)]))
+    with pytest.raises(ValueError, match=(
+            rf'--cfg-options {re.escape(key)}: `param_scheduler` is a list '
+            r'of 2 entries, so its entries are param_scheduler\.0 \.\. '
+            r'param_scheduler\.1.*Fix')):
+        merge_cfg_options(cfg, {key: 0.5})
+    merge_cfg_options(cfg, {'param_scheduler.1.eta_min': 0.5})
+    assert cfg.param_scheduler[1].eta_min == 0.5
