@@ -276,6 +276,58 @@ def test_publish_records_weights_and_measured_map(tmp_path):
             if m['Name'] == other][0]['Weights'] is None
 
 
+def test_publish_refuses_a_checkpoint_of_another_config(tmp_path):
+    """Before: any checkpoint was recorded under any entry (a 10-class
+    tiny-ViT demo run as the COCO RN101 p50 model), and a local Weights
+    path was written as typed, relative to the folder publish ran in."""
+    import torch
+    from _common import load_tool
+
+    from mmcoop.apis.metafile import read_metafile
+    publish_tool = load_tool('tools/model_converters/publish_model.py')
+    root = tmp_path / 'repo'
+    shutil.copytree(osp.join(REPO, 'configs'), root / 'configs')
+    metafile = str(root / 'configs' / 'baseline' / 'metafile.yml')
+    name = _stem('baseline', 'voc07', 30)
+    out = tmp_path / 'release'
+    out.mkdir()
+    # two classes: not VOC's twenty
+    ckpt = _fake_run(tmp_path / 'run', name, 3, [(3, 50.0)])
+    with pytest.raises(ValueError, match=(
+            rf"epoch_3\.pth is not a model of '{name}': its 2 classes \(a, "
+            r'b, \.\.\.\) are not the 20 of .*Fix: pass the --model-name')):
+        publish_tool.main([ckpt, str(out / 'a.pth'), '--no-date',
+                           '--metafile', metafile])
+    assert [m['Weights'] for m in read_metafile(metafile)['Models']
+            if m['Name'] == name] == [None]
+    # VOC's classes, trained on another CLIP
+    from mmcoop.datasets.categories import VOC2007_CATEGORIES
+    ckpt = str(tmp_path / 'run' / 'epoch_3.pth')
+    torch.save({'state_dict': {'head.fc.weight': torch.ones(2, 3)},
+                'meta': {'epoch': 3, 'dataset_meta': {
+                    'classes': list(VOC2007_CATEGORIES)},
+                    'clip_towers': {'backbone': {
+                        'model_name': 'ViT-B-16'}}}}, ckpt)
+    with pytest.raises(ValueError, match=r"trained on CLIP 'ViT-B-16', the "
+                       r"entry's config .* uses 'RN101-quickgelu'"):
+        publish_tool.main([ckpt, str(out / 'b.pth'), '--no-date',
+                           '--metafile', metafile])
+    # the right classes and CLIP: recorded, with an absolute local path
+    torch.save({'state_dict': {'head.fc.weight': torch.ones(2, 3)},
+                'meta': {'epoch': 3, 'dataset_meta': {
+                    'classes': list(VOC2007_CATEGORIES)}}}, ckpt)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        final = publish_tool.main([ckpt, 'release/c.pth', '--no-date',
+                                   '--metafile', metafile])
+    finally:
+        os.chdir(cwd)
+    [weights] = [m['Weights'] for m in read_metafile(metafile)['Models']
+                 if m['Name'] == name]
+    assert weights == str(tmp_path / final) and osp.isabs(weights)
+
+
 def test_paper_numbers_come_from_the_reference_file():
     """Paper mAP in the metafiles is generated from paper_results.yml: a
     changed number is restored, nothing else moves."""

@@ -138,6 +138,51 @@ def release_entry(args) -> str:
     return name
 
 
+def check_release_fits(args, name: str, meta: dict) -> None:
+    """The published checkpoint is a model of the entry's config: the same
+    class names and the same CLIP image tower (``meta``: the published
+    meta). Before, any checkpoint was recorded under any entry."""
+    from mmcoop.apis.inference import config_classnames, load_config
+    from mmcoop.apis.metafile import metafile_entry, read_metafile
+    from mmcoop.datasets.utils import same_class_names
+    entry = metafile_entry(read_metafile(args.metafile), name, args.metafile)
+    config = _entry_config(args.metafile, entry.get('Config'))
+    if config is None:
+        return
+    fix = (f'Fix: pass the --model-name of the config this checkpoint was '
+           f'trained with (nothing was recorded in {args.metafile}).')
+    classes = (meta.get('dataset_meta') or {}).get('classes')
+    wanted = config_classnames(config)
+    if classes and wanted and not same_class_names(classes, wanted):
+        raise ValueError(
+            f'{args.in_file} is not a model of {name!r}: its {len(classes)} '
+            f'classes ({", ".join(map(str, classes[:4]))}, ...) are not the '
+            f'{len(wanted)} of {config}. {fix}')
+    then = ((meta.get('clip_towers') or {}).get('backbone') or {}).get(
+        'model_name')
+    now = (load_config(config).model.get('backbone') or {}).get('model_name')
+    if then and now and then != now:
+        raise ValueError(
+            f'{args.in_file} is not a model of {name!r}: it was trained on '
+            f'CLIP {then!r}, the entry\'s config {config} uses {now!r}. '
+            f'{fix}')
+
+
+def _entry_config(metafile: str, config: str):
+    """The entry's ``Config`` path (relative to the repository or package
+    root, a folder above the metafile), or None when not found."""
+    if not config:
+        return None
+    folder = osp.dirname(osp.abspath(metafile))
+    while True:
+        if osp.isfile(osp.join(folder, config)):
+            return osp.join(folder, config)
+        parent = osp.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
 def record_in_metafile(args, final: str, epoch, name: str = None) -> None:
     from mmcoop.apis.metafile import measured_map, record_release
     work_dir = args.work_dir or osp.dirname(osp.abspath(args.in_file))
@@ -146,7 +191,9 @@ def record_in_metafile(args, final: str, epoch, name: str = None) -> None:
         raise ValueError(f'{args.in_file} has no epoch in its meta; cannot '
                          'find the measured mAP of that epoch.')
     value = measured_map(work_dir, epoch)
-    record_release(args.metafile, name, args.weights_url or final, value)
+    # a local file as an absolute path: the zoo reads it from any folder
+    record_release(args.metafile, name,
+                   args.weights_url or osp.abspath(final), value)
     print(f'Recorded in {args.metafile}: {name} mAP {value:.2f} (epoch '
           f'{epoch}), Weights {args.weights_url or final}.')
 
@@ -392,6 +439,7 @@ def main(argv=None):
         trust_source=args.trust_source)
     if args.metafile:
         meta = torch.load(final, map_location='cpu', weights_only=True)
+        check_release_fits(args, name, meta['meta'])
         record_in_metafile(args, final, meta['meta'].get('epoch'), name)
     return final
 
