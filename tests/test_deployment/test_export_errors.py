@@ -224,3 +224,7 @@ def test_runner_rejects_newer_metadata_and_bad_images(run_onnx, exported,
                                      ('traffic light', 0.5)]
     assert [n for n, _ in run_onnx.labels(scores, meta, topk=2)
             ] == ['dog', 'red circle']
+    # both: the k best of those above the threshold (as image_demo.py
+    # draws them; before, --threshold was ignored next to --topk)
+    assert [n for n, _ in run_onnx.labels(scores, meta, threshold=0.8,
+                                          topk=2)] == ['dog']

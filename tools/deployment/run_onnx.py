@@ -256,8 +256,9 @@ def labels(scores: np.ndarray,
            threshold: Optional[float] = None,
            topk: Optional[int] = None) -> List[Tuple[str, float]]:
     """``(name, score)`` of one image's labels, by decreasing score: the
-    ``topk`` best, or those ``>=`` the threshold (the metadata's per-class
-    thresholds unless ``threshold`` is given)."""
+    ``topk`` best (of those ``>= threshold`` when one is given, as
+    ``demo/image_demo.py`` draws them), or those ``>=`` the threshold (the
+    metadata's per-class thresholds unless ``threshold`` is given)."""
     classes = meta['classes']
     if topk is not None and (isinstance(topk, bool) or not isinstance(
             topk, (int, np.integer)) or topk < 1):
@@ -267,7 +268,8 @@ def labels(scores: np.ndarray,
             f'threshold must be a number in [0, 1], got {threshold!r}.')
     order = np.argsort(-scores, kind='stable')
     if topk is not None:
-        keep = order[:topk]
+        keep = [i for i in order[:topk]
+                if threshold is None or scores[i] >= threshold]
     else:
         thr = (
             np.full(len(classes), threshold)
@@ -312,7 +314,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--topk',
         type=positive_int,
-        help='print the k best classes instead (k >= 1)')
+        help='print the k best classes instead (k >= 1; with --threshold: '
+        'the k best of those above it)')
     parser.add_argument(
         '--batch-size',
         type=positive_int,
