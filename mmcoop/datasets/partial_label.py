@@ -218,12 +218,16 @@ class PartialLabelDataset(DatasetWrapper):
                 f'PartialLabelDataset: mode must be one of {MODES}, got '
                 f'{mode!r}.')
         check_int('PartialLabelDataset', 'seed', seed, minimum=0)
-        if isinstance(dataset, dict) and 'pipeline' not in dataset:
-            MMLogger.get_current_instance().warning(
-                'PartialLabelDataset: the inner dataset config has no '
-                '`pipeline`; the wrapper runs the inner pipeline, so '
-                'samples will not be loaded or packed.')
         self._wrap(dataset)
+        # the built dataset's pipeline: a config may hold it a level deeper
+        # (HeldOutSplit of the clean protocol wraps the dataset)
+        transforms = getattr(getattr(self.dataset, 'pipeline', None),
+                             'transforms', None)
+        if transforms is not None and not transforms:
+            MMLogger.get_current_instance().warning(
+                'PartialLabelDataset: the inner dataset has no `pipeline`; '
+                'the wrapper runs the inner pipeline, so samples will not be '
+                'loaded or packed.')
         if getattr(self.dataset, 'test_mode', False):
             raise ValueError(
                 'PartialLabelDataset wraps training sets only: the inner '

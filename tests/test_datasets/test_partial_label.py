@@ -295,3 +295,31 @@ def test_relative_ann_file_mask_not_written_into_dataset(
     with pytest.raises(ValueError, match='dataset tree'):
         ds.save_mask('m2.npy')
     assert tree_listing(root) == before
+
+
+def test_pipeline_warning_looks_through_the_held_out_split(coco_root,
+                                                           tmp_path):
+    """The clean protocol puts the pipeline a level deeper (HeldOutSplit):
+    no warning there (before: every clean run warned that samples would
+    not be loaded); an inner dataset without one is still named."""
+    import io
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        PartialLabelDataset(dataset=dict(
+            type='HeldOutSplit', dataset=coco_cfg(coco_root), part='train',
+            split_file=str(tmp_path / 'split.json'), val_fraction=0.5,
+            seed=0), known_proportion=0.5)
+        assert 'no `pipeline`' not in stream.getvalue()
+        bare = {k: v for k, v in coco_cfg(coco_root).items()
+                if k != 'pipeline'}
+        PartialLabelDataset(dataset=bare, known_proportion=0.5)
+        assert 'PartialLabelDataset: the inner dataset has no `pipeline`' \
+            in stream.getvalue()
+    finally:
+        logger.removeHandler(handler)
