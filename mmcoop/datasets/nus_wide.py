@@ -13,8 +13,8 @@ from mmcoop.utils.paths import expand_user
 from .categories import NUSWIDE_CONCEPTS
 from .tri_state import TriStateMultiLabelDataset
 from .unseen_splits import nuswide_925_seen
-from .utils import (AnnotationError, check_class_names, read_annotation_text,
-                    same_class_names)
+from .utils import (AnnotationError, check_class_names, check_given_classes,
+                    read_annotation_text, same_class_names)
 
 __all__ = ['NUSWIDEMultiLabel']
 
@@ -261,7 +261,8 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
         while end and raw[end - 1] in b' \t\r\n':
             end -= 1
         if (raw.count(b'\n', 0, end) + 1 == n and len(digits) == n * width
-                and digits.min() >= 48 and digits.max() <= 49):  # 0/1 only
+                and digits.min() >= 48 and digits.max() <= 49  # 0/1 only
+                and _line_widths_are(raw, end, width)):
             del raw
             return (digits == 49).reshape(n, width)
         lines = raw.decode('latin-1').rstrip().splitlines()
@@ -296,6 +297,9 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
                     'class name per concept, in the order of the file'
                     f'{", then one per seen tag" if self.tags else ""} (or '
                     'omit `classes`).')
+            # own wording, but not the file's names at other positions
+            check_given_classes(self.concepts_file, self.CLASSES, names,
+                                strict=False)
         else:
             if not same_class_names(NUSWIDE_CONCEPTS, concepts):
                 MMLogger.get_current_instance().info(
@@ -344,3 +348,14 @@ class NUSWIDEMultiLabel(TriStateMultiLabelDataset):
                 gt_label=np.flatnonzero(targets[i]).tolist()) for i in range(n)
             if self.empty == 'keep' or labelled[i]
         ]
+
+
+def _line_widths_are(raw: bytes, end: int, width: int) -> bool:
+    """Whether every line of ``raw[:end]`` holds ``width`` digits: the
+    right line count and total can hide a value moved from one line to
+    the next, which would shift every tag of both images."""
+    arr = np.frombuffer(raw, np.uint8, count=end)
+    starts = np.concatenate([[0], np.flatnonzero(arr == 10) + 1])
+    per_line = np.add.reduceat((arr == 48) | (arr == 49), starts,
+                               dtype=np.int64)
+    return bool((per_line == width).all())

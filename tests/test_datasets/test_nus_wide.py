@@ -75,6 +75,13 @@ def test_official_concepts_and_reworded_classes(tmp_path):
     assert NUSWIDEMultiLabel(root, classes=own).CLASSES == tuple(own)
     with pytest.raises(AnnotationError, match='81 concepts, but 2 classes'):
         NUSWIDEMultiLabel(root, classes=['a', 'b'])
+    # the file's concepts at other positions: each class would get another
+    # concept's label file (before: accepted)
+    swapped = list(NUSWIDE_CONCEPTS)
+    swapped[55], swapped[75] = swapped[75], swapped[55]
+    with pytest.raises(AnnotationError, match=r"name categories of the file "
+                       r"at other positions \('water' given as class 55"):
+        NUSWIDEMultiLabel(root, classes=swapped)
 
 
 def test_converter_to_csv_keeps_present_images(tmp_path, load_tool):

@@ -108,6 +108,11 @@ def test_tag_file_errors(tmp_path):
     write_text(path, lines[0] + '2' + lines[1][1:] + lines[2])
     with pytest.raises(AnnotationError, match=r'line 2 is not 1000 values'):
         NUSWIDEMultiLabel(root, tags='925')
+    # one value moved from line 1 to line 2: the line count and the total
+    # are right (before: read, every tag of both images shifted)
+    write_text(path, lines[0][2:] + '0\t' + lines[1] + lines[2])
+    with pytest.raises(AnnotationError, match=r'line 1 is not 1000 values'):
+        NUSWIDEMultiLabel(root, tags='925')
     write_text(path, ''.join(v.replace('\n', '\r') for v in lines))
     ds = NUSWIDEMultiLabel(root, tags='925')  # lone \r line ends: read
     assert ds.get_data_info(1)['gt_label'] == [81 + 924]
