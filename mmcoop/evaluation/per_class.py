@@ -12,7 +12,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .metrics.multi_label import average_precision_per_class
+from .metrics.multi_label import (average_precision_per_class,
+                                  check_scores_and_targets)
 
 
 def per_class_rows(classes: Sequence[str], ap: np.ndarray,
@@ -104,6 +105,8 @@ def load_predictions(
     if num_classes is not None and scores.shape[1] != num_classes:
         raise ValueError(f'{scores.shape[1]} scores per sample but '
                          f'{num_classes} class names.')
+    # the metric's rule: a NaN score would be ranked first (AP 100)
+    check_scores_and_targets('The results file', scores, targets)
     return scores, targets, [r.get('img_path') for r in results]
 
 

@@ -91,3 +91,22 @@ def test_analyze_results_wants_a_prediction_dump(tmp_path):
         analyze_tool.main([cfg, str(tmp_path / 'nope.pkl'), '--out-dir',
                            out])
     assert not osp.exists(out)
+
+
+def test_prediction_dump_with_nan_scores_is_refused():
+    """The metric's rule for the analysis of a dump: before, a NaN score
+    was ranked first (AP 100 for that class) and the tables were written."""
+    import numpy as np
+
+    from mmcoop.evaluation.per_class import load_predictions
+    results = [dict(pred_score=np.array([0.9, 0.1]),
+                    gt_score=np.array([1., 0.])),
+               dict(pred_score=np.array([np.nan, 0.2]),
+                    gt_score=np.array([1., 1.]))]
+    with pytest.raises(ValueError, match=r'The results file: .*pred_score.*'
+                       r'NaN/inf'):
+        load_predictions(results, 2)
+    results[1]['pred_score'] = np.array([0.3, 0.2])
+    results[1]['gt_score'] = np.array([0.5, 1.])  # not 1/0/-1
+    with pytest.raises(ValueError, match=r'gt_score'):
+        load_predictions(results, 2)
