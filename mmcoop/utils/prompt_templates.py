@@ -223,17 +223,22 @@ def load_templates(path: str, option: str = 'templates') -> List[str]:
 
     Raises:
         FileNotFoundError / IsADirectoryError / ValueError: the file is
-            missing, a folder, not UTF-8, has no template or a line without
-            exactly one ``{}`` slot; the message names ``option``, the path
-            (and line) and the fix.
+            missing, a folder, not UTF-8, has no template, a line without
+            exactly one ``{}`` slot or a repeated line; the message names
+            ``option``, the path (and line) and the fix.
     """
-    templates = []
+    templates, seen = [], {}
     for number, line in _read_lines(path, option, 'template with a {} slot'):
         try:
             templates.append(check_template(line))
         except ValueError as e:
             raise ValueError(f'{option} {path!r}, line {number}: {e}') \
                 from None
+        if line in seen:  # it would weigh twice, and pair with itself
+            raise ValueError(
+                f'{option} {path!r}, line {number} repeats line '
+                f'{seen[line]} ({line!r}). Fix: keep each template once.')
+        seen[line] = number
     return templates
 
 
@@ -278,8 +283,11 @@ def get_classnames(name_or_path: Optional[str] = 'coco',
             f'{option} {name_or_path!r} is neither a dataset key nor an '
             "existing file. Fix: give 'coco', 'voc' or the path of a text "
             'file with one class name per line.')
-    return [line for _, line in _read_lines(name_or_path, option,
-                                            'class name')]
+    from mmcoop.datasets.utils import check_class_names
+    return check_class_names(
+        [line for _, line in _read_lines(name_or_path, option,
+                                         'class name')],
+        f'{option} {name_or_path!r}')
 
 
 def unique(seq: Sequence[str]) -> List[str]:

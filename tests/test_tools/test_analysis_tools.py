@@ -170,6 +170,8 @@ def test_classnames_and_templates_files(tmp_path):
     (tmp_path / 'blank.txt').write_text('# only a comment\n\n')
     (tmp_path / 'bin.txt').write_bytes(b'\x89PNG\xff\xfe')
     (tmp_path / 'bad.txt').write_text('a {}.\na photo\n')
+    (tmp_path / 'dup.txt').write_text('a {}.\nthe {}\na {}.\n')
+    (tmp_path / 'cls2.txt').write_text('cat\ndog\nCat\n')
     for value, kind, match in [
         ('', ValueError, r"--classes is empty \(''\). Fix: give 'coco'"),
         ('  ', ValueError, r'--classes is empty'),
@@ -193,9 +195,15 @@ def test_classnames_and_templates_files(tmp_path):
         (str(tmp_path / 'bad.txt'), ValueError,
          r"--templates '.*bad.txt', line 2: Prompt template 'a photo' must "
          r'be a string with exactly one `\{\}` slot'),
+        # a repeat weighed twice and paired with itself (before: accepted)
+        (str(tmp_path / 'dup.txt'), ValueError,
+         r"--templates '.*dup.txt', line 3 repeats line 1 \('a \{\}\.'\)"),
     ]:
         with pytest.raises(kind, match=match):
             pt.load_templates(value, option='--templates')
+    with pytest.raises(ValueError, match=r"--classes '.*cls2.txt' has "
+                       r'duplicates'):
+        pt.get_classnames(str(tmp_path / 'cls2.txt'), option='--classes')
 
 
 def test_prompt_similarity_bad_arguments(tmp_path, capsys, monkeypatch):
@@ -224,6 +232,7 @@ def test_prompt_similarity_bad_arguments(tmp_path, capsys, monkeypatch):
     afile = tmp_path / 'afile'
     afile.write_text('mine')
     (tmp_path / 'bad.txt').write_text('a photo\n')
+    (tmp_path / 'one.txt').write_text('a photo of a {}.\n')
     out = tmp_path / 'out'
     cases = [
         (['--classes', str(tmp_path / 'missing.txt')], FileNotFoundError,
@@ -235,6 +244,10 @@ def test_prompt_similarity_bad_arguments(tmp_path, capsys, monkeypatch):
          r"--templates '.*missing.txt' does not exist. Fix:"),
         (['--templates', str(tmp_path / 'bad.txt')], ValueError,
          r"--templates '.*bad.txt', line 1: "),
+        # before: the pair statistics of no pair, a raw numpy error after
+        # the model was built and the prompts encoded
+        (['--templates', str(tmp_path / 'one.txt')], ValueError,
+         r"--templates '.*one.txt' holds one template.*--no-bank"),
         (['--negation', ''], ValueError,
          r"--negation '' / --negation-rule 'prefix': The negation word is "
          'empty'),

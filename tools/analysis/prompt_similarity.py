@@ -258,6 +258,11 @@ def check_inputs(args) -> dict:
         if args.neg_prompt is not None else _negate(p1, args)
     if args.templates is not None:
         templates = load_templates(args.templates, option='--templates')
+        if len(templates) < 2 and not args.no_bank:
+            raise ValueError(
+                f'--templates {args.templates!r} holds one template: the '
+                'bank statistics compare pairs of different templates. Fix: '
+                'give at least two, or pass --no-bank.')
     else:
         templates = list(DEFAULT_TEMPLATE_BANK)
     neg_templates = [_negate(t, args) for t in templates]
