@@ -206,3 +206,18 @@ def test_get_flops_of_the_demo_config(capsys):
     assert flops['class features (per forward pass)'] > 0
     out = capsys.readouterr().out
     assert 'GMACs' in out and '11,520' in out
+
+
+def test_get_flops_shape_builds_the_tower_for_it():
+    """--shape counts the tower built for that size (before: the tower of
+    the config's input_resolution refused the image with a traceback whose
+    fix named the pipelines, not --shape)."""
+    small = flops_tool.main([H.DEMO_CONFIG])['flops']
+    large = flops_tool.main([H.DEMO_CONFIG, '--shape', '128'])
+    assert large['shape'] == 128
+    assert large['flops']['image tower (per image)'] > \
+        small['image tower (per image)']
+    with pytest.raises(SystemExit, match=r'--shape 100: the backbone cannot '
+                       r'take it: input_resolution=100 must be a multiple '
+                       r'of the patch size 16'):
+        flops_tool.main([H.DEMO_CONFIG, '--shape', '100'])

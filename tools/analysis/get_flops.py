@@ -37,8 +37,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument(
         '--shape', type=positive_int,
-        help="input size S (S x S); default: the backbone's "
-        'input_resolution')
+        help="input size S (S x S), the backbone built for it; default: "
+        "the backbone's input_resolution")
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
     return parser.parse_args(argv)
 
@@ -92,7 +92,15 @@ def main(argv=None):
     if cfg.model.head.get('text_encoder'):
         cfg.model.head.text_encoder.pretrained = None
     size = args.shape or cfg.model.backbone.get('input_resolution', 224)
-    model = init_model(cfg, device='cpu')
+    if args.shape:  # the tower is built for the size it is counted at
+        cfg.model.backbone.input_resolution = args.shape
+    try:
+        model = init_model(cfg, device='cpu')
+    except ValueError as e:
+        if not args.shape:
+            raise
+        raise SystemExit(f'--shape {args.shape}: the backbone cannot take '
+                         f'it: {e}') from None
     result = complexity(model, size)
     print(format_report(osp.basename(args.config), result))
     return result
