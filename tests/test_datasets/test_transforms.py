@@ -294,6 +294,17 @@ def test_load_converts_to_three_channels(tmp_path):
     # CMYK (0, 255, 255, 0) is red
     img = load(dict(img_path=cmyk))['img']
     assert img[..., 2].min() > 200 and img[..., :2].max() < 60
+    # the cv2 decoder too: the modes other than RGB and grey follow the RGB
+    # rule (before: OpenCV's CMYK conversion, a grey level off everywhere)
+    cv2_load = TRANSFORMS.build(dict(type='LoadImageFromFileChecked',
+                                     imdecode_backend='cv2'))
+    noisy = np.random.default_rng(0).integers(0, 256, (4, 5, 4), np.uint8)
+    cmyk_noisy = _save(tmp_path / 'cn.jpg', Image.fromarray(noisy, 'CMYK'),
+                       quality=95)
+    for path in (gray, rgba, pal, cmyk, gray_jpg, cmyk_noisy):
+        ref = np.asarray(Image.open(path).convert('RGB'))[..., ::-1]
+        assert np.array_equal(cv2_load(dict(img_path=path))['img'], ref), \
+            path
 
 
 def _every_loader_rgb(path, size):

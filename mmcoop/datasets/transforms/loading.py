@@ -112,32 +112,47 @@ def _check_decoder(imdecode_backend, color_type) -> None:
 _RGB_COLOR_TYPES = ('color_ignore_orientation', 'color')
 
 
-def is_wide_file(data: bytes) -> bool:
-    """Whether PIL reads an image file's bytes (its header only) as a mode
-    of more than 8 bits (:func:`~mmcoop.datasets.transforms.rgb.
-    is_wide_mode`: 16-bit grey PNG / TIFF, ...); False for bytes PIL does
-    not identify (or refuses as over its pixel limit)."""
+def file_mode(data: bytes) -> Optional[str]:
+    """The PIL mode of an image file's bytes (its header only), or None
+    for bytes PIL does not identify (or refuses as over its pixel
+    limit)."""
     try:
         with warnings.catch_warnings():  # the decoder's to warn, not this
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                return is_wide_mode(img.mode)
+                return img.mode
     except Exception:  # noqa: BLE001 (not PIL's to judge: the decoder's)
-        return False
+        return None
+
+
+def is_wide_file(data: bytes) -> bool:
+    """Whether PIL reads an image file's bytes as a mode of more than 8
+    bits (:func:`~mmcoop.datasets.transforms.rgb.is_wide_mode`: 16-bit grey
+    PNG / TIFF, ...); False for bytes PIL does not identify."""
+    mode = file_mode(data)
+    return mode is not None and is_wide_mode(mode)
+
+
+#: modes whose decode every backend agrees on (the others follow the RGB
+#: rule: OpenCV's CMYK conversion, for one, is a grey level off PIL's)
+_PLAIN_MODES = ('RGB', 'L')
 
 
 def decode_array(data: bytes, backend: str, color_type: str) -> np.ndarray:
     """An image file's bytes -> ``(H, W, 3)`` BGR ``uint8`` array. PIL's
     colour decodes, and every colour decode of an image of more than 8
     bits (:func:`is_wide_file`: OpenCV would scale 16 bits down to 8, where
-    every other path refuses values beyond 0..255), go through
+    every other path refuses values beyond 0..255) or of another mode than
+    RGB and grey (CMYK: OpenCV's conversion is a grey level off PIL's, so
+    the cv2 decoder would not give every loader's pixels), go through
     :func:`~mmcoop.datasets.transforms.jpeg.open_rgb`, the RGB rule of the
     tensor, device and inference paths (for ``LA`` mmcv's own pillow
     decoder would paint the transparent pixels a fixed colour, which no
     other path does); other backends and colour types through
     ``mmcv.imfrombytes``."""
-    if color_type in _RGB_COLOR_TYPES and (backend == 'pillow'
-                                           or is_wide_file(data)):
+    if color_type in _RGB_COLOR_TYPES and (
+            backend == 'pillow' or file_mode(data) not in (None, )
+            + _PLAIN_MODES):
         rgb = open_rgb(data, exif_transpose=color_type == 'color')
         return np.array(rgb)[..., ::-1]  # writable, as mmcv's decoder
     return mmcv.imfrombytes(data, flag=color_type, backend=backend)
