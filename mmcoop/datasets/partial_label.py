@@ -363,6 +363,14 @@ class PartialLabelDataset(DatasetWrapper):
             f'known, {s["num_known_negatives"]} known negatives, '
             f'{s["num_images_without_known_positive"]} images without a '
             'known positive.')
+        if s['num_positives'] and not s['num_known_positives']:
+            # a loss of negatives only: the model learns to say "absent"
+            MMLogger.get_current_instance().warning(
+                f'PartialLabelDataset: none of the {s["num_positives"]} '
+                f'positive labels is known (known_proportion='
+                f'{self.known_proportion} of {s["num_images"]} images x '
+                f'{s["num_classes"]} classes), so training sees only '
+                'negatives. Fix: a larger known_proportion, or more images.')
 
     def check_mask_file(self, path: str) -> bool:
         """Whether ``path`` already holds this mask.

@@ -323,3 +323,32 @@ def test_pipeline_warning_looks_through_the_held_out_split(coco_root,
             in stream.getvalue()
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_mask_without_a_known_positive_is_warned(coco_root, tmp_path):
+    """Before: logged at INFO among the statistics, and training went on
+    with negatives only."""
+    import io
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    full = PartialLabelDataset(dataset=coco_cfg(coco_root),
+                               known_proportion=1.0)
+    # every negative known, no positive
+    mask = np.asarray(full.complete_targets) != 1
+    np.save(tmp_path / 'mask.npy', mask)
+    try:
+        ds = PartialLabelDataset(dataset=coco_cfg(coco_root),
+                                 known_proportion=0.5,
+                                 mask_file=str(tmp_path / 'mask.npy'))
+        assert ds.stats()['num_known_positives'] == 0
+        assert ('PartialLabelDataset: none of the 6 positive labels is '
+                'known') in stream.getvalue()
+        assert 'training sees only negatives' in stream.getvalue()
+    finally:
+        logger.removeHandler(handler)
+    assert 'only negatives' not in stream.getvalue().split('none of')[0]
