@@ -309,7 +309,8 @@ class PartialMultiLabelMetric(BaseMetric):
             Defaults to 0.5.
         no_positive (str): ``'zero'`` (official; a class without positive
             in the evaluated set contributes AP 0) or ``'ignore'`` (left out
-            of the mean). Either way a warning names those classes.
+            of the mean; a mean over no class is nan). Either way a warning
+            names those classes.
             Defaults to ``'zero'``.
         per_class_ap (bool): Log a per-class AP table with class names.
             Defaults to False.
