@@ -487,9 +487,23 @@ def _shown_config(config: str) -> str:
 def collect_results(out_dir: str) -> List[dict]:
     """Every finished run's ``result.json`` under ``out_dir/runs``."""
     rows = []
-    pattern = osp.join(out_dir, 'runs', '**', RESULT)
+    runs = osp.join(out_dir, 'runs')
+    pattern = osp.join(glob.escape(runs), '**', RESULT)
     for path in sorted(glob.glob(pattern, recursive=True)):
-        rows.append(_read_result(path))
+        row = _read_result(path)
+        # the run its folder names: a copied-in run of another folder, or
+        # an edited field, would land in another cell (or replace one)
+        folder = osp.relpath(osp.dirname(path), runs).replace(osp.sep, '/')
+        named = Run(row['method'], row['dataset'], row['proportion'],
+                    row['seed'], row['protocol']).name
+        if folder != named:
+            raise SweepError(
+                f'{path}: its fields are the run {named!r}, but it lies in '
+                f'the run folder {folder!r}: a result copied from another '
+                'folder or edited, which would land in another table cell '
+                'or replace that run\'s. Fix: move it to its own run folder, '
+                'or delete it (the next sweep run redoes the run).')
+        rows.append(row)
     rows.sort(key=lambda r: (r['protocol'], r['dataset'], r['method'],
                              r['proportion'], r['seed']))
     return rows
@@ -525,9 +539,22 @@ def _read_result(path: str) -> dict:
             raise SweepError(
                 f'{path}: {key} = {value!r} is not a finite number, so the '
                 f'table cell of that run would be meaningless. {fix}')
-    if isinstance(row['seed'], bool) or not isinstance(row['seed'], int):
+    if isinstance(row['seed'], bool) or not isinstance(
+            row['seed'], int) or row['seed'] < 0:
         raise SweepError(f'{path}: seed = {row["seed"]!r} is not an '
-                         f'integer. {fix}')
+                         f'integer >= 0. {fix}')
+    if not 0 < row['proportion'] <= 1:
+        raise SweepError(f'{path}: proportion = {row["proportion"]!r} is '
+                         f'not in (0, 1]. {fix}')
+    for key in _NUMBERS:  # percentages (a fraction 0.81 would read 0.81 %)
+        if key not in ('proportion', 'wall_time_s') and row.get(
+                key) is not None and not 0 <= row[key] <= 100:
+            raise SweepError(f'{path}: {key} = {row[key]!r} is not a '
+                             f'percentage in [0, 100]. {fix}')
+    for key in ('method', 'dataset', 'protocol'):
+        if not isinstance(row[key], str):
+            raise SweepError(f'{path}: {key} = {row[key]!r} is not a '
+                             f'name. {fix}')
     return row
 
 

@@ -225,6 +225,38 @@ def test_broken_result_json_named(sweep):
         _refused(sweep('--report-only'), result)
 
 
+def test_result_out_of_its_folder_or_range_is_named(sweep):
+    """Before: a run copied from another sweep into p0.50_seed0_copy
+    silently replaced the sweep's own cell (the CSV kept both), an edited
+    proportion moved a run to another column, mAP 0.81 (a fraction) or 250
+    went into the table."""
+    import shutil
+    _ok(sweep())
+    own = _run_dir(sweep.out)
+    with open(osp.join(own, 'result.json')) as f:
+        row = json.load(f)
+    copy = own + '_copy'
+    shutil.copytree(own, copy)
+    with pytest.raises(SweepError, match=r"are the run 'clean/demo/baseline/"
+                       r"p0.50_seed0', but it lies in the run folder "
+                       r"'clean/demo/baseline/p0.50_seed0_copy'"):
+        collect_results(sweep.out)
+    _refused(sweep('--report-only'), 'p0.50_seed0_copy')
+    shutil.rmtree(copy)
+    for edit, match in ((dict(proportion=0.1), 'lies in the run folder'),
+                        (dict(mAP=250.0), r'mAP = 250.0 is not a percentage'),
+                        (dict(seed=-3), r'seed = -3 is not an integer >= 0'),
+                        (dict(proportion=9.0), r'proportion = 9.0 is not in'),
+                        (dict(dataset='../../x'), 'lies in the run folder')):
+        with open(osp.join(own, 'result.json'), 'w') as f:
+            json.dump(dict(row, **edit), f)
+        with pytest.raises(SweepError, match=match):
+            collect_results(sweep.out)
+    with open(osp.join(own, 'result.json'), 'w') as f:
+        json.dump(row, f)
+    assert len(collect_results(sweep.out)) == 1
+
+
 def test_nan_map_is_not_recorded(sweep):
     res = sweep(stub_map='nan')
     assert res.returncode != 0
