@@ -219,6 +219,16 @@ class PartialLabelDataset(DatasetWrapper):
                 f'{mode!r}.')
         check_int('PartialLabelDataset', 'seed', seed, minimum=0)
         self._wrap(dataset)
+        views = getattr(self.dataset, 'num_views', 1)
+        if isinstance(views, int) and views > 1:
+            # it reads by plain index: view 0 in every epoch
+            raise ValueError(
+                f'PartialLabelDataset wraps a {type(self.dataset).__name__} '
+                f'of num_views={views}: the wrapper reads its samples by '
+                'plain index, so every epoch would get view 0 (the other '
+                'views extracted for nothing). Fix: put the '
+                'PartialLabelDataset inside the cache (the feature_cache '
+                'config switch does), or num_views=1.')
         # the built dataset's pipeline: a config may hold it a level deeper
         # (HeldOutSplit of the clean protocol wraps the dataset)
         transforms = getattr(getattr(self.dataset, 'pipeline', None),

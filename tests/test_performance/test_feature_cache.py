@@ -489,6 +489,11 @@ def test_k_views(image_root, tmp_path):
             assert sample['data_samples'].sample_idx == i
     with pytest.raises(IndexError):
         cache[3 * n]
+    # the label wrapper outside a multi-view cache read view 0 in every
+    # epoch (plain indices); refused, naming the fix
+    with pytest.raises(ValueError, match=r'PartialLabelDataset wraps a '
+                       r'CachedFeatureDataset of num_views=3.*view 0.*Fix'):
+        PartialLabelDataset(dataset=cache, known_proportion=0.5)
     # view k is a function of (seed, k, i): the same images in any order,
     # and the same features with other worker counts and shard sizes
     order = [(k, i) for k in range(3) for i in range(n)]
