@@ -128,6 +128,26 @@ def test_altered_shards_are_detected(image_root, tmp_path):
     _cache(image_root, cache_dir, on_mismatch='error')
 
 
+@pytest.mark.parametrize('edit, why', [
+    # the image check compares the recorded images one by one: an empty
+    # list checked none, and the old features were served for a new image
+    (dict(images=[]), r"field 'images' records 0 images for its"),
+    (dict(num_views=0), r'num_views=0 must each be at least 1'),
+])
+def test_a_hand_edited_manifest_is_damage(image_root, tmp_path, edit, why):
+    import json
+
+    from mmcoop.datasets.feature_cache import MANIFEST
+    cache_dir = tmp_path / 'c'
+    good = _cache(image_root, cache_dir).read(1)
+    path = cache_dir / MANIFEST
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(manifest, **edit)))
+    with pytest.raises(FeatureCacheMismatchError, match=why):
+        _cache(image_root, cache_dir, on_mismatch='error')
+    assert torch.equal(_cache(image_root, cache_dir).read(1), good)
+
+
 BUILD_SCRIPT = textwrap.dedent('''
     import sys, time
     sys.path.insert(0, {helpers!r})

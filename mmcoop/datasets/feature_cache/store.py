@@ -181,7 +181,20 @@ def _layout_error(manifest: dict) -> str:
             return (f'field {field!r} is missing or not a '
                     f'{kind.__name__}')
     n, size = manifest['num_samples'], manifest['shard_size']
-    for view in range(manifest['num_views']):
+    views = manifest['num_views']
+    if n < 1 or size < 1 or views < 1:
+        return (f'num_samples={n}, shard_size={size} and num_views={views} '
+                'must each be at least 1')
+    if len(manifest['images']) != n:
+        # the image check compares the recorded images one by one
+        return (f"field 'images' records {len(manifest['images'])} images "
+                f'for its {n} samples')
+    beyond = sorted({rec.get('view') for rec in manifest['shards']
+                     if isinstance(rec, dict)} - set(range(views)))
+    if beyond:
+        return (f'shards of view(s) {beyond} lie beyond its num_views='
+                f'{views}')
+    for view in range(views):
         starts = sorted((rec.get('start'), rec.get('count'))
                         for rec in manifest['shards']
                         if isinstance(rec, dict) and rec.get('view') == view)
