@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Set
@@ -602,9 +603,16 @@ def render_reports(out_dir: str, paper: bool = True) -> Dict[str, str]:
     rows = collect_results(out_dir)
     paths = dict(csv=osp.join(out_dir, 'results.csv'))
     write_results(paths['csv'], rows)
+    md = osp.join(out_dir, 'results.md')
     if not rows:
+        if osp.exists(md):  # never a table the CSV contradicts
+            with atomic_open(md, 'w') as f:
+                f.write('No finished run in this sweep folder (no '
+                        'runs/**/result.json).\n')
+            paths['md'] = md
+        _warn_stale_plots(out_dir, set())
         return paths
-    paths['md'] = osp.join(out_dir, 'results.md')
+    paths['md'] = md
     with atomic_open(paths['md'], 'w') as f:
         f.write(render_markdown(rows, paper=paper))
     for dataset, protocol in sorted({(r['dataset'], r['protocol'])
@@ -612,7 +620,22 @@ def render_reports(out_dir: str, paper: bool = True) -> Dict[str, str]:
         png = osp.join(out_dir, f'mAP_{dataset}_{protocol}.png')
         paths[f'png:{dataset}:{protocol}'] = plot_results(
             rows, png, dataset, protocol, paper=paper)
+    _warn_stale_plots(out_dir, {p for k, p in paths.items()
+                                if k.startswith('png:')})
     return paths
+
+
+def _warn_stale_plots(out_dir: str, current: set) -> None:
+    """Name the plots of an earlier report whose runs are gone (not
+    removed: the folder may hold a file of the user's of that name)."""
+    stale = sorted(
+        p for p in glob.glob(osp.join(glob.escape(out_dir), 'mAP_*.png'))
+        if p not in current)
+    if stale:
+        warnings.warn(
+            f'{len(stale)} plot(s) of an earlier report have no finished '
+            f'run now and were not redrawn: {", ".join(stale[:4])}. Delete '
+            'them if they are old.')
 
 
 #: sweep.json setting -> the option that sets it

@@ -623,3 +623,20 @@ def test_the_paper_configs_are_the_shipped_sweeps_choice():
                 assert path.endswith(f'-p{p}0.py')
     assert osp.basename(osp.dirname(
         find_config(root, 'positivecoop', 'demo', 0.3))) == 'demo'
+
+
+def test_report_of_a_sweep_whose_runs_are_gone(sweep):
+    """Before: results.csv was rewritten with its header only, while
+    results.md kept the old table and the plot stayed as it was."""
+    from mmcoop.experiments.sweep import render_reports
+    _ok(sweep())
+    plots = [f for f in os.listdir(sweep.out) if f.startswith('mAP_')]
+    assert plots
+    os.remove(osp.join(_run_dir(sweep.out), 'result.json'))
+    with pytest.warns(UserWarning, match=r'1 plot\(s\) of an earlier report '
+                      r'have no finished run now.*mAP_'):
+        render_reports(sweep.out)
+    with open(osp.join(sweep.out, 'results.md')) as f:
+        assert f.read().startswith('No finished run in this sweep folder')
+    assert [f for f in os.listdir(sweep.out) if f.startswith('mAP_')] == \
+        plots  # named, not removed
