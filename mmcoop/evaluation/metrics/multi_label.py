@@ -93,12 +93,18 @@ def mean_average_precision(pred: np.ndarray,
     if no_positive not in NO_POSITIVE_MODES:
         raise ValueError(f'no_positive must be one of {NO_POSITIVE_MODES}, '
                          f'got {no_positive!r}.')
-    ap, num_pos = average_precision_per_class(pred, target)
-    if no_positive == 'ignore':
-        ap = ap[num_pos > 0]
-        if ap.size == 0:  # a mean over no class: undefined, not 0
-            return float('nan')
-    return float(100.0 * ap.mean())
+    return mean_of_ap(*average_precision_per_class(pred, target),
+                      no_positive)
+
+
+def mean_of_ap(ap: np.ndarray, num_pos: np.ndarray,
+               no_positive: str = 'zero') -> float:
+    """mAP in percent from per-class AP (in [0, 1]) and positive counts
+    (:func:`average_precision_per_class`) under ``no_positive`` (see
+    :func:`mean_average_precision`); a mean over no class is nan (undefined,
+    not 0)."""
+    used = ap if no_positive == 'zero' else ap[num_pos > 0]
+    return 100. * float(used.mean()) if used.size else float('nan')
 
 
 def warn_no_positive(classes: Sequence[str], num_pos: np.ndarray,
@@ -434,10 +440,7 @@ class PartialMultiLabelMetric(BaseMetric):
         # (lazy: per_class imports this module)
         from ..per_class import format_ap_table, per_class_rows
         self.last_per_class_ap = per_class_rows(classes, ap, num_pos, target)
-        used = ap if self.no_positive == 'zero' else ap[num_pos > 0]
-        # no class left to average: undefined, not 0
-        metrics = dict(
-            mAP=100. * float(used.mean()) if used.size else float('nan'))
+        metrics = dict(mAP=mean_of_ap(ap, num_pos, self.no_positive))
         metrics.update(threshold_metrics(pred, target, self.thr))
         if self.topk is not None:
             top = topk_metrics(pred, target, self.topk)

@@ -27,8 +27,7 @@ from mmcoop.datasets.utils import class_columns, read_class_list
 from mmcoop.registry import METRICS
 from mmcoop.utils.value_checks import check_int
 from .multi_label import (PartialMultiLabelMetric, average_precision_per_class,
-                          mean_average_precision, topk_metrics,
-                          warn_no_positive)
+                          mean_of_ap, topk_metrics, warn_no_positive)
 
 __all__ = ['UnseenClassMetric']
 
@@ -110,14 +109,14 @@ class UnseenClassMetric(PartialMultiLabelMetric):
                 f'another name. Fix: ks of at most {len(unseen)}, or more '
                 'unseen_classes.')
         metrics = {}
-        _, num_pos = average_precision_per_class(pred[:, unseen],
-                                                 target[:, unseen])
-        warn_no_positive([classes[i] for i in unseen], num_pos,
-                         self.no_positive, 'unseen ')
         for name, cols in (('unseen', unseen), ('all', every)):
             p, t = pred[:, cols], target[:, cols]
-            metrics[f'{name}/mAP'] = mean_average_precision(
-                p, t, self.no_positive)
+            ap, num_pos = average_precision_per_class(p, t)
+            if name == 'unseen':
+                warn_no_positive([classes[i] for i in cols], num_pos,
+                                 self.no_positive, 'unseen ')
+            metrics[f'{name}/mAP'] = mean_of_ap(ap, num_pos,
+                                                self.no_positive)
             for k in self.ks:
                 metrics[f'{name}/F1@{k}'] = topk_metrics(p, t, k)['OF1']
         return metrics
