@@ -13,14 +13,13 @@ from mmengine import fileio
 from PIL import Image
 
 from mmcoop.datasets.transforms.jpeg import PIXEL_LIMIT_FIX, open_rgb
-from mmcoop.datasets.transforms.rgb import (RULE_VERSION, ImageModeError,
-                                            is_wide_mode)
+from mmcoop.datasets.transforms.rgb import RULE_VERSION, ImageModeError
 from mmcoop.registry import TRANSFORMS
 from mmcoop.utils.value_checks import check_flag
 
 __all__ = ['LoadImageFromFileChecked', 'check_backend_args',
            'read_image_bytes', 'unreadable_image', 'decode_error',
-           'decode_array', 'is_wide_file']
+           'decode_array', 'file_mode']
 
 
 def check_backend_args(owner: str, backend_args) -> Optional[dict]:
@@ -125,34 +124,26 @@ def file_mode(data: bytes) -> Optional[str]:
         return None
 
 
-def is_wide_file(data: bytes) -> bool:
-    """Whether PIL reads an image file's bytes as a mode of more than 8
-    bits (:func:`~mmcoop.datasets.transforms.rgb.is_wide_mode`: 16-bit grey
-    PNG / TIFF, ...); False for bytes PIL does not identify."""
-    mode = file_mode(data)
-    return mode is not None and is_wide_mode(mode)
-
-
-#: modes whose decode every backend agrees on (the others follow the RGB
-#: rule: OpenCV's CMYK conversion, for one, is a grey level off PIL's)
+#: 8-bit modes whose decode every backend agrees on; the others (wider
+#: modes, which OpenCV scales down to 8 bits; CMYK, whose OpenCV conversion
+#: is a grey level off PIL's; ...) follow the RGB rule
 _PLAIN_MODES = ('RGB', 'L')
 
 
 def decode_array(data: bytes, backend: str, color_type: str) -> np.ndarray:
     """An image file's bytes -> ``(H, W, 3)`` BGR ``uint8`` array. PIL's
-    colour decodes, and every colour decode of an image of more than 8
-    bits (:func:`is_wide_file`: OpenCV would scale 16 bits down to 8, where
-    every other path refuses values beyond 0..255) or of another mode than
-    RGB and grey (CMYK: OpenCV's conversion is a grey level off PIL's, so
-    the cv2 decoder would not give every loader's pixels), go through
+    colour decodes, and every colour decode of an image of another mode
+    than RGB and grey (:func:`file_mode`; more than 8 bits: OpenCV would
+    scale 16 bits down to 8, where every other path refuses values beyond
+    0..255; CMYK: OpenCV's conversion is a grey level off PIL's), go through
     :func:`~mmcoop.datasets.transforms.jpeg.open_rgb`, the RGB rule of the
     tensor, device and inference paths (for ``LA`` mmcv's own pillow
     decoder would paint the transparent pixels a fixed colour, which no
     other path does); other backends and colour types through
     ``mmcv.imfrombytes``."""
     if color_type in _RGB_COLOR_TYPES and (
-            backend == 'pillow' or file_mode(data) not in (None, )
-            + _PLAIN_MODES):
+            backend == 'pillow'
+            or file_mode(data) not in (None, *_PLAIN_MODES)):
         rgb = open_rgb(data, exif_transpose=color_type == 'color')
         return np.array(rgb)[..., ::-1]  # writable, as mmcv's decoder
     return mmcv.imfrombytes(data, flag=color_type, backend=backend)
