@@ -136,16 +136,18 @@ def _measure(opts, method: str, num_classes: int, shape) -> dict:
             for k in (procs if r % 2 == 0 else procs[::-1]):
                 for i in range(k):
                     commands[i].put(k)
-                done = _collect(results, workers, k, f'running {k} at once')
-                span = max(m[4] for m in done) - min(m[3] for m in done)
+                # (_, worker, k, start, end, loss), in worker order
+                done = sorted(_collect(results, workers, k,
+                                       f'running {k} at once'),
+                              key=lambda m: m[1])
+                starts = [m[3] for m in done]
+                span = max(m[4] for m in done) - min(starts)
                 this[str(k)] = dict(
                     span_s=span,
                     steps_per_s=k * opts.iters / span,
-                    step_s=[(m[4] - m[3]) / opts.iters
-                            for m in sorted(done, key=lambda m: m[1])],
-                    start_spread_s=max(m[3] for m in done) -
-                    min(m[3] for m in done),
-                    loss=[m[5] for m in sorted(done, key=lambda m: m[1])])
+                    step_s=[(m[4] - m[3]) / opts.iters for m in done],
+                    start_spread_s=max(starts) - min(starts),
+                    loss=[m[5] for m in done])
             rounds.append(this)
     finally:
         for q in commands:
