@@ -151,8 +151,9 @@ def check_release_fits(args, name: str, meta: dict) -> None:
         return
     fix = (f'Fix: pass the --model-name of the config this checkpoint was '
            f'trained with (nothing was recorded in {args.metafile}).')
+    cfg = load_config(config)
     classes = (meta.get('dataset_meta') or {}).get('classes')
-    wanted = config_classnames(config)
+    wanted = config_classnames(cfg)
     if classes and wanted and not same_class_names(classes, wanted):
         raise ValueError(
             f'{args.in_file} is not a model of {name!r}: its {len(classes)} '
@@ -160,7 +161,7 @@ def check_release_fits(args, name: str, meta: dict) -> None:
             f'{len(wanted)} of {config}. {fix}')
     then = ((meta.get('clip_towers') or {}).get('backbone') or {}).get(
         'model_name')
-    now = (load_config(config).model.get('backbone') or {}).get('model_name')
+    now = (cfg.model.get('backbone') or {}).get('model_name')
     if then and now and then != now:
         raise ValueError(
             f'{args.in_file} is not a model of {name!r}: it was trained on '
