@@ -497,6 +497,9 @@ def test_shared_mode_runs_the_processes_together_and_names_a_failure():
         assert all(0 < s <= r['span_s'] / 2 for s in r['step_s'])
         assert 0 <= r['start_spread_s'] < 1.0  # started together
         assert all(math.isfinite(loss) for loss in r['loss'])
+    # the steps train: worker 0 ran k=1 first, then two more SGD steps on
+    # its batch with k=2, so its loss went down
+    assert rnd['2']['loss'][0] < rnd['1']['loss'][0]
     assert res['results']['1']['vs_base'] == 1.0
     assert res['results']['2']['vs_base'] == pytest.approx(
         rnd['2']['steps_per_s'] / rnd['1']['steps_per_s'])
