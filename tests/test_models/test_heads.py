@@ -542,6 +542,36 @@ def test_eval_cache(head_type, tiny_rn_file, monkeypatch):
         torch.testing.assert_close(edited, head((dense, )), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize('head_type', PROMPT_HEADS)
+def test_eval_cache_follows_weights_swapped_through_data(
+        head_type, tiny_rn_file):
+    """MMEngine's EMAHook swaps the averaged weights in for validation with
+    ``p.data.copy_``, which autograd's version counter does not see: the
+    next evaluation must still score with the swapped-in weights (it used
+    the cached text features of the old ones, mixed with the new learned
+    embeddings, which the cache shared with the parameters)."""
+    torch.manual_seed(0)
+    head = MODELS.build(head_cfg(head_type, tiny_rn_file)).eval()
+    dense = _dense()
+    learned = [p for p in head.parameters() if p.requires_grad]
+    averaged = [p.detach() + 0.5 * torch.randn_like(p) for p in learned]
+    with torch.no_grad():
+        before = head((dense, ))
+        for p, avg in zip(learned, averaged):  # EMAHook._swap_ema_parameters
+            tmp = p.data.clone()
+            p.data.copy_(avg)
+            avg.copy_(tmp)
+        swapped = head((dense, ))
+        head.train()
+        fresh = head((dense, ))
+        head.eval()
+        assert not torch.allclose(swapped, before)
+        torch.testing.assert_close(swapped, fresh, rtol=0, atol=0)
+        for p, avg in zip(learned, averaged):  # and back
+            p.data.copy_(avg)
+        torch.testing.assert_close(head((dense, )), before, rtol=0, atol=0)
+
+
 def test_eval_cache_follows_loaded_checkpoints(tiny_rn_file):
     torch.manual_seed(0)
     a = MODELS.build(head_cfg('DualCoOpHead', tiny_rn_file)).eval()

@@ -191,20 +191,23 @@ class PromptRegionHead(PartialLabelHead):
         each ``(K, D)``."""
         raise NotImplementedError
 
-    def _trainable_state(self) -> tuple:
-        return tuple((id(p), p._version, p.device)
-                     for p in self.parameters() if p.requires_grad)
-
     def cached_class_features(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Class features; computed once per eval while parameters are
-        unchanged (prompts are fixed at test time)."""
+        """Class features; computed once per eval while the trainable
+        parameters keep their values (prompts are fixed at test time).
+
+        The cache is keyed on a copy of those values, compared at every
+        call: a change that bypasses autograd's version counter
+        (``p.data.copy_(...)``, as MMEngine's ``EMAHook`` swaps the
+        averaged weights in and out) is seen too. The cached features are
+        copies, so they never follow a parameter they were read from."""
         if self.training or torch.is_grad_enabled():
             self._cache_key = self._cache = None
             return self.class_features()
-        key = self._trainable_state()
-        if self._cache is None or key != self._cache_key:
-            self._cache = tuple(f.detach() for f in self.class_features())
-            self._cache_key = key
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self._cache is None or not _same_values(self._cache_key, params):
+            self._cache = tuple(
+                f.detach().clone() for f in self.class_features())
+            self._cache_key = [p.detach().clone() for p in params]
         return self._cache
 
     def _aggregate(self, dense: torch.Tensor, neg: torch.Tensor,
@@ -487,3 +490,13 @@ class ZeroShotHead(PromptRegionHead):
     def class_features(self, index=None):
         return (self._rows(self._ensemble(self.neg_templates), index),
                 self._rows(self._ensemble(self.pos_templates), index))
+
+
+def _same_values(saved: Optional[List[torch.Tensor]],
+                 params: List[torch.Tensor]) -> bool:
+    """Whether ``params`` hold the values ``saved`` (copies taken
+    earlier): same number, shapes, dtypes, devices and elements."""
+    return saved is not None and len(saved) == len(params) and all(
+        s.shape == p.shape and s.dtype == p.dtype and s.device == p.device
+        and torch.equal(s, p) for s, p in zip(saved, params))
+
