@@ -117,3 +117,21 @@ def http_folder(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def mm_log():
+    """What MMEngine's current logger writes while the test runs: a
+    ``StringIO`` (read it with ``.getvalue()``)."""
+    import io
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)

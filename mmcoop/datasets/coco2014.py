@@ -61,7 +61,8 @@ def _is_int(x) -> bool:
 def load_coco_multilabel(ann_file: str,
                          backend_args: Optional[dict] = None,
                          filter_empty: bool = True,
-                         fix: str = _FIX_FILE) -> CocoLabels:
+                         fix: str = _FIX_FILE,
+                         img_prefix: str = '') -> CocoLabels:
     """Parse a COCO ``instances_*.json`` into per-image label sets.
 
     Only ``images[].id/file_name``, ``annotations[].image_id/category_id``
@@ -78,6 +79,9 @@ def load_coco_multilabel(ann_file: str,
             images in the order of the ``images`` list. Defaults to True.
         fix (str): The fix the errors about the content suggest. Defaults
             to restoring the official COCO-2014 file.
+        img_prefix (str): The folder ``file_name`` is relative to: two
+            entries naming one file (``a.jpg`` and ``<img_prefix>/a.jpg``)
+            are refused as the same image. Defaults to ''.
 
     Returns:
         CocoLabels: categories, images with their label indices, count.
@@ -191,7 +195,7 @@ def load_coco_multilabel(ann_file: str,
             raise AnnotationError(
                 f'{ann_file}: duplicate image id {iid} (images[{i}] '
                 f'{fname!r} and {images[iid]!r}). {fix}')
-        key = osp.normpath(fname)
+        key = osp.normpath(join_path(img_prefix, fname))
         if key in by_name:
             j, jid = by_name[key]
             raise AnnotationError(
@@ -373,7 +377,8 @@ class COCO2014MultiLabel(NotEmptyMixin, MultiLabelDataset):
         coco = load_coco_multilabel(
             self.ann_file,
             backend_args=self.backend_args,
-            filter_empty=self.filter_empty)
+            filter_empty=self.filter_empty,
+            img_prefix=self.img_prefix)
         self._check_classes([name for _, name in coco.categories])
         self.num_images_total = coco.num_images_total
         if not coco.images:

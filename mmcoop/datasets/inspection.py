@@ -3,6 +3,7 @@
 browse_dataset.py``): the image after the pipeline, the labels the loss
 sees and, for partial-label training sets, the complete labels."""
 import copy
+import os.path as osp
 
 import numpy as np
 from mmengine.registry import DefaultScope
@@ -21,10 +22,30 @@ def build_dataset_of(cfg, phase: str = 'train'):
     from mmcoop.registry import DATASETS
     with DefaultScope.overwrite_default_scope(
             cfg.get('default_scope', None) or 'mmcoop'):
-        dataset = DATASETS.build(copy.deepcopy(loader['dataset']))
+        dataset = DATASETS.build(
+            _no_new_mask_files(copy.deepcopy(loader['dataset'])))
     if hasattr(dataset, 'full_init'):
         dataset.full_init()
     return dataset
+
+
+def _no_new_mask_files(cfg):
+    """``cfg`` (a dataset config, wrappers at any depth) without the
+    ``mask_file`` of a ``PartialLabelDataset`` whose file does not exist
+    yet: the dataset draws the same mask (from its seed) without saving
+    it. Looking at a config writes nothing: a mask file saved here would
+    be what a later run with another seed loads (the file wins)."""
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_no_new_mask_files(c) for c in cfg)
+    if not isinstance(cfg, dict):
+        return cfg
+    kind = cfg.get('type')
+    name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+    path = cfg.get('mask_file')
+    if name.split('.')[-1] == 'PartialLabelDataset' and isinstance(
+            path, str) and not osp.exists(osp.expanduser(path)):
+        cfg = {k: v for k, v in cfg.items() if k != 'mask_file'}
+    return {k: _no_new_mask_files(v) for k, v in cfg.items()}
 
 
 def _device_path_view(data, aug: dict) -> np.ndarray:

@@ -12,8 +12,9 @@ from mmcoop.registry import DATASETS
 from mmcoop.utils.paths import expand_user
 from mmcoop.utils.tri_state_targets import ABSENT, UNKNOWN
 from .tri_state import TriStateMultiLabelDataset
-from .utils import (AnnotationError, check_class_names, normalize_class_name,
-                    read_annotation_text, relative_path_note)
+from .utils import (AnnotationError, check_class_names, nfc,
+                    normalize_class_name, read_annotation_text,
+                    relative_path_note)
 
 __all__ = ['MultiLabelCSVDataset']
 
@@ -188,6 +189,8 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                 'of unknown (-1). Fix: add the column, correct '
                 'negative_column=, or set negative_column=None for a '
                 'complete labelling.')
+        if neg is not None and not has_neg:
+            self._refuse_near_miss(header)
         width = max(col.values()) + 1
         if has_neg:
             col[neg] = header.index(neg)
@@ -206,7 +209,7 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
         sep = self.label_separator
 
         def names(cell, line, column):
-            out = [n.strip() for n in cell.split(sep) if n.strip()]
+            out = [nfc(n.strip()) for n in cell.split(sep) if n.strip()]
             for n in out:
                 if '\n' in n or '\r' in n:
                     raise AnnotationError(
@@ -244,7 +247,8 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                     f'{f}: line {first}: the {self.image_column!r} field '
                     f'contains a line break ({image!r:.80}). Fix: remove '
                     'the quote (") or the line break.')
-            key = osp.normpath(image)
+            # the file it names: 'a.jpg' and '<img_prefix>/a.jpg' are one
+            key = osp.normpath(join_path(self.img_prefix, image))
             if key in seen:
                 first_line, first_image = seen[key]
                 spelt = ('' if first_image == image else
@@ -268,7 +272,38 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
             raise AnnotationError(
                 f'{f}: the header has no data rows below it. Fix: add one '
                 'row per image.')
+        if has_neg and not any(r[3] for r in rows):
+            MMLogger.get_current_instance().warning(
+                f'{f}: no row fills the {neg!r} column, so no negative is '
+                'known: every class a row does not list is unknown (-1), '
+                'ignored by the loss and the metric (a test split then '
+                'scores AP 100 on every class whatever the model). Fix: '
+                'for a complete labelling (every unlisted class absent) '
+                'drop the column or set negative_column=None; for positive '
+                'labels only, as intended, nothing.')
         return rows, has_neg
+
+    def _refuse_near_miss(self, header: List[str]) -> None:
+        """Without the negatives column the file is read as a complete
+        labelling: a column named like it (``Negatives``, ``negative``,
+        ``neg_labels``) is refused rather than silently ignored."""
+        near = [
+            h for h in header
+            if h not in (self.image_column, self.label_column)
+            and h.strip().lower().startswith('neg')
+        ]
+        if not near:
+            return
+        neg = self.negative_column
+        raise AnnotationError(
+            f'{self.ann_file}: line 1 (header) has the column {near[0]!r} '
+            f'but no column {neg!r}, the negative_column read for the '
+            'verified negatives (matched exactly). The file would be read '
+            f'as a complete labelling: {near[0]!r} ignored, every unlisted '
+            'class a verified negative (0) instead of unknown (-1). Fix: '
+            f'rename the column to {neg!r}, set '
+            f'negative_column={near[0]!r}, or negative_column=None to read '
+            'a complete labelling.')
 
     def load_data_list(self) -> List[dict]:
         """Read the table (see the class docstring for the policy)."""
@@ -288,7 +323,8 @@ class MultiLabelCSVDataset(TriStateMultiLabelDataset):
                 '(sorted names); pass `classes=` to fix their order when '
                 'train and test are separate files.')
             self._metainfo['classes'] = tuple(found)
-        index = {c: i for i, c in enumerate(self.CLASSES)}
+        # labels are NFC (see `names`); a class list may be NFD (macOS)
+        index = {nfc(c): i for i, c in enumerate(self.CLASSES)}
         data_list = []
         for line, image, pos, negs in rows:
             unknown = [n for n in pos + negs if n not in index]

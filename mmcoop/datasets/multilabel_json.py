@@ -94,7 +94,8 @@ class MultiLabelJSONDataset(TriStateMultiLabelDataset):
                 self.ann_file,
                 backend_args=self.backend_args,
                 filter_empty=self.filter_empty,
-                fix=_FIX)
+                fix=_FIX,
+                img_prefix=self.img_prefix)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f'MultiLabelJSONDataset: annotation file {self.ann_file!r} '

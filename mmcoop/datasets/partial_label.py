@@ -381,6 +381,16 @@ class PartialLabelDataset(DatasetWrapper):
                 f'{self.known_proportion} of {s["num_images"]} images x '
                 f'{s["num_classes"]} classes), so training sees only '
                 'negatives. Fix: a larger known_proportion, or more images.')
+        if s['num_known_positives'] and not s['num_known_negatives']:
+            # a loss of positives only: the model learns to say "present"
+            MMLogger.get_current_instance().warning(
+                f'PartialLabelDataset: no negative label is known '
+                f'({s["num_images"]} images x {s["num_classes"]} classes, '
+                f'{s["num_unknown_in_data"]} labels unknown in the data), so '
+                'training sees only positives. Fix: check the labels (a '
+                'negatives column or field that no image fills marks every '
+                'class an image does not list as unknown; for a complete '
+                'labelling leave it out), or a larger known_proportion.')
 
     def check_mask_file(self, path: str) -> bool:
         """Whether ``path`` already holds this mask.

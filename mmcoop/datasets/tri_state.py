@@ -114,6 +114,18 @@ def check_images_exist(paths: Iterable[str], source: str, fix: str) -> None:
             'check_images=False to find out only when an image is loaded.')
 
 
+def _check_data_prefix(owner: str, data_prefix) -> None:
+    """A ``data_prefix`` dict must have the ``img_path`` key, the image
+    folder mmpretrain's datasets read (mmdet's ``img`` key is a common
+    slip: mmpretrain fails with a bare ``KeyError: 'img_path'``)."""
+    if isinstance(data_prefix, dict) and 'img_path' not in data_prefix:
+        raise ValueError(
+            f'{owner}: data_prefix={data_prefix!r} has no key \'img_path\', '
+            'the image folder (relative to data_root) the dataset reads. '
+            "Fix: data_prefix='images' or data_prefix=dict(img_path="
+            "'images').")
+
+
 class TriStateMultiLabelDataset(NotEmptyMixin, MultiLabelDataset):
     """Multi-label dataset with sparse positive / verified-negative labels.
 
@@ -133,6 +145,7 @@ class TriStateMultiLabelDataset(NotEmptyMixin, MultiLabelDataset):
 
     def __init__(self, *args, check_images: bool = True, **kwargs):
         self.check_images = check_images
+        _check_data_prefix(type(self).__name__, kwargs.get('data_prefix'))
         kwargs['pipeline'] = build_pipeline(kwargs.get('pipeline', ()))
         classes, metainfo = resolve_class_args(type(self).__name__,
                                                kwargs.get('classes'),

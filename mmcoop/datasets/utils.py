@@ -3,6 +3,7 @@
 import os
 import os.path as osp
 import re
+import unicodedata
 from collections.abc import ItemsView, KeysView
 from collections.abc import Set as AbstractSet
 from typing import Iterable, List, Optional, Sequence, Union
@@ -44,14 +45,25 @@ class AnnotationError(ValueError):
 
 
 def normalize_class_name(name: str) -> str:
-    """Normalise a class name for comparisons (case, ``_``, spaces).
+    """Normalise a class name for comparisons (Unicode form, case, ``_``,
+    spaces).
 
     ``'Traffic_Light'``, ``' traffic  light'`` and ``'traffic light'`` all
-    compare equal; the *original* spelling is what enters the prompts.
-    The one normalisation of mmcoop: datasets, ``ClassCheckHook`` and the
-    checkpoint-fit policy (:mod:`mmcoop.engine.checkpoint_fit`) use it.
+    compare equal, and so do the composed and decomposed spellings of
+    ``'café'`` (NFKC: CLIP's tokenizer reads both as one text); the
+    *original* spelling is what enters the prompts. The one normalisation
+    of mmcoop: datasets, ``ClassCheckHook`` and the checkpoint-fit policy
+    (:mod:`mmcoop.engine.checkpoint_fit`) use it.
     """
-    return re.sub(r'\s+', ' ', str(name).replace('_', ' ')).strip().lower()
+    name = unicodedata.normalize('NFKC', str(name))
+    return re.sub(r'\s+', ' ', name.replace('_', ' ')).strip().lower()
+
+
+def nfc(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC): a label typed on one
+    system and a class name written on another (macOS writes decomposed
+    names) compare equal when they read the same."""
+    return unicodedata.normalize('NFC', text)
 
 
 def same_class_names(first: Sequence[str], second: Sequence[str]) -> bool:

@@ -288,3 +288,91 @@ def test_relative_data_root_not_found_names_the_working_directory(
         COCO2014MultiLabel('data/coco', split='train')
     monkeypatch.chdir(tmp_path)
     assert len(csv_ds('data/mydata')) == 3
+
+
+# ---- 6. the negatives column: named like it, or never filled -------------
+
+
+@pytest.mark.parametrize('column', ['Negatives', 'negative', 'neg_labels'])
+def test_csv_column_named_like_negatives_is_refused(tmp_path, column):
+    """The default negative_column matches 'negatives' exactly: a column
+    named like it was ignored and the file read as a complete labelling
+    (its verified negatives dropped, every unknown label a negative)."""
+    build_csv(tmp_path, text=f'image,labels,{column}\na.jpg,dog,cat\n'
+              'b.jpg,cat,\n', images=('a.jpg', 'b.jpg'))
+    with pytest.raises(AnnotationError) as e:
+        csv_ds(tmp_path)
+    msg = str(e.value)
+    for w in ('train.csv', 'line 1', repr(column), "'negatives'",
+              'complete labelling', f'negative_column={column!r}',
+              'negative_column=None'):
+        assert w in msg
+    ds = csv_ds(tmp_path, negative_column=column)  # the fix
+    np.testing.assert_array_equal(scores(ds), [[0, 1], [1, -1]])
+    assert not csv_ds(tmp_path, negative_column=None).has_negatives
+
+
+def test_csv_negatives_column_no_row_fills_is_warned(tmp_path, mm_log):
+    """Every unlisted class is then unknown: legitimate for positive-only
+    labels, but a complete labelling exported with an empty column scored
+    AP 100 for every model."""
+    build_csv(tmp_path, text='image,labels,negatives\na.jpg,dog,\n'
+              'b.jpg,cat,\n', images=('a.jpg', 'b.jpg'))
+    ds = csv_ds(tmp_path)
+    np.testing.assert_array_equal(scores(ds), [[-1, 1], [1, -1]])
+    msg = mm_log.getvalue()
+    for w in ('train.csv', "no row fills the 'negatives' column",
+              'unknown (-1)', 'negative_column=None'):
+        assert w in msg
+    build_csv(tmp_path, text='image,labels,negatives\na.jpg,dog,cat\n'
+              'b.jpg,cat,\n', images=('a.jpg', 'b.jpg'))
+    mm_log.truncate(0)
+    csv_ds(tmp_path)
+    assert 'no row fills' not in mm_log.getvalue()
+
+
+def test_same_image_relative_and_absolute_is_refused(tmp_path):
+    """'a.jpg' and '<data_root>/img/a.jpg' name one file: refused as a
+    repeated image (before: two samples with contradictory labels)."""
+    absolute = str(tmp_path / 'img' / 'a.jpg')
+    build_csv(tmp_path, text=f'image,labels\na.jpg,dog\n{absolute},cat\n',
+              images=('a.jpg', ))
+    with pytest.raises(AnnotationError, match='line 3 repeats image'):
+        csv_ds(tmp_path)
+
+    def twice(d):
+        d['images'][3]['file_name'] = str(
+            tmp_path / 'c' / 'train2014' / d['images'][1]['file_name'])
+
+    root = coco_tree(tmp_path, twice)
+    for make in ('json', 'coco'):
+        with pytest.raises(AnnotationError, match='same file'):
+            _load(make, root)
+
+
+def test_composed_and_decomposed_names_are_one_class(tmp_path):
+    """'café' typed (NFC) and written by macOS (NFD) read the same and are
+    one prompt for CLIP's tokenizer: one class, not two; a label in one
+    form finds the class named in the other."""
+    composed, decomposed = 'caf\u00e9', 'cafe\u0301'
+    build_csv(tmp_path, text=f'image,labels\na.jpg,{decomposed}\n'
+              'b.jpg,tea\n', images=('a.jpg', 'b.jpg'))
+    ds = csv_ds(tmp_path, classes=[composed, 'tea'])
+    np.testing.assert_array_equal(scores(ds), [[1, 0], [0, 1]])
+    build_csv(tmp_path, text=f'image,labels\na.jpg,{decomposed}\n'
+              f'b.jpg,{composed}\n', images=('a.jpg', 'b.jpg'))
+    ds = csv_ds(tmp_path)  # classes from the data: one
+    assert len(ds.CLASSES) == 1
+    with pytest.raises(ValueError, match='equal'):
+        csv_ds(tmp_path, classes=[composed, decomposed])
+
+
+def test_data_prefix_without_img_path_is_named(tmp_path):
+    """mmdet's key (`img`) gave mmpretrain's bare KeyError: 'img_path'."""
+    build_csv(tmp_path)
+    with pytest.raises(ValueError) as e:
+        MultiLabelCSVDataset('train.csv', data_root=str(tmp_path),
+                             data_prefix=dict(img='img'))
+    msg = str(e.value)
+    assert 'MultiLabelCSVDataset: data_prefix=' in msg
+    assert "data_prefix=dict(img_path='images')" in msg

@@ -352,3 +352,22 @@ def test_a_mask_without_a_known_positive_is_warned(coco_root, tmp_path):
     finally:
         logger.removeHandler(handler)
     assert 'only negatives' not in stream.getvalue().split('none of')[0]
+
+
+def test_a_mask_without_a_known_negative_is_warned(coco_root, tmp_path,
+                                                   mm_log):
+    """Training would see only positives (e.g. a tri-state file whose
+    negatives nobody filled in): warned, as the case without a known
+    positive (before: INFO among the statistics)."""
+    full = PartialLabelDataset(dataset=coco_cfg(coco_root),
+                               known_proportion=1.0)
+    assert 'no negative label is known' not in mm_log.getvalue()
+    mask = np.asarray(full.complete_targets) == 1  # the positives only
+    np.save(tmp_path / 'mask.npy', mask)
+    ds = PartialLabelDataset(dataset=coco_cfg(coco_root),
+                             known_proportion=0.5,
+                             mask_file=str(tmp_path / 'mask.npy'))
+    assert ds.stats()['num_known_negatives'] == 0
+    msg = mm_log.getvalue()
+    assert 'PartialLabelDataset: no negative label is known' in msg
+    assert 'training sees only positives' in msg

@@ -214,6 +214,29 @@ def test_class_without_positive_warning_names_the_fix():
             'val_evaluator / test_evaluator') in text
 
 
+def test_class_without_a_known_negative_is_warned(mm_log):
+    """A class whose known labels are all positives has AP 100 whatever the
+    scores (a tri-state split whose negatives nobody filled in): the
+    metric names it (before: mAP 100 for a model that is always wrong)."""
+    metric = PartialMultiLabelMetric()
+    metric.dataset_meta = dict(classes=('cat', 'dog'))
+    metric.process(None, [  # every positive scored lowest
+        dict(pred_score=torch.tensor([0.1, 0.9]),
+             gt_score=torch.tensor([1., -1.])),
+        dict(pred_score=torch.tensor([0.9, 0.1]),
+             gt_score=torch.tensor([-1., 1.])),
+        dict(pred_score=torch.tensor([0.9, 0.2]),
+             gt_score=torch.tensor([-1., 0.])),
+    ])
+    res = metric.evaluate(3)
+    assert res['multi-label/mAP'] == pytest.approx(75.)  # cat: 100, dog: 50
+    text = mm_log.getvalue()
+    assert ('1 classes have no known negative in the evaluated set (cat): '
+            'every known label of them is a positive, so their AP is 100 '
+            'whatever the model scores') in text
+    assert 'dog' not in text.split('no known negative')[1].split(')')[0]
+
+
 def test_process_stores_copies_not_views():
     """Results must not keep batch tensors (or worker shared memory) alive."""
     import torch

@@ -141,7 +141,14 @@ def test_browse_dataset_shows_the_partial_mask(run):
     from mmcoop.datasets.inspection import build_dataset_of, sample_view
     cfg = Config.fromfile(H.DEMO_CONFIG)
     cfg.merge_from_dict(dict(o.split('=', 1) for o in run['options'][:3]))
+    # looking writes no mask file (a later run with another seed would
+    # load it: the file wins); the mask is the one the file would hold
+    mask_file = str(run['tmp'] / 'browse_mask.npy')
+    cfg.train_dataloader.dataset.mask_file = mask_file
     dataset = build_dataset_of(cfg, 'train')
+    assert not osp.exists(mask_file)
+    dataset.save_mask(mask_file)
+    assert build_dataset_of(cfg, 'train').check_mask_file(mask_file)
     seen_hidden = False
     for idx in range(6):
         view = sample_view(dataset, idx)

@@ -130,6 +130,40 @@ def warn_no_positive(classes: Sequence[str], num_pos: np.ndarray,
         f'{"..." if empty.size > 10 else ""}); their AP {effect}')
 
 
+def warn_no_negative(classes: Sequence[str], target: np.ndarray,
+                     where: str = '') -> None:
+    """Warn naming the classes with positives but no known negative in the
+    evaluated ``(N, C)`` ``target`` (``where``: which of the metric's class
+    groups): every known label of such a class is a positive, so its AP is
+    100 whatever the scores, which raises the mAP (a tri-state file whose
+    negatives nobody filled in marks every class an image does not list
+    unknown)."""
+    target = np.asarray(target)
+    full = np.flatnonzero(((target == 0).sum(axis=0) == 0)
+                          & ((target == 1).sum(axis=0) > 0))
+    if not full.size:
+        return
+    MMLogger.get_current_instance().warning(
+        f'{full.size} {where}classes have no known negative in the '
+        f'evaluated set ({", ".join(classes[i] for i in full[:10])}'
+        f'{"..." if full.size > 10 else ""}): every known label of them is '
+        'a positive, so their AP is 100 whatever the model scores, and the '
+        'mAP is higher than the model deserves. Fix: check the split\'s '
+        'labels (a negatives column or field that no image fills marks '
+        'every class an image does not list as unknown; for a complete '
+        'labelling leave it out).')
+
+
+def warn_undefined_ap(classes: Sequence[str], target: np.ndarray,
+                      num_pos: np.ndarray, no_positive: str,
+                      where: str = '') -> None:
+    """The warnings of the classes whose AP does not measure the model:
+    no positive (:func:`warn_no_positive`), no known negative
+    (:func:`warn_no_negative`)."""
+    warn_no_positive(classes, num_pos, no_positive, where)
+    warn_no_negative(classes, target, where)
+
+
 def threshold_metrics(pred: np.ndarray,
                       target: np.ndarray,
                       thr: Union[float, np.ndarray] = 0.5) -> Dict[str, float]:
@@ -435,7 +469,7 @@ class PartialMultiLabelMetric(BaseMetric):
                 owner, self.class_thresholds, num_classes)
         ap, num_pos = average_precision_per_class(pred, target)
         classes = self._class_names(pred.shape[1])
-        warn_no_positive(classes, num_pos, self.no_positive)
+        warn_undefined_ap(classes, target, num_pos, self.no_positive)
         # per-class AP of this evaluation (tools/test.py --out metrics)
         # (lazy: per_class imports this module)
         from ..per_class import format_ap_table, per_class_rows

@@ -27,7 +27,7 @@ from mmcoop.datasets.utils import class_columns, read_class_list
 from mmcoop.registry import METRICS
 from mmcoop.utils.value_checks import check_int
 from .multi_label import (PartialMultiLabelMetric, average_precision_per_class,
-                          mean_of_ap, topk_metrics, warn_no_positive)
+                          mean_of_ap, topk_metrics, warn_undefined_ap)
 
 __all__ = ['UnseenClassMetric']
 
@@ -113,8 +113,8 @@ class UnseenClassMetric(PartialMultiLabelMetric):
             p, t = pred[:, cols], target[:, cols]
             ap, num_pos = average_precision_per_class(p, t)
             if name == 'unseen':
-                warn_no_positive([classes[i] for i in cols], num_pos,
-                                 self.no_positive, 'unseen ')
+                warn_undefined_ap([classes[i] for i in cols], t, num_pos,
+                                  self.no_positive, 'unseen ')
             metrics[f'{name}/mAP'] = mean_of_ap(ap, num_pos,
                                                 self.no_positive)
             for k in self.ks:

@@ -499,4 +499,3 @@ def _same_values(saved: Optional[List[torch.Tensor]],
     return saved is not None and len(saved) == len(params) and all(
         s.shape == p.shape and s.dtype == p.dtype and s.device == p.device
         and torch.equal(s, p) for s, p in zip(saved, params))
-
