@@ -341,30 +341,31 @@ class MMCoopRunner(Runner):
     # ------------------------------------------------------------------
     def _register_mmcoop_hooks(self) -> None:
         from mmcoop.engine.hooks import (ClassCheckHook, FiniteCheckHook,
-                                         RNGStateHook)
+                                         ResumeValidationHook, RNGStateHook)
         from mmcoop.utils.value_checks import check_flag
-        opts = dict(rng_state=True, finite_check=True, class_check=True)
+        opts = dict(rng_state=True, finite_check=True, class_check=True,
+                    resume_validation=True)
         given = self.cfg.get('mmcoop_hooks', None)
         if given is None:
             given = {}
         if not isinstance(given, dict):
             raise ValueError(
                 'MMCoopRunner: mmcoop_hooks must be a dict of flags, e.g. '
-                'mmcoop_hooks = dict(finite_check=False) (keys rng_state, '
-                'finite_check, class_check; all True by default), got '
-                f'{given!r}.')
+                f'mmcoop_hooks = dict(finite_check=False) (keys '
+                f'{", ".join(opts)}; all True by default), got {given!r}.')
         unknown = set(given) - set(opts)
         if unknown:
             raise ValueError(
                 f'mmcoop_hooks: unknown keys {sorted(unknown)}; allowed: '
-                "'rng_state', 'finite_check', 'class_check' (True/False).")
+                f'{", ".join(map(repr, opts))} (True/False).')
         for key, flag in given.items():
             # 'False' or 0 would read as its truth value
             opts[key] = check_flag('MMCoopRunner', f'mmcoop_hooks.{key}',
                                    flag)
         for key, hook_type in (('rng_state', RNGStateHook), ('finite_check',
                                                              FiniteCheckHook),
-                               ('class_check', ClassCheckHook)):
+                               ('class_check', ClassCheckHook),
+                               ('resume_validation', ResumeValidationHook)):
             if opts[key] and not any(
                     isinstance(h, hook_type) for h in self.hooks):
                 self.register_hook(hook_type())
@@ -517,16 +518,30 @@ class MMCoopRunner(Runner):
         if named is None:
             return ordered
         named = osp.abspath(named)
-        # A numbered checkpoint newer than the one named (a crash between
-        # the atomic save and the update of last_checkpoint) is complete:
-        # prefer it. Older ones are fallbacks.
+        # A numbered checkpoint after the one named, written after it (a
+        # crash between the atomic save and the update of last_checkpoint),
+        # is complete: prefer it. One numbered after it but written before
+        # it is an earlier run's (a new run in the same work dir replaced
+        # the files up to its own epoch): never resumed from. Older ones
+        # are fallbacks.
         m = _NUMBERED.match(osp.basename(named))
-        newer = [
-            t[3] for t in numbered
+        named_mtime = osp.getmtime(named)
+        later = [
+            t for t in numbered
             if m and t[0] == m.group(1) and t[1] > int(m.group(2))
         ]
+        newer = [t[3] for t in later if t[2] >= named_mtime]
+        stale = [t[3] for t in later if t[2] < named_mtime]
+        if stale:
+            self.logger.warning(
+                f'--resume: {[osp.basename(p) for p in stale]} in '
+                f'{work_dir} come after {osp.basename(named)} (named in '
+                'last_checkpoint) but were written before it: an earlier '
+                'run in this work dir left them; they are not resumed '
+                'from.')
         rest = [
-            p for p in ordered if p not in newer and osp.abspath(p) != named
+            p for p in ordered
+            if p not in newer and p not in stale and osp.abspath(p) != named
         ]
         return newer + [named] + rest
 

@@ -6,6 +6,7 @@ import functools
 import os
 import os.path as osp
 import shutil
+import time
 
 import _common
 import pytest
@@ -135,6 +136,24 @@ def test_newer_complete_checkpoint_beats_stale_pointer(three_epochs, tmp_path):
     assert 'resumed epoch: 3,' in log_text(runner)
     assert runner.iter == 6
     torch.testing.assert_close(runner.model.linear.weight, expected)
+
+
+def test_an_earlier_runs_later_checkpoints_are_not_resumed(
+        three_epochs, tmp_path):
+    """A new run in a work dir of a finished 3-epoch run wrote epoch_1 and
+    was killed: its --resume must continue from its own epoch_1, not from
+    the earlier run's epoch_3 (numbered after it, written before it).
+    Before: the earlier run's model was reported as the new run's."""
+    ref, expected = three_epochs
+    work = _copy(ref, tmp_path / 'w')
+    later = time.time() + 5
+    os.utime(work / 'epoch_1.pth', (later, later))
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_1.pth'))
+    runner = _resume(work, expected, from_epoch=1)
+    log = log_text(runner)
+    assert "['epoch_3.pth', 'epoch_2.pth']" in log or \
+        "['epoch_2.pth', 'epoch_3.pth']" in log
+    assert 'were written before it: an earlier run' in log
 
 
 def test_moved_work_dir(three_epochs, tmp_path):

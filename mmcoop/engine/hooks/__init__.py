@@ -21,3 +21,6 @@ __all__ += ['RunnerCheckHook', 'RunnerTypeError']
 from .protocol_check_hook import ProtocolCheckHook  # noqa: E402
 
 __all__ += ['ProtocolCheckHook']
+from .resume_validation_hook import ResumeValidationHook  # noqa: E402
+
+__all__ += ['ResumeValidationHook']
