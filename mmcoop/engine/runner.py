@@ -25,6 +25,7 @@ from mmcoop.engine.config_checks import (check_clip_towers, check_load_from,
                                          check_work_dir_is_a_folder,
                                          check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
+from mmcoop.engine.train_checks import check_train_settings
 from mmcoop.engine.work_dir_lock import WorkDirLock
 from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (CheckpointReadError,
@@ -223,6 +224,10 @@ class MMCoopRunner(Runner):
         * ``model.backbone`` and ``model.head.text_encoder``: one CLIP, and
           a head's ``in_channels`` its width, before a feature cache is
           extracted (:func:`mmcoop.engine.config_checks.check_clip_towers`);
+        * the training settings MMEngine reads only when the run reaches
+          them, or never checks (``optim_wrapper.clip_grad``, ...): an error
+          naming the field, the value and the fix, before anything is built
+          (:func:`mmcoop.engine.train_checks.check_train_settings`);
         * ``model.head.classnames`` given as a class file or a dataset: the
           names it gives, so the recorded config holds them
           (:func:`record_classnames`).
@@ -240,6 +245,7 @@ class MMCoopRunner(Runner):
         check_clip_towers(cfg)
         check_load_from(cfg)
         check_runner_compile(cfg)
+        check_train_settings(cfg)
         record_classnames(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.data_path import apply_data_path

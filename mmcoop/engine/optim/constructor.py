@@ -11,6 +11,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 
+from mmcoop.engine.train_checks import check_clip_grad
 from mmcoop.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                              OPTIMIZERS)
 from mmcoop.utils.value_checks import check_number, is_real
@@ -110,6 +111,12 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     * ``paramwise_cfg`` keys MMEngine does not read (a misspelled
       ``cusotm_keys``), and ``custom_keys`` options that neither MMEngine
       nor the optimizer reads (``lr_mul``), are refused;
+    * ``optim_wrapper.clip_grad``: a ``type`` of ``'norm'`` or ``'value'``,
+      only the keys its clip function takes, ``max_norm`` / ``clip_value``
+      finite and > 0 (a negative one flips or fixes every gradient, 0
+      zeroes them), ``norm_type`` > 0 or inf
+      (:func:`~mmcoop.engine.train_checks.check_clip_grad`, also run by
+      ``MMCoopRunner.from_cfg`` for any constructor);
     * the values of ``custom_keys`` options: ``lr_mult`` and ``lr`` > 0,
       ``decay_mult`` >= 0 (:data:`CUSTOM_KEY_RANGES`, when the constructor
       is built); the optimizer's own options (``momentum``,
@@ -167,6 +174,7 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             if value is not None:
                 check_number(_OWNER, f'optim_wrapper.paramwise_cfg.{field}',
                              value)
+        check_clip_grad(self.optim_wrapper_cfg.get('clip_grad', None), _OWNER)
         super()._validate_cfg()
 
     def _custom_key_of(self, name: str) -> Optional[str]:

@@ -1,0 +1,113 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Checks of the training settings of a config (the optimizer wrapper, the
+train loop, the schedule, the dataloaders, the randomness), run by
+``MMCoopRunner.from_cfg`` before anything is built, so that every launcher
+gets them. MMEngine reads these values only when the run reaches them:
+some fail late with a bare ``AssertionError`` or numpy's error, others
+train silently wrong (``clip_grad.max_norm=-1`` is gradient ascent) or not
+at all (``max_epochs=0`` exits 0 with untrained checkpoints).
+
+Each ``check_*`` raises ``ValueError`` naming the config field, the value
+given and the fix; where a value may be deliberate it warns instead.
+"""
+import difflib
+import math
+from typing import Any, Optional
+
+from mmcoop.utils.value_checks import check_flag, check_number, is_real
+
+__all__ = ['CLIP_GRAD_KEYS', 'check_clip_grad', 'check_train_settings']
+
+#: the keys of ``optim_wrapper.clip_grad`` per ``type`` (MMEngine's
+#: ``OptimWrapper`` passes them to ``torch.nn.utils.clip_grad_norm_`` /
+#: ``clip_grad_value_``), the first one required.
+CLIP_GRAD_KEYS = {
+    'norm': ('max_norm', 'norm_type', 'error_if_nonfinite', 'foreach'),
+    'value': ('clip_value', 'foreach'),
+}
+
+_CLIP_WHY = {
+    'max_norm': 'the gradients are scaled by max_norm / norm: a negative '
+    'max_norm flips them (gradient ascent), 0 zeroes them (nothing trains)',
+    'clip_value': 'the gradients are clamped to [-clip_value, clip_value]: '
+    'a negative clip_value sets every gradient to -clip_value, 0 zeroes them '
+    '(nothing trains)',
+}
+
+
+def _where(cfg) -> str:
+    filename = getattr(cfg, 'filename', None)
+    return f' (in {filename})' if filename else ''
+
+
+def check_clip_grad(clip_grad: Any,
+                    owner: str = 'MMCoopRunner',
+                    where: str = '') -> None:
+    """Refuse an ``optim_wrapper.clip_grad`` that MMEngine would accept but
+    that clips wrongly or fails at the first step: not a non-empty dict, a
+    ``type`` other than ``'norm'`` / ``'value'``, keys the clip function
+    does not take, a missing or non-positive ``max_norm`` / ``clip_value``
+    (finite > 0), a ``norm_type`` that is not a positive number or inf,
+    flags that are not bools. None: no clipping."""
+    field = 'optim_wrapper.clip_grad'
+    if clip_grad is None:
+        return
+    example = ("dict(max_norm=1.0) (clip the gradients' norm) or "
+               "dict(type='value', clip_value=0.5) (clamp each gradient)")
+    if not isinstance(clip_grad, dict) or not clip_grad:
+        raise ValueError(
+            f'{owner}: {field}{where} must be None (no clipping) or a dict '
+            f'such as {example}, got {clip_grad!r}.')
+    kind = clip_grad.get('type', 'norm')
+    if kind not in CLIP_GRAD_KEYS:
+        raise ValueError(
+            f'{owner}: {field}.type{where} must be \'norm\' (torch.nn.utils.'
+            "clip_grad_norm_, MMEngine's default) or 'value' (clip_grad_"
+            f'value_), got {kind!r}. Fix: {example}.')
+    allowed = CLIP_GRAD_KEYS[kind]
+    unknown = sorted(set(clip_grad) - set(allowed) - {'type'}, key=str)
+    if unknown:
+        hints = [
+            f'{k!r} -> {close[0]!r}' for k in unknown for close in
+            [difflib.get_close_matches(str(k), allowed + ('type', ), 1)]
+            if close
+        ]
+        raise ValueError(
+            f'{owner}: {field}{where} has {unknown}, which clipping by '
+            f'{kind} does not take (the first step would fail with '
+            f'"unexpected keyword argument"); allowed: {list(allowed)} and '
+            "'type'." + (f' Did you mean {", ".join(hints)}?' if hints else '')
+            + f' Fix: {example}.')
+    required = allowed[0]
+    if required not in clip_grad:
+        raise ValueError(
+            f'{owner}: {field}{where} (type {kind!r}) needs {required}; '
+            f'got {clip_grad!r}. Fix: {example}.')
+    check_number(
+        owner, f'{field}.{required}', clip_grad[required], 0, above=True,
+        what=f'{_CLIP_WHY[required]}. Fix: a positive {required}, or '
+        f'remove {field} not to clip{where}')
+    norm_type = clip_grad.get('norm_type', 2.0)
+    if not ((is_real(norm_type) and norm_type > 0 and not math.isnan(
+            norm_type)) or norm_type == 'inf'):
+        raise ValueError(
+            f'{owner}: {field}.norm_type{where} must be a number > 0 (the p '
+            f"of the p-norm: 2 Euclidean) or inf ('inf'), got "
+            f'{norm_type!r}. Fix: norm_type=2.0 (the default).')
+    if 'error_if_nonfinite' in clip_grad:
+        check_flag(owner, f'{field}.error_if_nonfinite',
+                   clip_grad['error_if_nonfinite'])
+    if clip_grad.get('foreach', None) is not None:
+        check_flag(owner, f'{field}.foreach (or None)', clip_grad['foreach'])
+
+
+def _optim_wrapper(cfg) -> Optional[dict]:
+    wrapper = cfg.get('optim_wrapper', None)
+    return wrapper if isinstance(wrapper, dict) else None
+
+
+def check_train_settings(cfg) -> None:
+    """The checks of this module on ``cfg`` (``MMCoopRunner.from_cfg``)."""
+    wrapper = _optim_wrapper(cfg)
+    if wrapper is not None:
+        check_clip_grad(wrapper.get('clip_grad', None), where=_where(cfg))
