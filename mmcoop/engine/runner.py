@@ -25,7 +25,8 @@ from mmcoop.engine.config_checks import (check_clip_towers, check_load_from,
                                          check_work_dir_is_a_folder,
                                          check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
-from mmcoop.engine.train_checks import check_train_settings
+from mmcoop.engine.train_checks import (check_train_dataloader_length,
+                                        check_train_settings)
 from mmcoop.engine.work_dir_lock import WorkDirLock
 from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (CheckpointReadError,
@@ -225,7 +226,8 @@ class MMCoopRunner(Runner):
           a head's ``in_channels`` its width, before a feature cache is
           extracted (:func:`mmcoop.engine.config_checks.check_clip_towers`);
         * the training settings MMEngine reads only when the run reaches
-          them, or never checks (``optim_wrapper.clip_grad``, ...): an error
+          them, or never checks (``optim_wrapper.clip_grad``,
+          ``train_cfg.max_epochs`` / ``max_iters``, ...): an error
           naming the field, the value and the fix, before anything is built
           (:func:`mmcoop.engine.train_checks.check_train_settings`);
         * ``model.head.classnames`` given as a class file or a dataset: the
@@ -234,7 +236,8 @@ class MMCoopRunner(Runner):
 
         ``__init__`` then refuses a work dir inside a dataset folder and
         takes the work-dir lock (:mod:`mmcoop.engine.work_dir_lock`)
-        before MMEngine writes there.
+        before MMEngine writes there; :meth:`build_train_loop` refuses a
+        train dataloader that gives no batch.
         """
         cfg = copy.deepcopy(cfg)
         if not isinstance(cfg, Config):
@@ -335,6 +338,18 @@ class MMCoopRunner(Runner):
 
     def train(self):
         return self._locked(super().train)
+
+    def build_train_loop(self, loop) -> BaseLoop:
+        """MMEngine's train loop, refused when its dataloader gives no
+        batch (:func:`~mmcoop.engine.train_checks.
+        check_train_dataloader_length`: a ``batch_size`` larger than the
+        training set with ``drop_last=True`` trained zero iterations and
+        saved untrained checkpoints)."""
+        built = not isinstance(loop, BaseLoop)
+        loop = super().build_train_loop(loop)
+        if built:
+            check_train_dataloader_length(loop)
+        return loop
 
     def val(self):
         return self._locked(super().val)

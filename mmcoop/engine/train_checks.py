@@ -14,9 +14,12 @@ import difflib
 import math
 from typing import Any, Optional
 
-from mmcoop.utils.value_checks import check_flag, check_number, is_real
+from mmcoop.utils.value_checks import check_flag, check_number, is_int, is_real
 
-__all__ = ['CLIP_GRAD_KEYS', 'check_clip_grad', 'check_train_settings']
+__all__ = [
+    'CLIP_GRAD_KEYS', 'check_clip_grad', 'train_loop_kind', 'check_train_cfg',
+    'check_train_dataloader_length', 'check_train_settings'
+]
 
 #: the keys of ``optim_wrapper.clip_grad`` per ``type`` (MMEngine's
 #: ``OptimWrapper`` passes them to ``torch.nn.utils.clip_grad_norm_`` /
@@ -106,8 +109,112 @@ def _optim_wrapper(cfg) -> Optional[dict]:
     return wrapper if isinstance(wrapper, dict) else None
 
 
+def train_loop_kind(train_cfg: Any) -> Optional[str]:
+    """``'epoch'`` or ``'iter'``: the unit of the train loop that
+    ``train_cfg`` builds (MMEngine's ``Runner.build_train_loop``: a
+    ``type`` from ``LOOPS``, a subclass of ``EpochBasedTrainLoop`` /
+    ``IterBasedTrainLoop`` included, else ``by_epoch``); None for another
+    loop, or one that cannot be told from the config."""
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+    from mmcoop.registry import LOOPS
+    from mmcoop.utils.config_types import registered_class
+    if not isinstance(train_cfg, dict):
+        return None
+    if 'type' in train_cfg:
+        cls = registered_class(LOOPS, train_cfg)
+        return None if cls is None else 'epoch' if issubclass(
+            cls, EpochBasedTrainLoop) else 'iter' if issubclass(
+                cls, IterBasedTrainLoop) else None
+    if 'by_epoch' not in train_cfg:
+        return None
+    return 'epoch' if train_cfg['by_epoch'] else 'iter'
+
+
+#: the length field of each loop kind, and what it counts.
+_LOOP_LENGTH = {'epoch': ('max_epochs', 'epochs'),
+                'iter': ('max_iters', 'iterations')}
+
+
+def check_train_cfg(cfg) -> None:
+    """``train_cfg.max_epochs`` (an epoch-based loop) or ``max_iters`` (an
+    iteration-based one) must be an int >= 1: MMEngine trains nothing for 0
+    or less and exits 0 after saving untrained checkpoints, and stops with
+    a bare ``AssertionError`` for 1.5. Other loops are checked for the
+    field they are given."""
+    train_cfg = cfg.get('train_cfg', None)
+    if not isinstance(train_cfg, dict):
+        return
+    kind = train_loop_kind(train_cfg)
+    fields = [_LOOP_LENGTH[kind]] if kind else [
+        v for k, v in _LOOP_LENGTH.items() if v[0] in train_cfg
+    ]
+    for field, unit in fields:
+        if field not in train_cfg:
+            other = [f for f, _ in _LOOP_LENGTH.values() if f != field]
+            raise ValueError(
+                f'MMCoopRunner: train_cfg{_where(cfg)} has no {field} (the '
+                f'number of {unit} of this {kind}-based loop)' +
+                (f', only {other[0]}' if other[0] in train_cfg else '') +
+                f'. Fix: e.g. --cfg-options train_cfg.{field}=20.')
+        value = train_cfg[field]
+        if not is_int(value) or value < 1:
+            example = max(1, round(value)) if is_real(value) and \
+                math.isfinite(value) else 20
+            raise ValueError(
+                f'MMCoopRunner: train_cfg.{field}{_where(cfg)} must be an int '
+                f'>= 1 (the number of {unit} to train), got {value!r}: ' +
+                ('0 or less trains nothing (the run would save untrained '
+                 'checkpoints and exit 0)' if is_real(value) and value < 1
+                 else 'MMEngine stops on it after the data and the model '
+                 'are built') + f'. Fix: a whole number of {unit}, e.g. '
+                f'--cfg-options train_cfg.{field}={example}.')
+
+
+def check_train_dataloader_length(loop) -> None:
+    """Refuse a train loop whose dataloader gives no batch (a training set
+    smaller than ``batch_size`` with ``drop_last=True``, or an empty one):
+    MMEngine would run zero iterations, save untrained checkpoints and
+    exit 0 (an iteration-based loop would wait for a batch forever).
+    Called by ``MMCoopRunner.build_train_loop``, once the dataset is built
+    and before anything is trained."""
+    loader = getattr(loop, 'dataloader', None)
+    try:
+        batches = len(loader)
+    except TypeError:  # an iterable dataset: no length to tell
+        return
+    if batches:
+        return
+    dataset = getattr(loader, 'dataset', None)
+    try:
+        size = len(dataset)
+    except TypeError:
+        size = None
+    try:
+        per_rank = len(loader.sampler)
+    except (TypeError, AttributeError):
+        per_rank = size
+    batch_size = getattr(loader, 'batch_size', None)
+    drop_last = getattr(loader, 'drop_last', None)
+    if not size:
+        raise ValueError(
+            'MMCoopRunner: the training set (train_dataloader.dataset) is '
+            'empty, so no iteration would run. Fix: check the dataset '
+            'fields (data_root, ann_file, split, classes).')
+    shard = '' if per_rank == size else (
+        f' ({per_rank} on this process of the distributed run)')
+    raise ValueError(
+        f'MMCoopRunner: train_dataloader gives no batch: the training set '
+        f'has {size} samples{shard}, train_dataloader.batch_size='
+        f'{batch_size!r} and drop_last={drop_last!r}, so every batch is '
+        'incomplete and dropped: no iteration would run, and the run would '
+        'save untrained checkpoints and exit 0. Fix: train_dataloader.'
+        f'batch_size <= {per_rank}, or train_dataloader.drop_last=False.')
+
+
 def check_train_settings(cfg) -> None:
     """The checks of this module on ``cfg`` (``MMCoopRunner.from_cfg``)."""
     wrapper = _optim_wrapper(cfg)
     if wrapper is not None:
         check_clip_grad(wrapper.get('clip_grad', None), where=_where(cfg))
+    check_train_cfg(cfg)

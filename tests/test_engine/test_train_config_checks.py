@@ -43,6 +43,8 @@ def _cfg(work_dir, **over):
         checkpoint_check=dict(classes=False)))
     cfg.default_hooks.logger.interval = 1
     cfg.merge_from_dict(over)
+    for key in [k for k, v in cfg.train_cfg.items() if v is None]:
+        cfg.train_cfg.pop(key)  # None: remove the base's key
     return cfg
 
 
@@ -117,3 +119,70 @@ def test_good_clip_grad_trains(tmp_path, clip_grad):
     before = runner.model.linear.weight.detach().clone()
     runner.train()
     assert not torch.equal(runner.model.linear.weight, before)
+
+
+# --------------------------------------------------------------------------
+# runs that would train zero iterations
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('train_cfg,match', [
+    (dict(max_epochs=0), r'train_cfg\.max_epochs.* must be an int >= 1 '
+     r'\(the number of epochs to train\), got 0: 0 or less trains nothing'),
+    (dict(max_epochs=-1), r'train_cfg\.max_epochs.*got -1: 0 or less'),
+    (dict(max_epochs=1.5), r'train_cfg\.max_epochs.*got 1\.5: MMEngine '
+     r'stops on it'),
+    (dict(max_epochs='3'), r"train_cfg\.max_epochs.*got '3'"),
+    (dict(by_epoch=False, max_epochs=None, max_iters=0),
+     r'train_cfg\.max_iters.* must be an int >= 1 \(the number of '
+     r'iterations to train\), got 0'),
+    (dict(by_epoch=False, max_epochs=None, max_iters=2.5),
+     r'train_cfg\.max_iters.*got 2\.5'),
+    (dict(type='IterBasedTrainLoop', by_epoch=None, max_epochs=None,
+          max_iters=-4), r'train_cfg\.max_iters.*got -4'),
+    (dict(by_epoch=False, max_iters=None),
+     r'train_cfg.* has no max_iters .*iter-based loop\), only max_epochs'),
+])
+def test_train_lengths_that_train_nothing_are_refused(
+        tmp_path, train_cfg, match):
+    """Before: max_epochs 0 or -1 trained nothing, saved checkpoints and
+    exited 0; 1.5 stopped with MMEngine's bare AssertionError after the
+    data and the model were built."""
+    _refused(tmp_path, match + '.*Fix: ', train_cfg=train_cfg)
+
+
+def test_iteration_loop_of_a_whole_number_of_iterations_trains(tmp_path):
+    cfg = _cfg(tmp_path / 'work', train_cfg=dict(
+        by_epoch=False, max_epochs=None, max_iters=3, val_interval=3))
+    MMCoopRunner.from_cfg(cfg).train()
+    assert osp.isfile(tmp_path / 'work' / 'epoch_1.pth') or \
+        osp.isfile(tmp_path / 'work' / 'iter_3.pth')
+
+
+@pytest.mark.parametrize('by_epoch', [True, False])
+def test_a_batch_larger_than_the_training_set_with_drop_last_is_refused(
+        tmp_path, by_epoch):
+    """8 samples, batch_size 16, drop_last: no batch. Before: zero
+    iterations, untrained checkpoints saved, exit 0 (an iteration loop
+    would wait for a batch for ever). Refused when the loop is built,
+    before anything is trained or saved."""
+    train_cfg = dict(by_epoch=True, max_epochs=2) if by_epoch else dict(
+        by_epoch=False, max_epochs=None, max_iters=2)
+    cfg = _cfg(tmp_path / 'work', train_cfg=train_cfg,
+                          train_dataloader=dict(batch_size=16,
+                                                drop_last=True))
+    runner = MMCoopRunner.from_cfg(cfg)
+    before = runner.model.linear.weight.detach().clone()
+    with pytest.raises(ValueError, match=(
+            r'train_dataloader gives no batch: the training set has 8 '
+            r'samples, train_dataloader\.batch_size=16 and drop_last=True.*'
+            r'Fix: train_dataloader\.batch_size <= 8, or train_dataloader\.'
+            r'drop_last=False\.')):
+        runner.train()
+    assert torch.equal(runner.model.linear.weight, before)
+    assert not [f for f in (tmp_path / 'work').rglob('*.pth')]
+    # without drop_last the one incomplete batch trains
+    cfg.train_dataloader.drop_last = False
+    cfg.work_dir = str(tmp_path / 'kept')
+    MMCoopRunner.from_cfg(cfg).train()
+    assert [f for f in (tmp_path / 'kept').rglob('*.pth')]
