@@ -25,7 +25,8 @@ from mmcoop.engine.config_checks import (check_clip_towers, check_load_from,
                                          check_work_dir_is_a_folder,
                                          check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
-from mmcoop.engine.train_checks import (check_train_dataloader_length,
+from mmcoop.engine.train_checks import (check_schedule,
+                                        check_train_dataloader_length,
                                         check_train_settings)
 from mmcoop.engine.work_dir_lock import WorkDirLock
 from mmcoop.registry import RUNNERS
@@ -227,9 +228,12 @@ class MMCoopRunner(Runner):
           extracted (:func:`mmcoop.engine.config_checks.check_clip_towers`);
         * the training settings MMEngine reads only when the run reaches
           them, or never checks (``optim_wrapper.clip_grad``,
-          ``train_cfg.max_epochs`` / ``max_iters``, ...): an error
+          ``train_cfg.max_epochs`` / ``max_iters``, the ``param_scheduler``
+          against ``train_cfg``, ...): an error
           naming the field, the value and the fix, before anything is built
-          (:func:`mmcoop.engine.train_checks.check_train_settings`);
+          (:func:`mmcoop.engine.train_checks.check_train_settings`; a
+          scheduler that starts after the run or ends after it: a
+          warning);
         * ``model.head.classnames`` given as a class file or a dataset: the
           names it gives, so the recorded config holds them
           (:func:`record_classnames`).
@@ -344,11 +348,19 @@ class MMCoopRunner(Runner):
         batch (:func:`~mmcoop.engine.train_checks.
         check_train_dataloader_length`: a ``batch_size`` larger than the
         training set with ``drop_last=True`` trained zero iterations and
-        saved untrained checkpoints)."""
+        saved untrained checkpoints); the schedulers counted in iterations
+        are compared with the run's length
+        (:func:`~mmcoop.engine.train_checks.check_schedule`)."""
         built = not isinstance(loop, BaseLoop)
         loop = super().build_train_loop(loop)
         if built:
             check_train_dataloader_length(loop)
+            try:
+                iters_per_epoch = len(loop.dataloader)
+            except TypeError:  # an iterable dataset
+                iters_per_epoch = None
+            if iters_per_epoch:  # the schedulers counted in iterations
+                check_schedule(self.cfg, iters_per_epoch)
         return loop
 
     def val(self):

@@ -12,13 +12,14 @@ given and the fix; where a value may be deliberate it warns instead.
 """
 import difflib
 import math
+import warnings
 from typing import Any, Optional
 
 from mmcoop.utils.value_checks import check_flag, check_number, is_int, is_real
 
 __all__ = [
     'CLIP_GRAD_KEYS', 'check_clip_grad', 'train_loop_kind', 'check_train_cfg',
-    'check_train_dataloader_length', 'check_train_settings'
+    'check_train_dataloader_length', 'check_schedule', 'check_train_settings'
 ]
 
 #: the keys of ``optim_wrapper.clip_grad`` per ``type`` (MMEngine's
@@ -171,6 +172,105 @@ def check_train_cfg(cfg) -> None:
                 f'--cfg-options train_cfg.{field}={example}.')
 
 
+def _schedulers(cfg) -> list:
+    """The ``param_scheduler`` entries of ``cfg`` (a dict or a list of
+    them); [] for None or a per-optimizer dict of lists."""
+    schedulers = cfg.get('param_scheduler', None)
+    if isinstance(schedulers, dict):
+        return [schedulers] if 'type' in schedulers else []
+    return list(schedulers) if isinstance(schedulers, (list, tuple)) else []
+
+
+def check_schedule(cfg, iters_per_epoch: Optional[int] = None) -> None:
+    """Compare each ``param_scheduler`` entry with the length of the run
+    (``train_cfg``).
+
+    * ``by_epoch=True`` (MMEngine's default) in an iteration-based loop
+      without ``convert_to_iter_based``: refused (the loop ends no epoch,
+      so the scheduler never steps and the lr stays at its first value);
+    * ``begin`` at or after the end of the run: a warning (the scheduler
+      never takes effect, e.g. the cosine after a warm-up longer than the
+      run); ``end`` after it: a warning (the scheduler is cut short, e.g. a
+      cosine that never reaches ``eta_min``). Warnings, not errors: a
+      recipe may set a scheduler for a longer run on purpose.
+
+    Without ``iters_per_epoch`` (``MMCoopRunner.from_cfg``) only the
+    entries whose ``begin`` / ``end`` have the unit of the loop's length
+    are compared (epochs of ``max_epochs``, iterations of ``max_iters``);
+    with it (``MMCoopRunner.build_train_loop``, once the train dataloader
+    is built) only the others (iterations in an epoch-based loop, epochs
+    converted to iterations in an iteration-based one). Loops of other
+    types, and lengths that are not ints >= 1 (:func:`check_train_cfg`),
+    are not compared.
+    """
+    from mmengine.optim.scheduler.param_scheduler import INF
+    train_cfg = cfg.get('train_cfg', None)
+    kind = train_loop_kind(train_cfg)
+    if kind is None:
+        return
+    field, unit = _LOOP_LENGTH[kind]
+    length = train_cfg.get(field, None)
+    if not is_int(length) or length < 1:
+        return
+    run = f'train_cfg.{field}={length}'
+    for i, entry in enumerate(_schedulers(cfg)):
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get('type', '?')
+        name = f'param_scheduler[{i}] ({getattr(name, "__name__", name)})'
+        by_epoch = entry.get('by_epoch', True)
+        convert = entry.get('convert_to_iter_based', False)
+        if kind == 'iter' and by_epoch and not convert:
+            if iters_per_epoch is None:
+                raise ValueError(
+                    f'MMCoopRunner: {name}{_where(cfg)} has by_epoch=True '
+                    "(MMEngine's default), but train_cfg builds an "
+                    'iteration-based loop, which ends no epoch: the '
+                    'scheduler would never step and the lr would stay at its '
+                    'first value. Fix: by_epoch=False with begin / end in '
+                    f'iterations (the run is {run}), or '
+                    'convert_to_iter_based=True to keep them in epochs of '
+                    'len(train_dataloader) iterations.')
+            continue
+        if kind == 'epoch' and by_epoch:
+            needs, end_unit, total, what = False, 'epoch', length, run
+        elif kind == 'iter' and not by_epoch:
+            needs, end_unit, total, what = False, 'iteration', length, run
+        elif iters_per_epoch is None or iters_per_epoch < 1:
+            continue
+        elif kind == 'epoch':  # by_epoch=False: iterations
+            needs, end_unit = True, 'iteration'
+            total = length * iters_per_epoch
+            what = (f'{run} of {iters_per_epoch} iterations each: {total} '
+                    'iterations')
+        else:  # converted: epochs of iters_per_epoch iterations
+            needs, end_unit = True, 'epoch'
+            total = length / iters_per_epoch
+            what = (f'{run} in epochs of {iters_per_epoch} iterations: '
+                    f'{total:g} epochs')
+        if needs != (iters_per_epoch is not None):
+            continue
+        begin, end = entry.get('begin', 0), entry.get('end', INF)
+        if not is_real(begin) or not is_real(end):
+            continue  # the scheduler refuses them itself
+        span = f'begin={begin}, end={"INF" if end >= INF else end}'
+        if begin >= total:
+            warnings.warn(
+                f'{name}{_where(cfg)} starts at {end_unit} {begin} ({span}), '
+                f'but the run ends before ({what}): it never takes effect '
+                '(the lr stays where the schedulers before it leave it, e.g. '
+                'at the warm-up value). Fix: begin it (and end it) within '
+                f'the run, or train longer ({field}). Ignore this if the '
+                'recipe is meant for a longer run.')
+        elif end < INF and end > total:
+            warnings.warn(
+                f'{name}{_where(cfg)} ends at {end_unit} {end} ({span}), '
+                f'after the run ({what}): only its start runs (a cosine or '
+                'a decay stops part-way, before its final value). Fix: end '
+                f'it at {total:g} (the run\'s end), or train longer '
+                f'({field}). Ignore this if that is meant.')
+
+
 def check_train_dataloader_length(loop) -> None:
     """Refuse a train loop whose dataloader gives no batch (a training set
     smaller than ``batch_size`` with ``drop_last=True``, or an empty one):
@@ -218,3 +318,4 @@ def check_train_settings(cfg) -> None:
     if wrapper is not None:
         check_clip_grad(wrapper.get('clip_grad', None), where=_where(cfg))
     check_train_cfg(cfg)
+    check_schedule(cfg)

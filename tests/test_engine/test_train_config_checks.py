@@ -186,3 +186,106 @@ def test_a_batch_larger_than_the_training_set_with_drop_last_is_refused(
     cfg.work_dir = str(tmp_path / 'kept')
     MMCoopRunner.from_cfg(cfg).train()
     assert [f for f in (tmp_path / 'kept').rglob('*.pth')]
+
+
+# --------------------------------------------------------------------------
+# the schedule against train_cfg
+# --------------------------------------------------------------------------
+
+def _warm_up_and_cosine(warm_up_end, cosine_end, **kw):
+    return [
+        dict(type='LinearLR', start_factor=0.1, begin=0, end=warm_up_end,
+             **kw),
+        dict(type='CosineAnnealingLR', begin=warm_up_end, end=cosine_end,
+             **kw)
+    ]
+
+
+def test_a_scheduler_that_starts_after_the_run_is_named(tmp_path):
+    """A warm-up longer than the run: the cosine never starts (before: the
+    whole run at the warm-up lr, without a word)."""
+    cfg = _cfg(tmp_path / 'work', train_cfg=dict(max_epochs=3),
+               param_scheduler=_warm_up_and_cosine(5, 20))
+    with pytest.warns(UserWarning) as record:
+        MMCoopRunner.from_cfg(cfg)
+    msgs = [str(w.message) for w in record
+            if 'param_scheduler[' in str(w.message)]
+    assert len(msgs) == 2, msgs
+    assert msgs[0].startswith(
+        'param_scheduler[0] (LinearLR) (in ') and \
+        'ends at epoch 5 (begin=0, end=5), after the run (train_cfg.' \
+        'max_epochs=3)' in msgs[0] and 'Fix: end it at 3' in msgs[0]
+    assert msgs[1].startswith('param_scheduler[1] (CosineAnnealingLR)') and \
+        'starts at epoch 5 (begin=5, end=20), but the run ends before ' \
+        '(train_cfg.max_epochs=3): it never takes effect' in msgs[1]
+
+
+def test_a_schedule_within_the_run_says_nothing(tmp_path):
+    import warnings
+    cfg = _cfg(tmp_path / 'work', train_cfg=dict(max_epochs=3),
+               param_scheduler=_warm_up_and_cosine(1, 3) +
+               [dict(type='ConstantLR', factor=1.0, begin=0)])  # end: INF
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        runner = MMCoopRunner.from_cfg(cfg)
+        runner.train_loop  # builds it: the iteration schedulers compared
+    assert not [w for w in record if 'param_scheduler' in str(w.message)]
+
+
+def test_epoch_schedulers_in_an_iteration_loop_are_refused(tmp_path):
+    """IterBasedTrainLoop ends no epoch: a by_epoch scheduler never stepped
+    and the lr stayed at its first value (before: silently)."""
+    over = dict(train_cfg=dict(by_epoch=False, max_epochs=None, max_iters=6))
+    msg = _refused(
+        tmp_path, r'param_scheduler\[1\] \(CosineAnnealingLR\).* has '
+        r"by_epoch=True \(MMEngine's default\), but train_cfg builds an "
+        r'iteration-based loop.*Fix: by_epoch=False .*\(the run is '
+        r'train_cfg\.max_iters=6\), or convert_to_iter_based=True',
+        param_scheduler=_warm_up_and_cosine(1, 3, by_epoch=False)[:1] +
+        _warm_up_and_cosine(1, 3)[1:], **over)
+    assert 'param_scheduler[0]' not in msg
+    # converted, or counted in iterations: accepted
+    for schedule in (_warm_up_and_cosine(1, 3, convert_to_iter_based=True),
+                     _warm_up_and_cosine(2, 6, by_epoch=False)):
+        MMCoopRunner.from_cfg(_cfg(tmp_path / f'w{len(schedule)}',
+                                   param_scheduler=schedule, **over))
+
+
+def test_schedulers_in_the_other_unit_are_compared_when_the_loop_is_built(
+        tmp_path):
+    """by_epoch=False in an epoch loop counts iterations: compared with
+    max_epochs * len(train_dataloader) once the dataloader is built (2
+    epochs of 2 iterations here), before a step."""
+    cfg = _cfg(tmp_path / 'work',
+               param_scheduler=_warm_up_and_cosine(10, 50, by_epoch=False))
+    runner = MMCoopRunner.from_cfg(cfg)
+    with pytest.warns(UserWarning) as record:
+        runner.train_loop
+    msgs = [str(w.message) for w in record]
+    assert any('param_scheduler[1] (CosineAnnealingLR)' in m and
+               'starts at iteration 10 (begin=10, end=50), but the run ends '
+               'before (train_cfg.max_epochs=2 of 2 iterations each: 4 '
+               'iterations)' in m for m in msgs), msgs
+    # the same in epochs, converted, in an iteration loop
+    cfg = _cfg(tmp_path / 'iter',
+               train_cfg=dict(by_epoch=False, max_epochs=None, max_iters=4),
+               param_scheduler=_warm_up_and_cosine(
+                   1, 5, convert_to_iter_based=True))
+    runner = MMCoopRunner.from_cfg(cfg)
+    with pytest.warns(UserWarning, match=re.escape(
+            'param_scheduler[1] (CosineAnnealingLR) (in ') + '.*' +
+            re.escape('ends at epoch 5 (begin=1, end=5), after the run '
+                      '(train_cfg.max_iters=4 in epochs of 2 iterations: 2 '
+                      'epochs)')):
+        runner.train_loop
+
+
+def test_shipped_configs_pass_the_train_checks(shipped_configs):
+    """No shipped config is refused or warned about."""
+    import warnings
+
+    from mmcoop.engine.train_checks import check_train_settings
+    for path, cfg in shipped_configs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            check_train_settings(cfg.copy())
