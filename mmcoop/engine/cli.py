@@ -510,12 +510,14 @@ def check_test_inputs_and_outputs(args, cfg: Config) -> None:
 
 def check_amp_device(args) -> None:
     """``tools/train.py --amp`` needs an accelerator (mmengine's
-    ``AmpOptimWrapper``); say so before the runner is built."""
+    ``AmpOptimWrapper``); say so before the runner is built (an
+    ``optim_wrapper.type`` set in the config or with ``--cfg-options`` is
+    refused when training starts, :func:`mmcoop.engine.train_checks.
+    check_amp_optim_wrapper`)."""
     if not args.amp:
         return
-    from mmengine.device import (is_cuda_available, is_mlu_available,
-                                 is_npu_available)
-    if not (is_cuda_available() or is_npu_available() or is_mlu_available()):
+    from mmcoop.engine.train_checks import AMP_DEVICES, amp_device_available
+    if not amp_device_available():
         raise SystemExit(
-            'train.py: error: --amp needs a GPU (CUDA), NPU or MLU; none is '
-            'available here. Fix: drop --amp to train in fp32 on the CPU.')
+            f'train.py: error: --amp needs {AMP_DEVICES}; none is available '
+            'here. Fix: drop --amp to train in fp32 on the CPU.')

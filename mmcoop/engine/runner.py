@@ -25,7 +25,9 @@ from mmcoop.engine.config_checks import (check_clip_towers, check_load_from,
                                          check_work_dir_is_a_folder,
                                          check_work_dir_outside_datasets)
 from mmcoop.engine.config_text import FormatOnceConfig
-from mmcoop.engine.train_checks import (check_schedule,
+from mmcoop.engine.train_checks import (check_accumulative_counts,
+                                        check_amp_optim_wrapper,
+                                        check_schedule,
                                         check_train_dataloader_length,
                                         check_train_settings)
 from mmcoop.engine.work_dir_lock import WorkDirLock
@@ -228,8 +230,10 @@ class MMCoopRunner(Runner):
           extracted (:func:`mmcoop.engine.config_checks.check_clip_towers`);
         * the training settings MMEngine reads only when the run reaches
           them, or never checks (``optim_wrapper.clip_grad``,
-          ``train_cfg.max_epochs`` / ``max_iters``, the ``param_scheduler``
-          against ``train_cfg``, ...): an error
+          ``train_cfg.max_epochs`` / ``max_iters`` / ``val_interval``, the
+          ``param_scheduler`` against ``train_cfg``,
+          ``optim_wrapper.accumulative_counts``, ``randomness``, the
+          dataloaders' ``batch_size`` / ``num_workers`` ...): an error
           naming the field, the value and the fix, before anything is built
           (:func:`mmcoop.engine.train_checks.check_train_settings`; a
           scheduler that starts after the run or ends after it: a
@@ -241,7 +245,9 @@ class MMCoopRunner(Runner):
         ``__init__`` then refuses a work dir inside a dataset folder and
         takes the work-dir lock (:mod:`mmcoop.engine.work_dir_lock`)
         before MMEngine writes there; :meth:`build_train_loop` refuses a
-        train dataloader that gives no batch.
+        train dataloader that gives no batch; :meth:`train` refuses an
+        ``AmpOptimWrapper`` without an accelerator (not here: testing the
+        config of a run trained with ``--amp`` builds no optimizer).
         """
         cfg = copy.deepcopy(cfg)
         if not isinstance(cfg, Config):
@@ -341,6 +347,9 @@ class MMCoopRunner(Runner):
             self._release_work_dir()
 
     def train(self):
+        # before the training data, a feature cache and the optimizer are
+        # built (MMEngine: a bare AssertionError once they are)
+        check_amp_optim_wrapper(self.cfg)
         return self._locked(super().train)
 
     def build_train_loop(self, loop) -> BaseLoop:
@@ -350,7 +359,9 @@ class MMCoopRunner(Runner):
         training set with ``drop_last=True`` trained zero iterations and
         saved untrained checkpoints); the schedulers counted in iterations
         are compared with the run's length
-        (:func:`~mmcoop.engine.train_checks.check_schedule`)."""
+        (:func:`~mmcoop.engine.train_checks.check_schedule`), and so is
+        ``optim_wrapper.accumulative_counts`` (a warning when it is larger:
+        one update)."""
         built = not isinstance(loop, BaseLoop)
         loop = super().build_train_loop(loop)
         if built:
@@ -361,6 +372,9 @@ class MMCoopRunner(Runner):
                 iters_per_epoch = None
             if iters_per_epoch:  # the schedulers counted in iterations
                 check_schedule(self.cfg, iters_per_epoch)
+            total = getattr(loop, 'max_iters', None)
+            if isinstance(total, int):
+                check_accumulative_counts(self.cfg, total)
         return loop
 
     def val(self):

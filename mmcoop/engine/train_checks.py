@@ -19,8 +19,14 @@ from mmcoop.utils.value_checks import check_flag, check_number, is_int, is_real
 
 __all__ = [
     'CLIP_GRAD_KEYS', 'check_clip_grad', 'train_loop_kind', 'check_train_cfg',
-    'check_train_dataloader_length', 'check_schedule', 'check_train_settings'
+    'check_train_dataloader_length', 'check_schedule', 'AMP_DEVICES',
+    'amp_device_available', 'check_amp_optim_wrapper', 'check_randomness',
+    'check_dataloaders', 'check_accumulative_counts', 'check_train_settings'
 ]
+
+#: what mixed precision (MMEngine's ``AmpOptimWrapper``) runs on: the one
+#: sentence of ``tools/train.py --amp`` and of the config check.
+AMP_DEVICES = 'a GPU (CUDA), NPU or MLU'
 
 #: the keys of ``optim_wrapper.clip_grad`` per ``type`` (MMEngine's
 #: ``OptimWrapper`` passes them to ``torch.nn.utils.clip_grad_norm_`` /
@@ -142,7 +148,8 @@ def check_train_cfg(cfg) -> None:
     iteration-based one) must be an int >= 1: MMEngine trains nothing for 0
     or less and exits 0 after saving untrained checkpoints, and stops with
     a bare ``AssertionError`` for 1.5. Other loops are checked for the
-    field they are given."""
+    field they are given. ``val_interval`` of the two built-in loops: an
+    int >= 1 (0 was a ``ZeroDivisionError`` after the first epoch)."""
     train_cfg = cfg.get('train_cfg', None)
     if not isinstance(train_cfg, dict):
         return
@@ -170,6 +177,16 @@ def check_train_cfg(cfg) -> None:
                  else 'MMEngine stops on it after the data and the model '
                  'are built') + f'. Fix: a whole number of {unit}, e.g. '
                 f'--cfg-options train_cfg.{field}={example}.')
+    interval = train_cfg.get('val_interval', 1)
+    if kind is not None and not (is_int(interval) and interval >= 1):
+        unit = _LOOP_LENGTH[kind][1]
+        raise ValueError(
+            f'MMCoopRunner: train_cfg.val_interval{_where(cfg)} must be an '
+            f'int >= 1 (validate every val_interval {unit}), got '
+            f'{interval!r}: MMEngine divides by it after the first '
+            f'{unit[:-1]} was trained (0: ZeroDivisionError). Fix: e.g. '
+            '--cfg-options train_cfg.val_interval=1, or --no-validate '
+            '(val_cfg=None) not to validate.')
 
 
 def _schedulers(cfg) -> list:
@@ -312,10 +329,152 @@ def check_train_dataloader_length(loop) -> None:
         f'batch_size <= {per_rank}, or train_dataloader.drop_last=False.')
 
 
+def amp_device_available() -> bool:
+    """Whether MMEngine's ``AmpOptimWrapper`` can be built here."""
+    from mmengine.device import (is_cuda_available, is_mlu_available,
+                                 is_musa_available, is_npu_available)
+    return (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available())
+
+
+def check_amp_optim_wrapper(cfg) -> None:
+    """Refuse an ``optim_wrapper`` of type ``AmpOptimWrapper`` (or a
+    subclass) on a machine without an accelerator, naming the field
+    (MMEngine: a bare ``AssertionError`` once the training data is built).
+    Called when training starts (``MMCoopRunner.train``): ``tools/test.py``
+    reads the config of a run trained with ``--amp`` on a CPU machine
+    without building the optimizer."""
+    from mmengine.optim import AmpOptimWrapper
+
+    from mmcoop.registry import OPTIM_WRAPPERS
+    from mmcoop.utils.config_types import registered_class
+    wrapper = _optim_wrapper(cfg)
+    cls = registered_class(OPTIM_WRAPPERS, wrapper) if wrapper else None
+    if cls is None or not issubclass(cls, AmpOptimWrapper) or \
+            amp_device_available():
+        return
+    raise ValueError(
+        f'MMCoopRunner: optim_wrapper.type={wrapper["type"]!r}{_where(cfg)} '
+        f'(mixed precision, what tools/train.py --amp sets) needs '
+        f'{AMP_DEVICES}; none is available here. Fix: '
+        "optim_wrapper.type='OptimWrapper' (and no loss_scale) to train in "
+        'fp32 on the CPU.')
+
+
+#: ``randomness`` keys (MMEngine's ``Runner.set_randomness``).
+RANDOMNESS_KEYS = ('seed', 'deterministic', 'diff_rank_seed')
+
+
+def check_randomness(cfg) -> None:
+    """``randomness``: a dict of :data:`RANDOMNESS_KEYS`, ``seed`` None
+    (drawn) or an int in [0, 2**32 - 1] (numpy's range: -1 or 1.5 was
+    numpy's error, not naming the field), the flags bools."""
+    randomness = cfg.get('randomness', None)
+    if randomness is None:
+        return
+    if not isinstance(randomness, dict):
+        raise ValueError(
+            f'MMCoopRunner: randomness{_where(cfg)} must be a dict such as '
+            f'dict(seed=0, deterministic=False), got {randomness!r}.')
+    unknown = sorted(set(randomness) - set(RANDOMNESS_KEYS), key=str)
+    if unknown:
+        hints = [
+            f'{k!r} -> {close[0]!r}' for k in unknown for close in
+            [difflib.get_close_matches(str(k), RANDOMNESS_KEYS, 1)] if close
+        ]
+        raise ValueError(
+            f'MMCoopRunner: randomness{_where(cfg)} has {unknown}, which '
+            f'MMEngine does not take; allowed: {list(RANDOMNESS_KEYS)}.' +
+            (f' Did you mean {", ".join(hints)}?' if hints else ''))
+    seed = randomness.get('seed', None)
+    if seed is not None and not (is_int(seed) and 0 <= seed < 2**32):
+        raise ValueError(
+            f'MMCoopRunner: randomness.seed{_where(cfg)} must be None (a '
+            'seed drawn for the run) or an int in [0, 2**32 - 1] (numpy\'s '
+            f'range), got {seed!r}. Fix: e.g. --cfg-options '
+            'randomness.seed=0.')
+    for flag in ('deterministic', 'diff_rank_seed'):
+        if flag in randomness:
+            check_flag('MMCoopRunner', f'randomness.{flag}', randomness[flag])
+
+
+#: the dataloaders :func:`check_dataloaders` checks.
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def check_dataloaders(cfg) -> None:
+    """The plain values of each dataloader dict (torch's ``DataLoader``
+    refuses them only once the dataset is built, without the field's
+    path): ``batch_size`` an int >= 1, ``num_workers`` an int >= 0,
+    ``prefetch_factor`` None or an int >= 1, ``drop_last``, ``pin_memory``
+    and ``persistent_workers`` bools (``'no'`` would read as True), and
+    ``persistent_workers=True`` only with workers."""
+    for name in DATALOADERS:
+        loader = cfg.get(name, None)
+        if not isinstance(loader, dict):
+            continue
+        for field, minimum, what in (
+                ('batch_size', 1, 'samples per batch (per process)'),
+                ('num_workers', 0, 'worker processes; 0: load in the main '
+                 'process')):
+            value = loader.get(field, 1)
+            if not (is_int(value) and value >= minimum):
+                raise ValueError(
+                    f'MMCoopRunner: {name}.{field}{_where(cfg)} must be an '
+                    f'int >= {minimum} ({what}), got {value!r}. Fix: e.g. '
+                    f'--cfg-options {name}.{field}={max(minimum, 1)}.')
+        prefetch = loader.get('prefetch_factor', None)
+        if prefetch is not None and not (is_int(prefetch) and prefetch >= 1):
+            raise ValueError(
+                f'MMCoopRunner: {name}.prefetch_factor{_where(cfg)} must be '
+                f'None or an int >= 1 (batches loaded ahead per worker), got '
+                f'{prefetch!r}.')
+        for flag in ('drop_last', 'pin_memory', 'persistent_workers'):
+            if flag in loader:
+                check_flag('MMCoopRunner', f'{name}.{flag}', loader[flag])
+        if loader.get('persistent_workers', False) and \
+                not loader.get('num_workers', 0):
+            raise ValueError(
+                f'MMCoopRunner: {name}.persistent_workers=True{_where(cfg)} '
+                'needs workers, but num_workers is 0 (torch would refuse it '
+                f'once the dataset is built). Fix: {name}.persistent_workers'
+                f'=False, or {name}.num_workers >= 1.')
+
+
+def check_accumulative_counts(cfg, total_iters: Optional[int] = None) -> None:
+    """``optim_wrapper.accumulative_counts`` (gradient accumulation): an
+    int >= 1 (MMEngine: a bare ``AssertionError`` once the data is built).
+    With ``total_iters`` (the iterations of the whole run, known once the
+    train dataloader is built): a warning when it is larger, so that the
+    parameters are updated once, at the last iteration."""
+    wrapper = _optim_wrapper(cfg)
+    if wrapper is None or 'accumulative_counts' not in wrapper:
+        return
+    counts = wrapper['accumulative_counts']
+    if total_iters is None:
+        if not (is_int(counts) and counts >= 1):
+            raise ValueError(
+                f'MMCoopRunner: optim_wrapper.accumulative_counts'
+                f'{_where(cfg)} must be an int >= 1 (the iterations whose '
+                f'gradients are summed before each update; 1: none), got '
+                f'{counts!r}. Fix: e.g. --cfg-options '
+                'optim_wrapper.accumulative_counts=1.')
+    elif is_int(counts) and counts > total_iters:
+        warnings.warn(
+            f'optim_wrapper.accumulative_counts={counts}{_where(cfg)} is '
+            f'larger than the whole run ({total_iters} iterations): the '
+            'parameters are updated once, at the last iteration. Fix: '
+            f'accumulative_counts <= {total_iters} (the effective batch is '
+            'accumulative_counts * batch_size), or train longer.')
+
+
 def check_train_settings(cfg) -> None:
     """The checks of this module on ``cfg`` (``MMCoopRunner.from_cfg``)."""
     wrapper = _optim_wrapper(cfg)
     if wrapper is not None:
         check_clip_grad(wrapper.get('clip_grad', None), where=_where(cfg))
+        check_accumulative_counts(cfg)
     check_train_cfg(cfg)
     check_schedule(cfg)
+    check_randomness(cfg)
+    check_dataloaders(cfg)

@@ -289,3 +289,107 @@ def test_shipped_configs_pass_the_train_checks(shipped_configs):
         with warnings.catch_warnings():
             warnings.simplefilter('error')
             check_train_settings(cfg.copy())
+
+
+# --------------------------------------------------------------------------
+# values MMEngine / numpy / torch refused late, without the field
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('over,match', [
+    (dict(train_cfg=dict(val_interval=0)),
+     r'train_cfg\.val_interval.* must be an int >= 1 \(validate every '
+     r'val_interval epochs\), got 0: MMEngine divides by it after the first '
+     r'epoch was trained \(0: ZeroDivisionError\)'),
+    (dict(train_cfg=dict(val_interval=-2)), r'val_interval.*got -2'),
+    (dict(train_cfg=dict(val_interval=1.5)), r'val_interval.*got 1\.5'),
+    (dict(randomness=dict(seed=-1)), r'randomness\.seed.* must be None \(a '
+     r"seed drawn for the run\) or an int in \[0, 2\*\*32 - 1\] \(numpy's "
+     r'range\), got -1\. Fix: '),
+    (dict(randomness=dict(seed=1.5)), r'randomness\.seed.*got 1\.5'),
+    (dict(randomness=dict(seed=2**32)), r'randomness\.seed.*got 4294967296'),
+    (dict(randomness=dict(seed=0, determinstic=True)),
+     r"randomness.* has \['determinstic'\], which MMEngine does not take.*"
+     r"Did you mean 'determinstic' -> 'deterministic'\?"),
+    (dict(randomness=dict(seed=0, deterministic='no')),
+     r"randomness\.deterministic must be True or False, got 'no'"),
+    (dict(train_dataloader=dict(batch_size=0)),
+     r'train_dataloader\.batch_size.* must be an int >= 1 \(samples per '
+     r'batch.*got 0\. Fix: e\.g\. --cfg-options train_dataloader\.'
+     r'batch_size=1'),
+    (dict(train_dataloader=dict(batch_size=2.5)),
+     r'train_dataloader\.batch_size.*got 2\.5'),
+    (dict(val_dataloader=dict(batch_size=0)),
+     r'val_dataloader\.batch_size.*got 0'),
+    (dict(train_dataloader=dict(num_workers=-1)),
+     r'train_dataloader\.num_workers.* must be an int >= 0 \(worker '
+     r'processes.*got -1'),
+    (dict(train_dataloader=dict(drop_last='no')),
+     r"train_dataloader\.drop_last must be True or False, got 'no'"),
+    (dict(train_dataloader=dict(persistent_workers=True)),
+     r'train_dataloader\.persistent_workers=True.* needs workers, but '
+     r'num_workers is 0'),
+    (dict(optim_wrapper=dict(accumulative_counts=0)),
+     r'optim_wrapper\.accumulative_counts.* must be an int >= 1 \(the '
+     r'iterations whose gradients are summed.*got 0\. Fix: '),
+    (dict(optim_wrapper=dict(accumulative_counts=2.0)),
+     r'accumulative_counts.*got 2\.0'),
+])
+def test_late_raw_errors_are_named_before_anything_is_built(
+        tmp_path, over, match):
+    """Before: val_interval=0 a ZeroDivisionError after the first epoch was
+    trained; seed -1 / 1.5 numpy's error; batch_size=0, num_workers=-1
+    torch's error after the datasets were built; accumulative_counts=0
+    MMEngine's bare AssertionError; none named the field."""
+    if 'val_dataloader' in over:
+        over = dict(over, val_dataloader=dict(
+            _cfg(tmp_path / 'x').train_dataloader, batch_size=0),
+            val_cfg=dict(), val_evaluator=dict(type='Accuracy'))
+    _refused(tmp_path, match, **over)
+
+
+def test_iteration_loop_val_interval_names_iterations(tmp_path):
+    _refused(tmp_path, r'validate every val_interval iterations\), got 0',
+             train_cfg=dict(by_epoch=False, max_epochs=None, max_iters=4,
+                            val_interval=0))
+
+
+def test_amp_optim_wrapper_without_an_accelerator_is_named(
+        tmp_path, monkeypatch):
+    """``optim_wrapper.type='AmpOptimWrapper'`` set in the config or with
+    --cfg-options (``tools/train.py --amp`` says it in the CLI): refused
+    when training starts, before the data and the optimizer are built
+    (before: MMEngine's bare AssertionError). Building the runner, as
+    tools/test.py does with the config of a run trained with --amp, is
+    not refused."""
+    import mmcoop.engine.train_checks as checks
+    monkeypatch.setattr(checks, 'amp_device_available', lambda: False)
+    runner = MMCoopRunner.from_cfg(_cfg(
+        tmp_path / 'work', optim_wrapper=dict(type='AmpOptimWrapper')))
+    with pytest.raises(ValueError, match=re.escape(
+            "MMCoopRunner: optim_wrapper.type='AmpOptimWrapper' (in ") +
+            '.*' + re.escape(
+                '(mixed precision, what tools/train.py --amp sets) needs a '
+                'GPU (CUDA), NPU or MLU; none is available here. Fix: '
+                "optim_wrapper.type='OptimWrapper'")):
+        runner.train()
+    assert isinstance(runner._train_loop, dict)  # not built
+    assert not list((tmp_path / 'work').rglob('*.pth'))
+
+
+def test_accumulative_counts_longer_than_the_run_warns(tmp_path):
+    """2 epochs of 2 iterations and accumulative_counts=8: one update, at
+    the last iteration."""
+    runner = MMCoopRunner.from_cfg(_cfg(
+        tmp_path / 'work', optim_wrapper=dict(accumulative_counts=8)))
+    with pytest.warns(UserWarning, match=(
+            r'optim_wrapper\.accumulative_counts=8.* is larger than the '
+            r'whole run \(4 iterations\): the parameters are updated once')):
+        runner.train_loop
+    import warnings
+    runner = MMCoopRunner.from_cfg(_cfg(
+        tmp_path / 'ok', optim_wrapper=dict(accumulative_counts=4)))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        runner.train_loop
+    assert not [w for w in record if 'accumulative' in str(w.message)]
