@@ -420,6 +420,38 @@ def test_constructor_warns_on_a_typo_among_matching_keys(logs):
                for level, m in logs if level == logging.INFO)
 
 
+def test_constructor_warns_on_keys_that_match_only_frozen_tensors(logs):
+    """A key aimed at the frozen CLIP tower (a user trying to fine-tune it
+    with lr_mult=10): before, INFO only, as for another head's tensors."""
+    optim = _build(custom_keys={'backbone': dict(lr_mult=10.)})
+    warnings = [m for level, m in logs if level == logging.WARNING]
+    assert len(warnings) == 1, logs
+    assert ("custom_keys ['backbone'] match only frozen tensors "
+            '(requires_grad=False, e.g. backbone.weight): the CLIP towers '
+            'are frozen by design') in warnings[0]
+    assert 'nothing there is trained' in warnings[0]
+    assert 'head.pos_prompt.ctx' in warnings[0]  # the trainable names
+    assert {g['lr'] for g in optim.optimizer.param_groups} == {0.5}
+    # among keys that match, with another head's key: the frozen one warns,
+    # the other head's stays at INFO
+    logs.clear()
+    _build(custom_keys={'head.pos_prompt.ctx': dict(lr_mult=0.01),
+                        'head.neg_prompt.ctx': dict(lr_mult=0.01),
+                        'backbone.bias': dict(lr_mult=10.)})
+    warnings = [m for level, m in logs if level == logging.WARNING]
+    assert len(warnings) == 1 and "['backbone.bias'] match only frozen" in \
+        warnings[0]
+    assert any("['head.neg_prompt.ctx'] match no trainable" in m
+               for level, m in logs if level == logging.INFO)
+    # a key matching nothing at all next to a frozen one: both named
+    logs.clear()
+    _build(custom_keys={'backbone': dict(lr_mult=10.),
+                        'head.pos_promt': dict(lr_mult=0.1)})
+    warnings = [m for level, m in logs if level == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "entry ['head.pos_promt'] matches a trainable" in warnings[1]
+
+
 def test_shipped_positivecoop_schedule_builds_without_warnings(logs):
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs', '_base_', 'schedules',

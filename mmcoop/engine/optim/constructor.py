@@ -4,7 +4,7 @@ import difflib
 import inspect
 import logging
 import math
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -128,7 +128,9 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       listed at INFO level only, because a shared recipe lists the keys of
       every head variant (``sgd-coslr-50e_positivecoop.py`` names the
       PositiveCoOp, NegativeCoOp and Baseline tensors, and each model has
-      only some of them).
+      only some of them); a key that matches only frozen tensors (e.g.
+      ``backbone``, a user trying to fine-tune CLIP) gets a warning of its
+      own: the CLIP towers are frozen by design, nothing there is trained.
     """
 
     def _validate_cfg(self) -> None:
@@ -186,7 +188,11 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 return key
         return None
 
-    def _check_custom_keys(self, trainable: list) -> None:
+    def _check_custom_keys(self, trainable: list,
+                           frozen: Sequence[str] = ()) -> None:
+        """Report the ``custom_keys`` that match no trainable parameter
+        (``trainable``: ``(name, param)`` pairs; ``frozen``: the names of
+        the frozen parameters): see the class docstring."""
         keys = list(self.paramwise_cfg.get('custom_keys', {}))
         if not keys:
             return
@@ -199,10 +205,30 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         names = [n for n, _ in trainable]
         shown = ', '.join(names[:8]) + (
             f', ... ({len(names)} in all)' if len(names) > 8 else '')
-        if len(unmatched) == len(keys):
+        frozen_only = [
+            k for k in unmatched
+            if any(k in _match_name(n) for n in frozen)
+        ]
+        if frozen_only:
+            example = next(n for n in frozen if frozen_only[0] in
+                           _match_name(n))
+            print_log(
+                f'{_OWNER}: optim_wrapper.paramwise_cfg.custom_keys '
+                f'{frozen_only} match only frozen tensors (requires_grad='
+                f'False, e.g. {example}): the CLIP towers are frozen by '
+                'design and never reach the optimizer, so nothing there is '
+                'trained and these multipliers change nothing (fine-tuning '
+                'CLIP is not supported). Fix: remove them; the trainable '
+                f'parameters are: {shown}.',
+                logger='current',
+                level=logging.WARNING)
+            unmatched = [k for k in unmatched if k not in frozen_only]
+            if not unmatched:
+                return
+        if len(unmatched) + len(frozen_only) == len(keys):
             print_log(
                 f'{_OWNER}: no optim_wrapper.paramwise_cfg.custom_keys '
-                f'entry {keys} matches a trainable parameter name (keys '
+                f'entry {unmatched} matches a trainable parameter name (keys '
                 'are matched as substrings), so every trainable tensor '
                 'trains at the base lr and weight decay. Trainable '
                 f'parameters: {shown}. Fix: correct the keys, or remove '
@@ -365,7 +391,9 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             params = [p for _, p in trainable]
             num_groups = 1
         else:
-            self._check_custom_keys(trainable)
+            self._check_custom_keys(
+                trainable, [n for n, p in model.named_parameters()
+                            if not p.requires_grad])
             params = []
             self.add_params(params, model)
             num_groups = len(params)
