@@ -381,6 +381,10 @@ def merge_train_args(cfg: Config, args) -> Config:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    # optim_wrapper.type='AmpOptimWrapper' from the config or --cfg-options
+    # (--amp: check_amp_device), before the runner makes the work dir
+    from mmcoop.engine.train_checks import check_amp_optim_wrapper
+    check_amp_optim_wrapper(cfg)
     if args.auto_scale_lr:  # after --cfg-options, which may set it
         base = cfg.auto_scale_lr.get('base_batch_size', None)
         if isinstance(base, bool) or not isinstance(base, int) or base < 1:

@@ -375,6 +375,16 @@ def test_amp_optim_wrapper_without_an_accelerator_is_named(
         runner.train()
     assert isinstance(runner._train_loop, dict)  # not built
     assert not list((tmp_path / 'work').rglob('*.pth'))
+    # tools/train.py: before the runner makes the work dir
+    from _common import load_tool
+    cfg = _cfg(tmp_path / 'cli')
+    config = str(tmp_path / 'cli.py')
+    cfg.dump(config)
+    with pytest.raises(ValueError, match="type='AmpOptimWrapper' "):
+        load_tool('tools/train.py').main([
+            config, '--work-dir', str(tmp_path / 'cli'), '--cfg-options',
+            'optim_wrapper.type=AmpOptimWrapper'])
+    assert not (tmp_path / 'cli').exists()
 
 
 def test_accumulative_counts_longer_than_the_run_warns(tmp_path):
