@@ -54,6 +54,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 from mmcoop.datasets.utils import atomic_write_json
 from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import make_output_dirs
+from mmcoop.utils.signals import sigterm_as_exit
 from .tables import plot_results, render_markdown, write_results
 
 __all__ = [
@@ -587,14 +588,22 @@ def check_out_dir(out_dir: str, report_only: bool = False) -> None:
                 'overwrite') if mine else ''
         raise SweepError(
             f'--out {out_dir!r} is not a sweep folder (no {SETTINGS} or '
-            f'runs/){held}. Fix: give a new folder or the folder of a '
-            'sweep as --out.')
+            f'runs of a sweep){held}. Fix: give a new folder or the folder '
+            'of a sweep as --out.')
 
 
 def is_sweep_dir(out_dir: str) -> bool:
-    """A folder a sweep made: its settings file or its runs."""
-    return osp.isfile(osp.join(out_dir, SETTINGS)) or osp.isdir(
-        osp.join(out_dir, 'runs'))
+    """A folder a sweep made: its settings file, or run folders in the
+    sweep's layout (``runs/<protocol>/<dataset>/<method>/<run>/`` holding a
+    result or the sweep's train log). A ``runs/`` folder alone (e.g.
+    TensorBoard's default) is not enough: the report would overwrite the
+    folder's own ``results.csv``."""
+    if osp.isfile(osp.join(out_dir, SETTINGS)):
+        return True
+    runs = glob.escape(osp.join(out_dir, 'runs'))
+    return any(
+        glob.glob(osp.join(runs, '*', '*', '*', '*', name))
+        for name in (RESULT, 'sweep_train.log'))
 
 
 def render_reports(out_dir: str, paper: bool = True) -> Dict[str, str]:
@@ -925,7 +934,8 @@ def run_sweep(runs: Sequence[Run],
                            chosen, train_cmd, test_cmd, label, commit, env)
 
     going, free, building, error = {}, list(range(jobs)), set(), None
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    # SIGTERM too stops the runs going (their processes would go on)
+    with sigterm_as_exit(), ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
             while pending or going:
                 for item in list(pending):
@@ -960,8 +970,9 @@ def run_sweep(runs: Sequence[Run],
                         f'{result["wall_time_s"]} s)')
                     write_results(osp.join(out_dir, 'results.csv'),
                                   collect_results(out_dir))
-        except BaseException:  # Ctrl-C (or an error here): the runs going
-            _stop_children()  # stop, to resume from their last checkpoints
+        except BaseException:  # Ctrl-C, SIGTERM (or an error here): the
+            _stop_children()  # runs going stop, to resume from their last
+            # checkpoints
             raise
     if error is not None:
         raise error

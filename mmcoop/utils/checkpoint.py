@@ -363,6 +363,28 @@ def atomic_open(path: str,
     if error is not None:
         raise OSError(error.errno, full_disk_message(
             path, error.errno, last_good)) from error
+    _remove_dead_temps(folder, osp.basename(path))
+
+
+def _remove_dead_temps(folder: str, name: str) -> None:
+    """Remove the temporary files of ``name`` that writers killed before
+    they could clean up (``SIGKILL``, or ``SIGTERM`` in a process without a
+    handler) left in ``folder``: the file is now written whole, and a temp
+    of a writer that no longer runs on this host (:func:`pid_alive`) never
+    becomes anything but can be as large as the file."""
+    prefix = _temp_name(name, '')
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for other in names:
+        pid = other[len(prefix):]
+        if other.startswith(prefix) and pid.isdigit() and \
+                int(pid) != os.getpid() and not pid_alive(int(pid)):
+            try:
+                os.remove(osp.join(folder, other))
+            except OSError:
+                pass
 
 
 def _temp_name(name: str, pid: int) -> str:

@@ -171,7 +171,14 @@ def test_report_only_and_out_checks(sweep, tmp_path):
     (mine / 'results.csv').write_text('my data\n')
     _refused(sweep('--report-only', out=str(mine)), 'not a sweep folder')
     _refused(sweep(out=str(mine)), 'not a sweep folder')
+    # a runs/ folder of its own (TensorBoard's default name) does not make
+    # it a sweep's (before: the report replaced results.csv / results.md)
+    (mine / 'runs' / 'Dec04_tb').mkdir(parents=True)
+    (mine / 'results.md').write_text('my notes\n')
+    _refused(sweep('--report-only', out=str(mine)), 'not a sweep folder')
+    _refused(sweep(out=str(mine)), 'not a sweep folder')
     assert (mine / 'results.csv').read_text() == 'my data\n'
+    assert (mine / 'results.md').read_text() == 'my notes\n'
     _refused(sweep('--report-only', out=str(tmp_path / 'missing')),
              'does not exist')
     afile = tmp_path / 'afile'

@@ -211,3 +211,27 @@ def test_disk_full_during_a_training_save(tmp_path, monkeypatch, toy_runner):
              if p.endswith('.pth') or p == 'last_checkpoint'}
     assert after == before
     assert not [p for p in os.listdir(work) if '.tmp-' in p]
+
+
+def test_a_write_removes_the_temps_dead_writers_left(tmp_path):
+    """A writer killed mid-write (SIGKILL, or SIGTERM without a handler)
+    cannot remove its temp file, as large as the output: the next complete
+    write of that file does, keeping a running writer's and other files'."""
+    import subprocess
+    import sys
+
+    from mmcoop.utils.checkpoint import atomic_open
+    dead = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'],
+        capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f'.m.onnx.tmp-{dead}'
+    stale.write_bytes(b'x' * 1000)
+    running = tmp_path / f'.m.onnx.tmp-{os.getppid()}'
+    running.write_bytes(b'y')
+    other = tmp_path / f'.n.onnx.tmp-{dead}'
+    other.write_bytes(b'z')
+    with atomic_open(str(tmp_path / 'm.onnx')) as f:
+        f.write(b'model')
+    assert (tmp_path / 'm.onnx').read_bytes() == b'model'
+    assert not stale.exists()
+    assert running.exists() and other.exists()
