@@ -35,6 +35,7 @@ from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (CheckpointReadError,
                                      remove_partial_checkpoints,
                                      safe_torch_load)
+from mmcoop.utils.signals import sigterm_as_exit
 from mmcoop.utils.value_checks import is_int
 
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
@@ -339,12 +340,15 @@ class MMCoopRunner(Runner):
             self._work_dir_lock.release()
 
     def _locked(self, loop: Callable):
-        if self._work_dir_lock is not None:
-            self._work_dir_lock.acquire()
-        try:
-            return loop()
-        finally:
-            self._release_work_dir()
+        # SIGTERM (kill, Slurm's stop) ends the loop through the clean-up:
+        # the lock is released, a partial file removed
+        with sigterm_as_exit():
+            if self._work_dir_lock is not None:
+                self._work_dir_lock.acquire()
+            try:
+                return loop()
+            finally:
+                self._release_work_dir()
 
     def train(self):
         # before the training data, a feature cache and the optimizer are

@@ -92,3 +92,26 @@ def test_only_global_rank_zero_locks(monkeypatch):
     monkeypatch.delenv('RANK')
     monkeypatch.setenv('SLURM_PROCID', '3')
     assert _launcher_rank('slurm') == 3
+
+
+def test_sigterm_ends_a_run_through_its_clean_up(tmp_path):
+    """``kill`` / Slurm's stop (SIGTERM) used to end the process at once:
+    the lock stayed (for the next run to take over), a partial file beside
+    its output. Now the loop unwinds: the lock is released."""
+    import _common
+    from mmengine.hooks import Hook
+
+    class Terminate(Hook):
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None,
+                             outputs=None):
+            assert (tmp_path / 'w' / 'mmcoop.lock').exists()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    runner = _common.toy_runner(tmp_path / 'w', 2,
+                                custom_hooks=[Terminate()])
+    with pytest.raises(SystemExit) as exit_:
+        runner.train()
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert not (tmp_path / 'w' / 'mmcoop.lock').exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
