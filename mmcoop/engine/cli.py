@@ -458,7 +458,16 @@ OUT_SUFFIXES = {
 def check_out_suffix(parser: argparse.ArgumentParser, args) -> None:
     """``tools/test.py``: an ``--out`` whose extension the chosen
     ``--out-item`` cannot be written as stops at argument parsing (the
-    dump would fail only after the whole test)."""
+    dump would fail only after the whole test). An empty ``--out`` or
+    ``--show-dir`` (an unset shell variable) is refused too: it was
+    ignored, and nothing written."""
+    for option, path in (('--out', args.out),
+                         ('--show-dir', getattr(args, 'show_dir', None))):
+        if path is not None and not path.strip():
+            parser.error(
+                f'{option} {path!r} is empty: nothing would be written (the '
+                f'option was ignored). Fix: give a path, or leave {option} '
+                'out.')
     if args.out is None:
         return
     item = args.out_item or 'pred'

@@ -526,7 +526,16 @@ def check_work_dir_is_a_folder(work_dir: str) -> None:
     """Refuse a ``work_dir`` that is a file, lies below one or cannot be
     written (:func:`mmcoop.utils.paths.check_output_folder`; MMEngine
     would stop with a bare ``FileExistsError`` from ``os.makedirs``)."""
-    from mmcoop.utils.paths import check_output_folder
+    from mmcoop.utils.paths import OutputPathError, check_output_folder
+    if isinstance(work_dir, str) and not work_dir.strip():
+        # an unset shell variable (--work-dir "$W"): MMEngine would write
+        # the checkpoints, logs and dump into the current folder
+        raise OutputPathError(
+            f"work_dir {work_dir!r} (--work-dir or the config's `work_dir`) "
+            'is empty: the run would write its checkpoints, logs and '
+            'config dump into the current folder. Fix: give a folder, e.g. '
+            '--work-dir work_dirs/<experiment> (or leave --work-dir out for '
+            'work_dirs/<config name>).')
     if isinstance(work_dir, str) and '://' not in work_dir:
         check_output_folder(
             work_dir, f"work_dir {work_dir!r} (--work-dir or the config's "

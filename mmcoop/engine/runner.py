@@ -197,6 +197,9 @@ class MMCoopRunner(Runner):
     _resumed_complete = False
     #: the config dump of a resuming run waits for the resume (dump_config)
     _dump_pending = False
+    #: the loop the runner runs ('train', 'val', 'test'): where the config
+    #: dump goes (dump_config)
+    _loop_kind = 'train'
 
     @classmethod
     def from_cfg(cls, cfg) -> 'MMCoopRunner':
@@ -312,22 +315,30 @@ class MMCoopRunner(Runner):
             raise
 
     def dump_config(self) -> None:
-        """MMEngine's dump of the config into the work dir, written
-        atomically and never over the config file the run was started with
-        (:func:`config_dump_path`). A run that resumes writes it once the
-        resume is accepted (:meth:`load_or_resume`): a resume that is
-        refused or trains nothing (:meth:`check_resume_position`) keeps the
-        dump of the run that made the checkpoints."""
-        if self._resume and not self._has_loaded:
-            self._dump_pending = True
-            return
-        self._write_config_dump()
+        """MMEngine's dump of the config, written atomically once the run
+        starts (:meth:`load_or_resume`), never over the config file the run
+        was started with (:func:`config_dump_path`):
+
+        * training: ``<work_dir>/<config name>``; a run that resumes writes
+          it once the resume is accepted: a resume that is refused or
+          trains nothing (:meth:`check_resume_position`) keeps the dump of
+          the run that made the checkpoints;
+        * testing / validating (``tools/test.py``, whose work dir is by
+          default the training's): ``<work_dir>/<timestamp>/<config
+          name>``, beside the run's log, so the training's record of what
+          it trained is kept."""
+        self._dump_pending = True
 
     @master_only
     def _write_config_dump(self) -> None:
         from mmcoop.utils.checkpoint import atomic_open
-        path = config_dump_path(self.work_dir, self.cfg.filename,
-                                self.timestamp)
+        if self._loop_kind == 'train':
+            path = config_dump_path(self.work_dir, self.cfg.filename,
+                                    self.timestamp)
+        else:
+            os.makedirs(self.log_dir, exist_ok=True)
+            path = config_dump_path(self.log_dir, self.cfg.filename,
+                                    self.timestamp)
         text = self.cfg.dump()  # the format of the config file's extension
         with atomic_open(path, 'w', encoding='utf-8') as f:
             f.write(text)
@@ -354,6 +365,7 @@ class MMCoopRunner(Runner):
         # before the training data, a feature cache and the optimizer are
         # built (MMEngine: a bare AssertionError once they are)
         check_amp_optim_wrapper(self.cfg)
+        self._loop_kind = 'train'
         return self._locked(super().train)
 
     def build_train_loop(self, loop) -> BaseLoop:
@@ -382,9 +394,11 @@ class MMCoopRunner(Runner):
         return loop
 
     def val(self):
+        self._loop_kind = 'val'
         return self._locked(super().val)
 
     def test(self):
+        self._loop_kind = 'test'
         return self._locked(super().test)
 
     # ------------------------------------------------------------------
@@ -598,7 +612,7 @@ class MMCoopRunner(Runner):
 
     def load_or_resume(self) -> None:
         """Load or resume; auto-resume falls back past unreadable files.
-        The config dump of a resuming run is written here, unless the
+        The config dump is written here (:meth:`dump_config`), unless a
         resumed checkpoint is at the end of the schedule (nothing is
         trained)."""
         self._load_or_resume()

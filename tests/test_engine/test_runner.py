@@ -192,15 +192,51 @@ def test_config_kept_in_its_work_dir_is_not_replaced_by_the_dump(tmp_path):
     work.mkdir()
     mine = work / 'exp.py'
     mine.write_text(text)
-    toy_runner(work, 1, cfg=Config.fromfile(str(mine)))
+    toy_runner(work, 1, cfg=Config.fromfile(str(mine))).train()
     assert mine.read_text() == text
     assert Config.fromfile(str(work / 'exp_resolved.py')).lr == 0.1
     # a config elsewhere: dumped under its own name, as by MMEngine
     other = tmp_path / 'other.py'
     other.write_text(text)
-    toy_runner(tmp_path / 'run', 1, cfg=Config.fromfile(str(other)))
+    toy_runner(tmp_path / 'run', 1, cfg=Config.fromfile(str(other))).train()
     assert Config.fromfile(str(tmp_path / 'run' / 'other.py')).lr == 0.1
     assert not [n for n in os.listdir(tmp_path / 'run') if '.tmp-' in n]
+
+
+def test_a_test_run_keeps_the_trainings_config_dump(tmp_path):
+    """tools/test.py CONFIG work_dirs/<cfg>/epoch_N.pth runs in the
+    training's work dir by default: its dump replaced the training's record
+    of what it trained (another lr, max_epochs). It now goes beside the
+    test's log."""
+    from mmengine.config import Config
+    from mmengine.evaluator import BaseMetric
+
+    class Count(BaseMetric):
+
+        def process(self, data_batch, data_samples):
+            self.results.append(len(data_samples))
+
+        def compute_metrics(self, results):
+            return dict(n=sum(results))
+
+    config = tmp_path / 'exp.py'
+    config.write_text('lr = 0.1\n')
+    work = tmp_path / 'work'
+    toy_runner(work, 1, cfg=Config.fromfile(str(config))).train()
+    trained = (work / 'exp.py').read_text()
+    config.write_text('lr = 0.5\n')  # edited since
+    loader = dict(dataset=ToyDataset(),
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  batch_size=4, num_workers=0,
+                  collate_fn=dict(type='default_collate'))
+    tester = toy_runner(work, 1, cfg=Config.fromfile(str(config)),
+                        test_dataloader=loader, test_cfg=dict(),
+                        test_evaluator=[Count()],
+                        load_from=str(work / 'epoch_1.pth'))
+    tester.test()
+    assert (work / 'exp.py').read_text() == trained
+    assert Config.fromfile(
+        osp.join(tester.log_dir, 'exp.py')).lr == 0.5
 
 
 def test_mmengine_compile_trains_as_eager_with_param_groups(tmp_path):

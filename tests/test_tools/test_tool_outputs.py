@@ -76,6 +76,27 @@ def test_test_out_is_claimed_before_the_runner(tmp_path):
     assert not work_dir.exists()  # no Runner was built
 
 
+def test_empty_output_paths_are_refused(tmp_path, monkeypatch, capsys):
+    """An unset shell variable (``--work-dir "$W"``): the run wrote its
+    checkpoints, logs and dump into the current folder; an empty --out or
+    --show-dir was silently ignored."""
+    from mmcoop.engine.config_checks import check_work_dir_is_a_folder
+    monkeypatch.chdir(tmp_path)
+    for empty in ('', ' '):
+        with pytest.raises(OutputPathError,
+                           match='is empty: the run would write'):
+            check_work_dir_is_a_folder(empty)
+        for option in ('--out', '--show-dir'):
+            with pytest.raises(SystemExit):
+                test_tool.main([DEMO_CONFIG, 'ckpt.pth', option, empty,
+                                '--work-dir', str(tmp_path / 'w')])
+            assert f'{option} {empty!r} is empty: nothing would be ' \
+                'written' in capsys.readouterr().err
+    with pytest.raises(OutputPathError, match='is empty: the run would'):
+        load_tool('tools/train.py').main([DEMO_CONFIG, '--work-dir', ''])
+    assert os.listdir(tmp_path) == []
+
+
 # ------------------------------------------------------ publish_model.py
 def _head_checkpoint(path):
     gen = torch.Generator().manual_seed(0)
