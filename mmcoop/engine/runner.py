@@ -615,10 +615,24 @@ class MMCoopRunner(Runner):
         The config dump is written here (:meth:`dump_config`), unless a
         resumed checkpoint is at the end of the schedule (nothing is
         trained)."""
+        self._check_frozen_towers()
         self._load_or_resume()
         if self._dump_pending and not self._resumed_complete:
             self._dump_pending = False
             self._write_config_dump()
+
+    def _check_frozen_towers(self) -> None:
+        """The frozen CLIP towers must hold the weights they were built
+        with: Runner.train initialises the model's weights just before
+        (``init_cfg``), and an initialiser reaching a tower replaces CLIP
+        (:meth:`~mmcoop.models.backbones.frozen.FrozenMixin.
+        check_weights_unchanged`)."""
+        from mmcoop.models.backbones.frozen import FrozenMixin
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        for name, module in model.named_modules():
+            if isinstance(module, FrozenMixin):
+                module.check_weights_unchanged(name)
 
     def _load_or_resume(self) -> None:
         if self._has_loaded:

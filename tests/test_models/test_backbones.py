@@ -640,3 +640,44 @@ def test_clip_normalization_follows_open_clips_pretrained_configs():
     with pytest.raises(ValueError, match=r"'ViT-L-14' expect different image "
                        r'normalisations.*Give the open_clip tag'):
         clip_normalization('ViT-L-14', '/w/vit-l-14.pt')
+
+
+def test_init_cfg_reaching_a_frozen_tower_is_refused(tiny_rn_file, tmp_path,
+                                                     monkeypatch):
+    """mmpretrain-style ``model.init_cfg`` (TruncNormal on every Linear,
+    Constant on every LayerNorm): MMEngine's ``init_weights`` applies it to
+    every submodule, the frozen CLIP towers included, which no checkpoint
+    saves. Before: training fitted the prompts to a random CLIP (exit 0);
+    now the run stops before the first step."""
+    import _common
+    from mmengine.model import initialize
+
+    from mmcoop.models.backbones.frozen import FrozenMixin
+    tower = FrozenCLIPTextEncoder(model_name='mmcoop-tiny-RN',
+                                  pretrained=tiny_rn_file)
+    tower.check_weights_unchanged('text')  # as built
+    tower.load_state_dict(tower.state_dict())  # as loaded: unchanged
+    tower.to(torch.float64).to(torch.float32)
+    tower.check_weights_unchanged('text')
+    initialize(tower, dict(type='TruncNormal', layer='Linear', std=.02))
+    with pytest.raises(ValueError) as err:
+        tower.check_weights_unchanged('head.text_encoder')
+    for words in ('`head.text_encoder`', 're-initialised', 'init_cfg',
+                  'Fix: remove that init_cfg'):
+        assert words in str(err.value)
+
+    class WithTower(_common.ToyModel):
+
+        def __init__(self):
+            super().__init__()
+            self.tower = FrozenCLIPTextEncoder(
+                model_name='mmcoop-tiny-RN', pretrained=tiny_rn_file)
+            self.init_cfg = [dict(type='TruncNormal', layer='Linear',
+                                  std=.02)]
+
+    assert isinstance(WithTower().tower, FrozenMixin)
+    monkeypatch.setattr(_common, 'ToyModel', WithTower)
+    runner = _common.toy_runner(tmp_path / 'w', 1)
+    with pytest.raises(ValueError, match='`tower`'):
+        runner.train()
+    assert not any(n.endswith('.pth') for n in os.listdir(tmp_path / 'w'))

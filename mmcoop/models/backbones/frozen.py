@@ -1,5 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """What "frozen" means for the CLIP towers, in one place."""
+import torch
 import torch.nn as nn
 
 
@@ -27,6 +28,36 @@ class FrozenMixin:
         self._register_state_dict_hook(_drop_frozen_tensors)
         self._register_load_state_dict_pre_hook(
             _fill_absent_frozen_tensors, with_module=True)
+        # a checkpoint that carries the frozen tensors sets them anew
+        self.register_load_state_dict_post_hook(
+            lambda module, keys: module._record_weights())
+        self._record_weights()
+
+    def _record_weights(self) -> None:
+        self._weights_record = _weights_record(self)
+
+    def check_weights_unchanged(self, name: str) -> None:
+        """Raise ``ValueError`` when the tower's tensors changed since it
+        was built (or loaded from a checkpoint that carries them): an
+        ``init_cfg`` of a module that contains the tower (MMEngine's
+        ``init_weights`` applies ``layer='Linear'`` initialisers to every
+        submodule) re-initialises a frozen CLIP, which no checkpoint saves
+        and nothing restores. ``name``: the tower's path in the model."""
+        now = _weights_record(self)
+        before = getattr(self, '_weights_record', None)
+        if before is None or torch.allclose(now, before, rtol=1e-3,
+                                            atol=0):
+            return
+        raise ValueError(
+            f'The frozen CLIP tower `{name}` ({type(self).__name__}) was '
+            're-initialised after it was built: an `init_cfg` of the model '
+            '(`model.init_cfg`) or of a module containing the tower '
+            '(`model.head.init_cfg` holds the text tower) applied its '
+            'initialisers to the tower\'s layers. Its weights are CLIP\'s '
+            'and are never trained or saved, so training would fit the '
+            'prompts to a random CLIP and testing would use the real one. '
+            'Fix: remove that init_cfg, or restrict it to the trainable '
+            "modules (e.g. `override=dict(name='fc')`).")
 
     def train(self, mode: bool = True):
         """Ignore ``mode``: a frozen tower is always in eval mode."""
@@ -52,3 +83,19 @@ def _fill_absent_frozen_tensors(module, state_dict, prefix, local_metadata,
     finally:
         module.save_frozen = save_frozen
     state_dict.update(own)
+
+
+def _weights_record(module: nn.Module) -> torch.Tensor:
+    """``(T, 2)`` float64: the sum of absolute values and of squares of
+    each of ``module``'s tensors (parameters and buffers; no cancellation,
+    and a change of device or of reduction order moves them by far less
+    than 1e-3 relative, a re-initialisation by far more)."""
+    rows = [
+        torch.stack([
+            t.detach().abs().sum(dtype=torch.float64),
+            t.detach().double().square().sum()
+        ]).cpu() for t in list(module.parameters()) + list(module.buffers())
+        if t.is_floating_point()
+    ]
+    return torch.stack(rows) if rows else torch.zeros(0, 2,
+                                                      dtype=torch.float64)
