@@ -729,3 +729,40 @@ def check_clip_towers(cfg) -> None:
             f'model.head.in_channels={in_channels!r}{where}, but the '
             f'backbone {image["model_name"]!r} gives {width}-d features. '
             f'Fix: model.head.in_channels={width}.')
+
+
+def check_thresholds_agree(cfg) -> None:
+    """Warn when ``model.head.thr`` (the threshold predictions are labelled
+    with: ``pred_label``, inference, export) differs from the ``thr`` of a
+    ``PartialMultiLabelMetric`` in ``val_evaluator`` / ``test_evaluator``
+    (the one CP/CR/CF1 and OP/OR/OF1 are computed at, 0.5 unless set): a
+    ``--cfg-options model.head.thr=0.3`` otherwise changed the labels but
+    not one reported number. Only thresholds the config gives are
+    compared (the head labels the top k with ``topk``)."""
+    head = (cfg.get('model', None) or {}).get('head', None)
+    thr = head.get('thr', None) if isinstance(head, dict) else None
+    if thr is None or isinstance(thr, bool) or not isinstance(
+            thr, (int, float)):
+        return
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluator = cfg.get(key, None)
+        if isinstance(evaluator, dict) and 'metrics' in evaluator:
+            key, evaluator = f'{key}.metrics', evaluator['metrics']
+        named = [(key, evaluator)] if isinstance(evaluator, dict) else [
+            (f'{key}[{i}]', m) for i, m in enumerate(evaluator or [])
+        ]
+        for where, metric in named:
+            kind = metric.get('type') if isinstance(metric, dict) else None
+            name = kind if isinstance(kind, str) else getattr(
+                kind, '__name__', '')
+            if name.split('.')[-1] != 'PartialMultiLabelMetric':
+                continue
+            metric_thr = metric.get('thr', 0.5)
+            if metric_thr != thr:
+                warnings.warn(
+                    f'model.head.thr = {thr} labels the predictions, but '
+                    f'{where}.thr = {metric_thr} is the threshold of the '
+                    'reported CP/CR/CF1 and OP/OR/OF1: the labels and the '
+                    'numbers are of different thresholds. Fix: set both '
+                    f'(e.g. --cfg-options model.head.thr={thr} '
+                    f'{where}.thr={thr}).')

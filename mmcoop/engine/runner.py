@@ -20,6 +20,7 @@ from mmcoop.engine.checkpoint_fit import (check_checkpoint_fits,
 from mmcoop.engine.config_checks import (check_clip_towers, check_load_from,
                                          check_nested_keys,
                                          check_runner_compile,
+                                         check_thresholds_agree,
                                          check_unknown_keys,
                                          check_unseen_class_head,
                                          check_work_dir_is_a_folder,
@@ -263,6 +264,7 @@ class MMCoopRunner(Runner):
         check_load_from(cfg)
         check_runner_compile(cfg)
         check_train_settings(cfg)
+        check_thresholds_agree(cfg)
         record_classnames(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.data_path import apply_data_path

@@ -5,6 +5,7 @@ before training starts, nothing is written into a dataset folder."""
 import os
 import os.path as osp
 import re
+import warnings
 
 import pytest
 from _common import load_tool
@@ -606,3 +607,33 @@ def test_cfg_options_list_index_outside_the_list_is_named(key):
         merge_cfg_options(cfg, {key: 0.5})
     merge_cfg_options(cfg, {'param_scheduler.1.eta_min': 0.5})
     assert cfg.param_scheduler[1].eta_min == 0.5
+
+
+def test_head_and_metric_thresholds_that_disagree_are_warned(
+        shipped_configs):
+    """``--cfg-options model.head.thr=0.3`` changed the labels but not one
+    reported CP/CR/CF1 (the metric's own thr, 0.5): warned, naming both
+    keys; the shipped configs agree."""
+    from mmcoop.engine.config_checks import check_thresholds_agree
+    for path, cfg in shipped_configs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            check_thresholds_agree(cfg)
+    cfg = Config(dict(
+        model=dict(head=dict(type='PositiveCoOpHead', thr=0.3)),
+        val_evaluator=dict(type='PartialMultiLabelMetric', thr=0.5),
+        test_evaluator=[dict(type='mmcoop.PartialMultiLabelMetric'),
+                        dict(type='Other', thr=0.9)]))
+    with pytest.warns(UserWarning) as caught:
+        check_thresholds_agree(cfg)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert ('model.head.thr = 0.3 labels the predictions, but '
+            'val_evaluator.thr = 0.5 is the threshold of the reported') \
+        in messages[0]
+    assert 'model.head.thr=0.3 val_evaluator.thr=0.3' in messages[0]
+    assert 'test_evaluator[0].thr = 0.5' in messages[1]
+    cfg.val_evaluator.thr = cfg.test_evaluator[0]['thr'] = 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        check_thresholds_agree(cfg)
