@@ -20,7 +20,8 @@ from mmengine.registry import DefaultScope
 import mmcoop.engine  # noqa: F401
 import mmcoop.engine.optim.constructor as constructor_module
 from mmcoop.engine.hooks import (ClassCheckHook, FiniteCheckHook,
-                                 NonFiniteError, RNGStateHook)
+                                 NonFiniteError, ResumeValidationHook,
+                                 RNGStateHook)
 from mmcoop.engine.hooks.partial_label_mask_hook import PartialLabelMaskHook
 from mmcoop.engine.hooks.threshold_calibration_hook import \
     ThresholdCalibrationHook
@@ -165,14 +166,17 @@ def _register(mmcoop_hooks='unset'):
 
 
 def test_mmcoop_hooks_defaults_and_switches():
-    everything = {RNGStateHook, FiniteCheckHook, ClassCheckHook}
+    everything = {
+        RNGStateHook, FiniteCheckHook, ClassCheckHook, ResumeValidationHook
+    }
     assert _register() == everything
     assert _register(None) == everything
-    assert _register(dict(finite_check=False)) == {
-        RNGStateHook, ClassCheckHook
+    assert _register(dict(finite_check=False)) == everything - {
+        FiniteCheckHook
     }
     assert _register(
-        dict(rng_state=False, finite_check=False, class_check=False)) == set()
+        dict(rng_state=False, finite_check=False, class_check=False,
+             resume_validation=False)) == set()
 
 
 def test_hooks_tell_a_resume_from_a_load_through_public_state():
