@@ -1144,3 +1144,87 @@ def test_compiled_towers_are_one_graph_with_the_eager_output(name, family):
         scale = eager.abs().max()
         torch.testing.assert_close(
             compiled / scale, eager / scale, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# the assembled model, end to end, on a tower whose widths differ
+# --------------------------------------------------------------------------
+def _reference_text(clip, ctx, tokens, start=1):
+    """open_clip's text path (transformer, final norm, end-token pooling,
+    projection) on the token embeddings of ``tokens`` with ``ctx`` (the
+    learned context, ``(n, W)`` or ``(C, n, W)``) spliced in after the
+    start token, as the official prompt learner does."""
+    emb = clip.token_embedding(tokens)
+    n = ctx.shape[-2]
+    if ctx.dim() == 2:
+        ctx = ctx.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+    x = torch.cat([emb[:, :start], ctx, emb[:, start + n:]], dim=1)
+    x = clip.transformer(x + clip.positional_embedding,
+                         attn_mask=clip.attn_mask)
+    x = clip.ln_final(x)
+    return x[torch.arange(x.shape[0]),
+             tokens.argmax(dim=-1)] @ clip.text_projection
+
+
+@pytest.mark.parametrize('head_type', [
+    'PositiveCoOpHead', 'NegativeCoOpHead', 'DualCoOpHead', 'BaselineHead'
+])
+def test_assembled_model_on_a_tower_of_other_widths(head_type):
+    """``ImageClassifier`` logits and the gradients of every learned tensor
+    on the ViT whose text width (40), joint width (48) and vision width
+    (32) differ, against an independent reference: open_clip's own image
+    tower (class token = ``encode_image``, tokens through ``proj``) and
+    text layers, and the official aggregation formulas (the heads' other
+    tests run on the tiny RN, whose widths are equal). In float64."""
+    sys.path.insert(0, __file__.rsplit('/', 1)[0])
+    from _official_reference import baseline_logits, region_logits
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='FrozenCLIP', model_name=WIDE,
+                      input_resolution=64),
+        head=dict(type=head_type, classnames=NAMES, in_channels=48)
+        if head_type == 'BaselineHead' else dict(
+            type=head_type, classnames=NAMES, n_ctx=3,
+            text_encoder=dict(type='FrozenCLIPTextEncoder',
+                              model_name=WIDE)))).double()
+    head = model.head
+    clip = _clip(WIDE).double().eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    model.train()
+    logits = model(x, mode='tensor')
+    learned = [p for p in head.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(logits.square().sum(), learned)
+
+    clip.visual.output_tokens = True
+    with torch.no_grad():
+        pooled, tokens = clip.visual(x)
+    dense = torch.cat([pooled[:, None], tokens @ clip.visual.proj],
+                      1).transpose(1, 2)
+    assert dense.shape[1] == 48
+    ref_params = [p.detach().clone().requires_grad_() for p in learned]
+    named = dict(zip([n for n, p in head.named_parameters()
+                      if p.requires_grad], ref_params))
+    if head_type == 'BaselineHead':
+        ref = baseline_logits(dense, named['fc.weight'], named['fc.bias'])
+    else:
+
+        def prompt(polarity):
+            learner = getattr(head, f'{polarity}_prompt')
+            return _reference_text(clip, named[f'{polarity}_prompt.ctx'],
+                                   learner.tokens, learner.start)
+
+        if head_type == 'DualCoOpHead':
+            neg, pos = prompt('neg'), prompt('pos')
+        elif head_type == 'PositiveCoOpHead':
+            neg = named['neg_embedding']
+            pos = prompt('pos') + named['pos_residual']
+        else:
+            neg = prompt('neg') + named['neg_residual']
+            pos = named['pos_embedding']
+        ref = region_logits(dense, neg, pos)
+    ref_grads = torch.autograd.grad(ref.square().sum(), ref_params)
+    torch.testing.assert_close(logits, ref, rtol=1e-9, atol=1e-9)
+    for g, r in zip(grads, ref_grads):
+        assert float(r.abs().max()) > 0
+        torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-9)
