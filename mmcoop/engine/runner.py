@@ -618,10 +618,31 @@ class MMCoopRunner(Runner):
         resumed checkpoint is at the end of the schedule (nothing is
         trained)."""
         self._check_frozen_towers()
+        if self._loop_kind == 'train' and not self._resume:
+            self._warn_earlier_checkpoints()
         self._load_or_resume()
         if self._dump_pending and not self._resumed_complete:
             self._dump_pending = False
             self._write_config_dump()
+
+    def _warn_earlier_checkpoints(self) -> None:
+        """A new run (no ``--resume``) in a work dir that holds an earlier
+        run's numbered checkpoints replaces those of the same names as it
+        goes, beside the earlier run's later ones: said once, with the
+        fixes (``--resume`` never takes the earlier run's later files:
+        :meth:`_resume_candidates`)."""
+        work_dir = self.work_dir
+        names = sorted(
+            (n for n in (os.listdir(work_dir) if osp.isdir(work_dir) else ())
+             if _NUMBERED.match(n)),
+            key=lambda n: int(_NUMBERED.match(n).group(2)))
+        if names:
+            self.logger.warning(
+                f'{work_dir} holds the checkpoints of an earlier run '
+                f'({", ".join(names[:3])}{" ..." if len(names) > 3 else ""}'
+                '); this new run (no --resume) replaces those of the same '
+                'names as it goes. Fix: --resume to continue that run, or '
+                'another --work-dir to keep it.')
 
     def _check_frozen_towers(self) -> None:
         """The frozen CLIP towers must hold the weights they were built

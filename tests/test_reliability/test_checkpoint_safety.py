@@ -156,6 +156,19 @@ def test_an_earlier_runs_later_checkpoints_are_not_resumed(
     assert 'were written before it: an earlier run' in log
 
 
+def test_a_new_run_over_an_earlier_one_says_so(three_epochs, tmp_path):
+    ref, _ = three_epochs
+    work = _copy(ref, tmp_path / 'w')
+    runner = toy_runner(work, 1)
+    runner.train()
+    assert (f'{work} holds the checkpoints of an earlier run (epoch_1.pth, '
+            'epoch_2.pth, epoch_3.pth); this new run (no --resume) replaces '
+            'those of the same names') in log_text(runner)
+    fresh = toy_runner(tmp_path / 'new', 1)
+    fresh.train()
+    assert 'holds the checkpoints of an earlier run' not in log_text(fresh)
+
+
 def test_moved_work_dir(three_epochs, tmp_path):
     ref, expected = three_epochs
     work = tmp_path / 'moved'
