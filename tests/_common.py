@@ -171,6 +171,38 @@ def toy_runner(work_dir,
         **kwargs)
 
 
+def toy_runtime_cfg(work_dir, max_epochs=1, **over):
+    """The shipped runtime (``configs/_base_/default_runtime.py``: its
+    default hooks, the runner type) around :class:`ToyModel` and
+    :class:`ToyDataset` (8 samples, batch 4, no shuffle), as a config for
+    ``MMCoopRunner.from_cfg``; ``over`` is merged last."""
+    from mmengine.config import Config
+
+    from mmcoop.registry import DATASETS, MODELS
+    MODELS.register_module('CommonToyModel', module=ToyModel, force=True)
+    DATASETS.register_module('CommonToyDataset', module=ToyDataset,
+                             force=True)
+    runtime = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                       'configs', '_base_', 'default_runtime.py')
+    cfg = Config.fromfile(runtime)
+    cfg.merge_from_dict(dict(
+        work_dir=str(work_dir),
+        experiment_name=f'toy_cfg_{next(_RUNS)}',
+        model=dict(type='CommonToyModel'),
+        train_dataloader=dict(
+            dataset=dict(type='CommonToyDataset'),
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            batch_size=4,
+            num_workers=0,
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        checkpoint_check=dict(classes=False)))
+    cfg.default_hooks.logger.interval = 1
+    cfg.merge_from_dict(over)
+    return cfg
+
+
 def expand_braces(path):
     """``tools/x/{a,b}.py`` -> ``tools/x/a.py``, ``tools/x/b.py``."""
     m = re.search(r'\{([^}]*)\}', path)

@@ -8,13 +8,12 @@ import os.path as osp
 
 import pytest
 import torch
-from _common import ToyDataset, ToyModel
+from _common import toy_runtime_cfg
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmcoop.engine import MMCoopRunner
 from mmcoop.engine.hooks import RunnerTypeError
-from mmcoop.registry import DATASETS, MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RUNTIME = osp.join(REPO, 'configs', '_base_', 'default_runtime.py')
@@ -23,24 +22,7 @@ RUNTIME = osp.join(REPO, 'configs', '_base_', 'default_runtime.py')
 def _cfg(work_dir):
     """The shipped runtime (its default hooks) around the toy model, with
     an mmcoop key a plain runner would drop."""
-    MODELS.register_module('RunnerCheckToyModel', module=ToyModel, force=True)
-    DATASETS.register_module('RunnerCheckToyDataset', module=ToyDataset,
-                             force=True)
-    cfg = Config.fromfile(RUNTIME)
-    cfg.merge_from_dict(dict(
-        work_dir=str(work_dir),
-        model=dict(type='RunnerCheckToyModel'),
-        train_dataloader=dict(
-            dataset=dict(type='RunnerCheckToyDataset'),
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            batch_size=4,
-            num_workers=0,
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        train_cfg=dict(by_epoch=True, max_epochs=1),
-        checkpoint_check=dict(classes=False)))
-    cfg.default_hooks.logger.interval = 1
-    return cfg
+    return toy_runtime_cfg(work_dir)
 
 
 def test_plain_runner_is_stopped_before_training(tmp_path):

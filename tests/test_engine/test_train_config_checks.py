@@ -3,46 +3,21 @@
 never checks, are refused (or warned about) by ``MMCoopRunner.from_cfg``
 before anything is built or written, naming the field, the value and the
 fix (:mod:`mmcoop.engine.train_checks`)."""
-import itertools
 import os.path as osp
 import re
 
 import pytest
 import torch
-from _common import ToyDataset, ToyModel
-from mmengine.config import Config
+from _common import ToyModel, toy_runtime_cfg
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 from mmcoop.engine import MMCoopRunner
-from mmcoop.registry import DATASETS, MODELS
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-RUNTIME = osp.join(REPO, 'configs', '_base_', 'default_runtime.py')
-_RUNS = itertools.count()
 
 
 def _cfg(work_dir, **over):
     """The shipped runtime around the toy model (8 samples, batch 4)."""
-    MODELS.register_module('TrainCheckToyModel', module=ToyModel, force=True)
-    DATASETS.register_module('TrainCheckToyDataset', module=ToyDataset,
-                             force=True)
-    cfg = Config.fromfile(RUNTIME)
-    cfg.merge_from_dict(dict(
-        work_dir=str(work_dir),
-        experiment_name=f'train_checks_{next(_RUNS)}',
-        model=dict(type='TrainCheckToyModel'),
-        train_dataloader=dict(
-            dataset=dict(type='TrainCheckToyDataset'),
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            batch_size=4,
-            num_workers=0,
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        train_cfg=dict(by_epoch=True, max_epochs=2),
-        checkpoint_check=dict(classes=False)))
-    cfg.default_hooks.logger.interval = 1
-    cfg.merge_from_dict(over)
+    cfg = toy_runtime_cfg(work_dir, max_epochs=2, **over)
     for key in [k for k, v in cfg.train_cfg.items() if v is None]:
         cfg.train_cfg.pop(key)  # None: remove the base's key
     return cfg
