@@ -52,6 +52,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
+from mmcoop.datasets.data_path import restore_cpu_data_path
 from mmcoop.datasets.feature_cache import restore_image_model
 from mmcoop.engine.checkpoint_fit import (CHECKS, check_checkpoint_fits,
                                           load_checkpoint_weights)
@@ -195,7 +196,10 @@ def init_model(config: ConfigType,
     """
     device = check_device('device', device)  # before anything is built
     cfg = _model_config(config, cfg_options)
+    # the image model and CPU test path of a feature-cache / device-path
+    # config (what such runs dump)
     restore_image_model(cfg)
+    restore_cpu_data_path(cfg)
     # a missing file, or a folder given for it, is named before the build
     local = fetch_checkpoint(checkpoint) if checkpoint is not None else None
     _register_modules()

@@ -51,7 +51,9 @@ from mmcoop.datasets.transforms.tensor_augment import check_scale
 from mmcoop.registry import MODELS, TRANSFORMS
 from mmcoop.utils.config_types import type_name
 
-__all__ = ['DATA_PATHS', 'apply_data_path', 'device_pipeline']
+__all__ = [
+    'DATA_PATHS', 'apply_data_path', 'device_pipeline', 'restore_cpu_data_path'
+]
 
 #: values of the ``data_path`` config key
 DATA_PATHS = ('cpu', 'device', 'device-decode')
@@ -311,4 +313,58 @@ def apply_data_path(cfg):
     if cfg.get('data_preprocessor', None) is not None:
         cfg['data_preprocessor'] = _device_preprocessor(
             cfg['data_preprocessor'], 'data_preprocessor')
+    return cfg
+
+
+def restore_cpu_data_path(cfg):
+    """The CPU test path of a device-path config (the config a run with
+    ``data_path='device'`` dumps in its work dir), for inference and export,
+    which read images one at a time (arrays too) on any device: the
+    inverse of the test-pipeline rewrite above.
+
+    * a test / val pipeline ``LoadImageBytes(augment=False, ...)`` +
+      ``PackInputs`` becomes ``LoadImageFromFileChecked`` +
+      ``Resize(scale, keep_ratio=False, backend='pillow',
+      interpolation='bilinear')`` + ``PackInputs`` (without the
+      ``'device_aug'`` meta key): the pipeline it was made from, the only
+      one it is made from;
+    * ``DeviceAugmentPreprocessor`` becomes ``CLIPDataPreprocessor`` with
+      the same mean and std; ``data_path`` becomes ``'cpu'``.
+
+    With ``decode='device'`` (``'device-decode'``) the restored path is
+    PIL's, which the device decode approximates (about two grey levels).
+    Other configs are returned unchanged.
+
+    Args:
+        cfg (mmengine.Config): modified in place and returned.
+    """
+    model = cfg.get('model', None) or {}
+    pre = model.get('data_preprocessor', None)
+    if type_name(pre) != 'DeviceAugmentPreprocessor':
+        return cfg
+    model['data_preprocessor'] = dict(
+        type='mmcoop.CLIPDataPreprocessor',
+        **{k: pre[k] for k in ('mean', 'std', 'non_blocking') if k in pre})
+    for name in ('val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name, None)
+        for _, dataset in _datasets(
+                loader.get('dataset') if loader else None, name):
+            pipeline = dataset.get('pipeline', None)
+            if not pipeline or type_name(pipeline[0]) != 'LoadImageBytes' \
+                    or pipeline[0].get('augment', True):
+                continue
+            load = pipeline[0]
+            loading = dict(type='mmcoop.LoadImageFromFileChecked')
+            if 'backend_args' in load:
+                loading['backend_args'] = load['backend_args']
+            pack = dict(pipeline[-1])
+            pack['meta_keys'] = tuple(
+                k for k in pack.get('meta_keys', ()) if k != 'device_aug')
+            dataset['pipeline'] = [
+                loading,
+                dict(type='Resize', scale=tuple(load['scale']),
+                     keep_ratio=False, backend='pillow',
+                     interpolation='bilinear'), pack
+            ]
+    cfg['data_path'] = 'cpu'
     return cfg

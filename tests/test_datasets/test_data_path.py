@@ -369,3 +369,30 @@ def test_draft_is_carried_where_the_workers_decode(tmp_path):
     with pytest.raises(ValueError, match=r'LoadImageBytes: draft must be '
                        r"True or False, got 'yes'"):
         LoadImageBytes(scale=8, draft='yes')
+
+
+def test_a_device_path_dump_infers_and_exports_as_its_cpu_config():
+    """The config a data_path='device' run dumps (LoadImageBytes test
+    pipeline, DeviceAugmentPreprocessor) could not score an array, be
+    exported or benchmarked: init_model restores the CPU test path it was
+    made from (restore_cpu_data_path), with the same scores."""
+    from mmcoop.apis import inference_model, init_model
+    from mmcoop.deployment.export import _pipeline_steps
+    demo = osp.join(REPO, 'configs', 'demo',
+                    'positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-'
+                    'shapes-p50.py')
+    cpu = Config.fromfile(demo)
+    dumped = Config.fromstring(_device(cpu).dump(), '.py')
+    assert dumped.model.data_preprocessor.type.endswith(
+        'DeviceAugmentPreprocessor')
+    image = np.asarray(photo(60, 80, seed=3))
+    models = [init_model(c) for c in (cpu, dumped)]
+    scores = [inference_model(m, image)[0]['scores'] for m in models]
+    np.testing.assert_array_equal(scores[0], scores[1])
+    model = models[1]
+    assert model.cfg.data_path == 'cpu'
+    loading, resize = _pipeline_steps(model.cfg)
+    assert type(loading).__name__ == 'LoadImageFromFileChecked'
+    assert resize.scale == tuple(cpu.test_dataloader.dataset.pipeline[1][
+        'scale']) and resize.backend == 'pillow'
+    assert type(model.data_preprocessor).__name__ == 'CLIPDataPreprocessor'
