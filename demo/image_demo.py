@@ -36,7 +36,10 @@ def parse_args(argv=None):
     parser.add_argument('images', nargs='+', metavar='IMAGE',
                         help='image file(s)')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint',
+        help="checkpoint file, or 'none' for a model with nothing learned "
+        '(ZeroShotHead)')
     parser.add_argument('--threshold', type=fraction, default=None,
                         help="score threshold in [0, 1] (default: the "
                         "config's model.head.thr, 0.5 unless set)")
@@ -66,9 +69,11 @@ def main(argv=None):
                 f'files inside it, e.g. {osp.join(path, "*.jpg")}.')
         if not osp.isfile(path):
             raise SystemExit(f'IMAGE {path!r} does not exist.')
-    if not is_url(args.checkpoint):
+    checkpoint = None if args.checkpoint.lower() == 'none' else \
+        args.checkpoint
+    if checkpoint is not None and not is_url(checkpoint):
         try:  # a folder (work dir) is named with the file to pass instead
-            check_checkpoint_path(args.checkpoint, 'CHECKPOINT')
+            check_checkpoint_path(checkpoint, 'CHECKPOINT')
         except OSError as e:
             raise SystemExit(str(e)) from None
     outputs = {}
@@ -83,22 +88,48 @@ def main(argv=None):
         claim_outputs(
             names,
             sources=args.images,
-            inputs=[*args.images, args.config, args.checkpoint],
+            inputs=[*args.images, args.config] + ([checkpoint]
+                                                  if checkpoint else []),
             force=args.force,
             option='--show-dir',
             create_dirs=False)
         outputs = dict(zip(args.images, names))
-    model = init_model(args.config, args.checkpoint, device=args.device,
-                       cfg_options=args.cfg_options)
+    try:
+        model = init_model(args.config, checkpoint, device=args.device,
+                           cfg_options=args.cfg_options)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f'error: {e}') from None
     threshold = args.threshold if args.threshold is not None else \
         default_threshold(model)
-    results = inference_model(model, args.images, batch_size=args.batch_size,
-                              threshold=threshold)
-    if outputs:
-        make_output_dirs(list(outputs.values()), '--show-dir')
     classes = model.dataset_meta.get('classes')
-    saved = []
-    for path, result in zip(args.images, results):
+    results, saved, failed = [], [], []
+    # batch by batch: each image's labels are printed as soon as they are
+    # known, and an image that cannot be read is named without losing the
+    # others
+    size = args.batch_size
+    for start in range(0, len(args.images), size):
+        batch = args.images[start:start + size]
+        try:
+            batch_results = inference_model(
+                model, batch, batch_size=size, threshold=threshold)
+        except Exception as e:  # noqa: BLE001 - named, the others go on
+            print(f'error: {", ".join(batch)}: {e}', file=sys.stderr)
+            failed.extend(batch)
+            continue
+        results.extend(batch_results)
+        _report(args, batch, batch_results, classes, threshold, outputs,
+                saved)
+    if failed:
+        raise SystemExit(f'error: {len(failed)} of {len(args.images)} '
+                         f'image(s) could not be scored: {failed[:5]}')
+    return results, saved
+
+
+def _report(args, paths, results, classes, threshold, outputs, saved):
+    """Print (and with --show-dir draw) the labels of ``paths``."""
+    if outputs:
+        make_output_dirs([outputs[p] for p in paths], '--show-dir')
+    for path, result in zip(paths, results):
         print(f'{path}:')
         if not result['labels']:
             top = int(np.argmax(result['scores']))
@@ -115,7 +146,6 @@ def main(argv=None):
             save_image(vis, out)
             saved.append(out)
             print(f'  saved {out}')
-    return results, saved
 
 
 if __name__ == '__main__':

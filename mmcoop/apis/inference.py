@@ -111,11 +111,24 @@ def _read_config(config: ConfigType) -> Config:
 
 def _model_config(config: ConfigType,
                   cfg_options: Optional[dict]) -> Config:
-    """The config :func:`init_model` builds from (:func:`load_config`),
-    which must have a ``model``."""
+    """The config (:func:`load_config`), which must have a ``model``."""
     cfg = load_config(config, cfg_options)
     if 'model' not in cfg:
         raise KeyError('The config has no `model` field.')
+    return cfg
+
+
+def inference_config(config: ConfigType,
+                     cfg_options: Optional[dict] = None) -> Config:
+    """The config :func:`init_model` builds from: :func:`load_config`, with
+    the image model and the CPU test path of a feature-cache or
+    device-path config restored (what such runs dump in their work dirs:
+    :func:`~mmcoop.datasets.feature_cache.restore_image_model`,
+    :func:`~mmcoop.datasets.data_path.restore_cpu_data_path`). Tools read
+    it to check the test pipeline before the model is built."""
+    cfg = _model_config(config, cfg_options)
+    restore_image_model(cfg)
+    restore_cpu_data_path(cfg)
     return cfg
 
 
@@ -195,11 +208,7 @@ def init_model(config: ConfigType,
         inferencers.
     """
     device = check_device('device', device)  # before anything is built
-    cfg = _model_config(config, cfg_options)
-    # the image model and CPU test path of a feature-cache / device-path
-    # config (what such runs dump)
-    restore_image_model(cfg)
-    restore_cpu_data_path(cfg)
+    cfg = inference_config(config, cfg_options)
     # a missing file, or a folder given for it, is named before the build
     local = fetch_checkpoint(checkpoint) if checkpoint is not None else None
     _register_modules()

@@ -74,7 +74,7 @@ class ExportError(RuntimeError):
     fix it."""
 
 
-def _pipeline_steps(cfg) -> tuple:
+def pipeline_steps(cfg) -> tuple:
     """The built ``(loading, resize)`` transforms of the config's test
     pipeline; raises for steps a deployed runtime cannot reproduce."""
     from mmcv.transforms import LoadImageFromFile, Resize
@@ -110,7 +110,7 @@ def describe_preprocessing(model: nn.Module, folded: FoldedTagger) -> dict:
     if cfg is None:
         raise ExportError('The model carries no config; build it with '
                           'mmcoop.apis.init_model(config, checkpoint).')
-    loading, resize = _pipeline_steps(cfg)
+    loading, resize = pipeline_steps(cfg)
     width, height = resize.scale
     # mmcv's decoders apply the EXIF orientation unless told to ignore it
     color_type = getattr(loading, 'color_type', 'color')

@@ -366,3 +366,46 @@ def test_zoo_calls_with_a_config_or_a_wrong_type_name_init_model():
             get_model(wrong)
     with pytest.raises(TypeError, match='pattern must be a str'):
         list_models(1)
+
+
+def test_image_demo_names_a_bad_image_and_keeps_the_others(
+        setup, tmp_path, capsys):
+    """One unreadable image among good ones: before, a traceback and
+    nothing printed for the good ones (results were printed after every
+    image had run)."""
+    demo = load_tool('demo/image_demo.py')
+    empty = tmp_path / 'empty.png'
+    empty.write_bytes(b'')
+    cfg = copy.deepcopy(setup['cfg'])
+    cfg['test_dataloader']['dataset']['pipeline'][0] = dict(
+        type='mmcoop.LoadImageFromFileChecked')
+    cfg_path = str(tmp_path / 'checked.py')
+    Config(cfg).dump(cfg_path)
+    with pytest.raises(SystemExit, match=r'1 of 3 image\(s\) could not'):
+        demo.main([setup['image'], str(empty), setup['image'], cfg_path,
+                   setup['ckpt']])
+    out, err = capsys.readouterr()
+    assert out.count(f'{setup["image"]}:') == 2
+    assert f"error: {empty}: Cannot decode image file '{empty}'" in err
+
+
+def test_zero_shot_models_need_no_checkpoint_in_the_tools(tmp_path, capsys):
+    """A ZeroShotHead learns nothing: ``none`` as the checkpoint of
+    image_demo.py and export.py, as tools/test.py and the deployment
+    benchmark take it (before: "Checkpoint 'none' does not exist")."""
+    cfg = tiny_classifier_config(
+        dict(type='ZeroShotHead', classnames=CLASSES,
+             text_encoder=dict(type='FrozenCLIPTextEncoder',
+                               model_name='mmcoop-tiny-RN')))
+    cfg_path = str(tmp_path / 'zs.py')
+    Config(cfg).dump(cfg_path)
+    image = str(tmp_path / 'img.png')
+    Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(image)
+    results, _ = load_tool('demo/image_demo.py').main(
+        [image, cfg_path, 'none'])
+    assert len(results[0]['scores']) == len(CLASSES)
+    out = tmp_path / 'zs.pt'
+    assert load_tool('tools/deployment/export.py').main(
+        [cfg_path, 'none', '--out', str(out), '--format', 'torchscript']) == 0
+    assert out.is_file()
+    capsys.readouterr()

@@ -377,7 +377,7 @@ def test_a_device_path_dump_infers_and_exports_as_its_cpu_config():
     exported or benchmarked: init_model restores the CPU test path it was
     made from (restore_cpu_data_path), with the same scores."""
     from mmcoop.apis import inference_model, init_model
-    from mmcoop.deployment.export import _pipeline_steps
+    from mmcoop.deployment.export import pipeline_steps
     demo = osp.join(REPO, 'configs', 'demo',
                     'positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-'
                     'shapes-p50.py')
@@ -391,7 +391,7 @@ def test_a_device_path_dump_infers_and_exports_as_its_cpu_config():
     np.testing.assert_array_equal(scores[0], scores[1])
     model = models[1]
     assert model.cfg.data_path == 'cpu'
-    loading, resize = _pipeline_steps(model.cfg)
+    loading, resize = pipeline_steps(model.cfg)
     assert type(loading).__name__ == 'LoadImageFromFileChecked'
     assert resize.scale == tuple(cpu.test_dataloader.dataset.pipeline[1][
         'scale']) and resize.backend == 'pillow'

@@ -177,8 +177,11 @@ def test_missing_export_packages_are_named_before_the_model_is_built(
         in capsys.readouterr().err
     bench = load_tool('tools/deployment/benchmark.py')
     monkeypatch.setattr(bench, 'init_model', _never_built)
-    with pytest.raises(ExportError, match=f'needs the `{package}` package'):
+    with pytest.raises(SystemExit) as exc:
         bench.main(['c.py', 'none'])
+    assert exc.value.code == 2
+    assert f'error: ONNX export needs the `{package}` package' in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize('option, value', [('--rounds', '0'),
@@ -196,23 +199,28 @@ def test_benchmark_numeric_options(load_tool, option, value, capsys):
 
 
 def test_benchmark_keeps_files_in_its_work_dir_without_force(
-        load_tool, tmp_path):
+        load_tool, tmp_path, capsys):
     """--work-dir DIR: a benchmark.pt / benchmark.onnx of the user's there
     is kept (refused before the model is built) unless --force. Before:
-    both were replaced silently."""
-    from mmcoop.utils.paths import OutputPathError
+    both were replaced silently. Errors are one line, exit code 2 (they
+    were tracebacks)."""
+    import re
     bench = load_tool('tools/deployment/benchmark.py')
     mine = tmp_path / 'benchmark.pt'
     mine.write_text('my own model')
-    with pytest.raises(OutputPathError,
-                       match=r"'.*benchmark\.pt'.*Nothing was written.*"
-                       r'--force'):
+    with pytest.raises(SystemExit) as exc:
         bench.main(['missing.py', 'none', '--work-dir', str(tmp_path)])
+    assert exc.value.code == 2
+    assert re.search(r"error: .*'.*benchmark\.pt'.*Nothing was written.*"
+                     r'--force', capsys.readouterr().err)
     assert mine.read_text() == 'my own model'
     # with --force the files are claimed; the (missing) config stops next
-    with pytest.raises(FileNotFoundError, match='missing.py'):
+    with pytest.raises(SystemExit):
         bench.main(['missing.py', 'none', '--work-dir', str(tmp_path),
                     '--force'])
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'missing.py' in err
+    assert 'Traceback' not in err
 
 
 @pytest.mark.parametrize('mode', ['LA', 'RGBA', 'P', 'I;16', 'I;16 wide'])
@@ -250,3 +258,24 @@ def test_run_onnx_decodes_by_the_loaders_rgb_rule(run_onnx, tmp_path, mode):
                  interpolation='bilinear')(load(dict(img_path=path)))['img']
     np.testing.assert_array_equal(run_onnx.read_image(path, meta),
                                   ref[..., ::-1])
+
+
+def test_benchmark_checks_the_test_pipeline_before_the_build(
+        load_tool, tmp_path, monkeypatch, capsys):
+    """A test pipeline without a fixed input size: one line before the
+    model is built (before: a traceback after init_model)."""
+    from _common import tiny_classifier_config
+    from mmengine.config import Config
+    cfg = tiny_classifier_config(dict(type='BaselineHead',
+                                      classnames=['a', 'b'], in_channels=64))
+    cfg['test_dataloader']['dataset']['pipeline'][1]['keep_ratio'] = True
+    path = str(tmp_path / 'ratio.py')
+    Config(cfg).dump(path)
+    bench = load_tool('tools/deployment/benchmark.py')
+    monkeypatch.setattr(bench, 'init_model', _never_built)
+    with pytest.raises(SystemExit) as exc:
+        bench.main([path, 'none'])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: The exported model needs a fixed input '
+                          'size')

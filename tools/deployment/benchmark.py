@@ -13,13 +13,15 @@ Prints Markdown tables (see docs/deployment.md); the numbers depend on the
 machine.
 """
 import argparse
+import sys
 import tempfile
 
-from mmcoop.apis import init_model
-from mmcoop.deployment import check_export_options
+from mmcoop.apis import inference_config, init_model
+from mmcoop.deployment import ExportError, check_export_options, pipeline_steps
 from mmcoop.deployment.benchmark import (benchmark_files, compare_speed,
                                          format_report)
 from mmcoop.engine.cli import SpacedDictAction, positive_int
+from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 
 
@@ -65,22 +67,29 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     checkpoint = None if args.checkpoint.lower() == 'none' else \
         args.checkpoint
-    # before the model is built, a refused run is quick: the packages of
-    # the ONNX path (export and onnxruntime) and the work dir
-    check_export_options('onnx')
-    if args.work_dir:
-        claim_outputs(
-            benchmark_files(args.work_dir),
-            inputs=[args.config] + ([checkpoint] if checkpoint else []),
-            force=args.force,
-            option='--work-dir',
-            create_dirs=False)
-    model = init_model(
-        args.config,
-        checkpoint,
-        device='cpu',
-        cfg_options=args.cfg_options,
-        strict=True)
+    try:
+        # before the model is built, a refused run is quick: the packages
+        # of the ONNX path (export and onnxruntime), the test pipeline (a
+        # fixed input size) and the work dir
+        check_export_options('onnx')
+        if args.work_dir:
+            claim_outputs(
+                benchmark_files(args.work_dir),
+                inputs=[args.config] + ([checkpoint] if checkpoint else []),
+                force=args.force,
+                option='--work-dir',
+                create_dirs=False)
+        pipeline_steps(inference_config(args.config, args.cfg_options))
+        model = init_model(
+            args.config,
+            checkpoint,
+            device='cpu',
+            cfg_options=args.cfg_options,
+            strict=True)
+    except (ExportError, ValueError, KeyError, CheckpointReadError,
+            UnsafeCheckpointError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        raise SystemExit(2) from None
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = args.work_dir or tmp
         make_output_dirs(benchmark_files(work_dir), '--work-dir')

@@ -29,7 +29,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Export an mmcoop model (ONNX / TorchScript)')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser.add_argument(
+        'checkpoint',
+        help="trained checkpoint, or 'none' for a model with nothing learned "
+        '(ZeroShotHead)')
     parser.add_argument('--out', required=True, help='output file')
     parser.add_argument('--format', default='onnx', choices=FORMATS)
     parser.add_argument(
@@ -87,6 +90,8 @@ def check_classes(args) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     precision = 'fp16' if args.fp16 else 'fp32'
+    checkpoint = None if args.checkpoint.lower() == 'none' else \
+        args.checkpoint
     created = []
     try:
         # every option, and the class subset, before the model is built
@@ -96,13 +101,14 @@ def main(argv=None) -> int:
         # before the model build, folders only checked: a run that fails
         # leaves nothing behind (export_model applies the same policy)
         claim_outputs([args.out],
-                      inputs=[args.config, args.checkpoint],
+                      inputs=[args.config] + ([checkpoint]
+                                              if checkpoint else []),
                       force=args.force,
                       option='--out',
                       create_dirs=False)
         model = init_model(
             args.config,
-            args.checkpoint,
+            checkpoint,
             device='cpu',
             cfg_options=args.cfg_options,
             strict=True)
