@@ -35,6 +35,13 @@ def check_val_fraction(val_fraction, field: str = 'val_fraction') -> float:
     return float(val_fraction)
 
 
+def held_out_count(num_images: int, val_fraction: float) -> int:
+    """How many of ``num_images`` are held out: ``round(val_fraction *
+    N)``, at least 1 and at most N - 1."""
+    return min(num_images - 1,
+               max(1, int(round(val_fraction * num_images))))
+
+
 def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
                        seed: int) -> List[str]:
     """The keys of the held-out part: ``round(val_fraction * N)`` keys
@@ -48,8 +55,8 @@ def draw_held_out_keys(keys: Sequence[str], val_fraction: float,
     if n < 2:
         raise ValueError(f'Cannot hold out a validation split from {n} '
                          'image(s).')
-    num_val = min(n - 1, max(1, int(round(val_fraction * n))))
-    picked = np.random.default_rng(seed).permutation(n)[:num_val]
+    picked = np.random.default_rng(seed).permutation(n)[:held_out_count(
+        n, val_fraction)]
     return sorted(ordered[i] for i in picked)
 
 
@@ -176,6 +183,15 @@ def held_out_split(dataset: Union[BaseDataset, dict],
                 f'Split file {split_file!r}: field "val" names '
                 f'{len(unknown)} image(s) that are not in the training set '
                 f'(e.g. {unknown[:3]}). {fix}')
+        expected = held_out_count(len(keys), val_fraction)
+        if len(held_out) != expected:
+            # an edited list: the runs of one table would train and select
+            # on different images
+            raise ValueError(
+                f'Split file {split_file!r}: field "val" holds '
+                f'{len(held_out)} distinct image(s), but val_fraction='
+                f'{split["val_fraction"]} of its {len(keys)} images holds '
+                f'out {expected}: the file was edited. {fix}')
     else:
         check_outside_dataset(split_file, dataset_dirs(dataset),
                               'held-out split file', example=_SPLIT_EXAMPLE)

@@ -203,6 +203,10 @@ def run_option_items(run: Run, out_dir: str, split_seed: int = 0,
         ('train_dataloader.dataset.known_proportion', run.proportion,
          '--proportions'),
         ('train_dataloader.dataset.seed', run.seed, '--seeds'),
+        # each run draws its own mask (a given file would win over the
+        # proportion and seed: every cell would train on one mask)
+        ('train_dataloader.dataset.mask_file', None,
+         '--proportions / --seeds'),
         ('randomness.seed', run.seed, '--seeds'),
         ('protocol.name', run.protocol, '--protocol'),
     ]
@@ -655,6 +659,8 @@ _SETTING_OPTIONS = {
     'val_fraction': '--val-fraction',
     'split_seed': '--split-seed',
     'feature_cache': '--feature-cache',
+    'train_cmd': '--train-cmd',
+    'test_cmd': '--test-cmd',
 }
 
 
@@ -702,6 +708,51 @@ def _same_config(before: dict, now: dict) -> bool:
     return all(before[k] == now[k] for k in now if k in before)
 
 
+def _check_finished_run_is_this_run(out_dir: str, run: Run) -> None:
+    """The result in ``run``'s folder must be of ``run``'s proportion: two
+    proportions that round to one folder name (``p0.12`` for 0.12 and
+    0.125) would take the other's result as done."""
+    path = osp.join(out_dir, 'runs', run.name, RESULT)
+    if not osp.isfile(path):
+        return
+    done = _read_result(path)['proportion']
+    if abs(done - run.proportion) > 1e-9:
+        raise SweepError(
+            f'--proportions {run.proportion:g}: its run folder '
+            f'{osp.basename(osp.dirname(path))} holds the result of '
+            f'proportion {done:g} ({path}): the two round to one folder '
+            f'name, so {run.proportion:g} would be skipped as done and '
+            f'the table would show {done:g}. Fix: give a new --out for '
+            f'{run.proportion:g}, or ask for {done:g}.')
+
+
+def _check_rows_keep_their_recipe(out_dir: str, recorded: Dict[str, dict],
+                                  used: Dict[str, dict]) -> None:
+    """A table row (protocol, dataset, method) whose runs were made from
+    config content that is gone (the config or a shared ``_base_`` edited
+    since) must not get new runs (e.g. another proportion): the row would
+    mix two recipes, with nothing in the table to say so. ``recorded``,
+    ``used``: ``sweep.json``'s config records and this command's, by
+    ``<protocol>/<dataset>/<method>/p<proportion>``."""
+    rows = {key.rsplit('/', 1)[0] for key in used}
+    for key, before in recorded.items():
+        if key in used or key.rsplit('/', 1)[0] not in rows or \
+                not osp.isfile(before.get('path', '')):
+            continue
+        if not glob.glob(
+                osp.join(glob.escape(out_dir), 'runs', key + '_seed*')):
+            continue  # recorded, never started
+        now = _config_record(before['path'])
+        if not _same_config(before, now):
+            raise SweepError(
+                f'--out {out_dir!r}: the runs {key}_seed* were made from '
+                f'{before["path"]} with other content than it has now (the '
+                'config or one of its _base_ files was changed since); new '
+                f'runs of {key.rsplit("/", 1)[0]} would put two recipes in '
+                'one table row. Fix: give a new --out for the new recipe, '
+                'or restore the old one.')
+
+
 def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
                   cfg_options: Sequence[str], selection: str,
                   split_seed: int, val_fraction: float, feature_cache: bool,
@@ -737,6 +788,7 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
         configs[run] = config
         used[f'{run.protocol}/{run.dataset}/{run.method}/'
              f'p{run.proportion:.2f}'] = _config_record(config)
+        _check_finished_run_is_this_run(out_dir, run)
     # the option types against every config, before anything is recorded
     check_cfg_options(cfg_options, list(configs.values()))
     settings = dict(
@@ -745,7 +797,11 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
         selection=selection,
         val_fraction=float(val_fraction),
         split_seed=int(split_seed),
-        feature_cache=bool(feature_cache))
+        feature_cache=bool(feature_cache),
+        # their extra arguments (another --cfg-options, --amp, a GPU count)
+        # change the runs as much as the sweep's own options
+        train_cmd=str(train_cmd),
+        test_cmd=str(test_cmd))
     path = osp.join(out_dir, SETTINGS)
     recorded = None
     if osp.isfile(path):
@@ -763,7 +819,8 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
             'them.')
     if recorded is not None:
         old = recorded['settings']
-        differ = [k for k in settings if old.get(k) != settings[k]]
+        # a key an older mmcoop did not record is recorded now
+        differ = [k for k in settings if k in old and old[k] != settings[k]]
         if differ:
             shown = '; '.join(
                 f'{_SETTING_OPTIONS[k]}: {old.get(k)!r} in the sweep, '
@@ -786,6 +843,7 @@ def prepare_sweep(runs: Sequence[Run], out_dir: str, config_root: str,
                     '_base_ files was changed, or another file is found). '
                     'Fix: give a new --out for the '
                     'new config, or restore the old one.')
+        _check_rows_keep_their_recipe(out_dir, recorded['configs'], used)
         merged = dict(recorded['configs'])
         merged.update(used)
     else:
@@ -891,6 +949,38 @@ def run_sweep(runs: Sequence[Run],
     whether it is done, resumes or starts), and nothing written or run;
     returns the rows of the runs already finished."""
     check_jobs(jobs, job_gpus)
+    args = dict(runs=runs, out_dir=out_dir, config_root=config_root,
+                cfg_options=cfg_options, selection=selection,
+                split_seed=split_seed, val_fraction=val_fraction,
+                feature_cache=feature_cache, train_cmd=train_cmd,
+                test_cmd=test_cmd, device=device, log=log, jobs=jobs,
+                job_gpus=job_gpus, dry_run=dry_run)
+    if dry_run:
+        return _run_sweep(**args)
+    # one sweep at a time in --out: two would train the same run in one
+    # work dir, one over the other's checkpoints and result
+    from mmcoop.engine.work_dir_lock import WorkDirLock, WorkDirLockedError
+    check_out_dir(out_dir)
+    made = not osp.exists(out_dir)
+    lock = WorkDirLock(out_dir)
+    try:
+        lock.acquire()
+    except WorkDirLockedError as e:
+        raise SweepError(
+            f'--out {out_dir!r} is in use by another sweep ({e}). Fix: wait '
+            'for it to finish, or give another --out.') from None
+    try:
+        return _run_sweep(**args)
+    finally:
+        lock.release()
+        if made and not os.listdir(out_dir):  # refused: nothing written
+            os.rmdir(out_dir)
+
+
+def _run_sweep(runs, out_dir, config_root, cfg_options, selection,
+               split_seed, val_fraction, feature_cache, train_cmd, test_cmd,
+               device, log, jobs, job_gpus, dry_run):
+    """:func:`run_sweep` once ``--out`` is this process's."""
     if job_gpus is None:
         job_gpus = default_job_gpus(jobs)
     config_root = config_root or osp.join(code_root(), 'configs')

@@ -110,10 +110,19 @@ def test_held_out_split_file_shared_and_checked(coco_root, tmp_path):
     # a split made with other arguments is refused, naming the field
     with pytest.raises(ValueError, match=r'coco.json.*"seed" is 0'):
         held_out_split(coco_cfg(coco_root), split_file, 'train', 0.5, seed=1)
+    kept = record['val']
     record['val'] = ['nope.jpg']
     with open(split_file, 'w') as f:
         json.dump(record, f)
     with pytest.raises(ValueError, match=r'field "val".*nope.jpg'):
+        held_out_split(coco_cfg(coco_root), part='train', **kw)
+    # fewer held-out images than its val_fraction holds out: edited (the
+    # runs of one table would select on other images)
+    record['val'] = kept[:1]
+    with open(split_file, 'w') as f:
+        json.dump(record, f)
+    with pytest.raises(ValueError, match=r'"val" holds 1 distinct image.*'
+                       r'holds out 2: the file was edited'):
         held_out_split(coco_cfg(coco_root), part='train', **kw)
 
 

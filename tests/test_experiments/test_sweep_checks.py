@@ -112,14 +112,32 @@ def test_rerun_with_other_settings_is_refused(sweep):
     # more seeds at the same settings: allowed, the first run is kept
     res = _ok(sweep('--seeds', '0', '1'))
     assert 'p0.50_seed0: done, skipped' in res.stdout
+    # other command templates (their own --cfg-options, --amp, GPUs)
+    train = f'{{python}} {sweep.tmp / "train.py"} {{config}}'
+    _refused(sweep('--train-cmd', train + ' --amp'), '--train-cmd')
     # an edited config of a run already made is refused
     cfg = sweep.tmp / 'configs' / 'baseline_tiny_demo-shapes-p50.py'
     cfg.write_text('x = 2\n')
     _refused(sweep(), 'config', 'new --out')
+    # and so are new runs in its table row: another proportion of the
+    # same config (before: accepted, two recipes in one row)
+    _refused(sweep('--proportions', '0.9'), 'two recipes in one table row',
+             'new --out')
+    cfg.write_text('x = 1\n')
+    _ok(sweep('--proportions', '0.9'))
+
+
+def test_a_proportion_named_like_a_finished_one_is_refused(sweep):
+    """0.125 after 0.12: one folder name (p0.12); before, 0.125 was
+    'done, skipped' and the table showed the 0.12 run."""
+    _ok(sweep('--proportions', '0.12'))
+    _refused(sweep('--proportions', '0.125'), 'p0.12_seed0',
+             'proportion 0.12', '0.125')
 
 
 @pytest.mark.parametrize('option', [
     'train_dataloader.dataset.known_proportion=0.9', 'randomness.seed=3',
+    'train_dataloader.dataset.mask_file=m.npy',
     'train_dataloader.dataset.seed=1', 'protocol.val_fraction=0.3',
     'randomness=dict(seed=3)', 'feature_cache.cache_root=/tmp/x'
 ])
@@ -647,3 +665,20 @@ def test_report_of_a_sweep_whose_runs_are_gone(sweep):
         assert f.read().startswith('No finished run in this sweep folder')
     assert [f for f in os.listdir(sweep.out) if f.startswith('mAP_')] == \
         plots  # named, not removed
+
+
+def test_a_second_sweep_on_one_out_is_refused(sweep):
+    """Two sweeps on one --out trained the same run in one work dir, the
+    second over the first's checkpoints and result.json: a sweep now holds
+    <out>/mmcoop.lock while it runs (a live process of this host here)."""
+    import socket
+    _ok(sweep())
+    lock = osp.join(sweep.out, 'mmcoop.lock')
+    with open(lock, 'w') as f:
+        json.dump(dict(pid=os.getppid(), host=socket.gethostname()), f)
+    _refused(sweep('--seeds', '1'), 'is in use by another sweep',
+             'another --out')
+    assert not osp.exists(_run_dir(sweep.out, seed=1))
+    os.remove(lock)
+    _ok(sweep('--seeds', '1'))
+    assert not osp.exists(lock)  # released
