@@ -258,14 +258,25 @@ def test_publish_records_weights_and_measured_map(tmp_path):
     ]
     assert row[2] == row[4] == ''  # the COCO entry was not touched
 
-    # a URL instead of the local path; a run without validation at the
-    # checkpoint's epoch is refused (nothing unmeasured is written)
-    publish_tool.main([
-        ckpt, str(out / 'again.pth'), '--no-date', '--metafile', metafile,
-        '--weights-url', 'https://example.org/again.pth'
-    ])
+    # a URL instead of the local path: of the folder the file goes to (its
+    # published name, with the SHA-256 prefix the zoo checks, appended),
+    # or of the file under that name; another name is refused, nothing
+    # recorded (the download would fail the check, or find no file)
+    with pytest.raises(ValueError, match=r"names the file 'again\.pth', "
+                       r"but the published file is 'again-[0-9a-f]{8}"):
+        publish_tool.main([
+            ckpt, str(out / 'again.pth'), '--no-date', '--metafile',
+            metafile, '--weights-url', 'https://example.org/again.pth'
+        ])
     assert [m['Weights'] for m in read_metafile(metafile)['Models']
-            if m['Name'] == name] == ['https://example.org/again.pth']
+            if m['Name'] == name] == [final]
+    again = publish_tool.main([
+        ckpt, str(out / 'again.pth'), '--no-date', '--metafile', metafile,
+        '--weights-url', 'https://example.org/rel/'
+    ])
+    url = 'https://example.org/rel/' + osp.basename(again)
+    assert [m['Weights'] for m in read_metafile(metafile)['Models']
+            if m['Name'] == name] == [url]
     other = _stem('baseline', 'voc07', 40)
     ckpt = _fake_run(tmp_path / 'run2', other, 4, [(2, 80.0)])
     with pytest.raises(ValueError, match='epoch 4'):

@@ -103,8 +103,9 @@ def parse_args(argv=None):
         'dir')
     zoo.add_argument(
         '--weights-url',
-        help='where the published file will be downloadable (http(s)); '
-        'default: its local path')
+        help='where the published file will be downloadable (http(s)): its '
+        'URL (ending in its published name) or the URL of its folder, '
+        "ending in '/'; default: its local path")
     return parser.parse_args(argv)
 
 
@@ -193,10 +194,32 @@ def record_in_metafile(args, final: str, epoch, name: str = None) -> None:
                          'find the measured mAP of that epoch.')
     value = measured_map(work_dir, epoch)
     # a local file as an absolute path: the zoo reads it from any folder
-    record_release(args.metafile, name,
-                   args.weights_url or osp.abspath(final), value)
+    weights = release_url(args.weights_url, final) if args.weights_url \
+        else osp.abspath(final)
+    record_release(args.metafile, name, weights, value)
     print(f'Recorded in {args.metafile}: {name} mAP {value:.2f} (epoch '
-          f'{epoch}), Weights {args.weights_url or final}.')
+          f'{epoch}), Weights {weights}.')
+
+
+def release_url(url: str, final: str) -> str:
+    """The URL ``--weights-url`` records for the published file ``final``:
+    a folder URL (ending in ``/``) gets the file's name; a file URL must end
+    in that name, since the name carries the SHA-256 prefix that the zoo
+    checks after a download (``get_model(..., pretrained=True)``): another
+    name would be a file that fails that check, or none at all."""
+    from urllib.parse import urlsplit
+    name = osp.basename(final)
+    if url.endswith('/'):
+        return url + name
+    given = osp.basename(urlsplit(url).path)
+    if given != name:
+        raise ValueError(
+            f'--weights-url {url!r} names the file {given!r}, but the '
+            f'published file is {name!r} (its name ends in the first hex '
+            'digits of its SHA-256, which the model zoo checks after a '
+            f'download); nothing was recorded. Fix: upload {name} and give '
+            f'its URL, or the URL of its folder ending in /.')
+    return url
 
 
 def load_input(path: str, trust_source: bool = False):
