@@ -526,47 +526,7 @@ class MultiLabelInferencer:
                     'which calibrates them on the validation split, or pass '
                     'a number.')
             threshold = calibrated
-        num = len(self.classes) if self.classes else None
-        what = (f'a number in [0, 1] or {num} per-class numbers in [0, 1] '
-                if num else 'a number in [0, 1] or one per class ') + \
-            "(a list or (C,) array), or 'calibrated'"
-        if isinstance(threshold, (bool, np.bool_)):
-            raise ValueError(f'threshold must be {what}; got {threshold!r}.')
-        try:
-            values = np.asarray(threshold, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f'threshold must be {what}; got {threshold!r}.') from None
-        if np.asarray(threshold).dtype.kind not in 'iuf':  # str, bool, None
-            raise ValueError(f'threshold must be {what}; got {threshold!r}.')
-        if values.ndim > 1:
-            raise ValueError(
-                f'threshold must be {what}; got an array of shape '
-                f'{values.shape}. Fix: pass a flat list (one value per '
-                'class).')
-        if values.ndim == 1 and num is not None and len(values) != num:
-            raise ValueError(
-                f'threshold has {len(values)} values, but the model has '
-                f'{num} classes. Fix: pass one number, or one value per '
-                f'class in the order of the model\'s classes '
-                f'({", ".join(map(repr, self.classes[:5]))}'
-                f'{", ..." if num > 5 else ""}).')
-        bad = ~((values >= 0) & (values <= 1))  # nan is bad too
-        if bad.any():
-            if values.ndim == 0:
-                raise ValueError(
-                    f'threshold must be {what}; got {threshold!r}. Scores '
-                    'are probabilities in [0, 1].')
-            i = int(np.flatnonzero(bad)[0])
-            label = f' ({self.classes[i]!r})' if self.classes else ''
-            more = int(bad.sum()) - 1
-            raise ValueError(
-                'threshold values must be in [0, 1] (scores are '
-                f'probabilities); got {float(values[i])!r} for class '
-                f'{i}{label}{f" and {more} more" if more else ""}.')
-        if values.ndim == 0:
-            return float(values)
-        return values.astype(np.float32)
+        return check_threshold_values(threshold, self.classes)
 
     def postprocess(self, sample, image: ImageType,
                     threshold: float) -> dict:
@@ -606,6 +566,58 @@ def default_threshold(model: nn.Module) -> float:
             f'is >= the threshold, {DEFAULT_THRESHOLD} here. Pass a '
             'threshold to choose another.')
     return DEFAULT_THRESHOLD
+
+
+def check_threshold_values(threshold, classes: Optional[Sequence[str]] = None):
+    """The one check of label threshold values (inference and export): a
+    number in [0, 1] or one per class of ``classes`` (a flat list or
+    ``(C,)`` array), nan refused; the message names the value, the class
+    and the fix.
+
+    Returns:
+        float | np.ndarray: the number, or a ``(C,)`` float32 array.
+    """
+    num = len(classes) if classes else None
+    what = (f'a number in [0, 1] or {num} per-class numbers in [0, 1] '
+            if num else 'a number in [0, 1] or one per class ') + \
+        "(a list or (C,) array), or 'calibrated'"
+    if isinstance(threshold, (bool, np.bool_)):
+        raise ValueError(f'threshold must be {what}; got {threshold!r}.')
+    try:
+        values = np.asarray(threshold, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f'threshold must be {what}; got {threshold!r}.') from None
+    if np.asarray(threshold).dtype.kind not in 'iuf':  # str, bool, None
+        raise ValueError(f'threshold must be {what}; got {threshold!r}.')
+    if values.ndim > 1:
+        raise ValueError(
+            f'threshold must be {what}; got an array of shape '
+            f'{values.shape}. Fix: pass a flat list (one value per '
+            'class).')
+    if values.ndim == 1 and num is not None and len(values) != num:
+        raise ValueError(
+            f'threshold has {len(values)} values, but the model has '
+            f'{num} classes. Fix: pass one number, or one value per '
+            f'class in the order of the model\'s classes '
+            f'({", ".join(map(repr, classes[:5]))}'
+            f'{", ..." if num > 5 else ""}).')
+    bad = ~((values >= 0) & (values <= 1))  # nan is bad too
+    if bad.any():
+        if values.ndim == 0:
+            raise ValueError(
+                f'threshold must be {what}; got {threshold!r}. Scores '
+                'are probabilities in [0, 1].')
+        i = int(np.flatnonzero(bad)[0])
+        label = f' ({classes[i]!r})' if classes else ''
+        more = int(bad.sum()) - 1
+        raise ValueError(
+            'threshold values must be in [0, 1] (scores are '
+            f'probabilities); got {float(values[i])!r} for class '
+            f'{i}{label}{f" and {more} more" if more else ""}.')
+    if values.ndim == 0:
+        return float(values)
+    return values.astype(np.float32)
 
 
 def inference_model(model: nn.Module,

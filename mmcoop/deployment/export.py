@@ -273,20 +273,18 @@ def _calibrated(model, name: str, classnames: Sequence[str]) -> list:
             for i in class_indices(all_names, list(classnames))]
 
 
-def _normalize_thresholds(thresholds, num_classes: int) -> list:
-    if thresholds is None:
-        thresholds = 0.5
-    if np.isscalar(thresholds):
-        thresholds = [float(thresholds)] * num_classes
-    thresholds = [float(t) for t in thresholds]
-    if len(thresholds) != num_classes:
-        raise ExportError(f'{len(thresholds)} thresholds for '
-                          f'{num_classes} exported classes; give one '
-                          'threshold, or one per exported class.')
-    if not all(0. <= t <= 1. for t in thresholds):
-        raise ExportError('Thresholds are probabilities: each must lie in '
-                          f'[0, 1], got {thresholds}.')
-    return thresholds
+def _normalize_thresholds(thresholds, classes: Sequence[str]) -> list:
+    """One threshold per exported class (in ``classes``' order), checked
+    as inference checks them
+    (:func:`mmcoop.apis.inference.check_threshold_values`)."""
+    from mmcoop.apis.inference import check_threshold_values
+    try:
+        values = check_threshold_values(thresholds, list(classes))
+    except ValueError as e:
+        raise ExportError(f'thresholds: {e}') from None
+    if np.ndim(values) == 0:
+        return [float(values)] * len(classes)
+    return [float(t) for t in values]
 
 
 def example_input(folded: FoldedTagger,
@@ -432,7 +430,7 @@ def export_model(model: nn.Module,
         thresholds = default_threshold(model)
     elif isinstance(thresholds, str):
         thresholds = _calibrated(model, thresholds, folded.classnames)
-    thresholds = _normalize_thresholds(thresholds, len(folded.classnames))
+    thresholds = _normalize_thresholds(thresholds, folded.classnames)
     metadata = deployment_metadata(
         model, folded, format, precision, thresholds, opset,
         'torch.onnx.export (TorchScript-based)'

@@ -76,6 +76,10 @@ def class_indices(classnames: Sequence[str],
     """
     if subset is None:
         return list(range(len(classnames)))
+    if isinstance(subset, str):  # list('cat') would be its letters
+        raise ValueError(
+            f'The class subset is the string {subset!r}; give a list of '
+            f'class names, e.g. [{subset!r}].')
     subset = list(subset)
     if not subset:
         raise ValueError('The class subset is empty: give at least one '

@@ -25,8 +25,15 @@ def test_unsupported_opset(opset, method_models, tmp_path):
     (dict(format='tensorrt'), "format 'tensorrt'.*onnx, torchscript"),
     (dict(precision='int8'), "precision 'int8'.*fp32, fp16"),
     (dict(input_format='bgr'), "input format 'bgr'.*uint8, normalized"),
-    (dict(thresholds=[0.5, 0.5]), '2 thresholds for 5 exported classes'),
+    (dict(thresholds=[0.5, 0.5]), 'threshold has 2 values, but the model '
+     'has 5 classes'),
     (dict(thresholds=1.5), r'\[0, 1\]'),
+    # as inference_model checks them (before: True stored as 1.0, a 0-d
+    # array or a nested list a raw TypeError)
+    (dict(thresholds=True), r'threshold must be .*got True'),
+    (dict(thresholds=[[0.5] * 5]), r'array of shape \(1, 5\)'),
+    (dict(thresholds=[0.2, 0.2, float('nan'), 0.2, 0.2]),
+     r"got nan for class 2 \('traffic light'\)"),
     (dict(opset=17.5), r'opset 17\.5 is not supported.*17 to 20'),
     (dict(opset=True), r'opset True is not supported.*17 to 20'),
     (dict(format='torchscript', opset=18), r'opset 18 \(--opset\) is an '
@@ -88,6 +95,8 @@ def test_unknown_class_names():
     with pytest.raises(ValueError, match='subset is empty'):
         class_indices(CLASSES, [])
     assert class_indices(CLASSES, [' Hair_Drier', 'dog']) == [3, 1]
+    with pytest.raises(ValueError, match=r"the string 'cat'; give a list"):
+        class_indices(CLASSES, 'cat')  # not the letters c, a, t
 
 
 def test_unsupported_test_pipeline(tmp_path):
