@@ -6,6 +6,7 @@ from typing import List, Sequence, Union
 
 import numpy as np
 from mmengine.dataset import BaseDataset
+from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
@@ -208,7 +209,37 @@ def held_out_split(dataset: Union[BaseDataset, dict],
         held_out = set(val)
     want = part == 'val'
     indices = [i for i, k in enumerate(keys) if (k in held_out) == want]
-    return dataset.get_subset(indices)
+    subset = dataset.get_subset(indices)
+    if want:
+        _warn_uninformative_val(subset, split_file)
+    return subset
+
+
+def _warn_uninformative_val(val, split_file: str) -> None:
+    """Warn when no class of the held-out part has both a positive and a
+    known negative: every class's AP is then 100 or 0 whatever the model
+    scores, so the validation mAP is the same at every epoch and the
+    best-epoch selection of the clean protocol picks the first epoch."""
+    informative = None
+    for i in range(len(val)):
+        info = val.get_data_info(i)
+        score = info.get('gt_score')
+        if score is None:
+            continue  # a dataset without tri-state targets: not judged
+        score = np.asarray(score)
+        if informative is None:
+            informative = np.zeros((2, score.shape[0]), bool)
+        informative[0] |= score == 1
+        informative[1] |= score == 0
+    if informative is None or (informative[0] & informative[1]).any():
+        return
+    MMLogger.get_current_instance().warning(
+        f'HeldOutSplit ({split_file}): no class of the {len(val)} held-out '
+        'image(s) has both a positive and a known negative, so every '
+        "class's AP is 100 or 0 whatever the model scores: the validation "
+        'mAP does not depend on the model, and the best-epoch selection '
+        'picks the first epoch. Fix: a larger val_fraction (--val-fraction '
+        'of tools/sweep.py).')
 
 
 DATASETS.register_module(name='HeldOutSplit', module=held_out_split)

@@ -233,3 +233,21 @@ def test_repeated_file_names_are_named_with_the_fix():
                        r"'b/x\.jpg'\]\).*Fix: give the images unique file "
                        r"names.*protocol=dict\(name='official'\)"):
         image_keys(Table())
+
+
+def test_a_held_out_part_that_cannot_rank_the_model_is_warned(
+        coco_root, tmp_path, mm_log):
+    """One held-out image: no class has both a positive and a negative, so
+    the validation mAP is the same at every epoch and 'best' is epoch 1.
+    Before: nothing said (only per-class warnings in the run's log)."""
+    kw = dict(split_file=str(tmp_path / 'one.json'), seed=0)
+    held_out_split(coco_cfg(coco_root, test_mode=True), part='val',
+                   val_fraction=0.1, **kw)
+    assert 'no class of the 1 held-out image(s) has both a positive and ' \
+        'a known negative' in mm_log.getvalue()
+    assert 'a larger val_fraction' in mm_log.getvalue()
+    mm_log.truncate(0)
+    mm_log.seek(0)
+    held_out_split(coco_cfg(coco_root), part='train', val_fraction=0.1,
+                   **kw)  # the train part is not judged
+    assert 'held-out image' not in mm_log.getvalue()
