@@ -222,8 +222,9 @@ def render_markdown(rows: Iterable[dict],
                 f'`official`); not measured under `{protocol}`.')
         if any('(n=' in line for line in lines):
             notes.append('(n=k): the mean and ± of k seeds, fewer than the '
-                         "row's Seeds (Avg: the seeds that have every "
-                         'proportion).')
+                         "row's Seeds. Avg is the mean of the row's cells "
+                         '(each over its own seeds); its ± and (n=k) are '
+                         'over the k seeds that have every proportion.')
         if notes:
             lines += [''] + [f'* {note}' for note in notes]
         blocks.append('\n'.join(lines))

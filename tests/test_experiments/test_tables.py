@@ -41,6 +41,10 @@ def test_markdown_cells_avg_and_paper_rows():
     # 50% and Avg hold 2 of the row's 3 seeds: said in the cell
     assert ('| positivecoop | measured (mmcoop) | 3 | 82.00 ± 2.00 | '
             '90.50 ± 0.71 (n=2) | 86.25 ± 1.06 (n=2) |') in lines
+    # the note says what Avg's mean and (n=k) are over (they differ)
+    assert ("Avg is the mean of the row's cells (each over its own seeds); "
+            'its ± and (n=k) are over the k seeds that have every '
+            'proportion.') in text
     assert ('| baseline | measured (mmcoop) | 1 | 70.00 | 75.00 | '
             '72.50 |') in lines
     # the paper's VOC numbers of the same methods, Avg over the shown
