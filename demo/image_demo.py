@@ -94,11 +94,8 @@ def main(argv=None):
             option='--show-dir',
             create_dirs=False)
         outputs = dict(zip(args.images, names))
-    try:
-        model = init_model(args.config, checkpoint, device=args.device,
-                           cfg_options=args.cfg_options)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f'error: {e}') from None
+    model = init_model(args.config, checkpoint, device=args.device,
+                       cfg_options=args.cfg_options)
     threshold = args.threshold if args.threshold is not None else \
         default_threshold(model)
     classes = model.dataset_meta.get('classes')

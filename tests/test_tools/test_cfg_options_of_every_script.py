@@ -108,6 +108,11 @@ def test_every_script_refuses_an_option_of_another_type(
     if relpath == 'tools/deployment/export.py':  # prints, exit status 2
         assert load_tool(relpath).main(argv) == 2
         message = capsys.readouterr().err
+    elif relpath == 'tools/deployment/benchmark.py':  # prints, exits 2
+        with pytest.raises(SystemExit) as exc:
+            load_tool(relpath).main(argv)
+        assert exc.value.code == 2
+        message = capsys.readouterr().err
     else:
         with pytest.raises(ValueError) as err:
             load_tool(relpath).main(argv)
