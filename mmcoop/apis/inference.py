@@ -57,7 +57,8 @@ from mmcoop.datasets.feature_cache import restore_image_model
 from mmcoop.engine.checkpoint_fit import (CHECKS, check_checkpoint_fits,
                                           load_checkpoint_weights)
 from mmcoop.engine.cli import merge_cfg_options
-from mmcoop.engine.config_checks import check_nested_keys
+from mmcoop.engine.config_checks import (check_clip_towers, check_nested_keys,
+                                         check_normalization)
 from mmcoop.engine.hooks.threshold_calibration_hook import stored_thresholds
 from mmcoop.utils.checkpoint import CheckpointMismatchError, safe_torch_load
 from mmcoop.utils.value_checks import check_device, check_int
@@ -209,6 +210,10 @@ def init_model(config: ConfigType,
     """
     device = check_device('device', device)  # before anything is built
     cfg = inference_config(config, cfg_options)
+    # one CLIP for both towers, and its statistics (MMCoopRunner.from_cfg's
+    # checks): a zero-shot model has no checkpoint that would show it
+    check_clip_towers(cfg)
+    check_normalization(cfg)
     # a missing file, or a folder given for it, is named before the build
     local = fetch_checkpoint(checkpoint) if checkpoint is not None else None
     _register_modules()

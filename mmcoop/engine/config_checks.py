@@ -766,3 +766,51 @@ def check_thresholds_agree(cfg) -> None:
                     'numbers are of different thresholds. Fix: set both '
                     f'(e.g. --cfg-options model.head.thr={thr} '
                     f'{where}.thr={thr}).')
+
+
+def check_normalization(cfg) -> None:
+    """Warn when ``model.data_preprocessor``'s ``mean`` / ``std`` (0-255)
+    are not the image statistics the ``FrozenCLIP`` weights expect
+    (:func:`~mmcoop.models.backbones.clip_loader.clip_normalization`: the
+    tag's, or those all of the architecture's releases share): a config
+    switched to another family (``--cfg-options model.backbone.model_name=
+    ...``) kept the old family's normalisation, and the tower then sees
+    other inputs than it was trained on, without a word. Configs whose
+    weights' statistics cannot be told (releases that disagree and a local
+    file), or without a ``FrozenCLIP`` backbone or stated statistics, are
+    not checked."""
+    import numpy as np
+
+    from mmcoop.models.backbones import FrozenCLIP
+    from mmcoop.models.backbones.clip_loader import clip_normalization
+    model = cfg.get('model', None) or {}
+    backbone = model.get('backbone')
+    image_cls = _model_class(backbone)
+    pre = model.get('data_preprocessor') or cfg.get('data_preprocessor')
+    pre_cls = _model_class(pre) if isinstance(pre, dict) else None
+    if not (image_cls and issubclass(image_cls, FrozenCLIP) and pre_cls):
+        return
+    mean, std = _arg(pre_cls, pre, 'mean'), _arg(pre_cls, pre, 'std')
+    model_name = _arg(image_cls, backbone, 'model_name')
+    if mean is None or std is None or not isinstance(model_name, str):
+        return
+    try:
+        expected = clip_normalization(
+            model_name, _arg(image_cls, backbone, 'pretrained'))
+        given = (np.asarray(mean, float).reshape(-1) / 255,
+                 np.asarray(std, float).reshape(-1) / 255)
+    except (ValueError, TypeError):
+        return  # releases that disagree, or values the preprocessor refuses
+    if all(g.shape == (3, ) and np.allclose(g, e, rtol=1e-3, atol=1e-4)
+           for g, e in zip(given, expected)):
+        return
+    shown = [tuple(round(255 * v, 3) for v in e) for e in expected]
+    warnings.warn(
+        f'model.data_preprocessor mean={list(mean)} std={list(std)} are not '
+        f'the image statistics the weights of {model_name!r} expect (mean='
+        f'{list(shown[0])}, std={list(shown[1])} on the 0-255 scale): the '
+        'tower would see other inputs than it was trained on (a config '
+        'switched to another CLIP family keeps the old normalisation). '
+        "Fix: set model.data_preprocessor's mean and std to these (the "
+        "family's base config in configs/_base_/models/clip_families/ "
+        'states them).')

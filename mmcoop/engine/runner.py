@@ -19,6 +19,7 @@ from mmcoop.engine.checkpoint_fit import (check_checkpoint_fits,
                                           load_checkpoint_weights)
 from mmcoop.engine.config_checks import (check_clip_towers, check_load_from,
                                          check_nested_keys,
+                                         check_normalization,
                                          check_runner_compile,
                                          check_thresholds_agree,
                                          check_unknown_keys,
@@ -261,6 +262,7 @@ class MMCoopRunner(Runner):
         check_nested_keys(cfg)
         check_unseen_class_head(cfg)
         check_clip_towers(cfg)
+        check_normalization(cfg)
         check_load_from(cfg)
         check_runner_compile(cfg)
         check_train_settings(cfg)

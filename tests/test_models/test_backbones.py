@@ -681,3 +681,57 @@ def test_init_cfg_reaching_a_frozen_tower_is_refused(tiny_rn_file, tmp_path,
     with pytest.raises(ValueError, match='`tower`'):
         runner.train()
     assert not any(n.endswith('.pth') for n in os.listdir(tmp_path / 'w'))
+
+
+def test_vit_weights_of_another_image_size_are_refused(tmp_path):
+    """open_clip resized the positional embedding of weights made for
+    another image size to the architecture's grid while loading (think
+    OpenAI's ViT-L/14@336 loaded as ViT-L-14), silently: refused, naming
+    the grid and the image size of the weights."""
+    import json
+    cfg_dir = tmp_path / 'cfg'
+    cfg_dir.mkdir()
+    config = json.loads(open(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), 'mmcoop', 'clip_configs',
+            'mmcoop-tiny-ViT.json')).read())
+    config['vision_cfg']['image_size'] = 32
+    (cfg_dir / 'test-tiny-ViT-32.json').write_text(json.dumps(config))
+    open_clip.add_model_config(str(cfg_dir))
+    path = str(tmp_path / 'vit64.pth')
+    torch.save(make_clip_state_dict(TINY_VIT), path)
+    FrozenCLIP(TINY_VIT, pretrained=path, input_resolution=64)  # its own
+    with pytest.raises(RuntimeError) as err:
+        FrozenCLIP('test-tiny-ViT-32', pretrained=path, input_resolution=64)
+    msg = str(err.value)
+    for words in ('17 positions (a 4x4 grid, 64 px for patch 16)',
+                  "'test-tiny-ViT-32' has 5 (2x2)", 'another image size',
+                  'Fix: the architecture of these weights'):
+        assert words in msg, msg
+
+
+def test_quick_gelu_weights_without_it_are_named():
+    """OpenAI (and YFCC) weights need QuickGELU: a tag was warned about,
+    a local file of such an architecture was not (open_clip's offline
+    message leads users to a file)."""
+    from mmcoop.models.backbones.clip_loader import _needs_quick_gelu
+    weights = '/weights/open_clip_pytorch_model.bin'
+    assert _needs_quick_gelu('RN101', weights, False)  # every RN101 release
+    assert _needs_quick_gelu('RN101', 'openai', False)
+    assert _needs_quick_gelu('ViT-B-32', 'openai', False)
+    for name, pretrained, force in (('RN101-quickgelu', weights, False),
+                                    ('RN101', weights, True),
+                                    ('ViT-B-32', weights, False),  # mixed
+                                    ('ViT-B-32', 'laion2b_s34b_b79k', False),
+                                    (TINY_RN, weights, False),
+                                    ('RN101', None, False)):
+        assert not _needs_quick_gelu(name, pretrained, force), name
+
+
+def test_a_loaded_file_is_not_called_random(tiny_rn_file, caplog):
+    """open_clip's 'No pretrained weights loaded ... initialized randomly'
+    was printed before every weights file mmcoop then loaded."""
+    import logging
+    with caplog.at_level(logging.WARNING):
+        FrozenCLIP(TINY_RN, pretrained=tiny_rn_file, input_resolution=64)
+    assert 'No pretrained weights loaded' not in caplog.text

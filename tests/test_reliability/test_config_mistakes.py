@@ -637,3 +637,41 @@ def test_head_and_metric_thresholds_that_disagree_are_warned(
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         check_thresholds_agree(cfg)
+
+
+DEMO = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))), 'configs', 'demo',
+    'positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-shapes-p50.py')
+
+
+def test_a_normalisation_of_another_family_is_warned(shipped_configs):
+    """A config switched to another CLIP family kept the old family's
+    image statistics (SigLIP's 0.5 / 0.5 for an OpenAI-style tower): the
+    tower saw other inputs than it was trained on, without a word."""
+    from mmcoop.engine.config_checks import check_normalization
+    cfg = Config.fromfile(DEMO)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        check_normalization(cfg)  # the tiny towers: CLIP's statistics
+    cfg.model.data_preprocessor.mean = [127.5] * 3
+    cfg.model.data_preprocessor.std = [127.5] * 3
+    with pytest.warns(UserWarning) as caught:
+        check_normalization(cfg)
+    msg = str(caught[0].message)
+    assert ("mean=[127.5, 127.5, 127.5] std=[127.5, 127.5, 127.5] are not "
+            "the image statistics the weights of 'mmcoop-tiny-ViT' expect "
+            '(mean=[122.771, 116.746, 104.094]') in msg
+    assert "Fix: set model.data_preprocessor's mean and std" in msg
+
+
+def test_init_model_refuses_two_clips_as_the_runner_does():
+    """init_model (image_demo.py, export.py, the inference API) skipped
+    the runner's check of one CLIP for both towers; a zero-shot model has
+    no checkpoint that would show it."""
+    from mmcoop.apis import init_model
+    options = {'model.head.type': 'ZeroShotHead',
+               'model.backbone.model_name': 'mmcoop-tiny-RN'}
+    with pytest.raises(ValueError, match=r"model.backbone.model_name="
+                       r"'mmcoop-tiny-RN' but model.head.text_encoder."
+                       r"model_name='mmcoop-tiny-ViT'"):
+        init_model(DEMO, cfg_options=options)

@@ -21,10 +21,12 @@ by whoever wrote the file, and open_clip already serves the same weights as a
 plain state dict (``pretrained='openai'``). The error prints a one-line
 conversion, to run once where the file is trusted.
 """
+import contextlib
+import logging
 import os
 import os.path as osp
 import zipfile
-from typing import Callable, Optional, Union
+from typing import Callable, List, Optional, Union
 
 import open_clip
 import torch
@@ -99,6 +101,7 @@ def load_clip_weights(model: torch.nn.Module, path: str,
             f'torch; torch.save(open_clip.load_openai_model({path!r}, '
             f'device=\'cpu\').state_dict(), {out!r})" and set `pretrained` '
             'to the new file.')
+    _check_vit_grid(model, path, model_name)
     try:
         # open_clip reads with torch.load(weights_only=True) (3.x; 2.x and
         # its TypeError fallback use torch's default, weights_only=True
@@ -113,6 +116,65 @@ def load_clip_weights(model: torch.nn.Module, path: str,
             f'{model_name!r}: {detail}'
             ' Check `model_name` (e.g. RN101-quickgelu for the OpenAI RN101 '
             'weights).') from e
+
+
+def _stored_shape(path: str, key: str) -> Optional[tuple]:
+    """The shape of the tensor ``key`` (also under a ``module.`` prefix or
+    in a ``state_dict`` entry) in the weights file ``path``, read without
+    loading the file (memory-mapped zip or safetensors); None where that
+    cannot be told cheaply (the load then decides)."""
+    try:
+        if path.endswith('.safetensors'):
+            from safetensors import safe_open
+            with safe_open(path, 'pt') as f:
+                for name in f.keys():
+                    if name == key or name.endswith('.' + key):
+                        return tuple(f.get_slice(name).get_shape())
+            return None
+        state = torch.load(path, map_location='cpu', weights_only=True,
+                           mmap=True)
+    except Exception:  # noqa: BLE001 - legacy format etc.: not told here
+        return None
+    if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
+        state = state['state_dict']
+    for name, value in (state.items() if isinstance(state, dict) else ()):
+        if (name == key or name.endswith('.' + key)) and hasattr(
+                value, 'shape'):
+            return tuple(value.shape)
+    return None
+
+
+def _check_vit_grid(model: torch.nn.Module, path: str,
+                    model_name: str) -> None:
+    """Refuse ViT weights made for another image size: open_clip resizes
+    their positional embedding to the architecture's grid while loading,
+    silently (ViT-L-14 and ViT-L-14-336 differ only there), and the tower
+    then resizes it again to ``input_resolution``: features of neither."""
+    own = getattr(getattr(model, 'visual', None), 'positional_embedding',
+                  None)
+    if own is None or own.dim() != 2:
+        return  # not an open_clip ViT (ResNet's attnpool, timm towers)
+    stored = _stored_shape(path, 'visual.positional_embedding')
+    if stored is None or stored[0] == own.shape[0]:
+        return
+
+    def grid(length):
+        side = int(round((length - 1)**0.5))
+        return f'{side}x{side}' if side * side == length - 1 else '?'
+
+    patch = getattr(model.visual, 'patch_size', None)
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    size = (f', {int(grid(stored[0]).split("x")[0]) * patch} px for patch '
+            f'{patch}' if patch and grid(stored[0]) != '?' else '')
+    raise RuntimeError(
+        f'CLIP weights in {path!r} have a ViT positional embedding of '
+        f'{stored[0]} positions (a {grid(stored[0])} grid{size}), but '
+        f'{model_name!r} has {own.shape[0]} ({grid(own.shape[0])}): the '
+        'weights are of another image size, and loading would resize '
+        'their positions silently. Fix: the architecture of these weights '
+        "as `model_name` (e.g. 'ViT-L-14-336-quickgelu' for OpenAI's "
+        'ViT-L/14@336px); `input_resolution` then sets the size the tower '
+        'runs at.')
 
 
 def _check_readable_state_dict(path: str) -> None:
@@ -239,7 +301,9 @@ def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
             'fine for tests and the offline demo, meaningless for real data.')
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
     elif is_weights_path(pretrained):
-        model = open_clip.create_model(model_name, pretrained=None, **kwargs)
+        with _quiet_random_init_notice():  # the weights are loaded next
+            model = open_clip.create_model(model_name, pretrained=None,
+                                           **kwargs)
         load_clip_weights(model, osp.expanduser(str(pretrained)),
                           model_name)
         logger.info(f'Loaded CLIP {model_name} weights from {pretrained}')
@@ -255,18 +319,68 @@ def _build_open_clip(model_name, pretrained, force_quick_gelu, cache_dir):
                 model_name, pretrained=pretrained, cache_dir=cache_dir,
                 **kwargs)
         except Exception as e:  # noqa: BLE001 - network / hub errors vary
+            quick = (' These weights need QuickGELU: use model_name='
+                     f"'{model_name}-quickgelu' with the file."
+                     if _needs_quick_gelu(model_name, pretrained,
+                                          force_quick_gelu) else '')
             raise RuntimeError(
                 f'Could not fetch CLIP weights {model_name}:{pretrained} '
                 f'({type(e).__name__}: {e}). On an offline machine download '
                 f'{_weights_source(model_name, pretrained)} elsewhere and set '
-                "`pretrained='/path/to/file'` in the config.") from e
-    if model_name.startswith(('RN', 'ViT')) and pretrained == 'openai' \
-            and 'quickgelu' not in model_name and not force_quick_gelu:
+                f"`pretrained='/path/to/file'` in the config.{quick}") from e
+    if _needs_quick_gelu(model_name, pretrained, force_quick_gelu):
+        source = (f'the {pretrained!r} weights' if not is_weights_path(
+            pretrained) else f'weights of {model_name} (every open_clip '
+                  f'release of it: {_tags(model_name)})')
         logger.warning(
-            f'{model_name} with OpenAI weights should use QuickGELU: use '
-            f'{model_name}-quickgelu or force_quick_gelu=True.')
+            f'{model_name} with {source} should use QuickGELU, which this '
+            f'architecture lacks: its text tower (and a ViT image tower) '
+            f'then computes other features. Fix: model_name='
+            f"'{model_name}-quickgelu' (or force_quick_gelu=True).")
     model.float().eval()
     return model
+
+
+def _tags(model_name: str) -> List[str]:
+    return list(open_clip.list_pretrained_tags_by_model(model_name))
+
+
+def _needs_quick_gelu(model_name: str, pretrained,
+                      force_quick_gelu: bool) -> bool:
+    """Whether ``model_name`` (without QuickGELU) is given weights trained
+    with it: a tag open_clip marks ``quick_gelu`` (OpenAI's, YFCC's), or a
+    local file for an architecture all of whose releases are such (RN50,
+    RN101: a file of it is one of them)."""
+    if pretrained is None or force_quick_gelu or (
+            open_clip.get_model_config(model_name) or {}).get('quick_gelu'):
+        return False
+    tags = _tags(model_name)
+    if is_weights_path(pretrained):
+        chosen = tags
+    else:
+        chosen = [pretrained] if pretrained in tags else []
+    return bool(chosen) and all(
+        (open_clip.get_pretrained_cfg(model_name, t) or {}).get('quick_gelu')
+        for t in chosen)
+
+
+class _RandomInitNotice(logging.Filter):
+    """open_clip's 'No pretrained weights loaded ... initialized randomly'
+    (root logger), untrue when mmcoop loads a weights file next."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'No pretrained weights loaded' not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_notice():
+    root = logging.getLogger()
+    notice = _RandomInitNotice()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def _weights_source(model_name: str, tag: str) -> str:
