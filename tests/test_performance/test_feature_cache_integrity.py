@@ -242,3 +242,25 @@ def test_other_ranks_wait_for_rank0_outside_a_collective(
         timer.join()
     assert calls == [True]  # the barrier came after the cache was there
     assert len(ds) == NUM_IMAGES and ds.manifest is not None
+
+
+def test_a_cache_replaced_while_read_is_named(images, tmp_path):
+    """Another run sharing the cache folder rebuilt it for another tower
+    while this one trained: its loader workers, reopening the shards each
+    epoch, silently read the other tower's features (its validation mAP
+    followed the other run). The build each dataset checked is now
+    compared when the shards are reopened."""
+    cache_dir = tmp_path / 'c'
+    reader = _cache(images, cache_dir)
+    first = reader.read(1)
+    # another run rebuilds the folder (here: a new manifest in its place)
+    manifest = cache_dir / MANIFEST
+    text = manifest.read_text()
+    manifest.unlink()
+    manifest.write_text(text + ' ')
+    reader._arrays = None  # as a new loader worker has it
+    with pytest.raises(FeatureCacheError, match='was replaced while this run '
+                       'read it.*their own feature_cache.cache_root'):
+        reader.read(1)
+    again = _cache(images, cache_dir)  # a new run checks the new build
+    torch.testing.assert_close(again.read(1), first)

@@ -286,6 +286,17 @@ class CachedFeatureDataset(DatasetWrapper):
         return torch.from_numpy(values)
 
     def _open(self) -> None:
+        stamp = getattr(self, '_build_stamp', None)
+        if stamp is not None and _manifest_stamp(self.cache_dir) != stamp:
+            raise FeatureCacheError(
+                f'Feature cache {self.cache_dir} was replaced while this run '
+                'read it: another run sharing the folder rebuilt it for '
+                'another tower, pipeline or dataset (on_mismatch='
+                "'rebuild'), so its shards are no longer the features this "
+                'run checked. Fix: give the runs that use other towers or '
+                "pipelines their own feature_cache.cache_root (or set "
+                "on_mismatch='error' in the shared one), then resume this "
+                'run.')
         views = range(self.manifest['num_views'])
         arrays, files = [[] for _ in views], [[] for _ in views]
         scales = ([[] for _ in views]
@@ -376,6 +387,10 @@ class CachedFeatureDataset(DatasetWrapper):
                     f'Feature cache {self.cache_dir} is not usable after '
                     f'the build ({status}: {why}).')
         self.manifest = manifest
+        # the build this dataset checked: a process that reopens the shards
+        # (a loader worker, each epoch) must read that build, not one that
+        # another run put in its place (see _open)
+        self._build_stamp = _manifest_stamp(self.cache_dir)
         del backbone, preprocessor
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -524,3 +539,14 @@ class CachedFeatureDataset(DatasetWrapper):
             backbone.to('cpu')
         logger.info(f'Feature cache {self.cache_dir}: done in '
                     f'{time.time() - t0:.1f} s.')
+
+
+def _manifest_stamp(cache_dir: str) -> Optional[tuple]:
+    """``(inode, size, mtime)`` of a cache's manifest (written last, and
+    anew by every build, in a new folder): which build the folder holds;
+    None without one."""
+    try:
+        st = os.stat(osp.join(cache_dir, MANIFEST))
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
