@@ -32,7 +32,7 @@ the message. Each check can be switched off on explicit request only
 import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -122,15 +122,18 @@ def checkpoint_classes(checkpoint: dict) -> Optional[List[str]]:
     return list(classes) if classes else None
 
 
-def _check_towers(model: nn.Module, checkpoint: dict, filename: str) -> None:
-    """The ``towers`` check (module docstring)."""
+def _check_towers(model: nn.Module, checkpoint: dict, filename: str,
+                  towers: Optional[Dict[str, dict]] = None) -> None:
+    """The ``towers`` check (module docstring); ``towers``: those of the
+    run (default: the model's own, :func:`clip_towers`)."""
     from mmcoop.models.backbones.clip_loader import clip_difference
     from mmcoop.models.backbones.frozen_clip import clip_towers
     meta = checkpoint.get('meta')
     recorded = meta.get('clip_towers') if isinstance(meta, dict) else None
     if not isinstance(recorded, dict):
         return  # not recorded (older, converted or foreign checkpoints)
-    for name, now in clip_towers(model).items():
+    towers = clip_towers(model) if towers is None else towers
+    for name, now in towers.items():
         then = recorded.get(name)
         field = clip_difference(then, now) if isinstance(then,
                                                          dict) else None
@@ -183,8 +186,8 @@ def check_checkpoint_fits(
         filename: str,
         checks: Optional[dict] = None,
         class_targets: Iterable[Tuple[str, Sequence[str]]] = (),
-        revise_keys: Sequence[Tuple[str, str]] = ((r'^module\.', ''), )
-) -> List[str]:
+        revise_keys: Sequence[Tuple[str, str]] = ((r'^module\.', ''), ),
+        towers: Optional[Dict[str, dict]] = None) -> List[str]:
     """Apply the load policy (module docstring).
 
     Args:
@@ -197,6 +200,9 @@ def check_checkpoint_fits(
             must equal, e.g. ``('the test dataset', [...])``. When empty,
             the head's ``classnames`` are used.
         revise_keys: as MMEngine's ``load_checkpoint``.
+        towers: the frozen CLIP towers of the run, ``{path: identity}``
+            (default: the model's; a cached run's image tower is held by
+            its feature cache, see ``MMCoopRunner.clip_towers``).
 
     Returns:
         list[str]: warnings (keys that will not be loaded).
@@ -217,7 +223,7 @@ def check_checkpoint_fits(
             f'{list(revised)[:3]}, model keys like {list(own)[:3]}); '
             f'nothing would be loaded.{hint} {_FIX}.')
     if checks['towers']:
-        _check_towers(model, checkpoint, filename)
+        _check_towers(model, checkpoint, filename, towers)
     if checks['shapes']:
         bad = [(k, tuple(v.shape), own[k]) for k, v in revised.items()
                if k in own and isinstance(v, torch.Tensor)

@@ -735,8 +735,31 @@ class MMCoopRunner(Runner):
                 filename,
                 checks=self.cfg.get('checkpoint_check', None),
                 class_targets=targets,
-                revise_keys=revise_keys):
+                revise_keys=revise_keys,
+                towers=self.clip_towers()):
             self.logger.warning(warning)
+
+    def clip_towers(self) -> dict:
+        """``{path: clip_identity}`` of the run's frozen CLIP towers: the
+        model's (:func:`~mmcoop.models.backbones.frozen_clip.clip_towers`)
+        and, for a feature-cache run, whose model has no image tower, the
+        tower of its built ``CachedFeatureDataset`` as ``'backbone'``
+        (recorded in every checkpoint, compared when one is loaded: a
+        cached run's checkpoint is refused for another image tower as an
+        uncached run's is)."""
+        from mmcoop.models.backbones.frozen_clip import clip_towers
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        towers = clip_towers(model)
+        if 'backbone' not in towers:
+            for _, dataset in self._loaded_datasets():
+                while dataset is not None:
+                    identity = getattr(dataset, 'clip_identity', None)
+                    if isinstance(identity, dict):
+                        towers['backbone'] = identity
+                        return towers
+                    dataset = getattr(dataset, 'dataset', None)
+        return towers
 
     def load_checkpoint(self,
                         filename: str,
@@ -776,13 +799,12 @@ class MMCoopRunner(Runner):
     # ------------------------------------------------------------------
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs):
         """Save as MMEngine does, with ``meta['clip_towers']`` (the frozen
-        CLIP towers of the model, :func:`~mmcoop.models.backbones.
-        frozen_clip.clip_towers`, which the load policy compares); local
+        CLIP towers of the run, :meth:`clip_towers`, which the load policy
+        compares); local
         files go through
         :class:`~mmcoop.engine.atomic_backend.AtomicLocalBackend` (temp file
         + rename) unless the caller chose a backend (``backend_args`` /
         ``file_client_args``, as ``CheckpointHook`` passes them)."""
-        from mmcoop.models.backbones.frozen_clip import clip_towers
         bound = inspect.signature(Runner.save_checkpoint).bind(
             self, out_dir, filename, *args, **kwargs)
         bound.apply_defaults()
@@ -791,8 +813,6 @@ class MMCoopRunner(Runner):
         if (call['file_client_args'] is None and call['backend_args'] is None
                 and '://' not in str(out_dir)):
             call['backend_args'] = dict(ATOMIC_BACKEND_ARGS)
-        model = self.model.module if is_model_wrapper(self.model) \
-            else self.model
         call['meta'] = dict(call['meta'] or {},
-                            clip_towers=clip_towers(model))
+                            clip_towers=self.clip_towers())
         return super().save_checkpoint(**call)

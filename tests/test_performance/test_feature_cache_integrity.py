@@ -264,3 +264,40 @@ def test_a_cache_replaced_while_read_is_named(images, tmp_path):
         reader.read(1)
     again = _cache(images, cache_dir)  # a new run checks the new build
     torch.testing.assert_close(again.read(1), first)
+
+
+def test_a_cached_runs_image_tower_is_recorded_and_compared(images,
+                                                            tmp_path):
+    """A cached run's model has no image tower: its checkpoints recorded
+    none, so testing or resuming them with another CLIP was accepted (an
+    uncached run's was refused). The runner's towers now include the one
+    its feature cache holds, from the module or from its config."""
+    from types import SimpleNamespace
+
+    import torch.nn as nn
+
+    from mmcoop.engine.checkpoint_fit import check_checkpoint_fits
+    from mmcoop.engine.runner import MMCoopRunner
+    from mmcoop.utils import CheckpointMismatchError
+    built = _cache(images, tmp_path / 'c')
+    assert built.clip_identity == build_backbone().clip_identity
+    from_cfg = CachedFeatureDataset(
+        make_dataset(images), dict(type='mmcoop.FrozenCLIP',
+                                   model_name='mmcoop-tiny-RN', init_seed=3),
+        str(tmp_path / 'd'), lazy_init=True)
+    assert from_cfg.clip_identity['init_seed'] == 3
+    model = nn.Linear(2, 2)  # a head-only model (no tower of its own)
+    runner = SimpleNamespace(model=model,
+                             _loaded_datasets=lambda: [('test', built)])
+    towers = MMCoopRunner.clip_towers(runner)
+    assert towers == {'backbone': built.clip_identity}
+    other = dict(towers['backbone'], init_seed=7)
+    checkpoint = dict(state_dict=model.state_dict(),
+                      meta=dict(clip_towers={'backbone': other}))
+    with pytest.raises(CheckpointMismatchError,
+                       match='trained with another CLIP as `backbone`'):
+        check_checkpoint_fits(model, checkpoint, 'epoch_2.pth',
+                              checks=dict(classes=False), towers=towers)
+    checkpoint['meta']['clip_towers'] = towers
+    check_checkpoint_fits(model, checkpoint, 'epoch_2.pth',
+                          checks=dict(classes=False), towers=towers)

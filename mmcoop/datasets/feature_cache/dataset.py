@@ -285,6 +285,17 @@ class CachedFeatureDataset(DatasetWrapper):
                 'directory (the next run rebuilds it).')
         return torch.from_numpy(values)
 
+    @property
+    def clip_identity(self) -> Optional[dict]:
+        """The identity of the frozen image tower whose features this
+        cache holds (``FrozenCLIP.clip_identity``, from its config); the
+        runner records it in the checkpoints of a cached run, whose model
+        has no tower of its own."""
+        from mmcoop.models.backbones.frozen_clip import config_clip_identity
+        built = getattr(self._backbone_cfg, 'clip_identity', None)
+        return dict(built) if isinstance(built, dict) else \
+            config_clip_identity(self._backbone_cfg)
+
     def _open(self) -> None:
         stamp = getattr(self, '_build_stamp', None)
         if stamp is not None and _manifest_stamp(self.cache_dir) != stamp:

@@ -740,6 +740,26 @@ def _identity(args: dict) -> dict:
     return {field: args[field] for field in CLIP_IDENTITY}
 
 
+def config_clip_identity(cfg) -> Optional[dict]:
+    """The ``clip_identity`` a tower built from the config ``cfg`` would
+    have (the given fields, else the constructor's defaults), without
+    building it; None when ``cfg`` is not a :class:`FrozenCLIP` /
+    :class:`FrozenCLIPTextEncoder` config (e.g. the image tower a feature
+    cache holds, recorded in the checkpoints of a cached run)."""
+    import inspect
+
+    from mmcoop.registry import MODELS
+    from mmcoop.utils.config_types import registered_class
+    cls = registered_class(MODELS, cfg) if isinstance(cfg, dict) else None
+    if not (cls and issubclass(cls, (FrozenCLIP, FrozenCLIPTextEncoder))):
+        return None
+    params = inspect.signature(cls).parameters
+    return {
+        field: cfg[field] if field in cfg else params[field].default
+        for field in CLIP_IDENTITY
+    }
+
+
 def clip_towers(model: nn.Module) -> Dict[str, dict]:
     """``{module path: clip_identity}`` of the frozen CLIP towers in
     ``model`` (e.g. ``'backbone'``, ``'head.text_encoder'``); MMCoopRunner
