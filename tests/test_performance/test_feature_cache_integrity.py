@@ -301,3 +301,41 @@ def test_a_cached_runs_image_tower_is_recorded_and_compared(images,
     checkpoint['meta']['clip_towers'] = towers
     check_checkpoint_fits(model, checkpoint, 'epoch_2.pth',
                           checks=dict(classes=False), towers=towers)
+
+
+def test_a_full_disk_is_named_and_leftovers_of_other_builds_removed(
+        images, tmp_path, monkeypatch):
+    """A full disk while writing the memory-mapped shards killed the run
+    with a bus error (no Python message), and the dead build's folder of
+    another cache name (another dtype, the documented retry) was never
+    removed, so the retry ran out of disk too. The shards' space is now
+    reserved when they are created (an OSError naming folder and sizes),
+    and dead builds of any cache name in the folder are removed."""
+    import errno
+    import socket
+    import subprocess
+    import sys
+    cache_root = tmp_path / 'caches'
+    cache_root.mkdir()
+    dead = subprocess.run([sys.executable, '-c', 'import os; print('
+                           'os.getpid())'], capture_output=True,
+                          text=True).stdout.strip()
+    leftover = cache_root / f'other_float16.partial-{socket.gethostname()}' \
+        f'-{dead}'
+    leftover.mkdir()
+    (leftover / 'v0_s00000.npy').write_bytes(b'x' * 100)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(os, 'posix_fallocate', full, raising=False)
+    with pytest.raises(OSError) as err:
+        _cache(images, cache_root / 'c')
+    assert err.value.errno == errno.ENOSPC
+    msg = str(err.value)
+    assert f'no space left on the disk of {cache_root}' in msg
+    assert 'MiB free' in msg and "dtype='int8'" in msg
+    assert sorted(os.listdir(cache_root)) == [
+        n for n in os.listdir(cache_root) if n.endswith('.lock')]
+    monkeypatch.undo()
+    _cache(images, cache_root / 'c')  # space again: built

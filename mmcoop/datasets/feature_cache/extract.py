@@ -1,6 +1,9 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """Run the frozen image tower over the views of a dataset, into shards."""
+import errno
+import os
 import os.path as osp
+import shutil
 from typing import List, Tuple
 
 import numpy as np
@@ -125,19 +128,13 @@ def extract_views(folder: str,
                             for start in range(0, n, shard_size):
                                 count = min(shard_size, n - start)
                                 fname = f'v{v}_s{start // shard_size:05d}.npy'
-                                arrays[v, start] = np.lib.format.open_memmap(
-                                    osp.join(folder, fname),
-                                    mode='w+',
-                                    dtype=np_dtype,
-                                    shape=(count, ) + shape)
+                                arrays[v, start] = _allocated_memmap(
+                                    osp.join(folder, fname), np_dtype,
+                                    (count, ) + shape)
                                 if quantised:
-                                    scales[v,
-                                           start] = np.lib.format.open_memmap(
-                                               osp.join(
-                                                   folder, scale_file(fname)),
-                                               mode='w+',
-                                               dtype=np.float32,
-                                               shape=(count, shape[-1]))
+                                    scales[v, start] = _allocated_memmap(
+                                        osp.join(folder, scale_file(fname)),
+                                        np.float32, (count, shape[-1]))
                                 layout.append(
                                     (v, fname, start, count, quantised))
                     elif feats.shape[1:] != shape:
@@ -158,3 +155,34 @@ def extract_views(folder: str,
     arrays.clear()  # close the memmaps before the files are hashed
     scales.clear()
     return shape, [shard_record(folder, *entry) for entry in layout]
+
+
+def _allocated_memmap(path: str, dtype, shape: tuple) -> np.memmap:
+    """A new ``.npy`` shard, memory-mapped for writing, with its disk space
+    reserved now (``posix_fallocate`` where the system has it): a memory
+    map of a sparse file that meets a full disk kills the process with a
+    bus error, without a Python message; here a full disk is an
+    ``OSError`` naming the folder, the space needed and the space free."""
+    array = np.lib.format.open_memmap(path, mode='w+', dtype=dtype,
+                                      shape=shape)
+    if hasattr(os, 'posix_fallocate'):
+        size = os.path.getsize(path)
+        try:
+            with open(path, 'r+b') as f:
+                os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            del array
+            folder = osp.dirname(path)
+            free = shutil.disk_usage(folder).free
+            raise OSError(
+                e.errno,
+                f'Feature cache: no space left on the disk of {folder} for '
+                f'the shard {osp.basename(path)} ({size / 2**20:.1f} MiB; '
+                f'{free / 2**20:.1f} MiB free). Nothing was kept: the '
+                'partial build is removed. Fix: free space, set '
+                'feature_cache.cache_root on a larger disk, or '
+                "feature_cache.dtype='int8' (4x less than float32, 2x less "
+                'than float16).') from None
+    return array

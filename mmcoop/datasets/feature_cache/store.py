@@ -117,19 +117,20 @@ def commit(tmp: str, cache_dir: str) -> None:
 
 
 def remove_leftovers(cache_dir: str) -> None:
-    """Remove the partial builds of ``cache_dir`` left by dead processes of
-    this host."""
+    """Remove the partial builds left in ``cache_dir``'s folder by dead
+    processes of this host: of this cache, and of any other (a build of
+    another dtype or view count that ran out of disk would keep the space
+    its retry needs)."""
     parent = osp.dirname(cache_dir)
-    prefix = f'{osp.basename(cache_dir)}.partial-{socket.gethostname()}-'
+    partial = re.compile(
+        rf'^.+\.partial-{re.escape(socket.gethostname())}-(\d+)$')
     if not osp.isdir(parent):
         return
     for name in os.listdir(parent):
-        if not name.startswith(prefix):
+        match = partial.match(name)
+        if not match:
             continue
-        try:
-            pid = int(name[len(prefix):])
-        except ValueError:
-            continue
+        pid = int(match.group(1))
         if pid != os.getpid() and not pid_alive(pid):
             MMLogger.get_current_instance().info(
                 f'Removing the leftover of an interrupted feature '
