@@ -24,8 +24,8 @@ from PIL import Image
 from mmcoop.apis import (default_threshold, draw_predictions, inference_model,
                          init_model)
 from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
-from mmcoop.engine.cli import (SpacedDictAction, fraction, positive_int,
-                               torch_device)
+from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none, fraction,
+                               positive_int, torch_device)
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.visualization import save_image
 
@@ -38,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument(
         'checkpoint',
+        type=checkpoint_or_none,
         help="checkpoint file, or 'none' for a model with nothing learned "
         '(ZeroShotHead)')
     parser.add_argument('--threshold', type=fraction, default=None,
@@ -69,8 +70,7 @@ def main(argv=None):
                 f'files inside it, e.g. {osp.join(path, "*.jpg")}.')
         if not osp.isfile(path):
             raise SystemExit(f'IMAGE {path!r} does not exist.')
-    checkpoint = None if args.checkpoint.lower() == 'none' else \
-        args.checkpoint
+    checkpoint = args.checkpoint
     if checkpoint is not None and not is_url(checkpoint):
         try:  # a folder (work dir) is named with the file to pass instead
             check_checkpoint_path(checkpoint, 'CHECKPOINT')

@@ -81,6 +81,13 @@ def torch_device(text: str) -> str:
     return text
 
 
+def checkpoint_or_none(text: str) -> Optional[str]:
+    """An argparse type: a checkpoint path or URL, or ``none`` (any case)
+    for a model with nothing learned (a ``ZeroShotHead``; speed tools) ->
+    None."""
+    return None if text.lower() == 'none' else text
+
+
 def _bracket_problem(val: str) -> Optional[str]:
     """Why the brackets of a ``--cfg-options`` value do not match (None if
     they do)."""

@@ -20,7 +20,8 @@ from mmcoop.apis import inference_config, init_model
 from mmcoop.deployment import ExportError, check_export_options, pipeline_steps
 from mmcoop.deployment.benchmark import (benchmark_files, compare_speed,
                                          format_report)
-from mmcoop.engine.cli import SpacedDictAction, positive_int
+from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none,
+                               positive_int)
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 
@@ -29,7 +30,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='CPU speed of the PyTorch and exported mmcoop models')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help="checkpoint, or 'none'")
+    parser.add_argument('checkpoint', type=checkpoint_or_none,
+                        help="checkpoint, or 'none'")
     parser.add_argument(
         '--batch-sizes',
         type=positive_int,
@@ -65,8 +67,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    checkpoint = None if args.checkpoint.lower() == 'none' else \
-        args.checkpoint
+    checkpoint = args.checkpoint
     try:
         # before the model is built, a refused run is quick: the packages
         # of the ONNX path (export and onnxruntime), the test pipeline (a
@@ -80,12 +81,7 @@ def main(argv=None) -> dict:
                 option='--work-dir',
                 create_dirs=False)
         pipeline_steps(inference_config(args.config, args.cfg_options))
-        model = init_model(
-            args.config,
-            checkpoint,
-            device='cpu',
-            cfg_options=args.cfg_options,
-            strict=True)
+        model = init_model(args.config, checkpoint, 'cpu', args.cfg_options)
     except (ExportError, ValueError, KeyError, CheckpointReadError,
             UnsafeCheckpointError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)

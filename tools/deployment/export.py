@@ -20,7 +20,7 @@ from mmcoop.apis import config_classnames, export_model, init_model
 from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
                                ExportError, check_export_options,
                                class_indices)
-from mmcoop.engine.cli import SpacedDictAction, fraction
+from mmcoop.engine.cli import SpacedDictAction, checkpoint_or_none, fraction
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
 from mmcoop.utils.paths import claim_outputs, make_output_dirs, missing_folders
 
@@ -31,6 +31,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument(
         'checkpoint',
+        type=checkpoint_or_none,
         help="trained checkpoint, or 'none' for a model with nothing learned "
         '(ZeroShotHead)')
     parser.add_argument('--out', required=True, help='output file')
@@ -90,8 +91,7 @@ def check_classes(args) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     precision = 'fp16' if args.fp16 else 'fp32'
-    checkpoint = None if args.checkpoint.lower() == 'none' else \
-        args.checkpoint
+    checkpoint = args.checkpoint
     created = []
     try:
         # every option, and the class subset, before the model is built
