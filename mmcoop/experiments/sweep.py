@@ -33,6 +33,7 @@ once per dataset (``split_seed``) into ``<out>/splits/`` and shared by every
 method and seed.
 """
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
@@ -949,16 +950,20 @@ def run_sweep(runs: Sequence[Run],
     whether it is done, resumes or starts), and nothing written or run;
     returns the rows of the runs already finished."""
     check_jobs(jobs, job_gpus)
-    args = dict(runs=runs, out_dir=out_dir, config_root=config_root,
-                cfg_options=cfg_options, selection=selection,
-                split_seed=split_seed, val_fraction=val_fraction,
-                feature_cache=feature_cache, train_cmd=train_cmd,
-                test_cmd=test_cmd, device=device, log=log, jobs=jobs,
-                job_gpus=job_gpus, dry_run=dry_run)
-    if dry_run:
-        return _run_sweep(**args)
-    # one sweep at a time in --out: two would train the same run in one
-    # work dir, one over the other's checkpoints and result
+    # one sweep at a time in --out (a dry run writes nothing)
+    with contextlib.nullcontext() if dry_run else _sweep_lock(out_dir):
+        return _run_sweep(runs, out_dir, config_root, cfg_options,
+                          selection, split_seed, val_fraction,
+                          feature_cache, train_cmd, test_cmd, device, log,
+                          jobs, job_gpus, dry_run)
+
+
+@contextlib.contextmanager
+def _sweep_lock(out_dir: str):
+    """Hold ``<out>/mmcoop.lock`` (the work-dir lock) while a sweep runs:
+    two sweeps in one ``--out`` would train the same run in one work dir,
+    one over the other's checkpoints and result. A refused sweep leaves no
+    folder it made."""
     from mmcoop.engine.work_dir_lock import WorkDirLock, WorkDirLockedError
     check_out_dir(out_dir)
     made = not osp.exists(out_dir)
@@ -970,7 +975,7 @@ def run_sweep(runs: Sequence[Run],
             f'--out {out_dir!r} is in use by another sweep ({e}). Fix: wait '
             'for it to finish, or give another --out.') from None
     try:
-        return _run_sweep(**args)
+        yield
     finally:
         lock.release()
         if made and not os.listdir(out_dir):  # refused: nothing written
