@@ -363,7 +363,8 @@ class PartialLabelDataset(DatasetWrapper):
                 (~(pos & mask).any(1)).sum()))
 
     def _log_stats(self, source: str, s: dict) -> None:
-        MMLogger.get_current_instance().info(
+        logger = MMLogger.get_current_instance()
+        logger.info(
             f'PartialLabelDataset ({self.mode}, p={self.known_proportion}, '
             f'{source}): {s["num_images"]} images x {s["num_classes"]} '
             f'classes, realised known fraction {s["known_fraction"]:.4f}'
@@ -375,7 +376,7 @@ class PartialLabelDataset(DatasetWrapper):
             'known positive.')
         if s['num_positives'] and not s['num_known_positives']:
             # a loss of negatives only: the model learns to say "absent"
-            MMLogger.get_current_instance().warning(
+            logger.warning(
                 f'PartialLabelDataset: none of the {s["num_positives"]} '
                 f'positive labels is known (known_proportion='
                 f'{self.known_proportion} of {s["num_images"]} images x '
@@ -383,7 +384,7 @@ class PartialLabelDataset(DatasetWrapper):
                 'negatives. Fix: a larger known_proportion, or more images.')
         if s['num_known_positives'] and not s['num_known_negatives']:
             # a loss of positives only: the model learns to say "present"
-            MMLogger.get_current_instance().warning(
+            logger.warning(
                 f'PartialLabelDataset: no negative label is known '
                 f'({s["num_images"]} images x {s["num_classes"]} classes, '
                 f'{s["num_unknown_in_data"]} labels unknown in the data), so '

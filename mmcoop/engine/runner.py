@@ -43,6 +43,18 @@ from mmcoop.utils.value_checks import is_int
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
 
+def _numbered_checkpoints(work_dir: str) -> List[tuple]:
+    """``(kind, number, mtime, path)`` of the ``epoch_N.pth`` /
+    ``iter_N.pth`` files of ``work_dir``, unsorted."""
+    out = []
+    for name in os.listdir(work_dir) if osp.isdir(work_dir) else ():
+        m = _NUMBERED.match(name)
+        path = osp.join(work_dir, name)
+        if m and osp.isfile(path):
+            out.append((m.group(1), int(m.group(2)), osp.getmtime(path), path))
+    return out
+
+
 class ResumePastScheduleError(ValueError):
     """The checkpoint to resume is past the end of the config's schedule
     (``train_cfg.max_epochs`` / ``max_iters``)."""
@@ -443,6 +455,12 @@ class MMCoopRunner(Runner):
     # resume
     # ------------------------------------------------------------------
     @property
+    def bare_model(self):
+        """The model without its wrapper (DDP, MMEngine's wrappers)."""
+        return self.model.module if is_model_wrapper(self.model) \
+            else self.model
+
+    @property
     def resuming(self) -> bool:
         """True while :meth:`resume` loads a checkpoint (read by the hooks'
         ``after_load_checkpoint``: a resume, not a ``load_from``)."""
@@ -552,13 +570,7 @@ class MMCoopRunner(Runner):
     def _resume_candidates(self) -> List[str]:
         """Checkpoints to try for auto-resume, best first."""
         work_dir = self.work_dir
-        numbered = []
-        for name in os.listdir(work_dir) if osp.isdir(work_dir) else ():
-            m = _NUMBERED.match(name)
-            path = osp.join(work_dir, name)
-            if m and osp.isfile(path):
-                numbered.append(
-                    (m.group(1), int(m.group(2)), osp.getmtime(path), path))
+        numbered = _numbered_checkpoints(work_dir)
         kinds = {k for k, *_ in numbered}
         if len(kinds) > 1:  # epoch and iter checkpoints: newest file first
             numbered.sort(key=lambda t: (t[2], t[1]), reverse=True)
@@ -634,10 +646,11 @@ class MMCoopRunner(Runner):
         fixes (``--resume`` never takes the earlier run's later files:
         :meth:`_resume_candidates`)."""
         work_dir = self.work_dir
-        names = sorted(
-            (n for n in (os.listdir(work_dir) if osp.isdir(work_dir) else ())
-             if _NUMBERED.match(n)),
-            key=lambda n: int(_NUMBERED.match(n).group(2)))
+        names = [
+            osp.basename(t[3])
+            for t in sorted(_numbered_checkpoints(work_dir),
+                            key=lambda t: t[1])
+        ]
         if names:
             self.logger.warning(
                 f'{work_dir} holds the checkpoints of an earlier run '
@@ -653,8 +666,7 @@ class MMCoopRunner(Runner):
         (:meth:`~mmcoop.models.backbones.frozen.FrozenMixin.
         check_weights_unchanged`)."""
         from mmcoop.models.backbones.frozen import FrozenMixin
-        model = self.model.module if is_model_wrapper(self.model) \
-            else self.model
+        model = self.bare_model
         for name, module in model.named_modules():
             if isinstance(module, FrozenMixin):
                 module.check_weights_unchanged(name)
@@ -748,8 +760,7 @@ class MMCoopRunner(Runner):
         cached run's checkpoint is refused for another image tower as an
         uncached run's is)."""
         from mmcoop.models.backbones.frozen_clip import clip_towers
-        model = self.model.module if is_model_wrapper(self.model) \
-            else self.model
+        model = self.bare_model
         towers = clip_towers(model)
         if 'backbone' not in towers:
             for _, dataset in self._loaded_datasets():
@@ -778,8 +789,7 @@ class MMCoopRunner(Runner):
             if not self._resumed_complete:
                 self._report_resume_overrides(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-        model = self.model.module if is_model_wrapper(
-            self.model) else self.model
+        model = self.bare_model
         checkpoint = load_checkpoint_weights(
             model, checkpoint, filename, strict, revise_keys=revise_keys)
         if self._resuming and isinstance(checkpoint.get('meta'), dict):
