@@ -10,12 +10,12 @@ at all (``max_epochs=0`` exits 0 with untrained checkpoints).
 Each ``check_*`` raises ``ValueError`` naming the config field, the value
 given and the fix; where a value may be deliberate it warns instead.
 """
-import difflib
 import math
 import warnings
 from typing import Any, Optional
 
-from mmcoop.utils.value_checks import check_flag, check_number, is_int, is_real
+from mmcoop.utils.value_checks import (check_flag, check_number, is_int,
+                                       is_real, renames_hint)
 
 __all__ = [
     'CLIP_GRAD_KEYS', 'check_clip_grad', 'train_loop_kind', 'check_train_cfg',
@@ -77,17 +77,12 @@ def check_clip_grad(clip_grad: Any,
     allowed = CLIP_GRAD_KEYS[kind]
     unknown = sorted(set(clip_grad) - set(allowed) - {'type'}, key=str)
     if unknown:
-        hints = [
-            f'{k!r} -> {close[0]!r}' for k in unknown for close in
-            [difflib.get_close_matches(str(k), allowed + ('type', ), 1)]
-            if close
-        ]
         raise ValueError(
             f'{owner}: {field}{where} has {unknown}, which clipping by '
             f'{kind} does not take (the first step would fail with '
             f'"unexpected keyword argument"); allowed: {list(allowed)} and '
-            "'type'." + (f' Did you mean {", ".join(hints)}?' if hints else '')
-            + f' Fix: {example}.')
+            "'type'." + renames_hint(unknown, allowed + ('type', )) +
+            f' Fix: {example}.')
     required = allowed[0]
     if required not in clip_grad:
         raise ValueError(
@@ -378,14 +373,10 @@ def check_randomness(cfg) -> None:
             f'dict(seed=0, deterministic=False), got {randomness!r}.')
     unknown = sorted(set(randomness) - set(RANDOMNESS_KEYS), key=str)
     if unknown:
-        hints = [
-            f'{k!r} -> {close[0]!r}' for k in unknown for close in
-            [difflib.get_close_matches(str(k), RANDOMNESS_KEYS, 1)] if close
-        ]
         raise ValueError(
             f'MMCoopRunner: randomness{_where(cfg)} has {unknown}, which '
             f'MMEngine does not take; allowed: {list(RANDOMNESS_KEYS)}.' +
-            (f' Did you mean {", ".join(hints)}?' if hints else ''))
+            renames_hint(unknown, RANDOMNESS_KEYS))
     seed = randomness.get('seed', None)
     if seed is not None and not (is_int(seed) and 0 <= seed < 2**32):
         raise ValueError(

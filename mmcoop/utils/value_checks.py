@@ -8,6 +8,7 @@ true flag; ``pad_val=300`` wraps to 44 in a uint8 image).
 Each ``check_*`` returns the value (normalised where said) or raises
 ``ValueError`` naming ``owner.field``, what was given and what is expected.
 """
+import difflib
 import math
 import numbers
 from typing import Optional, Sequence, Tuple
@@ -145,3 +146,15 @@ def check_device(field: str, value):
                     f'there are {count} CUDA device(s) (0..{count - 1})') +
                 '. Fix: cpu, or a CUDA device of this machine.')
     return device
+
+
+def renames_hint(unknown, known) -> str:
+    """`` Did you mean 'lr_mul' -> 'lr_mult'?`` for the keys of ``unknown``
+    close to one of ``known`` (``''`` if none is): the one hint of the
+    refusals of unknown option keys."""
+    hints = [
+        f'{k!r} -> {close[0]!r}' for k in unknown
+        for close in [difflib.get_close_matches(str(k), sorted(known), 1)]
+        if close
+    ]
+    return f' Did you mean {", ".join(hints)}?' if hints else ''

@@ -14,7 +14,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmcoop.engine.train_checks import check_clip_grad
 from mmcoop.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                              OPTIMIZERS)
-from mmcoop.utils.value_checks import check_number, is_real
+from mmcoop.utils.value_checks import check_number, is_real, renames_hint
 
 __all__ = ['TrainableParamsOptimWrapperConstructor']
 
@@ -61,17 +61,6 @@ def _match_name(name: str) -> str:
     """The string MMEngine matches ``custom_keys`` against (``add_params``:
     ``f'{prefix}.{name}'``, so a top-level parameter reads ``'.ctx'``)."""
     return name if '.' in name else f'.{name}'
-
-
-def _renames(unknown, known) -> str:
-    """`` Did you mean 'lr_mul' -> 'lr_mult'?`` for the keys of ``unknown``
-    close to one of ``known`` (``''`` if none is)."""
-    hints = [
-        f'{k!r} -> {close[0]!r}' for k in unknown
-        for close in [difflib.get_close_matches(str(k), sorted(known), 1)]
-        if close
-    ]
-    return f' Did you mean {", ".join(hints)}?' if hints else ''
 
 
 def _default_of(optimizer_cls, option: str):
@@ -158,7 +147,8 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(
                 f'{_OWNER}: unknown optim_wrapper.paramwise_cfg keys '
                 f'{unknown} (MMEngine would ignore them); allowed: '
-                f'{list(PARAMWISE_KEYS)}.' + _renames(unknown, PARAMWISE_KEYS))
+                f'{list(PARAMWISE_KEYS)}.' +
+                renames_hint(unknown, PARAMWISE_KEYS))
         for key, opts in custom_keys.items():
             where = f'optim_wrapper.paramwise_cfg.custom_keys[{key!r}]'
             if not isinstance(opts, dict):
@@ -321,7 +311,7 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 f'{_OWNER}: optim_wrapper.paramwise_cfg.custom_keys[{key!r}]'
                 f' has {unknown}, which {type(optimizer).__name__} does not '
                 f'read (it would be ignored); allowed: {sorted(allowed)}.' +
-                _renames(unknown, allowed))
+                renames_hint(unknown, allowed))
         self._check_custom_values(type(optimizer), custom_keys)
 
     def _check_custom_values(self, optimizer_cls, custom_keys: dict) -> None:
