@@ -86,15 +86,19 @@ def _fill_absent_frozen_tensors(module, state_dict, prefix, local_metadata,
 
 
 def _weights_record(module: nn.Module) -> torch.Tensor:
-    """``(T, 2)`` float64: the sum of absolute values and of squares of
-    each of ``module``'s tensors (parameters and buffers; no cancellation,
-    and a change of device or of reduction order moves them by far less
-    than 1e-3 relative, a re-initialisation by far more)."""
+    """``(T, 2)`` float64: the L1 and L2 norms of each of ``module``'s
+    tensors (parameters and buffers; no cancellation, no copy of the
+    tensor, and a change of device or of reduction order moves them by far
+    less than 1e-3 relative, a re-initialisation by far more)."""
+    def norms(t):  # accumulated in fp32 at least (fp32 towers: no copy)
+        dtype = torch.promote_types(t.dtype, torch.float32)
+        return torch.stack([
+            torch.linalg.vector_norm(t.detach(), p, dtype=dtype)
+            for p in (1, 2)
+        ]).double().cpu()
+
     rows = [
-        torch.stack([
-            t.detach().abs().sum(dtype=torch.float64),
-            t.detach().double().square().sum()
-        ]).cpu() for t in list(module.parameters()) + list(module.buffers())
+        norms(t) for t in list(module.parameters()) + list(module.buffers())
         if t.is_floating_point()
     ]
     return torch.stack(rows) if rows else torch.zeros(0, 2,
