@@ -9,6 +9,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 from mmcoop.registry import HOOKS
+from .rng_state_hook import is_resuming
 
 #: ``meta`` key of a checkpoint saved after the validation of its own
 #: epoch (iteration) finished
@@ -74,7 +75,7 @@ class ResumeValidationHook(Hook):
         self._training = False
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if getattr(runner, 'resuming', False):
+        if is_resuming(runner):
             self._resumed = dict(checkpoint.get('meta') or {})
 
     def before_val_epoch(self, runner) -> None:
