@@ -287,7 +287,7 @@ def test_a_cached_runs_image_tower_is_recorded_and_compared(images,
         str(tmp_path / 'd'), lazy_init=True)
     assert from_cfg.clip_identity['init_seed'] == 3
     model = nn.Linear(2, 2)  # a head-only model (no tower of its own)
-    runner = SimpleNamespace(model=model,
+    runner = SimpleNamespace(model=model, bare_model=model,
                              _loaded_datasets=lambda: [('test', built)])
     towers = MMCoopRunner.clip_towers(runner)
     assert towers == {'backbone': built.clip_identity}
