@@ -745,6 +745,44 @@ def test_the_config_of_a_cached_run_gives_the_image_model(
                         image)[0]['scores'])
 
 
+def test_a_dumped_cached_config_with_another_tower_gets_its_own_folder(
+        image_root, tmp_path, tiny_weights):
+    """A cached run's dumped config given another tower (``--cfg-options
+    test_dataloader.dataset.backbone...``) kept the folder named for the
+    original tower: its run rebuilt, in place, the cache the original run
+    was reading. The converted config's folders are now named again from
+    its fields: unchanged ones keep theirs, a changed one gets its own,
+    a folder the user named is kept."""
+    from mmengine.config import Config
+    cfg = apply_feature_cache(
+        _image_config(image_root, tmp_path / 'work', tiny_weights))
+    dirs = {
+        k: cfg[k].dataset.cache_dir
+        for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    }
+    dumped = str(tmp_path / 'dumped.py')
+    cfg.dump(dumped)
+    again = apply_feature_cache(Config.fromfile(dumped))
+    assert {k: again[k].dataset.cache_dir for k in dirs} == dirs
+    other = Config.fromfile(dumped)
+    other.merge_from_dict({'test_dataloader.dataset.backbone.init_seed': 7})
+    other = apply_feature_cache(other)
+    moved = other.test_dataloader.dataset.cache_dir
+    assert moved != dirs['test_dataloader']
+    assert osp.dirname(moved) == osp.dirname(dirs['test_dataloader'])
+    assert other.val_dataloader.dataset.cache_dir == dirs['val_dataloader']
+    # the same change made before the conversion names the same folder
+    original = _image_config(image_root, tmp_path / 'work', tiny_weights)
+    original.model.backbone.init_seed = 7
+    assert apply_feature_cache(original).test_dataloader.dataset.cache_dir \
+        == moved
+    mine = Config.fromfile(dumped)
+    mine.test_dataloader.dataset.cache_dir = str(tmp_path / 'my_cache')
+    mine.merge_from_dict({'test_dataloader.dataset.backbone.init_seed': 7})
+    assert apply_feature_cache(mine).test_dataloader.dataset.cache_dir == \
+        str(tmp_path / 'my_cache')
+
+
 def test_config_switch_is_off_by_default(image_root, tmp_path):
     cfg = _image_config(image_root, tmp_path, None)
     cfg.feature_cache.enabled = False

@@ -7,6 +7,7 @@ import re
 from typing import Optional
 
 from mmengine.dataset import DefaultSampler
+from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATA_SAMPLERS, DATASETS, MODELS
 from mmcoop.utils.config_types import registered_class
@@ -146,7 +147,7 @@ def apply_feature_cache(cfg):
     model = cfg.model
     backbone_cls = _registered(MODELS, model.backbone)
     if backbone_cls and issubclass(backbone_cls, PrecomputedFeatures):
-        return cfg  # already converted
+        return _rename_converted_caches(cfg)  # already converted
     train_cfg = model.get('train_cfg') or {}
     if train_cfg.get('augments'):
         raise ValueError(
@@ -185,6 +186,47 @@ def apply_feature_cache(cfg):
             loader.sampler = _view_sampler(
                 loader.get('sampler', None)
                 or dict(type='DefaultSampler', shuffle=True), views)
+    return cfg
+
+
+# the names _cache_name gives: ..._<res>px_<dtype>_k<views>_<8 hex digits>
+_CACHE_NAME = re.compile(r'.+_[^_]+px_[a-z0-9]+_k[0-9]+_[0-9a-f]{8}$')
+
+
+def _rename_converted_caches(cfg):
+    """A converted config (the one a cached run dumps): each cache folder
+    that :func:`_cache_name` named is named again from the fields the
+    config now has. A tower, pipeline or dataset changed in it (e.g.
+    ``--cfg-options test_dataloader.dataset.backbone.model_name=...``)
+    thus gets a folder of its own instead of rebuilding, in place, the
+    one the original run reads; the unchanged config keeps its folder.
+    A ``cache_dir`` the user named is kept."""
+    logger = MMLogger.get_current_instance()
+    for loader_name in ('train_dataloader', 'val_dataloader',
+                        'test_dataloader'):
+        dataset = (cfg.get(loader_name, None) or {}).get('dataset')
+        dataset_cls = _registered(DATASETS, dataset)
+        if not (isinstance(dataset, dict) and dataset_cls
+                and issubclass(dataset_cls, CachedFeatureDataset)):
+            continue
+        folder, old = osp.split(str(dataset.get('cache_dir') or ''))
+        if not _CACHE_NAME.match(old) or not isinstance(
+                dataset.get('dataset'), dict):
+            continue
+        preproc = _to_dict(dataset.get('data_preprocessor', None))
+        preproc.setdefault('type', 'ClsDataPreprocessor')
+        new = _cache_name(
+            _to_dict(dataset.dataset), _to_dict(dataset.get('backbone')),
+            preproc, {k: dataset[k]
+                      for k in ('dtype', 'num_views', 'seed')
+                      if k in dataset})
+        if new != old:
+            dataset.cache_dir = osp.join(folder, new)
+            logger.info(
+                f'{loader_name}: the feature cache folder {old} was named '
+                'for other image features than this config gives (its '
+                'tower, pipeline or dataset changed since the conversion); '
+                f'this run uses {new} beside it.')
     return cfg
 
 
