@@ -541,6 +541,43 @@ def test_weights_in_a_folder_or_under_home(tmp_path, monkeypatch,
     torch.testing.assert_close(home(x)[0], full(x)[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize('tower', ['visual', 'text'])
+def test_a_file_of_one_tower_blames_the_file_not_model_name(
+        tmp_path, tiny_rn_file, tower):
+    """A file holding one tower (an image encoder saved alone) was refused
+    as weights of another architecture ('Check `model_name`'); the file is
+    named with what it lacks."""
+    sd = torch.load(tiny_rn_file, weights_only=True)
+    kept = {k: v for k, v in sd.items()
+            if k.startswith('visual.') == (tower == 'visual')}
+    path = tmp_path / f'{tower}_only.pt'
+    torch.save(kept, path)
+    lacks = 'the text tower' if tower == 'visual' else 'the image tower'
+    for cls in (FrozenCLIP, FrozenCLIPTextEncoder):
+        with pytest.raises(RuntimeError, match=(
+                rf"CLIP weights file '.*{tower}_only.pt' \(field "
+                rf'`pretrained`\) holds .* only \({len(kept)} tensors\): '
+                rf'the file lacks {lacks}.*Fix: set `pretrained` to the '
+                'whole CLIP checkpoint')) as info:
+            cls(TINY_RN, pretrained=str(path))
+        assert 'model_name' not in str(info.value)
+
+
+def test_a_folder_named_like_a_tag_does_not_shadow_the_tag(
+        tmp_path, monkeypatch):
+    """A folder ``openai`` in the working directory (e.g. where weights
+    were downloaded) turned the tag 'openai' into that path: the shipped
+    configs then failed with 'is a folder'. A tag stays a tag; the folder
+    is meant when written as a path."""
+    from mmcoop.models.backbones.clip_loader import is_weights_path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'openai').mkdir()
+    (tmp_path / 'mine').write_bytes(b'')
+    assert not is_weights_path('openai')
+    assert is_weights_path('./openai') and is_weights_path('mine')
+    assert is_weights_path('w.pth') and not is_weights_path('laion2b_x')
+
+
 def test_weights_missing_keys_name_the_architecture(tmp_path, tiny_rn_file):
     sd = torch.load(tiny_rn_file, weights_only=True)
     del sd['visual.attnpool.c_proj.weight']

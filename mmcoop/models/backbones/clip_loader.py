@@ -108,7 +108,7 @@ def load_clip_weights(model: torch.nn.Module, path: str,
         # since torch 2.6, which setup.cfg requires)
         open_clip.load_checkpoint(model, path, strict=True)
     except Exception as e:  # noqa: BLE001 - classified below
-        _check_readable_state_dict(path)
+        _check_one_tower_file(path, _check_readable_state_dict(path))
         detail = ' '.join(str(e).split())
         detail = detail if len(detail) <= 600 else detail[:600] + '...'
         raise RuntimeError(
@@ -177,11 +177,33 @@ def _check_vit_grid(model: torch.nn.Module, path: str,
         'runs at.')
 
 
-def _check_readable_state_dict(path: str) -> None:
-    """Raise ``CheckpointReadError`` naming the file and the fix if
-    ``path`` cannot be read as a mapping of arrays (corrupt, truncated, of
-    another format, or holding something else): then the fault is the
-    file, not ``model_name``. Unsafe pickles are refused by
+def _check_one_tower_file(path: str, keys: List[str]) -> None:
+    """Raise ``CheckpointReadError`` if the weights file ``path`` (its
+    tensor names ``keys``) holds one tower of a CLIP only (an image
+    encoder saved alone, or a text encoder): then the fault is the file,
+    not ``model_name``."""
+    names = [k[len('module.'):] if k.startswith('module.') else k
+             for k in keys]
+    image = sum(n.startswith('visual.') for n in names)
+    if names and (image == len(names) or image == 0):
+        has, lacks = (('the image tower (visual.*)', 'the text tower')
+                      if image else ('no image tower (visual.*)',
+                                     'the image tower'))
+        raise CheckpointReadError(
+            f'CLIP weights file {path!r} (field `pretrained`) holds '
+            f'{has} only ({len(names)} tensors): the file lacks {lacks}, '
+            'which mmcoop uses (both towers are frozen and read from one '
+            'file). Fix: set `pretrained` to the whole CLIP checkpoint '
+            "(e.g. open_clip_pytorch_model.bin) or an open_clip tag such "
+            "as 'openai'.")
+
+
+def _check_readable_state_dict(path: str) -> List[str]:
+    """The tensor names in the weights file ``path``; raise
+    ``CheckpointReadError`` naming the file and the fix if ``path`` cannot
+    be read as a mapping of arrays (corrupt, truncated, of another format,
+    or holding something else): then the fault is the file, not
+    ``model_name``. Unsafe pickles are refused by
     :func:`~mmcoop.utils.checkpoint.safe_torch_load`."""
     try:
         if path.endswith('.safetensors'):
@@ -204,6 +226,10 @@ def _check_readable_state_dict(path: str) -> None:
             f'readable state dict ({" ".join(reason.split())[:300]}). Fix: '
             'replace the file (download it again), or set `pretrained` to '
             "an open_clip tag such as 'openai'.")
+    if isinstance(weights, dict) and isinstance(
+            weights.get('state_dict'), dict):
+        weights = weights['state_dict']  # as open_clip.load_checkpoint
+    return [str(k) for k in weights.keys()]
 
 
 def build_open_clip(model_name: str,
@@ -256,10 +282,16 @@ CLIP_IDENTITY = ('model_name', 'pretrained', 'force_quick_gelu', 'init_seed')
 
 def is_weights_path(pretrained) -> bool:
     """Whether ``pretrained`` names a local weights file (not an open_clip
-    tag): it exists, holds a path separator or has a weights suffix."""
+    tag): it holds a path separator or has a weights suffix, or it exists
+    and is no open_clip tag (a folder ``./openai`` in the working
+    directory does not turn the tag ``'openai'`` into a path; write
+    ``'./openai'`` for that)."""
     text = str(pretrained)
-    return (osp.exists(osp.expanduser(text)) or os.sep in text
-            or text.endswith(_WEIGHT_FILE_SUFFIXES))
+    if os.sep in text or text.endswith(_WEIGHT_FILE_SUFFIXES):
+        return True
+    if text in {tag for _, tag in open_clip.list_pretrained()}:
+        return False
+    return osp.exists(osp.expanduser(text))
 
 
 def clip_difference(a: dict, b: dict) -> Optional[str]:
