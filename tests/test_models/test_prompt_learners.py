@@ -101,14 +101,17 @@ def test_random_init_std(text_encoder):
 
 
 @pytest.mark.parametrize('csc', [True, False])
-def test_ctx_init_words(text_encoder, csc):
+def test_ctx_init_words(text_encoder, csc, mm_log):
     learner = PromptLearner(['cat', 'dog'],
                             text_encoder,
                             n_ctx=16,
                             class_specific=csc,
                             ctx_init='a_photo of a')
-    # as the official code: n_ctx = number of words
+    # as the official code: n_ctx = number of words; the unused n_ctx is
+    # named in the log (the trainable-parameter count follows the words)
     assert learner.n_ctx == 4
+    assert ("ctx_init='a photo of a' sets the context to its 4 token(s); "
+            'n_ctx=16 is not used') in mm_log.getvalue()
     assert learner.prompt_texts == ['a photo of a cat.', 'a photo of a dog.']
     words = text_encoder.tokenize(['a photo of a'])[0, 1:5]
     expected = text_encoder.token_embedding.weight[words]

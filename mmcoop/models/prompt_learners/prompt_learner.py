@@ -4,6 +4,7 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
 from mmcoop.registry import MODELS
@@ -85,12 +86,17 @@ class PromptLearner(BaseModule):
                                    'Fix: use fewer words in `ctx_init`.')
             # the words' tokens end where the repeated words start (whatever
             # the tokenizer's end and padding tokens)
-            n_ctx = int((init_tokens != twice).int().argmax()) - start
+            given, n_ctx = n_ctx, int(
+                (init_tokens != twice).int().argmax()) - start
             if n_ctx < 1:
                 raise ValueError(
                     f'ctx_init={ctx_init!r} gives no tokens with the '
                     f'tokenizer of {text_encoder.model_name!r}. Fix: use '
                     "words, e.g. ctx_init='a photo of a'.")
+            if given != n_ctx:
+                MMLogger.get_current_instance().info(
+                    f'{owner}: ctx_init={ctx_init!r} sets the context to its '
+                    f'{n_ctx} token(s); n_ctx={given!r} is not used.')
             embeds = text_encoder.embed_tokens(init_tokens[None])[0]
             ctx = embeds[start:start + n_ctx]
             ctx = ctx.detach().clone().to(weight.dtype).cpu()
