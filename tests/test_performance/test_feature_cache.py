@@ -524,6 +524,28 @@ def test_k_views(image_root, tmp_path):
                        single.read(2, 0))
 
 
+def test_views_of_a_pipeline_without_random_augmentation_are_named(
+        image_root, tmp_path, mm_log):
+    """num_views > 1 with a pipeline that draws nothing stored one view K
+    times, K times the extraction and disk, without a word; warned now
+    (not for a random pipeline, on the CPU or the device path)."""
+    backbone = build_backbone()
+    _cache(make_dataset(image_root), backbone, tmp_path / 'a', num_views=2)
+    assert ('num_views=2, but views 0 and 1 of the first images are '
+            'identical: the pipeline draws no random augmentation'
+            ) in mm_log.getvalue()
+    mm_log.truncate(0)
+    _cache(make_dataset(image_root, random_pipeline()), backbone,
+           tmp_path / 'b', num_views=2)
+    scale = (RES, RES)
+    device = [dict(type='mmcoop.LoadImageBytes', scale=scale, augment=True),
+              dict(type='PackInputs', meta_keys=('img_path', 'device_aug'))]
+    _cache(make_dataset(image_root, device), backbone, tmp_path / 'c',
+           num_views=2,
+           data_preprocessor=dict(type='mmcoop.DeviceAugmentPreprocessor'))
+    assert 'identical' not in mm_log.getvalue()
+
+
 def test_device_path_cache_stores_the_cpu_pipelines_views(
         image_root, tmp_path):
     """A feature cache of a device-path config (LoadImageBytes +

@@ -19,7 +19,7 @@ from ..samplers import EpochIndex
 from ..utils import check_outside_dataset
 from ..wrapper import DatasetWrapper
 from .errors import FeatureCacheError, FeatureCacheMismatchError
-from .extract import extract_views
+from .extract import extract_views, views_differ
 from .images import fingerprint_images
 from .key import (backbone_key, dataset_key, image_paths, jsonable,
                   pipeline_key, preprocessor_key)
@@ -509,6 +509,18 @@ class CachedFeatureDataset(DatasetWrapper):
         try:
             images = fingerprint_images(paths)
             backbone = backbone.to(device).eval()
+            if self.num_views > 1 and not views_differ(
+                    self.dataset, preprocessor.to(device), device,
+                    self.seed):
+                logger.warning(
+                    f'Feature cache {self.cache_dir}: num_views='
+                    f'{self.num_views}, but views 0 and 1 of the first '
+                    'images are identical: the pipeline draws no random '
+                    f'augmentation, so the {self.num_views} views are one '
+                    f'view stored {self.num_views} times ({self.num_views}x '
+                    'the extraction time and disk). Fix: num_views=1, or a '
+                    'train pipeline with random augmentation (the shipped '
+                    "configs' Cutout + RandAugment).")
             shape, shards = extract_views(
                 tmp,
                 self.dataset,

@@ -59,6 +59,25 @@ def _collate(batch):
 
 
 @torch.no_grad()
+def views_differ(dataset, preprocessor, device: torch.device, seed: int,
+                 count: int = 4) -> bool:
+    """Whether views 0 and 1 give other tower inputs for any of the first
+    ``count`` samples (the pipeline, then the preprocessor, as
+    :func:`extract_views` runs them). False means the pipeline draws no
+    random augmentation: every view would be the same. The global RNGs
+    are restored afterwards."""
+    indices = range(min(count, len(dataset)))
+    with RNGGuard():
+        views = []
+        for view in (0, 1):
+            _, images, samples = _collate(
+                [SeededView(dataset, view, seed)[i] for i in indices])
+            views.append(preprocessor(
+                dict(inputs=images, data_samples=samples), False)['inputs'])
+    return not torch.equal(*views)
+
+
+@torch.no_grad()
 def extract_views(folder: str,
                   dataset,
                   backbone,
