@@ -261,7 +261,9 @@ def test_publish_records_weights_and_measured_map(tmp_path):
     # a URL instead of the local path: of the folder the file goes to (its
     # published name, with the SHA-256 prefix the zoo checks, appended),
     # or of the file under that name; another name is refused, nothing
-    # recorded (the download would fail the check, or find no file)
+    # recorded (the download would fail the check, or find no file), and
+    # no release written either (before: the file was written, then refused)
+    released = sorted(os.listdir(out))
     with pytest.raises(ValueError, match=r"names the file 'again\.pth', "
                        r"but the published file is 'again-[0-9a-f]{8}"):
         publish_tool.main([
@@ -270,6 +272,7 @@ def test_publish_records_weights_and_measured_map(tmp_path):
         ])
     assert [m['Weights'] for m in read_metafile(metafile)['Models']
             if m['Name'] == name] == [final]
+    assert sorted(os.listdir(out)) == released
     again = publish_tool.main([
         ckpt, str(out / 'again.pth'), '--no-date', '--metafile', metafile,
         '--weights-url', 'https://example.org/rel/'
@@ -279,10 +282,12 @@ def test_publish_records_weights_and_measured_map(tmp_path):
             if m['Name'] == name] == [url]
     other = _stem('baseline', 'voc07', 40)
     ckpt = _fake_run(tmp_path / 'run2', other, 4, [(2, 80.0)])
+    released = sorted(os.listdir(out))
     with pytest.raises(ValueError, match='epoch 4'):
         publish_tool.main([
             ckpt, str(out / 'x.pth'), '--no-date', '--metafile', metafile
         ])
+    assert sorted(os.listdir(out)) == released
     assert [m for m in read_metafile(metafile)['Models']
             if m['Name'] == other][0]['Weights'] is None
 

@@ -185,8 +185,10 @@ def _entry_config(metafile: str, config: str):
         folder = parent
 
 
-def record_in_metafile(args, final: str, epoch, name: str = None) -> None:
-    from mmcoop.apis.metafile import measured_map, record_release
+def metafile_record(args, final: str, epoch, name: str = None) -> tuple:
+    """``(name, weights, mAP, epoch)`` that ``--metafile`` records for the
+    published file ``final``; raises before anything is written."""
+    from mmcoop.apis.metafile import measured_map
     work_dir = args.work_dir or osp.dirname(osp.abspath(args.in_file))
     name = name or args.model_name or _run_config_name(work_dir)
     if not isinstance(epoch, int):
@@ -196,9 +198,7 @@ def record_in_metafile(args, final: str, epoch, name: str = None) -> None:
     # a local file as an absolute path: the zoo reads it from any folder
     weights = release_url(args.weights_url, final) if args.weights_url \
         else osp.abspath(final)
-    record_release(args.metafile, name, weights, value)
-    print(f'Recorded in {args.metafile}: {name} mAP {value:.2f} (epoch '
-          f'{epoch}), Weights {weights}.')
+    return name, weights, value, epoch
 
 
 def release_url(url: str, final: str) -> str:
@@ -414,13 +414,13 @@ def serialize(published: dict) -> bytes:
     return buffer.getvalue()
 
 
-def publish(in_file: str,
+def prepare(in_file: str,
             out_file: str,
             dataset_type=None,
             with_date: bool = True,
-            trust_source: bool = False) -> str:
-    """Publish ``in_file``; returns the path of the written file."""
-    from mmcoop.utils.checkpoint import atomic_write
+            trust_source: bool = False) -> tuple:
+    """The release of ``in_file``, not yet written: ``(final path, bytes,
+    published checkpoint, dropped keys)``."""
     from mmcoop.utils.paths import claim_outputs
     if dataset_type is not None:  # an option error before the load
         _dataset_class(dataset_type)
@@ -442,6 +442,13 @@ def publish(in_file: str,
     suffix = (f'_{datetime.datetime.now():%Y%m%d}' if with_date else '')
     final = f'{stem}{suffix}-{sha}.pth'
     claim_outputs([final], inputs=[in_file], force=True)
+    return final, data, reloaded, dropped
+
+
+def write_release(final: str, data: bytes, published: dict,
+                  dropped) -> str:
+    """Write the release :func:`prepare` made; returns its path."""
+    from mmcoop.utils.checkpoint import atomic_write
     atomic_write(final, lambda f: f.write(data))
     print(f'Dropped: {", ".join(dropped) if dropped else "nothing"}.')
     print(f'Kept {len(published["state_dict"])} tensors '
@@ -451,20 +458,38 @@ def publish(in_file: str,
     return final
 
 
+def publish(in_file: str,
+            out_file: str,
+            dataset_type=None,
+            with_date: bool = True,
+            trust_source: bool = False) -> str:
+    """Publish ``in_file``; returns the path of the written file."""
+    return write_release(
+        *prepare(in_file, out_file, dataset_type, with_date, trust_source))
+
+
 def main(argv=None):
+    from mmcoop.apis.metafile import record_release
     args = parse_args(argv)
-    # a wrong --metafile / --model-name stops before the release is written
+    # a wrong --metafile / --model-name / --weights-url, or a run without
+    # the measured mAP, stops before the release is written
     name = release_entry(args) if args.metafile else None
-    final = publish(
+    release = prepare(
         args.in_file,
         args.out_file,
         dataset_type=args.dataset_type,
         with_date=not args.no_date,
         trust_source=args.trust_source)
+    final, meta = release[0], release[2]['meta']
     if args.metafile:
-        meta = torch.load(final, map_location='cpu', weights_only=True)
-        check_release_fits(args, name, meta['meta'])
-        record_in_metafile(args, final, meta['meta'].get('epoch'), name)
+        check_release_fits(args, name, meta)
+        name, weights, value, epoch = metafile_record(
+            args, final, meta.get('epoch'), name)
+    write_release(*release)
+    if args.metafile:
+        record_release(args.metafile, name, weights, value)
+        print(f'Recorded in {args.metafile}: {name} mAP {value:.2f} (epoch '
+              f'{epoch}), Weights {weights}.')
     return final
 
 
