@@ -199,9 +199,9 @@ def pr_curve_figure(precision: np.ndarray, recall: np.ndarray, ap: float,
     return fig
 
 
-def ap_bar_figure(rows: List[dict]) -> Figure:
+def ap_bar_figure(rows: List[dict], mean: Optional[float] = None) -> Figure:
     """Per-class AP of :func:`mmcoop.evaluation.per_class_ap`, sorted, with
-    the mAP as a line."""
+    the mAP ``mean`` (%; by default the mean of the rows) as a line."""
     rows = sorted(rows, key=lambda r: -r['AP'])
     fig = _figure(7, max(3., 0.22 * len(rows) + 1.2))
     ax = fig.subplots()
@@ -209,7 +209,8 @@ def ap_bar_figure(rows: List[dict]) -> Figure:
     ax.set_yticks(range(len(rows)), [r['class'] for r in rows],
                   fontsize=8)
     ax.invert_yaxis()
-    mean = float(np.mean([r['AP'] for r in rows]))
+    if mean is None:
+        mean = float(np.mean([r['AP'] for r in rows]))
     ax.axvline(mean, ls='--', c='k', lw=1)
     ax.set_xlim(0, 100)
     ax.set_xlabel('AP (%)')

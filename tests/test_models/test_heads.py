@@ -597,8 +597,11 @@ def test_predict_gives_p_present(head_type, built_heads):
         samples = head.predict((dense, ))
     probs = torch.softmax(logits, dim=1)[:, 1]
     assert len(samples) == 2
-    for sample, p in zip(samples, probs):
+    for sample, p, lo in zip(samples, probs, logits[:, 1] - logits[:, 0]):
         torch.testing.assert_close(sample.pred_score, p)
+        # the log-odds the metrics rank by: p is their sigmoid
+        torch.testing.assert_close(sample.pred_log_odds, lo)
+        torch.testing.assert_close(sample.pred_log_odds.sigmoid(), p)
         # default threshold 0.5 (mmpretrain's multi-label default)
         assert sample.pred_label.tolist() == torch.where(p >= 0.5)[0].tolist()
     # data samples passed in are filled in place

@@ -73,6 +73,22 @@ def test_test_out_has_per_class_ap(run):
                r['num_unknown'] == 0 for r in rows)
 
 
+def test_the_dump_holds_what_the_metric_ranks_by(run):
+    """Every dumped sample carries the log-odds the metric ranks by; the
+    mAP of their ranking, in the dump's order or reversed, is the one
+    tools/test.py reported (an AP of fp32 probabilities, which tie at 1.0
+    for a confident model, depends on the order)."""
+    from mmcoop.evaluation import mean_average_precision
+    results = mmengine.load(run['pkl'])
+    odds = np.stack([np.asarray(r['pred_log_odds']) for r in results])
+    scores = np.stack([np.asarray(r['pred_score']) for r in results])
+    targets = np.stack([np.asarray(r['gt_score']) for r in results])
+    np.testing.assert_allclose(1 / (1 + np.exp(-odds)), scores, atol=1e-6)
+    for order in (slice(None), slice(None, None, -1)):
+        assert mean_average_precision(odds[order], targets[order]) == \
+            pytest.approx(run['metrics']['multi-label/mAP'], abs=1e-9)
+
+
 def test_show_dir_draws_every_test_image(run):
     files = sorted(os.listdir(run['show']))
     assert len(files) == len(mmengine.load(run['pkl']))
@@ -120,6 +136,32 @@ def test_analyze_results(run):
             H.DEMO_CONFIG, run['pkl'], '--out-dir',
             str(run['tmp'] / 'analysis2'), '--classes', 'unicorn'
         ])
+
+
+def test_analyze_results_mean_follows_the_metrics_no_positive(run, capsys):
+    """The printed and plotted mAP counted a class without a positive as 0
+    whatever the config's test_evaluator.no_positive: 20.57 where
+    tools/test.py reported 27.42 with no_positive='ignore'."""
+    results = mmengine.load(run['pkl'])
+    for r in results:  # the first class never present
+        r['gt_score'][0] = 0
+    pkl = str(run['tmp'] / 'no_first_class.pkl')
+    mmengine.dump(results, pkl)
+    means = {}
+    for rule in ('zero', 'ignore'):
+        rows = analyze_tool.main([
+            H.DEMO_CONFIG, pkl, '--out-dir',
+            str(run['tmp'] / f'analysis_{rule}'), '--cfg-options',
+            *run['options'], f'test_evaluator.no_positive={rule}'
+        ])
+        line, = [x for x in capsys.readouterr().out.splitlines()
+                 if x.startswith('mAP ')]
+        means[rule] = float(line.split()[1])
+        assert f"(no_positive='{rule}')" in line
+    assert rows[0]['num_pos'] == 0 and rows[0]['AP'] == 0
+    aps = [r['AP'] for r in rows]
+    assert means['zero'] == pytest.approx(np.mean(aps), abs=0.01)
+    assert means['ignore'] == pytest.approx(np.mean(aps[1:]), abs=0.01)
 
 
 def test_precision_recall_and_ranked_examples_by_hand():

@@ -27,7 +27,11 @@ import numpy as np
 from mmcoop.apis import load_config
 from mmcoop.engine.cli import SpacedDictAction, positive_int
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
-                               per_class_ap, precision_recall, ranked_examples)
+                               per_class_rows, precision_recall,
+                               ranked_examples)
+from mmcoop.evaluation.metrics.multi_label import (  # noqa
+    NO_POSITIVE_MODES, average_precision_per_class, mean_of_ap,
+    ranking_scores)
 from mmcoop.models.heads import resolve_classnames
 from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs
@@ -92,18 +96,35 @@ def _load_result(path: str) -> list:
     return list(data)
 
 
+def no_positive_rule(cfg) -> str:
+    """The ``no_positive`` rule of the config's test metric (the mAP
+    ``tools/test.py`` reports): ``'zero'`` unless a metric of
+    ``test_evaluator`` sets it."""
+    evaluator = cfg.get('test_evaluator', None) or {}
+    for metric in (evaluator if isinstance(evaluator,
+                                           (list, tuple)) else [evaluator]):
+        rule = metric.get('no_positive') if isinstance(metric, dict) else None
+        if rule in NO_POSITIVE_MODES:
+            return rule
+    return 'zero'
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     classes = resolve_classnames(cfg.model.head.classnames)
-    scores, targets, paths = load_predictions(
-        _load_result(args.result), len(classes))
+    results = _load_result(args.result)
+    scores, targets, paths = load_predictions(results, len(classes))
+    # ranked as the metric ranks: by the log-odds the heads give
+    ranks = ranking_scores(results, scores)
     wanted = args.classes or classes
     unknown = sorted(set(wanted) - set(classes))
     if unknown:
         raise ValueError(f'--classes {unknown} are not class names of the '
                          'config.')
-    rows = per_class_ap(scores, targets, classes)
+    ap, num_pos = average_precision_per_class(ranks, targets)
+    rows = per_class_rows(classes, ap, num_pos, targets)
+    mean_ap = mean_of_ap(ap, num_pos, no_positive_rule(cfg))
     table = format_ap_table(rows)
     out = {
         name: osp.join(args.out_dir, name)
@@ -116,19 +137,19 @@ def main(argv=None):
     claim_outputs([*out.values(), *per_class.values()],
                   inputs=[args.config, args.result], force=args.force)
     print(table)
-    print(f'mAP {np.mean([r["AP"] for r in rows]):.2f} over '
-          f'{len(classes)} classes, {len(scores)} images')
+    print(f'mAP {mean_ap:.2f} over {len(classes)} classes '
+          f'(no_positive={no_positive_rule(cfg)!r}), {len(scores)} images')
     with atomic_open(out['per_class_ap.txt'], 'w') as f:
         f.write(table + '\n')
     with atomic_open(out['per_class_ap.csv'], 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    save_figure(ap_bar_figure(rows), out['per_class_ap.png'])
+    save_figure(ap_bar_figure(rows, mean_ap), out['per_class_ap.png'])
 
     for name in wanted:
         c = classes.index(name)
-        precision, recall = precision_recall(scores[:, c], targets[:, c])
+        precision, recall = precision_recall(ranks[:, c], targets[:, c])
         save_figure(
             pr_curve_figure(precision, recall, rows[c]['AP'], name,
                             rows[c]['num_pos']),
@@ -140,7 +161,7 @@ def main(argv=None):
                 if paths[i] is not None
             ]
             for group, indices in ranked_examples(
-                scores[:, c], targets[:, c], args.topk).items()
+                ranks[:, c], targets[:, c], args.topk).items()
         }
         save_figure(
             ranked_examples_figure(groups, name),

@@ -14,10 +14,33 @@ from mmcoop.utils.value_checks import check_flag, check_int, check_number
 __all__ = [
     'average_precision', 'average_precision_per_class',
     'mean_average_precision', 'threshold_metrics', 'topk_metrics',
-    'calibrate_thresholds', 'PartialMultiLabelMetric'
+    'calibrate_thresholds', 'ranking_scores', 'PartialMultiLabelMetric'
 ]
 
 NO_POSITIVE_MODES = ('zero', 'ignore')
+
+#: the data-sample field the AP and top-k rank by where every sample has
+#: it: the log-odds of presence that mmcoop's heads set
+#: (:func:`~mmcoop.models.heads.base_head.presence_log_odds`)
+RANK_FIELD = 'pred_log_odds'
+
+
+def ranking_scores(results: Sequence[dict],
+                   scores: np.ndarray) -> np.ndarray:
+    """The ``(N, C)`` values the AP and top-k rank the samples by: their
+    :data:`RANK_FIELD` where every sample (a dict) has one, else
+    ``scores`` (p(present)). The log-odds order the samples as p(present)
+    does, but p rounds to exactly 1.0 in fp32 above a log-odds of about
+    17: many images of a confident model then tie at 1.0, and an AP of the
+    probabilities depends on the order of the test images."""
+    if results and all(RANK_FIELD in r for r in results):
+        rank = np.stack([
+            np.asarray(r[RANK_FIELD], dtype=np.float64).reshape(-1)
+            for r in results
+        ])
+        if rank.shape == np.shape(scores):
+            return rank
+    return scores
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -328,10 +351,13 @@ class PartialMultiLabelMetric(BaseMetric):
 
     Reads ``pred_score`` and ``gt_score`` (falls back to the one-hot of
     ``gt_label``) from each data sample; targets of -1 are ignored
-    everywhere. See :func:`average_precision` and :func:`threshold_metrics`
-    for the exact formulas. All values are percentages. Keys are prefixed
-    with ``multi-label/`` (e.g. ``multi-label/mAP``) like mmpretrain's
-    ``AveragePrecision`` / ``MultiLabelMetric``.
+    everywhere. The AP and top-k rank by ``pred_log_odds`` where the head
+    gives it (mmcoop's heads do; :func:`ranking_scores`), the thresholds
+    apply to ``pred_score``. See :func:`average_precision` and
+    :func:`threshold_metrics` for the exact formulas. All values are
+    percentages. Keys are prefixed with ``multi-label/`` (e.g.
+    ``multi-label/mAP``) like mmpretrain's ``AveragePrecision`` /
+    ``MultiLabelMetric``.
 
     How this compares to mmpretrain's ``AveragePrecision``: the same AP
     formula, -1 ignored, no-positive classes count 0 in both; the only
@@ -437,11 +463,17 @@ class PartialMultiLabelMetric(BaseMetric):
                         'another class. Fix: check the dataset labels and '
                         'the number of classes of the head.')
                 target[labels] = 1.
-            self.results.append(dict(pred_score=score, gt_score=target))
+            entry = dict(pred_score=score, gt_score=target)
+            if RANK_FIELD in sample:
+                entry[RANK_FIELD] = sample[RANK_FIELD].detach().cpu().to(
+                    torch.float32, copy=True)
+            self.results.append(entry)
 
-    def _stack_results(self,
-                       results: List[dict]) -> Tuple[np.ndarray, np.ndarray]:
-        """``(N, C)`` scores and targets of the processed samples."""
+    def _stack_results(
+        self, results: List[dict]
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(N, C)`` scores, targets and :func:`ranking_scores` of the
+        processed samples."""
         if not results:
             raise ValueError(
                 f'{type(self).__name__}: no results to evaluate (no data '
@@ -450,11 +482,11 @@ class PartialMultiLabelMetric(BaseMetric):
         pred = torch.stack([r['pred_score'] for r in results]).numpy()
         target = torch.stack([r['gt_score'] for r in results]).numpy()
         check_scores_and_targets(type(self).__name__, pred, target)
-        return pred, target
+        return pred, target, ranking_scores(results, pred)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Compute the metrics from all processed samples."""
-        pred, target = self._stack_results(results)
+        pred, target, rank = self._stack_results(results)
         owner = type(self).__name__
         num_classes = pred.shape[1]
         if self.topk is not None and self.topk > num_classes:
@@ -467,7 +499,7 @@ class PartialMultiLabelMetric(BaseMetric):
             # also those set after building (ThresholdCalibrationHook)
             class_thresholds = check_class_thresholds(
                 owner, self.class_thresholds, num_classes)
-        ap, num_pos = average_precision_per_class(pred, target)
+        ap, num_pos = average_precision_per_class(rank, target)
         classes = self._class_names(pred.shape[1])
         warn_undefined_ap(classes, target, num_pos, self.no_positive)
         # per-class AP of this evaluation (tools/test.py --out metrics)
@@ -477,7 +509,7 @@ class PartialMultiLabelMetric(BaseMetric):
         metrics = dict(mAP=mean_of_ap(ap, num_pos, self.no_positive))
         metrics.update(threshold_metrics(pred, target, self.thr))
         if self.topk is not None:
-            top = topk_metrics(pred, target, self.topk)
+            top = topk_metrics(rank, target, self.topk)
             metrics[f'CF1_top{self.topk}'] = top['CF1']
             metrics[f'OF1_top{self.topk}'] = top['OF1']
         if self.class_thresholds is not None:

@@ -90,7 +90,8 @@ class UnseenClassMetric(PartialMultiLabelMetric):
         self.ks = check_ks(type(self).__name__, ks)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        pred, target = self._stack_results(results)
+        # ranks only (AP, top-k): by the log-odds where the head gives them
+        _, target, pred = self._stack_results(results)
         classes = self._class_names(pred.shape[1])
         owner = type(self).__name__
         unseen = class_columns(classes, self.unseen_classes, owner,

@@ -177,6 +177,16 @@ def presence_probability(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(dim=1)[:, 1]
 
 
+def presence_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, C)`` [negative, positive] logits -> ``(B, C)`` fp32
+    log-odds of presence, ``logit_pos - logit_neg``: p(present) is its
+    sigmoid, so it ranks images as p(present) does, without p's rounding
+    to exactly 1.0 in fp32 above a log-odds of about 17 (the heads' logits
+    span +-100), where the ranking of p would be a tie."""
+    logits = logits.float()
+    return logits[:, 1] - logits[:, 0]
+
+
 class PartialLabelHead(MultiLabelClsHead):
     """Base of the mmcoop heads.
 
@@ -184,7 +194,9 @@ class PartialLabelHead(MultiLabelClsHead):
     ordered [negative, positive]. Targets are read from ``gt_score``
     (tri-state {1, 0, -1}, -1 = unknown) or built from ``gt_label``.
     ``predict`` sets ``pred_score`` to ``p(present) = softmax(logits,
-    dim=1)[:, 1]`` so mmpretrain metrics and inferencers work unchanged.
+    dim=1)[:, 1]`` so mmpretrain metrics and inferencers work unchanged,
+    and ``pred_log_odds`` to its log-odds (:func:`presence_log_odds`), by
+    which mmcoop's metrics rank.
 
     Args:
         classnames (str | Sequence[str] | dict): see
@@ -306,12 +318,14 @@ class PartialLabelHead(MultiLabelClsHead):
     def _get_predictions(self, cls_score: torch.Tensor,
                          data_samples: Optional[List[DataSample]]):
         probs = presence_probability(cls_score)
+        log_odds = presence_log_odds(cls_score)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(probs.size(0))]
-        for data_sample, score in zip(data_samples, probs):
+        for data_sample, score, rank in zip(data_samples, probs, log_odds):
             if self.thr is not None:
                 label = torch.where(score >= self.thr)[0]
             else:
-                _, label = score.topk(self.topk)
+                _, label = rank.topk(self.topk)
             data_sample.set_pred_score(score).set_pred_label(label)
+            data_sample.set_field(rank, 'pred_log_odds')
         return data_samples
