@@ -255,7 +255,8 @@ def init_model(config: ConfigType,
         # protocol, ThresholdCalibrationHook): threshold='calibrated'
         calibrated = stored_thresholds(meta)
         if calibrated is not None:
-            model.calibrated_thresholds = np.asarray(calibrated, np.float32)
+            # float64: off the fp32 grid, so '>=' labels as the metric's '>'
+            model.calibrated_thresholds = np.asarray(calibrated, np.float64)
     classes = _classes_of(model)
     if classes is not None:  # the head's names define the prompts
         dataset_meta['classes'] = classes
@@ -580,7 +581,8 @@ def check_threshold_values(threshold, classes: Optional[Sequence[str]] = None):
     and the fix.
 
     Returns:
-        float | np.ndarray: the number, or a ``(C,)`` float32 array.
+        float | np.ndarray: the number, or a ``(C,)`` float64 array (not
+        rounded to fp32: a calibrated threshold would then equal a score).
     """
     num = len(classes) if classes else None
     what = (f'a number in [0, 1] or {num} per-class numbers in [0, 1] '
@@ -622,7 +624,7 @@ def check_threshold_values(threshold, classes: Optional[Sequence[str]] = None):
             f'{i}{label}{f" and {more} more" if more else ""}.')
     if values.ndim == 0:
         return float(values)
-    return values.astype(np.float32)
+    return values
 
 
 def inference_model(model: nn.Module,

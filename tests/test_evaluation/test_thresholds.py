@@ -86,21 +86,24 @@ def test_older_checkpoint_thresholds_read_back_clipped():
     to the consumers' range check."""
     stored = dict(thresholds=[-5e-7, .4, 1 + 5e-7], classes=['a', 'b', 'c'],
                   epoch=3, split='val')
+    # read back off the fp32 grid (0 and 1 are on it; .4 is not)
     assert stored_thresholds(dict(calibrated_thresholds=stored)) == \
-        [0., .4, 1.]
+        pytest.approx([0., .4, 1.], abs=1e-7)
+    assert stored_thresholds(dict(calibrated_thresholds=stored))[1] == .4
     assert stored_thresholds({}) is None and stored_thresholds(None) is None
     assert stored_thresholds(dict(calibrated_thresholds=dict(
         thresholds=[-.2, .4]))) == [-.2, .4]
     hook = ThresholdCalibrationHook()
     hook.after_load_checkpoint(None, dict(meta=dict(
         calibrated_thresholds=stored)))
-    assert hook._loaded == dict(stored, thresholds=[0., .4, 1.])
+    assert hook._loaded['thresholds'] == pytest.approx([0., .4, 1.],
+                                                       abs=1e-7)
     metric = PartialMultiLabelMetric(thr=.5)
     hook.before_test(type('R', (), {
         'test_evaluator': type('E', (), {'metrics': [metric]})(),
         'logger': type('L', (), {'info': staticmethod(print)})()
     })(), )
-    assert metric.class_thresholds == [0., .4, 1.]
+    assert metric.class_thresholds == pytest.approx([0., .4, 1.], abs=1e-7)
 
 
 def test_inference_threshold_calibrated():
@@ -190,7 +193,7 @@ def test_calibrated_thresholds_maximise_f1_by_exhaustive_search(seed):
         known = target[:, k] >= 0
         s, y = pred[known, k], target[known, k] == 1
         if not y.any():
-            assert thr[k] == 0.5
+            assert thr[k] == pytest.approx(0.5, abs=1e-7)
             continue
 
         def f1_count(t):
@@ -208,3 +211,45 @@ def test_calibrated_thresholds_maximise_f1_by_exhaustive_search(seed):
         assert f1 == pytest.approx(best, abs=1e-12)
         assert count == most
         assert 0 <= thr[k] <= 1
+
+
+def test_calibrated_thresholds_label_alike_under_both_rules():
+    """The metric counts ``score > thr`` (official); inference and the
+    exports label ``score >= thr``. A calibrated threshold that was an
+    fp32 number (the midpoint of two scores often is), or rounded to one
+    by init_model, was a score too: a test score equal to it was labelled
+    by inference and not counted by CF1_calib (1 of 1250 labels of a
+    3-epoch demo run, a saturated score 0.999997973). Thresholds are now
+    kept off the fp32 grid and compared in float64."""
+    from mmcoop.evaluation.metrics.multi_label import off_the_fp32_grid
+    grid = np.array([0., 2.**-20, .375, .5, 1 - 2.**-24], np.float32)
+    moved = off_the_fp32_grid(grid.astype(np.float64))
+    # every fp32 number near each threshold: both rules agree, and each
+    # labels as '>' did with the fp32 threshold
+    for t, m in zip(grid, moved):
+        near = [t]
+        for _ in range(3):
+            near = [np.nextafter(near[0], np.float32(-1)), *near,
+                    np.nextafter(near[-1], np.float32(2))]
+        near = np.array(near, np.float32)
+        assert ((near > m) == (near >= m)).all()
+        assert ((near > m) == (near > t)).all()
+    # thresholds off the grid are kept as they are
+    assert off_the_fp32_grid([.4])[0] == .4
+    # the calibration's and the stored thresholds are off the grid
+    pred = np.array([[.25], [.5], [.75]], np.float32)
+    thr = calibrate_thresholds(pred, np.array([[0], [1], [1]]))
+    assert float(np.float32(thr[0])) != thr[0] and .25 < thr[0] < .5
+    stored = stored_thresholds(dict(calibrated_thresholds=dict(
+        thresholds=[.375], classes=['a'])))
+    assert float(np.float32(stored[0])) != stored[0]
+
+
+def test_inference_keeps_the_calibrated_thresholds_in_float64():
+    """Rounded to fp32 (init_model, the threshold check of inference and
+    export), a threshold between two adjacent fp32 scores became one of
+    them, which '>=' then labels."""
+    from mmcoop.apis.inference import check_threshold_values
+    between = (1 - 2.**-24 + 1 - 2.**-23) / 2  # halfway between two fp32
+    values = check_threshold_values([between, .5], ['a', 'b'])
+    assert values.dtype == np.float64 and values[0] == between

@@ -7,6 +7,7 @@ from typing import List, Optional
 import numpy as np
 from mmengine.hooks import Hook
 
+from mmcoop.evaluation.metrics.multi_label import off_the_fp32_grid
 from mmcoop.registry import HOOKS
 
 META_KEY = 'calibrated_thresholds'
@@ -30,7 +31,9 @@ def stored_thresholds(meta: Optional[dict]) -> Optional[List[float]]:
             (values < -_STORED_SLACK).any() or \
             (values > 1 + _STORED_SLACK).any():
         return list(stored)
-    return np.clip(values, 0., 1.).tolist()
+    # off the fp32 grid (as calibrations since 2026-12-05 store them), so
+    # that the metric's '>' and inference's '>=' agree on older files too
+    return off_the_fp32_grid(np.clip(values, 0., 1.)).tolist()
 
 
 @HOOKS.register_module()

@@ -14,7 +14,8 @@ from mmcoop.utils.value_checks import check_flag, check_int, check_number
 __all__ = [
     'average_precision', 'average_precision_per_class',
     'mean_average_precision', 'threshold_metrics', 'topk_metrics',
-    'calibrate_thresholds', 'ranking_scores', 'PartialMultiLabelMetric'
+    'calibrate_thresholds', 'off_the_fp32_grid', 'ranking_scores',
+    'PartialMultiLabelMetric'
 ]
 
 NO_POSITIVE_MODES = ('zero', 'ignore')
@@ -262,7 +263,9 @@ def calibrate_thresholds(pred: np.ndarray,
     thr``, the official rule, predicts exactly the scores above the cut).
     The smallest threshold wins a tie in F1. Classes without a known
     positive keep ``default``. Targets < 0 are ignored. Thresholds are
-    clipped to [0, 1] (a cut below the lowest score of 0 would be below 0).
+    clipped to [0, 1] (a cut below the lowest score of 0 would be below 0)
+    and kept off the fp32 grid (:func:`off_the_fp32_grid`), so that
+    inference's ``score >= thr`` labels as the metric counts.
 
     Returns:
         np.ndarray: ``(C,)`` float64 thresholds.
@@ -289,7 +292,24 @@ def calibrate_thresholds(pred: np.ndarray,
         best = cuts[len(f1) - 1 - int(np.argmax(f1[::-1]))]  # last max
         lower = s[best + 1] if best + 1 < len(s) else s[best] - 1e-6
         thresholds[c] = (s[best] + lower) / 2
-    return np.clip(thresholds, 0., 1.)
+    return off_the_fp32_grid(np.clip(thresholds, 0., 1.))
+
+
+def off_the_fp32_grid(thresholds) -> np.ndarray:
+    """``(C,)`` float64 thresholds moved off the fp32 grid: a threshold
+    that is an fp32 number ``t < 1`` becomes the float64 halfway between
+    ``t`` and the next fp32 number. No fp32 score then equals a threshold,
+    so ``score > thr`` (the metric's rule) and ``score >= thr`` (what
+    inference and the exports label with) label every score alike, and
+    each labels as ``score > t`` did. Compare fp32 scores with the float64
+    values: rounded to fp32, a threshold would be a score again. (A
+    threshold of 1, which calibration does not give, stays: ``>`` labels
+    nothing there, ``>=`` a score of exactly 1.)"""
+    values = np.array(thresholds, dtype=np.float64, ndmin=1)
+    grid = values.astype(np.float32)
+    on = (grid.astype(np.float64) == values) & (values < 1)
+    up = np.nextafter(grid, np.float32(np.inf)).astype(np.float64)
+    return np.where(on, (values + up) / 2, values)
 
 
 def check_class_thresholds(owner: str, thresholds,
