@@ -211,19 +211,30 @@ def test_waiting_for_a_builder_times_out_with_a_message(image_root, tmp_path):
 
 def test_other_ranks_wait_for_rank0_outside_a_collective(
         image_root, tmp_path, monkeypatch):
-    """With N processes, ranks > 0 poll for the cache rank 0 builds (up to
-    ``lock_timeout``) and enter the barrier only when it is ready: inside a
+    """With N processes, ranks > 0 wait for rank 0's ready marker (up to
+    ``lock_timeout``, polling) and enter the barrier only then: inside a
     barrier the wait would end at the process group's timeout (NCCL: 10
-    min), shorter than an extraction of COCO with several views."""
+    min), shorter than an extraction of COCO with several views. They
+    used to stop waiting as soon as their own 'fast' check passed, while
+    rank 0, with verify='full', was still hashing or rebuilding the cache
+    (a damaged shard of unchanged size and time): they entered the
+    barrier, which timed out."""
     import threading
 
     import mmcoop.datasets.feature_cache.dataset as module
-    built, cache_dir = tmp_path / 'built', tmp_path / 'c'
-    _cache(image_root, built)  # what rank 0 builds, renamed into place
+    from mmcoop.datasets.feature_cache.store import ready_marker
+    cache_dir = tmp_path / 'c'
+    _cache(image_root, cache_dir)  # a cache the 'fast' check accepts
+    marker = ready_marker(str(cache_dir), 'host-1-2')
     calls = []
     monkeypatch.setattr(module, 'get_dist_info', lambda: (1, 2))
     monkeypatch.setattr(module, 'barrier',
-                        lambda: calls.append(osp.isdir(cache_dir)))
+                        lambda: calls.append(osp.isfile(marker)))
+
+    def broadcast(objects):  # rank 0's token
+        objects[0] = 'host-1-2'
+
+    monkeypatch.setattr(module, 'broadcast_object_list', broadcast)
 
     def never(*args, **kwargs):
         raise AssertionError('a rank > 0 built the cache')
@@ -234,14 +245,40 @@ def test_other_ranks_wait_for_rank0_outside_a_collective(
                        r'.*feature_cache\.lock_timeout'):
         _cache(image_root, cache_dir, lock_timeout=0.3)
     assert calls == []  # it never waited in the collective
-    timer = threading.Timer(0.5, os.rename, (built, cache_dir))
+    timer = threading.Timer(0.5, module._write_marker, (marker, ''))
     timer.start()
     try:
         ds = _cache(image_root, cache_dir, lock_timeout=60)
     finally:
         timer.join()
-    assert calls == [True]  # the barrier came after the cache was there
+    assert calls == [True]  # the barrier came after rank 0's marker
     assert len(ds) == NUM_IMAGES and ds.manifest is not None
+    # rank 0 failed: the others stop with its reason, not at a timeout
+    module._write_marker(marker, 'FeatureCacheError: disk full')
+    with pytest.raises(FeatureCacheError, match='Rank 0 could not check or '
+                       'build the feature cache .*: FeatureCacheError: '
+                       'disk full'):
+        _cache(image_root, cache_dir, lock_timeout=60)
+
+
+def test_rank0_marks_the_cache_ready_and_removes_the_mark(
+        image_root, tmp_path, monkeypatch):
+    import mmcoop.datasets.feature_cache.dataset as module
+    from mmcoop.datasets.feature_cache.store import ready_marker
+    cache_dir = tmp_path / 'c'
+    marker = ready_marker(str(cache_dir), 'host-1-2')
+    seen = []
+    monkeypatch.setattr(module, 'get_dist_info', lambda: (0, 2))
+    monkeypatch.setattr(
+        module, 'barrier',
+        lambda: seen.append(open(marker).read() if osp.isfile(marker)
+                            else None))
+    monkeypatch.setattr(module, 'broadcast_object_list',
+                        lambda objects: objects.__setitem__(0, 'host-1-2'))
+    _cache(image_root, cache_dir)
+    assert seen == ['']  # ready before the barrier, removed after it
+    assert not osp.exists(marker)
+    assert os.listdir(tmp_path) == ['c']
 
 
 def test_a_cache_replaced_while_read_is_named(images, tmp_path):

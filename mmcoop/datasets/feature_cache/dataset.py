@@ -1,5 +1,6 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
 """The dataset that serves cached features: build once, validate, read."""
+import contextlib
 import copy
 import os
 import os.path as osp
@@ -9,7 +10,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from mmengine.dist import barrier, get_dist_info
+from mmengine.dist import barrier, broadcast_object_list, get_dist_info
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmpretrain.datasets.transforms import PackInputs
@@ -27,8 +28,9 @@ from .lock import BuildLock
 from .options import check_option
 from .quantize import dequantize
 from .store import (CACHE_FORMAT, CACHE_VERSION, MANIFEST, QUANTISED,
-                    check_cache, commit, partial_dir, remove_cache,
-                    remove_leftovers, write_manifest)
+                    check_cache, commit, partial_dir, ready_marker,
+                    remove_cache, remove_leftovers, run_token,
+                    write_manifest)
 
 __all__ = ['CachedFeatureDataset']
 
@@ -383,13 +385,28 @@ class CachedFeatureDataset(DatasetWrapper):
         paths = image_paths(self.dataset)
         key = self.make_key(backbone, preprocessor, paths)
         rank, world_size = get_dist_info()
-        manifest = None
+        manifest, marker = None, None
+        if world_size > 1:
+            # rank 0 names the file by which it says the cache is ready
+            token = [run_token()]
+            broadcast_object_list(token)
+            marker = ready_marker(self.cache_dir, token[0])
         if rank == 0:
-            manifest = self._ensure(key, paths, backbone, preprocessor)
+            try:
+                manifest = self._ensure(key, paths, backbone, preprocessor)
+            except BaseException as e:
+                if marker:  # the other ranks stop with rank 0's reason
+                    with contextlib.suppress(OSError):
+                        _write_marker(marker, f'{type(e).__name__}: {e}')
+                raise
+            if marker:
+                _write_marker(marker, '')
         else:
-            self._wait_for_rank0(key, paths)
+            self._wait_for_rank0(marker)
         if world_size > 1:
             barrier()
+            if rank == 0:
+                os.remove(marker)
         if manifest is None:
             status, why, manifest = check_cache(self.cache_dir, key, paths,
                                                 'fast')
@@ -406,29 +423,32 @@ class CachedFeatureDataset(DatasetWrapper):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _wait_for_rank0(self, key, paths, poll: float = 2.0) -> None:
-        """Ranks > 0 while rank 0 builds: wait for a cache that checks out
-        (``'fast'``, re-checked whenever its manifest changes) *outside* any
-        collective op, for up to ``lock_timeout`` seconds like any other
-        process waiting for a builder. In a barrier the wait would end at
-        the process group's timeout (torch's default: 10 min with NCCL), and
-        an extraction of COCO with several views can take longer."""
+    def _wait_for_rank0(self, marker: str, poll: float = 2.0) -> None:
+        """Ranks > 0 while rank 0 checks or builds the cache: wait for its
+        ``marker`` (:func:`~.store.ready_marker`), written once rank 0's
+        check (with ``verify``, which may hash everything) or build is
+        done, *outside* any collective op, for up to ``lock_timeout``
+        seconds like any other process waiting for a builder. In a barrier
+        the wait would end at the process group's timeout (torch's
+        default: 10 min with NCCL), and an extraction of COCO with several
+        views, or a ``verify='full'`` check, can take longer."""
         logger = MMLogger.get_current_instance()
-        manifest = osp.join(self.cache_dir, MANIFEST)
-        start, seen, announced = time.monotonic(), None, False
+        start, announced = time.monotonic(), False
         while True:
             try:
-                stamp = os.stat(manifest).st_mtime_ns
+                with open(marker) as f:
+                    failure = f.read()
             except OSError:
-                stamp = None
-            if stamp is not None and stamp != seen:
-                seen = stamp
-                if check_cache(self.cache_dir, key, paths,
-                               'fast')[0] == 'ok':
-                    return
+                failure = None
+            if failure == '':
+                return
+            if failure:
+                raise FeatureCacheError(
+                    f'Rank 0 could not check or build the feature cache '
+                    f'{self.cache_dir}: {failure}')
             if not announced:
-                logger.info(f'Feature cache {self.cache_dir}: rank 0 is '
-                            'building it; waiting (up to '
+                logger.info(f'Feature cache {self.cache_dir}: waiting for '
+                            'rank 0 to check or build it (up to '
                             f'{self.lock_timeout} s).')
                 announced = True
             if self.lock_timeout is not None and \
@@ -562,6 +582,16 @@ class CachedFeatureDataset(DatasetWrapper):
             backbone.to('cpu')
         logger.info(f'Feature cache {self.cache_dir}: done in '
                     f'{time.time() - t0:.1f} s.')
+
+
+def _write_marker(path: str, failure: str) -> None:
+    """Write rank 0's ready marker: empty when the cache is ready, else
+    the reason it is not (the file appears complete: written, then
+    renamed)."""
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(f'{path}.tmp', 'w') as f:
+        f.write(failure)
+    os.replace(f'{path}.tmp', path)
 
 
 def _manifest_stamp(cache_dir: str) -> Optional[tuple]:

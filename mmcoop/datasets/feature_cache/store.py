@@ -16,12 +16,14 @@ The manifest holds the key (:mod:`.key`), the fingerprints of the images
 (:mod:`.images`) and, per shard (and per scale file), its size,
 modification time and SHA-256.
 """
+import contextlib
 import json
 import os
 import os.path as osp
 import re
 import shutil
 import socket
+import time
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -107,6 +109,19 @@ def partial_dir(cache_dir: str) -> str:
     return f'{cache_dir}.partial-{socket.gethostname()}-{os.getpid()}'
 
 
+def ready_marker(cache_dir: str, token: str) -> str:
+    """The file by which rank 0 of a distributed run tells the other ranks
+    that it has checked (or built) ``cache_dir``; ``token`` names the run
+    (:func:`run_token`)."""
+    return f'{cache_dir}.ready-{token}'
+
+
+def run_token() -> str:
+    """A name of this process for :func:`ready_marker` (host, pid, time),
+    which rank 0 broadcasts."""
+    return f'{socket.gethostname()}-{os.getpid()}-{time.time_ns()}'
+
+
 def commit(tmp: str, cache_dir: str) -> None:
     """Rename the finished build ``tmp`` into place (``cache_dir`` must be
     absent or an empty directory)."""
@@ -117,13 +132,13 @@ def commit(tmp: str, cache_dir: str) -> None:
 
 
 def remove_leftovers(cache_dir: str) -> None:
-    """Remove the partial builds left in ``cache_dir``'s folder by dead
-    processes of this host: of this cache, and of any other (a build of
-    another dtype or view count that ran out of disk would keep the space
-    its retry needs)."""
+    """Remove the partial builds (and ready markers) left in
+    ``cache_dir``'s folder by dead processes of this host: of this cache,
+    and of any other (a build of another dtype or view count that ran out
+    of disk would keep the space its retry needs)."""
     parent = osp.dirname(cache_dir)
-    partial = re.compile(
-        rf'^.+\.partial-{re.escape(socket.gethostname())}-(\d+)$')
+    partial = re.compile(rf'^.+\.(?:partial|ready)-'
+                         rf'{re.escape(socket.gethostname())}-(\d+)(?:-\d+)?$')
     if not osp.isdir(parent):
         return
     for name in os.listdir(parent):
@@ -132,10 +147,15 @@ def remove_leftovers(cache_dir: str) -> None:
             continue
         pid = int(match.group(1))
         if pid != os.getpid() and not pid_alive(pid):
+            path = osp.join(parent, name)
             MMLogger.get_current_instance().info(
                 f'Removing the leftover of an interrupted feature '
-                f'extraction: {osp.join(parent, name)}')
-            shutil.rmtree(osp.join(parent, name), ignore_errors=True)
+                f'extraction: {path}')
+            if osp.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
 
 
 #: the files a cache writes besides the manifest (extract.py's names)
