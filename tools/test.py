@@ -33,8 +33,8 @@ from mmengine.dist import is_main_process
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS, AtomicDumpResults
 from mmcoop.engine.cli import (add_common_args, build_runner, check_out_suffix,
                                check_test_inputs_and_outputs,
-                               check_test_weights, merge_test_args,
-                               set_local_rank)
+                               check_test_weights, checkpoint_or_none,
+                               merge_test_args, set_local_rank)
 from mmcoop.evaluation import evaluator_per_class_ap
 from mmcoop.utils.paths import make_output_dirs
 
@@ -46,8 +46,10 @@ def parse_args(argv=None):
     parser.add_argument(
         'checkpoint',
         nargs='?',
+        type=checkpoint_or_none,
         help='checkpoint file (not needed for a model without trainable '
-        'parameters, e.g. ZeroShotHead)')
+        'parameters, e.g. ZeroShotHead: leave it out, or write none, as '
+        'tools/dist_test.sh needs an argument there)')
     parser.add_argument(
         '--out',
         help='the file to output results: predictions to a .pkl / .pickle '

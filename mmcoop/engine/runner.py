@@ -451,6 +451,21 @@ class MMCoopRunner(Runner):
                     isinstance(h, hook_type) for h in self.hooks):
                 self.register_hook(hook_type())
 
+    def wrap_model(self, model_wrapper_cfg, model):
+        """MMEngine's, except that a distributed model with nothing to
+        train (a ``ZeroShotHead`` on the frozen CLIP, tested with
+        ``tools/dist_test.sh CONFIG none N``) is not wrapped: torch's
+        ``DistributedDataParallel`` refuses a module without a parameter
+        that requires a gradient, and with no gradient to synchronise
+        each rank runs its own copy."""
+        if self.distributed and not is_model_wrapper(model) and not any(
+                p.requires_grad for p in model.parameters()):
+            from mmengine.device import get_device
+            self.logger.info('The model has no trainable parameter: each '
+                             'process runs it without a DDP wrapper.')
+            return model.to(get_device())
+        return super().wrap_model(model_wrapper_cfg, model)
+
     # ------------------------------------------------------------------
     # resume
     # ------------------------------------------------------------------

@@ -255,6 +255,46 @@ custom_imports = dict(
     assert ddp == single  # all 15 images, each once: the same numbers
 
 
+def test_dist_test_of_a_zero_shot_model(tmp_path, load_tool):
+    """A ZeroShotHead learns nothing: ``dist_test.sh CONFIG none 2`` (the
+    script needs an argument in the checkpoint's place) gives the metrics
+    of one process. Before: "Checkpoint 'none' does not exist", and
+    without a checkpoint torch's "DistributedDataParallel is not needed
+    when a module doesn't have any parameter that requires a gradient"."""
+    cfg = H.write_config(
+        str(tmp_path / 'cfg.py'),
+        H.METHOD_CONFIGS['positivecoop'],
+        str(tmp_path / 'data'),
+        num_val=9)
+    options = ['--cfg-options', 'model.head.type=ZeroShotHead']
+    out1, out2 = str(tmp_path / 'single.json'), str(tmp_path / 'ddp.json')
+    load_tool('tools/test.py').main([
+        cfg, 'none', '--work-dir',
+        str(tmp_path / 'test1'), '--out', out1, '--out-item', 'metrics',
+        *options, f'experiment_name=zs-{uuid.uuid4().hex[:8]}'
+    ])
+    proc = H.run([
+        'bash',
+        osp.join(H.REPO, 'tools', 'dist_test.sh'), cfg, 'none', '2',
+        '--work-dir',
+        str(tmp_path / 'test2'), '--out', out2, '--out-item', 'metrics',
+        *options
+    ],
+                 env=dict(
+                     PYTHONPATH=H.REPO,
+                     OMP_NUM_THREADS='1',
+                     PYTHON=H.PYTHON,
+                     PORT=str(_free_port())),
+                 timeout=120)
+    assert proc.returncode == 0, proc.stdout[-15000:]
+    with open(out1) as f:
+        single = json.load(f)
+    with open(out2) as f:
+        ddp = json.load(f)
+    assert 0 < single['multi-label/mAP'] <= 100
+    assert ddp == single
+
+
 # (GPUS or CHECKPOINT left out: an option where GPUS belongs)
 @pytest.mark.parametrize('script, args, bad', [
     ('dist_train.sh', ['CFG', '0'], '0'),

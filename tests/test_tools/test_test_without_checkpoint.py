@@ -50,6 +50,11 @@ def test_zero_shot_config_tests_without_a_checkpoint(tmp_path):
     with_empty = _main(cfg, tmp_path, empty)
     assert 0 < metrics['multi-label/mAP'] <= 100
     assert metrics['multi-label/mAP'] == with_empty['multi-label/mAP']
+    # 'none' (what tools/dist_test.sh needs in the checkpoint's place), any
+    # case, is no checkpoint (before: "Checkpoint 'none' does not exist")
+    for none in ('none', 'None'):
+        assert _main(cfg, tmp_path, none)['multi-label/mAP'] == \
+            metrics['multi-label/mAP']
     # a prompt head has trained tensors: no checkpoint is an error
     with pytest.raises(
             ValueError,
