@@ -283,6 +283,52 @@ def test_draw_hook_gives_every_image_its_own_file(tmp_path):
     assert len({(out / n).read_bytes() for n in names}) == 3
 
 
+def test_draw_hook_names_the_same_files_in_every_process(tmp_path):
+    """With N processes each rank drew its share and named a repeated stem
+    by its own count: both ranks wrote 'x.png' (6 of 12 drawings lost with
+    2 processes). Names now come from the whole test set and the sample's
+    index in it: the same in any process."""
+    from mmcoop.engine.hooks.prediction_draw_hook import PredictionDrawHook
+    pytest.importorskip('matplotlib')
+    paths = []
+    for i, name in enumerate(('a/x0', 'b/x0', 'a/y', 'b/y', 'z')):
+        path = tmp_path / f'{name}.jpg'
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((16, 16, 3), 50 * i, np.uint8)).save(path)
+        paths.append(str(path))
+
+    class Dataset:
+        metainfo = dict(classes=['p', 'q'])
+
+        def __len__(self):
+            return len(paths)
+
+        def get_data_info(self, i):
+            return dict(img_path=paths[i])
+
+    runner = types.SimpleNamespace(test_dataloader=types.SimpleNamespace(
+        dataset=Dataset()))
+
+    def sample(i):
+        return DataSample(metainfo=dict(
+            img_path=paths[i], sample_idx=i)).set_pred_score(
+                torch.tensor([0.9, 0.2]))
+
+    out = tmp_path / 'vis'
+    ranks = [PredictionDrawHook(str(out), topk=2, force=True)
+             for _ in range(2)]
+    for hook in ranks:
+        hook.before_test(runner)
+    # DistributedSampler's split: rank r gets r, r + 2, ...; rank 1 is
+    # padded with sample 0 again
+    ranks[0].after_test_iter(runner, 0, outputs=[sample(0), sample(2)])
+    ranks[1].after_test_iter(runner, 0, outputs=[sample(1), sample(3)])
+    ranks[0].after_test_iter(runner, 1, outputs=[sample(4)])
+    ranks[1].after_test_iter(runner, 1, outputs=[sample(0)])
+    names = sorted(os.listdir(out))
+    assert names == ['x0_0.png', 'x0_1.png', 'y_2.png', 'y_3.png', 'z.png']
+
+
 def test_show_dir_of_an_interrupted_test_is_reused_with_force(tmp_path):
     """A test killed while drawing leaves drawings in --show-dir: the rerun
     was refused whatever the options; --force now draws into it."""
