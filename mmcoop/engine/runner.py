@@ -803,6 +803,7 @@ class MMCoopRunner(Runner):
                 checkpoint, filename)
             if not self._resumed_complete:
                 self._report_resume_overrides(checkpoint, filename)
+                self._report_resume_train_batch(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.bare_model
         checkpoint = load_checkpoint_weights(
@@ -839,5 +840,37 @@ class MMCoopRunner(Runner):
                 and '://' not in str(out_dir)):
             call['backend_args'] = dict(ATOMIC_BACKEND_ARGS)
         call['meta'] = dict(call['meta'] or {},
-                            clip_towers=self.clip_towers())
+                            clip_towers=self.clip_towers(),
+                            train_batch=self._train_batch())
         return super().save_checkpoint(**call)
+
+    def _train_batch(self) -> dict:
+        """The processes and the images per process and step that train
+        (recorded in checkpoints; a resume compares them)."""
+        loader = self.cfg.get('train_dataloader', None) or {}
+        return dict(world_size=self.world_size,
+                    batch_size=loader.get('batch_size'))
+
+    def _report_resume_train_batch(self, checkpoint: dict,
+                                   filename: str) -> None:
+        """Warn when a resume trains with another global batch than the
+        checkpoint's run (another number of processes, or images per
+        process): the loss sums over the global batch and the lr is not
+        rescaled, so the rest of the run follows another recipe."""
+        then = (checkpoint.get('meta') or {}).get('train_batch')
+        now = self._train_batch()
+        if not isinstance(then, dict) or then == now:
+            return
+
+        def words(b):
+            return (f"{b.get('world_size')} process(es) x "
+                    f"{b.get('batch_size')} images per step")
+
+        self.logger.warning(
+            f'--resume from {filename}: the checkpoint was trained with '
+            f'{words(then)}, this run has {words(now)}: the rest of the run '
+            'trains with another global batch (the loss sums over it and '
+            'the lr is not rescaled), so its result is not the recipe\'s. '
+            f"Fix: resume with {then.get('world_size')} process(es) "
+            '(tools/dist_train.sh CONFIG N --resume) and the batch size '
+            'the run started with, or start a new run.')

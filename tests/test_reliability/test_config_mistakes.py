@@ -565,6 +565,32 @@ def test_resume_names_the_values_the_checkpoint_overrides(setup, tmp_path):
         str(plain), '--resume', '--cfg-options', 'train_cfg.max_epochs=2'
     ])
     assert 'win over the config' not in _log_text(plain)
+    assert 'another global batch' not in _log_text(plain)
+
+
+def test_resume_with_another_global_batch_is_named(setup, tmp_path):
+    """A run resumed with another number of processes (or images per
+    process) trained the rest with another global batch without a word:
+    checkpoints record both (meta['train_batch']), a resume compares."""
+    from mmengine.config import Config
+
+    from mmcoop.utils import safe_torch_load
+    cfg = _write(setup, tmp_path)
+    batch = Config.fromfile(cfg).train_dataloader.batch_size
+    work = tmp_path / 'w'
+    load_tool('tools/train.py').main([cfg, '--work-dir', str(work)])
+    meta = safe_torch_load(str(work / 'epoch_1.pth'),
+                           runtime_state=True)['meta']
+    assert meta['train_batch'] == dict(world_size=1, batch_size=batch)
+    load_tool('tools/train.py').main([
+        cfg, '--work-dir',
+        str(work), '--resume', '--cfg-options', 'train_cfg.max_epochs=2',
+        f'train_dataloader.batch_size={batch + 1}'
+    ])
+    assert (f'the checkpoint was trained with 1 process(es) x {batch} '
+            f'images per step, this run has 1 process(es) x {batch + 1} '
+            'images per step: the rest of the run trains with another '
+            'global batch') in _log_text(work)
 
 
 @pytest.mark.parametrize('option, match', [
