@@ -4,7 +4,7 @@ import numbers
 
 import torch
 import torch.nn as nn
-from mmengine.dist import get_world_size
+from mmengine.dist import all_reduce, get_world_size
 
 from mmcoop.registry import MODELS
 from mmcoop.utils.tri_state_targets import (TARGET_RULE, UNKNOWN,
@@ -71,11 +71,12 @@ class PartialAsymmetricLoss(nn.Module):
         eps (float): clamp for the logarithm, a number in (0, 1).
             Defaults to 1e-6.
         reduction (str): ``'sum'`` (official) or ``'mean'`` (over known
-            entries). Defaults to ``'sum'``. The sum is over the *global*
+            entries). Defaults to ``'sum'``. Both are over the *global*
             batch: under data-parallel training (which averages gradients
-            over processes) the local sum is multiplied by the world size,
-            so N processes x B/N images update the parameters exactly as one
-            process with B images.
+            over processes) the local sum is multiplied by the world size
+            (and for ``'mean'`` divided by the known entries of all
+            processes), so N processes x B/N images update the parameters
+            exactly as one process with B images.
         loss_weight (float): multiplier (the official ``--loss_w``), a
             finite number > 0. Defaults to 1.0.
 
@@ -147,9 +148,12 @@ class PartialAsymmetricLoss(nn.Module):
                 gamma = self.gamma_pos * y + self.gamma_neg * (1 - y)
                 weight = torch.pow(1 - pt, gamma)
             loss = loss * weight
-        loss = -loss.sum()
+        loss = -loss.sum() * get_world_size()
         if self.reduction == 'mean':
-            loss = loss / known.sum().clamp(min=1)
-        else:
-            loss = loss * get_world_size()
+            # over the known entries of the *global* batch (the count of
+            # every process), as the sum is over the global batch
+            count = known.sum()
+            if get_world_size() > 1:
+                all_reduce(count, op='sum')
+            loss = loss / count.clamp(min=1)
         return self.loss_weight * loss
