@@ -146,6 +146,18 @@ def complete_targets(dataset, num_classes: int) -> np.ndarray:
     return targets
 
 
+def padding_targets(info: dict) -> dict:
+    """``info`` (a ``data_info``) of a sample the distributed sampler
+    repeats to even out the processes (:attr:`EpochIndex.padding`), with
+    every label unknown: its image goes through the model, its loss is 0,
+    so N processes train on each image once per epoch, as one does."""
+    if 'gt_score' in info:
+        info['gt_score'] = np.full_like(
+            np.asarray(info['gt_score'], np.float32), UNKNOWN)
+        info['gt_label'] = []
+    return info
+
+
 @DATASETS.register_module()
 class PartialLabelDataset(DatasetWrapper):
     """Wrap a multi-label training set and hide part of its labels.
@@ -449,13 +461,16 @@ class PartialLabelDataset(DatasetWrapper):
     def __getitem__(self, idx: int) -> dict:
         if isinstance(idx, EpochIndex):  # from EpochSeededSampler
             with seeded_sample(idx.seed, idx.epoch, int(idx)):
-                return self._prepare(int(idx))
+                return self._prepare(int(idx), idx.padding)
         return self._prepare(idx)
 
-    def _prepare(self, idx: int) -> dict:
+    def _prepare(self, idx: int, padding: bool = False) -> dict:
         max_refetch = self.max_refetch
         for _ in range(max_refetch + 1):
-            data = self.dataset.pipeline(self.get_data_info(idx))
+            info = self.get_data_info(idx)
+            if padding:
+                padding_targets(info)
+            data = self.dataset.pipeline(info)
             if data is not None:
                 return data
             idx = np.random.randint(0, len(self))

@@ -77,19 +77,26 @@ class seeded_sample(RNGGuard):
 
 
 class EpochIndex(int):
-    """A dataset index that carries the epoch and the sampler seed."""
+    """A dataset index that carries the epoch and the sampler seed, and
+    whether it is ``padding``: a sample the distributed sampler repeats so
+    that every process gets as many (the dataset then gives it with every
+    label unknown, :func:`~mmcoop.datasets.partial_label.padding_targets`,
+    so it adds nothing to the loss)."""
 
-    def __new__(cls, index: int, epoch: int, seed: int):
+    def __new__(cls, index: int, epoch: int, seed: int,
+                padding: bool = False):
         obj = super().__new__(cls, index)
         obj.epoch = int(epoch)
         obj.seed = int(seed)
+        obj.padding = bool(padding)
         return obj
 
     def __reduce__(self):  # survives the trip to dataloader workers
-        return EpochIndex, (int(self), self.epoch, self.seed)
+        return EpochIndex, (int(self), self.epoch, self.seed, self.padding)
 
     def __repr__(self):
-        return f'EpochIndex({int(self)}, epoch={self.epoch})'
+        return (f'EpochIndex({int(self)}, epoch={self.epoch}'
+                f'{", padding" if self.padding else ""})')
 
 
 @DATA_SAMPLERS.register_module()
@@ -104,12 +111,19 @@ class EpochSeededSampler(DefaultSampler):
     that does not know :class:`EpochIndex` sees plain ints
     (``DefaultSampler`` behaviour). ``set_epoch`` is called by
     MMEngine's default ``DistSamplerSeedHook`` before every epoch, also
-    after a resume.
+    after a resume. With N processes, the samples ``DefaultSampler``
+    repeats to give every process as many are marked ``padding``
+    (every label unknown), so N processes train on each image once per
+    epoch, as one process does.
 
     Args: as :class:`mmengine.dataset.DefaultSampler` (``seed`` defaults to
         the run's ``randomness.seed``, shared by all ranks).
     """
 
     def __iter__(self) -> Iterator[EpochIndex]:
-        epoch, seed = self.epoch, self.seed
-        return (EpochIndex(i, epoch, seed) for i in super().__iter__())
+        epoch, seed, n = self.epoch, self.seed, len(self.dataset)
+        # DefaultSampler hands process r the positions r, r + W, ... of the
+        # order, which it pads past the dataset's end to a multiple of W
+        return (EpochIndex(i, epoch, seed,
+                           self.rank + k * self.world_size >= n)
+                for k, i in enumerate(super().__iter__()))

@@ -36,8 +36,41 @@ def test_epoch_index_is_an_int_that_survives_pickling():
     idx = EpochIndex(3, epoch=2, seed=7)
     back = pickle.loads(pickle.dumps(idx))
     assert isinstance(back, EpochIndex) and back == 3
-    assert (back.epoch, back.seed) == (2, 7)
+    assert (back.epoch, back.seed, back.padding) == (2, 7, False)
     assert [10, 11, 12, 13][back] == 13
+    assert pickle.loads(pickle.dumps(EpochIndex(3, 2, 7, True))).padding
+
+
+@pytest.mark.parametrize('world_size', [2, 3, 4])
+def test_distributed_padding_is_marked_and_trains_nothing(
+        dataset, monkeypatch, world_size):
+    """With N processes, MMEngine's sampler repeats samples so that each
+    process gets as many: those were trained twice per epoch (2 processes
+    on 25 images differed from one process by 9e-4). They are marked, and
+    given with every label unknown: each image counts once per epoch."""
+    import mmengine.dataset.sampler as sampler_module
+    n = len(dataset)
+    assert any(-n % w for w in (2, 3, 4))  # some world size pads
+    ranks = []
+    for rank in range(world_size):
+        monkeypatch.setattr(sampler_module, 'get_dist_info',
+                            lambda r=rank: (r, world_size))
+        sampler = EpochSeededSampler(dataset, shuffle=True, seed=5)
+        sampler.set_epoch(1)
+        ranks.append(list(sampler))
+    assert len({len(r) for r in ranks}) == 1  # as many for every process
+    real = sorted(int(i) for r in ranks for i in r if not i.padding)
+    assert real == list(range(n))  # every image once
+    padded = [i for r in ranks for i in r if i.padding]
+    assert len(padded) == -n % world_size
+    for idx in padded:
+        sample = dataset[idx]['data_samples']
+        assert (sample.gt_score.numpy() == -1).all()
+        assert sample.gt_label.numel() == 0
+        # the same image and draws as the sample it repeats
+        torch.testing.assert_close(
+            dataset[idx]['inputs'],
+            dataset[EpochIndex(int(idx), idx.epoch, idx.seed)]['inputs'])
 
 
 def test_sampler_keeps_default_order(dataset):

@@ -16,6 +16,7 @@ from mmengine.registry import DefaultScope
 from mmpretrain.datasets.transforms import PackInputs
 
 from mmcoop.registry import DATASETS, MODELS
+from ..partial_label import padding_targets
 from ..samplers import EpochIndex
 from ..utils import check_outside_dataset
 from ..wrapper import DatasetWrapper
@@ -256,6 +257,8 @@ class CachedFeatureDataset(DatasetWrapper):
         self.full_init()
         index, view = self._split_index(idx)
         info = self.dataset.get_data_info(index)
+        if getattr(idx, 'padding', False):  # a distributed repeat
+            padding_targets(info)
         info['_feature_index'] = (view, index)
         return info
 
