@@ -98,6 +98,36 @@ def _launcher_rank(launcher: str) -> int:
     return 0
 
 
+#: what torchrun sets for each process, which ``launcher='pytorch'`` reads
+_TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
+                 'MASTER_PORT')
+
+
+def check_launcher_env(cfg: Config) -> None:
+    """Refuse ``launcher='pytorch'`` in a process that torchrun did not
+    start (e.g. ``python tools/train.py CONFIG --launcher pytorch``),
+    before anything is built: torch's own error names one missing
+    variable and not the launcher."""
+    if cfg.get('launcher', 'none') != 'pytorch' or \
+            _distributed_initialized():
+        return
+    missing = [v for v in _TORCHRUN_ENV if v not in os.environ]
+    if missing:
+        raise ValueError(
+            f"--launcher pytorch (launcher='pytorch'): this process was "
+            f'not started by torchrun, which sets {", ".join(missing)}. '
+            'Fix: bash tools/dist_train.sh CONFIG N (or tools/'
+            'dist_test.sh CONFIG CHECKPOINT N), or python -m '
+            'torch.distributed.run --nproc_per_node N tools/train.py '
+            'CONFIG --launcher pytorch; for one process leave --launcher '
+            'out.')
+
+
+def _distributed_initialized() -> bool:
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
+
 def setup_cpu_distributed(cfg: Config) -> None:
     """Make ``launcher='pytorch'`` work on machines without CUDA.
 
@@ -279,6 +309,7 @@ class MMCoopRunner(Runner):
         check_runner_compile(cfg)
         check_train_settings(cfg)
         check_thresholds_agree(cfg)
+        check_launcher_env(cfg)
         record_classnames(cfg)
         # the evaluation protocol picks the datasets; the cache wraps them
         from mmcoop.datasets.data_path import apply_data_path

@@ -255,6 +255,25 @@ custom_imports = dict(
     assert ddp == single  # all 15 images, each once: the same numbers
 
 
+def test_pytorch_launcher_without_torchrun_is_named(tmp_path, load_tool,
+                                                    monkeypatch):
+    """``python tools/train.py CONFIG --launcher pytorch`` (no torchrun):
+    before, torch's "environment variable RANK expected, but not set"."""
+    for var in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
+                'MASTER_PORT'):
+        monkeypatch.delenv(var, raising=False)
+    cfg = H.write_config(str(tmp_path / 'cfg.py'), H.DEMO_CONFIG,
+                         str(tmp_path / 'data'), num_train=4, num_val=4)
+    work = tmp_path / 'work'
+    with pytest.raises(ValueError, match=(
+            r'--launcher pytorch .*not started by torchrun, which sets '
+            r'RANK, WORLD_SIZE, .*MASTER_PORT\. '
+            r'Fix: bash tools/dist_train\.sh CONFIG N')):
+        load_tool('tools/train.py').main(
+            [cfg, '--work-dir', str(work), '--launcher', 'pytorch'])
+    assert not work.exists()
+
+
 def test_dist_test_of_a_zero_shot_model(tmp_path, load_tool):
     """A ZeroShotHead learns nothing: ``dist_test.sh CONFIG none 2`` (the
     script needs an argument in the checkpoint's place) gives the metrics
