@@ -453,10 +453,11 @@ class MMCoopRunner(Runner):
     # ------------------------------------------------------------------
     def _register_mmcoop_hooks(self) -> None:
         from mmcoop.engine.hooks import (ClassCheckHook, FiniteCheckHook,
+                                         ProtocolCheckHook,
                                          ResumeValidationHook, RNGStateHook)
         from mmcoop.utils.value_checks import check_flag
         opts = dict(rng_state=True, finite_check=True, class_check=True,
-                    resume_validation=True)
+                    resume_validation=True, protocol_check=True)
         given = self.cfg.get('mmcoop_hooks', None)
         if given is None:
             given = {}
@@ -477,7 +478,8 @@ class MMCoopRunner(Runner):
         for key, hook_type in (('rng_state', RNGStateHook), ('finite_check',
                                                              FiniteCheckHook),
                                ('class_check', ClassCheckHook),
-                               ('resume_validation', ResumeValidationHook)):
+                               ('resume_validation', ResumeValidationHook),
+                               ('protocol_check', ProtocolCheckHook)):
             if opts[key] and not any(
                     isinstance(h, hook_type) for h in self.hooks):
                 self.register_hook(hook_type())

@@ -20,8 +20,8 @@ from mmengine.registry import DefaultScope
 import mmcoop.engine  # noqa: F401
 import mmcoop.engine.optim.constructor as constructor_module
 from mmcoop.engine.hooks import (ClassCheckHook, FiniteCheckHook,
-                                 NonFiniteError, ResumeValidationHook,
-                                 RNGStateHook)
+                                 NonFiniteError, ProtocolCheckHook,
+                                 ResumeValidationHook, RNGStateHook)
 from mmcoop.engine.hooks.partial_label_mask_hook import PartialLabelMaskHook
 from mmcoop.engine.hooks.threshold_calibration_hook import \
     ThresholdCalibrationHook
@@ -167,7 +167,8 @@ def _register(mmcoop_hooks='unset'):
 
 def test_mmcoop_hooks_defaults_and_switches():
     everything = {
-        RNGStateHook, FiniteCheckHook, ClassCheckHook, ResumeValidationHook
+        RNGStateHook, FiniteCheckHook, ClassCheckHook, ResumeValidationHook,
+        ProtocolCheckHook
     }
     assert _register() == everything
     assert _register(None) == everything
@@ -176,7 +177,7 @@ def test_mmcoop_hooks_defaults_and_switches():
     }
     assert _register(
         dict(rng_state=False, finite_check=False, class_check=False,
-             resume_validation=False)) == set()
+             resume_validation=False, protocol_check=False)) == set()
 
 
 def test_hooks_tell_a_resume_from_a_load_through_public_state():

@@ -249,6 +249,34 @@ def test_checkpoint_of_another_protocol_is_named(tmp_path):
             f'experiment_name=r-{uuid.uuid4().hex[:8]}'
         ])
 
+    # a config that sets no protocol (as the shipped paper configs): the
+    # test log says so (before: nothing), a resume stops
+    plain = H.write_config(
+        str(tmp_path / 'plain.py'),
+        H.METHOD_CONFIGS['baseline'],
+        data,
+        max_epochs=1,
+        text_encoder=False,
+        num_train=16,
+        num_val=8)
+    plain_dir = tmp_path / 'test_plain'
+    test_tool.main([
+        plain, best, '--work-dir', str(plain_dir), '--cfg-options',
+        f'experiment_name=p-{uuid.uuid4().hex[:8]}'
+    ])
+    log, = glob.glob(str(plain_dir / '*' / '*.log'))
+    with open(log) as f:
+        text = f.read()
+    assert ("trained and selected under protocol 'official' (selection "
+            "'best'), loaded with a config that sets no protocol") in text
+    with pytest.raises(ValueError, match=r"trained under protocol .*"
+                       'resumed with a config that sets no protocol'):
+        train_tool.main([
+            plain, '--work-dir', work_dir, '--resume', '--cfg-options',
+            'train_cfg.max_epochs=2',
+            f'experiment_name=r-{uuid.uuid4().hex[:8]}'
+        ])
+
 
 @pytest.mark.parametrize('name', ['official', 'clean'])
 def test_protocols_refuse_a_zero_shot_evaluation(name):

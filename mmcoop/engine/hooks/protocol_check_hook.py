@@ -42,10 +42,12 @@ def protocol_differences(stored: Optional[dict],
 class ProtocolCheckHook(Hook):
     """Keep the protocol with the weights it selected.
 
-    :func:`mmcoop.experiments.apply_protocol` adds this hook. Every
-    checkpoint gets ``meta['protocol']`` (the applied ``protocol`` of the
-    config: name, selection, and for ``clean`` the split). When a
-    checkpoint that records one is loaded:
+    :func:`mmcoop.experiments.apply_protocol` adds this hook, and the
+    runner registers it for every config (``mmcoop_hooks.protocol_check``).
+    Every checkpoint gets ``meta['protocol']`` (the applied ``protocol`` of
+    the config: name, selection, and for ``clean`` the split). When a
+    checkpoint that records one is loaded (also with a config that sets
+    no protocol):
 
     * ``--resume`` under another protocol raises: the best score and the
       checkpoints kept so far were selected under the recorded one;
@@ -57,19 +59,46 @@ class ProtocolCheckHook(Hook):
 
     priority = 'NORMAL'
 
+    @staticmethod
+    def _without_protocol(runner, stored: dict, source: str) -> None:
+        """A checkpoint of a protocol loaded with a config that sets none
+        (e.g. a shipped paper config): a resume would select under other
+        rules; a test reports the recorded protocol's model, without what
+        the protocol adds (``clean``: the calibrated thresholds)."""
+        name = stored.get('name')
+        if is_resuming(runner):
+            raise ValueError(
+                f'{source}: trained under protocol {dict(stored)!r}, resumed '
+                'with a config that sets no protocol; the best checkpoint '
+                'and score kept so far were selected under the first. Fix: '
+                f"resume with protocol=dict(name={name!r}, ...) as "
+                'recorded, or train in a new --work-dir.')
+        runner.logger.warning(
+            f'{source}: trained and selected under protocol {name!r} '
+            f'(selection {stored.get("selection")!r}), loaded with a config '
+            'that sets no protocol: its numbers are those of the '
+            f'{name!r} protocol\'s model selection, and what the protocol '
+            'adds to a test (clean: the calibrated thresholds, CF1_calib) '
+            f'is not applied. Fix: test with protocol={name!r} '
+            f'(--cfg-options protocol.name={name}), or label the numbers '
+            f'{name!r}.')
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         protocol = _normal(runner.cfg.get('protocol', None))
         if protocol:
             checkpoint.setdefault('meta', {})[META_KEY] = protocol
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        stored = (checkpoint.get('meta') or {}).get(META_KEY)
+        stored = _normal((checkpoint.get('meta') or {}).get(META_KEY))
         now = runner.cfg.get('protocol', None)
+        source = runner.cfg.get('load_from', None) or \
+            f'the last checkpoint of {runner.work_dir}'
+        if stored and not _normal(now):
+            self._without_protocol(runner, stored, source)
+            return
         differ = protocol_differences(stored, now)
         if not differ:
             return
-        source = runner.cfg.get('load_from', None) or \
-            f'the last checkpoint of {runner.work_dir}'
         if is_resuming(runner):
             raise ValueError(
                 f'{source}: trained under protocol {dict(stored)!r}, resumed '
