@@ -234,15 +234,16 @@ def init_model(config: ConfigType,
         ckpt = safe_torch_load(local, map_location='cpu', runtime_state=True)
         if not isinstance(ckpt, dict):
             raise RuntimeError(f'{checkpoint!r} is not a checkpoint dict.')
-        if not strict:
-            _warn_unloaded(model, ckpt, str(checkpoint))
         # the checks the config switched off (`checkpoint_check`, read as
-        # MMCoopRunner reads it) stay off here too
+        # MMCoopRunner reads it) stay off here too; strict=False switches
+        # them all off, and still refuses a checkpoint of which nothing fits
         checks = cfg.get('checkpoint_check', None) if strict else \
             dict.fromkeys(CHECKS, False)
         for problem in check_checkpoint_fits(model, ckpt, str(checkpoint),
                                              checks):
             warnings.warn(problem)
+        if not strict:
+            _warn_unloaded(model, ckpt, str(checkpoint))
         load_checkpoint_weights(
             model,
             ckpt,

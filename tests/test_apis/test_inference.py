@@ -207,6 +207,14 @@ def test_checkpoint_mismatch_and_unsafe(setup):
     # strict=False only on explicit request: warnings, what fits is loaded
     with pytest.warns(UserWarning, match='pos_prompt.ctx.*strict=False'):
         build(setup['cfg_path'], bad, strict=False)
+    # nothing fits: refused even so, without the "loading what fits" first
+    unrelated = str(tmp / 'unrelated.pth')
+    torch.save({'state_dict': {'other.weight': torch.zeros(2)}}, unrelated)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        with pytest.raises(CheckpointMismatchError):
+            build(setup['cfg_path'], unrelated, strict=False)
+    assert not any('loading what fits' in str(w.message) for w in caught)
 
     unsafe = str(tmp / 'unsafe.pth')
     torch.save({'state_dict': setup['trained'].state_dict(),
