@@ -311,11 +311,13 @@ def test_publish_refuses_a_checkpoint_of_another_config(tmp_path):
     ckpt = _fake_run(tmp_path / 'run', name, 3, [(3, 50.0)])
     with pytest.raises(ValueError, match=(
             rf"epoch_3\.pth is not a model of '{name}': its 2 classes \(a, "
-            r'b, \.\.\.\) are not the 20 of .*Fix: pass the --model-name')):
+            r'b, \.\.\.\) are not the 20 of .*Fix: pass --model-name NAME, '
+            r'the metafile entry .*no file was written')):
         publish_tool.main([ckpt, str(out / 'a.pth'), '--no-date',
                            '--metafile', metafile])
     assert [m['Weights'] for m in read_metafile(metafile)['Models']
             if m['Name'] == name] == [None]
+    assert os.listdir(out) == []  # checked before the release is written
     # VOC's classes, trained on another CLIP
     from mmcoop.datasets.categories import VOC2007_CATEGORIES
     ckpt = str(tmp_path / 'run' / 'epoch_3.pth')

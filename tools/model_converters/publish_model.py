@@ -150,8 +150,10 @@ def check_release_fits(args, name: str, meta: dict) -> None:
     config = _entry_config(args.metafile, entry.get('Config'))
     if config is None:
         return
-    fix = (f'Fix: pass the --model-name of the config this checkpoint was '
-           f'trained with (nothing was recorded in {args.metafile}).')
+    fix = ('Fix: pass --model-name NAME, the metafile entry (the config '
+           'name, without .py) of the config this checkpoint was trained '
+           f'with (nothing was recorded in {args.metafile}, and no file '
+           'was written).')
     cfg = load_config(config)
     classes = (meta.get('dataset_meta') or {}).get('classes')
     wanted = config_classnames(cfg)
