@@ -212,15 +212,19 @@ def test_checkpoint_of_another_protocol_is_named(tmp_path):
     protocol, the log names both; resumed under another one, the run stops
     (its best score was measured under the first)."""
     data = H.make_demo_data(str(tmp_path / 'demo'))
-    cfg = H.write_config(
-        str(tmp_path / 'baseline.py'),
-        H.METHOD_CONFIGS['baseline'],
-        data,
-        max_epochs=1,
-        text_encoder=False,
-        num_train=16,
-        num_val=8,
-        extra="protocol = dict(name='official')\n")
+
+    def config(name, extra=''):
+        return H.write_config(
+            str(tmp_path / name),
+            H.METHOD_CONFIGS['baseline'],
+            data,
+            max_epochs=1,
+            text_encoder=False,
+            num_train=16,
+            num_val=8,
+            extra=extra)
+
+    cfg = config('baseline.py', "protocol = dict(name='official')\n")
     work_dir = str(tmp_path / 'work' / 'run')
     train_tool.main([
         cfg, '--work-dir', work_dir, '--cfg-options',
@@ -251,14 +255,7 @@ def test_checkpoint_of_another_protocol_is_named(tmp_path):
 
     # a config that sets no protocol (as the shipped paper configs): the
     # test log says so (before: nothing), a resume stops
-    plain = H.write_config(
-        str(tmp_path / 'plain.py'),
-        H.METHOD_CONFIGS['baseline'],
-        data,
-        max_epochs=1,
-        text_encoder=False,
-        num_train=16,
-        num_val=8)
+    plain = config('plain.py')
     plain_dir = tmp_path / 'test_plain'
     test_tool.main([
         plain, best, '--work-dir', str(plain_dir), '--cfg-options',
