@@ -261,6 +261,25 @@ def test_other_ranks_wait_for_rank0_outside_a_collective(
         _cache(image_root, cache_dir, lock_timeout=60)
 
 
+def test_leftovers_of_dead_processes_only_of_this_host(
+        tmp_path, monkeypatch):
+    """Partial builds and ready markers of this host's dead processes are
+    removed; a host whose name extends this one's ('gpu-7' beside 'gpu',
+    on a shared cache_root) keeps its build, even where its pid is not
+    alive here."""
+    import mmcoop.datasets.feature_cache.store as store
+    monkeypatch.setattr(store.socket, 'gethostname', lambda: 'gpu')
+    monkeypatch.setattr(store, 'pid_alive', lambda pid: False)
+    for name in ('c.partial-gpu-7-4242', 'c.partial-gpu-17',
+                 'd.partial-gpu-18'):
+        (tmp_path / name).mkdir()
+    for name in ('c.ready-gpu-19-123', 'c.ready-gpu-7-4242-5', 'c.lock'):
+        (tmp_path / name).write_text('')
+    store.remove_leftovers(str(tmp_path / 'c'))
+    assert sorted(os.listdir(tmp_path)) == [
+        'c.lock', 'c.partial-gpu-7-4242', 'c.ready-gpu-7-4242-5']
+
+
 def test_rank0_marks_the_cache_ready_and_removes_the_mark(
         image_root, tmp_path, monkeypatch):
     import mmcoop.datasets.feature_cache.dataset as module

@@ -137,15 +137,18 @@ def remove_leftovers(cache_dir: str) -> None:
     and of any other (a build of another dtype or view count that ran out
     of disk would keep the space its retry needs)."""
     parent = osp.dirname(cache_dir)
-    partial = re.compile(rf'^.+\.(?:partial|ready)-'
-                         rf'{re.escape(socket.gethostname())}-(\d+)(?:-\d+)?$')
+    host = re.escape(socket.gethostname())
+    # exact names (partial_dir, ready_marker of run_token): a host name
+    # with '-' must not read as this host's with another pid
+    partial = re.compile(rf'^.+\.partial-{host}-(\d+)$|'
+                         rf'^.+\.ready-{host}-(\d+)-\d+$')
     if not osp.isdir(parent):
         return
     for name in os.listdir(parent):
         match = partial.match(name)
         if not match:
             continue
-        pid = int(match.group(1))
+        pid = int(match.group(1) or match.group(2))
         if pid != os.getpid() and not pid_alive(pid):
             path = osp.join(parent, name)
             MMLogger.get_current_instance().info(
