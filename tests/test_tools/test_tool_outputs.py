@@ -286,8 +286,9 @@ def test_draw_hook_gives_every_image_its_own_file(tmp_path):
 def test_draw_hook_names_the_same_files_in_every_process(tmp_path):
     """With N processes each rank drew its share and named a repeated stem
     by its own count: both ranks wrote 'x.png' (6 of 12 drawings lost with
-    2 processes). Names now come from the whole test set and the sample's
-    index in it: the same in any process."""
+    2 processes). Names now come from the whole test set and the image's
+    position in it (not sample_idx, which a ConcatDataset counts per
+    part): the same in any process."""
     from mmcoop.engine.hooks.prediction_draw_hook import PredictionDrawHook
     pytest.importorskip('matplotlib')
     paths = []
@@ -309,9 +310,9 @@ def test_draw_hook_names_the_same_files_in_every_process(tmp_path):
     runner = types.SimpleNamespace(test_dataloader=types.SimpleNamespace(
         dataset=Dataset()))
 
-    def sample(i):
+    def sample(i):  # sample_idx as a ConcatDataset of two parts has it
         return DataSample(metainfo=dict(
-            img_path=paths[i], sample_idx=i)).set_pred_score(
+            img_path=paths[i], sample_idx=i % 2)).set_pred_score(
                 torch.tensor([0.9, 0.2]))
 
     out = tmp_path / 'vis'

@@ -33,8 +33,8 @@ class PredictionDrawHook(Hook):
     ``topk`` scores, each bar coloured by the ground-truth label
     (:func:`mmcoop.visualization.prediction_figure`). A stem that several
     images of the test set share (``a/x.jpg`` and ``b/x.jpg``) is drawn as
-    ``<stem>_<index in the dataset>.png``, so every image has a file of its
-    own, whichever process of a distributed test draws it.
+    ``<stem>_<position in the test set>.png``, so every image has a file
+    of its own, whichever process of a distributed test draws it.
 
     Args:
         out_dir (str): folder of the PNGs; must be absent or empty (nothing
@@ -68,16 +68,20 @@ class PredictionDrawHook(Hook):
         self.threshold = threshold
         self._written = set()
         self._stems: Optional[dict] = None
+        self._positions: dict = {}
 
     def before_test(self, runner) -> None:
-        """Count the image stems of the whole test set (every process
-        sees the same), which decide the file names."""
+        """Count the image stems of the whole test set and note each
+        image's position in it (every process sees the same), which decide
+        the file names."""
         from collections import Counter
 
         from mmcoop.datasets.feature_cache.key import image_paths
-        self._stems = Counter(
-            osp.splitext(osp.basename(p))[0]
-            for p in image_paths(runner.test_dataloader.dataset))
+        paths = image_paths(runner.test_dataloader.dataset)
+        self._stems = Counter(osp.splitext(osp.basename(p))[0] for p in paths)
+        self._positions = {}
+        for i, path in enumerate(paths):
+            self._positions.setdefault(path, i)
 
     def after_test_iter(self,
                         runner,
@@ -100,26 +104,27 @@ class PredictionDrawHook(Hook):
             ]
             targets = (sample.gt_score.detach().cpu().numpy()
                        if 'gt_score' in sample else None)
-            name = self._file_stem(path, sample.get('sample_idx'),
-                                   batch_idx, index)
+            name = self._file_stem(path, batch_idx, index)
             image = np.asarray(Image.open(path).convert('RGB'))
             fig = prediction_figure(
                 image, scores, names, targets, self.topk, self.threshold,
                 title=osp.basename(path))
             save_figure(fig, osp.join(self.out_dir, f'{name}.png'))
 
-    def _file_stem(self, path: str, sample_idx: Optional[int],
-                   batch_idx: int, index: int) -> str:
+    def _file_stem(self, path: str, batch_idx: int, index: int) -> str:
         """The file stem of the image ``path`` (see the class doc): from
-        the test set's stems and the sample's index in it, the same in
-        every process; without them (a dataset whose samples carry no
-        ``sample_idx``), one not used before by this process."""
+        the test set's stems and the image's position in it (not the
+        sample's ``sample_idx``, which a ``ConcatDataset`` counts per
+        part), the same in every process; for an image not found there
+        (a pipeline that renames it), one not used before by this
+        process."""
         stem = osp.splitext(osp.basename(path))[0]
-        if self._stems is None or sample_idx is None:
+        position = self._positions.get(str(path))
+        if self._stems is None or position is None:
             return self._unique_name(path, batch_idx, index)
         name = stem
         if self._stems[stem] > 1:
-            name = f'{stem}_{int(sample_idx)}'
+            name = f'{stem}_{position}'
             while name in self._stems:  # an image named 'x_3'
                 name += '_'
         return name
