@@ -561,6 +561,14 @@ def test_a_file_of_one_tower_blames_the_file_not_model_name(
                 'whole CLIP checkpoint')) as info:
             cls(TINY_RN, pretrained=str(path))
         assert 'model_name' not in str(info.value)
+    # keys of another layout (Hugging Face's, big_vision's) say nothing of
+    # towers: the load's own error, which names model_name
+    other = {f'vision_model.{k}' if k.startswith('visual.') else
+             f'text_model.{k}': v for k, v in sd.items()}
+    path = tmp_path / 'hf_layout.pt'
+    torch.save(other, path)
+    with pytest.raises(RuntimeError, match='do not fit.*model_name'):
+        FrozenCLIP(TINY_RN, pretrained=str(path))
 
 
 def test_a_folder_named_like_a_tag_does_not_shadow_the_tag(

@@ -177,18 +177,26 @@ def _check_vit_grid(model: torch.nn.Module, path: str,
         'runs at.')
 
 
+#: open_clip's key prefixes of the text tower (and the shared scalars)
+_TEXT_KEYS = ('token_embedding.', 'positional_embedding', 'transformer.',
+              'ln_final.', 'text_projection', 'text.', 'logit_scale',
+              'logit_bias', 'attn_mask')
+
+
 def _check_one_tower_file(path: str, keys: List[str]) -> None:
     """Raise ``CheckpointReadError`` if the weights file ``path`` (its
-    tensor names ``keys``) holds one tower of a CLIP only (an image
-    encoder saved alone, or a text encoder): then the fault is the file,
-    not ``model_name``."""
+    tensor names ``keys``) holds one tower of an open_clip CLIP only (an
+    image encoder saved alone, or a text encoder): then the fault is the
+    file, not ``model_name``. Keys of other layouts (big_vision ``.npz``,
+    Hugging Face ``vision_model.*``) are left to the load's own error."""
     names = [k[len('module.'):] if k.startswith('module.') else k
              for k in keys]
     image = sum(n.startswith('visual.') for n in names)
-    if names and (image == len(names) or image == 0):
+    text = sum(n.startswith(_TEXT_KEYS) for n in names)
+    if names and (image == len(names) or text == len(names)):
         has, lacks = (('the image tower (visual.*)', 'the text tower')
-                      if image else ('no image tower (visual.*)',
-                                     'the image tower'))
+                      if image else ('the text tower', 'the image tower '
+                                     '(visual.*)'))
         raise CheckpointReadError(
             f'CLIP weights file {path!r} (field `pretrained`) holds '
             f'{has} only ({len(names)} tensors): the file lacks {lacks}, '
