@@ -534,16 +534,17 @@ class CachedFeatureDataset(DatasetWrapper):
             backbone = backbone.to(device).eval()
             if self.num_views > 1 and not views_differ(
                     self.dataset, preprocessor.to(device), device,
-                    self.seed):
+                    self.seed, self.num_views):
                 logger.warning(
                     f'Feature cache {self.cache_dir}: num_views='
-                    f'{self.num_views}, but views 0 and 1 of the first '
-                    'images are identical: the pipeline draws no random '
-                    f'augmentation, so the {self.num_views} views are one '
-                    f'view stored {self.num_views} times ({self.num_views}x '
-                    'the extraction time and disk). Fix: num_views=1, or a '
-                    'train pipeline with random augmentation (the shipped '
-                    "configs' Cutout + RandAugment).")
+                    f'{self.num_views}, but the views of the first 16 '
+                    'images are identical: the pipeline seems to draw no '
+                    f'random augmentation, so the {self.num_views} views '
+                    f'would be one view stored {self.num_views} times '
+                    f'({self.num_views}x the extraction time and disk). '
+                    'Fix: num_views=1, or a train pipeline with random '
+                    "augmentation (the shipped configs' Cutout + "
+                    'RandAugment).')
             shape, shards = extract_views(
                 tmp,
                 self.dataset,

@@ -60,21 +60,23 @@ def _collate(batch):
 
 @torch.no_grad()
 def views_differ(dataset, preprocessor, device: torch.device, seed: int,
-                 count: int = 4) -> bool:
-    """Whether views 0 and 1 give other tower inputs for any of the first
-    ``count`` samples (the pipeline, then the preprocessor, as
-    :func:`extract_views` runs them). False means the pipeline draws no
-    random augmentation: every view would be the same. The global RNGs
-    are restored afterwards."""
+                 num_views: int = 2, count: int = 16) -> bool:
+    """Whether views 1 .. ``num_views`` - 1 (at most 3 of them) give other
+    tower inputs than view 0 for any of the first ``count`` samples (the
+    pipeline, then the preprocessor, as :func:`extract_views` runs them).
+    False means the pipeline draws no random augmentation (a random one,
+    even a flip with p = 0.5, differs somewhere in 16 images x 2 views
+    but for a chance of 2^-16): every view would be the same. The global
+    RNGs are restored afterwards."""
     indices = range(min(count, len(dataset)))
     with RNGGuard():
         views = []
-        for view in (0, 1):
+        for view in range(min(num_views, 4)):
             _, images, samples = _collate(
                 [SeededView(dataset, view, seed)[i] for i in indices])
             views.append(preprocessor(
                 dict(inputs=images, data_samples=samples), False)['inputs'])
-    return not torch.equal(*views)
+    return any(not torch.equal(views[0], v) for v in views[1:])
 
 
 @torch.no_grad()
