@@ -2,11 +2,12 @@
 """Multi-label prediction for one or more images.
 
     python demo/image_demo.py IMAGE [IMAGE ...] CONFIG CHECKPOINT \
-        [--threshold 0.5] [--topk 5] [--show-dir DIR [--force]] \
+        [--threshold 0.5 | calibrated] [--topk 5] [--show-dir DIR [--force]] \
         [--device cpu] [--batch-size N]
 
 Prints, per image, the labels with ``score >= threshold`` (by decreasing
-score). With ``--show-dir`` it saves ``DIR/<image stem>.png``: the image
+score); ``--threshold calibrated`` labels with the per-class thresholds
+that a clean-protocol checkpoint stores. With ``--show-dir`` it saves ``DIR/<image stem>.png``: the image
 with the top ``--topk`` labels above the threshold written in the upper-left
 corner, at the image's own size (images with a short side below 256 px are
 enlarged to 256, aspect kept). Existing files are overwritten only with
@@ -21,13 +22,19 @@ import sys
 import numpy as np
 from PIL import Image
 
-from mmcoop.apis import (default_threshold, draw_predictions, inference_model,
-                         init_model)
+from mmcoop.apis import (draw_predictions, inference_model, init_model,
+                         resolve_threshold)
+from mmcoop.apis.visualization import threshold_text
 from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
 from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none, fraction,
                                positive_int, torch_device)
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.visualization import save_image
+
+
+def fraction_or_calibrated(text: str):
+    """argparse type: a number in [0, 1], or ``calibrated``."""
+    return text if text == 'calibrated' else fraction(text)
 
 
 def parse_args(argv=None):
@@ -41,9 +48,12 @@ def parse_args(argv=None):
         type=checkpoint_or_none,
         help="checkpoint file, or 'none' for a model with nothing learned "
         '(ZeroShotHead)')
-    parser.add_argument('--threshold', type=fraction, default=None,
-                        help="score threshold in [0, 1] (default: the "
-                        "config's model.head.thr, 0.5 unless set)")
+    parser.add_argument('--threshold', type=fraction_or_calibrated,
+                        default=None,
+                        help="score threshold in [0, 1], or 'calibrated' "
+                        "(the per-class thresholds of a clean-protocol "
+                        "checkpoint; default: the config's model.head.thr, "
+                        '0.5 unless set)')
     parser.add_argument('--topk', type=positive_int, default=5,
                         help='at most this many labels drawn (>= 1, '
                         'default 5)')
@@ -96,8 +106,7 @@ def main(argv=None):
         outputs = dict(zip(args.images, names))
     model = init_model(args.config, checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
-    threshold = args.threshold if args.threshold is not None else \
-        default_threshold(model)
+    threshold = resolve_threshold(model, args.threshold)
     classes = model.dataset_meta.get('classes')
     results, saved, failed = [], [], []
     # batch by batch: each image's labels are printed as soon as they are
@@ -130,7 +139,7 @@ def _report(args, paths, results, classes, threshold, outputs, saved):
         print(f'{path}:')
         if not result['labels']:
             top = int(np.argmax(result['scores']))
-            print(f'  no label >= {threshold:g} (best: '
+            print(f'  no label {threshold_text(threshold)} (best: '
                   f"{classes[top] if classes else top} "
                   f"{result['scores'][top]:.4f})")
         for label, name in zip(result['labels'], result['classes']):

@@ -507,33 +507,9 @@ class MultiLabelInferencer:
         return results
 
     def _thresholds(self, threshold):
-        """The one check of a ``threshold`` argument.
-
-        Returns:
-            float | np.ndarray: a number in [0, 1] or a ``(C,)`` float
-            array of them. None gives the default 0.5.
-
-        Raises:
-            ValueError: not a number, ``'calibrated'`` or a flat sequence of
-                one number per class, or a value outside [0, 1] (nan
-                included); the message names the value and the fix.
-        """
-        if threshold is None:
-            return default_threshold(self.model)
-        if isinstance(threshold, str):
-            if threshold != 'calibrated':
-                raise ValueError(f"threshold must be a number, per-class "
-                                 f"values or 'calibrated', got {threshold!r}.")
-            calibrated = getattr(self.model, 'calibrated_thresholds', None)
-            if calibrated is None:
-                raise ValueError(
-                    "threshold='calibrated': the checkpoint has no "
-                    "meta['calibrated_thresholds']. Fix: train with the "
-                    "clean protocol (configs/_base_/protocols/clean.py), "
-                    'which calibrates them on the validation split, or pass '
-                    'a number.')
-            threshold = calibrated
-        return check_threshold_values(threshold, self.classes)
+        """The one check of a ``threshold`` argument
+        (:func:`resolve_threshold`)."""
+        return resolve_threshold(self.model, threshold, self.classes)
 
     def postprocess(self, sample, image: ImageType,
                     threshold: float) -> dict:
@@ -553,6 +529,42 @@ class MultiLabelInferencer:
             classes=names,
             img_path=str(image) if isinstance(image, (str, os.PathLike)) else
             None)
+
+
+def resolve_threshold(model: nn.Module, threshold,
+                      classes: Optional[Sequence[str]] = None):
+    """The label threshold(s) a ``threshold`` argument of inference means
+    for ``model`` (from :func:`init_model`): None -> the config's
+    (:func:`default_threshold`); ``'calibrated'`` -> the per-class
+    thresholds of its checkpoint; a number or one per class, checked.
+
+    Returns:
+        float | np.ndarray: a number in [0, 1] or a ``(C,)`` float64
+        array of them.
+
+    Raises:
+        ValueError: not a number, ``'calibrated'`` or a flat sequence of
+            one number per class, a value outside [0, 1] (nan included),
+            or ``'calibrated'`` for a checkpoint without them; the message
+            names the value and the fix.
+    """
+    if threshold is None:
+        return default_threshold(model)
+    if isinstance(threshold, str):
+        if threshold != 'calibrated':
+            raise ValueError(f"threshold must be a number, per-class "
+                             f"values or 'calibrated', got {threshold!r}.")
+        calibrated = getattr(model, 'calibrated_thresholds', None)
+        if calibrated is None:
+            raise ValueError(
+                "threshold='calibrated': the checkpoint has no "
+                "meta['calibrated_thresholds']. Fix: train with the "
+                "clean protocol (configs/_base_/protocols/clean.py), "
+                'which calibrates them on the validation split, or pass '
+                'a number.')
+        threshold = calibrated
+    return check_threshold_values(
+        threshold, classes if classes is not None else _classes_of(model))
 
 
 def default_threshold(model: nn.Module) -> float:

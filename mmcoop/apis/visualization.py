@@ -14,6 +14,14 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def threshold_text(threshold) -> str:
+    """``'>= 0.5'`` for one threshold, ``'>= its class threshold'`` for
+    per-class ones (e.g. the calibrated thresholds)."""
+    if np.ndim(threshold):
+        return '>= its class threshold'
+    return f'>= {float(threshold):g}'
+
+
 def draw_predictions(image: np.ndarray,
                      result: dict,
                      classes=None,
@@ -23,7 +31,8 @@ def draw_predictions(image: np.ndarray,
     """Write the top predictions onto an image.
 
     Lines are ``"name: score"`` for the ``topk`` highest scores; with
-    ``threshold``, only scores ``>= threshold`` (or ``"no label >= thr"``).
+    ``threshold`` (one, or one per class), only scores ``>= threshold``
+    (or ``"no label >= thr"``).
     The output has the size of the input image, except that an image whose
     short side is below ``min_side`` is first enlarged (bilinear, aspect
     kept) to a short side of ``min_side`` so the text stays readable.
@@ -34,7 +43,8 @@ def draw_predictions(image: np.ndarray,
         classes (list[str], optional): all class names (indexed by class).
             Defaults to the result's own ``classes`` for its ``labels``.
         topk (int): at most this many lines.
-        threshold (float, optional): hide scores below it.
+        threshold (float | np.ndarray, optional): hide scores below it (one
+            number, or one per class).
         min_side (int): smallest short side of the output. Defaults to 256.
 
     Returns:
@@ -49,7 +59,8 @@ def draw_predictions(image: np.ndarray,
     scores = np.asarray(result['scores'])
     order = np.argsort(-scores, kind='stable')[:max(0, int(topk))]
     if threshold is not None:
-        order = [i for i in order if scores[i] >= threshold]
+        above = scores >= np.broadcast_to(threshold, scores.shape)
+        order = [i for i in order if above[i]]
     if classes is None:
         lookup = dict(
             zip(result.get('labels', []), result.get('classes', [])))
@@ -58,7 +69,7 @@ def draw_predictions(image: np.ndarray,
         names = [classes[int(i)] for i in order]
     lines = [f'{n}: {scores[i]:.2f}' for n, i in zip(names, order)]
     if not lines:
-        lines = [f'no label >= {threshold:g}']
+        lines = [f'no label {threshold_text(threshold)}']
     size = max(10, min(img.size) // 20)
     font = _font(size)
     draw = ImageDraw.Draw(img, 'RGBA')

@@ -42,6 +42,33 @@ def setup(tmp_path_factory):
 
 
 # ------------------------------------------------------------ thresholds
+def test_image_demo_labels_with_the_calibrated_thresholds(setup, capsys):
+    """``image_demo.py --threshold calibrated``, as
+    ``inference_model(..., threshold='calibrated')``: the per-class
+    thresholds of a clean-protocol checkpoint (before: only a number)."""
+    demo = load_tool('demo/image_demo.py')
+    scores = inference_model(init_model(setup['cfg_path'], setup['ckpt']),
+                             setup['image'])[0]['scores']
+    # thresholds that keep classes 1 and 3 only (half of their scores)
+    thresholds = [1.0, float(scores[1]) / 2, 1.0, float(scores[3]) / 2]
+    assert min(scores[1], scores[3]) > 0
+    ckpt = str(setup['tmp'] / 'calibrated.pth')
+    torch.save({'state_dict': setup['model'].state_dict(),
+                'meta': {'calibrated_thresholds': dict(
+                    thresholds=thresholds, classes=CLASSES, epoch=1,
+                    split='val')}}, ckpt)
+    capsys.readouterr()
+    results, _ = demo.main([setup['image'], setup['cfg_path'], ckpt,
+                            '--threshold', 'calibrated'])
+    assert sorted(results[0]['labels']) == [1, 3]
+    out = capsys.readouterr().out
+    assert 'dog:' in out and 'hair drier:' in out and 'cat:' not in out
+    # a checkpoint without them: the inference API's error
+    with pytest.raises(ValueError, match="no meta.*calibrated_thresholds"):
+        demo.main([setup['image'], setup['cfg_path'], setup['ckpt'],
+                   '--threshold', 'calibrated'])
+
+
 @pytest.mark.parametrize('threshold, match', [
     ([0.5, 0.5], r'threshold has 2 values, but the model has 4 classes'),
     ([[0.5] * 4], r'got an array of shape \(1, 4\).*flat list'),
