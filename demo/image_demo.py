@@ -2,15 +2,15 @@
 """Multi-label prediction for one or more images.
 
     python demo/image_demo.py IMAGE [IMAGE ...] CONFIG CHECKPOINT \
-        [--threshold 0.5 | calibrated] [--topk 5] [--show-dir DIR [--force]] \
+        [--threshold 0.5] [--topk 5] [--show-dir DIR [--force]] \
         [--device cpu] [--batch-size N]
 
 Prints, per image, the labels with ``score >= threshold`` (by decreasing
 score); ``--threshold calibrated`` labels with the per-class thresholds
-that a clean-protocol checkpoint stores. With ``--show-dir`` it saves ``DIR/<image stem>.png``: the image
-with the top ``--topk`` labels above the threshold written in the upper-left
-corner, at the image's own size (images with a short side below 256 px are
-enlarged to 256, aspect kept). Existing files are overwritten only with
+that a clean-protocol checkpoint stores. With ``--show-dir`` it saves
+``DIR/<image stem>.png``: the image with the top ``--topk`` labels above
+the threshold written in the upper-left corner, at the image's own size
+(images with a short side below 256 px are enlarged to 256, aspect kept). Existing files are overwritten only with
 ``--force``; two images with the same stem (``a/x.jpg``, ``b/x.png``) are
 refused rather than written to one file. The output folders are made only
 once the model has loaded and the images have run.
