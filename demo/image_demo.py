@@ -10,9 +10,10 @@ score); ``--threshold calibrated`` labels with the per-class thresholds
 that a clean-protocol checkpoint stores. With ``--show-dir`` it saves
 ``DIR/<image stem>.png``: the image with the top ``--topk`` labels above
 the threshold written in the upper-left corner, at the image's own size
-(images with a short side below 256 px are enlarged to 256, aspect kept). Existing files are overwritten only with
-``--force``; two images with the same stem (``a/x.jpg``, ``b/x.png``) are
-refused rather than written to one file. The output folders are made only
+(images with a short side below 256 px are enlarged to 256, aspect kept).
+Existing files are overwritten only with ``--force``; two images with the
+same stem (``a/x.jpg``, ``b/x.png``) are refused rather than written to
+one file. The output folders are made only
 once the model has loaded and the images have run.
 """
 import argparse
