@@ -585,6 +585,38 @@ def test_eval_cache_follows_loaded_checkpoints(tiny_rn_file):
     assert not torch.allclose(before, after)
 
 
+@pytest.mark.parametrize('head_type', ['DualCoOpHead', 'ZeroShotHead'])
+def test_eval_cache_follows_the_text_tower_and_autocast(
+        head_type, tiny_rn_file):
+    """The cache was keyed on the trainable values only: new frozen text
+    weights (a checkpoint that carries them; for a ZeroShotHead, which has
+    no trainable value, the cache never refreshed) and features computed
+    under an outer autocast (a test loop's fp16=True) were served to later
+    evaluations: logits off by up to 25, or with bf16's error in an fp32
+    run."""
+    torch.manual_seed(0)
+    head = MODELS.build(head_cfg(head_type, tiny_rn_file)).eval()
+    dense = _dense()
+
+    def fresh():  # computed anew (training mode does not use the cache)
+        head.train()
+        out = head((dense, ))
+        head.eval()
+        return out
+
+    with torch.no_grad():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            head((dense, ))  # fills the cache under autocast
+        plain = head((dense, ))
+        torch.testing.assert_close(plain, fresh(), rtol=0, atol=0)
+        before = head((dense, ))  # fills the cache
+        for p in head.text_encoder.parameters():  # as a load copies them
+            p.add_(0.05 * torch.randn_like(p))
+        after = head((dense, ))
+        assert not torch.allclose(after, before)
+        torch.testing.assert_close(after, fresh(), rtol=0, atol=0)
+
+
 # --------------------------------------------------------------------------
 # predictions
 # --------------------------------------------------------------------------

@@ -126,6 +126,7 @@ class PromptRegionHead(PartialLabelHead):
             neg=ctx_init_words('neg_ctx_init', neg_ctx_init) or pos_words)
         self.class_subset = class_subset
         self._cache_key = None
+        self._cache_state_key = None
         self._cache = None
 
     unseen_class_args = ('class_specific', )
@@ -198,17 +199,35 @@ class PromptRegionHead(PartialLabelHead):
         The cache is keyed on a copy of those values, compared at every
         call: a change that bypasses autograd's version counter
         (``p.data.copy_(...)``, as MMEngine's ``EMAHook`` swaps the
-        averaged weights in and out) is seen too. The cached features are
-        copies, so they never follow a parameter they were read from."""
+        averaged weights in and out) is seen too. It is also keyed on the
+        frozen text tower's weights (their version counters, which every
+        ``load_state_dict`` bumps: a checkpoint that carries them), its
+        device and the autocast state the features are computed under (an
+        outer ``torch.autocast``, as a test loop's ``fp16=True``). The
+        cached features are copies, so they never follow a parameter they
+        were read from."""
         if self.training or torch.is_grad_enabled():
             self._cache_key = self._cache = None
             return self.class_features()
         params = [p for p in self.parameters() if p.requires_grad]
-        if self._cache is None or not _same_values(self._cache_key, params):
+        state = self._cache_state()
+        if self._cache is None or state != self._cache_state_key or \
+                not _same_values(self._cache_key, params):
             self._cache = tuple(
                 f.detach().clone() for f in self.class_features())
             self._cache_key = [p.detach().clone() for p in params]
+            self._cache_state_key = state
         return self._cache
+
+    def _cache_state(self) -> tuple:
+        """What the class features depend on besides the trainable values
+        (see :meth:`cached_class_features`)."""
+        tower = getattr(self, 'text_encoder', None)
+        tensors = [*tower.parameters(), *tower.buffers()] if tower else []
+        device = tensors[0].device if tensors else torch.device('cpu')
+        return (str(device), torch.is_autocast_enabled(device.type),
+                torch.get_autocast_dtype(device.type),
+                tuple(t._version for t in tensors))
 
     def _aggregate(self, dense: torch.Tensor, neg: torch.Tensor,
                    pos: torch.Tensor) -> torch.Tensor:
