@@ -15,8 +15,9 @@ from mmcoop.utils.paths import expand_user
 from .categories import COCO2014_CATEGORIES
 from .tri_state import resolve_class_args
 from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
-                    check_class_names, check_given_classes,
-                    read_annotation_text, relative_path_note, same_class_names)
+                    check_class_names, check_given_classes, class_columns,
+                    read_annotation_text, read_class_list,
+                    relative_path_note, same_class_names)
 
 __all__ = ['COCO2014MultiLabel', 'CocoLabels', 'load_coco_multilabel']
 
@@ -296,6 +297,13 @@ class COCO2014MultiLabel(NotEmptyMixin, MultiLabelDataset):
             Defaults to ``{split}2014``.
         filter_empty (bool): Drop images without annotations (official).
             Defaults to True.
+        image_classes (str | Sequence[str], optional): keep only the
+            images with at least one annotation of these classes (names of
+            ``classes``, or a text file, one name a line), in the file's
+            order: the image sets of DualCoOp's zero-shot files, which
+            hold the annotations of one class subset (e.g.
+            :data:`mmcoop.datasets.unseen_splits.COCO_48_17_SEEN` for
+            training). Defaults to None (every image).
         strict_class_names (bool): See above. Defaults to True.
         backend_args (dict, optional): mmengine file backend arguments.
         metainfo (dict, optional): Meta information. Defaults to None.
@@ -323,12 +331,15 @@ class COCO2014MultiLabel(NotEmptyMixin, MultiLabelDataset):
                  backend_args: Optional[dict] = None,
                  metainfo: Optional[dict] = None,
                  classes: Union[str, Sequence[str], None] = None,
+                 image_classes: Union[str, Sequence[str], None] = None,
                  **kwargs):
         if split not in self.SPLITS:
             raise ValueError(f'COCO2014MultiLabel: split must be one of '
                              f'{self.SPLITS}, got {split!r}.')
         self.split = split
         self.filter_empty = filter_empty
+        self.image_classes = None if image_classes is None else \
+            read_class_list(image_classes, 'COCO2014MultiLabel.image_classes')
         self.strict_class_names = strict_class_names
         self.backend_args = backend_args
         self._explicit_classes = classes is not None or (
@@ -388,8 +399,23 @@ class COCO2014MultiLabel(NotEmptyMixin, MultiLabelDataset):
                 'the instances file of this split.')
         num_classes = len(self.CLASSES)
         img_prefix = self.img_prefix
+        images = coco.images
+        if self.image_classes is not None:
+            wanted = set(class_columns(
+                self.CLASSES, self.image_classes, 'COCO2014MultiLabel',
+                'image_classes').tolist())
+            images = [im for im in images if wanted & set(im[2])]
+            MMLogger.get_current_instance().info(
+                f'{self.ann_file}: {len(images)} of {len(coco.images)} '
+                f'images have an annotation of the {len(wanted)} '
+                'image_classes; the others are left out.')
+            if not images:
+                raise AnnotationError(
+                    f'{self.ann_file}: no image has an annotation of '
+                    'image_classes, so the split is empty. Fix: check '
+                    'image_classes against the file\'s categories.')
         data_list = []
-        for img_id, file_name, labels in coco.images:
+        for img_id, file_name, labels in images:
             score = np.zeros(num_classes, dtype=np.float32)
             score[labels] = 1.
             data_list.append(

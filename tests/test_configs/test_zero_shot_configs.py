@@ -57,7 +57,11 @@ def test_config_keys_and_no_unknown_key(path):
     hidden = set(train.unseen_classes)
     assert len(hidden) == 32 and hidden >= set(COCO_48_17_UNSEEN)
     assert hidden | set(COCO_48_17_SEEN) == set(COCO2014_CATEGORIES)
+    # the official image sets: training images with a seen object; the
+    # metric scores each part's images with a positive (its default)
+    assert tuple(train.dataset.image_classes) == COCO_48_17_SEEN
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
+        assert evaluator.get('images', 'with_positive') == 'with_positive'
         assert evaluator.type == 'UnseenClassMetric'
         assert 'thr' not in evaluator  # the base's metric key is dropped
         assert tuple(evaluator.unseen_classes) == COCO_48_17_UNSEEN

@@ -52,6 +52,20 @@ def test_class_order_filter_and_targets(coco_root):
             f'COCO_train2014_{info["img_id"]:012d}.jpg')
 
 
+def test_image_classes_keep_the_images_of_a_class_subset(coco_root):
+    """DualCoOp's zero-shot files hold one class subset's annotations, so
+    their images are those with an object of it (the COCO 48/17 training
+    set: a seen object); every image was used before."""
+    # FILE_CLASSES: bicycle, airplane, dog, fire hydrant; images 12: 0, 2,
+    # 10: 0, 1, 14: 3, 11: 0
+    ds = COCO2014MultiLabel(coco_root, image_classes=['airplane', 'Dog'])
+    assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == \
+        [12, 10]  # the file's order; all labels kept
+    assert ds.get_data_info(0)['gt_label'] == [0, 2]
+    with pytest.raises(ValueError, match='image_classes'):
+        COCO2014MultiLabel(coco_root, image_classes=['unicorn'])
+
+
 def test_val_split_and_keep_empty(coco_root):
     ds = COCO2014MultiLabel(coco_root, split='val', filter_empty=False)
     assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == \

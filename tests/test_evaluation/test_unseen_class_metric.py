@@ -40,6 +40,42 @@ def test_unseen_and_all_by_hand(tmp_path):
     assert out['zsl/all/mAP'] == pytest.approx(100 * (1 + 0.5 + 5 / 6) / 3)
 
 
+def test_each_part_scores_the_images_with_a_positive_in_it():
+    """DualCoOp's COCO 48/17 test files hold, for ZSL, only the images with
+    an unseen object (for GZSL, with one of the 65 classes): every image
+    was scored, and one without a positive adds k false positives to
+    F1@k (a perfect model's unseen/F1@3 was 28.57 where the official
+    image set gives 50). images='all' keeps the former rule."""
+    import numpy as np
+    classes = ('a', 'b', 'c', 'd')  # c, d unseen
+    target = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 1],
+                       [1, 1, 0, 0]], np.float32)
+    pred = np.where(target == 1, .9, .1).astype(np.float32)  # perfect
+
+    def evaluate(**kwargs):
+        metric = UnseenClassMetric(unseen_classes=['c', 'd'],
+                                   seen_classes=['a', 'b'], ks=1, **kwargs)
+        metric.dataset_meta = dict(classes=classes)
+        metric.process(None, [
+            dict(pred_score=torch.tensor(p), gt_score=torch.tensor(t))
+            for p, t in zip(pred, target)
+        ])
+        return metric.evaluate(len(pred))
+
+    official = evaluate()
+    # ZSL: images 1 and 2 (an unseen positive each), both top-1 right
+    assert official['zsl/unseen/F1@1'] == pytest.approx(100.)
+    assert official['zsl/unseen/mAP'] == pytest.approx(100.)
+    # every image: images 0 and 3 predict an unseen class wrongly
+    assert evaluate(images='all')['zsl/unseen/F1@1'] == \
+        pytest.approx(100 * 2 * .5 / 1.5)
+    # GZSL: every image has a positive among a..d: the same either way
+    assert official['zsl/all/F1@1'] == \
+        evaluate(images='all')['zsl/all/F1@1']
+    with pytest.raises(ValueError, match="images must be one of"):
+        UnseenClassMetric(unseen_classes=['c'], images='some')
+
+
 def test_default_all_is_every_class_and_keys():
     out = _evaluate(UnseenClassMetric(unseen_classes=['c', 'd'], ks=2))
     assert sorted(out) == sorted(f'zsl/{s}/{m}' for s in ('unseen', 'all')

@@ -16,7 +16,10 @@ scored and pools the counts over images and classes (precision = hits /
 (k x images), recall = hits / positives): the overall F1 of
 :func:`~mmcoop.evaluation.metrics.multi_label.topk_metrics`. mAP is
 :func:`~mmcoop.evaluation.metrics.multi_label.mean_average_precision` over
-the same classes. Targets -1 count nowhere.
+the same classes. Targets -1 count nowhere. Each part scores the images
+with at least one positive among its classes (``images='with_positive'``,
+the image sets of DualCoOp's COCO 48/17 annotation files); an image
+without one would add k false positives to F1@k.
 """
 import numbers
 from typing import Dict, List, Sequence, Tuple, Union
@@ -61,21 +64,35 @@ class UnseenClassMetric(PartialMultiLabelMetric):
             (checked when evaluating: a larger k would be that number
             under another name). Defaults to ``(3, 5)``.
         no_positive (str): see :class:`PartialMultiLabelMetric`.
+        images (str): the images each part scores: ``'with_positive'``
+            (those with at least one positive among the part's classes:
+            the unseen classes for ZSL, seen + unseen for GZSL, as
+            DualCoOp's COCO 48/17 files hold only those images) or
+            ``'all'`` (every evaluated image). Defaults to
+            ``'with_positive'``.
         collect_device, prefix: as MMEngine's ``BaseMetric``.
     """
     default_prefix = 'zsl'
+    IMAGES = ('with_positive', 'all')
 
     def __init__(self,
                  unseen_classes: Union[str, Sequence[str]],
                  seen_classes: Union[str, Sequence[str], None] = None,
                  ks: Sequence[int] = (3, 5),
                  no_positive: str = 'zero',
+                 images: str = 'with_positive',
                  collect_device: str = 'cpu',
                  prefix: str = None):
         super().__init__(
             no_positive=no_positive,
             collect_device=collect_device,
             prefix=prefix)
+        if images not in self.IMAGES:
+            raise ValueError(
+                f'UnseenClassMetric: images must be one of {self.IMAGES}, '
+                f"got {images!r}. Fix: 'with_positive' (the official "
+                "protocol) or 'all'.")
+        self.images = images
         self.unseen_classes = read_class_list(
             unseen_classes, 'UnseenClassMetric.unseen_classes')
         if not self.unseen_classes:
@@ -112,6 +129,9 @@ class UnseenClassMetric(PartialMultiLabelMetric):
         metrics = {}
         for name, cols in (('unseen', unseen), ('all', every)):
             p, t = pred[:, cols], target[:, cols]
+            if self.images == 'with_positive':
+                scored = (t == 1).any(axis=1)
+                p, t = p[scored], t[scored]
             ap, num_pos = average_precision_per_class(p, t)
             if name == 'unseen':
                 warn_undefined_ap([classes[i] for i in cols], t, num_pos,
