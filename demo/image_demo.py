@@ -25,8 +25,8 @@ from PIL import Image
 
 from mmcoop.apis import (draw_predictions, inference_model, init_model,
                          resolve_threshold)
-from mmcoop.apis.visualization import threshold_text
 from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
+from mmcoop.apis.visualization import threshold_text
 from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none, fraction,
                                positive_int, torch_device)
 from mmcoop.utils.paths import claim_outputs, make_output_dirs

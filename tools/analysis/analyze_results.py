@@ -29,7 +29,7 @@ from mmcoop.engine.cli import SpacedDictAction, positive_int
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_rows, precision_recall,
                                ranked_examples)
-from mmcoop.evaluation.metrics.multi_label import (NO_POSITIVE_MODES,  # noqa
+from mmcoop.evaluation.metrics.multi_label import (NO_POSITIVE_MODES,
                                                    average_precision_per_class,
                                                    mean_of_ap, ranking_scores)
 from mmcoop.models.heads import resolve_classnames

@@ -30,8 +30,7 @@ from .options import check_option
 from .quantize import dequantize
 from .store import (CACHE_FORMAT, CACHE_VERSION, MANIFEST, QUANTISED,
                     check_cache, commit, partial_dir, ready_marker,
-                    remove_cache, remove_leftovers, run_token,
-                    write_manifest)
+                    remove_cache, remove_leftovers, run_token, write_manifest)
 
 __all__ = ['CachedFeatureDataset']
 
