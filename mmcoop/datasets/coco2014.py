@@ -16,8 +16,8 @@ from .categories import COCO2014_CATEGORIES
 from .tri_state import resolve_class_args
 from .utils import (AnnotationError, NotEmptyMixin, build_pipeline,
                     check_class_names, check_given_classes, class_columns,
-                    read_annotation_text, read_class_list,
-                    relative_path_note, same_class_names)
+                    read_annotation_text, read_class_list, relative_path_note,
+                    same_class_names)
 
 __all__ = ['COCO2014MultiLabel', 'CocoLabels', 'load_coco_multilabel']
 
