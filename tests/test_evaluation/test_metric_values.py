@@ -171,9 +171,15 @@ def test_unseen_single_k():
     out = _process(metric).evaluate(3)
     assert sorted(out) == sorted(f'zsl/{s}/{m}' for s in ('unseen', 'all')
                                  for m in ('mAP', 'F1@1'))
-    # unseen {b, c}: top-1 c, c, b -> hits img0 c, img1 c; img2 c unknown
-    # so its prediction b counts (FP): 2 hits of 3, 3 positives
-    assert out['zsl/unseen/F1@1'] == pytest.approx(100 * 2 / 3)
+    # unseen {b, c}: top-1 c, c, b -> hits img0 c, img1 c; img2 has no
+    # unseen positive (b 0, c unknown), so it is not scored (the official
+    # image set): 2 hits of 2, 3 positives
+    assert out['zsl/unseen/F1@1'] == pytest.approx(100 * 2 * (2 / 3) / (
+        1 + 2 / 3))
+    # every image scored: img2's prediction b counts (FP): 2 hits of 3
+    every = UnseenClassMetric(unseen_classes=['b', 'c'], ks=1, images='all')
+    assert _process(every).evaluate(3)['zsl/unseen/F1@1'] == \
+        pytest.approx(100 * 2 / 3)
     assert UnseenClassMetric(unseen_classes=['a'], ks=[3, 5]).ks == (3, 5)
 
 
