@@ -9,7 +9,7 @@ from typing import Callable, List, Optional, Union
 
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.dist import master_only
+from mmengine.dist import get_rank, is_distributed, master_only
 from mmengine.model import is_model_wrapper
 from mmengine.runner import (BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop,
                              Runner)
@@ -87,9 +87,8 @@ _DYNAMIC_STATE = frozenset({
 def _launcher_rank(launcher: str) -> int:
     """The global rank of this process before MMEngine initialises the
     process group (0 for ``launcher='none'``)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
+    if is_distributed():
+        return get_rank()
     if launcher == 'none':
         return 0
     for var in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'):
@@ -108,8 +107,7 @@ def check_launcher_env(cfg: Config) -> None:
     start (e.g. ``python tools/train.py CONFIG --launcher pytorch``),
     before anything is built: torch's own error names one missing
     variable and not the launcher."""
-    if cfg.get('launcher', 'none') != 'pytorch' or \
-            _distributed_initialized():
+    if cfg.get('launcher', 'none') != 'pytorch' or is_distributed():
         return
     missing = [v for v in _TORCHRUN_ENV if v not in os.environ]
     if missing:
@@ -121,11 +119,6 @@ def check_launcher_env(cfg: Config) -> None:
             'torch.distributed.run --nproc_per_node N tools/train.py '
             'CONFIG --launcher pytorch; for one process leave --launcher '
             'out.')
-
-
-def _distributed_initialized() -> bool:
-    import torch.distributed as dist
-    return dist.is_available() and dist.is_initialized()
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

@@ -215,11 +215,10 @@ def _rename_converted_caches(cfg):
             continue
         preproc = _to_dict(dataset.get('data_preprocessor', None))
         preproc.setdefault('type', 'ClsDataPreprocessor')
+        # the dataset's options: _cache_name keeps those of the features
         new = _cache_name(
             _to_dict(dataset.dataset), _to_dict(dataset.get('backbone')),
-            preproc, {k: dataset[k]
-                      for k in ('dtype', 'num_views', 'seed')
-                      if k in dataset})
+            preproc, _to_dict(dataset))
         if new != old:
             dataset.cache_dir = osp.join(folder, new)
             logger.info(

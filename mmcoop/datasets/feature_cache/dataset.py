@@ -589,12 +589,12 @@ class CachedFeatureDataset(DatasetWrapper):
 
 def _write_marker(path: str, failure: str) -> None:
     """Write rank 0's ready marker: empty when the cache is ready, else
-    the reason it is not (the file appears complete: written, then
-    renamed)."""
+    the reason it is not (atomically: the others never read half of
+    it)."""
+    from mmcoop.utils.checkpoint import atomic_open
     os.makedirs(osp.dirname(path), exist_ok=True)
-    with open(f'{path}.tmp', 'w') as f:
+    with atomic_open(path, 'w') as f:
         f.write(failure)
-    os.replace(f'{path}.tmp', path)
 
 
 def _manifest_stamp(cache_dir: str) -> Optional[tuple]:

@@ -120,7 +120,7 @@ class PredictionDrawHook(Hook):
         process."""
         stem = osp.splitext(osp.basename(path))[0]
         position = self._positions.get(str(path))
-        if self._stems is None or position is None:
+        if position is None:  # also without before_test
             return self._unique_name(path, batch_idx, index)
         name = stem
         if self._stems[stem] > 1:

@@ -148,12 +148,13 @@ class PartialAsymmetricLoss(nn.Module):
                 gamma = self.gamma_pos * y + self.gamma_neg * (1 - y)
                 weight = torch.pow(1 - pt, gamma)
             loss = loss * weight
-        loss = -loss.sum() * get_world_size()
+        world_size = get_world_size()
+        loss = -loss.sum() * world_size
         if self.reduction == 'mean':
             # over the known entries of the *global* batch (the count of
             # every process), as the sum is over the global batch
             count = known.sum()
-            if get_world_size() > 1:
+            if world_size > 1:
                 all_reduce(count, op='sum')
             loss = loss / count.clamp(min=1)
         return self.loss_weight * loss
