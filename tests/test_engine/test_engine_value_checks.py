@@ -539,6 +539,33 @@ def test_empty_batch_is_a_clear_error(pre, inputs):
     assert 'batch_size' in msg
 
 
+def _samples_with(*scores):
+    from mmpretrain.structures import DataSample
+    return [DataSample().set_gt_score(torch.tensor(s)) for s in scores]
+
+
+@pytest.mark.parametrize('pre,inputs', [
+    (FeatureDataPreprocessor(), [torch.zeros(4, 2)] * 2),
+    (CLIPDataPreprocessor(), [torch.zeros(3, 8, 8, dtype=torch.uint8)] * 2),
+    (DeviceAugmentPreprocessor(), [torch.zeros(3, 8, 8,
+                                               dtype=torch.uint8)] * 2),
+])
+def test_targets_are_checked_on_the_host_before_the_transfer(pre, inputs):
+    """The loss reads targets on a device at its first call only: every
+    batch's targets are checked by the preprocessor, on the host."""
+    bad = _samples_with([1., 0., -1.], [1., 0.5, float('nan')])
+    with pytest.raises(ValueError) as err:
+        pre(dict(inputs=inputs, data_samples=bad), True)
+    msg = str(err.value)
+    assert msg.startswith(f'{type(pre).__name__}: targets (the `gt_score` '
+                          'of the data samples) must be 1 (present), 0 ')
+    assert 'found [0.5, nan]' in msg and 'Fix: check the `gt_score`' in msg
+    if not isinstance(pre, DeviceAugmentPreprocessor):  # needs device_aug
+        out = pre(dict(inputs=inputs, data_samples=_samples_with(
+            [1., 0., -1.], [0., 0., 1.])), True)
+        assert len(out['data_samples']) == 2
+
+
 # --------------------------------------------------------------------------
 # PartialLabelMaskHook / ThresholdCalibrationHook
 # --------------------------------------------------------------------------

@@ -51,6 +51,30 @@ def test_chunked_text_encoding_equals_one_batch(head_type, chunk,
         torch.testing.assert_close(chunked, full, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('chunk', [None, 1, 4])
+def test_prompt_ends_kept_on_the_host_truncate_as_the_tokens(
+        chunk, tiny_rn_file):
+    """The prompt learners keep their prompts' end positions on the CPU
+    (``ends``), which the text encoder's truncation reads instead of the
+    device tokens: the same length for every chunk, so the same features,
+    bit for bit."""
+    head = _head('DualCoOpHead', tiny_rn_file).eval()
+    text = head.text_encoder
+    text.text_chunk_size = chunk
+    prompts = (head.neg_prompt, head.pos_prompt)
+    for p in prompts:
+        assert p.ends.device.type == 'cpu'
+        assert torch.equal(p.ends, text.end_positions(p.tokens))
+    with torch.no_grad():
+        embeds = torch.cat([p(text.embed_tokens(p.tokens)) for p in prompts])
+        tokens = torch.cat([p.tokens for p in prompts])
+        assert torch.equal(head.encode_prompts(*prompts), text(embeds, tokens))
+        # a length that is too short would change them: the ends are read
+        short = torch.cat([p.ends for p in prompts]) - 1
+        assert not torch.equal(text(embeds, tokens, short),
+                               text(embeds, tokens))
+
+
 @pytest.mark.parametrize('bad', [0, -3, 2.5, True])
 def test_text_chunk_size_must_be_positive_int(bad):
     with pytest.raises(ValueError, match='text_chunk_size'):

@@ -196,3 +196,37 @@ def test_other_focusing_and_shift_by_entry(gamma_neg, gamma_pos, clip):
     torch.testing.assert_close(
         logits.grad[:, 1], grad.to(logits.grad.dtype), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(logits.grad[:, 0], -logits.grad[:, 1])
+
+
+def _compacted_official(logits, target, clip=0.05, eps=1e-6, gn=2., gp=1.):
+    """The official loss as written (utils/asymmetric_loss.py L32-60): the
+    unknown entries removed by a boolean index, then the sum."""
+    prob = logits.softmax(dim=1)
+    known = target != -1
+    y = target[known]
+    p_pos, p_neg = prob[:, 1][known], prob[:, 0][known]
+    p_neg = (p_neg + clip).clamp(max=1)
+    loss = y * torch.log(p_pos.clamp(min=eps)) + \
+        (1 - y) * torch.log(p_neg.clamp(min=eps))
+    with torch.no_grad():
+        pt = p_pos * y + p_neg * (1 - y)
+        weight = torch.pow(1 - pt, gp * y + gn * (1 - y))
+    return -(loss * weight).sum()
+
+
+def test_masking_the_unknowns_trains_as_removing_them():
+    """The loss masks unknown entries instead of removing them (a boolean
+    index reads the count back from the device at every step). The
+    gradient of a sum is the same for any order of its terms, so each
+    logit's gradient, hence training, is that of the official removal
+    bit for bit; the loss value may differ in its last bits."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(16, 2, 80, generator=g) * 8).requires_grad_(True)
+    target = torch.randint(-1, 2, (16, 80), generator=g).float()
+    ours = PartialAsymmetricLoss()(logits, target)
+    (grad, ) = torch.autograd.grad(ours, logits)
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    ref = _compacted_official(ref_logits, target)
+    ref.backward()
+    assert torch.equal(grad, ref_logits.grad)
+    assert abs(ours.item() - ref.item()) <= 1e-6 * abs(ref.item())

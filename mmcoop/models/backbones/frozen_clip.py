@@ -662,47 +662,58 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
                 f'of {self.model_name!r} ({tokens.shape[1]} tokens): the '
                 f'tokenizer would cut it short. {fix}')
 
-    def forward(self, prompts: torch.Tensor,
-                tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                prompts: torch.Tensor,
+                tokens: torch.Tensor,
+                ends: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Encode prompt embeddings.
 
         Args:
             prompts (Tensor): ``(N, L, W)`` prompt embeddings.
             tokens (Tensor): ``(N, L)`` token ids (for EOT pooling).
+            ends (Tensor, optional): ``(N,)`` :meth:`end_positions` of
+                ``tokens`` on the CPU, where the caller keeps them (the
+                prompt learners do): the truncation then reads its length
+                without waiting for the device. None: read from
+                ``tokens``.
 
         Returns:
             Tensor: ``(N, D)`` projected text features (not normalised).
         """
         size = self.text_chunk_size
         if size is None or prompts.shape[0] <= size:
-            return self._encode_fp32(prompts, tokens)
+            return self._encode_fp32(prompts, tokens, ends)
         recompute = torch.is_grad_enabled() and prompts.requires_grad
         out = []
-        for chunk, chunk_tokens in zip(
-                prompts.split(size), tokens.split(size)):
+        chunk_ends = ends.split(size) if ends is not None else [None] * (
+            (prompts.shape[0] + size - 1) // size)
+        for chunk, chunk_tokens, chunk_end in zip(
+                prompts.split(size), tokens.split(size), chunk_ends):
             if recompute:
                 out.append(
                     checkpoint(
                         self._encode_fp32,
                         chunk,
                         chunk_tokens,
+                        chunk_end,
                         use_reentrant=False))
             else:
-                out.append(self._encode_fp32(chunk, chunk_tokens))
+                out.append(self._encode_fp32(chunk, chunk_tokens, chunk_end))
         return torch.cat(out)
 
-    def _encode_fp32(self, prompts: torch.Tensor,
-                     tokens: torch.Tensor) -> torch.Tensor:
-        return _autocast_fp32(self, self._encode, prompts,
-                              tokens)
+    def _encode_fp32(self, prompts: torch.Tensor, tokens: torch.Tensor,
+                     ends: Optional[torch.Tensor]) -> torch.Tensor:
+        return _autocast_fp32(self, self._encode, prompts, tokens, ends)
 
-    def _encode(self, prompts: torch.Tensor,
-                tokens: torch.Tensor) -> torch.Tensor:
+    def _encode(self, prompts: torch.Tensor, tokens: torch.Tensor,
+                ends: Optional[torch.Tensor]) -> torch.Tensor:
         length = prompts.shape[1]
         attn_mask = self.attn_mask
         if self.truncate:
             # read on the host, outside the compiled part: static shapes
-            length = int(self.end_positions(tokens).max()) + 1
+            if ends is None:
+                ends = self.end_positions(tokens)
+            length = int(ends.max()) + 1
             prompts = prompts[:, :length]
             tokens = tokens[:, :length]
             if attn_mask is not None:
@@ -728,10 +739,12 @@ class FrozenCLIPTextEncoder(FrozenMixin, BaseModule):
     def encode_texts(self, texts: List[str]) -> torch.Tensor:
         """Encode plain strings (hand-written prompts) -> ``(N, D)``; a
         string longer than the context is refused (:meth:`check_fit`)."""
-        tokens = self.tokenize(texts).to(self.token_embedding.weight.device)
+        tokens = self.tokenize(texts)
         self.check_fit(
             texts, tokens, 'Fix: shorten the class name or the template.')
-        return self.forward(self.embed_tokens(tokens), tokens)
+        ends = self.end_positions(tokens)
+        tokens = tokens.to(self.token_embedding.weight.device)
+        return self.forward(self.embed_tokens(tokens), tokens, ends)
 
 
 def _identity(args: dict) -> dict:

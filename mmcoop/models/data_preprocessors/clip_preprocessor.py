@@ -8,6 +8,8 @@ from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from mmcoop.registry import MODELS
+from mmcoop.utils.tri_state_targets import (TARGET_RULE, invalid_targets,
+                                            invalid_values)
 from mmcoop.utils.value_checks import (check_channel_stats, check_flag,
                                        check_int, check_number)
 
@@ -40,6 +42,26 @@ def refuse_empty_batch(owner: str, inputs) -> None:
             f'{owner}: empty batch (no samples). Fix: check the dataset is '
             'not empty and that the sampler / batch_size give every batch '
             'at least one sample.')
+
+
+def refuse_bad_targets(owner: str, data_samples) -> None:
+    """The ``gt_score`` targets of a batch's data samples are tri-state
+    (:mod:`mmcoop.utils.tri_state_targets`), checked here on the host
+    before they move to the device: the loss reads device targets back at
+    its first call only (a wait for the device at every step otherwise).
+    Samples without ``gt_score`` (``gt_label``) or already on a device are
+    left to the loss."""
+    scores = [
+        ds.gt_score for ds in data_samples or ()
+        if 'gt_score' in ds and isinstance(ds.gt_score, torch.Tensor)
+        and ds.gt_score.device.type == 'cpu'
+    ]
+    bad = [s for s in scores if bool(invalid_targets(s).any())]
+    if bad:
+        raise ValueError(
+            f'{owner}: targets (the `gt_score` of the data samples) must be '
+            f'{TARGET_RULE}; found {invalid_values(bad[0])}. Fix: check '
+            'the `gt_score` the dataset produces.')
 
 
 @MODELS.register_module()
@@ -94,6 +116,7 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
         inputs = data.get('inputs')
         refuse_empty_batch(type(self).__name__, inputs)
         samples = data.get('data_samples') or ()
+        refuse_bad_targets(type(self).__name__, samples)
         raw = (inputs.dim() == 2 if isinstance(inputs, torch.Tensor) else
                any(getattr(x, 'dim', lambda: 3)() == 1 for x in inputs or ()))
         if raw or (samples and 'device_aug' in samples[0]):

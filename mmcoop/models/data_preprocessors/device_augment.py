@@ -10,7 +10,7 @@ from mmcoop.datasets.transforms.tensor_augment import resize_augment_batch
 from mmcoop.registry import MODELS
 from mmcoop.utils.value_checks import check_channel_stats, check_flag
 from .clip_preprocessor import (CLIP_MEAN, CLIP_STD, channel_stats,
-                                refuse_empty_batch)
+                                refuse_bad_targets, refuse_empty_batch)
 
 __all__ = ['DeviceAugmentPreprocessor']
 
@@ -99,6 +99,7 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> dict:
         samples = data.get('data_samples')
         refuse_empty_batch('DeviceAugmentPreprocessor', data.get('inputs'))
+        refuse_bad_targets('DeviceAugmentPreprocessor', samples)
         inputs = list(data['inputs'])
         if not samples or 'device_aug' not in samples[0]:
             raise ValueError(

@@ -7,7 +7,7 @@ from mmengine.model import BaseDataPreprocessor
 
 from mmcoop.registry import MODELS
 from mmcoop.utils.value_checks import check_flag
-from .clip_preprocessor import refuse_empty_batch
+from .clip_preprocessor import refuse_bad_targets, refuse_empty_batch
 
 
 @MODELS.register_module()
@@ -49,6 +49,8 @@ class FeatureDataPreprocessor(BaseDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> dict:
         inputs = data['inputs']
         refuse_empty_batch('FeatureDataPreprocessor', inputs)
+        refuse_bad_targets('FeatureDataPreprocessor',
+                           data.get('data_samples'))
         if isinstance(inputs, (list, tuple)):
             bad = [
                 tuple(x.shape) for x in inputs

@@ -5,6 +5,7 @@ import inspect
 import os.path as osp
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from mmengine.registry import DefaultScope
 from mmpretrain.models.heads import MultiLabelClsHead
@@ -321,9 +322,14 @@ class PartialLabelHead(MultiLabelClsHead):
         log_odds = presence_log_odds(cls_score)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(probs.size(0))]
-        for data_sample, score, rank in zip(data_samples, probs, log_odds):
-            if self.thr is not None:
-                label = torch.where(score >= self.thr)[0]
+        # the threshold's labels are read back once for the batch (one wait
+        # for the device, not one per image); they are CPU tensors
+        hits = (probs >= self.thr).cpu().numpy() \
+            if self.thr is not None else None
+        for i, (data_sample, score, rank) in enumerate(
+                zip(data_samples, probs, log_odds)):
+            if hits is not None:
+                label = torch.from_numpy(np.flatnonzero(hits[i]))
             else:
                 _, label = rank.topk(self.topk)
             data_sample.set_pred_score(score).set_pred_label(label)

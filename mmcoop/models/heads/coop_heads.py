@@ -181,7 +181,10 @@ class PromptRegionHead(PartialLabelHead):
             p(self.text_encoder.embed_tokens(t), index)
             for p, t in zip(prompts, tokens)
         ], dim=0)
-        return self.text_encoder(embeds, torch.cat(tokens, dim=0))
+        ends = None if index is None else index.cpu()
+        ends = torch.cat(
+            [p.ends if ends is None else p.ends[ends] for p in prompts])
+        return self.text_encoder(embeds, torch.cat(tokens, dim=0), ends)
 
     def class_features(
         self,
@@ -514,7 +517,14 @@ class ZeroShotHead(PromptRegionHead):
 def _same_values(saved: Optional[List[torch.Tensor]],
                  params: List[torch.Tensor]) -> bool:
     """Whether ``params`` hold the values ``saved`` (copies taken
-    earlier): same number, shapes, dtypes, devices and elements."""
-    return saved is not None and len(saved) == len(params) and all(
-        s.shape == p.shape and s.dtype == p.dtype and s.device == p.device
-        and torch.equal(s, p) for s, p in zip(saved, params))
+    earlier): same number, shapes, dtypes, devices and elements (as
+    ``torch.equal``: NaN differs from NaN). The elements are compared on
+    their device and read back once, whatever the number of parameters."""
+    if saved is None or len(saved) != len(params) or not all(
+            s.shape == p.shape and s.dtype == p.dtype and s.device == p.device
+            for s, p in zip(saved, params)):
+        return False
+    if not params:
+        return True
+    same = [(s == p).all() for s, p in zip(saved, params)]
+    return bool(torch.stack([x.to(same[0].device) for x in same]).all())

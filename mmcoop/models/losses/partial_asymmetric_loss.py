@@ -12,9 +12,13 @@ from mmcoop.utils.tri_state_targets import (TARGET_RULE, UNKNOWN,
 from mmcoop.utils.value_checks import check_number
 
 
-def check_partial_targets(logits: torch.Tensor, target: torch.Tensor) -> None:
+def check_partial_targets(logits: torch.Tensor,
+                          target: torch.Tensor,
+                          values: bool = True) -> None:
     """Validate ``(B, 2, C)`` logits against tri-state ``(B, C)`` targets
-    (the rule of :mod:`mmcoop.utils.tri_state_targets`)."""
+    (the rule of :mod:`mmcoop.utils.tri_state_targets`): the shapes, and
+    with ``values`` the target values (which reads them back to the host:
+    a wait for the device when they live there)."""
     if logits.dim() != 3 or logits.shape[1] != 2:
         raise ValueError(
             'PartialAsymmetricLoss expects logits of shape (B, 2, C) ordered '
@@ -25,7 +29,7 @@ def check_partial_targets(logits: torch.Tensor, target: torch.Tensor) -> None:
             f'Targets of shape {tuple(target.shape)} do not match the logits '
             f'(expected {expected}): each sample needs a `gt_score` with one '
             'entry per class.')
-    if bool(invalid_targets(target).any()):
+    if values and bool(invalid_targets(target).any()):
         raise ValueError(
             f'PartialAsymmetricLoss: targets (the `gt_score` of the data '
             f'samples) must be {TARGET_RULE}; found '
@@ -81,7 +85,12 @@ class PartialAsymmetricLoss(nn.Module):
             finite number > 0. Defaults to 1.0.
 
     Every argument is checked when the loss is built (``ValueError`` naming
-    the field, the value and the range).
+    the field, the value and the range). The targets are checked at every
+    call on the CPU; on another device (CUDA) at the first call only, as
+    reading them back would make the host wait for the device at every
+    step: a mistake of the configuration (a batch augmentation mixing the
+    targets) shows at the first step, and the mmcoop data preprocessors
+    check every batch's targets on the host before moving them.
     """
 
     def __init__(self,
@@ -128,16 +137,24 @@ class PartialAsymmetricLoss(nn.Module):
         self.eps = eps
         self.reduction = reduction
         self.loss_weight = loss_weight
+        # the target values on a device are checked at the first call only
+        self._device_checked = False
 
     def forward(self, logits: torch.Tensor,
                 target: torch.Tensor) -> torch.Tensor:
         """``(B, 2, C)`` logits and ``(B, C)`` targets in {1, 0, -1}."""
-        check_partial_targets(logits, target)
+        on_host = target.device.type == 'cpu'
+        check_partial_targets(
+            logits, target, values=on_host or not self._device_checked)
+        self._device_checked = self._device_checked or not on_host
         prob = logits.float().softmax(dim=1)
         known = target != UNKNOWN
-        y = target[known].to(prob.dtype)
-        p_pos = prob[:, 1][known]
-        p_neg = prob[:, 0][known]
+        # unknown entries are masked, not removed: a boolean index would
+        # read the number of known entries back from the device (a wait at
+        # every step); each known entry's term and gradient are the same
+        y = target.to(prob.dtype).clamp(min=0)
+        p_pos = prob[:, 1]
+        p_neg = prob[:, 0]
         if self.clip is not None and self.clip > 0:
             p_neg = (p_neg + self.clip).clamp(max=1)
         loss = y * torch.log(p_pos.clamp(min=self.eps)) + \
@@ -148,6 +165,7 @@ class PartialAsymmetricLoss(nn.Module):
                 gamma = self.gamma_pos * y + self.gamma_neg * (1 - y)
                 weight = torch.pow(1 - pt, gamma)
             loss = loss * weight
+        loss = torch.where(known, loss, loss.new_zeros(()))
         world_size = get_world_size()
         loss = -loss.sum() * world_size
         if self.reduction == 'mean':

@@ -124,6 +124,10 @@ class PromptLearner(BaseModule):
         _check_context_positions(text_encoder, tokens, classnames, prefix,
                                  start, n_ctx)
         self.register_buffer('tokens', tokens, persistent=False)
+        #: ``(C,)`` end positions of ``tokens``, kept on the CPU (not a
+        #: buffer): the text encoder's truncation reads them without
+        #: waiting for the device
+        self.ends = text_encoder.end_positions(tokens)
 
     def forward(self,
                 token_embeds: torch.Tensor,

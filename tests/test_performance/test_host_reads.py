@@ -1,0 +1,111 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""A training step reads nothing back from the device, and an evaluation
+batch reads twice, whatever its size.
+
+Each read of a device tensor on the host (``.item()``, ``bool(t)``, a
+boolean index, ``torch.where`` of one argument) makes the host wait until
+the device has run everything queued before it. A cached step on a GPU is
+latency-bound (docs/benchmarks.md section 5), so such waits cost time at
+every step and stop a whole-step CUDA graph. On the ``meta`` device every
+such read raises, so a step that runs there reads nothing.
+"""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mmcoop.benchmark import steps
+from mmcoop.models.losses import PartialAsymmetricLoss
+from mmcoop.registry import MODELS
+
+OPTS = SimpleNamespace(
+    model_name='mmcoop-tiny-RN',
+    pretrained=None,
+    resolution=32,
+    channels_last=False,
+    autocast=None,
+    device='cpu',
+    compile=None)
+
+
+def _cached_model(method, num_classes=6, batch=4):
+    torch.manual_seed(0)
+    backbone = MODELS.build(steps.backbone_cfg(OPTS))
+    head = MODELS.build(
+        steps.head_cfg(method, num_classes, OPTS, backbone.embed_dim))
+    img_model, cache_model = steps.model_pair(backbone, head, 'cpu')
+    images = steps._image_batch(batch, OPTS.resolution, num_classes)
+    with torch.no_grad():
+        feats = img_model.extract_feat(
+            img_model.data_preprocessor(images, False)['inputs'])[0]
+    return cache_model, head, steps._feature_batch(images, feats)
+
+
+@pytest.mark.parametrize('method', steps.METHODS)
+def test_a_cached_training_step_reads_nothing_from_the_device(method):
+    model, head, batch = _cached_model(method)
+    model.to('meta')
+    # the loss reads device targets at its first call only (the check of
+    # a configuration that mixes them): that one read is allowed
+    head.loss_module._device_checked = True
+    optim = OptimWrapper(
+        torch.optim.SGD([p for p in head.parameters() if p.requires_grad],
+                        lr=1e-3,
+                        momentum=0.9))
+    model.train()
+    out = model.train_step(batch, optim)
+    assert out['loss'].device.type == 'meta'
+
+
+def test_the_loss_reads_device_targets_at_its_first_call_only():
+    loss = PartialAsymmetricLoss()
+    logits = torch.zeros(2, 2, 3, device='meta')
+    target = torch.zeros(2, 3, device='meta')
+    with pytest.raises((RuntimeError, NotImplementedError), match='meta'):
+        loss(logits, target)  # the check reads the values
+    assert not loss._device_checked
+    loss(torch.zeros(2, 2, 3), torch.zeros(2, 3))  # the CPU: every call
+    assert not loss._device_checked
+    with pytest.raises(ValueError, match='found \\[0.5\\]'):
+        loss(torch.zeros(2, 2, 3), torch.full((2, 3), 0.5))
+
+
+class _Reads(TorchDispatchMode):
+    """Counts the operators that read a tensor's values on the host."""
+    READS = ('_local_scalar_dense', 'nonzero', 'equal', 'is_nonzero')
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split('.')[0]
+        bool_index = name.startswith('index') and any(
+            getattr(t, 'dtype', None) == torch.bool
+            for t in (args[1] if len(args) > 1
+                      and isinstance(args[1], (list, tuple)) else ()))
+        self.count += name in self.READS or bool_index
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('method', ['positivecoop', 'dualcoop', 'baseline'])
+@pytest.mark.parametrize('batch', [3, 9])
+def test_an_evaluation_batch_reads_the_device_twice_at_most(method, batch):
+    """The predictions' labels are read once for the batch (they were read
+    once per image), the evaluation text cache's key once for every
+    parameter (once per parameter)."""
+    model, head, data = _cached_model(method, batch=batch)
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_feat(model.data_preprocessor(data)['inputs'])
+        head.predict(feats)  # fills the evaluation text cache
+        reads = _Reads()
+        with reads:
+            out = head.predict(feats)
+    assert reads.count <= (2 if method != 'baseline' else 1)
+    # the labels are those of the threshold, on every image
+    for sample in out:
+        expected = torch.where(sample.pred_score >= head.thr)[0]
+        assert torch.equal(sample.pred_label, expected)
