@@ -245,6 +245,9 @@ def test_nuswide_config_keys_and_no_unknown_key():
         assert evaluator.type == 'UnseenClassMetric'
         assert tuple(evaluator.unseen_classes) == NUSWIDE_81_UNSEEN
         assert 'seen_classes' not in evaluator  # "all": the 1006 classes
+        # stated, not inherited from the metric's default: LESA scores
+        # every image, DualCoOp's lists are filtered (docs/data.md)
+        assert evaluator.images == 'with_positive'
 
 
 def test_nuswide_config_on_files_in_the_official_format(tmp_path):
