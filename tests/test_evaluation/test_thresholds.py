@@ -213,6 +213,38 @@ def test_calibrated_thresholds_maximise_f1_by_exhaustive_search(seed):
         assert 0 <= thr[k] <= 1
 
 
+def _best_reachable_f1(s, y):
+    """The largest F1 of ``score > t`` over thresholds t in [0, 1]."""
+    levels = np.unique(np.append(s, [0., 1.]))
+    cands = list((levels[1:] + levels[:-1]) / 2) + [0.]
+    return max(2 * int(((s > t) & y).sum()) / ((s > t).sum() + y.sum())
+               for t in cands)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_calibration_with_scores_of_exactly_zero(seed):
+    """An fp32 p(present) is exactly 0 below a log-odds of about -104 (the
+    logits span +-100). No threshold in [0, 1] is below such a score, so a
+    cut that predicts it is not a candidate: the calibrated threshold
+    reaches the best F1 that ``score > thr`` can reach (it chose the
+    unreachable "predict everything" and fell short before)."""
+    # by hand: predicting everything (F1 11/12) is unreachable; among the
+    # reachable cuts, 0.9 alone (F1 1/6) beats every non-zero score (1/7)
+    s = np.array([0.9, 0.5, 0.4] + [0.] * 10, dtype=np.float32)
+    y = np.array([1, 0, 0] + [1] * 10)
+    rng = np.random.default_rng(seed)
+    if seed:  # random scores with a block of zeros
+        s = np.where(rng.random(40) < 0.4, 0., rng.random(40)).astype(
+            np.float32)
+        y = rng.integers(0, 2, 40)
+        y[0] = 1
+    thr = calibrate_thresholds(s[:, None], y[:, None])[0]
+    f1 = 2 * int(((s > thr) & (y == 1)).sum()) / ((s > thr).sum() + y.sum())
+    assert f1 == pytest.approx(_best_reachable_f1(s, y == 1), abs=1e-12)
+    if not seed:
+        assert 0.5 < thr < 0.9
+
+
 def test_calibrated_thresholds_label_alike_under_both_rules():
     """The metric counts ``score > thr`` (official); inference and the
     exports label ``score >= thr``. A calibrated threshold that was an

@@ -263,8 +263,9 @@ def calibrate_thresholds(pred: np.ndarray,
     thr``, the official rule, predicts exactly the scores above the cut).
     The smallest threshold wins a tie in F1. Classes without a known
     positive keep ``default``. Targets < 0 are ignored. Thresholds are
-    clipped to [0, 1] (a cut below the lowest score of 0 would be below 0)
-    and kept off the fp32 grid (:func:`off_the_fp32_grid`), so that
+    clipped to [0, 1], so a score of exactly 0 is never above one: the cuts
+    that would predict such scores are not candidates (unless no other
+    cut exists). Thresholds are kept off the fp32 grid (:func:`off_the_fp32_grid`), so that
     inference's ``score >= thr`` labels as the metric counts.
 
     Returns:
@@ -287,6 +288,11 @@ def calibrate_thresholds(pred: np.ndarray,
         # cut after position i (predict s[:i + 1]) only where the score
         # drops, so tied scores are never split
         cuts = np.flatnonzero(np.append(s[1:] < s[:-1], True))
+        # a score of exactly 0 (an fp32 p below about 1e-45) is above no
+        # threshold in [0, 1]: a cut that predicts it cannot be labelled
+        reachable = s[cuts] > 0
+        if reachable.any():
+            cuts = cuts[reachable]
         tp = np.cumsum(y)[cuts]
         f1 = 2 * tp / (cuts + 1 + num_pos)
         best = cuts[len(f1) - 1 - int(np.argmax(f1[::-1]))]  # last max
