@@ -9,7 +9,8 @@ from typing import Callable, List, Optional, Union
 
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.dist import get_rank, is_distributed, master_only
+from mmengine.dist import (get_rank, is_distributed, is_main_process,
+                           master_only)
 from mmengine.model import is_model_wrapper
 from mmengine.runner import (BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop,
                              Runner)
@@ -37,6 +38,7 @@ from mmcoop.registry import RUNNERS
 from mmcoop.utils.checkpoint import (CheckpointReadError,
                                      remove_partial_checkpoints,
                                      safe_torch_load)
+from mmcoop.utils.paths import OutputPathError
 from mmcoop.utils.signals import sigterm_as_exit
 from mmcoop.utils.value_checks import is_int
 
@@ -58,6 +60,38 @@ def _numbered_checkpoints(work_dir: str) -> List[tuple]:
 class ResumePastScheduleError(ValueError):
     """The checkpoint to resume is past the end of the config's schedule
     (``train_cfg.max_epochs`` / ``max_iters``)."""
+
+
+#: the first line of a config dump (a ``.py`` / ``.yaml`` config): what
+#: tells a run's own earlier dump from a user's file of the same name
+DUMP_MARK = ('# The resolved config of an mmcoop run in this folder, written '
+             'by the runner: edit the source config, not this copy.')
+_RUN_FOLDER = re.compile(r'^\d{8}_\d{6}$')
+
+
+def check_dump_target(path: str, work_dir: str, timestamp: str) -> None:
+    """Refuse to replace a file at the config dump's ``path`` that no run
+    wrote: one without :data:`DUMP_MARK` in a work dir without an earlier
+    run's record (``last_checkpoint``, an ``epoch_N.pth`` / ``iter_N.pth``
+    or the ``<timestamp>/`` log folder of a run other than this one's,
+    ``timestamp``; the record of runs from before the mark). A user's own
+    config there (an edited copy, or the ``_base_`` of the run's config)
+    would otherwise be replaced by this run's resolved config."""
+    if not osp.isfile(path):
+        return
+    with open(path, encoding='utf-8', errors='replace') as f:
+        if f.readline().rstrip('\n') == DUMP_MARK:
+            return
+    for name in os.listdir(work_dir):
+        if name == 'last_checkpoint' or _NUMBERED.match(name) or (
+                _RUN_FOLDER.match(name) and name != timestamp
+                and osp.isdir(osp.join(work_dir, name))):
+            return
+    raise OutputPathError(
+        f'{path} exists and no earlier run in {work_dir} wrote it: this run '
+        'would replace it with its resolved config (saved under the name of '
+        'the config file). Nothing was written. Fix: use another '
+        '--work-dir, or move the file out of the work dir.')
 
 
 def config_dump_path(work_dir: str, config_file: Optional[str],
@@ -362,7 +396,9 @@ class MMCoopRunner(Runner):
         * training: ``<work_dir>/<config name>``; a run that resumes writes
           it once the resume is accepted: a resume that is refused or
           trains nothing (:meth:`check_resume_position`) keeps the dump of
-          the run that made the checkpoints;
+          the run that made the checkpoints; a file of that name that no
+          run wrote stops the run before it trains
+          (:func:`check_dump_target`);
         * testing / validating (``tools/test.py``, whose work dir is by
           default the training's): ``<work_dir>/<timestamp>/<config
           name>``, beside the run's log, so the training's record of what
@@ -380,6 +416,8 @@ class MMCoopRunner(Runner):
             path = config_dump_path(self.log_dir, self.cfg.filename,
                                     self.timestamp)
         text = self.cfg.dump()  # the format of the config file's extension
+        if path.endswith(('.py', '.yaml', '.yml')):
+            text = f'{DUMP_MARK}\n{text}'
         with atomic_open(path, 'w', encoding='utf-8') as f:
             f.write(text)
 
@@ -406,6 +444,11 @@ class MMCoopRunner(Runner):
         # built (MMEngine: a bare AssertionError once they are)
         check_amp_optim_wrapper(self.cfg)
         self._loop_kind = 'train'
+        if is_main_process():
+            check_dump_target(
+                config_dump_path(self.work_dir, self.cfg.filename,
+                                 self.timestamp), self.work_dir,
+                self.timestamp)
         return self._locked(super().train)
 
     def build_train_loop(self, loop) -> BaseLoop:

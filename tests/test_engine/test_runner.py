@@ -203,6 +203,43 @@ def test_config_kept_in_its_work_dir_is_not_replaced_by_the_dump(tmp_path):
     assert not [n for n in os.listdir(tmp_path / 'run') if '.tmp-' in n]
 
 
+def test_a_users_file_of_the_dumps_name_is_never_replaced(tmp_path):
+    """``tools/train.py mine/exp.py --work-dir other``, where other/exp.py
+    is the user's (the ``_base_`` of mine/exp.py, or an edited copy):
+    MMEngine's dump replaced it with the child's resolved config, changing
+    every experiment that inherits it. The run now stops before anything is
+    trained; a file an earlier run dumped (marked, or in a work dir with
+    that run's record) is replaced as before."""
+    from mmengine.config import Config
+
+    from mmcoop.engine.runner import DUMP_MARK
+    from mmcoop.utils.paths import OutputPathError
+    base_text = '# my base experiment\nlr = 0.1\n'
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'exp.py').write_text(base_text)
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'exp.py').write_text("_base_ = '../other/exp.py'\nlr = 0.25\n")
+    cfg = Config.fromfile(str(mine / 'exp.py'))
+    with pytest.raises(OutputPathError) as err:
+        toy_runner(other, 1, cfg=cfg).train()
+    msg = str(err.value)
+    assert str(other / 'exp.py') in msg and 'Fix: use another' in msg
+    assert (other / 'exp.py').read_text() == base_text
+    assert not [n for n in os.listdir(other) if n.endswith('.pth')]
+    # the run's own dump, marked: replaced when the run goes on
+    work = tmp_path / 'run'
+    toy_runner(work, 1, cfg=cfg).train()
+    dump = (work / 'exp.py').read_text()
+    assert dump.startswith(DUMP_MARK + '\n')
+    assert Config.fromfile(str(work / 'exp.py')).lr == 0.25
+    (work / 'exp.py').write_text(dump[len(DUMP_MARK) + 1:])  # an old dump
+    toy_runner(work, 2, cfg=Config.fromfile(str(mine / 'exp.py')),
+               resume=True).train()
+    assert (work / 'exp.py').read_text().startswith(DUMP_MARK)
+
+
 def test_a_test_run_keeps_the_trainings_config_dump(tmp_path):
     """tools/test.py CONFIG work_dirs/<cfg>/epoch_N.pth runs in the
     training's work dir by default: its dump replaced the training's record
