@@ -240,6 +240,35 @@ def test_cache_of_an_older_rgb_rule_is_refused_or_rebuilt(
     _cache(dataset, backbone, cache_dir, on_mismatch='error')  # reused
 
 
+def test_a_cv2_cache_of_the_earlier_cv2_decode_is_refused_or_rebuilt(
+        image_root, tmp_path, monkeypatch):
+    """The cv2 decode of ``LoadImageFromFileChecked`` changed pixels (CMYK
+    JPEGs a grey level off, fixed) without a new RGB rule, so a cv2 cache
+    of the earlier decode matched the key and was reused with its pixels.
+    The key of a cv2 loader records ``CV2_DECODE_VERSION`` too; a pillow
+    loader's key is unchanged (its caches are kept)."""
+    from mmcoop.datasets.transforms import loading
+    pipeline = [
+        dict(type='mmcoop.LoadImageFromFileChecked', imdecode_backend='cv2'),
+        dict(type='Resize', scale=(RES, RES)),
+        dict(type='PackInputs')
+    ]
+    backbone, cache_dir = build_backbone(), tmp_path / 'c'
+    cls = loading.LoadImageFromFileChecked
+    with monkeypatch.context() as m:  # the key an earlier version wrote
+        m.setattr(cls, 'PIXEL_VERSION', 2)
+        _cache(make_dataset(image_root, pipeline), backbone, cache_dir)
+    dataset = make_dataset(image_root, pipeline)
+    with pytest.raises(
+            FeatureCacheMismatchError,
+            match=r"pipeline\[0\]\.pixel_version: 2 -> '2\+cv2\.2'"):
+        _cache(dataset, backbone, cache_dir, on_mismatch='error')
+    rebuilt = _cache(dataset, backbone, cache_dir)
+    assert rebuilt.manifest['key']['pipeline'][0]['pixel_version'] == \
+        '2+cv2.2'
+    assert cls().PIXEL_VERSION == 2  # pillow: the key of earlier caches
+
+
 def test_cpu_bf16_cache_is_not_reused_as_fp32(image_root, tmp_path):
     cache_dir, dataset = tmp_path / 'c', make_dataset(image_root)
     bf16 = _cache(dataset, build_backbone(autocast_dtype='bf16',

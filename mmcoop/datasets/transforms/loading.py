@@ -149,6 +149,15 @@ def decode_array(data: bytes, backend: str, color_type: str) -> np.ndarray:
     return mmcv.imfrombytes(data, flag=color_type, backend=backend)
 
 
+#: The version of the cv2 decode of :class:`LoadImageFromFileChecked`
+#: (``imdecode_backend='cv2'``), recorded in the feature-cache key beside
+#: the RGB rule's: raise it with any change that gives another pixel for
+#: some file. 1 (never recorded): before; 2: images of every mode but RGB
+#: and grey (CMYK JPEGs) decoded by the RGB rule, as the other loaders
+#: (they were a grey level off).
+CV2_DECODE_VERSION = 2
+
+
 @TRANSFORMS.register_module()
 class LoadImageFromFileChecked(LoadImageFromFile):
     """Load an image as a 3-channel BGR ``uint8`` array, with clear errors.
@@ -186,8 +195,14 @@ class LoadImageFromFileChecked(LoadImageFromFile):
             LoadImageFromFile`.
     """
 
-    #: the version of the RGB rule it decodes by (feature-cache key)
-    PIXEL_VERSION = RULE_VERSION
+    @property
+    def PIXEL_VERSION(self):  # noqa: N802 - the name the cache key reads
+        """The version of the rules that make its pixels (feature-cache
+        key): :data:`~mmcoop.datasets.transforms.rgb.RULE_VERSION`, and
+        with ``imdecode_backend='cv2'`` also :data:`CV2_DECODE_VERSION`."""
+        if self.imdecode_backend == 'cv2':
+            return f'{RULE_VERSION}+cv2.{CV2_DECODE_VERSION}'
+        return RULE_VERSION
 
     def __init__(self,
                  imdecode_backend: str = 'pillow',
