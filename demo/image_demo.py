@@ -107,7 +107,10 @@ def main(argv=None):
         outputs = dict(zip(args.images, names))
     model = init_model(args.config, checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
-    threshold = resolve_threshold(model, args.threshold)
+    try:
+        threshold = resolve_threshold(model, args.threshold)
+    except ValueError as e:  # named with its fix: no traceback
+        raise SystemExit(f'--threshold: {e}') from None
     classes = model.dataset_meta.get('classes')
     results, saved, failed = [], [], []
     # batch by batch: each image's labels are printed as soon as they are

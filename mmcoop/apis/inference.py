@@ -556,12 +556,22 @@ def resolve_threshold(model: nn.Module, threshold,
                              f"values or 'calibrated', got {threshold!r}.")
         calibrated = getattr(model, 'calibrated_thresholds', None)
         if calibrated is None:
+            protocol = (getattr(model, 'cfg', None) or {}).get('protocol')
+            clean = isinstance(protocol, dict) and \
+                protocol.get('name') == 'clean'
             raise ValueError(
                 "threshold='calibrated': the checkpoint has no "
-                "meta['calibrated_thresholds']. Fix: train with the "
-                "clean protocol (configs/_base_/protocols/clean.py), "
-                'which calibrates them on the validation split, or pass '
-                'a number.')
+                "meta['calibrated_thresholds']. " + (
+                    'Its config trained with the clean protocol, which '
+                    'stores them in the training checkpoints: this file '
+                    'was made from one without them (a release of an '
+                    'earlier publish_model.py dropped them). Fix: publish '
+                    'the training checkpoint again with tools/'
+                    'model_converters/publish_model.py, use it directly, '
+                    'or pass a number.' if clean else
+                    'Fix: train with the clean protocol '
+                    '(configs/_base_/protocols/clean.py), which calibrates '
+                    'them on the validation split, or pass a number.'))
         threshold = calibrated
     return check_threshold_values(
         threshold, classes if classes is not None else _classes_of(model))

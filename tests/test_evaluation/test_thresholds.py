@@ -111,7 +111,14 @@ def test_inference_threshold_calibrated():
     model.cfg = Config(dict(model=dict(type='ImageClassifier')))
     model.dataset_meta = dict(classes=['a', 'b', 'c'])
     inferencer = MultiLabelInferencer(model)
-    with pytest.raises(ValueError, match='no meta.*calibrated_thresholds'):
+    with pytest.raises(ValueError, match='no meta.*calibrated_thresholds'
+                       r".*Fix: train with the clean protocol"):
+        inferencer._thresholds('calibrated')
+    # a clean-protocol config whose checkpoint lost them (a release of an
+    # earlier publish_model.py): the fix is to publish again, not to train
+    model.cfg.protocol = dict(name='clean')
+    with pytest.raises(ValueError, match='Its config trained with the clean'
+                       r'.*Fix: publish the training checkpoint again'):
         inferencer._thresholds('calibrated')
     model.calibrated_thresholds = np.array([.2, .9, .5], np.float32)
     sample = type('S', (), {'pred_score': torch.tensor([.3, .8, .6])})()
