@@ -30,8 +30,8 @@ CPU for ONNX, ``torch.jit.load`` for TorchScript) and run on the example
 batch; its scores must match the PyTorch folded model within
 :data:`TOLERANCES`.
 """
+import io
 import json
-import os
 import os.path as osp
 import warnings
 from typing import Dict, Optional, Sequence, Union
@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from mmcoop.utils.attention import composite_attention
+from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs
 from mmcoop.utils.value_checks import is_int
 from mmcoop.version import __version__
@@ -314,17 +315,19 @@ def _import(module: str):
             ').') from e
 
 
-def _write_onnx(folded: FoldedTagger, example: torch.Tensor, path: str,
-                opset: int, metadata: dict) -> None:
+def _onnx_bytes(folded: FoldedTagger, example: torch.Tensor, opset: int,
+                metadata: dict) -> bytes:
+    """The ONNX file, made in memory (written once verified)."""
     onnx = _import('onnx')
     in_name = INPUT_NAMES[folded.input_format]
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), composite_attention():
         # (ONNX has no form of PyTorch's fused attention kernel)
         # the tracer's notes on the fixed input size / deprecations
         warnings.simplefilter('ignore')
         torch.onnx.export(
             folded, (example, ),
-            path,
+            buffer,
             input_names=[in_name],
             output_names=[OUTPUT_NAME],
             opset_version=opset,
@@ -337,29 +340,33 @@ def _write_onnx(folded: FoldedTagger, example: torch.Tensor, path: str,
                     0: 'batch'
                 }
             })
-    proto = onnx.load(path)
+    proto = onnx.load_from_string(buffer.getvalue())
     del proto.metadata_props[:]
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
     proto.doc_string = (f'mmcoop {metadata["method"]} multi-label tagger: '
                         f'{len(metadata["classes"])} classes')
-    onnx.save(proto, path)
+    return proto.SerializeToString()
 
 
-def _write_torchscript(folded: FoldedTagger, example: torch.Tensor, path: str,
-                       metadata: dict) -> None:
+def _torchscript_bytes(folded: FoldedTagger, example: torch.Tensor,
+                       metadata: dict) -> bytes:
+    """The TorchScript archive, made in memory (``torch.jit.save`` to a
+    full disk aborts the process, leaving its partial file)."""
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # torch.jit deprecation notes
         traced = torch.jit.trace(folded, (example, ), check_trace=False)
         torch.jit.save(
             traced,
-            path,
+            buffer,
             _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+    return buffer.getvalue()
 
 
-def _run_exported(path: str, fmt: str, example: torch.Tensor,
+def _run_exported(data: bytes, fmt: str, example: torch.Tensor,
                   precision: str) -> np.ndarray:
     if fmt == 'torchscript':
-        module = torch.jit.load(path, map_location='cpu')
+        module = torch.jit.load(io.BytesIO(data), map_location='cpu')
         with torch.no_grad():
             return module(example).numpy()
     ort = _import('onnxruntime')
@@ -372,7 +379,7 @@ def _run_exported(path: str, fmt: str, example: torch.Tensor,
             ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     try:
         session = ort.InferenceSession(
-            path, options, providers=['CPUExecutionProvider'])
+            data, options, providers=['CPUExecutionProvider'])
     except Exception as e:  # noqa: BLE001 - the runtime's own message
         raise ExportError(
             f'onnxruntime {ort.__version__} cannot load the exported model '
@@ -437,25 +444,21 @@ def export_model(model: nn.Module,
         if format == 'onnx' else 'torch.jit.trace')
     size = metadata['preprocess']['resize']
     example = example_input(folded, size['height'], size['width'])
-    parent = osp.dirname(osp.abspath(out))
-    tmp = osp.join(parent, f'.{osp.basename(out)}.tmp-{os.getpid()}')
-    try:
-        if format == 'onnx':
-            _write_onnx(folded, example, tmp, opset, metadata)
-        else:
-            _write_torchscript(folded, example, tmp, metadata)
-        result = dict(metadata)
-        if verify:
-            result['max_abs_diff'] = _verify(model, folded, tmp, format,
-                                             example, precision)
-        os.replace(tmp, out)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    if format == 'onnx':
+        data = _onnx_bytes(folded, example, opset, metadata)
+    else:
+        data = _torchscript_bytes(folded, example, metadata)
+    result = dict(metadata)
+    if verify:
+        result['max_abs_diff'] = _verify(model, folded, data, format,
+                                         example, precision)
+    # written whole or not at all (a full disk: named, with the fix)
+    with atomic_open(out, 'wb') as f:
+        f.write(data)
     return result
 
 
-def _verify(model: nn.Module, folded: FoldedTagger, path: str, fmt: str,
+def _verify(model: nn.Module, folded: FoldedTagger, data: bytes, fmt: str,
             example: torch.Tensor, precision: str) -> float:
     """Max |exported - fp32 PyTorch| of the scores on ``example``."""
     reference = folded
@@ -467,7 +470,7 @@ def _verify(model: nn.Module, folded: FoldedTagger, path: str, fmt: str,
         example32 = example
     with torch.no_grad():
         expected = reference(example32).numpy()
-    got = _run_exported(path, fmt, example, precision)
+    got = _run_exported(data, fmt, example, precision)
     diff = float(np.abs(got.astype(np.float64) - expected).max())
     if not diff <= TOLERANCES[precision]:
         raise ExportError(

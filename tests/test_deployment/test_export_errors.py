@@ -237,3 +237,36 @@ def test_runner_rejects_newer_metadata_and_bad_images(run_onnx, exported,
     # draws them; before, --threshold was ignored next to --topk)
     assert [n for n, _ in run_onnx.labels(scores, meta, threshold=0.8,
                                           topk=2)] == ['dog']
+
+
+@pytest.mark.parametrize('fmt', ['onnx', 'torchscript'])
+def test_a_full_disk_names_the_file_and_leaves_nothing(fmt, method_models,
+                                                       tmp_path,
+                                                       monkeypatch):
+    """The export is made and verified in memory, then written whole
+    (``atomic_open``). Before: ``torch.jit.save`` to a full disk aborted
+    the process (its partial temporary file, as large as the free space,
+    left for good) and the ONNX writer raised a bare ``OSError`` without
+    the path. A temporary file of a killed earlier export is removed by
+    the next one that succeeds."""
+    import errno
+    import os
+
+    from mmcoop.utils import checkpoint
+    out = tmp_path / f'm.{fmt}'
+    dead = tmp_path / f'.m.{fmt}.tmp-999999999'  # no such process
+    dead.write_bytes(b'x' * 10)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint.os, 'fsync', full)
+        with pytest.raises(OSError) as err:
+            export_model(method_models('baseline'), str(out), format=fmt)
+    assert err.value.errno == errno.ENOSPC
+    assert f'while saving {out}' in str(err.value)
+    assert 'Fix: free space' in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == [dead.name]
+    export_model(method_models('baseline'), str(out), format=fmt)
+    assert sorted(os.listdir(tmp_path)) == [out.name]
