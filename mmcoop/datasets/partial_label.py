@@ -8,6 +8,7 @@ from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
+from mmcoop.utils.checkpoint import is_not_writable
 from mmcoop.utils.paths import expand_user
 from mmcoop.utils.tri_state_targets import (ABSENT, PRESENT, TARGET_RULE,
                                             UNKNOWN, invalid_targets,
@@ -323,7 +324,15 @@ class PartialLabelDataset(DatasetWrapper):
                                    self.mode, self.seed)
             mask[:, unseen] = False
             if self.mask_file is not None:
-                atomic_write_npy(self.mask_file, mask)
+                try:
+                    atomic_write_npy(self.mask_file, mask)
+                except OSError as e:
+                    if not is_not_writable(e):
+                        raise
+                    raise OSError(
+                        e.errno, f'{e.strerror} This is the mask file of '
+                        'the training set (`mask_file`, saved when it does '
+                        'not exist yet): set it to a writable path.') from e
                 source = f'seed {self.seed}, saved to {self.mask_file}'
         mask.flags.writeable = False
         targets.flags.writeable = False

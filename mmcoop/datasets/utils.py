@@ -184,8 +184,8 @@ def atomic_write_npy(path: str, array) -> None:
     :func:`mmcoop.utils.checkpoint.atomic_write`); creates the folder."""
     import numpy as np
 
-    from mmcoop.utils.checkpoint import atomic_write
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    from mmcoop.utils.checkpoint import atomic_write, make_parent
+    make_parent(path)
     atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
@@ -194,8 +194,8 @@ def atomic_write_json(path: str, data) -> None:
     :func:`atomic_write_npy`)."""
     import json
 
-    from mmcoop.utils.checkpoint import atomic_write
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    from mmcoop.utils.checkpoint import atomic_write, make_parent
+    make_parent(path)
     text = json.dumps(data, indent=1).encode()
     atomic_write(path, lambda f: f.write(text))
 

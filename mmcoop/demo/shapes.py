@@ -40,6 +40,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmcoop.utils.checkpoint import is_not_writable, make_parent
+
 __all__ = [
     'DEMO_SHAPES', 'MANIFEST', 'demo_classes', 'generate_demo_coco',
     'read_manifest', 'chance_level_map', 'chance_level_map_from_targets'
@@ -443,10 +445,19 @@ def generate_demo_coco(root: str,
         return root
 
     parent = osp.dirname(root)
-    os.makedirs(parent, exist_ok=True)
     tmp = osp.join(parent, f'.{osp.basename(root)}.partial-{uuid.uuid4().hex}')
     try:
-        os.makedirs(osp.join(tmp, 'annotations'))
+        try:
+            make_parent(root)
+            os.makedirs(osp.join(tmp, 'annotations'))
+        except OSError as e:
+            if not is_not_writable(e):
+                raise
+            raise OSError(
+                e.errno, f'Cannot write the demo data {root}: {parent} '
+                f'cannot be written ({os.strerror(e.errno)}). Fix: run from '
+                'a writable folder, or set `data_root` to a writable '
+                'path.') from e
         counts = {}
         ann_id = 1
         next_img = 1

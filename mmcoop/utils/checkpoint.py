@@ -348,7 +348,14 @@ def atomic_open(path: str,
     tmp = osp.join(folder, _temp_name(osp.basename(path), os.getpid()))
     error = None
     try:
-        with open(tmp, mode, **open_kwargs) as f:
+        try:
+            opened = open(tmp, mode, **open_kwargs)
+        except OSError as e:
+            if not is_not_writable(e):
+                raise
+            # the final path and the folder, not the temporary name
+            raise OSError(e.errno, not_writable_message(path, e)) from e
+        with opened as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -443,6 +450,40 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+#: the errors of a folder mmcoop may not write in
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def is_not_writable(error: OSError) -> bool:
+    """Whether ``error`` says a folder cannot be written (read-only
+    storage, no permission)."""
+    return error.errno in _NOT_WRITABLE
+
+
+def make_parent(path: str) -> None:
+    """Create the folder of ``path`` (and its parents); one that cannot
+    be created is named with :func:`not_writable_message`."""
+    try:
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    except OSError as e:
+        if not is_not_writable(e):
+            raise
+        raise OSError(e.errno, not_writable_message(path, e)) from e
+
+
+def not_writable_message(path: str, error: OSError) -> str:
+    """What :func:`atomic_open` says when the folder of ``path`` cannot
+    be written (read-only storage, no permission): the file, the folder,
+    the reason and the fix."""
+    folder = osp.dirname(osp.abspath(path))
+    why = 'is on read-only storage' if error.errno == errno.EROFS else \
+        'is not writable by this user'
+    return (f'Cannot write {path}: its folder {folder} {why} '
+            f'({error.strerror}). Nothing was written. Fix: give the option '
+            'that names this file (or its folder) a writable location, or '
+            'make the folder writable.')
 
 
 def full_disk_message(path: str,

@@ -251,3 +251,57 @@ def test_a_held_out_part_that_cannot_rank_the_model_is_warned(
     held_out_split(coco_cfg(coco_root), part='train', val_fraction=0.1,
                    **kw)  # the train part is not judged
     assert 'held-out image' not in mm_log.getvalue()
+
+
+def _read_only_below(monkeypatch, folder):
+    """Writes below ``folder`` fail as on read-only storage (``EROFS``),
+    whoever runs the test (root ignores file permissions)."""
+    import builtins
+    import errno
+
+    from mmcoop.utils import checkpoint
+    folder = osp.abspath(str(folder))
+
+    def denied(path):
+        return osp.abspath(str(path)).startswith(folder + os.sep)
+
+    def fake_open(path, *args, **kwargs):
+        if denied(path) and args and 'w' in args[0]:
+            raise OSError(errno.EROFS, 'Read-only file system', str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    makedirs = os.makedirs
+
+    def fake_makedirs(path, *args, **kwargs):
+        if denied(path) and not osp.isdir(path):
+            raise OSError(errno.EROFS, 'Read-only file system', str(path))
+        return makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, 'open', fake_open, raising=False)
+    monkeypatch.setattr(os, 'makedirs', fake_makedirs)
+
+
+def test_files_on_read_only_storage_are_named_with_their_option(
+        coco_root, tmp_path, monkeypatch):
+    """A held-out split file or a mask file that cannot be written (a
+    read-only folder): the error names the file (not its temporary name),
+    its folder and the option to change. Before: a bare ``OSError`` naming
+    ``.mask.npy.tmp-<pid>`` or the folder only."""
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    _read_only_below(monkeypatch, ro)
+    split_file = str(ro / 'splits' / 'coco.json')
+    with pytest.raises(OSError) as err:
+        held_out_split(coco_cfg(coco_root), part='train',
+                       split_file=split_file, val_fraction=0.5, seed=0)
+    msg = str(err.value)
+    assert f'Cannot write {split_file}' in msg and 'read-only' in msg
+    assert '`protocol.split_file`' in msg and '.tmp-' not in msg
+    mask_file = str(ro / 'mask.npy')
+    with pytest.raises(OSError) as err:
+        PartialLabelDataset(coco_cfg(coco_root), 0.5, mask_file=mask_file)
+    msg = str(err.value)
+    assert f'Cannot write {mask_file}: its folder {ro} is on read-only' in \
+        msg
+    assert '(`mask_file`' in msg and '.tmp-' not in msg
+    assert os.listdir(ro) == []

@@ -259,3 +259,29 @@ def test_tree_of_an_older_version_without_file_list(tmp_path):
     with pytest.raises(FileExistsError, match='older mmcoop'):
         generate_demo_coco(root, **KW)  # cannot tell: nothing deleted
     assert tree_listing(root) == before
+
+
+def test_demo_data_in_a_read_only_folder_names_the_fix(tmp_path, monkeypatch):
+    """The demo's data tree under a folder that cannot be written (the
+    default ``data/`` of a read-only current folder): the error names the
+    tree and the fix. Before: a bare ``OSError`` on ``<cwd>/data``."""
+    import errno
+    import os
+
+    from mmcoop.demo.shapes import generate_demo_coco
+    makedirs = os.makedirs
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path)) and not os.path.isdir(path):
+            raise OSError(errno.EROFS, 'Read-only file system', str(path))
+        return makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'makedirs', read_only)
+    root = str(tmp_path / 'data' / 'mmcoop_demo_shapes')
+    with pytest.raises(OSError) as err:
+        generate_demo_coco(root, num_train=2, num_val=2)
+    msg = str(err.value)
+    assert err.value.errno == errno.EROFS
+    assert f'Cannot write the demo data {root}' in msg
+    assert 'Fix: run from a writable folder, or set `data_root`' in msg
+    assert os.listdir(tmp_path) == []
