@@ -395,3 +395,33 @@ def test_a_full_disk_is_named_and_leftovers_of_other_builds_removed(
         n for n in os.listdir(cache_root) if n.endswith('.lock')]
     monkeypatch.undo()
     _cache(images, cache_root / 'c')  # space again: built
+
+
+def test_a_disk_full_at_the_manifest_is_named_and_cleaned(
+        images, tmp_path, monkeypatch):
+    """Room for the shards (reserved) but not for the manifest: the error
+    names the manifest and the fix, and the partial build is removed.
+    Before: a bare ``OSError: [Errno 28] No space left on device``."""
+    import errno
+
+    from mmcoop.datasets.feature_cache import store
+    real = os.fsync
+
+    def full(fd):
+        if os.readlink(f'/proc/self/fd/{fd}').endswith('manifest.json.tmp'):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(fd)
+
+    cache_root = tmp_path / 'caches'
+    cache_root.mkdir()
+    monkeypatch.setattr(store.os, 'fsync', full)
+    with pytest.raises(OSError) as err:
+        _cache(images, cache_root / 'c')
+    msg = str(err.value)
+    assert err.value.errno == errno.ENOSPC
+    assert 'manifest.json' in msg and 'No space left on' in msg
+    assert 'Fix: free space' in msg
+    assert [n for n in os.listdir(cache_root)
+            if not n.endswith('.lock')] == []
+    monkeypatch.undo()
+    _cache(images, cache_root / 'c')  # space again: built

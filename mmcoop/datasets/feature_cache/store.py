@@ -17,6 +17,7 @@ The manifest holds the key (:mod:`.key`), the fingerprints of the images
 modification time and SHA-256.
 """
 import contextlib
+import errno
 import json
 import os
 import os.path as osp
@@ -95,11 +96,20 @@ def shard_record(folder: str,
 
 def write_manifest(folder: str, manifest: dict) -> None:
     """Write ``manifest.json`` durably (temporary file, fsync, rename)."""
+    from mmcoop.utils.checkpoint import full_disk_message
     tmp = osp.join(folder, MANIFEST + '.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, 'w') as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(e.errno, full_disk_message(
+            osp.join(folder, MANIFEST), e.errno)) from e
     os.replace(tmp, osp.join(folder, MANIFEST))
     _fsync_dir(folder)
 
