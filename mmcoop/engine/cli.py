@@ -143,7 +143,13 @@ class SpacedDictAction(DictAction):
                     return idx
             return len(string)
 
-        val = val.strip().strip('\'"').strip()
+        val = val.strip()
+        inner = val[1:-1]
+        if len(val) > 1 and val[0] == val[-1] and val[0] in '\'"' and \
+                ',' in inner and not inner.lstrip().startswith(('[', '(')):
+            # a quoted text with a comma (a path) stays one string
+            return inner
+        val = val.strip('\'"').strip()
         is_tuple = False
         if val.startswith('(') and val.endswith(')'):
             is_tuple, val = True, val[1:-1]
@@ -275,6 +281,9 @@ def check_cfg_option_types(cfg: Config, options: Optional[dict]) -> None:
         if old_kind == 'a number' and new_kind == 'a list':
             hint = (' A comma splits a value into a list: write decimals '
                     'with a point (0.5, not 0,5).')
+        elif old_kind == 'a string' and new_kind == 'a list':
+            from mmcoop.utils.paths import COMMA_HINT
+            hint = f' {COMMA_HINT}'
         raise ValueError(
             f'--cfg-options {key}={new!r}: the config has {old_kind} there '
             f'({old!r}), the option gives {new_kind}.{hint} Fix the value '

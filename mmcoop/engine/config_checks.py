@@ -502,7 +502,9 @@ def check_load_from(cfg) -> None:
     before the runner makes its work dir and builds the model (the runner
     refuses the same when it loads, later)."""
     from mmcoop.apis.model_zoo import check_local_checkpoint
+    from mmcoop.utils.paths import check_not_a_list
     path = cfg.get('load_from', None)
+    check_not_a_list(path, 'load_from')
     if isinstance(path, str) and path:
         check_local_checkpoint(
             path, 'Checkpoint to resume (`load_from` with `resume=True`, '

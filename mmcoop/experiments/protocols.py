@@ -41,6 +41,7 @@ from mmengine.config import ConfigDict
 
 from mmcoop.datasets.held_out_split import check_val_fraction
 from mmcoop.utils.config_types import type_name
+from mmcoop.utils.paths import check_not_a_list
 from mmcoop.utils.value_checks import check_int
 
 __all__ = ['apply_protocol', 'PROTOCOLS', 'SELECTIONS', 'BEST_METRIC']
@@ -212,6 +213,7 @@ def _apply_clean(cfg, protocol: dict) -> None:
     if type_name(inner) == 'HeldOutSplit':  # applied already
         return
     inner = _plain(inner)
+    check_not_a_list(protocol.get('split_file'), 'protocol.split_file')
     split_file = protocol.get('split_file') or _default_split_file(
         cfg, _image_dataset(inner), val_fraction, seed)
     split = dict(split_file=split_file, val_fraction=val_fraction, seed=seed)

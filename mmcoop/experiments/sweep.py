@@ -230,7 +230,9 @@ def run_options(run: Run, out_dir: str, split_seed: int = 0,
                 val_fraction: float = 0.1, selection: str = 'best',
                 feature_cache: bool = False) -> List[str]:
     """The ``--cfg-options`` of one run (before the user's extras)."""
+    # a path with a comma (the --out folder's) is quoted: one string
     return [
+        f"{key}='{value}'" if isinstance(value, str) and ',' in value else
         f'{key}={value}' for key, value, _ in run_option_items(
             run, out_dir, split_seed, val_fraction, selection, feature_cache)
     ]

@@ -34,6 +34,20 @@ class OutputPathError(ValueError):
     existing file."""
 
 
+#: how to keep a comma in a ``--cfg-options`` value (a path)
+COMMA_HINT = ('A comma splits a --cfg-options value into a list: quote a '
+              "text that holds one, e.g. \"key='/data/a,b'\" (the shell "
+              'removes the outer quotes).')
+
+
+def check_not_a_list(path, field: str) -> None:
+    """Refuse a list or tuple given as the path ``field`` (a comma-split
+    ``--cfg-options`` value), naming :data:`COMMA_HINT`."""
+    if isinstance(path, (list, tuple)):
+        raise ValueError(f'{field} must be a path (a string), got the list '
+                         f'{list(path)!r}. {COMMA_HINT}')
+
+
 def expand_user(path, field: str):
     """``path`` with a leading ``~`` / ``~user`` expanded (other values are
     returned as they are).
@@ -45,8 +59,9 @@ def expand_user(path, field: str):
 
     Raises:
         ValueError: the ``~`` cannot be expanded (no home directory, unknown
-            user).
+            user); a list or tuple (a comma-split ``--cfg-options`` value).
     """
+    check_not_a_list(path, field)
     if not isinstance(path, str) or not path.startswith('~'):
         return path
     expanded = osp.expanduser(path)

@@ -160,6 +160,24 @@ def test_cfg_options_of_the_wrong_type_are_refused_before_recording(sweep):
     _ok(sweep('--cfg-options', 'train_cfg.max_epochs=2'))
 
 
+def test_an_out_folder_with_a_comma_reaches_the_runs_as_one_path(tmp_path):
+    """``--out /x/sw,1``: the sweep's path options are quoted, so each run
+    reads one path (before: a list, and every run failed)."""
+    import argparse
+
+    from mmcoop.engine.cli import SpacedDictAction
+    out = str(tmp_path / 'sw,1')
+    options = run_options(Run('m', 'd', 0.3, 2, 'clean'), out,
+                          feature_cache=True)
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
+    parsed = parser.parse_args(['--cfg-options', *options]).cfg_options
+    assert parsed['protocol.split_file'].startswith(out + os.sep)
+    assert parsed['feature_cache.cache_root'] == osp.join(out,
+                                                          'feature_cache')
+    assert parsed['train_dataloader.dataset.known_proportion'] == 0.3
+
+
 def test_owned_keys_come_from_the_run_options():
     run = Run('m', 'd', 0.3, 2, 'clean')
     keys = {o.split('=')[0] for o in run_options(run, '.',

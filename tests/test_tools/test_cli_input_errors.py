@@ -57,6 +57,37 @@ def test_well_formed_cfg_options_still_parse():
     }
 
 
+def test_a_quoted_path_with_a_comma_stays_one_string(tmp_path):
+    """``"data_root='/data/a,b'"``: a quoted text holding a comma is one
+    string (a path); unquoted, it is a list, which a path field refuses
+    naming the quoting (before: a comma-free path was impossible to give,
+    and ``load_from`` / ``mask_file`` / ``protocol.split_file`` took the
+    list and died later with a bare ``TypeError``)."""
+    from mmcoop.engine.config_checks import check_load_from
+    from mmcoop.experiments.protocols import apply_protocol
+    from mmcoop.utils.paths import expand_user
+    args = _parser().parse_args([
+        '--cfg-options', "a='/data/a,b'", 'b="x, y"', "c='[1,2]'", 'd=p,q'
+    ])
+    assert args.cfg_options == {
+        'a': '/data/a,b', 'b': 'x, y', 'c': [1, 2], 'd': ['p', 'q']}
+    hint = r"quote a text that holds one, e\.g\. \"key='/data/a,b'\""
+    with pytest.raises(ValueError, match=r"load_from must be a path .*got "
+                       r"the list \['/a', 'b.pth'\]\. A comma .*" + hint):
+        check_load_from(Config(dict(load_from=['/a', 'b.pth'])))
+    with pytest.raises(ValueError, match='PartialLabelDataset.mask_file must'
+                       ' be a path'):
+        expand_user(['a', 'b'], 'PartialLabelDataset.mask_file')
+    cfg = Config.fromfile(H.DEMO_CONFIG)
+    cfg.protocol = dict(name='clean', split_file=['/s', 'x.json'])
+    with pytest.raises(ValueError, match='protocol.split_file must be a'):
+        apply_protocol(cfg)
+    # a string key given a list: the type check names the quoting
+    with pytest.raises(ValueError, match='the config has a string there.*'
+                       + hint):
+        _merged('--cfg-options', 'work_dir=a,b')
+
+
 def _merged(*argv):
     cfg_path = H.METHOD_CONFIGS['baseline']
     args = train_tool.parse_args([cfg_path, *argv])
