@@ -27,6 +27,7 @@ Only public torch APIs are used; they set the torch floor (``setup.cfg``):
 """
 import contextlib
 import errno
+import hashlib
 import os
 import os.path as osp
 import pickle
@@ -395,7 +396,14 @@ def _remove_dead_temps(folder: str, name: str) -> None:
 
 
 def _temp_name(name: str, pid: int) -> str:
-    """The temporary file :func:`atomic_open` fills for ``name``."""
+    """The temporary file :func:`atomic_open` fills for ``name``. A name
+    near the file system's limit of 255 bytes is shortened (its first 150
+    bytes and a hash of the whole), so that the temporary name fits
+    wherever the final one does."""
+    raw = name.encode('utf-8', 'surrogateescape')
+    if len(raw) > 200:
+        digest = hashlib.sha1(raw).hexdigest()[:12]
+        name = raw[:150].decode('utf-8', 'ignore') + f'~{digest}'
     return f'.{name}.tmp-{pid}'
 
 

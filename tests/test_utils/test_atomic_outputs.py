@@ -182,3 +182,20 @@ def test_partial_checkpoint_of_a_live_writer_is_kept(tmp_path):
         (tmp_path / name).write_bytes(b'part')
     assert remove_partial_checkpoints(str(tmp_path)) == [gone]
     assert sorted(os.listdir(tmp_path)) == [live]
+
+
+def test_a_name_near_the_limit_is_written(tmp_path):
+    """A file name of 252 bytes is valid; its temporary name
+    (``.<name>.tmp-<pid>``) was not, so ``tools/test.py --out`` failed
+    after the whole test (``File name too long``). Long names now get a
+    shortened temporary name, cleaned as before."""
+    from mmcoop.utils.checkpoint import _temp_name, atomic_open
+    name = 'r' * 248 + '.pkl'
+    path = tmp_path / name
+    with atomic_open(str(path), 'wb') as f:
+        f.write(b'ok')
+    assert path.read_bytes() == b'ok'
+    _only(tmp_path, name)
+    assert len(_temp_name(name, 4194304).encode()) <= 255
+    assert len(_temp_name('é' * 126, 4194304).encode()) <= 255
+    assert _temp_name('short.json', 7) == '.short.json.tmp-7'
