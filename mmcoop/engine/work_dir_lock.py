@@ -14,12 +14,15 @@ rank 0 takes the lock. Locks of other hosts are never taken over (a shared
 file system): the message says which file to delete if that run is gone.
 """
 import atexit
+import errno
 import json
 import os
 import os.path as osp
 import socket
 import time
 from typing import Optional
+
+from mmcoop.utils.checkpoint import full_disk_message
 
 __all__ = ['WorkDirLock', 'WorkDirLockedError', 'LOCK_NAME']
 
@@ -87,8 +90,15 @@ class WorkDirLock:
                          0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, 'w') as f:
-            json.dump(self._record(), f)
+        try:
+            with os.fdopen(fd, 'w') as f:
+                json.dump(self._record(), f)
+        except OSError as e:  # a full disk: no empty lock left behind
+            os.remove(self.path)
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise OSError(e.errno, full_disk_message(self.path,
+                                                     e.errno)) from e
         return True
 
     def _is_stale(self, owner: dict) -> bool:

@@ -115,3 +115,24 @@ def test_sigterm_ends_a_run_through_its_clean_up(tmp_path):
     assert exit_.value.code == 128 + signal.SIGTERM
     assert not (tmp_path / 'w' / 'mmcoop.lock').exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_full_disk_leaves_no_empty_lock(tmp_path, monkeypatch):
+    """The lock record cannot be written (a full disk): the error names
+    the lock file and the fix, and no empty lock is left under its name
+    (before: a bare ``[Errno 28]`` and a 0-byte ``mmcoop.lock``)."""
+    import errno
+    import json
+
+    from mmcoop.engine.work_dir_lock import LOCK_NAME, WorkDirLock
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(json, 'dump', full)
+    with pytest.raises(OSError) as err:
+        WorkDirLock(str(tmp_path)).acquire()
+    assert err.value.errno == errno.ENOSPC
+    assert f'while saving {tmp_path / LOCK_NAME}' in str(err.value)
+    assert 'Fix: free space' in str(err.value)
+    assert not (tmp_path / LOCK_NAME).exists()

@@ -265,8 +265,9 @@ def calibrate_thresholds(pred: np.ndarray,
     positive keep ``default``. Targets < 0 are ignored. Thresholds are
     clipped to [0, 1], so a score of exactly 0 is never above one: the cuts
     that would predict such scores are not candidates (unless no other
-    cut exists). Thresholds are kept off the fp32 grid (:func:`off_the_fp32_grid`), so that
-    inference's ``score >= thr`` labels as the metric counts.
+    cut exists). Thresholds are kept off the fp32 grid
+    (:func:`off_the_fp32_grid`), so that inference's ``score >= thr``
+    labels as the metric counts.
 
     Returns:
         np.ndarray: ``(C,)`` float64 thresholds.
