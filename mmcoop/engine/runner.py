@@ -57,6 +57,18 @@ def _numbered_checkpoints(work_dir: str) -> List[tuple]:
     return out
 
 
+def _inside(path: str, folder: str) -> bool:
+    """Whether the local ``path`` lies in ``folder`` (links resolved)."""
+    path, folder = osp.realpath(path), osp.realpath(folder)
+    return osp.commonpath([path, folder]) == folder
+
+
+class ResumeOutsideWorkDirError(ValueError):
+    """Auto-resume found a ``last_checkpoint`` that names a checkpoint of
+    another work dir (a copied work dir) and no file of that name in its
+    own."""
+
+
 class ResumePastScheduleError(ValueError):
     """The checkpoint to resume is past the end of the config's schedule
     (``train_cfg.max_epochs`` / ``max_iters``)."""
@@ -551,11 +563,72 @@ class MMCoopRunner(Runner):
         return self._resuming
 
     def resume(self, filename: str, *args, **kwargs) -> None:
+        """MMEngine's resume; then the best-checkpoint paths of the resumed
+        message hub are kept inside this run's checkpoint folder
+        (:meth:`_keep_best_checkpoints_own`)."""
         self._resuming = True
         try:
             super().resume(filename, *args, **kwargs)
         finally:
             self._resuming = False
+        self._keep_best_checkpoints_own(filename)
+
+    def _checkpoint_dirs(self) -> List[str]:
+        """The folders this run's ``CheckpointHook`` s save into: the work
+        dir, or ``out_dir/<work dir name>`` (MMEngine's rule)."""
+        from mmengine.hooks import CheckpointHook
+        dirs = [self.work_dir]
+        for hook in self.hooks:
+            out_dir = getattr(hook, 'out_dir', None)
+            if isinstance(hook, CheckpointHook) and isinstance(out_dir, str):
+                if out_dir != self.work_dir:
+                    out_dir = osp.join(
+                        out_dir, osp.basename(self.work_dir.rstrip(osp.sep)))
+                dirs.append(out_dir)
+        return dirs
+
+    def _keep_best_checkpoints_own(self, filename: str) -> None:
+        """MMEngine's ``CheckpointHook`` (``save_best``) removes the previous
+        best checkpoint, whose path it reads from the resumed message hub
+        (``best_ckpt``, ``best_ckpt_<metric>``): the absolute path of the
+        run that wrote the checkpoint. Resuming a copy of a work dir, or an
+        explicit ``--resume`` of another work dir's file, would delete the
+        original's best checkpoint. A path outside this run's checkpoint
+        folders is re-pointed to the file of the same name in them, else
+        dropped (the new best is saved, nothing is removed)."""
+        hub = self.message_hub
+        dirs = self._checkpoint_dirs()
+        for key, path in hub.runtime_info.items():
+            if not (key == 'best_ckpt' or key.startswith('best_ckpt_')):
+                continue
+            if not isinstance(path, str) or not path:
+                continue
+            if '://' in path:
+                own = any(osp.dirname(path) == d.rstrip('/') for d in dirs)
+            else:
+                own = any(
+                    '://' not in d and _inside(path, d) for d in dirs)
+            if own:
+                continue
+            here = [
+                osp.join(d, osp.basename(path)) for d in dirs
+                if '://' not in d
+                and osp.isfile(osp.join(d, osp.basename(path)))
+            ]
+            if here:
+                hub.update_info(key, here[0])
+                self.logger.info(
+                    f'--resume from {filename}: the best checkpoint it '
+                    f'records ({key}) is {path}, outside this run\'s '
+                    f'checkpoint folder; it is now {here[0]}.')
+            else:
+                hub.pop_info(key)
+                self.logger.warning(
+                    f'--resume from {filename}: the best checkpoint it '
+                    f'records ({key}), {path}, lies outside this run\'s '
+                    f'checkpoint folder ({dirs[-1]}) and has no copy there: '
+                    'it is no longer tracked (the next best checkpoint is '
+                    'saved here, that file is never removed).')
 
     def check_resume_position(self, checkpoint: dict, filename: str) -> bool:
         """Compare the position of the checkpoint to resume with the end of
@@ -671,15 +744,39 @@ class MMCoopRunner(Runner):
                 self.logger.warning(
                     f'{pointer} is empty (a crash while it was written?); '
                     'falling back to the newest checkpoint of the work dir.')
-        if named is not None and not osp.isfile(named):
-            moved = osp.join(work_dir, osp.basename(named))
-            if osp.isfile(moved):  # the work dir was moved or copied
-                named = moved
+        if named is not None and not _inside(named, work_dir):
+            # MMEngine writes an absolute path: in a moved or copied work
+            # dir it names the original's file. Auto-resume reads only the
+            # work dir's own checkpoints.
+            own = osp.join(work_dir, osp.basename(named))
+            if osp.isfile(own):
+                self.logger.info(
+                    f'{pointer} names {named}, outside the work dir (a '
+                    'moved or copied work dir): resuming the file of that '
+                    f'name in the work dir, {own}.')
+                named = own
+            elif osp.isfile(named):
+                raise ResumeOutsideWorkDirError(
+                    f'--resume (auto): {pointer} names {named}, a '
+                    f'checkpoint outside the work dir {work_dir} (a copy of '
+                    "another run's work dir?), and the work dir holds no "
+                    f'{osp.basename(named)}. Auto-resume uses only the work '
+                    "dir's own checkpoints; nothing was loaded. Fix: to "
+                    f'continue from that checkpoint on purpose, `--resume '
+                    f'{named}` (it is read, nothing outside the work dir is '
+                    f'changed); else delete {pointer} to resume the newest '
+                    'checkpoint of the work dir (or start from scratch '
+                    'without one).')
             else:
                 self.logger.warning(
                     f'{pointer} names {named!r}, which does not exist; '
                     'falling back to the newest checkpoint of the work dir.')
                 named = None
+        elif named is not None and not osp.isfile(named):
+            self.logger.warning(
+                f'{pointer} names {named!r}, which does not exist; '
+                'falling back to the newest checkpoint of the work dir.')
+            named = None
         if named is None:
             return ordered
         named = osp.abspath(named)
