@@ -31,7 +31,8 @@ def parse_args(argv=None):
         const='auto',
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
-        'in the work directory.')
+        'in the work directory (without one, the run starts from the '
+        "config's load_from, if any).")
     parser.add_argument(
         '--amp',
         action='store_true',

@@ -390,10 +390,13 @@ def merge_train_args(cfg: Config, args) -> Config:
     cfg = _merge_common(
         cfg, args, ('train_dataloader', 'val_dataloader', 'test_dataloader'))
     # after --cfg-options: a `load_from` there (the weights a run starts
-    # from) must not replace what --resume continues
+    # from) must not replace what --resume continues. `--resume` without a
+    # path is resume='auto': the work dir's latest checkpoint if it has
+    # one, else `load_from` as the initial weights (MMCoopRunner.
+    # load_or_resume; resume=True with a load_from resumes *from* it, as
+    # in MMEngine: `--resume PATH`)
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        cfg.resume = 'auto'
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume

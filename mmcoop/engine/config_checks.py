@@ -497,19 +497,30 @@ def dataset_dirs(dataset: Any) -> List[str]:
 
 
 def check_load_from(cfg) -> None:
-    """Refuse a ``load_from`` (``--resume PATH``, the checkpoint argument of
+    """Refuse a ``resume`` other than ``False``, ``True`` or ``'auto'``
+    (or ``None``)
+    (:meth:`~mmcoop.engine.runner.MMCoopRunner.load_or_resume`), and a
+    ``load_from`` (``--resume PATH``, the checkpoint argument of
     ``tools/test.py``, or the config's) that is a URL, a folder or missing,
     before the runner makes its work dir and builds the model (the runner
     refuses the same when it loads, later)."""
     from mmcoop.apis.model_zoo import check_local_checkpoint
     from mmcoop.utils.paths import check_not_a_list
+    resume = cfg.get('resume', False)
+    if not (resume is None or isinstance(resume, bool) or resume == 'auto'):
+        raise ValueError(
+            f'resume must be False, True or \'auto\', got {resume!r}. '
+            "Fix: resume='auto' (tools/train.py --resume) resumes the work "
+            "dir's latest checkpoint, or starts from `load_from` when it "
+            'has none; resume=True with load_from=PATH (--resume PATH) '
+            'resumes PATH.')
     path = cfg.get('load_from', None)
     check_not_a_list(path, 'load_from')
     if isinstance(path, str) and path:
         check_local_checkpoint(
             path, 'Checkpoint to resume (`load_from` with `resume=True`, '
             'e.g. --resume PATH)'
-            if cfg.get('resume', False) else 'Checkpoint `load_from`')
+            if resume is True else 'Checkpoint `load_from`')
 
 
 def check_runner_compile(cfg) -> None:

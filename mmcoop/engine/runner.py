@@ -250,10 +250,17 @@ class MMCoopRunner(Runner):
       under the final name. The config text stored in every checkpoint
       is formatted once (:class:`~mmcoop.engine.config_text.
       FormatOnceConfig`), not by yapf at every save.
-    * **Robust auto-resume.** ``--resume`` without a path uses the file
-      named in ``last_checkpoint``, or a newer numbered checkpoint; if that
-      file is missing or unreadable it falls back, with a warning, to the
-      newest readable ``epoch_*.pth`` / ``iter_*.pth`` of the work dir.
+    * **Robust auto-resume.** ``--resume`` without a path
+      (``resume='auto'``) uses the file named in ``last_checkpoint``, or a
+      newer numbered checkpoint; if that file is missing or unreadable it
+      falls back, with a warning, to the newest readable ``epoch_*.pth`` /
+      ``iter_*.pth`` of the work dir; without a checkpoint it starts from
+      ``load_from`` (:meth:`_load_or_resume`). Only the work dir's own
+      files: a ``last_checkpoint`` naming another work dir's file (a copied
+      work dir) is refused unless the work dir has a file of that name, and
+      a resumed best-checkpoint path outside the run's checkpoint folder is
+      re-pointed or dropped (:meth:`resume`), so nothing outside the work
+      dir is removed.
     * **Resume at or past the end.** A resumed checkpoint at the end of the
       schedule (epoch == ``train_cfg.max_epochs``, or iteration ==
       ``max_iters`` of an iteration-based loop) gets a warning that the
@@ -853,16 +860,42 @@ class MMCoopRunner(Runner):
                 module.check_weights_unchanged(name)
 
     def _load_or_resume(self) -> None:
+        """``resume`` and ``load_from``, one rule for every launcher
+        (``tools/train.py``, ``mim train``, ``Runner.from_cfg``):
+
+        * ``resume=False``: ``load_from`` (if any) is the initial weights;
+        * ``resume='auto'`` (``tools/train.py --resume``): the work dir's
+          latest checkpoint (:meth:`_resume_candidates`) is resumed, and
+          ``load_from`` is not used (said at INFO); without one, the run
+          starts from ``load_from`` as with ``resume=False``;
+        * ``resume=True``: MMEngine's meaning, ``load_from`` is the
+          checkpoint to resume (``--resume PATH``); without ``load_from``,
+          as ``'auto'``.
+        """
         if self._has_loaded:
             return None
-        if not (self._resume and self._load_from is None):
+        auto = self._resume == 'auto' or (self._resume is True
+                                          and self._load_from is None)
+        if not auto:
             return super().load_or_resume()
         candidates = self._resume_candidates()
         if not candidates:
+            if self._load_from is not None:
+                self.logger.info(
+                    f'--resume: no checkpoint in {self.work_dir}; training '
+                    f'starts from load_from={self._load_from}.')
+                self.load_checkpoint(self._load_from)
+                self._has_loaded = True
+                return None
             self.logger.info(
                 f'--resume: no checkpoint in {self.work_dir}; training starts '
                 'from scratch.')
             return None
+        if self._load_from is not None:
+            self.logger.info(
+                f'--resume: {self.work_dir} holds a checkpoint to resume; '
+                f'load_from={self._load_from} (the initial weights of a new '
+                'run) is not used.')
         skipped = []
         for path in candidates:
             try:

@@ -37,8 +37,10 @@ def test_test_checkpoint_wins_over_cfg_options_load_from():
 
 
 def test_resume_wins_over_cfg_options_load_from():
+    # the work dir's latest checkpoint, else load_from (MMCoopRunner.
+    # load_or_resume; before: load_from was dropped)
     cfg = _train_cfg('--resume', '--cfg-options', 'load_from=init.pth')
-    assert (cfg.resume, cfg.load_from) == (True, None)  # the latest one
+    assert (cfg.resume, cfg.load_from) == ('auto', 'init.pth')
     cfg = _train_cfg('--resume', 'epoch_2.pth', '--cfg-options',
                      'load_from=init.pth')
     assert (cfg.resume, cfg.load_from) == (True, 'epoch_2.pth')

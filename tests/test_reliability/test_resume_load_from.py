@@ -1,0 +1,87 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""``tools/train.py --resume`` (``resume='auto'``) with a ``load_from``:
+the work dir's latest checkpoint is resumed when there is one (``load_from``
+unused, said at INFO), else ``load_from`` gives the initial weights, as
+without ``--resume``. Before: ``tools/train.py`` dropped ``load_from`` and
+the run trained from scratch. ``resume=True`` keeps MMEngine's meaning
+(``load_from`` is the checkpoint to resume: ``--resume PATH``)."""
+import os.path as osp
+
+import pytest
+import torch
+from _common import toy_runner, toy_runtime_cfg
+
+from mmcoop.engine.runner import MMCoopRunner
+
+
+def _log(runner):
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        return f.read()
+
+
+@pytest.fixture
+def init(tmp_path):
+    """Initial weights unlike the toy model's: 7s."""
+    runner = toy_runner(tmp_path / 'src', 1)
+    state = {
+        k: torch.full_like(v, 7.)
+        for k, v in runner.model.state_dict().items()
+    }
+    path = tmp_path / 'init.pth'
+    torch.save(dict(state_dict=state, meta=dict()), path)
+    return str(path)
+
+
+def _weight(runner):
+    return runner.model.linear.weight.detach().clone()
+
+
+def test_auto_resume_without_a_checkpoint_starts_from_load_from(
+        tmp_path, init):
+    runner = toy_runner(tmp_path / 'w', 1, resume='auto', load_from=init)
+    runner.train()
+    assert f'training starts from load_from={init}' in _log(runner)
+    # the run without --resume from the same weights; not from scratch
+    reference = toy_runner(tmp_path / 'ref', 1, load_from=init)
+    reference.train()
+    scratch = toy_runner(tmp_path / 'scratch', 1)
+    scratch.train()
+    assert torch.equal(_weight(runner), _weight(reference))
+    assert not torch.equal(_weight(runner), _weight(scratch))
+
+
+def test_auto_resume_with_a_checkpoint_resumes_it(tmp_path, init):
+    work = tmp_path / 'w'
+    first = toy_runner(work, 1)
+    first.train()
+    # at the end of the schedule: the resumed weights, nothing trained
+    runner = toy_runner(work, 1, resume='auto', load_from=init)
+    runner.train()
+    assert torch.equal(_weight(runner), _weight(first))
+    log = _log(runner)
+    assert 'resumed epoch: 1,' in log
+    assert f'load_from={init} (the initial weights of a new run) is not ' \
+        'used' in log
+
+
+def test_from_cfg_resume_auto_and_true(tmp_path, init):
+    """The same rule through ``Runner.from_cfg`` (``mim train``, scripts);
+    ``resume=True`` with ``load_from`` resumes ``load_from`` (MMEngine)."""
+    cfg = toy_runtime_cfg(tmp_path / 'a', resume='auto', load_from=init)
+    runner = MMCoopRunner.from_cfg(cfg)
+    runner.train()  # one epoch from the 7s
+    assert 'training starts from load_from=' in _log(runner)
+    cfg = toy_runtime_cfg(tmp_path / 'b', max_epochs=2, resume=True,
+                          load_from=osp.join(tmp_path, 'a', 'epoch_1.pth'))
+    runner = MMCoopRunner.from_cfg(cfg)
+    runner.train()
+    assert 'resumed epoch: 1,' in _log(runner)
+
+
+@pytest.mark.parametrize('value', ['yes', 1, 'True'])
+def test_a_resume_of_another_kind_is_refused(tmp_path, value):
+    cfg = toy_runtime_cfg(tmp_path / 'w', resume=value)
+    with pytest.raises(ValueError, match="resume must be False, True or "
+                       "'auto'"):
+        MMCoopRunner.from_cfg(cfg)
+    assert not (tmp_path / 'w').exists()
