@@ -204,7 +204,7 @@ def test_resume_and_amp_flags_map_to_the_config(tmp_path, monkeypatch):
         return merge_train_args(Config.fromfile(cfg_path), args)
 
     cfg = merged('--resume')
-    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.resume == 'auto' and cfg.load_from is None
     cfg = merged('--resume', 'work_dirs/x/epoch_3.pth')
     assert cfg.resume is True and cfg.load_from == 'work_dirs/x/epoch_3.pth'
     cfg = merged('--amp', '--auto-scale-lr', '--work-dir', 'wd')
