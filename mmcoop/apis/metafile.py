@@ -132,7 +132,9 @@ def measured_map(work_dir: str, epoch: int) -> float:
     the test split).
     """
     files = sorted(
-        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')),
+        glob.glob(
+            osp.join(glob.escape(work_dir), '*', 'vis_data',
+                     'scalars.json')),
         reverse=True)
     for path in files:
         with open(path) as f:
@@ -231,7 +233,8 @@ def update_model_zoo(config_root: str, check: bool = False) -> List[str]:
     would be) changed; with ``check`` nothing is written."""
     changed = []
     for metafile in sorted(
-            glob.glob(osp.join(config_root, '*', 'metafile.yml'))):
+            glob.glob(osp.join(glob.escape(config_root), '*',
+                               'metafile.yml'))):
         method = osp.basename(osp.dirname(metafile))
         data = read_metafile(metafile)
         synced = with_paper_numbers(data, method)

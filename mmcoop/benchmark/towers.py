@@ -66,7 +66,7 @@ def _family_bases(root: Optional[str] = None) -> Dict[str, dict]:
         'rn101_openai':
         dict(model_name=paper.model.backbone.model_name, n_ctx=None)
     }
-    for path in sorted(glob.glob(osp.join(root, '*.py'))):
+    for path in sorted(glob.glob(osp.join(glob.escape(root), '*.py'))):
         cfg = Config.fromfile(path)
         out[osp.splitext(osp.basename(path))[0]] = dict(
             model_name=cfg['_clip_model']['model_name'],

@@ -167,8 +167,11 @@ def find_config(config_root: str, method: str, dataset: str,
     tag = DATASET_TAGS.get(dataset, dataset)
     name = f'{method}_*_{tag}-p'
     exact_name = f'{name}{int(round(100 * proportion)):02d}.py'
-    tiers = [(osp.join(config_root, method), False), (config_root, False),
-             (osp.join(config_root, '**'), True)]
+    # the folders are escaped: a path holding glob syntax ('[', '*', '?')
+    # must not match a sibling folder's files
+    root = glob.escape(config_root)
+    tiers = [(osp.join(root, glob.escape(method)), False), (root, False),
+             (osp.join(root, '**'), True)]
     for folder, recursive in tiers:
         exact = sorted(set(
             glob.glob(osp.join(folder, exact_name), recursive=recursive)))
@@ -306,7 +309,7 @@ def selected_checkpoint(work_dir: str, selection: str) -> str:
     the file was deleted) this raises: testing the last checkpoint instead
     would label its numbers ``selection=best``."""
     if selection == 'best':
-        found = glob.glob(osp.join(work_dir, 'best_*.pth'))
+        found = glob.glob(osp.join(glob.escape(work_dir), 'best_*.pth'))
         if found:
             return max(found, key=_epoch_of)
         raise RuntimeError(
@@ -324,7 +327,7 @@ def selected_checkpoint(work_dir: str, selection: str) -> str:
         local = osp.join(work_dir, osp.basename(path))
         if osp.isfile(local):
             return local
-    found = glob.glob(osp.join(work_dir, 'epoch_*.pth'))
+    found = glob.glob(osp.join(glob.escape(work_dir), 'epoch_*.pth'))
     if not found:
         raise FileNotFoundError(f'{work_dir}: no checkpoint to test (did '
                                 'training fail? see sweep_train.log).')

@@ -114,7 +114,8 @@ def _run_config_name(work_dir: str) -> str:
     dir."""
     import glob
     names = [
-        osp.basename(p)[:-3] for p in glob.glob(osp.join(work_dir, '*.py'))
+        osp.basename(p)[:-3]
+        for p in glob.glob(osp.join(glob.escape(work_dir), '*.py'))
     ]
     if len(names) != 1:
         raise ValueError(

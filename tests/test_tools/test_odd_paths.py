@@ -1,0 +1,105 @@
+# Copyright (c) mmcoop contributors. All rights reserved.
+"""Odd but legal paths: folders whose names hold glob syntax (``[``,
+``]``, ``*``, ``?``) are read as folders, never as patterns that match a
+sibling folder's files."""
+import json
+import os
+import os.path as osp
+import shutil
+
+import pytest
+from _common import load_tool
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+publish_tool = load_tool('tools/model_converters/publish_model.py')
+
+
+def _touch(path, text='x = 1\n'):
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+# ------------------------------------------------ glob syntax in a folder
+@pytest.mark.parametrize('name', ['g[1]', 'g?', 'g*'])
+def test_selected_checkpoint_reads_only_its_own_folder(tmp_path, name):
+    """Before: ``g[1]`` globbed as a pattern matched the sibling ``g1``:
+    the sweep tested another sweep's checkpoint as this run's."""
+    from mmcoop.experiments.sweep import last_checkpoint, selected_checkpoint
+    sibling = tmp_path / 'g1'
+    real = tmp_path / name
+    for f in ('best_multi-label_mAP_epoch_2.pth', 'epoch_2.pth'):
+        _touch(str(sibling / f), '')
+    for f in ('best_multi-label_mAP_epoch_1.pth', 'epoch_1.pth'):
+        _touch(str(real / f), '')
+    best = selected_checkpoint(str(real), 'best')
+    assert best == str(real / 'best_multi-label_mAP_epoch_1.pth')
+    assert selected_checkpoint(str(real), 'last') == str(real / 'epoch_1.pth')
+    assert last_checkpoint(str(real)) == str(real / 'epoch_1.pth')
+    # the folder alone (no checkpoint): nothing of the sibling's is taken
+    empty = tmp_path / 'e[1]'
+    empty.mkdir()
+    _touch(str(tmp_path / 'e1' / 'epoch_3.pth'), '')
+    with pytest.raises(FileNotFoundError, match=r'e\[1\]: no checkpoint'):
+        selected_checkpoint(str(empty), 'last')
+    with pytest.raises(RuntimeError, match='no best_'):
+        selected_checkpoint(str(empty), 'best')
+
+
+def test_find_config_reads_only_its_own_root(tmp_path):
+    from mmcoop.experiments.sweep import find_config
+    real = _touch(str(tmp_path / 'cfg[2]' / 'pos' /
+                      'pos_clip-rn101_1x_voc07-448px-p50.py'))
+    _touch(str(tmp_path / 'cfg2' / 'pos' /
+               'pos_clip-rn101_1x_voc07-448px-p40.py'))
+    _touch(str(tmp_path / 'cfg2' / 'pos_clip-vit_1x_voc07-448px-p40.py'))
+    assert find_config(str(tmp_path / 'cfg[2]'), 'pos', 'voc07', 0.4) == real
+    assert find_config(str(tmp_path / 'cfg[2]'), 'pos', 'voc07', 0.5) == real
+    # the recursive tier too
+    only = _touch(str(tmp_path / 'r[1]' / 'a' /
+                      'pos_clip-rn101_1x_voc07-448px-p50.py'))
+    _touch(str(tmp_path / 'r1' / 'b' / 'pos_clip-vit_1x_voc07-448px-p50.py'))
+    assert find_config(str(tmp_path / 'r[1]'), 'pos', 'voc07', 0.5) == only
+    # a root with no config: none of the sibling's taken
+    (tmp_path / 'n[1]').mkdir()
+    _touch(str(tmp_path / 'n1' / 'pos_clip-rn101_1x_voc07-448px-p50.py'))
+    with pytest.raises(FileNotFoundError, match='No config'):
+        find_config(str(tmp_path / 'n[1]'), 'pos', 'voc07', 0.5)
+
+
+def test_measured_map_and_publish_read_only_their_work_dir(tmp_path):
+    from mmcoop.apis.metafile import measured_map
+    for work_dir, value in (('exp1', 50.0), ('exp[1]', 20.0)):
+        _touch(
+            str(tmp_path / work_dir / '20261205_000000' / 'vis_data' /
+                'scalars.json'),
+            json.dumps({'multi-label/mAP': value, 'step': 1}) + '\n')
+    _touch(str(tmp_path / 'exp1' / 'other_config.py'))
+    _touch(str(tmp_path / 'exp[1]' / 'my_config.py'))
+    assert measured_map(str(tmp_path / 'exp[1]'), 1) == 20.0
+    assert publish_tool._run_config_name(str(tmp_path / 'exp[1]')) == (
+        'my_config')
+
+
+def test_update_model_zoo_reads_only_its_config_root(tmp_path):
+    from mmcoop.apis.metafile import update_model_zoo
+    real = tmp_path / 'c[1]'
+    real.mkdir()
+    # a sibling's metafile that is not YAML: read, it would raise
+    _touch(str(tmp_path / 'c1' / 'pos' / 'metafile.yml'), '{[: not yaml')
+    assert update_model_zoo(str(real), check=True) == []
+
+
+def test_family_bases_read_only_their_folder(tmp_path):
+    from mmcoop.benchmark.towers import _family_bases
+    models = osp.join(REPO, 'configs', '_base_', 'models')
+    real = tmp_path / 'm[1]'
+    shutil.copytree(models, str(real))
+    shutil.copytree(models, str(tmp_path / 'm1'))
+    _touch(str(tmp_path / 'm1' / 'clip_families' / 'zz_sibling.py'),
+           "_clip_model = dict(model_name='not-mine')\n")
+    families = _family_bases(str(real / 'clip_families'))
+    assert 'zz_sibling' not in families
+    assert 'rn50_openai' in families
