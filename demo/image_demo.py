@@ -24,11 +24,12 @@ import numpy as np
 from PIL import Image
 
 from mmcoop.apis import (draw_predictions, inference_model, init_model,
-                         resolve_threshold)
+                         load_config, resolve_threshold)
 from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
 from mmcoop.apis.visualization import threshold_text
 from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none, fraction,
                                positive_int, torch_device)
+from mmcoop.engine.config_checks import check_outputs_outside_datasets
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.visualization import save_image
 
@@ -89,6 +90,14 @@ def main(argv=None):
             raise SystemExit(str(e)) from None
     outputs = {}
     if args.show_dir:
+        # never into the config's dataset folders (a later run reads them)
+        cfg = load_config(args.config, args.cfg_options)
+        try:
+            check_outputs_outside_datasets(
+                cfg, [('drawing folder (--show-dir)', args.show_dir,
+                       "'work_dirs/show'")])
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         names = [
             osp.join(args.show_dir,
                      osp.splitext(osp.basename(p))[0] + '.png')

@@ -41,8 +41,8 @@ __all__ = [
     'check_nested_keys', 'DATALOADERS', 'unread_keys_the_user_set',
     'dataset_dirs',
     'check_load_from', 'check_runner_compile', 'check_work_dir_is_a_folder',
-    'check_work_dir_outside_datasets',
-    'UnseenClassHeadError',
+    'check_work_dir_outside_datasets', 'config_dataset_dirs',
+    'check_outputs_outside_datasets', 'UnseenClassHeadError',
     'unseen_class_fields', 'check_unseen_class_head', 'check_clip_towers'
 ]
 
@@ -568,6 +568,32 @@ def check_work_dir_outside_datasets(work_dir: str, loaders: Iterable) -> None:
         dirs.extend(dataset_dirs(dataset))
     check_outside_dataset(
         work_dir, dirs, 'work dir', example="'work_dirs/<experiment>'")
+
+
+def config_dataset_dirs(cfg) -> List[str]:
+    """The dataset folders (:func:`dataset_dirs`) of every dataloader of a
+    config (``train_dataloader``, ``val_dataloader``, ``test_dataloader``;
+    a missing or None one is skipped)."""
+    dirs = []
+    for key in DATALOADERS:
+        loader = cfg.get(key, None)
+        if isinstance(loader, dict):
+            dirs.extend(dataset_dirs(loader.get('dataset', None)))
+    return dirs
+
+
+def check_outputs_outside_datasets(
+        cfg, outputs: Iterable[Tuple[str, Optional[str], str]]) -> None:
+    """Raise ``ValueError`` if an output of a tool lies inside a dataset
+    folder of ``cfg`` (any dataloader's, :func:`config_dataset_dirs`), before
+    anything is written: a later run would read the files (and the demo
+    refuses a tree it did not write). ``outputs``: ``(what, path,
+    example)``, e.g. ``('output folder (--out-dir)', args.out_dir,
+    "'work_dirs/analysis'")``; a None or empty path is skipped."""
+    dirs = config_dataset_dirs(cfg)
+    for what, path, example in outputs:
+        if path:
+            check_outside_dataset(path, dirs, what, example=example)
 
 
 class UnseenClassHeadError(ValueError):

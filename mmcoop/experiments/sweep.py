@@ -252,14 +252,9 @@ def sweep_owned_keys() -> Dict[str, str]:
     }
 
 
-def check_cfg_options(cfg_options: Sequence[str],
-                      configs: Sequence[str] = ()) -> None:
-    """Refuse user ``--cfg-options`` that set (or replace a parent of) a key
-    the sweep sets per run: the table would label numbers with a
-    proportion / seed / split they were not measured at; and options that
-    ``tools/train.py`` would refuse for one of the ``configs`` (a value of
-    another type than the config's, e.g. ``0,5`` for a number), before the
-    sweep records them as its settings."""
+def _parse_cfg_options(cfg_options: Sequence[str]) -> dict:
+    """``--cfg-options`` parsed as ``tools/train.py`` parses them
+    (malformed values: :class:`SweepError`)."""
     from mmcoop.engine.cli import SpacedDictAction
 
     class Parser(argparse.ArgumentParser):
@@ -269,9 +264,59 @@ def check_cfg_options(cfg_options: Sequence[str],
 
     parser = Parser(add_help=False)
     parser.add_argument('--cfg-options', nargs='+', action=SpacedDictAction)
-    # the same parsing as tools/train.py: malformed values stop here
-    parsed = parser.parse_args(['--cfg-options', *cfg_options]).cfg_options \
+    return parser.parse_args(['--cfg-options', *cfg_options]).cfg_options \
         if cfg_options else {}
+
+
+def check_out_outside_datasets(runs: Sequence[Run], out_dir: str,
+                               config_root: str,
+                               cfg_options: Sequence[str]) -> None:
+    """Refuse an ``--out`` inside a dataset folder of a run's config (with
+    the user's ``--cfg-options``) before the sweep writes anything there
+    (its lock, ``sweep.json``, the run folders): ``tools/train.py`` refuses
+    each run's work dir there, but only once the sweep has written its
+    files into the dataset tree. A run whose config is not found, or
+    options that do not apply, or a config that does not load, are left to
+    :func:`prepare_sweep` (named there)."""
+    from mmengine.config import Config
+
+    from mmcoop.engine.cli import merge_cfg_options
+    from mmcoop.engine.config_checks import check_outputs_outside_datasets
+    parsed = _parse_cfg_options(cfg_options)
+    configs = []
+    for run in runs:
+        try:
+            configs.append(
+                find_config(config_root, run.method, run.dataset,
+                            run.proportion))
+        except (FileNotFoundError, SweepError):
+            continue
+    for config in dict.fromkeys(configs):
+        try:
+            cfg = Config.fromfile(config)
+        except Exception:  # named by prepare_sweep ('does not load')
+            continue
+        try:
+            cfg = merge_cfg_options(cfg, dict(parsed))
+        except (ValueError, KeyError, TypeError, IndexError):
+            cfg = Config.fromfile(config)  # the options: prepare_sweep
+        try:
+            check_outputs_outside_datasets(
+                cfg, [('sweep folder (--out)', out_dir,
+                       "'work_dirs/sweep'")])
+        except ValueError as e:
+            raise SweepError(f'{e} (the data of {config})') from None
+
+
+def check_cfg_options(cfg_options: Sequence[str],
+                      configs: Sequence[str] = ()) -> None:
+    """Refuse user ``--cfg-options`` that set (or replace a parent of) a key
+    the sweep sets per run: the table would label numbers with a
+    proportion / seed / split they were not measured at; and options that
+    ``tools/train.py`` would refuse for one of the ``configs`` (a value of
+    another type than the config's, e.g. ``0,5`` for a number), before the
+    sweep records them as its settings."""
+    parsed = _parse_cfg_options(cfg_options)
     owned = sweep_owned_keys()
     for key in parsed:
         for own, option in owned.items():
@@ -955,6 +1000,9 @@ def run_sweep(runs: Sequence[Run],
     whether it is done, resumes or starts), and nothing written or run;
     returns the rows of the runs already finished."""
     check_jobs(jobs, job_gpus)
+    check_out_outside_datasets(
+        runs, out_dir, config_root or osp.join(code_root(), 'configs'),
+        cfg_options)
     # one sweep at a time in --out (a dry run writes nothing)
     with contextlib.nullcontext() if dry_run else _sweep_lock(out_dir):
         return _run_sweep(runs, out_dir, config_root, cfg_options,

@@ -103,3 +103,94 @@ def test_family_bases_read_only_their_folder(tmp_path):
     families = _family_bases(str(real / 'clip_families'))
     assert 'zz_sibling' not in families
     assert 'rn50_openai' in families
+
+
+# ------------------------------------------- outputs in a dataset folder
+DEMO_CONFIG = osp.join(
+    REPO, 'configs', 'demo',
+    'positivecoop_clip-tiny-vit_1xb16-coslr-20e_demo-shapes-p50.py')
+# the demo config's data_root, relative to the working folder
+DEMO_ROOT = osp.join('data', 'mmcoop_demo_shapes')
+
+
+def _tree(root):
+    return sorted(
+        osp.relpath(osp.join(d, f), root) for d, ds, fs in os.walk(root)
+        for f in ds + fs)
+
+
+def _in_dataset_cases():
+    inside = osp.join(DEMO_ROOT, 'out')
+    return {
+        'analyze_results': ('tools/analysis/analyze_results.py', [
+            DEMO_CONFIG, 'res.pkl', '--out-dir', inside
+        ], '--out-dir'),
+        'image_demo': ('demo/image_demo.py', [
+            'img.png', DEMO_CONFIG, 'none', '--show-dir', inside
+        ], '--show-dir'),
+        'similarity_map': ('tools/visualization/similarity_map.py', [
+            'img.png', '--class', 'circle', '--config', DEMO_CONFIG,
+            '--out', osp.join(inside, 'map.png')
+        ], '--out'),
+        'export': ('tools/deployment/export.py', [
+            DEMO_CONFIG, 'none', '--out', osp.join(inside, 'model.onnx')
+        ], '--out'),
+        'deployment_benchmark': ('tools/deployment/benchmark.py', [
+            DEMO_CONFIG, 'none', '--work-dir', inside
+        ], '--work-dir'),
+    }
+
+
+@pytest.mark.parametrize('case', sorted(_in_dataset_cases()))
+def test_tools_refuse_outputs_in_the_dataset_folder(tmp_path, monkeypatch,
+                                                    capsys, case):
+    """Before: analyze_results.py --out-dir, image_demo.py --show-dir (and
+    similarity_map.py --out, export.py --out, deployment/benchmark.py
+    --work-dir) wrote into the config's dataset folder; on the demo tree
+    the next training refused its own data."""
+    from PIL import Image
+    script, argv, option = _in_dataset_cases()[case]
+    monkeypatch.chdir(tmp_path)
+    os.makedirs(DEMO_ROOT)
+    _touch(osp.join(DEMO_ROOT, 'demo_manifest.json'), '{}')
+    Image.new('RGB', (8, 8)).save('img.png')
+    before = _tree(str(tmp_path / 'data'))
+    tool = load_tool(script)
+    try:
+        rc = tool.main(argv)
+    except (ValueError, SystemExit) as e:
+        text = str(e)
+    else:  # export.py prints its error and returns 2
+        assert rc, rc
+        text = ''
+    text += capsys.readouterr().err
+    assert 'never writes into a dataset tree' in text, text
+    assert osp.realpath(DEMO_ROOT) in text and option in text
+    assert _tree(str(tmp_path / 'data')) == before
+
+
+def test_sweep_refuses_an_out_in_the_dataset_folder(tmp_path, monkeypatch):
+    """Before: the sweep wrote its lock, sweep.json and the run folders
+    into the dataset tree; only then did train.py refuse the work dir."""
+    from mmcoop.experiments.sweep import SweepError, plan_runs, run_sweep
+    monkeypatch.chdir(tmp_path)
+    os.makedirs(DEMO_ROOT)
+    _touch(osp.join(DEMO_ROOT, 'demo_manifest.json'), '{}')
+    before = _tree(str(tmp_path / 'data'))
+    runs = plan_runs(['positivecoop'], ['demo'], [0.5], [0], 'clean')
+    for out in (osp.join(DEMO_ROOT, 'sweep'), DEMO_ROOT):
+        with pytest.raises(SweepError,
+                           match=r'sweep folder \(--out\).*never writes'):
+            run_sweep(runs, out, log=lambda *a: None)
+        assert _tree(str(tmp_path / 'data')) == before
+    # the data moved with --cfg-options: that folder is refused, the
+    # config's own is then free
+    elsewhere = tmp_path / 'elsewhere'
+    opts = [f'{k}={elsewhere}' for k in (
+        'train_dataloader.dataset.dataset.data_root',
+        'val_dataloader.dataset.data_root',
+        'test_dataloader.dataset.data_root')]
+    with pytest.raises(SweepError, match='never writes'):
+        run_sweep(runs, str(elsewhere / 'sweep'), cfg_options=opts,
+                  log=lambda *a: None)
+    assert not elsewhere.exists()

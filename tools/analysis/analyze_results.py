@@ -26,6 +26,7 @@ import numpy as np
 
 from mmcoop.apis import load_config
 from mmcoop.engine.cli import SpacedDictAction, positive_int
+from mmcoop.engine.config_checks import check_outputs_outside_datasets
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_rows, precision_recall,
                                ranked_examples)
@@ -112,6 +113,10 @@ def no_positive_rule(cfg) -> str:
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
+    # never into the config's dataset folders (a later run reads them)
+    check_outputs_outside_datasets(
+        cfg, [('output folder (--out-dir)', args.out_dir,
+               "'work_dirs/analysis'")])
     classes = resolve_classnames(cfg.model.head.classnames)
     results = _load_result(args.result)
     scores, targets, paths = load_predictions(results, len(classes))

@@ -16,12 +16,13 @@ import argparse
 import sys
 import tempfile
 
-from mmcoop.apis import inference_config, init_model
+from mmcoop.apis import inference_config, init_model, load_config
 from mmcoop.deployment import ExportError, check_export_options, pipeline_steps
 from mmcoop.deployment.benchmark import (benchmark_files, compare_speed,
                                          format_report)
 from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none,
                                positive_int)
+from mmcoop.engine.config_checks import check_outputs_outside_datasets
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 
@@ -74,6 +75,11 @@ def main(argv=None) -> dict:
         # fixed input size) and the work dir
         check_export_options('onnx')
         if args.work_dir:
+            # never into the config's dataset folders
+            check_outputs_outside_datasets(
+                load_config(args.config, args.cfg_options),
+                [('output folder (--work-dir)', args.work_dir,
+                  "'work_dirs/benchmark'")])
             claim_outputs(
                 benchmark_files(args.work_dir),
                 inputs=[args.config] + ([checkpoint] if checkpoint else []),

@@ -16,11 +16,13 @@ import argparse
 import os
 import sys
 
-from mmcoop.apis import config_classnames, export_model, init_model
+from mmcoop.apis import (config_classnames, export_model, init_model,
+                         load_config)
 from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
                                ExportError, check_export_options,
                                class_indices)
 from mmcoop.engine.cli import SpacedDictAction, checkpoint_or_none, fraction
+from mmcoop.engine.config_checks import check_outputs_outside_datasets
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
 from mmcoop.utils.paths import claim_outputs, make_output_dirs, missing_folders
 
@@ -98,6 +100,11 @@ def main(argv=None) -> int:
         check_export_options(args.format, precision, args.input_format,
                              args.opset, out=args.out)
         check_classes(args)
+        # never into the config's dataset folders (a later run reads them)
+        check_outputs_outside_datasets(
+            load_config(args.config, args.cfg_options),
+            [('exported model (--out)', args.out,
+              "'work_dirs/export/model.onnx'")])
         # before the model build, folders only checked: a run that fails
         # leaves nothing behind (export_model applies the same policy)
         claim_outputs([args.out],

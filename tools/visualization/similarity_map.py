@@ -452,6 +452,13 @@ def main(argv=None):
         osp.splitext(osp.basename(args.image))[0] + '.png')
     npz = osp.splitext(out)[0] + '.npz'
     outputs = [out, npz] if args.save_npz else [out]
+    if args.config:  # never into the config's dataset folders
+        from mmcoop.apis import load_config
+        from mmcoop.engine.config_checks import check_outputs_outside_datasets
+        check_outputs_outside_datasets(
+            load_config(args.config),
+            [('output file (--out)', path,
+              "'work_dirs/similarity_map/<image>.png'") for path in outputs])
     # checked now; the folder is made only when writing (a --class missing
     # from the --config model is found once the model is built)
     claim_outputs(outputs,
