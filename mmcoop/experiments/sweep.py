@@ -624,6 +624,13 @@ def check_out_dir(out_dir: str, report_only: bool = False) -> None:
             f'--out {out_dir!r} is empty: the sweep would write into the '
             'current folder. Fix: give the sweep folder, e.g. --out '
             'work_dirs/sweep_voc07.')
+    from mmcoop.utils.paths import (OutputPathError, check_output_folder,
+                                    dangling_link)
+    if dangling_link(out_dir):  # a link to nothing: named, not 'a file'
+        try:
+            check_output_folder(out_dir, f'--out {out_dir!r}')
+        except OutputPathError as e:
+            raise SweepError(str(e)) from None
     if osp.lexists(out_dir) and not osp.isdir(out_dir):
         raise SweepError(f'--out {out_dir!r} is a file, not a sweep folder. '
                          'Fix: give a folder (new or of a sweep).')

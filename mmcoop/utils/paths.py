@@ -24,7 +24,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 __all__ = [
     'expand_user', 'claim_outputs', 'make_output_dirs', 'missing_folders',
-    'check_output_folder',
+    'check_output_folder', 'dangling_link',
     'OutputPathError', 'remove_own_tree'
 ]
 
@@ -196,13 +196,47 @@ def _check_folder(out: str, option: Optional[str]) -> None:
     check_output_folder(osp.dirname(osp.abspath(out)), _named(out, option))
 
 
+def dangling_link(path: str) -> Optional[str]:
+    """``path`` or the nearest folder above it that is a symbolic link to
+    nothing (storage not mounted, a target moved or deleted), or None:
+    ``os.makedirs`` stops there with a bare ``FileExistsError``
+    (``osp.exists`` is False for such a link, so it looks missing)."""
+    path = osp.abspath(path)
+    while not osp.exists(path):
+        if osp.islink(path):
+            return path
+        up = osp.dirname(path)
+        if up == path:
+            break
+        path = up
+    return None
+
+
+def _dangling_message(what: str, link: str, folder: str) -> str:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = '?'
+    shown = osp.normpath(osp.join(osp.dirname(link), target))
+    return (f'{what}: {link!r} is a symbolic link to {target!r}'
+            + (f' ({shown!r})' if shown != target else '') +
+            ', which does not exist (storage not mounted, or its target '
+            f'moved or deleted), so the output folder {folder!r} cannot be '
+            f'made. Fix: mount or create {shown!r}, or point the option to '
+            'another folder (or remove the link).')
+
+
 def check_output_folder(folder: str, what: str) -> None:
     """Refuse an output folder (a work dir, a drawing folder, the folder of
-    an output file) that is a file or lies below one, or whose nearest
+    an output file) that is a file or lies below one, that is or lies below
+    a symbolic link to nothing (:func:`dangling_link`), or whose nearest
     existing folder is not writable, with an :class:`OutputPathError`
     that begins with ``what`` (e.g. ``'--work-dir'``); nothing is
     created."""
     folder = osp.abspath(folder)
+    link = dangling_link(folder)
+    if link is not None:
+        raise OutputPathError(_dangling_message(what, link, folder))
     missing = missing_folders(osp.join(folder, '_'))
     parent = osp.dirname(missing[-1]) if missing else folder
     if osp.exists(parent) and not osp.isdir(parent):
@@ -228,6 +262,10 @@ def make_output_dirs(outputs: Sequence[str],
     for out in outputs:
         out = str(out)
         folder = osp.dirname(osp.abspath(out))
+        link = dangling_link(folder)
+        if link is not None:
+            raise OutputPathError(
+                _dangling_message(_named(out, option), link, folder))
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:

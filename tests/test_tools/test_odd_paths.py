@@ -194,3 +194,60 @@ def test_sweep_refuses_an_out_in_the_dataset_folder(tmp_path, monkeypatch):
         run_sweep(runs, str(elsewhere / 'sweep'), cfg_options=opts,
                   log=lambda *a: None)
     assert not elsewhere.exists()
+
+
+# ------------------------------------------------- a symbolic link to nothing
+def _dangling(tmp_path):
+    target = tmp_path / 'not_mounted_scratch'
+    link = tmp_path / 'scratch'
+    os.symlink(str(target), str(link))
+    return str(link), str(target)
+
+
+def _named_link(message, link, target):
+    assert f'{link!r} is a symbolic link to {target!r}' in message, message
+    assert 'does not exist' in message and f'mount or create {target!r}' \
+        in message, message
+
+
+@pytest.mark.parametrize('below', [False, True])
+def test_a_dangling_link_as_the_work_dir_is_named(tmp_path, below):
+    """Before: ``osp.exists`` is False for the link, the check passed and
+    MMEngine stopped with a bare ``FileExistsError``."""
+    from mmcoop.engine.config_checks import check_work_dir_is_a_folder
+    from mmcoop.utils.paths import OutputPathError, claim_outputs
+    link, target = _dangling(tmp_path)
+    work_dir = osp.join(link, 'exp') if below else link
+    with pytest.raises(OutputPathError, match='work_dir') as exc:
+        check_work_dir_is_a_folder(work_dir)
+    _named_link(str(exc.value), link, target)
+    with pytest.raises(OutputPathError, match='--out') as exc:
+        claim_outputs([osp.join(work_dir, 'res.pkl')], option='--out')
+    _named_link(str(exc.value), link, target)
+    assert not osp.exists(target)
+
+
+def test_a_dangling_link_as_the_feature_cache_root_is_named(tmp_path):
+    """Before: accepted by the config check, then a bare
+    ``FileExistsError`` once the image tower was built."""
+    from mmengine.config import Config
+
+    from mmcoop.datasets import apply_feature_cache
+    from mmcoop.utils.paths import OutputPathError
+    link, target = _dangling(tmp_path)
+    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg.feature_cache = dict(cache_root=link)
+    with pytest.raises(OutputPathError,
+                       match=r'feature_cache\.cache_root') as exc:
+        apply_feature_cache(cfg)
+    _named_link(str(exc.value), link, target)
+    assert not osp.exists(target)
+
+
+def test_a_dangling_link_as_the_sweep_out_is_named(tmp_path):
+    """Before: ``--out ... is a file, not a sweep folder``."""
+    from mmcoop.experiments.sweep import SweepError, check_out_dir
+    link, target = _dangling(tmp_path)
+    with pytest.raises(SweepError) as exc:
+        check_out_dir(link)
+    _named_link(str(exc.value), link, target)
