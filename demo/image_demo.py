@@ -28,7 +28,7 @@ from mmcoop.apis import (draw_predictions, inference_model, init_model,
 from mmcoop.apis.model_zoo import check_checkpoint_path, is_url
 from mmcoop.apis.visualization import threshold_text
 from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none, fraction,
-                               positive_int, torch_device)
+                               positive_int, torch_device, user_path)
 from mmcoop.engine.config_checks import check_outputs_outside_datasets
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.visualization import save_image
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     parser.add_argument('--topk', type=positive_int, default=5,
                         help='at most this many labels drawn (>= 1, '
                         'default 5)')
-    parser.add_argument('--show-dir', default=None,
+    parser.add_argument('--show-dir', type=user_path, default=None,
                         help='save visualisations here (created if missing)')
     parser.add_argument('--force', action='store_true',
                         help='overwrite existing files in --show-dir')

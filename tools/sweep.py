@@ -23,7 +23,8 @@ into ``--out``. See docs/experiments.md and
 import argparse
 import sys
 
-from mmcoop.engine.cli import nonnegative_int, positive_fraction, positive_int
+from mmcoop.engine.cli import (nonnegative_int, positive_fraction,
+                               positive_int, user_path)
 from mmcoop.experiments.protocols import PROTOCOLS, SELECTIONS
 from mmcoop.experiments.sweep import (DEFAULT_TEST_CMD, DEFAULT_TRAIN_CMD,
                                       SweepError, check_out_dir, plan_runs,
@@ -36,7 +37,8 @@ def parse_args(argv=None):
         description='mmcoop: methods x datasets x known-label proportions x '
         'seeds, one process per run, resumable; results.csv, a paper-style '
         'table and a plot')
-    parser.add_argument('--out', required=True, help='sweep directory')
+    parser.add_argument('--out', type=user_path,
+                        required=True, help='sweep directory')
     parser.add_argument('--methods', nargs='+', default=['positivecoop'],
                         help='config folder names (positivecoop, '
                         'negativecoop, dualcoop, baseline)')
@@ -59,7 +61,8 @@ def parse_args(argv=None):
     parser.add_argument('--feature-cache', action='store_true',
                         help='share one frozen-feature cache (<out>/'
                         'feature_cache) between the runs')
-    parser.add_argument('--config-root', help='where <method>_*_<dataset>-'
+    parser.add_argument('--config-root', type=user_path,
+                        help='where <method>_*_<dataset>-'
                         'p*.py live (default: the configs/ of this mmcoop, '
                         'in the clone or the installed mmcoop/.mim)')
     parser.add_argument('--cfg-options', nargs='+', default=[],

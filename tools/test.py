@@ -34,7 +34,7 @@ from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS, AtomicDumpResults
 from mmcoop.engine.cli import (add_common_args, build_runner, check_out_suffix,
                                check_test_inputs_and_outputs,
                                check_test_weights, checkpoint_or_none,
-                               merge_test_args, set_local_rank)
+                               merge_test_args, set_local_rank, user_path)
 from mmcoop.evaluation import evaluator_per_class_ap
 from mmcoop.utils.paths import make_output_dirs
 
@@ -52,6 +52,7 @@ def parse_args(argv=None):
         'tools/dist_test.sh needs an argument there)')
     parser.add_argument(
         '--out',
+        type=user_path,
         help='the file to output results: predictions to a .pkl / .pickle '
         'file, or with `--out-item metrics` the metrics to a .json, .yaml, '
         '.yml, .pkl or .pickle file. An existing file is kept unless '
@@ -68,6 +69,7 @@ def parse_args(argv=None):
         'that is not empty')
     parser.add_argument(
         '--show-dir',
+        type=user_path,
         help='draw every test image with its top scores into this (new or '
         'empty, or with --force any) folder')
     parser.add_argument(

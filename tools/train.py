@@ -18,7 +18,7 @@ import argparse
 from mmengine.config import Config
 
 from mmcoop.engine.cli import (add_common_args, build_runner, check_amp_device,
-                               merge_train_args, set_local_rank)
+                               merge_train_args, set_local_rank, user_path)
 
 
 def parse_args(argv=None):
@@ -27,7 +27,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--resume',
         nargs='?',
-        type=str,
+        type=user_path,
         const='auto',
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '

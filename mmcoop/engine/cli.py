@@ -21,7 +21,7 @@ __all__ = [
     'OUT_SUFFIXES', 'check_out_suffix', 'check_test_inputs_and_outputs',
     'check_amp_device', 'build_runner',
     'positive_int', 'nonnegative_int', 'positive_float', 'fraction',
-    'positive_fraction'
+    'positive_fraction', 'user_path', 'checkpoint_or_none'
 ]
 
 
@@ -81,11 +81,26 @@ def torch_device(text: str) -> str:
     return text
 
 
+def user_path(text: str) -> str:
+    """An argparse type: a path with a leading ``~`` / ``~user`` expanded.
+    The shell leaves ``~`` alone in a quoted word and after ``=``
+    (``--work-dir=~/wd``); unexpanded, the tool would make a folder named
+    ``~`` in the current folder, or not find ``~/e1.pth``."""
+    if not text.startswith('~'):
+        return text
+    expanded = osp.expanduser(text)
+    if expanded.startswith('~'):
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: "~" cannot be expanded (no home directory or no '
+            'such user). Fix: give the full path.')
+    return expanded
+
+
 def checkpoint_or_none(text: str) -> Optional[str]:
-    """An argparse type: a checkpoint path or URL, or ``none`` (any case)
-    for a model with nothing learned (a ``ZeroShotHead``; speed tools) ->
-    None."""
-    return None if text.lower() == 'none' else text
+    """An argparse type: a checkpoint path (``~`` expanded,
+    :func:`user_path`) or URL, or ``none`` (any case) for a model with
+    nothing learned (a ``ZeroShotHead``; speed tools) -> None."""
+    return None if text.lower() == 'none' else user_path(text)
 
 
 def _bracket_problem(val: str) -> Optional[str]:
@@ -194,7 +209,10 @@ class SpacedDictAction(DictAction):
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Arguments both tools take (as mmpretrain's tools name them)."""
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--work-dir',
+        type=user_path,
+        help='the dir to save logs and models')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -352,6 +370,9 @@ def _merge_common(cfg: Config, args, dataloaders) -> Config:
             merged.persistent_workers = False
         cfg[field] = merged
     merge_cfg_options(cfg, args.cfg_options)
+    if isinstance(cfg.get('work_dir', None), str):  # '~' of the config's
+        from mmcoop.utils.paths import expand_user  # or --cfg-options'
+        cfg.work_dir = expand_user(cfg.work_dir, 'work_dir')
     for field in dataloaders:  # persistent workers need workers
         loader = cfg.get(field, None)
         if loader is not None and not loader.get('num_workers', 0):

@@ -25,7 +25,7 @@ import mmengine
 import numpy as np
 
 from mmcoop.apis import load_config
-from mmcoop.engine.cli import SpacedDictAction, positive_int
+from mmcoop.engine.cli import SpacedDictAction, positive_int, user_path
 from mmcoop.engine.config_checks import check_outputs_outside_datasets
 from mmcoop.evaluation import (format_ap_table, load_predictions,  # noqa
                                per_class_rows, precision_recall,
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='the config of the test run')
     parser.add_argument('result', help='the pickle of tools/test.py --out')
     parser.add_argument(
-        '--out-dir', required=True, help='output folder')
+        '--out-dir', type=user_path, required=True, help='output folder')
     parser.add_argument(
         '--force', action='store_true', help='overwrite existing outputs')
     parser.add_argument(

@@ -73,7 +73,7 @@ from mmcoop.benchmark.steps import (METHODS, measure_amp, measure_steps,
 from mmcoop.benchmark.towers import measure_towers, report_towers
 from mmcoop.benchmark.vocab import VOCAB_VARIANTS, measure_vocab, report_vocab
 from mmcoop.engine.cli import (nonnegative_int, positive_float,
-                               positive_fraction, positive_int)
+                               positive_fraction, positive_int, user_path)
 
 REPORTS = dict(text=report_text, steps=report_steps, epoch=report_epoch,
                amp=report_amp, data=report_data, vocab=report_vocab,
@@ -349,7 +349,8 @@ def parse_args(argv=None):
         dest='isolate',
         action='store_false',
         help='measure every method in this process')
-    parser.add_argument('--json', default=None, help='write all results')
+    parser.add_argument('--json', type=user_path,
+                        default=None, help='write all results')
     parser.add_argument(
         '--force', action='store_true', help='overwrite an existing --json')
     parser.add_argument(

@@ -20,7 +20,7 @@ from mmcoop.apis import load_config
 from mmcoop.datasets.inspection import build_dataset_of, sample_view  # noqa
 from mmcoop.datasets.utils import check_outside_dataset
 from mmcoop.datasets.wrapper import dataset_dirs
-from mmcoop.engine.cli import SpacedDictAction, positive_int
+from mmcoop.engine.cli import SpacedDictAction, positive_int, user_path
 from mmcoop.utils.paths import claim_outputs
 from mmcoop.visualization import label_state_figure, save_figure  # noqa
 
@@ -31,7 +31,7 @@ def parse_args(argv=None):
         'their known / unknown / negative labels')
     parser.add_argument('config', help='config file')
     parser.add_argument(
-        '--output-dir', required=True, help='output folder')
+        '--output-dir', type=user_path, required=True, help='output folder')
     parser.add_argument(
         '--force', action='store_true', help='overwrite existing outputs')
     parser.add_argument(

@@ -16,7 +16,7 @@ import os.path as osp
 from mmcoop.apis import load_config
 from mmcoop.benchmark.cache_storage import storage_error
 from mmcoop.datasets.feature_cache.store import DTYPES
-from mmcoop.engine.cli import SpacedDictAction, positive_int
+from mmcoop.engine.cli import SpacedDictAction, positive_int, user_path
 
 
 def parse_args(argv=None):
@@ -24,7 +24,8 @@ def parse_args(argv=None):
         description='mmcoop: logit/score error of feature-cache dtypes')
     parser.add_argument('config', help='config file path')
     parser.add_argument(
-        '--cache-root', required=True, help='folder for the caches')
+        '--cache-root', type=user_path,
+        required=True, help='folder for the caches')
     parser.add_argument(
         '--dtypes',
         nargs='+',

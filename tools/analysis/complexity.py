@@ -66,7 +66,7 @@ BENCHMARK_TOOL = osp.join(osp.dirname(osp.abspath(__file__)), 'benchmark.py')
 
 
 def parse_args(argv=None):
-    from mmcoop.engine.cli import positive_int
+    from mmcoop.engine.cli import positive_int, user_path
     parser = argparse.ArgumentParser(
         description='Trainable parameters per method and dataset.')
     parser.add_argument(
@@ -87,7 +87,8 @@ def parse_args(argv=None):
     parser.add_argument('--no-residual', action='store_true',
                         help='PositiveCoOp/NegativeCoOp without the learned '
                         'residual of the official code')
-    parser.add_argument('--out', default=None, help='write the table as CSV')
+    parser.add_argument('--out', type=user_path,
+                        default=None, help='write the table as CSV')
     parser.add_argument('--force', action='store_true',
                         help='overwrite existing output files')
     parser.add_argument(

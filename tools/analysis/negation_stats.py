@@ -273,7 +273,7 @@ def format_report(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    from mmcoop.engine.cli import nonnegative_int, positive_int
+    from mmcoop.engine.cli import nonnegative_int, positive_int, user_path
     parser = argparse.ArgumentParser(
         description='Count captions that contain negation words (streaming).')
     parser.add_argument('corpus', nargs='+',
@@ -298,7 +298,8 @@ def parse_args(argv=None):
     parser.add_argument('--encoding', default='utf-8',
                         help='text encoding of .txt/.csv files and of '
                         '--words-file (default utf-8)')
-    parser.add_argument('--out', default=None, help='write the result JSON')
+    parser.add_argument('--out', type=user_path,
+                        default=None, help='write the result JSON')
     parser.add_argument('--force', action='store_true',
                         help='overwrite an existing --out file')
     parser.add_argument('--no-progress', action='store_true')

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from mmcoop.engine.cli import nonnegative_int, positive_int
+from mmcoop.engine.cli import nonnegative_int, positive_int, user_path
 from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.utils.prompt_templates import (DEFAULT_TEMPLATE_BANK, PAPER_P1,
@@ -104,7 +104,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=positive_int, default=256,
                         help='prompts per forward pass (default 256)')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--out-dir', default='work_dirs/prompt_similarity')
+    parser.add_argument('--out-dir', type=user_path,
+                        default='work_dirs/prompt_similarity')
     parser.add_argument('--force', action='store_true',
                         help='overwrite existing output files')
     parser.add_argument('--save-pairs', action='store_true',

@@ -21,7 +21,7 @@ from mmcoop.deployment import ExportError, check_export_options, pipeline_steps
 from mmcoop.deployment.benchmark import (benchmark_files, compare_speed,
                                          format_report)
 from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none,
-                               positive_int)
+                               positive_int, user_path)
 from mmcoop.engine.config_checks import check_outputs_outside_datasets
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
@@ -56,6 +56,7 @@ def parse_args(argv=None):
         help='intra-op threads of torch and onnxruntime (>= 1)')
     parser.add_argument(
         '--work-dir',
+        type=user_path,
         help='keep the exported files (benchmark.onnx, benchmark.pt) here '
         '(default: a temporary folder)')
     parser.add_argument(

@@ -21,7 +21,8 @@ from mmcoop.apis import (config_classnames, export_model, init_model,
 from mmcoop.deployment import (FORMATS, INPUT_FORMATS, ONNX_OPSETS,
                                ExportError, check_export_options,
                                class_indices)
-from mmcoop.engine.cli import SpacedDictAction, checkpoint_or_none, fraction
+from mmcoop.engine.cli import (SpacedDictAction, checkpoint_or_none, fraction,
+                               user_path)
 from mmcoop.engine.config_checks import check_outputs_outside_datasets
 from mmcoop.utils.checkpoint import CheckpointReadError, UnsafeCheckpointError
 from mmcoop.utils.paths import claim_outputs, make_output_dirs, missing_folders
@@ -36,7 +37,8 @@ def parse_args(argv=None):
         type=checkpoint_or_none,
         help="trained checkpoint, or 'none' for a model with nothing learned "
         '(ZeroShotHead)')
-    parser.add_argument('--out', required=True, help='output file')
+    parser.add_argument('--out', type=user_path,
+                        required=True, help='output file')
     parser.add_argument('--format', default='onnx', choices=FORMATS)
     parser.add_argument(
         '--classes',

@@ -50,6 +50,7 @@ import torch
 
 import mmcoop
 import mmcoop.datasets  # noqa: F401  (registers the dataset types)
+from mmcoop.engine.cli import user_path
 from mmcoop.engine.hooks.protocol_check_hook import META_KEY as PROTOCOL_KEY
 from mmcoop.engine.hooks.threshold_calibration_hook import \
     META_KEY as CALIBRATION_KEY
@@ -95,6 +96,7 @@ def parse_args(argv=None):
     zoo.add_argument('--metafile', help='configs/<method>/metafile.yml')
     zoo.add_argument(
         '--work-dir',
+        type=user_path,
         help='work dir of the run (its logs give the measured mAP); '
         'default: the folder of in_file')
     zoo.add_argument(

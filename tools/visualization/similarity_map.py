@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from mmcoop.datasets.transforms.rgb import ImageModeError, to_rgb
-from mmcoop.engine.cli import fraction, positive_int
+from mmcoop.engine.cli import fraction, positive_int, user_path
 from mmcoop.utils.checkpoint import atomic_open
 from mmcoop.utils.paths import claim_outputs, make_output_dirs
 from mmcoop.utils.prompt_templates import (PAPER_P1, check_template, fill,
@@ -94,7 +94,7 @@ def parse_args(argv=None):
                         default='separate',
                         help='min-max per map or per class (default '
                         'separate)')
-    parser.add_argument('--out', default=None,
+    parser.add_argument('--out', type=user_path, default=None,
                         help='output image; its extension picks the format '
                         '(.png, .jpg, ...; default work_dirs/similarity_map/'
                         '<image stem>.png)')
