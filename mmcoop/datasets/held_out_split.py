@@ -10,7 +10,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 from mmcoop.registry import DATASETS
-from mmcoop.utils.checkpoint import is_not_writable
+from mmcoop.utils.checkpoint import is_not_writable, with_fix
 from mmcoop.utils.value_checks import check_int, is_real
 from .utils import atomic_write_json, check_outside_dataset
 from .wrapper import dataset_dirs
@@ -211,10 +211,10 @@ def held_out_split(dataset: Union[BaseDataset, dict],
         except OSError as e:
             if not is_not_writable(e):
                 raise
-            raise OSError(
-                e.errno, f'{e.strerror} This is the held-out split file '
-                '(`protocol.split_file`; by default in a `splits/` folder '
-                'beside the work dir): set it to a writable path.') from e
+            raise with_fix(
+                e, 'This is the held-out split file (`protocol.split_file`; '
+                'by default in a `splits/` folder beside the work dir): set '
+                'it to a writable path.') from e
         held_out = set(val)
     want = part == 'val'
     indices = [i for i, k in enumerate(keys) if (k in held_out) == want]

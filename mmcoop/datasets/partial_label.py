@@ -8,7 +8,7 @@ from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.logging import MMLogger
 
 from mmcoop.registry import DATASETS
-from mmcoop.utils.checkpoint import is_not_writable
+from mmcoop.utils.checkpoint import is_not_writable, with_fix
 from mmcoop.utils.paths import expand_user
 from mmcoop.utils.tri_state_targets import (ABSENT, PRESENT, TARGET_RULE,
                                             UNKNOWN, invalid_targets,
@@ -329,10 +329,10 @@ class PartialLabelDataset(DatasetWrapper):
                 except OSError as e:
                     if not is_not_writable(e):
                         raise
-                    raise OSError(
-                        e.errno, f'{e.strerror} This is the mask file of '
-                        'the training set (`mask_file`, saved when it does '
-                        'not exist yet): set it to a writable path.') from e
+                    raise with_fix(
+                        e, 'This is the mask file of the training set '
+                        '(`mask_file`, saved when it does not exist yet): '
+                        'set it to a writable path.') from e
                 source = f'seed {self.seed}, saved to {self.mask_file}'
         mask.flags.writeable = False
         targets.flags.writeable = False

@@ -161,7 +161,8 @@ class SpacedDictAction(DictAction):
         val = val.strip()
         inner = val[1:-1]
         if len(val) > 1 and val[0] == val[-1] and val[0] in '\'"' and \
-                ',' in inner and not inner.lstrip().startswith(('[', '(')):
+                ',' in inner and val[0] not in inner and \
+                not inner.lstrip().startswith(('[', '(')):
             # a quoted text with a comma (a path) stays one string
             return inner
         val = val.strip('\'"').strip()

@@ -605,7 +605,7 @@ class MMCoopRunner(Runner):
         dropped (the new best is saved, nothing is removed)."""
         hub = self.message_hub
         dirs = self._checkpoint_dirs()
-        for key, path in hub.runtime_info.items():
+        for key, path in list(hub.runtime_info.items()):
             if not (key == 'best_ckpt' or key.startswith('best_ckpt_')):
                 continue
             if not isinstance(path, str) or not path:
@@ -751,7 +751,8 @@ class MMCoopRunner(Runner):
                 self.logger.warning(
                     f'{pointer} is empty (a crash while it was written?); '
                     'falling back to the newest checkpoint of the work dir.')
-        if named is not None and not _inside(named, work_dir):
+        own_dirs = [d for d in self._checkpoint_dirs() if '://' not in d]
+        if named is not None and not any(_inside(named, d) for d in own_dirs):
             # MMEngine writes an absolute path: in a moved or copied work
             # dir it names the original's file. Auto-resume reads only the
             # work dir's own checkpoints.
@@ -884,7 +885,13 @@ class MMCoopRunner(Runner):
                 self.logger.info(
                     f'--resume: no checkpoint in {self.work_dir}; training '
                     f'starts from load_from={self._load_from}.')
-                self.load_checkpoint(self._load_from)
+                # initial weights, not a resume: hooks that read
+                # `runner._resume` after loading (EMAHook) see a new run
+                resume, self._resume = self._resume, False
+                try:
+                    self.load_checkpoint(self._load_from)
+                finally:
+                    self._resume = resume
                 self._has_loaded = True
                 return None
             self.logger.info(

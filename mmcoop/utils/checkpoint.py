@@ -398,12 +398,14 @@ def _remove_dead_temps(folder: str, name: str) -> None:
 def _temp_name(name: str, pid: int) -> str:
     """The temporary file :func:`atomic_open` fills for ``name``. A name
     near the file system's limit of 255 bytes is shortened (its first 150
-    bytes and a hash of the whole), so that the temporary name fits
-    wherever the final one does."""
+    bytes, a hash of the whole and its extension, so that a checkpoint's
+    is still seen as one: :func:`remove_partial_checkpoints`), so that the
+    temporary name fits wherever the final one does."""
     raw = name.encode('utf-8', 'surrogateescape')
     if len(raw) > 200:
         digest = hashlib.sha1(raw).hexdigest()[:12]
-        name = raw[:150].decode('utf-8', 'ignore') + f'~{digest}'
+        ext = osp.splitext(name)[1][:16]
+        name = raw[:150].decode('utf-8', 'ignore') + f'~{digest}{ext}'
     return f'.{name}.tmp-{pid}'
 
 
@@ -468,6 +470,12 @@ def is_not_writable(error: OSError) -> bool:
     """Whether ``error`` says a folder cannot be written (read-only
     storage, no permission)."""
     return error.errno in _NOT_WRITABLE
+
+
+def with_fix(error: OSError, fix: str) -> OSError:
+    """``error`` (errno kept) with ``fix`` added to its message: what a
+    writer that knows its option says of a folder it cannot write."""
+    return OSError(error.errno, f'{error.strerror} {fix}')
 
 
 def make_parent(path: str) -> None:

@@ -123,12 +123,14 @@ def test_topk_larger_than_the_classes():
 
 
 def test_calibrated_thresholds_stay_in_unit_interval():
-    """A best cut below the lowest score 0 is clipped to 0, so the
+    """Every positive, two of them at exactly 0: predicting them is
+    reachable by no threshold in [0, 1] (``score > thr``), so the best
+    reachable cut predicts the 0.2 alone, at the midpoint 0.1; the
     thresholds pass the class_thresholds check."""
     pred = np.array([[0.], [0.], [.2]])
     target = np.array([[1], [1], [1]])
     thr = calibrate_thresholds(pred, target)
-    assert thr.tolist() == pytest.approx([0.], abs=1e-30)
+    assert thr.tolist() == pytest.approx([0.1])
     PartialMultiLabelMetric(class_thresholds=thr)
 
 

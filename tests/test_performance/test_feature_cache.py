@@ -267,6 +267,11 @@ def test_a_cv2_cache_of_the_earlier_cv2_decode_is_refused_or_rebuilt(
     assert rebuilt.manifest['key']['pipeline'][0]['pixel_version'] == \
         '2+cv2.2'
     assert cls().PIXEL_VERSION == 2  # pillow: the key of earlier caches
+    # mmcv's other decoders took the same path (not installed here)
+    from types import SimpleNamespace
+    for backend in ('turbojpeg', 'tifffile'):
+        assert cls.PIXEL_VERSION.fget(
+            SimpleNamespace(imdecode_backend=backend)) == '2+cv2.2'
 
 
 def test_cpu_bf16_cache_is_not_reused_as_fp32(image_root, tmp_path):

@@ -109,3 +109,12 @@ def test_an_evaluation_batch_reads_the_device_twice_at_most(method, batch):
     for sample in out:
         expected = torch.where(sample.pred_score >= head.thr)[0]
         assert torch.equal(sample.pred_label, expected)
+    head.thr, head.topk = None, 2  # the top-k labels: read once too
+    with torch.no_grad():
+        reads = _Reads()
+        with reads:
+            out = head.predict(feats)
+    assert reads.count <= (2 if method != 'baseline' else 1)
+    for sample in out:
+        assert torch.equal(sample.pred_label,
+                           sample.pred_log_odds.topk(2).indices)

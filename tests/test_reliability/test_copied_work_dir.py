@@ -124,3 +124,30 @@ def _common_log(runner):
     path = os.path.join(runner.log_dir, f'{runner.timestamp}.log')
     with open(path) as f:
         return f.read()
+
+
+def test_best_checkpoints_of_several_metrics_outside_are_all_dropped(
+        tmp_path):
+    """``save_best`` with two metrics records ``best_ckpt_<metric>`` keys
+    between other keys: dropping one while iterating the message hub's
+    live dict stopped the resume (``OrderedDict mutated during
+    iteration``)."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub, MMLogger
+
+    from mmcoop.engine.runner import MMCoopRunner
+    hub = MessageHub.get_instance('copied_work_dir_two_metrics')
+    elsewhere = str(tmp_path / 'elsewhere')
+    records = [('best_score_mAP', 1.), ('best_ckpt_mAP', f'{elsewhere}/a'),
+               ('best_score_CF1', 2.), ('best_ckpt_CF1', f'{elsewhere}/b')]
+    for key, value in records:
+        hub.update_info(key, value)
+    stub = SimpleNamespace(
+        message_hub=hub,
+        logger=MMLogger.get_current_instance(),
+        _checkpoint_dirs=lambda: [str(tmp_path / 'work')])
+    MMCoopRunner._keep_best_checkpoints_own(stub, 'x.pth')
+    assert 'best_ckpt_mAP' not in hub.runtime_info
+    assert 'best_ckpt_CF1' not in hub.runtime_info
+    assert hub.get_info('best_score_CF1') == 2.

@@ -85,3 +85,40 @@ def test_a_resume_of_another_kind_is_refused(tmp_path, value):
                        "'auto'"):
         MMCoopRunner.from_cfg(cfg)
     assert not (tmp_path / 'w').exists()
+
+
+def test_load_from_of_an_auto_resume_is_no_resume_for_the_hooks(
+        tmp_path, init):
+    """Without a checkpoint to resume, ``load_from`` gives initial weights:
+    hooks that read ``runner._resume`` after loading (MMEngine's EMAHook
+    swaps in the EMA weights of a resume) see a new run, as without
+    ``--resume``."""
+    from mmengine.hooks import Hook
+
+    seen = []
+
+    class Record(Hook):
+
+        def after_load_checkpoint(self, runner, checkpoint):
+            seen.append(runner._resume)
+
+    runner = toy_runner(tmp_path / 'w', 1, resume='auto', load_from=init,
+                        custom_hooks=[Record()])
+    runner.train()
+    assert seen == [False]
+    assert runner._resume == 'auto'
+
+
+def test_auto_resume_with_checkpoints_in_the_hooks_out_dir(tmp_path):
+    """``default_hooks.checkpoint.out_dir``: MMEngine saves the checkpoints
+    in ``out_dir/<work dir name>`` and ``last_checkpoint`` in the work dir
+    names them there; they are the run's own and are resumed."""
+    work, out = tmp_path / 'w', tmp_path / 'out'
+    hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1,
+                                 out_dir=str(out)))
+    toy_runner(work, 1, default_hooks=hooks).train()
+    assert osp.isfile(out / 'w' / 'epoch_1.pth')
+    runner = toy_runner(work, 2, resume='auto', default_hooks=hooks)
+    runner.train()
+    assert osp.isfile(out / 'w' / 'epoch_2.pth')
+    assert 'Resuming' in _log(runner) or 'resumed' in _log(runner).lower()

@@ -71,6 +71,8 @@ def test_a_quoted_path_with_a_comma_stays_one_string(tmp_path):
     ])
     assert args.cfg_options == {
         'a': '/data/a,b', 'b': 'x, y', 'c': [1, 2], 'd': ['p', 'q']}
+    # quoted items of a list stay MMEngine's list
+    assert SpacedDictAction.parse_value("'a','b'") == ['a', 'b']
     hint = r"quote a text that holds one, e\.g\. \"key='/data/a,b'\""
     with pytest.raises(ValueError, match=r"load_from must be a path .*got "
                        r"the list \['/a', 'b.pth'\]\. A comma .*" + hint):

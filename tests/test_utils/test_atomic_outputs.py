@@ -199,3 +199,6 @@ def test_a_name_near_the_limit_is_written(tmp_path):
     assert len(_temp_name(name, 4194304).encode()) <= 255
     assert len(_temp_name('é' * 126, 4194304).encode()) <= 255
     assert _temp_name('short.json', 7) == '.short.json.tmp-7'
+    # a long checkpoint name's is still a partial checkpoint's name
+    from mmcoop.utils.checkpoint import _CHECKPOINT_TEMP
+    assert _CHECKPOINT_TEMP.match(_temp_name('e' * 250 + '.pth', 7))

@@ -76,17 +76,17 @@ def main(argv=None) -> dict:
         # fixed input size) and the work dir
         check_export_options('onnx')
         if args.work_dir:
-            # never into the config's dataset folders
-            check_outputs_outside_datasets(
-                load_config(args.config, args.cfg_options),
-                [('output folder (--work-dir)', args.work_dir,
-                  "'work_dirs/benchmark'")])
             claim_outputs(
                 benchmark_files(args.work_dir),
                 inputs=[args.config] + ([checkpoint] if checkpoint else []),
                 force=args.force,
                 option='--work-dir',
                 create_dirs=False)
+            # never into the config's dataset folders
+            check_outputs_outside_datasets(
+                load_config(args.config, args.cfg_options),
+                [('output folder (--work-dir)', args.work_dir,
+                  "'work_dirs/benchmark'")])
         pipeline_steps(inference_config(args.config, args.cfg_options))
         model = init_model(args.config, checkpoint, 'cpu', args.cfg_options)
     except (ExportError, ValueError, KeyError, CheckpointReadError,

@@ -139,8 +139,7 @@ def main(argv=None) -> int:
                   'in training; --threshold calibrated stores them instead '
                   f'of {meta["thresholds"][0]:g}.', file=sys.stderr)
     except (ExportError, ValueError, CheckpointReadError,
-            UnsafeCheckpointError, FileNotFoundError,
-            IsADirectoryError) as e:
+            UnsafeCheckpointError, OSError) as e:  # OSError: a full disk
         for folder in created:  # the folders this run made, if still empty
             try:
                 os.rmdir(folder)

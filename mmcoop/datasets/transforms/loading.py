@@ -149,12 +149,13 @@ def decode_array(data: bytes, backend: str, color_type: str) -> np.ndarray:
     return mmcv.imfrombytes(data, flag=color_type, backend=backend)
 
 
-#: The version of the cv2 decode of :class:`LoadImageFromFileChecked`
-#: (``imdecode_backend='cv2'``), recorded in the feature-cache key beside
-#: the RGB rule's: raise it with any change that gives another pixel for
-#: some file. 1 (never recorded): before; 2: images of every mode but RGB
-#: and grey (CMYK JPEGs) decoded by the RGB rule, as the other loaders
-#: (they were a grey level off).
+#: The version of the decode of :class:`LoadImageFromFileChecked` with a
+#: decoder other than pillow (``imdecode_backend='cv2'``, ``'turbojpeg'``,
+#: ``'tifffile'``: mmcv's), recorded in the feature-cache key beside the RGB
+#: rule's: raise it with any change that gives another pixel for some
+#: file. 1 (never recorded): before; 2: images of every mode but RGB and
+#: grey (CMYK JPEGs) decoded by the RGB rule, as the other loaders (they
+#: were a grey level off).
 CV2_DECODE_VERSION = 2
 
 
@@ -199,8 +200,9 @@ class LoadImageFromFileChecked(LoadImageFromFile):
     def PIXEL_VERSION(self):  # noqa: N802 - the name the cache key reads
         """The version of the rules that make its pixels (feature-cache
         key): :data:`~mmcoop.datasets.transforms.rgb.RULE_VERSION`, and
-        with ``imdecode_backend='cv2'`` also :data:`CV2_DECODE_VERSION`."""
-        if self.imdecode_backend == 'cv2':
+        with a decoder other than pillow (``'cv2'``, ``'turbojpeg'``,
+        ``'tifffile'``) also :data:`CV2_DECODE_VERSION`."""
+        if self.imdecode_backend != 'pillow':
             return f'{RULE_VERSION}+cv2.{CV2_DECODE_VERSION}'
         return RULE_VERSION
 

@@ -322,16 +322,18 @@ class PartialLabelHead(MultiLabelClsHead):
         log_odds = presence_log_odds(cls_score)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(probs.size(0))]
-        # the threshold's labels are read back once for the batch (one wait
-        # for the device, not one per image); they are CPU tensors
-        hits = (probs >= self.thr).cpu().numpy() \
-            if self.thr is not None else None
-        for i, (data_sample, score, rank) in enumerate(
-                zip(data_samples, probs, log_odds)):
-            if hits is not None:
-                label = torch.from_numpy(np.flatnonzero(hits[i]))
-            else:
-                _, label = rank.topk(self.topk)
+        # the labels are read back once for the batch (one wait for the
+        # device, not one per image); they are CPU int64 tensors
+        if self.thr is not None:
+            hits = (probs >= self.thr).cpu().numpy()
+            labels = [
+                torch.from_numpy(np.flatnonzero(row).astype(np.int64))
+                for row in hits
+            ]
+        else:
+            labels = log_odds.topk(self.topk, dim=1).indices.cpu().unbind(0)
+        for data_sample, score, rank, label in zip(data_samples, probs,
+                                                   log_odds, labels):
             data_sample.set_pred_score(score).set_pred_label(label)
             data_sample.set_field(rank, 'pred_log_odds')
         return data_samples
