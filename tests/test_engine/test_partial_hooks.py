@@ -153,6 +153,43 @@ def test_resume_on_another_mask_is_refused(demo_root, tmp_path):
     assert (work_dir / 'iter_4.pth').exists()
 
 
+def test_resume_of_a_checkpoint_without_the_mask_record(demo_root, tmp_path):
+    """A checkpoint from before the mask record (an earlier mmcoop) is
+    checked by the settings of the config it carries (``meta['cfg']``):
+    another known_proportion is refused, the same settings (a relative
+    or ``~`` mask_file included) resume. Before: not checked at all."""
+    from mmengine.config import Config
+
+    from mmcoop.engine.hooks.partial_label_mask_hook import \
+        settings_in_config
+    ds = PartialLabelDataset(**{
+        k: v
+        for k, v in partial_cfg(demo_root, seed=3).items() if k != 'type'
+    })
+
+    def old_checkpoint(p):
+        text = Config(dict(train_dataloader=dict(dataset=dict(
+            type='CachedFeatureDataset', dataset=partial_cfg(
+                demo_root, seed=3) | dict(known_proportion=p))))).pretty_text
+        return dict(meta=dict(cfg=text))
+
+    assert settings_in_config(old_checkpoint(0.3)['meta']['cfg']) == [
+        dict(mode='bernoulli', known_proportion=0.3, seed=3, mask_file=None)]
+    runner = fake_runner(ds, tmp_path)
+    runner.resuming = True
+    hook = HOOKS.build(dict(type='PartialLabelMaskHook'))
+    hook.after_load_checkpoint(runner, old_checkpoint(0.3))
+    with pytest.raises(ValueError, match=r'mask\(s\) \[bernoulli p=0.3 '
+                       r'seed=3\] \(read from the config the checkpoint '
+                       r'carries.*this config draws \[bernoulli p=0.5'):
+        hook.before_train(runner)
+    for checkpoint in (old_checkpoint(0.5), dict(meta=dict(cfg='x = (')),
+                       dict(meta=dict())):  # same; unreadable; none
+        hook = HOOKS.build(dict(type='PartialLabelMaskHook'))
+        hook.after_load_checkpoint(runner, checkpoint)
+        hook.before_train(runner)
+
+
 def test_hook_refuses_to_overwrite(demo_root, tmp_path):
     ds = PartialLabelDataset(**{
         k: v

@@ -84,6 +84,8 @@ class PartialLabelMaskHook(Hook):
         self.saved_paths = []
         self._masks: Optional[list] = None  # this run's, for checkpoints
         self._resumed: Optional[list] = None  # the resumed checkpoint's
+        # a checkpoint without the record: the settings of its config
+        self._resumed_settings: Optional[list] = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self._masks:
@@ -91,7 +93,10 @@ class PartialLabelMaskHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if is_resuming(runner):
-            self._resumed = (checkpoint.get('meta') or {}).get(META_KEY)
+            meta = checkpoint.get('meta') or {}
+            self._resumed = meta.get(META_KEY)
+            if self._resumed is None:  # a checkpoint from before the record
+                self._resumed_settings = settings_in_config(meta.get('cfg'))
 
     def before_train(self, runner) -> None:
         loader = runner.train_dataloader
@@ -128,13 +133,23 @@ class PartialLabelMaskHook(Hook):
         trained on: another ``known_proportion``, ``seed``, ``mode`` or
         ``mask_file`` (another mask) would train the rest of the run on
         other labels, silently (each mask has a file of its own, so the
-        file check never sees it). Checkpoints without the record (written
-        before it, or without this hook) are not checked."""
+        file check never sees it). A checkpoint without the record (written
+        before it) is checked by the settings of the config it carries
+        (``meta['cfg']``, :func:`settings_in_config`)."""
+        source = ''
         if self._resumed is None:
-            return
-        digests = [m['sha256'] for m in self._masks]
-        if [m.get('sha256') for m in self._resumed] == digests:
-            return
+            settings = self._resumed_settings
+            if settings is None or len(settings) != len(self._masks) or [
+                    _settings(m) for m in self._masks
+            ] == [_settings(m) for m in settings]:
+                return
+            self._resumed = settings
+            source = (" (read from the config the checkpoint carries: it "
+                      'predates the mask record)')
+        else:
+            digests = [m['sha256'] for m in self._masks]
+            if [m.get('sha256') for m in self._resumed] == digests:
+                return
 
         def show(masks):
             return '; '.join(
@@ -145,7 +160,8 @@ class PartialLabelMaskHook(Hook):
 
         raise ValueError(
             f'--resume in {runner.work_dir}: the checkpoint was trained on '
-            f'the partial-label mask(s) [{show(self._resumed)}], this config '
+            f'the partial-label mask(s) [{show(self._resumed)}]{source}, '
+            'this config '
             f'draws [{show(self._masks)}], other known labels: the rest of '
             'the run would train on them. Fix: resume with the recorded '
             'train_dataloader.dataset known_proportion / seed / mode / '
@@ -155,6 +171,49 @@ class PartialLabelMaskHook(Hook):
 
 #: ``checkpoint['meta']`` key of the training masks' records
 META_KEY = 'partial_label_masks'
+#: the settings of a mask record that a config gives
+_SETTINGS = ('mode', 'known_proportion', 'seed', 'mask_file')
+
+
+def _settings(record: dict) -> dict:
+    """The settings of a mask record, a ``mask_file`` as an absolute
+    path (a config may write it relative or with ``~``)."""
+    out = {k: record.get(k) for k in _SETTINGS}
+    if isinstance(out['mask_file'], str):
+        out['mask_file'] = osp.abspath(osp.expanduser(out['mask_file']))
+    return out
+
+
+def settings_in_config(text) -> Optional[list]:
+    """The mask settings (:data:`_SETTINGS`, with
+    :class:`~mmcoop.datasets.PartialLabelDataset`'s defaults) of every
+    ``PartialLabelDataset`` in the training set of a config's text (the
+    ``meta['cfg']`` MMEngine stores in checkpoints), in the order a run
+    finds them; None when the text cannot be read."""
+    import inspect
+
+    from mmengine.config import Config
+
+    from mmcoop.datasets import PartialLabelDataset
+    from mmcoop.utils.config_types import type_name
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        cfg = Config.fromstring(text, '.py')
+        node = cfg.train_dataloader.dataset
+    except Exception:  # noqa: BLE001 - an unreadable record checks nothing
+        return None
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(
+            PartialLabelDataset.__init__).parameters.items()
+    }
+    found = []
+    while isinstance(node, dict):
+        if type_name(node) == 'PartialLabelDataset':
+            found.append({k: node.get(k, defaults.get(k)) for k in _SETTINGS})
+        node = node.get('dataset')
+    return found
 
 
 def mask_record(dataset) -> dict:
