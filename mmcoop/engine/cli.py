@@ -86,14 +86,11 @@ def user_path(text: str) -> str:
     The shell leaves ``~`` alone in a quoted word and after ``=``
     (``--work-dir=~/wd``); unexpanded, the tool would make a folder named
     ``~`` in the current folder, or not find ``~/e1.pth``."""
-    if not text.startswith('~'):
-        return text
-    expanded = osp.expanduser(text)
-    if expanded.startswith('~'):
-        raise argparse.ArgumentTypeError(
-            f'{text!r}: "~" cannot be expanded (no home directory or no '
-            'such user). Fix: give the full path.')
-    return expanded
+    from mmcoop.utils.paths import expand_user
+    try:
+        return expand_user(text, 'path')
+    except ValueError as e:  # argparse names the option
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def checkpoint_or_none(text: str) -> Optional[str]:
