@@ -509,6 +509,26 @@ def test_clip_preprocessor_refuses_bad_values(field, value, expected):
         'inputs'].shape == (1, 3, 8, 8)
 
 
+def test_batch_augmentations_are_refused_when_the_model_is_built():
+    """Mixup / CutMix (``model.train_cfg.augments``) mix two images'
+    tri-state targets: refused when the model is built. Before: the loss
+    refused the mixed targets at the first step, and since the loss reads
+    device targets at its first call only, a ``RandomBatchAugment`` that
+    left the first batch unmixed would have trained on them."""
+    from mmpretrain.models import ImageClassifier
+    with pytest.raises(ValueError, match=r"CLIPDataPreprocessor: batch "
+                       r"augmentations \(\[\{'type': 'Mixup'.*-1 \(unknown\)"
+                       r'.*Fix: remove model.train_cfg.augments'):
+        ImageClassifier(
+            backbone=dict(type='mmcoop.PrecomputedFeatures'),
+            head=dict(type='mmcoop.BaselineHead', classnames=['a', 'b'],
+                      in_channels=4),
+            data_preprocessor=dict(type='mmcoop.CLIPDataPreprocessor'),
+            train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8)]))
+    # an empty list augments nothing
+    CLIPDataPreprocessor(batch_augments=dict(augments=[]))
+
+
 @pytest.mark.parametrize('cls', [CLIPDataPreprocessor,
                                  DeviceAugmentPreprocessor])
 def test_channel_stats_as_tensors(cls):

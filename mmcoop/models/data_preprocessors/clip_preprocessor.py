@@ -105,6 +105,15 @@ class CLIPDataPreprocessor(ClsDataPreprocessor):
                 f'{owner}: batch_augments must be None or a dict such as '
                 "dict(augments=[dict(type='Mixup', alpha=0.8)]) (the "
                 f'model\'s train_cfg), got {augments!r}.')
+        if augments and augments.get('augments'):
+            raise ValueError(
+                f'{owner}: batch augmentations ({augments["augments"]}, the '
+                "model's train_cfg.augments) mix the targets of two images, "
+                'but partial-label targets are 1 (present), 0 (absent) or -1 '
+                '(unknown): a mixed unknown label means nothing, and the '
+                'loss refuses mixed targets. Fix: remove '
+                'model.train_cfg.augments (augment the images in the '
+                'pipeline instead).')
         super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)
 
     def forward(self, data: dict, training: bool = False) -> dict:

@@ -88,10 +88,9 @@ class PartialAsymmetricLoss(nn.Module):
     the field, the value and the range). The targets are checked at every
     call on the CPU; on another device (CUDA) at the first call only, as
     reading them back would make the host wait for the device at every
-    step: a mistake of the configuration (a batch augmentation mixing
-    every batch's targets) shows at the first step, and the mmcoop data
-    preprocessors check every batch's targets on the host before moving
-    them (before a batch augmentation).
+    step: the mmcoop data preprocessors check every batch's targets on
+    the host before moving them, and refuse batch augmentations (which
+    mix them) when the model is built.
     """
 
     def __init__(self,
