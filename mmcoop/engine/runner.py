@@ -9,8 +9,8 @@ from typing import Callable, List, Optional, Union
 
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.dist import (get_rank, is_distributed, is_main_process,
-                           master_only)
+from mmengine.dist import (broadcast_object_list, get_rank, is_distributed,
+                           is_main_process, master_only)
 from mmengine.model import is_model_wrapper
 from mmengine.runner import (BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop,
                              Runner)
@@ -104,6 +104,25 @@ def check_dump_target(path: str, work_dir: str, timestamp: str) -> None:
         'would replace it with its resolved config (saved under the name of '
         'the config file). Nothing was written. Fix: use another '
         '--work-dir, or move the file out of the work dir.')
+
+
+def check_dump_target_on_every_rank(path: str, work_dir: str,
+                                    timestamp: str) -> None:
+    """:func:`check_dump_target` on rank 0 (which writes the dump), its
+    refusal raised on every rank of a distributed run (the others would
+    otherwise wait for rank 0 in the first collective)."""
+    message = None
+    if is_main_process():
+        try:
+            check_dump_target(path, work_dir, timestamp)
+        except OutputPathError as e:
+            message = str(e)
+    if is_distributed():
+        box = [message]
+        broadcast_object_list(box)
+        message = box[0]
+    if message:
+        raise OutputPathError(message)
 
 
 def config_dump_path(work_dir: str, config_file: Optional[str],
@@ -463,11 +482,9 @@ class MMCoopRunner(Runner):
         # built (MMEngine: a bare AssertionError once they are)
         check_amp_optim_wrapper(self.cfg)
         self._loop_kind = 'train'
-        if is_main_process():
-            check_dump_target(
-                config_dump_path(self.work_dir, self.cfg.filename,
-                                 self.timestamp), self.work_dir,
-                self.timestamp)
+        check_dump_target_on_every_rank(
+            config_dump_path(self.work_dir, self.cfg.filename,
+                             self.timestamp), self.work_dir, self.timestamp)
         return self._locked(super().train)
 
     def build_train_loop(self, loop) -> BaseLoop:

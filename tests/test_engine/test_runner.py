@@ -310,3 +310,25 @@ def test_mmengine_compile_trains_as_eager_with_param_groups(tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key])
+
+
+def test_a_refused_dump_target_stops_every_rank(tmp_path, monkeypatch):
+    """Rank 0 checks the dump's target; a refusal is broadcast, so the
+    other ranks stop too instead of waiting for rank 0 in the first
+    collective."""
+    from mmcoop.engine import runner as runner_module
+    from mmcoop.utils.paths import OutputPathError
+    sent = []
+
+    def broadcast(box):
+        sent.append(list(box))
+        box[0] = 'the message of rank 0'
+
+    monkeypatch.setattr(runner_module, 'is_distributed', lambda: True)
+    monkeypatch.setattr(runner_module, 'is_main_process', lambda: False)
+    monkeypatch.setattr(runner_module, 'broadcast_object_list', broadcast)
+    (tmp_path / 'exp.py').write_text('lr = 1\n')
+    with pytest.raises(OutputPathError, match='the message of rank 0'):
+        runner_module.check_dump_target_on_every_rank(
+            str(tmp_path / 'exp.py'), str(tmp_path), 'now')
+    assert sent == [[None]]  # this rank did not check: rank 0's word
