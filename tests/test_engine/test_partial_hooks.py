@@ -160,8 +160,7 @@ def test_resume_of_a_checkpoint_without_the_mask_record(demo_root, tmp_path):
     or ``~`` mask_file included) resume. Before: not checked at all."""
     from mmengine.config import Config
 
-    from mmcoop.engine.hooks.partial_label_mask_hook import \
-        settings_in_config
+    from mmcoop.engine.hooks.partial_label_mask_hook import settings_in_config
     ds = PartialLabelDataset(**{
         k: v
         for k, v in partial_cfg(demo_root, seed=3).items() if k != 'type'
