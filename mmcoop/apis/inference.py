@@ -92,7 +92,8 @@ def load_config(config: ConfigType,
 
 def _read_config(config: ConfigType) -> Config:
     if isinstance(config, (str, os.PathLike)):
-        path = str(config)
+        from mmcoop.utils.paths import expand_user
+        path = expand_user(str(config), 'config')
         if not osp.isfile(path):
             from .model_zoo import close_model_names
             close = close_model_names(osp.basename(path).rsplit('.py', 1)[0])

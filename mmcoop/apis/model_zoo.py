@@ -213,7 +213,8 @@ def fetch_checkpoint(path_or_url: str) -> str:
     whole URL (see :func:`url_cache_path`), and the local copy is returned.
     A file name ending in ``-<hex>.<ext>`` (8 to 64 hex digits, e.g. the
     ``-{sha256[:8]}`` of ``publish_model.py``) is checked against the
-    sha256 of the download. Local paths are returned as they are.
+    sha256 of the download. Local paths are returned as they are (a
+    leading ``~`` expanded).
 
     Raises:
         IsADirectoryError: a local path is a folder (the message names the
@@ -222,7 +223,9 @@ def fetch_checkpoint(path_or_url: str) -> str:
         RuntimeError: the download does not match its hash suffix.
     """
     if not is_url(path_or_url):
-        return check_checkpoint_path(str(path_or_url))
+        from mmcoop.utils.paths import expand_user
+        return check_checkpoint_path(
+            expand_user(str(path_or_url), 'checkpoint'))
     local = url_cache_path(path_or_url)
     if not osp.isfile(local):
         os.makedirs(osp.dirname(local), exist_ok=True)

@@ -101,3 +101,20 @@ def test_a_home_that_cannot_be_expanded_is_named(home, capsys):
             [DEMO_CONFIG, 'none', '--out', '~no_such_user_mmcoop/r.pkl'])
     err = capsys.readouterr().err
     assert '--out' in err and 'cannot be expanded' in err
+
+
+def test_the_python_api_expands_home(home):
+    """``init_model('~/exp.py', '~/e1.pth')`` as the tools: the config
+    (:func:`load_config`) and the checkpoint (:func:`fetch_checkpoint`,
+    which ``init_model`` reads them with) are found in the home (before:
+    'not a file' and 'does not exist')."""
+    import torch
+
+    from mmcoop.apis import fetch_checkpoint
+    from mmcoop.apis.inference import load_config
+    path = osp.join(home, 'e1.pth')
+    torch.save({'state_dict': {}}, path)
+    assert fetch_checkpoint('~/e1.pth') == path
+    cfg = load_config(DEMO_CONFIG)
+    cfg.dump(osp.join(home, 'exp.py'))
+    assert load_config('~/exp.py').model.head.type == cfg.model.head.type
