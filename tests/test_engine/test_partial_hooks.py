@@ -182,6 +182,11 @@ def test_resume_of_a_checkpoint_without_the_mask_record(demo_root, tmp_path):
                        r'seed=3\] \(read from the config the checkpoint '
                        r'carries.*this config draws \[bernoulli p=0.5'):
         hook.before_train(runner)
+    # the stored text is parsed, never run (a checkpoint from elsewhere)
+    ran = tmp_path / 'ran'
+    code = f'open({str(ran)!r}, "w")\n' + old_checkpoint(0.3)['meta']['cfg']
+    assert settings_in_config(code)[0]['known_proportion'] == 0.3
+    assert not ran.exists()
     for checkpoint in (old_checkpoint(0.5), dict(meta=dict(cfg='x = (')),
                        dict(meta=dict())):  # same; unreadable; none
         hook = HOOKS.build(dict(type='PartialLabelMaskHook'))

@@ -289,3 +289,31 @@ def test_protocols_refuse_a_zero_shot_evaluation(name):
                        r'best epoch on multi-label/mAP.*is an '
                        r'UnseenClassMetric.*Fix: drop `protocol`'):
         apply_protocol(cfg)
+
+
+def test_a_checkpoint_from_before_the_protocol_record(tmp_path):
+    """A checkpoint from before ``meta['protocol']`` carries its config's
+    applied protocol in ``meta['cfg']`` (read without running it): resumed
+    with a config that sets none, it stops as a recorded one does. Before:
+    resumed, after an unrelated mask-file error, under the official
+    protocol's selection."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MMLogger
+
+    from mmcoop.engine.hooks.protocol_check_hook import ProtocolCheckHook
+    ran = tmp_path / 'ran'
+    text = (f'open({str(ran)!r}, "w")\n' + Config(dict(protocol=dict(
+        name='clean', selection='best', val_fraction=0.1,
+        seed=0))).pretty_text)
+    runner = SimpleNamespace(
+        cfg=Config(dict(load_from=None)), work_dir=str(tmp_path),
+        resuming=True, logger=MMLogger.get_current_instance())
+    with pytest.raises(ValueError, match=r"trained under protocol .*'clean'"
+                       '.*resumed with a config that sets no protocol'):
+        ProtocolCheckHook().after_load_checkpoint(
+            runner, dict(meta=dict(cfg=text)))
+    assert not ran.exists()  # parsed, never run
+    # a checkpoint whose config sets none, or an unreadable one: no word
+    for meta in (dict(cfg='x = 1'), dict(cfg='x = ('), dict()):
+        ProtocolCheckHook().after_load_checkpoint(runner, dict(meta=meta))

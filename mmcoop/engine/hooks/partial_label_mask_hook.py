@@ -189,19 +189,19 @@ def settings_in_config(text) -> Optional[list]:
     :class:`~mmcoop.datasets.PartialLabelDataset`'s defaults) of every
     ``PartialLabelDataset`` in the training set of a config's text (the
     ``meta['cfg']`` MMEngine stores in checkpoints), in the order a run
-    finds them; None when the text cannot be read."""
+    finds them; None when the text does not give them. The text is parsed,
+    never run (:func:`~mmcoop.engine.config_text.stored_config_values`: a
+    checkpoint from elsewhere runs no code)."""
     import inspect
 
-    from mmengine.config import Config
-
     from mmcoop.datasets import PartialLabelDataset
+    from mmcoop.engine.config_text import stored_config_values
     from mmcoop.utils.config_types import type_name
     if not isinstance(text, str) or not text.strip():
         return None
-    try:
-        cfg = Config.fromstring(text, '.py')
-        node = cfg.train_dataloader.dataset
-    except Exception:  # noqa: BLE001 - an unreadable record checks nothing
+    loader = stored_config_values(text).get('train_dataloader')
+    node = loader.get('dataset') if isinstance(loader, dict) else None
+    if not isinstance(node, dict):
         return None
     defaults = {
         k: p.default

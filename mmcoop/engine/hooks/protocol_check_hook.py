@@ -89,7 +89,15 @@ class ProtocolCheckHook(Hook):
             checkpoint.setdefault('meta', {})[META_KEY] = protocol
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        stored = _normal((checkpoint.get('meta') or {}).get(META_KEY))
+        meta = checkpoint.get('meta') or {}
+        stored = meta.get(META_KEY)
+        if stored is None and isinstance(meta.get('cfg'), str):
+            # a checkpoint from before the record: the applied protocol of
+            # the config it carries (parsed, never run)
+            from mmcoop.engine.config_text import stored_config_values
+            stored = stored_config_values(meta['cfg']).get('protocol')
+            stored = stored if isinstance(stored, dict) else None
+        stored = _normal(stored)
         now = runner.cfg.get('protocol', None)
         source = runner.cfg.get('load_from', None) or \
             f'the last checkpoint of {runner.work_dir}'
