@@ -559,6 +559,14 @@ def check_work_dir_outside_datasets(work_dir: str, loaders: Iterable) -> None:
     """Raise ``ValueError`` if ``work_dir`` lies inside a folder that a
     dataloader's dataset reads from (``loaders``: dataloader configs or
     objects, None entries are skipped)."""
+    check_outside_dataset(
+        work_dir, _loader_dataset_dirs(loaders), 'work dir',
+        example="'work_dirs/<experiment>'")
+
+
+def _loader_dataset_dirs(loaders: Iterable) -> List[str]:
+    """The dataset folders (:func:`dataset_dirs`) of dataloader configs or
+    objects; None entries are skipped."""
     dirs = []
     for loader in loaders:
         if loader is None:
@@ -566,20 +574,14 @@ def check_work_dir_outside_datasets(work_dir: str, loaders: Iterable) -> None:
         dataset = (loader.get('dataset', None) if isinstance(loader, dict)
                    else getattr(loader, 'dataset', None))
         dirs.extend(dataset_dirs(dataset))
-    check_outside_dataset(
-        work_dir, dirs, 'work dir', example="'work_dirs/<experiment>'")
+    return dirs
 
 
 def config_dataset_dirs(cfg) -> List[str]:
     """The dataset folders (:func:`dataset_dirs`) of every dataloader of a
     config (``train_dataloader``, ``val_dataloader``, ``test_dataloader``;
     a missing or None one is skipped)."""
-    dirs = []
-    for key in DATALOADERS:
-        loader = cfg.get(key, None)
-        if isinstance(loader, dict):
-            dirs.extend(dataset_dirs(loader.get('dataset', None)))
-    return dirs
+    return _loader_dataset_dirs(cfg.get(key, None) for key in DATALOADERS)
 
 
 def check_outputs_outside_datasets(

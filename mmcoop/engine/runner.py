@@ -15,6 +15,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import (BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop,
                              Runner)
 
+from mmcoop.datasets.utils import path_is_inside
 from mmcoop.engine.atomic_backend import ATOMIC_BACKEND_ARGS
 from mmcoop.engine.checkpoint_fit import (check_checkpoint_fits,
                                           load_checkpoint_weights)
@@ -55,12 +56,6 @@ def _numbered_checkpoints(work_dir: str) -> List[tuple]:
         if m and osp.isfile(path):
             out.append((m.group(1), int(m.group(2)), osp.getmtime(path), path))
     return out
-
-
-def _inside(path: str, folder: str) -> bool:
-    """Whether the local ``path`` lies in ``folder`` (links resolved)."""
-    path, folder = osp.realpath(path), osp.realpath(folder)
-    return osp.commonpath([path, folder]) == folder
 
 
 class ResumeOutsideWorkDirError(ValueError):
@@ -622,6 +617,7 @@ class MMCoopRunner(Runner):
         dropped (the new best is saved, nothing is removed)."""
         hub = self.message_hub
         dirs = self._checkpoint_dirs()
+        local = [d for d in dirs if '://' not in d]
         for key, path in list(hub.runtime_info.items()):
             if not (key == 'best_ckpt' or key.startswith('best_ckpt_')):
                 continue
@@ -630,14 +626,12 @@ class MMCoopRunner(Runner):
             if '://' in path:
                 own = any(osp.dirname(path) == d.rstrip('/') for d in dirs)
             else:
-                own = any(
-                    '://' not in d and _inside(path, d) for d in dirs)
+                own = any(path_is_inside(path, d) for d in local)
             if own:
                 continue
             here = [
-                osp.join(d, osp.basename(path)) for d in dirs
-                if '://' not in d
-                and osp.isfile(osp.join(d, osp.basename(path)))
+                osp.join(d, osp.basename(path)) for d in local
+                if osp.isfile(osp.join(d, osp.basename(path)))
             ]
             if here:
                 hub.update_info(key, here[0])
@@ -769,7 +763,8 @@ class MMCoopRunner(Runner):
                     f'{pointer} is empty (a crash while it was written?); '
                     'falling back to the newest checkpoint of the work dir.')
         own_dirs = [d for d in self._checkpoint_dirs() if '://' not in d]
-        if named is not None and not any(_inside(named, d) for d in own_dirs):
+        if named is not None and not any(
+                path_is_inside(named, d) for d in own_dirs):
             # MMEngine writes an absolute path: in a moved or copied work
             # dir it names the original's file. Auto-resume reads only the
             # work dir's own checkpoints.

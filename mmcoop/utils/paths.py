@@ -212,6 +212,14 @@ def dangling_link(path: str) -> Optional[str]:
     return None
 
 
+def _refuse_dangling(what: str, folder: str) -> None:
+    """:class:`OutputPathError` when ``folder`` is or lies below a
+    symbolic link to nothing (:func:`dangling_link`), naming ``what``."""
+    link = dangling_link(folder)
+    if link is not None:
+        raise OutputPathError(_dangling_message(what, link, folder))
+
+
 def _dangling_message(what: str, link: str, folder: str) -> str:
     try:
         target = os.readlink(link)
@@ -234,9 +242,7 @@ def check_output_folder(folder: str, what: str) -> None:
     that begins with ``what`` (e.g. ``'--work-dir'``); nothing is
     created."""
     folder = osp.abspath(folder)
-    link = dangling_link(folder)
-    if link is not None:
-        raise OutputPathError(_dangling_message(what, link, folder))
+    _refuse_dangling(what, folder)
     missing = missing_folders(osp.join(folder, '_'))
     parent = osp.dirname(missing[-1]) if missing else folder
     if osp.exists(parent) and not osp.isdir(parent):
@@ -262,10 +268,7 @@ def make_output_dirs(outputs: Sequence[str],
     for out in outputs:
         out = str(out)
         folder = osp.dirname(osp.abspath(out))
-        link = dangling_link(folder)
-        if link is not None:
-            raise OutputPathError(
-                _dangling_message(_named(out, option), link, folder))
+        _refuse_dangling(_named(out, option), folder)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:

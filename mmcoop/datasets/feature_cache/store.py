@@ -17,7 +17,6 @@ The manifest holds the key (:mod:`.key`), the fingerprints of the images
 modification time and SHA-256.
 """
 import contextlib
-import errno
 import json
 import os
 import os.path as osp
@@ -95,22 +94,12 @@ def shard_record(folder: str,
 
 
 def write_manifest(folder: str, manifest: dict) -> None:
-    """Write ``manifest.json`` durably (temporary file, fsync, rename)."""
-    from mmcoop.utils.checkpoint import full_disk_message
-    tmp = osp.join(folder, MANIFEST + '.tmp')
-    try:
-        with open(tmp, 'w') as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise OSError(e.errno, full_disk_message(
-            osp.join(folder, MANIFEST), e.errno)) from e
-    os.replace(tmp, osp.join(folder, MANIFEST))
+    """Write ``manifest.json`` durably (:func:`~mmcoop.utils.checkpoint.
+    atomic_open`: temporary file, fsync, rename; a full disk named with
+    the fix), then fsync the folder."""
+    from mmcoop.utils.checkpoint import atomic_open
+    with atomic_open(osp.join(folder, MANIFEST), 'w') as f:
+        json.dump(manifest, f, indent=1)
     _fsync_dir(folder)
 
 
@@ -188,6 +177,7 @@ def remove_cache(cache_dir: str) -> None:
     other = [
         n for n in names
         if n not in (MANIFEST, MANIFEST + '.tmp') and not (
+            n.startswith(f'.{MANIFEST}.tmp-')) and not (
             _SHARD_NAME.match(n) and osp.isfile(osp.join(cache_dir, n)))
     ]
     if other:
