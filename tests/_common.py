@@ -10,6 +10,7 @@ import os
 import os.path as osp
 import re
 
+import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModel
@@ -212,3 +213,26 @@ def expand_braces(path):
         p for alt in m.group(1).split(',')
         for p in expand_braces(path[:m.start()] + alt + path[m.end():])
     ]
+
+
+def every_op_draws(n_images=30, seed=0):
+    """Device-path draws of ``n_images`` where every op is drawn and
+    applied in both slots (with the official magnitudes and signs)."""
+    from mmcoop.datasets.transforms.tensor_augment import RANDAUG_OPS
+    rs = np.random.RandomState(seed)
+    draws = []
+    for i in range(n_images):
+        ops = []
+        for k in range(2):
+            op = RANDAUG_OPS[(i + 7 * k) % len(RANDAUG_OPS)]
+            ops.append(dict(op=op, index=int(rs.randint(1, 10)),
+                            applied=bool(i % 5 != k),
+                            sign=int(rs.choice([-1, 1])),
+                            centre=(float(rs.rand()), float(rs.rand()))))
+        draws.append(dict(cutout_centre=(int(rs.randint(48)),
+                                         int(rs.randint(64))),
+                          cutout_colour=tuple(int(c) for c in
+                                              rs.randint(0, 256, 3)),
+                          cutout_factor=0.5, randaugment=ops,
+                          size=(48, 64)))
+    return draws

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _builders import photo
+from _common import every_op_draws
 from PIL import Image
 
 from mmcoop.benchmark.official import (OfficialTrainTransform, official_cutout,
@@ -769,3 +770,29 @@ def test_read_errors_blame_the_path_or_backend_args(tmp_path, name):
     if name != 'LoadImageBytes':
         skip = _loader(name, ignore_empty=True)
         assert skip(dict(img_path=str(tmp_path / 'missing.jpg'))) is None
+
+
+def test_device_forms_of_the_ops_are_the_host_forms(monkeypatch):
+    """The batched ops have two forms where the CPU can read values for
+    free (a bincount per plane, a slice per box) and a device must not
+    (one scatter_add, a masked where): forced here on CPU tensors, the
+    device forms give PIL's pixels too, and a whole batch of every op the
+    host forms' batch."""
+    from mmcoop.datasets.transforms import tensor_augment
+    from mmcoop.datasets.transforms.tensor_augment import augment_batch
+    imgs = torch.cat([as_tensor(photo(48, 64, seed=s)) for s in range(30)])
+    draws = every_op_draws()
+    host = augment_batch(imgs.clone(), draws)
+    assert not torch.equal(host, imgs)
+    monkeypatch.setattr(tensor_augment, '_on_host', lambda img: False)
+    assert torch.equal(augment_batch(imgs.clone(), draws), host)
+    img = photo(48, 48)  # square: the official CutoutPIL swaps h and w
+    for op in ('AutoContrast', 'Equalize', 'Cutout'):
+        for index in range(1, 10):
+            ref = as_tensor(official_op(img, op, index, 1, (0.3, 0.7)))
+            assert torch.equal(
+                apply_op(as_tensor(img), op, index, 1, (0.3, 0.7)), ref)
+    for cy, cx in ((0, 0), (47, 47), (20, 3)):
+        ref = as_tensor(official_cutout(img, cy, cx, (9, 200, 31)))
+        assert torch.equal(cutout(as_tensor(img), [(cy, cx)], [(9, 200, 31)]),
+                           ref)

@@ -40,13 +40,14 @@ normalisation is left to the data preprocessor, batched).
 import functools
 import math
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+from mmcoop.datasets.transforms.batch_params import DeviceParams, HostParams
 from mmcoop.datasets.transforms.cutout import check_cutout_factor
 from mmcoop.datasets.transforms.image_kind import require_tensor
 from mmcoop.datasets.transforms.jpeg import (DECODE_BACKENDS, JpegHeader,
@@ -82,6 +83,9 @@ _RANGES = dict(
 #: Ops whose official lambda draws ``random.choice([-1, 1])``.
 _SIGNED = ('ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Color',
            'Contrast', 'Sharpness', 'Brightness')
+#: The axis along which a shear moves the sample points (the other
+#: coordinate stays a pixel centre: :func:`_bicubic_pil`'s ``moves``).
+_SHEAR_MOVES = dict(ShearX='x', ShearY='y')
 _FILL = 128  # SubPolicy's fillcolor
 _CUTOUT_FILL = (125, 122, 113)  # randaugment.Cutout's colour (RGB)
 
@@ -194,6 +198,14 @@ def official_cutout(img: Image.Image, cy: int, cx: int, colour,
 
 
 # ---------------------------------------------------------------- helpers
+def _on_host(img: torch.Tensor) -> bool:
+    """Whether ``img`` is on the CPU, where reading its values costs no
+    wait: the batched ops then take their faster host forms (a
+    ``bincount`` per plane, a slice per box); on another device, forms
+    that read nothing back (the tests also run those on the CPU)."""
+    return img.device.type == 'cpu'
+
+
 def _per_image(values, img: torch.Tensor, dtype=torch.float32):
     """``(B, 1, 1, 1)`` tensor of per-image parameters."""
     t = torch.as_tensor(values, dtype=dtype, device=img.device)
@@ -240,14 +252,23 @@ def _lut(img: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
 
 
 def _histogram(img: torch.Tensor) -> torch.Tensor:
-    """``(B, C, 256)`` per image and channel counts of uint8 images (one
-    ``bincount`` per plane: on the CPU about 20 times faster than a
-    ``scatter_add`` of the pixels as longs)."""
+    """``(B, C, 256)`` per image and channel counts of uint8 images. On the
+    CPU one ``bincount`` per plane (about 20 times faster there than a
+    ``scatter_add`` of the pixels as longs); on another device one
+    ``scatter_add`` for the batch (a CUDA ``bincount`` reads its input's
+    maximum back on the host, waiting for the device)."""
     b, c, h, w = img.shape
-    return torch.stack([
-        torch.bincount(plane, minlength=256)
-        for plane in img.reshape(b * c, h * w)
-    ]).reshape(b, c, 256)
+    planes = img.reshape(b * c, h * w)
+    if _on_host(img):
+        return torch.stack([
+            torch.bincount(plane, minlength=256) for plane in planes
+        ]).reshape(b, c, 256)
+    bins = planes.long() + torch.arange(
+        0, b * c * 256, 256, device=img.device)[:, None]
+    counts = torch.zeros(b * c * 256, dtype=torch.long, device=img.device)
+    ones = torch.ones(1, dtype=torch.long, device=img.device)
+    return counts.scatter_add_(0, bins.reshape(-1),
+                               ones.expand(bins.numel())).reshape(b, c, 256)
 
 
 def _autocontrast_lut(hist: torch.Tensor) -> torch.Tensor:
@@ -356,22 +377,25 @@ def _pil_cubic(v1, v2, v3, v4, d):
     return v2 + d * (p2 + d * (p3 + d * p4))
 
 
-def _bicubic_pil(img: torch.Tensor, u: torch.Tensor,
-                 v: torch.Tensor) -> torch.Tensor:
+def _bicubic_pil(img: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                 moves: str = 'xy') -> torch.Tensor:
     """PIL's bicubic sample of ``(B, 3, H, W)`` uint8 images at the points
     ``(u, v)`` (``(B, H', W')`` float64, pixel centres at +0.5): the 4 x 4
     taps around the point, clamped to the image, interpolated in float64
     with :func:`_pil_cubic` (columns, then rows) and truncated to uint8 as
-    PIL. A coordinate with no fractional part anywhere (a shear moves along
-    one axis only) uses its single tap: the same value, exactly."""
+    PIL. ``moves`` names the axes (``'x'``: ``u``, ``'y'``: ``v``) where a
+    point may fall between pixel centres; along another one (a shear moves
+    along one axis only) the single tap is used: the same value exactly
+    (the cubic at fraction 0 is that tap), decided by the caller, not by
+    reading the coordinates back from the device."""
     b, c, h, w = img.shape
     xs, ys = u - 0.5, v - 0.5
     x0, y0 = xs.floor(), ys.floor()
     dx, dy = (xs - x0).unsqueeze(1), (ys - y0).unsqueeze(1)
     x0, y0 = x0.long() - 1, y0.long() - 1
     flat = img.reshape(b, c, h * w)
-    cols = [1] if not dx.any() else range(4)
-    rows = [1] if not dy.any() else range(4)
+    cols = range(4) if 'x' in moves else [1]
+    rows = range(4) if 'y' in moves else [1]
 
     def tap(j, k):
         yi = (y0 + j).clamp_(0, h - 1)
@@ -419,8 +443,8 @@ def _affine_uv(coeffs: Sequence[Sequence[float]], xs: torch.Tensor,
 
 
 def _affine_points(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
-                   xs: torch.Tensor, ys: torch.Tensor,
-                   mode: str) -> torch.Tensor:
+                   xs: torch.Tensor, ys: torch.Tensor, mode: str,
+                   moves: str = 'xy') -> torch.Tensor:
     """PIL ``Image.transform(size, AFFINE, coeffs, mode, fillcolor=128)``
     of ``(B, 3, H, W)`` uint8 images at the output pixel centres ``(xs,
     ys)`` (float64, any one shape ``S``): ``(B, 3, *S)`` uint8.
@@ -429,7 +453,9 @@ def _affine_points(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
     + c, d xs + e ys + f)`` (PIL's ``affine_transform``, in its operation
     order); outside ``[0, W) x [0, H)`` it is 128. ``nearest`` takes the
     pixel containing that point, as PIL; ``bicubic`` is PIL's bicubic
-    (:func:`_bicubic_pil`): the same pixels as PIL.
+    (:func:`_bicubic_pil`, with ``moves``): the same pixels as PIL.
+    ``coeffs``: host values or a ``(B, 6)`` float64 tensor on the images'
+    device.
     """
     b, _, h, w = img.shape
     u, v = _affine_uv(coeffs, xs, ys, b)
@@ -441,12 +467,12 @@ def _affine_points(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
         out = torch.gather(img.reshape(b, 3, h * w), 2, index)
         out = out.reshape(b, 3, *xs.shape)
     else:
-        out = _bicubic_pil(img, u, v)
+        out = _bicubic_pil(img, u, v, moves)
     return torch.where(inside, out, torch.full_like(out, _FILL))
 
 
 def _affine(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
-            mode: str) -> torch.Tensor:
+            mode: str, moves: str = 'xy') -> torch.Tensor:
     """PIL ``Image.transform(size, AFFINE, coeffs, mode, fillcolor=128)``
     of ``(B, 3, H, W)`` uint8 images, one coefficient row per image (or
     one for all): :func:`_affine_points` at every pixel centre."""
@@ -455,7 +481,7 @@ def _affine(img: torch.Tensor, coeffs: Sequence[Sequence[float]],
         torch.arange(h, dtype=torch.float64, device=img.device) + 0.5,
         torch.arange(w, dtype=torch.float64, device=img.device) + 0.5,
         indexing='ij')
-    return _affine_points(img, coeffs, xs, ys, mode)
+    return _affine_points(img, coeffs, xs, ys, mode, moves)
 
 
 #: :func:`shear`'s float32 value is within 1e-4 of PIL's float64 one (the
@@ -638,7 +664,8 @@ def shear(img: torch.Tensor, op: str, m: float) -> torch.Tensor:
     if len(pixels):
         exact = _affine_points(img[None], [_affine_coeffs(op, m, w, h)],
                                (pixels % w).double() + 0.5,
-                               (pixels // w).double() + 0.5, 'bicubic')
+                               (pixels // w).double() + 0.5, 'bicubic',
+                               _SHEAR_MOVES[op])
         out.view(ch, -1)[:, pixels] = exact[0]
     return out
 
@@ -860,44 +887,71 @@ def apply_op(img: torch.Tensor, op: str, index, sign=1,
         Tensor: the augmented images.
     """
     b, _, h, w = img.shape
+    host = HostParams()
+    run = _prepare_op(host, op, index, sign, centre, b, h, w)
+    return run(img, host.to(img.device))
+
+
+def _prepare_op(host: HostParams, op: str, index, sign, centre, b: int,
+                h: int, w: int) -> Callable[[torch.Tensor, DeviceParams],
+                                            torch.Tensor]:
+    """:func:`apply_op` in two steps: its parameters for ``b`` images of
+    ``h`` x ``w`` are added to ``host`` here; the returned function applies
+    the op to the images with those parameters on their device. Nothing in
+    it reads a value back from the device."""
     index = [index] * b if np.isscalar(index) else list(index)
     sign = [sign] * b if np.isscalar(sign) else list(sign)
     mag = [magnitude(op, i) for i in index]
     if op in _SIGNED:
         mag = [m * s for m, s in zip(mag, sign)]
     if op == 'Invert':
-        return 255 - img
+        return lambda img, p: 255 - img
     if op == 'Posterize':
-        keep = torch.tensor([(0xFF << (8 - int(bits))) & 0xFF for bits in mag],
-                            dtype=torch.uint8, device=img.device)
-        return img & keep.reshape(-1, 1, 1, 1)
+        keep = host.add([(0xFF << (8 - int(bits))) & 0xFF for bits in mag],
+                        torch.uint8)
+        return lambda img, p: img & _per_image(p[keep], img, torch.uint8)
     if op == 'Solarize':
-        thr = _per_image(mag, img)
-        return torch.where(img.float() < thr, img, 255 - img)
-    if op == 'AutoContrast':
-        return _lut(img, _autocontrast_lut(_histogram(img)))
-    if op == 'Equalize':
-        return _lut(img, _equalize_lut(_histogram(img)))
-    factor = _per_image([1 + m for m in mag], img)
-    if op == 'Brightness':
-        return _blend(torch.zeros_like(img), img, factor)
-    if op == 'Color':
-        return _blend(_luma(img).expand_as(img), img, factor)
-    if op == 'Contrast':
-        mean = (_luma(img).double().mean((1, 2, 3)) + 0.5).floor()
-        degenerate = mean.reshape(-1, 1, 1, 1).expand_as(img)
-        return _blend(degenerate, img, factor)
-    if op == 'Sharpness':
-        return _blend(_smooth(img), img, factor)
+        thr = host.add(np.float32(mag), torch.float32)
+        return lambda img, p: torch.where(
+            img.float() < _per_image(p[thr], img), img, 255 - img)
+    if op in ('AutoContrast', 'Equalize'):
+        lut_of = _autocontrast_lut if op == 'AutoContrast' else _equalize_lut
+        return lambda img, p: _lut(img, lut_of(_histogram(img)))
     if op == 'Cutout':
         centres = [centre] * b if np.isscalar(centre[0]) else list(centre)
-        boxes = [_cutout_box(size, c, h, w) for size, c in zip(mag, centres)]
-        return _fill_boxes(img, boxes, [_CUTOUT_FILL] * b)
-    if op == 'Rotate':
-        return _rotate_batch(img, mag)
-    coeffs = [_affine_coeffs(op, m, w, h) for m in mag]
-    mode = 'bicubic' if op.startswith('Shear') else 'nearest'
-    return _affine(img, coeffs, mode)
+        boxes = host.add(
+            [_cutout_box(size, c, h, w) for size, c in zip(mag, centres)],
+            torch.long)
+        colours = host.add([_CUTOUT_FILL] * b, torch.uint8)
+        return lambda img, p: _fill_boxes(img, p[boxes], p[colours])
+    if op == 'Rotate':  # gathers from indices kept on the device
+        return lambda img, p: _rotate_batch(img, mag)
+    if op in _AFFINE_OPS:
+        coeffs = host.add([_affine_coeffs(op, m, w, h) for m in mag],
+                          torch.float64)
+        mode = 'bicubic' if op in _SHEAR_MOVES else 'nearest'
+        moves = _SHEAR_MOVES.get(op, 'xy')
+        return lambda img, p: _affine(img, p[coeffs], mode, moves)
+    factor = host.add(np.float32([1 + m for m in mag]), torch.float32)
+    blend_with = {
+        'Brightness': torch.zeros_like,
+        'Color': lambda img: _luma(img).expand_as(img),
+        'Contrast': _mean_luma,
+        'Sharpness': _smooth,
+    }[op]
+    return lambda img, p: _blend(
+        blend_with(img), img, _per_image(p[factor], img))
+
+
+#: the ops :func:`_affine` runs (Rotate: :func:`_rotate_batch`)
+_AFFINE_OPS = ('ShearX', 'ShearY', 'TranslateX', 'TranslateY')
+
+
+def _mean_luma(img: torch.Tensor) -> torch.Tensor:
+    """Contrast's degenerate image: each image's grey of the mean of PIL's
+    integer luma, rounded as ``int(mean + 0.5)``, ``(B, 3, H, W)``."""
+    mean = (_luma(img).double().mean((1, 2, 3)) + 0.5).floor()
+    return mean.reshape(-1, 1, 1, 1).expand_as(img)
 
 
 def augment_batch(img: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
@@ -905,10 +959,20 @@ def augment_batch(img: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
     draw per image (what :class:`LoadImageBytes` records): ``cutout``
     with ``cutout_centre``, ``cutout_colour`` and ``cutout_factor``, then
     the ``randaugment`` ops in order, each op applied at once to the images
-    that drew it (one batched call per op)."""
-    img = cutout(img, [d['cutout_centre'] for d in draws],
-                 [d['cutout_colour'] for d in draws],
-                 draws[0]['cutout_factor'])
+    that drew it (one batched call per op).
+
+    Every parameter of the batch (boxes, colours, factors, coefficients,
+    the images of each op) goes to the device in one copy
+    (:class:`~.batch_params.HostParams`), and no op reads a value back, so
+    the host queues the whole augmentation without waiting for the
+    device."""
+    b, _, h, w = img.shape
+    host = HostParams()
+    boxes = host.add(
+        _cutout_boxes([d['cutout_centre'] for d in draws],
+                      draws[0]['cutout_factor'], h, w), torch.long)
+    colours = host.add([d['cutout_colour'] for d in draws], torch.uint8)
+    steps = []
     for k in range(2):
         groups = {}
         for i, d in enumerate(draws):
@@ -917,10 +981,15 @@ def augment_batch(img: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
                 groups.setdefault(op['op'], []).append(i)
         for name, idx in groups.items():
             ops = [draws[i]['randaugment'][k] for i in idx]
-            sel = torch.tensor(idx, device=img.device)
-            img[sel] = apply_op(img[sel], name, [o['index'] for o in ops],
-                                [o['sign'] for o in ops],
-                                [o['centre'] for o in ops])
+            steps.append((host.add(idx, torch.long),
+                          _prepare_op(host, name, [o['index'] for o in ops],
+                                      [o['sign'] for o in ops],
+                                      [o['centre'] for o in ops], len(idx),
+                                      h, w)))
+    params = host.to(img.device)
+    img = _fill_boxes(img, params[boxes], params[colours])
+    for sel, run in steps:
+        img[params[sel]] = run(img[params[sel]], params)
     return img
 
 
@@ -946,15 +1015,40 @@ def resize_augment_batch(imgs: Sequence[torch.Tensor], draws: Sequence[dict],
 
 
 def _fill_boxes(img: torch.Tensor, boxes, colours) -> torch.Tensor:
-    """Paint ``boxes`` (rows ``y0:y1``, columns ``x0:x1``, half-open) with
-    one RGB colour per image."""
-    out = img.clone()
-    for i, ((y0, y1, x0, x1), colour) in enumerate(zip(boxes, colours)):
-        if y1 > y0 and x1 > x0:
-            out[i, :, y0:y1, x0:x1] = torch.as_tensor(
-                colour, dtype=torch.uint8,
-                device=img.device).reshape(3, 1, 1)
-    return out
+    """Paint ``boxes`` (``(B, 4)``: rows ``y0:y1``, columns ``x0:x1``,
+    half-open; empty where ``y1 <= y0`` or ``x1 <= x0``) with one RGB
+    colour per image (``(B, 3)``) on a copy of ``(B, 3, H, W)`` uint8
+    images. On the CPU as slices (``boxes`` and ``colours`` host values or
+    CPU tensors); elsewhere as one masked ``where`` of long ``boxes`` and
+    uint8 ``colours`` on the images' device (a slice per image would need
+    each box's values on the host)."""
+    if _on_host(img):
+        out = img.clone()
+        for i, ((y0, y1, x0, x1), colour) in enumerate(
+                zip(_host_values(boxes), _host_values(colours))):
+            if y1 > y0 and x1 > x0:
+                out[i, :, y0:y1, x0:x1] = torch.as_tensor(
+                    colour, dtype=torch.uint8).reshape(3, 1, 1)
+        return out
+    _, _, h, w = img.shape
+    y0, y1, x0, x1 = boxes[:, :, None].unbind(1)
+    rows = torch.arange(h, device=img.device)
+    cols = torch.arange(w, device=img.device)
+    inside = (((rows >= y0) & (rows < y1))[:, None, :, None]
+              & ((cols >= x0) & (cols < x1))[:, None, None, :])
+    return torch.where(inside, colours[:, :, None, None], img)
+
+
+def _cutout_boxes(centres, cutout_factor: float, h: int,
+                  w: int) -> List[Tuple[int, int, int, int]]:
+    """Official ``CutoutPIL``'s boxes: PIL's inclusive rectangle of side
+    ``int(factor * size + 0.5)`` around each ``(cy, cx)`` pixel, clipped,
+    as half-open ``(y0, y1, x0, x1)``."""
+    half_h = int(cutout_factor * h + 0.5) // 2
+    half_w = int(cutout_factor * w + 0.5) // 2
+    return [(max(cy - half_h, 0), min(cy + half_h, h - 1) + 1,
+             max(cx - half_w, 0), min(cx + half_w, w - 1) + 1)
+            for cy, cx in centres]
 
 
 def cutout(img: torch.Tensor, centres, colours,
@@ -969,12 +1063,18 @@ def cutout(img: torch.Tensor, centres, colours,
         cutout_factor (float): side as a fraction of the image side.
     """
     _, _, h, w = img.shape
-    half_h = int(cutout_factor * h + 0.5) // 2
-    half_w = int(cutout_factor * w + 0.5) // 2
-    boxes = [(max(cy - half_h, 0), min(cy + half_h, h - 1) + 1,
-              max(cx - half_w, 0), min(cx + half_w, w - 1) + 1)
-             for cy, cx in centres]
+    boxes = _cutout_boxes(centres, cutout_factor, h, w)
+    if not _on_host(img):  # the values to the device in one copy
+        host = HostParams()
+        keys = host.add(boxes, torch.long), host.add(colours, torch.uint8)
+        params = host.to(img.device)
+        boxes, colours = (params[key] for key in keys)
     return _fill_boxes(img, boxes, colours)
+
+
+def _host_values(values) -> list:
+    """Host values of a CPU tensor (``tolist``), or ``values`` as given."""
+    return values.tolist() if isinstance(values, torch.Tensor) else values
 
 
 def resize(img: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
