@@ -23,6 +23,7 @@ import time
 from typing import Optional
 
 from mmcoop.utils.checkpoint import full_disk_message
+from mmcoop.utils.processes import pid_alive, process_start_time
 
 __all__ = ['WorkDirLock', 'WorkDirLockedError', 'LOCK_NAME']
 
@@ -31,27 +32,6 @@ LOCK_NAME = 'mmcoop.lock'
 
 class WorkDirLockedError(RuntimeError):
     """Another live run uses the work dir."""
-
-
-def _start_time(pid: int) -> Optional[str]:
-    """The start time of process ``pid`` (Linux ``/proc``), or None."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            # the command name (field 2) may hold spaces: split after it
-            return f.read().rsplit(')', 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, start: Optional[str]) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    now = _start_time(pid)
-    return start is None or now is None or now == start
 
 
 class WorkDirLock:
@@ -71,7 +51,7 @@ class WorkDirLock:
         return dict(
             pid=os.getpid(),
             host=socket.gethostname(),
-            start=_start_time(os.getpid()),
+            start=process_start_time(os.getpid()),
             since=time.strftime('%Y-%m-%d %H:%M:%S'))
 
     def _read(self) -> Optional[dict]:
@@ -113,7 +93,7 @@ class WorkDirLock:
             pid = int(owner.get('pid'))
         except (TypeError, ValueError):
             return True
-        return not _alive(pid, owner.get('start'))
+        return not pid_alive(pid, owner.get('start'))
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`WorkDirLockedError`."""

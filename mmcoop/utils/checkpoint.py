@@ -37,6 +37,8 @@ from typing import IO, Any, Callable, Iterator, List, Optional
 
 import torch
 
+from mmcoop.utils.processes import pid_alive
+
 __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
     'safe_torch_load', 'atomic_write', 'atomic_open', 'atomic_torch_save',
@@ -444,22 +446,6 @@ def remove_partial_checkpoints(work_dir: str) -> List[str]:
         os.remove(path)
         removed.append(name)
     return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (another user's
-    included), so a temporary file it names may still be written. On
-    Windows, where ``os.kill`` would signal (or end) the process, every pid
-    counts as running."""
-    if os.name == 'nt':
-        return True
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # none such (or no pid)
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 #: the errors of a folder mmcoop may not write in

@@ -84,6 +84,43 @@ def test_lock_of_another_host_or_live_process_is_kept(tmp_path):
     assert not lock_file.exists()
 
 
+@pytest.mark.skipif(not os.path.exists('/proc/self/stat'),
+                    reason='zombies are told through Linux /proc')
+def test_the_lock_of_a_zombie_run_is_stale(tmp_path):
+    """A run killed with its launcher is a zombie until something reaps it
+    (in a container whose first process reaps nothing, for ever): it has
+    ended, so its lock is taken over; before, ``--resume`` (and a resumed
+    sweep's next run) stopped as if the run still held its work dir."""
+    import subprocess
+    import sys
+    import time
+
+    from mmcoop.engine.work_dir_lock import WorkDirLock
+    from mmcoop.utils.processes import pid_alive, process_start_time
+    child = subprocess.Popen([sys.executable, '-c', 'import time; '
+                              'time.sleep(30)'])
+    try:
+        start = process_start_time(child.pid)
+        assert start is not None and pid_alive(child.pid, start)
+        lock_file = tmp_path / 'mmcoop.lock'
+        owner = dict(pid=child.pid, host=socket.gethostname(), start=start)
+        lock_file.write_text(json.dumps(owner))
+        child.kill()
+        for _ in range(500):  # ended, not reaped: a zombie of this test
+            if open(f'/proc/{child.pid}/stat').read().rsplit(
+                    ')', 1)[1].split()[0] == 'Z':
+                break
+            time.sleep(0.01)
+        assert not pid_alive(child.pid, start)
+        lock = WorkDirLock(str(tmp_path))
+        lock.acquire()
+        assert lock.took_over == owner
+        lock.release()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_only_global_rank_zero_locks(monkeypatch):
     from mmcoop.engine.runner import _launcher_rank
     monkeypatch.setenv('RANK', '1')
