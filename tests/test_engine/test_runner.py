@@ -150,6 +150,42 @@ def test_finite_check_hook_stops_before_nan_checkpoint(tmp_path):
     assert not any(n.endswith('.pth') for n in os.listdir(work))
 
 
+def test_finite_check_hook_reads_the_device_once_per_check():
+    """The loss and every trainable parameter are checked with one read
+    back from the device (it was one per tensor: each a wait); a NaN
+    parameter is still named."""
+    from types import SimpleNamespace
+
+    from torch.overrides import TorchFunctionMode
+
+    from mmcoop.engine.hooks import FiniteCheckHook, NonFiniteError
+
+    class Reads(TorchFunctionMode):
+        count = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Reads.count += getattr(func, '__name__', '') in (
+                'tolist', 'item', '__bool__', '__float__', '__int__')
+            return func(*args, **(kwargs or {}))
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model[0].bias.requires_grad_(False)
+    runner = SimpleNamespace(model=model, epoch=0, iter=6)
+    hook = FiniteCheckHook()
+    outputs = dict(loss=torch.tensor(0.5), acc=torch.tensor([1., 2.]))
+    with Reads():
+        hook.after_train_iter(runner, 6, outputs=outputs)
+    assert Reads.count == 1
+    with torch.no_grad():
+        model[1].weight[0, 1] = float('nan')
+    with pytest.raises(NonFiniteError, match='Parameter 1.weight has NaN'):
+        hook.after_train_iter(runner, 6, outputs=outputs)
+    with pytest.raises(NonFiniteError, match='acc became inf at epoch 1, '
+                       'iteration 7'):
+        hook.after_train_iter(
+            runner, 6, outputs=dict(acc=torch.tensor([1., float('inf')])))
+
+
 def test_cpu_distributed_applies_the_dist_timeout(monkeypatch):
     """``launcher='pytorch'`` without CUDA: the gloo process group gets
     ``env_cfg.dist_cfg.timeout`` (seconds), as MMEngine's ``init_dist``

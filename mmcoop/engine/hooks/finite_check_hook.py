@@ -53,23 +53,42 @@ class FiniteCheckHook(Hook):
             return
         where = (f'epoch {runner.epoch + 1}, iteration {runner.iter + 1} '
                  f'(batch {batch_idx + 1} of the epoch)')
+        # one flag per output and trainable parameter, read back at once:
+        # one wait for the device per check, not one per tensor
+        checks, flags = [], []
         for name, value in (outputs or {}).items():
-            value = float(value.detach().float().sum()) if isinstance(
-                value, torch.Tensor) else float(value)
-            if not math.isfinite(value):
-                raise NonFiniteError(
-                    f'{name} became {value} at {where}. No checkpoint was '
-                    'written for it. Lower the learning rate or loss_weight '
-                    '(`optim_wrapper.optimizer.lr`, '
-                    '`model.head.loss.loss_weight`), check the inputs, and '
-                    'resume from the last checkpoint with --resume.')
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float().sum()
+                checks.append(('output', name, value))
+                flags.append(torch.isfinite(value))
+            elif not math.isfinite(float(value)):
+                self._stop('output', name, float(value), where)
         if self.check_params:
             model = runner.model.module if hasattr(
                 runner.model, 'module') else runner.model
             for pname, param in model.named_parameters():
-                if param.requires_grad and not bool(
-                        torch.isfinite(param).all()):
-                    raise NonFiniteError(
-                        f'Parameter {pname} has NaN/Inf values at {where}. '
-                        'No checkpoint was written for it; lower the learning '
-                        'rate and resume from the last checkpoint.')
+                if param.requires_grad:
+                    checks.append(('parameter', pname, param))
+                    flags.append(torch.isfinite(param).all())
+        if not flags:
+            return
+        device = flags[0].device
+        finite = torch.stack([f.to(device) for f in flags]).tolist()
+        for (kind, name, value), ok in zip(checks, finite):
+            if not ok:
+                self._stop(kind, name, value, where)
+
+    @staticmethod
+    def _stop(kind: str, name: str, value, where: str) -> None:
+        if kind == 'parameter':
+            raise NonFiniteError(
+                f'Parameter {name} has NaN/Inf values at {where}. '
+                'No checkpoint was written for it; lower the learning '
+                'rate and resume from the last checkpoint.')
+        value = float(value)
+        raise NonFiniteError(
+            f'{name} became {value} at {where}. No checkpoint was '
+            'written for it. Lower the learning rate or loss_weight '
+            '(`optim_wrapper.optimizer.lr`, '
+            '`model.head.loss.loss_weight`), check the inputs, and '
+            'resume from the last checkpoint with --resume.')
