@@ -103,6 +103,10 @@ def extract_views(folder: str,
     n = len(dataset)
     np_dtype = DTYPES[dtype]
     quantised = dtype in QUANTISED
+    # the storage dtype is made on the tower's device: half the copy back
+    # for float16, and torch's conversion (NumPy's values: round to
+    # nearest even) is also the faster one on the CPU
+    cast = torch.float32 if quantised else getattr(torch, dtype)
     expected = getattr(backbone, 'input_resolution', None)
     layout, arrays, scales, shape = [], {}, {}, None
     bar = tqdm(
@@ -111,6 +115,44 @@ def extract_views(folder: str,
         unit='img',
         disable=not progress,
         dynamic_ncols=True)
+
+    def store(view: int, indices, host: torch.Tensor, copied) -> None:
+        """Write one batch's features (``host``, once ``copied``)."""
+        nonlocal shape
+        if copied is not None:
+            copied.synchronize()
+        feats = host.numpy()
+        if not np.isfinite(feats).all():
+            raise FeatureCacheError(
+                'Non-finite features (the tower output overflows '
+                f'{dtype} or is NaN). Use dtype=\'float32\' or '
+                'check the weights.')
+        if quantised:
+            feats, feat_scales = quantize(feats)
+        if shape is None:
+            shape = feats.shape[1:]
+            for v in range(num_views):
+                for start in range(0, n, shard_size):
+                    count = min(shard_size, n - start)
+                    fname = f'v{v}_s{start // shard_size:05d}.npy'
+                    arrays[v, start] = _allocated_memmap(
+                        osp.join(folder, fname), np_dtype, (count, ) + shape)
+                    if quantised:
+                        scales[v, start] = _allocated_memmap(
+                            osp.join(folder, scale_file(fname)), np.float32,
+                            (count, shape[-1]))
+                    layout.append((v, fname, start, count, quantised))
+        elif feats.shape[1:] != shape:
+            raise FeatureCacheError(
+                f'Feature shape changed from {shape} to '
+                f'{feats.shape[1:]} within one extraction.')
+        for j, i in enumerate(indices):
+            start = i - i % shard_size
+            arrays[view, start][i - start] = feats[j]
+            if quantised:
+                scales[view, start][i - start] = feat_scales[j]
+        bar.update(len(indices))
+
     try:
         with RNGGuard():
             for view in range(num_views):
@@ -121,6 +163,7 @@ def extract_views(folder: str,
                     num_workers=num_workers,
                     collate_fn=_collate,
                     pin_memory=device.type == 'cuda')
+                pending = None
                 for indices, images, samples in loader:
                     x = preprocessor(
                         dict(inputs=images, data_samples=samples),
@@ -133,41 +176,15 @@ def extract_views(folder: str,
                             f'expects {expected}x{expected} '
                             '(input_resolution). Fix the Resize of the '
                             'pipeline or the backbone.')
-                    feats = backbone(x)[-1].to('cpu', torch.float32).numpy()
-                    if not quantised:
-                        feats = feats.astype(np_dtype)
-                    if not np.isfinite(feats).all():
-                        raise FeatureCacheError(
-                            'Non-finite features (the tower output overflows '
-                            f'{dtype} or is NaN). Use dtype=\'float32\' or '
-                            'check the weights.')
-                    if quantised:
-                        feats, feat_scales = quantize(feats)
-                    if shape is None:
-                        shape = feats.shape[1:]
-                        for v in range(num_views):
-                            for start in range(0, n, shard_size):
-                                count = min(shard_size, n - start)
-                                fname = f'v{v}_s{start // shard_size:05d}.npy'
-                                arrays[v, start] = _allocated_memmap(
-                                    osp.join(folder, fname), np_dtype,
-                                    (count, ) + shape)
-                                if quantised:
-                                    scales[v, start] = _allocated_memmap(
-                                        osp.join(folder, scale_file(fname)),
-                                        np.float32, (count, shape[-1]))
-                                layout.append(
-                                    (v, fname, start, count, quantised))
-                    elif feats.shape[1:] != shape:
-                        raise FeatureCacheError(
-                            f'Feature shape changed from {shape} to '
-                            f'{feats.shape[1:]} within one extraction.')
-                    for j, i in enumerate(indices):
-                        start = i - i % shard_size
-                        arrays[view, start][i - start] = feats[j]
-                        if quantised:
-                            scales[view, start][i - start] = feat_scales[j]
-                    bar.update(len(indices))
+                    batch = (view, indices,
+                             *_copy_to_host(backbone(x)[-1].to(cast)))
+                    # the previous batch is written while the device
+                    # runs this one
+                    if pending is not None:
+                        store(*pending)
+                    pending = batch
+                if pending is not None:
+                    store(*pending)
                 for (v, start), arr in [*arrays.items(), *scales.items()]:
                     if v == view:
                         arr.flush()
@@ -176,6 +193,20 @@ def extract_views(folder: str,
     arrays.clear()  # close the memmaps before the files are hashed
     scales.clear()
     return shape, [shard_record(folder, *entry) for entry in layout]
+
+
+def _copy_to_host(feats: torch.Tensor):
+    """Start copying ``feats`` to the host: ``(host tensor, event)``. From
+    a CUDA device into pinned memory without waiting (``event`` says when
+    the copy is done; the host meanwhile queues the next batch), else
+    ``(feats on the CPU, None)``."""
+    if feats.device.type != 'cuda':
+        return feats.cpu(), None
+    host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+    host.copy_(feats, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return host, copied
 
 
 def _allocated_memmap(path: str, dtype, shape: tuple) -> np.memmap:
