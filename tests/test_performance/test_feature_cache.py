@@ -307,6 +307,10 @@ def test_cpu_bf16_cache_serves_the_bf16_towers_features(image_root, tmp_path):
     assert (cached['float32'] - live).abs().max() <= 0.01 * gap
     assert torch.equal(cached['float16'].float(),
                        cached['float32'].half().float())
+    # NumPy's rounding (what the extraction used before it converted on
+    # the tower's device): the same values
+    assert np.array_equal(cached['float16'].numpy(),
+                          cached['float32'].numpy().astype(np.float16))
 
 
 def test_damaged_or_foreign_directories(image_root, tmp_path):
