@@ -503,8 +503,15 @@ def check_load_from(cfg) -> None:
     ``load_from`` (``--resume PATH``, the checkpoint argument of
     ``tools/test.py``, or the config's) that is a URL, a folder or missing,
     before the runner makes its work dir and builds the model (the runner
-    refuses the same when it loads, later)."""
+    refuses the same when it loads, later).
+
+    With ``resume='auto'`` and a checkpoint in ``cfg.work_dir`` to resume
+    (:func:`~mmcoop.engine.runner.auto_resume_finds_checkpoint`),
+    ``load_from`` is not used and a missing one is no error (the runner
+    says so in one warning): the pretrained file of a crashed run may
+    have moved since it started."""
     from mmcoop.apis.model_zoo import check_local_checkpoint
+    from mmcoop.engine.runner import auto_resume_finds_checkpoint
     from mmcoop.utils.paths import check_not_a_list
     resume = cfg.get('resume', False)
     if not (resume is None or isinstance(resume, bool) or resume == 'auto'):
@@ -517,6 +524,9 @@ def check_load_from(cfg) -> None:
     path = cfg.get('load_from', None)
     check_not_a_list(path, 'load_from')
     if isinstance(path, str) and path:
+        if resume == 'auto' and '://' not in path and not osp.exists(
+                path) and auto_resume_finds_checkpoint(cfg.get('work_dir')):
+            return
         check_local_checkpoint(
             path, 'Checkpoint to resume (`load_from` with `resume=True`, '
             'e.g. --resume PATH)'

@@ -58,6 +58,36 @@ def _numbered_checkpoints(work_dir: str) -> List[tuple]:
     return out
 
 
+def _last_checkpoint_named(work_dir: str) -> Optional[str]:
+    """The path that ``work_dir/last_checkpoint`` names (MMEngine writes it
+    at every save); ``None`` without the file or when it is empty."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer, errors='replace') as f:
+        return f.read().strip() or None
+
+
+def auto_resume_finds_checkpoint(work_dir: str) -> bool:
+    """Whether ``resume='auto'`` (:meth:`MMCoopRunner._load_or_resume`)
+    takes a checkpoint of ``work_dir`` rather than ``load_from``: the work
+    dir holds an ``epoch_N.pth`` / ``iter_N.pth``, or its
+    ``last_checkpoint`` names an existing file (or one of that name lies in
+    the work dir: a moved work dir). One naming another work dir's file
+    counts too: auto-resume refuses it
+    (:class:`ResumeOutsideWorkDirError`), it never falls back to
+    ``load_from``. ``False`` for a work dir that is not a local folder."""
+    if not isinstance(work_dir, str) or '://' in work_dir or \
+            not osp.isdir(work_dir):
+        return False
+    if _numbered_checkpoints(work_dir):
+        return True
+    named = _last_checkpoint_named(work_dir)
+    return named is not None and (
+        osp.isfile(named)
+        or osp.isfile(osp.join(work_dir, osp.basename(named))))
+
+
 class ResumeOutsideWorkDirError(ValueError):
     """Auto-resume found a ``last_checkpoint`` that names a checkpoint of
     another work dir (a copied work dir) and no file of that name in its
@@ -754,14 +784,11 @@ class MMCoopRunner(Runner):
         ordered = [t[3] for t in numbered]
 
         pointer = osp.join(work_dir, 'last_checkpoint')
-        named = None
-        if osp.isfile(pointer):
-            with open(pointer, errors='replace') as f:
-                named = f.read().strip() or None
-            if named is None:
-                self.logger.warning(
-                    f'{pointer} is empty (a crash while it was written?); '
-                    'falling back to the newest checkpoint of the work dir.')
+        named = _last_checkpoint_named(work_dir)
+        if osp.isfile(pointer) and named is None:
+            self.logger.warning(
+                f'{pointer} is empty (a crash while it was written?); '
+                'falling back to the newest checkpoint of the work dir.')
         own_dirs = [d for d in self._checkpoint_dirs() if '://' not in d]
         if named is not None and not any(
                 path_is_inside(named, d) for d in own_dirs):
@@ -911,10 +938,14 @@ class MMCoopRunner(Runner):
                 'from scratch.')
             return None
         if self._load_from is not None:
-            self.logger.info(
+            # a missing load_from is no error here (check_load_from): the
+            # pretrained file of a crashed run may have moved since
+            missing = not osp.isfile(self._load_from)
+            (self.logger.warning if missing else self.logger.info)(
                 f'--resume: {self.work_dir} holds a checkpoint to resume; '
                 f'load_from={self._load_from} (the initial weights of a new '
-                'run) is not used.')
+                'run) is not used' +
+                (' (it does not exist).' if missing else '.'))
         skipped = []
         for path in candidates:
             try:

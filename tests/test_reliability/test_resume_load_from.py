@@ -9,7 +9,7 @@ import os.path as osp
 
 import pytest
 import torch
-from _common import toy_runner, toy_runtime_cfg
+from _common import load_tool, toy_runner, toy_runtime_cfg
 
 from mmcoop.engine.runner import MMCoopRunner
 
@@ -122,3 +122,55 @@ def test_auto_resume_with_checkpoints_in_the_hooks_out_dir(tmp_path):
     runner.train()
     assert osp.isfile(out / 'w' / 'epoch_2.pth')
     assert 'Resuming' in _log(runner) or 'resumed' in _log(runner).lower()
+
+
+@pytest.mark.parametrize('launcher', ['from_cfg', 'tools/train.py'])
+def test_auto_resume_of_a_checkpoint_needs_no_load_from_file(
+        tmp_path, launcher):
+    """``resume='auto'`` with a checkpoint in the work dir resumes it:
+    a ``load_from`` that no longer exists (the pretrained file of a
+    crashed run, moved since) is not used, said in one warning. Before,
+    ``check_load_from`` refused it and the run could not be resumed."""
+    work = tmp_path / 'w'
+    MMCoopRunner.from_cfg(toy_runtime_cfg(work, 1)).train()
+    gone = str(tmp_path / 'moved_away.pth')
+    cfg = toy_runtime_cfg(work, 2, resume='auto', load_from=gone)
+    if launcher == 'from_cfg':
+        runner = MMCoopRunner.from_cfg(cfg)
+        runner.train()
+    else:
+        path = str(tmp_path / 'c.py')
+        cfg.dump(path)
+        runner = load_tool('tools/train.py').main(
+            [path, '--work-dir', str(work), '--resume'])
+    assert runner.train_loop.epoch == 2
+    log = _log(runner)
+    assert 'resumed epoch: 1,' in log
+    # log records (not the config the log prints) naming load_from
+    lines = [
+        line for line in log.splitlines()
+        if gone in line and ' - mmengine - ' in line
+    ]
+    assert len(lines) == 1 and 'WARNING' in lines[0], lines
+    assert 'is not used (it does not exist)' in lines[0]
+
+
+@pytest.mark.parametrize('launcher', ['from_cfg', 'tools/train.py'])
+def test_auto_resume_without_a_checkpoint_refuses_a_missing_load_from(
+        tmp_path, launcher):
+    """Nothing to resume: ``load_from`` gives the initial weights, and a
+    missing one is refused before the work dir is made, as before."""
+    work = tmp_path / 'w'
+    gone = str(tmp_path / 'moved_away.pth')
+    cfg = toy_runtime_cfg(work, 1, resume='auto', load_from=gone)
+    with pytest.raises(FileNotFoundError,
+                       match=r"Checkpoint `load_from` '.*moved_away\.pth' "
+                       'does not exist'):
+        if launcher == 'from_cfg':
+            MMCoopRunner.from_cfg(cfg)
+        else:
+            path = str(tmp_path / 'c.py')
+            cfg.dump(path)
+            load_tool('tools/train.py').main(
+                [path, '--work-dir', str(work), '--resume'])
+    assert not work.exists()
