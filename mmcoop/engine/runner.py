@@ -88,6 +88,41 @@ def auto_resume_finds_checkpoint(work_dir: str) -> bool:
         or osp.isfile(osp.join(work_dir, osp.basename(named))))
 
 
+def train_batch_record(world_size: Optional[int], train_dataloader) -> dict:
+    """A run's ``meta['train_batch']``: ``dict(world_size, batch_size)``,
+    the processes and the images per process and step that train (the
+    global batch is their product); ``None`` for a value not known."""
+    loader = train_dataloader if isinstance(train_dataloader, dict) else {}
+    return dict(world_size=world_size, batch_size=loader.get('batch_size'))
+
+
+def train_batch_in_config(text) -> Optional[dict]:
+    """The :func:`train_batch_record` of a checkpoint written before
+    ``meta['train_batch']``, from the config text it carries
+    (``meta['cfg']``), parsed, never run
+    (:func:`~mmcoop.engine.config_text.stored_config_values`): the
+    ``train_dataloader.batch_size`` and, for ``launcher='none'`` (the
+    default), one process; ``world_size`` is ``None`` under another
+    launcher (the config does not record the number of processes).
+    ``None`` when the text gives no batch size."""
+    from mmcoop.engine.config_text import stored_config_values
+    if not isinstance(text, str) or not text.strip():
+        return None
+    values = stored_config_values(text)
+    record = train_batch_record(
+        1 if values.get('launcher', 'none') == 'none' else None,
+        values.get('train_dataloader'))
+    return record if is_int(record['batch_size']) else None
+
+
+def train_batch_differs(then: dict, now: dict) -> bool:
+    """Whether a resume (``now``) trains with another global batch than the
+    checkpoint's run (``then``), two :func:`train_batch_record` s: a value
+    differs that both record (``None``: not known)."""
+    return any(then.get(k) is not None and then.get(k) != now.get(k)
+               for k in ('world_size', 'batch_size'))
+
+
 class ResumeOutsideWorkDirError(ValueError):
     """Auto-resume found a ``last_checkpoint`` that names a checkpoint of
     another work dir (a copied work dir) and no file of that name in its
@@ -1095,31 +1130,45 @@ class MMCoopRunner(Runner):
 
     def _train_batch(self) -> dict:
         """The processes and the images per process and step that train
-        (recorded in checkpoints; a resume compares them)."""
-        loader = self.cfg.get('train_dataloader', None) or {}
-        return dict(world_size=self.world_size,
-                    batch_size=loader.get('batch_size'))
+        (recorded in checkpoints; a resume compares them):
+        :func:`train_batch_record`."""
+        return train_batch_record(self.world_size,
+                                  self.cfg.get('train_dataloader', None))
 
     def _report_resume_train_batch(self, checkpoint: dict,
                                    filename: str) -> None:
         """Warn when a resume trains with another global batch than the
         checkpoint's run (another number of processes, or images per
         process): the loss sums over the global batch and the lr is not
-        rescaled, so the rest of the run follows another recipe."""
-        then = (checkpoint.get('meta') or {}).get('train_batch')
+        rescaled, so the rest of the run follows another recipe. A
+        checkpoint written before ``meta['train_batch']`` is compared by
+        the config it carries (:func:`train_batch_in_config`; the message
+        says so), on what that config records."""
+        meta = checkpoint.get('meta') or {}
+        then, source = meta.get('train_batch'), ''
+        if not isinstance(then, dict):
+            then = train_batch_in_config(meta.get('cfg'))
+            source = (' (read from the config the checkpoint carries: it '
+                      'predates the train_batch record)')
         now = self._train_batch()
-        if not isinstance(then, dict) or then == now:
+        if not isinstance(then, dict) or not train_batch_differs(then, now):
             return
 
+        def processes(b):
+            n = b.get('world_size')
+            return (f'{n} process(es)' if n is not None else
+                    'an unrecorded number of processes')
+
         def words(b):
-            return (f"{b.get('world_size')} process(es) x "
-                    f"{b.get('batch_size')} images per step")
+            return f"{processes(b)} x {b.get('batch_size')} images per step"
 
         self.logger.warning(
             f'--resume from {filename}: the checkpoint was trained with '
-            f'{words(then)}, this run has {words(now)}: the rest of the run '
-            'trains with another global batch (the loss sums over it and '
-            'the lr is not rescaled), so its result is not the recipe\'s. '
-            f"Fix: resume with {then.get('world_size')} process(es) "
+            f'{words(then)}{source}, this run has {words(now)}: the rest of '
+            'the run trains with another global batch (the loss sums over '
+            'it and the lr is not rescaled), so its result is not the '
+            "recipe's. Fix: resume with " +
+            (processes(then) if then.get('world_size') is not None else
+             'as many processes as the run started with') + ' '
             '(tools/dist_train.sh CONFIG N --resume) and the batch size '
             'the run started with, or start a new run.')

@@ -593,6 +593,65 @@ def test_resume_with_another_global_batch_is_named(setup, tmp_path):
             'global batch') in _log_text(work)
 
 
+def _strip_train_batch(path):
+    """``path`` as a checkpoint from before ``meta['train_batch']`` (its
+    config text ``meta['cfg']`` kept). The test's own file: read with
+    ``weights_only=False``."""
+    import torch
+    checkpoint = torch.load(path, weights_only=False)
+    del checkpoint['meta']['train_batch']
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize('batch, warned', [(2, True), (4, False)])
+def test_resume_of_an_old_checkpoint_with_another_global_batch_is_named(
+        tmp_path, batch, warned):
+    """A checkpoint without ``meta['train_batch']`` (older mmcoop) is
+    compared by the config it carries (``meta['cfg']``, parsed, never
+    run): another ``train_dataloader.batch_size`` is warned as for a new
+    checkpoint. Before: not a word."""
+    from _common import toy_runtime_cfg
+
+    from mmcoop.engine.runner import MMCoopRunner
+    work = tmp_path / 'w'
+    MMCoopRunner.from_cfg(toy_runtime_cfg(work, 1)).train()  # batch 4
+    _strip_train_batch(str(work / 'epoch_1.pth'))
+    cfg = toy_runtime_cfg(work, 2, resume='auto')
+    cfg.train_dataloader.batch_size = batch
+    MMCoopRunner.from_cfg(cfg).train()
+    log = _log_text(work)
+    assert (('the checkpoint was trained with 1 process(es) x 4 images per '
+             'step (read from the config the checkpoint carries: it '
+             'predates the train_batch record), this run has 1 process(es) '
+             f'x {batch} images per step: the rest of the run trains with '
+             'another global batch') in log) == warned
+    assert ('another global batch' in log) == warned
+
+
+def test_train_batch_of_a_stored_config_text():
+    """What :func:`train_batch_in_config` reads: the batch size per
+    process, and one process for ``launcher='none'`` (the default); the
+    number of processes of another launcher is not recorded. Code in the
+    text is never run."""
+    from mmcoop.engine.runner import train_batch_differs, train_batch_in_config
+    loader = "train_dataloader = dict(batch_size=8, num_workers=2)\n"
+    assert train_batch_in_config(loader) == dict(world_size=1, batch_size=8)
+    assert train_batch_in_config(
+        loader + "launcher = 'none'\n") == dict(world_size=1, batch_size=8)
+    pytorch = train_batch_in_config(loader + "launcher = 'pytorch'\n")
+    assert pytorch == dict(world_size=None, batch_size=8)
+    # unknown processes: compared on the batch size alone
+    assert not train_batch_differs(pytorch, dict(world_size=4, batch_size=8))
+    assert train_batch_differs(pytorch, dict(world_size=4, batch_size=16))
+    for text in ('', None, 'x = 1\n', 'train_dataloader = dict(batch_size='
+                 'b)\n', "train_dataloader = dict(batch_size=True)\n"):
+        assert train_batch_in_config(text) is None
+    text = ("import os\nos.environ['MMCOOP_RAN'] = '1'\n"
+            'train_dataloader = dict(batch_size=int(os.environ["B"]))\n')
+    assert train_batch_in_config(text) is None
+    assert 'MMCOOP_RAN' not in os.environ
+
+
 @pytest.mark.parametrize('option, match', [
     ('compile=yes', r"compile must be a bool or a dict, got 'yes'"),
     ('compile.modes=max-autotune',
