@@ -362,6 +362,7 @@ class MMCoopRunner(Runner):
     """
 
     _resuming = False
+    _loading: Optional[str] = None
     #: the resumed checkpoint is at the end of the schedule
     _resumed_complete = False
     #: the config dump of a resuming run waits for the resume (dump_config)
@@ -645,6 +646,13 @@ class MMCoopRunner(Runner):
         """True while :meth:`resume` loads a checkpoint (read by the hooks'
         ``after_load_checkpoint``: a resume, not a ``load_from``)."""
         return self._resuming
+
+    @property
+    def loading_checkpoint(self) -> Optional[str]:
+        """The file :meth:`load_checkpoint` is loading (read by the hooks'
+        ``after_load_checkpoint`` to name it: a resumed work-dir
+        checkpoint, a ``load_from`` or a test checkpoint), else None."""
+        return self._loading
 
     def resume(self, filename: str, *args, **kwargs) -> None:
         """MMEngine's resume; then the best-checkpoint paths of the resumed
@@ -1088,7 +1096,11 @@ class MMCoopRunner(Runner):
             if not self._resumed_complete:
                 self._report_resume_overrides(checkpoint, filename)
                 self._report_resume_train_batch(checkpoint, filename)
-        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        self._loading = filename
+        try:
+            self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        finally:
+            self._loading = None
         model = self.bare_model
         checkpoint = load_checkpoint_weights(
             model, checkpoint, filename, strict, revise_keys=revise_keys)

@@ -245,7 +245,9 @@ def test_checkpoint_of_another_protocol_is_named(tmp_path):
     assert "trained and selected under protocol 'official'" in text
     assert "config of protocol 'clean'" in text and best in text
 
-    with pytest.raises(ValueError, match='resumed with protocol'):
+    # named by the checkpoint resumed (the runner's loading_checkpoint)
+    with pytest.raises(ValueError, match=r'epoch_\d+\.pth: trained under '
+                       'protocol .* resumed with protocol'):
         train_tool.main([
             cfg, '--work-dir', work_dir, '--resume', '--cfg-options',
             'protocol.name=clean', 'protocol.selection=last',
@@ -317,3 +319,25 @@ def test_a_checkpoint_from_before_the_protocol_record(tmp_path):
     # a checkpoint whose config sets none, or an unreadable one: no word
     for meta in (dict(cfg='x = 1'), dict(cfg='x = ('), dict()):
         ProtocolCheckHook().after_load_checkpoint(runner, dict(meta=meta))
+
+
+def test_protocol_messages_name_the_checkpoint_being_loaded(tmp_path):
+    """An auto-resume loads the work dir's checkpoint and ignores
+    ``load_from`` (which may no longer exist): the refusal names the
+    resumed file (before: the unused ``load_from``)."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MMLogger
+
+    from mmcoop.engine.hooks.protocol_check_hook import ProtocolCheckHook
+    resumed = str(tmp_path / 'work' / 'epoch_3.pth')
+    runner = SimpleNamespace(
+        cfg=Config(dict(load_from='/gone/pretrained.pth')),
+        work_dir=str(tmp_path / 'work'), resuming=True,
+        loading_checkpoint=resumed, logger=MMLogger.get_current_instance())
+    meta = dict(protocol=dict(name='clean', selection='best',
+                              val_fraction=0.1, seed=0))
+    with pytest.raises(ValueError) as err:
+        ProtocolCheckHook().after_load_checkpoint(runner, dict(meta=meta))
+    assert str(err.value).startswith(f'{resumed}: trained under protocol')
+    assert 'pretrained' not in str(err.value)

@@ -99,7 +99,9 @@ class ProtocolCheckHook(Hook):
             stored = stored if isinstance(stored, dict) else None
         stored = _normal(stored)
         now = runner.cfg.get('protocol', None)
-        source = runner.cfg.get('load_from', None) or \
+        # the file being loaded (an auto-resume ignores load_from)
+        source = getattr(runner, 'loading_checkpoint', None) or \
+            runner.cfg.get('load_from', None) or \
             f'the last checkpoint of {runner.work_dir}'
         if stored and not _normal(now):
             self._without_protocol(runner, stored, source)
