@@ -43,7 +43,7 @@ __all__ = [
     'UnsafeCheckpointError', 'CheckpointReadError', 'CheckpointMismatchError',
     'safe_torch_load', 'atomic_write', 'atomic_open', 'atomic_torch_save',
     'last_good_checkpoint', 'runtime_state_globals',
-    'remove_partial_checkpoints', 'pid_alive'
+    'remove_partial_checkpoints'
 ]
 
 if not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):

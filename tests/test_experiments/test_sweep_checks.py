@@ -539,7 +539,7 @@ def test_interrupted_sweep_stops_the_runs_going(jobs_sweep):
     import signal
     import subprocess
 
-    from mmcoop.utils.checkpoint import pid_alive
+    from mmcoop.utils.processes import pid_alive
     tmp, shared = jobs_sweep.tmp, jobs_sweep.tmp / 'shared'
     stub = tmp / 'train.py'  # records its pid, then waits for a 3rd run
     stub.write_text('import os\nos.makedirs(os.environ["STUB_SHARED"] + '

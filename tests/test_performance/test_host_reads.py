@@ -147,8 +147,9 @@ class _HostToDevice(TorchFunctionMode):
 def test_the_device_augmentation_reads_nothing_and_copies_once():
     """A batch's Cutout + RandAugment on the device (every op, in both
     slots) reads no value back (on ``meta`` every such read raises) and
-    sends its parameters in one copy; it made about 70 blocking copies and
-    18 reads per batch of 32 (each a wait for the device)."""
+    sends its parameters in one copy (before: a blocking copy per op and
+    per parameter, and reads; counted in docs/benchmarks.md, "No waits for
+    the device in a step")."""
     from mmcoop.datasets.transforms.tensor_augment import augment_batch
     draws = every_op_draws()
     imgs = torch.zeros(len(draws), 3, 48, 64, dtype=torch.uint8,

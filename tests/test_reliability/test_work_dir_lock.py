@@ -96,7 +96,8 @@ def test_the_lock_of_a_zombie_run_is_stale(tmp_path):
     import time
 
     from mmcoop.engine.work_dir_lock import WorkDirLock
-    from mmcoop.utils.processes import pid_alive, process_start_time
+    from mmcoop.utils.processes import (_proc_stat, pid_alive,
+                                        process_start_time)
     child = subprocess.Popen([sys.executable, '-c', 'import time; '
                               'time.sleep(30)'])
     try:
@@ -107,10 +108,11 @@ def test_the_lock_of_a_zombie_run_is_stale(tmp_path):
         lock_file.write_text(json.dumps(owner))
         child.kill()
         for _ in range(500):  # ended, not reaped: a zombie of this test
-            if open(f'/proc/{child.pid}/stat').read().rsplit(
-                    ')', 1)[1].split()[0] == 'Z':
+            state = _proc_stat(child.pid)[0]
+            if state == 'Z':
                 break
             time.sleep(0.01)
+        assert state == 'Z', f'the killed child is in state {state!r}'
         assert not pid_alive(child.pid, start)
         lock = WorkDirLock(str(tmp_path))
         lock.acquire()

@@ -29,7 +29,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from mmengine.logging import MMLogger
 
-from mmcoop.utils.checkpoint import pid_alive
+from mmcoop.utils.processes import pid_alive
 from .errors import FeatureCacheError
 from .images import changed_images, file_sha256
 from .key import diff_keys

@@ -44,9 +44,10 @@ class HostParams:
     """Gathers a batch's parameters on the host; :meth:`to` moves them all
     in one copy.
 
-    Values are kept exactly: integers as int64, floating-point values as
-    float64 (a float32 value, e.g. ``np.float32(x)``, is a float64 value,
-    so it comes back as the same float32)."""
+    Values are kept exactly: integers as int64 (refused outside the
+    range of their dtype), floating-point values as float64 (a float32
+    value, e.g. ``np.float32(x)``, is a float64 value, so it comes back as
+    the same float32)."""
 
     def __init__(self):
         self._parts: List[np.ndarray] = []
@@ -62,6 +63,11 @@ class HostParams:
                 -1).view(np.int64)
         else:
             flat = np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
+            info = torch.iinfo(dtype)
+            if flat.size and (flat.min() < info.min or flat.max() > info.max):
+                raise ValueError(
+                    f'HostParams.add: values {flat.min()}..{flat.max()} do '
+                    f'not fit {dtype}.')
         self._fields.append((self._size, array.shape, dtype))
         self._parts.append(flat)
         self._size += flat.size

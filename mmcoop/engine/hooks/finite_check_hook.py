@@ -70,16 +70,20 @@ class FiniteCheckHook(Hook):
                 if param.requires_grad:
                     checks.append(('parameter', pname, param))
                     flags.append(torch.isfinite(param).all())
-        if not flags:
-            return
-        device = flags[0].device
-        finite = torch.stack([f.to(device) for f in flags]).tolist()
-        for (kind, name, value), ok in zip(checks, finite):
-            if not ok:
+        finite = {}
+        for device in {f.device for f in flags}:  # one read per device
+            on = [i for i, f in enumerate(flags) if f.device == device]
+            finite.update(
+                zip(on, torch.stack([flags[i] for i in on]).tolist()))
+        for i, (kind, name, value) in enumerate(checks):
+            if not finite[i]:
                 self._stop(kind, name, value, where)
 
     @staticmethod
     def _stop(kind: str, name: str, value, where: str) -> None:
+        """Raise :class:`NonFiniteError` for the ``output`` or
+        ``parameter`` ``name`` (``value``: the output's value) at
+        ``where``."""
         if kind == 'parameter':
             raise NonFiniteError(
                 f'Parameter {name} has NaN/Inf values at {where}. '
