@@ -796,3 +796,27 @@ def test_device_forms_of_the_ops_are_the_host_forms(monkeypatch):
         ref = as_tensor(official_cutout(img, cy, cx, (9, 200, 31)))
         assert torch.equal(cutout(as_tensor(img), [(cy, cx)], [(9, 200, 31)]),
                            ref)
+
+
+def test_host_params_come_back_exactly_in_one_buffer():
+    """``HostParams``: float32 (denormals, -0), float64, negative and large
+    ints come back exactly, each as the dtype asked for; an int outside
+    its dtype is refused (a wrapped colour or index would be silent)."""
+    from mmcoop.datasets.transforms.batch_params import HostParams
+    host = HostParams()
+    f32 = np.float32([1e-45, -0.0, 227.55556, 3.4e38])
+    keys = [host.add(f32, torch.float32),
+            host.add([0.1, -2.5e300], torch.float64),
+            host.add([[-3, 2**40]], torch.long),
+            host.add([(125, 122, 113)], torch.uint8)]
+    params = host.to('cpu')
+    out = [params[k] for k in keys]
+    assert out[0].dtype == torch.float32 and np.array_equal(
+        out[0].numpy().view(np.int32), f32.view(np.int32))
+    assert out[1].tolist() == [0.1, -2.5e300]
+    assert out[2].tolist() == [[-3, 2**40]] and out[2].shape == (1, 2)
+    assert out[3].dtype == torch.uint8 and out[3].tolist() == [[125, 122,
+                                                               113]]
+    with pytest.raises(ValueError, match=r'values -1\.\.300 do not fit '
+                       'torch.uint8'):
+        host.add([300, -1], torch.uint8)
