@@ -36,6 +36,41 @@ from mmengine.logging import MMLogger
 from mmcoop.utils.checkpoint import (CheckpointReadError,
                                      UnsafeCheckpointError, safe_torch_load)
 
+#: The open_clip_torch releases mmcoop runs on (setup.cfg's
+#: ``install_requires`` gives the same range). 3.0 and earlier lack what
+#: the towers use: ``text_global_pool(x, text, pool_type, eos_id)`` and
+#: ``CLIPTextCfg.eos_id`` (3.0), batch-first transformers and the ViT's
+#: ``_embeds`` (2.x); the suite fails there, it passes with 3.1 to 3.3.
+OPEN_CLIP_RANGE = ('3.1.0', '4.0.0')
+
+
+def check_open_clip_version(version: Optional[str]) -> None:
+    """Refuse an installed open_clip_torch ``version`` outside
+    :data:`OPEN_CLIP_RANGE` with the command that fixes it (it would fail
+    later, deep in a tower); None (not installed as a distribution, e.g. a
+    source checkout on ``PYTHONPATH``) is not checked."""
+    from mmengine.utils import digit_version
+    low, high = OPEN_CLIP_RANGE
+    if version is None or digit_version(low) <= digit_version(
+            version) < digit_version(high):
+        return
+    raise ImportError(
+        f'open_clip_torch {version} is installed; mmcoop needs {low} <= '
+        f"open_clip_torch < {high}. Fix: pip install 'open_clip_torch>="
+        f"{low},<{high}'.")
+
+
+def _installed_open_clip() -> Optional[str]:
+    """The installed open_clip_torch distribution's version, or None."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version('open_clip_torch')
+    except PackageNotFoundError:
+        return None
+
+
+check_open_clip_version(_installed_open_clip())
+
 _CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))),
                        'clip_configs')
 _registered = False
