@@ -271,6 +271,10 @@ def test_calibrated_thresholds_label_alike_under_both_rules():
             near = [np.nextafter(near[0], np.float32(-1)), *near,
                     np.nextafter(near[-1], np.float32(2))]
         near = np.array(near, np.float32)
+        # a (C,) float64 array, as the metric and inference compare (a
+        # float64 scalar would be cast to float32 by NumPy 1's value-based
+        # casting, back onto the grid)
+        m = np.array([m])
         assert ((near > m) == (near >= m)).all()
         assert ((near > m) == (near > t)).all()
     # thresholds off the grid are kept as they are
