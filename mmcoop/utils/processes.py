@@ -21,7 +21,11 @@ def process_start_time(pid: int) -> Optional[str]:
     """The start time of process ``pid`` (Linux ``/proc``, clock ticks
     since boot), or None: with the pid it tells a process from a later one
     that reuses its pid."""
-    fields = _proc_stat(pid)
+    return _start_of(_proc_stat(pid))
+
+
+def _start_of(fields: Optional[List[str]]) -> Optional[str]:
+    """The start time among :func:`_proc_stat`'s fields, or None."""
     return fields[19] if fields is not None and len(fields) > 19 else None
 
 
@@ -45,4 +49,5 @@ def pid_alive(pid: int, start: Optional[str] = None) -> bool:
         return True
     if fields[0] in ('Z', 'X'):  # zombie, dead
         return False
-    return start is None or process_start_time(pid) in (None, start)
+    # the same read: a pid reused since has another start time
+    return start is None or _start_of(fields) in (None, start)
