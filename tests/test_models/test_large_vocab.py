@@ -93,24 +93,92 @@ def test_sample_class_subset_cases():
     for seed in range(20):
         g = torch.Generator().manual_seed(seed)
         index, scale = sample_class_subset(target, 4, generator=g)
-        assert scale == 1.
+        assert scale.dtype == torch.float32 and scale.dim() == 0
+        assert float(scale) == 1.
         assert index.tolist() == sorted(set(index.tolist()))
         assert len(index) == 4 and {1, 3} <= set(index.tolist())
         seen |= set(index.tolist())
     assert seen == set(range(6))  # the fill draws from all the others
     index, scale = sample_class_subset(target, 4, fill=False)
-    assert index.tolist() == [1, 3] and scale == 1.
+    assert index.tolist() == [1, 3] and float(scale) == 1.
     # more known classes than K: K of them, loss scaled by n / K = 2
     picks = set()
     for seed in range(20):
         g = torch.Generator().manual_seed(seed)
-        index, scale = sample_class_subset(target, 1, generator=g)
-        assert scale == 2. and len(index) == 1
-        picks.add(int(index))
+        for fill in (True, False):
+            index, scale = sample_class_subset(target, 1, fill=fill,
+                                               generator=g)
+            assert float(scale) == 2. and len(index) == 1
+            picks.add(int(index))
     assert picks == {1, 3}
     # C <= K: every class
     index, scale = sample_class_subset(target, 6)
-    assert index.tolist() == list(range(6)) and scale == 1.
+    assert index.tolist() == list(range(6)) and float(scale) == 1.
+    # no known class: K others, factor 1
+    index, scale = sample_class_subset(torch.full((2, 6), -1.), 4)
+    assert len(set(index.tolist())) == 4 and float(scale) == 1.
+    index, scale = sample_class_subset(torch.full((2, 6), -1.), 4,
+                                       fill=False)
+    assert index.numel() == 0 and float(scale) == 1.
+
+
+def _subset_frequencies(target, k, draws, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    counts = {}
+    for _ in range(draws):
+        index, scale = sample_class_subset(target, k, generator=g)
+        key = tuple(index.tolist())
+        counts[key] = counts.get(key, 0) + 1
+    return counts, float(scale)
+
+
+@pytest.mark.parametrize('known, k, scale', [
+    ((1, 3), 4, 1.),  # n <= K: both known, 2 of the 4 others
+    ((0, 1, 2, 4, 5), 2, 2.5),  # n > K: 2 of the 5 known, factor 5 / 2
+    ((), 3, 1.),  # no known class: 3 of the 6
+])
+def test_sample_class_subset_is_uniform(known, k, scale):
+    """Every allowed K-subset is drawn with the same probability: all the
+    known classes and a uniform draw of the others (n <= K), a uniform
+    K-subset of the known classes (n > K); the frequencies of 6000 draws
+    are within 5 standard deviations of uniform, and each subset has the
+    factor ``max(n / K, 1)``."""
+    from itertools import combinations
+    target = torch.full((3, 6), -1.)
+    for i, c in enumerate(known):
+        target[i % 3, c] = float(i % 2)
+    if len(known) > k:
+        allowed = set(combinations(known, k))
+    else:
+        others = [c for c in range(6) if c not in known]
+        allowed = {tuple(sorted(known + rest))
+                   for rest in combinations(others, k - len(known))}
+    draws = 6000
+    counts, got_scale = _subset_frequencies(target, k, draws)
+    assert got_scale == scale
+    assert set(counts) == allowed
+    p = 1 / len(allowed)
+    sd = math.sqrt(p * (1 - p) / draws)
+    for subset, count in counts.items():
+        assert abs(count / draws - p) < 5 * sd, (subset, count / draws, p)
+
+
+def test_sample_class_subset_draws_on_the_host():
+    """The draw comes from the CPU generator (the global one by default),
+    whatever the targets' device: a seed gives the same classes."""
+    target = torch.full((2, 50), -1.)
+    target[0, [3, 9, 27]] = 1.
+    first = sample_class_subset(
+        target, 10, generator=torch.Generator().manual_seed(5))[0]
+    again = sample_class_subset(
+        target.double(), 10, generator=torch.Generator().manual_seed(5))[0]
+    assert torch.equal(first, again)
+    torch.manual_seed(5)
+    default = sample_class_subset(target, 10)[0]
+    assert torch.equal(first, default)
+    index, scale = sample_class_subset(target.to('meta'), 10)
+    assert index.shape == (10, ) and index.device.type == 'meta'
+    assert scale.shape == () and scale.device.type == 'meta'
 
 
 @pytest.mark.parametrize('cfg', [8, dict(k=3), dict(num_classes=0),
@@ -174,6 +242,46 @@ def test_class_subset_loss(head_type, tiny_rn_file):
     _check_one_known_class_drawn(one, dense, target, logits, (0, 4))
     # evaluation scores every class
     assert one.eval()((dense, )).shape == (2, 2, 6)
+
+
+@pytest.mark.parametrize('head_type', ['DualCoOpHead', 'NegativeCoOpHead'])
+def test_a_subset_step_encodes_at_the_full_length(head_type, tiny_rn_file,
+                                                  monkeypatch):
+    """The subset's prompts are truncated after the last end of all the
+    classes' prompts, the length of the full pass (kept on the host: the
+    device index is not read); exact, as the text transformer is causal.
+    Here the subset is 'cat' and 'dog', whose own prompts end earlier
+    (before: cut there, which needed the index on the host). Float64: the
+    subset step's loss and gradients are the full step's, n <= K."""
+    from mmcoop.models.backbones.frozen_clip import FrozenCLIPTextEncoder
+    lengths = []
+    transform = FrozenCLIPTextEncoder._transform
+
+    def spy(self, prompts, tokens, attn_mask):
+        lengths.append(prompts.shape[1])
+        return transform(self, prompts, tokens, attn_mask)
+
+    monkeypatch.setattr(FrozenCLIPTextEncoder, '_transform', spy)
+    full = _head(head_type, tiny_rn_file).double().train()
+    sub = _head(head_type, tiny_rn_file,
+                class_subset=dict(num_classes=2)).double().train()
+    sub.load_state_dict(full.state_dict())
+    dense = torch.randn(2, 64, 10, generator=torch.Generator().manual_seed(3),
+                        dtype=torch.float64)
+    target = torch.full((2, 6), -1., dtype=torch.float64)
+    target[0, 0], target[1, 0], target[1, 3] = 1., 0., 1.  # cat, dog
+    prompt = 'neg_prompt' if head_type == 'NegativeCoOpHead' else \
+        'pos_prompt'
+    out = []
+    for head in (full, sub):
+        loss = head.loss((dense, ), _samples(target))['loss']
+        loss.backward()
+        out.append((loss.detach(), head.get_parameter(f'{prompt}.ctx').grad))
+    length = int(full.get_submodule(prompt).ends.max()) + 1
+    assert length > int(full.get_submodule(prompt).ends[[0, 3]].max()) + 1
+    assert lengths == [length, length]
+    for a, b in zip(*out):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
 
 
 def _check_one_known_class_drawn(one, dense, target, logits, known):

@@ -206,8 +206,8 @@ def test_compile_true_is_inductor_with_the_eager_numbers():
 
 def test_compiled_text_tower_with_a_class_subset_per_step():
     """``class_subset``: each step encodes another subset of the prompts,
-    so the truncated length (a static shape of the compiled graph) changes
-    from step to step; the losses and gradients stay the eager ones."""
+    K of them, truncated at the full pass's length (static shapes for the
+    compiled graph); the losses and gradients stay the eager ones."""
     from mmpretrain.structures import DataSample
 
     from mmcoop.registry import MODELS
@@ -236,7 +236,7 @@ def test_compiled_text_tower_with_a_class_subset_per_step():
     head.text_encoder.compile_options = None
     for (loss, grad), (c_loss, c_grad) in zip(*steps):
         torch.testing.assert_close(c_loss, loss, rtol=1e-6, atol=1e-6)
-        # fp32 rounding of other kernel orders once the length is dynamic
+        # fp32 rounding of the compiled kernels' other orders
         assert float((c_grad - grad).norm() / grad.norm()) < 1e-5
 
 

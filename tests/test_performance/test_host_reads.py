@@ -32,11 +32,13 @@ OPTS = SimpleNamespace(
     compile=None)
 
 
-def _cached_model(method, num_classes=6, batch=4):
+def _cached_model(method, num_classes=6, batch=4, class_subset=None):
     torch.manual_seed(0)
     backbone = MODELS.build(steps.backbone_cfg(OPTS))
-    head = MODELS.build(
-        steps.head_cfg(method, num_classes, OPTS, backbone.embed_dim))
+    cfg = steps.head_cfg(method, num_classes, OPTS, backbone.embed_dim)
+    if class_subset is not None:
+        cfg['class_subset'] = class_subset
+    head = MODELS.build(cfg)
     img_model, cache_model = steps.model_pair(backbone, head, 'cpu')
     images = steps._image_batch(batch, OPTS.resolution, num_classes)
     with torch.no_grad():
@@ -45,9 +47,7 @@ def _cached_model(method, num_classes=6, batch=4):
     return cache_model, head, steps._feature_batch(images, feats)
 
 
-@pytest.mark.parametrize('method', steps.METHODS)
-def test_a_cached_training_step_reads_nothing_from_the_device(method):
-    model, head, batch = _cached_model(method)
+def _meta_train_step(model, head, batch):
     model.to('meta')
     # the loss reads device targets at its first call only (the check of
     # a configuration that mixes them): that one read is allowed
@@ -57,8 +57,41 @@ def test_a_cached_training_step_reads_nothing_from_the_device(method):
                         lr=1e-3,
                         momentum=0.9))
     model.train()
-    out = model.train_step(batch, optim)
+    return model.train_step(batch, optim)
+
+
+@pytest.mark.parametrize('method', steps.METHODS)
+def test_a_cached_training_step_reads_nothing_from_the_device(method):
+    out = _meta_train_step(*_cached_model(method))
     assert out['loss'].device.type == 'meta'
+
+
+@pytest.mark.parametrize('method', ['positivecoop', 'negativecoop',
+                                    'dualcoop'])
+@pytest.mark.parametrize('num_classes', [1, 3, 7])
+def test_a_class_subset_step_reads_nothing_from_the_device(
+        method, num_classes):
+    """``class_subset`` (``fill=True``): the classes are drawn on the host
+    and ranked on the device, the prompts are truncated at a length kept
+    on the host, the loss factor stays on the device: nothing is read back
+    (before: the indices of the known and of the other classes were, and
+    the drawn indices, for their prompts' end positions). K < C = 8; the
+    batch's targets are random, so K known classes are drawn out of
+    more."""
+    model, head, batch = _cached_model(
+        method, num_classes=8, class_subset=dict(num_classes=num_classes))
+    out = _meta_train_step(model, head, batch)
+    assert out['loss'].device.type == 'meta'
+
+
+def test_a_class_subset_step_without_fill_reads_the_device():
+    """``fill=False``: the step's number of classes is the batch's, read
+    back once (documented; on ``meta`` the read raises)."""
+    model, head, batch = _cached_model(
+        'dualcoop', num_classes=8, class_subset=dict(num_classes=3,
+                                                     fill=False))
+    with pytest.raises((RuntimeError, NotImplementedError), match='meta'):
+        _meta_train_step(model, head, batch)
 
 
 def test_the_loss_reads_device_targets_at_its_first_call_only():

@@ -25,6 +25,16 @@ nothing):
   (with more variance). With ``reduction='mean'`` no factor is applied:
   the mean over the subset's known entries is a ratio estimate of the full
   mean, consistent but not exactly unbiased.
+
+The draw reads nothing back from the device with ``fill`` (every step has
+K classes): a uniformly random order of the C classes is drawn on the host
+(so a seed gives the same classes on the CPU and on a GPU) and sent to the
+device without waiting; there the known classes are ranked above all the
+others and the top K of that order are taken (all the known classes and a
+uniform draw of the others if n <= K, a uniform K-subset of the known
+classes if n > K); the factor ``max(n / K, 1)`` stays a device scalar.
+Without ``fill`` the number of classes, min(n, K), depends on the batch,
+so it is read back once per step.
 """
 from typing import Optional, Tuple
 
@@ -56,39 +66,43 @@ def sample_class_subset(target: torch.Tensor,
                         num_classes: int,
                         fill: bool = True,
                         generator: Optional[torch.Generator] = None
-                        ) -> Tuple[torch.Tensor, float]:
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Draw the classes of one training step (see the module docstring).
 
     Args:
-        target (Tensor): ``(B, C)`` tri-state targets {1, 0, -1}.
+        target (Tensor): ``(B, C)`` tri-state targets {1, 0, -1}, on any
+            device.
         num_classes (int): K, the classes per step.
         fill (bool): complete the known classes with uniformly drawn others
             up to K. Defaults to True.
-        generator (torch.Generator, optional): random source (the global
-            one by default).
+        generator (torch.Generator, optional): a CPU random source (the
+            global CPU one by default): the draw is made on the host, so a
+            seed gives the same classes on every device.
 
     Returns:
-        tuple: ``index``, the ``(k,)`` sorted class indices (k = K, or
-        min(n, K) without ``fill``: empty when the batch has no known
-        label; all C classes if C <= K), and
-        ``scale``, ``n / K`` if known classes were left out, else 1.
+        tuple: ``index``, the ``(k,)`` sorted class indices on the device
+        of ``target`` (k = K, or min(n, K) without ``fill``: empty when
+        the batch has no known label; all C classes if C <= K), and
+        ``scale``, a float32 scalar tensor on that device: ``n / K`` if
+        known classes were left out, else 1. With ``fill`` nothing is read
+        back from the device; without it n is read (once).
     """
     total = target.shape[1]
     device = target.device
     if total <= num_classes:
-        return torch.arange(total, device=device), 1.
+        return (torch.arange(total, device=device),
+                torch.ones((), dtype=torch.float32, device=device))
     known = (target != -1).any(dim=0)
-    known_idx = known.nonzero().flatten()
-    n = known_idx.numel()
-
-    def draw(pool: torch.Tensor, k: int) -> torch.Tensor:
-        order = torch.randperm(pool.numel(), generator=generator)
-        return pool[order[:k].to(device)]
-
-    if n > num_classes:
-        return draw(known_idx, num_classes).sort().values, n / num_classes
-    index = known_idx
-    if fill:
-        others = (~known).nonzero().flatten()
-        index = torch.cat([index, draw(others, num_classes - n)])
-    return index.sort().values, 1.
+    n = known.sum()
+    scale = (n.float() / num_classes).clamp(min=1.)
+    k = num_classes if fill else min(int(n), num_classes)  # fill: no read
+    # a uniformly random order of the C classes, drawn on the host and
+    # sent without waiting; the known classes rank above all the others:
+    # the top k are every known class and uniformly drawn others (n <= k)
+    # or k of the known classes drawn uniformly (n > k)
+    order = torch.randperm(total, generator=generator, device='cpu')
+    if device.type == 'cuda':
+        order = order.pin_memory()
+    order = order.to(device, non_blocking=True)
+    keys = known.long() * total + order
+    return keys.topk(k, sorted=False).indices.sort().values, scale

@@ -181,9 +181,14 @@ class PromptRegionHead(PartialLabelHead):
             p(self.text_encoder.embed_tokens(t), index)
             for p, t in zip(prompts, tokens)
         ], dim=0)
-        ends = None if index is None else index.cpu()
-        ends = torch.cat(
-            [p.ends if ends is None else p.ends[ends] for p in prompts])
+        # the truncation length is read on the host, from the CPU ends:
+        # with ``index`` (on the device, not read) after the last end of
+        # all the classes' prompts, the length of the full pass; exact,
+        # as the text transformer is causal
+        ends = torch.cat([
+            p.ends if index is None else p.ends.max().expand(index.numel())
+            for p in prompts
+        ])
         return self.text_encoder(embeds, torch.cat(tokens, dim=0), ends)
 
     def class_features(
@@ -262,7 +267,7 @@ class PromptRegionHead(PartialLabelHead):
         logits = self._aggregate(dense, *self.class_features(index))
         loss = self.loss_module(logits, target[:, index], **kwargs)
         if getattr(self.loss_module, 'reduction', 'sum') == 'sum':
-            loss = loss * scale
+            loss = loss * scale.to(loss.dtype)
         return dict(loss=loss)
 
     def _zero_loss(self, dense: torch.Tensor) -> torch.Tensor:
