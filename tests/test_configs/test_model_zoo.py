@@ -195,9 +195,9 @@ def test_readmes_are_generated_from_the_metafiles(tmp_path):
     assert update_model_zoo(str(tmp_path), check=True) == []
 
 
-def _fake_run(work_dir, name, epoch, logged):
+def _fake_run(work_dir, name, epoch, logged, classes=('a', 'b')):
     """A run's work dir as MMEngine leaves it: the config, a checkpoint
-    and the validation records of vis_data/scalars.json."""
+    (of ``classes``) and the validation records of vis_data/scalars.json."""
     import json
 
     import torch
@@ -213,7 +213,7 @@ def _fake_run(work_dir, name, epoch, logged):
     ckpt = str(work_dir / f'epoch_{epoch}.pth')
     torch.save({'state_dict': {'head.fc.weight': torch.ones(2, 3)},
                 'meta': {'epoch': epoch, 'dataset_meta': {
-                    'classes': ['a', 'b']}}}, ckpt)
+                    'classes': list(classes)}}}, ckpt)
     return ckpt
 
 
@@ -226,6 +226,7 @@ def test_publish_records_weights_and_measured_map(tmp_path):
     from _common import load_tool
 
     from mmcoop.apis.metafile import read_metafile, render_readme
+    from mmcoop.datasets.categories import VOC2007_CATEGORIES
     publish_tool = load_tool('tools/model_converters/publish_model.py')
 
     metafile = str(tmp_path / 'metafile.yml')
@@ -234,7 +235,10 @@ def test_publish_records_weights_and_measured_map(tmp_path):
     before = read_metafile(metafile)
     name = _stem('baseline', 'voc07', 30)
     # validation at epochs 2 and 3; the checkpoint is epoch 3
-    ckpt = _fake_run(tmp_path / 'run', name, 3, [(2, 80.5), (3, 91.23456)])
+    # a model of the entry's config (VOC's classes): checked against the
+    # installed mmcoop's config, as the copy has no configs/ beside it
+    ckpt = _fake_run(tmp_path / 'run', name, 3, [(2, 80.5), (3, 91.23456)],
+                     VOC2007_CATEGORIES)
     out = tmp_path / 'release'
     out.mkdir()
     final = publish_tool.main([
@@ -281,7 +285,8 @@ def test_publish_records_weights_and_measured_map(tmp_path):
     assert [m['Weights'] for m in read_metafile(metafile)['Models']
             if m['Name'] == name] == [url]
     other = _stem('baseline', 'voc07', 40)
-    ckpt = _fake_run(tmp_path / 'run2', other, 4, [(2, 80.0)])
+    ckpt = _fake_run(tmp_path / 'run2', other, 4, [(2, 80.0)],
+                     VOC2007_CATEGORIES)
     released = sorted(os.listdir(out))
     with pytest.raises(ValueError, match='epoch 4'):
         publish_tool.main([
@@ -344,6 +349,42 @@ def test_publish_refuses_a_checkpoint_of_another_config(tmp_path):
     [weights] = [m['Weights'] for m in read_metafile(metafile)['Models']
                  if m['Name'] == name]
     assert weights == str(tmp_path / final) and osp.isabs(weights)
+
+
+def test_publish_checks_a_metafile_kept_apart_from_its_configs(tmp_path):
+    """A copy of a metafile without the configs beside it is checked
+    against the installed mmcoop's configs; an entry whose config is found
+    nowhere is refused. Before, the check was skipped without a word: a
+    2-class run was recorded under a VOC entry."""
+    from _common import load_tool
+
+    from mmcoop.apis.metafile import read_metafile, write_metafile
+    publish_tool = load_tool('tools/model_converters/publish_model.py')
+    metafile = str(tmp_path / 'metafile.yml')
+    shutil.copy(osp.join(REPO, 'configs', 'baseline', 'metafile.yml'),
+                metafile)
+    name = _stem('baseline', 'voc07', 30)
+    out = tmp_path / 'release'
+    out.mkdir()
+    ckpt = _fake_run(tmp_path / 'run', name, 3, [(3, 50.0)])
+    with pytest.raises(ValueError, match=(
+            rf"is not a model of '{name}': its 2 classes \(a, b, \.\.\.\) "
+            'are not the 20 of ')):
+        publish_tool.main([ckpt, str(out / 'a.pth'), '--no-date',
+                           '--metafile', metafile])
+    data = read_metafile(metafile)
+    [entry] = [m for m in data['Models'] if m['Name'] == name]
+    entry['Config'] = 'configs/baseline/no_such_config.py'
+    write_metafile(data, metafile)
+    with pytest.raises(ValueError, match=(
+            rf"the config of entry '{name}' \('configs/baseline/"
+            r"no_such_config\.py'\) is found neither .* Fix: record the "
+            'release in the metafile of the repository')):
+        publish_tool.main([ckpt, str(out / 'a.pth'), '--no-date',
+                           '--metafile', metafile])
+    assert [m['Weights'] for m in read_metafile(metafile)['Models']
+            if m['Name'] == name] == [None]
+    assert os.listdir(out) == []
 
 
 def test_paper_numbers_come_from_the_reference_file():

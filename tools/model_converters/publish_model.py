@@ -150,13 +150,20 @@ def check_release_fits(args, name: str, meta: dict) -> None:
     from mmcoop.apis.metafile import metafile_entry, read_metafile
     from mmcoop.datasets.utils import same_class_names
     entry = metafile_entry(read_metafile(args.metafile), name, args.metafile)
-    config = _entry_config(args.metafile, entry.get('Config'))
-    if config is None:
-        return
     fix = ('Fix: pass --model-name NAME, the metafile entry (the config '
            'name, without .py) of the config this checkpoint was trained '
            f'with (nothing was recorded in {args.metafile}, and no file '
            'was written).')
+    config = _entry_config(args.metafile, entry.get('Config'))
+    if config is None:
+        raise ValueError(
+            f'{args.metafile}: the config of entry {name!r} '
+            f'({entry.get("Config")!r}) is found neither in a folder above '
+            'the metafile nor in the installed mmcoop, so the checkpoint '
+            'cannot be checked against it (nothing was recorded, and no '
+            'file was written). Fix: record the release in the metafile of '
+            'the repository or package whose configs/ has that config, '
+            'e.g. configs/<method>/metafile.yml.')
     cfg = load_config(config)
     classes = (meta.get('dataset_meta') or {}).get('classes')
     wanted = config_classnames(cfg)
@@ -177,7 +184,10 @@ def check_release_fits(args, name: str, meta: dict) -> None:
 
 def _entry_config(metafile: str, config: str):
     """The entry's ``Config`` path (relative to the repository or package
-    root, a folder above the metafile), or None when not found."""
+    root): in a folder above the metafile, else in the installed mmcoop's
+    model-index root (a copy of a metafile kept elsewhere); None when not
+    found."""
+    from mmcoop.apis.model_zoo import model_index_root
     if not config:
         return None
     folder = osp.dirname(osp.abspath(metafile))
@@ -186,8 +196,14 @@ def _entry_config(metafile: str, config: str):
             return osp.join(folder, config)
         parent = osp.dirname(folder)
         if parent == folder:
-            return None
+            break
         folder = parent
+    try:
+        root = model_index_root()
+    except FileNotFoundError:
+        return None
+    path = osp.join(root, config)
+    return path if osp.isfile(path) else None
 
 
 def metafile_record(args, final: str, epoch, name: str = None) -> tuple:
