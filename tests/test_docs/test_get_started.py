@@ -121,6 +121,55 @@ def test_relative_links_resolve():
     assert count > 20 and broken == []
 
 
+def _headings(name):
+    """The numbered sections and the GitHub anchors of a Markdown file
+    (headings inside code blocks are not headings)."""
+    text = re.sub(r'^```.*?^```', '', _read(name), flags=re.M | re.S)
+    anchors, seen = set(), {}
+    for heading in re.findall(r'^#{1,6}\s+(.*?)\s*$', text, re.M):
+        slug = re.sub(r'[^\w\- ]', '', heading.lower()).replace(' ', '-')
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f'{slug}-{n}')
+    numbers = set(re.findall(r'^##\s+(\d+)\.', text, re.M))
+    return anchors, numbers
+
+
+def test_link_anchors_resolve():
+    """Every ``#anchor`` of a relative Markdown link (``#x`` or
+    ``file.md#x``) is a heading of the linked file."""
+    broken, count = [], 0
+    for name in _project_docs():
+        for link in re.findall(r'\]\(([^)\s]+)\)', _read(name)):
+            path, _, anchor = link.partition('#')
+            if re.match(r'[a-z]+:', link) or not anchor:
+                continue
+            target = osp.normpath(osp.join(osp.dirname(name), path)) \
+                if path else name
+            count += 1
+            if not target.endswith('.md') or not osp.isfile(
+                    osp.join(REPO, target)) or anchor not in _headings(
+                        target)[0]:
+                broken.append((name, link))
+    assert count >= 5 and broken == []
+
+
+def test_section_references_resolve():
+    """``docs/x.md section N`` and ``x.md §N`` name a numbered section
+    (``## N. ...``) of that file."""
+    broken, count = [], 0
+    for name in _project_docs():
+        for doc, number in re.findall(
+                r'(?<![\w/])(?:docs/)?(\w+)\.md`?\]?(?:\([^)\s]*\))?,? '
+                r'(?:section |§ ?)(\d+)', _read(name)):
+            count += 1
+            target = osp.join('docs', doc + '.md')
+            if not osp.isfile(osp.join(REPO, target)) or \
+                    number not in _headings(target)[1]:
+                broken.append((name, doc, number))
+    assert count >= 20 and broken == []
+
+
 def test_full_sweep_hours_add_up():
     """The paper's per-run GPU hours of the compute table, times the nine
     proportions, give the sweep totals the page states."""
