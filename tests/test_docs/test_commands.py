@@ -11,7 +11,8 @@
   config;
 * every ``test_x.py::test_y`` (and a bare ``test_y``) names a test;
 * every repository path (``configs/``, ``tools/``, ``mmcoop/``, ...) exists;
-* every ``from mmcoop... import a, b`` of a Python block imports.
+* every ``from mmcoop... import a, b`` of a Python block imports, and
+  every backticked ``mmcoop.x.y`` of the prose names a module or object.
 """
 import argparse
 import contextlib
@@ -281,6 +282,44 @@ def test_python_block_imports_resolve():
                     if not hasattr(mod, name):
                         bad.append((doc, module, name))
     assert count > 10 and bad == []
+
+
+def _resolve(dotted):
+    """The object a dotted name names (the longest importable module, then
+    attributes), or None."""
+    parts = dotted.split('.')
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module('.'.join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                return None
+        return obj
+    return None
+
+
+def test_named_python_objects_exist():
+    """Every backticked ``mmcoop.x.y`` (and ``open_clip.`` / ``mmpretrain.``
+    / ``mmengine.``) of the docs' prose names a module or an attribute.
+    ``mmcoop.CapWord`` is a scoped registry name and ``mmcoop.json`` /
+    ``mmcoop.lock`` are file names."""
+    bad, count = [], 0
+    for doc in _docs():
+        for tick in re.findall(r'`([^`\n]+)`', _read(doc)):
+            for name in re.findall(
+                    r'(?<![\w./])((?:mmcoop|open_clip|mmpretrain|mmengine)'
+                    r'(?:\.\w+)+)', tick):
+                second = name.split('.')[1]
+                if second[0].isupper() or name in ('mmcoop.json',
+                                                   'mmcoop.lock'):
+                    continue
+                count += 1
+                if _resolve(name) is None:
+                    bad.append((doc, name))
+    assert count > 30 and bad == []
 
 
 @pytest.mark.parametrize('placeholder', sorted(PLACEHOLDERS))
