@@ -52,7 +52,8 @@ from mmcoop.registry import MODELS, TRANSFORMS
 from mmcoop.utils.config_types import type_name
 
 __all__ = [
-    'DATA_PATHS', 'apply_data_path', 'device_pipeline', 'restore_cpu_data_path'
+    'DATA_PATHS', 'apply_data_path', 'check_device_path', 'device_pipeline',
+    'restore_cpu_data_path'
 ]
 
 #: values of the ``data_path`` config key
@@ -272,6 +273,96 @@ def _datasets(dataset, path: str) -> Iterator[Tuple[str, dict]]:
         yield from _datasets(d, f'{path}.datasets[{i}]')
 
 
+def _served_pipelines(dataset, path: str, preprocessor):
+    """``(config path, pipeline, preprocessor config)`` of every pipeline
+    of ``dataset`` and of the datasets it wraps (:func:`_datasets`), with
+    the preprocessor its images reach: ``preprocessor``, or the
+    ``data_preprocessor`` of an enclosing dataset that has one (a feature
+    cache's ``CachedFeatureDataset``, whose default is
+    ``CLIPDataPreprocessor``)."""
+    if not isinstance(dataset, dict):
+        return
+    if 'data_preprocessor' in dataset:
+        preprocessor = dataset['data_preprocessor'] or dict(
+            type='CLIPDataPreprocessor')
+    pipeline = dataset.get('pipeline', None)
+    if isinstance(pipeline, (list, tuple)) and pipeline:
+        yield f'{path}.pipeline', pipeline, preprocessor
+    yield from _served_pipelines(dataset.get('dataset'), f'{path}.dataset',
+                                 preprocessor)
+    inner = dataset.get('datasets')
+    for i, d in enumerate(inner if isinstance(inner, (list, tuple)) else ()):
+        yield from _served_pipelines(d, f'{path}.datasets[{i}]',
+                                     preprocessor)
+
+
+def check_device_path(cfg) -> None:
+    """Refuse a config whose image pipelines and data preprocessor belong
+    to two data paths (checked for every ``data_path``, after its
+    rewrite: a pipeline written by hand is as the user wrote it), naming
+    the pipeline and the fix:
+
+    * a pipeline that loads with ``LoadImageBytes`` needs
+      ``DeviceAugmentPreprocessor``: any other preprocessor would take its
+      RGB images for BGR (``CLIPDataPreprocessor`` swaps the channels)
+      and never augment them, without a word (or fail on its file
+      bytes), and a ``PackInputs`` that keeps ``'device_aug'`` (the draws
+      and output size the device reads);
+    * ``DeviceAugmentPreprocessor`` needs every pipeline it serves to load
+      with ``LoadImageBytes`` (it stopped at the first batch before).
+    """
+    model = cfg.get('model', None) or {}
+    pre = model.get('data_preprocessor', None) if isinstance(
+        model, dict) else None
+    if pre is None:
+        pre = cfg.get('data_preprocessor', None)
+    where = ('model.data_preprocessor' if isinstance(model, dict)
+             and model.get('data_preprocessor', None) is not None else
+             'data_preprocessor')
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name, None)
+        if not isinstance(loader, dict):
+            continue
+        for path, pipeline, served in _served_pipelines(
+                loader.get('dataset'), f'{name}.dataset', pre):
+            device = type_name(pipeline[0]) == 'LoadImageBytes'
+            pre_name = type_name(served) or (
+                "none (the model's default, ClsDataPreprocessor)")
+            owner = where if served is pre else (
+                "the data_preprocessor of the dataset holding it")
+            if device and pre_name != 'DeviceAugmentPreprocessor':
+                raise ValueError(
+                    f'{path} loads with LoadImageBytes (the device data '
+                    f'path: RGB images, or file bytes, whose augmentation '
+                    f'the data preprocessor applies), but {owner} is '
+                    f'{pre_name}, which would take the RGB images for BGR '
+                    'and never augment them. Fix: set '
+                    "model.data_preprocessor=dict(type='DeviceAugment"
+                    "Preprocessor'), or load with the CPU pipeline "
+                    '(LoadImageTensor / LoadImageFromFileChecked) and set '
+                    "data_path='device' to move it to the device "
+                    '(docs/benchmarks.md section 7).')
+            if not device and pre_name == 'DeviceAugmentPreprocessor':
+                loader_name = type_name(pipeline[0]) or repr(pipeline[0])
+                raise ValueError(
+                    f'{path} loads with {loader_name}, but {owner} is '
+                    'DeviceAugmentPreprocessor, which '
+                    'takes the images and draws of LoadImageBytes only. '
+                    "Fix: keep the CPU pipeline and set data_path='device' "
+                    '(it writes both), or set model.data_preprocessor='
+                    "dict(type='CLIPDataPreprocessor') for this pipeline.")
+            packs = [t for t in pipeline if type_name(t) == 'PackInputs']
+            if device and packs and 'device_aug' not in tuple(
+                    packs[-1].get('meta_keys', None) or ()):
+                raise ValueError(
+                    f"{path}: its PackInputs drops 'device_aug' (the "
+                    'output size and augmentation LoadImageBytes drew for '
+                    'DeviceAugmentPreprocessor): it is not among its '
+                    "meta_keys. Fix: PackInputs(meta_keys=('img_path', "
+                    "'device_aug', ...)), or write the CPU pipeline with "
+                    "data_path='device', which adds it.")
+
+
 def apply_data_path(cfg):
     """Interpret the top-level ``data_path`` key of ``cfg`` (a
     ``Config``, changed in place and returned): ``'cpu'`` (default) keeps
@@ -286,6 +377,7 @@ def apply_data_path(cfg):
             "resizes there; 'cpu' (the default) does all of it in the "
             'loader workers.')
     if value == 'cpu':
+        check_device_path(cfg)
         return cfg
     import torch
     if not torch.cuda.is_available():
@@ -313,6 +405,7 @@ def apply_data_path(cfg):
     if cfg.get('data_preprocessor', None) is not None:
         cfg['data_preprocessor'] = _device_preprocessor(
             cfg['data_preprocessor'], 'data_preprocessor')
+    check_device_path(cfg)
     return cfg
 
 

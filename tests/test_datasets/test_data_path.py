@@ -198,6 +198,69 @@ def test_what_cannot_be_translated_is_refused(change, match):
         assert 'LoadImageBytes:' not in message  # never written by the user
 
 
+def test_pipelines_and_preprocessor_of_two_data_paths_are_refused():
+    """A hand-written ``LoadImageBytes`` pipeline (with any data_path,
+    'cpu' too) needs ``DeviceAugmentPreprocessor`` and a ``PackInputs``
+    keeping ``'device_aug'``; ``DeviceAugmentPreprocessor`` needs
+    ``LoadImageBytes`` in every pipeline it serves. Before: with
+    ``CLIPDataPreprocessor`` the RGB images were read as BGR, never
+    augmented (the demo's test mAP 25.9 -> 22.4, without a word)."""
+    own = [dict(type='mmcoop.LoadImageBytes', scale=(448, 448),
+                augment=False, resize_backend='pillow'),
+           dict(type='PackInputs', meta_keys=('img_path', 'device_aug'))]
+    for data_path in ('cpu', 'device'):
+        cfg = Config.fromfile(COCO_P50)
+        cfg.data_path = data_path
+        cfg.val_dataloader.dataset.pipeline = copy.deepcopy(own)
+        if data_path == 'cpu':
+            with pytest.raises(ValueError, match=(
+                    r'^val_dataloader\.dataset\.pipeline loads with '
+                    r'LoadImageBytes .* but model\.data_preprocessor is '
+                    r'CLIPDataPreprocessor, which would take the RGB images '
+                    r"for BGR .*Fix: set model\.data_preprocessor=dict\("
+                    r"type='DeviceAugmentPreprocessor'\)")):
+                apply_data_path(cfg)
+        else:  # the CPU pipelines move, and the preprocessor with them
+            _device(cfg)
+    cfg = Config.fromfile(COCO_P50)
+    cfg.model.data_preprocessor = dict(type='DeviceAugmentPreprocessor')
+    with pytest.raises(ValueError, match=(
+            r'^train_dataloader\.dataset\.dataset\.pipeline loads with '
+            r'LoadImageTensor, but model\.data_preprocessor is '
+            r"DeviceAugmentPreprocessor.* Fix: keep the CPU pipeline and set "
+            r"data_path='device'")):
+        apply_data_path(cfg)
+    # every pipeline on the device path: accepted, with any data_path
+    dev = _device(Config.fromfile(COCO_P50))
+    for data_path in ('cpu', 'device'):
+        _device(dev, data_path)
+    dev.data_path = 'cpu'
+    dev.test_dataloader.dataset.pipeline = [
+        own[0], dict(type='PackInputs')]
+    with pytest.raises(ValueError, match=(
+            r"^test_dataloader\.dataset\.pipeline: its PackInputs drops "
+            r"'device_aug' .*Fix: PackInputs\(meta_keys=\('img_path', "
+            r"'device_aug', \.\.\.\)\)")):
+        apply_data_path(dev)
+    # a feature cache's dataset names the preprocessor its images reach
+    cfg = Config.fromfile(COCO_P50)
+    cfg.model.data_preprocessor = dict(type='FeatureDataPreprocessor')
+    cfg.val_dataloader.dataset = dict(
+        type='CachedFeatureDataset', dataset=dict(
+            cfg.val_dataloader.dataset, pipeline=copy.deepcopy(own)),
+        data_preprocessor=dict(type='DeviceAugmentPreprocessor'))
+    cfg.train_dataloader.dataset = copy.deepcopy(cfg.val_dataloader.dataset)
+    cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    apply_data_path(cfg)
+    cfg.val_dataloader.dataset.data_preprocessor = dict(
+        type='CLIPDataPreprocessor')
+    with pytest.raises(ValueError, match=(
+            r'^val_dataloader\.dataset\.dataset\.pipeline loads with '
+            r'LoadImageBytes .* but the data_preprocessor of the dataset '
+            r'holding it is CLIPDataPreprocessor')):
+        apply_data_path(cfg)
+
+
 def test_left_out_arguments_are_the_transforms_defaults():
     """A ``Resize`` is what mmcv builds from it: without ``backend`` a cv2
     resize, refused; with ``backend='pillow'`` written out (interpolation
