@@ -5,6 +5,7 @@ import os
 import os.path as osp
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from _common import ToyDataset, WritesFile, toy_runner
@@ -146,7 +147,7 @@ def test_finite_check_hook_stops_before_nan_checkpoint(tmp_path):
         runner.train()
     msg = str(err.value)
     assert 'epoch 1, iteration 2' in msg and 'loss' in msg
-    assert '--resume' in msg
+    assert 'train again (the run had written no checkpoint yet)' in msg
     assert not any(n.endswith('.pth') for n in os.listdir(work))
 
 
@@ -184,6 +185,43 @@ def test_finite_check_hook_reads_the_device_once_per_check():
                        'iteration 7'):
         hook.after_train_iter(
             runner, 6, outputs=dict(acc=torch.tensor([1., float('inf')])))
+
+
+def test_finite_check_hook_names_the_way_back_and_reads_any_output(tmp_path):
+    """The stop names the run's last checkpoint and a new run from it
+    (``load_from``, another work dir): ``--resume`` restores the
+    checkpoint's learning rate and repeats the same steps, so the advice
+    it gave (lower the lr and resume) diverged again. Outputs that are not
+    tensors are checked when numeric (a NaN in a NumPy array stops the
+    run) and skipped otherwise (before: ``float()`` of a list or a string
+    stopped the run with a ``TypeError``)."""
+    from types import SimpleNamespace
+
+    from mmcoop.engine.hooks import FiniteCheckHook, NonFiniteError
+    model = torch.nn.Linear(3, 2)
+    runner = SimpleNamespace(model=model, epoch=1, iter=9,
+                             work_dir=str(tmp_path))
+    hook = FiniteCheckHook()
+    nan = dict(loss=torch.tensor(float('nan')))
+    with pytest.raises(NonFiniteError, match=r'loss became nan at epoch 2.*'
+                       r'and train again \(the run had written no checkpoint '
+                       r'yet\)\.$'):
+        hook.after_train_iter(runner, 1, outputs=nan)
+    last = tmp_path / 'epoch_1.pth'
+    last.write_bytes(b'x')
+    (tmp_path / 'last_checkpoint').write_text(str(last))
+    with pytest.raises(NonFiniteError) as err:
+        hook.after_train_iter(runner, 1, outputs=nan)
+    assert (f'start a new run from the last checkpoint, {last}, with '
+            f'--cfg-options load_from={last} and another --work-dir (not '
+            "--resume: it restores the checkpoint's learning rate") in str(
+                err.value)
+    hook.after_train_iter(runner, 1, outputs=dict(
+        loss=torch.tensor(1.), names=['a', 'b'], note='text', none=None,
+        acc=np.array([1., 2.]), n=3))
+    with pytest.raises(NonFiniteError, match=r'^acc became inf at epoch 2'):
+        hook.after_train_iter(runner, 1, outputs=dict(
+            names=['a'], acc=np.array([1., np.inf])))
 
 
 def test_cpu_distributed_applies_the_dist_timeout(monkeypatch):

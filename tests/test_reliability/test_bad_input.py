@@ -95,7 +95,7 @@ def test_nan_inputs_stop_before_a_checkpoint(setup, tmp_path, monkeypatch):
         _train(tmp_path, s)
     msg = str(err.value)
     assert 'epoch 1, iteration 1' in msg and 'check the inputs' in msg
-    assert '--resume' in msg
+    assert 'train again (the run had written no checkpoint yet)' in msg
     assert _checkpoints(tmp_path / 'work') == []
 
 

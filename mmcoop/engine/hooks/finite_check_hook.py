@@ -1,7 +1,8 @@
 # Copyright (c) mmcoop contributors. All rights reserved.
-import math
+import os.path as osp
 from typing import Optional
 
+import numpy as np
 import torch
 from mmengine.hooks import Hook
 
@@ -61,8 +62,10 @@ class FiniteCheckHook(Hook):
                 value = value.detach().float().sum()
                 checks.append(('output', name, value))
                 flags.append(torch.isfinite(value))
-            elif not math.isfinite(float(value)):
-                self._stop('output', name, float(value), where)
+                continue
+            bad = _not_finite(value)
+            if bad is not None:
+                self._stop('output', name, bad, where, runner)
         if self.check_params:
             model = runner.model.module if hasattr(
                 runner.model, 'module') else runner.model
@@ -77,22 +80,63 @@ class FiniteCheckHook(Hook):
                 zip(on, torch.stack([flags[i] for i in on]).tolist()))
         for i, (kind, name, value) in enumerate(checks):
             if not finite[i]:
-                self._stop(kind, name, value, where)
+                self._stop(kind, name, value, where, runner)
 
     @staticmethod
-    def _stop(kind: str, name: str, value, where: str) -> None:
+    def _stop(kind: str, name: str, value, where: str, runner=None) -> None:
         """Raise :class:`NonFiniteError` for the ``output`` or
         ``parameter`` ``name`` (``value``: the output's value) at
-        ``where``."""
+        ``where``, with the way back: a new run from the run's last
+        checkpoint (:func:`_last_checkpoint`) with a lower learning rate.
+        Not ``--resume``: it restores the checkpoint's learning rate and
+        scheduler (the config's new one is only warned about) and, bit
+        for bit, the same steps, so it diverges again."""
         if kind == 'parameter':
-            raise NonFiniteError(
-                f'Parameter {name} has NaN/Inf values at {where}. '
-                'No checkpoint was written for it; lower the learning '
-                'rate and resume from the last checkpoint.')
-        value = float(value)
+            what = f'Parameter {name} has NaN/Inf values at {where}'
+        else:
+            what = f'{name} became {float(value)} at {where}'
+        last = _last_checkpoint(runner)
+        if last is None:
+            back = 'train again (the run had written no checkpoint yet)'
+        else:
+            back = (f'start a new run from the last checkpoint, {last}, '
+                    f'with --cfg-options load_from={last} and another '
+                    '--work-dir (not --resume: it restores the '
+                    "checkpoint's learning rate and repeats the same steps)")
         raise NonFiniteError(
-            f'{name} became {value} at {where}. No checkpoint was '
-            'written for it. Lower the learning rate or loss_weight '
-            '(`optim_wrapper.optimizer.lr`, '
-            '`model.head.loss.loss_weight`), check the inputs, and '
-            'resume from the last checkpoint with --resume.')
+            f'{what}. No checkpoint was written for it. Fix: lower the '
+            'learning rate (`optim_wrapper.optimizer.lr`, or the value of '
+            'an absolute `param_scheduler` such as ConstantAbsoluteLR) or '
+            'the loss weight (`model.head.loss.loss_weight`), check the '
+            f'inputs, and {back}.')
+
+
+def _not_finite(value) -> Optional[float]:
+    """The first NaN/Inf of a non-tensor output (a number or an array),
+    None when it has none or is not numeric (a string, a list of names:
+    nothing to check)."""
+    if isinstance(value, bool) or not isinstance(
+            value, (int, float, np.number, np.ndarray)):
+        return None
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    bad = array[~np.isfinite(array)]
+    return float(bad.flat[0]) if bad.size else None
+
+
+def _last_checkpoint(runner) -> Optional[str]:
+    """The checkpoint the run's ``last_checkpoint`` file names (MMEngine
+    writes it at every save), when it exists; None before the first save
+    or without a work dir."""
+    work_dir = getattr(runner, 'work_dir', None)
+    if not isinstance(work_dir, str):
+        return None
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    try:
+        with open(pointer, errors='replace') as f:
+            named = f.read().strip()
+    except OSError:
+        return None
+    return named if named and osp.isfile(named) else None
