@@ -158,5 +158,7 @@ def test_constructor_refuses_a_model_without_trainable_tensors():
         p.requires_grad_(False)
     constructor = TrainableParamsOptimWrapperConstructor(
         dict(optimizer=dict(type='SGD', lr=0.1)))
-    with pytest.raises(ValueError, match='no trainable parameter'):
+    with pytest.raises(ValueError, match=r'no trainable parameter.* Fix: a '
+                       r'zero-shot model .* evaluate it with tools/test\.py '
+                       r'CONFIG, which needs no checkpoint'):
         constructor(model)

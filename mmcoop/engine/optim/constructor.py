@@ -363,7 +363,11 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if not trainable:
             raise ValueError(
                 'The model has no trainable parameter (all have '
-                'requires_grad=False); there is nothing to optimise.')
+                'requires_grad=False); there is nothing to optimise. Fix: '
+                'a zero-shot model (model.head.type=ZeroShotHead) learns '
+                'nothing: evaluate it with tools/test.py CONFIG, which '
+                'needs no checkpoint for it; to train, use a prompt head '
+                '(PositiveCoOpHead, NegativeCoOpHead, DualCoOpHead, ...).')
 
         optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
         optim_wrapper_cfg.setdefault('type', 'OptimWrapper')
