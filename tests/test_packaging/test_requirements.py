@@ -17,7 +17,10 @@ from mmcoop.models.backbones.clip_loader import (OPEN_CLIP_RANGE,
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-@pytest.mark.parametrize('version', ['2.23.0', '3.0.0', '4.0.0', '4.1'])
+# a pre-release of the upper bound is outside it for pip (PEP 440), as
+# '3.1.0rc1' is below 3.1; mmengine's digit_version let '4.0.0.dev0' pass
+@pytest.mark.parametrize('version', ['2.23.0', '3.0.0', '4.0.0', '4.1',
+                                     '4.0.0.dev0', '4.0.0rc1', '3.1.0rc1'])
 def test_an_open_clip_outside_the_range_is_refused_naming_the_fix(version):
     with pytest.raises(ImportError, match=rf"open_clip_torch {version} is "
                        r"installed.*Fix: pip install 'open_clip_torch>="
@@ -25,9 +28,20 @@ def test_an_open_clip_outside_the_range_is_refused_naming_the_fix(version):
         check_open_clip_version(version)
 
 
-@pytest.mark.parametrize('version', ['3.1.0', '3.3.0', '3.9.1', None])
+@pytest.mark.parametrize('version', [
+    '3.1.0', '3.3.0', '3.9.1', '3.10.0', '3.2.0.dev0', '3.1.0+cpu',
+    '3.1.0.post1', None])
 def test_an_open_clip_in_the_range_or_unknown_passes(version):
     check_open_clip_version(version)
+
+
+def test_a_version_that_is_no_version_number_is_named_not_checked():
+    """Before: mmengine's ``InvalidVersion`` from inside the check, at
+    ``import mmcoop.models``."""
+    with pytest.warns(UserWarning, match=r"open_clip_torch reports the "
+                      r"version 'local-build', which is not a version "
+                      r'number: not checked'):
+        check_open_clip_version('local-build')
 
 
 def test_setup_cfg_declares_the_checked_range_and_this_one_is_in_it():

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import os.path as osp
+import warnings
 import zipfile
 from typing import Callable, List, Optional, Union
 
@@ -47,12 +48,26 @@ OPEN_CLIP_RANGE = ('3.1.0', '4.0.0')
 def check_open_clip_version(version: Optional[str]) -> None:
     """Refuse an installed open_clip_torch ``version`` outside
     :data:`OPEN_CLIP_RANGE` with the command that fixes it (it would fail
-    later, deep in a tower); None (not installed as a distribution, e.g. a
-    source checkout on ``PYTHONPATH``) is not checked."""
-    from mmengine.utils import digit_version
+    later, deep in a tower), as pip reads the range (PEP 440): a
+    pre-release of the upper bound (``4.0.0.dev0``, ``4.0.0rc1``) is
+    outside it, one inside the range (``3.2.0.dev0``) and a local version
+    (``3.1.0+cpu``) inside. None (not installed as a distribution, e.g. a
+    source checkout on ``PYTHONPATH``) is not checked, nor, with a
+    warning, a version that is not PEP 440 (nothing pip installs)."""
+    from packaging.version import InvalidVersion, Version
     low, high = OPEN_CLIP_RANGE
-    if version is None or digit_version(low) <= digit_version(
-            version) < digit_version(high):
+    if version is None:
+        return
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        warnings.warn(
+            f'open_clip_torch reports the version {version!r}, which is not '
+            f'a version number: not checked against {low} <= '
+            f'open_clip_torch < {high}.')
+        return
+    if Version(low) <= parsed and Version(parsed.base_version) < Version(
+            high):
         return
     raise ImportError(
         f'open_clip_torch {version} is installed; mmcoop needs {low} <= '
