@@ -459,3 +459,25 @@ def test_a_device_path_dump_infers_and_exports_as_its_cpu_config():
     assert resize.scale == tuple(cpu.test_dataloader.dataset.pipeline[1][
         'scale']) and resize.backend == 'pillow'
     assert type(model.data_preprocessor).__name__ == 'CLIPDataPreprocessor'
+
+
+def test_device_preprocessor_names_a_sample_without_draws():
+    """A batch in which some samples lack ``device_aug`` (a pipeline of
+    another data path in a ``ConcatDataset``, built without the runner's
+    check) is refused naming the sample and the fix. Before: only the
+    first sample was looked at, and a later one stopped the batch with an
+    ``AttributeError`` deep in the augmentation."""
+    from mmpretrain.structures import DataSample
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor'))
+    img = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    good = DataSample(metainfo=dict(img_path='a.jpg',
+                                    device_aug=dict(size=(8, 8))))
+    bad = DataSample(metainfo=dict(img_path='b.jpg'))
+    for samples in ([good, bad], [bad, good]):
+        with pytest.raises(ValueError, match=(
+                r"^DeviceAugmentPreprocessor needs every pipeline .*the "
+                r"sample of 'b\.jpg' has no device_aug\. Fix: set "
+                r"data_path='device'")):
+            pre(dict(inputs=[img, img], data_samples=samples), True)
+    out = pre(dict(inputs=[img, img], data_samples=[good, good]), True)
+    assert out['inputs'].shape == (2, 3, 8, 8)

@@ -101,11 +101,16 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
         refuse_empty_batch('DeviceAugmentPreprocessor', data.get('inputs'))
         refuse_bad_targets('DeviceAugmentPreprocessor', samples)
         inputs = list(data['inputs'])
-        if not samples or 'device_aug' not in samples[0]:
+        lacking = [s for s in samples or () if 'device_aug' not in s]
+        if not samples or lacking:
+            path = lacking[0].get('img_path', '?') if lacking else '?'
             raise ValueError(
-                'DeviceAugmentPreprocessor needs the pipeline to end with '
-                "LoadImageBytes and PackInputs(meta_keys=(..., 'device_aug')"
-                '); got samples without device_aug.')
+                'DeviceAugmentPreprocessor needs every pipeline it serves to '
+                "load with LoadImageBytes and keep 'device_aug' in "
+                f'PackInputs(meta_keys=...); the sample of {path!r} has no '
+                "device_aug. Fix: set data_path='device' on the CPU "
+                'pipelines (it writes both), or model.data_preprocessor='
+                "dict(type='CLIPDataPreprocessor').")
         device = self.mean.device
         # JPEG bytes (1-D) are decoded here; images LoadImageBytes decoded
         # on the CPU (PNG, CMYK: PIL, as the official loader) are moved
