@@ -397,6 +397,40 @@ def test_a_full_disk_is_named_and_leftovers_of_other_builds_removed(
     _cache(images, cache_root / 'c')  # space again: built
 
 
+def test_a_read_only_cache_root_is_named_where_a_build_is_needed(
+        images, tmp_path, monkeypatch):
+    """A cache root on read-only storage (or without permission), where
+    the cache must be built, is named with the option and the fix, for
+    the root or a folder above it that is still to be made; a valid cache
+    there is read. Before: a bare ``OSError: [Errno 30] Read-only file
+    system: '<root>/<name>.lock'`` from the build lock."""
+    import errno
+    cache_root = tmp_path / 'ro'
+    cache_root.mkdir()
+    _cache(images, cache_root / 'built')
+
+    def refusing(fn):
+        def call(path, *args, **kwargs):
+            if str(path).startswith(str(cache_root)):
+                raise OSError(errno.EROFS, 'Read-only file system', path)
+            return fn(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, 'open', refusing(os.open))
+    monkeypatch.setattr(os, 'mkdir', refusing(os.mkdir))
+    for cache_dir, folder in ((cache_root / 'c', cache_root),
+                              (cache_root / 'a' / 'b' / 'c',
+                               cache_root / 'a' / 'b')):
+        with pytest.raises(FeatureCacheError, match=(
+                rf"^Feature cache {cache_dir} has to be built \(missing: .*"
+                rf"\), but feature_cache\.cache_root '{folder}' is on "
+                r'read-only storage \(Read-only file system: .*\)\. Nothing '
+                r'was written there\. Fix: point feature_cache\.cache_root '
+                r'to a writable folder')):
+            _cache(images, cache_dir)
+    assert len(_cache(images, cache_root / 'built')) == NUM_IMAGES
+
+
 def test_a_disk_full_at_the_manifest_is_named_and_cleaned(
         images, tmp_path, monkeypatch):
     """Room for the shards (reserved) but not for the manifest: the error

@@ -2,6 +2,7 @@
 """The dataset that serves cached features: build once, validate, read."""
 import contextlib
 import copy
+import errno
 import os
 import os.path as osp
 import shutil
@@ -18,7 +19,7 @@ from mmpretrain.datasets.transforms import PackInputs
 from mmcoop.registry import DATASETS, MODELS
 from ..partial_label import padding_targets
 from ..samplers import EpochIndex
-from ..utils import check_outside_dataset
+from ..utils import check_outside_dataset, path_is_inside
 from ..wrapper import DatasetWrapper
 from .errors import FeatureCacheError, FeatureCacheMismatchError
 from .extract import extract_views, views_differ
@@ -469,30 +470,65 @@ class CachedFeatureDataset(DatasetWrapper):
         status, why, manifest = check_cache(self.cache_dir, key, paths,
                                             self.verify)
         if status != 'ok':
-            os.makedirs(osp.dirname(self.cache_dir), exist_ok=True)
-            lock = BuildLock(
-                self.cache_dir,
-                self.lock_timeout,
-                on_wait=lambda holder: logger.info(
-                    f'Feature cache {self.cache_dir}: {holder} is building '
-                    f'it; waiting (up to {self.lock_timeout} s).'))
-            with lock:
-                # another process may have built it while we waited
-                status, why, manifest = check_cache(self.cache_dir, key, paths,
-                                                    self.verify)
-                if status != 'ok':
-                    self._replace(status, why, key, paths, backbone,
-                                  preprocessor)
-                    status, why, manifest = check_cache(
-                        self.cache_dir, key, paths, 'fast')
-                    if status != 'ok':
-                        raise FeatureCacheError(
-                            f'Feature cache {self.cache_dir} is not usable '
-                            f'after the build ({status}: {why}).')
-                    return manifest
+            with self._writable_root(status, why):
+                return self._build_locked(key, paths, backbone, preprocessor)
         logger.info(f'Feature cache {self.cache_dir}: reusing {len(paths)} '
                     f'samples x {self.num_views} view(s) (key matches).')
         return manifest
+
+    @contextlib.contextmanager
+    def _writable_root(self, status: str, why: str):
+        """Name a cache folder that cannot be written (read-only storage,
+        no permission) with the option and the fix, where the cache has to
+        be built or rebuilt (a valid cache there is only read)."""
+        from mmcoop.utils.checkpoint import is_not_writable
+        root = osp.dirname(self.cache_dir)
+        try:
+            yield
+        except OSError as e:
+            name = os.fsdecode(e.filename) if e.filename else ''
+            # the cache's own files, or a folder above it to be created
+            if not is_not_writable(e) or not name or not (
+                    path_is_inside(name, root) or path_is_inside(root, name)):
+                raise
+            where = 'is on read-only storage' if e.errno == errno.EROFS \
+                else 'is not writable by this user'
+            raise FeatureCacheError(
+                f'Feature cache {self.cache_dir} has to be built ({status}: '
+                f'{why}), but feature_cache.cache_root {root!r} {where} '
+                f'({e.strerror}: {name}). Nothing was written there. Fix: '
+                'point feature_cache.cache_root to a writable folder (the '
+                'cache is built there once, then only read), or make the '
+                'folder writable.') from e
+
+    def _build_locked(self, key, paths, backbone, preprocessor) -> dict:
+        """Build the cache under its lock (unless another process built
+        it while this one waited); its manifest."""
+        logger = MMLogger.get_current_instance()
+        os.makedirs(osp.dirname(self.cache_dir), exist_ok=True)
+        lock = BuildLock(
+            self.cache_dir,
+            self.lock_timeout,
+            on_wait=lambda holder: logger.info(
+                f'Feature cache {self.cache_dir}: {holder} is building '
+                f'it; waiting (up to {self.lock_timeout} s).'))
+        with lock:
+            # another process may have built it while we waited
+            status, why, manifest = check_cache(self.cache_dir, key, paths,
+                                                self.verify)
+            if status == 'ok':
+                logger.info(f'Feature cache {self.cache_dir}: reusing '
+                            f'{len(paths)} samples x {self.num_views} '
+                            'view(s) (key matches).')
+                return manifest
+            self._replace(status, why, key, paths, backbone, preprocessor)
+            status, why, manifest = check_cache(self.cache_dir, key, paths,
+                                                'fast')
+            if status != 'ok':
+                raise FeatureCacheError(
+                    f'Feature cache {self.cache_dir} is not usable after '
+                    f'the build ({status}: {why}).')
+            return manifest
 
     def _replace(self, status, why, key, paths, backbone,
                  preprocessor) -> None:
