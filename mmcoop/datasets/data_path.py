@@ -179,6 +179,15 @@ def device_pipeline(pipeline: List[dict], where: str,
     resize_backends = ('torchvision', 'pillow') if decode == 'cpu' else (
         'torchvision', )
     if pipeline and type_name(pipeline[0]) == 'LoadImageBytes':
+        have = pipeline[0].get('decode', 'cpu')
+        if have != decode:  # e.g. the dump of a run of the other one
+            path_of = {v: k for k, v in _DECODE.items()}
+            raise _refuse(where, f'LoadImageBytes(decode={have!r}) is the '
+                          f'pipeline data_path={path_of.get(have)!r} writes, '
+                          f'not data_path={path_of[decode]!r} (a pipeline '
+                          'already on the device path is kept as it is). '
+                          f'Fix: set data_path={path_of.get(have)!r}, or '
+                          'start from the CPU config')
         return pipeline
     pipeline = _config_transforms(pipeline, where)
     names = [type_name(t) for t in pipeline]

@@ -261,6 +261,22 @@ def test_pipelines_and_preprocessor_of_two_data_paths_are_refused():
         apply_data_path(cfg)
 
 
+def test_a_device_pipeline_of_the_other_device_path_is_refused():
+    """A pipeline already on one device path (the config a run dumped)
+    given the other ``data_path`` is refused naming both; before it was
+    kept without a word (``device-decode`` asked, the workers decoded)."""
+    for made, asked in (('device', 'device-decode'),
+                        ('device-decode', 'device')):
+        dumped = _device(Config.fromfile(COCO_P50), made)
+        have = 'cpu' if made == 'device' else 'device'
+        with pytest.raises(ValueError, match=(
+                rf"pipeline: LoadImageBytes\(decode='{have}'\) is the "
+                rf"pipeline data_path='{made}' writes, not "
+                rf"data_path='{asked}' .*Fix: set data_path='{made}'")):
+            _device(dumped, asked)
+        _device(dumped, made)  # the same one: kept
+
+
 def test_left_out_arguments_are_the_transforms_defaults():
     """A ``Resize`` is what mmcv builds from it: without ``backend`` a cv2
     resize, refused; with ``backend='pillow'`` written out (interpolation
