@@ -151,6 +151,25 @@ def test_finite_check_hook_stops_before_nan_checkpoint(tmp_path):
     assert not any(n.endswith('.pth') for n in os.listdir(work))
 
 
+def test_finite_check_hook_checks_before_every_save(tmp_path):
+    """With ``interval`` > 1 a checkpoint save can fall between two checks:
+    the parameters are checked before every save. Before: ``interval=3``
+    with 2 iterations per epoch wrote ``epoch_1.pth`` with NaN weights,
+    and the stop at iteration 3 then said no checkpoint was written and
+    named it as the one to start again from."""
+    from mmcoop.engine.hooks import NonFiniteError
+    work = tmp_path / 'nan'
+    runner = toy_runner(work, 2, custom_hooks=[
+        dict(type='FiniteCheckHook', interval=3)])
+    runner.train_dataloader.dataset.__class__ = NaNAfterTwoIters
+    with pytest.raises(NonFiniteError, match=(
+            r'^Parameter linear\.\w+ has NaN/Inf values at the checkpoint '
+            r'save in epoch 1 \(between two checks of '
+            r'FiniteCheckHook\(interval=3\)\)\. No checkpoint was written')):
+        runner.train()
+    assert not any(n.endswith('.pth') for n in os.listdir(work))
+
+
 def test_finite_check_hook_reads_the_device_once_per_check():
     """The loss and every trainable parameter are checked with one read
     back from the device (it was one per tensor: each a wait); a NaN

@@ -21,7 +21,10 @@ class FiniteCheckHook(Hook):
     Runs after every ``interval`` training iterations, before the checkpoint
     hook (higher priority), so a diverged run stops with a message naming
     the epoch and iteration instead of writing NaN checkpoints; the last
-    good checkpoint stays resumable.
+    good checkpoint stays resumable. Every checkpoint save also checks the
+    trainable parameters first (``before_save_checkpoint``), whatever
+    ``interval`` and ``check_params``: with ``interval`` > 1 a save can
+    fall between two checks.
 
     Args:
         interval (int): check every ``interval`` iterations (an int >= 1;
@@ -67,12 +70,30 @@ class FiniteCheckHook(Hook):
             if bad is not None:
                 self._stop('output', name, bad, where, runner)
         if self.check_params:
-            model = runner.model.module if hasattr(
-                runner.model, 'module') else runner.model
-            for pname, param in model.named_parameters():
-                if param.requires_grad:
-                    checks.append(('parameter', pname, param))
-                    flags.append(torch.isfinite(param).all())
+            self._add_params(runner, checks, flags)
+        self._check(checks, flags, where, runner)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Refuse to save non-finite trainable parameters (MMEngine calls
+        this with the checkpoint gathered, before it writes the file)."""
+        checks, flags = [], []
+        self._add_params(runner, checks, flags)
+        where = (f'the checkpoint save in epoch {runner.epoch + 1} (between '
+                 f'two checks of FiniteCheckHook(interval={self.interval}))')
+        self._check(checks, flags, where, runner)
+
+    @staticmethod
+    def _add_params(runner, checks: list, flags: list) -> None:
+        model = runner.model.module if hasattr(
+            runner.model, 'module') else runner.model
+        for pname, param in model.named_parameters():
+            if param.requires_grad:
+                checks.append(('parameter', pname, param))
+                flags.append(torch.isfinite(param).all())
+
+    def _check(self, checks: list, flags: list, where: str, runner) -> None:
+        """Stop at the first of ``checks`` whose flag is False, the flags
+        read with one copy per device."""
         finite = {}
         for device in {f.device for f in flags}:  # one read per device
             on = [i for i, f in enumerate(flags) if f.device == device]
