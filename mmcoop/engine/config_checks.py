@@ -24,6 +24,7 @@ import ast
 import difflib
 import functools
 import inspect
+import os
 import os.path as osp
 import textwrap
 import warnings
@@ -523,6 +524,21 @@ def check_load_from(cfg) -> None:
             'resumes PATH.')
     path = cfg.get('load_from', None)
     check_not_a_list(path, 'load_from')
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ValueError(
+            f'load_from must be the path of a checkpoint file or None, got '
+            f'{path!r} ({type(path).__name__}). Fix: '
+            "load_from='path/to/checkpoint.pth', or None for no initial "
+            'weights.')
+    if isinstance(path, str) and not path.strip():
+        # an unset shell variable (load_from="$CKPT"): MMEngine would try
+        # to load '' once the model and the data are built
+        if resume == 'auto' and auto_resume_finds_checkpoint(
+                cfg.get('work_dir')):
+            return  # not used: the work dir's checkpoint is resumed
+        raise ValueError(
+            f'load_from {path!r} is empty. Fix: give a checkpoint file, or '
+            'load_from=None for no initial weights.')
     if isinstance(path, str) and path:
         if resume == 'auto' and '://' not in path and not osp.exists(
                 path) and auto_resume_finds_checkpoint(cfg.get('work_dir')):

@@ -174,3 +174,28 @@ def test_auto_resume_without_a_checkpoint_refuses_a_missing_load_from(
             load_tool('tools/train.py').main(
                 [path, '--work-dir', str(work), '--resume'])
     assert not work.exists()
+
+
+@pytest.mark.parametrize('value', ['', '  ', 5, True])
+def test_an_empty_or_non_path_load_from_is_refused_before_the_work_dir(
+        tmp_path, value):
+    """``load_from=''`` (an unset shell variable) or a number is refused
+    naming the fix before the work dir is made. Before: it passed the
+    check, and the load stopped the run once the model and the data were
+    built (``'' does not exist``); an empty one with a checkpoint to
+    resume is not used, as a missing file."""
+    work = tmp_path / 'w'
+    cfg = toy_runtime_cfg(work, 1, load_from=value)
+    match = (r"^load_from '\s*' is empty\. Fix: give a checkpoint file, or "
+             r'load_from=None' if isinstance(value, str) else
+             r'^load_from must be the path of a checkpoint file or None, '
+             rf'got {value!r} \({type(value).__name__}\)')
+    with pytest.raises(ValueError, match=match):
+        MMCoopRunner.from_cfg(cfg)
+    assert not work.exists()
+    if value == '':
+        MMCoopRunner.from_cfg(toy_runtime_cfg(work, 1)).train()
+        runner = MMCoopRunner.from_cfg(
+            toy_runtime_cfg(work, 2, resume='auto', load_from=value))
+        runner.train()
+        assert runner.train_loop.epoch == 2
