@@ -255,7 +255,9 @@ def device_pipeline(pipeline: List[dict], where: str,
 def _device_preprocessor(pre: Optional[dict], where: str) -> dict:
     pre = dict(pre or dict(type='CLIPDataPreprocessor'))
     name = type_name(pre)
-    if name == 'DeviceAugmentPreprocessor':
+    if name in ('DeviceAugmentPreprocessor', 'FeatureDataPreprocessor'):
+        # the device path already, or a feature cache's model, which reads
+        # cached features: its datasets hold the image preprocessor
         return pre
     if name != 'CLIPDataPreprocessor':
         raise _refuse(where, f'{name} is not CLIPDataPreprocessor, whose '
@@ -400,6 +402,10 @@ def apply_data_path(cfg):
         loader = cfg.get(name, None)
         for path, dataset in _datasets(
                 loader.get('dataset') if loader else None, f'{name}.dataset'):
+            if 'data_preprocessor' in dataset:  # a CachedFeatureDataset's
+                dataset['data_preprocessor'] = _device_preprocessor(
+                    dataset['data_preprocessor'],
+                    f'{path}.data_preprocessor')
             pipeline = dataset.get('pipeline', None)
             if pipeline is None:
                 continue

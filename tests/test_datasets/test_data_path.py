@@ -414,6 +414,48 @@ def test_feature_cache_extracts_through_the_device_path(monkeypatch):
         'mmcoop.FeatureDataPreprocessor')
 
 
+def test_the_dump_of_a_cached_device_path_run_runs_again(monkeypatch):
+    """The config a ``data_path`` + ``feature_cache`` run dumps (the
+    model's ``FeatureDataPreprocessor``, the image preprocessor in each
+    ``CachedFeatureDataset``) is read again by ``tools/test.py`` or a new
+    run: kept as it is. Before: ``FeatureDataPreprocessor is not
+    CLIPDataPreprocessor``, so the run's own config could not be tested.
+    A cached dataset's own ``CLIPDataPreprocessor`` moves to the device
+    path with its pipelines."""
+    from mmengine.runner import Runner
+
+    from mmcoop.engine import MMCoopRunner
+    seen = []
+    monkeypatch.setattr(Runner, 'from_cfg',
+                        classmethod(lambda cls, cfg: seen.append(cfg)))
+    cfg = Config.fromfile(COCO_P50)
+    cfg.merge_from_dict(dict(data_path='device-decode', work_dir='unused',
+                             feature_cache=dict(enabled=True,
+                                                cache_root='unused')))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        MMCoopRunner.from_cfg(cfg)
+        dumped = Config.fromstring(seen[0].dump(), '.py')
+        MMCoopRunner.from_cfg(dumped)
+    assert seen[1].to_dict() == seen[0].to_dict()
+    cached = copy.deepcopy(seen[0])
+    cached.data_path = 'cpu'
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = cached[name].dataset
+        dataset.data_preprocessor = dict(type='CLIPDataPreprocessor')
+        _innermost(dataset).pipeline = Config.fromfile(COCO_P50)[
+            name].dataset.get('pipeline') or _train_pipeline(
+                Config.fromfile(COCO_P50))
+    out = _device(cached, 'device')
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = out[name].dataset
+        assert dataset.data_preprocessor['type'] == (
+            'mmcoop.DeviceAugmentPreprocessor')
+        assert _innermost(dataset).pipeline[0]['decode'] == 'cpu'
+    assert out.model.data_preprocessor['type'] == (
+        'mmcoop.FeatureDataPreprocessor')
+
+
 def test_load_image_bytes_decode_values_are_checked():
     """``decode`` is ``'cpu'`` or ``'device'``; PIL's resize only where the
     workers resize."""
