@@ -539,3 +539,22 @@ def test_device_preprocessor_names_a_sample_without_draws():
             pre(dict(inputs=[img, img], data_samples=samples), True)
     out = pre(dict(inputs=[img, img], data_samples=[good, good]), True)
     assert out['inputs'].shape == (2, 3, 8, 8)
+
+
+def test_device_preprocessor_names_samples_of_other_sizes():
+    """Samples of one batch drawn at other output sizes (a ConcatDataset
+    of pipelines with other scales) are named with the fix. Before:
+    torch's ``stack expects each tensor to be equal size``."""
+    from mmpretrain.structures import DataSample
+    pre = MODELS.build(dict(type='DeviceAugmentPreprocessor'))
+    samples = [
+        DataSample(metainfo=dict(img_path=f'{name}.jpg',
+                                 device_aug=dict(size=size)))
+        for name, size in (('a', (8, 8)), ('b', (8, 8)), ('c', (6, 8)))
+    ]
+    imgs = [torch.zeros(3, 8, 8, dtype=torch.uint8)] * 3
+    with pytest.raises(ValueError, match=(
+            r"^DeviceAugmentPreprocessor: the samples of one batch have "
+            r"other output sizes \(h, w\): 'a\.jpg' \(8, 8\), 'c\.jpg' "
+            r'\(6, 8\): .* Fix: give the pipelines of one dataloader')):
+        pre(dict(inputs=imgs, data_samples=samples), True)

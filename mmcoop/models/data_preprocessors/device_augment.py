@@ -111,6 +111,17 @@ class DeviceAugmentPreprocessor(BaseDataPreprocessor):
                 "device_aug. Fix: set data_path='device' on the CPU "
                 'pipelines (it writes both), or model.data_preprocessor='
                 "dict(type='CLIPDataPreprocessor').")
+        sizes = [tuple(s.device_aug['size']) for s in samples]
+        if len(set(sizes)) > 1:
+            odd = next(i for i, size in enumerate(sizes) if size != sizes[0])
+            raise ValueError(
+                'DeviceAugmentPreprocessor: the samples of one batch have '
+                'other output sizes (h, w): '
+                f"{samples[0].get('img_path', '?')!r} {sizes[0]}, "
+                f"{samples[odd].get('img_path', '?')!r} {sizes[odd]}: "
+                'the LoadImageBytes of their pipelines have other scales. '
+                'Fix: give the pipelines of one dataloader (the datasets of '
+                'a ConcatDataset) the same scale.')
         device = self.mean.device
         # JPEG bytes (1-D) are decoded here; images LoadImageBytes decoded
         # on the CPU (PNG, CMYK: PIL, as the official loader) are moved
