@@ -508,9 +508,9 @@ def check_load_from(cfg) -> None:
 
     With ``resume='auto'`` and a checkpoint in ``cfg.work_dir`` to resume
     (:func:`~mmcoop.engine.runner.auto_resume_finds_checkpoint`),
-    ``load_from`` is not used and a missing one is no error (the runner
-    says so in one warning): the pretrained file of a crashed run may
-    have moved since it started."""
+    ``load_from`` is not used and a missing (blank, remote, folder) one is
+    no error (the runner says so in one warning): the pretrained file of a
+    crashed run may have moved since it started."""
     from mmcoop.apis.model_zoo import check_local_checkpoint
     from mmcoop.engine.runner import auto_resume_finds_checkpoint
     from mmcoop.utils.paths import check_not_a_list
@@ -530,19 +530,16 @@ def check_load_from(cfg) -> None:
             f'{path!r} ({type(path).__name__}). Fix: '
             "load_from='path/to/checkpoint.pth', or None for no initial "
             'weights.')
+    if path is None or (resume == 'auto' and auto_resume_finds_checkpoint(
+            cfg.get('work_dir'))):
+        return  # none, or not used: the work dir's checkpoint is resumed
     if isinstance(path, str) and not path.strip():
         # an unset shell variable (load_from="$CKPT"): MMEngine would try
         # to load '' once the model and the data are built
-        if resume == 'auto' and auto_resume_finds_checkpoint(
-                cfg.get('work_dir')):
-            return  # not used: the work dir's checkpoint is resumed
         raise ValueError(
             f'load_from {path!r} is empty. Fix: give a checkpoint file, or '
             'load_from=None for no initial weights.')
-    if isinstance(path, str) and path:
-        if resume == 'auto' and '://' not in path and not osp.exists(
-                path) and auto_resume_finds_checkpoint(cfg.get('work_dir')):
-            return
+    if isinstance(path, str):
         check_local_checkpoint(
             path, 'Checkpoint to resume (`load_from` with `resume=True`, '
             'e.g. --resume PATH)'

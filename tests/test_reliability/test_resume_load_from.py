@@ -199,3 +199,20 @@ def test_an_empty_or_non_path_load_from_is_refused_before_the_work_dir(
             toy_runtime_cfg(work, 2, resume='auto', load_from=value))
         runner.train()
         assert runner.train_loop.epoch == 2
+
+
+@pytest.mark.parametrize('kind', ['url', 'folder', 'blank'])
+def test_auto_resume_of_a_checkpoint_ignores_any_load_from(tmp_path, kind):
+    """A ``load_from`` that auto-resume does not use (the work dir holds a
+    checkpoint) is not checked, whatever it is: a URL or a folder was
+    refused (only a missing file was let through), so the run could not be
+    resumed."""
+    work = tmp_path / 'w'
+    MMCoopRunner.from_cfg(toy_runtime_cfg(work, 1)).train()
+    value = dict(url='https://example.com/init.pth', folder=str(tmp_path),
+                 blank='')[kind]
+    runner = MMCoopRunner.from_cfg(
+        toy_runtime_cfg(work, 2, resume='auto', load_from=value))
+    runner.train()
+    assert runner.train_loop.epoch == 2
+    assert 'resumed epoch: 1,' in _log(runner)
