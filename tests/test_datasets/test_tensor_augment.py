@@ -820,3 +820,11 @@ def test_host_params_come_back_exactly_in_one_buffer():
     with pytest.raises(ValueError, match=r'values -1\.\.300 do not fit '
                        'torch.uint8'):
         host.add([300, -1], torch.uint8)
+    # a NaN or a fraction for an integer dtype: refused, never truncated
+    # (before: 1.7 came back as 1, NaN as -2**63)
+    for bad in (1.7, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match=rf'^HostParams\.add: {bad} is '
+                           r'not an integer, for torch\.(int64|uint8)'):
+            host.add([2., bad], torch.long)
+    key = host.add(np.float64([3., -2.]), torch.long)  # whole: kept
+    assert host.to('cpu')[key].tolist() == [3, -2]

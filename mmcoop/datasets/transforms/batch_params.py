@@ -45,7 +45,8 @@ class HostParams:
     in one copy.
 
     Values are kept exactly: integers as int64 (refused outside the
-    range of their dtype), floating-point values as float64 (a float32
+    range of their dtype; a NaN or a fraction for an integer dtype is
+    refused, never truncated), floating-point values as float64 (a float32
     value, e.g. ``np.float32(x)``, is a float64 value, so it comes back as
     the same float32)."""
 
@@ -62,6 +63,12 @@ class HostParams:
             flat = np.ascontiguousarray(array, dtype=np.float64).reshape(
                 -1).view(np.int64)
         else:
+            if array.dtype.kind in 'fc':  # never truncated: 1.7 is not 1
+                whole = np.isfinite(array) & (array == np.trunc(array))
+                if not whole.all():
+                    raise ValueError(
+                        f'HostParams.add: {array[~whole].flat[0]} is not an '
+                        f'integer, for {dtype}.')
             flat = np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
             info = torch.iinfo(dtype)
             if flat.size and (flat.min() < info.min or flat.max() > info.max):
