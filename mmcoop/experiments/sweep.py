@@ -331,10 +331,16 @@ def check_cfg_options(cfg_options: Sequence[str],
         return
     from mmengine.config import Config
 
-    from mmcoop.engine.cli import check_cfg_option_types
+    from mmcoop.datasets.data_path import apply_data_path
+    from mmcoop.engine.cli import check_cfg_option_types, merge_cfg_options
     for config in dict.fromkeys(configs):
         try:
-            check_cfg_option_types(Config.fromfile(config), parsed)
+            cfg = Config.fromfile(config)
+            check_cfg_option_types(cfg, parsed)
+            if 'data_path' in parsed:  # its value, and what it rewrites
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')  # no CUDA here: the run's
+                    apply_data_path(merge_cfg_options(cfg, parsed))
         except ValueError as e:
             raise SweepError(f'{e} (config {config}; every run of the '
                              'sweep gets --cfg-options)') from None

@@ -160,6 +160,29 @@ def test_cfg_options_of_the_wrong_type_are_refused_before_recording(sweep):
     _ok(sweep('--cfg-options', 'train_cfg.max_epochs=2'))
 
 
+def test_a_data_path_option_is_checked_before_recording(sweep):
+    """``--cfg-options data_path=...`` (the documented way to move a whole
+    sweep to the device path) is interpreted for every run's config before
+    sweep.json records it: a bad value, or a pipeline it cannot translate,
+    stops the sweep naming the config. Before: recorded, and every run
+    failed one after the other."""
+    cfg = sweep.tmp / 'configs' / 'baseline_tiny_demo-shapes-p50.py'
+    cfg.write_text(
+        "model = dict(data_preprocessor=dict(type='CLIPDataPreprocessor'))\n"
+        "val_dataloader = dict(dataset=dict(pipeline=[dict(type="
+        "'LoadImageTensor', scale=8), dict(type='RandomFlip'), dict("
+        "type='PackInputs')]))\n")
+    _refused(sweep('--cfg-options', 'data_path=gpu'),
+             "data_path must be one of ('cpu', 'device', 'device-decode'), "
+             "got 'gpu'", str(cfg))
+    _refused(sweep('--cfg-options', 'data_path=device'),
+             'val_dataloader.dataset.pipeline: the transforms '
+             "['RandomFlip'] after LoadImageTensor", str(cfg))
+    assert not osp.exists(sweep.out)
+    cfg.write_text('x = 1\n')
+    _ok(sweep('--cfg-options', 'data_path=device'))
+
+
 def test_an_out_folder_with_a_comma_reaches_the_runs_as_one_path(tmp_path):
     """``--out /x/sw,1``: the sweep's path options are quoted, so each run
     reads one path (before: a list, and every run failed)."""
