@@ -164,8 +164,9 @@ def test_finite_check_hook_checks_before_every_save(tmp_path):
     runner.train_dataloader.dataset.__class__ = NaNAfterTwoIters
     with pytest.raises(NonFiniteError, match=(
             r'^Parameter linear\.\w+ has NaN/Inf values at the checkpoint '
-            r'save in epoch 1 \(between two checks of '
-            r'FiniteCheckHook\(interval=3\)\)\. No checkpoint was written')):
+            r'save in epoch 1 \(checked before every save; '
+            r'FiniteCheckHook\(interval=3, check_params=True\) checks the '
+            r'iterations\)\. No checkpoint was written')):
         runner.train()
     assert not any(n.endswith('.pth') for n in os.listdir(work))
 

@@ -78,8 +78,10 @@ class FiniteCheckHook(Hook):
         this with the checkpoint gathered, before it writes the file)."""
         checks, flags = [], []
         self._add_params(runner, checks, flags)
-        where = (f'the checkpoint save in epoch {runner.epoch + 1} (between '
-                 f'two checks of FiniteCheckHook(interval={self.interval}))')
+        where = (f'the checkpoint save in epoch {runner.epoch + 1} (checked '
+                 'before every save; FiniteCheckHook(interval='
+                 f'{self.interval}, check_params={self.check_params}) '
+                 'checks the iterations)')
         self._check(checks, flags, where, runner)
 
     @staticmethod
