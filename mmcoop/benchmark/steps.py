@@ -352,8 +352,11 @@ def measure_amp(opts) -> dict:
     for autocast in ((None, 'bf16') if cpu else (None, 'fp16', 'bf16')):
         for cl in (False, True):
             torch.manual_seed(0)
+            # each configuration's own autocast (not --autocast's, whose
+            # autocast_cpu would refuse the fp32 one)
             cfg = dict(
                 backbone_cfg(opts), autocast_dtype=autocast, channels_last=cl)
+            cfg.pop('autocast_cpu', None)
             name = f'autocast={autocast},channels_last={cl}'
             if cpu and autocast:
                 cfg['autocast_cpu'] = True

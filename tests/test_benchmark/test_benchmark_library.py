@@ -289,10 +289,14 @@ def test_data_paths_run_and_report():
     assert re.search(r'^\| decode \| [\d.]+ \|$', text, re.M)
 
 
-def test_amp_mode_on_cpu_measures_fp32_and_bf16():
+@pytest.mark.parametrize('autocast', [None, 'bf16'])
+def test_amp_mode_on_cpu_measures_fp32_and_bf16(autocast):
+    """Whatever ``--autocast`` the command gives (``bf16``: as
+    ``tools/analysis/gpu/check.sh`` runs the amp mode), each configuration
+    has its own."""
     from mmcoop.benchmark.steps import measure_amp
-    opts = SimpleNamespace(**TINY, resolution=64, amp_batch_size=2,
-                           warmup=0, iters=1)
+    opts = SimpleNamespace(**dict(TINY, autocast=autocast), resolution=64,
+                           amp_batch_size=2, warmup=0, iters=1)
     out = measure_amp(opts)
     # CPU: fp32 and bf16 with autocast_cpu, each with and without
     # channels_last (fp16 and CUDA-only bf16 would be fp32 here)
