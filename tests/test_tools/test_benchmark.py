@@ -146,6 +146,61 @@ def test_gpu_check_script_refuses_bad_variables_first(env, message,
     assert not out.exists()  # nothing ran
 
 
+def _run_gpu_check(tmp_path, **env):
+    """check.sh with a stand-in for Python (answers the script's ``-c``
+    checks, prints its arguments, exits with ``STUB_RC``): the script's
+    own plumbing without a GPU."""
+    import os
+    import subprocess
+    stub = tmp_path / 'python'
+    stub.write_text('#!/usr/bin/env bash\n'
+                    '[ "$1" = -c ] && { echo "torch stub | stub GPU"; '
+                    'exit 0; }\n'
+                    'echo "stub ran: $*"\n'
+                    'exit "${STUB_RC:-0}"\n')
+    stub.chmod(0o755)
+    return subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'analysis', 'gpu', 'check.sh')],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON=str(stub),
+                 COMPILE='cudagraphs', **env))
+
+
+@pytest.mark.parametrize('rc, said', [
+    (0, None), (3, 'data failed (exit code 3)'),
+    (124, 'data timed out after 180s')])
+def test_gpu_check_script_logs_each_part(rc, said, tmp_path):
+    """Each part's log starts with the part and its limit, holds the
+    command's output, and ends saying why when the command fails or times
+    out (before: nothing in the log told a timed-out part from one that
+    ended)."""
+    proc = _run_gpu_check(tmp_path, PARTS='data tests', STUB_RC=str(rc))
+    assert proc.returncode == (1 if rc else 0), proc.stdout + proc.stderr
+    log = (tmp_path / 'out' / 'data.md').read_text().splitlines()
+    assert log[0].startswith('[check.sh] data (limit 180s, at ')
+    assert log[1].startswith('stub ran: tools/analysis/benchmark.py '
+                             '--device cuda --force --json ')
+    assert '--mode data' in log[1]
+    assert log[2:] == ([f'[check.sh] {said}'] if said else [])
+    tests = (tmp_path / 'out' / 'pytest_cuda.txt').read_text()
+    assert 'stub ran: -m pytest tests/test_performance/test_cuda.py' in tests
+
+
+def test_gpu_check_script_skipped_part_keeps_its_earlier_log(tmp_path):
+    """A part skipped for BUDGET leaves its log of an earlier run as it was
+    (before: emptied, the redirection opened before the skip)."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'data.md').write_text('the earlier run\n')
+    proc = _run_gpu_check(tmp_path, PARTS='data tests', BUDGET='30')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / 'data.md').read_text() == 'the earlier run\n'
+    assert not (out / 'pytest_cuda.txt').exists()
+    skipped = (out / 'skipped.txt').read_text()
+    assert '[check.sh] data skipped' in skipped
+    assert '[check.sh] tests skipped' in skipped
+
+
 def test_autocast_none_is_no_autocast(bench):
     """Before: `invalid choice: 'None' (choose from None, ...)`."""
     assert bench.parse_args(['--autocast', 'None']).autocast is None

@@ -78,30 +78,47 @@ limit_for() {  # the part's own limit, cut to what BUDGET leaves
     fi
     echo "$limit"
 }
-run_limited() {  # name, limit (s), command...
-    local name=$1 limit
+run_limited() {  # name, limit (s), log file, command...
+    # the command's output shown and written to the log file; a part
+    # skipped leaves the log of an earlier run as it was, and a part that
+    # fails or times out says so at the end of its log
+    local name=$1 log=$3 limit rc
     limit=$(limit_for "$2")
-    shift 2
+    shift 3
     if [ "$limit" -lt 60 ]; then
         echo "[check.sh] $name skipped: ${limit}s left of BUDGET" | tee -a "$OUT/skipped.txt"
         return
     fi
-    echo "[check.sh] $name (limit ${limit}s, at $(($(date +%s) - START))s)"
-    timeout "$limit" "$@" || status=1
+    {
+        echo "[check.sh] $name (limit ${limit}s, at $(($(date +%s) - START))s)"
+        timeout "$limit" "$@"
+    } 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ]; then
+        status=1
+        if [ "$rc" -eq 124 ]; then
+            echo "[check.sh] $name timed out after ${limit}s" | tee -a "$log"
+        else
+            echo "[check.sh] $name failed (exit code $rc)" | tee -a "$log"
+        fi
+    fi
 }
 bench() {  # name, limit (s), benchmark arguments
     local name=$1 limit=$2
     shift 2
-    # --force: a rerun replaces this script's own results under $OUT
-    run_limited "$name" "$limit" $PY tools/analysis/benchmark.py \
-        --device cuda --force --json "$OUT/$name.json" "$@" \
-        > >(tee "$OUT/$name.md") 2>&1
+    # --force: a rerun replaces this script's own results under $OUT;
+    # $PY unquoted: PYTHON may carry options (e.g. "python3 -X dev")
+    # shellcheck disable=SC2086
+    run_limited "$name" "$limit" "$OUT/$name.md" $PY \
+        tools/analysis/benchmark.py --device cuda --force \
+        --json "$OUT/$name.json" "$@"
 }
 for part in $PARTS; do
     case $part in
     tests)
-        run_limited tests 180 $PY -m pytest tests/test_performance/test_cuda.py \
-            -q -rs -p no:cacheprovider > >(tee "$OUT/pytest_cuda.txt") 2>&1 ;;
+        # shellcheck disable=SC2086
+        run_limited tests 180 "$OUT/pytest_cuda.txt" $PY -m pytest \
+            tests/test_performance/test_cuda.py -q -rs -p no:cacheprovider ;;
     steps)
         # COCO (C = 80) only, to fit one call of a lent machine; add `20`
         # for VOC
