@@ -31,6 +31,8 @@ the counted FLOPs: a projection, not a measurement).
 import glob
 import math
 import os.path as osp
+import sys
+import time
 import zlib
 from typing import Dict, List, Optional, Sequence
 
@@ -184,16 +186,40 @@ def _with_stand_in_tokenizer(model_name: str, build_head):
 def measure_towers(opts) -> List[dict]:
     """:func:`measure_tower` for ``opts.tower_models`` (default: every
     family config, in :func:`family_models` order), each in this
-    process, with the family's ``n_ctx``."""
+    process, with the family's ``n_ctx``. A family whose towers cannot be
+    built or run here (e.g. a timm too old for its image tower, or the
+    device's memory) is a row with the reason, and the others are still
+    measured; each family's figures are printed to stderr as it ends (a
+    run stopped by a time limit has them, the tables come at the end)."""
     bases = _family_bases().values()
     n_ctx = {b['model_name']: b['n_ctx'] for b in bases}
     names = opts.tower_models or [b['model_name'] for b in bases]
     out = []
     for name in names:
-        out.append(measure_tower(name, opts, n_ctx.get(name)))
+        t0 = time.time()
+        try:
+            row = measure_tower(name, opts, n_ctx.get(name))
+        except Exception as e:  # noqa: BLE001 - reported in its row
+            row = dict(model_name=name, resolution=opts.resolution,
+                       classes=opts.num_classes[0], n_ctx=n_ctx.get(name),
+                       results={}, errors=dict(
+                           image=f'{type(e).__name__}: {e}'.splitlines()[0]))
+        out.append(row)
+        print(f'[towers] {name}: {_progress(row)} '
+              f'({time.time() - t0:.0f} s)', file=sys.stderr, flush=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return out
+
+
+def _progress(row: dict) -> str:
+    """One family's figures on one line (or why it has none)."""
+    parts = [
+        f'{kind} {r["time_s"]:.4f} s, {r["flops"] / 1e9:.1f} GFLOP'
+        for kind, r in row['results'].items()
+    ]
+    parts += [f'{kind}: {why}' for kind, why in row['errors'].items()]
+    return '; '.join(parts)
 
 
 def _schedule_hours(r: dict, tflops: float, util: float,
@@ -231,7 +257,12 @@ def report_towers(rows: List[dict], opts) -> str:
         '(projection) |', '|---' * (8 + 2 * mem) + '|'
     ]
     for r in rows:
-        img = r['results']['image']
+        img = r['results'].get('image')
+        if img is None:  # not built or not run here
+            lines.append(f'| `{r["model_name"]}` | n/a ('
+                         f'{r["errors"]["image"][:120]}) |' +
+                         ' - |' * (6 + 2 * mem))
+            continue
         txt = r['results'].get('text')
         hours = _schedule_hours(r, opts.gpu_tflops, util,
                                 getattr(opts, 'batch_size', 32))

@@ -415,6 +415,37 @@ def test_towers_mode_measures_each_family_tower():
     assert text.count('| `mmcoop-tiny-ViT` |') == 2 and 'projection' in text
 
 
+@pytest.mark.parametrize('device', ['cpu', 'cuda'])
+def test_towers_mode_goes_on_past_a_family_it_cannot_build(
+        device, capsys, monkeypatch):
+    """A family that cannot be built here is a row with the reason, the
+    next families are still measured, and each family's figures are on
+    stderr as it ends (before: the first failure ended the mode, and a run
+    stopped by check.sh's time limit had no figure at all). The report's
+    row has the table's columns (with the CUDA peak-memory ones too)."""
+    from mmcoop.benchmark.towers import measure_towers, report_towers
+    opts = SimpleNamespace(**TINY, resolution=64, num_classes=[4], iters=1,
+                           warmup=0,
+                           tower_models=['no-such-model', 'mmcoop-tiny-ViT'])
+    rows = measure_towers(opts)
+    assert [r['model_name'] for r in rows] == opts.tower_models
+    assert rows[0]['results'] == {} and 'no-such-model' in rows[0][
+        'errors']['image']
+    assert set(rows[1]['results']) == {'image', 'text'}
+    err = capsys.readouterr().err
+    assert re.search(r'^\[towers\] no-such-model: image: .*no-such-model',
+                     err, re.M)
+    assert re.search(r'^\[towers\] mmcoop-tiny-ViT: image [\d.]+ s, '
+                     r'[\d.]+ GFLOP; text [\d.]+ s', err, re.M)
+    monkeypatch.setattr(opts, 'device', device)
+    for r in rows[1]['results'].values():  # the peak memory CUDA reports
+        r.setdefault('peak_mib', 1.0)
+    table = report_towers(rows, SimpleNamespace(**vars(opts), batch_size=32))
+    lines = [ln for ln in table.splitlines() if ln.startswith('|')]
+    assert len({ln.count('|') for ln in lines}) == 1, lines
+    assert any(ln.startswith('| `no-such-model` | n/a (') for ln in lines)
+
+
 def test_towers_stand_in_tokenizer_only_where_the_ids_do_not_matter(
         tmp_path):
     """A text tower whose tokenizer cannot be loaded: without truncation
