@@ -20,7 +20,12 @@
 # epoch_cpu, towers). BUDGET (seconds, optional) is the time the whole
 # script may take: each part's time limit is cut to what is left, and a
 # part is skipped when less than a minute is left, so that a lent machine
-# with a fixed time returns every part that fits, most important first.
+# with a fixed time returns every part that fits, most important first
+# (where one command may run at most N seconds, set BUDGET below N: a
+# command killed from outside loses the part it was in and every later
+# one). Each part's output is $OUT/<name>.md (the CUDA tests':
+# pytest_cuda.txt), its last line saying so if it failed or timed out;
+# the skipped parts are listed in $OUT/skipped.txt.
 # EPOCH_IMAGES (default 1024) sets the epoch parts' train images, and
 # their time limit with them (on an H200 the epoch part took 63 s with 512
 # images and did not finish in 240 s with 2048: the images are generated,
