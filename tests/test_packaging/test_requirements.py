@@ -54,3 +54,45 @@ def test_setup_cfg_declares_the_checked_range_and_this_one_is_in_it():
     assert (Version(low), Version(high)) == tuple(
         Version(v) for v in OPEN_CLIP_RANGE)
     check_open_clip_version(_installed_open_clip())
+
+
+def test_gpu_wheels_satisfy_the_declared_ranges():
+    """tools/analysis/gpu/fetch_wheels.sh pins the wheels carried to the
+    GPU machine's image (no OpenMMLab packages, no open_clip there): each
+    package mmcoop declares (install_requires, the `lite` extra) is pinned
+    inside its declared range, so check.sh does not meet an import-time
+    refusal (e.g. OPEN_CLIP_RANGE) only where a GPU is lent."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    cfg = configparser.ConfigParser()
+    cfg.read(osp.join(REPO, 'setup.cfg'))
+    declared = {}
+    for text in (cfg['options']['install_requires'],
+                 cfg['options.extras_require']['lite']):
+        for line in text.splitlines():
+            line = line.split('#')[0].strip()
+            if line:
+                req = Requirement(line)
+                declared[canonicalize_name(req.name)] = req.specifier
+    with open(osp.join(REPO, 'tools', 'analysis', 'gpu',
+                       'fetch_wheels.sh')) as f:
+        script = f.read().replace('\\\n', ' ')
+    command = re.search(r'pip download (.*)', script).group(1)
+    pins = {}
+    for word in command.split():
+        word = word.strip("'")
+        if not word.startswith('-') and re.match(r'[A-Za-z]', word):
+            req = Requirement(word)
+            pins[canonicalize_name(req.name)] = req.specifier
+    assert {'mmengine', 'mmpretrain', 'mmcv-lite', 'open-clip-torch',
+            'setuptools'} <= set(pins)
+    for name, pin in pins.items():
+        if name not in declared:
+            continue  # a dependency of a declared package
+        if str(pin).startswith('=='):
+            version = str(pin)[2:]
+            assert declared[name].contains(version), (name, version,
+                                                      str(declared[name]))
+        else:
+            assert pin == declared[name], (name, str(pin))
+    check_open_clip_version(str(pins['open-clip-torch'])[2:])
