@@ -284,27 +284,40 @@ def _datasets(dataset, path: str) -> Iterator[Tuple[str, dict]]:
         yield from _datasets(d, f'{path}.datasets[{i}]')
 
 
-def _served_pipelines(dataset, path: str, preprocessor):
-    """``(config path, pipeline, preprocessor config)`` of every pipeline
-    of ``dataset`` and of the datasets it wraps (:func:`_datasets`), with
-    the preprocessor its images reach: ``preprocessor``, or the
-    ``data_preprocessor`` of an enclosing dataset that has one (a feature
-    cache's ``CachedFeatureDataset``, whose default is
-    ``CLIPDataPreprocessor``)."""
+def _held_preprocessor(dataset: dict) -> Optional[dict]:
+    """The image preprocessor config a dataset config holds for the
+    pipelines it wraps (a feature cache's ``CachedFeatureDataset``: its
+    ``data_preprocessor``, by default ``CLIPDataPreprocessor``, as the
+    class defaults it), or None when it holds none (the model's serves
+    them)."""
+    if 'data_preprocessor' not in dataset and type_name(
+            dataset) != 'CachedFeatureDataset':
+        return None
+    return dataset.get('data_preprocessor', None) or dict(
+        type='CLIPDataPreprocessor')
+
+
+def _served_pipelines(dataset, path: str, preprocessor,
+                      where: str) -> Iterator[Tuple[str, list, dict, str]]:
+    """``(config path, pipeline, preprocessor config, its config path)``
+    of every pipeline of ``dataset`` and of the datasets it wraps
+    (:func:`_datasets`), with the preprocessor its images reach:
+    ``preprocessor`` (at ``where``), or the one an enclosing dataset holds
+    (:func:`_held_preprocessor`)."""
     if not isinstance(dataset, dict):
         return
-    if 'data_preprocessor' in dataset:
-        preprocessor = dataset['data_preprocessor'] or dict(
-            type='CLIPDataPreprocessor')
+    held = _held_preprocessor(dataset)
+    if held is not None:
+        preprocessor, where = held, f'{path}.data_preprocessor'
     pipeline = dataset.get('pipeline', None)
     if isinstance(pipeline, (list, tuple)) and pipeline:
-        yield f'{path}.pipeline', pipeline, preprocessor
+        yield f'{path}.pipeline', pipeline, preprocessor, where
     yield from _served_pipelines(dataset.get('dataset'), f'{path}.dataset',
-                                 preprocessor)
+                                 preprocessor, where)
     inner = dataset.get('datasets')
     for i, d in enumerate(inner if isinstance(inner, (list, tuple)) else ()):
         yield from _served_pipelines(d, f'{path}.datasets[{i}]',
-                                     preprocessor)
+                                     preprocessor, where)
 
 
 def check_device_path(cfg) -> None:
@@ -325,30 +338,28 @@ def check_device_path(cfg) -> None:
     model = cfg.get('model', None) or {}
     pre = model.get('data_preprocessor', None) if isinstance(
         model, dict) else None
-    if pre is None:
-        pre = cfg.get('data_preprocessor', None)
-    where = ('model.data_preprocessor' if isinstance(model, dict)
-             and model.get('data_preprocessor', None) is not None else
-             'data_preprocessor')
+    where = 'model.data_preprocessor'
+    if pre is None and cfg.get('data_preprocessor', None) is not None:
+        # MMEngine gives the top-level one to a model without its own
+        pre, where = cfg['data_preprocessor'], 'data_preprocessor'
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name, None)
         if not isinstance(loader, dict):
             continue
-        for path, pipeline, served in _served_pipelines(
-                loader.get('dataset'), f'{name}.dataset', pre):
+        for path, pipeline, served, owner in _served_pipelines(
+                loader.get('dataset'), f'{name}.dataset', pre, where):
             device = type_name(pipeline[0]) == 'LoadImageBytes'
             pre_name = type_name(served) or (
                 "none (the model's default, ClsDataPreprocessor)")
-            owner = where if served is pre else (
-                "the data_preprocessor of the dataset holding it")
             if device and pre_name != 'DeviceAugmentPreprocessor':
+                bgr = 'take the RGB images for BGR and ' if \
+                    pre_name == 'CLIPDataPreprocessor' else ''
                 raise ValueError(
                     f'{path} loads with LoadImageBytes (the device data '
                     f'path: RGB images, or file bytes, whose augmentation '
                     f'the data preprocessor applies), but {owner} is '
-                    f'{pre_name}, which would take the RGB images for BGR '
-                    'and never augment them. Fix: set '
-                    "model.data_preprocessor=dict(type='DeviceAugment"
+                    f'{pre_name}, which would {bgr}never augment them. '
+                    f"Fix: set {owner}=dict(type='DeviceAugment"
                     "Preprocessor'), or load with the CPU pipeline "
                     '(LoadImageTensor / LoadImageFromFileChecked) and set '
                     "data_path='device' to move it to the device "
@@ -360,7 +371,7 @@ def check_device_path(cfg) -> None:
                     'DeviceAugmentPreprocessor, which '
                     'takes the images and draws of LoadImageBytes only. '
                     "Fix: keep the CPU pipeline and set data_path='device' "
-                    '(it writes both), or set model.data_preprocessor='
+                    f'(it writes both), or set {owner}='
                     "dict(type='CLIPDataPreprocessor') for this pipeline.")
             packs = [t for t in pipeline if type_name(t) == 'PackInputs']
             if device and packs and 'device_aug' not in tuple(
@@ -402,9 +413,9 @@ def apply_data_path(cfg):
         loader = cfg.get(name, None)
         for path, dataset in _datasets(
                 loader.get('dataset') if loader else None, f'{name}.dataset'):
-            if 'data_preprocessor' in dataset:  # a CachedFeatureDataset's
+            if _held_preprocessor(dataset) is not None:  # a feature cache's
                 dataset['data_preprocessor'] = _device_preprocessor(
-                    dataset['data_preprocessor'],
+                    dataset.get('data_preprocessor', None),
                     f'{path}.data_preprocessor')
             pipeline = dataset.get('pipeline', None)
             if pipeline is None:

@@ -256,8 +256,42 @@ def test_pipelines_and_preprocessor_of_two_data_paths_are_refused():
         type='CLIPDataPreprocessor')
     with pytest.raises(ValueError, match=(
             r'^val_dataloader\.dataset\.dataset\.pipeline loads with '
-            r'LoadImageBytes .* but the data_preprocessor of the dataset '
-            r'holding it is CLIPDataPreprocessor')):
+            r'LoadImageBytes .* but val_dataloader\.dataset\.'
+            r'data_preprocessor is CLIPDataPreprocessor.* Fix: set '
+            r"val_dataloader\.dataset\.data_preprocessor=dict\("
+            r"type='DeviceAugmentPreprocessor'\)")):
+        apply_data_path(cfg)
+
+
+def test_the_preprocessor_a_cached_dataset_holds_by_default():
+    """A hand-written ``CachedFeatureDataset`` without ``data_preprocessor``
+    holds its class default, ``CLIPDataPreprocessor``: with
+    ``data_path='device'`` it moves to the device path with its pipelines
+    (before: the pipelines moved, it stayed, and the config was refused
+    naming the model's ``FeatureDataPreprocessor``, with the fix of setting
+    the model's preprocessor); a ``LoadImageBytes`` pipeline inside it is
+    refused naming the dataset's preprocessor and that fix."""
+    cfg = Config.fromfile(COCO_P50)
+    cfg.model.data_preprocessor = dict(type='FeatureDataPreprocessor')
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[name].dataset = dict(type='mmcoop.CachedFeatureDataset',
+                                 dataset=cfg[name].dataset,
+                                 cache_dir='unused')
+    out = _device(cfg)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert out[name].dataset.data_preprocessor == dict(
+            type='mmcoop.DeviceAugmentPreprocessor')
+        assert _innermost(out[name].dataset).pipeline[0]['type'] == (
+            'mmcoop.LoadImageBytes')
+    assert out.model.data_preprocessor['type'] == 'FeatureDataPreprocessor'
+    apply_data_path(cfg)  # 'cpu': the CPU pipelines, as they are
+    _innermost(cfg.val_dataloader.dataset).pipeline = _innermost(
+        out.val_dataloader.dataset).pipeline
+    with pytest.raises(ValueError, match=(
+            r'^val_dataloader\.dataset\.dataset\.pipeline loads with '
+            r'LoadImageBytes .* but val_dataloader\.dataset\.'
+            r'data_preprocessor is CLIPDataPreprocessor.* Fix: set '
+            r"val_dataloader\.dataset\.data_preprocessor=dict\(")):
         apply_data_path(cfg)
 
 
