@@ -425,12 +425,16 @@ def apply_data_path(cfg):
                     pipeline, f'{path}.pipeline', _DECODE[value])
             dataset['pipeline'] = done[id(pipeline)]
     model = cfg.get('model', None)
-    if model is not None:
+    top = cfg.get('data_preprocessor', None)
+    # a model without its own gets the top-level one (MMEngine): only a
+    # model that has one, or has none to get, is given the device's
+    if model is not None and (model.get('data_preprocessor', None)
+                              is not None or top is None):
         model['data_preprocessor'] = _device_preprocessor(
             model.get('data_preprocessor', None), 'model.data_preprocessor')
-    if cfg.get('data_preprocessor', None) is not None:
+    if top is not None:
         cfg['data_preprocessor'] = _device_preprocessor(
-            cfg['data_preprocessor'], 'data_preprocessor')
+            top, 'data_preprocessor')
     check_device_path(cfg)
     return cfg
 

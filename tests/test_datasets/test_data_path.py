@@ -295,6 +295,23 @@ def test_the_preprocessor_a_cached_dataset_holds_by_default():
         apply_data_path(cfg)
 
 
+def test_a_top_level_data_preprocessor_keeps_its_statistics():
+    """A ``data_preprocessor`` given at the top level only (MMEngine hands
+    it to a model without its own) moves to the device path with its mean
+    and std, and the model gets none of its own (before: the model got a
+    ``DeviceAugmentPreprocessor`` with CLIP's statistics, which MMEngine
+    uses, so the config's were dropped without a word)."""
+    cfg = Config.fromfile(COCO_P50)
+    del cfg.model['data_preprocessor']
+    cfg.data_preprocessor = dict(type='CLIPDataPreprocessor',
+                                 mean=[127.5] * 3, std=[127.5] * 3)
+    out = _device(cfg)
+    assert out.model.get('data_preprocessor', None) is None
+    assert out.data_preprocessor == dict(
+        type='mmcoop.DeviceAugmentPreprocessor', mean=[127.5] * 3,
+        std=[127.5] * 3)
+
+
 def test_a_device_pipeline_of_the_other_device_path_is_refused():
     """A pipeline already on one device path (the config a run dumped)
     given the other ``data_path`` is refused naming both; before it was
