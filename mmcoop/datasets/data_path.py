@@ -320,6 +320,19 @@ def _served_pipelines(dataset, path: str, preprocessor,
                                      preprocessor, where)
 
 
+def _model_preprocessor(cfg) -> Tuple[Optional[dict], str]:
+    """The data preprocessor config the model of ``cfg`` is built with, and
+    its config path: ``model.data_preprocessor``, else the top-level
+    ``data_preprocessor`` that MMEngine (and ``init_model``) give a model
+    without its own; ``(None, 'model.data_preprocessor')`` for neither."""
+    model = cfg.get('model', None)
+    own = model.get('data_preprocessor', None) if isinstance(
+        model, dict) else None
+    if own is None and cfg.get('data_preprocessor', None) is not None:
+        return cfg['data_preprocessor'], 'data_preprocessor'
+    return own, 'model.data_preprocessor'
+
+
 def check_device_path(cfg) -> None:
     """Refuse a config whose image pipelines and data preprocessor belong
     to two data paths (checked for every ``data_path``, after its
@@ -335,13 +348,7 @@ def check_device_path(cfg) -> None:
     * ``DeviceAugmentPreprocessor`` needs every pipeline it serves to load
       with ``LoadImageBytes`` (it stopped at the first batch before).
     """
-    model = cfg.get('model', None) or {}
-    pre = model.get('data_preprocessor', None) if isinstance(
-        model, dict) else None
-    where = 'model.data_preprocessor'
-    if pre is None and cfg.get('data_preprocessor', None) is not None:
-        # MMEngine gives the top-level one to a model without its own
-        pre, where = cfg['data_preprocessor'], 'data_preprocessor'
+    pre, where = _model_preprocessor(cfg)
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name, None)
         if not isinstance(loader, dict):
@@ -461,11 +468,11 @@ def restore_cpu_data_path(cfg):
     Args:
         cfg (mmengine.Config): modified in place and returned.
     """
-    model = cfg.get('model', None) or {}
-    pre = model.get('data_preprocessor', None)
+    pre, where = _model_preprocessor(cfg)
     if type_name(pre) != 'DeviceAugmentPreprocessor':
         return cfg
-    model['data_preprocessor'] = dict(
+    owner = cfg if where == 'data_preprocessor' else cfg['model']
+    owner['data_preprocessor'] = dict(
         type='mmcoop.CLIPDataPreprocessor',
         **{k: pre[k] for k in ('mean', 'std', 'non_blocking') if k in pre})
     for name in ('val_dataloader', 'test_dataloader'):

@@ -310,6 +310,16 @@ def test_a_top_level_data_preprocessor_keeps_its_statistics():
     assert out.data_preprocessor == dict(
         type='mmcoop.DeviceAugmentPreprocessor', mean=[127.5] * 3,
         std=[127.5] * 3)
+    # and back to the CPU test path for inference (init_model gives the
+    # top-level one to the model too)
+    from mmcoop.datasets.data_path import restore_cpu_data_path
+    restore_cpu_data_path(out)
+    assert out.data_preprocessor == dict(
+        type='mmcoop.CLIPDataPreprocessor', mean=[127.5] * 3,
+        std=[127.5] * 3)
+    assert out.model.get('data_preprocessor', None) is None
+    assert out.test_dataloader.dataset.pipeline[0]['type'] == (
+        'mmcoop.LoadImageFromFileChecked')
 
 
 def test_a_device_pipeline_of_the_other_device_path_is_refused():
