@@ -411,12 +411,7 @@ class CachedFeatureDataset(DatasetWrapper):
             if rank == 0:
                 os.remove(marker)
         if manifest is None:
-            status, why, manifest = check_cache(self.cache_dir, key, paths,
-                                                'fast')
-            if status != 'ok':
-                raise FeatureCacheError(
-                    f'Feature cache {self.cache_dir} is not usable after '
-                    f'the build ({status}: {why}).')
+            manifest = self._built_manifest(key, paths)
         self.manifest = manifest
         # the build this dataset checked: a process that reopens the shards
         # (a loader worker, each epoch) must read that build, not one that
@@ -466,14 +461,29 @@ class CachedFeatureDataset(DatasetWrapper):
 
     def _ensure(self, key, paths, backbone, preprocessor) -> dict:
         """The manifest of a valid cache, built if needed (rank 0)."""
-        logger = MMLogger.get_current_instance()
         status, why, manifest = check_cache(self.cache_dir, key, paths,
                                             self.verify)
         if status != 'ok':
             with self._writable_root(status, why):
                 return self._build_locked(key, paths, backbone, preprocessor)
-        logger.info(f'Feature cache {self.cache_dir}: reusing {len(paths)} '
-                    f'samples x {self.num_views} view(s) (key matches).')
+        return self._reused(manifest, paths)
+
+    def _reused(self, manifest: dict, paths) -> dict:
+        """``manifest``, of a valid cache read as it is, said in the log."""
+        MMLogger.get_current_instance().info(
+            f'Feature cache {self.cache_dir}: reusing {len(paths)} samples '
+            f'x {self.num_views} view(s) (key matches).')
+        return manifest
+
+    def _built_manifest(self, key, paths) -> dict:
+        """The manifest of the cache just built (a fast check), or a
+        :class:`FeatureCacheError` saying it is not usable."""
+        status, why, manifest = check_cache(self.cache_dir, key, paths,
+                                            'fast')
+        if status != 'ok':
+            raise FeatureCacheError(
+                f'Feature cache {self.cache_dir} is not usable after the '
+                f'build ({status}: {why}).')
         return manifest
 
     @contextlib.contextmanager
@@ -517,18 +527,9 @@ class CachedFeatureDataset(DatasetWrapper):
             status, why, manifest = check_cache(self.cache_dir, key, paths,
                                                 self.verify)
             if status == 'ok':
-                logger.info(f'Feature cache {self.cache_dir}: reusing '
-                            f'{len(paths)} samples x {self.num_views} '
-                            'view(s) (key matches).')
-                return manifest
+                return self._reused(manifest, paths)
             self._replace(status, why, key, paths, backbone, preprocessor)
-            status, why, manifest = check_cache(self.cache_dir, key, paths,
-                                                'fast')
-            if status != 'ok':
-                raise FeatureCacheError(
-                    f'Feature cache {self.cache_dir} is not usable after '
-                    f'the build ({status}: {why}).')
-            return manifest
+            return self._built_manifest(key, paths)
 
     def _replace(self, status, why, key, paths, backbone,
                  preprocessor) -> None:
