@@ -61,7 +61,7 @@ def test_gpu_wheels_satisfy_the_declared_ranges():
     GPU machine's image (no OpenMMLab packages, no open_clip there): each
     package mmcoop declares (install_requires, the `lite` extra) is pinned
     inside its declared range, so check.sh does not meet an import-time
-    refusal (e.g. OPEN_CLIP_RANGE) only where a GPU is lent."""
+    refusal (e.g. OPEN_CLIP_RANGE) only on the GPU machine."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
     cfg = configparser.ConfigParser()
