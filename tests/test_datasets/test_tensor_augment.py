@@ -828,3 +828,15 @@ def test_host_params_come_back_exactly_in_one_buffer():
             host.add([2., bad], torch.long)
     key = host.add(np.float64([3., -2.]), torch.long)  # whole: kept
     assert host.to('cpu')[key].tolist() == [3, -2]
+    # a complex value: its real part when the imaginary one is 0, else
+    # refused (before: a TypeError from inside the check for an integer
+    # dtype, the imaginary part dropped without a word for a float one)
+    keys = [host.add(np.complex128([3 + 0j]), torch.long),
+            host.add(np.complex64([0.5 + 0j]), torch.float32)]
+    params = host.to('cpu')
+    assert params[keys[0]].tolist() == [3] and params[keys[1]].tolist() == [
+        0.5]
+    for dtype in (torch.long, torch.float32):
+        with pytest.raises(ValueError, match=r'^HostParams\.add: \(?2\+1j\)? '
+                           r'is not a real number'):
+            host.add([1 + 0j, 2 + 1j], dtype)

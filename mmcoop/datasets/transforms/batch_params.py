@@ -48,7 +48,7 @@ class HostParams:
     range of their dtype; a NaN or a fraction for an integer dtype is
     refused, never truncated), floating-point values as float64 (a float32
     value, e.g. ``np.float32(x)``, is a float64 value, so it comes back as
-    the same float32)."""
+    the same float32); a complex value only with no imaginary part."""
 
     def __init__(self):
         self._parts: List[np.ndarray] = []
@@ -59,11 +59,17 @@ class HostParams:
         """Record ``values`` (array-like) as a tensor of ``dtype``; returns
         its key in the :class:`DeviceParams` of :meth:`to`."""
         array = np.asarray(values)
+        if array.dtype.kind == 'c':  # a value, not its real part only
+            real = array.imag == 0
+            if not real.all():
+                raise ValueError(f'HostParams.add: {array[~real].flat[0]} '
+                                 f'is not a real number, for {dtype}.')
+            array = array.real
         if dtype.is_floating_point:
             flat = np.ascontiguousarray(array, dtype=np.float64).reshape(
                 -1).view(np.int64)
         else:
-            if array.dtype.kind in 'fc':  # never truncated: 1.7 is not 1
+            if array.dtype.kind == 'f':  # never truncated: 1.7 is not 1
                 whole = np.isfinite(array) & (array == np.trunc(array))
                 if not whole.all():
                     raise ValueError(
