@@ -56,6 +56,21 @@ def test_setup_cfg_declares_the_checked_range_and_this_one_is_in_it():
     check_open_clip_version(_installed_open_clip())
 
 
+def test_the_version_check_s_parser_is_declared():
+    """``check_open_clip_version`` parses with ``packaging`` at ``import
+    mmcoop.models``: a direct dependency, declared (it came only through
+    matplotlib)."""
+    from packaging.requirements import Requirement
+    cfg = configparser.ConfigParser()
+    cfg.read(osp.join(REPO, 'setup.cfg'))
+    names = {
+        Requirement(line.split('#')[0].strip()).name
+        for line in cfg['options']['install_requires'].splitlines()
+        if line.split('#')[0].strip()
+    }
+    assert 'packaging' in names
+
+
 def test_gpu_wheels_satisfy_the_declared_ranges():
     """tools/analysis/gpu/fetch_wheels.sh pins the wheels carried to the
     GPU machine's image (no OpenMMLab packages, no open_clip there): each
