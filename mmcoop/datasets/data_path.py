@@ -321,13 +321,15 @@ def _served_pipelines(dataset, path: str, preprocessor,
 
 
 def _model_preprocessor(cfg) -> Tuple[Optional[dict], str]:
-    """The data preprocessor config the model of ``cfg`` is built with, and
-    its config path: ``model.data_preprocessor``, else the top-level
-    ``data_preprocessor`` that MMEngine (and ``init_model``) give a model
-    without its own; ``(None, 'model.data_preprocessor')`` for neither."""
+    """The data preprocessor (a config, or the module of a built model)
+    the model of ``cfg`` has, and its config path:
+    ``model.data_preprocessor``, else the top-level ``data_preprocessor``
+    that MMEngine (and ``init_model``) give a model without its own;
+    ``(None, 'model.data_preprocessor')`` for neither."""
     model = cfg.get('model', None)
+    # a config dict, or a built model (MMEngine's Runner takes either)
     own = model.get('data_preprocessor', None) if isinstance(
-        model, dict) else None
+        model, dict) else getattr(model, 'data_preprocessor', None)
     if own is None and cfg.get('data_preprocessor', None) is not None:
         return cfg['data_preprocessor'], 'data_preprocessor'
     return own, 'model.data_preprocessor'
@@ -356,8 +358,9 @@ def check_device_path(cfg) -> None:
         for path, pipeline, served, owner in _served_pipelines(
                 loader.get('dataset'), f'{name}.dataset', pre, where):
             device = type_name(pipeline[0]) == 'LoadImageBytes'
-            pre_name = type_name(served) or (
-                "none (the model's default, ClsDataPreprocessor)")
+            pre_name = type(served).__name__ if served is not None and \
+                not isinstance(served, dict) else type_name(served) or (
+                    "none (the model's default, ClsDataPreprocessor)")
             if device and pre_name != 'DeviceAugmentPreprocessor':
                 bgr = 'take the RGB images for BGR and ' if \
                     pre_name == 'CLIPDataPreprocessor' else ''

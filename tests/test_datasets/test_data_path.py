@@ -322,6 +322,24 @@ def test_a_top_level_data_preprocessor_keeps_its_statistics():
         'mmcoop.LoadImageFromFileChecked')
 
 
+def test_a_built_model_s_preprocessor_is_the_one_checked():
+    """MMEngine's Runner takes a built model too: its
+    ``data_preprocessor`` module is the one the pipelines are checked
+    against (before: none was found, and the device-path pipelines were
+    refused as served by the model's default)."""
+    from mmcoop.datasets.data_path import check_device_path
+    from mmcoop.models.data_preprocessors import DeviceAugmentPreprocessor
+    cfg = _device(Config.fromfile(COCO_P50))
+    model = torch.nn.Module()
+    model.data_preprocessor = DeviceAugmentPreprocessor()
+    cfg.model = model
+    check_device_path(cfg)
+    model.data_preprocessor = torch.nn.Identity()
+    with pytest.raises(ValueError, match=r'but model\.data_preprocessor is '
+                       r'Identity, which would never augment them'):
+        check_device_path(cfg)
+
+
 def test_a_device_pipeline_of_the_other_device_path_is_refused():
     """A pipeline already on one device path (the config a run dumped)
     given the other ``data_path`` is refused naming both; before it was
