@@ -179,7 +179,7 @@ def device_pipeline(pipeline: List[dict], where: str,
     resize_backends = ('torchvision', 'pillow') if decode == 'cpu' else (
         'torchvision', )
     if pipeline and type_name(pipeline[0]) == 'LoadImageBytes':
-        have = pipeline[0].get('decode', 'cpu')
+        have = _filled(where, pipeline[0])['decode']  # its default if left out
         if have != decode:  # e.g. the dump of a run of the other one
             path_of = {v: k for k, v in _DECODE.items()}
             raise _refuse(where, f'LoadImageBytes(decode={have!r}) is the '
