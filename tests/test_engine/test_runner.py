@@ -164,11 +164,32 @@ def test_finite_check_hook_checks_before_every_save(tmp_path):
     runner.train_dataloader.dataset.__class__ = NaNAfterTwoIters
     with pytest.raises(NonFiniteError, match=(
             r'^Parameter linear\.\w+ has NaN/Inf values at the checkpoint '
-            r'save in epoch 1 \(checked before every save; '
+            r'save in epoch 1 \(iteration 2\) \(checked before every save; '
             r'FiniteCheckHook\(interval=3, check_params=True\) checks the '
             r'iterations\)\. No checkpoint was written')):
         runner.train()
     assert not any(n.endswith('.pth') for n in os.listdir(work))
+
+
+def test_the_save_check_names_the_save_as_the_checkpoint_records_it():
+    """An iteration-based run's save is named by its iteration (before:
+    'in epoch 1' for any save of such a run), an epoch-based one's by the
+    epoch it ends, as the checkpoint's meta records them."""
+    from types import SimpleNamespace
+
+    from mmcoop.engine.hooks import FiniteCheckHook, NonFiniteError
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.bias[0] = float('nan')
+    runner = SimpleNamespace(model=model, epoch=0, iter=4999, work_dir=None)
+    hook = FiniteCheckHook()
+    for meta, said in ((dict(epoch=0, iter=5000), 'at iteration 5000'),
+                       (dict(epoch=3, iter=60), r'in epoch 3 \(iteration '
+                        r'60\)'), ({}, 'in epoch 1')):
+        with pytest.raises(NonFiniteError, match=(
+                rf'^Parameter bias has NaN/Inf values at the checkpoint '
+                rf'save {said} \(checked before every save')):
+            hook.before_save_checkpoint(runner, dict(meta=meta))
 
 
 def test_finite_check_hook_reads_the_device_once_per_check():

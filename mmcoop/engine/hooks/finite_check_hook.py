@@ -78,8 +78,8 @@ class FiniteCheckHook(Hook):
         this with the checkpoint gathered, before it writes the file)."""
         checks, flags = [], []
         self._add_params(runner, checks, flags)
-        where = (f'the checkpoint save in epoch {runner.epoch + 1} (checked '
-                 'before every save; FiniteCheckHook(interval='
+        where = (f'the checkpoint save {_save_position(checkpoint, runner)} '
+                 '(checked before every save; FiniteCheckHook(interval='
                  f'{self.interval}, check_params={self.check_params}) '
                  'checks the iterations)')
         self._check(checks, flags, where, runner)
@@ -132,6 +132,19 @@ class FiniteCheckHook(Hook):
             'an absolute `param_scheduler` such as ConstantAbsoluteLR) or '
             'the loss weight (`model.head.loss.loss_weight`), check the '
             f'inputs, and {back}.')
+
+
+def _save_position(checkpoint: dict, runner) -> str:
+    """Where a save is, as the checkpoint records it (MMEngine's ``meta``:
+    the epochs and iterations done; epoch 0 in an iteration-based run):
+    ``'in epoch E (iteration I)'`` or ``'at iteration I'``; from the
+    runner when the checkpoint has no such record."""
+    meta = checkpoint.get('meta') or {}
+    epoch, it = meta.get('epoch'), meta.get('iter')
+    if not isinstance(epoch, int) or not isinstance(it, int):
+        return f'in epoch {runner.epoch + 1}'
+    return f'in epoch {epoch} (iteration {it})' if epoch else \
+        f'at iteration {it}'
 
 
 def _not_finite(value) -> Optional[float]:
