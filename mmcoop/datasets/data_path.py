@@ -395,6 +395,22 @@ def check_device_path(cfg) -> None:
                     "data_path='device', which adds it.")
 
 
+def _check_built_model(model, value: str) -> None:
+    """A built model (MMEngine's ``Runner`` takes one as ``model``) cannot
+    be given the device's data preprocessor by a rewrite of its config: it
+    must have one already."""
+    pre = getattr(model, 'data_preprocessor', None)
+    if type(pre).__name__ == 'DeviceAugmentPreprocessor':
+        return
+    raise ValueError(
+        f'data_path={value!r} gives the model a DeviceAugmentPreprocessor '
+        'through its config, but model is a built '
+        f'{type(model).__name__} (its data preprocessor: '
+        f'{type(pre).__name__}). Fix: pass model as a config dict, or '
+        "build it with data_preprocessor=dict(type='DeviceAugment"
+        "Preprocessor') (the same mean and std), or leave data_path unset.")
+
+
 def apply_data_path(cfg):
     """Interpret the top-level ``data_path`` key of ``cfg`` (a
     ``Config``, changed in place and returned): ``'cpu'`` (default) keeps
@@ -436,6 +452,9 @@ def apply_data_path(cfg):
             dataset['pipeline'] = done[id(pipeline)]
     model = cfg.get('model', None)
     top = cfg.get('data_preprocessor', None)
+    if model is not None and not isinstance(model, dict):
+        _check_built_model(model, value)
+        model = None  # its preprocessor is checked below, not rewritten
     # a model without its own gets the top-level one (MMEngine): only a
     # model that has one, or has none to get, is given the device's
     if model is not None and (model.get('data_preprocessor', None)

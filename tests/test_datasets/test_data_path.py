@@ -340,6 +340,29 @@ def test_a_built_model_s_preprocessor_is_the_one_checked():
         check_device_path(cfg)
 
 
+def test_a_built_model_is_not_rewritten_by_a_data_path():
+    """A built model cannot get the device's preprocessor from a config
+    rewrite: one with it keeps it (the pipelines move), any other is
+    refused naming the fix (before: an AttributeError, ``Module.get``)."""
+    from mmcoop.models.data_preprocessors import (CLIPDataPreprocessor,
+                                                  DeviceAugmentPreprocessor)
+    cfg = Config.fromfile(COCO_P50)
+    model = torch.nn.Module()
+    model.data_preprocessor = CLIPDataPreprocessor()
+    cfg.model = model
+    with pytest.raises(ValueError, match=(
+            r"data_path='device' gives the model a DeviceAugmentPreprocessor"
+            r' through its config, but model is a built Module \(its data '
+            r'preprocessor: CLIPDataPreprocessor\)\. Fix: pass model as a '
+            'config dict')):
+        _device(cfg)
+    model.data_preprocessor = DeviceAugmentPreprocessor()
+    out = _device(cfg)
+    assert isinstance(out.model.data_preprocessor, DeviceAugmentPreprocessor)
+    assert out.train_dataloader.dataset.dataset.pipeline[0]['type'] == (
+        'mmcoop.LoadImageBytes')
+
+
 def test_a_device_pipeline_of_the_other_device_path_is_refused():
     """A pipeline already on one device path (the config a run dumped)
     given the other ``data_path`` is refused naming both; before it was
