@@ -437,16 +437,21 @@ def test_wrapped_datasets_pipelines_move_to_the_device_path():
     assert bad.model.data_preprocessor['type'] == 'CLIPDataPreprocessor'
 
 
+def _runner_configs(monkeypatch) -> list:
+    """The list of the configs ``MMCoopRunner.from_cfg`` hands on to
+    MMEngine's ``Runner.from_cfg`` (patched to build nothing)."""
+    from mmengine.runner import Runner
+    seen = []
+    monkeypatch.setattr(Runner, 'from_cfg',
+                        classmethod(lambda cls, cfg: seen.append(cfg)))
+    return seen
+
+
 def test_runner_reads_data_path_first(monkeypatch):
     """``MMCoopRunner.from_cfg`` (every launcher) applies ``data_path``
     before the protocol copies the test pipeline to a held-out split."""
-    from mmengine.runner import Runner
-
     from mmcoop.engine import MMCoopRunner
-    seen = {}
-    monkeypatch.setattr(Runner, 'from_cfg',
-                        classmethod(lambda cls, cfg: seen.setdefault('cfg',
-                                                                     cfg)))
+    seen = _runner_configs(monkeypatch)
     cfg = Config.fromfile(COCO_P50)
     cfg.merge_from_dict(dict(data_path='device', protocol=dict(name='clean'),
                              work_dir='unused'))
@@ -454,7 +459,7 @@ def test_runner_reads_data_path_first(monkeypatch):
     with pytest.warns(UserWarning, match=r"data_path='device' without a "
                       r'CUDA device.*slower here'):
         MMCoopRunner.from_cfg(cfg)
-    out = seen['cfg']
+    out = seen[0]
     assert _innermost(out.train_dataloader.dataset).pipeline[0][
         'type'] == 'mmcoop.LoadImageBytes'
     held_out = _innermost(out.val_dataloader.dataset)
@@ -490,13 +495,8 @@ def test_feature_cache_extracts_through_the_device_path(monkeypatch):
     """With ``feature_cache`` too, the cache is built from the device-path
     pipelines with ``DeviceAugmentPreprocessor`` (data_path is applied
     first), and the model reads the cached features."""
-    from mmengine.runner import Runner
-
     from mmcoop.engine import MMCoopRunner
-    seen = {}
-    monkeypatch.setattr(Runner, 'from_cfg',
-                        classmethod(lambda cls, cfg: seen.setdefault('cfg',
-                                                                     cfg)))
+    seen = _runner_configs(monkeypatch)
     cfg = Config.fromfile(COCO_P50)
     cfg.merge_from_dict(dict(data_path='device', work_dir='unused',
                              feature_cache=dict(enabled=True,
@@ -504,7 +504,7 @@ def test_feature_cache_extracts_through_the_device_path(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         MMCoopRunner.from_cfg(cfg)
-    out = seen['cfg']
+    out = seen[0]
     for name in ('train_dataloader', 'val_dataloader'):
         cached = out[name].dataset
         assert cached['type'] == 'mmcoop.CachedFeatureDataset'
@@ -524,12 +524,8 @@ def test_the_dump_of_a_cached_device_path_run_runs_again(monkeypatch):
     CLIPDataPreprocessor``, so the run's own config could not be tested.
     A cached dataset's own ``CLIPDataPreprocessor`` moves to the device
     path with its pipelines."""
-    from mmengine.runner import Runner
-
     from mmcoop.engine import MMCoopRunner
-    seen = []
-    monkeypatch.setattr(Runner, 'from_cfg',
-                        classmethod(lambda cls, cfg: seen.append(cfg)))
+    seen = _runner_configs(monkeypatch)
     cfg = Config.fromfile(COCO_P50)
     cfg.merge_from_dict(dict(data_path='device-decode', work_dir='unused',
                              feature_cache=dict(enabled=True,
