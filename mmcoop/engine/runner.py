@@ -58,7 +58,7 @@ def _numbered_checkpoints(work_dir: str) -> List[tuple]:
     return out
 
 
-def _last_checkpoint_named(work_dir: str) -> Optional[str]:
+def last_checkpoint_named(work_dir: str) -> Optional[str]:
     """The path that ``work_dir/last_checkpoint`` names (MMEngine writes it
     at every save); ``None`` without the file or when it is empty."""
     pointer = osp.join(work_dir, 'last_checkpoint')
@@ -82,7 +82,7 @@ def auto_resume_finds_checkpoint(work_dir: str) -> bool:
         return False
     if _numbered_checkpoints(work_dir):
         return True
-    named = _last_checkpoint_named(work_dir)
+    named = last_checkpoint_named(work_dir)
     return named is not None and (
         osp.isfile(named)
         or osp.isfile(osp.join(work_dir, osp.basename(named))))
@@ -827,7 +827,7 @@ class MMCoopRunner(Runner):
         ordered = [t[3] for t in numbered]
 
         pointer = osp.join(work_dir, 'last_checkpoint')
-        named = _last_checkpoint_named(work_dir)
+        named = last_checkpoint_named(work_dir)
         if osp.isfile(pointer) and named is None:
             self.logger.warning(
                 f'{pointer} is empty (a crash while it was written?); '

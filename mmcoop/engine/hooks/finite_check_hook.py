@@ -163,16 +163,15 @@ def _not_finite(value) -> Optional[float]:
 
 
 def _last_checkpoint(runner) -> Optional[str]:
-    """The checkpoint the run's ``last_checkpoint`` file names (MMEngine
-    writes it at every save), when it exists; None before the first save
-    or without a work dir."""
+    """The checkpoint the run's ``last_checkpoint`` file names
+    (:func:`~mmcoop.engine.runner.last_checkpoint_named`), when it exists;
+    None before the first save or without a work dir."""
+    from mmcoop.engine.runner import last_checkpoint_named
     work_dir = getattr(runner, 'work_dir', None)
     if not isinstance(work_dir, str):
         return None
-    pointer = osp.join(work_dir, 'last_checkpoint')
     try:
-        with open(pointer, errors='replace') as f:
-            named = f.read().strip()
-    except OSError:
+        named = last_checkpoint_named(work_dir)
+    except OSError:  # unreadable: the stop's message names no checkpoint
         return None
     return named if named and osp.isfile(named) else None
